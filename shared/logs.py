@@ -1,0 +1,60 @@
+"""JSON-lines logging: every record carries ``function``, ``run_id`` and ``event``.
+
+``function`` and ``run_id`` live in context variables so that a record logged anywhere below a
+handler (store, source client, model code) is attributed to the invocation that caused it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from contextvars import ContextVar
+from typing import Any
+
+from pythonjsonlogger import jsonlogger
+
+current_function: ContextVar[str] = ContextVar("current_function", default="-")
+current_run_id: ContextVar[str] = ContextVar("current_run_id", default="-")
+
+# Keys that must never reach a log line, whatever a caller passes in ``extra``.
+_REDACT = ("password", "token", "secret", "authorization")
+
+
+class _ContextFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.function = getattr(record, "function", None) or current_function.get()
+        record.run_id = getattr(record, "run_id", None) or current_run_id.get()
+        record.event = getattr(record, "event", None) or record.getMessage()
+        for key in list(record.__dict__):
+            if any(word in key.lower() for word in _REDACT):
+                record.__dict__[key] = "***"
+        return True
+
+
+_configured = False
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Install the JSON handler on the root logger once per process."""
+    global _configured
+    root = logging.getLogger()
+    root.setLevel(level)
+    if _configured:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        jsonlogger.JsonFormatter(
+            "%(asctime)s %(levelname)s %(name)s %(function)s %(run_id)s %(event)s",
+            rename_fields={"levelname": "level", "asctime": "time"},
+        )
+    )
+    handler.addFilter(_ContextFilter())
+    root.handlers = [handler]
+    for noisy in ("httpx", "httpcore", "botocore", "boto3", "urllib3", "s3transfer"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    _configured = True
+
+
+def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **fields: Any) -> None:
+    """Log a structured event: ``event`` is a short snake_case name, ``fields`` its data."""
+    logger.log(level, event, extra={"event": event, **fields})

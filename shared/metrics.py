@@ -1,0 +1,38 @@
+"""Prometheus metrics shared by all functions (names carry units or ``_total``)."""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, push_to_gateway
+
+log = logging.getLogger(__name__)
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+STAGE_RUNS = Counter(
+    "powersense_stage_runs_total", "Stage invocations by final status", ["function", "status"], registry=REGISTRY
+)
+STAGE_DURATION = Histogram(
+    "powersense_stage_duration_seconds",
+    "Wall time of a stage invocation",
+    ["function"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+    registry=REGISTRY,
+)
+STAGE_ROWS = Counter(
+    "powersense_stage_rows_total", "Rows read (in) and written (out) by stages", ["function", "direction"], registry=REGISTRY
+)
+STAGE_LAST_SUCCESS = Gauge(
+    "powersense_stage_last_success_timestamp_seconds", "Unix time of the last successful run", ["function"], registry=REGISTRY
+)
+
+
+def push(gateway_url: str | None, job: str) -> None:
+    """Push this process's metrics to a Pushgateway, if one is configured; never raises."""
+    if not gateway_url:
+        return
+    try:
+        push_to_gateway(gateway_url, job=job, registry=REGISTRY, timeout=2)
+    except Exception as exc:  # metrics must never fail a run
+        log.warning("pushgateway_failed", extra={"event": "pushgateway_failed", "error": str(exc)})

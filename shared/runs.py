@@ -1,0 +1,135 @@
+"""Run bookkeeping: every invocation gets a run id, JSON log lines and a ``pipeline_runs`` row."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+
+from shared import metrics
+from shared.logs import current_function, current_run_id, log_event
+from shared.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Run:
+    """Mutable record of one invocation; the stage fills rows_in/rows_out/details/status."""
+
+    function: str
+    run_id: str
+    trigger: str
+    started_at: datetime
+    status: str = "running"
+    rows_in: int = 0
+    rows_out: int = 0
+    error: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+    finished_at: datetime | None = None
+
+    def skip(self, reason: str) -> None:
+        """Mark the run as skipped (nothing to do, or another run holds the stage)."""
+        self.status = "skipped"
+        self.details["skip_reason"] = reason
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-serialisable summary (what handlers return)."""
+        return {
+            "function": self.function,
+            "run_id": self.run_id,
+            "trigger": self.trigger,
+            "status": self.status,
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "duration_s": round((self.finished_at - self.started_at).total_seconds(), 4) if self.finished_at else None,
+            "rows_in": self.rows_in,
+            "rows_out": self.rows_out,
+            "error": self.error or None,
+            "details": self.details,
+        }
+
+
+def _write(store: Store, run: Run) -> None:
+    row = pd.DataFrame(
+        [
+            {
+                "function": run.function,
+                "run_id": run.run_id,
+                "trigger": run.trigger,
+                "started_at": run.started_at,
+                "finished_at": run.finished_at,
+                "status": run.status,
+                "rows_in": run.rows_in,
+                "rows_out": run.rows_out,
+                "error": run.error[:4000],
+                "details": json.dumps(run.details, default=str),
+                "updated_at": datetime.now(UTC),
+            }
+        ]
+    )
+    store.insert_df("pipeline_runs", row)
+
+
+def new_run_id() -> str:
+    """A fresh run id (uuid4 hex)."""
+    return uuid.uuid4().hex
+
+
+@contextmanager
+def stage_run(
+    store: Store, function: str, trigger: str = "http", run_id: str | None = None, pushgateway: str | None = None
+) -> Iterator[Run]:
+    """Wrap one invocation: context vars, start/end log events, pipeline_runs rows, metrics.
+
+    Exceptions propagate after the run is recorded as failed.
+    """
+    run = Run(function=function, run_id=run_id or new_run_id(), trigger=trigger, started_at=datetime.now(UTC))
+    tok_f, tok_r = current_function.set(function), current_run_id.set(run.run_id)
+    t0 = time.perf_counter()
+    try:
+        log_event(log, "run_started", trigger=trigger)
+        _write(store, run)
+        try:
+            yield run
+            if run.status == "running":
+                run.status = "success"
+        except BaseException as exc:
+            run.status = "failed"
+            run.error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            run.finished_at = datetime.now(UTC)
+            elapsed = time.perf_counter() - t0
+            try:
+                _write(store, run)
+            except Exception as exc:  # recording must not mask the real outcome
+                log_event(log, "run_record_failed", logging.ERROR, error=str(exc))
+            metrics.STAGE_RUNS.labels(function, run.status).inc()
+            metrics.STAGE_DURATION.labels(function).observe(elapsed)
+            metrics.STAGE_ROWS.labels(function, "in").inc(run.rows_in)
+            metrics.STAGE_ROWS.labels(function, "out").inc(run.rows_out)
+            if run.status == "success":
+                metrics.STAGE_LAST_SUCCESS.labels(function).set(time.time())
+            log_event(
+                log,
+                "run_finished",
+                logging.INFO if run.status != "failed" else logging.ERROR,
+                status=run.status,
+                rows_in=run.rows_in,
+                rows_out=run.rows_out,
+                duration_s=round(elapsed, 4),
+                error=run.error or None,
+            )
+            metrics.push(pushgateway, job=function)
+    finally:
+        current_function.reset(tok_f)
+        current_run_id.reset(tok_r)

@@ -1,0 +1,223 @@
+"""The one ClickHouse access layer: chDB in-process (embedded default) or a server over HTTP(S).
+
+Both transports go through clickhouse-connect, so every statement, the ``{name:Type}`` server-side
+parameter binding and ``insert_df``/``query_df`` are identical.  The DDL in ``ch/init/NNN.*.sql`` is
+applied idempotently by :func:`Store.apply_schema` on both.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from shared.errors import StoreError
+from shared.logs import log_event
+from shared.settings import REPO_ROOT, Settings
+
+log = logging.getLogger(__name__)
+
+DDL_DIR = REPO_ROOT / "ch" / "init"
+
+# Explicit insert settings: ClickHouse 26 servers default to async_insert=1, which would make an
+# insert return before its rows are visible and break read-your-writes between stages.
+INSERT_SETTINGS: dict[str, Any] = {"async_insert": 0, "wait_for_async_insert": 1}
+
+_ENGINES: dict[str, Any] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def _split_statements(sql: str) -> list[str]:
+    """Split a DDL file on ``;`` at line ends, dropping comments and blanks."""
+    no_comments = "\n".join(line for line in sql.splitlines() if not line.strip().startswith("--"))
+    return [s.strip() for s in re.split(r";\s*(?:\n|$)", no_comments) if s.strip()]
+
+
+class Store:
+    """Thread-safe facade over a clickhouse-connect client."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.database = settings.clickhouse_database
+        self.embedded = settings.embedded
+        # chDB runs one engine per process: every call is serialised through one lock there.
+        # Over HTTP each call is an independent request, so no lock is needed.
+        self._lock: threading.RLock | None = threading.RLock() if self.embedded else None
+        self._client = self._connect()
+
+    def _connect(self) -> Any:
+        import clickhouse_connect
+
+        s = self.settings
+        try:
+            if s.embedded:
+                path = str(Path(s.chdb_path).resolve())
+                with _ENGINES_LOCK:
+                    if path not in _ENGINES:
+                        if _ENGINES:
+                            raise StoreError(
+                                f"chDB already open at {next(iter(_ENGINES))}; one data directory per process"
+                            )
+                        Path(path).mkdir(parents=True, exist_ok=True)
+                        _ENGINES[path] = clickhouse_connect.get_client(interface="chdb", path=path)
+                    return _ENGINES[path]
+            return clickhouse_connect.get_client(
+                dsn=s.clickhouse_url,
+                username=s.clickhouse_user,
+                password=s.clickhouse_password.get_secret_value(),
+                autogenerate_session_id=False,
+                connect_timeout=10,
+                send_receive_timeout=300,
+            )
+        except StoreError:
+            raise
+        except Exception as exc:  # the driver raises many types; one typed error for callers
+            raise StoreError(f"cannot connect to ClickHouse: {exc}") from exc
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        if self._lock is None:
+            yield
+        else:
+            with self._lock:
+                yield
+
+    # --- statements -----------------------------------------------------------------------------
+    def command(self, sql: str, parameters: Mapping[str, Any] | None = None, settings: dict[str, Any] | None = None) -> Any:
+        """Run a statement that returns no rows (DDL, INSERT … SELECT)."""
+        try:
+            with self._locked():
+                return self._client.command(sql, parameters=self._params(parameters), settings=settings)
+        except Exception as exc:
+            raise StoreError(f"ClickHouse command failed: {exc}") from exc
+
+    def _params(self, parameters: Mapping[str, Any] | None) -> dict[str, Any]:
+        # ``{db:Identifier}`` is always bound to this store's database, so SQL never hard-codes it.
+        params = {"db": self.database}
+        if parameters:
+            params.update(parameters)
+        return params
+
+    def query_df(self, sql: str, parameters: Mapping[str, Any] | None = None) -> pd.DataFrame:
+        """Run a SELECT and return a DataFrame; values are bound server-side via ``{name:Type}``.
+
+        Timestamp columns come back timezone-aware in UTC on both transports (chDB drops the zone).
+        """
+        try:
+            with self._locked():
+                df = self._client.query_df(sql, parameters=self._params(parameters))
+        except Exception as exc:
+            raise StoreError(f"ClickHouse query failed: {exc}") from exc
+        for col in df.columns:
+            if pd.api.types.is_datetime64_any_dtype(df[col]):
+                s = df[col]
+                df[col] = s.dt.tz_localize("UTC") if s.dt.tz is None else s.dt.tz_convert("UTC")
+        return df
+
+    def query_rows(self, sql: str, parameters: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """Run a SELECT and return its rows as tuples."""
+        try:
+            with self._locked():
+                return list(self._client.query(sql, parameters=self._params(parameters)).result_rows)
+        except Exception as exc:
+            raise StoreError(f"ClickHouse query failed: {exc}") from exc
+
+    def scalar(self, sql: str, parameters: Mapping[str, Any] | None = None) -> Any:
+        """First column of the first row, or None."""
+        rows = self.query_rows(sql, parameters)
+        return rows[0][0] if rows else None
+
+    def insert_df(
+        self,
+        table: str,
+        df: pd.DataFrame,
+        *,
+        dedup_token: str | None = None,
+        column_names: Sequence[str] | None = None,
+    ) -> int:
+        """Insert a DataFrame synchronously; NaN/NA/NaT become SQL NULL.
+
+        ``dedup_token`` makes a retried insert of the same block a no-op (ClickHouse insert
+        deduplication; the tables set ``non_replicated_deduplication_window``).
+        """
+        if df.empty:
+            return 0
+        settings = dict(INSERT_SETTINGS)
+        if dedup_token:
+            settings["insert_deduplication_token"] = dedup_token
+            settings["insert_deduplicate"] = 1
+        frame = sanitize_nulls(df)
+        try:
+            with self._locked():
+                self._client.insert_df(
+                    f"{self.database}.{table}" if "." not in table else table,
+                    frame,
+                    column_names=list(column_names) if column_names else None,
+                    settings=settings,
+                )
+        except Exception as exc:
+            raise StoreError(f"insert into {table} failed: {exc}") from exc
+        return len(frame)
+
+    # --- schema ---------------------------------------------------------------------------------
+    def apply_schema(self, ddl_dir: Path = DDL_DIR) -> int:
+        """Apply every ``NNN.*.sql`` file in order; idempotent (``if not exists`` everywhere)."""
+        count = 0
+        for path in sorted(ddl_dir.glob("[0-9][0-9][0-9].*.sql")):
+            sql = path.read_text().replace("electricity.", f"{self.database}.")
+            sql = sql.replace("database if not exists electricity", f"database if not exists {self.database}")
+            for stmt in _split_statements(sql):
+                if self.embedded and stmt.lstrip().lower().startswith(("create user", "grant", "create role", "create settings profile")):
+                    continue  # access control exists on servers only
+                self.command(stmt)
+                count += 1
+        log_event(log, "schema_applied", statements=count, database=self.database)
+        return count
+
+    def ping(self) -> bool:
+        """True when the store answers a trivial query."""
+        try:
+            return self.scalar("select 1") == 1
+        except StoreError:
+            return False
+
+
+def sanitize_nulls(df: pd.DataFrame) -> pd.DataFrame:
+    """Return a copy where NaN/NA/NaT (and inf in float columns) are None, i.e. SQL NULL."""
+    out = df.copy()
+    for col in out.columns:
+        s = out[col]
+        if pd.api.types.is_float_dtype(s):
+            s = s.where(~s.isin([float("inf"), float("-inf")]))
+        if s.isna().any():
+            out[col] = s.astype(object).where(s.notna(), None)
+    return out
+
+
+_store: Store | None = None
+_store_lock = threading.Lock()
+
+
+def get_store(settings: Settings | None = None) -> Store:
+    """The process-wide store (built once; schema applied on first use)."""
+    global _store
+    with _store_lock:
+        if _store is None:
+            from shared.settings import get_settings
+
+            _store = Store(settings or get_settings())
+            _store.apply_schema()
+        return _store
+
+
+def reset_store() -> None:
+    """Forget the process-wide store (tests switch databases with this)."""
+    global _store
+    with _store_lock:
+        _store = None

@@ -1,0 +1,55 @@
+"""Test fixtures: one chDB data directory per test process, a fresh database per test.
+
+chDB allows one data directory per process, so the directory is created once per session and
+every test isolates itself in its own database inside it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+_CHDB_DIR = tempfile.mkdtemp(prefix="powersense-chdb-")
+os.environ["POWERSENSE_CHDB_PATH"] = _CHDB_DIR
+os.environ.setdefault("POWERSENSE_SECRETS_DIR", tempfile.mkdtemp(prefix="powersense-secrets-"))
+os.environ["POWERSENSE_ARTIFACTS_DIR"] = tempfile.mkdtemp(prefix="powersense-artifacts-")
+for _k in [k for k in os.environ if k.startswith("POWERSENSE_CLICKHOUSE_URL")]:
+    del os.environ[_k]
+
+from shared import settings as settings_mod  # noqa: E402
+from shared import store as store_mod  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO / "data"
+
+
+@pytest.fixture
+def database(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A fresh, empty ClickHouse database name for this test (dropped afterwards)."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    monkeypatch.setenv("POWERSENSE_CLICKHOUSE_DATABASE", name)
+    settings_mod.get_settings.cache_clear()
+    store_mod.reset_store()
+    yield name
+    try:
+        store_mod.get_store().command(f"drop database if exists {name}")
+    finally:
+        settings_mod.get_settings.cache_clear()
+        store_mod.reset_store()
+
+
+@pytest.fixture
+def settings(database: str) -> settings_mod.Settings:
+    """Settings bound to the per-test database."""
+    return settings_mod.get_settings()
+
+
+@pytest.fixture
+def store(settings: settings_mod.Settings) -> store_mod.Store:
+    """The process store, schema applied, on the per-test database."""
+    return store_mod.get_store(settings)
