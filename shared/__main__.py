@@ -1,0 +1,31 @@
+"""Command line: ``python -m shared <command> …``.
+
+Commands are imported lazily so that a light command never loads the ML stack.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "evaluate": ("shared.forecasting.evaluate", "main", "backtest the forecast model (make evaluate)"),
+    "evaluate-anomalies": ("shared.detection.evaluate", "main", "evaluate anomaly detectors (make evaluate-anomalies)"),
+    "bootstrap": ("shared.ingest.bootstrap", "main", "load the shipped history into the store"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch to a command's ``main(argv)``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help") or args[0] not in COMMANDS:
+        print("usage: python -m shared <command> [options]\n\ncommands:")
+        for name, (_, _, help_) in COMMANDS.items():
+            print(f"  {name:<20} {help_}")
+        return 0 if args and args[0] in ("-h", "--help") else 2
+    module, func, _ = COMMANDS[args[0]]
+    return int(getattr(importlib.import_module(module), func)(args[1:]) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
