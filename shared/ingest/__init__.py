@@ -1,0 +1,1 @@
+"""Ingestion: the ODRÉ source, landing, parsing, versioning and bootstrap from shipped history."""
