@@ -21,10 +21,16 @@ STAGE_DURATION = Histogram(
     registry=REGISTRY,
 )
 STAGE_ROWS = Counter(
-    "powersense_stage_rows_total", "Rows read (in) and written (out) by stages", ["function", "direction"], registry=REGISTRY
+    "powersense_stage_rows_total",
+    "Rows read (in) and written (out) by stages",
+    ["function", "direction"],
+    registry=REGISTRY,
 )
 STAGE_LAST_SUCCESS = Gauge(
-    "powersense_stage_last_success_timestamp_seconds", "Unix time of the last successful run", ["function"], registry=REGISTRY
+    "powersense_stage_last_success_timestamp_seconds",
+    "Unix time of the last successful run",
+    ["function"],
+    registry=REGISTRY,
 )
 
 

@@ -14,12 +14,17 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SecretsSettingsSource,
+    SettingsConfigDict,
+)
 
 from shared.errors import ConfigurationError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SECRETS_DIR = os.environ.get("POWERSENSE_SECRETS_DIR", "/var/openfaas/secrets")
+DEFAULT_SECRETS_DIR = "/var/openfaas/secrets"
 
 
 class Settings(BaseSettings):
@@ -27,7 +32,6 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(
         env_prefix="POWERSENSE_",
-        secrets_dir=SECRETS_DIR if Path(SECRETS_DIR).is_dir() else None,
         extra="ignore",
         case_sensitive=False,
     )
@@ -83,6 +87,23 @@ class Settings(BaseSettings):
 
     # --- logging ----------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Environment first, then OpenFaaS secret files named by the bare field name
+        (``/var/openfaas/secrets/query_token``, not ``POWERSENSE_query_token``)."""
+        secrets_dir = os.environ.get("POWERSENSE_SECRETS_DIR", DEFAULT_SECRETS_DIR)
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if Path(secrets_dir).is_dir():
+            sources.append(SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir, env_prefix=""))
+        return tuple(sources)
 
     @field_validator("clickhouse_url")
     @classmethod

@@ -29,6 +29,9 @@ DDL_DIR = REPO_ROOT / "ch" / "init"
 # insert return before its rows are visible and break read-your-writes between stages.
 INSERT_SETTINGS: dict[str, Any] = {"async_insert": 0, "wait_for_async_insert": 1}
 
+# Access control exists on servers only; chDB has no users.
+_ACCESS_CONTROL = ("create user", "alter user", "grant", "create role", "create settings profile")
+
 _ENGINES: dict[str, Any] = {}
 _ENGINES_LOCK = threading.Lock()
 
@@ -89,7 +92,9 @@ class Store:
                 yield
 
     # --- statements -----------------------------------------------------------------------------
-    def command(self, sql: str, parameters: Mapping[str, Any] | None = None, settings: dict[str, Any] | None = None) -> Any:
+    def command(
+        self, sql: str, parameters: Mapping[str, Any] | None = None, settings: dict[str, Any] | None = None
+    ) -> Any:
         """Run a statement that returns no rows (DDL, INSERT … SELECT)."""
         try:
             with self._locked():
@@ -173,7 +178,7 @@ class Store:
             sql = path.read_text().replace("electricity.", f"{self.database}.")
             sql = sql.replace("database if not exists electricity", f"database if not exists {self.database}")
             for stmt in _split_statements(sql):
-                if self.embedded and stmt.lstrip().lower().startswith(("create user", "grant", "create role", "create settings profile")):
+                if self.embedded and stmt.lstrip().lower().startswith(_ACCESS_CONTROL):
                     continue  # access control exists on servers only
                 self.command(stmt)
                 count += 1

@@ -1,0 +1,57 @@
+# PowerSense — every target that needs Python creates or updates .venv itself.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+DBT_VENV  := .venv-dbt
+DBT_STAMP := $(DBT_VENV)/.installed
+APT_TOOLS := prometheus prometheus-alertmanager docker-compose wrk
+ARGS ?=
+
+.PHONY: venv demo test bench evaluate evaluate-anomalies validate lint tools dbt-venv lock clean
+
+$(STAMP): requirements/base.txt requirements/ml.txt requirements/dev.txt requirements/constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements/dev.txt -c requirements/constraints.txt
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+# System tools the tests and benchmarks drive for real (promtool, amtool, docker-compose config, wrk).
+tools:
+	@missing=""; for b in promtool amtool docker-compose wrk; do command -v $$b >/dev/null || missing=1; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_TOOLS) >/dev/null; \
+	  else echo "missing system tools; run as root: apt-get install -y $(APT_TOOLS)"; fi; fi
+
+$(DBT_STAMP): dbt/requirements.txt
+	@test -x $(DBT_VENV)/bin/python || $(PYTHON) -m venv $(DBT_VENV)
+	$(DBT_VENV)/bin/pip install -q --disable-pip-version-check -r dbt/requirements.txt
+	@touch $(DBT_STAMP)
+
+dbt-venv: $(DBT_STAMP)
+
+demo: venv
+	$(PY) -m local_dev demo $(ARGS)
+
+test: venv tools dbt-venv
+	$(PY) -m pytest $(ARGS)
+
+bench: venv tools
+	$(PY) -m bench $(ARGS)
+
+evaluate: venv
+	$(PY) -m shared evaluate --out reports $(ARGS)
+
+evaluate-anomalies: venv
+	$(PY) -m shared evaluate-anomalies --out reports $(ARGS)
+
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m mypy shared local_dev bench functions/*/handler.py
+
+lock: venv
+	$(PY) -m pip freeze --exclude-editable | sed 's/+cpu$$//' > requirements/constraints.txt
+
+clean:
+	rm -rf var reports/*.json reports/*.png

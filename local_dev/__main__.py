@@ -1,0 +1,20 @@
+"""``python -m local_dev demo [options]`` — the embedded runtime."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main() -> int:
+    """Dispatch local_dev commands."""
+    args = sys.argv[1:]
+    if args[:1] == ["demo"]:
+        from local_dev.demo import main as demo
+
+        return demo(args[1:])
+    print("usage: python -m local_dev demo [--ticks N] [--speed X] [--start ISO] [--port P] [--source-url URL]")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

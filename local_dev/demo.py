@@ -1,0 +1,159 @@
+"""``make demo``: bootstrap the embedded store from the shipped history, then serve every function
+behind the gateway with the cron-connector and the replay of real data on a simulated clock."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from shared.settings import REPO_ROOT
+
+DEFAULT_START = "2023-12-01T00:00:00Z"
+
+
+def _parse_time(value: str) -> datetime:
+    ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+def ensure_secrets(secrets_dir: Path) -> dict[str, str]:
+    """Create the local secrets (query bearer token, gateway password) once; return the new ones."""
+    secrets_dir.mkdir(parents=True, exist_ok=True)
+    created = {}
+    for name in ("query_token", "gateway_password"):
+        path = secrets_dir / name
+        if not path.exists():
+            value = secrets.token_urlsafe(32)
+            path.write_text(value)
+            path.chmod(0o600)
+            created[name] = value
+    return created
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """Command-line options of the demo."""
+    p = argparse.ArgumentParser(prog="python -m local_dev demo", description=__doc__)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=int(os.environ.get("POWERSENSE_GATEWAY_PORT", "8080")))
+    p.add_argument("--data-dir", type=Path, default=REPO_ROOT / "var", help="chDB, artifacts and secrets live here")
+    p.add_argument("--start", default=os.environ.get("POWERSENSE_REPLAY_START", DEFAULT_START),
+                   help="simulated clock start (UTC) on first run; a restart resumes after the newest stored value")
+    p.add_argument("--speed", type=float, default=float(os.environ.get("POWERSENSE_REPLAY_SPEED", "60")),
+                   help="simulated seconds per real second (60: a 5-min poll every 5 s)")
+    p.add_argument("--ticks", type=int, default=None,
+                   help="fire this many cron ticks, waiting for each, then exit (scripted use)")
+    p.add_argument("--source-url", default=None,
+                   help="poll this ODRÉ-compatible API instead of the local replay (e.g. the real ODRÉ)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the demo until Ctrl-C (or ``--ticks`` ticks)."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    data_dir: Path = args.data_dir.resolve()
+    secrets_dir = data_dir / "secrets"
+    created = ensure_secrets(secrets_dir)
+    # Settings are read from the environment once per process: set everything before importing them.
+    os.environ["POWERSENSE_SECRETS_DIR"] = str(secrets_dir)
+    os.environ.setdefault("POWERSENSE_CHDB_PATH", str(data_dir / "chdb"))
+    os.environ.setdefault("POWERSENSE_ARTIFACTS_DIR", str(data_dir / "artifacts"))
+    gateway_url = f"http://{args.host}:{args.port}"
+    os.environ["POWERSENSE_SOURCE_URL"] = args.source_url or f"{gateway_url}/replay/api/explore/v2.1"
+
+    import uvicorn
+
+    from local_dev.cron import CronConnector, Invocation
+    from local_dev.gateway import create_gateway_app
+    from local_dev.stack import read_stack
+    from shared import clock
+    from shared.logs import configure_logging
+    from shared.settings import get_settings
+    from shared.store import get_store
+
+    settings = get_settings()
+    configure_logging("WARNING")  # the demo prints a readable summary; JSON logs at WARNING+
+    store = get_store(settings)
+
+    newest = store.scalar(
+        "select max(ts) from {db:Identifier}.measurements where metric = {m:String} and value is not null",
+        {"m": settings.series_metric},
+    )
+    start = _parse_time(args.start)
+    resumed = newest is not None and newest.replace(tzinfo=UTC) + timedelta(minutes=15) > start
+    if resumed:
+        start = newest.replace(tzinfo=UTC) + timedelta(minutes=15)
+    if args.source_url is None:
+        clock.install(clock.SimulatedClock(start, args.speed))
+        os.environ["POWERSENSE_HISTORY_UNTIL"] = start.isoformat()
+
+    print(f"PowerSense demo — data in {data_dir}")
+    if store.scalar("select count() from {db:Identifier}.measurements") == 0:
+        from shared.ingest.bootstrap import bootstrap
+
+        t0 = time.perf_counter()
+        result = bootstrap(store, settings, until=start, progress=True)
+        print(f"bootstrap: {_fmt(result)} in {time.perf_counter() - t0:.1f} s")
+    counts = store.query_rows(
+        "select count(), uniqExact(ukey), max(version) from {db:Identifier}.measurements"
+    )[0]
+    print(f"store: {counts[0]:,} measurement rows, {counts[1]:,} ukeys, max version {counts[2]}")
+
+    app = create_gateway_app()
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_config=None, access_log=False))
+    thread = threading.Thread(target=server.run, name="gateway", daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            print(f"gateway failed to start on {gateway_url}", file=sys.stderr)
+            return 1
+        time.sleep(0.05)
+
+    print(f"gateway: {gateway_url}  (functions: {', '.join(app.apps)})")
+    print(f"source:  {os.environ['POWERSENSE_SOURCE_URL']}")
+    if args.source_url is None:
+        print(f"clock:   simulated from {start.isoformat()} at {args.speed:g}x" + (" (resumed)" if resumed else ""))
+    if "query_token" in created:
+        print(f"query token (shown once, stored in {secrets_dir}/query_token): {created['query_token']}")
+    if "gateway_password" in created:
+        print(f"gateway basic auth for /system/*: {settings.gateway_user} / {created['gateway_password']}")
+    print(f'try:     curl -H "Authorization: Bearer $(cat {secrets_dir}/query_token)" '
+          f"'{gateway_url}/function/query/health'")
+
+    def report(inv: Invocation) -> None:
+        body: dict[str, Any] = inv.body or {}
+        status = body.get("status", inv.error or f"HTTP {inv.status_code}")
+        print(f"[{inv.scheduled_for:%Y-%m-%d %H:%M}] {inv.function:<15} {status:<8} "
+              f"in={body.get('rows_in', '-')} out={body.get('rows_out', '-')} {inv.duration_s:.2f}s", flush=True)
+
+    cron = CronConnector(gateway_url, read_stack(), on_result=report)
+    stop = threading.Event()
+
+    def _interrupt(signum: int, frame: Any) -> None:
+        print("\nstopping: waiting for running invocations …", flush=True)
+        stop.set()
+        cron.stop()
+
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        ticks = cron.run(max_ticks=args.ticks, wait_each_tick=args.ticks is not None, speed=args.speed)
+    finally:
+        cron.close()
+        server.should_exit = True
+        thread.join(timeout=10)
+    counts = store.query_rows("select count(), max(version) from {db:Identifier}.measurements")[0]
+    print(f"stopped after {ticks} cron ticks; store: {counts[0]:,} measurement rows, max version {counts[1]}; "
+          "a restart resumes from here")
+    return 0
+
+
+def _fmt(result: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in result.items() if not isinstance(v, dict | list))
