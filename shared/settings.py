@@ -71,11 +71,42 @@ class Settings(BaseSettings):
         default=None, description="ISO timestamp: bootstrap loads history strictly before it"
     )
 
+    # --- ingest (poll / upsert-version / bootstrap) -----------------------------------------
+    source_backoff_s: float = Field(default=0.5, ge=0, description="first retry wait; doubles per retry")
+    source_backoff_max_s: float = Field(default=30.0, ge=0, description="cap of one retry wait (and of Retry-After)")
+    poll_bootstrap: bool = Field(
+        default=True, description="poll loads history_files first when the store holds no measurements"
+    )
+    upsert_max_batches: int = Field(default=200, ge=1, description="landed pages versioned per invocation")
+    upsert_chunk_rows: int = Field(default=500_000, ge=1, description="measurement rows per insert")
+    # --- end ingest --------------------------------------------------------------------------
+
     # --- series / forecasting ---------------------------------------------------------------
     series_source: str = "eco2mix_national"
     series_metric: str = "consommation"
     forecast_resolution_min: Literal[15, 30, 60] = 30
     forecast_horizon_days: int = Field(default=7, ge=1, le=14)
+
+    # --- forecasting (featurize + forecast stages, backtest) -----------------------------------
+    features_lookback_days: int = Field(default=1830, ge=14, description="oldest ts featurize (re)computes")
+    max_interp_steps: int = Field(default=4, ge=0, description="gaps up to this many grid steps are interpolated")
+    forecast_train_days: int = Field(default=1461, ge=28, description="training window length (4 years)")
+    forecast_holdout_days: int = Field(default=56, ge=7, description="recent days kept out of training to "
+                                       "calibrate intervals and compare new vs current model")
+    forecast_retrain_hours: float = Field(default=24.0, gt=0, description="retrain when the model is older")
+    forecast_epochs: int = Field(default=10, ge=1, description="profile network epochs")
+    forecast_learning_rate: float = Field(default=0.01, gt=0, description="always set: the LR finder crashes")
+    forecast_batch_size: int = Field(default=1024, ge=16)
+    forecast_level_lags: int = Field(default=14, ge=2, description="daily blocks the level network reads")
+    forecast_level_epochs: int = Field(default=60, ge=1, description="level network epochs")
+    forecast_interval_level: float = Field(default=0.8, gt=0, lt=1)
+    forecast_seed: int = 42
+    forecast_torch_threads: int = Field(default=2, ge=1)
+    forecast_max_staleness_hours: float = Field(default=6.0, gt=0, description="newer data needed for the model")
+    forecast_min_completeness: float = Field(default=0.8, ge=0, le=1, description="share of the last 14 days")
+    forecast_accept_tolerance: float = Field(default=0.0, ge=0, description="new model's holdout MAPE may exceed "
+                                             "the current one by this fraction and still replace it")
+    # --- end forecasting -------------------------------------------------------------------------
 
     # --- query / security -------------------------------------------------------------------
     query_token: SecretStr | None = None
@@ -84,6 +115,33 @@ class Settings(BaseSettings):
 
     # --- observability ----------------------------------------------------------------------
     pushgateway_url: str | None = Field(default=None, description="host:port of a Prometheus Pushgateway")
+
+    # --- detection (detect stage: anomalies, data quality, drift) -----------------------------
+    detect_schedule: str = Field(default="4-59/15 * * * *", description="cron of detect (replayed by evaluation)")
+    detect_overlap_hours: float = Field(default=48.0, gt=0, description="re-examined span before the watermark")
+    detect_max_window_days: float = Field(default=31.0, gt=0, description="longest span one run examines")
+    detect_calibration_days: int = Field(default=28, ge=7, description="trailing days for residual scales")
+    detect_onset_z: float = Field(default=8.0, gt=0, description="robust z of a 15-min residual jump to alarm")
+    detect_flat_z: float = Field(default=4.0, gt=0, description="expected move (z) that an unchanged value misses")
+    detect_flat_min_repeats: int = Field(default=2, ge=1, description="repeats that make a flatline regardless")
+    detect_level_shift_min_steps: int = Field(default=8, ge=2, description="anomalous run length = level shift")
+    detect_max_run_hours: float = Field(default=72.0, gt=0, description="accept a new level after this long")
+    detect_value_lag_min: float = Field(default=4.0, ge=0, description="a value for ts is due at ts + step + lag")
+    detect_ignore_fallback_gap: bool = Field(
+        default=True, description="RTE never publishes the first 02:00-02:45 local hour of the fall-back day"
+    )
+    detect_zscore_lookback_weeks: int = Field(default=8, ge=2)
+    detect_zscore_threshold: float = Field(default=3.0, gt=0)
+    dq_freshness_max_min: float = Field(default=90.0, gt=0, description="newest value older than this = stale")
+    dq_completeness_min: float = Field(default=0.98, ge=0, le=1)
+    dq_range_margin: float = Field(default=0.2, ge=0, description="learned bounds widened by this fraction")
+    drift_every_min: float = Field(default=60.0, gt=0, description="drift metrics at most this often")
+    drift_window_days: float = Field(default=7.0, gt=0)
+    drift_reference_days: float = Field(default=365.0, gt=0, description="training window for PSI")
+    drift_mape_max: float = Field(default=0.05, gt=0, description="D+1 MAPE above this requests a retrain")
+    drift_coverage_tolerance: float = Field(default=0.15, ge=0, description="allowed coverage shortfall")
+    drift_psi_max: float = Field(default=0.5, gt=0, description="PSI above this requests a retrain")
+    # --- end detection -------------------------------------------------------------------------
 
     # --- logging ----------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
