@@ -1,0 +1,51 @@
+"""poll: fetch ODRÉ eco2mix-national-tr records since the watermark and land them (wiring only).
+
+Cron (empty body) computes its window from watermarks in ClickHouse; an HTTP call may pass a
+backfill window and a page budget.  Logic: shared/ingest/poll.py.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import Body, Depends, Request
+from mangum import Mangum
+from pydantic import AwareDatetime, BaseModel, Field
+
+from shared.app import RunResponse, create_app, invoke_stage, settings_dep, store_dep
+from shared.ingest.poll import run_poll
+from shared.settings import Settings
+from shared.store import Store
+
+app = create_app("poll", description="Fetch ODRÉ eco2mix-national-tr records and land them raw")
+
+
+class PollRequest(BaseModel):
+    """Optional parameters; an empty body (cron) polls the window after the watermark."""
+
+    start: AwareDatetime | None = Field(default=None, description="backfill window start (UTC offset required)")
+    end: AwareDatetime | None = Field(default=None, description="backfill window end, exclusive")
+    max_pages: int | None = Field(default=None, ge=1, description="stop after this many pages")
+    bootstrap: bool = Field(default=True, description="load the shipped history first if the store is empty")
+
+
+@app.post("/", response_model=RunResponse)
+def invoke(
+    request: Request,
+    body: PollRequest | None = Body(default=None),
+    store: Store = Depends(store_dep),
+    settings: Settings = Depends(settings_dep),
+) -> dict[str, Any]:
+    """Run one poll."""
+    opts = body or PollRequest()
+    start: datetime | None = opts.start
+    end: datetime | None = opts.end
+    return invoke_stage(
+        request, store, "poll",
+        lambda run: run_poll(store, settings, run, start=start, end=end, max_pages=opts.max_pages,
+                             bootstrap=opts.bootstrap),
+    )
+
+
+handler = Mangum(app)

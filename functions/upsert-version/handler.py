@@ -1,0 +1,44 @@
+"""upsert-version: version landed pages into measurements (wiring only).
+
+Single-flight: a second invocation while one runs returns status "skipped".
+Logic: shared/ingest/versioning.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Body, Depends, Request
+from mangum import Mangum
+from pydantic import BaseModel, Field
+
+from shared.app import RunResponse, create_app, invoke_stage, settings_dep, store_dep
+from shared.ingest.versioning import run_upsert
+from shared.settings import Settings
+from shared.store import Store
+
+app = create_app("upsert-version", description="Turn landed ODRÉ pages into versioned measurements")
+
+
+class UpsertRequest(BaseModel):
+    """Optional parameters; an empty body (cron) versions every pending page."""
+
+    max_batches: int | None = Field(default=None, ge=1, description="landed pages to version in this call")
+
+
+@app.post("/", response_model=RunResponse)
+def invoke(
+    request: Request,
+    body: UpsertRequest | None = Body(default=None),
+    store: Store = Depends(store_dep),
+    settings: Settings = Depends(settings_dep),
+) -> dict[str, Any]:
+    """Run one upsert-version."""
+    opts = body or UpsertRequest()
+    return invoke_stage(
+        request, store, "upsert-version",
+        lambda run: run_upsert(store, settings, run, max_batches=opts.max_batches),
+    )
+
+
+handler = Mangum(app)

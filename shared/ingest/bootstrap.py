@@ -1,0 +1,119 @@
+"""Load the shipped eco2mix history into an empty store, through the upsert-version code path.
+
+The history files are read one at a time (progress bar: tqdm), reshaped to one row per
+(instant, metric) with :func:`~shared.ingest.versioning.wide_to_long`, versioned by the same pure
+:func:`~shared.ingest.versioning.compute_versions` as polled pages, and inserted in large chunks
+with content-derived dedup tokens.  So a bootstrap is exactly an upsert of the history: a value
+already present is not written again, and a bootstrap that crashed half-way resumes where it
+stopped.  It is marked done by a ``batch_versions`` row with batch id ``bootstrap``.
+
+CLI: ``python -m shared bootstrap [--until ISO] [--no-progress] [--force]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tqdm import tqdm
+
+from shared.ingest.history import LOAD_COLUMNS, read_history
+from shared.ingest.versioning import (
+    BOOTSTRAP_BATCH,
+    WRITE_LOCK,
+    bootstrap_done,
+    compute_versions,
+    has_polled_measurements,
+    load_latest,
+    make_ukeys,
+    mark_batch_done,
+    wide_to_long,
+    write_versions,
+)
+from shared.logs import log_event
+from shared.settings import Settings
+from shared.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def bootstrap(
+    store: Store,
+    settings: Settings,
+    until: str | pd.Timestamp | None = None,
+    progress: bool = True,
+    *,
+    force: bool = False,
+    run_id: str = "",
+) -> dict[str, Any]:
+    """Load ``settings.history_files`` (rows strictly before ``until`` or ``settings.history_until``).
+
+    Runs only when not yet done and the store holds no polled measurements (``force`` re-runs it;
+    being an upsert, a re-run writes only what is missing).  Holds the measurements write lock.
+    Returns a summary: status (``done`` | ``skipped``), files, records, rows_out, seconds.
+    """
+    t0 = time.perf_counter()
+    files = [Path(f) for f in settings.history_files]
+    until = until if until is not None else settings.history_until
+    with WRITE_LOCK:
+        if not files:
+            return {"status": "skipped", "reason": "no history files configured"}
+        if not force and bootstrap_done(store):
+            return {"status": "skipped", "reason": "history already loaded"}
+        if not force and has_polled_measurements(store):
+            return {"status": "skipped", "reason": "store already holds polled measurements"}
+        resume = bool(store.scalar("select count() from (select 1 from {db:Identifier}.measurements limit 1)"))
+        records = rows_out = 0
+        bar = tqdm(files, desc="bootstrap", unit="file", disable=not progress, file=sys.stderr)
+        for path in bar:
+            frame = read_history([path], end=until)
+            if frame.empty:
+                continue
+            long = wide_to_long(frame, LOAD_COLUMNS)
+            if not resume:  # empty store: NULLs could only create nothing
+                long = long[long["value"].notna()]
+            long["ukey"] = make_ukeys(long["ts"], long["metric"], long["nature"], long["perimetre"])
+            if resume:
+                latest = load_latest(store, settings.series_source, long["metric"].unique(),
+                                     long["ts"].min(), long["ts"].max())
+            else:
+                latest = long.iloc[0:0][["ukey", "value"]].assign(version=pd.Series(dtype="uint64"))
+            # One file holds one UTC year with unique timestamps, so ukeys are unique: skip dedupe.
+            new_rows = compute_versions(long, latest, dedupe=False)
+            rows_out += write_versions(store, new_rows, settings.series_source,
+                                       BOOTSTRAP_BATCH, settings.upsert_chunk_rows)
+            records += len(frame)
+            bar.set_postfix(rows=rows_out)
+            log_event(log, "bootstrap_file", file=path.name, records=len(frame), rows_out=len(new_rows))
+        mark_batch_done(store, BOOTSTRAP_BATCH, records, rows_out, run_id)
+    summary: dict[str, Any] = {
+        "status": "done", "files": len(files), "records": records, "rows_out": rows_out, "resumed": resume,
+        "until": str(until) if until is not None else None, "seconds": round(time.perf_counter() - t0, 3),
+    }
+    log_event(log, "bootstrap_done", **summary)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m shared bootstrap``: load the history into the configured store."""
+    parser = argparse.ArgumentParser(prog="python -m shared bootstrap", description=__doc__.splitlines()[0])
+    parser.add_argument("--until", help="load rows strictly before this ISO timestamp "
+                        "(default: POWERSENSE_HISTORY_UNTIL)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--force", action="store_true", help="run even if already done (writes only what is missing)")
+    args = parser.parse_args(argv)
+    from shared.logs import configure_logging
+    from shared.settings import get_settings
+    from shared.store import get_store
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    result = bootstrap(get_store(settings), settings, until=args.until, progress=not args.no_progress, force=args.force)
+    print(json.dumps(result, default=str))
+    return 0

@@ -1,0 +1,197 @@
+"""Validate ODRÉ ``eco2mix-national-tr`` records and normalize them into long measurement rows.
+
+Pure functions: a list of decoded JSON records in, accepted rows and rejections (with a reason) out.
+Nothing raises for bad data — a record that cannot be used becomes a rejection, so one bad record
+never fails a run and nothing is dropped without a trace.
+
+Rules (see data/eco2mix/README.md):
+
+* ``date_heure`` is the instant (ISO-8601 with an offset, normally ``+00:00``); it is the only
+  time used downstream.  A value without an offset is rejected (its meaning is ambiguous).
+* ``date``/``heure`` are the Europe/Paris wall-clock date and time of the same instant.  When
+  present they must agree with ``date_heure``; on the spring-forward day ODRÉ pads the missing
+  local hour with rows ``heure`` 02:00–02:45 whose ``date_heure`` repeats the 03:00–03:45 instants:
+  those phantom rows are rejected with their own reason (they are copies, never real values).
+* Numbers may arrive as JSON numbers or strings (``"1586"``); ``null``, ``NaN``, ``"ND"``,
+  ``"NA"``, ``"NaT"`` and empty strings are SQL NULL.  Any other string is a rejection.
+* A numeric field absent from a record is *not observed* (no row), which differs from a field
+  present with a null value (a row with value NULL: a value withdrawn upstream).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
+
+import pandas as pd
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
+
+PARIS = ZoneInfo("Europe/Paris")
+
+# Numeric fields of eco2mix-national-tr (names as in the Explore API v2.1; see the real sample
+# response data/eco2mix/odre_sample_response.json). Each becomes one measurement metric.
+NUMERIC_FIELDS: tuple[str, ...] = (
+    "consommation", "prevision_j1", "prevision_j", "fioul", "charbon", "gaz", "nucleaire", "eolien",
+    "eolien_terrestre", "eolien_offshore", "solaire", "hydraulique", "pompage", "bioenergies",
+    "ech_physiques", "taux_co2", "ech_comm_angleterre", "ech_comm_espagne", "ech_comm_italie",
+    "ech_comm_suisse", "ech_comm_allemagne_belgique", "fioul_tac", "fioul_cogen", "fioul_autres",
+    "gaz_tac", "gaz_cogen", "gaz_ccg", "gaz_autres", "hydraulique_fil_eau_eclusee", "hydraulique_lacs",
+    "hydraulique_step_turbinage", "bioenergies_dechets", "bioenergies_biomasse", "bioenergies_biogaz",
+    "stockage_batterie", "destockage_batterie",
+)
+
+# Placeholders the source uses for "no value" (compared case-insensitively after stripping).
+NULL_TOKENS = frozenset({"", "nd", "n/d", "na", "n/a", "nan", "nat", "null", "none"})
+
+LONG_COLUMNS = ["record_no", "ts", "nature", "perimetre", "metric", "value"]
+
+
+def to_number(value: Any) -> float | None:
+    """Coerce one source value to a float or None (SQL NULL); raise ValueError when impossible."""
+    if value is None:
+        return None
+    if isinstance(value, bool):  # bool is an int subclass; True is not a megawatt figure
+        raise ValueError(f"not a number: {value!r}")
+    if isinstance(value, int | float):
+        f = float(value)
+        return f if math.isfinite(f) else None
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lower() in NULL_TOKENS:
+            return None
+        try:
+            f = float(text)
+        except ValueError:
+            raise ValueError(f"not a number: {value!r}") from None
+        return f if math.isfinite(f) else None
+    raise ValueError(f"not a number: {type(value).__name__}")
+
+
+def _text(value: Any) -> Any:
+    return "" if value is None else value
+
+
+Number = Annotated[float | None, BeforeValidator(to_number)]
+Text = Annotated[str, BeforeValidator(_text)]
+
+
+class _RecordBase(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    date_heure: AwareDatetime
+    nature: Text = ""
+    perimetre: Text = "France"
+    date: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$")
+    heure: str | None = Field(default=None, pattern=r"^\d{2}:\d{2}$")
+
+
+OdreRecord: type[_RecordBase] = create_model(  # type: ignore[call-overload]
+    "OdreRecord",
+    __base__=_RecordBase,
+    __doc__="One record of eco2mix-national-tr as the Explore API v2.1 returns it.",
+    **{name: (Number, None) for name in NUMERIC_FIELDS},
+)
+
+
+@dataclass
+class Rejection:
+    """A record that was not accepted, with the reason and the payload as received."""
+
+    record_no: int
+    reason: str
+    payload: str
+
+
+@dataclass
+class ParsedRecords:
+    """Accepted long rows (``LONG_COLUMNS``) and rejections of one list of records."""
+
+    rows: pd.DataFrame
+    rejections: list[Rejection] = field(default_factory=list)
+    accepted: int = 0
+
+
+def _reason(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err.get("loc", ())) or "record"
+        msg = err.get("msg", "invalid")
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        parts.append(f"{loc}: {msg}")
+    return "invalid record: " + "; ".join(parts)
+
+
+def local_time_problem(date: str | None, heure: str | None, instant: datetime) -> str | None:
+    """Why the local ``date``/``heure`` disagree with ``instant`` (None when consistent or absent).
+
+    Distinguishes the spring-forward padding (a wall-clock time that does not exist in
+    Europe/Paris) from a plain inconsistency.
+    """
+    if date is None or heure is None:
+        return None
+    local = instant.astimezone(PARIS)
+    if local.strftime("%Y-%m-%d") == date and local.strftime("%H:%M") == heure:
+        return None
+    try:
+        wall = datetime.strptime(f"{date} {heure}", "%Y-%m-%d %H:%M")
+    except ValueError:
+        return f"local date/heure {date} {heure} is not a valid date and time"
+    # A non-existent wall time does not survive a round trip through UTC.
+    roundtrip = wall.replace(tzinfo=PARIS).astimezone(ZoneInfo("UTC")).astimezone(PARIS).replace(tzinfo=None)
+    utc_text = instant.astimezone(ZoneInfo("UTC")).strftime("%Y-%m-%dT%H:%MZ")
+    if roundtrip != wall:
+        return (
+            f"spring-forward padding: local {date} {heure} does not exist in Europe/Paris; "
+            f"date_heure {utc_text} is {local:%Y-%m-%d %H:%M} local (a duplicate of that instant)"
+        )
+    return f"local date/heure {date} {heure} does not match date_heure {utc_text} ({local:%Y-%m-%d %H:%M} local)"
+
+
+def parse_records(records: list[Any], first_record_no: int = 0) -> ParsedRecords:
+    """Validate records; return long rows for accepted ones and a Rejection for each other one.
+
+    ``record_no`` numbers records in the order given, starting at ``first_record_no``.
+    """
+    rows: dict[str, list[Any]] = {c: [] for c in LONG_COLUMNS}
+    rejections: list[Rejection] = []
+    accepted = 0
+    for i, rec in enumerate(records, start=first_record_no):
+        if not isinstance(rec, dict):
+            rejections.append(Rejection(i, f"record is not a JSON object ({type(rec).__name__})", _dump(rec)))
+            continue
+        try:
+            model = OdreRecord.model_validate(rec)
+        except ValidationError as exc:
+            rejections.append(Rejection(i, _reason(exc), _dump(rec)))
+            continue
+        problem = local_time_problem(model.date, model.heure, model.date_heure)
+        if problem:
+            rejections.append(Rejection(i, problem, _dump(rec)))
+            continue
+        accepted += 1
+        observed = [name for name in NUMERIC_FIELDS if name in model.model_fields_set]
+        for name in observed:
+            rows["record_no"].append(i)
+            rows["ts"].append(model.date_heure)
+            rows["nature"].append(model.nature)
+            rows["perimetre"].append(model.perimetre)
+            rows["metric"].append(name)
+            rows["value"].append(getattr(model, name))
+    frame = pd.DataFrame(rows, columns=LONG_COLUMNS)
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
+    frame["value"] = pd.to_numeric(frame["value"], errors="coerce").astype("float64")
+    frame["record_no"] = frame["record_no"].astype("int64")
+    return ParsedRecords(rows=frame, rejections=rejections, accepted=accepted)
+
+
+def _dump(rec: Any) -> str:
+    """The record as JSON text (or its repr when it is not JSON-serialisable)."""
+    try:
+        return json.dumps(rec, ensure_ascii=False, allow_nan=True)
+    except (TypeError, ValueError):
+        return repr(rec)

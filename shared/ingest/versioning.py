@@ -1,0 +1,344 @@
+"""upsert-version: turn landed ODRÉ pages into versioned measurement rows.
+
+Semantics (the same for polled batches and for the bootstrap from shipped history):
+
+* one measurement row per (record, numeric field); ``ukey`` = canonical JSON of
+  ``{"date": UTC date, "metric", "nature", "perimetre", "time": UTC HH:MM}`` (UTC because the local
+  fall-back hour is ambiguous);
+* a ukey never seen before gets version 1 when its value is not NULL (a NULL for an unknown ukey
+  creates nothing); the same value again creates nothing; a different value (including a value
+  becoming NULL) creates version = latest + 1.  Older versions are kept.
+
+Plan → compute → write: :func:`compute_versions` is a pure function over DataFrames; the thin I/O
+around it reads the latest versions (``measurements_latest FINAL`` restricted to the batch's
+source, metrics and time range), inserts with an ``insert_deduplication_token`` and marks each
+batch done in ``batch_versions``.
+
+Crash safety: batches are applied one at a time in landing order, and a batch is marked done only
+after its rows are inserted.  Re-running after a crash anywhere (mid-batch, or between insert and
+marking) recomputes the unmarked batch against the latest versions, which already hold whatever
+was inserted, so only the missing rows are written and the content converges to what an
+uninterrupted run writes.
+
+Serialization: versions are assigned by read-latest-then-insert, so two writers at once could
+assign the same version twice or skip one.  Writers hold :data:`WRITE_LOCK` (one process-wide lock;
+the embedded runtime runs every function in one process).  A second upsert-version invocation that
+finds the lock held returns status ``skipped`` at once (the next cron tick picks the work up).  In
+production the function is single-flight: OpenFaaS ``com.openfaas.scale.max: 1`` (one replica)
+with one request at a time, see openfaas-stack.yml.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+
+from shared.ingest.parse import parse_records
+from shared.logs import log_event
+from shared.runs import Run
+from shared.settings import Settings
+from shared.store import Store
+
+log = logging.getLogger(__name__)
+
+# Held by every writer of measurements (upsert-version and bootstrap) in this process.
+WRITE_LOCK = threading.Lock()
+
+BOOTSTRAP_BATCH = "bootstrap"
+MEASUREMENT_COLUMNS = ["ts", "source", "metric", "nature", "value", "ukey", "version", "batch_id"]
+
+
+# --- pure functions ------------------------------------------------------------------------------
+
+
+def make_ukeys(ts: pd.Series, metric: pd.Series, nature: pd.Series, perimetre: pd.Series | str) -> pd.Series:
+    """Canonical JSON keys (sorted keys, no spaces, UTF-8) identifying one value of one instant.
+
+    Vectorized: the (metric, nature, perimetre) middle part is JSON-encoded once per combination.
+    """
+    if len(ts) == 0:
+        return pd.Series([], dtype=object, index=ts.index)
+    stamps = np.datetime_as_string(
+        ts.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[m]"), unit="m"
+    )
+    per = pd.Series(perimetre, index=ts.index) if isinstance(perimetre, str) else perimetre
+    combo = pd.DataFrame({"m": metric.to_numpy(), "n": nature.to_numpy(), "p": per.to_numpy()})
+    codes, uniques = pd.MultiIndex.from_frame(combo).factorize()
+    mids = [
+        '","metric":' + json.dumps(m, ensure_ascii=False) + ',"nature":' + json.dumps(n, ensure_ascii=False)
+        + ',"perimetre":' + json.dumps(p, ensure_ascii=False) + ',"time":"'
+        for m, n, p in uniques
+    ]
+    keys = [f'{{"date":"{s[:10]}{mids[c]}{s[11:16]}"}}' for s, c in zip(stamps.tolist(), codes.tolist(), strict=True)]
+    return pd.Series(keys, index=ts.index, dtype=object)
+
+
+def ukey_of(ts: datetime, metric: str, nature: str, perimetre: str = "France") -> str:
+    """The ukey of one value (reference implementation used by tests and docs)."""
+    utc = ts.astimezone(UTC)
+    return json.dumps(
+        {"date": utc.strftime("%Y-%m-%d"), "metric": metric, "nature": nature, "perimetre": perimetre,
+         "time": utc.strftime("%H:%M")},
+        sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+    )
+
+
+def wide_to_long(frame: pd.DataFrame, metrics: Sequence[str], perimetre: str = "France") -> pd.DataFrame:
+    """History rows (``ts``, ``nature``, one column per metric) → long rows with ukeys.
+
+    NULL cells are kept (they matter when a known value is withdrawn); compute_versions ignores a
+    NULL for an unknown ukey.
+    """
+    metrics = [m for m in metrics if m in frame.columns]
+    n = len(frame)
+    long = pd.DataFrame(
+        {
+            "ts": np.tile(frame["ts"].to_numpy(), len(metrics)),
+            "nature": np.tile(frame["nature"].to_numpy(dtype=object), len(metrics)),
+            "metric": np.repeat(np.array(metrics, dtype=object), n),
+            "value": np.concatenate([pd.to_numeric(frame[m], errors="coerce").to_numpy("float64") for m in metrics])
+            if metrics else np.array([], dtype="float64"),
+        }
+    )
+    long["ts"] = pd.to_datetime(long["ts"], utc=True)
+    long["perimetre"] = perimetre
+    return long
+
+
+def compute_versions(observed: pd.DataFrame, latest: pd.DataFrame, *, dedupe: bool = True) -> pd.DataFrame:
+    """New measurement rows for ``observed`` given the ``latest`` stored versions.
+
+    ``observed``: ``ts, metric, nature, value, ukey`` (later rows win for a repeated ukey).
+    ``latest``: ``ukey, version, value`` — the latest stored version of (at least) those ukeys.
+    Returns ``ts, metric, nature, value, ukey, version`` for new ukeys with a value (version 1) and
+    changed values (version + 1); unchanged values yield nothing.
+    """
+    obs = observed.drop_duplicates("ukey", keep="last") if dedupe else observed
+    cols = ["ts", "metric", "nature", "value", "ukey"]
+    if latest.empty:
+        out = obs.loc[obs["value"].notna(), cols].copy()
+        out["version"] = np.ones(len(out), dtype="uint64")
+        return out.reset_index(drop=True)
+    prev = latest.drop_duplicates("ukey", keep="last").set_index("ukey")
+    prev_version = prev["version"].reindex(obs["ukey"]).to_numpy(dtype="float64")
+    prev_value = pd.to_numeric(prev["value"], errors="coerce").reindex(obs["ukey"]).to_numpy(dtype="float64")
+    value = obs["value"].to_numpy(dtype="float64")
+    known = ~np.isnan(prev_version)
+    same = (value == prev_value) | (np.isnan(value) & np.isnan(prev_value))
+    keep = np.where(known, ~same, ~np.isnan(value))
+    out = obs.loc[keep, cols].copy()
+    out["version"] = np.where(known[keep], prev_version[keep] + 1, 1).astype("uint64")
+    return out.reset_index(drop=True)
+
+
+def chunk_token(batch_id: str, chunk_no: int, rows: pd.DataFrame) -> str:
+    """insert_deduplication_token for one chunk: batch id, chunk number and a content digest.
+
+    The digest matters: a re-run after a partial insert produces a different (smaller) chunk under
+    the same number, which must not be discarded as a duplicate of the earlier block.
+    """
+    h = hashlib.blake2b(digest_size=12)
+    h.update(rows["ts"].to_numpy(dtype="datetime64[ns]").view("int64").tobytes())
+    h.update(rows["version"].to_numpy(dtype="uint64").tobytes())
+    h.update(rows["value"].to_numpy(dtype="float64").tobytes())
+    h.update("\x1f".join(pd.unique(rows["metric"].astype(str) + "\x1e" + rows["nature"].astype(str))).encode())
+    h.update(str(len(rows)).encode())
+    return f"{batch_id}:{chunk_no}:{h.hexdigest()}"
+
+
+# --- thin I/O -------------------------------------------------------------------------------------
+
+
+def load_latest(store: Store, source: str, metrics: Iterable[str], ts_min: datetime, ts_max: datetime) -> pd.DataFrame:
+    """Latest version (``ukey, version, value``) of every value of ``metrics`` with ts in range."""
+    df = store.query_df(
+        """
+        select ukey, version, value
+        from {db:Identifier}.measurements_latest final
+        where source = {source:String} and metric in {metrics:Array(String)}
+          and ts >= {lo:DateTime64(3, 'UTC')} and ts <= {hi:DateTime64(3, 'UTC')}
+        """,
+        {"source": source, "metrics": sorted(set(metrics)), "lo": ts_min, "hi": ts_max},
+    )
+    if df.empty:
+        return pd.DataFrame({"ukey": pd.Series(dtype=object), "version": pd.Series(dtype="uint64"),
+                             "value": pd.Series(dtype="float64")})
+    df["ukey"] = df["ukey"].astype(object)
+    df["value"] = pd.to_numeric(df["value"], errors="coerce").astype("float64")
+    return df
+
+
+def write_versions(store: Store, rows: pd.DataFrame, source: str, batch_id: str, chunk_rows: int) -> int:
+    """Insert new measurement rows in chunks, each with a content-derived dedup token."""
+    if rows.empty:
+        return 0
+    frame = rows.assign(source=source, batch_id=batch_id)[MEASUREMENT_COLUMNS]
+    written = 0
+    for chunk_no, start in enumerate(range(0, len(frame), chunk_rows)):
+        chunk = frame.iloc[start:start + chunk_rows]
+        written += _insert_chunk(store, chunk, chunk_token(batch_id, chunk_no, chunk))
+    return written
+
+
+def _insert_chunk(store: Store, chunk: pd.DataFrame, token: str) -> int:
+    # One function per insert so tests can inject a crash between two chunks.
+    return store.insert_df("measurements", chunk, dedup_token=token)
+
+
+def mark_batch_done(store: Store, batch_id: str, rows_in: int, rows_out: int, run_id: str) -> None:
+    """Record that ``batch_id`` is versioned (after its rows are inserted)."""
+    store.insert_df(
+        "batch_versions",
+        pd.DataFrame([{"batch_id": batch_id, "versioned_at": datetime.now(UTC), "rows_in": rows_in,
+                       "rows_out": rows_out, "run_id": run_id}]),
+    )
+
+
+def pending_batches(store: Store, limit: int) -> pd.DataFrame:
+    """Complete landed pages (with a raw_batches header) not yet versioned, oldest first."""
+    return store.query_df(
+        """
+        select batch_id, fetched_at, n_records
+        from {db:Identifier}.raw_batches final
+        where batch_id not in (select batch_id from {db:Identifier}.batch_versions)
+        order by fetched_at, batch_id
+        limit {limit:UInt32}
+        """,
+        {"limit": limit},
+    )
+
+
+def bootstrap_done(store: Store) -> bool:
+    """True when the history bootstrap has completed (its marker is in batch_versions)."""
+    return bool(store.scalar(
+        "select count() from {db:Identifier}.batch_versions where batch_id = {b:String}", {"b": BOOTSTRAP_BATCH}
+    ))
+
+
+def has_polled_measurements(store: Store) -> bool:
+    """True when measurements hold rows written by upsert-version (anything but the bootstrap)."""
+    return bool(store.scalar(
+        "select count() from (select 1 from {db:Identifier}.measurements where batch_id != {b:String} limit 1)",
+        {"b": BOOTSTRAP_BATCH},
+    ))
+
+
+def bootstrap_pending(store: Store, settings: Settings) -> bool:
+    """True while a configured history bootstrap has not completed and nothing else was versioned.
+
+    upsert-version waits (skips) then, so the bootstrap (run by poll, possibly in another
+    container) is never interleaved with versioning of polled pages.
+    """
+    if not settings.poll_bootstrap or not settings.history_files:
+        return False
+    return not bootstrap_done(store) and not has_polled_measurements(store)
+
+
+# --- the stage ------------------------------------------------------------------------------------
+
+
+def run_upsert(
+    store: Store,
+    settings: Settings,
+    run: Run,
+    *,
+    max_batches: int | None = None,
+    chunk_rows: int | None = None,
+    wait_for_bootstrap: bool = True,
+) -> None:
+    """Version every pending landed batch (up to ``max_batches``), in landing order.
+
+    Skips (status ``skipped``) when another invocation holds the write lock, while the bootstrap
+    is pending, or when nothing is pending.  Fills run.rows_in (records read), run.rows_out
+    (measurement rows written) and run.details.
+    """
+    if not WRITE_LOCK.acquire(blocking=False):
+        run.skip("another upsert-version invocation is running")
+        log_event(log, "upsert_skipped_concurrent")
+        return
+    try:
+        _run_upsert_locked(store, settings, run, max_batches or settings.upsert_max_batches,
+                           chunk_rows or settings.upsert_chunk_rows, wait_for_bootstrap)
+    finally:
+        WRITE_LOCK.release()
+
+
+def _run_upsert_locked(
+    store: Store, settings: Settings, run: Run, max_batches: int, chunk_rows: int, wait_for_bootstrap: bool
+) -> None:
+    t0 = time.perf_counter()
+    if wait_for_bootstrap and bootstrap_pending(store, settings):
+        run.skip("history bootstrap has not completed yet")
+        return
+    batches = pending_batches(store, max_batches)
+    if batches.empty:
+        run.skip("no landed batches to version")
+        return
+    ids = batches["batch_id"].astype(str).tolist()
+    raw = store.query_df(
+        """
+        select batch_id, record_no, payload
+        from {db:Identifier}.raw_records final
+        where batch_id in {ids:Array(String)}
+        order by batch_id, record_no
+        """,
+        {"ids": ids},
+    )
+    source = settings.series_source
+    per_batch: dict[str, pd.DataFrame] = {}
+    rejected = 0
+    records = 0
+    for batch_id, group in raw.groupby("batch_id", sort=False):
+        payloads = [json.loads(p) for p in group["payload"]]
+        parsed = parse_records(payloads)
+        # Rejections were dead-lettered by poll when it landed the page; here they are only counted.
+        rejected += len(parsed.rejections)
+        records += len(payloads)
+        rows = parsed.rows
+        rows = rows.assign(ukey=make_ukeys(rows["ts"], rows["metric"], rows["nature"], rows["perimetre"]))
+        per_batch[str(batch_id)] = rows
+    all_rows = [r for r in per_batch.values() if not r.empty]
+    state: dict[str, tuple[int, float]] = {}
+    if all_rows:
+        union = pd.concat(all_rows, ignore_index=True)
+        latest = load_latest(store, source, union["metric"].unique(), union["ts"].min(), union["ts"].max())
+        state = dict(zip(latest["ukey"], zip(latest["version"].astype(int), latest["value"], strict=True), strict=True))
+    written = 0
+    versions: dict[str, int] = {"new": 0, "revised": 0}
+    for batch_id in ids:
+        obs = per_batch.get(batch_id)
+        new_rows = pd.DataFrame()
+        if obs is not None and not obs.empty:
+            new_rows = compute_versions(obs, _latest_frame(state, obs["ukey"]))
+            written += write_versions(store, new_rows, source, batch_id, chunk_rows)
+            for ukey, version, value in zip(new_rows["ukey"], new_rows["version"], new_rows["value"], strict=True):
+                state[ukey] = (int(version), value)
+            n_new = int((new_rows["version"] == 1).sum()) if not new_rows.empty else 0
+            versions["new"] += n_new
+            versions["revised"] += len(new_rows) - n_new
+        mark_batch_done(store, batch_id, 0 if obs is None else len(obs), len(new_rows), run.run_id)
+    run.rows_in = records
+    run.rows_out = written
+    run.details.update(
+        batches=len(ids), records=records, rejected_records=rejected, new_ukeys=versions["new"],
+        revised=versions["revised"], more_pending=len(ids) == max_batches,
+        elapsed_s=round(time.perf_counter() - t0, 4),
+    )
+    log_event(log, "upsert_done", batches=len(ids), records=records, rows_out=written, **versions)
+
+
+def _latest_frame(state: dict[str, tuple[int, float]], ukeys: pd.Series) -> pd.DataFrame:
+    """The in-memory latest versions of ``ukeys`` as compute_versions expects them."""
+    hits = [(u, *state[u]) for u in pd.unique(ukeys) if u in state]
+    if not hits:
+        return pd.DataFrame({"ukey": pd.Series(dtype=object), "version": pd.Series(dtype="uint64"),
+                             "value": pd.Series(dtype="float64")})
+    return pd.DataFrame(hits, columns=["ukey", "version", "value"])
