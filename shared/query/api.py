@@ -1,0 +1,262 @@
+"""HTTP routes of the query function.
+
+``public`` (no token): ``/health`` and ``/metrics``. ``protected`` (bearer token): everything else.
+Data endpoints are served through :func:`_serve`: parameters validated by their model (unknown
+ones → 422), response looked up in the watermark-keyed cache, computed in a worker thread on a
+miss, serialised once (JSON by the response model, or CSV).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Hashable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+
+from shared import clock, metrics
+from shared.errors import PowerSenseError
+from shared.query import service
+from shared.query.auth import require_token
+from shared.query.cache import CachedResponse, QueryCache, StoreState
+from shared.query.metrics import CACHE_REQUESTS, QUERY_REGISTRY, register_store_collector
+from shared.query.models import (
+    AnomaliesParams,
+    DataQualityParams,
+    EmptyParams,
+    ErrorResponse,
+    ForecastParams,
+    ForecastRunResponse,
+    ForecastRunsParams,
+    ForecastRunsResponse,
+    HealthResponse,
+    MeasurementsParams,
+    MeasurementsResponse,
+    ModelsParams,
+    ModelsResponse,
+    RunsParams,
+    RunsResponse,
+    TableRowsResponse,
+    VsActualParams,
+    VsActualResponse,
+)
+from shared.settings import get_settings
+from shared.store import Store, get_store
+
+JSON = "application/json"
+CSV = "text/csv; charset=utf-8"
+_CACHE = QueryCache(ttl_s=1.0)
+
+_ERR = {"model": ErrorResponse}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {**_ERR, "description": "invalid parameters (start after end, unknown metric, range over the maximum)"},
+    401: {**_ERR, "description": "missing or invalid bearer token"},
+    422: {**_ERR, "description": "malformed or unknown parameter"},
+    503: {**_ERR, "description": "store unavailable"},
+}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {**_ERR, "description": "no such run, or no data yet"}}
+CSV_ALT: dict[int | str, dict[str, Any]] = {200: {"content": {"text/csv": {"schema": {"type": "string"}}}}}
+
+public = APIRouter()
+protected = APIRouter(dependencies=[Depends(require_token)], responses=ERRORS)
+
+
+def cache() -> QueryCache:
+    """The process-wide response cache, sized from the settings."""
+    s = get_settings()
+    _CACHE.ttl_s, _CACHE.max_entries = s.query_cache_ttl_s, s.query_cache_entries
+    return _CACHE
+
+
+def _wants_csv(request: Request, fmt: str | None) -> bool:
+    if fmt is not None:
+        return fmt == "csv"
+    return "text/csv" in request.headers.get("accept", "")
+
+
+async def _state(store: Store) -> StoreState:
+    c = cache()
+    state = c.fresh_state(store)
+    return state if state is not None else await run_in_threadpool(c.refresh_state, store)
+
+
+Builder = Callable[[Store, StoreState, bool], CachedResponse]
+
+
+async def _serve(
+    request: Request, endpoint: str, params: BaseModel, build: Builder, extra: Hashable = None
+) -> Response:
+    """Answer from the cache, or build the response in a worker thread and cache it."""
+    store = get_store()
+    state = await _state(store)
+    as_csv = _wants_csv(request, getattr(params, "format", None))
+    key = (store.database, endpoint, params.model_dump_json(), as_csv, state.token, extra)
+    hit: CachedResponse | None = _CACHE.get(key)
+    if hit is None:
+        CACHE_REQUESTS.labels("miss").inc()
+        hit = await run_in_threadpool(build, store, state, as_csv)
+        _CACHE.put(key, hit, len(hit.body))
+    else:
+        CACHE_REQUESTS.labels("hit").inc()
+    return Response(hit.body, media_type=hit.media_type, headers=hit.headers)
+
+
+def _json(model: BaseModel, headers: dict[str, str] | None = None) -> CachedResponse:
+    return CachedResponse(model.model_dump_json().encode(), JSON, headers or {})
+
+
+# --- public -------------------------------------------------------------------------------------------
+@public.get("/health", tags=["ops"], response_model=HealthResponse, responses={503: {"model": HealthResponse}})
+async def health() -> Response:
+    """Store reachable and data fresh (open, no token). 503 only when the store is unreachable; stale data
+    answers 200 with ``status: degraded`` so that orchestrators do not restart a healthy function."""
+
+    def check() -> tuple[int, HealthResponse]:
+        settings = get_settings()
+        try:
+            store = get_store()
+            state = cache().fresh_state(store) or cache().refresh_state(store)
+            last = None
+            if "measurements" in state.tables:
+                last = cache().memo((store.database, "latest_ts", state.token),
+                                    lambda: service.latest_ts(store, settings.series_source, settings.series_metric))
+        except PowerSenseError:
+            return 503, HealthResponse(status="unavailable", store=False, data_fresh=False, latest_ts=None,
+                                       data_age_s=None, max_data_age_s=settings.query_max_data_age_s)
+        age = (clock.now() - last).total_seconds() if last is not None else None
+        fresh = age is not None and age <= settings.query_max_data_age_s
+        return 200, HealthResponse(status="ok" if fresh else "degraded", store=True, data_fresh=fresh, latest_ts=last,
+                                   data_age_s=round(age, 3) if age is not None else None,
+                                   max_data_age_s=settings.query_max_data_age_s)
+
+    status, body = await run_in_threadpool(check)
+    return Response(body.model_dump_json().encode(), status_code=status, media_type=JSON)
+
+
+@public.get("/metrics", tags=["ops"], response_class=Response,
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
+def prometheus_metrics(_: Annotated[EmptyParams, Query()]) -> Response:
+    """Prometheus exposition: stage metrics plus gauges read from ClickHouse at scrape time (open, like
+    /health; rendered at most every 10 s so that scrapes cannot load the store)."""
+    register_store_collector(get_store)
+    store = get_store()
+    key = (store.database, "metrics", int(time.monotonic() // 10))
+    body = cache().memo(key, lambda: generate_latest(metrics.REGISTRY) + generate_latest(QUERY_REGISTRY))
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+# --- measurements ---------------------------------------------------------------------------------------
+@protected.get("/measurements", tags=["measurements"], response_model=MeasurementsResponse, responses=CSV_ALT)
+async def get_measurements(request: Request, p: Annotated[MeasurementsParams, Query()]) -> Response:
+    """Measurements of one metric over [start, end): the latest value per timestamp (best nature: définitives >
+    consolidées > temps réel), or every stored revision (``version=all``); optionally resampled to 15min/30min/
+    1h/1d UTC buckets (mean/min/max); ``as_of`` = as known at that insertion time. Pages of at most
+    ``limit`` rows; follow ``next_cursor`` (CSV: header ``X-Next-Cursor``)."""
+
+    def build(store: Store, state: StoreState, as_csv: bool) -> CachedResponse:
+        known: set[tuple[str, str]] = set()
+        if "measurements" in state.tables:
+            known = _CACHE.memo((store.database, "known", state.token), lambda: service.known_series(store))
+        resp = service.measurements(store, p, known)
+        headers = {"X-Next-Cursor": resp.next_cursor} if resp.next_cursor else {}
+        if not as_csv:
+            return _json(resp)
+        if resp.interval == "raw":
+            rows: list[tuple[Any, ...]] = [(x.ts, x.value, x.nature, x.version, x.inserted_at) for x in resp.points]
+            header = ["ts", "value", "nature", "version", "inserted_at"]
+        else:
+            rows, header = [(x.ts, x.value, x.n) for x in resp.points], ["ts", "value", "n"]
+        return CachedResponse(service.to_csv(header, rows), CSV, headers)
+
+    return await _serve(request, "measurements", p, build)
+
+
+# --- forecasts ------------------------------------------------------------------------------------------
+@protected.get("/forecasts", tags=["forecasts"], response_model=ForecastRunResponse, responses={**CSV_ALT, **NOT_FOUND})
+async def get_forecast(request: Request, p: Annotated[ForecastParams, Query()]) -> Response:
+    """The latest forecast run (or ``run_id``) with its prediction intervals; ``horizon_day`` keeps the D+k steps,
+    ``max_horizon_steps`` the first N. 404 until the forecast stage has issued a run."""
+
+    def build(store: Store, state: StoreState, as_csv: bool) -> CachedResponse:
+        run = service.forecast_run(store, p, state.tables)
+        if not as_csv:
+            return _json(run)
+        headers = {"X-Run-Id": run.run_id, "X-Model-Version": run.model_version,
+                   "X-Issued-At": run.issued_at.isoformat(), "X-Interval-Level": str(run.interval_level)}
+        rows = [(x.ts, x.horizon_steps, x.horizon_day, x.yhat, x.lower, x.upper) for x in run.points]
+        body = service.to_csv(["ts", "horizon_steps", "horizon_day", "yhat", "lower", "upper"], rows)
+        return CachedResponse(body, CSV, headers)
+
+    return await _serve(request, "forecast", p, build)
+
+
+@protected.get("/forecasts/runs", tags=["forecasts"], response_model=ForecastRunsResponse)
+async def get_forecast_runs(request: Request, p: Annotated[ForecastRunsParams, Query()]) -> Response:
+    """The most recent forecast runs (headers only), newest first; empty until the forecast stage has run."""
+    return await _serve(request, "forecast_runs", p,
+                        lambda store, state, _csv: _json(service.forecast_runs(store, p, state.tables)))
+
+
+@protected.get("/forecasts/vs-actual", tags=["forecasts"], response_model=VsActualResponse,
+               responses={**CSV_ALT, **NOT_FOUND})
+async def get_vs_actual(request: Request, p: Annotated[VsActualParams, Query()]) -> Response:
+    """Forecast against actuals over [start, end) (max 92 days): for each target step the latest forecast issued
+    before it (or the steps of ``run_id``; ``horizon_day`` keeps D+k forecasts only), with MAE, RMSE, MAPE, bias
+    and interval coverage over the steps that have an actual."""
+
+    def build(store: Store, state: StoreState, as_csv: bool) -> CachedResponse:
+        resp = service.forecast_vs_actual(store, p, state.tables)
+        if not as_csv:
+            return _json(resp)
+        header = ["ts", "actual", "yhat", "lower", "upper", "error", "run_id", "issued_at", "horizon_steps",
+                  "horizon_day"]
+        rows = [(x.ts, x.actual, x.yhat, x.lower, x.upper, x.error, x.run_id, x.issued_at, x.horizon_steps,
+                 x.horizon_day) for x in resp.points]
+        return CachedResponse(service.to_csv(header, rows), CSV, {})
+
+    return await _serve(request, "vs_actual", p, build)
+
+
+# --- anomalies, data quality, runs, models ------------------------------------------------------------------
+@protected.get("/anomalies", tags=["anomalies"], response_model=TableRowsResponse)
+async def get_anomalies(request: Request, p: Annotated[AnomaliesParams, Query()]) -> Response:
+    """Anomalies flagged by detect in [start, end) (default: the last 30 days), filtered by kind, severity and
+    detector, newest first. ``available: false`` until the detect stage has created its table."""
+    minute = int(clock.now().timestamp() // 60)  # the default window moves with the clock
+    return await _serve(request, "anomalies", p,
+                        lambda store, state, _csv: _json(service.anomalies(store, p, state.tables, clock.now())),
+                        extra=minute if p.end is None else None)
+
+
+@protected.get("/data-quality", tags=["data quality"], response_model=TableRowsResponse)
+async def get_data_quality(request: Request, p: Annotated[DataQualityParams, Query()]) -> Response:
+    """The latest data-quality checks (freshness, completeness, ranges), newest first; ``available: false`` until
+    the detect stage has created its table."""
+    return await _serve(request, "data_quality", p,
+                        lambda store, state, _csv: _json(service.data_quality(store, p, state.tables)))
+
+
+@protected.get("/runs", tags=["pipeline runs"], response_model=RunsResponse)
+async def get_runs(request: Request, p: Annotated[RunsParams, Query()]) -> Response:
+    """pipeline_runs history (final state of each invocation), newest first."""
+    return await _serve(request, "runs", p, lambda store, _state, _csv: _json(service.runs(store, p)))
+
+
+@protected.get("/runs/latest", tags=["pipeline runs"], response_model=RunsResponse)
+async def get_latest_runs(request: Request, p: Annotated[EmptyParams, Query()]) -> Response:
+    """The most recent run of every function."""
+    return await _serve(request, "runs_latest", p, lambda store, _state, _csv: _json(service.latest_runs(store)))
+
+
+@protected.get("/models", tags=["models"], response_model=ModelsResponse)
+def get_models(p: Annotated[ModelsParams, Query()]) -> JSONResponse:
+    """The model registry of a series from the artifact store: versions (trained_at, training window, backtest
+    metrics) and the current pointer. ``available: false`` until a model exists."""
+    settings = get_settings()
+    series = p.series or (f"{settings.series_source}.{settings.series_metric}.{settings.forecast_resolution_min}min")
+    resp = service.model_registry(settings, series)
+    return JSONResponse(resp.model_dump(mode="json"))

@@ -1,0 +1,120 @@
+"""Response cache keyed on the request and a data watermark of the store.
+
+The watermark changes whenever any table of the database receives an insert, a mutation or a merge
+(per table: highest block number, part count, data version of the active parts) or when a table is
+created or dropped. A cached response therefore stays valid exactly as long as the data behind it;
+the watermark itself is re-read at most every ``ttl_s`` seconds, so a response can be at most
+``ttl_s`` behind the store (0 = re-read on every request: strict read-your-writes).
+
+Why: in embedded mode chDB serialises every query under one lock, so repeated dashboard and API
+reads of the same window would queue behind each other. A hit costs a dict lookup.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.store import Store
+
+WATERMARK_SQL = """
+select
+    (select groupArray((table, max_block, parts, data_ver)) from (
+        select table, max(max_block_number) as max_block, count() as parts, max(data_version) as data_ver
+        from system.parts
+        where database = {db:String} and active
+        group by table
+        order by table
+    )),
+    (select groupArray(name) from (select name from system.tables where database = {db:String} order by name))
+"""
+
+
+@dataclass(frozen=True)
+class StoreState:
+    """What the cache knows about the store: a watermark token and the tables that exist."""
+
+    token: str
+    tables: frozenset[str]
+    checked_at: float = field(compare=False)
+
+
+@dataclass(frozen=True)
+class CachedResponse:
+    """A serialised response body with its media type and extra headers."""
+
+    body: bytes
+    media_type: str
+    headers: dict[str, str]
+
+
+def read_state(store: Store) -> StoreState:
+    """Read the watermark and table set (one cheap query on system tables)."""
+    rows = store.query_rows(WATERMARK_SQL)
+    parts, tables = rows[0] if rows else ([], [])
+    return StoreState(token=repr(parts), tables=frozenset(str(t) for t in tables), checked_at=time.monotonic())
+
+
+class QueryCache:
+    """Bounded LRU of serialised responses plus the per-database watermark."""
+
+    def __init__(self, ttl_s: float, max_entries: int = 512, max_entry_bytes: int = 4 << 20) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self.max_entry_bytes = max_entry_bytes
+        self._entries: OrderedDict[Hashable, Any] = OrderedDict()
+        self._states: dict[str, StoreState] = {}
+        self._lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
+
+    def fresh_state(self, store: Store) -> StoreState | None:
+        """The watermark if it was read less than ``ttl_s`` ago, else None (no I/O)."""
+        state = self._states.get(store.database)
+        if state is not None and time.monotonic() - state.checked_at < self.ttl_s:
+            return state
+        return None
+
+    def refresh_state(self, store: Store) -> StoreState:
+        """Re-read the watermark (blocking; call from a worker thread)."""
+        with self._refresh_lock:
+            state = self.fresh_state(store)  # another thread may have just refreshed it
+            if state is None:
+                state = read_state(store)
+                self._states[store.database] = state
+            return state
+
+    def get(self, key: Hashable) -> Any | None:
+        """The cached value for ``key`` (moved to most recent) or None."""
+        with self._lock:
+            value = self._entries.get(key)
+            if value is not None:
+                self._entries.move_to_end(key)
+            return value
+
+    def put(self, key: Hashable, value: Any, size: int = 0) -> None:
+        """Store a value unless it is larger than ``max_entry_bytes``; evict the oldest beyond the bound."""
+        if self.max_entries <= 0 or size > self.max_entry_bytes:
+            return
+        with self._lock:
+            self._entries[key] = value
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def memo(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        """Cached ``compute()`` (the key must contain the watermark token)."""
+        boxed = self.get(key)  # boxed in a 1-tuple so that a computed None is cached too
+        if boxed is None:
+            boxed = (compute(),)
+            self.put(key, boxed)
+        return boxed[0]
+
+    def clear(self) -> None:
+        """Forget every entry and watermark."""
+        with self._lock:
+            self._entries.clear()
+            self._states.clear()

@@ -1,0 +1,193 @@
+"""Prometheus gauges of the query function, computed from ClickHouse at scrape time.
+
+Exposed on the query function's ``/metrics`` next to the shared stage metrics:
+
+* ``powersense_data_freshness_seconds{source,metric}``: now − latest measurement timestamp
+* ``powersense_forecast_age_seconds{source,metric}``: now − issue time of the latest forecast run
+* ``powersense_forecast_mape_ratio{source,metric,horizon_day}``: rolling MAPE (ratio) of every forecast
+  step whose target lies in the 7 days before the latest actual, per horizon day
+* ``powersense_anomalies_open{severity}``: anomalies still open (or, if the detect table has no
+  status, detected in the last 24 h)
+* ``powersense_last_run_status{function,status}`` (1 for the latest run's status) and
+  ``powersense_last_run_timestamp_seconds{function}``
+* ``powersense_query_cache_requests_total{result}``: response cache hits and misses
+
+A table another stage has not created yet is skipped, never an error.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from shared import clock
+from shared.errors import PowerSenseError
+from shared.logs import log_event
+from shared.query.service import NATURE_RANK_SQL, table_columns, utc
+from shared.settings import get_settings
+from shared.store import Store
+
+log = logging.getLogger(__name__)
+
+QUERY_REGISTRY = CollectorRegistry(auto_describe=False)
+CACHE_REQUESTS = Counter(
+    "powersense_query_cache_requests_total", "Query API response cache lookups", ["result"], registry=QUERY_REGISTRY
+)
+
+MAPE_WINDOW = timedelta(days=7)
+
+ROLLING_MAPE_SQL = f"""
+with actuals as (
+    select ts, argMax(value, (nature_rank, version, inserted_at)) as actual
+    from (
+        select ts, value, version, inserted_at, {NATURE_RANK_SQL} as nature_rank
+        from {{db:Identifier}}.measurements
+        where source = {{source:String}} and metric = {{metric:String}}
+          and ts >= {{start:DateTime64(3, 'UTC')}} and ts < {{end:DateTime64(3, 'UTC')}}
+    )
+    group by ts
+    having actual is not null and actual != 0
+)
+select f.horizon_day, avg(abs(f.yhat - a.actual) / abs(a.actual)) as mape, count() as n
+from {{db:Identifier}}.forecasts as f
+inner join actuals as a on a.ts = f.ts
+where f.source = {{source:String}} and f.metric = {{metric:String}}
+  and f.ts >= {{start:DateTime64(3, 'UTC')}} and f.ts < {{end:DateTime64(3, 'UTC')}}
+  and f.issued_at >= {{start:DateTime64(3, 'UTC')}} - interval 40 day and f.issued_at < {{end:DateTime64(3, 'UTC')}}
+group by f.horizon_day
+order by f.horizon_day
+"""
+
+LAST_RUNS_SQL = """
+with final_runs as (
+    select function, run_id, started_at, argMax(status, updated_at) as status_
+    from {db:Identifier}.pipeline_runs
+    group by function, started_at, run_id
+)
+select function, status_, started_at from final_runs
+order by started_at desc, run_id desc
+limit 1 by function
+"""
+
+
+class StoreCollector(Collector):
+    """Reads the gauges from the store on every scrape (cheap aggregate queries)."""
+
+    def __init__(self, store_getter: Callable[[], Store]) -> None:
+        self._store_getter = store_getter
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield every gauge whose source table exists; a failing block is logged and skipped."""
+        try:
+            store = self._store_getter()
+            tables = {
+                str(r[0]) for r in store.query_rows("select name from system.tables where database = {db:String}")
+            }
+        except PowerSenseError as exc:
+            log_event(log, "metrics_store_unavailable", logging.WARNING, error=str(exc))
+            return
+        now = clock.now()
+        for block in (self._freshness, self._forecast_age, self._mape, self._anomalies, self._last_runs):
+            try:
+                yield from block(store, tables, now)
+            except PowerSenseError as exc:
+                log_event(log, "metrics_block_failed", logging.WARNING, block=block.__name__, error=str(exc))
+
+    def _freshness(self, store: Store, tables: set[str], now: datetime) -> Iterator[Metric]:
+        if "measurements" not in tables:
+            return
+        g = GaugeMetricFamily("powersense_data_freshness_seconds", "Seconds since the latest measurement timestamp",
+                              labels=["source", "metric"])
+        rows = store.query_rows(
+            "select source, metric, max(ts) from {db:Identifier}.measurements group by source, metric"
+        )
+        for source, metric, last in rows:
+            g.add_metric([str(source), str(metric)], (now - utc(last)).total_seconds())
+        yield g
+
+    def _forecast_age(self, store: Store, tables: set[str], now: datetime) -> Iterator[Metric]:
+        if "forecasts" not in tables:
+            return
+        g = GaugeMetricFamily("powersense_forecast_age_seconds", "Seconds since the latest forecast run was issued",
+                              labels=["source", "metric"])
+        rows = store.query_rows(
+            "select source, metric, max(issued_at) from {db:Identifier}.forecasts group by source, metric"
+        )
+        for source, metric, issued in rows:
+            g.add_metric([str(source), str(metric)], (now - utc(issued)).total_seconds())
+        yield g
+
+    def _mape(self, store: Store, tables: set[str], now: datetime) -> Iterator[Metric]:
+        if not {"forecasts", "measurements"} <= tables:
+            return
+        settings = get_settings()
+        source, metric = settings.series_source, settings.series_metric
+        last = store.scalar(
+            "select max(ts) from {db:Identifier}.measurements where source = {source:String} "
+            "and metric = {metric:String} having count() > 0",
+            {"source": source, "metric": metric},
+        )
+        if last is None:
+            return
+        end = utc(last) + timedelta(seconds=1)
+        rows = store.query_rows(ROLLING_MAPE_SQL, {"source": source, "metric": metric, "start": end - MAPE_WINDOW,
+                                                   "end": end})
+        g = GaugeMetricFamily("powersense_forecast_mape_ratio",
+                              "Rolling MAPE (ratio) over the 7 days before the latest actual, per horizon day",
+                              labels=["source", "metric", "horizon_day"])
+        for horizon_day, mape, _n in rows:
+            g.add_metric([source, metric, str(horizon_day)], float(mape))
+        yield g
+
+    def _anomalies(self, store: Store, tables: set[str], now: datetime) -> Iterator[Metric]:
+        if "anomalies" not in tables:
+            return
+        columns = {name for name, _ in table_columns(store, "anomalies")}
+        severity = "toString(severity)" if "severity" in columns else "'unknown'"
+        if "status" in columns:
+            where, params = "toString(status) = 'open'", {}
+        else:
+            time_col = next((c for c in ("ts", "detected_at") if c in columns), None)
+            if time_col is None:
+                return
+            where = f"{time_col} >= {{since:DateTime64(3, 'UTC')}}"
+            params = {"since": now - timedelta(hours=24)}
+        rows = store.query_rows(
+            f"select {severity} as severity, count() from {{db:Identifier}}.anomalies final where {where} "
+            "group by severity",
+            params,
+        )
+        g = GaugeMetricFamily("powersense_anomalies_open", "Open anomalies (or detected in the last 24 h)",
+                              labels=["severity"])
+        for sev, n in rows:
+            g.add_metric([str(sev)], float(n))
+        yield g
+
+    def _last_runs(self, store: Store, tables: set[str], now: datetime) -> Iterator[Metric]:
+        if "pipeline_runs" not in tables:
+            return
+        status_g = GaugeMetricFamily("powersense_last_run_status", "1 for the status of each function's latest run",
+                                     labels=["function", "status"])
+        ts_g = GaugeMetricFamily("powersense_last_run_timestamp_seconds", "Start time of each function's latest run",
+                                 labels=["function"])
+        for function, status, started in store.query_rows(LAST_RUNS_SQL):
+            status_g.add_metric([str(function), str(status)], 1.0)
+            ts_g.add_metric([str(function)], utc(started).timestamp())
+        yield status_g
+        yield ts_g
+
+
+_registered = False
+
+
+def register_store_collector(store_getter: Callable[[], Store]) -> None:
+    """Register the scrape-time collector once per process."""
+    global _registered
+    if not _registered:
+        QUERY_REGISTRY.register(StoreCollector(store_getter))
+        _registered = True

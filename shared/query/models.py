@@ -1,0 +1,324 @@
+"""Request parameter models (unknown fields are rejected) and response models of the query API.
+
+Every request model forbids extra fields, so a misspelt parameter (``metrc=``) is a 422 rather than a
+silently ignored filter. Timestamps are ISO 8601; a timestamp without an offset is taken as UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+# Documented maxima (README "Query API"): a request can never ask for an unbounded amount of work.
+MAX_LIMIT = 10_000
+DEFAULT_LIMIT = 5_000
+MAX_RANGE_DAYS = 366  # raw and sub-daily intervals
+MAX_RANGE_DAYS_DAILY = 25 * 366  # interval=1d: the whole history in one page
+MAX_VS_ACTUAL_DAYS = 92
+MAX_ROWS_LIMIT = 1_000  # runs, anomalies, data quality, forecast run lists
+DEFAULT_WINDOW_DAYS = 7
+
+# DateTime64(3) holds 1900…2299; keep user timestamps well inside so binding can never overflow.
+_MIN_TS = datetime(1990, 1, 1, tzinfo=UTC)
+_MAX_TS = datetime(2200, 1, 1, tzinfo=UTC)
+
+NAME_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
+RUN_ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,64}$"
+
+
+def _utc_in_range(value: datetime) -> datetime:
+    """Naive → UTC; reject timestamps outside 1990…2200 (clear 422 instead of a store error)."""
+    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if not _MIN_TS <= value < _MAX_TS:
+        raise ValueError("timestamp must be between 1990-01-01 and 2200-01-01")
+    return value
+
+
+Timestamp = Annotated[datetime, AfterValidator(_utc_in_range)]
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+Format = Literal["json", "csv"]
+Interval = Literal["raw", "15min", "30min", "1h", "1d"]
+INTERVAL_MINUTES: dict[str, int] = {"15min": 15, "30min": 30, "1h": 60, "1d": 1440}
+
+_FORBID = ConfigDict(extra="forbid")
+
+
+# --- request parameters ---------------------------------------------------------------------------
+class MeasurementsParams(BaseModel):
+    """Query parameters of ``GET /measurements``."""
+
+    model_config = _FORBID
+
+    metric: Name = Field(description="ODRÉ field name, e.g. consommation, prevision_j1, prevision_j")
+    source: Name = Field(default="eco2mix_national", description="measurement source")
+    start: Timestamp | None = Field(default=None, description="inclusive; default: 7 days before end")
+    end: Timestamp | None = Field(default=None, description="exclusive; default: just after the latest stored value")
+    interval: Interval = Field(default="raw", description="resampling interval (UTC buckets); raw = stored rows")
+    agg: Literal["mean", "min", "max"] = Field(default="mean", description="aggregate per resampling bucket")
+    version: Literal["latest", "all"] = Field(
+        default="latest",
+        description="latest: one value per timestamp (best nature, latest version); all: every stored revision",
+    )
+    nature: str | None = Field(default=None, max_length=80, description="only this nature (default: best available)")
+    as_of: Timestamp | None = Field(default=None, description="values as known at this insertion time")
+    limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description=f"page size (max {MAX_LIMIT})")
+    cursor: str | None = Field(default=None, max_length=200, description="next_cursor of the previous page")
+    format: Format | None = Field(default=None, description="json (default) or csv; Accept: text/csv works too")
+
+
+class ForecastParams(BaseModel):
+    """Query parameters of ``GET /forecasts``."""
+
+    model_config = _FORBID
+
+    source: Name = "eco2mix_national"
+    metric: Name = "consommation"
+    run_id: str | None = Field(default=None, pattern=RUN_ID_PATTERN, description="default: the latest run")
+    horizon_day: int | None = Field(default=None, ge=0, le=31, description="only D+k steps (Europe/Paris days)")
+    max_horizon_steps: int | None = Field(default=None, ge=1, le=10_000, description="only the first N steps")
+    format: Format | None = None
+
+
+class ForecastRunsParams(BaseModel):
+    """Query parameters of ``GET /forecasts/runs``."""
+
+    model_config = _FORBID
+
+    source: Name = "eco2mix_national"
+    metric: Name = "consommation"
+    limit: int = Field(default=50, ge=1, le=MAX_ROWS_LIMIT)
+
+
+class VsActualParams(BaseModel):
+    """Query parameters of ``GET /forecasts/vs-actual``."""
+
+    model_config = _FORBID
+
+    source: Name = "eco2mix_national"
+    metric: Name = "consommation"
+    start: Timestamp | None = Field(default=None, description="inclusive; default: 7 days before end")
+    end: Timestamp | None = Field(default=None, description="exclusive; default: just after the latest actual")
+    run_id: str | None = Field(default=None, pattern=RUN_ID_PATTERN, description="compare one run only")
+    horizon_day: int | None = Field(default=None, ge=0, le=31, description="only forecasts made for D+k")
+    format: Format | None = None
+
+
+class AnomaliesParams(BaseModel):
+    """Query parameters of ``GET /anomalies``."""
+
+    model_config = _FORBID
+
+    start: Timestamp | None = Field(default=None, description="inclusive; default: 30 days before end")
+    end: Timestamp | None = Field(default=None, description="exclusive; default: now")
+    kind: str | None = Field(default=None, max_length=64)
+    severity: str | None = Field(default=None, max_length=32)
+    detector: str | None = Field(default=None, max_length=64)
+    limit: int = Field(default=500, ge=1, le=MAX_ROWS_LIMIT)
+
+
+class DataQualityParams(BaseModel):
+    """Query parameters of ``GET /data-quality``."""
+
+    model_config = _FORBID
+
+    limit: int = Field(default=200, ge=1, le=MAX_ROWS_LIMIT)
+
+
+class RunsParams(BaseModel):
+    """Query parameters of ``GET /runs``."""
+
+    model_config = _FORBID
+
+    function: str | None = Field(default=None, pattern=r"^[a-z][a-z\-]{0,31}$")
+    status: Literal["running", "success", "skipped", "failed"] | None = None
+    start: Timestamp | None = Field(default=None, description="runs started at or after")
+    end: Timestamp | None = Field(default=None, description="runs started before")
+    limit: int = Field(default=100, ge=1, le=MAX_ROWS_LIMIT)
+
+
+class ModelsParams(BaseModel):
+    """Query parameters of ``GET /models``."""
+
+    model_config = _FORBID
+
+    series: Name | None = Field(
+        default=None,
+        description="artifact series, e.g. eco2mix_national.consommation.30min (default: the configured one)",
+    )
+
+
+class EmptyParams(BaseModel):
+    """Endpoints without parameters still reject unknown ones."""
+
+    model_config = _FORBID
+
+
+# --- responses ------------------------------------------------------------------------------------
+class ErrorResponse(BaseModel):
+    """Every 4xx/5xx body."""
+
+    error: str
+    detail: Any = None
+
+
+class MeasurementPoint(BaseModel):
+    """One stored value (raw) or one resampling bucket (``n`` values aggregated)."""
+
+    ts: datetime
+    value: float | None
+    nature: str | None = None
+    version: int | None = None
+    inserted_at: datetime | None = None
+    n: int | None = Field(default=None, description="values in the bucket (resampled only)")
+
+
+class MeasurementsResponse(BaseModel):
+    """A page of measurements."""
+
+    source: str
+    metric: str
+    interval: str
+    agg: str | None
+    version: str
+    nature: str | None
+    as_of: datetime | None
+    start: datetime
+    end: datetime
+    count: int
+    next_cursor: str | None = Field(description="pass as cursor= to get the next page; null on the last page")
+    points: list[MeasurementPoint]
+
+
+class ForecastPoint(BaseModel):
+    """One forecast step with its prediction interval."""
+
+    ts: datetime
+    horizon_steps: int
+    horizon_day: int
+    yhat: float
+    lower: float | None
+    upper: float | None
+
+
+class ForecastRunSummary(BaseModel):
+    """Header of one forecast run."""
+
+    run_id: str
+    model_version: str
+    issued_at: datetime
+    origin: datetime
+    quality: str
+    fallback_reason: str
+    interval_level: float
+    steps: int
+    first_ts: datetime
+    last_ts: datetime
+
+
+class ForecastRunResponse(ForecastRunSummary):
+    """One forecast run with its (filtered) steps."""
+
+    source: str
+    metric: str
+    count: int
+    points: list[ForecastPoint]
+
+
+class ForecastRunsResponse(BaseModel):
+    """Most recent forecast runs first."""
+
+    source: str
+    metric: str
+    count: int
+    runs: list[ForecastRunSummary]
+
+
+class VsActualPoint(BaseModel):
+    """A forecast step next to the value that was then measured."""
+
+    ts: datetime
+    actual: float | None
+    yhat: float
+    lower: float | None
+    upper: float | None
+    error: float | None = Field(description="yhat - actual")
+    run_id: str
+    issued_at: datetime
+    horizon_steps: int
+    horizon_day: int
+
+
+class AccuracySummary(BaseModel):
+    """Accuracy over the compared steps (steps with a measured value only)."""
+
+    n: int
+    mae: float | None
+    rmse: float | None
+    mape_pct: float | None
+    bias: float | None = Field(description="mean of yhat - actual")
+    interval_coverage: float | None = Field(description="share of actuals inside [lower, upper]")
+
+
+class VsActualResponse(BaseModel):
+    """Forecast against actuals over a period; per step the latest forecast issued before it."""
+
+    source: str
+    metric: str
+    start: datetime
+    end: datetime
+    run_id: str | None
+    horizon_day: int | None
+    summary: AccuracySummary
+    points: list[VsActualPoint]
+
+
+class TableRowsResponse(BaseModel):
+    """Rows of a table a later stage owns; ``available`` is false until that table exists."""
+
+    available: bool
+    count: int
+    items: list[dict[str, Any]]
+
+
+class RunRow(BaseModel):
+    """One pipeline_runs row (its final state)."""
+
+    function: str
+    run_id: str
+    trigger: str
+    started_at: datetime
+    finished_at: datetime | None
+    status: str
+    rows_in: int
+    rows_out: int
+    error: str
+    details: dict[str, Any]
+
+
+class RunsResponse(BaseModel):
+    """pipeline_runs history, most recent first."""
+
+    count: int
+    runs: list[RunRow]
+
+
+class ModelsResponse(BaseModel):
+    """The model registry of one series, read from the artifact store."""
+
+    series: str
+    available: bool = Field(description="false when no artifact store or no model exists yet")
+    current: dict[str, Any] | None
+    models: list[dict[str, Any]]
+
+
+class HealthResponse(BaseModel):
+    """Store reachability and data freshness."""
+
+    status: Literal["ok", "degraded", "unavailable"]
+    store: bool
+    data_fresh: bool
+    latest_ts: datetime | None
+    data_age_s: float | None
+    max_data_age_s: float

@@ -1,0 +1,626 @@
+"""Read-only query functions over the store.
+
+Every function takes the store, validated parameters and the store's current table set, and returns
+a response model. All user values reach ClickHouse as server-side parameters (``{name:Type}``); the
+only SQL fragments chosen in Python come from fixed whitelists (aggregate function, table names).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import csv
+import importlib
+import io
+import json
+import math
+import re
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from shared.errors import ArtifactError, BadRequestError, NotFoundError, PowerSenseError
+from shared.query.models import (
+    DEFAULT_WINDOW_DAYS,
+    INTERVAL_MINUTES,
+    MAX_RANGE_DAYS,
+    MAX_RANGE_DAYS_DAILY,
+    MAX_VS_ACTUAL_DAYS,
+    AccuracySummary,
+    AnomaliesParams,
+    DataQualityParams,
+    ForecastParams,
+    ForecastPoint,
+    ForecastRunResponse,
+    ForecastRunsParams,
+    ForecastRunsResponse,
+    ForecastRunSummary,
+    MeasurementPoint,
+    MeasurementsParams,
+    MeasurementsResponse,
+    ModelsResponse,
+    RunRow,
+    RunsParams,
+    RunsResponse,
+    TableRowsResponse,
+    VsActualParams,
+    VsActualPoint,
+    VsActualResponse,
+)
+from shared.series import NATURE_RANK_SQL
+from shared.settings import Settings
+from shared.store import Store
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+FAR_FUTURE = datetime(2200, 1, 1, tzinfo=UTC)
+RAW_STEP = timedelta(minutes=15)  # finest resolution of the source
+_AGG_SQL = {"mean": "avg", "min": "min", "max": "max"}  # whitelist: the only SQL chosen from user input
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def utc(value: datetime) -> datetime:
+    """A tz-aware UTC datetime (chDB returns naive UTC from query_rows)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _num(value: Any) -> float | None:
+    """Float or None (NULL, NaN)."""
+    if value is None:
+        return None
+    f = float(value)
+    return None if math.isnan(f) else f
+
+
+# --- store introspection ----------------------------------------------------------------------------
+def known_series(store: Store) -> set[tuple[str, str]]:
+    """(source, metric) pairs present in measurements."""
+    rows = store.query_rows(
+        "select source, metric from {db:Identifier}.measurements group by source, metric"
+    )
+    return {(str(s), str(m)) for s, m in rows}
+
+
+def latest_ts(store: Store, source: str, metric: str) -> datetime | None:
+    """Most recent measurement timestamp of a series (any nature, any version)."""
+    value = store.scalar(
+        """
+        select max(ts) from {db:Identifier}.measurements
+        where source = {source:String} and metric = {metric:String}
+        having count() > 0
+        """,
+        {"source": source, "metric": metric},
+    )
+    return utc(value) if value is not None else None
+
+
+def table_columns(store: Store, table: str) -> list[tuple[str, str]]:
+    """(name, type) of a table's columns, in order; empty when the table does not exist."""
+    rows = store.query_rows(
+        """
+        select name, type from system.columns
+        where database = {db:String} and table = {table:String}
+        order by position
+        """,
+        {"table": table},
+    )
+    return [(str(n), str(t)) for n, t in rows]
+
+
+# --- cursors ----------------------------------------------------------------------------------------
+def encode_cursor(payload: dict[str, Any]) -> str:
+    """Opaque, URL-safe page cursor."""
+    return base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> dict[str, Any]:
+    """Inverse of :func:`encode_cursor`; a tampered cursor is a 400."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        payload = json.loads(raw)
+        if not isinstance(payload, dict) or not isinstance(payload.get("ts"), str):
+            raise ValueError("no ts")
+        ts = datetime.fromisoformat(payload["ts"])
+        payload["ts"] = utc(ts)
+        payload["nature"] = str(payload.get("nature", ""))
+        payload["version"] = int(payload.get("version", 0))
+        if not 0 <= payload["version"] < 2**63 or not EPOCH <= payload["ts"] < FAR_FUTURE:
+            raise ValueError("out of range")
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError, OverflowError) as exc:
+        raise BadRequestError("invalid cursor: pass next_cursor from the previous page unchanged") from exc
+    return payload
+
+
+# --- measurements -----------------------------------------------------------------------------------
+def _window(
+    start: datetime | None, end: datetime | None, default_end: datetime | None, days: int, max_days: int
+) -> tuple[datetime, datetime]:
+    """Resolve an optional [start, end) window and enforce its documented maximum."""
+    if end is None:
+        if default_end is None:
+            raise NotFoundError("no data stored yet for this series")
+        end = default_end
+    if start is None:
+        start = end - timedelta(days=days)
+    if start >= end:
+        raise BadRequestError(f"start ({start.isoformat()}) must be before end ({end.isoformat()})")
+    if end - start > timedelta(days=max_days):
+        raise BadRequestError(f"range exceeds the maximum of {max_days} days; narrow it or page through it")
+    return start, end
+
+
+def _floor(ts: datetime, step: timedelta) -> datetime:
+    seconds = step.total_seconds()
+    return datetime.fromtimestamp(math.floor(ts.timestamp() / seconds) * seconds, tz=UTC)
+
+
+def measurements_sql(p: MeasurementsParams) -> str:
+    """The SELECT behind ``GET /measurements`` for these parameters (also timed bare by the benchmark)."""
+    if p.version == "all":
+        return """
+        select ts, argMax(value, inserted_at) as value_, nature, version, max(inserted_at) as inserted_at_,
+               toUInt64(0) as n
+        from {db:Identifier}.measurements
+        where source = {source:String} and metric = {metric:String}
+          and ts >= {start:DateTime64(3, 'UTC')} and ts < {end:DateTime64(3, 'UTC')}
+          and inserted_at <= {as_of:DateTime64(3, 'UTC')}
+          and ({nature:String} = '' or nature = {nature:String})
+          and (ts, nature, version) > ({after:DateTime64(3, 'UTC')}, {after_nature:String}, {after_version:UInt64})
+        group by ts, nature, version
+        order by ts, nature, version
+        limit {limit:UInt32}
+        """
+    latest = f"""
+        with known_versions as (
+            select ts, nature, value, version, inserted_at, {NATURE_RANK_SQL} as nature_rank
+            from {{db:Identifier}}.measurements
+            where source = {{source:String}} and metric = {{metric:String}}
+              and ts >= {{start:DateTime64(3, 'UTC')}} and ts < {{end:DateTime64(3, 'UTC')}}
+              and inserted_at <= {{as_of:DateTime64(3, 'UTC')}}
+              and ({{nature:String}} = '' or nature = {{nature:String}})
+              {{cursor_filter}}
+        ), latest_per_ts as (
+            select ts,
+                   argMax(value, (nature_rank, version, inserted_at)) as value_,
+                   argMax(nature, (nature_rank, version, inserted_at)) as nature_,
+                   argMax(version, (nature_rank, version, inserted_at)) as version_,
+                   argMax(inserted_at, (nature_rank, version, inserted_at)) as inserted_at_
+            from known_versions
+            group by ts
+        )
+    """
+    if p.interval == "raw":
+        return latest.replace("{cursor_filter}", "and ts > {after:DateTime64(3, 'UTC')}") + """
+        select ts, value_, nature_, version_, inserted_at_, toUInt64(0) as n
+        from latest_per_ts
+        order by ts
+        limit {limit:UInt32}
+        """
+    agg = _AGG_SQL[p.agg]
+    return latest.replace("{cursor_filter}", "") + f"""
+        , buckets as (
+            select toStartOfInterval(ts, toIntervalMinute({{step:UInt32}})) as bucket,
+                   {agg}(value_) as value, count(value_) as n
+            from latest_per_ts
+            group by bucket
+        )
+        select bucket as ts, value, '' as nature, toUInt64(0) as version, bucket as inserted_at, n
+        from buckets
+        where bucket > {{after:DateTime64(3, 'UTC')}}
+        order by bucket
+        limit {{limit:UInt32}}
+    """
+
+
+def resolve_measurements(
+    store: Store, p: MeasurementsParams, known: set[tuple[str, str]]
+) -> tuple[str, dict[str, Any], datetime, datetime]:
+    """Validate semantics and return (sql, params, start, end) for a measurements page."""
+    if (p.source, p.metric) not in known:
+        names = sorted(m for s, m in known if s == p.source)
+        hint = f"known metrics for {p.source}: {names}" if names else "no measurements stored for this source"
+        raise BadRequestError(f"unknown metric {p.metric!r}; {hint}")
+    if p.version == "all" and p.interval != "raw":
+        raise BadRequestError("version=all returns every stored revision and cannot be resampled; use interval=raw")
+    step = timedelta(minutes=INTERVAL_MINUTES[p.interval]) if p.interval != "raw" else RAW_STEP
+    default_end = None
+    if p.end is None:
+        last = latest_ts(store, p.source, p.metric)
+        default_end = _floor(last, step) + step if last is not None else None
+    max_days = MAX_RANGE_DAYS_DAILY if p.interval == "1d" else MAX_RANGE_DAYS
+    start, end = _window(p.start, p.end, default_end, DEFAULT_WINDOW_DAYS, max_days)
+    after: dict[str, Any] = {"ts": EPOCH, "nature": "", "version": 0}
+    if p.cursor:
+        after = decode_cursor(p.cursor)
+    params = {
+        "source": p.source,
+        "metric": p.metric,
+        "start": start,
+        "end": end,
+        "as_of": p.as_of or FAR_FUTURE,
+        "nature": p.nature or "",
+        "after": after["ts"],
+        "after_nature": after["nature"],
+        "after_version": after["version"],
+        "limit": p.limit + 1,  # one extra row tells whether there is a next page
+        "step": INTERVAL_MINUTES.get(p.interval, 15),
+    }
+    return measurements_sql(p), params, start, end
+
+
+def measurements(store: Store, p: MeasurementsParams, known: set[tuple[str, str]]) -> MeasurementsResponse:
+    """A page of measurements: latest or all versions, optionally resampled, optionally as of a time."""
+    sql, params, start, end = resolve_measurements(store, p, known)
+    rows = store.query_rows(sql, params)
+    more = len(rows) > p.limit
+    rows = rows[: p.limit]
+    resampled = p.interval != "raw"
+    points = [
+        MeasurementPoint(
+            ts=utc(ts),
+            value=_num(value),
+            nature=None if resampled else str(nature),
+            version=None if resampled else int(version),
+            inserted_at=None if resampled else utc(inserted_at),
+            n=int(n) if resampled else None,
+        )
+        for ts, value, nature, version, inserted_at, n in rows
+    ]
+    next_cursor = None
+    if more and points:
+        last = points[-1]
+        payload: dict[str, Any] = {"ts": last.ts.isoformat()}
+        if p.version == "all":
+            payload.update(nature=last.nature, version=last.version)
+        next_cursor = encode_cursor(payload)
+    return MeasurementsResponse(
+        source=p.source,
+        metric=p.metric,
+        interval=p.interval,
+        agg=p.agg if resampled else None,
+        version=p.version,
+        nature=p.nature,
+        as_of=p.as_of,
+        start=start,
+        end=end,
+        count=len(points),
+        next_cursor=next_cursor,
+        points=points,
+    )
+
+
+# --- forecasts --------------------------------------------------------------------------------------
+FORECAST_RUN_SQL = """
+with chosen_run as (
+    select issued_at, run_id
+    from {db:Identifier}.forecasts
+    where source = {source:String} and metric = {metric:String}
+      and ({run_id:String} = '' or run_id = {run_id:String})
+    order by issued_at desc, run_id desc
+    limit 1
+)
+select run_id, model_version, issued_at, origin, quality, fallback_reason, interval_level,
+       ts, horizon_steps, horizon_day, yhat, lower, upper
+from {db:Identifier}.forecasts
+where source = {source:String} and metric = {metric:String}
+  and (issued_at, run_id) in (select issued_at, run_id from chosen_run)
+order by ts
+limit 1 by ts
+"""
+
+
+def forecast_run(store: Store, p: ForecastParams, tables: frozenset[str]) -> ForecastRunResponse:
+    """The latest forecast run (or ``run_id``) with its steps, optionally filtered by horizon."""
+    what = f"forecast run {p.run_id!r}" if p.run_id else f"forecast run for {p.source}/{p.metric}"
+    if "forecasts" not in tables:
+        raise NotFoundError(f"no {what}: the forecast stage has not created its table yet")
+    rows = store.query_rows(FORECAST_RUN_SQL, {"source": p.source, "metric": p.metric, "run_id": p.run_id or ""})
+    if not rows:
+        raise NotFoundError(f"no {what} yet")
+    run_id, model_version, issued_at, origin, quality, fallback_reason, level = rows[0][:7]
+    steps = [
+        ForecastPoint(ts=utc(r[7]), horizon_steps=int(r[8]), horizon_day=int(r[9]), yhat=float(r[10]),
+                      lower=_num(r[11]), upper=_num(r[12]))
+        for r in rows
+    ]
+    points = [
+        s for s in steps
+        if (p.horizon_day is None or s.horizon_day == p.horizon_day)
+        and (p.max_horizon_steps is None or s.horizon_steps <= p.max_horizon_steps)
+    ]
+    return ForecastRunResponse(
+        run_id=str(run_id), model_version=str(model_version), issued_at=utc(issued_at), origin=utc(origin),
+        quality=str(quality), fallback_reason=str(fallback_reason), interval_level=round(float(level), 4),
+        steps=len(steps), first_ts=steps[0].ts, last_ts=steps[-1].ts,
+        source=p.source, metric=p.metric, count=len(points), points=points,
+    )
+
+
+FORECAST_RUNS_SQL = """
+with recent_runs as (
+    select issued_at, run_id
+    from {db:Identifier}.forecasts
+    where source = {source:String} and metric = {metric:String}
+    group by issued_at, run_id
+    order by issued_at desc, run_id desc
+    limit {limit:UInt32}
+)
+select run_id, any(model_version), issued_at, min(origin), any(quality), any(fallback_reason),
+       any(interval_level), uniqExact(ts), min(ts), max(ts)
+from {db:Identifier}.forecasts
+where source = {source:String} and metric = {metric:String}
+  and (issued_at, run_id) in (select issued_at, run_id from recent_runs)
+group by issued_at, run_id
+order by issued_at desc, run_id desc
+"""
+
+
+def forecast_runs(store: Store, p: ForecastRunsParams, tables: frozenset[str]) -> ForecastRunsResponse:
+    """Headers of the most recent forecast runs (empty until the forecast stage has run)."""
+    rows = []
+    if "forecasts" in tables:
+        rows = store.query_rows(FORECAST_RUNS_SQL, {"source": p.source, "metric": p.metric, "limit": p.limit})
+    runs = [
+        ForecastRunSummary(
+            run_id=str(r[0]), model_version=str(r[1]), issued_at=utc(r[2]), origin=utc(r[3]), quality=str(r[4]),
+            fallback_reason=str(r[5]), interval_level=round(float(r[6]), 4), steps=int(r[7]),
+            first_ts=utc(r[8]), last_ts=utc(r[9]),
+        )
+        for r in rows
+    ]
+    return ForecastRunsResponse(source=p.source, metric=p.metric, count=len(runs), runs=runs)
+
+
+VS_ACTUAL_SQL = f"""
+with actuals as (
+    select ts, argMax(value, (nature_rank, version, inserted_at)) as actual
+    from (
+        select ts, value, version, inserted_at, {NATURE_RANK_SQL} as nature_rank
+        from {{db:Identifier}}.measurements
+        where source = {{source:String}} and metric = {{metric:String}}
+          and ts >= {{start:DateTime64(3, 'UTC')}} and ts < {{end:DateTime64(3, 'UTC')}}
+    )
+    group by ts
+), latest_forecast_per_ts as (
+    select ts,
+           argMax(tuple(yhat, lower, upper, run_id, issued_at, horizon_steps, horizon_day), (issued_at, run_id)) as best
+    from {{db:Identifier}}.forecasts
+    where source = {{source:String}} and metric = {{metric:String}}
+      and ts >= {{start:DateTime64(3, 'UTC')}} and ts < {{end:DateTime64(3, 'UTC')}}
+      and issued_at >= {{start:DateTime64(3, 'UTC')}} - interval 40 day and issued_at < {{end:DateTime64(3, 'UTC')}}
+      and ({{run_id:String}} != '' or issued_at <= ts)
+      and ({{run_id:String}} = '' or run_id = {{run_id:String}})
+      and ({{horizon_day:Int16}} < 0 or horizon_day = {{horizon_day:Int16}})
+    group by ts
+)
+select lf.ts, a.actual, tupleElement(lf.best, 1), tupleElement(lf.best, 2), tupleElement(lf.best, 3),
+       tupleElement(lf.best, 4), tupleElement(lf.best, 5), tupleElement(lf.best, 6), tupleElement(lf.best, 7)
+from latest_forecast_per_ts as lf
+left join actuals as a on a.ts = lf.ts
+order by lf.ts
+"""
+
+
+def _accuracy(points: Sequence[VsActualPoint]) -> AccuracySummary:
+    pairs = [(pt, pt.actual) for pt in points if pt.actual is not None]
+    if not pairs:
+        return AccuracySummary(n=0, mae=None, rmse=None, mape_pct=None, bias=None, interval_coverage=None)
+    errors = [pt.yhat - actual for pt, actual in pairs]
+    n = len(errors)
+    pct = [abs(pt.yhat - actual) / abs(actual) for pt, actual in pairs if actual != 0]
+    with_interval = [(pt, actual) for pt, actual in pairs if pt.lower is not None and pt.upper is not None]
+    covered = sum(1 for pt, actual in with_interval if (pt.lower or 0.0) <= actual <= (pt.upper or 0.0))
+    return AccuracySummary(
+        n=n,
+        mae=round(sum(abs(e) for e in errors) / n, 3),
+        rmse=round(math.sqrt(sum(e * e for e in errors) / n), 3),
+        mape_pct=round(100 * sum(pct) / len(pct), 4) if pct else None,
+        bias=round(sum(errors) / n, 3),
+        interval_coverage=round(covered / len(with_interval), 4) if with_interval else None,
+    )
+
+
+def forecast_vs_actual(store: Store, p: VsActualParams, tables: frozenset[str]) -> VsActualResponse:
+    """Per target step of the period, the latest forecast issued before it next to the actual value."""
+    default_end = None
+    if p.end is None:
+        last = latest_ts(store, p.source, p.metric)
+        default_end = _floor(last, RAW_STEP) + RAW_STEP if last is not None else None
+    start, end = _window(p.start, p.end, default_end, DEFAULT_WINDOW_DAYS, MAX_VS_ACTUAL_DAYS)
+    rows: list[tuple[Any, ...]] = []
+    if "forecasts" in tables:
+        rows = store.query_rows(
+            VS_ACTUAL_SQL,
+            {"source": p.source, "metric": p.metric, "start": start, "end": end, "run_id": p.run_id or "",
+             "horizon_day": -1 if p.horizon_day is None else p.horizon_day},
+        )
+    points = []
+    for ts, actual, yhat, lower, upper, run_id, issued_at, h_steps, h_day in rows:
+        act = _num(actual)
+        points.append(
+            VsActualPoint(ts=utc(ts), actual=act, yhat=float(yhat), lower=_num(lower), upper=_num(upper),
+                          error=None if act is None else round(float(yhat) - act, 3), run_id=str(run_id),
+                          issued_at=utc(issued_at), horizon_steps=int(h_steps), horizon_day=int(h_day))
+        )
+    return VsActualResponse(source=p.source, metric=p.metric, start=start, end=end, run_id=p.run_id,
+                            horizon_day=p.horizon_day, summary=_accuracy(points), points=points)
+
+
+# --- tables of later stages (anomalies, data quality): adapt to the columns they have ---------------
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return utc(value).isoformat().replace("+00:00", "Z")
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return None
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def table_rows(
+    store: Store,
+    table: str,
+    tables: frozenset[str],
+    *,
+    equals: dict[str, str | None],
+    time_columns: Iterable[str],
+    start: datetime | None,
+    end: datetime | None,
+    limit: int,
+) -> TableRowsResponse:
+    """Rows of a table another stage owns, newest first, filtered on the columns it actually has.
+
+    ``available`` is false (and the result empty) until the table exists. A filter on a column the
+    table lacks is a 400, so a caller never silently gets unfiltered rows.
+    """
+    if table not in tables:
+        return TableRowsResponse(available=False, count=0, items=[])
+    columns = [c for c in table_columns(store, table) if _IDENT.match(c[0])]
+    names = {c[0] for c in columns}
+    if not columns:
+        return TableRowsResponse(available=False, count=0, items=[])
+    where: list[str] = []
+    params: dict[str, Any] = {"table": table, "limit": limit}
+    for i, (column, value) in enumerate(equals.items()):
+        if value is None:
+            continue
+        if column not in names:
+            raise BadRequestError(f"{table} has no column {column!r} to filter on")
+        where.append(f"toString({{c{i}:Identifier}}) = {{v{i}:String}}")
+        params[f"c{i}"], params[f"v{i}"] = column, value
+    time_col = next((c for c in time_columns if c in names), None)
+    if time_col is not None:
+        params["time_col"] = time_col
+        if start is not None:
+            where.append("{time_col:Identifier} >= {start:DateTime64(3, 'UTC')}")
+            params["start"] = start
+        if end is not None:
+            where.append("{time_col:Identifier} < {end:DateTime64(3, 'UTC')}")
+            params["end"] = end
+    elif start is not None or end is not None:
+        raise BadRequestError(f"{table} has no time column to filter on")
+    sql = "select * from {db:Identifier}.{table:Identifier}"
+    if where:
+        sql += " where " + " and ".join(where)
+    if time_col is not None:
+        sql += " order by {time_col:Identifier} desc"
+    sql += " limit {limit:UInt32}"
+    rows = store.query_rows(sql, params)
+    items = [{name: _jsonable(v) for (name, _), v in zip(columns, row, strict=False)} for row in rows]
+    return TableRowsResponse(available=True, count=len(items), items=items)
+
+
+def anomalies(store: Store, p: AnomaliesParams, tables: frozenset[str], now: datetime) -> TableRowsResponse:
+    """Detected anomalies, newest first (empty until the detect stage has created its table)."""
+    start, end = _window(p.start, p.end, now, 30, MAX_RANGE_DAYS)
+    return table_rows(
+        store, "anomalies", tables,
+        equals={"kind": p.kind, "severity": p.severity, "detector": p.detector},
+        time_columns=("ts", "detected_at", "start_ts"), start=start, end=end, limit=p.limit,
+    )
+
+
+def data_quality(store: Store, p: DataQualityParams, tables: frozenset[str]) -> TableRowsResponse:
+    """Latest data-quality check results, newest first (empty until detect has created the table)."""
+    return table_rows(
+        store, "data_quality", tables, equals={},
+        time_columns=("checked_at", "ts", "computed_at"), start=None, end=None, limit=p.limit,
+    )
+
+
+# --- pipeline runs ----------------------------------------------------------------------------------
+_FINAL_RUNS_CTE = """
+with final_runs as (
+    select function, run_id, started_at,
+           argMax(trigger, updated_at) as trigger_, argMax(finished_at, updated_at) as finished_at_,
+           argMax(status, updated_at) as status_, argMax(rows_in, updated_at) as rows_in_,
+           argMax(rows_out, updated_at) as rows_out_, argMax(error, updated_at) as error_,
+           argMax(details, updated_at) as details_
+    from {db:Identifier}.pipeline_runs
+    where ({function:String} = '' or function = {function:String})
+      and started_at >= {start:DateTime64(3, 'UTC')} and started_at < {end:DateTime64(3, 'UTC')}
+    group by function, started_at, run_id
+)
+select function, run_id, trigger_, started_at, finished_at_, status_, rows_in_, rows_out_, error_, details_
+from final_runs
+"""
+
+
+def _run_row(r: Sequence[Any]) -> RunRow:
+    try:
+        details = json.loads(r[9]) if r[9] else {}
+    except ValueError:
+        details = {"raw": r[9]}
+    return RunRow(function=str(r[0]), run_id=str(r[1]), trigger=str(r[2]), started_at=utc(r[3]),
+                  finished_at=utc(r[4]) if r[4] is not None else None, status=str(r[5]), rows_in=int(r[6]),
+                  rows_out=int(r[7]), error=str(r[8]), details=details if isinstance(details, dict) else {})
+
+
+def runs(store: Store, p: RunsParams) -> RunsResponse:
+    """pipeline_runs history (final state of each run), most recent first."""
+    start, end = p.start or EPOCH, p.end or FAR_FUTURE
+    if start >= end:
+        raise BadRequestError("start must be before end")
+    sql = _FINAL_RUNS_CTE + """
+    where ({status:String} = '' or status_ = {status:String})
+    order by started_at desc, run_id desc
+    limit {limit:UInt32}
+    """
+    rows = store.query_rows(sql, {"function": p.function or "", "status": p.status or "", "start": start,
+                                  "end": end, "limit": p.limit})
+    items = [_run_row(r) for r in rows]
+    return RunsResponse(count=len(items), runs=items)
+
+
+def latest_runs(store: Store) -> RunsResponse:
+    """The most recent run of every function."""
+    sql = _FINAL_RUNS_CTE + """
+    order by started_at desc, run_id desc
+    limit 1 by function
+    """
+    rows = store.query_rows(sql, {"function": "", "start": EPOCH, "end": FAR_FUTURE})
+    items = sorted((_run_row(r) for r in rows), key=lambda r: r.function)
+    return RunsResponse(count=len(items), runs=items)
+
+
+# --- CSV --------------------------------------------------------------------------------------------
+def to_csv(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> bytes:
+    """RFC 4180 CSV with ISO 8601 UTC timestamps and empty cells for nulls."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow(["" if v is None else _jsonable(v) for v in row])
+    return buf.getvalue().encode()
+
+
+# --- model registry ---------------------------------------------------------------------------------
+def model_registry(settings: Settings, series: str) -> ModelsResponse:
+    """Versions and the current pointer of one series from the artifact store.
+
+    ``shared.artifacts`` belongs to the forecast stage and is imported lazily: until it exists, or
+    while the series has no model, the answer is an empty registry (``available: false``).
+    """
+    try:
+        artifacts = importlib.import_module("shared.artifacts")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("shared.artifacts", "shared"):
+            raise ArtifactError(f"artifact module unusable: {exc}") from exc
+        return ModelsResponse(series=series, available=False, current=None, models=[])
+    try:
+        registry = artifacts.get_artifact_store(settings)
+        versions = [_jsonable(dict(m)) for m in (registry.list_models(series) or [])]
+        current = registry.current(series)
+    except PowerSenseError:
+        raise
+    except Exception as exc:  # boto3/filesystem errors: one typed error (503) for the caller
+        raise ArtifactError(f"artifact store unavailable: {type(exc).__name__}") from exc
+    return ModelsResponse(
+        series=series,
+        available=bool(versions) or current is not None,
+        current=_jsonable(dict(current)) if current is not None else None,
+        models=versions,
+    )

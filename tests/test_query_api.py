@@ -1,0 +1,295 @@
+"""The query API on real shipped data (December 2023 eco2mix, version 1), through the ASGI app."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from local_dev.functions import load_handler
+from shared.ingest.versioning import ukey_of
+from shared.runs import stage_run
+from shared.settings import REPO_ROOT, Settings, get_settings
+from shared.store import Store
+from tests.fixtures_query import SOURCE, insert_forecast_run, load_history, utc
+
+TOKEN = "query-test-token-4f1c"
+
+
+@pytest.fixture
+def client(store: Store, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+    """The query app with a token configured and strict read-your-writes (watermark read per request)."""
+    monkeypatch.setenv("POWERSENSE_QUERY_TOKEN", TOKEN)
+    monkeypatch.setenv("POWERSENSE_QUERY_CACHE_TTL_S", "0")
+    get_settings.cache_clear()
+    app = load_handler("query").app
+    with TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"}) as c:
+        yield c
+
+
+@pytest.fixture
+def december(store: Store) -> pd.DataFrame:
+    """Real eco2mix data, 2023-12-01 … 2023-12-31 (15-min), stored as version 1."""
+    return load_history(store, "2023-12-01", "2024-01-01")
+
+
+def test_raw_day_matches_shipped_file(client: TestClient, december: pd.DataFrame) -> None:
+    r = client.get("/measurements", params={"metric": "consommation", "start": "2023-12-15", "end": "2023-12-16"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    expected = december[(december.ts >= "2023-12-15") & (december.ts < "2023-12-16")]
+    assert body["count"] == len(expected) == 96
+    assert [p["value"] for p in body["points"]] == expected["consommation"].astype(float).tolist()
+    assert body["points"][0]["ts"] == "2023-12-15T00:00:00Z"
+    assert body["points"][0]["version"] == 1 and body["next_cursor"] is None
+
+
+def test_default_window_is_latest_7_days_at_30min(client: TestClient, december: pd.DataFrame) -> None:
+    r = client.get("/measurements", params={"metric": "consommation", "interval": "30min"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["end"] == "2024-01-01T00:00:00Z" and body["start"] == "2023-12-25T00:00:00Z"
+    assert body["count"] == 7 * 48
+    assert body["points"][-1]["ts"] == "2023-12-31T23:30:00Z"
+
+
+@pytest.mark.parametrize("agg", ["mean", "min", "max"])
+def test_hourly_resampling_matches_pandas(client: TestClient, december: pd.DataFrame, agg: str) -> None:
+    r = client.get("/measurements", params={"metric": "consommation", "start": "2023-12-10", "end": "2023-12-11",
+                                            "interval": "1h", "agg": agg})
+    assert r.status_code == 200, r.text
+    day = december[(december.ts >= "2023-12-10") & (december.ts < "2023-12-11")].set_index("ts")["consommation"]
+    expected = day.astype(float).resample("1h").agg(agg)
+    points = r.json()["points"]
+    got = pd.Series([p["value"] for p in points], index=pd.to_datetime([p["ts"] for p in points]))
+    assert got.index.equals(expected.index)
+    assert got.to_numpy() == pytest.approx(expected.to_numpy())
+    assert {p["n"] for p in r.json()["points"]} == {4}
+
+
+def test_daily_resampling_spans_a_month(client: TestClient, december: pd.DataFrame) -> None:
+    r = client.get("/measurements", params={"metric": "prevision_j1", "start": "2023-12-01", "end": "2024-01-01",
+                                            "interval": "1d", "agg": "max"})
+    assert r.status_code == 200, r.text
+    assert r.json()["count"] == 31
+    assert r.json()["points"][0]["value"] == december.set_index("ts")["prevision_j1"][:"2023-12-01 23:59"].max()
+
+
+def test_as_of_returns_the_value_known_then(client: TestClient, store: Store, december: pd.DataFrame) -> None:
+    ts = utc(2023, 12, 20, 12, 0)
+    nature = december.loc[december.ts == ts, "nature"].iloc[0]
+    original = float(december.loc[december.ts == ts, "consommation"].iloc[0])
+    first_known = store.scalar("select max(inserted_at) from {db:Identifier}.measurements")
+    revised_at = pd.Timestamp(first_known).tz_localize("UTC") + timedelta(hours=1)
+    store.insert_df("measurements", pd.DataFrame([{
+        "ts": ts, "source": SOURCE, "metric": "consommation", "nature": nature, "value": original + 1234.0,
+        "ukey": ukey_of(ts, "consommation", nature), "version": 2, "batch_id": "revision", "inserted_at": revised_at,
+    }]))
+    window = {"metric": "consommation", "start": "2023-12-20T12:00:00Z", "end": "2023-12-20T12:15:00Z"}
+
+    latest = client.get("/measurements", params=window).json()["points"]
+    before = client.get("/measurements", params={**window, "as_of": (revised_at - timedelta(minutes=30)).isoformat()})
+    after = client.get("/measurements", params={**window, "as_of": revised_at.isoformat()}).json()["points"]
+    every = client.get("/measurements", params={**window, "version": "all"}).json()["points"]
+
+    assert [(p["value"], p["version"]) for p in latest] == [(original + 1234.0, 2)]
+    assert [(p["value"], p["version"]) for p in before.json()["points"]] == [(original, 1)]
+    assert [(p["value"], p["version"]) for p in after] == [(original + 1234.0, 2)]
+    assert [(p["value"], p["version"]) for p in every] == [(original, 1), (original + 1234.0, 2)]
+
+
+def test_as_of_before_any_insert_is_empty(client: TestClient, december: pd.DataFrame) -> None:
+    r = client.get("/measurements", params={"metric": "consommation", "start": "2023-12-20", "end": "2023-12-21",
+                                            "as_of": "2020-01-01T00:00:00Z"})
+    assert r.status_code == 200 and r.json()["count"] == 0
+
+
+@pytest.mark.parametrize("version", ["latest", "all"])
+def test_cursor_pages_cover_the_range_exactly_once(client: TestClient, december: pd.DataFrame, version: str) -> None:
+    params = {"metric": "consommation", "start": "2023-12-01", "end": "2023-12-03", "limit": 50, "version": version}
+    pages, cursor = [], None
+    while True:
+        r = client.get("/measurements", params={**params, **({"cursor": cursor} if cursor else {})})
+        assert r.status_code == 200, r.text
+        pages.append(r.json()["points"])
+        cursor = r.json()["next_cursor"]
+        if cursor is None:
+            break
+    stamps = [p["ts"] for page in pages for p in page]
+    assert len(pages) == 4 and len(stamps) == 192 == len(set(stamps))
+    assert stamps == sorted(stamps)
+
+
+def test_csv_by_parameter_and_by_accept_header(client: TestClient, december: pd.DataFrame) -> None:
+    params = {"metric": "consommation", "start": "2023-12-15", "end": "2023-12-16", "interval": "1h"}
+    by_param = client.get("/measurements", params={**params, "format": "csv"})
+    by_header = client.get("/measurements", params=params, headers={"Accept": "text/csv"})
+    assert by_param.headers["content-type"].startswith("text/csv")
+    assert by_param.text == by_header.text
+    lines = by_param.text.strip().splitlines()
+    assert lines[0] == "ts,value,n" and len(lines) == 25 and lines[1].startswith("2023-12-15T00:00:00Z,")
+
+
+def test_csv_page_carries_the_next_cursor_header(client: TestClient, december: pd.DataFrame) -> None:
+    r = client.get("/measurements", params={"metric": "consommation", "start": "2023-12-15", "end": "2023-12-16",
+                                            "limit": 10, "format": "csv"})
+    assert r.status_code == 200 and len(r.text.strip().splitlines()) == 11
+    assert r.headers["x-next-cursor"]
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "fragment"),
+    [
+        ({"metric": "consommation", "start": "2023-12-10", "end": "2023-12-09"}, 400, "must be before end"),
+        ({"metric": "consommation", "start": "yesterday"}, 422, "datetime"),
+        ({"metric": "consommation", "start": "2023-13-45T99:00"}, 422, "datetime"),
+        ({"metric": "consommation", "start": "1066-10-14"}, 422, "between"),
+        ({"metric": "nucleaire_fusion"}, 400, "unknown metric"),
+        ({"metric": "consommation", "start": "2020-01-01", "end": "2023-12-01"}, 400, "maximum of 366 days"),
+        ({"metric": "consommation", "limit": 10_001}, 422, "less than or equal"),
+        ({"metric": "consommation", "metrc": "x"}, 422, "Extra inputs are not permitted"),
+        ({"metric": "consommation", "cursor": "bm90LWEtY3Vyc29y"}, 400, "invalid cursor"),
+        ({"metric": "consommation", "version": "all", "interval": "1h"}, 400, "cannot be resampled"),
+        ({"metric": "consommation", "interval": "7min"}, 422, "interval"),
+        ({"metric": "conso'; drop table measurements; --"}, 422, "pattern"),
+        ({}, 422, "metric"),
+    ],
+)
+def test_bad_input_is_a_clear_4xx(
+    client: TestClient, december: pd.DataFrame, params: dict[str, object], status: int, fragment: str
+) -> None:
+    r = client.get("/measurements", params=params)
+    assert r.status_code == status, r.text
+    assert fragment in r.text
+    assert r.json()["error"] == "BadRequestError"
+
+
+def test_hostile_nature_value_is_bound_not_executed(client: TestClient, store: Store, december: pd.DataFrame) -> None:
+    r = client.get("/measurements", params={"metric": "consommation", "nature": "x' or 1=1 --",
+                                            "start": "2023-12-20", "end": "2023-12-21"})
+    assert r.status_code == 200 and r.json()["count"] == 0
+    assert store.scalar("select count() from {db:Identifier}.measurements") > 0
+
+
+def test_forecasts_404_until_a_run_exists(client: TestClient, december: pd.DataFrame) -> None:
+    r = client.get("/forecasts")
+    assert r.status_code == 404 and r.json()["error"] == "NotFoundError"
+    assert client.get("/forecasts/runs").json() == {"source": SOURCE, "metric": "consommation", "count": 0, "runs": []}
+
+
+def test_latest_forecast_run_with_intervals_and_horizon_filter(
+    client: TestClient, store: Store, december: pd.DataFrame
+) -> None:
+    older = insert_forecast_run(store, december, utc(2023, 12, 20, 6, 5))
+    newer = insert_forecast_run(store, december, utc(2023, 12, 21, 6, 5))
+    latest = client.get("/forecasts").json()
+    assert latest["run_id"] == newer["run_id"].iloc[0] and latest["steps"] == latest["count"] == 336
+    first = latest["points"][0]
+    assert first["ts"] == "2023-12-21T06:30:00Z" and first["horizon_steps"] == 1
+    assert first["yhat"] == pytest.approx(float(december.set_index("ts").loc[utc(2023, 12, 14, 6, 30), "consommation"]))
+    assert first["lower"] <= first["yhat"] <= first["upper"]
+
+    by_id = client.get("/forecasts", params={"run_id": older["run_id"].iloc[0], "horizon_day": 1}).json()
+    assert by_id["run_id"] == older["run_id"].iloc[0]
+    assert {p["horizon_day"] for p in by_id["points"]} == {1} and by_id["count"] == 48
+    assert client.get("/forecasts", params={"max_horizon_steps": 4}).json()["count"] == 4
+    runs = client.get("/forecasts/runs").json()["runs"]
+    assert [r["run_id"] for r in runs] == [newer["run_id"].iloc[0], older["run_id"].iloc[0]]
+    assert client.get("/forecasts", params={"run_id": "no-such-run"}).status_code == 404
+
+
+def test_forecast_vs_actual_matches_the_stored_values(client: TestClient, store: Store, december: pd.DataFrame) -> None:
+    run = insert_forecast_run(store, december, utc(2023, 12, 18, 0, 0))
+    r = client.get("/forecasts/vs-actual", params={"start": "2023-12-18", "end": "2023-12-19"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["summary"]["n"] == len(body["points"]) == 48
+    actual = december.set_index("ts")["consommation"].astype(float)
+    expected = run.set_index("ts")["yhat"]["2023-12-18":"2023-12-18 23:59"] - actual.reindex(
+        run.set_index("ts")["2023-12-18":"2023-12-18 23:59"].index)
+    assert body["summary"]["mae"] == pytest.approx(expected.abs().mean(), abs=1e-3)
+    assert 0 <= body["summary"]["interval_coverage"] <= 1
+    csv = client.get("/forecasts/vs-actual", params={"start": "2023-12-18", "end": "2023-12-19", "format": "csv"})
+    assert csv.text.splitlines()[0].startswith("ts,actual,yhat") and len(csv.text.strip().splitlines()) == 49
+
+
+def test_later_stage_tables_answer_empty_until_they_exist(client: TestClient, store: Store) -> None:
+    for table in ("anomalies", "data_quality"):
+        store.command(f"drop table if exists {store.database}.{table}")
+    assert client.get("/anomalies").json() == {"available": False, "count": 0, "items": []}
+    assert client.get("/data-quality").json() == {"available": False, "count": 0, "items": []}
+
+
+def test_models_registry_is_a_clear_empty_result_without_models(client: TestClient) -> None:
+    r = client.get("/models")
+    assert r.status_code == 200, r.text
+    assert r.json()["available"] is False and r.json()["models"] == [] and r.json()["current"] is None
+
+
+def test_runs_history_and_latest_per_function(client: TestClient, store: Store) -> None:
+    for function in ("poll", "poll", "forecast"):
+        with stage_run(store, function, "cron", None, None) as run:
+            run.rows_out = 7
+    runs = client.get("/runs").json()
+    assert runs["count"] == 3 and {r["status"] for r in runs["runs"]} == {"success"}
+    assert client.get("/runs", params={"function": "poll"}).json()["count"] == 2
+    assert client.get("/runs", params={"status": "failed"}).json()["count"] == 0
+    latest = client.get("/runs/latest").json()["runs"]
+    assert [r["function"] for r in latest] == ["forecast", "poll"] and latest[0]["rows_out"] == 7
+
+
+def test_health_is_open_and_reports_stale_data(client: TestClient, december: pd.DataFrame) -> None:
+    r = client.get("/health", headers={"Authorization": ""})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["store"] is True and body["latest_ts"] == "2023-12-31T23:45:00Z"
+    assert body["status"] == "degraded" and body["data_fresh"] is False  # shipped data ends in 2023
+
+
+def test_metrics_expose_store_gauges(client: TestClient, store: Store, december: pd.DataFrame) -> None:
+    insert_forecast_run(store, december, utc(2023, 12, 24, 0, 0))
+    with stage_run(store, "detect", "cron", None, None):
+        pass
+    text = client.get("/metrics", headers={"Authorization": ""}).text
+    assert 'powersense_data_freshness_seconds{metric="consommation",source="eco2mix_national"}' in text
+    assert 'powersense_forecast_age_seconds{metric="consommation",source="eco2mix_national"}' in text
+    assert 'powersense_forecast_mape_ratio{horizon_day="1",metric="consommation",source="eco2mix_national"}' in text
+    assert 'powersense_last_run_status{function="detect",status="success"} 1.0' in text
+
+
+def test_new_data_is_visible_on_the_next_request(client: TestClient, store: Store, december: pd.DataFrame) -> None:
+    params = {"metric": "consommation", "start": "2023-12-20", "end": "2023-12-21", "version": "all"}
+    before = client.get("/measurements", params=params).json()["count"]
+    ts = utc(2023, 12, 20, 1, 0)
+    store.insert_df("measurements", pd.DataFrame([{
+        "ts": ts, "source": SOURCE, "metric": "consommation", "nature": "Données consolidées", "value": 50000.0,
+        "ukey": ukey_of(ts, "consommation", "Données consolidées"), "version": 1, "batch_id": "b2"}]))
+    after = client.get("/measurements", params=params).json()["count"]
+    assert after == before + 1
+
+
+def test_best_nature_wins_per_timestamp(client: TestClient, store: Store, december: pd.DataFrame) -> None:
+    ts = utc(2023, 12, 20, 1, 0)
+    store.insert_df("measurements", pd.DataFrame([{
+        "ts": ts, "source": SOURCE, "metric": "consommation", "nature": "Données consolidées", "value": 50000.0,
+        "ukey": ukey_of(ts, "consommation", "Données consolidées"), "version": 1, "batch_id": "b2"}]))
+    window = {"metric": "consommation", "start": "2023-12-20T01:00:00Z", "end": "2023-12-20T01:15:00Z"}
+    best = client.get("/measurements", params=window).json()["points"]
+    realtime = client.get("/measurements", params={**window, "nature": december["nature"].iloc[0]}).json()["points"]
+    assert [(p["value"], p["nature"]) for p in best] == [(50000.0, "Données consolidées")]
+    assert realtime[0]["nature"].startswith("Données temps réel")
+
+
+def test_handler_import_pulls_no_ml_stack(settings: Settings) -> None:
+    code = (
+        "import sys; from local_dev.functions import load_handler; load_handler('query'); "
+        "bad = [m for m in ('torch', 'neuralprophet', 'lightning', 'pytorch_lightning') if m in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
