@@ -113,6 +113,14 @@ class Settings(BaseSettings):
     gateway_user: str = "admin"
     gateway_password: SecretStr | None = None
 
+    # --- query (read API) -----------------------------------------------------------------------
+    query_cache_ttl_s: float = Field(
+        default=1.0, ge=0, le=60, description="re-read the data watermark at most this often (0 = every request)"
+    )
+    query_cache_entries: int = Field(default=512, ge=0, le=100_000, description="cached responses (0 = no cache)")
+    query_max_data_age_s: float = Field(default=3 * 3600.0, gt=0, description="/health: data older = not fresh")
+    # --- end query ------------------------------------------------------------------------------
+
     # --- observability ----------------------------------------------------------------------
     pushgateway_url: str | None = Field(default=None, description="host:port of a Prometheus Pushgateway")
 
