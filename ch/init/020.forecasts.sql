@@ -13,7 +13,7 @@ create table if not exists electricity.forecasts
     yhat            Float64,
     lower           Nullable(Float64),
     upper           Nullable(Float64),
-    interval_level  Float32,                -- e.g. 0.8 for an 80-percent prediction interval (no percent sign: the driver %-formats DDL)
+    interval_level  Float32,                -- e.g. 0.8 for an 80-percent prediction interval (no percent sign here: the driver formats DDL)
     quality         LowCardinality(String), -- 'model' | 'fallback'
     fallback_reason String
 )
