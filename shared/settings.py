@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -150,6 +150,19 @@ class Settings(BaseSettings):
     drift_coverage_tolerance: float = Field(default=0.15, ge=0, description="allowed coverage shortfall")
     drift_psi_max: float = Field(default=0.5, gt=0, description="PSI above this requests a retrain")
     # --- end detection -------------------------------------------------------------------------
+
+    # --- ops (deployment) --------------------------------------------------------------------
+    # OpenFaaS names a secret's file after the secret, and one namespace cannot hold two secrets
+    # called clickhouse_password: the read-only query function is given `clickhouse_reader_password`
+    # (openfaas-stack.yml) and uses it when no clickhouse_password is set.
+    clickhouse_reader_password: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _reader_password(self) -> Settings:
+        if self.clickhouse_reader_password is not None and not self.clickhouse_password.get_secret_value():
+            self.clickhouse_password = self.clickhouse_reader_password
+        return self
+    # --- end ops -------------------------------------------------------------------------------
 
     # --- logging ----------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
