@@ -1,6 +1,14 @@
--- Server only (the embedded runtime skips access control statements).
--- Read-only users for the query function and Grafana: SELECT on the electricity database only.
-create user if not exists powersense_reader identified with sha256_password by 'change-me-reader' settings readonly = 1;
-grant select on electricity.* to powersense_reader;
-create user if not exists grafana identified with sha256_password by 'change-me-grafana' settings readonly = 1;
-grant select on electricity.* to grafana;
+-- Access control. The read-only users live in the server configuration, not here:
+-- deploy/clickhouse/users.d/powersense.xml defines `powersense_reader` (query function) and `grafana`
+-- (Grafana data source) with profile `powersense_readonly` (readonly = 1) and
+--     GRANT SELECT ON electricity.*
+-- Their passwords come from the server's environment (from_env; docker-compose fills it from the
+-- untracked .env), so no password is stored in the repository. Users defined in users.d cannot be
+-- granted with SQL, which is why this file holds no statement: it is applied by both runtimes and
+-- by the server image's first start, and must stay valid for all three.
+--
+-- On a server managed with SQL access control instead, the equivalent is (password from a secret store):
+--     create user if not exists powersense_reader identified with sha256_password by '<secret>' settings readonly = 1;
+--     grant select on electricity.* to powersense_reader;
+--     create user if not exists grafana identified with sha256_password by '<secret>' settings readonly = 1;
+--     grant select on electricity.* to grafana;
