@@ -32,16 +32,17 @@ def load_series(
     """
     sql = f"""
     with known_versions as (
-        select ts, nature, value, version, inserted_at, {NATURE_RANK_SQL} as nature_rank
+        select ts, nature as n, value as v, version as ver, inserted_at as ins, {NATURE_RANK_SQL} as nature_rank
         from {{db:Identifier}}.measurements
         where source = {{source:String}} and metric = {{metric:String}}
           and ts >= {{start:DateTime64(3, 'UTC')}} and ts < {{end:DateTime64(3, 'UTC')}}
           and inserted_at <= {{as_of:DateTime64(3, 'UTC')}}
     )
     select ts,
-           argMax(value, (nature_rank, version, inserted_at)) as value,
-           argMax(nature, (nature_rank, version, inserted_at)) as nature,
-           argMax(version, (nature_rank, version, inserted_at)) as version
+           -- CTE columns are renamed so that an output alias never shadows an argMax argument
+           argMax(v, (nature_rank, ver, ins)) as value,
+           argMax(n, (nature_rank, ver, ins)) as nature,
+           argMax(ver, (nature_rank, ver, ins)) as version
     from known_versions
     group by ts
     order by ts

@@ -1,0 +1,277 @@
+"""Model artifact store: S3/MinIO through boto3, or a local directory with the same layout.
+
+Layout (keys under the bucket, or paths under ``settings.artifacts_dir``)::
+
+    models/<series>/<version>/model.json, profile.pt, level.pt   the model files
+    models/<series>/<version>/meta.json                          written last: the version is complete
+    models/<series>/current.json                                 the pointer (one PUT / one rename: atomic)
+
+Stable API (used by the forecast stage and by the query stage's ``/models`` endpoint; light — no
+torch import unless :meth:`ArtifactStore.load_model` is called):
+
+* ``list_models(series) -> list[dict]`` — every complete version, oldest first; each dict is the
+  version's metadata: ``version``, ``trained_at``, ``training_window`` [start, end], ``holdout``,
+  ``data_fingerprint``, ``library_versions``, ``backtest_metrics``, ``decision`` ('promoted' |
+  'rejected'), ``decision_reason``, plus ``current`` (bool).
+* ``current(series) -> dict | None`` — the metadata of the version the pointer names, plus
+  ``pointer_updated_at``; None when no model was ever promoted.
+* ``load_model(series, version)`` — the trained model object (imports the ML stack).
+
+Every failure of the backend raises :class:`shared.errors.ArtifactError` (HTTP 503).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from abc import ABC, abstractmethod
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from shared.errors import ArtifactError, NotFoundError
+from shared.settings import Settings
+
+PREFIX = "models"
+META = "meta.json"
+POINTER = "current.json"
+
+
+def _check_name(name: str, what: str) -> str:
+    if not name or "/" in name or name.startswith(".") or len(name) > 200:
+        raise ArtifactError(f"invalid {what} name {name!r}")
+    return name
+
+
+class ArtifactStore(ABC):
+    """Versioned model files with an atomic ``current`` pointer per series."""
+
+    # --- backend primitives ------------------------------------------------------------------
+    @abstractmethod
+    def _put(self, key: str, data: bytes) -> None: ...
+
+    @abstractmethod
+    def _get(self, key: str) -> bytes | None:
+        """The object's bytes, or None when it does not exist."""
+
+    @abstractmethod
+    def _list_dirs(self, prefix: str) -> list[str]:
+        """Immediate sub-"directories" under ``prefix`` (names only)."""
+
+    # --- API ------------------------------------------------------------------------------------
+    def save_model(self, series: str, version: str, files: dict[str, bytes], meta: dict[str, Any]) -> None:
+        """Store a version's files, then its ``meta.json`` (so a half-written version is never listed)."""
+        base = f"{PREFIX}/{_check_name(series, 'series')}/{_check_name(version, 'version')}"
+        for name, data in files.items():
+            self._put(f"{base}/{_check_name(name, 'file')}", data)
+        doc = {**meta, "version": version, "files": sorted(files)}
+        self._put(f"{base}/{META}", json.dumps(doc, sort_keys=True, default=str).encode())
+
+    def set_current(self, series: str, version: str, meta: dict[str, Any] | None = None) -> None:
+        """Point ``current`` at ``version`` (one atomic write of ``current.json``)."""
+        if self.meta(series, version) is None:
+            raise NotFoundError(f"model {series}/{version} does not exist")
+        doc = {"version": version, "updated_at": datetime.now(UTC).isoformat()}
+        self._put(f"{PREFIX}/{_check_name(series, 'series')}/{POINTER}", json.dumps(doc).encode())
+
+    def update_meta(self, series: str, version: str, **fields: Any) -> None:
+        """Merge fields into a version's metadata (e.g. why it was not promoted)."""
+        meta = self.meta(series, version)
+        if meta is None:
+            raise NotFoundError(f"model {series}/{version} does not exist")
+        meta.update(fields)
+        self._put(f"{PREFIX}/{series}/{version}/{META}", json.dumps(meta, sort_keys=True, default=str).encode())
+
+    def meta(self, series: str, version: str) -> dict[str, Any] | None:
+        """A version's metadata, or None."""
+        raw = self._get(f"{PREFIX}/{_check_name(series, 'series')}/{_check_name(version, 'version')}/{META}")
+        return json.loads(raw) if raw else None
+
+    def current_version(self, series: str) -> str | None:
+        """The version ``current`` points at, or None."""
+        raw = self._get(f"{PREFIX}/{_check_name(series, 'series')}/{POINTER}")
+        return json.loads(raw)["version"] if raw else None
+
+    def current(self, series: str) -> dict[str, Any] | None:
+        """Metadata of the current model (+ ``pointer_updated_at``), or None when none was promoted."""
+        raw = self._get(f"{PREFIX}/{_check_name(series, 'series')}/{POINTER}")
+        if not raw:
+            return None
+        ptr = json.loads(raw)
+        meta = self.meta(series, ptr["version"])
+        if meta is None:
+            raise ArtifactError(f"current pointer of {series} names missing version {ptr['version']}")
+        return {**meta, "pointer_updated_at": ptr.get("updated_at"), "current": True}
+
+    def list_models(self, series: str) -> list[dict[str, Any]]:
+        """Metadata of every complete version of ``series``, oldest first, with a ``current`` flag."""
+        cur = self.current_version(series)
+        out = []
+        for version in sorted(self._list_dirs(f"{PREFIX}/{_check_name(series, 'series')}/")):
+            meta = self.meta(series, version)
+            if meta is not None:
+                out.append({**meta, "current": version == cur})
+        return out
+
+    def get_files(self, series: str, version: str) -> dict[str, bytes]:
+        """A version's model files (not the metadata)."""
+        meta = self.meta(series, version)
+        if meta is None:
+            raise NotFoundError(f"model {series}/{version} does not exist")
+        files = {}
+        for name in meta.get("files", []):
+            data = self._get(f"{PREFIX}/{series}/{version}/{name}")
+            if data is None:
+                raise ArtifactError(f"model {series}/{version} lacks {name}")
+            files[name] = data
+        return files
+
+    def load_model(self, series: str, version: str) -> Any:
+        """The trained model object of a version (imports the ML stack)."""
+        from shared.errors import ModelError
+        from shared.forecasting.model import from_files
+
+        files = self.get_files(series, version)
+        try:
+            return from_files(files)
+        except (KeyError, ValueError, RuntimeError) as exc:
+            raise ModelError(f"cannot load model {series}/{version}: {exc}") from exc
+
+
+class LocalArtifactStore(ArtifactStore):
+    """The embedded default: a directory tree with the S3 key layout; the pointer is renamed into place."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / key
+
+    def _put(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)  # atomic on POSIX: readers see the old or the new file
+        except OSError as exc:
+            raise ArtifactError(f"cannot write {path}: {exc}") from exc
+
+    def _get(self, key: str) -> bytes | None:
+        path = self._path(key)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise ArtifactError(f"cannot read {path}: {exc}") from exc
+
+    def _list_dirs(self, prefix: str) -> list[str]:
+        path = self._path(prefix)
+        if not path.is_dir():
+            return []
+        return [p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")]
+
+
+class S3ArtifactStore(ArtifactStore):
+    """S3 / MinIO / SeaweedFS through boto3. The bucket is created on first write if missing."""
+
+    def __init__(self, endpoint_url: str, bucket: str, region: str, access_key: str | None,
+                 secret_key: str | None) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.bucket = bucket
+        self._bucket_ok = False
+        self._client = boto3.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            region_name=region,
+            aws_access_key_id=access_key,
+            aws_secret_access_key=secret_key,
+            # fail fast when the store is down: the forecast stage falls back instead of hanging
+            config=Config(connect_timeout=3, read_timeout=30, retries={"max_attempts": 2, "mode": "standard"},
+                          s3={"addressing_style": "path"}),
+        )
+
+    def _errors(self) -> tuple[type[BaseException], ...]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        return (BotoCoreError, ClientError)
+
+    def _ensure_bucket(self) -> None:
+        if self._bucket_ok:
+            return
+        from botocore.exceptions import ClientError
+
+        try:
+            self._client.head_bucket(Bucket=self.bucket)
+        except ClientError:
+            self._client.create_bucket(Bucket=self.bucket)
+        self._bucket_ok = True
+
+    def _put(self, key: str, data: bytes) -> None:
+        try:
+            self._ensure_bucket()
+            self._client.put_object(Bucket=self.bucket, Key=key, Body=data)
+        except self._errors() as exc:
+            raise ArtifactError(f"S3 put {key} failed: {exc}") from exc
+
+    def _get(self, key: str) -> bytes | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            obj = self._client.get_object(Bucket=self.bucket, Key=key)
+            return bytes(obj["Body"].read())
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("NoSuchKey", "404", "NoSuchBucket", "NotFound"):
+                return None
+            raise ArtifactError(f"S3 get {key} failed: {exc}") from exc
+        except self._errors() as exc:
+            raise ArtifactError(f"S3 get {key} failed: {exc}") from exc
+
+    def _list_dirs(self, prefix: str) -> list[str]:
+        from botocore.exceptions import ClientError
+
+        names: list[str] = []
+        try:
+            for page in self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix, Delimiter="/"
+            ):
+                for cp in page.get("CommonPrefixes", []):
+                    names.append(cp["Prefix"][len(prefix):].rstrip("/"))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code", "") == "NoSuchBucket":
+                return []
+            raise ArtifactError(f"S3 list {prefix} failed: {exc}") from exc
+        except self._errors() as exc:
+            raise ArtifactError(f"S3 list {prefix} failed: {exc}") from exc
+        return names
+
+
+_stores: dict[tuple[Any, ...], ArtifactStore] = {}
+_lock = threading.Lock()
+
+
+def get_artifact_store(settings: Settings) -> ArtifactStore:
+    """The process-wide artifact store: S3 when ``s3_endpoint_url`` is set, else ``artifacts_dir``."""
+    key: tuple[Any, ...] = (settings.s3_endpoint_url, settings.s3_bucket, str(settings.artifacts_dir))
+    with _lock:
+        if key not in _stores:
+            if settings.s3_endpoint_url:
+                _stores[key] = S3ArtifactStore(
+                    settings.s3_endpoint_url,
+                    settings.s3_bucket,
+                    settings.s3_region,
+                    settings.s3_access_key_id.get_secret_value() if settings.s3_access_key_id else None,
+                    settings.s3_secret_access_key.get_secret_value() if settings.s3_secret_access_key else None,
+                )
+            else:
+                _stores[key] = LocalArtifactStore(settings.artifacts_dir)
+        return _stores[key]

@@ -1,0 +1,321 @@
+"""Features of the forecast series on a regular grid: pure functions over DataFrames + thin I/O.
+
+``plan → compute → write``:
+
+* :func:`build_grid` puts the latest values of the series on a regular UTC grid (15/30/60 min).
+  Grid values are the measurements *at* the grid instants (2012–2019 history has consumption only
+  at :00/:30, so averaging sub-steps would mix resolutions). Short gaps (≤ ``max_interp_steps``)
+  are linearly interpolated and flagged ``interpolated``; longer gaps stay missing (``missing``).
+* :func:`calendar_features` — Europe/Paris local time, day of week, month, French public holidays
+  (``holidays``), bridge days, DST-transition days, summer-time flag. French school holidays are not
+  included: no source shipped with the product or in the ``holidays`` package covers them.
+* :func:`temperature_features` — Enedis smoothed *normal* temperature (a climatology by local
+  day-of-year and time of day, so it exists for any future date) with heating/cooling degrees,
+  and the *observed* smoothed temperature where the shipped files have it (NULL otherwise).
+* :func:`compute_features` — lags (1 step, 1 day, 1 week) and past-only rolling mean/std (1 day,
+  1 week), i.e. every lag/rolling column at ``ts`` uses values strictly before ``ts``.
+* :func:`featurize` — the incremental stage: a watermark (``source_inserted_max``, the newest
+  ``measurements.inserted_at`` already featurized) finds the ts range of new or revised data; only
+  the window it affects (its own steps and up to one week after, because of the lags/rolling
+  windows) is recomputed and written.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from shared.logs import log_event
+from shared.settings import REPO_ROOT, Settings
+from shared.store import Store
+
+log = logging.getLogger(__name__)
+
+TZ = "Europe/Paris"
+WEATHER_DIR = REPO_ROOT / "data" / "weather"
+# Degree-day base temperatures commonly used for French load (heating below 15 °C, cooling above 18 °C).
+HDD_BASE_C = 15.0
+CDD_BASE_C = 18.0
+
+FEATURE_COLUMNS = [
+    "value", "interpolated", "missing", "lag_1", "lag_1d", "lag_1w",
+    "roll_mean_1d", "roll_std_1d", "roll_mean_1w", "roll_std_1w",
+    "local_minute", "dow", "month", "is_holiday", "holiday_name", "is_bridge", "is_dst_transition",
+    "is_summer_time", "temp_normal_degc", "temp_observed_degc", "hdd_normal", "cdd_normal",
+]
+
+
+# --- grid -------------------------------------------------------------------------------------
+def steps_per_day(resolution_min: int) -> int:
+    """Number of grid steps in 24 hours."""
+    return 24 * 60 // resolution_min
+
+
+def build_grid(
+    series: pd.DataFrame,
+    resolution_min: int,
+    start: pd.Timestamp | datetime | None = None,
+    end: pd.Timestamp | datetime | None = None,
+    max_interp_steps: int = 4,
+) -> pd.DataFrame:
+    """Regular grid ``start <= ts < end`` from a ``ts, value`` frame (ts UTC-aware).
+
+    Returns columns ``ts``, ``value`` (after short-gap interpolation), ``raw`` (the measured value
+    or NaN), ``interpolated`` and ``missing`` (booleans). ``start``/``end`` default to the data's span.
+    """
+    freq = f"{resolution_min}min"
+    s = series.dropna(subset=["value"]).set_index("ts")["value"].sort_index()
+    s = s[~s.index.duplicated(keep="last")]
+    if start is None:
+        start = s.index.min() if len(s) else pd.Timestamp(0, tz="UTC")
+    if end is None:
+        end = s.index.max() + pd.Timedelta(minutes=resolution_min) if len(s) else pd.Timestamp(0, tz="UTC")
+    lo = pd.Timestamp(start).tz_convert("UTC") if pd.Timestamp(start).tzinfo else pd.Timestamp(start, tz="UTC")
+    hi = pd.Timestamp(end).tz_convert("UTC") if pd.Timestamp(end).tzinfo else pd.Timestamp(end, tz="UTC")
+    lo = lo.ceil(freq)
+    idx = pd.date_range(lo, hi, freq=freq, inclusive="left", tz="UTC")
+    raw = s.reindex(idx)
+    value = interpolate_short_gaps(raw, max_interp_steps)
+    out = pd.DataFrame({"ts": idx, "value": value.to_numpy(), "raw": raw.to_numpy()})
+    out["interpolated"] = out["raw"].isna() & out["value"].notna()
+    out["missing"] = out["value"].isna()
+    return out
+
+
+def interpolate_short_gaps(raw: pd.Series, max_steps: int) -> pd.Series:
+    """Linear interpolation inside gaps of at most ``max_steps`` consecutive missing steps.
+
+    Longer gaps, and gaps at either end (no value on one side), stay NaN.
+    """
+    if max_steps <= 0 or raw.notna().all():
+        return raw.copy()
+    isna = raw.isna()
+    run_id = (isna != isna.shift()).cumsum()
+    run_len = isna.groupby(run_id).transform("sum")
+    filled = raw.interpolate(method="linear", limit_area="inside")
+    short = isna & (run_len <= max_steps)
+    return raw.where(~short, filled)
+
+
+# --- calendar ---------------------------------------------------------------------------------
+@lru_cache(maxsize=64)
+def _fr_holidays(year: int) -> dict:
+    import holidays
+
+    return dict(holidays.France(years=year))
+
+
+def holiday_names(dates: pd.Series) -> pd.Series:
+    """French public holiday name per local date ('' when none)."""
+    names: dict = {}
+    for y in sorted({d.year for d in dates}):
+        names.update(_fr_holidays(y))
+    return dates.map(lambda d: names.get(d, ""))
+
+
+def calendar_features(ts: pd.Series) -> pd.DataFrame:
+    """Calendar columns for UTC timestamps, computed in Europe/Paris local time."""
+    local = pd.DatetimeIndex(ts).tz_convert(TZ)
+    dates = pd.Series(local.date, index=range(len(local)))
+    names = holiday_names(dates)
+    is_hol = names != ""
+    # Bridge day ("pont"): a Monday before a Tuesday holiday or a Friday after a Thursday holiday.
+    uniq = sorted(set(dates))
+    hol_set = {d for d, n in zip(dates, names, strict=True) if n}
+    all_years = {d.year for d in uniq} | {d.year + 1 for d in uniq} | {d.year - 1 for d in uniq}
+    for y in all_years:
+        hol_set |= set(_fr_holidays(y))
+    bridge = {
+        d for d in uniq
+        if (d.weekday() == 0 and d + timedelta(days=1) in hol_set)
+        or (d.weekday() == 4 and d - timedelta(days=1) in hol_set)
+    }
+    dst_days = {d for d in uniq if _is_dst_transition(d)}
+    offsets = np.array([t.utcoffset().total_seconds() for t in local]) if len(local) else np.array([])
+    return pd.DataFrame(
+        {
+            "local_minute": (local.hour * 60 + local.minute).astype("uint16"),
+            "dow": local.dayofweek.astype("uint8"),
+            "month": local.month.astype("uint8"),
+            "is_holiday": is_hol.to_numpy(),
+            "holiday_name": names.to_numpy(),
+            "is_bridge": dates.isin(bridge).to_numpy(),
+            "is_dst_transition": dates.isin(dst_days).to_numpy(),
+            "is_summer_time": offsets == 7200,
+        }
+    )
+
+
+def _is_dst_transition(d: object) -> bool:
+    day = pd.Timestamp(str(d)).tz_localize(TZ)
+    nxt = (pd.Timestamp(str(d)) + pd.Timedelta(days=1)).tz_localize(TZ)
+    return bool(day.utcoffset() != nxt.utcoffset())
+
+
+# --- temperature ------------------------------------------------------------------------------
+@lru_cache(maxsize=1)
+def _enedis_temperature(weather_dir: str) -> pd.DataFrame:
+    files = sorted(Path(weather_dir).glob("enedis_temperature_lissee_nationale_*.csv.gz"))
+    if not files:
+        return pd.DataFrame(columns=["ts", "observed", "normal"])
+    df = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+    df["ts"] = pd.to_datetime(df["horodate"], utc=True, format="ISO8601")
+    return df.rename(
+        columns={"temperature_realisee_lissee_degc": "observed", "temperature_normale_lissee_degc": "normal"}
+    )[["ts", "observed", "normal"]].drop_duplicates("ts").sort_values("ts").reset_index(drop=True)
+
+
+@lru_cache(maxsize=1)
+def _normal_climatology(weather_dir: str) -> pd.Series:
+    """Enedis normal temperature averaged by (local month-day, half-hour of day): defined for any year."""
+    df = _enedis_temperature(weather_dir)
+    if df.empty:
+        return pd.Series(dtype=float)
+    local = pd.DatetimeIndex(df["ts"]).tz_convert(TZ)
+    key = local.strftime("%m-%d") + "T" + ((local.hour * 60 + local.minute) // 30).astype(str)
+    return df["normal"].groupby(np.asarray(key)).mean()
+
+
+def temperature_features(ts: pd.Series, weather_dir: Path = WEATHER_DIR) -> pd.DataFrame:
+    """Normal (climatological) and observed temperature with normal heating/cooling degrees."""
+    idx = pd.DatetimeIndex(ts)
+    clim = _normal_climatology(str(weather_dir))
+    local = idx.tz_convert(TZ)
+    key = local.strftime("%m-%d") + "T" + ((local.hour * 60 + local.minute) // 30).astype(str)
+    normal = pd.Series(np.asarray(key)).map(clim).astype(float)
+    # 29 February borrows 28 February's normal when the climatology lacks it.
+    if normal.isna().any() and len(clim):
+        alt = pd.Series(np.asarray(key)).str.replace("02-29", "02-28", regex=False).map(clim)
+        normal = normal.fillna(alt)
+    obs_df = _enedis_temperature(str(weather_dir))
+    observed = (
+        obs_df.set_index("ts")["observed"].reindex(idx).to_numpy() if len(obs_df) else np.full(len(idx), np.nan)
+    )
+    return pd.DataFrame(
+        {
+            "temp_normal_degc": normal.to_numpy(),
+            "temp_observed_degc": observed,
+            "hdd_normal": np.clip(HDD_BASE_C - normal.to_numpy(), 0, None),
+            "cdd_normal": np.clip(normal.to_numpy() - CDD_BASE_C, 0, None),
+        }
+    )
+
+
+# --- all features ---------------------------------------------------------------------------
+def compute_features(grid: pd.DataFrame, resolution_min: int) -> pd.DataFrame:
+    """Lags, past-only rolling statistics, calendar and temperature for a grid from :func:`build_grid`."""
+    spd = steps_per_day(resolution_min)
+    v = grid["value"].astype(float)
+    past = v.shift(1)  # rolling windows end strictly before ts, so they are usable as predictors
+    out = grid[["ts", "value", "interpolated", "missing"]].reset_index(drop=True).copy()
+    out["lag_1"] = past.to_numpy()
+    out["lag_1d"] = v.shift(spd).to_numpy()
+    out["lag_1w"] = v.shift(7 * spd).to_numpy()
+    for name, w in (("1d", spd), ("1w", 7 * spd)):
+        roll = past.rolling(w, min_periods=w // 2)
+        out[f"roll_mean_{name}"] = roll.mean().to_numpy()
+        out[f"roll_std_{name}"] = roll.std().to_numpy()
+    cal = calendar_features(out["ts"])
+    temp = temperature_features(out["ts"])
+    return pd.concat([out, cal, temp], axis=1)
+
+
+# --- incremental stage --------------------------------------------------------------------------
+@dataclass
+class FeaturizePlan:
+    """What one featurize run recomputes: features for ``start <= ts < end`` from data since ``load_start``."""
+
+    start: pd.Timestamp
+    end: pd.Timestamp
+    load_start: pd.Timestamp
+    watermark: pd.Timestamp
+    new_watermark: pd.Timestamp
+
+
+def plan_window(
+    changed_min_ts: pd.Timestamp,
+    data_end: pd.Timestamp,
+    resolution_min: int,
+    lookback_start: pd.Timestamp,
+) -> tuple[pd.Timestamp, pd.Timestamp, pd.Timestamp]:
+    """Pure: (start, end, load_start) of the features a change at ``changed_min_ts`` affects.
+
+    A value at t feeds lags/rolling windows of up to one week after t, so everything from
+    t to the end of the data is recomputed (new data is normally at the end, so this is small);
+    loading starts one week (+1 day margin) before, so lags of the first recomputed step exist.
+    """
+    freq = f"{resolution_min}min"
+    start = max(changed_min_ts.floor(freq), lookback_start.ceil(freq))
+    end = data_end.floor(freq) + pd.Timedelta(minutes=resolution_min)
+    load_start = start - pd.Timedelta(days=8)
+    return start, end, load_start
+
+
+def plan_featurize(store: Store, settings: Settings, now: datetime) -> FeaturizePlan | None:
+    """Find the window new or revised measurements affect; None when features are up to date."""
+    src, met, res = settings.series_source, settings.series_metric, settings.forecast_resolution_min
+    wm = store.scalar(
+        "select max(source_inserted_max) from {db:Identifier}.features "
+        "where source = {s:String} and metric = {m:String} and resolution_min = {r:UInt16}",
+        {"s": src, "m": met, "r": res},
+    )
+    watermark = _utc(wm) if wm is not None and pd.Timestamp(wm).year > 1970 else pd.Timestamp(0, tz="UTC")
+    row = store.query_rows(
+        "select min(ts), max(ts), max(inserted_at), count() from {db:Identifier}.measurements "
+        "where source = {s:String} and metric = {m:String} and inserted_at > {wm:DateTime64(3, 'UTC')}",
+        {"s": src, "m": met, "wm": watermark.to_pydatetime()},
+    )
+    if not row or not row[0][3]:
+        return None
+    changed_min, _, new_wm, _ = row[0]
+    data_end = store.scalar(
+        "select max(ts) from {db:Identifier}.measurements where source = {s:String} and metric = {m:String}",
+        {"s": src, "m": met},
+    )
+    lookback_start = _utc(now) - pd.Timedelta(days=settings.features_lookback_days)
+    start, end, load_start = plan_window(_utc(changed_min), _utc(data_end), res, lookback_start)
+    if start >= end:
+        return None
+    return FeaturizePlan(start, end, load_start, watermark, _utc(new_wm))
+
+
+def featurize(store: Store, settings: Settings, now: datetime) -> dict:
+    """Plan → compute → write one incremental featurize run; returns run details."""
+    from shared.series import load_series
+
+    plan = plan_featurize(store, settings, now)
+    if plan is None:
+        return {"up_to_date": True, "rows_in": 0, "rows_out": 0}
+    res = settings.forecast_resolution_min
+    series = load_series(store, settings.series_source, settings.series_metric,
+                         plan.load_start.to_pydatetime(), plan.end.to_pydatetime())
+    grid = build_grid(series[["ts", "value"]], res, plan.load_start, plan.end, settings.max_interp_steps)
+    feats = compute_features(grid, res)
+    feats = feats[feats["ts"] >= plan.start].reset_index(drop=True)
+    feats.insert(0, "source", settings.series_source)
+    feats.insert(1, "metric", settings.series_metric)
+    feats.insert(2, "resolution_min", res)
+    feats["source_inserted_max"] = plan.new_watermark.to_pydatetime()
+    feats["computed_at"] = datetime.now(UTC)
+    for col in ("interpolated", "missing", "is_holiday", "is_bridge", "is_dst_transition", "is_summer_time"):
+        feats[col] = feats[col].astype("uint8")
+    written = store.insert_df("features", feats)
+    details = {
+        "window_start": plan.start.isoformat(), "window_end": plan.end.isoformat(),
+        "watermark": plan.watermark.isoformat(), "new_watermark": plan.new_watermark.isoformat(),
+        "rows_in": len(series), "rows_out": written,
+        "interpolated": int(feats["interpolated"].sum()), "missing": int(feats["missing"].sum()),
+    }
+    log_event(log, "features_written", **details)
+    return details
+
+
+def _utc(value: object) -> pd.Timestamp:
+    ts = pd.Timestamp(value)  # type: ignore[arg-type]
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")

@@ -1,0 +1,104 @@
+"""Features on real data: DST days, holidays and bridge days, gaps; incremental recomputation."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from shared.features import build_grid, calendar_features, compute_features, featurize, plan_window
+from shared.settings import Settings
+from shared.store import Store
+from tests.fixtures_forecast import history, insert_measurements
+
+
+@pytest.fixture(scope="module")
+def autumn_2023() -> pd.DataFrame:
+    """Real 2023 consumption around the missing local day 2023-10-14 and the fall-back DST day."""
+    return history("2023-10-01", "2023-11-08")
+
+
+def _local_day(feats: pd.DataFrame, day: str) -> pd.DataFrame:
+    local = pd.DatetimeIndex(feats["ts"]).tz_convert("Europe/Paris")
+    return feats[local.strftime("%Y-%m-%d") == day]
+
+
+def test_grid_keeps_long_gap_missing(autumn_2023: pd.DataFrame) -> None:
+    grid = build_grid(autumn_2023, 30, max_interp_steps=4)
+    day = _local_day(grid, "2023-10-14")
+    assert day["missing"].all() and day["value"].isna().all() and not day["interpolated"].any()
+
+
+def test_grid_interpolates_and_flags_short_gap(autumn_2023: pd.DataFrame) -> None:
+    holed = autumn_2023[~autumn_2023["ts"].isin(pd.date_range("2023-10-05 10:00", periods=2, freq="30min", tz="UTC"))]
+    grid = build_grid(holed, 30, max_interp_steps=4).set_index("ts")
+    t = pd.Timestamp("2023-10-05 10:00", tz="UTC")
+    assert grid.loc[t, "interpolated"] and not grid.loc[t, "missing"]
+    before, after = grid.loc[t - pd.Timedelta(minutes=30), "value"], grid.loc[t + pd.Timedelta(minutes=60), "value"]
+    assert grid.loc[t, "value"] == pytest.approx(before + (after - before) / 3)
+
+
+def test_fall_back_day_has_25_local_hours(autumn_2023: pd.DataFrame) -> None:
+    feats = compute_features(build_grid(autumn_2023, 30), 30)
+    day = _local_day(feats, "2023-10-29")
+    assert len(day) == 50 and day["is_dst_transition"].all()
+    assert day["is_summer_time"].iloc[0] and not day["is_summer_time"].iloc[-1]
+    # 02:00–02:30 local happen twice: once in summer time, once in winter time
+    assert (day["local_minute"] == 120).sum() == 2
+
+
+def test_spring_forward_day_has_23_local_hours() -> None:
+    grid = build_grid(history("2023-03-20", "2023-03-30"), 30)
+    day = _local_day(compute_features(grid, 30), "2023-03-26")
+    assert len(day) == 46 and day["is_dst_transition"].all() and not (day["local_minute"] == 150).any()
+
+
+def test_holidays_and_bridge_days() -> None:
+    ts = pd.Series(pd.date_range("2023-05-16 22:00", "2023-05-21 22:00", freq="1h", tz="UTC"))
+    cal = calendar_features(ts)
+    local_day = pd.DatetimeIndex(ts).tz_convert("Europe/Paris").strftime("%m-%d")
+    assert cal.loc[local_day == "05-18", "holiday_name"].eq("Ascension Day").all()  # Thursday
+    assert cal.loc[local_day == "05-19", "is_bridge"].all()  # the Friday after
+    assert not cal.loc[local_day == "05-17", "is_holiday"].any()
+
+
+def test_lags_and_rolling_use_only_past_values(autumn_2023: pd.DataFrame) -> None:
+    feats = compute_features(build_grid(autumn_2023, 30), 30).set_index("ts")
+    t = pd.Timestamp("2023-11-03 12:00", tz="UTC")
+    assert feats.loc[t, "lag_1w"] == feats.loc[t - pd.Timedelta(days=7), "value"]
+    past_day = feats.loc[t - pd.Timedelta(days=1): t - pd.Timedelta(minutes=30), "value"]
+    assert feats.loc[t, "roll_mean_1d"] == pytest.approx(past_day.mean())
+
+
+def test_normal_temperature_exists_for_any_year() -> None:
+    feats = compute_features(build_grid(history("2015-01-10", "2015-01-12"), 30), 30)
+    assert feats["temp_normal_degc"].notna().all() and feats["temp_observed_degc"].isna().all()
+    assert (feats["hdd_normal"] > 0).all()  # January
+
+
+def test_plan_window_covers_a_week_after_the_change() -> None:
+    changed = pd.Timestamp("2023-06-10 10:10", tz="UTC")
+    start, end, load_start = plan_window(changed, pd.Timestamp("2023-06-30 23:30", tz="UTC"), 30,
+                                         pd.Timestamp("2020-01-01", tz="UTC"))
+    assert start == pd.Timestamp("2023-06-10 10:00", tz="UTC") and end == pd.Timestamp("2023-07-01", tz="UTC")
+    assert load_start <= start - pd.Timedelta(days=7)
+
+
+def test_featurize_recomputes_only_the_affected_window(store: Store, settings: Settings) -> None:
+    rows = history("2023-10-01", "2023-10-22")
+    insert_measurements(store, rows)
+    now = datetime(2023, 10, 22, tzinfo=UTC)
+    first = featurize(store, settings, now)
+    assert first["rows_out"] == 21 * 48 and featurize(store, settings, now)["up_to_date"]
+    t = pd.Timestamp("2023-10-20 06:00", tz="UTC")
+    revised = rows[rows["ts"] == t].assign(value=12345.0)
+    insert_measurements(store, revised, version=2)
+    second = featurize(store, settings, now)
+    assert pd.Timestamp(second["window_start"]) == t and second["rows_out"] == 84  # to the end of the data (42 h)
+    got = store.query_df("select ts, value, lag_1 from {db:Identifier}.features final where ts >= {t:DateTime64(3, 'UTC')} "
+                         "order by ts limit 2", {"t": t.to_pydatetime()})
+    assert got["value"].iloc[0] == 12345.0 and got["lag_1"].iloc[1] == 12345.0
+    assert int(store.scalar("select count() from {db:Identifier}.features final")) == 21 * 48
+    assert np.isfinite(got["value"]).all()
