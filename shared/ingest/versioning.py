@@ -62,22 +62,25 @@ MEASUREMENT_COLUMNS = ["ts", "source", "metric", "nature", "value", "ukey", "ver
 def make_ukeys(ts: pd.Series, metric: pd.Series, nature: pd.Series, perimetre: pd.Series | str) -> pd.Series:
     """Canonical JSON keys (sorted keys, no spaces, UTF-8) identifying one value of one instant.
 
-    Vectorized: the (metric, nature, perimetre) middle part is JSON-encoded once per combination.
+    Vectorized: the (metric, nature, perimetre) middle part is JSON-encoded once per combination,
+    and the UTC date/time text comes from numpy (about 1 s per million rows).
     """
     if len(ts) == 0:
         return pd.Series([], dtype=object, index=ts.index)
     stamps = np.datetime_as_string(
         ts.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[m]"), unit="m"
-    )
+    ).tolist()
     per = pd.Series(perimetre, index=ts.index) if isinstance(perimetre, str) else perimetre
-    combo = pd.DataFrame({"m": metric.to_numpy(), "n": nature.to_numpy(), "p": per.to_numpy()})
-    codes, uniques = pd.MultiIndex.from_frame(combo).factorize()
+    m_codes, m_uniq = pd.factorize(metric.to_numpy(dtype=object))
+    n_codes, n_uniq = pd.factorize(nature.to_numpy(dtype=object))
+    p_codes, p_uniq = pd.factorize(per.to_numpy(dtype=object))
+    codes = (m_codes * len(n_uniq) + n_codes) * len(p_uniq) + p_codes
     mids = [
         '","metric":' + json.dumps(m, ensure_ascii=False) + ',"nature":' + json.dumps(n, ensure_ascii=False)
         + ',"perimetre":' + json.dumps(p, ensure_ascii=False) + ',"time":"'
-        for m, n, p in uniques
+        for m in m_uniq for n in n_uniq for p in p_uniq
     ]
-    keys = [f'{{"date":"{s[:10]}{mids[c]}{s[11:16]}"}}' for s, c in zip(stamps.tolist(), codes.tolist(), strict=True)]
+    keys = [f'{{"date":"{s[:10]}{mids[c]}{s[11:16]}"}}' for s, c in zip(stamps, codes.tolist(), strict=True)]
     return pd.Series(keys, index=ts.index, dtype=object)
 
 
@@ -99,16 +102,17 @@ def wide_to_long(frame: pd.DataFrame, metrics: Sequence[str], perimetre: str = "
     """
     metrics = [m for m in metrics if m in frame.columns]
     n = len(frame)
+    naive_utc = frame["ts"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[ns]")
     long = pd.DataFrame(
         {
-            "ts": np.tile(frame["ts"].to_numpy(), len(metrics)),
+            "ts": np.tile(naive_utc, len(metrics)),
             "nature": np.tile(frame["nature"].to_numpy(dtype=object), len(metrics)),
             "metric": np.repeat(np.array(metrics, dtype=object), n),
             "value": np.concatenate([pd.to_numeric(frame[m], errors="coerce").to_numpy("float64") for m in metrics])
             if metrics else np.array([], dtype="float64"),
         }
     )
-    long["ts"] = pd.to_datetime(long["ts"], utc=True)
+    long["ts"] = long["ts"].dt.tz_localize("UTC")
     long["perimetre"] = perimetre
     return long
 
@@ -180,7 +184,9 @@ def write_versions(store: Store, rows: pd.DataFrame, source: str, batch_id: str,
     """Insert new measurement rows in chunks, each with a content-derived dedup token."""
     if rows.empty:
         return 0
-    frame = rows.assign(source=source, batch_id=batch_id)[MEASUREMENT_COLUMNS]
+    # Naive UTC datetime64 takes the driver's fast path (tz-aware values are converted one by one).
+    utc = rows["ts"].dt.tz_convert("UTC").dt.tz_localize(None) if rows["ts"].dt.tz is not None else rows["ts"]
+    frame = rows.assign(ts=utc, source=source, batch_id=batch_id)[MEASUREMENT_COLUMNS]
     written = 0
     for chunk_no, start in enumerate(range(0, len(frame), chunk_rows)):
         chunk = frame.iloc[start:start + chunk_rows]
