@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -12,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from local_dev.functions import load_handler
+from shared.artifacts import get_artifact_store
 from shared.ingest.versioning import ukey_of
 from shared.runs import stage_run
 from shared.settings import REPO_ROOT, Settings, get_settings
@@ -226,9 +228,23 @@ def test_later_stage_tables_answer_empty_until_they_exist(client: TestClient, st
 
 
 def test_models_registry_is_a_clear_empty_result_without_models(client: TestClient) -> None:
-    r = client.get("/models")
+    r = client.get("/models", params={"series": f"never_trained.{uuid.uuid4().hex[:8]}"})
     assert r.status_code == 200, r.text
     assert r.json()["available"] is False and r.json()["models"] == [] and r.json()["current"] is None
+
+
+def test_models_registry_lists_versions_and_the_current_pointer(client: TestClient, settings: Settings) -> None:
+    series = f"eco2mix_national.consommation.{uuid.uuid4().hex[:8]}"
+    registry = get_artifact_store(settings)
+    for version, mape in (("v1", 0.031), ("v2", 0.027)):
+        meta = {"trained_at": "2023-12-01T00:00:00+00:00", "training_window": ["2021-12-01", "2023-12-01"],
+                "backtest_metrics": {"mape": mape}}
+        registry.save_model(series, version, {"model.json": b"{}"}, meta)
+    registry.set_current(series, "v2")
+    body = client.get("/models", params={"series": series}).json()
+    assert body["available"] is True and [m["version"] for m in body["models"]] == ["v1", "v2"]
+    assert body["current"]["version"] == "v2" and body["current"]["backtest_metrics"] == {"mape": 0.027}
+    assert [m["current"] for m in body["models"]] == [False, True]
 
 
 def test_runs_history_and_latest_per_function(client: TestClient, store: Store) -> None:

@@ -24,7 +24,7 @@ DEFAULT_WINDOW_DAYS = 7
 _MIN_TS = datetime(1990, 1, 1, tzinfo=UTC)
 _MAX_TS = datetime(2200, 1, 1, tzinfo=UTC)
 
-NAME_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 RUN_ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,64}$"
 
 
