@@ -28,19 +28,22 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import pandas as pd
 
 from shared import clock
 from shared.errors import BadRequestError, SourceError
-from shared.ingest.odre import MAX_PAGE, OdreClient, Page, window_where
 from shared.ingest.parse import parse_records
 from shared.logs import log_event
 from shared.runs import Run
 from shared.settings import Settings
 from shared.store import Store
+
+if TYPE_CHECKING:  # the HTTP stack is imported on first use, keeping the handler's cold start short
+    import httpx
+
+    from shared.ingest.odre import OdreClient, Page
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +126,8 @@ def iter_pages(
     client: OdreClient, window: Window, *, page_size: int, max_records: int
 ) -> Iterator[tuple[Window, Page]]:
     """Yield ``(sub_window, page)`` covering ``window`` within the API's paging caps."""
+    from shared.ingest.odre import MAX_PAGE, window_where
+
     where = window_where(window.start, window.end)
     limit = min(page_size, MAX_PAGE, max_records)
     first = client.fetch_page(where, offset=0, limit=limit)
@@ -235,6 +240,8 @@ def run_poll(
         run.skip("empty window")
         return
     run.details.update(window_start=window.start.isoformat(), window_end=window.end.isoformat())
+    from shared.ingest.odre import OdreClient
+
     records = rejected = pages = 0
     truncated = False
     try:

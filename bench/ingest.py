@@ -1,0 +1,237 @@
+"""Benchmark section ``ingest`` (``python -m bench ingest``).
+
+Measured in a child interpreter with its own temporary chDB directory (chDB allows one data
+directory per process), on the full shipped history (data/eco2mix, 2000–2023):
+
+* ``upsert_rows_per_s`` — the upsert-version path over the whole history (wide → long rows,
+  ukeys, latest-version lookup, version assignment, chunked inserts with dedup tokens) into an
+  empty database; ``bare_insert_rows_per_s`` — a plain ``insert_df`` of the very same measurement
+  rows, same chunking, into another empty database on the same engine; ``upsert_vs_insert_ratio``
+  = bare / upsert throughput (target ≤ 2.5).  ``upsert_noop_s``: the same upsert again on the
+  populated store (nothing changes; the lookup over 2 M latest versions dominates).
+* ``bootstrap_s`` — ``shared.ingest.bootstrap.bootstrap`` of the full history, CSV reading included.
+* ``poll_cycle_s`` — one steady-state cron cycle (poll + upsert-version through their handlers,
+  pipeline_runs bookkeeping included) for one new quarter-hour: the store holds the history up to
+  2023-12-01, the replay (real HTTP, uvicorn on 127.0.0.1) serves the shipped data, and the
+  simulated clock advances 15 minutes per cycle; median of 5 cycles (all in ``poll_cycles_s``).
+* ``import_s`` — import time of the poll and upsert-version handlers, each in a fresh interpreter
+  (best of 5; ``import_s_median`` too), and whether torch/neuralprophet got imported (must not).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+HANDLERS = ("poll", "upsert-version")
+HEAVY = ("torch", "neuralprophet")
+POLL_FROM = datetime(2023, 12, 1, tzinfo=UTC)
+IMPORT_RUNS = 5
+
+_IMPORT_PROBE = """
+import json, sys, time
+t0 = time.perf_counter()
+from local_dev.functions import load_handler
+load_handler(sys.argv[1])
+print(json.dumps({"s": time.perf_counter() - t0, "heavy": [m for m in %r if m in sys.modules]}))
+"""
+
+
+def _env(tmp: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POWERSENSE_")}
+    env.update(
+        POWERSENSE_CHDB_PATH=str(Path(tmp) / "chdb"),
+        POWERSENSE_ARTIFACTS_DIR=str(Path(tmp) / "artifacts"),
+        POWERSENSE_SECRETS_DIR=str(Path(tmp) / "secrets"),
+        POWERSENSE_LOG_LEVEL="WARNING",
+        PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""),
+    )
+    return env
+
+
+def run() -> dict[str, Any]:
+    """Run the section; returns the figures (see the module docstring)."""
+    with tempfile.TemporaryDirectory(prefix="powersense-bench-ingest-") as tmp:
+        env = _env(tmp)
+        proc = subprocess.run(
+            [sys.executable, "-m", "bench.ingest", "--child"], cwd=REPO, env=env, capture_output=True, text=True,
+            timeout=1800,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"bench ingest child failed:\n{proc.stderr[-4000:]}")
+        result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+        imports: dict[str, float] = {}
+        imports_median: dict[str, float] = {}
+        heavy: dict[str, list[str]] = {}
+        for name in HANDLERS:
+            samples = []
+            for _ in range(IMPORT_RUNS):
+                probe = subprocess.run(
+                    [sys.executable, "-c", _IMPORT_PROBE % (HEAVY,), name], cwd=REPO, env=env, capture_output=True,
+                    text=True, timeout=120, check=True,
+                )
+                out = json.loads(probe.stdout.strip().splitlines()[-1])
+                samples.append(out["s"])
+                heavy[name] = out["heavy"]
+            # Best of N: on a shared machine the slower samples measure other processes (as timeit advises).
+            imports[name] = round(min(samples), 3)
+            imports_median[name] = round(statistics.median(samples), 3)
+        result["import_s"] = imports
+        result["import_s_median"] = imports_median
+        result["import_heavy_modules"] = heavy
+    result["targets"] = {"upsert_vs_insert_ratio_max": 2.5, "poll_cycle_s_max": 1.0, "import_s_max": 1.5}
+    result["targets_met"] = bool(
+        result["upsert_vs_insert_ratio"] <= 2.5 and result["poll_cycle_s"] < 1.0
+        and all(v < 1.5 for v in imports.values()) and not any(heavy.values())
+    )
+    return result
+
+
+# --- child: everything that touches chDB ---------------------------------------------------------
+
+
+def _store_for(database: str) -> Any:
+    from shared.settings import get_settings
+    from shared.store import Store
+
+    settings = get_settings().model_copy(update={"clickhouse_database": database})
+    store = Store(settings)
+    store.apply_schema()
+    return store, settings
+
+
+def _throughput() -> dict[str, Any]:
+    import pandas as pd
+
+    from shared.ingest.history import LOAD_COLUMNS, read_history
+    from shared.ingest.versioning import (
+        MEASUREMENT_COLUMNS,
+        compute_versions,
+        load_latest,
+        make_ukeys,
+        wide_to_long,
+        write_versions,
+    )
+
+    store, settings = _store_for("bench_upsert")
+    history = read_history(settings.history_files)
+    chunk = settings.upsert_chunk_rows
+    source = settings.series_source
+
+    def upsert() -> pd.DataFrame:
+        long = wide_to_long(history, LOAD_COLUMNS)
+        long["ukey"] = make_ukeys(long["ts"], long["metric"], long["nature"], long["perimetre"])
+        latest = load_latest(store, source, long["metric"].unique(), long["ts"].min(), long["ts"].max())
+        rows = compute_versions(long, latest)
+        write_versions(store, rows, source, "bench", chunk)
+        return rows
+
+    t0 = time.perf_counter()
+    rows = upsert()
+    upsert_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    again = upsert()
+    noop_s = time.perf_counter() - t0
+
+    bare_store, _ = _store_for("bench_insert")
+    utc = rows["ts"].dt.tz_convert("UTC").dt.tz_localize(None)
+    frame = rows.assign(ts=utc, source=source, batch_id="bench")[MEASUREMENT_COLUMNS]
+    t0 = time.perf_counter()
+    for start in range(0, len(frame), chunk):
+        bare_store.insert_df("measurements", frame.iloc[start:start + chunk])
+    bare_s = time.perf_counter() - t0
+    n = len(rows)
+    stored = store.scalar("select count() from {db:Identifier}.measurements")
+    return {
+        "history_records": len(history),
+        "measurement_rows": n,
+        "stored_rows_after_two_upserts": int(stored),
+        "noop_rerun_new_rows": len(again),
+        "upsert_s": round(upsert_s, 3),
+        "upsert_noop_s": round(noop_s, 3),
+        "bare_insert_s": round(bare_s, 3),
+        "upsert_rows_per_s": round(n / upsert_s),
+        "bare_insert_rows_per_s": round(n / bare_s),
+        "upsert_vs_insert_ratio": round(upsert_s / bare_s, 3),
+    }
+
+
+def _bootstrap() -> dict[str, Any]:
+    from shared.ingest.bootstrap import bootstrap
+
+    store, settings = _store_for("bench_bootstrap")
+    t0 = time.perf_counter()
+    result = bootstrap(store, settings, progress=False)
+    return {"bootstrap_s": round(time.perf_counter() - t0, 3), "bootstrap_rows": result["rows_out"]}
+
+
+def _poll_cycle() -> dict[str, Any]:
+    import threading
+
+    import uvicorn
+    from fastapi.testclient import TestClient
+
+    from local_dev.functions import load_handler
+    from local_dev.replay import create_replay_app
+    from shared import clock
+    from shared.app import settings_dep, store_dep
+    from shared.ingest.bootstrap import bootstrap
+
+    store, settings = _store_for("bench_poll")
+    bootstrap(store, settings, until=POLL_FROM.isoformat(), progress=False)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    server = uvicorn.Server(uvicorn.Config(create_replay_app(), host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.02)
+    cfg = settings.model_copy(update={"source_url": f"http://127.0.0.1:{port}/api/explore/v2.1"})
+    apps = [load_handler(name).app for name in HANDLERS]
+    clients = []
+    for app in apps:
+        app.dependency_overrides[settings_dep] = lambda: cfg
+        app.dependency_overrides[store_dep] = lambda: store
+        clients.append(TestClient(app))
+    cron = {"X-Connector": "cron-connector"}
+
+    def cycle() -> list[dict[str, Any]]:
+        return [c.post("/", headers=cron).raise_for_status().json() for c in clients]
+
+    clock.install(clock.SimulatedClock(POLL_FROM, speed=0.0))
+    cycle()  # catch up from the end of the bootstrapped history (not timed)
+    times, new_rows = [], []
+    for k in range(1, 6):
+        clock.install(clock.SimulatedClock(POLL_FROM + timedelta(minutes=15 * k), speed=0.0))
+        t0 = time.perf_counter()
+        poll, upsert = cycle()
+        times.append(round(time.perf_counter() - t0, 4))
+        new_rows.append(upsert["rows_out"])
+    server.should_exit = True
+    return {"poll_cycle_s": statistics.median(times), "poll_cycles_s": times, "poll_cycle_new_rows": new_rows,
+            "poll_cycle_records_per_poll": poll["rows_in"]}
+
+
+def _child() -> int:
+    result: dict[str, Any] = {}
+    result.update(_throughput())
+    result.update(_bootstrap())
+    result.update(_poll_cycle())
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    if "--child" in sys.argv:
+        sys.exit(_child())
+    print(json.dumps(run(), indent=2))
