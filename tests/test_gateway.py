@@ -125,7 +125,7 @@ def test_async_invocation_returns_202_and_runs_with_the_call_id(gateway: str, st
 
 def test_cron_connector_fires_due_functions_with_cron_headers(gateway: str, store: Store) -> None:
     # 2023-06-01 00:00 is due for poll; +1 min for upsert-version (schedules read from the stack file)
-    clock.install(clock.SimulatedClock(datetime(2023, 5, 31, 23, 59, 59, tzinfo=UTC), speed=60.0))
+    clock.install(clock.SimulatedClock(datetime(2023, 5, 31, 23, 59, 30, tzinfo=UTC), speed=60.0))
     fired: list[tuple[str, int]] = []
     specs = [s for s in read_stack() if s.name in ("poll", "upsert-version")]
     cron = CronConnector(gateway, specs, on_result=lambda inv: fired.append((inv.function, inv.status_code)))
