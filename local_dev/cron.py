@@ -60,7 +60,9 @@ class CronConnector:
         self.gateway_url = gateway_url.rstrip("/")
         self.specs = [s for s in specs if s.schedule]
         self.on_result = on_result
-        self._client = httpx.Client(timeout=timeout_s)
+        # One connection per call, like the connector's fire-and-forget requests: a keep-alive socket the
+        # server closed after an error must not fail the next tick.
+        self._client = httpx.Client(timeout=timeout_s, limits=httpx.Limits(max_keepalive_connections=0))
         self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.specs)), thread_name_prefix="cron")
         self._stop = threading.Event()
         self.ticks = 0
@@ -92,10 +94,14 @@ class CronConnector:
         least one function is due. ``wait_each_tick`` waits for that tick's calls before the next
         (scripted runs); otherwise calls overlap like the real connector's. Returns ticks fired."""
         pending: list[Future[Invocation]] = []
+        last_at: datetime | None = None
         try:
             while not self._stop.is_set() and (max_ticks is None or self.ticks < max_ticks):
                 now = clock.now()
-                due = next_fire_times(self.specs, now)
+                # Scripted runs (wait_each_tick) take every tick in order so a run of N ticks is
+                # reproducible; a live loop, like the real connector, skips ticks it has missed.
+                base = last_at if (wait_each_tick and last_at is not None) else now
+                due = next_fire_times(self.specs, base)
                 if not due:
                     return self.ticks
                 at = min(due.values())
@@ -107,6 +113,7 @@ class CronConnector:
                     self._stop.wait(min(remaining / max(speed, 1e-9), 0.5))
                 if self._stop.is_set():
                     break
+                last_at = at
                 names = [n for n, t in due.items() if t == at]
                 futures = [self._pool.submit(self.invoke, n, at) for n in names]
                 self.ticks += 1

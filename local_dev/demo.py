@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["POWERSENSE_SECRETS_DIR"] = str(secrets_dir)
     os.environ.setdefault("POWERSENSE_CHDB_PATH", str(data_dir / "chdb"))
     os.environ.setdefault("POWERSENSE_ARTIFACTS_DIR", str(data_dir / "artifacts"))
+    (data_dir / "logs").mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("POWERSENSE_LOG_FILE", str(data_dir / "logs" / "powersense.jsonl"))
     gateway_url = f"http://{args.host}:{args.port}"
     os.environ["POWERSENSE_SOURCE_URL"] = args.source_url or f"{gateway_url}/replay/api/explore/v2.1"
 
@@ -79,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     from shared.store import get_store
 
     settings = get_settings()
-    configure_logging("WARNING")  # the demo prints a readable summary; JSON logs at WARNING+
+    configure_logging(settings.log_level, settings.log_file)  # JSON lines to var/logs; console gets a summary
     store = get_store(settings)
 
     newest = store.scalar(
@@ -91,8 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     if resumed:
         start = newest.replace(tzinfo=UTC) + timedelta(minutes=15)
     if args.source_url is None:
-        clock.install(clock.SimulatedClock(start, args.speed))
         os.environ["POWERSENSE_HISTORY_UNTIL"] = start.isoformat()
+        get_settings.cache_clear()
+        settings = get_settings()
 
     print(f"PowerSense demo — data in {data_dir}")
     if store.scalar("select count() from {db:Identifier}.measurements") == 0:
@@ -116,7 +119,10 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         time.sleep(0.05)
 
+    if args.source_url is None:
+        clock.install(clock.SimulatedClock(start, args.speed))  # starts now that everything is up
     print(f"gateway: {gateway_url}  (functions: {', '.join(app.apps)})")
+    print(f"logs:    {settings.log_file} (JSON lines)")
     print(f"source:  {os.environ['POWERSENSE_SOURCE_URL']}")
     if args.source_url is None:
         print(f"clock:   simulated from {start.isoformat()} at {args.speed:g}x" + (" (resumed)" if resumed else ""))

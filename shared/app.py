@@ -66,7 +66,7 @@ def create_app(function: str, *, title: str | None = None, description: str = ""
     """Build a function's FastAPI app. Settings are validated here, so a misconfigured function
     fails at start-up (import time) with a message naming the bad variable."""
     settings = get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_file)
     app = FastAPI(title=title or f"PowerSense {function}", description=description, version="0.1.0")
     app.state.function = function
 
@@ -76,6 +76,12 @@ def create_app(function: str, *, title: str | None = None, description: str = ""
         log_event(log, "request_failed", logging.WARNING if status < 500 else logging.ERROR,
                   error_type=type(exc).__name__, error=str(exc), status=status, path=request.url.path)
         return JSONResponse({"error": type(exc).__name__, "detail": str(exc)}, status_code=status)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # A bug, not a typed failure: log the traceback, answer JSON (run already recorded as failed).
+        log.exception("unhandled_error", extra={"event": "unhandled_error", "path": request.url.path})
+        return JSONResponse({"error": "InternalError", "detail": type(exc).__name__}, status_code=500)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -34,14 +34,15 @@ class _ContextFilter(logging.Filter):
 _configured = False
 
 
-def configure_logging(level: str = "INFO") -> None:
-    """Install the JSON handler on the root logger once per process."""
+def configure_logging(level: str = "INFO", path: str | None = None) -> None:
+    """Install the JSON handler on the root logger once per process (stderr, or ``path``:
+    the embedded runtime writes a file that Promtail can tail, keeping the console readable)."""
     global _configured
     root = logging.getLogger()
     root.setLevel(level)
     if _configured:
         return
-    handler = logging.StreamHandler(sys.stderr)
+    handler: logging.Handler = logging.FileHandler(path) if path else logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         jsonlogger.JsonFormatter(
             "%(asctime)s %(levelname)s %(name)s %(function)s %(run_id)s %(event)s",

@@ -130,7 +130,7 @@ class Settings(BaseSettings):
     detect_max_window_days: float = Field(default=31.0, gt=0, description="longest span one run examines")
     detect_calibration_days: int = Field(default=28, ge=7, description="trailing days for residual scales")
     detect_onset_z: float = Field(default=8.0, gt=0, description="robust z of a 15-min residual jump to alarm")
-    detect_flat_z: float = Field(default=4.0, gt=0, description="expected move (z) that an unchanged value misses")
+    detect_flat_z: float = Field(default=1.25, gt=0, description="expected move (z) that an unchanged value misses")
     detect_flat_min_repeats: int = Field(default=2, ge=1, description="repeats that make a flatline regardless")
     detect_level_shift_min_steps: int = Field(default=8, ge=2, description="anomalous run length = level shift")
     detect_max_run_hours: float = Field(default=72.0, gt=0, description="accept a new level after this long")
@@ -145,7 +145,7 @@ class Settings(BaseSettings):
     dq_range_margin: float = Field(default=0.2, ge=0, description="learned bounds widened by this fraction")
     drift_every_min: float = Field(default=60.0, gt=0, description="drift metrics at most this often")
     drift_window_days: float = Field(default=7.0, gt=0)
-    drift_reference_days: float = Field(default=365.0, gt=0, description="training window for PSI")
+    drift_reference_days: float = Field(default=730.0, gt=0, description="training window for PSI")
     drift_mape_max: float = Field(default=0.05, gt=0, description="D+1 MAPE above this requests a retrain")
     drift_coverage_tolerance: float = Field(default=0.15, ge=0, description="allowed coverage shortfall")
     drift_psi_max: float = Field(default=0.5, gt=0, description="PSI above this requests a retrain")
@@ -166,6 +166,7 @@ class Settings(BaseSettings):
 
     # --- logging ----------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_file: str | None = Field(default=None, description="write JSON log lines here instead of stderr")
 
     @classmethod
     def settings_customise_sources(
