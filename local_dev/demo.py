@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(0.05)
 
     if args.source_url is None:
-        clock.install(clock.SimulatedClock(start, args.speed))  # starts now that everything is up
+        # starts now that everything is up, just before `start` so that the tick at `start` fires
+        clock.install(clock.SimulatedClock(start - timedelta(seconds=30), args.speed))
     print(f"gateway: {gateway_url}  (functions: {', '.join(app.apps)})")
     print(f"logs:    {settings.log_file} (JSON lines)")
     print(f"source:  {os.environ['POWERSENSE_SOURCE_URL']}")
