@@ -141,6 +141,7 @@ def test_cron_window_follows_the_measurement_watermark(store: Store, cfg: Settin
     last = MARCH1 + 2 * D - timedelta(minutes=15)
     assert run["details"]["watermark"] == last.isoformat()
     assert run["details"]["window_start"] == (last - 24 * H).isoformat()
+    assert run["details"]["catching_up"] is False
 
 
 def test_watermark_falls_back_to_landed_pages(store: Store, cfg: Settings) -> None:

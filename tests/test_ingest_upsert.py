@@ -295,3 +295,21 @@ def test_bootstrap_cli(store: Store, monkeypatch: pytest.MonkeyPatch, capsys: py
     assert bootstrap_mod.main(["--until", "2023-01-02T00:00:00Z", "--no-progress"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["status"] == "done" and out["records"] == 96
+
+
+@pytest.mark.slow
+def test_full_history_bootstrap(store: Store, settings: Settings) -> None:
+    from shared.ingest.history import LOAD_COLUMNS, read_history
+
+    result = bootstrap(store, settings.model_copy(update={"poll_bootstrap": True}), progress=False)
+    history = read_history(settings.history_files)
+    assert result["rows_out"] == int(history[list(LOAD_COLUMNS)].notna().sum().sum())
+    # Definitive 2012–2019 consumption is half-hourly: no :15/:45 consumption was invented. (The 4
+    # real-time rows of 2019-12-31T23:xxZ come from RTE's API, which is quarter-hourly.)
+    quarter = store.scalar(
+        """select count() from {db:Identifier}.measurements
+           where metric = 'consommation' and nature = 'Données définitives'
+             and toYear(ts) between 2012 and 2019 and toMinute(ts) in (15, 45)"""
+    )
+    assert quarter == 0
+    assert store.scalar("select max(version) from {db:Identifier}.measurements") == 1

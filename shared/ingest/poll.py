@@ -239,7 +239,10 @@ def run_poll(
     if window is None:
         run.skip("empty window")
         return
-    run.details.update(window_start=window.start.isoformat(), window_end=window.end.isoformat())
+    # A capped window (end before now + lookahead) means a backlog: later ticks continue from the new watermark.
+    catching_up = start is None and end is None and window.end < now + timedelta(hours=settings.poll_lookahead_hours)
+    run.details.update(window_start=window.start.isoformat(), window_end=window.end.isoformat(),
+                       catching_up=catching_up)
     from shared.ingest.odre import OdreClient
 
     records = rejected = pages = 0
