@@ -9,7 +9,7 @@ so accuracy figures computed in the tests are real ones: the accuracy of RTE's f
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -96,11 +96,17 @@ def load_pipeline_runs(store: Store, start: datetime) -> int:
     return written
 
 
-def now_utc() -> datetime:
-    """Wall-clock now (only used to name things; the data carry their own times)."""
-    return datetime.now(UTC)
+def load_rejected_record(store: Store, rejected_at: datetime) -> int:
+    """One dead-letter row: a real ODRÉ record whose local heure does not match its date_heure.
 
+    The record comes from the shipped API response; only its ``heure`` is altered, and the reason is
+    the one shared.ingest.parse gives.
+    """
+    from shared.ingest.parse import parse_records
 
-def dumps(obj: object) -> str:
-    """Compact JSON (for details columns)."""
-    return json.dumps(obj, separators=(",", ":"))
+    record = dict(json.loads((DATA / "odre_sample_response.json").read_text())["results"][0])
+    record["heure"] = "03:15"
+    rejection = parse_records([record]).rejections[0]
+    row = pd.DataFrame([{"batch_id": "ops-fixture", "record_no": rejection.record_no, "stage": "poll",
+                         "reason": rejection.reason, "payload": rejection.payload, "rejected_at": rejected_at}])
+    return store.insert_df("rejected_records", row)

@@ -1,0 +1,275 @@
+"""Every SQL statement a Grafana panel or a dbt model holds, run on chDB against real shipped data.
+
+One database per module holds the 2023 eco2mix history (as upsert-version writes it), RTE's own
+published forecasts as forecast runs, a real dead-letter record, a few stage runs and what the
+detect stage computes from all that. Grafana macros are expanded the way the ClickHouse plugin
+expands them; dbt models are compiled by dbt (no server needed) and created as views.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from shared.settings import Settings
+from shared.store import Store
+from tests.fixtures_ops import (
+    load_measurements,
+    load_pipeline_runs,
+    load_rejected_record,
+    load_rte_forecasts,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+DASHBOARDS = sorted((REPO / "observability" / "grafana" / "dashboards").glob("*.json"))
+DBT_DIR = REPO / "dbt"
+DBT = REPO / ".venv-dbt" / "bin" / "dbt"
+DBT_INSTALL = "python3 -m venv .venv-dbt && .venv-dbt/bin/pip install -r dbt/requirements.txt"
+DBT_DB = "psdbt"  # database name dbt compiles into the SQL; replaced by the test database
+
+# The dashboards are looked at over five weeks of autumn 2023: the fall-back day (2023-10-29) and
+# the day missing from the source (2023-10-14) are inside.
+WINDOW = (datetime(2023, 10, 1, tzinfo=UTC), datetime(2023, 11, 5, tzinfo=UTC))
+STAGES = ("poll", "upsert-version", "featurize", "forecast", "detect")
+
+
+@pytest.fixture(scope="module")
+def ops_store() -> Iterator[Store]:
+    """A database with real data in every table the dashboards and dbt models read."""
+    from shared import clock
+
+    settings = Settings(clickhouse_database=f"ops_{uuid.uuid4().hex[:10]}")
+    store = Store(settings)
+    store.apply_schema()
+    load_measurements(store, "2023-01-01", "2024-01-01")
+    load_rte_forecasts(store, "2023-01-01", "2024-01-01")
+    load_rejected_record(store, datetime(2023, 10, 10, 12, tzinfo=UTC))
+    load_pipeline_runs(store, WINDOW[0])
+    # the detect stage's own code fills anomalies, data_quality and model_metrics, "now" being the
+    # end of the window
+    from shared.detection.service import run_detect
+    from shared.runs import stage_run
+
+    clock.install(clock.SimulatedClock(WINDOW[1], speed=0.0))
+    try:
+        with stage_run(store, "detect", trigger="http") as run:
+            run_detect(store, settings, run, start=WINDOW[0], end=WINDOW[1])
+    finally:
+        clock.install(None)
+    yield store
+    store.command(f"drop database if exists {settings.clickhouse_database}")
+
+
+def tables_with_rows(store: Store) -> set[str]:
+    """Tables of the test database that hold at least one row."""
+    rows = store.query_rows("select name, total_rows from system.tables where database = {db:String}")
+    return {str(name) for name, n in rows if n}
+
+
+# --- Grafana -------------------------------------------------------------------------------------------
+
+
+def _panel_queries() -> list[Any]:
+    params = []
+    for path in DASHBOARDS:
+        dash = json.loads(path.read_text())
+        for panel in dash["panels"]:
+            for target in panel.get("targets", []):
+                if "rawSql" in target:
+                    params.append(pytest.param(dash["uid"], panel["title"], target,
+                                               id=f"{path.stem}:{panel['title']}:{target['refId']}"))
+    return params
+
+
+def grafana_sql(sql: str, start: datetime, end: datetime, interval_s: int = 3600) -> str:
+    """Expand the ClickHouse plugin's macros and this project's variables as Grafana would."""
+    frm, to = int(start.timestamp()), int(end.timestamp())
+    sql = re.sub(r"\$__timeFilter\(([^)]+)\)",
+                 lambda m: f"{m[1]} >= toDateTime({frm}) AND {m[1]} <= toDateTime({to})", sql)
+    sql = re.sub(r"\$__timeInterval\(([^)]+)\)",
+                 lambda m: f"toStartOfInterval(toDateTime({m[1]}), INTERVAL {interval_s} second)", sql)
+    sql = sql.replace("$__fromTime", f"toDateTime({frm})").replace("$__toTime", f"toDateTime({to})")
+    sql = sql.replace("$__interval_s", str(interval_s))
+    # ${db} is a constant variable ("electricity"); here the Store binds the test database
+    sql = sql.replace("${db}", "{db:Identifier}").replace("${horizon_day}", "1")
+    sql = sql.replace("${function:singlequote}", ", ".join(f"'{s}'" for s in STAGES))
+    assert "$" not in sql, f"unexpanded macro or variable: {sql}"
+    return sql
+
+
+def window_of(uid: str) -> tuple[datetime, datetime]:
+    """Pipeline runs are recorded at wall-clock time; everything else lives in autumn 2023."""
+    if uid == "powersense-pipeline-health":
+        now = datetime.now(UTC)
+        return now - timedelta(days=1), now + timedelta(hours=1)
+    return WINDOW
+
+
+@pytest.mark.parametrize(("uid", "title", "target"), _panel_queries())
+def test_panel_sql_runs_on_real_data(ops_store: Store, uid: str, title: str, target: dict[str, Any]) -> None:
+    sql = grafana_sql(target["rawSql"], *window_of(uid))
+    read = set(re.findall(r"\{db:Identifier\}\.(\w+)", sql))
+    missing = read - {str(r[0]) for r in ops_store.query_rows(
+        "select name from system.tables where database = {db:String}")}
+    if missing:
+        pytest.skip(f"table(s) {sorted(missing)} not in ch/init yet")
+    df = ops_store.query_df(sql)
+    if read <= tables_with_rows(ops_store):
+        assert len(df) > 0, f"{title}: no rows although {sorted(read)} hold data"
+    if target["format"] == 0 and len(df):
+        assert df.columns[0] == "time" and pd.api.types.is_datetime64_any_dtype(df["time"])
+        assert df["time"].is_monotonic_increasing, "Grafana needs time-series rows sorted by time"
+
+
+def _panel(uid: str, title: str) -> dict[str, Any]:
+    for path in DASHBOARDS:
+        dash = json.loads(path.read_text())
+        if dash["uid"] == uid:
+            return next(p for p in dash["panels"] if p["title"] == title)
+    raise KeyError(title)
+
+
+def test_coverage_panel_counts_the_fall_back_day_as_fifty_half_hours(ops_store: Store) -> None:
+    panel = _panel("powersense-data-quality", "Incomplete days")
+    df = ops_store.query_df(grafana_sql(panel["targets"][0]["rawSql"], *WINDOW)).set_index("day")
+    days = {d.strftime("%Y-%m-%d"): row for d, row in df.iterrows()}
+    # the source lacks the first 02:00–03:00 hour of the fall-back night: 48 of 50 half-hours
+    assert (days["2023-10-29"]["expected_slots"], days["2023-10-29"]["observed_slots"]) == (50, 48)
+    # local day 2023-10-14 is absent from the source file
+    assert (days["2023-10-14"]["expected_slots"], days["2023-10-14"]["observed_slots"]) == (48, 0)
+
+
+def test_accuracy_panel_scores_rte_day_ahead_forecast_at_about_two_percent(ops_store: Store) -> None:
+    panel = _panel("powersense-model-performance", "MAPE by horizon day")
+    df = ops_store.query_df(grafana_sql(panel["targets"][0]["rawSql"], *WINDOW)).set_index("horizon")
+    assert 0.01 < df.loc["D+1", "mape_ratio"] < 0.04
+    assert df.loc["D+0", "mape_ratio"] < df.loc["D+1", "mape_ratio"]
+
+
+def test_pipeline_panel_shows_the_failed_run_with_its_error(ops_store: Store) -> None:
+    panel = _panel("powersense-pipeline-health", "Recent failures")
+    df = ops_store.query_df(grafana_sql(panel["targets"][0]["rawSql"], *window_of("powersense-pipeline-health")))
+    assert list(df["function"]) == ["detect"]
+    assert df["error"].iloc[0] == "RuntimeError: model artifact missing"
+
+
+# --- dbt -----------------------------------------------------------------------------------------------
+
+MODEL_FILES = sorted((DBT_DIR / "models").rglob("*.sql"))
+
+
+@pytest.fixture(scope="module")
+def dbt_manifest(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """dbt compile (no server): the manifest with every model's and test's compiled SQL."""
+    if not DBT.exists():
+        pytest.skip(f"dbt not installed: {DBT_INSTALL}")
+    out = tmp_path_factory.mktemp("dbt")
+    env = {**os.environ, "POWERSENSE_CLICKHOUSE_DATABASE": DBT_DB, "POWERSENSE_DBT_SCHEMA": DBT_DB,
+           "DBT_SEND_ANONYMOUS_USAGE_STATS": "false", "DBT_PARTIAL_PARSE": "false"}
+    res = subprocess.run(
+        [str(DBT), "compile", "--profiles-dir", ".", "--no-populate-cache", "--target-path", str(out / "target"),
+         "--log-path", str(out / "logs")],
+        cwd=DBT_DIR, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    manifest: dict[str, Any] = json.loads((out / "target" / "manifest.json").read_text())
+    return manifest
+
+
+@pytest.fixture(scope="module")
+def dbt_views(ops_store: Store, dbt_manifest: dict[str, Any]) -> dict[str, str]:
+    """Load the seed and create every model as a view, dependencies first; name → error ('' if none)."""
+    seed = pd.read_csv(DBT_DIR / "seeds" / "fr_public_holidays.csv")
+    seed["date"] = pd.to_datetime(seed["date"]).dt.date
+    ops_store.command("create table {db:Identifier}.fr_public_holidays (date Date, name String) "
+                      "engine = MergeTree order by date")
+    ops_store.insert_df("fr_public_holidays", seed)
+    models = {uid: n for uid, n in dbt_manifest["nodes"].items() if n["resource_type"] == "model"}
+    errors: dict[str, str] = {}
+
+    def create(uid: str) -> None:
+        node = models[uid]
+        if node["name"] in errors:
+            return
+        for dep in node["depends_on"]["nodes"]:
+            if dep in models:
+                create(dep)
+        sql = node["compiled_code"].replace(f"`{DBT_DB}`.", f"{ops_store.database}.")
+        try:
+            # a view stores its text: the database is literal; %% because the driver %-formats it
+            ops_store.command(f"create view {ops_store.database}.{node['name']} as {sql}".replace("%", "%%"))
+            errors[node["name"]] = ""
+        except Exception as exc:  # reported by the model's own test
+            errors[node["name"]] = str(exc)
+
+    for uid in models:
+        create(uid)
+    return errors
+
+
+@pytest.mark.parametrize("model", [p.stem for p in MODEL_FILES])
+def test_dbt_model_runs_on_real_data(ops_store: Store, dbt_views: dict[str, str], model: str) -> None:
+    assert dbt_views.get(model) == "", dbt_views.get(model, "not compiled")
+    assert ops_store.scalar(f"select count() from (select * from {{db:Identifier}}.{model})") > 0
+
+
+@pytest.mark.parametrize("path", MODEL_FILES, ids=lambda p: p.stem)
+def test_every_dbt_model_is_documented_and_tested(path: Path) -> None:
+    import yaml
+
+    doc = yaml.safe_load(path.with_suffix(".yml").read_text())
+    model = next(m for m in doc["models"] if m["name"] == path.stem)
+    assert model.get("description")
+    assert any(c.get("data_tests") for c in model["columns"])
+
+
+def test_dbt_data_tests_pass_on_real_data(ops_store: Store, dbt_views: dict[str, str],
+                                          dbt_manifest: dict[str, Any]) -> None:
+    tests = [n for n in dbt_manifest["nodes"].values() if n["resource_type"] == "test"]
+    assert len(tests) > 40
+    failures = {}
+    for node in tests:
+        sql = node["compiled_code"].replace(f"`{DBT_DB}`.", "{db:Identifier}.")
+        failing = ops_store.scalar(f"select count() from ({sql})")
+        if failing:
+            failures[node["name"]] = failing
+    assert not failures
+
+
+def test_daily_coverage_mart_knows_both_dst_days_of_2023(ops_store: Store, dbt_views: dict[str, str]) -> None:
+    rows = ops_store.query_df(
+        "select toString(date) as day, expected_half_hours, observed_half_hours "
+        "from {db:Identifier}.fct_daily_coverage "
+        "where metric = 'consommation' and date in ('2023-03-26', '2023-10-29', '2023-10-14')"
+    ).set_index("day")
+    assert rows.loc["2023-03-26"].tolist() == [46, 46]
+    assert rows.loc["2023-10-29"].tolist() == [50, 48]
+    assert rows.loc["2023-10-14"].tolist() == [48, 0]
+
+
+def test_hourly_load_mart_adds_up_to_the_french_annual_consumption(ops_store: Store,
+                                                                     dbt_views: dict[str, str]) -> None:
+    twh = ops_store.scalar("select sum(energy_mwh) / 1e6 from {db:Identifier}.fct_load_hourly "
+                           "where local_date between '2023-01-02' and '2023-12-30'")
+    # France consumed about 445 TWh in 2023 (RTE); two edge days and 2023-10-14 are not counted here
+    assert 420 < twh < 460
+
+
+def test_forecast_accuracy_mart_ranks_rte_intraday_above_day_ahead(ops_store: Store,
+                                                                     dbt_views: dict[str, str]) -> None:
+    df = ops_store.query_df(
+        "select horizon_day, sum(mape_ratio * scored_steps) / sum(scored_steps) as mape "
+        "from {db:Identifier}.fct_forecast_accuracy group by horizon_day order by horizon_day"
+    )
+    assert df["horizon_day"].tolist() == [0, 1]
+    assert df["mape"].iloc[0] < df["mape"].iloc[1] < 0.03
