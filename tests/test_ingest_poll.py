@@ -187,6 +187,15 @@ def test_persistent_failure_fails_the_run_clearly(store: Store, cfg: Settings, r
     assert replay.faults.count == cfg.source_retries + 1
 
 
+def test_retries_stop_at_the_time_budget(store: Store, replay: ReplayServer, settings: Settings) -> None:
+    cfg = ingest_settings(settings, replay, source_retries=20, source_backoff_s=0.1, source_backoff_max_s=0.1,
+                          source_retry_budget_s=0.3)
+    replay.faults.reset(Fault(status=503))
+    with pytest.raises(SourceError):
+        poll_once(store, cfg, start=MARCH1, end=MARCH1 + D)
+    assert 2 <= replay.faults.count < 10
+
+
 def test_client_error_is_not_retried(store: Store, cfg: Settings, replay: ReplayServer) -> None:
     replay.faults.reset(Fault(status=400))
     with pytest.raises(SourceError, match="HTTP 400"):

@@ -3,7 +3,8 @@
 The same code talks to the real API (https://odre.opendatasoft.com/api/explore/v2.1) and to the
 local replay of the shipped data (local_dev/replay.py); only the base URL differs.
 
-Retries (tenacity, exponential backoff with jitter, ``Retry-After`` honoured up to the cap) cover
+Retries (tenacity: at most ``source_retries`` retries within ``source_retry_budget_s``, exponential
+backoff with jitter, ``Retry-After`` honoured up to ``source_backoff_max_s``) cover
 timeouts, connection errors, HTTP 429 and 5xx, and bodies that are not the expected JSON (a
 truncated answer is usually transient).  Other 4xx answers are the caller's fault and are not
 retried.  When retries are exhausted a :class:`~shared.errors.SourceError` is raised.
@@ -18,7 +19,14 @@ from typing import Any
 
 import httpx
 from prometheus_client import Counter
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
 
 from shared.errors import SourceError
 from shared.logs import log_event
@@ -76,12 +84,14 @@ class OdreClient:
         retries: int = 5,
         backoff_s: float = 0.5,
         backoff_max_s: float = 30.0,
+        retry_budget_s: float = 45.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.records_url = f"{base_url.rstrip('/')}/catalog/datasets/{dataset}/records"
         self.retries = retries
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
+        self.retry_budget_s = retry_budget_s
         self._http = httpx.Client(
             timeout=httpx.Timeout(timeout_s),
             transport=transport,
@@ -98,6 +108,7 @@ class OdreClient:
             retries=settings.source_retries,
             backoff_s=settings.source_backoff_s,
             backoff_max_s=settings.source_backoff_max_s,
+            retry_budget_s=settings.source_retry_budget_s,
             transport=transport,
         )
 
@@ -131,7 +142,7 @@ class OdreClient:
                       error=str(exc), sleep_s=round(state.next_action.sleep, 3) if state.next_action else None)
 
         retrying = Retrying(
-            stop=stop_after_attempt(self.retries + 1),
+            stop=stop_after_attempt(self.retries + 1) | stop_after_delay(self.retry_budget_s),
             wait=self._wait,
             retry=retry_if_exception(lambda e: isinstance(e, RetryableSourceError)),
             before_sleep=_log_retry,
@@ -141,7 +152,7 @@ class OdreClient:
             page = retrying(self._get, params)
         except RetryableSourceError as exc:
             SOURCE_REQUESTS.labels("failed").inc()
-            raise SourceError(f"{self.records_url} failed after {self.retries + 1} attempts: {exc}") from exc
+            raise SourceError(f"{self.records_url} failed after retries: {exc}") from exc
         SOURCE_REQUESTS.labels("ok").inc()
         page.offset, page.where = offset, where
         return page
