@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     # --- ingest (poll / upsert-version / bootstrap) -----------------------------------------
     source_backoff_s: float = Field(default=0.5, ge=0, description="first retry wait; doubles per retry")
     source_backoff_max_s: float = Field(default=30.0, ge=0, description="cap of one retry wait (and of Retry-After)")
+    source_retry_budget_s: float = Field(
+        default=45.0, gt=0, description="stop retrying a page after this many seconds (poll's exec_timeout is 60 s)"
+    )
     poll_bootstrap: bool = Field(
         default=True, description="poll loads history_files first when the store holds no measurements"
     )
