@@ -1,0 +1,43 @@
+"""detect: anomalies from forecast residuals, data-quality checks, drift and model metrics (wiring only).
+
+Cron (empty body, every 15 min) examines the window after the last run's watermark; an HTTP call may
+pass a backfill window. Logic: shared/detection/service.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Body, Depends, Request
+from mangum import Mangum
+from pydantic import AwareDatetime, BaseModel, Field
+
+from shared.app import RunResponse, create_app, invoke_stage, settings_dep, store_dep
+from shared.detection.service import run_detect
+from shared.settings import Settings
+from shared.store import Store
+
+app = create_app("detect", description="Flag anomalies, check data quality, track drift and model accuracy")
+
+
+class DetectRequest(BaseModel):
+    """Optional parameters; an empty body (cron) examines the window after the watermark."""
+
+    start: AwareDatetime | None = Field(default=None, description="backfill window start (UTC offset required)")
+    end: AwareDatetime | None = Field(default=None, description="backfill window end, exclusive")
+
+
+@app.post("/", response_model=RunResponse)
+def invoke(
+    request: Request,
+    body: DetectRequest | None = Body(default=None),
+    store: Store = Depends(store_dep),
+    settings: Settings = Depends(settings_dep),
+) -> dict[str, Any]:
+    """Run one detect pass."""
+    opts = body or DetectRequest()
+    return invoke_stage(request, store, "detect",
+                        lambda run: run_detect(store, settings, run, start=opts.start, end=opts.end))
+
+
+handler = Mangum(app)

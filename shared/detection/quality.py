@@ -1,0 +1,194 @@
+"""Data-quality checks run by every detect invocation (into ``data_quality`` and the run log).
+
+Pure functions build the rows from frames; the few figures only ClickHouse has cheaply (duplicates,
+dead letters, revisions, learned bounds) come from small aggregate queries.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shared.detection.residual import TZ
+from shared.store import Store
+
+COLUMNS = ["checked_at", "run_id", "source", "metric", "check", "scope", "value", "expected", "status", "details"]
+
+
+def expected_slots(day: pd.Timestamp, step_min: int = 15) -> int:
+    """Steps in a local Paris day: 92 / 96 / 100 quarter-hours on spring-forward / normal / fall-back days."""
+    start = pd.Timestamp(day.date()).tz_localize(TZ)
+    end = (pd.Timestamp(day.date()) + pd.Timedelta(days=1)).tz_localize(TZ)
+    return int((end - start) / pd.Timedelta(minutes=step_min))
+
+
+def completeness(series: pd.DataFrame, now: datetime, days: int, step_min: int, minimum: float,
+                 lag_min: float = 0.0) -> list[dict[str, Any]]:
+    """Per local day of the last ``days`` days (today: only the steps already due), values present vs expected."""
+    now_ts = pd.Timestamp(now).tz_convert("UTC")
+    today = now_ts.tz_convert(TZ).date()
+    have = series.dropna(subset=["value"])
+    local_dates = pd.DatetimeIndex(have["ts"]).tz_convert(TZ).date if not have.empty else []
+    counts = pd.Series(local_dates).value_counts() if len(local_dates) else pd.Series(dtype=int)
+    out = []
+    for k in range(days - 1, -1, -1):
+        date = today - pd.Timedelta(days=k).to_pytimedelta()
+        day = pd.Timestamp(date).tz_localize(TZ)
+        exp = expected_slots(day, step_min)
+        if k == 0:  # today: only the steps whose value is already due (ts + step + lag <= now)
+            since = now_ts - day.tz_convert("UTC") - pd.Timedelta(minutes=step_min + lag_min)
+            exp = min(exp, max(0, int(since // pd.Timedelta(minutes=step_min)) + 1))
+        n = int(counts.get(date, 0))
+        ratio = min(1.0, n / exp) if exp else 1.0
+        out.append({"check": "completeness", "scope": str(day.date()), "value": round(ratio, 4), "expected": float(exp),
+                    "status": "ok" if ratio >= minimum else ("warn" if ratio >= minimum - 0.1 else "fail"),
+                    "details": {"present": n, "expected_steps": exp, "partial_day": k == 0}})
+    return out
+
+
+def freshness(series: pd.DataFrame, now: datetime, step_min: int, max_age_min: float) -> dict[str, Any]:
+    """Age of the newest value (end of its step) vs now."""
+    have = series.dropna(subset=["value"])
+    if have.empty:
+        return {"check": "freshness", "scope": "window", "value": float("inf"), "expected": max_age_min,
+                "status": "fail", "details": {"newest": None}}
+    newest = pd.Timestamp(have["ts"].max())
+    age = (pd.Timestamp(now).tz_convert("UTC") - newest - pd.Timedelta(minutes=step_min)) / pd.Timedelta(minutes=1)
+    status = "ok" if age <= max_age_min else ("warn" if age <= 2 * max_age_min else "fail")
+    return {"check": "freshness", "scope": "window", "value": round(float(age), 2), "expected": max_age_min,
+            "status": status, "details": {"newest": newest.isoformat()}}
+
+
+def out_of_range(window: pd.DataFrame, bounds: tuple[float, float] | None, margin: float) -> dict[str, Any]:
+    """Negative values and values outside the learned bounds (history quantiles widened by ``margin``)."""
+    vals = window["value"].dropna().to_numpy(dtype=float)
+    negative = int(np.sum(vals < 0))
+    lo = hi = None
+    outside = 0
+    if bounds is not None and all(np.isfinite(bounds)):
+        lo, hi = bounds[0] * (1 - margin), bounds[1] * (1 + margin)
+        outside = int(np.sum((vals < lo) | (vals > hi)))
+    bad = negative + outside
+    return {"check": "out_of_range", "scope": "window", "value": float(bad), "expected": 0.0,
+            "status": "ok" if bad == 0 else "fail",
+            "details": {"negative": negative, "outside_bounds": outside, "lower": lo, "upper": hi, "n": int(vals.size)}}
+
+
+def learned_bounds(store: Store, source: str, metric: str, until: datetime, days: int = 365) -> tuple[float, float] | None:
+    """0.1 % and 99.9 % quantiles of the latest values over the ``days`` before ``until``."""
+    sql = """
+    with recent_values as (
+        select value from {db:Identifier}.measurements_latest final
+        where source = {source:String} and metric = {metric:String} and value is not null
+          and ts >= {start:DateTime64(3, 'UTC')} and ts < {until:DateTime64(3, 'UTC')}
+    )
+    select count(), quantileExact(0.001)(value), quantileExact(0.999)(value) from recent_values
+    """
+    rows = store.query_rows(sql, {"source": source, "metric": metric, "until": until,
+                                  "start": pd.Timestamp(until) - pd.Timedelta(days=days)})
+    if not rows or rows[0][0] < 96:
+        return None
+    return float(rows[0][1]), float(rows[0][2])
+
+
+def duplicates(store: Store, source: str, metric: str, start: datetime, end: datetime) -> dict[str, Any]:
+    """Unmerged duplicate (ukey, version) rows, and instants carried by several keys of one nature."""
+    sql = """
+    with window_rows as (
+        select ts, nature, ukey, version from {db:Identifier}.measurements
+        where source = {source:String} and metric = {metric:String}
+          and ts >= {start:DateTime64(3, 'UTC')} and ts < {end:DateTime64(3, 'UTC')}
+    ),
+    clashing_instants as (
+        select ts, nature from window_rows group by ts, nature having uniqExact(ukey) > 1
+    )
+    select (select count() - uniqExact(ukey, version) from window_rows),
+           (select count() from clashing_instants)
+    """
+    dup_rows, clashes = store.query_rows(sql, {"source": source, "metric": metric, "start": start, "end": end})[0]
+    total = int(dup_rows) + int(clashes)
+    return {"check": "duplicates", "scope": "window", "value": float(total), "expected": 0.0,
+            "status": "ok" if total == 0 else "warn",
+            "details": {"duplicate_versions": int(dup_rows), "instants_with_several_keys": int(clashes)}}
+
+
+def dead_letter(store: Store, start: datetime, end: datetime) -> dict[str, Any]:
+    """Records rejected (dead letter) during the window."""
+    sql = """
+    select count() from {db:Identifier}.rejected_records
+    where rejected_at >= {start:DateTime64(3, 'UTC')} and rejected_at < {end:DateTime64(3, 'UTC')}
+    """
+    n = int(store.scalar(sql, {"start": start, "end": end}) or 0)
+    return {"check": "dead_letter", "scope": "window", "value": float(n), "expected": 0.0,
+            "status": "ok" if n == 0 else "warn", "details": {}}
+
+
+def revisions(store: Store, source: str, metric: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    """Revision volume and magnitude per nature for versions inserted during the window: new versions of
+    a key (same nature) vs the previous version, and upgrades of real-time values to a better nature."""
+    sql = """
+    with new_versions as (
+        select ukey, nature, version, value from {db:Identifier}.measurements
+        where source = {source:String} and metric = {metric:String} and version > 1
+          and inserted_at >= {start:DateTime64(3, 'UTC')} and inserted_at < {end:DateTime64(3, 'UTC')}
+    ),
+    previous_versions as (
+        select ukey, version, any(value) as value from {db:Identifier}.measurements
+        where source = {source:String} and metric = {metric:String} and ukey in (select ukey from new_versions)
+        group by ukey, version
+    ),
+    same_nature as (
+        select n.nature as nature, 'version' as revision, count() as n,
+               avg(abs(n.value - p.value)) as mean_abs, max(abs(n.value - p.value)) as max_abs
+        from new_versions as n inner join previous_versions as p on p.ukey = n.ukey and p.version = n.version - 1
+        group by n.nature
+    ),
+    upgraded as (
+        select ts, nature, value from {db:Identifier}.measurements
+        where source = {source:String} and metric = {metric:String} and nature not like 'Données temps réel%'
+          and inserted_at >= {start:DateTime64(3, 'UTC')} and inserted_at < {end:DateTime64(3, 'UTC')}
+    ),
+    realtime as (
+        select ts, argMax(value, version) as value from {db:Identifier}.measurements
+        where source = {source:String} and metric = {metric:String} and nature like 'Données temps réel%'
+          and ts in (select ts from upgraded)
+        group by ts
+    ),
+    nature_upgrades as (
+        select u.nature as nature, 'nature' as revision, count() as n,
+               avg(abs(u.value - r.value)) as mean_abs, max(abs(u.value - r.value)) as max_abs
+        from upgraded as u inner join realtime as r on r.ts = u.ts
+        group by u.nature
+    )
+    select * from same_nature union all select * from nature_upgrades
+    """
+    df = store.query_df(sql, {"source": source, "metric": metric, "start": start, "end": end})
+    out = []
+    for r in df.itertuples():
+        out.append({"check": "revisions", "scope": f"{r.nature}|{r.revision}", "value": float(r.n), "expected": None,
+                    "status": "ok", "details": {"mean_abs": _num(r.mean_abs), "max_abs": _num(r.max_abs)}})
+    if not out:
+        out.append({"check": "revisions", "scope": "all", "value": 0.0, "expected": None, "status": "ok", "details": {}})
+    return out
+
+
+def _num(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return round(f, 3) if np.isfinite(f) else None
+
+
+def to_frame(checks: list[dict[str, Any]], now: datetime, run_id: str, source: str, metric: str) -> pd.DataFrame:
+    """Rows for ``data_quality``."""
+    rows = [{"checked_at": pd.Timestamp(now), "run_id": run_id, "source": source, "metric": metric,
+             "check": c["check"], "scope": c["scope"],
+             "value": float(c["value"]) if np.isfinite(c["value"]) else 1e12,
+             "expected": c.get("expected"), "status": c["status"],
+             "details": json.dumps(c.get("details", {}), default=str)} for c in checks]
+    return pd.DataFrame(rows, columns=COLUMNS)

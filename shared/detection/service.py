@@ -1,0 +1,369 @@
+"""The detect stage: plan (window from watermarks) → compute (detectors, checks, drift) → write.
+
+* Window: from the previous successful detect run's ``window_end`` (pipeline_runs) minus
+  ``detect_overlap_hours`` — so late and revised values are looked at again — up to now; an explicit
+  start/end (backfill) overrides it. The calibration history before the window is read too.
+* Expectation per point: the latest forecast issued at or before it (forecasts table, 30-min steps
+  interpolated to the series' step); where no forecast covers a point, the seasonal profile.
+  With no usable expectation at all (a bare store), the z-score baseline runs instead.
+* Writes are idempotent: the anomalies already stored for the window are read first; only new
+  points, state changes (resolved, reclassified, reopened) are inserted, as new versions of the same
+  key (ReplacingMergeTree on (source, metric, kind, detector, ts), version ``updated_at``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from prometheus_client import Counter, Gauge
+
+from shared import clock, metrics
+from shared.detection import drift, quality
+from shared.detection.residual import (
+    ROW_COLUMNS,
+    ResidualParams,
+    detect_residual,
+    infer_step_min,
+    missing_points,
+    profile_delta,
+    regular_grid,
+)
+from shared.detection.zscore import detect_zscore
+from shared.logs import log_event
+from shared.runs import Run
+from shared.series import load_series
+from shared.settings import Settings
+from shared.store import Store
+
+log = logging.getLogger(__name__)
+
+ANOMALY_COLUMNS = ["ts", "source", "metric", "kind", "detector", "severity", "value", "value_version", "expected",
+                   "lower", "upper", "score", "threshold", "model_version", "forecast_run_id", "detected_at", "run_id",
+                   "status", "resolved_at", "resolution", "updated_at"]
+KEY = ["kind", "detector", "ts"]
+PROFILE_HISTORY_DAYS = 43  # same-type days for the profile (6 weeks back) + 1
+
+ANOMALIES_RAISED = Counter("powersense_anomalies_raised_total", "Anomalous points raised by detect", ["kind"],
+                           registry=metrics.REGISTRY)
+ANOMALIES_RESOLVED = Counter("powersense_anomalies_resolved_total", "Anomalous points resolved by detect",
+                             registry=metrics.REGISTRY)
+DATA_AGE = Gauge("powersense_data_age_seconds", "Age of the newest actual at the last detect run",
+                 registry=metrics.REGISTRY)
+RETRAIN_REQUESTS = Counter("powersense_retrain_requests_total", "Retrain requests written by detect", ["reason"],
+                           registry=metrics.REGISTRY)
+
+
+# --- plan -------------------------------------------------------------------------------------------
+def plan_window(store: Store, settings: Settings, now: datetime, start: datetime | None = None,
+                end: datetime | None = None) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """[start, end) to examine: explicit, or the last watermark minus the overlap, up to now."""
+    end_ts = _utc(end or now)
+    if start is not None:
+        start_ts = _utc(start)
+    else:
+        sql = """
+        with detect_runs as (
+            select details, started_at from {db:Identifier}.pipeline_runs final
+            where function = 'detect' and status = 'success'
+        )
+        select details from detect_runs order by started_at desc limit 1
+        """
+        watermark = None
+        details = store.scalar(sql)
+        if details:
+            try:
+                watermark = json.loads(details).get("window_end")
+            except (TypeError, ValueError):
+                watermark = None
+        base = _utc(watermark) if watermark else end_ts
+        start_ts = min(base, end_ts) - pd.Timedelta(hours=settings.detect_overlap_hours)
+    start_ts = max(start_ts, end_ts - pd.Timedelta(days=settings.detect_max_window_days))
+    return start_ts, end_ts
+
+
+def _utc(value: Any) -> pd.Timestamp:
+    ts = pd.Timestamp(value)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+# --- expectation from the forecasts table ------------------------------------------------------------
+def load_forecast_deltas(store: Store, source: str, metric: str, start: pd.Timestamp, end: pd.Timestamp,
+                         grid: pd.DatetimeIndex, max_lead_hours: float = 6.0) -> pd.DataFrame:
+    """Per grid point: the change from the previous step in the latest forecast issued at or before it.
+
+    Columns ts, delta, run_id, model_version (empty frame if no forecast covers the window).
+    """
+    sql = """
+    select run_id, model_version, issued_at, ts, yhat
+    from {db:Identifier}.forecasts
+    where source = {source:String} and metric = {metric:String}
+      and ts >= {start:DateTime64(3, 'UTC')} and ts < {end:DateTime64(3, 'UTC')}
+      and issued_at <= ts and issued_at >= ts - toIntervalMinute({lead:UInt32})
+    order by run_id, ts
+    """
+    df = store.query_df(sql, {"source": source, "metric": metric, "start": start, "end": end,
+                              "lead": int(max_lead_hours * 60)})
+    if df.empty or len(grid) < 2:
+        return pd.DataFrame(columns=["ts", "delta", "run_id", "model_version"])
+    step = grid[1] - grid[0]
+    parts = []
+    for (run_id, model_version, issued_at), g in df.groupby(["run_id", "model_version", "issued_at"], sort=False):
+        f = g.set_index("ts")["yhat"].sort_index()
+        f = f[~f.index.duplicated(keep="last")]
+        if len(f) < 2:
+            continue
+        fine = pd.date_range(f.index[0], f.index[-1], freq=step)
+        f = f.reindex(f.index.union(fine)).interpolate(method="time", limit_area="inside").reindex(fine)
+        delta = f.diff()
+        parts.append(pd.DataFrame({"ts": fine, "delta": delta.to_numpy(), "run_id": run_id,
+                                   "model_version": model_version, "issued_at": issued_at}))
+    if not parts:
+        return pd.DataFrame(columns=["ts", "delta", "run_id", "model_version"])
+    all_d = pd.concat(parts, ignore_index=True).dropna(subset=["delta"])
+    all_d = all_d[all_d["issued_at"] <= all_d["ts"]]
+    latest = all_d.sort_values(["ts", "issued_at"]).groupby("ts", as_index=False).last()
+    return latest[["ts", "delta", "run_id", "model_version"]]
+
+
+# --- compute -----------------------------------------------------------------------------------------
+def severity(kind: str, value: float | None, expected: float | None, block_steps: int) -> str:
+    """low / medium / high: relative size for jumps, duration for stuck or missing blocks."""
+    if kind in ("missing", "flatline"):
+        return "high" if block_steps >= 16 else ("medium" if block_steps >= 4 else "low")
+    if value is None or expected is None or not np.isfinite(value) or not np.isfinite(expected) or expected == 0:
+        return "medium"
+    rel = abs(value - expected) / abs(expected)
+    return "high" if rel >= 0.10 else ("medium" if rel >= 0.05 else "low")
+
+
+def compute_anomalies(series: pd.DataFrame, forecast_deltas: pd.DataFrame, window: tuple[pd.Timestamp, pd.Timestamp],
+                      settings: Settings) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Detector rows for the window (pure): ts, kind, detector, value, expected, …, superseded."""
+    start, end = window
+    info: dict[str, Any] = {}
+    x = regular_grid(series[series["ts"] < end])
+    if len(x) < 3:
+        return pd.DataFrame(), {"detector": "none", "reason": "not enough actuals"}
+    step = x.index[1] - x.index[0]
+    x = x.reindex(pd.date_range(x.index[0], max(x.index[-1], (end - step).floor(step)), freq=step))
+    profile = profile_delta(x)
+    dexp = profile.copy()
+    run_of = pd.Series("", index=x.index)
+    version_of = pd.Series("profile", index=x.index)
+    if not forecast_deltas.empty:
+        fd = forecast_deltas.set_index("ts").reindex(x.index)
+        has = fd["delta"].notna().to_numpy()
+        dexp[has] = fd["delta"][has]
+        run_of[has] = fd["run_id"][has]
+        version_of[has] = fd["model_version"][has]
+        info["points_with_forecast"] = int(has[(x.index >= start)].sum())
+    params = ResidualParams.from_settings(settings)
+    if dexp[x.index >= start].notna().any():
+        rows = detect_residual(x, dexp, params, detect_from=start)
+        detector = "residual"
+    else:  # no forecast and not enough history for the profile: the original z-score baseline
+        rows = detect_zscore(x, settings.detect_zscore_lookback_weeks, settings.detect_zscore_threshold,
+                             params.level_shift_min_steps, detect_from=start)
+        detector = "zscore"
+    info["detector"] = detector
+    miss = missing_points(x, end, settings.detect_value_lag_min, start, settings.detect_ignore_fallback_gap)
+    if not miss.empty:
+        miss = miss.assign(kind="missing", superseded=False, value=np.nan, expected=np.nan)
+        rows = pd.concat([r for r in (rows, miss) if not r.empty], ignore_index=True)
+    if rows.empty:
+        return rows, info
+    rows = rows.reindex(columns=list(dict.fromkeys([*ROW_COLUMNS, *rows.columns])))
+    rows = rows[(rows["ts"] >= start) & (rows["ts"] < end)].copy()
+    rows["detector"] = detector
+    rows["model_version"] = version_of.reindex(rows["ts"]).fillna("profile").to_numpy()
+    rows["forecast_run_id"] = run_of.reindex(rows["ts"]).fillna("").to_numpy()
+    if detector == "zscore":
+        rows["model_version"], rows["forecast_run_id"] = "", ""
+    rows["block_steps"] = _block_lengths(rows, step)
+    return rows.reset_index(drop=True), info
+
+
+def _block_lengths(rows: pd.DataFrame, step: pd.Timedelta) -> np.ndarray:
+    """For each row, the length of the run of consecutive rows of its kind it belongs to."""
+    out = np.ones(len(rows), dtype=int)
+    for _, g in rows.groupby("kind"):
+        ts = pd.DatetimeIndex(g["ts"]).sort_values()
+        ids = np.cumsum(np.r_[True, np.diff(ts.asi8) > step.value])
+        sizes = pd.Series(ids).map(pd.Series(ids).value_counts()).to_numpy()
+        order = np.argsort(pd.DatetimeIndex(g["ts"]).asi8, kind="stable")
+        block = np.empty(len(g), dtype=int)
+        block[order] = sizes
+        out[rows.index.get_indexer(g.index)] = block
+    return out
+
+
+def reconcile(computed: pd.DataFrame, existing: pd.DataFrame, versions: pd.Series, now: pd.Timestamp,
+              run_id: str, source: str, metric: str) -> pd.DataFrame:
+    """Rows to insert so that the table reflects ``computed`` without duplicating what is stored.
+
+    * new (kind, detector, ts) → inserted open (or resolved if already superseded)
+    * stored open, now superseded → resolved 'reclassified as level_shift'
+    * stored open, no longer flagged and its value changed (revision, late arrival) → resolved
+    * stored resolved by a revision, flagged again on a newer value → reopened
+    Everything else (the same finding again) writes nothing.
+    """
+    out = []
+    stored = existing.set_index(KEY) if not existing.empty else pd.DataFrame()
+    seen = set()
+    for r in computed.itertuples(index=False):
+        key = (r.kind, r.detector, pd.Timestamp(r.ts))
+        seen.add(key)
+        version = int(versions.get(pd.Timestamp(r.ts), 0))
+        superseded = bool(r.superseded)
+        base = {
+            "ts": pd.Timestamp(r.ts), "source": source, "metric": metric, "kind": r.kind, "detector": r.detector,
+            "severity": severity(r.kind, _f(r.value), _f(r.expected), int(r.block_steps)),
+            "value": _f(r.value), "value_version": version, "expected": _f(r.expected), "lower": _f(r.lower),
+            "upper": _f(r.upper), "score": _f(r.score), "threshold": _f(r.threshold),
+            "model_version": str(r.model_version), "forecast_run_id": str(r.forecast_run_id),
+            "detected_at": now, "run_id": run_id, "status": "open", "resolved_at": None, "resolution": "",
+            "updated_at": now,
+        }
+        if superseded:
+            base.update(status="resolved", resolved_at=now, resolution="reclassified as level_shift")
+        if not len(stored) or key not in stored.index:
+            out.append(base)
+            continue
+        old = stored.loc[key]
+        if old["status"] == "open" and superseded:
+            out.append({**old.to_dict(), **dict(zip(KEY, key, strict=True)), "status": "resolved", "resolved_at": now,
+                        "resolution": "reclassified as level_shift", "updated_at": now})
+        elif old["status"] == "resolved" and not superseded and str(old["resolution"]).startswith("revised") \
+                and version != int(old["value_version"]):
+            out.append({**base, "detected_at": old["detected_at"]})
+    if len(stored):
+        for key, old in stored.iterrows():
+            if key in seen or old["status"] != "open":
+                continue
+            ts = key[2]
+            version = int(versions.get(ts, 0))
+            if key[0] == "missing":
+                if version:  # the value arrived after all
+                    out.append({**old.to_dict(), **dict(zip(KEY, key, strict=True)), "status": "resolved",
+                                "resolved_at": now, "resolution": "value arrived", "updated_at": now})
+            elif version != int(old["value_version"]):
+                out.append({**old.to_dict(), **dict(zip(KEY, key, strict=True)), "status": "resolved", "resolved_at": now,
+                            "resolution": f"revised value (version {version})", "updated_at": now})
+    if not out:
+        return pd.DataFrame(columns=ANOMALY_COLUMNS)
+    return pd.DataFrame(out)[ANOMALY_COLUMNS]
+
+
+def _f(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if np.isfinite(f) else None
+
+
+def load_existing(store: Store, source: str, metric: str, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    """Stored anomalies of the window, latest state per key."""
+    sql = """
+    select * from {db:Identifier}.anomalies final
+    where source = {source:String} and metric = {metric:String}
+      and ts >= {start:DateTime64(3, 'UTC')} and ts < {end:DateTime64(3, 'UTC')}
+    """
+    return store.query_df(sql, {"source": source, "metric": metric, "start": start, "end": end})
+
+
+# --- the stage -----------------------------------------------------------------------------------------
+def run_detect(store: Store, settings: Settings, run: Run, start: datetime | None = None,
+               end: datetime | None = None) -> dict[str, Any]:
+    """One detect invocation; fills ``run`` and returns its figures."""
+    now = _utc(clock.now())
+    source, metric = settings.series_source, settings.series_metric
+    w_start, w_end = plan_window(store, settings, now, start, end)
+    history_start = w_start - pd.Timedelta(days=settings.detect_calibration_days + PROFILE_HISTORY_DAYS)
+    series = load_series(store, source, metric, history_start.to_pydatetime(), w_end.to_pydatetime())
+    run.rows_in = len(series)
+    figures: dict[str, Any] = {"window_start": w_start.isoformat(), "window_end": w_end.isoformat()}
+    step_min = infer_step_min(pd.DatetimeIndex(series["ts"])) if len(series) > 2 else 15
+
+    # anomalies
+    if series["value"].notna().sum() >= 3:
+        grid = pd.date_range(series["ts"].min(), w_end, freq=f"{step_min}min")
+        deltas = load_forecast_deltas(store, source, metric, history_start, w_end, grid)
+        computed, info = compute_anomalies(series[["ts", "value"]], deltas, (w_start, w_end), settings)
+        figures.update(info)
+        existing = load_existing(store, source, metric, w_start, w_end)
+        versions = series.set_index("ts")["version"].where(series.set_index("ts")["value"].notna(), 0)
+        to_write = reconcile(computed, existing, versions, now, run.run_id, source, metric) if len(computed) or len(
+            existing) else pd.DataFrame(columns=ANOMALY_COLUMNS)
+        store.insert_df("anomalies", to_write)
+        new_open = to_write[(to_write["status"] == "open")] if len(to_write) else to_write
+        for kind, n in (new_open["kind"].value_counts().items() if len(new_open) else []):
+            ANOMALIES_RAISED.labels(kind).inc(int(n))
+        n_resolved = int((to_write["status"] == "resolved").sum()) if len(to_write) else 0
+        ANOMALIES_RESOLVED.inc(n_resolved)
+        figures.update(anomalies_flagged=int(len(computed)), anomalies_written=int(len(to_write)),
+                       anomalies_new_open=int(len(new_open)), anomalies_resolved=n_resolved)
+        run.rows_out += len(to_write)
+        if len(new_open):
+            log_event(log, "anomalies_detected", logging.WARNING, count=int(len(new_open)),
+                      kinds=new_open["kind"].value_counts().to_dict(), first=str(new_open["ts"].min()))
+    else:
+        figures["detector"] = "none"
+
+    # data quality
+    window_series = series[(series["ts"] >= w_start) & (series["ts"] < w_end)]
+    checks = quality.completeness(series, now, 3, step_min, settings.dq_completeness_min,
+                                  settings.detect_value_lag_min)
+    fresh = quality.freshness(series, now, step_min, settings.dq_freshness_max_min)
+    if np.isfinite(fresh["value"]):
+        DATA_AGE.set(fresh["value"] * 60)
+    checks.append(fresh)
+    checks.append(quality.duplicates(store, source, metric, w_start, w_end))
+    checks.append(quality.dead_letter(store, w_start, w_end))
+    bounds = quality.learned_bounds(store, source, metric, w_start)
+    checks.append(quality.out_of_range(window_series, bounds, settings.dq_range_margin))
+    checks.extend(quality.revisions(store, source, metric, w_start, w_end))
+    dq = quality.to_frame(checks, now, run.run_id, source, metric)
+    store.insert_df("data_quality", dq)
+    run.rows_out += len(dq)
+    figures["quality"] = {f"{c['check']}:{c['scope']}": c["status"] for c in checks if c["status"] != "ok"} or "ok"
+    log_event(log, "data_quality", checks={f"{c['check']}:{c['scope']}": [c["value"], c["status"]] for c in checks})
+
+    # drift and model performance, at most every drift_every_min
+    if _drift_due(store, source, metric, now, settings.drift_every_min):
+        fc = drift.load_issued_forecasts(store, source, metric, now - pd.Timedelta(days=settings.drift_window_days), now)
+        ref_series = load_series(store, source, metric,
+                                 (now - pd.Timedelta(days=settings.drift_window_days + settings.drift_reference_days))
+                                 .to_pydatetime(), now.to_pydatetime())
+        mm_rows = drift.compute(fc, ref_series, now, settings)
+        mm = drift.to_frame(mm_rows, now, run.run_id, source, metric)
+        store.insert_df("model_metrics", mm)
+        run.rows_out += len(mm)
+        requests = [r for r in mm_rows if r["kind"] == "retrain_request"]
+        for r in requests:
+            RETRAIN_REQUESTS.labels(r["name"]).inc()
+            log_event(log, "retrain_requested", logging.WARNING, reason=r["name"], value=r["value"], threshold=r["threshold"])
+        figures["model_metrics"] = len(mm)
+        figures["retrain_requests"] = [r["name"] for r in requests]
+    run.details.update(figures)
+    return figures
+
+
+def _drift_due(store: Store, source: str, metric: str, now: pd.Timestamp, every_min: float) -> bool:
+    sql = """
+    select max(computed_at) from {db:Identifier}.model_metrics
+    where source = {source:String} and metric = {metric:String} and computed_at <= {now:DateTime64(3, 'UTC')}
+    """
+    last = store.scalar(sql, {"source": source, "metric": metric, "now": now})
+    if last is None:
+        return True
+    last_ts = pd.Timestamp(last)
+    last_ts = last_ts.tz_localize("UTC") if last_ts.tzinfo is None else last_ts
+    # an empty table answers the epoch
+    return last_ts.year < 2000 or (now - last_ts) >= pd.Timedelta(minutes=every_min)
+

@@ -1,0 +1,90 @@
+"""Test helpers for detect: real eco2mix rows written straight into measurements (version 1, ukey per the
+convention), forecasts rows built from them, and a frozen clock."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+
+from shared import clock
+from shared.ingest.history import read_history
+from shared.settings import REPO_ROOT
+from shared.store import Store
+
+ECO2MIX = REPO_ROOT / "data" / "eco2mix"
+SOURCE, METRIC = "eco2mix_national", "consommation"
+
+
+def utc(text: str) -> pd.Timestamp:
+    """A UTC timestamp from text."""
+    return pd.Timestamp(text, tz="UTC")
+
+
+def real_load(start: str, end: str) -> pd.DataFrame:
+    """Real consumption (ts, nature, value) from the shipped files, start <= ts < end."""
+    s, e = utc(start), utc(end)
+    files = [ECO2MIX / f"eco2mix_national_{y}.csv.gz" for y in range(s.year, e.year + 1)]
+    df = read_history([f for f in files if f.exists()], s, e)
+    out = df.rename(columns={"consommation": "value"})[["ts", "nature", "value"]].dropna(subset=["value"])
+    return out.astype({"value": float})
+
+
+def ukey(ts: pd.Timestamp, nature: str) -> str:
+    """Canonical ukey: sorted keys, no spaces, UTC date and time."""
+    t = ts.tz_convert("UTC")
+    return json.dumps({"date": t.strftime("%Y-%m-%d"), "metric": METRIC, "nature": nature, "perimetre": "France",
+                       "time": t.strftime("%H:%M")}, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def write_measurements(store: Store, rows: pd.DataFrame, version: int = 1, inserted_at: datetime | None = None) -> None:
+    """Insert (ts, nature, value) rows as measurements of one version."""
+    df = pd.DataFrame({
+        "ts": rows["ts"], "source": SOURCE, "metric": METRIC, "nature": rows["nature"].replace("", "Données temps réel"),
+        "value": rows["value"].astype(float),
+    })
+    df["ukey"] = [ukey(t, n) for t, n in zip(df["ts"], df["nature"], strict=True)]
+    df["version"] = np.uint64(version)
+    df["batch_id"] = f"test-{uuid.uuid4().hex[:8]}"
+    df["inserted_at"] = pd.Timestamp(inserted_at or datetime.now().astimezone()).tz_convert("UTC")
+    store.insert_df("measurements", df)
+
+
+def write_forecasts(store: Store, truth: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp, factor: float = 1.0,
+                    model_version: str = "test-model") -> None:
+    """Hourly forecast runs over [start, end): 30-min steps for the next 6 h, yhat = truth × factor,
+    an 80 % interval of ±3 %."""
+    s = truth.set_index("ts")["value"]
+    s = s[s.index.minute % 30 == 0]
+    frames = []
+    for issued in pd.date_range(start, end, freq="1h", inclusive="left"):
+        target = s[(s.index >= issued) & (s.index < issued + pd.Timedelta(hours=6))]
+        if target.empty:
+            continue
+        yhat = target.to_numpy() * factor
+        local_issue = issued.tz_convert("Europe/Paris").normalize()
+        frames.append(pd.DataFrame({
+            "run_id": f"run-{issued:%Y%m%d%H}", "model_version": model_version, "issued_at": issued,
+            "origin": target.index[0], "source": SOURCE, "metric": METRIC, "ts": target.index,
+            "horizon_steps": np.arange(1, len(target) + 1, dtype=np.uint16),
+            "horizon_day": np.array([(t.tz_convert("Europe/Paris").normalize() - local_issue).days
+                                     for t in target.index], dtype=np.uint8),
+            "yhat": yhat, "lower": yhat * 0.97, "upper": yhat * 1.03, "interval_level": np.float32(0.8),
+            "quality": "model", "fallback_reason": "",
+        }))
+    store.insert_df("forecasts", pd.concat(frames, ignore_index=True))
+
+
+@contextmanager
+def frozen_clock(at: pd.Timestamp) -> Iterator[None]:
+    """Install a simulated clock standing still at ``at``."""
+    clock.install(clock.SimulatedClock(at.to_pydatetime(), speed=0.0))
+    try:
+        yield
+    finally:
+        clock.install(None)

@@ -1,0 +1,155 @@
+"""detect stage on real eco2mix data in chDB: each anomaly kind, a clean DST + holiday week, idempotency,
+resolution after a revision, forecast-based expectation, drift, data quality, the HTTP handler."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import pytest
+from fixtures_detect import frozen_clock, real_load, utc, write_forecasts, write_measurements
+
+from shared.detection.service import run_detect
+from shared.runs import stage_run
+from shared.settings import Settings
+from shared.store import Store
+
+HISTORY = ("2022-08-10", "2022-11-18")
+T0 = utc("2022-11-16 10:00")  # a Wednesday morning, clean in the real data
+WINDOW = (utc("2022-11-15"), utc("2022-11-17"))
+NOW = WINDOW[1] + pd.Timedelta(minutes=4)
+
+
+@pytest.fixture(scope="module")
+def history() -> pd.DataFrame:
+    """Real 2022 consumption (real-time nature), late summer to mid-November."""
+    return real_load(*HISTORY)
+
+
+def inject(df: pd.DataFrame, kind: str) -> tuple[pd.DataFrame, pd.Timestamp, pd.Timestamp]:
+    """A copy of ``df`` with one anomaly of ``kind`` starting at T0; returns (frame, first, last) ts."""
+    out = df.copy()
+    steps = {"spike": 1, "dip": 2, "level_shift": 32, "flatline": 8, "missing": 12}[kind]
+    last = T0 + pd.Timedelta(minutes=15 * (steps - 1))
+    span = (out["ts"] >= T0) & (out["ts"] <= last)
+    if kind == "spike":
+        out.loc[span, "value"] *= 1.06
+    elif kind == "dip":
+        out.loc[span, "value"] *= 0.94
+    elif kind == "level_shift":
+        out.loc[span, "value"] *= 1.05
+    elif kind == "flatline":
+        out.loc[span, "value"] = float(out.loc[out["ts"] == T0 - pd.Timedelta(minutes=15), "value"].iloc[0])
+    else:
+        out = out[~span]
+    return out, T0, last
+
+
+def detect(store: Store, settings: Settings, now: pd.Timestamp = NOW, window: tuple[Any, Any] = WINDOW) -> dict:
+    with frozen_clock(now), stage_run(store, "detect") as run:
+        return run_detect(store, settings, run, start=window[0], end=window[1])
+
+
+def anomalies(store: Store) -> pd.DataFrame:
+    return store.query_df("select * from {db:Identifier}.anomalies final order by ts")
+
+
+@pytest.mark.parametrize("kind", ["spike", "dip", "level_shift", "flatline", "missing"])
+def test_each_kind_is_detected_on_real_data(store: Store, settings: Settings, history: pd.DataFrame, kind: str) -> None:
+    data, first, last = inject(history, kind)
+    write_measurements(store, data)
+    detect(store, settings)
+    found = anomalies(store)
+    hit = found[(found["kind"] == kind) & (found["status"] == "open") & (found["ts"] >= first) & (found["ts"] <= last)]
+    assert first in set(hit["ts"]), found[["ts", "kind", "status"]].to_string()
+
+
+def test_clean_week_with_dst_change_and_public_holiday_raises_nothing(
+    store: Store, settings: Settings, history: pd.DataFrame
+) -> None:
+    # 2022-10-30: fall-back DST day (its first 02:00 local hour is absent from RTE's data);
+    # 2022-11-01: All Saints' Day, a public holiday.
+    write_measurements(store, history)
+    window = (utc("2022-10-27"), utc("2022-11-03"))
+    figures = detect(store, settings, now=window[1] + pd.Timedelta(minutes=4), window=window)
+    assert figures["detector"] == "residual"
+    assert anomalies(store).empty
+
+
+def test_rerun_over_the_same_window_adds_no_rows(store: Store, settings: Settings, history: pd.DataFrame) -> None:
+    write_measurements(store, inject(history, "spike")[0])
+    detect(store, settings)
+    count = store.scalar("select count() from {db:Identifier}.anomalies")
+    detect(store, settings)
+    detect(store, settings, now=NOW + pd.Timedelta(minutes=15))
+    assert count > 0
+    assert store.scalar("select count() from {db:Identifier}.anomalies") == count
+
+
+def test_anomaly_explained_by_a_revised_value_is_resolved_not_deleted(
+    store: Store, settings: Settings, history: pd.DataFrame
+) -> None:
+    write_measurements(store, inject(history, "spike")[0])
+    detect(store, settings)
+    assert anomalies(store).set_index("ts").loc[T0, "status"] == "open"
+    # the source revises the glitch back to the real value (same nature, version 2)
+    write_measurements(store, history[history["ts"] == T0], version=2)
+    detect(store, settings, now=NOW + pd.Timedelta(minutes=15))
+    row = anomalies(store).set_index("ts").loc[T0]
+    assert (row["status"], row["resolution"].startswith("revised value")) == ("resolved", True)
+    assert store.scalar("select count() from {db:Identifier}.anomalies where ts = {t:DateTime64(3, 'UTC')}",
+                        {"t": T0}) == 2
+
+
+def test_expectation_comes_from_the_latest_forecast_issued_before_the_point(
+    store: Store, settings: Settings, history: pd.DataFrame
+) -> None:
+    write_measurements(store, inject(history, "spike")[0])
+    write_forecasts(store, history, WINDOW[0] - pd.Timedelta(days=3), WINDOW[1], factor=1.01)
+    detect(store, settings)
+    row = anomalies(store).set_index("ts").loc[T0]
+    # the 10:00 run starts at 10:00, so the step 09:45 -> 10:00 comes from the 09:00 run
+    assert (row["kind"], row["model_version"], row["forecast_run_id"]) == ("spike", "test-model", "run-2022111609")
+
+
+def test_forecast_accuracy_breach_writes_a_retrain_request(store: Store, settings: Settings, history: pd.DataFrame) -> None:
+    write_measurements(store, history)
+    write_forecasts(store, history, NOW - pd.Timedelta(days=7), WINDOW[1], factor=1.10)  # 10 % too high
+    detect(store, settings)
+    mm = store.query_df("select * from {db:Identifier}.model_metrics")
+    request = mm[(mm["kind"] == "retrain_request") & (mm["name"] == "mape")]
+    assert len(request) == 1 and request["value"].iloc[0] == pytest.approx(0.10, abs=0.005)
+
+
+def test_completeness_counts_the_fall_back_day_as_100_quarter_hours(
+    store: Store, settings: Settings, history: pd.DataFrame
+) -> None:
+    write_measurements(store, history)
+    detect(store, settings, now=utc("2022-11-01 12:00"), window=(utc("2022-10-30"), utc("2022-11-01 12:00")))
+    dq = store.query_df("select * from {db:Identifier}.data_quality where check = 'completeness'").set_index("scope")
+    # RTE never publishes the first 02:00-02:45 local hour of that day: 96 of 100 expected values
+    assert (dq.loc["2022-10-30", "expected"], dq.loc["2022-10-30", "value"]) == (100.0, 0.96)
+
+
+def test_freshness_fails_when_the_feed_stops(store: Store, settings: Settings, history: pd.DataFrame) -> None:
+    write_measurements(store, history[history["ts"] < T0])
+    later = T0 + pd.Timedelta(hours=4)
+    detect(store, settings, now=later, window=(T0 - pd.Timedelta(days=1), later))
+    dq = store.query_df("select * from {db:Identifier}.data_quality where check = 'freshness'")
+    assert (dq["status"].iloc[0], dq["value"].iloc[0]) == ("fail", 240.0)
+
+
+def test_handler_runs_detect_for_a_backfill_window(store: Store, history: pd.DataFrame) -> None:
+    from fastapi.testclient import TestClient
+
+    from local_dev.functions import load_handler
+    from shared.app import store_dep
+
+    write_measurements(store, inject(history, "spike")[0])
+    module = load_handler("detect")
+    module.app.dependency_overrides[store_dep] = lambda: store
+    try:
+        resp = TestClient(module.app).post("/", json={"start": WINDOW[0].isoformat(), "end": WINDOW[1].isoformat()})
+    finally:
+        module.app.dependency_overrides.clear()
+    assert resp.status_code == 200 and resp.json()["details"]["anomalies_new_open"] >= 1
