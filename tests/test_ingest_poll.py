@@ -317,6 +317,15 @@ def test_spring_forward_day_has_92_quarter_hours_and_padding_is_rejected(store: 
     assert [json.loads(p)["heure"] for _, p in reasons] == ["02:00", "02:15", "02:30", "02:45"]
 
 
+def test_refetched_bad_records_are_dead_lettered_once(store: Store, cfg: Settings) -> None:
+    start, end = datetime(2023, 3, 25, 23, tzinfo=UTC), datetime(2023, 3, 26, 22, tzinfo=UTC)
+    poll_once(store, cfg, start=start, end=end)
+    again = poll_once(store, cfg, start=start, end=end)
+    assert again["details"]["rejected"] == 4
+    assert store.scalar("select sum(n_rejected) from {db:Identifier}.raw_batches") == 8
+    assert store.scalar("select count() from {db:Identifier}.rejected_records") == 4
+
+
 def test_fall_back_day_keeps_every_instant_of_the_data(store: Store, cfg: Settings) -> None:
     # Local day 2023-10-29 = [2023-10-28T22:00Z, 2023-10-29T23:00Z): 25 hours, 100 quarter-hours.
     start, end = datetime(2023, 10, 28, 22, tzinfo=UTC), datetime(2023, 10, 29, 23, tzinfo=UTC)

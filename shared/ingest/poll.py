@@ -34,7 +34,7 @@ import pandas as pd
 
 from shared import clock
 from shared.errors import BadRequestError, SourceError
-from shared.ingest.parse import parse_records
+from shared.ingest.parse import Rejection, parse_records
 from shared.logs import log_event
 from shared.runs import Run
 from shared.settings import Settings
@@ -177,19 +177,22 @@ def land_page(
             }
         )
         store.insert_df("raw_records", raw, dedup_token=f"{batch_id}:raw")
-    if parsed.rejections:
+    # The overlap re-fetches the same bad records every tick: dead-letter each distinct payload once
+    # (every occurrence stays in raw_records, and raw_batches.n_rejected counts it).
+    fresh = _not_yet_dead_lettered(store, parsed.rejections)
+    if fresh:
         dead = pd.DataFrame(
             {
                 "batch_id": batch_id,
-                "record_no": [r.record_no for r in parsed.rejections],
+                "record_no": [r.record_no for r in fresh],
                 "stage": "poll",
-                "reason": [r.reason for r in parsed.rejections],
-                "payload": [r.payload for r in parsed.rejections],
+                "reason": [r.reason for r in fresh],
+                "payload": [r.payload for r in fresh],
                 "rejected_at": fetched_at,
             }
         )
         store.insert_df("rejected_records", dead, dedup_token=f"{batch_id}:rejected")
-        for r in parsed.rejections:
+        for r in fresh:
             log_event(log, "record_rejected", logging.WARNING, batch_id=batch_id, record_no=r.record_no,
                       reason=r.reason)
     header = pd.DataFrame(
@@ -199,6 +202,20 @@ def land_page(
     )
     store.insert_df("raw_batches", header)
     return len(page.records), len(parsed.rejections)
+
+
+def _not_yet_dead_lettered(store: Store, rejections: list[Rejection]) -> list[Rejection]:
+    """The rejections whose payload is not in the dead-letter table yet."""
+    if not rejections:
+        return []
+    known = {
+        p for (p,) in store.query_rows(
+            """select distinct payload from {db:Identifier}.rejected_records
+               where stage = 'poll' and payload in {payloads:Array(String)}""",
+            {"payloads": [r.payload for r in rejections]},
+        )
+    }
+    return [r for r in rejections if r.payload not in known]
 
 
 def run_poll(
