@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 
+import httpx
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
@@ -15,6 +17,7 @@ from fastapi.testclient import TestClient
 from local_dev.functions import load_handler
 from shared.artifacts import get_artifact_store
 from shared.ingest.versioning import ukey_of
+from shared.query.metrics import CACHE_REQUESTS
 from shared.runs import stage_run
 from shared.settings import REPO_ROOT, Settings, get_settings
 from shared.store import Store
@@ -309,3 +312,19 @@ def test_handler_import_pulls_no_ml_stack(settings: Settings) -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_identical_concurrent_requests_run_the_query_once(client: TestClient, december: pd.DataFrame) -> None:
+    app = load_handler("query").app
+    params = {"metric": "consommation", "start": "2023-12-05", "end": "2023-12-06", "interval": "1h"}
+
+    async def burst() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://query",
+                                     headers={"Authorization": f"Bearer {TOKEN}"}) as c:
+            return await asyncio.gather(*(c.get("/measurements", params=params) for _ in range(12)))
+
+    misses = CACHE_REQUESTS.labels("miss")._value.get()
+    responses = asyncio.run(burst())
+    assert {r.status_code for r in responses} == {200} and len({r.content for r in responses}) == 1
+    assert CACHE_REQUESTS.labels("miss")._value.get() - misses == 1

@@ -8,6 +8,7 @@ miss, serialised once (JSON by the response model, or CSV).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Hashable
 from typing import Annotated, Any
@@ -50,6 +51,7 @@ from shared.store import Store, get_store
 JSON = "application/json"
 CSV = "text/csv; charset=utf-8"
 _CACHE = QueryCache(ttl_s=1.0)
+_INFLIGHT: dict[Hashable, asyncio.Future[CachedResponse]] = {}
 
 _ERR = {"model": ErrorResponse}
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -96,13 +98,43 @@ async def _serve(
     as_csv = _wants_csv(request, getattr(params, "format", None))
     key = (store.database, endpoint, params.model_dump_json(), as_csv, state.token, extra)
     hit: CachedResponse | None = _CACHE.get(key)
-    if hit is None:
-        CACHE_REQUESTS.labels("miss").inc()
-        hit = await run_in_threadpool(build, store, state, as_csv)
-        _CACHE.put(key, hit, len(hit.body))
-    else:
+    if hit is not None:
         CACHE_REQUESTS.labels("hit").inc()
+    elif key in _INFLIGHT:
+        # Single flight: identical concurrent misses (e.g. every dashboard right after new data
+        # lands) wait for the one computation instead of queueing N copies on the store.
+        CACHE_REQUESTS.labels("coalesced").inc()
+        leader = _INFLIGHT[key]
+        try:
+            hit = await asyncio.shield(leader)
+        except asyncio.CancelledError:
+            if not leader.cancelled():
+                raise  # this request itself was cancelled
+            hit = await run_in_threadpool(build, store, state, as_csv)  # the leader's client went away
+    else:
+        CACHE_REQUESTS.labels("miss").inc()
+        future: asyncio.Future[CachedResponse] = asyncio.get_running_loop().create_future()
+        _INFLIGHT[key] = future
+        try:
+            hit = await run_in_threadpool(build, store, state, as_csv)
+            future.set_result(hit)
+            _CACHE.put(key, hit, len(hit.body))
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters re-raise it, nobody else must log it
+            raise
+        except BaseException:
+            future.cancel()
+            raise
+        finally:
+            del _INFLIGHT[key]
     return Response(hit.body, media_type=hit.media_type, headers=hit.headers)
+
+
+def _latest_fn(store: Store, state: StoreState) -> service.LatestFn:
+    """latest_ts memoised on the watermark (exact: it changes with any insert)."""
+    return lambda source, metric: _CACHE.memo((store.database, "latest_ts", source, metric, state.token),
+                                              lambda: service.latest_ts(store, source, metric))
 
 
 def _json(model: BaseModel, headers: dict[str, str] | None = None) -> CachedResponse:
@@ -122,8 +154,7 @@ async def health() -> Response:
             state = cache().fresh_state(store) or cache().refresh_state(store)
             last = None
             if "measurements" in state.tables:
-                last = cache().memo((store.database, "latest_ts", state.token),
-                                    lambda: service.latest_ts(store, settings.series_source, settings.series_metric))
+                last = _latest_fn(store, state)(settings.series_source, settings.series_metric)
         except PowerSenseError:
             return 503, HealthResponse(status="unavailable", store=False, data_fresh=False, latest_ts=None,
                                        data_age_s=None, max_data_age_s=settings.query_max_data_age_s)
@@ -161,7 +192,7 @@ async def get_measurements(request: Request, p: Annotated[MeasurementsParams, Qu
         known: set[tuple[str, str]] = set()
         if "measurements" in state.tables:
             known = _CACHE.memo((store.database, "known", state.token), lambda: service.known_series(store))
-        resp = service.measurements(store, p, known)
+        resp = service.measurements(store, p, known, _latest_fn(store, state))
         headers = {"X-Next-Cursor": resp.next_cursor} if resp.next_cursor else {}
         if not as_csv:
             return _json(resp)
@@ -209,7 +240,7 @@ async def get_vs_actual(request: Request, p: Annotated[VsActualParams, Query()])
     and interval coverage over the steps that have an actual."""
 
     def build(store: Store, state: StoreState, as_csv: bool) -> CachedResponse:
-        resp = service.forecast_vs_actual(store, p, state.tables)
+        resp = service.forecast_vs_actual(store, p, state.tables, _latest_fn(store, state))
         if not as_csv:
             return _json(resp)
         header = ["ts", "actual", "yhat", "lower", "upper", "error", "run_id", "issued_at", "horizon_steps",

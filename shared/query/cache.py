@@ -67,6 +67,10 @@ class QueryCache:
         self.max_entries = max_entries
         self.max_entry_bytes = max_entry_bytes
         self._entries: OrderedDict[Hashable, Any] = OrderedDict()
+        # Small derived facts (known series, latest timestamp per series) keyed on the watermark: kept
+        # even when response caching is off, they are what makes a response-cache miss cost one query.
+        self._memo: OrderedDict[Hashable, tuple[Any]] = OrderedDict()
+        self.max_memo = 1024
         self._states: dict[str, StoreState] = {}
         self._lock = threading.Lock()
         self._refresh_lock = threading.Lock()
@@ -107,14 +111,19 @@ class QueryCache:
 
     def memo(self, key: Hashable, compute: Callable[[], Any]) -> Any:
         """Cached ``compute()`` (the key must contain the watermark token)."""
-        boxed = self.get(key)  # boxed in a 1-tuple so that a computed None is cached too
+        with self._lock:
+            boxed = self._memo.get(key)  # boxed in a 1-tuple so that a computed None is cached too
         if boxed is None:
             boxed = (compute(),)
-            self.put(key, boxed)
+            with self._lock:
+                self._memo[key] = boxed
+                while len(self._memo) > self.max_memo:
+                    self._memo.popitem(last=False)
         return boxed[0]
 
     def clear(self) -> None:
         """Forget every entry and watermark."""
         with self._lock:
             self._entries.clear()
+            self._memo.clear()
             self._states.clear()

@@ -15,8 +15,9 @@ import io
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from shared.errors import ArtifactError, BadRequestError, NotFoundError, PowerSenseError
@@ -211,10 +212,17 @@ def measurements_sql(p: MeasurementsParams) -> str:
     """
 
 
+LatestFn = Callable[[str, str], "datetime | None"]
+
+
 def resolve_measurements(
-    store: Store, p: MeasurementsParams, known: set[tuple[str, str]]
+    store: Store, p: MeasurementsParams, known: set[tuple[str, str]], latest: LatestFn | None = None
 ) -> tuple[str, dict[str, Any], datetime, datetime]:
-    """Validate semantics and return (sql, params, start, end) for a measurements page."""
+    """Validate semantics and return (sql, params, start, end) for a measurements page.
+
+    ``latest(source, metric)`` gives the latest stored timestamp (default: ask the store); the API
+    passes a memoised one.
+    """
     if (p.source, p.metric) not in known:
         names = sorted(m for s, m in known if s == p.source)
         hint = f"known metrics for {p.source}: {names}" if names else "no measurements stored for this source"
@@ -224,7 +232,7 @@ def resolve_measurements(
     step = timedelta(minutes=INTERVAL_MINUTES[p.interval]) if p.interval != "raw" else RAW_STEP
     default_end = None
     if p.end is None:
-        last = latest_ts(store, p.source, p.metric)
+        last = (latest or partial(latest_ts, store))(p.source, p.metric)
         default_end = _floor(last, step) + step if last is not None else None
     max_days = MAX_RANGE_DAYS_DAILY if p.interval == "1d" else MAX_RANGE_DAYS
     start, end = _window(p.start, p.end, default_end, DEFAULT_WINDOW_DAYS, max_days)
@@ -247,9 +255,11 @@ def resolve_measurements(
     return measurements_sql(p), params, start, end
 
 
-def measurements(store: Store, p: MeasurementsParams, known: set[tuple[str, str]]) -> MeasurementsResponse:
+def measurements(
+    store: Store, p: MeasurementsParams, known: set[tuple[str, str]], latest: LatestFn | None = None
+) -> MeasurementsResponse:
     """A page of measurements: latest or all versions, optionally resampled, optionally as of a time."""
-    sql, params, start, end = resolve_measurements(store, p, known)
+    sql, params, start, end = resolve_measurements(store, p, known, latest)
     rows = store.query_rows(sql, params)
     more = len(rows) > p.limit
     rows = rows[: p.limit]
@@ -419,11 +429,13 @@ def _accuracy(points: Sequence[VsActualPoint]) -> AccuracySummary:
     )
 
 
-def forecast_vs_actual(store: Store, p: VsActualParams, tables: frozenset[str]) -> VsActualResponse:
+def forecast_vs_actual(
+    store: Store, p: VsActualParams, tables: frozenset[str], latest: LatestFn | None = None
+) -> VsActualResponse:
     """Per target step of the period, the latest forecast issued before it next to the actual value."""
     default_end = None
     if p.end is None:
-        last = latest_ts(store, p.source, p.metric)
+        last = (latest or partial(latest_ts, store))(p.source, p.metric)
         default_end = _floor(last, RAW_STEP) + RAW_STEP if last is not None else None
     start, end = _window(p.start, p.end, default_end, DEFAULT_WINDOW_DAYS, MAX_VS_ACTUAL_DAYS)
     rows: list[tuple[Any, ...]] = []
