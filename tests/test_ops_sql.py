@@ -273,3 +273,113 @@ def test_forecast_accuracy_mart_ranks_rte_intraday_above_day_ahead(ops_store: St
     )
     assert df["horizon_day"].tolist() == [0, 1]
     assert df["mape"].iloc[0] < df["mape"].iloc[1] < 0.03
+
+
+# --- the query function's /metrics → the alert rules ---------------------------------------------------
+
+# Scraped 12 h 30 min after the newest 2023 value (2023-12-31T23:45Z) and 7 h 15 min after the
+# newest forecast run (RTE's intraday forecast for 2024-01-01, issued 06:00 Paris time).
+SCRAPE_AT = datetime(2024, 1, 1, 12, 15, tzinfo=UTC)
+
+
+@pytest.fixture
+def query_metrics(ops_store: Store, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The exposition the real query function serves on /metrics for the test database."""
+    from fastapi.testclient import TestClient
+
+    from local_dev.functions import load_handler
+    from shared import clock
+    from shared import settings as settings_mod
+    from shared import store as store_mod
+
+    monkeypatch.setenv("POWERSENSE_CLICKHOUSE_DATABASE", ops_store.database)
+    settings_mod.get_settings.cache_clear()
+    store_mod.reset_store()
+    clock.install(clock.SimulatedClock(SCRAPE_AT, speed=0.0))
+    try:
+        response = TestClient(load_handler("query").app).get("/metrics")
+        assert response.status_code == 200, response.text
+        return response.text
+    finally:
+        clock.install(None)
+        settings_mod.get_settings.cache_clear()
+        store_mod.reset_store()
+
+
+def test_query_metrics_carry_the_names_and_labels_the_alerts_expect(query_metrics: str) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples = {f.name: f.samples for f in text_string_to_metric_families(query_metrics)}
+    freshness = {s.labels["metric"]: s.value for s in samples["powersense_data_freshness_seconds"]}
+    assert freshness["consommation"] == pytest.approx(12.5 * 3600)
+    age = {s.labels["metric"]: s.value for s in samples["powersense_forecast_age_seconds"]}
+    assert age == {"consommation": pytest.approx(7.25 * 3600)}
+    assert {s.labels["horizon_day"] for s in samples["powersense_forecast_mape_ratio"]} == {"0", "1"}
+    assert sum(s.value for s in samples["powersense_anomalies_open"]) > 0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_prometheus_scraping_query_metrics_raises_the_staleness_and_anomaly_alerts(
+    query_metrics: str, tmp_path: Path
+) -> None:
+    """A real Prometheus scrapes what the query function served and evaluates the repository's rules."""
+    import shutil
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import httpx
+    import yaml
+
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.skip("prometheus not installed: apt-get install -y prometheus")
+    body = query_metrics.encode()
+
+    class Exposition(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    exporter = ThreadingHTTPServer(("127.0.0.1", _free_port()), Exposition)
+    threading.Thread(target=exporter.serve_forever, daemon=True).start()
+    web = _free_port()
+    rules = sorted(str(p) for p in (REPO / "observability" / "prometheus" / "rules").glob("*.yml"))
+    config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"}, "rule_files": rules,
+              "scrape_configs": [{"job_name": "powersense-query", "metrics_path": "/function/query/metrics",
+                                  "static_configs": [{"targets": [f"127.0.0.1:{exporter.server_port}"]}]}]}
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    proc = subprocess.Popen([binary, f"--config.file={tmp_path / 'prometheus.yml'}",
+                             f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{web}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wanted = {"PowerSenseDataStale", "PowerSenseDataStaleCritical", "PowerSenseForecastStale",
+              "PowerSenseForecastStaleCritical", "PowerSenseAnomaliesOpen"}
+    active: set[str] = set()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not wanted <= active:
+            time.sleep(0.5)
+            try:
+                alerts = httpx.get(f"http://127.0.0.1:{web}/api/v1/alerts", timeout=2).json()["data"]["alerts"]
+            except httpx.HTTPError:
+                continue
+            active = {a["labels"]["alertname"] for a in alerts
+                      if a["labels"].get("metric", "consommation") == "consommation"}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        exporter.shutdown()
+    assert wanted <= active, f"active alerts: {sorted(active)}"
+    assert "PowerSenseFreshnessUnknown" not in active
