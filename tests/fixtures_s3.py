@@ -34,7 +34,8 @@ class S3Server:
 
 def _free_ports(n: int) -> list[int]:
     """n distinct free TCP ports (and their +10000 gRPC companions are not assumed: all are explicit)."""
-    socks, ports = [], []
+    socks: list[socket.socket] = []
+    ports: list[int] = []
     while len(ports) < n:
         s = socket.socket()
         s.bind(("127.0.0.1", 0))

@@ -97,8 +97,8 @@ def test_featurize_recomputes_only_the_affected_window(store: Store, settings: S
     insert_measurements(store, revised, version=2)
     second = featurize(store, settings, now)
     assert pd.Timestamp(second["window_start"]) == t and second["rows_out"] == 84  # to the end of the data (42 h)
-    got = store.query_df("select ts, value, lag_1 from {db:Identifier}.features final where ts >= {t:DateTime64(3, 'UTC')} "
-                         "order by ts limit 2", {"t": t.to_pydatetime()})
+    got = store.query_df("select ts, value, lag_1 from {db:Identifier}.features final "
+                         "where ts >= {t:DateTime64(3, 'UTC')} order by ts limit 2", {"t": t.to_pydatetime()})
     assert got["value"].iloc[0] == 12345.0 and got["lag_1"].iloc[1] == 12345.0
     assert int(store.scalar("select count() from {db:Identifier}.features final")) == 21 * 48
     assert np.isfinite(got["value"]).all()

@@ -1,0 +1,37 @@
+"""featurize: put the latest series on the grid and write lag/rolling/calendar/temperature features
+for the window new or revised data affects (wiring only; logic: shared/features.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Depends, Request
+from mangum import Mangum
+
+from shared import clock
+from shared.app import RunResponse, create_app, invoke_stage, settings_dep, store_dep
+from shared.features import featurize
+from shared.runs import Run
+from shared.settings import Settings
+from shared.store import Store
+
+app = create_app("featurize", description="Incremental features of the forecast series on a regular grid")
+
+
+@app.post("/", response_model=RunResponse)
+def invoke(
+    request: Request, store: Store = Depends(store_dep), settings: Settings = Depends(settings_dep)
+) -> dict[str, Any]:
+    """Run one featurize pass (cron or HTTP; no parameters: the watermark decides the window)."""
+
+    def body(run: Run) -> None:
+        details = featurize(store, settings, clock.now())
+        run.rows_in, run.rows_out = int(details.pop("rows_in")), int(details.pop("rows_out"))
+        run.details.update(details)
+        if details.get("up_to_date"):
+            run.skip("features up to date")
+
+    return invoke_stage(request, store, "featurize", body)
+
+
+handler = Mangum(app)

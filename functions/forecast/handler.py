@@ -1,0 +1,52 @@
+"""forecast: train on schedule, keep the better model, write a 7-day forecast every run
+(wiring only; logic: shared/forecasting/service.py, artifacts: shared/artifacts.py).
+
+Timeout: training (~1 min on 2 cores) plus prediction run well inside the stack's 300 s exec_timeout."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Body, Depends, Request
+from mangum import Mangum
+from pydantic import BaseModel, Field
+
+from shared import clock
+from shared.app import RunResponse, create_app, invoke_stage, settings_dep, store_dep
+from shared.artifacts import get_artifact_store
+from shared.runs import Run
+from shared.settings import Settings
+from shared.store import Store
+
+app = create_app("forecast", description="7-day load forecasts from the current NeuralProphet model")
+
+
+class ForecastRequest(BaseModel):
+    """Optional parameters; an empty body (cron) trains only when due."""
+
+    train: bool = Field(default=True, description="allow training in this run when due")
+    force_train: bool = Field(default=False, description="train now even if the model is fresh")
+
+
+@app.post("/", response_model=RunResponse)
+def invoke(
+    request: Request,
+    body: ForecastRequest | None = Body(default=None),
+    store: Store = Depends(store_dep),
+    settings: Settings = Depends(settings_dep),
+) -> dict[str, Any]:
+    """Run one forecast (train if due, then predict or fall back)."""
+    from shared.forecasting.service import run_forecast  # the ML stack loads on first call, not at import
+
+    opts = body or ForecastRequest()
+
+    def run_body(run: Run) -> None:
+        res = run_forecast(store, settings, lambda: get_artifact_store(settings), clock.now(), run.run_id,
+                           train=opts.train, force_train=opts.force_train)
+        run.rows_in, run.rows_out = int(res.details.get("points", 0)), res.rows
+        run.details.update(res.details)
+
+    return invoke_stage(request, store, "forecast", run_body)
+
+
+handler = Mangum(app)

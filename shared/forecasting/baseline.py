@@ -1,0 +1,71 @@
+"""Seasonal-naive forecast: the value at the same time one (or more) weeks earlier.
+
+It is both the benchmark of the backtest and the production fallback. No torch import here, so a
+fallback works even when the ML stack cannot load.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+WEEK = pd.Timedelta(days=7)
+
+
+def seasonal_naive(history: pd.DataFrame, origin: pd.Timestamp, targets: pd.DatetimeIndex) -> np.ndarray:
+    """Forecast ``targets`` from ``history`` (``ts``, ``value``) strictly before ``origin``.
+
+    Each target takes the value k weeks earlier with the smallest k that lands before the origin, so a
+    D+7 target never reads data after the origin (a plain 168-hour lag would, for evening targets).
+    Missing lagged values fall back to one more week back (up to 4 weeks).
+    """
+    s = history.dropna(subset=["value"]).set_index("ts")["value"].sort_index()
+    s = s[s.index < origin]
+    s = s[~s.index.duplicated(keep="last")]
+    out = np.full(len(targets), np.nan)
+    if s.empty:
+        return out
+    k0 = np.ceil((targets - origin + pd.Timedelta(microseconds=1)) / WEEK).astype(int).to_numpy()
+    k0 = np.maximum(k0, 1)
+    for extra in range(4):
+        todo = np.isnan(out)
+        if not todo.any():
+            break
+        lagged = targets[todo] - WEEK * (k0[todo] + extra)
+        out[todo] = s.reindex(lagged).to_numpy()
+    return out
+
+
+def seasonal_naive_many(
+    history: pd.DataFrame, origins: pd.DatetimeIndex, steps: int, step: pd.Timedelta
+) -> pd.DataFrame:
+    """Long frame ``origin, ts, yhat, lead_day`` of seasonal-naive forecasts from each origin."""
+    rows = []
+    for o in origins:
+        t = pd.date_range(o, periods=steps, freq=step)
+        lead_day = np.ceil((t - o + step) / pd.Timedelta(hours=24)).astype(int)
+        rows.append(pd.DataFrame({"origin": o, "ts": t, "yhat": seasonal_naive(history, o, t), "lead_day": lead_day}))
+    if not rows:
+        return pd.DataFrame(columns=["origin", "ts", "yhat", "lead_day"])
+    return pd.concat(rows, ignore_index=True)
+
+
+def relative_error_quantiles(fc: pd.DataFrame, actual: pd.DataFrame, level: float) -> dict[str, list[float]]:
+    """Per lead day, the (1−level)/2 and (1+level)/2 quantiles of (actual − yhat)/yhat (conformal bounds)."""
+    alpha = (1 - level) / 2
+    joined = fc.merge(actual[["ts", "value"]], on="ts", how="inner").dropna(subset=["value", "yhat"])
+    rel = (joined["value"] - joined["yhat"]) / joined["yhat"]
+    cal: dict[str, list[float]] = {}
+    for k, r in rel.groupby(joined["lead_day"]):
+        if len(r) >= 24:
+            cal[str(int(k))] = [float(r.quantile(alpha)), float(r.quantile(1 - alpha))]
+    return cal
+
+
+def apply_intervals(fc: pd.DataFrame, calibration: dict[str, list[float]]) -> pd.DataFrame:
+    """Add ``lower``/``upper`` = yhat × (1 + quantile) per lead day (NaN when that day is uncalibrated)."""
+    fc = fc.copy()
+    keys = fc["lead_day"].astype(int).astype(str)
+    fc["lower"] = fc["yhat"] * (1 + keys.map(lambda k: calibration.get(k, [np.nan, np.nan])[0]).astype(float))
+    fc["upper"] = fc["yhat"] * (1 + keys.map(lambda k: calibration.get(k, [np.nan, np.nan])[1]).astype(float))
+    return fc

@@ -1,0 +1,481 @@
+"""PowerSense's load model: two NeuralProphet networks, fit, predict, save/load.
+
+Why two stages: a single NeuralProphet with hourly autoregression over 7 days (n_lags = n_forecasts =
+168) trains for ~14 minutes and still loses to a week-old copy of the data at D+7, while the model
+without autoregression cannot follow level shifts (COVID, the 2022–23 sobriety drop) and misses by
+~7 %. So:
+
+1. **profile** — NeuralProphet on the grid without trend (``growth='off'``) and without lags:
+   yearly and weekly seasonality, daily seasonality *conditional* on day type (working day / Saturday
+   / Sunday-or-holiday) × summer/winter time, and one event per French public holiday plus bridge
+   days. Time is passed as local *standard* time (UTC+1 all year), so the grid has no DST holes or
+   duplicates; the summer-time condition moves the daily shape by the hour people shift.
+2. **level** — NeuralProphet with autoregression at a *daily* resolution: the profile's residual
+   averaged over 24-hour blocks ending at the forecast origin, ``n_lags`` blocks in, 8 blocks out
+   (covers D+7 from any origin hour). The block forecasts are interpolated between block centres and
+   added to the profile.
+
+Prediction intervals are conformal: quantiles of the relative errors per lead day measured on a
+holdout the model did not train on (see :func:`calibrate`).
+
+Artifacts are JSON (configuration, normalisation parameters, component names, calibration) plus
+``torch.save``'d state dicts — ``neuralprophet.load()`` unpickles whole objects, which torch ≥ 2.6
+refuses (``weights_only``), and unpickling from object storage would run arbitrary code anyway.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shared.features import TZ, _fr_holidays, steps_per_day
+from shared.forecasting.baseline import apply_intervals, relative_error_quantiles
+
+log = logging.getLogger(__name__)
+
+BLOCKS_OUT = 8  # 24-hour blocks forecast by the level model: enough for D+7 from any origin hour
+ANCHOR_HOURS = 6  # the forecast starts from the profile's mean residual over the last hours
+STD_OFFSET = pd.Timedelta(hours=1)  # Europe/Paris standard time (CET) = UTC+1
+CONDITIONS = [f"{season}_{day}" for season in ("summer", "winter") for day in ("work", "sat", "off")]
+HOLIDAY_EVENTS = [
+    "new_year", "easter_monday", "labour_day", "victory_day", "ascension", "whit_monday", "bastille_day",
+    "assumption", "all_saints", "armistice", "christmas", "bridge",
+]
+_HOLIDAY_KEYS = {
+    "New Year's Day": "new_year", "Easter Monday": "easter_monday", "Labor Day": "labour_day",
+    "Labour Day": "labour_day", "Victory Day": "victory_day", "Ascension Day": "ascension",
+    "Whit Monday": "whit_monday", "National Day": "bastille_day", "Assumption Day": "assumption",
+    "All Saints' Day": "all_saints", "Armistice Day": "armistice", "Christmas Day": "christmas",
+}
+
+
+@dataclass
+class ModelConfig:
+    """Hyper-parameters of both stages (stored with every artifact)."""
+
+    resolution_min: int = 30
+    epochs: int = 10
+    learning_rate: float = 0.01
+    batch_size: int = 1024
+    yearly_order: int = 10
+    weekly_order: int = 4
+    daily_order: int = 10
+    level_lags: int = 14
+    level_epochs: int = 60
+    level_learning_rate: float = 0.01
+    level_mode: str = "diff"  # "diff": day-to-day changes; "detrended": deviations from a trailing mean
+    level_baseline_days: int = 28
+    interval_level: float = 0.8
+    seed: int = 42
+    torch_threads: int = 2
+
+
+@dataclass
+class LoadModel:
+    """A trained model: the two NeuralProphet networks plus what prediction needs."""
+
+    config: ModelConfig
+    profile: Any  # NeuralProphet
+    level: Any  # NeuralProphet
+    calibration: dict[str, list[float]] = field(default_factory=dict)  # lead day "1".."8" → [q_lo, q_hi]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+# --- frames the two networks see -------------------------------------------------------------------
+def holiday_frame(start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    """Local dates with their event name (public holidays and bridge days) between two instants."""
+    rows = []
+    for y in range(start.tz_convert(TZ).year - 1, end.tz_convert(TZ).year + 2):
+        for d, name in _fr_holidays(y).items():
+            key = _HOLIDAY_KEYS.get(name)
+            if key:
+                rows.append((pd.Timestamp(d), key))
+            wd = pd.Timestamp(d).dayofweek
+            if wd == 1:
+                rows.append((pd.Timestamp(d) - pd.Timedelta(days=1), "bridge"))
+            elif wd == 3:
+                rows.append((pd.Timestamp(d) + pd.Timedelta(days=1), "bridge"))
+    return pd.DataFrame(rows, columns=["date", "event"]).drop_duplicates()
+
+
+def profile_frame(
+    ts: pd.Series | pd.DatetimeIndex, y: np.ndarray | pd.Series | None = None, events: list[str] | None = None
+) -> pd.DataFrame:
+    """The profile network's input: ``ds`` in local standard time, ``y``, day-type conditions, events."""
+    idx = pd.DatetimeIndex(ts)
+    local = idx.tz_convert(TZ)
+    dates = pd.DatetimeIndex(local.date)
+    hol = holiday_frame(idx.min(), idx.max()) if len(idx) else pd.DataFrame(columns=["date", "event"])
+    df = pd.DataFrame({"ds": (idx.tz_convert("UTC") + STD_OFFSET).tz_localize(None)})
+    df["y"] = np.asarray(y, dtype=float) if y is not None else np.nan
+    summer = np.array([t.utcoffset() == pd.Timedelta(hours=2) for t in local]) if len(local) else np.array([])
+    public = dates.isin(hol.loc[hol["event"] != "bridge", "date"])
+    wd = local.dayofweek.to_numpy()
+    day = np.where((wd == 6) | public, "off", np.where(wd == 5, "sat", "work"))
+    for cond in CONDITIONS:
+        season, kind = cond.split("_")
+        df[cond] = ((summer == (season == "summer")) & (day == kind)).astype(float)
+    for ev in HOLIDAY_EVENTS if events is None else events:
+        df[ev] = dates.isin(hol.loc[hol["event"] == ev, "date"]).astype(float)
+    return df
+
+
+def _new_profile(cfg: ModelConfig, events: list[str]) -> Any:
+    from neuralprophet import NeuralProphet
+
+    m = NeuralProphet(
+        growth="off",
+        yearly_seasonality=cfg.yearly_order,
+        weekly_seasonality=cfg.weekly_order,
+        daily_seasonality=False,
+        n_lags=0,
+        normalize="standardize",
+        learning_rate=cfg.learning_rate,  # always set: the LR finder crashes with this torch
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        impute_missing=False,
+        drop_missing=True,
+        collect_metrics=False,
+        accelerator="cpu",
+        trainer_config={"enable_checkpointing": False, "logger": False},
+    )
+    for cond in CONDITIONS:
+        m.add_seasonality(name=f"daily_{cond}", period=1, fourier_order=cfg.daily_order, condition_name=cond)
+    # Events are binary future regressors here: NeuralProphet's own events need a separate events
+    # frame; regressors keep one frame for fit and predict.
+    for ev in events:
+        m.add_future_regressor(ev, normalize="off")
+    return m
+
+
+def _new_level(cfg: ModelConfig) -> Any:
+    from neuralprophet import NeuralProphet
+
+    return NeuralProphet(
+        growth="off",
+        yearly_seasonality=False,
+        weekly_seasonality=False,
+        daily_seasonality=False,
+        n_lags=cfg.level_lags,
+        n_forecasts=BLOCKS_OUT,
+        normalize="standardize",
+        learning_rate=cfg.level_learning_rate,
+        epochs=cfg.level_epochs,
+        batch_size=64,
+        impute_missing=True,
+        collect_metrics=False,
+        accelerator="cpu",
+        trainer_config={"enable_checkpointing": False, "logger": False},
+    )
+
+
+def _quiet() -> None:
+    """NeuralProphet and Lightning log a lot at INFO; keep our JSON logs readable."""
+    import warnings
+
+    for mod in ("neuralprophet", "pytorch_lightning", "lightning", "torch"):
+        warnings.filterwarnings("ignore", module=mod)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    for name in ("NP", "neuralprophet", "pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    os.environ.setdefault("PYTORCH_LIGHTNING_DISABLE_PROGRESS_BAR", "1")
+
+
+def _seed(cfg: ModelConfig) -> None:
+    import random
+
+    import torch
+
+    torch.set_num_threads(max(1, cfg.torch_threads))
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+
+
+# --- stage helpers ------------------------------------------------------------------------------
+def _profile_predict(m: Any, ts: pd.DatetimeIndex) -> np.ndarray:
+    """Profile values for UTC instants (no lags, so any instants)."""
+    if len(ts) == 0:
+        return np.array([])
+    df = profile_frame(ts, events=m.powersense_events)
+    df["y"] = 0.0  # NeuralProphet wants a y column; the profile has no lags, so it is unused
+    out = m.predict(df, decompose=False)
+    return out["yhat1"].to_numpy(dtype=float)
+
+
+def block_means(ts: pd.DatetimeIndex, values: np.ndarray, ends: pd.DatetimeIndex, min_share: float = 0.5,
+                resolution_min: int = 30) -> np.ndarray:
+    """Mean of ``values`` over each block [ends[i-1] or ends[i]-24h, ends[i]); NaN when under-covered."""
+    s = pd.Series(values, index=ts).dropna()
+    out = np.full(len(ends), np.nan)
+    if s.empty:
+        return out
+    t = s.index.asi8
+    csum = np.concatenate([[0.0], np.cumsum(s.to_numpy())])
+    hi = np.searchsorted(t, ends.asi8, side="left")
+    lo = np.searchsorted(t, (ends - pd.Timedelta(hours=24)).asi8, side="left")
+    n = hi - lo
+    need = min_share * steps_per_day(resolution_min)
+    ok = n >= need
+    out[ok] = (csum[hi[ok]] - csum[lo[ok]]) / n[ok]
+    return out
+
+
+def _level_frame(block_values: np.ndarray) -> pd.DataFrame:
+    """The level network's input: one row per block on an arbitrary regular daily axis."""
+    ds = pd.date_range("2000-01-01", periods=len(block_values), freq="D")
+    return pd.DataFrame({"ds": ds, "y": block_values})
+
+
+# --- fit ------------------------------------------------------------------------------------------
+def fit(grid: pd.DataFrame, cfg: ModelConfig) -> LoadModel:
+    """Train both stages on ``grid`` (``ts`` UTC, ``value``; missing values are skipped)."""
+    _quiet()
+    _seed(cfg)
+    data = grid.dropna(subset=["value"])
+    if len(data) < 14 * steps_per_day(cfg.resolution_min):
+        from shared.errors import ModelError
+
+        raise ModelError(f"not enough data to train: {len(data)} grid points")
+    ts = pd.DatetimeIndex(data["ts"])
+    frame = profile_frame(ts, data["value"].to_numpy())
+    # an event absent from the training window cannot be learnt (NeuralProphet drops constant columns)
+    events = [ev for ev in HOLIDAY_EVENTS if frame[ev].any()]
+    frame = frame.drop(columns=[ev for ev in HOLIDAY_EVENTS if ev not in events])
+    profile = _new_profile(cfg, events)
+    profile.powersense_events = events
+    profile.fit(frame, freq=f"{cfg.resolution_min}min", progress=None, minimal=True)
+    resid = data["value"].to_numpy() - _profile_predict(profile, ts)
+    end = ts.max() + pd.Timedelta(minutes=cfg.resolution_min)
+    n_blocks = int((end - ts.min()) / pd.Timedelta(hours=24))
+    ends = pd.DatetimeIndex([end - pd.Timedelta(hours=24) * k for k in range(n_blocks - 1, -1, -1)])
+    blocks = block_means(ts, resid, ends, resolution_min=cfg.resolution_min)
+    blocks = _level_input(blocks, cfg)
+    _seed(cfg)
+    level = _new_level(cfg)
+    level.fit(_level_frame(blocks), freq="D", progress=None, minimal=True)
+    return LoadModel(cfg, profile, level, meta={"train_start": ts.min().isoformat(), "train_end": end.isoformat(),
+                                                "train_points": int(len(data))})
+
+
+# --- predict ----------------------------------------------------------------------------------------
+def predict(model: LoadModel, history: pd.DataFrame, origins: list[pd.Timestamp] | pd.DatetimeIndex,
+            horizon_end: pd.Timedelta | None = None) -> pd.DataFrame:
+    """Forecasts from each origin using only ``history`` strictly before it.
+
+    ``history``: ``ts`` (UTC), ``value`` on the model grid. Each origin is the first target step. Targets
+    run from the origin to ``origin + horizon_end`` (default 8 days, which covers D+7 from any hour).
+    Returns long columns ``origin, ts, yhat, lower, upper, lead_day`` (lead_day = ceil(lead / 24 h)).
+    """
+    cfg = model.config
+    step = pd.Timedelta(minutes=cfg.resolution_min)
+    horizon_end = horizon_end or pd.Timedelta(hours=24 * BLOCKS_OUT)
+    origins = pd.DatetimeIndex(origins).tz_convert("UTC")
+    hist = history.dropna(subset=["value"]).sort_values("ts")
+    hts = pd.DatetimeIndex(hist["ts"])
+    if len(origins) == 0:
+        return pd.DataFrame(columns=["origin", "ts", "yhat", "lower", "upper", "lead_day"])
+    lo = origins.min() - pd.Timedelta(days=cfg.level_lags + 2)
+    keep = (hts >= lo) & (hts < origins.max())
+    hts, hval = hts[keep], hist["value"].to_numpy()[keep]
+    # one profile call for every instant needed (history residuals and all targets)
+    n_steps = int(horizon_end / step)
+    targets = [pd.date_range(o, periods=n_steps, freq=step) for o in origins]
+    all_ts = hts.append(targets).unique().sort_values()
+    prof = pd.Series(_profile_predict(model.profile, all_ts), index=all_ts)
+    resid = hval - prof.reindex(hts).to_numpy()
+    # level network input: for each origin, its last ``level_lags`` blocks ending at the origin
+    lag_frames = []
+    n_blocks = cfg.level_lags + _extra_blocks(cfg)
+    for o in origins:
+        ends = pd.DatetimeIndex([o - pd.Timedelta(hours=24) * k for k in range(n_blocks - 1, -1, -1)])
+        b = block_means(hts, resid, ends, resolution_min=cfg.resolution_min)
+        lag_frames.append(pd.Series(b).interpolate(limit_direction="both").to_numpy())
+    lags = np.vstack(lag_frames)
+    level_fc = _level_output(model.level, lags, cfg)
+    rows = []
+    for i, o in enumerate(origins):
+        t = targets[i]
+        # interpolate block forecasts between block centres; the residual of the last hours anchors the start
+        centres = np.array([(o + pd.Timedelta(hours=24) * k - pd.Timedelta(hours=12)).value
+                            for k in range(1, BLOCKS_OUT + 1)], dtype=float)
+        recent = (hts >= o - pd.Timedelta(hours=ANCHOR_HOURS)) & (hts < o)
+        anchor = float(np.mean(resid[recent])) if recent.sum() >= 2 else float(level_fc[i, 0])
+        centres = np.concatenate([[(o - pd.Timedelta(hours=ANCHOR_HOURS / 2)).value], centres])
+        vals = np.concatenate([[anchor], level_fc[i]])
+        corr = np.interp(t.asi8.astype(float), centres, vals)
+        yhat = prof.reindex(t).to_numpy() + corr
+        lead_day = np.ceil((t - o + step) / pd.Timedelta(hours=24)).astype(int)
+        rows.append(pd.DataFrame({"origin": o, "ts": t, "yhat": yhat, "lead_day": lead_day}))
+    out = pd.concat(rows, ignore_index=True)
+    return apply_intervals(out, model.calibration)
+
+
+def _extra_blocks(cfg: ModelConfig) -> int:
+    """Blocks needed before the level network's lags (for differences or the trailing mean)."""
+    return 1 if cfg.level_mode == "diff" else cfg.level_baseline_days if cfg.level_mode == "detrended" else 0
+
+
+def _level_input(blocks: np.ndarray, cfg: ModelConfig) -> np.ndarray:
+    """The series the level network learns from the residual blocks (see ``level_mode``)."""
+    if cfg.level_mode == "diff":
+        # mean reversion of day-to-day *changes* keeps a new level (e.g. the 2022 sobriety drop)
+        # instead of pulling forecasts back to the training-period average
+        return np.diff(blocks)
+    if cfg.level_mode == "detrended":
+        # weather-driven deviations revert, the slow level (trailing mean) persists
+        base = pd.Series(blocks).rolling(cfg.level_baseline_days, min_periods=cfg.level_baseline_days // 2).mean()
+        return (blocks - base.shift(1).to_numpy())[cfg.level_baseline_days:]
+    return blocks
+
+
+def _level_output(level: Any, lags: np.ndarray, cfg: ModelConfig) -> np.ndarray:
+    """Block forecasts of the residual from each origin's recent blocks (inverse of :func:`_level_input`)."""
+    if cfg.level_mode == "diff":
+        return np.nan_to_num(lags[:, -1:]) + np.cumsum(_level_forecast(level, np.diff(lags, axis=1)), axis=1)
+    if cfg.level_mode == "detrended":
+        n = cfg.level_baseline_days
+        rows, bases = [], []
+        for row in lags:
+            base = pd.Series(row).rolling(n, min_periods=n // 2).mean().shift(1).to_numpy()
+            rows.append((row - base)[n:])
+            bases.append(np.nanmean(row[-n:]))
+        return np.array(bases)[:, None] + _level_forecast(level, np.vstack(rows))
+    return _level_forecast(level, lags)
+
+
+def _level_forecast(level: Any, lags: np.ndarray) -> np.ndarray:
+    """Level forecasts (n_origins × BLOCKS_OUT) from rows of lagged block residuals.
+
+    Each origin becomes its own short series (lags + empty future), predicted in one call.
+    """
+    frames = []
+    for i, row in enumerate(lags):
+        row = pd.Series(row).interpolate(limit_direction="both").fillna(0.0).to_numpy()
+        f = _level_frame(np.concatenate([row, np.full(BLOCKS_OUT, np.nan)]))
+        f["ID"] = f"o{i:06d}"  # zero-padded: NeuralProphet groups (and so orders) by ID
+        frames.append(f)
+    df = pd.concat(frames, ignore_index=True)
+    out = level.predict(df, decompose=False, raw=True, auto_extend=False)
+    res = out[[f"step{k}" for k in range(BLOCKS_OUT)]].to_numpy(dtype=float)
+    if res.shape != (len(lags), BLOCKS_OUT):
+        from shared.errors import ModelError
+
+        raise ModelError(f"level network returned {res.shape}, expected {(len(lags), BLOCKS_OUT)}")
+    return res
+
+
+def calibrate(model: LoadModel, fc: pd.DataFrame, actual: pd.DataFrame) -> dict[str, list[float]]:
+    """Conformal interval calibration: per lead day, quantiles of (actual − yhat) / yhat on a holdout."""
+    model.calibration = relative_error_quantiles(fc, actual, model.config.interval_level)
+    return model.calibration
+
+
+# --- save / load --------------------------------------------------------------------------------------
+def _encode(v: Any) -> Any:
+    """JSON form of a normalisation shift/scale (floats, or the time axis' Timestamp/Timedelta)."""
+    if isinstance(v, pd.Timestamp):
+        return {"timestamp": v.isoformat()}
+    if isinstance(v, pd.Timedelta):
+        return {"timedelta_ns": int(v.value)}
+    return float(v)
+
+
+def _decode(v: Any) -> Any:
+    if isinstance(v, dict) and "timestamp" in v:
+        return pd.Timestamp(v["timestamp"])
+    if isinstance(v, dict) and "timedelta_ns" in v:
+        return pd.Timedelta(int(v["timedelta_ns"]))
+    return v
+
+
+def _data_params(m: Any) -> dict[str, list[Any]]:
+    return {k: [_encode(v.shift), _encode(v.scale)] for k, v in m.config_normalization.global_data_params.items()}
+
+
+def _state_bytes(m: Any) -> bytes:
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(OrderedDict((k, v.detach().cpu()) for k, v in m.model.state_dict().items()), buf)
+    return buf.getvalue()
+
+
+def to_files(model: LoadModel) -> dict[str, bytes]:
+    """Serialise to ``model.json`` + ``profile.pt`` + ``level.pt`` (state dicts only)."""
+    doc = {
+        "format": "powersense-two-stage-v1",
+        "config": asdict(model.config),
+        "calibration": model.calibration,
+        "meta": model.meta,
+        "profile": {"data_params": _data_params(model.profile), "freq": model.profile.data_freq,
+                    "events": model.profile.powersense_events},
+        "level": {"data_params": _data_params(model.level), "freq": model.level.data_freq},
+    }
+    return {
+        "model.json": json.dumps(doc, indent=1, sort_keys=True).encode(),
+        "profile.pt": _state_bytes(model.profile),
+        "level.pt": _state_bytes(model.level),
+    }
+
+
+def _restore(m: Any, part: dict[str, Any], state: bytes) -> Any:
+    """Rebuild a fitted NeuralProphet from its constructor config, normalisation and weights."""
+    import torch
+    from neuralprophet import df_utils, utils
+
+    m.data_freq = part["freq"]
+    if m.config_seasonality is not None:
+        # resolves the (explicit, data-independent) seasonality orders exactly as fit() does
+        stub = pd.DataFrame({"ds": pd.date_range("2000-01-01", periods=3, freq=m.data_freq)})
+        m.config_seasonality = utils.set_auto_seasonalities(stub, config_seasonality=m.config_seasonality)
+    m.id_list = ["__df__"]
+    m.num_trends_modelled = 1
+    m.num_seasonalities_modelled = 1
+    periods = m.config_seasonality.periods if m.config_seasonality is not None else {}
+    m.num_seasonalities_modelled_dict = OrderedDict((k, 1) for k in periods)
+    m.meta_used_in_model = False
+    m.max_lags = df_utils.get_max_num_lags(m.config_lagged_regressors, m.n_lags)
+    if m.max_lags == 0 and m.n_forecasts > 1:
+        m.n_forecasts = 1
+        m.predict_steps = 1
+    m.config_normalization.global_normalization = True
+    m.config_normalization.global_data_params = OrderedDict(
+        (k, df_utils.ShiftScale(shift=_decode(v[0]), scale=_decode(v[1]))) for k, v in part["data_params"].items()
+    )
+    m.config_normalization.local_data_params = OrderedDict([("__df__", m.config_normalization.global_data_params)])
+    m._init_model()
+    m.model.load_state_dict(torch.load(io.BytesIO(state), weights_only=True))
+    m.model.eval()
+    m.fitted = True
+    m.early_stopping = False
+    m.trainer, _ = utils.configure_trainer(
+        config_train=m.config_train, config=m.trainer_config, metrics_logger=m.metrics_logger,
+        early_stopping=False, accelerator="cpu", progress_bar_enabled=False, metrics_enabled=False,
+    )
+    return m
+
+
+def from_files(files: dict[str, bytes]) -> LoadModel:
+    """Inverse of :func:`to_files`."""
+    _quiet()
+    doc = json.loads(files["model.json"])
+    if doc.get("format") != "powersense-two-stage-v1":
+        from shared.errors import ModelError
+
+        raise ModelError(f"unknown model format {doc.get('format')!r}")
+    cfg = ModelConfig(**doc["config"])
+    _seed(cfg)
+    events = doc["profile"]["events"]
+    profile = _restore(_new_profile(cfg, events), doc["profile"], files["profile.pt"])
+    profile.powersense_events = events
+    level = _restore(_new_level(cfg), doc["level"], files["level.pt"])
+    return LoadModel(cfg, profile, level, calibration=doc["calibration"], meta=doc["meta"])

@@ -1,0 +1,418 @@
+"""The forecast stage: train on schedule, keep the better model, issue a 7-day forecast every run.
+
+``plan → compute → write``:
+
+1. read the series (``shared.series.load_series``) and put it on the grid; drop points the detect
+   stage flagged as open anomalies (if that table exists);
+2. decide whether to train: no current model, current model older than ``forecast_retrain_hours``,
+   or a ``retrain_request`` row in ``model_metrics`` newer than the model (table owned by detect;
+   read defensively);
+3. train on the window minus the most recent ``forecast_holdout_days``, calibrate the intervals and
+   score the new model on that holdout; score the current model on the same holdout; move the
+   ``current`` pointer only if the new one is not worse (else keep it and record why);
+4. forecast 7 local days ahead from the current model (loaded from the artifact store once per
+   process, cached by version) and write ``forecasts`` rows with ``quality='model'``;
+5. on any of: no model, input checks failed (stale or incomplete data), artifact store down,
+   prediction error → a seasonal-naive forecast with ``quality='fallback'`` and the reason, so
+   consumers always get 7 days ahead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shared.errors import ArtifactError, ModelError, StoreError
+from shared.features import TZ, build_grid
+from shared.forecasting import baseline
+from shared.logs import log_event
+from shared.settings import Settings
+from shared.store import Store
+
+log = logging.getLogger(__name__)
+
+LEVEL_BLOCKS = 8
+
+
+def model_config(settings: Settings) -> Any:
+    """The model hyper-parameters from settings (imports the ML stack lazily)."""
+    from shared.forecasting.model import ModelConfig
+
+    return ModelConfig(
+        resolution_min=settings.forecast_resolution_min,
+        epochs=settings.forecast_epochs,
+        learning_rate=settings.forecast_learning_rate,
+        batch_size=settings.forecast_batch_size,
+        level_lags=settings.forecast_level_lags,
+        level_epochs=settings.forecast_level_epochs,
+        interval_level=settings.forecast_interval_level,
+        seed=settings.forecast_seed,
+        torch_threads=settings.forecast_torch_threads,
+    )
+
+
+# --- pure pieces ---------------------------------------------------------------------------------------
+def holdout_origins(start: pd.Timestamp, end: pd.Timestamp, hour: int = 12) -> pd.DatetimeIndex:
+    """Daily origins at ``hour`` local time whose first day of targets lies inside [start, end)."""
+    days = pd.date_range(start.tz_convert(TZ).normalize().tz_localize(None),
+                         end.tz_convert(TZ).normalize().tz_localize(None), freq="D")
+    out = [(d + pd.Timedelta(hours=hour)).tz_localize(TZ).tz_convert("UTC") for d in days]
+    return pd.DatetimeIndex([o for o in out if start + pd.Timedelta(days=1) <= o < end - pd.Timedelta(days=1)])
+
+
+def holdout_metrics(fc: pd.DataFrame, actual: pd.DataFrame, end: pd.Timestamp) -> dict[str, Any]:
+    """MAPE per lead day (and overall) of forecasts whose targets fall before ``end``."""
+    j = fc[fc["ts"] < end].merge(actual[["ts", "value"]], on="ts").dropna(subset=["value", "yhat"])
+    if j.empty:
+        return {"mape": None, "n": 0}
+    ape = (j["yhat"] - j["value"]).abs() / j["value"].abs() * 100
+    per_day = {str(int(k)): round(float(v), 3) for k, v in ape.groupby(j["lead_day"]).mean().items()}
+    cov = None
+    if "lower" in j and j["lower"].notna().all():
+        cov = round(float(((j["value"] >= j["lower"]) & (j["value"] <= j["upper"])).mean()), 3)
+    return {"mape": round(float(ape.mean()), 3), "mape_by_lead_day": per_day, "coverage": cov, "n": int(len(j))}
+
+
+def train_and_calibrate(grid: pd.DataFrame, settings: Settings, cfg: Any | None = None) -> tuple[Any, dict[str, Any]]:
+    """Train on ``grid`` minus its last ``forecast_holdout_days``; calibrate and score on the holdout.
+
+    Returns the model and ``{"holdout": [start, end], "metrics": {...}}``.
+    """
+    from shared.forecasting import model as fm
+
+    cfg = cfg or model_config(settings)
+    data = grid.dropna(subset=["value"])
+    if data.empty:
+        raise ModelError("no data to train on")
+    end = data["ts"].max() + pd.Timedelta(minutes=cfg.resolution_min)
+    hold_start = end - pd.Timedelta(days=settings.forecast_holdout_days)
+    model = fm.fit(grid[grid["ts"] < hold_start], cfg)
+    origins = holdout_origins(hold_start, end)
+    if len(origins) == 0:
+        raise ModelError("holdout too short for calibration")
+    fc = fm.predict(model, grid, origins)
+    fc = fc[fc["ts"] < end]
+    fm.calibrate(model, fc, grid)
+    fc = baseline.apply_intervals(fc, model.calibration)
+    metrics = holdout_metrics(fc, grid, end)
+    model.meta.update({"holdout": [hold_start.isoformat(), end.isoformat()], "holdout_metrics": metrics})
+    return model, {"holdout": [hold_start.isoformat(), end.isoformat()], "metrics": metrics}
+
+
+def fingerprint(grid: pd.DataFrame) -> str:
+    """sha256 of the training grid (timestamps and values), to tell which data a model saw."""
+    h = hashlib.sha256()
+    h.update(pd.DatetimeIndex(grid["ts"]).asi8.tobytes())
+    h.update(np.nan_to_num(grid["value"].to_numpy(dtype=float), nan=-1.0).tobytes())
+    return h.hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    """Versions that decide whether a stored model can be loaded."""
+    import importlib.metadata as md
+
+    out = {}
+    for pkg in ("neuralprophet", "torch", "pandas", "numpy"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "missing"
+    return out
+
+
+def forecast_targets(last_obs: pd.Timestamp, issued_at: pd.Timestamp, resolution_min: int,
+                     horizon_days: int) -> pd.DatetimeIndex:
+    """Steps from the one after ``last_obs`` to the end of local day D+``horizon_days`` of ``issued_at``."""
+    step = pd.Timedelta(minutes=resolution_min)
+    # stale data: start at the current step, not in the past (the forecast still covers D+1…D+7)
+    origin = max(last_obs + step, issued_at.floor(step))
+    end_day = (issued_at.tz_convert(TZ).normalize().tz_localize(None) + pd.Timedelta(days=horizon_days + 1))
+    end = end_day.tz_localize(TZ).tz_convert("UTC")
+    return pd.date_range(origin, end, freq=step, inclusive="left")
+
+
+def forecast_rows(fc: pd.DataFrame, *, run_id: str, model_version: str, issued_at: pd.Timestamp,
+                  settings: Settings, quality: str, fallback_reason: str = "") -> pd.DataFrame:
+    """Shape a forecast (``ts, yhat, lower, upper``) into ``forecasts`` rows."""
+    origin = fc["ts"].min()
+    step = pd.Timedelta(minutes=settings.forecast_resolution_min)
+    issued_day = issued_at.tz_convert(TZ).normalize().tz_localize(None)
+    tday = pd.DatetimeIndex(fc["ts"]).tz_convert(TZ).normalize().tz_localize(None)
+    return pd.DataFrame({
+        "run_id": run_id,
+        "model_version": model_version,
+        "issued_at": issued_at,
+        "origin": origin,
+        "source": settings.series_source,
+        "metric": settings.series_metric,
+        "ts": pd.DatetimeIndex(fc["ts"]),
+        "horizon_steps": (((fc["ts"] - origin) / step).round().astype(int) + 1).astype("uint16").to_numpy(),
+        # steps of the issue day before issued_at (data up to the previous local day) count as D+0
+        "horizon_day": np.clip(((tday - issued_day) / pd.Timedelta(days=1)).round(), 0, None).astype("uint8"),
+        "yhat": fc["yhat"].astype(float).to_numpy(),
+        "lower": fc["lower"].astype(float).to_numpy(),
+        "upper": fc["upper"].astype(float).to_numpy(),
+        "interval_level": float(settings.forecast_interval_level),
+        "quality": quality,
+        "fallback_reason": fallback_reason,
+    })
+
+
+def input_problem(grid: pd.DataFrame, now: pd.Timestamp, settings: Settings) -> str:
+    """'' when the recent data is good enough for the model, else why not (stale / incomplete)."""
+    data = grid.dropna(subset=["value"])
+    if data.empty:
+        return "no data"
+    last = data["ts"].max()
+    age_h = (now - last) / pd.Timedelta(hours=1)
+    if age_h > settings.forecast_max_staleness_hours:
+        return f"stale data: newest value {last.isoformat()} is {age_h:.1f} h old"
+    recent = grid[grid["ts"] >= last - pd.Timedelta(days=14)]
+    share = float(recent["value"].notna().mean()) if len(recent) else 0.0
+    if share < settings.forecast_min_completeness:
+        return f"incomplete data: {share:.0%} of the last 14 days present"
+    return ""
+
+
+# --- I/O ---------------------------------------------------------------------------------------------
+def _table_exists(store: Store, name: str) -> bool:
+    return bool(store.scalar(
+        "select count() from system.tables where database = {db:String} and name = {t:String}", {"t": name}))
+
+
+def load_grid(store: Store, settings: Settings, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    """The series on the forecast grid, open anomalies removed (when detect's table exists)."""
+    from shared.series import load_series
+
+    s = load_series(store, settings.series_source, settings.series_metric, start.to_pydatetime(), end.to_pydatetime())
+    s = s[["ts", "value"]]
+    if not s.empty and _table_exists(store, "anomalies"):
+        try:
+            bad = store.query_df(
+                "select distinct ts from {db:Identifier}.anomalies final where source = {s:String} "
+                "and metric = {m:String} and status = 'open' and ts >= {a:DateTime64(3, 'UTC')} "
+                "and ts < {b:DateTime64(3, 'UTC')}",
+                {"s": settings.series_source, "m": settings.series_metric,
+                 "a": start.to_pydatetime(), "b": end.to_pydatetime()},
+            )
+            if not bad.empty:
+                s = s[~s["ts"].isin(set(bad["ts"]))]
+                log_event(log, "anomalies_excluded", points=int(len(bad)))
+        except StoreError as exc:  # another engineer's table with a different shape must not stop forecasts
+            log_event(log, "anomalies_unreadable", logging.WARNING, error=str(exc))
+    if s.empty:
+        return pd.DataFrame({"ts": pd.Series(dtype="datetime64[ns, UTC]"), "value": pd.Series(dtype=float)})
+    return build_grid(s, settings.forecast_resolution_min, start, s["ts"].max() + pd.Timedelta(minutes=1),
+                      settings.max_interp_steps)[["ts", "value"]]
+
+
+def retrain_requested_after(store: Store, settings: Settings, trained_at: pd.Timestamp) -> bool:
+    """True when detect recorded a retrain request newer than the model (model_metrics, if it exists)."""
+    if not _table_exists(store, "model_metrics"):
+        return False
+    try:
+        cols = {r[0] for r in store.query_rows(
+            "select name from system.columns where database = {db:String} and table = 'model_metrics'")}
+        time_col = next((c for c in ("computed_at", "created_at", "ts", "inserted_at") if c in cols), None)
+        if "kind" not in cols or time_col is None:
+            return False
+        n = store.scalar(
+            f"select count() from {{db:Identifier}}.model_metrics where kind = 'retrain_request' "
+            f"and {time_col} > {{t:DateTime64(3, 'UTC')}}",
+            {"t": trained_at.to_pydatetime()},
+        )
+        return bool(n)
+    except StoreError as exc:
+        log_event(log, "model_metrics_unreadable", logging.WARNING, error=str(exc))
+        return False
+
+
+# --- model cache (one load per process and version) ------------------------------------------------------
+_cache: dict[str, Any] = {}
+_cache_lock = threading.Lock()
+
+
+def cached_model(artifacts: Any, series: str, version: str) -> Any:
+    """The model of ``version``, loaded from the artifact store once per process."""
+    key = f"{series}/{version}"
+    with _cache_lock:
+        if key not in _cache:
+            _cache.clear()  # keep one model in memory
+            _cache[key] = artifacts.load_model(series, version)
+        return _cache[key]
+
+
+# --- the stage ---------------------------------------------------------------------------------------------
+@dataclass
+class ForecastResult:
+    """What a forecast run did (goes into pipeline_runs.details)."""
+
+    rows: int = 0
+    quality: str = ""
+    fallback_reason: str = ""
+    model_version: str = ""
+    trained: dict[str, Any] | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def series_key(settings: Settings) -> str:
+    """Artifact series name, e.g. ``eco2mix_national.consommation.30min``."""
+    return f"{settings.series_source}.{settings.series_metric}.{settings.forecast_resolution_min}min"
+
+
+def maybe_train(store: Store, settings: Settings, artifacts: Any, grid: pd.DataFrame, now: pd.Timestamp,
+                force: bool = False) -> dict[str, Any]:
+    """Train if due; store the new version; move ``current`` only if not worse on the holdout."""
+    from shared.forecasting import model as fm
+
+    series = series_key(settings)
+    current = artifacts.current(series)
+    reason = ""
+    if force:
+        reason = "requested"
+    elif current is None:
+        reason = "no model"
+    else:
+        trained_at = pd.Timestamp(current["trained_at"])
+        if now - trained_at >= pd.Timedelta(hours=settings.forecast_retrain_hours):
+            reason = f"model older than {settings.forecast_retrain_hours:g} h"
+        elif retrain_requested_after(store, settings, trained_at):
+            reason = "retrain requested by detect"
+    if not reason:
+        return {"trained": False}
+    t0 = time.perf_counter()
+    model, hold = train_and_calibrate(grid, settings)
+    train_s = round(time.perf_counter() - t0, 2)
+    # sortable by training time; the random suffix keeps two trainings at the same (simulated) instant apart
+    version = now.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
+    new_mape = hold["metrics"]["mape"]
+    decision, why = "promoted", reason
+    cur_mape = None
+    if current is not None:
+        try:
+            cur_model = cached_model(artifacts, series, current["version"])
+            h0, h1 = pd.Timestamp(hold["holdout"][0]), pd.Timestamp(hold["holdout"][1])
+            fc = fm.predict(cur_model, grid, holdout_origins(h0, h1))
+            cur_mape = holdout_metrics(fc, grid, h1)["mape"]
+        except (ArtifactError, ModelError, KeyError, ValueError) as exc:
+            why = f"{reason}; current model unusable ({exc})"
+        limit = None if cur_mape is None else cur_mape * (1 + settings.forecast_accept_tolerance)
+        if limit is not None and new_mape is not None and new_mape > limit:
+            decision = "rejected"
+            why = f"holdout MAPE {new_mape:.3f} % worse than current {cur_mape:.3f} % ({current['version']})"
+    meta = {
+        "version": version,
+        "trained_at": now.isoformat(),
+        "training_window": [grid["ts"].min().isoformat(), model.meta["train_end"]],
+        "holdout": hold["holdout"],
+        "data_fingerprint": fingerprint(grid),
+        "library_versions": library_versions(),
+        "backtest_metrics": {"holdout": hold["metrics"], "current_model_holdout_mape": cur_mape},
+        "train_seconds": train_s,
+        "train_reason": reason,
+        "decision": decision,
+        "decision_reason": why,
+        "series": series,
+    }
+    artifacts.save_model(series, version, fm.to_files(model), meta)
+    if decision == "promoted":
+        artifacts.set_current(series, version, meta)
+        with _cache_lock:
+            _cache.clear()
+            _cache[f"{series}/{version}"] = model
+    log_event(log, "model_trained", version=version, decision=decision, reason=why, train_s=train_s,
+              holdout_mape=new_mape, current_mape=cur_mape)
+    return {"trained": True, "version": version, "decision": decision, "reason": why, "train_s": train_s,
+            "holdout_mape": new_mape, "current_holdout_mape": cur_mape}
+
+
+def run_forecast(store: Store, settings: Settings, artifacts_factory: Any, now: datetime, run_id: str,
+                 train: bool = True, force_train: bool = False) -> ForecastResult:
+    """One forecast stage invocation. ``artifacts_factory()`` builds the store (may raise ArtifactError)."""
+    res = ForecastResult()
+    now_ts = pd.Timestamp(now).tz_convert("UTC") if pd.Timestamp(now).tzinfo else pd.Timestamp(now, tz="UTC")
+    start = now_ts - pd.Timedelta(days=settings.forecast_train_days)
+    grid = load_grid(store, settings, start, now_ts + pd.Timedelta(minutes=1))
+    res.details["points"] = int(grid["value"].notna().sum())
+    problem = input_problem(grid, now_ts, settings)
+    fc: pd.DataFrame | None = None
+    version = ""
+    fallback_reason = problem
+    if not problem:
+        try:
+            artifacts = artifacts_factory()
+            if train:
+                res.trained = maybe_train(store, settings, artifacts, grid, now_ts, force=force_train)
+            current = artifacts.current(series_key(settings))
+            if current is None:
+                fallback_reason = "no model"
+            else:
+                version = current["version"]
+                fc = predict_current(cached_model(artifacts, series_key(settings), version), grid, now_ts, settings)
+        except ArtifactError as exc:
+            fallback_reason = f"artifact store unavailable: {exc}"
+        except (ModelError, ValueError, KeyError, RuntimeError) as exc:
+            fallback_reason = f"model failed: {type(exc).__name__}: {exc}"
+            log_event(log, "model_failed", logging.ERROR, error=str(exc))
+    if fc is not None:
+        res.quality, res.model_version = "model", version
+    else:
+        fc = fallback_forecast(grid, now_ts, settings)
+        res.quality, res.fallback_reason, version = "fallback", fallback_reason or "unknown", ""
+        log_event(log, "fallback_forecast", logging.WARNING, reason=res.fallback_reason)
+    rows = forecast_rows(fc, run_id=run_id, model_version=version, issued_at=now_ts, settings=settings,
+                         quality=res.quality, fallback_reason=res.fallback_reason)
+    res.rows = store.insert_df("forecasts", rows, dedup_token=f"forecast-{run_id}")
+    res.details.update({"quality": res.quality, "fallback_reason": res.fallback_reason, "model_version": version,
+                        "origin": rows["origin"].iloc[0].isoformat(), "last_target": rows["ts"].iloc[-1].isoformat(),
+                        "trained": res.trained})
+    return res
+
+
+def predict_current(model: Any, grid: pd.DataFrame, now: pd.Timestamp, settings: Settings) -> pd.DataFrame:
+    """7 local days ahead from the model, origin = the step after the newest observation."""
+    from shared.forecasting import model as fm
+
+    last = grid.dropna(subset=["value"])["ts"].max()
+    targets = forecast_targets(last, now, settings.forecast_resolution_min, settings.forecast_horizon_days)
+    step = pd.Timedelta(minutes=settings.forecast_resolution_min)
+    fc = fm.predict(model, grid, [targets[0]], horizon_end=targets[-1] - targets[0] + step)
+    fc = fc[fc["ts"].isin(targets)]
+    if len(fc) != len(targets) or fc["yhat"].isna().any():
+        raise ModelError(f"model returned {len(fc)} of {len(targets)} steps or NaN values")
+    return fc[["ts", "yhat", "lower", "upper"]].reset_index(drop=True)
+
+
+def fallback_forecast(grid: pd.DataFrame, now: pd.Timestamp, settings: Settings) -> pd.DataFrame:
+    """Seasonal naive over the same targets; intervals from its own errors over the last 4 weeks.
+
+    With no data at all it still returns the target steps (NaN forecasts are impossible to write as
+    yhat, so yhat falls back to the last known value or 0 with no interval) — consumers always get rows.
+    """
+    step = pd.Timedelta(minutes=settings.forecast_resolution_min)
+    data = grid.dropna(subset=["value"])
+    last = data["ts"].max() if len(data) else now.floor(step) - step
+    targets = forecast_targets(last, now, settings.forecast_resolution_min, settings.forecast_horizon_days)
+    yhat = baseline.seasonal_naive(grid, targets[0], targets)
+    # self-calibration: the naive forecast's relative errors from daily origins over the last 4 weeks
+    cal: dict[str, list[float]] = {}
+    if len(data):
+        origins = pd.date_range(last - pd.Timedelta(days=28), last - pd.Timedelta(days=1), freq="D")
+        past = baseline.seasonal_naive_many(grid, origins, int(pd.Timedelta(days=LEVEL_BLOCKS) / step), step)
+        cal = baseline.relative_error_quantiles(past[past["ts"] <= last], grid, settings.forecast_interval_level)
+    fc = pd.DataFrame({"ts": targets, "yhat": yhat})
+    if fc["yhat"].isna().any():
+        fill = float(data["value"].iloc[-1]) if len(data) else 0.0
+        fc["yhat"] = fc["yhat"].fillna(fill)
+    fc["lead_day"] = np.ceil((targets - targets[0] + step) / pd.Timedelta(hours=24)).astype(int)
+    fc = baseline.apply_intervals(fc, cal)
+    return fc[["ts", "yhat", "lower", "upper"]]

@@ -1,0 +1,155 @@
+"""The forecast stage on real data in chDB: fallbacks, training + promotion on SeaweedFS, the pointer
+rule, complete 7-day rows, and a backtest that would fail if future data leaked into a forecast."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from shared import settings as settings_mod
+from shared.artifacts import LocalArtifactStore, S3ArtifactStore
+from shared.forecasting import service
+from shared.settings import Settings
+from shared.store import Store
+from tests.fixtures_forecast import history, insert_measurements
+from tests.fixtures_s3 import S3Server, s3_server  # noqa: F401  (session fixture)
+
+# tiny configuration: the full-quality one is for `make evaluate` and the benchmark
+FAST = {
+    "POWERSENSE_FORECAST_TRAIN_DAYS": "70",
+    "POWERSENSE_FORECAST_HOLDOUT_DAYS": "14",
+    "POWERSENSE_FORECAST_EPOCHS": "3",
+    "POWERSENSE_FORECAST_BATCH_SIZE": "128",
+    "POWERSENSE_FORECAST_LEVEL_EPOCHS": "5",
+    "POWERSENSE_FORECAST_LEVEL_LAGS": "7",
+    "POWERSENSE_FORECAST_TORCH_THREADS": "1",
+}
+NOW = datetime(2023, 3, 15, 10, 20, tzinfo=UTC)  # data below ends at 10:00 UTC; the cron runs at :07+
+
+
+@pytest.fixture(scope="module")
+def winter_2023() -> pd.DataFrame:
+    return history("2023-01-01", "2023-03-15 10:00")
+
+
+@pytest.fixture
+def fc_settings(store: Store, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                winter_2023: pd.DataFrame) -> Iterator[Settings]:
+    for k, v in FAST.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("POWERSENSE_ARTIFACTS_DIR", str(tmp_path / "artifacts"))
+    settings_mod.get_settings.cache_clear()
+    insert_measurements(store, winter_2023)
+    service._cache.clear()
+    yield settings_mod.get_settings()
+    service._cache.clear()
+
+
+def _s3(server: S3Server, bucket: str) -> S3ArtifactStore:
+    return S3ArtifactStore(server.endpoint_url, bucket, "us-east-1", server.access_key, server.secret_key)
+
+
+def _rows(store: Store, run_id: str) -> pd.DataFrame:
+    sql = "select * from {db:Identifier}.forecasts where run_id = {r:String} order by ts"
+    return store.query_df(sql, {"r": run_id})
+
+
+def _assert_seven_days(rows: pd.DataFrame) -> None:
+    """Every grid step from the origin to the end of local day D+7, no gap, finite values."""
+    local_end = (pd.Timestamp(NOW).tz_convert("Europe/Paris").normalize() + pd.Timedelta(days=8)).tz_convert("UTC")
+    expected = pd.date_range(pd.Timestamp("2023-03-15 10:00", tz="UTC"), local_end, freq="30min", inclusive="left")
+    assert list(pd.DatetimeIndex(rows["ts"])) == list(expected)
+    assert rows["horizon_day"].max() == 7 and rows["horizon_steps"].tolist() == list(range(1, len(expected) + 1))
+    assert np.isfinite(rows["yhat"]).all()
+
+
+def test_fallback_when_no_model_exists(store: Store, fc_settings: Settings) -> None:
+    res = service.run_forecast(store, fc_settings, lambda: LocalArtifactStore(fc_settings.artifacts_dir), NOW,
+                               "run-nomodel", train=False)
+    rows = _rows(store, "run-nomodel")
+    assert res.quality == "fallback" and set(rows["fallback_reason"]) == {"no model"}
+    assert set(rows["quality"]) == {"fallback"} and set(rows["model_version"]) == {""}
+    _assert_seven_days(rows)
+    assert (rows["lower"] <= rows["yhat"]).all() and (rows["yhat"] <= rows["upper"]).all()
+
+
+def test_fallback_when_s3_is_down(store: Store, fc_settings: Settings) -> None:
+    dead = S3ArtifactStore("http://127.0.0.1:9", "models", "us-east-1", "k", "s")
+    res = service.run_forecast(store, fc_settings, lambda: dead, NOW, "run-s3down")
+    rows = _rows(store, "run-s3down")
+    assert res.quality == "fallback" and rows["fallback_reason"].iloc[0].startswith("artifact store unavailable")
+    _assert_seven_days(rows)
+
+
+def test_fallback_when_data_is_stale(store: Store, fc_settings: Settings) -> None:
+    later = datetime(2023, 3, 17, 10, 20, tzinfo=UTC)
+    res = service.run_forecast(store, fc_settings, lambda: LocalArtifactStore(fc_settings.artifacts_dir), later,
+                               "run-stale")
+    assert res.quality == "fallback" and res.fallback_reason.startswith("stale data")
+    assert len(_rows(store, "run-stale")) > 7 * 48
+
+
+@pytest.mark.slow
+@pytest.mark.s3
+def test_trains_stores_on_s3_and_forecasts_seven_days(store: Store, fc_settings: Settings,
+                                                       s3_server: S3Server) -> None:  # noqa: F811
+    artifacts = _s3(s3_server, "fc-train")
+    res = service.run_forecast(store, fc_settings, lambda: artifacts, NOW, "run-model")
+    assert res.trained and res.trained["decision"] == "promoted"
+    rows = _rows(store, "run-model")
+    assert set(rows["quality"]) == {"model"} and set(rows["model_version"]) == {res.model_version}
+    _assert_seven_days(rows)
+    assert (rows["lower"] < rows["yhat"]).all() and (rows["yhat"] < rows["upper"]).all()
+    cur = artifacts.current(service.series_key(fc_settings))
+    assert cur is not None and cur["version"] == res.model_version
+    assert {"training_window", "data_fingerprint", "library_versions", "backtest_metrics"} <= set(cur)
+    # loaded back from S3 by a fresh process (empty cache), the model gives the same forecast
+    service._cache.clear()
+    again = service.run_forecast(store, fc_settings, lambda: artifacts, NOW, "run-model-2")
+    assert again.trained == {"trained": False}
+    np.testing.assert_allclose(_rows(store, "run-model-2")["yhat"], rows["yhat"], rtol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.s3
+def test_worse_model_does_not_move_the_pointer(store: Store, fc_settings: Settings, s3_server: S3Server,  # noqa: F811
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    artifacts = _s3(s3_server, "fc-pointer")
+    first = service.run_forecast(store, fc_settings, lambda: artifacts, NOW, "run-a")
+    good = first.model_version
+    # a model that cannot learn (learning rate ~0) is worse on the same holdout
+    monkeypatch.setenv("POWERSENSE_FORECAST_LEARNING_RATE", "1e-9")
+    monkeypatch.setenv("POWERSENSE_FORECAST_LEVEL_EPOCHS", "1")
+    settings_mod.get_settings.cache_clear()
+    bad = service.run_forecast(store, settings_mod.get_settings(), lambda: artifacts, NOW, "run-b", force_train=True)
+    assert bad.trained and bad.trained["decision"] == "rejected" and "worse than current" in bad.trained["reason"]
+    series = service.series_key(fc_settings)
+    assert artifacts.current(series)["version"] == good  # type: ignore[index]
+    listed = {m["version"]: m for m in artifacts.list_models(series)}
+    assert listed[bad.trained["version"]]["decision"] == "rejected" and not listed[bad.trained["version"]]["current"]
+    assert bad.model_version == good and bad.quality == "model"
+
+
+def test_handler_answers_with_a_fallback_run(store: Store, fc_settings: Settings) -> None:
+    from fastapi.testclient import TestClient
+
+    from local_dev.functions import load_handler
+    from shared import clock
+    from shared.app import store_dep
+
+    mod = load_handler("forecast")
+    mod.app.dependency_overrides[store_dep] = lambda: store
+    clock.install(clock.SimulatedClock(NOW, speed=0.0))
+    try:
+        resp = TestClient(mod.app).post("/", json={"train": False})
+    finally:
+        clock.install(None)
+        mod.app.dependency_overrides.clear()
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["status"] == "success" and body["details"]["quality"] == "fallback" and body["rows_out"] > 7 * 48
