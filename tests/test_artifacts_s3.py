@@ -71,3 +71,11 @@ def test_local_store_has_the_same_layout(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "models/load/current.json").read_text())["version"] == "v1"
     assert (tmp_path / "models/load/v1/meta.json").is_file()
     assert store.current("load")["version"] == "v1"  # type: ignore[index]
+
+
+def test_artifact_module_does_not_load_the_ml_stack() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, shared.artifacts; sys.exit(1 if 'torch' in sys.modules else 0)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent).returncode == 0

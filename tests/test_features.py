@@ -102,3 +102,24 @@ def test_featurize_recomputes_only_the_affected_window(store: Store, settings: S
     assert got["value"].iloc[0] == 12345.0 and got["lag_1"].iloc[1] == 12345.0
     assert int(store.scalar("select count() from {db:Identifier}.features final")) == 21 * 48
     assert np.isfinite(got["value"]).all()
+
+
+def test_featurize_handler_runs_then_skips(store: Store, settings: Settings) -> None:
+    from fastapi.testclient import TestClient
+
+    from local_dev.functions import load_handler
+    from shared import clock
+    from shared.app import store_dep
+
+    insert_measurements(store, history("2023-06-01", "2023-06-08"))
+    mod = load_handler("featurize")
+    mod.app.dependency_overrides[store_dep] = lambda: store
+    clock.install(clock.SimulatedClock(datetime(2023, 6, 8, tzinfo=UTC), speed=0.0))
+    try:
+        client = TestClient(mod.app)
+        first, second = client.post("/").json(), client.post("/").json()
+    finally:
+        clock.install(None)
+        mod.app.dependency_overrides.clear()
+    assert first["status"] == "success" and first["rows_out"] == 7 * 48
+    assert second["status"] == "skipped" and second["details"]["skip_reason"] == "features up to date"

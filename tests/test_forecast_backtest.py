@@ -39,14 +39,14 @@ def fast(monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
 
 @pytest.fixture(scope="module")
 def grid() -> pd.DataFrame:
-    h = history("2022-10-20", "2023-02-20")
+    h = history("2022-11-25", "2023-02-08")
     return build_grid(h[["ts", "value"]], 30, max_interp_steps=0)[["ts", "value"]]
 
 
 @pytest.mark.slow
 def test_backtest_forecasts_ignore_data_after_their_origin(grid: pd.DataFrame, fast: Settings) -> None:
-    train_start, test_start, test_end = (local_midnight(d) for d in ("2022-10-20", "2023-01-20", "2023-02-10"))
-    cut = pd.Timestamp("2023-01-29 12:00", tz="Europe/Paris").tz_convert("UTC")  # one of the daily origins
+    train_start, test_start, test_end = (local_midnight(d) for d in ("2022-11-25", "2023-01-20", "2023-02-06"))
+    cut = pd.Timestamp("2023-01-27 12:00", tz="Europe/Paris").tz_convert("UTC")  # one of the daily origins
     leaked = grid.copy()
     after = leaked["ts"] >= cut
     leaked.loc[after, "value"] = leaked.loc[after, "value"] * 1.5 + 5000  # the future, made very different
@@ -67,8 +67,8 @@ def test_cli_on_a_generic_csv_writes_the_report(grid: pd.DataFrame, fast: Settin
     g = grid.dropna()
     pd.DataFrame({"timestamp": g["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"), "value": g["value"]}).to_csv(csv, index=False)
     out = tmp_path / "report"
-    assert main(["--data", str(csv), "--train-start", "2022-10-20", "--test-start", "2023-01-25",
-                 "--test-end", "2023-02-10", "--out", str(out), "--no-progress"]) == 0
+    assert main(["--data", str(csv), "--train-start", "2022-11-25", "--test-start", "2023-01-25",
+                 "--test-end", "2023-02-06", "--out", str(out), "--no-progress"]) == 0
     report = json.loads((out / "forecast_eval.json").read_text())
     assert set(report["models"]) == {"powersense", "seasonal_naive"}  # no RTE column in a generic CSV
     assert list(report["models"]["powersense"]) == [f"D+{k}" for k in range(1, 8)]
