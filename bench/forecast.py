@@ -32,10 +32,6 @@ from datetime import UTC, datetime
 import pandas as pd
 sys.path.insert(0, os.environ["BENCH_REPO"])
 sys.path.insert(0, os.path.join(os.environ["BENCH_REPO"], "tests"))
-t0 = time.perf_counter()
-import importlib.util
-spec = importlib.util.spec_from_file_location("fc_handler", os.path.join(os.environ["BENCH_REPO"], "functions/forecast/handler.py"))
-import_s = None
 from shared.settings import get_settings
 from shared.store import get_store
 from shared.artifacts import get_artifact_store
@@ -78,7 +74,8 @@ print("BENCH" + json.dumps({
 IMPORT = r"""
 import sys, time, importlib.util, os
 t = time.perf_counter()
-spec = importlib.util.spec_from_file_location("h", os.path.join(os.environ["BENCH_REPO"], "functions/forecast/handler.py"))
+path = os.path.join(os.environ["BENCH_REPO"], "functions/forecast/handler.py")
+spec = importlib.util.spec_from_file_location("h", path)
 m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
 print("BENCH%.3f %s" % (time.perf_counter() - t, "torch" in sys.modules))
 """
