@@ -38,16 +38,31 @@ def real_load(start: str, end: str) -> pd.DataFrame:
 def ukey(ts: pd.Timestamp, nature: str) -> str:
     """Canonical ukey: sorted keys, no spaces, UTC date and time."""
     t = ts.tz_convert("UTC")
-    return json.dumps({"date": t.strftime("%Y-%m-%d"), "metric": METRIC, "nature": nature, "perimetre": "France",
-                       "time": t.strftime("%H:%M")}, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(
+        {
+            "date": t.strftime("%Y-%m-%d"),
+            "metric": METRIC,
+            "nature": nature,
+            "perimetre": "France",
+            "time": t.strftime("%H:%M"),
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
 
 
 def write_measurements(store: Store, rows: pd.DataFrame, version: int = 1, inserted_at: datetime | None = None) -> None:
     """Insert (ts, nature, value) rows as measurements of one version."""
-    df = pd.DataFrame({
-        "ts": rows["ts"], "source": SOURCE, "metric": METRIC, "nature": rows["nature"].replace("", "Données temps réel"),
-        "value": rows["value"].astype(float),
-    })
+    df = pd.DataFrame(
+        {
+            "ts": rows["ts"],
+            "source": SOURCE,
+            "metric": METRIC,
+            "nature": rows["nature"].replace("", "Données temps réel"),
+            "value": rows["value"].astype(float),
+        }
+    )
     df["ukey"] = [ukey(t, n) for t, n in zip(df["ts"], df["nature"], strict=True)]
     df["version"] = np.uint64(version)
     df["batch_id"] = f"test-{uuid.uuid4().hex[:8]}"
@@ -55,8 +70,14 @@ def write_measurements(store: Store, rows: pd.DataFrame, version: int = 1, inser
     store.insert_df("measurements", df)
 
 
-def write_forecasts(store: Store, truth: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp, factor: float = 1.0,
-                    model_version: str = "test-model") -> None:
+def write_forecasts(
+    store: Store,
+    truth: pd.DataFrame,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    factor: float = 1.0,
+    model_version: str = "test-model",
+) -> None:
     """Hourly forecast runs over [start, end): 30-min steps for the next 6 h, yhat = truth × factor,
     an 80 % interval of ±3 %."""
     s = truth.set_index("ts")["value"]
@@ -68,15 +89,30 @@ def write_forecasts(store: Store, truth: pd.DataFrame, start: pd.Timestamp, end:
             continue
         yhat = target.to_numpy() * factor
         local_issue = issued.tz_convert("Europe/Paris").normalize()
-        frames.append(pd.DataFrame({
-            "run_id": f"run-{issued:%Y%m%d%H}", "model_version": model_version, "issued_at": issued,
-            "origin": target.index[0], "source": SOURCE, "metric": METRIC, "ts": target.index,
-            "horizon_steps": np.arange(1, len(target) + 1, dtype=np.uint16),
-            "horizon_day": np.array([(t.tz_convert("Europe/Paris").normalize() - local_issue).days
-                                     for t in target.index], dtype=np.uint8),
-            "yhat": yhat, "lower": yhat * 0.97, "upper": yhat * 1.03, "interval_level": np.float32(0.8),
-            "quality": "model", "fallback_reason": "",
-        }))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "run_id": f"run-{issued:%Y%m%d%H}",
+                    "model_version": model_version,
+                    "issued_at": issued,
+                    "origin": target.index[0],
+                    "source": SOURCE,
+                    "metric": METRIC,
+                    "ts": target.index,
+                    "horizon_steps": np.arange(1, len(target) + 1, dtype=np.uint16),
+                    "horizon_day": np.array(
+                        [(t.tz_convert("Europe/Paris").normalize() - local_issue).days for t in target.index],
+                        dtype=np.uint8,
+                    ),
+                    "yhat": yhat,
+                    "lower": yhat * 0.97,
+                    "upper": yhat * 1.03,
+                    "interval_level": np.float32(0.8),
+                    "quality": "model",
+                    "fallback_reason": "",
+                }
+            )
+        )
     store.insert_df("forecasts", pd.concat(frames, ignore_index=True))
 
 

@@ -97,8 +97,10 @@ def test_anomaly_explained_by_a_revised_value_is_resolved_not_deleted(
     detect(store, settings, now=NOW + pd.Timedelta(minutes=15))
     row = anomalies(store).set_index("ts").loc[T0]
     assert (row["status"], row["resolution"].startswith("revised value")) == ("resolved", True)
-    assert store.scalar("select count() from {db:Identifier}.anomalies where ts = {t:DateTime64(3, 'UTC')}",
-                        {"t": T0}) == 2
+    assert (
+        store.scalar("select count() from {db:Identifier}.anomalies where ts = {t:DateTime64(3, 'UTC')}", {"t": T0})
+        == 2
+    )
 
 
 def test_expectation_comes_from_the_latest_forecast_issued_before_the_point(
@@ -112,7 +114,9 @@ def test_expectation_comes_from_the_latest_forecast_issued_before_the_point(
     assert (row["kind"], row["model_version"], row["forecast_run_id"]) == ("spike", "test-model", "run-2022111609")
 
 
-def test_forecast_accuracy_breach_writes_a_retrain_request(store: Store, settings: Settings, history: pd.DataFrame) -> None:
+def test_forecast_accuracy_breach_writes_a_retrain_request(
+    store: Store, settings: Settings, history: pd.DataFrame
+) -> None:
     write_measurements(store, history)
     write_forecasts(store, history, NOW - pd.Timedelta(days=7), WINDOW[1], factor=1.10)  # 10 % too high
     detect(store, settings)

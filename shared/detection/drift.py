@@ -22,8 +22,24 @@ import pandas as pd
 from shared.detection.residual import TZ
 from shared.store import Store
 
-COLUMNS = ["computed_at", "run_id", "source", "metric", "kind", "name", "horizon_day", "scope", "model_version",
-           "window_start", "window_end", "value", "threshold", "n", "breached", "details"]
+COLUMNS = [
+    "computed_at",
+    "run_id",
+    "source",
+    "metric",
+    "kind",
+    "name",
+    "horizon_day",
+    "scope",
+    "model_version",
+    "window_start",
+    "window_end",
+    "value",
+    "threshold",
+    "n",
+    "breached",
+    "details",
+]
 TOD_BUCKETS = {"night": (0, 6), "morning": (6, 12), "afternoon": (12, 18), "evening": (18, 24)}
 
 
@@ -49,14 +65,27 @@ def accuracy(forecasts: pd.DataFrame, actuals: pd.DataFrame) -> pd.DataFrame:
     if df.empty:
         return pd.DataFrame(columns=["horizon_day", "mape", "mae", "bias", "coverage", "n", "level", "model_version"])
     err = df["yhat"] - df["value"]
-    df = df.assign(ape=(err.abs() / df["value"]), ae=err.abs(), err=err,
-                   inside=((df["value"] >= df["lower"]) & (df["value"] <= df["upper"])).where(
-                       df["lower"].notna() & df["upper"].notna()))
-    out = df.groupby("horizon_day").agg(
-        mape=("ape", "mean"), mae=("ae", "mean"), bias=("err", "mean"), coverage=("inside", "mean"),
-        n=("ape", "size"), level=("interval_level", "median"),
-        model_version=("model_version", lambda s: s.mode().iloc[0] if len(s) else ""),
-    ).reset_index()
+    df = df.assign(
+        ape=(err.abs() / df["value"]),
+        ae=err.abs(),
+        err=err,
+        inside=((df["value"] >= df["lower"]) & (df["value"] <= df["upper"])).where(
+            df["lower"].notna() & df["upper"].notna()
+        ),
+    )
+    out = (
+        df.groupby("horizon_day")
+        .agg(
+            mape=("ape", "mean"),
+            mae=("ae", "mean"),
+            bias=("err", "mean"),
+            coverage=("inside", "mean"),
+            n=("ape", "size"),
+            level=("interval_level", "median"),
+            model_version=("model_version", lambda s: s.mode().iloc[0] if len(s) else ""),
+        )
+        .reset_index()
+    )
     return out
 
 
@@ -74,7 +103,9 @@ def psi(reference: np.ndarray, recent: np.ndarray, bins: int = 10, eps: float = 
     return float(np.sum((p_new - p_ref) * np.log(p_new / p_ref)))
 
 
-def psi_by_time_of_day(series: pd.DataFrame, recent_start: datetime, seasonal_days: int = 14) -> dict[str, tuple[float, int]]:
+def psi_by_time_of_day(
+    series: pd.DataFrame, recent_start: datetime, seasonal_days: int = 14
+) -> dict[str, tuple[float, int]]:
     """PSI per local time-of-day bucket: values before ``recent_start`` are the reference.
 
     Load is seasonal, so the reference keeps only the training-window points within ``seasonal_days`` of
@@ -110,46 +141,112 @@ def compute(forecasts: pd.DataFrame, series: pd.DataFrame, now: datetime, settin
     rows: list[dict[str, Any]] = []
     requests: list[dict[str, Any]] = []
 
-    def add(kind: str, name: str, value: float, *, horizon_day: int = 0, scope: str = "all", model_version: str = "",
-            threshold: float | None = None, n: int = 0, breached: bool = False, details: dict[str, Any] | None = None,
-            start: Any = window_start) -> None:
-        rows.append({"kind": kind, "name": name, "horizon_day": int(horizon_day), "scope": scope,
-                     "model_version": model_version, "window_start": pd.Timestamp(start), "window_end": pd.Timestamp(now),
-                     "value": float(value), "threshold": threshold, "n": int(n), "breached": int(breached),
-                     "details": json.dumps(details or {}, default=str)})
+    def add(
+        kind: str,
+        name: str,
+        value: float,
+        *,
+        horizon_day: int = 0,
+        scope: str = "all",
+        model_version: str = "",
+        threshold: float | None = None,
+        n: int = 0,
+        breached: bool = False,
+        details: dict[str, Any] | None = None,
+        start: Any = window_start,
+    ) -> None:
+        rows.append(
+            {
+                "kind": kind,
+                "name": name,
+                "horizon_day": int(horizon_day),
+                "scope": scope,
+                "model_version": model_version,
+                "window_start": pd.Timestamp(start),
+                "window_end": pd.Timestamp(now),
+                "value": float(value),
+                "threshold": threshold,
+                "n": int(n),
+                "breached": int(breached),
+                "details": json.dumps(details or {}, default=str),
+            }
+        )
 
     acc = accuracy(forecasts, series)
     for r in acc.itertuples():
         mv = str(r.model_version)
         mape_breach = r.horizon_day == 1 and r.mape > settings.drift_mape_max
-        add("accuracy", "mape", r.mape, horizon_day=r.horizon_day, model_version=mv, n=r.n,
-            threshold=settings.drift_mape_max if r.horizon_day == 1 else None, breached=mape_breach)
+        add(
+            "accuracy",
+            "mape",
+            r.mape,
+            horizon_day=r.horizon_day,
+            model_version=mv,
+            n=r.n,
+            threshold=settings.drift_mape_max if r.horizon_day == 1 else None,
+            breached=mape_breach,
+        )
         add("accuracy", "mae", r.mae, horizon_day=r.horizon_day, model_version=mv, n=r.n)
         add("accuracy", "bias", r.bias, horizon_day=r.horizon_day, model_version=mv, n=r.n)
         if mape_breach:
-            requests.append({"name": "mape", "value": r.mape, "threshold": settings.drift_mape_max, "horizon_day": 1,
-                             "model_version": mv})
+            requests.append(
+                {
+                    "name": "mape",
+                    "value": r.mape,
+                    "threshold": settings.drift_mape_max,
+                    "horizon_day": 1,
+                    "model_version": mv,
+                }
+            )
         if pd.notna(r.coverage):
             floor = float(r.level) - settings.drift_coverage_tolerance
             cov_breach = r.horizon_day == 1 and r.coverage < floor
-            add("coverage", "coverage", r.coverage, horizon_day=r.horizon_day, model_version=mv, n=r.n,
-                threshold=floor, breached=cov_breach, details={"nominal": float(r.level)})
+            add(
+                "coverage",
+                "coverage",
+                r.coverage,
+                horizon_day=r.horizon_day,
+                model_version=mv,
+                n=r.n,
+                threshold=floor,
+                breached=cov_breach,
+                details={"nominal": float(r.level)},
+            )
             if cov_breach:
-                requests.append({"name": "coverage", "value": r.coverage, "threshold": floor, "horizon_day": 1,
-                                 "model_version": mv})
+                requests.append(
+                    {"name": "coverage", "value": r.coverage, "threshold": floor, "horizon_day": 1, "model_version": mv}
+                )
     ref_start = window_start - pd.Timedelta(days=settings.drift_reference_days)
     for bucket, (value, n) in psi_by_time_of_day(series[series["ts"] >= ref_start], window_start).items():
         if not np.isfinite(value):
             continue
         breach = value > settings.drift_psi_max
-        add("psi", "psi", value, scope=bucket, n=n, threshold=settings.drift_psi_max, breached=breach,
-            details={"reference_start": ref_start.isoformat(), "reference": "same season of the training window"})
+        add(
+            "psi",
+            "psi",
+            value,
+            scope=bucket,
+            n=n,
+            threshold=settings.drift_psi_max,
+            breached=breach,
+            details={"reference_start": ref_start.isoformat(), "reference": "same season of the training window"},
+        )
         if breach:
-            requests.append({"name": "psi", "value": value, "threshold": settings.drift_psi_max, "horizon_day": 0,
-                             "scope": bucket})
+            requests.append(
+                {"name": "psi", "value": value, "threshold": settings.drift_psi_max, "horizon_day": 0, "scope": bucket}
+            )
     for req in requests:
-        add("retrain_request", req["name"], req["value"], horizon_day=req["horizon_day"], scope=req.get("scope", "all"),
-            model_version=req.get("model_version", ""), threshold=req["threshold"], breached=True, details=req)
+        add(
+            "retrain_request",
+            req["name"],
+            req["value"],
+            horizon_day=req["horizon_day"],
+            scope=req.get("scope", "all"),
+            model_version=req.get("model_version", ""),
+            threshold=req["threshold"],
+            breached=True,
+            details=req,
+        )
     return rows
 
 

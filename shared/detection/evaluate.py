@@ -91,20 +91,21 @@ def inject(
                 break
         else:
             continue  # period too short for all anomalies: fewer labels, stated in the report
-        taken[s - buffer:s + length + buffer] = True
+        taken[s - buffer : s + length + buffer] = True
         magnitude = 0.0
         if kind in ("spike", "dip"):
             magnitude = float(rng.uniform(0.03, 0.15)) * (1 if kind == "spike" else -1)
-            vals[s:s + length] *= 1 + magnitude
+            vals[s : s + length] *= 1 + magnitude
         elif kind == "level_shift":
             magnitude = 0.05 * float(rng.choice([-1, 1]))
-            vals[s:s + length] *= 1 + magnitude
+            vals[s : s + length] *= 1 + magnitude
         elif kind == "flatline":
-            vals[s:s + length] = vals[s - 1]
+            vals[s : s + length] = vals[s - 1]
         else:
-            vals[s:s + length] = np.nan
-        labels.append({"kind": kind, "start": x.index[s], "end": x.index[s + length - 1], "steps": length,
-                       "magnitude": magnitude})
+            vals[s : s + length] = np.nan
+        labels.append(
+            {"kind": kind, "start": x.index[s], "end": x.index[s + length - 1], "steps": length, "magnitude": magnitude}
+        )
     out[:] = vals
     return out, pd.DataFrame(labels).sort_values("start").reset_index(drop=True)
 
@@ -121,26 +122,67 @@ def cron_ticks(start: pd.Timestamp, end: pd.Timestamp, schedule: str) -> pd.Date
     return pd.DatetimeIndex(ticks).tz_convert("UTC") if ticks else pd.DatetimeIndex([], tz="UTC")
 
 
-def run_detector(name: str, x: pd.Series, start: pd.Timestamp, end: pd.Timestamp, params: ResidualParams,
-                 settings: Any) -> pd.DataFrame:
+EXPECTATIONS = {
+    "profile": "seasonal profile forecast (median change at the same local time on the 4 latest days of the same "
+    "type, holidays as Sundays), issued before each point, carried from the last normal observation "
+    "(lead 15 min)",
+    "seasonal-naive": "the product's fallback forecaster shared.forecasting.baseline.seasonal_naive (value one week "
+    "earlier), issued daily before each point, carried from the last normal observation (lead 15 min)",
+}
+
+
+def expected_delta(x: pd.Series, expectation: str, start: pd.Timestamp) -> pd.Series:
+    """Expected change per step from the chosen forecast source, each issued before its targets."""
+    if expectation == "profile":
+        return profile_delta(x)
+    from shared.forecasting.baseline import seasonal_naive  # the product's fallback forecaster (no torch)
+
+    history = pd.DataFrame({"ts": x.index, "value": x.to_numpy()})
+    step = x.index[1] - x.index[0]
+    f = pd.Series(np.nan, index=x.index)
+    # one issue per local day (lead < 1 day: the same values an hourly issue would give)
+    days = pd.date_range(x.index[0].floor("D"), x.index[-1], freq="D")
+    for day in days:
+        targets = pd.date_range(day - step, day + pd.Timedelta(days=1), freq=step, inclusive="left")
+        f[targets[targets.isin(f.index)]] = seasonal_naive(history, day - step, targets)[targets.isin(f.index)]
+    return f.diff()
+
+
+def run_detector(
+    name: str,
+    x: pd.Series,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    params: ResidualParams,
+    settings: Any,
+    expectation: str = "profile",
+) -> pd.DataFrame:
     """All rows a detector raises over [start, end) on ``x`` (with history before ``start``)."""
     if name == "powersense":
-        rows = detect_residual(x, profile_delta(x), params, detect_from=start)
+        rows = detect_residual(x, expected_delta(x, expectation, start), params, detect_from=start)
         step = x.index[1] - x.index[0]
-        miss = missing_points(x[x.index < end], end - step, settings.detect_value_lag_min, start,
-                              settings.detect_ignore_fallback_gap)
+        miss = missing_points(
+            x[x.index < end], end - step, settings.detect_value_lag_min, start, settings.detect_ignore_fallback_gap
+        )
         if not miss.empty:
             miss = miss.assign(kind="missing", superseded=False)
             rows = pd.concat([rows, miss], ignore_index=True) if not rows.empty else miss
     else:
-        rows = detect_zscore(x, settings.detect_zscore_lookback_weeks, settings.detect_zscore_threshold,
-                             params.level_shift_min_steps, detect_from=start)
+        rows = detect_zscore(
+            x,
+            settings.detect_zscore_lookback_weeks,
+            settings.detect_zscore_threshold,
+            params.level_shift_min_steps,
+            detect_from=start,
+        )
     if rows.empty:
         return rows
     return rows[(rows["ts"] >= start) & (rows["ts"] < end)].reset_index(drop=True)
 
 
-def stamp_detection_times(rows: pd.DataFrame, ticks: pd.DatetimeIndex, step: pd.Timedelta, lag_min: float) -> pd.DataFrame:
+def stamp_detection_times(
+    rows: pd.DataFrame, ticks: pd.DatetimeIndex, step: pd.Timedelta, lag_min: float
+) -> pd.DataFrame:
     """detected_at = first cron tick at which the deciding value was published (ts + step)."""
     if rows.empty:
         return rows.assign(detected_at=pd.Series(dtype="datetime64[ns, UTC]"))
@@ -200,14 +242,18 @@ def score(rows: pd.DataFrame, labels: pd.DataFrame, gaps: pd.DataFrame, step: pd
             any(_overlaps(ev.start, ev.end, lab.start, lab.end + tail) for lab in lab_k.itertuples())
             for ev in ev_k.itertuples()
         )
-        ev_real_gap = sum(
-            any(_overlaps(ev.start, ev.end, s, e) for s, e in gap_spans) for ev in ev_k.itertuples()
-        )
+        ev_real_gap = sum(any(_overlaps(ev.start, ev.end, s, e) for s, e in gap_spans) for ev in ev_k.itertuples())
         n_ev = len(ev_k) - ev_real_gap
         precision = ev_ok / n_ev if n_ev else (1.0 if len(lab_k) == 0 else 0.0)
         recall = hits / len(lab_k) if len(lab_k) else 0.0
-        per_kind[kind] = {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(_f1(precision, recall), 4),
-                          "injected": int(len(lab_k)), "detected": hits, "events": int(n_ev)}
+        per_kind[kind] = {
+            "precision": round(precision, 4),
+            "recall": round(recall, 4),
+            "f1": round(_f1(precision, recall), 4),
+            "injected": int(len(lab_k)),
+            "detected": hits,
+            "events": int(n_ev),
+        }
         ttd[kind] = round(float(np.median(delays)), 1) if delays else None
     for lab in labels.itertuples():
         s, e = lab.start, lab.end + tail
@@ -216,9 +262,17 @@ def score(rows: pd.DataFrame, labels: pd.DataFrame, gaps: pd.DataFrame, step: pd
     n_ev = ev_tp_any + ev_fp
     precision = ev_tp_any / n_ev if n_ev else 0.0
     recall = detected_any / len(labels) if len(labels) else 0.0
-    return {"overall": {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(_f1(precision, recall), 4),
-                        "events": n_ev, "false_events": ev_fp},
-            "per_kind": per_kind, "median_time_to_detect_min": ttd}
+    return {
+        "overall": {
+            "precision": round(precision, 4),
+            "recall": round(recall, 4),
+            "f1": round(_f1(precision, recall), 4),
+            "events": n_ev,
+            "false_events": ev_fp,
+        },
+        "per_kind": per_kind,
+        "median_time_to_detect_min": ttd,
+    }
 
 
 def _f1(p: float, r: float) -> float:
@@ -240,8 +294,15 @@ def source_gaps(x: pd.Series, start: pd.Timestamp, end: pd.Timestamp, ignore_fal
     return blocks.rename(columns={"first": "start", "last": "end", "count": "steps"}).reset_index(drop=True)
 
 
-def evaluate(files: list[Path], start: pd.Timestamp, end: pd.Timestamp, seed: int, per_kind: int,
-             history_days: int = 70) -> dict[str, Any]:
+def evaluate(
+    files: list[Path],
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    seed: int,
+    per_kind: int,
+    history_days: int = 70,
+    expectation: str = "profile",
+) -> dict[str, Any]:
     """Run the whole protocol; returns the report dict (see module docstring)."""
     settings = get_settings()
     params = ResidualParams.from_settings(settings)
@@ -260,39 +321,48 @@ def evaluate(files: list[Path], start: pd.Timestamp, end: pd.Timestamp, seed: in
     clean_events: dict[str, list[dict[str, str]]] = {}
     for det, variant in tqdm(jobs, desc="evaluate-anomalies", unit="run"):
         series = x_inj if variant == "injected" else x
-        rows = run_detector("powersense" if det == "powersense" else "zscore", series, start, end, params, settings)
+        rows = run_detector(
+            "powersense" if det == "powersense" else "zscore", series, start, end, params, settings, expectation
+        )
         rows = stamp_detection_times(rows, ticks, step, settings.detect_value_lag_min)
         if variant == "injected":
             report["detectors"][det] = score(rows, labels, gaps, step)
         else:
             ev = events_of(rows, step) if not rows.empty else pd.DataFrame(columns=["kind", "start", "end"])
-            real = [any(_overlaps(e.start, e.end, g.start, g.end + MATCH_TAIL_STEPS * step) for g in gaps.itertuples())
-                    for e in ev.itertuples()]
+            real = [
+                any(_overlaps(e.start, e.end, g.start, g.end + MATCH_TAIL_STEPS * step) for g in gaps.itertuples())
+                for e in ev.itertuples()
+            ]
             false_ev = ev[~np.array(real, dtype=bool)] if len(ev) else ev
             report["detectors"][det]["false_alarms_per_week"] = round(len(false_ev) / weeks, 3)
             report["detectors"][det]["clean_period_alarms"] = int(len(false_ev))
             report["detectors"][det]["clean_period_source_gap_alarms"] = int(sum(real))
-            clean_events[det] = [{"kind": e.kind, "start": e.start.isoformat(), "end": e.end.isoformat()}
-                                 for e in false_ev.itertuples()]
+            clean_events[det] = [
+                {"kind": e.kind, "start": e.start.isoformat(), "end": e.end.isoformat()} for e in false_ev.itertuples()
+            ]
     powersense_f1 = report["detectors"]["powersense"]["overall"]["f1"]
     baseline_f1 = report["detectors"]["zscore_baseline"]["overall"]["f1"]
-    report.update({
-        "period": {"start": start.isoformat(), "end": end.isoformat(), "weeks": round(weeks, 2)},
-        "data": [str(Path(f).name) for f in files],
-        "seed": seed,
-        "step_min": int(step / pd.Timedelta(minutes=1)),
-        "injected": labels["kind"].value_counts().to_dict() if not labels.empty else {},
-        "source_gaps": [{"start": g.start.isoformat(), "end": g.end.isoformat(), "steps": int(g.steps)}
-                        for g in gaps.itertuples()],
-        "f1_ratio_vs_baseline": round(powersense_f1 / baseline_f1, 2) if baseline_f1 else None,
-        "expectation": "seasonal profile forecast (median change at the same local time D-1, D-7, D-14), issued "
-                       "before each point, carried from the last normal observation (lead 15 min)",
-        "schedule": settings.detect_schedule,
-        "params": asdict(params),
-        "clean_period_alarm_list": clean_events,
-        "labels": [{**r, "start": r["start"].isoformat(), "end": r["end"].isoformat()}
-                   for r in labels.to_dict("records")],
-    })
+    report.update(
+        {
+            "period": {"start": start.isoformat(), "end": end.isoformat(), "weeks": round(weeks, 2)},
+            "data": [str(Path(f).name) for f in files],
+            "seed": seed,
+            "step_min": int(step / pd.Timedelta(minutes=1)),
+            "injected": labels["kind"].value_counts().to_dict() if not labels.empty else {},
+            "source_gaps": [
+                {"start": g.start.isoformat(), "end": g.end.isoformat(), "steps": int(g.steps)}
+                for g in gaps.itertuples()
+            ],
+            "f1_ratio_vs_baseline": round(powersense_f1 / baseline_f1, 2) if baseline_f1 else None,
+            "expectation": EXPECTATIONS[expectation],
+            "schedule": settings.detect_schedule,
+            "params": asdict(params),
+            "clean_period_alarm_list": clean_events,
+            "labels": [
+                {**r, "start": r["start"].isoformat(), "end": r["end"].isoformat()} for r in labels.to_dict("records")
+            ],
+        }
+    )
     return report
 
 
@@ -310,13 +380,17 @@ def plot(report: dict[str, Any], path: Path) -> None:
     for j, (key, label) in enumerate(dets):
         d = report["detectors"][key]
         axes[0].bar(pos + (j - 0.5) * width, [d["per_kind"][k]["f1"] for k in KINDS], width, label=label)
-        axes[1].bar(pos + (j - 0.5) * width, [d["median_time_to_detect_min"][k] or 0 for k in KINDS], width, label=label)
+        axes[1].bar(
+            pos + (j - 0.5) * width, [d["median_time_to_detect_min"][k] or 0 for k in KINDS], width, label=label
+        )
     axes[0].set(title="F1 per kind", xticks=pos, xticklabels=KINDS, ylim=(0, 1.05))
     axes[1].set(title="median time to detect (min)", xticks=pos, xticklabels=KINDS)
     axes[1].axhline(30, color="grey", linestyle="--", linewidth=0.8)
     axes[0].legend(loc="lower left")
     p = report["period"]
-    fig.suptitle(f"Injected anomalies in real eco2mix load, {p['start'][:10]} → {p['end'][:10]} (seed {report['seed']})")
+    fig.suptitle(
+        f"Injected anomalies in real eco2mix load, {p['start'][:10]} → {p['end'][:10]} (seed {report['seed']})"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -331,18 +405,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--per-kind", type=int, default=30, help="anomalies injected per kind")
     ap.add_argument("--out", type=Path, default=REPO_ROOT / "reports")
+    ap.add_argument(
+        "--expectation",
+        choices=sorted(EXPECTATIONS),
+        default="profile",
+        help="forecast source behind the residual detector's expectation",
+    )
     args = ap.parse_args(argv)
     configure_logging(get_settings().log_level)
     start, end = pd.Timestamp(args.start), pd.Timestamp(args.end)
     start = start.tz_localize("UTC") if start.tzinfo is None else start.tz_convert("UTC")
     end = end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC")
     files = args.data or default_files(start, end, 70)
-    report = evaluate(files, start, end, args.seed, args.per_kind)
+    report = evaluate(files, start, end, args.seed, args.per_kind, expectation=args.expectation)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "anomaly_eval.json").write_text(json.dumps(report, indent=2, default=str))
     plot(report, args.out / "anomaly_eval.png")
-    log_event(log, "anomaly_eval_written", out=str(args.out), powersense=report["detectors"]["powersense"]["overall"],
-              baseline=report["detectors"]["zscore_baseline"]["overall"])
+    log_event(
+        log,
+        "anomaly_eval_written",
+        out=str(args.out),
+        powersense=report["detectors"]["powersense"]["overall"],
+        baseline=report["detectors"]["zscore_baseline"]["overall"],
+    )
     print(table(report))
     return 0
 
@@ -350,16 +435,22 @@ def main(argv: list[str] | None = None) -> int:
 def table(report: dict[str, Any]) -> str:
     """Markdown table: per kind precision / recall / F1 / median TTD, both detectors."""
     ps, zb = report["detectors"]["powersense"], report["detectors"]["zscore_baseline"]
-    lines = ["| kind | PowerSense P / R / F1 | median TTD (min) | z-score P / R / F1 | median TTD (min) |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "| kind | PowerSense P / R / F1 | median TTD (min) | z-score P / R / F1 | median TTD (min) |",
+        "|---|---|---|---|---|",
+    ]
     for k in KINDS:
         a, b = ps["per_kind"][k], zb["per_kind"][k]
-        lines.append(f"| {k} | {a['precision']:.2f} / {a['recall']:.2f} / {a['f1']:.2f} | "
-                     f"{ps['median_time_to_detect_min'][k]} | {b['precision']:.2f} / {b['recall']:.2f} / {b['f1']:.2f} | "
-                     f"{zb['median_time_to_detect_min'][k]} |")
+        lines.append(
+            f"| {k} | {a['precision']:.2f} / {a['recall']:.2f} / {a['f1']:.2f} | "
+            f"{ps['median_time_to_detect_min'][k]} | {b['precision']:.2f} / {b['recall']:.2f} / {b['f1']:.2f} | "
+            f"{zb['median_time_to_detect_min'][k]} |"
+        )
     for name, key in (("overall", "overall"),):
         a, b = ps[key], zb[key]
-        lines.append(f"| **{name}** | {a['precision']:.2f} / {a['recall']:.2f} / {a['f1']:.2f} | | "
-                     f"{b['precision']:.2f} / {b['recall']:.2f} / {b['f1']:.2f} | |")
+        lines.append(
+            f"| **{name}** | {a['precision']:.2f} / {a['recall']:.2f} / {a['f1']:.2f} | | "
+            f"{b['precision']:.2f} / {b['recall']:.2f} / {b['f1']:.2f} | |"
+        )
     lines.append(f"| false alarms / week (clean) | {ps['false_alarms_per_week']} | | {zb['false_alarms_per_week']} | |")
     return "\n".join(lines)

@@ -26,8 +26,9 @@ def expected_slots(day: pd.Timestamp, step_min: int = 15) -> int:
     return int((end - start) / pd.Timedelta(minutes=step_min))
 
 
-def completeness(series: pd.DataFrame, now: datetime, days: int, step_min: int, minimum: float,
-                 lag_min: float = 0.0) -> list[dict[str, Any]]:
+def completeness(
+    series: pd.DataFrame, now: datetime, days: int, step_min: int, minimum: float, lag_min: float = 0.0
+) -> list[dict[str, Any]]:
     """Per local day of the last ``days`` days (today: only the steps already due), values present vs expected."""
     now_ts = pd.Timestamp(now).tz_convert("UTC")
     today = now_ts.tz_convert(TZ).date()
@@ -44,9 +45,16 @@ def completeness(series: pd.DataFrame, now: datetime, days: int, step_min: int, 
             exp = min(exp, max(0, int(since // pd.Timedelta(minutes=step_min)) + 1))
         n = int(counts.get(date, 0))
         ratio = min(1.0, n / exp) if exp else 1.0
-        out.append({"check": "completeness", "scope": str(day.date()), "value": round(ratio, 4), "expected": float(exp),
-                    "status": "ok" if ratio >= minimum else ("warn" if ratio >= minimum - 0.1 else "fail"),
-                    "details": {"present": n, "expected_steps": exp, "partial_day": k == 0}})
+        out.append(
+            {
+                "check": "completeness",
+                "scope": str(day.date()),
+                "value": round(ratio, 4),
+                "expected": float(exp),
+                "status": "ok" if ratio >= minimum else ("warn" if ratio >= minimum - 0.1 else "fail"),
+                "details": {"present": n, "expected_steps": exp, "partial_day": k == 0},
+            }
+        )
     return out
 
 
@@ -54,13 +62,25 @@ def freshness(series: pd.DataFrame, now: datetime, step_min: int, max_age_min: f
     """Age of the newest value (end of its step) vs now."""
     have = series.dropna(subset=["value"])
     if have.empty:
-        return {"check": "freshness", "scope": "window", "value": float("inf"), "expected": max_age_min,
-                "status": "fail", "details": {"newest": None}}
+        return {
+            "check": "freshness",
+            "scope": "window",
+            "value": float("inf"),
+            "expected": max_age_min,
+            "status": "fail",
+            "details": {"newest": None},
+        }
     newest = pd.Timestamp(have["ts"].max())
     age = (pd.Timestamp(now).tz_convert("UTC") - newest - pd.Timedelta(minutes=step_min)) / pd.Timedelta(minutes=1)
     status = "ok" if age <= max_age_min else ("warn" if age <= 2 * max_age_min else "fail")
-    return {"check": "freshness", "scope": "window", "value": round(float(age), 2), "expected": max_age_min,
-            "status": status, "details": {"newest": newest.isoformat()}}
+    return {
+        "check": "freshness",
+        "scope": "window",
+        "value": round(float(age), 2),
+        "expected": max_age_min,
+        "status": status,
+        "details": {"newest": newest.isoformat()},
+    }
 
 
 def out_of_range(window: pd.DataFrame, bounds: tuple[float, float] | None, margin: float) -> dict[str, Any]:
@@ -73,12 +93,19 @@ def out_of_range(window: pd.DataFrame, bounds: tuple[float, float] | None, margi
         lo, hi = bounds[0] * (1 - margin), bounds[1] * (1 + margin)
         outside = int(np.sum((vals < lo) | (vals > hi)))
     bad = negative + outside
-    return {"check": "out_of_range", "scope": "window", "value": float(bad), "expected": 0.0,
-            "status": "ok" if bad == 0 else "fail",
-            "details": {"negative": negative, "outside_bounds": outside, "lower": lo, "upper": hi, "n": int(vals.size)}}
+    return {
+        "check": "out_of_range",
+        "scope": "window",
+        "value": float(bad),
+        "expected": 0.0,
+        "status": "ok" if bad == 0 else "fail",
+        "details": {"negative": negative, "outside_bounds": outside, "lower": lo, "upper": hi, "n": int(vals.size)},
+    }
 
 
-def learned_bounds(store: Store, source: str, metric: str, until: datetime, days: int = 365) -> tuple[float, float] | None:
+def learned_bounds(
+    store: Store, source: str, metric: str, until: datetime, days: int = 365
+) -> tuple[float, float] | None:
     """0.1 % and 99.9 % quantiles of the latest values over the ``days`` before ``until``."""
     sql = """
     with recent_values as (
@@ -88,8 +115,10 @@ def learned_bounds(store: Store, source: str, metric: str, until: datetime, days
     )
     select count(), quantileExact(0.001)(value), quantileExact(0.999)(value) from recent_values
     """
-    rows = store.query_rows(sql, {"source": source, "metric": metric, "until": until,
-                                  "start": pd.Timestamp(until) - pd.Timedelta(days=days)})
+    rows = store.query_rows(
+        sql,
+        {"source": source, "metric": metric, "until": until, "start": pd.Timestamp(until) - pd.Timedelta(days=days)},
+    )
     if not rows or rows[0][0] < 96:
         return None
     return float(rows[0][1]), float(rows[0][2])
@@ -111,9 +140,14 @@ def duplicates(store: Store, source: str, metric: str, start: datetime, end: dat
     """
     dup_rows, clashes = store.query_rows(sql, {"source": source, "metric": metric, "start": start, "end": end})[0]
     total = int(dup_rows) + int(clashes)
-    return {"check": "duplicates", "scope": "window", "value": float(total), "expected": 0.0,
-            "status": "ok" if total == 0 else "warn",
-            "details": {"duplicate_versions": int(dup_rows), "instants_with_several_keys": int(clashes)}}
+    return {
+        "check": "duplicates",
+        "scope": "window",
+        "value": float(total),
+        "expected": 0.0,
+        "status": "ok" if total == 0 else "warn",
+        "details": {"duplicate_versions": int(dup_rows), "instants_with_several_keys": int(clashes)},
+    }
 
 
 def dead_letter(store: Store, start: datetime, end: datetime) -> dict[str, Any]:
@@ -123,8 +157,14 @@ def dead_letter(store: Store, start: datetime, end: datetime) -> dict[str, Any]:
     where rejected_at >= {start:DateTime64(3, 'UTC')} and rejected_at < {end:DateTime64(3, 'UTC')}
     """
     n = int(store.scalar(sql, {"start": start, "end": end}) or 0)
-    return {"check": "dead_letter", "scope": "window", "value": float(n), "expected": 0.0,
-            "status": "ok" if n == 0 else "warn", "details": {}}
+    return {
+        "check": "dead_letter",
+        "scope": "window",
+        "value": float(n),
+        "expected": 0.0,
+        "status": "ok" if n == 0 else "warn",
+        "details": {},
+    }
 
 
 def revisions(store: Store, source: str, metric: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
@@ -169,10 +209,20 @@ def revisions(store: Store, source: str, metric: str, start: datetime, end: date
     df = store.query_df(sql, {"source": source, "metric": metric, "start": start, "end": end})
     out = []
     for r in df.itertuples():
-        out.append({"check": "revisions", "scope": f"{r.nature}|{r.revision}", "value": float(r.n), "expected": None,
-                    "status": "ok", "details": {"mean_abs": _num(r.mean_abs), "max_abs": _num(r.max_abs)}})
+        out.append(
+            {
+                "check": "revisions",
+                "scope": f"{r.nature}|{r.revision}",
+                "value": float(r.n),
+                "expected": None,
+                "status": "ok",
+                "details": {"mean_abs": _num(r.mean_abs), "max_abs": _num(r.max_abs)},
+            }
+        )
     if not out:
-        out.append({"check": "revisions", "scope": "all", "value": 0.0, "expected": None, "status": "ok", "details": {}})
+        out.append(
+            {"check": "revisions", "scope": "all", "value": 0.0, "expected": None, "status": "ok", "details": {}}
+        )
     return out
 
 
@@ -186,9 +236,19 @@ def _num(v: Any) -> float | None:
 
 def to_frame(checks: list[dict[str, Any]], now: datetime, run_id: str, source: str, metric: str) -> pd.DataFrame:
     """Rows for ``data_quality``."""
-    rows = [{"checked_at": pd.Timestamp(now), "run_id": run_id, "source": source, "metric": metric,
-             "check": c["check"], "scope": c["scope"],
-             "value": float(c["value"]) if np.isfinite(c["value"]) else 1e12,
-             "expected": c.get("expected"), "status": c["status"],
-             "details": json.dumps(c.get("details", {}), default=str)} for c in checks]
+    rows = [
+        {
+            "checked_at": pd.Timestamp(now),
+            "run_id": run_id,
+            "source": source,
+            "metric": metric,
+            "check": c["check"],
+            "scope": c["scope"],
+            "value": float(c["value"]) if np.isfinite(c["value"]) else 1e12,
+            "expected": c.get("expected"),
+            "status": c["status"],
+            "details": json.dumps(c.get("details", {}), default=str),
+        }
+        for c in checks
+    ]
     return pd.DataFrame(rows, columns=COLUMNS)

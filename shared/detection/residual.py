@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -43,7 +44,7 @@ class ResidualParams:
     flat_z: float = 1.25
     flat_min_repeats: int = 2
     level_shift_min_steps: int = 8
-    max_run_hours: float = 72.0
+    max_run_hours: float = 48.0
     min_calibration_points: int = 28
     max_gap_steps: int = 4
     end_z: float = 3.0
@@ -62,7 +63,7 @@ class ResidualParams:
             flat_z=float(getattr(settings, "detect_flat_z", 1.25)),
             flat_min_repeats=int(getattr(settings, "detect_flat_min_repeats", 2)),
             level_shift_min_steps=int(getattr(settings, "detect_level_shift_min_steps", 8)),
-            max_run_hours=float(getattr(settings, "detect_max_run_hours", 72.0)),
+            max_run_hours=float(getattr(settings, "detect_max_run_hours", 48.0)),
         )
 
 
@@ -105,6 +106,16 @@ def day_type(dates: pd.DatetimeIndex) -> np.ndarray:
 
 
 def profile_delta(x: pd.Series, n_days: int = 4, search_days: int = 42) -> pd.Series:
+    """Expected change per step (see :func:`profile`)."""
+    return profile(x, n_days, search_days)[0]
+
+
+def profile_level(x: pd.Series, n_days: int = 4, search_days: int = 42) -> pd.Series:
+    """Expected level per step (see :func:`profile`)."""
+    return profile(x, n_days, search_days)[1]
+
+
+def profile(x: pd.Series, n_days: int = 4, search_days: int = 42) -> tuple[pd.Series, pd.Series]:
     """Expected change per step from a seasonal profile: the median, over the ``n_days`` most recent
     earlier days of the same day type (see :func:`day_type`), of that day's change at the same local
     wall-clock time.
@@ -115,7 +126,7 @@ def profile_delta(x: pd.Series, n_days: int = 4, search_days: int = 42) -> pd.Se
     forecasts table has nothing for a point, and in the evaluation when no product forecaster is used.
     """
     if x.empty:
-        return x.copy()
+        return x.copy(), x.copy()
     naive = wall_clock(x.index)
     by_wall = pd.Series(x.to_numpy(dtype=float), index=naive)
     # fall-back day: the wall hour 02:00–02:45 exists twice; keep the occurrence with data (the last)
@@ -134,16 +145,22 @@ def profile_delta(x: pd.Series, n_days: int = 4, search_days: int = 42) -> pd.Se
         lag_table[d] = lags + [0] * (n_days - len(lags))
     lag_matrix = np.array([lag_table[d] for d in dates]).T  # n_days x n
     deltas = np.full(lag_matrix.shape, np.nan)
+    levels = np.full(lag_matrix.shape, np.nan)
     for r in range(n_days):
         lag = pd.to_timedelta(lag_matrix[r], unit="D")
         now_lag = by_wall.reindex(naive - lag).to_numpy()
         prev_lag = by_wall.reindex(naive_prev - lag).to_numpy()
         deltas[r] = np.where(lag_matrix[r] > 0, now_lag - prev_lag, np.nan)
-    with np.errstate(all="ignore"):
-        have = np.any(~np.isnan(deltas), axis=0)
-        out = np.full(deltas.shape[1], np.nan)
-        out[have] = np.nanmedian(deltas[:, have], axis=0)
-    return pd.Series(out, index=x.index)
+        levels[r] = np.where(lag_matrix[r] > 0, now_lag, np.nan)
+    return pd.Series(_nanmedian(deltas), index=x.index), pd.Series(_nanmedian(levels), index=x.index)
+
+
+def _nanmedian(a: np.ndarray) -> np.ndarray:
+    """Column medians ignoring NaN; NaN where a column has no value."""
+    have = np.any(~np.isnan(a), axis=0)
+    out = np.full(a.shape[1], np.nan)
+    out[have] = np.nanmedian(a[:, have], axis=0)
+    return out
 
 
 def detect_residual(
@@ -180,7 +197,7 @@ def detect_residual(
     med = np.full(24, np.nan)
     sig = np.full(24, np.nan)
 
-    rows: list[dict[str, object]] = []
+    rows: list[dict[str, Any]] = []
     path = 0.0  # cumulative expected change (the forecast's shape) since the path started
     path_ok = False
     levels: deque[tuple[int, float]] = deque(maxlen=8)  # (i, x - path) at the last normal points
@@ -206,18 +223,27 @@ def detect_residual(
                 s_long = float(np.median(np.abs(pooled - m)) * 1.4826)
                 # the last few days alone: a scale that reacts within days when the expectation gets
                 # worse (a DST switch moves the lighting ramps against wall-clock profiles)
-                recent = np.concatenate(list(history[h])[-p.recent_days:])
+                recent = np.concatenate(list(history[h])[-p.recent_days :])
                 s_recent = float(np.median(np.abs(recent - m)) * 1.4826) if recent.size >= 8 else 0.0
                 med[h], sig[h] = m, max(s_long, s_recent)
             else:
                 med[h], sig[h] = np.nan, np.nan
 
     def add_row(i: int, kind: str, expected: float, sigma: float, z: float, thr: float, decided: int) -> int:
-        rows.append({
-            "ts": idx[i], "kind": kind, "value": vals[i], "expected": expected,
-            "lower": expected - thr * sigma, "upper": expected + thr * sigma,
-            "score": z, "threshold": thr, "decided_ts": idx[decided], "superseded": False,
-        })
+        rows.append(
+            {
+                "ts": idx[i],
+                "kind": kind,
+                "value": vals[i],
+                "expected": expected,
+                "lower": expected - thr * sigma,
+                "upper": expected + thr * sigma,
+                "score": z,
+                "threshold": thr,
+                "decided_ts": idx[decided],
+                "superseded": False,
+            }
+        )
         return len(rows) - 1
 
     for i in range(n):
@@ -249,7 +275,7 @@ def detect_residual(
         # repeats are counted on the raw values, whatever the anchor state
         reps = reps + 1 if i > 0 and xi == vals[i - 1] else 0
         have_anchor = bool(levels)
-        anchor = float(np.median([lv for _, lv in list(levels)[-p.anchor_points:]])) if have_anchor else xi - path
+        anchor = float(np.median([lv for _, lv in list(levels)[-p.anchor_points :]])) if have_anchor else xi - path
         e_raw = xi - path - anchor
         calibrated = i >= start_i and not np.isnan(sig[h]) and have_anchor
         # floor: never alarm on sub-0.1 % wiggles; cap: a move of onset_z x cap (6 % by default) is always
@@ -304,9 +330,15 @@ def detect_residual(
                     for r in run_rows:  # reclassify the run so far
                         old = rows[r]
                         old["superseded"] = True
-                        add_row(idx.get_loc(old["ts"]), "level_shift", float(old["expected"]),
-                                (float(old["upper"]) - float(old["expected"])) / float(old["threshold"]),
-                                float(old["score"]), float(old["threshold"]), i)
+                        add_row(
+                            idx.get_loc(old["ts"]),
+                            "level_shift",
+                            float(old["expected"]),
+                            (float(old["upper"]) - float(old["expected"])) / float(old["threshold"]),
+                            float(old["score"]),
+                            float(old["threshold"]),
+                            i,
+                        )
                 run_rows.append(add_row(i, kind, expected, s_h, float(z), p.end_z, i))
                 run_last, run_acc = xi, 0.0
                 gap += 1
@@ -330,8 +362,15 @@ def detect_residual(
                     for j, lv in recent:
                         dev = lv - old_anchor
                         if np.sign(dev) != np.sign(e) and abs(dev) >= abs(e) / 2:
-                            add_row(j, "spike" if dev > 0 else "dip", old_anchor + path_at[j] + m_h, s_h,
-                                    float(dev / s_h), p.onset_z, i)
+                            add_row(
+                                j,
+                                "spike" if dev > 0 else "dip",
+                                old_anchor + path_at[j] + m_h,
+                                s_h,
+                                float(dev / s_h),
+                                p.onset_z,
+                                i,
+                            )
                     levels.clear()
                     levels.append((i, xi - path))
                     gap = 0

@@ -42,25 +42,50 @@ from shared.store import Store
 
 log = logging.getLogger(__name__)
 
-ANOMALY_COLUMNS = ["ts", "source", "metric", "kind", "detector", "severity", "value", "value_version", "expected",
-                   "lower", "upper", "score", "threshold", "model_version", "forecast_run_id", "detected_at", "run_id",
-                   "status", "resolved_at", "resolution", "updated_at"]
+ANOMALY_COLUMNS = [
+    "ts",
+    "source",
+    "metric",
+    "kind",
+    "detector",
+    "severity",
+    "value",
+    "value_version",
+    "expected",
+    "lower",
+    "upper",
+    "score",
+    "threshold",
+    "model_version",
+    "forecast_run_id",
+    "detected_at",
+    "run_id",
+    "status",
+    "resolved_at",
+    "resolution",
+    "updated_at",
+]
 KEY = ["kind", "detector", "ts"]
 PROFILE_HISTORY_DAYS = 43  # same-type days for the profile (6 weeks back) + 1
 
-ANOMALIES_RAISED = Counter("powersense_anomalies_raised_total", "Anomalous points raised by detect", ["kind"],
-                           registry=metrics.REGISTRY)
-ANOMALIES_RESOLVED = Counter("powersense_anomalies_resolved_total", "Anomalous points resolved by detect",
-                             registry=metrics.REGISTRY)
-DATA_AGE = Gauge("powersense_data_age_seconds", "Age of the newest actual at the last detect run",
-                 registry=metrics.REGISTRY)
-RETRAIN_REQUESTS = Counter("powersense_retrain_requests_total", "Retrain requests written by detect", ["reason"],
-                           registry=metrics.REGISTRY)
+ANOMALIES_RAISED = Counter(
+    "powersense_anomalies_raised_total", "Anomalous points raised by detect", ["kind"], registry=metrics.REGISTRY
+)
+ANOMALIES_RESOLVED = Counter(
+    "powersense_anomalies_resolved_total", "Anomalous points resolved by detect", registry=metrics.REGISTRY
+)
+DATA_AGE = Gauge(
+    "powersense_data_age_seconds", "Age of the newest actual at the last detect run", registry=metrics.REGISTRY
+)
+RETRAIN_REQUESTS = Counter(
+    "powersense_retrain_requests_total", "Retrain requests written by detect", ["reason"], registry=metrics.REGISTRY
+)
 
 
 # --- plan -------------------------------------------------------------------------------------------
-def plan_window(store: Store, settings: Settings, now: datetime, start: datetime | None = None,
-                end: datetime | None = None) -> tuple[pd.Timestamp, pd.Timestamp]:
+def plan_window(
+    store: Store, settings: Settings, now: datetime, start: datetime | None = None, end: datetime | None = None
+) -> tuple[pd.Timestamp, pd.Timestamp]:
     """[start, end) to examine: explicit, or the last watermark minus the overlap, up to now."""
     end_ts = _utc(end or now)
     if start is not None:
@@ -92,8 +117,15 @@ def _utc(value: Any) -> pd.Timestamp:
 
 
 # --- expectation from the forecasts table ------------------------------------------------------------
-def load_forecast_deltas(store: Store, source: str, metric: str, start: pd.Timestamp, end: pd.Timestamp,
-                         grid: pd.DatetimeIndex, max_lead_hours: float = 6.0) -> pd.DataFrame:
+def load_forecast_deltas(
+    store: Store,
+    source: str,
+    metric: str,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    grid: pd.DatetimeIndex,
+    max_lead_hours: float = 6.0,
+) -> pd.DataFrame:
     """Per grid point: the change from the previous step in the latest forecast issued at or before it.
 
     Columns ts, delta, run_id, model_version (empty frame if no forecast covers the window).
@@ -106,8 +138,9 @@ def load_forecast_deltas(store: Store, source: str, metric: str, start: pd.Times
       and issued_at <= ts and issued_at >= ts - toIntervalMinute({lead:UInt32})
     order by run_id, ts
     """
-    df = store.query_df(sql, {"source": source, "metric": metric, "start": start, "end": end,
-                              "lead": int(max_lead_hours * 60)})
+    df = store.query_df(
+        sql, {"source": source, "metric": metric, "start": start, "end": end, "lead": int(max_lead_hours * 60)}
+    )
     if df.empty or len(grid) < 2:
         return pd.DataFrame(columns=["ts", "delta", "run_id", "model_version"])
     step = grid[1] - grid[0]
@@ -120,8 +153,17 @@ def load_forecast_deltas(store: Store, source: str, metric: str, start: pd.Times
         fine = pd.date_range(f.index[0], f.index[-1], freq=step)
         f = f.reindex(f.index.union(fine)).interpolate(method="time", limit_area="inside").reindex(fine)
         delta = f.diff()
-        parts.append(pd.DataFrame({"ts": fine, "delta": delta.to_numpy(), "run_id": run_id,
-                                   "model_version": model_version, "issued_at": issued_at}))
+        parts.append(
+            pd.DataFrame(
+                {
+                    "ts": fine,
+                    "delta": delta.to_numpy(),
+                    "run_id": run_id,
+                    "model_version": model_version,
+                    "issued_at": issued_at,
+                }
+            )
+        )
     if not parts:
         return pd.DataFrame(columns=["ts", "delta", "run_id", "model_version"])
     all_d = pd.concat(parts, ignore_index=True).dropna(subset=["delta"])
@@ -141,8 +183,9 @@ def severity(kind: str, value: float | None, expected: float | None, block_steps
     return "high" if rel >= 0.10 else ("medium" if rel >= 0.05 else "low")
 
 
-def compute_anomalies(series: pd.DataFrame, forecast_deltas: pd.DataFrame, window: tuple[pd.Timestamp, pd.Timestamp],
-                      settings: Settings) -> tuple[pd.DataFrame, dict[str, Any]]:
+def compute_anomalies(
+    series: pd.DataFrame, forecast_deltas: pd.DataFrame, window: tuple[pd.Timestamp, pd.Timestamp], settings: Settings
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Detector rows for the window (pure): ts, kind, detector, value, expected, …, superseded."""
     start, end = window
     info: dict[str, Any] = {}
@@ -167,8 +210,13 @@ def compute_anomalies(series: pd.DataFrame, forecast_deltas: pd.DataFrame, windo
         rows = detect_residual(x, dexp, params, detect_from=start)
         detector = "residual"
     else:  # no forecast and not enough history for the profile: the original z-score baseline
-        rows = detect_zscore(x, settings.detect_zscore_lookback_weeks, settings.detect_zscore_threshold,
-                             params.level_shift_min_steps, detect_from=start)
+        rows = detect_zscore(
+            x,
+            settings.detect_zscore_lookback_weeks,
+            settings.detect_zscore_threshold,
+            params.level_shift_min_steps,
+            detect_from=start,
+        )
         detector = "zscore"
     info["detector"] = detector
     miss = missing_points(x, end, settings.detect_value_lag_min, start, settings.detect_ignore_fallback_gap)
@@ -202,8 +250,15 @@ def _block_lengths(rows: pd.DataFrame, step: pd.Timedelta) -> np.ndarray:
     return out
 
 
-def reconcile(computed: pd.DataFrame, existing: pd.DataFrame, versions: pd.Series, now: pd.Timestamp,
-              run_id: str, source: str, metric: str) -> pd.DataFrame:
+def reconcile(
+    computed: pd.DataFrame,
+    existing: pd.DataFrame,
+    versions: pd.Series,
+    now: pd.Timestamp,
+    run_id: str,
+    source: str,
+    metric: str,
+) -> pd.DataFrame:
     """Rows to insert so that the table reflects ``computed`` without duplicating what is stored.
 
     * new (kind, detector, ts) → inserted open (or resolved if already superseded)
@@ -221,12 +276,26 @@ def reconcile(computed: pd.DataFrame, existing: pd.DataFrame, versions: pd.Serie
         version = int(versions.get(pd.Timestamp(r.ts), 0))
         superseded = bool(r.superseded)
         base = {
-            "ts": pd.Timestamp(r.ts), "source": source, "metric": metric, "kind": r.kind, "detector": r.detector,
+            "ts": pd.Timestamp(r.ts),
+            "source": source,
+            "metric": metric,
+            "kind": r.kind,
+            "detector": r.detector,
             "severity": severity(r.kind, _f(r.value), _f(r.expected), int(r.block_steps)),
-            "value": _f(r.value), "value_version": version, "expected": _f(r.expected), "lower": _f(r.lower),
-            "upper": _f(r.upper), "score": _f(r.score), "threshold": _f(r.threshold),
-            "model_version": str(r.model_version), "forecast_run_id": str(r.forecast_run_id),
-            "detected_at": now, "run_id": run_id, "status": "open", "resolved_at": None, "resolution": "",
+            "value": _f(r.value),
+            "value_version": version,
+            "expected": _f(r.expected),
+            "lower": _f(r.lower),
+            "upper": _f(r.upper),
+            "score": _f(r.score),
+            "threshold": _f(r.threshold),
+            "model_version": str(r.model_version),
+            "forecast_run_id": str(r.forecast_run_id),
+            "detected_at": now,
+            "run_id": run_id,
+            "status": "open",
+            "resolved_at": None,
+            "resolution": "",
             "updated_at": now,
         }
         if superseded:
@@ -236,10 +305,22 @@ def reconcile(computed: pd.DataFrame, existing: pd.DataFrame, versions: pd.Serie
             continue
         old = stored.loc[key]
         if old["status"] == "open" and superseded:
-            out.append({**old.to_dict(), **dict(zip(KEY, key, strict=True)), "status": "resolved", "resolved_at": now,
-                        "resolution": "reclassified as level_shift", "updated_at": now})
-        elif old["status"] == "resolved" and not superseded and str(old["resolution"]).startswith("revised") \
-                and version != int(old["value_version"]):
+            out.append(
+                {
+                    **old.to_dict(),
+                    **dict(zip(KEY, key, strict=True)),
+                    "status": "resolved",
+                    "resolved_at": now,
+                    "resolution": "reclassified as level_shift",
+                    "updated_at": now,
+                }
+            )
+        elif (
+            old["status"] == "resolved"
+            and not superseded
+            and str(old["resolution"]).startswith("revised")
+            and version != int(old["value_version"])
+        ):
             out.append({**base, "detected_at": old["detected_at"]})
     if len(stored):
         for key, old in stored.iterrows():
@@ -249,11 +330,27 @@ def reconcile(computed: pd.DataFrame, existing: pd.DataFrame, versions: pd.Serie
             version = int(versions.get(ts, 0))
             if key[0] == "missing":
                 if version:  # the value arrived after all
-                    out.append({**old.to_dict(), **dict(zip(KEY, key, strict=True)), "status": "resolved",
-                                "resolved_at": now, "resolution": "value arrived", "updated_at": now})
+                    out.append(
+                        {
+                            **old.to_dict(),
+                            **dict(zip(KEY, key, strict=True)),
+                            "status": "resolved",
+                            "resolved_at": now,
+                            "resolution": "value arrived",
+                            "updated_at": now,
+                        }
+                    )
             elif version != int(old["value_version"]):
-                out.append({**old.to_dict(), **dict(zip(KEY, key, strict=True)), "status": "resolved", "resolved_at": now,
-                            "resolution": f"revised value (version {version})", "updated_at": now})
+                out.append(
+                    {
+                        **old.to_dict(),
+                        **dict(zip(KEY, key, strict=True)),
+                        "status": "resolved",
+                        "resolved_at": now,
+                        "resolution": f"revised value (version {version})",
+                        "updated_at": now,
+                    }
+                )
     if not out:
         return pd.DataFrame(columns=ANOMALY_COLUMNS)
     return pd.DataFrame(out)[ANOMALY_COLUMNS]
@@ -278,8 +375,9 @@ def load_existing(store: Store, source: str, metric: str, start: pd.Timestamp, e
 
 
 # --- the stage -----------------------------------------------------------------------------------------
-def run_detect(store: Store, settings: Settings, run: Run, start: datetime | None = None,
-               end: datetime | None = None) -> dict[str, Any]:
+def run_detect(
+    store: Store, settings: Settings, run: Run, start: datetime | None = None, end: datetime | None = None
+) -> dict[str, Any]:
     """One detect invocation; fills ``run`` and returns its figures."""
     now = _utc(clock.now())
     source, metric = settings.series_source, settings.series_metric
@@ -298,27 +396,39 @@ def run_detect(store: Store, settings: Settings, run: Run, start: datetime | Non
         figures.update(info)
         existing = load_existing(store, source, metric, w_start, w_end)
         versions = series.set_index("ts")["version"].where(series.set_index("ts")["value"].notna(), 0)
-        to_write = reconcile(computed, existing, versions, now, run.run_id, source, metric) if len(computed) or len(
-            existing) else pd.DataFrame(columns=ANOMALY_COLUMNS)
+        to_write = (
+            reconcile(computed, existing, versions, now, run.run_id, source, metric)
+            if len(computed) or len(existing)
+            else pd.DataFrame(columns=ANOMALY_COLUMNS)
+        )
         store.insert_df("anomalies", to_write)
         new_open = to_write[(to_write["status"] == "open")] if len(to_write) else to_write
-        for kind, n in (new_open["kind"].value_counts().items() if len(new_open) else []):
+        for kind, n in new_open["kind"].value_counts().items() if len(new_open) else []:
             ANOMALIES_RAISED.labels(kind).inc(int(n))
         n_resolved = int((to_write["status"] == "resolved").sum()) if len(to_write) else 0
         ANOMALIES_RESOLVED.inc(n_resolved)
-        figures.update(anomalies_flagged=int(len(computed)), anomalies_written=int(len(to_write)),
-                       anomalies_new_open=int(len(new_open)), anomalies_resolved=n_resolved)
+        figures.update(
+            anomalies_flagged=int(len(computed)),
+            anomalies_written=int(len(to_write)),
+            anomalies_new_open=int(len(new_open)),
+            anomalies_resolved=n_resolved,
+        )
         run.rows_out += len(to_write)
         if len(new_open):
-            log_event(log, "anomalies_detected", logging.WARNING, count=int(len(new_open)),
-                      kinds=new_open["kind"].value_counts().to_dict(), first=str(new_open["ts"].min()))
+            log_event(
+                log,
+                "anomalies_detected",
+                logging.WARNING,
+                count=int(len(new_open)),
+                kinds=new_open["kind"].value_counts().to_dict(),
+                first=str(new_open["ts"].min()),
+            )
     else:
         figures["detector"] = "none"
 
     # data quality
     window_series = series[(series["ts"] >= w_start) & (series["ts"] < w_end)]
-    checks = quality.completeness(series, now, 3, step_min, settings.dq_completeness_min,
-                                  settings.detect_value_lag_min)
+    checks = quality.completeness(series, now, 3, step_min, settings.dq_completeness_min, settings.detect_value_lag_min)
     fresh = quality.freshness(series, now, step_min, settings.dq_freshness_max_min)
     if np.isfinite(fresh["value"]):
         DATA_AGE.set(fresh["value"] * 60)
@@ -336,10 +446,16 @@ def run_detect(store: Store, settings: Settings, run: Run, start: datetime | Non
 
     # drift and model performance, at most every drift_every_min
     if _drift_due(store, source, metric, now, settings.drift_every_min):
-        fc = drift.load_issued_forecasts(store, source, metric, now - pd.Timedelta(days=settings.drift_window_days), now)
-        ref_series = load_series(store, source, metric,
-                                 (now - pd.Timedelta(days=settings.drift_window_days + settings.drift_reference_days))
-                                 .to_pydatetime(), now.to_pydatetime())
+        fc = drift.load_issued_forecasts(
+            store, source, metric, now - pd.Timedelta(days=settings.drift_window_days), now
+        )
+        ref_series = load_series(
+            store,
+            source,
+            metric,
+            (now - pd.Timedelta(days=settings.drift_window_days + settings.drift_reference_days)).to_pydatetime(),
+            now.to_pydatetime(),
+        )
         mm_rows = drift.compute(fc, ref_series, now, settings)
         mm = drift.to_frame(mm_rows, now, run.run_id, source, metric)
         store.insert_df("model_metrics", mm)
@@ -347,7 +463,9 @@ def run_detect(store: Store, settings: Settings, run: Run, start: datetime | Non
         requests = [r for r in mm_rows if r["kind"] == "retrain_request"]
         for r in requests:
             RETRAIN_REQUESTS.labels(r["name"]).inc()
-            log_event(log, "retrain_requested", logging.WARNING, reason=r["name"], value=r["value"], threshold=r["threshold"])
+            log_event(
+                log, "retrain_requested", logging.WARNING, reason=r["name"], value=r["value"], threshold=r["threshold"]
+            )
         figures["model_metrics"] = len(mm)
         figures["retrain_requests"] = [r["name"] for r in requests]
     run.details.update(figures)
@@ -366,4 +484,3 @@ def _drift_due(store: Store, source: str, metric: str, now: pd.Timestamp, every_
     last_ts = last_ts.tz_localize("UTC") if last_ts.tzinfo is None else last_ts
     # an empty table answers the epoch
     return last_ts.year < 2000 or (now - last_ts) >= pd.Timedelta(minutes=every_min)
-

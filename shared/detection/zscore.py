@@ -10,6 +10,8 @@ no notion of stuck or missing values (absent points are simply skipped), as in t
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
@@ -32,8 +34,9 @@ def detect_zscore(
     by_wall = by_wall[~by_wall.index.duplicated(keep="last")]
     # same local (dow, hour, minute) k weeks earlier, k = 1..lookback: only the past is used
     past = np.vstack([by_wall.reindex(wall - pd.Timedelta(weeks=k)).to_numpy() for k in range(1, lookback_weeks + 1)])
-    with np.errstate(all="ignore"):
-        count = np.sum(~np.isnan(past), axis=0)
+    count = np.sum(~np.isnan(past), axis=0)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # buckets without history are NaN, handled below
         mean = np.nanmean(past, axis=0)
         std = np.nanstd(past, axis=0, ddof=1)
     vals = x.to_numpy(dtype=float)
@@ -51,12 +54,21 @@ def detect_zscore(
         run_len = i - run_start + 1
         kind = ("spike" if sign > 0 else "dip") if run_len < level_shift_min_steps else "level_shift"
         if run_len == level_shift_min_steps:
-            for r in rows[-(level_shift_min_steps - 1):]:
+            for r in rows[-(level_shift_min_steps - 1) :]:
                 r["superseded"] = True
                 rows.append({**r, "kind": "level_shift", "superseded": False, "decided_ts": x.index[i]})
-        rows.append({
-            "ts": x.index[i], "kind": kind, "value": vals[i], "expected": mean[i],
-            "lower": mean[i] - threshold * std[i], "upper": mean[i] + threshold * std[i],
-            "score": z[i], "threshold": threshold, "decided_ts": x.index[i], "superseded": False,
-        })
+        rows.append(
+            {
+                "ts": x.index[i],
+                "kind": kind,
+                "value": vals[i],
+                "expected": mean[i],
+                "lower": mean[i] - threshold * std[i],
+                "upper": mean[i] + threshold * std[i],
+                "score": z[i],
+                "threshold": threshold,
+                "decided_ts": x.index[i],
+                "superseded": False,
+            }
+        )
     return pd.DataFrame(rows, columns=ROW_COLUMNS)
