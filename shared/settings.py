@@ -136,7 +136,7 @@ class Settings(BaseSettings):
     detect_flat_z: float = Field(default=1.25, gt=0, description="expected move (z) that an unchanged value misses")
     detect_flat_min_repeats: int = Field(default=2, ge=1, description="repeats that make a flatline regardless")
     detect_level_shift_min_steps: int = Field(default=8, ge=2, description="anomalous run length = level shift")
-    detect_max_run_hours: float = Field(default=72.0, gt=0, description="accept a new level after this long")
+    detect_max_run_hours: float = Field(default=48.0, gt=0, description="accept a new level after this long")
     detect_value_lag_min: float = Field(default=4.0, ge=0, description="a value for ts is due at ts + step + lag")
     detect_ignore_fallback_gap: bool = Field(
         default=True, description="RTE never publishes the first 02:00-02:45 local hour of the fall-back day"
