@@ -1,9 +1,9 @@
 """Load the shipped eco2mix history into an empty store, through the upsert-version code path.
 
-The history files are read one at a time (progress bar: tqdm), reshaped to one row per
-(instant, metric) with :func:`~shared.ingest.versioning.wide_to_long`, versioned by the same pure
-:func:`~shared.ingest.versioning.compute_versions` as polled pages, and inserted in large chunks
-with content-derived dedup tokens.  So a bootstrap is exactly an upsert of the history: a value
+The history files are read one at a time (progress bar: tqdm) and upserted with
+:func:`~shared.ingest.versioning.upsert_wide`: reshaped to one row per (instant, metric), versioned
+by the same pure :func:`~shared.ingest.versioning.compute_versions` as polled pages, and inserted
+in large chunks with content-derived dedup tokens.  So a bootstrap is exactly an upsert of the history: a value
 already present is not written again, and a bootstrap that crashed half-way resumes where it
 stopped.  It is marked done by a ``batch_versions`` row with batch id ``bootstrap``.
 
@@ -29,13 +29,9 @@ from shared.ingest.versioning import (
     BOOTSTRAP_BATCH,
     WRITE_LOCK,
     bootstrap_done,
-    compute_versions,
     has_polled_measurements,
-    load_latest,
-    make_ukeys,
     mark_batch_done,
-    wide_to_long,
-    write_versions,
+    upsert_wide,
 )
 from shared.logs import log_event
 from shared.settings import Settings
@@ -76,25 +72,14 @@ def bootstrap(
         records = rows_out = 0
         bar = tqdm(files, desc="bootstrap", unit="file", disable=not progress, file=sys.stderr)
         for path in bar:
+            # One file (one UTC year) at a time: bounded memory, and a natural progress unit.
             frame = read_history([path], end=until)
-            if frame.empty:
-                continue
-            long = wide_to_long(frame, LOAD_COLUMNS)
-            if not resume:  # empty store: NULLs could only create nothing
-                long = long[long["value"].notna()]
-            long["ukey"] = make_ukeys(long["ts"], long["metric"], long["nature"], long["perimetre"])
-            if resume:
-                latest = load_latest(store, settings.series_source, long["metric"].unique(),
-                                     long["ts"].min(), long["ts"].max())
-            else:
-                latest = long.iloc[0:0][["ukey", "value"]].assign(version=pd.Series(dtype="uint64"))
-            # One file holds one UTC year with unique timestamps, so ukeys are unique: skip dedupe.
-            new_rows = compute_versions(long, latest, dedupe=False)
-            rows_out += write_versions(store, new_rows, settings.series_source,
-                                       BOOTSTRAP_BATCH, settings.upsert_chunk_rows)
+            _, written = upsert_wide(store, frame, LOAD_COLUMNS, source=settings.series_source,
+                                     batch_id=BOOTSTRAP_BATCH, chunk_rows=settings.upsert_chunk_rows)
             records += len(frame)
+            rows_out += written
             bar.set_postfix(rows=rows_out)
-            log_event(log, "bootstrap_file", file=path.name, records=len(frame), rows_out=len(new_rows))
+            log_event(log, "bootstrap_file", file=path.name, records=len(frame), rows_out=written)
         mark_batch_done(store, BOOTSTRAP_BATCH, records, rows_out, run_id)
     summary: dict[str, Any] = {
         "status": "done", "files": len(files), "records": records, "rows_out": rows_out, "resumed": resume,

@@ -180,6 +180,48 @@ def load_latest(store: Store, source: str, metrics: Iterable[str], ts_min: datet
     return df
 
 
+def has_versions_in_range(
+    store: Store, source: str, metrics: Iterable[str], ts_min: datetime, ts_max: datetime
+) -> bool:
+    """True when any version of ``metrics`` is stored with ts in range (cheap: stops at one row)."""
+    return bool(store.scalar(
+        """
+        select count() from (
+            select 1 from {db:Identifier}.measurements_latest
+            where source = {source:String} and metric in {metrics:Array(String)}
+              and ts >= {lo:DateTime64(3, 'UTC')} and ts <= {hi:DateTime64(3, 'UTC')}
+            limit 1)
+        """,
+        {"source": source, "metrics": sorted(set(metrics)), "lo": ts_min, "hi": ts_max},
+    ))
+
+
+def upsert_wide(
+    store: Store, frame: pd.DataFrame, metrics: Sequence[str], *, source: str, batch_id: str, chunk_rows: int
+) -> tuple[int, int]:
+    """Upsert history-shaped rows (``ts``, ``nature``, one column per metric); returns (values, rows written).
+
+    The bulk path of bootstrap (and of the benchmark): when the frame's time range holds no stored
+    version at all, every ukey is new, so NULLs are dropped before building keys and the lookup
+    is skipped; otherwise the latest versions of that range are read as for a polled batch.
+    """
+    if frame.empty:
+        return 0, 0
+    long = wide_to_long(frame, metrics)
+    if long.empty:
+        return 0, 0
+    lo, hi = frame["ts"].min(), frame["ts"].max()
+    stored = has_versions_in_range(store, source, long["metric"].unique(), lo, hi)
+    if not stored:  # a NULL for an unknown ukey creates nothing
+        long = long[long["value"].notna()]
+    long["ukey"] = make_ukeys(long["ts"], long["metric"], long["nature"], long["perimetre"])
+    latest = load_latest(store, source, long["metric"].unique(), lo, hi) if stored else long.iloc[0:0][["ukey"]]
+    if not stored:
+        latest = latest.assign(version=pd.Series(dtype="uint64"), value=pd.Series(dtype="float64"))
+    rows = compute_versions(long, latest, dedupe=not frame["ts"].is_unique)
+    return len(long), write_versions(store, rows, source, batch_id, chunk_rows)
+
+
 def write_versions(store: Store, rows: pd.DataFrame, source: str, batch_id: str, chunk_rows: int) -> int:
     """Insert new measurement rows in chunks, each with a content-derived dedup token."""
     if rows.empty:
