@@ -91,6 +91,15 @@ def insert_forecast_run(store: Store, history: pd.DataFrame, issued_at: datetime
     return run
 
 
+def anomaly_row(ts: datetime, kind: str, severity: str, status: str = "open", **kw: object) -> dict[str, object]:
+    """One row of detect's anomalies table (shape of ch/init/030.detect.sql)."""
+    return {"ts": ts, "source": SOURCE, "metric": "consommation", "kind": kind, "detector": "residual",
+            "severity": severity, "value": 41000.0, "value_version": 1, "expected": 52000.0, "lower": 50000.0,
+            "upper": 54000.0, "score": 9.5, "threshold": 8.0, "model_version": "profile", "forecast_run_id": "",
+            "detected_at": ts + timedelta(minutes=20), "run_id": "detect-1", "status": status, "resolved_at": None,
+            "resolution": "", "updated_at": ts + timedelta(minutes=20), **kw}
+
+
 def utc(y: int, m: int, d: int, h: int = 0, mi: int = 0) -> datetime:
     """Shorthand for a UTC datetime."""
     return datetime(y, m, d, h, mi, tzinfo=UTC)

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import httpx
 import pandas as pd
@@ -21,7 +21,7 @@ from shared.query.metrics import CACHE_REQUESTS
 from shared.runs import stage_run
 from shared.settings import REPO_ROOT, Settings, get_settings
 from shared.store import Store
-from tests.fixtures_query import SOURCE, insert_forecast_run, load_history, utc
+from tests.fixtures_query import SOURCE, anomaly_row, insert_forecast_run, load_history, utc
 
 TOKEN = "query-test-token-4f1c"
 
@@ -223,11 +223,64 @@ def test_forecast_vs_actual_matches_the_stored_values(client: TestClient, store:
     assert csv.text.splitlines()[0].startswith("ts,actual,yhat") and len(csv.text.strip().splitlines()) == 49
 
 
-def test_later_stage_tables_answer_empty_until_they_exist(client: TestClient, store: Store) -> None:
-    for table in ("anomalies", "data_quality"):
+def test_detect_tables_answer_empty_until_they_exist(client: TestClient, store: Store) -> None:
+    for table in ("anomalies", "data_quality", "model_metrics"):
         store.command(f"drop table if exists {store.database}.{table}")
-    assert client.get("/anomalies").json() == {"available": False, "count": 0, "items": []}
-    assert client.get("/data-quality").json() == {"available": False, "count": 0, "items": []}
+    anomalies = client.get("/anomalies").json()
+    assert (anomalies["available"], anomalies["count"], anomalies["items"]) == (False, 0, [])
+    quality = client.get("/data-quality").json()
+    assert (quality["available"], quality["run_id"], quality["items"]) == (False, None, [])
+    assert client.get("/models/metrics").json()["available"] is False
+
+
+def test_anomalies_filtered_by_window_kind_severity_and_latest_state(client: TestClient, store: Store) -> None:
+    t = utc(2023, 12, 20, 18, 0)
+    store.insert_df("anomalies", pd.DataFrame([
+        anomaly_row(t, "dip", "high"),
+        anomaly_row(t + timedelta(minutes=15), "spike", "low"),
+        anomaly_row(t - timedelta(days=40), "flatline", "medium"),
+    ]))
+    store.insert_df("anomalies", pd.DataFrame([  # a later state of the dip: resolved by a revised value
+        anomaly_row(t, "dip", "high", status="resolved", resolved_at=t + timedelta(hours=2), resolution="revised value",
+                 updated_at=t + timedelta(hours=2)),
+    ]))
+    window = {"start": "2023-12-01", "end": "2024-01-01"}
+    every = client.get("/anomalies", params=window).json()
+    assert [(a["kind"], a["status"]) for a in every["items"]] == [("spike", "open"), ("dip", "resolved")]
+    assert client.get("/anomalies", params={**window, "severity": "high"}).json()["items"][0]["resolution"] == (
+        "revised value")
+    assert client.get("/anomalies", params={**window, "kind": "spike", "status": "open"}).json()["count"] == 1
+    assert client.get("/anomalies", params={**window, "detector": "zscore"}).json()["count"] == 0
+    assert client.get("/anomalies", params={"start": "2023-11-01", "end": "2023-11-30"}).json()["count"] == 1
+
+
+def test_data_quality_returns_the_latest_detect_run(client: TestClient, store: Store) -> None:
+    def checks(run_id: str, at: datetime, completeness: float) -> list[dict[str, object]]:
+        return [
+            {"checked_at": at, "run_id": run_id, "source": SOURCE, "metric": "consommation", "check": "completeness",
+             "scope": "2023-12-20", "value": completeness, "expected": 96.0,
+             "status": "ok" if completeness == 96 else "fail", "details": '{"missing": []}'},
+            {"checked_at": at, "run_id": run_id, "source": SOURCE, "metric": "consommation", "check": "freshness",
+             "scope": "window", "value": 20.0, "expected": 90.0, "status": "ok", "details": "{}"},
+        ]
+    store.insert_df("data_quality", pd.DataFrame(checks("d1", utc(2023, 12, 20, 22), 90.0)
+                                                 + checks("d2", utc(2023, 12, 20, 23), 96.0)))
+    latest = client.get("/data-quality").json()
+    assert latest["run_id"] == "d2" and latest["status_counts"] == {"ok": 2} and latest["count"] == 2
+    older = client.get("/data-quality", params={"run_id": "d1", "status": "fail"}).json()
+    assert [(c["check"], c["value"]) for c in older["items"]] == [("completeness", 90.0)]
+    assert older["items"][0]["details"] == {"missing": []}
+
+
+def test_model_metrics_latest_value_per_measure(client: TestClient, store: Store) -> None:
+    def row(at: datetime, value: float) -> dict[str, object]:
+        return {"computed_at": at, "run_id": "detect-9", "source": SOURCE, "metric": "consommation",
+                "kind": "accuracy", "name": "mape", "horizon_day": 1, "scope": "all", "model_version": "v3",
+                "window_start": at - timedelta(days=7), "window_end": at, "value": value, "threshold": 0.05,
+                "n": 336, "breached": int(value > 0.05), "details": "{}"}
+    store.insert_df("model_metrics", pd.DataFrame([row(utc(2023, 12, 20), 0.031), row(utc(2023, 12, 21), 0.062)]))
+    items = client.get("/models/metrics", params={"kind": "accuracy"}).json()["items"]
+    assert [(m["name"], m["horizon_day"], m["value"], m["breached"]) for m in items] == [("mape", 1, 0.062, True)]
 
 
 def test_models_registry_is_a_clear_empty_result_without_models(client: TestClient) -> None:

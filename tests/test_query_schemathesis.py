@@ -3,6 +3,7 @@ on real data: every generated request, valid or not, must get a documented non-5
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
@@ -17,7 +18,7 @@ from local_dev.functions import load_handler
 from shared.runs import stage_run
 from shared.settings import get_settings
 from shared.store import Store
-from tests.fixtures_query import insert_forecast_run, load_history, utc
+from tests.fixtures_query import anomaly_row, insert_forecast_run, load_history, utc
 
 TOKEN = "schemathesis-query-token"
 
@@ -29,6 +30,8 @@ def loaded(store: Store, monkeypatch: pytest.MonkeyPatch) -> Store:
     get_settings.cache_clear()
     history = load_history(store, "2023-12-10", "2023-12-24")
     insert_forecast_run(store, history, utc(2023, 12, 20, 6, 5))
+    store.insert_df("anomalies", pd.DataFrame([anomaly_row(utc(2023, 12, 20, 18), "dip", "high"),
+                                               anomaly_row(utc(2023, 12, 21, 3), "spike", "low")]))
     with stage_run(store, "poll", "cron", None, None):
         pass
     return store

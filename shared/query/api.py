@@ -27,7 +27,9 @@ from shared.query.cache import CachedResponse, QueryCache, StoreState
 from shared.query.metrics import CACHE_REQUESTS, QUERY_REGISTRY, register_store_collector
 from shared.query.models import (
     AnomaliesParams,
+    AnomaliesResponse,
     DataQualityParams,
+    DataQualityResponse,
     EmptyParams,
     ErrorResponse,
     ForecastParams,
@@ -37,11 +39,12 @@ from shared.query.models import (
     HealthResponse,
     MeasurementsParams,
     MeasurementsResponse,
+    ModelMetricsParams,
+    ModelMetricsResponse,
     ModelsParams,
     ModelsResponse,
     RunsParams,
     RunsResponse,
-    TableRowsResponse,
     VsActualParams,
     VsActualResponse,
 )
@@ -253,20 +256,20 @@ async def get_vs_actual(request: Request, p: Annotated[VsActualParams, Query()])
 
 
 # --- anomalies, data quality, runs, models ------------------------------------------------------------------
-@protected.get("/anomalies", tags=["anomalies"], response_model=TableRowsResponse)
+@protected.get("/anomalies", tags=["anomalies"], response_model=AnomaliesResponse)
 async def get_anomalies(request: Request, p: Annotated[AnomaliesParams, Query()]) -> Response:
-    """Anomalies flagged by detect in [start, end) (default: the last 30 days), filtered by kind, severity and
-    detector, newest first. ``available: false`` until the detect stage has created its table."""
+    """Anomalies flagged by detect (latest state of each point) with ts in [start, end) (default: the last 30 days),
+    filtered by kind, severity, detector and status, newest first. ``available: false`` until detect has run."""
     minute = int(clock.now().timestamp() // 60)  # the default window moves with the clock
     return await _serve(request, "anomalies", p,
                         lambda store, state, _csv: _json(service.anomalies(store, p, state.tables, clock.now())),
                         extra=minute if p.end is None else None)
 
 
-@protected.get("/data-quality", tags=["data quality"], response_model=TableRowsResponse)
+@protected.get("/data-quality", tags=["data quality"], response_model=DataQualityResponse)
 async def get_data_quality(request: Request, p: Annotated[DataQualityParams, Query()]) -> Response:
-    """The latest data-quality checks (freshness, completeness, ranges), newest first; ``available: false`` until
-    the detect stage has created its table."""
+    """The data-quality checks of the latest detect run (or ``run_id``): completeness per local day, freshness,
+    duplicates, dead letters, out-of-range values, revisions; ``status_counts`` over the whole run."""
     return await _serve(request, "data_quality", p,
                         lambda store, state, _csv: _json(service.data_quality(store, p, state.tables)))
 
@@ -281,6 +284,14 @@ async def get_runs(request: Request, p: Annotated[RunsParams, Query()]) -> Respo
 async def get_latest_runs(request: Request, p: Annotated[EmptyParams, Query()]) -> Response:
     """The most recent run of every function."""
     return await _serve(request, "runs_latest", p, lambda store, _state, _csv: _json(service.latest_runs(store)))
+
+
+@protected.get("/models/metrics", tags=["models"], response_model=ModelMetricsResponse)
+async def get_model_metrics(request: Request, p: Annotated[ModelMetricsParams, Query()]) -> Response:
+    """Latest accuracy (MAPE/MAE/bias per horizon day), interval coverage, PSI and retrain requests computed by
+    detect. ``available: false`` until detect has created its table."""
+    return await _serve(request, "model_metrics", p,
+                        lambda store, state, _csv: _json(service.model_metrics(store, p, state.tables)))
 
 
 @protected.get("/models", tags=["models"], response_model=ModelsResponse)

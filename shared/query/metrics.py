@@ -6,8 +6,7 @@ Exposed on the query function's ``/metrics`` next to the shared stage metrics:
 * ``powersense_forecast_age_seconds{source,metric}``: now − issue time of the latest forecast run
 * ``powersense_forecast_mape_ratio{source,metric,horizon_day}``: rolling MAPE (ratio) of every forecast
   step whose target lies in the 7 days before the latest actual, per horizon day
-* ``powersense_anomalies_open{severity}``: anomalies still open (or, if the detect table has no
-  status, detected in the last 24 h)
+* ``powersense_anomalies_open{source,metric,severity}``: anomalous points detect still holds open
 * ``powersense_last_run_status{function,status}`` (1 for the latest run's status) and
   ``powersense_last_run_timestamp_seconds{function}``
 * ``powersense_query_cache_requests_total{result}``: response cache hits and misses
@@ -28,7 +27,7 @@ from prometheus_client.registry import Collector
 from shared import clock
 from shared.errors import PowerSenseError
 from shared.logs import log_event
-from shared.query.service import NATURE_RANK_SQL, table_columns, utc
+from shared.query.service import NATURE_RANK_SQL, utc
 from shared.settings import get_settings
 from shared.store import Store
 
@@ -147,25 +146,14 @@ class StoreCollector(Collector):
     def _anomalies(self, store: Store, tables: set[str], now: datetime) -> Iterator[Metric]:
         if "anomalies" not in tables:
             return
-        columns = {name for name, _ in table_columns(store, "anomalies")}
-        severity = "toString(severity)" if "severity" in columns else "'unknown'"
-        if "status" in columns:
-            where, params = "toString(status) = 'open'", {}
-        else:
-            time_col = next((c for c in ("ts", "detected_at") if c in columns), None)
-            if time_col is None:
-                return
-            where = f"{time_col} >= {{since:DateTime64(3, 'UTC')}}"
-            params = {"since": now - timedelta(hours=24)}
+        g = GaugeMetricFamily("powersense_anomalies_open", "Anomalous points detect still holds open",
+                              labels=["source", "metric", "severity"])
         rows = store.query_rows(
-            f"select {severity} as severity, count() from {{db:Identifier}}.anomalies final where {where} "
-            "group by severity",
-            params,
+            "select source, metric, severity, count() from {db:Identifier}.anomalies final "
+            "where status = 'open' group by source, metric, severity"
         )
-        g = GaugeMetricFamily("powersense_anomalies_open", "Open anomalies (or detected in the last 24 h)",
-                              labels=["severity"])
-        for sev, n in rows:
-            g.add_metric([str(sev)], float(n))
+        for source, metric, severity, n in rows:
+            g.add_metric([str(source), str(metric), str(severity)], float(n))
         yield g
 
     def _last_runs(self, store: Store, tables: set[str], now: datetime) -> Iterator[Metric]:

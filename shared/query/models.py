@@ -110,11 +110,14 @@ class AnomaliesParams(BaseModel):
 
     model_config = _FORBID
 
-    start: Timestamp | None = Field(default=None, description="inclusive; default: 30 days before end")
+    source: Name = "eco2mix_national"
+    metric: Name = "consommation"
+    start: Timestamp | None = Field(default=None, description="inclusive (on ts); default: 30 days before end")
     end: Timestamp | None = Field(default=None, description="exclusive; default: now")
-    kind: str | None = Field(default=None, max_length=64)
-    severity: str | None = Field(default=None, max_length=32)
-    detector: str | None = Field(default=None, max_length=64)
+    kind: Literal["spike", "dip", "level_shift", "flatline", "missing"] | None = None
+    severity: Literal["low", "medium", "high"] | None = None
+    detector: Name | None = Field(default=None, description="e.g. residual, zscore")
+    status: Literal["open", "resolved"] | None = None
     limit: int = Field(default=500, ge=1, le=MAX_ROWS_LIMIT)
 
 
@@ -123,7 +126,23 @@ class DataQualityParams(BaseModel):
 
     model_config = _FORBID
 
-    limit: int = Field(default=200, ge=1, le=MAX_ROWS_LIMIT)
+    source: Name = "eco2mix_national"
+    metric: Name = "consommation"
+    run_id: str | None = Field(default=None, pattern=RUN_ID_PATTERN, description="default: the latest detect run")
+    check: Name | None = Field(default=None, description="completeness, freshness, duplicates, out_of_range, …")
+    status: Literal["ok", "warn", "fail"] | None = None
+    limit: int = Field(default=500, ge=1, le=MAX_ROWS_LIMIT)
+
+
+class ModelMetricsParams(BaseModel):
+    """Query parameters of ``GET /models/metrics``."""
+
+    model_config = _FORBID
+
+    source: Name = "eco2mix_national"
+    metric: Name = "consommation"
+    kind: Literal["accuracy", "coverage", "psi", "retrain_request"] | None = None
+    limit: int = Field(default=500, ge=1, le=MAX_ROWS_LIMIT)
 
 
 class RunsParams(BaseModel):
@@ -274,12 +293,94 @@ class VsActualResponse(BaseModel):
     points: list[VsActualPoint]
 
 
-class TableRowsResponse(BaseModel):
-    """Rows of a table a later stage owns; ``available`` is false until that table exists."""
+class Anomaly(BaseModel):
+    """One anomalous point (latest state) as flagged by detect."""
+
+    ts: datetime
+    source: str
+    metric: str
+    kind: str
+    detector: str
+    severity: str
+    value: float | None
+    value_version: int
+    expected: float | None
+    lower: float | None
+    upper: float | None
+    score: float | None
+    threshold: float | None
+    model_version: str
+    forecast_run_id: str
+    detected_at: datetime
+    run_id: str
+    status: str
+    resolved_at: datetime | None
+    resolution: str
+
+
+class AnomaliesResponse(BaseModel):
+    """Anomalies of a window, newest first; ``available`` is false until detect has created its table."""
 
     available: bool
+    start: datetime
+    end: datetime
     count: int
-    items: list[dict[str, Any]]
+    items: list[Anomaly]
+
+
+class QualityCheck(BaseModel):
+    """One data-quality check result."""
+
+    checked_at: datetime
+    run_id: str
+    source: str
+    metric: str
+    check: str
+    scope: str
+    value: float
+    expected: float | None
+    status: str
+    details: dict[str, Any]
+
+
+class DataQualityResponse(BaseModel):
+    """The checks of one detect run (the latest by default)."""
+
+    available: bool
+    run_id: str | None
+    checked_at: datetime | None
+    status_counts: dict[str, int]
+    count: int
+    items: list[QualityCheck]
+
+
+class ModelMetric(BaseModel):
+    """The latest value of one model measure (accuracy, coverage, PSI, or a retrain request)."""
+
+    computed_at: datetime
+    run_id: str
+    kind: str
+    name: str
+    horizon_day: int
+    scope: str
+    model_version: str
+    window_start: datetime
+    window_end: datetime
+    value: float
+    threshold: float | None
+    n: int
+    breached: bool
+    details: dict[str, Any]
+
+
+class ModelMetricsResponse(BaseModel):
+    """Latest value per (kind, name, horizon day, scope), from detect's model_metrics."""
+
+    available: bool
+    source: str
+    metric: str
+    count: int
+    items: list[ModelMetric]
 
 
 class RunRow(BaseModel):

@@ -14,7 +14,6 @@ import importlib
 import io
 import json
 import math
-import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -29,7 +28,10 @@ from shared.query.models import (
     MAX_VS_ACTUAL_DAYS,
     AccuracySummary,
     AnomaliesParams,
+    AnomaliesResponse,
+    Anomaly,
     DataQualityParams,
+    DataQualityResponse,
     ForecastParams,
     ForecastPoint,
     ForecastRunResponse,
@@ -39,11 +41,14 @@ from shared.query.models import (
     MeasurementPoint,
     MeasurementsParams,
     MeasurementsResponse,
+    ModelMetric,
+    ModelMetricsParams,
+    ModelMetricsResponse,
     ModelsResponse,
+    QualityCheck,
     RunRow,
     RunsParams,
     RunsResponse,
-    TableRowsResponse,
     VsActualParams,
     VsActualPoint,
     VsActualResponse,
@@ -56,7 +61,6 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 FAR_FUTURE = datetime(2200, 1, 1, tzinfo=UTC)
 RAW_STEP = timedelta(minutes=15)  # finest resolution of the source
 _AGG_SQL = {"mean": "avg", "min": "min", "max": "max"}  # whitelist: the only SQL chosen from user input
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def utc(value: datetime) -> datetime:
@@ -92,19 +96,6 @@ def latest_ts(store: Store, source: str, metric: str) -> datetime | None:
         {"source": source, "metric": metric},
     )
     return utc(value) if value is not None else None
-
-
-def table_columns(store: Store, table: str) -> list[tuple[str, str]]:
-    """(name, type) of a table's columns, in order; empty when the table does not exist."""
-    rows = store.query_rows(
-        """
-        select name, type from system.columns
-        where database = {db:String} and table = {table:String}
-        order by position
-        """,
-        {"table": table},
-    )
-    return [(str(n), str(t)) for n, t in rows]
 
 
 # --- cursors ----------------------------------------------------------------------------------------
@@ -457,7 +448,15 @@ def forecast_vs_actual(
                             horizon_day=p.horizon_day, summary=_accuracy(points), points=points)
 
 
-# --- tables of later stages (anomalies, data quality): adapt to the columns they have ---------------
+# --- detect outputs: anomalies, data quality, model metrics ----------------------------------------------
+def _json_dict(raw: Any) -> dict[str, Any]:
+    try:
+        value = json.loads(raw) if raw else {}
+    except ValueError:
+        return {"raw": str(raw)}
+    return value if isinstance(value, dict) else {"value": value}
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, datetime):
         return utc(value).isoformat().replace("+00:00", "Z")
@@ -472,75 +471,110 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def table_rows(
-    store: Store,
-    table: str,
-    tables: frozenset[str],
-    *,
-    equals: dict[str, str | None],
-    time_columns: Iterable[str],
-    start: datetime | None,
-    end: datetime | None,
-    limit: int,
-) -> TableRowsResponse:
-    """Rows of a table another stage owns, newest first, filtered on the columns it actually has.
-
-    ``available`` is false (and the result empty) until the table exists. A filter on a column the
-    table lacks is a 400, so a caller never silently gets unfiltered rows.
-    """
-    if table not in tables:
-        return TableRowsResponse(available=False, count=0, items=[])
-    columns = [c for c in table_columns(store, table) if _IDENT.match(c[0])]
-    names = {c[0] for c in columns}
-    if not columns:
-        return TableRowsResponse(available=False, count=0, items=[])
-    where: list[str] = []
-    params: dict[str, Any] = {"table": table, "limit": limit}
-    for i, (column, value) in enumerate(equals.items()):
-        if value is None:
-            continue
-        if column not in names:
-            raise BadRequestError(f"{table} has no column {column!r} to filter on")
-        where.append(f"toString({{c{i}:Identifier}}) = {{v{i}:String}}")
-        params[f"c{i}"], params[f"v{i}"] = column, value
-    time_col = next((c for c in time_columns if c in names), None)
-    if time_col is not None:
-        params["time_col"] = time_col
-        if start is not None:
-            where.append("{time_col:Identifier} >= {start:DateTime64(3, 'UTC')}")
-            params["start"] = start
-        if end is not None:
-            where.append("{time_col:Identifier} < {end:DateTime64(3, 'UTC')}")
-            params["end"] = end
-    elif start is not None or end is not None:
-        raise BadRequestError(f"{table} has no time column to filter on")
-    sql = "select * from {db:Identifier}.{table:Identifier}"
-    if where:
-        sql += " where " + " and ".join(where)
-    if time_col is not None:
-        sql += " order by {time_col:Identifier} desc"
-    sql += " limit {limit:UInt32}"
-    rows = store.query_rows(sql, params)
-    items = [{name: _jsonable(v) for (name, _), v in zip(columns, row, strict=False)} for row in rows]
-    return TableRowsResponse(available=True, count=len(items), items=items)
+ANOMALIES_SQL = """
+select ts, source, metric, kind, detector, severity, value, value_version, expected, lower, upper, score,
+       threshold, model_version, forecast_run_id, detected_at, run_id, status, resolved_at, resolution
+from {db:Identifier}.anomalies final
+where source = {source:String} and metric = {metric:String}
+  and ts >= {start:DateTime64(3, 'UTC')} and ts < {end:DateTime64(3, 'UTC')}
+  and ({kind:String} = '' or kind = {kind:String})
+  and ({severity:String} = '' or severity = {severity:String})
+  and ({detector:String} = '' or detector = {detector:String})
+  and ({status:String} = '' or status = {status:String})
+order by ts desc, kind, detector
+limit {limit:UInt32}
+"""
 
 
-def anomalies(store: Store, p: AnomaliesParams, tables: frozenset[str], now: datetime) -> TableRowsResponse:
-    """Detected anomalies, newest first (empty until the detect stage has created its table)."""
+def anomalies(store: Store, p: AnomaliesParams, tables: frozenset[str], now: datetime) -> AnomaliesResponse:
+    """Anomalies (latest state per point) in [start, end), newest first; empty until detect has run."""
     start, end = _window(p.start, p.end, now, 30, MAX_RANGE_DAYS)
-    return table_rows(
-        store, "anomalies", tables,
-        equals={"kind": p.kind, "severity": p.severity, "detector": p.detector},
-        time_columns=("ts", "detected_at", "start_ts"), start=start, end=end, limit=p.limit,
+    rows: list[tuple[Any, ...]] = []
+    if "anomalies" in tables:
+        rows = store.query_rows(ANOMALIES_SQL, {
+            "source": p.source, "metric": p.metric, "start": start, "end": end, "kind": p.kind or "",
+            "severity": p.severity or "", "detector": p.detector or "", "status": p.status or "", "limit": p.limit,
+        })
+    items = [
+        Anomaly(ts=utc(r[0]), source=str(r[1]), metric=str(r[2]), kind=str(r[3]), detector=str(r[4]),
+                severity=str(r[5]), value=_num(r[6]), value_version=int(r[7]), expected=_num(r[8]), lower=_num(r[9]),
+                upper=_num(r[10]), score=_num(r[11]), threshold=_num(r[12]), model_version=str(r[13]),
+                forecast_run_id=str(r[14]), detected_at=utc(r[15]), run_id=str(r[16]), status=str(r[17]),
+                resolved_at=utc(r[18]) if r[18] is not None else None, resolution=str(r[19]))
+        for r in rows
+    ]
+    return AnomaliesResponse(available="anomalies" in tables, start=start, end=end, count=len(items), items=items)
+
+
+DATA_QUALITY_SQL = """
+with chosen_run as (
+    select run_id, max(checked_at) as last_checked
+    from {db:Identifier}.data_quality
+    where source = {source:String} and metric = {metric:String}
+      and ({run_id:String} = '' or run_id = {run_id:String})
+    group by run_id
+    order by last_checked desc, run_id desc
+    limit 1
+)
+select checked_at, run_id, source, metric, check, scope, value, expected, status, details
+from {db:Identifier}.data_quality
+where source = {source:String} and metric = {metric:String}
+  and run_id in (select run_id from chosen_run)
+order by check, scope
+"""
+
+
+def data_quality(store: Store, p: DataQualityParams, tables: frozenset[str]) -> DataQualityResponse:
+    """The checks of the latest detect run (or ``run_id``), optionally one check or one status."""
+    rows: list[tuple[Any, ...]] = []
+    if "data_quality" in tables:
+        rows = store.query_rows(DATA_QUALITY_SQL, {"source": p.source, "metric": p.metric, "run_id": p.run_id or ""})
+    checks = [
+        QualityCheck(checked_at=utc(r[0]), run_id=str(r[1]), source=str(r[2]), metric=str(r[3]), check=str(r[4]),
+                     scope=str(r[5]), value=float(r[6]), expected=_num(r[7]), status=str(r[8]),
+                     details=_jsonable(_json_dict(r[9])))
+        for r in rows
+    ]
+    counts: dict[str, int] = {}
+    for c in checks:
+        counts[c.status] = counts.get(c.status, 0) + 1
+    items = [c for c in checks
+             if (p.check is None or c.check == p.check) and (p.status is None or c.status == p.status)]
+    return DataQualityResponse(
+        available="data_quality" in tables, run_id=checks[0].run_id if checks else None,
+        checked_at=max(c.checked_at for c in checks) if checks else None, status_counts=counts,
+        count=len(items[: p.limit]), items=items[: p.limit],
     )
 
 
-def data_quality(store: Store, p: DataQualityParams, tables: frozenset[str]) -> TableRowsResponse:
-    """Latest data-quality check results, newest first (empty until detect has created the table)."""
-    return table_rows(
-        store, "data_quality", tables, equals={},
-        time_columns=("checked_at", "ts", "computed_at"), start=None, end=None, limit=p.limit,
-    )
+MODEL_METRICS_SQL = """
+select computed_at, run_id, kind, name, horizon_day, scope, model_version, window_start, window_end, value,
+       threshold, n, breached, details
+from {db:Identifier}.model_metrics final
+where source = {source:String} and metric = {metric:String}
+  and ({kind:String} = '' or kind = {kind:String})
+order by computed_at desc
+limit 1 by kind, name, horizon_day, scope
+limit {limit:UInt32}
+"""
+
+
+def model_metrics(store: Store, p: ModelMetricsParams, tables: frozenset[str]) -> ModelMetricsResponse:
+    """Latest value of each model measure (detect's drift/accuracy/coverage/PSI and retrain requests)."""
+    rows: list[tuple[Any, ...]] = []
+    if "model_metrics" in tables:
+        rows = store.query_rows(MODEL_METRICS_SQL, {"source": p.source, "metric": p.metric, "kind": p.kind or "",
+                                                    "limit": p.limit})
+    items = [
+        ModelMetric(computed_at=utc(r[0]), run_id=str(r[1]), kind=str(r[2]), name=str(r[3]), horizon_day=int(r[4]),
+                    scope=str(r[5]), model_version=str(r[6]), window_start=utc(r[7]), window_end=utc(r[8]),
+                    value=float(r[9]), threshold=_num(r[10]), n=int(r[11]), breached=bool(r[12]),
+                    details=_jsonable(_json_dict(r[13])))
+        for r in rows
+    ]
+    items.sort(key=lambda m: (m.kind, m.name, m.horizon_day, m.scope))
+    return ModelMetricsResponse(available="model_metrics" in tables, source=p.source, metric=p.metric,
+                                count=len(items), items=items)
 
 
 # --- pipeline runs ----------------------------------------------------------------------------------
@@ -562,13 +596,9 @@ from final_runs
 
 
 def _run_row(r: Sequence[Any]) -> RunRow:
-    try:
-        details = json.loads(r[9]) if r[9] else {}
-    except ValueError:
-        details = {"raw": r[9]}
     return RunRow(function=str(r[0]), run_id=str(r[1]), trigger=str(r[2]), started_at=utc(r[3]),
                   finished_at=utc(r[4]) if r[4] is not None else None, status=str(r[5]), rows_in=int(r[6]),
-                  rows_out=int(r[7]), error=str(r[8]), details=details if isinstance(details, dict) else {})
+                  rows_out=int(r[7]), error=str(r[8]), details=_jsonable(_json_dict(r[9])))
 
 
 def runs(store: Store, p: RunsParams) -> RunsResponse:
