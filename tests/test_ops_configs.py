@@ -439,3 +439,15 @@ def test_query_function_reads_clickhouse_as_the_reader_with_its_own_secret(
     monkeypatch.setenv("POWERSENSE_SECRETS_DIR", str(tmp_path))
     monkeypatch.delenv("POWERSENSE_CLICKHOUSE_PASSWORD", raising=False)
     assert Settings().clickhouse_password.get_secret_value() == "reader-secret"
+
+
+def test_dashboard_json_is_what_build_dashboards_generates() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_dashboards", OBS / "grafana" / "build_dashboards.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert sorted(f"{n}.json" for n in module.dashboards) == sorted(p.name for p in DASHBOARDS)
+    for name, dash in module.dashboards.items():
+        assert (OBS / "grafana" / "dashboards" / f"{name}.json").read_text() == module.render(dash), name

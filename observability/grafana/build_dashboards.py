@@ -1,0 +1,1364 @@
+"""The Grafana dashboards as code: writes observability/grafana/dashboards/*.json.
+
+    .venv/bin/python observability/grafana/build_dashboards.py [OUT_DIR]
+
+Edit the panels here, regenerate, commit both (a test checks the JSON matches this file). Every
+ClickHouse panel's SQL is executed on real data by tests/test_ops_sql.py.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parent / "dashboards"
+CH = {"type": "grafana-clickhouse-datasource", "uid": "powersense-clickhouse"}
+PROM = {"type": "prometheus", "uid": "powersense-prometheus"}
+LOKI = {"type": "loki", "uid": "powersense-loki"}
+
+RANK = (
+    "multiIf(nature like 'Données définitives%', 3, nature like 'Données consolidées%', 2, "
+    "nature like 'Données temps réel%', 1, 0)"
+)
+SERIES = "source = 'eco2mix_national' and metric = 'consommation'"
+
+# "The series": per ts, the latest version of the best nature (measurements_latest holds the latest
+# version per ukey; natures are separate ukeys).
+ACTUAL_CTE = f"""actual as (
+    select ts, argMax(value, ({RANK}, version)) as actual_mw
+    from ${{db}}.measurements_latest final
+    where {SERIES} and value is not null and $__timeFilter(ts)
+    group by ts
+)"""
+
+
+class Dash:
+    """A dashboard under construction: panels are laid out left to right, 24 columns wide."""
+
+    def __init__(self, uid, title, description, tags, variables=(), time_from="now-7d"):
+        self.uid, self.title, self.description, self.tags = uid, title, description, tags
+        self.variables = list(variables)
+        self.panels = []
+        self.y = 0
+        self.x = 0
+        self.row_h = 0
+        self.next_id = 1
+        self.time_from = time_from
+
+    def add(self, panel, w=12, h=8):
+        if self.x + w > 24:
+            self.x, self.y = 0, self.y + self.row_h
+            self.row_h = 0
+        panel["id"] = self.next_id
+        self.next_id += 1
+        panel["gridPos"] = {"x": self.x, "y": self.y, "w": w, "h": h}
+        self.x += w
+        self.row_h = max(self.row_h, h)
+        self.panels.append(panel)
+
+    def row(self, title):
+        self.x, self.y = 0, self.y + self.row_h
+        self.row_h = 1
+        self.panels.append(
+            {
+                "type": "row",
+                "title": title,
+                "id": self.next_id,
+                "collapsed": False,
+                "gridPos": {"x": 0, "y": self.y, "w": 24, "h": 1},
+                "panels": [],
+            }
+        )
+        self.next_id += 1
+        self.y += 1
+        self.row_h = 0
+
+    def json(self):
+        return {
+            "uid": self.uid,
+            "title": self.title,
+            "description": self.description,
+            "tags": ["powersense", *self.tags],
+            "timezone": "browser",
+            "editable": False,
+            "graphTooltip": 1,
+            "schemaVersion": 39,
+            "version": 1,
+            "refresh": "5m",
+            "time": {"from": self.time_from, "to": "now"},
+            "templating": {"list": self.variables},
+            "annotations": {
+                "list": [
+                    {
+                        "builtIn": 1,
+                        "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+                        "enable": True,
+                        "hide": True,
+                        "iconColor": "rgba(0, 211, 255, 1)",
+                        "name": "Annotations & Alerts",
+                        "type": "dashboard",
+                    }
+                ]
+            },
+            "links": [{"type": "dashboards", "tags": ["powersense"], "asDropdown": True, "title": "PowerSense"}],
+            "panels": self.panels,
+        }
+
+
+def db_var():
+    return {
+        "type": "constant",
+        "name": "db",
+        "label": "database",
+        "query": "electricity",
+        "hide": 2,
+        "skipUrlSync": True,
+    }
+
+
+def ch_target(sql, fmt="timeseries", ref="A"):
+    return {
+        "refId": ref,
+        "datasource": CH,
+        "editorType": "sql",
+        "queryType": {"timeseries": "timeSeries", "table": "table"}[fmt],
+        "format": {"timeseries": 0, "table": 1}[fmt],
+        "rawSql": sql.strip(),
+    }
+
+
+def prom_target(expr, legend="", ref="A", instant=False):
+    t = {
+        "refId": ref,
+        "datasource": PROM,
+        "expr": expr,
+        "legendFormat": legend,
+        "range": not instant,
+        "instant": instant,
+    }
+    return t
+
+
+def loki_target(expr, legend="", ref="A", qtype="range"):
+    return {"refId": ref, "datasource": LOKI, "expr": expr, "legendFormat": legend, "queryType": qtype}
+
+
+def panel(kind, title, description, ds, targets, unit=None, extra=None, overrides=None, options=None):
+    p = {
+        "type": kind,
+        "title": title,
+        "description": description,
+        "datasource": ds,
+        "targets": targets,
+        "fieldConfig": {"defaults": {}, "overrides": overrides or []},
+        "options": options or {},
+    }
+    if unit:
+        p["fieldConfig"]["defaults"]["unit"] = unit
+    if extra:
+        p["fieldConfig"]["defaults"].update(extra)
+    return p
+
+
+def band_overrides(lower="lower_mw", upper="upper_mw"):
+    # fill between the interval bounds, bounds drawn thin and dashed
+    return [
+        {
+            "matcher": {"id": "byName", "options": lower},
+            "properties": [
+                {"id": "custom.fillBelowTo", "value": upper},
+                {"id": "custom.lineWidth", "value": 0},
+                {"id": "custom.fillOpacity", "value": 20},
+                {"id": "color", "value": {"mode": "fixed", "fixedColor": "orange"}},
+            ],
+        },
+        {
+            "matcher": {"id": "byName", "options": upper},
+            "properties": [
+                {"id": "custom.lineWidth", "value": 0},
+                {"id": "color", "value": {"mode": "fixed", "fixedColor": "orange"}},
+            ],
+        },
+        {
+            "matcher": {"id": "byName", "options": "actual_mw"},
+            "properties": [
+                {"id": "custom.lineWidth", "value": 2},
+                {"id": "color", "value": {"mode": "fixed", "fixedColor": "blue"}},
+            ],
+        },
+    ]
+
+
+# --------------------------------------------------------------------------------------------------
+# 1. Load & forecast
+horizon_var = {
+    "type": "custom",
+    "name": "horizon_day",
+    "label": "horizon (days ahead)",
+    "query": "0,1,2,3,4,5,6,7",
+    "current": {"text": "1", "value": "1"},
+    "options": [{"text": str(i), "value": str(i), "selected": i == 1} for i in range(8)],
+}
+d = Dash(
+    "powersense-load-forecast",
+    "PowerSense — Load & forecast",
+    "French national consumption (eco2mix, best available nature) against the forecasts PowerSense issued.",
+    ["load", "forecast"],
+    [db_var(), horizon_var],
+)
+d.add(
+    panel(
+        "timeseries",
+        "Load: actual vs latest forecast (prediction interval)",
+        "Per target time, the most recently issued forecast and its interval; "
+        "actual = latest version of the best nature.",
+        CH,
+        [
+            ch_target(f"""
+with {ACTUAL_CTE},
+latest_forecast as (
+    select ts,
+           argMax(yhat, issued_at) as forecast_mw,
+           argMax(lower, issued_at) as lower_mw,
+           argMax(upper, issued_at) as upper_mw
+    from ${{db}}.forecasts
+    where {SERIES} and $__timeFilter(ts)
+    group by ts
+)
+select ts as time, actual_mw, forecast_mw, lower_mw, upper_mw
+from actual
+full outer join latest_forecast using (ts)
+order by time
+settings join_use_nulls = 1
+""")
+        ],
+        unit="megwatt",
+        extra={"custom": {"lineWidth": 1}},
+        overrides=band_overrides(),
+    ),
+    w=24,
+    h=10,
+)
+d.add(
+    panel(
+        "timeseries",
+        "Forecast issued D+${horizon_day} vs actual",
+        "For each target time, the latest forecast issued ${horizon_day} Paris calendar day(s) before it.",
+        CH,
+        [
+            ch_target(f"""
+with {ACTUAL_CTE},
+horizon_forecast as (
+    select ts,
+           argMax(yhat, issued_at) as forecast_mw,
+           argMax(lower, issued_at) as lower_mw,
+           argMax(upper, issued_at) as upper_mw
+    from ${{db}}.forecasts
+    where {SERIES} and horizon_day = ${{horizon_day}} and $__timeFilter(ts)
+    group by ts
+)
+select ts as time, actual_mw, forecast_mw, lower_mw, upper_mw
+from horizon_forecast
+left join actual using (ts)
+order by time
+settings join_use_nulls = 1
+""")
+        ],
+        unit="megwatt",
+        overrides=band_overrides(),
+    ),
+    w=12,
+    h=9,
+)
+d.add(
+    panel(
+        "timeseries",
+        "Error by horizon day (MW, forecast − actual)",
+        "Mean signed error per day and horizon: a bias that grows with the horizon shows in this panel first.",
+        CH,
+        [
+            ch_target(f"""
+with {ACTUAL_CTE}
+select toStartOfDay(f.ts) as time,
+       concat('D+', toString(f.horizon_day)) as horizon,
+       avg(f.yhat - a.actual_mw) as mean_error_mw
+from ${{db}}.forecasts as f
+inner join actual as a on a.ts = f.ts
+where f.{SERIES.replace(" and metric", " and f.metric")} and $__timeFilter(f.ts)
+group by time, horizon
+order by time, horizon
+""")
+        ],
+        unit="megwatt",
+    ),
+    w=12,
+    h=9,
+)
+d.add(
+    panel(
+        "timeseries",
+        "RTE's own forecasts (J-1, J) vs actual",
+        "The operator's published day-ahead and intraday forecasts, the benchmark a model should beat.",
+        CH,
+        [
+            ch_target(f"""
+select ts as time,
+       argMaxIf(value, ({RANK}, version), metric = 'consommation') as actual_mw,
+       argMaxIf(value, ({RANK}, version), metric = 'prevision_j1') as rte_j1_mw,
+       argMaxIf(value, ({RANK}, version), metric = 'prevision_j') as rte_j_mw
+from ${{db}}.measurements_latest final
+where source = 'eco2mix_national' and metric in ('consommation', 'prevision_j1', 'prevision_j')
+  and value is not null and $__timeFilter(ts)
+group by ts
+order by time
+""")
+        ],
+        unit="megwatt",
+    ),
+    w=24,
+    h=8,
+)
+d.add(
+    panel(
+        "stat",
+        "Latest forecast issued",
+        "When the newest forecast run was issued.",
+        CH,
+        [
+            ch_target(
+                """
+select max(issued_at) as issued_at
+from ${db}.forecasts
+where source = 'eco2mix_national' and metric = 'consommation'
+""",
+                "table",
+            )
+        ],
+        unit="dateTimeFromNow",
+    ),
+    w=6,
+    h=4,
+)
+d.add(
+    panel(
+        "stat",
+        "Fallback share (time range)",
+        "Share of forecast rows issued by the fallback instead of the model.",
+        CH,
+        [
+            ch_target(
+                """
+select countIf(quality = 'fallback') / greatest(count(), 1) as fallback_ratio
+from ${db}.forecasts
+where source = 'eco2mix_national' and metric = 'consommation' and $__timeFilter(issued_at)
+""",
+                "table",
+            )
+        ],
+        unit="percentunit",
+    ),
+    w=6,
+    h=4,
+)
+d.add(
+    panel(
+        "table",
+        "Latest forecast runs",
+        "The ten newest runs: model version, quality and fallback reason.",
+        CH,
+        [
+            ch_target(
+                """
+select run_id, any(model_version) as model_version, max(issued_at) as issued_at, min(origin) as origin,
+       count() as steps, max(horizon_day) as max_horizon_day, any(quality) as quality,
+       any(fallback_reason) as fallback_reason
+from ${db}.forecasts
+where source = 'eco2mix_national' and metric = 'consommation'
+group by run_id
+order by issued_at desc
+limit 10
+""",
+                "table",
+            )
+        ],
+    ),
+    w=12,
+    h=8,
+)
+dashboards = {"load-forecast": d}
+
+# --------------------------------------------------------------------------------------------------
+# 2. Anomalies & data quality
+d = Dash(
+    "powersense-data-quality",
+    "PowerSense — Anomalies & data quality",
+    "Coverage (DST-aware), revisions, natures, rejected records and the anomalies detect flags.",
+    ["data-quality", "anomalies"],
+    [db_var()],
+    time_from="now-30d",
+)
+COVERAGE = f"""
+with days as (
+    select toDate($__fromTime, 'Europe/Paris') + number as day
+    from numbers(toUInt64(dateDiff('day', toDate($__fromTime, 'Europe/Paris'), toDate($__toTime, 'Europe/Paris')) + 1))
+),
+observed as (
+    select toDate(ts, 'Europe/Paris') as day,
+           uniqExact(toStartOfInterval(ts, interval 30 minute)) as observed_slots
+    from ${{db}}.measurements_latest final
+    where {SERIES} and value is not null and $__timeFilter(ts)
+    group by day
+),
+expected as (
+    -- 46, 48 or 50 half-hours: the local day is 23, 24 or 25 hours long
+    select day,
+           intDiv(dateDiff('minute', toDateTime(day, 'Europe/Paris'), toDateTime(day + 1, 'Europe/Paris')), 30)
+               as expected_slots
+    from days
+)
+"""
+d.add(
+    panel(
+        "timeseries",
+        "Daily coverage of consommation (DST-aware)",
+        "Observed half-hours with a value / half-hours in the Paris day (46 on spring-forward, 50 on fall-back days).",
+        CH,
+        [
+            ch_target(
+                COVERAGE
+                + """
+select toDateTime(e.day, 'Europe/Paris') as time,
+       coalesce(o.observed_slots, 0) / e.expected_slots as coverage_ratio
+from expected as e
+left join observed as o on o.day = e.day
+order by time
+settings join_use_nulls = 1
+"""
+            )
+        ],
+        unit="percentunit",
+        extra={"min": 0, "max": 1.05},
+    ),
+    w=12,
+    h=8,
+)
+d.add(
+    panel(
+        "table",
+        "Incomplete days",
+        "Paris days with fewer half-hourly values than the day has.",
+        CH,
+        [
+            ch_target(
+                COVERAGE
+                + """
+select e.day as day, e.expected_slots as expected_slots, coalesce(o.observed_slots, 0) as observed_slots,
+       e.expected_slots - coalesce(o.observed_slots, 0) as missing_slots
+from expected as e
+left join observed as o on o.day = e.day
+where coalesce(o.observed_slots, 0) < e.expected_slots
+order by day desc
+settings join_use_nulls = 1
+""",
+                "table",
+            )
+        ],
+    ),
+    w=12,
+    h=8,
+)
+d.add(
+    panel(
+        "timeseries",
+        "Values by nature per day",
+        "Which revision level (temps réel, consolidées, définitives) the stored values have.",
+        CH,
+        [
+            ch_target(f"""
+select toStartOfDay(ts) as time, nature, count() as values
+from ${{db}}.measurements_latest final
+where {SERIES} and $__timeFilter(ts)
+group by time, nature
+order by time
+""")
+        ],
+        extra={"custom": {"drawStyle": "bars", "stacking": {"mode": "normal"}}},
+    ),
+    w=12,
+    h=8,
+)
+d.add(
+    panel(
+        "timeseries",
+        "Revised values per day",
+        "Values stored in more than one version (the source changed them after first publication).",
+        CH,
+        [
+            ch_target("""
+select toStartOfDay(ts) as time, metric, uniqExactIf(ukey, version > 1) as revised_values
+from ${db}.measurements
+where source = 'eco2mix_national' and $__timeFilter(ts)
+group by time, metric
+order by time
+""")
+        ],
+    ),
+    w=12,
+    h=8,
+)
+d.add(
+    panel(
+        "timeseries",
+        "Rejected records by reason",
+        "Dead-letter records per hour (poll and upsert-version).",
+        CH,
+        [
+            ch_target("""
+select toStartOfHour(rejected_at) as time, concat(stage, ': ', reason) as reason, count() as records
+from ${db}.rejected_records
+where $__timeFilter(rejected_at)
+group by time, reason
+order by time
+""")
+        ],
+        extra={"custom": {"drawStyle": "bars", "stacking": {"mode": "normal"}}},
+    ),
+    w=12,
+    h=8,
+)
+d.add(
+    panel(
+        "table",
+        "Latest rejected records",
+        "The 50 newest dead-letter records with their payload.",
+        CH,
+        [
+            ch_target(
+                """
+select rejected_at, stage, reason, batch_id, record_no, substring(payload, 1, 300) as payload
+from ${db}.rejected_records
+where $__timeFilter(rejected_at)
+order by rejected_at desc
+limit 50
+""",
+                "table",
+            )
+        ],
+    ),
+    w=12,
+    h=8,
+)
+d.row("Anomalies (detect)")
+d.add(
+    panel(
+        "stat",
+        "Open anomalies",
+        "Anomalous points detect still holds open in the time range.",
+        CH,
+        [
+            ch_target(
+                """
+select count() as open_anomalies
+from ${db}.anomalies final
+where status = 'open' and $__timeFilter(ts)
+""",
+                "table",
+            )
+        ],
+        extra={
+            "thresholds": {
+                "mode": "absolute",
+                "steps": [{"color": "green", "value": None}, {"color": "orange", "value": 1}],
+            }
+        },
+    ),
+    w=4,
+    h=8,
+)
+d.add(
+    panel(
+        "timeseries",
+        "Load with open anomalies",
+        "The series with the points detect flagged (dots) and what it expected.",
+        CH,
+        [
+            ch_target(f"""
+with {ACTUAL_CTE}
+select ts as time, actual_mw
+from actual
+order by time
+"""),
+            ch_target(
+                f"""
+select ts as time, value as anomaly_mw, expected as expected_mw
+from ${{db}}.anomalies final
+where {SERIES} and status = 'open' and $__timeFilter(ts)
+order by time
+""",
+                ref="B",
+            ),
+        ],
+        unit="megwatt",
+        overrides=[
+            {
+                "matcher": {"id": "byName", "options": "anomaly_mw"},
+                "properties": [
+                    {"id": "custom.drawStyle", "value": "points"},
+                    {"id": "custom.pointSize", "value": 7},
+                    {"id": "color", "value": {"mode": "fixed", "fixedColor": "red"}},
+                ],
+            },
+            {
+                "matcher": {"id": "byName", "options": "expected_mw"},
+                "properties": [{"id": "custom.drawStyle", "value": "points"}, {"id": "custom.pointSize", "value": 3}],
+            },
+        ],
+    ),
+    w=20,
+    h=8,
+)
+d.add(
+    panel(
+        "timeseries",
+        "Anomalies per day by kind",
+        "spike, dip, level_shift, flatline, missing — all statuses.",
+        CH,
+        [
+            ch_target("""
+select toStartOfDay(ts) as time, kind, count() as anomalies
+from ${db}.anomalies final
+where $__timeFilter(ts)
+group by time, kind
+order by time
+""")
+        ],
+        extra={"custom": {"drawStyle": "bars", "stacking": {"mode": "normal"}}},
+    ),
+    w=12,
+    h=8,
+)
+d.add(
+    panel(
+        "table",
+        "Latest anomalies",
+        "The 100 newest anomalous points with their expectation, score and state.",
+        CH,
+        [
+            ch_target(
+                """
+select ts, kind, detector, severity, status, value, expected, lower, upper, score, model_version, resolution,
+       detected_at
+from ${db}.anomalies final
+where $__timeFilter(ts)
+order by ts desc
+limit 100
+""",
+                "table",
+            )
+        ],
+    ),
+    w=12,
+    h=8,
+)
+d.row("Data-quality checks (detect)")
+d.add(
+    panel(
+        "table",
+        "Latest result of every check",
+        "Per check and scope, the most recent status and value.",
+        CH,
+        [
+            ch_target(
+                """
+select check, scope, argMax(status, checked_at) as status, argMax(value, checked_at) as value,
+       argMax(expected, checked_at) as expected, max(checked_at) as last_checked_at
+from ${db}.data_quality
+where $__timeFilter(checked_at)
+group by check, scope
+order by status = 'ok', check, scope desc
+limit 200
+""",
+                "table",
+            )
+        ],
+    ),
+    w=12,
+    h=8,
+)
+d.add(
+    panel(
+        "timeseries",
+        "Checks not ok per day",
+        "warn and fail results per day and check.",
+        CH,
+        [
+            ch_target("""
+select toStartOfDay(checked_at) as time, concat(check, ' ', status) as check_status, count() as checks
+from ${db}.data_quality
+where status != 'ok' and $__timeFilter(checked_at)
+group by time, check_status
+order by time
+""")
+        ],
+        extra={"custom": {"drawStyle": "bars", "stacking": {"mode": "normal"}}},
+    ),
+    w=12,
+    h=8,
+)
+dashboards["data-quality"] = d
+
+# --------------------------------------------------------------------------------------------------
+# 3. Model performance & drift
+d = Dash(
+    "powersense-model-performance",
+    "PowerSense — Model performance & drift",
+    "Accuracy of issued forecasts against the actual series, by horizon day; interval calibration; drift signals.",
+    ["model", "accuracy", "drift"],
+    [db_var(), horizon_var],
+    time_from="now-30d",
+)
+JOINED = f"""
+with {ACTUAL_CTE},
+scored as (
+    select f.ts as ts, f.horizon_day as horizon_day, f.model_version as model_version, f.yhat as yhat,
+           f.lower as lower, f.upper as upper, f.interval_level as interval_level, a.actual_mw as actual_mw
+    from ${{db}}.forecasts as f
+    inner join actual as a on a.ts = f.ts
+    where f.source = 'eco2mix_national' and f.metric = 'consommation' and $__timeFilter(f.ts)
+)
+"""
+d.add(
+    panel(
+        "barchart",
+        "MAPE by horizon day",
+        "Mean absolute percentage error of every issued forecast, by days ahead.",
+        CH,
+        [
+            ch_target(
+                JOINED
+                + """
+select concat('D+', toString(horizon_day)) as horizon,
+       avg(abs(yhat - actual_mw) / actual_mw) as mape_ratio,
+       count() as scored_points
+from scored
+where actual_mw > 0
+group by horizon_day
+order by horizon_day
+""",
+                "table",
+            )
+        ],
+        unit="percentunit",
+    ),
+    w=12,
+    h=8,
+)
+d.add(
+    panel(
+        "table",
+        "Interval calibration by horizon day",
+        "Share of actuals inside the prediction interval vs its nominal level.",
+        CH,
+        [
+            ch_target(
+                JOINED
+                + """
+select horizon_day,
+       avg(interval_level) as nominal_coverage,
+       avgIf(actual_mw between lower and upper, lower is not null and upper is not null) as observed_coverage,
+       avg(upper - lower) as mean_width_mw
+from scored
+group by horizon_day
+order by horizon_day
+""",
+                "table",
+            )
+        ],
+    ),
+    w=12,
+    h=8,
+)
+d.add(
+    panel(
+        "timeseries",
+        "Daily MAPE at D+${horizon_day}",
+        "Accuracy over time for the selected horizon: a step up is drift.",
+        CH,
+        [
+            ch_target(
+                JOINED
+                + """
+select toStartOfDay(ts) as time, model_version, avg(abs(yhat - actual_mw) / actual_mw) as mape_ratio
+from scored
+where horizon_day = ${horizon_day} and actual_mw > 0
+group by time, model_version
+order by time
+"""
+            )
+        ],
+        unit="percentunit",
+    ),
+    w=12,
+    h=8,
+)
+d.add(
+    panel(
+        "timeseries",
+        "Bias drift: 7-day rolling mean error at D+${horizon_day}",
+        "Mean signed error over the last 7 days: persistent over- or under-forecasting "
+        "means the load moved away from the training data.",
+        CH,
+        [
+            ch_target(
+                JOINED
+                + """,
+daily as (
+    select toStartOfDay(ts) as day, avg(yhat - actual_mw) as mean_error_mw, avg(actual_mw) as mean_load_mw
+    from scored
+    where horizon_day = ${horizon_day}
+    group by day
+)
+select day as time,
+       avg(mean_error_mw) over (order by day rows between 6 preceding and current row) as rolling_bias_mw,
+       avg(mean_load_mw) over (order by day rows between 6 preceding and current row) as rolling_load_mw
+from daily
+order by time
+"""
+            )
+        ],
+        unit="megwatt",
+        overrides=[
+            {
+                "matcher": {"id": "byName", "options": "rolling_load_mw"},
+                "properties": [{"id": "custom.axisPlacement", "value": "right"}],
+            }
+        ],
+    ),
+    w=12,
+    h=8,
+)
+d.add(
+    panel(
+        "timeseries",
+        "Forecast MAPE reported by query (Prometheus)",
+        "powersense_forecast_mape_ratio per horizon day, the alerting input.",
+        PROM,
+        [prom_target("powersense:forecast_mape_ratio:max", "D+{{horizon_day}}")],
+        unit="percentunit",
+    ),
+    w=12,
+    h=8,
+)
+d.add(
+    panel(
+        "timeseries",
+        "Forecast age (Prometheus)",
+        "Seconds since the newest forecast was issued (alert above 2 h).",
+        PROM,
+        [prom_target("powersense:forecast_age_seconds:max", "age")],
+        unit="s",
+    ),
+    w=12,
+    h=8,
+)
+d.row("Model metrics recorded by detect")
+d.add(
+    panel(
+        "timeseries",
+        "MAPE by horizon day (detect)",
+        "model_metrics kind=accuracy, name=mape, per horizon day.",
+        CH,
+        [
+            ch_target("""
+select computed_at as time, concat('D+', toString(horizon_day)) as horizon, value as mape_ratio
+from ${db}.model_metrics final
+where kind = 'accuracy' and name = 'mape' and $__timeFilter(computed_at)
+order by time
+""")
+        ],
+        unit="percentunit",
+    ),
+    w=12,
+    h=8,
+)
+d.add(
+    panel(
+        "timeseries",
+        "Drift: PSI by time of day (detect)",
+        "Population stability index of recent load vs reference, per time-of-day bucket.",
+        CH,
+        [
+            ch_target("""
+select computed_at as time, scope, value as psi
+from ${db}.model_metrics final
+where kind = 'psi' and $__timeFilter(computed_at)
+order by time
+""")
+        ],
+    ),
+    w=12,
+    h=8,
+)
+d.add(
+    panel(
+        "table",
+        "Breaches and retrain requests",
+        "Metrics above their threshold, newest first.",
+        CH,
+        [
+            ch_target(
+                """
+select computed_at, kind, name, horizon_day, scope, model_version, value, threshold, n, details
+from ${db}.model_metrics final
+where (breached = 1 or kind = 'retrain_request') and $__timeFilter(computed_at)
+order by computed_at desc
+limit 100
+""",
+                "table",
+            )
+        ],
+    ),
+    w=24,
+    h=8,
+)
+dashboards["model-performance"] = d
+
+# --------------------------------------------------------------------------------------------------
+# 4. Pipeline health
+fn_var = {
+    "type": "query",
+    "name": "function",
+    "label": "function",
+    "datasource": CH,
+    "multi": True,
+    "includeAll": True,
+    "refresh": 2,
+    "sort": 1,
+    "query": "select distinct function from ${db}.pipeline_runs order by function",
+    "definition": "select distinct function from ${db}.pipeline_runs order by function",
+    "current": {"text": "All", "value": "$__all"},
+}
+d = Dash(
+    "powersense-pipeline-health",
+    "PowerSense — Pipeline health",
+    "Stage runs, durations, failures and data freshness, "
+    "from pipeline_runs (ClickHouse) and the stage metrics (Prometheus).",
+    ["pipeline", "ops"],
+    [db_var(), fn_var],
+    time_from="now-24h",
+)
+FN_FILTER = "function in (${function:singlequote})"
+d.add(
+    panel(
+        "alertlist",
+        "Firing alerts",
+        "PowerSense alerts currently firing.",
+        None,
+        [],
+        options={
+            "alertListOptions": {},
+            "stateFilter": {"firing": True, "pending": True},
+            "maxItems": 20,
+            "sortOrder": 1,
+            "dashboardAlerts": False,
+            "alertName": "",
+            "alertInstanceLabelFilter": "",
+        },
+    ),
+    w=8,
+    h=8,
+)
+d.add(
+    panel(
+        "table",
+        "Last run per stage",
+        "Status of the latest run, last success and how long ago.",
+        CH,
+        [
+            ch_target(
+                f"""
+with latest_runs as (
+    select function, run_id, started_at, argMax(status, updated_at) as status,
+           argMax(finished_at, updated_at) as finished_at, argMax(error, updated_at) as error
+    from ${{db}}.pipeline_runs
+    where {FN_FILTER}
+    group by function, run_id, started_at
+)
+select function,
+       argMax(status, started_at) as last_status,
+       max(started_at) as last_run_at,
+       maxIf(finished_at, status = 'success') as last_success_at,
+       dateDiff('second', maxIf(finished_at, status = 'success'), now64(3)) as seconds_since_success,
+       countIf(status = 'failed') as failed_runs,
+       count() as runs
+from latest_runs
+group by function
+order by function
+""",
+                "table",
+            )
+        ],
+    ),
+    w=16,
+    h=8,
+)
+RUNS = f"""latest_runs as (
+    select function, run_id, started_at, argMax(status, updated_at) as status,
+           argMax(finished_at, updated_at) as finished_at, argMax(rows_out, updated_at) as rows_out,
+           argMax(error, updated_at) as error, argMax(trigger, updated_at) as trigger
+    from ${{db}}.pipeline_runs
+    where $__timeFilter(started_at) and {FN_FILTER}
+    group by function, run_id, started_at
+)"""
+d.add(
+    panel(
+        "timeseries",
+        "Runs by stage and status",
+        "Invocations per interval (pipeline_runs, final status).",
+        CH,
+        [
+            ch_target(f"""
+with {RUNS}
+select $__timeInterval(started_at) as time, concat(function, ' ', status) as series, count() as runs
+from latest_runs
+group by time, series
+order by time
+""")
+        ],
+        extra={"custom": {"drawStyle": "bars", "stacking": {"mode": "normal"}}},
+    ),
+    w=12,
+    h=8,
+)
+d.add(
+    panel(
+        "timeseries",
+        "Run duration p95 by stage",
+        "95th percentile of wall time per interval.",
+        CH,
+        [
+            ch_target(f"""
+with {RUNS}
+select $__timeInterval(started_at) as time, function,
+       quantile(0.95)(dateDiff('millisecond', started_at, finished_at) / 1000) as duration_p95_s
+from latest_runs
+where finished_at is not null
+group by time, function
+order by time
+""")
+        ],
+        unit="s",
+    ),
+    w=12,
+    h=8,
+)
+d.add(
+    panel(
+        "table",
+        "Recent failures",
+        "Failed runs with their error (newest first).",
+        CH,
+        [
+            ch_target(
+                f"""
+with {RUNS}
+select started_at, function, trigger, run_id, error
+from latest_runs
+where status = 'failed'
+order by started_at desc
+limit 50
+""",
+                "table",
+            )
+        ],
+    ),
+    w=12,
+    h=8,
+)
+d.add(
+    panel(
+        "timeseries",
+        "Rows written by stage",
+        "rows_out per interval.",
+        CH,
+        [
+            ch_target(f"""
+with {RUNS}
+select $__timeInterval(started_at) as time, function, sum(rows_out) as rows_out
+from latest_runs
+group by time, function
+order by time
+""")
+        ],
+        extra={"custom": {"drawStyle": "bars"}},
+    ),
+    w=12,
+    h=8,
+)
+d.add(
+    panel(
+        "stat",
+        "Data freshness (ClickHouse)",
+        "Age of the newest consommation value.",
+        CH,
+        [
+            ch_target(
+                f"""
+select dateDiff('second', max(ts), now64(3)) as freshness_seconds
+from ${{db}}.measurements_latest final
+where {SERIES} and value is not null
+""",
+                "table",
+            )
+        ],
+        unit="s",
+        extra={
+            "thresholds": {
+                "mode": "absolute",
+                "steps": [
+                    {"color": "green", "value": None},
+                    {"color": "orange", "value": 10800},
+                    {"color": "red", "value": 21600},
+                ],
+            }
+        },
+    ),
+    w=6,
+    h=5,
+)
+d.add(
+    panel(
+        "stat",
+        "Data freshness (Prometheus)",
+        "powersense_data_freshness_seconds from the query function (alerting input).",
+        PROM,
+        [prom_target("max(powersense:data_freshness_seconds:max)", "freshness", instant=True)],
+        unit="s",
+        extra={
+            "thresholds": {
+                "mode": "absolute",
+                "steps": [
+                    {"color": "green", "value": None},
+                    {"color": "orange", "value": 10800},
+                    {"color": "red", "value": 21600},
+                ],
+            }
+        },
+    ),
+    w=6,
+    h=5,
+)
+d.add(
+    panel(
+        "timeseries",
+        "Since last success (Prometheus)",
+        "Seconds since each stage last succeeded, against 2× its schedule.",
+        PROM,
+        [
+            prom_target("time() - powersense:stage_last_success_timestamp_seconds", "{{function}}"),
+            prom_target("2 * powersense:stage_schedule_seconds", "{{function}} 2× schedule", ref="B"),
+        ],
+        unit="s",
+    ),
+    w=12,
+    h=5,
+)
+d.add(
+    panel(
+        "timeseries",
+        "Stage runs per hour (Prometheus)",
+        "From the pushed powersense_stage_runs_total counters.",
+        PROM,
+        [prom_target("powersense:stage_runs:increase1h", "{{function}} {{status}}")],
+    ),
+    w=12,
+    h=8,
+)
+d.add(
+    panel(
+        "timeseries",
+        "Stage duration p95 (Prometheus)",
+        "From powersense_stage_duration_seconds histograms.",
+        PROM,
+        [prom_target("powersense:stage_duration_seconds:p95_1h", "{{function}}")],
+        unit="s",
+    ),
+    w=12,
+    h=8,
+)
+d.add(
+    panel(
+        "timeseries",
+        "Gateway invocations (OpenFaaS)",
+        "Invocations per second by function and HTTP code.",
+        PROM,
+        [
+            prom_target(
+                "sum by (function_name, code) (rate(gateway_function_invocation_total[$__rate_interval]))",
+                "{{function_name}} {{code}}",
+            )
+        ],
+        unit="reqps",
+    ),
+    w=12,
+    h=8,
+)
+d.add(
+    panel(
+        "timeseries",
+        "Function replicas (OpenFaaS)",
+        "Replicas per function (query scales 2–10).",
+        PROM,
+        [prom_target("max by (function_name) (gateway_service_count)", "{{function_name}}")],
+    ),
+    w=12,
+    h=8,
+)
+dashboards["pipeline-health"] = d
+
+# --------------------------------------------------------------------------------------------------
+# 5. Logs
+loki_fn = {
+    "type": "query",
+    "name": "function",
+    "label": "function",
+    "datasource": LOKI,
+    "multi": True,
+    "includeAll": True,
+    "allValue": ".+",
+    "refresh": 2,
+    "query": {
+        "label": "function",
+        "stream": '{job="powersense"}',
+        "type": 1,
+        "refId": "LokiVariableQueryEditor-VariableQuery",
+    },
+    "definition": 'label_values({job="powersense"}, function)',
+    "current": {"text": "All", "value": "$__all"},
+}
+level_var = {
+    "type": "custom",
+    "name": "level",
+    "label": "level",
+    "multi": True,
+    "includeAll": True,
+    "allValue": ".+",
+    "query": "DEBUG,INFO,WARNING,ERROR,CRITICAL",
+    "current": {"text": "All", "value": "$__all"},
+}
+run_var = {
+    "type": "textbox",
+    "name": "run_id",
+    "label": "run_id (regex)",
+    "query": ".*",
+    "current": {"text": ".*", "value": ".*"},
+}
+search_var = {
+    "type": "textbox",
+    "name": "search",
+    "label": "line contains",
+    "query": "",
+    "current": {"text": "", "value": ""},
+}
+d = Dash(
+    "powersense-logs",
+    "PowerSense — Logs",
+    "JSON logs of every function (Loki); filter by function, level, run_id.",
+    ["logs"],
+    [loki_fn, level_var, run_var, search_var],
+    time_from="now-6h",
+)
+SEL = '{job="powersense", function=~"$function", level=~"$level"}'
+d.add(
+    panel(
+        "timeseries",
+        "Log lines by level",
+        "Lines per interval by level.",
+        LOKI,
+        [
+            loki_target(
+                f'sum by (level) (count_over_time({SEL} |= "$search" | run_id=~"$run_id" [$__auto]))', "{{level}}"
+            )
+        ],
+        extra={"custom": {"drawStyle": "bars", "stacking": {"mode": "normal"}}},
+    ),
+    w=12,
+    h=7,
+)
+d.add(
+    panel(
+        "timeseries",
+        "Errors by function and event",
+        "ERROR lines per interval, by function and event name.",
+        LOKI,
+        [
+            loki_target(
+                'sum by (function, event) (count_over_time('
+                '{job="powersense", function=~"$function", level=~"ERROR|CRITICAL"} [$__auto]))',
+                "{{function}} {{event}}",
+            )
+        ],
+        extra={"custom": {"drawStyle": "bars"}},
+    ),
+    w=12,
+    h=7,
+)
+d.add(
+    panel(
+        "table",
+        "Finished runs",
+        "run_finished events: status, rows and duration per invocation.",
+        LOKI,
+        [
+            loki_target(
+                '{job="powersense", function=~"$function", event="run_finished"} | run_id=~"$run_id" '
+                "| json status, rows_in, rows_out, duration_s, error",
+                qtype="range",
+            )
+        ],
+        options={"showHeader": True},
+    ),
+    w=24,
+    h=8,
+)
+d.add(
+    panel(
+        "logs",
+        "Log lines",
+        "Every matching line; click a line to see its fields (run_id, event, error …).",
+        LOKI,
+        [loki_target(f'{SEL} |= "$search" | run_id=~"$run_id" | json')],
+        options={
+            "showTime": True,
+            "wrapLogMessage": True,
+            "sortOrder": "Descending",
+            "enableLogDetails": True,
+            "prettifyLogMessage": False,
+            "dedupStrategy": "none",
+        },
+    ),
+    w=24,
+    h=14,
+)
+dashboards["logs"] = d
+
+
+
+def render(dash: Dash) -> str:
+    """The JSON file text of one dashboard."""
+    return json.dumps(dash.json(), indent=2, ensure_ascii=False) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    """Write every dashboard into OUT (or the directory given)."""
+    out = Path(argv[0]) if argv else OUT
+    out.mkdir(parents=True, exist_ok=True)
+    for name, dash in dashboards.items():
+        (out / f"{name}.json").write_text(render(dash))
+    print("written:", ", ".join(f"{name}.json" for name in dashboards))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
