@@ -8,7 +8,7 @@ DBT_STAMP := $(DBT_VENV)/.installed
 APT_TOOLS := prometheus prometheus-alertmanager docker-compose wrk
 ARGS ?=
 
-.PHONY: venv demo test bench evaluate evaluate-anomalies validate lint tools dbt-venv lock clean
+.PHONY: venv demo test bench evaluate evaluate-anomalies validate dashboards dbt-build lint tools dbt-venv lock clean
 
 $(STAMP): requirements/base.txt requirements/ml.txt requirements/dev.txt requirements/constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,22 @@ lint: venv
 
 lock: venv
 	$(PY) -m pip freeze --exclude-editable | sed 's/+cpu$$//' > requirements/constraints.txt
+
+# Every config the test suite validates, as one command (promtool, amtool, compose, hadolint, cfn-lint, dbt).
+validate: venv tools dbt-venv
+	promtool check config observability/prometheus/prometheus.yml
+	promtool test rules observability/prometheus/tests/*.yml
+	amtool check-config observability/alertmanager/alertmanager.yml
+	docker-compose --env-file deploy/env.example -f docker-compose.yml config -q
+	$(VENV)/bin/hadolint functions/*/Dockerfile functions/Dockerfile.lambda
+	$(VENV)/bin/cfn-lint template.yaml
+	cd dbt && ../$(DBT_VENV)/bin/dbt compile --profiles-dir . --no-populate-cache
+
+dashboards: venv
+	$(PY) observability/grafana/build_dashboards.py
+
+dbt-build: dbt-venv  # needs the ClickHouse server: POWERSENSE_DBT_HOST/PORT/USER/PASSWORD
+	cd dbt && ../$(DBT_VENV)/bin/dbt build --profiles-dir .
 
 clean:
 	rm -rf var reports/*.json reports/*.png

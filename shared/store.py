@@ -172,7 +172,13 @@ class Store:
 
     # --- schema ---------------------------------------------------------------------------------
     def apply_schema(self, ddl_dir: Path = DDL_DIR) -> int:
-        """Apply every ``NNN.*.sql`` file in order; idempotent (``if not exists`` everywhere)."""
+        """Apply every ``NNN.*.sql`` file in order; idempotent (``if not exists`` everywhere).
+
+        A read-only connection (the query function's user) applies nothing: the writers own the DDL.
+        """
+        if not self.embedded and int(self.scalar("select getSetting('readonly')") or 0) > 0:
+            log_event(log, "schema_skipped_readonly", database=self.database)
+            return 0
         count = 0
         for path in sorted(ddl_dir.glob("[0-9][0-9][0-9].*.sql")):
             sql = path.read_text().replace("electricity.", f"{self.database}.")
