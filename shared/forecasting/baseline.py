@@ -50,15 +50,22 @@ def seasonal_naive_many(
     return pd.concat(rows, ignore_index=True)
 
 
-def relative_error_quantiles(fc: pd.DataFrame, actual: pd.DataFrame, level: float) -> dict[str, list[float]]:
-    """Per lead day, the (1−level)/2 and (1+level)/2 quantiles of (actual − yhat)/yhat (conformal bounds)."""
+def relative_error_quantiles(
+    fc: pd.DataFrame, actual: pd.DataFrame, level: float, centered: bool = False
+) -> dict[str, list[float]]:
+    """Per lead day, the (1−level)/2 and (1+level)/2 quantiles of (actual − yhat)/yhat (conformal bounds).
+
+    ``centered`` subtracts the holdout's median error first: a holdout with a one-off level shift
+    (e.g. the 2022 sobriety drop) otherwise widens the intervals by a bias the model no longer has.
+    """
     alpha = (1 - level) / 2
     joined = fc.merge(actual[["ts", "value"]], on="ts", how="inner").dropna(subset=["value", "yhat"])
     rel = (joined["value"] - joined["yhat"]) / joined["yhat"]
     cal: dict[str, list[float]] = {}
     for k, r in rel.groupby(joined["lead_day"]):
         if len(r) >= 24:
-            cal[str(int(k))] = [float(r.quantile(alpha)), float(r.quantile(1 - alpha))]
+            mid = float(r.median()) if centered else 0.0
+            cal[str(int(k))] = [float(r.quantile(alpha)) - mid, float(r.quantile(1 - alpha)) - mid]
     return cal
 
 

@@ -120,10 +120,12 @@ def backtest(
     step = pd.Timedelta(minutes=cfg.resolution_min)
     origins = daily_origins(test_start, test_end, origin_hour)
     steps = int(pd.Timedelta(days=HORIZON_DAYS + 1, hours=12) / step)  # to the end of D+7 from noon
-    # retraining dates: test start, then every ``retrain_days`` (each trains on data before it only)
-    train_dates = [test_start]
+    # training cuts: the first origin (so even its D+0 hours were never seen), then every ``retrain_days``;
+    # each model trains on data strictly before its cut and serves only origins at or after it
+    cut0 = origins[0]
+    train_dates = [cut0]
     if retrain_days > 0:
-        d = test_start + pd.Timedelta(days=retrain_days)
+        d = cut0 + pd.Timedelta(days=retrain_days)
         while d < test_end:
             train_dates.append(d)
             d += pd.Timedelta(days=retrain_days)
@@ -131,7 +133,7 @@ def backtest(
     bar = tqdm(total=len(origins) + len(train_dates), desc="backtest", unit="step", disable=not progress,
                file=sys.stderr)
     for i, td in enumerate(train_dates):
-        window_start = train_start + (td - test_start)
+        window_start = train_start + (td - cut0)
         train = grid[(grid["ts"] >= window_start) & (grid["ts"] < td)]
         bar.set_postfix_str(f"training on {window_start.date()}…{td.date()}")
         t0 = time.perf_counter()
@@ -139,10 +141,8 @@ def backtest(
         timings.append(round(time.perf_counter() - t0, 2))
         holdouts.append(holdout)
         bar.update(1)
-        nxt = train_dates[i + 1] if i + 1 < len(train_dates) else test_end + pd.Timedelta(days=1)
-        mine = origins[(origins >= td - pd.Timedelta(days=1)) & (origins < nxt - pd.Timedelta(days=1))]
-        if i == 0:
-            mine = origins[origins < nxt - pd.Timedelta(days=1)]
+        nxt = train_dates[i + 1] if i + 1 < len(train_dates) else origins[-1] + pd.Timedelta(days=1)
+        mine = origins[(origins >= td) & (origins < nxt)]
         for chunk in np.array_split(np.arange(len(mine)), max(1, len(mine) // 30)):
             if len(chunk) == 0:
                 continue
@@ -153,10 +153,11 @@ def backtest(
     bar.close()
     model_fc = pd.concat(fcs, ignore_index=True)
     # seasonal naive, with intervals calibrated the same way (on the last holdout before the test)
-    hold_start = test_start - pd.Timedelta(days=settings.forecast_holdout_days)
-    hold_origins = daily_origins(hold_start + pd.Timedelta(days=1), test_start, origin_hour)
-    hold_naive = baseline.seasonal_naive_many(grid[grid["ts"] < test_start], hold_origins, steps, step)
-    hold_naive = hold_naive[hold_naive["ts"] < test_start]
+    hold_start = cut0 - pd.Timedelta(days=settings.forecast_holdout_days)
+    hold_origins = daily_origins(hold_start + pd.Timedelta(days=1), cut0, origin_hour)
+    hold_origins = hold_origins[hold_origins < cut0]
+    hold_naive = baseline.seasonal_naive_many(grid[grid["ts"] < cut0], hold_origins, steps, step)
+    hold_naive = hold_naive[hold_naive["ts"] < cut0]
     naive_cal = baseline.relative_error_quantiles(hold_naive, grid, cfg.interval_level)
     naive_fc = baseline.apply_intervals(baseline.seasonal_naive_many(grid, origins, steps, step), naive_cal)
     models = {
@@ -173,7 +174,7 @@ def backtest(
     return {
         "models": models,
         "test_period": [test_start.isoformat(), test_end.isoformat()],
-        "train_window": [train_start.isoformat(), test_start.isoformat()],
+        "train_window": [train_start.isoformat(), cut0.isoformat()],  # data strictly before the first origin
         "holdout_days": settings.forecast_holdout_days,
         "retrain_days": retrain_days,
         "origins": {"count": int(len(origins)), "local_hour": origin_hour, "first": origins[0].isoformat(),
@@ -264,8 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.data is None:
         files = [f for f in files if train_start.year - 1 <= int(f.name[-11:-7]) <= test_end.year]
     print(f"test period {test_start.tz_convert(TZ):%Y-%m-%d} … {test_end.tz_convert(TZ):%Y-%m-%d} (local, end "
-          f"excluded); training window {train_start.tz_convert(TZ):%Y-%m-%d} … {test_start.tz_convert(TZ):%Y-%m-%d} "
-          f"(last {settings.forecast_holdout_days} days = calibration holdout); origins daily {a.origin_hour}:00 "
+          f"excluded); training window {train_start.tz_convert(TZ):%Y-%m-%d} … the first origin "
+          f"({(test_start.tz_convert(TZ) - pd.Timedelta(days=1)):%Y-%m-%d} {a.origin_hour}:00; the last "
+          f"{settings.forecast_holdout_days} days = calibration holdout); origins daily {a.origin_hour}:00 "
           f"Europe/Paris; files: {len(files)}", flush=True)
     grid, rte = load_data(files, settings.forecast_resolution_min)
     report = backtest(grid, rte, train_start, test_start, test_end, settings, a.retrain_days, a.origin_hour,

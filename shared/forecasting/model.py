@@ -74,6 +74,7 @@ class ModelConfig:
     level_mode: str = "diff"  # "diff": day-to-day changes; "detrended": deviations from a trailing mean
     level_baseline_days: int = 28
     interval_level: float = 0.8
+    interval_centered: bool = False
     seed: int = 42
     torch_threads: int = 2
 
@@ -375,7 +376,8 @@ def _level_forecast(level: Any, lags: np.ndarray) -> np.ndarray:
 
 def calibrate(model: LoadModel, fc: pd.DataFrame, actual: pd.DataFrame) -> dict[str, list[float]]:
     """Conformal interval calibration: per lead day, quantiles of (actual − yhat) / yhat on a holdout."""
-    model.calibration = relative_error_quantiles(fc, actual, model.config.interval_level)
+    model.calibration = relative_error_quantiles(fc, actual, model.config.interval_level,
+                                                 centered=model.config.interval_centered)
     return model.calibration
 
 
