@@ -145,8 +145,9 @@ def _json(model: BaseModel, headers: dict[str, str] | None = None) -> CachedResp
 
 
 # --- public -------------------------------------------------------------------------------------------
-@public.get("/health", tags=["ops"], response_model=HealthResponse, responses={503: {"model": HealthResponse}})
-async def health() -> Response:
+@public.get("/health", tags=["ops"], response_model=HealthResponse,
+            responses={503: {"model": HealthResponse}, 422: {**_ERR, "description": "unknown parameter"}})
+async def health(_: Annotated[EmptyParams, Query()]) -> Response:
     """Store reachable and data fresh (open, no token). 503 only when the store is unreachable; stale data
     answers 200 with ``status: degraded`` so that orchestrators do not restart a healthy function."""
 
@@ -172,7 +173,8 @@ async def health() -> Response:
 
 
 @public.get("/metrics", tags=["ops"], response_class=Response,
-            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+                       422: {**_ERR, "description": "unknown parameter"}})
 def prometheus_metrics(_: Annotated[EmptyParams, Query()]) -> Response:
     """Prometheus exposition: stage metrics plus gauges read from ClickHouse at scrape time (open, like
     /health; rendered at most every 10 s so that scrapes cannot load the store)."""

@@ -12,6 +12,7 @@ reads of the same window would queue behind each other. A hit costs a dict looku
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -19,7 +20,11 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.errors import StoreError
+from shared.logs import log_event
 from shared.store import Store
+
+log = logging.getLogger(__name__)
 
 WATERMARK_SQL = """
 select
@@ -52,9 +57,30 @@ class CachedResponse:
     headers: dict[str, str]
 
 
-def read_state(store: Store) -> StoreState:
-    """Read the watermark and table set (one cheap query on system tables)."""
-    rows = store.query_rows(WATERMARK_SQL)
+# What the read side expects once every stage has run (used when system tables cannot be read).
+ALL_TABLES = frozenset({"measurements", "measurements_latest", "pipeline_runs", "forecasts", "anomalies",
+                        "data_quality", "model_metrics"})
+_warned = False
+
+
+def read_state(store: Store, ttl_s: float = 1.0) -> StoreState:
+    """Read the watermark and table set (one cheap query on system tables).
+
+    A server that denies the reader ``system.parts``/``system.tables`` (``select_from_system_db_requires_grant``)
+    degrades to a time-bucketed watermark: responses are then at most ``max(ttl_s, 1)`` seconds old.
+    """
+    global _warned
+    try:
+        rows = store.query_rows(WATERMARK_SQL)
+    except StoreError as exc:
+        if not store.ping():
+            raise
+        if not _warned:
+            log_event(log, "watermark_unavailable", logging.WARNING, error=str(exc)[:300],
+                      hint="grant SELECT on system.parts and system.tables to the query user")
+            _warned = True
+        bucket = int(time.monotonic() // max(ttl_s, 1.0))
+        return StoreState(token=f"time-{bucket}", tables=ALL_TABLES, checked_at=time.monotonic())
     parts, tables = rows[0] if rows else ([], [])
     return StoreState(token=repr(parts), tables=frozenset(str(t) for t in tables), checked_at=time.monotonic())
 
@@ -87,7 +113,7 @@ class QueryCache:
         with self._refresh_lock:
             state = self.fresh_state(store)  # another thread may have just refreshed it
             if state is None:
-                state = read_state(store)
+                state = read_state(store, self.ttl_s)
                 self._states[store.database] = state
             return state
 
