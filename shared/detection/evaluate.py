@@ -9,10 +9,12 @@ Protocol (reproducible with ``--seed``):
 3. Replay time forward as the cron schedule (``detect_schedule``) would: a value for ts is published
    at ts + step, each detection is stamped with the first cron tick at which its deciding value was
    available. The detectors are causal (every decision uses only values published by then), so one
-   chronological pass equals the run-by-run replay (tests/test_detect_service.py checks this).
+   chronological pass equals the run-by-run replay (tests/test_detect_units.py checks causality).
    Forecasts "as in production": the expectation of the residual detector comes from the forecast
-   issued just before each point; here that forecast is the seasonal profile forecast
-   (:func:`shared.detection.residual.profile_delta`), issued every step from the data published so far.
+   issued just before each point; ``--expectation profile`` (default) uses the seasonal profile forecast
+   (:func:`shared.detection.residual.profile_delta`, what detect falls back to without forecasts),
+   ``seasonal-naive`` the product's fallback forecaster (shared.forecasting.baseline). The NeuralProphet
+   model is not replayed here (an hourly 2023 replay would take hours on CPU).
 4. Score events (runs of flagged points of one kind) against the labels, and count alarms on the
    same period without injections (false alarms per week).
 """

@@ -1,23 +1,27 @@
 """Residual detector: each new actual against a very-short-lead expectation.
 
-Expectation (why): a day-ahead forecast misses by ~2 % (≈1 GW), which would hide a 3 % spike. What the
+Expectation (why): a day-ahead forecast misses by ~2 % (≈1 GW), which would hide a 3 % spike. What a
 forecast gets right at short range is the *shape* of the next quarter-hour. So the expected value of
 point t is the last normal observation carried forward by the forecast's own change:
 
-    expected_t = x_ref + Σ_{ref<j<=t} (Δf_j + m_h(j))
+    expected_t = x_ref + Σ_{ref<j<=t} (Δf_j + b) + m_h
 
-where ``f`` is the most recent forecast issued at or before t (lead 0–60 min with an hourly forecast
-run, i.e. the freshest information the pipeline had when t happened), ``x_ref`` the last point judged
-normal and ``m_h`` the median residual change of that local hour. This equals "the most recent forecast
-corrected by the current residual level". Residual changes are scaled robustly (median / MAD per
-local hour over the trailing ``calibration_days``, flagged points excluded), so the test adapts to
-ramps (morning, evening) and to the forecast's quality.
+where ``f`` is the most recent forecast issued at or before t that covers the step (lead 15–75 min
+with the hourly forecast run: the freshest information the pipeline had when t happened), ``x_ref``
+the last point judged normal (lead 15 min), ``b`` a clipped moving bias of recent residual changes
+(a ramp steeper than forecast) and ``m_h`` the median residual of that local hour. This is "the most
+recent forecast corrected by the current residual level". Residuals are scaled robustly (median / MAD
+per local hour over ``calibration_days``, or over the last 3 days if larger — a DST switch moves the
+lighting ramps — flagged points excluded; floor 0.1 %, cap 0.75 % of the value).
 
 Classification, per point, decided from data available when the point arrives (causal):
-* ``spike``/``dip``: a jump |z| >= onset_z; the run continues while values stay nearer the jumped level
-  than the old one (expected path frozen at the last normal point).
-* ``level_shift``: such a run lasting >= level_shift_min_steps; its earlier spike/dip rows are superseded.
-* ``flatline``: an exactly repeated value while the expectation moved (|z| >= flat_z), or
+* ``spike``/``dip``: a jump |z| >= onset_z; the run continues until a jump back of about the same
+  relative size (or, while short, until the value is nearer the old level). When the *return* is what
+  trips the test, the short excursion before it (which stayed under the threshold) is flagged instead.
+* ``level_shift``: such a run lasting >= level_shift_min_steps (its spike/dip rows are superseded), or a
+  step of >= shift_z after which the anchored level stays shifted for four hours (too small to alarm
+  at once). A run longer than max_run_hours is accepted as the new normal.
+* ``flatline``: an exactly repeated value while the expectation moved (>= flat_z), or
   >= flat_min_repeats repeats in a row.
 * ``missing``: a grid point without a value once it is due (see :func:`missing_points`).
 """
@@ -32,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 TZ = "Europe/Paris"
+SLOW_STEPS = 16  # four hours of 15-min steps: the span of the slow level-shift test
 ROW_COLUMNS = ["ts", "kind", "value", "expected", "lower", "upper", "score", "threshold", "decided_ts", "superseded"]
 
 
@@ -41,14 +46,15 @@ class ResidualParams:
 
     calibration_days: int = 28
     onset_z: float = 8.0
-    flat_z: float = 1.25
+    flat_z: float = 1.0
     flat_min_repeats: int = 2
     level_shift_min_steps: int = 8
     max_run_hours: float = 48.0
     min_calibration_points: int = 28
     max_gap_steps: int = 4
     end_z: float = 3.0
-    anchor_points: int = 3
+    anchor_points: int = 1
+    shift_z: float = 7.0
     recent_days: int = 3
     bias_alpha: float = 0.3
     sigma_floor_frac: float = 0.001
@@ -60,10 +66,11 @@ class ResidualParams:
         return cls(
             calibration_days=int(getattr(settings, "detect_calibration_days", 28)),
             onset_z=float(getattr(settings, "detect_onset_z", 8.0)),
-            flat_z=float(getattr(settings, "detect_flat_z", 1.25)),
+            flat_z=float(getattr(settings, "detect_flat_z", 1.0)),
             flat_min_repeats=int(getattr(settings, "detect_flat_min_repeats", 2)),
             level_shift_min_steps=int(getattr(settings, "detect_level_shift_min_steps", 8)),
             max_run_hours=float(getattr(settings, "detect_max_run_hours", 48.0)),
+            shift_z=float(getattr(settings, "detect_level_shift_z", 7.0)),
         )
 
 
@@ -201,6 +208,7 @@ def detect_residual(
     path = 0.0  # cumulative expected change (the forecast's shape) since the path started
     path_ok = False
     levels: deque[tuple[int, float]] = deque(maxlen=8)  # (i, x - path) at the last normal points
+    long_levels: deque[tuple[int, float]] = deque(maxlen=2 * SLOW_STEPS)  # the same over four hours
     gap = 0  # steps since the last normal point
     run_sign, run_jump, run_rel, run_len = 0, 0.0, 0.0, 0
     run_last, run_acc = np.nan, 0.0
@@ -268,6 +276,7 @@ def detect_residual(
         if not path_ok:
             path, path_ok = 0.0, not np.isnan(di)
             levels.clear()
+            long_levels.clear()
             levels.append((i, xi - path))
             gap, reps = 0, 0
             run_sign, run_len, run_rows = 0, 0, []
@@ -306,6 +315,7 @@ def detect_residual(
         if not have_anchor or stale:
             # after a long gap or stuck stretch the anchor is stale: re-anchor without judging
             levels.clear()
+            long_levels.clear()
             levels.append((i, xi - path))
             gap = 0
             run_sign, run_len, run_rows = 0, 0, []
@@ -346,6 +356,7 @@ def detect_residual(
             # back to normal (or, after max_run, a new level accepted): restart the anchor here
             run_sign, run_len, run_rows = 0, 0, []
             levels.clear()
+            long_levels.clear()
             levels.append((i, xi - path))
             gap = 0
             continue
@@ -372,6 +383,7 @@ def detect_residual(
                                 i,
                             )
                     levels.clear()
+                    long_levels.clear()
                     levels.append((i, xi - path))
                     gap = 0
                     continue
@@ -390,12 +402,57 @@ def detect_residual(
                 change = float(np.clip((xi - path) - levels[-1][1] + bias, -2 * s_h, 2 * s_h))
                 bias = (1 - p.bias_alpha) * bias + p.bias_alpha * change
         levels.append((i, xi - path))
+        long_levels.append((i, xi - path))
         gap = 0
+        shift = _slow_step(long_levels, i, s_h, p) if calibrated else None
+        if shift is not None:
+            # a step too small to alarm at once but lasting two hours: a level shift from the step on
+            start_j, base, jump = shift
+            run_sign, run_jump, run_rel = int(np.sign(jump)), jump, jump / (xi - jump)
+            run_len, run_last, run_acc, run_rows = max(i - start_j + 1, p.level_shift_min_steps), xi, 0.0, []
+            for j, lv in long_levels:
+                if j >= start_j:
+                    exp_j = base + path_at[j] + m_h
+                    add_row(j, "level_shift", exp_j, s_h, float((lv - base) / s_h), p.shift_z, i)
+            levels.clear()
+            long_levels.clear()
 
     out = pd.DataFrame(rows, columns=ROW_COLUMNS)
     if not out.empty:
         out = out.drop_duplicates(["ts", "kind"], keep="first").reset_index(drop=True)
     return out
+
+
+def _slow_step(
+    seg: deque[tuple[int, float]], i: int, sigma: float, p: ResidualParams
+) -> tuple[int, float, float] | None:
+    """A lasting step in the anchored levels of the last 4 hours that the onset test missed.
+
+    Levels (x - expected path) of normal points random-walk slowly; a level shift shows as one step
+    (>= 60 % of the change) after which every level stays shifted, and the change between the older
+    and the newer two hours exceeds ``shift_z`` times the two-hour spread. Returns (first shifted
+    index, old level, change) or None.
+    """
+    if len(seg) < SLOW_STEPS + SLOW_STEPS // 2 or i - seg[0][0] > 2 * SLOW_STEPS + 4:
+        return None
+    old = [lv for j, lv in seg if i - j >= SLOW_STEPS]
+    new = [lv for j, lv in seg if i - j < SLOW_STEPS]
+    if len(old) < SLOW_STEPS // 2 or len(new) < SLOW_STEPS - 2:
+        return None
+    base = float(np.median(old))
+    change = float(np.median(new)) - base
+    if abs(change) < p.shift_z * sigma:
+        return None
+    sign = np.sign(change)
+    items = list(seg)
+    k = max(range(1, len(items)), key=lambda m: sign * (items[m][1] - items[m - 1][1]))
+    if sign * (items[k][1] - items[k - 1][1]) < 0.6 * abs(change):
+        return None
+    if any(sign * (lv - base) < abs(change) / 2 for _, lv in items[k:]):
+        return None
+    if any(sign * (lv - base) >= abs(change) / 2 for _, lv in items[:k]):
+        return None
+    return items[k][0], base, change
 
 
 def missing_points(
