@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from local_dev.functions import load_handler
 from shared.artifacts import get_artifact_store
 from shared.ingest.versioning import ukey_of
+from shared.query.api import cache as query_cache
 from shared.query.metrics import CACHE_REQUESTS
 from shared.runs import stage_run
 from shared.settings import REPO_ROOT, Settings, get_settings
@@ -381,3 +382,24 @@ def test_identical_concurrent_requests_run_the_query_once(client: TestClient, de
     responses = asyncio.run(burst())
     assert {r.status_code for r in responses} == {200} and len({r.content for r in responses}) == 1
     assert CACHE_REQUESTS.labels("miss")._value.get() - misses == 1
+
+
+def test_fast_path_serves_repeats_until_new_data(
+    client: TestClient, store: Store, december: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POWERSENSE_QUERY_CACHE_TTL_S", "60")
+    get_settings.cache_clear()
+    params = {"metric": "consommation", "start": "2023-12-20", "end": "2023-12-21", "version": "all"}
+    first = client.get("/measurements", params=params)
+    fast_hits = CACHE_REQUESTS.labels("fast_hit")._value.get()
+    repeat = client.get("/measurements", params=params)
+    csv = client.get("/measurements", params=params, headers={"Accept": "text/csv"})
+    assert repeat.content == first.content and repeat.headers["content-type"] == "application/json"
+    assert csv.headers["content-type"].startswith("text/csv")
+    assert CACHE_REQUESTS.labels("fast_hit")._value.get() == fast_hits + 1
+    ts = utc(2023, 12, 20, 1, 0)
+    store.insert_df("measurements", pd.DataFrame([{
+        "ts": ts, "source": SOURCE, "metric": "consommation", "nature": "Données consolidées", "value": 50000.0,
+        "ukey": ukey_of(ts, "consommation", "Données consolidées"), "version": 1, "batch_id": "b2"}]))
+    query_cache().clear()  # stands in for the 60 s TTL elapsing: the watermark is re-read
+    assert client.get("/measurements", params=params).json()["count"] == first.json()["count"] + 1

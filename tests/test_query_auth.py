@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from local_dev.functions import load_handler
+from shared.query.metrics import CACHE_REQUESTS
 from shared.settings import get_settings
 from shared.store import Store
 
@@ -87,3 +88,22 @@ def test_credentials_never_reach_logs_or_responses(anonymous: TestClient, capfd:
     assert ok.status_code == 200
     for text in (out, err, ok.text, anonymous.get("/openapi.json").text):
         assert SECRET not in text and wrong not in text
+
+
+@pytest.fixture
+def cached_app(anonymous: TestClient, monkeypatch: pytest.MonkeyPatch) -> TestClient:
+    """The same client with a long watermark TTL, so the ASGI fast path is in play."""
+    monkeypatch.setenv("POWERSENSE_QUERY_CACHE_TTL_S", "60")
+    get_settings.cache_clear()
+    return anonymous
+
+
+def test_fast_path_still_requires_the_token(cached_app: TestClient) -> None:
+    good = {"Authorization": f"Bearer {SECRET}"}
+    first = cached_app.get("/runs/latest", headers=good)
+    assert first.status_code == 200
+    fast_hits = CACHE_REQUESTS.labels("fast_hit")._value.get()
+    assert cached_app.get("/runs/latest", headers=good).content == first.content
+    assert CACHE_REQUESTS.labels("fast_hit")._value.get() == fast_hits + 1
+    for headers in ({}, {"Authorization": f"Bearer {SECRET}x"}, {"Authorization": f"Basic {SECRET}"}):
+        assert cached_app.get("/runs/latest", headers=headers).status_code == 401

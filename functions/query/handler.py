@@ -10,7 +10,7 @@ from mangum import Mangum
 
 from shared.app import create_app
 from shared.errors import AuthError
-from shared.query.api import protected, public
+from shared.query.api import install_fast_path, protected, public
 from shared.query.auth import auth_error_handler
 
 DESCRIPTION = """Read-only access to PowerSense: measurements (with every revision and as-of reads), forecasts
@@ -26,5 +26,6 @@ app.router.routes = [r for r in app.router.routes if getattr(r, "path", None) !=
 app.add_exception_handler(AuthError, auth_error_handler)
 app.include_router(public)
 app.include_router(protected)
+install_fast_path(app)
 
 handler = Mangum(app)

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -24,6 +24,7 @@ from shared.errors import PowerSenseError
 from shared.query import service
 from shared.query.auth import require_token
 from shared.query.cache import CachedResponse, QueryCache, StoreState
+from shared.query.fastpath import FastPathIndex, FastPathMiddleware, wants_csv
 from shared.query.metrics import CACHE_REQUESTS, QUERY_REGISTRY, register_store_collector
 from shared.query.models import (
     AnomaliesParams,
@@ -55,6 +56,7 @@ JSON = "application/json"
 CSV = "text/csv; charset=utf-8"
 _CACHE = QueryCache(ttl_s=1.0)
 _INFLIGHT: dict[Hashable, asyncio.Future[CachedResponse]] = {}
+_FAST = FastPathIndex()
 
 _ERR = {"model": ErrorResponse}
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -74,7 +76,21 @@ def cache() -> QueryCache:
     """The process-wide response cache, sized from the settings."""
     s = get_settings()
     _CACHE.ttl_s, _CACHE.max_entries = s.query_cache_ttl_s, s.query_cache_entries
+    _FAST.max_entries = s.query_cache_entries
     return _CACHE
+
+
+def _current_database() -> str | None:
+    try:
+        return get_store().database
+    except PowerSenseError:
+        return None
+
+
+def install_fast_path(app: FastAPI) -> None:
+    """Serve repeated authorised GETs from the cache before FastAPI routing (see shared.query.fastpath)."""
+    app.add_middleware(FastPathMiddleware, index=_FAST, cache=_CACHE, database=_current_database,
+                       on_hit=CACHE_REQUESTS.labels("fast_hit").inc)
 
 
 def _wants_csv(request: Request, fmt: str | None) -> bool:
@@ -131,6 +147,10 @@ async def _serve(
             raise
         finally:
             del _INFLIGHT[key]
+    if extra is None:  # responses that depend on the clock are not exact-request cacheable
+        scope = request.scope
+        _FAST.put((store.database, scope["path"], scope.get("query_string", b""), wants_csv(scope["headers"])),
+                  state.token, hit)
     return Response(hit.body, media_type=hit.media_type, headers=hit.headers)
 
 

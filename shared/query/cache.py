@@ -103,7 +103,11 @@ class QueryCache:
 
     def fresh_state(self, store: Store) -> StoreState | None:
         """The watermark if it was read less than ``ttl_s`` ago, else None (no I/O)."""
-        state = self._states.get(store.database)
+        return self.fresh_state_for(store.database)
+
+    def fresh_state_for(self, database: str) -> StoreState | None:
+        """:meth:`fresh_state` by database name."""
+        state = self._states.get(database)
         if state is not None and time.monotonic() - state.checked_at < self.ttl_s:
             return state
         return None

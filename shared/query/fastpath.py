@@ -1,0 +1,109 @@
+"""ASGI fast path: answer a repeated, authorised GET straight from the response cache.
+
+A request that already went through the full FastAPI stack (validation, auth, computation) and got
+a 200 leaves its serialised response here, keyed on the exact path, raw query string and CSV-ness
+of the Accept header, together with the data watermark it was computed at. The next identical
+request with a valid token, while the watermark is unchanged, is answered without routing,
+dependency injection or model validation (the same bytes FastAPI sent). Anything else — another
+query string, a missing or wrong token, an unknown watermark — falls through to FastAPI unchanged,
+so every rule (401, 4xx, unknown parameters) is still enforced there.
+"""
+
+from __future__ import annotations
+
+import hmac
+import threading
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from shared.query.cache import CachedResponse, QueryCache
+from shared.settings import get_settings
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
+
+FastKey = tuple[str, str, bytes, bool]
+
+
+class FastPathIndex:
+    """Bounded map from an exact request to (watermark token, response)."""
+
+    def __init__(self, max_entries: int = 512) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[FastKey, tuple[str, CachedResponse]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, key: FastKey, token: str, response: CachedResponse) -> None:
+        """Remember the response served for ``key`` at watermark ``token``."""
+        if self.max_entries <= 0:
+            return
+        with self._lock:
+            self._entries[key] = (token, response)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def get(self, key: FastKey, token: str) -> CachedResponse | None:
+        """The response for ``key`` if it was computed at watermark ``token``."""
+        entry = self._entries.get(key)
+        return entry[1] if entry is not None and entry[0] == token else None
+
+
+def wants_csv(headers: list[tuple[bytes, bytes]]) -> bool:
+    """True when the Accept header asks for text/csv."""
+    return any(k == b"accept" and b"text/csv" in v for k, v in headers)
+
+
+def token_ok(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Constant-time check of ``Authorization: Bearer <token>`` against the configured token."""
+    expected = get_settings().query_token
+    secret = expected.get_secret_value().strip().encode() if expected is not None else b""
+    if not secret:
+        return False
+    for k, v in headers:
+        if k == b"authorization":
+            scheme, _, given = v.partition(b" ")
+            return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), secret)
+    return False
+
+
+class FastPathMiddleware:
+    """Pure ASGI middleware in front of the query app (see module docstring)."""
+
+    def __init__(self, app: ASGIApp, index: FastPathIndex, cache: QueryCache,
+                 database: Callable[[], str | None], on_hit: Callable[[], None]) -> None:
+        self.app = app
+        self.index = index
+        self.cache = cache
+        self.database = database
+        self.on_hit = on_hit
+
+    async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Message]],
+                       send: Callable[[Message], Awaitable[None]]) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET":
+            hit = self._lookup(scope)
+            if hit is not None:
+                self.on_hit()
+                headers = [(b"content-length", str(len(hit.body)).encode()),
+                           (b"content-type", hit.media_type.encode())]
+                headers += [(k.lower().encode(), v.encode()) for k, v in hit.headers.items()]
+                await send({"type": "http.response.start", "status": 200, "headers": headers})
+                await send({"type": "http.response.body", "body": hit.body})
+                return
+        await self.app(scope, receive, send)
+
+    def _lookup(self, scope: Scope) -> CachedResponse | None:
+        database = self.database()
+        if database is None:
+            return None
+        state = self.cache.fresh_state_for(database)
+        if state is None:
+            return None
+        headers = scope.get("headers") or []
+        key = (database, scope["path"], scope.get("query_string", b""), wants_csv(headers))
+        hit = self.index.get(key, state.token)
+        if hit is None or not token_ok(headers):
+            return None
+        return hit
