@@ -153,6 +153,7 @@ class Settings(BaseSettings):
     drift_mape_max: float = Field(default=0.05, gt=0, description="D+1 MAPE above this requests a retrain")
     drift_coverage_tolerance: float = Field(default=0.15, ge=0, description="allowed coverage shortfall")
     drift_psi_max: float = Field(default=0.5, gt=0, description="PSI above this requests a retrain")
+    drift_request_cooldown_hours: float = Field(default=24.0, ge=0, description="hours between requests per measure")
     # --- end detection -------------------------------------------------------------------------
 
     # --- ops (deployment) --------------------------------------------------------------------

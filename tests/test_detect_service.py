@@ -157,3 +157,29 @@ def test_handler_runs_detect_for_a_backfill_window(store: Store, history: pd.Dat
     finally:
         module.app.dependency_overrides.clear()
     assert resp.status_code == 200 and resp.json()["details"]["anomalies_new_open"] >= 1
+
+
+def test_lasting_breach_requests_one_retrain_per_cooldown(
+    store: Store, settings: Settings, history: pd.DataFrame
+) -> None:
+    write_measurements(store, history)
+    write_forecasts(store, history, NOW - pd.Timedelta(days=7), WINDOW[1], factor=1.10)
+    detect(store, settings)
+    detect(store, settings, now=NOW + pd.Timedelta(hours=2))  # drift is due again, the breach lasts
+    n = store.scalar(
+        "select count() from {db:Identifier}.model_metrics where kind = 'retrain_request' and name = 'mape'"
+    )
+    assert n == 1
+
+
+def test_cron_run_starts_from_the_last_watermark(store: Store, settings: Settings, history: pd.DataFrame) -> None:
+    write_measurements(store, history)
+    detect(store, settings)
+    with frozen_clock(NOW + pd.Timedelta(minutes=15)), stage_run(store, "detect") as run:
+        figures = run_detect(store, settings, run)
+    # the previous run ended at WINDOW[1]; the next re-examines the overlap before it
+    expected_start = WINDOW[1] - pd.Timedelta(hours=settings.detect_overlap_hours)
+    assert (pd.Timestamp(figures["window_start"]), pd.Timestamp(figures["window_end"])) == (
+        expected_start,
+        NOW + pd.Timedelta(minutes=15),
+    )

@@ -457,6 +457,11 @@ def run_detect(
             now.to_pydatetime(),
         )
         mm_rows = drift.compute(fc, ref_series, now, settings)
+        # one request per breached measure per cooldown: a lasting breach must not retrain every hour
+        recent = _recent_requests(
+            store, source, metric, now - pd.Timedelta(hours=settings.drift_request_cooldown_hours)
+        )
+        mm_rows = [r for r in mm_rows if r["kind"] != "retrain_request" or r["name"] not in recent]
         mm = drift.to_frame(mm_rows, now, run.run_id, source, metric)
         store.insert_df("model_metrics", mm)
         run.rows_out += len(mm)
@@ -470,6 +475,16 @@ def run_detect(
         figures["retrain_requests"] = [r["name"] for r in requests]
     run.details.update(figures)
     return figures
+
+
+def _recent_requests(store: Store, source: str, metric: str, since: pd.Timestamp) -> set[str]:
+    """Names of retrain requests written since ``since``."""
+    sql = """
+    select distinct name from {db:Identifier}.model_metrics
+    where source = {source:String} and metric = {metric:String} and kind = 'retrain_request'
+      and computed_at >= {since:DateTime64(3, 'UTC')}
+    """
+    return {str(r[0]) for r in store.query_rows(sql, {"source": source, "metric": metric, "since": since})}
 
 
 def _drift_due(store: Store, source: str, metric: str, now: pd.Timestamp, every_min: float) -> bool:
