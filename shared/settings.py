@@ -93,8 +93,8 @@ class Settings(BaseSettings):
     # --- forecasting (featurize + forecast stages, backtest) -----------------------------------
     features_lookback_days: int = Field(default=1830, ge=14, description="oldest ts featurize (re)computes")
     max_interp_steps: int = Field(default=4, ge=0, description="gaps up to this many grid steps are interpolated")
-    forecast_train_days: int = Field(default=1461, ge=28, description="training window length (4 years)")
-    forecast_holdout_days: int = Field(default=56, ge=7, description="recent days kept out of training to "
+    forecast_train_days: int = Field(default=1096, ge=28, description="training window length (3 years)")
+    forecast_holdout_days: int = Field(default=91, ge=7, description="recent days kept out of training to "
                                        "calibrate intervals and compare new vs current model")
     forecast_retrain_hours: float = Field(default=24.0, gt=0, description="retrain when the model is older")
     forecast_epochs: int = Field(default=10, ge=1, description="profile network epochs")
@@ -103,6 +103,8 @@ class Settings(BaseSettings):
     forecast_level_lags: int = Field(default=14, ge=2, description="daily blocks the level network reads")
     forecast_level_epochs: int = Field(default=60, ge=1, description="level network epochs")
     forecast_interval_level: float = Field(default=0.8, gt=0, lt=1)
+    forecast_interval_centered: bool = Field(default=True, description="conformal bounds around the holdout's "
+                                             "median error (a one-off level shift in the holdout is not spread)")
     forecast_seed: int = 42
     forecast_torch_threads: int = Field(default=2, ge=1)
     forecast_max_staleness_hours: float = Field(default=6.0, gt=0, description="newer data needed for the model")

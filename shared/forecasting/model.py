@@ -284,7 +284,7 @@ def predict(model: LoadModel, history: pd.DataFrame, origins: list[pd.Timestamp]
     hts = pd.DatetimeIndex(hist["ts"])
     if len(origins) == 0:
         return pd.DataFrame(columns=["origin", "ts", "yhat", "lower", "upper", "lead_day"])
-    lo = origins.min() - pd.Timedelta(days=cfg.level_lags + 2)
+    lo = origins.min() - pd.Timedelta(days=cfg.level_lags + _extra_blocks(cfg) + 2)
     keep = (hts >= lo) & (hts < origins.max())
     hts, hval = hts[keep], hist["value"].to_numpy()[keep]
     # one profile call for every instant needed (history residuals and all targets)

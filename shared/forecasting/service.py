@@ -55,6 +55,7 @@ def model_config(settings: Settings) -> Any:
         level_lags=settings.forecast_level_lags,
         level_epochs=settings.forecast_level_epochs,
         interval_level=settings.forecast_interval_level,
+        interval_centered=settings.forecast_interval_centered,
         seed=settings.forecast_seed,
         torch_threads=settings.forecast_torch_threads,
     )
