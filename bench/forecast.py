@@ -91,6 +91,7 @@ def _child(code: str, env: dict[str, str]) -> str:
 
 def run() -> dict[str, Any]:
     """Run the section in child interpreters and return its figures."""
+    load_start = os.getloadavg()[0]  # the machine is shared: record how busy it was
     with tempfile.TemporaryDirectory(prefix="powersense-bench-fc-") as tmp:
         env = {**os.environ, "BENCH_REPO": str(REPO), "POWERSENSE_CHDB_PATH": f"{tmp}/chdb",
                "POWERSENSE_ARTIFACTS_DIR": f"{tmp}/artifacts", "POWERSENSE_CLICKHOUSE_DATABASE": "bench_forecast",
@@ -102,4 +103,6 @@ def run() -> dict[str, Any]:
         result["import_s"] = float(imp)
         result["import_loads_torch"] = torch_loaded == "True"
     result["targets"] = {"train_s": 120, "predict_s": 5, "peak_rss_mb": 3072}
+    result["load_avg_1m_start"] = round(load_start, 2)
+    result["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
     return result
