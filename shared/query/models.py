@@ -15,7 +15,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 MAX_LIMIT = 10_000
 DEFAULT_LIMIT = 5_000
 MAX_RANGE_DAYS = 366  # raw and sub-daily intervals
-MAX_RANGE_DAYS_DAILY = 25 * 366  # interval=1d: the whole history in one page
+MAX_RANGE_DAYS_DAILY = 3660  # interval=1d: ten years per request
 MAX_VS_ACTUAL_DAYS = 92
 MAX_ROWS_LIMIT = 1_000  # runs, anomalies, data quality, forecast run lists
 DEFAULT_WINDOW_DAYS = 7
