@@ -182,6 +182,8 @@ def _quiet() -> None:
     """NeuralProphet and Lightning log a lot at INFO; keep our JSON logs readable."""
     import warnings
 
+    import neuralprophet  # noqa: F401  (its import sets the "NP" logger to INFO: import first, then quiet it)
+
     for mod in ("neuralprophet", "pytorch_lightning", "lightning", "torch"):
         warnings.filterwarnings("ignore", module=mod)
     warnings.filterwarnings("ignore", category=FutureWarning)
