@@ -15,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from local_dev.functions import load_handler
+from local_dev.gateway import create_gateway_app
 from shared.artifacts import get_artifact_store
 from shared.ingest.versioning import ukey_of
 from shared.query.api import cache as query_cache
@@ -403,3 +404,13 @@ def test_fast_path_serves_repeats_until_new_data(
         "ukey": ukey_of(ts, "consommation", "Données consolidées"), "version": 1, "batch_id": "b2"}]))
     query_cache().clear()  # stands in for the 60 s TTL elapsing: the watermark is re-read
     assert client.get("/measurements", params=params).json()["count"] == first.json()["count"] + 1
+
+
+def test_through_the_embedded_gateway(client: TestClient, december: pd.DataFrame) -> None:
+    gateway = create_gateway_app(functions=["query"], with_replay=False)
+    with TestClient(gateway) as gw:
+        url = "/function/query/measurements?metric=consommation&interval=30min"
+        assert gw.get(url).status_code == 401
+        r = gw.get(url, headers={"Authorization": f"Bearer {TOKEN}"})
+        assert r.status_code == 200 and r.json()["count"] == 336
+        assert gw.get("/function/query/health").json()["store"] is True
