@@ -222,8 +222,10 @@ def plot(report: dict[str, Any], path: Path) -> None:
         ax2.bar(np.arange(len(days)) + (i - 1) * width, vals, width, label=name)
     ax2.set_xticks(range(len(days)), days)
     ax2.set_ylabel("MAPE %")
-    ax2.set_title(f"Error by horizon, test {report['test_period'][0][:10]} … {report['test_period'][1][:10]}, "
-                  f"trained on {report['train_window'][0][:10]} … {report['train_window'][1][:10]}")
+    tp = [pd.Timestamp(x).tz_convert(TZ) for x in report["test_period"]]
+    tw = [pd.Timestamp(x).tz_convert(TZ) for x in report["train_window"]]
+    ax2.set_title(f"Error by horizon: test {tp[0]:%Y-%m-%d} … {tp[1] - pd.Timedelta(days=1):%Y-%m-%d}, "
+                  f"trained on {tw[0]:%Y-%m-%d} … {tw[1]:%Y-%m-%d %H:%M} (Europe/Paris)")
     ax2.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
