@@ -98,9 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         settings = get_settings()
 
     print(f"PowerSense demo — data in {data_dir}")
-    if store.scalar("select count() from {db:Identifier}.measurements") == 0:
-        from shared.ingest.bootstrap import bootstrap
+    from shared.ingest.bootstrap import bootstrap
+    from shared.ingest.versioning import bootstrap_done
 
+    if not bootstrap_done(store):  # first run, or a bootstrap that was interrupted: (re)load up to `start`
         t0 = time.perf_counter()
         result = bootstrap(store, settings, until=start, progress=True)
         print(f"bootstrap: {_fmt(result)} in {time.perf_counter() - t0:.1f} s")
