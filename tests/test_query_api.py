@@ -19,6 +19,7 @@ from local_dev.gateway import create_gateway_app
 from shared.artifacts import get_artifact_store
 from shared.ingest.versioning import ukey_of
 from shared.query.api import cache as query_cache
+from shared.query.cache import QueryCache
 from shared.query.metrics import CACHE_REQUESTS
 from shared.runs import stage_run
 from shared.settings import REPO_ROOT, Settings, get_settings
@@ -414,3 +415,11 @@ def test_through_the_embedded_gateway(client: TestClient, december: pd.DataFrame
         r = gw.get(url, headers={"Authorization": f"Bearer {TOKEN}"})
         assert r.status_code == 200 and r.json()["count"] == 336
         assert gw.get("/function/query/health").json()["store"] is True
+
+
+def test_response_cache_is_bounded_in_bytes() -> None:
+    c = QueryCache(ttl_s=1.0, max_entries=10, max_entry_bytes=50, max_total_bytes=100)
+    for key in ("a", "b", "c"):
+        c.put(key, key, size=40)
+    c.put("huge", "huge", size=51)
+    assert [c.get(k) for k in ("a", "b", "c", "huge")] == [None, "b", "c", None]

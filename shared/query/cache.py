@@ -88,11 +88,14 @@ def read_state(store: Store, ttl_s: float = 1.0) -> StoreState:
 class QueryCache:
     """Bounded LRU of serialised responses plus the per-database watermark."""
 
-    def __init__(self, ttl_s: float, max_entries: int = 512, max_entry_bytes: int = 4 << 20) -> None:
+    def __init__(self, ttl_s: float, max_entries: int = 512, max_entry_bytes: int = 4 << 20,
+                 max_total_bytes: int = 64 << 20) -> None:
         self.ttl_s = ttl_s
         self.max_entries = max_entries
         self.max_entry_bytes = max_entry_bytes
-        self._entries: OrderedDict[Hashable, Any] = OrderedDict()
+        self.max_total_bytes = max_total_bytes  # the function runs with 512 MiB
+        self._entries: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
+        self._bytes = 0
         # Small derived facts (known series, latest timestamp per series) keyed on the watermark: kept
         # even when response caching is off, they are what makes a response-cache miss cost one query.
         self._memo: OrderedDict[Hashable, tuple[Any]] = OrderedDict()
@@ -124,20 +127,23 @@ class QueryCache:
     def get(self, key: Hashable) -> Any | None:
         """The cached value for ``key`` (moved to most recent) or None."""
         with self._lock:
-            value = self._entries.get(key)
-            if value is not None:
-                self._entries.move_to_end(key)
-            return value
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            self._entries.move_to_end(key)
+            return entry[0]
 
     def put(self, key: Hashable, value: Any, size: int = 0) -> None:
         """Store a value unless it is larger than ``max_entry_bytes``; evict the oldest beyond the bound."""
         if self.max_entries <= 0 or size > self.max_entry_bytes:
             return
         with self._lock:
-            self._entries[key] = value
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+            old = self._entries.pop(key, None)
+            self._bytes += size - (old[1] if old else 0)
+            self._entries[key] = (value, size)
+            while self._entries and (len(self._entries) > self.max_entries or self._bytes > self.max_total_bytes):
+                _, (_, evicted) = self._entries.popitem(last=False)
+                self._bytes -= evicted
 
     def memo(self, key: Hashable, compute: Callable[[], Any]) -> Any:
         """Cached ``compute()`` (the key must contain the watermark token)."""
@@ -155,5 +161,6 @@ class QueryCache:
         """Forget every entry and watermark."""
         with self._lock:
             self._entries.clear()
+            self._bytes = 0
             self._memo.clear()
             self._states.clear()

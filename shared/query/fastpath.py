@@ -30,20 +30,26 @@ FastKey = tuple[str, str, bytes, bool]
 class FastPathIndex:
     """Bounded map from an exact request to (watermark token, response)."""
 
-    def __init__(self, max_entries: int = 512) -> None:
+    def __init__(self, max_entries: int = 512, max_total_bytes: int = 64 << 20, max_entry_bytes: int = 4 << 20) -> None:
         self.max_entries = max_entries
+        self.max_total_bytes = max_total_bytes
+        self.max_entry_bytes = max_entry_bytes
         self._entries: OrderedDict[FastKey, tuple[str, CachedResponse]] = OrderedDict()
+        self._bytes = 0
         self._lock = threading.Lock()
 
     def put(self, key: FastKey, token: str, response: CachedResponse) -> None:
-        """Remember the response served for ``key`` at watermark ``token``."""
-        if self.max_entries <= 0:
+        """Remember the response served for ``key`` at watermark ``token`` (bounded in count and bytes)."""
+        size = len(response.body)
+        if self.max_entries <= 0 or size > self.max_entry_bytes:
             return
         with self._lock:
+            old = self._entries.pop(key, None)
+            self._bytes += size - (len(old[1].body) if old else 0)
             self._entries[key] = (token, response)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+            while self._entries and (len(self._entries) > self.max_entries or self._bytes > self.max_total_bytes):
+                _, (_, evicted) = self._entries.popitem(last=False)
+                self._bytes -= len(evicted.body)
 
     def get(self, key: FastKey, token: str) -> CachedResponse | None:
         """The response for ``key`` if it was computed at watermark ``token``."""
