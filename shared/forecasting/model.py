@@ -45,9 +45,11 @@ BLOCKS_OUT = 8  # 24-hour blocks forecast by the level model: enough for D+7 fro
 ANCHOR_HOURS = 6  # the forecast starts from the profile's mean residual over the last hours
 STD_OFFSET = pd.Timedelta(hours=1)  # Europe/Paris standard time (CET) = UTC+1
 CONDITIONS = [f"{season}_{day}" for season in ("summer", "winter") for day in ("work", "sat", "off")]
+CONDITIONS_MON_FRI = [f"{season}_{day}" for season in ("summer", "winter")
+                      for day in ("mon", "work", "fri", "sat", "off")]
 HOLIDAY_EVENTS = [
     "new_year", "easter_monday", "labour_day", "victory_day", "ascension", "whit_monday", "bastille_day",
-    "assumption", "all_saints", "armistice", "christmas", "bridge",
+    "assumption", "all_saints", "armistice", "christmas", "bridge", "christmas_week",
 ]
 _HOLIDAY_KEYS = {
     "New Year's Day": "new_year", "Easter Monday": "easter_monday", "Labor Day": "labour_day",
@@ -71,6 +73,8 @@ class ModelConfig:
     level_lags: int = 14
     level_epochs: int = 60
     level_learning_rate: float = 0.01
+    split_mon_fri: bool = True  # Monday and Friday get their own daily shapes
+    christmas_week: bool = True  # an event for 24 Dec – 1 Jan
     level_mode: str = "diff"  # "diff": day-to-day changes; "detrended": deviations from a trailing mean
     level_baseline_days: int = 28
     interval_level: float = 0.8
@@ -104,11 +108,15 @@ def holiday_frame(start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
                 rows.append((pd.Timestamp(d) - pd.Timedelta(days=1), "bridge"))
             elif wd == 3:
                 rows.append((pd.Timestamp(d) + pd.Timedelta(days=1), "bridge"))
+        # the end-of-year break (24 Dec – 1 Jan): a dip too sharp for the yearly Fourier terms
+        for d in pd.date_range(f"{y}-12-24", f"{y + 1}-01-01", freq="D"):
+            rows.append((d, "christmas_week"))
     return pd.DataFrame(rows, columns=["date", "event"]).drop_duplicates()
 
 
 def profile_frame(
-    ts: pd.Series | pd.DatetimeIndex, y: np.ndarray | pd.Series | None = None, events: list[str] | None = None
+    ts: pd.Series | pd.DatetimeIndex, y: np.ndarray | pd.Series | None = None, events: list[str] | None = None,
+    conditions: list[str] | None = None,
 ) -> pd.DataFrame:
     """The profile network's input: ``ds`` in local standard time, ``y``, day-type conditions, events."""
     idx = pd.DatetimeIndex(ts)
@@ -120,13 +128,21 @@ def profile_frame(
     summer = np.array([t.utcoffset() == pd.Timedelta(hours=2) for t in local]) if len(local) else np.array([])
     public = dates.isin(hol.loc[hol["event"] != "bridge", "date"])
     wd = local.dayofweek.to_numpy()
-    day = np.where((wd == 6) | public, "off", np.where(wd == 5, "sat", "work"))
-    for cond in CONDITIONS:
+    conditions = conditions or CONDITIONS
+    split = "summer_mon" in conditions
+    work = np.where(wd == 0, "mon", np.where(wd == 4, "fri", "work")) if split else np.full(len(wd), "work")
+    day = np.where((wd == 6) | public, "off", np.where(wd == 5, "sat", work))
+    for cond in conditions:
         season, kind = cond.split("_")
         df[cond] = ((summer == (season == "summer")) & (day == kind)).astype(float)
     for ev in HOLIDAY_EVENTS if events is None else events:
         df[ev] = dates.isin(hol.loc[hol["event"] == ev, "date"]).astype(float)
     return df
+
+
+def conditions_of(cfg: ModelConfig) -> list[str]:
+    """Day-type × summer/winter conditions of the daily seasonalities."""
+    return CONDITIONS_MON_FRI if cfg.split_mon_fri else CONDITIONS
 
 
 def _new_profile(cfg: ModelConfig, events: list[str]) -> Any:
@@ -148,7 +164,7 @@ def _new_profile(cfg: ModelConfig, events: list[str]) -> Any:
         accelerator="cpu",
         trainer_config={"enable_checkpointing": False, "logger": False},
     )
-    for cond in CONDITIONS:
+    for cond in conditions_of(cfg):
         m.add_seasonality(name=f"daily_{cond}", period=1, fourier_order=cfg.daily_order, condition_name=cond)
     # Events are binary future regressors here: NeuralProphet's own events need a separate events
     # frame; regressors keep one frame for fit and predict.
@@ -208,7 +224,7 @@ def _profile_predict(m: Any, ts: pd.DatetimeIndex) -> np.ndarray:
     """Profile values for UTC instants (no lags, so any instants)."""
     if len(ts) == 0:
         return np.array([])
-    df = profile_frame(ts, events=m.powersense_events)
+    df = profile_frame(ts, events=m.powersense_events, conditions=m.powersense_conditions)
     df["y"] = 0.0  # NeuralProphet wants a y column; the profile has no lags, so it is unused
     out = m.predict(df, decompose=False)
     return out["yhat1"].to_numpy(dtype=float)
@@ -249,12 +265,13 @@ def fit(grid: pd.DataFrame, cfg: ModelConfig) -> LoadModel:
 
         raise ModelError(f"not enough data to train: {len(data)} grid points")
     ts = pd.DatetimeIndex(data["ts"])
-    frame = profile_frame(ts, data["value"].to_numpy())
+    frame = profile_frame(ts, data["value"].to_numpy(), conditions=conditions_of(cfg))
     # an event absent from the training window cannot be learnt (NeuralProphet drops constant columns)
-    events = [ev for ev in HOLIDAY_EVENTS if frame[ev].any()]
+    events = [ev for ev in HOLIDAY_EVENTS if frame[ev].any() and (cfg.christmas_week or ev != "christmas_week")]
     frame = frame.drop(columns=[ev for ev in HOLIDAY_EVENTS if ev not in events])
     profile = _new_profile(cfg, events)
     profile.powersense_events = events
+    profile.powersense_conditions = conditions_of(cfg)
     profile.fit(frame, freq=f"{cfg.resolution_min}min", progress=None, minimal=True)
     resid = data["value"].to_numpy() - _profile_predict(profile, ts)
     end = ts.max() + pd.Timedelta(minutes=cfg.resolution_min)
@@ -481,5 +498,6 @@ def from_files(files: dict[str, bytes]) -> LoadModel:
     events = doc["profile"]["events"]
     profile = _restore(_new_profile(cfg, events), doc["profile"], files["profile.pt"])
     profile.powersense_events = events
+    profile.powersense_conditions = conditions_of(cfg)
     level = _restore(_new_level(cfg), doc["level"], files["level.pt"])
     return LoadModel(cfg, profile, level, calibration=doc["calibration"], meta=doc["meta"])
