@@ -6,17 +6,24 @@ without autoregression cannot follow level shifts (COVID, the 2022–23 sobriety
 ~7 %. So:
 
 1. **profile** — NeuralProphet on the grid without trend (``growth='off'``) and without lags:
-   yearly and weekly seasonality, daily seasonality *conditional* on day type (working day / Saturday
-   / Sunday-or-holiday) × summer/winter time, and one event per French public holiday plus bridge
-   days. Time is passed as local *standard* time (UTC+1 all year), so the grid has no DST holes or
-   duplicates; the summer-time condition moves the daily shape by the hour people shift.
+   yearly and weekly seasonality, daily seasonality *conditional* on day type (Monday / Tuesday–Thursday
+   / Friday / Saturday / Sunday-or-holiday) × summer/winter time, one event per French public holiday,
+   bridge days and the 24 Dec – 1 Jan break (binary future regressors). Time is passed as local
+   *standard* time (UTC+1 all year), so the grid has no DST holes or duplicates; the summer-time
+   condition moves the daily shape by the hour people shift.
 2. **level** — NeuralProphet with autoregression at a *daily* resolution: the profile's residual
    averaged over 24-hour blocks ending at the forecast origin, ``n_lags`` blocks in, 8 blocks out
    (covers D+7 from any origin hour). The block forecasts are interpolated between block centres and
-   added to the profile.
+   added to the profile. The level network learns day-to-day *changes* (``level_mode='diff'``), so a
+   new level persists; learning deviations from a 28-day mean (``'detrended'``) measured worse
+   (D+7 MAPE 6.6 % vs 5.9 % on 2023).
 
 Prediction intervals are conformal: quantiles of the relative errors per lead day measured on a
-holdout the model did not train on (see :func:`calibrate`).
+holdout the model did not train on, centred on the holdout's median error (see :func:`calibrate`).
+
+Temperature is not a model input: the product has no live weather feed, and the Enedis *normal*
+temperature is a function of the calendar that the yearly seasonality already represents; observed
+temperature would only be known up to the origin, where the profile's residual already carries it.
 
 Artifacts are JSON (configuration, normalisation parameters, component names, calibration) plus
 ``torch.save``'d state dicts — ``neuralprophet.load()`` unpickles whole objects, which torch ≥ 2.6
