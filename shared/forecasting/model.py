@@ -24,6 +24,7 @@ holdout the model did not train on, centred on the holdout's median error (see :
 Temperature is not a model input: the product has no live weather feed, and the Enedis *normal*
 temperature is a function of the calendar that the yearly seasonality already represents; observed
 temperature would only be known up to the origin, where the profile's residual already carries it.
+(Reasoned, not measured: no temperature variant was backtested. featurize still writes both series.)
 
 Artifacts are JSON (configuration, normalisation parameters, component names, calibration) plus
 ``torch.save``'d state dicts — ``neuralprophet.load()`` unpickles whole objects, which torch ≥ 2.6
