@@ -12,6 +12,7 @@ COMMANDS = {
     "evaluate": ("shared.forecasting.evaluate", "main", "backtest the forecast model (make evaluate)"),
     "evaluate-anomalies": ("shared.detection.evaluate", "main", "evaluate anomaly detectors (make evaluate-anomalies)"),
     "bootstrap": ("shared.ingest.bootstrap", "main", "load the shipped history into the store"),
+    "config": ("shared.config_doc", "main", "print every setting (POWERSENSE_*) as a Markdown table"),
 }
 
 

@@ -41,29 +41,33 @@ class Settings(BaseSettings):
         default=None,
         description="http(s)://host:port of a ClickHouse server; unset = embedded chDB",
     )
-    clickhouse_user: str = "default"
-    clickhouse_password: SecretStr = SecretStr("")
-    clickhouse_database: str = "electricity"
+    clickhouse_user: str = Field(default="default", description="ClickHouse user (query: the read-only user)")
+    clickhouse_password: SecretStr = Field(default=SecretStr(""), description="secret file clickhouse_password")
+    clickhouse_database: str = Field(default="electricity", description="database of every table")
     chdb_path: Path = Field(default=REPO_ROOT / "var" / "chdb", description="embedded data dir")
 
     # --- artifacts (S3 / MinIO, or a local directory with the same interface) ----------------
-    s3_endpoint_url: str | None = None
-    s3_bucket: str = "powersense-models"
-    s3_region: str = "us-east-1"
-    s3_access_key_id: SecretStr | None = None
-    s3_secret_access_key: SecretStr | None = None
-    artifacts_dir: Path = REPO_ROOT / "var" / "artifacts"
+    s3_endpoint_url: str | None = Field(default=None, description="S3/MinIO endpoint; unset = local artifacts_dir")
+    s3_bucket: str = Field(default="powersense-models", description="bucket of model artifacts")
+    s3_region: str = Field(default="us-east-1", description="S3 region (MinIO ignores it)")
+    s3_access_key_id: SecretStr | None = Field(default=None, description="secret file s3_access_key_id")
+    s3_secret_access_key: SecretStr | None = Field(default=None, description="secret file s3_secret_access_key")
+    artifacts_dir: Path = Field(default=REPO_ROOT / "var" / "artifacts", description="local artifact store")
 
     # --- source ----------------------------------------------------------------------------
-    source_url: str = "https://odre.opendatasoft.com/api/explore/v2.1"
-    source_dataset: str = "eco2mix-national-tr"
-    source_page_size: int = Field(default=100, ge=1, le=100)
-    source_max_window_records: int = Field(default=10000, ge=100, le=10000)
-    source_timeout_s: float = Field(default=20.0, gt=0)
-    source_retries: int = Field(default=5, ge=0, le=20)
-    poll_overlap_hours: float = Field(default=24.0, ge=0)
-    poll_lookahead_hours: float = Field(default=48.0, ge=0)
-    poll_max_window_days: float = Field(default=31.0, gt=0)
+    source_url: str = Field(
+        default="https://odre.opendatasoft.com/api/explore/v2.1", description="ODRÉ Explore API v2.1 base URL"
+    )
+    source_dataset: str = Field(default="eco2mix-national-tr", description="ODRÉ dataset polled")
+    source_page_size: int = Field(default=100, ge=1, le=100, description="records per page (API cap 100)")
+    source_max_window_records: int = Field(
+        default=10000, ge=100, le=10000, description="offset+limit cap; larger windows are split"
+    )
+    source_timeout_s: float = Field(default=20.0, gt=0, description="HTTP timeout per request")
+    source_retries: int = Field(default=5, ge=0, le=20, description="retries on timeout, 429, 5xx")
+    poll_overlap_hours: float = Field(default=24.0, ge=0, description="re-polled span before the watermark (revisions)")
+    poll_lookahead_hours: float = Field(default=48.0, ge=0, description="window end after now (published forecasts)")
+    poll_max_window_days: float = Field(default=31.0, gt=0, description="longest window one poll fetches (catch-up)")
     history_files: list[Path] = Field(
         default_factory=lambda: sorted((REPO_ROOT / "data" / "eco2mix").glob("eco2mix_national_*.csv.gz"))
     )
@@ -85,10 +89,10 @@ class Settings(BaseSettings):
     # --- end ingest --------------------------------------------------------------------------
 
     # --- series / forecasting ---------------------------------------------------------------
-    series_source: str = "eco2mix_national"
-    series_metric: str = "consommation"
-    forecast_resolution_min: Literal[15, 30, 60] = 30
-    forecast_horizon_days: int = Field(default=7, ge=1, le=14)
+    series_source: str = Field(default="eco2mix_national", description="source of the forecast series")
+    series_metric: str = Field(default="consommation", description="metric of the forecast series")
+    forecast_resolution_min: Literal[15, 30, 60] = Field(default=30, description="forecast grid step")
+    forecast_horizon_days: int = Field(default=7, ge=1, le=14, description="days ahead")
 
     # --- forecasting (featurize + forecast stages, backtest) -----------------------------------
     features_lookback_days: int = Field(default=1830, ge=14, description="oldest ts featurize (re)computes")
@@ -114,9 +118,9 @@ class Settings(BaseSettings):
     # --- end forecasting -------------------------------------------------------------------------
 
     # --- query / security -------------------------------------------------------------------
-    query_token: SecretStr | None = None
-    gateway_user: str = "admin"
-    gateway_password: SecretStr | None = None
+    query_token: SecretStr | None = Field(default=None, description="secret file query_token: bearer token of query")
+    gateway_user: str = Field(default="admin", description="embedded gateway basic-auth user (/system/*)")
+    gateway_password: SecretStr | None = Field(default=None, description="secret file gateway_password")
 
     # --- query (read API) -----------------------------------------------------------------------
     query_cache_ttl_s: float = Field(
@@ -172,7 +176,7 @@ class Settings(BaseSettings):
     # --- end ops -------------------------------------------------------------------------------
 
     # --- logging ----------------------------------------------------------------------------
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="log level")
     log_file: str | None = Field(default=None, description="write JSON log lines here instead of stderr")
 
     @classmethod

@@ -59,3 +59,9 @@ def test_simulated_clock_runs_faster_than_wall_time() -> None:
     finally:
         clock.install(None)
     assert abs((clock.now() - datetime.now(UTC)).total_seconds()) < 5
+
+
+def test_configuration_doc_lists_every_setting() -> None:
+    from shared.config_doc import DOC, render
+
+    assert DOC.read_text() == render(), "docs/configuration.md is stale: run python -m shared config --write"
