@@ -135,7 +135,7 @@ def backtest(
     for i, td in enumerate(train_dates):
         window_start = train_start + (td - cut0)
         train = grid[(grid["ts"] >= window_start) & (grid["ts"] < td)]
-        bar.set_postfix_str(f"training on {window_start.date()}…{td.date()}")
+        bar.set_postfix_str(f"training on {window_start.tz_convert(TZ):%Y-%m-%d}…{td.tz_convert(TZ):%Y-%m-%d %H:%M}")
         t0 = time.perf_counter()
         m, holdout = train_and_calibrate(train, settings, cfg)
         timings.append(round(time.perf_counter() - t0, 2))
