@@ -153,3 +153,38 @@ def test_handler_answers_with_a_fallback_run(store: Store, fc_settings: Settings
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert body["status"] == "success" and body["details"]["quality"] == "fallback" and body["rows_out"] > 7 * 48
+
+
+def test_open_anomalies_are_left_out_of_the_series(store: Store, fc_settings: Settings) -> None:
+    bad = pd.Timestamp("2023-03-10 08:00", tz="UTC")
+    store.insert_df("anomalies", pd.DataFrame([
+        {"ts": bad, "source": "eco2mix_national", "metric": "consommation", "kind": "spike", "detector": "residual",
+         "severity": "high", "value": 1.0, "value_version": 1, "model_version": "", "forecast_run_id": "",
+         "detected_at": NOW, "run_id": "d", "status": "open", "resolution": ""},
+        {"ts": bad + pd.Timedelta(hours=10), "source": "eco2mix_national", "metric": "consommation", "kind": "dip",
+         "detector": "residual", "severity": "low", "value": 1.0, "value_version": 1, "model_version": "",
+         "forecast_run_id": "", "detected_at": NOW, "run_id": "d", "status": "resolved", "resolution": "revised"},
+    ]))
+    grid = service.load_grid(store, fc_settings, pd.Timestamp("2023-03-09", tz="UTC"), pd.Timestamp(NOW))
+    g = grid.set_index("ts")["value"]
+    assert g.loc[bad + pd.Timedelta(hours=10)] > 0  # resolved: kept
+    # open: dropped from the raw series (a single step is then interpolated from its neighbours, and flagged so
+    # by featurize; the measured value itself never reaches training)
+    raw = history("2023-03-10 08:00", "2023-03-10 08:01")["value"].iloc[0]
+    assert g.loc[bad] != raw
+
+
+@pytest.mark.slow
+def test_retrain_request_from_detect_triggers_training(store: Store, fc_settings: Settings) -> None:
+    artifacts = LocalArtifactStore(fc_settings.artifacts_dir)
+    first = service.run_forecast(store, fc_settings, lambda: artifacts, NOW, "run-1")
+    assert first.trained and first.trained["decision"] == "promoted"
+    later = datetime(2023, 3, 15, 10, 50, tzinfo=UTC)  # model is 30 min old: not due by age
+    assert service.run_forecast(store, fc_settings, lambda: artifacts, later, "run-2").trained == {"trained": False}
+    store.insert_df("model_metrics", pd.DataFrame([{
+        "computed_at": datetime(2023, 3, 15, 10, 40, tzinfo=UTC), "run_id": "d", "source": "eco2mix_national",
+        "metric": "consommation", "kind": "retrain_request", "name": "mape", "horizon_day": 1, "scope": "all",
+        "model_version": first.model_version, "window_start": NOW, "window_end": later, "value": 0.09,
+        "threshold": 0.05, "n": 48, "breached": 1}]))
+    res = service.run_forecast(store, fc_settings, lambda: artifacts, later, "run-3")
+    assert res.trained and res.trained["train_reason"] == "retrain requested by detect"

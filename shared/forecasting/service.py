@@ -226,10 +226,11 @@ def retrain_requested_after(store: Store, settings: Settings, trained_at: pd.Tim
         time_col = next((c for c in ("computed_at", "created_at", "ts", "inserted_at") if c in cols), None)
         if "kind" not in cols or time_col is None:
             return False
+        series_filter = " and source = {s:String} and metric = {m:String}" if {"source", "metric"} <= cols else ""
         n = store.scalar(
             f"select count() from {{db:Identifier}}.model_metrics where kind = 'retrain_request' "
-            f"and {time_col} > {{t:DateTime64(3, 'UTC')}}",
-            {"t": trained_at.to_pydatetime()},
+            f"and {time_col} > {{t:DateTime64(3, 'UTC')}}{series_filter}",
+            {"t": trained_at.to_pydatetime(), "s": settings.series_source, "m": settings.series_metric},
         )
         return bool(n)
     except StoreError as exc:
@@ -332,7 +333,8 @@ def maybe_train(store: Store, settings: Settings, artifacts: Any, grid: pd.DataF
             _cache[f"{series}/{version}"] = model
     log_event(log, "model_trained", version=version, decision=decision, reason=why, train_s=train_s,
               holdout_mape=new_mape, current_mape=cur_mape)
-    return {"trained": True, "version": version, "decision": decision, "reason": why, "train_s": train_s,
+    return {"trained": True, "train_reason": reason, "version": version, "decision": decision, "reason": why,
+            "train_s": train_s,
             "holdout_mape": new_mape, "current_holdout_mape": cur_mape}
 
 
