@@ -75,7 +75,7 @@ def build_grid(
     if start is None:
         start = s.index.min() if len(s) else pd.Timestamp(0, tz="UTC")
     if end is None:
-        end = s.index.max() + pd.Timedelta(minutes=resolution_min) if len(s) else pd.Timestamp(0, tz="UTC")
+        end = s.index.max().floor(freq) + pd.Timedelta(minutes=resolution_min) if len(s) else pd.Timestamp(0, tz="UTC")
     lo = pd.Timestamp(start).tz_convert("UTC") if pd.Timestamp(start).tzinfo else pd.Timestamp(start, tz="UTC")
     hi = pd.Timestamp(end).tz_convert("UTC") if pd.Timestamp(end).tzinfo else pd.Timestamp(end, tz="UTC")
     lo = lo.ceil(freq)
