@@ -103,14 +103,14 @@ class Settings(BaseSettings):
     forecast_retrain_hours: float = Field(default=24.0, gt=0, description="retrain when the model is older")
     forecast_epochs: int = Field(default=10, ge=1, description="profile network epochs")
     forecast_learning_rate: float = Field(default=0.01, gt=0, description="always set: the LR finder crashes")
-    forecast_batch_size: int = Field(default=1024, ge=16)
+    forecast_batch_size: int = Field(default=1024, ge=16, description="profile network batch size")
     forecast_level_lags: int = Field(default=14, ge=2, description="daily blocks the level network reads")
     forecast_level_epochs: int = Field(default=60, ge=1, description="level network epochs")
-    forecast_interval_level: float = Field(default=0.8, gt=0, lt=1)
+    forecast_interval_level: float = Field(default=0.8, gt=0, lt=1, description="prediction interval level")
     forecast_interval_centered: bool = Field(default=True, description="conformal bounds around the holdout's "
                                              "median error (a one-off level shift in the holdout is not spread)")
-    forecast_seed: int = 42
-    forecast_torch_threads: int = Field(default=2, ge=1)
+    forecast_seed: int = Field(default=42, description="random seed of training (reproducible models)")
+    forecast_torch_threads: int = Field(default=2, ge=1, description="torch CPU threads while training/predicting")
     forecast_max_staleness_hours: float = Field(default=6.0, gt=0, description="newer data needed for the model")
     forecast_min_completeness: float = Field(default=0.8, ge=0, le=1, description="share of the last 14 days")
     forecast_accept_tolerance: float = Field(default=0.0, ge=0, description="new model's holdout MAPE may exceed "
