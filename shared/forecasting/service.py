@@ -354,7 +354,12 @@ def run_forecast(store: Store, settings: Settings, artifacts_factory: Any, now: 
         try:
             artifacts = artifacts_factory()
             if train:
-                res.trained = maybe_train(store, settings, artifacts, grid, now_ts, force=force_train)
+                try:
+                    res.trained = maybe_train(store, settings, artifacts, grid, now_ts, force=force_train)
+                except (ModelError, ValueError, KeyError, RuntimeError) as exc:
+                    # a failed training must not stop the forecast from the current model
+                    res.trained = {"trained": False, "error": f"{type(exc).__name__}: {exc}"}
+                    log_event(log, "training_failed", logging.ERROR, error=str(exc))
             current = artifacts.current(series_key(settings))
             if current is None:
                 fallback_reason = "no model"
