@@ -109,14 +109,21 @@ def backtest(
     retrain_days: int = 0,
     origin_hour: int = 12,
     progress: bool = True,
+    perfect_weather: bool = False,
 ) -> dict[str, Any]:
-    """Run the rolling-origin backtest; returns the report dict plus frames under ``_frames``."""
+    """Run the rolling-origin backtest; returns the report dict plus frames under ``_frames``.
+
+    ``perfect_weather`` is a look-ahead *experiment* (observed temperature at the target time): its model is
+    reported as ``powersense_perfect_weather`` and must never be read as the product's accuracy.
+    """
     from tqdm import tqdm
 
     from shared.forecasting import model as fm
     from shared.forecasting.service import model_config, train_and_calibrate
 
     cfg = model_config(settings)
+    cfg.perfect_weather = perfect_weather
+    name = "powersense_perfect_weather" if perfect_weather else "powersense"
     step = pd.Timedelta(minutes=cfg.resolution_min)
     origins = daily_origins(test_start, test_end, origin_hour)
     steps = int(pd.Timedelta(days=HORIZON_DAYS + 1, hours=12) / step)  # to the end of D+7 from noon
@@ -161,7 +168,7 @@ def backtest(
     naive_cal = baseline.relative_error_quantiles(hold_naive, grid, cfg.interval_level)
     naive_fc = baseline.apply_intervals(baseline.seasonal_naive_many(grid, origins, steps, step), naive_cal)
     models = {
-        "powersense": score(model_fc, grid, test_start, test_end),
+        name: score(model_fc, grid, test_start, test_end),
         "seasonal_naive": score(naive_fc, grid, test_start, test_end),
     }
     rte_fc = None
@@ -183,6 +190,8 @@ def backtest(
         "model_config": asdict(cfg),
         "train_seconds": timings,
         "holdout_metrics": holdouts[0].get("metrics") if holdouts else None,
+        "experiment": ("perfect weather forecast: observed temperature at target times (LOOK-AHEAD, not the "
+                       "product)") if perfect_weather else None,
         "_frames": {"powersense": model_fc, "seasonal_naive": naive_fc, "rte_j1": rte_fc, "actual": grid},
     }
 
@@ -214,7 +223,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax1.legend(loc="upper right", fontsize=8)
     days = [f"D+{k}" for k in range(1, HORIZON_DAYS + 1)]
     width = 0.27
-    for i, name in enumerate(("powersense", "seasonal_naive", "rte_j1")):
+    first = "powersense_perfect_weather" if "powersense_perfect_weather" in report["models"] else "powersense"
+    for i, name in enumerate((first, "seasonal_naive", "rte_j1")):
         res = report["models"].get(name)
         if not res:
             continue
@@ -258,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--origin-hour", type=int, default=12, help="local hour of the daily forecast origin")
     p.add_argument("--out", type=Path, default=REPO_ROOT / "reports")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--perfect-weather", action="store_true",
+                   help="EXPERIMENT: the model sees the observed future temperature (look-ahead); own output files")
     a = p.parse_args(argv)
     test_start, test_end = local_midnight(a.test_start), local_midnight(a.test_end)
     train_start = (local_midnight(a.train_start) if a.train_start
@@ -273,12 +285,15 @@ def main(argv: list[str] | None = None) -> int:
           f"Europe/Paris; files: {len(files)}", flush=True)
     grid, rte = load_data(files, settings.forecast_resolution_min)
     report = backtest(grid, rte, train_start, test_start, test_end, settings, a.retrain_days, a.origin_hour,
-                      progress=not a.no_progress)
+                      progress=not a.no_progress, perfect_weather=a.perfect_weather)
     a.out.mkdir(parents=True, exist_ok=True)
-    plot(report, a.out / "forecast_eval.png")
+    stem = "forecast_eval_perfect_weather" if a.perfect_weather else "forecast_eval"
+    plot(report, a.out / f"{stem}.png")
     report.pop("_frames")
-    (a.out / "forecast_eval.json").write_text(json.dumps(report, indent=2) + "\n")
+    (a.out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
     print(format_table(report))
-    print(f"training time per fit: {report['train_seconds']} s; wrote {a.out / 'forecast_eval.json'} and "
-          f"{a.out / 'forecast_eval.png'}")
+    if a.perfect_weather:
+        print("EXPERIMENT with look-ahead (observed future temperature): not the product's accuracy")
+    print(f"training time per fit: {report['train_seconds']} s; wrote {a.out / (stem + '.json')} and "
+          f"{a.out / (stem + '.png')}")
     return 0

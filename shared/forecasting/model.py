@@ -86,6 +86,9 @@ class ModelConfig:
     level_epochs: int = 60
     level_learning_rate: float = 0.01
     profile_log: bool = False  # fit the profile on log(load)
+    # EXPERIMENT ONLY: observed temperature at the target time as a regressor = a perfect weather forecast
+    # (look-ahead; never shipped — the product has no weather feed). See ``evaluate --perfect-weather``.
+    perfect_weather: bool = False
     cold_shapes: bool = False  # extra daily shapes weighted by winter depth
     split_mon_fri: bool = True  # Monday and Friday get their own daily shapes
     christmas_week: bool = True  # an event for 24 Dec – 1 Jan
@@ -130,7 +133,7 @@ def holiday_frame(start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
 
 def profile_frame(
     ts: pd.Series | pd.DatetimeIndex, y: np.ndarray | pd.Series | None = None, events: list[str] | None = None,
-    conditions: list[str] | None = None,
+    conditions: list[str] | None = None, perfect_weather: bool = False,
 ) -> pd.DataFrame:
     """The profile network's input: ``ds`` in local standard time, ``y``, day-type conditions, events."""
     idx = pd.DatetimeIndex(ts)
@@ -158,7 +161,22 @@ def profile_frame(
             df[cond] = ((summer == (season == "summer")) & (day == kind)).astype(float)
     for ev in HOLIDAY_EVENTS if events is None else events:
         df[ev] = dates.isin(hol.loc[hol["event"] == ev, "date"]).astype(float)
+    if perfect_weather:
+        from shared.features import CDD_BASE_C, HDD_BASE_C, temperature_features
+
+        tf = temperature_features(pd.Series(idx))
+        # after the shipped observations end (2024), the normal stands in (only targets past the test year)
+        temp = tf["temp_observed_degc"].fillna(tf["temp_normal_degc"]).to_numpy()
+        df["hdd_obs"] = np.clip(HDD_BASE_C - temp, 0, None)
+        df["cdd_obs"] = np.clip(temp - CDD_BASE_C, 0, None)
     return df
+
+
+def temperature_observed(ts: pd.DatetimeIndex) -> np.ndarray:
+    """Where the shipped files have an observed temperature (the perfect-weather experiment trains there)."""
+    from shared.features import temperature_features
+
+    return temperature_features(pd.Series(ts))["temp_observed_degc"].notna().to_numpy()
 
 
 def conditions_of(cfg: ModelConfig) -> list[str]:
@@ -194,6 +212,9 @@ def _new_profile(cfg: ModelConfig, events: list[str]) -> Any:
     # frame; regressors keep one frame for fit and predict.
     for ev in events:
         m.add_future_regressor(ev, normalize="off")
+    if cfg.perfect_weather:
+        m.add_future_regressor("hdd_obs")
+        m.add_future_regressor("cdd_obs")
     return m
 
 
@@ -248,7 +269,8 @@ def _profile_predict(m: Any, ts: pd.DatetimeIndex) -> np.ndarray:
     """Profile values for UTC instants (no lags, so any instants)."""
     if len(ts) == 0:
         return np.array([])
-    df = profile_frame(ts, events=m.powersense_events, conditions=m.powersense_conditions)
+    df = profile_frame(ts, events=m.powersense_events, conditions=m.powersense_conditions,
+                       perfect_weather=getattr(m, "powersense_perfect_weather", False))
     df["y"] = 0.0  # NeuralProphet wants a y column; the profile has no lags, so it is unused
     out = m.predict(df, decompose=False)["yhat1"].to_numpy(dtype=float)
     return np.exp(out) if getattr(m, "powersense_log", False) else out
@@ -291,7 +313,10 @@ def fit(grid: pd.DataFrame, cfg: ModelConfig) -> LoadModel:
     ts = pd.DatetimeIndex(data["ts"])
     # log scale: seasonal shapes become multiplicative, so the daily swing grows with the level
     y = np.log(data["value"].to_numpy()) if cfg.profile_log else data["value"].to_numpy()
-    frame = profile_frame(ts, y, conditions=conditions_of(cfg))
+    frame = profile_frame(ts, y, conditions=conditions_of(cfg), perfect_weather=cfg.perfect_weather)
+    if cfg.perfect_weather:  # observed temperature exists from 2020-01-09 only
+        keep = temperature_observed(ts)
+        frame, data, ts = frame[keep], data[keep], ts[keep]
     # an event absent from the training window cannot be learnt (NeuralProphet drops constant columns)
     events = [ev for ev in HOLIDAY_EVENTS if frame[ev].any() and (cfg.christmas_week or ev != "christmas_week")]
     frame = frame.drop(columns=[ev for ev in HOLIDAY_EVENTS if ev not in events])
@@ -299,6 +324,7 @@ def fit(grid: pd.DataFrame, cfg: ModelConfig) -> LoadModel:
     profile.powersense_events = events
     profile.powersense_conditions = conditions_of(cfg)
     profile.powersense_log = cfg.profile_log
+    profile.powersense_perfect_weather = cfg.perfect_weather
     profile.fit(frame, freq=f"{cfg.resolution_min}min", progress=None, minimal=True)
     resid = data["value"].to_numpy() - _profile_predict(profile, ts)
     end = ts.max() + pd.Timedelta(minutes=cfg.resolution_min)
@@ -527,5 +553,6 @@ def from_files(files: dict[str, bytes]) -> LoadModel:
     profile.powersense_events = events
     profile.powersense_conditions = conditions_of(cfg)
     profile.powersense_log = cfg.profile_log
+    profile.powersense_perfect_weather = cfg.perfect_weather
     level = _restore(_new_level(cfg), doc["level"], files["level.pt"])
     return LoadModel(cfg, profile, level, calibration=doc["calibration"], meta=doc["meta"])
