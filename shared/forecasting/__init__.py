@@ -1,0 +1,1 @@
+"""Forecasting: the two-stage NeuralProphet model, the seasonal-naive baseline, the forecast stage, the backtest."""
