@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
-from shared import metrics
+from shared import metrics as stage_metrics
 from shared.errors import PowerSenseError, http_status
 from shared.logs import configure_logging, log_event
 from shared.runs import Run, stage_run
@@ -62,7 +62,9 @@ class RunResponse(BaseModel):
     details: dict[str, Any] = Field(default_factory=dict)
 
 
-def create_app(function: str, *, title: str | None = None, description: str = "", health: bool = True) -> FastAPI:
+def create_app(
+    function: str, *, title: str | None = None, description: str = "", health: bool = True, metrics: bool = True
+) -> FastAPI:
     """Build a function's FastAPI app. Settings are validated here, so a misconfigured function
     fails at start-up (import time) with a message naming the bad variable."""
     settings = get_settings()
@@ -97,9 +99,11 @@ def create_app(function: str, *, title: str | None = None, description: str = ""
                 return JSONResponse({"status": "unavailable", "store": False}, status_code=503)  # type: ignore[return-value]
             return {"status": "ok", "store": True, "function": function}
 
-    @app.get("/metrics", tags=["ops"], include_in_schema=function != "query")
-    def _metrics() -> Response:
-        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    if metrics:
+
+        @app.get("/metrics", tags=["ops"])
+        def _metrics() -> Response:
+            return Response(generate_latest(stage_metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     return app
 

@@ -20,9 +20,8 @@ Authenticate with `Authorization: Bearer <token>` (OpenFaaS secret `query_token`
 are open. Timestamps are ISO 8601 (no offset = UTC); ranges are [start, end). Bad input is a 4xx with
 `{"error", "detail"}`; unknown parameters are rejected (422)."""
 
-app = create_app("query", title="PowerSense query API", description=DESCRIPTION, health=False)
-# create_app's /metrics exposes only the shared registry; ours adds the scrape-time store gauges.
-app.router.routes = [r for r in app.router.routes if getattr(r, "path", None) != "/metrics"]
+# /health and /metrics are the query API's own (data freshness, scrape-time store gauges).
+app = create_app("query", title="PowerSense query API", description=DESCRIPTION, health=False, metrics=False)
 app.add_exception_handler(AuthError, auth_error_handler)
 app.include_router(public)
 app.include_router(protected)
