@@ -18,6 +18,22 @@ multiIf(nature like 'Données définitives%', 3, nature like 'Données consolid�
 """
 
 
+# CTE ``actuals(ts, actual)``: per instant, the latest version of the best nature, for the series
+# bound as {source:String}/{metric:String} over [{start}, {end}). Shared by every reader that compares
+# forecasts with actuals, so they all agree on what "the actual" is.
+ACTUALS_CTE = f"""
+actuals as (
+    select ts, argMax(value, (nature_rank, version, inserted_at)) as actual
+    from (
+        select ts, value, version, inserted_at, {NATURE_RANK_SQL} as nature_rank
+        from {{db:Identifier}}.measurements
+        where source = {{source:String}} and metric = {{metric:String}}
+          and ts >= {{start:DateTime64(3, 'UTC')}} and ts < {{end:DateTime64(3, 'UTC')}}
+    )
+    group by ts
+)"""
+
+
 def load_series(
     store: Store,
     source: str,

@@ -27,7 +27,8 @@ from prometheus_client.registry import Collector
 from shared import clock
 from shared.errors import PowerSenseError
 from shared.logs import log_event
-from shared.query.service import NATURE_RANK_SQL, utc
+from shared.query.service import utc
+from shared.series import ACTUALS_CTE
 from shared.settings import get_settings
 from shared.store import Store
 
@@ -41,21 +42,12 @@ CACHE_REQUESTS = Counter(
 MAPE_WINDOW = timedelta(days=7)
 
 ROLLING_MAPE_SQL = f"""
-with actuals as (
-    select ts, argMax(value, (nature_rank, version, inserted_at)) as actual
-    from (
-        select ts, value, version, inserted_at, {NATURE_RANK_SQL} as nature_rank
-        from {{db:Identifier}}.measurements
-        where source = {{source:String}} and metric = {{metric:String}}
-          and ts >= {{start:DateTime64(3, 'UTC')}} and ts < {{end:DateTime64(3, 'UTC')}}
-    )
-    group by ts
-    having actual is not null and actual != 0
-)
+with {ACTUALS_CTE}
 select f.horizon_day, avg(abs(f.yhat - a.actual) / abs(a.actual)) as mape, count() as n
 from {{db:Identifier}}.forecasts as f
 inner join actuals as a on a.ts = f.ts
-where f.source = {{source:String}} and f.metric = {{metric:String}}
+where a.actual is not null and a.actual != 0
+  and f.source = {{source:String}} and f.metric = {{metric:String}}
   and f.ts >= {{start:DateTime64(3, 'UTC')}} and f.ts < {{end:DateTime64(3, 'UTC')}}
   and f.issued_at >= {{start:DateTime64(3, 'UTC')}} - interval 40 day and f.issued_at < {{end:DateTime64(3, 'UTC')}}
 group by f.horizon_day

@@ -53,7 +53,7 @@ from shared.query.models import (
     VsActualPoint,
     VsActualResponse,
 )
-from shared.series import NATURE_RANK_SQL
+from shared.series import ACTUALS_CTE, NATURE_RANK_SQL
 from shared.settings import Settings
 from shared.store import Store
 
@@ -373,16 +373,7 @@ def forecast_runs(store: Store, p: ForecastRunsParams, tables: frozenset[str]) -
 
 
 VS_ACTUAL_SQL = f"""
-with actuals as (
-    select ts, argMax(value, (nature_rank, version, inserted_at)) as actual
-    from (
-        select ts, value, version, inserted_at, {NATURE_RANK_SQL} as nature_rank
-        from {{db:Identifier}}.measurements
-        where source = {{source:String}} and metric = {{metric:String}}
-          and ts >= {{start:DateTime64(3, 'UTC')}} and ts < {{end:DateTime64(3, 'UTC')}}
-    )
-    group by ts
-), latest_forecast_per_ts as (
+with {ACTUALS_CTE}, latest_forecast_per_ts as (
     select ts,
            argMax(tuple(yhat, lower, upper, run_id, issued_at, horizon_steps, horizon_day), (issued_at, run_id)) as best
     from {{db:Identifier}}.forecasts
