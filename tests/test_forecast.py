@@ -188,3 +188,17 @@ def test_retrain_request_from_detect_triggers_training(store: Store, fc_settings
         "threshold": 0.05, "n": 48, "breached": 1}]))
     res = service.run_forecast(store, fc_settings, lambda: artifacts, later, "run-3")
     assert res.trained and res.trained["train_reason"] == "retrain requested by detect"
+
+
+def test_recent_shape_carries_the_residuals_intraday_deviation_forward() -> None:
+    from shared.forecasting.model import recent_shape
+
+    step = pd.Timedelta(minutes=30)
+    origin = pd.Timestamp("2023-03-15 11:00", tz="UTC")
+    ts = pd.date_range(origin - pd.Timedelta(days=7), origin, freq=step, inclusive="left")
+    bump = np.sin(2 * np.pi * np.arange(48) / 48) * 500  # a daily deviation pattern (mean zero)
+    level = np.repeat(np.arange(7) * 300.0, 48)  # each day's own level, which the shape must ignore
+    resid = pd.Series(np.tile(bump, 7) + level, index=ts)
+    resid.iloc[10:20] = np.nan  # gaps are skipped
+    shape = recent_shape(resid, origin, 7, step)
+    np.testing.assert_allclose(shape, bump - bump.mean(), atol=60)  # position k = origin + k·step modulo 24 h

@@ -17,6 +17,11 @@ without autoregression cannot follow level shifts (COVID, the 2022–23 sobriety
    added to the profile. The level network learns day-to-day *changes* (``level_mode='diff'``), so a
    new level persists; learning deviations from a 28-day mean (``'detrended'``) measured worse
    (D+7 MAPE 6.6 % vs 5.9 % on 2023).
+3. **recent shape** (no network): the profile residual's deviation from each day's mean, by time of day,
+   averaged over the 7 days before the origin and added at 0.75 weight to every forecast day
+   (:func:`recent_shape`). The daily shape drifts through the year faster than the profile follows;
+   this took 2023 MAPE from 3.71 to 3.30 % at D+1 and 5.90 to 5.76 % at D+7 (intraday shape error
+   ≈ 2.4 → 1.8 %). Same-weekday-last-week residual shapes added nothing on top (measured).
 
 Measured on 2023 and left off (options kept for reruns): the profile on log(load) (D+1 3.79 % vs
 3.71 %), extra winter-weighted daily shapes (3.80 %), learning rate 0.03 (3.81 %), 20 epochs or a
@@ -94,6 +99,10 @@ class ModelConfig:
     christmas_week: bool = True  # an event for 24 Dec – 1 Jan
     level_mode: str = "diff"  # "diff": day-to-day changes; "detrended": deviations from a trailing mean
     level_baseline_days: int = 28
+    # recent intraday shape: the profile residual's deviation from its daily mean, by time of day, averaged
+    # over the last ``shape_days`` days before the origin, added with ``shape_weight`` (0 = off)
+    shape_days: int = 7
+    shape_weight: float = 0.75
     interval_level: float = 0.8
     interval_centered: bool = False
     seed: int = 42
@@ -356,7 +365,7 @@ def predict(model: LoadModel, history: pd.DataFrame, origins: list[pd.Timestamp]
     hts = pd.DatetimeIndex(hist["ts"])
     if len(origins) == 0:
         return pd.DataFrame(columns=["origin", "ts", "yhat", "lower", "upper", "lead_day"])
-    lo = origins.min() - pd.Timedelta(days=cfg.level_lags + _extra_blocks(cfg) + 2)
+    lo = origins.min() - pd.Timedelta(days=max(cfg.level_lags + _extra_blocks(cfg), cfg.shape_days) + 2)
     keep = (hts >= lo) & (hts < origins.max())
     hts, hval = hts[keep], hist["value"].to_numpy()[keep]
     # one profile call for every instant needed (history residuals and all targets)
@@ -374,22 +383,52 @@ def predict(model: LoadModel, history: pd.DataFrame, origins: list[pd.Timestamp]
         lag_frames.append(pd.Series(b).interpolate(limit_direction="both").to_numpy())
     lags = np.vstack(lag_frames)
     level_fc = _level_output(model.level, lags, cfg)
+    spd = steps_per_day(cfg.resolution_min)
+    resid_s = pd.Series(resid, index=hts)
     rows = []
     for i, o in enumerate(origins):
         t = targets[i]
+        shape = recent_shape(resid_s, o, cfg.shape_days, step) * cfg.shape_weight
+        # the shape repeats every 24 h from the origin: position of each step in that cycle
+        t_pos = (((t - o) // step) % spd).to_numpy()
         # interpolate block forecasts between block centres; the residual of the last hours anchors the start
+        # (minus the shape, which is added back on top of the interpolated level)
         centres = np.array([(o + pd.Timedelta(hours=24) * k - pd.Timedelta(hours=12)).value
                             for k in range(1, BLOCKS_OUT + 1)], dtype=float)
         recent = (hts >= o - pd.Timedelta(hours=ANCHOR_HOURS)) & (hts < o)
-        anchor = float(np.mean(resid[recent])) if recent.sum() >= 2 else float(level_fc[i, 0])
+        r_pos = (((hts[recent] - o) // step) % spd).to_numpy()
+        anchor = (float(np.mean(resid[recent] - shape[r_pos])) if recent.sum() >= 2 else float(level_fc[i, 0]))
         centres = np.concatenate([[(o - pd.Timedelta(hours=ANCHOR_HOURS / 2)).value], centres])
         vals = np.concatenate([[anchor], level_fc[i]])
         corr = np.interp(t.asi8.astype(float), centres, vals)
-        yhat = prof.reindex(t).to_numpy() + corr
+        yhat = prof.reindex(t).to_numpy() + corr + shape[t_pos]
         lead_day = np.ceil((t - o + step) / pd.Timedelta(hours=24)).astype(int)
         rows.append(pd.DataFrame({"origin": o, "ts": t, "yhat": yhat, "lead_day": lead_day}))
     out = pd.concat(rows, ignore_index=True)
     return apply_intervals(out, model.calibration)
+
+
+def recent_shape(resid: pd.Series, origin: pd.Timestamp, days: int, step: pd.Timedelta) -> np.ndarray:
+    """Mean intraday deviation of the residual over the last ``days`` 24-hour blocks before ``origin``.
+
+    Position k of the result is the time ``origin + k·step`` modulo 24 h. Each block's own mean is removed
+    first (the level network forecasts the mean), so only the *shape* is carried forward: the daily profile
+    drifts through the year (sunset time moves the evening peak, heating vs cooling) faster than the yearly
+    Fourier terms and day-type shapes follow. Zeros when ``days`` is 0 or data are missing.
+    """
+    spd = int(pd.Timedelta(hours=24) / step)
+    if days <= 0:
+        return np.zeros(spd)
+    grid = pd.date_range(origin - pd.Timedelta(hours=24) * days, periods=spd * days, freq=step)
+    r = resid.reindex(grid).to_numpy().reshape(days, spd)
+    ok = np.isfinite(r)
+    n_block = ok.sum(axis=1, keepdims=True)
+    mean = np.divide(np.where(ok, r, 0.0).sum(axis=1, keepdims=True), n_block, out=np.zeros((days, 1)),
+                     where=n_block > spd // 2)
+    dev = np.where(ok & (n_block > spd // 2), r - mean, np.nan)
+    n = np.isfinite(dev).sum(axis=0)
+    out = np.divide(np.nansum(dev, axis=0), n, out=np.zeros(spd), where=n > 0)
+    return out
 
 
 def _extra_blocks(cfg: ModelConfig) -> int:
