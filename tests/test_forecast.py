@@ -202,3 +202,16 @@ def test_recent_shape_carries_the_residuals_intraday_deviation_forward() -> None
     resid.iloc[10:20] = np.nan  # gaps are skipped
     shape = recent_shape(resid, origin, 7, step)
     np.testing.assert_allclose(shape, bump - bump.mean(), atol=60)  # position k = origin + k·step modulo 24 h
+
+
+def test_nowcast_is_the_last_hours_offset_from_the_last_block() -> None:
+    from shared.forecasting.model import _nowcast
+
+    step = pd.Timedelta(minutes=30)
+    origin = pd.Timestamp("2023-03-15 11:00", tz="UTC")
+    hts = pd.date_range(origin - pd.Timedelta(days=1), origin, freq=step, inclusive="left")
+    resid = np.full(len(hts), 100.0)
+    resid[-2:] = 400.0  # the last hour jumped: a weather change the 24-hour block mean hardly shows
+    shape = np.zeros(48)
+    last_block = float(resid.mean())
+    assert _nowcast(hts, resid, shape, origin, step, 1.0, last_block) == pytest.approx(400.0 - last_block)
