@@ -61,7 +61,7 @@ validate: venv tools dbt-venv
 	promtool test rules observability/prometheus/tests/*.yml
 	amtool check-config observability/alertmanager/alertmanager.yml
 	docker-compose --env-file deploy/env.example -f docker-compose.yml config -q
-	$(VENV)/bin/hadolint functions/*/Dockerfile functions/Dockerfile.lambda
+	$(VENV)/bin/hadolint template/powersense-python/Dockerfile functions/Dockerfile.lambda
 	$(VENV)/bin/cfn-lint template.yaml
 	cd dbt && ../$(DBT_VENV)/bin/dbt compile --profiles-dir . --no-populate-cache
 
