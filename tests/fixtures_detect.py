@@ -3,7 +3,6 @@ convention), forecasts rows built from them, and a frozen clock."""
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +13,7 @@ import pandas as pd
 
 from shared import clock
 from shared.ingest.history import read_history
+from shared.ingest.versioning import make_ukeys
 from shared.settings import REPO_ROOT
 from shared.store import Store
 
@@ -35,23 +35,6 @@ def real_load(start: str, end: str) -> pd.DataFrame:
     return out.astype({"value": float})
 
 
-def ukey(ts: pd.Timestamp, nature: str) -> str:
-    """Canonical ukey: sorted keys, no spaces, UTC date and time."""
-    t = ts.tz_convert("UTC")
-    return json.dumps(
-        {
-            "date": t.strftime("%Y-%m-%d"),
-            "metric": METRIC,
-            "nature": nature,
-            "perimetre": "France",
-            "time": t.strftime("%H:%M"),
-        },
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
-
-
 def write_measurements(store: Store, rows: pd.DataFrame, version: int = 1, inserted_at: datetime | None = None) -> None:
     """Insert (ts, nature, value) rows as measurements of one version."""
     df = pd.DataFrame(
@@ -63,7 +46,7 @@ def write_measurements(store: Store, rows: pd.DataFrame, version: int = 1, inser
             "value": rows["value"].astype(float),
         }
     )
-    df["ukey"] = [ukey(t, n) for t, n in zip(df["ts"], df["nature"], strict=True)]
+    df["ukey"] = make_ukeys(df["ts"], df["metric"], df["nature"], "France")  # the product's key builder
     df["version"] = np.uint64(version)
     df["batch_id"] = f"test-{uuid.uuid4().hex[:8]}"
     df["inserted_at"] = pd.Timestamp(inserted_at or datetime.now().astimezone()).tz_convert("UTC")

@@ -3,15 +3,25 @@
 
 from __future__ import annotations
 
-import json
-
 import pandas as pd
 
 from shared.ingest.history import read_history
+from shared.ingest.versioning import make_ukeys
 from shared.settings import REPO_ROOT
 from shared.store import Store
 
 ECO2MIX = REPO_ROOT / "data" / "eco2mix"
+
+# Tiny model configuration for tests; the full-quality one is for `make evaluate` and the benchmark.
+FAST_MODEL_ENV = {
+    "POWERSENSE_FORECAST_TRAIN_DAYS": "70",
+    "POWERSENSE_FORECAST_HOLDOUT_DAYS": "14",
+    "POWERSENSE_FORECAST_EPOCHS": "3",
+    "POWERSENSE_FORECAST_BATCH_SIZE": "128",
+    "POWERSENSE_FORECAST_LEVEL_EPOCHS": "5",
+    "POWERSENSE_FORECAST_LEVEL_LAGS": "7",
+    "POWERSENSE_FORECAST_TORCH_THREADS": "1",
+}
 
 
 def history(start: str, end: str) -> pd.DataFrame:
@@ -20,12 +30,6 @@ def history(start: str, end: str) -> pd.DataFrame:
     files = [ECO2MIX / f"eco2mix_national_{y}.csv.gz" for y in years]
     h = read_history(files, start, end)
     return h[["ts", "nature", "consommation"]].rename(columns={"consommation": "value"}).dropna(subset=["value"])
-
-
-def ukey(ts: pd.Timestamp, metric: str, nature: str) -> str:
-    """Canonical ukey: sorted-key compact JSON of UTC date/time, metric, nature, perimetre."""
-    return json.dumps({"date": ts.strftime("%Y-%m-%d"), "metric": metric, "nature": nature, "perimetre": "France",
-                       "time": ts.strftime("%H:%M")}, sort_keys=True, separators=(",", ":"))
 
 
 def insert_measurements(store: Store, rows: pd.DataFrame, version: int = 1, batch_id: str = "test",
@@ -37,7 +41,8 @@ def insert_measurements(store: Store, rows: pd.DataFrame, version: int = 1, batc
         "metric": metric,
         "nature": rows["nature"],
         "value": rows["value"].astype(float),
-        "ukey": [ukey(t, metric, n) for t, n in zip(rows["ts"], rows["nature"], strict=True)],
+        # the product's own key builder, so test rows are indistinguishable from ingested ones
+        "ukey": make_ukeys(rows["ts"], pd.Series(metric, index=rows.index), rows["nature"], "France"),
         "version": version,
         "batch_id": batch_id,
     })

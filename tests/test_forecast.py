@@ -16,19 +16,9 @@ from shared.artifacts import LocalArtifactStore, S3ArtifactStore
 from shared.forecasting import service
 from shared.settings import Settings
 from shared.store import Store
-from tests.fixtures_forecast import history, insert_measurements
+from tests.fixtures_forecast import FAST_MODEL_ENV, history, insert_measurements
 from tests.fixtures_s3 import S3Server, s3_server  # noqa: F401  (session fixture)
 
-# tiny configuration: the full-quality one is for `make evaluate` and the benchmark
-FAST = {
-    "POWERSENSE_FORECAST_TRAIN_DAYS": "70",
-    "POWERSENSE_FORECAST_HOLDOUT_DAYS": "14",
-    "POWERSENSE_FORECAST_EPOCHS": "3",
-    "POWERSENSE_FORECAST_BATCH_SIZE": "128",
-    "POWERSENSE_FORECAST_LEVEL_EPOCHS": "5",
-    "POWERSENSE_FORECAST_LEVEL_LAGS": "7",
-    "POWERSENSE_FORECAST_TORCH_THREADS": "1",
-}
 NOW = datetime(2023, 3, 15, 10, 20, tzinfo=UTC)  # data below ends at 10:00 UTC; the cron runs at :07+
 
 
@@ -40,7 +30,7 @@ def winter_2023() -> pd.DataFrame:
 @pytest.fixture
 def fc_settings(store: Store, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                 winter_2023: pd.DataFrame) -> Iterator[Settings]:
-    for k, v in FAST.items():
+    for k, v in FAST_MODEL_ENV.items():
         monkeypatch.setenv(k, v)
     monkeypatch.setenv("POWERSENSE_ARTIFACTS_DIR", str(tmp_path / "artifacts"))
     settings_mod.get_settings.cache_clear()

@@ -15,17 +15,9 @@ from shared import settings as settings_mod
 from shared.features import build_grid
 from shared.forecasting.evaluate import backtest, local_midnight, main
 from shared.settings import Settings
-from tests.fixtures_forecast import history
+from tests.fixtures_forecast import FAST_MODEL_ENV, history
 
-FAST = {
-    "POWERSENSE_FORECAST_HOLDOUT_DAYS": "14",
-    "POWERSENSE_FORECAST_EPOCHS": "3",
-    "POWERSENSE_FORECAST_BATCH_SIZE": "128",
-    "POWERSENSE_FORECAST_LEVEL_EPOCHS": "5",
-    "POWERSENSE_FORECAST_LEVEL_LAGS": "7",
-    "POWERSENSE_FORECAST_TORCH_THREADS": "1",
-    "POWERSENSE_FORECAST_TRAIN_DAYS": "90",
-}
+FAST = FAST_MODEL_ENV | {"POWERSENSE_FORECAST_TRAIN_DAYS": "90"}
 
 
 @pytest.fixture
