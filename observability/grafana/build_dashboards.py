@@ -106,6 +106,18 @@ class Dash:
         }
 
 
+# Data freshness colours, shared by the ClickHouse and Prometheus freshness stats: the alert
+# thresholds (DataStale at 3 h, DataStaleCritical at 6 h).
+FRESHNESS_THRESHOLDS = {
+    "mode": "absolute",
+    "steps": [
+        {"color": "green", "value": None},
+        {"color": "orange", "value": 10800},
+        {"color": "red", "value": 21600},
+    ],
+}
+
+
 def db_var():
     return {
         "type": "constant",
@@ -1113,16 +1125,7 @@ where {SERIES} and value is not null
             )
         ],
         unit="s",
-        extra={
-            "thresholds": {
-                "mode": "absolute",
-                "steps": [
-                    {"color": "green", "value": None},
-                    {"color": "orange", "value": 10800},
-                    {"color": "red", "value": 21600},
-                ],
-            }
-        },
+        extra={"thresholds": FRESHNESS_THRESHOLDS},
     ),
     w=6,
     h=5,
@@ -1135,16 +1138,7 @@ d.add(
         PROM,
         [prom_target("max(powersense:data_freshness_seconds:max)", "freshness", instant=True)],
         unit="s",
-        extra={
-            "thresholds": {
-                "mode": "absolute",
-                "steps": [
-                    {"color": "green", "value": None},
-                    {"color": "orange", "value": 10800},
-                    {"color": "red", "value": 21600},
-                ],
-            }
-        },
+        extra={"thresholds": FRESHNESS_THRESHOLDS},
     ),
     w=6,
     h=5,
