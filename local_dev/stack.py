@@ -23,6 +23,8 @@ class FunctionSpec:
     schedule: str | None  # 5-field cron (UTC) when annotated with topic: cron-function
     annotations: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
+    # watchdog/function environment (read_timeout, exec_timeout, max_inflight, POWERSENSE_*)
+    environment: dict[str, str] = field(default_factory=dict)
 
 
 def read_stack(path: Path = STACK_FILE) -> list[FunctionSpec]:
@@ -43,6 +45,7 @@ def read_stack(path: Path = STACK_FILE) -> list[FunctionSpec]:
                 schedule=schedule,
                 annotations=annotations,
                 labels={str(k): str(v) for k, v in (fn.get("labels") or {}).items()},
+                environment={str(k): str(v) for k, v in (fn.get("environment") or {}).items()},
             )
         )
     return specs
