@@ -115,12 +115,37 @@ class Settings(BaseSettings):
     forecast_min_completeness: float = Field(default=0.8, ge=0, le=1, description="share of the last 14 days")
     forecast_accept_tolerance: float = Field(default=0.0, ge=0, description="new model's holdout MAPE may exceed "
                                              "the current one by this fraction and still replace it")
+    forecast_flatline_steps: int = Field(default=4, ge=2, description="training-data gate: a run of this many "
+                                         "identical consecutive grid values is a flatline and never used")
+    forecast_conformal_days: int = Field(default=28, ge=7, description="adaptive intervals: errors of the forecasts "
+                                         "issued over this many recent days (per lead day) set the bounds")
+    forecast_min_history_days: int = Field(default=14, ge=8, description="below this much valid history no "
+                                           "forecast is evaluated (clear error)")
+    forecast_model_min_history_days: int = Field(default=56, ge=28, description="below this much valid history "
+                                                 "the model is not trained; the best simple model is used")
     # --- end forecasting -------------------------------------------------------------------------
 
     # --- query / security -------------------------------------------------------------------
     query_token: SecretStr | None = Field(default=None, description="secret file query_token: bearer token of query")
     gateway_user: str = Field(default="admin", description="embedded gateway basic-auth user (/system/*)")
     gateway_password: SecretStr | None = Field(default=None, description="secret file gateway_password")
+    gateway_max_body_bytes: int = Field(
+        default=1024 * 1024, ge=0, description="embedded gateway: largest request body (413 beyond; read in chunks)"
+    )
+    gateway_async_queue_size: int = Field(
+        default=16, ge=1, le=10_000, description="embedded gateway: async invocations waiting to run (429 beyond)"
+    )
+    gateway_async_workers: int = Field(
+        default=1, ge=1, le=64, description="embedded gateway: async invocations run at once (queue-worker)"
+    )
+    gateway_callback_urls: list[str] = Field(
+        default_factory=list, description="embedded gateway: allowed X-Callback-Url prefixes (empty = callbacks "
+        "refused with 400)"
+    )
+    query_root_path: str = Field(
+        default="/function/query", pattern=r"^(/[A-Za-z0-9._~-]+)*$",
+        description="path prefix the gateway serves query under (Swagger UI's API base; '' when served at /)",
+    )
 
     # --- query (read API) -----------------------------------------------------------------------
     query_cache_ttl_s: float = Field(
@@ -161,6 +186,26 @@ class Settings(BaseSettings):
     drift_psi_max: float = Field(default=0.5, gt=0, description="PSI above this requests a retrain")
     drift_request_cooldown_hours: float = Field(default=24.0, ge=0, description="hours between requests per measure")
     # --- end detection -------------------------------------------------------------------------
+    # --- plausibility (shared/plausibility.py) ---------------------------------------------------
+    # Physical bounds of French national load, learned from the shipped real history 2000–2023
+    # (data/eco2mix, 682 742 consumption values): see shared/plausibility.py for the figures.
+    plausibility_metrics: list[str] = Field(
+        default_factory=lambda: ["consommation", "prevision_j1", "prevision_j"],
+        description="metrics (national load, MW) whose values are checked for plausibility",
+    )
+    plausibility_min_value_mw: float = Field(
+        default=14_000.0, ge=0, description="a load at or below this is implausible (lowest real value 28 399 MW)"
+    )
+    plausibility_max_value_mw: float = Field(
+        default=150_000.0, gt=0, description="a load above this is implausible (highest real value 102 098 MW)"
+    )
+    plausibility_max_step_mw: float = Field(
+        default=12_000.0, gt=0, description="largest possible change per 15 min (largest real step 5 521 MW)"
+    )
+    plausibility_max_excursion_hours: float = Field(
+        default=48.0, gt=0, description="a run after an impossible jump longer than this is accepted as real"
+    )
+    # --- end plausibility ----------------------------------------------------------------------
 
     # --- ops (deployment) --------------------------------------------------------------------
     # OpenFaaS names a secret's file after the secret, and one namespace cannot hold two secrets
