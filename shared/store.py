@@ -145,18 +145,20 @@ class Store:
         *,
         dedup_token: str | None = None,
         column_names: Sequence[str] | None = None,
+        settings: Mapping[str, Any] | None = None,
     ) -> int:
         """Insert a DataFrame synchronously; NaN/NA/NaT become SQL NULL.
 
         ``dedup_token`` makes a retried insert of the same block a no-op (ClickHouse insert
-        deduplication; the tables set ``non_replicated_deduplication_window``).
+        deduplication; the tables set ``non_replicated_deduplication_window``).  ``settings`` adds
+        per-insert settings (the lease's ``insert_quorum``).
         """
         if df.empty:
             return 0
-        settings = dict(INSERT_SETTINGS)
+        insert_settings = {**INSERT_SETTINGS, **(settings or {})}
         if dedup_token:
-            settings["insert_deduplication_token"] = dedup_token
-            settings["insert_deduplicate"] = 1
+            insert_settings["insert_deduplication_token"] = dedup_token
+            insert_settings["insert_deduplicate"] = 1
         frame = sanitize_nulls(df)
         try:
             with self._locked():
@@ -164,7 +166,7 @@ class Store:
                     f"{self.database}.{table}" if "." not in table else table,
                     frame,
                     column_names=list(column_names) if column_names else None,
-                    settings=settings,
+                    settings=insert_settings,
                 )
         except Exception as exc:
             raise StoreError(f"insert into {table} failed: {exc}") from exc
