@@ -86,6 +86,34 @@ class Settings(BaseSettings):
     )
     upsert_max_batches: int = Field(default=200, ge=1, description="landed pages versioned per invocation")
     upsert_chunk_rows: int = Field(default=500_000, ge=1, description="measurement rows per insert")
+    source_perimeter: str = Field(
+        default="France", min_length=1,
+        description="the only perimetre accepted from the source; records of any other go to rejected_records",
+    )
+    source_natures: list[str] = Field(
+        default_factory=lambda: ["Données temps réel", "Données consolidées", "Données définitives",
+                                 "Données temps réel (API RTE short_term)"],
+        min_length=1,
+        description="accepted nature labels (ODRÉ's three and the shipped history's RTE-API label); "
+        "any other nature goes to rejected_records",
+    )
+    poll_expected_lag_min: float = Field(
+        default=120.0, ge=0,
+        description="quarter-hours newer than now minus this are not yet required from the source (publication lag)",
+    )
+    poll_reread_attempts: int = Field(
+        default=2, ge=0, le=10, description="re-reads of a short or shifted window within one poll"
+    )
+    poll_gap_max_attempts: int = Field(
+        default=6, ge=1,
+        description="observations of a gap (spaced poll_gap_retry_min apart) before it is marked source_incomplete",
+    )
+    poll_gap_retry_min: float = Field(
+        default=30.0, ge=0, description="minimum simulated/real minutes between two counted attempts on a gap"
+    )
+    poll_gap_rereads_per_tick: int = Field(
+        default=8, ge=0, description="recorded open gaps (local days) re-read per poll outside its window"
+    )
     # --- end ingest --------------------------------------------------------------------------
 
     # --- series / forecasting ---------------------------------------------------------------

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, event, given
+from hypothesis import settings as settings_h
+from hypothesis import strategies as st
 
 from shared.ingest.parse import NUMERIC_FIELDS, local_time_problem, parse_records, to_number
 from shared.ingest.versioning import make_ukeys, ukey_of
+from shared.settings import Settings
 from tests.fixtures_ingest import ECO2MIX
 
 SAMPLE = json.loads((ECO2MIX / "odre_sample_response.json").read_text())["results"]
@@ -45,15 +50,43 @@ def test_sample_nulls_are_kept_as_null_rows() -> None:
     assert math.isnan(rows["ech_comm_angleterre"])
 
 
-@pytest.mark.parametrize("raw", [None, "", " ", "ND", "nd", "NaN", "nan", "NA", "NaT", "null", float("nan"),
-                                 float("inf")])
+@pytest.mark.parametrize("raw", [None, "", "ND", "nd", "N/D", "NA", "n/a"])
 def test_null_placeholders_become_null(raw: object) -> None:
     assert to_number(raw) is None
 
 
-@pytest.mark.parametrize(("raw", "expected"), [("1586", 1586.0), ("-7", -7.0), (" 12.5 ", 12.5), (3, 3.0)])
+@pytest.mark.parametrize(("raw", "expected"), [("1586", 1586.0), ("-7", -7.0), ("+7", 7.0), ("12.5", 12.5),
+                                               (".5", 0.5), ("1e3", 1000.0), ("-2.5E-1", -0.25), (3, 3.0),
+                                               (-4.5, -4.5), ("0", 0.0)])
 def test_numbers_as_strings_or_numbers(raw: object, expected: float) -> None:
     assert to_number(raw) == expected
+
+
+# Everything Python's float() reads although it is not a plain decimal number, plus non-finite JSON
+# numbers (json.loads decodes the non-standard literals NaN/Infinity): never a NULL, always a reason.
+NOT_NUMBERS: list[object] = [
+    "Infinity", "-Infinity", "inf", "-inf", "+inf", "NaN", "nan", "-nan", "1_586", "1_5.8_6",
+    "\u0661\u0665\u0668\u0666",  # Arabic-Indic ١٥٨٦
+    "\u06f1\u06f5",  # extended Arabic-Indic ۱۵
+    "\uff11\uff15\uff18\uff16",  # full-width １５８６
+    " 12.5 ", " 1586", "1586\n", "\u20031586", " ", "\t", "1e999", "-1e999", "0x10", "1,5", "12 MW", "NaT",
+    "null", "None", float("nan"), float("inf"), float("-inf"), True, [1], {"v": 1},
+]
+
+
+@pytest.mark.parametrize("raw", NOT_NUMBERS, ids=repr)
+def test_what_float_accepts_but_is_not_a_plain_number_is_refused(raw: object) -> None:
+    with pytest.raises(ValueError):
+        to_number(raw)
+
+
+@pytest.mark.parametrize("raw", ["Infinity", "-inf", "NaN", "1_586", "\u0661\u0665\u0668\u0666", " 12 "], ids=repr)
+def test_non_numbers_dead_letter_the_record_never_a_null(raw: str) -> None:
+    # Issue 9: "Infinity" used to become NULL (a withdrawal of the stored value), "1_586" and
+    # Arabic-Indic digits were read as 1586.
+    parsed = parse_records([_record(consommation=raw)])
+    assert parsed.accepted == 0 and parsed.rows.empty
+    assert "consommation" in parsed.rejections[0].reason and repr(raw) in parsed.rejections[0].reason
 
 
 def test_unparseable_number_is_rejected_with_reason() -> None:
@@ -139,3 +172,131 @@ def test_vectorized_ukeys_match_the_canonical_json() -> None:
     assert keys.tolist() == expected
     assert keys.iloc[0] == ukey_of(datetime(2023, 9, 12, 16, 15, tzinfo=UTC), "consommation", "Données temps réel")
     assert " " not in keys.iloc[0].replace("Données temps réel", "")
+
+
+# --- vocabulary and grid (issue 9: a Bretagne record became national load; 12:00:30 shared the 12:00 ukey)
+
+
+def test_real_sample_spells_perimetre_and_nature_as_configured(settings: Settings) -> None:
+    assert {r["perimetre"] for r in SAMPLE} == {settings.source_perimeter} == {"France"}
+    assert {r["nature"] for r in SAMPLE} <= set(settings.source_natures)
+
+
+def test_foreign_perimetre_is_dead_lettered_with_reason() -> None:
+    parsed = parse_records([_record(), _record(perimetre="Bretagne", consommation=5)])
+    assert parsed.accepted == 1 and set(parsed.rows["perimetre"]) == {"France"}
+    assert parsed.rejections[0].record_no == 1
+    assert "perimetre 'Bretagne'" in parsed.rejections[0].reason
+
+
+def test_missing_perimetre_or_nature_is_dead_lettered() -> None:
+    no_perimetre, no_nature = _record(), _record()
+    del no_perimetre["perimetre"]
+    del no_nature["nature"]
+    reasons = [r.reason for r in parse_records([no_perimetre, no_nature]).rejections]
+    assert reasons[0].startswith("perimetre None") and reasons[1].startswith("nature None")
+
+
+@pytest.mark.parametrize("nature", ["Données provisoires", "", "données temps réel", "Données temps réel "])
+def test_unknown_nature_is_dead_lettered(nature: str) -> None:
+    parsed = parse_records([_record(nature=nature)])
+    assert parsed.accepted == 0 and f"nature {nature!r}" in parsed.rejections[0].reason
+
+
+def test_configured_perimeter_is_honoured() -> None:
+    parsed = parse_records([_record(), _record(perimetre="Bretagne")], perimeter="Bretagne",
+                           natures=["Données temps réel"])
+    assert [r.record_no for r in parsed.rejections] == [0] and set(parsed.rows["perimetre"]) == {"Bretagne"}
+
+
+@pytest.mark.parametrize("date_heure", ["2023-09-12T16:15:30+00:00", "2023-09-12T16:15:00.500+00:00",
+                                        "2023-09-12T16:20:00+00:00", "2023-09-12T16:16:00+00:00",
+                                        "2023-09-12T21:50:00+05:30"])
+def test_off_grid_instant_is_dead_lettered(date_heure: str) -> None:
+    parsed = parse_records([_record(date_heure=date_heure)])
+    assert parsed.accepted == 0 and parsed.rejections[0].reason.startswith("off-grid")
+
+
+def test_on_grid_instant_with_another_offset_is_the_same_instant() -> None:
+    # 18:15+02:00 is 16:15Z: on the grid, same ukey as the +00:00 spelling.
+    rows = parse_records([_record(date_heure="2023-09-12T18:15:00+02:00")]).rows
+    assert rows["ts"].iloc[0] == pd.Timestamp("2023-09-12T16:15:00Z")
+
+
+def test_off_grid_record_cannot_replace_the_grid_value() -> None:
+    # The issue's case: 12:00:30 sent after the real 12:00 record; only the 12:00 record survives.
+    real = _record(date="2023-09-12", heure="14:00", date_heure="2023-09-12T12:00:00+00:00", consommation=50000)
+    late = _record(date="2023-09-12", heure="14:00", date_heure="2023-09-12T12:00:30+00:00", consommation=5)
+    parsed = parse_records([real, late])
+    assert parsed.rows["value"].tolist() == [50000.0]
+    assert [r.record_no for r in parsed.rejections] == [1]
+
+
+def test_numeric_date_heure_is_not_read_as_unix_time() -> None:
+    parsed = parse_records([_record(date_heure=1694535300)])
+    assert parsed.accepted == 0 and "date_heure" in parsed.rejections[0].reason
+
+
+# --- the ukey invariant, attacked with hypothesis over mutations of the real sample ------------------
+
+_OFFSETS = ["+00:00", "Z", "+02:00", "-03:30", "+05:45", "+14:00", "-12:00"]
+
+
+@st.composite
+def _mutated_records(draw: st.DrawFn) -> dict[str, object]:
+    rec = dict(draw(st.sampled_from(SAMPLE)))
+    base = datetime.fromisoformat(str(rec["date_heure"]))
+    # shift by whole and partial quarter-hours, seconds and microseconds, then respell with any offset
+    # mostly whole quarter-hours close together (so instants collide across records), sometimes anything
+    minutes = draw(st.one_of(st.integers(-8, 8).map(lambda k: 15 * k), st.integers(-13_000, 13_000).map(
+        lambda k: 15 * k), st.integers(-200_000, 200_000)))
+    shift = timedelta(minutes=minutes,
+                      seconds=draw(st.sampled_from([0, 0, 0, 1, 30, 59])),
+                      microseconds=draw(st.sampled_from([0, 0, 0, 1, 500_000])))
+    instant = base + shift
+    offset = draw(st.sampled_from(_OFFSETS))
+    if offset == "Z":
+        text = instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S") + (
+            f".{instant.microsecond:06d}" if instant.microsecond else "") + "Z"
+    else:
+        sign = 1 if offset[0] == "+" else -1
+        tz = timezone(sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[4:6])))
+        text = instant.astimezone(tz).isoformat()
+    rec["date_heure"] = text
+    local = instant.astimezone(ZoneInfo("Europe/Paris"))
+    if draw(st.booleans()):  # keep date/heure consistent (the usual case) or drop them
+        rec["date"], rec["heure"] = local.strftime("%Y-%m-%d"), local.strftime("%H:%M")
+    else:
+        rec.pop("date"), rec.pop("heure")
+    rec["perimetre"] = draw(st.sampled_from(["France", "France", "France", "Bretagne", "france", "", None]))
+    rec["nature"] = draw(st.sampled_from([*DEFAULT_NATURES, "Données provisoires", "", None]))
+    rec["consommation"] = draw(st.one_of(st.integers(-100_000, 100_000), st.none(),
+                                         st.sampled_from(["47083", "Infinity", "1_586", "ND"])))
+    return rec
+
+
+DEFAULT_NATURES = ("Données temps réel", "Données consolidées", "Données définitives",
+                   "Données temps réel (API RTE short_term)")
+
+
+@settings_h(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_mutated_records(), min_size=1, max_size=25))
+def test_ukey_determines_source_metric_ts(records: list[dict[str, object]]) -> None:
+    parsed = parse_records(records, perimeter="France", natures=DEFAULT_NATURES)
+    rows = parsed.rows
+    assert parsed.accepted + len(parsed.rejections) == len(records)
+    event("accepted rows" if not rows.empty else "nothing accepted")
+    if rows.empty:
+        return
+    assert set(rows["perimetre"]) == {"France"} and set(rows["nature"]) <= set(DEFAULT_NATURES)
+    rows = rows.assign(ukey=make_ukeys(rows["ts"], rows["metric"], rows["nature"], rows["perimetre"]))
+    # same ukey ⇒ same (metric, ts) (the source is the configured one for every polled row)
+    assert (rows.groupby("ukey")[["metric", "ts"]].nunique() == 1).all().all()
+    # distinct (metric, ts) ⇒ distinct ukey; per (metric, ts) one ukey per nature, nothing else
+    per_instant = rows.groupby(["metric", "ts"]).agg(ukeys=("ukey", "nunique"), natures=("nature", "nunique"))
+    assert (per_instant["ukeys"] == per_instant["natures"]).all()
+    # and ts can be rebuilt exactly from the ukey (no sub-minute part lost)
+    for key, ts in zip(rows["ukey"], rows["ts"], strict=True):
+        k = json.loads(key)
+        assert pd.Timestamp(f"{k['date']}T{k['time']}:00Z") == ts
+        assert ts.second == 0 and ts.microsecond == 0 and ts.minute % 15 == 0

@@ -7,13 +7,27 @@ never fails a run and nothing is dropped without a trace.
 Rules (see data/eco2mix/README.md):
 
 * ``date_heure`` is the instant (ISO-8601 with an offset, normally ``+00:00``); it is the only
-  time used downstream.  A value without an offset is rejected (its meaning is ambiguous).
+  time used downstream.  A value without an offset is rejected (its meaning is ambiguous).  It must
+  lie on the source's 15-minute grid (UTC minute 0/15/30/45, zero seconds): the ukey keeps the UTC
+  date and ``HH:MM`` only, so an off-grid instant such as ``12:00:30`` would share the 12:00 ukey
+  while carrying another ``ts`` — it is rejected ("off-grid").
+* ``perimetre`` must be the configured perimeter (``POWERSENSE_SOURCE_PERIMETER``, ``France``) and
+  ``nature`` one of the configured labels (``POWERSENSE_SOURCE_NATURES``): every reader keys values
+  by timestamp and nature only, so a ``Bretagne`` record would otherwise become national load.
+  With these three rules the ukey determines (source, metric, ts) (tests/test_ingest_parse.py
+  tries to break it with hypothesis).
 * ``date``/``heure`` are the Europe/Paris wall-clock date and time of the same instant.  When
   present they must agree with ``date_heure``; on the spring-forward day ODRÉ pads the missing
   local hour with rows ``heure`` 02:00–02:45 whose ``date_heure`` repeats the 03:00–03:45 instants:
   those phantom rows are rejected with their own reason (they are copies, never real values).
-* Numbers may arrive as JSON numbers or strings (``"1586"``); ``null``, ``NaN``, ``"ND"``,
-  ``"NA"``, ``"NaT"`` and empty strings are SQL NULL.  Any other string is a rejection.
+* Numbers (:func:`to_number`): a JSON number, or a string holding a plain decimal number — optional
+  sign, ASCII digits, optional fraction, optional exponent (the JSON number grammar, plus a leading
+  ``+``), nothing around it (the real API sends ``"1586"``, ``"-7"``).  JSON ``null`` and the
+  source's "not available" placeholders (``""``, ``"ND"``, ``"N/D"``, ``"NA"``, ``"N/A"``, exact
+  spelling, any case) are SQL NULL (a value withdrawn or not yet published).  Everything else —
+  ``"Infinity"``, ``"-inf"``, ``"NaN"``, non-finite JSON numbers, ``"1_586"``, Arabic-Indic or
+  full-width digits, padded ``" 12 "``, booleans — rejects the record with the reason: a value
+  that cannot be read must never be stored as a NULL (that would withdraw a good value).
 * A numeric field absent from a record is *not observed* (no row), which differs from a field
   present with a null value (a row with value NULL: a value withdrawn upstream).
 """
@@ -22,8 +36,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
@@ -44,47 +60,67 @@ NUMERIC_FIELDS: tuple[str, ...] = (
     "stockage_batterie", "destockage_batterie",
 )
 
-# Placeholders the source uses for "no value" (compared case-insensitively after stripping).
-NULL_TOKENS = frozenset({"", "nd", "n/d", "na", "n/a", "nan", "nat", "null", "none"})
+# Placeholders the source uses for "not available" (exact text, compared case-insensitively, no
+# stripping).  Only these and JSON null become SQL NULL; "NaN"/"null"/"none" are not source
+# placeholders and are rejected (a NULL would withdraw the stored value).
+NULL_TOKENS = frozenset({"", "nd", "n/d", "na", "n/a"})
+
+# A plain decimal number: optional sign, ASCII digits (``[0-9]``, not ``\d``, which also matches
+# Arabic-Indic and other Unicode digits that Python's float() accepts), optional fraction, optional
+# exponent.  float() alone also accepts "inf", "Infinity", "nan", "1_586" and surrounding
+# whitespace (Python docs, "float()": "the string may have leading and trailing whitespace",
+# underscores per PEP 515, Unicode decimal digits) — all refused here.
+PLAIN_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+# The source's native step: every instant of eco2mix-national-tr starts a quarter-hour (UTC).
+GRID = timedelta(minutes=15)
 
 LONG_COLUMNS = ["record_no", "ts", "nature", "perimetre", "metric", "value"]
 
 
 def to_number(value: Any) -> float | None:
-    """Coerce one source value to a float or None (SQL NULL); raise ValueError when impossible."""
+    """Coerce one source value to a float or None (SQL NULL); raise ValueError when it is not a number.
+
+    None and the "not available" placeholders are NULL; a finite JSON number or a string matching
+    :data:`PLAIN_NUMBER` is the number; anything else raises (the record is dead-lettered).
+    """
     if value is None:
         return None
     if isinstance(value, bool):  # bool is an int subclass; True is not a megawatt figure
         raise ValueError(f"not a number: {value!r}")
     if isinstance(value, int | float):
         f = float(value)
-        return f if math.isfinite(f) else None
+        if not math.isfinite(f):  # Python's json module decodes the non-JSON literals NaN/Infinity
+            raise ValueError(f"not a finite number: {value!r}")
+        return f
     if isinstance(value, str):
-        text = value.strip()
-        if text.lower() in NULL_TOKENS:
+        if value.lower() in NULL_TOKENS:
             return None
-        try:
-            f = float(text)
-        except ValueError:
-            raise ValueError(f"not a number: {value!r}") from None
-        return f if math.isfinite(f) else None
+        if PLAIN_NUMBER.fullmatch(value) is None:
+            raise ValueError(f"not a plain decimal number: {value!r}")
+        f = float(value)
+        if not math.isfinite(f):  # "1e999" overflows to inf
+            raise ValueError(f"number out of range: {value!r}")
+        return f
     raise ValueError(f"not a number: {type(value).__name__}")
 
 
-def _text(value: Any) -> Any:
-    return "" if value is None else value
+def _instant_text(value: Any) -> Any:
+    """date_heure must be ISO-8601 text: pydantic would also read a number as Unix time (s or ms?)."""
+    if not isinstance(value, str):
+        raise ValueError(f"date_heure must be an ISO-8601 string, not {type(value).__name__}")
+    return value
 
 
 Number = Annotated[float | None, BeforeValidator(to_number)]
-Text = Annotated[str, BeforeValidator(_text)]
 
 
 class _RecordBase(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    date_heure: AwareDatetime
-    nature: Text = ""
-    perimetre: Text = "France"
+    date_heure: Annotated[AwareDatetime, BeforeValidator(_instant_text)]
+    nature: str | None = None
+    perimetre: str | None = None
     date: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$")
     heure: str | None = Field(default=None, pattern=r"^\d{2}:\d{2}$")
 
@@ -152,11 +188,45 @@ def local_time_problem(date: str | None, heure: str | None, instant: datetime) -
     return f"local date/heure {date} {heure} does not match date_heure {utc_text} ({local:%Y-%m-%d %H:%M} local)"
 
 
-def parse_records(records: list[Any], first_record_no: int = 0) -> ParsedRecords:
+def off_grid_problem(instant: datetime) -> str | None:
+    """Why ``instant`` is not on the source's 15-minute UTC grid (None when it is)."""
+    utc = instant.astimezone(UTC)
+    if utc.second or utc.microsecond or utc.minute % 15:
+        return (f"off-grid: date_heure {utc.isoformat()} is not on the source's 15-minute grid "
+                "(UTC minute 0/15/30/45, zero seconds)")
+    return None
+
+
+def vocabulary_problem(perimetre: str | None, nature: str | None, perimeter: str,
+                       natures: Collection[str]) -> str | None:
+    """Why ``perimetre``/``nature`` are outside the configured vocabulary (None when inside)."""
+    if perimetre != perimeter:
+        return f"perimetre {perimetre!r} is not the configured perimeter {perimeter!r}"
+    if nature not in natures:
+        return f"nature {nature!r} is not one of the configured natures {sorted(natures)!r}"
+    return None
+
+
+def parse_records(
+    records: list[Any],
+    first_record_no: int = 0,
+    *,
+    perimeter: str | None = None,
+    natures: Collection[str] | None = None,
+) -> ParsedRecords:
     """Validate records; return long rows for accepted ones and a Rejection for each other one.
 
     ``record_no`` numbers records in the order given, starting at ``first_record_no``.
+    ``perimeter``/``natures`` default to the process settings (``source_perimeter``,
+    ``source_natures``) so that poll and upsert-version apply the same vocabulary.
     """
+    if perimeter is None or natures is None:
+        from shared.settings import get_settings
+
+        settings = get_settings()
+        perimeter = settings.source_perimeter if perimeter is None else perimeter
+        natures = settings.source_natures if natures is None else natures
+    allowed = frozenset(natures)
     rows: dict[str, list[Any]] = {c: [] for c in LONG_COLUMNS}
     rejections: list[Rejection] = []
     accepted = 0
@@ -169,7 +239,14 @@ def parse_records(records: list[Any], first_record_no: int = 0) -> ParsedRecords
         except ValidationError as exc:
             rejections.append(Rejection(i, _reason(exc), _dump(rec)))
             continue
-        problem = local_time_problem(model.date, model.heure, model.date_heure)
+        try:
+            problem = (
+                vocabulary_problem(model.perimetre, model.nature, perimeter, allowed)
+                or off_grid_problem(model.date_heure)
+                or local_time_problem(model.date, model.heure, model.date_heure)
+            )
+        except (OverflowError, ValueError) as exc:  # e.g. year 1 with a positive offset has no UTC instant
+            problem = f"date_heure {model.date_heure!r} cannot be converted to UTC: {exc}"
         if problem:
             rejections.append(Rejection(i, problem, _dump(rec)))
             continue
