@@ -13,6 +13,7 @@ COMMANDS = {
     "evaluate-anomalies": ("shared.detection.evaluate", "main", "evaluate anomaly detectors (make evaluate-anomalies)"),
     "bootstrap": ("shared.ingest.bootstrap", "main", "load the shipped history into the store"),
     "config": ("shared.config_doc", "main", "print every setting (POWERSENSE_*) as a Markdown table"),
+    "ddl": ("shared.schema", "main", "print the DDL; --cluster NAME: its sharded, replicated rendering"),
 }
 
 
