@@ -1,4 +1,5 @@
-"""``python -m local_dev demo [options]`` — the embedded runtime."""
+"""``python -m local_dev demo [options]`` — the embedded runtime; ``python -m local_dev scheduler`` — the
+plain-compose topology's cron (local_dev/scheduler.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,12 @@ def main() -> int:
         from local_dev.demo import main as demo
 
         return demo(args[1:])
-    print("usage: python -m local_dev demo [--ticks N] [--speed X] [--start ISO] [--port P] [--source-url URL]")
+    if args[:1] == ["scheduler"]:
+        from local_dev.scheduler import main as scheduler
+
+        return scheduler(args[1:])
+    print("usage: python -m local_dev demo [--ticks N] [--speed X] [--start ISO] [--port P] [--source-url URL]\n"
+          "       python -m local_dev scheduler [--stack FILE] [--url-template URL] [--timeout-s S]")
     return 2
 
 

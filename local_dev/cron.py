@@ -1,10 +1,11 @@
 """The cron-connector, embedded: fire functions on their ``openfaas-stack.yml`` schedules.
 
 Like OpenFaaS's cron-connector it evaluates 5-field schedules in UTC and invokes
-``POST <gateway>/function/<name>`` with an empty body and the headers ``X-Topic: cron-function`` and
-``X-Connector: cron-connector``; it never retries and never catches up missed ticks (each stage
-heals itself from its watermarks). Time comes from :mod:`shared.clock`, so a simulated clock makes
-schedules run faster in the demo.
+``POST <gateway>/function/<name>`` (or, without a gateway, ``POST <function_urls[name]>``: the
+plain-compose scheduler, ``local_dev/scheduler.py``) with an empty body and the headers
+``X-Topic: cron-function`` and ``X-Connector: cron-connector``; it never retries and never catches
+up missed ticks (each stage heals itself from its watermarks). Time comes from :mod:`shared.clock`,
+so a simulated clock makes schedules run faster in the demo.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -56,9 +57,16 @@ class CronConnector:
         specs: list[FunctionSpec],
         on_result: Callable[[Invocation], None] | None = None,
         timeout_s: float = 600.0,
+        function_urls: Mapping[str, str] | None = None,
     ) -> None:
         self.gateway_url = gateway_url.rstrip("/")
         self.specs = [s for s in specs if s.schedule]
+        # Without a gateway each function is called at its own URL (the watchdog serves it at "/").
+        self.function_urls = dict(function_urls or {})
+        missing = {s.name for s in self.specs} - set(self.function_urls) if function_urls is not None else set()
+        if missing:
+            raise ValueError(f"no URL for scheduled function(s) {sorted(missing)}")
+        self.timeout_s = timeout_s
         self.on_result = on_result
         # One connection per call, like the connector's fire-and-forget requests: a keep-alive socket the
         # server closed after an error must not fail the next tick.
@@ -71,7 +79,8 @@ class CronConnector:
         """One cron-style call; errors are reported, never retried."""
         t0 = time.perf_counter()
         try:
-            resp = self._client.post(f"{self.gateway_url}/function/{name}", content=b"", headers=CRON_HEADERS)
+            url = self.function_urls.get(name) or f"{self.gateway_url}/function/{name}"
+            resp = self._client.post(url, content=b"", headers=CRON_HEADERS)
             try:
                 body = resp.json()
             except ValueError:

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Prepare the plain-compose topology (docker-compose.yml) on this host; idempotent.
+#  1. .env: created from deploy/env.example with a distinct random value for every change-me-*
+#     (an existing .env is kept as it is).
+#  2. var/secrets/<name>: one file per secret the services read, written from .env on every run
+#     (so a changed .env value reaches the containers at the next `docker-compose up -d`):
+#       clickhouse_password         = POWERSENSE_WRITER_PASSWORD  (writing functions)
+#       clickhouse_reader_password  = POWERSENSE_READER_PASSWORD  (query)
+#       query_token                 = QUERY_TOKEN                 (query's bearer token)
+#       s3_access_key_id            = S3_ACCESS_KEY_ID            (forecast, query)
+#       s3_secret_access_key        = S3_SECRET_ACCESS_KEY        (forecast, query)
+#       smtp_password               = SMTP_PASSWORD, may be empty (alertmanager)
+#     The directory is 0700 (nobody else on the host reads it); the files are 0644 because compose
+#     bind-mounts them and the containers run as non-root users (10001, nobody).
+# Usage: deploy/compose/init.sh   (from anywhere; works on the repository root)
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$root"
+
+if [[ ! -f .env ]]; then
+  umask 077
+  while IFS= read -r line; do
+    if [[ "$line" =~ ^([A-Z0-9_]+)=change-me- ]]; then
+      printf '%s=%s\n' "${BASH_REMATCH[1]}" "$(openssl rand -hex 24)"
+    else
+      printf '%s\n' "$line"
+    fi
+  done < deploy/env.example > .env
+  echo "wrote .env with fresh secrets"
+fi
+
+# shellcheck disable=SC1091  # .env is generated above
+set -a && source ./.env && set +a
+
+declare -A secrets=(
+  [clickhouse_password]="${POWERSENSE_WRITER_PASSWORD:?POWERSENSE_WRITER_PASSWORD missing in .env}"
+  [clickhouse_reader_password]="${POWERSENSE_READER_PASSWORD:?POWERSENSE_READER_PASSWORD missing in .env}"
+  [query_token]="${QUERY_TOKEN:?QUERY_TOKEN missing in .env}"
+  [s3_access_key_id]="${S3_ACCESS_KEY_ID:?S3_ACCESS_KEY_ID missing in .env}"
+  [s3_secret_access_key]="${S3_SECRET_ACCESS_KEY:?S3_SECRET_ACCESS_KEY missing in .env}"
+  [smtp_password]="${SMTP_PASSWORD:-}"
+)
+
+install -d -m 0700 var/secrets
+mkdir -p var/logs  # Alloy tails the embedded runtime's JSON lines here
+for name in "${!secrets[@]}"; do
+  printf '%s' "${secrets[$name]}" > "var/secrets/$name.tmp"
+  chmod 0644 "var/secrets/$name.tmp"
+  mv "var/secrets/$name.tmp" "var/secrets/$name"
+done
+echo "wrote var/secrets/{$(printf '%s,' "${!secrets[@]}" | sed 's/,$//')}"
