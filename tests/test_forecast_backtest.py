@@ -56,12 +56,25 @@ def test_backtest_forecasts_ignore_data_after_their_origin(grid: pd.DataFrame, f
 @pytest.mark.slow
 def test_cli_on_a_generic_csv_writes_the_report(grid: pd.DataFrame, fast: Settings, tmp_path: Path) -> None:
     csv = tmp_path / "load.csv"
-    g = grid.dropna()
+    g = grid.dropna().copy()
+    # a SYNTHETIC source glitch on the real series: 36 h of zeros inside the test period (eco2mix once published
+    # consommation = 0 for ~33 h): skipped in scoring and counted, and the report stays strict JSON
+    glitch = (g["ts"] >= pd.Timestamp("2023-01-28", tz="UTC")) & (g["ts"] < pd.Timestamp("2023-01-29 12:00", tz="UTC"))
+    g.loc[glitch, "value"] = 0.0
     pd.DataFrame({"timestamp": g["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"), "value": g["value"]}).to_csv(csv, index=False)
     out = tmp_path / "report"
     assert main(["--data", str(csv), "--train-start", "2022-11-25", "--test-start", "2023-01-25",
-                 "--test-end", "2023-02-06", "--out", str(out), "--no-progress"]) == 0
-    report = json.loads((out / "forecast_eval.json").read_text())
+                 "--test-end", "2023-02-06", "--out", str(out), "--no-progress", "--retrain-days", "7"]) == 0
+
+    def no_constants(name: str) -> None:
+        raise ValueError(f"not strict JSON: {name}")
+
+    report = json.loads((out / "forecast_eval.json").read_text(), parse_constant=no_constants)
+    assert report["skipped_invalid_actuals"]["count"] == int(glitch.sum()) == 72
+    for res in report["models"].values():
+        assert all(m["mape"] is not None and m["mape"] < 50 for m in res.values())
+    # production's cadence: retrained inside the test period with the promotion rule, per-quarter tables
+    assert len(report["retrains"]) == 2 and report["quarters"] and "checks" in report["quarters"]["2023-Q1"]
     assert set(report["models"]) == {"powersense", "seasonal_naive"}  # no RTE column in a generic CSV
     assert list(report["models"]["powersense"]) == [f"D+{k}" for k in range(1, 8)]
     assert {"mape", "mae", "rmse", "bias", "coverage"} <= set(report["models"]["powersense"]["D+1"])

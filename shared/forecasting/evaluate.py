@@ -26,11 +26,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from shared.errors import BadRequestError, ModelError
 from shared.features import TZ, build_grid
-from shared.forecasting import baseline
+from shared.forecasting import baseline, combine
+from shared.forecasting.gate import finite_or_none, gate, strict
 from shared.settings import REPO_ROOT, Settings, get_settings
 
 HORIZON_DAYS = 7
+# retraining cadence of the backtest (production retrains daily; see backtest() for what is approximated)
+DEFAULT_RETRAIN_DAYS = 28
 
 
 def local_midnight(day: str | pd.Timestamp) -> pd.Timestamp:
@@ -64,9 +68,11 @@ def score(fc: pd.DataFrame, actual: pd.DataFrame, test_start: pd.Timestamp, test
           days: range = range(1, HORIZON_DAYS + 1)) -> dict[str, dict[str, float | int | None]]:
     """Metrics per horizon day over targets inside the test period with a known actual."""
     j = fc.merge(actual[["ts", "value"]], on="ts", how="inner")
+    # ``actual`` is the gated series: an invalid actual is NaN here and skipped (counted by the caller)
     j = j[(j["ts"] >= test_start) & (j["ts"] < test_end)].dropna(subset=["value", "yhat"])
+    j = j[np.isfinite(j["yhat"]) & (j["value"] > 0)]
     j = j.assign(hday=horizon_day(j))
-    out: dict[str, dict[str, float | int | None]] = {}
+    out: dict[str, dict[str, Any]] = {}
     for k in days:
         g = j[j["hday"] == k]
         if g.empty:
@@ -74,24 +80,76 @@ def score(fc: pd.DataFrame, actual: pd.DataFrame, test_start: pd.Timestamp, test
         err = g["yhat"] - g["value"]
         has_iv = "lower" in g and g["lower"].notna().all() and g["upper"].notna().all()
         cov = float(((g["value"] >= g["lower"]) & (g["value"] <= g["upper"])).mean()) if has_iv else None
-        out[f"D+{k}"] = {
-            "mape": round(float((err.abs() / g["value"].abs()).mean() * 100), 3),
-            "mae": round(float(err.abs().mean()), 1),
-            "rmse": round(float(np.sqrt((err**2).mean())), 1),
-            "bias": round(float(err.mean()), 1),
+        m: dict[str, Any] = {
+            "mape": finite_or_none(round(float((err.abs() / g["value"].abs()).mean() * 100), 3)),
+            "mae": finite_or_none(round(float(err.abs().mean()), 1)),
+            "rmse": finite_or_none(round(float(np.sqrt((err**2).mean())), 1)),
+            "bias": finite_or_none(round(float(err.mean()), 1)),
             "coverage": round(cov, 3) if cov is not None else None,
             "n": int(len(g)),
         }
+        if cov is None:
+            m["coverage_reason"] = "no interval for every target of this horizon"
+        if "yhat_source" in g:
+            m["sources"] = {str(k2): int(v) for k2, v in g["yhat_source"].value_counts().items()}
+        out[f"D+{k}"] = m
     return out
 
 
-def load_data(files: list[Path], resolution_min: int) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """(consumption grid, RTE prevision_j1 grid or None) from history files."""
+def quarter_of(ts: pd.Series) -> pd.Series:
+    """Calendar quarter (``YYYY-Qn``) of each target in local time."""
+    local = pd.DatetimeIndex(ts).tz_convert(TZ)
+    return pd.Series([f"{t.year}-Q{t.quarter}" for t in local], index=ts.index)
+
+
+def score_quarters(frames: dict[str, pd.DataFrame | None], actual: pd.DataFrame, test_start: pd.Timestamp,
+                   test_end: pd.Timestamp) -> dict[str, dict[str, Any]]:
+    """Per local calendar quarter of the targets: :func:`score` of every model, plus the issue's checks
+    (PowerSense MAPE ≤ seasonal naive, 80 % coverage within 75–85 %) per horizon day."""
+    out: dict[str, dict[str, Any]] = {}
+    quarters = sorted(set(quarter_of(actual.loc[(actual["ts"] >= test_start) & (actual["ts"] < test_end), "ts"])))
+    for q in quarters:
+        year, n = int(q[:4]), int(q[-1])
+        qs = max(test_start, local_midnight(f"{year}-{3 * n - 2:02d}-01"))
+        qe = min(test_end, local_midnight(f"{year + (n == 4)}-{(3 * n) % 12 + 1:02d}-01"))
+        res: dict[str, Any] = {}
+        for name, fc in frames.items():
+            if fc is not None and name != "actual":
+                days = range(1, 2) if name == "rte_j1" else range(1, HORIZON_DAYS + 1)
+                res[name] = score(fc, actual, qs, qe, days=days)
+        ps, nv = res.get("powersense", {}), res.get("seasonal_naive", {})
+        checks = {}
+        for d, m in ps.items():
+            nm = nv.get(d, {}).get("mape")
+            checks[d] = {"beats_naive": None if m["mape"] is None or nm is None else bool(m["mape"] <= nm),
+                         "coverage_in_band": None if m["coverage"] is None else bool(0.75 <= m["coverage"] <= 0.85)}
+        res["checks"] = checks
+        out[q] = res
+    return out
+
+
+def load_data(files: list[Path], resolution_min: int, settings: Settings | None = None,
+              ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """(consumption grid, RTE prevision_j1 grid or None) from history files, through the training-data gate.
+
+    The grid's ``attrs["gated"]`` holds the grid instants whose value the gate rejected (``ts, reason``): the
+    backtest neither trains on, reads, copies nor scores them. The plausibility bounds of France's national
+    load apply to eco2mix files only; a generic ``timestamp,value`` series gets the built-in checks.
+    """
     from shared.ingest.history import read_history
 
+    settings = settings or get_settings()
     h = read_history(files)
-    grid = build_grid(h[["ts", "consommation"]].rename(columns={"consommation": "value"}), resolution_min,
-                      max_interp_steps=0)[["ts", "value"]]
+    generic = bool((h["nature"] == "").all())
+    raw = h[["ts", "consommation"]].rename(columns={"consommation": "value"}).dropna(subset=["value"])
+    raw = raw.sort_values("ts").reset_index(drop=True)
+    g = gate(raw, settings, metric=None if generic else "consommation")
+    grid = build_grid(g.frame, resolution_min, start=raw["ts"].min() if len(raw) else None,
+                      end=(raw["ts"].max().floor(f"{resolution_min}min") + pd.Timedelta(minutes=resolution_min))
+                      if len(raw) else None, max_interp_steps=0)[["ts", "value"]]
+    bad = g.frame.loc[(g.reasons != "").to_numpy(), ["ts"]].assign(reason=g.reasons[g.reasons != ""].to_numpy())
+    grid.attrs["gated"] = bad[bad["ts"].isin(set(grid["ts"]))].reset_index(drop=True)
+    grid.attrs["generic"] = generic
     rte = None
     if "prevision_j1" in h.columns and h["prevision_j1"].notna().any():
         rte = build_grid(h[["ts", "prevision_j1"]].rename(columns={"prevision_j1": "value"}), resolution_min,
@@ -110,22 +168,44 @@ def backtest(
     origin_hour: int = 12,
     progress: bool = True,
     perfect_weather: bool = False,
+    cfg: Any | None = None,
 ) -> dict[str, Any]:
-    """Run the rolling-origin backtest; returns the report dict plus frames under ``_frames``.
+    """Run the rolling-origin backtest the way production runs; returns the report dict plus ``_frames``.
+
+    Mirrors production (``shared.forecasting.service``) with one documented approximation of the cadence:
+
+    * a training every ``retrain_days`` (production: daily) on the ``forecast_train_days`` before the cut, its
+      last ``forecast_holdout_days`` held out — the same ``train_and_calibrate`` (model, per-lead-day weights
+      against seasonal naive, holdout calibration) and the same promotion rule (``promotion_decision``: not
+      worse than the current model nor than seasonal naive on the new holdout); a rejected model is not used;
+    * every origin (daily, ``origin_hour`` local): the issued forecast of the current model (model ⊕ naive per
+      lead day), and its 80 % interval from the errors of the forecasts issued over the last
+      ``forecast_conformal_days`` whose actuals are known at that origin (the adaptive calibration production
+      applies every hour); the first model's holdout forecasts stand for what production issued before the test.
+    * the gated series everywhere (``grid``'s invalid values are NaN): invalid actuals are skipped in scoring and
+      counted (``skipped_invalid_actuals``).
 
     ``perfect_weather`` is a look-ahead *experiment* (observed temperature at the target time): its model is
     reported as ``powersense_perfect_weather`` and must never be read as the product's accuracy.
     """
     from tqdm import tqdm
 
-    from shared.forecasting import model as fm
-    from shared.forecasting.service import model_config, train_and_calibrate
+    from shared.forecasting.service import (
+        holdout_metrics,
+        holdout_origins,
+        issue,
+        model_config,
+        promotion_decision,
+        train_and_calibrate,
+    )
 
-    cfg = model_config(settings)
+    cfg = cfg or model_config(settings)
     cfg.perfect_weather = perfect_weather
     name = "powersense_perfect_weather" if perfect_weather else "powersense"
     step = pd.Timedelta(minutes=cfg.resolution_min)
     origins = daily_origins(test_start, test_end, origin_hour)
+    if len(origins) == 0:
+        raise BadRequestError("test period too short: no daily origin inside it")
     steps = int(pd.Timedelta(days=HORIZON_DAYS + 1, hours=12) / step)  # to the end of D+7 from noon
     # training cuts: the first origin (so even its D+0 hours were never seen), then every ``retrain_days``;
     # each model trains on data strictly before its cut and serves only origins at or after it
@@ -133,10 +213,12 @@ def backtest(
     train_dates = [cut0]
     if retrain_days > 0:
         d = cut0 + pd.Timedelta(days=retrain_days)
-        while d < test_end:
+        while d < origins[-1]:
             train_dates.append(d)
             d += pd.Timedelta(days=retrain_days)
-    fcs, timings, holdouts = [], [], []
+    fcs, timings, retrains = [], [], []
+    seeds: pd.DataFrame | None = None
+    current: Any = None
     bar = tqdm(total=len(origins) + len(train_dates), desc="backtest", unit="step", disable=not progress,
                file=sys.stderr)
     for i, td in enumerate(train_dates):
@@ -144,9 +226,24 @@ def backtest(
         train = grid[(grid["ts"] >= window_start) & (grid["ts"] < td)]
         bar.set_postfix_str(f"training on {window_start.tz_convert(TZ):%Y-%m-%d}…{td.tz_convert(TZ):%Y-%m-%d %H:%M}")
         t0 = time.perf_counter()
-        m, holdout = train_and_calibrate(train, settings, cfg)
+        m, hold = train_and_calibrate(train, settings, cfg)
         timings.append(round(time.perf_counter() - t0, 2))
-        holdouts.append(holdout)
+        new_mape, naive_mape = hold["metrics"]["mape"], hold["metrics"].get("naive_mape")
+        cur_mape = None
+        if current is not None:
+            h0, h1 = pd.Timestamp(hold["holdout"][0]), pd.Timestamp(hold["holdout"][1])
+            cur_mape = holdout_metrics(issue(current, train, holdout_origins(h0, h1)), train, h1)["mape"]
+        decision, why = promotion_decision(new_mape, cur_mape, naive_mape, settings.forecast_accept_tolerance)
+        if current is None and decision != "promoted":
+            why += "; no current model: used anyway (production would issue the seasonal-naive fallback)"
+            decision = "promoted"
+        if decision == "promoted":
+            current = m
+        if seeds is None:
+            seeds = hold["forecasts"][["origin", "ts", "yhat", "lead_day"]]
+        retrains.append({"cut": td.isoformat(), "train_seconds": timings[-1], "decision": decision, "reason": why,
+                         "holdout_mape": new_mape, "holdout_naive_mape": naive_mape, "current_holdout_mape": cur_mape,
+                         "blend": {k: v.get("weight") for k, v in m.blend.items()}})
         bar.update(1)
         nxt = train_dates[i + 1] if i + 1 < len(train_dates) else origins[-1] + pd.Timedelta(days=1)
         mine = origins[(origins >= td) & (origins < nxt)]
@@ -154,11 +251,13 @@ def backtest(
             if len(chunk) == 0:
                 continue
             sel = mine[chunk]
-            fc = fm.predict(m, grid[grid["ts"] < sel.max()], sel, horizon_end=step * steps)
+            fc = issue(current, grid[grid["ts"] < sel.max()], sel, horizon_end=step * steps)
+            fc["fallback_cal"] = [current.calibration] * len(fc)
             fcs.append(fc)
             bar.update(len(sel))
     bar.close()
-    model_fc = pd.concat(fcs, ignore_index=True)
+    model_fc = adaptive_intervals(pd.concat(fcs, ignore_index=True), seeds, grid, cfg.interval_level,
+                                  settings.forecast_conformal_days)
     # seasonal naive, with intervals calibrated the same way (on the last holdout before the test)
     hold_start = cut0 - pd.Timedelta(days=settings.forecast_holdout_days)
     hold_origins = daily_origins(hold_start + pd.Timedelta(days=1), cut0, origin_hour)
@@ -178,22 +277,50 @@ def backtest(
         rte_fc = d1.merge(rte.rename(columns={"value": "yhat"}), on="ts", how="inner")
         if rte_fc["yhat"].notna().any():
             models["rte_j1"] = score(rte_fc, grid, test_start, test_end, days=range(1, 2))
+        else:
+            rte_fc = None
+    frames = {name: model_fc, "seasonal_naive": naive_fc, "rte_j1": rte_fc}
+    gated = grid.attrs.get("gated")
+    skipped: dict[str, Any] = {"count": 0, "reasons": {}}
+    if isinstance(gated, pd.DataFrame) and len(gated):
+        inside = gated[(gated["ts"] >= test_start) & (gated["ts"] < test_end)]
+        skipped = {"count": int(len(inside)),
+                   "reasons": {str(k): int(v) for k, v in inside["reason"].value_counts().items()},
+                   "gated_in_training_and_inputs": int(len(gated) - len(inside))}
     return {
         "models": models,
+        "quarters": score_quarters(frames, grid, test_start, test_end),
         "test_period": [test_start.isoformat(), test_end.isoformat()],
         "train_window": [train_start.isoformat(), cut0.isoformat()],  # data strictly before the first origin
         "holdout_days": settings.forecast_holdout_days,
         "retrain_days": retrain_days,
+        "conformal_days": settings.forecast_conformal_days,
+        "retrains": retrains,
+        "skipped_invalid_actuals": skipped,
         "origins": {"count": int(len(origins)), "local_hour": origin_hour, "first": origins[0].isoformat(),
                     "last": origins[-1].isoformat()},
         "resolution_min": cfg.resolution_min,
         "model_config": asdict(cfg),
         "train_seconds": timings,
-        "holdout_metrics": holdouts[0].get("metrics") if holdouts else None,
+        "holdout_metrics": retrains[0] if retrains else None,
         "experiment": ("perfect weather forecast: observed temperature at target times (LOOK-AHEAD, not the "
                        "product)") if perfect_weather else None,
-        "_frames": {"powersense": model_fc, "seasonal_naive": naive_fc, "rte_j1": rte_fc, "actual": grid},
+        "_frames": {**frames, "actual": grid},
     }
+
+
+def adaptive_intervals(fc: pd.DataFrame, seeds: pd.DataFrame | None, actual: pd.DataFrame, level: float,
+                       window_days: int) -> pd.DataFrame:
+    """Intervals of each origin's forecast from the errors of the forecasts issued before it (see
+    :func:`shared.forecasting.combine.adaptive_calibration`); ``fc`` carries each origin's fallback calibration
+    (its model's holdout calibration) in ``fallback_cal``; ``seeds`` are earlier issued forecasts."""
+    pool = pd.concat([x for x in (seeds, fc[["origin", "ts", "yhat", "lead_day"]]) if x is not None],
+                     ignore_index=True)
+    out = []
+    for o, g in fc.groupby("origin", sort=True):
+        cal = combine.adaptive_calibration(pool, actual, pd.Timestamp(o), level, window_days, g["fallback_cal"].iloc[0])
+        out.append(baseline.apply_intervals(g.drop(columns=["fallback_cal"]), cal))
+    return pd.concat(out, ignore_index=True)
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
@@ -242,6 +369,10 @@ def plot(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def _fmt(x: Any, spec: str) -> str:
+    return "–" if x is None else format(x, spec)
+
+
 def format_table(report: dict[str, Any]) -> str:
     """Markdown table of the report (what the README shows)."""
     lines = ["| model | horizon | MAPE % | MAE MW | RMSE MW | bias MW | 80 % coverage |",
@@ -249,51 +380,133 @@ def format_table(report: dict[str, Any]) -> str:
     for name, res in report["models"].items():
         for d, m in res.items():
             cov = "–" if m["coverage"] is None else f"{m['coverage'] * 100:.1f} %"
-            lines.append(f"| {name} | {d} | {m['mape']:.2f} | {m['mae']:.0f} | {m['rmse']:.0f} | {m['bias']:+.0f} "
-                         f"| {cov} |")
+            lines.append(f"| {name} | {d} | {_fmt(m['mape'], '.2f')} | {_fmt(m['mae'], '.0f')} | "
+                         f"{_fmt(m['rmse'], '.0f')} | {_fmt(m['bias'], '+.0f')} | {cov} |")
     return "\n".join(lines)
 
 
+def format_quarters(report: dict[str, Any]) -> str:
+    """Markdown table per quarter: PowerSense MAPE / naive MAPE / coverage per horizon day (✗ = target missed)."""
+    days = [f"D+{k}" for k in range(1, HORIZON_DAYS + 1)]
+    lines = ["| quarter | " + " | ".join(days) + " |", "|---|" + "---|" * len(days)]
+    for q, res in report.get("quarters", {}).items():
+        cells = []
+        for d in days:
+            m = res.get("powersense", {}).get(d)
+            n = res.get("seasonal_naive", {}).get(d, {})
+            if not m:
+                cells.append("–")
+                continue
+            c = res["checks"].get(d, {})
+            flag = ("" if c.get("beats_naive") is not False else " ✗naive") + \
+                   ("" if c.get("coverage_in_band") is not False else " ✗cov")
+            cov = "–" if m["coverage"] is None else f"{m['coverage'] * 100:.0f} %"
+            cells.append(f"{_fmt(m['mape'], '.2f')} / {_fmt(n.get('mape'), '.2f')} / {cov}{flag}")
+        lines.append(f"| {q} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def summarize_years(reports: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """Per year and on average: MAPE per horizon day (PowerSense, naive, RTE J-1), coverage, the quarter checks."""
+    days = [f"D+{k}" for k in range(1, HORIZON_DAYS + 1)]
+    per_year: dict[str, Any] = {}
+    for y, r in reports.items():
+        ms = r["models"]
+        checks = [c for q in r["quarters"].values() for c in q["checks"].values()]
+        per_year[str(y)] = {
+            "powersense_mape": {d: ms["powersense"].get(d, {}).get("mape") for d in days},
+            "seasonal_naive_mape": {d: ms["seasonal_naive"].get(d, {}).get("mape") for d in days},
+            "rte_j1_mape": ms.get("rte_j1", {}).get("D+1", {}).get("mape"),
+            "coverage": {d: ms["powersense"].get(d, {}).get("coverage") for d in days},
+            "quarter_checks_beats_naive": f"{sum(bool(c['beats_naive']) for c in checks)}/{len(checks)}",
+            "quarter_checks_coverage_in_band": f"{sum(bool(c['coverage_in_band']) for c in checks)}/{len(checks)}",
+            "max_train_seconds": max(r["train_seconds"]) if r["train_seconds"] else None,
+            "retrains": len(r["retrains"]),
+            "rejected": sum(x["decision"] != "promoted" for x in r["retrains"]),
+            "skipped_invalid_actuals": r["skipped_invalid_actuals"]["count"],
+        }
+
+    def mean(key: str, d: str) -> float | None:
+        vals = [v[key][d] for v in per_year.values() if v[key].get(d) is not None]
+        return round(float(np.mean(vals)), 3) if vals else None
+
+    return {"years": per_year,
+            "mean": {key: {d: mean(key, d) for d in days} for key in ("powersense_mape", "seasonal_naive_mape",
+                                                                       "coverage")}}
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    """Strict JSON (no NaN/Infinity): a metric that cannot be computed is null, with its reason beside it."""
+    path.write_text(json.dumps(strict(obj), indent=2, allow_nan=False) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """CLI entry point (see module docstring)."""
+    """CLI entry point (see module docstring). A bad input ends with one line on stderr and exit status 2."""
+    try:
+        return _main(argv)
+    except (BadRequestError, ModelError) as exc:
+        print(f"evaluate: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str] | None) -> int:
     settings = get_settings()
     p = argparse.ArgumentParser(prog="python -m shared evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", nargs="+", type=Path, default=None,
                    help="eco2mix CSV(.gz) or timestamp,value CSV files (default: the shipped eco2mix history)")
+    p.add_argument("--years", nargs="+", type=int, default=None,
+                   help="test years (each a whole local calendar year, trained only on data before it); "
+                        "overrides --test-start/--test-end; writes forecast_eval_<year>.json and "
+                        "forecast_eval_years.json")
     p.add_argument("--test-start", default="2023-01-01", help="first local day of the test period")
     p.add_argument("--test-end", default="2024-01-01", help="local day after the test period")
     p.add_argument("--train-start", default=None,
                    help=f"first local day of training (default: test start − {settings.forecast_train_days} days)")
-    p.add_argument("--retrain-days", type=int, default=0, help="retrain every N days inside the test period (0 = once)")
+    p.add_argument("--retrain-days", type=int, default=DEFAULT_RETRAIN_DAYS,
+                   help="retrain every N days inside the test period, with production's promotion rule "
+                        f"(default {DEFAULT_RETRAIN_DAYS}; production retrains daily; 0 = once)")
     p.add_argument("--origin-hour", type=int, default=12, help="local hour of the daily forecast origin")
     p.add_argument("--out", type=Path, default=REPO_ROOT / "reports")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--perfect-weather", action="store_true",
                    help="EXPERIMENT: the model sees the observed future temperature (look-ahead); own output files")
     a = p.parse_args(argv)
-    test_start, test_end = local_midnight(a.test_start), local_midnight(a.test_end)
-    train_start = (local_midnight(a.train_start) if a.train_start
-                   else test_start - pd.Timedelta(days=settings.forecast_train_days))
-    files = a.data or settings.history_files
-    # only the years that matter are read from the shipped history (it starts in 2000)
-    if a.data is None:
-        files = [f for f in files if train_start.year - 1 <= int(f.name[-11:-7]) <= test_end.year]
-    print(f"test period {test_start.tz_convert(TZ):%Y-%m-%d} … {test_end.tz_convert(TZ):%Y-%m-%d} (local, end "
-          f"excluded); training window {train_start.tz_convert(TZ):%Y-%m-%d} … the first origin "
-          f"({(test_start.tz_convert(TZ) - pd.Timedelta(days=1)):%Y-%m-%d} {a.origin_hour}:00; the last "
-          f"{settings.forecast_holdout_days} days = calibration holdout); origins daily {a.origin_hour}:00 "
-          f"Europe/Paris; files: {len(files)}", flush=True)
-    grid, rte = load_data(files, settings.forecast_resolution_min)
-    report = backtest(grid, rte, train_start, test_start, test_end, settings, a.retrain_days, a.origin_hour,
-                      progress=not a.no_progress, perfect_weather=a.perfect_weather)
+    periods: list[tuple[str, pd.Timestamp, pd.Timestamp]] = []
+    if a.years:
+        periods = [(str(y), local_midnight(f"{y}-01-01"), local_midnight(f"{y + 1}-01-01")) for y in a.years]
+    else:
+        periods = [("", local_midnight(a.test_start), local_midnight(a.test_end))]
     a.out.mkdir(parents=True, exist_ok=True)
-    stem = "forecast_eval_perfect_weather" if a.perfect_weather else "forecast_eval"
-    plot(report, a.out / f"{stem}.png")
-    report.pop("_frames")
-    (a.out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(format_table(report))
-    if a.perfect_weather:
-        print("EXPERIMENT with look-ahead (observed future temperature): not the product's accuracy")
-    print(f"training time per fit: {report['train_seconds']} s; wrote {a.out / (stem + '.json')} and "
-          f"{a.out / (stem + '.png')}")
+    reports: dict[int, dict[str, Any]] = {}
+    for label, test_start, test_end in periods:
+        train_start = (local_midnight(a.train_start) if a.train_start and not a.years
+                       else test_start - pd.Timedelta(days=settings.forecast_train_days))
+        files = a.data or settings.history_files
+        # only the years that matter are read from the shipped history (it starts in 2000)
+        if a.data is None:
+            files = [f for f in files if train_start.year - 1 <= int(f.name[-11:-7]) <= test_end.year]
+        print(f"test period {test_start.tz_convert(TZ):%Y-%m-%d} … {test_end.tz_convert(TZ):%Y-%m-%d} (local, end "
+              f"excluded); training window {train_start.tz_convert(TZ):%Y-%m-%d} … the first origin, retrained every "
+              f"{a.retrain_days} days (the last {settings.forecast_holdout_days} days of each window = holdout); "
+              f"origins daily {a.origin_hour}:00 Europe/Paris; files: {len(files)}", flush=True)
+        grid, rte = load_data(files, settings.forecast_resolution_min, settings)
+        report = backtest(grid, rte, train_start, test_start, test_end, settings, a.retrain_days, a.origin_hour,
+                          progress=not a.no_progress, perfect_weather=a.perfect_weather)
+        stem = ("forecast_eval_perfect_weather" if a.perfect_weather else "forecast_eval") + \
+            (f"_{label}" if label else "")
+        plot(report, a.out / f"{stem}.png")
+        report.pop("_frames")
+        _write_json(a.out / f"{stem}.json", report)
+        print(format_table(report))
+        print(format_quarters(report))
+        if a.perfect_weather:
+            print("EXPERIMENT with look-ahead (observed future temperature): not the product's accuracy")
+        print(f"training + calibration per retrain: {report['train_seconds']} s; wrote {a.out / (stem + '.json')} "
+              f"and {a.out / (stem + '.png')}", flush=True)
+        if label:
+            reports[int(label)] = report
+    if reports:
+        summary = summarize_years(reports)
+        _write_json(a.out / "forecast_eval_years.json", summary)
+        print(json.dumps(strict(summary["mean"]), indent=1, allow_nan=False))
     return 0

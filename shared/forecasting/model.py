@@ -65,6 +65,7 @@ import pandas as pd
 
 from shared.features import TZ, _fr_holidays, steps_per_day
 from shared.forecasting.baseline import apply_intervals, relative_error_quantiles
+from shared.forecasting.gate import strict
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,9 @@ class LoadModel:
     calibration: dict[str, list[float]] = field(default_factory=dict)  # lead day "1".."8" → [q_lo, q_hi]
     meta: dict[str, Any] = field(default_factory=dict)
     extra_levels: list[Any] = field(default_factory=list)  # the other seeds' level networks (median, see config)
+    # per lead day "1".."8": the model's weight against seasonal naive learnt on the holdout (shared/forecasting/
+    # combine.py); empty for models saved before the challenger existed (= the model alone)
+    blend: dict[str, Any] = field(default_factory=dict)
 
 
 # --- frames the two networks see -------------------------------------------------------------------
@@ -579,6 +583,7 @@ def to_files(model: LoadModel) -> dict[str, bytes]:
         "format": "powersense-two-stage-v1",
         "config": asdict(model.config),
         "calibration": model.calibration,
+        "blend": model.blend,
         "meta": model.meta,
         "profile": {"data_params": _data_params(model.profile), "freq": model.profile.data_freq,
                     "events": model.profile.powersense_events},
@@ -586,7 +591,7 @@ def to_files(model: LoadModel) -> dict[str, bytes]:
         "extra_levels": [{"data_params": _data_params(lv), "freq": lv.data_freq} for lv in model.extra_levels],
     }
     return {
-        "model.json": json.dumps(doc, indent=1, sort_keys=True).encode(),
+        "model.json": json.dumps(strict(doc), indent=1, sort_keys=True, allow_nan=False).encode(),
         "profile.pt": _state_bytes(model.profile),
         "level.pt": _state_bytes(model.level),
         **{f"level_{k}.pt": _state_bytes(lv) for k, lv in enumerate(model.extra_levels, start=1)},
@@ -649,4 +654,5 @@ def from_files(files: dict[str, bytes]) -> LoadModel:
     level = _restore(_new_level(cfg), doc["level"], files["level.pt"])
     extra = [_restore(_new_level(cfg), part, files[f"level_{k}.pt"])
              for k, part in enumerate(doc.get("extra_levels", []), start=1)]
-    return LoadModel(cfg, profile, level, calibration=doc["calibration"], meta=doc["meta"], extra_levels=extra)
+    return LoadModel(cfg, profile, level, calibration=doc["calibration"], meta=doc["meta"], extra_levels=extra,
+                     blend=doc.get("blend", {}))

@@ -33,7 +33,8 @@ import pandas as pd
 
 from shared.errors import ArtifactError, ModelError, StoreError
 from shared.features import TZ, build_grid
-from shared.forecasting import baseline
+from shared.forecasting import baseline, combine
+from shared.forecasting.gate import gate
 from shared.logs import log_event
 from shared.settings import Settings
 from shared.store import Store
@@ -73,8 +74,9 @@ def holdout_origins(start: pd.Timestamp, end: pd.Timestamp, hour: int = 12) -> p
 def holdout_metrics(fc: pd.DataFrame, actual: pd.DataFrame, end: pd.Timestamp) -> dict[str, Any]:
     """MAPE per lead day (and overall) of forecasts whose targets fall before ``end``."""
     j = fc[fc["ts"] < end].merge(actual[["ts", "value"]], on="ts").dropna(subset=["value", "yhat"])
+    j = j[j["value"] > 0]  # the gated series has no such value; a raw frame might (MAPE would be inf)
     if j.empty:
-        return {"mape": None, "n": 0}
+        return {"mape": None, "n": 0, "reason": "no valid actual in the holdout"}
     ape = (j["yhat"] - j["value"]).abs() / j["value"].abs() * 100
     per_day = {str(int(k)): round(float(v), 3) for k, v in ape.groupby(j["lead_day"]).mean().items()}
     cov = None
@@ -100,13 +102,36 @@ def train_and_calibrate(grid: pd.DataFrame, settings: Settings, cfg: Any | None 
     origins = holdout_origins(hold_start, end)
     if len(origins) == 0:
         raise ModelError("holdout too short for calibration")
-    fc = fm.predict(model, grid, origins)
-    fc = fc[fc["ts"] < end]
+    raw = fm.predict(model, grid, origins)
+    raw = raw[raw["ts"] < end]
+    # seasonal naive is a permanent challenger: per lead day, the weight of the model against naive with the
+    # lowest holdout MAPE (0 = naive alone is a candidate, so the issued forecast is never worse on the holdout)
+    naive = combine.naive_like(raw, grid)
+    model.blend = combine.learn_weights(raw, naive, grid)
+    fc = combine.apply_weights(raw, naive, model.blend)
+    # the intervals are calibrated on what is issued (the combination), not on the model alone
     fm.calibrate(model, fc, grid)
     fc = baseline.apply_intervals(fc, model.calibration)
     metrics = holdout_metrics(fc, grid, end)
-    model.meta.update({"holdout": [hold_start.isoformat(), end.isoformat()], "holdout_metrics": metrics})
-    return model, {"holdout": [hold_start.isoformat(), end.isoformat()], "metrics": metrics}
+    metrics["model_only_mape"] = holdout_metrics(raw, grid, end)["mape"]
+    metrics["naive_mape"] = holdout_metrics(raw.assign(yhat=naive), grid, end)["mape"]
+    model.meta.update({"holdout": [hold_start.isoformat(), end.isoformat()], "holdout_metrics": metrics,
+                       "blend": model.blend})
+    return model, {"holdout": [hold_start.isoformat(), end.isoformat()], "metrics": metrics, "forecasts": fc}
+
+
+def issue(model: Any, grid: pd.DataFrame, origins: list[pd.Timestamp] | pd.DatetimeIndex,
+          horizon_end: pd.Timedelta | None = None, calibration: dict[str, list[float]] | None = None) -> pd.DataFrame:
+    """The issued forecast from each origin: the model combined with seasonal naive per lead day (the model's
+    ``blend``), with intervals from ``calibration`` (default: the model's holdout calibration).
+
+    Columns ``origin, ts, yhat, lower, upper, lead_day, model_weight, yhat_source``.
+    """
+    from shared.forecasting import model as fm
+
+    fc = fm.predict(model, grid, origins, horizon_end=horizon_end)
+    fc = combine.apply_weights(fc, combine.naive_like(fc, grid), getattr(model, "blend", {}) or {})
+    return baseline.apply_intervals(fc, model.calibration if calibration is None else calibration)
 
 
 def fingerprint(grid: pd.DataFrame) -> str:
@@ -165,6 +190,11 @@ def forecast_rows(fc: pd.DataFrame, *, run_id: str, model_version: str, issued_a
         "interval_level": float(settings.forecast_interval_level),
         "quality": quality,
         "fallback_reason": fallback_reason,
+        # which source each lead day used (ch/init/021.forecast_source.sql)
+        "yhat_source": (fc["yhat_source"].astype(str).to_numpy() if "yhat_source" in fc
+                        else ("seasonal_naive" if quality == "fallback" else "model")),
+        "model_weight": (fc["model_weight"].astype(float).to_numpy() if "model_weight" in fc
+                         else (0.0 if quality == "fallback" else 1.0)),
     })
 
 
@@ -212,8 +242,16 @@ def load_grid(store: Store, settings: Settings, start: pd.Timestamp, end: pd.Tim
             log_event(log, "anomalies_unreadable", logging.WARNING, error=str(exc))
     if s.empty:
         return pd.DataFrame({"ts": pd.Series(dtype="datetime64[ns, UTC]"), "value": pd.Series(dtype=float)})
-    return build_grid(s, settings.forecast_resolution_min, start, s["ts"].max() + pd.Timedelta(minutes=1),
+    # the training-data gate (shared/forecasting/gate.py): implausible values and flatlines become gaps before
+    # the grid is built, so they reach neither training, nor the model's inputs, nor seasonal-naive copies
+    g = gate(s.sort_values("ts").reset_index(drop=True), settings, metric=settings.series_metric)
+    if g.rejected:
+        log_event(log, "values_gated", points=g.rejected, reasons=g.counts)
+    last = g.frame.dropna(subset=["value"])["ts"].max() if g.frame["value"].notna().any() else s["ts"].max()
+    grid = build_grid(g.frame, settings.forecast_resolution_min, start, last + pd.Timedelta(minutes=1),
                       settings.max_interp_steps)[["ts", "value"]]
+    grid.attrs["gated"] = g.counts
+    return grid
 
 
 def retrain_requested_after(store: Store, settings: Settings, trained_at: pd.Timestamp) -> bool:
@@ -297,20 +335,19 @@ def maybe_train(store: Store, settings: Settings, artifacts: Any, grid: pd.DataF
     # sortable by training time; the random suffix keeps two trainings at the same (simulated) instant apart
     version = now.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
     new_mape = hold["metrics"]["mape"]
-    decision, why = "promoted", reason
+    naive_mape = hold["metrics"].get("naive_mape")
+    h0, h1 = pd.Timestamp(hold["holdout"][0]), pd.Timestamp(hold["holdout"][1])
     cur_mape = None
     if current is not None:
         try:
             cur_model = cached_model(artifacts, series, current["version"])
-            h0, h1 = pd.Timestamp(hold["holdout"][0]), pd.Timestamp(hold["holdout"][1])
-            fc = fm.predict(cur_model, grid, holdout_origins(h0, h1))
-            cur_mape = holdout_metrics(fc, grid, h1)["mape"]
+            # the current model as it is issued (its own combination with naive) on the same holdout
+            cur_mape = holdout_metrics(issue(cur_model, grid, holdout_origins(h0, h1)), grid, h1)["mape"]
         except (ArtifactError, ModelError, KeyError, ValueError) as exc:
-            why = f"{reason}; current model unusable ({exc})"
-        limit = None if cur_mape is None else cur_mape * (1 + settings.forecast_accept_tolerance)
-        if limit is not None and new_mape is not None and new_mape > limit:
-            decision = "rejected"
-            why = f"holdout MAPE {new_mape:.3f} % worse than current {cur_mape:.3f} % ({current['version']})"
+            reason = f"{reason}; current model unusable ({exc})"
+    decision, why = promotion_decision(new_mape, cur_mape, naive_mape, settings.forecast_accept_tolerance,
+                                       current["version"] if current else "")
+    why = f"{reason}; {why}"
     meta = {
         "version": version,
         "trained_at": now.isoformat(),
@@ -318,7 +355,8 @@ def maybe_train(store: Store, settings: Settings, artifacts: Any, grid: pd.DataF
         "holdout": hold["holdout"],
         "data_fingerprint": fingerprint(grid),
         "library_versions": library_versions(),
-        "backtest_metrics": {"holdout": hold["metrics"], "current_model_holdout_mape": cur_mape},
+        "backtest_metrics": {"holdout": hold["metrics"], "current_model_holdout_mape": cur_mape,
+                             "naive_holdout_mape": naive_mape},
         "train_seconds": train_s,
         "train_reason": reason,
         "decision": decision,
@@ -335,7 +373,20 @@ def maybe_train(store: Store, settings: Settings, artifacts: Any, grid: pd.DataF
               holdout_mape=new_mape, current_mape=cur_mape)
     return {"trained": True, "train_reason": reason, "version": version, "decision": decision, "reason": why,
             "train_s": train_s,
-            "holdout_mape": new_mape, "current_holdout_mape": cur_mape}
+            "holdout_mape": new_mape, "current_holdout_mape": cur_mape, "naive_holdout_mape": naive_mape}
+
+
+def promotion_decision(new_mape: float | None, cur_mape: float | None, naive_mape: float | None,
+                       tolerance: float, current_version: str = "") -> tuple[str, str]:
+    """Promote the new model only when, on the same holdout, it is not worse than the current model (within
+    ``tolerance``) *and* not worse than seasonal naive (the permanent challenger). Returns (decision, why)."""
+    if new_mape is None:
+        return "rejected", "no holdout MAPE for the new model"
+    if naive_mape is not None and new_mape > naive_mape:
+        return "rejected", f"holdout MAPE {new_mape:.3f} % worse than seasonal naive {naive_mape:.3f} %"
+    if cur_mape is not None and new_mape > cur_mape * (1 + tolerance):
+        return "rejected", f"holdout MAPE {new_mape:.3f} % worse than current {cur_mape:.3f} % ({current_version})"
+    return "promoted", f"holdout MAPE {new_mape:.3f} % (current {cur_mape}, seasonal naive {naive_mape})"
 
 
 def run_forecast(store: Store, settings: Settings, artifacts_factory: Any, now: datetime, run_id: str,
@@ -365,7 +416,13 @@ def run_forecast(store: Store, settings: Settings, artifacts_factory: Any, now: 
                 fallback_reason = "no model"
             else:
                 version = current["version"]
-                fc = predict_current(cached_model(artifacts, series_key(settings), version), grid, now_ts, settings)
+                try:
+                    past: pd.DataFrame | None = recent_forecasts(store, settings, now_ts)
+                except StoreError as exc:  # the holdout calibration still gives intervals
+                    past = None
+                    log_event(log, "recent_forecasts_unreadable", logging.WARNING, error=str(exc))
+                fc = predict_current(cached_model(artifacts, series_key(settings), version), grid, now_ts, settings,
+                                     past=past)
         except ArtifactError as exc:
             fallback_reason = f"artifact store unavailable: {exc}"
         except (ModelError, ValueError, KeyError, RuntimeError) as exc:
@@ -386,18 +443,44 @@ def run_forecast(store: Store, settings: Settings, artifacts_factory: Any, now: 
     return res
 
 
-def predict_current(model: Any, grid: pd.DataFrame, now: pd.Timestamp, settings: Settings) -> pd.DataFrame:
-    """7 local days ahead from the model, origin = the step after the newest observation."""
-    from shared.forecasting import model as fm
-
+def predict_current(model: Any, grid: pd.DataFrame, now: pd.Timestamp, settings: Settings,
+                    past: pd.DataFrame | None = None) -> pd.DataFrame:
+    """7 local days ahead from the model (combined with seasonal naive per lead day), origin = the step after
+    the newest observation. ``past``: forecasts issued recently (``origin, ts, yhat, lead_day``) whose errors set
+    the adaptive intervals (:func:`shared.forecasting.combine.adaptive_calibration`); None = holdout calibration."""
     last = grid.dropna(subset=["value"])["ts"].max()
     targets = forecast_targets(last, now, settings.forecast_resolution_min, settings.forecast_horizon_days)
     step = pd.Timedelta(minutes=settings.forecast_resolution_min)
-    fc = fm.predict(model, grid, [targets[0]], horizon_end=targets[-1] - targets[0] + step)
+    cal = model.calibration
+    if past is not None:
+        cal = combine.adaptive_calibration(past, grid, targets[0], settings.forecast_interval_level,
+                                           settings.forecast_conformal_days, model.calibration)
+    fc = issue(model, grid, [targets[0]], horizon_end=targets[-1] - targets[0] + step, calibration=cal)
     fc = fc[fc["ts"].isin(targets)]
     if len(fc) != len(targets) or fc["yhat"].isna().any():
         raise ModelError(f"model returned {len(fc)} of {len(targets)} steps or NaN values")
-    return fc[["ts", "yhat", "lower", "upper"]].reset_index(drop=True)
+    return fc[["ts", "yhat", "lower", "upper", "yhat_source", "model_weight"]].reset_index(drop=True)
+
+
+def recent_forecasts(store: Store, settings: Settings, now: pd.Timestamp) -> pd.DataFrame:
+    """Model forecasts issued over the last ``forecast_conformal_days`` at the same UTC hour as ``now`` (one run
+    a day, like the holdout's daily origins), as ``origin, ts, yhat, lead_day`` — the adaptive intervals' errors."""
+    step = pd.Timedelta(minutes=settings.forecast_resolution_min)
+    df = store.query_df(
+        "select origin, ts, yhat from {db:Identifier}.forecasts where source = {s:String} and metric = {m:String} "
+        "and quality = 'model' and issued_at >= {a:DateTime64(3, 'UTC')} and issued_at < {b:DateTime64(3, 'UTC')} "
+        "and toHour(issued_at) = {h:UInt8} order by origin, ts",
+        {"s": settings.series_source, "m": settings.series_metric,
+         "a": (now - pd.Timedelta(days=settings.forecast_conformal_days)).to_pydatetime(), "b": now.to_pydatetime(),
+         "h": int(now.hour)},
+    )
+    if df.empty:
+        return pd.DataFrame(columns=["origin", "ts", "yhat", "lead_day"])
+    df["origin"] = pd.to_datetime(df["origin"], utc=True)
+    df["ts"] = pd.to_datetime(df["ts"], utc=True)
+    df = df.drop_duplicates(["origin", "ts"], keep="last")
+    df["lead_day"] = combine.lead_days(df["origin"], df["ts"], step)
+    return df
 
 
 def fallback_forecast(grid: pd.DataFrame, now: pd.Timestamp, settings: Settings) -> pd.DataFrame:
@@ -423,4 +506,5 @@ def fallback_forecast(grid: pd.DataFrame, now: pd.Timestamp, settings: Settings)
         fc["yhat"] = fc["yhat"].fillna(fill)
     fc["lead_day"] = np.ceil((targets - targets[0] + step) / pd.Timedelta(hours=24)).astype(int)
     fc = baseline.apply_intervals(fc, cal)
-    return fc[["ts", "yhat", "lower", "upper"]]
+    fc["yhat_source"], fc["model_weight"] = "seasonal_naive", 0.0
+    return fc[["ts", "yhat", "lower", "upper", "yhat_source", "model_weight"]]

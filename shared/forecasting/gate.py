@@ -1,0 +1,134 @@
+"""The training-data gate: which values of the series a forecast may learn from, read or copy.
+
+One gate for every consumer — the forecast stage (training, the level network's autoregressive
+inputs, the nowcast and recent-shape terms), the backtest (inputs *and* scoring) and the seasonal-naive
+fallback: a value the gate rejects becomes a gap (``NaN``), and every consumer already treats a gap as
+"unknown" (training skips it, the level blocks need half their steps, seasonal naive goes one week
+further back to the last valid same-slot value, scoring skips it and counts it).
+
+Why: the source once published ``consommation = 0`` for ~33 hours; those zeros went into training and into
+the model's inputs (a forecast of −11 GW), seasonal naive copied them a week later and every MAPE became
+``inf``. The gate rejects
+
+* whatever the data-quality layer's plausibility check flags (``shared.plausibility``: zero/negative
+  load, impossible jumps, … — its reasons are passed through), and, always (also when that module is not
+  installed), zero/negative values;
+* flatlines: a run of ``forecast_flatline_steps`` or more identical consecutive values on the grid (the
+  shipped 2016–2023 history has no run longer than 3 at 15 min and 2 at 30 min, so a stuck feed is the
+  only way to get one).
+
+Open anomalies are removed before the gate, by :func:`shared.forecasting.service.load_grid`.
+No torch import here: the fallback must work when the ML stack cannot load.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shared.settings import Settings
+
+NONPOSITIVE = "non_positive"  # the same reason string as shared.plausibility
+FLATLINE = "flatline"
+
+
+@dataclass
+class GateResult:
+    """The gated frame (``ts, value`` with rejected values set to NaN) and what was rejected."""
+
+    frame: pd.DataFrame
+    reasons: pd.Series  # per row: '' = kept, else why the value was rejected
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rejected(self) -> int:
+        """Number of values rejected."""
+        return int((self.reasons != "").sum())
+
+
+def flatline_mask(values: np.ndarray, min_steps: int) -> np.ndarray:
+    """True for every value inside a run of ``min_steps`` or more identical consecutive values (NaN breaks runs)."""
+    v = np.asarray(values, dtype=float)
+    n = len(v)
+    if n == 0 or min_steps <= 1:
+        return np.zeros(n, dtype=bool)
+    same = np.zeros(n, dtype=bool)
+    same[1:] = (v[1:] == v[:-1]) & np.isfinite(v[1:])
+    run_id = np.cumsum(~same)
+    run_len = np.bincount(run_id)[run_id]
+    return (run_len >= min_steps) & np.isfinite(v)
+
+
+def _plausibility_reasons(frame: pd.DataFrame, settings: Settings, metric: str) -> pd.Series | None:
+    """Reasons from the data-quality layer's plausibility check (``shared.plausibility``), or None when it
+    does not apply to ``metric`` (its bounds are France's national load in MW) or is not installed."""
+    try:
+        from shared.plausibility import PlausibilityParams, plausibility_flags
+    except ImportError:  # the data-quality layer is optional for the gate; the built-in checks still run
+        return None
+    params = PlausibilityParams.from_settings(settings)
+    if not params.applies_to(metric):
+        return None
+    flags = plausibility_flags(frame[["ts", "value"]].reset_index(drop=True), params)
+    return pd.Series(np.asarray(flags, dtype=object), index=frame.index).fillna("").astype(str)
+
+
+def gate(frame: pd.DataFrame, settings: Settings, metric: str | None = None,
+         flatline_steps: int | None = None) -> GateResult:
+    """Reject implausible values of a ``ts, value`` frame sorted by ``ts`` (see module docstring).
+
+    ``metric``: the series' metric, to apply the plausibility bounds of the data-quality layer where they are
+    defined (France's national load); None for a foreign series (generic CSV), where only the built-in checks
+    (non-positive values, flatlines) apply. NaN values stay NaN and are not counted.
+    """
+    out = frame.copy()
+    values = out["value"].to_numpy(dtype=float)
+    reasons = pd.Series("", index=out.index, dtype=object)
+    present = np.isfinite(values)
+    if present.any():
+        pl = _plausibility_reasons(out, settings, metric) if metric else None
+        if pl is not None:
+            reasons[:] = pl.to_numpy()
+        steps = settings.forecast_flatline_steps if flatline_steps is None else flatline_steps
+        flat = flatline_mask(values, steps)
+        reasons[(reasons == "") & flat] = FLATLINE
+        reasons[(reasons == "") & present & (values <= 0)] = NONPOSITIVE
+    bad = (reasons != "").to_numpy()
+    out.loc[bad, "value"] = np.nan
+    counts = {str(k): int(v) for k, v in reasons[reasons != ""].value_counts().items()}
+    return GateResult(out, reasons, counts)
+
+
+# --- strict JSON -------------------------------------------------------------------------------------
+def finite_or_none(x: Any) -> float | None:
+    """``x`` as a float, or None when it is missing or not finite (JSON has no NaN/Infinity)."""
+    if x is None:
+        return None
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def strict(obj: Any) -> Any:
+    """A copy of ``obj`` where every non-finite float is None and numpy scalars are Python ones.
+
+    Whoever computes a metric should say *why* it is None next to it; this is the last line of defence so
+    that ``json.dumps(..., allow_nan=False)`` never fails on a report.
+    """
+    if isinstance(obj, dict):
+        return {str(k): strict(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [strict(v) for v in obj]
+    if isinstance(obj, bool | np.bool_):
+        return bool(obj)
+    if isinstance(obj, int | np.integer):
+        return int(obj)
+    if isinstance(obj, float | np.floating):
+        return finite_or_none(obj)
+    return obj
