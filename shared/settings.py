@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     )
     upsert_max_batches: int = Field(default=200, ge=1, description="landed pages versioned per invocation")
     upsert_chunk_rows: int = Field(default=500_000, ge=1, description="measurement rows per insert")
+    upsert_lease_ttl_s: float = Field(
+        default=300.0, ge=10, le=3600,
+        description="expiry of the measurements-writer lease (upsert-version, bootstrap; shared/lease.py): must "
+        "exceed upsert-version's exec_timeout; a crashed holder blocks writers at most this long",
+    )
     source_perimeter: str = Field(
         default="France", min_length=1,
         description="the only perimetre accepted from the source; records of any other go to rejected_records",

@@ -27,17 +27,21 @@ from tqdm import tqdm
 from shared.ingest.history import LOAD_COLUMNS, read_history
 from shared.ingest.versioning import (
     BOOTSTRAP_BATCH,
-    WRITE_LOCK,
     bootstrap_done,
     has_polled_measurements,
     mark_batch_done,
     upsert_wide,
 )
+from shared.lease import MEASUREMENTS_WRITER, Lease
 from shared.logs import log_event
 from shared.settings import Settings
 from shared.store import Store
 
 log = logging.getLogger(__name__)
+
+# How long a bootstrap waits for the measurements-writer lease: an upsert-version invocation holds it
+# only for a moment while the bootstrap is pending (it skips), so a short wait avoids losing a poll tick.
+LEASE_WAIT_S = 15.0
 
 
 def bootstrap(
@@ -52,18 +56,22 @@ def bootstrap(
     """Load ``settings.history_files`` (rows strictly before ``until`` or ``settings.history_until``).
 
     Runs only when not yet done and the store holds no polled measurements (``force`` re-runs it;
-    being an upsert, a re-run writes only what is missing).  Holds the measurements write lock.
-    Returns a summary: status (``done`` | ``skipped``), files, records, rows_out, seconds.
+    being an upsert, a re-run writes only what is missing).  Holds the measurements-writer lease
+    (:mod:`shared.lease`, renewed between files); skips when another writer keeps it longer than
+    ``LEASE_WAIT_S``.  Returns a summary: status (``done`` | ``skipped``), files, records, rows_out, seconds.
     """
     t0 = time.perf_counter()
     files = [Path(f) for f in settings.history_files]
     until = until if until is not None else settings.history_until
     if not files:
         return {"status": "skipped", "reason": "no history files configured"}
-    # Fast path without the lock: poll calls this every tick, and an upsert may hold the lock.
+    # Fast path without the lease: poll calls this every tick, and an upsert may hold the lease.
     if not force and bootstrap_done(store):
         return {"status": "skipped", "reason": "history already loaded"}
-    with WRITE_LOCK:
+    lease = Lease(store, MEASUREMENTS_WRITER, ttl_s=settings.upsert_lease_ttl_s)
+    if not lease.acquire(wait_s=LEASE_WAIT_S):
+        return {"status": "skipped", "reason": f"another writer holds the {lease.describe_other()}"}
+    with lease:
         if not force and bootstrap_done(store):
             return {"status": "skipped", "reason": "history already loaded"}
         if not force and has_polled_measurements(store):
@@ -72,6 +80,7 @@ def bootstrap(
         records = rows_out = 0
         bar = tqdm(files, desc="bootstrap", unit="file", disable=not progress, file=sys.stderr)
         for path in bar:
+            lease.keep_alive()  # renews between files; stops if the lease was lost
             # One file (one UTC year) at a time: bounded memory, and a natural progress unit.
             frame = read_history([path], end=until)
             _, written = upsert_wide(store, frame, LOAD_COLUMNS, source=settings.series_source,

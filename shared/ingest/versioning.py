@@ -21,11 +21,10 @@ was inserted, so only the missing rows are written and the content converges to 
 uninterrupted run writes.
 
 Serialization: versions are assigned by read-latest-then-insert, so two writers at once could
-assign the same version twice or skip one.  Writers hold :data:`WRITE_LOCK` (one process-wide lock;
-the embedded runtime runs every function in one process).  A second upsert-version invocation that
-finds the lock held returns status ``skipped`` at once (the next cron tick picks the work up).  In
-production the function is single-flight: OpenFaaS ``com.openfaas.scale.max: 1`` (one replica)
-with one request at a time, see openfaas-stack.yml.
+assign the same version twice or skip one.  Writers (upsert-version and bootstrap) hold the
+``measurements-writer`` lease in ClickHouse (:mod:`shared.lease`), which excludes writers in other
+threads, processes, pods and hosts alike and expires when a holder crashes.  A second upsert-version
+invocation that finds it held returns status ``skipped`` at once (the next cron tick picks the work up).
 """
 
 from __future__ import annotations
@@ -33,7 +32,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import threading
 import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -42,15 +40,13 @@ import numpy as np
 import pandas as pd
 
 from shared.ingest.parse import parse_records
+from shared.lease import MEASUREMENTS_WRITER, Lease
 from shared.logs import log_event
 from shared.runs import Run
 from shared.settings import Settings
 from shared.store import Store
 
 log = logging.getLogger(__name__)
-
-# Held by every writer of measurements (upsert-version and bootstrap) in this process.
-WRITE_LOCK = threading.Lock()
 
 BOOTSTRAP_BATCH = "bootstrap"
 MEASUREMENT_COLUMNS = ["ts", "source", "metric", "nature", "value", "ukey", "version", "batch_id"]
@@ -307,23 +303,23 @@ def run_upsert(
 ) -> None:
     """Version every pending landed batch (up to ``max_batches``), in landing order.
 
-    Skips (status ``skipped``) when another invocation holds the write lock, while the bootstrap
+    Skips (status ``skipped``) when another writer holds the measurements lease, while the bootstrap
     is pending, or when nothing is pending.  Fills run.rows_in (records read), run.rows_out
     (measurement rows written) and run.details.
     """
-    if not WRITE_LOCK.acquire(blocking=False):
-        run.skip("another upsert-version invocation is running")
-        log_event(log, "upsert_skipped_concurrent")
+    lease = Lease(store, MEASUREMENTS_WRITER, ttl_s=settings.upsert_lease_ttl_s)
+    if not lease.acquire():
+        run.skip(f"another upsert-version invocation is running ({lease.describe_other()})")
+        log_event(log, "upsert_skipped_concurrent", lease_holder=lease.describe_other())
         return
-    try:
+    with lease:  # released on every exit; a crash leaves it to expire
         _run_upsert_locked(store, settings, run, max_batches or settings.upsert_max_batches,
-                           chunk_rows or settings.upsert_chunk_rows, wait_for_bootstrap)
-    finally:
-        WRITE_LOCK.release()
+                           chunk_rows or settings.upsert_chunk_rows, wait_for_bootstrap, lease)
 
 
 def _run_upsert_locked(
-    store: Store, settings: Settings, run: Run, max_batches: int, chunk_rows: int, wait_for_bootstrap: bool
+    store: Store, settings: Settings, run: Run, max_batches: int, chunk_rows: int, wait_for_bootstrap: bool,
+    lease: Lease | None = None,
 ) -> None:
     t0 = time.perf_counter()
     if wait_for_bootstrap and bootstrap_pending(store, settings):
@@ -365,6 +361,8 @@ def _run_upsert_locked(
     written = 0
     versions: dict[str, int] = {"new": 0, "revised": 0}
     for batch_id in ids:
+        if lease is not None:
+            lease.keep_alive()  # renews after a third of the TTL; stops here if the lease was lost
         obs = per_batch.get(batch_id)
         new_rows = pd.DataFrame()
         if obs is not None and not obs.empty:
