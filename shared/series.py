@@ -1,36 +1,40 @@
 """Read "the series" a stage works on from the store.
 
 Per timestamp: the latest version of the best available nature (définitives > consolidées >
-temps réel > anything else), so a consolidated revision supersedes the real-time value.
+temps réel > anything else), so a consolidated revision supersedes the real-time value; a value
+flagged implausible (shared/plausibility.py) leaves the instant without a value.  The one definition
+is the parameterised view ``series`` in ch/init/007.series.sql; every reader here goes through it.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pandas as pd
 
 from shared.store import Store
 
-NATURE_RANK_SQL = """
-multiIf(nature like 'Données définitives%', 3, nature like 'Données consolidées%', 2,
-        nature like 'Données temps réel%', 1, 0)
-"""
+# Bounds that stand for "no bound" (the view's parameters are all required).
+NO_START = datetime(1970, 1, 1, tzinfo=UTC)
+NO_END = datetime(2200, 1, 1, tzinfo=UTC)
 
+# The view called for the series bound as {source:String}/{metric:String} over [{start}, {end}),
+# as known at {as_of} (NO_END = now), best nature ({nature} = '') or one nature.
+SERIES_SQL = """{db:Identifier}.series(
+    source = {source:String}, metric = {metric:String},
+    start = {start:DateTime64(3, 'UTC')}, end = {end:DateTime64(3, 'UTC')},
+    as_of = {as_of:DateTime64(3, 'UTC')}, nature = {nature:String})"""
 
-# CTE ``actuals(ts, actual)``: per instant, the latest version of the best nature, for the series
-# bound as {source:String}/{metric:String} over [{start}, {end}). Shared by every reader that compares
-# forecasts with actuals, so they all agree on what "the actual" is.
-ACTUALS_CTE = f"""
+# CTE ``actuals(ts, actual)``: the series (as known now) for {source}/{metric} over [{start}, {end}).
+# Shared by every reader that compares forecasts with actuals, so they all agree on what "the actual"
+# is; an implausible actual is NULL, so it is never scored.
+ACTUALS_CTE = """
 actuals as (
-    select ts, argMax(value, (nature_rank, version, inserted_at)) as actual
-    from (
-        select ts, value, version, inserted_at, {NATURE_RANK_SQL} as nature_rank
-        from {{db:Identifier}}.measurements
-        where source = {{source:String}} and metric = {{metric:String}}
-          and ts >= {{start:DateTime64(3, 'UTC')}} and ts < {{end:DateTime64(3, 'UTC')}}
-    )
-    group by ts
+    select ts, value as actual
+    from {db:Identifier}.series(
+        source = {source:String}, metric = {metric:String},
+        start = {start:DateTime64(3, 'UTC')}, end = {end:DateTime64(3, 'UTC')},
+        as_of = toDateTime64('2200-01-01 00:00:00', 3, 'UTC'), nature = '')
 )"""
 
 
@@ -42,37 +46,25 @@ def load_series(
     end: datetime | None = None,
     as_of: datetime | None = None,
 ) -> pd.DataFrame:
-    """Columns ``ts`` (UTC), ``value`` (NULL → NaN), ``nature``, ``version``; ``start <= ts < end``.
+    """Columns ``ts`` (UTC), ``value`` (NULL or implausible → NaN), ``nature``, ``version``, ``flag``.
 
-    ``as_of`` restricts to versions inserted at or before that time (what was known then).
+    ``start <= ts < end``.  ``flag`` is the plausibility reason of the chosen version ('' =
+    plausible; otherwise ``value`` is NaN).  ``as_of`` restricts to versions inserted, and verdicts
+    made, at or before that time (what was known then).
     """
-    sql = f"""
-    with known_versions as (
-        select ts, nature as n, value as v, version as ver, inserted_at as ins, {NATURE_RANK_SQL} as nature_rank
-        from {{db:Identifier}}.measurements
-        where source = {{source:String}} and metric = {{metric:String}}
-          and ts >= {{start:DateTime64(3, 'UTC')}} and ts < {{end:DateTime64(3, 'UTC')}}
-          and inserted_at <= {{as_of:DateTime64(3, 'UTC')}}
-    )
-    select ts,
-           -- CTE columns are renamed so that an output alias never shadows an argMax argument
-           argMax(v, (nature_rank, ver, ins)) as value,
-           argMax(n, (nature_rank, ver, ins)) as nature,
-           argMax(ver, (nature_rank, ver, ins)) as version
-    from known_versions
-    group by ts
-    order by ts
-    """
+    sql = f"select ts, value, nature, version, flag from {SERIES_SQL} order by ts"
     params = {
         "source": source,
         "metric": metric,
-        "start": start or datetime(1970, 1, 1),
-        "end": end or datetime(2200, 1, 1),
-        "as_of": as_of or datetime(2200, 1, 1),
+        "start": start or NO_START,
+        "end": end or NO_END,
+        "as_of": as_of or NO_END,
+        "nature": "",
     }
     df = store.query_df(sql, params)
     if df.empty:
         return pd.DataFrame({"ts": pd.Series(dtype="datetime64[ns, UTC]"), "value": pd.Series(dtype=float),
-                             "nature": pd.Series(dtype=str), "version": pd.Series(dtype="uint64")})
+                             "nature": pd.Series(dtype=str), "version": pd.Series(dtype="uint64"),
+                             "flag": pd.Series(dtype=str)})
     df["value"] = pd.to_numeric(df["value"], errors="coerce")
     return df

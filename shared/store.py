@@ -36,6 +36,13 @@ _ENGINES: dict[str, Any] = {}
 _ENGINES_LOCK = threading.Lock()
 
 
+# A parameterised view (``{db:Identifier}.series(source=…)``, ch/init/007.series.sql) is called like a
+# table function, and ClickHouse's parser takes no ``{db:Identifier}`` parameter in front of a table
+# function (chDB 26.9: "Syntax error … Expected one of: token, Comma"), so the store writes its own
+# database name there (quoted; it comes from the validated settings, never from a request).
+_DB_TABLE_FUNCTION = re.compile(r"\{db:Identifier\}\.(\w+)\(")
+
+
 def _split_statements(sql: str) -> list[str]:
     """Split a DDL file on ``;`` at line ends, dropping comments and blanks."""
     no_comments = "\n".join(line for line in sql.splitlines() if not line.strip().startswith("--"))
@@ -98,9 +105,13 @@ class Store:
         """Run a statement that returns no rows (DDL, INSERT … SELECT)."""
         try:
             with self._locked():
-                return self._client.command(sql, parameters=self._params(parameters), settings=settings)
+                return self._client.command(self._sql(sql), parameters=self._params(parameters), settings=settings)
         except Exception as exc:
             raise StoreError(f"ClickHouse command failed: {exc}") from exc
+
+    def _sql(self, sql: str) -> str:
+        quoted = "`" + self.database.replace("\\", "\\\\").replace("`", "\\`") + "`"
+        return _DB_TABLE_FUNCTION.sub(lambda m: f"{quoted}.{m.group(1)}(", sql)
 
     def _params(self, parameters: Mapping[str, Any] | None) -> dict[str, Any]:
         # ``{db:Identifier}`` is always bound to this store's database, so SQL never hard-codes it.
@@ -116,7 +127,7 @@ class Store:
         """
         try:
             with self._locked():
-                df = self._client.query_df(sql, parameters=self._params(parameters))
+                df = self._client.query_df(self._sql(sql), parameters=self._params(parameters))
         except Exception as exc:
             raise StoreError(f"ClickHouse query failed: {exc}") from exc
         for col in df.columns:
@@ -129,7 +140,7 @@ class Store:
         """Run a SELECT and return its rows as tuples."""
         try:
             with self._locked():
-                return list(self._client.query(sql, parameters=self._params(parameters)).result_rows)
+                return list(self._client.query(self._sql(sql), parameters=self._params(parameters)).result_rows)
         except Exception as exc:
             raise StoreError(f"ClickHouse query failed: {exc}") from exc
 

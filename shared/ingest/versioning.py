@@ -39,9 +39,11 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
+from shared import clock
 from shared.ingest.parse import parse_records
 from shared.lease import MEASUREMENTS_WRITER, Lease
 from shared.logs import log_event
+from shared.plausibility import PlausibilityParams, plausibility_flags
 from shared.runs import Run
 from shared.settings import Settings
 from shared.store import Store
@@ -50,6 +52,7 @@ log = logging.getLogger(__name__)
 
 BOOTSTRAP_BATCH = "bootstrap"
 MEASUREMENT_COLUMNS = ["ts", "source", "metric", "nature", "value", "ukey", "version", "batch_id"]
+FLAG_COLUMNS = ["ts", "source", "metric", "nature", "ukey", "version", "value", "reason", "flagged_at"]
 
 
 # --- pure functions ------------------------------------------------------------------------------
@@ -196,7 +199,8 @@ def has_versions_in_range(
 
 
 def upsert_wide(
-    store: Store, frame: pd.DataFrame, metrics: Sequence[str], *, source: str, batch_id: str, chunk_rows: int
+    store: Store, frame: pd.DataFrame, metrics: Sequence[str], *, source: str, batch_id: str, chunk_rows: int,
+    inserted_at: datetime | None = None,
 ) -> tuple[int, int]:
     """Upsert history-shaped rows (``ts``, ``nature``, one column per metric); returns (values, rows written).
 
@@ -218,21 +222,111 @@ def upsert_wide(
     if not stored:
         latest = latest.assign(version=pd.Series(dtype="uint64"), value=pd.Series(dtype="float64"))
     rows = compute_versions(long, latest, dedupe=not frame["ts"].is_unique)
-    return len(long), write_versions(store, rows, source, batch_id, chunk_rows)
+    return len(long), write_versions(store, rows, source, batch_id, chunk_rows, inserted_at=inserted_at)
 
 
-def write_versions(store: Store, rows: pd.DataFrame, source: str, batch_id: str, chunk_rows: int) -> int:
-    """Insert new measurement rows in chunks, each with a content-derived dedup token."""
+def write_versions(
+    store: Store, rows: pd.DataFrame, source: str, batch_id: str, chunk_rows: int,
+    *, inserted_at: datetime | None = None,
+) -> int:
+    """Insert new measurement rows in chunks (each with a content-derived dedup token), then
+    re-evaluate the plausibility of their neighbourhood (:func:`reflag`).
+
+    ``inserted_at`` (default: the product's clock, ``shared.clock.now()`` — simulated in the demo,
+    real in production) is when the versions became known; ``as_of`` reads compare with it, so it
+    must come from the same clock as every other "now" of the product, not the server's wall clock.
+    """
     if rows.empty:
         return 0
+    known_at = _naive_utc(inserted_at or clock.now())
     # Naive UTC datetime64 takes the driver's fast path (tz-aware values are converted one by one).
     utc = rows["ts"].dt.tz_convert("UTC").dt.tz_localize(None) if rows["ts"].dt.tz is not None else rows["ts"]
     frame = rows.assign(ts=utc, source=source, batch_id=batch_id)[MEASUREMENT_COLUMNS]
+    frame["inserted_at"] = np.full(len(frame), np.datetime64(known_at, "ms"))
     written = 0
     for chunk_no, start in enumerate(range(0, len(frame), chunk_rows)):
         chunk = frame.iloc[start:start + chunk_rows]
+        # The token hashes the content, not inserted_at: a retried chunk is the same block.
         written += _insert_chunk(store, chunk, chunk_token(batch_id, chunk_no, chunk))
+    reflag(store, source, rows, PlausibilityParams.from_settings(store.settings), flagged_at=known_at)
     return written
+
+
+def _naive_utc(ts: datetime) -> datetime:
+    return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo is not None else ts
+
+
+def reflag(
+    store: Store, source: str, rows: pd.DataFrame, params: PlausibilityParams, *, flagged_at: datetime | None = None
+) -> int:
+    """Re-evaluate the plausibility of the values around ``rows`` (just written); returns verdicts written.
+
+    Per (metric, nature) touched by ``rows`` and checked by ``params``: the latest version of every
+    value within ``params.context()`` of the written window is read back and judged as one series
+    (:func:`shared.plausibility.plausibility_flags`), so a neighbour that arrives later and proves a
+    jump flags the earlier value, and a revision that makes a value plausible leaves its new version
+    unflagged (verdicts are per version).  Only verdicts that differ from the latest stored one are
+    appended to ``measurement_flags`` (reason '' clears a flag), and only for values within
+    ``max_excursion_hours`` of the window: values further out are judged on truncated context.
+    """
+    if rows.empty:
+        return 0
+    known_at = _naive_utc(flagged_at or clock.now())
+    ts_all = pd.to_datetime(rows["ts"], utc=True)
+    ctx = params.context()
+    reach = pd.Timedelta(hours=params.max_excursion_hours)
+    out: list[pd.DataFrame] = []
+    for metric, idx in rows.groupby("metric", sort=False).groups.items():
+        if not params.applies_to(str(metric)):
+            continue
+        ts = ts_all.loc[idx]
+        lo, hi = ts.min(), ts.max()
+        natures = sorted(set(rows.loc[idx, "nature"].astype(str)))
+        values = store.query_df(
+            """
+            select ts, nature, ukey, version, value
+            from {db:Identifier}.measurements_latest final
+            where source = {source:String} and metric = {metric:String} and nature in {natures:Array(String)}
+              and ts >= {lo:DateTime64(3, 'UTC')} and ts <= {hi:DateTime64(3, 'UTC')}
+            order by nature, ts
+            """,
+            {"source": source, "metric": str(metric), "natures": natures, "lo": lo - ctx, "hi": hi + ctx},
+        )
+        if values.empty:
+            continue
+        stored = store.query_df(
+            """
+            select ukey, version, argMax(reason, flagged_at) as reason
+            from {db:Identifier}.measurement_flags
+            where source = {source:String} and metric = {metric:String}
+              and ts >= {lo:DateTime64(3, 'UTC')} and ts <= {hi:DateTime64(3, 'UTC')}
+            group by ukey, version
+            """,
+            {"source": source, "metric": str(metric), "lo": lo - reach, "hi": hi + reach},
+        )
+        previous: dict[tuple[str, int], str] = {}
+        if not stored.empty:
+            previous = {(str(u), int(v)): str(r)
+                        for u, v, r in zip(stored["ukey"], stored["version"], stored["reason"], strict=True)}
+        for _, series in values.groupby("nature", sort=False):
+            series = series.reset_index(drop=True)
+            series["value"] = pd.to_numeric(series["value"], errors="coerce").astype("float64")
+            reasons = plausibility_flags(series[["ts", "value"]], params)
+            near = (series["ts"] >= lo - reach) & (series["ts"] <= hi + reach)
+            before = pd.Series([previous.get((str(u), int(v)), "") for u, v in
+                                zip(series["ukey"], series["version"], strict=True)], index=series.index)
+            changed = near & (reasons != before)
+            if changed.any():
+                out.append(series.loc[changed].assign(metric=str(metric), reason=reasons[changed]))
+    if not out:
+        return 0
+    verdicts = pd.concat(out, ignore_index=True)
+    verdicts["ts"] = verdicts["ts"].dt.tz_convert("UTC").dt.tz_localize(None)
+    verdicts = verdicts.assign(source=source, flagged_at=known_at)[FLAG_COLUMNS]
+    n = store.insert_df("measurement_flags", verdicts)
+    log_event(log, "plausibility_verdicts", source=source, written=n,
+              flagged=int((verdicts["reason"] != "").sum()), cleared=int((verdicts["reason"] == "").sum()))
+    return n
 
 
 def _insert_chunk(store: Store, chunk: pd.DataFrame, token: str) -> int:

@@ -53,7 +53,7 @@ from shared.query.models import (
     VsActualPoint,
     VsActualResponse,
 )
-from shared.series import ACTUALS_CTE, NATURE_RANK_SQL
+from shared.series import ACTUALS_CTE, SERIES_SQL
 from shared.settings import Settings
 from shared.store import Store
 
@@ -161,23 +161,13 @@ def measurements_sql(p: MeasurementsParams) -> str:
         order by ts, nature, version
         limit {limit:UInt32}
         """
+    # The series (ch/init/007.series.sql): best nature, latest version known at as_of, implausible
+    # values left out (value NULL); with a nature filter, the latest version of that nature.
     latest = f"""
-        with known_versions as (
-            select ts, nature, value, version, inserted_at, {NATURE_RANK_SQL} as nature_rank
-            from {{db:Identifier}}.measurements
-            where source = {{source:String}} and metric = {{metric:String}}
-              and ts >= {{start:DateTime64(3, 'UTC')}} and ts < {{end:DateTime64(3, 'UTC')}}
-              and inserted_at <= {{as_of:DateTime64(3, 'UTC')}}
-              and ({{nature:String}} = '' or nature = {{nature:String}})
-              {{cursor_filter}}
-        ), latest_per_ts as (
-            select ts,
-                   argMax(value, (nature_rank, version, inserted_at)) as value_,
-                   argMax(nature, (nature_rank, version, inserted_at)) as nature_,
-                   argMax(version, (nature_rank, version, inserted_at)) as version_,
-                   argMax(inserted_at, (nature_rank, version, inserted_at)) as inserted_at_
-            from known_versions
-            group by ts
+        with latest_per_ts as (
+            select ts, value as value_, nature as nature_, version as version_, inserted_at as inserted_at_
+            from {SERIES_SQL}
+            where true {{cursor_filter}}
         )
     """
     if p.interval == "raw":

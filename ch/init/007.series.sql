@@ -1,0 +1,79 @@
+-- Plausibility flags and the one definition of "the series" (issues 9 and 11).
+--
+-- measurement_flags: the plausibility verdict on one stored version (ukey, version) of a value, from
+-- shared/plausibility.py.  Values are never changed: a value that cannot be right is stored as
+-- received in measurements and flagged here.  upsert-version re-evaluates the neighbourhood of every
+-- window it writes and appends a row only when a verdict changes, so the table is sparse: a version
+-- with no row is plausible, reason '' clears an earlier flag (a later neighbour proved the value
+-- right).  A log (MergeTree), not a replacing table, so `as_of` reads see the verdicts known then.
+create table if not exists electricity.measurement_flags
+(
+    ts          DateTime64(3, 'UTC'),
+    source      LowCardinality(String),
+    metric      LowCardinality(String),
+    nature      LowCardinality(String),
+    ukey        String,
+    version     UInt64,
+    value       Nullable(Float64),
+    reason      LowCardinality(String),  -- '' (plausible) | non_positive | below_min | above_max | impossible_jump
+    flagged_at  DateTime64(3, 'UTC')     -- shared.clock.now() of the writer (simulated in the demo)
+)
+engine = MergeTree
+partition by toYear(ts)
+order by (source, metric, ts, ukey, version, flagged_at)
+settings non_replicated_deduplication_window = 1000;
+
+-- "The series": per instant of one (source, metric) in [start, end), the latest version of the best
+-- nature (définitives > consolidées > temps réel > anything else) among the versions inserted at or
+-- before as_of, with the plausibility verdict known at as_of.  Every reader uses it: shared/series.py
+-- (load_series, ACTUALS_CTE → query API, metrics), dbt (int_series_best_nature) and Grafana.
+--
+-- An implausible value is excluded: the instant has value NULL (raw_value and flag say what was
+-- received and why it was left out).  It does not fall back to an older version or a lower nature:
+-- the flagged version is what the source asserts now, the older one is what the source itself has
+-- replaced, so showing it would present a value nobody asserts any more; and a glitch at first
+-- publication has no older version at all, so a fallback would make the same glitch look different
+-- depending on its revision history.  Readers see a gap, which every stage already handles.
+--
+-- Parameters (all required; a parameterised view is called like a table function): source, metric,
+-- start, end, as_of (pass a far-future instant for "now"), nature ('' = best nature; a nature name =
+-- the latest version of that nature only).  Call it with a literal database name
+-- (`electricity.series(...)`): ClickHouse's parser takes no {db:Identifier} before a table function,
+-- shared/store.py writes the database name there.
+create or replace view electricity.series as
+with flag_state as (
+    select ukey as f_ukey, version as f_version, argMax(reason, flagged_at) as f_reason
+    from electricity.measurement_flags
+    where source = {source:String} and metric = {metric:String}
+      and ts >= {start:DateTime64(3, 'UTC')} and ts < {end:DateTime64(3, 'UTC')}
+      and flagged_at <= {as_of:DateTime64(3, 'UTC')}
+    group by ukey, version
+), best as (
+    -- CTE columns are renamed so that an output alias never shadows an argMax argument
+    select ts as b_ts,
+           argMax(v, (nature_rank, ver, ins)) as b_value,
+           argMax(n, (nature_rank, ver, ins)) as b_nature,
+           argMax(ver, (nature_rank, ver, ins)) as b_version,
+           argMax(ins, (nature_rank, ver, ins)) as b_inserted_at,
+           argMax(k, (nature_rank, ver, ins)) as b_ukey
+    from (
+        select ts, nature as n, value as v, version as ver, inserted_at as ins, ukey as k,
+               multiIf(nature like 'Données définitives%', 3, nature like 'Données consolidées%', 2,
+                       nature like 'Données temps réel%', 1, 0) as nature_rank
+        from electricity.measurements
+        where source = {source:String} and metric = {metric:String}
+          and ts >= {start:DateTime64(3, 'UTC')} and ts < {end:DateTime64(3, 'UTC')}
+          and inserted_at <= {as_of:DateTime64(3, 'UTC')}
+          and ({nature:String} = '' or nature = {nature:String})
+    )
+    group by ts
+)
+select b_ts as ts,
+       if(coalesce(f_reason, '') = '', b_value, NULL) as value,
+       b_nature as nature,
+       b_version as version,
+       b_inserted_at as inserted_at,
+       b_value as raw_value,
+       toString(coalesce(f_reason, '')) as flag
+from best
+left join flag_state on f_ukey = b_ukey and f_version = b_version;
