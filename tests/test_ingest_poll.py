@@ -271,7 +271,7 @@ def test_numbers_as_strings_from_the_source(store: Store, cfg: Settings, replay:
 
 
 def test_null_placeholders_from_the_source_create_no_rows(store: Store, cfg: Settings, replay: ReplayServer) -> None:
-    placeholders: list[Any] = [None, "ND", "", "NaN", "NA"]
+    placeholders: list[Any] = [None, "ND", "", "N/A", "NA"]  # "NaN" is a dead letter now (issue 9)
 
     def blank(doc: dict[str, Any], n: int) -> dict[str, Any]:
         for rec, v in zip(doc["results"], placeholders, strict=False):
@@ -293,9 +293,12 @@ def test_unparseable_record_goes_to_dead_letter(store: Store, cfg: Settings, rep
 
     replay.faults.reset(Fault(transform=garble))
     run = poll_once(store, cfg, start=MARCH1, end=MARCH1 + D)
-    assert run["status"] == "success" and run["details"]["rejected"] == 2
+    # The two instants have no usable record: dead letters with their reason, and (issue 9) a window
+    # that is not complete — re-read in the run (the source garbles them again) and reported partial.
+    assert run["status"] == "partial" and run["details"]["missing_open"] == 2
+    assert run["details"]["rejected"] >= 2
     reasons = [r for (r,) in store.query_rows("select reason from {db:Identifier}.rejected_records order by record_no")]
-    assert "beaucoup" in reasons[0] and "date_heure" in reasons[1]
+    assert any("beaucoup" in r for r in reasons) and any(r.startswith("invalid record: date_heure") for r in reasons)
     upsert_once(store, cfg)
     assert store.scalar("select uniqExact(ts) from {db:Identifier}.measurements") == 94
 

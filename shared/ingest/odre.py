@@ -60,6 +60,7 @@ class Page:
     url: str
     offset: int
     where: str
+    note: str = ""  # set by the pager: "tie" (an instant read again), "repeated" (no progress)
 
 
 def iso_utc(ts: datetime) -> str:
@@ -70,6 +71,23 @@ def iso_utc(ts: datetime) -> str:
 def window_where(start: datetime, end: datetime) -> str:
     """ODSQL filter for ``start <= date_heure < end``."""
     return f'date_heure >= "{iso_utc(start)}" and date_heure < "{iso_utc(end)}"'
+
+
+def keyset_where(after: datetime, end: datetime) -> str:
+    """ODSQL filter for ``after < date_heure < end``: the next keyset page after the last instant read.
+
+    Keyset paging (``where date_heure > last_seen``, ``order_by=date_heure``, ``offset=0``) instead of
+    offsets: the records endpoint caps ``offset + limit`` at 10 000 and an offset page shifts when
+    the source inserts or rewrites rows while we page (Opendatasoft Explore API v2.1 reference,
+    https://help.opendatasoft.com/apis/ods-explore-v2/explore_v2.1.html: ``where``/``order_by``
+    are ODSQL, ``limit`` ≤ 100 per call, ``offset + limit`` ≤ 10 000 on the records endpoint).
+    """
+    return f'date_heure > "{iso_utc(after)}" and date_heure < "{iso_utc(end)}"'
+
+
+def instant_where(ts: datetime) -> str:
+    """ODSQL filter for one instant (every record sharing it: padding rows, several natures)."""
+    return f'date_heure = "{iso_utc(ts)}"'
 
 
 class OdreClient:

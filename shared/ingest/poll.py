@@ -7,9 +7,19 @@ Plan → compute → write:
   instant with a non-NULL ``consommation`` in measurements, or in landed pages not yet versioned),
   never "now minus one period".  The cron-connector never retries nor catches up missed ticks, so
   a missed or failed tick is healed by the next one re-computing the same window.
-* **fetch** — :func:`iter_pages`: ``order_by=date_heure``, ``limit`` ≤ 100, offset paging; a
-  window whose ``total_count`` exceeds the API's ``offset + limit ≤ 10 000`` cap is split in two
-  (recursively) before paging.
+* **fetch** — :func:`iter_pages`: ``order_by=date_heure``, ``limit`` ≤ 100, keyset paging
+  (``date_heure >`` the last instant received, offset 0): no ``offset + limit ≤ 10 000`` cap, and a
+  page the source repeats or rewrites mid-read cannot shift the pages after it.
+* **prove** — each window's distinct records are checked against the source's ``total_count`` and
+  its accepted instants against the expected 15-minute UTC grid (:func:`expected_instants`: the
+  fall-back day's first 02:xx hour, which RTE never publishes, is not expected; spring-forward
+  padding rows are rejected and add no instant).  Quarter-hours newer than
+  ``now − poll_expected_lag_min`` are not required yet.  A short window is re-read within the run
+  (``poll_reread_attempts``); what stays missing is recorded per local day in ``poll_gaps``
+  (status ``open``) and the run ends ``partial``.  Later ticks re-read open gaps wherever they are
+  (not only the 24 h overlap) until they complete (``resolved``) or have been seen
+  ``poll_gap_max_attempts`` times (``source_incomplete``: the source lacks the data, e.g. the local
+  day 2023-10-14; reported, no longer a ``partial`` run).
 * **write** — :func:`land_page`: each page gets a batch id; its raw records go to
   ``raw_records``, the records that fail validation to ``rejected_records`` with the reason, and
   a ``raw_batches`` header row written *last* marks the page complete (upsert-version only reads
@@ -24,18 +34,21 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+from prometheus_client import Counter, Gauge
 
 from shared import clock
-from shared.errors import BadRequestError, SourceError
-from shared.ingest.parse import Rejection, parse_records
+from shared.errors import BadRequestError
+from shared.ingest.parse import GRID, PARIS, Rejection, parse_records
 from shared.logs import log_event
+from shared.metrics import REGISTRY
 from shared.runs import Run
 from shared.settings import Settings
 from shared.store import Store
@@ -47,7 +60,16 @@ if TYPE_CHECKING:  # the HTTP stack is imported on first use, keeping the handle
 
 log = logging.getLogger(__name__)
 
-MIN_SPLIT = timedelta(minutes=15)
+# Pushed with the stage metrics (shared/metrics.py registry, Pushgateway job "poll").
+POLL_MISSING = Gauge(
+    "powersense_poll_missing_quarter_hours",
+    "Quarter-hours the source should have published but poll has not received, by gap status",
+    ["status"], registry=REGISTRY,
+)
+POLL_INCOMPLETE = Counter(
+    "powersense_poll_incomplete_windows_total",
+    "Poll runs that ended partial: a window stayed incomplete after re-reads", registry=REGISTRY,
+)
 
 
 @dataclass(frozen=True)
@@ -122,35 +144,87 @@ def read_watermark(store: Store, settings: Settings) -> datetime | None:
     return max(found) if found else None
 
 
-def iter_pages(
-    client: OdreClient, window: Window, *, page_size: int, max_records: int
-) -> Iterator[tuple[Window, Page]]:
-    """Yield ``(sub_window, page)`` covering ``window`` within the API's paging caps."""
-    from shared.ingest.odre import MAX_PAGE, window_where
+# --- fetch: keyset paging ------------------------------------------------------------------------
 
+
+def _instant(rec: Any) -> datetime | None:
+    """The UTC instant of a raw record's ``date_heure`` (None when absent or unreadable)."""
+    if not isinstance(rec, dict) or not isinstance(rec.get("date_heure"), str):
+        return None
+    try:
+        ts = datetime.fromisoformat(rec["date_heure"].replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return ts.astimezone(UTC) if ts.tzinfo is not None else None
+
+
+def iter_pages(client: OdreClient, window: Window, *, page_size: int) -> Iterator[Page]:
+    """Yield the pages of ``window`` with keyset paging on ``date_heure`` (see odre.keyset_where).
+
+    The first request is ``start <= date_heure < end``; each next one asks for ``date_heure >`` the
+    last instant received, always at offset 0, so a page repeated or rewritten by the source never
+    shifts the pages after it.  Records sharing the last instant of a full page (spring-forward
+    padding next to the real row) could be cut by the page boundary: the source's ``total_count``
+    tells — records in ``[lower, last]`` = this request's count − the next request's count — and the
+    instant is then read again on its own.  A page that does not move past the last instant (the
+    source repeated a page) is asked again once; a second time ends the paging and the completeness
+    check re-reads what is missing.
+    """
+    from shared.ingest.odre import MAX_PAGE, instant_where, keyset_where, window_where
+
+    limit = min(page_size, MAX_PAGE)
     where = window_where(window.start, window.end)
-    limit = min(page_size, MAX_PAGE, max_records)
-    first = client.fetch_page(where, offset=0, limit=limit)
-    if first.total_count > max_records:
-        if window.end - window.start <= MIN_SPLIT:
-            raise SourceError(f"{first.total_count} records in {window} cannot be paged (cap {max_records})")
-        mid = window.start + (window.end - window.start) / 2
-        mid = mid.replace(second=0, microsecond=0)
-        if mid <= window.start:
-            mid = window.start + MIN_SPLIT
-        log_event(log, "poll_window_split", start=window.start, end=window.end, total_count=first.total_count)
-        yield from iter_pages(client, Window(window.start, mid), page_size=page_size, max_records=max_records)
-        yield from iter_pages(client, Window(mid, window.end), page_size=page_size, max_records=max_records)
-        return
-    yield window, first
-    offset, last = len(first.records), len(first.records)
-    while offset < first.total_count and last == limit and offset + 1 <= max_records:
-        page = client.fetch_page(where, offset=offset, limit=min(limit, max_records - offset))
-        if not page.records:
-            break
-        yield window, page
-        last = len(page.records)
-        offset += last
+    after: datetime | None = None
+    prev: tuple[int, int, datetime] | None = None  # (total_count, records in range, last instant)
+    stalled = 0
+    while True:
+        page = client.fetch_page(where, offset=0, limit=limit)
+        instants = [t for t in map(_instant, page.records)
+                    if t is not None and window.start <= t < window.end and (after is None or t > after)]
+        if prev is not None and prev[0] - page.total_count > prev[1]:
+            # records at the previous page's last instant were cut by the page boundary
+            log_event(log, "poll_keyset_tie", instant=prev[2], expected=prev[0] - page.total_count, got=prev[1])
+            tie = client.fetch_page(instant_where(prev[2]), offset=0, limit=limit)
+            tie.note = "tie"
+            yield tie
+        if not instants and page.records and len(page.records) >= limit:
+            # a full page without a record past the cursor: the source repeated a page
+            stalled += 1
+            page.note = "repeated"
+            yield page
+            if stalled > 1:
+                return
+            continue
+        stalled = 0
+        yield page
+        if len(page.records) < limit or not instants:
+            return
+        last = max(instants)
+        prev = (page.total_count, len(instants), last)
+        after = last
+        where = keyset_where(last, window.end)
+
+
+# --- write: landing ------------------------------------------------------------------------------
+
+
+_last_landing: datetime | None = None
+_landing_lock = threading.Lock()
+
+
+def landing_time() -> datetime:
+    """``shared.clock.now()``, strictly increasing within the process.
+
+    upsert-version versions pages in ``fetched_at`` order; with a simulated clock (the demo) or a
+    frozen one (tests) two pages could otherwise share a time and be ordered by their random run id.
+    """
+    global _last_landing
+    with _landing_lock:
+        now = clock.now()
+        if _last_landing is not None and now <= _last_landing:
+            now = _last_landing + timedelta(milliseconds=1)
+        _last_landing = now
+        return now
 
 
 def new_batch_id(fetched_at: datetime, run_id: str, page_no: int) -> str:
@@ -158,14 +232,32 @@ def new_batch_id(fetched_at: datetime, run_id: str, page_no: int) -> str:
     return f"{fetched_at:%Y%m%dT%H%M%S%f}-{run_id[:12]}-{page_no:05d}"
 
 
-def land_page(
-    store: Store, page: Page, *, batch_id: str, fetched_at: datetime, window: Window, page_no: int, run_id: str
-) -> tuple[int, int]:
-    """Land one page: raw records, dead letters, then the header that marks it complete.
+@dataclass
+class Landed:
+    """What one landed page held: records, rejections, accepted on-grid instants, record identities."""
 
-    Returns (records, rejected).
-    """
-    parsed = parse_records(page.records)
+    records: int
+    rejected: int
+    instants: set[pd.Timestamp]
+    identities: set[tuple[Any, ...]]
+
+
+def _identity(rec: Any) -> tuple[Any, ...]:
+    """One source row: the same row sent twice (a repeated page) counts once."""
+    if not isinstance(rec, dict):
+        return ("?", json.dumps(rec, default=str))
+    return tuple(str(rec.get(k)) for k in ("date_heure", "date", "heure", "nature", "perimetre"))
+
+
+def land_page(
+    store: Store, page: Page, *, batch_id: str, fetched_at: datetime, window: Window, page_no: int, run_id: str,
+    settings: Settings | None = None,
+) -> Landed:
+    """Land one page: raw records, dead letters, then the header that marks it complete."""
+    vocab: dict[str, Any] = {}
+    if settings is not None:
+        vocab = {"perimeter": settings.source_perimeter, "natures": settings.source_natures}
+    parsed = parse_records(page.records, **vocab)
     if page.records:
         raw = pd.DataFrame(
             {
@@ -201,7 +293,8 @@ def land_page(
           "n_rejected": len(parsed.rejections), "run_id": run_id}]
     )
     store.insert_df("raw_batches", header)
-    return len(page.records), len(parsed.rejections)
+    return Landed(len(page.records), len(parsed.rejections), set(parsed.rows["ts"].unique()),
+                  {_identity(r) for r in page.records})
 
 
 def _not_yet_dead_lettered(store: Store, rejections: list[Rejection]) -> list[Rejection]:
@@ -218,6 +311,260 @@ def _not_yet_dead_lettered(store: Store, rejections: list[Rejection]) -> list[Re
     return [r for r in rejections if r.payload not in known]
 
 
+# --- completeness ------------------------------------------------------------------------------------
+
+
+def expected_instants(start: datetime, end: datetime, *, ignore_fallback_gap: bool = True) -> pd.DatetimeIndex:
+    """The source's quarter-hours in ``[start, end)`` (UTC grid: no DST hole, no duplicate).
+
+    Spring-forward padding rows repeat real instants, so they add nothing here.  With
+    ``ignore_fallback_gap`` (POWERSENSE_DETECT_IGNORE_FALLBACK_GAP, the same rule detect uses) the
+    first occurrence of the repeated local hour on fall-back days (00:00–00:45Z), which RTE never
+    publishes (data/eco2mix/README.upstream.md), is not expected.
+    """
+    from shared.detection.residual import is_fallback_gap
+
+    lo = pd.Timestamp(start).tz_convert("UTC").ceil(GRID)
+    grid = pd.date_range(lo, pd.Timestamp(end).tz_convert("UTC"), freq=GRID, inclusive="left")
+    if ignore_fallback_gap and len(grid):
+        grid = grid[~is_fallback_gap(grid)]
+    return grid
+
+
+@dataclass
+class WindowRead:
+    """Everything one read of a range brought: counts, accepted instants, record identities."""
+
+    window: Window
+    total_count: int | None = None
+    pages: int = 0
+    records: int = 0
+    rejected: int = 0
+    repeated_pages: int = 0
+    instants: set[pd.Timestamp] = field(default_factory=set)
+    identities: set[tuple[Any, ...]] = field(default_factory=set)
+    truncated: bool = False
+    last_instant: datetime | None = None
+
+
+class _Reader:
+    """Reads ranges through one client and lands every page (bounded by ``max_pages``)."""
+
+    def __init__(self, store: Store, settings: Settings, client: OdreClient, run: Run, max_pages: int | None):
+        self.store, self.settings, self.client, self.run, self.max_pages = store, settings, client, run, max_pages
+        self.pages = self.records = self.rejected = 0
+
+    @property
+    def exhausted(self) -> bool:
+        return self.max_pages is not None and self.pages >= self.max_pages
+
+    def read(self, window: Window) -> WindowRead:
+        out = WindowRead(window)
+        for page in iter_pages(self.client, window, page_size=self.settings.source_page_size):
+            if out.total_count is None:
+                out.total_count = page.total_count
+            fetched_at = landing_time()
+            landed = land_page(self.store, page, batch_id=new_batch_id(fetched_at, self.run.run_id, self.pages),
+                               fetched_at=fetched_at, window=window, page_no=self.pages, run_id=self.run.run_id,
+                               settings=self.settings)
+            self.pages += 1
+            self.records += landed.records
+            self.rejected += landed.rejected
+            out.pages += 1
+            out.records += landed.records
+            out.rejected += landed.rejected
+            out.repeated_pages += page.note == "repeated"
+            out.instants |= landed.instants
+            out.identities |= landed.identities
+            seen = [t for t in map(_instant, page.records) if t is not None and window.start <= t < window.end]
+            if seen:
+                out.last_instant = max(seen + ([out.last_instant] if out.last_instant else []))
+            if self.exhausted:
+                out.truncated = True
+                break
+        return out
+
+
+def _edge(now: datetime, settings: Settings) -> datetime:
+    """Quarter-hours before this instant must be published by now (publication lag)."""
+    return pd.Timestamp(now - timedelta(minutes=settings.poll_expected_lag_min)).floor(GRID).to_pydatetime()
+
+
+def _checked_end(read: WindowRead, edge: datetime) -> datetime:
+    end = min(read.window.end, edge)
+    if read.truncated:  # only the part paged through is proven (the last instant may have been cut)
+        end = min(end, read.last_instant or read.window.start)
+    return end
+
+
+def _missing(read: WindowRead, edge: datetime, settings: Settings) -> list[pd.Timestamp]:
+    expected = expected_instants(read.window.start, _checked_end(read, edge),
+                                 ignore_fallback_gap=settings.detect_ignore_fallback_gap)
+    return [t for t in expected if t not in read.instants]
+
+
+def _runs(instants: list[pd.Timestamp]) -> list[Window]:
+    """Contiguous runs of quarter-hours as windows, split at local-day boundaries."""
+    out: list[Window] = []
+    for t in sorted(instants):
+        day = _local_day(t)
+        if out and out[-1].end == t and _local_day(out[-1].start) == day:
+            out[-1] = Window(out[-1].start, t + GRID)
+        else:
+            out.append(Window(t.to_pydatetime(), (t + GRID).to_pydatetime()))
+    return out
+
+
+def _local_day(ts: datetime | pd.Timestamp) -> date:
+    return pd.Timestamp(ts).tz_convert(PARIS).date()
+
+
+def _day_bounds(day: date) -> Window:
+    lo = pd.Timestamp(day).tz_localize(PARIS).tz_convert("UTC")
+    hi = (pd.Timestamp(day) + pd.Timedelta(days=1)).tz_localize(PARIS).tz_convert("UTC")
+    return Window(lo.to_pydatetime(), hi.to_pydatetime())
+
+
+# --- gaps: recorded per local day, re-read on later ticks ------------------------------------------------
+
+GAP_COLUMNS = ["source", "day", "window_start", "window_end", "status", "expected", "missing", "attempts",
+               "first_seen_at", "last_attempt_at", "reason", "run_id", "updated_at"]
+
+
+def load_gaps(store: Store, source: str, days: list[date] | None = None, status: str | None = None,
+              limit: int | None = None) -> dict[date, dict[str, Any]]:
+    """Current gap rows (FINAL) of ``source``, optionally restricted to days / a status."""
+    cond: list[str] = ["source = {source:String}"]
+    params: dict[str, Any] = {"source": source}
+    if days is not None:
+        if not days:
+            return {}
+        cond.append("day in {days:Array(Date)}")
+        params["days"] = days
+    if status is not None:
+        cond.append("status = {status:String}")
+        params["status"] = status
+    sql = f"select * from {{db:Identifier}}.poll_gaps final where {' and '.join(cond)} order by day"
+    if limit is not None:
+        sql += f" limit {int(limit)}"
+    frame = store.query_df(sql, params)
+    rows: dict[date, dict[str, Any]] = {}
+    for rec in frame.to_dict("records"):
+        rec["missing"] = [_ts(t) for t in rec["missing"]]
+        rows[pd.Timestamp(rec["day"]).date()] = rec
+    return rows
+
+
+@dataclass
+class GapUpdate:
+    """The result of merging one read into the gap rows of the days it covered."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    open_missing: int = 0
+    source_incomplete_missing: int = 0
+    resolved_days: list[str] = field(default_factory=list)
+
+
+def merge_gaps(
+    previous: dict[date, dict[str, Any]],
+    checked: list[tuple[Window, list[pd.Timestamp]]],
+    *,
+    source: str,
+    now: datetime,
+    run_id: str,
+    max_attempts: int,
+    retry_every: timedelta,
+    ignore_fallback_gap: bool = True,
+) -> GapUpdate:
+    """New gap rows for the local days covered by ``checked`` = ``[(range read, missing in it)]`` (pure).
+
+    Per day: missing = previous missing outside the ranges read now ∪ missing found now.  Nothing
+    missing → ``resolved`` (written only when a gap row existed).  New missing quarter-hours →
+    ``open`` with attempt 1; the same ones again → one more attempt once ``retry_every`` has passed
+    since the last counted one; at ``max_attempts`` → ``source_incomplete`` (reported, not re-read;
+    still resolved if a later read finds the values).  A row is written only when it changes.
+    """
+    covered: dict[date, list[Window]] = {}
+    found: dict[date, set[pd.Timestamp]] = {}
+    for rng, missing in checked:
+        for day in _days_of(rng):
+            bounds = _day_bounds(day)
+            covered.setdefault(day, []).append(Window(max(rng.start, bounds.start), min(rng.end, bounds.end)))
+        for t in missing:
+            found.setdefault(_local_day(t), set()).add(_ts(t))
+    out = GapUpdate()
+    for day, parts in sorted(covered.items()):
+        prev = previous.get(day)
+        prev_missing = {_ts(t) for t in prev["missing"]} if prev else set()
+        carried = {t for t in prev_missing if not any(p.start <= t < p.end for p in parts)}
+        now_missing = sorted(carried | found.get(day, set()))
+        expected: set[pd.Timestamp] = set()
+        for p in parts:
+            expected |= set(expected_instants(p.start, p.end, ignore_fallback_gap=ignore_fallback_gap))
+        bounds = _day_bounds(day)
+        base = {"source": source, "day": day, "window_start": bounds.start, "window_end": bounds.end,
+                "expected": len(expected), "missing": [t.to_pydatetime() for t in now_missing],
+                "run_id": run_id, "updated_at": now}
+        if not now_missing:
+            if prev is not None and prev["status"] != "resolved":
+                out.rows.append({**base, "status": "resolved", "attempts": int(prev["attempts"]),
+                                 "first_seen_at": _utc(prev["first_seen_at"]), "last_attempt_at": now,
+                                 "reason": "every expected quarter-hour arrived"})
+                out.resolved_days.append(day.isoformat())
+            continue
+        fresh = prev is None or prev["status"] == "resolved" or bool(set(now_missing) - prev_missing)
+        if fresh or prev is None:
+            attempts, first_seen, last_attempt = 1, now, now
+        else:
+            attempts, first_seen = int(prev["attempts"]), _utc(prev["first_seen_at"])
+            last_attempt = _utc(prev["last_attempt_at"])
+            if now - last_attempt >= retry_every:
+                attempts, last_attempt = attempts + 1, now
+        status = "source_incomplete" if attempts >= max_attempts else "open"
+        unchanged = (prev is not None and not fresh and prev["status"] == status
+                     and int(prev["attempts"]) == attempts and prev_missing == set(now_missing))
+        if not unchanged:
+            reason = (f"{len(now_missing)} quarter-hour(s) missing after {attempts} attempt(s); "
+                      + ("the source lacks them, no longer re-read" if status == "source_incomplete"
+                         else "re-read on later ticks"))
+            out.rows.append({**base, "status": status, "attempts": attempts, "first_seen_at": first_seen,
+                             "last_attempt_at": last_attempt, "reason": reason})
+        if status == "open":
+            out.open_missing += len(now_missing)
+        else:
+            out.source_incomplete_missing += len(now_missing)
+    return out
+
+
+def _ts(value: Any) -> pd.Timestamp:
+    """A UTC-aware Timestamp (ClickHouse may hand back naive UTC values)."""
+    ts = pd.Timestamp(value)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def write_gaps(store: Store, rows: list[dict[str, Any]]) -> None:
+    """Insert gap rows (they replace the previous row of their day: ReplacingMergeTree(updated_at))."""
+    if not rows:
+        return
+    frame = pd.DataFrame(rows, columns=GAP_COLUMNS)
+    for col in ("window_start", "window_end", "first_seen_at", "last_attempt_at", "updated_at"):
+        frame[col] = pd.to_datetime(frame[col], utc=True)
+    store.insert_df("poll_gaps", frame)
+
+
+def _publish_gap_metrics(store: Store, source: str) -> None:
+    counts = dict(store.query_rows(
+        """select status, sum(length(missing)) from {db:Identifier}.poll_gaps final
+           where source = {source:String} group by status""",
+        {"source": source},
+    ))
+    for status in ("open", "source_incomplete"):
+        POLL_MISSING.labels(status).set(float(counts.get(status, 0) or 0))
+
+
+# --- the stage -------------------------------------------------------------------------------------------
+
+
 def run_poll(
     store: Store,
     settings: Settings,
@@ -231,7 +578,8 @@ def run_poll(
 ) -> None:
     """One poll invocation (cron: no options; backfill: ``start``/``end``; ``max_pages`` bounds it).
 
-    Fills run.rows_in (records fetched), run.rows_out (records landed and accepted) and run.details.
+    Fills run.rows_in (records fetched), run.rows_out (records landed and accepted) and run.details;
+    sets run.status ``partial`` when a window stays incomplete (gap rows in ``poll_gaps``).
     Raises SourceError when the source fails after retries (pages landed before stay landed).
     """
     t0 = time.perf_counter()
@@ -262,28 +610,107 @@ def run_poll(
                        catching_up=catching_up)
     from shared.ingest.odre import OdreClient
 
-    records = rejected = pages = 0
-    truncated = False
+    source = settings.source_dataset
+    edge = _edge(now, settings)
+    checked: list[tuple[Window, list[pd.Timestamp]]] = []
+    gap_days_read: list[str] = []
+    count_short: dict[str, Any] | None = None
+    rereads = repeated = 0
+    reader: _Reader | None = None
     try:
         with OdreClient.from_settings(settings, transport=transport) as client:
-            for sub, page in iter_pages(client, window, page_size=settings.source_page_size,
-                                        max_records=settings.source_max_window_records):
-                fetched_at = datetime.now(UTC)
-                n, bad = land_page(store, page, batch_id=new_batch_id(fetched_at, run.run_id, pages),
-                                   fetched_at=fetched_at, window=sub, page_no=pages, run_id=run.run_id)
-                pages += 1
-                records += n
-                rejected += bad
-                if max_pages is not None and pages >= max_pages:
-                    truncated = True
+            reader = _Reader(store, settings, client, run, max_pages)
+            first = reader.read(window)
+            repeated += first.repeated_pages
+            missing = _missing(first, edge, settings)
+            short = first.total_count is not None and len(first.identities) < first.total_count
+            # Re-read a short or shifted window: the missing runs, or the whole window when only the
+            # count disagrees (a lost padding row or a second nature at an instant that has a row).
+            for _ in range(settings.poll_reread_attempts):
+                if reader.exhausted or not (missing or short):
                     break
+                rereads += 1
+                log_event(log, "poll_window_short", logging.WARNING, start=window.start, end=window.end,
+                          missing=len(missing), received=len(first.identities), total_count=first.total_count)
+                if missing:
+                    for rng in _runs(missing):
+                        again = reader.read(rng)
+                        repeated += again.repeated_pages
+                        first.instants |= again.instants
+                        first.identities |= again.identities
+                        if reader.exhausted:
+                            break
+                else:
+                    again = reader.read(window)
+                    repeated += again.repeated_pages
+                    first.instants |= again.instants
+                    first.identities |= again.identities
+                    first.total_count = again.total_count
+                missing = _missing(first, edge, settings)
+                short = first.total_count is not None and len(first.identities) < first.total_count
+            checked_end = _checked_end(first, edge)
+            checked.append((Window(window.start, checked_end), missing))
+            if short:
+                count_short = {"received": len(first.identities), "total_count": first.total_count}
+            # Gap-driven re-reads: recorded open gaps outside this window, oldest first, not only the
+            # last 24 h (the overlap) — until they complete or reach max attempts.
+            if settings.poll_gap_rereads_per_tick and not reader.exhausted:
+                pending = [g for g in load_gaps(store, source, status="open").values()
+                           if g["missing"] and not _inside(g, window, checked_end)]
+                for gap in pending[: settings.poll_gap_rereads_per_tick]:
+                    rng = Window(min(gap["missing"]).to_pydatetime(), (max(gap["missing"]) + GRID).to_pydatetime())
+                    again = reader.read(rng)
+                    repeated += again.repeated_pages
+                    checked.append((Window(rng.start, _checked_end(again, edge)), _missing(again, edge, settings)))
+                    gap_days_read.append(str(gap["day"]))
+                    if reader.exhausted:
+                        break
     finally:
-        run.rows_in = records
-        run.rows_out = records - rejected
-        run.details.update(pages=pages, records=records, rejected=rejected, truncated=truncated,
-                           elapsed_s=round(time.perf_counter() - t0, 4))
-    log_event(log, "poll_done", pages=pages, records=records, rejected=rejected,
-              window_start=window.start, window_end=window.end)
+        if reader is not None:
+            run.rows_in = reader.records
+            run.rows_out = reader.records - reader.rejected
+            run.details.update(pages=reader.pages, records=reader.records, rejected=reader.rejected,
+                               truncated=reader.exhausted)
+        run.details.update(elapsed_s=round(time.perf_counter() - t0, 4))
+    days = sorted({d for rng, _ in checked for d in _days_of(rng)})
+    update = merge_gaps(load_gaps(store, source, days=days), checked, source=source, now=landing_time(),
+                        run_id=run.run_id, max_attempts=settings.poll_gap_max_attempts,
+                        retry_every=timedelta(minutes=settings.poll_gap_retry_min),
+                        ignore_fallback_gap=settings.detect_ignore_fallback_gap)
+    write_gaps(store, update.rows)
+    _publish_gap_metrics(store, source)
+    gaps = [{"day": str(r["day"]), "status": r["status"], "missing": len(r["missing"]), "attempts": r["attempts"]}
+            for r in update.rows]
+    run.details.update(
+        complete=not update.open_missing and count_short is None, rereads=rereads, repeated_pages=repeated,
+        missing_open=update.open_missing, missing_source_incomplete=update.source_incomplete_missing,
+        gaps=gaps, gap_days_reread=gap_days_read, count_short=count_short,
+        checked_until=checked[0][0].end.isoformat() if checked else None,
+    )
+    if update.open_missing or count_short is not None:
+        run.status = "partial"
+        POLL_INCOMPLETE.inc()
+        log_event(log, "poll_incomplete", logging.WARNING, missing_open=update.open_missing,
+                  count_short=count_short, gaps=gaps)
+    log_event(log, "poll_done", pages=run.details.get("pages"), records=run.rows_in,
+              rejected=run.details.get("rejected"), window_start=window.start, window_end=window.end,
+              status=run.status)
+
+
+def _inside(gap: dict[str, Any], window: Window, checked_end: datetime) -> bool:
+    """True when every missing quarter-hour of ``gap`` lies in the part of ``window`` just checked."""
+    return all(window.start <= t < checked_end for t in gap["missing"])
+
+
+def _days_of(rng: Window) -> list[date]:
+    if rng.end <= rng.start:
+        return []
+    out, day = [], _local_day(rng.start)
+    last = _local_day(rng.end - timedelta(microseconds=1))
+    while day <= last:
+        out.append(day)
+        day += timedelta(days=1)
+    return out
 
 
 def poll_options(body: Any) -> dict[str, Any]:
