@@ -4,7 +4,7 @@ Validators: promtool (config, rules, rule unit tests), amtool (config, routing),
 (config), hadolint (Dockerfiles), cfn-lint (SAM template). A test whose binary is missing skips and
 names the install command. Cross-checks: the SAM schedules fire at the same minutes as the stack's
 cron annotations, every metric a rule or dashboard reads is produced somewhere, every Grafana panel
-points at a provisioned data source, Promtail's pipeline parses the lines shared.logs writes.
+points at a provisioned data source, Grafana Alloy's pipeline parses the lines shared.logs writes.
 """
 
 from __future__ import annotations
@@ -81,8 +81,10 @@ def sam() -> dict[str, Any]:
 # --- Prometheus / Alertmanager ------------------------------------------------------------------------
 
 
-def test_prometheus_config_is_valid() -> None:
-    res = run(tool("promtool"), "check", "config", str(PROM / "prometheus.yml"))
+@pytest.mark.parametrize("config", ["prometheus.yml", "prometheus.compose.yml"])
+def test_prometheus_config_is_valid(config: str) -> None:
+    # prometheus.yml: faasd's own Prometheus (deploy/faasd/install.sh); .compose.yml: docker-compose.yml
+    res = run(tool("promtool"), "check", "config", str(PROM / config))
     assert res.returncode == 0, res.stdout + res.stderr
 
 
@@ -242,14 +244,70 @@ def test_every_variable_a_query_uses_is_defined(path: Path) -> None:
     assert used <= defined, used - defined
 
 
-def test_loki_queries_only_use_labels_promtail_sets() -> None:
-    promtail = yaml.safe_load((OBS / "promtail" / "config.yml").read_text())
-    labels = {"job"}
-    for job in promtail["scrape_configs"]:
-        labels |= {r["target_label"] for r in job.get("relabel_configs", []) if "target_label" in r}
-        labels |= set(job.get("journal", {}).get("labels", {}))
-        for stage in job["pipeline_stages"]:
-            labels |= set(stage.get("labels") or {})
+# --- Grafana Alloy ↔ dashboards ↔ shared.logs ----------------------------------------------------------
+# Alloy cannot be installed here, so its configuration is checked structurally: every block is a
+# component Alloy has (the names below, from https://grafana.com/docs/alloy/latest/reference/components/),
+# every reference points at a defined component, and the labels the dashboards query are labels it sets.
+
+ALLOY = OBS / "alloy"
+ALLOY_COMPONENTS = {
+    "loki.process", "loki.write", "loki.relabel", "loki.source.journal", "loki.source.docker",
+    "loki.source.kubernetes", "loki.source.file", "local.file_match", "discovery.docker",
+    "discovery.kubernetes", "discovery.relabel",
+}
+# which files each topology loads together (`alloy run <dir>`): component names must be unique there
+ALLOY_SETS = {
+    "faasd": ("config.alloy", "journal.alloy"),
+    "compose": ("config.alloy", "docker.alloy", "embedded.alloy"),
+    "kubernetes": ("config.alloy", "kubernetes.alloy"),
+}
+_BLOCK = re.compile(r'^([a-z_]+(?:\.[a-z_]+)+)\s+"([a-z0-9_]+)"\s*\{', re.M)
+_REF = re.compile(r"\b((?:loki|discovery|local)(?:\.[a-z_]+)+)\.([a-z0-9_]+)\.(receiver|rules|targets|output)\b")
+
+
+def _alloy_text(name: str) -> str:
+    return re.sub(r"//[^\n]*", "", (ALLOY / name).read_text())
+
+
+def _alloy_components(names: tuple[str, ...]) -> list[tuple[str, str]]:
+    return [m for n in names for m in _BLOCK.findall(_alloy_text(n))]
+
+
+@pytest.mark.parametrize("topology", sorted(ALLOY_SETS))
+def test_alloy_config_references_only_defined_components(topology: str) -> None:
+    names = ALLOY_SETS[topology]
+    text = "".join(_alloy_text(n) for n in names)
+    assert text.count("{") == text.count("}")
+    components = _alloy_components(names)
+    assert len(components) == len(set(components)), "component names must be unique across the loaded files"
+    assert {kind for kind, _ in components} <= ALLOY_COMPONENTS
+    defined = set(components)
+    for kind, label, _export in _REF.findall(text):
+        assert (kind, label) in defined, f"{kind}.{label} is referenced but not defined ({topology})"
+    # every source ends in the one pipeline, which writes to Loki
+    sources = [c for c in components if c[0].startswith("loki.source.")]
+    assert sources
+    assert ("loki.process", "powersense") in defined and ("loki.write", "loki") in defined
+
+
+def _alloy_labels() -> set[str]:
+    labels = set()
+    for path in ALLOY.glob("*.alloy"):
+        text = _alloy_text(path.name)
+        labels |= set(re.findall(r'target_label\s*=\s*"(\w+)"', text))
+        for body in re.findall(r"stage\.(?:labels|static_labels)\s*\{\s*values\s*=\s*\{([^}]*)\}", text):
+            labels |= set(re.findall(r"(\w+)\s*=", body))
+        for body in re.findall(r"\blabels\s*=\s*\{([^}]*)\}", text):
+            labels |= set(re.findall(r"(\w+)\s*=", body))
+        for body in re.findall(r"path_targets\s*=\s*\[\{([^}]*)\}", text):
+            labels |= {k for k in re.findall(r'"(\w+)"\s*=', body) if not k.startswith("__")}
+    return labels
+
+
+def test_loki_queries_only_use_labels_alloy_sets() -> None:
+    labels = _alloy_labels()
+    assert {"job", "function", "event", "level"} <= labels
+    assert "run_id" not in labels  # structured metadata, not a label (unbounded values)
     dash = json.loads((OBS / "grafana" / "dashboards" / "logs.json").read_text())
     exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
     assert exprs
@@ -260,9 +318,6 @@ def test_loki_queries_only_use_labels_promtail_sets() -> None:
             assert {b.strip() for b in by.split(",")} <= labels, expr
 
 
-# --- Promtail ↔ shared.logs -----------------------------------------------------------------------------
-
-
 def _go_layout_to_strptime(layout: str) -> str:
     for go, py in (("2006", "%Y"), ("01", "%m"), ("02", "%d"), ("15", "%H"), ("04", "%M"), ("05", "%S"),
                    (",000", ",%f")):
@@ -270,7 +325,14 @@ def _go_layout_to_strptime(layout: str) -> str:
     return layout
 
 
-def test_promtail_pipeline_parses_a_real_function_log_line() -> None:
+def _alloy_map(text: str, block: str) -> dict[str, str]:
+    """The ``values``/``expressions`` map of one stage block of loki.process "powersense"."""
+    body = re.search(block + r"\s*\{\s*\w+\s*=\s*\{([^}]*)\}", text)
+    assert body, block
+    return dict(re.findall(r'(\w+)\s*=\s*"([^"]*)"', body[1]))
+
+
+def test_alloy_pipeline_parses_a_real_function_log_line() -> None:
     from shared.logs import configure_logging, current_function, current_run_id, log_event
 
     configure_logging("INFO")
@@ -290,14 +352,27 @@ def test_promtail_pipeline_parses_a_real_function_log_line() -> None:
         root.removeHandler(handler)
     line = json.loads(buffer.getvalue().strip().splitlines()[-1])
 
-    promtail = yaml.safe_load((OBS / "promtail" / "config.yml").read_text())
-    stages = promtail["scrape_configs"][0]["pipeline_stages"]
-    expressions = next(s["json"]["expressions"] for s in stages if "json" in s)
+    text = _alloy_text("config.alloy")
+    expressions = _alloy_map(text, r"stage\.json")
     extracted = {name: line.get(path) for name, path in expressions.items()}
     assert extracted["function"] == "poll" and extracted["run_id"] == "0123abcd"
     assert extracted["event"] == "page_landed" and extracted["level"] == "INFO"
-    layout = next(s["timestamp"]["format"] for s in stages if "timestamp" in s)
-    datetime.strptime(extracted["time"], _go_layout_to_strptime(layout))
+    # labels and structured metadata take their values from the extracted map ("" = same name)
+    labels = {k: v or k for k, v in _alloy_map(text, r"stage\.labels").items()}
+    assert set(labels) == {"function", "event", "level"} and set(labels.values()) <= set(extracted)
+    metadata = {k: v or k for k, v in _alloy_map(text, r"stage\.structured_metadata").items()}
+    assert metadata == {"run_id": "run_id"}
+    ts = re.search(r'stage\.timestamp\s*\{[^}]*source\s*=\s*"(\w+)"[^}]*format\s*=\s*"([^"]+)"', text)
+    assert ts and ts[1] in extracted
+    datetime.strptime(extracted[ts[1]], _go_layout_to_strptime(ts[2]))
+
+
+def test_promtail_is_gone() -> None:
+    # Promtail reached end of life on 2026-03-02; Alloy replaces it everywhere
+    assert not (OBS / "promtail").exists()
+    for path in (REPO / "docker-compose.yml", *sorted((REPO / "deploy").rglob("*.y*ml"))):
+        text = path.read_text()
+        assert "grafana/promtail" not in text and not re.search(r"^\s*promtail:", text, re.M), path
 
 
 # --- docker-compose / ClickHouse users --------------------------------------------------------------------
@@ -313,7 +388,7 @@ def compose() -> dict[str, Any]:
 
 def test_compose_infra_follows_the_naming_convention(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    infra = {"clickhouse", "minio", "prometheus", "pushgateway", "alertmanager", "grafana", "loki", "promtail"}
+    infra = {"clickhouse", "seaweedfs", "prometheus", "pushgateway", "alertmanager", "grafana", "loki", "alloy"}
     assert infra <= set(services)
     assert all(s["container_name"].startswith("powersense_") for s in services.values())
 
@@ -326,15 +401,15 @@ def test_compose_clickhouse_runs_the_schema_on_first_start(compose: dict[str, An
     assert Path(mounts["/docker-entrypoint-initdb.d"]) == REPO / "ch" / "init"
 
 
-def test_compose_serves_every_host_the_functions_and_prometheus_use(
-    compose: dict[str, Any], stack: dict[str, Any]
-) -> None:
-    env = stack["functions"]["poll"]["environment"]
+def test_compose_serves_every_host_the_functions_and_prometheus_use(compose: dict[str, Any]) -> None:
+    from local_dev.stack import read_stack
+
+    env = next(s for s in read_stack(environ={"POWERSENSE_TOPOLOGY": "compose"}) if s.name == "poll").environment
     hosts = {re.sub(r"^\w+://", "", env[k]).split(":")[0]
              for k in ("POWERSENSE_CLICKHOUSE_URL", "POWERSENSE_S3_ENDPOINT_URL", "POWERSENSE_PUSHGATEWAY_URL")}
-    prom = yaml.safe_load((PROM / "prometheus.yml").read_text())
+    prom = yaml.safe_load((PROM / "prometheus.compose.yml").read_text())
     hosts |= {t.split(":")[0] for job in prom["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
-    hosts -= {"localhost", "gateway"}  # gateway: OpenFaaS, outside compose (extra_hosts host-gateway)
+    hosts -= {"localhost"}
     assert hosts <= set(compose["services"]), hosts - set(compose["services"])
 
 
