@@ -226,9 +226,11 @@ class Gateway:
                     await _send_error(send, 404, "NotFoundError", f"function {name!r} not found")
                     return
                 sub = dict(scope)
-                sub["path"] = "/" + rest
-                sub["raw_path"] = sub["path"].encode()
+                # ASGI: ``path`` keeps the full path and ``root_path`` names the mount point; Starlette
+                # strips one from the other for routing (mounts such as Swagger UI's assets need both).
                 sub["root_path"] = scope.get("root_path", "") + prefix + name
+                sub["path"] = sub["root_path"] + "/" + rest  # /function/poll reaches the function's "/"
+                sub["raw_path"] = sub["path"].encode()
                 headers = list(scope.get("headers") or [])
                 call_id = dict(headers).get(b"x-call-id", b"").decode() or uuid.uuid4().hex
                 if b"x-call-id" not in dict(headers):

@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Mount
+from starlette.staticfiles import StaticFiles
+from swagger_ui_bundle import swagger_ui_path
 
 from shared import metrics as stage_metrics
 from shared.errors import PowerSenseError, http_status
@@ -62,14 +68,49 @@ class RunResponse(BaseModel):
     details: dict[str, Any] = Field(default_factory=dict)
 
 
+# Pydantic error types that mean "the request does not fit the interface" (422); every other
+# validation error is a value the API refuses (400): malformed, not one of the choices, out of range.
+SHAPE_ERRORS = frozenset({"extra_forbidden", "missing"})
+DOCS_ASSETS = "docs-static"  # Swagger UI's JS/CSS, served by the function itself (no CDN)
+
+
+def validation_status(errors: list[dict[str, Any]]) -> int:
+    """422 for unknown or missing parameters, 400 for refused values (README "Query API")."""
+    return 422 if any(e.get("type") in SHAPE_ERRORS for e in errors) else 400
+
+
+def openapi_servers(request: Request, root_path: str) -> list[dict[str, str]]:
+    """The prefix callers reach this function under, for Swagger UI's "Try it out".
+
+    The OpenFaaS gateway strips ``/function/<name>`` and sends no prefix header; it does set
+    X-Forwarded-Host (faas: gateway/handlers/forwarding_proxy.go, buildUpstreamRequest). So: the ASGI
+    root_path when a server sets it (the embedded gateway, ``uvicorn --root-path``), else a proxy's
+    X-Forwarded-Prefix, else the configured prefix when the request was forwarded, else none
+    (served directly at /)."""
+    prefix = request.scope.get("root_path", "") or request.headers.get("x-forwarded-prefix", "")
+    if not prefix and request.headers.get("x-forwarded-host"):
+        prefix = root_path
+    prefix = prefix.rstrip("/")
+    return [{"url": prefix}] if prefix else []
+
+
 def create_app(
-    function: str, *, title: str | None = None, description: str = "", health: bool = True, metrics: bool = True
+    function: str, *, title: str | None = None, description: str = "", health: bool = True, metrics: bool = True,
+    root_path: str | None = None,
 ) -> FastAPI:
     """Build a function's FastAPI app. Settings are validated here, so a misconfigured function
-    fails at start-up (import time) with a message naming the bad variable."""
+    fails at start-up (import time) with a message naming the bad variable.
+
+    Contract shared by every function: errors are always ``{"error", "detail"}`` (404/405 of unknown
+    routes too), no trailing-slash redirects (a 307 would drop the gateway prefix and echo the Host
+    header), and ``/docs`` + ``/openapi.json`` are open and work behind the gateway prefix: the page
+    references the document and Swagger UI's assets by relative URLs. ``root_path`` is the gateway
+    prefix (default ``/function/<function>``)."""
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_file)
-    app = FastAPI(title=title or f"PowerSense {function}", description=description, version="0.1.0")
+    prefix = root_path if root_path is not None else f"/function/{function}"
+    app = FastAPI(title=title or f"PowerSense {function}", description=description, version="0.1.0",
+                  redirect_slashes=False, openapi_url=None, docs_url=None, redoc_url=None)
     app.state.function = function
 
     @app.exception_handler(PowerSenseError)
@@ -87,8 +128,40 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
-        return JSONResponse({"error": "BadRequestError", "detail": errors}, status_code=422)
+        raw = list(exc.errors())
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in raw]
+        return JSONResponse({"error": "BadRequestError", "detail": errors}, status_code=validation_status(raw))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Routing errors (unknown route 404, wrong method 405 with its Allow header) in the product's shape.
+        name = {404: "NotFoundError", 405: "MethodNotAllowed"}.get(exc.status_code) or HTTPStatus(
+            exc.status_code).phrase.replace(" ", "")
+        detail = exc.detail
+        if exc.status_code == 404 and detail == HTTPStatus.NOT_FOUND.phrase:
+            detail = f"no route {request.scope.get('path', '')}"
+        elif exc.status_code == 405 and detail == HTTPStatus.METHOD_NOT_ALLOWED.phrase:
+            detail = f"{request.method} not allowed on {request.scope.get('path', '')}"
+        return JSONResponse({"error": name, "detail": detail}, status_code=exc.status_code, headers=exc.headers)
+
+    # --- OpenAPI and Swagger UI (open: they describe the API, never its data) ---------------------
+    @app.get("/openapi.json", include_in_schema=False)
+    def _openapi(request: Request) -> JSONResponse:
+        return JSONResponse({**app.openapi(), "servers": openapi_servers(request, prefix)})
+
+    @app.get("/docs", include_in_schema=False)
+    def _docs() -> HTMLResponse:
+        # Relative URLs: /function/query/docs loads /function/query/openapi.json and its assets
+        # whatever prefix the gateway serves the function under.
+        return get_swagger_ui_html(
+            openapi_url="openapi.json", title=f"{app.title} (Swagger UI)",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js", swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
+            swagger_ui_parameters={"persistAuthorization": True},
+        )
+
+    app.router.routes.append(Mount(f"/{DOCS_ASSETS}", app=StaticFiles(directory=str(swagger_ui_path)),
+                                   name="docs-static"))
 
     if health:
 

@@ -1,7 +1,7 @@
 """query: the read-only HTTP API over ClickHouse (and the model registry), behind the gateway.
 
-Routes live in ``shared.query.api``; this file only wires them. Every route except /health and
-/metrics needs ``Authorization: Bearer <query_token>``. No ML import here: the app starts fast.
+Routes live in ``shared.query.api``; this file only wires them. Every route except /health, /metrics,
+/docs and /openapi.json needs ``Authorization: Bearer <query_token>``. No ML import here: the app starts fast.
 """
 
 from __future__ import annotations
@@ -12,16 +12,19 @@ from shared.app import create_app
 from shared.errors import AuthError
 from shared.query.api import install_fast_path, protected, public
 from shared.query.auth import auth_error_handler
+from shared.settings import get_settings
 
 DESCRIPTION = """Read-only access to PowerSense: measurements (with every revision and as-of reads), forecasts
 with prediction intervals, forecast-vs-actual, anomalies, data quality, pipeline runs and the model registry.
 
-Authenticate with `Authorization: Bearer <token>` (OpenFaaS secret `query_token`); `/health` and `/metrics`
-are open. Timestamps are ISO 8601 (no offset = UTC); ranges are [start, end). Bad input is a 4xx with
-`{"error", "detail"}`; unknown parameters are rejected (422)."""
+Authenticate with `Authorization: Bearer <token>` (OpenFaaS secret `query_token`); `/health`, `/metrics`,
+`/docs` and `/openapi.json` are open. Timestamps are ISO 8601 (no offset = UTC); ranges are [start, end).
+Errors are always `{"error", "detail"}`: unknown or missing parameters 422; refused values (malformed, not
+one of the choices, over a maximum, start after end, unknown metric, bad cursor) 400; no token 401."""
 
 # /health and /metrics are the query API's own (data freshness, scrape-time store gauges).
-app = create_app("query", title="PowerSense query API", description=DESCRIPTION, health=False, metrics=False)
+app = create_app("query", title="PowerSense query API", description=DESCRIPTION, health=False, metrics=False,
+                 root_path=get_settings().query_root_path)
 app.add_exception_handler(AuthError, auth_error_handler)
 app.include_router(public)
 app.include_router(protected)

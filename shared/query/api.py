@@ -1,9 +1,10 @@
 """HTTP routes of the query function.
 
-``public`` (no token): ``/health`` and ``/metrics``. ``protected`` (bearer token): everything else.
-Data endpoints are served through :func:`_serve`: parameters validated by their model (unknown
-ones → 422), response looked up in the watermark-keyed cache, computed in a worker thread on a
-miss, serialised once (JSON by the response model, or CSV).
+``public`` (no token): ``/health`` and ``/metrics`` (and, from ``shared.app``, ``/docs`` and
+``/openapi.json``). ``protected`` (bearer token): everything else. Data endpoints are served through
+:func:`_serve`: parameters validated by their model (unknown or missing ones → 422,
+refused values → 400), response looked up in the watermark-keyed cache, computed in a worker thread on
+a miss, serialised once (JSON by the response model, or CSV).
 """
 
 from __future__ import annotations
@@ -60,9 +61,10 @@ _FAST = FastPathIndex()
 
 _ERR = {"model": ErrorResponse}
 ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {**_ERR, "description": "invalid parameters (start after end, unknown metric, range over the maximum)"},
+    400: {**_ERR, "description": "refused parameter value (malformed, not a choice, over a maximum such as limit; "
+                                 "start after end, unknown metric, range over the maximum, bad cursor)"},
     401: {**_ERR, "description": "missing or invalid bearer token"},
-    422: {**_ERR, "description": "malformed or unknown parameter"},
+    422: {**_ERR, "description": "unknown or missing parameter"},
     503: {**_ERR, "description": "store unavailable"},
 }
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {**_ERR, "description": "no such run, or no data yet"}}

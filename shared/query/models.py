@@ -1,7 +1,8 @@
 """Request parameter models (unknown fields are rejected) and response models of the query API.
 
 Every request model forbids extra fields, so a misspelt parameter (``metrc=``) is a 422 rather than a
-silently ignored filter. Timestamps are ISO 8601; a timestamp without an offset is taken as UTC.
+silently ignored filter; a value a model refuses (not a date, not one of the choices, over a maximum)
+is a 400 (``shared.app.validation_status``). Timestamps are ISO 8601; a timestamp without an offset is taken as UTC.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ RUN_ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,64}$"
 
 
 def _utc_in_range(value: datetime) -> datetime:
-    """Naive → UTC; reject timestamps outside 1990…2200 (clear 422 instead of a store error)."""
+    """Naive → UTC; reject timestamps outside 1990…2200 (clear 400 instead of a store error)."""
     value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     if not _MIN_TS <= value < _MAX_TS:
         raise ValueError("timestamp must be between 1990-01-01 and 2200-01-01")
