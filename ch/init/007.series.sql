@@ -28,6 +28,9 @@ settings non_replicated_deduplication_window = 1000;
 -- before as_of, with the plausibility verdict known at as_of.  Every reader uses it: shared/series.py
 -- (load_series, ACTUALS_CTE → query API, metrics), dbt (int_series_best_nature) and Grafana.
 --
+-- Columns: ts, value, nature, nature_rank, version, inserted_at, raw_value (as received), flag ('' or
+-- the plausibility reason).
+--
 -- An implausible value is excluded: the instant has value NULL (raw_value and flag say what was
 -- received and why it was left out).  It does not fall back to an older version or a lower nature:
 -- the flagged version is what the source asserts now, the older one is what the source itself has
@@ -55,7 +58,8 @@ with flag_state as (
            argMax(n, (nature_rank, ver, ins)) as b_nature,
            argMax(ver, (nature_rank, ver, ins)) as b_version,
            argMax(ins, (nature_rank, ver, ins)) as b_inserted_at,
-           argMax(k, (nature_rank, ver, ins)) as b_ukey
+           argMax(k, (nature_rank, ver, ins)) as b_ukey,
+           max(nature_rank) as b_nature_rank
     from (
         select ts, nature as n, value as v, version as ver, inserted_at as ins, ukey as k,
                multiIf(nature like 'Données définitives%', 3, nature like 'Données consolidées%', 2,
@@ -71,6 +75,7 @@ with flag_state as (
 select b_ts as ts,
        if(coalesce(f_reason, '') = '', b_value, NULL) as value,
        b_nature as nature,
+       b_nature_rank as nature_rank,  -- 3 définitives, 2 consolidées, 1 temps réel, 0 other
        b_version as version,
        b_inserted_at as inserted_at,
        b_value as raw_value,

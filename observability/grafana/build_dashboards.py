@@ -17,19 +17,24 @@ CH = {"type": "grafana-clickhouse-datasource", "uid": "powersense-clickhouse"}
 PROM = {"type": "prometheus", "uid": "powersense-prometheus"}
 LOKI = {"type": "loki", "uid": "powersense-loki"}
 
-RANK = (
-    "multiIf(nature like 'Données définitives%', 3, nature like 'Données consolidées%', 2, "
-    "nature like 'Données temps réel%', 1, 0)"
-)
-SERIES = "source = 'eco2mix_national' and metric = 'consommation'"
+# The series every panel shows: hidden constant variables (like ${db}), so a deployment changes it in
+# one place. The view `series` (ch/init/007.series.sql) is the one definition of "the series" —
+# per ts the latest version of the best nature, implausible values left out — shared with the
+# functions (shared/series.py) and dbt. Grafana's $__timeFilter is inclusive of its end, the view's
+# end is exclusive: one second more.
+SERIES = "source = '${source}' and metric = '${metric}'"
 
-# "The series": per ts, the latest version of the best nature (measurements_latest holds the latest
-# version per ukey; natures are separate ukeys).
+
+def series_view(metric="'${metric}'"):
+    """The view called for ``metric`` (an SQL literal) over the dashboard's time range."""
+    return (f"${{db}}.series(source = '${{source}}', metric = {metric}, start = $__fromTime, "
+            "end = addSeconds($__toTime, 1), as_of = toDateTime64('2200-01-01 00:00:00', 3, 'UTC'), nature = '')")
+
+
 ACTUAL_CTE = f"""actual as (
-    select ts, argMax(value, ({RANK}, version)) as actual_mw
-    from ${{db}}.measurements_latest final
-    where {SERIES} and value is not null and $__timeFilter(ts)
-    group by ts
+    select ts, value as actual_mw
+    from {series_view()}
+    where value is not null
 )"""
 
 
@@ -129,6 +134,17 @@ def db_var():
     }
 
 
+def store_vars():
+    """${db}, and the series shown: ${source}, ${metric} (hidden constants)."""
+    return [
+        db_var(),
+        {"type": "constant", "name": "source", "label": "source", "query": "eco2mix_national", "hide": 2,
+         "skipUrlSync": True},
+        {"type": "constant", "name": "metric", "label": "metric", "query": "consommation", "hide": 2,
+         "skipUrlSync": True},
+    ]
+
+
 def ch_target(sql, fmt="timeseries", ref="A"):
     return {
         "refId": ref,
@@ -217,7 +233,7 @@ d = Dash(
     "PowerSense — Load & forecast",
     "French national consumption (eco2mix, best available nature) against the forecasts PowerSense issued.",
     ["load", "forecast"],
-    [db_var(), horizon_var],
+    [*store_vars(), horizon_var],
 )
 d.add(
     panel(
@@ -315,14 +331,10 @@ d.add(
         CH,
         [
             ch_target(f"""
-select ts as time,
-       argMaxIf(value, ({RANK}, version), metric = 'consommation') as actual_mw,
-       argMaxIf(value, ({RANK}, version), metric = 'prevision_j1') as rte_j1_mw,
-       argMaxIf(value, ({RANK}, version), metric = 'prevision_j') as rte_j_mw
-from ${{db}}.measurements_latest final
-where source = 'eco2mix_national' and metric in ('consommation', 'prevision_j1', 'prevision_j')
-  and value is not null and $__timeFilter(ts)
-group by ts
+select ts as time, a.value as actual_mw, j1.value as rte_j1_mw, j.value as rte_j_mw
+from {series_view()} as a
+full outer join {series_view("'prevision_j1'")} as j1 using (ts)
+full outer join {series_view("'prevision_j'")} as j using (ts)
 order by time
 """)
         ],
@@ -342,7 +354,7 @@ d.add(
                 """
 select max(issued_at) as issued_at
 from ${db}.forecasts
-where source = 'eco2mix_national' and metric = 'consommation'
+where source = '${source}' and metric = '${metric}'
 """,
                 "table",
             )
@@ -363,7 +375,7 @@ d.add(
                 """
 select countIf(quality = 'fallback') / greatest(count(), 1) as fallback_ratio
 from ${db}.forecasts
-where source = 'eco2mix_national' and metric = 'consommation' and $__timeFilter(issued_at)
+where source = '${source}' and metric = '${metric}' and $__timeFilter(issued_at)
 """,
                 "table",
             )
@@ -386,7 +398,7 @@ select run_id, any(model_version) as model_version, max(issued_at) as issued_at,
        count() as steps, max(horizon_day) as max_horizon_day, any(quality) as quality,
        any(fallback_reason) as fallback_reason
 from ${db}.forecasts
-where source = 'eco2mix_national' and metric = 'consommation'
+where source = '${source}' and metric = '${metric}'
 group by run_id
 order by issued_at desc
 limit 10
@@ -407,7 +419,7 @@ d = Dash(
     "PowerSense — Anomalies & data quality",
     "Coverage (DST-aware), revisions, natures, rejected records and the anomalies detect flags.",
     ["data-quality", "anomalies"],
-    [db_var()],
+    [*store_vars()],
     time_from="now-30d",
 )
 COVERAGE = f"""
@@ -418,8 +430,8 @@ with days as (
 observed as (
     select toDate(ts, 'Europe/Paris') as day,
            uniqExact(toStartOfInterval(ts, interval 30 minute)) as observed_slots
-    from ${{db}}.measurements_latest final
-    where {SERIES} and value is not null and $__timeFilter(ts)
+    from {series_view()}
+    where value is not null
     group by day
 ),
 expected as (
@@ -510,11 +522,38 @@ d.add(
             ch_target("""
 select toStartOfDay(ts) as time, metric, uniqExactIf(ukey, version > 1) as revised_values
 from ${db}.measurements
-where source = 'eco2mix_national' and $__timeFilter(ts)
+where source = '${source}' and $__timeFilter(ts)
 group by time, metric
 order by time
 """)
         ],
+    ),
+    w=12,
+    h=8,
+)
+d.add(
+    panel(
+        "timeseries",
+        "Implausible values per day",
+        "Stored values the plausibility rule flags (zero or negative load, outside the physical bounds, "
+        "an impossible jump): kept as received, left out of the series. A revision that makes a value "
+        "plausible clears its flag.",
+        CH,
+        [
+            ch_target("""
+select toStartOfDay(ts) as time, concat(metric, ': ', reason) as reason, count() as values
+from (
+    select ts, metric, ukey, version, argMax(reason, flagged_at) as reason
+    from ${db}.measurement_flags
+    where source = '${source}' and $__timeFilter(ts)
+    group by ts, metric, ukey, version
+)
+where reason != ''
+group by time, reason
+order by time
+""")
+        ],
+        extra={"custom": {"drawStyle": "bars", "stacking": {"mode": "normal"}}},
     ),
     w=12,
     h=8,
@@ -727,7 +766,7 @@ d = Dash(
     "PowerSense — Model performance & drift",
     "Accuracy of issued forecasts against the actual series, by horizon day; interval calibration; drift signals.",
     ["model", "accuracy", "drift"],
-    [db_var(), horizon_var],
+    [*store_vars(), horizon_var],
     time_from="now-30d",
 )
 JOINED = f"""
@@ -737,7 +776,7 @@ scored as (
            f.lower as lower, f.upper as upper, f.interval_level as interval_level, a.actual_mw as actual_mw
     from ${{db}}.forecasts as f
     inner join actual as a on a.ts = f.ts
-    where f.source = 'eco2mix_national' and f.metric = 'consommation' and $__timeFilter(f.ts)
+    where f.source = '${{source}}' and f.metric = '${{metric}}' and $__timeFilter(f.ts)
 )
 """
 d.add(
@@ -957,7 +996,7 @@ d = Dash(
     "Stage runs, durations, failures and data freshness, "
     "from pipeline_runs (ClickHouse) and the stage metrics (Prometheus).",
     ["pipeline", "ops"],
-    [db_var(), fn_var],
+    [*store_vars(), fn_var],
     time_from="now-24h",
 )
 FN_FILTER = "function in (${function:singlequote})"

@@ -1,18 +1,18 @@
--- "The series": per (source, metric, ts) the latest version of the best available nature
--- (définitives > consolidées > temps réel > other), as shared/series.py reads it for forecasting.
-with ranked as (
-    select source, metric, ts, nature, nature_rank, value, version, inserted_at
-    from {{ ref('stg_measurements') }}
-    where value is not null
-)
+-- "The series" of the configured source and metric: per instant the latest version of the best
+-- available nature (définitives > consolidées > temps réel > other), implausible values left out —
+-- read from the parameterised view `series` (ch/init/007.series.sql), the one definition shared with
+-- the functions (shared/series.py) and Grafana. Instants without a value (withdrawn or implausible)
+-- have no row here.
 select
-    source,
-    metric,
+    '{{ var("series_source") }}' as source,
+    '{{ var("series_metric") }}' as metric,
     ts,
-    argMax(value, (nature_rank, version, inserted_at)) as best_value,
-    argMax(nature, (nature_rank, version, inserted_at)) as best_nature,
-    max(nature_rank) as best_nature_rank,
-    count() as natures_available,
+    value as best_value,
+    nature as best_nature,
+    nature_rank as best_nature_rank,
+    version as best_version,
     concat(source, '|', metric, '|', toString(ts)) as point_key
-from ranked
-group by source, metric, ts
+from {{ source('electricity', 'series') }}(
+    source = '{{ var("series_source") }}', metric = '{{ var("series_metric") }}',
+    start = '1970-01-01 00:00:00', end = '2200-01-01 00:00:00', as_of = '2200-01-01 00:00:00', nature = '')
+where value is not null

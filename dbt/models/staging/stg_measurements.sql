@@ -1,10 +1,10 @@
--- Latest version of every value, with its nature rank and Paris calendar date.
+-- Latest version of every value, with its Paris calendar date (every stored value as received: the
+-- series with its best-nature choice and plausibility rule is int_series_best_nature).
 select
     ts,
     source,
     metric,
     nature,
-    {{ nature_rank('nature') }} as nature_rank,
     value,
     ukey,
     version,
