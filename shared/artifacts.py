@@ -181,8 +181,9 @@ class LocalArtifactStore(ArtifactStore):
 class S3ArtifactStore(ArtifactStore):
     """S3 / MinIO / SeaweedFS through boto3. The bucket is created on first write if missing."""
 
-    def __init__(self, endpoint_url: str, bucket: str, region: str, access_key: str | None,
+    def __init__(self, endpoint_url: str | None, bucket: str, region: str, access_key: str | None,
                  secret_key: str | None) -> None:
+        """``endpoint_url`` None = AWS S3; no keys = boto3's default credential chain (e.g. the Lambda role)."""
         import boto3
         from botocore.config import Config
 
@@ -196,7 +197,9 @@ class S3ArtifactStore(ArtifactStore):
             aws_secret_access_key=secret_key,
             # fail fast when the store is down: the forecast stage falls back instead of hanging
             config=Config(connect_timeout=3, read_timeout=30, retries={"max_attempts": 2, "mode": "standard"},
-                          s3={"addressing_style": "path"}),
+                          # path-style for S3-compatible servers (SeaweedFS/MinIO by service name);
+                          # AWS S3 picks its own (virtual-hosted) style
+                          s3={"addressing_style": "path" if endpoint_url else "auto"}),
         )
 
     def _errors(self) -> tuple[type[BaseException], ...]:
@@ -260,11 +263,13 @@ _lock = threading.Lock()
 
 
 def get_artifact_store(settings: Settings) -> ArtifactStore:
-    """The process-wide artifact store: S3 when ``s3_endpoint_url`` is set, else ``artifacts_dir``."""
-    key: tuple[Any, ...] = (settings.s3_endpoint_url, settings.s3_bucket, str(settings.artifacts_dir))
+    """The process-wide artifact store: S3 when an endpoint or a bucket is configured
+    (``settings.artifacts_backend``; never a local fallback then), else ``artifacts_dir``."""
+    backend = settings.artifacts_backend
+    key: tuple[Any, ...] = (backend, settings.s3_endpoint_url, settings.s3_bucket, str(settings.artifacts_dir))
     with _lock:
         if key not in _stores:
-            if settings.s3_endpoint_url:
+            if backend == "s3":
                 _stores[key] = S3ArtifactStore(
                     settings.s3_endpoint_url,
                     settings.s3_bucket,

@@ -9,9 +9,11 @@ names the offending variable.
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -25,6 +27,47 @@ from shared.errors import ConfigurationError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SECRETS_DIR = "/var/openfaas/secrets"
+
+# --- AWS Secrets Manager (Lambda) --------------------------------------------------------------
+# Settings that may be given as ``POWERSENSE_<NAME>_SECRET_ARN`` instead of a value or a secret file.
+SECRET_ARN_FIELDS = ("clickhouse_password", "query_token")
+SECRET_ARN_PATTERN = r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:.+$"
+_SECRET_ARN = re.compile(SECRET_ARN_PATTERN)
+# S3 bucket naming rules (3–63 characters: lowercase letters, digits, dots, hyphens; letter/digit at the ends).
+BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_secrets_client_factory: Callable[[str], Any] | None = None
+
+
+def set_secrets_client_factory(factory: Callable[[str], Any] | None) -> None:
+    """Replace how a Secrets Manager client is built (``factory(region)``; None = boto3). For tests only:
+    AWS is unreachable from the test machine."""
+    global _secrets_client_factory
+    _secrets_client_factory = factory
+    read_aws_secret.cache_clear()
+
+
+@lru_cache(maxsize=32)
+def read_aws_secret(arn: str, variable: str) -> str:
+    """The SecretString of a Secrets Manager secret, fetched once per process (cached).
+
+    ``variable`` names the setting in the error: any failure stops start-up with ConfigurationError.
+    """
+    if not _SECRET_ARN.fullmatch(arn):
+        raise ConfigurationError(f"invalid configuration: {variable}: not a Secrets Manager secret ARN")
+    region = arn.split(":")[3]
+    try:
+        if _secrets_client_factory is not None:
+            client = _secrets_client_factory(region)
+        else:
+            import boto3  # the default credential chain: the Lambda function's role
+
+            client = boto3.client("secretsmanager", region_name=region)
+        value = client.get_secret_value(SecretId=arn).get("SecretString")
+    except Exception as exc:  # botocore raises many types; one clear start-up error
+        raise ConfigurationError(f"invalid configuration: {variable}: cannot read the secret: {exc}") from exc
+    if not value:
+        raise ConfigurationError(f"invalid configuration: {variable}: the secret has no SecretString")
+    return str(value)
 
 
 class Settings(BaseSettings):
@@ -47,12 +90,84 @@ class Settings(BaseSettings):
     chdb_path: Path = Field(default=REPO_ROOT / "var" / "chdb", description="embedded data dir")
 
     # --- artifacts (S3 / MinIO, or a local directory with the same interface) ----------------
-    s3_endpoint_url: str | None = Field(default=None, description="S3/MinIO endpoint; unset = local artifacts_dir")
-    s3_bucket: str = Field(default="powersense-models", description="bucket of model artifacts")
+    s3_endpoint_url: str | None = Field(
+        default=None, description="S3-compatible endpoint (SeaweedFS/MinIO); unset with POWERSENSE_S3_BUCKET set = AWS "
+        "S3 through the default credential chain (Lambda role); both unset = local artifacts_dir"
+    )
+    s3_bucket: str = Field(
+        default="powersense-models",
+        description="bucket of model artifacts; setting it or the endpoint selects S3, with no local fallback",
+    )
     s3_region: str = Field(default="us-east-1", description="S3 region (MinIO ignores it)")
     s3_access_key_id: SecretStr | None = Field(default=None, description="secret file s3_access_key_id")
     s3_secret_access_key: SecretStr | None = Field(default=None, description="secret file s3_secret_access_key")
     artifacts_dir: Path = Field(default=REPO_ROOT / "var" / "artifacts", description="local artifact store")
+
+    # --- AWS (Lambda, template.yaml) ---------------------------------------------------------
+    # Secrets are read at run time from AWS Secrets Manager (ARNs in the environment, never values).
+    clickhouse_password_secret_arn: str | None = Field(
+        default=None, pattern=SECRET_ARN_PATTERN,
+        description="AWS Secrets Manager ARN whose SecretString is clickhouse_password (read once at start-up)",
+    )
+    query_token_secret_arn: str | None = Field(
+        default=None, pattern=SECRET_ARN_PATTERN,
+        description="AWS Secrets Manager ARN whose SecretString is query_token (read once at start-up)",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secrets_from_aws(cls, data: Any) -> Any:
+        """Replace each ``<secret>_secret_arn`` by the secret it names (before field validation)."""
+        if not isinstance(data, dict):
+            return data
+        for name in SECRET_ARN_FIELDS:
+            arn = data.get(f"{name}_secret_arn")
+            if not arn:
+                continue
+            variable = f"POWERSENSE_{name.upper()}_SECRET_ARN"
+            if data.get(name):
+                raise ConfigurationError(
+                    f"invalid configuration: {variable}: POWERSENSE_{name.upper()} is set too; set one of them"
+                )
+            data = {**data, name: read_aws_secret(str(arn), variable)}
+        return data
+
+    @model_validator(mode="after")
+    def _artifacts_backend_usable(self) -> Settings:
+        """S3 selected → its configuration must be usable; on Lambda S3 is mandatory (no silent local disk)."""
+        on_lambda = bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))  # set by the Lambda runtime
+        if on_lambda and self.clickhouse_url is None:
+            raise ConfigurationError(
+                "invalid configuration: POWERSENSE_CLICKHOUSE_URL: must be set on AWS Lambda (embedded chDB "
+                "would keep the data on the function's ephemeral disk)"
+            )
+        if self.artifacts_backend == "local":
+            if on_lambda:
+                raise ConfigurationError(
+                    "invalid configuration: POWERSENSE_S3_BUCKET: must be set on AWS Lambda (the local "
+                    "artifacts_dir would be the function's ephemeral disk: models lost on every cold start)"
+                )
+            return self
+        if not BUCKET_NAME.fullmatch(self.s3_bucket):
+            raise ConfigurationError(
+                f"invalid configuration: POWERSENSE_S3_BUCKET: {self.s3_bucket!r} is not a valid bucket name"
+            )
+        if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
+            raise ConfigurationError(
+                "invalid configuration: POWERSENSE_S3_ACCESS_KEY_ID, POWERSENSE_S3_SECRET_ACCESS_KEY: set both "
+                "or neither (neither = the default AWS credential chain, e.g. the Lambda role)"
+            )
+        if self.s3_endpoint_url and not self.s3_endpoint_url.startswith(("http://", "https://")):
+            raise ConfigurationError(
+                "invalid configuration: POWERSENSE_S3_ENDPOINT_URL: must start with http:// or https://"
+            )
+        return self
+
+    @property
+    def artifacts_backend(self) -> Literal["s3", "local"]:
+        """``s3`` when an endpoint or a bucket is configured (then never a local fallback), else ``local``."""
+        return "s3" if self.s3_endpoint_url or "s3_bucket" in self.model_fields_set else "local"
+    # --- end AWS -----------------------------------------------------------------------------
 
     # --- source ----------------------------------------------------------------------------
     source_url: str = Field(

@@ -1,0 +1,287 @@
+"""AWS SAM deployment (template.yaml, functions/Dockerfile.lambda) and what the functions do with it.
+
+* Secrets: only Secrets Manager ARNs are in the template; the functions read the values at start-up
+  (shared/settings.py) through their role, which may read exactly those secrets.
+* Artifacts: the stack's bucket reaches every function; a configured bucket is S3 with no local
+  fallback (checked against the real SeaweedFS server of tests/fixtures_s3.py, with credentials from
+  boto3's default chain as on Lambda); on Lambda a missing bucket stops the function at start-up.
+* Reserved concurrency is a parameter that reserves nothing by default.
+
+AWS itself is unreachable from the test machine, so the Secrets Manager API is the one thing stood in
+for here: a fake client object with ``get_secret_value`` is injected into the settings loader (the only
+stub of an external API in the suite; the template is checked by cfn-lint in test_ops_configs.py).
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import yaml
+
+from shared import settings as settings_mod
+from shared.artifacts import LocalArtifactStore, S3ArtifactStore, get_artifact_store
+from shared.errors import ArtifactError, ConfigurationError
+from shared.settings import SECRET_ARN_FIELDS, Settings
+from tests.fixtures_s3 import S3Server, s3_server  # noqa: F401  (session fixture)
+
+REPO = Path(__file__).resolve().parent.parent
+ARN = "arn:aws:secretsmanager:eu-west-3:123456789012:secret:powersense/{}-AbCdEf"
+SCHEDULED = ("poll", "upsert-version", "featurize", "forecast", "detect")
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """CloudFormation short-form tags as {"Ref": x} / {"Fn::If": [...]} like the long form."""
+
+
+def _tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+    key = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
+    if isinstance(node, yaml.ScalarNode):
+        return {key: loader.construct_scalar(node)}
+    if isinstance(node, yaml.SequenceNode):
+        return {key: loader.construct_sequence(node, deep=True)}
+    return {key: loader.construct_mapping(node, deep=True)}  # type: ignore[arg-type]
+
+
+_CfnLoader.add_multi_constructor("!", _tag)
+
+
+@pytest.fixture(scope="module")
+def sam() -> dict[str, Any]:
+    return yaml.load((REPO / "template.yaml").read_text(), Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+
+
+def _functions(sam: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {r["Metadata"]["DockerBuildArgs"]["STAGE"]: r for r in sam["Resources"].values()
+            if r["Type"] == "AWS::Serverless::Function"}
+
+
+def _environment(sam: dict[str, Any], stage: str) -> dict[str, Any]:
+    """What Lambda gives the function: Globals overlaid by its own variables."""
+    env = dict(sam["Globals"]["Function"]["Environment"]["Variables"])
+    env.update(_functions(sam)[stage]["Properties"].get("Environment", {}).get("Variables", {}))
+    return env
+
+
+def _policies(fn: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    return [p[kind] for p in fn["Properties"].get("Policies", []) if isinstance(p, dict) and kind in p]
+
+
+# --- the template ---------------------------------------------------------------------------------
+
+
+def test_template_holds_no_secret_value() -> None:
+    text = (REPO / "template.yaml").read_text()
+    assert "{{resolve:secretsmanager" not in text and "{{resolve:ssm-secure" not in text
+
+
+def test_secrets_are_arns_each_function_may_read(sam: dict[str, Any]) -> None:
+    params = sam["Parameters"]
+    for stage, fn in _functions(sam).items():
+        env = _environment(sam, stage)
+        secretish = {k for k in env if re.search(r"PASSWORD|TOKEN|SECRET|ACCESS_KEY", k)}
+        assert secretish and all(k.endswith("_SECRET_ARN") for k in secretish), (stage, secretish)
+        readable = {p["SecretArn"]["Ref"] for p in _policies(fn, "AWSSecretsManagerGetSecretValuePolicy")}
+        wanted = {env[k]["Ref"] for k in secretish}
+        assert wanted == readable, stage  # the secrets it is given, and no other
+        for param in wanted:
+            assert params[param]["AllowedPattern"].startswith("^arn:aws"), param
+        # the variables are settings the loader knows
+        assert {k.removeprefix("POWERSENSE_").removesuffix("_SECRET_ARN").lower() for k in secretish} <= set(
+            SECRET_ARN_FIELDS)
+    query = _environment(sam, "query")
+    assert query["POWERSENSE_CLICKHOUSE_USER"] == "powersense_reader"
+    assert query["POWERSENSE_CLICKHOUSE_PASSWORD_SECRET_ARN"] == {"Ref": "ClickHouseReaderPasswordSecretArn"}
+    assert _environment(sam, "poll")["POWERSENSE_CLICKHOUSE_USER"] == {"Ref": "ClickHouseWriterUser"}
+    assert params["ClickHouseWriterUser"]["Default"] == "powersense_writer"
+
+
+def test_reserved_concurrency_is_a_parameter_that_reserves_nothing_by_default(sam: dict[str, Any]) -> None:
+    param = sam["Parameters"]["ReservedConcurrency"]
+    condition = sam["Conditions"]["HasReservedConcurrency"]
+    assert condition == {"Fn::Not": [{"Fn::Equals": [{"Ref": "ReservedConcurrency"}, param["Default"]]}]}
+    for stage, fn in _functions(sam).items():
+        rc = fn["Properties"].get("ReservedConcurrentExecutions")
+        if stage == "query":
+            assert rc is None  # the read API scales out
+            continue
+        assert rc == {"Fn::If": ["HasReservedConcurrency", {"Ref": "ReservedConcurrency"}, {"Ref": "AWS::NoValue"}]}
+
+
+def test_the_stack_bucket_reaches_the_functions_that_use_artifacts(sam: dict[str, Any]) -> None:
+    functions = _functions(sam)
+    for stage in functions:
+        env = _environment(sam, stage)
+        assert env["POWERSENSE_S3_BUCKET"] == {"Ref": "ModelsBucket"}
+        assert not {"POWERSENSE_S3_ENDPOINT_URL", "POWERSENSE_ARTIFACTS_DIR", "POWERSENSE_S3_ACCESS_KEY_ID"} & set(env)
+    for stage, kind in (("forecast", "S3CrudPolicy"), ("featurize", "S3ReadPolicy"), ("detect", "S3ReadPolicy"),
+                        ("query", "S3ReadPolicy")):
+        assert {"BucketName": {"Ref": "ModelsBucket"}} in _policies(functions[stage], kind), stage
+    dockerfile = (REPO / "functions" / "Dockerfile.lambda").read_text()
+    assert not re.search(r"^\s*(ENV|ARG)\b.*POWERSENSE_ARTIFACTS_DIR", dockerfile, re.M)
+
+
+# --- the functions on Lambda -------------------------------------------------------------------------
+
+
+class FakeSecretsManager:
+    """Stand-in for boto3's secretsmanager client (AWS is unreachable here): values by ARN, calls counted."""
+
+    def __init__(self, values: dict[str, str], fail: bool = False) -> None:
+        self.values = values
+        self.fail = fail
+        self.calls: list[tuple[str, str]] = []
+
+    def factory(self, region: str) -> FakeSecretsManager:
+        self.region = region
+        return self
+
+    def get_secret_value(self, SecretId: str) -> dict[str, str]:  # noqa: N803 - boto3's argument name
+        self.calls.append((self.region, SecretId))
+        if self.fail:
+            raise RuntimeError("AccessDeniedException: not authorized to perform secretsmanager:GetSecretValue")
+        return {"ARN": SecretId, "SecretString": self.values[SecretId]}
+
+
+@pytest.fixture
+def lambda_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[pytest.MonkeyPatch]:
+    """A process environment like the Lambda runtime's: AWS_LAMBDA_FUNCTION_NAME, no secret files."""
+    for key in [k for k in __import__("os").environ if k.startswith("POWERSENSE_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("POWERSENSE_SECRETS_DIR", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "powersense-test")
+    yield monkeypatch
+    settings_mod.set_secrets_client_factory(None)
+    settings_mod.get_settings.cache_clear()
+
+
+def _apply_template_env(monkeypatch: pytest.MonkeyPatch, sam: dict[str, Any], stage: str) -> None:
+    values = {"ClickHouseUrl": "https://clickhouse.internal:8443", "ClickHouseDatabase": "electricity",
+              "ClickHouseWriterUser": "powersense_writer", "ModelsBucket": "powersense-modelsbucket-1a2b3c",
+              "AWS::Region": "eu-west-3", "PushgatewayUrl": "", "SourceUrl": "https://odre.example/api/explore/v2.1",
+              "LogLevel": "INFO", "ClickHouseWriterPasswordSecretArn": ARN.format("clickhouse-writer"),
+              "ClickHouseReaderPasswordSecretArn": ARN.format("clickhouse-reader"),
+              "QueryTokenSecretArn": ARN.format("query-token")}
+    for key, value in _environment(sam, stage).items():
+        resolved = values[value["Ref"]] if isinstance(value, dict) else str(value)
+        if resolved:
+            monkeypatch.setenv(key, resolved)
+
+
+SECRETS = {ARN.format("clickhouse-writer"): "writer-pw", ARN.format("clickhouse-reader"): "reader-pw",
+           ARN.format("query-token"): "t0ken"}
+
+
+def test_lambda_functions_read_their_secrets_once_at_start_up(sam: dict[str, Any],
+                                                               lambda_env: pytest.MonkeyPatch) -> None:
+    fake = FakeSecretsManager(SECRETS)
+    settings_mod.set_secrets_client_factory(fake.factory)
+    _apply_template_env(lambda_env, sam, "upsert-version")
+    writer = Settings()
+    assert writer.clickhouse_password.get_secret_value() == "writer-pw" and writer.query_token is None
+    assert writer.artifacts_backend == "s3" and writer.s3_endpoint_url is None  # AWS S3, role credentials
+    assert writer.s3_bucket == "powersense-modelsbucket-1a2b3c" and writer.s3_access_key_id is None
+    Settings()  # a second load (e.g. the query app's own get_settings) does not call AWS again
+    assert fake.calls == [("eu-west-3", ARN.format("clickhouse-writer"))]
+    _apply_template_env(lambda_env, sam, "query")
+    reader = Settings()
+    assert reader.clickhouse_user == "powersense_reader"
+    assert reader.clickhouse_password.get_secret_value() == "reader-pw"
+    assert reader.query_token is not None and reader.query_token.get_secret_value() == "t0ken"
+    assert isinstance(get_artifact_store(reader), S3ArtifactStore)
+
+
+def test_an_unreadable_secret_stops_start_up_naming_the_variable(sam: dict[str, Any],
+                                                                  lambda_env: pytest.MonkeyPatch) -> None:
+    settings_mod.set_secrets_client_factory(FakeSecretsManager(SECRETS, fail=True).factory)
+    _apply_template_env(lambda_env, sam, "poll")
+    with pytest.raises(ConfigurationError, match="POWERSENSE_CLICKHOUSE_PASSWORD_SECRET_ARN: cannot read the secret"):
+        settings_mod.get_settings()
+    settings_mod.set_secrets_client_factory(FakeSecretsManager(SECRETS).factory)
+    lambda_env.setenv("POWERSENSE_CLICKHOUSE_PASSWORD", "plain")
+    with pytest.raises(ConfigurationError, match="POWERSENSE_CLICKHOUSE_PASSWORD_SECRET_ARN: .* set too"):
+        Settings()
+    lambda_env.delenv("POWERSENSE_CLICKHOUSE_PASSWORD")
+    lambda_env.setenv("POWERSENSE_CLICKHOUSE_PASSWORD_SECRET_ARN", "powersense/clickhouse-writer")
+    with pytest.raises(ConfigurationError, match="POWERSENSE_CLICKHOUSE_PASSWORD_SECRET_ARN: not a Secrets"):
+        Settings()
+
+
+def test_lambda_without_a_bucket_stops_at_start_up(lambda_env: pytest.MonkeyPatch) -> None:
+    lambda_env.setenv("POWERSENSE_CLICKHOUSE_URL", "https://clickhouse.internal:8443")
+    with pytest.raises(ConfigurationError, match="POWERSENSE_S3_BUCKET: must be set on AWS Lambda"):
+        settings_mod.get_settings()
+    lambda_env.delenv("POWERSENSE_CLICKHOUSE_URL")
+    lambda_env.setenv("POWERSENSE_S3_BUCKET", "powersense-models")
+    with pytest.raises(ConfigurationError, match="POWERSENSE_CLICKHOUSE_URL: must be set on AWS Lambda"):
+        Settings()
+
+
+@pytest.mark.parametrize(("env", "variable"), [
+    ({"POWERSENSE_S3_BUCKET": "Models_Bucket"}, "POWERSENSE_S3_BUCKET"),
+    ({"POWERSENSE_S3_BUCKET": ""}, "POWERSENSE_S3_BUCKET"),
+    ({"POWERSENSE_S3_ENDPOINT_URL": "seaweedfs:8333"}, "POWERSENSE_S3_ENDPOINT_URL"),
+    ({"POWERSENSE_S3_BUCKET": "models", "POWERSENSE_S3_ACCESS_KEY_ID": "key-only"}, "POWERSENSE_S3_ACCESS_KEY_ID"),
+])
+def test_a_configured_but_unusable_bucket_stops_start_up(env: dict[str, str], variable: str,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigurationError, match=variable):
+        Settings()
+
+
+def test_nothing_configured_is_the_local_directory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME", raising=False)
+    s = Settings()
+    assert s.artifacts_backend == "local" and isinstance(get_artifact_store(s), LocalArtifactStore)
+
+
+# --- a configured bucket is S3, never a local directory (real SeaweedFS) ------------------------------
+
+
+def _files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+
+
+def test_a_bucket_with_the_default_credential_chain_writes_to_s3_only(
+    s3_server: S3Server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path  # noqa: F811
+) -> None:
+    """As on Lambda: only POWERSENSE_S3_BUCKET; endpoint and credentials come from boto3's default chain
+    (here AWS_ENDPOINT_URL_S3 and AWS_ACCESS_KEY_ID/… pointing at SeaweedFS; on Lambda the role)."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_server.endpoint_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_key)
+    monkeypatch.setenv("POWERSENSE_S3_BUCKET", "t-default-chain")
+    monkeypatch.setenv("POWERSENSE_ARTIFACTS_DIR", str(tmp_path / "artifacts"))
+    settings = Settings()
+    store = get_artifact_store(settings)
+    assert isinstance(store, S3ArtifactStore)
+    store.save_model("load", "v1", {"model.json": b"{}"}, {"trained_at": "2023-01-01T00:00:00+00:00"})
+    store.set_current("load", "v1")
+    client = boto3.client("s3", endpoint_url=s3_server.endpoint_url, aws_access_key_id=s3_server.access_key,
+                          aws_secret_access_key=s3_server.secret_key, region_name="us-east-1")
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket="t-default-chain")["Contents"]}
+    assert keys == {"models/load/v1/model.json", "models/load/v1/meta.json", "models/load/current.json"}
+    assert _files(tmp_path / "artifacts") == []
+
+
+def test_an_unreachable_bucket_fails_instead_of_writing_locally(monkeypatch: pytest.MonkeyPatch,
+                                                                tmp_path: Path) -> None:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("POWERSENSE_S3_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("POWERSENSE_S3_BUCKET", "t-unreachable")
+    monkeypatch.setenv("POWERSENSE_S3_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("POWERSENSE_S3_SECRET_ACCESS_KEY", "s")
+    monkeypatch.setenv("POWERSENSE_ARTIFACTS_DIR", str(tmp_path / "artifacts"))
+    store = get_artifact_store(Settings())
+    with pytest.raises(ArtifactError):
+        store.save_model("load", "v1", {"model.json": b"{}"}, {})
+    assert _files(tmp_path / "artifacts") == []
