@@ -1,13 +1,21 @@
--- Access control. The read-only users live in the server configuration, not here:
--- deploy/clickhouse/users.d/powersense.xml defines `powersense_reader` (query function) and `grafana`
--- (Grafana data source) with profile `powersense_readonly` (readonly = 1) and
+-- Access control. The users live in the server configuration, not here:
+-- deploy/clickhouse/users.d/powersense.xml defines
+--   `powersense_writer` (the writing stages; password from_env POWERSENSE_WRITER_PASSWORD) with
+--     GRANT SELECT, INSERT, CREATE DATABASE, CREATE TABLE, CREATE VIEW, ALTER ADD COLUMN ON electricity.*
+--     GRANT DROP VIEW ON electricity.series          (this DDL's `create or replace view`)
+--   i.e. read, insert and what applying this DDL needs, and nothing that deletes data;
+--   `powersense_reader` (query function) and `grafana` (Grafana data source) with profile
+--   `powersense_readonly` (readonly = 1) and
 --     GRANT SELECT ON electricity.*
--- Their passwords come from the server's environment (from_env; docker-compose fills it from the
+-- Their passwords come from the server's environment (from_env; filled from secrets, e.g. the
 -- untracked .env), so no password is stored in the repository. Users defined in users.d cannot be
 -- granted with SQL, which is why this file holds no statement: it is applied by both runtimes and
 -- by the server image's first start, and must stay valid for all three.
 --
 -- On a server managed with SQL access control instead, the equivalent is (password from a secret store):
+--     create user if not exists powersense_writer identified with sha256_password by '<secret>';
+--     grant select, insert, create database, create table, create view, alter add column on electricity.* to powersense_writer;
+--     grant drop view on electricity.series to powersense_writer;
 --     create user if not exists powersense_reader identified with sha256_password by '<secret>' settings readonly = 1;
 --     grant select on electricity.* to powersense_reader;
 --     create user if not exists grafana identified with sha256_password by '<secret>' settings readonly = 1;

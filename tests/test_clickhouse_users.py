@@ -1,0 +1,115 @@
+"""ClickHouse users (deploy/clickhouse/users.d/powersense.xml): the writer has least privilege.
+
+The writer's grants must cover exactly what the stages do: read, insert, and what applying the one
+DDL (ch/init, Store.apply_schema at start-up) requires — ClickHouse checks a CREATE's grant before
+``if not exists`` (src/Interpreters/InterpreterCreateQuery.cpp, getRequiredAccess): CREATE DATABASE,
+CREATE TABLE, CREATE VIEW (+ SELECT/INSERT on a materialized view's target), DROP VIEW for
+``create or replace view`` and ALTER ADD COLUMN — and nothing that deletes data.  chDB has no access
+management (its default user may not CREATE USER), so every grant is parsed by the engine
+(``formatQuery``), which rejects unknown privileges, and checked structurally against the DDL.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import chdb
+import pytest
+
+from shared.store import _split_statements
+
+REPO = Path(__file__).resolve().parent.parent
+USERS = REPO / "deploy" / "clickhouse" / "users.d" / "powersense.xml"
+DB = "electricity"
+STAGE_PRIVILEGES = {("SELECT", f"{DB}.*"), ("INSERT", f"{DB}.*")}  # every stage reads and writes its tables
+FORBIDDEN = {"ALL", "DROP", "DROP TABLE", "DROP DATABASE", "TRUNCATE", "ALTER", "ALTER DELETE", "ALTER UPDATE",
+             "ALTER DROP COLUMN", "ALTER TABLE", "ACCESS MANAGEMENT", "CREATE USER", "SYSTEM", "OPTIMIZE"}
+GRANT = re.compile(r"^GRANT\s+(?P<privs>.+?)\s+ON\s+(?P<obj>[\w*]+\.[\w*]+)$", re.IGNORECASE)
+
+
+def _user(name: str) -> ET.Element:
+    users = ET.parse(USERS).getroot().find("users")
+    assert users is not None
+    user = users.find(name)
+    assert user is not None, name
+    return user
+
+
+def _grants(name: str) -> set[tuple[str, str]]:
+    out = set()
+    for q in _user(name).iter("query"):
+        m = GRANT.match((q.text or "").strip())
+        assert m, q.text
+        out |= {(p.strip().upper(), m["obj"]) for p in m["privs"].split(",")}
+    return out
+
+
+def _required_by_ddl() -> set[tuple[str, str]]:
+    """The privileges applying ch/init needs, statement by statement."""
+    required: set[tuple[str, str]] = set()
+    for path in sorted((REPO / "ch" / "init").glob("[0-9][0-9][0-9].*.sql")):
+        for stmt in _split_statements(path.read_text()):
+            s = " ".join(stmt.lower().split())
+            if m := re.match(r"create database (?:if not exists )?(\w+)", s):
+                required.add(("CREATE DATABASE", f"{m[1]}.*"))
+            elif re.match(r"create table ", s):
+                required.add(("CREATE TABLE", f"{DB}.*"))
+            elif m := re.match(r"create materialized view (?:if not exists )?[\w.]+ to ([\w.]+)", s):
+                required |= {("CREATE VIEW", f"{DB}.*"), ("SELECT", m[1]), ("INSERT", m[1])}
+            elif m := re.match(r"create or replace view ([\w.]+)", s):
+                required |= {("CREATE VIEW", f"{DB}.*"), ("DROP VIEW", m[1])}
+            elif re.match(r"create view ", s):
+                required.add(("CREATE VIEW", f"{DB}.*"))
+            elif m := re.match(r"alter table [\w.]+ (add column)\b", s):
+                required.add(("ALTER ADD COLUMN", f"{DB}.*"))
+            else:
+                pytest.fail(f"{path.name}: no privilege mapping for {stmt[:60]!r}: grant it and extend this test")
+    return required
+
+
+def _covered(need: tuple[str, str], granted: set[tuple[str, str]]) -> bool:
+    priv, obj = need
+    return (priv, obj) in granted or (priv, f"{obj.split('.')[0]}.*") in granted
+
+
+def test_writer_password_comes_from_the_environment_and_it_is_not_read_only() -> None:
+    writer = _user("powersense_writer")
+    password = writer.find("password")
+    assert password is not None and password.get("from_env") == "POWERSENSE_WRITER_PASSWORD"
+    assert not (password.text or "").strip()
+    assert writer.findtext("profile") != "powersense_readonly"  # it applies the DDL and inserts
+
+
+def test_every_grant_parses_in_the_engine() -> None:
+    for name in ("powersense_writer", "powersense_reader", "grafana"):
+        for q in _user(name).iter("query"):
+            text = (q.text or "").strip()
+            formatted = chdb.query(f"select formatQuery($${text} TO x$$)", "CSV").bytes().decode()
+            assert formatted.strip().strip('"').upper().startswith("GRANT"), text
+
+
+def test_writer_grants_cover_the_ddl_and_nothing_more() -> None:
+    granted = _grants("powersense_writer")
+    required = _required_by_ddl() | STAGE_PRIVILEGES
+    assert all(_covered(n, granted) for n in required), {n for n in required if not _covered(n, granted)}
+    extra = {g for g in granted if g not in required and not any(_covered(n, {g}) for n in required)}
+    assert not extra, extra
+    assert not {p for p, _ in granted} & FORBIDDEN
+    assert all(obj != f"{DB}.*" for p, obj in granted if p.startswith("DROP")), "DROP only on named views"
+
+
+def test_no_stage_deletes_data() -> None:
+    """The writer holds no DROP TABLE/TRUNCATE/ALTER DELETE because no code issues them."""
+    pattern = re.compile(r"\b(drop|truncate)\s+(table|database|dictionary)\b|\bdelete\s+from\b"
+                         r"|\balter\s+table\b[^\n]*\b(delete|update)\b|\boptimize\s+table\b", re.IGNORECASE)
+    hits = [f"{p.relative_to(REPO)}: {m[0]}" for root in ("shared", "functions") for p in (REPO / root).rglob("*.py")
+            for m in pattern.finditer(p.read_text())]
+    assert not hits, hits
+
+
+def test_readers_stay_read_only() -> None:
+    for name in ("powersense_reader", "grafana"):
+        assert _user(name).findtext("profile") == "powersense_readonly"
+        assert {p for p, _ in _grants(name)} == {"SELECT"}
