@@ -70,6 +70,31 @@ def read_aws_secret(arn: str, variable: str) -> str:
     return str(value)
 
 
+class _HyphenatedSecrets(PydanticBaseSettingsSource):
+    """Secret files named with hyphens (``clickhouse-password`` for field ``clickhouse_password``).
+
+    On Kubernetes an OpenFaaS secret is a Secret object of the same name, and object names cannot
+    contain ``_`` (RFC 1123; github:openfaas/faas-netes pkg/k8s/secrets.go names the object and its
+    key after the secret), so a stack valid on faasd and Kubernetes uses hyphenated names.  The
+    underscore file wins when both exist (it comes first in the sources).
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], secrets_dir: Path) -> None:
+        super().__init__(settings_cls)
+        self.secrets_dir = secrets_dir
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # noqa: D102
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for name in self.settings_cls.model_fields:
+            path = self.secrets_dir / name.replace("_", "-")
+            if "_" in name and path.is_file():
+                found[name] = path.read_text().strip()
+        return found
+
+
 class Settings(BaseSettings):
     """Runtime configuration shared by all stages."""
 
@@ -87,6 +112,11 @@ class Settings(BaseSettings):
     clickhouse_user: str = Field(default="default", description="ClickHouse user (query: the read-only user)")
     clickhouse_password: SecretStr = Field(default=SecretStr(""), description="secret file clickhouse_password")
     clickhouse_database: str = Field(default="electricity", description="database of every table")
+    clickhouse_cluster: str = Field(
+        default="", pattern=r"^[A-Za-z0-9_.-]*$",
+        description="cluster name (remote_servers) of a sharded, replicated server: the schema is applied in its "
+        "cluster rendering (python -m shared ddl --cluster NAME); empty = single server or chDB",
+    )
     chdb_path: Path = Field(default=REPO_ROOT / "var" / "chdb", description="embedded data dir")
 
     # --- artifacts (S3 / MinIO, or a local directory with the same interface) ----------------
@@ -387,6 +417,7 @@ class Settings(BaseSettings):
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         if Path(secrets_dir).is_dir():
             sources.append(SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir, env_prefix=""))
+            sources.append(_HyphenatedSecrets(settings_cls, Path(secrets_dir)))
         return tuple(sources)
 
     @field_validator("clickhouse_url")
@@ -397,6 +428,12 @@ class Settings(BaseSettings):
         if not v.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _cluster_needs_server(self) -> Settings:
+        if self.clickhouse_cluster and self.clickhouse_url is None:
+            raise ValueError("POWERSENSE_CLICKHOUSE_CLUSTER needs POWERSENSE_CLICKHOUSE_URL (chDB is one node)")
+        return self
 
     @property
     def embedded(self) -> bool:

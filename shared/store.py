@@ -193,14 +193,16 @@ class Store:
             log_event(log, "schema_skipped_readonly", database=self.database)
             return 0
         count = 0
-        for path in sorted(ddl_dir.glob("[0-9][0-9][0-9].*.sql")):
-            sql = path.read_text().replace("electricity.", f"{self.database}.")
-            sql = sql.replace("database if not exists electricity", f"database if not exists {self.database}")
-            for stmt in _split_statements(sql):
-                if self.embedded and stmt.lstrip().lower().startswith(_ACCESS_CONTROL):
-                    continue  # access control exists on servers only
-                self.command(stmt)
-                count += 1
+        from shared.schema import render_cluster, single_node_statements
+
+        statements = single_node_statements(ddl_dir, self.database)
+        if self.settings.clickhouse_cluster:  # one DDL, rendered ON CLUSTER (Replicated* + Distributed)
+            statements = render_cluster(statements, self.settings.clickhouse_cluster)
+        for stmt in statements:
+            if self.embedded and stmt.lstrip().lower().startswith(_ACCESS_CONTROL):
+                continue  # access control exists on servers only
+            self.command(stmt)
+            count += 1
         log_event(log, "schema_applied", statements=count, database=self.database)
         return count
 
