@@ -46,13 +46,14 @@ def load_series(
     end: datetime | None = None,
     as_of: datetime | None = None,
 ) -> pd.DataFrame:
-    """Columns ``ts`` (UTC), ``value`` (NULL or implausible → NaN), ``nature``, ``version``, ``flag``.
+    """Columns ``ts`` (UTC), ``value`` (NULL or implausible → NaN), ``nature``, ``version``, ``flag``,
+    ``raw_value``.
 
     ``start <= ts < end``.  ``flag`` is the plausibility reason of the chosen version ('' =
-    plausible; otherwise ``value`` is NaN).  ``as_of`` restricts to versions inserted, and verdicts
-    made, at or before that time (what was known then).
+    plausible; otherwise ``value`` is NaN and ``raw_value`` is what the source sent).  ``as_of``
+    restricts to versions inserted, and verdicts made, at or before that time (what was known then).
     """
-    sql = f"select ts, value, nature, version, flag from {SERIES_SQL} order by ts"
+    sql = f"select ts, value, nature, version, flag, raw_value from {SERIES_SQL} order by ts"
     params = {
         "source": source,
         "metric": metric,
@@ -65,6 +66,7 @@ def load_series(
     if df.empty:
         return pd.DataFrame({"ts": pd.Series(dtype="datetime64[ns, UTC]"), "value": pd.Series(dtype=float),
                              "nature": pd.Series(dtype=str), "version": pd.Series(dtype="uint64"),
-                             "flag": pd.Series(dtype=str)})
+                             "flag": pd.Series(dtype=str), "raw_value": pd.Series(dtype=float)})
     df["value"] = pd.to_numeric(df["value"], errors="coerce")
+    df["raw_value"] = pd.to_numeric(df["raw_value"], errors="coerce")
     return df

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -107,3 +108,49 @@ def frozen_clock(at: pd.Timestamp) -> Iterator[None]:
         yield
     finally:
         clock.install(None)
+
+
+def upsert_load(store: Store, rows: pd.DataFrame, batch_id: str = "test") -> int:
+    """Write (ts, nature, value) consumption rows through the product's versioning path
+    (compute_versions + write_versions: versions, inserted_at from the product clock, plausibility flags)."""
+    from shared.ingest.versioning import compute_versions, load_latest, write_versions
+
+    obs = pd.DataFrame({"ts": rows["ts"], "metric": METRIC,
+                        "nature": rows["nature"].replace("", "Données temps réel"),
+                        "perimetre": "France", "value": rows["value"].astype(float)})
+    obs["ukey"] = make_ukeys(obs["ts"], obs["metric"], obs["nature"], obs["perimetre"])
+    latest = load_latest(store, SOURCE, [METRIC], obs["ts"].min(), obs["ts"].max())
+    return write_versions(store, compute_versions(obs, latest), SOURCE, batch_id, chunk_rows=100_000)
+
+
+QUERY_TOKEN = "trust-series-test-token"
+
+
+@contextmanager
+def query_client(store: Store) -> Iterator[Any]:
+    """The real query function (HTTP, bearer token) over ``store``'s database, responses never cached."""
+    import os
+
+    from fastapi.testclient import TestClient
+
+    from local_dev.functions import load_handler
+    from shared import settings as settings_mod
+    from shared import store as store_mod
+
+    saved = {k: os.environ.get(k) for k in ("POWERSENSE_QUERY_TOKEN", "POWERSENSE_QUERY_CACHE_TTL_S",
+                                            "POWERSENSE_CLICKHOUSE_DATABASE")}
+    os.environ.update(POWERSENSE_QUERY_TOKEN=QUERY_TOKEN, POWERSENSE_QUERY_CACHE_TTL_S="0",
+                      POWERSENSE_CLICKHOUSE_DATABASE=store.database)
+    settings_mod.get_settings.cache_clear()
+    store_mod.reset_store()
+    try:
+        with TestClient(load_handler("query").app, headers={"Authorization": f"Bearer {QUERY_TOKEN}"}) as c:
+            yield c
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        settings_mod.get_settings.cache_clear()
+        store_mod.reset_store()

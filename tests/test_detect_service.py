@@ -7,7 +7,15 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from fixtures_detect import frozen_clock, real_load, utc, write_forecasts, write_measurements
+from fixtures_detect import (
+    frozen_clock,
+    query_client,
+    real_load,
+    upsert_load,
+    utc,
+    write_forecasts,
+    write_measurements,
+)
 
 from shared.detection.service import run_detect
 from shared.runs import stage_run
@@ -183,3 +191,57 @@ def test_cron_run_starts_from_the_last_watermark(store: Store, settings: Setting
         expected_start,
         NOW + pd.Timedelta(minutes=15),
     )
+
+
+# --- implausible values and backfills (issue 9: Why 4–5, Deliver 3–4) ---------------------------------------
+# A labelled synthetic glitch on the real data: a day and a half of zeros inside the window.
+ZEROS = (utc("2022-11-15 06:00"), utc("2022-11-16 18:00"))
+
+
+def test_zero_glitch_is_surfaced_as_implausible_and_healed_by_the_revision(
+    store: Store, settings: Settings, history: pd.DataFrame
+) -> None:
+    span = (history["ts"] >= ZEROS[0]) & (history["ts"] < ZEROS[1])
+    glitched = history.copy()
+    glitched.loc[span, "value"] = 0.0
+    with frozen_clock(NOW - pd.Timedelta(minutes=1)):
+        upsert_load(store, glitched)
+    detect(store, settings)
+    found = anomalies(store)
+    implausible = found[found["kind"] == "implausible"]
+    assert len(implausible) == span.sum() == 144
+    assert (implausible["status"] == "open").all() and (implausible["value"] == 0).all()
+    # the zeros are not reported as missing values either: the source sent values, only impossible ones
+    assert not found[(found["kind"] == "missing") & found["ts"].between(*ZEROS)].size
+    dq = store.query_df("select * from {db:Identifier}.data_quality where check = 'implausible'")
+    assert (dq["status"].iloc[0], dq["value"].iloc[0]) == ("fail", 144.0)
+
+    with frozen_clock(NOW + pd.Timedelta(minutes=10)):
+        upsert_load(store, history)  # the source revises the zeros to the real values
+    detect(store, settings, now=NOW + pd.Timedelta(minutes=15))
+    healed = anomalies(store)
+    healed = healed[healed["kind"] == "implausible"]
+    assert len(healed) == 144 and (healed["status"] == "resolved").all()
+    assert healed["resolution"].str.startswith("plausible (version 2)").all()
+    dq = store.query_df("select * from {db:Identifier}.data_quality where check = 'implausible' "
+                        "order by checked_at desc limit 1")
+    assert (dq["status"].iloc[0], dq["value"].iloc[0]) == ("ok", 0.0)
+
+
+def test_backfill_of_an_old_window_leaves_the_latest_data_quality_view_alone(
+    store: Store, settings: Settings, history: pd.DataFrame
+) -> None:
+    write_measurements(store, history)
+    with frozen_clock(NOW), stage_run(store, "detect", trigger="cron") as run:
+        run_detect(store, settings, run)  # the scheduled run: the days before now are complete
+    detect(store, settings, now=NOW + pd.Timedelta(minutes=5), window=(utc("2022-09-01"), utc("2022-09-03")))
+    with query_client(store) as client:
+        r = client.get("/data-quality", params={"check": "completeness"})
+    assert r.status_code == 200, r.text
+    days = {c["scope"]: c["value"] for c in r.json()["items"]}
+    assert days == {"2022-11-15": 1.0, "2022-11-16": 1.0, "2022-11-17": 1.0}
+    # the backfill's own checks describe its window: as of its end, complete days too
+    backfill = store.query_df("select scope, value from {db:Identifier}.data_quality "
+                              "where check = 'completeness' and checked_at = '2022-09-03 00:00:00'")
+    assert sorted(backfill["scope"]) == ["2022-09-01", "2022-09-02", "2022-09-03"]  # Paris days up to its end
+    assert (backfill["value"] > 0.9).all()

@@ -16,7 +16,9 @@ from shared.ingest.versioning import (
     wide_to_long,
     write_versions,
 )
+from shared.series import load_series
 from shared.store import Store
+from tests.fixtures_detect import frozen_clock, query_client, real_load, upsert_load, utc
 
 T0 = datetime(2023, 1, 2, 10, 0, tzinfo=UTC)
 
@@ -122,3 +124,90 @@ def test_identical_retry_of_an_insert_is_deduplicated(store: Store) -> None:
     write_versions(store, rows, "eco2mix_national", "b1", chunk_rows=10)
     write_versions(store, rows, "eco2mix_national", "b1", chunk_rows=10)
     assert store.scalar("select count() from {db:Identifier}.measurements") == 2
+
+
+# --- plausibility flags and the one clock (issue 9: Why 4, Deliver 3, item 6) -------------------------------
+# Real 2023 consumption with a labelled synthetic glitch: a day and a half of zeros, as eco2mix published.
+
+GLITCH = (pd.Timestamp("2023-03-07 10:00", tz="UTC"), pd.Timestamp("2023-03-08 22:00", tz="UTC"))
+
+
+def _glitched() -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
+    real = real_load("2023-03-01", "2023-03-15")
+    span = (real["ts"] >= GLITCH[0]) & (real["ts"] < GLITCH[1])
+    glitched = real.copy()
+    glitched.loc[span, "value"] = 0.0
+    return real, glitched, span
+
+
+def test_zero_glitch_is_stored_as_received_flagged_and_left_out_of_the_series(store: Store) -> None:
+    real, glitched, span = _glitched()
+    with frozen_clock(utc("2023-03-15 00:05")):
+        upsert_load(store, glitched)
+    # nothing is lost: the zeros are stored as received
+    zeros = store.scalar("select count() from {db:Identifier}.measurements where value = 0")
+    assert zeros == span.sum() == 144
+    series = load_series(store, "eco2mix_national", "consommation")
+    glitch_ts = series["ts"].isin(real.loc[span, "ts"])
+    assert (series.loc[glitch_ts, "flag"] == "non_positive").all() and series.loc[glitch_ts, "value"].isna().all()
+    assert (series.loc[~glitch_ts, "flag"] == "").all()
+    assert series.loc[~glitch_ts, "value"].tolist() == real.loc[~span, "value"].tolist()
+
+
+def test_query_api_latest_series_leaves_the_glitch_out(store: Store) -> None:
+    _, glitched, _ = _glitched()
+    with frozen_clock(utc("2023-03-15 00:05")):
+        upsert_load(store, glitched)
+    with query_client(store) as client:
+        r = client.get("/measurements", params={"metric": "consommation", "start": "2023-03-08T00:00:00Z",
+                                                 "end": "2023-03-09T00:00:00Z"})
+    assert r.status_code == 200, r.text
+    points = {p["ts"]: p["value"] for p in r.json()["points"]}
+    assert points["2023-03-08T21:45:00Z"] is None  # the last zero: no value, not 0
+    assert points["2023-03-08T22:00:00Z"] > 40_000
+    assert sum(v is None for v in points.values()) == 88  # 00:00–21:45 of that UTC day
+
+
+def test_revision_with_the_real_value_heals_the_glitch(store: Store) -> None:
+    real, glitched, span = _glitched()
+    with frozen_clock(utc("2023-03-15 00:05")):
+        upsert_load(store, glitched)
+    with frozen_clock(utc("2023-03-16 00:05")):
+        upsert_load(store, real)  # the source revises the zeros to the real values
+    series = load_series(store, "eco2mix_national", "consommation")
+    assert series["value"].tolist() == real["value"].tolist()
+    assert (series["flag"] == "").all()
+    assert (series.loc[series["ts"].isin(real.loc[span, "ts"]), "version"] == 2).all()
+    # as known before the revision, the instants were flagged (and the zeros kept)
+    before = load_series(store, "eco2mix_national", "consommation", as_of=utc("2023-03-15 12:00").to_pydatetime())
+    assert (before["flag"] != "").sum() == 144
+
+
+def test_a_neighbour_arriving_later_proves_a_jump(store: Store) -> None:
+    real = real_load("2023-02-01", "2023-02-03")
+    at = utc("2023-02-02 12:00")
+    hole = (real["ts"] > utc("2023-02-02 10:00")) & (real["ts"] < at)
+    glitched = real.copy()
+    glitched.loc[glitched["ts"] == at, "value"] *= 0.55  # labelled synthetic: one value at 55 %
+    with frozen_clock(utc("2023-02-03 00:05")):
+        # the value arrives after a 2-hour hole: a 55 % level is possible across two hours
+        upsert_load(store, glitched[~hole & (glitched["ts"] <= at)])
+        assert load_series(store, "eco2mix_national", "consommation")["flag"].eq("").all()
+        # the hole is filled later: now the value is a jump no grid makes in 15 minutes
+        upsert_load(store, glitched[hole | (glitched["ts"] > at)])
+    series = load_series(store, "eco2mix_national", "consommation").set_index("ts")
+    assert series.loc[at, "flag"] == "impossible_jump" and np.isnan(series.loc[at, "value"])
+    assert (series.drop(index=at)["flag"] == "").all()
+
+
+def test_inserted_at_comes_from_the_product_clock(store: Store) -> None:
+    real = real_load("2023-12-01", "2023-12-02")
+    with frozen_clock(utc("2023-12-02 00:04")):  # the demo's simulated clock
+        upsert_load(store, real)
+    stamps = store.query_rows("select distinct inserted_at from {db:Identifier}.measurements")
+    assert [pd.Timestamp(s[0]).tz_localize(None) for s in stamps] == [pd.Timestamp("2023-12-02 00:04")]
+    # README's as_of example: the values as known the next morning, and nothing before they arrived
+    known = load_series(store, "eco2mix_national", "consommation", as_of=utc("2023-12-02 06:00").to_pydatetime())
+    assert len(known) == 96
+    assert load_series(store, "eco2mix_national", "consommation",
+                       as_of=utc("2023-12-01 23:00").to_pydatetime()).empty

@@ -103,6 +103,24 @@ def out_of_range(window: pd.DataFrame, bounds: tuple[float, float] | None, margi
     }
 
 
+def implausible(window: pd.DataFrame) -> dict[str, Any]:
+    """Values of the window the plausibility rule flags (shared/plausibility.py): stored as received,
+    left out of the series.  ``window`` is :func:`shared.series.load_series` output (column ``flag``)."""
+    flags = window["flag"].astype(str) if "flag" in window.columns else pd.Series(dtype=str)
+    bad = window[flags != ""]
+    details: dict[str, Any] = {"reasons": bad["flag"].value_counts().to_dict() if len(bad) else {}}
+    if len(bad):
+        details.update(first=pd.Timestamp(bad["ts"].min()).isoformat(), last=pd.Timestamp(bad["ts"].max()).isoformat())
+    return {
+        "check": "implausible",
+        "scope": "window",
+        "value": float(len(bad)),
+        "expected": 0.0,
+        "status": "ok" if bad.empty else "fail",
+        "details": details,
+    }
+
+
 def learned_bounds(
     store: Store, source: str, metric: str, until: datetime, days: int = 365
 ) -> tuple[float, float] | None:

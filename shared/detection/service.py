@@ -6,6 +6,12 @@
 * Expectation per point: the latest forecast issued at or before it (forecasts table, 30-min steps
   interpolated to the series' step); where no forecast covers a point, the seasonal profile.
   With no usable expectation at all (a bare store), the z-score baseline runs instead.
+* Values the plausibility rule flags (shared/plausibility.py; the series leaves them out) become
+  ``implausible`` anomalies (detector ``plausibility``) and an ``implausible`` data-quality check; a
+  revision (or a neighbour) that makes the value plausible resolves them.
+* Data-quality checks describe the window: they are computed, and stamped (``checked_at``), as of
+  the window's end — now for a scheduled run, the end of the window for a backfill — so a backfill
+  never replaces the latest data-quality view with checks of a series loaded for another window.
 * Writes are idempotent: the anomalies already stored for the window are read first; only new
   points, state changes (resolved, reclassified, reopened) are inserted, as new versions of the same
   key (ReplacingMergeTree on (source, metric, kind, detector, ts), version ``updated_at``).
@@ -66,6 +72,7 @@ ANOMALY_COLUMNS = [
     "updated_at",
 ]
 KEY = ["kind", "detector", "ts"]
+IMPLAUSIBLE = "implausible"  # kind (and detector "plausibility") of values the plausibility rule flags
 PROFILE_HISTORY_DAYS = 43  # same-type days for the profile (6 weeks back) + 1
 
 ANOMALIES_RAISED = Counter(
@@ -175,6 +182,8 @@ def load_forecast_deltas(
 # --- compute -----------------------------------------------------------------------------------------
 def severity(kind: str, value: float | None, expected: float | None, block_steps: int) -> str:
     """low / medium / high: relative size for jumps, duration for stuck or missing blocks."""
+    if kind == "implausible":  # a value no grid can produce (shared/plausibility.py)
+        return "high"
     if kind in ("missing", "flatline"):
         return "high" if block_steps >= 16 else ("medium" if block_steps >= 4 else "low")
     if value is None or expected is None or not np.isfinite(value) or not np.isfinite(expected) or expected == 0:
@@ -248,6 +257,27 @@ def _block_lengths(rows: pd.DataFrame, step: pd.Timedelta) -> np.ndarray:
         block[order] = sizes
         out[rows.index.get_indexer(g.index)] = block
     return out
+
+
+def implausible_rows(series: pd.DataFrame, window: tuple[pd.Timestamp, pd.Timestamp]) -> pd.DataFrame:
+    """Detector rows (kind ``implausible``) for the window's values the plausibility rule flags (pure).
+
+    ``series``: :func:`shared.series.load_series` output; the flagged value (``raw_value``) is kept
+    so the anomaly shows what the source sent.
+    """
+    start, end = window
+    flags = series["flag"].astype(str) if "flag" in series.columns else pd.Series("", index=series.index)
+    bad = series[(flags != "") & (series["ts"] >= start) & (series["ts"] < end)]
+    if bad.empty:
+        return pd.DataFrame()
+    rows = pd.DataFrame({
+        "ts": bad["ts"].reset_index(drop=True), "kind": IMPLAUSIBLE, "detector": "plausibility",
+        "value": bad["raw_value"].to_numpy(dtype=float), "expected": np.nan, "lower": np.nan, "upper": np.nan,
+        "score": np.nan, "threshold": np.nan, "superseded": False, "model_version": "", "forecast_run_id": "",
+        "reason": bad["flag"].to_numpy(),
+    })
+    rows["block_steps"] = 1
+    return rows.reset_index(drop=True)
 
 
 def reconcile(
@@ -328,7 +358,18 @@ def reconcile(
                 continue
             ts = key[2]
             version = int(versions.get(ts, 0))
-            if key[0] == "missing":
+            if key[0] == IMPLAUSIBLE:  # no longer flagged: revised, or a later neighbour proved it right
+                out.append(
+                    {
+                        **old.to_dict(),
+                        **dict(zip(KEY, key, strict=True)),
+                        "status": "resolved",
+                        "resolved_at": now,
+                        "resolution": f"plausible (version {version})" if version else "value withdrawn",
+                        "updated_at": now,
+                    }
+                )
+            elif key[0] == "missing":
                 if version:  # the value arrived after all
                     out.append(
                         {
@@ -393,9 +434,17 @@ def run_detect(
         grid = pd.date_range(series["ts"].min(), w_end, freq=f"{step_min}min")
         deltas = load_forecast_deltas(store, source, metric, history_start, w_end, grid)
         computed, info = compute_anomalies(series[["ts", "value"]], deltas, (w_start, w_end), settings)
+        flagged = implausible_rows(series, (w_start, w_end))
+        if len(flagged):
+            # A flagged instant has a value, only not a plausible one: an 'implausible' anomaly, not 'missing'.
+            if len(computed):
+                computed = computed[~((computed["kind"] == "missing") & computed["ts"].isin(flagged["ts"]))]
+            computed = pd.concat([c for c in (computed, flagged) if len(c)], ignore_index=True)
+            info["implausible"] = int(len(flagged))
         figures.update(info)
         existing = load_existing(store, source, metric, w_start, w_end)
-        versions = series.set_index("ts")["version"].where(series.set_index("ts")["value"].notna(), 0)
+        by_ts = series.set_index("ts")
+        versions = by_ts["version"].where(by_ts["value"].notna() | (by_ts["flag"].astype(str) != ""), 0)
         to_write = (
             reconcile(computed, existing, versions, now, run.run_id, source, metric)
             if len(computed) or len(existing)
@@ -426,19 +475,27 @@ def run_detect(
     else:
         figures["detector"] = "none"
 
-    # data quality
+    # data quality, keyed by the window it describes: checked as of the window's end, which is now for a
+    # scheduled run and the end of the window for a backfill.  So a backfill of an old window judges
+    # completeness and freshness on the series it loaded (the days before its end), and its rows carry
+    # that instant as checked_at: /data-quality (the run with the newest checked_at) keeps showing the
+    # scheduled run's view of now instead of 0 % completeness computed from a series that ends weeks ago.
+    dq_at = min(now, w_end)
+    figures["checked_as_of"] = dq_at.isoformat()
     window_series = series[(series["ts"] >= w_start) & (series["ts"] < w_end)]
-    checks = quality.completeness(series, now, 3, step_min, settings.dq_completeness_min, settings.detect_value_lag_min)
-    fresh = quality.freshness(series, now, step_min, settings.dq_freshness_max_min)
-    if np.isfinite(fresh["value"]):
+    checks = quality.completeness(series, dq_at, 3, step_min, settings.dq_completeness_min,
+                                  settings.detect_value_lag_min)
+    fresh = quality.freshness(series, dq_at, step_min, settings.dq_freshness_max_min)
+    if np.isfinite(fresh["value"]) and dq_at == now:
         DATA_AGE.set(fresh["value"] * 60)
     checks.append(fresh)
     checks.append(quality.duplicates(store, source, metric, w_start, w_end))
     checks.append(quality.dead_letter(store, w_start, w_end))
     bounds = quality.learned_bounds(store, source, metric, w_start)
     checks.append(quality.out_of_range(window_series, bounds, settings.dq_range_margin))
+    checks.append(quality.implausible(window_series))
     checks.extend(quality.revisions(store, source, metric, w_start, w_end))
-    dq = quality.to_frame(checks, now, run.run_id, source, metric)
+    dq = quality.to_frame(checks, dq_at, run.run_id, source, metric)
     store.insert_df("data_quality", dq)
     run.rows_out += len(dq)
     figures["quality"] = {f"{c['check']}:{c['scope']}": c["status"] for c in checks if c["status"] != "ok"} or "ok"
