@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DBT_VENV  := .venv-dbt
 DBT_STAMP := $(DBT_VENV)/.installed
-APT_TOOLS := prometheus prometheus-alertmanager docker-compose wrk
+APT_TOOLS := prometheus prometheus-alertmanager docker-compose wrk shellcheck
 ARGS ?=
 
 .PHONY: venv demo test bench evaluate evaluate-anomalies validate dashboards dbt-build lint tools dbt-venv lock clean
@@ -19,7 +19,7 @@ venv: $(STAMP)
 
 # System tools the tests and benchmarks drive for real (promtool, amtool, docker-compose config, wrk).
 tools:
-	@missing=""; for b in promtool amtool docker-compose wrk; do command -v $$b >/dev/null || missing=1; done; \
+	@missing=""; for b in promtool amtool docker-compose wrk shellcheck; do command -v $$b >/dev/null || missing=1; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_TOOLS) >/dev/null; \
 	  else echo "missing system tools; run as root: apt-get install -y $(APT_TOOLS)"; fi; fi
@@ -58,9 +58,12 @@ lock: venv
 # Every config the test suite validates, as one command (promtool, amtool, compose, hadolint, cfn-lint, dbt).
 validate: venv tools dbt-venv
 	promtool check config observability/prometheus/prometheus.yml
+	promtool check config observability/prometheus/prometheus.compose.yml
 	promtool test rules observability/prometheus/tests/*.yml
 	amtool check-config observability/alertmanager/alertmanager.yml
 	docker-compose --env-file deploy/env.example -f docker-compose.yml config -q
+	$(VENV)/bin/hadolint deploy/compose/scheduler.Dockerfile
+	shellcheck deploy/faasd/install.sh deploy/compose/init.sh
 	$(VENV)/bin/hadolint template/powersense-python/Dockerfile functions/Dockerfile.lambda
 	$(VENV)/bin/cfn-lint template.yaml
 	cd dbt && ../$(DBT_VENV)/bin/dbt compile --profiles-dir . --no-populate-cache
