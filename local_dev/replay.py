@@ -12,7 +12,10 @@ Supported query parameters (the subset poll uses, with ODRÉ's caps and error sh
   day), ``nature = "…"`` / ``perimetre = "…"``; ``<op>`` is ``>=, >, <=, <, =, !=`` (``!=`` only
   for text fields);
 * ``order_by``: ``date_heure`` [``asc``|``desc``]; ``limit`` 0…100 (default 10); ``offset`` with
-  ``offset + limit ≤ 10000`` (else HTTP 400 ``InvalidRESTParameterError`` as ODRÉ answers);
+  ``offset + limit ≤ 10000`` (else HTTP 400 ``InvalidRESTParameterError`` as ODRÉ answers).  poll
+  pages by keyset — ``date_heure > "<last instant read>" and date_heure < "<end>"`` at offset 0,
+  and ``date_heure = "<instant>"`` to re-read the records sharing one instant — which these
+  comparisons serve exactly like ODRÉ (``total_count`` counts what the ``where`` matches);
 * ``select``: optional comma-separated field list.
 
 Only rows with ``date_heure <= shared.clock.now()`` are visible, so with a simulated clock

@@ -210,3 +210,91 @@ def other_database(settings: Settings) -> Iterator[tuple[Store, Settings]]:
         yield store, other
     finally:
         store.command(f"drop database if exists {name}")
+
+
+# --- record-level faults (issue 9): what real sources do -------------------------------------------------
+
+
+def _at(doc: dict[str, Any], instant: str) -> list[dict[str, Any]]:
+    return [r for r in doc["results"] if r.get("date_heure") == instant]
+
+
+def add_copy(instant: str, **changes: Any) -> Transform:
+    """Append, after the real record of ``instant`` (when the page has it), a copy with ``changes``:
+    e.g. ``perimetre="Bretagne", consommation=5`` (a foreign perimeter) or
+    ``date_heure="…T12:00:30+00:00"`` (an off-grid instant)."""
+
+    def transform(doc: dict[str, Any], n: int) -> dict[str, Any]:
+        for i, rec in enumerate(list(doc["results"])):
+            if rec.get("date_heure") == instant and rec.get("perimetre") == "France":
+                doc["results"].insert(i + 1, {**rec, **changes})
+                break
+        return doc
+
+    return transform
+
+
+def set_field(values: dict[str, Any], field_name: str = "consommation") -> Transform:
+    """Replace ``field_name`` of the records at the given instants (``{date_heure: raw value}``), e.g.
+    ``"Infinity"``, ``"1_586"``, Arabic-Indic digits."""
+
+    def transform(doc: dict[str, Any], n: int) -> dict[str, Any]:
+        for rec in doc["results"]:
+            if rec.get("date_heure") in values:
+                rec[field_name] = values[rec["date_heure"]]
+        return doc
+
+    return transform
+
+
+def repeat_previous_page(n_repeat: int) -> Transform:
+    """Request ``n_repeat`` answers the previous request's records again (the source rewrote rows while
+    we paged: an offset reader then skips the page it should have got)."""
+    previous: dict[int, list[Any]] = {}
+
+    def transform(doc: dict[str, Any], n: int) -> dict[str, Any]:
+        if n == n_repeat and n - 1 in previous:
+            doc["results"] = json.loads(json.dumps(previous[n - 1]))
+        previous[n] = json.loads(json.dumps(doc["results"]))
+        return doc
+
+    return transform
+
+
+def drop_from_page(n_drop: int, count: int, at: int = 40) -> Transform:
+    """Request ``n_drop`` loses ``count`` records from the middle of its page (a short page)."""
+
+    def transform(doc: dict[str, Any], n: int) -> dict[str, Any]:
+        if n == n_drop:
+            del doc["results"][at:at + count]
+        return doc
+
+    return transform
+
+
+def drop_instants(instants: set[str]) -> Transform:
+    """Every request lacks the records of these instants (a source that lost rows: its total_count
+    still counts them)."""
+
+    def transform(doc: dict[str, Any], n: int) -> dict[str, Any]:
+        doc["results"] = [r for r in doc["results"] if r.get("date_heure") not in instants]
+        return doc
+
+    return transform
+
+
+def inflate_total_count(extra: int) -> Transform:
+    """The source announces ``extra`` more records than it ever delivers."""
+
+    def transform(doc: dict[str, Any], n: int) -> dict[str, Any]:
+        doc["total_count"] += extra
+        return doc
+
+    return transform
+
+
+def requests_where(faults: FaultInjector) -> list[str]:
+    """The ``where`` parameter of every records request seen so far."""
+    from urllib.parse import parse_qs
+
+    return [parse_qs(entry["query"]).get("where", [""])[0] for entry in faults.log]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pandas as pd
@@ -23,17 +23,25 @@ from tests.fixtures_ingest import (
     ECO2MIX,
     Fault,
     ReplayServer,
+    add_copy,
     content,
+    drop_from_page,
+    drop_instants,
+    inflate_total_count,
     ingest_settings,
     other_database,
     physical_duplicates,
     poll_once,
+    repeat_previous_page,
+    requests_where,
     serve_replay,
     set_clock,
+    set_field,
     upsert_once,
 )
 
 H = timedelta(hours=1)
+MIN = timedelta(minutes=1)
 D = timedelta(days=1)
 MARCH1 = datetime(2023, 3, 1, tzinfo=UTC)
 
@@ -56,6 +64,11 @@ def _fresh(replay: ReplayServer) -> Iterator[None]:
 @pytest.fixture
 def cfg(settings: Settings, replay: ReplayServer) -> Settings:
     return ingest_settings(settings, replay)
+
+
+def iso(ts: datetime) -> str:
+    """An instant as the source spells date_heure."""
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
 
 
 def _backfill(store: Store, cfg: Settings, start: datetime, end: datetime) -> dict[str, Any]:
@@ -438,3 +451,198 @@ def test_backfill_body_through_the_handler(store: Store, cfg: Settings) -> None:
         app.dependency_overrides.clear()
     assert resp.status_code == 200, resp.text
     assert resp.json()["details"]["pages"] == 1 and resp.json()["details"]["truncated"] is True
+
+
+# --- issue 9: trust nothing from the source ------------------------------------------------------------
+
+
+def _history(start: datetime, end: datetime) -> pd.DataFrame:
+    frame = pd.read_csv(ECO2MIX / "eco2mix_national_2023.csv.gz", usecols=["date_heure", "consommation"])
+    frame["ts"] = pd.to_datetime(frame["date_heure"], utc=True)
+    return frame[(frame["ts"] >= start) & (frame["ts"] < end)]
+
+
+def _consumption(store: Store, ts: datetime) -> list[tuple[Any, ...]]:
+    return store.query_rows(
+        """select version, value, nature from {db:Identifier}.measurements final
+           where metric = 'consommation' and ts = {t:DateTime64(3, 'UTC')} order by version""",
+        {"t": ts},
+    )
+
+
+def _gaps(store: Store) -> list[tuple[Any, ...]]:
+    return store.query_rows(
+        "select day, status, length(missing), attempts from {db:Identifier}.poll_gaps final order by day"
+    )
+
+
+def test_foreign_perimeter_record_never_becomes_national_load(
+    store: Store, cfg: Settings, replay: ReplayServer
+) -> None:
+    noon = MARCH1 + 12 * H
+    replay.faults.reset(Fault(transform=add_copy(iso(noon), perimetre="Bretagne", consommation=5)))
+    run = _backfill(store, cfg, MARCH1, MARCH1 + D)
+    assert run["status"] == "success"
+    rows = _consumption(store, noon)
+    assert len(rows) == 1 and rows[0][1] == _history(noon, noon + 15 * MIN)["consommation"].iloc[0] != 5
+    assert store.scalar("select uniqExact(ukey) from {db:Identifier}.measurements where ukey like '%Bretagne%'") == 0
+    (reason,) = store.query_rows("select reason from {db:Identifier}.rejected_records")[0]
+    assert reason == "perimetre 'Bretagne' is not the configured perimeter 'France'"
+
+
+def test_off_grid_instant_cannot_replace_the_quarter_hour(store: Store, cfg: Settings, replay: ReplayServer) -> None:
+    noon = MARCH1 + 12 * H
+    late = iso(noon).replace("12:00:00", "12:00:30")
+    replay.faults.reset(Fault(transform=add_copy(iso(noon), date_heure=late, consommation=5)))
+    _backfill(store, cfg, MARCH1, MARCH1 + D)
+    assert [r[1] for r in _consumption(store, noon)] == [_history(noon, noon + 15 * MIN)["consommation"].iloc[0]]
+    assert store.scalar("select count() from {db:Identifier}.measurements where toSecond(ts) != 0") == 0
+    (reason,) = store.query_rows("select reason from {db:Identifier}.rejected_records")[0]
+    assert reason.startswith("off-grid: date_heure 2023-03-01T12:00:30+00:00")
+
+
+def test_non_numbers_are_dead_letters_never_withdrawals(store: Store, cfg: Settings, replay: ReplayServer) -> None:
+    _backfill(store, cfg, MARCH1, MARCH1 + D)
+    before = content(store)
+    odd = {iso(MARCH1 + 12 * H): "Infinity", iso(MARCH1 + 12 * H + 15 * MIN): "-inf",
+           iso(MARCH1 + 12 * H + 30 * MIN): "1_586", iso(MARCH1 + 12 * H + 45 * MIN): "\u0661\u0665\u0668\u0666",
+           iso(MARCH1 + 13 * H): "NaN", iso(MARCH1 + 13 * H + 15 * MIN): " 47083 "}
+    replay.faults.reset(Fault(transform=set_field(odd)))
+    run = _backfill(store, cfg, MARCH1, MARCH1 + D)
+    assert content(store) == before  # no NULL version, no 1586: nothing changed
+    assert store.scalar("select max(version) from {db:Identifier}.measurements") == 1
+    payloads = store.query_rows("select reason, payload from {db:Identifier}.rejected_records")
+    assert {json.loads(p)["consommation"] for _, p in payloads} == set(odd.values())
+    assert all(r.startswith("invalid record: consommation:") for r, _ in payloads)
+    # the instants have no usable record in this read: reported, re-read later (issue 9)
+    assert run["status"] == "partial" and run["details"]["missing_open"] == len(odd)
+
+
+def test_repeated_page_during_a_31_day_catch_up_loses_nothing(
+    store: Store, cfg: Settings, replay: ReplayServer
+) -> None:
+    # The issue's case: during a 31-day catch-up the source answers one page twice (it rewrote rows
+    # while we paged). Offset paging then skipped 100 instants and reported success.
+    _backfill(store, cfg, MARCH1, MARCH1 + D)
+    set_clock(MARCH1 + 40 * D)
+    replay.faults.reset(Fault(transform=repeat_previous_page(5)))
+    run = poll_once(store, cfg)
+    upsert_once(store, cfg)
+    start, end = (datetime.fromisoformat(run["details"][k]) for k in ("window_start", "window_end"))
+    assert end - start == 31 * D and run["details"]["catching_up"] is True
+    got = store.query_df(
+        """select distinct ts from {db:Identifier}.measurements
+           where ts >= {a:DateTime64(3, 'UTC')} and ts < {b:DateTime64(3, 'UTC')} order by ts""",
+        {"a": start, "b": end},
+    )["ts"]
+    assert list(got) == list(_history(start, end)["ts"])  # every instant of the window, in this same poll
+    assert run["status"] == "success" and run["details"]["complete"] is True
+    assert run["details"]["repeated_pages"] == 1
+    assert _gaps(store) == []
+
+
+def test_short_page_is_re_read_in_the_same_poll(store: Store, cfg: Settings, replay: ReplayServer) -> None:
+    replay.faults.reset(Fault(transform=drop_from_page(2, 10)))
+    run = poll_once(store, cfg, start=MARCH1, end=MARCH1 + 3 * D)
+    upsert_once(store, cfg)
+    assert store.scalar("select uniqExact(ts) from {db:Identifier}.measurements") == 288
+    assert run["status"] == "success" and run["details"]["rereads"] == 1
+
+
+def test_total_count_never_delivered_is_partial(store: Store, cfg: Settings, replay: ReplayServer) -> None:
+    replay.faults.reset(Fault(transform=inflate_total_count(3)))
+    run = poll_once(store, cfg, start=MARCH1, end=MARCH1 + D)
+    assert run["status"] == "partial"
+    assert run["details"]["count_short"] == {"received": 96, "total_count": 99}
+    assert run["details"]["rereads"] == cfg.poll_reread_attempts
+
+
+def test_keyset_paging_keeps_records_that_share_an_instant(
+    store: Store, replay: ReplayServer, settings: Settings
+) -> None:
+    # Spring-forward day: the padding row of 01:00Z sorts right before the real one; a page of 9 ends
+    # between them, and `date_heure > 01:00Z` alone would lose the real 01:00Z record.
+    cfg = ingest_settings(settings, replay, source_page_size=9)
+    start, end = datetime(2023, 3, 25, 23, tzinfo=UTC), datetime(2023, 3, 26, 22, tzinfo=UTC)
+    run = poll_once(store, cfg, start=start, end=end)
+    assert run["status"] == "success"
+    assert store.scalar("select count() from {db:Identifier}.rejected_records") == 4  # the padding rows
+    assert any(w == 'date_heure = "2023-03-26T01:00:00+00:00"' for w in requests_where(replay.faults))
+    upsert_once(store, cfg)
+    assert store.scalar(
+        "select uniqExact(ts) from {db:Identifier}.measurements where metric = 'consommation'"
+    ) == 92
+
+
+def test_keyset_pages_never_use_offsets(store: Store, cfg: Settings, replay: ReplayServer) -> None:
+    poll_once(store, cfg, start=MARCH1, end=MARCH1 + 3 * D)
+    wheres = requests_where(replay.faults)
+    assert wheres[0].startswith('date_heure >= "2023-03-01T00:00:00+00:00"')
+    assert wheres[1].startswith('date_heure > "2023-03-02T00:45:00+00:00"')
+    assert all("offset=0" in e["query"] for e in replay.faults.log)
+
+
+def test_dst_days_give_no_false_gaps(store: Store, cfg: Settings) -> None:
+    for start, end in [(datetime(2023, 3, 25, 23, tzinfo=UTC), datetime(2023, 3, 26, 22, tzinfo=UTC)),
+                       (datetime(2023, 10, 28, 22, tzinfo=UTC), datetime(2023, 10, 29, 23, tzinfo=UTC))]:
+        run = poll_once(store, cfg, start=start, end=end)
+        assert run["status"] == "success" and run["details"]["complete"] is True
+    assert _gaps(store) == []
+
+
+def test_real_source_gap_is_partial_then_source_incomplete(store: Store, cfg: Settings) -> None:
+    # The shipped 2023 data lacks 94 quarter-hours of local day 2023-10-14 (data README): a real hole.
+    start, end = datetime(2023, 10, 12, 22, tzinfo=UTC), datetime(2023, 10, 15, 22, tzinfo=UTC)
+    now = datetime(2023, 12, 31, tzinfo=UTC)
+    runs = []
+    for k in range(cfg.poll_gap_max_attempts):
+        set_clock(now + k * timedelta(minutes=cfg.poll_gap_retry_min))
+        runs.append(poll_once(store, cfg, start=start, end=end))
+        assert _gaps(store) == [(date(2023, 10, 14), "open" if k + 1 < cfg.poll_gap_max_attempts
+                                 else "source_incomplete", 94, k + 1)]
+    assert [r["status"] for r in runs] == ["partial"] * (cfg.poll_gap_max_attempts - 1) + ["success"]
+    assert runs[-1]["details"]["missing_source_incomplete"] == 94
+    # no spam: the known hole stays reported, later reads are success and write nothing new
+    before = store.query_rows("select * from {db:Identifier}.poll_gaps final")
+    set_clock(now + timedelta(days=1))
+    assert poll_once(store, cfg, start=start, end=end)["status"] == "success"
+    assert store.query_rows("select * from {db:Identifier}.poll_gaps final") == before
+    from shared.ingest.poll import POLL_MISSING
+
+    assert POLL_MISSING.labels("source_incomplete")._value.get() == 94.0
+
+
+def test_open_gap_is_re_read_on_later_ticks_beyond_the_overlap(
+    store: Store, cfg: Settings, replay: ReplayServer
+) -> None:
+    _backfill(store, cfg, MARCH1, MARCH1 + D)
+    lost = {iso(MARCH1 + D + 12 * H + k * 15 * MIN) for k in range(8)}  # 2023-03-02 12:00–13:45Z
+    set_clock(MARCH1 + 3 * D)
+    replay.faults.reset(Fault(transform=drop_instants(lost)))
+    first = poll_once(store, cfg)
+    assert first["status"] == "partial" and first["details"]["missing_open"] == 8
+    upsert_once(store, cfg)
+    assert _gaps(store) == [(date(2023, 3, 2), "open", 8, 1)]
+    # Days later the cron window (watermark − 24 h …) no longer covers 2023-03-02: the gap is re-read anyway.
+    replay.faults.reset()
+    set_clock(MARCH1 + 6 * D)
+    poll_once(store, cfg)  # catches up to the new watermark first
+    later = poll_once(store, cfg)
+    assert datetime.fromisoformat(later["details"]["window_start"]) > MARCH1 + 2 * D
+    assert _gaps(store) == [(date(2023, 3, 2), "resolved", 0, 1)]
+    upsert_once(store, cfg)
+    assert store.scalar(
+        """select uniqExact(ts) from {db:Identifier}.measurements
+           where ts in {ts:Array(DateTime64(3, 'UTC'))}""",
+        {"ts": [datetime.fromisoformat(t) for t in lost]},
+    ) == 8
+
+
+def test_replaying_october_2023_flags_only_the_real_source_gap(store: Store, cfg: Settings) -> None:
+    # A month of real data through cron catch-up ticks (fall-back day 2023-10-29 included): the only
+    # gap is the source's own hole of 2023-10-14.
+    _backfill(store, cfg, datetime(2023, 9, 30, 22, tzinfo=UTC), datetime(2023, 10, 1, 22, tzinfo=UTC))
+    set_clock(datetime(2023, 11, 2, tzinfo=UTC))
+    statuses = [poll_once(store, cfg)["status"] for _ in range(2)]
+    assert statuses[0] == "partial"
+    assert [(d, s, n) for d, s, n, _ in _gaps(store)] == [(date(2023, 10, 14), "open", 94)]

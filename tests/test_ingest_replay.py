@@ -88,3 +88,21 @@ def test_unsupported_where_is_a_400(client: TestClient) -> None:
 
 def test_unknown_dataset_is_a_404(client: TestClient) -> None:
     assert client.get("/api/explore/v2.1/catalog/datasets/nope/records").status_code == 404
+
+
+def test_keyset_where_serves_the_next_page_and_its_total(client: TestClient) -> None:
+    # poll's keyset paging: `date_heure > last` at offset 0; total_count = what is left.
+    day = 'date_heure >= "2023-03-01T00:00:00+00:00" and date_heure < "2023-03-02T00:00:00+00:00"'
+    first = _get(client, where=day, order_by="date_heure", limit=10).json()
+    last = first["results"][-1]["date_heure"]
+    nxt = _get(client, where=f'date_heure > "{last}" and date_heure < "2023-03-02T00:00:00+00:00"',
+               order_by="date_heure", limit=10).json()
+    assert (first["total_count"], nxt["total_count"]) == (96, 86)
+    assert nxt["results"][0]["date_heure"] == "2023-03-01T02:30:00+00:00"
+
+
+def test_instant_where_returns_every_record_sharing_it(client: TestClient) -> None:
+    # Spring-forward day: the padding row (heure 02:00) and the real row (03:00) share 01:00Z.
+    body = _get(client, where='date_heure = "2023-03-26T01:00:00+00:00"', order_by="date_heure").json()
+    assert body["total_count"] == 2
+    assert [r["heure"] for r in body["results"]] == ["02:00", "03:00"]

@@ -475,6 +475,7 @@ def merge_gaps(
     max_attempts: int,
     retry_every: timedelta,
     ignore_fallback_gap: bool = True,
+    updated_at: datetime | None = None,
 ) -> GapUpdate:
     """New gap rows for the local days covered by ``checked`` = ``[(range read, missing in it)]`` (pure).
 
@@ -504,7 +505,7 @@ def merge_gaps(
         bounds = _day_bounds(day)
         base = {"source": source, "day": day, "window_start": bounds.start, "window_end": bounds.end,
                 "expected": len(expected), "missing": [t.to_pydatetime() for t in now_missing],
-                "run_id": run_id, "updated_at": now}
+                "run_id": run_id, "updated_at": updated_at or now}
         if not now_missing:
             if prev is not None and prev["status"] != "resolved":
                 out.rows.append({**base, "status": "resolved", "attempts": int(prev["attempts"]),
@@ -518,7 +519,7 @@ def merge_gaps(
         else:
             attempts, first_seen = int(prev["attempts"]), _utc(prev["first_seen_at"])
             last_attempt = _utc(prev["last_attempt_at"])
-            if now - last_attempt >= retry_every:
+            if prev["status"] == "open" and now - last_attempt >= retry_every:
                 attempts, last_attempt = attempts + 1, now
         status = "source_incomplete" if attempts >= max_attempts else "open"
         unchanged = (prev is not None and not fresh and prev["status"] == status
@@ -673,8 +674,8 @@ def run_poll(
                                truncated=reader.exhausted)
         run.details.update(elapsed_s=round(time.perf_counter() - t0, 4))
     days = sorted({d for rng, _ in checked for d in _days_of(rng)})
-    update = merge_gaps(load_gaps(store, source, days=days), checked, source=source, now=landing_time(),
-                        run_id=run.run_id, max_attempts=settings.poll_gap_max_attempts,
+    update = merge_gaps(load_gaps(store, source, days=days), checked, source=source, now=clock.now(),
+                        updated_at=landing_time(), run_id=run.run_id, max_attempts=settings.poll_gap_max_attempts,
                         retry_every=timedelta(minutes=settings.poll_gap_retry_min),
                         ignore_fallback_gap=settings.detect_ignore_fallback_gap)
     write_gaps(store, update.rows)
