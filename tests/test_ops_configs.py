@@ -451,6 +451,49 @@ def test_function_image_runs_the_app_as_non_root_with_its_requirements(stage: st
     assert fn["handler"] == f"./functions/{stage}"
 
 
+# of-watchdog's newest release tag in github:openfaas/of-watchdog when this was written (2026-05-13).
+OF_WATCHDOG_MIN = (0, 11, 6)
+
+
+def _template_env() -> dict[str, str]:
+    """The ENV of the template Dockerfile (one ENV instruction of key="value" pairs per line)."""
+    text = TEMPLATE_DOCKERFILE.read_text().replace("\\\n", " ")
+    return {k: v for line in re.findall(r"^ENV (.+)$", text, re.M) for k, v in re.findall(r'(\w+)="([^"]*)"', line)}
+
+
+def test_template_yml_and_dockerfile_have_one_fprocess() -> None:
+    # faas-cli deploys template.yml's fprocess as the function's `fprocess` environment variable, which
+    # overrides the image's (github:openfaas/faas-cli commands/deploy.go deriveFprocess)
+    template = yaml.safe_load((TEMPLATE_DOCKERFILE.parent / "template.yml").read_text())
+    env = _template_env()
+    assert template["fprocess"] == env["fprocess"]
+    assert "--no-access-log" in env["fprocess"] and "--timeout-graceful-shutdown" in env["fprocess"]
+    assert env["prefix_logs"] == "false"
+
+
+def test_of_watchdog_is_pinned_to_a_current_release() -> None:
+    tag = re.search(r"^FROM ghcr\.io/openfaas/of-watchdog:(\d+)\.(\d+)\.(\d+) AS watchdog$",
+                    TEMPLATE_DOCKERFILE.read_text(), re.M)
+    assert tag, "of-watchdog must be pinned to a release tag"
+    assert tuple(int(x) for x in tag.groups()) >= OF_WATCHDOG_MIN
+
+
+def test_ready_path_is_the_health_route_of_every_function_app() -> None:
+    from local_dev.functions import load_handler
+
+    ready = _template_env().get("ready_path")
+    assert ready == "/health"
+    for stage in STAGES:
+        paths = load_handler(stage).app.openapi()["paths"]
+        assert "get" in paths.get(ready, {}), stage
+
+
+def test_image_healthcheck_is_the_watchdog_lock_file_check() -> None:
+    # of-watchdog writes os.TempDir()/.lock when it serves and removes it on SIGTERM; --run-healthcheck
+    # checks that file (github:openfaas/of-watchdog main.go, pkg/watchdog.go)
+    assert re.search(r'^HEALTHCHECK .*CMD \["fwatchdog", "--run-healthcheck"\]$', TEMPLATE_DOCKERFILE.read_text(), re.M)
+
+
 def test_sam_template_passes_cfn_lint() -> None:
     res = run(tool("cfn-lint"), "template.yaml")
     assert res.returncode == 0, res.stdout + res.stderr
