@@ -102,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     from shared.ingest.versioning import bootstrap_done
 
     if not bootstrap_done(store):  # first run, or a bootstrap that was interrupted: (re)load up to `start`
+        if args.source_url is None:
+            # One clock for the product: the history is known before the replay starts, so its versions
+            # get inserted_at just before `start` on the simulated clock (as_of reads, watermarks)
+            clock.install(clock.SimulatedClock(start - timedelta(seconds=30), 0.0))
         t0 = time.perf_counter()
         result = bootstrap(store, settings, until=start, progress=True)
         print(f"bootstrap: {_fmt(result)} in {time.perf_counter() - t0:.1f} s")

@@ -338,7 +338,7 @@ def mark_batch_done(store: Store, batch_id: str, rows_in: int, rows_out: int, ru
     """Record that ``batch_id`` is versioned (after its rows are inserted)."""
     store.insert_df(
         "batch_versions",
-        pd.DataFrame([{"batch_id": batch_id, "versioned_at": datetime.now(UTC), "rows_in": rows_in,
+        pd.DataFrame([{"batch_id": batch_id, "versioned_at": clock.now(), "rows_in": rows_in,
                        "rows_out": rows_out, "run_id": run_id}]),
     )
 
