@@ -64,7 +64,9 @@ def test_cli_on_a_generic_csv_writes_the_report(grid: pd.DataFrame, fast: Settin
     pd.DataFrame({"timestamp": g["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"), "value": g["value"]}).to_csv(csv, index=False)
     out = tmp_path / "report"
     assert main(["--data", str(csv), "--train-start", "2022-11-25", "--test-start", "2023-01-25",
-                 "--test-end", "2023-02-06", "--out", str(out), "--no-progress", "--retrain-days", "7"]) == 0
+                 "--test-end", "2023-02-06", "--out", str(out), "--no-progress", "--retrain-days", "7",
+                 # French load written as a generic CSV: its calendar is given (a generic CSV defaults to UTC, none)
+                 "--timezone", "Europe/Paris", "--holidays", "FR"]) == 0
 
     def no_constants(name: str) -> None:
         raise ValueError(f"not strict JSON: {name}")

@@ -76,3 +76,43 @@ def apply_intervals(fc: pd.DataFrame, calibration: dict[str, list[float]]) -> pd
     fc["lower"] = fc["yhat"] * (1 + keys.map(lambda k: calibration.get(k, [np.nan, np.nan])[0]).astype(float))
     fc["upper"] = fc["yhat"] * (1 + keys.map(lambda k: calibration.get(k, [np.nan, np.nan])[1]).astype(float))
     return fc
+
+
+DAY = pd.Timedelta(days=1)
+
+
+def daily_naive(history: pd.DataFrame, origin: pd.Timestamp, targets: pd.DatetimeIndex) -> np.ndarray:
+    """The value k days earlier with the smallest k that lands before ``origin`` (up to 3 more days back when
+    missing): the other simple model, better than a week-old copy on a series with no weekly rhythm."""
+    s = history.dropna(subset=["value"]).set_index("ts")["value"].sort_index()
+    s = s[s.index < origin]
+    s = s[~s.index.duplicated(keep="last")]
+    out = np.full(len(targets), np.nan)
+    if s.empty:
+        return out
+    k0 = np.maximum(np.ceil((targets - origin + pd.Timedelta(microseconds=1)) / DAY).astype(int).to_numpy(), 1)
+    for extra in range(4):
+        todo = np.isnan(out)
+        if not todo.any():
+            break
+        out[todo] = s.reindex(targets[todo] - DAY * (k0[todo] + extra)).to_numpy()
+    return out
+
+
+SIMPLE_MODELS = {"seasonal_naive": seasonal_naive, "daily_naive": daily_naive}
+
+
+def simple_many(name: str, history: pd.DataFrame, origins: pd.DatetimeIndex, steps: int,
+                step: pd.Timedelta) -> pd.DataFrame:
+    """Long frame ``origin, ts, yhat, lead_day`` of one simple model (see ``SIMPLE_MODELS``) from each origin."""
+    if name == "seasonal_naive":
+        return seasonal_naive_many(history, origins, steps, step)
+    rows = []
+    for o in origins:
+        t = pd.date_range(o, periods=steps, freq=step)
+        lead_day = np.ceil((t - o + step) / pd.Timedelta(hours=24)).astype(int)
+        rows.append(pd.DataFrame({"origin": o, "ts": t, "yhat": SIMPLE_MODELS[name](history, o, t),
+                                  "lead_day": lead_day}))
+    if not rows:
+        return pd.DataFrame(columns=["origin", "ts", "yhat", "lead_day"])
+    return pd.concat(rows, ignore_index=True)

@@ -30,6 +30,7 @@ from shared.errors import BadRequestError, ModelError
 from shared.features import TZ, build_grid
 from shared.forecasting import baseline, combine
 from shared.forecasting.gate import finite_or_none, gate, strict
+from shared.forecasting.service import model_config
 from shared.settings import REPO_ROOT, Settings, get_settings
 
 HORIZON_DAYS = 7
@@ -37,41 +38,43 @@ HORIZON_DAYS = 7
 DEFAULT_RETRAIN_DAYS = 28
 
 
-def local_midnight(day: str | pd.Timestamp) -> pd.Timestamp:
-    """A local calendar date (YYYY-MM-DD) as the UTC instant of its Paris midnight."""
+def local_midnight(day: str | pd.Timestamp, tz: str = TZ) -> pd.Timestamp:
+    """A local calendar date (YYYY-MM-DD) as the UTC instant of its local midnight (default Paris)."""
     ts = pd.Timestamp(day)
     if ts.tzinfo is None:
-        ts = ts.tz_localize(TZ)
+        ts = ts.tz_localize(tz, nonexistent="shift_forward", ambiguous=True)
     return ts.tz_convert("UTC")
 
 
-def daily_origins(test_start: pd.Timestamp, test_end: pd.Timestamp, hour: int = 12) -> pd.DatetimeIndex:
-    """One origin per local day at ``hour``:00 Europe/Paris, from the day before ``test_start``.
+def daily_origins(test_start: pd.Timestamp, test_end: pd.Timestamp, hour: int = 12, tz: str = TZ) -> pd.DatetimeIndex:
+    """One origin per local day at ``hour``:00 local time (default Europe/Paris), from the day before ``test_start``.
 
     Starting the day before makes D+1 of the first origin the first test day; origins whose D+1…D+7
     fall entirely after ``test_end`` are not issued.
     """
-    first = (test_start.tz_convert(TZ).normalize() - pd.Timedelta(days=1)).tz_localize(None)
-    last = (test_end.tz_convert(TZ).normalize() - pd.Timedelta(days=2)).tz_localize(None)
+    first = (test_start.tz_convert(tz).normalize() - pd.Timedelta(days=1)).tz_localize(None)
+    last = (test_end.tz_convert(tz).normalize() - pd.Timedelta(days=2)).tz_localize(None)
     days = pd.date_range(first, last, freq="D")
-    return pd.DatetimeIndex([(d + pd.Timedelta(hours=hour)).tz_localize(TZ) for d in days]).tz_convert("UTC")
+    return pd.DatetimeIndex([(d + pd.Timedelta(hours=hour)).tz_localize(tz, nonexistent="shift_forward",
+                                                                         ambiguous=True)
+                             for d in days]).tz_convert("UTC")
 
 
-def horizon_day(fc: pd.DataFrame) -> pd.Series:
+def horizon_day(fc: pd.DataFrame, tz: str = TZ) -> pd.Series:
     """D+k: local calendar days between the origin's day and the target's day."""
-    o = pd.DatetimeIndex(fc["origin"]).tz_convert(TZ).normalize().tz_localize(None)
-    t = pd.DatetimeIndex(fc["ts"]).tz_convert(TZ).normalize().tz_localize(None)
+    o = pd.DatetimeIndex(fc["origin"]).tz_convert(tz).normalize().tz_localize(None)
+    t = pd.DatetimeIndex(fc["ts"]).tz_convert(tz).normalize().tz_localize(None)
     return pd.Series(((t - o) / pd.Timedelta(days=1)).round().astype(int), index=fc.index)
 
 
 def score(fc: pd.DataFrame, actual: pd.DataFrame, test_start: pd.Timestamp, test_end: pd.Timestamp,
-          days: range = range(1, HORIZON_DAYS + 1)) -> dict[str, dict[str, float | int | None]]:
+          days: range = range(1, HORIZON_DAYS + 1), tz: str = TZ) -> dict[str, dict[str, Any]]:
     """Metrics per horizon day over targets inside the test period with a known actual."""
     j = fc.merge(actual[["ts", "value"]], on="ts", how="inner")
     # ``actual`` is the gated series: an invalid actual is NaN here and skipped (counted by the caller)
     j = j[(j["ts"] >= test_start) & (j["ts"] < test_end)].dropna(subset=["value", "yhat"])
     j = j[np.isfinite(j["yhat"]) & (j["value"] > 0)]
-    j = j.assign(hday=horizon_day(j))
+    j = j.assign(hday=horizon_day(j, tz))
     out: dict[str, dict[str, Any]] = {}
     for k in days:
         g = j[j["hday"] == k]
@@ -96,27 +99,27 @@ def score(fc: pd.DataFrame, actual: pd.DataFrame, test_start: pd.Timestamp, test
     return out
 
 
-def quarter_of(ts: pd.Series) -> pd.Series:
+def quarter_of(ts: pd.Series, tz: str = TZ) -> pd.Series:
     """Calendar quarter (``YYYY-Qn``) of each target in local time."""
-    local = pd.DatetimeIndex(ts).tz_convert(TZ)
+    local = pd.DatetimeIndex(ts).tz_convert(tz)
     return pd.Series([f"{t.year}-Q{t.quarter}" for t in local], index=ts.index)
 
 
 def score_quarters(frames: dict[str, pd.DataFrame | None], actual: pd.DataFrame, test_start: pd.Timestamp,
-                   test_end: pd.Timestamp) -> dict[str, dict[str, Any]]:
+                   test_end: pd.Timestamp, tz: str = TZ) -> dict[str, dict[str, Any]]:
     """Per local calendar quarter of the targets: :func:`score` of every model, plus the issue's checks
     (PowerSense MAPE ≤ seasonal naive, 80 % coverage within 75–85 %) per horizon day."""
     out: dict[str, dict[str, Any]] = {}
-    quarters = sorted(set(quarter_of(actual.loc[(actual["ts"] >= test_start) & (actual["ts"] < test_end), "ts"])))
+    quarters = sorted(set(quarter_of(actual.loc[(actual["ts"] >= test_start) & (actual["ts"] < test_end), "ts"], tz)))
     for q in quarters:
         year, n = int(q[:4]), int(q[-1])
-        qs = max(test_start, local_midnight(f"{year}-{3 * n - 2:02d}-01"))
-        qe = min(test_end, local_midnight(f"{year + (n == 4)}-{(3 * n) % 12 + 1:02d}-01"))
+        qs = max(test_start, local_midnight(f"{year}-{3 * n - 2:02d}-01", tz))
+        qe = min(test_end, local_midnight(f"{year + (n == 4)}-{(3 * n) % 12 + 1:02d}-01", tz))
         res: dict[str, Any] = {}
         for name, fc in frames.items():
             if fc is not None and name != "actual":
                 days = range(1, 2) if name == "rte_j1" else range(1, HORIZON_DAYS + 1)
-                res[name] = score(fc, actual, qs, qe, days=days)
+                res[name] = score(fc, actual, qs, qe, days=days, tz=tz)
         ps, nv = res.get("powersense", {}), res.get("seasonal_naive", {})
         checks = {}
         for d, m in ps.items():
@@ -197,13 +200,15 @@ def backtest(
         model_config,
         promotion_decision,
         train_and_calibrate,
+        valid_history_days,
     )
 
     cfg = cfg or model_config(settings)
     cfg.perfect_weather = perfect_weather
+    tz = cfg.timezone
     name = "powersense_perfect_weather" if perfect_weather else "powersense"
     step = pd.Timedelta(minutes=cfg.resolution_min)
-    origins = daily_origins(test_start, test_end, origin_hour)
+    origins = daily_origins(test_start, test_end, origin_hour, tz)
     if len(origins) == 0:
         raise BadRequestError("test period too short: no daily origin inside it")
     steps = int(pd.Timedelta(days=HORIZON_DAYS + 1, hours=12) / step)  # to the end of D+7 from noon
@@ -216,15 +221,39 @@ def backtest(
         while d < origins[-1]:
             train_dates.append(d)
             d += pd.Timedelta(days=retrain_days)
-    fcs, timings, retrains = [], [], []
+    fcs, timings, retrains, degraded = [], [], [], []
     seeds: pd.DataFrame | None = None
     current: Any = None
+    simple: tuple[str, dict[str, list[float]]] | None = None
     bar = tqdm(total=len(origins) + len(train_dates), desc="backtest", unit="step", disable=not progress,
                file=sys.stderr)
     for i, td in enumerate(train_dates):
         window_start = train_start + (td - cut0)
         train = grid[(grid["ts"] >= window_start) & (grid["ts"] < td)]
         bar.set_postfix_str(f"training on {window_start.tz_convert(TZ):%Y-%m-%d}…{td.tz_convert(TZ):%Y-%m-%d %H:%M}")
+        days = valid_history_days(train, cfg.resolution_min)
+        if days < settings.forecast_min_history_days:
+            raise BadRequestError(
+                f"only {days:.1f} days of valid history before {td.tz_convert(tz):%Y-%m-%d %H:%M}; at least "
+                f"{settings.forecast_min_history_days} needed (POWERSENSE_FORECAST_MIN_HISTORY_DAYS)")
+        if days < settings.forecast_model_min_history_days and current is None:
+            # too little history for the model: the best simple model on the holdout, and say so
+            simple, hold_fc, why = best_simple_model(train, settings, cfg, steps, origin_hour)
+            degraded.append(f"{td.isoformat()}: {days:.0f} days of valid history < "
+                            f"{settings.forecast_model_min_history_days} needed for the model; {why}")
+            if seeds is None:
+                seeds = hold_fc[["origin", "ts", "yhat", "lead_day"]]
+            retrains.append({"cut": td.isoformat(), "train_seconds": 0.0, "decision": f"simple:{simple[0]}",
+                             "reason": why})
+            bar.update(1)
+            nxt = train_dates[i + 1] if i + 1 < len(train_dates) else origins[-1] + pd.Timedelta(days=1)
+            mine = origins[(origins >= td) & (origins < nxt)]
+            fc = baseline.simple_many(simple[0], grid[grid["ts"] < mine.max()], mine, steps, step)
+            fc = fc.assign(model_weight=0.0, yhat_source=simple[0])
+            fc["fallback_cal"] = [simple[1]] * len(fc)
+            fcs.append(fc)
+            bar.update(len(mine))
+            continue
         t0 = time.perf_counter()
         m, hold = train_and_calibrate(train, settings, cfg)
         timings.append(round(time.perf_counter() - t0, 2))
@@ -232,7 +261,7 @@ def backtest(
         cur_mape = None
         if current is not None:
             h0, h1 = pd.Timestamp(hold["holdout"][0]), pd.Timestamp(hold["holdout"][1])
-            cur_mape = holdout_metrics(issue(current, train, holdout_origins(h0, h1)), train, h1)["mape"]
+            cur_mape = holdout_metrics(issue(current, train, holdout_origins(h0, h1, tz=tz)), train, h1)["mape"]
         decision, why = promotion_decision(new_mape, cur_mape, naive_mape, settings.forecast_accept_tolerance)
         if current is None and decision != "promoted":
             why += "; no current model: used anyway (production would issue the seasonal-naive fallback)"
@@ -241,7 +270,8 @@ def backtest(
             current = m
         if seeds is None:
             seeds = hold["forecasts"][["origin", "ts", "yhat", "lead_day"]]
-        retrains.append({"cut": td.isoformat(), "train_seconds": timings[-1], "decision": decision, "reason": why,
+        retrains.append({"cut": td.isoformat(), "holdout": hold["holdout"], "train_seconds": timings[-1],
+                         "decision": decision, "reason": why,
                          "holdout_mape": new_mape, "holdout_naive_mape": naive_mape, "current_holdout_mape": cur_mape,
                          "blend": {k: v.get("weight") for k, v in m.blend.items()}})
         bar.update(1)
@@ -260,20 +290,20 @@ def backtest(
                                   settings.forecast_conformal_days)
     # seasonal naive, with intervals calibrated the same way (on the last holdout before the test)
     hold_start = cut0 - pd.Timedelta(days=settings.forecast_holdout_days)
-    hold_origins = daily_origins(hold_start + pd.Timedelta(days=1), cut0, origin_hour)
+    hold_origins = daily_origins(hold_start + pd.Timedelta(days=1), cut0, origin_hour, tz)
     hold_origins = hold_origins[hold_origins < cut0]
     hold_naive = baseline.seasonal_naive_many(grid[grid["ts"] < cut0], hold_origins, steps, step)
     hold_naive = hold_naive[hold_naive["ts"] < cut0]
     naive_cal = baseline.relative_error_quantiles(hold_naive, grid, cfg.interval_level)
     naive_fc = baseline.apply_intervals(baseline.seasonal_naive_many(grid, origins, steps, step), naive_cal)
     models = {
-        name: score(model_fc, grid, test_start, test_end),
-        "seasonal_naive": score(naive_fc, grid, test_start, test_end),
+        name: score(model_fc, grid, test_start, test_end, tz=tz),
+        "seasonal_naive": score(naive_fc, grid, test_start, test_end, tz=tz),
     }
     rte_fc = None
     if rte is not None:
         # RTE's J-1 forecast for the next local day, as published the day before (same horizon as D+1)
-        d1 = model_fc.loc[horizon_day(model_fc) == 1, ["origin", "ts"]]
+        d1 = model_fc.loc[horizon_day(model_fc, tz) == 1, ["origin", "ts"]]
         rte_fc = d1.merge(rte.rename(columns={"value": "yhat"}), on="ts", how="inner")
         if rte_fc["yhat"].notna().any():
             models["rte_j1"] = score(rte_fc, grid, test_start, test_end, days=range(1, 2))
@@ -289,7 +319,9 @@ def backtest(
                    "gated_in_training_and_inputs": int(len(gated) - len(inside))}
     return {
         "models": models,
-        "quarters": score_quarters(frames, grid, test_start, test_end),
+        "quarters": score_quarters(frames, grid, test_start, test_end, tz),
+        "degraded": degraded or None,
+        "calendar": {"timezone": tz, "holidays": cfg.holiday_country or None},
         "test_period": [test_start.isoformat(), test_end.isoformat()],
         "train_window": [train_start.isoformat(), cut0.isoformat()],  # data strictly before the first origin
         "holdout_days": settings.forecast_holdout_days,
@@ -307,6 +339,31 @@ def backtest(
                        "product)") if perfect_weather else None,
         "_frames": {**frames, "actual": grid},
     }
+
+
+def best_simple_model(train: pd.DataFrame, settings: Settings, cfg: Any, steps: int, origin_hour: int,
+                      ) -> tuple[tuple[str, dict[str, list[float]]], pd.DataFrame, str]:
+    """The simple model (seasonal or daily naive) with the lowest MAPE on the sized holdout of ``train``, its
+    interval calibration, its holdout forecasts and a sentence saying what was chosen."""
+    from shared.forecasting.service import holdout_days, holdout_metrics, holdout_origins, valid_history_days
+
+    step = pd.Timedelta(minutes=cfg.resolution_min)
+    end = train["ts"].max() + step
+    hold_start = end - pd.Timedelta(days=holdout_days(valid_history_days(train, cfg.resolution_min), settings))
+    origins = holdout_origins(hold_start, end, origin_hour, tz=cfg.timezone)
+    scores, frames = {}, {}
+    for simple_name in baseline.SIMPLE_MODELS:
+        fc = baseline.simple_many(simple_name, train, origins, steps, step)
+        frames[simple_name] = fc[fc["ts"] < end]
+        scores[simple_name] = holdout_metrics(frames[simple_name], train, end)["mape"]
+    valid = {k: v for k, v in scores.items() if v is not None}
+    if not valid:
+        raise BadRequestError("no simple model could be scored: the holdout has no valid actual")
+    best = min(valid, key=lambda k: valid[k])
+    cal = baseline.relative_error_quantiles(frames[best], train, cfg.interval_level)
+    why = "best simple model on the holdout: " + best + " (" + ", ".join(
+        f"{k} {v:.2f} %" for k, v in valid.items()) + " MAPE)"
+    return (best, cal), frames[best], why
 
 
 def adaptive_intervals(fc: pd.DataFrame, seeds: pd.DataFrame | None, actual: pd.DataFrame, level: float,
@@ -346,7 +403,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax1.plot(nv["ts"], nv["yhat"] / 1000, color="tab:orange", lw=0.8, alpha=0.8, label="seasonal naive")
     ax1.axvline(o, color="grey", ls="--", lw=0.8)
     ax1.set_ylabel("GW")
-    ax1.set_title(f"France consumption: forecast issued {o.tz_convert(TZ):%Y-%m-%d %H:%M} Europe/Paris")
+    tz = report.get("calendar", {}).get("timezone", TZ)
+    ax1.set_title(f"Load: forecast issued {o.tz_convert(tz):%Y-%m-%d %H:%M} {tz}")
     ax1.legend(loc="upper right", fontsize=8)
     days = [f"D+{k}" for k in range(1, HORIZON_DAYS + 1)]
     width = 0.27
@@ -435,6 +493,33 @@ def summarize_years(reports: dict[int, dict[str, Any]]) -> dict[str, Any]:
                                                                        "coverage")}}
 
 
+def _is_eco2mix(path: Path) -> bool:
+    """Whether a history file is in the eco2mix format (its header names ``date_heure``)."""
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+    import gzip
+
+    opener = gzip.open if head == b"\x1f\x8b" else open
+    with opener(path, "rt") as fh:
+        return "date_heure" in fh.readline()
+
+
+def _check_calendar(tz: str, country: str) -> None:
+    """A clear error for an unknown time zone or holiday country (not a traceback later)."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise BadRequestError(f"unknown time zone {tz!r} (an IANA name such as Europe/London)") from exc
+    if country:
+        import holidays
+
+        if country not in holidays.list_supported_countries():
+            raise BadRequestError(f"unknown holiday calendar {country!r} (a `holidays` country code such as GB, "
+                                  "or 'none')")
+
+
 def _write_json(path: Path, obj: Any) -> None:
     """Strict JSON (no NaN/Infinity): a metric that cannot be computed is null, with its reason beside it."""
     path.write_text(json.dumps(strict(obj), indent=2, allow_nan=False) + "\n")
@@ -444,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     """CLI entry point (see module docstring). A bad input ends with one line on stderr and exit status 2."""
     try:
         return _main(argv)
-    except (BadRequestError, ModelError) as exc:
+    except (BadRequestError, ModelError, OSError, ValueError) as exc:
         print(f"evaluate: error: {exc}", file=sys.stderr)
         return 2
 
@@ -470,28 +555,49 @@ def _main(argv: list[str] | None) -> int:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--perfect-weather", action="store_true",
                    help="EXPERIMENT: the model sees the observed future temperature (look-ahead); own output files")
+    p.add_argument("--timezone", default=None,
+                   help="the series' local time zone (IANA name; default Europe/Paris for eco2mix files, UTC for a "
+                        "timestamp,value CSV): day types, DST, D+k days, origins")
+    p.add_argument("--holidays", default=None,
+                   help="public-holiday calendar: a `holidays` country code (FR, GB, DE, …) or 'none' (default FR for "
+                        "eco2mix files, none for a timestamp,value CSV)")
+    p.add_argument("--resolution", type=int, choices=(15, 30, 60), default=None,
+                   help=f"grid step in minutes (default POWERSENSE_FORECAST_RESOLUTION_MIN = "
+                        f"{settings.forecast_resolution_min})")
     a = p.parse_args(argv)
+    if a.resolution:
+        settings = settings.model_copy(update={"forecast_resolution_min": a.resolution})
+    generic = bool(a.data) and not any(_is_eco2mix(f) for f in a.data)
+    tz = a.timezone or ("UTC" if generic else TZ)
+    country = (a.holidays if a.holidays is not None else ("none" if generic else "FR")).upper()
+    country = "" if country == "NONE" else country
+    _check_calendar(tz, country)
     periods: list[tuple[str, pd.Timestamp, pd.Timestamp]] = []
     if a.years:
-        periods = [(str(y), local_midnight(f"{y}-01-01"), local_midnight(f"{y + 1}-01-01")) for y in a.years]
+        periods = [(str(y), local_midnight(f"{y}-01-01", tz), local_midnight(f"{y + 1}-01-01", tz)) for y in a.years]
     else:
-        periods = [("", local_midnight(a.test_start), local_midnight(a.test_end))]
+        periods = [("", local_midnight(a.test_start, tz), local_midnight(a.test_end, tz))]
     a.out.mkdir(parents=True, exist_ok=True)
     reports: dict[int, dict[str, Any]] = {}
     for label, test_start, test_end in periods:
-        train_start = (local_midnight(a.train_start) if a.train_start and not a.years
+        train_start = (local_midnight(a.train_start, tz) if a.train_start and not a.years
                        else test_start - pd.Timedelta(days=settings.forecast_train_days))
         files = a.data or settings.history_files
         # only the years that matter are read from the shipped history (it starts in 2000)
         if a.data is None:
             files = [f for f in files if train_start.year - 1 <= int(f.name[-11:-7]) <= test_end.year]
-        print(f"test period {test_start.tz_convert(TZ):%Y-%m-%d} … {test_end.tz_convert(TZ):%Y-%m-%d} (local, end "
-              f"excluded); training window {train_start.tz_convert(TZ):%Y-%m-%d} … the first origin, retrained every "
-              f"{a.retrain_days} days (the last {settings.forecast_holdout_days} days of each window = holdout); "
-              f"origins daily {a.origin_hour}:00 Europe/Paris; files: {len(files)}", flush=True)
+        print(f"test period {test_start.tz_convert(tz):%Y-%m-%d} … {test_end.tz_convert(tz):%Y-%m-%d} (local, end "
+              f"excluded); training window {train_start.tz_convert(tz):%Y-%m-%d} … the first origin, retrained every "
+              f"{a.retrain_days} days (holdout: the last {settings.forecast_holdout_days} days of each window, at "
+              f"most a quarter of its history); "
+              f"origins daily {a.origin_hour}:00 {tz}; holidays: {country or 'none'}; files: {len(files)}", flush=True)
         grid, rte = load_data(files, settings.forecast_resolution_min, settings)
+        cfg = model_config(settings)
+        cfg.timezone, cfg.holiday_country = tz, country
         report = backtest(grid, rte, train_start, test_start, test_end, settings, a.retrain_days, a.origin_hour,
-                          progress=not a.no_progress, perfect_weather=a.perfect_weather)
+                          progress=not a.no_progress, perfect_weather=a.perfect_weather, cfg=cfg)
+        for line in report["degraded"] or []:
+            print(f"degraded: {line}", flush=True)
         stem = ("forecast_eval_perfect_weather" if a.perfect_weather else "forecast_eval") + \
             (f"_{label}" if label else "")
         plot(report, a.out / f"{stem}.png")

@@ -57,7 +57,7 @@ import json
 import logging
 import os
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -72,6 +72,7 @@ log = logging.getLogger(__name__)
 BLOCKS_OUT = 8  # 24-hour blocks forecast by the level model: enough for D+7 from any origin hour
 ANCHOR_HOURS = 6  # the forecast starts from the profile's mean residual over the last hours
 STD_OFFSET = pd.Timedelta(hours=1)  # Europe/Paris standard time (CET) = UTC+1
+GENERIC_EVENTS = ["holiday", "bridge", "christmas_week"]  # any other country: one event for all public holidays
 CONDITIONS = [f"{season}_{day}" for season in ("summer", "winter") for day in ("work", "sat", "off")]
 CONDITIONS_MON_FRI = [f"{season}_{day}" for season in ("summer", "winter")
                       for day in ("mon", "work", "fri", "sat", "off")]
@@ -130,6 +131,13 @@ class ModelConfig:
     interval_centered: bool = False
     seed: int = 42
     torch_threads: int = 2
+    # the series' calendar: local time zone (day types, DST) and public holidays (a ``holidays`` country code,
+    # '' = none). France's named holidays are separate events; any other country gets one "holiday" event.
+    timezone: str = "Europe/Paris"
+    holiday_country: str = "FR"
+    # daily-shape conditions the model has (set by fit: the day-type × season combinations its training data
+    # contains; a combination it never saw borrows the nearest one) — None = all of conditions_of()
+    conditions: list[str] | None = None
 
 
 @dataclass
@@ -148,12 +156,35 @@ class LoadModel:
 
 
 # --- frames the two networks see -------------------------------------------------------------------
-def holiday_frame(start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+def std_offset(tz: str) -> pd.Timedelta:
+    """The zone's standard UTC offset (the smaller of mid-January's and mid-July's, for both hemispheres)."""
+    if tz == TZ:
+        return STD_OFFSET
+    offs = [pd.Timestamp(f"2021-{m}-15", tz="UTC").tz_convert(tz).utcoffset() for m in ("01", "07")]
+    return pd.Timedelta(min(o for o in offs if o is not None))
+
+
+def events_for(country: str) -> list[str]:
+    """Candidate holiday events of a calendar (France: named holidays; another country: one event; none: none)."""
+    return HOLIDAY_EVENTS if country == "FR" else GENERIC_EVENTS if country else []
+
+
+def _country_holidays(country: str, year: int) -> dict[Any, str]:
+    if country == "FR":
+        return _fr_holidays(year)
+    import holidays
+
+    return dict(holidays.country_holidays(country, years=year))
+
+
+def holiday_frame(start: pd.Timestamp, end: pd.Timestamp, tz: str = TZ, country: str = "FR") -> pd.DataFrame:
     """Local dates with their event name (public holidays and bridge days) between two instants."""
-    rows = []
-    for y in range(start.tz_convert(TZ).year - 1, end.tz_convert(TZ).year + 2):
-        for d, name in _fr_holidays(y).items():
-            key = _HOLIDAY_KEYS.get(name)
+    rows: list[tuple[pd.Timestamp, str]] = []
+    if not country:
+        return pd.DataFrame(rows, columns=["date", "event"])
+    for y in range(start.tz_convert(tz).year - 1, end.tz_convert(tz).year + 2):
+        for d, name in _country_holidays(country, y).items():
+            key = _HOLIDAY_KEYS.get(name) if country == "FR" else "holiday"
             if key:
                 rows.append((pd.Timestamp(d), key))
             wd = pd.Timestamp(d).dayofweek
@@ -169,16 +200,18 @@ def holiday_frame(start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
 
 def profile_frame(
     ts: pd.Series | pd.DatetimeIndex, y: np.ndarray | pd.Series | None = None, events: list[str] | None = None,
-    conditions: list[str] | None = None, perfect_weather: bool = False,
+    conditions: list[str] | None = None, perfect_weather: bool = False, tz: str = TZ, country: str = "FR",
 ) -> pd.DataFrame:
     """The profile network's input: ``ds`` in local standard time, ``y``, day-type conditions, events."""
     idx = pd.DatetimeIndex(ts)
-    local = idx.tz_convert(TZ)
+    local = idx.tz_convert(tz)
     dates = pd.DatetimeIndex(local.date)
-    hol = holiday_frame(idx.min(), idx.max()) if len(idx) else pd.DataFrame(columns=["date", "event"])
-    df = pd.DataFrame({"ds": (idx.tz_convert("UTC") + STD_OFFSET).tz_localize(None)})
+    hol = (holiday_frame(idx.min(), idx.max(), tz, country) if len(idx)
+           else pd.DataFrame(columns=["date", "event"]))
+    std = std_offset(tz)
+    df = pd.DataFrame({"ds": (idx.tz_convert("UTC") + std).tz_localize(None)})
     df["y"] = np.asarray(y, dtype=float) if y is not None else np.nan
-    summer = np.array([t.utcoffset() == pd.Timedelta(hours=2) for t in local]) if len(local) else np.array([])
+    summer = np.array([t.utcoffset() != std for t in local]) if len(local) else np.array([])
     public = dates.isin(hol.loc[hol["event"] != "bridge", "date"])
     wd = local.dayofweek.to_numpy()
     conditions = conditions or CONDITIONS
@@ -189,12 +222,23 @@ def profile_frame(
     # 1 in mid-January, 0 in mid-July), so the daily shape can change gradually with the season
     doy = local.dayofyear.to_numpy()
     coldness = (1 + np.cos(2 * np.pi * (doy - 15) / 365.25)) / 2
+    # each step's own condition; one the model lacks (never in its training data) borrows the nearest one
+    season = np.where(summer, "summer", "winter") if len(local) else np.array([], dtype=str)
+    own = np.char.add(np.char.add(season.astype(str), "_"), day.astype(str)) if len(local) else season
+    plain = [c for c in conditions if not c.startswith("cold_")]
+    mapped = own.copy()
+    for c in set(own.tolist()):
+        if c not in plain:
+            se, dk = c.split("_")
+            other = "winter" if se == "summer" else "summer"
+            alts = [f"{other}_{dk}", f"{se}_work", f"{other}_work", *plain]
+            mapped[own == c] = next((a for a in alts if a in plain), c)
     for cond in conditions:
-        season, kind = cond.split("_")
-        if season == "cold":
+        se, kind = cond.split("_")
+        if se == "cold":
             df[cond] = np.where(day == kind, coldness, 0.0)
         else:
-            df[cond] = ((summer == (season == "summer")) & (day == kind)).astype(float)
+            df[cond] = (mapped == cond).astype(float)
     for ev in HOLIDAY_EVENTS if events is None else events:
         df[ev] = dates.isin(hol.loc[hol["event"] == ev, "date"]).astype(float)
     if perfect_weather:
@@ -217,6 +261,8 @@ def temperature_observed(ts: pd.DatetimeIndex) -> np.ndarray:
 
 def conditions_of(cfg: ModelConfig) -> list[str]:
     """Day-type × summer/winter conditions of the daily seasonalities."""
+    if cfg.conditions is not None:
+        return list(cfg.conditions)
     base = CONDITIONS_MON_FRI if cfg.split_mon_fri else CONDITIONS
     if cfg.cold_shapes:
         base = base + [f"cold_{c.split('_')[1]}" for c in base if c.startswith("winter_")]
@@ -228,7 +274,7 @@ def _new_profile(cfg: ModelConfig, events: list[str]) -> Any:
 
     m = NeuralProphet(
         growth="off",
-        yearly_seasonality=cfg.yearly_order,
+        yearly_seasonality=cfg.yearly_order if cfg.yearly_order > 0 else False,
         weekly_seasonality=cfg.weekly_order,
         daily_seasonality=False,
         n_lags=0,
@@ -307,7 +353,8 @@ def _profile_predict(m: Any, ts: pd.DatetimeIndex) -> np.ndarray:
     if len(ts) == 0:
         return np.array([])
     df = profile_frame(ts, events=m.powersense_events, conditions=m.powersense_conditions,
-                       perfect_weather=getattr(m, "powersense_perfect_weather", False))
+                       perfect_weather=getattr(m, "powersense_perfect_weather", False),
+                       tz=getattr(m, "powersense_tz", TZ), country=getattr(m, "powersense_country", "FR"))
     df["y"] = 0.0  # NeuralProphet wants a y column; the profile has no lags, so it is unused
     out = m.predict(df, decompose=False)["yhat1"].to_numpy(dtype=float)
     return np.exp(out) if getattr(m, "powersense_log", False) else out
@@ -350,15 +397,30 @@ def fit(grid: pd.DataFrame, cfg: ModelConfig) -> LoadModel:
     ts = pd.DatetimeIndex(data["ts"])
     # log scale: seasonal shapes become multiplicative, so the daily swing grows with the level
     y = np.log(data["value"].to_numpy()) if cfg.profile_log else data["value"].to_numpy()
-    frame = profile_frame(ts, y, conditions=conditions_of(cfg), perfect_weather=cfg.perfect_weather)
+    cal = {"tz": cfg.timezone, "country": cfg.holiday_country}
+    frame = profile_frame(ts, y, events=events_for(cfg.holiday_country), conditions=conditions_of(cfg),
+                          perfect_weather=cfg.perfect_weather, **cal)
     if cfg.perfect_weather:  # observed temperature exists from 2020-01-09 only
         keep = temperature_observed(ts)
         frame, data, ts = frame[keep], data[keep], ts[keep]
+    y = frame["y"].to_numpy()
+    # sized from the history: a daily shape (day type × season) or a yearly seasonality the training data cannot
+    # show is not learnt (a short or single-season series; a zone without DST has no summer time)
+    span_days = (ts.max() - ts.min()) / pd.Timedelta(days=1)
+    if span_days < 365:
+        cfg = replace(cfg, yearly_order=0)
+    present = [c for c in conditions_of(cfg) if frame[c].any()]
+    if present != conditions_of(cfg):
+        cfg = replace(cfg, conditions=present)
+        frame = profile_frame(ts, y, events=events_for(cfg.holiday_country), conditions=conditions_of(cfg),
+                              perfect_weather=cfg.perfect_weather, **cal)
     # an event absent from the training window cannot be learnt (NeuralProphet drops constant columns)
-    events = [ev for ev in HOLIDAY_EVENTS if frame[ev].any() and (cfg.christmas_week or ev != "christmas_week")]
-    frame = frame.drop(columns=[ev for ev in HOLIDAY_EVENTS if ev not in events])
+    candidates = events_for(cfg.holiday_country)
+    events = [ev for ev in candidates if frame[ev].any() and (cfg.christmas_week or ev != "christmas_week")]
+    frame = frame.drop(columns=[ev for ev in candidates if ev not in events])
     profile = _new_profile(cfg, events)
     profile.powersense_events = events
+    profile.powersense_tz, profile.powersense_country = cfg.timezone, cfg.holiday_country
     profile.powersense_conditions = conditions_of(cfg)
     profile.powersense_log = cfg.profile_log
     profile.powersense_perfect_weather = cfg.perfect_weather
@@ -445,8 +507,8 @@ def _skip_events(ts: pd.DatetimeIndex, resid: np.ndarray, cfg: ModelConfig) -> n
     """``resid`` with NaN on local dates of holiday events (when ``cfg.skip_event_days``)."""
     if not cfg.skip_event_days or len(ts) == 0:
         return resid
-    hol = holiday_frame(ts.min(), ts.max())
-    dates = pd.DatetimeIndex(ts.tz_convert(TZ).date)
+    hol = holiday_frame(ts.min(), ts.max(), cfg.timezone, cfg.holiday_country)
+    dates = pd.DatetimeIndex(ts.tz_convert(cfg.timezone).date)
     return np.where(dates.isin(pd.DatetimeIndex(hol["date"])), np.nan, resid)
 
 
@@ -649,6 +711,7 @@ def from_files(files: dict[str, bytes]) -> LoadModel:
     profile = _restore(_new_profile(cfg, events), doc["profile"], files["profile.pt"])
     profile.powersense_events = events
     profile.powersense_conditions = conditions_of(cfg)
+    profile.powersense_tz, profile.powersense_country = cfg.timezone, cfg.holiday_country
     profile.powersense_log = cfg.profile_log
     profile.powersense_perfect_weather = cfg.perfect_weather
     level = _restore(_new_level(cfg), doc["level"], files["level.pt"])

@@ -63,11 +63,12 @@ def model_config(settings: Settings) -> Any:
 
 
 # --- pure pieces ---------------------------------------------------------------------------------------
-def holdout_origins(start: pd.Timestamp, end: pd.Timestamp, hour: int = 12) -> pd.DatetimeIndex:
+def holdout_origins(start: pd.Timestamp, end: pd.Timestamp, hour: int = 12, tz: str = TZ) -> pd.DatetimeIndex:
     """Daily origins at ``hour`` local time whose first day of targets lies inside [start, end)."""
-    days = pd.date_range(start.tz_convert(TZ).normalize().tz_localize(None),
-                         end.tz_convert(TZ).normalize().tz_localize(None), freq="D")
-    out = [(d + pd.Timedelta(hours=hour)).tz_localize(TZ).tz_convert("UTC") for d in days]
+    days = pd.date_range(start.tz_convert(tz).normalize().tz_localize(None),
+                         end.tz_convert(tz).normalize().tz_localize(None), freq="D")
+    out = [(d + pd.Timedelta(hours=hour)).tz_localize(tz, nonexistent="shift_forward", ambiguous=True)
+           .tz_convert("UTC") for d in days]
     return pd.DatetimeIndex([o for o in out if start + pd.Timedelta(days=1) <= o < end - pd.Timedelta(days=1)])
 
 
@@ -96,10 +97,14 @@ def train_and_calibrate(grid: pd.DataFrame, settings: Settings, cfg: Any | None 
     data = grid.dropna(subset=["value"])
     if data.empty:
         raise ModelError("no data to train on")
+    days = valid_history_days(grid, cfg.resolution_min)
+    if days < settings.forecast_model_min_history_days:
+        raise ModelError(f"{days:.0f} days of valid history; the model needs at least "
+                         f"{settings.forecast_model_min_history_days} (POWERSENSE_FORECAST_MODEL_MIN_HISTORY_DAYS)")
     end = data["ts"].max() + pd.Timedelta(minutes=cfg.resolution_min)
-    hold_start = end - pd.Timedelta(days=settings.forecast_holdout_days)
+    hold_start = end - pd.Timedelta(days=holdout_days(days, settings))
     model = fm.fit(grid[grid["ts"] < hold_start], cfg)
-    origins = holdout_origins(hold_start, end)
+    origins = holdout_origins(hold_start, end, tz=cfg.timezone)
     if len(origins) == 0:
         raise ModelError("holdout too short for calibration")
     raw = fm.predict(model, grid, origins)
@@ -118,6 +123,17 @@ def train_and_calibrate(grid: pd.DataFrame, settings: Settings, cfg: Any | None 
     model.meta.update({"holdout": [hold_start.isoformat(), end.isoformat()], "holdout_metrics": metrics,
                        "blend": model.blend})
     return model, {"holdout": [hold_start.isoformat(), end.isoformat()], "metrics": metrics, "forecasts": fc}
+
+
+def valid_history_days(grid: pd.DataFrame, resolution_min: int) -> float:
+    """Days of valid (gated, non-missing) values in ``grid``."""
+    return float(grid["value"].notna().sum()) / (24 * 60 / resolution_min)
+
+
+def holdout_days(history_days: float, settings: Settings) -> int:
+    """The holdout, sized from the history: ``forecast_holdout_days`` (91), but at most a quarter of the history
+    and at least 7 days (a 12-week series keeps 9 weeks to train on)."""
+    return int(max(7, min(settings.forecast_holdout_days, history_days // 4)))
 
 
 def issue(model: Any, grid: pd.DataFrame, origins: list[pd.Timestamp] | pd.DatetimeIndex,

@@ -1,0 +1,94 @@
+"""The generic ``timestamp,value`` path of ``make evaluate`` ("any series", issue 10): a time zone, a holiday
+calendar and a resolution; the holdout sized from the history; below the documented minimum history a clear
+one-line error; with too little history for the model, the best simple model, said so. The series are REAL
+eco2mix load written as generic CSVs (no foreign series ships with the product)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from shared import settings as settings_mod
+from shared.forecasting.evaluate import main
+from shared.settings import Settings
+from tests.fixtures_forecast import FAST_MODEL_ENV, history
+
+
+@pytest.fixture
+def fast(monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    for k, v in FAST_MODEL_ENV.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("POWERSENSE_FORECAST_HOLDOUT_DAYS", raising=False)  # the default 91, sized down by history
+    settings_mod.get_settings.cache_clear()
+    yield settings_mod.get_settings()
+    settings_mod.get_settings.cache_clear()
+
+
+def _csv(tmp_path: Path, start: str, end: str, every: str = "30min") -> Path:
+    h = history(start, end)
+    h = h[h["ts"].dt.floor(every) == h["ts"]]
+    path = tmp_path / "series.csv"
+    frame = pd.DataFrame({"timestamp": h["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"), "value": h["value"]})
+    frame.to_csv(path, index=False)
+    return path
+
+
+def _strict(path: Path) -> dict:
+    def no_constants(name: str) -> None:
+        raise ValueError(name)
+
+    return json.loads(path.read_text(), parse_constant=no_constants)
+
+
+def test_too_little_history_is_one_clear_line(fast: Settings, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    csv = _csv(tmp_path, "2023-03-01", "2023-03-20")
+    rc = main(["--data", str(csv), "--train-start", "2023-03-01", "--test-start", "2023-03-11", "--test-end",
+               "2023-03-19", "--out", str(tmp_path / "r"), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith("evaluate: error: only ") and "days of valid history" in err and "at least 14" in err
+
+
+@pytest.mark.parametrize("args", [["--timezone", "Mars/Olympus"], ["--holidays", "XX"]])
+def test_unknown_calendar_is_one_clear_line(fast: Settings, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                           args: list[str]) -> None:
+    csv = _csv(tmp_path, "2023-03-01", "2023-03-03")
+    assert main(["--data", str(csv), "--out", str(tmp_path / "r"), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("evaluate: error: unknown ")
+
+
+def test_short_history_degrades_to_the_best_simple_model(fast: Settings, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    csv = _csv(tmp_path, "2023-01-10", "2023-03-10", every="60min")  # 6 weeks before the test: < 56 days
+    out = tmp_path / "r"
+    assert main(["--data", str(csv), "--train-start", "2023-01-10", "--test-start", "2023-02-22", "--test-end",
+                 "2023-03-08", "--timezone", "Europe/Paris", "--holidays", "FR", "--resolution", "60",
+                 "--out", str(out), "--no-progress"]) == 0
+    report = _strict(out / "forecast_eval.json")
+    assert report["degraded"] and "best simple model" in report["degraded"][0]
+    assert "degraded: " in capsys.readouterr().out
+    assert report["calendar"] == {"timezone": "Europe/Paris", "holidays": "FR"} and report["resolution_min"] == 60
+    sources = {s for m in report["models"]["powersense"].values() for s in m["sources"]}
+    assert sources <= {"seasonal_naive", "daily_naive"} and len(sources) == 1
+
+
+@pytest.mark.slow
+def test_twelve_weeks_train_with_a_sized_holdout_and_never_lose_to_naive_on_it(fast: Settings, tmp_path: Path) -> None:
+    csv = _csv(tmp_path, "2022-12-01", "2023-03-10")
+    out = tmp_path / "r"
+    assert main(["--data", str(csv), "--train-start", "2022-12-01", "--test-start", "2023-02-23", "--test-end",
+                 "2023-03-08", "--timezone", "UTC", "--holidays", "none", "--out", str(out), "--no-progress"]) == 0
+    report = _strict(out / "forecast_eval.json")
+    first = report["retrains"][0]
+    assert report["degraded"] is None and first["decision"] == "promoted"
+    # 83.5 days of history before the first origin: a 20-day holdout (a quarter of it), not the default 91 that
+    # would eat the series
+    hold = [pd.Timestamp(x) for x in report["holdout_metrics"]["holdout"]]
+    assert (hold[1] - hold[0]) == pd.Timedelta(days=20)
+    assert first["holdout_mape"] <= first["holdout_naive_mape"]
+    assert report["calendar"] == {"timezone": "UTC", "holidays": None}
