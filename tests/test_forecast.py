@@ -95,6 +95,9 @@ def test_trains_stores_on_s3_and_forecasts_seven_days(store: Store, fc_settings:
     assert set(rows["quality"]) == {"model"} and set(rows["model_version"]) == {res.model_version}
     _assert_seven_days(rows)
     assert (rows["lower"] < rows["yhat"]).all() and (rows["yhat"] < rows["upper"]).all()
+    # which source each lead day used (seasonal naive is a permanent challenger)
+    assert set(rows["yhat_source"]) <= {"model", "blend", "seasonal_naive"}
+    assert res.trained["holdout_mape"] <= res.trained["naive_holdout_mape"]
     cur = artifacts.current(service.series_key(fc_settings))
     assert cur is not None and cur["version"] == res.model_version
     assert {"training_window", "data_fingerprint", "library_versions", "backtest_metrics"} <= set(cur)
