@@ -646,3 +646,14 @@ def test_replaying_october_2023_flags_only_the_real_source_gap(store: Store, cfg
     statuses = [poll_once(store, cfg)["status"] for _ in range(2)]
     assert statuses[0] == "partial"
     assert [(d, s, n) for d, s, n, _ in _gaps(store)] == [(date(2023, 10, 14), "open", 94)]
+
+
+def test_dead_lettered_records_do_not_move_the_watermark(store: Store, cfg: Settings, replay: ReplayServer) -> None:
+    # A foreign-perimeter record dated weeks ahead, landed but dead-lettered, must not make the next
+    # cron window skip ahead before upsert-version has run.
+    noon = MARCH1 + 12 * H
+    replay.faults.reset(Fault(transform=add_copy(iso(noon), perimetre="Bretagne", consommation=5,
+                                                 date_heure=iso(MARCH1 + 20 * D), date=None, heure=None)))
+    poll_once(store, cfg, start=MARCH1, end=MARCH1 + D)
+    assert store.scalar("select count() from {db:Identifier}.rejected_records") == 1
+    assert read_watermark(store, cfg) == MARCH1 + D - timedelta(minutes=15)

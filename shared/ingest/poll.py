@@ -136,9 +136,16 @@ def read_watermark(store: Store, settings: Settings) -> datetime | None:
                    toFloat64OrNull(trim(both '"' from JSONExtractRaw(payload, 'consommation'))) as value
             from {db:Identifier}.raw_records
             where batch_id in (select batch_id from unversioned)
+              -- only what parse_records can accept moves the watermark (a foreign perimeter, an
+              -- unknown nature or an off-grid instant landed but dead-lettered must not)
+              and JSONExtractString(payload, 'perimetre') = {perimeter:String}
+              and JSONExtractString(payload, 'nature') in {natures:Array(String)}
         )
-        select max(ts) from landed_consumption where value is not null and not isNaN(value)
+        select max(ts) from landed_consumption
+        where value is not null and isFinite(value) and toSecond(ts) = 0 and toMinute(ts) % 15 = 0
+          and toUnixTimestamp64Milli(ts) % 1000 = 0
         """,
+        {"perimeter": settings.source_perimeter, "natures": list(settings.source_natures)},
     )
     found = [_utc(v) for v in (measured, landed) if v is not None and pd.Timestamp(v).year > 1970]
     return max(found) if found else None
@@ -177,7 +184,11 @@ def iter_pages(client: OdreClient, window: Window, *, page_size: int) -> Iterato
     after: datetime | None = None
     prev: tuple[int, int, datetime] | None = None  # (total_count, records in range, last instant)
     stalled = 0
-    while True:
+    # Each request moves past at least one instant, so a window needs at most one request per
+    # quarter-hour; a source that advances one record at a time cannot keep poll paging for ever.
+    budget = int((window.end - window.start) / GRID) + 2
+    while budget > 0:
+        budget -= 1
         page = client.fetch_page(where, offset=0, limit=limit)
         instants = [t for t in map(_instant, page.records)
                     if t is not None and window.start <= t < window.end and (after is None or t > after)]
