@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from shared.detection.residual import TZ
+from shared.series import NO_END, SERIES_SQL
 from shared.store import Store
 
 COLUMNS = ["checked_at", "run_id", "source", "metric", "check", "scope", "value", "expected", "status", "details"]
@@ -124,18 +125,20 @@ def implausible(window: pd.DataFrame) -> dict[str, Any]:
 def learned_bounds(
     store: Store, source: str, metric: str, until: datetime, days: int = 365
 ) -> tuple[float, float] | None:
-    """0.1 % and 99.9 % quantiles of the latest values over the ``days`` before ``until``."""
-    sql = """
-    with recent_values as (
-        select value from {db:Identifier}.measurements_latest final
-        where source = {source:String} and metric = {metric:String} and value is not null
-          and ts >= {start:DateTime64(3, 'UTC')} and ts < {until:DateTime64(3, 'UTC')}
-    )
-    select count(), quantileExact(0.001)(value), quantileExact(0.999)(value) from recent_values
+    """0.1 % and 99.9 % quantiles of the series over the ``days`` before ``until``.
+
+    The series (ch/init/007.series.sql) leaves implausible values out, so a day and a half of zeros
+    from the source cannot drag the learned lower bound to 0.
+    """
+    sql = f"""
+    select count(), quantileExact(0.001)(value), quantileExact(0.999)(value)
+    from {SERIES_SQL}
+    where value is not null
     """
     rows = store.query_rows(
         sql,
-        {"source": source, "metric": metric, "until": until, "start": pd.Timestamp(until) - pd.Timedelta(days=days)},
+        {"source": source, "metric": metric, "end": until, "start": pd.Timestamp(until) - pd.Timedelta(days=days),
+         "as_of": NO_END, "nature": ""},
     )
     if not rows or rows[0][0] < 96:
         return None
