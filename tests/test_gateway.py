@@ -101,7 +101,8 @@ def test_system_functions_lists_cron_annotations(gateway: str) -> None:
 
 
 def test_unknown_function_is_404(gateway: str) -> None:
-    assert httpx.post(f"{gateway}/function/nope").status_code == 404
+    resp = httpx.post(f"{gateway}/function/nope")
+    assert resp.status_code == 404 and set(resp.json()) == {"error", "detail"}
 
 
 def test_poll_then_upsert_through_gateway_versions_replayed_data(gateway: str, store: Store) -> None:

@@ -74,7 +74,7 @@ def parse_examples(block: str, variables: dict[str, str]) -> list[Example]:
     """curl commands of the block with $VARS expanded; ``VAR=...`` lines are the README's own set-up."""
     examples: list[Example] = []
     for raw in block.splitlines():
-        line = raw.split("   #", 1)[0].strip()
+        line = re.sub(r"(^|\s)#.*$", "", raw).strip()  # shell comments (no URL of the block holds '#')
         if not line or line.startswith("#"):
             continue
         for command in (c.strip() for c in line.split(";")):
