@@ -211,3 +211,26 @@ def test_inserted_at_comes_from_the_product_clock(store: Store) -> None:
     assert len(known) == 96
     assert load_series(store, "eco2mix_national", "consommation",
                        as_of=utc("2023-12-01 23:00").to_pydatetime()).empty
+
+
+def test_a_pending_excursion_is_cleared_when_the_new_level_lasts(store: Store) -> None:
+    # Labelled synthetic level change on real data: from `cut` on, every value at 60 % (as if the source
+    # changed what it measures). At first it is an impossible jump; once the level has held longer than
+    # plausibility_max_excursion_hours (48 h) it is accepted and the earlier verdicts are cleared.
+    real = real_load("2023-02-01", "2023-02-06")
+    cut = utc("2023-02-02 12:00")
+    shifted = real.copy()
+    shifted.loc[shifted["ts"] >= cut, "value"] *= 0.6
+    with frozen_clock(utc("2023-02-02 13:05")):
+        upsert_load(store, shifted[shifted["ts"] < cut + pd.Timedelta(hours=1)])
+    first = load_series(store, "eco2mix_national", "consommation")
+    assert (first.loc[first["ts"] >= cut, "flag"] == "impossible_jump").all()
+    with frozen_clock(utc("2023-02-06 00:05")):
+        upsert_load(store, shifted[shifted["ts"] >= cut + pd.Timedelta(hours=1)])
+    later = load_series(store, "eco2mix_national", "consommation")
+    assert (later["flag"] == "").all() and later["value"].notna().all()
+    cleared = store.scalar("select count() from {db:Identifier}.measurement_flags where reason = ''")
+    assert cleared == 4  # the four values flagged while the level was new
+    # what was known before: flagged
+    known = load_series(store, "eco2mix_national", "consommation", as_of=utc("2023-02-03").to_pydatetime())
+    assert (known.loc[known["ts"] >= cut, "flag"] == "impossible_jump").all()
