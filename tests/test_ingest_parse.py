@@ -279,7 +279,7 @@ DEFAULT_NATURES = ("Données temps réel", "Données consolidées", "Données d�
                    "Données temps réel (API RTE short_term)")
 
 
-@settings_h(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings_h(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_mutated_records(), min_size=1, max_size=25))
 def test_ukey_determines_source_metric_ts(records: list[dict[str, object]]) -> None:
     parsed = parse_records(records, perimeter="France", natures=DEFAULT_NATURES)
