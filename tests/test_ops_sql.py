@@ -398,3 +398,13 @@ def test_prometheus_scraping_query_metrics_raises_the_staleness_and_anomaly_aler
         exporter.shutdown()
     assert wanted <= active, f"active alerts: {sorted(active)}"
     assert "PowerSenseFreshnessUnknown" not in active
+
+
+def test_the_nature_ranking_of_the_series_is_written_once() -> None:
+    # "The series" (best nature, latest version, implausible values out) is the view in
+    # ch/init/007.series.sql; Python readers, dbt and Grafana call it instead of ranking natures again.
+    texts = [*REPO.glob("shared/**/*.py"), *REPO.glob("functions/**/*.py"), *REPO.glob("local_dev/**/*.py"),
+             *(DBT_DIR / "models").rglob("*.sql"), *(DBT_DIR / "macros").rglob("*.sql"), *DASHBOARDS,
+             REPO / "observability" / "grafana" / "build_dashboards.py", *REPO.glob("ch/init/*.sql")]
+    ranking = [p.relative_to(REPO).as_posix() for p in texts if "Données définitives%" in p.read_text()]
+    assert ranking == ["ch/init/007.series.sql"]
