@@ -135,7 +135,8 @@ def test_raw_payload_is_the_record_as_received(store: Store, cfg: Settings) -> N
     assert (payload["date"], payload["heure"]) == ("2023-03-01", "01:00")
 
 
-def test_window_over_the_offset_cap_is_split(store: Store, replay: ReplayServer, settings: Settings) -> None:
+def test_window_over_the_offset_cap_needs_no_split(store: Store, replay: ReplayServer, settings: Settings) -> None:
+    # keyset paging always asks offset 0: a window larger than offset + limit ≤ cap is read whole
     cfg = ingest_settings(settings, replay, source_max_window_records=200)
     run = poll_once(store, cfg, start=MARCH1, end=MARCH1 + 3 * D)
     assert run["rows_in"] == 288
