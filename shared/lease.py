@@ -36,8 +36,10 @@ a third of the TTL and raises :class:`LeaseLostError` rather than continue once 
 Limits: a holder frozen for longer than the TTL between two ``keep_alive`` calls (a stopped VM) can
 overlap with the next holder for that one unit of work (no fencing token is checked by the inserts);
 the deduplication scope remembers the last 10 000 blocks of the table (``non_replicated_deduplication
-_window``; ``replicated_deduplication_window`` on a cluster), far more than the claims one read-then-
-claim interval can see.
+_window``; on a cluster ``replicated_deduplication_window`` and ``replicated_deduplication_window_seconds``,
+3600 s by default), far more than the milliseconds between a claimant's read and its claim; a replica
+lagging further than that cannot mislead a claimant, because quorum writes and sequentially consistent
+reads make it refuse to answer instead.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ from typing import Any
 
 import pandas as pd
 
-from shared.errors import ConflictError
+from shared.errors import ConflictError, StoreError
 from shared.logs import log_event
 from shared.store import Store
 
@@ -164,8 +166,14 @@ class Lease:
         started = time.monotonic()
         row = {"name": self.name, "epoch": epoch, "kind": "claim", "holder": self.holder,
                "ttl_ms": round(self.ttl_s * 1000)}
-        self.store.insert_df(TABLE, pd.DataFrame([row]), dedup_token=f"lease:{self.name}:{epoch}:claim",
-                             settings=_WRITE_SETTINGS)
+        try:
+            self.store.insert_df(TABLE, pd.DataFrame([row]), dedup_token=f"lease:{self.name}:{epoch}:claim",
+                                 settings=_WRITE_SETTINGS)
+        except StoreError as exc:
+            # On a replicated lease table a concurrent quorum insert is refused while another one is in
+            # flight (insert_quorum_parallel = 0): that is contention, not an outage. The read-back decides
+            # (and raises if the store is really unreachable).
+            log_event(log, "lease_claim_refused", lease=self.name, epoch=epoch, holder=self.holder, error=str(exc))
         winner = self.store.scalar(
             f"""
             select holder from {{db:Identifier}}.{TABLE}

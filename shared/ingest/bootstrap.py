@@ -68,6 +68,8 @@ def bootstrap(
     # Fast path without the lease: poll calls this every tick, and an upsert may hold the lease.
     if not force and bootstrap_done(store):
         return {"status": "skipped", "reason": "history already loaded"}
+    if not force and has_polled_measurements(store):
+        return {"status": "skipped", "reason": "store already holds polled measurements"}
     lease = Lease(store, MEASUREMENTS_WRITER, ttl_s=settings.upsert_lease_ttl_s)
     if not lease.acquire(wait_s=LEASE_WAIT_S):
         return {"status": "skipped", "reason": f"another writer holds the {lease.describe_other()}"}
