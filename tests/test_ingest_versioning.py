@@ -13,12 +13,14 @@ from shared.ingest.versioning import (
     compute_versions,
     load_latest,
     make_ukeys,
+    reflag_history,
     wide_to_long,
     write_versions,
 )
 from shared.series import load_series
+from shared.settings import Settings
 from shared.store import Store
-from tests.fixtures_detect import frozen_clock, query_client, real_load, upsert_load, utc
+from tests.fixtures_detect import frozen_clock, query_client, real_load, upsert_load, utc, write_measurements
 
 T0 = datetime(2023, 1, 2, 10, 0, tzinfo=UTC)
 
@@ -234,3 +236,13 @@ def test_a_pending_excursion_is_cleared_when_the_new_level_lasts(store: Store) -
     # what was known before: flagged
     known = load_series(store, "eco2mix_national", "consommation", as_of=utc("2023-02-03").to_pydatetime())
     assert (known.loc[known["ts"] >= cut, "flag"] == "impossible_jump").all()
+
+
+def test_reflag_flags_values_stored_before_the_upgrade(store: Store, settings: Settings) -> None:
+    # Real 2001 history written as an older version of the product did (no verdicts): RTE's placeholder
+    # `100` on five local days (480 values) is found by `python -m shared reflag`, once.
+    write_measurements(store, real_load("2001-01-01", "2002-01-01"))
+    assert reflag_history(store, settings) == {"years": 1, "verdicts_written": 480, "flagged": 480}
+    assert reflag_history(store, settings)["verdicts_written"] == 0
+    series = load_series(store, "eco2mix_national", "consommation")
+    assert (series["flag"] == "below_min").sum() == 480 and series["value"].isna().sum() == 480

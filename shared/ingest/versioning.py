@@ -252,6 +252,55 @@ def write_versions(
     return written
 
 
+def reflag_history(store: Store, settings: Settings) -> dict[str, int]:
+    """Judge every stored value of the plausibility metrics, one UTC year at a time (idempotent).
+
+    The upgrade path of a store whose values were versioned before plausibility flags existed
+    (``python -m shared reflag``); afterwards every write re-evaluates its own neighbourhood.
+    """
+    params = PlausibilityParams.from_settings(settings)
+    source = settings.series_source
+    bind = {"source": source, "metrics": list(params.metrics)}
+    years = [int(r[0]) for r in store.query_rows(
+        """
+        select distinct toYear(ts) as y from {db:Identifier}.measurements_latest
+        where source = {source:String} and metric in {metrics:Array(String)} order by y
+        """, bind)]
+    written = 0
+    for year in years:
+        rows = store.query_df(
+            """
+            select ts, metric, nature from {db:Identifier}.measurements_latest final
+            where source = {source:String} and metric in {metrics:Array(String)}
+              and ts >= {lo:DateTime64(3, 'UTC')} and ts < {hi:DateTime64(3, 'UTC')}
+            """,
+            {**bind, "lo": datetime(year, 1, 1), "hi": datetime(year + 1, 1, 1)},
+        )
+        written += reflag(store, source, rows, params)
+    flagged = int(store.scalar(
+        """
+        select countIf(reason != '') from (
+            select argMax(reason, flagged_at) as reason from {db:Identifier}.measurement_flags
+            where source = {source:String} group by ukey, version)
+        """, {"source": source}) or 0)
+    return {"years": len(years), "verdicts_written": written, "flagged": flagged}
+
+
+def reflag_main(argv: list[str] | None = None) -> int:
+    """``python -m shared reflag``: flag the implausible values already stored (after an upgrade)."""
+    import argparse
+
+    argparse.ArgumentParser(prog="python -m shared reflag", description=reflag_main.__doc__).parse_args(argv)
+    from shared.logs import configure_logging
+    from shared.settings import get_settings
+    from shared.store import get_store
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    print(json.dumps(reflag_history(get_store(settings), settings)))
+    return 0
+
+
 def _naive_utc(ts: datetime) -> datetime:
     return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo is not None else ts
 
