@@ -215,6 +215,11 @@ def test_zero_glitch_is_surfaced_as_implausible_and_healed_by_the_revision(
     assert not found[(found["kind"] == "missing") & found["ts"].between(*ZEROS)].size
     dq = store.query_df("select * from {db:Identifier}.data_quality where check = 'implausible'")
     assert (dq["status"].iloc[0], dq["value"].iloc[0]) == ("fail", 144.0)
+    with query_client(store) as client:
+        listed = client.get("/anomalies", params={"kind": "implausible", "start": "2022-11-14", "end": "2022-11-18"})
+        failed = client.get("/data-quality", params={"status": "fail"})
+    assert listed.status_code == 200 and listed.json()["count"] == 144, listed.text
+    assert "implausible" in {c["check"] for c in failed.json()["items"]}
 
     with frozen_clock(NOW + pd.Timedelta(minutes=10)):
         upsert_load(store, history)  # the source revises the zeros to the real values

@@ -673,7 +673,7 @@ d.add(
     panel(
         "timeseries",
         "Anomalies per day by kind",
-        "spike, dip, level_shift, flatline, missing — all statuses.",
+        "spike, dip, level_shift, flatline, missing, implausible — all statuses.",
         CH,
         [
             ch_target("""

@@ -115,9 +115,9 @@ class AnomaliesParams(BaseModel):
     metric: Name = "consommation"
     start: Timestamp | None = Field(default=None, description="inclusive (on ts); default: 30 days before end")
     end: Timestamp | None = Field(default=None, description="exclusive; default: now")
-    kind: Literal["spike", "dip", "level_shift", "flatline", "missing"] | None = None
+    kind: Literal["spike", "dip", "level_shift", "flatline", "missing", "implausible"] | None = None
     severity: Literal["low", "medium", "high"] | None = None
-    detector: Name | None = Field(default=None, description="e.g. residual, zscore")
+    detector: Name | None = Field(default=None, description="e.g. residual, zscore, plausibility")
     status: Literal["open", "resolved"] | None = None
     limit: int = Field(default=500, ge=1, le=MAX_ROWS_LIMIT)
 
