@@ -67,7 +67,7 @@ def _env_file(path: Path, function: str) -> dict[str, str]:
     if not path.is_file():
         raise ConfigurationError(f"function {function!r}: environment_file {path} does not exist")
     doc = yaml.safe_load(path.read_text()) or {}
-    env = doc.get("environment")
+    env = doc.get("environment") if isinstance(doc, dict) else None
     if not isinstance(env, dict):
         raise ConfigurationError(f"{path}: expected a mapping under 'environment:' (faas-cli's format)")
     return {str(k): str(v) for k, v in env.items()}

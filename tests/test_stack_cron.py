@@ -65,3 +65,50 @@ def test_configuration_doc_lists_every_setting() -> None:
     from shared.config_doc import DOC, render
 
     assert DOC.read_text() == render(), "docs/configuration.md is stale: run python -m shared config --write"
+
+
+# --- faas-cli's reading of the stack: ${…} substitution and environment_file ---------------------------------
+
+
+@pytest.mark.parametrize(("text", "env", "expected"), [
+    ("${A}", {"A": "x"}, "x"),
+    ("${A}", {}, ""),
+    ("${A:-d/e}", {}, "d/e"),
+    ("${A:-d}", {"A": ""}, "d"),  # ":-": default when unset or empty
+    ("${A-d}", {"A": ""}, ""),  # "-": default only when unset
+    ("${A-d}", {}, "d"),
+    ("$A and $$", {"A": "x"}, "$A and $$"),  # only the braced form is the stack's
+    ("img:${TAG:-0.1.0}", {"TAG": "2.0"}, "img:2.0"),
+])
+def test_expand_env_follows_envsubst(text: str, env: dict[str, str], expected: str) -> None:
+    from local_dev.stack import expand_env
+
+    assert expand_env(text, env) == expected
+
+
+def _stack_with_env_file(tmp_path: Path, file_text: str | None) -> Path:
+    (tmp_path / "deploy" / "lab").mkdir(parents=True)
+    if file_text is not None:
+        (tmp_path / "deploy" / "lab" / "functions.env.yml").write_text(file_text)
+    stack = tmp_path / "stack.yml"
+    stack.write_text(
+        "version: 1.0\nfunctions:\n  poll:\n    image: ${REGISTRY:-r}/poll:1\n"
+        "    environment_file:\n      - \"deploy/${POWERSENSE_TOPOLOGY:-faasd}/functions.env.yml\"\n"
+        "    environment: {POWERSENSE_CLICKHOUSE_URL: http://stack:8123, exec_timeout: 60s}\n"
+    )
+    return stack
+
+
+def test_environment_file_of_the_topology_is_merged_over_the_stack(tmp_path: Path) -> None:
+    stack = _stack_with_env_file(tmp_path, "environment:\n  POWERSENSE_CLICKHOUSE_URL: http://lab:8123\n")
+    (spec,) = read_stack(stack, environ={"POWERSENSE_TOPOLOGY": "lab", "REGISTRY": "reg"})
+    assert spec.image == "reg/poll:1"
+    assert spec.environment == {"POWERSENSE_CLICKHOUSE_URL": "http://lab:8123", "exec_timeout": "60s"}
+    assert spec.environment_files == ("deploy/lab/functions.env.yml",)
+
+
+@pytest.mark.parametrize("file_text", [None, "POWERSENSE_CLICKHOUSE_URL=http://lab:8123\n"])
+def test_missing_or_malformed_environment_file_fails_loudly(tmp_path: Path, file_text: str | None) -> None:
+    stack = _stack_with_env_file(tmp_path, file_text)
+    with pytest.raises(ConfigurationError, match="environment"):
+        read_stack(stack, environ={"POWERSENSE_TOPOLOGY": "lab"})
