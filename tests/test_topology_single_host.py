@@ -15,6 +15,8 @@ documented install step (the scripts are run for real, into temporary directorie
 
 from __future__ import annotations
 
+import copy
+import importlib.util
 import os
 import re
 import shutil
@@ -197,10 +199,24 @@ def faasd_install(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def _merge_module() -> Any:
+    spec = importlib.util.spec_from_file_location("merge_compose", FAASD / "merge_compose.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="module")
-def faasd_compose(faasd_install: Path) -> dict[str, Any]:
-    """faasd's compose file after the install."""
-    return yaml.safe_load((faasd_install / "docker-compose.yaml").read_text())
+def faasd_compose() -> dict[str, Any]:
+    """faasd's compose file with PowerSense merged in (deploy/faasd/merge_compose.py, as install.sh runs it)."""
+    fragment = yaml.safe_load((FAASD / "docker-compose.powersense.yaml").read_text())
+    merged: dict[str, Any] = _merge_module().merge(copy.deepcopy(FAASD_OWN_COMPOSE), fragment)
+    return merged
+
+
+def test_install_writes_the_merged_compose_file(faasd_install: Path, faasd_compose: dict[str, Any]) -> None:
+    assert yaml.safe_load((faasd_install / "docker-compose.yaml").read_text()) == faasd_compose
 
 
 @pytest.fixture(scope="module")
@@ -282,17 +298,21 @@ def test_faasd_functions_reach_their_infrastructure(faasd_compose: dict[str, Any
             assert port in _listen_ports(host, services[host]), f"{spec.name}: {host}:{port}"
 
 
-def test_faasd_prometheus_is_faasds_own_and_scrapes_what_is_reachable(
-    faasd_install: Path, faasd_compose: dict[str, Any]
-) -> None:
-    services = faasd_compose["services"]
+def test_install_makes_faasds_prometheus_powersenses(faasd_install: Path, faasd_compose: dict[str, Any]) -> None:
     installed = faasd_install / "prometheus.yml"
     assert installed.read_text() == (REPO / "observability" / "prometheus" / "prometheus.yml").read_text()
-    prometheus = services["prometheus"]
-    mounts = {v["target"]: v["source"] for v in prometheus["volumes"]}
+    mounts = {v["target"]: v["source"] for v in faasd_compose["services"]["prometheus"]["volumes"]}
     assert mounts["/etc/prometheus/prometheus.yml"] == "./prometheus.yml"
-    assert (faasd_install / mounts["/etc/prometheus/rules"]).is_dir()
-    for host, port in _prometheus_targets(installed):
+    rules = faasd_install / mounts["/etc/prometheus/rules"]
+    assert sorted(p.name for p in rules.iterdir()) == \
+        sorted(p.name for p in (REPO / "observability" / "prometheus" / "rules").iterdir())
+
+
+def test_faasd_prometheus_scrapes_what_is_reachable(faasd_compose: dict[str, Any]) -> None:
+    services = faasd_compose["services"]
+    mounts = {v["target"]: v["source"] for v in services["prometheus"]["volumes"]}
+    assert mounts["/etc/prometheus/rules"] == "./powersense/config/prometheus/rules"
+    for host, port in _prometheus_targets(REPO / "observability" / "prometheus" / "prometheus.yml"):
         if host in FAASD_EXTRA_HOSTS:
             assert port in FAASD_EXTRA_HOSTS[host] or host == "localhost", (host, port)
             continue
@@ -322,14 +342,14 @@ def test_faasd_no_host_port_is_bound_twice(faasd_compose: dict[str, Any]) -> Non
                 assert ip == "127.0.0.1", f"{name} publishes {port} beyond the host"
 
 
-def test_faasd_gateway_timeouts_exceed_every_exec_timeout(faasd_install: Path, faasd_compose: dict[str, Any]) -> None:
+def test_faasd_gateway_timeouts_exceed_every_exec_timeout(faasd_compose: dict[str, Any]) -> None:
     gateway = _env(faasd_compose["services"]["gateway"])
     upstream = duration_s(gateway["upstream_timeout"])
     assert upstream <= duration_s(gateway["read_timeout"]) and upstream <= duration_s(gateway["write_timeout"])
     for spec in _stack("faasd"):
         assert exec_timeout_s(spec) < upstream, spec.name
     # faasd-provider proxies the gateway's calls with service_timeout as its own read/write timeout
-    dropin = (faasd_install / "systemd" / "faasd-provider.service.d" / "powersense-timeouts.conf").read_text()
+    dropin = (FAASD / "faasd-provider-timeouts.conf").read_text()
     service_timeout = re.search(r'Environment="service_timeout=(\w+)"', dropin)
     assert service_timeout and duration_s(service_timeout[1]) >= upstream
     # the gateway's other settings are faasd's
@@ -393,11 +413,14 @@ def test_faasd_install_is_idempotent_and_keeps_faasds_files(faasd_install: Path)
     assert after == before
     assert yaml.safe_load((faasd_install / "docker-compose.yaml.faasd").read_text()) == FAASD_OWN_COMPOSE
     assert (faasd_install / "prometheus.yml.faasd").read_text() == FAASD_OWN_PROMETHEUS
+    dropin = faasd_install / "systemd" / "faasd-provider.service.d" / "powersense-timeouts.conf"
+    assert dropin.read_text() == (FAASD / "faasd-provider-timeouts.conf").read_text()
 
 
-def test_faasd_merged_compose_passes_docker_compose_config(faasd_install: Path) -> None:
+def test_faasd_merged_compose_passes_docker_compose_config(tmp_path: Path, faasd_compose: dict[str, Any]) -> None:
     exe = _tool("docker-compose", "apt-get install -y docker-compose")
-    res = subprocess.run([exe, "-f", "docker-compose.yaml", "config", "-q"], cwd=faasd_install,
+    (tmp_path / "docker-compose.yaml").write_text(yaml.safe_dump(faasd_compose, sort_keys=False))
+    res = subprocess.run([exe, "-f", "docker-compose.yaml", "config", "-q"], cwd=tmp_path,
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
 
@@ -467,10 +490,13 @@ def test_compose_every_secret_and_variable_is_created_by_init(tmp_path: Path, co
     shutil.copy(REPO / "deploy" / "compose" / "init.sh", tmp_path / "deploy" / "compose" / "init.sh")
     shutil.copy(REPO / "deploy" / "env.example", tmp_path / "deploy" / "env.example")
     env = {k: v for k, v in os.environ.items() if k != "SMTP_PASSWORD"}
-    for _ in range(2):
+    runs = []
+    for _ in range(2):  # idempotent: the second run keeps .env and rewrites the same secrets
         res = subprocess.run(["bash", str(tmp_path / "deploy" / "compose" / "init.sh")], env=env,
                              capture_output=True, text=True, timeout=60)
         assert res.returncode == 0, res.stdout + res.stderr
+        runs.append({p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()})
+    assert runs[0] == runs[1]
     dotenv = dict(line.split("=", 1) for line in (tmp_path / ".env").read_text().splitlines()
                   if line and not line.startswith("#"))
     assert not [k for k, v in dotenv.items() if v.startswith("change-me")]
