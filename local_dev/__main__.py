@@ -18,6 +18,7 @@ def main() -> int:
 
         return scheduler(args[1:])
     print("usage: python -m local_dev demo [--ticks N] [--speed X] [--start ISO] [--port P] [--source-url URL]\n"
+          "                              [--weather-url URL]\n"
           "       python -m local_dev scheduler [--stack FILE] [--url-template URL] [--timeout-s S]")
     return 2
 

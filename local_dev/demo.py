@@ -17,6 +17,7 @@ from typing import Any
 from shared.settings import REPO_ROOT
 
 DEFAULT_START = "2023-12-01T00:00:00Z"
+WEATHER_REPLAY_PREFIX = "/replay/open-meteo"
 
 
 def _parse_time(value: str) -> datetime:
@@ -52,6 +53,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="fire this many cron ticks, waiting for each, then exit (scripted use)")
     p.add_argument("--source-url", default=None,
                    help="poll this ODRÉ-compatible API instead of the local replay (e.g. the real ODRÉ)")
+    p.add_argument("--weather-url", default=None,
+                   help="Open-Meteo-compatible forecast API base (e.g. the real https://api.open-meteo.com/v1) "
+                        "instead of the local weather replay (which serves realised temperature as 'forecast')")
     return p.parse_args(argv)
 
 
@@ -69,6 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("POWERSENSE_LOG_FILE", str(data_dir / "logs" / "powersense.jsonl"))
     gateway_url = f"http://{args.host}:{args.port}"
     os.environ["POWERSENSE_SOURCE_URL"] = args.source_url or f"{gateway_url}/replay/api/explore/v2.1"
+    # The weather replay (local_dev/weather_replay.py) is mounted under the ODRÉ replay at /replay/open-meteo.
+    weather_replay = f"{gateway_url}{WEATHER_REPLAY_PREFIX}/v1"
+    os.environ["POWERSENSE_WEATHER_URL"] = args.weather_url or weather_replay
+    if args.weather_url is None:
+        os.environ["POWERSENSE_WEATHER_ARCHIVE_URL"] = weather_replay
 
     import uvicorn
 
@@ -109,12 +118,19 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         result = bootstrap(store, settings, until=start, progress=True)
         print(f"bootstrap: {_fmt(result)} in {time.perf_counter() - t0:.1f} s")
+    weather = _load_realised_temperature(store, settings, start, simulated=args.source_url is None)
+    if weather:
+        print(f"weather: {weather}")
     counts = store.query_rows(
         "select count(), uniqExact(ukey), max(version) from {db:Identifier}.measurements"
     )[0]
     print(f"store: {counts[0]:,} measurement rows, {counts[1]:,} ukeys, max version {counts[2]}")
 
     app = create_gateway_app()
+    if args.weather_url is None and app.replay is not None:
+        from local_dev.weather_replay import create_weather_replay_app
+
+        app.replay.mount(WEATHER_REPLAY_PREFIX.removeprefix("/replay"), create_weather_replay_app())  # type: ignore[attr-defined]
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_config=None, access_log=False))
     thread = threading.Thread(target=server.run, name="gateway", daemon=True)
     thread.start()
@@ -130,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"gateway: {gateway_url}  (functions: {', '.join(app.apps)})")
     print(f"logs:    {settings.log_file} (JSON lines)")
     print(f"source:  {os.environ['POWERSENSE_SOURCE_URL']}")
+    print(f"weather: {os.environ['POWERSENSE_WEATHER_URL']}"
+          + (" (replay: shipped REALISED temperature served as the 'forecast', not a forecast)"
+             if args.weather_url is None else ""))
     if args.source_url is None:
         print(f"clock:   simulated from {start.isoformat()} at {args.speed:g}x" + (" (resumed)" if resumed else ""))
     if "query_token" in created:
@@ -169,3 +188,24 @@ def main(argv: list[str] | None = None) -> int:
 
 def _fmt(result: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in result.items() if not isinstance(v, dict | list))
+
+
+def _load_realised_temperature(store: Any, settings: Any, start: datetime, *, simulated: bool) -> str | None:
+    """Load the shipped realised temperature (Enedis, before ``start`` only: no look-ahead) once.
+
+    On the simulated clock it is known just before the replay starts, like the eco2mix history.
+    """
+    from shared import clock
+    from shared.weather import ENEDIS_SOURCE
+    from shared.weather.service import backfill
+
+    if store.scalar("select count() from (select 1 from {db:Identifier}.measurements "
+                    "where source = {s:String} limit 1)", {"s": ENEDIS_SOURCE}):
+        return None
+    if simulated:
+        clock.install(clock.SimulatedClock(start - timedelta(seconds=30), 0.0))
+    t0 = time.perf_counter()
+    result = backfill(store, settings, datetime(2020, 1, 1, tzinfo=UTC), start, shipped=True, progress=True)
+    enedis = result.get("enedis", {})
+    return (f"realised temperature (Enedis, shipped) values={enedis.get('values')} written={enedis.get('written')} "
+            f"until {start.isoformat()} in {time.perf_counter() - t0:.1f} s")

@@ -10,7 +10,7 @@ from types import ModuleType
 from shared.settings import REPO_ROOT
 
 FUNCTIONS_DIR = REPO_ROOT / "functions"
-STAGES = ("poll", "upsert-version", "featurize", "forecast", "detect", "query")
+STAGES = ("poll", "poll-weather", "upsert-version", "featurize", "forecast", "detect", "query")
 
 
 def available() -> list[str]:

@@ -385,6 +385,37 @@ class Settings(BaseSettings):
         default=48.0, gt=0, description="a run after an impossible jump longer than this is accepted as real"
     )
     # --- end plausibility ----------------------------------------------------------------------
+    # --- weather (shared/weather/, functions/poll-weather) -----------------------------------------
+    weather_url: str = Field(
+        default="https://api.open-meteo.com/v1", description="Open-Meteo forecast API base (GET <url>/forecast)"
+    )
+    weather_archive_url: str = Field(
+        default="https://archive-api.open-meteo.com/v1",
+        description="Open-Meteo historical (archive) API base (GET <url>/archive), for weather-backfill",
+    )
+    weather_models: list[str] = Field(
+        default_factory=lambda: ["meteofrance_seamless", "ecmwf_ifs025"],
+        description="Open-Meteo forecast models, in priority order for the national forecast (see shared/weather)",
+    )
+    weather_archive_model: str = Field(
+        default="best_match",
+        description="Open-Meteo archive model of realised temperature (best_match = ERA5 + ERA5-Land)",
+    )
+    weather_stations_file: Path = Field(
+        default=REPO_ROOT / "data" / "weather" / "stations_meteo_rte_poids.csv",
+        description="weighted locations (ID;Nom;longitude;latitude;Poids) aggregated to one national temperature",
+    )
+    weather_forecast_days: int = Field(
+        default=9, ge=1, le=16, description="forecast_days asked from Open-Meteo (9 covers local D+7 from any origin)"
+    )
+    weather_past_days_max: int = Field(
+        default=3, ge=0, le=92, description="most past_days one poll-weather run asks for (catch-up after an outage)"
+    )
+    weather_min_weight_share: float = Field(
+        default=0.8, gt=0, le=1,
+        description="an hour is aggregated only when stations holding this share of the weight have a value",
+    )
+    # --- end weather ---------------------------------------------------------------------------
 
     # --- ops (deployment) --------------------------------------------------------------------
     # OpenFaaS names a secret's file after the secret, and one namespace cannot hold two secrets

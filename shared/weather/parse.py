@@ -1,0 +1,252 @@
+"""Pure functions over Open-Meteo responses and DataFrames: stations, parse, aggregate, blend.
+
+Response shape (Open-Meteo forecast API documentation, https://open-meteo.com/en/docs, and the
+historical API, https://open-meteo.com/en/docs/historical-weather-api): one JSON object per location
+with ``latitude``, ``longitude`` (the grid point used), ``generationtime_ms``, ``utc_offset_seconds``,
+``timezone``, ``timezone_abbreviation``, ``elevation``, ``hourly_units`` and ``hourly`` =
+``{"time": ["2023-12-01T00:00", …], "temperature_2m": [4.1, …]}``.  "Multiple coordinates can be comma
+separated … To return data for multiple locations the JSON output changes to a list of structures"
+(docs, ``latitude, longitude``), in the order requested.  With several ``models`` each variable is
+suffixed with the model name (``temperature_2m_ecmwf_ifs025``); with one model it is not.  Hours a
+model does not cover (beyond its forecast length) are ``null``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shared.errors import ConfigurationError
+
+VARIABLE = "temperature_2m"
+# Plausible 2 m temperature over metropolitan France (records: −41 °C in 1985, 46 °C in 2019); a value
+# outside is not a temperature in °C (a unit or encoding error) and is dead-lettered, not stored.
+MIN_DEGC, MAX_DEGC = -60.0, 60.0
+
+
+# --- stations --------------------------------------------------------------------------------------
+
+
+def load_stations(path: Path) -> pd.DataFrame:
+    """Weighted locations: ``id, name, longitude, latitude, weight`` (weight > 0 only), weights summing to 1.
+
+    The file is RTE's format (``ID;Nom;longitude;latitude;Poids``). Stations with weight 0 are left
+    out (nothing to request).  Raises ConfigurationError on a file that is not usable.
+    """
+    try:
+        raw = pd.read_csv(path, sep=";", dtype={"ID": str})
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(f"POWERSENSE_WEATHER_STATIONS_FILE: cannot read {path}: {exc}") from exc
+    missing = {"ID", "Nom", "longitude", "latitude", "Poids"} - set(raw.columns)
+    if missing:
+        raise ConfigurationError(f"POWERSENSE_WEATHER_STATIONS_FILE: {path} lacks columns {sorted(missing)}")
+    frame = pd.DataFrame({
+        "id": raw["ID"].astype(str).str.strip(),
+        "name": raw["Nom"].astype(str).str.strip(),
+        "longitude": pd.to_numeric(raw["longitude"], errors="coerce"),
+        "latitude": pd.to_numeric(raw["latitude"], errors="coerce"),
+        "weight": pd.to_numeric(raw["Poids"], errors="coerce"),
+    })
+    bad = frame[frame[["longitude", "latitude", "weight"]].isna().any(axis=1) | (frame["weight"] < 0)
+                | ~frame["latitude"].between(-90, 90) | ~frame["longitude"].between(-180, 180)]
+    if not bad.empty:
+        raise ConfigurationError(f"POWERSENSE_WEATHER_STATIONS_FILE: invalid rows for stations {bad['id'].tolist()}")
+    frame = frame[frame["weight"] > 0].reset_index(drop=True)
+    if frame.empty:
+        raise ConfigurationError(f"POWERSENSE_WEATHER_STATIONS_FILE: no station with a positive weight in {path}")
+    # RTE's weights sum to 1 up to rounding; normalising keeps the mean a mean for any edited file.
+    frame["weight"] = frame["weight"] / frame["weight"].sum()
+    return frame
+
+
+# --- parse -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Rejection:
+    """One value (or one location's block) that could not be used, with why."""
+
+    record_no: int
+    reason: str
+    payload: str
+
+
+@dataclass
+class Parsed:
+    """Long rows ``station, model, ts, value`` and the rejections."""
+
+    rows: pd.DataFrame
+    rejections: list[Rejection] = field(default_factory=list)
+
+
+class ResponseShapeError(ValueError):
+    """The body is not an Open-Meteo answer for the locations asked (the whole response is unusable)."""
+
+
+def response_locations(body: Any, n_locations: int) -> list[dict[str, Any]]:
+    """The per-location objects of a response (a list for several locations, an object for one)."""
+    if isinstance(body, dict) and body.get("error"):
+        raise ResponseShapeError(f"Open-Meteo error: {body.get('reason', body)}")
+    items = body if isinstance(body, list) else [body]
+    if len(items) != n_locations or not all(isinstance(i, dict) for i in items):
+        raise ResponseShapeError(f"expected {n_locations} location object(s), got {type(body).__name__} "
+                                 f"of {len(items) if isinstance(body, list) else 1}")
+    return items
+
+
+def _value_key(hourly: dict[str, Any], model: str, models: list[str]) -> str | None:
+    for key in (f"{VARIABLE}_{model}", VARIABLE if len(models) == 1 else None):
+        if key is not None and key in hourly:
+            return key
+    return None
+
+
+def parse_response(body: Any, station_ids: list[str], models: list[str]) -> Parsed:
+    """Long rows (``station, model, ts`` UTC, ``value`` °C) of one response; bad values become rejections.
+
+    ``station_ids`` are in request order.  Per location: ``hourly.time`` must be a list of ISO local
+    times (``utc_offset_seconds`` is applied: the product asks ``timezone=UTC``, so it is 0).  Per
+    value: ``null`` = the model does not cover that hour (no row, not a rejection); a number outside
+    [−60, 60] °C, a non-number (``"12.3"`` strings are refused too: the API sends numbers), NaN or a
+    time that does not parse are rejections.  A location block without a usable ``hourly`` is one
+    rejection.  ResponseShapeError when the body does not hold one object per location.
+    """
+    items = response_locations(body, len(station_ids))
+    stations: list[str] = []
+    model_col: list[str] = []
+    times: list[pd.Timestamp] = []
+    values: list[float] = []
+    rejections: list[Rejection] = []
+    record_no = 0
+    for station, item in zip(station_ids, items, strict=True):
+        hourly = item.get("hourly")
+        offset = item.get("utc_offset_seconds", 0)
+        time_list = hourly.get("time") if isinstance(hourly, dict) else None
+        if not isinstance(time_list, list) or not isinstance(offset, int) or isinstance(offset, bool):
+            rejections.append(Rejection(record_no, "location block without hourly.time list or utc_offset_seconds",
+                                        _dump({"station": station, "block": _head(item)})))
+            record_no += 1
+            continue
+        stamps = pd.to_datetime(pd.Series(time_list, dtype=object), errors="coerce", format="ISO8601")
+        if stamps.dt.tz is not None:  # the API sends local wall times without offset; an offset is accepted
+            stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
+        stamps = (stamps - pd.Timedelta(seconds=offset)).dt.tz_localize("UTC")
+        assert isinstance(hourly, dict)
+        for model in models:
+            key = _value_key(hourly, model, models)
+            series = hourly.get(key) if key else None
+            if not isinstance(series, list) or len(series) != len(time_list):
+                rejections.append(Rejection(
+                    record_no, f"no {VARIABLE} list for model {model} of the length of hourly.time",
+                    _dump({"station": station, "model": model, "key": key,
+                           "length": len(series) if isinstance(series, list) else None, "times": len(time_list)})))
+                record_no += 1
+                continue
+            for t_raw, ts, v in zip(time_list, stamps, series, strict=True):
+                if v is None:
+                    continue
+                reason = None
+                if pd.isna(ts):
+                    reason = f"unreadable time {t_raw!r}"
+                elif isinstance(v, bool) or not isinstance(v, int | float):
+                    reason = f"value is not a number: {type(v).__name__}"
+                elif not math.isfinite(v):
+                    reason = "value is not finite"
+                elif not MIN_DEGC <= v <= MAX_DEGC:
+                    reason = f"value {v} outside [{MIN_DEGC:g}, {MAX_DEGC:g}] °C"
+                if reason is not None:
+                    rejections.append(Rejection(record_no, reason, _dump(
+                        {"station": station, "model": model, "time": t_raw, "value": v})))
+                    record_no += 1
+                    continue
+                stations.append(station)
+                model_col.append(model)
+                times.append(ts)
+                values.append(float(v))
+    rows = pd.DataFrame({
+        "station": pd.Series(stations, dtype=object),
+        "model": pd.Series(model_col, dtype=object),
+        "ts": pd.to_datetime(pd.Series(times, dtype="datetime64[ns, UTC]")) if times
+        else pd.Series(dtype="datetime64[ns, UTC]"),
+        "value": pd.Series(values, dtype="float64"),
+    })
+    # A location repeated within one answer (never seen, but cheap to guard): the last value wins.
+    rows = rows.drop_duplicates(["station", "model", "ts"], keep="last").reset_index(drop=True)
+    return Parsed(rows, rejections)
+
+
+def _dump(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, default=str, allow_nan=True)
+
+
+def _head(item: Any) -> Any:
+    """A short view of a malformed block for the dead letter (not the whole 200-hour arrays)."""
+    if not isinstance(item, dict):
+        return repr(item)[:500]
+    return {k: (v if not isinstance(v, list | dict) else f"<{type(v).__name__} of {len(v)}>") for k, v in item.items()}
+
+
+# --- aggregate ---------------------------------------------------------------------------------------
+
+
+def aggregate(rows: pd.DataFrame, stations: pd.DataFrame, min_weight_share: float) -> pd.DataFrame:
+    """National temperature per (``model``, ``ts``): the weighted mean over the stations with a value.
+
+    Missing stations: the weights of the stations present are renormalised (the mean of what is
+    known), and an hour is kept only when the present stations hold at least ``min_weight_share``
+    of the total weight — below that the mean would lean on one region's climate, so the hour is
+    left out (nothing is written for it; an earlier run's value stays the latest version).
+    Returns ``model, ts, value, weight_share, stations``.
+    """
+    cols = ["model", "ts", "value", "weight_share", "stations"]
+    if rows.empty:
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(
+            cols, [object, "datetime64[ns, UTC]", "float64", "float64", "int64"], strict=True)})
+    w = stations.set_index("id")["weight"]
+    frame = rows.assign(weight=rows["station"].map(w).astype("float64"))
+    frame = frame[frame["weight"].notna()]
+    frame = frame.assign(wv=frame["weight"] * frame["value"])
+    grouped = frame.groupby(["model", "ts"], sort=True).agg(
+        wsum=("weight", "sum"), wv=("wv", "sum"), stations=("station", "nunique"))
+    total = float(w.sum())
+    out = grouped.reset_index()
+    out["value"] = out["wv"] / out["wsum"]
+    out["weight_share"] = out["wsum"] / total
+    out = out[out["weight_share"] >= min_weight_share - 1e-9]
+    return out[cols].reset_index(drop=True)
+
+
+def blend(national: pd.DataFrame, priority: list[str]) -> pd.DataFrame:
+    """Per ``ts``, the value of the first model of ``priority`` that has one; ``ts, value, model``.
+
+    Why a priority and not a mean: Météo-France's seamless forecast (AROME 0.01–0.025° for 2 days,
+    ARPEGE after) is the finer model over France but stops after 4 days; ECMWF IFS runs 15 days
+    (Open-Meteo docs, meteofrance-api and ecmwf-api pages).  The product needs D+7, so the national
+    forecast is Météo-France's while it lasts, then ECMWF's.
+    """
+    if national.empty:
+        return pd.DataFrame({"ts": pd.Series(dtype="datetime64[ns, UTC]"), "value": pd.Series(dtype="float64"),
+                             "model": pd.Series(dtype=object)})
+    rank = {m: i for i, m in enumerate(priority)}
+    frame = national[national["model"].isin(rank)].assign(rank=lambda d: d["model"].map(rank))
+    best = frame.sort_values(["ts", "rank"]).drop_duplicates("ts", keep="first")
+    return best[["ts", "value", "model"]].reset_index(drop=True)
+
+
+def hourly_from_half_hourly(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+    """The on-the-hour values of a 30-min series (``ts`` UTC + ``column``) as ``ts, value``."""
+    ts = pd.to_datetime(frame["ts"], utc=True)
+    on_hour = (ts.dt.minute == 0) & (ts.dt.second == 0)
+    return pd.DataFrame({"ts": ts[on_hour].to_numpy(), "value": frame.loc[on_hour, column].to_numpy("float64")})
+
+
+def weighted_mean(values: np.ndarray, weights: np.ndarray) -> float:
+    """Weighted mean of the finite values (NaN when none): the scalar form of :func:`aggregate`."""
+    ok = np.isfinite(values)
+    return float(np.sum(values[ok] * weights[ok]) / np.sum(weights[ok])) if ok.any() else float("nan")

@@ -1,0 +1,416 @@
+"""poll-weather and the realised-temperature backfill: load → compute → write, thin I/O.
+
+**poll-weather** (one invocation; cron hourly, its own schedule):
+
+* **plan** — :func:`plan_past_days` (pure) from the watermark in ClickHouse (:func:`read_watermark`: the
+  newest ``inserted_at`` of a stored forecast = the fetch time of the last run that changed anything):
+  ``past_days`` covers the days since then (capped at ``POWERSENSE_WEATHER_PAST_DAYS_MAX``), so a feed
+  that was down is caught up on the hours it missed; ``forecast_days`` = ``POWERSENSE_WEATHER_FORECAST_DAYS``.
+* **fetch** — one Open-Meteo forecast call for every weighted location and every model
+  (:class:`~shared.weather.client.OpenMeteoClient`, retried with tenacity).
+* **land** — each location's answer goes to ``raw_records`` (batch ``open_meteo-<fetch time>-<run>``;
+  no ``raw_batches`` header: upsert-version versions only ODRÉ pages), values that cannot be used to
+  ``rejected_records`` (stage ``poll-weather``, with the reason; each distinct payload once).
+* **compute** — :func:`~shared.weather.parse.aggregate` (weighted national mean per model and hour) and
+  :func:`~shared.weather.parse.blend` (per hour the first model of ``POWERSENSE_WEATHER_MODELS``).
+* **write** — versioned with ``shared/ingest/versioning.py`` (``make_ukeys`` → ``compute_versions`` →
+  ``write_versions``) under ``inserted_at`` = the fetch time (``shared.clock``): an unchanged value
+  creates nothing (a re-run is idempotent), a changed value for the same target hour is a new version,
+  so ``load_series(store, "open_meteo", "temperature_2m", as_of=T)`` is the forecast as known at T.
+
+Writers of these measurements hold the ``weather-writer`` lease (versions are read-latest-then-insert);
+they touch other ukeys than upsert-version, so they do not take its lease.  While the eco2mix history
+bootstrap is pending the stage skips: a weather row written first would make the bootstrap believe the
+store already holds polled measurements (``shared.ingest.versioning.has_polled_measurements``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from shared import clock
+from shared.errors import BadRequestError, ConflictError, SourceError
+from shared.ingest.poll import landing_time, new_batch_id
+from shared.ingest.versioning import (
+    bootstrap_pending,
+    compute_versions,
+    load_latest,
+    make_ukeys,
+    write_versions,
+)
+from shared.lease import Lease
+from shared.logs import log_event
+from shared.runs import Run
+from shared.settings import REPO_ROOT, Settings
+from shared.store import Store
+from shared.weather import (
+    ENEDIS_NORMAL_METRIC,
+    ENEDIS_REALISED_METRIC,
+    ENEDIS_SOURCE,
+    FORECAST_METRIC,
+    FORECAST_NATURE,
+    PERIMETER,
+    REALISED_METRIC,
+    REALISED_NATURE,
+    SOURCE,
+    model_metric,
+)
+from shared.weather.parse import (
+    Rejection,
+    ResponseShapeError,
+    aggregate,
+    blend,
+    load_stations,
+    parse_response,
+)
+
+if TYPE_CHECKING:
+    import httpx
+
+log = logging.getLogger(__name__)
+
+WEATHER_WRITER = "weather-writer"
+STAGE = "poll-weather"
+BACKFILL_STAGE = "weather-backfill"
+ENEDIS_FILES = "enedis_temperature_lissee_nationale_*.csv.gz"
+WEATHER_DIR = REPO_ROOT / "data" / "weather"
+
+
+# --- plan ------------------------------------------------------------------------------------------
+
+
+def read_watermark(store: Store, settings: Settings) -> datetime | None:
+    """Fetch time of the newest stored forecast version (None before the first run)."""
+    value = store.scalar(
+        """select max(inserted_at) from {db:Identifier}.measurements
+           where source = {source:String} and metric in {metrics:Array(String)} having count() > 0""",
+        {"source": SOURCE, "metrics": [FORECAST_METRIC, *map(model_metric, settings.weather_models)]},
+    )
+    if value is None:
+        return None
+    ts = pd.Timestamp(value)
+    return (ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")).to_pydatetime()
+
+
+def plan_past_days(watermark: datetime | None, now: datetime, max_past_days: int) -> int:
+    """``past_days`` for this run: the UTC days since the last stored run (all of ``max_past_days`` on a
+    fresh store), so the hours a failed feed missed are asked again; 0 when the last run was today."""
+    if watermark is None:
+        return max_past_days
+    days = (now.astimezone(UTC).date() - watermark.astimezone(UTC).date()).days
+    return max(0, min(days, max_past_days))
+
+
+# --- compute (pure) --------------------------------------------------------------------------------
+
+
+def forecast_rows(national: pd.DataFrame, priority: list[str]) -> pd.DataFrame:
+    """The measurement rows of one run: the blended national forecast + each model's (``ts, metric,
+    nature, value, perimetre``)."""
+    blended = blend(national, priority)
+    parts = [blended.assign(metric=FORECAST_METRIC)[["ts", "metric", "value"]]]
+    for model in priority:
+        one = national[national["model"] == model]
+        parts.append(one.assign(metric=model_metric(model))[["ts", "metric", "value"]])
+    rows = pd.concat(parts, ignore_index=True)
+    rows["ts"] = pd.to_datetime(rows["ts"], utc=True)
+    return rows.assign(nature=FORECAST_NATURE, perimetre=PERIMETER)
+
+
+def with_ukeys(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` (``ts, metric, nature, value, perimetre``) with the canonical ukey of each value."""
+    return rows.assign(ukey=make_ukeys(rows["ts"], rows["metric"], rows["nature"], rows["perimetre"]))
+
+
+# --- write -----------------------------------------------------------------------------------------
+
+
+def upsert(store: Store, settings: Settings, rows: pd.DataFrame, *, source: str, batch_id: str,
+           inserted_at: datetime | None = None) -> dict[str, int]:
+    """Version ``rows`` against the latest stored versions; returns counts (new, revised, written)."""
+    if rows.empty:
+        return {"new": 0, "revised": 0, "written": 0}
+    observed = with_ukeys(rows)
+    latest = load_latest(store, source, observed["metric"].unique(), observed["ts"].min(), observed["ts"].max())
+    new_rows = compute_versions(observed, latest)
+    written = write_versions(store, new_rows, source, batch_id, settings.upsert_chunk_rows, inserted_at=inserted_at)
+    n_new = int((new_rows["version"] == 1).sum()) if not new_rows.empty else 0
+    return {"new": n_new, "revised": len(new_rows) - n_new, "written": written}
+
+
+def land_raw(store: Store, items: list[Any], *, batch_id: str, fetched_at: datetime, url: str) -> None:
+    """Each location's answer as received, one raw record each (audit; re-processing)."""
+    if not items:
+        return
+    frame = pd.DataFrame({
+        "batch_id": batch_id, "record_no": range(len(items)), "fetched_at": fetched_at, "source_url": url,
+        "payload": [json.dumps(i, ensure_ascii=False, allow_nan=True) for i in items],
+    })
+    store.insert_df("raw_records", frame, dedup_token=f"{batch_id}:raw")
+
+
+def dead_letter(store: Store, rejections: list[Rejection], *, stage: str, batch_id: str, at: datetime) -> int:
+    """Rejections into ``rejected_records`` — each distinct payload once (a re-run sends the same ones)."""
+    if not rejections:
+        return 0
+    known = {p for (p,) in store.query_rows(
+        """select distinct payload from {db:Identifier}.rejected_records
+           where stage = {stage:String} and payload in {payloads:Array(String)}""",
+        {"stage": stage, "payloads": [r.payload for r in rejections]},
+    )}
+    fresh = [r for r in rejections if r.payload not in known]
+    if fresh:
+        store.insert_df("rejected_records", pd.DataFrame({
+            "batch_id": batch_id, "record_no": [r.record_no for r in fresh], "stage": stage,
+            "reason": [r.reason for r in fresh], "payload": [r.payload for r in fresh], "rejected_at": at,
+        }))
+    return len(fresh)
+
+
+def _lease(store: Store, settings: Settings) -> Lease:
+    return Lease(store, WEATHER_WRITER, ttl_s=settings.upsert_lease_ttl_s)
+
+
+# --- the stage -------------------------------------------------------------------------------------
+
+
+def run_poll_weather(
+    store: Store,
+    settings: Settings,
+    run: Run,
+    *,
+    past_days: int | None = None,
+    forecast_days: int | None = None,
+    transport: httpx.BaseTransport | None = None,
+) -> None:
+    """One poll-weather invocation (cron: no options).  Fills run.rows_in (values received),
+    run.rows_out (measurement rows written) and run.details; SourceError (HTTP 502) when Open-Meteo
+    fails after retries or answers something that is not a forecast for the locations asked."""
+    t0 = time.perf_counter()
+    if past_days is not None and not 0 <= past_days <= 92:
+        raise BadRequestError("past_days must be within 0…92 (Open-Meteo's limit)")
+    if forecast_days is not None and not 1 <= forecast_days <= 16:
+        raise BadRequestError("forecast_days must be within 1…16 (Open-Meteo's limit)")
+    if bootstrap_pending(store, settings):
+        run.skip("history bootstrap has not completed yet")
+        return
+    stations = load_stations(settings.weather_stations_file)
+    models = list(settings.weather_models)
+    lease = _lease(store, settings)
+    if not lease.acquire():
+        run.skip(f"another weather writer is running ({lease.describe_other()})")
+        return
+    with lease:
+        now = clock.now()
+        watermark = read_watermark(store, settings)
+        past = past_days if past_days is not None else plan_past_days(watermark, now, settings.weather_past_days_max)
+        days = forecast_days or settings.weather_forecast_days
+        run.details.update(watermark=watermark.isoformat() if watermark else None, now=now.isoformat(),
+                           past_days=past, forecast_days=days, models=models, locations=len(stations))
+        from shared.weather.client import OpenMeteoClient
+
+        with OpenMeteoClient(settings, transport=transport) as client:
+            body, url = client.forecast(stations["latitude"].tolist(), stations["longitude"].tolist(), models,
+                                        forecast_days=days, past_days=past)
+        fetched_at = landing_time()  # the issue time of this run: every version it writes carries it
+        batch_id = f"{SOURCE}-{new_batch_id(fetched_at, run.run_id, 0)}"
+        ids = stations["id"].tolist()
+        try:
+            parsed = parse_response(body, ids, models)
+        except ResponseShapeError as exc:
+            land_raw(store, [body], batch_id=batch_id, fetched_at=fetched_at, url=url)
+            dead_letter(store, [Rejection(0, f"response: {exc}", json.dumps(body, default=str)[:100_000])],
+                        stage=STAGE, batch_id=batch_id, at=fetched_at)
+            raise SourceError(f"Open-Meteo answer unusable: {exc}") from exc
+        land_raw(store, body if isinstance(body, list) else [body], batch_id=batch_id, fetched_at=fetched_at,
+                 url=url)
+        rejected = dead_letter(store, parsed.rejections, stage=STAGE, batch_id=batch_id, at=fetched_at)
+        national = aggregate(parsed.rows, stations, settings.weather_min_weight_share)
+        rows = forecast_rows(national, models)
+        counts = upsert(store, settings, rows, source=SOURCE, batch_id=batch_id, inserted_at=fetched_at)
+    hours = parsed.rows.groupby("model")["ts"].nunique().to_dict() if not parsed.rows.empty else {}
+    kept = national.groupby("model")["ts"].nunique().to_dict() if not national.empty else {}
+    blended = rows[rows["metric"] == FORECAST_METRIC]
+    run.rows_in = len(parsed.rows) + len(parsed.rejections)
+    run.rows_out = counts["written"]
+    run.details.update(
+        batch_id=batch_id, issued_at=fetched_at.isoformat(), values=len(parsed.rows),
+        rejected=len(parsed.rejections), dead_lettered=rejected,
+        hours_per_model={m: int(hours.get(m, 0)) for m in models},
+        hours_below_coverage={m: int(hours.get(m, 0)) - int(kept.get(m, 0)) for m in models},
+        forecast_start=blended["ts"].min().isoformat() if not blended.empty else None,
+        forecast_end=blended["ts"].max().isoformat() if not blended.empty else None,
+        new=counts["new"], revised=counts["revised"], elapsed_s=round(time.perf_counter() - t0, 4),
+    )
+    log_event(log, "poll_weather_done", values=len(parsed.rows), rejected=len(parsed.rejections),
+              rows_out=counts["written"], new=counts["new"], revised=counts["revised"], past_days=past)
+
+
+# --- realised temperature: the shipped Enedis series and the Open-Meteo archive -----------------------
+
+
+def read_enedis(files: Iterable[Path]) -> pd.DataFrame:
+    """The shipped Enedis national series: ``ts`` (UTC), ``realised``, ``normal`` (°C, 30 min)."""
+    frames = [pd.read_csv(f) for f in sorted(files)]
+    if not frames:
+        return pd.DataFrame({"ts": pd.Series(dtype="datetime64[ns, UTC]"), "realised": pd.Series(dtype=float),
+                             "normal": pd.Series(dtype=float)})
+    df = pd.concat(frames, ignore_index=True)
+    return pd.DataFrame({
+        "ts": pd.to_datetime(df["horodate"], utc=True),
+        "realised": pd.to_numeric(df["temperature_realisee_lissee_degc"], errors="coerce"),
+        "normal": pd.to_numeric(df["temperature_normale_lissee_degc"], errors="coerce"),
+    }).sort_values("ts").reset_index(drop=True)
+
+
+def enedis_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Measurement rows of the Enedis series (two metrics, one nature each)."""
+    parts = [frame.rename(columns={"realised": "value"})[["ts", "value"]].assign(
+                 metric=ENEDIS_REALISED_METRIC, nature=REALISED_NATURE),
+             frame.rename(columns={"normal": "value"})[["ts", "value"]].assign(
+                 metric=ENEDIS_NORMAL_METRIC, nature="normale")]
+    rows = pd.concat(parts, ignore_index=True)
+    return rows[rows["value"].notna()].assign(perimetre=PERIMETER).reset_index(drop=True)
+
+
+def _utc(value: date | datetime) -> pd.Timestamp:
+    ts = pd.Timestamp(value)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def backfill(
+    store: Store,
+    settings: Settings,
+    start: date | datetime,
+    end: date | datetime,
+    *,
+    shipped: bool = True,
+    archive: bool = False,
+    weather_dir: Path = WEATHER_DIR,
+    chunk_days: int = 31,
+    progress: bool = False,
+    transport: httpx.BaseTransport | None = None,
+    run_id: str = "backfill",
+) -> dict[str, Any]:
+    """Load realised temperature for ``[start, end)``: the shipped Enedis series (``shipped``) and/or
+    Open-Meteo's archive at the weighted locations, aggregated like the forecasts (``archive``).
+
+    Versioned like every measurement (a re-run writes nothing new).  Raises ConflictError while the
+    eco2mix history bootstrap is pending or another weather writer runs.
+    """
+    from tqdm import tqdm
+
+    lo, hi = _utc(start), _utc(end)
+    if hi <= lo:
+        raise BadRequestError("end must be after start")
+    if bootstrap_pending(store, settings):
+        raise ConflictError("the eco2mix history bootstrap has not completed: run python -m shared bootstrap first")
+    lease = _lease(store, settings)
+    if not lease.acquire():
+        raise ConflictError(f"another weather writer is running ({lease.describe_other()})")
+    out: dict[str, Any] = {}
+    with lease:
+        if shipped:
+            frame = read_enedis(weather_dir.glob(ENEDIS_FILES))
+            frame = frame[(frame["ts"] >= lo) & (frame["ts"] < hi)]
+            totals = {"values": 0, "new": 0, "revised": 0, "written": 0}
+            years = sorted(frame["ts"].dt.year.unique().tolist())
+            for year in tqdm(years, desc="enedis", unit="year", disable=not progress):
+                rows = enedis_rows(frame[frame["ts"].dt.year == year])
+                counts = upsert(store, settings, rows, source=ENEDIS_SOURCE, batch_id=f"{BACKFILL_STAGE}-enedis-{year}")
+                totals["values"] += len(rows)
+                for k in ("new", "revised", "written"):
+                    totals[k] += counts[k]
+                lease.keep_alive()
+            out["enedis"] = {**totals, "first": frame["ts"].min().isoformat() if not frame.empty else None,
+                             "last": frame["ts"].max().isoformat() if not frame.empty else None}
+        if archive:
+            out["archive"] = _backfill_archive(store, settings, lo, hi, lease, chunk_days=chunk_days,
+                                               progress=progress, transport=transport, run_id=run_id)
+    log_event(log, "weather_backfill_done", **{k: v.get("written") for k, v in out.items()})
+    return out
+
+
+def _backfill_archive(store: Store, settings: Settings, lo: pd.Timestamp, hi: pd.Timestamp, lease: Lease, *,
+                      chunk_days: int, progress: bool, transport: httpx.BaseTransport | None,
+                      run_id: str) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    from shared.weather.client import OpenMeteoClient
+
+    stations = load_stations(settings.weather_stations_file)
+    ids = stations["id"].tolist()
+    model = settings.weather_archive_model
+    last_day = (hi - pd.Timedelta(microseconds=1)).date()
+    days = pd.date_range(lo.date(), last_day, freq=f"{chunk_days}D")
+    totals = {"values": 0, "rejected": 0, "hours": 0, "new": 0, "revised": 0, "written": 0}
+    with OpenMeteoClient(settings, transport=transport) as client:
+        for first in tqdm(list(days), desc="open-meteo archive", unit="chunk", disable=not progress):
+            last = min((first + pd.Timedelta(days=chunk_days - 1)).date(), last_day)
+            body, url = client.archive(stations["latitude"].tolist(), stations["longitude"].tolist(), model,
+                                       start=first.date(), end=last)
+            fetched_at = landing_time()
+            batch_id = f"{SOURCE}-archive-{new_batch_id(fetched_at, run_id, 0)}"
+            try:
+                parsed = parse_response(body, ids, [model])
+            except ResponseShapeError as exc:
+                dead_letter(store, [Rejection(0, f"response: {exc}", json.dumps(body, default=str)[:100_000])],
+                            stage=BACKFILL_STAGE, batch_id=batch_id, at=fetched_at)
+                raise SourceError(f"Open-Meteo archive answer unusable: {exc}") from exc
+            totals["rejected"] += dead_letter(store, parsed.rejections, stage=BACKFILL_STAGE, batch_id=batch_id,
+                                              at=fetched_at)
+            national = aggregate(parsed.rows, stations, settings.weather_min_weight_share)
+            national = national[(national["ts"] >= lo) & (national["ts"] < hi)]
+            rows = national[["ts", "value"]].assign(metric=REALISED_METRIC, nature=REALISED_NATURE,
+                                                    perimetre=PERIMETER)
+            counts = upsert(store, settings, rows, source=SOURCE, batch_id=batch_id)
+            totals["values"] += len(parsed.rows)
+            totals["hours"] += len(rows)
+            for k in ("new", "revised", "written"):
+                totals[k] += counts[k]
+            lease.keep_alive()
+    return totals
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m shared weather-backfill [--start D] [--end D] [--shipped] [--archive]``."""
+    import argparse
+
+    from shared.settings import get_settings
+    from shared.store import get_store
+
+    p = argparse.ArgumentParser(prog="python -m shared weather-backfill",
+                                description="Load realised national temperature into measurements.")
+    p.add_argument("--start", default="2020-01-01", help="first day (UTC, inclusive)")
+    p.add_argument("--end", default="2024-01-01", help="end day (UTC, exclusive)")
+    p.add_argument("--shipped", action="store_true",
+                   help="the shipped Enedis smoothed realised + normal temperature (data/weather; the default)")
+    p.add_argument("--archive", action="store_true",
+                   help="Open-Meteo's archive at the weighted locations (POWERSENSE_WEATHER_ARCHIVE_URL)")
+    p.add_argument("--chunk-days", type=int, default=31, help="days per archive request")
+    args = p.parse_args(argv)
+    shipped = args.shipped or not args.archive
+    settings = get_settings()
+    t0 = time.perf_counter()
+    result = backfill(get_store(settings), settings, date.fromisoformat(args.start), date.fromisoformat(args.end),
+                      shipped=shipped, archive=args.archive, chunk_days=args.chunk_days, progress=True)
+    for name, figures in result.items():
+        print(f"{name}: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
+    print(f"weather-backfill done in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def load_temperature_forecast(store: Store, start: datetime, end: datetime, as_of: datetime) -> pd.DataFrame:
+    """The national temperature forecast for ``[start, end)`` as known at ``as_of`` (no look-ahead)."""
+    from shared.series import load_series
+
+    return load_series(store, SOURCE, FORECAST_METRIC, start, end, as_of=as_of)
+
