@@ -12,6 +12,7 @@ COMMANDS = {
     "evaluate": ("shared.forecasting.evaluate", "main", "backtest the forecast model (make evaluate)"),
     "evaluate-anomalies": ("shared.detection.evaluate", "main", "evaluate anomaly detectors (make evaluate-anomalies)"),
     "bootstrap": ("shared.ingest.bootstrap", "main", "load the shipped history into the store"),
+    "weather-backfill": ("shared.weather.service", "main", "load realised temperature (shipped Enedis; --archive)"),
     "reflag": ("shared.ingest.versioning", "reflag_main", "flag implausible values already stored (after an upgrade)"),
     "config": ("shared.config_doc", "main", "print every setting (POWERSENSE_*) as a Markdown table"),
     "ddl": ("shared.schema", "main", "print the DDL; --cluster NAME: its sharded, replicated rendering"),
