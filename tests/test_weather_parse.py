@@ -50,7 +50,8 @@ def test_parse_documented_multi_location_multi_model_response() -> None:
     rows = parsed.rows
     assert len(rows) == 11  # 12 values, one null (the model does not cover that hour: no row, no rejection)
     assert rows["ts"].dt.tz is not None
-    assert rows["ts"].min() == pd.Timestamp("2023-12-01T00:00Z") and rows["ts"].max() == pd.Timestamp("2023-12-01T02:00Z")
+    assert rows["ts"].min() == pd.Timestamp("2023-12-01T00:00Z")
+    assert rows["ts"].max() == pd.Timestamp("2023-12-01T02:00Z")
     one = rows[(rows.station == "481") & (rows.model == "ecmwf_ifs025")].sort_values("ts")
     assert one["value"].tolist() == [1.0, 0.6, 0.1]
 

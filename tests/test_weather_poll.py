@@ -1,0 +1,344 @@
+"""poll-weather end to end: the Open-Meteo replay (local_dev/weather_replay.py) served by uvicorn on
+loopback, the real chDB store, the function's handler app; versioning of forecast runs and as-of reads.
+
+The replay serves the shipped *realised* Enedis temperature as the "forecast" (labelled so in its
+docstring).  Where a test needs a second run that changes values, or malformed values, a response
+transform in front of the replay (a test helper, like tests/fixtures_ingest.FaultInjector) rewrites
+them: synthetic edits for edge cases only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+
+from local_dev.functions import load_handler
+from local_dev.weather_replay import create_weather_replay_app, hourly_temperature
+from shared import clock
+from shared.app import settings_dep, store_dep
+from shared.errors import SourceError
+from shared.runs import stage_run
+from shared.series import load_series
+from shared.settings import REPO_ROOT, Settings
+from shared.store import Store
+from shared.weather import FORECAST_METRIC, SOURCE, model_metric
+from shared.weather.service import run_poll_weather
+from tests.fixtures_ingest import free_port
+
+T1 = datetime(2023, 12, 1, 6, tzinfo=UTC)
+H = timedelta(hours=1)
+Doc = Any
+
+
+@dataclass
+class Injector:
+    """ASGI wrapper over the replay: per request number, an HTTP status or a JSON transform."""
+
+    app: Any
+    statuses: dict[int, int] = field(default_factory=dict)
+    transform: Callable[[Doc], Doc] | None = None
+    count: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def reset(self, statuses: dict[int, int] | None = None, transform: Callable[[Doc], Doc] | None = None) -> None:
+        with self.lock:
+            self.statuses, self.transform, self.count = dict(statuses or {}), transform, 0
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        with self.lock:
+            self.count += 1
+            status = self.statuses.get(self.count)
+            transform = self.transform
+        if status is not None:
+            await send({"type": "http.response.start", "status": status,
+                        "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": b'{"error": true, "reason": "injected"}'})
+            return
+        if transform is None:
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        start: dict[str, Any] = {}
+
+        async def capture(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                start.update(message)
+            else:
+                chunks.append(message.get("body", b""))
+
+        await self.app(scope, receive, capture)
+        body = json.dumps(transform(json.loads(b"".join(chunks)))).encode()
+        await send({"type": "http.response.start", "status": start.get("status", 200),
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+        await asyncio.sleep(0)
+
+
+@contextmanager
+def serve(app: Any) -> Iterator[str]:
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("weather replay did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def replay() -> Iterator[tuple[str, Injector]]:
+    injector = Injector(create_weather_replay_app())
+    with serve(injector) as url:
+        yield url, injector
+
+
+@pytest.fixture(autouse=True)
+def _fresh(replay: tuple[str, Injector]) -> Iterator[None]:
+    replay[1].reset()
+    clock.install(clock.SimulatedClock(T1, 0.0))
+    yield
+    replay[1].reset()
+    clock.install(None)
+
+
+@pytest.fixture
+def cfg(settings: Settings, replay: tuple[str, Injector]) -> Settings:
+    return settings.model_copy(update={
+        "weather_url": replay[0], "weather_archive_url": replay[0], "poll_bootstrap": False,
+        "source_timeout_s": 5.0, "source_retries": 3, "source_backoff_s": 0.01, "source_backoff_max_s": 0.05,
+    })
+
+
+def poll(store: Store, settings: Settings, **options: Any) -> dict[str, Any]:
+    with stage_run(store, "poll-weather") as run:
+        run_poll_weather(store, settings, run, **options)
+    return run.as_dict()
+
+
+def at(ts: datetime) -> None:
+    clock.install(clock.SimulatedClock(ts, 0.0))
+
+
+def shift_all(delta: float) -> Callable[[Doc], Doc]:
+    """A revised forecast: every value moved by ``delta`` °C."""
+    def transform(doc: Doc) -> Doc:
+        for item in doc if isinstance(doc, list) else [doc]:
+            for key, values in item["hourly"].items():
+                if key.startswith("temperature_2m"):
+                    item["hourly"][key] = [None if v is None else round(v + delta, 1) for v in values]
+        return doc
+    return transform
+
+
+def stored(store: Store, source: str = SOURCE) -> list[tuple[Any, ...]]:
+    return store.query_rows(
+        """select metric, count(), countIf(version = 1), max(version), min(ts), max(ts)
+           from {db:Identifier}.measurements where source = {s:String} group by metric order by metric""",
+        {"s": source})
+
+
+def test_first_run_stores_the_national_forecast_per_model_and_blended(store: Store, cfg: Settings) -> None:
+    result = poll(store, cfg)
+    assert result["status"] == "success", result
+    d = result["details"]
+    assert d["locations"] == 32 and d["past_days"] == 3 and d["forecast_days"] == 9
+    # 12 days of hours (3 past + 9 ahead); Météo-France covers 96 h after the current hour, ECMWF all of them
+    hours = 12 * 24
+    mf_hours = 3 * 24 + 6 + 96 + 1
+    assert d["hours_per_model"] == {"meteofrance_seamless": mf_hours, "ecmwf_ifs025": hours}
+    assert d["values"] == 32 * (hours + mf_hours) and d["rejected"] == 0
+    rows = {r[0]: r[1:] for r in stored(store)}
+    assert rows[FORECAST_METRIC][0] == hours and rows[model_metric("ecmwf_ifs025")][0] == hours
+    assert rows[model_metric("meteofrance_seamless")][0] == mf_hours
+    assert result["rows_out"] == 2 * hours + mf_hours
+    # the replay serves the same (realised) value at every location: the weighted mean is that value
+    truth = hourly_temperature(str(REPO_ROOT / "data" / "weather"))
+    series = load_series(store, SOURCE, FORECAST_METRIC)
+    assert len(series) == hours
+    expected = truth.reindex(series["ts"]).to_numpy()
+    assert series["value"].to_numpy() == pytest.approx(expected, abs=1e-9)
+    inserted = store.scalar("select uniqExact(inserted_at) from {db:Identifier}.measurements")
+    assert inserted == 1  # one issue time for the whole run: the fetch time on the product clock
+
+
+def test_second_run_revises_values_as_new_versions_and_as_of_has_no_look_ahead(store: Store, cfg: Settings,
+                                                                                 replay: tuple[str, Injector]) -> None:
+    first = poll(store, cfg)
+    t2 = T1 + 6 * H
+    at(t2)
+    replay[1].reset(transform=shift_all(0.5))
+    second = poll(store, cfg)
+    assert second["status"] == "success" and second["details"]["past_days"] == 0
+    assert second["details"]["revised"] > 0
+    target = T1 + 30 * H  # covered by both runs (Météo-France in both)
+    v1 = load_series(store, SOURCE, FORECAST_METRIC, target, target + H, as_of=T1 + H)
+    v2 = load_series(store, SOURCE, FORECAST_METRIC, target, target + H, as_of=t2 + H)
+    before = load_series(store, SOURCE, FORECAST_METRIC, target, target + H, as_of=T1 - H)
+    assert before.empty  # nothing was known before the first run
+    assert int(v1["version"].iloc[0]) == 1 and int(v2["version"].iloc[0]) == 2
+    assert float(v2["value"].iloc[0]) == pytest.approx(float(v1["value"].iloc[0]) + 0.5, abs=0.051)
+    # an as-of read at any T between the runs returns run 1's forecast for every hour
+    mid = load_series(store, SOURCE, FORECAST_METRIC, as_of=T1 + 3 * H)
+    assert len(mid) == first["details"]["hours_per_model"]["ecmwf_ifs025"]
+    assert set(mid["version"].astype(int)) == {1}
+    versions = store.query_rows(
+        "select version, uniqExact(inserted_at), min(inserted_at) from {db:Identifier}.measurements "
+        "where metric = {m:String} group by version order by version", {"m": FORECAST_METRIC})
+    assert [v[0] for v in versions] == [1, 2]
+    assert versions[1][2].replace(tzinfo=UTC) == t2  # version 2 carries the second run's issue time
+
+
+def test_rerun_is_idempotent(store: Store, cfg: Settings) -> None:
+    first = poll(store, cfg)
+    before = stored(store)
+    at(T1 + 10 * 60 * timedelta(seconds=1))
+    again = poll(store, cfg, past_days=3)
+    assert again["status"] == "success" and again["rows_out"] == 0
+    assert again["details"]["new"] == 0 and again["details"]["revised"] == 0
+    assert stored(store) == before and first["rows_out"] > 0
+
+
+def test_malformed_values_are_dead_lettered_once_and_the_rest_is_stored(store: Store, cfg: Settings,
+                                                                           replay: tuple[str, Injector]) -> None:
+    def corrupt(doc: Doc) -> Doc:
+        doc[0]["hourly"]["temperature_2m_ecmwf_ifs025"][100] = "12,5"
+        doc[1]["hourly"]["temperature_2m_ecmwf_ifs025"][101] = 1e9
+        del doc[2]["hourly"]["temperature_2m_meteofrance_seamless"]
+        return doc
+
+    replay[1].reset(transform=corrupt)
+    result = poll(store, cfg)
+    assert result["status"] == "success"
+    assert result["details"]["rejected"] == 3 and result["details"]["dead_lettered"] == 3
+    dead = store.query_rows("select reason, payload from {db:Identifier}.rejected_records "
+                            "where stage = 'poll-weather' order by reason")
+    reasons = [r[0] for r in dead]
+    assert any("not a number: str" in r for r in reasons)
+    assert any("outside [-60, 60]" in r for r in reasons)
+    assert any("no temperature_2m list for model meteofrance_seamless" in r for r in reasons)
+    assert json.loads(dead[0][1])["station"]  # the payload says which location/model/hour
+    # hours with a missing station are still aggregated (weights renormalised, ≥ 80 % of the weight present)
+    assert len(load_series(store, SOURCE, FORECAST_METRIC)) == 12 * 24
+    raw = store.scalar("select count() from {db:Identifier}.raw_records where batch_id like 'open_meteo-%'")
+    assert raw == 32  # every location's answer kept as received
+    at(T1 + H)
+    poll(store, cfg, past_days=3)
+    assert store.scalar("select count() from {db:Identifier}.rejected_records where stage = 'poll-weather'") == 3
+
+
+def test_transient_errors_are_retried_and_a_shape_error_fails_the_run(store: Store, cfg: Settings,
+                                                                      replay: tuple[str, Injector]) -> None:
+    replay[1].reset(statuses={1: 503, 2: 429})
+    ok = poll(store, cfg)
+    assert ok["status"] == "success" and replay[1].count == 3
+    replay[1].reset(transform=lambda doc: doc[:5])  # 5 objects for 32 locations
+    with pytest.raises(SourceError, match="unusable"):
+        poll(store, cfg)
+    assert store.scalar("select count() from {db:Identifier}.rejected_records "
+                        "where stage = 'poll-weather' and reason like 'response:%'") == 1
+    assert store.scalar("select countIf(status = 'failed') from {db:Identifier}.pipeline_runs final "
+                        "where function = 'poll-weather'") == 1
+    replay[1].reset(statuses={1: 400})
+    with pytest.raises(SourceError, match="HTTP 400"):
+        poll(store, cfg)
+    assert replay[1].count == 1  # a 4xx is not retried
+
+
+def test_handler_app_end_to_end_cron_then_idempotent(store: Store, cfg: Settings) -> None:
+    app = load_handler("poll-weather").app
+    app.dependency_overrides[settings_dep] = lambda: cfg
+    app.dependency_overrides[store_dep] = lambda: store
+    cron = {"X-Connector": "cron-connector", "X-Topic": "cron-function"}
+    try:
+        with TestClient(app) as client:
+            first = client.post("/", headers=cron)
+            assert first.status_code == 200, first.text
+            body = first.json()
+            assert body["function"] == "poll-weather" and body["trigger"] == "cron" and body["status"] == "success"
+            assert body["rows_out"] == 2 * 288 + 175
+            at(T1 + 20 * timedelta(minutes=1))
+            second = client.post("/", headers=cron)
+            assert second.status_code == 200 and second.json()["rows_out"] == 0
+            bad = client.post("/", json={"past_days": 93})
+            assert bad.status_code == 400  # Open-Meteo accepts at most 92
+            assert client.get("/health").json()["status"] == "ok"
+    finally:
+        app.dependency_overrides.clear()
+    runs = store.query_rows("select status, count() from {db:Identifier}.pipeline_runs final "
+                            "where function = 'poll-weather' group by status")
+    assert dict(runs) == {"success": 2}
+
+
+def test_skips_while_the_history_bootstrap_is_pending(store: Store, cfg: Settings) -> None:
+    pending = cfg.model_copy(update={"poll_bootstrap": True})
+    result = poll(store, pending)
+    assert result["status"] == "skipped" and "bootstrap" in result["details"]["skip_reason"]
+    assert stored(store) == []
+
+
+def test_query_api_reads_the_weather_series_like_any_measurement(store: Store, cfg: Settings,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.settings import get_settings
+
+    poll(store, cfg)
+    monkeypatch.setenv("POWERSENSE_QUERY_TOKEN", "weather-token")
+    monkeypatch.setenv("POWERSENSE_QUERY_CACHE_TTL_S", "0")
+    get_settings.cache_clear()
+    app = load_handler("query").app
+    with TestClient(app, headers={"Authorization": "Bearer weather-token"}) as client:
+        r = client.get("/measurements", params={"source": SOURCE, "metric": FORECAST_METRIC,
+                                                "start": "2023-12-02", "end": "2023-12-03"})
+        assert r.status_code == 200, r.text
+        points = r.json()["points"]
+        assert len(points) == 24 and points[0]["ts"] == "2023-12-02T00:00:00Z"
+        assert points[0]["nature"] == "prévision" and points[0]["version"] == 1
+        truth = hourly_temperature(str(REPO_ROOT / "data" / "weather"))
+        assert points[0]["value"] == pytest.approx(float(truth.loc["2023-12-02T00:00Z"]))
+        asof = client.get("/measurements", params={"source": SOURCE, "metric": FORECAST_METRIC,
+                                                   "start": "2023-12-02", "end": "2023-12-03",
+                                                   "as_of": "2023-12-01T05:00:00Z"})
+        assert asof.status_code == 200 and asof.json()["points"] == []  # before the run: nothing known
+        per_model = client.get("/measurements", params={"source": SOURCE, "metric": model_metric("ecmwf_ifs025"),
+                                                        "start": "2023-12-09", "end": "2023-12-10", "interval": "1d"})
+        assert per_model.status_code == 200 and per_model.json()["points"][0]["n"] == 24
+
+
+def test_handler_import_loads_no_ml_module(tmp_path: Any) -> None:
+    """poll-weather is a light function (REQUIREMENTS base): no torch/NeuralProphet on import."""
+    import subprocess
+    import sys
+
+    heavy = ("torch", "neuralprophet", "pytorch_lightning", "lightning", "matplotlib")
+    code = (
+        "import json, sys\n"
+        "from local_dev.functions import load_handler\n"
+        "module = load_handler('poll-weather')\n"
+        "assert hasattr(module, 'app') and hasattr(module, 'handler')\n"
+        f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r})))\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "POWERSENSE_CHDB_PATH": str(tmp_path / "chdb")}
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
