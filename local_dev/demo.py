@@ -127,10 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"store: {counts[0]:,} measurement rows, {counts[1]:,} ukeys, max version {counts[2]}")
 
     app = create_gateway_app()
-    if args.weather_url is None and app.replay is not None:
-        from local_dev.weather_replay import create_weather_replay_app
-
-        app.replay.mount(WEATHER_REPLAY_PREFIX.removeprefix("/replay"), create_weather_replay_app())  # type: ignore[attr-defined]
+    if args.weather_url is None:
+        mount_weather_replay(app)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_config=None, access_log=False))
     thread = threading.Thread(target=server.run, name="gateway", daemon=True)
     thread.start()
@@ -188,6 +186,30 @@ def main(argv: list[str] | None = None) -> int:
 
 def _fmt(result: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in result.items() if not isinstance(v, dict | list))
+
+
+def mount_weather_replay(gateway: Any) -> bool:
+    """Serve the Open-Meteo replay under the gateway's ODRÉ replay, at ``/replay/open-meteo/v1/…``
+    (False when the gateway runs without a replay)."""
+    from local_dev.weather_replay import create_weather_replay_app
+
+    if gateway.replay is None:
+        return False
+    prefix = WEATHER_REPLAY_PREFIX.removeprefix("/replay")
+    inner = create_weather_replay_app()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        # The gateway hands the ODRÉ replay its path without "/replay" (root_path "/replay"), and a
+        # Starlette Mount keeps the path as is: route the inner app on what follows the mount prefix.
+        path = scope.get("path", "")
+        for head in (scope.get("root_path", ""), prefix):
+            if head and path.startswith(head + "/"):
+                path = path[len(head):]
+                break
+        await inner({**scope, "path": path, "raw_path": path.encode(), "root_path": ""}, receive, send)
+
+    gateway.replay.mount(prefix, app)
+    return True
 
 
 def _load_realised_temperature(store: Any, settings: Any, start: datetime, *, simulated: bool) -> str | None:

@@ -342,3 +342,22 @@ def test_handler_import_loads_no_ml_module(tmp_path: Any) -> None:
                          timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_demo_gateway_serves_the_weather_replay(settings: Settings) -> None:
+    """make demo mounts the replay under the gateway; poll-weather's default URL there answers."""
+    from local_dev.demo import WEATHER_REPLAY_PREFIX, mount_weather_replay
+    from local_dev.gateway import create_gateway_app
+
+    gateway = create_gateway_app(functions=[])
+    assert mount_weather_replay(gateway)
+    with TestClient(gateway) as client:
+        r = client.get(f"{WEATHER_REPLAY_PREFIX}/v1/forecast",
+                       params={"latitude": "48.8215", "longitude": "2.33336", "hourly": "temperature_2m",
+                               "models": "ecmwf_ifs025", "timezone": "UTC", "forecast_days": "1"})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert isinstance(body, dict) and len(body["hourly"]["temperature_2m"]) == 24
+        assert body["hourly"]["time"][0] == "2023-12-01T00:00"
+        bad = client.get(f"{WEATHER_REPLAY_PREFIX}/v1/forecast", params={"latitude": "91", "longitude": "2"})
+        assert bad.status_code == 400 and bad.json()["error"] is True
