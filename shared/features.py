@@ -24,20 +24,22 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from shared.calendar import TZ, bridge_days, holiday_names, is_dst_transition, is_summer_time
+from shared.calendar import public_holidays as _fr_holidays  # noqa: F401  (shared/forecasting/model.py imports it)
 from shared.logs import log_event
 from shared.settings import REPO_ROOT, Settings
 from shared.store import Store
+from shared.timeutil import to_utc
 
 log = logging.getLogger(__name__)
 
-TZ = "Europe/Paris"
 WEATHER_DIR = REPO_ROOT / "data" / "weather"
 # Degree-day base temperatures commonly used for French load (heating below 15 °C, cooling above 18 °C).
 HDD_BASE_C = 15.0
@@ -76,9 +78,7 @@ def build_grid(
         start = s.index.min() if len(s) else pd.Timestamp(0, tz="UTC")
     if end is None:
         end = s.index.max().floor(freq) + pd.Timedelta(minutes=resolution_min) if len(s) else pd.Timestamp(0, tz="UTC")
-    lo = pd.Timestamp(start).tz_convert("UTC") if pd.Timestamp(start).tzinfo else pd.Timestamp(start, tz="UTC")
-    hi = pd.Timestamp(end).tz_convert("UTC") if pd.Timestamp(end).tzinfo else pd.Timestamp(end, tz="UTC")
-    lo = lo.ceil(freq)
+    lo, hi = to_utc(start).ceil(freq), to_utc(end)
     idx = pd.date_range(lo, hi, freq=freq, inclusive="left", tz="UTC")
     raw = s.reindex(idx)
     value = interpolate_short_gaps(raw, max_interp_steps)
@@ -104,58 +104,26 @@ def interpolate_short_gaps(raw: pd.Series, max_steps: int) -> pd.Series:
 
 
 # --- calendar ---------------------------------------------------------------------------------
-@lru_cache(maxsize=64)
-def _fr_holidays(year: int) -> dict:
-    import holidays
-
-    return dict(holidays.France(years=year))
-
-
-def holiday_names(dates: pd.Series) -> pd.Series:
-    """French public holiday name per local date ('' when none)."""
-    names: dict = {}
-    for y in sorted({d.year for d in dates}):
-        names.update(_fr_holidays(y))
-    return dates.map(lambda d: names.get(d, ""))
-
-
 def calendar_features(ts: pd.Series) -> pd.DataFrame:
-    """Calendar columns for UTC timestamps, computed in Europe/Paris local time."""
+    """Calendar columns for UTC timestamps, computed in Europe/Paris local time (shared/calendar.py)."""
     local = pd.DatetimeIndex(ts).tz_convert(TZ)
     dates = pd.Series(local.date, index=range(len(local)))
     names = holiday_names(dates)
-    is_hol = names != ""
-    # Bridge day ("pont"): a Monday before a Tuesday holiday or a Friday after a Thursday holiday.
-    uniq = sorted(set(dates))
-    hol_set = {d for d, n in zip(dates, names, strict=True) if n}
-    all_years = {d.year for d in uniq} | {d.year + 1 for d in uniq} | {d.year - 1 for d in uniq}
-    for y in all_years:
-        hol_set |= set(_fr_holidays(y))
-    bridge = {
-        d for d in uniq
-        if (d.weekday() == 0 and d + timedelta(days=1) in hol_set)
-        or (d.weekday() == 4 and d - timedelta(days=1) in hol_set)
-    }
-    dst_days = {d for d in uniq if _is_dst_transition(d)}
-    offsets = np.array([t.utcoffset().total_seconds() for t in local]) if len(local) else np.array([])
+    uniq = set(dates)
+    bridge = bridge_days(uniq)
+    dst_days = {d for d in uniq if is_dst_transition(d)}
     return pd.DataFrame(
         {
             "local_minute": (local.hour * 60 + local.minute).astype("uint16"),
             "dow": local.dayofweek.astype("uint8"),
             "month": local.month.astype("uint8"),
-            "is_holiday": is_hol.to_numpy(),
+            "is_holiday": (names != "").to_numpy(),
             "holiday_name": names.to_numpy(),
             "is_bridge": dates.isin(bridge).to_numpy(),
             "is_dst_transition": dates.isin(dst_days).to_numpy(),
-            "is_summer_time": offsets == 7200,
+            "is_summer_time": is_summer_time(local),
         }
     )
-
-
-def _is_dst_transition(d: object) -> bool:
-    day = pd.Timestamp(str(d)).tz_localize(TZ)
-    nxt = (pd.Timestamp(str(d)) + pd.Timedelta(days=1)).tz_localize(TZ)
-    return bool(day.utcoffset() != nxt.utcoffset())
 
 
 # --- temperature ------------------------------------------------------------------------------
@@ -265,7 +233,7 @@ def plan_featurize(store: Store, settings: Settings, now: datetime) -> Featurize
         "where source = {s:String} and metric = {m:String} and resolution_min = {r:UInt16}",
         {"s": src, "m": met, "r": res},
     )
-    watermark = _utc(wm) if wm is not None and pd.Timestamp(wm).year > 1970 else pd.Timestamp(0, tz="UTC")
+    watermark = to_utc(wm) if wm is not None and pd.Timestamp(wm).year > 1970 else pd.Timestamp(0, tz="UTC")
     row = store.query_rows(
         "select min(ts), max(ts), max(inserted_at), count() from {db:Identifier}.measurements "
         "where source = {s:String} and metric = {m:String} and inserted_at > {wm:DateTime64(3, 'UTC')}",
@@ -278,11 +246,11 @@ def plan_featurize(store: Store, settings: Settings, now: datetime) -> Featurize
         "select max(ts) from {db:Identifier}.measurements where source = {s:String} and metric = {m:String}",
         {"s": src, "m": met},
     )
-    lookback_start = _utc(now) - pd.Timedelta(days=settings.features_lookback_days)
-    start, end, load_start = plan_window(_utc(changed_min), _utc(data_end), res, lookback_start)
+    lookback_start = to_utc(now) - pd.Timedelta(days=settings.features_lookback_days)
+    start, end, load_start = plan_window(to_utc(changed_min), to_utc(data_end), res, lookback_start)
     if start >= end:
         return None
-    return FeaturizePlan(start, end, load_start, watermark, _utc(new_wm))
+    return FeaturizePlan(start, end, load_start, watermark, to_utc(new_wm))
 
 
 def featurize(store: Store, settings: Settings, now: datetime) -> dict:
@@ -314,8 +282,3 @@ def featurize(store: Store, settings: Settings, now: datetime) -> dict:
     }
     log_event(log, "features_written", **details)
     return details
-
-
-def _utc(value: object) -> pd.Timestamp:
-    ts = pd.Timestamp(value)  # type: ignore[arg-type]
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")

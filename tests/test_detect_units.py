@@ -83,3 +83,12 @@ def test_evaluate_cli_writes_the_report_shape_and_a_png(tmp_path: Path) -> None:
     assert set(report["detectors"]) == {"powersense", "zscore_baseline"}
     assert {"precision", "recall", "f1"} <= set(ps["overall"]) and set(ps["per_kind"]) == set(evaluate.KINDS)
     assert {"median_time_to_detect_min", "false_alarms_per_week"} <= set(report["detectors"]["zscore_baseline"])
+
+
+def test_residual_params_come_from_the_settings() -> None:
+    from shared.detection.residual import ResidualParams
+    from shared.settings import Settings
+
+    p = ResidualParams.from_settings(Settings(detect_onset_z=9.5, detect_level_shift_z=6.0))
+    assert (p.onset_z, p.shift_z) == (9.5, 6.0)
+    assert p.calibration_days == Settings.model_fields["detect_calibration_days"].default

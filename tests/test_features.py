@@ -123,3 +123,17 @@ def test_featurize_handler_runs_then_skips(store: Store, settings: Settings) -> 
         mod.app.dependency_overrides.clear()
     assert first["status"] == "success" and first["rows_out"] == 7 * 48
     assert second["status"] == "skipped" and second["details"]["skip_reason"] == "features up to date"
+
+
+def test_calendar_module_day_lengths_bridges_and_day_types() -> None:
+    from datetime import date
+
+    from shared.calendar import bridge_days, day_type, local_day_bounds
+
+    hours = {d: (lambda b: (b[1] - b[0]) / pd.Timedelta(hours=1))(local_day_bounds(d))
+             for d in ("2023-03-26", "2023-06-01", "2023-10-29")}
+    assert hours == {"2023-03-26": 23.0, "2023-06-01": 24.0, "2023-10-29": 25.0}
+    # Ascension 2023 was Thursday 18 May: Friday 19 May is a bridge; Whit Monday 29 May is a holiday
+    assert bridge_days([date(2023, 5, 19), date(2023, 5, 26)]) == {date(2023, 5, 19)}
+    types = day_type(pd.DatetimeIndex(["2023-05-29", "2023-05-30", "2023-06-02", "2023-06-03", "2023-06-04"]))
+    assert types.tolist() == [4, 1, 2, 3, 4]

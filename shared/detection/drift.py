@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shared.detection.residual import TZ
+from shared.calendar import TZ
 from shared.store import Store
 
 COLUMNS = [

@@ -34,10 +34,10 @@ import pandas as pd
 from croniter import croniter
 from tqdm import tqdm
 
+from shared.calendar import is_fallback_gap
 from shared.detection.residual import (
     ResidualParams,
     detect_residual,
-    is_fallback_gap,
     missing_points,
     profile_delta,
     regular_grid,
@@ -46,6 +46,7 @@ from shared.detection.zscore import detect_zscore
 from shared.ingest.history import read_history
 from shared.logs import configure_logging, log_event
 from shared.settings import REPO_ROOT, get_settings
+from shared.timeutil import to_utc
 
 log = logging.getLogger(__name__)
 
@@ -416,9 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     configure_logging(get_settings().log_level)
-    start, end = pd.Timestamp(args.start), pd.Timestamp(args.end)
-    start = start.tz_localize("UTC") if start.tzinfo is None else start.tz_convert("UTC")
-    end = end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC")
+    start, end = to_utc(args.start), to_utc(args.end)
     files = args.data or default_files(start, end, 70)
     report = evaluate(files, start, end, args.seed, args.per_kind, expectation=args.expectation)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -28,50 +28,64 @@ Classification, per point, decided from data available when the point arrives (c
 
 from __future__ import annotations
 
+import math
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-TZ = "Europe/Paris"
+from shared.calendar import TZ, day_type, is_fallback_gap, wall_clock
+from shared.settings import Settings, get_settings
+
+__all__ = [
+    "ROW_COLUMNS", "TZ", "ResidualParams", "day_type", "detect_residual", "infer_step_min", "is_fallback_gap",
+    "missing_points", "profile", "profile_delta", "profile_level", "regular_grid", "wall_clock",
+]
+
 SLOW_STEPS = 16  # four hours of 15-min steps: the span of the slow level-shift test
 ROW_COLUMNS = ["ts", "kind", "value", "expected", "lower", "upper", "score", "threshold", "decided_ts", "superseded"]
+# ResidualParams field ← Settings field: the tunable thresholds have their one default in Settings
+_FROM_SETTINGS = {
+    "calibration_days": "detect_calibration_days",
+    "onset_z": "detect_onset_z",
+    "flat_z": "detect_flat_z",
+    "flat_min_repeats": "detect_flat_min_repeats",
+    "level_shift_min_steps": "detect_level_shift_min_steps",
+    "max_run_hours": "detect_max_run_hours",
+    "shift_z": "detect_level_shift_z",
+}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ResidualParams:
-    """Tunable thresholds (defaults mirror the settings' ``detect_*`` fields)."""
+    """Thresholds of the residual detector.
 
-    calibration_days: int = 28
-    onset_z: float = 8.0
-    flat_z: float = 1.0
-    flat_min_repeats: int = 2
-    level_shift_min_steps: int = 8
-    max_run_hours: float = 48.0
+    The tunable ones (no default here) come from the settings' ``detect_*`` fields through
+    :meth:`from_settings`; the others are constants of the method, defined only here.
+    """
+
+    calibration_days: int
+    onset_z: float
+    flat_z: float
+    flat_min_repeats: int
+    level_shift_min_steps: int
+    max_run_hours: float
     min_calibration_points: int = 28
     max_gap_steps: int = 4
     end_z: float = 3.0
     anchor_points: int = 1
-    shift_z: float = 7.0
+    shift_z: float
     recent_days: int = 3
     bias_alpha: float = 0.3
     sigma_floor_frac: float = 0.001
     sigma_cap_frac: float = 0.0075
 
     @classmethod
-    def from_settings(cls, settings: object) -> ResidualParams:
-        """Build from a Settings object (``detect_*`` fields)."""
-        return cls(
-            calibration_days=int(getattr(settings, "detect_calibration_days", 28)),
-            onset_z=float(getattr(settings, "detect_onset_z", 8.0)),
-            flat_z=float(getattr(settings, "detect_flat_z", 1.0)),
-            flat_min_repeats=int(getattr(settings, "detect_flat_min_repeats", 2)),
-            level_shift_min_steps=int(getattr(settings, "detect_level_shift_min_steps", 8)),
-            max_run_hours=float(getattr(settings, "detect_max_run_hours", 48.0)),
-            shift_z=float(getattr(settings, "detect_level_shift_z", 7.0)),
-        )
+    def from_settings(cls, settings: Settings) -> ResidualParams:
+        """The detector's parameters from a Settings object (the only place their defaults live)."""
+        return cls(**{name: getattr(settings, attr) for name, attr in _FROM_SETTINGS.items()})
 
 
 def regular_grid(series: pd.DataFrame, step_min: int | None = None) -> pd.Series:
@@ -92,24 +106,6 @@ def infer_step_min(index: pd.DatetimeIndex) -> int:
     diffs = np.diff(index.asi8) // 60_000_000_000
     diffs = diffs[diffs > 0]
     return int(pd.Series(diffs).mode().iloc[0]) if len(diffs) else 15
-
-
-def wall_clock(index: pd.DatetimeIndex) -> pd.DatetimeIndex:
-    """Local Paris wall-clock time (naive) of UTC instants."""
-    return index.tz_convert(TZ).tz_localize(None)
-
-
-def day_type(dates: pd.DatetimeIndex) -> np.ndarray:
-    """Load-shape class of local dates: 0 Monday, 1 Tuesday–Thursday, 2 Friday, 3 Saturday,
-    4 Sunday or French public holiday (a holiday's load looks like a Sunday's)."""
-    import holidays
-
-    years = sorted(set(dates.year))
-    fr = holidays.country_holidays("FR", years=years) if years else {}
-    dow = dates.dayofweek.to_numpy()
-    kind = np.select([dow == 0, dow <= 3, dow == 4, dow == 5], [0, 1, 2, 3], 4)
-    is_holiday = np.array([d in fr for d in dates.date], dtype=bool)
-    return np.where(is_holiday, 4, kind)
 
 
 def profile_delta(x: pd.Series, n_days: int = 4, search_days: int = 42) -> pd.Series:
@@ -180,247 +176,354 @@ def detect_residual(
 
     ``x``: actuals on a regular UTC grid (NaN = absent). ``expected_delta``: expected change from the
     previous step to each step (Δ of the forecast), same index, NaN where unknown. Points before
-    ``detect_from`` only calibrate. Returns one row per flagged point (``ROW_COLUMNS``);
-    ``decided_ts`` is the grid time of the point whose arrival decided the row, ``superseded`` marks
-    spike/dip rows later reclassified as a level shift. Missing points are not reported here.
+    ``detect_from`` only calibrate. ``params`` default to the settings' ``detect_*`` values. Returns one
+    row per flagged point (``ROW_COLUMNS``); ``decided_ts`` is the grid time of the point whose arrival
+    decided the row, ``superseded`` marks spike/dip rows later reclassified as a level shift. Missing
+    points are not reported here.
     """
-    p = params or ResidualParams()
-    n = len(x)
-    if n == 0:
+    p = params or ResidualParams.from_settings(get_settings())
+    if len(x) == 0:
         return pd.DataFrame(columns=ROW_COLUMNS)
-    idx = x.index
-    step_min = max(1, int((idx[1] - idx[0]).total_seconds() // 60)) if n > 1 else 15
-    max_run = int(p.max_run_hours * 60 / step_min)
-    vals = x.to_numpy(dtype=float)
-    dexp = expected_delta.reindex(idx).to_numpy(dtype=float)
-    wall = wall_clock(idx)
-    hours = wall.hour.to_numpy()
-    day_codes, _ = pd.factorize(wall.normalize(), sort=True)
-    start_i = 0 if detect_from is None else int(idx.searchsorted(detect_from))
+    state = _ResidualState.start(x, expected_delta, p, detect_from)
+    for i in range(len(x)):
+        state.step(i)
+    out = pd.DataFrame(state.rows, columns=ROW_COLUMNS)
+    if not out.empty:
+        out = out.drop_duplicates(["ts", "kind"], keep="first").reset_index(drop=True)
+    return out
 
-    # calibration: per local hour, a deque of per-day arrays of the test residual at normal points
-    history: list[deque[np.ndarray]] = [deque(maxlen=p.calibration_days) for _ in range(24)]
-    day_buffer: list[list[float]] = [[] for _ in range(24)]
-    med = np.full(24, np.nan)
-    sig = np.full(24, np.nan)
 
-    rows: list[dict[str, Any]] = []
-    path = 0.0  # cumulative expected change (the forecast's shape) since the path started
-    path_ok = False
-    levels: deque[tuple[int, float]] = deque(maxlen=8)  # (i, x - path) at the last normal points
-    long_levels: deque[tuple[int, float]] = deque(maxlen=2 * SLOW_STEPS)  # the same over four hours
-    gap = 0  # steps since the last normal point
-    run_sign, run_jump, run_rel, run_len = 0, 0.0, 0.0, 0
-    run_last, run_acc = np.nan, 0.0
-    run_rows: list[int] = []
-    path_at = np.zeros(n)
-    bias = 0.0  # smoothed residual change per step at recent normal points
-    absent = 0  # consecutive steps without a usable observation (missing or stuck)
-    reps = 0
-    flat_flagged: set[int] = set()
-    current_day = -1
+@dataclass
+class _Calibration:
+    """Per local hour, the median and robust scale (MAD) of the test residual at normal points.
 
-    def close_day() -> None:
+    Residuals of the current local day are buffered and enter the pooled history when the day closes,
+    so a point is never judged against a scale that already contains itself.
+    """
+
+    p: ResidualParams
+    history: list[deque[np.ndarray]]
+    day_buffer: list[list[float]]
+    med: np.ndarray
+    sig: np.ndarray
+
+    @classmethod
+    def empty(cls, p: ResidualParams) -> _Calibration:
+        return cls(p, [deque(maxlen=p.calibration_days) for _ in range(24)], [[] for _ in range(24)],
+                   np.full(24, np.nan), np.full(24, np.nan))
+
+    def add(self, hour: int, residual: float) -> None:
+        """A normal point's residual (enters the scales when its day closes)."""
+        self.day_buffer[hour].append(residual)
+
+    def close_day(self) -> None:
+        """Move the day's residuals into the history and recompute every hour's median and scale."""
+        p = self.p
         for h in range(24):
-            if day_buffer[h]:
-                history[h].append(np.asarray(day_buffer[h]))
-                day_buffer[h] = []
-            pooled = np.concatenate(list(history[h])) if history[h] else np.empty(0)
+            if self.day_buffer[h]:
+                self.history[h].append(np.asarray(self.day_buffer[h]))
+                self.day_buffer[h] = []
+            pooled = np.concatenate(list(self.history[h])) if self.history[h] else np.empty(0)
             if pooled.size >= p.min_calibration_points:
                 m = float(np.median(pooled))
                 s_long = float(np.median(np.abs(pooled - m)) * 1.4826)
                 # the last few days alone: a scale that reacts within days when the expectation gets
                 # worse (a DST switch moves the lighting ramps against wall-clock profiles)
-                recent = np.concatenate(list(history[h])[-p.recent_days :])
+                recent = np.concatenate(list(self.history[h])[-p.recent_days :])
                 s_recent = float(np.median(np.abs(recent - m)) * 1.4826) if recent.size >= 8 else 0.0
-                med[h], sig[h] = m, max(s_long, s_recent)
+                self.med[h], self.sig[h] = m, max(s_long, s_recent)
             else:
-                med[h], sig[h] = np.nan, np.nan
+                self.med[h], self.sig[h] = np.nan, np.nan
 
-    def add_row(i: int, kind: str, expected: float, sigma: float, z: float, thr: float, decided: int) -> int:
-        rows.append(
+
+@dataclass
+class _Run:
+    """An open spike/dip/level-shift run (``sign`` 0: none)."""
+
+    sign: int = 0
+    jump: float = 0.0  # the residual of the onset
+    rel: float = 0.0  # the onset's size relative to the expectation
+    length: int = 0
+    last: float = math.nan  # the last (anomalous) observation: the run's reference
+    acc: float = 0.0  # expected change accumulated since ``last``
+    rows: list[int] = field(default_factory=list)  # row numbers of the run's points (reclassified together)
+
+
+@dataclass
+class _Point:
+    """What the detector knows about point i when it arrives."""
+
+    i: int
+    hour: int
+    x: float
+    d: float  # expected change into this step
+    anchor: float
+    have_anchor: bool
+    calibrated: bool
+    sigma: float  # scale of this hour (NaN when not calibrated)
+    m: float  # median residual of this hour (0 when not calibrated)
+    expected: float
+    e: float  # residual
+    z: float
+
+
+@dataclass
+class _ResidualState:
+    """The detector's state between points and its named transitions (see the module docstring)."""
+
+    p: ResidualParams
+    idx: pd.DatetimeIndex
+    vals: np.ndarray
+    dexp: np.ndarray
+    hours: np.ndarray
+    day_codes: np.ndarray
+    start_i: int
+    max_run: int
+    cal: _Calibration
+    path_at: np.ndarray  # the expected path at every step (the return test rebuilds old expectations)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    path: float = 0.0  # cumulative expected change (the forecast's shape) since the path started
+    path_ok: bool = False
+    levels: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=8))  # (i, x - path), normal pts
+    long_levels: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=2 * SLOW_STEPS))  # 4 hours
+    gap: int = 0  # steps since the last normal point
+    absent: int = 0  # consecutive steps without a usable observation (missing or stuck)
+    reps: int = 0  # repeats of the same raw value in a row
+    bias: float = 0.0  # smoothed residual change per step at recent normal points
+    flat_flagged: set[int] = field(default_factory=set)
+    run: _Run = field(default_factory=_Run)
+    current_day: int = -1
+
+    @classmethod
+    def start(
+        cls, x: pd.Series, expected_delta: pd.Series, p: ResidualParams, detect_from: pd.Timestamp | None
+    ) -> _ResidualState:
+        idx = x.index
+        n = len(x)
+        step_min = max(1, int((idx[1] - idx[0]).total_seconds() // 60)) if n > 1 else 15
+        wall = wall_clock(idx)
+        day_codes, _ = pd.factorize(wall.normalize(), sort=True)
+        return cls(
+            p=p, idx=idx, vals=x.to_numpy(dtype=float), dexp=expected_delta.reindex(idx).to_numpy(dtype=float),
+            hours=wall.hour.to_numpy(), day_codes=day_codes,
+            start_i=0 if detect_from is None else int(idx.searchsorted(detect_from)),
+            max_run=int(p.max_run_hours * 60 / step_min), cal=_Calibration.empty(p), path_at=np.zeros(n),
+        )
+
+    # --- transitions --------------------------------------------------------------------------------
+    def flag(self, i: int, kind: str, expected: float, sigma: float, z: float, thr: float, decided: int) -> int:
+        """Append a flagged row; returns its row number."""
+        self.rows.append(
             {
-                "ts": idx[i],
+                "ts": self.idx[i],
                 "kind": kind,
-                "value": vals[i],
+                "value": self.vals[i],
                 "expected": expected,
                 "lower": expected - thr * sigma,
                 "upper": expected + thr * sigma,
                 "score": z,
                 "threshold": thr,
-                "decided_ts": idx[decided],
+                "decided_ts": self.idx[decided],
                 "superseded": False,
             }
         )
-        return len(rows) - 1
+        return len(self.rows) - 1
 
-    for i in range(n):
-        if day_codes[i] != current_day:
-            if current_day >= 0:
-                close_day()
-            current_day = day_codes[i]
-        h = hours[i]
-        xi, di = vals[i], dexp[i]
-        if np.isnan(di):
-            path_ok = False  # no expectation for this step: restart the path at the next observation
-            levels.clear()
+    def drop_anchor(self) -> None:
+        """Forget the anchored levels (the next observation re-anchors)."""
+        self.levels.clear()
+        self.long_levels.clear()
+
+    def end_run(self) -> None:
+        self.run = _Run()
+
+    def reanchor(self, i: int, xi: float) -> None:
+        """Take point i as the new reference level without judging it, ending any run."""
+        self.drop_anchor()
+        self.levels.append((i, xi - self.path))
+        self.gap = 0
+        self.end_run()
+
+    def restart_path(self, i: int, xi: float, di: float) -> None:
+        """Start the expected path afresh at point i (after steps without an expectation)."""
+        self.path, self.path_ok = 0.0, not np.isnan(di)
+        self.reps = 0
+        self.reanchor(i, xi)
+
+    def unobserved(self, di: float) -> None:
+        """A step without a usable observation (absent or stuck): anchors, calibration and runs skip it."""
+        self.run.acc += 0.0 if np.isnan(di) else di
+        self.gap += 1
+        self.absent += 1
+
+    def accept_normal(self, pt: _Point) -> None:
+        """A normal point: calibrate on it, update the anchor and the short-term bias of the forecast's
+        changes (a ramp steeper than forecast shows up as several same-sign residual changes)."""
+        i, xi = pt.i, pt.x
+        if self.gap == 0:
+            self.cal.add(pt.hour, xi - self.path - pt.anchor)
+            if self.levels and self.levels[-1][0] == i - 1 and pt.calibrated:
+                # clipped, so one undetected excursion cannot bend the expected path
+                change = float(np.clip((xi - self.path) - self.levels[-1][1] + self.bias, -2 * pt.sigma, 2 * pt.sigma))
+                self.bias = (1 - self.p.bias_alpha) * self.bias + self.p.bias_alpha * change
+        self.levels.append((i, xi - self.path))
+        self.long_levels.append((i, xi - self.path))
+        self.gap = 0
+
+    def start_run(self, pt: _Point) -> None:
+        """A jump of |z| >= onset_z: a spike or dip run starts here."""
+        sign = 1 if pt.e > 0 else -1
+        self.run = _Run(sign=sign, jump=pt.e, rel=pt.e / pt.expected, length=1, last=pt.x, acc=0.0)
+        kind = "spike" if sign > 0 else "dip"
+        self.run.rows = [self.flag(pt.i, kind, pt.expected, pt.sigma, float(pt.z), self.p.onset_z, pt.i)]
+        self.gap += 1
+
+    def continue_run(self, pt: _Point) -> bool:
+        """Inside a run the last (anomalous) observation is the reference, so forecast drift does not
+        accumulate: the run ends on a jump back by about the onset's relative size, or, while the run is
+        short enough for the frozen anchor to be trusted, when the value is nearer the old level.
+        Returns True when the point extends the run (flagged), False when the run is over."""
+        p, run = self.p, self.run
+        run.acc += pt.d
+        step_e = pt.x - (run.last + run.acc * (1 + run.rel))
+        back = -run.rel / (1 + run.rel) * (run.last + run.acc)
+        returned = bool(np.sign(back) * step_e / pt.sigma >= p.end_z and abs(step_e - back) <= 0.5 * abs(back))
+        if run.length < p.level_shift_min_steps and run.sign * pt.e < abs(run.jump) / 2:
+            returned = True
+        if returned or run.length >= self.max_run:
+            return False
+        run.length += 1
+        short = run.length < p.level_shift_min_steps
+        kind = ("spike" if run.sign > 0 else "dip") if short else "level_shift"
+        if run.length == p.level_shift_min_steps:
+            self.reclassify_run(pt.i)
+        run.rows.append(self.flag(pt.i, kind, pt.expected, pt.sigma, float(pt.z), p.end_z, pt.i))
+        run.last, run.acc = pt.x, 0.0
+        self.gap += 1
+        return True
+
+    def reclassify_run(self, decided: int) -> None:
+        """The run has lasted level_shift_min_steps: its spike/dip rows become level-shift rows."""
+        for r in self.run.rows:
+            old = self.rows[r]
+            old["superseded"] = True
+            self.flag(
+                self.idx.get_loc(old["ts"]),
+                "level_shift",
+                float(old["expected"]),
+                (float(old["upper"]) - float(old["expected"])) / float(old["threshold"]),
+                float(old["score"]),
+                float(old["threshold"]),
+                decided,
+            )
+
+    def flag_flatline(self, pt: _Point) -> None:
+        """The value did not move although the expectation did (or repeated too often)."""
+        moved = abs(pt.d + self.bias + pt.m) / pt.sigma >= self.p.flat_z  # the full expected move of this step
+        if self.reps >= self.p.flat_min_repeats or moved:
+            first = pt.i - self.reps + 1 if self.reps >= self.p.flat_min_repeats else pt.i
+            for j in range(first, pt.i + 1):
+                if j not in self.flat_flagged:
+                    self.flat_flagged.add(j)
+                    self.flag(j, "flatline", pt.expected, pt.sigma, float(pt.z), self.p.flat_z, pt.i)
+
+    def flag_return(self, pt: _Point) -> bool:
+        """Is this jump the *return* from a short excursion that stayed under the threshold (and so became
+        the anchor)? Then the current point agrees with the older normal points, and the excursion is what
+        gets flagged (decided now), not the return. Returns True when it was (the anchor restarts here)."""
+        p, i = self.p, pt.i
+        olds = [lv for j, lv in self.levels if i - j > p.anchor_points + 1]
+        recent = [(j, lv) for j, lv in self.levels if i - j <= p.anchor_points + 1]
+        if not (olds and recent):
+            return False
+        old_anchor = float(np.median(olds))
+        if abs(pt.x - self.path - old_anchor - pt.m) >= abs(pt.e) / 2:
+            return False
+        for j, lv in recent:
+            dev = lv - old_anchor
+            if np.sign(dev) != np.sign(pt.e) and abs(dev) >= abs(pt.e) / 2:
+                kind = "spike" if dev > 0 else "dip"
+                self.flag(j, kind, old_anchor + self.path_at[j] + pt.m, pt.sigma, float(dev / pt.sigma), p.onset_z, i)
+        self.reanchor(i, pt.x)
+        return True
+
+    def start_slow_shift(self, pt: _Point, shift: tuple[int, float, float]) -> None:
+        """A step too small to alarm at once but lasting two hours: a level shift from the step on."""
+        start_j, base, jump = shift
+        length = max(pt.i - start_j + 1, self.p.level_shift_min_steps)
+        self.run = _Run(sign=int(np.sign(jump)), jump=jump, rel=jump / (pt.x - jump), length=length, last=pt.x)
+        for j, lv in self.long_levels:
+            if j >= start_j:
+                exp_j = base + self.path_at[j] + pt.m
+                self.flag(j, "level_shift", exp_j, pt.sigma, float((lv - base) / pt.sigma), self.p.shift_z, pt.i)
+        self.drop_anchor()
+
+    # --- one point ------------------------------------------------------------------------------------
+    def observe(self, i: int) -> _Point:
+        """Expectation, scale and residual of point i from the state before it."""
+        p, xi, h = self.p, self.vals[i], int(self.hours[i])
+        have_anchor = bool(self.levels)
+        if have_anchor:
+            anchor = float(np.median([lv for _, lv in list(self.levels)[-p.anchor_points :]]))
         else:
-            path += di + bias
-        path_at[i] = path
-        if np.isnan(xi):
-            reps = 0
-            gap += 1
-            absent += 1
-            run_acc += 0.0 if np.isnan(di) else di
-            continue
-        if not path_ok:
-            path, path_ok = 0.0, not np.isnan(di)
-            levels.clear()
-            long_levels.clear()
-            levels.append((i, xi - path))
-            gap, reps = 0, 0
-            run_sign, run_len, run_rows = 0, 0, []
-            continue
-        # repeats are counted on the raw values, whatever the anchor state
-        reps = reps + 1 if i > 0 and xi == vals[i - 1] else 0
-        have_anchor = bool(levels)
-        anchor = float(np.median([lv for _, lv in list(levels)[-p.anchor_points :]])) if have_anchor else xi - path
-        e_raw = xi - path - anchor
-        calibrated = i >= start_i and not np.isnan(sig[h]) and have_anchor
+            anchor = xi - self.path
+        calibrated = i >= self.start_i and not np.isnan(self.cal.sig[h]) and have_anchor
         # floor: never alarm on sub-0.1 % wiggles; cap: a move of onset_z x cap (6 % by default) is always
         # significant, however noisy the last days were
-        s_h = float(np.clip(sig[h], p.sigma_floor_frac * abs(xi), p.sigma_cap_frac * abs(xi))) if calibrated else np.nan
-        m_h = med[h] if calibrated else 0.0
-        expected = path + anchor + m_h
+        sig = self.cal.sig[h]
+        s_h = float(np.clip(sig, p.sigma_floor_frac * abs(xi), p.sigma_cap_frac * abs(xi))) if calibrated else np.nan
+        m_h = self.cal.med[h] if calibrated else 0.0
+        expected = self.path + anchor + m_h
         e = xi - expected
-        z = e / (s_h * np.sqrt(gap + 1)) if calibrated else 0.0
+        z = e / (s_h * np.sqrt(self.gap + 1)) if calibrated else 0.0
+        return _Point(i, h, xi, self.dexp[i], anchor, have_anchor, calibrated, s_h, m_h, expected, e, z)
 
-        # --- flatline: the value did not move although the expectation did (or repeated too often)
-        if reps and calibrated:
-            moved = abs(di + bias + m_h) / s_h >= p.flat_z  # the full expected move of this step
-            if reps >= p.flat_min_repeats or moved:
-                first = i - reps + 1 if reps >= p.flat_min_repeats else i
-                for j in range(first, i + 1):
-                    if j not in flat_flagged:
-                        flat_flagged.add(j)
-                        add_row(j, "flatline", expected, s_h, float(z), p.flat_z, i)
-            # a repeated value is no observation (anchor, calibration and any run's chain skip it)
-            run_acc += di
-            gap += 1
-            absent += 1
-            continue
-
-        stale = absent > p.max_gap_steps or (gap > p.max_gap_steps and not run_sign)
-        absent = 0
-        if not have_anchor or stale:
-            # after a long gap or stuck stretch the anchor is stale: re-anchor without judging
-            levels.clear()
-            long_levels.clear()
-            levels.append((i, xi - path))
-            gap = 0
-            run_sign, run_len, run_rows = 0, 0, []
-            continue
-
-        if run_sign and not calibrated:
-            run_sign, run_len, run_rows = 0, 0, []
-        if run_sign:
-            # Inside a run the last (anomalous) observation is the reference, so forecast drift does not
-            # accumulate: the run ends on a jump back by about the onset's relative size, or, while the
-            # run is short enough for the frozen anchor to be trusted, when the value is nearer the old level.
-            run_acc += di
-            step_e = xi - (run_last + run_acc * (1 + run_rel))
-            back = -run_rel / (1 + run_rel) * (run_last + run_acc)
-            returned = bool(np.sign(back) * step_e / s_h >= p.end_z and abs(step_e - back) <= 0.5 * abs(back))
-            if run_len < p.level_shift_min_steps and run_sign * e < abs(run_jump) / 2:
-                returned = True
-            if not returned and run_len < max_run:
-                run_len += 1
-                kind = ("spike" if run_sign > 0 else "dip") if run_len < p.level_shift_min_steps else "level_shift"
-                if run_len == p.level_shift_min_steps:
-                    for r in run_rows:  # reclassify the run so far
-                        old = rows[r]
-                        old["superseded"] = True
-                        add_row(
-                            idx.get_loc(old["ts"]),
-                            "level_shift",
-                            float(old["expected"]),
-                            (float(old["upper"]) - float(old["expected"])) / float(old["threshold"]),
-                            float(old["score"]),
-                            float(old["threshold"]),
-                            i,
-                        )
-                run_rows.append(add_row(i, kind, expected, s_h, float(z), p.end_z, i))
-                run_last, run_acc = xi, 0.0
-                gap += 1
-                continue
-            # back to normal (or, after max_run, a new level accepted): restart the anchor here
-            run_sign, run_len, run_rows = 0, 0, []
-            levels.clear()
-            long_levels.clear()
-            levels.append((i, xi - path))
-            gap = 0
-            continue
-
-        if calibrated and abs(z) >= p.onset_z:
-            # Is this jump the *return* from a short excursion that stayed under the threshold (and so
-            # became the anchor)? Then the current point agrees with the older normal points, and the
-            # excursion is what gets flagged (decided now), not the return.
-            olds = [lv for j, lv in levels if i - j > p.anchor_points + 1]
-            recent = [(j, lv) for j, lv in levels if i - j <= p.anchor_points + 1]
-            if olds and recent:
-                old_anchor = float(np.median(olds))
-                if abs(xi - path - old_anchor - m_h) < abs(e) / 2:
-                    for j, lv in recent:
-                        dev = lv - old_anchor
-                        if np.sign(dev) != np.sign(e) and abs(dev) >= abs(e) / 2:
-                            add_row(
-                                j,
-                                "spike" if dev > 0 else "dip",
-                                old_anchor + path_at[j] + m_h,
-                                s_h,
-                                float(dev / s_h),
-                                p.onset_z,
-                                i,
-                            )
-                    levels.clear()
-                    long_levels.clear()
-                    levels.append((i, xi - path))
-                    gap = 0
-                    continue
-            run_sign = 1 if e > 0 else -1
-            run_jump, run_rel, run_len = e, e / expected, 1
-            run_last, run_acc = xi, 0.0
-            run_rows = [add_row(i, "spike" if run_sign > 0 else "dip", expected, s_h, float(z), p.onset_z, i)]
-            gap += 1
-            continue
-        # normal point: calibrate on it, update the anchor and the short-term bias of the forecast's
-        # changes (a ramp steeper than forecast shows up as several same-sign residual changes)
-        if gap == 0:
-            day_buffer[h].append(e_raw)
-            if levels and levels[-1][0] == i - 1 and calibrated:
-                # clipped, so one undetected excursion cannot bend the expected path
-                change = float(np.clip((xi - path) - levels[-1][1] + bias, -2 * s_h, 2 * s_h))
-                bias = (1 - p.bias_alpha) * bias + p.bias_alpha * change
-        levels.append((i, xi - path))
-        long_levels.append((i, xi - path))
-        gap = 0
-        shift = _slow_step(long_levels, i, s_h, p) if calibrated else None
+    def step(self, i: int) -> None:
+        """Advance the state by grid point i."""
+        if self.day_codes[i] != self.current_day:
+            if self.current_day >= 0:
+                self.cal.close_day()
+            self.current_day = self.day_codes[i]
+        xi, di = self.vals[i], self.dexp[i]
+        if np.isnan(di):
+            self.path_ok = False  # no expectation for this step: restart the path at the next observation
+            self.levels.clear()
+        else:
+            self.path += di + self.bias
+        self.path_at[i] = self.path
+        if np.isnan(xi):
+            self.reps = 0
+            self.unobserved(di)
+            return
+        if not self.path_ok:
+            self.restart_path(i, xi, di)
+            return
+        # repeats are counted on the raw values, whatever the anchor state
+        self.reps = self.reps + 1 if i > 0 and xi == self.vals[i - 1] else 0
+        pt = self.observe(i)
+        if self.reps and pt.calibrated:
+            self.flag_flatline(pt)
+            self.unobserved(di)  # a repeated value is no observation
+            return
+        stale = self.absent > self.p.max_gap_steps or (self.gap > self.p.max_gap_steps and not self.run.sign)
+        self.absent = 0
+        if not pt.have_anchor or stale:
+            self.reanchor(i, xi)  # after a long gap or stuck stretch the anchor is stale
+            return
+        if self.run.sign and not pt.calibrated:
+            self.end_run()
+        if self.run.sign:
+            if not self.continue_run(pt):
+                self.reanchor(i, xi)  # back to normal (or, after max_run, a new level accepted)
+            return
+        if pt.calibrated and abs(pt.z) >= self.p.onset_z:
+            if not self.flag_return(pt):
+                self.start_run(pt)
+            return
+        self.accept_normal(pt)
+        shift = _slow_step(self.long_levels, i, pt.sigma, self.p) if pt.calibrated else None
         if shift is not None:
-            # a step too small to alarm at once but lasting two hours: a level shift from the step on
-            start_j, base, jump = shift
-            run_sign, run_jump, run_rel = int(np.sign(jump)), jump, jump / (xi - jump)
-            run_len, run_last, run_acc, run_rows = max(i - start_j + 1, p.level_shift_min_steps), xi, 0.0, []
-            for j, lv in long_levels:
-                if j >= start_j:
-                    exp_j = base + path_at[j] + m_h
-                    add_row(j, "level_shift", exp_j, s_h, float((lv - base) / s_h), p.shift_z, i)
-            levels.clear()
-            long_levels.clear()
-
-    out = pd.DataFrame(rows, columns=ROW_COLUMNS)
-    if not out.empty:
-        out = out.drop_duplicates(["ts", "kind"], keep="first").reset_index(drop=True)
-    return out
+            self.start_slow_shift(pt, shift)
 
 
 def _slow_step(
@@ -481,12 +584,3 @@ def missing_points(
     if ignore_fallback_gap and len(miss):
         miss = miss[~is_fallback_gap(miss)]
     return pd.DataFrame({"ts": miss, "decided_ts": miss + step + pd.Timedelta(minutes=lag_min)})
-
-
-def is_fallback_gap(ts: pd.DatetimeIndex) -> np.ndarray:
-    """True for UTC instants in the first occurrence of the repeated local hour on fall-back days."""
-    local = ts.tz_convert(TZ)
-    after = (ts + pd.Timedelta(hours=1)).tz_convert(TZ)
-    # the first occurrence is summer time (+02:00) and one hour later the wall clock shows the same hour
-    same_wall = (local.hour == after.hour) & (local.minute == after.minute)
-    return np.asarray(same_wall)

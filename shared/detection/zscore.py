@@ -15,7 +15,8 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from shared.detection.residual import ROW_COLUMNS, wall_clock
+from shared.calendar import wall_clock
+from shared.detection.residual import ROW_COLUMNS
 
 
 def detect_zscore(

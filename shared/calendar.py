@@ -1,0 +1,116 @@
+"""The French load calendar, defined once: Paris time, public holidays, bridge days, day types, DST.
+
+Every stage that reasons about local days uses these functions (featurize's calendar columns, the
+residual detector's day types and DST handling, the forecast model's events and seasons):
+
+* :data:`TZ` — the series' local zone; all instants are UTC, local time is derived.
+* :func:`public_holidays` — public holidays of a year from the ``holidays`` package (France by
+  default; any ``holidays`` country code for the generic evaluation), cached per (country, year).
+* :func:`bridge_days` — "ponts": the Monday before a Tuesday holiday, the Friday after a Thursday one.
+* :func:`day_type` — the load-shape class of a local date (Monday / Tue–Thu / Friday / Saturday /
+  Sunday-or-holiday).
+* :func:`is_dst_transition`, :func:`local_day_bounds`, :func:`is_fallback_gap`, :func:`wall_clock` —
+  summer time and the 23/25-hour days.
+
+``holidays`` is imported lazily, so light stages that only need :data:`TZ` never load it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date, timedelta
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+TZ = "Europe/Paris"
+COUNTRY = "FR"
+
+
+# --- public holidays and bridges -----------------------------------------------------------------------
+@lru_cache(maxsize=256)
+def public_holidays(year: int, country: str = COUNTRY) -> dict[date, str]:
+    """Public holidays of ``year`` (date → name) for a ``holidays`` country code (France by default)."""
+    import holidays
+
+    return dict(holidays.country_holidays(country, years=year))
+
+
+def holidays_of_years(years: Iterable[int], country: str = COUNTRY) -> dict[date, str]:
+    """Public holidays of several years, merged."""
+    out: dict[date, str] = {}
+    for y in sorted(set(years)):
+        out.update(public_holidays(int(y), country))
+    return out
+
+
+def holiday_names(dates: pd.Series) -> pd.Series:
+    """French public holiday name per local date (``datetime.date`` values; '' when none)."""
+    names = holidays_of_years({d.year for d in dates})
+    return dates.map(lambda d: names.get(d, ""))
+
+
+def bridge_days(dates: Iterable[date]) -> set[date]:
+    """The bridge days ("ponts") among ``dates``: a Monday before a Tuesday holiday or a Friday after a
+    Thursday holiday (the years around each date are looked up, so 31 Dec / 1 Jan work)."""
+    uniq = set(dates)
+    hol = set(holidays_of_years({d.year + k for d in uniq for k in (-1, 0, 1)}))
+    return {
+        d for d in uniq
+        if (d.weekday() == 0 and d + timedelta(days=1) in hol) or (d.weekday() == 4 and d - timedelta(days=1) in hol)
+    }
+
+
+def bridge_of(holiday: date) -> date | None:
+    """The bridge day a holiday creates (Tuesday → the Monday before, Thursday → the Friday after), if any."""
+    wd = holiday.weekday()
+    if wd == 1:
+        return holiday - timedelta(days=1)
+    if wd == 3:
+        return holiday + timedelta(days=1)
+    return None
+
+
+def day_type(dates: pd.DatetimeIndex) -> np.ndarray:
+    """Load-shape class of local dates: 0 Monday, 1 Tuesday–Thursday, 2 Friday, 3 Saturday,
+    4 Sunday or French public holiday (a holiday's load looks like a Sunday's)."""
+    fr = holidays_of_years(dates.year)
+    dow = dates.dayofweek.to_numpy()
+    kind = np.select([dow == 0, dow <= 3, dow == 4, dow == 5], [0, 1, 2, 3], 4)
+    is_holiday = np.array([d in fr for d in dates.date], dtype=bool)
+    return np.where(is_holiday, 4, kind)
+
+
+# --- local time, summer time and DST days ----------------------------------------------------------------
+def wall_clock(index: pd.DatetimeIndex, tz: str = TZ) -> pd.DatetimeIndex:
+    """Local wall-clock time (naive) of UTC instants."""
+    return index.tz_convert(tz).tz_localize(None)
+
+
+def local_day_bounds(day: Any, tz: str = TZ) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """[start, end) of a local day as UTC instants: 23 h on the spring-forward day, 25 h on fall-back."""
+    d = pd.Timestamp(pd.Timestamp(day).date())
+    return d.tz_localize(tz).tz_convert("UTC"), (d + pd.Timedelta(days=1)).tz_localize(tz).tz_convert("UTC")
+
+
+def is_dst_transition(day: Any, tz: str = TZ) -> bool:
+    """True when the local day's UTC offset changes (the 23-hour and the 25-hour day)."""
+    d = pd.Timestamp(str(day))
+    return bool(d.tz_localize(tz).utcoffset() != (d + pd.Timedelta(days=1)).tz_localize(tz).utcoffset())
+
+
+def is_summer_time(local: pd.DatetimeIndex) -> np.ndarray:
+    """Summer time (CEST, UTC+2) flag of Paris-local instants."""
+    return np.array([t.utcoffset().total_seconds() == 7200 for t in local], dtype=bool)
+
+
+def is_fallback_gap(ts: pd.DatetimeIndex, tz: str = TZ) -> np.ndarray:
+    """True for UTC instants in the first occurrence of the repeated local hour on fall-back days
+    (RTE publishes that hour once, as its second occurrence)."""
+    local = ts.tz_convert(tz)
+    after = (ts + pd.Timedelta(hours=1)).tz_convert(tz)
+    # the first occurrence is summer time (+02:00) and one hour later the wall clock shows the same hour
+    same_wall = (local.hour == after.hour) & (local.minute == after.minute)
+    return np.asarray(same_wall)
