@@ -120,15 +120,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bootstrap: {_fmt(result)} in {time.perf_counter() - t0:.1f} s")
     weather = _load_realised_temperature(store, settings, start, simulated=args.source_url is None)
     if weather:
-        print(f"weather: {weather}")
+        print(f"temperature: {weather}")
     counts = store.query_rows(
         "select count(), uniqExact(ukey), max(version) from {db:Identifier}.measurements"
     )[0]
     print(f"store: {counts[0]:,} measurement rows, {counts[1]:,} ukeys, max version {counts[2]}")
 
     app = create_gateway_app()
-    if args.weather_url is None:
-        mount_weather_replay(app)
+    mounted = args.weather_url is None and mount_weather_replay(app)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_config=None, access_log=False))
     thread = threading.Thread(target=server.run, name="gateway", daemon=True)
     thread.start()
@@ -138,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         time.sleep(0.05)
 
+    if args.weather_url is None and mounted:
+        realised = _load_realised_archive(store, settings, start, simulated=args.source_url is None)
+        if realised:
+            print(f"temperature: {realised}")
     if args.source_url is None:
         # starts now that everything is up, just before `start` so that the tick at `start` fires
         clock.install(clock.SimulatedClock(start - timedelta(seconds=30), args.speed))
@@ -231,3 +234,26 @@ def _load_realised_temperature(store: Any, settings: Any, start: datetime, *, si
     enedis = result.get("enedis", {})
     return (f"realised temperature (Enedis, shipped) values={enedis.get('values')} written={enedis.get('written')} "
             f"until {start.isoformat()} in {time.perf_counter() - t0:.1f} s")
+
+
+def _load_realised_archive(store: Any, settings: Any, start: datetime, *, simulated: bool) -> str | None:
+    """Fill ``open_meteo/temperature_2m_realised`` once from the replay's archive endpoint (over HTTP,
+    through the gateway), up to what the archive serves before ``start``; poll-weather then catches it
+    up daily.  In the demo these values are the shipped Enedis realised temperature (see
+    local_dev/weather_replay.py): labelled, not Open-Meteo's reanalysis."""
+    from shared import clock
+    from shared.weather import REALISED_METRIC, SOURCE
+    from shared.weather.service import backfill
+
+    if store.scalar("select count() from (select 1 from {db:Identifier}.measurements "
+                    "where source = {s:String} and metric = {m:String} limit 1)",
+                    {"s": SOURCE, "m": REALISED_METRIC}):
+        return None
+    if simulated:
+        clock.install(clock.SimulatedClock(start - timedelta(seconds=30), 0.0))
+    t0 = time.perf_counter()
+    result = backfill(store, settings, datetime(2020, 1, 9, tzinfo=UTC), start, shipped=False, archive=True,
+                      chunk_days=92, progress=True)
+    archive = result.get("archive", {})
+    return (f"realised temperature (replay archive = shipped Enedis values) hours={archive.get('hours')} "
+            f"written={archive.get('written')} in {time.perf_counter() - t0:.1f} s")

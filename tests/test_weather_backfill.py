@@ -95,3 +95,30 @@ def test_command_line_help_lists_the_sources() -> None:
     out = subprocess.run([sys.executable, "-m", "shared", "weather-backfill", "--help"], cwd=REPO_ROOT,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "--archive" in out.stdout and "--shipped" in out.stdout
+
+
+def test_poll_weather_catches_realised_temperature_up_once_a_day(store: Store, cfg: Settings) -> None:
+    from shared.runs import stage_run
+    from shared.weather.service import run_poll_weather
+
+    def poll(at: datetime) -> dict:
+        clock.install(clock.SimulatedClock(at, 0.0))
+        with stage_run(store, "poll-weather") as run:
+            run_poll_weather(store, settings, run)
+        return run.as_dict()
+
+    with serve(create_weather_replay_app()) as url:
+        settings = cfg.model_copy(update={"weather_archive_url": url, "weather_url": url})
+        first = poll(datetime(2023, 12, 20, 6, tzinfo=UTC))
+        assert first["details"]["realised"]["skipped"].startswith("no realised history")
+        backfill(store, settings, date(2023, 12, 1), date(2023, 12, 21), shipped=False, archive=True)
+        newest = load_series(store, SOURCE, REALISED_METRIC)["ts"].max()
+        assert newest == pd.Timestamp("2023-12-15T06:00Z")  # the archive is 5 days behind (ERA5, best_match)
+        later = poll(datetime(2023, 12, 28, 6, tzinfo=UTC))
+        realised = later["details"]["realised"]
+        # re-read from the day before the newest hour; new hours up to 2023-12-23T06:00 (5 days before now)
+        assert realised["new"] == len(pd.date_range("2023-12-15T07:00Z", "2023-12-23T06:00Z", freq="h"))
+        assert realised["revised"] == 0
+        assert load_series(store, SOURCE, REALISED_METRIC)["ts"].max() == pd.Timestamp("2023-12-23T06:00Z")
+        same_day = poll(datetime(2023, 12, 28, 7, tzinfo=UTC))
+        assert same_day["details"]["realised"] == {"skipped": "archive already read today"}

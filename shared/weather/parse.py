@@ -118,10 +118,7 @@ def parse_response(body: Any, station_ids: list[str], models: list[str]) -> Pars
     rejection.  ResponseShapeError when the body does not hold one object per location.
     """
     items = response_locations(body, len(station_ids))
-    stations: list[str] = []
-    model_col: list[str] = []
-    times: list[pd.Timestamp] = []
-    values: list[float] = []
+    frames: list[pd.DataFrame] = []
     rejections: list[Rejection] = []
     record_no = 0
     for station, item in zip(station_ids, items, strict=True):
@@ -148,37 +145,41 @@ def parse_response(body: Any, station_ids: list[str], models: list[str]) -> Pars
                            "length": len(series) if isinstance(series, list) else None, "times": len(time_list)})))
                 record_no += 1
                 continue
-            for t_raw, ts, v in zip(time_list, stamps, series, strict=True):
-                if v is None:
-                    continue
-                reason = None
-                if pd.isna(ts):
-                    reason = f"unreadable time {t_raw!r}"
-                elif isinstance(v, bool) or not isinstance(v, int | float):
-                    reason = f"value is not a number: {type(v).__name__}"
-                elif not math.isfinite(v):
-                    reason = "value is not finite"
-                elif not MIN_DEGC <= v <= MAX_DEGC:
-                    reason = f"value {v} outside [{MIN_DEGC:g}, {MAX_DEGC:g}] °C"
-                if reason is not None:
-                    rejections.append(Rejection(record_no, reason, _dump(
-                        {"station": station, "model": model, "time": t_raw, "value": v})))
-                    record_no += 1
-                    continue
-                stations.append(station)
-                model_col.append(model)
-                times.append(ts)
-                values.append(float(v))
-    rows = pd.DataFrame({
-        "station": pd.Series(stations, dtype=object),
-        "model": pd.Series(model_col, dtype=object),
-        "ts": pd.to_datetime(pd.Series(times, dtype="datetime64[ns, UTC]")) if times
-        else pd.Series(dtype="datetime64[ns, UTC]"),
-        "value": pd.Series(values, dtype="float64"),
-    })
+            # Vectorised for the usual answer (numbers and nulls); per-value reasons only where needed.
+            bad_time = stamps.isna().to_numpy()
+            present = np.fromiter((v is not None for v in series), dtype=bool, count=len(series))
+            if {type(v) for v in series} <= {int, float, type(None)}:
+                arr = np.array(series, dtype="float64")  # None → NaN
+            else:  # strings, booleans, lists…: only the real numbers are values
+                arr = np.array([float(v) if isinstance(v, int | float) and not isinstance(v, bool) else np.nan
+                                for v in series], dtype="float64")
+            with np.errstate(invalid="ignore"):
+                good = present & ~bad_time & np.isfinite(arr) & (arr >= MIN_DEGC) & (arr <= MAX_DEGC)
+            for i in np.flatnonzero(present & ~good):
+                v = series[i]
+                rejections.append(Rejection(record_no, _reason(bool(bad_time[i]), time_list[i], v), _dump(
+                    {"station": station, "model": model, "time": time_list[i], "value": v})))
+                record_no += 1
+            frames.append(pd.DataFrame({"station": station, "model": model, "ts": stamps[good].to_numpy(),
+                                        "value": arr[good]}))
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        {"station": pd.Series(dtype=object), "model": pd.Series(dtype=object),
+         "ts": pd.Series(dtype="datetime64[ns, UTC]"), "value": pd.Series(dtype="float64")})
+    rows["ts"] = pd.to_datetime(rows["ts"], utc=True)
     # A location repeated within one answer (never seen, but cheap to guard): the last value wins.
     rows = rows.drop_duplicates(["station", "model", "ts"], keep="last").reset_index(drop=True)
     return Parsed(rows, rejections)
+
+
+def _reason(bad_time: bool, t_raw: Any, v: Any) -> str:
+    """Why one non-null value is refused."""
+    if bad_time:
+        return f"unreadable time {t_raw!r}"
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return f"value is not a number: {type(v).__name__}"
+    if not math.isfinite(v):
+        return "value is not finite"
+    return f"value {v} outside [{MIN_DEGC:g}, {MAX_DEGC:g}] °C"
 
 
 def _dump(obj: Any) -> str:

@@ -38,7 +38,7 @@ import pandas as pd
 
 from shared import clock
 from shared.errors import BadRequestError, ConflictError, SourceError
-from shared.ingest.poll import landing_time, new_batch_id
+from shared.ingest.poll import new_batch_id
 from shared.ingest.versioning import (
     bootstrap_pending,
     compute_versions,
@@ -75,12 +75,17 @@ from shared.weather.parse import (
 if TYPE_CHECKING:
     import httpx
 
+    from shared.weather.client import OpenMeteoClient
+
 log = logging.getLogger(__name__)
 
 WEATHER_WRITER = "weather-writer"
 STAGE = "poll-weather"
 BACKFILL_STAGE = "weather-backfill"
 ENEDIS_FILES = "enedis_temperature_lissee_nationale_*.csv.gz"
+ARCHIVE_BATCH_PREFIX = f"{SOURCE}-archive-"
+# poll-weather's daily realised catch-up reads at most this many days back (longer gaps: weather-backfill)
+CATCH_UP_DAYS = 31
 WEATHER_DIR = REPO_ROOT / "data" / "weather"
 
 
@@ -215,27 +220,42 @@ def run_poll_weather(
         days = forecast_days or settings.weather_forecast_days
         run.details.update(watermark=watermark.isoformat() if watermark else None, now=now.isoformat(),
                            past_days=past, forecast_days=days, models=models, locations=len(stations))
-        from shared.weather.client import OpenMeteoClient
+        from shared.weather.client import OpenMeteoClient as Client
 
-        with OpenMeteoClient(settings, transport=transport) as client:
-            body, url = client.forecast(stations["latitude"].tolist(), stations["longitude"].tolist(), models,
-                                        forecast_days=days, past_days=past)
-        fetched_at = landing_time()  # the issue time of this run: every version it writes carries it
-        batch_id = f"{SOURCE}-{new_batch_id(fetched_at, run.run_id, 0)}"
-        ids = stations["id"].tolist()
+        client = Client(settings, transport=transport)
         try:
-            parsed = parse_response(body, ids, models)
-        except ResponseShapeError as exc:
-            land_raw(store, [body], batch_id=batch_id, fetched_at=fetched_at, url=url)
-            dead_letter(store, [Rejection(0, f"response: {exc}", json.dumps(body, default=str)[:100_000])],
-                        stage=STAGE, batch_id=batch_id, at=fetched_at)
-            raise SourceError(f"Open-Meteo answer unusable: {exc}") from exc
-        land_raw(store, body if isinstance(body, list) else [body], batch_id=batch_id, fetched_at=fetched_at,
-                 url=url)
-        rejected = dead_letter(store, parsed.rejections, stage=STAGE, batch_id=batch_id, at=fetched_at)
-        national = aggregate(parsed.rows, stations, settings.weather_min_weight_share)
-        rows = forecast_rows(national, models)
-        counts = upsert(store, settings, rows, source=SOURCE, batch_id=batch_id, inserted_at=fetched_at)
+            _poll_forecast(store, settings, run, client, stations, models, past, days)
+            realised = realised_catch_up(store, settings, client, now, run_id=run.run_id, lease=lease)
+            run.details["realised"] = realised
+            run.rows_out += int(realised.get("written", 0))
+        finally:
+            client.close()
+    run.details["elapsed_s"] = round(time.perf_counter() - t0, 4)
+
+
+def _poll_forecast(store: Store, settings: Settings, run: Run, client: OpenMeteoClient, stations: pd.DataFrame,
+                   models: list[str], past: int, days: int) -> None:
+    """Fetch, land, aggregate and version one forecast run (the body of poll-weather)."""
+    body, url = client.forecast(stations["latitude"].tolist(), stations["longitude"].tolist(), models,
+                                forecast_days=days, past_days=past)
+    # The issue time of this run, on the product clock: every version it writes carries it.  (Not poll's
+    # landing_time(), which never goes back within a process: the issue time must be the clock's.)
+    fetched_at = clock.now()
+    batch_id = f"{SOURCE}-{new_batch_id(fetched_at, run.run_id, 0)}"
+    ids = stations["id"].tolist()
+    try:
+        parsed = parse_response(body, ids, models)
+    except ResponseShapeError as exc:
+        land_raw(store, [body], batch_id=batch_id, fetched_at=fetched_at, url=url)
+        dead_letter(store, [Rejection(0, f"response: {exc}", json.dumps(body, default=str)[:100_000])],
+                    stage=STAGE, batch_id=batch_id, at=fetched_at)
+        raise SourceError(f"Open-Meteo answer unusable: {exc}") from exc
+    land_raw(store, body if isinstance(body, list) else [body], batch_id=batch_id, fetched_at=fetched_at,
+             url=url)
+    rejected = dead_letter(store, parsed.rejections, stage=STAGE, batch_id=batch_id, at=fetched_at)
+    national = aggregate(parsed.rows, stations, settings.weather_min_weight_share)
+    rows = forecast_rows(national, models)
+    counts = upsert(store, settings, rows, source=SOURCE, batch_id=batch_id, inserted_at=fetched_at)
     hours = parsed.rows.groupby("model")["ts"].nunique().to_dict() if not parsed.rows.empty else {}
     kept = national.groupby("model")["ts"].nunique().to_dict() if not national.empty else {}
     blended = rows[rows["metric"] == FORECAST_METRIC]
@@ -248,10 +268,40 @@ def run_poll_weather(
         hours_below_coverage={m: int(hours.get(m, 0)) - int(kept.get(m, 0)) for m in models},
         forecast_start=blended["ts"].min().isoformat() if not blended.empty else None,
         forecast_end=blended["ts"].max().isoformat() if not blended.empty else None,
-        new=counts["new"], revised=counts["revised"], elapsed_s=round(time.perf_counter() - t0, 4),
+        new=counts["new"], revised=counts["revised"],
     )
     log_event(log, "poll_weather_done", values=len(parsed.rows), rejected=len(parsed.rejections),
-              rows_out=counts["written"], new=counts["new"], revised=counts["revised"], past_days=past)
+              rows_out=counts["written"], new=counts["new"], revised=counts["revised"], past_days=past,
+              issued_at=fetched_at)
+
+
+def realised_catch_up(store: Store, settings: Settings, client: OpenMeteoClient, now: datetime, *, run_id: str,
+                      lease: Lease) -> dict[str, Any]:
+    """Once per UTC day, read Open-Meteo's archive from the day before the newest stored realised hour up to
+    yesterday (at most ``CATCH_UP_DAYS``), so realised temperature keeps flowing after the backfill.
+
+    Watermarks in ClickHouse: the newest ``temperature_2m_realised`` hour, and the newest archive answer
+    landed in ``raw_records`` (one read per day: the archive updates daily, 2–5 days behind).  The day of
+    overlap re-reads the newest values, so a preliminary reanalysis value that changes becomes a version.
+    Nothing happens before a first ``weather-backfill --archive`` (the bulk path).
+    """
+    newest = store.scalar(
+        """select max(ts) from {db:Identifier}.measurements
+           where source = {s:String} and metric = {m:String} having count() > 0""",
+        {"s": SOURCE, "m": REALISED_METRIC})
+    if newest is None:
+        return {"skipped": "no realised history yet: run python -m shared weather-backfill --archive"}
+    today = pd.Timestamp(now).tz_convert("UTC").floor("D")
+    last_read = store.scalar(
+        """select max(fetched_at) from {db:Identifier}.raw_records
+           where startsWith(batch_id, {p:String}) having count() > 0""", {"p": ARCHIVE_BATCH_PREFIX})
+    if last_read is not None and _utc(last_read) >= today:
+        return {"skipped": "archive already read today"}
+    lo = max(_utc(newest).floor("D") - pd.Timedelta(days=1), today - pd.Timedelta(days=CATCH_UP_DAYS))
+    if lo >= today:
+        return {"skipped": "realised temperature is up to date"}
+    return _backfill_archive(store, settings, lo, today, lease, chunk_days=CATCH_UP_DAYS + 1, progress=False,
+                             transport=None, run_id=run_id, client=client, stage=STAGE)
 
 
 # --- realised temperature: the shipped Enedis series and the Open-Meteo archive -----------------------
@@ -341,42 +391,49 @@ def backfill(
 
 def _backfill_archive(store: Store, settings: Settings, lo: pd.Timestamp, hi: pd.Timestamp, lease: Lease, *,
                       chunk_days: int, progress: bool, transport: httpx.BaseTransport | None,
-                      run_id: str) -> dict[str, Any]:
+                      run_id: str, client: OpenMeteoClient | None = None,
+                      stage: str = BACKFILL_STAGE) -> dict[str, Any]:
     from tqdm import tqdm
 
-    from shared.weather.client import OpenMeteoClient
+    if client is None:
+        from shared.weather.client import OpenMeteoClient as Client
 
+        with Client(settings, transport=transport) as own:
+            return _backfill_archive(store, settings, lo, hi, lease, chunk_days=chunk_days, progress=progress,
+                                     transport=None, run_id=run_id, client=own, stage=stage)
     stations = load_stations(settings.weather_stations_file)
     ids = stations["id"].tolist()
     model = settings.weather_archive_model
     last_day = (hi - pd.Timedelta(microseconds=1)).date()
     days = pd.date_range(lo.date(), last_day, freq=f"{chunk_days}D")
     totals = {"values": 0, "rejected": 0, "hours": 0, "new": 0, "revised": 0, "written": 0}
-    with OpenMeteoClient(settings, transport=transport) as client:
-        for first in tqdm(list(days), desc="open-meteo archive", unit="chunk", disable=not progress):
-            last = min((first + pd.Timedelta(days=chunk_days - 1)).date(), last_day)
-            body, url = client.archive(stations["latitude"].tolist(), stations["longitude"].tolist(), model,
-                                       start=first.date(), end=last)
-            fetched_at = landing_time()
-            batch_id = f"{SOURCE}-archive-{new_batch_id(fetched_at, run_id, 0)}"
-            try:
-                parsed = parse_response(body, ids, [model])
-            except ResponseShapeError as exc:
-                dead_letter(store, [Rejection(0, f"response: {exc}", json.dumps(body, default=str)[:100_000])],
-                            stage=BACKFILL_STAGE, batch_id=batch_id, at=fetched_at)
-                raise SourceError(f"Open-Meteo archive answer unusable: {exc}") from exc
-            totals["rejected"] += dead_letter(store, parsed.rejections, stage=BACKFILL_STAGE, batch_id=batch_id,
-                                              at=fetched_at)
-            national = aggregate(parsed.rows, stations, settings.weather_min_weight_share)
-            national = national[(national["ts"] >= lo) & (national["ts"] < hi)]
-            rows = national[["ts", "value"]].assign(metric=REALISED_METRIC, nature=REALISED_NATURE,
-                                                    perimetre=PERIMETER)
-            counts = upsert(store, settings, rows, source=SOURCE, batch_id=batch_id)
-            totals["values"] += len(parsed.rows)
-            totals["hours"] += len(rows)
-            for k in ("new", "revised", "written"):
-                totals[k] += counts[k]
-            lease.keep_alive()
+    for chunk_no, first in enumerate(tqdm(list(days), desc="open-meteo archive", unit="chunk", disable=not progress)):
+        last = min((first + pd.Timedelta(days=chunk_days - 1)).date(), last_day)
+        body, url = client.archive(stations["latitude"].tolist(), stations["longitude"].tolist(), model,
+                                   start=first.date(), end=last)
+        fetched_at = clock.now()
+        batch_id = f"{ARCHIVE_BATCH_PREFIX}{new_batch_id(fetched_at, run_id, chunk_no)}"
+        try:
+            parsed = parse_response(body, ids, [model])
+        except ResponseShapeError as exc:
+            land_raw(store, [body], batch_id=batch_id, fetched_at=fetched_at, url=url)
+            dead_letter(store, [Rejection(0, f"response: {exc}", json.dumps(body, default=str)[:100_000])],
+                        stage=stage, batch_id=batch_id, at=fetched_at)
+            raise SourceError(f"Open-Meteo archive answer unusable: {exc}") from exc
+        land_raw(store, body if isinstance(body, list) else [body], batch_id=batch_id, fetched_at=fetched_at,
+                 url=url)
+        totals["rejected"] += dead_letter(store, parsed.rejections, stage=stage, batch_id=batch_id,
+                                          at=fetched_at)
+        national = aggregate(parsed.rows, stations, settings.weather_min_weight_share)
+        national = national[(national["ts"] >= lo) & (national["ts"] < hi)]
+        rows = national[["ts", "value"]].assign(metric=REALISED_METRIC, nature=REALISED_NATURE,
+                                                perimetre=PERIMETER)
+        counts = upsert(store, settings, rows, source=SOURCE, batch_id=batch_id)
+        totals["values"] += len(parsed.rows)
+        totals["hours"] += len(rows)
+        for k in ("new", "revised", "written"):
+            totals[k] += counts[k]
+        lease.keep_alive()
     return totals
 
 
