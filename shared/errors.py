@@ -35,6 +35,10 @@ class StoreError(PowerSenseError):
     """ClickHouse is unreachable or rejected a statement."""
 
 
+class SchemaError(StoreError):
+    """The database lacks tables of the DDL (ch/init): a read-only user on a server no writer has initialised."""
+
+
 class ArtifactError(PowerSenseError):
     """The artifact store (S3/MinIO/local) failed."""
 

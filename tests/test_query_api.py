@@ -228,14 +228,29 @@ def test_forecast_vs_actual_matches_the_stored_values(client: TestClient, store:
     assert csv.text.splitlines()[0].startswith("ts,actual,yhat") and len(csv.text.strip().splitlines()) == 49
 
 
-def test_detect_tables_answer_empty_until_they_exist(client: TestClient, store: Store) -> None:
-    for table in ("anomalies", "data_quality", "model_metrics"):
-        store.command(f"drop table if exists {store.database}.{table}")
+def test_detect_outputs_answer_empty_before_detect_has_run(client: TestClient, december: pd.DataFrame) -> None:
+    # the DDL has created every table; the stages that fill them have not run: empty answers, not errors
     anomalies = client.get("/anomalies").json()
-    assert (anomalies["available"], anomalies["count"], anomalies["items"]) == (False, 0, [])
+    assert (anomalies["count"], anomalies["items"]) == (0, [])
     quality = client.get("/data-quality").json()
-    assert (quality["available"], quality["run_id"], quality["items"]) == (False, None, [])
-    assert client.get("/models/metrics").json()["available"] is False
+    assert (quality["run_id"], quality["status_counts"], quality["items"]) == (None, {}, [])
+    assert client.get("/models/metrics").json()["items"] == []
+    assert client.get("/forecasts/runs").json()["runs"] == []
+    assert client.get("/forecasts/vs-actual").json()["points"] == []
+
+
+def test_uninitialised_database_answers_503_naming_the_missing_tables(client: TestClient, store: Store) -> None:
+    # a read-only user on a server no writer has initialised: one clear error, not empty answers
+    for table in ("anomalies", "forecasts"):
+        store.command(f"drop table {store.database}.{table}")
+    r = client.get("/anomalies")
+    assert r.status_code == 503 and r.json()["error"] == "SchemaError"
+    assert "missing anomalies, forecasts" in r.json()["detail"] and store.database in r.json()["detail"]
+    health = client.get("/health")
+    assert health.status_code == 503 and "missing anomalies, forecasts" in health.json()["detail"]
+    store.apply_schema()  # a writer stage initialises the server: the API recovers without a restart
+    assert client.get("/anomalies").status_code == 200
+    assert client.get("/health").json()["status"] == "degraded"  # reachable, no data yet
 
 
 def test_anomalies_filtered_by_window_kind_severity_and_latest_state(client: TestClient, store: Store) -> None:

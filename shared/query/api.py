@@ -21,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
 from shared import clock, metrics
-from shared.errors import PowerSenseError
+from shared.errors import PowerSenseError, SchemaError
 from shared.query import service
 from shared.query.auth import require_token
 from shared.query.cache import CachedResponse, QueryCache, StoreState
@@ -58,6 +58,7 @@ CSV = "text/csv; charset=utf-8"
 _CACHE = QueryCache(ttl_s=1.0)
 _INFLIGHT: dict[Hashable, asyncio.Future[CachedResponse]] = {}
 _FAST = FastPathIndex()
+_SCHEMA_OK: set[str] = set()  # databases whose tables were found (see require_schema)
 
 _ERR = {"model": ErrorResponse}
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -65,7 +66,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
                                  "start after end, unknown metric, range over the maximum, bad cursor)"},
     401: {**_ERR, "description": "missing or invalid bearer token"},
     422: {**_ERR, "description": "unknown or missing parameter"},
-    503: {**_ERR, "description": "store unavailable"},
+    503: {**_ERR, "description": "store unavailable, or its database not initialised (the missing tables named)"},
 }
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {**_ERR, "description": "no such run, or no data yet"}}
 CSV_ALT: dict[int | str, dict[str, Any]] = {200: {"content": {"text/csv": {"schema": {"type": "string"}}}}}
@@ -107,6 +108,16 @@ async def _state(store: Store) -> StoreState:
     return state if state is not None else await run_in_threadpool(c.refresh_state, store)
 
 
+def require_schema(store: Store, state: StoreState) -> None:
+    """The start-up check: the first use of a database verifies that ch/init has been applied
+    (service.check_schema raises SchemaError → 503 naming the missing tables). Tables are never dropped
+    by the product, so a database that passed is not checked again; one that failed is re-checked on the
+    next request, so the API recovers as soon as a writer stage has initialised the server."""
+    if store.database not in _SCHEMA_OK:
+        service.check_schema(state.tables, store.database)
+        _SCHEMA_OK.add(store.database)
+
+
 Builder = Callable[[Store, StoreState, bool], CachedResponse]
 
 
@@ -116,6 +127,7 @@ async def _serve(
     """Answer from the cache, or build the response in a worker thread and cache it."""
     store = get_store()
     state = await _state(store)
+    require_schema(store, state)
     as_csv = _wants_csv(request, getattr(params, "format", None))
     key = (store.database, endpoint, params.model_dump_json(), as_csv, state.token, extra)
     hit: CachedResponse | None = _CACHE.get(key)
@@ -178,12 +190,12 @@ async def health(_: Annotated[EmptyParams, Query()]) -> Response:
         try:
             store = get_store()
             state = cache().fresh_state(store) or cache().refresh_state(store)
-            last = None
-            if "measurements" in state.tables:
-                last = _latest_fn(store, state)(settings.series_source, settings.series_metric)
-        except PowerSenseError:
-            return 503, HealthResponse(status="unavailable", store=False, data_fresh=False, latest_ts=None,
-                                       data_age_s=None, max_data_age_s=settings.query_max_data_age_s)
+            require_schema(store, state)
+            last = _latest_fn(store, state)(settings.series_source, settings.series_metric)
+        except PowerSenseError as exc:
+            return 503, HealthResponse(status="unavailable", store=isinstance(exc, SchemaError), data_fresh=False,
+                                       latest_ts=None, data_age_s=None, max_data_age_s=settings.query_max_data_age_s,
+                                       detail=str(exc))
         age = (clock.now() - last).total_seconds() if last is not None else None
         fresh = age is not None and age <= settings.query_max_data_age_s
         return 200, HealthResponse(status="ok" if fresh else "degraded", store=True, data_fresh=fresh, latest_ts=last,
@@ -216,9 +228,7 @@ async def get_measurements(request: Request, p: Annotated[MeasurementsParams, Qu
     ``limit`` rows; follow ``next_cursor`` (CSV: header ``X-Next-Cursor``)."""
 
     def build(store: Store, state: StoreState, as_csv: bool) -> CachedResponse:
-        known: set[tuple[str, str]] = set()
-        if "measurements" in state.tables:
-            known = _CACHE.memo((store.database, "known", state.token), lambda: service.known_series(store))
+        known = _CACHE.memo((store.database, "known", state.token), lambda: service.known_series(store))
         resp = service.measurements(store, p, known, _latest_fn(store, state))
         headers = {"X-Next-Cursor": resp.next_cursor} if resp.next_cursor else {}
         if not as_csv:
@@ -240,7 +250,7 @@ async def get_forecast(request: Request, p: Annotated[ForecastParams, Query()]) 
     ``max_horizon_steps`` the first N. 404 until the forecast stage has issued a run."""
 
     def build(store: Store, state: StoreState, as_csv: bool) -> CachedResponse:
-        run = service.forecast_run(store, p, state.tables)
+        run = service.forecast_run(store, p)
         if not as_csv:
             return _json(run)
         headers = {"X-Run-Id": run.run_id, "X-Model-Version": run.model_version,
@@ -256,7 +266,7 @@ async def get_forecast(request: Request, p: Annotated[ForecastParams, Query()]) 
 async def get_forecast_runs(request: Request, p: Annotated[ForecastRunsParams, Query()]) -> Response:
     """The most recent forecast runs (headers only), newest first; empty until the forecast stage has run."""
     return await _serve(request, "forecast_runs", p,
-                        lambda store, state, _csv: _json(service.forecast_runs(store, p, state.tables)))
+                        lambda store, _state, _csv: _json(service.forecast_runs(store, p)))
 
 
 @protected.get("/forecasts/vs-actual", tags=["forecasts"], response_model=VsActualResponse,
@@ -267,7 +277,7 @@ async def get_vs_actual(request: Request, p: Annotated[VsActualParams, Query()])
     and interval coverage over the steps that have an actual."""
 
     def build(store: Store, state: StoreState, as_csv: bool) -> CachedResponse:
-        resp = service.forecast_vs_actual(store, p, state.tables, _latest_fn(store, state))
+        resp = service.forecast_vs_actual(store, p, _latest_fn(store, state))
         if not as_csv:
             return _json(resp)
         header = ["ts", "actual", "yhat", "lower", "upper", "error", "run_id", "issued_at", "horizon_steps",
@@ -283,10 +293,10 @@ async def get_vs_actual(request: Request, p: Annotated[VsActualParams, Query()])
 @protected.get("/anomalies", tags=["anomalies"], response_model=AnomaliesResponse)
 async def get_anomalies(request: Request, p: Annotated[AnomaliesParams, Query()]) -> Response:
     """Anomalies flagged by detect (latest state of each point) with ts in [start, end) (default: the last 30 days),
-    filtered by kind, severity, detector and status, newest first. ``available: false`` until detect has run."""
+    filtered by kind, severity, detector and status, newest first. Empty until detect has run."""
     minute = int(clock.now().timestamp() // 60)  # the default window moves with the clock
     return await _serve(request, "anomalies", p,
-                        lambda store, state, _csv: _json(service.anomalies(store, p, state.tables, clock.now())),
+                        lambda store, _state, _csv: _json(service.anomalies(store, p, clock.now())),
                         extra=minute if p.end is None else None)
 
 
@@ -295,7 +305,7 @@ async def get_data_quality(request: Request, p: Annotated[DataQualityParams, Que
     """The data-quality checks of the latest detect run (or ``run_id``): completeness per local day, freshness,
     duplicates, dead letters, out-of-range values, revisions; ``status_counts`` over the whole run."""
     return await _serve(request, "data_quality", p,
-                        lambda store, state, _csv: _json(service.data_quality(store, p, state.tables)))
+                        lambda store, _state, _csv: _json(service.data_quality(store, p)))
 
 
 @protected.get("/runs", tags=["pipeline runs"], response_model=RunsResponse)
@@ -313,9 +323,9 @@ async def get_latest_runs(request: Request, p: Annotated[EmptyParams, Query()]) 
 @protected.get("/models/metrics", tags=["models"], response_model=ModelMetricsResponse)
 async def get_model_metrics(request: Request, p: Annotated[ModelMetricsParams, Query()]) -> Response:
     """Latest accuracy (MAPE/MAE/bias per horizon day), interval coverage, PSI and retrain requests computed by
-    detect. ``available: false`` until detect has created its table."""
+    detect. Empty until detect has run."""
     return await _serve(request, "model_metrics", p,
-                        lambda store, state, _csv: _json(service.model_metrics(store, p, state.tables)))
+                        lambda store, _state, _csv: _json(service.model_metrics(store, p)))
 
 
 @protected.get("/models", tags=["models"], response_model=ModelsResponse)

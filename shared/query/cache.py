@@ -22,6 +22,7 @@ from typing import Any
 
 from shared.errors import StoreError
 from shared.logs import log_event
+from shared.query.service import REQUIRED_TABLES
 from shared.store import Store
 
 log = logging.getLogger(__name__)
@@ -57,9 +58,9 @@ class CachedResponse:
     headers: dict[str, str]
 
 
-# What the read side expects once every stage has run (used when system tables cannot be read).
-ALL_TABLES = frozenset({"measurements", "measurements_latest", "pipeline_runs", "forecasts", "anomalies",
-                        "data_quality", "model_metrics"})
+# When system tables cannot be read, the schema cannot be checked: assume what the query API reads exists
+# (a missing table then fails its own query with StoreError, 503).
+ALL_TABLES = REQUIRED_TABLES
 _warned = False
 
 

@@ -11,7 +11,8 @@ Exposed on the query function's ``/metrics`` next to the shared stage metrics:
   ``powersense_last_run_timestamp_seconds{function}``
 * ``powersense_query_cache_requests_total{result}``: response cache hits and misses
 
-A table another stage has not created yet is skipped, never an error.
+A block that fails (store down, database not initialised) is logged and skipped, never an error: a
+scrape always answers.
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ from prometheus_client.registry import Collector
 from shared import clock
 from shared.errors import PowerSenseError
 from shared.logs import log_event
-from shared.query.service import utc
 from shared.series import ACTUALS_CTE
 from shared.settings import get_settings
 from shared.store import Store
+from shared.timeutil import utc_datetime as utc
 
 log = logging.getLogger(__name__)
 
@@ -73,25 +74,23 @@ class StoreCollector(Collector):
         self._store_getter = store_getter
 
     def collect(self) -> Iterator[Metric]:
-        """Yield every gauge whose source table exists; a failing block is logged and skipped."""
+        """Yield every gauge; a failing block is logged and skipped."""
         try:
             store = self._store_getter()
-            tables = {
-                str(r[0]) for r in store.query_rows("select name from system.tables where database = {db:String}")
-            }
         except PowerSenseError as exc:
             log_event(log, "metrics_store_unavailable", logging.WARNING, error=str(exc))
+            return
+        if not store.ping():  # one warning per scrape rather than one per block
+            log_event(log, "metrics_store_unavailable", logging.WARNING, error="store does not answer")
             return
         now = clock.now()
         for block in (self._freshness, self._forecast_age, self._mape, self._anomalies, self._last_runs):
             try:
-                yield from block(store, tables, now)
+                yield from block(store, now)
             except PowerSenseError as exc:
                 log_event(log, "metrics_block_failed", logging.WARNING, block=block.__name__, error=str(exc))
 
-    def _freshness(self, store: Store, tables: set[str], now: datetime) -> Iterator[Metric]:
-        if "measurements" not in tables:
-            return
+    def _freshness(self, store: Store, now: datetime) -> Iterator[Metric]:
         g = GaugeMetricFamily("powersense_data_freshness_seconds", "Seconds since the latest measurement timestamp",
                               labels=["source", "metric"])
         rows = store.query_rows(
@@ -101,9 +100,7 @@ class StoreCollector(Collector):
             g.add_metric([str(source), str(metric)], (now - utc(last)).total_seconds())
         yield g
 
-    def _forecast_age(self, store: Store, tables: set[str], now: datetime) -> Iterator[Metric]:
-        if "forecasts" not in tables:
-            return
+    def _forecast_age(self, store: Store, now: datetime) -> Iterator[Metric]:
         g = GaugeMetricFamily("powersense_forecast_age_seconds", "Seconds since the latest forecast run was issued",
                               labels=["source", "metric"])
         rows = store.query_rows(
@@ -113,9 +110,7 @@ class StoreCollector(Collector):
             g.add_metric([str(source), str(metric)], (now - utc(issued)).total_seconds())
         yield g
 
-    def _mape(self, store: Store, tables: set[str], now: datetime) -> Iterator[Metric]:
-        if not {"forecasts", "measurements"} <= tables:
-            return
+    def _mape(self, store: Store, now: datetime) -> Iterator[Metric]:
         settings = get_settings()
         source, metric = settings.series_source, settings.series_metric
         last = store.scalar(
@@ -135,9 +130,7 @@ class StoreCollector(Collector):
             g.add_metric([source, metric, str(horizon_day)], float(mape))
         yield g
 
-    def _anomalies(self, store: Store, tables: set[str], now: datetime) -> Iterator[Metric]:
-        if "anomalies" not in tables:
-            return
+    def _anomalies(self, store: Store, now: datetime) -> Iterator[Metric]:
         g = GaugeMetricFamily("powersense_anomalies_open", "Anomalous points detect still holds open",
                               labels=["source", "metric", "severity"])
         rows = store.query_rows(
@@ -148,9 +141,7 @@ class StoreCollector(Collector):
             g.add_metric([str(source), str(metric), str(severity)], float(n))
         yield g
 
-    def _last_runs(self, store: Store, tables: set[str], now: datetime) -> Iterator[Metric]:
-        if "pipeline_runs" not in tables:
-            return
+    def _last_runs(self, store: Store, now: datetime) -> Iterator[Metric]:
         status_g = GaugeMetricFamily("powersense_last_run_status", "1 for the status of each function's latest run",
                                      labels=["function", "status"])
         ts_g = GaugeMetricFamily("powersense_last_run_timestamp_seconds", "Start time of each function's latest run",

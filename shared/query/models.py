@@ -320,9 +320,8 @@ class Anomaly(BaseModel):
 
 
 class AnomaliesResponse(BaseModel):
-    """Anomalies of a window, newest first; ``available`` is false until detect has created its table."""
+    """Anomalies of a window, newest first (empty until detect has run)."""
 
-    available: bool
     start: datetime
     end: datetime
     count: int
@@ -345,9 +344,8 @@ class QualityCheck(BaseModel):
 
 
 class DataQualityResponse(BaseModel):
-    """The checks of one detect run (the latest by default)."""
+    """The checks of one detect run (the latest by default; none until detect has run)."""
 
-    available: bool
     run_id: str | None
     checked_at: datetime | None
     status_counts: dict[str, int]
@@ -375,9 +373,8 @@ class ModelMetric(BaseModel):
 
 
 class ModelMetricsResponse(BaseModel):
-    """Latest value per (kind, name, horizon day, scope), from detect's model_metrics."""
+    """Latest value per (kind, name, horizon day, scope), from detect's model_metrics (empty until detect has run)."""
 
-    available: bool
     source: str
     metric: str
     count: int
@@ -410,7 +407,7 @@ class ModelsResponse(BaseModel):
     """The model registry of one series, read from the artifact store."""
 
     series: str
-    available: bool = Field(description="false when no artifact store or no model exists yet")
+    available: bool = Field(description="false while the series has no model")
     current: dict[str, Any] | None
     models: list[dict[str, Any]]
 
@@ -424,3 +421,4 @@ class HealthResponse(BaseModel):
     latest_ts: datetime | None
     data_age_s: float | None
     max_data_age_s: float
+    detail: str | None = Field(default=None, description="why the store is unavailable (e.g. database not initialised)")

@@ -1,8 +1,13 @@
 """Read-only query functions over the store.
 
-Every function takes the store, validated parameters and the store's current table set, and returns
-a response model. All user values reach ClickHouse as server-side parameters (``{name:Type}``); the
-only SQL fragments chosen in Python come from fixed whitelists (aggregate function, table names).
+Every function takes the store and validated parameters and returns a response model. All user
+values reach ClickHouse as server-side parameters (``{name:Type}``); the only SQL fragments chosen in
+Python come from fixed whitelists (aggregate function, table names).
+
+The tables are the repository's DDL (``ch/init``), applied by every writer before first use, so the
+functions query them unconditionally: a stage that has not run yet leaves its table empty, which
+answers an empty result (or 404 for "the latest run"). The one case where they can be absent — the
+read-only user on a server no writer has initialised — is :func:`check_schema`'s, checked once.
 """
 
 from __future__ import annotations
@@ -10,7 +15,6 @@ from __future__ import annotations
 import base64
 import binascii
 import csv
-import importlib
 import io
 import json
 import math
@@ -19,7 +23,8 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
-from shared.errors import ArtifactError, BadRequestError, NotFoundError, PowerSenseError
+from shared.artifacts import get_artifact_store
+from shared.errors import ArtifactError, BadRequestError, NotFoundError, PowerSenseError, SchemaError
 from shared.query.models import (
     DEFAULT_WINDOW_DAYS,
     INTERVAL_MINUTES,
@@ -56,16 +61,12 @@ from shared.query.models import (
 from shared.series import ACTUALS_CTE, SERIES_SQL
 from shared.settings import Settings
 from shared.store import Store
+from shared.timeutil import utc_datetime as utc
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 FAR_FUTURE = datetime(2200, 1, 1, tzinfo=UTC)
 RAW_STEP = timedelta(minutes=15)  # finest resolution of the source
 _AGG_SQL = {"mean": "avg", "min": "min", "max": "max"}  # whitelist: the only SQL chosen from user input
-
-
-def utc(value: datetime) -> datetime:
-    """A tz-aware UTC datetime (chDB returns naive UTC from query_rows)."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _num(value: Any) -> float | None:
@@ -76,7 +77,26 @@ def _num(value: Any) -> float | None:
     return None if math.isnan(f) else f
 
 
+# What the query API reads (tables and the ``series`` view of ch/init). A read-only user cannot create them.
+REQUIRED_TABLES = frozenset({"measurements", "series", "forecasts", "anomalies", "data_quality", "model_metrics",
+                             "pipeline_runs"})
+
+
 # --- store introspection ----------------------------------------------------------------------------
+def check_schema(tables: Iterable[str], database: str) -> None:
+    """Raise :class:`SchemaError` (503) naming the tables of :data:`REQUIRED_TABLES` the database lacks.
+
+    Why: the query function connects as a read-only user, which applies no DDL; on a server that no
+    writer stage has initialised yet its queries would fail table by table. One check answers instead.
+    """
+    missing = sorted(REQUIRED_TABLES - set(tables))
+    if missing:
+        raise SchemaError(
+            f"database {database!r} is not initialised: missing {', '.join(missing)}; "
+            "run a writer stage once (it applies ch/init) or apply ch/init as an admin"
+        )
+
+
 def known_series(store: Store) -> set[tuple[str, str]]:
     """(source, metric) pairs present in measurements."""
     rows = store.query_rows(
@@ -300,11 +320,9 @@ limit 1 by ts
 """
 
 
-def forecast_run(store: Store, p: ForecastParams, tables: frozenset[str]) -> ForecastRunResponse:
+def forecast_run(store: Store, p: ForecastParams) -> ForecastRunResponse:
     """The latest forecast run (or ``run_id``) with its steps, optionally filtered by horizon."""
     what = f"forecast run {p.run_id!r}" if p.run_id else f"forecast run for {p.source}/{p.metric}"
-    if "forecasts" not in tables:
-        raise NotFoundError(f"no {what}: the forecast stage has not created its table yet")
     rows = store.query_rows(FORECAST_RUN_SQL, {"source": p.source, "metric": p.metric, "run_id": p.run_id or ""})
     if not rows:
         raise NotFoundError(f"no {what} yet")
@@ -346,11 +364,9 @@ order by issued_at desc, run_id desc
 """
 
 
-def forecast_runs(store: Store, p: ForecastRunsParams, tables: frozenset[str]) -> ForecastRunsResponse:
+def forecast_runs(store: Store, p: ForecastRunsParams) -> ForecastRunsResponse:
     """Headers of the most recent forecast runs (empty until the forecast stage has run)."""
-    rows = []
-    if "forecasts" in tables:
-        rows = store.query_rows(FORECAST_RUNS_SQL, {"source": p.source, "metric": p.metric, "limit": p.limit})
+    rows = store.query_rows(FORECAST_RUNS_SQL, {"source": p.source, "metric": p.metric, "limit": p.limit})
     runs = [
         ForecastRunSummary(
             run_id=str(r[0]), model_version=str(r[1]), issued_at=utc(r[2]), origin=utc(r[3]), quality=str(r[4]),
@@ -402,22 +418,18 @@ def _accuracy(points: Sequence[VsActualPoint]) -> AccuracySummary:
     )
 
 
-def forecast_vs_actual(
-    store: Store, p: VsActualParams, tables: frozenset[str], latest: LatestFn | None = None
-) -> VsActualResponse:
+def forecast_vs_actual(store: Store, p: VsActualParams, latest: LatestFn | None = None) -> VsActualResponse:
     """Per target step of the period, the latest forecast issued before it next to the actual value."""
     default_end = None
     if p.end is None:
         last = (latest or partial(latest_ts, store))(p.source, p.metric)
         default_end = _floor(last, RAW_STEP) + RAW_STEP if last is not None else None
     start, end = _window(p.start, p.end, default_end, DEFAULT_WINDOW_DAYS, MAX_VS_ACTUAL_DAYS)
-    rows: list[tuple[Any, ...]] = []
-    if "forecasts" in tables:
-        rows = store.query_rows(
-            VS_ACTUAL_SQL,
-            {"source": p.source, "metric": p.metric, "start": start, "end": end, "run_id": p.run_id or "",
-             "horizon_day": -1 if p.horizon_day is None else p.horizon_day},
-        )
+    rows = store.query_rows(
+        VS_ACTUAL_SQL,
+        {"source": p.source, "metric": p.metric, "start": start, "end": end, "run_id": p.run_id or "",
+         "horizon_day": -1 if p.horizon_day is None else p.horizon_day},
+    )
     points = []
     for ts, actual, yhat, lower, upper, run_id, issued_at, h_steps, h_day in rows:
         act = _num(actual)
@@ -468,15 +480,13 @@ limit {limit:UInt32}
 """
 
 
-def anomalies(store: Store, p: AnomaliesParams, tables: frozenset[str], now: datetime) -> AnomaliesResponse:
+def anomalies(store: Store, p: AnomaliesParams, now: datetime) -> AnomaliesResponse:
     """Anomalies (latest state per point) in [start, end), newest first; empty until detect has run."""
     start, end = _window(p.start, p.end, now, 30, MAX_RANGE_DAYS)
-    rows: list[tuple[Any, ...]] = []
-    if "anomalies" in tables:
-        rows = store.query_rows(ANOMALIES_SQL, {
-            "source": p.source, "metric": p.metric, "start": start, "end": end, "kind": p.kind or "",
-            "severity": p.severity or "", "detector": p.detector or "", "status": p.status or "", "limit": p.limit,
-        })
+    rows = store.query_rows(ANOMALIES_SQL, {
+        "source": p.source, "metric": p.metric, "start": start, "end": end, "kind": p.kind or "",
+        "severity": p.severity or "", "detector": p.detector or "", "status": p.status or "", "limit": p.limit,
+    })
     items = [
         Anomaly(ts=utc(r[0]), source=str(r[1]), metric=str(r[2]), kind=str(r[3]), detector=str(r[4]),
                 severity=str(r[5]), value=_num(r[6]), value_version=int(r[7]), expected=_num(r[8]), lower=_num(r[9]),
@@ -485,7 +495,7 @@ def anomalies(store: Store, p: AnomaliesParams, tables: frozenset[str], now: dat
                 resolved_at=utc(r[18]) if r[18] is not None else None, resolution=str(r[19]))
         for r in rows
     ]
-    return AnomaliesResponse(available="anomalies" in tables, start=start, end=end, count=len(items), items=items)
+    return AnomaliesResponse(start=start, end=end, count=len(items), items=items)
 
 
 DATA_QUALITY_SQL = """
@@ -506,11 +516,9 @@ order by check, scope
 """
 
 
-def data_quality(store: Store, p: DataQualityParams, tables: frozenset[str]) -> DataQualityResponse:
+def data_quality(store: Store, p: DataQualityParams) -> DataQualityResponse:
     """The checks of the latest detect run (or ``run_id``), optionally one check or one status."""
-    rows: list[tuple[Any, ...]] = []
-    if "data_quality" in tables:
-        rows = store.query_rows(DATA_QUALITY_SQL, {"source": p.source, "metric": p.metric, "run_id": p.run_id or ""})
+    rows = store.query_rows(DATA_QUALITY_SQL, {"source": p.source, "metric": p.metric, "run_id": p.run_id or ""})
     checks = [
         QualityCheck(checked_at=utc(r[0]), run_id=str(r[1]), source=str(r[2]), metric=str(r[3]), check=str(r[4]),
                      scope=str(r[5]), value=float(r[6]), expected=_num(r[7]), status=str(r[8]),
@@ -523,7 +531,7 @@ def data_quality(store: Store, p: DataQualityParams, tables: frozenset[str]) -> 
     items = [c for c in checks
              if (p.check is None or c.check == p.check) and (p.status is None or c.status == p.status)]
     return DataQualityResponse(
-        available="data_quality" in tables, run_id=checks[0].run_id if checks else None,
+        run_id=checks[0].run_id if checks else None,
         checked_at=max(c.checked_at for c in checks) if checks else None, status_counts=counts,
         count=len(items[: p.limit]), items=items[: p.limit],
     )
@@ -541,12 +549,10 @@ limit {limit:UInt32}
 """
 
 
-def model_metrics(store: Store, p: ModelMetricsParams, tables: frozenset[str]) -> ModelMetricsResponse:
+def model_metrics(store: Store, p: ModelMetricsParams) -> ModelMetricsResponse:
     """Latest value of each model measure (detect's drift/accuracy/coverage/PSI and retrain requests)."""
-    rows: list[tuple[Any, ...]] = []
-    if "model_metrics" in tables:
-        rows = store.query_rows(MODEL_METRICS_SQL, {"source": p.source, "metric": p.metric, "kind": p.kind or "",
-                                                    "limit": p.limit})
+    rows = store.query_rows(MODEL_METRICS_SQL, {"source": p.source, "metric": p.metric, "kind": p.kind or "",
+                                                "limit": p.limit})
     items = [
         ModelMetric(computed_at=utc(r[0]), run_id=str(r[1]), kind=str(r[2]), name=str(r[3]), horizon_day=int(r[4]),
                     scope=str(r[5]), model_version=str(r[6]), window_start=utc(r[7]), window_end=utc(r[8]),
@@ -555,8 +561,7 @@ def model_metrics(store: Store, p: ModelMetricsParams, tables: frozenset[str]) -
         for r in rows
     ]
     items.sort(key=lambda m: (m.kind, m.name, m.horizon_day, m.scope))
-    return ModelMetricsResponse(available="model_metrics" in tables, source=p.source, metric=p.metric,
-                                count=len(items), items=items)
+    return ModelMetricsResponse(source=p.source, metric=p.metric, count=len(items), items=items)
 
 
 # --- pipeline runs ----------------------------------------------------------------------------------
@@ -623,19 +628,10 @@ def to_csv(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> bytes:
 
 # --- model registry ---------------------------------------------------------------------------------
 def model_registry(settings: Settings, series: str) -> ModelsResponse:
-    """Versions and the current pointer of one series from the artifact store.
-
-    ``shared.artifacts`` belongs to the forecast stage and is imported lazily: until it exists, or
-    while the series has no model, the answer is an empty registry (``available: false``).
-    """
+    """Versions and the current pointer of one series from the artifact store; while the series has no
+    model, an empty registry (``available: false``)."""
     try:
-        artifacts = importlib.import_module("shared.artifacts")
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("shared.artifacts", "shared"):
-            raise ArtifactError(f"artifact module unusable: {exc}") from exc
-        return ModelsResponse(series=series, available=False, current=None, models=[])
-    try:
-        registry = artifacts.get_artifact_store(settings)
+        registry = get_artifact_store(settings)
         versions = [_jsonable(dict(m)) for m in (registry.list_models(series) or [])]
         current = registry.current(series)
     except PowerSenseError:
