@@ -239,15 +239,3 @@ def blend(national: pd.DataFrame, priority: list[str]) -> pd.DataFrame:
     best = frame.sort_values(["ts", "rank"]).drop_duplicates("ts", keep="first")
     return best[["ts", "value", "model"]].reset_index(drop=True)
 
-
-def hourly_from_half_hourly(frame: pd.DataFrame, column: str) -> pd.DataFrame:
-    """The on-the-hour values of a 30-min series (``ts`` UTC + ``column``) as ``ts, value``."""
-    ts = pd.to_datetime(frame["ts"], utc=True)
-    on_hour = (ts.dt.minute == 0) & (ts.dt.second == 0)
-    return pd.DataFrame({"ts": ts[on_hour].to_numpy(), "value": frame.loc[on_hour, column].to_numpy("float64")})
-
-
-def weighted_mean(values: np.ndarray, weights: np.ndarray) -> float:
-    """Weighted mean of the finite values (NaN when none): the scalar form of :func:`aggregate`."""
-    ok = np.isfinite(values)
-    return float(np.sum(values[ok] * weights[ok]) / np.sum(weights[ok])) if ok.any() else float("nan")
