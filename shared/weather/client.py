@@ -23,8 +23,7 @@ import httpx
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_exponential_jitter
 
 from shared.errors import SourceError
-# One retry vocabulary for every source: the ODRÉ client's retryable error, Retry-After parsing and counter.
-from shared.ingest.odre import SOURCE_REQUESTS, RetryableSourceError, _retry_after
+from shared.ingest.odre import SOURCE_REQUESTS, RetryableSourceError, _retry_after  # one retry vocabulary
 from shared.logs import log_event
 from shared.settings import Settings
 
