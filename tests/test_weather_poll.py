@@ -180,6 +180,10 @@ def test_first_run_stores_the_national_forecast_per_model_and_blended(store: Sto
     assert series["value"].to_numpy() == pytest.approx(expected, abs=1e-9)
     inserted = store.scalar("select uniqExact(inserted_at) from {db:Identifier}.measurements")
     assert inserted == 1  # one issue time for the whole run: the fetch time on the product clock
+    from shared.metrics import REGISTRY
+
+    # the stored forecast reaches 2023-12-09T23:00Z, 209 h after the issue time 2023-12-01T06:00Z
+    assert REGISTRY.get_sample_value("powersense_weather_forecast_horizon_hours") == 209.0
 
 
 def test_second_run_revises_values_as_new_versions_and_as_of_has_no_look_ahead(store: Store, cfg: Settings,

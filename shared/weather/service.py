@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+from prometheus_client import Counter, Gauge
 
 from shared import clock
 from shared.errors import BadRequestError, ConflictError, SourceError
@@ -48,6 +49,7 @@ from shared.ingest.versioning import (
 )
 from shared.lease import Lease
 from shared.logs import log_event
+from shared.metrics import REGISTRY
 from shared.runs import Run
 from shared.settings import REPO_ROOT, Settings
 from shared.store import Store
@@ -78,6 +80,17 @@ if TYPE_CHECKING:
     from shared.weather.client import OpenMeteoClient
 
 log = logging.getLogger(__name__)
+
+# Pushed with the stage metrics (Pushgateway job "poll-weather"): how far ahead the stored national forecast
+# reaches after this run (a feed that stops updating shows it shrinking hour by hour), and dead letters.
+WEATHER_HORIZON = Gauge(
+    "powersense_weather_forecast_horizon_hours",
+    "Hours between the issue time of the latest poll-weather run and the last hour of its national forecast",
+    registry=REGISTRY,
+)
+WEATHER_REJECTED = Counter(
+    "powersense_weather_values_rejected_total", "Open-Meteo values dead-lettered by poll-weather", registry=REGISTRY,
+)
 
 WEATHER_WRITER = "weather-writer"
 STAGE = "poll-weather"
@@ -259,6 +272,9 @@ def _poll_forecast(store: Store, settings: Settings, run: Run, client: OpenMeteo
     hours = parsed.rows.groupby("model")["ts"].nunique().to_dict() if not parsed.rows.empty else {}
     kept = national.groupby("model")["ts"].nunique().to_dict() if not national.empty else {}
     blended = rows[rows["metric"] == FORECAST_METRIC]
+    WEATHER_REJECTED.inc(len(parsed.rejections))
+    if not blended.empty:
+        WEATHER_HORIZON.set((blended["ts"].max() - pd.Timestamp(fetched_at)).total_seconds() / 3600.0)
     run.rows_in = len(parsed.rows) + len(parsed.rejections)
     run.rows_out = counts["written"]
     run.details.update(
