@@ -172,69 +172,36 @@ def compute(forecasts: pd.DataFrame, series: pd.DataFrame, now: datetime, settin
             }
         )
 
+    def judged(kind: str, name: str, value: float, *, threshold: float, breached: bool, request: dict[str, Any],
+               **kw: Any) -> None:
+        """A measure with a threshold: its row and, when breached, a retrain request (``request``: its scope)."""
+        add(kind, name, value, threshold=threshold, breached=breached, **kw)
+        if breached:
+            requests.append({"name": name, "value": value, "threshold": threshold, **request})
+
     acc = accuracy(forecasts, series)
     for r in acc.itertuples():
         mv = str(r.model_version)
-        mape_breach = r.horizon_day == 1 and r.mape > settings.drift_mape_max
-        add(
-            "accuracy",
-            "mape",
-            r.mape,
-            horizon_day=r.horizon_day,
-            model_version=mv,
-            n=r.n,
-            threshold=settings.drift_mape_max if r.horizon_day == 1 else None,
-            breached=mape_breach,
-        )
-        add("accuracy", "mae", r.mae, horizon_day=r.horizon_day, model_version=mv, n=r.n)
-        add("accuracy", "bias", r.bias, horizon_day=r.horizon_day, model_version=mv, n=r.n)
-        if mape_breach:
-            requests.append(
-                {
-                    "name": "mape",
-                    "value": r.mape,
-                    "threshold": settings.drift_mape_max,
-                    "horizon_day": 1,
-                    "model_version": mv,
-                }
-            )
+        on = {"horizon_day": r.horizon_day, "model_version": mv, "n": r.n}
+        if r.horizon_day == 1:  # the retrain criterion is D+1 accuracy (other horizons are reported)
+            judged("accuracy", "mape", r.mape, threshold=settings.drift_mape_max,
+                   breached=r.mape > settings.drift_mape_max, request={"horizon_day": 1, "model_version": mv}, **on)
+        else:
+            add("accuracy", "mape", r.mape, **on)
+        add("accuracy", "mae", r.mae, **on)
+        add("accuracy", "bias", r.bias, **on)
         if pd.notna(r.coverage):
             floor = float(r.level) - settings.drift_coverage_tolerance
-            cov_breach = r.horizon_day == 1 and r.coverage < floor
-            add(
-                "coverage",
-                "coverage",
-                r.coverage,
-                horizon_day=r.horizon_day,
-                model_version=mv,
-                n=r.n,
-                threshold=floor,
-                breached=cov_breach,
-                details={"nominal": float(r.level)},
-            )
-            if cov_breach:
-                requests.append(
-                    {"name": "coverage", "value": r.coverage, "threshold": floor, "horizon_day": 1, "model_version": mv}
-                )
+            short = r.horizon_day == 1 and r.coverage < floor
+            judged("coverage", "coverage", r.coverage, threshold=floor, breached=short,
+                   request={"horizon_day": 1, "model_version": mv}, details={"nominal": float(r.level)}, **on)
     ref_start = window_start - pd.Timedelta(days=settings.drift_reference_days)
     for bucket, (value, n) in psi_by_time_of_day(series[series["ts"] >= ref_start], window_start).items():
         if not np.isfinite(value):
             continue
-        breach = value > settings.drift_psi_max
-        add(
-            "psi",
-            "psi",
-            value,
-            scope=bucket,
-            n=n,
-            threshold=settings.drift_psi_max,
-            breached=breach,
-            details={"reference_start": ref_start.isoformat(), "reference": "same season of the training window"},
-        )
-        if breach:
-            requests.append(
-                {"name": "psi", "value": value, "threshold": settings.drift_psi_max, "horizon_day": 0, "scope": bucket}
-            )
+        judged("psi", "psi", value, threshold=settings.drift_psi_max, breached=value > settings.drift_psi_max,
+               request={"horizon_day": 0, "scope": bucket}, scope=bucket, n=n,
+               details={"reference_start": ref_start.isoformat(), "reference": "same season of the training window"})
     for req in requests:
         add(
             "retrain_request",

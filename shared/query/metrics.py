@@ -91,24 +91,12 @@ class StoreCollector(Collector):
                 log_event(log, "metrics_block_failed", logging.WARNING, block=block.__name__, error=str(exc))
 
     def _freshness(self, store: Store, now: datetime) -> Iterator[Metric]:
-        g = GaugeMetricFamily("powersense_data_freshness_seconds", "Seconds since the latest measurement timestamp",
-                              labels=["source", "metric"])
-        rows = store.query_rows(
-            "select source, metric, max(ts) from {db:Identifier}.measurements group by source, metric"
-        )
-        for source, metric, last in rows:
-            g.add_metric([str(source), str(metric)], (now - utc(last)).total_seconds())
-        yield g
+        yield _age_gauge(store, now, "powersense_data_freshness_seconds",
+                         "Seconds since the latest measurement timestamp", "measurements", "ts")
 
     def _forecast_age(self, store: Store, now: datetime) -> Iterator[Metric]:
-        g = GaugeMetricFamily("powersense_forecast_age_seconds", "Seconds since the latest forecast run was issued",
-                              labels=["source", "metric"])
-        rows = store.query_rows(
-            "select source, metric, max(issued_at) from {db:Identifier}.forecasts group by source, metric"
-        )
-        for source, metric, issued in rows:
-            g.add_metric([str(source), str(metric)], (now - utc(issued)).total_seconds())
-        yield g
+        yield _age_gauge(store, now, "powersense_forecast_age_seconds",
+                         "Seconds since the latest forecast run was issued", "forecasts", "issued_at")
 
     def _mape(self, store: Store, now: datetime) -> Iterator[Metric]:
         settings = get_settings()
@@ -151,6 +139,23 @@ class StoreCollector(Collector):
             ts_g.add_metric([str(function)], utc(started).timestamp())
         yield status_g
         yield ts_g
+
+
+# whitelist: the only table/column pairs _age_gauge puts into SQL
+_AGE_SOURCES = {("measurements", "ts"), ("forecasts", "issued_at")}
+
+
+def _age_gauge(store: Store, now: datetime, name: str, help_: str, table: str, column: str) -> GaugeMetricFamily:
+    """Seconds since the newest ``column`` of ``table``, per (source, metric)."""
+    if (table, column) not in _AGE_SOURCES:
+        raise ValueError(f"not an age source: {table}.{column}")
+    g = GaugeMetricFamily(name, help_, labels=["source", "metric"])
+    rows = store.query_rows(
+        f"select source, metric, max({column}) from {{db:Identifier}}.{table} group by source, metric"
+    )
+    for source, metric, last in rows:
+        g.add_metric([str(source), str(metric)], (now - utc(last)).total_seconds())
+    return g
 
 
 _registered = False

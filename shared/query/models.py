@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from shared.settings import Settings
+
 # Documented maxima (README "Query API"): a request can never ask for an unbounded amount of work.
 MAX_LIMIT = 10_000
 DEFAULT_LIMIT = 5_000
@@ -44,16 +46,27 @@ Interval = Literal["raw", "15min", "30min", "1h", "1d"]
 INTERVAL_MINUTES: dict[str, int] = {"15min": 15, "30min": 30, "1h": 60, "1d": 1440}
 
 _FORBID = ConfigDict(extra="forbid")
+_DEFAULT_SOURCE = Settings.model_fields["series_source"].default
+_DEFAULT_METRIC = Settings.model_fields["series_metric"].default
 
 
 # --- request parameters ---------------------------------------------------------------------------
+class SeriesParams(BaseModel):
+    """The series a query is about (defaults: those of the forecast series in Settings, written once there)."""
+
+    model_config = _FORBID
+
+    source: Name = Field(default=_DEFAULT_SOURCE, description="measurement source")
+    metric: Name = Field(default=_DEFAULT_METRIC, description="ODRÉ field name, e.g. consommation")
+
+
 class MeasurementsParams(BaseModel):
     """Query parameters of ``GET /measurements``."""
 
     model_config = _FORBID
 
     metric: Name = Field(description="ODRÉ field name, e.g. consommation, prevision_j1, prevision_j")
-    source: Name = Field(default="eco2mix_national", description="measurement source")
+    source: Name = Field(default=_DEFAULT_SOURCE, description="measurement source")
     start: Timestamp | None = Field(default=None, description="inclusive; default: 7 days before end")
     end: Timestamp | None = Field(default=None, description="exclusive; default: just after the latest stored value")
     interval: Interval = Field(default="raw", description="resampling interval (UTC buckets); raw = stored rows")
@@ -69,36 +82,24 @@ class MeasurementsParams(BaseModel):
     format: Format | None = Field(default=None, description="json (default) or csv; Accept: text/csv works too")
 
 
-class ForecastParams(BaseModel):
+class ForecastParams(SeriesParams):
     """Query parameters of ``GET /forecasts``."""
 
-    model_config = _FORBID
-
-    source: Name = "eco2mix_national"
-    metric: Name = "consommation"
     run_id: str | None = Field(default=None, pattern=RUN_ID_PATTERN, description="default: the latest run")
     horizon_day: int | None = Field(default=None, ge=0, le=31, description="only D+k steps (Europe/Paris days)")
     max_horizon_steps: int | None = Field(default=None, ge=1, le=10_000, description="only the first N steps")
     format: Format | None = None
 
 
-class ForecastRunsParams(BaseModel):
+class ForecastRunsParams(SeriesParams):
     """Query parameters of ``GET /forecasts/runs``."""
 
-    model_config = _FORBID
-
-    source: Name = "eco2mix_national"
-    metric: Name = "consommation"
     limit: int = Field(default=50, ge=1, le=MAX_ROWS_LIMIT)
 
 
-class VsActualParams(BaseModel):
+class VsActualParams(SeriesParams):
     """Query parameters of ``GET /forecasts/vs-actual``."""
 
-    model_config = _FORBID
-
-    source: Name = "eco2mix_national"
-    metric: Name = "consommation"
     start: Timestamp | None = Field(default=None, description="inclusive; default: 7 days before end")
     end: Timestamp | None = Field(default=None, description="exclusive; default: just after the latest actual")
     run_id: str | None = Field(default=None, pattern=RUN_ID_PATTERN, description="compare one run only")
@@ -106,13 +107,9 @@ class VsActualParams(BaseModel):
     format: Format | None = None
 
 
-class AnomaliesParams(BaseModel):
+class AnomaliesParams(SeriesParams):
     """Query parameters of ``GET /anomalies``."""
 
-    model_config = _FORBID
-
-    source: Name = "eco2mix_national"
-    metric: Name = "consommation"
     start: Timestamp | None = Field(default=None, description="inclusive (on ts); default: 30 days before end")
     end: Timestamp | None = Field(default=None, description="exclusive; default: now")
     kind: Literal["spike", "dip", "level_shift", "flatline", "missing", "implausible"] | None = None
@@ -122,26 +119,18 @@ class AnomaliesParams(BaseModel):
     limit: int = Field(default=500, ge=1, le=MAX_ROWS_LIMIT)
 
 
-class DataQualityParams(BaseModel):
+class DataQualityParams(SeriesParams):
     """Query parameters of ``GET /data-quality``."""
 
-    model_config = _FORBID
-
-    source: Name = "eco2mix_national"
-    metric: Name = "consommation"
     run_id: str | None = Field(default=None, pattern=RUN_ID_PATTERN, description="default: the latest detect run")
     check: Name | None = Field(default=None, description="completeness, freshness, duplicates, out_of_range, …")
     status: Literal["ok", "warn", "fail"] | None = None
     limit: int = Field(default=500, ge=1, le=MAX_ROWS_LIMIT)
 
 
-class ModelMetricsParams(BaseModel):
+class ModelMetricsParams(SeriesParams):
     """Query parameters of ``GET /models/metrics``."""
 
-    model_config = _FORBID
-
-    source: Name = "eco2mix_national"
-    metric: Name = "consommation"
     kind: Literal["accuracy", "coverage", "psi", "retrain_request"] | None = None
     limit: int = Field(default=500, ge=1, le=MAX_ROWS_LIMIT)
 
