@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from shared.errors import BadRequestError
+from shared.timeutil import to_utc
 
 LOAD_COLUMNS = ("consommation", "prevision_j1", "prevision_j")
 
@@ -41,14 +42,8 @@ def read_history(
     out = pd.concat(frames, ignore_index=True)
     out["nature"] = out["nature"].fillna("").astype(str)
     if start is not None:
-        out = out[out["ts"] >= _utc(start)]
+        out = out[out["ts"] >= to_utc(start)]
     if end is not None:
-        out = out[out["ts"] < _utc(end)]
+        out = out[out["ts"] < to_utc(end)]
     out = out.drop_duplicates("ts", keep="last").sort_values("ts").reset_index(drop=True)
     return out
-
-
-def _utc(value: pd.Timestamp | str) -> pd.Timestamp:
-    """A timestamp in UTC; naive input is taken as UTC."""
-    ts = pd.Timestamp(value)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
