@@ -14,6 +14,7 @@ import pytest
 
 from shared import schema
 from shared.schema import SchemaError, render_cluster, single_node_statements
+from shared.settings import REPO_ROOT as REPO
 from shared.store import Store
 
 CLUSTER = "powersense"
@@ -207,3 +208,41 @@ def test_cluster_setting_needs_a_server(monkeypatch: pytest.MonkeyPatch) -> None
         assert Settings().clickhouse_cluster == CLUSTER
     finally:
         get_settings.cache_clear()
+
+
+def test_sharding_by_ukey_keeps_each_shards_latest_version_the_global_one(store: Store) -> None:
+    """Why measurements and measurements_latest are sharded by ukey, on the real engine and real data.
+
+    Two shards are simulated as two databases on the same engine, each with the single-node tables and
+    materialized view (what every shard's ``*_local`` tables do), and rows are routed as a Distributed
+    table routes them (shard = sharding key modulo the total weight, 2 shards of weight 1). One week of
+    the shipped 2023 history is stored, then every consommation value is revised once (+1 MW, a
+    simulated revision), so each ukey has versions 1 and 2. Sharded by ukey, the union of the shards'
+    ``measurements_latest FINAL`` is exactly one server's; sharded by (ukey, version) it is not.
+    """
+    from contextlib import ExitStack
+
+    from shared.ingest.history import LOAD_COLUMNS, read_history
+    from shared.ingest.versioning import upsert_wide
+    from tests.fixtures_ingest import other_database
+
+    history = REPO / "data" / "eco2mix" / "eco2mix_national_2023.csv.gz"
+    frame = read_history([history], start="2023-03-01T00:00:00Z", end="2023-03-08T00:00:00Z")
+    upsert_wide(store, frame, LOAD_COLUMNS, source="eco2mix_national", batch_id="b1", chunk_rows=100_000)
+    revised = frame.assign(consommation=frame["consommation"] + 1.0)
+    upsert_wide(store, revised, LOAD_COLUMNS, source="eco2mix_national", batch_id="b2", chunk_rows=100_000)
+    latest = "select ukey, version, value from {db:Identifier}.measurements_latest final"
+    one_server = sorted(store.query_rows(latest))
+    assert one_server and {v for _, v, _ in one_server} == {1, 2}
+
+    def sharded(key: str) -> list[tuple[Any, ...]]:
+        with ExitStack() as stack:
+            shards = [stack.enter_context(other_database(store.settings))[0] for _ in range(2)]
+            for index, shard in enumerate(shards):
+                shard.command(f"insert into {shard.database}.measurements select * from {store.database}.measurements "
+                              f"where modulo({key}, 2) = {index}")
+            return sorted(row for shard in shards for row in shard.query_rows(latest))
+
+    assert schema.SHARDING_KEYS["measurements"] == schema.SHARDING_KEYS["measurements_latest"]
+    assert sharded(schema.SHARDING_KEYS["measurements"]) == one_server
+    assert len(sharded("cityHash64(ukey, version)")) > len(one_server)  # stale versions survive on other shards
