@@ -246,3 +246,41 @@ def test_sharding_by_ukey_keeps_each_shards_latest_version_the_global_one(store:
     assert schema.SHARDING_KEYS["measurements"] == schema.SHARDING_KEYS["measurements_latest"]
     assert sharded(schema.SHARDING_KEYS["measurements"]) == one_server
     assert len(sharded("cityHash64(ukey, version)")) > len(one_server)  # stale versions survive on other shards
+
+
+def test_a_retried_insert_split_over_shards_is_deduplicated_on_each_shard(store: Store) -> None:
+    """The insert_deduplication_token of one insert reaches every shard's part of it (Distributed with
+    distributed_foreground_insert=1); with a deterministic sharding key a retry is split identically, so each
+    shard drops its part, while the parts of one insert on different shards never collide (each shard's
+    deduplication log is its own table's). Simulated with two databases on the real engine."""
+    from contextlib import ExitStack
+
+    import pandas as pd
+
+    from shared.ingest.history import LOAD_COLUMNS, read_history
+    from shared.ingest.versioning import upsert_wide
+    from tests.fixtures_ingest import other_database
+
+    history = REPO / "data" / "eco2mix" / "eco2mix_national_2023.csv.gz"
+    frame = read_history([history], start="2023-06-01T00:00:00Z", end="2023-06-02T00:00:00Z")
+    upsert_wide(store, frame, LOAD_COLUMNS, source="eco2mix_national", batch_id="b1", chunk_rows=100_000)
+    rows = store.query_df("select * from {db:Identifier}.measurements order by ukey")
+    key = schema.SHARDING_KEYS["measurements"]
+    slot = store.query_df(f"select ukey, modulo({key}, 2) as shard from {{db:Identifier}}.measurements")
+    rows = rows.merge(slot, on="ukey")
+
+    def stored_after_retry(token: str | None) -> list[int]:
+        with ExitStack() as stack:
+            shards = [stack.enter_context(other_database(store.settings))[0] for _ in range(2)]
+            for attempt in range(2):  # the insert, then its retry
+                for index, shard in enumerate(shards):
+                    part = rows[rows["shard"] == index].drop(columns=["shard"])
+                    # the retry's rows carry a later inserted_at (a recomputation), so its blocks differ in
+                    # content: only the token identifies them as the same insert
+                    part = part.assign(inserted_at=part["inserted_at"] + pd.Timedelta(seconds=attempt))
+                    shard.insert_df("measurements", part, dedup_token=token)
+            return [int(shard.scalar("select count() from {db:Identifier}.measurements")) for shard in shards]
+
+    with_token = stored_after_retry("upsert:b1:chunk0")
+    assert all(with_token) and sum(with_token) == len(rows)
+    assert sum(stored_after_retry(None)) == 2 * len(rows)  # without it the changed retry is stored again
