@@ -40,8 +40,10 @@ from fastapi import FastAPI, Query
 from fastapi.responses import JSONResponse
 
 from shared import clock
+from shared.calendar import TZ
 from shared.ingest.history import read_history
 from shared.settings import get_settings
+from shared.timeutil import to_utc
 
 DATASET = "eco2mix-national-tr"
 API_PREFIX = "/api/explore/v2.1"
@@ -104,7 +106,7 @@ class ReplayData:
         if len(idx) == 0:
             return []
         utc = pd.DatetimeIndex(self.ts[idx].view("datetime64[ns]")).tz_localize("UTC")
-        local = utc.tz_convert("Europe/Paris")
+        local = utc.tz_convert(TZ)
         out = []
         for k, i in enumerate(idx.tolist()):
             loc = local[k]
@@ -143,13 +145,12 @@ def _instant(text: str) -> int:
         ts = pd.Timestamp(text)
     except ValueError as exc:
         raise _QueryError(f"invalid date literal {text!r}") from exc
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    return int(ts.value)
+    return int(to_utc(ts).value)
 
 
 def _local_midnight(day: str) -> int:
     try:
-        return int(pd.Timestamp(day).tz_localize("Europe/Paris").tz_convert("UTC").value)
+        return int(pd.Timestamp(day).tz_localize(TZ).tz_convert("UTC").value)
     except ValueError as exc:
         raise _QueryError(f"invalid date literal {day!r}") from exc
 
