@@ -176,3 +176,28 @@ def test_past_days_from_the_watermark() -> None:
     assert plan_past_days(datetime(2023, 12, 5, 9, tzinfo=UTC), now, 3) == 0
     assert plan_past_days(datetime(2023, 12, 4, 23, tzinfo=UTC), now, 3) == 1
     assert plan_past_days(datetime(2023, 11, 1, tzinfo=UTC), now, 3) == 3
+
+
+def test_to_grid_on_real_data_and_gaps() -> None:
+    from local_dev.weather_replay import hourly_temperature
+    from shared.weather.parse import to_grid
+
+    # real: the shipped Enedis 2023 series on the hour, put on the 30-min grid, against its own :30 values
+    shipped = pd.read_csv(REPO_ROOT / "data" / "weather" / "enedis_temperature_lissee_nationale_2023.csv.gz")
+    actual = pd.Series(shipped["temperature_realisee_lissee_degc"].to_numpy(float),
+                       index=pd.to_datetime(shipped["horodate"], utc=True))
+    hourly = hourly_temperature(str(REPO_ROOT / "data" / "weather"))
+    hourly = hourly[(hourly.index >= "2023-01-01") & (hourly.index < "2024-01-01")]
+    grid = to_grid(pd.DataFrame({"ts": hourly.index, "value": hourly.to_numpy()}),
+                   pd.Timestamp("2023-01-01T00:00Z"), pd.Timestamp("2024-01-01T00:00Z"), 30).set_index("ts")["value"]
+    half = grid[grid.index.minute == 30].dropna()
+    err = (half - actual.reindex(half.index)).abs()
+    assert len(half) == 8759  # the last :30 (23:30 on 31 December) has no later hour: not extrapolated
+    assert err.mean() < 0.05 and err.max() < 0.5  # the series is smoothed: linear in time is close
+    assert (grid[grid.index.minute == 0] == hourly.reindex(grid.index[grid.index.minute == 0])).all()
+    # synthetic edge case: a missing hour leaves its neighbours' half-hours empty
+    ts = pd.date_range("2023-12-01", periods=4, freq="h", tz="UTC")
+    out = to_grid(pd.DataFrame({"ts": ts, "value": [1.0, 2.0, np.nan, 4.0]}), ts[0], ts[-1] + pd.Timedelta("1h"), 30)
+    assert out["value"].tolist()[:4] == [1.0, 1.5, 2.0, pytest.approx(np.nan, nan_ok=True)]
+    assert np.isnan(out["value"].iloc[4]) and np.isnan(out["value"].iloc[5]) and out["value"].iloc[6] == 4.0
+    assert np.isnan(out["value"].iloc[7])

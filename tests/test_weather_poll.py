@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pandas as pd
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
@@ -206,6 +207,12 @@ def test_second_run_revises_values_as_new_versions_and_as_of_has_no_look_ahead(s
     mid = load_series(store, SOURCE, FORECAST_METRIC, as_of=T1 + 3 * H)
     assert len(mid) == first["details"]["hours_per_model"]["ecmwf_ifs025"]
     assert set(mid["version"].astype(int)) == {1}
+    from shared.weather.service import load_temperature_forecast
+
+    grid = load_temperature_forecast(store, target, target + 2 * H, as_of=T1 + H, resolution_min=30)
+    assert grid["ts"].tolist() == list(pd.date_range(target, periods=4, freq="30min"))
+    assert grid["value"].iloc[0] == pytest.approx(float(v1["value"].iloc[0]))
+    assert grid["value"].notna().all()  # the hour after the window end is read, so the last :30 is known
     versions = store.query_rows(
         "select version, uniqExact(inserted_at), min(inserted_at) from {db:Identifier}.measurements "
         "where metric = {m:String} group by version order by version", {"m": FORECAST_METRIC})

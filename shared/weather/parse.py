@@ -239,3 +239,24 @@ def blend(national: pd.DataFrame, priority: list[str]) -> pd.DataFrame:
     best = frame.sort_values(["ts", "rank"]).drop_duplicates("ts", keep="first")
     return best[["ts", "value", "model"]].reset_index(drop=True)
 
+
+
+def to_grid(hourly: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp, resolution_min: int) -> pd.DataFrame:
+    """Hourly ``ts, value`` on the ``resolution_min`` grid over ``[start, end)``: linear in time between two
+    known hours (2 m temperature is an instantaneous, smooth quantity), NaN where either neighbour is
+    missing — never extrapolated past the last known hour."""
+    grid = pd.date_range(start.ceil(f"{resolution_min}min"), end, freq=f"{resolution_min}min", inclusive="left")
+    known = hourly.dropna(subset=["value"]).set_index("ts")["value"].sort_index()
+    if known.empty:
+        return pd.DataFrame({"ts": grid, "value": np.full(len(grid), np.nan)})
+    x = known.index.as_unit("ns").asi8.astype("float64")
+    g = grid.as_unit("ns").asi8.astype("float64")
+    values = np.interp(g, x, known.to_numpy("float64"), left=np.nan, right=np.nan)
+    # a grid point between two known hours that are more than one hour apart lies in a gap: NaN
+    pos = np.searchsorted(x, g, side="right")
+    exact = np.isin(g, x)
+    lo = np.clip(pos - 1, 0, len(x) - 1)
+    hi = np.clip(pos, 0, len(x) - 1)
+    gap = (x[hi] - x[lo]) > 3600e9
+    values[gap & ~exact] = np.nan
+    return pd.DataFrame({"ts": grid, "value": values})

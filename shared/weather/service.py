@@ -72,6 +72,7 @@ from shared.weather.parse import (
     blend,
     load_stations,
     parse_response,
+    to_grid,
 )
 
 if TYPE_CHECKING:
@@ -481,9 +482,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def load_temperature_forecast(store: Store, start: datetime, end: datetime, as_of: datetime) -> pd.DataFrame:
-    """The national temperature forecast for ``[start, end)`` as known at ``as_of`` (no look-ahead)."""
+def load_temperature_forecast(
+    store: Store, start: datetime, end: datetime, as_of: datetime, resolution_min: int | None = None,
+) -> pd.DataFrame:
+    """The national temperature forecast for ``[start, end)`` as known at ``as_of`` (no look-ahead): ``ts, value``.
+
+    Only versions inserted at or before ``as_of`` are read (``load_series(..., as_of=…)``).  With
+    ``resolution_min`` the hourly values are put on that grid (:func:`shared.weather.parse.to_grid`).
+    """
     from shared.series import load_series
 
-    return load_series(store, SOURCE, FORECAST_METRIC, start, end, as_of=as_of)
-
+    hourly = load_series(store, SOURCE, FORECAST_METRIC, start, end + pd.Timedelta(hours=1), as_of=as_of)
+    frame = hourly[["ts", "value"]]
+    if resolution_min is None:
+        return frame[frame["ts"] < _utc(end)].reset_index(drop=True)
+    return to_grid(frame, _utc(start), _utc(end), resolution_min)
