@@ -5,8 +5,9 @@ forecast stage's own code path (``shared.forecasting.service.run_forecast``), on
 training window: the last ``forecast_train_days`` (4 years) of the shipped real data before
 2024-01-01 00:20 UTC, loaded into measurements first (not timed).
 
-* ``train_s`` — one training as the stage does it when due: fit on the window minus the holdout,
-  calibrate the intervals and score on the holdout (``train_and_calibrate``).
+* ``train_s`` — one training as the stage does it when due: fit on the window minus the holdout, learn the
+  per-lead-day weights against seasonal naive, calibrate the intervals and score on the holdout
+  (``train_and_calibrate``); ``holdout_naive_mape`` is seasonal naive on the same holdout.
 * ``predict_s`` — one hourly forecast run without training, with an empty model cache: load the current
   model from the artifact store, read the series from chDB, predict 7 days, write the forecasts rows.
   ``predict_model_s`` is the model call alone (from a cached model).
@@ -67,6 +68,7 @@ print("BENCH" + json.dumps({
     "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     "training_points": int(res.details["points"]),
     "holdout_mape": res.trained["holdout_mape"],
+    "holdout_naive_mape": res.trained["naive_holdout_mape"],
     "rows_written": res2.rows,
 }))
 """

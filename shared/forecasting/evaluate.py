@@ -35,7 +35,7 @@ from shared.settings import REPO_ROOT, Settings, get_settings
 
 HORIZON_DAYS = 7
 # retraining cadence of the backtest (production retrains daily; see backtest() for what is approximated)
-DEFAULT_RETRAIN_DAYS = 28
+DEFAULT_RETRAIN_DAYS = 91
 
 
 def local_midnight(day: str | pd.Timestamp, tz: str = TZ) -> pd.Timestamp:
@@ -269,7 +269,7 @@ def backtest(
         if decision == "promoted":
             current = m
         if seeds is None:
-            seeds = hold["forecasts"][["origin", "ts", "yhat", "lead_day"]]
+            seeds = hold["forecasts"][["origin", "ts", "yhat", "lead_day", "lower", "upper"]]
         retrains.append({"cut": td.isoformat(), "holdout": hold["holdout"], "train_seconds": timings[-1],
                          "decision": decision, "reason": why,
                          "holdout_mape": new_mape, "holdout_naive_mape": naive_mape, "current_holdout_mape": cur_mape,
@@ -368,16 +368,24 @@ def best_simple_model(train: pd.DataFrame, settings: Settings, cfg: Any, steps: 
 
 def adaptive_intervals(fc: pd.DataFrame, seeds: pd.DataFrame | None, actual: pd.DataFrame, level: float,
                        window_days: int) -> pd.DataFrame:
-    """Intervals of each origin's forecast from the errors of the forecasts issued before it (see
-    :func:`shared.forecasting.combine.adaptive_calibration`); ``fc`` carries each origin's fallback calibration
-    (its model's holdout calibration) in ``fallback_cal``; ``seeds`` are earlier issued forecasts."""
-    pool = pd.concat([x for x in (seeds, fc[["origin", "ts", "yhat", "lead_day"]]) if x is not None],
-                     ignore_index=True)
-    out = []
-    for o, g in fc.groupby("origin", sort=True):
-        cal = combine.adaptive_calibration(pool, actual, pd.Timestamp(o), level, window_days, g["fallback_cal"].iloc[0])
-        out.append(baseline.apply_intervals(g.drop(columns=["fallback_cal"]), cal))
-    return pd.concat(out, ignore_index=True)
+    """Intervals of each origin's forecast from the errors (and the coverage) of the forecasts issued before it
+    (see :func:`shared.forecasting.combine.adaptive_calibration`), origin after origin as production issues them;
+    ``fc`` carries each origin's fallback calibration (its model's holdout calibration) in ``fallback_cal``;
+    ``seeds`` are earlier issued forecasts (with their intervals)."""
+    fc = fc.sort_values(["origin", "ts"]).reset_index(drop=True)
+    cols = ["origin", "ts", "yhat", "lead_day", "lower", "upper"]
+    issued = fc[["origin", "ts", "yhat", "lead_day"]].assign(lower=np.nan, upper=np.nan)
+    seed = seeds.reindex(columns=cols) if seeds is not None else issued.iloc[0:0]
+    pool = pd.concat([seed, issued], ignore_index=True)
+    off = len(seed)
+    out = fc.drop(columns=["fallback_cal"]).assign(lower=np.nan, upper=np.nan)
+    for o, idx in fc.groupby("origin", sort=True).indices.items():
+        cal = combine.adaptive_calibration(pool, actual, pd.Timestamp(o), level, window_days,
+                                           fc["fallback_cal"].iloc[idx[0]])
+        part = baseline.apply_intervals(out.iloc[idx][["yhat", "lead_day"]], cal)
+        out.loc[idx, "lower"], out.loc[idx, "upper"] = part["lower"].to_numpy(), part["upper"].to_numpy()
+        pool.loc[idx + off, "lower"], pool.loc[idx + off, "upper"] = part["lower"].to_numpy(), part["upper"].to_numpy()
+    return out
 
 
 def plot(report: dict[str, Any], path: Path) -> None:

@@ -480,10 +480,12 @@ def predict_current(model: Any, grid: pd.DataFrame, now: pd.Timestamp, settings:
 
 def recent_forecasts(store: Store, settings: Settings, now: pd.Timestamp) -> pd.DataFrame:
     """Model forecasts issued over the last ``forecast_conformal_days`` at the same UTC hour as ``now`` (one run
-    a day, like the holdout's daily origins), as ``origin, ts, yhat, lead_day`` — the adaptive intervals' errors."""
+    a day, like the holdout's daily origins), as ``origin, ts, yhat, lead_day, lower, upper`` — the adaptive
+    intervals' errors and the coverage the issued intervals had."""
     step = pd.Timedelta(minutes=settings.forecast_resolution_min)
     df = store.query_df(
-        "select origin, ts, yhat from {db:Identifier}.forecasts where source = {s:String} and metric = {m:String} "
+        "select origin, ts, yhat, lower, upper from {db:Identifier}.forecasts "
+        "where source = {s:String} and metric = {m:String} "
         "and quality = 'model' and issued_at >= {a:DateTime64(3, 'UTC')} and issued_at < {b:DateTime64(3, 'UTC')} "
         "and toHour(issued_at) = {h:UInt8} order by origin, ts",
         {"s": settings.series_source, "m": settings.series_metric,
@@ -491,7 +493,7 @@ def recent_forecasts(store: Store, settings: Settings, now: pd.Timestamp) -> pd.
          "h": int(now.hour)},
     )
     if df.empty:
-        return pd.DataFrame(columns=["origin", "ts", "yhat", "lead_day"])
+        return pd.DataFrame(columns=["origin", "ts", "yhat", "lead_day", "lower", "upper"])
     df["origin"] = pd.to_datetime(df["origin"], utc=True)
     df["ts"] = pd.to_datetime(df["ts"], utc=True)
     df = df.drop_duplicates(["origin", "ts"], keep="last")
