@@ -1,7 +1,8 @@
 """Data-quality checks run by every detect invocation (into ``data_quality`` and the run log).
 
-Pure functions build the rows from frames; the few figures only ClickHouse has cheaply (duplicates,
-dead letters, revisions, learned bounds) come from small aggregate queries.
+Pure functions build the checks from frames and figures; the few figures only ClickHouse has cheaply
+(duplicates, dead letters, revisions, learned bounds) come from small aggregate queries, the ``load_*``
+functions (and :func:`learned_bounds`), which detect runs in its load step.
 """
 
 from __future__ import annotations
@@ -13,17 +14,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shared.detection.residual import TZ
+from shared.calendar import TZ, local_day_bounds
 from shared.series import NO_END, SERIES_SQL
 from shared.store import Store
+from shared.timeutil import to_utc
 
 COLUMNS = ["checked_at", "run_id", "source", "metric", "check", "scope", "value", "expected", "status", "details"]
 
 
 def expected_slots(day: pd.Timestamp, step_min: int = 15) -> int:
     """Steps in a local Paris day: 92 / 96 / 100 quarter-hours on spring-forward / normal / fall-back days."""
-    start = pd.Timestamp(day.date()).tz_localize(TZ)
-    end = (pd.Timestamp(day.date()) + pd.Timedelta(days=1)).tz_localize(TZ)
+    start, end = local_day_bounds(day)
     return int((end - start) / pd.Timedelta(minutes=step_min))
 
 
@@ -31,7 +32,7 @@ def completeness(
     series: pd.DataFrame, now: datetime, days: int, step_min: int, minimum: float, lag_min: float = 0.0
 ) -> list[dict[str, Any]]:
     """Per local day of the last ``days`` days (today: only the steps already due), values present vs expected."""
-    now_ts = pd.Timestamp(now).tz_convert("UTC")
+    now_ts = to_utc(now)
     today = now_ts.tz_convert(TZ).date()
     have = series.dropna(subset=["value"])
     local_dates = pd.DatetimeIndex(have["ts"]).tz_convert(TZ).date if not have.empty else []
@@ -72,7 +73,7 @@ def freshness(series: pd.DataFrame, now: datetime, step_min: int, max_age_min: f
             "details": {"newest": None},
         }
     newest = pd.Timestamp(have["ts"].max())
-    age = (pd.Timestamp(now).tz_convert("UTC") - newest - pd.Timedelta(minutes=step_min)) / pd.Timedelta(minutes=1)
+    age = (to_utc(now) - newest - pd.Timedelta(minutes=step_min)) / pd.Timedelta(minutes=1)
     status = "ok" if age <= max_age_min else ("warn" if age <= 2 * max_age_min else "fail")
     return {
         "check": "freshness",
@@ -145,8 +146,8 @@ def learned_bounds(
     return float(rows[0][1]), float(rows[0][2])
 
 
-def duplicates(store: Store, source: str, metric: str, start: datetime, end: datetime) -> dict[str, Any]:
-    """Unmerged duplicate (ukey, version) rows, and instants carried by several keys of one nature."""
+def load_duplicate_counts(store: Store, source: str, metric: str, start: datetime, end: datetime) -> tuple[int, int]:
+    """(unmerged duplicate (ukey, version) rows, instants carried by several keys of one nature) in the window."""
     sql = """
     with window_rows as (
         select ts, nature, ukey, version from {db:Identifier}.measurements
@@ -160,6 +161,13 @@ def duplicates(store: Store, source: str, metric: str, start: datetime, end: dat
            (select count() from clashing_instants)
     """
     dup_rows, clashes = store.query_rows(sql, {"source": source, "metric": metric, "start": start, "end": end})[0]
+    return int(dup_rows), int(clashes)
+
+
+def duplicates(counts: tuple[int, int]) -> dict[str, Any]:
+    """Unmerged duplicate (ukey, version) rows, and instants carried by several keys of one nature
+    (``counts``: :func:`load_duplicate_counts`)."""
+    dup_rows, clashes = counts
     total = int(dup_rows) + int(clashes)
     return {
         "check": "duplicates",
@@ -171,13 +179,17 @@ def duplicates(store: Store, source: str, metric: str, start: datetime, end: dat
     }
 
 
-def dead_letter(store: Store, start: datetime, end: datetime) -> dict[str, Any]:
+def load_dead_letters(store: Store, start: datetime, end: datetime) -> int:
     """Records rejected (dead letter) during the window."""
     sql = """
     select count() from {db:Identifier}.rejected_records
     where rejected_at >= {start:DateTime64(3, 'UTC')} and rejected_at < {end:DateTime64(3, 'UTC')}
     """
-    n = int(store.scalar(sql, {"start": start, "end": end}) or 0)
+    return int(store.scalar(sql, {"start": start, "end": end}) or 0)
+
+
+def dead_letter(n: int) -> dict[str, Any]:
+    """The dead-letter check for ``n`` records rejected during the window."""
     return {
         "check": "dead_letter",
         "scope": "window",
@@ -188,9 +200,10 @@ def dead_letter(store: Store, start: datetime, end: datetime) -> dict[str, Any]:
     }
 
 
-def revisions(store: Store, source: str, metric: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+def load_revisions(store: Store, source: str, metric: str, start: datetime, end: datetime) -> pd.DataFrame:
     """Revision volume and magnitude per nature for versions inserted during the window: new versions of
-    a key (same nature) vs the previous version, and upgrades of real-time values to a better nature."""
+    a key (same nature) vs the previous version, and upgrades of real-time values to a better nature.
+    Columns nature, revision ('version' | 'nature'), n, mean_abs, max_abs."""
     sql = """
     with new_versions as (
         select ukey, nature, version, value from {db:Identifier}.measurements
@@ -227,7 +240,11 @@ def revisions(store: Store, source: str, metric: str, start: datetime, end: date
     )
     select * from same_nature union all select * from nature_upgrades
     """
-    df = store.query_df(sql, {"source": source, "metric": metric, "start": start, "end": end})
+    return store.query_df(sql, {"source": source, "metric": metric, "start": start, "end": end})
+
+
+def revisions(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """The revision checks, one per (nature, revision) row of :func:`load_revisions` ('all' when none)."""
     out = []
     for r in df.itertuples():
         out.append(

@@ -1,4 +1,5 @@
-"""The detect stage: plan (window from watermarks) → compute (detectors, checks, drift) → write.
+"""The detect stage: load (window from watermarks, every read) → compute (pure: detectors, checks, drift)
+→ write.  ``run_detect`` = :func:`load_detect_inputs` → :func:`compute_detect` → :func:`write_detect_outputs`.
 
 * Window: from the previous successful detect run's ``window_end`` (pipeline_runs) minus
   ``detect_overlap_hours`` — so late and revised values are looked at again — up to now; an explicit
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -45,6 +47,7 @@ from shared.runs import Run
 from shared.series import load_series
 from shared.settings import Settings
 from shared.store import Store
+from shared.timeutil import to_utc
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +97,9 @@ def plan_window(
     store: Store, settings: Settings, now: datetime, start: datetime | None = None, end: datetime | None = None
 ) -> tuple[pd.Timestamp, pd.Timestamp]:
     """[start, end) to examine: explicit, or the last watermark minus the overlap, up to now."""
-    end_ts = _utc(end or now)
+    end_ts = to_utc(end or now)
     if start is not None:
-        start_ts = _utc(start)
+        start_ts = to_utc(start)
     else:
         sql = """
         with detect_runs as (
@@ -112,31 +115,21 @@ def plan_window(
                 watermark = json.loads(details).get("window_end")
             except (TypeError, ValueError):
                 watermark = None
-        base = _utc(watermark) if watermark else end_ts
+        base = to_utc(watermark) if watermark else end_ts
         start_ts = min(base, end_ts) - pd.Timedelta(hours=settings.detect_overlap_hours)
     start_ts = max(start_ts, end_ts - pd.Timedelta(days=settings.detect_max_window_days))
     return start_ts, end_ts
 
 
-def _utc(value: Any) -> pd.Timestamp:
-    ts = pd.Timestamp(value)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-
-
 # --- expectation from the forecasts table ------------------------------------------------------------
-def load_forecast_deltas(
-    store: Store,
-    source: str,
-    metric: str,
-    start: pd.Timestamp,
-    end: pd.Timestamp,
-    grid: pd.DatetimeIndex,
-    max_lead_hours: float = 6.0,
-) -> pd.DataFrame:
-    """Per grid point: the change from the previous step in the latest forecast issued at or before it.
+FORECAST_COLUMNS = ["run_id", "model_version", "issued_at", "ts", "yhat"]
 
-    Columns ts, delta, run_id, model_version (empty frame if no forecast covers the window).
-    """
+
+def load_forecasts(
+    store: Store, source: str, metric: str, start: pd.Timestamp, end: pd.Timestamp, max_lead_hours: float = 6.0
+) -> pd.DataFrame:
+    """Forecast rows with a target in [start, end) issued at most ``max_lead_hours`` before it
+    (columns run_id, model_version, issued_at, ts, yhat): what :func:`forecast_deltas` needs."""
     sql = """
     select run_id, model_version, issued_at, ts, yhat
     from {db:Identifier}.forecasts
@@ -145,9 +138,18 @@ def load_forecast_deltas(
       and issued_at <= ts and issued_at >= ts - toIntervalMinute({lead:UInt32})
     order by run_id, ts
     """
-    df = store.query_df(
+    return store.query_df(
         sql, {"source": source, "metric": metric, "start": start, "end": end, "lead": int(max_lead_hours * 60)}
     )
+
+
+def forecast_deltas(forecasts: pd.DataFrame, grid: pd.DatetimeIndex) -> pd.DataFrame:
+    """Per grid point: the change from the previous step in the latest forecast issued at or before it (pure).
+
+    ``forecasts``: :func:`load_forecasts` rows.  Columns ts, delta, run_id, model_version (empty frame if
+    no forecast covers the window).
+    """
+    df = forecasts
     if df.empty or len(grid) < 2:
         return pd.DataFrame(columns=["ts", "delta", "run_id", "model_version"])
     step = grid[1] - grid[0]
@@ -415,24 +417,118 @@ def load_existing(store: Store, source: str, metric: str, start: pd.Timestamp, e
     return store.query_df(sql, {"source": source, "metric": metric, "start": start, "end": end})
 
 
-# --- the stage -----------------------------------------------------------------------------------------
-def run_detect(
-    store: Store, settings: Settings, run: Run, start: datetime | None = None, end: datetime | None = None
-) -> dict[str, Any]:
-    """One detect invocation; fills ``run`` and returns its figures."""
-    now = _utc(clock.now())
+# --- the stage: load → compute → write ---------------------------------------------------------------
+@dataclass(frozen=True)
+class DriftInputs:
+    """What the drift and model-performance pass reads (only when it is due)."""
+
+    forecasts: pd.DataFrame  # forecasts issued in the drift window (drift.load_issued_forecasts)
+    reference: pd.DataFrame  # the series over the reference + drift windows (load_series)
+    recent_requests: set[str]  # retrain requests already written within the cooldown
+
+
+@dataclass(frozen=True)
+class DetectInputs:
+    """Everything one detect run reads from the store (:func:`load_detect_inputs`), plus the run's
+    clock and id, so that :func:`compute_detect` needs no store."""
+
+    now: pd.Timestamp
+    window: tuple[pd.Timestamp, pd.Timestamp]
+    source: str
+    metric: str
+    run_id: str
+    series: pd.DataFrame  # load_series over the calibration history and the window
+    forecasts: pd.DataFrame | None  # load_forecasts rows; None when the series has too few values to detect on
+    existing: pd.DataFrame | None  # stored anomalies of the window (load_existing); None likewise
+    duplicate_counts: tuple[int, int]
+    dead_letters: int
+    bounds: tuple[float, float] | None
+    revisions: pd.DataFrame
+    drift: DriftInputs | None  # None when drift is not due
+
+
+@dataclass
+class DetectOutputs:
+    """What one detect run writes (:func:`write_detect_outputs`) and reports (figures, log events, metrics)."""
+
+    anomalies: pd.DataFrame | None  # rows to insert (reconciled); None when nothing was detected on
+    data_quality: pd.DataFrame
+    model_metrics: pd.DataFrame | None  # None when drift is not due
+    figures: dict[str, Any]
+    checks: list[dict[str, Any]]
+    retrain_requests: list[dict[str, Any]]
+    data_age_s: float | None  # age of the newest actual, for the gauge (scheduled runs only)
+
+
+def _can_detect(series: pd.DataFrame) -> bool:
+    return bool(series["value"].notna().sum() >= 3)
+
+
+def load_detect_inputs(
+    store: Store, settings: Settings, run_id: str, now: pd.Timestamp,
+    start: datetime | None = None, end: datetime | None = None,
+) -> DetectInputs:
+    """Every read of one detect run: window (watermark), series, forecasts, stored anomalies, the
+    data-quality aggregates and, when due, the drift inputs.  Nothing here depends on a write of the
+    same run (anomalies, data_quality and model_metrics are written after all reads)."""
     source, metric = settings.series_source, settings.series_metric
     w_start, w_end = plan_window(store, settings, now, start, end)
     history_start = w_start - pd.Timedelta(days=settings.detect_calibration_days + PROFILE_HISTORY_DAYS)
     series = load_series(store, source, metric, history_start.to_pydatetime(), w_end.to_pydatetime())
-    run.rows_in = len(series)
+    forecasts = existing = None
+    if _can_detect(series):
+        forecasts = load_forecasts(store, source, metric, history_start, w_end)
+        existing = load_existing(store, source, metric, w_start, w_end)
+    drift_inputs = None
+    if _drift_due(store, source, metric, now, settings.drift_every_min):
+        drift_inputs = DriftInputs(
+            forecasts=drift.load_issued_forecasts(
+                store, source, metric, now - pd.Timedelta(days=settings.drift_window_days), now
+            ),
+            reference=load_series(
+                store,
+                source,
+                metric,
+                (now - pd.Timedelta(days=settings.drift_window_days + settings.drift_reference_days)).to_pydatetime(),
+                now.to_pydatetime(),
+            ),
+            recent_requests=_recent_requests(
+                store, source, metric, now - pd.Timedelta(hours=settings.drift_request_cooldown_hours)
+            ),
+        )
+    return DetectInputs(
+        now=now,
+        window=(w_start, w_end),
+        source=source,
+        metric=metric,
+        run_id=run_id,
+        series=series,
+        forecasts=forecasts,
+        existing=existing,
+        duplicate_counts=quality.load_duplicate_counts(store, source, metric, w_start, w_end),
+        dead_letters=quality.load_dead_letters(store, w_start, w_end),
+        bounds=quality.learned_bounds(store, source, metric, w_start),
+        revisions=quality.load_revisions(store, source, metric, w_start, w_end),
+        drift=drift_inputs,
+    )
+
+
+def compute_detect(inputs: DetectInputs, settings: Settings) -> DetectOutputs:
+    """Anomalies (reconciled with the stored ones), data-quality checks and model metrics of one run (pure).
+
+    ``settings`` is the parameter object: the detectors' thresholds (``ResidualParams.from_settings``),
+    the ``dq_*`` and ``drift_*`` fields; no default is repeated here.
+    """
+    now, (w_start, w_end) = inputs.now, inputs.window
+    source, metric, run_id, series = inputs.source, inputs.metric, inputs.run_id, inputs.series
     figures: dict[str, Any] = {"window_start": w_start.isoformat(), "window_end": w_end.isoformat()}
     step_min = infer_step_min(pd.DatetimeIndex(series["ts"])) if len(series) > 2 else 15
 
     # anomalies
-    if series["value"].notna().sum() >= 3:
+    to_write: pd.DataFrame | None = None
+    if inputs.forecasts is not None and inputs.existing is not None:
         grid = pd.date_range(series["ts"].min(), w_end, freq=f"{step_min}min")
-        deltas = load_forecast_deltas(store, source, metric, history_start, w_end, grid)
+        deltas = forecast_deltas(inputs.forecasts, grid)
         computed, info = compute_anomalies(series[["ts", "value"]], deltas, (w_start, w_end), settings)
         flagged = implausible_rows(series, (w_start, w_end))
         if len(flagged):
@@ -442,36 +538,21 @@ def run_detect(
             computed = pd.concat([c for c in (computed, flagged) if len(c)], ignore_index=True)
             info["implausible"] = int(len(flagged))
         figures.update(info)
-        existing = load_existing(store, source, metric, w_start, w_end)
+        existing = inputs.existing
         by_ts = series.set_index("ts")
         versions = by_ts["version"].where(by_ts["value"].notna() | (by_ts["flag"].astype(str) != ""), 0)
         to_write = (
-            reconcile(computed, existing, versions, now, run.run_id, source, metric)
+            reconcile(computed, existing, versions, now, run_id, source, metric)
             if len(computed) or len(existing)
             else pd.DataFrame(columns=ANOMALY_COLUMNS)
         )
-        store.insert_df("anomalies", to_write)
-        new_open = to_write[(to_write["status"] == "open")] if len(to_write) else to_write
-        for kind, n in new_open["kind"].value_counts().items() if len(new_open) else []:
-            ANOMALIES_RAISED.labels(kind).inc(int(n))
-        n_resolved = int((to_write["status"] == "resolved").sum()) if len(to_write) else 0
-        ANOMALIES_RESOLVED.inc(n_resolved)
+        new_open = _new_open(to_write)
         figures.update(
             anomalies_flagged=int(len(computed)),
             anomalies_written=int(len(to_write)),
             anomalies_new_open=int(len(new_open)),
-            anomalies_resolved=n_resolved,
+            anomalies_resolved=_n_resolved(to_write),
         )
-        run.rows_out += len(to_write)
-        if len(new_open):
-            log_event(
-                log,
-                "anomalies_detected",
-                logging.WARNING,
-                count=int(len(new_open)),
-                kinds=new_open["kind"].value_counts().to_dict(),
-                first=str(new_open["ts"].min()),
-            )
     else:
         figures["detector"] = "none"
 
@@ -486,52 +567,94 @@ def run_detect(
     checks = quality.completeness(series, dq_at, 3, step_min, settings.dq_completeness_min,
                                   settings.detect_value_lag_min)
     fresh = quality.freshness(series, dq_at, step_min, settings.dq_freshness_max_min)
-    if np.isfinite(fresh["value"]) and dq_at == now:
-        DATA_AGE.set(fresh["value"] * 60)
+    data_age_s = fresh["value"] * 60 if np.isfinite(fresh["value"]) and dq_at == now else None
     checks.append(fresh)
-    checks.append(quality.duplicates(store, source, metric, w_start, w_end))
-    checks.append(quality.dead_letter(store, w_start, w_end))
-    bounds = quality.learned_bounds(store, source, metric, w_start)
-    checks.append(quality.out_of_range(window_series, bounds, settings.dq_range_margin))
+    checks.append(quality.duplicates(inputs.duplicate_counts))
+    checks.append(quality.dead_letter(inputs.dead_letters))
+    checks.append(quality.out_of_range(window_series, inputs.bounds, settings.dq_range_margin))
     checks.append(quality.implausible(window_series))
-    checks.extend(quality.revisions(store, source, metric, w_start, w_end))
-    dq = quality.to_frame(checks, dq_at, run.run_id, source, metric)
-    store.insert_df("data_quality", dq)
-    run.rows_out += len(dq)
+    checks.extend(quality.revisions(inputs.revisions))
+    dq = quality.to_frame(checks, dq_at, run_id, source, metric)
     figures["quality"] = {f"{c['check']}:{c['scope']}": c["status"] for c in checks if c["status"] != "ok"} or "ok"
-    log_event(log, "data_quality", checks={f"{c['check']}:{c['scope']}": [c["value"], c["status"]] for c in checks})
 
     # drift and model performance, at most every drift_every_min
-    if _drift_due(store, source, metric, now, settings.drift_every_min):
-        fc = drift.load_issued_forecasts(
-            store, source, metric, now - pd.Timedelta(days=settings.drift_window_days), now
-        )
-        ref_series = load_series(
-            store,
-            source,
-            metric,
-            (now - pd.Timedelta(days=settings.drift_window_days + settings.drift_reference_days)).to_pydatetime(),
-            now.to_pydatetime(),
-        )
-        mm_rows = drift.compute(fc, ref_series, now, settings)
+    mm: pd.DataFrame | None = None
+    requests: list[dict[str, Any]] = []
+    if inputs.drift is not None:
+        mm_rows = drift.compute(inputs.drift.forecasts, inputs.drift.reference, now, settings)
         # one request per breached measure per cooldown: a lasting breach must not retrain every hour
-        recent = _recent_requests(
-            store, source, metric, now - pd.Timedelta(hours=settings.drift_request_cooldown_hours)
-        )
+        recent = inputs.drift.recent_requests
         mm_rows = [r for r in mm_rows if r["kind"] != "retrain_request" or r["name"] not in recent]
-        mm = drift.to_frame(mm_rows, now, run.run_id, source, metric)
-        store.insert_df("model_metrics", mm)
-        run.rows_out += len(mm)
+        mm = drift.to_frame(mm_rows, now, run_id, source, metric)
         requests = [r for r in mm_rows if r["kind"] == "retrain_request"]
-        for r in requests:
-            RETRAIN_REQUESTS.labels(r["name"]).inc()
-            log_event(
-                log, "retrain_requested", logging.WARNING, reason=r["name"], value=r["value"], threshold=r["threshold"]
-            )
         figures["model_metrics"] = len(mm)
         figures["retrain_requests"] = [r["name"] for r in requests]
-    run.details.update(figures)
-    return figures
+    return DetectOutputs(
+        anomalies=to_write, data_quality=dq, model_metrics=mm, figures=figures, checks=checks,
+        retrain_requests=requests, data_age_s=data_age_s,
+    )
+
+
+def _new_open(to_write: pd.DataFrame) -> pd.DataFrame:
+    return to_write[(to_write["status"] == "open")] if len(to_write) else to_write
+
+
+def _n_resolved(to_write: pd.DataFrame) -> int:
+    return int((to_write["status"] == "resolved").sum()) if len(to_write) else 0
+
+
+def write_detect_outputs(store: Store, outputs: DetectOutputs) -> int:
+    """Insert the run's anomalies, data-quality and model-metrics rows; returns the rows written."""
+    written = 0
+    for table, df in (
+        ("anomalies", outputs.anomalies),
+        ("data_quality", outputs.data_quality),
+        ("model_metrics", outputs.model_metrics),
+    ):
+        if df is not None:
+            store.insert_df(table, df)
+            written += len(df)
+    return written
+
+
+def _report(outputs: DetectOutputs) -> None:
+    """Metrics and log events of a written run."""
+    if outputs.anomalies is not None:
+        new_open = _new_open(outputs.anomalies)
+        for kind, n in new_open["kind"].value_counts().items() if len(new_open) else []:
+            ANOMALIES_RAISED.labels(kind).inc(int(n))
+        ANOMALIES_RESOLVED.inc(_n_resolved(outputs.anomalies))
+        if len(new_open):
+            log_event(
+                log,
+                "anomalies_detected",
+                logging.WARNING,
+                count=int(len(new_open)),
+                kinds=new_open["kind"].value_counts().to_dict(),
+                first=str(new_open["ts"].min()),
+            )
+    if outputs.data_age_s is not None:
+        DATA_AGE.set(outputs.data_age_s)
+    checks = outputs.checks
+    log_event(log, "data_quality", checks={f"{c['check']}:{c['scope']}": [c["value"], c["status"]] for c in checks})
+    for r in outputs.retrain_requests:
+        RETRAIN_REQUESTS.labels(r["name"]).inc()
+        log_event(
+            log, "retrain_requested", logging.WARNING, reason=r["name"], value=r["value"], threshold=r["threshold"]
+        )
+
+
+def run_detect(
+    store: Store, settings: Settings, run: Run, start: datetime | None = None, end: datetime | None = None
+) -> dict[str, Any]:
+    """One detect invocation (load → compute → write); fills ``run`` and returns its figures."""
+    inputs = load_detect_inputs(store, settings, run.run_id, to_utc(clock.now()), start, end)
+    run.rows_in = len(inputs.series)
+    outputs = compute_detect(inputs, settings)
+    run.rows_out += write_detect_outputs(store, outputs)
+    _report(outputs)
+    run.details.update(outputs.figures)
+    return outputs.figures
 
 
 def _recent_requests(store: Store, source: str, metric: str, since: pd.Timestamp) -> set[str]:
@@ -552,7 +675,6 @@ def _drift_due(store: Store, source: str, metric: str, now: pd.Timestamp, every_
     last = store.scalar(sql, {"source": source, "metric": metric, "now": now})
     if last is None:
         return True
-    last_ts = pd.Timestamp(last)
-    last_ts = last_ts.tz_localize("UTC") if last_ts.tzinfo is None else last_ts
+    last_ts = to_utc(last)
     # an empty table answers the epoch
     return last_ts.year < 2000 or (now - last_ts) >= pd.Timedelta(minutes=every_min)

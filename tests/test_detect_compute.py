@@ -1,0 +1,95 @@
+"""detect's pure core: ``compute_detect`` on real 2023 eco2mix data with no store at all, and the same
+inputs read back from chDB by ``load_detect_inputs`` giving the same outputs (issue 11, Deliver 3)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from fixtures_detect import METRIC, SOURCE, real_load, utc, write_measurements
+
+from shared.detection.service import (
+    ANOMALY_COLUMNS,
+    PROFILE_HISTORY_DAYS,
+    DetectInputs,
+    compute_detect,
+    load_detect_inputs,
+    write_detect_outputs,
+)
+from shared.settings import Settings, get_settings
+from shared.store import Store
+
+# A window over the spring-forward day (2023-03-26: 23 local hours, 92 quarter-hours) and the Monday after.
+WINDOW = (utc("2023-03-25"), utc("2023-03-28"))
+NOW = WINDOW[1] + pd.Timedelta(minutes=4)
+SPIKE = utc("2023-03-27 10:00")  # Monday morning, clean in the real data
+
+
+@pytest.fixture(scope="module")
+def load() -> pd.DataFrame:
+    """Real consumption over the calibration history and the window, one 6 % spike injected."""
+    start = WINDOW[0] - pd.Timedelta(days=get_settings().detect_calibration_days + PROFILE_HISTORY_DAYS)
+    df = real_load(str(start.date()), str(WINDOW[1].date()))
+    df.loc[df["ts"] == SPIKE, "value"] *= 1.06
+    return df
+
+
+def inputs_without_store(load: pd.DataFrame, existing: pd.DataFrame | None = None) -> DetectInputs:
+    """What load_detect_inputs would read from a store holding ``load`` (one version, all plausible) and
+    nothing else: no forecasts, no stored anomalies, no rejected records, no revisions, drift not due."""
+    series = pd.DataFrame({
+        "ts": load["ts"].to_numpy(), "value": load["value"].to_numpy(dtype=float), "nature": load["nature"].to_numpy(),
+        "version": np.uint64(1), "flag": "", "raw_value": load["value"].to_numpy(dtype=float),
+    })
+    series["ts"] = pd.DatetimeIndex(series["ts"]).tz_convert("UTC")
+    return DetectInputs(
+        now=NOW, window=WINDOW, source=SOURCE, metric=METRIC, run_id="unit",
+        series=series,
+        forecasts=pd.DataFrame(columns=["run_id", "model_version", "issued_at", "ts", "yhat"]),
+        existing=existing if existing is not None else pd.DataFrame(columns=ANOMALY_COLUMNS),
+        duplicate_counts=(0, 0), dead_letters=0, bounds=None,
+        revisions=pd.DataFrame(columns=["nature", "revision", "n", "mean_abs", "max_abs"]),
+        drift=None,
+    )
+
+
+def test_compute_detect_on_real_2023_data_needs_no_store(settings: Settings, load: pd.DataFrame) -> None:
+    out = compute_detect(inputs_without_store(load), settings)
+    assert out.figures["detector"] == "residual"
+    anomalies = out.anomalies
+    assert anomalies is not None
+    spike = anomalies[(anomalies["ts"] == SPIKE) & (anomalies["kind"] == "spike")]
+    assert len(spike) == 1 and spike["status"].iloc[0] == "open" and spike["model_version"].iloc[0] == "profile"
+    assert anomalies["ts"].between(*WINDOW, inclusive="left").all()
+    assert (anomalies["run_id"] == "unit").all() and (anomalies["detected_at"] == NOW).all()
+    dq = out.data_quality.set_index(["check", "scope"])
+    assert dq.loc[("completeness", "2023-03-26"), "expected"] == 92.0  # the 23-hour day
+    assert dq.loc[("completeness", "2023-03-26"), "value"] == 1.0
+    assert {c for c, _ in dq.index} == {"completeness", "freshness", "duplicates", "dead_letter", "out_of_range",
+                                        "implausible", "revisions"}
+    assert out.model_metrics is None and out.retrain_requests == []
+
+
+def test_compute_detect_is_idempotent_against_its_own_stored_rows(settings: Settings, load: pd.DataFrame) -> None:
+    first = compute_detect(inputs_without_store(load), settings)
+    assert first.anomalies is not None and len(first.anomalies)
+    again = compute_detect(inputs_without_store(load, existing=first.anomalies), settings)
+    assert again.anomalies is not None and again.anomalies.empty  # the same finding writes nothing
+    assert again.figures["anomalies_flagged"] == first.figures["anomalies_flagged"]
+
+
+def test_inputs_read_from_chdb_give_the_same_outputs(store: Store, settings: Settings, load: pd.DataFrame) -> None:
+    write_measurements(store, load)
+    loaded = load_detect_inputs(store, settings, "unit", NOW, WINDOW[0], WINDOW[1])
+    assert loaded.window == WINDOW and loaded.drift is not None  # a bare model_metrics table: drift is due
+    from_store = compute_detect(loaded, settings)
+    pure = compute_detect(inputs_without_store(load), settings)
+    assert from_store.anomalies is not None and pure.anomalies is not None
+    cols = ["ts", "kind", "detector", "severity", "status", "value", "expected", "lower", "upper", "score"]
+    pd.testing.assert_frame_equal(from_store.anomalies[cols].reset_index(drop=True),
+                                  pure.anomalies[cols].reset_index(drop=True), check_dtype=False)
+    pd.testing.assert_frame_equal(from_store.data_quality.drop(columns="details"),
+                                  pure.data_quality.drop(columns="details"), check_dtype=False)
+    assert write_detect_outputs(store, from_store) == len(from_store.anomalies) + len(from_store.data_quality) + len(
+        from_store.model_metrics if from_store.model_metrics is not None else [])
+    assert store.scalar("select count() from {db:Identifier}.anomalies") == len(from_store.anomalies)
