@@ -46,7 +46,9 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
 
-PARIS = ZoneInfo("Europe/Paris")
+from shared.calendar import TZ
+
+PARIS = ZoneInfo(TZ)  # the one Paris zone (shared/calendar.py) as a zoneinfo for stdlib datetimes
 
 # Numeric fields of eco2mix-national-tr (names as in the Explore API v2.1; see the real sample
 # response data/eco2mix/odre_sample_response.json). Each becomes one measurement metric.
@@ -178,8 +180,8 @@ def local_time_problem(date: str | None, heure: str | None, instant: datetime) -
     except ValueError:
         return f"local date/heure {date} {heure} is not a valid date and time"
     # A non-existent wall time does not survive a round trip through UTC.
-    roundtrip = wall.replace(tzinfo=PARIS).astimezone(ZoneInfo("UTC")).astimezone(PARIS).replace(tzinfo=None)
-    utc_text = instant.astimezone(ZoneInfo("UTC")).strftime("%Y-%m-%dT%H:%MZ")
+    roundtrip = wall.replace(tzinfo=PARIS).astimezone(UTC).astimezone(PARIS).replace(tzinfo=None)
+    utc_text = instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%MZ")
     if roundtrip != wall:
         return (
             f"spring-forward padding: local {date} {heure} does not exist in Europe/Paris; "

@@ -45,13 +45,15 @@ import pandas as pd
 from prometheus_client import Counter, Gauge
 
 from shared import clock
+from shared.calendar import TZ, is_fallback_gap, local_day_bounds
 from shared.errors import BadRequestError
-from shared.ingest.parse import GRID, PARIS, Rejection, parse_records
+from shared.ingest.parse import GRID, Rejection, parse_records
 from shared.logs import log_event
 from shared.metrics import REGISTRY
 from shared.runs import Run
 from shared.settings import Settings
 from shared.store import Store
+from shared.timeutil import to_utc
 
 if TYPE_CHECKING:  # the HTTP stack is imported on first use, keeping the handler's cold start short
     import httpx
@@ -81,8 +83,8 @@ class Window:
 
 
 def _utc(ts: datetime | pd.Timestamp) -> datetime:
-    ts = pd.Timestamp(ts)
-    return (ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")).to_pydatetime()
+    """:func:`shared.timeutil.to_utc` as a stdlib datetime (windows are plain datetimes)."""
+    return to_utc(ts).to_pydatetime()
 
 
 def plan_window(
@@ -333,10 +335,8 @@ def expected_instants(start: datetime, end: datetime, *, ignore_fallback_gap: bo
     first occurrence of the repeated local hour on fall-back days (00:00–00:45Z), which RTE never
     publishes (data/eco2mix/README.upstream.md), is not expected.
     """
-    from shared.detection.residual import is_fallback_gap
-
-    lo = pd.Timestamp(start).tz_convert("UTC").ceil(GRID)
-    grid = pd.date_range(lo, pd.Timestamp(end).tz_convert("UTC"), freq=GRID, inclusive="left")
+    lo = to_utc(start).ceil(GRID)
+    grid = pd.date_range(lo, to_utc(end), freq=GRID, inclusive="left")
     if ignore_fallback_gap and len(grid):
         grid = grid[~is_fallback_gap(grid)]
     return grid
@@ -427,12 +427,11 @@ def _runs(instants: list[pd.Timestamp]) -> list[Window]:
 
 
 def _local_day(ts: datetime | pd.Timestamp) -> date:
-    return pd.Timestamp(ts).tz_convert(PARIS).date()
+    return pd.Timestamp(ts).tz_convert(TZ).date()
 
 
 def _day_bounds(day: date) -> Window:
-    lo = pd.Timestamp(day).tz_localize(PARIS).tz_convert("UTC")
-    hi = (pd.Timestamp(day) + pd.Timedelta(days=1)).tz_localize(PARIS).tz_convert("UTC")
+    lo, hi = local_day_bounds(day)
     return Window(lo.to_pydatetime(), hi.to_pydatetime())
 
 
@@ -461,7 +460,7 @@ def load_gaps(store: Store, source: str, days: list[date] | None = None, status:
     frame = store.query_df(sql, params)
     rows: dict[date, dict[str, Any]] = {}
     for rec in frame.to_dict("records"):
-        rec["missing"] = [_ts(t) for t in rec["missing"]]
+        rec["missing"] = [to_utc(t) for t in rec["missing"]]
         rows[pd.Timestamp(rec["day"]).date()] = rec
     return rows
 
@@ -503,11 +502,11 @@ def merge_gaps(
             bounds = _day_bounds(day)
             covered.setdefault(day, []).append(Window(max(rng.start, bounds.start), min(rng.end, bounds.end)))
         for t in missing:
-            found.setdefault(_local_day(t), set()).add(_ts(t))
+            found.setdefault(_local_day(t), set()).add(to_utc(t))
     out = GapUpdate()
     for day, parts in sorted(covered.items()):
         prev = previous.get(day)
-        prev_missing = {_ts(t) for t in prev["missing"]} if prev else set()
+        prev_missing = {to_utc(t) for t in prev["missing"]} if prev else set()
         carried = {t for t in prev_missing if not any(p.start <= t < p.end for p in parts)}
         now_missing = sorted(carried | found.get(day, set()))
         expected: set[pd.Timestamp] = set()
@@ -546,12 +545,6 @@ def merge_gaps(
         else:
             out.source_incomplete_missing += len(now_missing)
     return out
-
-
-def _ts(value: Any) -> pd.Timestamp:
-    """A UTC-aware Timestamp (ClickHouse may hand back naive UTC values)."""
-    ts = pd.Timestamp(value)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
 def write_gaps(store: Store, rows: list[dict[str, Any]]) -> None:
