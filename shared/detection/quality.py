@@ -43,7 +43,7 @@ def completeness(
         day = pd.Timestamp(date).tz_localize(TZ)
         exp = expected_slots(day, step_min)
         if k == 0:  # today: only the steps whose value is already due (ts + step + lag <= now)
-            since = now_ts - day.tz_convert("UTC") - pd.Timedelta(minutes=step_min + lag_min)
+            since = now_ts - local_day_bounds(day)[0] - pd.Timedelta(minutes=step_min + lag_min)
             exp = min(exp, max(0, int(since // pd.Timedelta(minutes=step_min)) + 1))
         n = int(counts.get(date, 0))
         ratio = min(1.0, n / exp) if exp else 1.0
