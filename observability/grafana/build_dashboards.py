@@ -4,6 +4,15 @@
 
 Edit the panels here, regenerate, commit both (a test checks the JSON matches this file). Every
 ClickHouse panel's SQL is executed on real data by tests/test_ops_sql.py.
+
+Structure: a few panel factories (:func:`timeseries`, :func:`stat`, :func:`table`, :func:`barchart`,
+:func:`logs`, :func:`alertlist`; a plain string target is ClickHouse SQL, refIds follow the order), a
+dashboard builder (:class:`Dash`: left-to-right layout on Grafana's 24-column grid, rows, ids), one
+function per dashboard and :func:`main`.  Hand-written factories rather than Grafana's
+``grafana-foundation-sdk`` (PyPI): its Python package is still a 0.0.x pre-release
+(pypi.org/project/grafana-foundation-sdk), its builders emit their own defaults so the provisioned
+JSON would change shape without any functional gain, and five dashboards do not justify a new
+dependency; the factories keep the generated JSON byte-identical to what was reviewed and tested.
 """
 
 from __future__ import annotations
@@ -11,6 +20,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 OUT = Path(__file__).resolve().parent / "dashboards"
 CH = {"type": "grafana-clickhouse-datasource", "uid": "powersense-clickhouse"}
@@ -27,8 +37,10 @@ SERIES = "source = '${source}' and metric = '${metric}'"
 
 def series_view(metric="'${metric}'"):
     """The view called for ``metric`` (an SQL literal) over the dashboard's time range."""
-    return (f"${{db}}.series(source = '${{source}}', metric = {metric}, start = $__fromTime, "
-            "end = addSeconds($__toTime, 1), as_of = toDateTime64('2200-01-01 00:00:00', 3, 'UTC'), nature = '')")
+    return (
+        f"${{db}}.series(source = '${{source}}', metric = {metric}, start = $__fromTime, "
+        "end = addSeconds($__toTime, 1), as_of = toDateTime64('2200-01-01 00:00:00', 3, 'UTC'), nature = '')"
+    )
 
 
 ACTUAL_CTE = f"""actual as (
@@ -138,10 +150,22 @@ def store_vars():
     """${db}, and the series shown: ${source}, ${metric} (hidden constants)."""
     return [
         db_var(),
-        {"type": "constant", "name": "source", "label": "source", "query": "eco2mix_national", "hide": 2,
-         "skipUrlSync": True},
-        {"type": "constant", "name": "metric", "label": "metric", "query": "consommation", "hide": 2,
-         "skipUrlSync": True},
+        {
+            "type": "constant",
+            "name": "source",
+            "label": "source",
+            "query": "eco2mix_national",
+            "hide": 2,
+            "skipUrlSync": True,
+        },
+        {
+            "type": "constant",
+            "name": "metric",
+            "label": "metric",
+            "query": "consommation",
+            "hide": 2,
+            "skipUrlSync": True,
+        },
     ]
 
 
@@ -189,6 +213,58 @@ def panel(kind, title, description, ds, targets, unit=None, extra=None, override
     return p
 
 
+Target = str | dict[str, Any]  # a str is ClickHouse SQL; a dict is a built target (prom_target, loki_target …)
+
+
+def _panel(
+    kind: str,
+    fmt: str,
+    title: str,
+    description: str,
+    targets: tuple[Target, ...],
+    *,
+    unit: str | None = None,
+    extra: dict[str, Any] | None = None,
+    overrides: list[dict[str, Any]] | None = None,
+    options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A panel of ``kind``: SQL targets become ClickHouse queries in ``fmt`` (refIds A, B, … by position);
+    the panel's data source is its first target's (every panel here reads one data source)."""
+    built = [ch_target(t, fmt, ref=chr(ord("A") + i)) if isinstance(t, str) else t for i, t in enumerate(targets)]
+    ds = built[0]["datasource"] if built else None
+    return panel(kind, title, description, ds, built, unit, extra, overrides, options)
+
+
+def timeseries(title: str, description: str, *targets: Target, **kw: Any) -> dict[str, Any]:
+    """A time-series panel (ClickHouse SQL in time-series format, or Prometheus/Loki targets)."""
+    return _panel("timeseries", "timeseries", title, description, targets, **kw)
+
+
+def stat(title: str, description: str, *targets: Target, **kw: Any) -> dict[str, Any]:
+    """A single-value panel (ClickHouse SQL in table format, or a Prometheus target)."""
+    return _panel("stat", "table", title, description, targets, **kw)
+
+
+def table(title: str, description: str, *targets: Target, **kw: Any) -> dict[str, Any]:
+    """A table panel (ClickHouse SQL in table format, or a Loki target)."""
+    return _panel("table", "table", title, description, targets, **kw)
+
+
+def barchart(title: str, description: str, *targets: Target, **kw: Any) -> dict[str, Any]:
+    """A bar chart over a categorical column (ClickHouse SQL in table format)."""
+    return _panel("barchart", "table", title, description, targets, **kw)
+
+
+def logs(title: str, description: str, *targets: Target, **kw: Any) -> dict[str, Any]:
+    """A log-lines panel (Loki targets)."""
+    return _panel("logs", "table", title, description, targets, **kw)
+
+
+def alertlist(title: str, description: str, **kw: Any) -> dict[str, Any]:
+    """Grafana's alert list (no data source, no target)."""
+    return _panel("alertlist", "table", title, description, (), **kw)
+
+
 def band_overrides(lower="lower_mw", upper="upper_mw"):
     # fill between the interval bounds, bounds drawn thin and dashed
     return [
@@ -228,22 +304,23 @@ horizon_var = {
     "current": {"text": "1", "value": "1"},
     "options": [{"text": str(i), "value": str(i), "selected": i == 1} for i in range(8)],
 }
-d = Dash(
-    "powersense-load-forecast",
-    "PowerSense — Load & forecast",
-    "French national consumption (eco2mix, best available nature) against the forecasts PowerSense issued.",
-    ["load", "forecast"],
-    [*store_vars(), horizon_var],
-)
-d.add(
-    panel(
-        "timeseries",
-        "Load: actual vs latest forecast (prediction interval)",
-        "Per target time, the most recently issued forecast and its interval; "
-        "actual = latest version of the best nature.",
-        CH,
-        [
-            ch_target(f"""
+
+
+def load_forecast_dashboard() -> Dash:
+    """Dashboard 1. Load & forecast."""
+    d = Dash(
+        "powersense-load-forecast",
+        "PowerSense — Load & forecast",
+        "French national consumption (eco2mix, best available nature) against the forecasts PowerSense issued.",
+        ["load", "forecast"],
+        [*store_vars(), horizon_var],
+    )
+    d.add(
+        timeseries(
+            "Load: actual vs latest forecast (prediction interval)",
+            "Per target time, the most recently issued forecast and its interval; "
+            "actual = latest version of the best nature.",
+            f"""
 with {ACTUAL_CTE},
 latest_forecast as (
     select ts,
@@ -259,23 +336,19 @@ from actual
 full outer join latest_forecast using (ts)
 order by time
 settings join_use_nulls = 1
-""")
-        ],
-        unit="megwatt",
-        extra={"custom": {"lineWidth": 1}},
-        overrides=band_overrides(),
-    ),
-    w=24,
-    h=10,
-)
-d.add(
-    panel(
-        "timeseries",
-        "Forecast issued D+${horizon_day} vs actual",
-        "For each target time, the latest forecast issued ${horizon_day} Paris calendar day(s) before it.",
-        CH,
-        [
-            ch_target(f"""
+""",
+            unit="megwatt",
+            extra={"custom": {"lineWidth": 1}},
+            overrides=band_overrides(),
+        ),
+        w=24,
+        h=10,
+    )
+    d.add(
+        timeseries(
+            "Forecast issued D+${horizon_day} vs actual",
+            "For each target time, the latest forecast issued ${horizon_day} Paris calendar day(s) before it.",
+            f"""
 with {ACTUAL_CTE},
 horizon_forecast as (
     select ts,
@@ -291,22 +364,18 @@ from horizon_forecast
 left join actual using (ts)
 order by time
 settings join_use_nulls = 1
-""")
-        ],
-        unit="megwatt",
-        overrides=band_overrides(),
-    ),
-    w=12,
-    h=9,
-)
-d.add(
-    panel(
-        "timeseries",
-        "Error by horizon day (MW, forecast − actual)",
-        "Mean signed error per day and horizon: a bias that grows with the horizon shows in this panel first.",
-        CH,
-        [
-            ch_target(f"""
+""",
+            unit="megwatt",
+            overrides=band_overrides(),
+        ),
+        w=12,
+        h=9,
+    )
+    d.add(
+        timeseries(
+            "Error by horizon day (MW, forecast − actual)",
+            "Mean signed error per day and horizon: a bias that grows with the horizon shows in this panel first.",
+            f"""
 with {ACTUAL_CTE}
 select toStartOfDay(f.ts) as time,
        concat('D+', toString(f.horizon_day)) as horizon,
@@ -316,84 +385,61 @@ inner join actual as a on a.ts = f.ts
 where f.{SERIES.replace(" and metric", " and f.metric")} and $__timeFilter(f.ts)
 group by time, horizon
 order by time, horizon
-""")
-        ],
-        unit="megwatt",
-    ),
-    w=12,
-    h=9,
-)
-d.add(
-    panel(
-        "timeseries",
-        "RTE's own forecasts (J-1, J) vs actual",
-        "The operator's published day-ahead and intraday forecasts, the benchmark a model should beat.",
-        CH,
-        [
-            ch_target(f"""
+""",
+            unit="megwatt",
+        ),
+        w=12,
+        h=9,
+    )
+    d.add(
+        timeseries(
+            "RTE's own forecasts (J-1, J) vs actual",
+            "The operator's published day-ahead and intraday forecasts, the benchmark a model should beat.",
+            f"""
 select ts as time, a.value as actual_mw, j1.value as rte_j1_mw, j.value as rte_j_mw
 from {series_view()} as a
 full outer join {series_view("'prevision_j1'")} as j1 using (ts)
 full outer join {series_view("'prevision_j'")} as j using (ts)
 order by time
-""")
-        ],
-        unit="megwatt",
-    ),
-    w=24,
-    h=8,
-)
-d.add(
-    panel(
-        "stat",
-        "Latest forecast issued",
-        "When the newest forecast run was issued.",
-        CH,
-        [
-            ch_target(
-                """
+""",
+            unit="megwatt",
+        ),
+        w=24,
+        h=8,
+    )
+    d.add(
+        stat(
+            "Latest forecast issued",
+            "When the newest forecast run was issued.",
+            """
 select max(issued_at) as issued_at
 from ${db}.forecasts
 where source = '${source}' and metric = '${metric}'
 """,
-                "table",
-            )
-        ],
-        unit="dateTimeFromNow",
-    ),
-    w=6,
-    h=4,
-)
-d.add(
-    panel(
-        "stat",
-        "Fallback share (time range)",
-        "Share of forecast rows issued by the fallback instead of the model.",
-        CH,
-        [
-            ch_target(
-                """
+            unit="dateTimeFromNow",
+        ),
+        w=6,
+        h=4,
+    )
+    d.add(
+        stat(
+            "Fallback share (time range)",
+            "Share of forecast rows issued by the fallback instead of the model.",
+            """
 select countIf(quality = 'fallback') / greatest(count(), 1) as fallback_ratio
 from ${db}.forecasts
 where source = '${source}' and metric = '${metric}' and $__timeFilter(issued_at)
 """,
-                "table",
-            )
-        ],
-        unit="percentunit",
-    ),
-    w=6,
-    h=4,
-)
-d.add(
-    panel(
-        "table",
-        "Latest forecast runs",
-        "The ten newest runs: model version, quality and fallback reason.",
-        CH,
-        [
-            ch_target(
-                """
+            unit="percentunit",
+        ),
+        w=6,
+        h=4,
+    )
+    d.add(
+        table(
+            "Latest forecast runs",
+            "The ten newest runs: model version, quality and fallback reason.",
+            """
 select run_id, any(model_version) as model_version, max(issued_at) as issued_at, min(origin) as origin,
        count() as steps, max(horizon_day) as max_horizon_day, any(quality) as quality,
        any(fallback_reason) as fallback_reason
@@ -403,25 +449,11 @@ group by run_id
 order by issued_at desc
 limit 10
 """,
-                "table",
-            )
-        ],
-    ),
-    w=12,
-    h=8,
-)
-dashboards = {"load-forecast": d}
+        )
+    )
+    return d
 
-# --------------------------------------------------------------------------------------------------
-# 2. Anomalies & data quality
-d = Dash(
-    "powersense-data-quality",
-    "PowerSense — Anomalies & data quality",
-    "Coverage (DST-aware), revisions, natures, rejected records and the anomalies detect flags.",
-    ["data-quality", "anomalies"],
-    [*store_vars()],
-    time_from="now-30d",
-)
+
 COVERAGE = f"""
 with days as (
     select toDate($__fromTime, 'Europe/Paris') + number as day
@@ -442,41 +474,44 @@ expected as (
     from days
 )
 """
-d.add(
-    panel(
-        "timeseries",
-        "Daily coverage of consommation (DST-aware)",
-        "Observed half-hours with a value / half-hours in the Paris day (46 on spring-forward, 50 on fall-back days).",
-        CH,
-        [
-            ch_target(
-                COVERAGE
-                + """
+
+
+def data_quality_dashboard() -> Dash:
+    """Dashboard 2. Anomalies & data quality."""
+    # --------------------------------------------------------------------------------------------------
+    # 2. Anomalies & data quality
+    d = Dash(
+        "powersense-data-quality",
+        "PowerSense — Anomalies & data quality",
+        "Coverage (DST-aware), revisions, natures, rejected records and the anomalies detect flags.",
+        ["data-quality", "anomalies"],
+        [*store_vars()],
+        time_from="now-30d",
+    )
+    d.add(
+        timeseries(
+            "Daily coverage of consommation (DST-aware)",
+            "Observed half-hours with a value / half-hours in the Paris day "
+            "(46 on spring-forward, 50 on fall-back days).",
+            COVERAGE
+            + """
 select toDateTime(e.day, 'Europe/Paris') as time,
        coalesce(o.observed_slots, 0) / e.expected_slots as coverage_ratio
 from expected as e
 left join observed as o on o.day = e.day
 order by time
 settings join_use_nulls = 1
-"""
-            )
-        ],
-        unit="percentunit",
-        extra={"min": 0, "max": 1.05},
-    ),
-    w=12,
-    h=8,
-)
-d.add(
-    panel(
-        "table",
-        "Incomplete days",
-        "Paris days with fewer half-hourly values than the day has.",
-        CH,
-        [
-            ch_target(
-                COVERAGE
-                + """
+""",
+            unit="percentunit",
+            extra={"min": 0, "max": 1.05},
+        )
+    )
+    d.add(
+        table(
+            "Incomplete days",
+            "Paris days with fewer half-hourly values than the day has.",
+            COVERAGE
+            + """
 select e.day as day, e.expected_slots as expected_slots, coalesce(o.observed_slots, 0) as observed_slots,
        e.expected_slots - coalesce(o.observed_slots, 0) as missing_slots
 from expected as e
@@ -485,62 +520,42 @@ where coalesce(o.observed_slots, 0) < e.expected_slots
 order by day desc
 settings join_use_nulls = 1
 """,
-                "table",
-            )
-        ],
-    ),
-    w=12,
-    h=8,
-)
-d.add(
-    panel(
-        "timeseries",
-        "Values by nature per day",
-        "Which revision level (temps réel, consolidées, définitives) the stored values have.",
-        CH,
-        [
-            ch_target(f"""
+        )
+    )
+    d.add(
+        timeseries(
+            "Values by nature per day",
+            "Which revision level (temps réel, consolidées, définitives) the stored values have.",
+            f"""
 select toStartOfDay(ts) as time, nature, count() as values
 from ${{db}}.measurements_latest final
 where {SERIES} and $__timeFilter(ts)
 group by time, nature
 order by time
-""")
-        ],
-        extra={"custom": {"drawStyle": "bars", "stacking": {"mode": "normal"}}},
-    ),
-    w=12,
-    h=8,
-)
-d.add(
-    panel(
-        "timeseries",
-        "Revised values per day",
-        "Values stored in more than one version (the source changed them after first publication).",
-        CH,
-        [
-            ch_target("""
+""",
+            extra={"custom": {"drawStyle": "bars", "stacking": {"mode": "normal"}}},
+        )
+    )
+    d.add(
+        timeseries(
+            "Revised values per day",
+            "Values stored in more than one version (the source changed them after first publication).",
+            """
 select toStartOfDay(ts) as time, metric, uniqExactIf(ukey, version > 1) as revised_values
 from ${db}.measurements
 where source = '${source}' and $__timeFilter(ts)
 group by time, metric
 order by time
-""")
-        ],
-    ),
-    w=12,
-    h=8,
-)
-d.add(
-    panel(
-        "timeseries",
-        "Implausible values per day",
-        "Stored values the plausibility rule flags (zero or negative load, outside the physical bounds, "
-        "an impossible jump): kept as received, left out of the series. A revision that makes a value "
-        "plausible clears its flag.",
-        CH,
-        [
-            ch_target("""
+""",
+        )
+    )
+    d.add(
+        timeseries(
+            "Implausible values per day",
+            "Stored values the plausibility rule flags (zero or negative load, outside the physical bounds, "
+            "an impossible jump): kept as received, left out of the series. A revision that makes a value "
+            "plausible clears its flag.",
+            """
 select toStartOfDay(ts) as time, concat(metric, ': ', reason) as reason, count() as values
 from (
     select ts, metric, ukey, version, argMax(reason, flagged_at) as reason
@@ -551,153 +566,114 @@ from (
 where reason != ''
 group by time, reason
 order by time
-""")
-        ],
-        extra={"custom": {"drawStyle": "bars", "stacking": {"mode": "normal"}}},
-    ),
-    w=12,
-    h=8,
-)
-d.add(
-    panel(
-        "timeseries",
-        "Rejected records by reason",
-        "Dead-letter records per hour (poll and upsert-version).",
-        CH,
-        [
-            ch_target("""
+""",
+            extra={"custom": {"drawStyle": "bars", "stacking": {"mode": "normal"}}},
+        )
+    )
+    d.add(
+        timeseries(
+            "Rejected records by reason",
+            "Dead-letter records per hour (poll and upsert-version).",
+            """
 select toStartOfHour(rejected_at) as time, concat(stage, ': ', reason) as reason, count() as records
 from ${db}.rejected_records
 where $__timeFilter(rejected_at)
 group by time, reason
 order by time
-""")
-        ],
-        extra={"custom": {"drawStyle": "bars", "stacking": {"mode": "normal"}}},
-    ),
-    w=12,
-    h=8,
-)
-d.add(
-    panel(
-        "table",
-        "Latest rejected records",
-        "The 50 newest dead-letter records with their payload.",
-        CH,
-        [
-            ch_target(
-                """
+""",
+            extra={"custom": {"drawStyle": "bars", "stacking": {"mode": "normal"}}},
+        )
+    )
+    d.add(
+        table(
+            "Latest rejected records",
+            "The 50 newest dead-letter records with their payload.",
+            """
 select rejected_at, stage, reason, batch_id, record_no, substring(payload, 1, 300) as payload
 from ${db}.rejected_records
 where $__timeFilter(rejected_at)
 order by rejected_at desc
 limit 50
 """,
-                "table",
-            )
-        ],
-    ),
-    w=12,
-    h=8,
-)
-d.row("Anomalies (detect)")
-d.add(
-    panel(
-        "stat",
-        "Open anomalies",
-        "Anomalous points detect still holds open in the time range.",
-        CH,
-        [
-            ch_target(
-                """
+        )
+    )
+    d.row("Anomalies (detect)")
+    d.add(
+        stat(
+            "Open anomalies",
+            "Anomalous points detect still holds open in the time range.",
+            """
 select count() as open_anomalies
 from ${db}.anomalies final
 where status = 'open' and $__timeFilter(ts)
 """,
-                "table",
-            )
-        ],
-        extra={
-            "thresholds": {
-                "mode": "absolute",
-                "steps": [{"color": "green", "value": None}, {"color": "orange", "value": 1}],
-            }
-        },
-    ),
-    w=4,
-    h=8,
-)
-d.add(
-    panel(
-        "timeseries",
-        "Load with open anomalies",
-        "The series with the points detect flagged (dots) and what it expected.",
-        CH,
-        [
-            ch_target(f"""
+            extra={
+                "thresholds": {
+                    "mode": "absolute",
+                    "steps": [{"color": "green", "value": None}, {"color": "orange", "value": 1}],
+                }
+            },
+        ),
+        w=4,
+        h=8,
+    )
+    d.add(
+        timeseries(
+            "Load with open anomalies",
+            "The series with the points detect flagged (dots) and what it expected.",
+            f"""
 with {ACTUAL_CTE}
 select ts as time, actual_mw
 from actual
 order by time
-"""),
-            ch_target(
-                f"""
+""",
+            f"""
 select ts as time, value as anomaly_mw, expected as expected_mw
 from ${{db}}.anomalies final
 where {SERIES} and status = 'open' and $__timeFilter(ts)
 order by time
 """,
-                ref="B",
-            ),
-        ],
-        unit="megwatt",
-        overrides=[
-            {
-                "matcher": {"id": "byName", "options": "anomaly_mw"},
-                "properties": [
-                    {"id": "custom.drawStyle", "value": "points"},
-                    {"id": "custom.pointSize", "value": 7},
-                    {"id": "color", "value": {"mode": "fixed", "fixedColor": "red"}},
-                ],
-            },
-            {
-                "matcher": {"id": "byName", "options": "expected_mw"},
-                "properties": [{"id": "custom.drawStyle", "value": "points"}, {"id": "custom.pointSize", "value": 3}],
-            },
-        ],
-    ),
-    w=20,
-    h=8,
-)
-d.add(
-    panel(
-        "timeseries",
-        "Anomalies per day by kind",
-        "spike, dip, level_shift, flatline, missing, implausible — all statuses.",
-        CH,
-        [
-            ch_target("""
+            unit="megwatt",
+            overrides=[
+                {
+                    "matcher": {"id": "byName", "options": "anomaly_mw"},
+                    "properties": [
+                        {"id": "custom.drawStyle", "value": "points"},
+                        {"id": "custom.pointSize", "value": 7},
+                        {"id": "color", "value": {"mode": "fixed", "fixedColor": "red"}},
+                    ],
+                },
+                {
+                    "matcher": {"id": "byName", "options": "expected_mw"},
+                    "properties": [
+                        {"id": "custom.drawStyle", "value": "points"},
+                        {"id": "custom.pointSize", "value": 3},
+                    ],
+                },
+            ],
+        ),
+        w=20,
+        h=8,
+    )
+    d.add(
+        timeseries(
+            "Anomalies per day by kind",
+            "spike, dip, level_shift, flatline, missing, implausible — all statuses.",
+            """
 select toStartOfDay(ts) as time, kind, count() as anomalies
 from ${db}.anomalies final
 where $__timeFilter(ts)
 group by time, kind
 order by time
-""")
-        ],
-        extra={"custom": {"drawStyle": "bars", "stacking": {"mode": "normal"}}},
-    ),
-    w=12,
-    h=8,
-)
-d.add(
-    panel(
-        "table",
-        "Latest anomalies",
-        "The 100 newest anomalous points with their expectation, score and state.",
-        CH,
-        [
-            ch_target(
-                """
+""",
+            extra={"custom": {"drawStyle": "bars", "stacking": {"mode": "normal"}}},
+        )
+    )
+    d.add(
+        table(
+            "Latest anomalies",
+            "The 100 newest anomalous points with their expectation, score and state.",
+            """
 select ts, kind, detector, severity, status, value, expected, lower, upper, score, model_version, resolution,
        detected_at
 from ${db}.anomalies final
@@ -705,23 +681,14 @@ where $__timeFilter(ts)
 order by ts desc
 limit 100
 """,
-                "table",
-            )
-        ],
-    ),
-    w=12,
-    h=8,
-)
-d.row("Data-quality checks (detect)")
-d.add(
-    panel(
-        "table",
-        "Latest result of every check",
-        "Per check and scope, the most recent status and value.",
-        CH,
-        [
-            ch_target(
-                """
+        )
+    )
+    d.row("Data-quality checks (detect)")
+    d.add(
+        table(
+            "Latest result of every check",
+            "Per check and scope, the most recent status and value.",
+            """
 select check, scope, argMax(status, checked_at) as status, argMax(value, checked_at) as value,
        argMax(expected, checked_at) as expected, max(checked_at) as last_checked_at
 from ${db}.data_quality
@@ -730,45 +697,25 @@ group by check, scope
 order by status = 'ok', check, scope desc
 limit 200
 """,
-                "table",
-            )
-        ],
-    ),
-    w=12,
-    h=8,
-)
-d.add(
-    panel(
-        "timeseries",
-        "Checks not ok per day",
-        "warn and fail results per day and check.",
-        CH,
-        [
-            ch_target("""
+        )
+    )
+    d.add(
+        timeseries(
+            "Checks not ok per day",
+            "warn and fail results per day and check.",
+            """
 select toStartOfDay(checked_at) as time, concat(check, ' ', status) as check_status, count() as checks
 from ${db}.data_quality
 where status != 'ok' and $__timeFilter(checked_at)
 group by time, check_status
 order by time
-""")
-        ],
-        extra={"custom": {"drawStyle": "bars", "stacking": {"mode": "normal"}}},
-    ),
-    w=12,
-    h=8,
-)
-dashboards["data-quality"] = d
+""",
+            extra={"custom": {"drawStyle": "bars", "stacking": {"mode": "normal"}}},
+        )
+    )
+    return d
 
-# --------------------------------------------------------------------------------------------------
-# 3. Model performance & drift
-d = Dash(
-    "powersense-model-performance",
-    "PowerSense — Model performance & drift",
-    "Accuracy of issued forecasts against the actual series, by horizon day; interval calibration; drift signals.",
-    ["model", "accuracy", "drift"],
-    [*store_vars(), horizon_var],
-    time_from="now-30d",
-)
+
 JOINED = f"""
 with {ACTUAL_CTE},
 scored as (
@@ -779,16 +726,26 @@ scored as (
     where f.source = '${{source}}' and f.metric = '${{metric}}' and $__timeFilter(f.ts)
 )
 """
-d.add(
-    panel(
-        "barchart",
-        "MAPE by horizon day",
-        "Mean absolute percentage error of every issued forecast, by days ahead.",
-        CH,
-        [
-            ch_target(
-                JOINED
-                + """
+
+
+def model_performance_dashboard() -> Dash:
+    """Dashboard 3. Model performance & drift."""
+    # --------------------------------------------------------------------------------------------------
+    # 3. Model performance & drift
+    d = Dash(
+        "powersense-model-performance",
+        "PowerSense — Model performance & drift",
+        "Accuracy of issued forecasts against the actual series, by horizon day; interval calibration; drift signals.",
+        ["model", "accuracy", "drift"],
+        [*store_vars(), horizon_var],
+        time_from="now-30d",
+    )
+    d.add(
+        barchart(
+            "MAPE by horizon day",
+            "Mean absolute percentage error of every issued forecast, by days ahead.",
+            JOINED
+            + """
 select concat('D+', toString(horizon_day)) as horizon,
        avg(abs(yhat - actual_mw) / actual_mw) as mape_ratio,
        count() as scored_points
@@ -797,24 +754,15 @@ where actual_mw > 0
 group by horizon_day
 order by horizon_day
 """,
-                "table",
-            )
-        ],
-        unit="percentunit",
-    ),
-    w=12,
-    h=8,
-)
-d.add(
-    panel(
-        "table",
-        "Interval calibration by horizon day",
-        "Share of actuals inside the prediction interval vs its nominal level.",
-        CH,
-        [
-            ch_target(
-                JOINED
-                + """
+            unit="percentunit",
+        )
+    )
+    d.add(
+        table(
+            "Interval calibration by horizon day",
+            "Share of actuals inside the prediction interval vs its nominal level.",
+            JOINED
+            + """
 select horizon_day,
        avg(interval_level) as nominal_coverage,
        avgIf(actual_mw between lower and upper, lower is not null and upper is not null) as observed_coverage,
@@ -823,47 +771,30 @@ from scored
 group by horizon_day
 order by horizon_day
 """,
-                "table",
-            )
-        ],
-    ),
-    w=12,
-    h=8,
-)
-d.add(
-    panel(
-        "timeseries",
-        "Daily MAPE at D+${horizon_day}",
-        "Accuracy over time for the selected horizon: a step up is drift.",
-        CH,
-        [
-            ch_target(
-                JOINED
-                + """
+        )
+    )
+    d.add(
+        timeseries(
+            "Daily MAPE at D+${horizon_day}",
+            "Accuracy over time for the selected horizon: a step up is drift.",
+            JOINED
+            + """
 select toStartOfDay(ts) as time, model_version, avg(abs(yhat - actual_mw) / actual_mw) as mape_ratio
 from scored
 where horizon_day = ${horizon_day} and actual_mw > 0
 group by time, model_version
 order by time
-"""
-            )
-        ],
-        unit="percentunit",
-    ),
-    w=12,
-    h=8,
-)
-d.add(
-    panel(
-        "timeseries",
-        "Bias drift: 7-day rolling mean error at D+${horizon_day}",
-        "Mean signed error over the last 7 days: persistent over- or under-forecasting "
-        "means the load moved away from the training data.",
-        CH,
-        [
-            ch_target(
-                JOINED
-                + """,
+""",
+            unit="percentunit",
+        )
+    )
+    d.add(
+        timeseries(
+            "Bias drift: 7-day rolling mean error at D+${horizon_day}",
+            "Mean signed error over the last 7 days: persistent over- or under-forecasting "
+            "means the load moved away from the training data.",
+            JOINED
+            + """,
 daily as (
     select toStartOfDay(ts) as day, avg(yhat - actual_mw) as mean_error_mw, avg(actual_mw) as mean_load_mw
     from scored
@@ -875,105 +806,75 @@ select day as time,
        avg(mean_load_mw) over (order by day rows between 6 preceding and current row) as rolling_load_mw
 from daily
 order by time
-"""
-            )
-        ],
-        unit="megwatt",
-        overrides=[
-            {
-                "matcher": {"id": "byName", "options": "rolling_load_mw"},
-                "properties": [{"id": "custom.axisPlacement", "value": "right"}],
-            }
-        ],
-    ),
-    w=12,
-    h=8,
-)
-d.add(
-    panel(
-        "timeseries",
-        "Forecast MAPE reported by query (Prometheus)",
-        "powersense_forecast_mape_ratio per horizon day, the alerting input.",
-        PROM,
-        [prom_target("powersense:forecast_mape_ratio:max", "D+{{horizon_day}}")],
-        unit="percentunit",
-    ),
-    w=12,
-    h=8,
-)
-d.add(
-    panel(
-        "timeseries",
-        "Forecast age (Prometheus)",
-        "Seconds since the newest forecast was issued (alert above 2 h).",
-        PROM,
-        [prom_target("powersense:forecast_age_seconds:max", "age")],
-        unit="s",
-    ),
-    w=12,
-    h=8,
-)
-d.row("Model metrics recorded by detect")
-d.add(
-    panel(
-        "timeseries",
-        "MAPE by horizon day (detect)",
-        "model_metrics kind=accuracy, name=mape, per horizon day.",
-        CH,
-        [
-            ch_target("""
+""",
+            unit="megwatt",
+            overrides=[
+                {
+                    "matcher": {"id": "byName", "options": "rolling_load_mw"},
+                    "properties": [{"id": "custom.axisPlacement", "value": "right"}],
+                }
+            ],
+        )
+    )
+    d.add(
+        timeseries(
+            "Forecast MAPE reported by query (Prometheus)",
+            "powersense_forecast_mape_ratio per horizon day, the alerting input.",
+            prom_target("powersense:forecast_mape_ratio:max", "D+{{horizon_day}}"),
+            unit="percentunit",
+        )
+    )
+    d.add(
+        timeseries(
+            "Forecast age (Prometheus)",
+            "Seconds since the newest forecast was issued (alert above 2 h).",
+            prom_target("powersense:forecast_age_seconds:max", "age"),
+            unit="s",
+        )
+    )
+    d.row("Model metrics recorded by detect")
+    d.add(
+        timeseries(
+            "MAPE by horizon day (detect)",
+            "model_metrics kind=accuracy, name=mape, per horizon day.",
+            """
 select computed_at as time, concat('D+', toString(horizon_day)) as horizon, value as mape_ratio
 from ${db}.model_metrics final
 where kind = 'accuracy' and name = 'mape' and $__timeFilter(computed_at)
 order by time
-""")
-        ],
-        unit="percentunit",
-    ),
-    w=12,
-    h=8,
-)
-d.add(
-    panel(
-        "timeseries",
-        "Drift: PSI by time of day (detect)",
-        "Population stability index of recent load vs reference, per time-of-day bucket.",
-        CH,
-        [
-            ch_target("""
+""",
+            unit="percentunit",
+        )
+    )
+    d.add(
+        timeseries(
+            "Drift: PSI by time of day (detect)",
+            "Population stability index of recent load vs reference, per time-of-day bucket.",
+            """
 select computed_at as time, scope, value as psi
 from ${db}.model_metrics final
 where kind = 'psi' and $__timeFilter(computed_at)
 order by time
-""")
-        ],
-    ),
-    w=12,
-    h=8,
-)
-d.add(
-    panel(
-        "table",
-        "Breaches and retrain requests",
-        "Metrics above their threshold, newest first.",
-        CH,
-        [
-            ch_target(
-                """
+""",
+        )
+    )
+    d.add(
+        table(
+            "Breaches and retrain requests",
+            "Metrics above their threshold, newest first.",
+            """
 select computed_at, kind, name, horizon_day, scope, model_version, value, threshold, n, details
 from ${db}.model_metrics final
 where (breached = 1 or kind = 'retrain_request') and $__timeFilter(computed_at)
 order by computed_at desc
 limit 100
 """,
-                "table",
-            )
-        ],
-    ),
-    w=24,
-    h=8,
-)
-dashboards["model-performance"] = d
+        ),
+        w=24,
+        h=8,
+    )
+    return d
+
 
 # --------------------------------------------------------------------------------------------------
 # 4. Pipeline health
@@ -990,45 +891,50 @@ fn_var = {
     "definition": "select distinct function from ${db}.pipeline_runs order by function",
     "current": {"text": "All", "value": "$__all"},
 }
-d = Dash(
-    "powersense-pipeline-health",
-    "PowerSense — Pipeline health",
-    "Stage runs, durations, failures and data freshness, "
-    "from pipeline_runs (ClickHouse) and the stage metrics (Prometheus).",
-    ["pipeline", "ops"],
-    [*store_vars(), fn_var],
-    time_from="now-24h",
-)
 FN_FILTER = "function in (${function:singlequote})"
-d.add(
-    panel(
-        "alertlist",
-        "Firing alerts",
-        "PowerSense alerts currently firing.",
-        None,
-        [],
-        options={
-            "alertListOptions": {},
-            "stateFilter": {"firing": True, "pending": True},
-            "maxItems": 20,
-            "sortOrder": 1,
-            "dashboardAlerts": False,
-            "alertName": "",
-            "alertInstanceLabelFilter": "",
-        },
-    ),
-    w=8,
-    h=8,
-)
-d.add(
-    panel(
-        "table",
-        "Last run per stage",
-        "Status of the latest run, last success and how long ago.",
-        CH,
-        [
-            ch_target(
-                f"""
+RUNS = f"""latest_runs as (
+    select function, run_id, started_at, argMax(status, updated_at) as status,
+           argMax(finished_at, updated_at) as finished_at, argMax(rows_out, updated_at) as rows_out,
+           argMax(error, updated_at) as error, argMax(trigger, updated_at) as trigger
+    from ${{db}}.pipeline_runs
+    where $__timeFilter(started_at) and {FN_FILTER}
+    group by function, run_id, started_at
+)"""
+
+
+def pipeline_health_dashboard() -> Dash:
+    """Dashboard 4. Pipeline health."""
+    d = Dash(
+        "powersense-pipeline-health",
+        "PowerSense — Pipeline health",
+        "Stage runs, durations, failures and data freshness, "
+        "from pipeline_runs (ClickHouse) and the stage metrics (Prometheus).",
+        ["pipeline", "ops"],
+        [*store_vars(), fn_var],
+        time_from="now-24h",
+    )
+    d.add(
+        alertlist(
+            "Firing alerts",
+            "PowerSense alerts currently firing.",
+            options={
+                "alertListOptions": {},
+                "stateFilter": {"firing": True, "pending": True},
+                "maxItems": 20,
+                "sortOrder": 1,
+                "dashboardAlerts": False,
+                "alertName": "",
+                "alertInstanceLabelFilter": "",
+            },
+        ),
+        w=8,
+        h=8,
+    )
+    d.add(
+        table(
+            "Last run per stage",
+            "Status of the latest run, last success and how long ago.",
+            f"""
 with latest_runs as (
     select function, run_id, started_at, argMax(status, updated_at) as status,
            argMax(finished_at, updated_at) as finished_at, argMax(error, updated_at) as error
@@ -1047,49 +953,29 @@ from latest_runs
 group by function
 order by function
 """,
-                "table",
-            )
-        ],
-    ),
-    w=16,
-    h=8,
-)
-RUNS = f"""latest_runs as (
-    select function, run_id, started_at, argMax(status, updated_at) as status,
-           argMax(finished_at, updated_at) as finished_at, argMax(rows_out, updated_at) as rows_out,
-           argMax(error, updated_at) as error, argMax(trigger, updated_at) as trigger
-    from ${{db}}.pipeline_runs
-    where $__timeFilter(started_at) and {FN_FILTER}
-    group by function, run_id, started_at
-)"""
-d.add(
-    panel(
-        "timeseries",
-        "Runs by stage and status",
-        "Invocations per interval (pipeline_runs, final status).",
-        CH,
-        [
-            ch_target(f"""
+        ),
+        w=16,
+        h=8,
+    )
+    d.add(
+        timeseries(
+            "Runs by stage and status",
+            "Invocations per interval (pipeline_runs, final status).",
+            f"""
 with {RUNS}
 select $__timeInterval(started_at) as time, concat(function, ' ', status) as series, count() as runs
 from latest_runs
 group by time, series
 order by time
-""")
-        ],
-        extra={"custom": {"drawStyle": "bars", "stacking": {"mode": "normal"}}},
-    ),
-    w=12,
-    h=8,
-)
-d.add(
-    panel(
-        "timeseries",
-        "Run duration p95 by stage",
-        "95th percentile of wall time per interval.",
-        CH,
-        [
-            ch_target(f"""
+""",
+            extra={"custom": {"drawStyle": "bars", "stacking": {"mode": "normal"}}},
+        )
+    )
+    d.add(
+        timeseries(
+            "Run duration p95 by stage",
+            "95th percentile of wall time per interval.",
+            f"""
 with {RUNS}
 select $__timeInterval(started_at) as time, function,
        quantile(0.95)(dateDiff('millisecond', started_at, finished_at) / 1000) as duration_p95_s
@@ -1097,22 +983,15 @@ from latest_runs
 where finished_at is not null
 group by time, function
 order by time
-""")
-        ],
-        unit="s",
-    ),
-    w=12,
-    h=8,
-)
-d.add(
-    panel(
-        "table",
-        "Recent failures",
-        "Failed runs with their error (newest first).",
-        CH,
-        [
-            ch_target(
-                f"""
+""",
+            unit="s",
+        )
+    )
+    d.add(
+        table(
+            "Recent failures",
+            "Failed runs with their error (newest first).",
+            f"""
 with {RUNS}
 select started_at, function, trigger, run_id, error
 from latest_runs
@@ -1120,135 +999,94 @@ where status = 'failed'
 order by started_at desc
 limit 50
 """,
-                "table",
-            )
-        ],
-    ),
-    w=12,
-    h=8,
-)
-d.add(
-    panel(
-        "timeseries",
-        "Rows written by stage",
-        "rows_out per interval.",
-        CH,
-        [
-            ch_target(f"""
+        )
+    )
+    d.add(
+        timeseries(
+            "Rows written by stage",
+            "rows_out per interval.",
+            f"""
 with {RUNS}
 select $__timeInterval(started_at) as time, function, sum(rows_out) as rows_out
 from latest_runs
 group by time, function
 order by time
-""")
-        ],
-        extra={"custom": {"drawStyle": "bars"}},
-    ),
-    w=12,
-    h=8,
-)
-d.add(
-    panel(
-        "stat",
-        "Data freshness (ClickHouse)",
-        "Age of the newest consommation value.",
-        CH,
-        [
-            ch_target(
-                f"""
+""",
+            extra={"custom": {"drawStyle": "bars"}},
+        )
+    )
+    d.add(
+        stat(
+            "Data freshness (ClickHouse)",
+            "Age of the newest consommation value.",
+            f"""
 select dateDiff('second', max(ts), now64(3)) as freshness_seconds
 from ${{db}}.measurements_latest final
 where {SERIES} and value is not null
 """,
-                "table",
-            )
-        ],
-        unit="s",
-        extra={"thresholds": FRESHNESS_THRESHOLDS},
-    ),
-    w=6,
-    h=5,
-)
-d.add(
-    panel(
-        "stat",
-        "Data freshness (Prometheus)",
-        "powersense_data_freshness_seconds from the query function (alerting input).",
-        PROM,
-        [prom_target("max(powersense:data_freshness_seconds:max)", "freshness", instant=True)],
-        unit="s",
-        extra={"thresholds": FRESHNESS_THRESHOLDS},
-    ),
-    w=6,
-    h=5,
-)
-d.add(
-    panel(
-        "timeseries",
-        "Since last success (Prometheus)",
-        "Seconds since each stage last succeeded, against 2× its schedule.",
-        PROM,
-        [
+            unit="s",
+            extra={"thresholds": FRESHNESS_THRESHOLDS},
+        ),
+        w=6,
+        h=5,
+    )
+    d.add(
+        stat(
+            "Data freshness (Prometheus)",
+            "powersense_data_freshness_seconds from the query function (alerting input).",
+            prom_target("max(powersense:data_freshness_seconds:max)", "freshness", instant=True),
+            unit="s",
+            extra={"thresholds": FRESHNESS_THRESHOLDS},
+        ),
+        w=6,
+        h=5,
+    )
+    d.add(
+        timeseries(
+            "Since last success (Prometheus)",
+            "Seconds since each stage last succeeded, against 2× its schedule.",
             prom_target("time() - powersense:stage_last_success_timestamp_seconds", "{{function}}"),
             prom_target("2 * powersense:stage_schedule_seconds", "{{function}} 2× schedule", ref="B"),
-        ],
-        unit="s",
-    ),
-    w=12,
-    h=5,
-)
-d.add(
-    panel(
-        "timeseries",
-        "Stage runs per hour (Prometheus)",
-        "From the pushed powersense_stage_runs_total counters.",
-        PROM,
-        [prom_target("powersense:stage_runs:increase1h", "{{function}} {{status}}")],
-    ),
-    w=12,
-    h=8,
-)
-d.add(
-    panel(
-        "timeseries",
-        "Stage duration p95 (Prometheus)",
-        "From powersense_stage_duration_seconds histograms.",
-        PROM,
-        [prom_target("powersense:stage_duration_seconds:p95_1h", "{{function}}")],
-        unit="s",
-    ),
-    w=12,
-    h=8,
-)
-d.add(
-    panel(
-        "timeseries",
-        "Gateway invocations (OpenFaaS)",
-        "Invocations per second by function and HTTP code.",
-        PROM,
-        [
+            unit="s",
+        ),
+        w=12,
+        h=5,
+    )
+    d.add(
+        timeseries(
+            "Stage runs per hour (Prometheus)",
+            "From the pushed powersense_stage_runs_total counters.",
+            prom_target("powersense:stage_runs:increase1h", "{{function}} {{status}}"),
+        )
+    )
+    d.add(
+        timeseries(
+            "Stage duration p95 (Prometheus)",
+            "From powersense_stage_duration_seconds histograms.",
+            prom_target("powersense:stage_duration_seconds:p95_1h", "{{function}}"),
+            unit="s",
+        )
+    )
+    d.add(
+        timeseries(
+            "Gateway invocations (OpenFaaS)",
+            "Invocations per second by function and HTTP code.",
             prom_target(
                 "sum by (function_name, code) (rate(gateway_function_invocation_total[$__rate_interval]))",
                 "{{function_name}} {{code}}",
-            )
-        ],
-        unit="reqps",
-    ),
-    w=12,
-    h=8,
-)
-d.add(
-    panel(
-        "timeseries",
-        "Function replicas (OpenFaaS)",
-        "Replicas per function (query scales 2–10).",
-        PROM,
-        [prom_target("max by (function_name) (gateway_service_count)", "{{function_name}}")],
-    ),
-    w=12,
-    h=8,
-)
-dashboards["pipeline-health"] = d
+            ),
+            unit="reqps",
+        )
+    )
+    d.add(
+        timeseries(
+            "Function replicas (OpenFaaS)",
+            "Replicas per function (query scales 2–10).",
+            prom_target("max by (function_name) (gateway_service_count)", "{{function_name}}"),
+        )
+    )
+    return d
+
 
 # --------------------------------------------------------------------------------------------------
 # 5. Logs
@@ -1294,88 +1132,87 @@ search_var = {
     "query": "",
     "current": {"text": "", "value": ""},
 }
-d = Dash(
-    "powersense-logs",
-    "PowerSense — Logs",
-    "JSON logs of every function (Loki); filter by function, level, run_id.",
-    ["logs"],
-    [loki_fn, level_var, run_var, search_var],
-    time_from="now-6h",
-)
 SEL = '{job="powersense", function=~"$function", level=~"$level"}'
-d.add(
-    panel(
-        "timeseries",
-        "Log lines by level",
-        "Lines per interval by level.",
-        LOKI,
-        [
+
+
+def logs_dashboard() -> Dash:
+    """Dashboard 5. Logs."""
+    d = Dash(
+        "powersense-logs",
+        "PowerSense — Logs",
+        "JSON logs of every function (Loki); filter by function, level, run_id.",
+        ["logs"],
+        [loki_fn, level_var, run_var, search_var],
+        time_from="now-6h",
+    )
+    d.add(
+        timeseries(
+            "Log lines by level",
+            "Lines per interval by level.",
             loki_target(
                 f'sum by (level) (count_over_time({SEL} |= "$search" | run_id=~"$run_id" [$__auto]))', "{{level}}"
-            )
-        ],
-        extra={"custom": {"drawStyle": "bars", "stacking": {"mode": "normal"}}},
-    ),
-    w=12,
-    h=7,
-)
-d.add(
-    panel(
-        "timeseries",
-        "Errors by function and event",
-        "ERROR lines per interval, by function and event name.",
-        LOKI,
-        [
+            ),
+            extra={"custom": {"drawStyle": "bars", "stacking": {"mode": "normal"}}},
+        ),
+        w=12,
+        h=7,
+    )
+    d.add(
+        timeseries(
+            "Errors by function and event",
+            "ERROR lines per interval, by function and event name.",
             loki_target(
-                'sum by (function, event) (count_over_time('
+                "sum by (function, event) (count_over_time("
                 '{job="powersense", function=~"$function", level=~"ERROR|CRITICAL"} [$__auto]))',
                 "{{function}} {{event}}",
-            )
-        ],
-        extra={"custom": {"drawStyle": "bars"}},
-    ),
-    w=12,
-    h=7,
-)
-d.add(
-    panel(
-        "table",
-        "Finished runs",
-        "run_finished events: status, rows and duration per invocation.",
-        LOKI,
-        [
+            ),
+            extra={"custom": {"drawStyle": "bars"}},
+        ),
+        w=12,
+        h=7,
+    )
+    d.add(
+        table(
+            "Finished runs",
+            "run_finished events: status, rows and duration per invocation.",
             loki_target(
                 '{job="powersense", function=~"$function", event="run_finished"} | run_id=~"$run_id" '
                 "| json status, rows_in, rows_out, duration_s, error",
                 qtype="range",
-            )
-        ],
-        options={"showHeader": True},
-    ),
-    w=24,
-    h=8,
-)
-d.add(
-    panel(
-        "logs",
-        "Log lines",
-        "Every matching line; click a line to see its fields (run_id, event, error …).",
-        LOKI,
-        [loki_target(f'{SEL} |= "$search" | run_id=~"$run_id" | json')],
-        options={
-            "showTime": True,
-            "wrapLogMessage": True,
-            "sortOrder": "Descending",
-            "enableLogDetails": True,
-            "prettifyLogMessage": False,
-            "dedupStrategy": "none",
-        },
-    ),
-    w=24,
-    h=14,
-)
-dashboards["logs"] = d
+            ),
+            options={"showHeader": True},
+        ),
+        w=24,
+        h=8,
+    )
+    d.add(
+        logs(
+            "Log lines",
+            "Every matching line; click a line to see its fields (run_id, event, error …).",
+            loki_target(f'{SEL} |= "$search" | run_id=~"$run_id" | json'),
+            options={
+                "showTime": True,
+                "wrapLogMessage": True,
+                "sortOrder": "Descending",
+                "enableLogDetails": True,
+                "prettifyLogMessage": False,
+                "dedupStrategy": "none",
+            },
+        ),
+        w=24,
+        h=14,
+    )
+    return d
 
+
+# file name (without .json) → the dashboard
+dashboards: dict[str, Dash] = {
+    "load-forecast": load_forecast_dashboard(),
+    "data-quality": data_quality_dashboard(),
+    "model-performance": model_performance_dashboard(),
+    "pipeline-health": pipeline_health_dashboard(),
+    "logs": logs_dashboard(),
+}
 
 
 def render(dash: Dash) -> str:
