@@ -155,8 +155,11 @@ def load_data(files: list[Path], resolution_min: int, settings: Settings | None 
     grid.attrs["generic"] = generic
     rte = None
     if "prevision_j1" in h.columns and h["prevision_j1"].notna().any():
-        rte = build_grid(h[["ts", "prevision_j1"]].rename(columns={"prevision_j1": "value"}), resolution_min,
-                         max_interp_steps=0)[["ts", "value"]]
+        # RTE's published J-1 forecast has its own source glitches (e.g. 2019-10-03 … 10-14 at ≈ 700 MW, see
+        # data/eco2mix/README.upstream.md): the same gate keeps them out of the benchmark's score
+        pj = h[["ts", "prevision_j1"]].rename(columns={"prevision_j1": "value"}).dropna(subset=["value"])
+        pj = gate(pj.sort_values("ts").reset_index(drop=True), settings, metric="prevision_j1").frame
+        rte = build_grid(pj, resolution_min, max_interp_steps=0)[["ts", "value"]]
     return grid, rte
 
 
