@@ -47,7 +47,7 @@ def _mape(y: np.ndarray, yhat: np.ndarray) -> float:
     return float(np.mean(np.abs(yhat - y) / np.abs(y)) * 100)
 
 
-def learn_weights(fc: pd.DataFrame, naive: np.ndarray, actual: pd.DataFrame) -> dict[str, dict[str, float | None]]:
+def learn_weights(fc: pd.DataFrame, naive: np.ndarray, actual: pd.DataFrame) -> dict[str, dict[str, float]]:
     """Per lead day: the model weight with the lowest holdout MAPE, and the MAPEs of model, naive and blend.
 
     ``fc``: ``origin, ts, yhat, lead_day`` (the model's holdout forecasts); ``naive``: seasonal naive for
@@ -56,7 +56,7 @@ def learn_weights(fc: pd.DataFrame, naive: np.ndarray, actual: pd.DataFrame) -> 
     j = fc.assign(naive=naive).merge(actual[["ts", "value"]], on="ts", how="left")
     ok = np.isfinite(j["value"]) & np.isfinite(j["yhat"]) & np.isfinite(j["naive"]) & (j["value"] > 0)
     j = j[ok]
-    out: dict[str, dict[str, float | None]] = {}
+    out: dict[str, dict[str, float]] = {}
     for k, g in j.groupby("lead_day"):
         if len(g) < MIN_POINTS:
             continue
@@ -68,7 +68,7 @@ def learn_weights(fc: pd.DataFrame, naive: np.ndarray, actual: pd.DataFrame) -> 
     return out
 
 
-def weight_of(weights: dict[str, dict[str, float | None]], lead_day: int) -> float:
+def weight_of(weights: dict[str, dict[str, float]], lead_day: int) -> float:
     """The model weight of a lead day; a lead day never scored uses the nearest scored one.
 
     No weights at all = a model saved before the challenger existed: the model alone, as it was promoted.
@@ -86,7 +86,7 @@ def source_of(w: float) -> str:
     return "model" if w >= 1.0 else "seasonal_naive" if w <= 0.0 else "blend"
 
 
-def apply_weights(fc: pd.DataFrame, naive: np.ndarray, weights: dict[str, dict[str, float | None]]) -> pd.DataFrame:
+def apply_weights(fc: pd.DataFrame, naive: np.ndarray, weights: dict[str, dict[str, float]]) -> pd.DataFrame:
     """The issued forecast: model and naive combined per lead day; adds ``model_weight`` and ``yhat_source``.
 
     Where naive has no value (no same-slot history), the model alone is used and says so.
