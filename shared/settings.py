@@ -228,7 +228,8 @@ class Settings(BaseSettings):
         default=45.0, gt=0, description="stop retrying a page after this many seconds (poll's exec_timeout is 60 s)"
     )
     poll_bootstrap: bool = Field(
-        default=True, description="poll loads history_files first when the store holds no measurements"
+        default=True, description="upsert-version loads history_files first when the store holds no measurements "
+        "(poll waits for it)"
     )
     upsert_max_batches: int = Field(default=200, ge=1, description="landed pages versioned per invocation")
     upsert_chunk_rows: int = Field(default=500_000, ge=1, description="measurement rows per insert")

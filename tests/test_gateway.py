@@ -107,6 +107,10 @@ def test_unknown_function_is_404(gateway: str) -> None:
 
 def test_poll_then_upsert_through_gateway_versions_replayed_data(gateway: str, store: Store) -> None:
     headers = {"X-Topic": "cron-function", "X-Connector": "cron-connector"}
+    # a fresh store: poll waits for the history bootstrap, which upsert-version (its owner) loads
+    assert httpx.post(f"{gateway}/function/poll", headers=headers, timeout=120).json()["status"] == "skipped"
+    boot = httpx.post(f"{gateway}/function/upsert-version", headers=headers, timeout=120).json()
+    assert boot["status"] == "success" and boot["details"]["bootstrap"]["status"] == "done"
     poll = httpx.post(f"{gateway}/function/poll", headers=headers, timeout=120)
     assert poll.status_code == 200, poll.text
     assert poll.json()["status"] == "success"
@@ -125,6 +129,7 @@ def test_poll_then_upsert_through_gateway_versions_replayed_data(gateway: str, s
 
 
 def test_async_invocation_returns_202_and_runs_with_the_call_id(gateway: str, store: Store) -> None:
+    assert httpx.post(f"{gateway}/function/upsert-version", timeout=120).json()["status"] == "success"  # history
     assert httpx.post(f"{gateway}/function/poll", timeout=120).json()["status"] == "success"  # lands pages
     resp = httpx.post(f"{gateway}/async-function/upsert-version", headers={"X-Call-Id": "abc123"})
     assert resp.status_code == 202 and resp.headers["x-call-id"] == "abc123"

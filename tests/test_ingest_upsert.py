@@ -268,21 +268,36 @@ def test_bootstrap_resumes_after_a_crash(store: Store, cfg: Settings, monkeypatc
     assert content(store) == expected
 
 
-def test_upsert_waits_for_a_pending_bootstrap(store: Store, cfg: Settings) -> None:
+def test_upsert_loads_a_pending_bootstrap_before_the_landed_pages(store: Store, cfg: Settings) -> None:
     hcfg = _history_cfg(cfg)
-    poll_once(store, hcfg, start=MARCH1, end=MARCH1 + D, bootstrap=False)
+    poll_once(store, hcfg, start=MARCH1, end=MARCH1 + D)  # a backfill lands pages even while it is pending
+    assert upsert_once(store, hcfg, bootstrap=False)["details"]["skip_reason"].startswith("history bootstrap")
     run = upsert_once(store, hcfg)
-    assert run["status"] == "skipped" and "bootstrap" in run["details"]["skip_reason"]
+    assert run["status"] == "success" and run["details"]["bootstrap"]["status"] == "done"
+    assert run["rows_out"] == run["details"]["bootstrap"]["rows_out"] + store.scalar(
+        "select count() from {db:Identifier}.measurements where batch_id != 'bootstrap'")
+    with other_database(cfg) as (ref, ref_cfg):  # the same content as history first, pages after
+        bootstrap(ref, hcfg.model_copy(update={"clickhouse_database": ref_cfg.clickhouse_database}), progress=False)
+        poll_once(ref, ref_cfg, start=MARCH1, end=MARCH1 + D)
+        upsert_once(ref, ref_cfg)
+        assert [r[:4] for r in content(store)] == [r[:4] for r in content(ref)]
 
 
-def test_poll_bootstraps_an_empty_store_then_polls_after_the_history(store: Store, cfg: Settings) -> None:
+def test_poll_waits_for_the_bootstrap_upsert_loads_it_then_poll_starts_after_the_history(
+    store: Store, cfg: Settings
+) -> None:
     hcfg = _history_cfg(cfg)
     set_clock(datetime(2023, 1, 8, 6, tzinfo=UTC))
     run = poll_once(store, hcfg)
-    assert run["details"]["bootstrap"]["status"] == "done"
+    assert run["status"] == "skipped" and "bootstrap" in run["details"]["skip_reason"]
+    assert not store.scalar("select count() from {db:Identifier}.raw_batches")
+    boot = upsert_once(store, hcfg)  # the owner of measurements loads the history (no page landed yet)
+    assert boot["status"] == "success" and boot["details"]["bootstrap"]["status"] == "done"
+    assert boot["rows_out"] == boot["details"]["bootstrap"]["rows_out"] > 0
+    run = poll_once(store, hcfg)
     assert run["details"]["watermark"] == "2023-01-07T23:45:00+00:00"
     upsert = upsert_once(store, hcfg)
-    assert upsert["status"] == "success"
+    assert upsert["status"] == "success" and "bootstrap" not in upsert["details"]
     last = store.scalar("select max(ts) from {db:Identifier}.measurements where metric = 'consommation'")
     assert last == datetime(2023, 1, 8, 6, 0)
 

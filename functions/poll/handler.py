@@ -27,7 +27,6 @@ class PollRequest(BaseModel):
     start: AwareDatetime | None = Field(default=None, description="backfill window start (UTC offset required)")
     end: AwareDatetime | None = Field(default=None, description="backfill window end, exclusive")
     max_pages: int | None = Field(default=None, ge=1, description="stop after this many pages")
-    bootstrap: bool = Field(default=True, description="load the shipped history first if the store is empty")
 
 
 @app.post("/", response_model=RunResponse)
@@ -43,8 +42,7 @@ def invoke(
     end: datetime | None = opts.end
     return invoke_stage(
         request, store, "poll",
-        lambda run: run_poll(store, settings, run, start=start, end=end, max_pages=opts.max_pages,
-                             bootstrap=opts.bootstrap),
+        lambda run: run_poll(store, settings, run, start=start, end=end, max_pages=opts.max_pages),
     )
 
 

@@ -1,7 +1,8 @@
 """upsert-version: version landed pages into measurements (wiring only).
 
-Single-flight: a second invocation while one runs returns status "skipped".
-Logic: shared/ingest/versioning.py.
+Single-flight: a second invocation while one runs returns status "skipped".  On a store with neither
+the shipped history nor polled measurements it loads the history first (the bootstrap's owner).
+Logic: shared/ingest/versioning.py, shared/ingest/bootstrap.py.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ class UpsertRequest(BaseModel):
     """Optional parameters; an empty body (cron) versions every pending page."""
 
     max_batches: int | None = Field(default=None, ge=1, description="landed pages to version in this call")
+    bootstrap: bool = Field(default=True, description="load the shipped history first while it is pending "
+                            "(false: skip instead)")
 
 
 @app.post("/", response_model=RunResponse)
@@ -37,7 +40,7 @@ def invoke(
     opts = body or UpsertRequest()
     return invoke_stage(
         request, store, "upsert-version",
-        lambda run: run_upsert(store, settings, run, max_batches=opts.max_batches),
+        lambda run: run_upsert(store, settings, run, max_batches=opts.max_batches, bootstrap=opts.bootstrap),
     )
 
 

@@ -7,6 +7,11 @@ in large chunks with content-derived dedup tokens.  So a bootstrap is exactly an
 already present is not written again, and a bootstrap that crashed half-way resumes where it
 stopped.  It is marked done by a ``batch_versions`` row with batch id ``bootstrap``.
 
+Owner: the writer of ``measurements``.  upsert-version runs it (under the measurements-writer lease it
+already holds) when the store has neither the history nor polled measurements; poll waits (skips) until
+then, so no two stages write ``measurements`` and poll never needs the lease.  One-shot alternatives:
+the CLI below, and ``make demo`` before it serves the functions.
+
 CLI: ``python -m shared bootstrap [--until ISO] [--no-progress] [--force]``.
 """
 
@@ -39,8 +44,8 @@ from shared.store import Store
 
 log = logging.getLogger(__name__)
 
-# How long a bootstrap waits for the measurements-writer lease: an upsert-version invocation holds it
-# only for a moment while the bootstrap is pending (it skips), so a short wait avoids losing a poll tick.
+# How long the one-shot bootstrap waits for the measurements-writer lease: an upsert-version invocation
+# holds it for one run (and runs the pending bootstrap itself), so a short wait is enough.
 LEASE_WAIT_S = 15.0
 
 
@@ -59,39 +64,63 @@ def bootstrap(
     being an upsert, a re-run writes only what is missing).  Holds the measurements-writer lease
     (:mod:`shared.lease`, renewed between files); skips when another writer keeps it longer than
     ``LEASE_WAIT_S``.  Returns a summary: status (``done`` | ``skipped``), files, records, rows_out, seconds.
+    The one-shot entry point (``python -m shared bootstrap``, ``make demo``); upsert-version, which
+    already holds the lease, calls :func:`load_history` instead.
     """
+    if not settings.history_files:
+        return {"status": "skipped", "reason": "no history files configured"}
+    # Fast path without the lease: an upsert may hold it.
+    if not force and (reason := _already_loaded(store)):
+        return {"status": "skipped", "reason": reason}
+    lease = Lease(store, MEASUREMENTS_WRITER, ttl_s=settings.upsert_lease_ttl_s)
+    if not lease.acquire(wait_s=LEASE_WAIT_S):
+        return {"status": "skipped", "reason": f"another writer holds the {lease.describe_other()}"}
+    with lease:
+        return load_history(store, settings, lease, until, progress, force=force, run_id=run_id)
+
+
+def _already_loaded(store: Store) -> str | None:
+    """Why the bootstrap has nothing to do (None when it has)."""
+    if bootstrap_done(store):
+        return "history already loaded"
+    if has_polled_measurements(store):
+        return "store already holds polled measurements"
+    return None
+
+
+def load_history(
+    store: Store,
+    settings: Settings,
+    lease: Lease,
+    until: datetime | str | pd.Timestamp | None = None,
+    progress: bool = False,
+    *,
+    force: bool = False,
+    run_id: str = "",
+) -> dict[str, Any]:
+    """The bootstrap itself, run by a writer that holds the measurements-writer ``lease`` (renewed
+    between files): :func:`bootstrap`, or upsert-version when the bootstrap is pending."""
     t0 = time.perf_counter()
     files = [Path(f) for f in settings.history_files]
     until = until if until is not None else settings.history_until
     if not files:
         return {"status": "skipped", "reason": "no history files configured"}
-    # Fast path without the lease: poll calls this every tick, and an upsert may hold the lease.
-    if not force and bootstrap_done(store):
-        return {"status": "skipped", "reason": "history already loaded"}
-    if not force and has_polled_measurements(store):
-        return {"status": "skipped", "reason": "store already holds polled measurements"}
-    lease = Lease(store, MEASUREMENTS_WRITER, ttl_s=settings.upsert_lease_ttl_s)
-    if not lease.acquire(wait_s=LEASE_WAIT_S):
-        return {"status": "skipped", "reason": f"another writer holds the {lease.describe_other()}"}
-    with lease:
-        if not force and bootstrap_done(store):
-            return {"status": "skipped", "reason": "history already loaded"}
-        if not force and has_polled_measurements(store):
-            return {"status": "skipped", "reason": "store already holds polled measurements"}
-        resume = bool(store.scalar("select count() from (select 1 from {db:Identifier}.measurements limit 1)"))
-        records = rows_out = 0
-        bar = tqdm(files, desc="bootstrap", unit="file", disable=not progress, file=sys.stderr)
-        for path in bar:
-            lease.keep_alive()  # renews between files; stops if the lease was lost
-            # One file (one UTC year) at a time: bounded memory, and a natural progress unit.
-            frame = read_history([path], end=until)
-            _, written = upsert_wide(store, frame, LOAD_COLUMNS, source=settings.series_source,
-                                     batch_id=BOOTSTRAP_BATCH, chunk_rows=settings.upsert_chunk_rows)
-            records += len(frame)
-            rows_out += written
-            bar.set_postfix(rows=rows_out)
-            log_event(log, "bootstrap_file", file=path.name, records=len(frame), rows_out=written)
-        mark_batch_done(store, BOOTSTRAP_BATCH, records, rows_out, run_id)
+    if not force and (reason := _already_loaded(store)):
+        return {"status": "skipped", "reason": reason}
+    resume = bool(store.scalar("select count() from (select 1 from {db:Identifier}.measurements limit 1)"))
+    records = rows_out = 0
+    bar = tqdm(files, desc="bootstrap", unit="file", disable=not progress, file=sys.stderr)
+    for path in bar:
+        lease.keep_alive()  # renews between files; stops if the lease was lost
+        # One file (one UTC year) at a time: bounded memory, and a natural progress unit.
+        frame = read_history([path], end=until)
+        _, written = upsert_wide(store, frame, LOAD_COLUMNS, source=settings.series_source,
+                                 batch_id=BOOTSTRAP_BATCH, chunk_rows=settings.upsert_chunk_rows)
+        records += len(frame)
+        rows_out += written
+        bar.set_postfix(rows=rows_out)
+        log_event(log, "bootstrap_file", file=path.name, records=len(frame), rows_out=written)
+    mark_batch_done(store, BOOTSTRAP_BATCH, records, rows_out, run_id)
     summary: dict[str, Any] = {
         "status": "done", "files": len(files), "records": records, "rows_out": rows_out, "resumed": resume,
         "until": str(until) if until is not None else None, "seconds": round(time.perf_counter() - t0, 3),

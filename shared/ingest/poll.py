@@ -27,7 +27,10 @@ Plan → compute → write:
   SourceError and the next tick fetches the window again (duplicates are harmless: unchanged values
   create no versions).
 
-On a store without measurements the shipped history is bootstrapped first (``poll_bootstrap``).
+While the history bootstrap is pending (a store with neither the shipped history nor polled
+measurements, ``poll_bootstrap``) a scheduled poll skips: upsert-version loads the history first
+(shared/ingest/bootstrap.py), and the next tick polls from the watermark it leaves.  Poll never
+writes ``measurements``.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from shared import clock
 from shared.calendar import TZ, is_fallback_gap, local_day_bounds
 from shared.errors import BadRequestError
 from shared.ingest.parse import GRID, Rejection, parse_records
+from shared.ingest.versioning import bootstrap_pending
 from shared.logs import log_event
 from shared.metrics import REGISTRY
 from shared.runs import Run
@@ -578,24 +582,23 @@ def run_poll(
     start: datetime | None = None,
     end: datetime | None = None,
     max_pages: int | None = None,
-    bootstrap: bool = True,
     transport: httpx.BaseTransport | None = None,
-) -> None:
+) -> Run:
     """One poll invocation (cron: no options; backfill: ``start``/``end``; ``max_pages`` bounds it).
 
-    Fills run.rows_in (records fetched), run.rows_out (records landed and accepted) and run.details;
-    sets run.status ``partial`` when a window stays incomplete (gap rows in ``poll_gaps``).
+    Fills and returns ``run`` (shared/runs.py): run.rows_in (records fetched), run.rows_out (records
+    landed and accepted) and run.details; sets run.status ``partial`` when a window stays incomplete
+    (gap rows in ``poll_gaps``).
     Raises SourceError when the source fails after retries (pages landed before stay landed).
+    Skips a scheduled run (no ``start``) while the history bootstrap is pending: its watermark would
+    otherwise start after a hole between the history's end and now.
     """
     t0 = time.perf_counter()
     if start is not None and end is not None and end <= start:
         raise BadRequestError("end must be after start")
-    if bootstrap and settings.poll_bootstrap and start is None:
-        from shared.ingest.bootstrap import bootstrap as load_history
-
-        result = load_history(store, settings, progress=False, run_id=run.run_id)
-        if result.get("status") == "done":
-            run.details["bootstrap"] = result
+    if start is None and bootstrap_pending(store, settings):
+        run.skip("history bootstrap has not completed yet (upsert-version loads it)")
+        return run
     now = clock.now()
     watermark = read_watermark(store, settings)
     window = plan_window(
@@ -608,7 +611,7 @@ def run_poll(
     run.details.update(watermark=watermark.isoformat() if watermark else None, now=now.isoformat())
     if window is None:
         run.skip("empty window")
-        return
+        return run
     # A capped window (end before now + lookahead) means a backlog: later ticks continue from the new watermark.
     catching_up = start is None and end is None and window.end < now + timedelta(hours=settings.poll_lookahead_hours)
     run.details.update(window_start=window.start.isoformat(), window_end=window.end.isoformat(),
@@ -700,6 +703,7 @@ def run_poll(
     log_event(log, "poll_done", pages=run.details.get("pages"), records=run.rows_in,
               rejected=run.details.get("rejected"), window_start=window.start, window_end=window.end,
               status=run.status)
+    return run
 
 
 def _inside(gap: dict[str, Any], window: Window, checked_end: datetime) -> bool:

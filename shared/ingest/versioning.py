@@ -424,8 +424,8 @@ def has_polled_measurements(store: Store) -> bool:
 def bootstrap_pending(store: Store, settings: Settings) -> bool:
     """True while a configured history bootstrap has not completed and nothing else was versioned.
 
-    upsert-version waits (skips) then, so the bootstrap (run by poll, possibly in another
-    container) is never interleaved with versioning of polled pages.
+    upsert-version then loads the history first (under its lease) and poll waits (skips), so the
+    bootstrap is never interleaved with versioning of polled pages and polling starts after the history.
     """
     if not settings.poll_bootstrap or not settings.history_files:
         return False
@@ -442,35 +442,47 @@ def run_upsert(
     *,
     max_batches: int | None = None,
     chunk_rows: int | None = None,
-    wait_for_bootstrap: bool = True,
-) -> None:
+    bootstrap: bool = True,
+) -> Run:
     """Version every pending landed batch (up to ``max_batches``), in landing order.
 
-    Skips (status ``skipped``) when another writer holds the measurements lease, while the bootstrap
-    is pending, or when nothing is pending.  Fills run.rows_in (records read), run.rows_out
-    (measurement rows written) and run.details.
+    While the history bootstrap is pending (``bootstrap_pending``) it is loaded first, in this run
+    (``bootstrap=False``: skip instead).  Skips (status ``skipped``) when another writer holds the
+    measurements lease, or when nothing is pending.  Fills and returns ``run`` (shared/runs.py):
+    run.rows_in (records read), run.rows_out (measurement rows written) and run.details.
     """
     lease = Lease(store, MEASUREMENTS_WRITER, ttl_s=settings.upsert_lease_ttl_s)
     if not lease.acquire():
         run.skip(f"another upsert-version invocation is running ({lease.describe_other()})")
         log_event(log, "upsert_skipped_concurrent", lease_holder=lease.describe_other())
-        return
+        return run
     with lease:  # released on every exit; a crash leaves it to expire
         _run_upsert_locked(store, settings, run, max_batches or settings.upsert_max_batches,
-                           chunk_rows or settings.upsert_chunk_rows, wait_for_bootstrap, lease)
+                           chunk_rows or settings.upsert_chunk_rows, bootstrap, lease)
+    return run
 
 
 def _run_upsert_locked(
-    store: Store, settings: Settings, run: Run, max_batches: int, chunk_rows: int, wait_for_bootstrap: bool,
-    lease: Lease | None = None,
+    store: Store, settings: Settings, run: Run, max_batches: int, chunk_rows: int, bootstrap: bool,
+    lease: Lease,
 ) -> None:
     t0 = time.perf_counter()
-    if wait_for_bootstrap and bootstrap_pending(store, settings):
-        run.skip("history bootstrap has not completed yet")
-        return
+    loaded = 0
+    if bootstrap_pending(store, settings):
+        if not bootstrap:
+            run.skip("history bootstrap has not completed yet")
+            return
+        from shared.ingest.bootstrap import load_history  # imports this module
+
+        result = load_history(store, settings, lease, run_id=run.run_id)
+        run.details["bootstrap"] = result
+        loaded = int(result.get("rows_out", 0))
     batches = pending_batches(store, max_batches)
     if batches.empty:
-        run.skip("no landed batches to version")
+        if loaded:
+            run.rows_out = loaded
+        else:
+            run.skip("no landed batches to version")
         return
     ids = batches["batch_id"].astype(str).tolist()
     raw = store.query_df(
@@ -518,7 +530,7 @@ def _run_upsert_locked(
             versions["revised"] += len(new_rows) - n_new
         mark_batch_done(store, batch_id, 0 if obs is None else len(obs), len(new_rows), run.run_id)
     run.rows_in = records
-    run.rows_out = written
+    run.rows_out = loaded + written  # measurement rows this run wrote: the history's, then the pages'
     run.details.update(
         batches=len(ids), records=records, rejected_records=rejected, new_ukeys=versions["new"],
         revised=versions["revised"], more_pending=len(ids) == max_batches,
