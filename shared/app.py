@@ -13,7 +13,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
@@ -22,7 +21,7 @@ from swagger_ui_bundle import swagger_ui_path
 from shared import metrics as stage_metrics
 from shared.errors import PowerSenseError, http_status
 from shared.logs import configure_logging, log_event
-from shared.runs import Run, stage_run
+from shared.runs import Run, RunResult, stage_run
 from shared.settings import Settings, get_settings
 from shared.store import Store, get_store
 
@@ -52,20 +51,8 @@ def call_id(request: Request) -> str | None:
     return value if value and len(value) <= 64 and value.replace("-", "").isalnum() else None
 
 
-class RunResponse(BaseModel):
-    """What a stage invocation returns: the pipeline_runs row plus stage figures."""
-
-    function: str
-    run_id: str
-    trigger: str
-    status: str = Field(description="success | skipped | failed")
-    started_at: str
-    finished_at: str | None
-    duration_s: float | None
-    rows_in: int
-    rows_out: int
-    error: str | None = None
-    details: dict[str, Any] = Field(default_factory=dict)
+# The stage result contract, defined once in shared/runs.py; handlers declare it as their response model.
+RunResponse = RunResult
 
 
 # Pydantic error types that mean "the request does not fit the interface" (422); every other
@@ -182,9 +169,9 @@ def create_app(
 
 
 def invoke_stage(
-    request: Request, store: Store, function: str, body: Callable[[Run], None]
+    request: Request, store: Store, function: str, body: Callable[[Run], Run | None]
 ) -> dict[str, Any]:
-    """Run ``body`` inside the run wrapper and return the run summary.
+    """Run ``body`` (a ``run_<stage>`` filling the run) inside the run wrapper and return the run summary.
 
     Failures are recorded in pipeline_runs and re-raised so the error mapping answers the caller.
     """

@@ -31,9 +31,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from shared import clock
 from shared.calendar import TZ, bridge_days, holiday_names, is_dst_transition, is_summer_time
 from shared.calendar import public_holidays as _fr_holidays  # noqa: F401  (shared/forecasting/model.py imports it)
 from shared.logs import log_event
+from shared.runs import Run
 from shared.settings import REPO_ROOT, Settings
 from shared.store import Store
 from shared.timeutil import to_utc
@@ -282,3 +284,14 @@ def featurize(store: Store, settings: Settings, now: datetime) -> dict:
     }
     log_event(log, "features_written", **details)
     return details
+
+
+def run_featurize(store: Store, settings: Settings, run: Run) -> Run:
+    """The featurize stage (shared/runs.py's contract): one :func:`featurize` run as of the product clock;
+    fills and returns ``run`` (skipped when the features are up to date)."""
+    details = featurize(store, settings, clock.now())
+    run.rows_in, run.rows_out = int(details.pop("rows_in")), int(details.pop("rows_out"))
+    run.details.update(details)
+    if details.get("up_to_date"):
+        run.skip("features up to date")
+    return run

@@ -1,4 +1,10 @@
-"""Run bookkeeping: every invocation gets a run id, JSON log lines and a ``pipeline_runs`` row."""
+"""Run bookkeeping: every invocation gets a run id, JSON log lines and a ``pipeline_runs`` row.
+
+The one result contract of every stage: ``run_<stage>(store, settings, run, **options)`` fills the
+:class:`Run` it is given (rows_in, rows_out, details, status via :meth:`Run.skip`) and returns it;
+:func:`stage_run` records it in ``pipeline_runs`` and metrics, and :class:`RunResult` (``Run.as_dict``)
+is what every stage's HTTP handler answers.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
+from pydantic import BaseModel, Field
 
 from shared import metrics
 from shared.logs import current_function, current_run_id, log_event
@@ -41,21 +48,41 @@ class Run:
         self.status = "skipped"
         self.details["skip_reason"] = reason
 
+    def result(self) -> RunResult:
+        """The run as the result contract (what handlers answer)."""
+        return RunResult(
+            function=self.function,
+            run_id=self.run_id,
+            trigger=self.trigger,
+            status=self.status,
+            started_at=self.started_at.isoformat(),
+            finished_at=self.finished_at.isoformat() if self.finished_at else None,
+            duration_s=round((self.finished_at - self.started_at).total_seconds(), 4) if self.finished_at else None,
+            rows_in=self.rows_in,
+            rows_out=self.rows_out,
+            error=self.error or None,
+            details=self.details,
+        )
+
     def as_dict(self) -> dict[str, Any]:
-        """JSON-serialisable summary (what handlers return)."""
-        return {
-            "function": self.function,
-            "run_id": self.run_id,
-            "trigger": self.trigger,
-            "status": self.status,
-            "started_at": self.started_at.isoformat(),
-            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
-            "duration_s": round((self.finished_at - self.started_at).total_seconds(), 4) if self.finished_at else None,
-            "rows_in": self.rows_in,
-            "rows_out": self.rows_out,
-            "error": self.error or None,
-            "details": self.details,
-        }
+        """JSON-serialisable summary (:meth:`result` as a dict)."""
+        return self.result().model_dump()
+
+
+class RunResult(BaseModel):
+    """What a stage invocation returns: the pipeline_runs row plus stage figures."""
+
+    function: str
+    run_id: str
+    trigger: str
+    status: str = Field(description="running | success | partial | skipped | failed")
+    started_at: str
+    finished_at: str | None
+    duration_s: float | None
+    rows_in: int
+    rows_out: int
+    error: str | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
 
 
 def _write(store: Store, run: Run) -> None:

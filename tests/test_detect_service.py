@@ -55,7 +55,7 @@ def inject(df: pd.DataFrame, kind: str) -> tuple[pd.DataFrame, pd.Timestamp, pd.
 
 def detect(store: Store, settings: Settings, now: pd.Timestamp = NOW, window: tuple[Any, Any] = WINDOW) -> dict:
     with frozen_clock(now), stage_run(store, "detect") as run:
-        return run_detect(store, settings, run, start=window[0], end=window[1])
+        return run_detect(store, settings, run, start=window[0], end=window[1]).details
 
 
 def anomalies(store: Store) -> pd.DataFrame:
@@ -184,7 +184,7 @@ def test_cron_run_starts_from_the_last_watermark(store: Store, settings: Setting
     write_measurements(store, history)
     detect(store, settings)
     with frozen_clock(NOW + pd.Timedelta(minutes=15)), stage_run(store, "detect") as run:
-        figures = run_detect(store, settings, run)
+        figures = run_detect(store, settings, run).details
     # the previous run ended at WINDOW[1]; the next re-examines the overlap before it
     expected_start = WINDOW[1] - pd.Timedelta(hours=settings.detect_overlap_hours)
     assert (pd.Timestamp(figures["window_start"]), pd.Timestamp(figures["window_end"])) == (

@@ -14,7 +14,6 @@ from pydantic import AwareDatetime, BaseModel, Field
 
 from shared.app import RunResponse, create_app, invoke_stage, settings_dep, store_dep
 from shared.detection.service import run_detect
-from shared.runs import Run
 from shared.settings import Settings
 from shared.store import Store
 
@@ -37,11 +36,8 @@ def invoke(
 ) -> dict[str, Any]:
     """Run one detect pass."""
     opts = body or DetectRequest()
-
-    def run_body(run: Run) -> None:
-        run_detect(store, settings, run, start=opts.start, end=opts.end)
-
-    return invoke_stage(request, store, "detect", run_body)
+    return invoke_stage(request, store, "detect", lambda run: run_detect(store, settings, run, start=opts.start,
+                                                                          end=opts.end))
 
 
 handler = Mangum(app)

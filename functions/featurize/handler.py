@@ -8,10 +8,8 @@ from typing import Any
 from fastapi import Depends, Request
 from mangum import Mangum
 
-from shared import clock
 from shared.app import RunResponse, create_app, invoke_stage, settings_dep, store_dep
-from shared.features import featurize
-from shared.runs import Run
+from shared.features import run_featurize
 from shared.settings import Settings
 from shared.store import Store
 
@@ -23,15 +21,7 @@ def invoke(
     request: Request, store: Store = Depends(store_dep), settings: Settings = Depends(settings_dep)
 ) -> dict[str, Any]:
     """Run one featurize pass (cron or HTTP; no parameters: the watermark decides the window)."""
-
-    def body(run: Run) -> None:
-        details = featurize(store, settings, clock.now())
-        run.rows_in, run.rows_out = int(details.pop("rows_in")), int(details.pop("rows_out"))
-        run.details.update(details)
-        if details.get("up_to_date"):
-            run.skip("features up to date")
-
-    return invoke_stage(request, store, "featurize", body)
+    return invoke_stage(request, store, "featurize", lambda run: run_featurize(store, settings, run))
 
 
 handler = Mangum(app)

@@ -646,15 +646,15 @@ def _report(outputs: DetectOutputs) -> None:
 
 def run_detect(
     store: Store, settings: Settings, run: Run, start: datetime | None = None, end: datetime | None = None
-) -> dict[str, Any]:
-    """One detect invocation (load → compute → write); fills ``run`` and returns its figures."""
+) -> Run:
+    """One detect invocation (load → compute → write); fills and returns ``run`` (figures in its details)."""
     inputs = load_detect_inputs(store, settings, run.run_id, to_utc(clock.now()), start, end)
     run.rows_in = len(inputs.series)
     outputs = compute_detect(inputs, settings)
     run.rows_out += write_detect_outputs(store, outputs)
     _report(outputs)
     run.details.update(outputs.figures)
-    return outputs.figures
+    return run
 
 
 def _recent_requests(store: Store, source: str, metric: str, since: pd.Timestamp) -> set[str]:
