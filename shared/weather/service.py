@@ -209,10 +209,10 @@ def run_poll_weather(
     past_days: int | None = None,
     forecast_days: int | None = None,
     transport: httpx.BaseTransport | None = None,
-) -> None:
-    """One poll-weather invocation (cron: no options).  Fills run.rows_in (values received),
-    run.rows_out (measurement rows written) and run.details; SourceError (HTTP 502) when Open-Meteo
-    fails after retries or answers something that is not a forecast for the locations asked."""
+) -> Run:
+    """One poll-weather invocation (cron: no options).  Fills and returns ``run`` (shared/runs.py contract):
+    rows_in (values received), rows_out (measurement rows written), details; SourceError (HTTP 502) when
+    Open-Meteo fails after retries or answers something that is not a forecast for the locations asked."""
     t0 = time.perf_counter()
     if past_days is not None and not 0 <= past_days <= 92:
         raise BadRequestError("past_days must be within 0…92 (Open-Meteo's limit)")
@@ -220,13 +220,13 @@ def run_poll_weather(
         raise BadRequestError("forecast_days must be within 1…16 (Open-Meteo's limit)")
     if bootstrap_pending(store, settings):
         run.skip("history bootstrap has not completed yet")
-        return
+        return run
     stations = load_stations(settings.weather_stations_file)
     models = list(settings.weather_models)
     lease = _lease(store, settings)
     if not lease.acquire():
         run.skip(f"another weather writer is running ({lease.describe_other()})")
-        return
+        return run
     with lease:
         now = clock.now()
         watermark = read_watermark(store, settings)
@@ -245,6 +245,7 @@ def run_poll_weather(
         finally:
             client.close()
     run.details["elapsed_s"] = round(time.perf_counter() - t0, 4)
+    return run
 
 
 def _poll_forecast(store: Store, settings: Settings, run: Run, client: OpenMeteoClient, stations: pd.DataFrame,
