@@ -32,7 +32,7 @@ OBS = REPO / "observability"
 PROM = OBS / "prometheus"
 DASHBOARDS = sorted((OBS / "grafana" / "dashboards").glob("*.json"))
 STAGES = ("poll", "upsert-version", "featurize", "forecast", "detect", "query")
-LIGHT = {"poll", "upsert-version", "query"}
+LIGHT = {"poll", "upsert-version", "query", "featurize", "detect"}  # requirements/base.txt images
 TEMPLATE_DOCKERFILE = REPO / "template" / "powersense-python" / "Dockerfile"
 INSTALL = {
     "promtool": "apt-get install -y prometheus",
