@@ -22,6 +22,19 @@ from shared.timeutil import to_utc
 COLUMNS = ["checked_at", "run_id", "source", "metric", "check", "scope", "value", "expected", "status", "details"]
 
 
+def check(
+    name: str, value: float, status: str, details: dict[str, Any], *, scope: str = "window",
+    expected: float | None = 0.0,
+) -> dict[str, Any]:
+    """One check as the run log and :func:`to_frame` take it (``status``: ok / warn / fail)."""
+    return {"check": name, "scope": scope, "value": value, "expected": expected, "status": status, "details": details}
+
+
+def count_check(name: str, count: int, details: dict[str, Any], problem: str = "fail") -> dict[str, Any]:
+    """A check of the window that expects none of what it counts: ok at 0, else ``problem``."""
+    return check(name, float(count), "ok" if count == 0 else problem, details)
+
+
 def expected_slots(day: pd.Timestamp, step_min: int = 15) -> int:
     """Steps in a local Paris day: 92 / 96 / 100 quarter-hours on spring-forward / normal / fall-back days."""
     start, end = local_day_bounds(day)
@@ -47,16 +60,10 @@ def completeness(
             exp = min(exp, max(0, int(since // pd.Timedelta(minutes=step_min)) + 1))
         n = int(counts.get(date, 0))
         ratio = min(1.0, n / exp) if exp else 1.0
-        out.append(
-            {
-                "check": "completeness",
-                "scope": str(day.date()),
-                "value": round(ratio, 4),
-                "expected": float(exp),
-                "status": "ok" if ratio >= minimum else ("warn" if ratio >= minimum - 0.1 else "fail"),
-                "details": {"present": n, "expected_steps": exp, "partial_day": k == 0},
-            }
-        )
+        status = "ok" if ratio >= minimum else ("warn" if ratio >= minimum - 0.1 else "fail")
+        out.append(check("completeness", round(ratio, 4), status,
+                         {"present": n, "expected_steps": exp, "partial_day": k == 0},
+                         scope=str(day.date()), expected=float(exp)))
     return out
 
 
@@ -64,25 +71,11 @@ def freshness(series: pd.DataFrame, now: datetime, step_min: int, max_age_min: f
     """Age of the newest value (end of its step) vs now."""
     have = series.dropna(subset=["value"])
     if have.empty:
-        return {
-            "check": "freshness",
-            "scope": "window",
-            "value": float("inf"),
-            "expected": max_age_min,
-            "status": "fail",
-            "details": {"newest": None},
-        }
+        return check("freshness", float("inf"), "fail", {"newest": None}, expected=max_age_min)
     newest = pd.Timestamp(have["ts"].max())
     age = (to_utc(now) - newest - pd.Timedelta(minutes=step_min)) / pd.Timedelta(minutes=1)
     status = "ok" if age <= max_age_min else ("warn" if age <= 2 * max_age_min else "fail")
-    return {
-        "check": "freshness",
-        "scope": "window",
-        "value": round(float(age), 2),
-        "expected": max_age_min,
-        "status": status,
-        "details": {"newest": newest.isoformat()},
-    }
+    return check("freshness", round(float(age), 2), status, {"newest": newest.isoformat()}, expected=max_age_min)
 
 
 def out_of_range(window: pd.DataFrame, bounds: tuple[float, float] | None, margin: float) -> dict[str, Any]:
@@ -94,15 +87,8 @@ def out_of_range(window: pd.DataFrame, bounds: tuple[float, float] | None, margi
     if bounds is not None and all(np.isfinite(bounds)):
         lo, hi = bounds[0] * (1 - margin), bounds[1] * (1 + margin)
         outside = int(np.sum((vals < lo) | (vals > hi)))
-    bad = negative + outside
-    return {
-        "check": "out_of_range",
-        "scope": "window",
-        "value": float(bad),
-        "expected": 0.0,
-        "status": "ok" if bad == 0 else "fail",
-        "details": {"negative": negative, "outside_bounds": outside, "lower": lo, "upper": hi, "n": int(vals.size)},
-    }
+    return count_check("out_of_range", negative + outside,
+                       {"negative": negative, "outside_bounds": outside, "lower": lo, "upper": hi, "n": int(vals.size)})
 
 
 def implausible(window: pd.DataFrame) -> dict[str, Any]:
@@ -113,14 +99,7 @@ def implausible(window: pd.DataFrame) -> dict[str, Any]:
     details: dict[str, Any] = {"reasons": bad["flag"].value_counts().to_dict() if len(bad) else {}}
     if len(bad):
         details.update(first=pd.Timestamp(bad["ts"].min()).isoformat(), last=pd.Timestamp(bad["ts"].max()).isoformat())
-    return {
-        "check": "implausible",
-        "scope": "window",
-        "value": float(len(bad)),
-        "expected": 0.0,
-        "status": "ok" if bad.empty else "fail",
-        "details": details,
-    }
+    return count_check("implausible", len(bad), details)
 
 
 def learned_bounds(
@@ -168,15 +147,9 @@ def duplicates(counts: tuple[int, int]) -> dict[str, Any]:
     """Unmerged duplicate (ukey, version) rows, and instants carried by several keys of one nature
     (``counts``: :func:`load_duplicate_counts`)."""
     dup_rows, clashes = counts
-    total = int(dup_rows) + int(clashes)
-    return {
-        "check": "duplicates",
-        "scope": "window",
-        "value": float(total),
-        "expected": 0.0,
-        "status": "ok" if total == 0 else "warn",
-        "details": {"duplicate_versions": int(dup_rows), "instants_with_several_keys": int(clashes)},
-    }
+    return count_check("duplicates", int(dup_rows) + int(clashes),
+                       {"duplicate_versions": int(dup_rows), "instants_with_several_keys": int(clashes)},
+                       problem="warn")
 
 
 def load_dead_letters(store: Store, start: datetime, end: datetime) -> int:
@@ -190,14 +163,7 @@ def load_dead_letters(store: Store, start: datetime, end: datetime) -> int:
 
 def dead_letter(n: int) -> dict[str, Any]:
     """The dead-letter check for ``n`` records rejected during the window."""
-    return {
-        "check": "dead_letter",
-        "scope": "window",
-        "value": float(n),
-        "expected": 0.0,
-        "status": "ok" if n == 0 else "warn",
-        "details": {},
-    }
+    return count_check("dead_letter", n, {}, problem="warn")
 
 
 def load_revisions(store: Store, source: str, metric: str, start: datetime, end: datetime) -> pd.DataFrame:
@@ -245,23 +211,12 @@ def load_revisions(store: Store, source: str, metric: str, start: datetime, end:
 
 def revisions(df: pd.DataFrame) -> list[dict[str, Any]]:
     """The revision checks, one per (nature, revision) row of :func:`load_revisions` ('all' when none)."""
-    out = []
-    for r in df.itertuples():
-        out.append(
-            {
-                "check": "revisions",
-                "scope": f"{r.nature}|{r.revision}",
-                "value": float(r.n),
-                "expected": None,
-                "status": "ok",
-                "details": {"mean_abs": _num(r.mean_abs), "max_abs": _num(r.max_abs)},
-            }
-        )
-    if not out:
-        out.append(
-            {"check": "revisions", "scope": "all", "value": 0.0, "expected": None, "status": "ok", "details": {}}
-        )
-    return out
+    out = [
+        check("revisions", float(r.n), "ok", {"mean_abs": _num(r.mean_abs), "max_abs": _num(r.max_abs)},
+              scope=f"{r.nature}|{r.revision}", expected=None)
+        for r in df.itertuples()
+    ]
+    return out or [check("revisions", 0.0, "ok", {}, scope="all", expected=None)]
 
 
 def _num(v: Any) -> float | None:
