@@ -50,6 +50,20 @@ ACTUAL_CTE = f"""actual as (
 )"""
 
 
+def forecast_cte(name: str, condition: str = "") -> str:
+    """CTE ``name``: per target ts in the time range, the most recently issued forecast and its interval
+    (``condition``: more filters on the forecasts, e.g. one horizon day)."""
+    return f"""{name} as (
+    select ts,
+           argMax(yhat, issued_at) as forecast_mw,
+           argMax(lower, issued_at) as lower_mw,
+           argMax(upper, issued_at) as upper_mw
+    from ${{db}}.forecasts
+    where {SERIES}{condition} and $__timeFilter(ts)
+    group by ts
+)"""
+
+
 class Dash:
     """A dashboard under construction: panels are laid out left to right, 24 columns wide."""
 
@@ -135,38 +149,26 @@ FRESHNESS_THRESHOLDS = {
 }
 
 
-def db_var():
-    return {
-        "type": "constant",
-        "name": "db",
-        "label": "database",
-        "query": "electricity",
-        "hide": 2,
-        "skipUrlSync": True,
-    }
+def constant_var(name: str, label: str, value: str) -> dict[str, Any]:
+    """A hidden dashboard constant (``${name}`` in queries): set in one place per deployment."""
+    return {"type": "constant", "name": name, "label": label, "query": value, "hide": 2, "skipUrlSync": True}
 
 
-def store_vars():
+def textbox_var(name: str, label: str, default: str) -> dict[str, Any]:
+    """A free-text dashboard variable."""
+    return {"type": "textbox", "name": name, "label": label, "query": default,
+            "current": {"text": default, "value": default}}
+
+
+def db_var() -> dict[str, Any]:
+    """${db}: the ClickHouse database."""
+    return constant_var("db", "database", "electricity")
+
+
+def store_vars() -> list[dict[str, Any]]:
     """${db}, and the series shown: ${source}, ${metric} (hidden constants)."""
-    return [
-        db_var(),
-        {
-            "type": "constant",
-            "name": "source",
-            "label": "source",
-            "query": "eco2mix_national",
-            "hide": 2,
-            "skipUrlSync": True,
-        },
-        {
-            "type": "constant",
-            "name": "metric",
-            "label": "metric",
-            "query": "consommation",
-            "hide": 2,
-            "skipUrlSync": True,
-        },
-    ]
+    return [db_var(), constant_var("source", "source", "eco2mix_national"),
+            constant_var("metric", "metric", "consommation")]
 
 
 def ch_target(sql, fmt="timeseries", ref="A"):
@@ -322,15 +324,7 @@ def load_forecast_dashboard() -> Dash:
             "actual = latest version of the best nature.",
             f"""
 with {ACTUAL_CTE},
-latest_forecast as (
-    select ts,
-           argMax(yhat, issued_at) as forecast_mw,
-           argMax(lower, issued_at) as lower_mw,
-           argMax(upper, issued_at) as upper_mw
-    from ${{db}}.forecasts
-    where {SERIES} and $__timeFilter(ts)
-    group by ts
-)
+{forecast_cte("latest_forecast")}
 select ts as time, actual_mw, forecast_mw, lower_mw, upper_mw
 from actual
 full outer join latest_forecast using (ts)
@@ -350,15 +344,7 @@ settings join_use_nulls = 1
             "For each target time, the latest forecast issued ${horizon_day} Paris calendar day(s) before it.",
             f"""
 with {ACTUAL_CTE},
-horizon_forecast as (
-    select ts,
-           argMax(yhat, issued_at) as forecast_mw,
-           argMax(lower, issued_at) as lower_mw,
-           argMax(upper, issued_at) as upper_mw
-    from ${{db}}.forecasts
-    where {SERIES} and horizon_day = ${{horizon_day}} and $__timeFilter(ts)
-    group by ts
-)
+{forecast_cte("horizon_forecast", " and horizon_day = ${horizon_day}")}
 select ts as time, actual_mw, forecast_mw, lower_mw, upper_mw
 from horizon_forecast
 left join actual using (ts)
@@ -1118,20 +1104,8 @@ level_var = {
     "query": "DEBUG,INFO,WARNING,ERROR,CRITICAL",
     "current": {"text": "All", "value": "$__all"},
 }
-run_var = {
-    "type": "textbox",
-    "name": "run_id",
-    "label": "run_id (regex)",
-    "query": ".*",
-    "current": {"text": ".*", "value": ".*"},
-}
-search_var = {
-    "type": "textbox",
-    "name": "search",
-    "label": "line contains",
-    "query": "",
-    "current": {"text": "", "value": ""},
-}
+run_var = textbox_var("run_id", "run_id (regex)", ".*")
+search_var = textbox_var("search", "line contains", "")
 SEL = '{job="powersense", function=~"$function", level=~"$level"}'
 
 
