@@ -720,10 +720,3 @@ def _days_of(rng: Window) -> list[date]:
         out.append(day)
         day += timedelta(days=1)
     return out
-
-
-def poll_options(body: Any) -> dict[str, Any]:
-    """Keyword options for run_poll from a request body model (None → cron defaults)."""
-    if body is None:
-        return {}
-    return {k: v for k, v in body.model_dump().items() if v is not None}
