@@ -1001,32 +1001,17 @@ order by time
             extra={"custom": {"drawStyle": "bars"}},
         )
     )
-    d.add(
-        stat(
-            "Data freshness (ClickHouse)",
-            "Age of the newest consommation value.",
-            f"""
+    # the same freshness from both sources, coloured by the alert thresholds
+    for title, description, target in (
+        ("Data freshness (ClickHouse)", "Age of the newest consommation value.", f"""
 select dateDiff('second', max(ts), now64(3)) as freshness_seconds
 from ${{db}}.measurements_latest final
 where {SERIES} and value is not null
-""",
-            unit="s",
-            extra={"thresholds": FRESHNESS_THRESHOLDS},
-        ),
-        w=6,
-        h=5,
-    )
-    d.add(
-        stat(
-            "Data freshness (Prometheus)",
-            "powersense_data_freshness_seconds from the query function (alerting input).",
-            prom_target("max(powersense:data_freshness_seconds:max)", "freshness", instant=True),
-            unit="s",
-            extra={"thresholds": FRESHNESS_THRESHOLDS},
-        ),
-        w=6,
-        h=5,
-    )
+"""),
+        ("Data freshness (Prometheus)", "powersense_data_freshness_seconds from the query function (alerting input).",
+         prom_target("max(powersense:data_freshness_seconds:max)", "freshness", instant=True)),
+    ):
+        d.add(stat(title, description, target, unit="s", extra={"thresholds": FRESHNESS_THRESHOLDS}), w=6, h=5)
     d.add(
         timeseries(
             "Since last success (Prometheus)",
