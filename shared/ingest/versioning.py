@@ -467,7 +467,7 @@ def _run_upsert_locked(
     lease: Lease,
 ) -> None:
     t0 = time.perf_counter()
-    loaded = 0
+    loaded, bootstrapped = 0, False
     if bootstrap_pending(store, settings):
         if not bootstrap:
             run.skip("history bootstrap has not completed yet")
@@ -476,10 +476,10 @@ def _run_upsert_locked(
 
         result = load_history(store, settings, lease, run_id=run.run_id)
         run.details["bootstrap"] = result
-        loaded = int(result.get("rows_out", 0))
+        loaded, bootstrapped = int(result.get("rows_out", 0)), result.get("status") == "done"
     batches = pending_batches(store, max_batches)
     if batches.empty:
-        if loaded:
+        if bootstrapped:  # the history was this run's work (a resumed one may add no row)
             run.rows_out = loaded
         else:
             run.skip("no landed batches to version")
