@@ -28,7 +28,7 @@ STAGE_ROWS = Counter(
 )
 STAGE_LAST_SUCCESS = Gauge(
     "powersense_stage_last_success_timestamp_seconds",
-    "Unix time of the last successful run",
+    "Unix time of the last run that did its work (status success or partial)",
     ["function"],
     registry=REGISTRY,
 )

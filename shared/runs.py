@@ -144,7 +144,9 @@ def stage_run(
             metrics.STAGE_DURATION.labels(function).observe(elapsed)
             metrics.STAGE_ROWS.labels(function, "in").inc(run.rows_in)
             metrics.STAGE_ROWS.labels(function, "out").inc(run.rows_out)
-            if run.status == "success":
+            # a partial run did its work (e.g. poll landed what the source has); what is missing is
+            # reported by its own signal (poll_gaps, powersense_poll_missing_quarter_hours)
+            if run.status in ("success", "partial"):
                 metrics.STAGE_LAST_SUCCESS.labels(function).set(time.time())
             log_event(
                 log,

@@ -6,7 +6,7 @@ create table if not exists electricity.pipeline_runs
     trigger      LowCardinality(String),
     started_at   DateTime64(3, 'UTC'),
     finished_at  Nullable(DateTime64(3, 'UTC')),
-    status       LowCardinality(String),  -- running | success | skipped | failed
+    status       LowCardinality(String),  -- running | success | partial | skipped | failed
     rows_in      UInt64,
     rows_out     UInt64,
     error        String,

@@ -500,7 +500,7 @@ def _run_upsert_locked(
     records = 0
     for batch_id, group in raw.groupby("batch_id", sort=False):
         payloads = [json.loads(p) for p in group["payload"]]
-        parsed = parse_records(payloads)
+        parsed = parse_records(payloads, perimeter=settings.source_perimeter, natures=settings.source_natures)
         # Rejections were dead-lettered by poll when it landed the page; here they are only counted.
         rejected += len(parsed.rejections)
         records += len(payloads)

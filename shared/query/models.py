@@ -141,7 +141,7 @@ class RunsParams(BaseModel):
     model_config = _FORBID
 
     function: str | None = Field(default=None, pattern=r"^[a-z][a-z\-]{0,31}$")
-    status: Literal["running", "success", "skipped", "failed"] | None = None
+    status: Literal["running", "success", "partial", "skipped", "failed"] | None = None
     start: Timestamp | None = Field(default=None, description="runs started at or after")
     end: Timestamp | None = Field(default=None, description="runs started before")
     limit: int = Field(default=100, ge=1, le=MAX_ROWS_LIMIT)
