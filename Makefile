@@ -66,6 +66,7 @@ validate: venv tools dbt-venv
 	shellcheck deploy/faasd/install.sh deploy/compose/init.sh
 	$(VENV)/bin/hadolint template/powersense-python/Dockerfile functions/Dockerfile.lambda
 	$(VENV)/bin/cfn-lint template.yaml
+	$(PY) -m pytest -q -p no:cacheprovider tests/test_topology_kubernetes.py tests/test_schema_cluster.py  # kubernetes-validate, operator CRD schemas, chDB parse of the cluster DDL
 	cd dbt && ../$(DBT_VENV)/bin/dbt compile --profiles-dir . --no-populate-cache
 
 dashboards: venv
