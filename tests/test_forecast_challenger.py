@@ -10,7 +10,9 @@ import pytest
 
 from shared.features import build_grid
 from shared.forecasting import baseline, combine
-from shared.forecasting.service import promotion_decision
+from shared.forecasting.service import forecast_rows, promotion_decision, recent_forecasts
+from shared.settings import get_settings
+from shared.store import Store
 from tests.fixtures_forecast import history
 
 STEP = pd.Timedelta(minutes=30)
@@ -75,3 +77,22 @@ def test_adaptive_intervals_follow_the_recent_errors(grid: pd.DataFrame) -> None
     assert 0.5 <= float(((j["value"] >= j["lower"]) & (j["value"] <= j["upper"])).mean()) <= 1.0
     # with no recent forecasts, the holdout calibration stands
     assert combine.adaptive_calibration(past.iloc[0:0], grid, as_of, 0.8, 28, static) == static
+
+
+def test_recent_issued_forecasts_are_read_back_for_the_intervals(store: Store, grid: pd.DataFrame) -> None:
+    """Seasonal-naive forecasts of real load, written as daily model runs at 10:20 UTC, are what the adaptive
+    intervals read back (same UTC hour only, with their lead days and issued bounds)."""
+    settings = get_settings()
+    issued = pd.date_range("2023-02-01 10:20", periods=20, freq="D", tz="UTC")
+    for at in list(issued) + [issued[-1] + pd.Timedelta(hours=3)]:  # one run at another hour: not read
+        fc = baseline.seasonal_naive_many(grid, pd.DatetimeIndex([at.ceil("30min")]), 8 * 48, STEP)
+        fc = baseline.apply_intervals(fc, {str(k): [-0.05, 0.05] for k in range(1, 9)})
+        rows = forecast_rows(fc, run_id=f"r{at:%d%H}", model_version="v", issued_at=at, settings=settings,
+                             quality="model")
+        store.insert_df("forecasts", rows)
+    now = issued[-1] + pd.Timedelta(days=1)
+    past = recent_forecasts(store, settings, now)
+    assert past["origin"].nunique() == 20 and set(past["lead_day"]) == set(range(1, 9))
+    assert {"lower", "upper"} <= set(past.columns) and (past["upper"] > past["lower"]).all()
+    cal = combine.adaptive_calibration(past, grid, now, 0.8, 91, {})
+    assert set(cal) >= {"1", "2"} and all(lo < 0 < hi for lo, hi in cal.values())
