@@ -1,16 +1,20 @@
-"""Backtest harness (``make evaluate``): rolling daily origins over a test period.
+"""Backtest harness (``make evaluate``): rolling daily origins over test periods, run the way production runs.
 
-``python -m shared evaluate [--data FILE …] [--train-start D] [--test-start D] [--test-end D] [--out DIR]``
+``python -m shared evaluate [--data FILE …] [--years Y …] [--train-start D] [--test-start D] [--test-end D]
+[--retrain-days N] [--timezone TZ] [--holidays CC|none] [--resolution 15|30|60] [--out DIR]``
 
-* Input: any files in the shipped eco2mix CSV format, or generic ``timestamp,value`` CSVs.
-* The model is trained once on data before the test period (``--retrain-days N`` retrains every N days
-  inside it, each time only on data before the retraining date). Its last ``holdout`` days are kept
-  out of training and used to calibrate the 80 % intervals (conformal), exactly like production.
-* One origin per day at 12:00 Europe/Paris; each forecast only reads data strictly before its origin.
+* Input: any files in the shipped eco2mix CSV format, or generic ``timestamp,value`` CSVs (with their time zone,
+  holiday calendar and resolution); every series goes through the training-data gate (``gate.py``).
+* Production's rules (see :func:`backtest`): trained on data before each cut, retrained every ``--retrain-days``
+  (default 91; production: daily) with the promotion rule against the current model and seasonal naive; the
+  issued forecast combines model and naive per lead day; adaptive conformal 80 % intervals per origin.
+* One origin per day at 12:00 local time; each forecast only reads data strictly before its origin.
   D+k = the k-th local calendar day after the origin's day (D+1 is RTE's J-1 information horizon).
-* Scores per horizon day: MAPE, MAE, RMSE, bias (mean forecast − actual, MW) and interval coverage,
-  for ``powersense``, ``seasonal_naive`` and, where the file has it, RTE's ``prevision_j1`` (``rte_j1``, D+1).
-* Writes ``DIR/forecast_eval.json`` and ``DIR/forecast_eval.png``.
+* Scores per horizon day and per calendar quarter: MAPE, MAE, RMSE, bias (mean forecast − actual, MW) and
+  interval coverage, for ``powersense``, ``seasonal_naive`` and, where the file has it, RTE's ``prevision_j1``
+  (``rte_j1``, D+1); invalid actuals are skipped and counted.
+* Writes ``DIR/forecast_eval.json`` and ``.png`` (``--years``: ``forecast_eval_<year>.*`` and
+  ``forecast_eval_years.json``), strict JSON (no NaN/Infinity).
 """
 
 from __future__ import annotations

@@ -2,16 +2,19 @@
 
 ``plan → compute → write``:
 
-1. read the series (``shared.series.load_series``) and put it on the grid; drop points the detect
-   stage flagged as open anomalies (if that table exists);
+1. read the series (``shared.series.load_series``), drop points the detect stage flagged as open anomalies
+   (if that table exists), pass it through the training-data gate (``gate.py``) and put it on the grid;
 2. decide whether to train: no current model, current model older than ``forecast_retrain_hours``,
    or a ``retrain_request`` row in ``model_metrics`` newer than the model (table owned by detect;
    read defensively);
-3. train on the window minus the most recent ``forecast_holdout_days``, calibrate the intervals and
-   score the new model on that holdout; score the current model on the same holdout; move the
-   ``current`` pointer only if the new one is not worse (else keep it and record why);
+3. train on the window minus the most recent ``forecast_holdout_days`` (at most a quarter of the history),
+   learn per lead day the model's weight against seasonal naive (``combine.py``), calibrate the intervals and
+   score the issued combination on that holdout; score the current model and seasonal naive on the same
+   holdout; move the ``current`` pointer only if the new one is worse than neither (else keep it and say why);
 4. forecast 7 local days ahead from the current model (loaded from the artifact store once per
-   process, cached by version) and write ``forecasts`` rows with ``quality='model'``;
+   process, cached by version) combined with seasonal naive per lead day, with adaptive conformal intervals
+   from the recently issued forecasts' errors, and write ``forecasts`` rows with ``quality='model'`` and the
+   source of each lead day (``yhat_source``, ``model_weight``);
 5. on any of: no model, input checks failed (stale or incomplete data), artifact store down,
    prediction error → a seasonal-naive forecast with ``quality='fallback'`` and the reason, so
    consumers always get 7 days ahead.
