@@ -35,7 +35,10 @@ Measured on 2023 and left off (options kept for reruns): the profile on log(load
 28-block level memory (no change), yearly order 20 (worse).
 
 Prediction intervals are conformal: quantiles of the relative errors per lead day measured on a
-holdout the model did not train on, centred on the holdout's median error (see :func:`calibrate`).
+holdout the model did not train on, centred on the holdout's median error (see :func:`calibrate`) — the
+starting point; once forecasts have been issued, the stage replaces them by adaptive intervals from the issued
+forecasts' recent errors (``shared/forecasting/combine.py``), and the issued forecast is the model combined
+with seasonal naive per lead day (``blend``, learnt on the holdout).
 
 Temperature is not a model input: the product has no live weather feed, and the Enedis *normal*
 temperature is a function of the calendar that the yearly seasonality already represents; observed
