@@ -557,7 +557,7 @@ def test_query_function_reads_clickhouse_as_the_reader_with_its_own_secret(
 
     query = stack["functions"]["query"]
     assert query["environment"]["POWERSENSE_CLICKHOUSE_USER"] == "powersense_reader"
-    assert "clickhouse_reader_password" in query["secrets"] and "clickhouse_password" not in query["secrets"]
+    assert "clickhouse-reader-password" in query["secrets"] and "clickhouse-password" not in query["secrets"]
     (tmp_path / "clickhouse_reader_password").write_text("reader-secret")
     monkeypatch.setenv("POWERSENSE_SECRETS_DIR", str(tmp_path))
     monkeypatch.delenv("POWERSENSE_CLICKHOUSE_PASSWORD", raising=False)

@@ -442,14 +442,6 @@ def test_every_secret_is_created_by_a_documented_step(objects: list[dict[str, An
     assert 'clickhouse-reader-password="$READER_PW"' in text and 'reader_password="$READER_PW"' in text
 
 
-@pytest.mark.xfail(
-    reason="openfaas-stack.yml still names its secrets with '_' (clickhouse_password, …), which Kubernetes "
-    "refuses as object names, so faas-netes can neither create nor mount them; the stack (owned by the "
-    "single-host work) must use clickhouse-password, clickhouse-reader-password, query-token, "
-    "s3-access-key-id, s3-secret-access-key - Settings already reads hyphenated secret files. "
-    "Remove this marker with the rename.",
-    strict=False,
-)
 def test_every_stack_secret_is_a_kubernetes_secret_created_by_a_documented_step() -> None:
     # faas-netes pkg/k8s/secrets.go: the Secret object is named after the stack's secret, and each data key
     # is mounted as /var/openfaas/secrets/<key>

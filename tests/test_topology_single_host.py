@@ -249,8 +249,8 @@ def test_stack_environment_per_topology(topology: str) -> None:
         writer = spec.name != "query"
         user = "powersense_writer" if writer else "powersense_reader"
         assert spec.environment["POWERSENSE_CLICKHOUSE_USER"] == user
-        assert ("clickhouse_password" in spec.secrets) is writer
-        assert ("clickhouse_reader_password" in spec.secrets) is not writer
+        assert ("clickhouse-password" in spec.secrets) is writer
+        assert ("clickhouse-reader-password" in spec.secrets) is not writer
 
 
 def test_scale_max_is_within_the_openfaas_ce_cap() -> None:
@@ -393,7 +393,7 @@ def test_faasd_every_secret_is_created_by_the_install(faasd_install: Path, faasd
     # one value per role: the writer's secret is the password ClickHouse gives powersense_writer
     ps = faasd_install / "powersense"
     assert (ps / "mounts" / "clickhouse" / "clickhouse_password").read_text() == \
-        (faasd_install / "secrets" / "openfaas-fn" / "clickhouse_password").read_text()
+        (faasd_install / "secrets" / "openfaas-fn" / "clickhouse-password").read_text()
     assert "POWERSENSE_WRITER_PASSWORD=" in " ".join(faasd_compose["services"]["clickhouse"]["command"])
     users = (REPO / "deploy" / "clickhouse" / "users.d" / "powersense.xml").read_text()
     for variable in re.findall(r'from_env="(\w+)"', users):

@@ -78,11 +78,12 @@ mount_secrets seaweedfs 0 s3_access_key_id s3_secret_access_key
 mount_secrets grafana 472 grafana_clickhouse_password grafana_admin_password
 mount_secrets alertmanager 65534 smtp_password
 
-# the functions' secrets (openfaas-stack.yml `secrets:`), as faasd-provider stores them
+# the functions' secrets (openfaas-stack.yml `secrets:`), as faasd-provider stores them, under the
+# hyphenated names the stack uses (Kubernetes object names cannot contain '_': one stack for every topology)
 fn_secrets="$faasd_dir/secrets/openfaas-fn"
 install -d -m 0755 "$fn_secrets"
 for name in clickhouse_password clickhouse_reader_password query_token s3_access_key_id s3_secret_access_key; do
-  install -m 0644 "$ps/secrets/$name" "$fn_secrets/$name"
+  install -m 0644 "$ps/secrets/$name" "$fn_secrets/${name//_/-}"
 done
 
 # --- 2. configuration and data directories -----------------------------------------------------------
