@@ -315,7 +315,7 @@ def test_models_registry_lists_versions_and_the_current_pointer(client: TestClie
     for version, mape in (("v1", 0.031), ("v2", 0.027)):
         meta = {"trained_at": "2023-12-01T00:00:00+00:00", "training_window": ["2021-12-01", "2023-12-01"],
                 "backtest_metrics": {"mape": mape}}
-        registry.save_model(series, version, {"model.json": b"{}"}, meta)
+        registry.save_version(series, version, {"model.json": b"{}"}, meta)
     registry.set_current(series, "v2")
     body = client.get("/models", params={"series": series}).json()
     assert body["available"] is True and [m["version"] for m in body["models"]] == ["v1", "v2"]
@@ -440,3 +440,19 @@ def test_response_cache_is_bounded_in_bytes() -> None:
         c.put(key, key, size=40)
     c.put("huge", "huge", size=51)
     assert [c.get(k) for k in ("a", "b", "c", "huge")] == [None, "b", "c", None]
+
+
+def test_forecast_points_say_which_source_each_lead_day_used(
+    client: TestClient, store: Store, december: pd.DataFrame
+) -> None:
+    run = insert_forecast_run(store, december, utc(2023, 12, 21, 6, 5))
+    # as forecast writes a blended run: lead day 1 from the model alone, day 2 a blend, the rest naive
+    weight = run["horizon_day"].map(lambda d: 1.0 if d == 1 else 0.4 if d == 2 else 0.0)
+    source = run["horizon_day"].map(lambda d: "model" if d == 1 else "blend" if d == 2 else "seasonal_naive")
+    store.command(f"truncate table {store.settings.clickhouse_database}.forecasts")
+    store.insert_df("forecasts", run.assign(model_weight=weight, yhat_source=source))
+    points = client.get("/forecasts").json()["points"]
+    by_day = {p["horizon_day"]: (p["yhat_source"], p["model_weight"]) for p in points}
+    assert by_day[1] == ("model", 1.0) and by_day[2] == ("blend", 0.4) and by_day[5] == ("seasonal_naive", 0.0)
+    csv_text = client.get("/forecasts", params={"horizon_day": 2, "format": "csv"}).text
+    assert csv_text.splitlines()[0].endswith("yhat_source,model_weight") and ",blend,0.4" in csv_text

@@ -209,6 +209,8 @@ class ForecastPoint(BaseModel):
     yhat: float
     lower: float | None
     upper: float | None
+    yhat_source: str = Field(description="model | blend | seasonal_naive: what the lead day's value came from")
+    model_weight: float = Field(description="weight of the model against seasonal naive for this lead day (0–1)")
 
 
 class ForecastRunSummary(BaseModel):

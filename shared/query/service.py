@@ -311,7 +311,7 @@ with chosen_run as (
     limit 1
 )
 select run_id, model_version, issued_at, origin, quality, fallback_reason, interval_level,
-       ts, horizon_steps, horizon_day, yhat, lower, upper
+       ts, horizon_steps, horizon_day, yhat, lower, upper, yhat_source, model_weight
 from {db:Identifier}.forecasts
 where source = {source:String} and metric = {metric:String}
   and (issued_at, run_id) in (select issued_at, run_id from chosen_run)
@@ -329,7 +329,8 @@ def forecast_run(store: Store, p: ForecastParams) -> ForecastRunResponse:
     run_id, model_version, issued_at, origin, quality, fallback_reason, level = rows[0][:7]
     steps = [
         ForecastPoint(ts=utc(r[7]), horizon_steps=int(r[8]), horizon_day=int(r[9]), yhat=float(r[10]),
-                      lower=_num(r[11]), upper=_num(r[12]))
+                      lower=_num(r[11]), upper=_num(r[12]),
+                      yhat_source=str(r[13]), model_weight=round(float(r[14]), 4))
         for r in rows
     ]
     points = [
