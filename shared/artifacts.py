@@ -1,4 +1,4 @@
-"""Model artifact store: S3/MinIO through boto3, or a local directory with the same layout.
+"""Artifact store: versioned files (bytes) on S3/MinIO through boto3, or a local directory with the same layout.
 
 Layout (keys under the bucket, or paths under ``settings.artifacts_dir``)::
 
@@ -6,8 +6,9 @@ Layout (keys under the bucket, or paths under ``settings.artifacts_dir``)::
     models/<series>/<version>/meta.json                          written last: the version is complete
     models/<series>/current.json                                 the pointer (one PUT / one rename: atomic)
 
-Stable API (used by the forecast stage and by the query stage's ``/models`` endpoint; light — no
-torch import unless :meth:`ArtifactStore.load_model` is called):
+Stable API (used by the forecast stage and by the query stage's ``/models`` endpoint). The store holds
+bytes and metadata only and imports nothing of the forecasting domain: turning a model into files and
+back is ``shared/forecasting/registry.py`` (so the light query stage never reaches torch):
 
 * ``list_models(series) -> list[dict]`` — every complete version, oldest first; each dict is the
   version's metadata: ``version``, ``trained_at``, ``training_window`` [start, end], ``holdout``,
@@ -15,7 +16,8 @@ torch import unless :meth:`ArtifactStore.load_model` is called):
   'rejected'), ``decision_reason``, plus ``current`` (bool).
 * ``current(series) -> dict | None`` — the metadata of the version the pointer names, plus
   ``pointer_updated_at``; None when no model was ever promoted.
-* ``load_model(series, version)`` — the trained model object (imports the ML stack).
+* ``save_version(series, version, files, meta)`` / ``get_files(series, version)`` — a version's files
+  (name → bytes); ``set_current`` / ``update_meta`` move the pointer / annotate a version.
 
 Every failure of the backend raises :class:`shared.errors.ArtifactError` (HTTP 503).
 """
@@ -61,7 +63,7 @@ class ArtifactStore(ABC):
         """Immediate sub-"directories" under ``prefix`` (names only)."""
 
     # --- API ------------------------------------------------------------------------------------
-    def save_model(self, series: str, version: str, files: dict[str, bytes], meta: dict[str, Any]) -> None:
+    def save_version(self, series: str, version: str, files: dict[str, bytes], meta: dict[str, Any]) -> None:
         """Store a version's files, then its ``meta.json`` (so a half-written version is never listed)."""
         base = f"{PREFIX}/{_check_name(series, 'series')}/{_check_name(version, 'version')}"
         for name, data in files.items():
@@ -127,17 +129,6 @@ class ArtifactStore(ABC):
                 raise ArtifactError(f"model {series}/{version} lacks {name}")
             files[name] = data
         return files
-
-    def load_model(self, series: str, version: str) -> Any:
-        """The trained model object of a version (imports the ML stack)."""
-        from shared.errors import ModelError
-        from shared.forecasting.model import from_files
-
-        files = self.get_files(series, version)
-        try:
-            return from_files(files)
-        except (KeyError, ValueError, RuntimeError) as exc:
-            raise ModelError(f"cannot load model {series}/{version}: {exc}") from exc
 
 
 class LocalArtifactStore(ArtifactStore):

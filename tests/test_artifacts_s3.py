@@ -28,7 +28,7 @@ def s3_store(s3_server: S3Server, request: pytest.FixtureRequest) -> S3ArtifactS
 
 def test_round_trip_on_seaweedfs(s3_store: S3ArtifactStore) -> None:
     files = {"model.json": b'{"a": 1}', "profile.pt": bytes(range(256)) * 100}
-    s3_store.save_model("load", "v1", files, _meta("v1", 3.0))
+    s3_store.save_version("load", "v1", files, _meta("v1", 3.0))
     s3_store.set_current("load", "v1")
     assert s3_store.get_files("load", "v1") == files
     cur = s3_store.current("load")
@@ -38,7 +38,7 @@ def test_round_trip_on_seaweedfs(s3_store: S3ArtifactStore) -> None:
 
 def test_list_models_flags_current_and_keeps_rejected(s3_store: S3ArtifactStore) -> None:
     for v, mape in (("v1", 3.0), ("v2", 2.5), ("v3", 4.0)):
-        s3_store.save_model("load", v, {"model.json": b"{}"}, {**_meta(v, mape), "decision": "promoted"})
+        s3_store.save_version("load", v, {"model.json": b"{}"}, {**_meta(v, mape), "decision": "promoted"})
     s3_store.set_current("load", "v2")
     s3_store.update_meta("load", "v3", decision="rejected", decision_reason="worse on holdout")
     listed = {m["version"]: m for m in s3_store.list_models("load")}
@@ -66,7 +66,7 @@ def test_unreachable_s3_raises_artifact_error() -> None:
 
 def test_local_store_has_the_same_layout(tmp_path: Path) -> None:
     store = LocalArtifactStore(tmp_path)
-    store.save_model("load", "v1", {"model.json": b"{}"}, _meta("v1", 3.0))
+    store.save_version("load", "v1", {"model.json": b"{}"}, _meta("v1", 3.0))
     store.set_current("load", "v1")
     assert json.loads((tmp_path / "models/load/current.json").read_text())["version"] == "v1"
     assert (tmp_path / "models/load/v1/meta.json").is_file()

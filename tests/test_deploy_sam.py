@@ -262,7 +262,7 @@ def test_a_bucket_with_the_default_credential_chain_writes_to_s3_only(
     settings = Settings()
     store = get_artifact_store(settings)
     assert isinstance(store, S3ArtifactStore)
-    store.save_model("load", "v1", {"model.json": b"{}"}, {"trained_at": "2023-01-01T00:00:00+00:00"})
+    store.save_version("load", "v1", {"model.json": b"{}"}, {"trained_at": "2023-01-01T00:00:00+00:00"})
     store.set_current("load", "v1")
     client = boto3.client("s3", endpoint_url=s3_server.endpoint_url, aws_access_key_id=s3_server.access_key,
                           aws_secret_access_key=s3_server.secret_key, region_name="us-east-1")
@@ -283,5 +283,5 @@ def test_an_unreachable_bucket_fails_instead_of_writing_locally(monkeypatch: pyt
     monkeypatch.setenv("POWERSENSE_ARTIFACTS_DIR", str(tmp_path / "artifacts"))
     store = get_artifact_store(Settings())
     with pytest.raises(ArtifactError):
-        store.save_model("load", "v1", {"model.json": b"{}"}, {})
+        store.save_version("load", "v1", {"model.json": b"{}"}, {})
     assert _files(tmp_path / "artifacts") == []

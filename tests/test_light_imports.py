@@ -31,10 +31,8 @@ from packaging.utils import canonicalize_name
 REPO = Path(__file__).resolve().parent.parent
 HEAVY = ("torch", "neuralprophet", "pytorch_lightning", "lightning", "matplotlib")
 FIRST_PARTY = {"shared", "local_dev", "functions", "bench"}
-# Lazy imports the static view must not follow: (importing file, imported module) — each only inside a
-# code path a light stage never runs.  shared/artifacts.py imports the model in ArtifactStore.load_model,
-# which only the forecast stage calls (query lists versions and metadata, never loads a model).
-LAZY_ML_ONLY = {("shared/artifacts.py", "shared.forecasting.model")}
+# No exceptions: the static view follows every import, lazy ones included (the artifact store holds bytes
+# only; model (de)serialisation lives in shared/forecasting/registry.py, which only forecast imports).
 
 
 def stack_requirements() -> dict[str, str]:
@@ -118,13 +116,10 @@ def static_imports(handler: Path) -> frozenset[str]:
         if path in seen:
             continue
         seen.add(path)
-        rel = path.relative_to(REPO).as_posix()
         for name in _runtime_imports(ast.parse(path.read_text())):
             top = name.split(".")[0]
             if top not in FIRST_PARTY:
                 third.add(top)
-                continue
-            if any(rel == f and (name == m or name.startswith(f"{m}.")) for f, m in LAZY_ML_ONLY):
                 continue
             parts = name.split(".")
             todo.extend(f for f in (_module_file(".".join(parts[:i])) for i in range(1, len(parts) + 1)) if f)

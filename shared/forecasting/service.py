@@ -302,11 +302,13 @@ _cache_lock = threading.Lock()
 
 def cached_model(artifacts: Any, series: str, version: str) -> Any:
     """The model of ``version``, loaded from the artifact store once per process."""
+    from shared.forecasting import registry  # the ML stack, only when a model is loaded
+
     key = f"{series}/{version}"
     with _cache_lock:
         if key not in _cache:
             _cache.clear()  # keep one model in memory
-            _cache[key] = artifacts.load_model(series, version)
+            _cache[key] = registry.load_model(artifacts, series, version)
         return _cache[key]
 
 
@@ -331,7 +333,7 @@ def series_key(settings: Settings) -> str:
 def maybe_train(store: Store, settings: Settings, artifacts: Any, grid: pd.DataFrame, now: pd.Timestamp,
                 force: bool = False) -> dict[str, Any]:
     """Train if due; store the new version; move ``current`` only if not worse on the holdout."""
-    from shared.forecasting import model as fm
+    from shared.forecasting import registry
 
     series = series_key(settings)
     current = artifacts.current(series)
@@ -382,7 +384,7 @@ def maybe_train(store: Store, settings: Settings, artifacts: Any, grid: pd.DataF
         "decision_reason": why,
         "series": series,
     }
-    artifacts.save_model(series, version, fm.to_files(model), meta)
+    registry.save_model(artifacts, series, version, model, meta)
     if decision == "promoted":
         artifacts.set_current(series, version, meta)
         with _cache_lock:
