@@ -353,17 +353,22 @@ def reflag(
             """,
             {"source": source, "metric": str(metric), "lo": lo - reach, "hi": hi + reach},
         )
-        previous: dict[tuple[str, int], str] = {}
         if not stored.empty:
-            previous = {(str(u), int(v)): str(r)
-                        for u, v, r in zip(stored["ukey"], stored["version"], stored["reason"], strict=True)}
+            stored = stored.assign(ukey=stored["ukey"].astype(str), version=stored["version"].astype("uint64"),
+                                   reason=stored["reason"].astype(str))
         for _, series in values.groupby("nature", sort=False):
             series = series.reset_index(drop=True)
             series["value"] = pd.to_numeric(series["value"], errors="coerce").astype("float64")
             reasons = plausibility_flags(series[["ts", "value"]], params)
             near = (series["ts"] >= lo - reach) & (series["ts"] <= hi + reach)
-            before = pd.Series([previous.get((str(u), int(v)), "") for u, v in
-                                zip(series["ukey"], series["version"], strict=True)], index=series.index)
+            # the latest stored verdict of each version ('' = none): a vectorised lookup, since the bulk
+            # path (bootstrap) judges millions of values and most have no verdict at all
+            if stored.empty:
+                before = pd.Series("", index=series.index)
+            else:
+                keys = series[["ukey", "version"]].astype({"ukey": str, "version": "uint64"})
+                before = pd.Series(keys.merge(stored, on=["ukey", "version"], how="left")["reason"]
+                                   .fillna("").to_numpy(), index=series.index)
             changed = near & (reasons != before)
             if changed.any():
                 out.append(series.loc[changed].assign(metric=str(metric), reason=reasons[changed]))
