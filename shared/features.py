@@ -2,6 +2,11 @@
 
 ``plan → compute → write``:
 
+* :func:`series_grid` is *the* grid every consumer uses — featurize (written to ``features``), the forecast
+  stage (which reads ``features``) and the offline evaluation (``make evaluate``, from CSV files): the series
+  through the training-data gate (``shared/forecasting/gate.py``; a rejected value becomes a gap, flagged
+  ``implausible`` with its reason), then on the grid by :func:`build_grid`. One function, so the three
+  agree by construction.
 * :func:`build_grid` puts the latest values of the series on a regular UTC grid (15/30/60 min).
   Grid values are the measurements *at* the grid instants (2012–2019 history has consumption only
   at :00/:30, so averaging sub-steps would mix resolutions). Short gaps (≤ ``max_interp_steps``)
@@ -34,6 +39,7 @@ import pandas as pd
 from shared import clock
 from shared.calendar import TZ, bridge_days, holiday_names, is_dst_transition, is_summer_time
 from shared.calendar import public_holidays as _fr_holidays  # noqa: F401  (shared/forecasting/model.py imports it)
+from shared.forecasting.gate import gate
 from shared.logs import log_event
 from shared.runs import Run
 from shared.settings import REPO_ROOT, Settings
@@ -48,7 +54,7 @@ HDD_BASE_C = 15.0
 CDD_BASE_C = 18.0
 
 FEATURE_COLUMNS = [
-    "value", "interpolated", "missing", "lag_1", "lag_1d", "lag_1w",
+    "value", "interpolated", "missing", "implausible", "implausible_reason", "lag_1", "lag_1d", "lag_1w",
     "roll_mean_1d", "roll_std_1d", "roll_mean_1w", "roll_std_1w",
     "local_minute", "dow", "month", "is_holiday", "holiday_name", "is_bridge", "is_dst_transition",
     "is_summer_time", "temp_normal_degc", "temp_observed_degc", "hdd_normal", "cdd_normal",
@@ -88,6 +94,41 @@ def build_grid(
     out["interpolated"] = out["raw"].isna() & out["value"].notna()
     out["missing"] = out["value"].isna()
     return out
+
+
+def series_grid(
+    series: pd.DataFrame,
+    settings: Settings,
+    metric: str | None,
+    resolution_min: int,
+    start: pd.Timestamp | datetime | None = None,
+    end: pd.Timestamp | datetime | None = None,
+    max_interp_steps: int = 4,
+) -> pd.DataFrame:
+    """The series on the grid through the training-data gate (pure; the one definition of the grid).
+
+    ``series``: ``ts, value`` sorted by ``ts`` (NaN = no value), optionally ``flag`` (the store's plausibility
+    reason, '' = plausible, as :func:`shared.series.load_series` returns it). ``metric``: the series' metric for
+    the plausibility bounds (None for a foreign series: only the built-in checks). The gate runs *before* the
+    grid, so a rejected value is a gap that short-gap interpolation may fill, exactly as the forecast always
+    treated it. Returns :func:`build_grid`'s columns plus ``implausible`` (bool: the value at that instant was
+    rejected, by the store's check or the gate) and ``implausible_reason``; ``attrs["gated"]`` counts the
+    gate's rejections per reason.
+    """
+    frame = series[["ts", "value"]].reset_index(drop=True)
+    g = gate(frame, settings, metric=metric)
+    grid = build_grid(g.frame, resolution_min, start, end, max_interp_steps)
+    reasons = g.reasons.to_numpy(dtype=object)
+    if "flag" in series:  # the store already nulled these; say why
+        flag = series["flag"].fillna("").astype(str).to_numpy()
+        reasons = np.where((reasons == "") & (flag != ""), flag, reasons)
+    by_ts = pd.Series(reasons, index=pd.DatetimeIndex(frame["ts"]))
+    by_ts = by_ts[by_ts != ""]
+    by_ts = by_ts[~by_ts.index.duplicated(keep="last")]
+    grid["implausible_reason"] = by_ts.reindex(pd.DatetimeIndex(grid["ts"])).fillna("").to_numpy(dtype=object)
+    grid["implausible"] = grid["implausible_reason"] != ""
+    grid.attrs["gated"] = g.counts
+    return grid
 
 
 def interpolate_short_gaps(raw: pd.Series, max_steps: int) -> pd.Series:
@@ -184,6 +225,8 @@ def compute_features(grid: pd.DataFrame, resolution_min: int) -> pd.DataFrame:
     v = grid["value"].astype(float)
     past = v.shift(1)  # rolling windows end strictly before ts, so they are usable as predictors
     out = grid[["ts", "value", "interpolated", "missing"]].reset_index(drop=True).copy()
+    for col in ("implausible", "implausible_reason"):  # a grid from series_grid; build_grid alone has neither
+        out[col] = grid[col].to_numpy() if col in grid else (False if col == "implausible" else "")
     out["lag_1"] = past.to_numpy()
     out["lag_1d"] = v.shift(spd).to_numpy()
     out["lag_1w"] = v.shift(7 * spd).to_numpy()
@@ -255,32 +298,43 @@ def plan_featurize(store: Store, settings: Settings, now: datetime) -> Featurize
     return FeaturizePlan(start, end, load_start, watermark, to_utc(new_wm))
 
 
-def featurize(store: Store, settings: Settings, now: datetime) -> dict:
-    """Plan → compute → write one incremental featurize run; returns run details."""
+def planned_features(store: Store, settings: Settings, plan: FeaturizePlan) -> tuple[pd.DataFrame, int]:
+    """The feature rows ``plan`` recomputes (not written) and the number of series rows read: load the series
+    from ``plan.load_start`` (so lags of the first step exist), :func:`series_grid`, :func:`compute_features`.
+    Used by featurize, and by the forecast stage for the tail featurize has not written yet."""
     from shared.series import load_series
 
+    res = settings.forecast_resolution_min
+    series = load_series(store, settings.series_source, settings.series_metric,
+                         plan.load_start.to_pydatetime(), plan.end.to_pydatetime())
+    grid = series_grid(series, settings, settings.series_metric, res, plan.load_start, plan.end,
+                       settings.max_interp_steps)
+    feats = compute_features(grid, res)
+    return feats[feats["ts"] >= plan.start].reset_index(drop=True), len(series)
+
+
+def featurize(store: Store, settings: Settings, now: datetime) -> dict:
+    """Plan → compute → write one incremental featurize run; returns run details."""
     plan = plan_featurize(store, settings, now)
     if plan is None:
         return {"up_to_date": True, "rows_in": 0, "rows_out": 0}
     res = settings.forecast_resolution_min
-    series = load_series(store, settings.series_source, settings.series_metric,
-                         plan.load_start.to_pydatetime(), plan.end.to_pydatetime())
-    grid = build_grid(series[["ts", "value"]], res, plan.load_start, plan.end, settings.max_interp_steps)
-    feats = compute_features(grid, res)
-    feats = feats[feats["ts"] >= plan.start].reset_index(drop=True)
+    feats, rows_in = planned_features(store, settings, plan)
     feats.insert(0, "source", settings.series_source)
     feats.insert(1, "metric", settings.series_metric)
     feats.insert(2, "resolution_min", res)
     feats["source_inserted_max"] = plan.new_watermark.to_pydatetime()
     feats["computed_at"] = datetime.now(UTC)
-    for col in ("interpolated", "missing", "is_holiday", "is_bridge", "is_dst_transition", "is_summer_time"):
+    for col in ("interpolated", "missing", "implausible", "is_holiday", "is_bridge", "is_dst_transition",
+                "is_summer_time"):
         feats[col] = feats[col].astype("uint8")
     written = store.insert_df("features", feats)
     details = {
         "window_start": plan.start.isoformat(), "window_end": plan.end.isoformat(),
         "watermark": plan.watermark.isoformat(), "new_watermark": plan.new_watermark.isoformat(),
-        "rows_in": len(series), "rows_out": written,
+        "rows_in": rows_in, "rows_out": written,
         "interpolated": int(feats["interpolated"].sum()), "missing": int(feats["missing"].sum()),
+        "implausible": int(feats["implausible"].sum()),
     }
     log_event(log, "features_written", **details)
     return details

@@ -93,13 +93,15 @@ def test_featurize_recomputes_only_the_affected_window(store: Store, settings: S
     first = featurize(store, settings, now)
     assert first["rows_out"] == 21 * 48 and featurize(store, settings, now)["up_to_date"]
     t = pd.Timestamp("2023-10-20 06:00", tz="UTC")
-    revised = rows[rows["ts"] == t].assign(value=12345.0)
-    insert_measurements(store, revised, version=2)
+    # a plausible revision (+300 MW): the features carry it, lags included
+    revised_value = float(rows.loc[rows["ts"] == t, "value"].iloc[0]) + 300.0
+    insert_measurements(store, rows[rows["ts"] == t].assign(value=revised_value), version=2)
     second = featurize(store, settings, now)
     assert pd.Timestamp(second["window_start"]) == t and second["rows_out"] == 84  # to the end of the data (42 h)
-    got = store.query_df("select ts, value, lag_1 from {db:Identifier}.features final "
+    got = store.query_df("select ts, value, lag_1, implausible from {db:Identifier}.features final "
                          "where ts >= {t:DateTime64(3, 'UTC')} order by ts limit 2", {"t": t.to_pydatetime()})
-    assert got["value"].iloc[0] == 12345.0 and got["lag_1"].iloc[1] == 12345.0
+    assert got["value"].iloc[0] == revised_value and got["lag_1"].iloc[1] == revised_value
+    assert not got["implausible"].any()
     assert int(store.scalar("select count() from {db:Identifier}.features final")) == 21 * 48
     assert np.isfinite(got["value"]).all()
 
@@ -137,3 +139,22 @@ def test_calendar_module_day_lengths_bridges_and_day_types() -> None:
     assert bridge_days([date(2023, 5, 19), date(2023, 5, 26)]) == {date(2023, 5, 19)}
     types = day_type(pd.DatetimeIndex(["2023-05-29", "2023-05-30", "2023-06-02", "2023-06-03", "2023-06-04"]))
     assert types.tolist() == [4, 1, 2, 3, 4]
+
+
+def test_featurize_writes_the_gated_grid(store: Store, settings: Settings) -> None:
+    """An implausible revision (12 345 MW in the middle of a ~47 GW October morning) is what the training-data
+    gate rejects: featurize writes a gap there (interpolated, being one step) flagged implausible with the
+    reason, so lags never carry it and the forecast, which reads this table, never learns from it."""
+    rows = history("2023-10-01", "2023-10-22")
+    insert_measurements(store, rows)
+    now = datetime(2023, 10, 22, tzinfo=UTC)
+    featurize(store, settings, now)
+    t = pd.Timestamp("2023-10-20 06:00", tz="UTC")
+    insert_measurements(store, rows[rows["ts"] == t].assign(value=12345.0), version=2)
+    featurize(store, settings, now)
+    got = store.query_df("select ts, value, interpolated, implausible, implausible_reason, lag_1 "
+                         "from {db:Identifier}.features final where ts >= {t:DateTime64(3, 'UTC')} "
+                         "order by ts limit 2", {"t": t.to_pydatetime()})
+    assert got["implausible"].tolist() == [1, 0] and got["implausible_reason"].iloc[0] != ""
+    assert got["interpolated"].iloc[0] == 1 and got["value"].iloc[0] > 40000
+    assert got["lag_1"].iloc[1] == got["value"].iloc[0]

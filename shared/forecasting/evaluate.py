@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from shared.errors import BadRequestError, ModelError
-from shared.features import TZ, build_grid
+from shared.features import TZ, build_grid, series_grid
 from shared.forecasting import baseline, combine
 from shared.forecasting.gate import finite_or_none, gate, strict
 from shared.forecasting.service import model_config
@@ -150,12 +150,14 @@ def load_data(files: list[Path], resolution_min: int, settings: Settings | None 
     generic = bool((h["nature"] == "").all())
     raw = h[["ts", "consommation"]].rename(columns={"consommation": "value"}).dropna(subset=["value"])
     raw = raw.sort_values("ts").reset_index(drop=True)
-    g = gate(raw, settings, metric=None if generic else "consommation")
-    grid = build_grid(g.frame, resolution_min, start=raw["ts"].min() if len(raw) else None,
-                      end=(raw["ts"].max().floor(f"{resolution_min}min") + pd.Timedelta(minutes=resolution_min))
-                      if len(raw) else None, max_interp_steps=0)[["ts", "value"]]
-    bad = g.frame.loc[(g.reasons != "").to_numpy(), ["ts"]].assign(reason=g.reasons[g.reasons != ""].to_numpy())
-    grid.attrs["gated"] = bad[bad["ts"].isin(set(grid["ts"]))].reset_index(drop=True)
+    # the grid featurize writes and the forecast stage reads (shared.features.series_grid): same gate, same grid
+    full = series_grid(raw, settings, None if generic else "consommation", resolution_min,
+                       start=raw["ts"].min() if len(raw) else None,
+                       end=(raw["ts"].max().floor(f"{resolution_min}min") + pd.Timedelta(minutes=resolution_min))
+                       if len(raw) else None, max_interp_steps=0)
+    grid = full[["ts", "value"]].copy()
+    bad = full.loc[full["implausible"], ["ts", "implausible_reason"]].rename(columns={"implausible_reason": "reason"})
+    grid.attrs = {"gated": bad.reset_index(drop=True)}
     grid.attrs["generic"] = generic
     rte = None
     if "prevision_j1" in h.columns and h["prevision_j1"].notna().any():

@@ -2,8 +2,9 @@
 
 ``plan → compute → write``:
 
-1. read the series (``shared.series.load_series``), drop points the detect stage flagged as open anomalies
-   (if that table exists), pass it through the training-data gate (``gate.py``) and put it on the grid;
+1. read the grid featurize wrote (``features``: the series through the training-data gate, ``gate.py``, on
+   the grid, flags included; a tail featurize has not written yet is computed in-process by the same code)
+   and drop the points the detect stage flagged as open anomalies (:func:`load_grid`);
 2. decide whether to train: no current model, current model older than ``forecast_retrain_hours``,
    or a ``retrain_request`` row in ``model_metrics`` newer than the model (table owned by detect;
    read defensively);
@@ -35,9 +36,8 @@ import numpy as np
 import pandas as pd
 
 from shared.errors import ArtifactError, ModelError, StoreError
-from shared.features import TZ, build_grid
+from shared.features import TZ
 from shared.forecasting import baseline, combine
-from shared.forecasting.gate import gate
 from shared.logs import log_event
 from shared.settings import Settings
 from shared.store import Store
@@ -239,38 +239,75 @@ def _table_exists(store: Store, name: str) -> bool:
         "select count() from system.tables where database = {db:String} and name = {t:String}", {"t": name}))
 
 
-def load_grid(store: Store, settings: Settings, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
-    """The series on the forecast grid, open anomalies removed (when detect's table exists)."""
-    from shared.series import load_series
+def read_features(store: Store, settings: Settings, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    """The grid featurize wrote (``features``) for ``start <= ts < end``: ``ts, value, interpolated, missing,
+    implausible, implausible_reason``."""
+    df = store.query_df(
+        "select ts, value, interpolated, missing, implausible, implausible_reason "
+        "from {db:Identifier}.features final where source = {s:String} and metric = {m:String} "
+        "and resolution_min = {r:UInt16} and ts >= {a:DateTime64(3, 'UTC')} and ts < {b:DateTime64(3, 'UTC')} "
+        "order by ts",
+        {"s": settings.series_source, "m": settings.series_metric, "r": settings.forecast_resolution_min,
+         "a": start.to_pydatetime(), "b": end.to_pydatetime()},
+    )
+    if df.empty:
+        return pd.DataFrame({"ts": pd.Series(dtype="datetime64[ns, UTC]"), "value": pd.Series(dtype=float),
+                             "interpolated": pd.Series(dtype=bool), "missing": pd.Series(dtype=bool),
+                             "implausible": pd.Series(dtype=bool), "implausible_reason": pd.Series(dtype=str)})
+    df["ts"] = pd.to_datetime(df["ts"], utc=True)
+    df["value"] = pd.to_numeric(df["value"], errors="coerce")
+    for col in ("interpolated", "missing", "implausible"):
+        df[col] = df[col].astype(bool)
+    return df
 
-    s = load_series(store, settings.series_source, settings.series_metric, start.to_pydatetime(), end.to_pydatetime())
-    s = s[["ts", "value"]]
-    if not s.empty and _table_exists(store, "anomalies"):
-        try:
-            bad = store.query_df(
-                "select distinct ts from {db:Identifier}.anomalies final where source = {s:String} "
-                "and metric = {m:String} and status = 'open' and ts >= {a:DateTime64(3, 'UTC')} "
-                "and ts < {b:DateTime64(3, 'UTC')}",
-                {"s": settings.series_source, "m": settings.series_metric,
-                 "a": start.to_pydatetime(), "b": end.to_pydatetime()},
-            )
-            if not bad.empty:
-                s = s[~s["ts"].isin(set(bad["ts"]))]
-                log_event(log, "anomalies_excluded", points=int(len(bad)))
-        except StoreError as exc:  # another engineer's table with a different shape must not stop forecasts
-            log_event(log, "anomalies_unreadable", logging.WARNING, error=str(exc))
-    if s.empty:
+
+def load_grid(store: Store, settings: Settings, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    """The forecast grid, read from ``features`` (featurize's gated grid), open anomalies removed.
+
+    featurize is the one place the grid is made (``shared.features.series_grid``: the training-data gate, then
+    short-gap interpolation). When the table is behind the measurements (featurize has not run since new or
+    revised data arrived), the missing tail is computed here, in-process, by the same code featurize runs
+    (``plan_featurize`` + ``planned_features``, not written: featurize stays the only writer), so a forecast
+    never uses stale inputs. Open anomalies (detect's verdicts, newer than the features) become gaps; only then
+    are short gaps re-interpolated, as they were when the grid was built from the series here.
+    """
+    from shared.features import interpolate_short_gaps, plan_featurize, planned_features
+
+    step = pd.Timedelta(minutes=settings.forecast_resolution_min)
+    feats = read_features(store, settings, start, end)
+    plan = plan_featurize(store, settings, end.to_pydatetime())
+    if plan is not None:
+        tail, _ = planned_features(store, settings, plan)
+        tail = tail[(tail["ts"] >= start) & (tail["ts"] < end)][list(feats.columns)]
+        log_event(log, "features_tail_computed", start=plan.start.isoformat(), steps=int(len(tail)))
+        feats = pd.concat([feats[feats["ts"] < plan.start], tail], ignore_index=True)
+    valid = feats.dropna(subset=["value"])
+    if feats.empty:
         return pd.DataFrame({"ts": pd.Series(dtype="datetime64[ns, UTC]"), "value": pd.Series(dtype=float)})
-    # the training-data gate (shared/forecasting/gate.py): implausible values and flatlines become gaps before
-    # the grid is built, so they reach neither training, nor the model's inputs, nor seasonal-naive copies
-    g = gate(s.sort_values("ts").reset_index(drop=True), settings, metric=settings.series_metric)
-    if g.rejected:
-        log_event(log, "values_gated", points=g.rejected, reasons=g.counts)
-    last = g.frame.dropna(subset=["value"])["ts"].max() if g.frame["value"].notna().any() else s["ts"].max()
-    grid = build_grid(g.frame, settings.forecast_resolution_min, start, last + pd.Timedelta(minutes=1),
-                      settings.max_interp_steps)[["ts", "value"]]
-    grid.attrs["gated"] = g.counts
-    return grid
+    last = valid["ts"].max() if len(valid) else feats["ts"].max()
+    # the grid from start to the newest valid value, like the one the stage built itself before
+    idx = pd.date_range(start.ceil(step), last, freq=step, tz="UTC")
+    grid = feats.set_index("ts").reindex(idx)
+    value = grid["value"].astype(float)
+    bad = store.query_df(
+        "select distinct ts from {db:Identifier}.anomalies final where source = {s:String} "
+        "and metric = {m:String} and status = 'open' and ts >= {a:DateTime64(3, 'UTC')} "
+        "and ts < {b:DateTime64(3, 'UTC')}",
+        {"s": settings.series_source, "m": settings.series_metric,
+         "a": start.to_pydatetime(), "b": end.to_pydatetime()},
+    )
+    if not bad.empty:
+        hit = idx.isin(pd.DatetimeIndex(pd.to_datetime(bad["ts"], utc=True)))
+        if hit.any():
+            measured = value.where(~grid["interpolated"].fillna(False).astype(bool))
+            value = interpolate_short_gaps(measured.where(~hit), settings.max_interp_steps)
+            log_event(log, "anomalies_excluded", points=int(hit.sum()))
+    out = pd.DataFrame({"ts": idx, "value": value.to_numpy()})
+    reasons = grid["implausible_reason"].fillna("").astype(str)
+    out.attrs["gated"] = {str(k): int(v) for k, v in reasons[reasons != ""].value_counts().items()}
+    if out.attrs["gated"]:
+        log_event(log, "values_gated", points=int((reasons != "").sum()), reasons=out.attrs["gated"])
+    return out
 
 
 def retrain_requested_after(store: Store, settings: Settings, trained_at: pd.Timestamp) -> bool:
