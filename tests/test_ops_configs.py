@@ -31,8 +31,8 @@ REPO = Path(__file__).resolve().parent.parent
 OBS = REPO / "observability"
 PROM = OBS / "prometheus"
 DASHBOARDS = sorted((OBS / "grafana" / "dashboards").glob("*.json"))
-STAGES = ("poll", "upsert-version", "featurize", "forecast", "detect", "query")
-LIGHT = {"poll", "upsert-version", "query", "featurize", "detect"}  # requirements/base.txt images
+STAGES = ("poll", "poll-weather", "upsert-version", "featurize", "forecast", "detect", "query")
+LIGHT = {"poll", "poll-weather", "upsert-version", "query", "featurize", "detect"}  # requirements/base.txt images
 TEMPLATE_DOCKERFILE = REPO / "template" / "powersense-python" / "Dockerfile"
 INSTALL = {
     "promtool": "apt-get install -y prometheus",
@@ -546,8 +546,9 @@ def test_sam_schedule_event_reaches_the_app_as_a_cron_invocation(sam: dict[str, 
 
 def test_stack_names_and_cron_annotations_are_unchanged(stack: dict[str, Any]) -> None:
     schedules = {n: f.get("annotations", {}).get("schedule") for n, f in stack["functions"].items()}
-    assert schedules == {"poll": "*/5 * * * *", "upsert-version": "1-59/5 * * * *", "featurize": "3-59/15 * * * *",
-                         "forecast": "7 * * * *", "detect": "4-59/15 * * * *", "query": None}
+    assert schedules == {"poll": "*/5 * * * *", "poll-weather": "20 * * * *", "upsert-version": "1-59/5 * * * *",
+                         "featurize": "3-59/15 * * * *", "forecast": "7 * * * *", "detect": "4-59/15 * * * *",
+                         "query": None}
 
 
 def test_query_function_reads_clickhouse_as_the_reader_with_its_own_secret(

@@ -15,9 +15,9 @@ from shared.errors import ConfigurationError
 
 def test_stack_declares_every_stage_with_cron_schedules() -> None:
     specs = {s.name: s for s in read_stack()}
-    assert set(specs) == {"poll", "upsert-version", "featurize", "forecast", "detect", "query"}
+    assert set(specs) == {"poll", "poll-weather", "upsert-version", "featurize", "forecast", "detect", "query"}
     scheduled = {n for n, s in specs.items() if s.schedule}
-    assert scheduled == {"poll", "upsert-version", "featurize", "forecast", "detect"}
+    assert scheduled == {"poll", "poll-weather", "upsert-version", "featurize", "forecast", "detect"}
     assert all(specs[n].annotations["topic"] == "cron-function" for n in scheduled)
 
 

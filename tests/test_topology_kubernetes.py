@@ -41,7 +41,7 @@ from shared.settings import Settings
 REPO = Path(__file__).resolve().parent.parent
 K8S = REPO / "deploy" / "kubernetes"
 KUBERNETES_VERSION = "1.32.0"  # schema version the manifests are checked against (any >= 1.27 API they use)
-STAGES = {"poll", "upsert-version", "featurize", "forecast", "detect", "query"}
+STAGES = {"poll", "poll-weather", "upsert-version", "featurize", "forecast", "detect", "query"}
 DEAD_REPOSITORIES = ("minio/", "bitnami/", "grafana/promtail")
 RFC1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 FQDN = re.compile(r"^(?P<svc>[a-z0-9-]+)\.(?P<ns>[a-z0-9-]+)\.svc\.cluster\.local$")

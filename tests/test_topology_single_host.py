@@ -42,7 +42,7 @@ from shared.errors import ConfigurationError
 REPO = Path(__file__).resolve().parent.parent
 FAASD = REPO / "deploy" / "faasd"
 COMPOSE_FILE = REPO / "docker-compose.yml"
-STAGES = {"poll", "upsert-version", "featurize", "forecast", "detect", "query"}
+STAGES = {"poll", "poll-weather", "upsert-version", "featurize", "forecast", "detect", "query"}
 
 # --- faasd's own services, as data ------------------------------------------------------------------------
 # github:openfaas/faasd @ 13f03f3d47072f29781ef78a1f5a406c800cc513: docker-compose.yaml (services, images,
