@@ -38,7 +38,6 @@ import pandas as pd
 
 from shared import clock
 from shared.calendar import TZ, bridge_days, holiday_names, is_dst_transition, is_summer_time
-from shared.calendar import public_holidays as _fr_holidays  # noqa: F401  (shared/forecasting/model.py imports it)
 from shared.forecasting.gate import gate
 from shared.logs import log_event
 from shared.runs import Run

@@ -66,7 +66,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shared.features import TZ, _fr_holidays, steps_per_day
+from shared.calendar import TZ, bridge_of, public_holidays
+from shared.features import steps_per_day
 from shared.forecasting.baseline import apply_intervals, relative_error_quantiles
 from shared.forecasting.gate import strict
 
@@ -172,29 +173,20 @@ def events_for(country: str) -> list[str]:
     return HOLIDAY_EVENTS if country == "FR" else GENERIC_EVENTS if country else []
 
 
-def _country_holidays(country: str, year: int) -> dict[Any, str]:
-    if country == "FR":
-        return _fr_holidays(year)
-    import holidays
-
-    return dict(holidays.country_holidays(country, years=year))
-
-
 def holiday_frame(start: pd.Timestamp, end: pd.Timestamp, tz: str = TZ, country: str = "FR") -> pd.DataFrame:
     """Local dates with their event name (public holidays and bridge days) between two instants."""
     rows: list[tuple[pd.Timestamp, str]] = []
     if not country:
         return pd.DataFrame(rows, columns=["date", "event"])
     for y in range(start.tz_convert(tz).year - 1, end.tz_convert(tz).year + 2):
-        for d, name in _country_holidays(country, y).items():
+        # holidays and bridge days from the one calendar module (shared/calendar.py), as featurize's columns
+        for d, name in public_holidays(y, country).items():
             key = _HOLIDAY_KEYS.get(name) if country == "FR" else "holiday"
             if key:
                 rows.append((pd.Timestamp(d), key))
-            wd = pd.Timestamp(d).dayofweek
-            if wd == 1:
-                rows.append((pd.Timestamp(d) - pd.Timedelta(days=1), "bridge"))
-            elif wd == 3:
-                rows.append((pd.Timestamp(d) + pd.Timedelta(days=1), "bridge"))
+            bridge = bridge_of(d)
+            if bridge is not None:
+                rows.append((pd.Timestamp(bridge), "bridge"))
         # the end-of-year break (24 Dec – 1 Jan): a dip too sharp for the yearly Fourier terms
         for d in pd.date_range(f"{y}-12-24", f"{y + 1}-01-01", freq="D"):
             rows.append((d, "christmas_week"))
