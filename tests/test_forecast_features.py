@@ -98,3 +98,15 @@ def test_issued_forecast_equals_the_old_path(store: Store, fc_settings: Settings
     assert list(pd.DatetimeIndex(new["ts"])) == list(pd.DatetimeIndex(ref["ts"]))
     for col in ("yhat", "lower", "upper"):
         np.testing.assert_allclose(new[col].to_numpy(), ref[col].to_numpy(), rtol=1e-6)
+
+
+def test_featurize_at_another_resolution_stops_the_forecast(
+        store: Store, fc_settings: Settings, winter_2023: pd.DataFrame) -> None:
+    """featurize deployed with 15 min, forecast with 30: a configuration error, not a silent in-process rebuild."""
+    from shared.errors import ConfigurationError
+
+    insert_measurements(store, winter_2023[winter_2023["ts"] >= pd.Timestamp("2023-03-01", tz="UTC")])
+    featurize(store, fc_settings.model_copy(update={"forecast_resolution_min": 15}), NOW)
+    service._resolution_checked.clear()
+    with pytest.raises(ConfigurationError, match="featurize writes .* at \\[15\\] min"):
+        service.run_forecast(store, fc_settings, lambda: None, NOW, "run-mismatch")

@@ -239,6 +239,34 @@ def _table_exists(store: Store, name: str) -> bool:
         "select count() from system.tables where database = {db:String} and name = {t:String}", {"t": name}))
 
 
+def check_features_resolution(store: Store, settings: Settings) -> None:
+    """Fail with ConfigurationError when featurize writes the series at other resolutions than the forecast's.
+
+    Both stages take the grid step from the one setting ``forecast_resolution_min``, but each function is
+    deployed with its own environment: were they to disagree, the forecast would find no features at its step
+    and silently rebuild the whole grid in-process at every run. Checked on the first run of the process
+    (the features table is the store's, so there is no earlier moment to look), then cached.
+    """
+    key = (settings.series_source, settings.series_metric, settings.forecast_resolution_min)
+    if key in _resolution_checked:
+        return
+    found = {int(r[0]) for r in store.query_rows(
+        "select distinct resolution_min from {db:Identifier}.features "
+        "where source = {s:String} and metric = {m:String}",
+        {"s": settings.series_source, "m": settings.series_metric})}
+    if found and settings.forecast_resolution_min not in found:
+        from shared.errors import ConfigurationError
+
+        raise ConfigurationError(
+            f"invalid configuration: POWERSENSE_FORECAST_RESOLUTION_MIN={settings.forecast_resolution_min} but "
+            f"featurize writes {settings.series_source}.{settings.series_metric} at {sorted(found)} min; "
+            "give both functions the same value")
+    _resolution_checked.add(key)
+
+
+_resolution_checked: set[tuple[str, str, int]] = set()
+
+
 def read_features(store: Store, settings: Settings, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
     """The grid featurize wrote (``features``) for ``start <= ts < end``: ``ts, value, interpolated, missing,
     implausible, implausible_reason``."""
@@ -273,6 +301,7 @@ def load_grid(store: Store, settings: Settings, start: pd.Timestamp, end: pd.Tim
     """
     from shared.features import interpolate_short_gaps, plan_featurize, planned_features
 
+    check_features_resolution(store, settings)
     step = pd.Timedelta(minutes=settings.forecast_resolution_min)
     feats = read_features(store, settings, start, end)
     plan = plan_featurize(store, settings, end.to_pydatetime())
