@@ -1,5 +1,6 @@
 """forecast: train on schedule, keep the better model, write a 7-day forecast every run
-(wiring only; logic: shared/forecasting/service.py, artifacts: shared/artifacts.py).
+(wiring only; logic: shared/forecasting/service.py, models as files: shared/forecasting/registry.py on the
+byte store shared/artifacts.py).
 
 Timeout: training (~1 min on 2 cores) plus prediction run well inside the stack's 300 s exec_timeout."""
 
