@@ -15,19 +15,13 @@ lists (several locations in one call; the answer is then a JSON list in the same
 
 from __future__ import annotations
 
-import logging
 from datetime import date
 from typing import Any
 
 import httpx
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_exponential_jitter
 
-from shared.errors import SourceError
-from shared.ingest.odre import SOURCE_REQUESTS, RetryableSourceError, _retry_after  # one retry vocabulary
-from shared.logs import log_event
+from shared.ingest.http import RetryingJsonClient  # one retry policy, metric and log shape for every source
 from shared.settings import Settings
-
-log = logging.getLogger(__name__)
 
 
 def _coords(values: list[float]) -> str:
@@ -35,22 +29,13 @@ def _coords(values: list[float]) -> str:
     return ",".join(f"{v:.5f}" for v in values)
 
 
-class OpenMeteoClient:
+class OpenMeteoClient(RetryingJsonClient):
     """GETs JSON from the forecast and archive endpoints with retries."""
 
     def __init__(self, settings: Settings, transport: httpx.BaseTransport | None = None) -> None:
+        super().__init__(user_agent="powersense-poll-weather/0.1", transport=transport, **self.policy(settings))
         self.forecast_url = f"{settings.weather_url.rstrip('/')}/forecast"
         self.archive_url = f"{settings.weather_archive_url.rstrip('/')}/archive"
-        self.retries = settings.source_retries
-        self.backoff_s = settings.source_backoff_s
-        self.backoff_max_s = settings.source_backoff_max_s
-        self.retry_budget_s = settings.source_retry_budget_s
-        self._http = httpx.Client(timeout=httpx.Timeout(settings.source_timeout_s), transport=transport,
-                                  headers={"accept": "application/json", "user-agent": "powersense-poll-weather/0.1"})
-
-    def close(self) -> None:
-        """Release the connection pool."""
-        self._http.close()
 
     def __enter__(self) -> OpenMeteoClient:
         return self
@@ -73,48 +58,9 @@ class OpenMeteoClient:
                   "models": model, "timezone": "UTC", "start_date": start.isoformat(), "end_date": end.isoformat()}
         return self._get_json(self.archive_url, params)
 
-    def _wait(self, state: Any) -> float:
-        exp = wait_exponential_jitter(initial=self.backoff_s, max=self.backoff_max_s, jitter=self.backoff_s)(state)
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, RetryableSourceError) and exc.retry_after is not None:
-            return min(max(exc.retry_after, exp), self.backoff_max_s)
-        return float(exp)
-
     def _get_json(self, url: str, params: dict[str, str]) -> tuple[Any, str]:
-        def _log_retry(state: Any) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            SOURCE_REQUESTS.labels("retry").inc()
-            log_event(log, "weather_source_retry", logging.WARNING, attempt=state.attempt_number, url=url,
-                      error=str(exc))
-
-        retrying = Retrying(
-            stop=stop_after_attempt(self.retries + 1) | stop_after_delay(self.retry_budget_s),
-            wait=self._wait,
-            retry=retry_if_exception(lambda e: isinstance(e, RetryableSourceError)),
-            before_sleep=_log_retry,
-            reraise=True,
-        )
-        try:
-            result: tuple[Any, str] = retrying(self._get, url, params)
-        except RetryableSourceError as exc:
-            SOURCE_REQUESTS.labels("failed").inc()
-            raise SourceError(f"{url} failed after retries: {exc}") from exc
-        SOURCE_REQUESTS.labels("ok").inc()
-        return result
+        return self.retried(self._get, url, params, url=url, event="weather_source_retry")
 
     def _get(self, url: str, params: dict[str, str]) -> tuple[Any, str]:
-        try:
-            resp = self._http.get(url, params=params)
-        except httpx.TimeoutException as exc:
-            raise RetryableSourceError(f"timeout: {type(exc).__name__}") from exc
-        except httpx.TransportError as exc:
-            raise RetryableSourceError(f"transport error: {type(exc).__name__}: {exc}") from exc
-        if resp.status_code == 429 or resp.status_code >= 500:
-            raise RetryableSourceError(f"HTTP {resp.status_code}: {resp.text[:200]}", _retry_after(resp))
-        if resp.status_code >= 400:
-            raise SourceError(f"HTTP {resp.status_code} from {resp.request.url}: {resp.text[:500]}")
-        try:
-            body = resp.json()
-        except ValueError as exc:
-            raise RetryableSourceError(f"response is not valid JSON ({len(resp.content)} bytes): {exc}") from exc
+        body, resp = self.get_json(url, params)
         return body, str(resp.request.url)
