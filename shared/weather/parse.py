@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from shared.errors import ConfigurationError
+from shared.ingest.parse import Rejection  # one dead-letter shape for every source
 
 VARIABLE = "temperature_2m"
 # Plausible 2 m temperature over metropolitan France (records: −41 °C in 1985, 46 °C in 2019); a value
@@ -66,15 +67,6 @@ def load_stations(path: Path) -> pd.DataFrame:
 
 
 # --- parse -----------------------------------------------------------------------------------------
-
-
-@dataclass
-class Rejection:
-    """One value (or one location's block) that could not be used, with why."""
-
-    record_no: int
-    reason: str
-    payload: str
 
 
 @dataclass
