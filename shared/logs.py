@@ -36,7 +36,7 @@ _configured = False
 
 def configure_logging(level: str = "INFO", path: str | None = None) -> None:
     """Install the JSON handler on the root logger once per process (stderr, or ``path``:
-    the embedded runtime writes a file that Promtail can tail, keeping the console readable)."""
+    the embedded runtime writes a file that Grafana Alloy can tail, keeping the console readable)."""
     global _configured
     root = logging.getLogger()
     root.setLevel(level)

@@ -205,10 +205,6 @@ class Settings(BaseSettings):
     )
     source_dataset: str = Field(default="eco2mix-national-tr", description="ODRÉ dataset polled")
     source_page_size: int = Field(default=100, ge=1, le=100, description="records per page (API cap 100)")
-    source_max_window_records: int = Field(
-        default=10000, ge=100, le=10000,
-        description="the API's offset+limit cap (unused by poll since it pages by keyset at offset 0)"
-    )
     source_timeout_s: float = Field(default=20.0, gt=0, description="HTTP timeout per request")
     source_retries: int = Field(default=5, ge=0, le=20, description="retries on timeout, 429, 5xx")
     poll_overlap_hours: float = Field(default=24.0, ge=0, description="re-polled span before the watermark (revisions)")
