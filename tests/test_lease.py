@@ -279,12 +279,15 @@ def _seconds(go_duration: str | int) -> float:
 
 
 def test_default_ttl_exceeds_every_writer_timeout() -> None:
-    """The lease must outlive an invocation of each writer (upsert-version; poll runs the bootstrap)."""
+    """A lease must outlive an invocation of each writer that holds one (upsert-version, which also loads the
+    history; poll-weather, which holds the weather-writer lease with the same TTL)."""
     ttl = Settings.model_fields["upsert_lease_ttl_s"].default
     stack = yaml.safe_load((REPO_ROOT / "openfaas-stack.yml").read_text())
-    for name in ("upsert-version", "poll"):
+    for name in ("upsert-version", "poll-weather"):
         env = stack["functions"][name]["environment"]
         assert ttl > _seconds(env["exec_timeout"]), name
     sam = (REPO_ROOT / "template.yaml").read_text()
-    for m in re.finditer(r"STAGE: (poll|upsert-version)\n(?:.*\n)*?\s+Timeout: (\d+)", sam):
-        assert ttl > float(m[2]), m[1]
+    timeouts = {m[1]: float(m[2]) for m in
+                re.finditer(r"STAGE: (poll-weather|upsert-version)\n(?:.*\n)*?\s+Timeout: (\d+)", sam)}
+    assert set(timeouts) == {"poll-weather", "upsert-version"}
+    assert all(ttl > t for t in timeouts.values()), timeouts

@@ -3,7 +3,7 @@
 The ```bash block under README's "Query API" heading is parsed (curl flags translated to httpx; an
 unknown flag fails the test, so the README cannot drift to something untested) and every request is
 sent to the query function behind the embedded gateway. The data are the demo's: the shipped 2023
-history bootstrapped by poll, December 2023 replayed by the gateway's replay of the real data on a
+history bootstrapped by upsert-version, December 2023 replayed by the gateway's replay of the real data on a
 simulated clock, and every stage invoked through the gateway as the cron-connector does (featurize,
 forecast with the tests' small model configuration, detect) at two points in time, 2023-12-01 06:10
 and 2023-12-02 05:10 UTC. Each example must answer 200 with a non-empty result.
