@@ -56,6 +56,10 @@ def ops_store() -> Iterator[Store]:
     load_rte_forecasts(store, "2023-01-01", "2024-01-01")
     load_rejected_record(store, datetime(2023, 10, 10, 12, tzinfo=UTC))
     load_pipeline_runs(store, WINDOW[0])
+    # realised national temperature (the shipped Enedis series) for the temperature panel
+    from shared.weather.service import backfill
+
+    backfill(store, settings, datetime(2023, 1, 1, tzinfo=UTC), datetime(2024, 1, 1, tzinfo=UTC))
     # the detect stage's own code fills anomalies, data_quality and model_metrics, "now" being the
     # end of the window; a failure there is reported by one test, not by every panel's
     from shared.runs import stage_run

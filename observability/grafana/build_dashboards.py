@@ -35,10 +35,10 @@ LOKI = {"type": "loki", "uid": "powersense-loki"}
 SERIES = "source = '${source}' and metric = '${metric}'"
 
 
-def series_view(metric="'${metric}'"):
-    """The view called for ``metric`` (an SQL literal) over the dashboard's time range."""
+def series_view(metric="'${metric}'", source="'${source}'"):
+    """The view called for ``metric`` of ``source`` (SQL literals) over the dashboard's time range."""
     return (
-        f"${{db}}.series(source = '${{source}}', metric = {metric}, start = $__fromTime, "
+        f"${{db}}.series(source = {source}, metric = {metric}, start = $__fromTime, "
         "end = addSeconds($__toTime, 1), as_of = toDateTime64('2200-01-01 00:00:00', 3, 'UTC'), nature = '')"
     )
 
@@ -389,6 +389,24 @@ full outer join {series_view("'prevision_j'")} as j using (ts)
 order by time
 """,
             unit="megwatt",
+        ),
+        w=24,
+        h=8,
+    )
+    d.add(
+        timeseries(
+            "National temperature: latest forecast vs realised (°C)",
+            "The weighted national 2 m temperature (RTE's 35 stations): the newest Open-Meteo forecast "
+            "(poll-weather) next to realised temperature (Open-Meteo's archive, Enedis's smoothed series). "
+            "Temperature drives the daily load level; read it beside the load forecast above.",
+            f"""
+select ts as time, f.value as forecast_c, r.value as realised_c, e.value as realised_enedis_smoothed_c
+from {series_view("'temperature_2m'", "'open_meteo'")} as f
+full outer join {series_view("'temperature_2m_realised'", "'open_meteo'")} as r using (ts)
+full outer join {series_view("'temperature_realisee_lissee'", "'enedis'")} as e using (ts)
+order by time
+""",
+            unit="celsius",
         ),
         w=24,
         h=8,
