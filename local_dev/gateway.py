@@ -264,6 +264,16 @@ class Gateway:
             await _send_error(send, 413, "PayloadTooLarge", f"request body over {limit} bytes")
         return too_large
 
+    async def _read_body_or_refuse(self, receive: Receive, send: Send) -> bytes | None:
+        """The request body, or None once answered 413 (over the limit) or the client has gone."""
+        try:
+            return await _read_body(receive, self.settings.gateway_max_body_bytes)
+        except _BodyTooLarge as exc:
+            await _send_error(send, 413, "PayloadTooLarge", str(exc))
+        except ConnectionError:
+            pass
+        return None
+
     async def _invoke(self, name: str, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
         """Synchronous call: 429 past max_inflight, 413 past the body limit, else the function's answer."""
         if not self._try_acquire(name):
@@ -275,14 +285,9 @@ class Gateway:
                       max_inflight=self.max_inflight[name])
             return
         try:
-            try:
-                body = await _read_body(receive, self.settings.gateway_max_body_bytes)
-            except _BodyTooLarge as exc:
-                await _send_error(send, 413, "PayloadTooLarge", str(exc))
-                return
-            except ConnectionError:
-                return
-            await app(scope, _replay(body), send)
+            body = await self._read_body_or_refuse(receive, send)
+            if body is not None:
+                await app(scope, _replay(body), send)
         finally:
             await self._release(name)
 
@@ -322,12 +327,8 @@ class Gateway:
                               f"async queue full ({queue.maxsize} invocations waiting); retry later",
                               [(b"retry-after", b"5")])
             return
-        try:
-            body = await _read_body(receive, self.settings.gateway_max_body_bytes)
-        except _BodyTooLarge as exc:
-            await _send_error(send, 413, "PayloadTooLarge", str(exc))
-            return
-        except ConnectionError:
+        body = await self._read_body_or_refuse(receive, send)
+        if body is None:
             return
         scope = dict(scope)
         scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"x-callback-url"]
