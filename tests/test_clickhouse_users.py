@@ -16,11 +16,14 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+import yaml
 
+from shared.schema import render_cluster, single_node_statements
 from shared.store import Store, _split_statements
 
 REPO = Path(__file__).resolve().parent.parent
 USERS = REPO / "deploy" / "clickhouse" / "users.d" / "powersense.xml"
+CHI = REPO / "deploy" / "kubernetes" / "clickhouse" / "installation.yaml"
 DB = "electricity"
 STAGE_PRIVILEGES = {("SELECT", f"{DB}.*"), ("INSERT", f"{DB}.*")}  # every stage reads and writes its tables
 FORBIDDEN = {"ALL", "DROP", "DROP TABLE", "DROP DATABASE", "TRUNCATE", "ALTER", "ALTER DELETE", "ALTER UPDATE",
@@ -36,13 +39,44 @@ def _user(name: str) -> ET.Element:
     return user
 
 
-def _grants(name: str) -> set[tuple[str, str]]:
+def _parse_grants(queries: list[str]) -> set[tuple[str, str]]:
     out = set()
-    for q in _user(name).iter("query"):
-        m = GRANT.match((q.text or "").strip())
-        assert m, q.text
+    for q in queries:
+        m = GRANT.match(q.strip())
+        assert m, q
         out |= {(p.strip().upper(), m["obj"]) for p in m["privs"].split(",")}
     return out
+
+
+def _grants(name: str) -> set[tuple[str, str]]:
+    return _parse_grants([q.text or "" for q in _user(name).iter("query")])
+
+
+def _cluster_grants(name: str) -> set[tuple[str, str]]:
+    """The Kubernetes ClickHouseInstallation's grants for one user."""
+    users = yaml.safe_load(CHI.read_text())["spec"]["configuration"]["users"]
+    return _parse_grants(users[f"{name}/grants/query"])
+
+
+def _privileges(stmt: str) -> set[tuple[str, str]] | None:
+    """What one DDL statement needs (None: no mapping); ``on cluster`` adds the CLUSTER grant."""
+    s = " ".join(stmt.lower().split())
+    on_cluster = re.search(r" on cluster '?\w+'?", s)
+    s = re.sub(r" on cluster '?\w+'?", "", s)
+    need: set[tuple[str, str]] = {("CLUSTER", "*.*")} if on_cluster else set()
+    if m := re.match(r"create database (?:if not exists )?(\w+)", s):
+        return need | {("CREATE DATABASE", f"{m[1]}.*")}
+    if re.match(r"create table ", s):
+        return need | {("CREATE TABLE", f"{DB}.*")}
+    if m := re.match(r"create materialized view (?:if not exists )?[\w.]+ to ([\w.]+)", s):
+        return need | {("CREATE VIEW", f"{DB}.*"), ("SELECT", m[1]), ("INSERT", m[1])}
+    if m := re.match(r"create or replace view ([\w.]+)", s):
+        return need | {("CREATE VIEW", f"{DB}.*"), ("DROP VIEW", m[1])}
+    if re.match(r"create view ", s):
+        return need | {("CREATE VIEW", f"{DB}.*")}
+    if re.match(r"alter table [\w.]+ (add column)\b", s):
+        return need | {("ALTER ADD COLUMN", f"{DB}.*")}
+    return None
 
 
 def _required_by_ddl() -> set[tuple[str, str]]:
@@ -50,21 +84,10 @@ def _required_by_ddl() -> set[tuple[str, str]]:
     required: set[tuple[str, str]] = set()
     for path in sorted((REPO / "ch" / "init").glob("[0-9][0-9][0-9].*.sql")):
         for stmt in _split_statements(path.read_text()):
-            s = " ".join(stmt.lower().split())
-            if m := re.match(r"create database (?:if not exists )?(\w+)", s):
-                required.add(("CREATE DATABASE", f"{m[1]}.*"))
-            elif re.match(r"create table ", s):
-                required.add(("CREATE TABLE", f"{DB}.*"))
-            elif m := re.match(r"create materialized view (?:if not exists )?[\w.]+ to ([\w.]+)", s):
-                required |= {("CREATE VIEW", f"{DB}.*"), ("SELECT", m[1]), ("INSERT", m[1])}
-            elif m := re.match(r"create or replace view ([\w.]+)", s):
-                required |= {("CREATE VIEW", f"{DB}.*"), ("DROP VIEW", m[1])}
-            elif re.match(r"create view ", s):
-                required.add(("CREATE VIEW", f"{DB}.*"))
-            elif m := re.match(r"alter table [\w.]+ (add column)\b", s):
-                required.add(("ALTER ADD COLUMN", f"{DB}.*"))
-            else:
+            need = _privileges(stmt)
+            if need is None:
                 pytest.fail(f"{path.name}: no privilege mapping for {stmt[:60]!r}: grant it and extend this test")
+            required |= need
     return required
 
 
@@ -114,3 +137,32 @@ def test_readers_stay_read_only() -> None:
     for name in ("powersense_reader", "grafana"):
         assert _user(name).findtext("profile") == "powersense_readonly"
         assert {p for p, _ in _grants(name)} == {"SELECT"}
+
+
+def test_cluster_writer_grants_cover_the_cluster_rendering() -> None:
+    """The Kubernetes writer applies the DDL ON CLUSTER (shared/schema.py): every rendered statement
+    (local and Distributed tables, the unsharded leases table, the series view, the ALTERs on both
+    tables) is covered by the ClickHouseInstallation's grants, which add only CLUSTER to the single host's."""
+    cluster = render_cluster(single_node_statements(), "powersense")
+    required: set[tuple[str, str]] = set(STAGE_PRIVILEGES)
+    for stmt in cluster:
+        need = _privileges(stmt)
+        assert need is not None, f"no privilege mapping for {stmt[:60]!r}"
+        required |= need
+    assert ("CLUSTER", "*.*") in required and ("DROP VIEW", f"{DB}.series") in required
+    granted = _cluster_grants("powersense_writer")
+    assert all(_covered(n, granted) for n in required), {n for n in required if not _covered(n, granted)}
+    assert granted == _grants("powersense_writer") | {("CLUSTER", "*.*")}
+
+
+def test_readers_can_read_every_table_and_view_of_the_ddl() -> None:
+    created = set()
+    for stmt in single_node_statements():
+        m = re.match(r"create (?:or replace )?(?:table|view|materialized view) (?:if not exists )?([\w.]+)",
+                     " ".join(stmt.lower().split()))
+        if m:
+            created.add(m[1])
+    assert {f"{DB}.leases", f"{DB}.poll_gaps", f"{DB}.series", f"{DB}.features", f"{DB}.forecasts"} <= created
+    for name in ("powersense_reader", "grafana"):
+        for grants in (_grants(name), _cluster_grants(name)):
+            assert all(_covered(("SELECT", obj), grants) for obj in created), name

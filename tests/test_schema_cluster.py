@@ -104,6 +104,12 @@ def test_every_single_node_table_has_one_local_table_with_identical_columns_and_
         if name.split(".", 1)[1] not in schema.UNSHARDED_TABLES:
             expected_names.add(f"{name}{schema.LOCAL_SUFFIX}")
     assert set(clustered) == expected_names
+    # the lease (ch/init/005.lease.sql): one replicated table on every node, never behind a Distributed one,
+    # so that the claims of one epoch meet in one deduplication scope
+    leases = clustered[f"{DB}.leases"]
+    assert f"{DB}.leases{schema.LOCAL_SUFFIX}" not in clustered
+    assert leases["ENGINE"].startswith(f"ReplicatedMergeTree('{schema.ZK_PATH_UNSHARDED}'")
+    assert "{shard}" not in schema.ZK_PATH_UNSHARDED
 
 
 def test_insert_deduplication_windows_are_carried_over(store: Store, rendered: tuple[list[str], list[str]]) -> None:
