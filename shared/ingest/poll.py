@@ -275,35 +275,14 @@ def land_page(
     if settings is not None:
         vocab = {"perimeter": settings.source_perimeter, "natures": settings.source_natures}
     parsed = parse_records(page.records, **vocab)
-    if page.records:
-        raw = pd.DataFrame(
-            {
-                "batch_id": batch_id,
-                "record_no": range(len(page.records)),
-                "fetched_at": fetched_at,
-                "source_url": page.url,
-                "payload": [json.dumps(r, ensure_ascii=False, allow_nan=True) for r in page.records],
-            }
-        )
-        store.insert_df("raw_records", raw, dedup_token=f"{batch_id}:raw")
+    land_raw(store, page.records, batch_id=batch_id, fetched_at=fetched_at, url=page.url)
     # The overlap re-fetches the same bad records every tick: dead-letter each distinct payload once
     # (every occurrence stays in raw_records, and raw_batches.n_rejected counts it).
-    fresh = _not_yet_dead_lettered(store, parsed.rejections)
-    if fresh:
-        dead = pd.DataFrame(
-            {
-                "batch_id": batch_id,
-                "record_no": [r.record_no for r in fresh],
-                "stage": "poll",
-                "reason": [r.reason for r in fresh],
-                "payload": [r.payload for r in fresh],
-                "rejected_at": fetched_at,
-            }
-        )
-        store.insert_df("rejected_records", dead, dedup_token=f"{batch_id}:rejected")
-        for r in fresh:
-            log_event(log, "record_rejected", logging.WARNING, batch_id=batch_id, record_no=r.record_no,
-                      reason=r.reason)
+    fresh = dead_letter(store, parsed.rejections, stage="poll", batch_id=batch_id, at=fetched_at,
+                        dedup_token=f"{batch_id}:rejected")
+    for r in fresh:
+        log_event(log, "record_rejected", logging.WARNING, batch_id=batch_id, record_no=r.record_no,
+                  reason=r.reason)
     header = pd.DataFrame(
         [{"batch_id": batch_id, "fetched_at": fetched_at, "source_url": page.url, "window_start": window.start,
           "window_end": window.end, "page": page_no, "n_records": len(page.records),
@@ -314,18 +293,35 @@ def land_page(
                   {_identity(r) for r in page.records})
 
 
-def _not_yet_dead_lettered(store: Store, rejections: list[Rejection]) -> list[Rejection]:
-    """The rejections whose payload is not in the dead-letter table yet."""
+def land_raw(store: Store, items: list[Any], *, batch_id: str, fetched_at: datetime, url: str) -> None:
+    """``items`` as received into ``raw_records``, one record each (audit; re-processing)."""
+    if not items:
+        return
+    raw = pd.DataFrame({
+        "batch_id": batch_id, "record_no": range(len(items)), "fetched_at": fetched_at, "source_url": url,
+        "payload": [json.dumps(i, ensure_ascii=False, allow_nan=True) for i in items],
+    })
+    store.insert_df("raw_records", raw, dedup_token=f"{batch_id}:raw")
+
+
+def dead_letter(store: Store, rejections: list[Rejection], *, stage: str, batch_id: str, at: datetime,
+                dedup_token: str | None = None) -> list[Rejection]:
+    """Rejections into ``rejected_records``, each distinct payload once per stage (a re-run or an
+    overlapping fetch sends the same ones); returns those written."""
     if not rejections:
         return []
-    known = {
-        p for (p,) in store.query_rows(
-            """select distinct payload from {db:Identifier}.rejected_records
-               where stage = 'poll' and payload in {payloads:Array(String)}""",
-            {"payloads": [r.payload for r in rejections]},
-        )
-    }
-    return [r for r in rejections if r.payload not in known]
+    known = {p for (p,) in store.query_rows(
+        """select distinct payload from {db:Identifier}.rejected_records
+           where stage = {stage:String} and payload in {payloads:Array(String)}""",
+        {"stage": stage, "payloads": [r.payload for r in rejections]},
+    )}
+    fresh = [r for r in rejections if r.payload not in known]
+    if fresh:
+        store.insert_df("rejected_records", pd.DataFrame({
+            "batch_id": batch_id, "record_no": [r.record_no for r in fresh], "stage": stage,
+            "reason": [r.reason for r in fresh], "payload": [r.payload for r in fresh], "rejected_at": at,
+        }), dedup_token=dedup_token)
+    return fresh
 
 
 # --- completeness ------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from prometheus_client import Counter, Gauge
 
 from shared import clock
 from shared.errors import BadRequestError, ConflictError, SourceError
-from shared.ingest.poll import new_batch_id
+from shared.ingest.poll import dead_letter, land_raw, new_batch_id
 from shared.ingest.versioning import (
     bootstrap_pending,
     compute_versions,
@@ -66,6 +66,7 @@ from shared.weather import (
     model_metric,
 )
 from shared.weather.parse import (
+    Parsed,
     Rejection,
     ResponseShapeError,
     aggregate,
@@ -165,33 +166,21 @@ def upsert(store: Store, settings: Settings, rows: pd.DataFrame, *, source: str,
     return {"new": n_new, "revised": len(new_rows) - n_new, "written": written}
 
 
-def land_raw(store: Store, items: list[Any], *, batch_id: str, fetched_at: datetime, url: str) -> None:
-    """Each location's answer as received, one raw record each (audit; re-processing)."""
-    if not items:
-        return
-    frame = pd.DataFrame({
-        "batch_id": batch_id, "record_no": range(len(items)), "fetched_at": fetched_at, "source_url": url,
-        "payload": [json.dumps(i, ensure_ascii=False, allow_nan=True) for i in items],
-    })
-    store.insert_df("raw_records", frame, dedup_token=f"{batch_id}:raw")
-
-
-def dead_letter(store: Store, rejections: list[Rejection], *, stage: str, batch_id: str, at: datetime) -> int:
-    """Rejections into ``rejected_records`` — each distinct payload once (a re-run sends the same ones)."""
-    if not rejections:
-        return 0
-    known = {p for (p,) in store.query_rows(
-        """select distinct payload from {db:Identifier}.rejected_records
-           where stage = {stage:String} and payload in {payloads:Array(String)}""",
-        {"stage": stage, "payloads": [r.payload for r in rejections]},
-    )}
-    fresh = [r for r in rejections if r.payload not in known]
-    if fresh:
-        store.insert_df("rejected_records", pd.DataFrame({
-            "batch_id": batch_id, "record_no": [r.record_no for r in fresh], "stage": stage,
-            "reason": [r.reason for r in fresh], "payload": [r.payload for r in fresh], "rejected_at": at,
-        }))
-    return len(fresh)
+def _land(store: Store, body: Any, url: str, ids: list[str], models: list[str], *, stage: str, batch_id: str,
+          fetched_at: datetime, what: str) -> tuple[Parsed, int]:
+    """Parse one Open-Meteo answer and land it: each location's answer in ``raw_records``, unusable values in
+    ``rejected_records``; returns the parse and how many rejections were new.  An answer that is not the
+    shape asked for is landed whole and dead-lettered, then raises SourceError."""
+    try:
+        parsed = parse_response(body, ids, models)
+    except ResponseShapeError as exc:
+        land_raw(store, [body], batch_id=batch_id, fetched_at=fetched_at, url=url)
+        dead_letter(store, [Rejection(0, f"response: {exc}", json.dumps(body, default=str)[:100_000])],
+                    stage=stage, batch_id=batch_id, at=fetched_at)
+        raise SourceError(f"Open-Meteo {what} unusable: {exc}") from exc
+    land_raw(store, body if isinstance(body, list) else [body], batch_id=batch_id, fetched_at=fetched_at,
+             url=url)
+    return parsed, len(dead_letter(store, parsed.rejections, stage=stage, batch_id=batch_id, at=fetched_at))
 
 
 def _lease(store: Store, settings: Settings) -> Lease:
@@ -258,16 +247,8 @@ def _poll_forecast(store: Store, settings: Settings, run: Run, client: OpenMeteo
     fetched_at = clock.now()
     batch_id = f"{SOURCE}-{new_batch_id(fetched_at, run.run_id, 0)}"
     ids = stations["id"].tolist()
-    try:
-        parsed = parse_response(body, ids, models)
-    except ResponseShapeError as exc:
-        land_raw(store, [body], batch_id=batch_id, fetched_at=fetched_at, url=url)
-        dead_letter(store, [Rejection(0, f"response: {exc}", json.dumps(body, default=str)[:100_000])],
-                    stage=STAGE, batch_id=batch_id, at=fetched_at)
-        raise SourceError(f"Open-Meteo answer unusable: {exc}") from exc
-    land_raw(store, body if isinstance(body, list) else [body], batch_id=batch_id, fetched_at=fetched_at,
-             url=url)
-    rejected = dead_letter(store, parsed.rejections, stage=STAGE, batch_id=batch_id, at=fetched_at)
+    parsed, rejected = _land(store, body, url, ids, models, stage=STAGE, batch_id=batch_id, fetched_at=fetched_at,
+                             what="answer")
     national = aggregate(parsed.rows, stations, settings.weather_min_weight_share)
     rows = forecast_rows(national, models)
     counts = upsert(store, settings, rows, source=SOURCE, batch_id=batch_id, inserted_at=fetched_at)
@@ -431,17 +412,9 @@ def _backfill_archive(store: Store, settings: Settings, lo: pd.Timestamp, hi: pd
                                    start=first.date(), end=last)
         fetched_at = clock.now()
         batch_id = f"{ARCHIVE_BATCH_PREFIX}{new_batch_id(fetched_at, run_id, chunk_no)}"
-        try:
-            parsed = parse_response(body, ids, [model])
-        except ResponseShapeError as exc:
-            land_raw(store, [body], batch_id=batch_id, fetched_at=fetched_at, url=url)
-            dead_letter(store, [Rejection(0, f"response: {exc}", json.dumps(body, default=str)[:100_000])],
-                        stage=stage, batch_id=batch_id, at=fetched_at)
-            raise SourceError(f"Open-Meteo archive answer unusable: {exc}") from exc
-        land_raw(store, body if isinstance(body, list) else [body], batch_id=batch_id, fetched_at=fetched_at,
-                 url=url)
-        totals["rejected"] += dead_letter(store, parsed.rejections, stage=stage, batch_id=batch_id,
-                                          at=fetched_at)
+        parsed, rejected = _land(store, body, url, ids, [model], stage=stage, batch_id=batch_id,
+                                 fetched_at=fetched_at, what="archive answer")
+        totals["rejected"] += rejected
         national = aggregate(parsed.rows, stations, settings.weather_min_weight_share)
         national = national[(national["ts"] >= lo) & (national["ts"] < hi)]
         rows = national[["ts", "value"]].assign(metric=REALISED_METRIC, nature=REALISED_NATURE,
