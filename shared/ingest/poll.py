@@ -441,22 +441,10 @@ GAP_COLUMNS = ["source", "day", "window_start", "window_end", "status", "expecte
                "first_seen_at", "last_attempt_at", "reason", "run_id", "updated_at"]
 
 
-def load_gaps(store: Store, source: str, days: list[date] | None = None, status: str | None = None,
-              limit: int | None = None) -> dict[date, dict[str, Any]]:
-    """Current gap rows (FINAL) of ``source``, optionally restricted to days / a status."""
-    cond: list[str] = ["source = {source:String}"]
-    params: dict[str, Any] = {"source": source}
-    if days is not None:
-        if not days:
-            return {}
-        cond.append("day in {days:Array(Date)}")
-        params["days"] = days
-    if status is not None:
-        cond.append("status = {status:String}")
-        params["status"] = status
-    sql = f"select * from {{db:Identifier}}.poll_gaps final where {' and '.join(cond)} order by day"
-    if limit is not None:
-        sql += f" limit {int(limit)}"
+def load_gaps(store: Store, source: str) -> dict[date, dict[str, Any]]:
+    """Current gap rows (FINAL) of ``source`` by local day, in day order (one row per day with a gap, ever)."""
+    sql = "select * from {db:Identifier}.poll_gaps final where source = {source:String} order by day"
+    params = {"source": source}
     frame = store.query_df(sql, params)
     rows: dict[date, dict[str, Any]] = {}
     for rec in frame.to_dict("records"):
@@ -557,14 +545,10 @@ def write_gaps(store: Store, rows: list[dict[str, Any]]) -> None:
     store.insert_df("poll_gaps", frame)
 
 
-def _publish_gap_metrics(store: Store, source: str) -> None:
-    counts = dict(store.query_rows(
-        """select status, sum(length(missing)) from {db:Identifier}.poll_gaps final
-           where source = {source:String} group by status""",
-        {"source": source},
-    ))
+def _publish_gap_metrics(gaps: dict[date, dict[str, Any]]) -> None:
+    """Missing quarter-hours per status over every gap row of the source (as written now)."""
     for status in ("open", "source_incomplete"):
-        POLL_MISSING.labels(status).set(float(counts.get(status, 0) or 0))
+        POLL_MISSING.labels(status).set(float(sum(len(g["missing"]) for g in gaps.values() if g["status"] == status)))
 
 
 # --- the stage -------------------------------------------------------------------------------------------
@@ -621,6 +605,7 @@ def run_poll(
     count_short: dict[str, Any] | None = None
     rereads = repeated = 0
     reader: _Reader | None = None
+    known: dict[date, dict[str, Any]] | None = None  # this source's poll_gaps rows, read once per run
     try:
         with OdreClient.from_settings(settings, transport=transport) as client:
             reader = _Reader(store, settings, client, run, max_pages)
@@ -659,8 +644,9 @@ def run_poll(
             # Gap-driven re-reads: recorded open gaps outside this window, oldest first, not only the
             # last 24 h (the overlap) — until they complete or reach max attempts.
             if settings.poll_gap_rereads_per_tick and not reader.exhausted:
-                pending = [g for g in load_gaps(store, source, status="open").values()
-                           if g["missing"] and not _inside(g, window, checked_end)]
+                known = load_gaps(store, source)
+                pending = [g for g in known.values()
+                           if g["status"] == "open" and g["missing"] and not _inside(g, window, checked_end)]
                 for gap in pending[: settings.poll_gap_rereads_per_tick]:
                     rng = Window(min(gap["missing"]).to_pydatetime(), (max(gap["missing"]) + GRID).to_pydatetime())
                     again = reader.read(rng)
@@ -676,13 +662,14 @@ def run_poll(
             run.details.update(pages=reader.pages, records=reader.records, rejected=reader.rejected,
                                truncated=reader.exhausted)
         run.details.update(elapsed_s=round(time.perf_counter() - t0, 4))
-    days = sorted({d for rng, _ in checked for d in _days_of(rng)})
-    update = merge_gaps(load_gaps(store, source, days=days), checked, source=source, now=clock.now(),
+    if known is None:
+        known = load_gaps(store, source)
+    update = merge_gaps(known, checked, source=source, now=clock.now(),
                         updated_at=landing_time(), run_id=run.run_id, max_attempts=settings.poll_gap_max_attempts,
                         retry_every=timedelta(minutes=settings.poll_gap_retry_min),
                         ignore_fallback_gap=settings.detect_ignore_fallback_gap)
     write_gaps(store, update.rows)
-    _publish_gap_metrics(store, source)
+    _publish_gap_metrics({**known, **{pd.Timestamp(r["day"]).date(): r for r in update.rows}})
     gaps = [{"day": str(r["day"]), "status": r["status"], "missing": len(r["missing"]), "attempts": r["attempts"]}
             for r in update.rows]
     run.details.update(
