@@ -58,7 +58,6 @@ CSV = "text/csv; charset=utf-8"
 _CACHE = QueryCache(ttl_s=1.0)
 _INFLIGHT: dict[Hashable, asyncio.Future[CachedResponse]] = {}
 _FAST = FastPathIndex()
-_SCHEMA_OK: set[str] = set()  # databases whose tables were found (see require_schema)
 
 _ERR = {"model": ErrorResponse}
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -108,16 +107,6 @@ async def _state(store: Store) -> StoreState:
     return state if state is not None else await run_in_threadpool(c.refresh_state, store)
 
 
-def require_schema(store: Store, state: StoreState) -> None:
-    """The start-up check: the first use of a database verifies that ch/init has been applied
-    (service.check_schema raises SchemaError → 503 naming the missing tables). Tables are never dropped
-    by the product, so a database that passed is not checked again; one that failed is re-checked on the
-    next request, so the API recovers as soon as a writer stage has initialised the server."""
-    if store.database not in _SCHEMA_OK:
-        service.check_schema(state.tables, store.database)
-        _SCHEMA_OK.add(store.database)
-
-
 Builder = Callable[[Store, StoreState, bool], CachedResponse]
 
 
@@ -127,7 +116,7 @@ async def _serve(
     """Answer from the cache, or build the response in a worker thread and cache it."""
     store = get_store()
     state = await _state(store)
-    require_schema(store, state)
+    service.check_schema(state.tables, store.database)  # 503 naming missing tables; no round trip
     as_csv = _wants_csv(request, getattr(params, "format", None))
     key = (store.database, endpoint, params.model_dump_json(), as_csv, state.token, extra)
     hit: CachedResponse | None = _CACHE.get(key)
@@ -190,7 +179,7 @@ async def health(_: Annotated[EmptyParams, Query()]) -> Response:
         try:
             store = get_store()
             state = cache().fresh_state(store) or cache().refresh_state(store)
-            require_schema(store, state)
+            service.check_schema(state.tables, store.database)  # 503 naming missing tables; no round trip
             last = _latest_fn(store, state)(settings.series_source, settings.series_metric)
         except PowerSenseError as exc:
             return 503, HealthResponse(status="unavailable", store=isinstance(exc, SchemaError), data_fresh=False,
