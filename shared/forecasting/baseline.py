@@ -12,6 +12,32 @@ import pandas as pd
 WEEK = pd.Timedelta(days=7)
 
 
+def lead_days(origin: pd.Timestamp | pd.Series | pd.DatetimeIndex, ts: pd.Series | pd.DatetimeIndex,
+              step: pd.Timedelta) -> np.ndarray:
+    """Lead day of each target: 1 for the first 24 hours after the origin, 2 for the next, …"""
+    o = origin if isinstance(origin, pd.Timestamp) else pd.DatetimeIndex(origin)
+    return np.ceil((pd.DatetimeIndex(ts) - o + step) / pd.Timedelta(hours=24)).astype(int).to_numpy()
+
+
+def _lagged_copy(history: pd.DataFrame, origin: pd.Timestamp, targets: pd.DatetimeIndex,
+                 period: pd.Timedelta) -> np.ndarray:
+    """The value k periods earlier with the smallest k that lands strictly before ``origin``; a missing lagged
+    value falls back to one more period back (up to 3 more)."""
+    s = history.dropna(subset=["value"]).set_index("ts")["value"].sort_index()
+    s = s[s.index < origin]
+    s = s[~s.index.duplicated(keep="last")]
+    out = np.full(len(targets), np.nan)
+    if s.empty:
+        return out
+    k0 = np.maximum(np.ceil((targets - origin + pd.Timedelta(microseconds=1)) / period).astype(int).to_numpy(), 1)
+    for extra in range(4):
+        todo = np.isnan(out)
+        if not todo.any():
+            break
+        out[todo] = s.reindex(targets[todo] - period * (k0[todo] + extra)).to_numpy()
+    return out
+
+
 def seasonal_naive(history: pd.DataFrame, origin: pd.Timestamp, targets: pd.DatetimeIndex) -> np.ndarray:
     """Forecast ``targets`` from ``history`` (``ts``, ``value``) strictly before ``origin``.
 
@@ -19,35 +45,14 @@ def seasonal_naive(history: pd.DataFrame, origin: pd.Timestamp, targets: pd.Date
     D+7 target never reads data after the origin (a plain 168-hour lag would, for evening targets).
     Missing lagged values fall back to one more week back (up to 4 weeks).
     """
-    s = history.dropna(subset=["value"]).set_index("ts")["value"].sort_index()
-    s = s[s.index < origin]
-    s = s[~s.index.duplicated(keep="last")]
-    out = np.full(len(targets), np.nan)
-    if s.empty:
-        return out
-    k0 = np.ceil((targets - origin + pd.Timedelta(microseconds=1)) / WEEK).astype(int).to_numpy()
-    k0 = np.maximum(k0, 1)
-    for extra in range(4):
-        todo = np.isnan(out)
-        if not todo.any():
-            break
-        lagged = targets[todo] - WEEK * (k0[todo] + extra)
-        out[todo] = s.reindex(lagged).to_numpy()
-    return out
+    return _lagged_copy(history, origin, targets, WEEK)
 
 
 def seasonal_naive_many(
     history: pd.DataFrame, origins: pd.DatetimeIndex, steps: int, step: pd.Timedelta
 ) -> pd.DataFrame:
     """Long frame ``origin, ts, yhat, lead_day`` of seasonal-naive forecasts from each origin."""
-    rows = []
-    for o in origins:
-        t = pd.date_range(o, periods=steps, freq=step)
-        lead_day = np.ceil((t - o + step) / pd.Timedelta(hours=24)).astype(int)
-        rows.append(pd.DataFrame({"origin": o, "ts": t, "yhat": seasonal_naive(history, o, t), "lead_day": lead_day}))
-    if not rows:
-        return pd.DataFrame(columns=["origin", "ts", "yhat", "lead_day"])
-    return pd.concat(rows, ignore_index=True)
+    return simple_many("seasonal_naive", history, origins, steps, step)
 
 
 def relative_error_quantiles(
@@ -84,19 +89,7 @@ DAY = pd.Timedelta(days=1)
 def daily_naive(history: pd.DataFrame, origin: pd.Timestamp, targets: pd.DatetimeIndex) -> np.ndarray:
     """The value k days earlier with the smallest k that lands before ``origin`` (up to 3 more days back when
     missing): the other simple model, better than a week-old copy on a series with no weekly rhythm."""
-    s = history.dropna(subset=["value"]).set_index("ts")["value"].sort_index()
-    s = s[s.index < origin]
-    s = s[~s.index.duplicated(keep="last")]
-    out = np.full(len(targets), np.nan)
-    if s.empty:
-        return out
-    k0 = np.maximum(np.ceil((targets - origin + pd.Timedelta(microseconds=1)) / DAY).astype(int).to_numpy(), 1)
-    for extra in range(4):
-        todo = np.isnan(out)
-        if not todo.any():
-            break
-        out[todo] = s.reindex(targets[todo] - DAY * (k0[todo] + extra)).to_numpy()
-    return out
+    return _lagged_copy(history, origin, targets, DAY)
 
 
 SIMPLE_MODELS = {"seasonal_naive": seasonal_naive, "daily_naive": daily_naive}
@@ -105,14 +98,11 @@ SIMPLE_MODELS = {"seasonal_naive": seasonal_naive, "daily_naive": daily_naive}
 def simple_many(name: str, history: pd.DataFrame, origins: pd.DatetimeIndex, steps: int,
                 step: pd.Timedelta) -> pd.DataFrame:
     """Long frame ``origin, ts, yhat, lead_day`` of one simple model (see ``SIMPLE_MODELS``) from each origin."""
-    if name == "seasonal_naive":
-        return seasonal_naive_many(history, origins, steps, step)
     rows = []
     for o in origins:
         t = pd.date_range(o, periods=steps, freq=step)
-        lead_day = np.ceil((t - o + step) / pd.Timedelta(hours=24)).astype(int)
         rows.append(pd.DataFrame({"origin": o, "ts": t, "yhat": SIMPLE_MODELS[name](history, o, t),
-                                  "lead_day": lead_day}))
+                                  "lead_day": lead_days(o, t, step)}))
     if not rows:
         return pd.DataFrame(columns=["origin", "ts", "yhat", "lead_day"])
     return pd.concat(rows, ignore_index=True)

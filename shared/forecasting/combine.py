@@ -28,13 +28,6 @@ ACI_GAMMA = 0.3  # log-width step per resolved origin and unit of excess miscove
 ACI_SCALE = (0.5, 3.0)  # bounds of the width factor
 
 
-def lead_days(origin: pd.Series | pd.DatetimeIndex, ts: pd.Series | pd.DatetimeIndex, step: pd.Timedelta) -> np.ndarray:
-    """Lead day of each target: 1 for the first 24 hours after the origin, 2 for the next, …"""
-    o = pd.DatetimeIndex(origin)
-    t = pd.DatetimeIndex(ts)
-    return np.ceil((t - o + step) / pd.Timedelta(hours=24)).astype(int).to_numpy()
-
-
 def naive_like(fc: pd.DataFrame, grid: pd.DataFrame) -> np.ndarray:
     """Seasonal naive for every (origin, ts) row of a long forecast frame, reading only data before each origin."""
     out = np.full(len(fc), np.nan)

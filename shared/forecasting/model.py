@@ -68,7 +68,7 @@ import pandas as pd
 
 from shared.calendar import TZ, bridge_of, public_holidays
 from shared.features import steps_per_day
-from shared.forecasting.baseline import apply_intervals, relative_error_quantiles
+from shared.forecasting.baseline import apply_intervals, lead_days, relative_error_quantiles
 from shared.forecasting.gate import strict
 
 log = logging.getLogger(__name__)
@@ -492,8 +492,7 @@ def predict(model: LoadModel, history: pd.DataFrame, origins: list[pd.Timestamp]
         vals = np.concatenate([[anchor], level_i])
         corr = np.interp(t.asi8.astype(float), centres, vals)
         yhat = prof.reindex(t).to_numpy() + corr + shape[t_pos]
-        lead_day = np.ceil((t - o + step) / pd.Timedelta(hours=24)).astype(int)
-        rows.append(pd.DataFrame({"origin": o, "ts": t, "yhat": yhat, "lead_day": lead_day}))
+        rows.append(pd.DataFrame({"origin": o, "ts": t, "yhat": yhat, "lead_day": lead_days(o, t, step)}))
     out = pd.concat(rows, ignore_index=True)
     return apply_intervals(out, model.calibration)
 

@@ -41,6 +41,7 @@ from shared.forecasting import baseline, combine
 from shared.logs import log_event
 from shared.settings import Settings
 from shared.store import Store
+from shared.timeutil import to_utc
 
 log = logging.getLogger(__name__)
 
@@ -480,7 +481,7 @@ def run_forecast(store: Store, settings: Settings, artifacts_factory: Any, now: 
                  train: bool = True, force_train: bool = False) -> ForecastResult:
     """One forecast stage invocation. ``artifacts_factory()`` builds the store (may raise ArtifactError)."""
     res = ForecastResult()
-    now_ts = pd.Timestamp(now).tz_convert("UTC") if pd.Timestamp(now).tzinfo else pd.Timestamp(now, tz="UTC")
+    now_ts = to_utc(now)
     start = now_ts - pd.Timedelta(days=settings.forecast_train_days)
     grid = load_grid(store, settings, start, now_ts + pd.Timedelta(minutes=1))
     res.details["points"] = int(grid["value"].notna().sum())
@@ -568,7 +569,7 @@ def recent_forecasts(store: Store, settings: Settings, now: pd.Timestamp) -> pd.
     df["origin"] = pd.to_datetime(df["origin"], utc=True)
     df["ts"] = pd.to_datetime(df["ts"], utc=True)
     df = df.drop_duplicates(["origin", "ts"], keep="last")
-    df["lead_day"] = combine.lead_days(df["origin"], df["ts"], step)
+    df["lead_day"] = baseline.lead_days(df["origin"], df["ts"], step)
     return df
 
 
@@ -593,7 +594,7 @@ def fallback_forecast(grid: pd.DataFrame, now: pd.Timestamp, settings: Settings)
     if fc["yhat"].isna().any():
         fill = float(data["value"].iloc[-1]) if len(data) else 0.0
         fc["yhat"] = fc["yhat"].fillna(fill)
-    fc["lead_day"] = np.ceil((targets - targets[0] + step) / pd.Timedelta(hours=24)).astype(int)
+    fc["lead_day"] = baseline.lead_days(targets[0], targets, step)
     fc = baseline.apply_intervals(fc, cal)
     fc["yhat_source"], fc["model_weight"] = "seasonal_naive", 0.0
     return fc[["ts", "yhat", "lower", "upper", "yhat_source", "model_weight"]]
