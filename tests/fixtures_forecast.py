@@ -3,11 +3,17 @@
 
 from __future__ import annotations
 
-import pandas as pd
+from collections.abc import Iterator
+from pathlib import Path
 
+import pandas as pd
+import pytest
+
+from shared import settings as settings_mod
+from shared.forecasting import service
 from shared.ingest.history import read_history
 from shared.ingest.versioning import make_ukeys
-from shared.settings import REPO_ROOT
+from shared.settings import REPO_ROOT, Settings
 from shared.store import Store
 
 ECO2MIX = REPO_ROOT / "data" / "eco2mix"
@@ -22,6 +28,19 @@ FAST_MODEL_ENV = {
     "POWERSENSE_FORECAST_LEVEL_LAGS": "7",
     "POWERSENSE_FORECAST_TORCH_THREADS": "1",
 }
+
+
+def fast_model_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Settings]:
+    """Body of a settings fixture: ``FAST_MODEL_ENV``, artifacts under ``tmp_path``, fresh settings and model
+    cache (both cleared again at teardown). Use as ``yield from fast_model_settings(monkeypatch, tmp_path)``."""
+    for k, v in FAST_MODEL_ENV.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("POWERSENSE_ARTIFACTS_DIR", str(tmp_path / "artifacts"))
+    settings_mod.get_settings.cache_clear()
+    service._cache.clear()
+    yield settings_mod.get_settings()
+    service._cache.clear()
+    settings_mod.get_settings.cache_clear()
 
 
 def history(start: str, end: str) -> pd.DataFrame:

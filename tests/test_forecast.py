@@ -16,7 +16,7 @@ from shared.artifacts import LocalArtifactStore, S3ArtifactStore
 from shared.forecasting import service
 from shared.settings import Settings
 from shared.store import Store
-from tests.fixtures_forecast import FAST_MODEL_ENV, history, insert_measurements
+from tests.fixtures_forecast import fast_model_settings, history, insert_measurements
 from tests.fixtures_s3 import S3Server, s3_server  # noqa: F401  (session fixture)
 
 NOW = datetime(2023, 3, 15, 10, 20, tzinfo=UTC)  # data below ends at 10:00 UTC; the cron runs at :07+
@@ -30,14 +30,8 @@ def winter_2023() -> pd.DataFrame:
 @pytest.fixture
 def fc_settings(store: Store, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                 winter_2023: pd.DataFrame) -> Iterator[Settings]:
-    for k, v in FAST_MODEL_ENV.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.setenv("POWERSENSE_ARTIFACTS_DIR", str(tmp_path / "artifacts"))
-    settings_mod.get_settings.cache_clear()
     insert_measurements(store, winter_2023)
-    service._cache.clear()
-    yield settings_mod.get_settings()
-    service._cache.clear()
+    yield from fast_model_settings(monkeypatch, tmp_path)
 
 
 def _s3(server: S3Server, bucket: str) -> S3ArtifactStore:

@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shared import settings as settings_mod
 from shared.artifacts import LocalArtifactStore
 from shared.features import build_grid, featurize
 from shared.forecasting import service
@@ -21,7 +20,7 @@ from shared.forecasting.gate import gate
 from shared.series import load_series
 from shared.settings import Settings
 from shared.store import Store
-from tests.fixtures_forecast import FAST_MODEL_ENV, history, insert_measurements
+from tests.fixtures_forecast import fast_model_settings, history, insert_measurements
 
 NOW = datetime(2023, 3, 15, 10, 20, tzinfo=UTC)  # data ends at 10:00 UTC
 
@@ -33,13 +32,7 @@ def winter_2023() -> pd.DataFrame:
 
 @pytest.fixture
 def fc_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Settings]:
-    for k, v in FAST_MODEL_ENV.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.setenv("POWERSENSE_ARTIFACTS_DIR", str(tmp_path / "artifacts"))
-    settings_mod.get_settings.cache_clear()
-    service._cache.clear()
-    yield settings_mod.get_settings()
-    service._cache.clear()
+    yield from fast_model_settings(monkeypatch, tmp_path)
 
 
 def old_grid(store: Store, settings: Settings, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:

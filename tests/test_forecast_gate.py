@@ -14,14 +14,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shared import settings as settings_mod
 from shared.artifacts import LocalArtifactStore
 from shared.features import build_grid
 from shared.forecasting import baseline, service
 from shared.forecasting.gate import FLATLINE, flatline_mask, gate, strict
 from shared.settings import Settings
 from shared.store import Store
-from tests.fixtures_forecast import FAST_MODEL_ENV, history, insert_measurements
+from tests.fixtures_forecast import fast_model_settings, history, insert_measurements
 
 NOW = datetime(2023, 3, 15, 10, 20, tzinfo=UTC)
 # the injected glitch: 36 hours of zeros ending two days before the forecast is issued
@@ -51,14 +50,7 @@ def winter_2023() -> pd.DataFrame:
 
 @pytest.fixture
 def settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Settings]:
-    for k, v in FAST_MODEL_ENV.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.setenv("POWERSENSE_ARTIFACTS_DIR", str(tmp_path / "artifacts"))
-    settings_mod.get_settings.cache_clear()
-    service._cache.clear()
-    yield settings_mod.get_settings()
-    service._cache.clear()
-    settings_mod.get_settings.cache_clear()
+    yield from fast_model_settings(monkeypatch, tmp_path)
 
 
 def test_gate_rejects_the_zeros_and_nothing_of_the_clean_series(winter_2023: pd.DataFrame, settings: Settings) -> None:
