@@ -159,6 +159,14 @@ def _function_hosts(spec: FunctionSpec) -> set[tuple[str, int | None]]:
                                           "POWERSENSE_PUSHGATEWAY_URL")}
 
 
+def _assert_functions_reach(topology: str, services: dict[str, Any]) -> None:
+    """Every host a function of ``topology`` connects to is one of ``services``, listening on that port."""
+    for spec in _stack(topology):
+        for host, port in _function_hosts(spec):
+            assert host in services, f"{spec.name}: {host} is not a {topology} service"
+            assert port in _listen_ports(host, services[host]), f"{spec.name}: {host}:{port}"
+
+
 # --- fixtures -------------------------------------------------------------------------------------------------
 
 
@@ -271,11 +279,7 @@ def test_faasd_never_chowns_a_host_path() -> None:
 
 
 def test_faasd_functions_reach_their_infrastructure(faasd_compose: dict[str, Any]) -> None:
-    services = faasd_compose["services"]
-    for spec in _stack("faasd"):
-        for host, port in _function_hosts(spec):
-            assert host in services, f"{spec.name}: {host} is not a faasd service (not in faasd's hosts file)"
-            assert port in _listen_ports(host, services[host]), f"{spec.name}: {host}:{port}"
+    _assert_functions_reach("faasd", faasd_compose["services"])  # (not in faasd's hosts file otherwise)
 
 
 def test_install_makes_faasds_prometheus_powersenses(faasd_install: Path, faasd_compose: dict[str, Any]) -> None:
@@ -429,10 +433,7 @@ def test_compose_functions_run_the_stacks_images_and_environment(compose: dict[s
 
 def test_compose_functions_reach_their_infrastructure(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    for spec in _stack("compose"):
-        for host, port in _function_hosts(spec):
-            assert host in services, f"{spec.name}: {host} is not a compose service"
-            assert port in _listen_ports(host, services[host]), f"{spec.name}: {host}:{port}"
+    _assert_functions_reach("compose", services)
     for host, port in _prometheus_targets(REPO / "observability" / "prometheus" / "prometheus.compose.yml"):
         if host != "localhost":
             assert host in services and port in _listen_ports(host, services[host]), (host, port)
