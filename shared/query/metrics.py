@@ -84,31 +84,30 @@ class StoreCollector(Collector):
             log_event(log, "metrics_store_unavailable", logging.WARNING, error="store does not answer")
             return
         now = clock.now()
-        for block in (self._freshness, self._forecast_age, self._mape, self._anomalies, self._last_runs):
+        for block in (self._freshness_and_mape, self._forecast_age, self._anomalies, self._last_runs):
             try:
                 yield from block(store, now)
             except PowerSenseError as exc:
                 log_event(log, "metrics_block_failed", logging.WARNING, block=block.__name__, error=str(exc))
 
-    def _freshness(self, store: Store, now: datetime) -> Iterator[Metric]:
-        yield _age_gauge(store, now, "powersense_data_freshness_seconds",
-                         "Seconds since the latest measurement timestamp", "measurements", "ts")
+    def _freshness_and_mape(self, store: Store, now: datetime) -> Iterator[Metric]:
+        """Freshness per series, then the MAPE gauge, which starts from the same newest timestamps."""
+        latest = _latest(store, "measurements", "ts")
+        yield _age_gauge(now, "powersense_data_freshness_seconds", "Seconds since the latest measurement timestamp",
+                         latest)
+        yield from self._mape(store, latest)
 
     def _forecast_age(self, store: Store, now: datetime) -> Iterator[Metric]:
-        yield _age_gauge(store, now, "powersense_forecast_age_seconds",
-                         "Seconds since the latest forecast run was issued", "forecasts", "issued_at")
+        yield _age_gauge(now, "powersense_forecast_age_seconds", "Seconds since the latest forecast run was issued",
+                         _latest(store, "forecasts", "issued_at"))
 
-    def _mape(self, store: Store, now: datetime) -> Iterator[Metric]:
+    def _mape(self, store: Store, latest: dict[tuple[str, str], datetime]) -> Iterator[Metric]:
         settings = get_settings()
         source, metric = settings.series_source, settings.series_metric
-        last = store.scalar(
-            "select max(ts) from {db:Identifier}.measurements where source = {source:String} "
-            "and metric = {metric:String} having count() > 0",
-            {"source": source, "metric": metric},
-        )
+        last = latest.get((source, metric))
         if last is None:
             return
-        end = utc(last) + timedelta(seconds=1)
+        end = last + timedelta(seconds=1)
         rows = store.query_rows(ROLLING_MAPE_SQL, {"source": source, "metric": metric, "start": end - MAPE_WINDOW,
                                                    "end": end})
         g = GaugeMetricFamily("powersense_forecast_mape_ratio",
@@ -141,20 +140,25 @@ class StoreCollector(Collector):
         yield ts_g
 
 
-# whitelist: the only table/column pairs _age_gauge puts into SQL
+# whitelist: the only table/column pairs _latest puts into SQL
 _AGE_SOURCES = {("measurements", "ts"), ("forecasts", "issued_at")}
 
 
-def _age_gauge(store: Store, now: datetime, name: str, help_: str, table: str, column: str) -> GaugeMetricFamily:
-    """Seconds since the newest ``column`` of ``table``, per (source, metric)."""
+def _latest(store: Store, table: str, column: str) -> dict[tuple[str, str], datetime]:
+    """The newest ``column`` of ``table`` per (source, metric)."""
     if (table, column) not in _AGE_SOURCES:
         raise ValueError(f"not an age source: {table}.{column}")
-    g = GaugeMetricFamily(name, help_, labels=["source", "metric"])
     rows = store.query_rows(
         f"select source, metric, max({column}) from {{db:Identifier}}.{table} group by source, metric"
     )
-    for source, metric, last in rows:
-        g.add_metric([str(source), str(metric)], (now - utc(last)).total_seconds())
+    return {(str(source), str(metric)): utc(last) for source, metric, last in rows}
+
+
+def _age_gauge(now: datetime, name: str, help_: str, latest: dict[tuple[str, str], datetime]) -> GaugeMetricFamily:
+    """Seconds since each series' newest timestamp."""
+    g = GaugeMetricFamily(name, help_, labels=["source", "metric"])
+    for (source, metric), last in latest.items():
+        g.add_metric([source, metric], (now - last).total_seconds())
     return g
 
 
