@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import ast
 import json
-import re
 import subprocess
 import sys
 from functools import cache
@@ -28,7 +27,8 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.fixtures_topology import REPO, load_sam, sam_functions
+
 HEAVY = ("torch", "neuralprophet", "pytorch_lightning", "lightning", "matplotlib")
 FIRST_PARTY = {"shared", "local_dev", "functions", "bench"}
 # No exceptions: the static view follows every import, lazy ones included (the artifact store holds bytes
@@ -42,9 +42,8 @@ def stack_requirements() -> dict[str, str]:
 
 
 def sam_requirements() -> dict[str, str]:
-    """Stage → requirements from template.yaml's DockerBuildArgs (STAGE followed by REQUIREMENTS)."""
-    text = (REPO / "template.yaml").read_text()
-    return dict(re.findall(r"STAGE: ([\w-]+)\n\s+REQUIREMENTS: (\w+)", text))
+    """Stage → requirements from template.yaml's DockerBuildArgs."""
+    return {stage: fn["Metadata"]["DockerBuildArgs"]["REQUIREMENTS"] for stage, fn in sam_functions(load_sam()).items()}
 
 
 BASE_STAGES = sorted(name for name, req in stack_requirements().items() if req == "base")
