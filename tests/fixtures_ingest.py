@@ -45,10 +45,12 @@ class Fault:
 
 
 class FaultInjector:
-    """ASGI middleware applying :class:`Fault` rules to the records endpoint of the wrapped app."""
+    """ASGI middleware applying :class:`Fault` rules to the requests of the wrapped app whose path ends
+    with ``path_suffix`` (the records endpoint by default; None: every request)."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, path_suffix: str | None = "/records") -> None:
         self.app = app
+        self.path_suffix = path_suffix
         self.faults: list[Fault] = []
         self.count = 0
         self.log: list[dict[str, Any]] = []
@@ -62,7 +64,7 @@ class FaultInjector:
             self.log = []
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or not scope["path"].endswith("/records"):
+        if scope["type"] != "http" or (self.path_suffix is not None and not scope["path"].endswith(self.path_suffix)):
             await self.app(scope, receive, send)
             return
         with self._lock:
@@ -120,11 +122,10 @@ class ReplayServer:
 
 
 @contextmanager
-def serve_replay(files: list[Any] | None = None) -> Iterator[ReplayServer]:
-    """Serve the real replay app (behind a FaultInjector) with uvicorn in a thread."""
-    injector = FaultInjector(create_replay_app(files or REPLAY_FILES))
+def serve(app: Any, path: str = "") -> Iterator[str]:
+    """Serve ``app`` with uvicorn in a thread on 127.0.0.1; yields its base URL + ``path``."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(injector, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -133,10 +134,18 @@ def serve_replay(files: list[Any] | None = None) -> Iterator[ReplayServer]:
             raise RuntimeError("replay server did not start")
         time.sleep(0.02)
     try:
-        yield ReplayServer(f"http://127.0.0.1:{port}/api/explore/v2.1", injector)
+        yield f"http://127.0.0.1:{port}{path}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@contextmanager
+def serve_replay(files: list[Any] | None = None) -> Iterator[ReplayServer]:
+    """Serve the real replay app (behind a FaultInjector) with uvicorn in a thread."""
+    injector = FaultInjector(create_replay_app(files or REPLAY_FILES))
+    with serve(injector, "/api/explore/v2.1") as url:
+        yield ReplayServer(url, injector)
 
 
 def ingest_settings(settings: Settings, replay: ReplayServer, **overrides: Any) -> Settings:

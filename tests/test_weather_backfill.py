@@ -25,7 +25,7 @@ from shared.weather import (
     SOURCE,
 )
 from shared.weather.service import backfill
-from tests.test_weather_poll import serve
+from tests.fixtures_ingest import serve
 
 WEATHER = REPO_ROOT / "data" / "weather"
 # data/weather/README.md: 2020 17184 rows (from 2020-01-09), 2021–2023 17520 each, no missing value
@@ -71,7 +71,7 @@ def test_window_bounds_are_respected(store: Store, cfg: Settings) -> None:
 
 
 def test_archive_through_the_replay_uses_the_forecast_definition(store: Store, cfg: Settings) -> None:
-    with serve(create_weather_replay_app()) as url:
+    with serve(create_weather_replay_app(), "/v1") as url:
         settings = cfg.model_copy(update={"weather_archive_url": url})
         result = backfill(store, settings, date(2023, 12, 1), date(2024, 1, 1), shipped=False, archive=True,
                           chunk_days=10)
@@ -107,7 +107,7 @@ def test_poll_weather_catches_realised_temperature_up_once_a_day(store: Store, c
             run_poll_weather(store, settings, run)
         return run.as_dict()
 
-    with serve(create_weather_replay_app()) as url:
+    with serve(create_weather_replay_app(), "/v1") as url:
         settings = cfg.model_copy(update={"weather_archive_url": url, "weather_url": url})
         first = poll(datetime(2023, 12, 20, 6, tzinfo=UTC))
         assert first["details"]["realised"]["skipped"].startswith("no realised history")

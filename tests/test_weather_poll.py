@@ -3,25 +3,19 @@ loopback, the real chDB store, the function's handler app; versioning of forecas
 
 The replay serves the shipped *realised* Enedis temperature as the "forecast" (labelled so in its
 docstring).  Where a test needs a second run that changes values, or malformed values, a response
-transform in front of the replay (a test helper, like tests/fixtures_ingest.FaultInjector) rewrites
+transform in front of the replay (tests/fixtures_ingest.FaultInjector, a test helper) rewrites
 them: synthetic edits for edge cases only.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
-import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from local_dev.functions import load_handler
@@ -35,87 +29,33 @@ from shared.settings import REPO_ROOT, Settings
 from shared.store import Store
 from shared.weather import FORECAST_METRIC, SOURCE, model_metric
 from shared.weather.service import run_poll_weather
-from tests.fixtures_ingest import free_port
+from tests.fixtures_ingest import Fault, FaultInjector, serve
 
 T1 = datetime(2023, 12, 1, 6, tzinfo=UTC)
 H = timedelta(hours=1)
 Doc = Any
+Replay = tuple[str, FaultInjector]  # base URL, the injector in front of the weather replay
 
 
-@dataclass
-class Injector:
-    """ASGI wrapper over the replay: per request number, an HTTP status or a JSON transform."""
-
-    app: Any
-    statuses: dict[int, int] = field(default_factory=dict)
-    transform: Callable[[Doc], Doc] | None = None
-    count: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def reset(self, statuses: dict[int, int] | None = None, transform: Callable[[Doc], Doc] | None = None) -> None:
-        with self.lock:
-            self.statuses, self.transform, self.count = dict(statuses or {}), transform, 0
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        with self.lock:
-            self.count += 1
-            status = self.statuses.get(self.count)
-            transform = self.transform
-        if status is not None:
-            await send({"type": "http.response.start", "status": status,
-                        "headers": [(b"content-type", b"application/json")]})
-            await send({"type": "http.response.body", "body": b'{"error": true, "reason": "injected"}'})
-            return
-        if transform is None:
-            await self.app(scope, receive, send)
-            return
-        chunks: list[bytes] = []
-        start: dict[str, Any] = {}
-
-        async def capture(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                start.update(message)
-            else:
-                chunks.append(message.get("body", b""))
-
-        await self.app(scope, receive, capture)
-        body = json.dumps(transform(json.loads(b"".join(chunks)))).encode()
-        await send({"type": "http.response.start", "status": start.get("status", 200),
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
-        await asyncio.sleep(0)
+def status(n: int, code: int) -> Fault:
+    """Request ``n`` answers ``code`` with an Open-Meteo error body."""
+    return Fault(n=n, status=code, body=b'{"error": true, "reason": "injected"}')
 
 
-@contextmanager
-def serve(app: Any) -> Iterator[str]:
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("weather replay did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+def rewrite(transform: Callable[[Doc], Doc]) -> Fault:
+    """Every answer's JSON rewritten by ``transform``."""
+    return Fault(transform=lambda doc, _n: transform(doc))
 
 
 @pytest.fixture(scope="module")
-def replay() -> Iterator[tuple[str, Injector]]:
-    injector = Injector(create_weather_replay_app())
-    with serve(injector) as url:
+def replay() -> Iterator[Replay]:
+    injector = FaultInjector(create_weather_replay_app(), path_suffix=None)
+    with serve(injector, "/v1") as url:
         yield url, injector
 
 
 @pytest.fixture(autouse=True)
-def _fresh(replay: tuple[str, Injector]) -> Iterator[None]:
+def _fresh(replay: Replay) -> Iterator[None]:
     replay[1].reset()
     clock.install(clock.SimulatedClock(T1, 0.0))
     yield
@@ -124,7 +64,7 @@ def _fresh(replay: tuple[str, Injector]) -> Iterator[None]:
 
 
 @pytest.fixture
-def cfg(settings: Settings, replay: tuple[str, Injector]) -> Settings:
+def cfg(settings: Settings, replay: Replay) -> Settings:
     return settings.model_copy(update={
         "weather_url": replay[0], "weather_archive_url": replay[0], "poll_bootstrap": False,
         "source_timeout_s": 5.0, "source_retries": 3, "source_backoff_s": 0.01, "source_backoff_max_s": 0.05,
@@ -188,11 +128,11 @@ def test_first_run_stores_the_national_forecast_per_model_and_blended(store: Sto
 
 
 def test_second_run_revises_values_as_new_versions_and_as_of_has_no_look_ahead(store: Store, cfg: Settings,
-                                                                                 replay: tuple[str, Injector]) -> None:
+                                                                                 replay: Replay) -> None:
     first = poll(store, cfg)
     t2 = T1 + 6 * H
     at(t2)
-    replay[1].reset(transform=shift_all(0.5))
+    replay[1].reset(rewrite(shift_all(0.5)))
     second = poll(store, cfg)
     assert second["status"] == "success" and second["details"]["past_days"] == 0
     assert second["details"]["revised"] > 0
@@ -231,14 +171,14 @@ def test_rerun_is_idempotent(store: Store, cfg: Settings) -> None:
 
 
 def test_malformed_values_are_dead_lettered_once_and_the_rest_is_stored(store: Store, cfg: Settings,
-                                                                           replay: tuple[str, Injector]) -> None:
+                                                                           replay: Replay) -> None:
     def corrupt(doc: Doc) -> Doc:
         doc[0]["hourly"]["temperature_2m_ecmwf_ifs025"][100] = "12,5"
         doc[1]["hourly"]["temperature_2m_ecmwf_ifs025"][101] = 1e9
         del doc[2]["hourly"]["temperature_2m_meteofrance_seamless"]
         return doc
 
-    replay[1].reset(transform=corrupt)
+    replay[1].reset(rewrite(corrupt))
     result = poll(store, cfg)
     assert result["status"] == "success"
     assert result["details"]["rejected"] == 3 and result["details"]["dead_lettered"] == 3
@@ -259,18 +199,18 @@ def test_malformed_values_are_dead_lettered_once_and_the_rest_is_stored(store: S
 
 
 def test_transient_errors_are_retried_and_a_shape_error_fails_the_run(store: Store, cfg: Settings,
-                                                                      replay: tuple[str, Injector]) -> None:
-    replay[1].reset(statuses={1: 503, 2: 429})
+                                                                      replay: Replay) -> None:
+    replay[1].reset(status(1, 503), status(2, 429))
     ok = poll(store, cfg)
     assert ok["status"] == "success" and replay[1].count == 3
-    replay[1].reset(transform=lambda doc: doc[:5])  # 5 objects for 32 locations
+    replay[1].reset(rewrite(lambda doc: doc[:5]))  # 5 objects for 32 locations
     with pytest.raises(SourceError, match="unusable"):
         poll(store, cfg)
     assert store.scalar("select count() from {db:Identifier}.rejected_records "
                         "where stage = 'poll-weather' and reason like 'response:%'") == 1
     assert store.scalar("select countIf(status = 'failed') from {db:Identifier}.pipeline_runs final "
                         "where function = 'poll-weather'") == 1
-    replay[1].reset(statuses={1: 400})
+    replay[1].reset(status(1, 400))
     with pytest.raises(SourceError, match="HTTP 400"):
         poll(store, cfg)
     assert replay[1].count == 1  # a 4xx is not retried
