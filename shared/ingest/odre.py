@@ -92,12 +92,6 @@ class OdreClient(RetryingJsonClient):
         """A client configured by ``POWERSENSE_SOURCE_*``."""
         return cls(settings.source_url, settings.source_dataset, transport=transport, **cls.policy(settings))
 
-    def __enter__(self) -> OdreClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def fetch_page(self, where: str, *, offset: int = 0, limit: int = MAX_PAGE, order_by: str = "date_heure") -> Page:
         """GET one page; retried as described in the module docstring."""
         if not 1 <= limit <= MAX_PAGE or offset < 0 or offset + limit > MAX_WINDOW:

@@ -37,12 +37,6 @@ class OpenMeteoClient(RetryingJsonClient):
         self.forecast_url = f"{settings.weather_url.rstrip('/')}/forecast"
         self.archive_url = f"{settings.weather_archive_url.rstrip('/')}/archive"
 
-    def __enter__(self) -> OpenMeteoClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def forecast(self, latitudes: list[float], longitudes: list[float], models: list[str], *,
                  forecast_days: int, past_days: int) -> tuple[Any, str]:
         """The forecast answer for the locations (JSON body, URL asked)."""
