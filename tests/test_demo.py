@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
+from tests.fixtures_ingest import free_port
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _demo(data_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("POWERSENSE_")}
     env["POWERSENSE_HISTORY_FILES"] = '["data/eco2mix/eco2mix_national_2023.csv.gz"]'
-    cmd = [sys.executable, "-m", "local_dev", "demo", "--data-dir", str(data_dir), "--port", str(_free_port()),
+    cmd = [sys.executable, "-m", "local_dev", "demo", "--data-dir", str(data_dir), "--port", str(free_port()),
            "--start", "2023-06-01T00:00:00Z", "--speed", "120", *extra]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 

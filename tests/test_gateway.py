@@ -18,22 +18,16 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import httpx
 import pytest
-import uvicorn
 
 from local_dev.cron import CronConnector
-from local_dev.gateway import create_gateway_app
 from local_dev.stack import read_stack
 from shared import clock
 from shared.settings import get_settings
 from shared.store import Store
+from tests.fixtures_gateway import serve_gateway
+from tests.fixtures_ingest import free_port
 
 REPLAY_NOW = datetime(2023, 6, 1, 0, 0, tzinfo=UTC)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 MAX_BODY = 64 * 1024
@@ -43,13 +37,13 @@ QUEUE_SIZE = 2
 @pytest.fixture
 def callback_port() -> int:
     """Port of the one callback receiver the gateway is allowed to POST results to."""
-    return _free_port()
+    return free_port()
 
 
 @pytest.fixture
 def gateway(store: Store, monkeypatch: pytest.MonkeyPatch, tmp_path, callback_port: int) -> Iterator[str]:
     """Serve the gateway for this test's database; the poll source is the gateway's own replay."""
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     monkeypatch.setenv("POWERSENSE_GATEWAY_MAX_BODY_BYTES", str(MAX_BODY))
     monkeypatch.setenv("POWERSENSE_GATEWAY_ASYNC_QUEUE_SIZE", str(QUEUE_SIZE))
@@ -62,19 +56,10 @@ def gateway(store: Store, monkeypatch: pytest.MonkeyPatch, tmp_path, callback_po
     monkeypatch.setenv("POWERSENSE_HISTORY_UNTIL", "2023-05-31T00:00:00Z")
     get_settings.cache_clear()
     clock.install(clock.SimulatedClock(REPLAY_NOW, speed=1.0))
-    app = create_gateway_app()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started, "gateway did not start"
     try:
-        yield url
+        with serve_gateway(port):
+            yield url
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
         clock.install(None)
 
 

@@ -14,10 +14,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import socket
 import tempfile
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,13 +23,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
-from local_dev.gateway import create_gateway_app
 from shared import clock
 from shared import store as store_mod
 from shared.settings import REPO_ROOT, get_settings
 from tests.fixtures_forecast import FAST_MODEL_ENV
+from tests.fixtures_gateway import serve_gateway
+from tests.fixtures_ingest import free_port
 
 TOKEN = "readme-examples-token-1b7e"
 CRON = {"X-Topic": "cron-function", "X-Connector": "cron-connector"}
@@ -119,17 +116,11 @@ def non_empty(resp: httpx.Response) -> bool:
     return "powersense_" in resp.text  # /metrics
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def demo() -> Iterator[str]:
     """The demo's data behind a real gateway on loopback; yields GW (the query function's base URL)."""
     mp = pytest.MonkeyPatch()
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     # One database for the module (the examples only read), made as tests/conftest.py's `database`.
     database = f"t_{uuid.uuid4().hex[:12]}"
@@ -146,25 +137,16 @@ def demo() -> Iterator[str]:
         get_settings.cache_clear()
         store_mod.get_store(get_settings())  # schema applied
         clock.install(clock.SimulatedClock(TICKS[0], speed=1.0))
-        server = uvicorn.Server(uvicorn.Config(create_gateway_app(), host="127.0.0.1", port=port,
-                                               log_config=None, access_log=False))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 30
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert server.started, "gateway did not start"
         try:
-            for tick in TICKS:
-                clock.install(clock.SimulatedClock(tick, speed=1.0))
-                for stage in STAGES:
-                    resp = httpx.post(f"{url}/function/{stage}", headers=CRON, timeout=600)
-                    assert resp.status_code == 200, (tick, stage, resp.text)
-                    assert resp.json()["status"] in ("success", "skipped"), (tick, stage, resp.json())
-            yield f"{url}/function/query"
+            with serve_gateway(port, join_timeout_s=30):
+                for tick in TICKS:
+                    clock.install(clock.SimulatedClock(tick, speed=1.0))
+                    for stage in STAGES:
+                        resp = httpx.post(f"{url}/function/{stage}", headers=CRON, timeout=600)
+                        assert resp.status_code == 200, (tick, stage, resp.text)
+                        assert resp.json()["status"] in ("success", "skipped"), (tick, stage, resp.json())
+                yield f"{url}/function/query"
         finally:
-            server.should_exit = True
-            thread.join(timeout=30)
             clock.install(None)
             try:
                 store_mod.get_store().command(f"drop database if exists {database}")
