@@ -7,7 +7,8 @@ Python come from fixed whitelists (aggregate function, table names).
 The tables are the repository's DDL (``ch/init``), applied by every writer before first use, so the
 functions query them unconditionally: a stage that has not run yet leaves its table empty, which
 answers an empty result (or 404 for "the latest run"). The one case where they can be absent — the
-read-only user on a server no writer has initialised — is :func:`check_schema`'s, checked once.
+read-only user on a server no writer has initialised — is :func:`check_schema`'s (the API runs it on
+every request against the table set its watermark query already read).
 """
 
 from __future__ import annotations
