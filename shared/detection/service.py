@@ -122,9 +122,6 @@ def plan_window(
 
 
 # --- expectation from the forecasts table ------------------------------------------------------------
-FORECAST_COLUMNS = ["run_id", "model_version", "issued_at", "ts", "yhat"]
-
-
 def load_forecasts(
     store: Store, source: str, metric: str, start: pd.Timestamp, end: pd.Timestamp, max_lead_hours: float = 6.0
 ) -> pd.DataFrame:
