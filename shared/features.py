@@ -44,13 +44,11 @@ from shared.runs import Run
 from shared.settings import REPO_ROOT, Settings
 from shared.store import Store
 from shared.timeutil import to_utc
+from shared.weather.features import CDD_BASE_C, HDD_BASE_C  # degree-day bases: one definition, learnt there
 
 log = logging.getLogger(__name__)
 
 WEATHER_DIR = REPO_ROOT / "data" / "weather"
-# Degree-day base temperatures commonly used for French load (heating below 15 °C, cooling above 18 °C).
-HDD_BASE_C = 15.0
-CDD_BASE_C = 18.0
 
 FEATURE_COLUMNS = [
     "value", "interpolated", "missing", "implausible", "implausible_reason", "lag_1", "lag_1d", "lag_1w",
