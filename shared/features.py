@@ -51,11 +51,23 @@ log = logging.getLogger(__name__)
 WEATHER_DIR = REPO_ROOT / "data" / "weather"
 
 FEATURE_COLUMNS = [
-    "value", "interpolated", "missing", "implausible", "implausible_reason", "lag_1", "lag_1d", "lag_1w",
+    "value", "interpolated", "missing", "implausible", "implausible_reason",
+    "observed", "observed_flag", "observed_version", "lag_1", "lag_1d", "lag_1w",
     "roll_mean_1d", "roll_std_1d", "roll_mean_1w", "roll_std_1w",
     "local_minute", "dow", "month", "is_holiday", "holiday_name", "is_bridge", "is_dst_transition",
     "is_summer_time", "temp_normal_degc", "temp_observed_degc", "hdd_normal", "cdd_normal",
 ]
+
+
+# The step of the grid detect reads: the source's native quarter-hour (eco2mix publishes one value per 15 min),
+# because detect judges every published value and reports a missing quarter-hour. featurize writes this grid
+# besides the forecast's (POWERSENSE_FORECAST_RESOLUTION_MIN); when the two are equal it is one grid.
+DETECT_RESOLUTION_MIN = 15
+
+
+def feature_resolutions(settings: Settings) -> list[int]:
+    """The grids featurize writes: the forecast's step, then detect's (once when they are equal)."""
+    return list(dict.fromkeys([settings.forecast_resolution_min, DETECT_RESOLUTION_MIN]))
 
 
 # --- grid -------------------------------------------------------------------------------------
@@ -126,6 +138,27 @@ def series_grid(
     grid["implausible"] = grid["implausible_reason"] != ""
     grid.attrs["gated"] = g.counts
     return grid
+
+
+def observed_columns(series: pd.DataFrame, ts: pd.Series) -> pd.DataFrame:
+    """The series as published at each grid instant ``ts`` (pure): ``observed`` (what the chosen version holds,
+    also when the store flags it implausible; NaN = no value), ``observed_flag`` (the store's plausibility
+    reason, '' = plausible) and ``observed_version`` (0 = no measurement at that instant).
+
+    ``series``: :func:`shared.series.load_series` columns ``ts, value, version, flag, raw_value``. Nothing is
+    gated or interpolated here: detect judges exactly what the source sent (a flatline the training-data gate
+    rejects, a missing quarter-hour), so it reads these columns, not ``value``.
+    """
+    s = series.drop_duplicates("ts", keep="last").set_index("ts")
+    idx = pd.DatetimeIndex(ts)
+    raw = s["raw_value"] if "raw_value" in s else s["value"]
+    flag = s["flag"].fillna("").astype(str) if "flag" in s else pd.Series("", index=s.index)
+    version = s["version"] if "version" in s else pd.Series(1, index=s.index)
+    return pd.DataFrame({
+        "observed": pd.to_numeric(raw, errors="coerce").reindex(idx).to_numpy(dtype=float),
+        "observed_flag": flag.reindex(idx).fillna("").to_numpy(dtype=object),
+        "observed_version": version.reindex(idx).fillna(0).to_numpy(dtype="uint64"),
+    })
 
 
 def interpolate_short_gaps(raw: pd.Series, max_steps: int) -> pd.Series:
@@ -224,6 +257,8 @@ def compute_features(grid: pd.DataFrame, resolution_min: int) -> pd.DataFrame:
     out = grid[["ts", "value", "interpolated", "missing"]].reset_index(drop=True).copy()
     for col in ("implausible", "implausible_reason"):  # a grid from series_grid; build_grid alone has neither
         out[col] = grid[col].to_numpy() if col in grid else (False if col == "implausible" else "")
+    for col, empty in (("observed", np.nan), ("observed_flag", ""), ("observed_version", 0)):
+        out[col] = grid[col].to_numpy() if col in grid else empty  # observed_columns, when featurize added them
     out["lag_1"] = past.to_numpy()
     out["lag_1d"] = v.shift(spd).to_numpy()
     out["lag_1w"] = v.shift(7 * spd).to_numpy()
@@ -239,13 +274,15 @@ def compute_features(grid: pd.DataFrame, resolution_min: int) -> pd.DataFrame:
 # --- incremental stage --------------------------------------------------------------------------
 @dataclass
 class FeaturizePlan:
-    """What one featurize run recomputes: features for ``start <= ts < end`` from data since ``load_start``."""
+    """What one featurize run recomputes on one grid: features for ``start <= ts < end`` from data since
+    ``load_start``, at ``resolution_min``."""
 
     start: pd.Timestamp
     end: pd.Timestamp
     load_start: pd.Timestamp
     watermark: pd.Timestamp
     new_watermark: pd.Timestamp
+    resolution_min: int
 
 
 def plan_window(
@@ -267,9 +304,12 @@ def plan_window(
     return start, end, load_start
 
 
-def plan_featurize(store: Store, settings: Settings, now: datetime) -> FeaturizePlan | None:
-    """Find the window new or revised measurements affect; None when features are up to date."""
-    src, met, res = settings.series_source, settings.series_metric, settings.forecast_resolution_min
+def plan_featurize(store: Store, settings: Settings, now: datetime,
+                   resolution_min: int | None = None) -> FeaturizePlan | None:
+    """Find the window new or revised measurements affect on the grid of ``resolution_min`` (default: the
+    forecast's); None when those features are up to date. Each grid has its own watermark."""
+    src, met = settings.series_source, settings.series_metric
+    res = resolution_min or settings.forecast_resolution_min
     wm = store.scalar(
         "select max(source_inserted_max) from {db:Identifier}.features "
         "where source = {s:String} and metric = {m:String} and resolution_min = {r:UInt16}",
@@ -292,30 +332,76 @@ def plan_featurize(store: Store, settings: Settings, now: datetime) -> Featurize
     start, end, load_start = plan_window(to_utc(changed_min), to_utc(data_end), res, lookback_start)
     if start >= end:
         return None
-    return FeaturizePlan(start, end, load_start, watermark, to_utc(new_wm))
+    return FeaturizePlan(start, end, load_start, watermark, to_utc(new_wm), res)
 
 
 def planned_features(store: Store, settings: Settings, plan: FeaturizePlan) -> tuple[pd.DataFrame, int]:
     """The feature rows ``plan`` recomputes (not written) and the number of series rows read: load the series
-    from ``plan.load_start`` (so lags of the first step exist), :func:`series_grid`, :func:`compute_features`.
-    Used by featurize, and by the forecast stage for the tail featurize has not written yet."""
+    from ``plan.load_start`` (so lags of the first step exist), :func:`series_grid` with the series as published
+    (:func:`observed_columns`), :func:`compute_features`. Used by featurize, and by the forecast and detect stages
+    for the tail featurize has not written yet."""
     from shared.series import load_series
 
-    res = settings.forecast_resolution_min
+    res = plan.resolution_min
     series = load_series(store, settings.series_source, settings.series_metric,
                          plan.load_start.to_pydatetime(), plan.end.to_pydatetime())
     grid = series_grid(series, settings, settings.series_metric, res, plan.load_start, plan.end,
                        settings.max_interp_steps)
+    grid = pd.concat([grid, observed_columns(series, grid["ts"])], axis=1)
     feats = compute_features(grid, res)
     return feats[feats["ts"] >= plan.start].reset_index(drop=True), len(series)
 
 
+def read_grid(store: Store, settings: Settings, resolution_min: int, columns: list[str],
+              start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    """``ts`` and ``columns`` of the grid of ``resolution_min`` for ``start <= ts < end``, as featurize writes it.
+
+    Read from ``features``; when the table is behind the measurements (featurize has not run since new or
+    revised data arrived) the tail is computed in-process by the same code featurize runs
+    (:func:`plan_featurize` + :func:`planned_features`) and not written — featurize stays the only writer — so a
+    reader never works on stale inputs.
+    """
+    cols = ", ".join(columns)  # column names come from the caller's code, never from a request
+    df = store.query_df(
+        f"select ts, {cols} from {{db:Identifier}}.features final where source = {{s:String}} "
+        "and metric = {m:String} and resolution_min = {r:UInt16} "
+        "and ts >= {a:DateTime64(3, 'UTC')} and ts < {b:DateTime64(3, 'UTC')} order by ts",
+        {"s": settings.series_source, "m": settings.series_metric, "r": resolution_min,
+         "a": to_utc(start).to_pydatetime(), "b": to_utc(end).to_pydatetime()},
+    )
+    df = df.reindex(columns=["ts", *columns])
+    df["ts"] = pd.to_datetime(df["ts"], utc=True)
+    plan = plan_featurize(store, settings, to_utc(end).to_pydatetime(), resolution_min)
+    if plan is not None:
+        tail, _ = planned_features(store, settings, plan)
+        tail = tail[(tail["ts"] >= start) & (tail["ts"] < end)]
+        log_event(log, "features_tail_computed", resolution_min=resolution_min, start=plan.start.isoformat(),
+                  steps=int(len(tail)))
+        df = pd.concat([df[df["ts"] < plan.start], tail[["ts", *columns]]], ignore_index=True)
+    return df.reset_index(drop=True)
+
+
 def featurize(store: Store, settings: Settings, now: datetime) -> dict:
-    """Plan → compute → write one incremental featurize run; returns run details."""
-    plan = plan_featurize(store, settings, now)
-    if plan is None:
+    """Plan → compute → write one incremental featurize run on each grid (:func:`feature_resolutions`: the
+    forecast's step and detect's 15 min); returns run details: ``rows_in``/``rows_out`` over the grids and, per
+    grid written (``grids``, keyed by its step in minutes), its window and counts."""
+    grids = {}
+    for res in feature_resolutions(settings):
+        done = featurize_grid(store, settings, now, res)
+        if done is not None:
+            grids[str(res)] = done
+    if not grids:
         return {"up_to_date": True, "rows_in": 0, "rows_out": 0}
-    res = settings.forecast_resolution_min
+    return {"rows_in": sum(g.pop("rows_in") for g in grids.values()),
+            "rows_out": sum(g.pop("rows_out") for g in grids.values()), "grids": grids}
+
+
+def featurize_grid(store: Store, settings: Settings, now: datetime, resolution_min: int) -> dict | None:
+    """Plan → compute → write the features of one grid; its details, or None when it is up to date."""
+    plan = plan_featurize(store, settings, now, resolution_min)
+    if plan is None:
+        return None
+    res = plan.resolution_min
     feats, rows_in = planned_features(store, settings, plan)
     feats.insert(0, "source", settings.series_source)
     feats.insert(1, "metric", settings.series_metric)
@@ -327,7 +413,7 @@ def featurize(store: Store, settings: Settings, now: datetime) -> dict:
         feats[col] = feats[col].astype("uint8")
     written = store.insert_df("features", feats)
     details = {
-        "window_start": plan.start.isoformat(), "window_end": plan.end.isoformat(),
+        "resolution_min": res, "window_start": plan.start.isoformat(), "window_end": plan.end.isoformat(),
         "watermark": plan.watermark.isoformat(), "new_watermark": plan.new_watermark.isoformat(),
         "rows_in": rows_in, "rows_out": written,
         "interpolated": int(feats["interpolated"].sum()), "missing": int(feats["missing"].sum()),
@@ -340,9 +426,14 @@ def featurize(store: Store, settings: Settings, now: datetime) -> dict:
 def run_featurize(store: Store, settings: Settings, run: Run) -> Run:
     """The featurize stage (shared/runs.py's contract): one :func:`featurize` run as of the product clock;
     fills and returns ``run`` (skipped when the features are up to date)."""
-    details = featurize(store, settings, clock.now())
-    run.rows_in, run.rows_out = int(details.pop("rows_in")), int(details.pop("rows_out"))
+    from shared.weather.featurize import featurize_weather
+
+    now = clock.now()
+    details = featurize(store, settings, now)
+    weather = featurize_weather(store, settings, now)  # weather_features, as known at `now` (issue 12)
+    run.rows_in, run.rows_out = int(details.pop("rows_in")), int(details.pop("rows_out")) + int(weather.pop("rows_out"))
     run.details.update(details)
-    if details.get("up_to_date"):
+    run.details.update(weather)
+    if details.get("up_to_date") and weather.get("weather_up_to_date"):
         run.skip("features up to date")
     return run

@@ -3,6 +3,8 @@ inputs read back from chDB by ``load_detect_inputs`` giving the same outputs (is
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,6 +16,7 @@ from shared.detection.service import (
     DetectInputs,
     compute_detect,
     load_detect_inputs,
+    load_detect_series,
     write_detect_outputs,
 )
 from shared.settings import Settings, get_settings
@@ -93,3 +96,39 @@ def test_inputs_read_from_chdb_give_the_same_outputs(store: Store, settings: Set
     assert write_detect_outputs(store, from_store) == len(from_store.anomalies) + len(from_store.data_quality) + len(
         from_store.model_metrics if from_store.model_metrics is not None else [])
     assert store.scalar("select count() from {db:Identifier}.anomalies") == len(from_store.anomalies)
+
+
+def test_detect_reads_the_series_as_published_from_featurize_grid(store: Store, settings: Settings,
+                                                                  load: pd.DataFrame) -> None:
+    """featurize writes the 15-min grid; detect's series read from it is the `series` view's, row for row —
+    including a flatline the training-data gate rejects (detect must judge it) and a value the store flags
+    implausible (kept as raw_value with its reason, value NaN)."""
+    from fixtures_detect import upsert_load
+
+    from shared.features import featurize, plan_featurize
+    from shared.series import load_series
+
+    data = load.copy()
+    flat = (data["ts"] >= utc("2023-03-27 14:00")) & (data["ts"] < utc("2023-03-27 15:30"))
+    data.loc[flat, "value"] = float(data.loc[data["ts"] == utc("2023-03-27 13:45"), "value"].iloc[0])
+    data.loc[data["ts"] == utc("2023-03-27 18:00"), "value"] = 12345.0  # below the plausibility bound
+    upsert_load(store, data)
+    featurize(store, settings, NOW.to_pydatetime())
+    start = WINDOW[0] - pd.Timedelta(days=settings.detect_calibration_days + PROFILE_HISTORY_DAYS)
+    got = load_detect_series(store, settings, start, WINDOW[1])
+    ref = load_series(store, SOURCE, METRIC, start.to_pydatetime(), WINDOW[1].to_pydatetime())
+    pd.testing.assert_frame_equal(got, ref[list(got.columns)], check_dtype=False)
+    assert got.set_index("ts").loc[utc("2023-03-27 18:00"), "flag"] != ""
+    assert got[got["ts"].isin(data.loc[flat, "ts"])]["value"].notna().all()  # what detect judges
+    gated = store.query_df("select ts, implausible_reason from {db:Identifier}.features final "
+                           "where resolution_min = 15 and implausible = 1 order by ts")
+    assert "flatline" in set(gated["implausible_reason"])  # the gate's verdict, for the forecast only
+    assert plan_featurize(store, settings, NOW.to_pydatetime(), 15) is None  # read from the table, no tail
+    # the findings are the ones detect made when it read the `series` view itself
+    loaded = load_detect_inputs(store, settings, "unit", NOW, WINDOW[0], WINDOW[1])
+    old_path = replace(loaded, series=load_series(store, SOURCE, METRIC, loaded.series["ts"].min().to_pydatetime(),
+                                                  WINDOW[1].to_pydatetime()))
+    new, old = compute_detect(loaded, settings), compute_detect(old_path, settings)
+    assert new.anomalies is not None and old.anomalies is not None
+    pd.testing.assert_frame_equal(new.anomalies.drop(columns="detected_at"), old.anomalies.drop(columns="detected_at"))
+    assert {"flatline", "implausible", "spike"} <= set(new.anomalies["kind"])

@@ -91,18 +91,21 @@ def test_featurize_recomputes_only_the_affected_window(store: Store, settings: S
     insert_measurements(store, rows)
     now = datetime(2023, 10, 22, tzinfo=UTC)
     first = featurize(store, settings, now)
-    assert first["rows_out"] == 21 * 48 and featurize(store, settings, now)["up_to_date"]
+    # the forecast's 30-min grid and detect's 15-min grid
+    assert first["rows_out"] == 21 * 48 + 21 * 96 and featurize(store, settings, now)["up_to_date"]
     t = pd.Timestamp("2023-10-20 06:00", tz="UTC")
     # a plausible revision (+300 MW): the features carry it, lags included
     revised_value = float(rows.loc[rows["ts"] == t, "value"].iloc[0]) + 300.0
     insert_measurements(store, rows[rows["ts"] == t].assign(value=revised_value), version=2)
     second = featurize(store, settings, now)
-    assert pd.Timestamp(second["window_start"]) == t and second["rows_out"] == 84  # to the end of the data (42 h)
+    # to the end of the data (42 h), on both grids
+    assert pd.Timestamp(second["grids"]["30"]["window_start"]) == t and second["rows_out"] == 84 + 168
     got = store.query_df("select ts, value, lag_1, implausible from {db:Identifier}.features final "
-                         "where ts >= {t:DateTime64(3, 'UTC')} order by ts limit 2", {"t": t.to_pydatetime()})
+                         "where resolution_min = 30 and ts >= {t:DateTime64(3, 'UTC')} order by ts limit 2",
+                         {"t": t.to_pydatetime()})
     assert got["value"].iloc[0] == revised_value and got["lag_1"].iloc[1] == revised_value
     assert not got["implausible"].any()
-    assert int(store.scalar("select count() from {db:Identifier}.features final")) == 21 * 48
+    assert int(store.scalar("select count() from {db:Identifier}.features final where resolution_min = 30")) == 21 * 48
     assert np.isfinite(got["value"]).all()
 
 
@@ -123,7 +126,7 @@ def test_featurize_handler_runs_then_skips(store: Store, settings: Settings) -> 
     finally:
         clock.install(None)
         mod.app.dependency_overrides.clear()
-    assert first["status"] == "success" and first["rows_out"] == 7 * 48
+    assert first["status"] == "success" and first["rows_out"] == 7 * 48 + 7 * 96
     assert second["status"] == "skipped" and second["details"]["skip_reason"] == "features up to date"
 
 
@@ -153,8 +156,8 @@ def test_featurize_writes_the_gated_grid(store: Store, settings: Settings) -> No
     insert_measurements(store, rows[rows["ts"] == t].assign(value=12345.0), version=2)
     featurize(store, settings, now)
     got = store.query_df("select ts, value, interpolated, implausible, implausible_reason, lag_1 "
-                         "from {db:Identifier}.features final where ts >= {t:DateTime64(3, 'UTC')} "
-                         "order by ts limit 2", {"t": t.to_pydatetime()})
+                         "from {db:Identifier}.features final where resolution_min = 30 "
+                         "and ts >= {t:DateTime64(3, 'UTC')} order by ts limit 2", {"t": t.to_pydatetime()})
     assert got["implausible"].tolist() == [1, 0] and got["implausible_reason"].iloc[0] != ""
     assert got["interpolated"].iloc[0] == 1 and got["value"].iloc[0] > 40000
     assert got["lag_1"].iloc[1] == got["value"].iloc[0]

@@ -1,6 +1,11 @@
 """The detect stage: load (window from watermarks, every read) → compute (pure: detectors, checks, drift)
 → write.  ``run_detect`` = :func:`load_detect_inputs` → :func:`compute_detect` → :func:`write_detect_outputs`.
 
+* Input: the series as published, from featurize's 15-min grid in ``features`` (``observed``,
+  ``observed_flag``, ``observed_version``; :func:`load_detect_series`) — not the gated, interpolated
+  ``value`` the forecast reads: detect judges what the source sent. A tail featurize has not written yet is
+  computed in-process with featurize's code (``shared.features.read_grid``).
+
 * Window: from the previous successful detect run's ``window_end`` (pipeline_runs) minus
   ``detect_overlap_hours`` — so late and revised values are looked at again — up to now; an explicit
   start/end (backfill) overrides it. The calibration history before the window is read too.
@@ -42,9 +47,9 @@ from shared.detection.residual import (
     regular_grid,
 )
 from shared.detection.zscore import detect_zscore
+from shared.features import DETECT_RESOLUTION_MIN, read_grid
 from shared.logs import log_event
 from shared.runs import Run
-from shared.series import load_series
 from shared.settings import Settings
 from shared.store import Store
 from shared.timeutil import to_utc
@@ -119,6 +124,31 @@ def plan_window(
         start_ts = min(base, end_ts) - pd.Timedelta(hours=settings.detect_overlap_hours)
     start_ts = max(start_ts, end_ts - pd.Timedelta(days=settings.detect_max_window_days))
     return start_ts, end_ts
+
+
+# --- the series detect judges, from features ----------------------------------------------------------
+OBSERVED_COLUMNS = ["observed", "observed_flag", "observed_version"]
+
+
+def series_from_features(feats: pd.DataFrame) -> pd.DataFrame:
+    """The series as published (pure), from grid rows carrying ``OBSERVED_COLUMNS``: ``ts, value, version, flag,
+    raw_value`` like :func:`shared.series.load_series` — one row per instant holding a measurement
+    (``observed_version`` > 0); ``value`` is NaN where the store flags the value implausible (``flag``)."""
+    have = feats[pd.to_numeric(feats["observed_version"], errors="coerce").fillna(0) > 0]
+    flag = have["observed_flag"].fillna("").astype(str).to_numpy(dtype=object)
+    raw = pd.to_numeric(have["observed"], errors="coerce").to_numpy(dtype=float)
+    return pd.DataFrame({
+        "ts": pd.DatetimeIndex(pd.to_datetime(have["ts"], utc=True)),
+        "value": np.where(flag == "", raw, np.nan),
+        "version": have["observed_version"].to_numpy(dtype="uint64"),
+        "flag": flag,
+        "raw_value": raw,
+    })
+
+
+def load_detect_series(store: Store, settings: Settings, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    """The series detect judges over [start, end): featurize's 15-min grid (``features``) as published."""
+    return series_from_features(read_grid(store, settings, DETECT_RESOLUTION_MIN, OBSERVED_COLUMNS, start, end))
 
 
 # --- expectation from the forecasts table ------------------------------------------------------------
@@ -420,7 +450,7 @@ class DriftInputs:
     """What the drift and model-performance pass reads (only when it is due)."""
 
     forecasts: pd.DataFrame  # forecasts issued in the drift window (drift.load_issued_forecasts)
-    reference: pd.DataFrame  # the series over the reference + drift windows (load_series)
+    reference: pd.DataFrame  # the series over the reference + drift windows (load_detect_series)
     recent_requests: set[str]  # retrain requests already written within the cooldown
 
 
@@ -434,7 +464,7 @@ class DetectInputs:
     source: str
     metric: str
     run_id: str
-    series: pd.DataFrame  # load_series over the calibration history and the window
+    series: pd.DataFrame  # load_detect_series over the calibration history and the window
     forecasts: pd.DataFrame | None  # load_forecasts rows; None when the series has too few values to detect on
     existing: pd.DataFrame | None  # stored anomalies of the window (load_existing); None likewise
     duplicate_counts: tuple[int, int]
@@ -471,7 +501,7 @@ def load_detect_inputs(
     source, metric = settings.series_source, settings.series_metric
     w_start, w_end = plan_window(store, settings, now, start, end)
     history_start = w_start - pd.Timedelta(days=settings.detect_calibration_days + PROFILE_HISTORY_DAYS)
-    series = load_series(store, source, metric, history_start.to_pydatetime(), w_end.to_pydatetime())
+    series = load_detect_series(store, settings, history_start, w_end)
     forecasts = existing = None
     if _can_detect(series):
         forecasts = load_forecasts(store, source, metric, history_start, w_end)
@@ -482,12 +512,9 @@ def load_detect_inputs(
             forecasts=drift.load_issued_forecasts(
                 store, source, metric, now - pd.Timedelta(days=settings.drift_window_days), now
             ),
-            reference=load_series(
-                store,
-                source,
-                metric,
-                (now - pd.Timedelta(days=settings.drift_window_days + settings.drift_reference_days)).to_pydatetime(),
-                now.to_pydatetime(),
+            reference=load_detect_series(
+                store, settings, now - pd.Timedelta(days=settings.drift_window_days + settings.drift_reference_days),
+                now,
             ),
             recent_requests=_recent_requests(
                 store, source, metric, now - pd.Timedelta(hours=settings.drift_request_cooldown_hours)
