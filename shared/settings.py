@@ -299,6 +299,16 @@ class Settings(BaseSettings):
                                            "forecast is evaluated (clear error)")
     forecast_model_min_history_days: int = Field(default=56, ge=28, description="below this much valid history "
                                                  "the model is not trained; the best simple model is used")
+    # weather in production (shared/weather/featurize.py writes weather_features; the forecast stage reads them)
+    forecast_weather: bool = Field(default=True, description="use the weather-aware model when the weather feed "
+                                   "is fresh (else the weather-free model, flagged in forecasts.weather_status)")
+    weather_max_age_h: float = Field(
+        default=12.0, gt=0, le=72,
+        description="newest temperature forecast older than this (hours since its issue time) = stale: the "
+        "weather-free model is used (poll-weather hourly; Open-Meteo's ECMWF IFS updates every 6 h + ~2 h delay)")
+    forecast_standby_retrain_hours: float = Field(
+        default=168.0, gt=0, description="the model a run does not use (weather-free while weather is fresh, the "
+        "weather model while it is not) is retrained when older, in a run that trains nothing else")
     # --- end forecasting -------------------------------------------------------------------------
 
     # --- query / security -------------------------------------------------------------------
