@@ -13,8 +13,9 @@ Protocol (reproducible with ``--seed``):
    Forecasts "as in production": the expectation of the residual detector comes from the forecast
    issued just before each point; ``--expectation profile`` (default) uses the seasonal profile forecast
    (:func:`shared.detection.residual.profile_delta`, what detect falls back to without forecasts),
-   ``seasonal-naive`` the product's fallback forecaster (shared.forecasting.baseline). The NeuralProphet
-   model is not replayed here (an hourly 2023 replay would take hours on CPU).
+   ``seasonal-naive`` the product's fallback forecaster (shared.forecasting.baseline), ``deployed`` the
+   forecasts the product issues (:func:`deployed_forecasts`: the real model, issued on the forecast stage's
+   schedule, read the way detect reads the forecasts table; a quarter takes a few minutes on CPU).
 4. Score events (runs of flagged points of one kind) against the labels, and count alarms on the
    same period without injections (false alarms per week).
 """
@@ -42,6 +43,7 @@ from shared.detection.residual import (
     profile_delta,
     regular_grid,
 )
+from shared.detection.service import FORECAST_MAX_LEAD_HOURS, expectation_deltas, forecast_deltas
 from shared.detection.zscore import detect_zscore
 from shared.ingest.history import read_history
 from shared.logs import configure_logging, log_event
@@ -131,13 +133,36 @@ EXPECTATIONS = {
     "(lead 15 min)",
     "seasonal-naive": "the product's fallback forecaster shared.forecasting.baseline.seasonal_naive (value one week "
     "earlier), issued daily before each point, carried from the last normal observation (lead 15 min)",
+    "deployed": "the forecasts the product issues, replayed: the weather-free forecast model trained once on the "
+    "forecast_train_days before the period (train_and_calibrate: model, blend with seasonal naive, holdout "
+    "calibration), issued on the forecast stage's cron (openfaas-stack.yml) from the gated 30-min grid of the "
+    "series as published at each issue (seasonal-naive fallback when the input is stale or incomplete), read as "
+    "detect reads the forecasts table (latest issue at or before the point within 6 h, service.forecast_deltas), "
+    "the seasonal profile where none covers the point",
 }
+DEPLOYED_APPROXIMATIONS = [
+    "one model for the whole period, trained at its start on the data before it (production retrains daily and "
+    "promotes a new model only when it is not worse on its holdout)",
+    "forecast intervals are the holdout calibration (production adapts them hourly); detect reads only yhat",
+    "short gaps in the forecast input are not interpolated (at issue time the gap at the end of the data cannot be)",
+    "the training-data gate runs once over the whole series, so a flatline's first values are rejected from its "
+    "start (production's gate sees a run only once it is 4 steps long)",
+    "points detect flagged are not removed from the forecast input (production drops open anomalies): the "
+    "replayed forecasts see the injected anomalies, which can only make them worse",
+    "a value for ts is published at ts + 15 min (the evaluation's publication model), so an issue at hh:07 starts "
+    "at hh:00 with data up to hh-1:30 on the 30-min grid",
+]
+DEPLOYED_PERIOD = ("2023-04-01T00:00:00Z", "2023-07-01T00:00:00Z")  # default quarter of --expectation deployed
+DEPLOYED_HORIZON = pd.Timedelta(hours=7)  # forecast steps replayed per issue: detect reads leads up to 6 h
+DEPLOYED_CHUNK = 240  # issues per predict call (the model predicts a batch of origins at once)
 
 
 def expected_delta(x: pd.Series, expectation: str, start: pd.Timestamp) -> pd.Series:
     """Expected change per step from the chosen forecast source, each issued before its targets."""
     if expectation == "profile":
         return profile_delta(x)
+    if expectation == "deployed":
+        raise ValueError("the deployed expectation is built by deployed_forecasts + deployed_delta")
     from shared.forecasting.baseline import seasonal_naive  # the product's fallback forecaster (no torch)
 
     history = pd.DataFrame({"ts": x.index, "value": x.to_numpy()})
@@ -151,6 +176,96 @@ def expected_delta(x: pd.Series, expectation: str, start: pd.Timestamp) -> pd.Se
     return f.diff()
 
 
+# --- the deployed path: the product's forecasts, replayed ----------------------------------------------------------
+def forecast_schedule() -> str:
+    """The forecast stage's cron, from openfaas-stack.yml (the reader the embedded cron-connector uses)."""
+    from local_dev.stack import read_stack
+
+    return next(f.schedule for f in read_stack() if f.name == "forecast" and f.schedule)
+
+
+def train_deployed(files: list[Path], start: pd.Timestamp, settings: Any) -> tuple[Any, dict[str, Any]]:
+    """The model production serves at ``start``: weather-free, trained by ``train_and_calibrate`` on the
+    ``forecast_train_days`` of gated grid before ``start`` (the grid ``make evaluate`` and featurize build)."""
+    import time
+
+    from shared.forecasting.evaluate import load_data
+    from shared.forecasting.service import model_config, train_and_calibrate
+
+    grid, _ = load_data(files, settings.forecast_resolution_min, settings)
+    train = grid[(grid["ts"] >= start - pd.Timedelta(days=settings.forecast_train_days)) & (grid["ts"] < start)]
+    cfg = model_config(settings)
+    if hasattr(cfg, "weather"):
+        cfg.weather = False  # the weather-free model: the replay has no stored temperature forecasts
+    t0 = time.perf_counter()
+    model, hold = train_and_calibrate(train.reset_index(drop=True), settings, cfg)
+    return model, {"cut": start.isoformat(), "train_start": train["ts"].min().isoformat(),
+                   "train_seconds": round(time.perf_counter() - t0, 1), "holdout": hold["holdout"],
+                   "holdout_mape": hold["metrics"]["mape"], "holdout_naive_mape": hold["metrics"].get("naive_mape")}
+
+
+def deployed_forecasts(
+    model: Any, x: pd.Series, start: pd.Timestamp, end: pd.Timestamp, settings: Any, metric: str | None,
+    schedule: str, progress: bool = True,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The forecasts the forecast stage would have issued over [start − 6 h, end) from ``x`` as published.
+
+    Each cron tick T issues from origin = the grid step after the newest value published by T (a value for ts
+    is published at ts + x's step); the input is the gated grid (``series_grid``, as featurize writes it) of x
+    before the origin; a stale or incomplete input (``input_problem``) gets the seasonal-naive fallback
+    (``fallback_forecast``), as in production. Returns ``forecasts``-like rows (run_id, model_version,
+    issued_at, ts, yhat) for the first ``DEPLOYED_HORIZON`` of each issue, and figures.
+    Approximations (documented in the report): one model for the whole period (production retrains daily and
+    promotes only a better one); short gaps are not interpolated (the gap at the end of the data cannot be,
+    at issue time); points detect flagged are not removed from the input (production drops open anomalies).
+    """
+    import time
+
+    from shared.features import series_grid
+    from shared.forecasting.service import fallback_forecast, input_problem, issue
+
+    t0 = time.perf_counter()
+    res = pd.Timedelta(minutes=settings.forecast_resolution_min)
+    native = x.index[1] - x.index[0]
+    series = pd.DataFrame({"ts": x.index, "value": x.to_numpy(dtype=float)})
+    grid = series_grid(series, settings, metric, settings.forecast_resolution_min, x.index[0], x.index[-1] + native,
+                       max_interp_steps=0)[["ts", "value"]]
+    ticks = cron_ticks(start - pd.Timedelta(hours=FORECAST_MAX_LEAD_HOURS), end - native, schedule)
+    origins = pd.DatetimeIndex((ticks - native).floor(res) + res)
+    valid_ts = pd.DatetimeIndex(grid.loc[grid["value"].notna(), "ts"])
+    fallback: list[tuple[pd.Timestamp, pd.Timestamp]] = []
+    model_issue: list[tuple[pd.Timestamp, pd.Timestamp]] = []
+    for t, o in zip(ticks, origins, strict=True):
+        last = valid_ts[max(int(valid_ts.searchsorted(o)) - 1, 0)]
+        recent = grid[(grid["ts"] >= last - pd.Timedelta(days=15)) & (grid["ts"] <= last)]
+        (fallback if input_problem(recent, t, settings) else model_issue).append((t, o))
+    frames = []
+    for t, o in fallback:
+        past = grid[(grid["ts"] >= o - pd.Timedelta(days=42)) & (grid["ts"] < o)]
+        fc = fallback_forecast(past, t, settings)
+        frames.append(fc[fc["ts"] < o + DEPLOYED_HORIZON].assign(issued_at=t, model_version=""))
+    issued_at = dict((o, t) for t, o in model_issue)
+    chunks = [model_issue[i:i + DEPLOYED_CHUNK] for i in range(0, len(model_issue), DEPLOYED_CHUNK)]
+    for chunk in tqdm(chunks, desc="deployed forecasts", unit="chunk", disable=not progress):
+        sel = pd.DatetimeIndex([o for _, o in chunk])
+        fc = issue(model, grid[grid["ts"] < sel.max()], sel, horizon_end=DEPLOYED_HORIZON)
+        frames.append(fc.assign(issued_at=fc["origin"].map(issued_at), model_version="replay"))
+    rows = pd.concat(frames, ignore_index=True)
+    rows["run_id"] = "replay-" + pd.DatetimeIndex(rows["issued_at"]).strftime("%Y%m%dT%H%M")
+    lead = pd.DatetimeIndex(rows["ts"]) - pd.DatetimeIndex(rows["issued_at"])
+    keep = (lead >= pd.Timedelta(0)) & (lead <= pd.Timedelta(hours=FORECAST_MAX_LEAD_HOURS))  # load_forecasts' rule
+    rows = rows[keep][["run_id", "model_version", "issued_at", "ts", "yhat"]].reset_index(drop=True)
+    return rows, {"issues": len(ticks), "fallback_issues": len(fallback), "model_issues": len(model_issue),
+                  "issue_seconds": round(time.perf_counter() - t0, 1)}
+
+
+def deployed_delta(x: pd.Series, forecasts: pd.DataFrame, start: pd.Timestamp) -> tuple[pd.Series, float]:
+    """The expectation detect builds from ``forecasts`` rows (service.forecast_deltas, then the profile where no
+    forecast covers a point) and the share of points from ``start`` on that had a forecast."""
+    dexp, _, version_of = expectation_deltas(x, forecast_deltas(forecasts, x.index))
+    return dexp, float((version_of[x.index >= start] != "profile").mean())
+
+
 def run_detector(
     name: str,
     x: pd.Series,
@@ -159,10 +274,13 @@ def run_detector(
     params: ResidualParams,
     settings: Any,
     expectation: str = "profile",
+    dexp: pd.Series | None = None,
 ) -> pd.DataFrame:
-    """All rows a detector raises over [start, end) on ``x`` (with history before ``start``)."""
+    """All rows a detector raises over [start, end) on ``x`` (with history before ``start``); ``dexp``: a
+    precomputed expectation (the deployed path) instead of ``expectation``."""
     if name == "powersense":
-        rows = detect_residual(x, expected_delta(x, expectation, start), params, detect_from=start)
+        delta = dexp if dexp is not None else expected_delta(x, expectation, start)
+        rows = detect_residual(x, delta, params, detect_from=start)
         step = x.index[1] - x.index[0]
         miss = missing_points(
             x[x.index < end], end - step, settings.detect_value_lag_min, start, settings.detect_ignore_fallback_gap
@@ -305,8 +423,16 @@ def evaluate(
     per_kind: int,
     history_days: int = 70,
     expectation: str = "profile",
+    progress: bool = True,
+    deployed_clean: bool = False,
 ) -> dict[str, Any]:
-    """Run the whole protocol; returns the report dict (see module docstring)."""
+    """Run the whole protocol; returns the report dict (see module docstring).
+
+    ``expectation="deployed"`` also scores the profile expectation on the same labels (detector
+    ``powersense_profile``), so the deployed figure stands next to the profile one; ``files`` must then cover
+    the ``forecast_train_days`` before ``start`` the model trains on. The clean-period replay of the deployed
+    path (its false alarms per week) issues every forecast a second time, so it runs only with
+    ``deployed_clean``; the injected run's precision counts its false alarms either way."""
     settings = get_settings()
     params = ResidualParams.from_settings(settings)
     hist = read_history(files, start - pd.Timedelta(days=history_days), end)
@@ -320,12 +446,32 @@ def evaluate(
     ticks = cron_ticks(start, end + pd.Timedelta(days=1), settings.detect_schedule)
     weeks = (end - start) / pd.Timedelta(weeks=1)
     report: dict[str, Any] = {"detectors": {}}
-    jobs = [(d, v) for d in ("powersense", "zscore_baseline") for v in ("injected", "clean")]
+    detectors = {"powersense": expectation, "zscore_baseline": ""}
+    dexps: dict[str, pd.Series] = {}
+    deployed: dict[str, Any] = {}
+    if expectation == "deployed":
+        detectors["powersense_profile"] = "profile"
+        generic = bool((hist["nature"] == "").all())
+        model, deployed["model"] = train_deployed(files, start, settings)
+        deployed["forecast_schedule"] = schedule = forecast_schedule()
+        deployed["variants"] = {}
+        for variant, series in (("injected", x_inj), ("clean", x))[: 2 if deployed_clean else 1]:
+            fc, info = deployed_forecasts(model, series, start, end, settings, None if generic else "consommation",
+                                          schedule, progress)
+            dexps[variant], share = deployed_delta(series, fc, start)
+            deployed["variants"][variant] = {**info, "points_with_forecast": round(share, 4)}
+    jobs = [(d, v) for d in detectors for v in ("injected", "clean")]
     clean_events: dict[str, list[dict[str, str]]] = {}
-    for det, variant in tqdm(jobs, desc="evaluate-anomalies", unit="run"):
+    for det, variant in tqdm(jobs, desc="evaluate-anomalies", unit="run", disable=not progress):
+        if detectors[det] == "deployed" and variant not in dexps:
+            report["detectors"][det].update(false_alarms_per_week=None, clean_period_alarms=None,
+                                            clean_period_source_gap_alarms=None,
+                                            clean_period_reason="clean-period replay not run (--deployed-clean)")
+            continue
         series = x_inj if variant == "injected" else x
         rows = run_detector(
-            "powersense" if det == "powersense" else "zscore", series, start, end, params, settings, expectation
+            "zscore" if det == "zscore_baseline" else "powersense", series, start, end, params, settings,
+            detectors[det] or "profile", dexps.get(variant) if detectors[det] == "deployed" else None,
         )
         rows = stamp_detection_times(rows, ticks, step, settings.detect_value_lag_min)
         if variant == "injected":
@@ -366,6 +512,8 @@ def evaluate(
             ],
         }
     )
+    if deployed:
+        report["deployed"] = {**deployed, "approximations": DEPLOYED_APPROXIMATIONS}
     return report
 
 
@@ -404,10 +552,10 @@ def main(argv: list[str] | None = None) -> int:
     """CLI entry point (see module docstring)."""
     ap = argparse.ArgumentParser(prog="python -m shared evaluate-anomalies", description=__doc__.splitlines()[0])
     ap.add_argument("--data", nargs="+", type=Path, help="eco2mix CSV(.gz) or timestamp,value CSV files")
-    ap.add_argument("--start", default="2023-01-01T00:00:00Z")
-    ap.add_argument("--end", default="2024-01-01T00:00:00Z")
+    ap.add_argument("--start", help="default 2023-01-01 (deployed: 2023-04-01)")
+    ap.add_argument("--end", help="default 2024-01-01 (deployed: 2023-07-01)")
     ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--per-kind", type=int, default=30, help="anomalies injected per kind")
+    ap.add_argument("--per-kind", type=int, help="anomalies injected per kind (default 30; deployed: 10 in a quarter)")
     ap.add_argument("--out", type=Path, default=REPO_ROOT / "reports")
     ap.add_argument(
         "--expectation",
@@ -415,14 +563,26 @@ def main(argv: list[str] | None = None) -> int:
         default="profile",
         help="forecast source behind the residual detector's expectation",
     )
+    ap.add_argument("--deployed-clean", action="store_true",
+                    help="deployed: also replay the clean period (false alarms per week; twice the forecast replay)")
     args = ap.parse_args(argv)
-    configure_logging(get_settings().log_level)
-    start, end = to_utc(args.start), to_utc(args.end)
-    files = args.data or default_files(start, end, 70)
-    report = evaluate(files, start, end, args.seed, args.per_kind, expectation=args.expectation)
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    deployed = args.expectation == "deployed"
+    period = DEPLOYED_PERIOD if deployed else ("2023-01-01T00:00:00Z", "2024-01-01T00:00:00Z")
+    start, end = to_utc(args.start or period[0]), to_utc(args.end or period[1])
+    per_kind = args.per_kind or (10 if deployed else 30)
+    if args.deployed_clean and not deployed:
+        ap.error("--deployed-clean goes with --expectation deployed")
+    # the deployed model trains on the forecast_train_days before the period
+    files = args.data or default_files(start, end, settings.forecast_train_days + 1 if deployed else 70)
+    report = evaluate(files, start, end, args.seed, per_kind, expectation=args.expectation,
+                      deployed_clean=args.deployed_clean)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "anomaly_eval.json").write_text(json.dumps(report, indent=2, default=str))
-    plot(report, args.out / "anomaly_eval.png")
+    stem = "anomaly_eval_deployed" if deployed else "anomaly_eval"
+    # strict JSON: a figure that cannot be computed is null, never NaN
+    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2, default=str, allow_nan=False))
+    plot(report, args.out / f"{stem}.png")
     log_event(
         log,
         "anomaly_eval_written",
@@ -455,4 +615,10 @@ def table(report: dict[str, Any]) -> str:
             f"{b['precision']:.2f} / {b['recall']:.2f} / {b['f1']:.2f} | |"
         )
     lines.append(f"| false alarms / week (clean) | {ps['false_alarms_per_week']} | | {zb['false_alarms_per_week']} | |")
+    if "powersense_profile" in report["detectors"]:  # the deployed run: the profile expectation on the same labels
+        pp = report["detectors"]["powersense_profile"]
+        o = pp["overall"]
+        lines.append(f"| overall, profile expectation (same labels) | {o['precision']:.2f} / {o['recall']:.2f} / "
+                     f"{o['f1']:.2f} | | | |")
+        lines.append(f"| false alarms / week (clean), profile expectation | {pp['false_alarms_per_week']} | | | |")
     return "\n".join(lines)

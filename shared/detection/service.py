@@ -152,8 +152,14 @@ def load_detect_series(store: Store, settings: Settings, start: pd.Timestamp, en
 
 
 # --- expectation from the forecasts table ------------------------------------------------------------
+# The forecasts the expectation may come from: issued at most this long before the point (the hourly forecast
+# run's freshest information; an older issue is not "the latest forecast" any more).
+FORECAST_MAX_LEAD_HOURS = 6.0
+
+
 def load_forecasts(
-    store: Store, source: str, metric: str, start: pd.Timestamp, end: pd.Timestamp, max_lead_hours: float = 6.0
+    store: Store, source: str, metric: str, start: pd.Timestamp, end: pd.Timestamp,
+    max_lead_hours: float = FORECAST_MAX_LEAD_HOURS,
 ) -> pd.DataFrame:
     """Forecast rows with a target in [start, end) issued at most ``max_lead_hours`` before it
     (columns run_id, model_version, issued_at, ts, yhat): what :func:`forecast_deltas` needs."""
@@ -208,6 +214,24 @@ def forecast_deltas(forecasts: pd.DataFrame, grid: pd.DatetimeIndex) -> pd.DataF
     return latest[["ts", "delta", "run_id", "model_version"]]
 
 
+def expectation_deltas(
+    x: pd.Series, forecast_deltas: pd.DataFrame
+) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """The residual detector's expected change per step of ``x`` (pure): the latest forecast's change where a
+    forecast covers the point (:func:`forecast_deltas`), else the seasonal profile's; with the forecast run id
+    and model version each point's expectation came from ('' / 'profile' for the profile)."""
+    dexp = profile_delta(x)
+    run_of = pd.Series("", index=x.index)
+    version_of = pd.Series("profile", index=x.index)
+    if not forecast_deltas.empty:
+        fd = forecast_deltas.set_index("ts").reindex(x.index)
+        has = fd["delta"].notna().to_numpy()
+        dexp[has] = fd["delta"][has]
+        run_of[has] = fd["run_id"][has]
+        version_of[has] = fd["model_version"][has]
+    return dexp, run_of, version_of
+
+
 # --- compute -----------------------------------------------------------------------------------------
 def severity(kind: str, value: float | None, expected: float | None, block_steps: int) -> str:
     """low / medium / high: relative size for jumps, duration for stuck or missing blocks."""
@@ -232,17 +256,9 @@ def compute_anomalies(
         return pd.DataFrame(), {"detector": "none", "reason": "not enough actuals"}
     step = x.index[1] - x.index[0]
     x = x.reindex(pd.date_range(x.index[0], max(x.index[-1], (end - step).floor(step)), freq=step))
-    profile = profile_delta(x)
-    dexp = profile.copy()
-    run_of = pd.Series("", index=x.index)
-    version_of = pd.Series("profile", index=x.index)
+    dexp, run_of, version_of = expectation_deltas(x, forecast_deltas)
     if not forecast_deltas.empty:
-        fd = forecast_deltas.set_index("ts").reindex(x.index)
-        has = fd["delta"].notna().to_numpy()
-        dexp[has] = fd["delta"][has]
-        run_of[has] = fd["run_id"][has]
-        version_of[has] = fd["model_version"][has]
-        info["points_with_forecast"] = int(has[(x.index >= start)].sum())
+        info["points_with_forecast"] = int((version_of[x.index >= start] != "profile").sum())
     params = ResidualParams.from_settings(settings)
     if dexp[x.index >= start].notna().any():
         rows = detect_residual(x, dexp, params, detect_from=start)
