@@ -10,6 +10,8 @@ import sys
 
 COMMANDS = {
     "evaluate": ("shared.forecasting.evaluate", "main", "backtest the forecast model (make evaluate)"),
+    "evaluate-weather-store": ("shared.weather.provider", "main",
+                               "backtest the weather model with the temperature forecasts stored as known then"),
     "evaluate-anomalies": ("shared.detection.evaluate", "main", "evaluate anomaly detectors (make evaluate-anomalies)"),
     "bootstrap": ("shared.ingest.bootstrap", "main", "load the shipped history into the store"),
     "weather-backfill": ("shared.weather.service", "main", "load realised temperature (shipped Enedis; --archive)"),

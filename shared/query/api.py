@@ -243,7 +243,8 @@ async def get_forecast(request: Request, p: Annotated[ForecastParams, Query()]) 
         if not as_csv:
             return _json(run)
         headers = {"X-Run-Id": run.run_id, "X-Model-Version": run.model_version,
-                   "X-Issued-At": run.issued_at.isoformat(), "X-Interval-Level": str(run.interval_level)}
+                   "X-Issued-At": run.issued_at.isoformat(), "X-Interval-Level": str(run.interval_level),
+                   "X-Weather-Status": run.weather_status}
         rows = [(x.ts, x.horizon_steps, x.horizon_day, x.yhat, x.lower, x.upper, x.yhat_source, x.model_weight)
                 for x in run.points]
         body = service.to_csv(["ts", "horizon_steps", "horizon_day", "yhat", "lower", "upper", "yhat_source",

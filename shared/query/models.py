@@ -226,6 +226,9 @@ class ForecastRunSummary(BaseModel):
     steps: int
     first_ts: datetime
     last_ts: datetime
+    weather_status: str = Field(description="used = the weather model with the temperature forecast known at the run; "
+                                "else why not (off, missing, stale, incomplete, no_model, failed, unused) and the "
+                                "values are the weather-free model's (or seasonal naive's)")
 
 
 class ForecastRunResponse(ForecastRunSummary):

@@ -312,7 +312,7 @@ with chosen_run as (
     limit 1
 )
 select run_id, model_version, issued_at, origin, quality, fallback_reason, interval_level,
-       ts, horizon_steps, horizon_day, yhat, lower, upper, yhat_source, model_weight
+       ts, horizon_steps, horizon_day, yhat, lower, upper, yhat_source, model_weight, weather_status
 from {db:Identifier}.forecasts
 where source = {source:String} and metric = {metric:String}
   and (issued_at, run_id) in (select issued_at, run_id from chosen_run)
@@ -342,7 +342,7 @@ def forecast_run(store: Store, p: ForecastParams) -> ForecastRunResponse:
     return ForecastRunResponse(
         run_id=str(run_id), model_version=str(model_version), issued_at=utc(issued_at), origin=utc(origin),
         quality=str(quality), fallback_reason=str(fallback_reason), interval_level=round(float(level), 4),
-        steps=len(steps), first_ts=steps[0].ts, last_ts=steps[-1].ts,
+        steps=len(steps), first_ts=steps[0].ts, last_ts=steps[-1].ts, weather_status=str(rows[0][15]),
         source=p.source, metric=p.metric, count=len(points), points=points,
     )
 
@@ -357,7 +357,7 @@ with recent_runs as (
     limit {limit:UInt32}
 )
 select run_id, any(model_version), issued_at, min(origin), any(quality), any(fallback_reason),
-       any(interval_level), uniqExact(ts), min(ts), max(ts)
+       any(interval_level), uniqExact(ts), min(ts), max(ts), any(weather_status)
 from {db:Identifier}.forecasts
 where source = {source:String} and metric = {metric:String}
   and (issued_at, run_id) in (select issued_at, run_id from recent_runs)
@@ -373,7 +373,7 @@ def forecast_runs(store: Store, p: ForecastRunsParams) -> ForecastRunsResponse:
         ForecastRunSummary(
             run_id=str(r[0]), model_version=str(r[1]), issued_at=utc(r[2]), origin=utc(r[3]), quality=str(r[4]),
             fallback_reason=str(r[5]), interval_level=round(float(r[6]), 4), steps=int(r[7]),
-            first_ts=utc(r[8]), last_ts=utc(r[9]),
+            first_ts=utc(r[8]), last_ts=utc(r[9]), weather_status=str(r[10]),
         )
         for r in rows
     ]

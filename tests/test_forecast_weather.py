@@ -1,0 +1,152 @@
+"""The forecast stage with the weather (issue 12) on real data in chDB: the weather model is issued only with
+fresh weather covering every target; stale, missing, short or disabled weather gives the weather-free model's
+forecast, flagged in ``forecasts.weather_status`` (and the query API), never a failed run; one training per run.
+
+Load: the shipped eco2mix consumption Jan – 15 Mar 2023. Realised temperature: the shipped Enedis series up to
+13 March (the archive's lag); the temperature "forecast" stored at 06:20 = the same shipped values, as the demo's
+replay serves them (a perfect forecast: this checks the data path, not what weather is worth).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from shared import clock
+from shared import settings as settings_mod
+from shared.artifacts import LocalArtifactStore
+from shared.errors import ConfigurationError
+from shared.forecasting import service
+from shared.query.models import ForecastParams
+from shared.query.service import forecast_run
+from shared.settings import Settings
+from shared.store import Store
+from shared.weather.featurize import featurize_weather
+from shared.weather.service import backfill
+from tests.fixtures_forecast import fast_model_settings, history, insert_measurements
+from tests.test_weather_featurize import ISSUED_1, forecast_window, store_forecast
+
+NOW = datetime(2023, 3, 15, 10, 20, tzinfo=UTC)  # load data ends at 10:00 UTC
+FEATURIZED = datetime(2023, 3, 15, 10, 5, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def winter_2023() -> pd.DataFrame:
+    return history("2023-01-01", "2023-03-15 10:00")
+
+
+@pytest.fixture(scope="module")
+def enedis() -> pd.DataFrame:
+    from shared.weather.service import WEATHER_DIR, read_enedis
+
+    frame = read_enedis(sorted(WEATHER_DIR.glob("enedis_temperature_lissee_nationale_2023.csv.gz")))
+    return frame[["ts", "realised"]].rename(columns={"realised": "value"})
+
+
+@pytest.fixture
+def wx_settings(store: Store, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, winter_2023: pd.DataFrame,
+                enedis: pd.DataFrame) -> Iterator[Settings]:
+    insert_measurements(store, winter_2023)
+    gen = fast_model_settings(monkeypatch, tmp_path)
+    settings = next(gen).model_copy(update={"poll_bootstrap": False})
+    clock.install(clock.SimulatedClock(datetime(2023, 3, 13, 6, tzinfo=UTC), 0.0))
+    try:
+        backfill(store, settings, date(2023, 1, 1), date(2023, 3, 13), shipped=True)
+    finally:
+        clock.install(None)
+    store_forecast(store, settings, forecast_window(enedis, ISSUED_1), ISSUED_1)
+    assert featurize_weather(store, settings, FEATURIZED)["rows_out"] > 0
+    yield settings
+    next(gen, None)
+
+
+def _rows(store: Store, run_id: str) -> pd.DataFrame:
+    sql = "select * from {db:Identifier}.forecasts where run_id = {r:String} order by ts"
+    return store.query_df(sql, {"r": run_id})
+
+
+def _run(store: Store, settings: Settings, artifacts: LocalArtifactStore, run_id: str,
+         now: datetime = NOW, train: bool = True) -> service.ForecastResult:
+    return service.run_forecast(store, settings, lambda: artifacts, now, run_id, train=train)
+
+
+@pytest.mark.slow
+def test_weather_model_used_when_fresh_else_the_weather_free_model_flagged(store: Store, wx_settings: Settings,
+                                                                           tmp_path: Path) -> None:
+    artifacts = LocalArtifactStore(tmp_path / "models")
+    # a fresh install trains the weather-free model first (the safety net); no weather model yet
+    first = _run(store, wx_settings, artifacts, "run-1")
+    assert first.trained is not None and first.trained["model"] == "weather_free"
+    assert first.quality == "model" and set(_rows(store, "run-1")["weather_status"]) == {"no_model"}
+    # the next run trains the weather model (one training per run) and issues it with the weather known now
+    second = _run(store, wx_settings, artifacts, "run-2")
+    assert second.trained is not None and second.trained["model"] == "weather"
+    assert second.trained.get("decision") == "promoted", second.trained
+    used = _rows(store, "run-2")
+    assert set(used["weather_status"]) == {"used"} and set(used["quality"]) == {"model"}
+    assert set(used["model_version"]) == {second.model_version}
+    assert artifacts.current(service.weather_series_key(wx_settings))["version"] == second.model_version
+    assert second.details["weather_issued_at"] == pd.Timestamp(ISSUED_1).isoformat()
+    # nothing is due two hours later: no training
+    assert _run(store, wx_settings, artifacts, "run-3", NOW.replace(hour=12)).trained == {"trained": False}
+
+    # the weather-free model's forecast, same run time: the reference of every degraded run
+    off = _run(store, wx_settings.model_copy(update={"forecast_weather": False}), artifacts, "run-off", train=False)
+    ref = _rows(store, "run-off")
+    assert set(ref["weather_status"]) == {"off"} and off.quality == "model"
+    assert not np.allclose(ref["yhat"], used["yhat"])  # the weather model's forecast is another one
+
+    # stale: the newest temperature forecast (06:20) is older than the limit → weather-free, flagged
+    stale = _run(store, wx_settings.model_copy(update={"weather_max_age_h": 2.0}), artifacts, "run-stale", train=False)
+    rows = _rows(store, "run-stale")
+    assert set(rows["weather_status"]) == {"stale"} and stale.quality == "model"
+    assert "POWERSENSE_WEATHER_MAX_AGE_H" in stale.details["weather_reason"]
+    np.testing.assert_allclose(rows["yhat"], ref["yhat"], rtol=1e-9)
+    assert rows["model_version"].iloc[0] == ref["model_version"].iloc[0] != second.model_version
+
+    # missing: no weather featurize run as of 09:50 (the first one was at 10:05)
+    early = datetime(2023, 3, 15, 9, 50, tzinfo=UTC)
+    miss = _run(store, wx_settings, artifacts, "run-missing", early, train=False)
+    assert set(_rows(store, "run-missing")["weather_status"]) == {"missing"} and miss.quality == "model"
+    assert miss.rows == len(_rows(store, "run-missing")) > 7 * 48
+
+    # incomplete: a horizon past the stored forecast's last hour
+    far = _run(store, wx_settings.model_copy(update={"forecast_horizon_days": 10}), artifacts, "run-short",
+               train=False)
+    assert set(_rows(store, "run-short")["weather_status"]) == {"incomplete"} and far.quality == "model"
+
+    # the query API's forecast endpoint says which
+    resp = forecast_run(store, ForecastParams(source=wx_settings.series_source, metric=wx_settings.series_metric,
+                                              run_id="run-2"))
+    assert resp.weather_status == "used"
+
+
+def test_no_model_and_no_weather_gives_a_flagged_seasonal_naive(store: Store, wx_settings: Settings,
+                                                                 tmp_path: Path) -> None:
+    res = _run(store, wx_settings, LocalArtifactStore(tmp_path / "none"), "run-naive", train=False)
+    rows = _rows(store, "run-naive")
+    assert res.quality == "fallback" and set(rows["weather_status"]) == {"unused"}
+    assert res.details["weather_status"] == "unused"
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("POWERSENSE_WEATHER_MAX_AGE_H", "0"),
+    ("POWERSENSE_WEATHER_MAX_AGE_H", "twelve"),
+    ("POWERSENSE_WEATHER_MAX_AGE_H", "100"),
+    ("POWERSENSE_FORECAST_WEATHER", "perhaps"),
+    ("POWERSENSE_FORECAST_STANDBY_RETRAIN_HOURS", "-1"),
+])
+def test_bad_weather_settings_fail_at_start_up_naming_the_variable(monkeypatch: pytest.MonkeyPatch, name: str,
+                                                                   value: str) -> None:
+    monkeypatch.setenv(name, value)
+    settings_mod.get_settings.cache_clear()
+    try:
+        with pytest.raises(ConfigurationError, match=name):
+            settings_mod.get_settings()
+    finally:
+        settings_mod.get_settings.cache_clear()

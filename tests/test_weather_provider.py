@@ -1,0 +1,82 @@
+"""The real-forecast backtest's weather provider (shared/weather/provider.py) on chDB: each origin gets the
+temperature forecast as stored at that origin, never a later version; and ``python -m shared
+evaluate-weather-store`` end to end on the shipped 2023 load (forecasts = the shipped Enedis values stored daily,
+as the demo's replay serves them; the +3 °C revision is a synthetic edge case)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from shared import clock
+from shared.errors import BadRequestError
+from shared.forecasting.evaluate import local_midnight
+from shared.settings import Settings
+from shared.store import Store
+from shared.weather.featurize import featurize_weather
+from shared.weather.provider import evaluate_store, store_provider, uncovered_origins
+from shared.weather.service import backfill
+from tests.fixtures_forecast import fast_model_settings, history, insert_measurements
+from tests.test_weather_featurize import ISSUED_1, ISSUED_2, enedis, forecast_window, store_forecast  # noqa: F401
+
+HORIZON = pd.Timedelta(days=8, hours=12)
+
+
+@pytest.fixture
+def cfg(settings: Settings) -> Settings:
+    return settings.model_copy(update={"poll_bootstrap": False})
+
+
+def test_each_origin_reads_the_forecast_known_then(store: Store, cfg: Settings,
+                                                   enedis: pd.DataFrame) -> None:  # noqa: F811
+    store_forecast(store, cfg, forecast_window(enedis, ISSUED_1), ISSUED_1)
+    store_forecast(store, cfg, forecast_window(enedis, ISSUED_2).assign(value=lambda f: f["value"] + 3.0), ISSUED_2)
+    before, after = pd.Timestamp("2023-03-15T11:00Z"), pd.Timestamp("2023-03-15T12:00Z")
+    early = pd.Timestamp("2023-03-15T05:00Z")  # before any poll
+    got = store_provider(store, HORIZON)(pd.DatetimeIndex([early, before, after]))
+    truth = enedis.set_index("ts")["value"]
+    one = got[got["origin"] == before].set_index("ts")["temp_degc"]
+    two = got[got["origin"] == after].set_index("ts")["temp_degc"]
+    assert len(got[got["origin"] == early]) == 0
+    assert one.index.min() == before and one.to_numpy() == pytest.approx(truth.reindex(one.index).to_numpy())
+    assert two.index.min() == after and two.to_numpy() == pytest.approx(truth.reindex(two.index).to_numpy() + 3.0)
+    # the first poll's forecast ends 9 days after its 06:00 hour: it covers 8.5 days from 11:00, not 9
+    assert uncovered_origins(got, pd.DatetimeIndex([early, before, after]), HORIZON) == [early]
+    assert uncovered_origins(got, pd.DatetimeIndex([before]), pd.Timedelta(days=9)) == [before]
+
+
+@pytest.fixture
+def fast(store: Store, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Settings]:
+    gen = fast_model_settings(monkeypatch, tmp_path)
+    yield next(gen).model_copy(update={"poll_bootstrap": False})
+    next(gen, None)
+
+
+@pytest.mark.slow
+def test_backtest_with_stored_forecasts_against_the_weather_free_model(store: Store, fast: Settings,
+                                                                       enedis: pd.DataFrame,  # noqa: F811
+                                                                       tmp_path: Path) -> None:
+    insert_measurements(store, history("2023-01-01", "2023-03-15 10:00"))
+    clock.install(clock.SimulatedClock(datetime(2023, 3, 6, tzinfo=UTC), 0.0))
+    try:
+        backfill(store, fast, date(2023, 1, 1), date(2023, 3, 5), shipped=True)
+    finally:
+        clock.install(None)
+    test_start, test_end = local_midnight("2023-03-08"), local_midnight("2023-03-10")
+    with pytest.raises(BadRequestError, match="no stored temperature forecast covering D\\+7"):
+        evaluate_store(store, fast, test_start, test_end, retrain_days=0, origin_hour=12,
+                       now=datetime(2023, 3, 15, tzinfo=UTC))
+    for day in (6, 7, 8):  # poll-weather's morning runs before the noon origins
+        issued = datetime(2023, 3, day, 6, 20, tzinfo=UTC)
+        store_forecast(store, fast, forecast_window(enedis, issued), issued)
+    assert featurize_weather(store, fast, datetime(2023, 3, 9, tzinfo=UTC))["rows_out"] > 0
+    report = evaluate_store(store, fast, test_start, test_end, retrain_days=0, origin_hour=12,
+                            now=datetime(2023, 3, 15, tzinfo=UTC))
+    assert report["origins"]["count"] == 2
+    for name in ("powersense_weather_store", "weather_free", "seasonal_naive"):
+        assert report["models"][name]["D+1"]["mape"] is not None
+    assert report["retrains"]["weather"][0]["decision"] == "promoted"
