@@ -23,6 +23,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,114 @@ from shared.settings import REPO_ROOT, Settings, get_settings
 HORIZON_DAYS = 7
 # retraining cadence of the backtest (production retrains daily; see backtest() for what is approximated)
 DEFAULT_RETRAIN_DAYS = 91
+
+# --- weather for backtests (``--weather``) ------------------------------------------------------------------
+# A WeatherProvider answers "which temperature forecast was known at each origin": origins → long frame
+# ``origin, ts, temp_degc`` for each origin's targets. Production-like backtests read it as-of from the store
+# (wpipe's provider); no archived forecasts exist for 2020–2023, so evaluate builds two labelled stand-ins:
+# (a) the realised temperature itself (a perfect forecast: an UPPER BOUND, not comparable with RTE's J-1, which
+#     uses real forecasts), and (b) the realised temperature plus simulated forecast errors (below).
+WeatherProvider = Callable[[pd.DatetimeIndex], pd.DataFrame]
+
+# (b) error model: standard deviation (°C) of 2 m temperature forecast errors by lead day. Source: ECMWF's annual
+# verification report, T. Haiden et al., "Evaluation of ECMWF forecasts, including the 2020 upgrade", ECMWF
+# Technical Memorandum 880 (January 2021), section 4 (weather parameters): HRES 2 m temperature verified against
+# European SYNOP stations, error standard deviation at forecast day 3 ≈ 1.6 K and day 6 ≈ 2.3 K (daytime, recent
+# years; values read off the memo's figure — approximate). Other lead days: linear in lead between / beyond those
+# two points. These are *station* errors (they include each station's representativeness error); applied to a
+# 32-station national mean they overstate its error (local errors partly cancel in the mean), so (b) is
+# pessimistic about the forecast; ``--weather-error-scale`` shows the sensitivity (labelled, not a published score).
+T2M_ERROR_SD_DAY3_C, T2M_ERROR_SD_DAY6_C = 1.6, 2.3
+# errors are autocorrelated inside one forecast run: AR(1) in time with an e-folding time of 24 h (an assumption:
+# synoptic-scale errors last about a day), starting from 0 at the origin (the realised past has no error)
+T2M_ERROR_CORR_H = 24.0
+SIMULATED_SEEDS = (1, 2, 3)
+HOLDOUT_SEED = 0  # the simulated forecasts of the training holdouts (never one of the evaluated seeds)
+
+
+def t2m_error_sd(lead_days: np.ndarray) -> np.ndarray:
+    """Error standard deviation (°C) of a 2 m temperature forecast at fractional lead days (see the constants)."""
+    slope = (T2M_ERROR_SD_DAY6_C - T2M_ERROR_SD_DAY3_C) / 3.0
+    return np.maximum(0.0, T2M_ERROR_SD_DAY3_C + slope * (np.asarray(lead_days, dtype=float) - 3.0))
+
+
+def realised_temperature(ts: pd.Series | pd.DatetimeIndex) -> pd.DataFrame:
+    """The shipped realised national temperature (Enedis smoothed, 2020-01-09 … 2023) at ``ts``: ``ts, temp_degc``."""
+    from shared.features import temperature_features
+
+    t = pd.Series(pd.DatetimeIndex(ts))
+    return pd.DataFrame({"ts": t, "temp_degc": temperature_features(t)["temp_observed_degc"].to_numpy()})
+
+
+def with_weather(grid: pd.DataFrame, realised: pd.DataFrame, smoothed_input: bool) -> pd.DataFrame:
+    """``grid`` with the realised weather features (``WEATHER_COLUMNS``, NaN where no temperature)."""
+    from shared.weather.features import WEATHER_COLUMNS, derive
+
+    d = derive(realised[["ts", "temp_degc"]], smoothed_input)
+    out = grid.merge(d[["ts", *WEATHER_COLUMNS]], on="ts", how="left")
+    out.attrs = grid.attrs
+    return out
+
+
+def _targets(origins: pd.DatetimeIndex, horizon: pd.Timedelta, step: pd.Timedelta) -> pd.DataFrame:
+    n = int(horizon / step)
+    o = np.repeat(pd.DatetimeIndex(origins).tz_convert("UTC"), n)
+    ts = pd.DatetimeIndex(o) + np.tile(np.arange(n), len(origins)) * step
+    return pd.DataFrame({"origin": o, "ts": ts})
+
+
+def perfect_provider(realised: pd.DataFrame, horizon: pd.Timedelta, step: pd.Timedelta,
+                     fill: pd.DataFrame | None = None) -> WeatherProvider:
+    """(a) the realised temperature served as the forecast known at every origin (LOOK-AHEAD: an upper bound).
+
+    ``fill`` (``ts, temp_degc``): stands in where no realised value exists (after the shipped data ends; only
+    targets after the test year, never scored)."""
+    r = realised.dropna(subset=["temp_degc"]).set_index("ts")["temp_degc"]
+    f = fill.set_index("ts")["temp_degc"] if fill is not None else None
+
+    def provide(origins: pd.DatetimeIndex) -> pd.DataFrame:
+        t = _targets(origins, horizon, step)
+        v = r.reindex(pd.DatetimeIndex(t["ts"])).to_numpy()
+        if f is not None:
+            v = np.where(np.isnan(v), f.reindex(pd.DatetimeIndex(t["ts"])).to_numpy(), v)
+        return t.assign(temp_degc=v)
+
+    return provide
+
+
+def simulated_provider(realised: pd.DataFrame, horizon: pd.Timedelta, step: pd.Timedelta, seed: int,
+                       smoothed_input: bool, scale: float = 1.0,
+                       fill: pd.DataFrame | None = None) -> WeatherProvider:
+    """(b) realised temperature + a simulated forecast error per run: AR(1) in time (``T2M_ERROR_CORR_H``), standard
+    deviation ``scale · t2m_error_sd(lead)``, one independent run per origin (seeded by ``seed`` and the origin, so a
+    provider answers the same for the same origin). ``smoothed_input``: the realised series is already smoothed
+    (Enedis), so the error is smoothed the same way before it is added (the forecast of a smoothed temperature is the
+    smoothing of realised past + forecast future; the past has no error)."""
+    from shared.weather.features import smooth
+
+    perfect = perfect_provider(realised, horizon, step, fill)
+    n = int(horizon / step)
+    phi = float(np.exp(-(step / pd.Timedelta(hours=1)) / T2M_ERROR_CORR_H))
+    lead = (np.arange(n) + 1) * (step / pd.Timedelta(days=1))
+    sd = scale * t2m_error_sd(lead)
+    rel = pd.date_range("2000-01-01", periods=n + 1, freq=step, tz="UTC")  # the step before the origin + targets
+
+    def provide(origins: pd.DatetimeIndex) -> pd.DataFrame:
+        out = perfect(origins)
+        errs = []
+        for o in pd.DatetimeIndex(origins):
+            rng = np.random.default_rng([seed, int(o.value // 10**9)])
+            z = np.empty(n)
+            eta = rng.standard_normal(n)
+            z[0] = eta[0]
+            for i in range(1, n):
+                z[i] = phi * z[i - 1] + np.sqrt(1 - phi * phi) * eta[i]
+            e = sd * z
+            # smoothing state at the origin carries no error (the realised past): start it at 0
+            errs.append(smooth(rel, np.concatenate([[0.0], e]))[1:] if smoothed_input else e)
+        return out.assign(temp_degc=out["temp_degc"].to_numpy() + np.concatenate(errs))
+
+    return provide
 
 
 def local_midnight(day: str | pd.Timestamp, tz: str = TZ) -> pd.Timestamp:
@@ -179,8 +288,9 @@ def backtest(
     retrain_days: int = 0,
     origin_hour: int = 12,
     progress: bool = True,
-    perfect_weather: bool = False,
     cfg: Any | None = None,
+    weather: WeatherProvider | dict[str, WeatherProvider] | None = None,
+    holdout_weather: WeatherProvider | None = None,
 ) -> dict[str, Any]:
     """Run the rolling-origin backtest the way production runs; returns the report dict plus ``_frames``.
 
@@ -197,25 +307,33 @@ def backtest(
     * the gated series everywhere (``grid``'s invalid values are NaN): invalid actuals are skipped in scoring and
       counted (``skipped_invalid_actuals``).
 
-    ``perfect_weather`` is a look-ahead *experiment* (observed temperature at the target time): its model is
-    reported as ``powersense_perfect_weather`` and must never be read as the product's accuracy.
+    ``weather``: backtest the *weather* model (``grid`` carries the realised weather, :func:`with_weather`): one
+    provider (reported as ``powersense_weather``), or several by name — then every retrain trains one model and each
+    provider issues its own forecasts from it (own adaptive intervals, own scores, one entry per name in ``models``).
+    The training holdouts use ``holdout_weather`` (default: the single/first provider) at each holdout origin.
     """
     from tqdm import tqdm
 
     from shared.forecasting.service import (
         holdout_metrics,
         holdout_origins,
+        holdout_weather_features,
         issue,
         model_config,
         promotion_decision,
         train_and_calibrate,
         valid_history_days,
     )
+    from shared.weather.features import features_for_origins
 
     cfg = cfg or model_config(settings)
-    cfg.perfect_weather = perfect_weather
+    providers: dict[str, WeatherProvider] = (
+        {} if weather is None else dict(weather) if isinstance(weather, dict) else {"powersense_weather": weather})
+    if providers:
+        cfg.weather = True
+        holdout_weather = holdout_weather or next(iter(providers.values()))
+    names = list(providers) or ["powersense"]
     tz = cfg.timezone
-    name = "powersense_perfect_weather" if perfect_weather else "powersense"
     step = pd.Timedelta(minutes=cfg.resolution_min)
     origins = daily_origins(test_start, test_end, origin_hour, tz)
     if len(origins) == 0:
@@ -230,7 +348,8 @@ def backtest(
         while d < origins[-1]:
             train_dates.append(d)
             d += pd.Timedelta(days=retrain_days)
-    fcs, timings, retrains, degraded = [], [], [], []
+    fcs: dict[str, list[pd.DataFrame]] = {n: [] for n in names}
+    timings, predict_timings, single_timings, retrains, degraded = [], [], [], [], []
     seeds: pd.DataFrame | None = None
     current: Any = None
     simple: tuple[str, dict[str, list[float]]] | None = None
@@ -260,17 +379,21 @@ def backtest(
             fc = baseline.simple_many(simple[0], grid[grid["ts"] < mine.max()], mine, steps, step)
             fc = fc.assign(model_weight=0.0, yhat_source=simple[0])
             fc["fallback_cal"] = [simple[1]] * len(fc)
-            fcs.append(fc)
+            for n in names:
+                fcs[n].append(fc)
             bar.update(len(mine))
             continue
         t0 = time.perf_counter()
-        m, hold = train_and_calibrate(train, settings, cfg)
+        m, hold = train_and_calibrate(train, settings, cfg, weather=holdout_weather)
         timings.append(round(time.perf_counter() - t0, 2))
         new_mape, naive_mape = hold["metrics"]["mape"], hold["metrics"].get("naive_mape")
         cur_mape = None
         if current is not None:
             h0, h1 = pd.Timestamp(hold["holdout"][0]), pd.Timestamp(hold["holdout"][1])
-            cur_mape = holdout_metrics(issue(current, train, holdout_origins(h0, h1, tz=tz)), train, h1)["mape"]
+            h_orig = holdout_origins(h0, h1, tz=tz)
+            h_wx = (holdout_weather_features(train, h_orig, current.config, holdout_weather)[0]
+                    if providers else None)
+            cur_mape = holdout_metrics(issue(current, train, h_orig, weather=h_wx), train, h1)["mape"]
         decision, why = promotion_decision(new_mape, cur_mape, naive_mape, settings.forecast_accept_tolerance)
         if current is None and decision != "promoted":
             why += "; no current model: used anyway (production would issue the seasonal-naive fallback)"
@@ -286,17 +409,34 @@ def backtest(
         bar.update(1)
         nxt = train_dates[i + 1] if i + 1 < len(train_dates) else origins[-1] + pd.Timedelta(days=1)
         mine = origins[(origins >= td) & (origins < nxt)]
+        if len(mine):
+            # production's call: one origin (the first of this model's), timed on its own
+            t1 = time.perf_counter()
+            one = mine[:1]
+            wx1 = (features_for_origins(grid[grid["ts"] < one[0]][["ts", "temp_degc"]], providers[names[0]](one), one,
+                                        cfg.resolution_min, current.config.weather_smoothed_input)
+                   if providers else None)
+            issue(current, grid[grid["ts"] < one[0]], one, horizon_end=step * steps, weather=wx1)
+            single_timings.append(round(time.perf_counter() - t1, 3))
         for chunk in np.array_split(np.arange(len(mine)), max(1, len(mine) // 30)):
             if len(chunk) == 0:
                 continue
             sel = mine[chunk]
-            fc = issue(current, grid[grid["ts"] < sel.max()], sel, horizon_end=step * steps)
-            fc["fallback_cal"] = [current.calibration] * len(fc)
-            fcs.append(fc)
+            for n in names:
+                t1 = time.perf_counter()
+                wx = None
+                if providers:
+                    wx = features_for_origins(grid[grid["ts"] < sel.max()][["ts", "temp_degc"]], providers[n](sel),
+                                              sel, cfg.resolution_min, current.config.weather_smoothed_input)
+                fc = issue(current, grid[grid["ts"] < sel.max()], sel, horizon_end=step * steps, weather=wx)
+                predict_timings.append((time.perf_counter() - t1) / len(sel))
+                fc["fallback_cal"] = [current.calibration] * len(fc)
+                fcs[n].append(fc)
             bar.update(len(sel))
     bar.close()
-    model_fc = adaptive_intervals(pd.concat(fcs, ignore_index=True), seeds, grid, cfg.interval_level,
-                                  settings.forecast_conformal_days)
+    model_fcs = {n: adaptive_intervals(pd.concat(fcs[n], ignore_index=True), seeds, grid, cfg.interval_level,
+                                       settings.forecast_conformal_days) for n in names}
+    model_fc = model_fcs[names[0]]
     # seasonal naive, with intervals calibrated the same way (on the last holdout before the test)
     hold_start = cut0 - pd.Timedelta(days=settings.forecast_holdout_days)
     hold_origins = daily_origins(hold_start + pd.Timedelta(days=1), cut0, origin_hour, tz)
@@ -305,10 +445,8 @@ def backtest(
     hold_naive = hold_naive[hold_naive["ts"] < cut0]
     naive_cal = baseline.relative_error_quantiles(hold_naive, grid, cfg.interval_level)
     naive_fc = baseline.apply_intervals(baseline.seasonal_naive_many(grid, origins, steps, step), naive_cal)
-    models = {
-        name: score(model_fc, grid, test_start, test_end, tz=tz),
-        "seasonal_naive": score(naive_fc, grid, test_start, test_end, tz=tz),
-    }
+    models = {n: score(model_fcs[n], grid, test_start, test_end, tz=tz) for n in names}
+    models["seasonal_naive"] = score(naive_fc, grid, test_start, test_end, tz=tz)
     rte_fc = None
     if rte is not None:
         # RTE's J-1 forecast for the next local day, as published the day before (same horizon as D+1)
@@ -318,7 +456,7 @@ def backtest(
             models["rte_j1"] = score(rte_fc, grid, test_start, test_end, days=range(1, 2))
         else:
             rte_fc = None
-    frames = {name: model_fc, "seasonal_naive": naive_fc, "rte_j1": rte_fc}
+    frames = {**model_fcs, "seasonal_naive": naive_fc, "rte_j1": rte_fc}
     gated = grid.attrs.get("gated")
     skipped: dict[str, Any] = {"count": 0, "reasons": {}}
     if isinstance(gated, pd.DataFrame) and len(gated):
@@ -343,11 +481,166 @@ def backtest(
         "resolution_min": cfg.resolution_min,
         "model_config": asdict(cfg),
         "train_seconds": timings,
+        # wall seconds of one origin's issued forecast (model + naive + weather features), mean and max over the
+        # backtest's chunks of origins (each chunk's time / its origins)
+        "predict_seconds_per_origin": {"mean": round(float(np.mean(predict_timings)), 3) if predict_timings else None,
+                                       "max": round(float(np.max(predict_timings)), 3) if predict_timings else None},
+        "predict_seconds_single_origin": single_timings,
         "holdout_metrics": retrains[0] if retrains else None,
-        "experiment": ("perfect weather forecast: observed temperature at target times (LOOK-AHEAD, not the "
-                       "product)") if perfect_weather else None,
         "_frames": {**frames, "actual": grid},
     }
+
+
+WEATHER_TARGETS = {"b": {"D+1": 2.3, "D+7": 4.5}, "a": {"D+1": 1.8}}  # MAPE % targets of issue #12
+WEATHER_NOTES = [
+    "a_perfect: the realised (Enedis smoothed) temperature used as the forecast = a perfect weather forecast, "
+    "LOOK-AHEAD. An UPPER BOUND on what weather is worth; NOT comparable with RTE's J-1 forecast, which uses real "
+    "weather forecasts.",
+    "b_simulated_seed*: realised temperature + simulated forecast errors (AR(1) in time, e-folding 24 h, standard "
+    "deviation by lead from ECMWF Tech. Memo 880 (Haiden et al. 2021), HRES 2 m temperature vs European SYNOP "
+    "stations: ≈1.6 K at day 3, ≈2.3 K at day 6, linear in lead; station errors overstate the error of a national "
+    "mean, so (b) is pessimistic). Errors smoothed like the temperature (Enedis smoothed series).",
+    "c_weather_free: the product without weather (the same code as make evaluate), same origins.",
+    "The weather model trains where realised temperature exists: the shipped Enedis series starts 2020-01-09, so "
+    "the first training window (3 years before 2023) has weather from 2020-01-09 only.",
+    "One weather model per retrain (trained on realised temperature; its holdout uses simulated forecasts with a "
+    "seed not among the evaluated ones); (a) and every (b) seed issue forecasts from that same model.",
+]
+
+
+def weather_evaluation(grid: pd.DataFrame, rte: pd.DataFrame | None, train_start: pd.Timestamp,
+                       test_start: pd.Timestamp, test_end: pd.Timestamp, settings: Settings, retrain_days: int,
+                       origin_hour: int, progress: bool, cfg: Any, error_scale: float = 1.0,
+                       seeds: tuple[int, ...] = SIMULATED_SEEDS) -> dict[str, Any]:
+    """What weather is worth (issue #12), each run labelled: (a) perfect forecast, (b) simulated forecast errors
+    (several seeds: mean and spread), (c) the weather-free product — same origins, same backtest rules."""
+    import resource
+    from dataclasses import replace
+
+    step = pd.Timedelta(minutes=cfg.resolution_min)
+    horizon = pd.Timedelta(days=HORIZON_DAYS + 1, hours=12)
+    t0 = time.perf_counter()
+    plain = backtest(grid, rte, train_start, test_start, test_end, settings, retrain_days, origin_hour,
+                     progress=progress, cfg=replace(cfg))
+    real = realised_temperature(grid["ts"])
+    if real["temp_degc"].notna().sum() == 0:
+        raise BadRequestError("--weather: no realised temperature for this period (shipped: 2020-01-09 … 2023)")
+    # targets after the shipped temperature ends (only those after the test year, never scored) get the normal
+    from shared.features import temperature_features
+
+    span = pd.Series(pd.date_range(test_start - pd.Timedelta(days=1), test_end + horizon, freq=step, tz="UTC"))
+    tf = temperature_features(span)
+    fill = pd.DataFrame({"ts": span, "temp_degc": tf["temp_observed_degc"].fillna(tf["temp_normal_degc"])})
+    fill = fill[fill["ts"] > real.dropna()["ts"].max()]
+    gw = with_weather(grid, real, smoothed_input=True)
+    providers: dict[str, WeatherProvider] = {"a_perfect": perfect_provider(real, horizon, step, fill)}
+    for sd in seeds:
+        providers[f"b_simulated_seed{sd}"] = simulated_provider(real, horizon, step, sd, True, error_scale, fill)
+    wcfg = replace(cfg, weather=True, weather_smoothed_input=True)
+    rep = backtest(gw, rte, train_start, test_start, test_end, settings, retrain_days, origin_hour,
+                   progress=progress, cfg=wcfg, weather=providers,
+                   holdout_weather=simulated_provider(real, horizon, step, HOLDOUT_SEED, True, error_scale, fill))
+    models = {"c_weather_free": plain["models"]["powersense"], **{n: rep["models"][n] for n in providers},
+              "seasonal_naive": plain["models"]["seasonal_naive"]}
+    if "rte_j1" in plain["models"]:
+        models["rte_j1"] = plain["models"]["rte_j1"]
+    days = [f"D+{k}" for k in range(1, HORIZON_DAYS + 1)]
+    bnames = [n for n in providers if n.startswith("b_")]
+    b_summary: dict[str, Any] = {}
+    for d in days:
+        mapes = [models[n][d]["mape"] for n in bnames if models[n].get(d, {}).get("mape") is not None]
+        covs = [models[n][d]["coverage"] for n in bnames if models[n].get(d, {}).get("coverage") is not None]
+        b_summary[d] = {"mape_mean": round(float(np.mean(mapes)), 3) if mapes else None,
+                        "mape_min": round(float(np.min(mapes)), 3) if mapes else None,
+                        "mape_max": round(float(np.max(mapes)), 3) if mapes else None,
+                        "mape_std": round(float(np.std(mapes)), 3) if mapes else None,
+                        "coverage_mean": round(float(np.mean(covs)), 4) if covs else None,
+                        "coverage_min": round(float(np.min(covs)), 4) if covs else None,
+                        "coverage_max": round(float(np.max(covs)), 4) if covs else None}
+    checks = {
+        "b_D+1_mape_le_2.3": _le(b_summary["D+1"]["mape_mean"], 2.3),
+        "b_D+7_mape_le_4.5": _le(b_summary["D+7"]["mape_mean"], 4.5),
+        "b_coverage_75_85_every_day": all(
+            v["coverage_min"] is not None and v["coverage_min"] >= 0.75 and v["coverage_max"] <= 0.85
+            for v in b_summary.values()),
+        "a_D+1_mape_le_1.8": _le(models["a_perfect"]["D+1"]["mape"], 1.8),
+        "train_seconds_le_120": bool(max(rep["train_seconds"] + plain["train_seconds"], default=0) <= 120),
+        "predict_seconds_le_5": bool(max(rep["predict_seconds_single_origin"], default=0) <= 5),
+    }
+    rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
+    checks["peak_rss_le_3_gib"] = bool(rss_gib <= 3)
+    return {
+        "what": "issue #12: what weather is worth — (a) perfect forecast UPPER BOUND, (b) simulated forecast "
+                "errors, (c) weather-free product; same origins, same backtest rules as make evaluate",
+        "notes": WEATHER_NOTES,
+        "models": models,
+        "b_summary": b_summary,
+        "targets": WEATHER_TARGETS,
+        "checks": checks,
+        "error_model": {"sd_day3_c": T2M_ERROR_SD_DAY3_C, "sd_day6_c": T2M_ERROR_SD_DAY6_C, "scale": error_scale,
+                        "sd_by_lead_day_c": {d: round(float(t2m_error_sd(np.array([k]))[0]) * error_scale, 3)
+                                             for k, d in enumerate(days, start=1)},
+                        "ar1_efolding_hours": T2M_ERROR_CORR_H, "seeds": list(seeds), "holdout_seed": HOLDOUT_SEED,
+                        "source": "T. Haiden et al., Evaluation of ECMWF forecasts, including the 2020 upgrade, "
+                                  "ECMWF Technical Memorandum 880, January 2021 (HRES 2 m temperature vs European "
+                                  "SYNOP; values read off its figure, approximate)"},
+        "temperature": "shipped Enedis realised smoothed national temperature (data/weather/"
+                       "enedis_temperature_lissee_nationale_*.csv.gz), 2020-01-09 … 2023-12-31; used as already "
+                       "smoothed (weather_smoothed_input)",
+        "test_period": plain["test_period"],
+        "train_window": plain["train_window"],
+        "weather_train_from": real.dropna()["ts"].min().isoformat(),
+        "retrain_days": retrain_days,
+        "origins": plain["origins"],
+        "train_seconds": {"weather": rep["train_seconds"], "weather_free": plain["train_seconds"]},
+        "predict_seconds_single_origin": {"weather": rep["predict_seconds_single_origin"],
+                                          "weather_free": plain["predict_seconds_single_origin"]},
+        "predict_seconds_per_origin_batched": {"weather": rep["predict_seconds_per_origin"],
+                                               "weather_free": plain["predict_seconds_per_origin"]},
+        "peak_rss_gib": round(rss_gib, 3),
+        "wall_seconds": round(time.perf_counter() - t0, 1),
+        "retrains": {"weather": rep["retrains"], "weather_free": plain["retrains"]},
+        "skipped_invalid_actuals": plain["skipped_invalid_actuals"],
+        "model_config": {"weather": rep["model_config"], "weather_free": plain["model_config"]},
+        "quarters": {"weather": rep["quarters"], "weather_free": plain["quarters"]},
+    }
+
+
+def _le(x: float | None, bound: float) -> bool | None:
+    return None if x is None else bool(x <= bound)
+
+
+def format_weather_table(report: dict[str, Any]) -> str:
+    """Markdown table: MAPE % / 80 % coverage per D+k for (a), (b) mean ± spread, (c), naive, RTE J-1."""
+    days = [f"D+{k}" for k in range(1, HORIZON_DAYS + 1)]
+    lines = ["| run | " + " | ".join(days) + " |", "|---|" + "---|" * len(days)]
+
+    def row(label: str, res: dict[str, Any]) -> str:
+        cells = []
+        for d in days:
+            m = res.get(d)
+            if not m:
+                cells.append("–")
+                continue
+            cov = "" if m.get("coverage") is None else f" / {m['coverage'] * 100:.1f} %"
+            cells.append(f"{_fmt(m['mape'], '.2f')}{cov}")
+        return f"| {label} | " + " | ".join(cells) + " |"
+
+    m = report["models"]
+    lines.append(row("(a) perfect forecast — UPPER BOUND, look-ahead", m["a_perfect"]))
+    b = report["b_summary"]
+    cells = []
+    for d in days:
+        v = b[d]
+        cells.append(f"{_fmt(v['mape_mean'], '.2f')} [{_fmt(v['mape_min'], '.2f')}–{_fmt(v['mape_max'], '.2f')}] / "
+                     f"{_fmt(None if v['coverage_mean'] is None else v['coverage_mean'] * 100, '.1f')} %")
+    lines.append(f"| (b) simulated forecast errors, mean [min–max] of {len(report['error_model']['seeds'])} seeds | "
+                 + " | ".join(cells) + " |")
+    lines.append(row("(c) weather-free product", m["c_weather_free"]))
+    lines.append(row("seasonal naive", m["seasonal_naive"]))
+    if "rte_j1" in m:
+        lines.append(row("RTE J-1 (real weather forecasts; benchmark)", m["rte_j1"]))
+    return "\n".join(lines)
 
 
 def best_simple_model(train: pd.DataFrame, settings: Settings, cfg: Any, steps: int, origin_hour: int,
@@ -397,15 +690,15 @@ def adaptive_intervals(fc: pd.DataFrame, seeds: pd.DataFrame | None, actual: pd.
     return out
 
 
-def plot(report: dict[str, Any], path: Path) -> None:
-    """Forecast vs actual over a sample week (with intervals) and MAPE by horizon day."""
+def plot(report: dict[str, Any], path: Path, primary: str = "powersense") -> None:
+    """Forecast vs actual over a sample week (with intervals) and MAPE by horizon day (``primary``: the model shown)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     frames = report["_frames"]
-    fc, actual = frames["powersense"], frames["actual"]
+    fc, actual = frames[primary], frames["actual"]
     origins = pd.DatetimeIndex(fc["origin"].unique())
     o = origins[min(len(origins) - 1, len(origins) // 3)]  # a week in the test period, same choice every run
     one = fc[fc["origin"] == o]
@@ -425,8 +718,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax1.legend(loc="upper right", fontsize=8)
     days = [f"D+{k}" for k in range(1, HORIZON_DAYS + 1)]
     width = 0.27
-    first = "powersense_perfect_weather" if "powersense_perfect_weather" in report["models"] else "powersense"
-    for i, name in enumerate((first, "seasonal_naive", "rte_j1")):
+    for i, name in enumerate((primary, "seasonal_naive", "rte_j1")):
         res = report["models"].get(name)
         if not res:
             continue
@@ -570,8 +862,12 @@ def _main(argv: list[str] | None) -> int:
     p.add_argument("--origin-hour", type=int, default=12, help="local hour of the daily forecast origin")
     p.add_argument("--out", type=Path, default=REPO_ROOT / "reports")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--perfect-weather", action="store_true",
-                   help="EXPERIMENT: the model sees the observed future temperature (look-ahead); own output files")
+    p.add_argument("--weather", action="store_true",
+                   help="what weather is worth (issue #12): (a) perfect forecast = realised temperature (UPPER BOUND, "
+                        "look-ahead), (b) realised + simulated forecast errors (several seeds), (c) the weather-free "
+                        "product, same origins; writes forecast_eval_weather[_<year>].json")
+    p.add_argument("--weather-error-scale", type=float, default=1.0,
+                   help="(b): multiply the published error standard deviations by this (sensitivity; 1 = as cited)")
     p.add_argument("--timezone", default=None,
                    help="the series' local time zone (IANA name; default Europe/Paris for eco2mix files, UTC for a "
                         "timestamp,value CSV): day types, DST, D+k days, origins")
@@ -611,19 +907,34 @@ def _main(argv: list[str] | None) -> int:
         grid, rte = load_data(files, settings.forecast_resolution_min, settings)
         cfg = model_config(settings)
         cfg.timezone, cfg.holiday_country = tz, country
+        if a.weather:
+            if generic:
+                raise BadRequestError("--weather needs the shipped national series (its temperature is France's)")
+            label = label or (str(test_start.tz_convert(tz).year) if test_end.tz_convert(tz) == local_midnight(
+                f"{test_start.tz_convert(tz).year + 1}-01-01", tz) and test_start.tz_convert(tz).dayofyear == 1
+                else "")
+            wrep = weather_evaluation(grid, rte, train_start, test_start, test_end, settings, a.retrain_days,
+                                      a.origin_hour, not a.no_progress, cfg, a.weather_error_scale)
+            stem = "forecast_eval_weather" + (f"_{label}" if label else "") + \
+                (f"_scale{a.weather_error_scale:g}" if a.weather_error_scale != 1.0 else "")
+            _write_json(a.out / f"{stem}.json", wrep)
+            print(format_weather_table(wrep))
+            print("\n".join(f"note: {n}" for n in wrep["notes"]))
+            print(f"checks: {json.dumps(wrep['checks'])}")
+            print(f"train s: {wrep['train_seconds']}; predict s (one origin): "
+                  f"{wrep['predict_seconds_single_origin']}; peak RSS {wrep['peak_rss_gib']} GiB; wrote "
+                  f"{a.out / (stem + '.json')}", flush=True)
+            continue
         report = backtest(grid, rte, train_start, test_start, test_end, settings, a.retrain_days, a.origin_hour,
-                          progress=not a.no_progress, perfect_weather=a.perfect_weather, cfg=cfg)
+                          progress=not a.no_progress, cfg=cfg)
         for line in report["degraded"] or []:
             print(f"degraded: {line}", flush=True)
-        stem = ("forecast_eval_perfect_weather" if a.perfect_weather else "forecast_eval") + \
-            (f"_{label}" if label else "")
+        stem = "forecast_eval" + (f"_{label}" if label else "")
         plot(report, a.out / f"{stem}.png")
         report.pop("_frames")
         _write_json(a.out / f"{stem}.json", report)
         print(format_table(report))
         print(format_quarters(report))
-        if a.perfect_weather:
-            print("EXPERIMENT with look-ahead (observed future temperature): not the product's accuracy")
         print(f"training + calibration per retrain: {report['train_seconds']} s; wrote {a.out / (stem + '.json')} "
               f"and {a.out / (stem + '.png')}", flush=True)
         if label:

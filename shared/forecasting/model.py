@@ -40,13 +40,20 @@ starting point; once forecasts have been issued, the stage replaces them by adap
 forecasts' recent errors (``shared/forecasting/combine.py``), and the issued forecast is the model combined
 with seasonal naive per lead day (``blend``, learnt on the holdout).
 
-Temperature is not a model input: the product has no live weather feed, and the Enedis *normal*
-temperature is a function of the calendar that the yearly seasonality already represents; observed
-temperature would only be known up to the origin, where the profile's residual already carries it.
-Measured on 2023 (offline, upper bound: least squares fitted on the test year itself): the heating/cooling
-degree anomaly of the 24 h before the origin, and its change from the day before, explain almost nothing
-of the remaining daily-mean error (D+1 2.84 → 2.83 %, D+7 5.36 → 5.30 %), so it was not wired in. Observed
-*future* temperature is the separate ``evaluate --perfect-weather`` experiment. featurize writes both series.
+**Weather** (``ModelConfig.weather``; off = the weather-free model, unchanged): the national temperature's
+heating and cooling degrees (``shared/weather/features.py``: smoothed temperature, learnt bases) enter the profile
+network as future regressors, one per degree kind × time-of-day block (``weather_blocks`` blocks of local standard
+time), because the load's temperature response differs by hour (heating at the morning and evening peaks). The
+profile then explains the weather part of the load, so the residual the level network, the recent shape and
+the nowcast read is weather-free: in the past it is computed with the *realised* weather (``history`` carries
+it), at the targets the profile uses the weather *as known at each origin* (``weather``: realised before the
+origin, the forecast after it — :func:`shared.weather.features.known_at`). Without that split the diff-mode level
+network would carry yesterday's weather anomaly forward while the profile already explains tomorrow's. Training
+rows without weather are skipped; a weather model asked to predict without weather for its targets raises
+:class:`shared.errors.ModelError` (the caller falls back to the weather-free model). The weather part of the
+profile is linear in the regressors (additive future regressors), so targets that share a timestamp but not the
+weather (several origins) cost one network call: the weather-free part per instant plus regressors × the per-unit
+effects (:func:`_weather_slopes`).
 
 Artifacts are JSON (configuration, normalisation parameters, component names, calibration) plus
 ``torch.save``'d state dicts — ``neuralprophet.load()`` unpickles whole objects, which torch ≥ 2.6
@@ -107,9 +114,16 @@ class ModelConfig:
     level_epochs: int = 60
     level_learning_rate: float = 0.01
     profile_log: bool = False  # fit the profile on log(load)
-    # EXPERIMENT ONLY: observed temperature at the target time as a regressor = a perfect weather forecast
-    # (look-ahead; never shipped — the product has no weather feed). See ``evaluate --perfect-weather``.
-    perfect_weather: bool = False
+    # weather: heating/cooling degrees of the smoothed national temperature as future regressors of the profile,
+    # per time-of-day block (``weather_blocks`` blocks of 24/N hours of local standard time). ``grid``/``history``
+    # carry shared.weather.features.WEATHER_COLUMNS; ``weather_smoothed_input``: the temperature the model was
+    # trained on is already smoothed (the shipped Enedis series) — the same definition must be used at prediction
+    weather: bool = False
+    weather_blocks: int = 6
+    weather_smoothed_input: bool = False
+    # the weather regressors the model has (set by fit: a block × degree kind that is 0 all through the training
+    # window — no cooling in a winter-only window — cannot be learnt) — None = all of weather_regressor_names()
+    weather_regs: list[str] | None = None
     cold_shapes: bool = False  # extra daily shapes weighted by winter depth
     split_mon_fri: bool = True  # Monday and Friday get their own daily shapes
     christmas_week: bool = True  # an event for 24 Dec – 1 Jan
@@ -195,7 +209,7 @@ def holiday_frame(start: pd.Timestamp, end: pd.Timestamp, tz: str = TZ, country:
 
 def profile_frame(
     ts: pd.Series | pd.DatetimeIndex, y: np.ndarray | pd.Series | None = None, events: list[str] | None = None,
-    conditions: list[str] | None = None, perfect_weather: bool = False, tz: str = TZ, country: str = "FR",
+    conditions: list[str] | None = None, tz: str = TZ, country: str = "FR",
 ) -> pd.DataFrame:
     """The profile network's input: ``ds`` in local standard time, ``y``, day-type conditions, events."""
     idx = pd.DatetimeIndex(ts)
@@ -236,22 +250,35 @@ def profile_frame(
             df[cond] = (mapped == cond).astype(float)
     for ev in HOLIDAY_EVENTS if events is None else events:
         df[ev] = dates.isin(hol.loc[hol["event"] == ev, "date"]).astype(float)
-    if perfect_weather:
-        from shared.features import CDD_BASE_C, HDD_BASE_C, temperature_features
-
-        tf = temperature_features(pd.Series(idx))
-        # after the shipped observations end (2024), the normal stands in (only targets past the test year)
-        temp = tf["temp_observed_degc"].fillna(tf["temp_normal_degc"]).to_numpy()
-        df["hdd_obs"] = np.clip(HDD_BASE_C - temp, 0, None)
-        df["cdd_obs"] = np.clip(temp - CDD_BASE_C, 0, None)
     return df
 
 
-def temperature_observed(ts: pd.DatetimeIndex) -> np.ndarray:
-    """Where the shipped files have an observed temperature (the perfect-weather experiment trains there)."""
-    from shared.features import temperature_features
+def weather_regressor_names(cfg: ModelConfig) -> list[str]:
+    """The profile's weather regressors: heating and cooling degrees per time-of-day block."""
+    if not cfg.weather:
+        return []
+    if cfg.weather_regs is not None:
+        return list(cfg.weather_regs)
+    return _all_weather_regs(cfg)
 
-    return temperature_features(pd.Series(ts))["temp_observed_degc"].notna().to_numpy()
+
+def _all_weather_regs(cfg: ModelConfig) -> list[str]:
+    return [f"{kind}_b{b}" for kind in ("hdd", "cdd") for b in range(max(1, cfg.weather_blocks))]
+
+
+def weather_regressors(ts: pd.DatetimeIndex, wx: pd.DataFrame, cfg: ModelConfig) -> np.ndarray:
+    """Rows × :func:`weather_regressor_names` for instants ``ts`` with their weather features ``wx``
+    (same length, columns ``hdd_smooth``, ``cdd_smooth``): each degree kind times the indicator of the
+    instant's time-of-day block (local standard time, as the profile's ``ds``). NaN where the weather is unknown."""
+    n_b = max(1, cfg.weather_blocks)
+    idx = pd.DatetimeIndex(ts).tz_convert("UTC") + std_offset(cfg.timezone)
+    block = ((idx.hour * 60 + idx.minute) * n_b // (24 * 60)).to_numpy()
+    onehot = (block[:, None] == np.arange(n_b)[None, :]).astype(float)
+    cols = [wx["hdd_smooth"].to_numpy(dtype=float)[:, None] * onehot,
+            wx["cdd_smooth"].to_numpy(dtype=float)[:, None] * onehot]
+    full = np.hstack(cols)
+    everything = _all_weather_regs(cfg)
+    return full[:, [everything.index(n) for n in weather_regressor_names(cfg)]]
 
 
 def conditions_of(cfg: ModelConfig) -> list[str]:
@@ -289,9 +316,8 @@ def _new_profile(cfg: ModelConfig, events: list[str]) -> Any:
     # frame; regressors keep one frame for fit and predict.
     for ev in events:
         m.add_future_regressor(ev, normalize="off")
-    if cfg.perfect_weather:
-        m.add_future_regressor("hdd_obs")
-        m.add_future_regressor("cdd_obs")
+    for name in weather_regressor_names(cfg):
+        m.add_future_regressor(name)
     return m
 
 
@@ -343,16 +369,57 @@ def _seed(cfg: ModelConfig, seed: int | None = None) -> None:
 
 
 # --- stage helpers ------------------------------------------------------------------------------
-def _profile_predict(m: Any, ts: pd.DatetimeIndex) -> np.ndarray:
-    """Profile values for UTC instants (no lags, so any instants)."""
+def _profile_predict(m: Any, ts: pd.DatetimeIndex, wx: np.ndarray | None = None) -> np.ndarray:
+    """Profile values for UTC instants (no lags, so any instants).
+
+    A weather profile needs ``wx`` (rows × weather regressors, :func:`weather_regressors`); ``ts`` may then repeat
+    (targets of several origins with different weather): the weather-free part is computed once per distinct
+    instant and the weather part added as ``wx @`` the per-unit effects (exact: the regressors are additive).
+    """
     if len(ts) == 0:
         return np.array([])
-    df = profile_frame(ts, events=m.powersense_events, conditions=m.powersense_conditions,
-                       perfect_weather=getattr(m, "powersense_perfect_weather", False),
-                       tz=getattr(m, "powersense_tz", TZ), country=getattr(m, "powersense_country", "FR"))
-    df["y"] = 0.0  # NeuralProphet wants a y column; the profile has no lags, so it is unused
-    out = m.predict(df, decompose=False)["yhat1"].to_numpy(dtype=float)
+    names = getattr(m, "powersense_weather_regs", [])
+    if not names:
+        df = profile_frame(ts, events=m.powersense_events, conditions=m.powersense_conditions,
+                           tz=getattr(m, "powersense_tz", TZ), country=getattr(m, "powersense_country", "FR"))
+        df["y"] = 0.0  # NeuralProphet wants a y column; the profile has no lags, so it is unused
+        out = m.predict(df, decompose=False)["yhat1"].to_numpy(dtype=float)
+        return np.exp(out) if getattr(m, "powersense_log", False) else out
+    if wx is None or wx.shape != (len(ts), len(names)):
+        from shared.errors import ModelError
+
+        raise ModelError("a weather model needs the weather regressors of every instant it predicts")
+    uniq, inv = np.unique(pd.DatetimeIndex(ts).asi8, return_inverse=True)
+    base = _profile_raw(m, pd.DatetimeIndex(uniq, tz="UTC"), np.zeros((len(uniq), len(names))))
+    out = base[inv] + wx @ _weather_slopes(m)
     return np.exp(out) if getattr(m, "powersense_log", False) else out
+
+
+def _profile_raw(m: Any, ts: pd.DatetimeIndex, wx: np.ndarray) -> np.ndarray:
+    """The weather profile network's output (log scale if ``profile_log``) for distinct instants."""
+    df = profile_frame(ts, events=m.powersense_events, conditions=m.powersense_conditions,
+                       tz=getattr(m, "powersense_tz", TZ), country=getattr(m, "powersense_country", "FR"))
+    for k, name in enumerate(m.powersense_weather_regs):
+        df[name] = wx[:, k]
+    df["y"] = 0.0
+    return m.predict(df, decompose=False)["yhat1"].to_numpy(dtype=float)
+
+
+def _weather_slopes(m: Any) -> np.ndarray:
+    """Per-unit effect of each weather regressor on the profile (cached on the network).
+
+    Two calls at the same distinct instants: all regressors 0, then regressor k = 1 at instant k. Additive
+    future regressors make the difference the effect of one unit of regressor k, whatever the instant.
+    """
+    cached = getattr(m, "powersense_weather_slope_values", None)
+    if cached is not None:
+        return np.asarray(cached)
+    n = len(m.powersense_weather_regs)
+    ts = pd.date_range("2021-01-04", periods=n, freq="D", tz="UTC")
+    zero = _profile_raw(m, ts, np.zeros((n, n)))
+    one = _profile_raw(m, ts, np.eye(n))
+    m.powersense_weather_slope_values = one - zero
+    return np.asarray(m.powersense_weather_slope_values)
 
 
 def block_means(ts: pd.DatetimeIndex, values: np.ndarray, ends: pd.DatetimeIndex, min_share: float = 0.5,
@@ -381,10 +448,20 @@ def _level_frame(block_values: np.ndarray) -> pd.DataFrame:
 
 # --- fit ------------------------------------------------------------------------------------------
 def fit(grid: pd.DataFrame, cfg: ModelConfig) -> LoadModel:
-    """Train both stages on ``grid`` (``ts`` UTC, ``value``; missing values are skipped)."""
+    """Train both stages on ``grid`` (``ts`` UTC, ``value``; missing values are skipped).
+
+    With ``cfg.weather`` the grid also carries :data:`shared.weather.features.WEATHER_COLUMNS` (realised
+    temperature, derived); rows without weather are not trained on.
+    """
     _quiet()
     _seed(cfg)
     data = grid.dropna(subset=["value"])
+    if cfg.weather:
+        from shared.errors import ModelError
+
+        if not {"hdd_smooth", "cdd_smooth"} <= set(grid.columns):
+            raise ModelError("a weather model needs the weather columns in its training grid")
+        data = data.dropna(subset=["hdd_smooth", "cdd_smooth"])
     if len(data) < 14 * steps_per_day(cfg.resolution_min):
         from shared.errors import ModelError
 
@@ -393,12 +470,7 @@ def fit(grid: pd.DataFrame, cfg: ModelConfig) -> LoadModel:
     # log scale: seasonal shapes become multiplicative, so the daily swing grows with the level
     y = np.log(data["value"].to_numpy()) if cfg.profile_log else data["value"].to_numpy()
     cal = {"tz": cfg.timezone, "country": cfg.holiday_country}
-    frame = profile_frame(ts, y, events=events_for(cfg.holiday_country), conditions=conditions_of(cfg),
-                          perfect_weather=cfg.perfect_weather, **cal)
-    if cfg.perfect_weather:  # observed temperature exists from 2020-01-09 only
-        keep = temperature_observed(ts)
-        frame, data, ts = frame[keep], data[keep], ts[keep]
-    y = frame["y"].to_numpy()
+    frame = profile_frame(ts, y, events=events_for(cfg.holiday_country), conditions=conditions_of(cfg), **cal)
     # sized from the history: a daily shape (day type × season) or a yearly seasonality the training data cannot
     # show is not learnt (a short or single-season series; a zone without DST has no summer time)
     span_days = (ts.max() - ts.min()) / pd.Timedelta(days=1)
@@ -407,20 +479,29 @@ def fit(grid: pd.DataFrame, cfg: ModelConfig) -> LoadModel:
     present = [c for c in conditions_of(cfg) if frame[c].any()]
     if present != conditions_of(cfg):
         cfg = replace(cfg, conditions=present)
-        frame = profile_frame(ts, y, events=events_for(cfg.holiday_country), conditions=conditions_of(cfg),
-                              perfect_weather=cfg.perfect_weather, **cal)
+        frame = profile_frame(ts, y, events=events_for(cfg.holiday_country), conditions=conditions_of(cfg), **cal)
     # an event absent from the training window cannot be learnt (NeuralProphet drops constant columns)
     candidates = events_for(cfg.holiday_country)
     events = [ev for ev in candidates if frame[ev].any() and (cfg.christmas_week or ev != "christmas_week")]
     frame = frame.drop(columns=[ev for ev in candidates if ev not in events])
+    wx = weather_regressors(ts, data, cfg) if cfg.weather else None
+    if wx is not None:
+        # a regressor that never varies in the training window cannot be learnt (NeuralProphet rejects it)
+        keep = [bool(np.nanmax(wx[:, k]) > np.nanmin(wx[:, k])) for k in range(wx.shape[1])]
+        if not all(keep):
+            cfg = replace(cfg, weather_regs=[n for n, k in zip(weather_regressor_names(cfg), keep, strict=True) if k])
+            wx = wx[:, keep]
     profile = _new_profile(cfg, events)
     profile.powersense_events = events
     profile.powersense_tz, profile.powersense_country = cfg.timezone, cfg.holiday_country
     profile.powersense_conditions = conditions_of(cfg)
     profile.powersense_log = cfg.profile_log
-    profile.powersense_perfect_weather = cfg.perfect_weather
+    profile.powersense_weather_regs = weather_regressor_names(cfg)
+    if wx is not None:
+        for k, name in enumerate(profile.powersense_weather_regs):
+            frame[name] = wx[:, k]
     profile.fit(frame, freq=f"{cfg.resolution_min}min", progress=None, minimal=True)
-    resid = _skip_events(ts, data["value"].to_numpy() - _profile_predict(profile, ts), cfg)
+    resid = _skip_events(ts, data["value"].to_numpy() - _profile_predict(profile, ts, wx), cfg)
     end = ts.max() + pd.Timedelta(minutes=cfg.resolution_min)
     n_blocks = int((end - ts.min()) / pd.Timedelta(hours=24))
     ends = pd.DatetimeIndex([end - pd.Timedelta(hours=24) * k for k in range(n_blocks - 1, -1, -1)])
@@ -438,12 +519,17 @@ def fit(grid: pd.DataFrame, cfg: ModelConfig) -> LoadModel:
 
 # --- predict ----------------------------------------------------------------------------------------
 def predict(model: LoadModel, history: pd.DataFrame, origins: list[pd.Timestamp] | pd.DatetimeIndex,
-            horizon_end: pd.Timedelta | None = None) -> pd.DataFrame:
+            horizon_end: pd.Timedelta | None = None, weather: pd.DataFrame | None = None) -> pd.DataFrame:
     """Forecasts from each origin using only ``history`` strictly before it.
 
     ``history``: ``ts`` (UTC), ``value`` on the model grid. Each origin is the first target step. Targets
     run from the origin to ``origin + horizon_end`` (default 8 days, which covers D+7 from any hour).
     Returns long columns ``origin, ts, yhat, lower, upper, lead_day`` (lead_day = ceil(lead / 24 h)).
+
+    A weather model (``config.weather``) also needs :data:`~shared.weather.features.WEATHER_COLUMNS` in
+    ``history`` (realised, for the past residuals; a past step without weather counts as unknown) and
+    ``weather``: ``origin, ts, *WEATHER_COLUMNS``, the features as known at each origin for its targets
+    (:func:`shared.weather.features.known_at`). Missing weather for any target raises :class:`ModelError`.
     """
     cfg = model.config
     step = pd.Timedelta(minutes=cfg.resolution_min)
@@ -456,12 +542,17 @@ def predict(model: LoadModel, history: pd.DataFrame, origins: list[pd.Timestamp]
     lo = origins.min() - pd.Timedelta(days=max(cfg.level_lags + _extra_blocks(cfg), cfg.shape_days) + 2)
     keep = (hts >= lo) & (hts < origins.max())
     hts, hval = hts[keep], hist["value"].to_numpy()[keep]
-    # one profile call for every instant needed (history residuals and all targets)
     n_steps = int(horizon_end / step)
     targets = [pd.date_range(o, periods=n_steps, freq=step) for o in origins]
-    all_ts = hts.append(targets).unique().sort_values()
-    prof = pd.Series(_profile_predict(model.profile, all_ts), index=all_ts)
-    resid = _skip_events(hts, hval - prof.reindex(hts).to_numpy(), cfg)
+    if cfg.weather:
+        # the past with the realised weather, each origin's targets with the weather known at that origin
+        hist_prof, target_prof = _weather_profiles(model, hist[keep], hts, origins, targets, weather)
+        resid = _skip_events(hts, hval - hist_prof, cfg)
+    else:
+        # one profile call for every instant needed (history residuals and all targets)
+        all_ts = hts.append(targets).unique().sort_values()
+        prof = pd.Series(_profile_predict(model.profile, all_ts), index=all_ts)
+        resid = _skip_events(hts, hval - prof.reindex(hts).to_numpy(), cfg)
     # level network input: for each origin, its last ``level_lags`` blocks ending at the origin
     lag_frames = []
     n_blocks = cfg.level_lags + _extra_blocks(cfg)
@@ -491,10 +582,45 @@ def predict(model: LoadModel, history: pd.DataFrame, origins: list[pd.Timestamp]
         centres = np.concatenate([[(o - pd.Timedelta(hours=ANCHOR_HOURS / 2)).value], centres])
         vals = np.concatenate([[anchor], level_i])
         corr = np.interp(t.asi8.astype(float), centres, vals)
-        yhat = prof.reindex(t).to_numpy() + corr + shape[t_pos]
+        yhat = (target_prof[i] if cfg.weather else prof.reindex(t).to_numpy()) + corr + shape[t_pos]
         rows.append(pd.DataFrame({"origin": o, "ts": t, "yhat": yhat, "lead_day": lead_days(o, t, step)}))
     out = pd.concat(rows, ignore_index=True)
     return apply_intervals(out, model.calibration)
+
+
+def _weather_profiles(model: LoadModel, hist: pd.DataFrame, hts: pd.DatetimeIndex, origins: pd.DatetimeIndex,
+                      targets: list[pd.DatetimeIndex], weather: pd.DataFrame | None,
+                      ) -> tuple[np.ndarray, list[np.ndarray]]:
+    """A weather profile's values: at the history instants (realised weather; NaN where unknown) and at each
+    origin's targets (the weather known at that origin). One network call for all of them."""
+    from shared.errors import ModelError
+
+    cfg = model.config
+    if weather is None or not {"hdd_smooth", "cdd_smooth"} <= set(hist.columns):
+        raise ModelError("weather model: no weather given (history needs the realised weather, weather the "
+                         "features known at each origin)")
+    w = weather.assign(origin=pd.DatetimeIndex(weather["origin"]).tz_convert("UTC"),
+                       ts=pd.DatetimeIndex(weather["ts"]).tz_convert("UTC"))
+    w = w.drop_duplicates(["origin", "ts"], keep="last").set_index(["origin", "ts"])[["hdd_smooth", "cdd_smooth"]]
+    keys = pd.MultiIndex.from_arrays([np.repeat(origins, [len(t) for t in targets]),
+                                      pd.DatetimeIndex(np.concatenate([t.asi8 for t in targets]), tz="UTC")])
+    tw = w.reindex(keys)
+    bad = tw.isna().any(axis=1).to_numpy()
+    if bad.any():
+        o = keys[int(np.argmax(bad))]
+        raise ModelError(f"weather model: no weather for {int(bad.sum())} target steps (first: origin "
+                         f"{o[0].isoformat()}, target {o[1].isoformat()})")
+    hw = hist[["hdd_smooth", "cdd_smooth"]].reset_index(drop=True)
+    known = hw.notna().all(axis=1).to_numpy()
+    t_all = hts[known].append(pd.DatetimeIndex(keys.get_level_values(1)))
+    wx = np.vstack([weather_regressors(hts[known], hw[known], cfg),
+                    weather_regressors(pd.DatetimeIndex(keys.get_level_values(1)), tw.reset_index(drop=True), cfg)])
+    values = _profile_predict(model.profile, t_all, wx)
+    hist_prof = np.full(len(hts), np.nan)
+    hist_prof[known] = values[: int(known.sum())]
+    rest = values[int(known.sum()):]
+    bounds = np.cumsum([0, *[len(t) for t in targets]])
+    return hist_prof, [rest[bounds[i]:bounds[i + 1]] for i in range(len(targets))]
 
 
 def _skip_events(ts: pd.DatetimeIndex, resid: np.ndarray, cfg: ModelConfig) -> np.ndarray:
@@ -699,7 +825,12 @@ def from_files(files: dict[str, bytes]) -> LoadModel:
         from shared.errors import ModelError
 
         raise ModelError(f"unknown model format {doc.get('format')!r}")
-    cfg = ModelConfig(**doc["config"])
+    conf = dict(doc["config"])
+    if conf.pop("perfect_weather", False):  # the retired look-ahead experiment: never a servable model
+        from shared.errors import ModelError
+
+        raise ModelError("model trained with the retired perfect_weather look-ahead experiment")
+    cfg = ModelConfig(**conf)
     _seed(cfg)
     events = doc["profile"]["events"]
     profile = _restore(_new_profile(cfg, events), doc["profile"], files["profile.pt"])
@@ -707,7 +838,7 @@ def from_files(files: dict[str, bytes]) -> LoadModel:
     profile.powersense_conditions = conditions_of(cfg)
     profile.powersense_tz, profile.powersense_country = cfg.timezone, cfg.holiday_country
     profile.powersense_log = cfg.profile_log
-    profile.powersense_perfect_weather = cfg.perfect_weather
+    profile.powersense_weather_regs = weather_regressor_names(cfg)
     level = _restore(_new_level(cfg), doc["level"], files["level.pt"])
     extra = [_restore(_new_level(cfg), part, files[f"level_{k}.pt"])
              for k, part in enumerate(doc.get("extra_levels", []), start=1)]

@@ -90,10 +90,17 @@ def holdout_metrics(fc: pd.DataFrame, actual: pd.DataFrame, end: pd.Timestamp) -
     return {"mape": round(float(ape.mean()), 3), "mape_by_lead_day": per_day, "coverage": cov, "n": int(len(j))}
 
 
-def train_and_calibrate(grid: pd.DataFrame, settings: Settings, cfg: Any | None = None) -> tuple[Any, dict[str, Any]]:
+def train_and_calibrate(grid: pd.DataFrame, settings: Settings, cfg: Any | None = None,
+                        weather: Any | None = None) -> tuple[Any, dict[str, Any]]:
     """Train on ``grid`` minus its last ``forecast_holdout_days``; calibrate and score on the holdout.
 
     Returns the model and ``{"holdout": [start, end], "metrics": {...}}``.
+
+    A weather model (``cfg.weather``): ``grid`` carries the realised weather (``WEATHER_COLUMNS``); the holdout
+    forecasts use, at each holdout origin, the realised weather before it and ``weather(origins)`` (a
+    ``WeatherProvider``: ``origin, ts, temp_degc``, the temperature forecast known at each origin) after it. Without a
+    provider the realised temperature stands for the forecast (a perfect forecast: the holdout is optimistic) and
+    ``metrics["holdout_weather"]`` says so.
     """
     from shared.forecasting import model as fm
 
@@ -111,7 +118,10 @@ def train_and_calibrate(grid: pd.DataFrame, settings: Settings, cfg: Any | None 
     origins = holdout_origins(hold_start, end, tz=cfg.timezone)
     if len(origins) == 0:
         raise ModelError("holdout too short for calibration")
-    raw = fm.predict(model, grid, origins)
+    wx, holdout_weather = None, None
+    if cfg.weather:
+        wx, holdout_weather = holdout_weather_features(grid, origins, cfg, weather)
+    raw = fm.predict(model, grid, origins, weather=wx)
     raw = raw[raw["ts"] < end]
     # seasonal naive is a permanent challenger: per lead day, the weight of the model against naive with the
     # lowest holdout MAPE (0 = naive alone is a candidate, so the issued forecast is never worse on the holdout)
@@ -124,9 +134,32 @@ def train_and_calibrate(grid: pd.DataFrame, settings: Settings, cfg: Any | None 
     metrics = holdout_metrics(fc, grid, end)
     metrics["model_only_mape"] = holdout_metrics(raw, grid, end)["mape"]
     metrics["naive_mape"] = holdout_metrics(raw.assign(yhat=naive), grid, end)["mape"]
+    if holdout_weather:
+        metrics["holdout_weather"] = holdout_weather
     model.meta.update({"holdout": [hold_start.isoformat(), end.isoformat()], "holdout_metrics": metrics,
                        "blend": model.blend})
     return model, {"holdout": [hold_start.isoformat(), end.isoformat()], "metrics": metrics, "forecasts": fc}
+
+
+def holdout_weather_features(grid: pd.DataFrame, origins: pd.DatetimeIndex, cfg: Any,
+                             weather: Any | None) -> tuple[pd.DataFrame, str]:
+    """The weather features known at each origin for its targets (``origin, ts, *WEATHER_COLUMNS``), and a label.
+
+    Realised temperature: ``grid``'s ``temp_degc`` before each origin; after it ``weather(origins)`` or, without a
+    provider, the realised temperature itself (labelled: a perfect forecast).
+    """
+    from shared.weather.features import features_for_origins
+
+    realised = grid[["ts", "temp_degc"]]
+    if weather is None:
+        horizon = pd.Timedelta(hours=24 * LEVEL_BLOCKS)
+        fc = pd.concat([realised[(realised["ts"] >= o) & (realised["ts"] < o + horizon)].assign(origin=o)
+                        for o in origins], ignore_index=True)
+        label = "realised temperature used as the forecast (perfect forecast: optimistic holdout)"
+    else:
+        fc, label = weather(origins), "weather provider (forecast known at each origin)"
+    wx = features_for_origins(realised, fc, origins, cfg.resolution_min, cfg.weather_smoothed_input)
+    return wx, label
 
 
 def valid_history_days(grid: pd.DataFrame, resolution_min: int) -> float:
@@ -141,15 +174,18 @@ def holdout_days(history_days: float, settings: Settings) -> int:
 
 
 def issue(model: Any, grid: pd.DataFrame, origins: list[pd.Timestamp] | pd.DatetimeIndex,
-          horizon_end: pd.Timedelta | None = None, calibration: dict[str, list[float]] | None = None) -> pd.DataFrame:
+          horizon_end: pd.Timedelta | None = None, calibration: dict[str, list[float]] | None = None,
+          weather: pd.DataFrame | None = None) -> pd.DataFrame:
     """The issued forecast from each origin: the model combined with seasonal naive per lead day (the model's
     ``blend``), with intervals from ``calibration`` (default: the model's holdout calibration).
 
+    ``weather`` (a weather model only): ``origin, ts, *WEATHER_COLUMNS``, the features known at each origin for its
+    targets; ``grid`` then carries the realised weather columns (:func:`shared.forecasting.model.predict`).
     Columns ``origin, ts, yhat, lower, upper, lead_day, model_weight, yhat_source``.
     """
     from shared.forecasting import model as fm
 
-    fc = fm.predict(model, grid, origins, horizon_end=horizon_end)
+    fc = fm.predict(model, grid, origins, horizon_end=horizon_end, weather=weather)
     fc = combine.apply_weights(fc, combine.naive_like(fc, grid), getattr(model, "blend", {}) or {})
     return baseline.apply_intervals(fc, model.calibration if calibration is None else calibration)
 

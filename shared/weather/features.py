@@ -138,3 +138,31 @@ def known_at(realised: pd.DataFrame, forecast: pd.DataFrame, origin: pd.Timestam
     temp = pd.concat([_on_grid(past, before), _on_grid(fut, after)])
     frame = pd.DataFrame({"ts": idx, "temp_degc": temp.to_numpy()})
     return derive(frame, smoothed_input)[["ts", *WEATHER_COLUMNS]]
+
+
+WARMUP = pd.Timedelta(days=15)  # realised history read before an origin: e^-15 of the smoothing state is left
+
+
+def features_for_origins(realised: pd.DataFrame, forecasts: pd.DataFrame, origins: pd.DatetimeIndex,
+                         resolution_min: int = 30, smoothed_input: bool = False) -> pd.DataFrame:
+    """:func:`known_at` for many origins: the long frame ``origin, ts, *WEATHER_COLUMNS`` (targets ``ts >= origin``).
+
+    ``realised``: ``ts, temp_degc``; ``forecasts``: ``origin, ts, temp_degc`` (each origin's own forecast run, as a
+    :data:`WeatherProvider`-like frame). Only the :data:`WARMUP` before each origin is read from ``realised`` (the
+    smoothing has forgotten anything older to e^-15).
+    """
+    if len(origins) == 0:
+        return pd.DataFrame(columns=["origin", "ts", *WEATHER_COLUMNS])
+    r = realised[["ts", "temp_degc"]].assign(ts=pd.DatetimeIndex(realised["ts"]).tz_convert("UTC"))
+    r = r.dropna(subset=["temp_degc"]).sort_values("ts").reset_index(drop=True)
+    rts = pd.DatetimeIndex(r["ts"]).asi8
+    f = forecasts.assign(origin=pd.DatetimeIndex(forecasts["origin"]).tz_convert("UTC"))
+    groups = f.groupby("origin").indices
+    out = []
+    for o in pd.DatetimeIndex(origins).tz_convert("UTC"):
+        lo, hi = np.searchsorted(rts, (o - WARMUP).value), np.searchsorted(rts, o.value)
+        fo = f.iloc[groups[o]][["ts", "temp_degc"]] if o in groups else f.iloc[:0][["ts", "temp_degc"]]
+        k = known_at(r.iloc[lo:hi], fo, o, resolution_min, smoothed_input)
+        out.append(k[k["ts"] >= o].assign(origin=o))
+    res = pd.concat(out, ignore_index=True)
+    return res[["origin", "ts", *WEATHER_COLUMNS]]

@@ -1,0 +1,117 @@
+"""The weather model (ModelConfig.weather) on real data: round-trip, no weather → ModelError, no look-ahead,
+and the weather-free model untouched by weather inputs. Tiny epochs: behaviour, not accuracy."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from shared.errors import ModelError
+from shared.forecasting import model as fm
+from shared.forecasting.evaluate import (
+    load_data,
+    perfect_provider,
+    realised_temperature,
+    simulated_provider,
+    t2m_error_sd,
+    with_weather,
+)
+from shared.settings import REPO_ROOT
+from shared.weather.features import WEATHER_COLUMNS, features_for_origins
+
+TINY = fm.ModelConfig(epochs=2, batch_size=128, level_epochs=3, level_lags=7, torch_threads=1, level_seeds=2)
+STEP = pd.Timedelta(minutes=30)
+HORIZON = pd.Timedelta(days=8)
+
+
+@pytest.fixture(scope="module")
+def data() -> dict[str, object]:
+    grid, _ = load_data([REPO_ROOT / "data" / "eco2mix" / "eco2mix_national_2022.csv.gz"], 30)
+    grid = grid[(grid["ts"] >= "2022-01-01") & (grid["ts"] < "2022-04-20")].reset_index(drop=True)
+    real = realised_temperature(grid["ts"])
+    gw = with_weather(grid, real, smoothed_input=True)
+    cfg = replace(TINY, weather=True, weather_smoothed_input=True)
+    model = fm.fit(gw[gw["ts"] < "2022-04-01"], cfg)
+    origins = pd.DatetimeIndex(["2022-04-05 10:00", "2022-04-06 10:00"], tz="UTC")
+    wx = features_for_origins(real, perfect_provider(real, HORIZON, STEP)(origins), origins, 30, True)
+    return {"grid": grid, "real": real, "gw": gw, "model": model, "origins": origins, "wx": wx}
+
+
+def test_weather_model_round_trips_through_its_artifact(data: dict) -> None:
+    model, gw, origins, wx = data["model"], data["gw"], data["origins"], data["wx"]
+    assert model.config.weather and model.profile.powersense_weather_regs
+    fc = fm.predict(model, gw, origins, weather=wx)
+    assert len(fc) == 2 * int(HORIZON / STEP) and fc["yhat"].notna().all()
+    back = fm.from_files(fm.to_files(model))
+    assert back.config == model.config
+    fc2 = fm.predict(back, gw, origins, weather=wx)
+    np.testing.assert_allclose(fc2["yhat"], fc["yhat"], rtol=1e-6)
+
+
+def test_weather_model_without_weather_raises(data: dict) -> None:
+    model, gw, grid, origins, wx = data["model"], data["gw"], data["grid"], data["origins"], data["wx"]
+    with pytest.raises(ModelError):
+        fm.predict(model, gw, origins)  # no weather at all
+    with pytest.raises(ModelError):
+        fm.predict(model, grid, origins, weather=wx)  # history without the realised weather
+    short = wx[wx["ts"] < wx["origin"] + pd.Timedelta(days=3)]  # the feed stops after 3 days
+    with pytest.raises(ModelError, match="no weather"):
+        fm.predict(model, gw, origins, weather=short)
+    holed = wx.copy()
+    holed.loc[holed.index[10], "hdd_smooth"] = np.nan
+    with pytest.raises(ModelError):
+        fm.predict(model, gw, origins, weather=holed)
+
+
+def test_forecast_uses_the_weather_known_at_the_origin_only(data: dict) -> None:
+    model, gw, real, origins, wx = data["model"], data["gw"], data["real"], data["origins"], data["wx"]
+    base = fm.predict(model, gw, origins, weather=wx)
+    # realised weather (and load) at or after an origin changes — what happened later: its forecast does not move
+    o = origins[:1]
+    later = gw.copy()
+    after = later["ts"] >= o[0]
+    later.loc[after, WEATHER_COLUMNS] = later.loc[after, WEATHER_COLUMNS] + 7.0
+    later.loc[after, "value"] = later.loc[after, "value"] * 1.2
+    one = wx[wx["origin"] == o[0]]
+    np.testing.assert_array_equal(fm.predict(model, later, o, weather=one)["yhat"],
+                                  base.loc[base["origin"] == o[0], "yhat"])
+    # a colder forecast changes the forecast load — the weather forecast is used at the targets (its sign is the
+    # model's: a 2-epoch model has not learnt the heating slope)
+    cold = features_for_origins(real, perfect_provider(real.assign(temp_degc=real["temp_degc"] - 5), HORIZON,
+                                                       STEP)(origins), origins, 30, True)
+    cold_fc = fm.predict(model, gw, origins, weather=cold)
+    assert (cold_fc["yhat"] - base["yhat"]).abs().min() > 0
+
+
+def test_weather_free_model_ignores_weather_inputs(data: dict) -> None:
+    grid, gw, origins, wx = data["grid"], data["gw"], data["origins"], data["wx"]
+    plain = fm.fit(grid[grid["ts"] < "2022-04-01"], TINY)
+    fc = fm.predict(plain, grid, origins)
+    pd.testing.assert_frame_equal(fm.predict(plain, gw, origins, weather=wx), fc)
+    assert not plain.config.weather and plain.profile.powersense_weather_regs == []
+
+
+def test_weather_model_skips_training_rows_without_weather(data: dict) -> None:
+    gw = data["gw"]
+    partial = gw[gw["ts"] < "2022-04-01"].copy()
+    partial.loc[partial["ts"] < "2022-02-01", WEATHER_COLUMNS] = np.nan
+    m = fm.fit(partial, replace(TINY, weather=True, weather_smoothed_input=True, level_seeds=1))
+    assert m.meta["train_start"] >= pd.Timestamp("2022-02-01", tz="UTC").isoformat()
+    with pytest.raises(ModelError):
+        fm.fit(data["grid"][data["grid"]["ts"] < "2022-04-01"], replace(TINY, weather=True))
+
+
+def test_simulated_provider_is_seeded_and_grows_with_lead(data: dict) -> None:
+    real, origins = data["real"], data["origins"]
+    p1 = simulated_provider(real, HORIZON, STEP, seed=1, smoothed_input=False)
+    a, b = p1(origins), p1(origins)
+    pd.testing.assert_frame_equal(a, b)  # same seed, same origin → same forecast run
+    perfect = perfect_provider(real, HORIZON, STEP)(origins)
+    err = a["temp_degc"] - perfect["temp_degc"]
+    assert not np.allclose(err, 0)
+    assert not np.allclose(simulated_provider(real, HORIZON, STEP, 2, False)(origins)["temp_degc"], a["temp_degc"])
+    sd = t2m_error_sd(np.array([1.0, 3.0, 6.0, 7.0]))
+    assert sd[1] == pytest.approx(1.6) and sd[2] == pytest.approx(2.3) and np.all(np.diff(sd) > 0)
