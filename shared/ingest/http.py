@@ -71,13 +71,14 @@ class RetryingJsonClient:
         self,
         *,
         user_agent: str,
-        timeout_s: float = 20.0,
-        retries: int = 5,
-        backoff_s: float = 0.5,
-        backoff_max_s: float = 30.0,
-        retry_budget_s: float = 45.0,
+        timeout_s: float,
+        retries: int,
+        backoff_s: float,
+        backoff_max_s: float,
+        retry_budget_s: float,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
+        # no defaults here: the policy's one definition is the POWERSENSE_SOURCE_* settings (see policy())
         self.retries = retries
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s

@@ -70,27 +70,15 @@ def instant_where(ts: datetime) -> str:
 class OdreClient(RetryingJsonClient):
     """Pages through ``/catalog/datasets/<dataset>/records`` with retries."""
 
-    def __init__(
-        self,
-        base_url: str,
-        dataset: str,
-        *,
-        timeout_s: float = 20.0,
-        retries: int = 5,
-        backoff_s: float = 0.5,
-        backoff_max_s: float = 30.0,
-        retry_budget_s: float = 45.0,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        super().__init__(user_agent="powersense-poll/0.1", timeout_s=timeout_s, retries=retries,
-                         backoff_s=backoff_s, backoff_max_s=backoff_max_s, retry_budget_s=retry_budget_s,
-                         transport=transport)
-        self.records_url = f"{base_url.rstrip('/')}/catalog/datasets/{dataset}/records"
+    def __init__(self, settings: Settings, transport: httpx.BaseTransport | None = None) -> None:
+        # the retry policy's values come from the settings only (RetryingJsonClient.policy), never a second default
+        super().__init__(user_agent="powersense-poll/0.1", transport=transport, **self.policy(settings))
+        self.records_url = f"{settings.source_url.rstrip('/')}/catalog/datasets/{settings.source_dataset}/records"
 
     @classmethod
     def from_settings(cls, settings: Settings, transport: httpx.BaseTransport | None = None) -> OdreClient:
         """A client configured by ``POWERSENSE_SOURCE_*``."""
-        return cls(settings.source_url, settings.source_dataset, transport=transport, **cls.policy(settings))
+        return cls(settings, transport)
 
     def fetch_page(self, where: str, *, offset: int = 0, limit: int = MAX_PAGE, order_by: str = "date_heure") -> Page:
         """GET one page; retried as described in the module docstring."""
