@@ -170,3 +170,18 @@ def test_no_weather_data_writes_nothing_and_the_stage_reports_it(store: Store, s
     with stage_run(store, "featurize") as run:
         run_featurize(store, loaded, run)
     assert run.as_dict()["status"] == "skipped" and run.as_dict()["rows_out"] == 0
+
+
+def test_realised_sources_are_not_interleaved() -> None:
+    """Edge case (synthetic values): the hourly archive wins where it has values; the 30-min Enedis series only
+    fills where the archive has nothing within the hour, never its half-hours."""
+    hours = pd.date_range("2023-03-01", periods=48, freq="h", tz="UTC")
+    archive = pd.DataFrame({"ts": hours[:24], "value": 5.0})
+    halves = pd.date_range("2023-03-01", periods=96, freq="30min", tz="UTC")
+    enedis30 = pd.DataFrame({"ts": halves, "value": 9.0})
+    out = combine_realised([("open_meteo_realised", archive), ("enedis_realised", enedis30)],
+                           pd.DataFrame({"ts": hours[:0], "value": []}), pd.Timestamp("2023-03-03", tz="UTC"), 30)
+    by = out.set_index("ts")["temp_source"]
+    assert set(by[: pd.Timestamp("2023-03-01T23:00Z")]) == {"open_meteo_realised"}
+    assert len(by[: pd.Timestamp("2023-03-01T23:00Z")]) == 24  # no Enedis half-hour in the archive's span
+    assert by.index[by == "enedis_realised"].min() == pd.Timestamp("2023-03-02T00:30Z")

@@ -143,6 +143,18 @@ def _newest_realised(store: Store, as_of: pd.Timestamp) -> pd.Timestamp | None:
 
 
 # --- compute (pure) ---------------------------------------------------------------------------------------
+def _near(ts: pd.DatetimeIndex, taken: pd.DatetimeIndex, within: pd.Timedelta) -> np.ndarray:
+    """For each instant of ``ts``: is an instant of ``taken`` (sorted) within ``within`` of it?"""
+    if len(taken) == 0 or len(ts) == 0:
+        return np.zeros(len(ts), dtype=bool)
+    t = taken.as_unit("ns").asi8
+    x = ts.as_unit("ns").asi8
+    pos = np.searchsorted(t, x)
+    left = np.abs(x - t[np.clip(pos - 1, 0, len(t) - 1)])
+    right = np.abs(t[np.clip(pos, 0, len(t) - 1)] - x)
+    return np.minimum(left, right) <= within.value
+
+
 def split_at(as_of: pd.Timestamp) -> pd.Timestamp:
     """Where a run's path turns from the past (realised) to the forecast: the hour ``as_of`` falls in."""
     return to_utc(as_of).floor("h")
@@ -152,7 +164,9 @@ def combine_realised(sources: list[tuple[str, pd.DataFrame]], forecast: pd.DataF
                      origin: pd.Timestamp, resolution_min: int) -> pd.DataFrame:
     """The temperature known before ``origin``: ``ts, temp_degc, temp_source``.
 
-    ``sources``: (label, ``ts, value``) in priority order — a later source fills only instants no earlier one has.
+    ``sources``: (label, ``ts, value``) in priority order — a later source fills only where no earlier one has a
+    value within the hour (so the hourly archive's half-hours are interpolated from its own hours, never taken
+    from the 30-min Enedis series: two definitions are never interleaved).
     Grid steps after the newest realised instant (the archive is days behind) take the ``forecast`` (hourly
     ``ts, value``, as known at the run), put on the grid with the forecast's own hours on both sides of
     ``origin`` (:func:`shared.weather.parse.to_grid`), so the step just before ``origin`` is known too.
@@ -164,7 +178,7 @@ def combine_realised(sources: list[tuple[str, pd.DataFrame]], forecast: pd.DataF
     for label, frame in sources:
         f = frame.dropna(subset=["value"])
         f = f[pd.DatetimeIndex(f["ts"]) < origin]
-        f = f[~pd.DatetimeIndex(f["ts"]).isin(taken)]
+        f = f[~_near(pd.DatetimeIndex(f["ts"]), taken, pd.Timedelta(hours=1))]
         if len(f):
             parts.append(pd.DataFrame({"ts": pd.DatetimeIndex(f["ts"]), "temp_degc": f["value"].astype(float),
                                        "temp_source": label}))
