@@ -442,11 +442,13 @@ where source = '${source}' and metric = '${metric}' and $__timeFilter(issued_at)
     d.add(
         table(
             "Latest forecast runs",
-            "The ten newest runs: model version, quality and fallback reason.",
+            "The ten newest runs: model version, quality, fallback reason and weather status (used = the weather "
+            "model with the temperature forecast known at the run; otherwise why not: off, missing, stale, "
+            "incomplete, no_model, failed, unused — the values are then the weather-free model's).",
             """
 select run_id, any(model_version) as model_version, max(issued_at) as issued_at, min(origin) as origin,
        count() as steps, max(horizon_day) as max_horizon_day, any(quality) as quality,
-       any(fallback_reason) as fallback_reason
+       any(fallback_reason) as fallback_reason, any(weather_status) as weather_status
 from ${db}.forecasts
 where source = '${source}' and metric = '${metric}'
 group by run_id
