@@ -8,7 +8,7 @@ residual detector's day types and DST handling, the forecast model's events and 
   default; any ``holidays`` country code for the generic evaluation), cached per (country, year).
 * :func:`bridge_days` — "ponts": the Monday before a Tuesday holiday, the Friday after a Thursday one.
 * :func:`day_type` — the load-shape class of a local date (Monday / Tue–Thu / Friday / Saturday /
-  Sunday-or-holiday).
+  Sunday-or-holiday); :func:`day_type_of` the same from featurize's ``dow`` / ``is_holiday`` columns.
 * :func:`is_dst_transition`, :func:`local_day_bounds`, :func:`is_fallback_gap`, :func:`wall_clock` —
   summer time and the 23/25-hour days.
 
@@ -77,10 +77,16 @@ def day_type(dates: pd.DatetimeIndex) -> np.ndarray:
     """Load-shape class of local dates: 0 Monday, 1 Tuesday–Thursday, 2 Friday, 3 Saturday,
     4 Sunday or French public holiday (a holiday's load looks like a Sunday's)."""
     fr = holidays_of_years(dates.year)
-    dow = dates.dayofweek.to_numpy()
-    kind = np.select([dow == 0, dow <= 3, dow == 4, dow == 5], [0, 1, 2, 3], 4)
     is_holiday = np.array([d in fr for d in dates.date], dtype=bool)
-    return np.where(is_holiday, 4, kind)
+    return day_type_of(dates.dayofweek.to_numpy(), is_holiday)
+
+
+def day_type_of(dow: np.ndarray, is_holiday: np.ndarray) -> np.ndarray:
+    """:func:`day_type` from a local day of week (0 = Monday) and a public-holiday flag — e.g. featurize's
+    calendar columns ``dow`` and ``is_holiday``."""
+    dow = np.asarray(dow, dtype=int)
+    kind = np.select([dow == 0, dow <= 3, dow == 4, dow == 5], [0, 1, 2, 3], 4)
+    return np.where(np.asarray(is_holiday, dtype=bool), 4, kind)
 
 
 # --- local time, summer time and DST days ----------------------------------------------------------------

@@ -102,7 +102,8 @@ def test_detect_reads_the_series_as_published_from_featurize_grid(store: Store, 
                                                                   load: pd.DataFrame) -> None:
     """featurize writes the 15-min grid; detect's series read from it is the `series` view's, row for row —
     including a flatline the training-data gate rejects (detect must judge it) and a value the store flags
-    implausible (kept as raw_value with its reason, value NaN)."""
+    implausible (kept as raw_value with its reason, value NaN) — and its calendar (day types from featurize's
+    dow/is_holiday) gives the findings the calendar module gave."""
     from fixtures_detect import upsert_load
 
     from shared.features import featurize, plan_featurize
@@ -126,8 +127,9 @@ def test_detect_reads_the_series_as_published_from_featurize_grid(store: Store, 
     assert plan_featurize(store, settings, NOW.to_pydatetime(), 15) is None  # read from the table, no tail
     # the findings are the ones detect made when it read the `series` view itself
     loaded = load_detect_inputs(store, settings, "unit", NOW, WINDOW[0], WINDOW[1])
+    assert loaded.day_types is not None and loaded.day_types[pd.Timestamp("2023-03-26")] == 4  # a Sunday
     old_path = replace(loaded, series=load_series(store, SOURCE, METRIC, loaded.series["ts"].min().to_pydatetime(),
-                                                  WINDOW[1].to_pydatetime()))
+                                                  WINDOW[1].to_pydatetime()), day_types=None)  # calendar module
     new, old = compute_detect(loaded, settings), compute_detect(old_path, settings)
     assert new.anomalies is not None and old.anomalies is not None
     pd.testing.assert_frame_equal(new.anomalies.drop(columns="detected_at"), old.anomalies.drop(columns="detected_at"))

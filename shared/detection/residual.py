@@ -108,9 +108,10 @@ def infer_step_min(index: pd.DatetimeIndex) -> int:
     return int(pd.Series(diffs).mode().iloc[0]) if len(diffs) else 15
 
 
-def profile_delta(x: pd.Series, n_days: int = 4, search_days: int = 42) -> pd.Series:
+def profile_delta(x: pd.Series, n_days: int = 4, search_days: int = 42,
+                  day_types: pd.Series | None = None) -> pd.Series:
     """Expected change per step (see :func:`profile`)."""
-    return profile(x, n_days, search_days)[0]
+    return profile(x, n_days, search_days, day_types)[0]
 
 
 def profile_level(x: pd.Series, n_days: int = 4, search_days: int = 42) -> pd.Series:
@@ -118,7 +119,8 @@ def profile_level(x: pd.Series, n_days: int = 4, search_days: int = 42) -> pd.Se
     return profile(x, n_days, search_days)[1]
 
 
-def profile(x: pd.Series, n_days: int = 4, search_days: int = 42) -> tuple[pd.Series, pd.Series]:
+def profile(x: pd.Series, n_days: int = 4, search_days: int = 42,
+            day_types: pd.Series | None = None) -> tuple[pd.Series, pd.Series]:
     """Expected change per step from a seasonal profile: the median, over the ``n_days`` most recent
     earlier days of the same day type (see :func:`day_type`), of that day's change at the same local
     wall-clock time.
@@ -127,6 +129,10 @@ def profile(x: pd.Series, n_days: int = 4, search_days: int = 42) -> tuple[pd.Se
     could have known. The median of changes (not of levels) keeps one odd day — a glitch, an
     interpolated stretch, a missing block — from echoing into today's expectation. Used where the
     forecasts table has nothing for a point, and in the evaluation when no product forecaster is used.
+
+    ``day_types``: the day type per local date (naive midnight → :func:`day_type` class), as detect reads it
+    from featurize's calendar columns; dates it lacks (the search before the data starts) take
+    :func:`day_type`, the same definition.
     """
     if x.empty:
         return x.copy(), x.copy()
@@ -140,6 +146,9 @@ def profile(x: pd.Series, n_days: int = 4, search_days: int = 42) -> tuple[pd.Se
     dates = naive.normalize()
     all_days = pd.date_range(dates.min() - pd.Timedelta(days=search_days), dates.max(), freq="D")
     types = pd.Series(day_type(all_days), index=all_days)
+    if day_types is not None and len(day_types):
+        known = day_types[day_types.index.isin(all_days)]
+        types[known.index] = known.to_numpy()
     # lag (in days) of the k-th most recent same-type day, per local date
     lag_table: dict[pd.Timestamp, list[int]] = {}
     for d in dates.unique():

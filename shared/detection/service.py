@@ -36,6 +36,7 @@ import pandas as pd
 from prometheus_client import Counter, Gauge
 
 from shared import clock, metrics
+from shared.calendar import day_type_of, wall_clock
 from shared.detection import drift, quality
 from shared.detection.residual import (
     ROW_COLUMNS,
@@ -128,6 +129,17 @@ def plan_window(
 
 # --- the series detect judges, from features ----------------------------------------------------------
 OBSERVED_COLUMNS = ["observed", "observed_flag", "observed_version"]
+CALENDAR_COLUMNS = ["dow", "is_holiday"]  # featurize's calendar columns detect's seasonal profile uses
+
+
+def day_types_from_features(feats: pd.DataFrame) -> pd.Series:
+    """Day type per local date (naive midnight → ``shared.calendar.day_type`` class) from grid rows carrying
+    ``CALENDAR_COLUMNS`` (pure): featurize's calendar, so detect does not recompute it."""
+    if feats.empty:
+        return pd.Series(dtype=int)
+    dates = wall_clock(pd.DatetimeIndex(pd.to_datetime(feats["ts"], utc=True))).normalize()
+    types = pd.Series(day_type_of(feats["dow"].to_numpy(), feats["is_holiday"].to_numpy()), index=dates)
+    return types[~types.index.duplicated(keep="last")]
 
 
 def series_from_features(feats: pd.DataFrame) -> pd.DataFrame:
@@ -148,7 +160,16 @@ def series_from_features(feats: pd.DataFrame) -> pd.DataFrame:
 
 def load_detect_series(store: Store, settings: Settings, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
     """The series detect judges over [start, end): featurize's 15-min grid (``features``) as published."""
-    return series_from_features(read_grid(store, settings, DETECT_RESOLUTION_MIN, OBSERVED_COLUMNS, start, end))
+    return load_detect_grid(store, settings, start, end)[0]
+
+
+def load_detect_grid(
+    store: Store, settings: Settings, start: pd.Timestamp, end: pd.Timestamp
+) -> tuple[pd.DataFrame, pd.Series]:
+    """featurize's 15-min grid over [start, end): the series as published (:func:`series_from_features`) and
+    the day type per local date (:func:`day_types_from_features`)."""
+    feats = read_grid(store, settings, DETECT_RESOLUTION_MIN, OBSERVED_COLUMNS + CALENDAR_COLUMNS, start, end)
+    return series_from_features(feats), day_types_from_features(feats)
 
 
 # --- expectation from the forecasts table ------------------------------------------------------------
@@ -215,12 +236,13 @@ def forecast_deltas(forecasts: pd.DataFrame, grid: pd.DatetimeIndex) -> pd.DataF
 
 
 def expectation_deltas(
-    x: pd.Series, forecast_deltas: pd.DataFrame
+    x: pd.Series, forecast_deltas: pd.DataFrame, day_types: pd.Series | None = None
 ) -> tuple[pd.Series, pd.Series, pd.Series]:
     """The residual detector's expected change per step of ``x`` (pure): the latest forecast's change where a
-    forecast covers the point (:func:`forecast_deltas`), else the seasonal profile's; with the forecast run id
-    and model version each point's expectation came from ('' / 'profile' for the profile)."""
-    dexp = profile_delta(x)
+    forecast covers the point (:func:`forecast_deltas`), else the seasonal profile's (its day types from
+    ``day_types`` where given); with the forecast run id and model version each point's expectation came from
+    ('' / 'profile' for the profile)."""
+    dexp = profile_delta(x, day_types=day_types)
     run_of = pd.Series("", index=x.index)
     version_of = pd.Series("profile", index=x.index)
     if not forecast_deltas.empty:
@@ -246,9 +268,11 @@ def severity(kind: str, value: float | None, expected: float | None, block_steps
 
 
 def compute_anomalies(
-    series: pd.DataFrame, forecast_deltas: pd.DataFrame, window: tuple[pd.Timestamp, pd.Timestamp], settings: Settings
+    series: pd.DataFrame, forecast_deltas: pd.DataFrame, window: tuple[pd.Timestamp, pd.Timestamp], settings: Settings,
+    day_types: pd.Series | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Detector rows for the window (pure): ts, kind, detector, value, expected, …, superseded."""
+    """Detector rows for the window (pure): ts, kind, detector, value, expected, …, superseded. ``day_types``:
+    featurize's day type per local date (:func:`day_types_from_features`); None = the calendar module's."""
     start, end = window
     info: dict[str, Any] = {}
     x = regular_grid(series[series["ts"] < end])
@@ -256,7 +280,7 @@ def compute_anomalies(
         return pd.DataFrame(), {"detector": "none", "reason": "not enough actuals"}
     step = x.index[1] - x.index[0]
     x = x.reindex(pd.date_range(x.index[0], max(x.index[-1], (end - step).floor(step)), freq=step))
-    dexp, run_of, version_of = expectation_deltas(x, forecast_deltas)
+    dexp, run_of, version_of = expectation_deltas(x, forecast_deltas, day_types)
     if not forecast_deltas.empty:
         info["points_with_forecast"] = int((version_of[x.index >= start] != "profile").sum())
     params = ResidualParams.from_settings(settings)
@@ -488,6 +512,7 @@ class DetectInputs:
     bounds: tuple[float, float] | None
     revisions: pd.DataFrame
     drift: DriftInputs | None  # None when drift is not due
+    day_types: pd.Series | None = None  # featurize's day type per local date (None: the calendar module's)
 
 
 @dataclass
@@ -517,7 +542,7 @@ def load_detect_inputs(
     source, metric = settings.series_source, settings.series_metric
     w_start, w_end = plan_window(store, settings, now, start, end)
     history_start = w_start - pd.Timedelta(days=settings.detect_calibration_days + PROFILE_HISTORY_DAYS)
-    series = load_detect_series(store, settings, history_start, w_end)
+    series, day_types = load_detect_grid(store, settings, history_start, w_end)
     forecasts = existing = None
     if _can_detect(series):
         forecasts = load_forecasts(store, source, metric, history_start, w_end)
@@ -550,6 +575,7 @@ def load_detect_inputs(
         bounds=quality.learned_bounds(store, source, metric, w_start),
         revisions=quality.load_revisions(store, source, metric, w_start, w_end),
         drift=drift_inputs,
+        day_types=day_types,
     )
 
 
@@ -569,7 +595,8 @@ def compute_detect(inputs: DetectInputs, settings: Settings) -> DetectOutputs:
     if inputs.forecasts is not None and inputs.existing is not None:
         grid = pd.date_range(series["ts"].min(), w_end, freq=f"{step_min}min")
         deltas = forecast_deltas(inputs.forecasts, grid)
-        computed, info = compute_anomalies(series[["ts", "value"]], deltas, (w_start, w_end), settings)
+        computed, info = compute_anomalies(series[["ts", "value"]], deltas, (w_start, w_end), settings,
+                                           inputs.day_types)
         flagged = implausible_rows(series, (w_start, w_end))
         if len(flagged):
             # A flagged instant has a value, only not a plausible one: an 'implausible' anomaly, not 'missing'.
