@@ -19,6 +19,23 @@
 5. on any of: no model, input checks failed (stale or incomplete data), artifact store down,
    prediction error → a seasonal-naive forecast with ``quality='fallback'`` and the reason, so
    consumers always get 7 days ahead.
+
+**Weather** (issue 12; ``POWERSENSE_FORECAST_WEATHER``). Two models are kept, each under its own artifact series:
+the weather-free model (``series_key``, as before) and the weather model (``weather_series_key``, trained on the
+``features`` grid + the realised weather features featurize wrote, ``shared/weather/featurize.py``). Each run
+reads the weather as known at the run (:func:`weather_inputs`: the newest ``weather_features`` run with
+``as_of <= now``) and issues the weather model only when that weather is fresh (newest temperature forecast issued
+at most ``POWERSENSE_WEATHER_MAX_AGE_H`` ago) and covers every target step; otherwise the weather-free model's
+forecast, flagged: every ``forecasts`` row carries ``weather_status`` (``used`` | ``off`` | ``missing`` |
+``stale`` | ``incomplete`` | ``no_model`` | ``failed`` | ``unused``), pushed as gauges too. It never fails a run
+and never uses stale weather.
+
+Training budget: one model per invocation (:func:`training_plan`). The model the run issues (weather model while
+the weather is fresh, else the weather-free one) retrains every ``forecast_retrain_hours``; the other, the
+standby, every ``forecast_standby_retrain_hours`` (a week) in a run that trains nothing else — so a retrain stays
+one model's training (the budget of issue 12: ≤ 120 s), and the fallback is at most a week old when the feed
+fails (its level network, recent shape and nowcast still read the latest load at every run). A fresh install
+trains the weather-free model first: it is the safety net.
 """
 
 from __future__ import annotations
@@ -34,25 +51,29 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from prometheus_client import Counter, Gauge
 
 from shared.errors import ArtifactError, ModelError, StoreError
 from shared.features import TZ
 from shared.forecasting import baseline, combine
 from shared.logs import log_event
+from shared.metrics import REGISTRY
 from shared.settings import Settings
 from shared.store import Store
 from shared.timeutil import to_utc
+from shared.weather.features import WEATHER_COLUMNS
+from shared.weather.featurize import FORECAST_LABEL, PAST_KEEP, read_weather_history, read_weather_run
 
 log = logging.getLogger(__name__)
 
 LEVEL_BLOCKS = 8
 
 
-def model_config(settings: Settings) -> Any:
-    """The model hyper-parameters from settings (imports the ML stack lazily)."""
+def model_config(settings: Settings, weather: bool = False) -> Any:
+    """The model hyper-parameters from settings (imports the ML stack lazily); ``weather``: the weather model's."""
     from shared.forecasting.model import ModelConfig
 
-    return ModelConfig(
+    cfg = ModelConfig(
         resolution_min=settings.forecast_resolution_min,
         epochs=settings.forecast_epochs,
         learning_rate=settings.forecast_learning_rate,
@@ -64,6 +85,9 @@ def model_config(settings: Settings) -> Any:
         seed=settings.forecast_seed,
         torch_threads=settings.forecast_torch_threads,
     )
+    if weather:
+        cfg.weather = True  # production derives every path the same way (shared/weather/featurize.py)
+    return cfg
 
 
 # --- pure pieces ---------------------------------------------------------------------------------------
@@ -223,7 +247,8 @@ def forecast_targets(last_obs: pd.Timestamp, issued_at: pd.Timestamp, resolution
 
 
 def forecast_rows(fc: pd.DataFrame, *, run_id: str, model_version: str, issued_at: pd.Timestamp,
-                  settings: Settings, quality: str, fallback_reason: str = "") -> pd.DataFrame:
+                  settings: Settings, quality: str, fallback_reason: str = "", weather_status: str = "off",
+                  ) -> pd.DataFrame:
     """Shape a forecast (``ts, yhat, lower, upper``) into ``forecasts`` rows."""
     origin = fc["ts"].min()
     step = pd.Timedelta(minutes=settings.forecast_resolution_min)
@@ -251,6 +276,8 @@ def forecast_rows(fc: pd.DataFrame, *, run_id: str, model_version: str, issued_a
                         else ("seasonal_naive" if quality == "fallback" else "model")),
         "model_weight": (fc["model_weight"].astype(float).to_numpy() if "model_weight" in fc
                          else (0.0 if quality == "fallback" else 1.0)),
+        # whether the weather was used, else why not (ch/init/022.forecast_weather_status.sql)
+        "weather_status": weather_status,
     })
 
 
@@ -410,9 +437,14 @@ def cached_model(artifacts: Any, series: str, version: str) -> Any:
     key = f"{series}/{version}"
     with _cache_lock:
         if key not in _cache:
-            _cache.clear()  # keep one model in memory
+            _forget(series)  # keep one model per series in memory (the weather model and the weather-free one)
             _cache[key] = registry.load_model(artifacts, series, version)
         return _cache[key]
+
+
+def _forget(series: str) -> None:
+    for key in [k for k in _cache if k.rsplit("/", 1)[0] == series]:
+        del _cache[key]
 
 
 # --- the stage ---------------------------------------------------------------------------------------------
@@ -429,32 +461,207 @@ class ForecastResult:
 
 
 def series_key(settings: Settings) -> str:
-    """Artifact series name, e.g. ``eco2mix_national.consommation.30min``."""
+    """Artifact series name of the weather-free model, e.g. ``eco2mix_national.consommation.30min``."""
     return f"{settings.series_source}.{settings.series_metric}.{settings.forecast_resolution_min}min"
 
 
+def weather_series_key(settings: Settings) -> str:
+    """Artifact series name of the weather model, e.g. ``eco2mix_national.consommation.30min.weather``."""
+    return series_key(settings) + ".weather"
+
+
+# --- weather inputs (issue 12) ------------------------------------------------------------------------------
+WEATHER_STATUSES = ("used", "off", "missing", "stale", "incomplete", "no_model", "failed", "unused")
+# pushed with the stage metrics (Pushgateway job "forecast"): alert on a status other than used/off lasting hours
+FORECAST_WEATHER_STATUS = Gauge(
+    "powersense_forecast_weather_status_info",
+    "1 for the weather status of the latest forecast run (label status: used, off, missing, stale, incomplete, "
+    "no_model, failed, unused)", ["status"], registry=REGISTRY)
+FORECAST_WEATHER_AGE = Gauge(
+    "powersense_forecast_weather_age_seconds",
+    "Seconds between the latest forecast run and the issue time of the newest temperature forecast it found "
+    "(NaN when none)", registry=REGISTRY)
+FORECAST_WEATHER_DEGRADED = Counter(
+    "powersense_forecast_weather_degraded_runs_total",
+    "Forecast runs issued without weather while the weather model is enabled, by weather status", ["status"],
+    registry=REGISTRY)
+
+
+@dataclass
+class WeatherInputs:
+    """The weather as known at a forecast run.
+
+    ``status`` '' = fresh and covering every target (the weather model may be used), else why not (``off``,
+    ``missing``, ``stale``, ``incomplete``) with ``reason``. ``history``: per grid step the past weather as known at
+    the run (``ts``, WEATHER_COLUMNS, ``temp_source``); ``future``: the newest weather featurize run's path
+    (``ts`` + WEATHER_COLUMNS; past and forecast parts) — what the targets use.
+    """
+
+    status: str
+    reason: str = ""
+    history: pd.DataFrame | None = None
+    future: pd.DataFrame | None = None
+    as_of: pd.Timestamp | None = None
+    issued_at: pd.Timestamp | None = None
+
+    def details(self, now: pd.Timestamp) -> dict[str, Any]:
+        """For the run's details (pipeline_runs)."""
+        age = (now - self.issued_at) / pd.Timedelta(hours=1) if self.issued_at is not None else None
+        return {"weather_reason": self.reason, "weather_as_of": self.as_of.isoformat() if self.as_of else None,
+                "weather_issued_at": self.issued_at.isoformat() if self.issued_at is not None else None,
+                "weather_age_h": round(age, 2) if age is not None else None}
+
+
+def weather_inputs(store: Store, settings: Settings, grid: pd.DataFrame, now: pd.Timestamp) -> WeatherInputs:
+    """Read the weather as known at ``now`` (``weather_features``, written by featurize) and judge it.
+
+    Never raises for the weather's sake: a feed that is off, missing, unreadable, stale (newest temperature
+    forecast issued more than ``weather_max_age_h`` before ``now``) or short (not covering every target step of
+    this run) is a status, and the run issues the weather-free model.
+    """
+    if not settings.forecast_weather:
+        return WeatherInputs("off", "POWERSENSE_FORECAST_WEATHER is false")
+    try:
+        start = grid["ts"].min() if len(grid) else now - pd.Timedelta(days=settings.forecast_train_days)
+        history = read_weather_history(store, settings, start, now + pd.Timedelta(minutes=1), now.to_pydatetime())
+        run = read_weather_run(store, settings, now.to_pydatetime(), now - PAST_KEEP)
+    except StoreError as exc:
+        log_event(log, "weather_features_unreadable", logging.WARNING, error=str(exc))
+        return WeatherInputs("missing", f"weather features unreadable: {exc}")
+    if run is None or not run.path["temp_degc"].notna().any():
+        return WeatherInputs("missing", "no weather features as of the run (featurize has written none)", history)
+    wx = WeatherInputs("", "", history, run.path, run.as_of, run.issued_at)
+    if run.issued_at is None:
+        wx.status, wx.reason = "missing", "no temperature forecast stored as of the run"
+        return wx
+    age_h = (now - run.issued_at) / pd.Timedelta(hours=1)
+    if age_h > settings.weather_max_age_h:
+        wx.status = "stale"
+        wx.reason = (f"newest temperature forecast issued {run.issued_at.isoformat()}, {age_h:.1f} h before the run "
+                     f"(POWERSENSE_WEATHER_MAX_AGE_H={settings.weather_max_age_h:g})")
+        return wx
+    data = grid.dropna(subset=["value"])
+    if data.empty:
+        return wx
+    targets = forecast_targets(data["ts"].max(), now, settings.forecast_resolution_min,
+                               settings.forecast_horizon_days)
+    known = run.path.drop_duplicates("ts").set_index("ts").reindex(targets)[WEATHER_COLUMNS].notna().all(axis=1)
+    if not known.all():
+        last = known[known].index.max() if known.any() else None
+        wx.status = "incomplete"
+        wx.reason = (f"the weather known at the run covers {int(known.sum())} of {len(targets)} target steps "
+                     f"(last known {last.isoformat() if last is not None else 'none'}, "
+                     f"horizon {targets[-1].isoformat()})")
+    return wx
+
+
+def with_weather(grid: pd.DataFrame, history: pd.DataFrame | None, realised_only: bool = False) -> pd.DataFrame:
+    """``grid`` (``ts, value``) with the weather columns of ``history`` (NaN where none; ``realised_only``: steps
+    whose temperature was a forecast when written are left NaN — the training grid)."""
+    h = history if history is not None else pd.DataFrame(columns=["ts", *WEATHER_COLUMNS, "temp_source"])
+    if realised_only and len(h):
+        h = h[h["temp_source"] != FORECAST_LABEL]
+    out = grid.merge(h[["ts", *WEATHER_COLUMNS]].astype({c: float for c in WEATHER_COLUMNS}), on="ts", how="left")
+    out.attrs = dict(grid.attrs)
+    return out
+
+
+def weather_training_grid(grid: pd.DataFrame, history: pd.DataFrame | None) -> pd.DataFrame:
+    """The weather model's training grid: ``grid`` with the *realised* weather, ending at the newest step that has
+    it. Open-Meteo's archive is days behind the load, and the holdout (the window's last days) scores the model with
+    the realised weather of its targets, so the load after the newest realised temperature is left out of training
+    (the prediction still reads it, with the weather known then)."""
+    out = with_weather(grid, history, realised_only=True)
+    known = out["ts"][out["temp_degc"].notna()]
+    if known.empty:
+        return out
+    return out[out["ts"] <= known.max()].reset_index(drop=True)
+
+
+def holdout_weather_provider(train_grid: pd.DataFrame, wx: WeatherInputs, settings: Settings) -> Any:
+    """The temperature a weather model's training holdout uses as the forecast at each holdout origin (a
+    WeatherProvider): the realised temperature of its targets (an optimistic holdout, labelled in the model's
+    metrics), and where none is stored yet — the archive is days behind, and the last holdout origins' targets
+    run past the training grid — the newest forecast of those hours as known at the run."""
+    from shared.forecasting.evaluate import perfect_provider
+
+    parts = [f[["ts", "temp_degc"]] for f in (wx.history, wx.future) if f is not None and len(f)]
+    fill = (pd.concat(parts, ignore_index=True).dropna().drop_duplicates("ts", keep="last").sort_values("ts")
+            if parts else None)
+    step = pd.Timedelta(minutes=settings.forecast_resolution_min)
+    return perfect_provider(train_grid[["ts", "temp_degc"]], pd.Timedelta(hours=24 * LEVEL_BLOCKS), step, fill)
+
+
+def weather_days(grid: pd.DataFrame, resolution_min: int) -> float:
+    """Days of steps with both a valid value and realised weather (what a weather model trains on)."""
+    if "hdd_smooth" not in grid:
+        return 0.0
+    ok = grid["value"].notna() & grid["hdd_smooth"].notna() & grid["cdd_smooth"].notna()
+    return float(ok.sum()) / (24 * 60 / resolution_min)
+
+
+def due_reason(store: Store, settings: Settings, current: dict[str, Any] | None, now: pd.Timestamp,
+               retrain_hours: float, detect_requests: bool = True) -> str:
+    """Why a model whose ``current`` pointer is given must be retrained now ('' = not due): none yet, older than
+    ``retrain_hours``, or (``detect_requests``) a retrain request from detect newer than it."""
+    if current is None:
+        return "no model"
+    trained_at = pd.Timestamp(current["trained_at"])
+    if now - trained_at >= pd.Timedelta(hours=retrain_hours):
+        return f"model older than {retrain_hours:g} h"
+    if detect_requests and retrain_requested_after(store, settings, trained_at):
+        return "retrain requested by detect"
+    return ""
+
+
+def training_plan(store: Store, settings: Settings, artifacts: Any, now: pd.Timestamp, *, weather_fresh: bool,
+                  weather_trainable: bool, force: bool = False) -> tuple[bool, str] | None:
+    """Which model this run trains, if any: ``(weather, reason)``; at most one per run (the training budget).
+
+    The weather-free model first when there is none (the safety net). Then the model the run issues — the weather
+    model while the weather is fresh (and there is realised weather to train it on), else the weather-free one —
+    on ``forecast_retrain_hours`` (and detect's requests; ``force``: now); then the standby model on
+    ``forecast_standby_retrain_hours``. With ``forecast_weather`` off: the weather-free model only, as before.
+    """
+    plain = artifacts.current(series_key(settings))
+    use_weather = settings.forecast_weather and weather_fresh and weather_trainable
+    if force:
+        return (plain is not None and use_weather), "requested"
+    if plain is None:
+        return False, "no model"
+    if not settings.forecast_weather:
+        why = due_reason(store, settings, plain, now, settings.forecast_retrain_hours)
+        return (False, why) if why else None
+    order = [(use_weather, settings.forecast_retrain_hours, True),
+             (not use_weather, settings.forecast_standby_retrain_hours, False)]
+    for weather, hours, requests in order:
+        if weather and not weather_trainable:
+            continue
+        current = artifacts.current(weather_series_key(settings)) if weather else plain
+        why = due_reason(store, settings, current, now, hours, detect_requests=requests)
+        if why:
+            return weather, why if requests else f"standby: {why}"
+    return None
+
+
 def maybe_train(store: Store, settings: Settings, artifacts: Any, grid: pd.DataFrame, now: pd.Timestamp,
-                force: bool = False) -> dict[str, Any]:
-    """Train if due; store the new version; move ``current`` only if not worse on the holdout."""
+                force: bool = False, *, weather: bool = False, reason: str | None = None,
+                holdout_weather: Any | None = None) -> dict[str, Any]:
+    """Train if due (``reason`` given: train now, for that reason); store the new version; move ``current`` only if
+    not worse on the holdout. ``weather``: the weather model (``grid`` carries the realised weather columns), kept
+    under :func:`weather_series_key`, its holdout scored with ``holdout_weather`` (a WeatherProvider,
+    :func:`holdout_weather_provider`); otherwise the weather-free model under :func:`series_key`."""
     from shared.forecasting import registry
 
-    series = series_key(settings)
+    series = weather_series_key(settings) if weather else series_key(settings)
     current = artifacts.current(series)
-    reason = ""
-    if force:
-        reason = "requested"
-    elif current is None:
-        reason = "no model"
-    else:
-        trained_at = pd.Timestamp(current["trained_at"])
-        if now - trained_at >= pd.Timedelta(hours=settings.forecast_retrain_hours):
-            reason = f"model older than {settings.forecast_retrain_hours:g} h"
-        elif retrain_requested_after(store, settings, trained_at):
-            reason = "retrain requested by detect"
+    if reason is None:
+        reason = "requested" if force else due_reason(store, settings, current, now, settings.forecast_retrain_hours)
     if not reason:
         return {"trained": False}
     t0 = time.perf_counter()
-    model, hold = train_and_calibrate(grid, settings)
+    model, hold = train_and_calibrate(grid, settings, model_config(settings, weather=weather),
+                                      **({"weather": holdout_weather} if weather and holdout_weather else {}))
     train_s = round(time.perf_counter() - t0, 2)
     # sortable by training time; the random suffix keeps two trainings at the same (simulated) instant apart
     version = now.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
@@ -465,8 +672,12 @@ def maybe_train(store: Store, settings: Settings, artifacts: Any, grid: pd.DataF
     if current is not None:
         try:
             cur_model = cached_model(artifacts, series, current["version"])
-            # the current model as it is issued (its own combination with naive) on the same holdout
-            cur_mape = holdout_metrics(issue(cur_model, grid, holdout_origins(h0, h1)), grid, h1)["mape"]
+            # the current model as it is issued (its own combination with naive) on the same holdout (a weather
+            # model with the realised weather of the holdout, as the new one was scored)
+            origins = holdout_origins(h0, h1)
+            extra = ({"weather": holdout_weather_features(grid, origins, cur_model.config, holdout_weather)[0]}
+                     if weather else {})
+            cur_mape = holdout_metrics(issue(cur_model, grid, origins, **extra), grid, h1)["mape"]
         except (ArtifactError, ModelError, KeyError, ValueError) as exc:
             reason = f"{reason}; current model unusable ({exc})"
     decision, why = promotion_decision(new_mape, cur_mape, naive_mape, settings.forecast_accept_tolerance,
@@ -486,16 +697,18 @@ def maybe_train(store: Store, settings: Settings, artifacts: Any, grid: pd.DataF
         "decision": decision,
         "decision_reason": why,
         "series": series,
+        "weather": weather,
     }
     registry.save_model(artifacts, series, version, model, meta)
     if decision == "promoted":
         artifacts.set_current(series, version, meta)
         with _cache_lock:
-            _cache.clear()
+            _forget(series)
             _cache[f"{series}/{version}"] = model
     log_event(log, "model_trained", version=version, decision=decision, reason=why, train_s=train_s,
               holdout_mape=new_mape, current_mape=cur_mape)
-    return {"trained": True, "train_reason": reason, "version": version, "decision": decision, "reason": why,
+    return {"trained": True, "model": "weather" if weather else "weather_free", "train_reason": reason,
+            "version": version, "decision": decision, "reason": why,
             "train_s": train_s,
             "holdout_mape": new_mape, "current_holdout_mape": cur_mape, "naive_holdout_mape": naive_mape}
 
@@ -522,31 +735,44 @@ def run_forecast(store: Store, settings: Settings, artifacts_factory: Any, now: 
     grid = load_grid(store, settings, start, now_ts + pd.Timedelta(minutes=1))
     res.details["points"] = int(grid["value"].notna().sum())
     problem = input_problem(grid, now_ts, settings)
+    wx = weather_inputs(store, settings, grid, now_ts)
+    weather_status = wx.status
     fc: pd.DataFrame | None = None
     version = ""
     fallback_reason = problem
     if not problem:
         try:
             artifacts = artifacts_factory()
+            wgrid = with_weather(grid, wx.history) if settings.forecast_weather else grid
             if train:
-                try:
-                    res.trained = maybe_train(store, settings, artifacts, grid, now_ts, force=force_train)
-                except (ModelError, ValueError, KeyError, RuntimeError) as exc:
-                    # a failed training must not stop the forecast from the current model
-                    res.trained = {"trained": False, "error": f"{type(exc).__name__}: {exc}"}
-                    log_event(log, "training_failed", logging.ERROR, error=str(exc))
-            current = artifacts.current(series_key(settings))
-            if current is None:
-                fallback_reason = "no model"
-            else:
-                version = current["version"]
-                try:
-                    past: pd.DataFrame | None = recent_forecasts(store, settings, now_ts)
-                except StoreError as exc:  # the holdout calibration still gives intervals
-                    past = None
-                    log_event(log, "recent_forecasts_unreadable", logging.WARNING, error=str(exc))
-                fc = predict_current(cached_model(artifacts, series_key(settings), version), grid, now_ts, settings,
-                                     past=past)
+                train_grid = weather_training_grid(grid, wx.history) if settings.forecast_weather else grid
+                trainable = (weather_days(train_grid, settings.forecast_resolution_min)
+                             >= settings.forecast_model_min_history_days)
+                plan = training_plan(store, settings, artifacts, now_ts, weather_fresh=not wx.status,
+                                     weather_trainable=trainable, force=force_train)
+                res.trained = {"trained": False}
+                if plan is not None:
+                    weather, reason = plan
+                    try:
+                        res.trained = maybe_train(
+                            store, settings, artifacts, train_grid if weather else grid, now_ts, weather=weather,
+                            reason=reason, holdout_weather=holdout_weather_provider(train_grid, wx, settings)
+                            if weather else None)
+                    except (ModelError, ValueError, KeyError, RuntimeError) as exc:
+                        # a failed training must not stop the forecast from the current model
+                        res.trained = {"trained": False, "model": "weather" if weather else "weather_free",
+                                       "error": f"{type(exc).__name__}: {exc}"}
+                        log_event(log, "training_failed", logging.ERROR, error=str(exc), weather=weather)
+            if not wx.status:  # fresh weather covering every target: the weather model, when there is one
+                fc, version, weather_status = _predict_weather(store, settings, artifacts, wgrid, now_ts, wx)
+            if fc is None:
+                current = artifacts.current(series_key(settings))
+                if current is None:
+                    fallback_reason = "no model"
+                else:
+                    version = current["version"]
+                    fc = predict_current(cached_model(artifacts, series_key(settings), version), grid, now_ts,
+                                         settings, past=_recent(store, settings, now_ts, weather_used=False))
         except ArtifactError as exc:
             fallback_reason = f"artifact store unavailable: {exc}"
         except (ModelError, ValueError, KeyError, RuntimeError) as exc:
@@ -558,20 +784,65 @@ def run_forecast(store: Store, settings: Settings, artifacts_factory: Any, now: 
         fc = fallback_forecast(grid, now_ts, settings)
         res.quality, res.fallback_reason, version = "fallback", fallback_reason or "unknown", ""
         log_event(log, "fallback_forecast", logging.WARNING, reason=res.fallback_reason)
+    if res.quality == "fallback" and weather_status in ("", "used", "no_model", "failed"):
+        weather_status = "unused"  # seasonal naive: no model, so no weather, whatever the feed's state
+    weather_status = weather_status or "no_model"
+    _weather_metrics(settings, weather_status, wx, now_ts)
+    if weather_status not in ("used", "off"):
+        log_event(log, "forecast_without_weather", logging.WARNING, weather_status=weather_status, reason=wx.reason)
     rows = forecast_rows(fc, run_id=run_id, model_version=version, issued_at=now_ts, settings=settings,
-                         quality=res.quality, fallback_reason=res.fallback_reason)
+                         quality=res.quality, fallback_reason=res.fallback_reason, weather_status=weather_status)
     res.rows = store.insert_df("forecasts", rows, dedup_token=f"forecast-{run_id}")
     res.details.update({"quality": res.quality, "fallback_reason": res.fallback_reason, "model_version": version,
                         "origin": rows["origin"].iloc[0].isoformat(), "last_target": rows["ts"].iloc[-1].isoformat(),
-                        "trained": res.trained})
+                        "trained": res.trained, "weather_status": weather_status, **wx.details(now_ts)})
     return res
 
 
+def _predict_weather(store: Store, settings: Settings, artifacts: Any, wgrid: pd.DataFrame, now: pd.Timestamp,
+                     wx: WeatherInputs) -> tuple[pd.DataFrame | None, str, str]:
+    """The weather model's forecast with the weather known at the run: (forecast, version, 'used'), or (None, '',
+    'no_model' | 'failed') — the caller then issues the weather-free model. An unreachable artifact store raises
+    (ArtifactError: the run falls back as for the weather-free model)."""
+    key = weather_series_key(settings)
+    current = artifacts.current(key)
+    if current is None:
+        wx.reason = "no weather model yet"
+        return None, "", "no_model"
+    try:
+        model = cached_model(artifacts, key, current["version"])
+        fc = predict_current(model, wgrid, now, settings, past=_recent(store, settings, now, weather_used=True),
+                             weather=wx.future)
+    except (ModelError, ValueError, KeyError, RuntimeError) as exc:
+        wx.reason = f"weather model failed: {type(exc).__name__}: {exc}"
+        log_event(log, "weather_model_failed", logging.ERROR, error=str(exc))
+        return None, "", "failed"
+    return fc, str(current["version"]), "used"
+
+
+def _recent(store: Store, settings: Settings, now: pd.Timestamp, weather_used: bool) -> pd.DataFrame | None:
+    try:
+        return recent_forecasts(store, settings, now, weather_used=weather_used)
+    except StoreError as exc:  # the holdout calibration still gives intervals
+        log_event(log, "recent_forecasts_unreadable", logging.WARNING, error=str(exc))
+        return None
+
+
+def _weather_metrics(settings: Settings, status: str, wx: WeatherInputs, now: pd.Timestamp) -> None:
+    for s in WEATHER_STATUSES:
+        FORECAST_WEATHER_STATUS.labels(status=s).set(1.0 if s == status else 0.0)
+    FORECAST_WEATHER_AGE.set((now - wx.issued_at).total_seconds() if wx.issued_at is not None else float("nan"))
+    if settings.forecast_weather and status != "used":
+        FORECAST_WEATHER_DEGRADED.labels(status=status).inc()
+
+
 def predict_current(model: Any, grid: pd.DataFrame, now: pd.Timestamp, settings: Settings,
-                    past: pd.DataFrame | None = None) -> pd.DataFrame:
+                    past: pd.DataFrame | None = None, weather: pd.DataFrame | None = None) -> pd.DataFrame:
     """7 local days ahead from the model (combined with seasonal naive per lead day), origin = the step after
     the newest observation. ``past``: forecasts issued recently (``origin, ts, yhat, lead_day``) whose errors set
-    the adaptive intervals (:func:`shared.forecasting.combine.adaptive_calibration`); None = holdout calibration."""
+    the adaptive intervals (:func:`shared.forecasting.combine.adaptive_calibration`); None = holdout calibration.
+    ``weather`` (a weather model): the weather path known at the run (``ts`` + WEATHER_COLUMNS, covering every
+    target); ``grid`` then carries the past weather columns."""
     last = grid.dropna(subset=["value"])["ts"].max()
     targets = forecast_targets(last, now, settings.forecast_resolution_min, settings.forecast_horizon_days)
     step = pd.Timedelta(minutes=settings.forecast_resolution_min)
@@ -579,26 +850,31 @@ def predict_current(model: Any, grid: pd.DataFrame, now: pd.Timestamp, settings:
     if past is not None:
         cal = combine.adaptive_calibration(past, grid, targets[0], settings.forecast_interval_level,
                                            settings.forecast_conformal_days, model.calibration)
-    fc = issue(model, grid, [targets[0]], horizon_end=targets[-1] - targets[0] + step, calibration=cal)
+    extra: dict[str, Any] = {}
+    if weather is not None:  # the interface's long frame: origin, ts, WEATHER_COLUMNS for this run's targets
+        wx = weather[pd.DatetimeIndex(weather["ts"]).isin(targets)].drop_duplicates("ts")
+        extra["weather"] = wx.assign(origin=targets[0])[["origin", "ts", *WEATHER_COLUMNS]].reset_index(drop=True)
+    fc = issue(model, grid, [targets[0]], horizon_end=targets[-1] - targets[0] + step, calibration=cal, **extra)
     fc = fc[fc["ts"].isin(targets)]
     if len(fc) != len(targets) or fc["yhat"].isna().any():
         raise ModelError(f"model returned {len(fc)} of {len(targets)} steps or NaN values")
     return fc[["ts", "yhat", "lower", "upper", "yhat_source", "model_weight"]].reset_index(drop=True)
 
 
-def recent_forecasts(store: Store, settings: Settings, now: pd.Timestamp) -> pd.DataFrame:
+def recent_forecasts(store: Store, settings: Settings, now: pd.Timestamp, weather_used: bool = False) -> pd.DataFrame:
     """Model forecasts issued over the last ``forecast_conformal_days`` at the same UTC hour as ``now`` (one run
     a day, like the holdout's daily origins), as ``origin, ts, yhat, lead_day, lower, upper`` — the adaptive
-    intervals' errors and the coverage the issued intervals had."""
+    intervals' errors and the coverage the issued intervals had. Only runs of the same kind: the weather model's
+    (``weather_used``) or the weather-free model's — their errors differ, so each gets intervals from its own."""
     step = pd.Timedelta(minutes=settings.forecast_resolution_min)
     df = store.query_df(
         "select origin, ts, yhat, lower, upper from {db:Identifier}.forecasts "
         "where source = {s:String} and metric = {m:String} "
         "and quality = 'model' and issued_at >= {a:DateTime64(3, 'UTC')} and issued_at < {b:DateTime64(3, 'UTC')} "
-        "and toHour(issued_at) = {h:UInt8} order by origin, ts",
+        "and toHour(issued_at) = {h:UInt8} and (weather_status = 'used') = {w:Bool} order by origin, ts",
         {"s": settings.series_source, "m": settings.series_metric,
          "a": (now - pd.Timedelta(days=settings.forecast_conformal_days)).to_pydatetime(), "b": now.to_pydatetime(),
-         "h": int(now.hour)},
+         "h": int(now.hour), "w": weather_used},
     )
     if df.empty:
         return pd.DataFrame(columns=["origin", "ts", "yhat", "lead_day", "lower", "upper"])
