@@ -150,3 +150,39 @@ def test_bad_weather_settings_fail_at_start_up_naming_the_variable(monkeypatch: 
             settings_mod.get_settings()
     finally:
         settings_mod.get_settings.cache_clear()
+
+
+def test_training_plan_trains_one_model_per_run(store: Store, settings: Settings, tmp_path: Path) -> None:
+    """Which model a run trains (no training here: pointers to stored versions on the real local artifact store)."""
+    art = LocalArtifactStore(tmp_path / "plan")
+    now = pd.Timestamp(NOW)
+
+    def promote(key: str, hours_old: float) -> None:
+        version = f"v{hours_old:g}h"
+        art.save_version(key, version, {"model.json": b"{}"},
+                         {"trained_at": (now - pd.Timedelta(hours=hours_old)).isoformat()})
+        art.set_current(key, version)
+
+    def plan(fresh: bool = True, trainable: bool = True, **kw: object) -> tuple[bool, str] | None:
+        s = settings.model_copy(update=kw) if kw else settings
+        return service.training_plan(store, s, art, now, weather_fresh=fresh, weather_trainable=trainable)
+
+    plain, weather = service.series_key(settings), service.weather_series_key(settings)
+    assert plan() == (False, "no model")  # the safety net first, even with fresh weather
+    promote(plain, 1)
+    assert plan() == (True, "no model")  # then the weather model the run will issue
+    assert plan(trainable=False) is None  # no realised weather to train it on: nothing to do
+    assert plan(fresh=False) == (True, "standby: no model")  # feed down: the weather model is the standby
+    promote(weather, 1)
+    assert plan() is None and plan(fresh=False) is None
+    promote(weather, 30)  # the model in use is older than forecast_retrain_hours (24 h)
+    assert plan() == (True, "model older than 24 h")
+    assert plan(fresh=False) is None  # as the standby it is young enough (168 h)
+    promote(plain, 30)
+    assert plan(fresh=False) == (False, "model older than 24 h")
+    assert plan() == (True, "model older than 24 h")  # one model per run: the one in use first
+    promote(weather, 1)
+    assert plan() is None  # the weather-free standby is 30 h old < 168 h
+    promote(plain, 200)
+    assert plan() == (False, "standby: model older than 168 h")
+    assert plan(forecast_weather=False) == (False, "model older than 24 h")  # weather off: as before
