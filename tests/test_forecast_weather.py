@@ -90,7 +90,8 @@ def test_weather_model_used_when_fresh_else_the_weather_free_model_flagged(store
     used = _rows(store, "run-2")
     assert set(used["weather_status"]) == {"used"} and set(used["quality"]) == {"model"}
     assert set(used["model_version"]) == {second.model_version}
-    assert artifacts.current(service.weather_series_key(wx_settings))["version"] == second.model_version
+    current = artifacts.current(service.weather_series_key(wx_settings))
+    assert current is not None and current["version"] == second.model_version
     assert second.details["weather_issued_at"] == pd.Timestamp(ISSUED_1).isoformat()
     # nothing is due two hours later: no training
     assert _run(store, wx_settings, artifacts, "run-3", NOW.replace(hour=12)).trained == {"trained": False}
