@@ -148,7 +148,9 @@ DEPLOYED_APPROXIMATIONS = [
     "the training-data gate runs once over the whole series, so a flatline's first values are rejected from its "
     "start (production's gate sees a run only once it is 4 steps long)",
     "points detect flagged are not removed from the forecast input (production drops open anomalies): the "
-    "replayed forecasts see the injected anomalies, which can only make them worse",
+    "replayed forecasts see the injected anomalies (a level shift moves the nowcast and the recent residual)",
+    "the model forecasts 30-min steps; detect interpolates them to 15 min (service.forecast_deltas), as in "
+    "production",
     "a value for ts is published at ts + 15 min (the evaluation's publication model), so an issue at hh:07 starts "
     "at hh:00 with data up to hh-1:30 on the 30-min grid",
 ]
