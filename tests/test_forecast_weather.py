@@ -187,3 +187,9 @@ def test_training_plan_trains_one_model_per_run(store: Store, settings: Settings
     promote(plain, 200)
     assert plan() == (False, "standby: model older than 168 h")
     assert plan(forecast_weather=False) == (False, "model older than 24 h")  # weather off: as before
+    # a weather model the promotion rule rejected an hour ago is not retried at every run
+    art = LocalArtifactStore(tmp_path / "rejected")
+    promote(plain, 1)
+    art.save_version(weather, "rejected", {"model.json": b"{}"},
+                     {"trained_at": (now - pd.Timedelta(hours=1)).isoformat(), "decision": "rejected"})
+    assert plan() is None

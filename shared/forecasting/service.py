@@ -638,6 +638,11 @@ def training_plan(store: Store, settings: Settings, artifacts: Any, now: pd.Time
         if weather and not weather_trainable:
             continue
         current = artifacts.current(weather_series_key(settings)) if weather else plain
+        if weather and current is None:
+            # no weather model promoted yet: the newest attempt (a version the promotion rule rejected) counts, so a
+            # weather model worse than naive is retried on the model's schedule, not at every run
+            tried = [m for m in artifacts.list_models(weather_series_key(settings)) if m.get("trained_at")]
+            current = max(tried, key=lambda m: str(m["trained_at"])) if tried else None
         why = due_reason(store, settings, current, now, hours, detect_requests=requests)
         if why:
             return weather, why if requests else f"standby: {why}"
