@@ -33,6 +33,7 @@ as simulated time passes.
 from __future__ import annotations
 
 import time
+from collections.abc import Container
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -105,8 +106,9 @@ def _int(text: str | None, name: str, default: int, lo: int, hi: int) -> int:
     return value
 
 
-def _common(params: Any) -> tuple[list[float], list[float], list[str], list[str]]:
-    """Locations, requested hourly variables and models (validated as the API does)."""
+def _common(params: Any, known_models: Container[str]) -> tuple[list[float], list[float], list[str], list[str]]:
+    """Locations, requested hourly variables and models (validated as the API does; ``known_models``: the
+    models the endpoint serves)."""
     lat = _floats(params.get("latitude"), "latitude", -90, 90)
     lon = _floats(params.get("longitude"), "longitude", -180, 180)
     if len(lat) != len(lon):
@@ -119,6 +121,9 @@ def _common(params: Any) -> tuple[list[float], list[float], list[str], list[str]
     if tz not in ("UTC", "GMT"):
         raise ValueError("the replay serves timezone=UTC or GMT only")
     models = [m for m in (params.get("models") or "best_match").split(",") if m]
+    bad = [m for m in models if m not in known_models]
+    if bad:
+        raise ValueError(f"Cannot initialize MultiDomains from invalid String value {bad[0]}")
     return lat, lon, hourly, models
 
 
@@ -152,12 +157,9 @@ def create_weather_replay_app(weather_dir: Path = WEATHER_DIR) -> FastAPI:
         t0 = time.perf_counter()
         params = request.query_params
         try:
-            lat, lon, hourly, models = _common(params)
+            lat, lon, hourly, models = _common(params, FORECAST_HOURS)
             past = _int(params.get("past_days"), "past_days", 0, 0, 92)
             days = _int(params.get("forecast_days"), "forecast_days", 7, 0, 16)
-            bad = [m for m in models if m not in FORECAST_HOURS]
-            if bad:
-                raise ValueError(f"Cannot initialize MultiDomains from invalid String value {bad[0]}")
         except ValueError as exc:
             return _error(str(exc))
         now = pd.Timestamp(clock.now())
@@ -176,10 +178,7 @@ def create_weather_replay_app(weather_dir: Path = WEATHER_DIR) -> FastAPI:
         t0 = time.perf_counter()
         params = request.query_params
         try:
-            lat, lon, hourly, models = _common(params)
-            bad = [m for m in models if m not in ARCHIVE_DELAY_HOURS]
-            if bad:
-                raise ValueError(f"Cannot initialize MultiDomains from invalid String value {bad[0]}")
+            lat, lon, hourly, models = _common(params, ARCHIVE_DELAY_HOURS)
             try:
                 first = pd.Timestamp(params["start_date"], tz="UTC")
                 last = pd.Timestamp(params["end_date"], tz="UTC")
