@@ -121,6 +121,15 @@ def test_weather_model_used_when_fresh_else_the_weather_free_model_flagged(store
                train=False)
     assert set(_rows(store, "run-short")["weather_status"]) == {"incomplete"} and far.quality == "model"
 
+    # failed: a weather model whose files do not load → the weather-free model, flagged
+    key = service.weather_series_key(wx_settings)
+    artifacts.save_version(key, "broken", {"model.json": b"not a model"}, {"trained_at": pd.Timestamp(NOW).isoformat()})
+    artifacts.set_current(key, "broken")
+    broken = _run(store, wx_settings, artifacts, "run-failed", train=False)
+    rows = _rows(store, "run-failed")
+    assert set(rows["weather_status"]) == {"failed"} and broken.quality == "model"
+    np.testing.assert_allclose(rows["yhat"], ref["yhat"], rtol=1e-9)
+
     # the query API's forecast endpoint says which
     resp = forecast_run(store, ForecastParams(source=wx_settings.series_source, metric=wx_settings.series_metric,
                                               run_id="run-2"))

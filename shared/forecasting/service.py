@@ -170,15 +170,24 @@ def holdout_weather_features(grid: pd.DataFrame, origins: pd.DatetimeIndex, cfg:
     """The weather features known at each origin for its targets (``origin, ts, *WEATHER_COLUMNS``), and a label.
 
     Realised temperature: ``grid``'s ``temp_degc`` before each origin; after it ``weather(origins)`` or, without a
-    provider, the realised temperature itself (labelled: a perfect forecast).
+    provider, the realised temperature itself (labelled: a perfect forecast). Without a provider, targets after the
+    newest realised value (past the grid's end, so past the holdout, never scored) repeat that value: every holdout
+    origin gets a full horizon.
     """
     from shared.weather.features import features_for_origins
 
     realised = grid[["ts", "temp_degc"]]
     if weather is None:
         horizon = pd.Timedelta(hours=24 * LEVEL_BLOCKS)
-        fc = pd.concat([realised[(realised["ts"] >= o) & (realised["ts"] < o + horizon)].assign(origin=o)
-                        for o in origins], ignore_index=True)
+        step = pd.Timedelta(minutes=cfg.resolution_min)
+        r = realised.dropna(subset=["temp_degc"])
+        known = pd.Series(r["temp_degc"].to_numpy(dtype=float), index=pd.DatetimeIndex(r["ts"]))  # no grid attrs
+        idx = pd.date_range(origins.min(), origins.max() + horizon, freq=step, tz="UTC")
+        path = known.reindex(idx)
+        if len(known):
+            path[idx > known.index.max()] = float(known.iloc[-1])
+        fc = pd.concat([path[(idx >= o) & (idx < o + horizon)].rename("temp_degc").rename_axis("ts").reset_index()
+                        .assign(origin=o) for o in origins], ignore_index=True)
         label = "realised temperature used as the forecast (perfect forecast: optimistic holdout)"
     else:
         fc, label = weather(origins), "weather provider (forecast known at each origin)"
@@ -818,7 +827,9 @@ def _predict_weather(store: Store, settings: Settings, artifacts: Any, wgrid: pd
         model = cached_model(artifacts, key, current["version"])
         fc = predict_current(model, wgrid, now, settings, past=_recent(store, settings, now, weather_used=True),
                              weather=wx.future)
-    except (ModelError, ValueError, KeyError, RuntimeError) as exc:
+    except ArtifactError:
+        raise
+    except Exception as exc:  # noqa: BLE001 — whatever the weather path raises, the weather-free model is issued
         wx.reason = f"weather model failed: {type(exc).__name__}: {exc}"
         log_event(log, "weather_model_failed", logging.ERROR, error=str(exc))
         return None, "", "failed"
