@@ -3,7 +3,9 @@ and the weather-free model untouched by weather inputs. Tiny epochs: behaviour, 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,8 +21,9 @@ from shared.forecasting.evaluate import (
     t2m_error_sd,
     with_weather,
 )
-from shared.settings import REPO_ROOT
+from shared.settings import REPO_ROOT, Settings
 from shared.weather.features import WEATHER_COLUMNS, features_for_origins
+from tests.fixtures_forecast import fast_model_settings
 
 TINY = fm.ModelConfig(epochs=2, batch_size=128, level_epochs=3, level_lags=7, torch_threads=1, level_seeds=2)
 STEP = pd.Timedelta(minutes=30)
@@ -115,3 +118,23 @@ def test_simulated_provider_is_seeded_and_grows_with_lead(data: dict) -> None:
     assert not np.allclose(simulated_provider(real, HORIZON, STEP, 2, False)(origins)["temp_degc"], a["temp_degc"])
     sd = t2m_error_sd(np.array([1.0, 3.0, 6.0, 7.0]))
     assert sd[1] == pytest.approx(1.6) and sd[2] == pytest.approx(2.3) and np.all(np.diff(sd) > 0)
+
+
+@pytest.fixture
+def fc_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Settings]:
+    yield from fast_model_settings(monkeypatch, tmp_path)
+
+
+def test_train_and_calibrate_weather_model_on_a_grid_ending_with_the_data(data: dict, fc_settings: Settings) -> None:
+    """Production's training grid ends at the newest realised step: the holdout's last origins reach past it."""
+    from shared.forecasting import service
+
+    gw = data["gw"]
+    train = gw[gw["ts"] < "2022-04-01"]
+    cfg = replace(service.model_config(fc_settings), weather=True, weather_smoothed_input=True, level_seeds=1)
+    model, hold = service.train_and_calibrate(train, fc_settings, cfg)
+    assert model.config.weather
+    assert hold["metrics"]["mape"] is not None and "perfect" in hold["metrics"]["holdout_weather"]
+    p = perfect_provider(data["real"], HORIZON, STEP)
+    _, hold_p = service.train_and_calibrate(train, fc_settings, cfg, weather=p)
+    assert hold_p["metrics"]["holdout_weather"].startswith("weather provider")

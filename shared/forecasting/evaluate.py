@@ -15,6 +15,13 @@
   (``rte_j1``, D+1); invalid actuals are skipped and counted.
 * Writes ``DIR/forecast_eval.json`` and ``.png`` (``--years``: ``forecast_eval_<year>.*`` and
   ``forecast_eval_years.json``), strict JSON (no NaN/Infinity).
+* ``--weather`` (issue #12, what weather is worth; :func:`weather_evaluation`): the weather model trained on the
+  shipped realised temperature (Enedis smoothed, from 2020-01-09), issued with (a) the realised temperature as its
+  forecast — a perfect forecast, an UPPER BOUND, not comparable with RTE's J-1 — and (b) the realised temperature
+  plus simulated forecast errors from published verification scores (several seeds: mean and spread), next to
+  (c) the weather-free product on the same origins: ``DIR/forecast_eval_weather[_<year>].json`` and a table.
+  :func:`backtest` takes any ``WeatherProvider`` (origins → the temperature forecast known at each origin), e.g. the
+  store's as-of reads.
 """
 
 from __future__ import annotations
