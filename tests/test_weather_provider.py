@@ -80,3 +80,23 @@ def test_backtest_with_stored_forecasts_against_the_weather_free_model(store: St
     for name in ("powersense_weather_store", "weather_free", "seasonal_naive"):
         assert report["models"][name]["D+1"]["mape"] is not None
     assert report["retrains"]["weather"][0]["decision"] == "promoted"
+
+
+def test_command_refuses_a_period_without_stored_forecasts(tmp_path: Path) -> None:
+    """``python -m shared evaluate-weather-store`` on an empty store: one clear line, exit status 2."""
+    import os
+    import subprocess
+    import sys
+
+    from shared.settings import REPO_ROOT
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POWERSENSE_")}
+    env.update(POWERSENSE_CHDB_PATH=str(tmp_path / "chdb"), POWERSENSE_ARTIFACTS_DIR=str(tmp_path / "a"),
+               POWERSENSE_SECRETS_DIR=str(tmp_path / "secrets"))
+    out = subprocess.run([sys.executable, "-m", "shared", "evaluate-weather-store", "--test-start", "2025-01-01",
+                          "--test-end", "2025-01-08", "--out", str(tmp_path / "reports")],
+                         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "evaluate-weather-store: error:" in out.stderr
+    assert "no stored temperature forecast covering D+7" in out.stderr
+    assert not (tmp_path / "reports").exists()
