@@ -307,11 +307,6 @@ def input_problem(grid: pd.DataFrame, now: pd.Timestamp, settings: Settings) -> 
 
 
 # --- I/O ---------------------------------------------------------------------------------------------
-def _table_exists(store: Store, name: str) -> bool:
-    return bool(store.scalar(
-        "select count() from system.tables where database = {db:String} and name = {t:String}", {"t": name}))
-
-
 def check_features_resolution(store: Store, settings: Settings) -> None:
     """Fail with ConfigurationError when featurize writes the series at other resolutions than the forecast's.
 
@@ -413,25 +408,14 @@ def load_grid(store: Store, settings: Settings, start: pd.Timestamp, end: pd.Tim
 
 
 def retrain_requested_after(store: Store, settings: Settings, trained_at: pd.Timestamp) -> bool:
-    """True when detect recorded a retrain request newer than the model (model_metrics, if it exists)."""
-    if not _table_exists(store, "model_metrics"):
-        return False
-    try:
-        cols = {r[0] for r in store.query_rows(
-            "select name from system.columns where database = {db:String} and table = 'model_metrics'")}
-        time_col = next((c for c in ("computed_at", "created_at", "ts", "inserted_at") if c in cols), None)
-        if "kind" not in cols or time_col is None:
-            return False
-        series_filter = " and source = {s:String} and metric = {m:String}" if {"source", "metric"} <= cols else ""
-        n = store.scalar(
-            f"select count() from {{db:Identifier}}.model_metrics where kind = 'retrain_request' "
-            f"and {time_col} > {{t:DateTime64(3, 'UTC')}}{series_filter}",
-            {"t": trained_at.to_pydatetime(), "s": settings.series_source, "m": settings.series_metric},
-        )
-        return bool(n)
-    except StoreError as exc:
-        log_event(log, "model_metrics_unreadable", logging.WARNING, error=str(exc))
-        return False
+    """True when detect recorded a retrain request for this series newer than the model (``model_metrics``,
+    ch/init/030: the DDL is applied before first use, so a missing table is a real schema error and raises)."""
+    n = store.scalar(
+        "select count() from {db:Identifier}.model_metrics where kind = 'retrain_request' "
+        "and computed_at > {t:DateTime64(3, 'UTC')} and source = {s:String} and metric = {m:String}",
+        {"t": trained_at.to_pydatetime(), "s": settings.series_source, "m": settings.series_metric},
+    )
+    return bool(n)
 
 
 # --- model cache (one load per process and version) ------------------------------------------------------
