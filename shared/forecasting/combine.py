@@ -9,9 +9,11 @@ than naive, by construction. Each forecast row says which source its lead day us
 
 **Adaptive intervals.** The 80 % bounds are conformal quantiles of the *relative errors of the forecasts
 actually issued* over the last ``forecast_conformal_days`` days, per lead day, using only targets whose
-actual is known at the new origin — so they widen after a bad week and narrow again as actuals arrive,
-instead of a static quantile from one holdout. Where too few recent forecasts exist for a lead day
-(fewer than ``MIN_ORIGINS`` origins: a new install, a new series), the model's holdout calibration is used.
+actual is known at the new origin, each origin's errors weighted by its age (half-life
+``ERROR_HALF_LIFE_DAYS``) — so they follow the season and widen after a bad week, instead of a static
+quantile from one holdout — then widened or narrowed by the coverage the issued intervals actually had over
+the window (``ACI_GAMMA``). Where too few recent forecasts exist for a lead day (fewer than ``MIN_ORIGINS``
+origins: a new install, a new series), the model's holdout calibration is used.
 """
 
 from __future__ import annotations
@@ -24,7 +26,10 @@ from shared.forecasting import baseline
 WEIGHTS = np.round(np.linspace(0.0, 1.0, 11), 2)
 MIN_ORIGINS = 7  # distinct recent origins per lead day before their errors replace the holdout calibration
 MIN_POINTS = 24
-ACI_GAMMA = 0.3  # log-width step per resolved origin and unit of excess miscoverage (see adaptive_calibration)
+# Intervals (see adaptive_calibration). Chosen on the 2019–2021 backtests and checked on 2022–2023
+# (bench/intervals.py replays the interval step over captured issued forecasts):
+ERROR_HALF_LIFE_DAYS = 7.0  # age weight of a past origin's errors: 0.5 ** (age in days / half-life)
+ACI_GAMMA = 1.0  # log-width step per resolved origin and unit of excess miscoverage
 ACI_SCALE = (0.5, 3.0)  # bounds of the width factor
 
 
@@ -93,23 +98,42 @@ def apply_weights(fc: pd.DataFrame, naive: np.ndarray, weights: dict[str, dict[s
     return fc
 
 
+def weighted_quantiles(x: np.ndarray, w: np.ndarray, qs: list[float]) -> np.ndarray:
+    """Quantiles ``qs`` of ``x`` under non-negative weights ``w``: the weighted empirical distribution with each
+    point at the middle of its own weight, linear in between (equal weights: Hazen's plotting positions)."""
+    o = np.argsort(x, kind="stable")
+    xs, ws = np.asarray(x, dtype=float)[o], np.asarray(w, dtype=float)[o]
+    cdf = (np.cumsum(ws) - 0.5 * ws) / ws.sum()
+    return np.interp(qs, cdf, xs)
+
+
 def adaptive_calibration(past: pd.DataFrame, actual: pd.DataFrame, as_of: pd.Timestamp, level: float,
                          window_days: int, fallback: dict[str, list[float]],
-                         gamma: float = ACI_GAMMA) -> dict[str, list[float]]:
+                         gamma: float = ACI_GAMMA,
+                         half_life_days: float | None = ERROR_HALF_LIFE_DAYS) -> dict[str, list[float]]:
     """Per lead day ``[q_lo, q_hi]`` of relative errors of forecasts issued in the last ``window_days``.
 
     ``past``: ``origin, ts, yhat, lead_day`` (and, where known, the issued ``lower, upper``) of issued forecasts;
     only targets before ``as_of`` (their actual is known then) from origins in ``[as_of − window_days, as_of)``
     count. Lead days with fewer than ``MIN_ORIGINS`` origins keep ``fallback`` (the holdout calibration).
 
-    The width adapts to the coverage the issued intervals actually had (in the spirit of adaptive conformal
-    inference, Gibbs & Candès 2021, in a stateless windowed form): the window's quantiles are widened around their
-    median by ``exp(γ · Σ (miss_i − α))`` (bounded by ``ACI_SCALE``) over the origins of the window whose lead-day
-    block is fully observed, ``miss_i`` being the share of that block's actuals outside the interval issued then.
-    Recent errors are autocorrelated (weather regimes), so their plain quantiles under-cover the next days (2023,
-    naive errors: 43–81 % instead of 80 % per quarter); a run of misses widens the next intervals, a run of hits
-    narrows them. A multiplicative width is used rather than a shifted quantile level, whose reach ends at the
-    window's largest error.
+    Two parts, in the spirit of conformal PID control (Angelopoulos, Candès & Tibshirani 2023, "Conformal PID
+    Control for Time Series Prediction": a fast estimate of the score's level plus an integrator on the coverage
+    errors), both functions of the stored issued forecasts and the actuals only — production recomputes them
+    every hour from the same rows (stateless replay: no state is kept between runs):
+
+    * **base quantiles**: weighted quantiles of the relative errors, an origin of age ``a`` days weighing
+      ``0.5 ** (a / half_life_days)`` (non-exchangeable conformal prediction with fixed decaying weights, Barber,
+      Candès, Ramdas & Tibshirani 2023). The error scale of French load is seasonal (heating: winter errors are
+      2–3× summer's at D+7); an unweighted 91-day window lags it (2019–2023: Q2 over-covered, Q4 under-covered).
+      ``half_life_days=None``: equal weights.
+    * **width factor**: the base bounds are widened around their median by ``exp(γ · Σ (miss_i − α))`` (bounded by
+      ``ACI_SCALE``) over the window's origins whose lead-day block is fully observed, ``miss_i`` being the share
+      of that block's actuals outside the interval issued then (adaptive conformal inference, Gibbs & Candès
+      2021, in a windowed multiplicative form). Recent errors are autocorrelated (weather regimes last days), so
+      quantiles dominated by the last weeks under-cover; the integrator settles where the misses over the window
+      exceed ``α`` just enough to hold the factor that fixes that. A multiplicative width is used rather than a
+      shifted quantile level, whose reach ends at the window's largest error.
     """
     cal = {k: list(v) for k, v in fallback.items()}
     if past.empty:
@@ -121,7 +145,9 @@ def adaptive_calibration(past: pd.DataFrame, actual: pd.DataFrame, as_of: pd.Tim
     j = p.merge(actual[["ts", "value"]], on="ts", how="inner")
     j = j[np.isfinite(j["value"]) & np.isfinite(j["yhat"]) & (j["yhat"] != 0) & (j["value"] > 0)]
     alpha = 1 - level
-    rel = (j["value"] - j["yhat"]) / j["yhat"]
+    rel = ((j["value"] - j["yhat"]) / j["yhat"]).to_numpy(dtype=float)
+    age_days = ((as_of - pd.DatetimeIndex(j["origin"])) / pd.Timedelta(days=1)).to_numpy(dtype=float)
+    weight = np.ones(len(j)) if half_life_days is None else 0.5 ** (age_days / half_life_days)
     has_iv = {"lower", "upper"} <= set(j.columns)
     for k, idx in j.groupby("lead_day").indices.items():
         g = j.iloc[idx]
@@ -135,8 +161,6 @@ def adaptive_calibration(past: pd.DataFrame, actual: pd.DataFrame, as_of: pd.Tim
             if len(iv):
                 miss = (~((iv["value"] >= iv["lower"]) & (iv["value"] <= iv["upper"]))).groupby(iv["origin"]).mean()
                 scale = float(np.clip(np.exp(gamma * float((miss - alpha).sum())), ACI_SCALE[0], ACI_SCALE[1]))
-        r = rel.iloc[idx]
-        mid = float(r.median())
-        q_lo, q_hi = float(r.quantile(alpha / 2)), float(r.quantile(1 - alpha / 2))
-        cal[str(int(k))] = [mid + scale * (q_lo - mid), mid + scale * (q_hi - mid)]
+        q_lo, mid, q_hi = weighted_quantiles(rel[idx], weight[idx], [alpha / 2, 0.5, 1 - alpha / 2])
+        cal[str(int(k))] = [float(mid + scale * (q_lo - mid)), float(mid + scale * (q_hi - mid))]
     return cal
