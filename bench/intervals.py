@@ -69,9 +69,11 @@ def replay(years: list[int], out: Path | None) -> dict[int, dict[str, Any]]:
     — every other figure (MAPEs, naive, RTE, retrains) is the captured run's, and the report says so."""
     from shared.forecasting import evaluate
 
-    meta = json.loads((CACHE / "meta.json").read_text())
     reports: dict[int, dict[str, Any]] = {}
     for y in years:
+        # a year captured by another process (e.g. in a clean worktree) has its own meta beside it
+        own = CACHE / f"{y}.meta.json"
+        meta = json.loads((own if own.exists() else CACHE / "meta.json").read_text())
         with open(CACHE / f"{y}.pkl", "rb") as fh:
             item = pickle.load(fh)
         rep = json.loads((CACHE / "reports" / f"forecast_eval_{y}.json").read_text())
