@@ -15,7 +15,6 @@ from pydantic import BaseModel, Field
 from shared import clock
 from shared.app import RunResponse, create_app, invoke_stage, settings_dep, store_dep
 from shared.artifacts import get_artifact_store
-from shared.runs import Run
 from shared.settings import Settings
 from shared.store import Store
 
@@ -37,17 +36,12 @@ def invoke(
     settings: Settings = Depends(settings_dep),
 ) -> dict[str, Any]:
     """Run one forecast (train if due, then predict or fall back)."""
-    from shared.forecasting.service import run_forecast  # the ML stack loads on first call, not at import
+    from shared.forecasting.service import run_forecast_stage  # the ML stack loads on first call, not at import
 
     opts = body or ForecastRequest()
-
-    def run_body(run: Run) -> None:
-        res = run_forecast(store, settings, lambda: get_artifact_store(settings), clock.now(), run.run_id,
-                           train=opts.train, force_train=opts.force_train)
-        run.rows_in, run.rows_out = int(res.details.get("points", 0)), res.rows
-        run.details.update(res.details)
-
-    return invoke_stage(request, store, "forecast", run_body)
+    return invoke_stage(request, store, "forecast", lambda run: run_forecast_stage(
+        store, settings, run, artifacts_factory=lambda: get_artifact_store(settings), now=clock.now(),
+        train=opts.train, force_train=opts.force_train))
 
 
 handler = Mangum(app)

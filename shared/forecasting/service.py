@@ -58,6 +58,7 @@ from shared.features import TZ
 from shared.forecasting import baseline, combine
 from shared.logs import log_event
 from shared.metrics import REGISTRY
+from shared.runs import Run
 from shared.settings import Settings
 from shared.store import Store
 from shared.timeutil import to_utc
@@ -722,6 +723,16 @@ def promotion_decision(new_mape: float | None, cur_mape: float | None, naive_map
     if cur_mape is not None and new_mape > cur_mape * (1 + tolerance):
         return "rejected", f"holdout MAPE {new_mape:.3f} % worse than current {cur_mape:.3f} % ({current_version})"
     return "promoted", f"holdout MAPE {new_mape:.3f} % (current {cur_mape}, seasonal naive {naive_mape})"
+
+
+def run_forecast_stage(store: Store, settings: Settings, run: Run, *, artifacts_factory: Any, now: datetime,
+                       train: bool = True, force_train: bool = False) -> Run:
+    """The forecast stage under the one result contract of every ``run_<stage>`` (shared/runs.py): one
+    :func:`run_forecast` whose rows, input points and details fill ``run``."""
+    res = run_forecast(store, settings, artifacts_factory, now, run.run_id, train=train, force_train=force_train)
+    run.rows_in, run.rows_out = int(res.details.get("points", 0)), res.rows
+    run.details.update(res.details)
+    return run
 
 
 def run_forecast(store: Store, settings: Settings, artifacts_factory: Any, now: datetime, run_id: str,
