@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 _CHDB_DIR = tempfile.mkdtemp(prefix="powersense-chdb-")
@@ -53,3 +54,11 @@ def settings(database: str) -> settings_mod.Settings:
 def store(settings: settings_mod.Settings) -> store_mod.Store:
     """The process store, schema applied, on the per-test database."""
     return store_mod.get_store(settings)
+
+
+@pytest.fixture(scope="module")
+def winter_2023() -> pd.DataFrame:
+    """Real consommation 2023-01-01 … 2023-03-15 10:00 UTC (the forecast tests' shared history)."""
+    from tests.fixtures_forecast import history
+
+    return history("2023-01-01", "2023-03-15 10:00")

@@ -20,14 +20,9 @@ from shared.forecasting.gate import gate
 from shared.series import load_series
 from shared.settings import Settings
 from shared.store import Store
-from tests.fixtures_forecast import fast_model_settings, history, insert_measurements
+from tests.fixtures_forecast import fast_model_settings, insert_measurements
 
 NOW = datetime(2023, 3, 15, 10, 20, tzinfo=UTC)  # data ends at 10:00 UTC
-
-
-@pytest.fixture(scope="module")
-def winter_2023() -> pd.DataFrame:
-    return history("2023-01-01", "2023-03-15 10:00")
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from shared.forecasting import baseline, service
 from shared.forecasting.gate import FLATLINE, flatline_mask, gate, strict
 from shared.settings import Settings
 from shared.store import Store
-from tests.fixtures_forecast import fast_model_settings, history, insert_measurements
+from tests.fixtures_forecast import fast_model_settings, insert_measurements
 
 NOW = datetime(2023, 3, 15, 10, 20, tzinfo=UTC)
 # the injected glitch: 36 hours of zeros ending two days before the forecast is issued
@@ -41,11 +41,6 @@ def with_glitch(rows: pd.DataFrame) -> pd.DataFrame:
     out = rows.copy()
     out.loc[(out["ts"] >= GLITCH[0]) & (out["ts"] < GLITCH[1]), "value"] = 0.0
     return out
-
-
-@pytest.fixture(scope="module")
-def winter_2023() -> pd.DataFrame:
-    return history("2023-01-01", "2023-03-15 10:00")
 
 
 @pytest.fixture

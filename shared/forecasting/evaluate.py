@@ -31,7 +31,6 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -45,6 +44,7 @@ from shared.forecasting import baseline, combine
 from shared.forecasting.gate import finite_or_none, gate, strict
 from shared.forecasting.service import model_config
 from shared.settings import REPO_ROOT, Settings, get_settings
+from shared.weather.features import WeatherProvider, perfect_provider
 
 HORIZON_DAYS = 7
 # retraining cadence of the backtest (production retrains daily; see backtest() for what is approximated)
@@ -56,7 +56,6 @@ DEFAULT_RETRAIN_DAYS = 91
 # (wpipe's provider); no archived forecasts exist for 2020–2023, so evaluate builds two labelled stand-ins:
 # (a) the realised temperature itself (a perfect forecast: an UPPER BOUND, not comparable with RTE's J-1, which
 #     uses real forecasts), and (b) the realised temperature plus simulated forecast errors (below).
-WeatherProvider = Callable[[pd.DatetimeIndex], pd.DataFrame]
 
 # (b) error model: standard deviation (°C) of 2 m temperature forecast errors by lead day. Source: ECMWF's annual
 # verification report, T. Haiden et al., "Evaluation of ECMWF forecasts, including the 2020 upgrade", ECMWF
@@ -96,32 +95,6 @@ def with_weather(grid: pd.DataFrame, realised: pd.DataFrame, smoothed_input: boo
     out = grid.merge(d[["ts", *WEATHER_COLUMNS]], on="ts", how="left")
     out.attrs = grid.attrs
     return out
-
-
-def _targets(origins: pd.DatetimeIndex, horizon: pd.Timedelta, step: pd.Timedelta) -> pd.DataFrame:
-    n = int(horizon / step)
-    o = np.repeat(pd.DatetimeIndex(origins).tz_convert("UTC"), n)
-    ts = pd.DatetimeIndex(o) + np.tile(np.arange(n), len(origins)) * step
-    return pd.DataFrame({"origin": o, "ts": ts})
-
-
-def perfect_provider(realised: pd.DataFrame, horizon: pd.Timedelta, step: pd.Timedelta,
-                     fill: pd.DataFrame | None = None) -> WeatherProvider:
-    """(a) the realised temperature served as the forecast known at every origin (LOOK-AHEAD: an upper bound).
-
-    ``fill`` (``ts, temp_degc``): stands in where no realised value exists (after the shipped data ends; only
-    targets after the test year, never scored)."""
-    r = realised.dropna(subset=["temp_degc"]).set_index("ts")["temp_degc"]
-    f = fill.set_index("ts")["temp_degc"] if fill is not None else None
-
-    def provide(origins: pd.DatetimeIndex) -> pd.DataFrame:
-        t = _targets(origins, horizon, step)
-        v = r.reindex(pd.DatetimeIndex(t["ts"])).to_numpy()
-        if f is not None:
-            v = np.where(np.isnan(v), f.reindex(pd.DatetimeIndex(t["ts"])).to_numpy(), v)
-        return t.assign(temp_degc=v)
-
-    return provide
 
 
 def simulated_provider(realised: pd.DataFrame, horizon: pd.Timedelta, step: pd.Timedelta, seed: int,

@@ -175,20 +175,19 @@ def holdout_weather_features(grid: pd.DataFrame, origins: pd.DatetimeIndex, cfg:
     newest realised value (past the grid's end, so past the holdout, never scored) repeat that value: every holdout
     origin gets a full horizon.
     """
-    from shared.weather.features import features_for_origins
+    from shared.weather.features import features_for_origins, perfect_provider
 
     realised = grid[["ts", "temp_degc"]]
     if weather is None:
         horizon = pd.Timedelta(hours=24 * LEVEL_BLOCKS)
         step = pd.Timedelta(minutes=cfg.resolution_min)
-        r = realised.dropna(subset=["temp_degc"])
-        known = pd.Series(r["temp_degc"].to_numpy(dtype=float), index=pd.DatetimeIndex(r["ts"]))  # no grid attrs
-        idx = pd.date_range(origins.min(), origins.max() + horizon, freq=step, tz="UTC")
-        path = known.reindex(idx)
-        if len(known):
-            path[idx > known.index.max()] = float(known.iloc[-1])
-        fc = pd.concat([path[(idx >= o) & (idx < o + horizon)].rename("temp_degc").rename_axis("ts").reset_index()
-                        .assign(origin=o) for o in origins], ignore_index=True)
+        known = realised.dropna(subset=["temp_degc"])
+        fill = None
+        if len(known):  # targets after the newest realised value repeat it
+            last = known["ts"].max()
+            after = pd.date_range(last + step, origins.max() + horizon, freq=step)
+            fill = pd.DataFrame({"ts": after, "temp_degc": float(known.loc[known["ts"] == last, "temp_degc"].iloc[-1])})
+        fc = perfect_provider(realised, horizon, step, fill)(origins)
         label = "realised temperature used as the forecast (perfect forecast: optimistic holdout)"
     else:
         fc, label = weather(origins), "weather provider (forecast known at each origin)"
@@ -577,7 +576,7 @@ def holdout_weather_provider(train_grid: pd.DataFrame, wx: WeatherInputs, settin
     WeatherProvider): the realised temperature of its targets (an optimistic holdout, labelled in the model's
     metrics), and where none is stored yet — the archive is days behind, and the last holdout origins' targets
     run past the training grid — the newest forecast of those hours as known at the run."""
-    from shared.forecasting.evaluate import perfect_provider
+    from shared.weather.features import perfect_provider
 
     parts = [f[["ts", "temp_degc"]] for f in (wx.history, wx.future) if f is not None and len(f)]
     fill = (pd.concat(parts, ignore_index=True).dropna().drop_duplicates("ts", keep="last").sort_values("ts")

@@ -26,6 +26,8 @@ state is held across it (decayed by the elapsed time when the next value comes);
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 
@@ -166,3 +168,35 @@ def features_for_origins(realised: pd.DataFrame, forecasts: pd.DataFrame, origin
         out.append(k[k["ts"] >= o].assign(origin=o))
     res = pd.concat(out, ignore_index=True)
     return res[["origin", "ts", *WEATHER_COLUMNS]]
+
+
+# A WeatherProvider answers "which temperature forecast was known at each origin": origins → long frame
+# ``origin, ts, temp_degc`` (the backtests' (a)/(b) providers, the store's, and a weather model's training holdout).
+WeatherProvider = Callable[[pd.DatetimeIndex], pd.DataFrame]
+
+
+def provider_targets(origins: pd.DatetimeIndex, horizon: pd.Timedelta, step: pd.Timedelta) -> pd.DataFrame:
+    """``origin, ts``: every target step of every origin over ``horizon`` (what a provider answers for)."""
+    n = int(horizon / step)
+    o = np.repeat(pd.DatetimeIndex(origins).tz_convert("UTC"), n)
+    ts = pd.DatetimeIndex(o) + np.tile(np.arange(n), len(origins)) * step
+    return pd.DataFrame({"origin": o, "ts": ts})
+
+
+def perfect_provider(realised: pd.DataFrame, horizon: pd.Timedelta, step: pd.Timedelta,
+                     fill: pd.DataFrame | None = None) -> WeatherProvider:
+    """(a) the realised temperature served as the forecast known at every origin (LOOK-AHEAD: an upper bound).
+
+    ``fill`` (``ts, temp_degc``): stands in where no realised value exists (after the shipped data ends; only
+    targets after the test year, never scored)."""
+    r = realised.dropna(subset=["temp_degc"]).set_index("ts")["temp_degc"]
+    f = fill.set_index("ts")["temp_degc"] if fill is not None else None
+
+    def provide(origins: pd.DatetimeIndex) -> pd.DataFrame:
+        t = provider_targets(origins, horizon, step)
+        v = r.reindex(pd.DatetimeIndex(t["ts"])).to_numpy()
+        if f is not None:
+            v = np.where(np.isnan(v), f.reindex(pd.DatetimeIndex(t["ts"])).to_numpy(), v)
+        return t.assign(temp_degc=v)
+
+    return provide
