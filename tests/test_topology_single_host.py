@@ -614,3 +614,21 @@ def test_scheduler_process_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     lines.append(out)
     assert proc.returncode == 0, "".join(lines)
     assert "scheduler_stopped" in out
+
+
+def test_every_schema_migration_reaches_clickhouse_on_both_single_host_topologies(
+        faasd_install: Path, faasd_compose: dict[str, Any], compose: dict[str, Any]) -> None:
+    """New ch/init files (e.g. weather_features, forecasts.weather_status) need no deployment edit: compose mounts the
+    directory as ClickHouse's init dir, faasd's install copies every file into the directory it mounts there."""
+    migrations = sorted(p.name for p in (REPO / "ch" / "init").glob("*.sql"))
+
+    def init_source(service: dict[str, Any]) -> str:
+        for v in service["volumes"]:
+            src, dst = (v.split(":")[:2] if isinstance(v, str) else (v["source"], v["target"]))
+            if dst == "/docker-entrypoint-initdb.d":
+                return str(src)
+        raise AssertionError("no /docker-entrypoint-initdb.d mount")
+
+    assert (REPO / init_source(compose["services"]["clickhouse"])).resolve() == (REPO / "ch" / "init").resolve()
+    copied = faasd_install / init_source(faasd_compose["services"]["clickhouse"])  # relative to faasd's directory
+    assert sorted(p.name for p in copied.glob("*.sql")) == migrations
