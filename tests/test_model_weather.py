@@ -50,6 +50,10 @@ def test_weather_model_round_trips_through_its_artifact(data: dict) -> None:
     assert len(fc) == 2 * int(HORIZON / STEP) and fc["yhat"].notna().all()
     back = fm.from_files(fm.to_files(model))
     assert back.config == model.config
+    # the least-squares slope correction travels with the artifact (prediction below would differ without it)
+    assert np.abs(model.profile.powersense_weather_correction).max() > 0
+    np.testing.assert_array_equal(back.profile.powersense_weather_correction,
+                                  model.profile.powersense_weather_correction)
     fc2 = fm.predict(back, gw, origins, weather=wx)
     np.testing.assert_allclose(fc2["yhat"], fc["yhat"], rtol=1e-6)
 
@@ -138,3 +142,34 @@ def test_train_and_calibrate_weather_model_on_a_grid_ending_with_the_data(data: 
     p = perfect_provider(data["real"], HORIZON, STEP)
     _, hold_p = service.train_and_calibrate(train, fc_settings, cfg, weather=p)
     assert hold_p["metrics"]["holdout_weather"].startswith("weather provider")
+
+
+def _confounded(slope_gap: float) -> tuple[pd.DatetimeIndex, np.ndarray, np.ndarray]:
+    """Synthetic edge case (two winters, 30-min grid, a 3-day gap): a residual that is ``slope_gap`` × heating
+    degrees plus a −5 GW level drop from the second autumn on — a level change confounded with the weather, as the
+    2022–23 sobriety drop was — plus noise."""
+    rng = np.random.default_rng(7)
+    ts = pd.date_range("2021-10-01", "2023-03-31", freq="30min", tz="UTC")
+    ts = ts[(ts < "2022-01-10") | (ts >= "2022-01-13")]
+    day = (ts - ts[0]) / pd.Timedelta(days=1)
+    seasonal = 8 + 7 * np.cos(2 * np.pi * (day.to_numpy() - 100) / 365.25)
+    weather = pd.Series(rng.normal(0, 3, len(day.unique()) + 600)).rolling(3, min_periods=1).mean().to_numpy()
+    hdd = np.clip(seasonal + weather[day.to_numpy().astype(int)], 0, None)
+    level = np.where(ts >= pd.Timestamp("2022-10-01", tz="UTC"), -5000.0, 0.0)
+    resid = slope_gap * hdd + level + rng.normal(0, 300, len(ts))
+    return ts, resid, hdd[:, None]
+
+
+def test_weather_slope_correction_reads_the_short_term_response_not_a_confounded_level() -> None:
+    ts, resid, wx = _confounded(400.0)
+    corr = fm.weather_slope_correction(ts, resid, wx, window=7 * 48)
+    assert corr[0] == pytest.approx(400.0, rel=0.1)
+    # plain least squares over the whole window takes the level drop for weather
+    coef = np.linalg.lstsq(np.column_stack([wx[:, 0], np.ones(len(wx))]), resid, rcond=None)[0][0]
+    assert abs(coef - 400.0) > 0.3 * 400.0
+
+
+def test_weather_slope_correction_gives_zero_to_a_regressor_that_never_varies() -> None:
+    ts, resid, wx = _confounded(400.0)
+    corr = fm.weather_slope_correction(ts, resid, np.column_stack([wx[:, 0], np.zeros(len(wx))]), window=7 * 48)
+    assert corr[1] == 0.0 and corr[0] == pytest.approx(400.0, rel=0.1)
