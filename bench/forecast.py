@@ -89,21 +89,23 @@ print("BENCH%.3f %s" % (time.perf_counter() - t, "torch" in sys.modules))
 """
 
 
-def _child(code: str, env: dict[str, str]) -> str:
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=1200)
+def _run(args: list[str], env: dict[str, str]) -> str:
+    """A child interpreter's stdout (``python`` + ``args``, in the repository); its stderr tail on failure."""
+    out = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=1200, cwd=REPO)
     if out.returncode != 0:
-        raise RuntimeError(f"forecast bench child failed:\n{out.stderr[-4000:]}")
-    line = next(x for x in out.stdout.splitlines() if x.startswith("BENCH"))
+        raise RuntimeError(f"forecast bench child ({' '.join(args)[:80]}) failed:\n{out.stderr[-4000:]}")
+    return out.stdout
+
+
+def _child(code: str, env: dict[str, str]) -> str:
+    line = next(x for x in _run(["-c", code], env).splitlines() if x.startswith("BENCH"))
     return line[len("BENCH"):]
 
 
 def _weather(env: dict[str, str], tmp: str) -> dict[str, Any]:
     """The weather model's training, prediction and peak RSS (``evaluate --weather --weather-resources``)."""
-    cmd = [sys.executable, "-m", "shared", "evaluate", "--weather", "--weather-resources", "--years", "2023",
-           "--out", tmp, "--no-progress"]
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200, cwd=REPO)
-    if out.returncode != 0:
-        raise RuntimeError(f"weather bench child failed:\n{out.stderr[-4000:]}")
+    _run(["-m", "shared", "evaluate", "--weather", "--weather-resources", "--years", "2023", "--out", tmp,
+          "--no-progress"], env)
     res = json.loads((Path(tmp) / "forecast_eval_weather_2023.json").read_text())["forecast_process"]
     return {"train_s": res["train_seconds"], "train_cpu_s": res["train_cpu_seconds"],
             "predict_s": res["predict_seconds"], "peak_rss_mb": round(res["peak_rss_gib"] * 1024, 1),

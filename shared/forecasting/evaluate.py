@@ -47,15 +47,15 @@ from shared.settings import REPO_ROOT, Settings, get_settings
 from shared.weather.features import WeatherProvider, perfect_provider
 
 HORIZON_DAYS = 7
+TARGET_SPAN = pd.Timedelta(days=HORIZON_DAYS + 1, hours=12)  # from a daily (noon) origin to the end of its D+7
 # retraining cadence of the backtest (production retrains daily; see backtest() for what is approximated)
 DEFAULT_RETRAIN_DAYS = 91
 
 # --- weather for backtests (``--weather``) ------------------------------------------------------------------
-# A WeatherProvider answers "which temperature forecast was known at each origin": origins → long frame
-# ``origin, ts, temp_degc`` for each origin's targets. Production-like backtests read it as-of from the store
-# (wpipe's provider); no archived forecasts exist for 2020–2023, so evaluate builds two labelled stand-ins:
-# (a) the realised temperature itself (a perfect forecast: an UPPER BOUND, not comparable with RTE's J-1, which
-#     uses real forecasts), and (b) the realised temperature plus simulated forecast errors (below).
+# Production-like backtests read the temperature forecast known at each origin as-of from the store
+# (shared/weather/provider.py); no archived forecasts exist for 2020–2023, so evaluate builds two labelled
+# WeatherProviders: (a) the realised temperature itself (a perfect forecast: an UPPER BOUND, not comparable with
+# RTE's J-1, which uses real forecasts), and (b) the realised temperature plus simulated forecast errors (below).
 
 # (b) error model: standard deviation (°C) of 2 m temperature forecast errors by lead day. Source: ECMWF's annual
 # verification report, T. Haiden et al., "Evaluation of ECMWF forecasts, including the 2020 upgrade", ECMWF
@@ -85,6 +85,15 @@ def realised_temperature(ts: pd.Series | pd.DatetimeIndex) -> pd.DataFrame:
 
     t = pd.Series(pd.DatetimeIndex(ts))
     return pd.DataFrame({"ts": t, "temp_degc": temperature_features(t)["temp_observed_degc"].to_numpy()})
+
+
+def shipped_weather(grid: pd.DataFrame, cfg: Any) -> tuple[pd.DataFrame, pd.DataFrame, Any]:
+    """The shipped realised temperature at ``grid``'s steps, ``grid`` with its weather features, and the weather
+    model's configuration (trained on the Enedis series, which is already smoothed)."""
+    from dataclasses import replace
+
+    real = realised_temperature(grid["ts"])
+    return real, with_weather(grid, real, smoothed_input=True), replace(cfg, weather=True, weather_smoothed_input=True)
 
 
 def with_weather(grid: pd.DataFrame, realised: pd.DataFrame, smoothed_input: bool) -> pd.DataFrame:
@@ -319,7 +328,7 @@ def backtest(
     origins = daily_origins(test_start, test_end, origin_hour, tz)
     if len(origins) == 0:
         raise BadRequestError("test period too short: no daily origin inside it")
-    steps = int(pd.Timedelta(days=HORIZON_DAYS + 1, hours=12) / step)  # to the end of D+7 from noon
+    steps = int(TARGET_SPAN / step)
     # training cuts: the first origin (so even its D+0 hours were never seen), then every ``retrain_days``;
     # each model trains on data strictly before its cut and serves only origins at or after it
     cut0 = origins[0]
@@ -498,12 +507,11 @@ def weather_evaluation(grid: pd.DataFrame, rte: pd.DataFrame | None, train_start
     import resource
     from dataclasses import replace
 
-    step = pd.Timedelta(minutes=cfg.resolution_min)
-    horizon = pd.Timedelta(days=HORIZON_DAYS + 1, hours=12)
+    step, horizon = pd.Timedelta(minutes=cfg.resolution_min), TARGET_SPAN
     t0 = time.perf_counter()
     plain = backtest(grid, rte, train_start, test_start, test_end, settings, retrain_days, origin_hour,
                      progress=progress, cfg=replace(cfg))
-    real = realised_temperature(grid["ts"])
+    real, gw, wcfg = shipped_weather(grid, cfg)
     if real["temp_degc"].notna().sum() == 0:
         raise BadRequestError("--weather: no realised temperature for this period (shipped: 2020-01-09 … 2023)")
     # targets after the shipped temperature ends (only those after the test year, never scored) get the normal
@@ -513,11 +521,9 @@ def weather_evaluation(grid: pd.DataFrame, rte: pd.DataFrame | None, train_start
     tf = temperature_features(span)
     fill = pd.DataFrame({"ts": span, "temp_degc": tf["temp_observed_degc"].fillna(tf["temp_normal_degc"])})
     fill = fill[fill["ts"] > real.dropna()["ts"].max()]
-    gw = with_weather(grid, real, smoothed_input=True)
     providers: dict[str, WeatherProvider] = {"a_perfect": perfect_provider(real, horizon, step, fill)}
     for sd in seeds:
         providers[f"b_simulated_seed{sd}"] = simulated_provider(real, horizon, step, sd, True, error_scale, fill)
-    wcfg = replace(cfg, weather=True, weather_smoothed_input=True)
     rep = backtest(gw, rte, train_start, test_start, test_end, settings, retrain_days, origin_hour,
                    progress=progress, cfg=wcfg, weather=providers,
                    holdout_weather=simulated_provider(real, horizon, step, HOLDOUT_SEED, True, error_scale, fill))
@@ -595,18 +601,14 @@ def weather_resources(grid: pd.DataFrame, train_start: pd.Timestamp, test_start:
     model through its artifact files, one origin issued with the weather known at it. Run it in a fresh process:
     the peak RSS is the process's (a whole backtest holds far more frames than the stage)."""
     import resource
-    from dataclasses import replace
 
     from shared.forecasting import model as fm
     from shared.forecasting.service import issue, train_and_calibrate
     from shared.weather.features import features_for_origins
 
-    step = pd.Timedelta(minutes=cfg.resolution_min)
-    horizon = pd.Timedelta(days=HORIZON_DAYS + 1, hours=12)
-    real = realised_temperature(grid["ts"])
-    gw = with_weather(grid, real, smoothed_input=True)
+    step, horizon = pd.Timedelta(minutes=cfg.resolution_min), TARGET_SPAN
+    real, gw, wcfg = shipped_weather(grid, cfg)
     train = gw[(gw["ts"] >= train_start) & (gw["ts"] < test_start)]
-    wcfg = replace(cfg, weather=True, weather_smoothed_input=True)
     t0, c0 = time.perf_counter(), time.process_time()
     model, _ = train_and_calibrate(train, settings, wcfg,
                                    weather=simulated_provider(real, horizon, step, HOLDOUT_SEED, True))

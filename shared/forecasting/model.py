@@ -545,11 +545,16 @@ def fit(grid: pd.DataFrame, cfg: ModelConfig) -> LoadModel:
         for k, name in enumerate(profile.powersense_weather_regs):
             frame[name] = wx[:, k]
     profile.fit(frame, freq=f"{cfg.resolution_min}min", progress=None, minimal=True)
+    fitted = _profile_predict(profile, ts, wx)
     if wx is not None and cfg.weather_refit_days > 0:
-        resid0 = data["value"].to_numpy() - _profile_predict(profile, ts, wx)
+        # in the profile's own space (log load with ``profile_log``), where the regressors are additive: the
+        # corrected profile is then the fitted one plus the regressors × the correction, no second network pass
+        space = np.log(fitted) if cfg.profile_log else fitted
         window = int(round(cfg.weather_refit_days * steps_per_day(cfg.resolution_min)))
-        profile.powersense_weather_correction = weather_slope_correction(ts, resid0, wx, window)
-    resid = _skip_events(ts, data["value"].to_numpy() - _profile_predict(profile, ts, wx), cfg)
+        corr = weather_slope_correction(ts, y - space, wx, window)
+        profile.powersense_weather_correction = corr
+        fitted = np.exp(space + wx @ corr) if cfg.profile_log else fitted + wx @ corr
+    resid = _skip_events(ts, data["value"].to_numpy() - fitted, cfg)
     end = ts.max() + pd.Timedelta(minutes=cfg.resolution_min)
     n_blocks = int((end - ts.min()) / pd.Timedelta(hours=24))
     ends = pd.DatetimeIndex([end - pd.Timedelta(hours=24) * k for k in range(n_blocks - 1, -1, -1)])

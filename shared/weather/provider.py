@@ -112,7 +112,7 @@ def evaluate_store(store: Store, settings: Settings, test_start: pd.Timestamp, t
     from shared.forecasting.service import model_config
 
     step = pd.Timedelta(minutes=settings.forecast_resolution_min)
-    horizon = pd.Timedelta(days=ev.HORIZON_DAYS + 1, hours=12)
+    horizon = ev.TARGET_SPAN
     train_start = test_start - pd.Timedelta(days=settings.forecast_train_days)
     origins = ev.daily_origins(test_start, test_end, origin_hour)
     if len(origins) == 0:
