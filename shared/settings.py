@@ -293,6 +293,9 @@ class Settings(BaseSettings):
                                              "the current one by this fraction and still replace it")
     forecast_flatline_steps: int = Field(default=4, ge=2, description="training-data gate: a run of this many "
                                          "identical consecutive grid values is a flatline and never used")
+    forecast_ramp_points: int = Field(default=6, ge=4, description="training-data gate: this many consecutive, "
+                                      "equally spaced values on one straight line are a gap the source filled by "
+                                      "linear interpolation; the values between the two ends are never used")
     forecast_conformal_days: int = Field(default=91, ge=7, description="adaptive intervals: errors of the forecasts "
                                          "issued over this many recent days (per lead day) set the bounds")
     forecast_min_history_days: int = Field(default=14, ge=8, description="below this much valid history no "

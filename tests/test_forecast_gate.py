@@ -17,10 +17,10 @@ import pytest
 from shared.artifacts import LocalArtifactStore
 from shared.features import build_grid
 from shared.forecasting import baseline, service
-from shared.forecasting.gate import FLATLINE, flatline_mask, gate, strict
+from shared.forecasting.gate import FLATLINE, RAMP, flatline_mask, gate, ramp_mask, strict, value_resolution
 from shared.settings import Settings
 from shared.store import Store
-from tests.fixtures_forecast import fast_model_settings, insert_measurements
+from tests.fixtures_forecast import fast_model_settings, history, insert_measurements
 
 NOW = datetime(2023, 3, 15, 10, 20, tzinfo=UTC)
 # the injected glitch: 36 hours of zeros ending two days before the forecast is issued
@@ -65,6 +65,37 @@ def test_flatline_is_rejected(winter_2023: pd.DataFrame, settings: Settings) -> 
     g = gate(frame, settings, metric=None)
     assert set(g.reasons.iloc[100:112]) == {FLATLINE} and g.rejected == 12
     assert flatline_mask(np.array([1.0, 1.0, 1.0, 2.0, np.nan, 2.0]), 3).tolist() == [True] * 3 + [False] * 3
+
+
+def test_the_sources_interpolated_ramp_is_rejected_and_its_real_ends_kept(settings: Settings) -> None:
+    """REAL glitch: on 2022-07-05 the real-time data is one straight line from 05:45 to 24:00 local (38.2 → 45.3 GW,
+    a gap the source filled by interpolation); the 72 quarter-hours between are rejected, the real ones kept."""
+    rows = history("2022-07-04", "2022-07-07")[["ts", "value"]].reset_index(drop=True)
+    g = gate(rows, settings, metric="consommation")
+    local = pd.DatetimeIndex(rows["ts"]).tz_convert("Europe/Paris")
+    ramp = (local >= pd.Timestamp("2022-07-05 06:00", tz="Europe/Paris")) & (
+        local < pd.Timestamp("2022-07-06 00:00", tz="Europe/Paris"))
+    assert set(g.reasons[ramp]) == {RAMP} and g.rejected == int(ramp.sum()) == 72
+    assert g.frame.loc[ramp, "value"].isna().all() and g.frame.loc[~ramp, "value"].notna().all()
+
+
+def test_ramp_mask_allows_rounding_and_breaks_on_gaps_and_uneven_steps() -> None:
+    ts = pd.date_range("2023-01-02", periods=8, freq="15min", tz="UTC")
+    rounded = np.round(np.linspace(50_000, 50_350, 8))  # an interpolated line, rounded to whole MW
+    assert ramp_mask(ts, rounded + np.array([0, 0, 1, 0, 0, 0, 0, 0]), 6).tolist() == [False] + [True] * 6 + [False]
+    assert not ramp_mask(ts, rounded + np.array([0, 0, 9, 0, 0, 0, 0, 0]), 6).any()  # off the line: real load
+    with_gap = rounded.copy()
+    with_gap[4] = np.nan
+    assert not ramp_mask(ts, with_gap, 6).any()
+    uneven = ts.delete(4).append(pd.DatetimeIndex([ts[-1] + pd.Timedelta(minutes=45)]))
+    assert not ramp_mask(uneven, rounded, 6).any()
+    assert ramp_mask(ts[:5], rounded[:5], 6).sum() == 0 and ramp_mask(ts[:6], rounded[:6], 6).sum() == 4
+
+
+def test_value_resolution_is_the_published_decimal_step() -> None:
+    assert value_resolution(np.array([50_000.0, 50_050.0, np.nan])) == 1.0
+    assert value_resolution(np.array([50.123, 50.1])) == 0.001
+    assert value_resolution(np.array([np.pi])) == 1e-6
 
 
 def test_seasonal_naive_copies_the_last_valid_same_slot_value(winter_2023: pd.DataFrame, settings: Settings) -> None:

@@ -15,7 +15,15 @@ the model's inputs (a forecast of −11 GW), seasonal naive copied them a week l
   installed), zero/negative values;
 * flatlines: a run of ``forecast_flatline_steps`` or more identical consecutive values on the grid (the
   shipped 2016–2023 history has no run longer than 3 at 15 min and 2 at 30 min, so a stuck feed is the
-  only way to get one).
+  only way to get one);
+* linear ramps: ``forecast_ramp_points`` or more consecutive, equally spaced values on one straight line (up
+  to the source's rounding) — a gap the source filled by linear interpolation and published as load. The
+  shipped real-time data 2020–2023 hold 26 of them, 5 to 82 interpolated quarter-hours each (409 values in
+  2023, most in Oct–Nov; each year's spring-forward eve; 2022-07-05 06:00–24:00 local: a ramp 38.3 → 44.5 GW
+  where the real load had its usual daily swing, and the forecast issued that noon carried the fake level into
+  the next day, 10 % too low); the definitive data 2012–2019 (30 min) never has more than 4 such points in a
+  row, the real-time 15-min data 5 at most outside these ramps (``make evaluate`` reports the count). The two
+  anchors of a ramp are real measurements and are kept; the interpolated values between them are rejected.
 
 Open anomalies are removed before the gate, by :func:`shared.forecasting.service.load_grid`.
 No torch import here: the fallback must work when the ML stack cannot load.
@@ -34,6 +42,7 @@ from shared.settings import Settings
 
 NONPOSITIVE = "non_positive"  # the same reason string as shared.plausibility
 FLATLINE = "flatline"
+RAMP = "linear_ramp"
 
 
 @dataclass
@@ -63,6 +72,44 @@ def flatline_mask(values: np.ndarray, min_steps: int) -> np.ndarray:
     return (run_len >= min_steps) & np.isfinite(v)
 
 
+def value_resolution(values: np.ndarray, max_decimals: int = 6) -> float:
+    """The decimal step the values are published at: ``10**-d`` for the fewest decimals ``d`` that write every
+    finite value exactly (1.0 for whole numbers; ``10**-max_decimals`` for values at full float precision)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    for d in range(max_decimals + 1):
+        scaled = v * 10.0**d
+        if np.all(np.abs(scaled - np.round(scaled)) <= 1e-9 * np.maximum(1.0, np.abs(scaled))):  # float noise
+            return float(10.0**-d)
+    return float(10.0**-max_decimals)
+
+
+def ramp_mask(ts: pd.DatetimeIndex | pd.Series, values: np.ndarray, min_points: int) -> np.ndarray:
+    """True for the interior values of every run of ``min_points`` or more consecutive, equally spaced values that
+    lie on one straight line (NaN and uneven spacing break runs); the run's two end values stay False.
+
+    "On a line" allows the source's rounding: ``|v[i+1] − 2·v[i] + v[i−1]| ≤ 2·q`` with ``q`` the series' value
+    resolution (:func:`value_resolution`: 1 MW for eco2mix's whole megawatts), since each rounded point may be
+    off the exact line by ``q/2``.
+    """
+    v = np.asarray(values, dtype=float)
+    n = len(v)
+    out = np.zeros(n, dtype=bool)
+    if n < 3 or min_points < 3:
+        return out
+    t = pd.DatetimeIndex(ts).asi8
+    tol = 2.0 * value_resolution(v)
+    with np.errstate(invalid="ignore"):
+        # straight[i]: v[i-1], v[i], v[i+1] equally spaced and collinear (interior point i of a ramp)
+        straight = np.zeros(n, dtype=bool)
+        straight[1:-1] = (((t[2:] - t[1:-1]) == (t[1:-1] - t[:-2])) & (np.abs(v[2:] - 2 * v[1:-1] + v[:-2]) <= tol)
+                          & np.isfinite(v[2:]) & np.isfinite(v[1:-1]) & np.isfinite(v[:-2]))
+    run_id = np.cumsum(~straight)
+    run_len = np.bincount(run_id, weights=straight.astype(float))[run_id]
+    # a run of k interior points spans k + 2 values
+    return straight & (run_len + 2 >= min_points)
+
+
 def _plausibility_reasons(frame: pd.DataFrame, settings: Settings, metric: str) -> pd.Series | None:
     """Reasons from the data-quality layer's plausibility check (``shared.plausibility``), or None when it
     does not apply to ``metric`` (its bounds are France's national load in MW) or is not installed."""
@@ -78,12 +125,12 @@ def _plausibility_reasons(frame: pd.DataFrame, settings: Settings, metric: str) 
 
 
 def gate(frame: pd.DataFrame, settings: Settings, metric: str | None = None,
-         flatline_steps: int | None = None) -> GateResult:
+         flatline_steps: int | None = None, ramp_points: int | None = None) -> GateResult:
     """Reject implausible values of a ``ts, value`` frame sorted by ``ts`` (see module docstring).
 
     ``metric``: the series' metric, to apply the plausibility bounds of the data-quality layer where they are
     defined (France's national load); None for a foreign series (generic CSV), where only the built-in checks
-    (non-positive values, flatlines) apply. NaN values stay NaN and are not counted.
+    (non-positive values, flatlines, linear ramps) apply. NaN values stay NaN and are not counted.
     """
     out = frame.copy()
     values = out["value"].to_numpy(dtype=float)
@@ -96,6 +143,8 @@ def gate(frame: pd.DataFrame, settings: Settings, metric: str | None = None,
         steps = settings.forecast_flatline_steps if flatline_steps is None else flatline_steps
         flat = flatline_mask(values, steps)
         reasons[(reasons == "") & flat] = FLATLINE
+        points = settings.forecast_ramp_points if ramp_points is None else ramp_points
+        reasons[(reasons == "") & ramp_mask(out["ts"], values, points)] = RAMP
         reasons[(reasons == "") & present & (values <= 0)] = NONPOSITIVE
     bad = (reasons != "").to_numpy()
     out.loc[bad, "value"] = np.nan
