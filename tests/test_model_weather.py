@@ -3,6 +3,7 @@ and the weather-free model untouched by weather inputs. Tiny epochs: behaviour, 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -56,6 +57,16 @@ def test_weather_model_round_trips_through_its_artifact(data: dict) -> None:
                                   model.profile.powersense_weather_correction)
     fc2 = fm.predict(back, gw, origins, weather=wx)
     np.testing.assert_allclose(fc2["yhat"], fc["yhat"], rtol=1e-6)
+
+
+def test_an_artifact_from_before_the_block_shape_setting_predicts_with_step_blocks(data: dict) -> None:
+    """Artifacts saved before ``weather_block_shape`` existed were trained with step blocks: loading one must not
+    switch it to the new default."""
+    files = fm.to_files(data["model"])
+    doc = json.loads(files["model.json"])
+    assert doc["config"].pop("weather_block_shape") == "hat"  # the default now
+    old = fm.from_files({**files, "model.json": json.dumps(doc).encode()})
+    assert old.config.weather_block_shape == "step"
 
 
 def test_weather_model_without_weather_raises(data: dict) -> None:
@@ -173,3 +184,19 @@ def test_weather_slope_correction_gives_zero_to_a_regressor_that_never_varies() 
     ts, resid, wx = _confounded(400.0)
     corr = fm.weather_slope_correction(ts, resid, np.column_stack([wx[:, 0], np.zeros(len(wx))]), window=7 * 48)
     assert corr[1] == 0.0 and corr[0] == pytest.approx(400.0, rel=0.1)
+
+
+@pytest.mark.parametrize("shape", ["step", "hat"])
+def test_weather_regressors_share_each_degree_among_the_blocks(shape: str) -> None:
+    """Every instant's heating degrees are split among the blocks without loss (weights sum to 1), whatever the
+    block shape; "hat" peaks at a block's centre and is shared half-and-half at its edges (also across midnight)."""
+    cfg = fm.ModelConfig(weather=True, weather_block_shape=shape)
+    ts = pd.date_range("2022-01-10 23:00", periods=48, freq="30min", tz="UTC")  # 00:00 … 23:30 Paris winter time
+    wx = pd.DataFrame({"hdd_smooth": np.full(48, 3.0), "cdd_smooth": np.zeros(48)})
+    r = fm.weather_regressors(ts, wx, cfg)[:, : cfg.weather_blocks]
+    np.testing.assert_allclose(r.sum(axis=1), 3.0)
+    if shape == "hat":
+        assert r[4].tolist() == [3.0, 0, 0, 0, 0, 0]  # 02:00, the centre of block 0 (00:00–04:00)
+        assert r[0].tolist() == [1.5, 0, 0, 0, 0, 1.5]  # midnight: between block 5's centre and block 0's
+    else:
+        assert r[0].tolist() == [3.0, 0, 0, 0, 0, 0] and r[8].tolist() == [0, 3.0, 0, 0, 0, 0]
