@@ -60,6 +60,10 @@ def ops_store() -> Iterator[Store]:
     from shared.weather.service import backfill
 
     backfill(store, settings, datetime(2023, 1, 1, tzinfo=UTC), datetime(2024, 1, 1, tzinfo=UTC))
+    # featurize's own code writes the gated grids (the gate's verdicts for the data-quality dashboard)
+    from shared.features import featurize
+
+    featurize(store, settings, WINDOW[1])
     # the detect stage's own code fills anomalies, data_quality and model_metrics, "now" being the
     # end of the window; a failure there is reported by one test, not by every panel's
     from shared.runs import stage_run
@@ -164,6 +168,19 @@ def test_coverage_panel_counts_the_fall_back_day_as_fifty_half_hours(ops_store: 
     assert (days["2023-10-29"]["expected_slots"], days["2023-10-29"]["observed_slots"]) == (50, 48)
     # local day 2023-10-14 is absent from the source file
     assert (days["2023-10-14"]["expected_slots"], days["2023-10-14"]["observed_slots"]) == (48, 0)
+
+
+def test_gate_panel_shows_the_sources_interpolated_ramps(ops_store: Store) -> None:
+    """Real: from 2023-11-01 23:45 local the real-time data is one straight line for 20.5 hours (82 quarter-hours
+    between two real values), an interpolated gap; the window holds nine such ramps and nothing else rejected."""
+    panel = _panel("powersense-data-quality", "Values the training-data gate rejected per day")
+    df = ops_store.query_df(grafana_sql(panel["targets"][0]["rawSql"], *WINDOW))
+    assert set(df["reason"]) == {"linear_ramp"}
+    t = pd.DatetimeIndex(df["time"])
+    day = (t.tz_convert("UTC").tz_localize(None) if t.tz is not None else t).strftime("%Y-%m-%d")
+    per_day = df.groupby(day)["values"].sum()
+    assert per_day["2023-11-01"] + per_day["2023-11-02"] == 82  # 5 + 77 (UTC days)
+    assert per_day["2023-10-30"] == 52
 
 
 def test_accuracy_panel_scores_rte_day_ahead_forecast_at_about_two_percent(ops_store: Store) -> None:

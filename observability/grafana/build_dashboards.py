@@ -578,6 +578,24 @@ order by time
     )
     d.add(
         timeseries(
+            "Values the training-data gate rejected per day",
+            "Grid instants whose value the forecast's training-data gate (shared/forecasting/gate.py) kept out of "
+            "training, model inputs, seasonal-naive copies and scoring, by reason: the plausibility flags above, "
+            "flatlines (a stuck feed) and linear_ramp (a gap the source filled by linear interpolation and "
+            "published as load). On featurize's finest grid.",
+            f"""
+select toStartOfDay(ts) as time, implausible_reason as reason, count() as values
+from ${{db}}.features final
+where {SERIES} and $__timeFilter(ts) and implausible = 1
+  and resolution_min = (select min(resolution_min) from ${{db}}.features where {SERIES})
+group by time, reason
+order by time
+""",
+            extra={"custom": {"drawStyle": "bars", "stacking": {"mode": "normal"}}},
+        )
+    )
+    d.add(
+        timeseries(
             "Rejected records by reason",
             "Dead-letter records per hour (poll and upsert-version).",
             """
