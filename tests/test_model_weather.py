@@ -200,3 +200,10 @@ def test_weather_regressors_share_each_degree_among_the_blocks(shape: str) -> No
         assert r[0].tolist() == [1.5, 0, 0, 0, 0, 1.5]  # midnight: between block 5's centre and block 0's
     else:
         assert r[0].tolist() == [3.0, 0, 0, 0, 0, 0] and r[8].tolist() == [0, 3.0, 0, 0, 0, 0]
+
+
+def test_an_unknown_block_shape_is_refused() -> None:
+    cfg = fm.ModelConfig(weather=True, weather_block_shape="triangle")
+    ts = pd.date_range("2022-01-10", periods=2, freq="30min", tz="UTC")
+    with pytest.raises(ModelError, match="weather_block_shape"):
+        fm.weather_regressors(ts, pd.DataFrame({"hdd_smooth": [1.0, 1.0], "cdd_smooth": [0.0, 0.0]}), cfg)

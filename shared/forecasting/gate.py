@@ -19,7 +19,7 @@ the model's inputs (a forecast of −11 GW), seasonal naive copied them a week l
 * linear ramps: ``forecast_ramp_points`` or more consecutive, equally spaced values on one straight line (up
   to the source's rounding) — a gap the source filled by linear interpolation and published as load. The
   shipped real-time data 2020–2023 hold 26 of them, 5 to 82 interpolated quarter-hours each (409 values in
-  2023, most in Oct–Nov; each year's spring-forward eve; 2022-07-05 06:00–24:00 local: a ramp 38.3 → 44.5 GW
+  2023, most in Oct–Nov; each year's spring-forward eve; 2022-07-05 06:00–24:00 local: a ramp 38.3 → 45.2 GW
   where the real load had its usual daily swing, and the forecast issued that noon carried the fake level into
   the next day, 10 % too low); the definitive data 2012–2019 (30 min) never has more than 4 such points in a
   row, the real-time 15-min data 5 at most outside these ramps (``make evaluate`` reports the count). The two

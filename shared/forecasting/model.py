@@ -291,9 +291,13 @@ def weather_regressors(ts: pd.DatetimeIndex, wx: pd.DataFrame, cfg: ModelConfig)
         pos = minute * n_b / (24 * 60) - 0.5
         dist = np.abs(((pos[:, None] - np.arange(n_b)[None, :]) + n_b / 2) % n_b - n_b / 2)
         onehot = np.clip(1.0 - dist, 0.0, None)
-    else:
+    elif cfg.weather_block_shape == "step":
         block = (minute * n_b // (24 * 60))
         onehot = (block[:, None] == np.arange(n_b)[None, :]).astype(float)
+    else:
+        from shared.errors import ModelError
+
+        raise ModelError(f"weather_block_shape must be 'step' or 'hat', not {cfg.weather_block_shape!r}")
     cols = [wx["hdd_smooth"].to_numpy(dtype=float)[:, None] * onehot,
             wx["cdd_smooth"].to_numpy(dtype=float)[:, None] * onehot]
     full = np.hstack(cols)
