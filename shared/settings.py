@@ -281,6 +281,8 @@ class Settings(BaseSettings):
     forecast_learning_rate: float = Field(default=0.01, gt=0, description="always set: the LR finder crashes")
     forecast_batch_size: int = Field(default=1024, ge=16, description="profile network batch size")
     forecast_level_lags: int = Field(default=14, ge=2, description="daily blocks the level network reads")
+    forecast_weather_level_lags: int = Field(default=7, ge=2, description="daily blocks the weather model's level "
+                                             "network reads (its residual has the weather taken out)")
     forecast_level_epochs: int = Field(default=60, ge=1, description="level network epochs")
     forecast_interval_level: float = Field(default=0.8, gt=0, lt=1, description="prediction interval level")
     forecast_interval_centered: bool = Field(default=True, description="conformal bounds around the holdout's "

@@ -37,7 +37,7 @@ def data() -> dict[str, object]:
     grid = grid[(grid["ts"] >= "2022-01-01") & (grid["ts"] < "2022-04-20")].reset_index(drop=True)
     real = realised_temperature(grid["ts"])
     gw = with_weather(grid, real, smoothed_input=True)
-    cfg = replace(TINY, weather=True, weather_smoothed_input=True)
+    cfg = replace(TINY, weather=True, weather_smoothed_input=True, weather_level_lags=5)
     model = fm.fit(gw[gw["ts"] < "2022-04-01"], cfg)
     origins = pd.DatetimeIndex(["2022-04-05 10:00", "2022-04-06 10:00"], tz="UTC")
     wx = features_for_origins(real, perfect_provider(real, HORIZON, STEP)(origins), origins, 30, True)
@@ -67,6 +67,28 @@ def test_an_artifact_from_before_the_block_shape_setting_predicts_with_step_bloc
     assert doc["config"].pop("weather_block_shape") == "hat"  # the default now
     old = fm.from_files({**files, "model.json": json.dumps(doc).encode()})
     assert old.config.weather_block_shape == "step"
+
+
+def test_the_weather_model_reads_its_own_number_of_level_lags(data: dict) -> None:
+    model = data["model"]
+    assert fm.level_lags_of(model.config) == 5 and model.config.level_lags == 7
+    assert model.level.n_lags == 5
+    assert fm.level_lags_of(replace(model.config, weather=False)) == 7  # the weather-free model: level_lags
+
+
+def test_an_artifact_from_before_weather_level_lags_loads_with_its_level_lags(data: dict) -> None:
+    """Before ``weather_level_lags`` existed the weather model's level network read ``level_lags`` days: such an
+    artifact (here: this model's weights with the old config keys) must rebuild networks of that size and
+    forecast exactly as before."""
+    model, gw, origins, wx = data["model"], data["gw"], data["origins"], data["wx"]
+    files = fm.to_files(model)
+    doc = json.loads(files["model.json"])
+    doc["config"].pop("weather_level_lags")
+    doc["config"]["level_lags"] = 5  # what an old artifact with 5-day level networks stored
+    old = fm.from_files({**files, "model.json": json.dumps(doc).encode()})
+    assert old.config.weather_level_lags == 5
+    np.testing.assert_allclose(fm.predict(old, gw, origins, weather=wx)["yhat"],
+                               fm.predict(model, gw, origins, weather=wx)["yhat"], rtol=1e-6)
 
 
 def test_weather_model_without_weather_raises(data: dict) -> None:

@@ -80,6 +80,7 @@ def model_config(settings: Settings, weather: bool = False) -> Any:
         learning_rate=settings.forecast_learning_rate,
         batch_size=settings.forecast_batch_size,
         level_lags=settings.forecast_level_lags,
+        weather_level_lags=settings.forecast_weather_level_lags,
         level_epochs=settings.forecast_level_epochs,
         interval_level=settings.forecast_interval_level,
         interval_centered=settings.forecast_interval_centered,
