@@ -69,7 +69,7 @@ def test_compute_detect_on_real_2023_data_needs_no_store(settings: Settings, loa
     assert dq.loc[("completeness", "2023-03-26"), "expected"] == 92.0  # the 23-hour day
     assert dq.loc[("completeness", "2023-03-26"), "value"] == 1.0
     assert {c for c, _ in dq.index} == {"completeness", "freshness", "duplicates", "dead_letter", "out_of_range",
-                                        "implausible", "revisions"}
+                                        "implausible", "interpolated", "revisions"}
     assert out.model_metrics is None and out.retrain_requests == []
 
 

@@ -13,7 +13,7 @@ from fixtures_detect import ECO2MIX, real_load, utc
 
 from shared.detection import evaluate
 from shared.detection.drift import psi
-from shared.detection.quality import expected_slots
+from shared.detection.quality import expected_slots, interpolated
 from shared.detection.residual import detect_residual, is_fallback_gap, profile_delta, regular_grid
 from shared.detection.zscore import detect_zscore
 
@@ -27,6 +27,17 @@ def spring_2023() -> pd.Series:
 @pytest.mark.parametrize(("day", "slots"), [("2023-03-26", 92), ("2023-06-01", 96), ("2023-10-29", 100)])
 def test_local_day_has_dst_aware_quarter_hours(day: str, slots: int) -> None:
     assert expected_slots(pd.Timestamp(day, tz="Europe/Paris")) == slots
+
+
+def test_interpolated_check_warns_on_the_sources_straight_line() -> None:
+    """Real: 2023-11-01 22:45 UTC … 11-02 19:00 UTC the real-time data is one straight line (82 quarter-hours between
+    two real values); the two days after it have none."""
+    ramp_day = real_load("2023-11-01 12:00", "2023-11-03")
+    c = interpolated(ramp_day.assign(raw_value=ramp_day["value"]), 6)
+    assert (c["check"], c["value"], c["status"]) == ("interpolated", 82.0, "warn")
+    assert c["details"]["first"] == "2023-11-01T22:45:00+00:00"
+    clean = real_load("2023-11-03", "2023-11-05")
+    assert interpolated(clean, 6)["status"] == "ok"
 
 
 def test_fallback_gap_is_the_first_repeated_local_hour() -> None:

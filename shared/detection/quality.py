@@ -102,6 +102,21 @@ def implausible(window: pd.DataFrame) -> dict[str, Any]:
     return count_check("implausible", len(bad), details)
 
 
+def interpolated(window: pd.DataFrame, min_points: int) -> dict[str, Any]:
+    """Values of the window on a straight line the source drew through a gap (the training-data gate's ramp rule,
+    :func:`shared.forecasting.gate.ramp_mask`): published as load but interpolated, so the forecast never learns
+    from them; a warning, since the source sent them.  ``window``: :func:`shared.series.load_series` output."""
+    from shared.forecasting.gate import ramp_mask
+
+    sent = window["raw_value"] if "raw_value" in window.columns else window["value"]
+    mask = ramp_mask(pd.DatetimeIndex(window["ts"]), sent.to_numpy(dtype=float), min_points)
+    bad = window[mask]
+    details: dict[str, Any] = {}
+    if len(bad):
+        details.update(first=pd.Timestamp(bad["ts"].min()).isoformat(), last=pd.Timestamp(bad["ts"].max()).isoformat())
+    return count_check("interpolated", len(bad), details, problem="warn")
+
+
 def learned_bounds(
     store: Store, source: str, metric: str, until: datetime, days: int = 365
 ) -> tuple[float, float] | None:

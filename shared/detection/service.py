@@ -640,6 +640,7 @@ def compute_detect(inputs: DetectInputs, settings: Settings) -> DetectOutputs:
     checks.append(quality.dead_letter(inputs.dead_letters))
     checks.append(quality.out_of_range(window_series, inputs.bounds, settings.dq_range_margin))
     checks.append(quality.implausible(window_series))
+    checks.append(quality.interpolated(window_series, settings.forecast_ramp_points))
     checks.extend(quality.revisions(inputs.revisions))
     dq = quality.to_frame(checks, dq_at, run_id, source, metric)
     figures["quality"] = {f"{c['check']}:{c['scope']}": c["status"] for c in checks if c["status"] != "ok"} or "ok"
