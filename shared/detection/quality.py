@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from shared.calendar import TZ, local_day_bounds
+from shared.forecasting.gate import ramp_mask
 from shared.series import NO_END, SERIES_SQL
 from shared.store import Store
 from shared.timeutil import to_utc
@@ -96,25 +97,25 @@ def implausible(window: pd.DataFrame) -> dict[str, Any]:
     left out of the series.  ``window`` is :func:`shared.series.load_series` output (column ``flag``)."""
     flags = window["flag"].astype(str) if "flag" in window.columns else pd.Series(dtype=str)
     bad = window[flags != ""]
-    details: dict[str, Any] = {"reasons": bad["flag"].value_counts().to_dict() if len(bad) else {}}
-    if len(bad):
-        details.update(first=pd.Timestamp(bad["ts"].min()).isoformat(), last=pd.Timestamp(bad["ts"].max()).isoformat())
+    details = {"reasons": bad["flag"].value_counts().to_dict() if len(bad) else {}, **_first_last(bad)}
     return count_check("implausible", len(bad), details)
+
+
+def _first_last(rows: pd.DataFrame) -> dict[str, str]:
+    """``first`` / ``last`` instant of flagged rows (empty when there are none)."""
+    if not len(rows):
+        return {}
+    return {"first": pd.Timestamp(rows["ts"].min()).isoformat(), "last": pd.Timestamp(rows["ts"].max()).isoformat()}
 
 
 def interpolated(window: pd.DataFrame, min_points: int) -> dict[str, Any]:
     """Values of the window on a straight line the source drew through a gap (the training-data gate's ramp rule,
     :func:`shared.forecasting.gate.ramp_mask`): published as load but interpolated, so the forecast never learns
     from them; a warning, since the source sent them.  ``window``: :func:`shared.series.load_series` output."""
-    from shared.forecasting.gate import ramp_mask
-
     sent = window["raw_value"] if "raw_value" in window.columns else window["value"]
     mask = ramp_mask(pd.DatetimeIndex(window["ts"]), sent.to_numpy(dtype=float), min_points)
     bad = window[mask]
-    details: dict[str, Any] = {}
-    if len(bad):
-        details.update(first=pd.Timestamp(bad["ts"].min()).isoformat(), last=pd.Timestamp(bad["ts"].max()).isoformat())
-    return count_check("interpolated", len(bad), details, problem="warn")
+    return count_check("interpolated", len(bad), _first_last(bad), problem="warn")
 
 
 def learned_bounds(

@@ -59,6 +59,12 @@ class GateResult:
         return int((self.reasons != "").sum())
 
 
+def _group_size(starts: np.ndarray) -> np.ndarray:
+    """Per element, the size of its group of consecutive elements; a new group starts at every True of ``starts``."""
+    group = np.cumsum(starts)
+    return np.bincount(group)[group]
+
+
 def flatline_mask(values: np.ndarray, min_steps: int) -> np.ndarray:
     """True for every value inside a run of ``min_steps`` or more identical consecutive values (NaN breaks runs)."""
     v = np.asarray(values, dtype=float)
@@ -67,9 +73,7 @@ def flatline_mask(values: np.ndarray, min_steps: int) -> np.ndarray:
         return np.zeros(n, dtype=bool)
     same = np.zeros(n, dtype=bool)
     same[1:] = (v[1:] == v[:-1]) & np.isfinite(v[1:])
-    run_id = np.cumsum(~same)
-    run_len = np.bincount(run_id)[run_id]
-    return (run_len >= min_steps) & np.isfinite(v)
+    return (_group_size(~same) >= min_steps) & np.isfinite(v)
 
 
 def value_resolution(values: np.ndarray, max_decimals: int = 6) -> float:
@@ -94,20 +98,18 @@ def ramp_mask(ts: pd.DatetimeIndex | pd.Series, values: np.ndarray, min_points: 
     """
     v = np.asarray(values, dtype=float)
     n = len(v)
-    out = np.zeros(n, dtype=bool)
     if n < 3 or min_points < 3:
-        return out
+        return np.zeros(n, dtype=bool)
     t = pd.DatetimeIndex(ts).asi8
     tol = 2.0 * value_resolution(v)
-    with np.errstate(invalid="ignore"):
-        # straight[i]: v[i-1], v[i], v[i+1] equally spaced and collinear (interior point i of a ramp)
-        straight = np.zeros(n, dtype=bool)
-        straight[1:-1] = (((t[2:] - t[1:-1]) == (t[1:-1] - t[:-2])) & (np.abs(v[2:] - 2 * v[1:-1] + v[:-2]) <= tol)
-                          & np.isfinite(v[2:]) & np.isfinite(v[1:-1]) & np.isfinite(v[:-2]))
-    run_id = np.cumsum(~straight)
-    run_len = np.bincount(run_id, weights=straight.astype(float))[run_id]
-    # a run of k interior points spans k + 2 values
-    return straight & (run_len + 2 >= min_points)
+    finite = np.isfinite(v)
+    # straight[i]: v[i-1], v[i], v[i+1] finite, equally spaced and collinear (interior point i of a ramp)
+    straight = np.zeros(n, dtype=bool)
+    with np.errstate(invalid="ignore"):  # inf − inf
+        straight[1:-1] = (finite[2:] & finite[1:-1] & finite[:-2] & ((t[2:] - t[1:-1]) == (t[1:-1] - t[:-2]))
+                          & (np.abs(v[2:] - 2 * v[1:-1] + v[:-2]) <= tol))
+    # a group is one non-interior value and the k interior ones after it; k interior points span k + 2 values
+    return straight & (_group_size(~straight) + 1 >= min_points)
 
 
 def _plausibility_reasons(frame: pd.DataFrame, settings: Settings, metric: str) -> pd.Series | None:
@@ -125,7 +127,7 @@ def _plausibility_reasons(frame: pd.DataFrame, settings: Settings, metric: str) 
 
 
 def gate(frame: pd.DataFrame, settings: Settings, metric: str | None = None,
-         flatline_steps: int | None = None, ramp_points: int | None = None) -> GateResult:
+         flatline_steps: int | None = None) -> GateResult:
     """Reject implausible values of a ``ts, value`` frame sorted by ``ts`` (see module docstring).
 
     ``metric``: the series' metric, to apply the plausibility bounds of the data-quality layer where they are
@@ -143,8 +145,7 @@ def gate(frame: pd.DataFrame, settings: Settings, metric: str | None = None,
         steps = settings.forecast_flatline_steps if flatline_steps is None else flatline_steps
         flat = flatline_mask(values, steps)
         reasons[(reasons == "") & flat] = FLATLINE
-        points = settings.forecast_ramp_points if ramp_points is None else ramp_points
-        reasons[(reasons == "") & ramp_mask(out["ts"], values, points)] = RAMP
+        reasons[(reasons == "") & ramp_mask(out["ts"], values, settings.forecast_ramp_points)] = RAMP
         reasons[(reasons == "") & present & (values <= 0)] = NONPOSITIVE
     bad = (reasons != "").to_numpy()
     out.loc[bad, "value"] = np.nan

@@ -292,20 +292,20 @@ def weather_regressors(ts: pd.DatetimeIndex, wx: pd.DataFrame, cfg: ModelConfig)
     n_b = max(1, cfg.weather_blocks)
     idx = pd.DatetimeIndex(ts).tz_convert("UTC") + std_offset(cfg.timezone)
     minute = (idx.hour * 60 + idx.minute).to_numpy()
+    # share of each instant in each block (rows sum to 1)
     if cfg.weather_block_shape == "hat":
         # position in block units, 0 at the centre of block 0; periodic over the day
         pos = minute * n_b / (24 * 60) - 0.5
         dist = np.abs(((pos[:, None] - np.arange(n_b)[None, :]) + n_b / 2) % n_b - n_b / 2)
-        onehot = np.clip(1.0 - dist, 0.0, None)
+        share = np.clip(1.0 - dist, 0.0, None)
     elif cfg.weather_block_shape == "step":
-        block = (minute * n_b // (24 * 60))
-        onehot = (block[:, None] == np.arange(n_b)[None, :]).astype(float)
+        share = ((minute * n_b // (24 * 60))[:, None] == np.arange(n_b)[None, :]).astype(float)
     else:
         from shared.errors import ModelError
 
         raise ModelError(f"weather_block_shape must be 'step' or 'hat', not {cfg.weather_block_shape!r}")
-    cols = [wx["hdd_smooth"].to_numpy(dtype=float)[:, None] * onehot,
-            wx["cdd_smooth"].to_numpy(dtype=float)[:, None] * onehot]
+    cols = [wx["hdd_smooth"].to_numpy(dtype=float)[:, None] * share,
+            wx["cdd_smooth"].to_numpy(dtype=float)[:, None] * share]
     full = np.hstack(cols)
     everything = _all_weather_regs(cfg)
     return full[:, [everything.index(n) for n in weather_regressor_names(cfg)]]
