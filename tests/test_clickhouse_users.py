@@ -166,3 +166,21 @@ def test_readers_can_read_every_table_and_view_of_the_ddl() -> None:
     for name in ("powersense_reader", "grafana"):
         for grants in (_grants(name), _cluster_grants(name)):
             assert all(_covered(("SELECT", obj), grants) for obj in created), name
+
+
+def test_grafana_can_read_every_table_a_dashboard_panel_reads() -> None:
+    """Each ``${db}.<table>`` in a provisioned panel's SQL (e.g. ``features`` for the gate's rejections) exists in the
+    DDL and is covered by the grafana user's grants on the single host and on the cluster."""
+    import json
+
+    created = {m[1] for stmt in single_node_statements() if (m := re.match(
+        r"create (?:or replace )?(?:table|view|materialized view) (?:if not exists )?[\w]+\.(\w+)",
+        " ".join(stmt.lower().split())))}
+    read: set[str] = set()
+    for path in (REPO / "observability" / "grafana" / "dashboards").glob("*.json"):
+        for panel in json.loads(path.read_text())["panels"]:
+            for target in panel.get("targets", []):
+                read |= set(re.findall(r"\$\{db\}\.(\w+)", target.get("rawSql", "")))
+    assert "features" in read and read <= created, read - created
+    for grants in (_grants("grafana"), _cluster_grants("grafana")):
+        assert all(_covered(("SELECT", f"{DB}.{t}"), grants) for t in read)
