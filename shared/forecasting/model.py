@@ -78,6 +78,7 @@ import numpy as np
 import pandas as pd
 
 from shared.calendar import TZ, bridge_of, public_holidays
+from shared.errors import ModelError
 from shared.features import steps_per_day
 from shared.forecasting.baseline import apply_intervals, lead_days, relative_error_quantiles
 from shared.forecasting.gate import strict
@@ -221,8 +222,6 @@ def events_for(country: str, mode: str = "weekday") -> list[str]:
         return WEEKDAY_EVENTS
     if mode == "named":
         return HOLIDAY_EVENTS if country == "FR" else GENERIC_EVENTS
-    from shared.errors import ModelError
-
     raise ModelError(f"holiday_events must be 'weekday' or 'named', not {mode!r}")
 
 
@@ -326,8 +325,6 @@ def weather_regressors(ts: pd.DatetimeIndex, wx: pd.DataFrame, cfg: ModelConfig)
     elif cfg.weather_block_shape == "step":
         share = ((minute * n_b // (24 * 60))[:, None] == np.arange(n_b)[None, :]).astype(float)
     else:
-        from shared.errors import ModelError
-
         raise ModelError(f"weather_block_shape must be 'step' or 'hat', not {cfg.weather_block_shape!r}")
     cols = [wx["hdd_smooth"].to_numpy(dtype=float)[:, None] * share,
             wx["cdd_smooth"].to_numpy(dtype=float)[:, None] * share]
@@ -446,8 +443,6 @@ def _profile_predict(m: Any, ts: pd.DatetimeIndex, wx: np.ndarray | None = None)
         out = m.predict(df, decompose=False)["yhat1"].to_numpy(dtype=float)
         return np.exp(out) if getattr(m, "powersense_log", False) else out
     if wx is None or wx.shape != (len(ts), len(names)):
-        from shared.errors import ModelError
-
         raise ModelError("a weather model needs the weather regressors of every instant it predicts")
     uniq, inv = np.unique(pd.DatetimeIndex(ts).asi8, return_inverse=True)
     base = _profile_raw(m, pd.DatetimeIndex(uniq, tz="UTC"), np.zeros((len(uniq), len(names))))
@@ -554,21 +549,17 @@ def fit(grid: pd.DataFrame, cfg: ModelConfig) -> LoadModel:
     _seed(cfg)
     data = grid.dropna(subset=["value"])
     if cfg.weather:
-        from shared.errors import ModelError
-
         if not {"hdd_smooth", "cdd_smooth"} <= set(grid.columns):
             raise ModelError("a weather model needs the weather columns in its training grid")
         data = data.dropna(subset=["hdd_smooth", "cdd_smooth"])
     if len(data) < 14 * steps_per_day(cfg.resolution_min):
-        from shared.errors import ModelError
-
         raise ModelError(f"not enough data to train: {len(data)} grid points")
     ts = pd.DatetimeIndex(data["ts"])
     # log scale: seasonal shapes become multiplicative, so the daily swing grows with the level
     y = np.log(data["value"].to_numpy()) if cfg.profile_log else data["value"].to_numpy()
     cal = {"tz": cfg.timezone, "country": cfg.holiday_country}
-    frame = profile_frame(ts, y, events=events_for(cfg.holiday_country, cfg.holiday_events),
-                          conditions=conditions_of(cfg), **cal)
+    candidates = events_for(cfg.holiday_country, cfg.holiday_events)
+    frame = profile_frame(ts, y, events=candidates, conditions=conditions_of(cfg), **cal)
     # sized from the history: a daily shape (day type × season) or a yearly seasonality the training data cannot
     # show is not learnt (a short or single-season series; a zone without DST has no summer time)
     span_days = (ts.max() - ts.min()) / pd.Timedelta(days=1)
@@ -577,10 +568,8 @@ def fit(grid: pd.DataFrame, cfg: ModelConfig) -> LoadModel:
     present = [c for c in conditions_of(cfg) if frame[c].any()]
     if present != conditions_of(cfg):
         cfg = replace(cfg, conditions=present)
-        frame = profile_frame(ts, y, events=events_for(cfg.holiday_country, cfg.holiday_events),
-                              conditions=conditions_of(cfg), **cal)
+        frame = profile_frame(ts, y, events=candidates, conditions=conditions_of(cfg), **cal)
     # an event absent from the training window cannot be learnt (NeuralProphet drops constant columns)
-    candidates = events_for(cfg.holiday_country, cfg.holiday_events)
     events = [ev for ev in candidates if frame[ev].any() and (cfg.christmas_week or ev != "christmas_week")]
     frame = frame.drop(columns=[ev for ev in candidates if ev not in events])
     wx = weather_regressors(ts, data, cfg) if cfg.weather else None
@@ -701,8 +690,6 @@ def _weather_profiles(model: LoadModel, hist: pd.DataFrame, hts: pd.DatetimeInde
                       ) -> tuple[np.ndarray, list[np.ndarray]]:
     """A weather profile's values: at the history instants (realised weather; NaN where unknown) and at each
     origin's targets (the weather known at that origin). One network call for all of them."""
-    from shared.errors import ModelError
-
     cfg = model.config
     if weather is None or not {"hdd_smooth", "cdd_smooth"} <= set(hist.columns):
         raise ModelError("weather model: no weather given (history needs the realised weather, weather the "
@@ -809,6 +796,11 @@ def _level_output(level: Any, lags: np.ndarray, cfg: ModelConfig) -> np.ndarray:
     return _level_forecast(level, lags)
 
 
+def _filled_lags(lags: np.ndarray) -> np.ndarray:
+    """Lag rows with their gaps interpolated along each row (ends held) and a row without any value at 0."""
+    return pd.DataFrame(lags).interpolate(axis=1, limit_direction="both").fillna(0.0).to_numpy(dtype=float)
+
+
 def _level_forecast(level: Any, lags: np.ndarray) -> np.ndarray:
     """Level forecasts (n_origins × BLOCKS_OUT) from rows of lagged block residuals: NeuralProphet's own network
     (``level.model``), called directly on each origin's normalised lags.
@@ -816,19 +808,16 @@ def _level_forecast(level: Any, lags: np.ndarray) -> np.ndarray:
     The same computation as ``level.predict`` with each origin as its own series (``tests/test_level_forecast.py``
     asserts both agree bit for bit), without its per-series overhead: ``predict`` builds a dataset, a data loader and
     a Lightning trainer *per series* (``neuralprophet/forecaster.py: _predict_raw``), ~15 ms an origin and seed here
-    against ~0.15 ms — 5 seeds × 365
-    origins of a backtest year, every holdout calibration, every issued forecast. The network is NeuralProphet's
-    ``TimeNet``: a static trend (``growth="off"``) plus AR-Net on the lags minus that trend (``time_net.py: forward``),
-    in the scale of the training series' ``standardize`` parameters (``global_data_params``), undone as ``predict``
-    does (``predicted * scale + shift``).
+    against ~0.15 ms — 5 seeds × 365 origins of a backtest year, every holdout calibration, every issued forecast.
+    The network is NeuralProphet's ``TimeNet``: a static trend (``growth="off"``) plus AR-Net on the lags minus that
+    trend (``time_net.py: forward``), in the scale of the training series' ``standardize`` parameters
+    (``global_data_params``), undone as ``predict`` does (``predicted * scale + shift``).
     """
     import torch
 
-    rows = np.vstack([pd.Series(row).interpolate(limit_direction="both").fillna(0.0).to_numpy() for row in lags])
+    rows = _filled_lags(lags)
     net = level.model
     if rows.shape[1] != net.n_lags:
-        from shared.errors import ModelError
-
         raise ModelError(f"level network takes {net.n_lags} lags, got {rows.shape[1]}")
     # every origin is a series unseen in training: NeuralProphet normalises it with the global parameters
     y = level.config_normalization.global_data_params["y"]
@@ -842,23 +831,8 @@ def _level_forecast(level: Any, lags: np.ndarray) -> np.ndarray:
                 for i in range(len(rows))]
     res = np.vstack(pred).reshape(len(rows), -1) * y.scale + y.shift
     if res.shape != (len(lags), BLOCKS_OUT):
-        from shared.errors import ModelError
-
         raise ModelError(f"level network returned {res.shape}, expected {(len(lags), BLOCKS_OUT)}")
     return np.asarray(res, dtype=float)
-
-
-def _level_forecast_reference(level: Any, lags: np.ndarray) -> np.ndarray:
-    """:func:`_level_forecast` through NeuralProphet's ``predict`` (each origin its own short series): the reference
-    the direct forward pass is tested against."""
-    frames = []
-    for i, row in enumerate(lags):
-        row = pd.Series(row).interpolate(limit_direction="both").fillna(0.0).to_numpy()
-        f = _level_frame(np.concatenate([row, np.full(BLOCKS_OUT, np.nan)]))
-        f["ID"] = f"o{i:06d}"  # zero-padded: NeuralProphet groups (and so orders) by ID
-        frames.append(f)
-    out = level.predict(pd.concat(frames, ignore_index=True), decompose=False, raw=True, auto_extend=False)
-    return out[[f"step{k}" for k in range(BLOCKS_OUT)]].to_numpy(dtype=float)
 
 
 def calibrate(model: LoadModel, fc: pd.DataFrame, actual: pd.DataFrame) -> dict[str, list[float]]:
@@ -963,13 +937,9 @@ def from_files(files: dict[str, bytes]) -> LoadModel:
     _quiet()
     doc = json.loads(files["model.json"])
     if doc.get("format") != "powersense-two-stage-v1":
-        from shared.errors import ModelError
-
         raise ModelError(f"unknown model format {doc.get('format')!r}")
     conf = dict(doc["config"])
     if conf.pop("perfect_weather", False):  # the retired look-ahead experiment: never a servable model
-        from shared.errors import ModelError
-
         raise ModelError("model trained with the retired perfect_weather look-ahead experiment")
     conf.setdefault("weather_block_shape", "step")  # artifacts saved before the setting: trained with steps
     conf.setdefault("holiday_events", "named")  # … with one event per named holiday
