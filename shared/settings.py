@@ -284,6 +284,10 @@ class Settings(BaseSettings):
     forecast_weather_level_lags: int = Field(default=7, ge=2, description="daily blocks the weather model's level "
                                              "network reads (its residual has the weather taken out)")
     forecast_level_epochs: int = Field(default=60, ge=1, description="level network epochs")
+    forecast_profile_seeds: int = Field(default=1, ge=1, le=16, description="profile networks trained with "
+                                        "successive seeds; the profile is their mean (each adds one profile fit)")
+    forecast_weather_profile_seeds: int = Field(default=5, ge=1, le=16, description="the same for the weather "
+                                                "model (its seed-dependent weather slopes move every forecast)")
     forecast_interval_level: float = Field(default=0.8, gt=0, lt=1, description="prediction interval level")
     forecast_interval_centered: bool = Field(default=True, description="conformal bounds around the holdout's "
                                              "median error (a one-off level shift in the holdout is not spread)")

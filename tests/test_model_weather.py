@@ -59,6 +59,18 @@ def test_weather_model_round_trips_through_its_artifact(data: dict) -> None:
     np.testing.assert_allclose(fc2["yhat"], fc["yhat"], rtol=1e-6)
 
 
+def test_weather_model_profile_is_the_mean_of_its_seeds(data: dict) -> None:
+    # weather_profile_seeds networks (the weather-free model: profile_seeds), each with its own slope correction
+    model = data["model"]
+    nets = [model.profile, *model.extra_profiles]
+    assert len(nets) == model.config.weather_profile_seeds == fm.profile_seeds_of(model.config) > 1
+    corrections = [n.powersense_weather_correction for n in nets]
+    assert all(np.abs(c).max() > 0 for c in corrections) and not np.allclose(corrections[0], corrections[1])
+    back = fm.from_files(fm.to_files(model))
+    for a, b in zip([back.profile, *back.extra_profiles], nets, strict=True):
+        np.testing.assert_array_equal(a.powersense_weather_correction, b.powersense_weather_correction)
+
+
 def test_an_artifact_from_before_the_block_shape_setting_predicts_with_step_blocks(data: dict) -> None:
     """Artifacts saved before ``weather_block_shape`` existed were trained with step blocks: loading one must not
     switch it to the new default."""
