@@ -26,7 +26,8 @@ from shared.settings import REPO_ROOT, Settings
 from shared.weather.features import WEATHER_COLUMNS, features_for_origins
 from tests.fixtures_forecast import fast_model_settings
 
-TINY = fm.ModelConfig(epochs=2, batch_size=128, level_epochs=3, level_lags=7, torch_threads=1, level_seeds=2)
+TINY = fm.ModelConfig(epochs=2, batch_size=128, level_epochs=3, level_lags=7, torch_threads=1, level_seeds=2,
+                      weather_level_seeds=2)
 STEP = pd.Timedelta(minutes=30)
 HORIZON = pd.Timedelta(days=8)
 
@@ -64,6 +65,8 @@ def test_weather_model_profile_is_the_mean_of_its_seeds(data: dict) -> None:
     model = data["model"]
     nets = [model.profile, *model.extra_profiles]
     assert len(nets) == model.config.weather_profile_seeds == fm.profile_seeds_of(model.config) > 1
+    # and weather_level_seeds level networks (not level_seeds, the weather-free model's)
+    assert 1 + len(model.extra_levels) == model.config.weather_level_seeds == fm.level_seeds_of(model.config)
     corrections = [n.powersense_weather_correction for n in nets]
     assert all(np.abs(c).max() > 0 for c in corrections) and not np.allclose(corrections[0], corrections[1])
     back = fm.from_files(fm.to_files(model))
@@ -150,7 +153,7 @@ def test_weather_model_skips_training_rows_without_weather(data: dict) -> None:
     gw = data["gw"]
     partial = gw[gw["ts"] < "2022-04-01"].copy()
     partial.loc[partial["ts"] < "2022-02-01", WEATHER_COLUMNS] = np.nan
-    m = fm.fit(partial, replace(TINY, weather=True, weather_smoothed_input=True, level_seeds=1))
+    m = fm.fit(partial, replace(TINY, weather=True, weather_smoothed_input=True, weather_level_seeds=1))
     assert m.meta["train_start"] >= pd.Timestamp("2022-02-01", tz="UTC").isoformat()
     with pytest.raises(ModelError):
         fm.fit(data["grid"][data["grid"]["ts"] < "2022-04-01"], replace(TINY, weather=True))
@@ -180,7 +183,7 @@ def test_train_and_calibrate_weather_model_on_a_grid_ending_with_the_data(data: 
 
     gw = data["gw"]
     train = gw[gw["ts"] < "2022-04-01"]
-    cfg = replace(service.model_config(fc_settings), weather=True, weather_smoothed_input=True, level_seeds=1)
+    cfg = replace(service.model_config(fc_settings), weather=True, weather_smoothed_input=True, weather_level_seeds=1)
     model, hold = service.train_and_calibrate(train, fc_settings, cfg)
     assert model.config.weather
     assert hold["metrics"]["mape"] is not None and "perfect" in hold["metrics"]["holdout_weather"]

@@ -77,3 +77,11 @@ def test_an_artifact_without_profile_seeds_restores_one_profile(models: dict) ->
     files["model.json"] = json.dumps(doc).encode()
     back = fm.from_files(files)
     assert back.config.profile_seeds == back.config.weather_profile_seeds == 1 and back.extra_profiles == []
+
+
+def test_a_weather_free_model_uses_the_weather_free_seed_counts(models: dict) -> None:
+    # level_seeds / profile_seeds, not the weather model's weather_level_seeds / weather_profile_seeds
+    cfg = models[3].config
+    assert cfg.weather_level_seeds != cfg.level_seeds and cfg.weather_profile_seeds != cfg.profile_seeds
+    assert 1 + len(models[3].extra_levels) == cfg.level_seeds == fm.level_seeds_of(cfg)
+    assert 1 + len(models[3].extra_profiles) == cfg.profile_seeds == fm.profile_seeds_of(cfg)
