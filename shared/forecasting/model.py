@@ -642,12 +642,7 @@ def _fit_profile(cfg: ModelConfig, events: list[str], frame: pd.DataFrame, ts: p
                  wx: np.ndarray | None) -> tuple[Any, np.ndarray]:
     """One profile network trained on ``frame`` (seeded by the caller), and its fitted values at ``ts`` (load
     scale; with weather, after the slope correction)."""
-    profile = _new_profile(cfg, events)
-    profile.powersense_events = events
-    profile.powersense_tz, profile.powersense_country = cfg.timezone, cfg.holiday_country
-    profile.powersense_conditions = conditions_of(cfg)
-    profile.powersense_log = cfg.profile_log
-    profile.powersense_weather_regs = weather_regressor_names(cfg)
+    profile = _label_profile(_new_profile(cfg, events), cfg, events)
     profile.fit(frame, freq=f"{cfg.resolution_min}min", progress=None, minimal=True)
     _release_training_data(profile)
     fitted = _profile_predict(profile, ts, wx)
@@ -660,6 +655,16 @@ def _fit_profile(cfg: ModelConfig, events: list[str], frame: pd.DataFrame, ts: p
         profile.powersense_weather_correction = corr
         fitted = np.exp(space + wx @ corr) if cfg.profile_log else fitted + wx @ corr
     return profile, fitted
+
+
+def _label_profile(m: Any, cfg: ModelConfig, events: list[str]) -> Any:
+    """Attach what :func:`_profile_predict` reads to a profile network (its events, calendar, scale, regressors)."""
+    m.powersense_events = events
+    m.powersense_tz, m.powersense_country = cfg.timezone, cfg.holiday_country
+    m.powersense_conditions = conditions_of(cfg)
+    m.powersense_log = cfg.profile_log
+    m.powersense_weather_regs = weather_regressor_names(cfg)
+    return m
 
 
 def _release_training_data(m: Any) -> None:
@@ -949,6 +954,7 @@ def _state_bytes(m: Any) -> bytes:
 
 
 def _profile_part(m: Any) -> dict[str, Any]:
+    """What ``model.json`` keeps of one profile network besides its state dict."""
     return {"data_params": _data_params(m), "freq": m.data_freq, "events": m.powersense_events,
             "weather_correction": [float(x) for x in getattr(m, "powersense_weather_correction", [])]}
 
@@ -1037,13 +1043,9 @@ def from_files(files: dict[str, bytes]) -> LoadModel:
 
 
 def _restore_profile(cfg: ModelConfig, part: dict[str, Any], state: bytes) -> Any:
+    """One profile network from its ``model.json`` part and state dict (inverse of :func:`_profile_part`)."""
     events = part["events"]
-    profile = _restore(_new_profile(cfg, events), part, state)
-    profile.powersense_events = events
-    profile.powersense_conditions = conditions_of(cfg)
-    profile.powersense_tz, profile.powersense_country = cfg.timezone, cfg.holiday_country
-    profile.powersense_log = cfg.profile_log
-    profile.powersense_weather_regs = weather_regressor_names(cfg)
+    profile = _label_profile(_restore(_new_profile(cfg, events), part, state), cfg, events)
     if part.get("weather_correction"):  # absent in artifacts saved before the slope correction
         profile.powersense_weather_correction = np.asarray(part["weather_correction"], dtype=float)
     return profile
