@@ -4,13 +4,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 
 from shared import settings as settings_mod
 from shared.forecasting import service
+from shared.forecasting.evaluate import load_data
+from shared.forecasting.model import ModelConfig
 from shared.ingest.history import read_history
 from shared.ingest.versioning import make_ukeys
 from shared.settings import REPO_ROOT, Settings
@@ -28,6 +32,21 @@ FAST_MODEL_ENV = {
     "POWERSENSE_FORECAST_LEVEL_LAGS": "7",
     "POWERSENSE_FORECAST_TORCH_THREADS": "1",
 }
+
+
+def tiny_model_config(**overrides: Any) -> ModelConfig:
+    """A model configuration that trains in seconds (the model-level tests: mechanics, not accuracy)."""
+    tiny = ModelConfig(epochs=2, batch_size=128, level_epochs=3, level_lags=7, torch_threads=1, level_seeds=1)
+    return replace(tiny, **overrides)
+
+
+def grid_2022(end: str, start: str | None = None) -> pd.DataFrame:
+    """The shipped 2022 national load on the 30-min model grid (``ts`` UTC, ``value``), ``start <= ts < end``."""
+    grid, _ = load_data([ECO2MIX / "eco2mix_national_2022.csv.gz"], 30)
+    keep = grid["ts"] < end
+    if start is not None:
+        keep &= grid["ts"] >= start
+    return grid[keep].reset_index(drop=True)
 
 
 def fast_model_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Settings]:

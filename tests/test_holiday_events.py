@@ -12,10 +12,9 @@ import pytest
 
 from shared.errors import ModelError
 from shared.forecasting import model as fm
-from shared.forecasting.evaluate import load_data
-from shared.settings import REPO_ROOT
+from tests.fixtures_forecast import grid_2022, tiny_model_config
 
-TINY = fm.ModelConfig(epochs=2, batch_size=128, level_epochs=3, level_lags=7, torch_threads=1, level_seeds=1)
+TINY = tiny_model_config()
 
 
 def _day(frame: pd.DataFrame, ts: pd.DatetimeIndex, date: str) -> pd.Series:
@@ -67,8 +66,7 @@ def test_events_for_each_mode() -> None:
 
 @pytest.fixture(scope="module")
 def models() -> dict[str, object]:
-    grid, _ = load_data([REPO_ROOT / "data" / "eco2mix" / "eco2mix_national_2022.csv.gz"], 30)
-    grid = grid[grid["ts"] < "2022-05-01"].reset_index(drop=True)
+    grid = grid_2022("2022-05-01")
     train = grid[grid["ts"] < "2022-04-01"]
     return {"grid": grid, "weekday": fm.fit(train, TINY), "named": fm.fit(train, replace(TINY, holiday_events="named"))}
 

@@ -12,10 +12,9 @@ import pytest
 
 from shared.errors import ModelError
 from shared.forecasting import model as fm
-from shared.forecasting.evaluate import load_data
-from shared.settings import REPO_ROOT
+from tests.fixtures_forecast import grid_2022, tiny_model_config
 
-TINY = fm.ModelConfig(epochs=2, batch_size=128, level_epochs=5, level_lags=7, torch_threads=1, level_seeds=2)
+TINY = tiny_model_config(level_epochs=5, level_seeds=2)
 
 
 def _reference(level: Any, lags: np.ndarray) -> np.ndarray:
@@ -32,8 +31,7 @@ def _reference(level: Any, lags: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def trained() -> dict[str, object]:
-    grid, _ = load_data([REPO_ROOT / "data" / "eco2mix" / "eco2mix_national_2022.csv.gz"], 30)
-    grid = grid[(grid["ts"] >= "2022-01-01") & (grid["ts"] < "2022-05-01")].reset_index(drop=True)
+    grid = grid_2022("2022-05-01", start="2022-01-01")
     model = fm.fit(grid[grid["ts"] < "2022-04-01"], TINY)
     # lag rows from the real series: 7 consecutive daily-mean deviations from the period's mean, one row per day
     daily = grid.set_index("ts")["value"].resample("D").mean()

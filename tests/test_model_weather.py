@@ -15,27 +15,24 @@ import pytest
 from shared.errors import ModelError
 from shared.forecasting import model as fm
 from shared.forecasting.evaluate import (
-    load_data,
     perfect_provider,
     realised_temperature,
     simulated_provider,
     t2m_error_sd,
     with_weather,
 )
-from shared.settings import REPO_ROOT, Settings
+from shared.settings import Settings
 from shared.weather.features import WEATHER_COLUMNS, features_for_origins
-from tests.fixtures_forecast import fast_model_settings
+from tests.fixtures_forecast import fast_model_settings, grid_2022, tiny_model_config
 
-TINY = fm.ModelConfig(epochs=2, batch_size=128, level_epochs=3, level_lags=7, torch_threads=1, level_seeds=2,
-                      weather_level_seeds=2)
+TINY = tiny_model_config(level_seeds=2, weather_level_seeds=2)
 STEP = pd.Timedelta(minutes=30)
 HORIZON = pd.Timedelta(days=8)
 
 
 @pytest.fixture(scope="module")
 def data() -> dict[str, object]:
-    grid, _ = load_data([REPO_ROOT / "data" / "eco2mix" / "eco2mix_national_2022.csv.gz"], 30)
-    grid = grid[(grid["ts"] >= "2022-01-01") & (grid["ts"] < "2022-04-20")].reset_index(drop=True)
+    grid = grid_2022("2022-04-20", start="2022-01-01")
     real = realised_temperature(grid["ts"])
     gw = with_weather(grid, real, smoothed_input=True)
     cfg = replace(TINY, weather=True, weather_smoothed_input=True, weather_level_lags=5)

@@ -9,16 +9,14 @@ import pandas as pd
 import pytest
 
 from shared.forecasting import model as fm
-from shared.forecasting.evaluate import load_data
-from shared.settings import REPO_ROOT
+from tests.fixtures_forecast import grid_2022, tiny_model_config
 
-TINY = fm.ModelConfig(epochs=2, batch_size=128, level_epochs=3, level_lags=7, torch_threads=1, level_seeds=1)
+TINY = tiny_model_config()
 
 
 @pytest.fixture(scope="module")
 def grid() -> pd.DataFrame:
-    g, _ = load_data([REPO_ROOT / "data" / "eco2mix" / "eco2mix_national_2022.csv.gz"], 30)
-    return g[(g["ts"] >= "2022-01-01") & (g["ts"] < "2022-04-01")].reset_index(drop=True)
+    return grid_2022("2022-04-01", start="2022-01-01")
 
 
 @pytest.fixture(scope="module")

@@ -181,14 +181,9 @@ class ModelConfig:
     # the weather model's: nine measured neutral on 2022 (one training per quarter, (a) / (b) seed 1 D+1 MAPE: Q1
     # 1.797 → 1.799 / 2.212 → 2.217 %, Q3 1.538 → 1.547 / 1.714 → 1.720 %; D+7 ±0.06 pp), so it keeps five
     weather_level_seeds: int = 5
-    # profile networks trained with seeds seed, seed+1, …; the profile is their mean. The profile's optimum moves
-    # with the seed: the 2022-Q1 weather model's D+1 MAPE (realised temperature as the forecast, look-ahead) was
-    # 2.16 % with seed 42 and 1.89 % with seed 43, and adding two event columns to the profile (pooled holidays)
-    # moved it from 1.79 to 2.16 % with the same seed. Artifacts saved before this setting have one profile
+    # profile networks trained with seeds seed, seed+1, …; the profile is their mean (why five for the weather model
+    # and one without weather, with the figures: the module docstring). Artifacts saved before it have one profile
     profile_seeds: int = 1
-    # the weather model's profile: its seed-dependent weather slopes move every forecast (the level network cannot
-    # absorb a slope error, the weather changes day to day); the weather-free model's level network absorbs its
-    # profile's errors — 2015 backtest, five profiles: D+1 2.514 → 2.512 %, D+7 4.502 → 4.575 %, 3× the training
     weather_profile_seeds: int = 5
     interval_level: float = 0.8
     interval_centered: bool = False
@@ -235,7 +230,7 @@ def std_offset(tz: str) -> pd.Timedelta:
     return pd.Timedelta(min(o for o in offs if o is not None))
 
 
-def events_for(country: str, mode: str = "weekday") -> list[str]:
+def events_for(country: str, mode: str = ModelConfig.holiday_events) -> list[str]:
     """Candidate holiday events of a calendar (none: none). ``mode`` (``ModelConfig.holiday_events``): "weekday" —
     every public holiday in one of two events by the day it falls on (Monday–Friday, Saturday; a Sunday holiday is
     a Sunday already); "named" — France: one event per holiday, another country: one event for all."""
