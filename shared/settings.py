@@ -273,7 +273,10 @@ class Settings(BaseSettings):
     # --- forecasting (featurize + forecast stages, backtest) -----------------------------------
     features_lookback_days: int = Field(default=1830, ge=14, description="oldest ts featurize (re)computes")
     max_interp_steps: int = Field(default=4, ge=0, description="gaps up to this many grid steps are interpolated")
-    forecast_train_days: int = Field(default=1096, ge=28, description="training window length (3 years)")
+    forecast_train_days: int = Field(default=1461, ge=28, description="training window length (4 years; the "
+                                     "weather-free model)")
+    forecast_weather_train_days: int = Field(default=1096, ge=28, description="the weather model's training window "
+                                             "(3 years: its five profile fits scale with it)")
     forecast_holdout_days: int = Field(default=91, ge=7, description="recent days kept out of training to "
                                        "calibrate intervals and compare new vs current model")
     forecast_retrain_hours: float = Field(default=24.0, gt=0, description="retrain when the model is older")
@@ -481,6 +484,16 @@ class Settings(BaseSettings):
     def _cluster_needs_server(self) -> Settings:
         if self.clickhouse_cluster and self.clickhouse_url is None:
             raise ValueError("POWERSENSE_CLICKHOUSE_CLUSTER needs POWERSENSE_CLICKHOUSE_URL (chDB is one node)")
+        return self
+
+    @model_validator(mode="after")
+    def _features_cover_the_training_window(self) -> Settings:
+        # the forecast reads its window from featurize's table, which reaches back features_lookback_days only
+        longest = max(self.forecast_train_days, self.forecast_weather_train_days)
+        if self.features_lookback_days < longest:
+            raise ValueError(f"POWERSENSE_FEATURES_LOOKBACK_DAYS ({self.features_lookback_days}) must cover the "
+                             f"forecast's training window ({longest} days: POWERSENSE_FORECAST_TRAIN_DAYS / "
+                             "POWERSENSE_FORECAST_WEATHER_TRAIN_DAYS)")
         return self
 
     @property

@@ -88,6 +88,23 @@ def test_issued_forecast_equals_the_old_path(store: Store, fc_settings: Settings
         np.testing.assert_allclose(new[col].to_numpy(), ref[col].to_numpy(), rtol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["POWERSENSE_FORECAST_TRAIN_DAYS", "POWERSENSE_FORECAST_WEATHER_TRAIN_DAYS"])
+def test_a_training_window_longer_than_featurize_reaches_back_fails_at_start_up(
+        monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """The forecast reads its window from featurize's table (``features_lookback_days`` deep): a longer window
+    would silently train on less than it says."""
+    from shared import settings as settings_mod
+    from shared.errors import ConfigurationError
+
+    monkeypatch.setenv(name, "2000")
+    settings_mod.get_settings.cache_clear()
+    try:
+        with pytest.raises(ConfigurationError, match="POWERSENSE_FEATURES_LOOKBACK_DAYS \\(1830\\) must cover"):
+            settings_mod.get_settings()
+    finally:
+        settings_mod.get_settings.cache_clear()
+
+
 def test_featurize_at_another_resolution_stops_the_forecast(
         store: Store, fc_settings: Settings, winter_2023: pd.DataFrame) -> None:
     """featurize deployed with 15 min, forecast with 30: a configuration error, not a silent in-process rebuild."""

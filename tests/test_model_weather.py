@@ -189,6 +189,23 @@ def test_train_and_calibrate_weather_model_on_a_grid_ending_with_the_data(data: 
     assert hold_p["metrics"]["holdout_weather"].startswith("weather provider")
 
 
+def test_the_weather_model_trains_on_its_own_window_the_weather_free_model_on_the_whole_grid(
+        data: dict, fc_settings: Settings) -> None:
+    """``forecast_weather_train_days`` bounds the weather model's window (its profile fits scale with it); the
+    weather-free model keeps every row it is given (``forecast_train_days`` chose them)."""
+    from shared.forecasting import service
+
+    train = data["gw"][data["gw"]["ts"] < "2022-04-01"]
+    settings = fc_settings.model_copy(update={"forecast_weather_train_days": 60})
+    base = replace(service.model_config(settings), weather_smoothed_input=True, weather_level_seeds=1, level_seeds=1)
+    weather, _ = service.train_and_calibrate(train, settings, replace(base, weather=True))
+    free, _ = service.train_and_calibrate(train, settings, base)
+    last = train["ts"].max()
+    # the window minus its holdout: trained from 60 days before the newest row (not 1 January)
+    assert pd.Timestamp(weather.meta["train_start"]) == last - pd.Timedelta(days=60) + STEP
+    assert pd.Timestamp(free.meta["train_start"]) == train["ts"].min()
+
+
 def _confounded(slope_gap: float) -> tuple[pd.DatetimeIndex, np.ndarray, np.ndarray]:
     """Synthetic edge case (two winters, 30-min grid, a 3-day gap): a residual that is ``slope_gap`` × heating
     degrees plus a −5 GW level drop from the second autumn on — a level change confounded with the weather, as the

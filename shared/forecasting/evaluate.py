@@ -492,7 +492,8 @@ WEATHER_NOTES = [
     "mean, so (b) is pessimistic). Errors smoothed like the temperature (Enedis smoothed series).",
     "c_weather_free: the product without weather (the same code as make evaluate), same origins.",
     "The weather model trains where realised temperature exists: the shipped Enedis series starts 2020-01-09, so "
-    "the first training window (3 years before 2023) has weather from 2020-01-09 only.",
+    "the weather model's first training window (forecast_weather_train_days: the 3 years before 2023) has weather "
+    "from 2020-01-09 only; the weather-free model trains on forecast_train_days (4 years).",
     "One weather model per retrain (trained on realised temperature; its holdout uses simulated forecasts with a "
     "seed not among the evaluated ones); (a) and every (b) seed issue forecasts from that same model.",
 ]
@@ -621,12 +622,13 @@ def weather_resources(grid: pd.DataFrame, train_start: pd.Timestamp, test_start:
     fc = issue(model, gw[gw["ts"] < origin[0]], origin, horizon_end=horizon, weather=wx)
     predict_s = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    return {"what": "one weather-model training (train_and_calibrate, 3-year window) + one origin issued from the "
-                    "model loaded from its artifact files, in one fresh process",
+    return {"what": "one weather-model training (train_and_calibrate on its forecast_weather_train_days window) + "
+                    "one origin issued from the model loaded from its artifact files, in one fresh process",
             "train_seconds": round(train_s, 2), "train_cpu_seconds": round(train_cpu, 2),
             "load_average_1min_at_end": round(os.getloadavg()[0], 2),
             "predict_seconds": round(predict_s, 3), "peak_rss_gib": round(rss, 3),
-            "forecast_rows": int(len(fc)), "train_window": [train_start.isoformat(), test_start.isoformat()],
+            # the rows the weather model trained on (its own window, where weather exists) up to the test start
+            "forecast_rows": int(len(fc)), "train_window": [model.meta["train_start"], test_start.isoformat()],
             "checks": {"train_seconds_le_120": bool(train_s <= 120), "predict_seconds_le_5": bool(predict_s <= 5),
                        "peak_rss_le_3_gib": bool(rss <= 3)}}
 

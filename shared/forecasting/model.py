@@ -194,11 +194,11 @@ class ModelConfig:
     timezone: str = "Europe/Paris"
     holiday_country: str = "FR"
     # how public holidays enter the profile (events_for): "weekday" — pooled by the day they fall on (one event for
-    # Monday–Friday, one for Saturday), so a 3-year window learns each from ~25 / ~4 days; "named" — one event per
-    # French holiday, each learnt from its 3 occurrences, whatever their weekday (a 1 May on a Sunday and one on a
-    # Tuesday share a coefficient): in the 2015–2020 backtests those days had D+1 MAPE 8–10 % (1 May, 8 May,
-    # 14 July, 15 Aug) and the day after them 4–8 % (the miss carried by the level network), against 2.6–3.1 %
-    # on other days. Artifacts saved before this setting were trained with "named" (see from_files)
+    # Monday–Friday, one for Saturday), so each is learnt from ~8 / ~1.3 days per year of window; "named" — one
+    # event per French holiday, each learnt from one occurrence per year, whatever its weekday (a 1 May on a
+    # Sunday and one on a Tuesday share a coefficient): in the 2015–2020 backtests those days had D+1 MAPE 8–10 %
+    # (1 May, 8 May, 14 July, 15 Aug) and the day after them 4–8 % (the miss carried by the level network), against
+    # 2.6–3.1 % on other days. Artifacts saved before this setting were trained with "named" (see from_files)
     holiday_events: str = "weekday"
     # daily-shape conditions the model has (set by fit: the day-type × season combinations its training data
     # contains; a combination it never saw borrows the nearest one) — None = all of conditions_of()

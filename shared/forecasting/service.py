@@ -136,6 +136,12 @@ def train_and_calibrate(grid: pd.DataFrame, settings: Settings, cfg: Any | None 
     data = grid.dropna(subset=["value"])
     if data.empty:
         raise ModelError("no data to train on")
+    if cfg.weather:
+        # the weather model keeps its own window (forecast_weather_train_days, 3 years): the one it was measured
+        # with, and each of its five profile fits scales with it (training ≤ 120 s)
+        first = data["ts"].max() - pd.Timedelta(days=settings.forecast_weather_train_days)
+        grid = grid[grid["ts"] > first]
+        data = data[data["ts"] > first]
     days = valid_history_days(grid, cfg.resolution_min)
     if days < settings.forecast_model_min_history_days:
         raise ModelError(f"{days:.0f} days of valid history; the model needs at least "
