@@ -40,6 +40,7 @@ trains the weather-free model first: it is the safety net.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import threading
@@ -780,6 +781,11 @@ def run_forecast(store: Store, settings: Settings, artifacts_factory: Any, now: 
                         res.trained = {"trained": False, "model": "weather" if weather else "weather_free",
                                        "error": f"{type(exc).__name__}: {exc}"}
                         log_event(log, "training_failed", logging.ERROR, error=str(exc), weather=weather)
+                    finally:
+                        # a training leaves reference cycles (networks, data loaders, Lightning loops): collect
+                        # them in the training run, not in a later hourly run, whose prediction would pay for
+                        # the full collection (bench forecast, 4-year window: 1.3 s of a 2.4 s prediction run)
+                        gc.collect()
             if not wx.status:  # fresh weather covering every target: the weather model, when there is one
                 fc, version, weather_status = _predict_weather(store, settings, artifacts, wgrid, now_ts, wx)
             if fc is None:
