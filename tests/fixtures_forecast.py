@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from shared import settings as settings_mod
+from shared.errors import ConfigurationError
 from shared.forecasting import service
 from shared.forecasting.evaluate import load_data
 from shared.forecasting.model import ModelConfig
@@ -60,6 +61,18 @@ def fast_model_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iter
     yield settings_mod.get_settings()
     service._cache.clear()
     settings_mod.get_settings.cache_clear()
+
+
+def assert_start_up_fails(monkeypatch: pytest.MonkeyPatch, name: str, value: str, match: str) -> None:
+    """With ``name=value`` in the environment, building the settings (every function's start-up) raises
+    ConfigurationError matching ``match``; the settings cache is cleared before and after."""
+    monkeypatch.setenv(name, value)
+    settings_mod.get_settings.cache_clear()
+    try:
+        with pytest.raises(ConfigurationError, match=match):
+            settings_mod.get_settings()
+    finally:
+        settings_mod.get_settings.cache_clear()
 
 
 def history(start: str, end: str) -> pd.DataFrame:

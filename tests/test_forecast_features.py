@@ -20,7 +20,7 @@ from shared.forecasting.gate import gate
 from shared.series import load_series
 from shared.settings import Settings
 from shared.store import Store
-from tests.fixtures_forecast import fast_model_settings, insert_measurements
+from tests.fixtures_forecast import assert_start_up_fails, fast_model_settings, insert_measurements
 
 NOW = datetime(2023, 3, 15, 10, 20, tzinfo=UTC)  # data ends at 10:00 UTC
 
@@ -93,16 +93,7 @@ def test_a_training_window_longer_than_featurize_reaches_back_fails_at_start_up(
         monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     """The forecast reads its window from featurize's table (``features_lookback_days`` deep): a longer window
     would silently train on less than it says."""
-    from shared import settings as settings_mod
-    from shared.errors import ConfigurationError
-
-    monkeypatch.setenv(name, "2000")
-    settings_mod.get_settings.cache_clear()
-    try:
-        with pytest.raises(ConfigurationError, match="POWERSENSE_FEATURES_LOOKBACK_DAYS \\(1830\\) must cover"):
-            settings_mod.get_settings()
-    finally:
-        settings_mod.get_settings.cache_clear()
+    assert_start_up_fails(monkeypatch, name, "2000", "POWERSENSE_FEATURES_LOOKBACK_DAYS \\(1830\\) must cover")
 
 
 def test_featurize_at_another_resolution_stops_the_forecast(

@@ -18,9 +18,7 @@ import pandas as pd
 import pytest
 
 from shared import clock
-from shared import settings as settings_mod
 from shared.artifacts import LocalArtifactStore
-from shared.errors import ConfigurationError
 from shared.forecasting import service
 from shared.query.models import ForecastParams
 from shared.query.service import forecast_run
@@ -28,7 +26,7 @@ from shared.settings import Settings
 from shared.store import Store
 from shared.weather.featurize import featurize_weather
 from shared.weather.service import backfill
-from tests.fixtures_forecast import fast_model_settings, history, insert_measurements
+from tests.fixtures_forecast import assert_start_up_fails, fast_model_settings, history, insert_measurements
 from tests.test_weather_featurize import ISSUED_1, forecast_window, store_forecast
 
 NOW = datetime(2023, 3, 15, 10, 20, tzinfo=UTC)  # load data ends at 10:00 UTC
@@ -153,13 +151,7 @@ def test_no_model_and_no_weather_gives_a_flagged_seasonal_naive(store: Store, wx
 ])
 def test_bad_weather_settings_fail_at_start_up_naming_the_variable(monkeypatch: pytest.MonkeyPatch, name: str,
                                                                    value: str) -> None:
-    monkeypatch.setenv(name, value)
-    settings_mod.get_settings.cache_clear()
-    try:
-        with pytest.raises(ConfigurationError, match=name):
-            settings_mod.get_settings()
-    finally:
-        settings_mod.get_settings.cache_clear()
+    assert_start_up_fails(monkeypatch, name, value, name)
 
 
 def test_training_plan_trains_one_model_per_run(store: Store, settings: Settings, tmp_path: Path) -> None:

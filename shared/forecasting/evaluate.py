@@ -493,7 +493,7 @@ WEATHER_NOTES = [
     "c_weather_free: the product without weather (the same code as make evaluate), same origins.",
     "The weather model trains where realised temperature exists: the shipped Enedis series starts 2020-01-09, so "
     "the weather model's first training window (forecast_weather_train_days: the 3 years before 2023) has weather "
-    "from 2020-01-09 only; the weather-free model trains on forecast_train_days (4 years).",
+    "from 2020-01-09 only; the weather-free model trains on forecast_train_days (train_window).",
     "One weather model per retrain (trained on realised temperature; its holdout uses simulated forecasts with a "
     "seed not among the evaluated ones); (a) and every (b) seed issue forecasts from that same model.",
 ]

@@ -74,6 +74,7 @@ refuses (``weights_only``), and unpickling from object storage would run arbitra
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import logging
@@ -667,8 +668,6 @@ def _release_training_data(m: Any) -> None:
     Lightning trainer its loops (measured: ~0.5 GiB per profile network on a 3-year window, so five weather
     profiles took the forecast stage to 3.5 GiB). Prediction needs neither: a fresh trainer as :func:`_restore`
     configures for a model loaded from its artifact."""
-    import gc
-
     m.model.train_loader = None
     _fresh_trainer(m)
     gc.collect()
