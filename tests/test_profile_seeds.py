@@ -90,3 +90,4 @@ def test_fitted_profiles_do_not_keep_their_training_data(models: dict) -> None:
     # forecast stage past 3 GiB. The networks keep only what prediction needs
     for p in [models[3].profile, *models[3].extra_profiles]:
         assert getattr(p.model, "train_loader", None) is None
+        assert p.model._trainer is None  # the trainer that fitted it holds its loops and data loader
