@@ -542,7 +542,7 @@ def _profile_network(m: Any, df: pd.DataFrame) -> np.ndarray:
     with torch.no_grad():
         out = [net({**rows(x, a, a + batch), "predict_mode": True}, None, False)[0][:, 0, 0].numpy()
                for a in range(0, n, batch)]
-    y = m.config_normalization.get_data_params("__df__")["y"]
+    y = m.config_normalization.get_data_params(frame["ID"].iloc[0])["y"]  # one series: prep_or_copy_df names it
     # in float32 and then widened, as predict's frame holds it
     values = (np.concatenate(out) * y.scale + y.shift).astype(float)
     return pd.Series(values, index=frame["ds"].to_numpy()).reindex(df["ds"].to_numpy()).to_numpy(dtype=float)
