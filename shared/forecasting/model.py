@@ -466,9 +466,7 @@ def _profile_predict(m: Any, ts: pd.DatetimeIndex, wx: np.ndarray | None = None)
         return np.array([])
     names = getattr(m, "powersense_weather_regs", [])
     if not names:
-        df = profile_frame(ts, events=m.powersense_events, conditions=m.powersense_conditions,
-                           tz=getattr(m, "powersense_tz", TZ), country=getattr(m, "powersense_country", "FR"))
-        out = _profile_network(m, df)
+        out = _profile_raw(m, ts)
         return np.exp(out) if getattr(m, "powersense_log", False) else out
     if wx is None or wx.shape != (len(ts), len(names)):
         raise ModelError("a weather model needs the weather regressors of every instant it predicts")
@@ -479,12 +477,14 @@ def _profile_predict(m: Any, ts: pd.DatetimeIndex, wx: np.ndarray | None = None)
     return np.exp(out) if getattr(m, "powersense_log", False) else out
 
 
-def _profile_raw(m: Any, ts: pd.DatetimeIndex, wx: np.ndarray) -> np.ndarray:
-    """The weather profile network's output (log scale if ``profile_log``) for distinct instants."""
+def _profile_raw(m: Any, ts: pd.DatetimeIndex, wx: np.ndarray | None = None) -> np.ndarray:
+    """A profile network's output (log scale if ``profile_log``) for distinct instants; a weather profile also takes
+    its regressors ``wx`` (rows × ``powersense_weather_regs``)."""
     df = profile_frame(ts, events=m.powersense_events, conditions=m.powersense_conditions,
                        tz=getattr(m, "powersense_tz", TZ), country=getattr(m, "powersense_country", "FR"))
-    for k, name in enumerate(m.powersense_weather_regs):
-        df[name] = wx[:, k]
+    if wx is not None:
+        for k, name in enumerate(m.powersense_weather_regs):
+            df[name] = wx[:, k]
     return _profile_network(m, df)
 
 
