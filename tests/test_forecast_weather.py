@@ -91,6 +91,10 @@ def test_weather_model_used_when_fresh_else_the_weather_free_model_flagged(store
     current = artifacts.current(service.weather_series_key(wx_settings))
     assert current is not None and current["version"] == second.model_version
     assert second.details["weather_issued_at"] == pd.Timestamp(ISSUED_1).isoformat()
+    # its holdout was scored with forecast errors, not the realised temperature (the one stored forecast was issued
+    # after every holdout origin, so the error is the simulated one at each)
+    assert "simulated forecast errors" in current["backtest_metrics"]["holdout"]["holdout_weather"]
+    assert "no stored forecast known at any" in current["backtest_metrics"]["holdout"]["holdout_weather"]
     # nothing is due two hours later: no training
     assert _run(store, wx_settings, artifacts, "run-3", NOW.replace(hour=12)).trained == {"trained": False}
 

@@ -17,12 +17,11 @@ from shared.forecasting import model as fm
 from shared.forecasting.evaluate import (
     perfect_provider,
     realised_temperature,
-    simulated_provider,
-    t2m_error_sd,
     with_weather,
 )
 from shared.settings import Settings
 from shared.weather.features import WEATHER_COLUMNS, features_for_origins
+from shared.weather.forecast_error import simulated_provider, t2m_error_sd
 from tests.fixtures_forecast import fast_model_settings, grid_2022, tiny_model_config
 
 TINY = tiny_model_config(level_seeds=2, weather_level_seeds=2)

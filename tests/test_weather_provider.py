@@ -49,6 +49,40 @@ def test_each_origin_reads_the_forecast_known_then(store: Store, cfg: Settings,
     assert uncovered_origins(got, pd.DatetimeIndex([before]), pd.Timedelta(days=9)) == [before]
 
 
+def test_training_holdout_reads_stored_forecasts_where_known_and_simulated_errors_elsewhere(
+        store: Store, cfg: Settings, enedis: pd.DataFrame) -> None:  # noqa: F811
+    """Production's training holdout (``service.holdout_weather``): the forecast stored as known at an origin where
+    one covers it, else the realised temperature plus the simulated forecast error — never the realised one alone."""
+    from shared.forecasting.service import holdout_weather
+
+    store_forecast(store, cfg, forecast_window(enedis, ISSUED_1).assign(value=lambda f: f["value"] + 3.0), ISSUED_1)
+    realised = enedis.rename(columns={"value": "temp_degc"})
+    early, later = pd.Timestamp("2023-03-15T05:00Z"), pd.Timestamp("2023-03-15T11:00Z")
+    provider = holdout_weather(realised, None, cfg, store)
+    got = provider(pd.DatetimeIndex([early, later]))
+    truth = realised.set_index("ts")["temp_degc"]
+    stored = got[got["origin"] == later].set_index("ts")["temp_degc"]
+    assert stored.to_numpy() == pytest.approx(truth.reindex(stored.index).to_numpy() + 3.0)
+    simulated = got[got["origin"] == early].set_index("ts")["temp_degc"]
+    err = simulated - truth.reindex(simulated.index)
+    assert err.abs().max() > 0.5 and err.abs().max() < 15  # a forecast error of a few °C, not a copy
+    assert provider.label.startswith("stored temperature forecast as known at 1 of 2 holdout origins")
+
+
+def test_training_holdout_without_a_store_is_simulated_at_every_origin_and_repeatable(
+        cfg: Settings, enedis: pd.DataFrame) -> None:  # noqa: F811
+    from shared.forecasting.service import holdout_weather
+
+    realised = enedis.rename(columns={"value": "temp_degc"})
+    origins = pd.DatetimeIndex(["2023-02-01T11:00Z", "2023-02-02T11:00Z"])
+    first = holdout_weather(realised, None, cfg, None)
+    a, b = first(origins), holdout_weather(realised, None, cfg, None)(origins)
+    assert a["temp_degc"].to_numpy() == pytest.approx(b["temp_degc"].to_numpy())
+    truth = realised.set_index("ts")["temp_degc"].reindex(pd.DatetimeIndex(a["ts"])).to_numpy()
+    assert abs(a["temp_degc"].to_numpy() - truth).max() > 0.5
+    assert first.label.endswith("at all 2 holdout origins (no stored forecast known at any)")
+
+
 @pytest.fixture
 def fast(store: Store, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Settings]:
     gen = fast_model_settings(monkeypatch, tmp_path)

@@ -204,7 +204,8 @@ def holdout_weather_features(grid: pd.DataFrame, origins: pd.DatetimeIndex, cfg:
         fc = perfect_provider(realised, horizon, step, fill)(origins)
         label = "realised temperature used as the forecast (perfect forecast: optimistic holdout)"
     else:
-        fc, label = weather(origins), "weather provider (forecast known at each origin)"
+        fc = weather(origins)
+        label = str(getattr(weather, "label", "weather provider (forecast known at each origin)"))
     wx = features_for_origins(realised, fc, origins, cfg.resolution_min, cfg.weather_smoothed_input)
     return wx, label
 
@@ -585,18 +586,79 @@ def weather_training_grid(grid: pd.DataFrame, history: pd.DataFrame | None) -> p
     return out[out["ts"] <= known.max()].reset_index(drop=True)
 
 
-def holdout_weather_provider(train_grid: pd.DataFrame, wx: WeatherInputs, settings: Settings) -> Any:
-    """The temperature a weather model's training holdout uses as the forecast at each holdout origin (a
-    WeatherProvider): the realised temperature of its targets (an optimistic holdout, labelled in the model's
-    metrics), and where none is stored yet — the archive is days behind, and the last holdout origins' targets
-    run past the training grid — the newest forecast of those hours as known at the run."""
-    from shared.weather.features import perfect_provider
+class HoldoutWeather:
+    """The temperature forecast at each origin of a weather model's training holdout (a WeatherProvider), with a
+    ``label`` saying what it was (set at each call; it goes into the model's holdout metrics).
 
+    At an origin where the store keeps a temperature forecast as known then covering the origin's horizon: that
+    forecast (its real errors). Elsewhere — before poll-weather ran, during an outage, or with no store — the
+    realised temperature plus a simulated forecast error: the lead-dependent error model of ``make evaluate
+    --weather`` (``shared/weather/forecast_error.py``, seed ``HOLDOUT_SEED``). Never the realised temperature alone:
+    a holdout with a perfect forecast calibrates the combination with naive, the intervals and the promotion gate
+    for an accuracy the model never gets. ``make evaluate --weather`` has no stored forecasts and scores its
+    training holdouts with the same simulated error, so its (b) runs measure what production computes.
+    """
+
+    def __init__(self, simulated: Any, stored: Any | None, horizon: pd.Timedelta) -> None:
+        self.simulated, self.stored, self.horizon = simulated, stored, horizon
+        self.label = "realised temperature plus simulated forecast errors (no origin called yet)"
+        # the holdout is read twice per training (the new model, then the current one on the same origins)
+        self._last: tuple[tuple[int, ...], pd.DataFrame, str] | None = None
+
+    def __call__(self, origins: pd.DatetimeIndex) -> pd.DataFrame:
+        origins = pd.DatetimeIndex(origins).tz_convert("UTC")
+        key = tuple(int(v) for v in origins.asi8)
+        if self._last is not None and self._last[0] == key:
+            self.label = self._last[2]
+            return self._last[1].copy()
+        out = self._provide(origins)
+        self._last = (key, out, self.label)
+        return out.copy()
+
+    def _provide(self, origins: pd.DatetimeIndex) -> pd.DataFrame:
+        from shared.weather.provider import uncovered_origins
+
+        sim = self.simulated(origins)
+        use: list[pd.Timestamp] = []
+        known = None
+        if self.stored is not None and len(origins):
+            known = self.stored(origins)
+            missing = set(uncovered_origins(known, origins, self.horizon))
+            use = [o for o in origins if o not in missing]
+        sim_label = "realised temperature plus simulated forecast errors (shared/weather/forecast_error.py)"
+        if not use or known is None:
+            self.label = f"{sim_label} at all {len(origins)} holdout origins (no stored forecast known at any)"
+            return sim
+        self.label = (f"stored temperature forecast as known at {len(use)} of {len(origins)} holdout origins; "
+                      f"{sim_label} at the others")
+        out = pd.concat([known[known["origin"].isin(use)], sim[~sim["origin"].isin(use)]], ignore_index=True)
+        return out.sort_values(["origin", "ts"], kind="stable").reset_index(drop=True)
+
+
+def holdout_weather_provider(train_grid: pd.DataFrame, wx: WeatherInputs, settings: Settings,
+                             store: Store | None = None) -> HoldoutWeather:
+    """The temperature forecast a weather model's training holdout uses at each origin (:class:`HoldoutWeather`)
+    in a forecast run: ``train_grid``'s realised temperature; where none is stored yet — the archive is days behind,
+    and the last holdout origins' targets run past the training grid — the newest temperature known at the run
+    (``wx``: realised history, then the newest forecast) stands for it."""
     parts = [f[["ts", "temp_degc"]] for f in (wx.history, wx.future) if f is not None and len(f)]
     fill = (pd.concat(parts, ignore_index=True).dropna().drop_duplicates("ts", keep="last").sort_values("ts")
             if parts else None)
+    return holdout_weather(train_grid[["ts", "temp_degc"]], fill, settings, store)
+
+
+def holdout_weather(realised: pd.DataFrame, fill: pd.DataFrame | None, settings: Settings,
+                    store: Store | None) -> HoldoutWeather:
+    """:class:`HoldoutWeather` over ``realised`` (``ts, temp_degc``; ``fill`` where it has no value) and, with a
+    ``store``, the temperature forecasts stored there (read as known at each origin)."""
+    from shared.weather.forecast_error import HOLDOUT_SEED, simulated_provider
+    from shared.weather.provider import store_provider
+
     step = pd.Timedelta(minutes=settings.forecast_resolution_min)
-    return perfect_provider(train_grid[["ts", "temp_degc"]], pd.Timedelta(hours=24 * LEVEL_BLOCKS), step, fill)
+    horizon = pd.Timedelta(hours=24 * LEVEL_BLOCKS)
+    cfg = model_config(settings, weather=True)
+    simulated = simulated_provider(realised, horizon, step, HOLDOUT_SEED, cfg.weather_smoothed_input, fill=fill)
+    return HoldoutWeather(simulated, store_provider(store, horizon) if store is not None else None, horizon)
 
 
 def weather_days(grid: pd.DataFrame, resolution_min: int) -> float:
@@ -778,7 +840,7 @@ def run_forecast(store: Store, settings: Settings, artifacts_factory: Any, now: 
                     try:
                         res.trained = maybe_train(
                             store, settings, artifacts, train_grid if weather else grid, now_ts, weather=weather,
-                            reason=reason, holdout_weather=holdout_weather_provider(train_grid, wx, settings)
+                            reason=reason, holdout_weather=holdout_weather_provider(train_grid, wx, settings, store)
                             if weather else None)
                     except (ModelError, ValueError, KeyError, RuntimeError) as exc:
                         # a failed training must not stop the forecast from the current model

@@ -12,9 +12,10 @@ origin are never read for it).
 adaptive intervals) on the store's series (``features``, the grid featurize wrote) twice, same origins: the weather
 model with the stored forecasts, and the weather-free model. What is approximated, and labelled in the report:
 
-* the training holdouts score the weather model with the realised temperature as its forecast (where none is
-  stored yet, the newest stored forecast of those hours) — as production's training does
-  (``service.holdout_weather_provider``; no forecast known at a holdout origin is required);
+* the training holdouts score the weather model as production's training does (``service.holdout_weather``):
+  with the stored forecast as known at each holdout origin where one covers it, elsewhere the realised
+  temperature plus the simulated forecast error of ``make evaluate --weather`` (no forecast known at a holdout
+  origin is required);
 * before each origin the model reads the realised temperature as stored now (``weather_features``' realised
   past); production, at that origin, had the archive only up to ~5 days before it and the short-range forecast
   after that, so the smoothing state at the origin is a little better informed here than it was there.
@@ -109,9 +110,8 @@ def evaluate_store(store: Store, settings: Settings, test_start: pd.Timestamp, t
     from dataclasses import replace
 
     from shared.forecasting import evaluate as ev
-    from shared.forecasting.service import model_config
+    from shared.forecasting.service import holdout_weather, model_config
 
-    step = pd.Timedelta(minutes=settings.forecast_resolution_min)
     horizon = ev.TARGET_SPAN
     train_start = test_start - pd.Timedelta(days=settings.forecast_train_days)
     origins = ev.daily_origins(test_start, test_end, origin_hour)
@@ -136,7 +136,7 @@ def evaluate_store(store: Store, settings: Settings, test_start: pd.Timestamp, t
     wrep = ev.backtest(gw, rte, train_start, test_start, test_end, settings, retrain_days, origin_hour,
                        progress=progress, cfg=replace(cfg, weather=True),
                        weather={"powersense_weather_store": provider},
-                       holdout_weather=ev.perfect_provider(realised, horizon, step, newest))
+                       holdout_weather=holdout_weather(realised, newest, settings, store))
     models = {"powersense_weather_store": wrep["models"]["powersense_weather_store"],
               "weather_free": plain["models"]["powersense"], "seasonal_naive": plain["models"]["seasonal_naive"]}
     if "rte_j1" in plain["models"]:
@@ -145,8 +145,8 @@ def evaluate_store(store: Store, settings: Settings, test_start: pd.Timestamp, t
         "what": "real-forecast backtest on the product's own data: the weather model with the temperature "
                 "forecasts stored by poll-weather as known at each origin, vs the weather-free model, same origins",
         "notes": [
-            "training holdouts use the realised temperature as the forecast, and where none is stored the newest "
-            "stored forecast of those hours (as production's training does): optimistic holdouts",
+            "training holdouts, as production's training scores them: the stored forecast as known at each holdout "
+            "origin where one covers it, elsewhere the realised temperature plus a simulated forecast error",
             "before each origin the realised temperature as stored now is read (production then had the archive up "
             "to ~5 days before the origin and the short-range forecast after it): slightly optimistic",
         ],
