@@ -291,6 +291,9 @@ class Settings(BaseSettings):
                                         "successive seeds; the profile is their mean (each adds one profile fit)")
     forecast_weather_profile_seeds: int = Field(default=5, ge=1, le=16, description="the same for the weather "
                                                 "model (its seed-dependent weather slopes move every forecast)")
+    forecast_weather_linear_weight: float = Field(
+        default=0.3, ge=0, le=1, description="weight of the weather model's linear companion (a ridge regression per "
+        "time of day on the same temperature and calendar) against its networks; 0 = networks alone")
     forecast_interval_level: float = Field(default=0.8, gt=0, lt=1, description="prediction interval level")
     forecast_interval_centered: bool = Field(default=True, description="conformal bounds around the holdout's "
                                              "median error (a one-off level shift in the holdout is not spread)")

@@ -347,7 +347,9 @@ def backtest(
         retrains.append({"cut": td.isoformat(), "holdout": hold["holdout"], "train_seconds": timings[-1],
                          "decision": decision, "reason": why,
                          "holdout_mape": new_mape, "holdout_naive_mape": naive_mape, "current_holdout_mape": cur_mape,
-                         "blend": {k: v.get("weight") for k, v in m.blend.items()}})
+                         "blend": {k: v.get("weight") for k, v in m.blend.items()},
+                         **({"linear_weight": {k: round(1.0 - float(v["weight"]), 2)
+                                               for k, v in m.linear_blend.items()}} if m.linear_blend else {})})
         bar.update(1)
         nxt = train_dates[i + 1] if i + 1 < len(train_dates) else origins[-1] + pd.Timedelta(days=1)
         mine = origins[(origins >= td) & (origins < nxt)]

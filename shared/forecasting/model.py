@@ -90,7 +90,9 @@ from shared.calendar import TZ, bridge_of, public_holidays
 from shared.errors import ModelError
 from shared.features import steps_per_day
 from shared.forecasting.baseline import apply_intervals, lead_days, relative_error_quantiles
+from shared.forecasting.combine import weight_of
 from shared.forecasting.gate import strict
+from shared.forecasting.linear import fit_linear, level_shift, predict_linear
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +158,12 @@ class ModelConfig:
     # mean of ``weather_refit_days`` removed from residual and regressors; 0 = NeuralProphet's slopes alone), see
     # :func:`weather_slope_correction`
     weather_refit_days: float = 7.0
+    # the weather model's linear companion (shared/forecasting/linear.py: a ridge regression per time-of-day slot on
+    # the same degrees and calendar, shifted by its mean residual over the last ``weather_linear_level_days``): the
+    # forecast is ``(1 − w) · networks + w · linear``; 0 = none. Why and the figures: that module's docstring.
+    # Artifacts saved before it have none (see from_files)
+    weather_linear_weight: float = 0.3
+    weather_linear_level_days: float = 3.0
     cold_shapes: bool = False  # extra daily shapes weighted by winter depth
     split_mon_fri: bool = True  # Monday and Friday get their own daily shapes
     christmas_week: bool = True  # an event for 24 Dec – 1 Jan
@@ -220,6 +228,11 @@ class LoadModel:
     # per lead day "1".."8": the model's weight against seasonal naive learnt on the holdout (shared/forecasting/
     # combine.py); empty for models saved before the challenger existed (= the model alone)
     blend: dict[str, Any] = field(default_factory=dict)
+    # the weather model's linear companion (shared/forecasting/linear.py: fit_linear's coefficients); None = none
+    linear: dict[str, Any] | None = None
+    # per lead day: the networks' weight against the linear part learnt on the holdout (combine.learn_weights);
+    # empty = config.weather_linear_weight (a model fitted without a holdout)
+    linear_blend: dict[str, Any] = field(default_factory=dict)
 
 
 # --- frames the two networks see -------------------------------------------------------------------
@@ -688,8 +701,13 @@ def fit(grid: pd.DataFrame, cfg: ModelConfig) -> LoadModel:
         level = _new_level(cfg)
         level.fit(_level_frame(blocks), freq="D", progress=None, minimal=True)
         levels.append(level)
+    linear = None
+    if cfg.weather and cfg.weather_linear_weight > 0:
+        linear = fit_linear(ts, data["value"].to_numpy(), data["hdd_smooth"].to_numpy(), data["cdd_smooth"].to_numpy(),
+                            events, cfg.resolution_min, cfg.timezone, cfg.holiday_country)
     meta = {"train_start": ts.min().isoformat(), "train_end": end.isoformat(), "train_points": int(len(data))}
-    return LoadModel(cfg, profiles[0], levels[0], meta=meta, extra_levels=levels[1:], extra_profiles=profiles[1:])
+    return LoadModel(cfg, profiles[0], levels[0], meta=meta, extra_levels=levels[1:], extra_profiles=profiles[1:],
+                     linear=linear)
 
 
 def _fit_profile(cfg: ModelConfig, events: list[str], frame: pd.DataFrame, ts: pd.DatetimeIndex, y: np.ndarray,
@@ -753,7 +771,8 @@ def profile_values(model: LoadModel, ts: pd.DatetimeIndex, wx: np.ndarray | None
 
 # --- predict ----------------------------------------------------------------------------------------
 def predict(model: LoadModel, history: pd.DataFrame, origins: list[pd.Timestamp] | pd.DatetimeIndex,
-            horizon_end: pd.Timedelta | None = None, weather: pd.DataFrame | None = None) -> pd.DataFrame:
+            horizon_end: pd.Timedelta | None = None, weather: pd.DataFrame | None = None,
+            parts: bool = False) -> pd.DataFrame:
     """Forecasts from each origin using only ``history`` strictly before it.
 
     ``history``: ``ts`` (UTC), ``value`` on the model grid. Each origin is the first target step. Targets
@@ -764,6 +783,9 @@ def predict(model: LoadModel, history: pd.DataFrame, origins: list[pd.Timestamp]
     ``history`` (realised, for the past residuals; a past step without weather counts as unknown) and
     ``weather``: ``origin, ts, *WEATHER_COLUMNS``, the features as known at each origin for its targets
     (:func:`shared.weather.features.known_at`). Missing weather for any target raises :class:`ModelError`.
+    A weather model with a linear part (:attr:`LoadModel.linear`) issues ``(1 − w) · networks + w · linear`` per
+    lead day (:func:`mix_linear`); ``parts=True`` returns the networks' forecast as ``yhat`` and the linear one as
+    ``yhat_linear`` instead, without intervals (the training holdout learns ``w`` from them).
     """
     cfg = model.config
     step = pd.Timedelta(minutes=cfg.resolution_min)
@@ -778,9 +800,11 @@ def predict(model: LoadModel, history: pd.DataFrame, origins: list[pd.Timestamp]
     hts, hval = hts[keep], hist["value"].to_numpy()[keep]
     n_steps = int(horizon_end / step)
     targets = [pd.date_range(o, periods=n_steps, freq=step) for o in origins]
+    target_lin: list[np.ndarray] | None = None
     if cfg.weather:
         # the past with the realised weather, each origin's targets with the weather known at that origin
-        hist_prof, target_prof = _weather_profiles(model, hist[keep], hts, origins, targets, weather)
+        hist_prof, target_prof, target_lin = _weather_profiles(model, hist[keep], hts, origins, targets, weather,
+                                                               hval)
         resid = _skip_events(hts, hval - hist_prof, cfg)
     else:
         # one profile call for every instant needed (history residuals and all targets)
@@ -817,16 +841,44 @@ def predict(model: LoadModel, history: pd.DataFrame, origins: list[pd.Timestamp]
         vals = np.concatenate([[anchor], level_i])
         corr = np.interp(t.asi8.astype(float), centres, vals)
         yhat = (target_prof[i] if cfg.weather else prof.reindex(t).to_numpy()) + corr + shape[t_pos]
-        rows.append(pd.DataFrame({"origin": o, "ts": t, "yhat": yhat, "lead_day": lead_days(o, t, step)}))
+        frame = pd.DataFrame({"origin": o, "ts": t, "yhat": yhat, "lead_day": lead_days(o, t, step)})
+        if target_lin is not None:
+            frame["yhat_linear"] = target_lin[i]
+        rows.append(frame)
     out = pd.concat(rows, ignore_index=True)
+    if parts:
+        return out
+    if "yhat_linear" in out:
+        out = mix_linear(out, model)
     return apply_intervals(out, model.calibration)
 
 
+def linear_weight(model: LoadModel, lead_day: int) -> float:
+    """The linear part's weight at a lead day: learnt on the training holdout (``model.linear_blend``: the networks'
+    weight against it, as the naive challenger's), else ``config.weather_linear_weight``; 0 without a linear part."""
+    if model.linear is None or model.config.weather_linear_weight <= 0:
+        return 0.0
+    if model.linear_blend:
+        return 1.0 - weight_of(model.linear_blend, lead_day)
+    return float(model.config.weather_linear_weight)
+
+
+def mix_linear(fc: pd.DataFrame, model: LoadModel) -> pd.DataFrame:
+    """``fc`` (:func:`predict` with ``parts=True``) with ``yhat`` = networks and linear part mixed per lead day
+    (:func:`linear_weight`) and ``yhat_linear`` dropped."""
+    w = np.array([linear_weight(model, int(k)) for k in fc["lead_day"]], dtype=float)
+    out = fc.drop(columns=["yhat_linear"])
+    out["yhat"] = (1 - w) * fc["yhat"].to_numpy(dtype=float) + w * fc["yhat_linear"].to_numpy(dtype=float)
+    return out
+
+
 def _weather_profiles(model: LoadModel, hist: pd.DataFrame, hts: pd.DatetimeIndex, origins: pd.DatetimeIndex,
-                      targets: list[pd.DatetimeIndex], weather: pd.DataFrame | None,
-                      ) -> tuple[np.ndarray, list[np.ndarray]]:
+                      targets: list[pd.DatetimeIndex], weather: pd.DataFrame | None, hval: np.ndarray,
+                      ) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray] | None]:
     """A weather profile's values: at the history instants (realised weather; NaN where unknown) and at each
-    origin's targets (the weather known at that origin). One network call for all of them."""
+    origin's targets (the weather known at that origin). One network call for all of them. With a linear part
+    (:attr:`LoadModel.linear`), also its forecast for each origin's targets: the regression with the same weather,
+    shifted by its mean residual (``hval`` minus the regression) over the days before the origin."""
     cfg = model.config
     if weather is None or not {"hdd_smooth", "cdd_smooth"} <= set(hist.columns):
         raise ModelError("weather model: no weather given (history needs the realised weather, weather the "
@@ -852,7 +904,17 @@ def _weather_profiles(model: LoadModel, hist: pd.DataFrame, hts: pd.DatetimeInde
     hist_prof[known] = values[: int(known.sum())]
     rest = values[int(known.sum()):]
     bounds = np.cumsum([0, *[len(t) for t in targets]])
-    return hist_prof, [rest[bounds[i]:bounds[i + 1]] for i in range(len(targets))]
+    split = [rest[bounds[i]:bounds[i + 1]] for i in range(len(targets))]
+    if model.linear is None or cfg.weather_linear_weight <= 0:
+        return hist_prof, split, None
+    cal = {"tz": cfg.timezone, "country": cfg.holiday_country}
+    lin_hist = np.full(len(hts), np.nan)
+    lin_hist[known] = predict_linear(model.linear, hts[known], hw["hdd_smooth"].to_numpy()[known],
+                                     hw["cdd_smooth"].to_numpy()[known], **cal)
+    shift = level_shift(hts, np.asarray(hval, dtype=float) - lin_hist, origins, cfg.weather_linear_level_days)
+    lin_t = predict_linear(model.linear, pd.DatetimeIndex(keys.get_level_values(1)), tw["hdd_smooth"].to_numpy(),
+                           tw["cdd_smooth"].to_numpy(), **cal)
+    return hist_prof, split, [lin_t[bounds[i]:bounds[i + 1]] + shift[i] for i in range(len(targets))]
 
 
 def _skip_events(ts: pd.DatetimeIndex, resid: np.ndarray, cfg: ModelConfig) -> np.ndarray:
@@ -1022,6 +1084,8 @@ def to_files(model: LoadModel) -> dict[str, bytes]:
         "config": asdict(model.config),
         "calibration": model.calibration,
         "blend": model.blend,
+        "linear": model.linear,
+        "linear_blend": model.linear_blend,
         "meta": model.meta,
         "profile": _profile_part(model.profile),
         "extra_profiles": [_profile_part(p) for p in model.extra_profiles],
@@ -1086,6 +1150,7 @@ def from_files(files: dict[str, bytes]) -> LoadModel:
     conf.setdefault("profile_seeds", 1)  # … and one profile network
     conf.setdefault("weather_profile_seeds", 1)
     conf.setdefault("weather_level_seeds", conf.get("level_seeds", ModelConfig.level_seeds))
+    conf.setdefault("weather_linear_weight", 0.0)  # … and no linear part
     cfg = ModelConfig(**conf)
     _seed(cfg)
     profile = _restore_profile(cfg, doc["profile"], files["profile.pt"])
@@ -1095,7 +1160,8 @@ def from_files(files: dict[str, bytes]) -> LoadModel:
     extra = [_restore(_new_level(cfg), part, files[f"level_{k}.pt"])
              for k, part in enumerate(doc.get("extra_levels", []), start=1)]
     return LoadModel(cfg, profile, level, calibration=doc["calibration"], meta=doc["meta"], extra_levels=extra,
-                     blend=doc.get("blend", {}), extra_profiles=extra_profiles)
+                     blend=doc.get("blend", {}), extra_profiles=extra_profiles, linear=doc.get("linear"),
+                     linear_blend=doc.get("linear_blend", {}))
 
 
 def _restore_profile(cfg: ModelConfig, part: dict[str, Any], state: bytes) -> Any:
