@@ -2,15 +2,16 @@
 
 ``load(slot, t) = Σ coef[slot] · x(t)`` with ``x`` = intercept, heating and cooling degrees of the smoothed
 temperature (``hdd_smooth``, ``cdd_smooth``, the weather model's own features) and the heating degrees squared,
-six weekday indicators, the model's holiday events (the one calendar: :func:`shared.forecasting.model.profile_frame`)
-and a yearly Fourier series of order :data:`FOURIER_ORDER`; the slot is the local wall-clock time of day (load
-follows the clock). At prediction the regression is shifted by its mean residual over the last
-``weather_linear_level_days`` days before the origin (the level it misses: no trend term, so nothing is
-extrapolated), and the weather model's forecast becomes ``(1 − w) · networks + w · linear`` per lead day, ``w``
-learnt on the training holdout like the naive challenger's weight (``service.train_and_calibrate``; a model fitted
-without a holdout uses ``weather_linear_weight``, which is also the switch: 0 = no linear part). The holdout is
-scored with temperature forecast errors (``service.holdout_weather``), which cost the regression more than the
-networks (below: it loses more to them in (b) than in (a)), so its weight is learnt where those errors are.
+heating degrees on Saturdays and on days off (Sundays, public holidays), six weekday indicators, the model's
+holiday events (the one calendar: :func:`shared.forecasting.model.profile_frame`) and a yearly Fourier series of
+order :data:`FOURIER_ORDER`; the slot is the local wall-clock time of day (load follows the clock). At prediction
+the regression is shifted by its mean residual over the last ``weather_linear_level_days`` days before the origin
+(the level it misses: no trend term, so nothing is extrapolated), and the weather model's forecast becomes ``(1 −
+w) · networks + w · linear`` per lead day, ``w`` learnt on the training holdout like the naive challenger's weight
+(``service.train_and_calibrate``; a model fitted without a holdout uses ``weather_linear_weight``, which is also
+the switch: 0 = no linear part). The holdout is scored with temperature forecast errors
+(``service.holdout_weather``), which cost the regression more than the networks (below: it loses more to them in
+(b) than in (a)), so its weight is learnt where those errors are.
 
 Why: it is the classic form of operational load models (a temperature response per hour of the day), and its
 errors are not the networks': the profile networks learn one shape per day type with slopes per 4-hour block and
@@ -24,13 +25,15 @@ temperature as the forecast — look-ahead — / (b) simulated forecast errors, 
 ==================================  ============  ============  ============  ============
 networks alone                      1.80 / 3.36   2.21 / 4.23   1.54 / 1.90   1.71 / 2.63
 + linear part, fixed w = 0.3        1.64 / 3.24   2.12 / 4.16   1.45 / 1.87   1.63 / 2.53
-+ linear part, w learnt (kept)      1.60 / 2.76   2.10 / 3.92   1.48 / 1.86   1.66 / 2.56
++ linear part, w learnt            1.60 / 2.76   2.10 / 3.92   1.48 / 1.86   1.66 / 2.56
++ Saturday / day-off degrees (kept) 1.55 / 2.74   2.06 / 3.94   1.46 / 1.85   1.65 / 2.57
 ==================================  ============  ============  ============  ============
 
 In the replay, regression alone: Q1 (a) 1.81 / 2.12, (b) 2.37 / 4.26, Q3 (a) 1.86 / 2.61, (b) 2.01 / 3.15 — no
 better than the networks, but mixed they are. Level windows of 1 and 7 days were within a few hundredths of 3,
-14 days worse; a linear trend term changed little and is left out (it would extrapolate). 2023-Q1 and 2023-Q4
-were run with both variants as well (README).
+14 days worse; a linear trend term changed little and is left out (it would extrapolate); 4 more yearly harmonics
+were mixed. 2023-Q1 and 2023-Q4 were run with the fixed and learnt weights as well (README); the Saturday /
+day-off degrees were chosen on 2022 alone.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ FOURIER_ORDER = 4  # yearly harmonics (the slow seasonal level the degrees do no
 RIDGE = 1e-3  # ridge penalty per training row (keeps an event seen on few days, or a zero column, at ~0)
 MIN_ROWS_PER_FEATURE = 2  # a slot needs this many training rows per coefficient, else no linear part is fitted
 WEEKDAYS = ["mon", "tue", "thu", "fri", "sat", "sun"]  # Wednesday is the intercept's day
+NOT_OFF_EVENTS = {"bridge", "christmas_week", "holiday_saturday"}  # events that do not make a day a Sunday-like day off
 
 
 def _features(ts: pd.DatetimeIndex, hdd: np.ndarray, cdd: np.ndarray, events: list[str], tz: str,
@@ -61,10 +65,16 @@ def _features(ts: pd.DatetimeIndex, hdd: np.ndarray, cdd: np.ndarray, events: li
     wd = local.dayofweek.to_numpy()
     for k, name in zip([0, 1, 3, 4, 5, 6], WEEKDAYS, strict=True):
         cols[name] = (wd == k).astype(float)
+    off = wd == 6
     if events:
         frame = profile_frame(ts, events=events, tz=tz, country=country)
         for ev in events:
             cols[ev] = frame[ev].to_numpy(dtype=float)
+            if ev not in NOT_OFF_EVENTS:
+                off = off | (cols[ev] > 0)
+    # the heating response of days off differs from working days' (offices and shops closed, homes heated all day)
+    cols["hdd_sat"] = hdd * (wd == 5)
+    cols["hdd_off"] = hdd * off
     doy = local.dayofyear.to_numpy(dtype=float)
     for k in range(1, FOURIER_ORDER + 1):
         cols[f"sin{k}"] = np.sin(2 * np.pi * k * doy / 365.25)
