@@ -81,6 +81,12 @@ def weight_of(weights: dict[str, dict[str, float]], lead_day: int) -> float:
     return 0.0 if w is None else float(w)
 
 
+def weights_by_row(weights: dict[str, dict[str, float]], lead_day: pd.Series | np.ndarray) -> np.ndarray:
+    """:func:`weight_of` for every row's lead day (looked up once per distinct lead day)."""
+    days, inverse = np.unique(np.asarray(lead_day, dtype=int), return_inverse=True)
+    return np.array([weight_of(weights, int(k)) for k in days], dtype=float)[inverse]
+
+
 def source_of(w: float) -> str:
     """``model`` / ``seasonal_naive`` / ``blend`` for a model weight."""
     return "model" if w >= 1.0 else "seasonal_naive" if w <= 0.0 else "blend"
@@ -92,8 +98,7 @@ def apply_weights(fc: pd.DataFrame, naive: np.ndarray, weights: dict[str, dict[s
     Where naive has no value (no same-slot history), the model alone is used and says so.
     """
     fc = fc.copy()
-    w = np.array([weight_of(weights, int(k)) for k in fc["lead_day"]], dtype=float)
-    w = np.where(np.isfinite(naive), w, 1.0)
+    w = np.where(np.isfinite(naive), weights_by_row(weights, fc["lead_day"]), 1.0)
     fc["yhat"] = w * fc["yhat"].to_numpy(dtype=float) + (1 - w) * np.nan_to_num(naive)
     fc["model_weight"] = w
     fc["yhat_source"] = [source_of(x) for x in w]

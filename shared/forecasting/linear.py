@@ -3,15 +3,15 @@
 ``load(slot, t) = Σ coef[slot] · x(t)`` with ``x`` = intercept, heating and cooling degrees of the smoothed
 temperature (``hdd_smooth``, ``cdd_smooth``, the weather model's own features) and the heating degrees squared,
 heating degrees on Saturdays and on days off (Sundays, public holidays), six weekday indicators, the model's
-holiday events (the one calendar: :func:`shared.forecasting.model.profile_frame`) and a yearly Fourier series of
-order :data:`FOURIER_ORDER`; the slot is the local wall-clock time of day (load follows the clock). At prediction
-the regression is shifted by its mean residual over the last ``weather_linear_level_days`` days before the origin
-(the level it misses: no trend term, so nothing is extrapolated), and the weather model's forecast becomes ``(1 −
-w) · networks + w · linear`` per lead day, ``w`` learnt on the training holdout like the naive challenger's weight
-(``service.train_and_calibrate``; a model fitted without a holdout uses ``weather_linear_weight``, which is also
-the switch: 0 = no linear part). The holdout is scored with temperature forecast errors
-(``service.holdout_weather``), which cost the regression more than the networks (below: it loses more to them in
-(b) than in (a)), so its weight is learnt where those errors are.
+holiday events (the one calendar: :func:`shared.forecasting.model.event_columns`, the profile's event columns) and
+a yearly Fourier series of order :data:`FOURIER_ORDER`; the slot is the local wall-clock time of day (load follows
+the clock). At prediction the regression is shifted by its mean residual over the last
+``weather_linear_level_days`` days before the origin (the level it misses: no trend term, so nothing is
+extrapolated), and the weather model's forecast becomes ``(1 − w) · networks + w · linear`` per lead day, ``w``
+learnt on the training holdout like the naive challenger's weight (``service.train_and_calibrate``; a model fitted
+without a holdout uses ``weather_linear_weight``, which is also the switch: 0 = no linear part). The holdout is
+scored with temperature forecast errors (``service.holdout_weather``), which cost the regression more than the
+networks (below: it loses more to them in (b) than in (a)), so its weight is learnt where those errors are.
 
 Why: it is the classic form of operational load models (a temperature response per hour of the day), and its
 errors are not the networks': the profile networks learn one shape per day type with slopes per 4-hour block and
@@ -53,9 +53,9 @@ NOT_OFF_EVENTS = {"bridge", "christmas_week", "holiday_saturday"}  # events that
 
 
 def _features(ts: pd.DatetimeIndex, hdd: np.ndarray, cdd: np.ndarray, events: list[str], tz: str,
-              country: str) -> tuple[np.ndarray, np.ndarray, list[str], int]:
-    """(rows × features, slot of each row, feature names, slots per day) at UTC instants ``ts``."""
-    from shared.forecasting.model import profile_frame
+              country: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(rows × features, local minute of day of each row, feature names) at UTC instants ``ts``."""
+    from shared.forecasting.model import event_columns  # model imports this module
 
     ts = pd.DatetimeIndex(ts).tz_convert("UTC")
     local = ts.tz_convert(tz)
@@ -66,12 +66,10 @@ def _features(ts: pd.DatetimeIndex, hdd: np.ndarray, cdd: np.ndarray, events: li
     for k, name in zip([0, 1, 3, 4, 5, 6], WEEKDAYS, strict=True):
         cols[name] = (wd == k).astype(float)
     off = wd == 6
-    if events:
-        frame = profile_frame(ts, events=events, tz=tz, country=country)
-        for ev in events:
-            cols[ev] = frame[ev].to_numpy(dtype=float)
-            if ev not in NOT_OFF_EVENTS:
-                off = off | (cols[ev] > 0)
+    for ev, col in event_columns(ts, events, tz, country).items():
+        cols[ev] = col
+        if ev not in NOT_OFF_EVENTS:
+            off = off | (col > 0)
     # the heating response of days off differs from working days' (offices and shops closed, homes heated all day)
     cols["hdd_sat"] = hdd * (wd == 5)
     cols["hdd_off"] = hdd * off
@@ -80,7 +78,7 @@ def _features(ts: pd.DatetimeIndex, hdd: np.ndarray, cdd: np.ndarray, events: li
         cols[f"sin{k}"] = np.sin(2 * np.pi * k * doy / 365.25)
         cols[f"cos{k}"] = np.cos(2 * np.pi * k * doy / 365.25)
     minute = (local.hour * 60 + local.minute).to_numpy()
-    return np.column_stack(list(cols.values())), minute, list(cols), 24 * 60
+    return np.column_stack(list(cols.values())), minute, list(cols)
 
 
 def fit_linear(ts: pd.DatetimeIndex, value: np.ndarray, hdd: np.ndarray, cdd: np.ndarray, events: list[str],
@@ -90,7 +88,7 @@ def fit_linear(ts: pd.DatetimeIndex, value: np.ndarray, hdd: np.ndarray, cdd: np
     part). The returned dict is JSON-able (stored in ``model.json``)."""
     value = np.asarray(value, dtype=float)
     ok = np.isfinite(value) & np.isfinite(hdd) & np.isfinite(cdd)
-    x, minute, names, _ = _features(pd.DatetimeIndex(ts)[ok], np.asarray(hdd)[ok], np.asarray(cdd)[ok], events,
+    x, minute, names = _features(pd.DatetimeIndex(ts)[ok], np.asarray(hdd)[ok], np.asarray(cdd)[ok], events,
                                     tz, country)
     y = value[ok]
     slot = minute // resolution_min
@@ -109,7 +107,7 @@ def fit_linear(ts: pd.DatetimeIndex, value: np.ndarray, hdd: np.ndarray, cdd: np
 def predict_linear(linear: dict[str, Any], ts: pd.DatetimeIndex, hdd: np.ndarray, cdd: np.ndarray, tz: str,
                    country: str) -> np.ndarray:
     """The regression at UTC instants ``ts`` with their degrees (NaN where a degree is NaN)."""
-    x, minute, names, _ = _features(ts, hdd, cdd, linear["events"], tz, country)
+    x, minute, names = _features(ts, hdd, cdd, linear["events"], tz, country)
     if names != linear["features"]:
         raise ModelError(f"linear part: features {names} differ from the trained {linear['features']}")
     coef = np.asarray(linear["coef"], dtype=float)
@@ -124,10 +122,8 @@ def level_shift(hts: pd.DatetimeIndex, resid: np.ndarray, origins: pd.DatetimeIn
     ok = np.isfinite(resid)
     t, r = t[ok], np.asarray(resid, dtype=float)[ok]
     csum = np.concatenate([[0.0], np.cumsum(r)])
-    span = pd.Timedelta(days=days).value
-    out = np.zeros(len(origins))
-    for i, o in enumerate(pd.DatetimeIndex(origins).asi8):
-        lo, hi = np.searchsorted(t, o - span, "left"), np.searchsorted(t, o, "left")
-        if hi > lo:
-            out[i] = (csum[hi] - csum[lo]) / (hi - lo)
-    return out
+    o = pd.DatetimeIndex(origins).asi8
+    lo = np.searchsorted(t, o - pd.Timedelta(days=days).value, "left")
+    hi = np.searchsorted(t, o, "left")
+    n = hi - lo
+    return np.divide(csum[hi] - csum[lo], n, out=np.zeros(len(o)), where=n > 0)

@@ -90,7 +90,7 @@ from shared.calendar import TZ, bridge_of, public_holidays
 from shared.errors import ModelError
 from shared.features import steps_per_day
 from shared.forecasting.baseline import apply_intervals, lead_days, relative_error_quantiles
-from shared.forecasting.combine import weight_of
+from shared.forecasting.combine import weights_by_row
 from shared.forecasting.gate import strict
 from shared.forecasting.linear import fit_linear, level_shift, predict_linear
 
@@ -323,9 +323,24 @@ def profile_frame(
             df[cond] = np.where(day == kind, coldness, 0.0)
         else:
             df[cond] = (mapped == cond).astype(float)
-    for ev in HOLIDAY_EVENTS if events is None else events:
-        df[ev] = dates.isin(hol.loc[hol["event"] == ev, "date"]).astype(float)
+    for ev, col in _event_indicators(dates, hol, HOLIDAY_EVENTS if events is None else events).items():
+        df[ev] = col
     return df
+
+
+def _event_indicators(dates: pd.DatetimeIndex, hol: pd.DataFrame, events: list[str]) -> dict[str, np.ndarray]:
+    """0/1 per local date and event of :func:`holiday_frame`'s rows ``hol``."""
+    return {ev: dates.isin(hol.loc[hol["event"] == ev, "date"]).astype(float) for ev in events}
+
+
+def event_columns(ts: pd.DatetimeIndex, events: list[str], tz: str = TZ, country: str = "FR") -> dict[str, np.ndarray]:
+    """The holiday-event indicators of instants ``ts``, exactly as :func:`profile_frame`'s event columns, without the
+    rest of its frame (the linear companion's calendar)."""
+    idx = pd.DatetimeIndex(ts)
+    if len(idx) == 0:
+        return {ev: np.zeros(0) for ev in events}
+    dates = pd.DatetimeIndex(idx.tz_convert(tz).date)
+    return _event_indicators(dates, holiday_frame(idx.min(), idx.max(), tz, country), events)
 
 
 def weather_regressor_names(cfg: ModelConfig) -> list[str]:
@@ -853,20 +868,12 @@ def predict(model: LoadModel, history: pd.DataFrame, origins: list[pd.Timestamp]
     return apply_intervals(out, model.calibration)
 
 
-def linear_weight(model: LoadModel, lead_day: int) -> float:
-    """The linear part's weight at a lead day: learnt on the training holdout (``model.linear_blend``: the networks'
-    weight against it, as the naive challenger's), else ``config.weather_linear_weight``; 0 without a linear part."""
-    if model.linear is None or model.config.weather_linear_weight <= 0:
-        return 0.0
-    if model.linear_blend:
-        return 1.0 - weight_of(model.linear_blend, lead_day)
-    return float(model.config.weather_linear_weight)
-
-
 def mix_linear(fc: pd.DataFrame, model: LoadModel) -> pd.DataFrame:
-    """``fc`` (:func:`predict` with ``parts=True``) with ``yhat`` = networks and linear part mixed per lead day
-    (:func:`linear_weight`) and ``yhat_linear`` dropped."""
-    w = np.array([linear_weight(model, int(k)) for k in fc["lead_day"]], dtype=float)
+    """``fc`` (:func:`predict` with ``parts=True``) with ``yhat`` = networks and linear part mixed per lead day and
+    ``yhat_linear`` dropped: the networks' weight learnt on the training holdout (``model.linear_blend``, read as the
+    naive challenger's weights are), else ``1 − config.weather_linear_weight`` at every lead day."""
+    w = (1.0 - weights_by_row(model.linear_blend, fc["lead_day"]) if model.linear_blend
+         else np.full(len(fc), float(model.config.weather_linear_weight)))  # the linear part's weight
     out = fc.drop(columns=["yhat_linear"])
     out["yhat"] = (1 - w) * fc["yhat"].to_numpy(dtype=float) + w * fc["yhat_linear"].to_numpy(dtype=float)
     return out
@@ -905,7 +912,7 @@ def _weather_profiles(model: LoadModel, hist: pd.DataFrame, hts: pd.DatetimeInde
     rest = values[int(known.sum()):]
     bounds = np.cumsum([0, *[len(t) for t in targets]])
     split = [rest[bounds[i]:bounds[i + 1]] for i in range(len(targets))]
-    if model.linear is None or cfg.weather_linear_weight <= 0:
+    if model.linear is None:  # fit makes none when weather_linear_weight is 0
         return hist_prof, split, None
     cal = {"tz": cfg.timezone, "country": cfg.holiday_country}
     lin_hist = np.full(len(hts), np.nan)

@@ -160,8 +160,8 @@ def train_and_calibrate(grid: pd.DataFrame, settings: Settings, cfg: Any | None 
     raw = fm.predict(model, grid, origins, weather=wx, parts=True)
     raw = raw[raw["ts"] < end]
     if "yhat_linear" in raw:
-        # the weather model's linear part: its weight per lead day learnt here, like naive's below — on a holdout
-        # scored with forecast errors, so it shrinks where the regression's steeper response amplifies them
+        # the weather model's linear part: its weight per lead day learnt here, like naive's below, on a holdout
+        # scored with temperature forecast errors (which cost the regression more than the networks)
         model.linear_blend = combine.learn_weights(raw, raw["yhat_linear"].to_numpy(), grid)
         raw = fm.mix_linear(raw, model)
     # seasonal naive is a permanent challenger: per lead day, the weight of the model against naive with the
@@ -624,20 +624,20 @@ class HoldoutWeather:
     def _provide(self, origins: pd.DatetimeIndex) -> pd.DataFrame:
         from shared.weather.provider import uncovered_origins
 
-        sim = self.simulated(origins)
-        use: list[pd.Timestamp] = []
-        known = None
-        if self.stored is not None and len(origins):
-            known = self.stored(origins)
-            missing = set(uncovered_origins(known, origins, self.horizon))
-            use = [o for o in origins if o not in missing]
         sim_label = "realised temperature plus simulated forecast errors (shared/weather/forecast_error.py)"
-        if not use or known is None:
+        if self.stored is None or len(origins) == 0:
             self.label = f"{sim_label} at all {len(origins)} holdout origins (no stored forecast known at any)"
-            return sim
-        self.label = (f"stored temperature forecast as known at {len(use)} of {len(origins)} holdout origins; "
-                      f"{sim_label} at the others")
-        out = pd.concat([known[known["origin"].isin(use)], sim[~sim["origin"].isin(use)]], ignore_index=True)
+            return self.simulated(origins)
+        known = self.stored(origins)
+        missing = pd.DatetimeIndex(uncovered_origins(known, origins, self.horizon), tz="UTC")
+        if len(missing) == len(origins):
+            self.label = f"{sim_label} at all {len(origins)} holdout origins (no stored forecast known at any)"
+            return self.simulated(origins)
+        self.label = (f"stored temperature forecast as known at {len(origins) - len(missing)} of {len(origins)} "
+                      f"holdout origins; {sim_label} at the others")
+        # the simulated error is seeded per origin: simulating only the uncovered ones gives them the same values
+        parts = [known[~known["origin"].isin(missing)]] + ([self.simulated(missing)] if len(missing) else [])
+        out = pd.concat(parts, ignore_index=True)
         return out.sort_values(["origin", "ts"], kind="stable").reset_index(drop=True)
 
 
