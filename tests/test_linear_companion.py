@@ -62,6 +62,23 @@ def test_the_regression_learns_a_heating_response_per_time_of_day(data: dict) ->
     assert np.mean(np.abs(fitted[ok] - gw["value"].to_numpy()[ok]) / gw["value"].to_numpy()[ok]) < 0.04
 
 
+def test_days_off_are_the_profiles_day_types() -> None:
+    """One definition of a day off: the regression's Saturday and day-off heating degrees follow the profile's day
+    types — a Saturday public holiday (11 Nov 2023) and a weekday of the 24 Dec – 1 Jan break (27 Dec 2023) are
+    days off like a Sunday; a bridge day (a Friday after Ascension, 19 May 2023) and a plain Saturday are not."""
+    days = {"2023-11-11": "off", "2023-12-27": "off", "2023-12-24": "off", "2023-05-19": "work", "2023-11-18": "sat",
+            "2023-11-15": "work"}
+    ts = pd.DatetimeIndex([pd.Timestamp(f"{d} 12:00", tz="Europe/Paris") for d in days]).tz_convert("UTC")
+    pf = fm.profile_frame(ts)
+    profile_day = [next(c.split("_")[1] for c in fm.CONDITIONS if pf[c].iloc[i] == 1) for i in range(len(ts))]
+    assert profile_day == list(days.values())
+    assert list(fm.day_names(ts)) == ["off", "off", "off", "fri", "sat", "work"]  # split names; Friday is "work" above
+    x, _, names = linear._features(ts, np.full(len(ts), 10.0), np.zeros(len(ts)), EVENTS, "Europe/Paris", "FR")
+    hdd_off, hdd_sat = x[:, names.index("hdd_off")], x[:, names.index("hdd_sat")]
+    assert hdd_off.tolist() == [10.0, 10.0, 10.0, 0.0, 0.0, 0.0]
+    assert hdd_sat.tolist() == [0.0, 0.0, 0.0, 0.0, 10.0, 0.0]
+
+
 def test_too_short_a_window_fits_no_linear_part(data: dict) -> None:
     """A slot needs MIN_ROWS_PER_FEATURE rows per coefficient (here ~24 features: 48 days); 30 days are too few."""
     gw = data["gw"]

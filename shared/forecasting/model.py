@@ -86,7 +86,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shared.calendar import TZ, bridge_of, public_holidays
+from shared.calendar import TZ, bridge_of, day_type_of, public_holidays
 from shared.errors import ModelError
 from shared.features import steps_per_day
 from shared.forecasting.baseline import apply_intervals, lead_days, relative_error_quantiles
@@ -296,12 +296,8 @@ def profile_frame(
     df = pd.DataFrame({"ds": (idx.tz_convert("UTC") + std).tz_localize(None)})
     df["y"] = np.asarray(y, dtype=float) if y is not None else np.nan
     summer = np.array([t.utcoffset() != std for t in local]) if len(local) else np.array([])
-    public = dates.isin(hol.loc[hol["event"] != "bridge", "date"])
-    wd = local.dayofweek.to_numpy()
     conditions = conditions or CONDITIONS
-    split = "summer_mon" in conditions
-    work = np.where(wd == 0, "mon", np.where(wd == 4, "fri", "work")) if split else np.full(len(wd), "work")
-    day = np.where((wd == 6) | public, "off", np.where(wd == 5, "sat", work))
+    day = _day_names(local, dates, hol, split="summer_mon" in conditions)
     # "cold" shapes are weighted by how deep in winter the day is (a smooth calendar climatology:
     # 1 in mid-January, 0 in mid-July), so the daily shape can change gradually with the season
     doy = local.dayofyear.to_numpy()
@@ -331,6 +327,30 @@ def profile_frame(
 def _event_indicators(dates: pd.DatetimeIndex, hol: pd.DataFrame, events: list[str]) -> dict[str, np.ndarray]:
     """0/1 per local date and event of :func:`holiday_frame`'s rows ``hol``."""
     return {ev: dates.isin(hol.loc[hol["event"] == ev, "date"]).astype(float) for ev in events}
+
+
+DAY_NAMES = np.array(["mon", "work", "fri", "sat", "off"])  # shared.calendar.day_type_of's classes 0–4, by name
+
+
+def _day_names(local: pd.DatetimeIndex, dates: pd.DatetimeIndex, hol: pd.DataFrame, split: bool = True) -> np.ndarray:
+    """Day type of each local instant, by name (:data:`DAY_NAMES`; ``split=False``: Monday and Friday are ``work``).
+
+    The one day-type definition (:func:`shared.calendar.day_type_of`) with the model's holidays (``hol``, from
+    :func:`holiday_frame`, any country): a day off is a Sunday, a public holiday (Saturday ones too) or a day of
+    the 24 Dec – 1 Jan break — its load is Sunday-like; bridge days are not days off (half the country works).
+    """
+    off = dates.isin(hol.loc[hol["event"] != "bridge", "date"])
+    names = DAY_NAMES[day_type_of(local.dayofweek.to_numpy(), off)]
+    return names if split else np.where(np.isin(names, ["mon", "fri"]), "work", names)
+
+
+def day_names(ts: pd.DatetimeIndex, tz: str = TZ, country: str = "FR") -> np.ndarray:
+    """:func:`_day_names` of instants ``ts`` — the profile's day types, for the linear companion's calendar."""
+    idx = pd.DatetimeIndex(ts)
+    if len(idx) == 0:
+        return np.array([], dtype=DAY_NAMES.dtype)
+    local = idx.tz_convert(tz)
+    return _day_names(local, pd.DatetimeIndex(local.date), holiday_frame(idx.min(), idx.max(), tz, country))
 
 
 def event_columns(ts: pd.DatetimeIndex, events: list[str], tz: str = TZ, country: str = "FR") -> dict[str, np.ndarray]:
