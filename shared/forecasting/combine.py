@@ -32,6 +32,9 @@ MIN_POINTS = 24
 ERROR_HALF_LIFE_DAYS = 7.0  # age weight of a past origin's errors: 0.5 ** (age in days / half-life)
 ACI_GAMMA = 1.0  # log-width step per resolved origin and unit of excess miscoverage
 ACI_SCALE = (0.5, 3.0)  # bounds of the width factor
+# Known weakness: the windowed sum is clipped only at the end, so it winds up (D+7 widths swing 3 % → 64 % of load
+# within weeks in 2021-Q4). Clipped-per-step, leaky and conformalised-quantile variants were sharper but held fewer
+# quarter × D+k cells in band on 2019–2023 (README, *Adaptive conformal intervals*), so this form stays.
 
 
 def naive_like(fc: pd.DataFrame, grid: pd.DataFrame) -> np.ndarray:

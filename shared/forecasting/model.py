@@ -197,7 +197,7 @@ class ModelConfig:
     interval_level: float = 0.8
     interval_centered: bool = False
     seed: int = 42
-    torch_threads: int = 2
+    torch_threads: int = 1  # POWERSENSE_FORECAST_TORCH_THREADS (shared/settings.py says why 1)
     # the series' calendar: local time zone (day types, DST) and public holidays (a ``holidays`` country code,
     # '' = none); how the holidays become events: ``holiday_events`` below.
     timezone: str = "Europe/Paris"
