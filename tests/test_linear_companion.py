@@ -72,7 +72,8 @@ def test_days_off_are_the_profiles_day_types() -> None:
     pf = fm.profile_frame(ts)
     profile_day = [next(c.split("_")[1] for c in fm.CONDITIONS if pf[c].iloc[i] == 1) for i in range(len(ts))]
     assert profile_day == list(days.values())
-    assert list(fm.day_names(ts)) == ["off", "off", "off", "fri", "sat", "work"]  # split names; Friday is "work" above
+    # split names (Friday is "work" in the profile's conditions above)
+    assert list(fm.calendar_columns(ts, EVENTS)[0]) == ["off", "off", "off", "fri", "sat", "work"]
     x, _, names = linear._features(ts, np.full(len(ts), 10.0), np.zeros(len(ts)), EVENTS, "Europe/Paris", "FR")
     hdd_off, hdd_sat = x[:, names.index("hdd_off")], x[:, names.index("hdd_sat")]
     assert hdd_off.tolist() == [10.0, 10.0, 10.0, 0.0, 0.0, 0.0]

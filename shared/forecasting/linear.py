@@ -2,17 +2,17 @@
 
 ``load(slot, t) = Σ coef[slot] · x(t)`` with ``x`` = intercept, heating and cooling degrees of the smoothed
 temperature (``hdd_smooth``, ``cdd_smooth``, the weather model's own features) and the heating degrees squared,
-heating degrees on Saturdays and on days off (the profile's day types, :func:`shared.forecasting.model.day_names`:
-Sundays, public holidays, 24 Dec – 1 Jan), six weekday indicators, the model's holiday events (the one calendar:
-:func:`shared.forecasting.model.event_columns`, the profile's event columns) and a yearly Fourier series of order
-:data:`FOURIER_ORDER`; the slot is the local wall-clock time of day (load follows the clock). At prediction the
-regression is shifted by its mean residual over the last ``weather_linear_level_days`` days before the origin (the
-level it misses: no trend term, so nothing is extrapolated), and the weather model's forecast becomes ``(1 − w) ·
-networks + w · linear`` per lead day, ``w`` learnt on the training holdout like the naive challenger's weight
-(``service.train_and_calibrate``; a model fitted without a holdout uses ``weather_linear_weight``, which is also the
-switch: 0 = no linear part). The holdout is scored with temperature forecast errors (``service.holdout_weather``),
-which cost the regression more than the networks (below: it loses more to them in (b) than in (a)), so its weight is
-learnt where those errors are.
+heating degrees on Saturdays and on days off (the profile's day types,
+:func:`shared.forecasting.model.calendar_columns`: Sundays, public holidays, 24 Dec – 1 Jan), six weekday
+indicators, the model's holiday events (the one calendar: :func:`shared.forecasting.model.calendar_columns`, the
+profile's event columns) and a yearly Fourier series of order :data:`FOURIER_ORDER`; the slot is the local
+wall-clock time of day (load follows the clock). At prediction the regression is shifted by its mean residual over
+the last ``weather_linear_level_days`` days before the origin (the level it misses: no trend term, so nothing is
+extrapolated), and the weather model's forecast becomes ``(1 − w) · networks + w · linear`` per lead day, ``w``
+learnt on the training holdout like the naive challenger's weight (``service.train_and_calibrate``; a model fitted
+without a holdout uses ``weather_linear_weight``, which is also the switch: 0 = no linear part). The holdout is
+scored with temperature forecast errors (``service.holdout_weather``), which cost the regression more than the
+networks (below: it loses more to them in (b) than in (a)), so its weight is learnt where those errors are.
 
 Why: it is the classic form of operational load models (a temperature response per hour of the day), and its
 errors are not the networks': the profile networks learn one shape per day type with slopes per 4-hour block and
@@ -55,7 +55,7 @@ WEEKDAYS = ["mon", "tue", "thu", "fri", "sat", "sun"]  # Wednesday is the interc
 def _features(ts: pd.DatetimeIndex, hdd: np.ndarray, cdd: np.ndarray, events: list[str], tz: str,
               country: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(rows × features, local minute of day of each row, feature names) at UTC instants ``ts``."""
-    from shared.forecasting.model import day_names, event_columns  # model imports this module
+    from shared.forecasting.model import calendar_columns  # model imports this module
 
     ts = pd.DatetimeIndex(ts).tz_convert("UTC")
     local = ts.tz_convert(tz)
@@ -65,11 +65,10 @@ def _features(ts: pd.DatetimeIndex, hdd: np.ndarray, cdd: np.ndarray, events: li
     wd = local.dayofweek.to_numpy()
     for k, name in zip([0, 1, 3, 4, 5, 6], WEEKDAYS, strict=True):
         cols[name] = (wd == k).astype(float)
-    for ev, col in event_columns(ts, events, tz, country).items():
-        cols[ev] = col
+    day, event_cols = calendar_columns(ts, events, tz, country)
+    cols.update(event_cols)
     # the heating response of Saturdays and days off differs from working days' (offices and shops closed, homes
-    # heated all day); day types as the profile's (one definition: model.day_names)
-    day = day_names(ts, tz, country)
+    # heated all day); day types as the profile's (one definition: model._day_names)
     cols["hdd_sat"] = hdd * (day == "sat")
     cols["hdd_off"] = hdd * (day == "off")
     doy = local.dayofyear.to_numpy(dtype=float)

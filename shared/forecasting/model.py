@@ -344,23 +344,18 @@ def _day_names(local: pd.DatetimeIndex, dates: pd.DatetimeIndex, hol: pd.DataFra
     return names if split else np.where(np.isin(names, ["mon", "fri"]), "work", names)
 
 
-def day_names(ts: pd.DatetimeIndex, tz: str = TZ, country: str = "FR") -> np.ndarray:
-    """:func:`_day_names` of instants ``ts`` — the profile's day types, for the linear companion's calendar."""
+def calendar_columns(ts: pd.DatetimeIndex, events: list[str], tz: str = TZ, country: str = "FR",
+                     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The profile's calendar at instants ``ts`` without the rest of its frame (the linear companion's): the day
+    type of each (:func:`_day_names`) and the holiday-event indicators, exactly as :func:`profile_frame`'s, from one
+    :func:`holiday_frame`."""
     idx = pd.DatetimeIndex(ts)
     if len(idx) == 0:
-        return np.array([], dtype=DAY_NAMES.dtype)
+        return np.array([], dtype=DAY_NAMES.dtype), {ev: np.zeros(0) for ev in events}
     local = idx.tz_convert(tz)
-    return _day_names(local, pd.DatetimeIndex(local.date), holiday_frame(idx.min(), idx.max(), tz, country))
-
-
-def event_columns(ts: pd.DatetimeIndex, events: list[str], tz: str = TZ, country: str = "FR") -> dict[str, np.ndarray]:
-    """The holiday-event indicators of instants ``ts``, exactly as :func:`profile_frame`'s event columns, without the
-    rest of its frame (the linear companion's calendar)."""
-    idx = pd.DatetimeIndex(ts)
-    if len(idx) == 0:
-        return {ev: np.zeros(0) for ev in events}
-    dates = pd.DatetimeIndex(idx.tz_convert(tz).date)
-    return _event_indicators(dates, holiday_frame(idx.min(), idx.max(), tz, country), events)
+    dates = pd.DatetimeIndex(local.date)
+    hol = holiday_frame(idx.min(), idx.max(), tz, country)
+    return _day_names(local, dates, hol), _event_indicators(dates, hol, events)
 
 
 def weather_regressor_names(cfg: ModelConfig) -> list[str]:

@@ -625,12 +625,10 @@ class HoldoutWeather:
         from shared.weather.provider import uncovered_origins
 
         sim_label = "realised temperature plus simulated forecast errors (shared/weather/forecast_error.py)"
-        if self.stored is None or len(origins) == 0:
-            self.label = f"{sim_label} at all {len(origins)} holdout origins (no stored forecast known at any)"
-            return self.simulated(origins)
-        known = self.stored(origins)
-        missing = pd.DatetimeIndex(uncovered_origins(known, origins, self.horizon), tz="UTC")
-        if len(missing) == len(origins):
+        known = self.stored(origins) if self.stored is not None and len(origins) else None
+        missing = origins if known is None else pd.DatetimeIndex(uncovered_origins(known, origins, self.horizon),
+                                                                 tz="UTC")
+        if known is None or len(missing) == len(origins):
             self.label = f"{sim_label} at all {len(origins)} holdout origins (no stored forecast known at any)"
             return self.simulated(origins)
         self.label = (f"stored temperature forecast as known at {len(origins) - len(missing)} of {len(origins)} "
