@@ -11,7 +11,9 @@ training window: the last ``forecast_train_days`` (4 years) of the shipped real 
 * ``predict_s`` — one hourly forecast run without training, with an empty model cache: load the current
   model from the artifact store, read the series from chDB, predict 7 days, write the forecasts rows.
   ``predict_model_s`` is the model call alone (from a cached model).
-* ``peak_rss_mb`` — peak resident memory of that process (ru_maxrss), chDB included.
+* ``peak_rss_mb`` — peak resident memory of that process (ru_maxrss), chDB included; ``workers_peak_rss_mb`` the
+  largest of its training worker processes (``POWERSENSE_FORECAST_TRAIN_PROCESSES``; the function's memory limit
+  counts both, so the sum is what must stay under 3 GiB).
 * ``import_s`` — import time of the forecast handler (the ML stack loads lazily, on first run).
 * ``weather`` — the weather model's cost in its own fresh process (``python -m shared evaluate --weather
   --weather-resources``): one ``train_and_calibrate`` of the weather model on the 3 years before 2023 (shipped Enedis
@@ -72,6 +74,8 @@ print("BENCH" + json.dumps({
     "predict_s": round(predict_s, 2),
     "predict_model_s": round(predict_model_s, 2),
     "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    # the training's worker processes (POWERSENSE_FORECAST_TRAIN_PROCESSES), reaped after the fit: the largest's peak
+    "workers_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
     "training_points": int(res.details["points"]),
     "holdout_mape": res.trained["holdout_mape"],
     "holdout_naive_mape": res.trained["naive_holdout_mape"],
@@ -109,6 +113,8 @@ def _weather(env: dict[str, str], tmp: str) -> dict[str, Any]:
     res = json.loads((Path(tmp) / "forecast_eval_weather_2023.json").read_text())["forecast_process"]
     return {"train_s": res["train_seconds"], "train_cpu_s": res["train_cpu_seconds"],
             "predict_s": res["predict_seconds"], "peak_rss_mb": round(res["peak_rss_gib"] * 1024, 1),
+            "workers_peak_rss_mb": round(res["workers_peak_rss_gib"] * 1024, 1),
+            "train_processes": res["train_processes"],
             "train_window": res["train_window"]}
 
 

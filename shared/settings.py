@@ -303,6 +303,15 @@ class Settings(BaseSettings):
     # 104.1 / 85.6 / 82.6 / 75.9 s wall, 136.4 / 86.7 / 112.3 / 76.9 CPU-s; forecasts bit-identical (checked)
     forecast_torch_threads: int = Field(default=1, ge=1, description="torch CPU threads while training/predicting "
                                         "(1: the networks are too small for a second thread to help)")
+    # the seeds' networks train side by side in this many processes (the forecast function's CPUs): the weather
+    # model's five profile and five level fits take ~60 % of the sequential time on this 2-core machine, with the
+    # same networks (model._fit_seeds); each worker process adds ~0.4–1 GiB to the function's memory. The workers'
+    # queues need POSIX semaphores in /dev/shm, which every OCI container has (opencontainers/runtime-spec
+    # config-linux.md, "Default Filesystems": /dev/shm tmpfs) — faasd and Kubernetes run OCI containers; AWS Lambda
+    # does not mount it (template.yaml sets 1 there)
+    forecast_train_processes: int = Field(default=2, ge=1, le=16, description="processes that train the seeds' "
+                                          "networks side by side (1 = all in the function's own process; "
+                                          "the networks are the same whatever the count)")
     forecast_max_staleness_hours: float = Field(default=6.0, gt=0, description="newer data needed for the model")
     forecast_min_completeness: float = Field(default=0.8, ge=0, le=1, description="share of the last 14 days")
     forecast_accept_tolerance: float = Field(default=0.0, ge=0, description="new model's holdout MAPE may exceed "

@@ -32,6 +32,9 @@ FAST_MODEL_ENV = {
     "POWERSENSE_FORECAST_LEVEL_EPOCHS": "5",
     "POWERSENSE_FORECAST_LEVEL_LAGS": "7",
     "POWERSENSE_FORECAST_TORCH_THREADS": "1",
+    # networks this small train in a fraction of a second, a worker process starts in ~6 s; the parallel path has
+    # its own tests (tests/test_train_processes.py)
+    "POWERSENSE_FORECAST_TRAIN_PROCESSES": "1",
 }
 
 

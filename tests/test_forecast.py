@@ -202,3 +202,14 @@ def test_nowcast_is_the_last_hours_offset_from_the_last_block() -> None:
     shape = np.zeros(48)
     last_block = float(resid.mean())
     assert _nowcast(hts, resid, shape, origin, step, 1.0, last_block) == pytest.approx(400.0 - last_block)
+
+
+def test_loading_the_ml_stack_writes_nothing_to_stderr() -> None:
+    # the function's stderr is its JSON log stream (a training worker process loads the stack too)
+    import subprocess
+    import sys
+
+    code = "from shared.forecasting.model import _quiet; _quiet()"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stderr == ""

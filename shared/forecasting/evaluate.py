@@ -576,15 +576,20 @@ def weather_resources(grid: pd.DataFrame, train_start: pd.Timestamp, test_start:
     fc = issue(model, gw[gw["ts"] < origin[0]], origin, horizon_end=horizon, weather=wx)
     predict_s = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    # the training's worker processes (train_processes), reaped when the fit ends: the largest one's peak. The
+    # function's memory limit counts them too; the sum is an upper bound of the two together
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
     return {"what": "one weather-model training (train_and_calibrate on its forecast_weather_train_days window) + "
                     "one origin issued from the model loaded from its artifact files, in one fresh process",
+            "train_processes": cfg.train_processes,
             "train_seconds": round(train_s, 2), "train_cpu_seconds": round(train_cpu, 2),
             "load_average_1min_at_end": round(os.getloadavg()[0], 2),
             "predict_seconds": round(predict_s, 3), "peak_rss_gib": round(rss, 3),
+            "workers_peak_rss_gib": round(workers, 3), "peak_rss_with_workers_gib": round(rss + workers, 3),
             # the rows the weather model trained on (its own window, where weather exists) up to the test start
             "forecast_rows": int(len(fc)), "train_window": [model.meta["train_start"], test_start.isoformat()],
             "checks": {"train_seconds_le_120": bool(train_s <= 120), "predict_seconds_le_5": bool(predict_s <= 5),
-                       "peak_rss_le_3_gib": bool(rss <= 3)}}
+                       "peak_rss_le_3_gib": bool(rss + workers <= 3)}}
 
 
 def _le(x: float | None, bound: float) -> bool | None:

@@ -80,6 +80,9 @@ import json
 import logging
 import os
 from collections import OrderedDict
+from collections.abc import Iterator
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -93,6 +96,7 @@ from shared.forecasting.baseline import apply_intervals, lead_days, relative_err
 from shared.forecasting.combine import weights_by_row
 from shared.forecasting.gate import strict
 from shared.forecasting.linear import fit_linear, level_shift, predict_linear
+from shared.logs import log_event
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +202,9 @@ class ModelConfig:
     interval_centered: bool = False
     seed: int = 42
     torch_threads: int = 1  # POWERSENSE_FORECAST_TORCH_THREADS (shared/settings.py says why 1)
+    # processes that train the seeds' networks side by side (POWERSENSE_FORECAST_TRAIN_PROCESSES): the same
+    # networks whatever the count (see _fit_seeds); 1 = all in the calling process
+    train_processes: int = 1
     # the series' calendar: local time zone (day types, DST) and public holidays (a ``holidays`` country code,
     # '' = none); how the holidays become events: ``holiday_events`` below.
     timezone: str = "Europe/Paris"
@@ -475,6 +482,10 @@ def _quiet() -> None:
     """NeuralProphet and Lightning log a lot at INFO; keep our JSON logs readable."""
     import warnings
 
+    # without plotly (not a dependency) NeuralProphet's import logs "Importing plotly failed" at ERROR, twice, as
+    # plain text on stderr (neuralprophet/plot_forecast_plotly.py, logger "NP.plotly"): a level set before the
+    # import keeps the function's stderr JSON only
+    logging.getLogger("NP.plotly").setLevel(logging.CRITICAL)
     import neuralprophet  # noqa: F401  (its import sets the "NP" logger to INFO: import first, then quiet it)
 
     for mod in ("neuralprophet", "pytorch_lightning", "lightning", "torch"):
@@ -712,25 +723,14 @@ def fit(grid: pd.DataFrame, cfg: ModelConfig) -> LoadModel:
     if wx is not None:
         for k, name in enumerate(weather_regressor_names(cfg)):
             frame[name] = wx[:, k]
-    profiles, fits = [], []
-    for k in range(max(1, profile_seeds_of(cfg))):
-        _seed(cfg, cfg.seed + k)
-        profile, fitted_k = _fit_profile(cfg, events, frame, ts, y, wx)
-        profiles.append(profile)
-        fits.append(fitted_k)
-    fitted = np.mean(fits, axis=0)
-    resid = _skip_events(ts, data["value"].to_numpy() - fitted, cfg)
+    n_profiles, n_levels = max(1, profile_seeds_of(cfg)), max(1, level_seeds_of(cfg))
+    with _training_pool(cfg, max(n_profiles, n_levels)) as pool:
+        done = _fit_seeds(pool, cfg, n_profiles, (cfg, events, frame, ts, y, wx), _fit_profile, _profile_job,
+                          lambda out: (_restore_profile(cfg, out[0], out[1]), out[2]))
+        profiles = [p for p, _ in done]
+        fitted = np.mean([f for _, f in done], axis=0)
+        levels = _fit_levels(pool, cfg, ts, data["value"].to_numpy() - fitted, n_levels)
     end = ts.max() + pd.Timedelta(minutes=cfg.resolution_min)
-    n_blocks = int((end - ts.min()) / pd.Timedelta(hours=24))
-    ends = pd.DatetimeIndex([end - pd.Timedelta(hours=24) * k for k in range(n_blocks - 1, -1, -1)])
-    blocks = block_means(ts, resid, ends, resolution_min=cfg.resolution_min)
-    blocks = _level_input(blocks, cfg)
-    levels = []
-    for k in range(max(1, level_seeds_of(cfg))):
-        _seed(cfg, cfg.seed + k)
-        level = _new_level(cfg)
-        level.fit(_level_frame(blocks), freq="D", progress=None, minimal=True)
-        levels.append(level)
     linear = None
     if cfg.weather and cfg.weather_linear_weight > 0:
         linear = fit_linear(ts, data["value"].to_numpy(), data["hdd_smooth"].to_numpy(), data["cdd_smooth"].to_numpy(),
@@ -738,6 +738,106 @@ def fit(grid: pd.DataFrame, cfg: ModelConfig) -> LoadModel:
     meta = {"train_start": ts.min().isoformat(), "train_end": end.isoformat(), "train_points": int(len(data))}
     return LoadModel(cfg, profiles[0], levels[0], meta=meta, extra_levels=levels[1:], extra_profiles=profiles[1:],
                      linear=linear)
+
+
+def _fit_levels(pool: Any, cfg: ModelConfig, ts: pd.DatetimeIndex, resid: np.ndarray, n: int) -> list[Any]:
+    """The level networks (seeds ``cfg.seed`` …) trained on the profile residual's 24-hour blocks ending at the
+    end of the training data."""
+    resid = _skip_events(ts, resid, cfg)
+    end = ts.max() + pd.Timedelta(minutes=cfg.resolution_min)
+    n_blocks = int((end - ts.min()) / pd.Timedelta(hours=24))
+    ends = pd.DatetimeIndex([end - pd.Timedelta(hours=24) * k for k in range(n_blocks - 1, -1, -1)])
+    blocks = _level_input(block_means(ts, resid, ends, resolution_min=cfg.resolution_min), cfg)
+    return _fit_seeds(pool, cfg, n, (cfg, blocks), _fit_level, _level_job,
+                      lambda out: _restore(_new_level(cfg), *out))
+
+
+def _fit_level(cfg: ModelConfig, blocks: np.ndarray) -> Any:
+    """One level network trained on the daily ``blocks`` (seeded by the caller)."""
+    level = _new_level(cfg)
+    level.fit(_level_frame(blocks), freq="D", progress=None, minimal=True)
+    return level
+
+
+# --- training processes ------------------------------------------------------------------------------
+# The weather model trains five profile networks and five level networks, each in one torch thread (more threads
+# do not help networks this small, settings.forecast_torch_threads): on a machine with more than one core they train
+# side by side in separate processes (train_processes). Each seed's network is the same wherever it is
+# trained: every fit seeds Python, NumPy and torch itself (_seed), and a network trained in a worker comes back
+# through the artifact's own format (_profile_part / _state_bytes → _restore), which predicts bit-identically.
+def _profile_job(cfg: ModelConfig, events: list[str], frame: pd.DataFrame, ts: pd.DatetimeIndex, y: np.ndarray,
+                 wx: np.ndarray | None, seed: int) -> tuple[dict[str, Any], bytes, np.ndarray]:
+    """Worker side of one profile fit: its artifact part, its weights and its fitted values."""
+    _quiet()
+    _seed(cfg, seed)
+    profile, fitted = _fit_profile(cfg, events, frame, ts, y, wx)
+    return _profile_part(profile), _state_bytes(profile), fitted
+
+
+def _level_job(cfg: ModelConfig, blocks: np.ndarray, seed: int) -> tuple[dict[str, Any], bytes]:
+    """Worker side of one level fit: its artifact part and its weights."""
+    _quiet()
+    _seed(cfg, seed)
+    level = _fit_level(cfg, blocks)
+    return _level_part(level), _state_bytes(level)
+
+
+def _fit_seeds(pool: Any, cfg: ModelConfig, n: int, args: tuple[Any, ...], local: Any, job: Any,
+               restore: Any) -> list[Any]:
+    """Train ``n`` networks with seeds ``cfg.seed`` … ``cfg.seed + n − 1``; their results in seed order.
+
+    ``local(*args)`` trains one here (seeded first); ``job(*args, seed)`` trains one in a worker and returns it in
+    the artifact's format, which ``restore`` rebuilds. With a pool of worker processes, seed k goes to a worker
+    unless k is a multiple of ``train_processes`` (this process trains those meanwhile); without one, all here.
+    """
+    procs = max(1, cfg.train_processes) if pool is not None else 1
+    remote = {k: pool.submit(job, *args, cfg.seed + k) for k in range(n) if k % procs}
+    done = {}
+    for k in range(n):
+        if k not in remote:
+            _seed(cfg, cfg.seed + k)
+            done[k] = local(*args)
+    try:
+        for k, fut in remote.items():
+            done[k] = restore(fut.result())
+    except BrokenProcessPool as exc:
+        # out of memory, or a script that trains at import time: spawn re-imports the caller's main module, which
+        # then needs the ``if __name__ == "__main__":`` guard (the product's entry points have it)
+        raise ModelError("a training process died (out of memory? lower POWERSENSE_FORECAST_TRAIN_PROCESSES or raise "
+                         "the memory limit; a script that trains needs an `if __name__ == \"__main__\":` "
+                         "guard)") from exc
+    return [done[k] for k in range(n)]
+
+
+@contextmanager
+def _training_pool(cfg: ModelConfig, networks: int) -> Iterator[Any]:
+    """Worker processes for :func:`_fit_seeds` (``train_processes`` − 1 of them; none when 1 or one network).
+
+    ``spawn``, not ``fork``: a forked child inherits torch's and OpenMP's thread state from a parent that has
+    trained before, which can deadlock. Where processes cannot be started (AWS Lambda has no POSIX semaphores for
+    multiprocessing's queues) training stays in this process, logged as ``training_processes_unavailable``.
+    """
+    workers = min(max(1, cfg.train_processes), networks) - 1
+    if workers < 1:
+        yield None
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    try:
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    except (OSError, NotImplementedError, ImportError) as exc:
+        log_event(log, "training_processes_unavailable", logging.WARNING, error=str(exc),
+                  train_processes=cfg.train_processes)
+        yield None
+        return
+    # workers start on the first submit and then import the ML stack (~6 s): start them now, while this process
+    # trains its own share
+    pool.submit(_quiet)
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _fit_profile(cfg: ModelConfig, events: list[str], frame: pd.DataFrame, ts: pd.DatetimeIndex, y: np.ndarray,
@@ -1099,6 +1199,11 @@ def _profile_part(m: Any) -> dict[str, Any]:
             "weather_correction": [float(x) for x in getattr(m, "powersense_weather_correction", [])]}
 
 
+def _level_part(m: Any) -> dict[str, Any]:
+    """What ``model.json`` keeps of one level network besides its state dict."""
+    return {"data_params": _data_params(m), "freq": m.data_freq}
+
+
 def to_files(model: LoadModel) -> dict[str, bytes]:
     """Serialise to ``model.json`` + ``profile.pt`` + ``level.pt`` (state dicts only)."""
     doc = {
@@ -1111,8 +1216,8 @@ def to_files(model: LoadModel) -> dict[str, bytes]:
         "meta": model.meta,
         "profile": _profile_part(model.profile),
         "extra_profiles": [_profile_part(p) for p in model.extra_profiles],
-        "level": {"data_params": _data_params(model.level), "freq": model.level.data_freq},
-        "extra_levels": [{"data_params": _data_params(lv), "freq": lv.data_freq} for lv in model.extra_levels],
+        "level": _level_part(model.level),
+        "extra_levels": [_level_part(lv) for lv in model.extra_levels],
     }
     return {
         "model.json": json.dumps(strict(doc), indent=1, sort_keys=True, allow_nan=False).encode(),

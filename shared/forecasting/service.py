@@ -90,6 +90,7 @@ def model_config(settings: Settings, weather: bool = False) -> Any:
         interval_centered=settings.forecast_interval_centered,
         seed=settings.forecast_seed,
         torch_threads=settings.forecast_torch_threads,
+        train_processes=settings.forecast_train_processes,
     )
     if weather:
         cfg.weather = True  # production derives every path the same way (shared/weather/featurize.py)
