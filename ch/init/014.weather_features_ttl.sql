@@ -1,0 +1,12 @@
+-- The forecast part of a weather featurize run is read only while that run is the newest (the forecast stage reads
+-- the newest run with as_of <= now, shared/weather/featurize.py read_weather_run, and calls its forecast stale after
+-- POWERSENSE_WEATHER_MAX_AGE_H); every later run supersedes it. Kept 30 days after it was written (computed_at is the
+-- wall clock, so a replay on a simulated clock keeps its runs), then deleted by ClickHouse's TTL merges: at one
+-- weather change an hour the forecast parts were ~17 k rows a day, 6 M a year, never read again. The 'past' parts
+-- stay (training reads the newest run's past row per step), and every temperature forecast received stays in
+-- measurements for ever (real-forecast backtests read them there: shared/weather/provider.py).
+-- An alter, so that existing installs upgrade in place; materialize_ttl_after_modify = 0 keeps this start-up
+-- statement a metadata change (no rewrite of the table at every cold start): parts written before the upgrade expire
+-- when a merge next rewrites them, or at once with `alter table electricity.weather_features materialize ttl`
+-- (README, Weather). ClickHouse docs, "Manipulations with Table TTL" and the MergeTree TTL ("DELETE WHERE").
+alter table electricity.weather_features modify ttl toDateTime(computed_at) + interval 30 day delete where part = 'forecast' settings materialize_ttl_after_modify = 0;
