@@ -48,6 +48,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -502,6 +503,58 @@ FORECAST_WEATHER_DEGRADED = Counter(
     registry=REGISTRY)
 
 
+# --- training memory ------------------------------------------------------------------------------------
+# The function's memory limit counts its training worker processes too (POWERSENSE_FORECAST_TRAIN_PROCESSES): pushed
+# after each training so that an alert can warn before an out-of-memory kill fails one.
+FORECAST_TRAINING_PEAK_RSS = Gauge(
+    "powersense_forecast_training_peak_rss_bytes",
+    "Peak resident memory since the forecast function's process started, as of its latest training (label process: "
+    "function = its own process, workers = the largest of its training worker processes)", ["process"],
+    registry=REGISTRY)
+FORECAST_MEMORY_LIMIT = Gauge(
+    "powersense_forecast_memory_limit_bytes",
+    "The forecast function's memory limit: its cgroup's memory.max (NaN when unlimited or unknown)", registry=REGISTRY)
+
+
+def memory_limit_bytes(cgroup: Path = Path("/sys/fs/cgroup")) -> float:
+    """This process's cgroup memory limit in bytes (NaN when unlimited or unknown).
+
+    cgroup v2 (``memory.max``: bytes or ``max``, the kernel's Documentation/admin-guide/cgroup-v2.rst), else v1
+    (``memory/memory.limit_in_bytes``, which writes a page-rounded 2^63 − 1 when unlimited). Inside a container the
+    cgroup namespace makes the container's own cgroup the root of /sys/fs/cgroup (containerd, faasd, Kubernetes).
+    """
+    for path in (cgroup / "memory.max", cgroup / "memory" / "memory.limit_in_bytes"):
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text == "max":
+            return float("nan")
+        try:
+            value = float(text)
+        except ValueError:
+            return float("nan")
+        return value if value < 2**62 else float("nan")
+    return float("nan")
+
+
+def record_training_memory() -> dict[str, float | None]:
+    """Set the training-memory gauges from this process's and its reaped children's peak RSS; the figures in MiB."""
+    import resource
+
+    # ru_maxrss is in KiB on Linux; RUSAGE_CHILDREN holds the largest reaped child (the pool's workers are reaped
+    # when training ends)
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024.0
+    limit = memory_limit_bytes()
+    FORECAST_TRAINING_PEAK_RSS.labels(process="function").set(own)
+    FORECAST_TRAINING_PEAK_RSS.labels(process="workers").set(workers)
+    FORECAST_MEMORY_LIMIT.set(limit)
+    mib = 1024.0**2
+    return {"peak_rss_mib": round(own / mib, 1), "workers_peak_rss_mib": round(workers / mib, 1),
+            "memory_limit_mib": round(limit / mib, 1) if np.isfinite(limit) else None}
+
+
 @dataclass
 class WeatherInputs:
     """The weather as known at a forecast run.
@@ -785,7 +838,8 @@ def maybe_train(store: Store, settings: Settings, artifacts: Any, grid: pd.DataF
             _forget(series)
             _cache[f"{series}/{version}"] = model
     log_event(log, "model_trained", version=version, decision=decision, reason=why, train_s=train_s,
-              holdout_mape=new_mape, current_mape=cur_mape)
+              holdout_mape=new_mape, current_mape=cur_mape, train_processes=settings.forecast_train_processes,
+              memory=record_training_memory())
     return {"trained": True, "model": "weather" if weather else "weather_free", "train_reason": reason,
             "version": version, "decision": decision, "reason": why,
             "train_s": train_s,
