@@ -856,6 +856,16 @@ order by time
             unit="s",
         )
     )
+    d.add(
+        timeseries(
+            "Forecast training memory (Prometheus)",
+            "Peak resident memory of the forecast function's process and of its largest training worker, pushed "
+            "after each training, against the function's memory limit (alert above 85 % of it together).",
+            prom_target("max by (process) (powersense_forecast_training_peak_rss_bytes)", "{{process}}"),
+            prom_target("max(powersense_forecast_memory_limit_bytes)", "limit", ref="B"),
+            unit="bytes",
+        )
+    )
     d.row("Model metrics recorded by detect")
     d.add(
         timeseries(
