@@ -310,8 +310,9 @@ class Settings(BaseSettings):
     # config-linux.md, "Default Filesystems": /dev/shm tmpfs) — faasd and Kubernetes run OCI containers; AWS Lambda
     # does not mount it (template.yaml sets 1 there)
     forecast_train_processes: int = Field(default=2, ge=1, le=16, description="processes that train the seeds' "
-                                          "networks side by side (1 = all in the function's own process; "
-                                          "the networks are the same whatever the count)")
+                                          "networks side by side, at most (capped by the CPUs available; 1 = all "
+                                          "in the function's own process; the networks are the same whatever the "
+                                          "count)")
     forecast_max_staleness_hours: float = Field(default=6.0, gt=0, description="newer data needed for the model")
     forecast_min_completeness: float = Field(default=0.8, ge=0, le=1, description="share of the last 14 days")
     forecast_accept_tolerance: float = Field(default=0.0, ge=0, description="new model's holdout MAPE may exceed "

@@ -724,12 +724,12 @@ def fit(grid: pd.DataFrame, cfg: ModelConfig) -> LoadModel:
         for k, name in enumerate(weather_regressor_names(cfg)):
             frame[name] = wx[:, k]
     n_profiles, n_levels = max(1, profile_seeds_of(cfg)), max(1, level_seeds_of(cfg))
-    with _training_pool(cfg, max(n_profiles, n_levels)) as pool:
-        done = _fit_seeds(pool, cfg, n_profiles, (cfg, events, frame, ts, y, wx), _fit_profile, _profile_job,
+    with _training_pool(cfg, max(n_profiles, n_levels)) as workers:
+        done = _fit_seeds(workers, cfg, n_profiles, (cfg, events, frame, ts, y, wx), _fit_profile, _profile_job,
                           lambda out: (_restore_profile(cfg, out[0], out[1]), out[2]))
         profiles = [p for p, _ in done]
         fitted = np.mean([f for _, f in done], axis=0)
-        levels = _fit_levels(pool, cfg, ts, data["value"].to_numpy() - fitted, n_levels)
+        levels = _fit_levels(workers, cfg, ts, data["value"].to_numpy() - fitted, n_levels)
     end = ts.max() + pd.Timedelta(minutes=cfg.resolution_min)
     linear = None
     if cfg.weather and cfg.weather_linear_weight > 0:
@@ -740,7 +740,8 @@ def fit(grid: pd.DataFrame, cfg: ModelConfig) -> LoadModel:
                      linear=linear)
 
 
-def _fit_levels(pool: Any, cfg: ModelConfig, ts: pd.DatetimeIndex, resid: np.ndarray, n: int) -> list[Any]:
+def _fit_levels(workers: _Workers | None, cfg: ModelConfig, ts: pd.DatetimeIndex, resid: np.ndarray,
+                n: int) -> list[Any]:
     """The level networks (seeds ``cfg.seed`` …) trained on the profile residual's 24-hour blocks ending at the
     end of the training data."""
     resid = _skip_events(ts, resid, cfg)
@@ -748,7 +749,7 @@ def _fit_levels(pool: Any, cfg: ModelConfig, ts: pd.DatetimeIndex, resid: np.nda
     n_blocks = int((end - ts.min()) / pd.Timedelta(hours=24))
     ends = pd.DatetimeIndex([end - pd.Timedelta(hours=24) * k for k in range(n_blocks - 1, -1, -1)])
     blocks = _level_input(block_means(ts, resid, ends, resolution_min=cfg.resolution_min), cfg)
-    return _fit_seeds(pool, cfg, n, (cfg, blocks), _fit_level, _level_job,
+    return _fit_seeds(workers, cfg, n, (cfg, blocks), _fit_level, _level_job,
                       lambda out: _restore(_new_level(cfg), *out))
 
 
@@ -782,16 +783,17 @@ def _level_job(cfg: ModelConfig, blocks: np.ndarray, seed: int) -> tuple[dict[st
     return _level_part(level), _state_bytes(level)
 
 
-def _fit_seeds(pool: Any, cfg: ModelConfig, n: int, args: tuple[Any, ...], local: Any, job: Any,
+def _fit_seeds(workers: _Workers | None, cfg: ModelConfig, n: int, args: tuple[Any, ...], local: Any, job: Any,
                restore: Any) -> list[Any]:
     """Train ``n`` networks with seeds ``cfg.seed`` … ``cfg.seed + n − 1``; their results in seed order.
 
     ``local(*args)`` trains one here (seeded first); ``job(*args, seed)`` trains one in a worker and returns it in
-    the artifact's format, which ``restore`` rebuilds. With a pool of worker processes, seed k goes to a worker
-    unless k is a multiple of ``train_processes`` (this process trains those meanwhile); without one, all here.
+    the artifact's format, which ``restore`` rebuilds. With worker processes, seed k goes to a worker unless k is a
+    multiple of the number of training processes (this process trains those meanwhile); without, all here.
     """
-    procs = max(1, cfg.train_processes) if pool is not None else 1
-    remote = {k: pool.submit(job, *args, cfg.seed + k) for k in range(n) if k % procs}
+    procs = workers.processes if workers is not None else 1
+    remote = ({k: workers.pool.submit(job, *args, cfg.seed + k) for k in range(n) if k % procs}
+              if workers is not None else {})
     done = {}
     for k in range(n):
         if k not in remote:
@@ -809,23 +811,60 @@ def _fit_seeds(pool: Any, cfg: ModelConfig, n: int, args: tuple[Any, ...], local
     return [done[k] for k in range(n)]
 
 
+@dataclass
+class _Workers:
+    """Training worker processes: the pool, and how many processes train in all (this one included)."""
+
+    pool: Any  # concurrent.futures.ProcessPoolExecutor
+    processes: int
+
+
+def available_cpus(cgroup: str = "/sys/fs/cgroup") -> int:
+    """CPUs this process can use: its CPU affinity, capped by its cgroup's CPU quota rounded up (v2 ``cpu.max``
+    "quota period" or "max period"; v1 ``cpu/cpu.cfs_quota_us`` / ``cpu.cfs_period_us``, −1 = none; the kernel's
+    Documentation/admin-guide/cgroup-v2.rst and scheduler/sched-bwc.rst)."""
+    from pathlib import Path
+
+    def read(*names: str) -> list[float] | None:
+        try:
+            return [float(x) for x in Path(cgroup, *names).read_text().replace("max", "-1").split()]
+        except (OSError, ValueError):
+            return None
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    v2 = read("cpu.max")
+    if v2 is not None:
+        quota, period = (v2 + [0.0, 0.0])[:2]
+    else:
+        quota, period = ((read("cpu", "cpu.cfs_quota_us") or [-1.0])[0], (read("cpu", "cpu.cfs_period_us") or [0.0])[0])
+    if quota > 0 and period > 0:
+        cpus = min(cpus, int(np.ceil(quota / period)))
+    return max(1, cpus)
+
+
 @contextmanager
-def _training_pool(cfg: ModelConfig, networks: int) -> Iterator[Any]:
-    """Worker processes for :func:`_fit_seeds` (``train_processes`` − 1 of them; none when 1 or one network).
+def _training_pool(cfg: ModelConfig, networks: int) -> Iterator[_Workers | None]:
+    """Worker processes for :func:`_fit_seeds`: ``train_processes`` − 1 of them, fewer when there are fewer networks
+    to train or fewer CPUs to train on (:func:`available_cpus`: a second process on one CPU only doubles the memory);
+    none when that leaves one process.
 
     ``spawn``, not ``fork``: a forked child inherits torch's and OpenMP's thread state from a parent that has
     trained before, which can deadlock. Where processes cannot be started (AWS Lambda has no POSIX semaphores for
     multiprocessing's queues) training stays in this process, logged as ``training_processes_unavailable``.
     """
-    workers = min(max(1, cfg.train_processes), networks) - 1
-    if workers < 1:
+    wanted = min(max(1, cfg.train_processes), networks)
+    cpus = available_cpus()
+    if cpus < wanted:
+        log_event(log, "training_processes_capped", train_processes=cfg.train_processes, cpus=cpus)
+    processes = min(wanted, cpus)
+    if processes < 2:
         yield None
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     try:
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        pool = ProcessPoolExecutor(max_workers=processes - 1, mp_context=multiprocessing.get_context("spawn"))
     except (OSError, NotImplementedError, ImportError) as exc:
         log_event(log, "training_processes_unavailable", logging.WARNING, error=str(exc),
                   train_processes=cfg.train_processes)
@@ -835,7 +874,7 @@ def _training_pool(cfg: ModelConfig, networks: int) -> Iterator[Any]:
     # trains its own share
     pool.submit(_quiet)
     try:
-        yield pool
+        yield _Workers(pool, processes)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
