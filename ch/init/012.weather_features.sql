@@ -25,4 +25,12 @@ create table if not exists electricity.weather_features
 )
 engine = ReplacingMergeTree(computed_at)
 partition by toYYYYMM(as_of)
-order by (resolution_min, as_of, ts);
+order by (resolution_min, as_of, ts)
+-- A run's forecast part is read only while the run is the newest (read_weather_run; the forecast stage calls it stale
+-- after POWERSENSE_WEATHER_MAX_AGE_H) and every later run supersedes it: deleted 30 days after it was written, by
+-- ClickHouse's TTL merges (~17 k rows a day otherwise, never read again). computed_at is the wall clock, so a replay on
+-- a simulated clock keeps its runs. The past parts stay (training reads them), and every temperature forecast
+-- received stays in measurements for ever (real-forecast backtests read it there: shared/weather/provider.py).
+-- In the create statement, not an alter: the writer user holds no ALTER TTL (a TTL can delete any table's rows), so
+-- an install created before this TTL gets it from an administrator once (README, Weather in production).
+ttl toDateTime(computed_at) + interval 30 day delete where part = 'forecast';
