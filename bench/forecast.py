@@ -36,11 +36,12 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 
 CHILD = r"""
-import json, os, resource, sys, time
+import json, os, sys, time
 from datetime import UTC, datetime
 import pandas as pd
 sys.path.insert(0, os.environ["BENCH_REPO"])
 sys.path.insert(0, os.path.join(os.environ["BENCH_REPO"], "tests"))
+from shared.process_limits import peak_rss_bytes
 from shared.settings import get_settings
 from shared.store import get_store
 from shared.artifacts import get_artifact_store
@@ -68,14 +69,15 @@ model = service.cached_model(artifacts, service.series_key(settings), res2.model
 t = time.perf_counter()
 service.predict_current(model, grid, pd.Timestamp(now), settings)
 predict_model_s = time.perf_counter() - t
+# and the largest of the training's worker processes (POWERSENSE_FORECAST_TRAIN_PROCESSES), reaped after the fit
+own_rss, workers_rss = peak_rss_bytes()
 print("BENCH" + json.dumps({
     "train_s": res.trained["train_s"],
     "train_run_s": round(train_run_s, 2),
     "predict_s": round(predict_s, 2),
     "predict_model_s": round(predict_model_s, 2),
-    "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-    # the training's worker processes (POWERSENSE_FORECAST_TRAIN_PROCESSES), reaped after the fit: the largest's peak
-    "workers_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
+    "peak_rss_mb": round(own_rss / 2**20, 1),
+    "workers_peak_rss_mb": round(workers_rss / 2**20, 1),
     "training_points": int(res.details["points"]),
     "holdout_mape": res.trained["holdout_mape"],
     "holdout_naive_mape": res.trained["naive_holdout_mape"],

@@ -1,15 +1,15 @@
 """Side experiment: do national wind and cloud cover say anything about the daily load level that temperature does not?
 
-``python -m bench.other_weather`` (≈ 20 s). The shipped ``daily_national_weather_netload_*`` files (2013–2023, daily,
+``python -m bench.other_weather`` (≈ 3 s). The shipped ``daily_national_weather_netload_*`` files (2013–2023, daily,
 national, definitions undocumented: data/weather/README.md, source 4) hold wind and cloud cover besides temperature.
 Before polling and storing them, this checks whether they could help at all, with the cheapest model that can tell:
 a least-squares regression of the daily mean load (the shipped eco2mix series, local days with at least 40 valid
 half-hours) on the calendar (day types of :func:`shared.calendar.day_type`, the Christmas break, August, four annual
-harmonics) and heating / cooling degrees (bases 15 / 18 °C, as the product's) of the three temperatures of the file —
-without and with wind and cloud cover. Each row is trained on earlier years and scored out of sample as the daily
-mean's MAPE, also with the residual of two days before carried at 0.7 (a crude D+1 level correction: known at a noon
-origin for the next day). Every weather input is *observed* (look-ahead): an upper bound on what it is worth, and
-not the product's model. README, *Weather* → "Other shipped weather data".
+harmonics) and heating / cooling degrees (the product's bases, ``shared.weather.features``) of the file's three
+temperatures, without and with wind and cloud cover. Each row is trained on earlier years and scored out of sample
+as the daily mean's MAPE, also with the residual of two days before carried at 0.7 (a crude D+1 level correction:
+known at a noon origin for the next day). Every weather input is *observed* (look-ahead): an upper bound on what it
+is worth, and not the product's model. README, *Weather* → "Other shipped weather data".
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from shared.calendar import TZ, day_type
 from shared.features import WEATHER_DIR
 from shared.ingest.history import read_history
 from shared.settings import REPO_ROOT
+from shared.weather.features import CDD_BASE_C, HDD_BASE_C
 
 ECO2MIX = REPO_ROOT / "data" / "eco2mix"
 TEMPS = ("temp_k", "temp_s95_k", "temp_s99_k")
@@ -50,7 +51,7 @@ def daily_frame() -> pd.DataFrame:
     df = pd.DataFrame({"load": load}).join(weather, how="inner")
     for t in TEMPS:
         c = df[t] - 273.15
-        df[f"{t}_hdd"], df[f"{t}_cdd"] = np.maximum(15 - c, 0), np.maximum(c - 18, 0)
+        df[f"{t}_hdd"], df[f"{t}_cdd"] = np.maximum(HDD_BASE_C - c, 0), np.maximum(c - CDD_BASE_C, 0)
     df["wind_x_hdd"] = df["wind_weighted"] * df["temp_s95_k_hdd"]
     return df
 

@@ -225,17 +225,3 @@ def test_a_training_pushes_its_peak_memory(store: Store, fc_settings: Settings) 
     assert own is not None and own > 200 * 2**20  # this process has loaded torch and trained
     assert REGISTRY.get_sample_value("powersense_forecast_training_peak_rss_bytes", {"process": "workers"}) is not None
     assert REGISTRY.get_sample_value("powersense_forecast_memory_limit_bytes") is not None
-
-
-@pytest.mark.parametrize(("files", "expected"), [
-    ({"memory.max": "3221225472\n"}, 3221225472.0),  # cgroup v2, limits.memory 3Gi
-    ({"memory.max": "max\n"}, float("nan")),  # v2, no limit
-    ({"memory/memory.limit_in_bytes": "1073741824\n"}, 1073741824.0),  # cgroup v1
-    ({"memory/memory.limit_in_bytes": "9223372036854771712\n"}, float("nan")),  # v1, no limit
-    ({}, float("nan")),  # no cgroup file (not Linux, or not mounted)
-])
-def test_memory_limit_is_read_from_the_cgroup(tmp_path: Path, files: dict[str, str], expected: float) -> None:
-    for name, text in files.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(text)
-    np.testing.assert_equal(service.memory_limit_bytes(tmp_path), expected)

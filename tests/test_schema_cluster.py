@@ -94,6 +94,7 @@ def test_every_single_node_table_has_one_local_table_with_identical_columns_and_
             dist = clustered[name]
             # a Distributed table has no default-less differences: same column definitions, in order
             assert dist["columns"] == s["columns"], name
+            assert "TTL" not in dist, name  # rows expire where they are stored: the local tables
             assert re.fullmatch(
                 rf"Distributed\('{CLUSTER}', '{DB}', '{table}{schema.LOCAL_SUFFIX}', cityHash64\(.+\)\)", dist["ENGINE"]
             ), dist["ENGINE"]
@@ -104,6 +105,8 @@ def test_every_single_node_table_has_one_local_table_with_identical_columns_and_
         if name.split(".", 1)[1] not in schema.UNSHARDED_TABLES:
             expected_names.add(f"{name}{schema.LOCAL_SUFFIX}")
     assert set(clustered) == expected_names
+    # weather_features' forecast parts expire (ch/init/012.weather_features.sql) on every shard's replicas
+    assert clustered[f"{DB}.weather_features{schema.LOCAL_SUFFIX}"]["TTL"].endswith("WHERE part = 'forecast'")
     # the lease (ch/init/005.lease.sql): one replicated table on every node, never behind a Distributed one,
     # so that the claims of one epoch meet in one deduplication scope
     leases = clustered[f"{DB}.leases"]

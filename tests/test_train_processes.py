@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -107,21 +106,3 @@ def test_one_cpu_trains_in_process(monkeypatch: pytest.MonkeyPatch, caplog: pyte
         model = fm.fit(data["grid"], tiny_model_config(level_seeds=2, train_processes=2))
     assert len(model.extra_levels) == 1
     assert [r.event for r in caplog.records] == ["training_processes_capped"]  # type: ignore[attr-defined]
-
-
-@pytest.mark.parametrize(("files", "quota_cpus"), [
-    ({"cpu.max": "100000 100000\n"}, 1),  # cgroup v2, one CPU (Kubernetes limits.cpu: 1)
-    ({"cpu.max": "150000 100000\n"}, 2),  # v2, 1.5 CPUs: a second process still gets half a CPU
-    ({"cpu.max": "max 100000\n"}, None),  # v2, no quota
-    ({"cpu/cpu.cfs_quota_us": "50000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1),  # v1, half a CPU
-    ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),  # v1, no quota
-    ({}, None),  # no cgroup files
-])
-def test_available_cpus_are_capped_by_the_cgroup_quota(tmp_path: Path, files: dict[str, str],
-                                                       quota_cpus: int | None) -> None:
-    for name, text in files.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(text)
-    affinity = len(os.sched_getaffinity(0))
-    expected = affinity if quota_cpus is None else min(affinity, quota_cpus)
-    assert fm.available_cpus(str(tmp_path)) == expected

@@ -43,6 +43,7 @@ from shared.features import TZ, build_grid, series_grid
 from shared.forecasting import baseline, combine
 from shared.forecasting.gate import finite_or_none, gate, strict
 from shared.forecasting.service import model_config
+from shared.process_limits import peak_rss_bytes
 from shared.settings import REPO_ROOT, Settings, get_settings
 from shared.weather.features import WeatherProvider, perfect_provider
 from shared.weather.forecast_error import (
@@ -459,7 +460,6 @@ def weather_evaluation(grid: pd.DataFrame, rte: pd.DataFrame | None, train_start
                        seeds: tuple[int, ...] = SIMULATED_SEEDS) -> dict[str, Any]:
     """What weather is worth (issue #12), each run labelled: (a) perfect forecast, (b) simulated forecast errors
     (several seeds: mean and spread), (c) the weather-free product — same origins, same backtest rules."""
-    import resource
     from dataclasses import replace
 
     step, horizon = pd.Timedelta(minutes=cfg.resolution_min), TARGET_SPAN
@@ -511,7 +511,7 @@ def weather_evaluation(grid: pd.DataFrame, rte: pd.DataFrame | None, train_start
     }
     # the whole backtest process (two backtests' frames in memory): not the forecast stage's RSS, which
     # ``--weather-resources`` measures in a fresh process
-    rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
+    rss_gib = peak_rss_bytes()[0] / 2**30
     return {
         "what": "issue #12: what weather is worth — (a) perfect forecast UPPER BOUND, (b) simulated forecast "
                 "errors, (c) weather-free product; same origins, same backtest rules as make evaluate",
@@ -555,8 +555,6 @@ def weather_resources(grid: pd.DataFrame, train_start: pd.Timestamp, test_start:
     ≤ 120 s, prediction ≤ 5 s, peak RSS ≤ 3 GiB): one ``train_and_calibrate`` on the window before ``test_start``, the
     model through its artifact files, one origin issued with the weather known at it. Run it in a fresh process:
     the peak RSS is the process's (a whole backtest holds far more frames than the stage)."""
-    import resource
-
     from shared.forecasting import model as fm
     from shared.forecasting.service import issue, train_and_calibrate
     from shared.weather.features import features_for_origins
@@ -575,10 +573,9 @@ def weather_resources(grid: pd.DataFrame, train_start: pd.Timestamp, test_start:
                               cfg.resolution_min, True)
     fc = issue(model, gw[gw["ts"] < origin[0]], origin, horizon_end=horizon, weather=wx)
     predict_s = time.perf_counter() - t0
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    # the training's worker processes (train_processes), reaped when the fit ends: the largest one's peak. The
-    # function's memory limit counts them too; the sum is an upper bound of the two together
-    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+    # and the largest of the training's worker processes (train_processes), reaped when the fit ends: the function's
+    # memory limit counts them too; the sum is an upper bound of the two together
+    rss, workers = (b / 2**30 for b in peak_rss_bytes())
     return {"what": "one weather-model training (train_and_calibrate on its forecast_weather_train_days window) + "
                     "one origin issued from the model loaded from its artifact files, in one fresh process",
             "train_processes": cfg.train_processes,

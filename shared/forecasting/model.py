@@ -97,6 +97,7 @@ from shared.forecasting.combine import weights_by_row
 from shared.forecasting.gate import strict
 from shared.forecasting.linear import fit_linear, level_shift, predict_linear
 from shared.logs import log_event
+from shared.process_limits import available_cpus
 
 log = logging.getLogger(__name__)
 
@@ -769,7 +770,6 @@ def _fit_level(cfg: ModelConfig, blocks: np.ndarray) -> Any:
 def _profile_job(cfg: ModelConfig, events: list[str], frame: pd.DataFrame, ts: pd.DatetimeIndex, y: np.ndarray,
                  wx: np.ndarray | None, seed: int) -> tuple[dict[str, Any], bytes, np.ndarray]:
     """Worker side of one profile fit: its artifact part, its weights and its fitted values."""
-    _quiet()
     _seed(cfg, seed)
     profile, fitted = _fit_profile(cfg, events, frame, ts, y, wx)
     return _profile_part(profile), _state_bytes(profile), fitted
@@ -777,7 +777,6 @@ def _profile_job(cfg: ModelConfig, events: list[str], frame: pd.DataFrame, ts: p
 
 def _level_job(cfg: ModelConfig, blocks: np.ndarray, seed: int) -> tuple[dict[str, Any], bytes]:
     """Worker side of one level fit: its artifact part and its weights."""
-    _quiet()
     _seed(cfg, seed)
     level = _fit_level(cfg, blocks)
     return _level_part(level), _state_bytes(level)
@@ -791,9 +790,9 @@ def _fit_seeds(workers: _Workers | None, cfg: ModelConfig, n: int, args: tuple[A
     the artifact's format, which ``restore`` rebuilds. With worker processes, seed k goes to a worker unless k is a
     multiple of the number of training processes (this process trains those meanwhile); without, all here.
     """
-    procs = workers.processes if workers is not None else 1
-    remote = ({k: workers.pool.submit(job, *args, cfg.seed + k) for k in range(n) if k % procs}
-              if workers is not None else {})
+    remote = {}
+    if workers is not None:
+        remote = {k: workers.pool.submit(job, *args, cfg.seed + k) for k in range(n) if k % workers.processes}
     done = {}
     for k in range(n):
         if k not in remote:
@@ -819,29 +818,6 @@ class _Workers:
     processes: int
 
 
-def available_cpus(cgroup: str = "/sys/fs/cgroup") -> int:
-    """CPUs this process can use: its CPU affinity, capped by its cgroup's CPU quota rounded up (v2 ``cpu.max``
-    "quota period" or "max period"; v1 ``cpu/cpu.cfs_quota_us`` / ``cpu.cfs_period_us``, −1 = none; the kernel's
-    Documentation/admin-guide/cgroup-v2.rst and scheduler/sched-bwc.rst)."""
-    from pathlib import Path
-
-    def read(*names: str) -> list[float] | None:
-        try:
-            return [float(x) for x in Path(cgroup, *names).read_text().replace("max", "-1").split()]
-        except (OSError, ValueError):
-            return None
-
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    v2 = read("cpu.max")
-    if v2 is not None:
-        quota, period = (v2 + [0.0, 0.0])[:2]
-    else:
-        quota, period = ((read("cpu", "cpu.cfs_quota_us") or [-1.0])[0], (read("cpu", "cpu.cfs_period_us") or [0.0])[0])
-    if quota > 0 and period > 0:
-        cpus = min(cpus, int(np.ceil(quota / period)))
-    return max(1, cpus)
-
-
 @contextmanager
 def _training_pool(cfg: ModelConfig, networks: int) -> Iterator[_Workers | None]:
     """Worker processes for :func:`_fit_seeds`: ``train_processes`` − 1 of them, fewer when there are fewer networks
@@ -864,15 +840,16 @@ def _training_pool(cfg: ModelConfig, networks: int) -> Iterator[_Workers | None]
     from concurrent.futures import ProcessPoolExecutor
 
     try:
-        pool = ProcessPoolExecutor(max_workers=processes - 1, mp_context=multiprocessing.get_context("spawn"))
+        pool = ProcessPoolExecutor(max_workers=processes - 1, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_quiet)
     except (OSError, NotImplementedError, ImportError) as exc:
         log_event(log, "training_processes_unavailable", logging.WARNING, error=str(exc),
                   train_processes=cfg.train_processes)
         yield None
         return
-    # workers start on the first submit and then import the ML stack (~6 s): start them now, while this process
-    # trains its own share
-    pool.submit(_quiet)
+    # workers start on the first submit and then import the ML stack (_quiet, ~6 s): start them now, while this
+    # process trains its own share
+    pool.submit(os.getpid)
     try:
         yield _Workers(pool, processes)
     finally:

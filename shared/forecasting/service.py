@@ -48,7 +48,6 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -60,6 +59,7 @@ from shared.features import TZ
 from shared.forecasting import baseline, combine
 from shared.logs import log_event
 from shared.metrics import REGISTRY
+from shared.process_limits import memory_limit_bytes, peak_rss_bytes
 from shared.runs import Run
 from shared.settings import Settings
 from shared.store import Store
@@ -516,36 +516,9 @@ FORECAST_MEMORY_LIMIT = Gauge(
     "The forecast function's memory limit: its cgroup's memory.max (NaN when unlimited or unknown)", registry=REGISTRY)
 
 
-def memory_limit_bytes(cgroup: Path = Path("/sys/fs/cgroup")) -> float:
-    """This process's cgroup memory limit in bytes (NaN when unlimited or unknown).
-
-    cgroup v2 (``memory.max``: bytes or ``max``, the kernel's Documentation/admin-guide/cgroup-v2.rst), else v1
-    (``memory/memory.limit_in_bytes``, which writes a page-rounded 2^63 − 1 when unlimited). Inside a container the
-    cgroup namespace makes the container's own cgroup the root of /sys/fs/cgroup (containerd, faasd, Kubernetes).
-    """
-    for path in (cgroup / "memory.max", cgroup / "memory" / "memory.limit_in_bytes"):
-        try:
-            text = path.read_text().strip()
-        except OSError:
-            continue
-        if text == "max":
-            return float("nan")
-        try:
-            value = float(text)
-        except ValueError:
-            return float("nan")
-        return value if value < 2**62 else float("nan")
-    return float("nan")
-
-
 def record_training_memory() -> dict[str, float | None]:
     """Set the training-memory gauges from this process's and its reaped children's peak RSS; the figures in MiB."""
-    import resource
-
-    # ru_maxrss is in KiB on Linux; RUSAGE_CHILDREN holds the largest reaped child (the pool's workers are reaped
-    # when training ends)
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0
-    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024.0
+    own, workers = peak_rss_bytes()  # the training's workers are reaped when its pool shuts down
     limit = memory_limit_bytes()
     FORECAST_TRAINING_PEAK_RSS.labels(process="function").set(own)
     FORECAST_TRAINING_PEAK_RSS.labels(process="workers").set(workers)
