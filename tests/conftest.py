@@ -6,7 +6,9 @@ every test isolates itself in its own database inside it.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -17,8 +19,22 @@ import pytest
 
 _CHDB_DIR = tempfile.mkdtemp(prefix="powersense-chdb-")
 os.environ["POWERSENSE_CHDB_PATH"] = _CHDB_DIR
-os.environ.setdefault("POWERSENSE_SECRETS_DIR", tempfile.mkdtemp(prefix="powersense-secrets-"))
+_SESSION_DIRS = [_CHDB_DIR]
+if "POWERSENSE_SECRETS_DIR" not in os.environ:
+    os.environ["POWERSENSE_SECRETS_DIR"] = tempfile.mkdtemp(prefix="powersense-secrets-")
+    _SESSION_DIRS.append(os.environ["POWERSENSE_SECRETS_DIR"])
 os.environ["POWERSENSE_ARTIFACTS_DIR"] = tempfile.mkdtemp(prefix="powersense-artifacts-")
+_SESSION_DIRS.append(os.environ["POWERSENSE_ARTIFACTS_DIR"])
+
+
+@atexit.register
+def _remove_session_dirs() -> None:
+    # the session's chDB data (~330 MB after a full run) and artifacts go when the test process ends, so repeated
+    # runs do not fill /tmp; a clean-up error never fails a run
+    for d in _SESSION_DIRS:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 for _k in [k for k in os.environ if k.startswith("POWERSENSE_CLICKHOUSE_URL")]:
     del os.environ[_k]
 

@@ -86,7 +86,9 @@ def s3_server() -> Iterator[S3Server]:
     (master, master_g, volume, volume_g, filer, filer_g, s3, s3_g, admin, admin_g) = _free_ports(10)
     env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
     cmd = [
-        _weed(), "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        # weed's own logs and local sockets default to /tmp and outlive the session: keep them in its directory
+        _weed(), f"-logdir={data_dir}", "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        f"-filer.localSocket={data_dir}/filer.sock", f"-s3.localSocket={data_dir}/s3.sock",
         f"-master.port={master}", f"-master.port.grpc={master_g}",
         f"-volume.port={volume}", f"-volume.port.grpc={volume_g}",
         f"-filer.port={filer}", f"-filer.port.grpc={filer_g}",
