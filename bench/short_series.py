@@ -1,0 +1,96 @@
+"""Short series: is the issued forecast of a series with a few months of history ever worse than seasonal naive?
+
+``python -m bench.short_series`` (≈ 8 min on 2 cores). The generic ``timestamp,value`` path (UTC, no holiday
+calendar, 30 min) on 23 windows of the shipped national load 2017–2019, one every 45 days: 63 days of history, then
+21 days of test (``make evaluate``'s backtest: one origin a day at 12:00, the model trained once on the history with
+its holdout of a quarter of it, ~15 days). Per window and D+k, the issued forecast's MAPE against seasonal naive's;
+printed as JSON with the mean over windows and how many window × D+k cells are worse / better than naive.
+``--no-gain-test`` keeps the best-scoring holdout weight even where its gain over naive is not significant (the
+behaviour before ``combine.MIN_GAIN_T``). The shipped load stands in for a series the model was not built for
+(no holidays, no time zone); it is real data, not a simulation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shared.ingest.history import read_history
+from shared.settings import REPO_ROOT
+
+FILES = [REPO_ROOT / "data" / "eco2mix" / f"eco2mix_national_{y}.csv.gz" for y in (2017, 2018, 2019)]
+HISTORY_DAYS, TEST_DAYS, EVERY_DAYS = 63, 21, 45
+DAYS = [f"D+{k}" for k in range(1, 8)]
+
+
+def windows() -> list[pd.Timestamp]:
+    """Start of each window (UTC midnight)."""
+    return list(pd.date_range("2017-01-05", "2019-10-01", freq=f"{EVERY_DAYS}D", tz="UTC"))
+
+
+def run_window(load: pd.DataFrame, start: pd.Timestamp, workdir: Path) -> dict[str, Any]:
+    """One window through ``shared.forecasting.evaluate`` (in process); MAPE % of the issued forecast and naive."""
+    from shared.forecasting import evaluate
+
+    end, test0 = start + pd.Timedelta(days=HISTORY_DAYS + TEST_DAYS), start + pd.Timedelta(days=HISTORY_DAYS)
+    part = load[(load["timestamp"] >= start) & (load["timestamp"] < end)].copy()
+    part["timestamp"] = part["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    csv, out = workdir / f"{start:%Y%m%d}.csv", workdir / f"{start:%Y%m%d}"
+    part.to_csv(csv, index=False)
+    with contextlib.redirect_stdout(io.StringIO()):
+        rc = evaluate._main(["--data", str(csv), "--resolution", "30", "--test-start", f"{test0:%Y-%m-%d}",
+                             "--test-end", f"{end:%Y-%m-%d}", "--out", str(out), "--no-progress"])
+    if rc:
+        raise RuntimeError(f"evaluate failed on the window from {start:%Y-%m-%d} (exit {rc})")
+    models = json.loads((out / "forecast_eval.json").read_text())["models"]
+    return {"start": f"{start:%Y-%m-%d}", **{d: {"powersense": models["powersense"][d]["mape"],
+                                                 "seasonal_naive": models["seasonal_naive"][d]["mape"]} for d in DAYS}}
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean MAPE per D+k over the windows, and the window × D+k cells worse / better than naive."""
+    p = np.array([[r[d]["powersense"] for d in DAYS] for r in rows])
+    n = np.array([[r[d]["seasonal_naive"] for d in DAYS] for r in rows])
+    def per_day(x: np.ndarray) -> dict[str, float]:
+        return dict(zip(DAYS, np.round(x.mean(axis=0), 3).tolist(), strict=True))
+
+    return {"windows": len(rows), "mean_mape_powersense": per_day(p), "mean_mape_seasonal_naive": per_day(n),
+            "cells_worse_than_naive": int((p > n + 1e-9).sum()), "cells_better_than_naive": int((p < n - 1e-9).sum()),
+            "cells": int(p.size), "largest_excess_pp": round(float((p - n).max()), 2)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run every window; print the per-window figures and the summary (JSON)."""
+    ap = argparse.ArgumentParser(prog="python -m bench.short_series", description=__doc__.split("\n")[0])
+    ap.add_argument("--no-gain-test", action="store_true", help="keep weights whose gain over naive is noise")
+    a = ap.parse_args(argv)
+    if a.no_gain_test:
+        from shared.forecasting import combine
+
+        combine.MIN_GAIN_T = float("-inf")  # every weight passes: the best holdout score alone decides
+    load = read_history(FILES)
+    load = load[load["ts"].dt.minute.isin([0, 30])][["ts", "consommation"]].rename(
+        columns={"ts": "timestamp", "consommation": "value"})
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="powersense-short-series-") as tmp:
+        for i, start in enumerate(windows(), start=1):
+            rows.append(run_window(load, start, Path(tmp)))
+            print(f"window {i}/{len(windows())} from {start:%Y-%m-%d}: D+1 {rows[-1]['D+1']}, D+7 {rows[-1]['D+7']}",
+                  file=sys.stderr, flush=True)
+    doc = {"what": (__doc__ or "").split("\n")[0], "gain_test": not a.no_gain_test, "summary": summarize(rows),
+           "windows": rows}
+    print(json.dumps(doc, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
