@@ -5,9 +5,8 @@ calendar, 30 min) on 23 windows of the shipped national load 2017–2019, one ev
 21 days of test (``make evaluate``'s backtest: one origin a day at 12:00, the model trained once on the history with
 its holdout of a quarter of it, ~15 days). Per window and D+k, the issued forecast's MAPE against seasonal naive's;
 printed as JSON with the mean over windows and how many window × D+k cells are worse / better than naive.
-``--no-gain-test`` keeps the best-scoring holdout weight even where its gain over naive is not significant (the
-behaviour before ``combine.MIN_GAIN_T``). The shipped load stands in for a series the model was not built for
-(no holidays, no time zone); it is real data, not a simulation.
+The shipped load stands in for a series the model was not built for (no holidays, no time zone); it is real data,
+not a simulation. Findings and a fix tried and not kept: README, *Never worse than naive*.
 """
 
 from __future__ import annotations
@@ -70,13 +69,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run every window; print the per-window figures and the summary (JSON)."""
-    ap = argparse.ArgumentParser(prog="python -m bench.short_series", description=__doc__.split("\n")[0])
-    ap.add_argument("--no-gain-test", action="store_true", help="keep weights whose gain over naive is noise")
-    a = ap.parse_args(argv)
-    if a.no_gain_test:
-        from shared.forecasting import combine
-
-        combine.MIN_GAIN_T = float("-inf")  # every weight passes: the best holdout score alone decides
+    argparse.ArgumentParser(prog="python -m bench.short_series", description=__doc__.split("\n")[0]).parse_args(argv)
     load = read_history(FILES)
     load = load[load["ts"].dt.minute.isin([0, 30])][["ts", "consommation"]].rename(
         columns={"ts": "timestamp", "consommation": "value"})
@@ -86,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(run_window(load, start, Path(tmp)))
             print(f"window {i}/{len(windows())} from {start:%Y-%m-%d}: D+1 {rows[-1]['D+1']}, D+7 {rows[-1]['D+7']}",
                   file=sys.stderr, flush=True)
-    doc = {"what": (__doc__ or "").split("\n")[0], "gain_test": not a.no_gain_test, "summary": summarize(rows),
+    doc = {"what": (__doc__ or "").split("\n")[0], "summary": summarize(rows),
            "windows": rows}
     print(json.dumps(doc, indent=1))
     return 0

@@ -49,42 +49,6 @@ def test_weights_never_lose_to_naive_on_their_holdout(grid: pd.DataFrame) -> Non
     assert set(combine.apply_weights(fc, naive, {})["yhat_source"]) == {"model"}
 
 
-def _alternating_model(grid: pd.DataFrame, days: int) -> tuple[pd.DataFrame, np.ndarray]:
-    """Naive's holdout forecasts from ``days`` origins and a "model" whose error is naive's × 0.2 on even origins
-    and × 1.6 on odd ones: better on average (the best weight is 1), by a gain the per-origin spread swamps."""
-    naive_fc = baseline.seasonal_naive_many(grid, _origins("2023-02-01", days), 8 * 48, STEP)
-    naive = naive_fc["yhat"].to_numpy()
-    actual = naive_fc.merge(grid, on="ts", how="left")["value"].to_numpy()
-    odd = (pd.DatetimeIndex(naive_fc["origin"]).day % 2).to_numpy() == 1
-    model = actual + (naive - actual) * np.where(odd, 1.6, 0.2)
-    return naive_fc.assign(yhat=model), naive
-
-
-def test_a_gain_within_the_noise_of_a_short_holdout_leaves_the_lead_day_to_naive(grid: pd.DataFrame) -> None:
-    fc, naive = _alternating_model(grid, 10)
-    best = combine.learn_weights(fc, naive, grid)
-    assert best["1"]["weight"] == 1.0 and best["1"]["mape_model"] < best["1"]["mape_naive"]
-    gated = combine.learn_weights(fc, naive, grid, min_t=combine.MIN_GAIN_T)
-    assert gated["1"]["weight"] == 0.0 and gated["1"]["gated"] and gated["1"]["gain_t"] < combine.MIN_GAIN_T
-    assert gated["1"]["mape_blend"] == gated["1"]["mape_naive"]
-    assert set(combine.apply_weights(fc, naive, gated)["yhat_source"]) == {"seasonal_naive"}
-
-
-def test_a_clear_gain_passes_the_significance_test(grid: pd.DataFrame) -> None:
-    naive_fc = baseline.seasonal_naive_many(grid, _origins("2023-02-01", 10), 8 * 48, STEP)
-    naive = naive_fc["yhat"].to_numpy()
-    actual = naive_fc.merge(grid, on="ts", how="left")["value"].to_numpy()
-    fc = naive_fc.assign(yhat=actual + (naive - actual) * 0.3)  # naive's error cut by 70 % at every origin
-    w = combine.learn_weights(fc, naive, grid, min_t=combine.MIN_GAIN_T)
-    assert all(v["weight"] == 1.0 and "gated" not in v and v["gain_t"] >= combine.MIN_GAIN_T for v in w.values())
-
-
-def test_the_gain_test_needs_two_origins() -> None:
-    y = np.array([100.0, 100.0])
-    assert combine.gain_t(np.array([1, 1]), y, y, y * 1.1) == float("-inf")
-    assert combine.gain_t(np.array([1, 2]), y, y, y * 1.1) == float("inf")  # the same gain at both origins
-
-
 def test_promotion_compares_with_naive_and_the_current_model() -> None:
     assert promotion_decision(3.0, 3.2, 7.0, 0.0)[0] == "promoted"
     assert promotion_decision(3.0, None, 7.0, 0.0)[0] == "promoted"  # no current model

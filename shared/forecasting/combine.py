@@ -4,10 +4,8 @@
 the same holdout; per lead day (24-hour block after the origin) the issued forecast is
 ``w · model + (1 − w) · naive`` with the weight ``w ∈ {0, 0.1, …, 1}`` that has the lowest holdout MAPE.
 ``w = 0`` (naive alone) is one of the candidates, so on its own holdout the issued forecast is never worse
-than naive, by construction; a weight above 0 must also show a significant gain over naive on the holdout
-(``MIN_GAIN_T``), so a short holdout's lucky weight does not carry the model into days where naive is better.
-Each forecast row says which source its lead day used (``yhat_source``: ``model`` for w = 1,
-``seasonal_naive`` for w = 0, ``blend`` otherwise; ``model_weight`` = w).
+than naive, by construction. Each forecast row says which source its lead day used (``yhat_source``:
+``model`` for w = 1, ``seasonal_naive`` for w = 0, ``blend`` otherwise; ``model_weight`` = w).
 
 **Adaptive intervals.** The 80 % bounds are conformal quantiles of the *relative errors of the forecasts
 actually issued* over the last ``forecast_conformal_days`` days, per lead day, using only targets whose
@@ -26,9 +24,6 @@ import pandas as pd
 from shared.forecasting import baseline
 
 WEIGHTS = np.round(np.linspace(0.0, 1.0, 11), 2)
-# the model enters a lead day only where its gain over naive on the holdout is significant: the one-sided 95 %
-# point of a t test on the per-origin MAPE differences (see learn_weights)
-MIN_GAIN_T = 1.645
 MIN_ORIGINS = 7  # distinct recent origins per lead day before their errors replace the holdout calibration
 MIN_POINTS = 24
 # Intervals (see adaptive_calibration). Chosen on the 2019 backtest (flat optimum: half-life 5–10 days, step
@@ -55,33 +50,11 @@ def _mape(y: np.ndarray, yhat: np.ndarray) -> float:
     return float(np.mean(np.abs(yhat - y) / np.abs(y)) * 100)
 
 
-def gain_t(origin: np.ndarray, y: np.ndarray, yhat: np.ndarray, other: np.ndarray) -> float:
-    """t statistic of ``yhat``'s gain over ``other``: the per-origin MAPE differences (other − yhat), their mean
-    over their standard error; ``-inf`` with fewer than two origins, ``+inf`` for a constant positive gain."""
-    df = pd.DataFrame({"o": origin, "d": (np.abs(other - y) - np.abs(yhat - y)) / np.abs(y)})
-    d = df.groupby("o")["d"].mean().to_numpy()
-    if len(d) < 2:
-        return float("-inf")
-    se = float(np.std(d, ddof=1)) / np.sqrt(len(d))
-    mean = float(np.mean(d))
-    if se == 0.0:
-        return float("inf") if mean > 0 else float("-inf")
-    return mean / se
-
-
-def learn_weights(fc: pd.DataFrame, naive: np.ndarray, actual: pd.DataFrame,
-                  min_t: float | None = None) -> dict[str, dict[str, float]]:
+def learn_weights(fc: pd.DataFrame, naive: np.ndarray, actual: pd.DataFrame) -> dict[str, dict[str, float]]:
     """Per lead day: the model weight with the lowest holdout MAPE, and the MAPEs of model, naive and blend.
 
-    ``fc``: ``origin, ts, yhat, lead_day`` (the model's holdout forecasts); ``naive``: the challenger for
-    the same rows; ``actual``: ``ts, value`` (gated: invalid actuals are NaN and skipped). With ``min_t``
-    (the naive challenger: :data:`MIN_GAIN_T`) a weight above 0 is kept only where the blend's gain over the
-    challenger is significant — :func:`gain_t` at least ``min_t`` — else the lead day is the challenger's
-    (``gated``; the t statistic is kept as ``gain_t``). Why: the weight that wins a short holdout (a series of a
-    few months has a holdout of two weeks, 7–14 origins per lead day) is mostly noise. On 23 twelve-week windows
-    of the shipped 2017–2019 load run as a generic series (UTC, no holidays), the best-scoring weight left the
-    issued forecast worse than naive in 61 of 161 window × D+k cells and on average from D+4 on (D+7 7.14 % vs
-    6.65 %); with the test, 4 cells (README, *Any series*). A long holdout (91 origins) with a real gain passes.
+    ``fc``: ``origin, ts, yhat, lead_day`` (the model's holdout forecasts); ``naive``: seasonal naive for
+    the same rows; ``actual``: ``ts, value`` (gated: invalid actuals are NaN and skipped).
     """
     j = fc.assign(naive=naive).merge(actual[["ts", "value"]], on="ts", how="left")
     ok = np.isfinite(j["value"]) & np.isfinite(j["yhat"]) & np.isfinite(j["naive"]) & (j["value"] > 0)
@@ -93,16 +66,8 @@ def learn_weights(fc: pd.DataFrame, naive: np.ndarray, actual: pd.DataFrame,
         y, m, n = g["value"].to_numpy(), g["yhat"].to_numpy(), g["naive"].to_numpy()
         scores = [_mape(y, w * m + (1 - w) * n) for w in WEIGHTS]
         best = int(np.argmin(scores))
-        row = {"weight": float(WEIGHTS[best]), "mape_blend": round(scores[best], 3),
-               "mape_model": round(scores[-1], 3), "mape_naive": round(scores[0], 3), "n": int(len(g))}
-        if min_t is not None and best > 0:
-            w = float(WEIGHTS[best])
-            t = gain_t(g["origin"].to_numpy(), y, w * m + (1 - w) * n, n)
-            if np.isfinite(t):
-                row["gain_t"] = round(t, 2)
-            if not t >= min_t:
-                row.update(weight=0.0, mape_blend=round(scores[0], 3), gated=True)
-        out[str(int(k))] = row
+        out[str(int(k))] = {"weight": float(WEIGHTS[best]), "mape_blend": round(scores[best], 3),
+                            "mape_model": round(scores[-1], 3), "mape_naive": round(scores[0], 3), "n": int(len(g))}
     return out
 
 

@@ -167,10 +167,9 @@ def train_and_calibrate(grid: pd.DataFrame, settings: Settings, cfg: Any | None 
         model.linear_blend = combine.learn_weights(raw, raw["yhat_linear"].to_numpy(), grid)
         raw = fm.mix_linear(raw, model)
     # seasonal naive is a permanent challenger: per lead day, the weight of the model against naive with the
-    # lowest holdout MAPE (0 = naive alone is a candidate, so the issued forecast is never worse on the holdout),
-    # kept only where the gain over naive is significant (a short holdout's best weight is mostly noise)
+    # lowest holdout MAPE (0 = naive alone is a candidate, so the issued forecast is never worse on the holdout)
     naive = combine.naive_like(raw, grid)
-    model.blend = combine.learn_weights(raw, naive, grid, min_t=combine.MIN_GAIN_T)
+    model.blend = combine.learn_weights(raw, naive, grid)
     fc = combine.apply_weights(raw, naive, model.blend)
     # the intervals are calibrated on what is issued (the combination), not on the model alone
     fm.calibrate(model, fc, grid)
