@@ -46,9 +46,7 @@ def daily_frame() -> pd.DataFrame:
     daily = hist.groupby(day)["consommation"].agg(["mean", "count"])
     load = daily.loc[daily["count"] >= 40, "mean"]
     load.index = pd.to_datetime(load.index)
-    weather = pd.concat([pd.read_csv(f) for f in sorted(WEATHER_DIR.glob("daily_national_weather_netload_*.csv.gz"))])
-    weather = weather.assign(date=pd.to_datetime(weather["date"])).set_index("date")
-    df = pd.DataFrame({"load": load}).join(weather, how="inner")
+    df = pd.DataFrame({"load": load}).join(daily_weather(), how="inner")
     for t in TEMPS:
         c = df[t] - 273.15
         df[f"{t}_hdd"], df[f"{t}_cdd"] = np.maximum(HDD_BASE_C - c, 0), np.maximum(c - CDD_BASE_C, 0)
@@ -56,16 +54,28 @@ def daily_frame() -> pd.DataFrame:
     return df
 
 
+def daily_weather() -> pd.DataFrame:
+    """The shipped daily national weather file's columns (source 4 of data/weather/README.md), by local date."""
+    weather = pd.concat([pd.read_csv(f) for f in sorted(WEATHER_DIR.glob("daily_national_weather_netload_*.csv.gz"))])
+    return weather.assign(date=pd.to_datetime(weather["date"])).set_index("date")
+
+
+def calendar_columns(days: pd.DatetimeIndex, harmonics: int = 4) -> list[np.ndarray]:
+    """Intercept, day types (:func:`shared.calendar.day_type`), ``harmonics`` annual harmonics, the Christmas break
+    and August, as least-squares design columns."""
+    kinds = day_type(days)
+    doy = days.dayofyear.to_numpy()
+    cols = [np.ones(len(days))] + [(kinds == k).astype(float) for k in range(1, 5)]
+    for k in range(1, harmonics + 1):
+        cols += [np.sin(2 * np.pi * k * doy / 365.25), np.cos(2 * np.pi * k * doy / 365.25)]
+    cols.append((((days.month == 12) & (days.day >= 24)) | ((days.month == 1) & (days.day <= 1))).astype(float))
+    cols.append((days.month == 8).astype(float))
+    return cols
+
+
 def design(df: pd.DataFrame, extra: list[str]) -> np.ndarray:
     """Calendar + degree days (+ ``extra`` columns) as a least-squares design matrix."""
-    idx = pd.DatetimeIndex(df.index)
-    kinds = day_type(idx)
-    doy = idx.dayofyear.to_numpy()
-    cols = [np.ones(len(df))] + [(kinds == k).astype(float) for k in range(1, 5)]
-    for k in (1, 2, 3, 4):
-        cols += [np.sin(2 * np.pi * k * doy / 365.25), np.cos(2 * np.pi * k * doy / 365.25)]
-    cols.append((((idx.month == 12) & (idx.day >= 24)) | ((idx.month == 1) & (idx.day <= 1))).astype(float))
-    cols.append((idx.month == 8).astype(float))
+    cols = calendar_columns(pd.DatetimeIndex(df.index))
     cols += [df[f"{t}_{d}"].to_numpy() for t in TEMPS for d in ("hdd", "cdd")]
     cols += [df[c].to_numpy() for c in extra]
     return np.column_stack(cols)

@@ -46,8 +46,8 @@ def run_window(load: pd.DataFrame, start: pd.Timestamp, workdir: Path) -> dict[s
     csv, out = workdir / f"{start:%Y%m%d}.csv", workdir / f"{start:%Y%m%d}"
     part.to_csv(csv, index=False)
     with contextlib.redirect_stdout(io.StringIO()):
-        rc = evaluate._main(["--data", str(csv), "--resolution", "30", "--test-start", f"{test0:%Y-%m-%d}",
-                             "--test-end", f"{end:%Y-%m-%d}", "--out", str(out), "--no-progress"])
+        rc = evaluate.main(["--data", str(csv), "--resolution", "30", "--test-start", f"{test0:%Y-%m-%d}",
+                            "--test-end", f"{end:%Y-%m-%d}", "--out", str(out), "--no-progress"])
     if rc:
         raise RuntimeError(f"evaluate failed on the window from {start:%Y-%m-%d} (exit {rc})")
     models = json.loads((out / "forecast_eval.json").read_text())["models"]
@@ -75,9 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         columns={"ts": "timestamp", "consommation": "value"})
     rows = []
     with tempfile.TemporaryDirectory(prefix="powersense-short-series-") as tmp:
-        for i, start in enumerate(windows(), start=1):
+        starts = windows()
+        for i, start in enumerate(starts, start=1):
             rows.append(run_window(load, start, Path(tmp)))
-            print(f"window {i}/{len(windows())} from {start:%Y-%m-%d}: D+1 {rows[-1]['D+1']}, D+7 {rows[-1]['D+7']}",
+            print(f"window {i}/{len(starts)} from {start:%Y-%m-%d}: D+1 {rows[-1]['D+1']}, D+7 {rows[-1]['D+7']}",
                   file=sys.stderr, flush=True)
     doc = {"what": (__doc__ or "").split("\n")[0], "summary": summarize(rows),
            "windows": rows}

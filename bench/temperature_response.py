@@ -29,14 +29,13 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from shared.calendar import TZ, day_type
+from bench.other_weather import ECO2MIX, calendar_columns, daily_weather
+from shared.calendar import TZ
 from shared.features import WEATHER_DIR
 from shared.ingest.history import read_history
-from shared.settings import REPO_ROOT
-from shared.weather.features import CDD_BASE_C, HDD_BASE_C
+from shared.weather.features import CDD_BASE_C, HDD_BASE_C, SMOOTHING_TAU_H, smooth
+from shared.weather.service import ENEDIS_FILES, read_enedis
 
-ECO2MIX = REPO_ROOT / "data" / "eco2mix"
-ENEDIS_TAU_H = 24.0  # the Enedis series' smoothing time constant as fitted in README *Weather features*
 LOCKDOWN = ("2020-03-15", "2020-07-01")
 # (train from, train to, test from, test to): training starts after the 2020 lockdown; the last two rows test
 # across the sobriety drop of autumn 2022, which no temperature explains (the level corrections absorb it)
@@ -47,37 +46,22 @@ SHAPE_SPLITS = (("2020-07-01", "2021-12-31", "2022-01-01", "2022-06-30"),
                 ("2020-07-01", "2022-09-30", "2022-10-01", "2023-09-30"))
 
 
-def smooth(series: pd.Series, tau_h: float) -> pd.Series:
-    """Forward exponential smoothing with time constant ``tau_h`` hours on a 30-min series."""
-    return series.ewm(alpha=1 - np.exp(-0.5 / tau_h), adjust=False).mean()
-
-
 def load_and_temperature() -> tuple[pd.Series, pd.Series]:
     """The shipped half-hourly load 2020–2023 (valid values at :00 and :30) and the Enedis temperature, UTC."""
     hist = read_history([ECO2MIX / f"eco2mix_national_{y}.csv.gz" for y in range(2020, 2024)])
     load = hist[hist["consommation"] > 0].set_index("ts")["consommation"]
     load = load[load.index.minute.isin([0, 30])]
-    t = pd.concat([pd.read_csv(f) for f in sorted(WEATHER_DIR.glob("enedis_temperature_lissee_nationale_*.csv.gz"))])
-    temp = t.assign(ts=pd.to_datetime(t["horodate"], utc=True)).set_index("ts")[
-        "temperature_realisee_lissee_degc"].sort_index()
-    return load, temp
+    return load, read_enedis(WEATHER_DIR.glob(ENEDIS_FILES)).set_index("ts")["realised"]
+
+
+def smoothed(series: pd.Series, tau_h: float) -> pd.Series:
+    """``series`` through the product's forward exponential smoothing (:func:`shared.weather.features.smooth`)."""
+    return pd.Series(smooth(series.index, series.to_numpy(), tau_h), index=series.index)
 
 
 def local_date(index: pd.DatetimeIndex) -> np.ndarray:
     """Local calendar day of each UTC instant."""
     return np.asarray(index.tz_convert(TZ).date)
-
-
-def calendar_columns(days: pd.DatetimeIndex) -> list[np.ndarray]:
-    """Intercept, day types (shared.calendar), two annual harmonics, the Christmas break and August."""
-    kinds = day_type(days)
-    doy = days.dayofyear.to_numpy()
-    cols = [np.ones(len(days))] + [(kinds == k).astype(float) for k in range(1, 5)]
-    for k in (1, 2):
-        cols += [np.sin(2 * np.pi * k * doy / 365.25), np.cos(2 * np.pi * k * doy / 365.25)]
-    cols.append((((days.month == 12) & (days.day >= 24)) | ((days.month == 1) & (days.day <= 1))).astype(float))
-    cols.append((days.month == 8).astype(float))
-    return cols
 
 
 def daily_frame(load: pd.Series, temps: dict[str, pd.Series]) -> pd.DataFrame:
@@ -95,7 +79,7 @@ def daily_frame(load: pd.Series, temps: dict[str, pd.Series]) -> pd.DataFrame:
 def daily_scores(df: pd.DataFrame, names: Sequence[str]) -> dict[str, dict[str, float]]:
     """Out-of-sample daily-mean MAPE (%) per split, plain and with the two crude level corrections."""
     def design(d: pd.DataFrame) -> np.ndarray:
-        cols = calendar_columns(pd.DatetimeIndex(d.index))
+        cols = calendar_columns(pd.DatetimeIndex(d.index), harmonics=2)
         for n in names:
             cols += [d[f"hdd_{n}"].to_numpy(), d[f"cdd_{n}"].to_numpy(), d[f"hdd_{n}"].to_numpy() ** 2]
         return np.column_stack(cols)
@@ -117,19 +101,17 @@ def shape_scores(load: pd.Series, temp: pd.Series, extra: Sequence[str]) -> dict
     """Out-of-sample MAPE (%) of the intraday shape (load / its day's mean), one regression per half-hour slot."""
     df = pd.DataFrame({"load": load}).join(temp.rename("t"), how="inner")
     local = pd.DatetimeIndex(df.index).tz_convert(TZ)
-    df["date"], df["slot"] = local.date, local.hour * 2 + local.minute // 30
+    df["date"], df["slot"] = pd.to_datetime(local.date), local.hour * 2 + local.minute // 30
     count = df.groupby("date")["load"].transform("count")
     df = df[count >= 46].copy()
     df["shape"] = df["load"] / df.groupby("date")["load"].transform("mean")
     df["t_day"] = df.groupby("date")["t"].transform("mean")
-    w = pd.concat([pd.read_csv(f) for f in sorted(WEATHER_DIR.glob("daily_national_weather_netload_*.csv.gz"))])
-    w = w.assign(date=pd.to_datetime(w["date"]).dt.date).set_index("date")
-    df = df.join(w[["nebulosity_weighted", "wind_weighted"]], on="date").dropna()
-    days = pd.DatetimeIndex(pd.to_datetime(df["date"]))
+    df = df.join(daily_weather()[["nebulosity_weighted", "wind_weighted"]], on="date").dropna()
+    days = pd.DatetimeIndex(df["date"])
 
     def design(sel: np.ndarray) -> np.ndarray:
         d = df[sel]
-        cols = calendar_columns(days[sel])[:-2]  # the break and August are daily levels, not shapes
+        cols = calendar_columns(days[sel], harmonics=2)[:-2]  # the break and August are daily levels, not shapes
         cols += [np.maximum(HDD_BASE_C - d["t"], 0).to_numpy(), np.maximum(HDD_BASE_C - d["t_day"], 0).to_numpy(),
                  np.maximum(d["t"] - CDD_BASE_C, 0).to_numpy()]
         return np.column_stack(cols + [d[c].to_numpy() for c in extra])
@@ -151,10 +133,10 @@ def shape_scores(load: pd.Series, temp: pd.Series, extra: Sequence[str]) -> dict
 def main() -> int:
     """Print the three screens' tables (JSON)."""
     load, temp = load_and_temperature()
-    a = 1 - np.exp(-0.5 / ENEDIS_TAU_H)
+    a = 1 - np.exp(-0.5 / SMOOTHING_TAU_H)
     raw = ((temp - (1 - a) * temp.shift(1)) / a).fillna(temp)  # the Enedis filter inverted (noisy: 0.1 °C steps)
-    temps = {"enedis": temp, **{f"slow{h}": smooth(temp, h) for h in (48, 72, 120, 240)},
-             **{f"fast{h}": smooth(raw, h) for h in (3, 6, 12)}}
+    temps = {"enedis": temp, **{f"slow{h}": smoothed(temp, h) for h in (48, 72, 120, 240)},
+             **{f"fast{h}": smoothed(raw, h) for h in (3, 6, 12)}}
     daily = daily_frame(load, temps)
     doc = {
         "what": (__doc__ or "").split("\n")[0],

@@ -4,7 +4,8 @@ Validators: promtool (config, rules, rule unit tests), amtool (config, routing),
 (config), hadolint (Dockerfiles), cfn-lint (SAM template). A test whose binary is missing skips and
 names the install command. Cross-checks: the SAM schedules fire at the same minutes as the stack's
 cron annotations, every metric a rule or dashboard reads is produced somewhere, every Grafana panel
-points at a provisioned data source, Grafana Alloy's pipeline parses the lines shared.logs writes.
+points at a provisioned data source, Grafana Alloy's pipeline parses the lines shared.logs writes, the forecast
+function's memory limit is the same everywhere and holds its measured training peak under the memory alert.
 """
 
 from __future__ import annotations
@@ -161,6 +162,35 @@ def test_every_metric_read_by_rules_and_dashboards_is_produced() -> None:
             if re.sub(r"_(bucket|count|sum)$", "", name) not in produced:
                 missing.add((where, name))
     assert not missing, f"metrics read but produced nowhere (shared/ or recording rules): {sorted(missing)}"
+
+
+def _memory_bytes(value: str | int, decimal_g: bool) -> float:
+    """Bytes of a memory size: Kubernetes quantities ("3Gi"; "3G" decimal) or Docker's ("3G" binary)."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMG]i?)?[bB]?", str(value))
+    assert m, f"not a memory size: {value!r}"
+    unit = m[2] or ""
+    base = 1000 if decimal_g and unit and not unit.endswith("i") else 1024
+    return float(m[1]) * base ** ("KMG".index(unit[0]) + 1 if unit else 0)
+
+
+def test_forecast_memory_limit_holds_the_measured_training_peak_below_the_alert(
+        stack: dict[str, Any], sam: dict[str, Any], compose: dict[str, Any]) -> None:
+    """The forecast function's limit is the same 3 GiB in every deployment (openfaas-stack.yml → faasd / faas-netes,
+    docker-compose.yml, template.yaml), and the training's measured peak (bench/results.json: the function's process
+    plus its largest training worker, weather-free and weather model) stays under PowerSenseForecastTrainingMemoryHigh's
+    threshold of it — else the alert would fire on every training, or the training would be killed."""
+    rules = yaml.safe_load((PROM / "rules" / "powersense.alerts.yml").read_text())
+    expr = next(r["expr"] for g in rules["groups"] for r in g["rules"]
+                if r.get("alert") == "PowerSenseForecastTrainingMemoryHigh")
+    threshold = float(re.search(r">\s*(0\.\d+)\s*$", expr)[1])  # type: ignore[index]
+    limit = _memory_bytes(stack["functions"]["forecast"]["limits"]["memory"], decimal_g=True)
+    assert limit == 3 * 2**30
+    assert _memory_bytes(compose["services"]["forecast"]["deploy"]["resources"]["limits"]["memory"],
+                         decimal_g=False) == limit
+    assert sam_functions(sam)["forecast"]["Properties"]["MemorySize"] * 2**20 == limit  # Lambda: MB = MiB
+    bench = json.loads((REPO / "bench" / "results.json").read_text())["forecast"]
+    peaks = [(m["peak_rss_mb"] + m["workers_peak_rss_mb"]) * 2**20 for m in (bench, bench["weather"])]
+    assert max(peaks) <= threshold * limit, (max(peaks) / limit, threshold)
 
 
 def test_dashboard_promql_parses(tmp_path: Path) -> None:

@@ -190,15 +190,14 @@ def test_realised_sources_are_not_interleaved() -> None:
 def test_a_runs_forecast_part_expires_30_days_after_it_was_written(store: Store, loaded: Settings) -> None:
     featurize_weather(store, loaded, T)
     rows = store.query_df("select * from {db:Identifier}.weather_features")
-    # the same run written 31 days ago (wall clock: the TTL reads computed_at, not the product clock)
-    old = rows.assign(as_of=pd.Timestamp(T) - pd.Timedelta(hours=1),
-                      computed_at=pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=31))
+    # the same run an hour earlier, written 31 days ago (wall clock: the TTL reads computed_at, not the product clock)
+    old_as_of = pd.Timestamp(T) - pd.Timedelta(hours=1)
+    old = rows.assign(as_of=old_as_of, computed_at=pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=31))
     store.insert_df("weather_features", old)
     store.command("optimize table {db:Identifier}.weather_features final")  # TTL deletes on merges
     kept = store.query_df("select as_of, part, count() as n from {db:Identifier}.weather_features "
                           "group by as_of, part order by as_of, part")
     n = dict(zip(zip(pd.to_datetime(kept["as_of"], utc=True), kept["part"], strict=True), kept["n"], strict=True))
-    old_as_of = pd.Timestamp(T) - pd.Timedelta(hours=1)
     assert (old_as_of, "forecast") not in n  # superseded and expired
     assert n[(old_as_of, "past")] == (rows["part"] == "past").sum()  # training still reads the past rows
     assert n[(pd.Timestamp(T), "forecast")] == (rows["part"] == "forecast").sum()  # the recent run is whole

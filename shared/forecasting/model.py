@@ -828,11 +828,12 @@ def _training_pool(cfg: ModelConfig, networks: int) -> Iterator[_Workers | None]
     trained before, which can deadlock. Where processes cannot be started (AWS Lambda has no POSIX semaphores for
     multiprocessing's queues) training stays in this process, logged as ``training_processes_unavailable``.
     """
-    wanted = min(max(1, cfg.train_processes), networks)
-    cpus = available_cpus()
-    if cpus < wanted:
-        log_event(log, "training_processes_capped", train_processes=cfg.train_processes, cpus=cpus)
-    processes = min(wanted, cpus)
+    processes = min(max(1, cfg.train_processes), networks)
+    if processes > 1:  # the cgroup files are read only when a second process is wanted
+        cpus = available_cpus()
+        if cpus < processes:
+            log_event(log, "training_processes_capped", train_processes=cfg.train_processes, cpus=cpus)
+            processes = cpus
     if processes < 2:
         yield None
         return
