@@ -33,9 +33,13 @@ RUN_ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,64}$"
 
 def _utc_in_range(value: datetime) -> datetime:
     """Naive → UTC; reject timestamps outside 1990…2200 (clear 400 instead of a store error)."""
-    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    message = "timestamp must be between 1990-01-01 and 2200-01-01"
+    try:
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:00-05:00: its UTC instant is past datetime.max
+        raise ValueError(message) from None
     if not _MIN_TS <= value < _MAX_TS:
-        raise ValueError("timestamp must be between 1990-01-01 and 2200-01-01")
+        raise ValueError(message)
     return value
 
 
