@@ -14,6 +14,7 @@ import pytest
 
 from shared import settings as settings_mod
 from shared.forecasting.evaluate import main
+from shared.forecasting.service import short_holdout_warning
 from shared.settings import Settings
 from tests.fixtures_forecast import FAST_MODEL_ENV, history
 
@@ -42,6 +43,14 @@ def _strict(path: Path) -> dict:
         raise ValueError(name)
 
     return json.loads(path.read_text(), parse_constant=no_constants)
+
+
+@pytest.mark.parametrize(("history_days", "warned"), [(83.5, True), (363, True), (364, False), (1461, False)])
+def test_a_holdout_cut_below_its_default_is_a_warning(fast: Settings, history_days: float, warned: bool) -> None:
+    warning = short_holdout_warning(history_days, fast)
+    assert (warning is not None) == warned
+    if warned:
+        assert f"holdout of {int(history_days // 4)} days" in warning and "bench.short_series" in warning
 
 
 def test_too_little_history_is_one_clear_line(fast: Settings, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -91,4 +100,6 @@ def test_twelve_weeks_train_with_a_sized_holdout_and_never_lose_to_naive_on_it(f
     hold = [pd.Timestamp(x) for x in report["holdout_metrics"]["holdout"]]
     assert (hold[1] - hold[0]) == pd.Timedelta(days=20)
     assert first["holdout_mape"] <= first["holdout_naive_mape"]
+    # ... and the user is told that weights learnt on 20 origins may not hold (bench.short_series measured it)
+    assert report["warnings"] == [first["warning"]] and first["warning"].startswith("holdout of 20 days")
     assert report["calendar"] == {"timezone": "UTC", "holidays": None}

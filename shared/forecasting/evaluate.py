@@ -349,6 +349,7 @@ def backtest(
                          "decision": decision, "reason": why,
                          "holdout_mape": new_mape, "holdout_naive_mape": naive_mape, "current_holdout_mape": cur_mape,
                          "blend": {k: v.get("weight") for k, v in m.blend.items()},
+                         **({"warning": hold["metrics"]["warning"]} if hold["metrics"].get("warning") else {}),
                          **({"linear_weight": {k: round(1.0 - float(v["weight"]), 2)
                                                for k, v in m.linear_blend.items()}} if m.linear_blend else {})})
         bar.update(1)
@@ -413,6 +414,7 @@ def backtest(
         "models": models,
         "quarters": score_quarters(frames, grid, test_start, test_end, tz),
         "degraded": degraded or None,
+        "warnings": sorted({r["warning"] for r in retrains if r.get("warning")}) or None,
         "calendar": {"timezone": tz, "holidays": cfg.holiday_country or None},
         "test_period": [test_start.isoformat(), test_end.isoformat()],
         "train_window": [train_start.isoformat(), cut0.isoformat()],  # data strictly before the first origin
@@ -924,6 +926,8 @@ def _main(argv: list[str] | None) -> int:
                           progress=not a.no_progress, cfg=cfg)
         for line in report["degraded"] or []:
             print(f"degraded: {line}", flush=True)
+        for line in report["warnings"] or []:
+            print(f"warning: {line}", flush=True)
         stem = "forecast_eval" + (f"_{label}" if label else "")
         plot(report, a.out / f"{stem}.png")
         report.pop("_frames")

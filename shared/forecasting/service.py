@@ -177,6 +177,8 @@ def train_and_calibrate(grid: pd.DataFrame, settings: Settings, cfg: Any | None 
     metrics = holdout_metrics(fc, grid, end)
     metrics["model_only_mape"] = holdout_metrics(raw, grid, end)["mape"]
     metrics["naive_mape"] = holdout_metrics(raw.assign(yhat=naive), grid, end)["mape"]
+    if warning := short_holdout_warning(days, settings):
+        metrics["warning"] = warning
     if holdout_weather:
         metrics["holdout_weather"] = holdout_weather
     model.meta.update({"holdout": [hold_start.isoformat(), end.isoformat()], "holdout_metrics": metrics,
@@ -227,6 +229,23 @@ def holdout_days(history_days: float, settings: Settings) -> int:
     """The holdout, sized from the history: ``forecast_holdout_days`` (91), but at most a quarter of the history
     and at least 7 days (a 12-week series keeps 9 weeks to train on)."""
     return int(max(7, min(settings.forecast_holdout_days, history_days // 4)))
+
+
+def short_holdout_warning(history_days: float, settings: Settings) -> str | None:
+    """Why a model trained on ``history_days`` of history earns less trust than the main series' models, or None.
+
+    The holdout cut below ``forecast_holdout_days`` learns the per-lead-day weights against seasonal naive on a few
+    origins, and that is measured to mislead (``bench.short_series``: 23 twelve-week windows of real load, issued
+    forecast worse than naive on average from D+4 on); the user is told so instead of reading only the holdout's
+    promise of "never worse than naive".
+    """
+    h = holdout_days(history_days, settings)
+    if h >= settings.forecast_holdout_days:
+        return None
+    return (f"holdout of {h} days (a quarter of {history_days:.0f} days of valid history, below the "
+            f"{settings.forecast_holdout_days} of POWERSENSE_FORECAST_HOLDOUT_DAYS): the weights against seasonal "
+            "naive are learnt on few origins and may not hold; on 12-week series the issued forecast was worse than "
+            "naive on average from D+4 on (python -m bench.short_series)")
 
 
 def issue(model: Any, grid: pd.DataFrame, origins: list[pd.Timestamp] | pd.DatetimeIndex,
@@ -810,6 +829,8 @@ def maybe_train(store: Store, settings: Settings, artifacts: Any, grid: pd.DataF
         with _cache_lock:
             _forget(series)
             _cache[f"{series}/{version}"] = model
+    if hold["metrics"].get("warning"):
+        log_event(log, "short_holdout", logging.WARNING, warning=hold["metrics"]["warning"], version=version)
     log_event(log, "model_trained", version=version, decision=decision, reason=why, train_s=train_s,
               holdout_mape=new_mape, current_mape=cur_mape, train_processes=settings.forecast_train_processes,
               memory=record_training_memory())
