@@ -329,7 +329,8 @@ def backtest(
         t0 = time.perf_counter()
         m, hold = train_and_calibrate(train, settings, cfg, weather=holdout_weather)
         timings.append(round(time.perf_counter() - t0, 2))
-        new_mape, naive_mape = hold["metrics"]["mape"], hold["metrics"].get("naive_mape")
+        new_mape, naive_mape, warning = (hold["metrics"]["mape"], hold["metrics"].get("naive_mape"),
+                                         hold["metrics"].get("warning"))
         cur_mape = None
         if current is not None:
             h0, h1 = pd.Timestamp(hold["holdout"][0]), pd.Timestamp(hold["holdout"][1])
@@ -349,7 +350,7 @@ def backtest(
                          "decision": decision, "reason": why,
                          "holdout_mape": new_mape, "holdout_naive_mape": naive_mape, "current_holdout_mape": cur_mape,
                          "blend": {k: v.get("weight") for k, v in m.blend.items()},
-                         **({"warning": hold["metrics"]["warning"]} if hold["metrics"].get("warning") else {}),
+                         **({"warning": warning} if warning else {}),
                          **({"linear_weight": {k: round(1.0 - float(v["weight"]), 2)
                                                for k, v in m.linear_blend.items()}} if m.linear_blend else {})})
         bar.update(1)

@@ -829,8 +829,8 @@ def maybe_train(store: Store, settings: Settings, artifacts: Any, grid: pd.DataF
         with _cache_lock:
             _forget(series)
             _cache[f"{series}/{version}"] = model
-    if hold["metrics"].get("warning"):
-        log_event(log, "short_holdout", logging.WARNING, warning=hold["metrics"]["warning"], version=version)
+    if warning := hold["metrics"].get("warning"):
+        log_event(log, "short_holdout", logging.WARNING, warning=warning, version=version)
     log_event(log, "model_trained", version=version, decision=decision, reason=why, train_s=train_s,
               holdout_mape=new_mape, current_mape=cur_mape, train_processes=settings.forecast_train_processes,
               memory=record_training_memory())

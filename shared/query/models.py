@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from shared.settings import Settings
+from shared.timeutil import utc_datetime
 
 # Documented maxima (README "Query API"): a request can never ask for an unbounded amount of work.
 MAX_LIMIT = 10_000
@@ -26,6 +27,7 @@ DEFAULT_WINDOW_DAYS = 7
 # DateTime64(3) holds 1900…2299; keep user timestamps well inside so binding can never overflow.
 _MIN_TS = datetime(1990, 1, 1, tzinfo=UTC)
 _MAX_TS = datetime(2200, 1, 1, tzinfo=UTC)
+_RANGE_ERROR = "timestamp must be between 1990-01-01 and 2200-01-01"
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 RUN_ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,64}$"
@@ -33,13 +35,12 @@ RUN_ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,64}$"
 
 def _utc_in_range(value: datetime) -> datetime:
     """Naive → UTC; reject timestamps outside 1990…2200 (clear 400 instead of a store error)."""
-    message = "timestamp must be between 1990-01-01 and 2200-01-01"
     try:
-        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    except OverflowError:  # e.g. 9999-12-31T23:00-05:00: its UTC instant is past datetime.max
-        raise ValueError(message) from None
+        value = utc_datetime(value)
+    except OverflowError:  # e.g. 9999-12-31T23:00-05:00: its UTC instant lies outside datetime's range
+        raise ValueError(_RANGE_ERROR) from None
     if not _MIN_TS <= value < _MAX_TS:
-        raise ValueError(message)
+        raise ValueError(_RANGE_ERROR)
     return value
 
 
