@@ -3,7 +3,8 @@
 Layout (keys under the bucket, or paths under ``settings.artifacts_dir``)::
 
     models/<series>/<version>/model.json, profile.pt, level.pt   the model files (+ profile_<k>.pt, level_<k>.pt:
-                                                                 the networks of the other seeds)
+                                                                 the networks of the other seeds; a short
+                                                                 series' model has no level*.pt)
     models/<series>/<version>/meta.json                          written last: the version is complete
     models/<series>/current.json                                 the pointer (one PUT / one rename: atomic)
 

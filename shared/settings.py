@@ -283,6 +283,8 @@ class Settings(BaseSettings):
     forecast_epochs: int = Field(default=10, ge=1, description="profile network epochs")
     forecast_learning_rate: float = Field(default=0.01, gt=0, description="always set: the LR finder crashes")
     forecast_batch_size: int = Field(default=1024, ge=16, description="profile network batch size")
+    forecast_profile_min_steps: int = Field(default=400, ge=0, description="optimizer steps the profile network "
+                                            "gets at least: its epochs are raised on a short series (0 = off)")
     forecast_level_lags: int = Field(default=14, ge=2, description="daily blocks the level network reads")
     forecast_weather_level_lags: int = Field(default=7, ge=2, description="daily blocks the weather model's level "
                                              "network reads (its residual has the weather taken out)")

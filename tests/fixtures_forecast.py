@@ -29,6 +29,7 @@ FAST_MODEL_ENV = {
     "POWERSENSE_FORECAST_HOLDOUT_DAYS": "14",
     "POWERSENSE_FORECAST_EPOCHS": "3",
     "POWERSENSE_FORECAST_BATCH_SIZE": "128",
+    "POWERSENSE_FORECAST_PROFILE_MIN_STEPS": "0",
     "POWERSENSE_FORECAST_LEVEL_EPOCHS": "5",
     "POWERSENSE_FORECAST_LEVEL_LAGS": "7",
     "POWERSENSE_FORECAST_TORCH_THREADS": "1",
@@ -40,7 +41,8 @@ FAST_MODEL_ENV = {
 
 def tiny_model_config(**overrides: Any) -> ModelConfig:
     """A model configuration that trains in seconds (the model-level tests: mechanics, not accuracy)."""
-    tiny = ModelConfig(epochs=2, batch_size=128, level_epochs=3, level_lags=7, torch_threads=1, level_seeds=1)
+    tiny = ModelConfig(epochs=2, batch_size=128, level_epochs=3, level_lags=7, torch_threads=1, level_seeds=1,
+                       profile_min_steps=0)
     return replace(tiny, **overrides)
 
 

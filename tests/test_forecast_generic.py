@@ -14,9 +14,9 @@ import pytest
 
 from shared import settings as settings_mod
 from shared.forecasting.evaluate import main
-from shared.forecasting.service import short_holdout_warning
+from shared.forecasting.service import short_holdout_warning, train_and_calibrate
 from shared.settings import Settings
-from tests.fixtures_forecast import FAST_MODEL_ENV, history
+from tests.fixtures_forecast import FAST_MODEL_ENV, grid_2022, history
 
 
 @pytest.fixture
@@ -51,6 +51,13 @@ def test_a_holdout_cut_below_its_default_is_a_warning(fast: Settings, history_da
     assert (warning is not None) == warned
     if warned:
         assert f"holdout of {int(history_days // 4)} days" in warning and "bench.short_series" in warning
+
+
+def test_a_short_series_gets_no_level_network(fast: Settings) -> None:
+    # 69 days of real load: a holdout of 17 days, below the default 91 — the level persists (bench.short_series)
+    model, hold = train_and_calibrate(grid_2022("2022-03-15", start="2022-01-05"), fast)
+    assert model.level is None and not model.config.level_network
+    assert hold["metrics"]["warning"].startswith("holdout of 17 days")
 
 
 def test_too_little_history_is_one_clear_line(fast: Settings, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

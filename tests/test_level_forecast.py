@@ -70,3 +70,31 @@ def test_level_forecast_keeps_origins_apart(trained: dict) -> None:
     together = fm._level_forecast(model.level, lags)
     alone = np.vstack([fm._level_forecast(model.level, lags[i:i + 1]) for i in range(len(lags))])
     np.testing.assert_array_equal(together, alone)
+
+
+def test_a_model_without_level_network_persists_the_last_block_and_round_trips() -> None:
+    cfg = tiny_model_config(level_network=False)
+    grid = grid_2022("2022-03-01", start="2022-01-03")
+    model = fm.fit(grid[grid["ts"] < "2022-02-20"], cfg)
+    files = fm.to_files(model)
+    assert model.level is None and model.extra_levels == [] and "level.pt" not in files
+    origins = pd.DatetimeIndex(["2022-02-22 11:00", "2022-02-25 11:00"], tz="UTC")
+    fc = fm.predict(model, grid, origins, parts=True)
+    back = fm.predict(fm.from_files(files), grid, origins, parts=True)
+    np.testing.assert_allclose(back["yhat"], fc["yhat"], rtol=1e-6)
+    # no level network: past the first block the forecast is the profile plus one level and the recent shape, so the
+    # same time of day on consecutive later days differs only by the profile
+    ts = pd.DatetimeIndex(fc["ts"].unique())
+    prof = pd.Series(fm.profile_values(model, ts), index=ts).reindex(pd.DatetimeIndex(fc["ts"])).to_numpy()
+    rest = (fc["yhat"].to_numpy() - prof).reshape(len(origins), -1)
+    per_day = fm.steps_per_day(cfg.resolution_min)
+    np.testing.assert_allclose(rest[:, 2 * per_day:3 * per_day], rest[:, 5 * per_day:6 * per_day], atol=1e-6)
+
+
+@pytest.mark.parametrize(("points", "epochs"), [(48 * 48, 134), (65_712, 10), (48_192, 10)])
+def test_profile_epochs_give_a_short_series_its_minimum_steps(points: int, epochs: int) -> None:
+    # 48 days of half-hours at batch 1024: 3 batches an epoch, raised to 400 steps; four years (~650 steps) and the
+    # weather model's three (~480) keep their 10 epochs
+    cfg = fm.ModelConfig()
+    assert fm.profile_epochs(points, cfg) == epochs
+    assert fm.profile_epochs(points, fm.ModelConfig(profile_min_steps=0)) == cfg.epochs
