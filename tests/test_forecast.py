@@ -104,6 +104,23 @@ def test_trains_stores_on_s3_and_forecasts_seven_days(store: Store, fc_settings:
 
 @pytest.mark.slow
 @pytest.mark.s3
+def test_a_short_series_model_has_no_level_files_and_loads_back_from_s3(
+        store: Store, fc_settings: Settings, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    monkeypatch.setenv("POWERSENSE_FORECAST_HOLDOUT_DAYS", "91")  # 70 days of history: a 17-day holdout, a short series
+    settings_mod.get_settings.cache_clear()
+    short = settings_mod.get_settings()
+    artifacts = _s3(s3_server, "fc-short")
+    res = service.run_forecast(store, short, lambda: artifacts, NOW, "run-short")
+    assert res.trained and res.trained["decision"] == "promoted"
+    meta = artifacts.meta(service.series_key(short), res.model_version)
+    assert meta is not None and "profile.pt" in meta["files"] and not any(f.startswith("level") for f in meta["files"])
+    service._cache.clear()  # a fresh process: the model comes back from S3 without a level network
+    service.run_forecast(store, short, lambda: artifacts, NOW, "run-short-2")
+    np.testing.assert_allclose(_rows(store, "run-short-2")["yhat"], _rows(store, "run-short")["yhat"], rtol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.s3
 def test_worse_model_does_not_move_the_pointer(store: Store, fc_settings: Settings, s3_server: S3Server,  # noqa: F811
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     artifacts = _s3(s3_server, "fc-pointer")
