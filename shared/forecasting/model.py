@@ -737,14 +737,15 @@ def fit(grid: pd.DataFrame, cfg: ModelConfig) -> LoadModel:
     if wx is not None:
         for k, name in enumerate(weather_regressor_names(cfg)):
             frame[name] = wx[:, k]
-    n_profiles, n_levels = max(1, profile_seeds_of(cfg)), max(1, level_seeds_of(cfg))
+    # no level network: no level seeds, so no worker process is started for a single profile network
+    n_profiles, n_levels = max(1, profile_seeds_of(cfg)), max(1, level_seeds_of(cfg)) if cfg.level_network else 0
     with _training_pool(cfg, max(n_profiles, n_levels)) as workers:
         done = _fit_seeds(workers, cfg, n_profiles, (cfg, events, frame, ts, y, wx), _fit_profile, _profile_job,
                           lambda out: (_restore_profile(cfg, out[0], out[1]), out[2]))
         profiles = [p for p, _ in done]
         fitted = np.mean([f for _, f in done], axis=0)
         levels: list[Any] = (_fit_levels(workers, cfg, ts, data["value"].to_numpy() - fitted, n_levels)
-                             if cfg.level_network else [None])
+                             if n_levels else [None])
     end = ts.max() + pd.Timedelta(minutes=cfg.resolution_min)
     linear = None
     if cfg.weather and cfg.weather_linear_weight > 0:
@@ -989,10 +990,7 @@ def predict(model: LoadModel, history: pd.DataFrame, origins: list[pd.Timestamp]
         b = block_means(hts, resid, ends, resolution_min=cfg.resolution_min)
         lag_frames.append(pd.Series(b).interpolate(limit_direction="both").to_numpy())
     lags = np.vstack(lag_frames)
-    if model.level is None:  # no level network (a short series): the last block's level persists
-        level_fc = np.repeat(np.nan_to_num(lags[:, -1:]), BLOCKS_OUT, axis=1)
-    else:
-        level_fc = np.median([_level_output(lv, lags, cfg) for lv in [model.level, *model.extra_levels]], axis=0)
+    level_fc = np.median([_level_output(lv, lags, cfg) for lv in [model.level, *model.extra_levels]], axis=0)
     spd = steps_per_day(cfg.resolution_min)
     resid_s = pd.Series(resid, index=hts)
     rows = []
@@ -1146,9 +1144,13 @@ def _level_input(blocks: np.ndarray, cfg: ModelConfig) -> np.ndarray:
 
 
 def _level_output(level: Any, lags: np.ndarray, cfg: ModelConfig) -> np.ndarray:
-    """Block forecasts of the residual from each origin's recent blocks (inverse of :func:`_level_input`)."""
+    """Block forecasts of the residual from each origin's recent blocks (inverse of :func:`_level_input`);
+    ``level`` None (no level network, a short series): the last block's level persists."""
+    last = np.nan_to_num(lags[:, -1:])
+    if level is None:
+        return np.repeat(last, BLOCKS_OUT, axis=1)
     if cfg.level_mode == "diff":
-        return np.nan_to_num(lags[:, -1:]) + np.cumsum(_level_forecast(level, np.diff(lags, axis=1)), axis=1)
+        return last + np.cumsum(_level_forecast(level, np.diff(lags, axis=1)), axis=1)
     if cfg.level_mode == "detrended":
         n = cfg.level_baseline_days
         rows, bases = [], []
