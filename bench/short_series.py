@@ -28,16 +28,17 @@ import pandas as pd
 from shared.ingest.history import read_history
 from shared.settings import REPO_ROOT
 
-FILES = [REPO_ROOT / "data" / "eco2mix" / f"eco2mix_national_{y}.csv.gz" for y in (2017, 2018, 2019)]
-HISTORY_DAYS, TEST_DAYS, EVERY_DAYS = 63, 21, 45
+FILE = str(REPO_ROOT / "data" / "eco2mix" / "eco2mix_national_{year}.csv.gz")
+HISTORY_DAYS, TEST_DAYS, EVERY_DAYS, FIRST_START = 63, 21, 45, "2017-01-05"
 DAYS = [f"D+{k}" for k in range(1, 8)]
 
 
-def windows(history_days: int = HISTORY_DAYS, every_days: int = EVERY_DAYS) -> list[pd.Timestamp]:
-    """Start of each window (UTC midnight): from 2017-01-05 every ``every_days``, while history and test days end
-    within the shipped files (2019)."""
+def windows(history_days: int = HISTORY_DAYS, every_days: int = EVERY_DAYS,
+            first_start: str = FIRST_START) -> list[pd.Timestamp]:
+    """Start of each window (UTC midnight): from ``first_start`` every ``every_days``, while history and test days
+    end before 2020 (the windows stay clear of the 2020 lockdowns and of the 2019–2023 reports' test years)."""
     last = pd.Timestamp("2020-01-01", tz="UTC") - pd.Timedelta(days=history_days + TEST_DAYS)
-    return list(pd.date_range(pd.Timestamp("2017-01-05", tz="UTC"), last, freq=f"{every_days}D"))
+    return list(pd.date_range(pd.Timestamp(first_start, tz="UTC"), last, freq=f"{every_days}D"))
 
 
 def run_window(load: pd.DataFrame, start: pd.Timestamp, workdir: Path, retrain_days: int = 0,
@@ -85,19 +86,25 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"days of history before each window's test days (default {HISTORY_DAYS})")
     parser.add_argument("--every-days", type=int, default=EVERY_DAYS,
                         help=f"days between window starts (default {EVERY_DAYS})")
+    parser.add_argument("--first-start", default=FIRST_START,
+                        help=f"first window's start (default {FIRST_START}; longer histories "
+                             "need earlier starts to get several windows before 2020)")
     args = parser.parse_args(argv)
-    load = read_history(FILES)
+    starts = windows(args.history_days, args.every_days, args.first_start)
+    if not starts:
+        parser.error(f"no window of {args.history_days} + {TEST_DAYS} days from {args.first_start} ends before 2020")
+    load = read_history([FILE.format(year=y) for y in range(starts[0].year, 2020)])
     load = load[load["ts"].dt.minute.isin([0, 30])][["ts", "consommation"]].rename(
         columns={"ts": "timestamp", "consommation": "value"})
     rows = []
     with tempfile.TemporaryDirectory(prefix="powersense-short-series-") as tmp:
-        starts = windows(args.history_days, args.every_days)
         for i, start in enumerate(starts, start=1):
             rows.append(run_window(load, start, Path(tmp), args.retrain_days, args.history_days))
             print(f"window {i}/{len(starts)} from {start:%Y-%m-%d}: D+1 {rows[-1]['D+1']}, D+7 {rows[-1]['D+7']}",
                   file=sys.stderr, flush=True)
     doc = {"what": (__doc__ or "").split("\n")[0], "retrain_days": args.retrain_days,
-           "history_days": args.history_days, "every_days": args.every_days, "summary": summarize(rows),
+           "history_days": args.history_days, "every_days": args.every_days,
+           "first_start": args.first_start, "summary": summarize(rows),
            "windows": rows}
     print(json.dumps(doc, indent=1))
     return 0
