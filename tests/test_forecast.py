@@ -106,7 +106,8 @@ def test_trains_stores_on_s3_and_forecasts_seven_days(store: Store, fc_settings:
 @pytest.mark.s3
 def test_a_short_series_model_has_no_level_files_and_loads_back_from_s3(
         store: Store, fc_settings: Settings, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
-    monkeypatch.setenv("POWERSENSE_FORECAST_HOLDOUT_DAYS", "91")  # 70 days of history: a 17-day holdout, a short series
+    # 70 days of history, under the default POWERSENSE_FORECAST_LEVEL_MIN_HISTORY_DAYS: no level network
+    monkeypatch.delenv("POWERSENSE_FORECAST_LEVEL_MIN_HISTORY_DAYS")
     settings_mod.get_settings.cache_clear()
     short = settings_mod.get_settings()
     artifacts = _s3(s3_server, "fc-short")

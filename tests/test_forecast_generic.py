@@ -24,6 +24,7 @@ def fast(monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
     for k, v in FAST_MODEL_ENV.items():
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("POWERSENSE_FORECAST_HOLDOUT_DAYS", raising=False)  # the default 91, sized down by history
+    monkeypatch.delenv("POWERSENSE_FORECAST_LEVEL_MIN_HISTORY_DAYS", raising=False)  # the default
     settings_mod.get_settings.cache_clear()
     yield settings_mod.get_settings()
     settings_mod.get_settings.cache_clear()
@@ -54,9 +55,18 @@ def test_a_holdout_cut_below_its_default_is_a_warning(fast: Settings, history_da
 
 
 def test_a_short_series_gets_no_level_network(fast: Settings) -> None:
-    # 69 days of real load: a holdout of 17 days, below the default 91 — the level persists (bench.short_series)
+    # 69 days of real load, under POWERSENSE_FORECAST_LEVEL_MIN_HISTORY_DAYS: the level persists
+    # (bench.short_series); its holdout of 17 days, below the default 91, is a warning of its own
     model, hold = train_and_calibrate(grid_2022("2022-03-15", start="2022-01-05"), fast)
     assert model.level is None and not model.config.level_network
+    assert hold["metrics"]["warning"].startswith("holdout of 17 days")
+
+
+def test_the_level_network_follows_its_minimum_history_setting(fast: Settings) -> None:
+    # the same 69 days with the minimum set below them: the network is trained (the holdout warning is separate)
+    settings = fast.model_copy(update={"forecast_level_min_history_days": 60})
+    model, hold = train_and_calibrate(grid_2022("2022-03-15", start="2022-01-05"), settings)
+    assert model.level is not None and model.config.level_network
     assert hold["metrics"]["warning"].startswith("holdout of 17 days")
 
 

@@ -17,8 +17,9 @@ without autoregression cannot follow level shifts (COVID, the 2022–23 sobriety
    (covers D+7 from any origin hour). The block forecasts are interpolated between block centres and
    added to the profile. The level network learns day-to-day *changes* (``level_mode='diff'``), so a
    new level persists; learning deviations from a 28-day mean (``'detrended'``) measured worse
-   (D+7 MAPE 6.6 % vs 5.9 % on 2023). A short series has none (``level_network=False``): a few weeks of daily
-   blocks train it on noise, and the last block's level persists instead.
+   (D+7 MAPE 6.6 % vs 5.9 % on 2023). A series with less history than
+   ``POWERSENSE_FORECAST_LEVEL_MIN_HISTORY_DAYS`` has none (``level_network=False``): too few daily blocks train
+   it on noise, and the last block's level persists instead.
 3. **recent shape** (no network): the profile residual's deviation from each day's mean, by time of day,
    averaged over the 7 days before the origin and added at 0.75 weight to every forecast day
    (:func:`recent_shape`). The daily shape drifts through the year faster than the profile follows;
@@ -180,9 +181,10 @@ class ModelConfig:
     split_mon_fri: bool = True  # Monday and Friday get their own daily shapes
     christmas_week: bool = True  # an event for 24 Dec – 1 Jan
     level_mode: str = "diff"  # "diff": day-to-day changes; "detrended": deviations from a trailing mean
-    # False: no level network, the level persists (the last 24-hour block, plus the nowcast) — for a short series,
-    # whose few daily blocks (~26 training samples for 12 weeks) fit noise: bench.short_series, model alone D+1 …
-    # D+7 MAPE 3.9 … 7.9 % with the network, 3.6 … 6.1 % without (service.train_and_calibrate decides)
+    # False: no level network, the level persists (the last 24-hour block, plus the nowcast) — for a series under
+    # POWERSENSE_FORECAST_LEVEL_MIN_HISTORY_DAYS, whose daily blocks are too few: the network fits noise (12 weeks:
+    # ~26 training samples; model alone D+1 … D+7 MAPE 3.9 … 7.9 % with it, 3.6 … 6.1 % without) and still loses at
+    # long leads with two years (bench.short_series; service.train_and_calibrate decides)
     level_network: bool = True
     level_baseline_days: int = 28
     # recent intraday shape: the profile residual's deviation from its daily mean, by time of day, averaged

@@ -153,8 +153,8 @@ def train_and_calibrate(grid: pd.DataFrame, settings: Settings, cfg: Any | None 
                          f"{settings.forecast_model_min_history_days} (POWERSENSE_FORECAST_MODEL_MIN_HISTORY_DAYS)")
     end = data["ts"].max() + pd.Timedelta(minutes=cfg.resolution_min)
     hold_start = end - pd.Timedelta(days=holdout_days(days, settings))
-    if short_series(days, settings):
-        # its few daily blocks train a level network that fits noise: the level persists instead
+    if days < settings.forecast_level_min_history_days:
+        # too few daily blocks: the level network fits noise and the persisting level does better at long leads
         # (ModelConfig.level_network, measured in bench.short_series)
         cfg = replace(cfg, level_network=False)
     model = fm.fit(grid[grid["ts"] < hold_start], cfg)
@@ -238,7 +238,7 @@ def holdout_days(history_days: float, settings: Settings) -> int:
 
 def short_series(history_days: float, settings: Settings) -> bool:
     """A series too short for a full holdout (``forecast_holdout_days`` is more than a quarter of its valid
-    history): its model has no level network, and its holdout weights carry :func:`short_holdout_warning`."""
+    history): its holdout weights carry :func:`short_holdout_warning`."""
     return holdout_days(history_days, settings) < settings.forecast_holdout_days
 
 
