@@ -1147,7 +1147,7 @@ def _level_input(blocks: np.ndarray, cfg: ModelConfig) -> np.ndarray:
 
 def _level_output(level: Any, lags: np.ndarray, cfg: ModelConfig) -> np.ndarray:
     """Block forecasts of the residual from each origin's recent blocks (inverse of :func:`_level_input`);
-    ``level`` None (no level network, a short series): the last block's level persists."""
+    ``level`` None (no level network: less history than the level network needs): the last block's level persists."""
     last = np.nan_to_num(lags[:, -1:])
     if level is None:
         return np.repeat(last, BLOCKS_OUT, axis=1)
