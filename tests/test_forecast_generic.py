@@ -9,12 +9,13 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from shared import settings as settings_mod
 from shared.forecasting.evaluate import main
-from shared.forecasting.service import short_holdout_warning, train_and_calibrate
+from shared.forecasting.service import issue, short_holdout_warning, train_and_calibrate
 from shared.settings import Settings
 from tests.fixtures_forecast import FAST_MODEL_ENV, grid_2022, history
 
@@ -60,6 +61,29 @@ def test_a_short_series_gets_no_level_network(fast: Settings) -> None:
     model, hold = train_and_calibrate(grid_2022("2022-03-15", start="2022-01-05"), fast)
     assert model.level is None and not model.config.level_network
     assert hold["metrics"]["warning"].startswith("holdout of 17 days")
+
+
+def test_a_short_series_is_trained_again_on_its_whole_history_after_the_holdout(fast: Settings) -> None:
+    # 69 days of real load, a 17-day holdout: the weights and calibration come from the holdout, then the model is
+    # trained on every day, the holdout's included (bench.short_series: better at every D+k)
+    grid = grid_2022("2022-03-15", start="2022-01-05")
+    model, hold = train_and_calibrate(grid, fast)
+    end = grid.dropna(subset=["value"])["ts"].max()
+    assert pd.Timestamp(model.meta["train_end"]) >= end > pd.Timestamp(hold["holdout"][0])
+    assert model.meta["refit_after_holdout"] is True
+    assert model.blend == model.meta["blend"] and model.blend and model.calibration
+    # the forecast issued from the holdout's first origin is no longer the holdout model's: the profile changed
+    first = hold["forecasts"]["origin"].min()
+    again = issue(model, grid, [first])
+    mine = hold["forecasts"][hold["forecasts"]["origin"] == first]
+    assert len(again) == len(mine) and not np.allclose(again["yhat"].to_numpy(), mine["yhat"].to_numpy())
+
+
+def test_a_series_with_its_full_holdout_is_not_trained_again(fast: Settings) -> None:
+    grid = grid_2022("2022-03-16", start="2022-01-05")
+    model, hold = train_and_calibrate(grid, fast.model_copy(update={"forecast_holdout_days": 14}))
+    assert pd.Timestamp(model.meta["train_end"]) <= pd.Timestamp(hold["holdout"][0])
+    assert "refit_after_holdout" not in model.meta
 
 
 def test_the_level_network_follows_its_minimum_history_setting(fast: Settings) -> None:
