@@ -4,13 +4,15 @@ current model, and the intervals follow the recent errors of the issued forecast
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from shared.features import build_grid
 from shared.forecasting import baseline, combine
-from shared.forecasting.service import forecast_rows, promotion_decision, recent_forecasts
+from shared.forecasting.service import forecast_rows, promotion_decision, recent_forecasts, trained_on_holdout
 from shared.settings import get_settings
 from shared.store import Store
 from tests.fixtures_forecast import history
@@ -57,6 +59,15 @@ def test_promotion_compares_with_naive_and_the_current_model() -> None:
     decision, why = promotion_decision(3.5, 3.2, 7.0, 0.0, "v1")
     assert decision == "rejected" and "current" in why and "v1" in why
     assert promotion_decision(None, 3.2, 7.0, 0.0)[0] == "rejected"
+
+
+def test_a_model_trained_on_the_new_holdout_is_not_compared_on_it() -> None:
+    # a short series' model refit after its own holdout has seen the next day's holdout: it would score in-sample
+    refit = SimpleNamespace(meta={"train_end": "2023-03-01T00:00:00+00:00"})
+    assert trained_on_holdout(refit, pd.Timestamp("2023-02-15", tz="UTC"))
+    # a model trained before its own holdout ends where that holdout starts, before the next one: compared
+    assert not trained_on_holdout(refit, pd.Timestamp("2023-03-01", tz="UTC"))
+    assert not trained_on_holdout(SimpleNamespace(meta={}), pd.Timestamp("2023-02-15", tz="UTC"))  # older artifacts
 
 
 def test_adaptive_intervals_follow_the_recent_errors(grid: pd.DataFrame) -> None:

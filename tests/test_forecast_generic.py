@@ -144,3 +144,18 @@ def test_twelve_weeks_train_with_a_sized_holdout_and_never_lose_to_naive_on_it(f
     # ... and the user is told that weights learnt on 20 origins may not hold (bench.short_series measured it)
     assert report["warnings"] == [first["warning"]] and first["warning"].startswith("holdout of 20 days")
     assert report["calendar"] == {"timezone": "UTC", "holidays": None}
+
+
+@pytest.mark.slow
+def test_a_retrained_short_series_is_not_compared_with_a_model_that_saw_its_holdout(fast: Settings,
+                                                                                     tmp_path: Path) -> None:
+    # retrained weekly: the model of the week before was refit on all its history, the new holdout's days included,
+    # so the promotion compares the new model with seasonal naive only, and says why
+    csv = _csv(tmp_path, "2022-12-01", "2023-03-10")
+    out = tmp_path / "r"
+    assert main(["--data", str(csv), "--train-start", "2022-12-01", "--test-start", "2023-02-23", "--test-end",
+                 "2023-03-08", "--timezone", "UTC", "--holidays", "none", "--retrain-days", "7", "--out", str(out),
+                 "--no-progress"]) == 0
+    first, second = _strict(out / "forecast_eval.json")["retrains"][:2]
+    assert "not compared" not in first["reason"]  # nothing to compare with yet
+    assert second["current_holdout_mape"] is None and "current model trained on this holdout" in second["reason"]

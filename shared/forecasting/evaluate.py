@@ -265,6 +265,7 @@ def backtest(
         model_config,
         promotion_decision,
         train_and_calibrate,
+        trained_on_holdout,
         valid_history_days,
     )
     from shared.weather.features import features_for_origins
@@ -332,13 +333,15 @@ def backtest(
         new_mape, naive_mape, warning = (hold["metrics"]["mape"], hold["metrics"].get("naive_mape"),
                                          hold["metrics"].get("warning"))
         cur_mape = None
-        if current is not None:
-            h0, h1 = pd.Timestamp(hold["holdout"][0]), pd.Timestamp(hold["holdout"][1])
+        h0, h1 = pd.Timestamp(hold["holdout"][0]), pd.Timestamp(hold["holdout"][1])
+        if current is not None and not trained_on_holdout(current, h0):  # else in-sample: naive only
             h_orig = holdout_origins(h0, h1, tz=tz)
             h_wx = (holdout_weather_features(train, h_orig, current.config, holdout_weather)[0]
                     if providers else None)
             cur_mape = holdout_metrics(issue(current, train, h_orig, weather=h_wx), train, h1)["mape"]
         decision, why = promotion_decision(new_mape, cur_mape, naive_mape, settings.forecast_accept_tolerance)
+        if current is not None and cur_mape is None:
+            why += "; current model trained on this holdout (refit after its own), not compared"
         if current is None and decision != "promoted":
             why += "; no current model: used anyway (production would issue the seasonal-naive fallback)"
             decision = "promoted"

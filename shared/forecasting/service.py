@@ -820,12 +820,16 @@ def maybe_train(store: Store, settings: Settings, artifacts: Any, grid: pd.DataF
     if current is not None:
         try:
             cur_model = cached_model(artifacts, series, current["version"])
-            # the current model as it is issued (its own combination with naive) on the same holdout (a weather
-            # model with the realised weather of the holdout, as the new one was scored)
-            origins = holdout_origins(h0, h1)
-            extra = ({"weather": holdout_weather_features(grid, origins, cur_model.config, holdout_weather)[0]}
-                     if weather else {})
-            cur_mape = holdout_metrics(issue(cur_model, grid, origins, **extra), grid, h1)["mape"]
+            if trained_on_holdout(cur_model, h0):
+                # it would score in-sample: the new model is compared with seasonal naive only
+                reason = f"{reason}; current model trained on this holdout (refit after its own), not compared"
+            else:
+                # the current model as it is issued (its own combination with naive) on the same holdout (a
+                # weather model with the realised weather of the holdout, as the new one was scored)
+                origins = holdout_origins(h0, h1)
+                extra = ({"weather": holdout_weather_features(grid, origins, cur_model.config, holdout_weather)[0]}
+                         if weather else {})
+                cur_mape = holdout_metrics(issue(cur_model, grid, origins, **extra), grid, h1)["mape"]
         except (ArtifactError, ModelError, KeyError, ValueError) as exc:
             reason = f"{reason}; current model unusable ({exc})"
     decision, why = promotion_decision(new_mape, cur_mape, naive_mape, settings.forecast_accept_tolerance,
@@ -862,6 +866,14 @@ def maybe_train(store: Store, settings: Settings, artifacts: Any, grid: pd.DataF
             "version": version, "decision": decision, "reason": why,
             "train_s": train_s,
             "holdout_mape": new_mape, "current_holdout_mape": cur_mape, "naive_holdout_mape": naive_mape}
+
+
+def trained_on_holdout(model: Any, holdout_start: pd.Timestamp) -> bool:
+    """Whether ``model`` was trained on data from ``holdout_start`` on (its ``meta["train_end"]`` is later): such a
+    model — a short series' model refit after its own holdout — scores in-sample there, so it cannot be compared
+    with a new model on that holdout."""
+    end = model.meta.get("train_end")
+    return end is not None and pd.Timestamp(end) > holdout_start
 
 
 def promotion_decision(new_mape: float | None, cur_mape: float | None, naive_mape: float | None,
