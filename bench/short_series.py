@@ -25,11 +25,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from shared.detection.evaluate import default_files
 from shared.ingest.history import read_history
-from shared.settings import REPO_ROOT
 
-FILE = str(REPO_ROOT / "data" / "eco2mix" / "eco2mix_national_{year}.csv.gz")
 HISTORY_DAYS, TEST_DAYS, EVERY_DAYS, FIRST_START = 63, 21, 45, "2017-01-05"
+END = pd.Timestamp("2020-01-01", tz="UTC")  # every window ends before it
 DAYS = [f"D+{k}" for k in range(1, 8)]
 
 
@@ -37,7 +37,7 @@ def windows(history_days: int = HISTORY_DAYS, every_days: int = EVERY_DAYS,
             first_start: str = FIRST_START) -> list[pd.Timestamp]:
     """Start of each window (UTC midnight): from ``first_start`` every ``every_days``, while history and test days
     end before 2020 (the windows stay clear of the 2020 lockdowns and of the 2019–2023 reports' test years)."""
-    last = pd.Timestamp("2020-01-01", tz="UTC") - pd.Timedelta(days=history_days + TEST_DAYS)
+    last = END - pd.Timedelta(days=history_days + TEST_DAYS)
     return list(pd.date_range(pd.Timestamp(first_start, tz="UTC"), last, freq=f"{every_days}D"))
 
 
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     starts = windows(args.history_days, args.every_days, args.first_start)
     if not starts:
         parser.error(f"no window of {args.history_days} + {TEST_DAYS} days from {args.first_start} ends before 2020")
-    load = read_history([FILE.format(year=y) for y in range(starts[0].year, 2020)])
+    load = read_history(default_files(starts[0], END - pd.Timedelta(days=1), 0))
     load = load[load["ts"].dt.minute.isin([0, 30])][["ts", "consommation"]].rename(
         columns={"ts": "timestamp", "consommation": "value"})
     rows = []

@@ -15,7 +15,7 @@ import pytest
 
 from shared import settings as settings_mod
 from shared.forecasting.evaluate import main
-from shared.forecasting.service import issue, short_holdout_warning, train_and_calibrate
+from shared.forecasting.service import issue, short_holdout_warning, train_and_calibrate, trained_on_holdout
 from shared.settings import Settings
 from tests.fixtures_forecast import FAST_MODEL_ENV, grid_2022, history
 
@@ -70,7 +70,7 @@ def test_a_short_series_is_trained_again_on_its_whole_history_after_the_holdout(
     model, hold = train_and_calibrate(grid, fast)
     end = grid.dropna(subset=["value"])["ts"].max()
     assert pd.Timestamp(model.meta["train_end"]) >= end > pd.Timestamp(hold["holdout"][0])
-    assert model.meta["refit_after_holdout"] is True
+    assert trained_on_holdout(model, pd.Timestamp(hold["holdout"][0]))
     assert model.blend == model.meta["blend"] and model.blend and model.calibration
     # the forecast issued from the holdout's first origin is no longer the holdout model's: the profile changed
     first = hold["forecasts"]["origin"].min()
@@ -83,7 +83,7 @@ def test_a_series_with_its_full_holdout_is_not_trained_again(fast: Settings) -> 
     grid = grid_2022("2022-03-16", start="2022-01-05")
     model, hold = train_and_calibrate(grid, fast.model_copy(update={"forecast_holdout_days": 14}))
     assert pd.Timestamp(model.meta["train_end"]) <= pd.Timestamp(hold["holdout"][0])
-    assert "refit_after_holdout" not in model.meta
+    assert not trained_on_holdout(model, pd.Timestamp(hold["holdout"][0]))
 
 
 def test_the_level_network_follows_its_minimum_history_setting(fast: Settings) -> None:

@@ -258,6 +258,7 @@ def backtest(
     from tqdm import tqdm
 
     from shared.forecasting.service import (
+        NOT_COMPARED,
         holdout_metrics,
         holdout_origins,
         holdout_weather_features,
@@ -334,14 +335,15 @@ def backtest(
                                          hold["metrics"].get("warning"))
         cur_mape = None
         h0, h1 = pd.Timestamp(hold["holdout"][0]), pd.Timestamp(hold["holdout"][1])
-        if current is not None and not trained_on_holdout(current, h0):  # else in-sample: naive only
+        in_sample = current is not None and trained_on_holdout(current, h0)  # then compared with naive only
+        if current is not None and not in_sample:
             h_orig = holdout_origins(h0, h1, tz=tz)
             h_wx = (holdout_weather_features(train, h_orig, current.config, holdout_weather)[0]
                     if providers else None)
             cur_mape = holdout_metrics(issue(current, train, h_orig, weather=h_wx), train, h1)["mape"]
         decision, why = promotion_decision(new_mape, cur_mape, naive_mape, settings.forecast_accept_tolerance)
-        if current is not None and cur_mape is None:
-            why += "; current model trained on this holdout (refit after its own), not compared"
+        if in_sample:
+            why += f"; {NOT_COMPARED}"
         if current is None and decision != "promoted":
             why += "; no current model: used anyway (production would issue the seasonal-naive fallback)"
             decision = "promoted"

@@ -127,7 +127,7 @@ def train_and_calibrate(grid: pd.DataFrame, settings: Settings, cfg: Any | None 
                         weather: Any | None = None) -> tuple[Any, dict[str, Any]]:
     """Train on ``grid`` minus its last ``forecast_holdout_days``; calibrate and score on the holdout. A short series
     (:func:`short_series`) is then trained again on the whole of ``grid``, keeping the holdout's weights and
-    calibration (``meta["refit_after_holdout"]``).
+    calibration (its ``meta["train_end"]`` then lies past the holdout's start: :func:`trained_on_holdout`).
 
     Returns the model and ``{"holdout": [start, end], "metrics": {...}}``.
 
@@ -194,10 +194,8 @@ def train_and_calibrate(grid: pd.DataFrame, settings: Settings, cfg: Any | None 
         # better at every D+k, trained once or retrained weekly with the promotion rule). The holdout metrics stay
         # those of the model that did not see the holdout. Not done for a full holdout: four years of training
         # twice would pass the 120 s budget, and it was not measured there.
-        refit = fm.fit(grid, cfg)
-        refit.blend, refit.calibration, refit.linear_blend = model.blend, model.calibration, model.linear_blend
-        refit.meta["refit_after_holdout"] = True
-        model = refit
+        model = replace(fm.fit(grid, cfg), blend=model.blend, calibration=model.calibration,
+                        linear_blend=model.linear_blend)
     model.meta.update({"holdout": [hold_start.isoformat(), end.isoformat()], "holdout_metrics": metrics,
                        "blend": model.blend, **({"linear_blend": model.linear_blend} if model.linear_blend else {})})
     # the training leaves reference cycles (the networks' fits, Lightning loops, holdout datasets): collect them
@@ -822,7 +820,7 @@ def maybe_train(store: Store, settings: Settings, artifacts: Any, grid: pd.DataF
             cur_model = cached_model(artifacts, series, current["version"])
             if trained_on_holdout(cur_model, h0):
                 # it would score in-sample: the new model is compared with seasonal naive only
-                reason = f"{reason}; current model trained on this holdout (refit after its own), not compared"
+                reason = f"{reason}; {NOT_COMPARED}"
             else:
                 # the current model as it is issued (its own combination with naive) on the same holdout (a
                 # weather model with the realised weather of the holdout, as the new one was scored)
@@ -866,6 +864,9 @@ def maybe_train(store: Store, settings: Settings, artifacts: Any, grid: pd.DataF
             "version": version, "decision": decision, "reason": why,
             "train_s": train_s,
             "holdout_mape": new_mape, "current_holdout_mape": cur_mape, "naive_holdout_mape": naive_mape}
+
+
+NOT_COMPARED = "current model trained on this holdout (refit after its own), not compared"
 
 
 def trained_on_holdout(model: Any, holdout_start: pd.Timestamp) -> bool:
