@@ -14,10 +14,16 @@ import pandas as pd
 import pytest
 
 from shared import settings as settings_mod
-from shared.forecasting.evaluate import main
-from shared.forecasting.service import issue, short_holdout_warning, train_and_calibrate, trained_on_holdout
+from shared.forecasting.evaluate import load_data, main
+from shared.forecasting.service import (
+    issue,
+    short_holdout_warning,
+    short_series,
+    train_and_calibrate,
+    trained_on_holdout,
+)
 from shared.settings import Settings
-from tests.fixtures_forecast import FAST_MODEL_ENV, grid_2022, history
+from tests.fixtures_forecast import ECO2MIX, FAST_MODEL_ENV, grid_2022, history
 
 
 @pytest.fixture
@@ -79,11 +85,34 @@ def test_a_short_series_is_trained_again_on_its_whole_history_after_the_holdout(
     assert len(again) == len(mine) and not np.allclose(again["yhat"].to_numpy(), mine["yhat"].to_numpy())
 
 
-def test_a_series_with_its_full_holdout_is_not_trained_again(fast: Settings) -> None:
+def test_a_series_without_a_level_network_is_trained_again_with_its_full_holdout(fast: Settings) -> None:
+    # 70 days, a full 14-day holdout, under the level network's minimum history: the refit is about the model
+    # (bench.short_series: better at every D+k up to 400 days of history), not the holdout's size
     grid = grid_2022("2022-03-16", start="2022-01-05")
     model, hold = train_and_calibrate(grid, fast.model_copy(update={"forecast_holdout_days": 14}))
+    assert model.level is None and not short_series(70, fast.model_copy(update={"forecast_holdout_days": 14}))
+    assert trained_on_holdout(model, pd.Timestamp(hold["holdout"][0]))
+
+
+def test_a_model_with_a_level_network_is_not_trained_again(fast: Settings) -> None:
+    grid = grid_2022("2022-03-16", start="2022-01-05")
+    settings = fast.model_copy(update={"forecast_holdout_days": 14, "forecast_level_min_history_days": 60})
+    model, hold = train_and_calibrate(grid, settings)
+    assert model.level is not None
     assert pd.Timestamp(model.meta["train_end"]) <= pd.Timestamp(hold["holdout"][0])
     assert not trained_on_holdout(model, pd.Timestamp(hold["holdout"][0]))
+
+
+def test_the_refit_keeps_the_holdout_models_yearly_seasonality(fast: Settings) -> None:
+    # 374 days of real hourly load, a 14-day holdout: the holdout model trains on under a year (no yearly term);
+    # the whole history spans more than a year, and the refit still adds no yearly term fitted on one cycle
+    grid, _ = load_data([ECO2MIX / f"eco2mix_national_{y}.csv.gz" for y in (2021, 2022)], 60)
+    grid = grid[(grid["ts"] >= "2021-12-01") & (grid["ts"] < "2022-12-10")].reset_index(drop=True)
+    assert grid["ts"].max() - grid["ts"].min() > pd.Timedelta(days=365)
+    settings = fast.model_copy(update={"forecast_holdout_days": 14, "forecast_resolution_min": 60})
+    model, hold = train_and_calibrate(grid, settings)
+    assert trained_on_holdout(model, pd.Timestamp(hold["holdout"][0]))
+    assert model.config.yearly_order == 0
 
 
 def test_the_level_network_follows_its_minimum_history_setting(fast: Settings) -> None:
