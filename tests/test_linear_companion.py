@@ -165,3 +165,17 @@ def test_training_learns_the_linear_weight_per_lead_day_on_its_holdout(data: dic
     np.testing.assert_allclose(fm.predict(model, gw, origins, weather=wx)["yhat"].to_numpy(),
                                (1 - w) * parts["yhat"].to_numpy() + w * parts["yhat_linear"].to_numpy(), rtol=1e-9)
     assert fm.from_files(fm.to_files(model)).linear_blend == model.linear_blend
+
+
+def test_a_weather_model_refit_after_its_holdout_keeps_its_linear_weights(data: dict, fc_settings: Settings) -> None:
+    # under the level network's minimum history the model is trained again on its whole history after the holdout;
+    # the networks-vs-regression weights learnt on the holdout stay with it, as naive's do
+    from shared.forecasting import service
+
+    train = data["gw"][data["gw"]["ts"] < "2022-04-01"]
+    settings = fc_settings.model_copy(update={"forecast_level_min_history_days": 913})
+    cfg = replace(service.model_config(settings), weather=True, weather_smoothed_input=True,
+                  weather_level_seeds=1, weather_profile_seeds=1)
+    model, hold = service.train_and_calibrate(train, settings, cfg)
+    assert model.level is None and service.trained_on_holdout(model, pd.Timestamp(hold["holdout"][0]))
+    assert model.linear is not None and model.linear_blend and model.linear_blend == model.meta["linear_blend"]
