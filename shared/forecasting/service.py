@@ -197,7 +197,8 @@ def train_and_calibrate(grid: pd.DataFrame, settings: Settings, cfg: Any | None 
         # whose training part is under a year but whole is over it would otherwise gain a yearly term fitted on one
         # cycle, which the weights were not learnt for (400 days: worse than no refit at D+5/D+6, 2.58 pp over naive
         # in one cell). The holdout metrics stay those of the model that did not see the holdout. Not done with a
-        # level network: never measured, and four years of training twice would pass the 120 s budget.
+        # level network: mixed on 913-day histories (worse at D+1 and D+5-D+7 but for one window), and four years
+        # of training twice would pass the 120 s budget.
         refit = fm.fit(grid, replace(cfg, yearly_order=model.config.yearly_order))
         model = replace(refit, blend=model.blend, calibration=model.calibration, linear_blend=model.linear_blend)
     model.meta.update({"holdout": [hold_start.isoformat(), end.isoformat()], "holdout_metrics": metrics,
