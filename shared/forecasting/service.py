@@ -196,10 +196,9 @@ def train_and_calibrate(grid: pd.DataFrame, settings: Settings, cfg: Any | None 
         # 400-day histories, from D+2 on at 730 days. It keeps the holdout model's yearly seasonality: a history
         # whose training part is under a year but whole is over it would otherwise gain a yearly term fitted on one
         # cycle, which the weights were not learnt for (400 days: worse than no refit at D+5/D+6, 2.58 pp over naive
-        # in one cell). The holdout metrics stay those of the model that did not see the holdout. Not done (yet)
-        # with a level network: better on 913-day histories (an experiment, README), but it would change the main
-        # series' and the weather model's reports, not re-run, and a four-year training twice halves the margin
-        # under the 120 s budget.
+        # in one cell). The holdout metrics stay those of the model that did not see the holdout. Not done with a
+        # level network: better on 913-day histories but slightly worse on the four-year main series (2017
+        # backtest, experiments in README), at twice the training time.
         refit = fm.fit(grid, replace(cfg, yearly_order=model.config.yearly_order))
         model = replace(refit, blend=model.blend, calibration=model.calibration, linear_blend=model.linear_blend)
     model.meta.update({"holdout": [hold_start.isoformat(), end.isoformat()], "holdout_metrics": metrics,
