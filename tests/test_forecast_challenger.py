@@ -62,7 +62,7 @@ def test_promotion_compares_with_naive_and_the_current_model() -> None:
 
 
 def test_a_model_trained_on_the_new_holdout_is_not_compared_on_it() -> None:
-    # a short series' model refit after its own holdout has seen the next day's holdout: it would score in-sample
+    # a model without a level network, refit after its own holdout, has seen the next day's holdout: in-sample there
     refit = SimpleNamespace(meta={"train_end": "2023-03-01T00:00:00+00:00"})
     assert trained_on_holdout(refit, pd.Timestamp("2023-02-15", tz="UTC"))
     # a model trained before its own holdout ends where that holdout starts, before the next one: compared

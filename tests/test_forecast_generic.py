@@ -89,8 +89,9 @@ def test_a_series_without_a_level_network_is_trained_again_with_its_full_holdout
     # 70 days, a full 14-day holdout, under the level network's minimum history: the refit is about the model
     # (bench.short_series: better at every D+k up to 400 days of history), not the holdout's size
     grid = grid_2022("2022-03-16", start="2022-01-05")
-    model, hold = train_and_calibrate(grid, fast.model_copy(update={"forecast_holdout_days": 14}))
-    assert model.level is None and not short_series(70, fast.model_copy(update={"forecast_holdout_days": 14}))
+    settings = fast.model_copy(update={"forecast_holdout_days": 14})
+    model, hold = train_and_calibrate(grid, settings)
+    assert model.level is None and not short_series(70, settings)
     assert trained_on_holdout(model, pd.Timestamp(hold["holdout"][0]))
 
 

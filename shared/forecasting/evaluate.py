@@ -258,15 +258,11 @@ def backtest(
     from tqdm import tqdm
 
     from shared.forecasting.service import (
-        NOT_COMPARED,
-        holdout_metrics,
-        holdout_origins,
-        holdout_weather_features,
+        current_holdout_mape,
         issue,
         model_config,
         promotion_decision,
         train_and_calibrate,
-        trained_on_holdout,
         valid_history_days,
     )
     from shared.weather.features import features_for_origins
@@ -333,17 +329,14 @@ def backtest(
         timings.append(round(time.perf_counter() - t0, 2))
         new_mape, naive_mape, warning = (hold["metrics"]["mape"], hold["metrics"].get("naive_mape"),
                                          hold["metrics"].get("warning"))
-        cur_mape = None
-        h0, h1 = pd.Timestamp(hold["holdout"][0]), pd.Timestamp(hold["holdout"][1])
-        in_sample = current is not None and trained_on_holdout(current, h0)  # then compared with naive only
-        if current is not None and not in_sample:
-            h_orig = holdout_origins(h0, h1, tz=tz)
-            h_wx = (holdout_weather_features(train, h_orig, current.config, holdout_weather)[0]
-                    if providers else None)
-            cur_mape = holdout_metrics(issue(current, train, h_orig, weather=h_wx), train, h1)["mape"]
+        cur_mape, note = None, None
+        if current is not None:
+            cur_mape, note = current_holdout_mape(current, train, pd.Timestamp(hold["holdout"][0]),
+                                                  pd.Timestamp(hold["holdout"][1]), bool(providers),
+                                                  holdout_weather, tz)
         decision, why = promotion_decision(new_mape, cur_mape, naive_mape, settings.forecast_accept_tolerance)
-        if in_sample:
-            why += f"; {NOT_COMPARED}"
+        if note:
+            why += f"; {note}"
         if current is None and decision != "promoted":
             why += "; no current model: used anyway (production would issue the seasonal-naive fallback)"
             decision = "promoted"

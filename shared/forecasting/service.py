@@ -822,17 +822,10 @@ def maybe_train(store: Store, settings: Settings, artifacts: Any, grid: pd.DataF
     cur_mape = None
     if current is not None:
         try:
-            cur_model = cached_model(artifacts, series, current["version"])
-            if trained_on_holdout(cur_model, h0):
-                # it would score in-sample: the new model is compared with seasonal naive only
-                reason = f"{reason}; {NOT_COMPARED}"
-            else:
-                # the current model as it is issued (its own combination with naive) on the same holdout (a
-                # weather model with the realised weather of the holdout, as the new one was scored)
-                origins = holdout_origins(h0, h1)
-                extra = ({"weather": holdout_weather_features(grid, origins, cur_model.config, holdout_weather)[0]}
-                         if weather else {})
-                cur_mape = holdout_metrics(issue(cur_model, grid, origins, **extra), grid, h1)["mape"]
+            cur_mape, note = current_holdout_mape(cached_model(artifacts, series, current["version"]), grid, h0, h1,
+                                                  weather, holdout_weather)
+            if note:
+                reason = f"{reason}; {note}"
         except (ArtifactError, ModelError, KeyError, ValueError) as exc:
             reason = f"{reason}; current model unusable ({exc})"
     decision, why = promotion_decision(new_mape, cur_mape, naive_mape, settings.forecast_accept_tolerance,
@@ -880,6 +873,19 @@ def trained_on_holdout(model: Any, holdout_start: pd.Timestamp) -> bool:
     compared with a new model on that holdout."""
     end = model.meta.get("train_end")
     return end is not None and pd.Timestamp(end) > holdout_start
+
+
+def current_holdout_mape(current: Any, grid: pd.DataFrame, h0: pd.Timestamp, h1: pd.Timestamp, weather: bool,
+                         provider: Any | None = None, tz: str = TZ) -> tuple[float | None, str | None]:
+    """The current model's MAPE on a new model's holdout ``[h0, h1)``, issued as it is (its own combination with
+    naive; a weather model with the holdout's weather from ``provider``, as the new one was scored), and no note; or
+    ``(None, NOT_COMPARED)`` when it was trained on that holdout (:func:`trained_on_holdout`): it would score
+    in-sample, and the new model is compared with seasonal naive only."""
+    if trained_on_holdout(current, h0):
+        return None, NOT_COMPARED
+    origins = holdout_origins(h0, h1, tz=tz)
+    wx = holdout_weather_features(grid, origins, current.config, provider)[0] if weather else None
+    return holdout_metrics(issue(current, grid, origins, weather=wx), grid, h1)["mape"], None
 
 
 def promotion_decision(new_mape: float | None, cur_mape: float | None, naive_mape: float | None,
