@@ -15,7 +15,7 @@ through pipes): faasd creates function containers with containerd's ``WithNewSpe
 from __future__ import annotations
 
 import os
-import socket
+import shlex
 import subprocess
 import sys
 import time
@@ -24,26 +24,33 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from shared.settings import REPO_ROOT
+from tests.fixtures_ingest import free_port
 
-UVICORN = Path(sys.executable).parent / "uvicorn"
+# the command faas-cli deploys as the function's fprocess (tests/test_ops_configs.py: the Dockerfile's is the same)
+FPROCESS = yaml.safe_load((REPO_ROOT / "template" / "powersense-python" / "template.yml").read_text())["fprocess"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def fprocess_argv(port: int) -> list[str]:
+    """``FPROCESS`` with the test app for ``handler:app``, a free port for its 8000, and this environment's
+    ``uvicorn`` console script (the one pip installs in the image too)."""
+    argv = shlex.split(FPROCESS)
+    assert argv[:2] == ["uvicorn", "handler:app"] and argv[argv.index("--port") + 1] == "8000", FPROCESS
+    argv[:2] = [str(Path(sys.executable).parent / "uvicorn"), "tests.fprocess_app:app"]
+    argv[argv.index("--port") + 1] = str(port)
+    return argv
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = _free_port()
-    # the fprocess command line of the image, with the test app instead of handler:app
-    proc = subprocess.Popen([str(UVICORN), "tests.fprocess_app:app", "--host", "127.0.0.1", "--port", str(port),
-                             "--no-access-log", "--timeout-graceful-shutdown", "20"],
-                            cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    port = free_port()
+    # the server's log goes to a file: a pipe nobody reads would block it once full
+    log = tmp_path_factory.mktemp("fprocess") / "stderr.log"
+    with log.open("wb") as err:
+        proc = subprocess.Popen(fprocess_argv(port), cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+                                stdout=subprocess.DEVNULL, stderr=err)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
@@ -52,7 +59,7 @@ def server() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
             break
         except httpx.TransportError:
             time.sleep(0.2)
-    assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "server exited"
+    assert proc.poll() is None, log.read_text()
     try:
         yield url, proc
     finally:
@@ -67,4 +74,4 @@ def test_a_worker_trains_under_the_fprocess_command(server: tuple[str, subproces
     body = r.json()
     assert body["pid"] == proc.pid  # the server process trained, no second server answered
     assert body["levels"] == 2
-    assert body["children_peak_rss_kib"] > 0  # a worker process ran and was joined
+    assert body["workers_peak_rss_bytes"] > 0  # a worker process ran and was joined

@@ -332,8 +332,7 @@ def backtest(
         cur_mape, note = None, None
         if current is not None:
             cur_mape, note = current_holdout_mape(current, train, pd.Timestamp(hold["holdout"][0]),
-                                                  pd.Timestamp(hold["holdout"][1]), bool(providers),
-                                                  holdout_weather, tz)
+                                                  pd.Timestamp(hold["holdout"][1]), holdout_weather)
         decision, why = promotion_decision(new_mape, cur_mape, naive_mape, settings.forecast_accept_tolerance)
         if note:
             why += f"; {note}"

@@ -825,7 +825,7 @@ def maybe_train(store: Store, settings: Settings, artifacts: Any, grid: pd.DataF
     if current is not None:
         try:
             cur_mape, note = current_holdout_mape(cached_model(artifacts, series, current["version"]), grid, h0, h1,
-                                                  weather, holdout_weather)
+                                                  holdout_weather)
             if note:
                 reason = f"{reason}; {note}"
         except (ArtifactError, ModelError, KeyError, ValueError) as exc:
@@ -877,16 +877,17 @@ def trained_on_holdout(model: Any, holdout_start: pd.Timestamp) -> bool:
     return end is not None and pd.Timestamp(end) > holdout_start
 
 
-def current_holdout_mape(current: Any, grid: pd.DataFrame, h0: pd.Timestamp, h1: pd.Timestamp, weather: bool,
-                         provider: Any | None = None, tz: str = TZ) -> tuple[float | None, str | None]:
+def current_holdout_mape(current: Any, grid: pd.DataFrame, h0: pd.Timestamp, h1: pd.Timestamp,
+                         provider: Any | None = None) -> tuple[float | None, str | None]:
     """The current model's MAPE on a new model's holdout ``[h0, h1)``, issued as it is (its own combination with
-    naive; a weather model with the holdout's weather from ``provider``, as the new one was scored), and no note; or
-    ``(None, NOT_COMPARED)`` when it was trained on that holdout (:func:`trained_on_holdout`): it would score
-    in-sample, and the new model is compared with seasonal naive only."""
+    naive, from its own daily origins; a weather model with the holdout's weather from ``provider``, as the new one
+    was scored), and no note; or ``(None, NOT_COMPARED)`` when it was trained on that holdout
+    (:func:`trained_on_holdout`): it would score in-sample, and the new model is compared with seasonal naive only."""
     if trained_on_holdout(current, h0):
         return None, NOT_COMPARED
-    origins = holdout_origins(h0, h1, tz=tz)
-    wx = holdout_weather_features(grid, origins, current.config, provider)[0] if weather else None
+    cfg = current.config  # the current model is of the new one's kind (same series): its weather, its time zone
+    origins = holdout_origins(h0, h1, tz=cfg.timezone)
+    wx = holdout_weather_features(grid, origins, cfg, provider)[0] if cfg.weather else None
     return holdout_metrics(issue(current, grid, origins, weather=wx), grid, h1)["mape"], None
 
 
