@@ -453,7 +453,7 @@ def evaluate(
     deployed: dict[str, Any] = {}
     if expectation == "deployed":
         detectors["powersense_profile"] = "profile"
-        generic = bool((hist["nature"] == "").all())
+        generic = hist.attrs["formats"] == ["generic"]
         model, deployed["model"] = train_deployed(files, start, settings)
         deployed["forecast_schedule"] = schedule = forecast_schedule()
         deployed["variants"] = {}

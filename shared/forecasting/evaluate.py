@@ -3,8 +3,9 @@
 ``python -m shared evaluate [--data FILE …] [--years Y …] [--train-start D] [--test-start D] [--test-end D]
 [--retrain-days N] [--timezone TZ] [--holidays CC|none] [--resolution 15|30|60] [--out DIR]``
 
-* Input: any files in the shipped eco2mix CSV format, or generic ``timestamp,value`` CSVs (with their time zone,
-  holiday calendar and resolution); every series goes through the training-data gate (``gate.py``).
+* Input: files in the shipped eco2mix CSV format, ODRÉ exports (CSV with field names or French labels, JSON) or
+  RTE's eCO2mix downloads (:mod:`shared.ingest.history`), or generic ``timestamp,value`` CSVs (with their time
+  zone, holiday calendar and resolution); every series goes through the training-data gate (``gate.py``).
 * Production's rules (see :func:`backtest`): trained on data before each cut, retrained every ``--retrain-days``
   (default 91; production: daily) with the promotion rule against the current model and seasonal naive; the
   issued forecast combines model and naive per lead day; adaptive conformal 80 % intervals per origin.
@@ -43,6 +44,7 @@ from shared.features import TZ, build_grid, series_grid
 from shared.forecasting import baseline, combine
 from shared.forecasting.gate import finite_or_none, gate, strict
 from shared.forecasting.service import model_config
+from shared.ingest.history import history_format
 from shared.process_limits import peak_rss_bytes
 from shared.settings import REPO_ROOT, Settings, get_settings
 from shared.weather.features import WeatherProvider, perfect_provider
@@ -193,13 +195,14 @@ def load_data(files: list[Path], resolution_min: int, settings: Settings | None 
 
     The grid's ``attrs["gated"]`` holds the grid instants whose value the gate rejected (``ts, reason``): the
     backtest neither trains on, reads, copies nor scores them. The plausibility bounds of France's national
-    load apply to eco2mix files only; a generic ``timestamp,value`` series gets the built-in checks.
+    load apply to France's files (shipped, ODRÉ, RTE: :mod:`shared.ingest.history`); a generic ``timestamp,value``
+    series gets the built-in checks. ``attrs["source_rejections"]``: records of ODRÉ / RTE files refused by reason.
     """
     from shared.ingest.history import read_history
 
     settings = settings or get_settings()
     h = read_history(files)
-    generic = bool((h["nature"] == "").all())
+    generic = h.attrs["formats"] == ["generic"]
     raw = h[["ts", "consommation"]].rename(columns={"consommation": "value"}).dropna(subset=["value"])
     raw = raw.sort_values("ts").reset_index(drop=True)
     # the grid featurize writes and the forecast stage reads (shared.features.series_grid): same gate, same grid
@@ -211,6 +214,7 @@ def load_data(files: list[Path], resolution_min: int, settings: Settings | None 
     bad = full.loc[full["implausible"], ["ts", "implausible_reason"]].rename(columns={"implausible_reason": "reason"})
     grid.attrs = {"gated": bad.reset_index(drop=True)}
     grid.attrs["generic"] = generic
+    grid.attrs["source_rejections"] = h.attrs["rejections"]
     rte = None
     if "prevision_j1" in h.columns and h["prevision_j1"].notna().any():
         # RTE's published J-1 forecast has its own source glitches (e.g. 2019-10-03 … 10-14 at ≈ 700 MW, see
@@ -421,6 +425,8 @@ def backtest(
         "conformal_days": settings.forecast_conformal_days,
         "retrains": retrains,
         "skipped_invalid_actuals": skipped,
+        # records of ODRÉ / RTE files the poller's validation refused (foreign perimeter, padding rows, …)
+        "source_records_rejected": grid.attrs.get("source_rejections") or None,
         "origins": {"count": int(len(origins)), "local_hour": origin_hour, "first": origins[0].isoformat(),
                     "last": origins[-1].isoformat()},
         "resolution_min": cfg.resolution_min,
@@ -785,17 +791,6 @@ def summarize_years(reports: dict[int, dict[str, Any]]) -> dict[str, Any]:
                                                                        "coverage")}}
 
 
-def _is_eco2mix(path: Path) -> bool:
-    """Whether a history file is in the eco2mix format (its header names ``date_heure``)."""
-    with open(path, "rb") as fh:
-        head = fh.read(2)
-    import gzip
-
-    opener = gzip.open if head == b"\x1f\x8b" else open
-    with opener(path, "rt") as fh:
-        return "date_heure" in fh.readline()
-
-
 def _check_calendar(tz: str, country: str) -> None:
     """A clear error for an unknown time zone or holiday country (not a traceback later)."""
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -866,7 +861,7 @@ def _main(argv: list[str] | None) -> int:
     a = p.parse_args(argv)
     if a.resolution:
         settings = settings.model_copy(update={"forecast_resolution_min": a.resolution})
-    generic = bool(a.data) and not any(_is_eco2mix(f) for f in a.data)
+    generic = bool(a.data) and all(history_format(f) == "generic" for f in a.data)
     tz = a.timezone or ("UTC" if generic else TZ)
     country = (a.holidays if a.holidays is not None else ("none" if generic else "FR")).upper()
     country = "" if country == "NONE" else country
@@ -891,6 +886,9 @@ def _main(argv: list[str] | None) -> int:
               f"most a quarter of its history); "
               f"origins daily {a.origin_hour}:00 {tz}; holidays: {country or 'none'}; files: {len(files)}", flush=True)
         grid, rte = load_data(files, settings.forecast_resolution_min, settings)
+        if rejected := grid.attrs["source_rejections"]:
+            print(f"note: source records rejected while reading (not used): {json.dumps(rejected, ensure_ascii=False)}",
+                  flush=True)
         cfg = model_config(settings)
         cfg.timezone, cfg.holiday_country = tz, country
         if a.weather:

@@ -1,17 +1,252 @@
-"""Read the shipped eco2mix history (or any file in the same CSV format, or a generic
-``timestamp,value`` CSV) into one UTC-indexed frame."""
+"""Read history files into one UTC-indexed frame: the product's own eco2mix CSV, the files a user downloads
+from ODRÉ or RTE, or a generic ``timestamp,value`` CSV.
+
+Formats, recognised from the content (plain, gzip, xz, bzip2 or a one-file zip):
+
+* **the shipped history** (``data/eco2mix``): ``date_heure`` (UTC, ISO-8601) + ``nature`` + numeric columns named
+  as in the Explore API. It was validated when it was assembled (data/eco2mix/README.upstream.md) and is read
+  as it is.
+* **ODRÉ exports** of ``eco2mix-national-tr`` / ``eco2mix-national-cons-def``: CSV with ``;`` (the portal's
+  separator) or ``,``, headed either by the API's field names (``date_heure``, ``consommation``, …) or by the
+  portal's French labels (``Date - Heure``, ``Consommation (MW)``, ``Prévision J-1 (MW)``, …), rows in any order;
+  and JSON: the records endpoint's response (``{"results": […]}``), an ``exports/json`` list of records, or API
+  v1's ``{"records": [{"fields": …}]}``.
+* **RTE's eCO2mix downloads** (``eCO2mix_RTE_Annuel-Definitif_YYYY.xls`` and the like: tab-separated ISO-8859-1
+  text, Paris wall-clock ``Date`` + ``Heures``, RTE's disclaimer as the last line).
+* **a generic** ``timestamp,value`` CSV (any of these separators).
+
+Every record of an ODRÉ or RTE file goes through the poller's own validation
+(:func:`shared.ingest.parse.parse_records`): the configured perimeter and natures (a regional export must not
+become national load), the source's 15-minute grid, the local date and time agreeing with the instant (the
+spring-forward padding rows are copies of other instants) and the numbers. Rejected records are counted by
+reason in ``attrs["rejections"]`` and logged; a file none of whose records is accepted is an error.
+"""
 
 from __future__ import annotations
 
+import bz2
+import csv
+import gzip
+import io
+import json
+import logging
+import lzma
+import re
+import unicodedata
+import zipfile
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from shared.errors import BadRequestError
+from shared.ingest.parse import NUMERIC_FIELDS, parse_records
+from shared.logs import log_event
 from shared.timeutil import to_utc
 
+log = logging.getLogger(__name__)
+
 LOAD_COLUMNS = ("consommation", "prevision_j1", "prevision_j")
+
+# Header keys (see column_key) of the ODRÉ portal's French labels and RTE's download files whose plain
+# transliteration is not the API's field name. The rest match: "Consommation (MW)" → consommation,
+# "Ech. comm. Allemagne-Belgique (MW)" → ech_comm_allemagne_belgique, "Fioul - Cogén." → fioul_cogen, …
+_ALIASES = {
+    "heures": "heure",
+    "prevision_j_1": "prevision_j1",
+    "taux_de_co2": "taux_co2",
+    "fioul_cogeneration": "fioul_cogen",
+    "gaz_cogeneration": "gaz_cogen",
+    "hydraulique_fil_de_l_eau_eclusee": "hydraulique_fil_eau_eclusee",
+}
+_ODRE_IDENTITY = ("perimetre", "nature", "date", "heure", "date_heure")
+_SHIPPED = frozenset(("date_heure", "nature", *NUMERIC_FIELDS))
+_MAGIC = ((b"\x1f\x8b", gzip.decompress), (b"\xfd7zXZ\x00", lzma.decompress), (b"BZh", bz2.decompress))
+
+
+def column_key(label: str) -> str:
+    """The API field name a column header stands for: its unit dropped, accents and punctuation folded
+    (``"Prévision J-1 (MW)"`` → ``prevision_j1``); a header with no equivalent keeps its folded form."""
+    text = re.sub(r"\s*\([^)]*\)\s*$", "", label.strip().lstrip("\ufeff"))  # the unit: "(MW)", "(g/kWh)"
+    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    key = re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+    return _ALIASES.get(key, key)
+
+
+def _text(path: Path) -> str:
+    """The file's text, decompressed; UTF-8 (with or without a BOM), else ISO-8859-1 (RTE's downloads)."""
+    data = path.read_bytes()
+    for magic, decompress in _MAGIC:
+        if data.startswith(magic):
+            data = decompress(data)
+            break
+    if data.startswith(b"PK\x03\x04"):
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            members = [n for n in zf.namelist() if not n.endswith("/")]
+            if len(members) != 1:
+                raise BadRequestError(f"{path}: a zip archive must hold exactly one file, not {len(members)}")
+            data = zf.read(members[0])
+    if data.startswith(b"\xd0\xcf\x11\xe0"):
+        raise BadRequestError(f"{path}: a binary Excel workbook; save it as CSV (RTE's .xls downloads are text "
+                              "and are read as they are)")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def _separator(header: str) -> str:
+    """The field separator of a CSV header line: tab, ``;`` or ``,`` (whichever the line holds most of)."""
+    counts = {sep: header.count(sep) for sep in ("\t", ";", ",")}
+    return max(counts, key=lambda s: counts[s]) if any(counts.values()) else ","
+
+
+def _records_from_json(path: Path, text: str) -> list[Any]:
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadRequestError(f"{path}: not valid JSON ({exc})") from None
+    if isinstance(doc, dict) and isinstance(doc.get("results"), list):  # Explore v2.1 records endpoint
+        return list(doc["results"])
+    if isinstance(doc, dict) and isinstance(doc.get("records"), list):  # API v1: {"records": [{"fields": …}]}
+        return [r.get("fields", r) if isinstance(r, dict) else r for r in doc["records"]]
+    if isinstance(doc, list):  # exports/json
+        return doc
+    raise BadRequestError(f"{path}: JSON is neither a list of records nor an ODRÉ response (results / records)")
+
+
+def _wall_clock_instants(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """UTC instants (ISO text) of Paris wall-clock ``date`` + ``heure`` rows, and the ISO local date.
+
+    RTE's download files list the fall-back night's 02:00–02:45 once; it is the **second** occurrence (UTC+1):
+    their forecasts for it equal RTE's API values for 02:00+01:00 (data/eco2mix/README.upstream.md,
+    "Time-zone handling"). A wall time listed twice is summer time the first time. The spring-forward day's
+    02:00–02:45 do not exist: those rows are RTE's padding (copies) and get no instant (NaN).
+    """
+    from shared.calendar import TZ
+
+    date = frame["date"].astype(str).str.strip()
+    dayfirst = date.str.contains("/", regex=False)
+    iso = date.where(~dayfirst, pd.to_datetime(date[dayfirst], format="%d/%m/%Y", errors="coerce")
+                     .dt.strftime("%Y-%m-%d"))
+    wall = pd.to_datetime(iso + " " + frame["heure"].astype(str).str.strip(), format="%Y-%m-%d %H:%M",
+                          errors="coerce")
+    first_of_two = (wall.duplicated(keep="last") & wall.notna()).to_numpy()
+    local = pd.DatetimeIndex(wall).tz_localize(TZ, ambiguous=first_of_two, nonexistent="NaT")
+    utc = pd.Series(local.tz_convert("UTC"), index=frame.index)
+    text = utc.dt.strftime("%Y-%m-%dT%H:%M:%S+00:00").where(utc.notna())
+    return text, iso
+
+
+def _records_from_table(path: Path, table: pd.DataFrame) -> tuple[list[dict[str, Any]], Counter[str], list[str]]:
+    """Records (field name → text) of an ODRÉ or RTE table; rows that carry no time at all (RTE's disclaimer
+    line) and spring-forward padding rows are rejected here, with their reason."""
+    rejected: Counter[str] = Counter()
+    examples: list[str] = []
+    keep = [c for c in table.columns if c in _ODRE_IDENTITY or c in NUMERIC_FIELDS]
+    table = table[keep].replace("", None)
+    timeless = table[[c for c in ("date_heure", "date", "heure") if c in table.columns]].isna().all(axis=1)
+    if timeless.any():
+        rejected["row without a date or time"] += int(timeless.sum())
+        first = table.loc[timeless].iloc[0]
+        examples.append(f"row without a date or time: {'; '.join(str(v) for v in first.dropna())[:120]!r}")
+        table = table.loc[~timeless]
+    if "date_heure" not in table.columns:
+        instants, iso = _wall_clock_instants(table)
+        padding = instants.isna()
+        if padding.any():
+            rejected["local date/heure does not exist in Europe/Paris or cannot be read"] += int(padding.sum())
+            row = table.loc[padding].iloc[0]
+            examples.append(f"local {row['date']} {row['heure']} does not exist in Europe/Paris (spring-forward "
+                            "padding) or cannot be read")
+        table = table.loc[~padding].assign(date_heure=instants[~padding], date=iso[~padding])
+    records = [{k: v for k, v in rec.items() if v is not None} for rec in table.to_dict("records")]
+    # a CSV cell left empty is a value not published (NULL), not a field absent from the record
+    for rec in records:
+        for name in NUMERIC_FIELDS:
+            if name in table.columns:
+                rec.setdefault(name, "")
+    return records, rejected, examples
+
+
+def _read_source_records(path: Path, records: list[Any], rejected: Counter[str],
+                         examples: list[str]) -> pd.DataFrame:
+    """Wide frame (``ts``, ``nature``, numeric fields) of the accepted records, through the poller's validation."""
+    parsed = parse_records(records)
+    for r in parsed.rejections:
+        rejected[r.reason.split(":")[0]] += 1
+        if len(examples) < 3:
+            examples.append(r.reason)
+    total = len(records) + sum(rejected.values()) - len(parsed.rejections)
+    if parsed.accepted == 0:
+        why = "; ".join(f"{n} × {reason}" for reason, n in rejected.most_common(3)) or "it holds none"
+        raise BadRequestError(f"{path}: none of its {total} records is usable ({why})")
+    if rejected:
+        log_event(log, "history_records_rejected", logging.WARNING, file=path.name, accepted=parsed.accepted,
+                  rejected=dict(rejected), examples=examples[:3])
+    long = parsed.rows.drop_duplicates(["ts", "metric"], keep="last")
+    wide = long.pivot(index="ts", columns="metric", values="value")
+    nature = parsed.rows.drop_duplicates("ts", keep="last").set_index("ts")["nature"]
+    out = wide.reindex(columns=[c for c in NUMERIC_FIELDS if c in wide.columns]).astype("float64")
+    out.insert(0, "nature", nature.reindex(out.index).fillna(""))
+    out = out.reset_index().rename_axis(columns=None)
+    out.attrs["rejections"] = dict(rejected)
+    return out
+
+
+def _detect(path: Path, text: str) -> tuple[str, str]:
+    """(format, CSV separator) of a file's text: ``eco2mix`` (the shipped history), ``odre`` (an ODRÉ export,
+    CSV or JSON), ``rte`` (an RTE download with Paris wall-clock dates) or ``generic`` (``timestamp,value``)."""
+    if text.lstrip()[:1] in ("{", "["):
+        return "odre", ""
+    header = text.split("\n", 1)[0].rstrip("\r")
+    sep = _separator(header)
+    cols = {column_key(c) for c in next(csv.reader([header], delimiter=sep), [])}
+    if "date_heure" in cols:
+        return ("eco2mix" if cols <= _SHIPPED else "odre"), sep
+    if {"timestamp", "value"} <= cols:
+        return "generic", sep
+    if {"date", "heure"} <= cols:
+        return "rte", sep
+    raise BadRequestError(
+        f"{path}: not a history file this product reads (columns {sorted(cols)[:8]}…): expected the shipped "
+        "eco2mix CSV (date_heure, nature, …), an ODRÉ eco2mix export (CSV or JSON; field names or French "
+        "labels), an RTE eCO2mix download (Date, Heures, …) or a generic timestamp,value CSV")
+
+
+def history_format(path: Path | str) -> str:
+    """The format of a history file (see :func:`read_history_file`), from its header."""
+    return _detect(Path(path), _text(Path(path)))[0]
+
+
+def read_history_file(path: Path | str) -> pd.DataFrame:
+    """One history file in any of the module's formats → ``ts`` (UTC-aware), ``nature`` and numeric columns.
+
+    ``attrs``: ``format`` (:func:`history_format`) and ``rejections`` (rejected source records by reason; ODRÉ
+    and RTE files).
+    """
+    path = Path(path)
+    text = _text(path)
+    fmt, sep = _detect(path, text)
+    if fmt == "odre" and not sep:
+        df = _read_source_records(path, _records_from_json(path, text), Counter(), [])
+    elif fmt in ("eco2mix", "generic"):
+        # the product's own format (columns as they are, empty cells NaN) or a generic series
+        df = pd.read_csv(io.StringIO(text), sep=sep, low_memory=False)
+        df.columns = [column_key(str(c)) for c in df.columns]
+        if fmt == "generic":
+            df = df.rename(columns={"timestamp": "ts", "value": "consommation"})[["ts", "consommation"]]
+            df["nature"] = ""
+        df = df.rename(columns={"date_heure": "ts"})
+        df["ts"] = pd.to_datetime(df["ts"], utc=True, format="ISO8601")
+    else:
+        table = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, index_col=False)
+        table.columns = [column_key(str(c)) for c in table.columns]
+        df = _read_source_records(path, *_records_from_table(path, table))
+    df.attrs["format"] = fmt
+    return df
 
 
 def read_history(
@@ -19,23 +254,20 @@ def read_history(
     start: pd.Timestamp | str | None = None,
     end: pd.Timestamp | str | None = None,
 ) -> pd.DataFrame:
-    """Concatenate history files into columns ``ts`` (UTC-aware), ``nature`` and the numeric fields.
+    """Concatenate history files (:func:`read_history_file`) into columns ``ts`` (UTC-aware), ``nature`` and the
+    numeric fields.
 
-    eco2mix files (``date_heure`` column) keep every numeric column they have; a generic CSV with
-    ``timestamp,value`` becomes ``consommation`` with an empty nature. Rows are restricted to
-    ``start <= ts < end`` and sorted; duplicate timestamps keep the last file's row.
+    A generic ``timestamp,value`` CSV becomes ``consommation`` with an empty nature. Rows are restricted to
+    ``start <= ts < end`` and sorted; duplicate timestamps keep the last file's row. ``attrs["rejections"]``
+    sums the files' rejected source records by reason, ``attrs["formats"]`` lists their formats.
     """
     frames = []
+    rejections: Counter[str] = Counter()
+    formats: set[str] = set()
     for f in files:
-        df = pd.read_csv(f, low_memory=False)
-        if "date_heure" in df.columns:
-            df = df.rename(columns={"date_heure": "ts"})
-        elif {"timestamp", "value"} <= set(df.columns):
-            df = df.rename(columns={"timestamp": "ts", "value": "consommation"})[["ts", "consommation"]]
-            df["nature"] = ""
-        else:
-            raise BadRequestError(f"{f}: expected an eco2mix CSV (date_heure, …) or a timestamp,value CSV")
-        df["ts"] = pd.to_datetime(df["ts"], utc=True, format="ISO8601")
+        df = read_history_file(f)
+        rejections.update(df.attrs.get("rejections", {}))
+        formats.add(df.attrs["format"])
         frames.append(df)
     if not frames:
         raise BadRequestError("no history files given")
@@ -46,4 +278,5 @@ def read_history(
     if end is not None:
         out = out[out["ts"] < to_utc(end)]
     out = out.drop_duplicates("ts", keep="last").sort_values("ts").reset_index(drop=True)
+    out.attrs = {"rejections": dict(rejections), "formats": sorted(formats)}
     return out

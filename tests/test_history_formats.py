@@ -1,0 +1,188 @@
+"""History files as users download them (shared/ingest/history.py): ODRÉ exports (labels or field names, CSV or
+JSON) and RTE's eCO2mix downloads read to the same values as the shipped history, every record through the
+poller's validation, foreign and padding records refused and counted.
+
+Fixtures are real excerpts (tests/data/README.md); every value read is checked against the shipped history,
+which was built from the same sources."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from shared.errors import BadRequestError
+from shared.ingest.history import LOAD_COLUMNS, column_key, history_format, read_history, read_history_file
+from shared.ingest.parse import NUMERIC_FIELDS
+from shared.settings import REPO_ROOT, Settings
+from shared.store import Store
+
+DATA = Path(__file__).parent / "data"
+ODRE_EXPORT = DATA / "odre_eco2mix-national-tr_2021-12-11.csv"
+RTE_DOWNLOAD = DATA / "eCO2mix_RTE_Annuel-Definitif_2018_dst-days.xls.gz"
+ECO2MIX = REPO_ROOT / "data" / "eco2mix"
+SAMPLE_RESPONSE = REPO_ROOT.parent / "shared" / "data" / "eco2mix" / "odre_sample_response.json"
+
+
+def _shipped(*years: int) -> pd.DataFrame:
+    return read_history([ECO2MIX / f"eco2mix_national_{y}.csv.gz" for y in years]).set_index("ts")
+
+
+def _same_load_values(read: pd.DataFrame, shipped: pd.DataFrame) -> None:
+    got = read.set_index("ts")[list(LOAD_COLUMNS)]
+    pd.testing.assert_frame_equal(got, shipped.loc[got.index, list(LOAD_COLUMNS)].astype("float64"),
+                                  check_names=False)
+
+
+def _export_text() -> str:
+    return ODRE_EXPORT.read_text(encoding="utf-8")
+
+
+def _with_field_names(text: str, sep: str) -> str:
+    """The same export as the API's ``exports/csv`` writes it by default: field names, not labels."""
+    header, body = text.split("\n", 1)
+    fields = [column_key(label) for label in header.rstrip("\r").split(";")]
+    return sep.join(fields) + "\n" + (body if sep == ";" else body.replace(";", sep))
+
+
+def test_an_odre_label_export_reads_to_the_shipped_values() -> None:
+    df = read_history_file(ODRE_EXPORT)
+    assert df.attrs == {"format": "odre", "rejections": {}}
+    assert len(df) == 96 and df["ts"].is_monotonic_increasing
+    assert df["ts"].iloc[0] == pd.Timestamp("2021-12-10T23:00Z")  # local midnight, +01:00
+    _same_load_values(df, _shipped(2021))
+
+
+def test_labels_map_to_the_api_field_names() -> None:
+    df = read_history_file(ODRE_EXPORT)
+    numeric = [c for c in df.columns if c not in ("ts", "nature")]
+    # the export's 32 numeric labels, each to its Explore-API name (Taux de CO2 → taux_co2, Prévision J-1 → …)
+    assert len(numeric) == 32 and set(numeric) <= set(NUMERIC_FIELDS)
+    assert {"taux_co2", "prevision_j1", "fioul_cogen", "hydraulique_fil_eau_eclusee"} <= set(numeric)
+
+
+@pytest.mark.parametrize("sep", [";", ","])
+def test_an_export_with_field_names_reads_like_the_label_export(tmp_path: Path, sep: str) -> None:
+    path = tmp_path / "export.csv"
+    path.write_text(_with_field_names(_export_text(), sep), encoding="utf-8")
+    pd.testing.assert_frame_equal(read_history_file(path), read_history_file(ODRE_EXPORT))
+
+
+@pytest.mark.parametrize("wrap", ["gzip", "zip"])
+def test_a_compressed_export_reads_like_the_plain_one(tmp_path: Path, wrap: str) -> None:
+    raw = ODRE_EXPORT.read_bytes()
+    path = tmp_path / f"export.{wrap}"
+    if wrap == "gzip":
+        path.write_bytes(gzip.compress(raw))
+    else:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            zf.writestr("eco2mix-national-tr.csv", raw)
+        path.write_bytes(buf.getvalue())
+    pd.testing.assert_frame_equal(read_history_file(path), read_history_file(ODRE_EXPORT))
+
+
+def test_an_api_response_reads_to_its_records_values() -> None:
+    doc = json.loads(SAMPLE_RESPONSE.read_text(encoding="utf-8"))
+    df = read_history_file(SAMPLE_RESPONSE).set_index("ts")
+    assert len(df) == len(doc["results"])
+    for rec in doc["results"]:
+        row = df.loc[pd.Timestamp(rec["date_heure"])]
+        assert row["consommation"] == rec["consommation"] and row["nature"] == rec["nature"]
+        assert row["stockage_batterie"] == float(rec["stockage_batterie"])  # the API's numeric strings
+
+
+def test_a_json_export_list_reads_like_the_api_response(tmp_path: Path) -> None:
+    doc = json.loads(SAMPLE_RESPONSE.read_text(encoding="utf-8"))
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps(doc["results"]), encoding="utf-8")
+    pd.testing.assert_frame_equal(read_history_file(path), read_history_file(SAMPLE_RESPONSE))
+
+
+def test_a_regional_record_in_an_export_is_refused_and_counted(tmp_path: Path) -> None:
+    lines = _export_text().split("\n")
+    lines[5] = lines[5].replace("France;", "Bretagne;", 1)  # one real row relabelled as a region
+    path = tmp_path / "mixed.csv"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    df = read_history_file(path)
+    assert len(df) == 95
+    assert df.attrs["rejections"] == {"perimetre 'Bretagne' is not the configured perimeter 'France'": 1}
+
+
+def test_a_file_of_foreign_records_only_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "regional.csv"
+    path.write_text(_export_text().replace("\nFrance;", "\nBretagne;"), encoding="utf-8")
+    with pytest.raises(BadRequestError, match=r"none of its 96 records is usable \(96 × perimetre 'Bretagne'"):
+        read_history_file(path)
+
+
+def test_an_rte_download_reads_to_the_shipped_values_on_both_dst_days() -> None:
+    df = read_history_file(RTE_DOWNLOAD)
+    assert df.attrs["format"] == "rte"
+    # 2018-03-25 has 92 real quarter-hours and 2018-10-28 has 100, of which the file lists 96 (the repeated
+    # hour once: its second occurrence, UTC+1)
+    assert len(df) == 92 + 96
+    assert df["nature"].unique().tolist() == ["Données définitives"]
+    _same_load_values(df, _shipped(2018))
+
+
+def test_the_spring_forward_padding_and_the_disclaimer_are_refused_and_counted() -> None:
+    df = read_history_file(RTE_DOWNLOAD)
+    assert df.attrs["rejections"] == {"row without a date or time": 1,
+                                      "local date/heure does not exist in Europe/Paris or cannot be read": 4}
+    local = df["ts"].dt.tz_convert("Europe/Paris")
+    assert not ((local.dt.date == pd.Timestamp("2018-03-25").date()) & (local.dt.hour == 2)).any()
+
+
+def test_the_fall_back_hour_listed_once_is_its_second_occurrence() -> None:
+    df = read_history_file(RTE_DOWNLOAD).set_index("ts")
+    assert pd.Timestamp("2018-10-28T00:00Z") not in df.index  # the first 02:00 (UTC+2)
+    assert df.loc[pd.Timestamp("2018-10-28T01:00Z"), "prevision_j1"] == 47200  # 02:00 UTC+1, as RTE's API has it
+
+
+def test_a_binary_excel_workbook_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "book.xls"
+    path.write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(504))
+    with pytest.raises(BadRequestError, match="binary Excel workbook; save it as CSV"):
+        read_history_file(path)
+
+
+def test_an_unknown_table_names_the_formats_it_expects(tmp_path: Path) -> None:
+    path = tmp_path / "other.csv"
+    path.write_text("when,load\n2023-01-01T00:00Z,1\n", encoding="utf-8")
+    with pytest.raises(BadRequestError, match="expected the shipped eco2mix CSV"):
+        read_history_file(path)
+
+
+@pytest.mark.parametrize(("path", "fmt"), [
+    (ECO2MIX / "eco2mix_national_2023.csv.gz", "eco2mix"), (ODRE_EXPORT, "odre"), (SAMPLE_RESPONSE, "odre"),
+    (RTE_DOWNLOAD, "rte")])
+def test_the_format_is_told_from_the_header(path: Path, fmt: str) -> None:
+    assert history_format(path) == fmt
+
+
+def test_evaluate_reads_an_rte_download_as_france_and_reports_what_it_refused() -> None:
+    from shared.forecasting.evaluate import load_data
+
+    grid, rte = load_data([RTE_DOWNLOAD], 30)
+    assert grid.attrs["generic"] is False  # France's plausibility bounds and calendar, not a generic series
+    assert grid.attrs["source_rejections"]["row without a date or time"] == 1
+    assert rte is not None and rte["value"].notna().sum() > 0
+
+
+def test_the_bootstrap_loads_downloaded_files_into_the_store(store: Store, settings: Settings) -> None:
+    from shared.ingest.bootstrap import bootstrap
+
+    files = [RTE_DOWNLOAD, ODRE_EXPORT]
+    result = bootstrap(store, settings.model_copy(update={"poll_bootstrap": True, "history_files": files}),
+                       progress=False)
+    history = read_history(files)
+    assert result["status"] == "done"
+    assert result["rows_out"] == int(history[list(LOAD_COLUMNS)].notna().sum().sum()) > 0
+    stored = store.scalar("select sum(value) from {db:Identifier}.measurements where metric = 'consommation'")
+    assert stored == pytest.approx(history["consommation"].sum())
