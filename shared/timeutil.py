@@ -22,3 +22,17 @@ def utc_datetime(value: datetime) -> datetime:
     """:func:`to_utc` for a stdlib ``datetime`` without the pandas round trip (the query API converts
     every row of a 10 000-point page, where ``pd.Timestamp`` would cost more than the query)."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def from_wall_clock(wall: pd.Series, tz: str) -> pd.Series:
+    """UTC instants of naive wall-clock times of zone ``tz``, in file order (NaT where there is none).
+
+    The rule for the DST hours a wall clock cannot tell apart, as data files write them: a wall time listed
+    twice is summer time the first time and standard time the second; listed once, it is the **second**
+    occurrence (standard time) — RTE's downloads list the fall-back night's 02:00–02:45 once and mean UTC+1
+    (data/eco2mix/README.upstream.md, "Time-zone handling"). A wall time that does not exist (the
+    spring-forward hour) has no instant: NaT.
+    """
+    first_of_two = (wall.duplicated(keep="last") & wall.notna()).to_numpy()
+    local = pd.DatetimeIndex(wall).tz_localize(tz, ambiguous=first_of_two, nonexistent="NaT")
+    return pd.Series(local.tz_convert("UTC"), index=wall.index)

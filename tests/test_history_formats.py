@@ -186,3 +186,60 @@ def test_the_bootstrap_loads_downloaded_files_into_the_store(store: Store, setti
     assert result["rows_out"] == int(history[list(LOAD_COLUMNS)].notna().sum().sum()) > 0
     stored = store.scalar("select sum(value) from {db:Identifier}.measurements where metric = 'consommation'")
     assert stored == pytest.approx(history["consommation"].sum())
+
+
+def _real_load(start: str, end: str) -> pd.DataFrame:
+    h = read_history([ECO2MIX / "eco2mix_national_2018.csv.gz"], start, end)
+    return h.loc[h["consommation"].notna(), ["ts", "consommation"]].reset_index(drop=True)
+
+
+def _write_generic(path: Path, stamps: pd.Series, values: pd.Series) -> Path:
+    pd.DataFrame({"timestamp": stamps, "value": values}).to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize(("start", "end"), [("2018-03-24T23:00Z", "2018-03-26T00:00Z"),
+                                            ("2018-10-27T22:00Z", "2018-10-29T00:00Z")])
+def test_wall_clock_timestamps_of_the_given_zone_read_to_their_instants(tmp_path: Path, start: str, end: str) -> None:
+    load = _real_load(start, end)
+    # a user's export in local time without offsets: the fall-back hour appears twice, summer time first
+    wall = load["ts"].dt.tz_convert("Europe/Paris").dt.strftime("%Y-%m-%d %H:%M").copy()
+    path = _write_generic(tmp_path / "local.csv", wall, load["consommation"])
+    df = read_history_file(path, naive_tz="Europe/Paris")
+    assert df.attrs["naive_timestamps"] is True and not df.attrs.get("rejections")
+    pd.testing.assert_series_equal(df["ts"], load["ts"], check_names=False)
+    assert (df["consommation"].to_numpy() == load["consommation"].to_numpy()).all()
+
+
+def test_timestamps_without_an_offset_are_utc_by_default(tmp_path: Path) -> None:
+    load = _real_load("2018-10-27T22:00Z", "2018-10-29T00:00Z")
+    path = _write_generic(tmp_path / "utc.csv", load["ts"].dt.strftime("%Y-%m-%d %H:%M"), load["consommation"])
+    df = read_history_file(path)
+    assert df.attrs["naive_timestamps"] is True
+    pd.testing.assert_series_equal(df["ts"], load["ts"], check_names=False)
+
+
+def test_a_wall_clock_time_that_does_not_exist_is_dropped_and_counted(tmp_path: Path) -> None:
+    load = _real_load("2018-03-24T23:00Z", "2018-03-26T00:00Z")
+    wall = load["ts"].dt.tz_convert("Europe/Paris").dt.strftime("%Y-%m-%d %H:%M").copy()
+    wall.iloc[5] = "2018-03-25 02:30"  # the spring-forward hour
+    df = read_history_file(_write_generic(tmp_path / "gap.csv", wall, load["consommation"]), naive_tz="Europe/Paris")
+    assert len(df) == len(load) - 1
+    assert df.attrs["rejections"] == {"local time does not exist in Europe/Paris": 1}
+
+
+def test_timestamps_with_and_without_offsets_in_one_file_are_one_clear_error(tmp_path: Path) -> None:
+    load = _real_load("2018-10-27T22:00Z", "2018-10-28T00:00Z")
+    stamps = load["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ").copy()
+    stamps.iloc[3] = "2018-10-27 23:30"
+    with pytest.raises(BadRequestError, match=r"timestamps carry a UTC offset and 1 do not"):
+        read_history_file(_write_generic(tmp_path / "mixed.csv", stamps, load["consommation"]))
+
+
+def test_evaluate_says_when_offsetless_timestamps_were_read_as_utc(tmp_path: Path) -> None:
+    from shared.forecasting.evaluate import load_data
+
+    load = _real_load("2018-10-27T22:00Z", "2018-10-29T00:00Z")
+    path = _write_generic(tmp_path / "utc.csv", load["ts"].dt.strftime("%Y-%m-%d %H:%M"), load["consommation"])
+    grid, _ = load_data([path], 30)
+    assert grid.attrs["naive_timestamps"] is True and grid.attrs["generic"] is True

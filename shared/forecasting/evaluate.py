@@ -1,7 +1,8 @@
 """Backtest harness (``make evaluate``): rolling daily origins over test periods, run the way production runs.
 
 ``python -m shared evaluate [--data FILE …] [--years Y …] [--train-start D] [--test-start D] [--test-end D]
-[--retrain-days N] [--timezone TZ] [--holidays CC|none] [--resolution 15|30|60] [--out DIR]``
+[--retrain-days N] [--timezone TZ] [--holidays CC|none] [--resolution 15|30|60] [--naive-timestamps utc|local]
+[--out DIR]``
 
 * Input: files in the shipped eco2mix CSV format, ODRÉ exports (CSV with field names or French labels, JSON) or
   RTE's eCO2mix downloads (:mod:`shared.ingest.history`), or generic ``timestamp,value`` CSVs (with their time
@@ -189,19 +190,20 @@ def score_quarters(frames: dict[str, pd.DataFrame | None], actual: pd.DataFrame,
     return out
 
 
-def load_data(files: list[Path], resolution_min: int, settings: Settings | None = None,
+def load_data(files: list[Path], resolution_min: int, settings: Settings | None = None, naive_tz: str = "UTC",
               ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """(consumption grid, RTE prevision_j1 grid or None) from history files, through the training-data gate.
 
     The grid's ``attrs["gated"]`` holds the grid instants whose value the gate rejected (``ts, reason``): the
     backtest neither trains on, reads, copies nor scores them. The plausibility bounds of France's national
     load apply to France's files (shipped, ODRÉ, RTE: :mod:`shared.ingest.history`); a generic ``timestamp,value``
-    series gets the built-in checks. ``attrs["source_rejections"]``: records of ODRÉ / RTE files refused by reason.
+    series gets the built-in checks. ``attrs["source_rejections"]``: records of ODRÉ / RTE files refused by reason
+    (and wall-clock times that do not exist); ``naive_tz``: see :func:`shared.ingest.history.read_history`.
     """
     from shared.ingest.history import read_history
 
     settings = settings or get_settings()
-    h = read_history(files)
+    h = read_history(files, naive_tz=naive_tz)
     generic = h.attrs["formats"] == ["generic"]
     raw = h[["ts", "consommation"]].rename(columns={"consommation": "value"}).dropna(subset=["value"])
     raw = raw.sort_values("ts").reset_index(drop=True)
@@ -215,6 +217,7 @@ def load_data(files: list[Path], resolution_min: int, settings: Settings | None 
     grid.attrs = {"gated": bad.reset_index(drop=True)}
     grid.attrs["generic"] = generic
     grid.attrs["source_rejections"] = h.attrs["rejections"]
+    grid.attrs["naive_timestamps"] = h.attrs["naive_timestamps"]
     rte = None
     if "prevision_j1" in h.columns and h["prevision_j1"].notna().any():
         # RTE's published J-1 forecast has its own source glitches (e.g. 2019-10-03 … 10-14 at ≈ 700 MW, see
@@ -855,6 +858,10 @@ def _main(argv: list[str] | None) -> int:
     p.add_argument("--holidays", default=None,
                    help="public-holiday calendar: a `holidays` country code (FR, GB, DE, …) or 'none' (default FR for "
                         "eco2mix files, none for a timestamp,value CSV)")
+    p.add_argument("--naive-timestamps", choices=("utc", "local"), default="utc",
+                   help="what a timestamp,value CSV's timestamps without a UTC offset are: UTC (default, the product's "
+                        "rule) or wall-clock times of --timezone (the fall-back hour listed once is its second "
+                        "occurrence, listed twice summer time first; times that do not exist are dropped and counted)")
     p.add_argument("--resolution", type=int, choices=(15, 30, 60), default=None,
                    help=f"grid step in minutes (default POWERSENSE_FORECAST_RESOLUTION_MIN = "
                         f"{settings.forecast_resolution_min})")
@@ -885,7 +892,11 @@ def _main(argv: list[str] | None) -> int:
               f"{a.retrain_days} days (holdout: the last {settings.forecast_holdout_days} days of each window, at "
               f"most a quarter of its history); "
               f"origins daily {a.origin_hour}:00 {tz}; holidays: {country or 'none'}; files: {len(files)}", flush=True)
-        grid, rte = load_data(files, settings.forecast_resolution_min, settings)
+        grid, rte = load_data(files, settings.forecast_resolution_min, settings,
+                              naive_tz=tz if a.naive_timestamps == "local" else "UTC")
+        if grid.attrs["naive_timestamps"] and a.naive_timestamps == "utc" and tz != "UTC":
+            print(f"note: timestamps without a UTC offset were read as UTC (--naive-timestamps local reads them as "
+                  f"{tz} wall-clock times)", flush=True)
         if rejected := grid.attrs["source_rejections"]:
             print(f"note: source records rejected while reading (not used): {json.dumps(rejected, ensure_ascii=False)}",
                   flush=True)

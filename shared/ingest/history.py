@@ -44,7 +44,7 @@ import pandas as pd
 from shared.errors import BadRequestError
 from shared.ingest.parse import NUMERIC_FIELDS, parse_records
 from shared.logs import log_event
-from shared.timeutil import to_utc
+from shared.timeutil import from_wall_clock, to_utc
 
 log = logging.getLogger(__name__)
 
@@ -120,10 +120,9 @@ def _records_from_json(path: Path, text: str) -> list[Any]:
 def _wall_clock_instants(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     """UTC instants (ISO text) of Paris wall-clock ``date`` + ``heure`` rows, and the ISO local date.
 
-    RTE's download files list the fall-back night's 02:00–02:45 once; it is the **second** occurrence (UTC+1):
-    their forecasts for it equal RTE's API values for 02:00+01:00 (data/eco2mix/README.upstream.md,
-    "Time-zone handling"). A wall time listed twice is summer time the first time. The spring-forward day's
-    02:00–02:45 do not exist: those rows are RTE's padding (copies) and get no instant (NaN).
+    The DST rule is :func:`shared.timeutil.from_wall_clock`'s (the fall-back hour RTE lists once is its second
+    occurrence, UTC+1). The spring-forward day's 02:00–02:45 do not exist: those rows are RTE's padding (copies)
+    and get no instant (NaN).
     """
     from shared.calendar import TZ
 
@@ -133,9 +132,7 @@ def _wall_clock_instants(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
                      .dt.strftime("%Y-%m-%d"))
     wall = pd.to_datetime(iso + " " + frame["heure"].astype(str).str.strip(), format="%Y-%m-%d %H:%M",
                           errors="coerce")
-    first_of_two = (wall.duplicated(keep="last") & wall.notna()).to_numpy()
-    local = pd.DatetimeIndex(wall).tz_localize(TZ, ambiguous=first_of_two, nonexistent="NaT")
-    utc = pd.Series(local.tz_convert("UTC"), index=frame.index)
+    utc = from_wall_clock(wall, TZ)
     text = utc.dt.strftime("%Y-%m-%dT%H:%M:%S+00:00").where(utc.notna())
     return text, iso
 
@@ -221,11 +218,34 @@ def history_format(path: Path | str) -> str:
     return _detect(Path(path), _text(Path(path)))[0]
 
 
-def read_history_file(path: Path | str) -> pd.DataFrame:
+# an ISO-8601 time that ends with its UTC offset ("…T12:00Z", "… 12:00:00+01:00", "…T12:00-0500")
+_WITH_OFFSET = r"\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:Z|[+-]\d{2}(?::?\d{2})?)$"
+
+
+def _generic_instants(path: Path, text: pd.Series, naive_tz: str) -> tuple[pd.Series, bool]:
+    """UTC instants of a generic file's ``timestamp`` column, and whether it had no UTC offsets.
+
+    With offsets they are exact. Without, they are UTC (the product's rule, README "Data semantics") unless
+    ``naive_tz`` names the zone whose wall clock they are (:func:`shared.timeutil.from_wall_clock`: the DST
+    rule; a wall time that does not exist becomes NaT). Some with and some without is an error.
+    """
+    s = text.astype(str).str.strip()
+    aware = s.str.contains(_WITH_OFFSET, regex=True)
+    if aware.all():
+        return pd.to_datetime(s, utc=True, format="ISO8601"), False
+    if aware.any():
+        raise BadRequestError(f"{path}: {int(aware.sum())} timestamps carry a UTC offset and {int((~aware).sum())} "
+                              f"do not (e.g. {s[~aware].iloc[0]!r}); write them all one way")
+    wall = pd.to_datetime(s, format="ISO8601")
+    return (wall.dt.tz_localize("UTC") if naive_tz == "UTC" else from_wall_clock(wall, naive_tz)), True
+
+
+def read_history_file(path: Path | str, naive_tz: str = "UTC") -> pd.DataFrame:
     """One history file in any of the module's formats → ``ts`` (UTC-aware), ``nature`` and numeric columns.
 
-    ``attrs``: ``format`` (:func:`history_format`) and ``rejections`` (rejected source records by reason; ODRÉ
-    and RTE files).
+    ``naive_tz``: the zone whose wall clock a generic file's timestamps without a UTC offset are (default: they
+    are UTC). ``attrs``: ``format`` (:func:`history_format`), ``rejections`` (refused source records by reason:
+    ODRÉ and RTE files; wall-clock times that do not exist in ``naive_tz``) and ``naive_timestamps``.
     """
     path = Path(path)
     text = _text(path)
@@ -239,8 +259,14 @@ def read_history_file(path: Path | str) -> pd.DataFrame:
         if fmt == "generic":
             df = df.rename(columns={"timestamp": "ts", "value": "consommation"})[["ts", "consommation"]]
             df["nature"] = ""
-        df = df.rename(columns={"date_heure": "ts"})
-        df["ts"] = pd.to_datetime(df["ts"], utc=True, format="ISO8601")
+            df["ts"], naive = _generic_instants(path, df["ts"], naive_tz)
+            if (missing := int(df["ts"].isna().sum())):
+                df = df[df["ts"].notna()].reset_index(drop=True)
+                df.attrs["rejections"] = {f"local time does not exist in {naive_tz}": missing}
+            df.attrs["naive_timestamps"] = naive
+        else:
+            df = df.rename(columns={"date_heure": "ts"})
+            df["ts"] = pd.to_datetime(df["ts"], utc=True, format="ISO8601")
     else:
         table = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, index_col=False)
         table.columns = [column_key(str(c)) for c in table.columns]
@@ -253,19 +279,23 @@ def read_history(
     files: Iterable[Path | str],
     start: pd.Timestamp | str | None = None,
     end: pd.Timestamp | str | None = None,
+    naive_tz: str = "UTC",
 ) -> pd.DataFrame:
     """Concatenate history files (:func:`read_history_file`) into columns ``ts`` (UTC-aware), ``nature`` and the
     numeric fields.
 
     A generic ``timestamp,value`` CSV becomes ``consommation`` with an empty nature. Rows are restricted to
     ``start <= ts < end`` and sorted; duplicate timestamps keep the last file's row. ``attrs["rejections"]``
-    sums the files' rejected source records by reason, ``attrs["formats"]`` lists their formats.
+    sums the files' rejected source records by reason, ``attrs["formats"]`` lists their formats,
+    ``attrs["naive_timestamps"]``: whether a generic file's timestamps had no UTC offset (``naive_tz``).
     """
     frames = []
     rejections: Counter[str] = Counter()
     formats: set[str] = set()
+    naive = False
     for f in files:
-        df = read_history_file(f)
+        df = read_history_file(f, naive_tz)
+        naive |= bool(df.attrs.get("naive_timestamps"))
         rejections.update(df.attrs.get("rejections", {}))
         formats.add(df.attrs["format"])
         frames.append(df)
@@ -278,5 +308,5 @@ def read_history(
     if end is not None:
         out = out[out["ts"] < to_utc(end)]
     out = out.drop_duplicates("ts", keep="last").sort_values("ts").reset_index(drop=True)
-    out.attrs = {"rejections": dict(rejections), "formats": sorted(formats)}
+    out.attrs = {"rejections": dict(rejections), "formats": sorted(formats), "naive_timestamps": naive}
     return out
