@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+
 
 class PowerSenseError(Exception):
     """Base of every error the product raises on purpose."""
@@ -66,3 +69,16 @@ def http_status(exc: PowerSenseError) -> int:
         if cls in HTTP_STATUS:
             return HTTP_STATUS[cls]  # type: ignore[index]
     return 500
+
+
+# What a command-line tool reports as a bad input (one line on stderr, exit status 2) instead of a traceback.
+CLI_INPUT_ERRORS: tuple[type[Exception], ...] = (BadRequestError, ModelError, OSError, ValueError)
+
+
+def run_cli(prog: str, command: Callable[[list[str] | None], int], argv: list[str] | None) -> int:
+    """Run ``command(argv)``; a bad input (:data:`CLI_INPUT_ERRORS`) ends with ``PROG: error: …`` on stderr and 2."""
+    try:
+        return command(argv)
+    except CLI_INPUT_ERRORS as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2

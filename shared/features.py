@@ -71,6 +71,44 @@ def feature_resolutions(settings: Settings) -> list[int]:
 
 
 # --- grid -------------------------------------------------------------------------------------
+GRID_STEPS_MIN = (15, 30, 60)  # the forecast grid's possible steps (Settings.forecast_resolution_min)
+
+
+def series_step_minutes(ts: pd.Series | pd.DatetimeIndex) -> float | None:
+    """A series' own step: the most common gap between its consecutive distinct timestamps, in minutes (None
+    with fewer than two); gaps and a DST day do not move it."""
+    idx = pd.DatetimeIndex(ts).unique().sort_values()
+    if len(idx) < 2:
+        return None
+    gaps = pd.Series(idx[1:] - idx[:-1])
+    return float(gaps.mode().iloc[0] / pd.Timedelta(minutes=1))
+
+
+def grid_step_for(step_min: float | None, requested: int | None, default: int) -> int:
+    """The forecast grid's step for a series whose own step is ``step_min`` minutes.
+
+    A grid step is *filled* by the series when it is a whole multiple of the series' step: the grid takes the
+    series' values at its own instants (no averaging), so a finer grid — an hourly series on a 30-minute grid —
+    would have points that never get a value (half of the history missing, forecasts at instants the series never
+    has). ``requested`` (``--resolution``) is used when the series fills it; ``None`` takes ``default`` (the
+    configured step) when the series fills it, else the finest step of :data:`GRID_STEPS_MIN` it fills (60 for an
+    hourly series). ``ValueError`` saying why, when the step cannot be filled.
+    """
+    def fills(grid: int) -> bool:
+        return step_min is None or (grid >= step_min and (grid / step_min).is_integer())
+
+    if requested is None:
+        for grid in (default, *GRID_STEPS_MIN):
+            if fills(grid):
+                return grid
+        raise ValueError(f"the series' step is {step_min:g} min: none of the forecast grid's steps "
+                         f"({'/'.join(map(str, GRID_STEPS_MIN))} min) is a whole multiple of it")
+    if not fills(requested):
+        raise ValueError(f"the series' step is {step_min:g} min: a {requested}-minute grid would have points without "
+                         f"a value (choose a resolution that is a whole multiple of {step_min:g} min)")
+    return requested
+
+
 def steps_per_day(resolution_min: int) -> int:
     """Number of grid steps in 24 hours."""
     return 24 * 60 // resolution_min

@@ -103,3 +103,11 @@ def test_residual_params_come_from_the_settings() -> None:
     p = ResidualParams.from_settings(Settings(detect_onset_z=9.5, detect_level_shift_z=6.0))
     assert (p.onset_z, p.shift_z) == (9.5, 6.0)
     assert p.calibration_days == Settings.model_fields["detect_calibration_days"].default
+
+
+def test_evaluate_cli_ends_a_bad_input_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    other = tmp_path / "other.csv"
+    other.write_text("when,load\n2023-01-01T00:00Z,1\n", encoding="utf-8")
+    assert evaluate.main(["--data", str(other), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("evaluate-anomalies: error: ") and "Traceback" not in err

@@ -8,7 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shared.features import build_grid, calendar_features, compute_features, featurize, plan_window
+from shared.features import (
+    build_grid,
+    calendar_features,
+    compute_features,
+    featurize,
+    grid_step_for,
+    plan_window,
+    series_step_minutes,
+)
 from shared.settings import Settings
 from shared.store import Store
 from tests.fixtures_forecast import history, insert_measurements
@@ -161,3 +169,24 @@ def test_featurize_writes_the_gated_grid(store: Store, settings: Settings) -> No
     assert got["implausible"].tolist() == [1, 0] and got["implausible_reason"].iloc[0] != ""
     assert got["interpolated"].iloc[0] == 1 and got["value"].iloc[0] > 40000
     assert got["lag_1"].iloc[1] == got["value"].iloc[0]
+
+
+@pytest.mark.parametrize(("year", "step"), [(2019, 30.0), (2022, 15.0)])
+def test_a_series_step_is_its_most_common_gap(year: int, step: float) -> None:
+    # definitive 2012–2019 consumption is half-hourly, the real-time 2020–2023 one quarter-hourly; both years
+    # have DST days and gaps, which do not move the step
+    h = history(f"{year}-01-01", f"{year + 1}-01-01")
+    assert series_step_minutes(h.dropna(subset=["value"])["ts"]) == step
+
+
+@pytest.mark.parametrize(("step", "requested", "grid"), [
+    (15.0, None, 30), (5.0, None, 30), (60.0, None, 60), (20.0, None, 60), (None, None, 30),
+    (15.0, 15, 15), (30.0, 60, 60)])
+def test_the_grid_step_is_one_the_series_fills(step: float | None, requested: int | None, grid: int) -> None:
+    assert grid_step_for(step, requested, default=30) == grid
+
+
+@pytest.mark.parametrize(("step", "requested"), [(60.0, 30), (30.0, 15), (45.0, None), (45.0, 60), (120.0, None)])
+def test_a_grid_step_the_series_cannot_fill_is_refused(step: float, requested: int | None) -> None:
+    with pytest.raises(ValueError, match="the series' step is"):
+        grid_step_for(step, requested, default=30)

@@ -133,6 +133,23 @@ def test_too_little_history_is_one_clear_line(fast: Settings, tmp_path: Path, ca
     assert err.startswith("evaluate: error: only ") and "days of valid history" in err and "at least 14" in err
 
 
+def test_an_hourly_series_gets_an_hourly_grid(fast: Settings, tmp_path: Path) -> None:
+    csv = _csv(tmp_path, "2023-01-10", "2023-03-10", every="60min")
+    grid, _ = load_data([csv], None)  # no --resolution: the configured 30 minutes would leave half the grid empty
+    assert grid.attrs["resolution_min"] == 60 and grid.attrs["series_step_min"] == 60
+    assert (grid["ts"].diff().dropna() == pd.Timedelta(hours=1)).all()
+    assert grid["value"].notna().mean() > 0.99
+
+
+def test_a_grid_finer_than_the_series_is_one_clear_line(fast: Settings, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    csv = _csv(tmp_path, "2023-01-10", "2023-03-10", every="60min")
+    assert main(["--data", str(csv), "--resolution", "30", "--test-start", "2023-02-22", "--test-end", "2023-03-08",
+                 "--out", str(tmp_path / "r"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "the series' step is 60 min: a 30-minute grid" in err
+
+
 @pytest.mark.parametrize("args", [["--timezone", "Mars/Olympus"], ["--holidays", "XX"]])
 def test_unknown_calendar_is_one_clear_line(fast: Settings, tmp_path: Path, capsys: pytest.CaptureFixture,
                                            args: list[str]) -> None:

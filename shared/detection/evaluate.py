@@ -45,6 +45,7 @@ from shared.detection.residual import (
 )
 from shared.detection.service import FORECAST_MAX_LEAD_HOURS, expectation_deltas, forecast_deltas
 from shared.detection.zscore import detect_zscore
+from shared.errors import run_cli
 from shared.ingest.history import read_history
 from shared.logs import configure_logging, log_event
 from shared.settings import REPO_ROOT, get_settings
@@ -551,7 +552,12 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI entry point (see module docstring)."""
+    """CLI entry point (see module docstring). A bad input ends with one line on stderr and exit status 2, as
+    ``evaluate``'s does."""
+    return run_cli("evaluate-anomalies", _main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     ap = argparse.ArgumentParser(prog="python -m shared evaluate-anomalies", description=__doc__.splitlines()[0])
     ap.add_argument("--data", nargs="+", type=Path, help="eco2mix CSV(.gz) or timestamp,value CSV files")
     ap.add_argument("--start", help="default 2023-01-01 (deployed: 2023-04-01)")

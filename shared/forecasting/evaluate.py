@@ -40,8 +40,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shared.errors import BadRequestError, ModelError
-from shared.features import TZ, build_grid, series_grid
+from shared.errors import BadRequestError, run_cli
+from shared.features import TZ, build_grid, grid_step_for, series_grid, series_step_minutes
 from shared.forecasting import baseline, combine
 from shared.forecasting.gate import finite_or_none, gate, strict
 from shared.forecasting.service import model_config
@@ -190,8 +190,8 @@ def score_quarters(frames: dict[str, pd.DataFrame | None], actual: pd.DataFrame,
     return out
 
 
-def load_data(files: list[Path], resolution_min: int, settings: Settings | None = None, naive_tz: str = "UTC",
-              ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+def load_data(files: list[Path], resolution_min: int | None, settings: Settings | None = None,
+              naive_tz: str = "UTC") -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """(consumption grid, RTE prevision_j1 grid or None) from history files, through the training-data gate.
 
     The grid's ``attrs["gated"]`` holds the grid instants whose value the gate rejected (``ts, reason``): the
@@ -199,6 +199,9 @@ def load_data(files: list[Path], resolution_min: int, settings: Settings | None 
     load apply to France's files (shipped, ODRÉ, RTE: :mod:`shared.ingest.history`); a generic ``timestamp,value``
     series gets the built-in checks. ``attrs["source_rejections"]``: records of ODRÉ / RTE files refused by reason
     (and wall-clock times that do not exist); ``naive_tz``: see :func:`shared.ingest.history.read_history`.
+    ``resolution_min``: the grid's step, which the series must fill; ``None``: the configured step if the series
+    fills it, else the finest it fills (:func:`shared.features.grid_step_for`); ``attrs["resolution_min"]`` and
+    ``attrs["series_step_min"]`` say which.
     """
     from shared.ingest.history import read_history
 
@@ -207,6 +210,11 @@ def load_data(files: list[Path], resolution_min: int, settings: Settings | None 
     generic = h.attrs["formats"] == ["generic"]
     raw = h[["ts", "consommation"]].rename(columns={"consommation": "value"}).dropna(subset=["value"])
     raw = raw.sort_values("ts").reset_index(drop=True)
+    step = series_step_minutes(raw["ts"])
+    try:
+        resolution_min = grid_step_for(step, resolution_min, settings.forecast_resolution_min)
+    except ValueError as exc:
+        raise BadRequestError(f"{', '.join(str(f) for f in files)}: {exc}") from None
     # the grid featurize writes and the forecast stage reads (shared.features.series_grid): same gate, same grid
     full = series_grid(raw, settings, None if generic else "consommation", resolution_min,
                        start=raw["ts"].min() if len(raw) else None,
@@ -218,6 +226,7 @@ def load_data(files: list[Path], resolution_min: int, settings: Settings | None 
     grid.attrs["generic"] = generic
     grid.attrs["source_rejections"] = h.attrs["rejections"]
     grid.attrs["naive_timestamps"] = h.attrs["naive_timestamps"]
+    grid.attrs["resolution_min"], grid.attrs["series_step_min"] = resolution_min, step
     rte = None
     if "prevision_j1" in h.columns and h["prevision_j1"].notna().any():
         # RTE's published J-1 forecast has its own source glitches (e.g. 2019-10-03 … 10-14 at ≈ 700 MW, see
@@ -817,11 +826,7 @@ def _write_json(path: Path, obj: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point (see module docstring). A bad input ends with one line on stderr and exit status 2."""
-    try:
-        return _main(argv)
-    except (BadRequestError, ModelError, OSError, ValueError) as exc:
-        print(f"evaluate: error: {exc}", file=sys.stderr)
-        return 2
+    return run_cli("evaluate", _main, argv)
 
 
 def _main(argv: list[str] | None) -> int:
@@ -863,8 +868,9 @@ def _main(argv: list[str] | None) -> int:
                         "rule) or wall-clock times of --timezone (the fall-back hour listed once is its second "
                         "occurrence, listed twice summer time first; times that do not exist are dropped and counted)")
     p.add_argument("--resolution", type=int, choices=(15, 30, 60), default=None,
-                   help=f"grid step in minutes (default POWERSENSE_FORECAST_RESOLUTION_MIN = "
-                        f"{settings.forecast_resolution_min})")
+                   help=f"grid step in minutes, a whole multiple of the series' own step (default "
+                        f"POWERSENSE_FORECAST_RESOLUTION_MIN = {settings.forecast_resolution_min}; a timestamp,value "
+                        "series that does not fill it, e.g. an hourly one, gets the finest step it fills)")
     a = p.parse_args(argv)
     if a.resolution:
         settings = settings.model_copy(update={"forecast_resolution_min": a.resolution})
@@ -892,8 +898,14 @@ def _main(argv: list[str] | None) -> int:
               f"{a.retrain_days} days (holdout: the last {settings.forecast_holdout_days} days of each window, at "
               f"most a quarter of its history); "
               f"origins daily {a.origin_hour}:00 {tz}; holidays: {country or 'none'}; files: {len(files)}", flush=True)
-        grid, rte = load_data(files, settings.forecast_resolution_min, settings,
-                              naive_tz=tz if a.naive_timestamps == "local" else "UTC")
+        # a generic series without --resolution gets the configured grid step if it fills it (an hourly series
+        # does not fill 30 minutes: it gets 60)
+        grid, rte = load_data(files, a.resolution or (None if generic else settings.forecast_resolution_min),
+                              settings, naive_tz=tz if a.naive_timestamps == "local" else "UTC")
+        if grid.attrs["resolution_min"] != settings.forecast_resolution_min:
+            settings = settings.model_copy(update={"forecast_resolution_min": grid.attrs["resolution_min"]})
+            print(f"note: the series' step is {grid.attrs['series_step_min']:g} min: forecast grid of "
+                  f"{grid.attrs['resolution_min']} min (--resolution sets another)", flush=True)
         if grid.attrs["naive_timestamps"] and a.naive_timestamps == "utc" and tz != "UTC":
             print(f"note: timestamps without a UTC offset were read as UTC (--naive-timestamps local reads them as "
                   f"{tz} wall-clock times)", flush=True)
