@@ -150,6 +150,19 @@ def test_a_grid_finer_than_the_series_is_one_clear_line(fast: Settings, tmp_path
     assert len(err.splitlines()) == 1 and "the series' step is 60 min: a 30-minute grid" in err
 
 
+def test_a_history_shorter_than_the_training_window_is_announced(fast: Settings, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("POWERSENSE_FORECAST_TRAIN_DAYS", "1461")  # the default window, four years
+    settings_mod.get_settings.cache_clear()
+    csv = _csv(tmp_path, "2023-01-10", "2023-03-10", every="60min")  # 6 weeks before the test: the simple model
+    assert main(["--data", str(csv), "--test-start", "2023-02-22", "--test-end", "2023-03-01", "--out",
+                 str(tmp_path / "r"), "--no-progress"]) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note: the data start")]
+    assert notes == [f"note: the data start on 2023-01-10, {1461 - 43} days after the training window's start: the "
+                     f"first model trains on 43 days instead of 1461"]
+
+
 @pytest.mark.parametrize("args", [["--timezone", "Mars/Olympus"], ["--holidays", "XX"]])
 def test_unknown_calendar_is_one_clear_line(fast: Settings, tmp_path: Path, capsys: pytest.CaptureFixture,
                                            args: list[str]) -> None:

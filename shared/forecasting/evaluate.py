@@ -906,6 +906,14 @@ def _main(argv: list[str] | None) -> int:
             settings = settings.model_copy(update={"forecast_resolution_min": grid.attrs["resolution_min"]})
             print(f"note: the series' step is {grid.attrs['series_step_min']:g} min: forecast grid of "
                   f"{grid.attrs['resolution_min']} min (--resolution sets another)", flush=True)
+        first = grid.loc[grid["value"].notna(), "ts"].min() if grid["value"].notna().any() else None
+        if first is not None and first - train_start > pd.Timedelta(days=28):
+            # a user's own file of recent years alone: say how much shorter the history is than the window
+            print(f"note: the data start on {first.tz_convert(tz):%Y-%m-%d}, {(first - train_start).days} days after "
+                  f"the training window's start: the first model trains on {(test_start - first).days} days "
+                  f"instead of {settings.forecast_train_days}"
+                  + ("" if generic else " (older files can be added to --data, e.g. data/eco2mix/*.csv.gz)"),
+                  flush=True)
         if grid.attrs["naive_timestamps"] and a.naive_timestamps == "utc" and tz != "UTC":
             print(f"note: timestamps without a UTC offset were read as UTC (--naive-timestamps local reads them as "
                   f"{tz} wall-clock times)", flush=True)
