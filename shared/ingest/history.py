@@ -142,8 +142,10 @@ def _records_from_table(path: Path, table: pd.DataFrame) -> tuple[list[dict[str,
     line) and spring-forward padding rows are rejected here, with their reason."""
     rejected: Counter[str] = Counter()
     examples: list[str] = []
-    keep = [c for c in table.columns if c in _ODRE_IDENTITY or c in NUMERIC_FIELDS]
-    table = table[keep].replace("", None)
+    identity = [c for c in table.columns if c in _ODRE_IDENTITY]
+    table = table[identity + [c for c in table.columns if c in NUMERIC_FIELDS]]
+    # an empty identity cell is absent; an empty number stays "": a value not published (NULL, parse.to_number)
+    table[identity] = table[identity].replace("", None)
     timeless = table[[c for c in ("date_heure", "date", "heure") if c in table.columns]].isna().all(axis=1)
     if timeless.any():
         rejected["row without a date or time"] += int(timeless.sum())
@@ -160,23 +162,19 @@ def _records_from_table(path: Path, table: pd.DataFrame) -> tuple[list[dict[str,
                             "padding) or cannot be read")
         table = table.loc[~padding].assign(date_heure=instants[~padding], date=iso[~padding])
     records = [{k: v for k, v in rec.items() if v is not None} for rec in table.to_dict("records")]
-    # a CSV cell left empty is a value not published (NULL), not a field absent from the record
-    for rec in records:
-        for name in NUMERIC_FIELDS:
-            if name in table.columns:
-                rec.setdefault(name, "")
     return records, rejected, examples
 
 
 def _read_source_records(path: Path, records: list[Any], rejected: Counter[str],
                          examples: list[str]) -> pd.DataFrame:
-    """Wide frame (``ts``, ``nature``, numeric fields) of the accepted records, through the poller's validation."""
+    """Wide frame (``ts``, ``nature``, numeric fields) of the accepted records, through the poller's validation;
+    ``rejected`` / ``examples``: the rows already refused while reading the file (counted in its total)."""
+    total = len(records) + sum(rejected.values())
     parsed = parse_records(records)
     for r in parsed.rejections:
         rejected[r.reason.split(":")[0]] += 1
         if len(examples) < 3:
             examples.append(r.reason)
-    total = len(records) + sum(rejected.values()) - len(parsed.rejections)
     if parsed.accepted == 0:
         why = "; ".join(f"{n} × {reason}" for reason, n in rejected.most_common(3)) or "it holds none"
         raise BadRequestError(f"{path}: none of its {total} records is usable ({why})")
