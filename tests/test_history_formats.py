@@ -26,7 +26,7 @@ DATA = Path(__file__).parent / "data"
 ODRE_EXPORT = DATA / "odre_eco2mix-national-tr_2021-12-11.csv"
 RTE_DOWNLOAD = DATA / "eCO2mix_RTE_Annuel-Definitif_2018_dst-days.xls.gz"
 ECO2MIX = REPO_ROOT / "data" / "eco2mix"
-SAMPLE_RESPONSE = REPO_ROOT.parent / "shared" / "data" / "eco2mix" / "odre_sample_response.json"
+SAMPLE_RESPONSE = ECO2MIX / "odre_sample_response.json"
 
 
 def _shipped(*years: int) -> pd.DataFrame:
