@@ -5,8 +5,9 @@ calendar, 30 min) on 23 windows of the shipped national load 2017–2019, one ev
 21 days of test (``make evaluate``'s backtest: one origin a day at 12:00, the model trained once on the history with
 its holdout of a quarter of it, ~15 days; ``--retrain-days N``: retrained every N days with the promotion rule, as
 production does daily; ``--history-days`` / ``--every-days``: other histories, e.g. ``182`` / ``75``, 12 half-year
-windows; ``--step-minutes 60``: the series hourly, evaluated without ``--resolution``). Per window and D+k, the issued forecast's MAPE against seasonal naive's; printed as JSON with the mean
-over windows and how many window × D+k cells are worse / better than naive.
+windows; ``--step-minutes 60``: the series hourly, evaluated without ``--resolution``). Per window and D+k, the
+issued forecast's MAPE against seasonal naive's; printed as JSON with the mean over windows and how many
+window × D+k cells are worse / better than naive.
 The shipped load stands in for a series the model was not built for (no holidays, no time zone); it is real data,
 not a simulation. Findings, the fix and the fixes tried and not kept: README, *Never worse than naive*.
 """

@@ -160,7 +160,7 @@ def test_a_history_shorter_than_the_training_window_is_announced(fast: Settings,
                  str(tmp_path / "r"), "--no-progress"]) == 0
     notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note: the data start")]
     assert notes == [f"note: the data start on 2023-01-10, {1461 - 43} days after the training window's start: the "
-                     f"first model trains on 43 days instead of 1461"]
+                     f"first model's history spans 43 days instead of 1461"]
 
 
 @pytest.mark.parametrize("args", [["--timezone", "Mars/Olympus"], ["--holidays", "XX"]])

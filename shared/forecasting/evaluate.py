@@ -910,7 +910,7 @@ def _main(argv: list[str] | None) -> int:
         if first is not None and first - train_start > pd.Timedelta(days=28):
             # a user's own file of recent years alone: say how much shorter the history is than the window
             print(f"note: the data start on {first.tz_convert(tz):%Y-%m-%d}, {(first - train_start).days} days after "
-                  f"the training window's start: the first model trains on {(test_start - first).days} days "
+                  f"the training window's start: the first model's history spans {(test_start - first).days} days "
                   f"instead of {settings.forecast_train_days}"
                   + ("" if generic else " (older files can be added to --data, e.g. data/eco2mix/*.csv.gz)"),
                   flush=True)
