@@ -243,3 +243,19 @@ def test_evaluate_says_when_offsetless_timestamps_were_read_as_utc(tmp_path: Pat
     path = _write_generic(tmp_path / "utc.csv", load["ts"].dt.strftime("%Y-%m-%d %H:%M"), load["consommation"])
     grid, _ = load_data([path], 30)
     assert grid.attrs["naive_timestamps"] is True and grid.attrs["generic"] is True
+
+
+def test_the_evaluate_command_reports_refused_records_once_as_a_note(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    # too short to train on (the error ends the run), long enough to read: in a fresh process, where logging is
+    # not configured and its last resort would print the bare warning event
+    run = subprocess.run([sys.executable, "-m", "shared", "evaluate", "--data", str(RTE_DOWNLOAD), "--test-start",
+                          "2018-10-28", "--test-end", "2018-10-29", "--out", str(tmp_path), "--no-progress"],
+                         capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    assert run.returncode == 2 and run.stderr.strip().splitlines() == [
+        "evaluate: error: only 1.0 days of valid history before 2018-10-27 12:00; at least 14 needed "
+        "(POWERSENSE_FORECAST_MIN_HISTORY_DAYS)"]
+    assert ('note: source records rejected while reading (not used): {"row without a date or time": 1, '
+            '"local date/heure does not exist in Europe/Paris or cannot be read": 4}') in run.stdout.splitlines()

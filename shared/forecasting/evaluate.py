@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -831,6 +832,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     settings = get_settings()
+    history_log = logging.getLogger("shared.ingest.history")
+    if not logging.getLogger().handlers and not history_log.handlers:
+        # the refused source records are printed below as a note; with logging not configured (this CLI prints
+        # its own lines) logging's last-resort handler would print the bare event name "history_records_rejected"
+        history_log.addHandler(logging.NullHandler())
     p = argparse.ArgumentParser(prog="python -m shared evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", nargs="+", type=Path, default=None,
                    help="eco2mix CSV(.gz) or timestamp,value CSV files (default: the shipped eco2mix history)")
