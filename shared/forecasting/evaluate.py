@@ -839,7 +839,8 @@ def _main(argv: list[str] | None) -> int:
         history_log.addHandler(logging.NullHandler())
     p = argparse.ArgumentParser(prog="python -m shared evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", nargs="+", type=Path, default=None,
-                   help="eco2mix CSV(.gz) or timestamp,value CSV files (default: the shipped eco2mix history)")
+                   help="history files: the shipped eco2mix CSVs, ODRÉ exports (CSV/JSON), RTE eCO2mix downloads or "
+                        "timestamp,value CSVs, plain or compressed (default: the shipped eco2mix history)")
     p.add_argument("--years", nargs="+", type=int, default=None,
                    help="test years (each a whole local calendar year, trained only on data before it); "
                         "overrides --test-start/--test-end; writes forecast_eval_<year>.json and "
