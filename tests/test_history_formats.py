@@ -66,6 +66,18 @@ def test_labels_map_to_the_api_field_names() -> None:
     assert {"taux_co2", "prevision_j1", "fioul_cogen", "hydraulique_fil_eau_eclusee"} <= set(numeric)
 
 
+@pytest.mark.parametrize(("label", "field"), [
+    ("\ufeffPérimètre", "perimetre"), ("Date - Heure", "date_heure"), ("Heures", "heure"),
+    ("Prévision J-1 (MW)", "prevision_j1"), ("Taux de Co2", "taux_co2"), ("Taux de CO2 (g/kWh)", "taux_co2"),
+    ("Fioul - Cogén.", "fioul_cogen"), ("Gaz - Cogénération (MW)", "gaz_cogen"),
+    ("Hydraulique - Fil de l'eau + éclusée (MW)", "hydraulique_fil_eau_eclusee"),
+    ("Hydraulique - Fil de l?eau + éclusée", "hydraulique_fil_eau_eclusee"),  # RTE's download, as it is
+    ("Hydraulique - Fil de l\x92eau + éclusée", "hydraulique_fil_eau_eclusee"),  # cp1252 ’ read as ISO-8859-1
+    ("Ech. comm. Allemagne-Belgique (MW)", "ech_comm_allemagne_belgique")])
+def test_a_label_names_its_api_field(label: str, field: str) -> None:
+    assert column_key(label) == field
+
+
 @pytest.mark.parametrize("sep", [";", ","])
 def test_an_export_with_field_names_reads_like_the_label_export(tmp_path: Path, sep: str) -> None:
     path = tmp_path / "export.csv"

@@ -62,6 +62,7 @@ _ALIASES = {
     "fioul_cogeneration": "fioul_cogen",
     "gaz_cogeneration": "gaz_cogen",
     "hydraulique_fil_de_l_eau_eclusee": "hydraulique_fil_eau_eclusee",
+    "hydraulique_fil_de_leau_eclusee": "hydraulique_fil_eau_eclusee",  # a cp1252 "’" read as ISO-8859-1
 }
 _ODRE_IDENTITY = ("perimetre", "nature", "date", "heure", "date_heure")
 _SHIPPED = frozenset(("date_heure", "nature", *NUMERIC_FIELDS))
