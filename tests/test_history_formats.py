@@ -85,6 +85,17 @@ def test_an_export_with_field_names_reads_like_the_label_export(tmp_path: Path, 
     pd.testing.assert_frame_equal(read_history_file(path), read_history_file(ODRE_EXPORT))
 
 
+def test_an_export_of_the_instant_and_the_load_alone_reads_to_the_shipped_values(tmp_path: Path) -> None:
+    full = read_history_file(ODRE_EXPORT)
+    path = tmp_path / "two-columns.csv"
+    pd.DataFrame({"date_heure": full["ts"].dt.strftime("%Y-%m-%dT%H:%M:%S+00:00"),
+                  "consommation": full["consommation"].astype(int)}).to_csv(path, sep=";", index=False)
+    df = read_history([path])
+    assert df.attrs["formats"] == ["eco2mix"] and (df["nature"] == "").all()
+    got = df.set_index("ts")["consommation"]
+    assert (got == _shipped(2021).loc[got.index, "consommation"]).all() and len(got) == 96
+
+
 @pytest.mark.parametrize("wrap", ["gzip", "zip"])
 def test_a_compressed_export_reads_like_the_plain_one(tmp_path: Path, wrap: str) -> None:
     raw = ODRE_EXPORT.read_bytes()

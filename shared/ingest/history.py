@@ -277,6 +277,8 @@ def read_history_file(path: Path | str, naive_tz: str = "UTC") -> pd.DataFrame:
         else:
             df = df.rename(columns={"date_heure": "ts"})
             df["ts"] = pd.to_datetime(df["ts"], utc=True, format="ISO8601")
+            if "nature" not in df.columns:  # e.g. an export of date_heure and consommation alone
+                df["nature"] = ""
     else:
         table = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, index_col=False)
         table.columns = [column_key(str(c)) for c in table.columns]
