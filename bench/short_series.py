@@ -65,19 +65,24 @@ def run_window(load: pd.DataFrame, start: pd.Timestamp, workdir: Path, retrain_d
         raise RuntimeError(f"evaluate failed on the window from {start:%Y-%m-%d} (exit {rc})")
     models = json.loads((out / "forecast_eval.json").read_text())["models"]
     return {"start": f"{start:%Y-%m-%d}", **{d: {"powersense": models["powersense"][d]["mape"],
-                                                 "seasonal_naive": models["seasonal_naive"][d]["mape"]} for d in DAYS}}
+                                                 "seasonal_naive": models["seasonal_naive"][d]["mape"],
+                                                 "coverage": models["powersense"][d]["coverage"]} for d in DAYS}}
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean MAPE per D+k over the windows, and the window × D+k cells worse / better than naive."""
+    """Mean MAPE per D+k over the windows, the window × D+k cells worse / better than naive, and the 80 %
+    interval coverage (mean per D+k; cells inside 75–85 %; a window's three test weeks are few origins)."""
     p = np.array([[r[d]["powersense"] for d in DAYS] for r in rows])
     n = np.array([[r[d]["seasonal_naive"] for d in DAYS] for r in rows])
+    c = np.array([[np.nan if r[d].get("coverage") is None else r[d]["coverage"] for d in DAYS] for r in rows])
     def per_day(x: np.ndarray) -> dict[str, float]:
-        return dict(zip(DAYS, np.round(x.mean(axis=0), 3).tolist(), strict=True))
+        return dict(zip(DAYS, np.round(np.nanmean(x, axis=0), 3).tolist(), strict=True))
 
     return {"windows": len(rows), "mean_mape_powersense": per_day(p), "mean_mape_seasonal_naive": per_day(n),
             "cells_worse_than_naive": int((p > n + 1e-9).sum()), "cells_better_than_naive": int((p < n - 1e-9).sum()),
-            "cells": int(p.size), "largest_excess_pp": round(float((p - n).max()), 2)}
+            "cells": int(p.size), "largest_excess_pp": round(float((p - n).max()), 2),
+            "mean_coverage": per_day(c), "coverage_cells_in_75_85": int(((c >= 0.75) & (c <= 0.85)).sum()),
+            "coverage_cells_above_85": int((c > 0.85).sum()), "coverage_cells_below_75": int((c < 0.75).sum())}
 
 
 def main(argv: list[str] | None = None) -> int:
