@@ -163,6 +163,18 @@ def test_a_history_shorter_than_the_training_window_is_announced(fast: Settings,
                      f"first model's history spans 43 days instead of 1461"]
 
 
+@pytest.mark.parametrize(("args", "noted"), [([], True), (["--timezone", "Europe/Paris"], False),
+                                             (["--holidays", "FR"], False)])
+def test_a_series_without_its_calendar_is_told_how_to_give_it(fast: Settings, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture, args: list[str],
+                                                              noted: bool) -> None:
+    csv = _csv(tmp_path, "2023-01-10", "2023-03-10", every="60min")  # 6 weeks before the test: the simple model
+    assert main(["--data", str(csv), "--test-start", "2023-02-22", "--test-end", "2023-03-01", "--out",
+                 str(tmp_path / "r"), "--no-progress", *args]) == 0
+    out = capsys.readouterr().out
+    assert ("note: a timestamp,value series is read with UTC days and no public holidays" in out) is noted
+
+
 @pytest.mark.parametrize("args", [["--timezone", "Mars/Olympus"], ["--holidays", "XX"]])
 def test_unknown_calendar_is_one_clear_line(fast: Settings, tmp_path: Path, capsys: pytest.CaptureFixture,
                                            args: list[str]) -> None:

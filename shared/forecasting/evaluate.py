@@ -886,6 +886,9 @@ def _main(argv: list[str] | None) -> int:
     country = (a.holidays if a.holidays is not None else ("none" if generic else "FR")).upper()
     country = "" if country == "NONE" else country
     _check_calendar(tz, country)
+    if generic and a.timezone is None and a.holidays is None:
+        print("note: a timestamp,value series is read with UTC days and no public holidays; --timezone and "
+              "--holidays give it its own calendar (day types, DST, holidays)", flush=True)
     periods: list[tuple[str, pd.Timestamp, pd.Timestamp]] = []
     if a.years:
         periods = [(str(y), local_midnight(f"{y}-01-01", tz), local_midnight(f"{y + 1}-01-01", tz)) for y in a.years]
