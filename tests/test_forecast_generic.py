@@ -175,6 +175,18 @@ def test_a_series_without_its_calendar_is_told_how_to_give_it(fast: Settings, tm
     assert ("note: a timestamp,value series is read with UTC days and no public holidays" in out) is noted
 
 
+def test_evaluate_reads_named_columns(fast: Settings, tmp_path: Path) -> None:
+    csv = _csv(tmp_path, "2023-01-10", "2023-03-10", every="60min")
+    renamed = tmp_path / "renamed.csv"
+    pd.read_csv(csv).rename(columns={"timestamp": "datetime_utc", "value": "load_mw"}).to_csv(renamed, index=False)
+    out = tmp_path / "r"
+    assert main(["--data", str(renamed), "--columns", "datetime_utc,load_mw", "--test-start", "2023-02-22",
+                 "--test-end", "2023-03-01", "--out", str(out), "--no-progress"]) == 0
+    report = _strict(out / "forecast_eval.json")
+    assert report["calendar"] == {"timezone": "UTC", "holidays": None} and report["resolution_min"] == 60
+    assert report["models"]["powersense"]["D+1"]["mape"] is not None
+
+
 @pytest.mark.parametrize("args", [["--timezone", "Mars/Olympus"], ["--holidays", "XX"]])
 def test_unknown_calendar_is_one_clear_line(fast: Settings, tmp_path: Path, capsys: pytest.CaptureFixture,
                                            args: list[str]) -> None:

@@ -282,3 +282,20 @@ def test_the_evaluate_command_reports_refused_records_once_as_a_note(tmp_path: P
         "(POWERSENSE_FORECAST_MIN_HISTORY_DAYS)"]
     assert ('note: source records rejected while reading (not used): {"row without a date or time": 1, '
             '"local date/heure does not exist in Europe/Paris or cannot be read": 4}') in run.stdout.splitlines()
+
+
+def test_named_columns_read_a_series_whose_header_is_not_timestamp_value(tmp_path: Path) -> None:
+    load = _real_load("2018-10-27T22:00Z", "2018-10-29T00:00Z")
+    path = tmp_path / "other-names.csv"
+    pd.DataFrame({"Region": "FR", "DateTime (UTC)": load["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                  "Load [MW]": load["consommation"]}).to_csv(path, index=False)
+    df = read_history_file(path, columns=("DateTime (UTC)", "Load [MW]"))
+    assert df.attrs["format"] == "generic"
+    pd.testing.assert_series_equal(df["ts"], load["ts"], check_names=False)
+    assert (df["consommation"].to_numpy() == load["consommation"].to_numpy()).all()
+
+
+def test_a_named_column_the_file_lacks_is_one_clear_error(tmp_path: Path) -> None:
+    path = _write_generic(tmp_path / "series.csv", pd.Series(["2018-10-27T22:00Z"]), pd.Series([1.0]))
+    with pytest.raises(BadRequestError, match=r"no column 'load_mw' \(its columns: timestamp, value\)"):
+        read_history_file(path, columns=("timestamp", "load_mw"))

@@ -192,14 +192,16 @@ def score_quarters(frames: dict[str, pd.DataFrame | None], actual: pd.DataFrame,
 
 
 def load_data(files: list[Path], resolution_min: int | None, settings: Settings | None = None,
-              naive_tz: str = "UTC") -> tuple[pd.DataFrame, pd.DataFrame | None]:
+              naive_tz: str = "UTC", columns: tuple[str, str] | None = None,
+              ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """(consumption grid, RTE prevision_j1 grid or None) from history files, through the training-data gate.
 
     The grid's ``attrs["gated"]`` holds the grid instants whose value the gate rejected (``ts, reason``): the
     backtest neither trains on, reads, copies nor scores them. The plausibility bounds of France's national
     load apply to France's files (shipped, ODRÉ, RTE: :mod:`shared.ingest.history`); a generic ``timestamp,value``
     series gets the built-in checks. ``attrs["source_rejections"]``: records of ODRÉ / RTE files refused by reason
-    (and wall-clock times that do not exist); ``naive_tz``: see :func:`shared.ingest.history.read_history`.
+    (and wall-clock times that do not exist); ``naive_tz`` and ``columns``: see
+    :func:`shared.ingest.history.read_history_file`.
     ``resolution_min``: the grid's step, which the series must fill; ``None``: the configured step if the series
     fills it, else the finest it fills (:func:`shared.features.grid_step_for`); ``attrs["resolution_min"]`` and
     ``attrs["series_step_min"]`` say which.
@@ -207,7 +209,7 @@ def load_data(files: list[Path], resolution_min: int | None, settings: Settings 
     from shared.ingest.history import read_history
 
     settings = settings or get_settings()
-    h = read_history(files, naive_tz=naive_tz)
+    h = read_history(files, naive_tz=naive_tz, columns=columns)
     generic = h.attrs["formats"] == ["generic"]
     raw = h[["ts", "consommation"]].rename(columns={"consommation": "value"}).dropna(subset=["value"])
     raw = raw.sort_values("ts").reset_index(drop=True)
@@ -804,6 +806,14 @@ def summarize_years(reports: dict[int, dict[str, Any]]) -> dict[str, Any]:
                                                                        "coverage")}}
 
 
+def _columns(text: str) -> tuple[str, str]:
+    """``--columns TIME,VALUE`` → (time column, value column)."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 2 or not all(parts):
+        raise BadRequestError(f"--columns takes two column names, TIME,VALUE, not {text!r}")
+    return parts[0], parts[1]
+
+
 def _check_calendar(tz: str, country: str) -> None:
     """A clear error for an unknown time zone or holiday country (not a traceback later)."""
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -870,6 +880,9 @@ def _main(argv: list[str] | None) -> int:
     p.add_argument("--holidays", default=None,
                    help="public-holiday calendar: a `holidays` country code (FR, GB, DE, …) or 'none' (default FR for "
                         "eco2mix files, none for a timestamp,value CSV)")
+    p.add_argument("--columns", metavar="TIME,VALUE", default=None,
+                   help="the time and value columns of a generic series whose header is not timestamp,value (e.g. "
+                        "datetime,load_mw; compared without case, accents or punctuation)")
     p.add_argument("--naive-timestamps", choices=("utc", "local"), default="utc",
                    help="what a timestamp,value CSV's timestamps without a UTC offset are: UTC (default, the product's "
                         "rule) or wall-clock times of --timezone (the fall-back hour listed once is its second "
@@ -881,7 +894,10 @@ def _main(argv: list[str] | None) -> int:
     a = p.parse_args(argv)
     if a.resolution:
         settings = settings.model_copy(update={"forecast_resolution_min": a.resolution})
-    generic = bool(a.data) and all(history_format(f) == "generic" for f in a.data)
+    columns = _columns(a.columns) if a.columns else None
+    if columns and not a.data:
+        raise BadRequestError("--columns names the columns of --data files")
+    generic = bool(a.data) and all(history_format(f, columns) == "generic" for f in a.data)
     tz = a.timezone or ("UTC" if generic else TZ)
     country = (a.holidays if a.holidays is not None else ("none" if generic else "FR")).upper()
     country = "" if country == "NONE" else country
@@ -911,7 +927,7 @@ def _main(argv: list[str] | None) -> int:
         # a generic series without --resolution gets the configured grid step if it fills it (an hourly series
         # does not fill 30 minutes: it gets 60)
         grid, rte = load_data(files, a.resolution or (None if generic else settings.forecast_resolution_min),
-                              settings, naive_tz=tz if a.naive_timestamps == "local" else "UTC")
+                              settings, naive_tz=tz if a.naive_timestamps == "local" else "UTC", columns=columns)
         if grid.attrs["resolution_min"] != settings.forecast_resolution_min:
             settings = settings.model_copy(update={"forecast_resolution_min": grid.attrs["resolution_min"]})
             print(f"note: the series' step is {grid.attrs['series_step_min']:g} min: forecast grid of "

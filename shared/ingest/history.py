@@ -203,14 +203,19 @@ def _read_source_records(path: Path, records: list[Any], rejected: Counter[str],
     return out
 
 
-def _detect(path: Path, text: str) -> tuple[str, str]:
+def _detect(path: Path, text: str, columns: tuple[str, str] | None = None) -> tuple[str, str]:
     """(format, CSV separator) of a file's text: ``eco2mix`` (the shipped history), ``odre`` (an ODRÉ export,
-    CSV or JSON), ``rte`` (an RTE download with Paris wall-clock dates) or ``generic`` (``timestamp,value``)."""
+    CSV or JSON), ``rte`` (an RTE download with Paris wall-clock dates) or ``generic`` (``timestamp,value``, or
+    the two ``columns`` named, compared as :func:`column_key` folds them)."""
     if text.lstrip()[:1] in ("{", "["):
         return "odre", ""
     header = text.split("\n", 1)[0].rstrip("\r")
     sep = _separator(header)
     cols = {column_key(c) for c in next(csv.reader([header], delimiter=sep), [])}
+    if columns is not None:
+        if missing := [c for c in columns if column_key(c) not in cols]:
+            raise BadRequestError(f"{path}: no column {missing[0]!r} (its columns: {', '.join(sorted(cols)[:12])})")
+        return "generic", sep
     if "date_heure" in cols:
         return ("eco2mix" if cols <= _SHIPPED else "odre"), sep
     if {"timestamp", "value"} <= cols:
@@ -223,9 +228,9 @@ def _detect(path: Path, text: str) -> tuple[str, str]:
         "labels), an RTE eCO2mix download (Date, Heures, …) or a generic timestamp,value CSV")
 
 
-def history_format(path: Path | str) -> str:
+def history_format(path: Path | str, columns: tuple[str, str] | None = None) -> str:
     """The format of a history file (see :func:`read_history_file`), from its header."""
-    return _detect(Path(path), _text(Path(path)))[0]
+    return _detect(Path(path), _text(Path(path)), columns)[0]
 
 
 # an ISO-8601 time that ends with its UTC offset ("…T12:00Z", "… 12:00:00+01:00", "…T12:00-0500")
@@ -250,16 +255,19 @@ def _generic_instants(path: Path, text: pd.Series, naive_tz: str) -> tuple[pd.Se
     return (wall.dt.tz_localize("UTC") if naive_tz == "UTC" else from_wall_clock(wall, naive_tz)), True
 
 
-def read_history_file(path: Path | str, naive_tz: str = "UTC") -> pd.DataFrame:
+def read_history_file(path: Path | str, naive_tz: str = "UTC", columns: tuple[str, str] | None = None,
+                      ) -> pd.DataFrame:
     """One history file in any of the module's formats → ``ts`` (UTC-aware), ``nature`` and numeric columns.
 
-    ``naive_tz``: the zone whose wall clock a generic file's timestamps without a UTC offset are (default: they
-    are UTC). ``attrs``: ``format`` (:func:`history_format`), ``rejections`` (refused source records by reason:
-    ODRÉ and RTE files; wall-clock times that do not exist in ``naive_tz``) and ``naive_timestamps``.
+    ``columns``: (time, value) column names of a generic series whose header does not say ``timestamp,value``
+    (e.g. ``("datetime", "load_mw")``). ``naive_tz``: the zone whose wall clock a generic file's timestamps
+    without a UTC offset are (default: they are UTC). ``attrs``: ``format`` (:func:`history_format`),
+    ``rejections`` (refused source records by reason: ODRÉ and RTE files; wall-clock times that do not exist in
+    ``naive_tz``) and ``naive_timestamps``.
     """
     path = Path(path)
     text = _text(path)
-    fmt, sep = _detect(path, text)
+    fmt, sep = _detect(path, text, columns)
     if fmt == "odre" and not sep:
         df = _read_source_records(path, _records_from_json(path, text), Counter(), [])
     elif fmt in ("eco2mix", "generic"):
@@ -267,7 +275,8 @@ def read_history_file(path: Path | str, naive_tz: str = "UTC") -> pd.DataFrame:
         df = pd.read_csv(io.StringIO(text), sep=sep, low_memory=False)
         df.columns = [column_key(str(c)) for c in df.columns]
         if fmt == "generic":
-            df = df.rename(columns={"timestamp": "ts", "value": "consommation"})[["ts", "consommation"]]
+            time_col, value_col = (column_key(c) for c in (columns or ("timestamp", "value")))
+            df = df.rename(columns={time_col: "ts", value_col: "consommation"})[["ts", "consommation"]]
             df["nature"] = ""
             df["ts"], naive = _generic_instants(path, df["ts"], naive_tz)
             if (missing := int(df["ts"].isna().sum())):
@@ -292,11 +301,13 @@ def read_history(
     start: pd.Timestamp | str | None = None,
     end: pd.Timestamp | str | None = None,
     naive_tz: str = "UTC",
+    columns: tuple[str, str] | None = None,
 ) -> pd.DataFrame:
     """Concatenate history files (:func:`read_history_file`) into columns ``ts`` (UTC-aware), ``nature`` and the
     numeric fields.
 
-    A generic ``timestamp,value`` CSV becomes ``consommation`` with an empty nature. Rows are restricted to
+    A generic ``timestamp,value`` CSV (or ``columns``, see :func:`read_history_file`) becomes ``consommation`` with
+    an empty nature. Rows are restricted to
     ``start <= ts < end`` and sorted; duplicate timestamps keep the last file's row. ``attrs["rejections"]``
     sums the files' rejected source records by reason, ``attrs["formats"]`` lists their formats,
     ``attrs["naive_timestamps"]``: whether a generic file's timestamps had no UTC offset (``naive_tz``).
@@ -306,7 +317,7 @@ def read_history(
     formats: set[str] = set()
     naive = False
     for f in files:
-        df = read_history_file(f, naive_tz)
+        df = read_history_file(f, naive_tz, columns)
         naive |= bool(df.attrs.get("naive_timestamps"))
         rejections.update(df.attrs.get("rejections", {}))
         formats.add(df.attrs["format"])
