@@ -299,3 +299,22 @@ def test_a_named_column_the_file_lacks_is_one_clear_error(tmp_path: Path) -> Non
     path = _write_generic(tmp_path / "series.csv", pd.Series(["2018-10-27T22:00Z"]), pd.Series([1.0]))
     with pytest.raises(BadRequestError, match=r"no column 'load_mw' \(its columns: timestamp, value\)"):
         read_history_file(path, columns=("timestamp", "load_mw"))
+
+
+def test_a_decimal_comma_is_read_in_a_semicolon_separated_series(tmp_path: Path) -> None:
+    load = _real_load("2018-10-27T22:00Z", "2018-10-29T00:00Z")
+    gw = (load["consommation"] / 1000).map(lambda v: f"{v:.3f}".replace(".", ","))  # "51,234": a European sheet
+    path = tmp_path / "gw.csv"
+    pd.DataFrame({"timestamp": load["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"), "value": gw}).to_csv(
+        path, sep=";", index=False)
+    df = read_history_file(path)
+    assert df["consommation"].to_numpy() == pytest.approx(load["consommation"].to_numpy() / 1000)
+
+
+def test_a_value_that_is_not_a_number_is_one_clear_error(tmp_path: Path) -> None:
+    load = _real_load("2018-10-27T22:00Z", "2018-10-28T00:00Z")
+    values = load["consommation"].astype(object).copy()
+    values.iloc[2] = "n/e"  # ENTSO-E's "not expected", not one of the source's placeholders
+    path = _write_generic(tmp_path / "series.csv", load["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"), values)
+    with pytest.raises(BadRequestError, match=r"1 values are not numbers \(e\.g\. 'n/e'\)"):
+        read_history_file(path)

@@ -44,7 +44,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from shared.errors import BadRequestError
-from shared.ingest.parse import NUMERIC_FIELDS, ParsedRecords, parse_records
+from shared.ingest.parse import NULL_TOKENS, NUMERIC_FIELDS, ParsedRecords, parse_records
 from shared.logs import log_event
 from shared.timeutil import from_wall_clock, to_utc
 
@@ -255,6 +255,22 @@ def _generic_instants(path: Path, text: pd.Series, naive_tz: str) -> tuple[pd.Se
     return (wall.dt.tz_localize("UTC") if naive_tz == "UTC" else from_wall_clock(wall, naive_tz)), True
 
 
+def _generic_values(path: Path, values: pd.Series, sep: str) -> pd.Series:
+    """A generic file's values as floats: the source's "not available" placeholders
+    (:data:`shared.ingest.parse.NULL_TOKENS`) are missing, a decimal comma is read in a ``;``- or tab-separated
+    file (the European spreadsheet convention); any other text is a one-line error."""
+    if values.dtype != object:
+        return values.astype("float64")
+    text = values.astype(str).str.strip().where(values.notna(), "")
+    missing = text.str.lower().isin(NULL_TOKENS)
+    if sep != "," and text.str.contains(",", regex=False).any() and not text.str.contains(".", regex=False).any():
+        text = text.str.replace(",", ".", regex=False)
+    number = pd.to_numeric(text.where(~missing), errors="coerce")
+    if (bad := number.isna() & ~missing).any():
+        raise BadRequestError(f"{path}: {int(bad.sum())} values are not numbers (e.g. {text[bad].iloc[0]!r})")
+    return number.astype("float64")
+
+
 def read_history_file(path: Path | str, naive_tz: str = "UTC", columns: tuple[str, str] | None = None,
                       ) -> pd.DataFrame:
     """One history file in any of the module's formats → ``ts`` (UTC-aware), ``nature`` and numeric columns.
@@ -277,6 +293,7 @@ def read_history_file(path: Path | str, naive_tz: str = "UTC", columns: tuple[st
         if fmt == "generic":
             time_col, value_col = (column_key(c) for c in (columns or ("timestamp", "value")))
             df = df.rename(columns={time_col: "ts", value_col: "consommation"})[["ts", "consommation"]]
+            df["consommation"] = _generic_values(path, df["consommation"], sep)
             df["nature"] = ""
             df["ts"], naive = _generic_instants(path, df["ts"], naive_tz)
             if (missing := int(df["ts"].isna().sum())):
