@@ -318,3 +318,15 @@ def test_a_value_that_is_not_a_number_is_one_clear_error(tmp_path: Path) -> None
     path = _write_generic(tmp_path / "series.csv", load["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"), values)
     with pytest.raises(BadRequestError, match=r"1 values are not numbers \(e\.g\. 'n/e'\)"):
         read_history_file(path)
+
+
+def test_the_bootstrap_logs_the_records_it_refused(store: Store, settings: Settings,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    from shared.ingest.bootstrap import bootstrap
+
+    bootstrap(store, settings.model_copy(update={"poll_bootstrap": True, "history_files": [RTE_DOWNLOAD]}),
+              progress=False)
+    events = [r for r in caplog.records if getattr(r, "event", None) == "history_records_rejected"]
+    assert len(events) == 1 and events[0].levelname == "WARNING"
+    assert events[0].rejected == {"row without a date or time": 1,  # type: ignore[attr-defined]
+                                  "local date/heure does not exist in Europe/Paris or cannot be read": 4}

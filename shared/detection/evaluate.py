@@ -448,7 +448,8 @@ def evaluate(
     gaps = source_gaps(x, start, end, settings.detect_ignore_fallback_gap)
     ticks = cron_ticks(start, end + pd.Timedelta(days=1), settings.detect_schedule)
     weeks = (end - start) / pd.Timedelta(weeks=1)
-    report: dict[str, Any] = {"detectors": {}}
+    # records of ODRÉ / RTE files the poller's validation refused, as forecast evaluation reports them
+    report: dict[str, Any] = {"detectors": {}, "source_records_rejected": hist.attrs["rejections"] or None}
     detectors = {"powersense": expectation, "zscore_baseline": ""}
     dexps: dict[str, pd.Series] = {}
     deployed: dict[str, Any] = {}

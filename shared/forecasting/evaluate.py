@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 import time
@@ -842,11 +841,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     settings = get_settings()
-    history_log = logging.getLogger("shared.ingest.history")
-    if not logging.getLogger().handlers and not history_log.handlers:
-        # the refused source records are printed below as a note; with logging not configured (this CLI prints
-        # its own lines) logging's last-resort handler would print the bare event name "history_records_rejected"
-        history_log.addHandler(logging.NullHandler())
     p = argparse.ArgumentParser(prog="python -m shared evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", nargs="+", type=Path, default=None,
                    help="history files: the shipped eco2mix CSVs, ODRÉ exports (CSV/JSON), RTE eCO2mix downloads or "
@@ -932,8 +926,8 @@ def _main(argv: list[str] | None) -> int:
             settings = settings.model_copy(update={"forecast_resolution_min": grid.attrs["resolution_min"]})
             print(f"note: the series' step is {grid.attrs['series_step_min']:g} min: forecast grid of "
                   f"{grid.attrs['resolution_min']} min (--resolution sets another)", flush=True)
-        first = grid.loc[grid["value"].notna(), "ts"].min() if grid["value"].notna().any() else None
-        if first is not None and first - train_start > pd.Timedelta(days=28):
+        first = grid.loc[grid["value"].notna(), "ts"].min()  # NaT when nothing is valid
+        if pd.notna(first) and first - train_start > pd.Timedelta(days=28):
             # a user's own file of recent years alone: say how much shorter the history is than the window
             print(f"note: the data start on {first.tz_convert(tz):%Y-%m-%d}, {(first - train_start).days} days after "
                   f"the training window's start: the first model's history spans {(test_start - first).days} days "

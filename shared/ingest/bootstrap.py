@@ -120,6 +120,9 @@ def load_history(
         rows_out += written
         bar.set_postfix(rows=rows_out)
         log_event(log, "bootstrap_file", file=path.name, records=len(frame), rows_out=written)
+        if rejected := frame.attrs["rejections"]:
+            # records of an ODRÉ export / RTE download the poller's validation refused: loaded nowhere, said here
+            log_event(log, "history_records_rejected", logging.WARNING, file=path.name, rejected=rejected)
     mark_batch_done(store, BOOTSTRAP_BATCH, records, rows_out, run_id)
     summary: dict[str, Any] = {
         "status": "done", "files": len(files), "records": records, "rows_out": rows_out, "resumed": resume,

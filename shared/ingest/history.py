@@ -19,7 +19,8 @@ Every record of an ODRÉ or RTE file goes through the poller's own validation
 (:func:`shared.ingest.parse.parse_records`): the configured perimeter and natures (a regional export must not
 become national load), the source's 15-minute grid, the local date and time agreeing with the instant (the
 spring-forward padding rows are copies of other instants) and the numbers. Rejected records are counted by
-reason in ``attrs["rejections"]`` and logged; a file none of whose records is accepted is an error.
+reason in ``attrs["rejections"]`` for the caller to report (the bootstrap logs them, ``evaluate`` prints them); a
+file none of whose records is accepted is an error. Reading has no side effect.
 """
 
 from __future__ import annotations
@@ -29,26 +30,24 @@ import csv
 import gzip
 import io
 import json
-import logging
 import lzma
 import re
 import sys
 import unicodedata
 import zipfile
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pandas as pd
 from tqdm import tqdm
 
+from shared.calendar import TZ
 from shared.errors import BadRequestError
-from shared.ingest.parse import NULL_TOKENS, NUMERIC_FIELDS, ParsedRecords, parse_records
-from shared.logs import log_event
+from shared.ingest.parse import NULL_TOKENS, NUMERIC_FIELDS, parse_records
 from shared.timeutil import from_wall_clock, to_utc
-
-log = logging.getLogger(__name__)
 
 LOAD_COLUMNS = ("consommation", "prevision_j1", "prevision_j")
 
@@ -67,7 +66,9 @@ _ALIASES = {
 _ODRE_IDENTITY = ("perimetre", "nature", "date", "heure", "date_heure")
 _SHIPPED = frozenset(("date_heure", "nature", *NUMERIC_FIELDS))
 _PARSE_CHUNK = 20_000  # records validated per step of the progress bar
-_MAGIC = ((b"\x1f\x8b", gzip.decompress), (b"\xfd7zXZ\x00", lzma.decompress), (b"BZh", bz2.decompress))
+_MAGIC: tuple[tuple[bytes, Callable[[Any], Any]], ...] = (  # magic bytes → a decompressing reader
+    (b"\x1f\x8b", lambda f: gzip.GzipFile(fileobj=f)), (b"\xfd7zXZ\x00", lzma.LZMAFile), (b"BZh", bz2.BZ2File))
+_HEADER_BYTES = 1 << 16  # enough for any header line; a one-line JSON document needs only its first character
 
 
 def column_key(label: str) -> str:
@@ -79,19 +80,29 @@ def column_key(label: str) -> str:
     return _ALIASES.get(key, key)
 
 
-def _text(path: Path) -> str:
-    """The file's text, decompressed; UTF-8 (with or without a BOM), else ISO-8859-1 (RTE's downloads)."""
-    data = path.read_bytes()
-    for magic, decompress in _MAGIC:
-        if data.startswith(magic):
-            data = decompress(data)
-            break
-    if data.startswith(b"PK\x03\x04"):
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            members = [n for n in zf.namelist() if not n.endswith("/")]
-            if len(members) != 1:
-                raise BadRequestError(f"{path}: a zip archive must hold exactly one file, not {len(members)}")
-            data = zf.read(members[0])
+@contextmanager
+def _open(path: Path) -> Iterator[IO[bytes]]:
+    """The file's bytes as a stream, decompressed (gzip, xz, bzip2 or a one-file zip) as it is read."""
+    with ExitStack() as stack:
+        stream: IO[bytes] = stack.enter_context(open(path, "rb"))
+        head = stream.read(6)
+        stream.seek(0)
+        for magic, opener in _MAGIC:
+            if head.startswith(magic):
+                stream = stack.enter_context(opener(stream))
+                break
+        else:
+            if head.startswith(b"PK\x03\x04"):
+                zf = stack.enter_context(zipfile.ZipFile(stream))
+                members = [n for n in zf.namelist() if not n.endswith("/")]
+                if len(members) != 1:
+                    raise BadRequestError(f"{path}: a zip archive must hold exactly one file, not {len(members)}")
+                stream = stack.enter_context(zf.open(members[0]))
+        yield stream
+
+
+def _decode(path: Path, data: bytes) -> str:
+    """UTF-8 (with or without a BOM), else ISO-8859-1 (RTE's downloads); a binary workbook is refused."""
     if data.startswith(b"\xd0\xcf\x11\xe0"):
         raise BadRequestError(f"{path}: a binary Excel workbook; save it as CSV (RTE's .xls downloads are text "
                               "and are read as they are)")
@@ -99,6 +110,18 @@ def _text(path: Path) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
         return data.decode("latin-1")
+
+
+def _text(path: Path) -> str:
+    """The file's whole text, decompressed and decoded."""
+    with _open(path) as stream:
+        return _decode(path, stream.read())
+
+
+def _header(path: Path) -> str:
+    """The file's first line only (format detection need not decompress a whole multi-year file)."""
+    with _open(path) as stream:
+        return _decode(path, stream.readline(_HEADER_BYTES))
 
 
 def _separator(header: str) -> str:
@@ -128,8 +151,6 @@ def _wall_clock_instants(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     occurrence, UTC+1). The spring-forward day's 02:00–02:45 do not exist: those rows are RTE's padding (copies)
     and get no instant (NaN).
     """
-    from shared.calendar import TZ
-
     date = frame["date"].astype(str).str.strip()
     dayfirst = date.str.contains("/", regex=False)
     iso = date.where(~dayfirst, pd.to_datetime(date[dayfirst], format="%d/%m/%Y", errors="coerce")
@@ -141,11 +162,10 @@ def _wall_clock_instants(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     return text, iso
 
 
-def _records_from_table(path: Path, table: pd.DataFrame) -> tuple[list[dict[str, Any]], Counter[str], list[str]]:
+def _records_from_table(path: Path, table: pd.DataFrame) -> tuple[list[dict[str, Any]], Counter[str]]:
     """Records (field name → text) of an ODRÉ or RTE table; rows that carry no time at all (RTE's disclaimer
     line) and spring-forward padding rows are rejected here, with their reason."""
     rejected: Counter[str] = Counter()
-    examples: list[str] = []
     identity = [c for c in table.columns if c in _ODRE_IDENTITY]
     table = table[identity + [c for c in table.columns if c in NUMERIC_FIELDS]]
     # an empty identity cell is absent; an empty number stays "": a value not published (NULL, parse.to_number)
@@ -153,49 +173,33 @@ def _records_from_table(path: Path, table: pd.DataFrame) -> tuple[list[dict[str,
     timeless = table[[c for c in ("date_heure", "date", "heure") if c in table.columns]].isna().all(axis=1)
     if timeless.any():
         rejected["row without a date or time"] += int(timeless.sum())
-        first = table.loc[timeless].iloc[0]
-        examples.append(f"row without a date or time: {'; '.join(str(v) for v in first.dropna())[:120]!r}")
         table = table.loc[~timeless]
     if "date_heure" not in table.columns:
         instants, iso = _wall_clock_instants(table)
         padding = instants.isna()
         if padding.any():
             rejected["local date/heure does not exist in Europe/Paris or cannot be read"] += int(padding.sum())
-            row = table.loc[padding].iloc[0]
-            examples.append(f"local {row['date']} {row['heure']} does not exist in Europe/Paris (spring-forward "
-                            "padding) or cannot be read")
         table = table.loc[~padding].assign(date_heure=instants[~padding], date=iso[~padding])
     records = [{k: v for k, v in rec.items() if v is not None} for rec in table.to_dict("records")]
-    return records, rejected, examples
+    return records, rejected
 
 
-def _read_source_records(path: Path, records: list[Any], rejected: Counter[str],
-                         examples: list[str]) -> pd.DataFrame:
+def _read_source_records(path: Path, records: list[Any], rejected: Counter[str]) -> pd.DataFrame:
     """Wide frame (``ts``, ``nature``, numeric fields) of the accepted records, through the poller's validation;
-    ``rejected`` / ``examples``: the rows already refused while reading the file (counted in its total)."""
+    ``rejected``: the rows already refused while reading the file (counted in its total), by reason."""
     total = len(records) + sum(rejected.values())
     # validation costs ~0.1 ms a record: a multi-year export (~35 000 records a year) shows its progress
     chunks = range(0, len(records), _PARSE_CHUNK)
     parts = [parse_records(records[i:i + _PARSE_CHUNK], first_record_no=i)
              for i in tqdm(chunks, desc=f"validating {path.name}", unit="chunk", file=sys.stderr,
                            disable=len(chunks) < 3)]
-    parsed = ParsedRecords(rows=pd.concat([p.rows for p in parts], ignore_index=True) if parts
-                           else parse_records([]).rows,
-                           rejections=[r for p in parts for r in p.rejections],
-                           accepted=sum(p.accepted for p in parts))
-    for r in parsed.rejections:
-        rejected[r.reason.split(":")[0]] += 1
-        if len(examples) < 3:
-            examples.append(r.reason)
-    if parsed.accepted == 0:
+    rejected.update(r.reason.split(":")[0] for p in parts for r in p.rejections)
+    if sum(p.accepted for p in parts) == 0:
         why = "; ".join(f"{n} × {reason}" for reason, n in rejected.most_common(3)) or "it holds none"
         raise BadRequestError(f"{path}: none of its {total} records is usable ({why})")
-    if rejected:
-        log_event(log, "history_records_rejected", logging.WARNING, file=path.name, accepted=parsed.accepted,
-                  rejected=dict(rejected), examples=examples[:3])
-    long = parsed.rows.drop_duplicates(["ts", "metric"], keep="last")
-    wide = long.pivot(index="ts", columns="metric", values="value")
-    nature = parsed.rows.drop_duplicates("ts", keep="last").set_index("ts")["nature"]
+    rows = pd.concat([p.rows for p in parts], ignore_index=True)
+    wide = rows.drop_duplicates(["ts", "metric"], keep="last").pivot(index="ts", columns="metric", values="value")
+    nature = rows.drop_duplicates("ts", keep="last").set_index("ts")["nature"]
     out = wide.reindex(columns=[c for c in NUMERIC_FIELDS if c in wide.columns]).astype("float64")
     out.insert(0, "nature", nature.reindex(out.index).fillna(""))
     out = out.reset_index().rename_axis(columns=None)
@@ -203,13 +207,13 @@ def _read_source_records(path: Path, records: list[Any], rejected: Counter[str],
     return out
 
 
-def _detect(path: Path, text: str, columns: tuple[str, str] | None = None) -> tuple[str, str]:
-    """(format, CSV separator) of a file's text: ``eco2mix`` (the shipped history), ``odre`` (an ODRÉ export,
-    CSV or JSON), ``rte`` (an RTE download with Paris wall-clock dates) or ``generic`` (``timestamp,value``, or
-    the two ``columns`` named, compared as :func:`column_key` folds them)."""
-    if text.lstrip()[:1] in ("{", "["):
+def _detect(path: Path, header: str, columns: tuple[str, str] | None = None) -> tuple[str, str]:
+    """(format, CSV separator) of a file from its first line: ``eco2mix`` (the shipped history), ``odre`` (an ODRÉ
+    export, CSV or JSON), ``rte`` (an RTE download with Paris wall-clock dates) or ``generic``
+    (``timestamp,value``, or the two ``columns`` named, compared as :func:`column_key` folds them)."""
+    if header.lstrip()[:1] in ("{", "["):
         return "odre", ""
-    header = text.split("\n", 1)[0].rstrip("\r")
+    header = header.split("\n", 1)[0].rstrip("\r")
     sep = _separator(header)
     cols = {column_key(c) for c in next(csv.reader([header], delimiter=sep), [])}
     if columns is not None:
@@ -230,7 +234,7 @@ def _detect(path: Path, text: str, columns: tuple[str, str] | None = None) -> tu
 
 def history_format(path: Path | str, columns: tuple[str, str] | None = None) -> str:
     """The format of a history file (see :func:`read_history_file`), from its header."""
-    return _detect(Path(path), _text(Path(path)), columns)[0]
+    return _detect(Path(path), _header(Path(path)), columns)[0]
 
 
 # an ISO-8601 time that ends with its UTC offset ("…T12:00Z", "… 12:00:00+01:00", "…T12:00-0500")
@@ -285,7 +289,7 @@ def read_history_file(path: Path | str, naive_tz: str = "UTC", columns: tuple[st
     text = _text(path)
     fmt, sep = _detect(path, text, columns)
     if fmt == "odre" and not sep:
-        df = _read_source_records(path, _records_from_json(path, text), Counter(), [])
+        df = _read_source_records(path, _records_from_json(path, text), Counter())
     elif fmt in ("eco2mix", "generic"):
         # the product's own format (columns as they are, empty cells NaN) or a generic series
         df = pd.read_csv(io.StringIO(text), sep=sep, low_memory=False)
