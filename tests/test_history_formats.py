@@ -284,6 +284,28 @@ def test_the_evaluate_command_reports_refused_records_once_as_a_note(tmp_path: P
             '"local date/heure does not exist in Europe/Paris or cannot be read": 4}') in run.stdout.splitlines()
 
 
+def test_evaluate_reads_its_data_files_once_for_several_test_years(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from shared.forecasting import evaluate
+
+    reads: list[list[Path]] = []
+    real_load = evaluate.load_data
+
+    def counting_load(files: list[Path], *args: object, **kwargs: object) -> object:
+        reads.append(list(files))
+        return real_load(files, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(evaluate, "load_data", counting_load)
+    # the per-year step after reading: the stage's resource check, replaced by a record of the grid it got
+    grids: list[pd.DataFrame] = []
+    monkeypatch.setattr(evaluate, "weather_resources", lambda grid, *_a, **_k: grids.append(grid) or {"ok": True})
+    assert evaluate.main(["--data", str(RTE_DOWNLOAD), "--years", "2018", "2019", "--weather", "--weather-resources",
+                          "--out", str(tmp_path), "--no-progress"]) == 0
+    assert reads == [[RTE_DOWNLOAD]] and len(grids) == 2 and grids[0] is grids[1]
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note: source records")]
+    assert len(notes) == 1
+
+
 def test_named_columns_read_a_series_whose_header_is_not_timestamp_value(tmp_path: Path) -> None:
     load = _real_load("2018-10-27T22:00Z", "2018-10-29T00:00Z")
     path = tmp_path / "other-names.csv"

@@ -906,6 +906,7 @@ def _main(argv: list[str] | None) -> int:
         periods = [("", local_midnight(a.test_start, tz), local_midnight(a.test_end, tz))]
     a.out.mkdir(parents=True, exist_ok=True)
     reports: dict[int, dict[str, Any]] = {}
+    loaded: dict[tuple[Path, ...], tuple[pd.DataFrame, pd.DataFrame | None]] = {}
     for label, test_start, test_end in periods:
         train_start = (local_midnight(a.train_start, tz) if a.train_start and not a.years
                        else test_start - pd.Timedelta(days=settings.forecast_train_days))
@@ -918,10 +919,17 @@ def _main(argv: list[str] | None) -> int:
               f"{a.retrain_days} days (holdout: the last {settings.forecast_holdout_days} days of each window, at "
               f"most a quarter of its history); "
               f"origins daily {a.origin_hour}:00 {tz}; holidays: {country or 'none'}; files: {len(files)}", flush=True)
-        # a generic series without --resolution gets the configured grid step if it fills it (an hourly series
-        # does not fill 30 minutes: it gets 60)
-        grid, rte = load_data(files, a.resolution or (None if generic else settings.forecast_resolution_min),
-                              settings, naive_tz=tz if a.naive_timestamps == "local" else "UTC", columns=columns)
+        # --data files are the same for every test period: read, validated and gated once (the shipped history
+        # is read per period, only the years that period needs)
+        key = tuple(files)
+        fresh = key not in loaded
+        if fresh:
+            # a generic series without --resolution gets the configured grid step if it fills it (an hourly series
+            # does not fill 30 minutes: it gets 60)
+            loaded[key] = load_data(files, a.resolution or (None if generic else settings.forecast_resolution_min),
+                                    settings, naive_tz=tz if a.naive_timestamps == "local" else "UTC",
+                                    columns=columns)
+        grid, rte = loaded[key]
         if grid.attrs["resolution_min"] != settings.forecast_resolution_min:
             settings = settings.model_copy(update={"forecast_resolution_min": grid.attrs["resolution_min"]})
             print(f"note: the series' step is {grid.attrs['series_step_min']:g} min: forecast grid of "
@@ -934,10 +942,10 @@ def _main(argv: list[str] | None) -> int:
                   f"instead of {settings.forecast_train_days}"
                   + ("" if generic else " (older files can be added to --data, e.g. data/eco2mix/*.csv.gz)"),
                   flush=True)
-        if grid.attrs["naive_timestamps"] and a.naive_timestamps == "utc" and tz != "UTC":
+        if fresh and grid.attrs["naive_timestamps"] and a.naive_timestamps == "utc" and tz != "UTC":
             print(f"note: timestamps without a UTC offset were read as UTC (--naive-timestamps local reads them as "
                   f"{tz} wall-clock times)", flush=True)
-        if rejected := grid.attrs["source_rejections"]:
+        if fresh and (rejected := grid.attrs["source_rejections"]):
             print(f"note: source records rejected while reading (not used): {json.dumps(rejected, ensure_ascii=False)}",
                   flush=True)
         cfg = model_config(settings)
