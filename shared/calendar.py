@@ -32,10 +32,27 @@ COUNTRY = "FR"
 # --- public holidays and bridges -----------------------------------------------------------------------
 @lru_cache(maxsize=256)
 def public_holidays(year: int, country: str = COUNTRY) -> dict[date, str]:
-    """Public holidays of ``year`` (date → name) for a ``holidays`` country code (France by default)."""
+    """Public holidays of ``year`` (date → name) for a ``holidays`` country code (France by default), or a
+    country and one of its subdivisions as ISO 3166-2 writes them (``GB-ENG``: England's bank holidays —
+    ``GB`` alone has only those common to the whole United Kingdom, without Easter Monday)."""
     import holidays
 
-    return dict(holidays.country_holidays(country, years=year))
+    code, _, subdiv = country.partition("-")
+    return dict(holidays.country_holidays(code, subdiv=subdiv or None, years=year))
+
+
+def check_holiday_calendar(country: str) -> None:
+    """``ValueError`` with a one-line message unless ``country`` is a calendar :func:`public_holidays` reads."""
+    import holidays
+
+    code, _, subdiv = country.partition("-")
+    supported = holidays.list_supported_countries()
+    if code not in supported:
+        raise ValueError(f"unknown holiday calendar {country!r} (a `holidays` country code such as GB, a country "
+                         "and subdivision such as GB-ENG, or 'none')")
+    if subdiv and subdiv not in supported[code]:
+        raise ValueError(f"unknown subdivision {subdiv!r} of {code} (its subdivisions: "
+                         f"{', '.join(supported[code][:12])}{'…' if len(supported[code]) > 12 else ''})")
 
 
 def holidays_of_years(years: Iterable[int], country: str = COUNTRY) -> dict[date, str]:

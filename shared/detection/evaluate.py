@@ -46,7 +46,7 @@ from shared.detection.residual import (
 from shared.detection.service import FORECAST_MAX_LEAD_HOURS, expectation_deltas, forecast_deltas
 from shared.detection.zscore import detect_zscore
 from shared.errors import run_cli
-from shared.ingest.history import read_history
+from shared.ingest.history import is_other_series, read_history
 from shared.logs import configure_logging, log_event
 from shared.settings import REPO_ROOT, get_settings
 from shared.timeutil import to_utc
@@ -455,7 +455,7 @@ def evaluate(
     deployed: dict[str, Any] = {}
     if expectation == "deployed":
         detectors["powersense_profile"] = "profile"
-        generic = hist.attrs["formats"] == ["generic"]
+        generic = is_other_series(hist.attrs["formats"])
         model, deployed["model"] = train_deployed(files, start, settings)
         deployed["forecast_schedule"] = schedule = forecast_schedule()
         deployed["variants"] = {}

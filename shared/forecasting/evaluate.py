@@ -45,7 +45,7 @@ from shared.features import TZ, build_grid, grid_step_for, series_grid, series_s
 from shared.forecasting import baseline, combine
 from shared.forecasting.gate import finite_or_none, gate, strict
 from shared.forecasting.service import model_config
-from shared.ingest.history import history_format
+from shared.ingest.history import NESO_HOLIDAYS, NESO_TZ, column_key, history_format, is_other_series
 from shared.process_limits import peak_rss_bytes
 from shared.settings import REPO_ROOT, Settings, get_settings
 from shared.weather.features import WeatherProvider, perfect_provider
@@ -209,7 +209,7 @@ def load_data(files: list[Path], resolution_min: int | None, settings: Settings 
 
     settings = settings or get_settings()
     h = read_history(files, naive_tz=naive_tz, columns=columns)
-    generic = h.attrs["formats"] == ["generic"]
+    generic = is_other_series(h.attrs["formats"])
     raw = h[["ts", "consommation"]].rename(columns={"consommation": "value"}).dropna(subset=["value"])
     raw = raw.sort_values("ts").reset_index(drop=True)
     step = series_step_minutes(raw["ts"])
@@ -822,11 +822,12 @@ def _check_calendar(tz: str, country: str) -> None:
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise BadRequestError(f"unknown time zone {tz!r} (an IANA name such as Europe/London)") from exc
     if country:
-        import holidays
+        from shared.calendar import check_holiday_calendar
 
-        if country not in holidays.list_supported_countries():
-            raise BadRequestError(f"unknown holiday calendar {country!r} (a `holidays` country code such as GB, "
-                                  "or 'none')")
+        try:
+            check_holiday_calendar(country)
+        except ValueError as exc:
+            raise BadRequestError(str(exc)) from None
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -891,12 +892,19 @@ def _main(argv: list[str] | None) -> int:
     columns = _columns(a.columns) if a.columns else None
     if columns and not a.data:
         raise BadRequestError("--columns names the columns of --data files")
-    generic = bool(a.data) and all(history_format(f, columns) == "generic" for f in a.data)
-    tz = a.timezone or ("UTC" if generic else TZ)
-    country = (a.holidays if a.holidays is not None else ("none" if generic else "FR")).upper()
+    formats = {history_format(f, columns) for f in a.data or []}
+    generic = bool(a.data) and is_other_series(formats)
+    neso = formats == {"neso"}  # Great Britain's national demand: its calendar is known
+    tz = a.timezone or (NESO_TZ if neso else "UTC" if generic else TZ)
+    country = (a.holidays if a.holidays is not None else
+               (NESO_HOLIDAYS if neso else "none" if generic else "FR")).upper()
     country = "" if country == "NONE" else country
     _check_calendar(tz, country)
-    if generic and a.timezone is None and a.holidays is None:
+    if neso:
+        print(f"note: NESO demand data: Great Britain's {column_key(columns[1]).upper() if columns else 'ND'} "
+              f"(National Demand unless --columns SETTLEMENT_DATE,X), days of {tz}, holidays "
+              f"{country or 'none'} (--timezone, --holidays choose others)", flush=True)
+    elif generic and a.timezone is None and a.holidays is None:
         print("note: a timestamp,value series is read with UTC days and no public holidays; --timezone and "
               "--holidays give it its own calendar (day types, DST, holidays)", flush=True)
     periods: list[tuple[str, pd.Timestamp, pd.Timestamp]] = []

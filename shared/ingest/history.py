@@ -13,6 +13,10 @@ Formats, recognised from the content (plain, gzip, xz, bzip2 or a one-file zip):
   v1's ``{"records": [{"fields": …}]}``.
 * **RTE's eCO2mix downloads** (``eCO2mix_RTE_Annuel-Definitif_YYYY.xls`` and the like: tab-separated ISO-8859-1
   text, Paris wall-clock ``Date`` + ``Heures``, RTE's disclaimer as the last line).
+* **NESO's demand data** (Great Britain, ``demanddata_YYYY.csv`` of the NESO data portal's *Historic Demand Data*
+  and the like): ``SETTLEMENT_DATE`` + ``SETTLEMENT_PERIOD`` (half-hours of the local day: 46 / 48 / 50 with the
+  clock changes) and ``ND``, National Demand (``columns=("SETTLEMENT_DATE", "TSD")`` reads another column). Not
+  France's series: read like a generic one, whose calendar is Great Britain's.
 * **a generic** ``timestamp,value`` CSV (any of these separators).
 
 Every record of an ODRÉ or RTE file goes through the poller's own validation
@@ -50,6 +54,15 @@ from shared.ingest.parse import NULL_TOKENS, NUMERIC_FIELDS, parse_records
 from shared.timeutil import from_wall_clock, to_utc
 
 LOAD_COLUMNS = ("consommation", "prevision_j1", "prevision_j")
+FRANCE_FORMATS = frozenset(("eco2mix", "odre", "rte"))  # France's national series; the others are "any series"
+
+# NESO's settlement calendar: "Settlement period 1 runs from 00:00-00:30" and the settlement date "follows clock
+# change" (NESO data portal, Historic Demand Data 2010 … 2024, table information of SETTLEMENT_DATE and
+# SETTLEMENT_PERIOD), i.e. periods count the elapsed half-hours from local midnight in Great Britain: 46 on the
+# spring-forward day, 50 on the fall-back day (as the real files have them, tests/data/README.md)
+NESO_TZ = "Europe/London"
+NESO_HOLIDAYS = "GB-ENG"  # England's bank holidays (with Easter Monday): England and Wales are ~90 % of ND
+_NESO_DATE_FORMATS = ("%d-%b-%Y", "%Y-%m-%d", "%d/%m/%Y")  # 01-JAN-2022 (files to 2022), 2023-01-01, 01/01/2010
 
 # Header keys (see column_key) of the ODRÉ portal's French labels and RTE's download files whose plain
 # transliteration is not the API's field name. The rest match: "Consommation (MW)" → consommation,
@@ -209,13 +222,21 @@ def _read_source_records(path: Path, records: list[Any], rejected: Counter[str])
 
 def _detect(path: Path, header: str, columns: tuple[str, str] | None = None) -> tuple[str, str]:
     """(format, CSV separator) of a file from its first line: ``eco2mix`` (the shipped history), ``odre`` (an ODRÉ
-    export, CSV or JSON), ``rte`` (an RTE download with Paris wall-clock dates) or ``generic``
+    export, CSV or JSON), ``rte`` (an RTE download with Paris wall-clock dates), ``neso`` (NESO demand data:
+    settlement date and period; ``columns`` ``(SETTLEMENT_DATE, X)`` reads column X instead of ND) or ``generic``
     (``timestamp,value``, or the two ``columns`` named, compared as :func:`column_key` folds them)."""
     if header.lstrip()[:1] in ("{", "["):
         return "odre", ""
     header = header.split("\n", 1)[0].rstrip("\r")
     sep = _separator(header)
     cols = {column_key(c) for c in next(csv.reader([header], delimiter=sep), [])}
+    if {"settlement_date", "settlement_period"} <= cols and (
+            columns is None or column_key(columns[0]) == "settlement_date"):
+        value = column_key(columns[1]) if columns else "nd"
+        if value not in cols:
+            raise BadRequestError(f"{path}: no column {value!r} in this NESO file (its columns: "
+                                  f"{', '.join(sorted(cols)[:12])})")
+        return "neso", sep
     if columns is not None:
         if missing := [c for c in columns if column_key(c) not in cols]:
             raise BadRequestError(f"{path}: no column {missing[0]!r} (its columns: {', '.join(sorted(cols)[:12])})")
@@ -229,7 +250,56 @@ def _detect(path: Path, header: str, columns: tuple[str, str] | None = None) -> 
     raise BadRequestError(
         f"{path}: not a history file this product reads (columns {sorted(cols)[:8]}…): expected the shipped "
         "eco2mix CSV (date_heure, nature, …), an ODRÉ eco2mix export (CSV or JSON; field names or French "
-        "labels), an RTE eCO2mix download (Date, Heures, …) or a generic timestamp,value CSV")
+        "labels), an RTE eCO2mix download (Date, Heures, …), NESO demand data (SETTLEMENT_DATE, "
+        "SETTLEMENT_PERIOD, ND, …) or a generic timestamp,value CSV")
+
+
+def is_other_series(formats: Iterable[str]) -> bool:
+    """Whether files of these formats hold a series other than France's national load (a generic or NESO file:
+    no French plausibility bounds, no RTE benchmark, their own calendar). Mixing both kinds is an error."""
+    kinds = {f in FRANCE_FORMATS for f in formats}
+    if len(kinds) > 1:
+        raise BadRequestError("the files mix France's national load (eco2mix, ODRÉ, RTE) with another series; give "
+                              "one series at a time")
+    return kinds == {False}
+
+
+def _neso_frame(path: Path, table: pd.DataFrame, value: str, sep: str) -> pd.DataFrame:
+    """NESO rows (columns already :func:`column_key`-folded) → ``ts`` (UTC), ``consommation`` (the ``value``
+    column), ``nature`` ''. Refused rows are counted in ``attrs["rejections"]``: forecast rows of the daily update
+    file, dates that cannot be read, periods outside their local day's half-hours."""
+    rejected: Counter[str] = Counter()
+    if "forecast_actual_indicator" in table.columns:  # the daily update file also lists 7 days of forecasts
+        forecast = table["forecast_actual_indicator"].astype(str).str.strip().str.upper().eq("F")
+        if n := int(forecast.sum()):
+            rejected["forecast row, not an outturn"] = n
+        table = table[~forecast]
+    text = table["settlement_date"].astype(str).str.strip()
+    day = pd.Series(pd.NaT, index=table.index, dtype="datetime64[ns]")
+    for fmt in _NESO_DATE_FORMATS:
+        if not (todo := day.isna()).any():
+            break
+        day[todo] = pd.to_datetime(text[todo], format=fmt, errors="coerce")
+    # local midnight always exists in Great Britain (the clocks change at 01:00 UTC)
+    start = day.dt.tz_localize(NESO_TZ)
+    halfhours = ((day + pd.Timedelta(days=1)).dt.tz_localize(NESO_TZ) - start) / pd.Timedelta(minutes=30)
+    period = pd.to_numeric(table["settlement_period"], errors="coerce")
+    bad_date = day.isna()
+    bad_period = ~bad_date & ~((period >= 1) & (period <= halfhours) & (period % 1 == 0))
+    if n := int(bad_date.sum()):
+        rejected["settlement date cannot be read"] = n
+    if n := int(bad_period.sum()):
+        rejected["settlement period outside its local day's half-hours"] = n
+    keep = ~bad_date & ~bad_period
+    out = pd.DataFrame({
+        "ts": (start[keep] + (period[keep] - 1) * pd.Timedelta(minutes=30)).dt.tz_convert("UTC"),
+        "nature": "",
+        "consommation": _generic_values(path, table.loc[keep, value], sep),
+    }).reset_index(drop=True)
+    if out.empty:
+        raise BadRequestError(f"{path}: no NESO row could be read ({dict(rejected)})")
+    out.attrs["rejections"] = dict(rejected)
+    return out
 
 
 def history_format(path: Path | str, columns: tuple[str, str] | None = None) -> str:
@@ -280,16 +350,20 @@ def read_history_file(path: Path | str, naive_tz: str = "UTC", columns: tuple[st
     """One history file in any of the module's formats → ``ts`` (UTC-aware), ``nature`` and numeric columns.
 
     ``columns``: (time, value) column names of a generic series whose header does not say ``timestamp,value``
-    (e.g. ``("datetime", "load_mw")``). ``naive_tz``: the zone whose wall clock a generic file's timestamps
-    without a UTC offset are (default: they are UTC). ``attrs``: ``format`` (:func:`history_format`),
-    ``rejections`` (refused source records by reason: ODRÉ and RTE files; wall-clock times that do not exist in
-    ``naive_tz``) and ``naive_timestamps``.
+    (e.g. ``("datetime", "load_mw")``), or ``("SETTLEMENT_DATE", "TSD")`` for another column of a NESO file.
+    ``naive_tz``: the zone whose wall clock a generic file's timestamps without a UTC offset are (default: they
+    are UTC). ``attrs``: ``format`` (:func:`history_format`), ``rejections`` (refused source records by reason:
+    ODRÉ, RTE and NESO files; wall-clock times that do not exist in ``naive_tz``) and ``naive_timestamps``.
     """
     path = Path(path)
     text = _text(path)
     fmt, sep = _detect(path, text, columns)
     if fmt == "odre" and not sep:
         df = _read_source_records(path, _records_from_json(path, text), Counter())
+    elif fmt == "neso":
+        table = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, index_col=False)
+        table.columns = [column_key(str(c)) for c in table.columns]
+        df = _neso_frame(path, table, column_key(columns[1]) if columns else "nd", sep)
     elif fmt in ("eco2mix", "generic"):
         # the product's own format (columns as they are, empty cells NaN) or a generic series
         df = pd.read_csv(io.StringIO(text), sep=sep, low_memory=False)
