@@ -9,7 +9,9 @@ windows; ``--step-minutes 60``: the series hourly, evaluated without ``--resolut
 issued forecast's MAPE against seasonal naive's; printed as JSON with the mean over windows and how many
 window × D+k cells are worse / better than naive.
 The shipped load stands in for a series the model was not built for (no holidays, no time zone); it is real data,
-not a simulation. Findings, the fix and the fixes tried and not kept: README, *Never worse than naive*.
+not a simulation. ``--data FILE…`` runs the same windows on another series (e.g. NESO's demand data for Great
+Britain, with ``--timezone Europe/London --holidays GB-ENG``). Findings, the fix and the fixes tried and not kept:
+README, *Never worse than naive*.
 """
 
 from __future__ import annotations
@@ -43,12 +45,14 @@ def windows(history_days: int = HISTORY_DAYS, every_days: int = EVERY_DAYS,
 
 
 def run_window(load: pd.DataFrame, start: pd.Timestamp, workdir: Path, retrain_days: int = 0,
-               history_days: int = HISTORY_DAYS, step_minutes: int = 30) -> dict[str, Any]:
+               history_days: int = HISTORY_DAYS, step_minutes: int = 30,
+               calendar: list[str] | None = None) -> dict[str, Any]:
     """One window through ``shared.forecasting.evaluate`` (in process); MAPE % of the issued forecast and naive.
 
     ``retrain_days``: the backtest's retrain cadence inside the 21 test days (0 = trained once, on the history).
     ``step_minutes`` 60: the series written hourly (its :00 values) and evaluated without ``--resolution``, as a
-    user of an hourly series would (the grid step is inferred: 60)."""
+    user of an hourly series would (the grid step is inferred: 60). ``calendar``: ``evaluate``'s ``--timezone`` /
+    ``--holidays`` arguments (default none: UTC days, no holidays)."""
     from shared.forecasting import evaluate
 
     end, test0 = start + pd.Timedelta(days=history_days + TEST_DAYS), start + pd.Timedelta(days=history_days)
@@ -60,7 +64,7 @@ def run_window(load: pd.DataFrame, start: pd.Timestamp, workdir: Path, retrain_d
     with contextlib.redirect_stdout(io.StringIO()):
         rc = evaluate.main(["--data", str(csv), *(["--resolution", "30"] if step_minutes == 30 else []),
                             "--test-start", f"{test0:%Y-%m-%d}", "--test-end", f"{end:%Y-%m-%d}", "--out", str(out),
-                            "--no-progress", "--retrain-days", str(retrain_days)])
+                            "--no-progress", "--retrain-days", str(retrain_days), *(calendar or [])])
     if rc:
         raise RuntimeError(f"evaluate failed on the window from {start:%Y-%m-%d} (exit {rc})")
     models = json.loads((out / "forecast_eval.json").read_text())["models"]
@@ -101,22 +105,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step-minutes", type=int, choices=(30, 60), default=30,
                         help="the series' step: 30 (default) or 60 (hourly, its :00 values; evaluated without "
                              "--resolution, the grid step inferred)")
+    parser.add_argument("--data", nargs="+", type=Path, default=None,
+                        help="another series' history files (any format `evaluate --data` reads, e.g. NESO's "
+                             "demand data for Great Britain) instead of the shipped national load; same windows")
+    parser.add_argument("--timezone", default=None, help="evaluate's --timezone for every window (default: UTC)")
+    parser.add_argument("--holidays", default=None, help="evaluate's --holidays for every window (default: none)")
     args = parser.parse_args(argv)
     starts = windows(args.history_days, args.every_days, args.first_start)
     if not starts:
         parser.error(f"no window of {args.history_days} + {TEST_DAYS} days from {args.first_start} ends before 2020")
-    load = read_history(default_files(starts[0], END - pd.Timedelta(days=1), 0))
+    calendar = [*(["--timezone", args.timezone] if args.timezone else []),
+                *(["--holidays", args.holidays] if args.holidays else [])]
+    load = read_history(args.data or default_files(starts[0], END - pd.Timedelta(days=1), 0))
     load = load[load["ts"].dt.minute.isin([0, 30])][["ts", "consommation"]].rename(
         columns={"ts": "timestamp", "consommation": "value"})
     rows = []
     with tempfile.TemporaryDirectory(prefix="powersense-short-series-") as tmp:
         for i, start in enumerate(starts, start=1):
-            rows.append(run_window(load, start, Path(tmp), args.retrain_days, args.history_days, args.step_minutes))
+            rows.append(run_window(load, start, Path(tmp), args.retrain_days, args.history_days, args.step_minutes,
+                                   calendar))
             print(f"window {i}/{len(starts)} from {start:%Y-%m-%d}: D+1 {rows[-1]['D+1']}, D+7 {rows[-1]['D+7']}",
                   file=sys.stderr, flush=True)
     doc = {"what": (__doc__ or "").split("\n")[0], "retrain_days": args.retrain_days,
            "history_days": args.history_days, "every_days": args.every_days, "step_minutes": args.step_minutes,
-           "first_start": args.first_start, "summary": summarize(rows),
+           "first_start": args.first_start, "data": [str(f) for f in args.data] if args.data else "shipped",
+           "calendar": calendar, "summary": summarize(rows),
            "windows": rows}
     print(json.dumps(doc, indent=1))
     return 0

@@ -20,7 +20,8 @@ from shared.weather.features import WeatherProvider, perfect_provider
 # verification report, T. Haiden et al., "Evaluation of ECMWF forecasts, including the 2020 upgrade", ECMWF
 # Technical Memorandum 880 (January 2021), section 4 (weather parameters): HRES 2 m temperature verified against
 # European SYNOP stations, error standard deviation at forecast day 3 ≈ 1.6 K and day 6 ≈ 2.3 K (daytime, recent
-# years; values read off the memo's figure — approximate). Other lead days: linear in lead between / beyond those
+# years; values read off the memo's figure from memory — approximate, not re-verified: the memo is ECMWF e-library
+# entry 19879, but its scores are figures no text states). Other lead days: linear in lead between / beyond those
 # two points. These are *station* errors (they include each station's representativeness error); applied to a
 # 32-station national mean they overstate its error (local errors partly cancel in the mean), so (b) is
 # pessimistic about the forecast; ``--weather-error-scale`` shows the sensitivity (labelled, not a published score).
