@@ -113,5 +113,6 @@ def test_evaluate_gives_a_neso_series_great_britain_s_calendar(tmp_path: Path,
                           "--out", str(tmp_path), "--no-progress"]) == 2
     out, err = capsys.readouterr()
     assert "days of valid history" in err
-    assert "note: NESO demand data: Great Britain's ND" in out and "days of Europe/London, holidays GB-ENG" in out
+    assert "note: NESO demand data: Great Britain's National Demand" in out
+    assert "days of Europe/London, holidays GB-ENG" in out
     assert "origins daily 12:00 Europe/London; holidays: GB-ENG" in out

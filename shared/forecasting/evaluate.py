@@ -45,7 +45,7 @@ from shared.features import TZ, build_grid, grid_step_for, series_grid, series_s
 from shared.forecasting import baseline, combine
 from shared.forecasting.gate import finite_or_none, gate, strict
 from shared.forecasting.service import model_config
-from shared.ingest.history import NESO_HOLIDAYS, NESO_TZ, column_key, history_format, is_other_series
+from shared.ingest.history import history_format, is_other_series, source_calendar
 from shared.process_limits import peak_rss_bytes
 from shared.settings import REPO_ROOT, Settings, get_settings
 from shared.weather.features import WeatherProvider, perfect_provider
@@ -894,16 +894,16 @@ def _main(argv: list[str] | None) -> int:
         raise BadRequestError("--columns names the columns of --data files")
     formats = {history_format(f, columns) for f in a.data or []}
     generic = bool(a.data) and is_other_series(formats)
-    neso = formats == {"neso"}  # Great Britain's national demand: its calendar is known
-    tz = a.timezone or (NESO_TZ if neso else "UTC" if generic else TZ)
+    # another operator's file says whose series it is (NESO: Great Britain; ENTSO-E: its area and export clock)
+    known = source_calendar(a.data[0]) if generic and formats <= {"neso", "entsoe"} else None
+    tz = a.timezone or (known[0] if known else "UTC" if generic else TZ)
     country = (a.holidays if a.holidays is not None else
-               (NESO_HOLIDAYS if neso else "none" if generic else "FR")).upper()
+               (known[1] or "none") if known else "none" if generic else "FR").upper()
     country = "" if country == "NONE" else country
     _check_calendar(tz, country)
-    if neso:
-        print(f"note: NESO demand data: Great Britain's {column_key(columns[1]).upper() if columns else 'ND'} "
-              f"(National Demand unless --columns SETTLEMENT_DATE,X), days of {tz}, holidays "
-              f"{country or 'none'} (--timezone, --holidays choose others)", flush=True)
+    if known:
+        print(f"note: {known[2]}: days of {tz}, holidays {country or 'none'} (--timezone, --holidays choose "
+              "others)", flush=True)
     elif generic and a.timezone is None and a.holidays is None:
         print("note: a timestamp,value series is read with UTC days and no public holidays; --timezone and "
               "--holidays give it its own calendar (day types, DST, holidays)", flush=True)

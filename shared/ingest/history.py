@@ -17,6 +17,12 @@ Formats, recognised from the content (plain, gzip, xz, bzip2 or a one-file zip):
   and the like): ``SETTLEMENT_DATE`` + ``SETTLEMENT_PERIOD`` (half-hours of the local day: 46 / 48 / 50 with the
   clock changes) and ``ND``, National Demand (``columns=("SETTLEMENT_DATE", "TSD")`` reads another column). Not
   France's series: read like a generic one, whose calendar is Great Britain's.
+* **ENTSO-E Transparency Platform exports** of *Total Load - Day Ahead / Actual* (``Total Load - Day Ahead _
+  Actual_YYYY….csv``): ``Time (CET/CEST)`` or ``Time (UTC)`` holding intervals (``01.01.2018 00:00 - 01.01.2018
+  01:00``, hourly or quarter-hourly) and ``Actual Total Load [MW] - <area>`` (``columns`` names another, e.g. the
+  day-ahead forecast). In CET/CEST the wall clock's rules apply (:func:`shared.timeutil.from_wall_clock`: the
+  fall-back hour is listed twice, summer time first; the spring-forward hour is a padding row without values,
+  refused). ``N/A``, ``-`` and empty cells are missing. Not France's series.
 * **a generic** ``timestamp,value`` CSV (any of these separators).
 
 Every record of an ODRÉ or RTE file goes through the poller's own validation
@@ -63,6 +69,13 @@ FRANCE_FORMATS = frozenset(("eco2mix", "odre", "rte"))  # France's national seri
 NESO_TZ = "Europe/London"
 NESO_HOLIDAYS = "GB-ENG"  # England's bank holidays (with Easter Monday): England and Wales are ~90 % of ND
 _NESO_DATE_FORMATS = ("%d-%b-%Y", "%Y-%m-%d", "%d/%m/%Y")  # 01-JAN-2022 (files to 2022), 2023-01-01, 01/01/2010
+
+# ENTSO-E's export clocks (the "Time (…)" column's label) and the zone whose wall clock each is; CET/CEST is the
+# platform's default (as in the real exports tests/data/README.md cites), UTC the other choice checked on a file
+ENTSOE_CLOCKS = {"CET/CEST": "Europe/Brussels", "UTC": "UTC"}
+_ENTSOE_TIME = re.compile(r"^Time \((?P<clock>[^)]+)\)$")
+_ENTSOE_INTERVAL = r"^\d{2}\.\d{2}\.\d{4} \d{2}:\d{2} - \d{2}\.\d{2}\.\d{4} \d{2}:\d{2}"
+_ENTSOE_MISSING = frozenset(("-",))  # ENTSO-E's "no value" besides N/A and empty cells (NULL_TOKENS)
 
 # Header keys (see column_key) of the ODRÉ portal's French labels and RTE's download files whose plain
 # transliteration is not the API's field name. The rest match: "Consommation (MW)" → consommation,
@@ -222,7 +235,8 @@ def _read_source_records(path: Path, records: list[Any], rejected: Counter[str])
 
 def _detect(path: Path, header: str, columns: tuple[str, str] | None = None) -> tuple[str, str]:
     """(format, CSV separator) of a file from its first line: ``eco2mix`` (the shipped history), ``odre`` (an ODRÉ
-    export, CSV or JSON), ``rte`` (an RTE download with Paris wall-clock dates), ``neso`` (NESO demand data:
+    export, CSV or JSON), ``rte`` (an RTE download with Paris wall-clock dates), ``entsoe`` (an ENTSO-E Total
+    Load export; ``columns`` ``(Time (…), X)`` reads column X instead of the actual load), ``neso`` (NESO demand data:
     settlement date and period; ``columns`` ``(SETTLEMENT_DATE, X)`` reads column X instead of ND) or ``generic``
     (``timestamp,value``, or the two ``columns`` named, compared as :func:`column_key` folds them)."""
     if header.lstrip()[:1] in ("{", "["):
@@ -230,6 +244,13 @@ def _detect(path: Path, header: str, columns: tuple[str, str] | None = None) -> 
     header = header.split("\n", 1)[0].rstrip("\r")
     sep = _separator(header)
     cols = {column_key(c) for c in next(csv.reader([header], delimiter=sep), [])}
+    if _entsoe_time_column(header, sep) is not None:
+        value = column_key(columns[1]) if columns else next(
+            (c for c in sorted(cols) if c.startswith("actual_total_load")), "")
+        if value not in cols:
+            raise BadRequestError(f"{path}: no {'column ' + repr(value) if value else 'Actual Total Load column'} in "
+                                  f"this ENTSO-E export (its columns: {', '.join(sorted(cols)[:12])})")
+        return "entsoe", sep
     if {"settlement_date", "settlement_period"} <= cols and (
             columns is None or column_key(columns[0]) == "settlement_date"):
         value = column_key(columns[1]) if columns else "nd"
@@ -252,6 +273,63 @@ def _detect(path: Path, header: str, columns: tuple[str, str] | None = None) -> 
         "eco2mix CSV (date_heure, nature, …), an ODRÉ eco2mix export (CSV or JSON; field names or French "
         "labels), an RTE eCO2mix download (Date, Heures, …), NESO demand data (SETTLEMENT_DATE, "
         "SETTLEMENT_PERIOD, ND, …) or a generic timestamp,value CSV")
+
+
+def _entsoe_time_column(header: str, sep: str) -> tuple[str, str] | None:
+    """(raw name, clock label) of an ENTSO-E export's ``Time (…)`` column, from the header line; None if none."""
+    for name in next(csv.reader([header], delimiter=sep), []):
+        if m := _ENTSOE_TIME.match(name.strip()):
+            return name, m["clock"].strip()
+    return None
+
+
+def _entsoe_frame(path: Path, table: pd.DataFrame, time_col: str, clock: str, value: str, sep: str,
+                  ) -> pd.DataFrame:
+    """ENTSO-E rows (raw column names) → ``ts`` (UTC, each interval's start), ``consommation`` (the column whose
+    :func:`column_key` is ``value``), ``nature`` ''. Refused rows are counted in ``attrs["rejections"]``."""
+    if clock not in ENTSOE_CLOCKS:
+        raise BadRequestError(f"{path}: an ENTSO-E export in {clock!r} time; export it in "
+                              f"{' or '.join(ENTSOE_CLOCKS)} (the platform's time-zone setting)")
+    rejected: Counter[str] = Counter()
+    text = table[time_col].astype(str).str.strip()
+    ok = text.str.match(_ENTSOE_INTERVAL)
+    if n := int((~ok).sum()):
+        rejected["time is not an ENTSO-E interval (dd.mm.yyyy hh:mm - dd.mm.yyyy hh:mm)"] = n
+    wall = pd.to_datetime(text[ok].str.slice(0, 16), format="%d.%m.%Y %H:%M")
+    ts = wall.dt.tz_localize("UTC") if ENTSOE_CLOCKS[clock] == "UTC" else from_wall_clock(wall, ENTSOE_CLOCKS[clock])
+    if n := int(ts.isna().sum()):  # the spring-forward interval, listed with empty values
+        rejected[f"local time does not exist in {ENTSOE_CLOCKS[clock]} (the spring-forward hour)"] = n
+    raw = table.loc[ok, next(c for c in table.columns if column_key(str(c)) == value)].astype(str).str.strip()
+    out = pd.DataFrame({"ts": ts, "nature": "",
+                        "consommation": _generic_values(path, raw.where(~raw.isin(_ENTSOE_MISSING), ""), sep)})
+    out = out[out["ts"].notna()].reset_index(drop=True)
+    if out.empty:
+        raise BadRequestError(f"{path}: no ENTSO-E row could be read ({dict(rejected)})")
+    out.attrs["rejections"] = dict(rejected)
+    return out
+
+
+def source_calendar(path: Path | str) -> tuple[str, str, str] | None:
+    """The calendar a file of another operator says its series has: ``(time zone, holiday calendar, what it
+    is)`` — NESO: Great Britain (Europe/London, England's bank holidays); ENTSO-E: the zone of its export clock and
+    the country its area code starts with (``BZN|DE-LU`` → DE) when the ``holidays`` package knows it. None for
+    other formats (France's files have the product's calendar; a generic file says nothing)."""
+    import holidays
+
+    path = Path(path)
+    header = _header(path).split("\n", 1)[0].rstrip("\r")
+    fmt = _detect(path, header)[0]
+    if fmt == "neso":
+        return NESO_TZ, NESO_HOLIDAYS, "NESO demand data: Great Britain's National Demand (ND unless --columns)"
+    if fmt != "entsoe":
+        return None
+    sep = _separator(header)
+    clock = (_entsoe_time_column(header, sep) or ("", ""))[1]
+    area = next((n.rsplit("|", 1)[1].strip() for n in next(csv.reader([header], delimiter=sep), [])
+                 if column_key(n).startswith("actual_total_load") and "|" in n), "")
+    country = area[:2].upper() if area[:2].upper() in holidays.list_supported_countries() else ""
+    return (ENTSOE_CLOCKS.get(clock, "UTC"), country,
+            f"ENTSO-E export: the actual total load of area {area or '?'} (unless --columns), in {clock} time")
 
 
 def is_other_series(formats: Iterable[str]) -> bool:
@@ -360,6 +438,12 @@ def read_history_file(path: Path | str, naive_tz: str = "UTC", columns: tuple[st
     fmt, sep = _detect(path, text, columns)
     if fmt == "odre" and not sep:
         df = _read_source_records(path, _records_from_json(path, text), Counter())
+    elif fmt == "entsoe":
+        table = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, index_col=False)
+        time_col, clock = _entsoe_time_column(text.split("\n", 1)[0].rstrip("\r"), sep) or ("", "")
+        value = column_key(columns[1]) if columns else next(
+            c for c in map(column_key, table.columns) if c.startswith("actual_total_load"))
+        df = _entsoe_frame(path, table, time_col, clock, value, sep)
     elif fmt == "neso":
         table = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, index_col=False)
         table.columns = [column_key(str(c)) for c in table.columns]
