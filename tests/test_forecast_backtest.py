@@ -82,3 +82,15 @@ def test_cli_on_a_generic_csv_writes_the_report(grid: pd.DataFrame, fast: Settin
     assert {"mape", "mae", "rmse", "bias", "coverage"} <= set(report["models"]["powersense"]["D+1"])
     assert report["test_period"][0].startswith("2023-01-24T23:00") and len(report["train_window"]) == 2
     assert (out / "forecast_eval.png").stat().st_size > 10_000
+
+
+def test_gated_instants_after_the_test_period_are_not_counted_as_its_training_inputs() -> None:
+    from shared.forecasting.evaluate import gated_counts
+
+    # one file spanning several test years: the 2023 glitches are not the 2021 report's
+    gated = pd.DataFrame({"ts": pd.to_datetime(["2018-06-01T00:00Z", "2020-05-01T00:00Z", "2021-03-01T00:00Z",
+                                                "2023-02-17T00:00Z", "2023-02-17T01:00Z"]),
+                          "reason": ["flatline", "zero", "linear_ramp", "flatline", "flatline"]})
+    counts = gated_counts(gated, pd.Timestamp("2017-01-01T00:00Z"), pd.Timestamp("2021-01-01T00:00Z"),
+                          pd.Timestamp("2022-01-01T00:00Z"))
+    assert counts == {"count": 1, "reasons": {"linear_ramp": 1}, "gated_in_training_and_inputs": 2}

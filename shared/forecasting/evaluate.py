@@ -239,6 +239,21 @@ def load_data(files: list[Path], resolution_min: int | None, settings: Settings 
     return grid, rte
 
 
+def gated_counts(gated: pd.DataFrame | None, train_start: pd.Timestamp, test_start: pd.Timestamp,
+                 test_end: pd.Timestamp) -> dict[str, Any]:
+    """The report's ``skipped_invalid_actuals``: the grid instants the gate rejected (``gated``: ``ts, reason``)
+    among the test period's targets (``count``, ``reasons``: not scored) and among the training window before it
+    (``gated_in_training_and_inputs``: neither trained on nor read); instants outside both, e.g. after the test
+    period when one file spans several test years, are not this period's."""
+    if not isinstance(gated, pd.DataFrame) or not len(gated):
+        return {"count": 0, "reasons": {}}
+    inside = gated[(gated["ts"] >= test_start) & (gated["ts"] < test_end)]
+    before = gated[(gated["ts"] >= train_start) & (gated["ts"] < test_start)]
+    return {"count": int(len(inside)),
+            "reasons": {str(k): int(v) for k, v in inside["reason"].value_counts().items()},
+            "gated_in_training_and_inputs": int(len(before))}
+
+
 def backtest(
     grid: pd.DataFrame,
     rte: pd.DataFrame | None,
@@ -419,13 +434,7 @@ def backtest(
         else:
             rte_fc = None
     frames = {**model_fcs, "seasonal_naive": naive_fc, "rte_j1": rte_fc}
-    gated = grid.attrs.get("gated")
-    skipped: dict[str, Any] = {"count": 0, "reasons": {}}
-    if isinstance(gated, pd.DataFrame) and len(gated):
-        inside = gated[(gated["ts"] >= test_start) & (gated["ts"] < test_end)]
-        skipped = {"count": int(len(inside)),
-                   "reasons": {str(k): int(v) for k, v in inside["reason"].value_counts().items()},
-                   "gated_in_training_and_inputs": int(len(gated) - len(inside))}
+    skipped = gated_counts(grid.attrs.get("gated"), train_start, test_start, test_end)
     return {
         "models": models,
         "quarters": score_quarters(frames, grid, test_start, test_end, tz),
