@@ -14,6 +14,7 @@ from shared.ingest.history import history_format, is_other_series, read_history_
 DATA = Path(__file__).parent / "data"
 DST_DAYS = DATA / "entsoe_total-load_CH_2018_dst-days.csv"  # 25 Mar 2018 (+ padding row), 28 Oct 2018 (25 rows)
 WITH_NA = DATA / "entsoe_total-load_CH_2023-02-07.csv"  # 7 Feb 2023: the actual load of 13:00-14:00 is N/A
+COPIED_FORECAST = DATA / "entsoe_total-load_CH_2022-06-15.csv"  # 2022: the day-ahead column equals the actuals
 ACTUAL = "Actual Total Load [MW] - BZN|CH"
 FORECAST = "Day-ahead Total Load Forecast [MW] - BZN|CH"
 
@@ -63,6 +64,18 @@ def test_named_columns_read_the_day_ahead_forecast() -> None:
     assert df["consommation"].tolist() == _rows(WITH_NA)[FORECAST].astype(float).tolist()
 
 
+def test_the_day_ahead_forecast_is_read_as_the_benchmark() -> None:
+    df = read_history_file(DST_DAYS)
+    rows = _rows(DST_DAYS)
+    assert df["prevision_j1"].tolist() == [float(v) for v in rows[FORECAST] if v]  # the padding row is refused
+
+
+def test_a_day_ahead_column_that_repeats_the_actual_load_is_no_benchmark() -> None:
+    df = read_history_file(COPIED_FORECAST)
+    assert "prevision_j1" not in df.columns and len(df) == 24
+    assert df.attrs["rejections"] == {"day-ahead forecast column equal to the actual load (not a forecast)": 24}
+
+
 def test_an_export_in_utc_reads_its_intervals_as_utc(tmp_path: Path) -> None:
     rows = _rows(WITH_NA).rename(columns={"Time (CET/CEST)": "Time (UTC)"})
     rows.to_csv(tmp_path / "utc.csv", index=False)
@@ -91,3 +104,14 @@ def test_evaluate_gives_an_entsoe_series_its_area_s_calendar(tmp_path: Path,
     out = capsys.readouterr().out
     assert "note: ENTSO-E export: the actual total load of area CH" in out
     assert "origins daily 12:00 Europe/Brussels; holidays: CH" in out
+
+
+def test_evaluate_compares_with_the_operator_s_day_ahead_forecast() -> None:
+    from shared.forecasting.evaluate import BENCHMARKS, load_data
+
+    grid, benchmark = load_data([DST_DAYS], None)
+    assert grid.attrs["benchmark"] == "operator_day_ahead" and "operator_day_ahead" in BENCHMARKS
+    assert benchmark is not None
+    rows = _rows(DST_DAYS)
+    first = rows.loc[rows["Time (CET/CEST)"] == "25.03.2018 00:00 - 25.03.2018 01:00", FORECAST].astype(float).item()
+    assert benchmark.set_index("ts")["value"][pd.Timestamp("2018-03-24T23:00Z")] == first

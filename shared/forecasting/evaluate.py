@@ -97,6 +97,14 @@ def with_weather(grid: pd.DataFrame, realised: pd.DataFrame, smoothed_input: boo
     return out
 
 
+# the published day-ahead forecasts a backtest is compared with (D+1 only), by the report's key: France's RTE J-1
+# (eco2mix prevision_j1) and, for another operator's file that carries one, its own (an ENTSO-E export's
+# "Day-ahead Total Load Forecast": published at the latest two hours before the day-ahead gate closure or at D-1
+# 12:00, the information horizon of D+1 from a 12:00 origin)
+BENCHMARKS = {"rte_j1": "RTE J-1 (real weather forecasts; benchmark)",
+              "operator_day_ahead": "the operator's published day-ahead forecast (benchmark)"}
+
+
 def local_midnight(day: str | pd.Timestamp, tz: str = TZ) -> pd.Timestamp:
     """A local calendar date (YYYY-MM-DD) as the UTC instant of its local midnight (default Paris)."""
     ts = pd.Timestamp(day)
@@ -177,7 +185,7 @@ def score_quarters(frames: dict[str, pd.DataFrame | None], actual: pd.DataFrame,
         res: dict[str, Any] = {}
         for name, fc in frames.items():
             if fc is not None and name != "actual":
-                days = range(1, 2) if name == "rte_j1" else range(1, HORIZON_DAYS + 1)
+                days = range(1, 2) if name in BENCHMARKS else range(1, HORIZON_DAYS + 1)
                 res[name] = score(fc, actual, qs, qe, days=days, tz=tz)
         ps, nv = res.get("powersense", {}), res.get("seasonal_naive", {})
         checks = {}
@@ -230,11 +238,14 @@ def load_data(files: list[Path], resolution_min: int | None, settings: Settings 
     grid.attrs["naive_timestamps"] = h.attrs["naive_timestamps"]
     grid.attrs["resolution_min"], grid.attrs["series_step_min"] = resolution_min, step
     rte = None
+    grid.attrs["benchmark"] = "operator_day_ahead" if generic else "rte_j1"
     if "prevision_j1" in h.columns and h["prevision_j1"].notna().any():
         # RTE's published J-1 forecast has its own source glitches (e.g. 2019-10-03 … 10-14 at ≈ 700 MW, see
-        # data/eco2mix/README.upstream.md): the same gate keeps them out of the benchmark's score
+        # data/eco2mix/README.upstream.md): the same gate keeps them out of the benchmark's score (another
+        # series: the built-in checks, e.g. a column that repeats the actuals is no forecast: see read_history)
         pj = h[["ts", "prevision_j1"]].rename(columns={"prevision_j1": "value"}).dropna(subset=["value"])
-        pj = gate(pj.sort_values("ts").reset_index(drop=True), settings, metric="prevision_j1").frame
+        pj = gate(pj.sort_values("ts").reset_index(drop=True), settings,
+                  metric=None if generic else "prevision_j1").frame
         rte = build_grid(pj, resolution_min, max_interp_steps=0)[["ts", "value"]]
     return grid, rte
 
@@ -425,15 +436,16 @@ def backtest(
     models = {n: score(model_fcs[n], grid, test_start, test_end, tz=tz) for n in names}
     models["seasonal_naive"] = score(naive_fc, grid, test_start, test_end, tz=tz)
     rte_fc = None
+    benchmark = grid.attrs.get("benchmark", "rte_j1")
     if rte is not None:
         # RTE's J-1 forecast for the next local day, as published the day before (same horizon as D+1)
         d1 = model_fc.loc[horizon_day(model_fc, tz) == 1, ["origin", "ts"]]
         rte_fc = d1.merge(rte.rename(columns={"value": "yhat"}), on="ts", how="inner")
         if rte_fc["yhat"].notna().any():
-            models["rte_j1"] = score(rte_fc, grid, test_start, test_end, days=range(1, 2))
+            models[benchmark] = score(rte_fc, grid, test_start, test_end, days=range(1, 2))
         else:
             rte_fc = None
-    frames = {**model_fcs, "seasonal_naive": naive_fc, "rte_j1": rte_fc}
+    frames = {**model_fcs, "seasonal_naive": naive_fc, benchmark: rte_fc}
     skipped = gated_counts(grid.attrs.get("gated"), train_start, test_start, test_end)
     return {
         "models": models,
@@ -441,6 +453,7 @@ def backtest(
         "degraded": degraded or None,
         "warnings": sorted({r["warning"] for r in retrains if r.get("warning")}) or None,
         "calendar": {"timezone": tz, "holidays": cfg.holiday_country or None},
+        "benchmark": benchmark if benchmark in models else None,
         "test_period": [test_start.isoformat(), test_end.isoformat()],
         "train_window": [train_start.isoformat(), cut0.isoformat()],  # data strictly before the first origin
         "holdout_days": settings.forecast_holdout_days,
@@ -513,8 +526,7 @@ def weather_evaluation(grid: pd.DataFrame, rte: pd.DataFrame | None, train_start
                    holdout_weather=simulated_provider(real, horizon, step, HOLDOUT_SEED, True, error_scale, fill))
     models = {"c_weather_free": plain["models"]["powersense"], **{n: rep["models"][n] for n in providers},
               "seasonal_naive": plain["models"]["seasonal_naive"]}
-    if "rte_j1" in plain["models"]:
-        models["rte_j1"] = plain["models"]["rte_j1"]
+    models.update({k: v for k, v in plain["models"].items() if k in BENCHMARKS})
     days = [f"D+{k}" for k in range(1, HORIZON_DAYS + 1)]
     bnames = [n for n in providers if n.startswith("b_")]
     b_summary: dict[str, Any] = {}
@@ -650,8 +662,7 @@ def format_weather_table(report: dict[str, Any]) -> str:
                  + " | ".join(cells) + " |")
     lines.append(row("(c) weather-free product", m["c_weather_free"]))
     lines.append(row("seasonal naive", m["seasonal_naive"]))
-    if "rte_j1" in m:
-        lines.append(row("RTE J-1 (real weather forecasts; benchmark)", m["rte_j1"]))
+    lines += [row(label, m[k]) for k, label in BENCHMARKS.items() if k in m]
     return "\n".join(lines)
 
 
@@ -730,7 +741,7 @@ def plot(report: dict[str, Any], path: Path, primary: str = "powersense") -> Non
     ax1.legend(loc="upper right", fontsize=8)
     days = [f"D+{k}" for k in range(1, HORIZON_DAYS + 1)]
     width = 0.27
-    for i, name in enumerate((primary, "seasonal_naive", "rte_j1")):
+    for i, name in enumerate((primary, "seasonal_naive", report.get("benchmark", "rte_j1"))):
         res = report["models"].get(name)
         if not res:
             continue
@@ -795,7 +806,7 @@ def summarize_years(reports: dict[int, dict[str, Any]]) -> dict[str, Any]:
         per_year[str(y)] = {
             "powersense_mape": {d: ms["powersense"].get(d, {}).get("mape") for d in days},
             "seasonal_naive_mape": {d: ms["seasonal_naive"].get(d, {}).get("mape") for d in days},
-            "rte_j1_mape": ms.get("rte_j1", {}).get("D+1", {}).get("mape"),
+            **{f"{k}_mape": ms[k].get("D+1", {}).get("mape") for k in BENCHMARKS if k in ms},
             "coverage": {d: ms["powersense"].get(d, {}).get("coverage") for d in days},
             "quarter_checks_beats_naive": f"{sum(bool(c['beats_naive']) for c in checks)}/{len(checks)}",
             "quarter_checks_coverage_in_band": f"{sum(bool(c['coverage_in_band']) for c in checks)}/{len(checks)}",

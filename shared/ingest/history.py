@@ -20,7 +20,8 @@ Formats, recognised from the content (plain, gzip, xz, bzip2 or a one-file zip):
 * **ENTSO-E Transparency Platform exports** of *Total Load - Day Ahead / Actual* (``Total Load - Day Ahead _
   Actual_YYYY….csv``): ``Time (CET/CEST)`` or ``Time (UTC)`` holding intervals (``01.01.2018 00:00 - 01.01.2018
   01:00``, hourly or quarter-hourly) and ``Actual Total Load [MW] - <area>`` (``columns`` names another, e.g. the
-  day-ahead forecast). In CET/CEST the wall clock's rules apply (:func:`shared.timeutil.from_wall_clock`: the
+  day-ahead forecast; by default that forecast is read too, as the backtest's benchmark, unless it merely repeats
+  the actual load). In CET/CEST the wall clock's rules apply (:func:`shared.timeutil.from_wall_clock`: the
   fall-back hour is listed twice, summer time first; the spring-forward hour is a padding row without values,
   refused). ``N/A``, ``-`` and empty cells are missing. Not France's series.
 * **a generic** ``timestamp,value`` CSV (any of these separators).
@@ -76,6 +77,10 @@ ENTSOE_CLOCKS = {"CET/CEST": "Europe/Brussels", "UTC": "UTC"}
 _ENTSOE_TIME = re.compile(r"^Time \((?P<clock>[^)]+)\)$")
 _ENTSOE_INTERVAL = r"^\d{2}\.\d{2}\.\d{4} \d{2}:\d{2} - \d{2}\.\d{2}\.\d{4} \d{2}:\d{2}"
 _ENTSOE_MISSING = frozenset(("-",))  # ENTSO-E's "no value" besides N/A and empty cells (NULL_TOKENS)
+# a day-ahead column equal to the actual load at this share of a file's hours is a copy, not a forecast (a real
+# forecast hits the hourly MW value exactly now and then: 4 hours of Switzerland's 2018 export, 142 of 2023's;
+# its 2022 export: all 8 760)
+_ENTSOE_COPY_SHARE = 0.5
 
 # Header keys (see column_key) of the ODRÉ portal's French labels and RTE's download files whose plain
 # transliteration is not the API's field name. The rest match: "Consommation (MW)" → consommation,
@@ -299,9 +304,22 @@ def _entsoe_frame(path: Path, table: pd.DataFrame, time_col: str, clock: str, va
     ts = wall.dt.tz_localize("UTC") if ENTSOE_CLOCKS[clock] == "UTC" else from_wall_clock(wall, ENTSOE_CLOCKS[clock])
     if n := int(ts.isna().sum()):  # the spring-forward interval, listed with empty values
         rejected[f"local time does not exist in {ENTSOE_CLOCKS[clock]} (the spring-forward hour)"] = n
-    raw = table.loc[ok, next(c for c in table.columns if column_key(str(c)) == value)].astype(str).str.strip()
-    out = pd.DataFrame({"ts": ts, "nature": "",
-                        "consommation": _generic_values(path, raw.where(~raw.isin(_ENTSOE_MISSING), ""), sep)})
+    def values(key: str) -> pd.Series:
+        raw = table.loc[ok, next(c for c in table.columns if column_key(str(c)) == key)].astype(str).str.strip()
+        return _generic_values(path, raw.where(~raw.isin(_ENTSOE_MISSING), ""), sep)
+
+    out = pd.DataFrame({"ts": ts, "nature": "", "consommation": values(value)})
+    # the operator's day-ahead forecast, the benchmark of a backtest (evaluate's BENCHMARKS), unless it is the
+    # value read; a column that repeats the actual load is no forecast (Switzerland's 2022 export: every hour)
+    forecast = next((c for c in map(column_key, table.columns)
+                     if c.startswith("day_ahead_total_load_forecast") and c != value), None)
+    if forecast is not None:
+        fc = values(forecast)
+        both = fc.notna() & out["consommation"].notna()
+        if both.sum() and (fc[both] == out.loc[both, "consommation"]).mean() >= _ENTSOE_COPY_SHARE:
+            rejected["day-ahead forecast column equal to the actual load (not a forecast)"] = int(both.sum())
+        else:
+            out["prevision_j1"] = fc
     out = out[out["ts"].notna()].reset_index(drop=True)
     if out.empty:
         raise BadRequestError(f"{path}: no ENTSO-E row could be read ({dict(rejected)})")

@@ -139,8 +139,7 @@ def evaluate_store(store: Store, settings: Settings, test_start: pd.Timestamp, t
                        holdout_weather=holdout_weather(realised, newest, settings, store))
     models = {"powersense_weather_store": wrep["models"]["powersense_weather_store"],
               "weather_free": plain["models"]["powersense"], "seasonal_naive": plain["models"]["seasonal_naive"]}
-    if "rte_j1" in plain["models"]:
-        models["rte_j1"] = plain["models"]["rte_j1"]
+    models.update({k: v for k, v in plain["models"].items() if k in ev.BENCHMARKS})
     return {
         "what": "real-forecast backtest on the product's own data: the weather model with the temperature "
                 "forecasts stored by poll-weather as known at each origin, vs the weather-free model, same origins",
