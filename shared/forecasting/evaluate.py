@@ -864,8 +864,9 @@ def _main(argv: list[str] | None) -> int:
     settings = get_settings()
     p = argparse.ArgumentParser(prog="python -m shared evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", nargs="+", type=Path, default=None,
-                   help="history files: the shipped eco2mix CSVs, ODRÉ exports (CSV/JSON), RTE eCO2mix downloads or "
-                        "timestamp,value CSVs, plain or compressed (default: the shipped eco2mix history)")
+                   help="history files: the shipped eco2mix CSVs, ODRÉ exports (CSV/JSON), RTE eCO2mix downloads, "
+                        "ENTSO-E Total Load exports, NESO demand data or timestamp,value CSVs, plain or compressed "
+                        "(default: the shipped eco2mix history)")
     p.add_argument("--years", nargs="+", type=int, default=None,
                    help="test years (each a whole local calendar year, trained only on data before it); "
                         "overrides --test-start/--test-end; writes forecast_eval_<year>.json and "
@@ -890,14 +891,16 @@ def _main(argv: list[str] | None) -> int:
     p.add_argument("--weather-error-scale", type=float, default=1.0,
                    help="(b): multiply the published error standard deviations by this (sensitivity; 1 = as cited)")
     p.add_argument("--timezone", default=None,
-                   help="the series' local time zone (IANA name; default Europe/Paris for eco2mix files, UTC for a "
-                        "timestamp,value CSV): day types, DST, D+k days, origins")
+                   help="the series' local time zone (IANA name; default Europe/Paris for eco2mix files, what an "
+                        "ENTSO-E or NESO file says, UTC for a timestamp,value CSV): day types, DST, D+k days, origins")
     p.add_argument("--holidays", default=None,
-                   help="public-holiday calendar: a `holidays` country code (FR, GB, DE, …) or 'none' (default FR for "
-                        "eco2mix files, none for a timestamp,value CSV)")
+                   help="public-holiday calendar: a `holidays` country code (FR, GB, DE, …), a country and subdivision "
+                        "(GB-ENG) or 'none' (default FR for eco2mix files, what an ENTSO-E or NESO file says, none "
+                        "for a timestamp,value CSV)")
     p.add_argument("--columns", metavar="TIME,VALUE", default=None,
                    help="the time and value columns of a generic series whose header is not timestamp,value (e.g. "
-                        "datetime,load_mw; compared without case, accents or punctuation)")
+                        "datetime,load_mw; compared without case, accents or punctuation), or another value column of "
+                        "an ENTSO-E or NESO file (SETTLEMENT_DATE,TSD)")
     p.add_argument("--naive-timestamps", choices=("utc", "local"), default="utc",
                    help="what a timestamp,value CSV's timestamps without a UTC offset are: UTC (default, the product's "
                         "rule) or wall-clock times of --timezone (the fall-back hour listed once is its second "
