@@ -31,7 +31,9 @@ Every record of an ODRÉ or RTE file goes through the poller's own validation
 become national load), the source's 15-minute grid, the local date and time agreeing with the instant (the
 spring-forward padding rows are copies of other instants) and the numbers. Rejected records are counted by
 reason in ``attrs["rejections"]`` for the caller to report (the bootstrap logs them, ``evaluate`` prints them); a
-file none of whose records is accepted is an error. Reading has no side effect.
+file none of whose records is accepted is an error. NESO and ENTSO-E rows get their own checks (a settlement
+period inside its day, an interval that exists on the wall clock, an operator forecast that is not a copy of the
+actuals), counted the same way. Reading has no side effect.
 """
 
 from __future__ import annotations
@@ -276,8 +278,9 @@ def _detect(path: Path, header: str, columns: tuple[str, str] | None = None) -> 
     raise BadRequestError(
         f"{path}: not a history file this product reads (columns {sorted(cols)[:8]}…): expected the shipped "
         "eco2mix CSV (date_heure, nature, …), an ODRÉ eco2mix export (CSV or JSON; field names or French "
-        "labels), an RTE eCO2mix download (Date, Heures, …), NESO demand data (SETTLEMENT_DATE, "
-        "SETTLEMENT_PERIOD, ND, …) or a generic timestamp,value CSV")
+        "labels), an RTE eCO2mix download (Date, Heures, …), an ENTSO-E Total Load export (Time (CET/CEST), "
+        "Actual Total Load [MW] - …), NESO demand data (SETTLEMENT_DATE, SETTLEMENT_PERIOD, ND, …) or a generic "
+        "timestamp,value CSV")
 
 
 def _entsoe_time_column(header: str, sep: str) -> tuple[str, str] | None:
@@ -351,8 +354,8 @@ def source_calendar(path: Path | str) -> tuple[str, str, str] | None:
 
 
 def is_other_series(formats: Iterable[str]) -> bool:
-    """Whether files of these formats hold a series other than France's national load (a generic or NESO file:
-    no French plausibility bounds, no RTE benchmark, their own calendar). Mixing both kinds is an error."""
+    """Whether files of these formats hold a series other than France's national load (a generic, ENTSO-E or NESO
+    file: no French plausibility bounds, not RTE's benchmark, their own calendar). Mixing both kinds is an error."""
     kinds = {f in FRANCE_FORMATS for f in formats}
     if len(kinds) > 1:
         raise BadRequestError("the files mix France's national load (eco2mix, ODRÉ, RTE) with another series; give "
