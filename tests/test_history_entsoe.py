@@ -15,6 +15,8 @@ DATA = Path(__file__).parent / "data"
 DST_DAYS = DATA / "entsoe_total-load_CH_2018_dst-days.csv"  # 25 Mar 2018 (+ padding row), 28 Oct 2018 (25 rows)
 WITH_NA = DATA / "entsoe_total-load_CH_2023-02-07.csv"  # 7 Feb 2023: the actual load of 13:00-14:00 is N/A
 COPIED_FORECAST = DATA / "entsoe_total-load_CH_2022-06-15.csv"  # 2022: the day-ahead column equals the actuals
+QUARTER_HOURS_FALL_BACK = DATA / "entsoe_total-load_ES_2023-10-29.csv"  # Spain, 15 min: 100 rows
+QUARTER_HOURS_SPRING = DATA / "entsoe_total-load_NL_2022-03-27.csv"  # the Netherlands, 15 min, "… (NL)" names
 ACTUAL = "Actual Total Load [MW] - BZN|CH"
 FORECAST = "Day-ahead Total Load Forecast [MW] - BZN|CH"
 
@@ -115,3 +117,24 @@ def test_evaluate_compares_with_the_operator_s_day_ahead_forecast() -> None:
     rows = _rows(DST_DAYS)
     first = rows.loc[rows["Time (CET/CEST)"] == "25.03.2018 00:00 - 25.03.2018 01:00", FORECAST].astype(float).item()
     assert benchmark.set_index("ts")["value"][pd.Timestamp("2018-03-24T23:00Z")] == first
+
+
+def test_a_quarter_hourly_fall_back_day_is_one_hundred_consecutive_quarter_hours() -> None:
+    df = read_history_file(QUARTER_HOURS_FALL_BACK)
+    assert len(df) == 100 and (df["ts"].diff().dropna() == pd.Timedelta(minutes=15)).all()
+    rows = _rows(QUARTER_HOURS_FALL_BACK)
+    actual = "Actual Total Load [MW] - BZN|ES"
+    twice = rows.loc[rows["Time (CET/CEST)"] == "29.10.2023 02:00 - 29.10.2023 02:15", actual].astype(float)
+    by_ts = df.set_index("ts")["consommation"]
+    assert by_ts[pd.Timestamp("2023-10-29T00:00Z")] == twice.iloc[0]  # 02:00 CEST
+    assert by_ts[pd.Timestamp("2023-10-29T01:00Z")] == twice.iloc[1]  # 02:00 CET
+
+
+def test_a_quarter_hourly_spring_forward_day_refuses_its_four_padding_rows() -> None:
+    df = read_history_file(QUARTER_HOURS_SPRING)
+    assert len(df) == 92 and (df["ts"].diff().dropna() == pd.Timedelta(minutes=15)).all()
+    assert df.attrs["rejections"] == {"local time does not exist in Europe/Brussels (the spring-forward hour)": 4}
+
+
+def test_an_area_named_by_country_gives_its_calendar() -> None:
+    assert (source_calendar(QUARTER_HOURS_SPRING) or ("", "", ""))[:2] == ("Europe/Brussels", "NL")

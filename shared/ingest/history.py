@@ -78,6 +78,7 @@ _NESO_DATE_FORMATS = ("%d-%b-%Y", "%Y-%m-%d", "%d/%m/%Y")  # 01-JAN-2022 (files 
 ENTSOE_CLOCKS = {"CET/CEST": "Europe/Brussels", "UTC": "UTC"}
 _ENTSOE_TIME = re.compile(r"^Time \((?P<clock>[^)]+)\)$")
 _ENTSOE_INTERVAL = r"^\d{2}\.\d{2}\.\d{4} \d{2}:\d{2} - \d{2}\.\d{2}\.\d{4} \d{2}:\d{2}"
+_ENTSOE_AREA_CODE = re.compile(r"\(([A-Z]{2}[A-Z0-9-]*)\)$")  # "Netherlands (NL)" → NL
 _ENTSOE_MISSING = frozenset(("-",))  # ENTSO-E's "no value" besides N/A and empty cells (NULL_TOKENS)
 # a day-ahead column equal to the actual load at this share of a file's hours is a copy, not a forecast (a real
 # forecast hits the hourly MW value exactly now and then: 4 hours of Switzerland's 2018 export, 142 of 2023's;
@@ -346,8 +347,11 @@ def source_calendar(path: Path | str) -> tuple[str, str, str] | None:
         return None
     sep = _separator(header)
     clock = (_entsoe_time_column(header, sep) or ("", ""))[1]
-    area = next((n.rsplit("|", 1)[1].strip() for n in next(csv.reader([header], delimiter=sep), [])
-                 if column_key(n).startswith("actual_total_load") and "|" in n), "")
+    # the area ends the load column's name, as "BZN|DE-LU" / "CTA|CH" or as "Netherlands (NL)"
+    name = next((n for n in next(csv.reader([header], delimiter=sep), [])
+                 if column_key(n).startswith("actual_total_load")), "")
+    tail = name.rsplit(" - ", 1)[-1].strip() if " - " in name else ""
+    area = tail.rsplit("|", 1)[-1].strip() if "|" in tail else (m[1] if (m := _ENTSOE_AREA_CODE.search(tail)) else tail)
     country = area[:2].upper() if area[:2].upper() in holidays.list_supported_countries() else ""
     return (ENTSOE_CLOCKS.get(clock, "UTC"), country,
             f"ENTSO-E export: the actual total load of area {area or '?'} (unless --columns), in {clock} time")
