@@ -37,15 +37,21 @@ def public_holidays(year: int, country: str = COUNTRY) -> dict[date, str]:
     ``GB`` alone has only those common to the whole United Kingdom, without Easter Monday)."""
     import holidays
 
+    code, subdiv = _country_and_subdivision(country)
+    return dict(holidays.country_holidays(code, subdiv=subdiv, years=year))
+
+
+def _country_and_subdivision(country: str) -> tuple[str, str | None]:
+    """``GB-ENG`` → ``("GB", "ENG")``, ``FR`` → ``("FR", None)``."""
     code, _, subdiv = country.partition("-")
-    return dict(holidays.country_holidays(code, subdiv=subdiv or None, years=year))
+    return code, subdiv or None
 
 
 def check_holiday_calendar(country: str) -> None:
     """``ValueError`` with a one-line message unless ``country`` is a calendar :func:`public_holidays` reads."""
     import holidays
 
-    code, _, subdiv = country.partition("-")
+    code, subdiv = _country_and_subdivision(country)
     supported = holidays.list_supported_countries()
     if code not in supported:
         raise ValueError(f"unknown holiday calendar {country!r} (a `holidays` country code such as GB, a country "

@@ -561,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     ap = argparse.ArgumentParser(prog="python -m shared evaluate-anomalies", description=__doc__.splitlines()[0])
     ap.add_argument("--data", nargs="+", type=Path,
-                    help="history files (as evaluate reads them: eco2mix, ODRÉ, RTE or timestamp,value)")
+                    help="history files (as evaluate reads them: eco2mix, ODRÉ, RTE, ENTSO-E, NESO or timestamp,value)")
     ap.add_argument("--start", help="default 2023-01-01 (deployed: 2023-04-01)")
     ap.add_argument("--end", help="default 2024-01-01 (deployed: 2023-07-01)")
     ap.add_argument("--seed", type=int, default=42)

@@ -52,7 +52,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import pandas as pd
 from tqdm import tqdm
@@ -241,41 +241,55 @@ def _read_source_records(path: Path, records: list[Any], rejected: Counter[str])
     return out
 
 
-def _detect(path: Path, header: str, columns: tuple[str, str] | None = None) -> tuple[str, str]:
-    """(format, CSV separator) of a file from its first line: ``eco2mix`` (the shipped history), ``odre`` (an ODRÉ
+class _Layout(NamedTuple):
+    """What a file's first line says: its format, CSV separator and, for the formats whose value column can be
+    chosen (generic, ENTSO-E, NESO), that column's :func:`column_key` and raw label; an ENTSO-E export's time
+    column and clock label."""
+
+    fmt: str
+    sep: str
+    value: str = ""
+    value_label: str = ""
+    time_col: str = ""
+    clock: str = ""
+
+
+def _detect(path: Path, header: str, columns: tuple[str, str] | None = None) -> _Layout:
+    """The :class:`_Layout` of a file from its first line: ``eco2mix`` (the shipped history), ``odre`` (an ODRÉ
     export, CSV or JSON), ``rte`` (an RTE download with Paris wall-clock dates), ``entsoe`` (an ENTSO-E Total
     Load export; ``columns`` ``(Time (…), X)`` reads column X instead of the actual load), ``neso`` (NESO demand data:
     settlement date and period; ``columns`` ``(SETTLEMENT_DATE, X)`` reads column X instead of ND) or ``generic``
     (``timestamp,value``, or the two ``columns`` named, compared as :func:`column_key` folds them)."""
     if header.lstrip()[:1] in ("{", "["):
-        return "odre", ""
+        return _Layout("odre", "")
     header = header.split("\n", 1)[0].rstrip("\r")
     sep = _separator(header)
-    cols = {column_key(c) for c in next(csv.reader([header], delimiter=sep), [])}
-    if _entsoe_time_column(header, sep) is not None:
+    labels = {column_key(c): c for c in next(csv.reader([header], delimiter=sep), [])}
+    cols = set(labels)
+    if (time := _entsoe_time_column(header, sep)) is not None:
         value = column_key(columns[1]) if columns else next(
-            (c for c in sorted(cols) if c.startswith("actual_total_load")), "")
+            (k for k in labels if k.startswith("actual_total_load")), "")
         if value not in cols:
             raise BadRequestError(f"{path}: no {'column ' + repr(value) if value else 'Actual Total Load column'} in "
                                   f"this ENTSO-E export (its columns: {', '.join(sorted(cols)[:12])})")
-        return "entsoe", sep
+        return _Layout("entsoe", sep, value, labels[value], *time)
     if {"settlement_date", "settlement_period"} <= cols and (
             columns is None or column_key(columns[0]) == "settlement_date"):
         value = column_key(columns[1]) if columns else "nd"
         if value not in cols:
             raise BadRequestError(f"{path}: no column {value!r} in this NESO file (its columns: "
                                   f"{', '.join(sorted(cols)[:12])})")
-        return "neso", sep
+        return _Layout("neso", sep, value, labels[value])
     if columns is not None:
         if missing := [c for c in columns if column_key(c) not in cols]:
             raise BadRequestError(f"{path}: no column {missing[0]!r} (its columns: {', '.join(sorted(cols)[:12])})")
-        return "generic", sep
+        return _Layout("generic", sep, column_key(columns[1]), labels[column_key(columns[1])])
     if "date_heure" in cols:
-        return ("eco2mix" if cols <= _SHIPPED else "odre"), sep
+        return _Layout("eco2mix" if cols <= _SHIPPED else "odre", sep)
     if {"timestamp", "value"} <= cols:
-        return "generic", sep
+        return _Layout("generic", sep, "value", labels["value"])
     if {"date", "heure"} <= cols:
-        return "rte", sep
+        return _Layout("rte", sep)
     raise BadRequestError(
         f"{path}: not a history file this product reads (columns {sorted(cols)[:8]}…): expected the shipped "
         "eco2mix CSV (date_heure, nature, …), an ODRÉ eco2mix export (CSV or JSON; field names or French "
@@ -339,22 +353,18 @@ def source_calendar(path: Path | str) -> tuple[str, str, str] | None:
     import holidays
 
     path = Path(path)
-    header = _header(path).split("\n", 1)[0].rstrip("\r")
-    fmt = _detect(path, header)[0]
-    if fmt == "neso":
+    layout = _detect(path, _header(path))
+    if layout.fmt == "neso":
         return NESO_TZ, NESO_HOLIDAYS, "NESO demand data: Great Britain's National Demand (ND unless --columns)"
-    if fmt != "entsoe":
+    if layout.fmt != "entsoe":
         return None
-    sep = _separator(header)
-    clock = (_entsoe_time_column(header, sep) or ("", ""))[1]
     # the area ends the load column's name, as "BZN|DE-LU" / "CTA|CH" or as "Netherlands (NL)"
-    name = next((n for n in next(csv.reader([header], delimiter=sep), [])
-                 if column_key(n).startswith("actual_total_load")), "")
+    name = layout.value_label
     tail = name.rsplit(" - ", 1)[-1].strip() if " - " in name else ""
     area = tail.rsplit("|", 1)[-1].strip() if "|" in tail else (m[1] if (m := _ENTSOE_AREA_CODE.search(tail)) else tail)
     country = area[:2].upper() if area[:2].upper() in holidays.list_supported_countries() else ""
-    return (ENTSOE_CLOCKS.get(clock, "UTC"), country,
-            f"ENTSO-E export: the actual total load of area {area or '?'} (unless --columns), in {clock} time")
+    return (ENTSOE_CLOCKS.get(layout.clock, "UTC"), country, f"ENTSO-E export: the actual total load of area "
+            f"{area or '?'} (unless --columns), in {layout.clock} time")
 
 
 def is_other_series(formats: Iterable[str]) -> bool:
@@ -405,9 +415,18 @@ def _neso_frame(path: Path, table: pd.DataFrame, value: str, sep: str) -> pd.Dat
     return out
 
 
+def _string_table(text: str, sep: str, fold: bool = True) -> pd.DataFrame:
+    """A source file's table as text cells (empty cells stay ""), its column names :func:`column_key`-folded
+    unless ``fold`` is False (an ENTSO-E export's time column is found by its raw label)."""
+    table = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, index_col=False)
+    if fold:
+        table.columns = [column_key(str(c)) for c in table.columns]
+    return table
+
+
 def history_format(path: Path | str, columns: tuple[str, str] | None = None) -> str:
     """The format of a history file (see :func:`read_history_file`), from its header."""
-    return _detect(Path(path), _header(Path(path)), columns)[0]
+    return _detect(Path(path), _header(Path(path)), columns).fmt
 
 
 # an ISO-8601 time that ends with its UTC offset ("…T12:00Z", "… 12:00:00+01:00", "…T12:00-0500")
@@ -460,26 +479,22 @@ def read_history_file(path: Path | str, naive_tz: str = "UTC", columns: tuple[st
     """
     path = Path(path)
     text = _text(path)
-    fmt, sep = _detect(path, text, columns)
+    layout = _detect(path, text, columns)
+    fmt, sep = layout.fmt, layout.sep
     if fmt == "odre" and not sep:
         df = _read_source_records(path, _records_from_json(path, text), Counter())
     elif fmt == "entsoe":
-        table = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, index_col=False)
-        time_col, clock = _entsoe_time_column(text.split("\n", 1)[0].rstrip("\r"), sep) or ("", "")
-        value = column_key(columns[1]) if columns else next(
-            c for c in map(column_key, table.columns) if c.startswith("actual_total_load"))
-        df = _entsoe_frame(path, table, time_col, clock, value, sep)
+        df = _entsoe_frame(path, _string_table(text, sep, fold=False), layout.time_col, layout.clock, layout.value,
+                           sep)
     elif fmt == "neso":
-        table = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, index_col=False)
-        table.columns = [column_key(str(c)) for c in table.columns]
-        df = _neso_frame(path, table, column_key(columns[1]) if columns else "nd", sep)
+        df = _neso_frame(path, _string_table(text, sep), layout.value, sep)
     elif fmt in ("eco2mix", "generic"):
         # the product's own format (columns as they are, empty cells NaN) or a generic series
         df = pd.read_csv(io.StringIO(text), sep=sep, low_memory=False)
         df.columns = [column_key(str(c)) for c in df.columns]
         if fmt == "generic":
-            time_col, value_col = (column_key(c) for c in (columns or ("timestamp", "value")))
-            df = df.rename(columns={time_col: "ts", value_col: "consommation"})[["ts", "consommation"]]
+            time_col = column_key(columns[0]) if columns else "timestamp"
+            df = df.rename(columns={time_col: "ts", layout.value: "consommation"})[["ts", "consommation"]]
             df["consommation"] = _generic_values(path, df["consommation"], sep)
             df["nature"] = ""
             df["ts"], naive = _generic_instants(path, df["ts"], naive_tz)
@@ -493,9 +508,7 @@ def read_history_file(path: Path | str, naive_tz: str = "UTC", columns: tuple[st
             if "nature" not in df.columns:  # e.g. an export of date_heure and consommation alone
                 df["nature"] = ""
     else:
-        table = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, index_col=False)
-        table.columns = [column_key(str(c)) for c in table.columns]
-        df = _read_source_records(path, *_records_from_table(path, table))
+        df = _read_source_records(path, *_records_from_table(path, _string_table(text, sep)))
     df.attrs["format"] = fmt
     return df
 
