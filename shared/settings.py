@@ -211,7 +211,9 @@ class Settings(BaseSettings):
     poll_lookahead_hours: float = Field(default=48.0, ge=0, description="window end after now (published forecasts)")
     poll_max_window_days: float = Field(default=31.0, gt=0, description="longest window one poll fetches (catch-up)")
     history_files: list[Path] = Field(
-        default_factory=lambda: sorted((REPO_ROOT / "data" / "eco2mix").glob("eco2mix_national_*.csv.gz"))
+        default_factory=lambda: sorted((REPO_ROOT / "data" / "eco2mix").glob("eco2mix_national_*.csv.gz")),
+        description="files the bootstrap loads: eco2mix, ODRÉ or RTE files of France's national load (others are "
+        "refused before anything is written)",
     )
     history_until: str | None = Field(
         default=None, description="ISO timestamp: bootstrap loads history strictly before it"

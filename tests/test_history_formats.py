@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from shared.errors import BadRequestError
+from shared.errors import BadRequestError, ConfigurationError
 from shared.ingest.history import LOAD_COLUMNS, column_key, history_format, read_history, read_history_file
 from shared.ingest.parse import NUMERIC_FIELDS
 from shared.settings import REPO_ROOT, Settings
@@ -209,6 +209,30 @@ def test_the_bootstrap_loads_downloaded_files_into_the_store(store: Store, setti
     assert result["rows_out"] == int(history[list(LOAD_COLUMNS)].notna().sum().sum()) > 0
     stored = store.scalar("select sum(value) from {db:Identifier}.measurements where metric = 'consommation'")
     assert stored == pytest.approx(history["consommation"].sum())
+
+
+@pytest.mark.parametrize("other", ["neso_demanddata_2021_fall-back.csv", "entsoe_total-load_CH_2022-06-15.csv"])
+def test_the_bootstrap_refuses_another_operators_file_before_writing(store: Store, settings: Settings,
+                                                                      other: str) -> None:
+    from shared.ingest.bootstrap import bootstrap
+
+    # France's file first: the refusal must come before it is loaded, not after
+    files = [RTE_DOWNLOAD, DATA / other]
+    with pytest.raises(ConfigurationError, match=rf"{other} is a \w+ file, not France's national load"):
+        bootstrap(store, settings.model_copy(update={"poll_bootstrap": True, "history_files": files}),
+                  progress=False)
+    assert store.scalar("select count() from {db:Identifier}.measurements") == 0
+
+
+def test_the_bootstrap_names_a_history_file_that_does_not_exist(store: Store, settings: Settings,
+                                                                tmp_path: Path) -> None:
+    from shared.ingest.bootstrap import bootstrap
+
+    missing = tmp_path / "eco2mix_national_2031.csv.gz"
+    with pytest.raises(ConfigurationError, match=r"POWERSENSE_HISTORY_FILES: .*eco2mix_national_2031\.csv\.gz does "
+                                                 r"not exist"):
+        bootstrap(store, settings.model_copy(update={"poll_bootstrap": True, "history_files": [missing]}),
+                  progress=False)
 
 
 def _real_load(start: str, end: str) -> pd.DataFrame:

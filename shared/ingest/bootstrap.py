@@ -29,7 +29,8 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
-from shared.ingest.history import LOAD_COLUMNS, read_history
+from shared.errors import BadRequestError, ConfigurationError
+from shared.ingest.history import FRANCE_FORMATS, LOAD_COLUMNS, history_format, read_history
 from shared.ingest.versioning import (
     BOOTSTRAP_BATCH,
     bootstrap_done,
@@ -88,6 +89,28 @@ def _already_loaded(store: Store) -> str | None:
     return None
 
 
+def check_history_files(files: list[Path]) -> None:
+    """Refuse history files the store's series cannot hold, before anything is written.
+
+    The store's load series is France's national load, polled from ODRÉ (``source_perimeter``); a bootstrap
+    writes its files under the same source and metrics, so another operator's file (NESO, ENTSO-E) or a generic
+    ``timestamp,value`` CSV would silently become France's history. Such files are evaluated with
+    ``python -m shared evaluate --data``, never loaded. A missing or unreadable file is named too.
+    """
+    for path in files:
+        if not path.is_file():
+            raise ConfigurationError(f"POWERSENSE_HISTORY_FILES: {path} does not exist")
+        try:
+            fmt = history_format(path)
+        except BadRequestError as exc:
+            raise ConfigurationError(f"POWERSENSE_HISTORY_FILES: {exc}") from exc
+        if fmt not in FRANCE_FORMATS:
+            raise ConfigurationError(
+                f"POWERSENSE_HISTORY_FILES: {path.name} is a {fmt} file, not France's national load: the bootstrap "
+                "loads only eco2mix, ODRÉ or RTE files (the series the poller polls); evaluate another series with "
+                "`python -m shared evaluate --data FILE`")
+
+
 def load_history(
     store: Store,
     settings: Settings,
@@ -99,7 +122,8 @@ def load_history(
     run_id: str = "",
 ) -> dict[str, Any]:
     """The bootstrap itself, run by a writer that holds the measurements-writer ``lease`` (renewed
-    between files): :func:`bootstrap`, or upsert-version when the bootstrap is pending."""
+    between files): :func:`bootstrap`, or upsert-version when the bootstrap is pending. Files that are not
+    France's national load are refused first (:func:`check_history_files`), with nothing written."""
     t0 = time.perf_counter()
     files = [Path(f) for f in settings.history_files]
     until = until if until is not None else settings.history_until
@@ -107,6 +131,7 @@ def load_history(
         return {"status": "skipped", "reason": "no history files configured"}
     if not force and (reason := _already_loaded(store)):
         return {"status": "skipped", "reason": reason}
+    check_history_files(files)
     resume = bool(store.scalar("select count() from (select 1 from {db:Identifier}.measurements limit 1)"))
     records = rows_out = 0
     bar = tqdm(files, desc="bootstrap", unit="file", disable=not progress, file=sys.stderr)
