@@ -20,13 +20,25 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import date, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
 TZ = "Europe/Paris"
 COUNTRY = "FR"
+
+
+class Calendar(NamedTuple):
+    """A series' local calendar: the zone its days, day types and DST follow, and its public holidays (a
+    :func:`public_holidays` calendar; '' = none). France's (:data:`FRANCE`) is the product's; another series'
+    calendar comes from its file or the user (``evaluate``, ``evaluate-anomalies``)."""
+
+    tz: str = TZ
+    holidays: str = COUNTRY
+
+
+FRANCE = Calendar()
 
 
 # --- public holidays and bridges -----------------------------------------------------------------------
@@ -59,6 +71,19 @@ def check_holiday_calendar(country: str) -> None:
     if subdiv and subdiv not in supported[code]:
         raise ValueError(f"unknown subdivision {subdiv!r} of {code} (its subdivisions: "
                          f"{', '.join(supported[code][:12])}{'…' if len(supported[code]) > 12 else ''})")
+
+
+def check_calendar(calendar: Calendar) -> None:
+    """``ValueError`` with a one-line message unless the calendar's zone is an IANA name and its holidays a
+    calendar :func:`public_holidays` reads (or '')."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(calendar.tz)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {calendar.tz!r} (an IANA name such as Europe/London)") from exc
+    if calendar.holidays:
+        check_holiday_calendar(calendar.holidays)
 
 
 def holidays_of_years(years: Iterable[int], country: str = COUNTRY) -> dict[date, str]:
@@ -96,11 +121,12 @@ def bridge_of(holiday: date) -> date | None:
     return None
 
 
-def day_type(dates: pd.DatetimeIndex) -> np.ndarray:
+def day_type(dates: pd.DatetimeIndex, country: str = COUNTRY) -> np.ndarray:
     """Load-shape class of local dates: 0 Monday, 1 Tuesday–Thursday, 2 Friday, 3 Saturday,
-    4 Sunday or French public holiday (a holiday's load looks like a Sunday's)."""
-    fr = holidays_of_years(dates.year)
-    is_holiday = np.array([d in fr for d in dates.date], dtype=bool)
+    4 Sunday or public holiday (a holiday's load looks like a Sunday's; French holidays by default, ``country``
+    another :func:`public_holidays` calendar, '' none)."""
+    hol = holidays_of_years(dates.year, country) if country else {}
+    is_holiday = np.array([d in hol for d in dates.date], dtype=bool)
     return day_type_of(dates.dayofweek.to_numpy(), is_holiday)
 
 

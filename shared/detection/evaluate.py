@@ -1,8 +1,10 @@
 """``python -m shared evaluate-anomalies``: detectors measured on labelled anomalies injected into real data.
 
 Protocol (reproducible with ``--seed``):
-1. Read a real period (default: 2023 of the shipped eco2mix files; any eco2mix-format file or a
-   ``timestamp,value`` CSV works) plus the preceding weeks as calibration history.
+1. Read a real period (default: 2023 of the shipped eco2mix files; any file ``evaluate`` reads works: ODRÉ, RTE,
+   ENTSO-E, NESO or ``timestamp,value``) plus the preceding weeks as calibration history. The series' calendar
+   (zone and holidays: the profile's wall clock and day types, the detectors' hours) is chosen as ``evaluate``
+   chooses it (:func:`shared.ingest.history.series_calendar`; ``--timezone`` / ``--holidays`` override).
 2. Inject ``--per-kind`` anomalies of each kind at random, non-overlapping positions: spikes/dips of
    ±3–15 % lasting 1–4 steps, level shifts of ±5 % over 6–48 h, flatlines (value stuck at the last
    good value) of 1–12 h, missing blocks of 1–24 h.
@@ -35,7 +37,7 @@ import pandas as pd
 from croniter import croniter
 from tqdm import tqdm
 
-from shared.calendar import is_fallback_gap
+from shared.calendar import FRANCE, Calendar, is_fallback_gap
 from shared.detection.residual import (
     ResidualParams,
     detect_residual,
@@ -46,7 +48,7 @@ from shared.detection.residual import (
 from shared.detection.service import FORECAST_MAX_LEAD_HOURS, expectation_deltas, forecast_deltas
 from shared.detection.zscore import detect_zscore
 from shared.errors import run_cli
-from shared.ingest.history import is_other_series, read_history
+from shared.ingest.history import is_other_series, read_history, series_calendar
 from shared.logs import configure_logging, log_event
 from shared.settings import REPO_ROOT, get_settings
 from shared.timeutil import to_utc
@@ -160,10 +162,11 @@ DEPLOYED_HORIZON = pd.Timedelta(hours=7)  # forecast steps replayed per issue: d
 DEPLOYED_CHUNK = 240  # issues per predict call (the model predicts a batch of origins at once)
 
 
-def expected_delta(x: pd.Series, expectation: str, start: pd.Timestamp) -> pd.Series:
-    """Expected change per step from the chosen forecast source, each issued before its targets."""
+def expected_delta(x: pd.Series, expectation: str, start: pd.Timestamp, calendar: Calendar = FRANCE) -> pd.Series:
+    """Expected change per step from the chosen forecast source, each issued before its targets (the profile's
+    day types and wall clock are the series' ``calendar``)."""
     if expectation == "profile":
-        return profile_delta(x)
+        return profile_delta(x, calendar=calendar)
     if expectation == "deployed":
         raise ValueError("the deployed expectation is built by deployed_forecasts + deployed_delta")
     from shared.forecasting.baseline import seasonal_naive  # the product's fallback forecaster (no torch)
@@ -187,7 +190,8 @@ def forecast_schedule() -> str:
     return next(f.schedule for f in read_stack() if f.name == "forecast" and f.schedule)
 
 
-def train_deployed(files: list[Path], start: pd.Timestamp, settings: Any) -> tuple[Any, dict[str, Any]]:
+def train_deployed(files: list[Path], start: pd.Timestamp, settings: Any,
+                   calendar: Calendar = FRANCE) -> tuple[Any, dict[str, Any]]:
     """The model production serves at ``start``: weather-free, trained by ``train_and_calibrate`` on the
     ``forecast_train_days`` of gated grid before ``start`` (the grid ``make evaluate`` and featurize build)."""
     import time
@@ -198,6 +202,7 @@ def train_deployed(files: list[Path], start: pd.Timestamp, settings: Any) -> tup
     grid, _ = load_data(files, settings.forecast_resolution_min, settings)
     train = grid[(grid["ts"] >= start - pd.Timedelta(days=settings.forecast_train_days)) & (grid["ts"] < start)]
     cfg = model_config(settings)
+    cfg.timezone, cfg.holiday_country = calendar  # the series' days, DST and holidays, as evaluate trains it
     if hasattr(cfg, "weather"):
         cfg.weather = False  # the weather-free model: the replay has no stored temperature forecasts
     t0 = time.perf_counter()
@@ -262,10 +267,11 @@ def deployed_forecasts(
                   "issue_seconds": round(time.perf_counter() - t0, 1)}
 
 
-def deployed_delta(x: pd.Series, forecasts: pd.DataFrame, start: pd.Timestamp) -> tuple[pd.Series, float]:
+def deployed_delta(x: pd.Series, forecasts: pd.DataFrame, start: pd.Timestamp,
+                   calendar: Calendar = FRANCE) -> tuple[pd.Series, float]:
     """The expectation detect builds from ``forecasts`` rows (service.forecast_deltas, then the profile where no
     forecast covers a point) and the share of points from ``start`` on that had a forecast."""
-    dexp, _, version_of = expectation_deltas(x, forecast_deltas(forecasts, x.index))
+    dexp, _, version_of = expectation_deltas(x, forecast_deltas(forecasts, x.index), calendar=calendar)
     return dexp, float((version_of[x.index >= start] != "profile").mean())
 
 
@@ -278,15 +284,18 @@ def run_detector(
     settings: Any,
     expectation: str = "profile",
     dexp: pd.Series | None = None,
+    calendar: Calendar = FRANCE,
 ) -> pd.DataFrame:
     """All rows a detector raises over [start, end) on ``x`` (with history before ``start``); ``dexp``: a
-    precomputed expectation (the deployed path) instead of ``expectation``."""
+    precomputed expectation (the deployed path) instead of ``expectation``; ``calendar``: the series'. RTE's
+    fall-back gap (``detect_ignore_fallback_gap``) is France's rule: another series' missing instants all count."""
     if name == "powersense":
-        delta = dexp if dexp is not None else expected_delta(x, expectation, start)
-        rows = detect_residual(x, delta, params, detect_from=start)
+        delta = dexp if dexp is not None else expected_delta(x, expectation, start, calendar)
+        rows = detect_residual(x, delta, params, detect_from=start, tz=calendar.tz)
         step = x.index[1] - x.index[0]
         miss = missing_points(
-            x[x.index < end], end - step, settings.detect_value_lag_min, start, settings.detect_ignore_fallback_gap
+            x[x.index < end], end - step, settings.detect_value_lag_min, start,
+            settings.detect_ignore_fallback_gap and calendar == FRANCE,
         )
         if not miss.empty:
             miss = miss.assign(kind="missing", superseded=False)
@@ -298,6 +307,7 @@ def run_detector(
             settings.detect_zscore_threshold,
             params.level_shift_min_steps,
             detect_from=start,
+            tz=calendar.tz,
         )
     if rows.empty:
         return rows
@@ -428,6 +438,7 @@ def evaluate(
     expectation: str = "profile",
     progress: bool = True,
     deployed_clean: bool = False,
+    calendar: Calendar | None = None,
 ) -> dict[str, Any]:
     """Run the whole protocol; returns the report dict (see module docstring).
 
@@ -435,9 +446,11 @@ def evaluate(
     ``powersense_profile``), so the deployed figure stands next to the profile one; ``files`` must then cover
     the ``forecast_train_days`` before ``start`` the model trains on. The clean-period replay of the deployed
     path (its false alarms per week) issues every forecast a second time, so it runs only with
-    ``deployed_clean``; the injected run's precision counts its false alarms either way."""
+    ``deployed_clean``; the injected run's precision counts its false alarms either way. ``calendar``: the
+    series' local zone and holidays (default: what its files say, :func:`series_calendar`)."""
     settings = get_settings()
     params = ResidualParams.from_settings(settings)
+    calendar = calendar or series_calendar(files)[0]
     hist = read_history(files, start - pd.Timedelta(days=history_days), end)
     if "consommation" not in hist.columns:
         raise ValueError("no consommation/value column in the data")
@@ -445,7 +458,7 @@ def evaluate(
     x = x.reindex(pd.date_range(x.index[0], end - (x.index[1] - x.index[0]), freq=x.index[1] - x.index[0]))
     step = x.index[1] - x.index[0]
     x_inj, labels = inject(x, start, end, per_kind, seed)
-    gaps = source_gaps(x, start, end, settings.detect_ignore_fallback_gap)
+    gaps = source_gaps(x, start, end, settings.detect_ignore_fallback_gap and calendar == FRANCE)
     ticks = cron_ticks(start, end + pd.Timedelta(days=1), settings.detect_schedule)
     weeks = (end - start) / pd.Timedelta(weeks=1)
     # records of ODRÉ / RTE files the poller's validation refused, as forecast evaluation reports them
@@ -456,13 +469,13 @@ def evaluate(
     if expectation == "deployed":
         detectors["powersense_profile"] = "profile"
         generic = is_other_series(hist.attrs["formats"])
-        model, deployed["model"] = train_deployed(files, start, settings)
+        model, deployed["model"] = train_deployed(files, start, settings, calendar)
         deployed["forecast_schedule"] = schedule = forecast_schedule()
         deployed["variants"] = {}
         for variant, series in (("injected", x_inj), ("clean", x))[: 2 if deployed_clean else 1]:
             fc, info = deployed_forecasts(model, series, start, end, settings, None if generic else "consommation",
                                           schedule, progress)
-            dexps[variant], share = deployed_delta(series, fc, start)
+            dexps[variant], share = deployed_delta(series, fc, start, calendar)
             deployed["variants"][variant] = {**info, "points_with_forecast": round(share, 4)}
     jobs = [(d, v) for d in detectors for v in ("injected", "clean")]
     clean_events: dict[str, list[dict[str, str]]] = {}
@@ -475,7 +488,7 @@ def evaluate(
         series = x_inj if variant == "injected" else x
         rows = run_detector(
             "zscore" if det == "zscore_baseline" else "powersense", series, start, end, params, settings,
-            detectors[det] or "profile", dexps.get(variant) if detectors[det] == "deployed" else None,
+            detectors[det] or "profile", dexps.get(variant) if detectors[det] == "deployed" else None, calendar,
         )
         rows = stamp_detection_times(rows, ticks, step, settings.detect_value_lag_min)
         if variant == "injected":
@@ -500,6 +513,7 @@ def evaluate(
             "period": {"start": start.isoformat(), "end": end.isoformat(), "weeks": round(weeks, 2)},
             "data": [str(Path(f).name) for f in files],
             "seed": seed,
+            "calendar": {"timezone": calendar.tz, "holidays": calendar.holidays or None},
             "step_min": int(step / pd.Timedelta(minutes=1)),
             "injected": labels["kind"].value_counts().to_dict() if not labels.empty else {},
             "source_gaps": [
@@ -544,9 +558,10 @@ def plot(report: dict[str, Any], path: Path) -> None:
     axes[1].axhline(30, color="grey", linestyle="--", linewidth=0.8)
     axes[0].legend(loc="upper center", ncol=2)
     p = report["period"]
-    fig.suptitle(
-        f"Injected anomalies in real eco2mix load, {p['start'][:10]} → {p['end'][:10]} (seed {report['seed']})"
-    )
+    names = report["data"]
+    series = ("real eco2mix load" if names[0].startswith("eco2mix_national_")
+              else names[0] if len(names) == 1 else f"{names[0]} … {names[-1]}")
+    fig.suptitle(f"Injected anomalies in {series}, {p['start'][:10]} → {p['end'][:10]} (seed {report['seed']})")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -575,6 +590,13 @@ def _main(argv: list[str] | None) -> int:
     )
     ap.add_argument("--deployed-clean", action="store_true",
                     help="deployed: also replay the clean period (false alarms per week; twice the forecast replay)")
+    ap.add_argument("--timezone", default=None,
+                    help="the series' local time zone (IANA name; default Europe/Paris for France's files, what an "
+                         "ENTSO-E or NESO file says, UTC for a timestamp,value CSV): the profile's wall clock, the "
+                         "detectors' hours")
+    ap.add_argument("--holidays", default=None,
+                    help="public-holiday calendar (a `holidays` country code, a country and subdivision such as "
+                         "GB-ENG, or 'none'; default as evaluate chooses it): the profile's day types")
     args = ap.parse_args(argv)
     settings = get_settings()
     configure_logging(settings.log_level)
@@ -586,8 +608,11 @@ def _main(argv: list[str] | None) -> int:
         ap.error("--deployed-clean goes with --expectation deployed")
     # the deployed model trains on the forecast_train_days before the period
     files = args.data or default_files(start, end, settings.forecast_train_days + 1 if deployed else 70)
+    calendar, note = series_calendar(files, args.timezone, args.holidays)
+    if note:
+        print(f"note: {note}", flush=True)
     report = evaluate(files, start, end, args.seed, per_kind, expectation=args.expectation,
-                      deployed_clean=args.deployed_clean)
+                      deployed_clean=args.deployed_clean, calendar=calendar)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "anomaly_eval_deployed" if deployed else "anomaly_eval"
     # strict JSON: a figure that cannot be computed is null, never NaN

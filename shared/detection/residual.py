@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shared.calendar import TZ, day_type, is_fallback_gap, wall_clock
+from shared.calendar import FRANCE, TZ, Calendar, day_type, is_fallback_gap, wall_clock
 from shared.settings import Settings, get_settings
 
 __all__ = [
@@ -109,18 +109,18 @@ def infer_step_min(index: pd.DatetimeIndex) -> int:
 
 
 def profile_delta(x: pd.Series, n_days: int = 4, search_days: int = 42,
-                  day_types: pd.Series | None = None) -> pd.Series:
+                  day_types: pd.Series | None = None, calendar: Calendar = FRANCE) -> pd.Series:
     """Expected change per step (see :func:`profile`)."""
-    return profile(x, n_days, search_days, day_types)[0]
+    return profile(x, n_days, search_days, day_types, calendar)[0]
 
 
-def profile_level(x: pd.Series, n_days: int = 4, search_days: int = 42) -> pd.Series:
+def profile_level(x: pd.Series, n_days: int = 4, search_days: int = 42, calendar: Calendar = FRANCE) -> pd.Series:
     """Expected level per step (see :func:`profile`)."""
-    return profile(x, n_days, search_days)[1]
+    return profile(x, n_days, search_days, calendar=calendar)[1]
 
 
 def profile(x: pd.Series, n_days: int = 4, search_days: int = 42,
-            day_types: pd.Series | None = None) -> tuple[pd.Series, pd.Series]:
+            day_types: pd.Series | None = None, calendar: Calendar = FRANCE) -> tuple[pd.Series, pd.Series]:
     """Expected change per step from a seasonal profile: the median, over the ``n_days`` most recent
     earlier days of the same day type (see :func:`day_type`), of that day's change at the same local
     wall-clock time.
@@ -132,20 +132,21 @@ def profile(x: pd.Series, n_days: int = 4, search_days: int = 42,
 
     ``day_types``: the day type per local date (naive midnight → :func:`day_type` class), as detect reads it
     from featurize's calendar columns; dates it lacks (the search before the data starts) take
-    :func:`day_type`, the same definition.
+    :func:`day_type`, the same definition. ``calendar``: the series' local zone and holidays (France's, the
+    product's series, by default; the evaluation of another series passes its own).
     """
     if x.empty:
         return x.copy(), x.copy()
-    naive = wall_clock(x.index)
+    naive = wall_clock(x.index, calendar.tz)
     by_wall = pd.Series(x.to_numpy(dtype=float), index=naive)
     # fall-back day: the wall hour 02:00–02:45 exists twice; keep the occurrence with data (the last)
     by_wall = by_wall[~by_wall.index.duplicated(keep="last")]
     step = x.index[1] - x.index[0] if len(x) > 1 else pd.Timedelta(minutes=15)
     # the previous step's wall time, so a DST night compares like with like (01:45 -> 03:00 local)
-    naive_prev = wall_clock(x.index - step)
+    naive_prev = wall_clock(x.index - step, calendar.tz)
     dates = naive.normalize()
     all_days = pd.date_range(dates.min() - pd.Timedelta(days=search_days), dates.max(), freq="D")
-    types = pd.Series(day_type(all_days), index=all_days)
+    types = pd.Series(day_type(all_days, calendar.holidays), index=all_days)
     if day_types is not None and len(day_types):
         known = day_types[day_types.index.isin(all_days)]
         types[known.index] = known.to_numpy()
@@ -180,6 +181,7 @@ def detect_residual(
     expected_delta: pd.Series,
     params: ResidualParams | None = None,
     detect_from: pd.Timestamp | None = None,
+    tz: str = TZ,
 ) -> pd.DataFrame:
     """Run the residual detector over a regular grid.
 
@@ -188,12 +190,12 @@ def detect_residual(
     ``detect_from`` only calibrate. ``params`` default to the settings' ``detect_*`` values. Returns one
     row per flagged point (``ROW_COLUMNS``); ``decided_ts`` is the grid time of the point whose arrival
     decided the row, ``superseded`` marks spike/dip rows later reclassified as a level shift. Missing
-    points are not reported here.
+    points are not reported here. ``tz``: the series' local zone (its hours calibrate separately).
     """
     p = params or ResidualParams.from_settings(get_settings())
     if len(x) == 0:
         return pd.DataFrame(columns=ROW_COLUMNS)
-    state = _ResidualState.start(x, expected_delta, p, detect_from)
+    state = _ResidualState.start(x, expected_delta, p, detect_from, tz)
     for i in range(len(x)):
         state.step(i)
     out = pd.DataFrame(state.rows, columns=ROW_COLUMNS)
@@ -207,30 +209,38 @@ class _Calibration:
     """Per local hour, the median and robust scale (MAD) of the test residual at normal points.
 
     Residuals of the current local day are buffered and enter the pooled history when the day closes,
-    so a point is never judged against a scale that already contains itself.
+    so a point is never judged against a scale that already contains itself. ``typical`` is the series' own
+    scale relative to its level: the median over hours of each hour's long scale divided by its median level
+    (France's 15-minute load: ~0.5 %; a noisy hourly series such as Switzerland's total load: ~6 %).
     """
 
     p: ResidualParams
     history: list[deque[np.ndarray]]
-    day_buffer: list[list[float]]
+    levels: list[deque[np.ndarray]]
+    day_buffer: list[list[tuple[float, float]]]
     med: np.ndarray
     sig: np.ndarray
+    typical: float = math.nan
 
     @classmethod
     def empty(cls, p: ResidualParams) -> _Calibration:
-        return cls(p, [deque(maxlen=p.calibration_days) for _ in range(24)], [[] for _ in range(24)],
+        return cls(p, [deque(maxlen=p.calibration_days) for _ in range(24)],
+                   [deque(maxlen=p.calibration_days) for _ in range(24)], [[] for _ in range(24)],
                    np.full(24, np.nan), np.full(24, np.nan))
 
-    def add(self, hour: int, residual: float) -> None:
-        """A normal point's residual (enters the scales when its day closes)."""
-        self.day_buffer[hour].append(residual)
+    def add(self, hour: int, residual: float, level: float) -> None:
+        """A normal point's residual and observed level (enter the scales when its day closes)."""
+        self.day_buffer[hour].append((residual, level))
 
     def close_day(self) -> None:
         """Move the day's residuals into the history and recompute every hour's median and scale."""
         p = self.p
+        relative = np.full(24, np.nan)
         for h in range(24):
             if self.day_buffer[h]:
-                self.history[h].append(np.asarray(self.day_buffer[h]))
+                day = np.asarray(self.day_buffer[h])
+                self.history[h].append(day[:, 0])
+                self.levels[h].append(np.abs(day[:, 1]))
                 self.day_buffer[h] = []
             pooled = np.concatenate(list(self.history[h])) if self.history[h] else np.empty(0)
             if pooled.size >= p.min_calibration_points:
@@ -241,8 +251,12 @@ class _Calibration:
                 recent = np.concatenate(list(self.history[h])[-p.recent_days :])
                 s_recent = float(np.median(np.abs(recent - m)) * 1.4826) if recent.size >= 8 else 0.0
                 self.med[h], self.sig[h] = m, max(s_long, s_recent)
+                level = float(np.median(np.concatenate(list(self.levels[h]))))
+                relative[h] = s_long / level if level > 0 else np.nan
             else:
                 self.med[h], self.sig[h] = np.nan, np.nan
+        have = relative[~np.isnan(relative)]
+        self.typical = float(np.median(have)) if have.size else math.nan
 
 
 @dataclass
@@ -305,12 +319,13 @@ class _ResidualState:
 
     @classmethod
     def start(
-        cls, x: pd.Series, expected_delta: pd.Series, p: ResidualParams, detect_from: pd.Timestamp | None
+        cls, x: pd.Series, expected_delta: pd.Series, p: ResidualParams, detect_from: pd.Timestamp | None,
+        tz: str = TZ,
     ) -> _ResidualState:
         idx = x.index
         n = len(x)
         step_min = max(1, int((idx[1] - idx[0]).total_seconds() // 60)) if n > 1 else 15
-        wall = wall_clock(idx)
+        wall = wall_clock(idx, tz)
         day_codes, _ = pd.factorize(wall.normalize(), sort=True)
         return cls(
             p=p, idx=idx, vals=x.to_numpy(dtype=float), dexp=expected_delta.reindex(idx).to_numpy(dtype=float),
@@ -370,7 +385,7 @@ class _ResidualState:
         changes (a ramp steeper than forecast shows up as several same-sign residual changes)."""
         i, xi = pt.i, pt.x
         if self.gap == 0:
-            self.cal.add(pt.hour, xi - self.path - pt.anchor)
+            self.cal.add(pt.hour, xi - self.path - pt.anchor, xi)
             if self.levels and self.levels[-1][0] == i - 1 and pt.calibrated:
                 # clipped, so one undetected excursion cannot bend the expected path
                 change = float(np.clip((xi - self.path) - self.levels[-1][1] + self.bias, -2 * pt.sigma, 2 * pt.sigma))
@@ -478,9 +493,12 @@ class _ResidualState:
             anchor = xi - self.path
         calibrated = i >= self.start_i and not np.isnan(self.cal.sig[h]) and have_anchor
         # floor: never alarm on sub-0.1 % wiggles; cap: a move of onset_z x cap (6 % by default) is always
-        # significant, however noisy the last days were
+        # significant, however noisy the last days were — unless the series is noisier than that all the
+        # time: the cap is never below its own typical scale (France's 15-min load ~0.5 % never reaches the 0.75 %
+        # cap; Switzerland's hourly total load is ~6 %, where a fixed 0.75 % made one alarm of every five hours)
         sig = self.cal.sig[h]
-        s_h = float(np.clip(sig, p.sigma_floor_frac * abs(xi), p.sigma_cap_frac * abs(xi))) if calibrated else np.nan
+        cap = max(p.sigma_cap_frac, self.cal.typical if not np.isnan(self.cal.typical) else 0.0) * abs(xi)
+        s_h = float(np.clip(sig, p.sigma_floor_frac * abs(xi), cap)) if calibrated else np.nan
         m_h = self.cal.med[h] if calibrated else 0.0
         expected = self.path + anchor + m_h
         e = xi - expected

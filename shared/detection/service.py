@@ -36,7 +36,7 @@ import pandas as pd
 from prometheus_client import Counter, Gauge
 
 from shared import clock, metrics
-from shared.calendar import day_type_of, wall_clock
+from shared.calendar import FRANCE, Calendar, day_type_of, wall_clock
 from shared.detection import drift, quality
 from shared.detection.residual import (
     ROW_COLUMNS,
@@ -236,13 +236,13 @@ def forecast_deltas(forecasts: pd.DataFrame, grid: pd.DatetimeIndex) -> pd.DataF
 
 
 def expectation_deltas(
-    x: pd.Series, forecast_deltas: pd.DataFrame, day_types: pd.Series | None = None
+    x: pd.Series, forecast_deltas: pd.DataFrame, day_types: pd.Series | None = None, calendar: Calendar = FRANCE
 ) -> tuple[pd.Series, pd.Series, pd.Series]:
     """The residual detector's expected change per step of ``x`` (pure): the latest forecast's change where a
     forecast covers the point (:func:`forecast_deltas`), else the seasonal profile's (its day types from
     ``day_types`` where given); with the forecast run id and model version each point's expectation came from
-    ('' / 'profile' for the profile)."""
-    dexp = profile_delta(x, day_types=day_types)
+    ('' / 'profile' for the profile); ``calendar``: the series' (France's, the product's, by default)."""
+    dexp = profile_delta(x, day_types=day_types, calendar=calendar)
     run_of = pd.Series("", index=x.index)
     version_of = pd.Series("profile", index=x.index)
     if not forecast_deltas.empty:

@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from shared.calendar import wall_clock
+from shared.calendar import TZ, wall_clock
 from shared.detection.residual import ROW_COLUMNS
 
 
@@ -26,11 +26,13 @@ def detect_zscore(
     level_shift_min_steps: int = 8,
     min_samples: int = 3,
     detect_from: pd.Timestamp | None = None,
+    tz: str = TZ,
 ) -> pd.DataFrame:
-    """Flag points of a regular UTC grid ``x`` whose bucket z-score is extreme; rows as ``ROW_COLUMNS``."""
+    """Flag points of a regular UTC grid ``x`` whose bucket z-score is extreme; rows as ``ROW_COLUMNS``.
+    Buckets are the same local (day of week, time) of ``tz``, the series' zone."""
     if x.empty:
         return pd.DataFrame(columns=ROW_COLUMNS)
-    wall = wall_clock(x.index)
+    wall = wall_clock(x.index, tz)
     by_wall = pd.Series(x.to_numpy(dtype=float), index=wall)
     by_wall = by_wall[~by_wall.index.duplicated(keep="last")]
     # same local (dow, hour, minute) k weeks earlier, k = 1..lookback: only the past is used

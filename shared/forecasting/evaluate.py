@@ -45,7 +45,7 @@ from shared.features import TZ, build_grid, grid_step_for, series_grid, series_s
 from shared.forecasting import baseline, combine
 from shared.forecasting.gate import finite_or_none, gate, strict
 from shared.forecasting.service import model_config
-from shared.ingest.history import history_format, is_other_series, source_calendar
+from shared.ingest.history import history_format, is_other_series, series_calendar
 from shared.process_limits import peak_rss_bytes
 from shared.settings import REPO_ROOT, Settings, get_settings
 from shared.weather.features import WeatherProvider, perfect_provider
@@ -833,23 +833,6 @@ def _columns(text: str) -> tuple[str, str]:
     return parts[0], parts[1]
 
 
-def _check_calendar(tz: str, country: str) -> None:
-    """A clear error for an unknown time zone or holiday country (not a traceback later)."""
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    try:
-        ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise BadRequestError(f"unknown time zone {tz!r} (an IANA name such as Europe/London)") from exc
-    if country:
-        from shared.calendar import check_holiday_calendar
-
-        try:
-            check_holiday_calendar(country)
-        except ValueError as exc:
-            raise BadRequestError(str(exc)) from None
-
-
 def _write_json(path: Path, obj: Any) -> None:
     """Strict JSON (no NaN/Infinity): a metric that cannot be computed is null, with its reason beside it."""
     path.write_text(json.dumps(strict(obj), indent=2, allow_nan=False) + "\n")
@@ -915,21 +898,12 @@ def _main(argv: list[str] | None) -> int:
     columns = _columns(a.columns) if a.columns else None
     if columns and not a.data:
         raise BadRequestError("--columns names the columns of --data files")
-    formats = {history_format(f, columns) for f in a.data or []}
-    generic = bool(a.data) and is_other_series(formats)
+    generic = bool(a.data) and is_other_series({history_format(f, columns) for f in a.data})
     # another operator's file says whose series it is (NESO: Great Britain; ENTSO-E: its area and export clock)
-    known = source_calendar(a.data[0]) if generic and formats <= {"neso", "entsoe"} else None
-    tz = a.timezone or (known[0] if known else "UTC" if generic else TZ)
-    country = (a.holidays if a.holidays is not None else
-               (known[1] or "none") if known else "none" if generic else "FR").upper()
-    country = "" if country == "NONE" else country
-    _check_calendar(tz, country)
-    if known:
-        print(f"note: {known[2]}: days of {tz}, holidays {country or 'none'} (--timezone, --holidays choose "
-              "others)", flush=True)
-    elif generic and a.timezone is None and a.holidays is None:
-        print("note: a timestamp,value series is read with UTC days and no public holidays; --timezone and "
-              "--holidays give it its own calendar (day types, DST, holidays)", flush=True)
+    calendar, note = series_calendar(a.data or [], a.timezone, a.holidays, columns)
+    tz, country = calendar
+    if note:
+        print(f"note: {note}", flush=True)
     periods: list[tuple[str, pd.Timestamp, pd.Timestamp]] = []
     if a.years:
         periods = [(str(y), local_midnight(f"{y}-01-01", tz), local_midnight(f"{y + 1}-01-01", tz)) for y in a.years]

@@ -57,7 +57,7 @@ from typing import IO, Any, NamedTuple
 import pandas as pd
 from tqdm import tqdm
 
-from shared.calendar import TZ
+from shared.calendar import COUNTRY, TZ, Calendar, check_calendar
 from shared.errors import BadRequestError
 from shared.ingest.parse import NULL_TOKENS, NUMERIC_FIELDS, parse_records
 from shared.timeutil import from_wall_clock, to_utc
@@ -365,6 +365,34 @@ def source_calendar(path: Path | str) -> tuple[str, str, str] | None:
     country = area[:2].upper() if area[:2].upper() in holidays.list_supported_countries() else ""
     return (ENTSOE_CLOCKS.get(layout.clock, "UTC"), country, f"ENTSO-E export: the actual total load of area "
             f"{area or '?'} (unless --columns), in {layout.clock} time")
+
+
+def series_calendar(files: list[Path], timezone: str | None = None, holidays: str | None = None,
+                    columns: tuple[str, str] | None = None) -> tuple[Calendar, str | None]:
+    """The calendar of the series in ``files`` (one series: :func:`is_other_series`) and a note saying what was
+    assumed, for the CLI to print (None when nothing was). France's files: Paris and French holidays; another
+    operator's file: what it says (:func:`source_calendar`); a generic file: UTC days and no holidays.
+    ``timezone`` / ``holidays`` (an IANA zone; a ``holidays`` calendar or 'none') override; an unknown one is a
+    :class:`BadRequestError` with one line."""
+    formats = {history_format(f, columns) for f in files}
+    generic = bool(files) and is_other_series(formats)
+    known = source_calendar(files[0]) if generic and formats <= {"neso", "entsoe"} else None
+    tz = timezone or (known[0] if known else "UTC" if generic else TZ)
+    country = (holidays if holidays is not None else
+               (known[1] or "none") if known else "none" if generic else COUNTRY).upper()
+    calendar = Calendar(tz, "" if country == "NONE" else country)
+    try:
+        check_calendar(calendar)
+    except ValueError as exc:
+        raise BadRequestError(str(exc)) from None
+    note = None
+    if known:
+        note = (f"{known[2]}: days of {tz}, holidays {calendar.holidays or 'none'} (--timezone, --holidays choose "
+                "others)")
+    elif generic and timezone is None and holidays is None:
+        note = ("a timestamp,value series is read with UTC days and no public holidays; --timezone and --holidays "
+                "give it its own calendar (day types, DST, holidays)")
+    return calendar, note
 
 
 def is_other_series(formats: Iterable[str]) -> bool:
