@@ -240,14 +240,10 @@ def calendar_features(ts: pd.Series) -> pd.DataFrame:
 # --- temperature ------------------------------------------------------------------------------
 @lru_cache(maxsize=1)
 def _enedis_temperature(weather_dir: str) -> pd.DataFrame:
-    files = sorted(Path(weather_dir).glob("enedis_temperature_lissee_nationale_*.csv.gz"))
-    if not files:
-        return pd.DataFrame(columns=["ts", "observed", "normal"])
-    df = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
-    df["ts"] = pd.to_datetime(df["horodate"], utc=True, format="ISO8601")
-    return df.rename(
-        columns={"temperature_realisee_lissee_degc": "observed", "temperature_normale_lissee_degc": "normal"}
-    )[["ts", "observed", "normal"]].drop_duplicates("ts").sort_values("ts").reset_index(drop=True)
+    from shared.weather.enedis import read_enedis  # the one reader of the series
+
+    df = read_enedis(sorted(Path(weather_dir).glob("enedis_temperature_lissee_nationale_*.csv.gz")))
+    return df.rename(columns={"realised": "observed"})[["ts", "observed", "normal"]]
 
 
 @lru_cache(maxsize=1)

@@ -40,7 +40,8 @@ def winter_2023() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def enedis() -> pd.DataFrame:
-    from shared.weather.service import WEATHER_DIR, read_enedis
+    from shared.weather.enedis import read_enedis
+    from shared.weather.service import WEATHER_DIR
 
     frame = read_enedis(sorted(WEATHER_DIR.glob("enedis_temperature_lissee_nationale_2023.csv.gz")))
     return frame[["ts", "realised"]].rename(columns={"realised": "value"})

@@ -20,6 +20,7 @@ from shared.runs import stage_run
 from shared.settings import Settings
 from shared.store import Store
 from shared.weather import FORECAST_METRIC, FORECAST_NATURE, PERIMETER, SOURCE
+from shared.weather.enedis import read_enedis
 from shared.weather.features import WEATHER_COLUMNS, known_at
 from shared.weather.featurize import (
     COLUMNS,
@@ -29,7 +30,7 @@ from shared.weather.featurize import (
     read_weather_history,
     read_weather_run,
 )
-from shared.weather.service import WEATHER_DIR, backfill, read_enedis, upsert
+from shared.weather.service import WEATHER_DIR, backfill, upsert
 
 T = datetime(2023, 3, 15, 10, 20, tzinfo=UTC)  # the featurize run
 ISSUED_1 = datetime(2023, 3, 15, 6, 20, tzinfo=UTC)  # poll-weather before it

@@ -70,20 +70,32 @@ DEFAULT_RETRAIN_DAYS = 91
 # WeatherProviders: (a) the realised temperature itself (a perfect forecast: an UPPER BOUND, not comparable with
 # RTE's J-1, which uses real forecasts), and (b) the realised temperature plus simulated forecast errors (below).
 
-def realised_temperature(ts: pd.Series | pd.DatetimeIndex) -> pd.DataFrame:
-    """The shipped realised national temperature (Enedis smoothed, 2020-01-09 … 2023) at ``ts``: ``ts, temp_degc``."""
+# the share of a --weather test period's grid steps that must have a realised temperature (Enedis's series has no
+# gaps in 2020-2023; a period beyond the data is refused rather than scored on climatological normals)
+MIN_TEST_TEMPERATURE_SHARE = 0.99
+
+
+def realised_temperature(ts: pd.Series | pd.DatetimeIndex, extra: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The realised national temperature (Enedis smoothed) at ``ts``: ``ts, temp_degc`` — the shipped series
+    (2020-01-09 … 2023) and, where given, ``extra`` (:func:`shared.weather.enedis.read_enedis` of a user's files,
+    ``--temperature``), whose values win where both have one."""
     from shared.features import temperature_features
 
     t = pd.Series(pd.DatetimeIndex(ts))
-    return pd.DataFrame({"ts": t, "temp_degc": temperature_features(t)["temp_observed_degc"].to_numpy()})
+    temp = pd.Series(temperature_features(t)["temp_observed_degc"].to_numpy())
+    if extra is not None and not extra.empty:
+        theirs = extra.set_index("ts")["realised"].reindex(pd.DatetimeIndex(t)).to_numpy()
+        temp = pd.Series(theirs).fillna(temp)
+    return pd.DataFrame({"ts": t, "temp_degc": temp.to_numpy()})
 
 
-def shipped_weather(grid: pd.DataFrame, cfg: Any) -> tuple[pd.DataFrame, pd.DataFrame, Any]:
-    """The shipped realised temperature at ``grid``'s steps, ``grid`` with its weather features, and the weather
-    model's configuration (trained on the Enedis series, which is already smoothed)."""
+def shipped_weather(grid: pd.DataFrame, cfg: Any,
+                    extra: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame, Any]:
+    """The realised temperature at ``grid``'s steps (shipped, and ``extra`` where given), ``grid`` with its weather
+    features, and the weather model's configuration (trained on the Enedis series, which is already smoothed)."""
     from dataclasses import replace
 
-    real = realised_temperature(grid["ts"])
+    real = realised_temperature(grid["ts"], extra)
     return real, with_weather(grid, real, smoothed_input=True), replace(cfg, weather=True, weather_smoothed_input=True)
 
 
@@ -499,24 +511,35 @@ WEATHER_NOTES = [
 def weather_evaluation(grid: pd.DataFrame, rte: pd.DataFrame | None, train_start: pd.Timestamp,
                        test_start: pd.Timestamp, test_end: pd.Timestamp, settings: Settings, retrain_days: int,
                        origin_hour: int, progress: bool, cfg: Any, error_scale: float = 1.0,
-                       seeds: tuple[int, ...] = SIMULATED_SEEDS) -> dict[str, Any]:
+                       seeds: tuple[int, ...] = SIMULATED_SEEDS,
+                       temperature: pd.DataFrame | None = None) -> dict[str, Any]:
     """What weather is worth (issue #12), each run labelled: (a) perfect forecast, (b) simulated forecast errors
-    (several seeds: mean and spread), (c) the weather-free product — same origins, same backtest rules."""
+    (several seeds: mean and spread), (c) the weather-free product — same origins, same backtest rules.
+    ``temperature``: Enedis's series for other years (``--temperature``), over the shipped one."""
     from dataclasses import replace
 
     step, horizon = pd.Timedelta(minutes=cfg.resolution_min), TARGET_SPAN
     t0 = time.perf_counter()
+    real, gw, wcfg = shipped_weather(grid, cfg, temperature)
+    # checked before any training: (a) needs the realised temperature of every target it scores, or it would be
+    # scored on whatever fills the gap
+    in_test = (real["ts"] >= test_start) & (real["ts"] < test_end)
+    covered = float(real.loc[in_test, "temp_degc"].notna().mean()) if in_test.any() else 0.0
+    if covered < MIN_TEST_TEMPERATURE_SHARE:
+        raise BadRequestError(f"--weather: realised temperature covers {covered:.1%} of the test period "
+                              f"{test_start.tz_convert(cfg.timezone):%Y-%m-%d} … "
+                              f"{test_end.tz_convert(cfg.timezone):%Y-%m-%d} (local, end excluded; shipped: "
+                              "2020-01-09 … 2023; "
+                              "--temperature FILE… adds Enedis's series of other years)")
     plain = backtest(grid, rte, train_start, test_start, test_end, settings, retrain_days, origin_hour,
                      progress=progress, cfg=replace(cfg))
-    real, gw, wcfg = shipped_weather(grid, cfg)
-    if real["temp_degc"].notna().sum() == 0:
-        raise BadRequestError("--weather: no realised temperature for this period (shipped: 2020-01-09 … 2023)")
     # targets after the shipped temperature ends (only those after the test year, never scored) get the normal
     from shared.features import temperature_features
 
     span = pd.Series(pd.date_range(test_start - pd.Timedelta(days=1), test_end + horizon, freq=step, tz="UTC"))
     tf = temperature_features(span)
-    fill = pd.DataFrame({"ts": span, "temp_degc": tf["temp_observed_degc"].fillna(tf["temp_normal_degc"])})
+    observed = realised_temperature(span, temperature)["temp_degc"]
+    fill = pd.DataFrame({"ts": span, "temp_degc": observed.fillna(tf["temp_normal_degc"]).to_numpy()})
     fill = fill[fill["ts"] > real.dropna()["ts"].max()]
     providers: dict[str, WeatherProvider] = {"a_perfect": perfect_provider(real, horizon, step, fill)}
     for sd in seeds:
@@ -569,8 +592,11 @@ def weather_evaluation(grid: pd.DataFrame, rte: pd.DataFrame | None, train_start
                                   "ECMWF Technical Memorandum 880, January 2021 (HRES 2 m temperature vs European "
                                   "SYNOP; values read off its figure, approximate)"},
         "temperature": "shipped Enedis realised smoothed national temperature (data/weather/"
-                       "enedis_temperature_lissee_nationale_*.csv.gz), 2020-01-09 … 2023-12-31; used as already "
-                       "smoothed (weather_smoothed_input)",
+                       "enedis_temperature_lissee_nationale_*.csv.gz), 2020-01-09 … 2023-12-31"
+                       + ("" if temperature is None or temperature.empty else
+                          f", and from --temperature files {temperature['ts'].min():%Y-%m-%d} … "
+                          f"{temperature['ts'].max():%Y-%m-%d} (over the shipped series where both have a value)")
+                       + "; used as already smoothed (weather_smoothed_input)",
         "test_period": plain["test_period"],
         "train_window": plain["train_window"],
         "weather_train_from": real.dropna()["ts"].min().isoformat(),
@@ -591,7 +617,7 @@ def weather_evaluation(grid: pd.DataFrame, rte: pd.DataFrame | None, train_start
 
 
 def weather_resources(grid: pd.DataFrame, train_start: pd.Timestamp, test_start: pd.Timestamp, settings: Settings,
-                      cfg: Any) -> dict[str, Any]:
+                      cfg: Any, temperature: pd.DataFrame | None = None) -> dict[str, Any]:
     """The forecast stage's cost with the weather model, measured the way it runs (issue #12 targets: training
     ≤ 120 s, prediction ≤ 5 s, peak RSS ≤ 3 GiB): one ``train_and_calibrate`` on the window before ``test_start``, the
     model through its artifact files, one origin issued with the weather known at it. Run it in a fresh process:
@@ -601,7 +627,7 @@ def weather_resources(grid: pd.DataFrame, train_start: pd.Timestamp, test_start:
     from shared.weather.features import features_for_origins
 
     step, horizon = pd.Timedelta(minutes=cfg.resolution_min), TARGET_SPAN
-    real, gw, wcfg = shipped_weather(grid, cfg)
+    real, gw, wcfg = shipped_weather(grid, cfg, temperature)
     train = gw[(gw["ts"] >= train_start) & (gw["ts"] < test_start)]
     t0, c0 = time.perf_counter(), time.process_time()
     model, _ = train_and_calibrate(train, settings, wcfg,
@@ -871,6 +897,11 @@ def _main(argv: list[str] | None) -> int:
     p.add_argument("--weather-resources", action="store_true",
                    help="with --weather: only measure the forecast stage's cost with the weather model (one training, "
                         "one origin, peak RSS) in this fresh process; merged into forecast_eval_weather[_<year>].json")
+    p.add_argument("--temperature", nargs="+", type=Path, default=None, metavar="FILE",
+                   help="with --weather: Enedis's smoothed national temperature for years the shipped series "
+                        "(2020-01-09 … 2023) lacks, as downloaded from the open-data dataset "
+                        "donnees-de-temperature-et-de-pseudo-rayonnement (CSV or JSON export, or the shipped "
+                        "format); where it overlaps the shipped series, the file wins")
     p.add_argument("--weather-error-scale", type=float, default=1.0,
                    help="(b): multiply the published error standard deviations by this (sensitivity; 1 = as cited)")
     p.add_argument("--timezone", default=None,
@@ -893,6 +924,15 @@ def _main(argv: list[str] | None) -> int:
                         f"POWERSENSE_FORECAST_RESOLUTION_MIN = {settings.forecast_resolution_min}; a timestamp,value "
                         "series that does not fill it, e.g. an hourly one, gets the finest step it fills)")
     a = p.parse_args(argv)
+    if a.temperature and not a.weather:
+        raise BadRequestError("--temperature goes with --weather")
+    temperature = None
+    if a.temperature:
+        from shared.weather.enedis import read_enedis
+
+        temperature = read_enedis(a.temperature)
+        print(f"note: temperature files: {len(a.temperature)}, {temperature['ts'].min():%Y-%m-%d} … "
+              f"{temperature['ts'].max():%Y-%m-%d} (UTC), over the shipped series where they overlap", flush=True)
     if a.resolution:
         settings = settings.model_copy(update={"forecast_resolution_min": a.resolution})
     columns = _columns(a.columns) if a.columns else None
@@ -964,7 +1004,7 @@ def _main(argv: list[str] | None) -> int:
             stem = "forecast_eval_weather" + (f"_{label}" if label else "") + \
                 (f"_scale{a.weather_error_scale:g}" if a.weather_error_scale != 1.0 else "")
             if a.weather_resources:
-                res = weather_resources(grid, train_start, test_start, settings, cfg)
+                res = weather_resources(grid, train_start, test_start, settings, cfg, temperature)
                 path = a.out / f"{stem}.json"
                 doc = json.loads(path.read_text()) if path.exists() else {}
                 doc["forecast_process"] = res
@@ -972,7 +1012,8 @@ def _main(argv: list[str] | None) -> int:
                 print(f"forecast stage with the weather model: {json.dumps(res)}; merged into {path}", flush=True)
                 continue
             wrep = weather_evaluation(grid, rte, train_start, test_start, test_end, settings, a.retrain_days,
-                                      a.origin_hour, not a.no_progress, cfg, a.weather_error_scale)
+                                      a.origin_hour, not a.no_progress, cfg, a.weather_error_scale,
+                                      temperature=temperature)
             _write_json(a.out / f"{stem}.json", wrep)
             print(format_weather_table(wrep))
             print("\n".join(f"note: {n}" for n in wrep["notes"]))

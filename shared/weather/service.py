@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,6 +64,7 @@ from shared.weather import (
     SOURCE,
     model_metric,
 )
+from shared.weather.enedis import read_enedis
 from shared.weather.parse import (
     Parsed,
     Rejection,
@@ -306,20 +306,6 @@ def realised_catch_up(store: Store, settings: Settings, client: OpenMeteoClient,
 # --- realised temperature: the shipped Enedis series and the Open-Meteo archive -----------------------
 
 
-def read_enedis(files: Iterable[Path]) -> pd.DataFrame:
-    """The shipped Enedis national series: ``ts`` (UTC), ``realised``, ``normal`` (°C, 30 min)."""
-    frames = [pd.read_csv(f) for f in sorted(files)]
-    if not frames:
-        return pd.DataFrame({"ts": pd.Series(dtype="datetime64[ns, UTC]"), "realised": pd.Series(dtype=float),
-                             "normal": pd.Series(dtype=float)})
-    df = pd.concat(frames, ignore_index=True)
-    return pd.DataFrame({
-        "ts": pd.to_datetime(df["horodate"], utc=True),
-        "realised": pd.to_numeric(df["temperature_realisee_lissee_degc"], errors="coerce"),
-        "normal": pd.to_numeric(df["temperature_normale_lissee_degc"], errors="coerce"),
-    }).sort_values("ts").reset_index(drop=True)
-
-
 def enedis_rows(frame: pd.DataFrame) -> pd.DataFrame:
     """Measurement rows of the Enedis series (two metrics, one nature each)."""
     parts = [frame.rename(columns={"realised": "value"})[["ts", "value"]].assign(
@@ -368,7 +354,7 @@ def backfill(
     out: dict[str, Any] = {}
     with lease:
         if shipped:
-            frame = read_enedis(weather_dir.glob(ENEDIS_FILES))
+            frame = read_enedis(sorted(weather_dir.glob(ENEDIS_FILES)))
             frame = frame[(frame["ts"] >= lo) & (frame["ts"] < hi)]
             totals = {"values": 0, "new": 0, "revised": 0, "written": 0}
             years = sorted(frame["ts"].dt.year.unique().tolist())
