@@ -69,3 +69,20 @@ def test_deployed_report_is_strict_json_with_the_profile_figure_beside_it(
     assert report["detectors"]["powersense"]["false_alarms_per_week"] is None  # clean replay not asked for
     assert report["deployed"]["variants"]["injected"]["points_with_forecast"] > 0.9
     assert report["deployed"]["forecast_schedule"] == "7 * * * *" and report["deployed"]["approximations"]
+
+
+def test_an_hourly_series_is_replayed_on_an_hourly_grid(fc_settings: Settings, tmp_path: Path) -> None:
+    """Real load at its whole hours only, as a timestamp,value CSV (an hourly series such as an ENTSO-E export):
+    the deployed model gets the finest grid the series fills (60 min), as evaluate gives it; a 30-minute grid was a
+    one-line error before."""
+    end = END + pd.Timedelta(days=2)
+    _, x = _x(START, end, fc_settings.forecast_train_days + 1)
+    hourly = x[(x.index.minute == 0) & x.notna()]
+    csv = tmp_path / "hourly.csv"
+    pd.DataFrame({"timestamp": hourly.index.strftime("%Y-%m-%dT%H:%M:%SZ"), "value": hourly.to_numpy()}).to_csv(
+        csv, index=False)
+    assert evaluate.main(["--expectation", "deployed", "--data", str(csv), "--start", START.isoformat(),
+                          "--end", end.isoformat(), "--per-kind", "1", "--out", str(tmp_path / "r")]) == 0
+    report = json.loads((tmp_path / "r" / "anomaly_eval_deployed.json").read_text())
+    assert report["step_min"] == report["deployed"]["resolution_min"] == 60
+    assert report["deployed"]["variants"]["injected"]["points_with_forecast"] > 0.9

@@ -47,7 +47,7 @@ from shared.detection.residual import (
 )
 from shared.detection.service import FORECAST_MAX_LEAD_HOURS, expectation_deltas, forecast_deltas
 from shared.detection.zscore import detect_zscore
-from shared.errors import run_cli
+from shared.errors import BadRequestError, run_cli
 from shared.ingest.history import is_other_series, read_history, series_calendar
 from shared.logs import configure_logging, log_event
 from shared.settings import REPO_ROOT, get_settings
@@ -469,6 +469,16 @@ def evaluate(
     if expectation == "deployed":
         detectors["powersense_profile"] = "profile"
         generic = is_other_series(hist.attrs["formats"])
+        # the model's grid, as evaluate chooses it: the configured step where the series fills it, else the finest
+        # it fills (an hourly series: 60 min, not a 30-minute grid with every other point missing)
+        from shared.features import grid_step_for
+
+        try:
+            res = grid_step_for(step / pd.Timedelta(minutes=1), None, settings.forecast_resolution_min)
+        except ValueError as exc:
+            raise BadRequestError(f"--expectation deployed: {exc}") from None
+        settings = settings.model_copy(update={"forecast_resolution_min": res})
+        deployed["resolution_min"] = res
         model, deployed["model"] = train_deployed(files, start, settings, calendar)
         deployed["forecast_schedule"] = schedule = forecast_schedule()
         deployed["variants"] = {}
