@@ -36,13 +36,23 @@ Reasons (one string per row, ``''`` = plausible):
   the frame is flagged (pending): when a later value comes back, the excursion is proven; when the
   new level lasts, it is accepted on re-evaluation.
 
+**Another series** (another operator's file, a ``timestamp,value`` CSV: :func:`scaled_to`): France's MW bounds
+mean nothing there, but the jump rule does once scaled to the series' level — the allowed step is France's
+(``max_step_mw`` at France's median load, :data:`FRANCE_MEDIAN_LOAD_MW`) times the series' median over France's.
+Checked on real files it was not chosen on (``tests/test_plausibility.py`` pins the Dutch case): no value flagged
+in NESO's Great Britain 2009 – Sep 2022 (239 710 half-hours) nor in ENTSO-E's Germany 2022 and Spain 2023; in the
+Netherlands 2023 the source's 11 single quarter-hours ~17 GW above their neighbours (e.g. 12 312 → 29 333 → 11 990
+MW), a halved quarter-hour and two hour-long excursions to +70 %; in Switzerland 2015 – Jul 2024 a drop to
+3 856 MW before 10 stuck hours (2023-02-16) and one hour at 9 476 MW between 5 199 and 5 660 (2024-07-25).
+
 Values outside the bounds take no part in the jump check (a run of zeros has plausible neighbours
 on both sides, and those neighbours are compared with each other across the gap).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -58,6 +68,9 @@ IMPOSSIBLE_JUMP = "impossible_jump"
 REASONS = (NON_POSITIVE, BELOW_MIN, ABOVE_MAX, IMPOSSIBLE_JUMP)
 
 _STEP_NS = 15 * 60 * 10**9  # the jump rule's unit step (15 minutes)
+# France's median national load, the level ``max_step_mw`` was set at: the shipped history 2000–2023 (682 262
+# real values, the 2001 placeholders left out), 51 994 MW
+FRANCE_MEDIAN_LOAD_MW = 51_994.0
 
 
 @dataclass(frozen=True)
@@ -97,6 +110,14 @@ class PlausibilityParams:
         day of margin for the gap before the excursion's entry) cannot change a flag.
         """
         return pd.Timedelta(hours=self.max_excursion_hours + 24)
+
+
+def scaled_to(params: PlausibilityParams, level: float) -> PlausibilityParams:
+    """The rule for another series whose median value is ``level``: France's allowed step scaled by ``level`` over
+    :data:`FRANCE_MEDIAN_LOAD_MW` (the same excursion rule), no value bounds (France's MW bounds mean nothing
+    elsewhere; a non-positive value stays implausible). ``metrics`` is empty: the caller applies it to its series."""
+    return replace(params, min_value_mw=0.0, max_value_mw=math.inf,
+                   max_step_mw=params.max_step_mw * level / FRANCE_MEDIAN_LOAD_MW, metrics=())
 
 
 def plausibility_flags(frame: pd.DataFrame, params: PlausibilityParams) -> pd.Series:

@@ -143,3 +143,45 @@ def test_empty_and_index_alignment() -> None:
     assert plausibility_flags(_synthetic([]), PARAMS).empty
     frame = _synthetic([50_000.0, 0.0]).set_axis([10, 20])
     assert plausibility_flags(frame, PARAMS).to_dict() == {10: "", 20: NON_POSITIVE}
+
+
+# --- another series: the jump rule scaled to its level (shared.plausibility.scaled_to) ----------------------------
+OTHER = Path(__file__).resolve().parent / "data"
+
+
+def _gated(files: list[str]) -> tuple[pd.DataFrame, pd.Series]:
+    from shared.forecasting.gate import gate
+    from shared.ingest.history import read_history
+
+    h = read_history([OTHER / f for f in files])
+    frame = h[["ts", "consommation"]].rename(columns={"consommation": "value"}).dropna().reset_index(drop=True)
+    return frame, gate(frame, Settings(), metric=None).reasons
+
+
+def test_the_scaled_rule_allows_frances_step_in_proportion_to_the_level() -> None:
+    from shared.plausibility import FRANCE_MEDIAN_LOAD_MW, scaled_to
+
+    p = scaled_to(PARAMS, FRANCE_MEDIAN_LOAD_MW / 4)
+    assert p.max_step_mw == PARAMS.max_step_mw / 4 and p.max_value_mw == np.inf and p.min_value_mw == 0.0
+
+
+def test_another_series_single_quarter_hour_glitch_is_gated() -> None:
+    """Real: the Dutch ENTSO-E export of 24 Aug 2023, whose 23:45 quarter-hour reads 29 333 MW between 12 312 and
+    11 990 (the source repeats this ~+17 GW glitch 11 times in 2023)."""
+    frame, reasons = _gated(["entsoe_total-load_NL_2023-08-24.csv"])
+    flagged = frame.loc[reasons != "", "value"].tolist()
+    assert flagged == [29333.0] and set(reasons[reasons != ""]) == {IMPOSSIBLE_JUMP}
+
+
+def test_another_series_drop_into_a_stuck_feed_is_gated_as_one_excursion() -> None:
+    """Real: Switzerland, 16-17 Feb 2023: 7 510 MW, then 3 856, then 3 747 stuck for ten hours, then 9 169. Before,
+    only the stuck hours were gated (a flatline) and the drop into them was trained on; now the whole excursion is."""
+    frame, reasons = _gated(["entsoe_total-load_CH_2023-Q1.csv.gz"])
+    assert frame.loc[reasons == IMPOSSIBLE_JUMP, "value"].tolist() == [3856.0] + [3747.0] * 10
+
+
+@pytest.mark.parametrize("day", ["neso_demanddata_2021_fall-back.csv", "neso_demanddata_2022_spring-forward.csv",
+                                 "entsoe_total-load_ES_2023-10-29.csv", "entsoe_total-load_CH_2018_dst-days.csv"])
+def test_another_series_real_clock_change_days_keep_every_value(day: str) -> None:
+    _, reasons = _gated([day])
+    assert (reasons == "").all()

@@ -11,8 +11,8 @@ the model's inputs (a forecast of −11 GW), seasonal naive copied them a week l
 ``inf``. The gate rejects
 
 * whatever the data-quality layer's plausibility check flags (``shared.plausibility``: zero/negative
-  load, impossible jumps, … — its reasons are passed through), and, always (also when that module is not
-  installed), zero/negative values;
+  load, impossible jumps, … — its reasons are passed through; for another series its jump rule scaled to the
+  series' level), and, always (also when that module is not installed), zero/negative values;
 * flatlines: a run of ``forecast_flatline_steps`` or more identical consecutive values on the grid (the
   shipped 2016–2023 history has no run longer than 3 at 15 min and 2 at 30 min, so a stuck feed is the
   only way to get one);
@@ -112,15 +112,22 @@ def ramp_mask(ts: pd.DatetimeIndex | pd.Series, values: np.ndarray, min_points: 
     return straight & (_group_size(~straight) + 1 >= min_points)
 
 
-def _plausibility_reasons(frame: pd.DataFrame, settings: Settings, metric: str) -> pd.Series | None:
+def _plausibility_reasons(frame: pd.DataFrame, settings: Settings, metric: str | None) -> pd.Series | None:
     """Reasons from the data-quality layer's plausibility check (``shared.plausibility``), or None when it
-    does not apply to ``metric`` (its bounds are France's national load in MW) or is not installed."""
+    does not apply to ``metric`` (its bounds are France's national load in MW) or is not installed. ``metric``
+    None (another series): its jump rule scaled to the series' median (``plausibility.scaled_to``)."""
     try:
-        from shared.plausibility import PlausibilityParams, plausibility_flags
+        from shared.plausibility import PlausibilityParams, plausibility_flags, scaled_to
     except ImportError:  # the data-quality layer is optional for the gate; the built-in checks still run
         return None
     params = PlausibilityParams.from_settings(settings)
-    if not params.applies_to(metric):
+    if metric is None:
+        values = frame["value"].to_numpy(dtype=float)
+        positive = values[np.isfinite(values) & (values > 0)]
+        if not positive.size:
+            return None
+        params = scaled_to(params, float(np.median(positive)))
+    elif not params.applies_to(metric):
         return None
     flags = plausibility_flags(frame[["ts", "value"]].reset_index(drop=True), params)
     return pd.Series(np.asarray(flags, dtype=object), index=frame.index).fillna("").astype(str)
@@ -131,15 +138,16 @@ def gate(frame: pd.DataFrame, settings: Settings, metric: str | None = None,
     """Reject implausible values of a ``ts, value`` frame sorted by ``ts`` (see module docstring).
 
     ``metric``: the series' metric, to apply the plausibility bounds of the data-quality layer where they are
-    defined (France's national load); None for a foreign series (generic CSV), where only the built-in checks
-    (non-positive values, flatlines, linear ramps) apply. NaN values stay NaN and are not counted.
+    defined (France's national load); None for a foreign series (another operator's file, a generic CSV): the
+    jump rule scaled to its median level (``shared.plausibility.scaled_to``; France's MW bounds do not apply), and
+    the built-in checks (non-positive values, flatlines, linear ramps). NaN values stay NaN and are not counted.
     """
     out = frame.copy()
     values = out["value"].to_numpy(dtype=float)
     reasons = pd.Series("", index=out.index, dtype=object)
     present = np.isfinite(values)
     if present.any():
-        pl = _plausibility_reasons(out, settings, metric) if metric else None
+        pl = _plausibility_reasons(out, settings, metric)
         if pl is not None:
             reasons[:] = pl.to_numpy()
         steps = settings.forecast_flatline_steps if flatline_steps is None else flatline_steps
