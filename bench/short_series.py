@@ -37,10 +37,11 @@ DAYS = [f"D+{k}" for k in range(1, 8)]
 
 
 def windows(history_days: int = HISTORY_DAYS, every_days: int = EVERY_DAYS,
-            first_start: str = FIRST_START) -> list[pd.Timestamp]:
+            first_start: str = FIRST_START, end: pd.Timestamp = END) -> list[pd.Timestamp]:
     """Start of each window (UTC midnight): from ``first_start`` every ``every_days``, while history and test days
-    end before 2020 (the windows stay clear of the 2020 lockdowns and of the 2019–2023 reports' test years)."""
-    last = END - pd.Timedelta(days=history_days + TEST_DAYS)
+    end before ``end`` (default 2020: the windows stay clear of the 2020 lockdowns and of the 2019–2023 reports'
+    test years; another series' files set their own, ``--end``)."""
+    last = end - pd.Timedelta(days=history_days + TEST_DAYS)
     return list(pd.date_range(pd.Timestamp(first_start, tz="UTC"), last, freq=f"{every_days}D"))
 
 
@@ -102,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--first-start", default=FIRST_START,
                         help=f"first window's start (default {FIRST_START}; longer histories "
                              "need earlier starts to get several windows before 2020)")
+    parser.add_argument("--end", default=None,
+                        help="every window ends before this date (default 2020-01-01; e.g. 2024-01-01 for another "
+                             "series' files of 2022-2023 with --first-start 2022-01-05)")
     parser.add_argument("--step-minutes", type=int, choices=(30, 60), default=30,
                         help="the series' step: 30 (default) or 60 (hourly, its :00 values; evaluated without "
                              "--resolution, the grid step inferred)")
@@ -111,12 +115,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timezone", default=None, help="evaluate's --timezone for every window (default: UTC)")
     parser.add_argument("--holidays", default=None, help="evaluate's --holidays for every window (default: none)")
     args = parser.parse_args(argv)
-    starts = windows(args.history_days, args.every_days, args.first_start)
+    end = pd.Timestamp(args.end, tz="UTC") if args.end else END
+    starts = windows(args.history_days, args.every_days, args.first_start, end)
     if not starts:
-        parser.error(f"no window of {args.history_days} + {TEST_DAYS} days from {args.first_start} ends before 2020")
+        parser.error(f"no window of {args.history_days} + {TEST_DAYS} days from {args.first_start} ends before "
+                     f"{end:%Y-%m-%d}")
     calendar = [*(["--timezone", args.timezone] if args.timezone else []),
                 *(["--holidays", args.holidays] if args.holidays else [])]
-    load = read_history(args.data or default_files(starts[0], END - pd.Timedelta(days=1), 0))
+    load = read_history(args.data or default_files(starts[0], end - pd.Timedelta(days=1), 0))
     load = load[load["ts"].dt.minute.isin([0, 30])][["ts", "consommation"]].rename(
         columns={"ts": "timestamp", "consommation": "value"})
     rows = []
@@ -128,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr, flush=True)
     doc = {"what": (__doc__ or "").split("\n")[0], "retrain_days": args.retrain_days,
            "history_days": args.history_days, "every_days": args.every_days, "step_minutes": args.step_minutes,
-           "first_start": args.first_start, "data": [str(f) for f in args.data] if args.data else "shipped",
+           "first_start": args.first_start, "end": f"{end:%Y-%m-%d}",
+           "data": [str(f) for f in args.data] if args.data else "shipped",
            "calendar": calendar, "summary": summarize(rows),
            "windows": rows}
     print(json.dumps(doc, indent=1))
