@@ -33,9 +33,8 @@ from bench.other_weather import ECO2MIX, calendar_columns, daily_weather
 from shared.calendar import TZ
 from shared.features import WEATHER_DIR
 from shared.ingest.history import read_history
-from shared.weather.enedis import read_enedis
+from shared.weather.enedis import read_enedis_dir
 from shared.weather.features import CDD_BASE_C, HDD_BASE_C, SMOOTHING_TAU_H, smooth
-from shared.weather.service import ENEDIS_FILES
 
 LOCKDOWN = ("2020-03-15", "2020-07-01")
 # (train from, train to, test from, test to): training starts after the 2020 lockdown; the last two rows test
@@ -52,7 +51,7 @@ def load_and_temperature() -> tuple[pd.Series, pd.Series]:
     hist = read_history([ECO2MIX / f"eco2mix_national_{y}.csv.gz" for y in range(2020, 2024)])
     load = hist[hist["consommation"] > 0].set_index("ts")["consommation"]
     load = load[load.index.minute.isin([0, 30])]
-    return load, read_enedis(sorted(WEATHER_DIR.glob(ENEDIS_FILES))).set_index("ts")["realised"]
+    return load, read_enedis_dir(WEATHER_DIR).set_index("ts")["realised"]
 
 
 def smoothed(series: pd.Series, tau_h: float) -> pd.Series:

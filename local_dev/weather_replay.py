@@ -45,9 +45,9 @@ from fastapi.responses import JSONResponse
 
 from shared import clock
 from shared.settings import REPO_ROOT
+from shared.weather.enedis import read_enedis_dir
 
 WEATHER_DIR = REPO_ROOT / "data" / "weather"
-ENEDIS_GLOB = "enedis_temperature_lissee_nationale_*.csv.gz"
 
 # Forecast length in hours per model (Open-Meteo docs: generic forecast page's model table,
 # meteofrance-api "Forecast Length 4 days", ecmwf-api "up to 15 days").
@@ -66,16 +66,11 @@ ARCHIVE_DELAY_HOURS: dict[str, int] = {"best_match": 5 * 24, "era5": 5 * 24, "er
 
 @lru_cache(maxsize=4)
 def hourly_temperature(weather_dir: str) -> pd.Series:
-    """The shipped realised national temperature on the hour (UTC index, °C)."""
-    files = sorted(Path(weather_dir).glob(ENEDIS_GLOB))
-    if not files:
-        return pd.Series(dtype="float64", index=pd.DatetimeIndex([], tz="UTC"))
-    df = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
-    ts = pd.to_datetime(df["horodate"], utc=True)
-    values = pd.to_numeric(df["temperature_realisee_lissee_degc"], errors="coerce")
-    series = pd.Series(values.to_numpy("float64"), index=pd.DatetimeIndex(ts))
-    series = series[(series.index.minute == 0) & (series.index.second == 0)]
-    return series[~series.index.duplicated(keep="last")].sort_index()
+    """The shipped realised national temperature on the hour (UTC index, °C; the one reader of the series,
+    :mod:`shared.weather.enedis`)."""
+    df = read_enedis_dir(weather_dir)
+    series = pd.Series(df["realised"].to_numpy("float64"), index=pd.DatetimeIndex(df["ts"]))
+    return series[(series.index.minute == 0) & (series.index.second == 0)]
 
 
 def _error(reason: str) -> JSONResponse:

@@ -240,9 +240,9 @@ def calendar_features(ts: pd.Series) -> pd.DataFrame:
 # --- temperature ------------------------------------------------------------------------------
 @lru_cache(maxsize=1)
 def _enedis_temperature(weather_dir: str) -> pd.DataFrame:
-    from shared.weather.enedis import read_enedis  # the one reader of the series
+    from shared.weather.enedis import read_enedis_dir  # the one reader of the series
 
-    df = read_enedis(sorted(Path(weather_dir).glob("enedis_temperature_lissee_nationale_*.csv.gz")))
+    df = read_enedis_dir(weather_dir)
     return df.rename(columns={"realised": "observed"})[["ts", "observed", "normal"]]
 
 

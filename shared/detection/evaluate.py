@@ -285,17 +285,19 @@ def run_detector(
     expectation: str = "profile",
     dexp: pd.Series | None = None,
     calendar: Calendar = FRANCE,
+    other_series: bool = False,
 ) -> pd.DataFrame:
     """All rows a detector raises over [start, end) on ``x`` (with history before ``start``); ``dexp``: a
     precomputed expectation (the deployed path) instead of ``expectation``; ``calendar``: the series'. RTE's
-    fall-back gap (``detect_ignore_fallback_gap``) is France's rule: another series' missing instants all count."""
+    fall-back gap (``detect_ignore_fallback_gap``) is a rule of France's source: ``other_series``' missing
+    instants all count."""
     if name == "powersense":
         delta = dexp if dexp is not None else expected_delta(x, expectation, start, calendar)
         rows = detect_residual(x, delta, params, detect_from=start, tz=calendar.tz)
         step = x.index[1] - x.index[0]
         miss = missing_points(
             x[x.index < end], end - step, settings.detect_value_lag_min, start,
-            settings.detect_ignore_fallback_gap and calendar == FRANCE,
+            settings.detect_ignore_fallback_gap and not other_series,
         )
         if not miss.empty:
             miss = miss.assign(kind="missing", superseded=False)
@@ -450,15 +452,16 @@ def evaluate(
     series' local zone and holidays (default: what its files say, :func:`series_calendar`)."""
     settings = get_settings()
     params = ResidualParams.from_settings(settings)
-    calendar = calendar or series_calendar(files)[0]
+    calendar = calendar or series_calendar(files).calendar
     hist = read_history(files, start - pd.Timedelta(days=history_days), end)
     if "consommation" not in hist.columns:
         raise ValueError("no consommation/value column in the data")
+    other = is_other_series(hist.attrs["formats"])  # not France's files: none of RTE's publication rules
     x = regular_grid(hist.rename(columns={"consommation": "value"})[["ts", "value"]])
     x = x.reindex(pd.date_range(x.index[0], end - (x.index[1] - x.index[0]), freq=x.index[1] - x.index[0]))
     step = x.index[1] - x.index[0]
     x_inj, labels = inject(x, start, end, per_kind, seed)
-    gaps = source_gaps(x, start, end, settings.detect_ignore_fallback_gap and calendar == FRANCE)
+    gaps = source_gaps(x, start, end, settings.detect_ignore_fallback_gap and not other)
     ticks = cron_ticks(start, end + pd.Timedelta(days=1), settings.detect_schedule)
     weeks = (end - start) / pd.Timedelta(weeks=1)
     # records of ODRÉ / RTE files the poller's validation refused, as forecast evaluation reports them
@@ -468,7 +471,6 @@ def evaluate(
     deployed: dict[str, Any] = {}
     if expectation == "deployed":
         detectors["powersense_profile"] = "profile"
-        generic = is_other_series(hist.attrs["formats"])
         # the model's grid, as evaluate chooses it: the configured step where the series fills it, else the finest
         # it fills (an hourly series: 60 min, not a 30-minute grid with every other point missing)
         from shared.features import grid_step_for
@@ -483,7 +485,7 @@ def evaluate(
         deployed["forecast_schedule"] = schedule = forecast_schedule()
         deployed["variants"] = {}
         for variant, series in (("injected", x_inj), ("clean", x))[: 2 if deployed_clean else 1]:
-            fc, info = deployed_forecasts(model, series, start, end, settings, None if generic else "consommation",
+            fc, info = deployed_forecasts(model, series, start, end, settings, None if other else "consommation",
                                           schedule, progress)
             dexps[variant], share = deployed_delta(series, fc, start, calendar)
             deployed["variants"][variant] = {**info, "points_with_forecast": round(share, 4)}
@@ -499,6 +501,7 @@ def evaluate(
         rows = run_detector(
             "zscore" if det == "zscore_baseline" else "powersense", series, start, end, params, settings,
             detectors[det] or "profile", dexps.get(variant) if detectors[det] == "deployed" else None, calendar,
+            other,
         )
         rows = stamp_detection_times(rows, ticks, step, settings.detect_value_lag_min)
         if variant == "injected":
@@ -618,7 +621,7 @@ def _main(argv: list[str] | None) -> int:
         ap.error("--deployed-clean goes with --expectation deployed")
     # the deployed model trains on the forecast_train_days before the period
     files = args.data or default_files(start, end, settings.forecast_train_days + 1 if deployed else 70)
-    calendar, note = series_calendar(files, args.timezone, args.holidays)
+    calendar, note, _ = series_calendar(files, args.timezone, args.holidays)
     if note:
         print(f"note: {note}", flush=True)
     report = evaluate(files, start, end, args.seed, per_kind, expectation=args.expectation,

@@ -45,7 +45,7 @@ from shared.features import TZ, build_grid, grid_step_for, series_grid, series_s
 from shared.forecasting import baseline, combine
 from shared.forecasting.gate import finite_or_none, gate, strict
 from shared.forecasting.service import model_config
-from shared.ingest.history import history_format, is_other_series, series_calendar
+from shared.ingest.history import is_other_series, series_calendar
 from shared.process_limits import peak_rss_bytes
 from shared.settings import REPO_ROOT, Settings, get_settings
 from shared.weather.features import WeatherProvider, perfect_provider
@@ -75,17 +75,21 @@ DEFAULT_RETRAIN_DAYS = 91
 MIN_TEST_TEMPERATURE_SHARE = 0.99
 
 
-def realised_temperature(ts: pd.Series | pd.DatetimeIndex, extra: pd.DataFrame | None = None) -> pd.DataFrame:
+def realised_temperature(ts: pd.Series | pd.DatetimeIndex, extra: pd.DataFrame | None = None,
+                         normal_where_missing: bool = False) -> pd.DataFrame:
     """The realised national temperature (Enedis smoothed) at ``ts``: ``ts, temp_degc`` — the shipped series
     (2020-01-09 … 2023) and, where given, ``extra`` (:func:`shared.weather.enedis.read_enedis` of a user's files,
-    ``--temperature``), whose values win where both have one."""
+    ``--temperature``), whose values win where both have one; ``normal_where_missing``: the climatological normal
+    where neither has a value."""
     from shared.features import temperature_features
 
     t = pd.Series(pd.DatetimeIndex(ts))
-    temp = pd.Series(temperature_features(t)["temp_observed_degc"].to_numpy())
+    tf = temperature_features(t)
+    temp = tf["temp_observed_degc"]
     if extra is not None and not extra.empty:
-        theirs = extra.set_index("ts")["realised"].reindex(pd.DatetimeIndex(t)).to_numpy()
-        temp = pd.Series(theirs).fillna(temp)
+        temp = pd.Series(extra.set_index("ts")["realised"].reindex(pd.DatetimeIndex(t)).to_numpy()).fillna(temp)
+    if normal_where_missing:
+        temp = temp.fillna(tf["temp_normal_degc"])
     return pd.DataFrame({"ts": t, "temp_degc": temp.to_numpy()})
 
 
@@ -533,13 +537,9 @@ def weather_evaluation(grid: pd.DataFrame, rte: pd.DataFrame | None, train_start
                               "--temperature FILE… adds Enedis's series of other years)")
     plain = backtest(grid, rte, train_start, test_start, test_end, settings, retrain_days, origin_hour,
                      progress=progress, cfg=replace(cfg))
-    # targets after the shipped temperature ends (only those after the test year, never scored) get the normal
-    from shared.features import temperature_features
-
+    # targets after the realised temperature ends (only those after the test year, never scored) get the normal
     span = pd.Series(pd.date_range(test_start - pd.Timedelta(days=1), test_end + horizon, freq=step, tz="UTC"))
-    tf = temperature_features(span)
-    observed = realised_temperature(span, temperature)["temp_degc"]
-    fill = pd.DataFrame({"ts": span, "temp_degc": observed.fillna(tf["temp_normal_degc"]).to_numpy()})
+    fill = realised_temperature(span, temperature, normal_where_missing=True)
     fill = fill[fill["ts"] > real.dropna()["ts"].max()]
     providers: dict[str, WeatherProvider] = {"a_perfect": perfect_provider(real, horizon, step, fill)}
     for sd in seeds:
@@ -938,9 +938,8 @@ def _main(argv: list[str] | None) -> int:
     columns = _columns(a.columns) if a.columns else None
     if columns and not a.data:
         raise BadRequestError("--columns names the columns of --data files")
-    generic = bool(a.data) and is_other_series({history_format(f, columns) for f in a.data})
     # another operator's file says whose series it is (NESO: Great Britain; ENTSO-E: its area and export clock)
-    calendar, note = series_calendar(a.data or [], a.timezone, a.holidays, columns)
+    calendar, note, generic = series_calendar(a.data or [], a.timezone, a.holidays, columns)
     tz, country = calendar
     if note:
         print(f"note: {note}", flush=True)

@@ -264,9 +264,10 @@ def _detect(path: Path, header: str, columns: tuple[str, str] | None = None) -> 
         return _Layout("odre", "")
     header = header.split("\n", 1)[0].rstrip("\r")
     sep = _separator(header)
-    labels = {column_key(c): c for c in next(csv.reader([header], delimiter=sep), [])}
+    names = next(csv.reader([header], delimiter=sep), [])
+    labels = {column_key(c): c for c in names}
     cols = set(labels)
-    if (time := _entsoe_time_column(header, sep)) is not None:
+    if (time := _entsoe_time_column(names)) is not None:
         value = column_key(columns[1]) if columns else next(
             (k for k in labels if k.startswith("actual_total_load")), "")
         if value not in cols:
@@ -298,9 +299,9 @@ def _detect(path: Path, header: str, columns: tuple[str, str] | None = None) -> 
         "timestamp,value CSV")
 
 
-def _entsoe_time_column(header: str, sep: str) -> tuple[str, str] | None:
-    """(raw name, clock label) of an ENTSO-E export's ``Time (…)`` column, from the header line; None if none."""
-    for name in next(csv.reader([header], delimiter=sep), []):
+def _entsoe_time_column(names: list[str]) -> tuple[str, str] | None:
+    """(raw name, clock label) of an ENTSO-E export's ``Time (…)`` column among the header's names; None if none."""
+    for name in names:
         if m := _ENTSOE_TIME.match(name.strip()):
             return name, m["clock"].strip()
     return None
@@ -350,10 +351,14 @@ def source_calendar(path: Path | str) -> tuple[str, str, str] | None:
     is)`` — NESO: Great Britain (Europe/London, England's bank holidays); ENTSO-E: the zone of its export clock and
     the country its area code starts with (``BZN|DE-LU`` → DE) when the ``holidays`` package knows it. None for
     other formats (France's files have the product's calendar; a generic file says nothing)."""
+    path = Path(path)
+    return _layout_calendar(_detect(path, _header(path)))
+
+
+def _layout_calendar(layout: _Layout) -> tuple[str, str, str] | None:
+    """:func:`source_calendar` of a file whose layout is known."""
     import holidays
 
-    path = Path(path)
-    layout = _detect(path, _header(path))
     if layout.fmt == "neso":
         return NESO_TZ, NESO_HOLIDAYS, "NESO demand data: Great Britain's National Demand (ND unless --columns)"
     if layout.fmt != "entsoe":
@@ -367,16 +372,26 @@ def source_calendar(path: Path | str) -> tuple[str, str, str] | None:
             f"{area or '?'} (unless --columns), in {layout.clock} time")
 
 
+class SeriesCalendar(NamedTuple):
+    """:func:`series_calendar`'s answer: the calendar, the note saying what was assumed (None when nothing was)
+    and whether the files hold another series than France's national load (:func:`is_other_series`)."""
+
+    calendar: Calendar
+    note: str | None
+    other: bool
+
+
 def series_calendar(files: list[Path], timezone: str | None = None, holidays: str | None = None,
-                    columns: tuple[str, str] | None = None) -> tuple[Calendar, str | None]:
-    """The calendar of the series in ``files`` (one series: :func:`is_other_series`) and a note saying what was
-    assumed, for the CLI to print (None when nothing was). France's files: Paris and French holidays; another
-    operator's file: what it says (:func:`source_calendar`); a generic file: UTC days and no holidays.
-    ``timezone`` / ``holidays`` (an IANA zone; a ``holidays`` calendar or 'none') override; an unknown one is a
-    :class:`BadRequestError` with one line."""
-    formats = {history_format(f, columns) for f in files}
+                    columns: tuple[str, str] | None = None) -> SeriesCalendar:
+    """The calendar of the series in ``files`` (one series: :func:`is_other_series`), with a note for the CLI to
+    print. France's files: Paris and French holidays; another operator's file: what it says
+    (:func:`source_calendar`); a generic file: UTC days and no holidays. ``timezone`` / ``holidays`` (an IANA
+    zone; a ``holidays`` calendar or 'none') override; an unknown one is a :class:`BadRequestError` with one
+    line. Each file's header is read once."""
+    layouts = [_detect(Path(f), _header(Path(f)), columns) for f in files]
+    formats = {layout.fmt for layout in layouts}
     generic = bool(files) and is_other_series(formats)
-    known = source_calendar(files[0]) if generic and formats <= {"neso", "entsoe"} else None
+    known = _layout_calendar(layouts[0]) if generic and formats <= {"neso", "entsoe"} else None
     tz = timezone or (known[0] if known else "UTC" if generic else TZ)
     country = (holidays if holidays is not None else
                (known[1] or "none") if known else "none" if generic else COUNTRY).upper()
@@ -392,7 +407,7 @@ def series_calendar(files: list[Path], timezone: str | None = None, holidays: st
     elif generic and timezone is None and holidays is None:
         note = ("a timestamp,value series is read with UTC days and no public holidays; --timezone and --holidays "
                 "give it its own calendar (day types, DST, holidays)")
-    return calendar, note
+    return SeriesCalendar(calendar, note, generic)
 
 
 def is_other_series(formats: Iterable[str]) -> bool:

@@ -35,6 +35,7 @@ from shared.ingest.history import (
 )
 
 COLUMNS = ("ts", "realised", "normal")
+SHIPPED_FILES = "enedis_temperature_lissee_nationale_*.csv.gz"  # the shipped yearly files (data/weather)
 # the dataset's field names, and the keys its labels fold to (the unit "(°C)" dropped)
 _REALISED = ("temperature_realisee_lissee_degc", "temperature_realisee_lissee")
 _NORMAL = ("temperature_normale_lissee_degc", "temperature_normale_lissee")
@@ -60,13 +61,11 @@ def read_enedis_file(path: Path | str) -> pd.DataFrame:
     if table.empty:
         raise BadRequestError(f"{path}: no rows")
     normal = next((c for c in _NORMAL if c in table.columns), None)
-    ts, _ = _generic_instants(path, table["horodate"], "UTC")
     out = pd.DataFrame({
-        "ts": ts.to_numpy(),
-        "realised": _generic_values(path, table[realised], sep).to_numpy(),
-        "normal": _generic_values(path, table[normal], sep).to_numpy() if normal else float("nan"),
+        "ts": _generic_instants(path, table["horodate"], "UTC")[0],
+        "realised": _generic_values(path, table[realised], sep),
+        "normal": _generic_values(path, table[normal], sep) if normal else float("nan"),
     })
-    out["ts"] = pd.to_datetime(out["ts"], utc=True)
     return out.drop_duplicates("ts", keep="last").sort_values("ts").reset_index(drop=True)
 
 
@@ -79,3 +78,8 @@ def read_enedis(files: Iterable[Path | str]) -> pd.DataFrame:
                              "normal": pd.Series(dtype=float)})
     df = pd.concat(frames, ignore_index=True)
     return df.drop_duplicates("ts", keep="last").sort_values("ts").reset_index(drop=True)[list(COLUMNS)]
+
+
+def read_enedis_dir(directory: Path | str) -> pd.DataFrame:
+    """The shipped files of ``directory`` (:data:`SHIPPED_FILES`, in year order) as one series."""
+    return read_enedis(sorted(Path(directory).glob(SHIPPED_FILES)))

@@ -64,7 +64,7 @@ from shared.weather import (
     SOURCE,
     model_metric,
 )
-from shared.weather.enedis import read_enedis
+from shared.weather.enedis import read_enedis_dir
 from shared.weather.parse import (
     Parsed,
     Rejection,
@@ -97,7 +97,6 @@ WEATHER_REJECTED = Counter(
 WEATHER_WRITER = "weather-writer"
 STAGE = "poll-weather"
 BACKFILL_STAGE = "weather-backfill"
-ENEDIS_FILES = "enedis_temperature_lissee_nationale_*.csv.gz"
 ARCHIVE_BATCH_PREFIX = f"{SOURCE}-archive-"
 # poll-weather's daily realised catch-up reads at most this many days back (longer gaps: weather-backfill)
 CATCH_UP_DAYS = 31
@@ -354,7 +353,7 @@ def backfill(
     out: dict[str, Any] = {}
     with lease:
         if shipped:
-            frame = read_enedis(sorted(weather_dir.glob(ENEDIS_FILES)))
+            frame = read_enedis_dir(weather_dir)
             frame = frame[(frame["ts"] >= lo) & (frame["ts"] < hi)]
             totals = {"values": 0, "new": 0, "revised": 0, "written": 0}
             years = sorted(frame["ts"].dt.year.unique().tolist())
