@@ -275,6 +275,41 @@ def test_a_wall_clock_time_that_does_not_exist_is_dropped_and_counted(tmp_path: 
     assert df.attrs["rejections"] == {"local time does not exist in Europe/Paris": 1}
 
 
+@pytest.mark.parametrize("layout", ["%d/%m/%Y %H:%M", "%d-%m-%Y %H:%M:%S", "%m/%d/%Y %H:%M"])
+def test_day_first_and_month_first_timestamps_read_to_the_same_instants(tmp_path: Path, layout: str) -> None:
+    # the fall-back weekend of 2018 (days 27 and 28 settle which field is the day), as a spreadsheet writes it
+    load = _real_load("2018-10-26T22:00Z", "2018-10-29T00:00Z")
+    wall = load["ts"].dt.tz_convert("Europe/Paris").dt.strftime(layout)
+    df = read_history_file(_write_generic(tmp_path / "local.csv", wall, load["consommation"]), naive_tz="Europe/Paris")
+    pd.testing.assert_series_equal(df["ts"], load["ts"], check_names=False)
+
+
+def test_timestamps_whose_day_and_month_cannot_be_told_apart_are_one_clear_error(tmp_path: Path) -> None:
+    load = _real_load("2018-03-01T00:00Z", "2018-03-03T00:00Z")  # no day above 12
+    path = _write_generic(tmp_path / "ambiguous.csv", load["ts"].dt.strftime("%d/%m/%Y %H:%M"), load["consommation"])
+    with pytest.raises(BadRequestError, match=r"read both day first and month first .*'01/03/2018 00:00'.*ISO 8601"):
+        read_history_file(path)
+
+
+def test_timestamps_in_no_known_layout_are_one_clear_error(tmp_path: Path) -> None:
+    load = _real_load("2018-03-01T00:00Z", "2018-03-01T02:00Z")
+    path = _write_generic(tmp_path / "odd.csv", load["ts"].dt.strftime("%d %b %Y %Hh%M"), load["consommation"])
+    with pytest.raises(BadRequestError, match=r"neither ISO 8601 .* \(e\.g\. '01 Mar 2018 00h00'\)"):
+        read_history_file(path)
+
+
+def test_an_instant_listed_twice_in_one_file_keeps_the_later_row_and_is_counted(tmp_path: Path) -> None:
+    load = _real_load("2018-03-01T00:00Z", "2018-03-01T06:00Z")
+    stamps = load["ts"].dt.strftime("%Y-%m-%d %H:%M")
+    doubled = pd.concat([stamps.iloc[:4], stamps.iloc[3:]], ignore_index=True)  # an hour-ending clock's repeat
+    v = load["consommation"]
+    values = pd.concat([v.iloc[:3], v.iloc[3:4] - 1000, v.iloc[3:]], ignore_index=True)  # the earlier row differs
+    df = read_history_file(_write_generic(tmp_path / "twice.csv", doubled, values))
+    pd.testing.assert_series_equal(df["ts"], load["ts"], check_names=False)
+    assert (df["consommation"].to_numpy() == load["consommation"].to_numpy()).all()
+    assert df.attrs["rejections"] == {"instant listed twice in the file (the later row kept)": 1}
+
+
 def test_timestamps_with_and_without_offsets_in_one_file_are_one_clear_error(tmp_path: Path) -> None:
     load = _real_load("2018-10-27T22:00Z", "2018-10-28T00:00Z")
     stamps = load["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ").copy()

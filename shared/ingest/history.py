@@ -490,8 +490,41 @@ def _generic_instants(path: Path, text: pd.Series, naive_tz: str) -> tuple[pd.Se
     if aware.any():
         raise BadRequestError(f"{path}: {int(aware.sum())} timestamps carry a UTC offset and {int((~aware).sum())} "
                               f"do not (e.g. {s[~aware].iloc[0]!r}); write them all one way")
-    wall = pd.to_datetime(s, format="ISO8601")
+    wall = _wall_times(path, s)
     return (wall.dt.tz_localize("UTC") if naive_tz == "UTC" else from_wall_clock(wall, naive_tz)), True
+
+
+# date layouts spreadsheets and other tools write instead of ISO 8601, by the order they put the day and month in
+_DATE_ORDERS: dict[str, tuple[str, ...]] = {
+    "day first": ("%d-%m-%Y", "%d/%m/%Y", "%d.%m.%Y"),
+    "month first": ("%m/%d/%Y", "%m-%d-%Y"),
+}
+
+
+def _wall_times(path: Path, s: pd.Series) -> pd.Series:
+    """Naive times of a generic file's timestamp column without UTC offsets: ISO 8601, or one of the day-first
+    or month-first layouts of :data:`_DATE_ORDERS` followed by ``HH:MM[:SS]``, decided on the whole column (a
+    day above 12 anywhere settles the order; pandas would guess it value by value). A column both orders read
+    (no day above 12 in the whole file) or neither reads is a one-line error."""
+    try:
+        return pd.to_datetime(s, format="ISO8601")
+    except (ValueError, OverflowError):
+        pass
+    readings: dict[str, pd.Series] = {}
+    for order, dates in _DATE_ORDERS.items():
+        for fmt in (f"{date} {clock}" for date in dates for clock in ("%H:%M:%S", "%H:%M")):
+            parsed = pd.to_datetime(s, format=fmt, errors="coerce")
+            if parsed.notna().all():
+                readings[order] = parsed
+                break
+    if len(readings) == 1:
+        return next(iter(readings.values()))
+    example = s.iloc[0] if len(s) else ""
+    if readings:
+        raise BadRequestError(f"{path}: the timestamps read both day first and month first (e.g. {example!r}: no "
+                              "day above 12 tells them apart); write them as ISO 8601 (YYYY-MM-DD HH:MM)")
+    raise BadRequestError(f"{path}: timestamps are neither ISO 8601 (YYYY-MM-DD HH:MM) nor a day-first or "
+                          f"month-first date and time (e.g. {example!r})")
 
 
 def _generic_values(path: Path, values: pd.Series, sep: str) -> pd.Series:
@@ -541,9 +574,17 @@ def read_history_file(path: Path | str, naive_tz: str = "UTC", columns: tuple[st
             df["consommation"] = _generic_values(path, df["consommation"], sep)
             df["nature"] = ""
             df["ts"], naive = _generic_instants(path, df["ts"], naive_tz)
+            rejected: dict[str, int] = {}
             if (missing := int(df["ts"].isna().sum())):
                 df = df[df["ts"].notna()].reset_index(drop=True)
-                df.attrs["rejections"] = {f"local time does not exist in {naive_tz}": missing}
+                rejected[f"local time does not exist in {naive_tz}"] = missing
+            # an instant listed twice in one file (e.g. an hour-ending clock writes the fall-back night's 02:00
+            # twice): the later row is kept, as between files, and the earlier one is counted, not lost silently
+            if (twice := df["ts"].duplicated(keep="last")).any():
+                df = df[~twice].reset_index(drop=True)
+                rejected["instant listed twice in the file (the later row kept)"] = int(twice.sum())
+            if rejected:
+                df.attrs["rejections"] = rejected
             df.attrs["naive_timestamps"] = naive
         else:
             df = df.rename(columns={"date_heure": "ts"})
