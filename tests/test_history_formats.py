@@ -175,6 +175,39 @@ def test_a_binary_excel_workbook_is_one_clear_error(tmp_path: Path) -> None:
         read_history_file(path)
 
 
+def test_an_xlsx_workbook_is_one_clear_error(tmp_path: Path) -> None:
+    import zipfile
+
+    path = tmp_path / "load.xlsx"
+    with zipfile.ZipFile(path, "w") as zf:  # the parts every .xlsx holds
+        for part in ("[Content_Types].xml", "_rels/.rels", "xl/workbook.xml", "xl/worksheets/sheet1.xml"):
+            zf.writestr(part, "<x/>")
+    with pytest.raises(BadRequestError, match=r"load\.xlsx: an Excel workbook \(\.xlsx\); save its sheet as CSV"):
+        read_history_file(path)
+
+
+def test_a_parquet_file_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "load.parquet"
+    _real_load("2018-03-01T00:00Z", "2018-03-02T00:00Z").to_parquet(path)
+    with pytest.raises(BadRequestError, match=r"load\.parquet: a Parquet file; write it as CSV"):
+        read_history_file(path)
+
+
+def test_another_binary_file_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "load.bin"
+    path.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(64))
+    with pytest.raises(BadRequestError, match=r"load\.bin: not a text file"):
+        read_history_file(path)
+
+
+def test_a_utf16_export_reads_as_its_utf8_twin(tmp_path: Path) -> None:
+    load = _real_load("2018-03-01T00:00Z", "2018-03-02T00:00Z")
+    utf8 = _write_generic(tmp_path / "utf8.csv", load["ts"].dt.strftime("%Y-%m-%dT%H:%MZ"), load["consommation"])
+    utf16 = tmp_path / "utf16.csv"
+    utf16.write_text(utf8.read_text(encoding="utf-8"), encoding="utf-16")  # Excel's "Unicode text": a BOM first
+    pd.testing.assert_frame_equal(read_history_file(utf16), read_history_file(utf8))
+
+
 def test_an_unknown_table_names_the_formats_it_expects(tmp_path: Path) -> None:
     path = tmp_path / "other.csv"
     path.write_text("when,load\n2023-01-01T00:00Z,1\n", encoding="utf-8")

@@ -129,6 +129,8 @@ def _open(path: Path) -> Iterator[IO[bytes]]:
             if head.startswith(b"PK\x03\x04"):
                 zf = stack.enter_context(zipfile.ZipFile(stream))
                 members = [n for n in zf.namelist() if not n.endswith("/")]
+                if any(n.startswith("xl/") for n in members):  # an .xlsx workbook is a zip of XML parts
+                    raise BadRequestError(f"{path}: an Excel workbook (.xlsx); save its sheet as CSV")
                 if len(members) != 1:
                     raise BadRequestError(f"{path}: a zip archive must hold exactly one file, not {len(members)}")
                 stream = stack.enter_context(zf.open(members[0]))
@@ -136,10 +138,17 @@ def _open(path: Path) -> Iterator[IO[bytes]]:
 
 
 def _decode(path: Path, data: bytes) -> str:
-    """UTF-8 (with or without a BOM), else ISO-8859-1 (RTE's downloads); a binary workbook is refused."""
+    """UTF-8 (with or without a BOM), UTF-16 with a BOM, else ISO-8859-1 (RTE's downloads); a binary workbook,
+    a Parquet file or any other binary file is refused with what it is."""
     if data.startswith(b"\xd0\xcf\x11\xe0"):
         raise BadRequestError(f"{path}: a binary Excel workbook; save it as CSV (RTE's .xls downloads are text "
                               "and are read as they are)")
+    if data.startswith(b"PAR1"):
+        raise BadRequestError(f"{path}: a Parquet file; write it as CSV (timestamp,value)")
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16 with its BOM: Excel's "Unicode text" export
+        return data.decode("utf-16")
+    if b"\x00" in data[:_HEADER_BYTES]:  # no text encoding the product reads has NUL bytes
+        raise BadRequestError(f"{path}: not a text file (CSV, JSON or RTE's text .xls), nor gzip, xz, bzip2 or zip")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
