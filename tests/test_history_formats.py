@@ -317,6 +317,19 @@ def test_day_first_and_month_first_timestamps_read_to_the_same_instants(tmp_path
     pd.testing.assert_series_equal(df["ts"], load["ts"], check_names=False)
 
 
+@pytest.mark.parametrize("date", ["%Y-%m-%d", "%m/%d/%Y"])
+def test_24_00_on_an_hour_ending_clock_is_the_next_days_midnight(tmp_path: Path, date: str) -> None:
+    load = _real_load("2018-10-14T22:00Z", "2018-10-17T22:00Z")
+    load = load[load["ts"].dt.minute == 0].reset_index(drop=True)
+    wall = load["ts"].dt.tz_convert("Europe/Paris").dt.tz_localize(None)
+    at_midnight = wall.dt.hour == 0
+    stamps = wall.dt.strftime(f"{date} %H:%M").where(
+        ~at_midnight, (wall - pd.Timedelta(days=1)).dt.strftime(f"{date} 24:00"))
+    assert stamps.str.endswith("24:00").sum() == 3
+    df = read_history_file(_write_generic(tmp_path / "he.csv", stamps, load["consommation"]), naive_tz="Europe/Paris")
+    pd.testing.assert_series_equal(df["ts"], load["ts"], check_names=False)
+
+
 def test_timestamps_whose_day_and_month_cannot_be_told_apart_are_one_clear_error(tmp_path: Path) -> None:
     load = _real_load("2018-03-01T00:00Z", "2018-03-03T00:00Z")  # no day above 12
     path = _write_generic(tmp_path / "ambiguous.csv", load["ts"].dt.strftime("%d/%m/%Y %H:%M"), load["consommation"])

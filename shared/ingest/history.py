@@ -513,8 +513,19 @@ _DATE_ORDERS: dict[str, tuple[str, ...]] = {
 def _wall_times(path: Path, s: pd.Series) -> pd.Series:
     """Naive times of a generic file's timestamp column without UTC offsets: ISO 8601, or one of the day-first
     or month-first layouts of :data:`_DATE_ORDERS` followed by ``HH:MM[:SS]``, decided on the whole column (a
-    day above 12 anywhere settles the order; pandas would guess it value by value). A column both orders read
-    (no day above 12 in the whole file) or neither reads is a one-line error."""
+    day above 12 anywhere settles the order; pandas would guess it value by value), a time of 24:00 being the
+    next day's 00:00. A column both orders read (no day above 12 in the whole file) or neither reads is a one-line
+    error."""
+    # 24:00 ends a day on hour-ending clocks (US system operators' "HE 24"): the next day's 00:00
+    midnight = s.str.contains(r"[ T]24:00(?::00)?$", regex=True)
+    if midnight.any():
+        s = s.where(~midnight, s.str.replace(r"([ T])24:00", r"\g<1>00:00", regex=True))
+    return _naive_times(path, s) + pd.to_timedelta(midnight.astype(int), unit="D")
+
+
+def _naive_times(path: Path, s: pd.Series) -> pd.Series:
+    """:func:`_wall_times` once 24:00 is read: ISO 8601, else the one order of :data:`_DATE_ORDERS` that reads
+    every value."""
     try:
         return pd.to_datetime(s, format="ISO8601")
     except (ValueError, OverflowError):
