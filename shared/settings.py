@@ -289,8 +289,9 @@ class Settings(BaseSettings):
                                             "gets at least: its epochs are raised on a short series (0 = off)")
     forecast_level_min_history_days: int = Field(
         default=913, ge=0, description="days of valid history the level network needs: below, the model has none, "
-        "the last day's level persists and the model is trained again on its whole history after the holdout "
-        "(bench.short_series: the network lost from D+2 on with two years of history and won at every D+k with "
+        "the last day's level is carried forward (reverting toward the last 14 days' mean by weights learnt on the "
+        "history, ModelConfig.persistence_shrink) and the model is trained again on its whole history after the "
+        "holdout (bench.short_series: the network lost from D+2 on with two years of history and won at every D+k with "
         "three; 0 = always)")
     forecast_level_lags: int = Field(default=14, ge=2, description="daily blocks the level network reads")
     forecast_weather_level_lags: int = Field(default=7, ge=2, description="daily blocks the weather model's level "

@@ -73,7 +73,7 @@ def test_level_forecast_keeps_origins_apart(trained: dict) -> None:
 
 
 def test_a_model_without_level_network_persists_the_last_block_and_round_trips() -> None:
-    cfg = tiny_model_config(level_network=False)
+    cfg = tiny_model_config(level_network=False, persistence_shrink=0.0)
     grid = grid_2022("2022-03-01", start="2022-01-03")
     model = fm.fit(grid[grid["ts"] < "2022-02-20"], cfg)
     files = fm.to_files(model)
@@ -89,6 +89,51 @@ def test_a_model_without_level_network_persists_the_last_block_and_round_trips()
     rest = (fc["yhat"].to_numpy() - prof).reshape(len(origins), -1)
     per_day = fm.steps_per_day(cfg.resolution_min)
     np.testing.assert_allclose(rest[:, 2 * per_day:3 * per_day], rest[:, 5 * per_day:6 * per_day], atol=1e-6)
+
+
+def test_a_short_model_learns_its_persistence_weights_and_round_trips_them() -> None:
+    cfg = tiny_model_config(level_network=False)
+    grid = grid_2022("2022-03-20", start="2022-01-03")  # 11 weeks of real load: the short-series case
+    model = fm.fit(grid[grid["ts"] < "2022-03-14"], cfg)
+    assert len(model.persistence) == fm.BLOCKS_OUT
+    # shrunk halfway toward 1: every weight lies in [0.5, 1]
+    assert all(1 - cfg.persistence_shrink <= w <= 1 for w in model.persistence)
+    back = fm.from_files(fm.to_files(model))
+    assert back.persistence == model.persistence
+    origins = pd.DatetimeIndex(["2022-03-15 11:00"], tz="UTC")
+    np.testing.assert_allclose(fm.predict(back, grid, origins, parts=True)["yhat"],
+                               fm.predict(model, grid, origins, parts=True)["yhat"], rtol=1e-6)
+
+
+def test_without_a_level_network_the_last_deviation_reverts_by_the_weights() -> None:
+    cfg = fm.ModelConfig(level_network=False, persistence_mean_days=4)
+    lags = np.array([[0.0, 5.0, 1.0, 2.0, 4.0], [1.0, 1.0, 1.0, 1.0, 3.0]])  # mean of the last 4: 3.0 and 1.5
+    w = [1.0, 0.8, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1]
+    out = fm._level_output(None, lags, cfg, w)
+    np.testing.assert_allclose(out[0], 3.0 + 1.0 * np.array(w))
+    np.testing.assert_allclose(out[1], 1.5 + 1.5 * np.array(w))
+    np.testing.assert_array_equal(fm._level_output(None, lags, cfg, []), np.repeat(lags[:, -1:], fm.BLOCKS_OUT, 1))
+
+
+def test_persistence_weights_tell_a_random_walk_from_a_reverting_series() -> None:
+    # synthetic daily levels (an edge-case unit test, not load data): a random walk keeps its deviations, an
+    # AR(1) series around a constant with coefficient 0.5 loses them within days
+    rng = np.random.default_rng(0)
+    steps = rng.normal(size=2000)
+    walk = np.cumsum(steps)
+    ar = np.zeros(2000)
+    for t in range(1, 2000):
+        ar[t] = 0.5 * ar[t - 1] + steps[t]
+    w_walk, w_ar = fm.persistence_weights(walk, 14), fm.persistence_weights(ar, 14)
+    assert min(w_walk) > 0.85
+    assert w_ar[0] < 0.6 and max(w_ar[3:]) < 0.15
+    assert w_ar[0] > w_ar[1]
+
+
+def test_persistence_weights_need_enough_pairs() -> None:
+    assert fm.persistence_weights(np.arange(20.0), 14) == [1.0] * fm.BLOCKS_OUT  # 6 pairs at k = 1: too few
+    flat = np.full(60, 2.0)
+    assert fm.persistence_weights(flat, 14) == [1.0] * fm.BLOCKS_OUT  # no deviation to learn from
 
 
 @pytest.mark.parametrize(("points", "epochs"), [(48 * 48, 134), (65_712, 10), (48_192, 10)])

@@ -19,7 +19,8 @@ without autoregression cannot follow level shifts (COVID, the 2022–23 sobriety
    new level persists; learning deviations from a 28-day mean (``'detrended'``) measured worse
    (D+7 MAPE 6.6 % vs 5.9 % on 2023). A series with less history than
    ``POWERSENSE_FORECAST_LEVEL_MIN_HISTORY_DAYS`` has none (``level_network=False``): too few daily blocks train
-   it on noise, and the last block's level persists instead.
+   it on noise, and the last block's level is carried forward instead, reverting toward the recent mean by weights
+   learnt on the training history (``persistence_weights``).
 3. **recent shape** (no network): the profile residual's deviation from each day's mean, by time of day,
    averaged over the 7 days before the origin and added at 0.75 weight to every forecast day
    (:func:`recent_shape`). The daily shape drifts through the year faster than the profile follows;
@@ -181,11 +182,20 @@ class ModelConfig:
     split_mon_fri: bool = True  # Monday and Friday get their own daily shapes
     christmas_week: bool = True  # an event for 24 Dec – 1 Jan
     level_mode: str = "diff"  # "diff": day-to-day changes; "detrended": deviations from a trailing mean
-    # False: no level network, the level persists (the last 24-hour block, plus the nowcast) — for a series under
+    # False: no level network, the level is carried forward (the last 24-hour block, reverting by ``persistence``
+    # below, plus the nowcast) — for a series under
     # POWERSENSE_FORECAST_LEVEL_MIN_HISTORY_DAYS, whose daily blocks are too few: the network fits noise (12 weeks:
     # ~26 training samples; model alone D+1 … D+7 MAPE 3.9 … 7.9 % with it, 3.6 … 6.1 % without) and still loses at
     # long leads with two years (bench.short_series; service.train_and_calibrate decides)
     level_network: bool = True
+    # without a level network the carried level reverts toward the mean of the last ``persistence_mean_days``
+    # blocks by a weight per block ahead learnt on the training history (:func:`persistence_weights`: 1 = the last
+    # block persists, 0 = the mean), pulled toward 1 by ``persistence_shrink`` (0 = pure persistence, as before;
+    # the in-sample weights of a 12-week history are biased low). Weather-driven levels revert within days (PJM
+    # East's summer heat: 12-week windows' D+3 … D+7 MAPE 9.79 … 10.42 → 9.38 … 10.08 %), France's behave more like
+    # a random walk (weights near 1); chosen on those two, checked on five series (README, *Short series*)
+    persistence_mean_days: int = 14
+    persistence_shrink: float = 0.5
     level_baseline_days: int = 28
     # recent intraday shape: the profile residual's deviation from its daily mean, by time of day, averaged
     # over the last ``shape_days`` days before the origin, added with ``shape_weight`` (0 = off)
@@ -254,6 +264,10 @@ class LoadModel:
     # per lead day: the networks' weight against the linear part learnt on the holdout (combine.learn_weights);
     # empty = config.weather_linear_weight (a model fitted without a holdout)
     linear_blend: dict[str, Any] = field(default_factory=dict)
+    # no level network: per block ahead 1…BLOCKS_OUT, the weight of the last block's deviation from the recent mean
+    # (ModelConfig.persistence_mean_days) that the level forecast keeps; empty = the last block persists (models
+    # with a level network, and artifacts saved before the weights existed)
+    persistence: list[float] = field(default_factory=list)
 
 
 # --- frames the two networks see -------------------------------------------------------------------
@@ -754,8 +768,30 @@ def fit(grid: pd.DataFrame, cfg: ModelConfig) -> LoadModel:
         linear = fit_linear(ts, data["value"].to_numpy(), data["hdd_smooth"].to_numpy(), data["cdd_smooth"].to_numpy(),
                             events, cfg.resolution_min, cfg.timezone, cfg.holiday_country)
     meta = {"train_start": ts.min().isoformat(), "train_end": end.isoformat(), "train_points": int(len(data))}
+    persistence: list[float] = []
+    if not cfg.level_network and cfg.persistence_shrink > 0:
+        blocks = _training_blocks(cfg, ts, data["value"].to_numpy() - fitted)
+        persistence = [1.0 - cfg.persistence_shrink * (1.0 - w)
+                       for w in persistence_weights(blocks, cfg.persistence_mean_days)]
     return LoadModel(cfg, profiles[0], levels[0], meta=meta, extra_levels=levels[1:], extra_profiles=profiles[1:],
-                     linear=linear)
+                     linear=linear, persistence=persistence)
+
+
+def persistence_weights(blocks: np.ndarray, mean_days: int, min_pairs: int = 10) -> list[float]:
+    """Per block ahead k = 1…BLOCKS_OUT, the least-squares weight ``w_k`` in [0, 1] of
+    ``blocks[t + k] − m_t ≈ w_k · (blocks[t] − m_t)``, ``m_t`` the mean of the ``mean_days`` blocks ending at t:
+    how much of today's deviation from the recent level is still there k days later (1 = it all persists, as a
+    random walk's; 0 = it is gone). Fewer than ``min_pairs`` complete pairs, or no deviation: 1."""
+    b = np.asarray(blocks, dtype=float)
+    mean = pd.Series(b).rolling(mean_days, min_periods=1).mean().to_numpy()
+    mean[:mean_days - 1] = np.nan  # a full window of blocks, as at prediction
+    out = []
+    for k in range(1, BLOCKS_OUT + 1):
+        x, y = b[:-k] - mean[:-k], b[k:] - mean[:-k]
+        ok = np.isfinite(x) & np.isfinite(y)
+        xx = float(x[ok] @ x[ok])
+        out.append(float(np.clip(x[ok] @ y[ok] / xx, 0.0, 1.0)) if ok.sum() >= min_pairs and xx > 0 else 1.0)
+    return out
 
 
 def profile_epochs(points: int, cfg: ModelConfig) -> int:
@@ -771,13 +807,18 @@ def _fit_levels(workers: _Workers | None, cfg: ModelConfig, ts: pd.DatetimeIndex
                 n: int) -> list[Any]:
     """The level networks (seeds ``cfg.seed`` …) trained on the profile residual's 24-hour blocks ending at the
     end of the training data."""
+    blocks = _level_input(_training_blocks(cfg, ts, resid), cfg)
+    return _fit_seeds(workers, cfg, n, (cfg, blocks), _fit_level, _level_job,
+                      lambda out: _restore(_new_level(cfg), *out))
+
+
+def _training_blocks(cfg: ModelConfig, ts: pd.DatetimeIndex, resid: np.ndarray) -> np.ndarray:
+    """The profile residual's 24-hour block means ending at the end of the training data (events left out)."""
     resid = _skip_events(ts, resid, cfg)
     end = ts.max() + pd.Timedelta(minutes=cfg.resolution_min)
     n_blocks = int((end - ts.min()) / pd.Timedelta(hours=24))
     ends = pd.DatetimeIndex([end - pd.Timedelta(hours=24) * k for k in range(n_blocks - 1, -1, -1)])
-    blocks = _level_input(block_means(ts, resid, ends, resolution_min=cfg.resolution_min), cfg)
-    return _fit_seeds(workers, cfg, n, (cfg, blocks), _fit_level, _level_job,
-                      lambda out: _restore(_new_level(cfg), *out))
+    return block_means(ts, resid, ends, resolution_min=cfg.resolution_min)
 
 
 def _fit_level(cfg: ModelConfig, blocks: np.ndarray) -> Any:
@@ -992,7 +1033,8 @@ def predict(model: LoadModel, history: pd.DataFrame, origins: list[pd.Timestamp]
         b = block_means(hts, resid, ends, resolution_min=cfg.resolution_min)
         lag_frames.append(pd.Series(b).interpolate(limit_direction="both").to_numpy())
     lags = np.vstack(lag_frames)
-    level_fc = np.median([_level_output(lv, lags, cfg) for lv in [model.level, *model.extra_levels]], axis=0)
+    level_fc = np.median([_level_output(lv, lags, cfg, model.persistence)
+                          for lv in [model.level, *model.extra_levels]], axis=0)
     spd = steps_per_day(cfg.resolution_min)
     resid_s = pd.Series(resid, index=hts)
     rows = []
@@ -1145,12 +1187,19 @@ def _level_input(blocks: np.ndarray, cfg: ModelConfig) -> np.ndarray:
     return blocks
 
 
-def _level_output(level: Any, lags: np.ndarray, cfg: ModelConfig) -> np.ndarray:
+def _level_output(level: Any, lags: np.ndarray, cfg: ModelConfig, persistence: list[float] | None = None,
+                  ) -> np.ndarray:
     """Block forecasts of the residual from each origin's recent blocks (inverse of :func:`_level_input`);
-    ``level`` None (no level network: less history than the level network needs): the last block's level persists."""
+    ``level`` None (no level network: less history than the level network needs): the last block's deviation from
+    the mean of the last ``cfg.persistence_mean_days`` blocks, times ``persistence`` per block ahead, on that mean
+    (without weights the last block's level persists)."""
     last = np.nan_to_num(lags[:, -1:])
     if level is None:
-        return np.repeat(last, BLOCKS_OUT, axis=1)
+        if not persistence:
+            return np.repeat(last, BLOCKS_OUT, axis=1)
+        recent = lags[:, -cfg.persistence_mean_days:]
+        base = np.nanmean(np.where(np.isfinite(recent), recent, last), axis=1, keepdims=True)
+        return base + (last - base) * np.asarray(persistence, dtype=float)[None, :]
     if cfg.level_mode == "diff":
         return last + np.cumsum(_level_forecast(level, np.diff(lags, axis=1)), axis=1)
     if cfg.level_mode == "detrended":
@@ -1260,6 +1309,7 @@ def to_files(model: LoadModel) -> dict[str, bytes]:
         "blend": model.blend,
         "linear": model.linear,
         "linear_blend": model.linear_blend,
+        "persistence": model.persistence,
         "meta": model.meta,
         "profile": _profile_part(model.profile),
         "extra_profiles": [_profile_part(p) for p in model.extra_profiles],
@@ -1335,7 +1385,7 @@ def from_files(files: dict[str, bytes]) -> LoadModel:
              for k, part in enumerate(doc.get("extra_levels", []), start=1)]
     return LoadModel(cfg, profile, level, calibration=doc["calibration"], meta=doc["meta"], extra_levels=extra,
                      blend=doc.get("blend", {}), extra_profiles=extra_profiles, linear=doc.get("linear"),
-                     linear_blend=doc.get("linear_blend", {}))
+                     linear_blend=doc.get("linear_blend", {}), persistence=doc.get("persistence", []))
 
 
 def _restore_profile(cfg: ModelConfig, part: dict[str, Any], state: bytes) -> Any:

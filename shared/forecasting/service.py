@@ -157,7 +157,8 @@ def train_and_calibrate(grid: pd.DataFrame, settings: Settings, cfg: Any | None 
     end = data["ts"].max() + pd.Timedelta(minutes=cfg.resolution_min)
     hold_start = end - pd.Timedelta(days=holdout_days(days, settings))
     if days < settings.forecast_level_min_history_days:
-        # too few daily blocks: the level network fits noise and the persisting level does better at long leads
+        # too few daily blocks: the level network fits noise and the carried-forward level (reverting by weights
+        # learnt on the history, ModelConfig.persistence_shrink) does better at long leads
         # (ModelConfig.level_network, measured in bench.short_series)
         cfg = replace(cfg, level_network=False)
     model = fm.fit(grid[grid["ts"] < hold_start], cfg)
