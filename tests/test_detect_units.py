@@ -168,6 +168,22 @@ def test_evaluate_anomalies_with_the_series_calendar_scores_it_as_the_eco2mix_fi
     assert generic["detectors"] == eco2mix["detectors"]
 
 
+def test_evaluate_anomalies_reads_named_columns_and_wall_clock_times_as_evaluate_does(tmp_path: Path) -> None:
+    """The same real load written as a spreadsheet would (other column names, Paris wall-clock times, day first)
+    scores exactly as its UTC timestamp,value twin, with --columns and --naive-timestamps local."""
+    load = real_load("2023-01-15", "2023-05-02")
+    utc_csv = _as_generic_csv(tmp_path / "utc.csv", "2023-01-15", "2023-05-02")
+    local_csv = tmp_path / "local.csv"
+    pd.DataFrame({"Datetime": load["ts"].dt.tz_convert("Europe/Paris").dt.strftime("%d/%m/%Y %H:%M"),
+                  "Load MW": load["value"]}).to_csv(local_csv, index=False)
+    calendar = ["--timezone", "Europe/Paris", "--holidays", "FR"]
+    assert evaluate.main(["--data", str(utc_csv), *_PERIOD, *calendar, "--out", str(tmp_path / "utc")]) == 0
+    assert evaluate.main(["--data", str(local_csv), *_PERIOD, *calendar, "--columns", "Datetime,Load MW",
+                          "--naive-timestamps", "local", "--out", str(tmp_path / "local")]) == 0
+    utc, local = (json.loads((tmp_path / d / "anomaly_eval.json").read_text()) for d in ("utc", "local"))
+    assert local["detectors"] == utc["detectors"]
+
+
 def test_evaluate_anomalies_names_an_unknown_calendar_in_one_line(tmp_path: Path,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     files = [str(ECO2MIX / "eco2mix_national_2023.csv.gz")]

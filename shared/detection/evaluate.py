@@ -48,7 +48,7 @@ from shared.detection.residual import (
 from shared.detection.service import FORECAST_MAX_LEAD_HOURS, expectation_deltas, forecast_deltas
 from shared.detection.zscore import detect_zscore
 from shared.errors import BadRequestError, run_cli
-from shared.ingest.history import is_other_series, read_history, series_calendar
+from shared.ingest.history import is_other_series, parse_columns, read_history, series_calendar
 from shared.logs import configure_logging, log_event
 from shared.settings import REPO_ROOT, get_settings
 from shared.timeutil import to_utc
@@ -190,16 +190,17 @@ def forecast_schedule() -> str:
     return next(f.schedule for f in read_stack() if f.name == "forecast" and f.schedule)
 
 
-def train_deployed(files: list[Path], start: pd.Timestamp, settings: Any,
-                   calendar: Calendar = FRANCE) -> tuple[Any, dict[str, Any]]:
+def train_deployed(files: list[Path], start: pd.Timestamp, settings: Any, calendar: Calendar = FRANCE,
+                   naive_tz: str = "UTC", columns: tuple[str, str] | None = None) -> tuple[Any, dict[str, Any]]:
     """The model production serves at ``start``: weather-free, trained by ``train_and_calibrate`` on the
-    ``forecast_train_days`` of gated grid before ``start`` (the grid ``make evaluate`` and featurize build)."""
+    ``forecast_train_days`` of gated grid before ``start`` (the grid ``make evaluate`` and featurize build).
+    ``naive_tz`` / ``columns``: how a generic file is read (:func:`shared.ingest.history.read_history_file`)."""
     import time
 
     from shared.forecasting.evaluate import load_data
     from shared.forecasting.service import model_config, train_and_calibrate
 
-    grid, _ = load_data(files, settings.forecast_resolution_min, settings)
+    grid, _ = load_data(files, settings.forecast_resolution_min, settings, naive_tz=naive_tz, columns=columns)
     train = grid[(grid["ts"] >= start - pd.Timedelta(days=settings.forecast_train_days)) & (grid["ts"] < start)]
     cfg = model_config(settings)
     cfg.timezone, cfg.holiday_country = calendar  # the series' days, DST and holidays, as evaluate trains it
@@ -441,6 +442,8 @@ def evaluate(
     progress: bool = True,
     deployed_clean: bool = False,
     calendar: Calendar | None = None,
+    naive_tz: str = "UTC",
+    columns: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run the whole protocol; returns the report dict (see module docstring).
 
@@ -449,11 +452,12 @@ def evaluate(
     the ``forecast_train_days`` before ``start`` the model trains on. The clean-period replay of the deployed
     path (its false alarms per week) issues every forecast a second time, so it runs only with
     ``deployed_clean``; the injected run's precision counts its false alarms either way. ``calendar``: the
-    series' local zone and holidays (default: what its files say, :func:`series_calendar`)."""
+    series' local zone and holidays (default: what its files say, :func:`series_calendar`). ``naive_tz`` /
+    ``columns``: how a generic file is read, as ``evaluate`` reads it (:func:`read_history`)."""
     settings = get_settings()
     params = ResidualParams.from_settings(settings)
-    calendar = calendar or series_calendar(files).calendar
-    hist = read_history(files, start - pd.Timedelta(days=history_days), end)
+    calendar = calendar or series_calendar(files, columns=columns).calendar
+    hist = read_history(files, start - pd.Timedelta(days=history_days), end, naive_tz=naive_tz, columns=columns)
     if "consommation" not in hist.columns:
         raise ValueError("no consommation/value column in the data")
     other = is_other_series(hist.attrs["formats"])  # not France's files: none of RTE's publication rules
@@ -481,7 +485,7 @@ def evaluate(
             raise BadRequestError(f"--expectation deployed: {exc}") from None
         settings = settings.model_copy(update={"forecast_resolution_min": res})
         deployed["resolution_min"] = res
-        model, deployed["model"] = train_deployed(files, start, settings, calendar)
+        model, deployed["model"] = train_deployed(files, start, settings, calendar, naive_tz, columns)
         deployed["forecast_schedule"] = schedule = forecast_schedule()
         deployed["variants"] = {}
         for variant, series in (("injected", x_inj), ("clean", x))[: 2 if deployed_clean else 1]:
@@ -610,6 +614,12 @@ def _main(argv: list[str] | None) -> int:
     ap.add_argument("--holidays", default=None,
                     help="public-holiday calendar (a `holidays` country code, a country and subdivision such as "
                          "GB-ENG, or 'none'; default as evaluate chooses it): the profile's day types")
+    ap.add_argument("--columns", metavar="TIME,VALUE", default=None,
+                    help="the time and value columns of a generic series whose header is not timestamp,value, as "
+                         "evaluate's --columns")
+    ap.add_argument("--naive-timestamps", choices=("utc", "local"), default="utc",
+                    help="a generic file's timestamps without a UTC offset: UTC (default) or wall-clock times of "
+                         "--timezone, as evaluate's --naive-timestamps")
     args = ap.parse_args(argv)
     settings = get_settings()
     configure_logging(settings.log_level)
@@ -621,11 +631,15 @@ def _main(argv: list[str] | None) -> int:
         ap.error("--deployed-clean goes with --expectation deployed")
     # the deployed model trains on the forecast_train_days before the period
     files = args.data or default_files(start, end, settings.forecast_train_days + 1 if deployed else 70)
-    calendar, note, _ = series_calendar(files, args.timezone, args.holidays)
+    columns = parse_columns(args.columns) if args.columns else None
+    if columns and not args.data:
+        raise BadRequestError("--columns names the columns of --data files")
+    calendar, note, _ = series_calendar(files, args.timezone, args.holidays, columns)
     if note:
         print(f"note: {note}", flush=True)
     report = evaluate(files, start, end, args.seed, per_kind, expectation=args.expectation,
-                      deployed_clean=args.deployed_clean, calendar=calendar)
+                      deployed_clean=args.deployed_clean, calendar=calendar,
+                      naive_tz=calendar.tz if args.naive_timestamps == "local" else "UTC", columns=columns)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "anomaly_eval_deployed" if deployed else "anomaly_eval"
     # strict JSON: a figure that cannot be computed is null, never NaN

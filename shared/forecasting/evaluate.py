@@ -45,7 +45,7 @@ from shared.features import TZ, build_grid, grid_step_for, series_grid, series_s
 from shared.forecasting import baseline, combine
 from shared.forecasting.gate import finite_or_none, gate, strict
 from shared.forecasting.service import model_config
-from shared.ingest.history import is_other_series, series_calendar
+from shared.ingest.history import is_other_series, parse_columns, series_calendar
 from shared.process_limits import peak_rss_bytes
 from shared.settings import REPO_ROOT, Settings, get_settings
 from shared.weather.features import WeatherProvider, perfect_provider
@@ -851,14 +851,6 @@ def summarize_years(reports: dict[int, dict[str, Any]]) -> dict[str, Any]:
                                                                        "coverage")}}
 
 
-def _columns(text: str) -> tuple[str, str]:
-    """``--columns TIME,VALUE`` → (time column, value column)."""
-    parts = [p.strip() for p in text.split(",")]
-    if len(parts) != 2 or not all(parts):
-        raise BadRequestError(f"--columns takes two column names, TIME,VALUE, not {text!r}")
-    return parts[0], parts[1]
-
-
 def _write_json(path: Path, obj: Any) -> None:
     """Strict JSON (no NaN/Infinity): a metric that cannot be computed is null, with its reason beside it."""
     path.write_text(json.dumps(strict(obj), indent=2, allow_nan=False) + "\n")
@@ -935,7 +927,7 @@ def _main(argv: list[str] | None) -> int:
               f"{temperature['ts'].max():%Y-%m-%d} (UTC), over the shipped series where they overlap", flush=True)
     if a.resolution:
         settings = settings.model_copy(update={"forecast_resolution_min": a.resolution})
-    columns = _columns(a.columns) if a.columns else None
+    columns = parse_columns(a.columns) if a.columns else None
     if columns and not a.data:
         raise BadRequestError("--columns names the columns of --data files")
     # another operator's file says whose series it is (NESO: Great Britain; ENTSO-E: its area and export clock)

@@ -476,6 +476,14 @@ def _string_table(text: str, sep: str, fold: bool = True) -> pd.DataFrame:
     return table
 
 
+def parse_columns(text: str) -> tuple[str, str]:
+    """The CLIs' ``--columns TIME,VALUE`` → (time column, value column)."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 2 or not all(parts):
+        raise BadRequestError(f"--columns takes two column names, TIME,VALUE, not {text!r}")
+    return parts[0], parts[1]
+
+
 def history_format(path: Path | str, columns: tuple[str, str] | None = None) -> str:
     """The format of a history file (see :func:`read_history_file`), from its header."""
     return _detect(Path(path), _header(Path(path)), columns).fmt
