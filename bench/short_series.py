@@ -10,7 +10,8 @@ issued forecast's MAPE against seasonal naive's; printed as JSON with the mean o
 window × D+k cells are worse / better than naive.
 The shipped load stands in for a series the model was not built for (no holidays, no time zone); it is real data,
 not a simulation. ``--data FILE…`` runs the same windows on another series (e.g. NESO's demand data for Great
-Britain, with ``--timezone Europe/London --holidays GB-ENG``). Findings, the fix and the fixes tried and not kept:
+Britain, with ``--timezone Europe/London --holidays GB-ENG``; a generic file's ``--columns`` and
+``--naive-timestamps`` as ``evaluate`` takes them). Findings, the fix and the fixes tried and not kept:
 README, *Never worse than naive*.
 """
 
@@ -29,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from shared.detection.evaluate import default_files
-from shared.ingest.history import read_history
+from shared.ingest.history import parse_columns, read_history
 
 HISTORY_DAYS, TEST_DAYS, EVERY_DAYS, FIRST_START = 63, 21, 45, "2017-01-05"
 END = pd.Timestamp("2020-01-01", tz="UTC")  # every window ends before it
@@ -114,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
                              "demand data for Great Britain) instead of the shipped national load; same windows")
     parser.add_argument("--timezone", default=None, help="evaluate's --timezone for every window (default: UTC)")
     parser.add_argument("--holidays", default=None, help="evaluate's --holidays for every window (default: none)")
+    parser.add_argument("--columns", metavar="TIME,VALUE", default=None,
+                        help="evaluate's --columns: the time and value columns of a generic --data file")
+    parser.add_argument("--naive-timestamps", choices=("utc", "local"), default="utc",
+                        help="evaluate's --naive-timestamps for a generic --data file (local: --timezone's wall clock)")
     args = parser.parse_args(argv)
     end = pd.Timestamp(args.end, tz="UTC") if args.end else END
     starts = windows(args.history_days, args.every_days, args.first_start, end)
@@ -122,7 +127,10 @@ def main(argv: list[str] | None = None) -> int:
                      f"{end:%Y-%m-%d}")
     calendar = [*(["--timezone", args.timezone] if args.timezone else []),
                 *(["--holidays", args.holidays] if args.holidays else [])]
-    load = read_history(args.data or default_files(starts[0], end - pd.Timedelta(days=1), 0))
+    # the windows are written as UTC timestamp,value files: a generic file is read here the way evaluate reads it
+    load = read_history(args.data or default_files(starts[0], end - pd.Timedelta(days=1), 0),
+                        naive_tz=(args.timezone or "UTC") if args.naive_timestamps == "local" else "UTC",
+                        columns=parse_columns(args.columns) if args.columns else None)
     load = load[load["ts"].dt.minute.isin([0, 30])][["ts", "consommation"]].rename(
         columns={"ts": "timestamp", "consommation": "value"})
     rows = []
