@@ -772,9 +772,15 @@ def fit(grid: pd.DataFrame, cfg: ModelConfig) -> LoadModel:
     if not cfg.level_network and cfg.persistence_shrink > 0:
         blocks = _training_blocks(cfg, ts, data["value"].to_numpy() - fitted)
         persistence = [1.0 - cfg.persistence_shrink * (1.0 - w)
-                       for w in persistence_weights(blocks, cfg.persistence_mean_days)]
+                       for w in persistence_weights(blocks, _persistence_days(cfg))]
     return LoadModel(cfg, profiles[0], levels[0], meta=meta, extra_levels=levels[1:], extra_profiles=profiles[1:],
                      linear=linear, persistence=persistence)
+
+
+def _persistence_days(cfg: ModelConfig) -> int:
+    """Blocks the reverting level's mean spans: ``persistence_mean_days``, at most the blocks prediction reads
+    (a weather model reads fewer, ``weather_level_lags``)."""
+    return min(cfg.persistence_mean_days, level_lags_of(cfg) + _extra_blocks(cfg))
 
 
 def persistence_weights(blocks: np.ndarray, mean_days: int, min_pairs: int = 10) -> list[float]:
@@ -1191,13 +1197,13 @@ def _level_output(level: Any, lags: np.ndarray, cfg: ModelConfig, persistence: l
                   ) -> np.ndarray:
     """Block forecasts of the residual from each origin's recent blocks (inverse of :func:`_level_input`);
     ``level`` None (no level network: less history than the level network needs): the last block's deviation from
-    the mean of the last ``cfg.persistence_mean_days`` blocks, times ``persistence`` per block ahead, on that mean
+    the mean of the last :func:`_persistence_days` blocks, times ``persistence`` per block ahead, on that mean
     (without weights the last block's level persists)."""
     last = np.nan_to_num(lags[:, -1:])
     if level is None:
         if not persistence:
             return np.repeat(last, BLOCKS_OUT, axis=1)
-        recent = lags[:, -cfg.persistence_mean_days:]
+        recent = lags[:, -_persistence_days(cfg):]
         base = np.nanmean(np.where(np.isfinite(recent), recent, last), axis=1, keepdims=True)
         return base + (last - base) * np.asarray(persistence, dtype=float)[None, :]
     if cfg.level_mode == "diff":
