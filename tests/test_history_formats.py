@@ -356,6 +356,30 @@ def test_an_instant_listed_twice_in_one_file_keeps_the_later_row_and_is_counted(
     assert df.attrs["rejections"] == {"instant listed twice in the file (the later row kept)": 1}
 
 
+def test_a_file_of_several_series_is_one_clear_error(tmp_path: Path) -> None:
+    # a long table of two real series at the same instants (the load and RTE's day-ahead forecast of it): keeping
+    # one row per instant would mix them
+    h = read_history([ECO2MIX / "eco2mix_national_2018.csv.gz"], "2018-03-01T00:00Z", "2018-03-03T00:00Z")
+    h = h.dropna(subset=["consommation", "prevision_j1"])
+    stamps = h["ts"].dt.strftime("%Y-%m-%dT%H:%MZ")
+    path = _write_generic(tmp_path / "long.csv", pd.concat([stamps, stamps], ignore_index=True),
+                          pd.concat([h["consommation"], h["prevision_j1"]], ignore_index=True))
+    with pytest.raises(BadRequestError, match=r"instants are listed more than once with different values: the file "
+                                              r"holds several series"):
+        read_history_file(path)
+
+
+def test_overlapping_exports_of_one_series_read_as_one(tmp_path: Path) -> None:
+    load = _real_load("2018-03-01T00:00Z", "2018-03-03T00:00Z")
+    stamps = load["ts"].dt.strftime("%Y-%m-%dT%H:%MZ")
+    path = _write_generic(tmp_path / "twice.csv", pd.concat([stamps, stamps.iloc[:40]], ignore_index=True),
+                          pd.concat([load["consommation"], load["consommation"].iloc[:40]], ignore_index=True))
+    df = read_history_file(path).sort_values("ts", ignore_index=True)
+    pd.testing.assert_series_equal(df["ts"], load["ts"], check_names=False)
+    assert (df["consommation"].to_numpy() == load["consommation"].to_numpy()).all()
+    assert read_history_file(path).attrs["rejections"] == {"instant listed twice in the file (the later row kept)": 40}
+
+
 def test_timestamps_with_and_without_offsets_in_one_file_are_one_clear_error(tmp_path: Path) -> None:
     load = _real_load("2018-10-27T22:00Z", "2018-10-28T00:00Z")
     stamps = load["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ").copy()

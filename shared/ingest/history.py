@@ -555,6 +555,21 @@ def _naive_times(path: Path, s: pd.Series) -> pd.Series:
                           f"month-first date and time (e.g. {example!r})")
 
 
+# above this share (and count) of a file's instants listed with different values, the file holds several series, not
+# a clock's repeats (an hour-ending clock repeats one hour a year) nor overlapping exports of one series (equal values)
+_SEVERAL_SERIES_SHARE, _SEVERAL_SERIES_MIN = 0.05, 48
+
+
+def _refuse_several_series(path: Path, df: pd.DataFrame) -> None:
+    """A one-line error when many instants of a generic file carry different values: rows of several series
+    (one per region, or a long table with a series column) that keeping one row per instant would mix."""
+    values = df.groupby("ts")["consommation"].nunique()
+    if (conflicting := int((values > 1).sum())) > max(_SEVERAL_SERIES_MIN, _SEVERAL_SERIES_SHARE * len(values)):
+        raise BadRequestError(f"{path}: {conflicting} of {len(values)} instants are listed more than once with "
+                              "different values: the file holds several series (e.g. one per region)? Give one "
+                              "series per file")
+
+
 def _generic_values(path: Path, values: pd.Series, sep: str) -> pd.Series:
     """A generic file's values as floats: the source's "not available" placeholders
     (:data:`shared.ingest.parse.NULL_TOKENS`) are missing, a decimal comma is read in a ``;``- or tab-separated
@@ -609,6 +624,7 @@ def read_history_file(path: Path | str, naive_tz: str = "UTC", columns: tuple[st
             # an instant listed twice in one file (e.g. an hour-ending clock writes the fall-back night's 02:00
             # twice): the later row is kept, as between files, and the earlier one is counted, not lost silently
             if (twice := df["ts"].duplicated(keep="last")).any():
+                _refuse_several_series(path, df)
                 df = df[~twice].reset_index(drop=True)
                 rejected["instant listed twice in the file (the later row kept)"] = int(twice.sum())
             if rejected:
