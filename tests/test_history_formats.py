@@ -308,7 +308,7 @@ def test_a_wall_clock_time_that_does_not_exist_is_dropped_and_counted(tmp_path: 
     assert df.attrs["rejections"] == {"local time does not exist in Europe/Paris": 1}
 
 
-@pytest.mark.parametrize("layout", ["%d/%m/%Y %H:%M", "%d-%m-%Y %H:%M:%S", "%m/%d/%Y %H:%M"])
+@pytest.mark.parametrize("layout", ["%d/%m/%Y %H:%M", "%d-%m-%Y %H:%M:%S", "%m/%d/%Y %H:%M", "%m/%d/%Y %I:%M:%S %p"])
 def test_day_first_and_month_first_timestamps_read_to_the_same_instants(tmp_path: Path, layout: str) -> None:
     # the fall-back weekend of 2018 (days 27 and 28 settle which field is the day), as a spreadsheet writes it
     load = _real_load("2018-10-26T22:00Z", "2018-10-29T00:00Z")

@@ -511,6 +511,8 @@ def _generic_instants(path: Path, text: pd.Series, naive_tz: str) -> tuple[pd.Se
     return (wall.dt.tz_localize("UTC") if naive_tz == "UTC" else from_wall_clock(wall, naive_tz)), True
 
 
+# times of day after such a date: 24-hour, or 12-hour with AM/PM (US tools: EIA's "1/1/2019 1:00:00 AM")
+_CLOCKS = ("%H:%M:%S", "%H:%M", "%I:%M:%S %p", "%I:%M %p")
 # date layouts spreadsheets and other tools write instead of ISO 8601, by the order they put the day and month in
 _DATE_ORDERS: dict[str, tuple[str, ...]] = {
     "day first": ("%d-%m-%Y", "%d/%m/%Y", "%d.%m.%Y"),
@@ -520,10 +522,10 @@ _DATE_ORDERS: dict[str, tuple[str, ...]] = {
 
 def _wall_times(path: Path, s: pd.Series) -> pd.Series:
     """Naive times of a generic file's timestamp column without UTC offsets: ISO 8601, or one of the day-first
-    or month-first layouts of :data:`_DATE_ORDERS` followed by ``HH:MM[:SS]``, decided on the whole column (a
-    day above 12 anywhere settles the order; pandas would guess it value by value), a time of 24:00 being the
-    next day's 00:00. A column both orders read (no day above 12 in the whole file) or neither reads is a one-line
-    error."""
+    or month-first layouts of :data:`_DATE_ORDERS` followed by ``HH:MM[:SS]`` or a 12-hour ``h:MM[:SS] AM``
+    (:data:`_CLOCKS`), decided on the whole column (a day above 12 anywhere settles the order; pandas would guess
+    it value by value), a time of 24:00 being the next day's 00:00. A column both orders read (no day above 12 in
+    the whole file) or neither reads is a one-line error."""
     # 24:00 ends a day on hour-ending clocks (US system operators' "HE 24"): the next day's 00:00
     midnight = s.str.contains(r"[ T]24:00(?::00)?$", regex=True)
     if midnight.any():
@@ -540,7 +542,7 @@ def _naive_times(path: Path, s: pd.Series) -> pd.Series:
         pass
     readings: dict[str, pd.Series] = {}
     for order, dates in _DATE_ORDERS.items():
-        for fmt in (f"{date} {clock}" for date in dates for clock in ("%H:%M:%S", "%H:%M")):
+        for fmt in (f"{date} {clock}" for date in dates for clock in _CLOCKS):
             parsed = pd.to_datetime(s, format=fmt, errors="coerce")
             if parsed.notna().all():
                 readings[order] = parsed
