@@ -462,6 +462,23 @@ def test_a_decimal_comma_is_read_in_a_semicolon_separated_series(tmp_path: Path)
     assert df["consommation"].to_numpy() == pytest.approx(load["consommation"].to_numpy() / 1000)
 
 
+def test_thousands_separators_are_read_in_a_comma_separated_series(tmp_path: Path) -> None:
+    load = _real_load("2018-10-27T22:00Z", "2018-10-29T00:00Z")
+    mw = load["consommation"].map(lambda v: f"{v:,.1f}")  # "51,234.0": a US sheet, quoted by the CSV writer
+    path = _write_generic(tmp_path / "mw.csv", load["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"), mw)
+    assert '"' in path.read_text()
+    assert (read_history_file(path)["consommation"].to_numpy() == load["consommation"].to_numpy()).all()
+
+
+def test_a_quoted_decimal_comma_in_a_comma_separated_series_stays_an_error(tmp_path: Path) -> None:
+    load = _real_load("2018-10-27T22:00Z", "2018-10-28T00:00Z")
+    gw = (load["consommation"] / 1000).map(lambda v: f"{v:.3f}".replace(".", ",")).copy()
+    # "51,234" (GW, three decimals) could be 51 234 with a thousands separator: neither guess is made
+    path = _write_generic(tmp_path / "gw.csv", load["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"), gw)
+    with pytest.raises(BadRequestError, match=r"values are not numbers \(e\.g\. '\d\d,\d{3}'\)"):
+        read_history_file(path)
+
+
 def test_a_value_that_is_not_a_number_is_one_clear_error(tmp_path: Path) -> None:
     load = _real_load("2018-10-27T22:00Z", "2018-10-28T00:00Z")
     values = load["consommation"].astype(object).copy()

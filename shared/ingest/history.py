@@ -572,16 +572,27 @@ def _refuse_several_series(path: Path, df: pd.DataFrame) -> None:
                               "series per file")
 
 
+_THOUSANDS = r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?"
+
+
 def _generic_values(path: Path, values: pd.Series, sep: str) -> pd.Series:
     """A generic file's values as floats: the source's "not available" placeholders
     (:data:`shared.ingest.parse.NULL_TOKENS`) are missing, a decimal comma is read in a ``;``- or tab-separated
-    file (the European spreadsheet convention); any other text is a one-line error."""
+    file (the European spreadsheet convention), thousands separators in a comma-separated one where they cannot
+    be a decimal comma (``"51,234.5"``, quoted: the US convention); any other text is a one-line error."""
     if values.dtype != object:
         return values.astype("float64")
     text = values.astype(str).str.strip().where(values.notna(), "")
     missing = text.str.lower().isin(NULL_TOKENS)
-    if sep != "," and text.str.contains(",", regex=False).any() and not text.str.contains(".", regex=False).any():
+    commas = text.str.contains(",", regex=False)
+    if sep != "," and commas.any() and not text.str.contains(".", regex=False).any():
         text = text.str.replace(",", ".", regex=False)
+    elif (sep == "," and commas.any() and text[commas].str.fullmatch(_THOUSANDS).all()
+          and (text[commas].str.contains(".", regex=False) | (text[commas].str.count(",") > 1)).any()):
+        # commas inside quoted values of a comma-separated file, in groups of three digits, with a decimal point
+        # or two groups somewhere ("51,234.5", "1,234,567"): thousands separators (US spreadsheets). "51,234"
+        # alone could be a decimal comma of a GW figure, so it stays an error rather than a factor of 1000
+        text = text.str.replace(",", "", regex=False)
     number = pd.to_numeric(text.where(~missing), errors="coerce")
     if (bad := number.isna() & ~missing).any():
         raise BadRequestError(f"{path}: {int(bad.sum())} values are not numbers (e.g. {text[bad].iloc[0]!r})")
