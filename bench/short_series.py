@@ -30,7 +30,8 @@ import numpy as np
 import pandas as pd
 
 from shared.detection.evaluate import default_files
-from shared.ingest.history import parse_columns, read_history
+from shared.errors import BadRequestError
+from shared.ingest.history import add_file_arguments, columns_option, naive_tz_option, read_history
 
 HISTORY_DAYS, TEST_DAYS, EVERY_DAYS, FIRST_START = 63, 21, 45, "2017-01-05"
 END = pd.Timestamp("2020-01-01", tz="UTC")  # every window ends before it
@@ -115,10 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                              "demand data for Great Britain) instead of the shipped national load; same windows")
     parser.add_argument("--timezone", default=None, help="evaluate's --timezone for every window (default: UTC)")
     parser.add_argument("--holidays", default=None, help="evaluate's --holidays for every window (default: none)")
-    parser.add_argument("--columns", metavar="TIME,VALUE", default=None,
-                        help="evaluate's --columns: the time and value columns of a generic --data file")
-    parser.add_argument("--naive-timestamps", choices=("utc", "local"), default="utc",
-                        help="evaluate's --naive-timestamps for a generic --data file (local: --timezone's wall clock)")
+    add_file_arguments(parser)
     args = parser.parse_args(argv)
     end = pd.Timestamp(args.end, tz="UTC") if args.end else END
     starts = windows(args.history_days, args.every_days, args.first_start, end)
@@ -128,9 +126,12 @@ def main(argv: list[str] | None = None) -> int:
     calendar = [*(["--timezone", args.timezone] if args.timezone else []),
                 *(["--holidays", args.holidays] if args.holidays else [])]
     # the windows are written as UTC timestamp,value files: a generic file is read here the way evaluate reads it
+    try:
+        columns = columns_option(args)
+    except BadRequestError as exc:
+        parser.error(str(exc))
     load = read_history(args.data or default_files(starts[0], end - pd.Timedelta(days=1), 0),
-                        naive_tz=(args.timezone or "UTC") if args.naive_timestamps == "local" else "UTC",
-                        columns=parse_columns(args.columns) if args.columns else None)
+                        naive_tz=naive_tz_option(args, args.timezone or "UTC"), columns=columns)
     load = load[load["ts"].dt.minute.isin([0, 30])][["ts", "consommation"]].rename(
         columns={"ts": "timestamp", "consommation": "value"})
     rows = []

@@ -48,7 +48,14 @@ from shared.detection.residual import (
 from shared.detection.service import FORECAST_MAX_LEAD_HOURS, expectation_deltas, forecast_deltas
 from shared.detection.zscore import detect_zscore
 from shared.errors import BadRequestError, run_cli
-from shared.ingest.history import is_other_series, parse_columns, read_history, series_calendar
+from shared.ingest.history import (
+    add_file_arguments,
+    columns_option,
+    is_other_series,
+    naive_tz_option,
+    read_history,
+    series_calendar,
+)
 from shared.logs import configure_logging, log_event
 from shared.settings import REPO_ROOT, get_settings
 from shared.timeutil import to_utc
@@ -614,12 +621,7 @@ def _main(argv: list[str] | None) -> int:
     ap.add_argument("--holidays", default=None,
                     help="public-holiday calendar (a `holidays` country code, a country and subdivision such as "
                          "GB-ENG, or 'none'; default as evaluate chooses it): the profile's day types")
-    ap.add_argument("--columns", metavar="TIME,VALUE", default=None,
-                    help="the time and value columns of a generic series whose header is not timestamp,value, as "
-                         "evaluate's --columns")
-    ap.add_argument("--naive-timestamps", choices=("utc", "local"), default="utc",
-                    help="a generic file's timestamps without a UTC offset: UTC (default) or wall-clock times of "
-                         "--timezone, as evaluate's --naive-timestamps")
+    add_file_arguments(ap)
     args = ap.parse_args(argv)
     settings = get_settings()
     configure_logging(settings.log_level)
@@ -631,15 +633,13 @@ def _main(argv: list[str] | None) -> int:
         ap.error("--deployed-clean goes with --expectation deployed")
     # the deployed model trains on the forecast_train_days before the period
     files = args.data or default_files(start, end, settings.forecast_train_days + 1 if deployed else 70)
-    columns = parse_columns(args.columns) if args.columns else None
-    if columns and not args.data:
-        raise BadRequestError("--columns names the columns of --data files")
+    columns = columns_option(args)
     calendar, note, _ = series_calendar(files, args.timezone, args.holidays, columns)
     if note:
         print(f"note: {note}", flush=True)
     report = evaluate(files, start, end, args.seed, per_kind, expectation=args.expectation,
                       deployed_clean=args.deployed_clean, calendar=calendar,
-                      naive_tz=calendar.tz if args.naive_timestamps == "local" else "UTC", columns=columns)
+                      naive_tz=naive_tz_option(args, calendar.tz), columns=columns)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "anomaly_eval_deployed" if deployed else "anomaly_eval"
     # strict JSON: a figure that cannot be computed is null, never NaN

@@ -220,7 +220,7 @@ class _Calibration:
     day_buffer: list[list[tuple[float, float]]]
     med: np.ndarray
     sig: np.ndarray
-    typical: float = math.nan
+    typical: float = 0.0  # 0 until an hour is calibrated: the cap is then the configured one
 
     @classmethod
     def empty(cls, p: ResidualParams) -> _Calibration:
@@ -256,7 +256,7 @@ class _Calibration:
             else:
                 self.med[h], self.sig[h] = np.nan, np.nan
         have = relative[~np.isnan(relative)]
-        self.typical = float(np.median(have)) if have.size else math.nan
+        self.typical = float(np.median(have)) if have.size else 0.0
 
 
 @dataclass
@@ -497,7 +497,7 @@ class _ResidualState:
         # time: the cap is never below its own typical scale (France's 15-min load ~0.5 % never reaches the 0.75 %
         # cap; Switzerland's hourly total load is ~6 %, where a fixed 0.75 % made one alarm of every five hours)
         sig = self.cal.sig[h]
-        cap = max(p.sigma_cap_frac, self.cal.typical if not np.isnan(self.cal.typical) else 0.0) * abs(xi)
+        cap = max(p.sigma_cap_frac, self.cal.typical) * abs(xi)
         s_h = float(np.clip(sig, p.sigma_floor_frac * abs(xi), cap)) if calibrated else np.nan
         m_h = self.cal.med[h] if calibrated else 0.0
         expected = self.path + anchor + m_h

@@ -45,7 +45,13 @@ from shared.features import TZ, build_grid, grid_step_for, series_grid, series_s
 from shared.forecasting import baseline, combine
 from shared.forecasting.gate import finite_or_none, gate, strict
 from shared.forecasting.service import model_config
-from shared.ingest.history import is_other_series, parse_columns, series_calendar
+from shared.ingest.history import (
+    add_file_arguments,
+    columns_option,
+    is_other_series,
+    naive_tz_option,
+    series_calendar,
+)
 from shared.process_limits import peak_rss_bytes
 from shared.settings import REPO_ROOT, Settings, get_settings
 from shared.weather.features import WeatherProvider, perfect_provider
@@ -903,14 +909,7 @@ def _main(argv: list[str] | None) -> int:
                    help="public-holiday calendar: a `holidays` country code (FR, GB, DE, …), a country and subdivision "
                         "(GB-ENG) or 'none' (default FR for eco2mix files, what an ENTSO-E or NESO file says, none "
                         "for a timestamp,value CSV)")
-    p.add_argument("--columns", metavar="TIME,VALUE", default=None,
-                   help="the time and value columns of a generic series whose header is not timestamp,value (e.g. "
-                        "datetime,load_mw; compared without case, accents or punctuation), or another value column of "
-                        "an ENTSO-E or NESO file (SETTLEMENT_DATE,TSD)")
-    p.add_argument("--naive-timestamps", choices=("utc", "local"), default="utc",
-                   help="what a timestamp,value CSV's timestamps without a UTC offset are: UTC (default, the product's "
-                        "rule) or wall-clock times of --timezone (the fall-back hour listed once is its second "
-                        "occurrence, listed twice summer time first; times that do not exist are dropped and counted)")
+    add_file_arguments(p)
     p.add_argument("--resolution", type=int, choices=(15, 30, 60), default=None,
                    help=f"grid step in minutes, a whole multiple of the series' own step (default "
                         f"POWERSENSE_FORECAST_RESOLUTION_MIN = {settings.forecast_resolution_min}; a timestamp,value "
@@ -927,9 +926,7 @@ def _main(argv: list[str] | None) -> int:
               f"{temperature['ts'].max():%Y-%m-%d} (UTC), over the shipped series where they overlap", flush=True)
     if a.resolution:
         settings = settings.model_copy(update={"forecast_resolution_min": a.resolution})
-    columns = parse_columns(a.columns) if a.columns else None
-    if columns and not a.data:
-        raise BadRequestError("--columns names the columns of --data files")
+    columns = columns_option(a)
     # another operator's file says whose series it is (NESO: Great Britain; ENTSO-E: its area and export clock)
     calendar, note, generic = series_calendar(a.data or [], a.timezone, a.holidays, columns)
     tz, country = calendar
@@ -963,7 +960,7 @@ def _main(argv: list[str] | None) -> int:
             # a generic series without --resolution gets the configured grid step if it fills it (an hourly series
             # does not fill 30 minutes: it gets 60)
             loaded[key] = load_data(files, a.resolution or (None if generic else settings.forecast_resolution_min),
-                                    settings, naive_tz=tz if a.naive_timestamps == "local" else "UTC",
+                                    settings, naive_tz=naive_tz_option(a, tz),
                                     columns=columns)
         grid, rte = loaded[key]
         if grid.attrs["resolution_min"] != settings.forecast_resolution_min:

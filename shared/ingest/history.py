@@ -38,6 +38,7 @@ actuals), counted the same way. Reading has no side effect.
 
 from __future__ import annotations
 
+import argparse
 import bz2
 import csv
 import gzip
@@ -484,6 +485,36 @@ def parse_columns(text: str) -> tuple[str, str]:
     return parts[0], parts[1]
 
 
+def add_file_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--columns`` and ``--naive-timestamps``: how a ``--data`` file is read, the same in every CLI that reads
+    history files (``evaluate``, ``evaluate-anomalies``, ``bench.short_series``); :func:`columns_option` and
+    :func:`naive_tz_option` read them."""
+    parser.add_argument("--columns", metavar="TIME,VALUE", default=None,
+                        help="the time and value columns of a generic series whose header is not timestamp,value "
+                             "(e.g. datetime,load_mw; compared without case, accents or punctuation), or another "
+                             "value column of an ENTSO-E or NESO file (SETTLEMENT_DATE,TSD)")
+    parser.add_argument("--naive-timestamps", choices=("utc", "local"), default="utc",
+                        help="what a timestamp,value CSV's timestamps without a UTC offset are: UTC (default, the "
+                             "product's rule) or wall-clock times of --timezone (the fall-back hour listed once is "
+                             "its second occurrence, listed twice summer time first; times that do not exist are "
+                             "dropped and counted)")
+
+
+def columns_option(args: argparse.Namespace) -> tuple[str, str] | None:
+    """:func:`read_history`'s ``columns`` from ``--columns`` (:func:`add_file_arguments`); without ``--data`` files it
+    is a :class:`BadRequestError`."""
+    columns = parse_columns(args.columns) if args.columns else None
+    if columns and not args.data:
+        raise BadRequestError("--columns names the columns of --data files")
+    return columns
+
+
+def naive_tz_option(args: argparse.Namespace, tz: str) -> str:
+    """:func:`read_history`'s ``naive_tz`` from ``--naive-timestamps`` (:func:`add_file_arguments`), ``tz`` the
+    series' zone."""
+    return tz if args.naive_timestamps == "local" else "UTC"
+
+
 def history_format(path: Path | str, columns: tuple[str, str] | None = None) -> str:
     """The format of a history file (see :func:`read_history_file`), from its header."""
     return _detect(Path(path), _header(Path(path)), columns).fmt
@@ -572,6 +603,29 @@ def _refuse_several_series(path: Path, df: pd.DataFrame) -> None:
                               "series per file")
 
 
+def _generic_frame(path: Path, table: pd.DataFrame, time_col: str, value_col: str, sep: str,
+                   naive_tz: str) -> pd.DataFrame:
+    """A generic file's table (column names :func:`column_key`-folded) → ``ts`` (UTC), ``consommation``, ``nature``
+    ''. Refused rows are counted in ``attrs["rejections"]``: wall-clock times that do not exist in ``naive_tz``, and
+    instants listed twice (the later row kept, as between files: an hour-ending clock writes the fall-back night's
+    02:00 twice; a file of several series is an error, :func:`_refuse_several_series`). ``attrs["naive_timestamps"]``:
+    whether the timestamps had no UTC offset."""
+    df = table.rename(columns={time_col: "ts", value_col: "consommation"})[["ts", "consommation"]]
+    df["consommation"] = _generic_values(path, df["consommation"], sep)
+    df["nature"] = ""
+    df["ts"], naive = _generic_instants(path, df["ts"], naive_tz)
+    rejected: dict[str, int] = {}
+    if missing := int(df["ts"].isna().sum()):
+        df = df[df["ts"].notna()].reset_index(drop=True)
+        rejected[f"local time does not exist in {naive_tz}"] = missing
+    if (twice := df["ts"].duplicated(keep="last")).any():
+        _refuse_several_series(path, df)
+        df = df[~twice].reset_index(drop=True)
+        rejected["instant listed twice in the file (the later row kept)"] = int(twice.sum())
+    df.attrs = {"rejections": rejected, "naive_timestamps": naive}
+    return df
+
+
 _THOUSANDS = r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?"
 
 
@@ -625,24 +679,8 @@ def read_history_file(path: Path | str, naive_tz: str = "UTC", columns: tuple[st
         df = pd.read_csv(io.StringIO(text), sep=sep, low_memory=False)
         df.columns = [column_key(str(c)) for c in df.columns]
         if fmt == "generic":
-            time_col = column_key(columns[0]) if columns else "timestamp"
-            df = df.rename(columns={time_col: "ts", layout.value: "consommation"})[["ts", "consommation"]]
-            df["consommation"] = _generic_values(path, df["consommation"], sep)
-            df["nature"] = ""
-            df["ts"], naive = _generic_instants(path, df["ts"], naive_tz)
-            rejected: dict[str, int] = {}
-            if (missing := int(df["ts"].isna().sum())):
-                df = df[df["ts"].notna()].reset_index(drop=True)
-                rejected[f"local time does not exist in {naive_tz}"] = missing
-            # an instant listed twice in one file (e.g. an hour-ending clock writes the fall-back night's 02:00
-            # twice): the later row is kept, as between files, and the earlier one is counted, not lost silently
-            if (twice := df["ts"].duplicated(keep="last")).any():
-                _refuse_several_series(path, df)
-                df = df[~twice].reset_index(drop=True)
-                rejected["instant listed twice in the file (the later row kept)"] = int(twice.sum())
-            if rejected:
-                df.attrs["rejections"] = rejected
-            df.attrs["naive_timestamps"] = naive
+            df = _generic_frame(path, df, column_key(columns[0]) if columns else "timestamp", layout.value, sep,
+                                naive_tz)
         else:
             df = df.rename(columns={"date_heure": "ts"})
             df["ts"] = pd.to_datetime(df["ts"], utc=True, format="ISO8601")

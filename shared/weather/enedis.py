@@ -44,7 +44,16 @@ _NORMAL = ("temperature_normale_lissee_degc", "temperature_normale_lissee")
 def read_enedis_file(path: Path | str) -> pd.DataFrame:
     """One file of Enedis's national temperature → ``ts`` (UTC), ``realised``, ``normal`` (°C; ``normal`` NaN
     where the file has none), sorted, one row per instant (see the module docstring for the shapes read)."""
-    path = Path(path)
+    return _one_per_instant(_rows(Path(path)))
+
+
+def _one_per_instant(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows sorted by ``ts``, the last of an instant's rows kept."""
+    return df.drop_duplicates("ts", keep="last").sort_values("ts").reset_index(drop=True)
+
+
+def _rows(path: Path) -> pd.DataFrame:
+    """A file's rows as read (:func:`read_enedis_file` without the ordering)."""
     text = _text(path)
     if text.lstrip()[:1] in ("{", "["):
         table = pd.DataFrame(_records_from_json(path, text))
@@ -61,23 +70,21 @@ def read_enedis_file(path: Path | str) -> pd.DataFrame:
     if table.empty:
         raise BadRequestError(f"{path}: no rows")
     normal = next((c for c in _NORMAL if c in table.columns), None)
-    out = pd.DataFrame({
+    return pd.DataFrame({
         "ts": _generic_instants(path, table["horodate"], "UTC")[0],
         "realised": _generic_values(path, table[realised], sep),
         "normal": _generic_values(path, table[normal], sep) if normal else float("nan"),
     })
-    return out.drop_duplicates("ts", keep="last").sort_values("ts").reset_index(drop=True)
 
 
 def read_enedis(files: Iterable[Path | str]) -> pd.DataFrame:
     """Several files (:func:`read_enedis_file`) as one series; where they overlap the later file's rows win (a
     user's newer export over the shipped years). No file: an empty frame with the same columns."""
-    frames = [read_enedis_file(f) for f in files]
+    frames = [_rows(Path(f)) for f in files]
     if not frames:
         return pd.DataFrame({"ts": pd.Series(dtype="datetime64[ns, UTC]"), "realised": pd.Series(dtype=float),
                              "normal": pd.Series(dtype=float)})
-    df = pd.concat(frames, ignore_index=True)
-    return df.drop_duplicates("ts", keep="last").sort_values("ts").reset_index(drop=True)[list(COLUMNS)]
+    return _one_per_instant(pd.concat(frames, ignore_index=True))[list(COLUMNS)]
 
 
 def read_enedis_dir(directory: Path | str) -> pd.DataFrame:
