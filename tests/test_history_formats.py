@@ -186,10 +186,75 @@ def test_an_xlsx_workbook_is_one_clear_error(tmp_path: Path) -> None:
         read_history_file(path)
 
 
-def test_a_parquet_file_is_one_clear_error(tmp_path: Path) -> None:
+def test_a_parquet_series_reads_like_its_csv(tmp_path: Path) -> None:
+    load = _real_load("2018-03-01T00:00Z", "2018-03-08T00:00Z")
+    csv_file = _write_generic(tmp_path / "load.csv", load["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                              load["consommation"])
+    parquet = tmp_path / "load.parquet"
+    load.rename(columns={"ts": "timestamp", "consommation": "value"}).to_parquet(parquet)  # a zoned timestamp column
+    df = read_history_file(parquet)
+    assert df.attrs["format"] == "generic" and df.attrs["naive_timestamps"] is False
+    pd.testing.assert_frame_equal(df, read_history_file(csv_file))
+
+
+def test_a_parquet_series_of_wall_clock_times_reads_to_its_instants(tmp_path: Path) -> None:
+    load = _real_load("2018-10-27T22:00Z", "2018-10-29T00:00Z")
+    # naive local times (a data team's frame written as it is): the fall-back hour twice, summer time first
+    path = tmp_path / "local.parquet"
+    pd.DataFrame({"datetime": load["ts"].dt.tz_convert("Europe/Paris").dt.tz_localize(None),
+                  "load_mw": load["consommation"]}).to_parquet(path)
+    df = read_history_file(path, naive_tz="Europe/Paris", columns=("datetime", "load_mw"))
+    assert df.attrs["naive_timestamps"] is True and not df.attrs.get("rejections")
+    pd.testing.assert_series_equal(df["ts"], load["ts"], check_names=False)
+    assert (df["consommation"].to_numpy() == load["consommation"].to_numpy()).all()
+
+
+def _odre_parquet(path: Path, naive_tz: str | None = None) -> Path:
+    """The sample API response's records typed as a Parquet export types them (a real ODRÉ Parquet export,
+    ``temperature-quotidienne-regionale``: dates as ``date32``, numbers as ``int64``/``double``, text as
+    ``string``): the instant a timestamp (``naive_tz``: without a zone, that zone's clock), the date a date, the
+    numbers numbers (nulls kept), the dataset's text fields text."""
+    records = pd.DataFrame(json.loads(SAMPLE_RESPONSE.read_text(encoding="utf-8"))["results"])
+    records["date_heure"] = pd.to_datetime(records["date_heure"], utc=True)
+    if naive_tz:
+        records["date_heure"] = records["date_heure"].dt.tz_convert(naive_tz).dt.tz_localize(None)
+    records["date"] = pd.to_datetime(records["date"]).dt.date
+    records.to_parquet(path)
+    return path
+
+
+def test_an_odre_parquet_export_reads_like_the_api_response(tmp_path: Path) -> None:
+    df = read_history_file(_odre_parquet(tmp_path / "eco2mix-national-tr.parquet"))
+    assert df.attrs["format"] == "odre"
+    pd.testing.assert_frame_equal(df, read_history_file(SAMPLE_RESPONSE))
+
+
+def test_an_odre_parquet_export_with_naive_utc_instants_reads_like_the_api_response(tmp_path: Path) -> None:
+    path = _odre_parquet(tmp_path / "export.parquet", naive_tz="UTC")
+    pd.testing.assert_frame_equal(read_history_file(path), read_history_file(SAMPLE_RESPONSE))
+
+
+def test_an_odre_parquet_export_in_local_time_is_refused_record_by_record(tmp_path: Path) -> None:
+    # exported with timezone=Europe/Paris: naive instants two hours off UTC disagree with each record's date/heure
+    path = _odre_parquet(tmp_path / "export.parquet", naive_tz="Europe/Paris")
+    with pytest.raises(BadRequestError, match=r"none of its (\d+) records is usable \(\1 × local date/heure … does "
+                                              r"not match date_heure … \(… local\)\)"):
+        read_history_file(path)
+
+
+def test_an_odre_jsonl_export_reads_like_the_api_response(tmp_path: Path) -> None:
+    doc = json.loads(SAMPLE_RESPONSE.read_text(encoding="utf-8"))
+    path = tmp_path / "export.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in doc["results"]), encoding="utf-8")
+    pd.testing.assert_frame_equal(read_history_file(path), read_history_file(SAMPLE_RESPONSE))
+
+
+def test_a_damaged_parquet_file_is_one_clear_error(tmp_path: Path) -> None:
+    whole = tmp_path / "whole.parquet"
+    _real_load("2018-03-01T00:00Z", "2018-03-02T00:00Z").to_parquet(whole)
     path = tmp_path / "load.parquet"
-    _real_load("2018-03-01T00:00Z", "2018-03-02T00:00Z").to_parquet(path)
-    with pytest.raises(BadRequestError, match=r"load\.parquet: a Parquet file; write it as CSV"):
+    path.write_bytes(whole.read_bytes()[:200])  # an interrupted download
+    with pytest.raises(BadRequestError, match=r"load\.parquet: a Parquet file that cannot be read"):
         read_history_file(path)
 
 
@@ -220,6 +285,10 @@ def test_an_unknown_table_names_the_formats_it_expects(tmp_path: Path) -> None:
     (RTE_DOWNLOAD, "rte")])
 def test_the_format_is_told_from_the_header(path: Path, fmt: str) -> None:
     assert history_format(path) == fmt
+
+
+def test_the_format_of_a_parquet_file_is_told_from_its_table(tmp_path: Path) -> None:
+    assert history_format(_odre_parquet(tmp_path / "export.parquet")) == "odre"
 
 
 def test_evaluate_reads_an_rte_download_as_france_and_reports_what_it_refused() -> None:

@@ -871,9 +871,9 @@ def _main(argv: list[str] | None) -> int:
     settings = get_settings()
     p = argparse.ArgumentParser(prog="python -m shared evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", nargs="+", type=Path, default=None,
-                   help="history files: the shipped eco2mix CSVs, ODRÉ exports (CSV/JSON), RTE eCO2mix downloads, "
-                        "ENTSO-E Total Load exports, NESO demand data or timestamp,value CSVs, plain or compressed "
-                        "(default: the shipped eco2mix history)")
+                   help="history files: the shipped eco2mix CSVs, ODRÉ exports (CSV/JSON/JSON Lines), RTE eCO2mix "
+                        "downloads, ENTSO-E Total Load exports, NESO demand data or timestamp,value CSVs, plain or "
+                        "compressed, or any of these tables as Parquet (default: the shipped eco2mix history)")
     p.add_argument("--years", nargs="+", type=int, default=None,
                    help="test years (each a whole local calendar year, trained only on data before it); "
                         "overrides --test-start/--test-end; writes forecast_eval_<year>.json and "

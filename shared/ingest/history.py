@@ -1,7 +1,8 @@
 """Read history files into one UTC-indexed frame: the product's own eco2mix CSV, the files a user downloads
 from ODRÉ or RTE, or a generic ``timestamp,value`` CSV.
 
-Formats, recognised from the content (plain, gzip, xz, bzip2 or a one-file zip):
+Formats, recognised from the content (plain, gzip, xz, bzip2 or a one-file zip; each table format as CSV, or as a
+Parquet file, read as the CSV it would be exported as):
 
 * **the shipped history** (``data/eco2mix``): ``date_heure`` (UTC, ISO-8601) + ``nature`` + numeric columns named
   as in the Explore API. It was validated when it was assembled (data/eco2mix/README.upstream.md) and is read
@@ -9,8 +10,8 @@ Formats, recognised from the content (plain, gzip, xz, bzip2 or a one-file zip):
 * **ODRÉ exports** of ``eco2mix-national-tr`` / ``eco2mix-national-cons-def``: CSV with ``;`` (the portal's
   separator) or ``,``, headed either by the API's field names (``date_heure``, ``consommation``, …) or by the
   portal's French labels (``Date - Heure``, ``Consommation (MW)``, ``Prévision J-1 (MW)``, …), rows in any order;
-  and JSON: the records endpoint's response (``{"results": […]}``), an ``exports/json`` list of records, or API
-  v1's ``{"records": [{"fields": …}]}``.
+  JSON: the records endpoint's response (``{"results": […]}``), an ``exports/json`` list of records, an
+  ``exports/jsonl`` file (one record a line), or API v1's ``{"records": [{"fields": …}]}``; and ``exports/parquet``.
 * **RTE's eCO2mix downloads** (``eCO2mix_RTE_Annuel-Definitif_YYYY.xls`` and the like: tab-separated ISO-8859-1
   text, Paris wall-clock ``Date`` + ``Heures``, RTE's disclaimer as the last line).
 * **NESO's demand data** (Great Britain, ``demanddata_YYYY.csv`` of the NESO data portal's *Historic Demand Data*
@@ -104,6 +105,7 @@ _PARSE_CHUNK = 20_000  # records validated per step of the progress bar
 _MAGIC: tuple[tuple[bytes, Callable[[Any], Any]], ...] = (  # magic bytes → a decompressing reader
     (b"\x1f\x8b", lambda f: gzip.GzipFile(fileobj=f)), (b"\xfd7zXZ\x00", lzma.LZMAFile), (b"BZh", bz2.BZ2File))
 _HEADER_BYTES = 1 << 16  # enough for any header line; a one-line JSON document needs only its first character
+_PARQUET = b"PAR1"  # a Parquet file's first (and last) four bytes
 
 
 def column_key(label: str) -> str:
@@ -138,14 +140,41 @@ def _open(path: Path) -> Iterator[IO[bytes]]:
         yield stream
 
 
+def _parquet_text(path: Path, data: bytes) -> str:
+    """A Parquet file's table as the CSV it would be exported as, so that every format reads through one path:
+    instants as ISO 8601 (a zoned column in UTC with its offset, a naive one without: the ``--naive-timestamps``
+    rule then applies), dates as ISO dates, nulls as empty cells. ODRÉ's ``exports/parquet`` (a format of the
+    Explore API's export endpoint, Opendatasoft ``@opendatasoft/api-client`` ``EXPORT_DATASET_FORMAT``) has the
+    API's field names, so it reads as the field-name CSV export does."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(pa.BufferReader(data)).to_pandas()
+    except (pa.ArrowException, OSError) as exc:
+        raise BadRequestError(f"{path}: a Parquet file that cannot be read ({exc})") from None
+    for name in table.columns:
+        col = table[name]
+        if isinstance(col.dtype, pd.DatetimeTZDtype):
+            table[name] = col.dt.tz_convert("UTC").dt.strftime("%Y-%m-%dT%H:%M:%S+00:00")
+        elif pd.api.types.is_datetime64_dtype(col.dtype):
+            # an ODRÉ instant without its zone is in the export's time zone, UTC unless the export asked for
+            # another (the Explore API's `timezone` parameter); the records' local date and heure are checked
+            # against it (parse_records), so an export in another zone is refused record by record, not misread
+            offset = "+00:00" if name == "date_heure" else ""
+            table[name] = col.dt.strftime("%Y-%m-%dT%H:%M:%S") + offset
+    return str(table.to_csv(index=False))
+
+
 def _decode(path: Path, data: bytes) -> str:
-    """UTF-8 (with or without a BOM), UTF-16 with a BOM, else ISO-8859-1 (RTE's downloads); a binary workbook,
-    a Parquet file or any other binary file is refused with what it is."""
+    """UTF-8 (with or without a BOM), UTF-16 with a BOM, else ISO-8859-1 (RTE's downloads); a Parquet file as
+    the CSV it would be exported as (:func:`_parquet_text`); a binary workbook or any other binary file is
+    refused with what it is."""
     if data.startswith(b"\xd0\xcf\x11\xe0"):
         raise BadRequestError(f"{path}: a binary Excel workbook; save it as CSV (RTE's .xls downloads are text "
                               "and are read as they are)")
-    if data.startswith(b"PAR1"):
-        raise BadRequestError(f"{path}: a Parquet file; write it as CSV (timestamp,value)")
+    if data.startswith(_PARQUET):
+        return _parquet_text(path, data)
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16 with its BOM: Excel's "Unicode text" export
         return data.decode("utf-16")
     if b"\x00" in data[:_HEADER_BYTES]:  # no text encoding the product reads has NUL bytes
@@ -163,9 +192,13 @@ def _text(path: Path) -> str:
 
 
 def _header(path: Path) -> str:
-    """The file's first line only (format detection need not decompress a whole multi-year file)."""
+    """The file's first line only (format detection need not decompress a whole multi-year file); a Parquet
+    file's header is its table's, so it is read whole."""
     with _open(path) as stream:
-        return _decode(path, stream.readline(_HEADER_BYTES))
+        first = stream.readline(_HEADER_BYTES)
+        if first.startswith(_PARQUET):
+            first += stream.read()
+        return _decode(path, first)
 
 
 def _separator(header: str) -> str:
@@ -174,11 +207,23 @@ def _separator(header: str) -> str:
     return max(counts, key=lambda s: counts[s]) if any(counts.values()) else ","
 
 
+def _json_lines(text: str) -> list[Any] | None:
+    """The records of a JSON Lines document (one JSON object a line: ODRÉ's ``exports/jsonl``), None if the text
+    is not one."""
+    try:
+        records = [json.loads(line) for line in text.splitlines() if line.strip()]
+    except json.JSONDecodeError:
+        return None
+    return records if len(records) > 1 and all(isinstance(r, dict) for r in records) else None
+
+
 def _records_from_json(path: Path, text: str) -> list[Any]:
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise BadRequestError(f"{path}: not valid JSON ({exc})") from None
+        doc = _json_lines(text)
+        if doc is None:
+            raise BadRequestError(f"{path}: not valid JSON ({exc})") from None
     if isinstance(doc, dict) and isinstance(doc.get("results"), list):  # Explore v2.1 records endpoint
         return list(doc["results"])
     if isinstance(doc, dict) and isinstance(doc.get("records"), list):  # API v1: {"records": [{"fields": …}]}
@@ -228,6 +273,16 @@ def _records_from_table(path: Path, table: pd.DataFrame) -> tuple[list[dict[str,
     return records, rejected
 
 
+# a date or a time inside a rejection's reason (its details: "local date/heure 2023-09-12 18:15 does not match …")
+_REASON_DETAIL = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2})?(?:Z|[+-]\d{2}:\d{2})?)?|\b\d{2}:\d{2}\b")
+
+
+def _reason_kind(reason: str) -> str:
+    """What a rejection's reason says, without its record's details, to count records by reason: the text before
+    its first colon once dates and times are elided ("invalid record: date_heure: …" → "invalid record")."""
+    return _REASON_DETAIL.sub("…", reason).split(":")[0]
+
+
 def _read_source_records(path: Path, records: list[Any], rejected: Counter[str]) -> pd.DataFrame:
     """Wide frame (``ts``, ``nature``, numeric fields) of the accepted records, through the poller's validation;
     ``rejected``: the rows already refused while reading the file (counted in its total), by reason."""
@@ -237,7 +292,7 @@ def _read_source_records(path: Path, records: list[Any], rejected: Counter[str])
     parts = [parse_records(records[i:i + _PARSE_CHUNK], first_record_no=i)
              for i in tqdm(chunks, desc=f"validating {path.name}", unit="chunk", file=sys.stderr,
                            disable=len(chunks) < 3)]
-    rejected.update(r.reason.split(":")[0] for p in parts for r in p.rejections)
+    rejected.update(_reason_kind(r.reason) for p in parts for r in p.rejections)
     if sum(p.accepted for p in parts) == 0:
         why = "; ".join(f"{n} × {reason}" for reason, n in rejected.most_common(3)) or "it holds none"
         raise BadRequestError(f"{path}: none of its {total} records is usable ({why})")
