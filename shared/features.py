@@ -257,17 +257,24 @@ def _normal_climatology(weather_dir: str) -> pd.Series:
     return df["normal"].groupby(np.asarray(key)).mean()
 
 
-def temperature_features(ts: pd.Series, weather_dir: Path = WEATHER_DIR) -> pd.DataFrame:
-    """Normal (climatological) and observed temperature with normal heating/cooling degrees."""
+def normal_temperature(ts: pd.Series | pd.DatetimeIndex, weather_dir: Path = WEATHER_DIR) -> pd.Series:
+    """The normal (climatological) national temperature at ``ts`` (°C, positional): Enedis's smoothed normal by
+    local month-day and half-hour of the day, defined for any year (29 February borrows 28 February's)."""
     idx = pd.DatetimeIndex(ts)
     clim = _normal_climatology(str(weather_dir))
     local = idx.tz_convert(TZ)
     key = local.strftime("%m-%d") + "T" + ((local.hour * 60 + local.minute) // 30).astype(str)
     normal = pd.Series(np.asarray(key)).map(clim).astype(float)
-    # 29 February borrows 28 February's normal when the climatology lacks it.
     if normal.isna().any() and len(clim):
         alt = pd.Series(np.asarray(key)).str.replace("02-29", "02-28", regex=False).map(clim)
         normal = normal.fillna(alt)
+    return normal
+
+
+def temperature_features(ts: pd.Series, weather_dir: Path = WEATHER_DIR) -> pd.DataFrame:
+    """Normal (climatological) and observed temperature with normal heating/cooling degrees."""
+    idx = pd.DatetimeIndex(ts)
+    normal = normal_temperature(idx, weather_dir)
     obs_df = _enedis_temperature(str(weather_dir))
     observed = (
         obs_df.set_index("ts")["observed"].reindex(idx).to_numpy() if len(obs_df) else np.full(len(idx), np.nan)

@@ -304,6 +304,9 @@ class Settings(BaseSettings):
     forecast_weather_linear_weight: float = Field(
         default=0.3, ge=0, le=1, description="weight of the weather model's linear companion (a ridge regression per "
         "time of day on the same temperature and calendar) against its networks; 0 = networks alone")
+    forecast_weather_damping: bool = Field(
+        default=True, description="shrink the temperature forecast's anomaly toward the normal by slopes learnt per "
+        "lead day on the weather model's training holdout (shared/weather/damping.py); false = fed as it comes")
     forecast_interval_level: float = Field(default=0.8, gt=0, lt=1, description="prediction interval level")
     forecast_interval_centered: bool = Field(default=True, description="conformal bounds around the holdout's "
                                              "median error (a one-off level shift in the holdout is not spread)")

@@ -102,6 +102,45 @@ def test_an_artifact_from_before_weather_level_lags_loads_with_its_level_lags(da
                                fm.predict(model, gw, origins, weather=wx)["yhat"], rtol=1e-6)
 
 
+def test_the_damping_slopes_travel_with_the_artifact_and_move_only_the_forecast_after_the_origin(data: dict) -> None:
+    model, gw, origins, wx = data["model"], data["gw"], data["origins"], data["wx"]
+    damped = replace(model, weather_damping={str(k): 0.5 for k in range(1, 9)})
+    back = fm.from_files(fm.to_files(damped))
+    assert back.weather_damping == damped.weather_damping
+    plain, shrunk = fm.predict(model, gw, origins, weather=wx), fm.predict(back, gw, origins, weather=wx)
+    first = (shrunk["ts"] == shrunk["origin"]).to_numpy()
+    np.testing.assert_allclose(shrunk["yhat"].to_numpy()[first], plain["yhat"].to_numpy()[first], rtol=1e-9)
+    assert np.abs(shrunk["yhat"].to_numpy() - plain["yhat"].to_numpy()).max() > 1.0  # MW
+
+
+def test_each_compared_source_is_damped_by_its_own_track_record(data: dict) -> None:
+    """make evaluate --weather: (a)'s perfect source earns slopes of 1, a (b) source with errors less than 1."""
+    from shared.forecasting.evaluate import source_dampings
+
+    model = replace(data["model"], weather_damping={str(k): 0.5 for k in range(1, 9)})
+    train = data["gw"][data["gw"]["ts"] < "2022-04-01"]
+    providers = {"a": perfect_provider(data["real"], HORIZON, STEP),
+                 "b": simulated_provider(data["real"], HORIZON, STEP, seed=1, smoothed_input=True, scale=1.5)}
+    damping = source_dampings(model, train, pd.Timestamp("2022-01-01T11:00Z"), pd.Timestamp("2022-03-31T11:00Z"),
+                              providers)
+    assert set(damping["a"].values()) == {1.0}
+    assert damping["b"]["7"] < 1.0
+    assert source_dampings(replace(model, weather_damping={}), train, pd.Timestamp("2022-01-01T11:00Z"),
+                           pd.Timestamp("2022-03-31T11:00Z"), providers) == {}
+
+
+def test_an_artifact_from_before_the_damping_loads_without_it(data: dict) -> None:
+    model, gw, origins, wx = data["model"], data["gw"], data["origins"], data["wx"]
+    files = fm.to_files(replace(model, weather_damping={str(k): 0.5 for k in range(1, 9)}))
+    doc = json.loads(files["model.json"])
+    doc.pop("weather_damping")
+    doc["config"].pop("weather_damping")
+    old = fm.from_files({**files, "model.json": json.dumps(doc).encode()})
+    assert old.weather_damping == {} and old.config.weather_damping is False
+    np.testing.assert_allclose(fm.predict(old, gw, origins, weather=wx)["yhat"],
+                               fm.predict(model, gw, origins, weather=wx)["yhat"], rtol=1e-6)
+
+
 def test_weather_model_without_weather_raises(data: dict) -> None:
     model, gw, grid, origins, wx = data["model"], data["gw"], data["grid"], data["origins"], data["wx"]
     with pytest.raises(ModelError):
@@ -186,6 +225,24 @@ def test_train_and_calibrate_weather_model_on_a_grid_ending_with_the_data(data: 
     p = perfect_provider(data["real"], HORIZON, STEP)
     _, hold_p = service.train_and_calibrate(train, fc_settings, cfg, weather=p)
     assert hold_p["metrics"]["holdout_weather"].startswith("weather provider")
+
+
+def test_training_learns_the_damping_from_the_forecasts_its_holdout_is_scored_with(
+        data: dict, fc_settings: Settings) -> None:
+    """Slopes below 1 at long leads for a forecast with errors, 1 for a perfect one; none when switched off."""
+    from shared.forecasting import service
+
+    train = data["gw"][data["gw"]["ts"] < "2022-04-01"]
+    cfg = replace(service.model_config(fc_settings), weather=True, weather_smoothed_input=True, weather_level_seeds=1)
+    noisy = simulated_provider(data["real"], HORIZON, STEP, seed=0, smoothed_input=True, scale=1.5)
+    model, hold = service.train_and_calibrate(train, fc_settings, cfg, weather=noisy)
+    assert model.weather_damping["7"] < 1.0 and model.meta["holdout_metrics"] == hold["metrics"]
+    assert model.meta["weather_damping"] == model.weather_damping
+    perfect, _ = service.train_and_calibrate(train, fc_settings, cfg,
+                                             weather=perfect_provider(data["real"], HORIZON, STEP))
+    assert perfect.weather_damping and set(perfect.weather_damping.values()) == {1.0}
+    off, _ = service.train_and_calibrate(train, fc_settings, replace(cfg, weather_damping=False), weather=noisy)
+    assert off.weather_damping == {}
 
 
 def test_the_weather_model_trains_on_its_own_window_the_weather_free_model_on_the_whole_grid(

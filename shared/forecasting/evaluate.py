@@ -320,6 +320,9 @@ def backtest(
     provider (reported as ``powersense_weather``), or several by name — then every retrain trains one model and each
     provider issues its own forecasts from it (own adaptive intervals, own scores, one entry per name in ``models``).
     The training holdouts use ``holdout_weather`` (default: the single/first provider) at each holdout origin.
+    With several providers, each one's forecasts are damped by *its own* track record on the promoted model's
+    holdout (:func:`source_dampings`), as production damps its one source by that source's: a perfect forecast by
+    nothing. One provider (the store's, ``evaluate-weather-store``) keeps the model's damping, as production does.
     """
     from tqdm import tqdm
 
@@ -359,6 +362,7 @@ def backtest(
     timings, predict_timings, single_timings, retrains, degraded = [], [], [], [], []
     seeds: pd.DataFrame | None = None
     current: Any = None
+    damping: dict[str, dict[str, float]] = {}  # per provider: the current model's damping by its track record
     simple: tuple[str, dict[str, list[float]]] | None = None
     bar = tqdm(total=len(origins) + len(train_dates), desc="backtest", unit="step", disable=not progress,
                file=sys.stderr)
@@ -407,6 +411,9 @@ def backtest(
             decision = "promoted"
         if decision == "promoted":
             current = m
+            if isinstance(weather, dict):  # several sources compared (make evaluate --weather)
+                damping = source_dampings(m, train, pd.Timestamp(hold["holdout"][0]),
+                                          pd.Timestamp(hold["holdout"][1]), providers)
         if seeds is None:
             seeds = hold["forecasts"][["origin", "ts", "yhat", "lead_day", "lower", "upper"]]
         retrains.append({"cut": td.isoformat(), "holdout": hold["holdout"], "train_seconds": timings[-1],
@@ -415,7 +422,10 @@ def backtest(
                          "blend": {k: v.get("weight") for k, v in m.blend.items()},
                          **({"warning": warning} if warning else {}),
                          **({"linear_weight": {k: round(1.0 - float(v["weight"]), 2)
-                                               for k, v in m.linear_blend.items()}} if m.linear_blend else {})})
+                                               for k, v in m.linear_blend.items()}} if m.linear_blend else {}),
+                         **({"weather_damping": m.weather_damping} if m.weather_damping else {}),
+                         **({"weather_damping_by_source": damping}
+                            if decision == "promoted" and damping else {})})
         bar.update(1)
         nxt = train_dates[i + 1] if i + 1 < len(train_dates) else origins[-1] + pd.Timedelta(days=1)
         mine = origins[(origins >= td) & (origins < nxt)]
@@ -426,7 +436,8 @@ def backtest(
             wx1 = (features_for_origins(grid[grid["ts"] < one[0]][["ts", "temp_degc"]], providers[names[0]](one), one,
                                         cfg.resolution_min, current.config.weather_smoothed_input)
                    if providers else None)
-            issue(current, grid[grid["ts"] < one[0]], one, horizon_end=step * steps, weather=wx1)
+            issue(_damped_by(current, damping, names[0]), grid[grid["ts"] < one[0]], one, horizon_end=step * steps,
+                  weather=wx1)
             single_timings.append(round(time.perf_counter() - t1, 3))
         for chunk in np.array_split(np.arange(len(mine)), max(1, len(mine) // 30)):
             if len(chunk) == 0:
@@ -438,7 +449,8 @@ def backtest(
                 if providers:
                     wx = features_for_origins(grid[grid["ts"] < sel.max()][["ts", "temp_degc"]], providers[n](sel),
                                               sel, cfg.resolution_min, current.config.weather_smoothed_input)
-                fc = issue(current, grid[grid["ts"] < sel.max()], sel, horizon_end=step * steps, weather=wx)
+                fc = issue(_damped_by(current, damping, n), grid[grid["ts"] < sel.max()], sel,
+                           horizon_end=step * steps, weather=wx)
                 predict_timings.append((time.perf_counter() - t1) / len(sel))
                 fc["fallback_cal"] = [current.calibration] * len(fc)
                 fcs[n].append(fc)
@@ -507,14 +519,20 @@ WEATHER_NOTES = [
     "weather forecasts.",
     "b_simulated_seed*: realised temperature + simulated forecast errors (AR(1) in time, e-folding 24 h, standard "
     "deviation by lead from ECMWF Tech. Memo 880 (Haiden et al. 2021), HRES 2 m temperature vs European SYNOP "
-    "stations: ≈1.6 K at day 3, ≈2.3 K at day 6, linear in lead; station errors overstate the error of a national "
-    "mean, so (b) is pessimistic). Errors smoothed like the temperature (Enedis smoothed series).",
+    "stations: ≈1.6 K at day 3, ≈2.3 K at day 6, linear in lead; values read off a figure from memory, not "
+    "re-verified; station errors overstate a national mean's, Météo-France's published point accuracy is larger: "
+    "whether (b) is pessimistic is not established, --weather-error-scale shows the sensitivity). Errors smoothed "
+    "like the temperature (Enedis smoothed series).",
     "c_weather_free: the product without weather (the same code as make evaluate), same origins.",
     "The weather model trains where realised temperature exists: the shipped Enedis series starts 2020-01-09, so "
     "the weather model's first training window (forecast_weather_train_days: the 3 years before 2023) has weather "
     "from 2020-01-09 only; the weather-free model trains on forecast_train_days (train_window).",
     "One weather model per retrain (trained on realised temperature; its holdout uses simulated forecasts with a "
     "seed not among the evaluated ones); (a) and every (b) seed issue forecasts from that same model.",
+    "Every temperature forecast is damped toward the normal by its source's own track record on the model's "
+    "holdout (shared/weather/damping.py; retrains[].weather_damping_by_source), as production damps its one source "
+    "by that source's record: (a)'s perfect source earns slopes of 1 (no damping), each (b) seed its own; "
+    "retrains[].weather_damping is what the model learnt from the holdout's own simulated forecasts.",
 ]
 
 
@@ -696,6 +714,33 @@ def format_weather_table(report: dict[str, Any]) -> str:
     lines.append(row("seasonal naive", m["seasonal_naive"]))
     lines += [row(label, m[k]) for k, label in BENCHMARKS.items() if k in m]
     return "\n".join(lines)
+
+
+def source_dampings(model: Any, train: pd.DataFrame, hold_start: pd.Timestamp, hold_end: pd.Timestamp,
+                    providers: dict[str, WeatherProvider]) -> dict[str, dict[str, float]]:
+    """Per provider: the damping of its temperature forecasts by its own track record on ``model``'s holdout
+    (:func:`shared.weather.damping.learn_damping` over the forecasts it gives at the holdout origins) — what the
+    model learnt from the holdout's forecasts, learnt instead from each source's: production has one source and
+    learns from it; a backtest's (a) perfect source earns no damping (slopes 1), each (b) seed its own. Empty for a
+    model without damping."""
+    if not providers or not model.weather_damping:
+        return {}
+    from shared.forecasting.service import holdout_origins
+    from shared.weather.damping import learn_damping
+    from shared.weather.features import features_for_origins
+
+    origins = holdout_origins(hold_start, hold_end, tz=model.config.timezone)
+    realised = train[["ts", "temp_degc"]]
+    return {n: learn_damping(features_for_origins(realised, p(origins), origins, model.config.resolution_min,
+                                                  model.config.weather_smoothed_input), train)
+            for n, p in providers.items()}
+
+
+def _damped_by(model: Any, damping: dict[str, dict[str, float]], name: str) -> Any:
+    """``model`` with provider ``name``'s damping (:func:`source_dampings`), or as it is."""
+    from dataclasses import replace
+
+    return replace(model, weather_damping=damping[name]) if name in damping else model
 
 
 def best_simple_model(train: pd.DataFrame, settings: Settings, cfg: Any, steps: int, origin_hour: int,

@@ -178,6 +178,9 @@ class ModelConfig:
     # Artifacts saved before it have none (see from_files)
     weather_linear_weight: float = 0.3
     weather_linear_level_days: float = 3.0
+    # the temperature forecast shrunk toward the normal by slopes learnt on the training holdout
+    # (shared/weather/damping.py; LoadModel.weather_damping); False = fed as it comes
+    weather_damping: bool = True
     cold_shapes: bool = False  # extra daily shapes weighted by winter depth
     split_mon_fri: bool = True  # Monday and Friday get their own daily shapes
     christmas_week: bool = True  # an event for 24 Dec – 1 Jan
@@ -268,6 +271,10 @@ class LoadModel:
     # (ModelConfig.persistence_mean_days) that the level forecast keeps; empty = the last block persists (models
     # with a level network, and artifacts saved before the weights existed)
     persistence: list[float] = field(default_factory=list)
+    # a weather model: per 24-hour lead block "1".."8", the slope its temperature forecast's anomaly is damped by
+    # (shared/weather/damping.py), learnt on the holdout; empty = fed as it comes (a model trained without a holdout
+    # or with ``config.weather_damping`` off, and artifacts saved before the damping existed)
+    weather_damping: dict[str, float] = field(default_factory=dict)
 
 
 # --- frames the two networks see -------------------------------------------------------------------
@@ -1022,6 +1029,10 @@ def predict(model: LoadModel, history: pd.DataFrame, origins: list[pd.Timestamp]
     targets = [pd.date_range(o, periods=n_steps, freq=step) for o in origins]
     target_lin: list[np.ndarray] | None = None
     if cfg.weather:
+        if weather is not None and model.weather_damping:
+            from shared.weather.damping import apply_damping
+
+            weather = apply_damping(weather, model.weather_damping)
         # the past with the realised weather, each origin's targets with the weather known at that origin
         hist_prof, target_prof, target_lin = _weather_profiles(model, hist[keep], hts, origins, targets, weather,
                                                                hval)
@@ -1316,6 +1327,7 @@ def to_files(model: LoadModel) -> dict[str, bytes]:
         "linear": model.linear,
         "linear_blend": model.linear_blend,
         "persistence": model.persistence,
+        "weather_damping": model.weather_damping,
         "meta": model.meta,
         "profile": _profile_part(model.profile),
         "extra_profiles": [_profile_part(p) for p in model.extra_profiles],
@@ -1381,6 +1393,7 @@ def from_files(files: dict[str, bytes]) -> LoadModel:
     conf.setdefault("weather_profile_seeds", 1)
     conf.setdefault("weather_level_seeds", conf.get("level_seeds", ModelConfig.level_seeds))
     conf.setdefault("weather_linear_weight", 0.0)  # … and no linear part
+    conf.setdefault("weather_damping", False)  # … and no damping of the temperature forecast
     cfg = ModelConfig(**conf)
     _seed(cfg)
     profile = _restore_profile(cfg, doc["profile"], files["profile.pt"])
@@ -1391,7 +1404,8 @@ def from_files(files: dict[str, bytes]) -> LoadModel:
              for k, part in enumerate(doc.get("extra_levels", []), start=1)]
     return LoadModel(cfg, profile, level, calibration=doc["calibration"], meta=doc["meta"], extra_levels=extra,
                      blend=doc.get("blend", {}), extra_profiles=extra_profiles, linear=doc.get("linear"),
-                     linear_blend=doc.get("linear_blend", {}), persistence=doc.get("persistence", []))
+                     linear_blend=doc.get("linear_blend", {}), persistence=doc.get("persistence", []),
+                     weather_damping=doc.get("weather_damping", {}))
 
 
 def _restore_profile(cfg: ModelConfig, part: dict[str, Any], state: bytes) -> Any:

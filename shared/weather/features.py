@@ -86,10 +86,18 @@ def derive(frame: pd.DataFrame, smoothed_input: bool = False) -> pd.DataFrame:
     sm = temp.copy() if smoothed_input else smooth(pd.DatetimeIndex(out["ts"]), temp)
     out["temp_degc"] = temp
     out["temp_smooth_degc"] = sm
-    with np.errstate(invalid="ignore"):
-        out["hdd_smooth"] = np.where(np.isfinite(sm), np.clip(HDD_BASE_C - sm, 0, None), np.nan)
-        out["cdd_smooth"] = np.where(np.isfinite(sm), np.clip(sm - CDD_BASE_C, 0, None), np.nan)
+    out["hdd_smooth"], out["cdd_smooth"] = degrees(sm)
     return out
+
+
+def degrees(smoothed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Heating degrees below :data:`HDD_BASE_C` and cooling degrees above :data:`CDD_BASE_C` of a smoothed
+    temperature (NaN where it is NaN)."""
+    sm = np.asarray(smoothed, dtype=float)
+    with np.errstate(invalid="ignore"):
+        hdd = np.where(np.isfinite(sm), np.clip(HDD_BASE_C - sm, 0, None), np.nan)
+        cdd = np.where(np.isfinite(sm), np.clip(sm - CDD_BASE_C, 0, None), np.nan)
+    return hdd, cdd
 
 
 def _on_grid(frame: pd.DataFrame, idx: pd.DatetimeIndex) -> pd.Series:
