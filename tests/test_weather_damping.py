@@ -91,3 +91,13 @@ def test_no_slopes_leave_the_forecast_as_it_is(realised: pd.DataFrame) -> None:
 def test_slopes_run_from_one_at_the_origin_through_each_block_centre() -> None:
     beta = slopes_at(np.array([0.0, 12.0, 24.0, 36.0, 200.0]), {"1": 0.8, "2": 0.6})
     np.testing.assert_allclose(beta, [1.0, 0.8, 0.7, 0.6, 0.6])
+
+
+def test_the_latest_weather_models_damping_is_a_gauge_per_lead_day() -> None:
+    from shared.forecasting.service import record_weather_damping
+    from shared.metrics import REGISTRY
+
+    record_weather_damping({"1": 0.97, "2": 0.9})
+    record_weather_damping({"1": 0.95})  # the next model's: lead days it has no slope for keep no series
+    assert REGISTRY.get_sample_value("powersense_forecast_weather_damping_ratio", {"lead_day": "1"}) == 0.95
+    assert REGISTRY.get_sample_value("powersense_forecast_weather_damping_ratio", {"lead_day": "2"}) is None

@@ -866,6 +866,15 @@ order by time
             unit="bytes",
         )
     )
+    d.add(
+        timeseries(
+            "Weather forecast damping by lead day (Prometheus)",
+            "Share of the temperature forecast's anomaly the latest weather model keeps per lead day, learnt on its "
+            "holdout from the forecasts' own record: their skill as the model sees it (alert below 0.8 at lead day 1).",
+            prom_target("max by (lead_day) (powersense_forecast_weather_damping_ratio)", "lead day {{lead_day}}"),
+            unit="percentunit",
+        )
+    )
     d.row("Model metrics recorded by detect")
     d.add(
         timeseries(

@@ -561,6 +561,22 @@ FORECAST_WEATHER_DEGRADED = Counter(
     registry=REGISTRY)
 
 
+# the weather model's damping (shared/weather/damping.py), pushed when a weather model is promoted: the share of the
+# temperature forecast's anomaly it keeps per lead day, i.e. the forecasts' skill on its holdout (alert: a day-ahead
+# slope far below the published error model's 0.95-1.00 means a feed that went wrong, e.g. shifted or mis-weighted)
+FORECAST_WEATHER_DAMPING = Gauge(
+    "powersense_forecast_weather_damping_ratio",
+    "Share of the temperature forecast's anomaly (forecast - normal) the latest weather model keeps, per lead day "
+    "(1 = taken as it comes; learnt on its holdout from the forecasts' own record)", ["lead_day"], registry=REGISTRY)
+
+
+def record_weather_damping(damping: dict[str, float]) -> None:
+    """Set the damping gauge from a weather model's slopes (lead days without one keep no series)."""
+    FORECAST_WEATHER_DAMPING.clear()
+    for k, v in damping.items():
+        FORECAST_WEATHER_DAMPING.labels(lead_day=k).set(float(v))
+
+
 # --- training memory ------------------------------------------------------------------------------------
 # The function's memory limit counts its training worker processes too (POWERSENSE_FORECAST_TRAIN_PROCESSES): pushed
 # after each training so that an alert can warn before an out-of-memory kill fails one.
@@ -867,9 +883,12 @@ def maybe_train(store: Store, settings: Settings, artifacts: Any, grid: pd.DataF
             _cache[f"{series}/{version}"] = model
     if warning := hold["metrics"].get("warning"):
         log_event(log, "short_holdout", logging.WARNING, warning=warning, version=version)
+    if weather and decision == "promoted":
+        record_weather_damping(model.weather_damping)
     log_event(log, "model_trained", version=version, decision=decision, reason=why, train_s=train_s,
               holdout_mape=new_mape, current_mape=cur_mape, train_processes=settings.forecast_train_processes,
-              memory=record_training_memory())
+              memory=record_training_memory(),
+              **({"weather_damping": model.weather_damping} if model.weather_damping else {}))
     return {"trained": True, "model": "weather" if weather else "weather_free", "train_reason": reason,
             "version": version, "decision": decision, "reason": why,
             "train_s": train_s,
