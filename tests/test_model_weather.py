@@ -104,9 +104,9 @@ def test_an_artifact_from_before_weather_level_lags_loads_with_its_level_lags(da
 
 def test_the_damping_slopes_travel_with_the_artifact_and_move_only_the_forecast_after_the_origin(data: dict) -> None:
     model, gw, origins, wx = data["model"], data["gw"], data["origins"], data["wx"]
-    damped = replace(model, weather_damping={str(k): 0.5 for k in range(1, 9)})
+    damped = replace(model, weather_damping={str(k): 0.5 for k in range(1, 9)}, weather_normal_offset=0.8)
     back = fm.from_files(fm.to_files(damped))
-    assert back.weather_damping == damped.weather_damping
+    assert back.weather_damping == damped.weather_damping and back.weather_normal_offset == 0.8
     plain, shrunk = fm.predict(model, gw, origins, weather=wx), fm.predict(back, gw, origins, weather=wx)
     first = (shrunk["ts"] == shrunk["origin"]).to_numpy()
     np.testing.assert_allclose(shrunk["yhat"].to_numpy()[first], plain["yhat"].to_numpy()[first], rtol=1e-9)
@@ -134,9 +134,10 @@ def test_an_artifact_from_before_the_damping_loads_without_it(data: dict) -> Non
     files = fm.to_files(replace(model, weather_damping={str(k): 0.5 for k in range(1, 9)}))
     doc = json.loads(files["model.json"])
     doc.pop("weather_damping")
+    doc.pop("weather_normal_offset")
     doc["config"].pop("weather_damping")
     old = fm.from_files({**files, "model.json": json.dumps(doc).encode()})
-    assert old.weather_damping == {} and old.config.weather_damping is False
+    assert old.weather_damping == {} and old.config.weather_damping is False and old.weather_normal_offset == 0.0
     np.testing.assert_allclose(fm.predict(old, gw, origins, weather=wx)["yhat"],
                                fm.predict(model, gw, origins, weather=wx)["yhat"], rtol=1e-6)
 
@@ -238,6 +239,9 @@ def test_training_learns_the_damping_from_the_forecasts_its_holdout_is_scored_wi
     model, hold = service.train_and_calibrate(train, fc_settings, cfg, weather=noisy)
     assert model.weather_damping["7"] < 1.0 and model.meta["holdout_metrics"] == hold["metrics"]
     assert model.meta["weather_damping"] == model.weather_damping
+    from shared.weather.damping import normal_offset
+
+    assert model.weather_normal_offset == normal_offset(train) != 0.0  # the training window's mean anomaly
     perfect, _ = service.train_and_calibrate(train, fc_settings, cfg,
                                              weather=perfect_provider(data["real"], HORIZON, STEP))
     assert perfect.weather_damping and set(perfect.weather_damping.values()) == {1.0}

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from shared.forecasting.evaluate import perfect_provider, realised_temperature
-from shared.weather.damping import apply_damping, learn_damping, slopes_at
+from shared.weather.damping import apply_damping, learn_damping, normal_offset, slopes_at
 from shared.weather.features import WEATHER_COLUMNS, degrees, derive, features_for_origins
 from shared.weather.forecast_error import simulated_provider
 
@@ -86,6 +86,21 @@ def test_no_slopes_leave_the_forecast_as_it_is(realised: pd.DataFrame) -> None:
     origins = _origins("2022-01-10", "2022-01-11")
     known = _known(realised, perfect_provider(realised, HORIZON, STEP), origins)
     pd.testing.assert_frame_equal(apply_damping(known, {}), known)
+
+
+def test_the_offset_is_the_realised_temperatures_mean_anomaly_and_the_damping_pulls_toward_it(
+        realised: pd.DataFrame) -> None:
+    from shared.features import normal_temperature
+
+    real = _realised_features(realised)
+    offset = normal_offset(real)
+    expected = float(np.nanmean(real["temp_smooth_degc"].to_numpy() - normal_temperature(real["ts"]).to_numpy()))
+    assert offset == pytest.approx(expected, abs=1e-4) and offset != 0.0
+    known = _known(realised, perfect_provider(realised, HORIZON, STEP), _origins("2022-01-10", "2022-01-11"))
+    flat = apply_damping(known, {str(k): 0.0 for k in range(1, 9)}, offset)  # slopes 0: the target itself
+    after = (flat["ts"] - flat["origin"]) >= pd.Timedelta(hours=12)
+    np.testing.assert_allclose(flat.loc[after, "temp_smooth_degc"],
+                               normal_temperature(flat.loc[after, "ts"]).to_numpy() + offset)
 
 
 def test_slopes_run_from_one_at_the_origin_through_each_block_centre() -> None:

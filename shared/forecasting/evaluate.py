@@ -423,7 +423,8 @@ def backtest(
                          **({"warning": warning} if warning else {}),
                          **({"linear_weight": {k: round(1.0 - float(v["weight"]), 2)
                                                for k, v in m.linear_blend.items()}} if m.linear_blend else {}),
-                         **({"weather_damping": m.weather_damping} if m.weather_damping else {}),
+                         **({"weather_damping": m.weather_damping,
+                             "weather_normal_offset": m.weather_normal_offset} if m.weather_damping else {}),
                          **({"weather_damping_by_source": damping}
                             if decision == "promoted" and damping else {})})
         bar.update(1)
@@ -732,7 +733,8 @@ def source_dampings(model: Any, train: pd.DataFrame, hold_start: pd.Timestamp, h
     origins = holdout_origins(hold_start, hold_end, tz=model.config.timezone)
     realised = train[["ts", "temp_degc"]]
     return {n: learn_damping(features_for_origins(realised, p(origins), origins, model.config.resolution_min,
-                                                  model.config.weather_smoothed_input), train)
+                                                  model.config.weather_smoothed_input), train,
+                             model.weather_normal_offset)
             for n, p in providers.items()}
 
 

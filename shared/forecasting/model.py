@@ -275,6 +275,9 @@ class LoadModel:
     # (shared/weather/damping.py), learnt on the holdout; empty = fed as it comes (a model trained without a holdout
     # or with ``config.weather_damping`` off, and artifacts saved before the damping existed)
     weather_damping: dict[str, float] = field(default_factory=dict)
+    # °C added to the normal the damping pulls toward: the mean anomaly of the model's realised temperature
+    # (shared.weather.damping.normal_offset); 0 for artifacts saved before it
+    weather_normal_offset: float = 0.0
 
 
 # --- frames the two networks see -------------------------------------------------------------------
@@ -1032,7 +1035,7 @@ def predict(model: LoadModel, history: pd.DataFrame, origins: list[pd.Timestamp]
         if weather is not None and model.weather_damping:
             from shared.weather.damping import apply_damping
 
-            weather = apply_damping(weather, model.weather_damping)
+            weather = apply_damping(weather, model.weather_damping, model.weather_normal_offset)
         # the past with the realised weather, each origin's targets with the weather known at that origin
         hist_prof, target_prof, target_lin = _weather_profiles(model, hist[keep], hts, origins, targets, weather,
                                                                hval)
@@ -1328,6 +1331,7 @@ def to_files(model: LoadModel) -> dict[str, bytes]:
         "linear_blend": model.linear_blend,
         "persistence": model.persistence,
         "weather_damping": model.weather_damping,
+        "weather_normal_offset": model.weather_normal_offset,
         "meta": model.meta,
         "profile": _profile_part(model.profile),
         "extra_profiles": [_profile_part(p) for p in model.extra_profiles],
@@ -1405,7 +1409,8 @@ def from_files(files: dict[str, bytes]) -> LoadModel:
     return LoadModel(cfg, profile, level, calibration=doc["calibration"], meta=doc["meta"], extra_levels=extra,
                      blend=doc.get("blend", {}), extra_profiles=extra_profiles, linear=doc.get("linear"),
                      linear_blend=doc.get("linear_blend", {}), persistence=doc.get("persistence", []),
-                     weather_damping=doc.get("weather_damping", {}))
+                     weather_damping=doc.get("weather_damping", {}),
+                     weather_normal_offset=float(doc.get("weather_normal_offset", 0.0)))
 
 
 def _restore_profile(cfg: ModelConfig, part: dict[str, Any], state: bytes) -> Any:

@@ -172,9 +172,10 @@ def train_and_calibrate(grid: pd.DataFrame, settings: Settings, cfg: Any | None 
         if cfg.weather_damping:
             # the slopes the temperature forecast's anomaly is damped by, learnt on the forecasts the holdout is
             # scored with (those production meets); predict applies them, here and in every later prediction
-            from shared.weather.damping import learn_damping
+            from shared.weather.damping import learn_damping, normal_offset
 
-            model.weather_damping = learn_damping(wx, grid)
+            model.weather_normal_offset = normal_offset(grid)
+            model.weather_damping = learn_damping(wx, grid, model.weather_normal_offset)
     raw = fm.predict(model, grid, origins, weather=wx, parts=True)
     raw = raw[raw["ts"] < end]
     if "yhat_linear" in raw:
@@ -211,10 +212,11 @@ def train_and_calibrate(grid: pd.DataFrame, settings: Settings, cfg: Any | None 
         # the promotion could no longer compare the two (it rejected a worse weather retrain in the 2023 backtest).
         refit = fm.fit(grid, replace(cfg, yearly_order=model.config.yearly_order))
         model = replace(refit, blend=model.blend, calibration=model.calibration, linear_blend=model.linear_blend,
-                        weather_damping=model.weather_damping)
+                        weather_damping=model.weather_damping, weather_normal_offset=model.weather_normal_offset)
     model.meta.update({"holdout": [hold_start.isoformat(), end.isoformat()], "holdout_metrics": metrics,
                        "blend": model.blend, **({"linear_blend": model.linear_blend} if model.linear_blend else {}),
-                       **({"weather_damping": model.weather_damping} if model.weather_damping else {})})
+                       **({"weather_damping": model.weather_damping,
+                           "weather_normal_offset": model.weather_normal_offset} if model.weather_damping else {})})
     # the training leaves reference cycles (the networks' fits, Lightning loops, holdout datasets): collect them
     # here, in the training, not in a later prediction of the same process, which would pay for the full
     # collection (bench forecast, 4-year window: 1.3 s of a 2.4 s prediction run)

@@ -10,8 +10,14 @@ var(e))``: 1 for a perfect forecast, toward 0 as the error grows with the lead.
 
 What is damped is the **smoothed** temperature (``temp_smooth_degc``), the one every weather input of the load
 model is derived from (heating and cooling degrees, the linear companion's terms), against the normal
-(:func:`shared.features.normal_temperature`, Enedis's smoothed normal); its heating and cooling degrees are then
-recomputed (:func:`shared.weather.features.degrees`). ``β`` is learnt per 24-hour lead block after the origin on
+(:func:`shared.features.normal_temperature`, Enedis's smoothed normal) shifted by the mean anomaly of the model's
+own realised temperature (:func:`normal_offset`): the damping's target is the recent climate *in the temperature's
+own definition* — Enedis's normal is a climatological one, colder than recent years (the shipped realised series' mean
+anomaly: 2020 +0.97, 2021 −0.31, 2022 +1.35, 2023 +1.18 °C), and production's temperature is Open-Meteo's, not
+Enedis's, so a fixed normal would pull every damped forecast toward a colder, differently defined temperature. Its
+heating and cooling degrees are then recomputed (:func:`shared.weather.features.degrees`).
+
+``β`` is learnt per 24-hour lead block after the origin on
 the weather model's training holdout, whose temperature forecast is the one production meets
 (``service.HoldoutWeather``: the stored forecasts where they cover an origin, else the published error model),
 so it is the skill of the forecasts the model is fed; between block centres it is interpolated, and it is 1 at
@@ -27,10 +33,18 @@ MIN_POINTS = 48  # holdout targets a lead block needs before its slope is learnt
 BLOCK = pd.Timedelta(hours=24)
 
 
-def _anomalies(frame: pd.DataFrame, column: str) -> np.ndarray:
+def _anomalies(frame: pd.DataFrame, column: str, offset: float) -> np.ndarray:
     from shared.features import normal_temperature
 
-    return frame[column].to_numpy(dtype=float) - normal_temperature(frame["ts"]).to_numpy(dtype=float)
+    return frame[column].to_numpy(dtype=float) - normal_temperature(frame["ts"]).to_numpy(dtype=float) - offset
+
+
+def normal_offset(realised: pd.DataFrame) -> float:
+    """The mean anomaly (°C) of a realised smoothed temperature (``ts, temp_smooth_degc``: the model's training
+    window) against the normal: what the damping's target adds to the normal (0 when nothing is known)."""
+    a = _anomalies(realised, "temp_smooth_degc", 0.0)
+    a = a[np.isfinite(a)]
+    return round(float(a.mean()), 4) if len(a) else 0.0
 
 
 def _lead_hours(frame: pd.DataFrame) -> np.ndarray:
@@ -38,19 +52,20 @@ def _lead_hours(frame: pd.DataFrame) -> np.ndarray:
     return np.asarray(lead / pd.Timedelta(hours=1), dtype=float)
 
 
-def learn_damping(known: pd.DataFrame, realised: pd.DataFrame) -> dict[str, float]:
+def learn_damping(known: pd.DataFrame, realised: pd.DataFrame, offset: float = 0.0) -> dict[str, float]:
     """Per lead block ``"1"``, ``"2"``, … (24 hours each after the origin): the slope ``β`` in [0, 1] of the
     realised smoothed-temperature anomaly on the one known at the origin.
 
     ``known``: ``origin, ts, temp_smooth_degc`` as known at each origin (the holdout's weather features);
-    ``realised``: ``ts, temp_smooth_degc`` (the realised weather features). A block with fewer than
-    :data:`MIN_POINTS` targets known on both sides, or no anomaly at all, gets no slope (not damped).
+    ``realised``: ``ts, temp_smooth_degc`` (the realised weather features); anomalies against the normal plus
+    ``offset`` (:func:`normal_offset`). A block with fewer than :data:`MIN_POINTS` targets known on both sides, or
+    no anomaly at all, gets no slope (not damped).
     """
     j = known[["origin", "ts", "temp_smooth_degc"]].merge(
         realised[["ts", "temp_smooth_degc"]].rename(columns={"temp_smooth_degc": "realised"}), on="ts")
     if j.empty:
         return {}
-    f, a = _anomalies(j, "temp_smooth_degc"), _anomalies(j, "realised")
+    f, a = _anomalies(j, "temp_smooth_degc", offset), _anomalies(j, "realised", offset)
     block = np.floor(_lead_hours(j) / 24.0).astype(int) + 1
     ok = np.isfinite(f) & np.isfinite(a)
     out: dict[str, float] = {}
@@ -74,17 +89,17 @@ def slopes_at(lead_hours: np.ndarray, damping: dict[str, float]) -> np.ndarray:
     return np.interp(np.asarray(lead_hours, dtype=float), centres, values)
 
 
-def apply_damping(weather: pd.DataFrame, damping: dict[str, float]) -> pd.DataFrame:
+def apply_damping(weather: pd.DataFrame, damping: dict[str, float], offset: float = 0.0) -> pd.DataFrame:
     """``weather`` (``origin, ts`` + :data:`~shared.weather.features.WEATHER_COLUMNS`, as known at each origin)
-    with its smoothed temperature damped toward the normal, ``normal + β(lead) · (smoothed − normal)``, and its
-    heating and cooling degrees recomputed from it; the raw ``temp_degc`` is kept. No slopes: unchanged."""
+    with its smoothed temperature damped toward the normal plus ``offset``, ``n + β(lead) · (smoothed − n)``, and
+    its heating and cooling degrees recomputed from it; the raw ``temp_degc`` is kept. No slopes: unchanged."""
     if not damping or weather.empty:
         return weather
     from shared.features import normal_temperature
     from shared.weather.features import degrees
 
     out = weather.copy()
-    normal = normal_temperature(out["ts"]).to_numpy(dtype=float)
+    normal = normal_temperature(out["ts"]).to_numpy(dtype=float) + offset
     beta = slopes_at(_lead_hours(out), damping)
     sm = out["temp_smooth_degc"].to_numpy(dtype=float)
     # where the normal is unknown (no climatology shipped) the forecast is kept as it is
