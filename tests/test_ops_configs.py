@@ -122,6 +122,8 @@ def test_alertmanager_config_is_valid() -> None:
         (["severity=warning", "component=model", "alertname=PowerSenseForecastAccuracyDegraded"], "model-owners"),
         (["severity=warning", "component=data", "alertname=PowerSenseAnomaliesOpen"], "model-owners"),
         (["severity=warning", "component=pipeline", "alertname=PowerSenseStageNotRun"], "ops-webhook"),
+        # a temperature feed gone wrong is the operators' (poll-weather), not the model owners'
+        (["severity=warning", "component=data", "alertname=PowerSenseWeatherForecastSkillLow"], "ops-webhook"),
     ],
 )
 def test_alertmanager_routes_alerts_to_their_receiver(labels: list[str], receiver: str) -> None:

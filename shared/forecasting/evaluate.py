@@ -33,7 +33,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ from shared.errors import BadRequestError, run_cli
 from shared.features import TZ, build_grid, grid_step_for, series_grid, series_step_minutes
 from shared.forecasting import baseline, combine
 from shared.forecasting.gate import finite_or_none, gate, strict
-from shared.forecasting.service import model_config
+from shared.forecasting.service import holdout_origins, model_config
 from shared.ingest.history import (
     add_file_arguments,
     columns_option,
@@ -54,7 +54,8 @@ from shared.ingest.history import (
 )
 from shared.process_limits import peak_rss_bytes
 from shared.settings import REPO_ROOT, Settings, get_settings
-from shared.weather.features import WeatherProvider, perfect_provider
+from shared.weather.damping import learn_damping
+from shared.weather.features import WeatherProvider, features_for_origins, perfect_provider
 from shared.weather.forecast_error import (
     HOLDOUT_SEED,
     SIMULATED_SEEDS,
@@ -103,8 +104,6 @@ def shipped_weather(grid: pd.DataFrame, cfg: Any,
                     extra: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame, Any]:
     """The realised temperature at ``grid``'s steps (shipped, and ``extra`` where given), ``grid`` with its weather
     features, and the weather model's configuration (trained on the Enedis series, which is already smoothed)."""
-    from dataclasses import replace
-
     real = realised_temperature(grid["ts"], extra)
     return real, with_weather(grid, real, smoothed_input=True), replace(cfg, weather=True, weather_smoothed_input=True)
 
@@ -334,8 +333,6 @@ def backtest(
         train_and_calibrate,
         valid_history_days,
     )
-    from shared.weather.features import features_for_origins
-
     cfg = cfg or model_config(settings)
     providers: dict[str, WeatherProvider] = (
         {} if weather is None else dict(weather) if isinstance(weather, dict) else {"powersense_weather": weather})
@@ -545,8 +542,6 @@ def weather_evaluation(grid: pd.DataFrame, rte: pd.DataFrame | None, train_start
     """What weather is worth (issue #12), each run labelled: (a) perfect forecast, (b) simulated forecast errors
     (several seeds: mean and spread), (c) the weather-free product — same origins, same backtest rules.
     ``temperature``: Enedis's series for other years (``--temperature``), over the shipped one."""
-    from dataclasses import replace
-
     step, horizon = pd.Timedelta(minutes=cfg.resolution_min), TARGET_SPAN
     t0 = time.perf_counter()
     real, gw, wcfg = shipped_weather(grid, cfg, temperature)
@@ -649,7 +644,6 @@ def weather_resources(grid: pd.DataFrame, train_start: pd.Timestamp, test_start:
     the peak RSS is the process's (a whole backtest holds far more frames than the stage)."""
     from shared.forecasting import model as fm
     from shared.forecasting.service import issue, train_and_calibrate
-    from shared.weather.features import features_for_origins
 
     step, horizon = pd.Timedelta(minutes=cfg.resolution_min), TARGET_SPAN
     real, gw, wcfg = shipped_weather(grid, cfg, temperature)
@@ -726,10 +720,6 @@ def source_dampings(model: Any, train: pd.DataFrame, hold_start: pd.Timestamp, h
     model without damping."""
     if not providers or not model.weather_damping:
         return {}
-    from shared.forecasting.service import holdout_origins
-    from shared.weather.damping import learn_damping
-    from shared.weather.features import features_for_origins
-
     origins = holdout_origins(hold_start, hold_end, tz=model.config.timezone)
     realised = train[["ts", "temp_degc"]]
     return {n: learn_damping(features_for_origins(realised, p(origins), origins, model.config.resolution_min,
@@ -740,8 +730,6 @@ def source_dampings(model: Any, train: pd.DataFrame, hold_start: pd.Timestamp, h
 
 def _damped_by(model: Any, damping: dict[str, dict[str, float]], name: str) -> Any:
     """``model`` with provider ``name``'s damping (:func:`source_dampings`), or as it is."""
-    from dataclasses import replace
-
     return replace(model, weather_damping=damping[name]) if name in damping else model
 
 

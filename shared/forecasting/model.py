@@ -101,6 +101,7 @@ from shared.forecasting.gate import strict
 from shared.forecasting.linear import fit_linear, level_shift, predict_linear
 from shared.logs import log_event
 from shared.process_limits import available_cpus
+from shared.weather.damping import apply_damping
 
 log = logging.getLogger(__name__)
 
@@ -1033,8 +1034,6 @@ def predict(model: LoadModel, history: pd.DataFrame, origins: list[pd.Timestamp]
     target_lin: list[np.ndarray] | None = None
     if cfg.weather:
         if weather is not None and model.weather_damping:
-            from shared.weather.damping import apply_damping
-
             weather = apply_damping(weather, model.weather_damping, model.weather_normal_offset)
         # the past with the realised weather, each origin's targets with the weather known at that origin
         hist_prof, target_prof, target_lin = _weather_profiles(model, hist[keep], hts, origins, targets, weather,

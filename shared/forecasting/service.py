@@ -64,6 +64,7 @@ from shared.runs import Run
 from shared.settings import Settings
 from shared.store import Store
 from shared.timeutil import to_utc
+from shared.weather.damping import learn_damping, normal_offset
 from shared.weather.features import WEATHER_COLUMNS
 from shared.weather.featurize import FORECAST_LABEL, PAST_KEEP, read_weather_history, read_weather_run
 
@@ -172,8 +173,6 @@ def train_and_calibrate(grid: pd.DataFrame, settings: Settings, cfg: Any | None 
         if cfg.weather_damping:
             # the slopes the temperature forecast's anomaly is damped by, learnt on the forecasts the holdout is
             # scored with (those production meets); predict applies them, here and in every later prediction
-            from shared.weather.damping import learn_damping, normal_offset
-
             model.weather_normal_offset = normal_offset(grid)
             model.weather_damping = learn_damping(wx, grid, model.weather_normal_offset)
     raw = fm.predict(model, grid, origins, weather=wx, parts=True)

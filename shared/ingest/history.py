@@ -140,17 +140,25 @@ def _open(path: Path) -> Iterator[IO[bytes]]:
         yield stream
 
 
-def _parquet_text(path: Path, data: bytes) -> str:
+def _parquet_text(path: Path, data: bytes, header_only: bool = False) -> str:
     """A Parquet file's table as the CSV it would be exported as, so that every format reads through one path:
     instants as ISO 8601 (a zoned column in UTC with its offset, a naive one without: the ``--naive-timestamps``
     rule then applies), dates as ISO dates, nulls as empty cells. ODRÉ's ``exports/parquet`` (a format of the
     Explore API's export endpoint, Opendatasoft ``@opendatasoft/api-client`` ``EXPORT_DATASET_FORMAT``) has the
-    API's field names, so it reads as the field-name CSV export does."""
+    API's field names, so it reads as the field-name CSV export does. ``header_only``: the header line alone,
+    from the file's schema (format detection converts no rows)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(pa.BufferReader(data)).to_pandas()
+        parquet = pq.ParquetFile(pa.BufferReader(data))
+        if header_only:
+            # the columns to_pandas() gives: a stored pandas index becomes the frame's index, not a column
+            index = {c for c in (parquet.schema_arrow.pandas_metadata or {}).get("index_columns", [])
+                     if isinstance(c, str)}
+            return str(pd.DataFrame(columns=[n for n in parquet.schema_arrow.names if n not in index])
+                       .to_csv(index=False))
+        table = parquet.read().to_pandas()
     except (pa.ArrowException, OSError) as exc:
         raise BadRequestError(f"{path}: a Parquet file that cannot be read ({exc})") from None
     for name in table.columns:
@@ -193,11 +201,12 @@ def _text(path: Path) -> str:
 
 def _header(path: Path) -> str:
     """The file's first line only (format detection need not decompress a whole multi-year file); a Parquet
-    file's header is its table's, so it is read whole."""
+    file's from its schema (its metadata sits at the file's end, so its bytes are read whole, its rows not
+    converted)."""
     with _open(path) as stream:
         first = stream.readline(_HEADER_BYTES)
         if first.startswith(_PARQUET):
-            first += stream.read()
+            return _parquet_text(path, first + stream.read(), header_only=True)
         return _decode(path, first)
 
 

@@ -29,13 +29,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from shared.features import normal_temperature
+from shared.weather.features import degrees
+
 MIN_POINTS = 48  # holdout targets a lead block needs before its slope is learnt (else: not damped)
 BLOCK = pd.Timedelta(hours=24)
 
 
 def _anomalies(frame: pd.DataFrame, column: str, offset: float) -> np.ndarray:
-    from shared.features import normal_temperature
-
     return frame[column].to_numpy(dtype=float) - normal_temperature(frame["ts"]).to_numpy(dtype=float) - offset
 
 
@@ -95,9 +96,6 @@ def apply_damping(weather: pd.DataFrame, damping: dict[str, float], offset: floa
     its heating and cooling degrees recomputed from it; the raw ``temp_degc`` is kept. No slopes: unchanged."""
     if not damping or weather.empty:
         return weather
-    from shared.features import normal_temperature
-    from shared.weather.features import degrees
-
     out = weather.copy()
     normal = normal_temperature(out["ts"]).to_numpy(dtype=float) + offset
     beta = slopes_at(_lead_hours(out), damping)
