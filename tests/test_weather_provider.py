@@ -17,11 +17,20 @@ from shared.errors import BadRequestError
 from shared.forecasting.evaluate import local_midnight
 from shared.settings import Settings
 from shared.store import Store
-from shared.weather.featurize import featurize_weather
+from shared.weather import ENEDIS_SOURCE
+from shared.weather.features import WARMUP, WEATHER_COLUMNS, features_for_origins
+from shared.weather.featurize import featurize_weather, read_weather_run
 from shared.weather.provider import evaluate_store, store_provider, uncovered_origins
-from shared.weather.service import backfill
+from shared.weather.service import backfill, enedis_rows, upsert
 from tests.fixtures_forecast import fast_model_settings, history, insert_measurements
-from tests.test_weather_featurize import ISSUED_1, ISSUED_2, enedis, forecast_window, store_forecast  # noqa: F401
+from tests.test_weather_featurize import (  # noqa: F401
+    ISSUED_1,
+    ISSUED_2,
+    REALISED_END,
+    enedis,
+    forecast_window,
+    store_forecast,
+)
 
 HORIZON = pd.Timedelta(days=8, hours=12)
 
@@ -37,16 +46,73 @@ def test_each_origin_reads_the_forecast_known_then(store: Store, cfg: Settings,
     store_forecast(store, cfg, forecast_window(enedis, ISSUED_2).assign(value=lambda f: f["value"] + 3.0), ISSUED_2)
     before, after = pd.Timestamp("2023-03-15T11:00Z"), pd.Timestamp("2023-03-15T12:00Z")
     early = pd.Timestamp("2023-03-15T05:00Z")  # before any poll
-    got = store_provider(store, HORIZON)(pd.DatetimeIndex([early, before, after]))
+    got = store_provider(store, HORIZON, 30)(pd.DatetimeIndex([early, before, after]))
     truth = enedis.set_index("ts")["value"]
-    one = got[got["origin"] == before].set_index("ts")["temp_degc"]
-    two = got[got["origin"] == after].set_index("ts")["temp_degc"]
+    ahead = got[got["ts"] >= got["origin"]]
+    one = ahead[ahead["origin"] == before].set_index("ts")["temp_degc"]
+    two = ahead[ahead["origin"] == after].set_index("ts")["temp_degc"]
     assert len(got[got["origin"] == early]) == 0
     assert one.index.min() == before and one.to_numpy() == pytest.approx(truth.reindex(one.index).to_numpy())
     assert two.index.min() == after and two.to_numpy() == pytest.approx(truth.reindex(two.index).to_numpy() + 3.0)
     # the first poll's forecast ends 9 days after its 06:00 hour: it covers 8.5 days from 11:00, not 9
     assert uncovered_origins(got, pd.DatetimeIndex([early, before, after]), HORIZON) == [early]
     assert uncovered_origins(got, pd.DatetimeIndex([before]), pd.Timedelta(days=9)) == [before]
+
+
+ORIGIN = pd.Timestamp("2023-03-15T10:00Z")  # the hour test_weather_featurize's run at 10:20 splits at
+
+
+@pytest.fixture
+def known_then(store: Store, cfg: Settings, enedis: pd.DataFrame) -> Settings:  # noqa: F811
+    """The archive stored up to 13 March (stored on the 13th), the 06:20 forecast of the 15th."""
+    clock.install(clock.SimulatedClock(datetime(2023, 3, 13, 6, tzinfo=UTC), 0.0))
+    try:
+        backfill(store, cfg, date(2023, 1, 1), REALISED_END, shipped=True)
+    finally:
+        clock.install(None)
+    store_forecast(store, cfg, forecast_window(enedis, ISSUED_1), ISSUED_1)
+    return cfg
+
+
+def test_the_past_before_an_origin_is_the_temperature_known_then_not_what_arrived_later(
+        store: Store, known_then: Settings, enedis: pd.DataFrame) -> None:  # noqa: F811
+    provider = store_provider(store, HORIZON, 30)
+    first = provider(pd.DatetimeIndex([ORIGIN]))
+    past = first[first["ts"] < ORIGIN].set_index("ts")["temp_degc"]
+    assert past.index.min() == ORIGIN - WARMUP and past.index.max() == ORIGIN - pd.Timedelta(minutes=30)
+    # after the newest realised value (12 March 23:30), the forecast's own hours, as featurize combines them
+    truth = enedis.set_index("ts")["value"]
+    hours = past.index[(past.index >= pd.Timestamp(REALISED_END, tz="UTC")) & (past.index.minute == 0)]
+    assert len(hours) == 58 and past[hours].to_numpy() == pytest.approx(truth.reindex(hours).to_numpy())
+    # the archive of 13–15 March arrives on the 20th, 2 °C warmer (a synthetic revision): not read for the origin
+    late = enedis[(enedis["ts"] >= pd.Timestamp(REALISED_END, tz="UTC")) & (enedis["ts"] < ORIGIN)]
+    rows = enedis_rows(late.rename(columns={"value": "realised"}).assign(realised=lambda f: f["realised"] + 2.0,
+                                                                         normal=float("nan")))
+    upsert(store, known_then, rows, source=ENEDIS_SOURCE, batch_id="test-late-archive",
+           inserted_at=datetime(2023, 3, 20, tzinfo=UTC))
+    pd.testing.assert_frame_equal(provider(pd.DatetimeIndex([ORIGIN])), first)
+    # … while an origin after its arrival reads it
+    later = pd.Timestamp("2023-03-20T01:00Z")
+    store_forecast(store, known_then, forecast_window(enedis, later.to_pydatetime()), later.to_pydatetime())
+    got = provider(pd.DatetimeIndex([later])).set_index("ts")["temp_degc"]
+    assert got[hours].to_numpy() == pytest.approx(truth.reindex(hours).to_numpy() + 2.0)
+
+
+def test_the_backtest_path_at_an_origin_is_featurizes_path_at_that_hour(
+        store: Store, known_then: Settings) -> None:
+    """One definition: the provider's past and forecast, derived by ``features_for_origins``, are the weather
+    features featurize wrote for a run in the origin's hour (its smoothing started earlier: equal to 1e-4 °C)."""
+    run_at = ORIGIN + pd.Timedelta(minutes=20)
+    assert featurize_weather(store, known_then, run_at.to_pydatetime())["rows_out"] > 0
+    run = read_weather_run(store, known_then, run_at.to_pydatetime(), ORIGIN)
+    assert run is not None
+    empty = pd.DataFrame({"ts": pd.DatetimeIndex([], tz="UTC"), "temp_degc": pd.Series(dtype=float)})
+    got = features_for_origins(empty, store_provider(store, HORIZON, 30)(pd.DatetimeIndex([ORIGIN])),
+                               pd.DatetimeIndex([ORIGIN]), 30, False)
+    both = got.merge(run.path, on="ts", suffixes=("", "_featurize"))
+    assert len(both) == len(got) > 24 * 2 * 8
+    for column in WEATHER_COLUMNS:
+        assert both[column].to_numpy() == pytest.approx(both[f"{column}_featurize"].to_numpy(), abs=1e-4)
 
 
 def test_training_holdout_reads_stored_forecasts_where_known_and_simulated_errors_elsewhere(
@@ -60,6 +126,7 @@ def test_training_holdout_reads_stored_forecasts_where_known_and_simulated_error
     early, later = pd.Timestamp("2023-03-15T05:00Z"), pd.Timestamp("2023-03-15T11:00Z")
     provider = holdout_weather(realised, None, cfg, store)
     got = provider(pd.DatetimeIndex([early, later]))
+    got = got[got["ts"] >= got["origin"]]  # the forecasts (a stored origin also brings its past as known then)
     truth = realised.set_index("ts")["temp_degc"]
     stored = got[got["origin"] == later].set_index("ts")["temp_degc"]
     assert stored.to_numpy() == pytest.approx(truth.reindex(stored.index).to_numpy() + 3.0)

@@ -764,7 +764,8 @@ def holdout_weather(realised: pd.DataFrame, fill: pd.DataFrame | None, settings:
     horizon = pd.Timedelta(hours=24 * LEVEL_BLOCKS)
     cfg = model_config(settings, weather=True)
     simulated = simulated_provider(realised, horizon, step, HOLDOUT_SEED, cfg.weather_smoothed_input, fill=fill)
-    return HoldoutWeather(simulated, store_provider(store, horizon) if store is not None else None, horizon)
+    return HoldoutWeather(simulated, store_provider(store, horizon, settings.forecast_resolution_min)
+                          if store is not None else None, horizon)
 
 
 def weather_days(grid: pd.DataFrame, resolution_min: int) -> float:

@@ -159,7 +159,9 @@ def features_for_origins(realised: pd.DataFrame, forecasts: pd.DataFrame, origin
 
     ``realised``: ``ts, temp_degc``; ``forecasts``: ``origin, ts, temp_degc`` (each origin's own forecast run, as a
     :data:`WeatherProvider`-like frame). Only the :data:`WARMUP` before each origin is read from ``realised`` (the
-    smoothing has forgotten anything older to e^-15).
+    smoothing has forgotten anything older to e^-15). An origin whose rows in ``forecasts`` also run before it
+    brings its own past — the temperature as it was known at that origin (the store's provider:
+    :func:`shared.weather.provider.store_provider`) — and ``realised`` is not read for it.
     """
     if len(origins) == 0:
         return pd.DataFrame(columns=["origin", "ts", *WEATHER_COLUMNS])
@@ -172,7 +174,10 @@ def features_for_origins(realised: pd.DataFrame, forecasts: pd.DataFrame, origin
     for o in pd.DatetimeIndex(origins).tz_convert("UTC"):
         lo, hi = np.searchsorted(rts, (o - WARMUP).value), np.searchsorted(rts, o.value)
         fo = f.iloc[groups[o]][["ts", "temp_degc"]] if o in groups else f.iloc[:0][["ts", "temp_degc"]]
-        k = known_at(r.iloc[lo:hi], fo, o, resolution_min, smoothed_input)
+        own_past = fo[pd.DatetimeIndex(fo["ts"]).tz_convert("UTC") < o]
+        past = own_past[pd.DatetimeIndex(own_past["ts"]).tz_convert("UTC") >= o - WARMUP] if len(own_past) \
+            else r.iloc[lo:hi]
+        k = known_at(past, fo, o, resolution_min, smoothed_input)
         out.append(k[k["ts"] >= o].assign(origin=o))
     res = pd.concat(out, ignore_index=True)
     return res[["origin", "ts", *WEATHER_COLUMNS]]

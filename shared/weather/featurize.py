@@ -224,22 +224,30 @@ def weather_path(realised: pd.DataFrame, forecast: pd.DataFrame, as_of: pd.Times
 
 
 # --- the stage step -----------------------------------------------------------------------------------------
-def featurize_weather(store: Store, settings: Settings, now: datetime) -> dict[str, Any]:
-    """Plan → compute → write one weather featurize run as of ``now``; returns run details (``rows_out``)."""
+def read_known_inputs(store: Store, start: pd.Timestamp, as_of: pd.Timestamp,
+                      end: pd.Timestamp) -> tuple[list[tuple[str, pd.DataFrame]], pd.DataFrame]:
+    """What was known at ``as_of`` (versions inserted, and verdicts made, at or before it): each realised source's
+    temperature in ``[start, as_of)`` as :func:`combine_realised`'s ``(label, ts, value)`` in priority order, and the
+    temperature forecast (``ts, value``) in ``[start, end)``. Read by featurize's runs and by the real-forecast
+    backtest's provider alike."""
     from shared.series import load_series
 
+    lo, at = to_utc(start).to_pydatetime(), to_utc(as_of).to_pydatetime()
+    sources = [(label, load_series(store, source, metric, lo, at, as_of=at)[["ts", "value"]])
+               for source, metric, label in REALISED_SOURCES]
+    forecast = load_series(store, SOURCE, FORECAST_METRIC, lo, to_utc(end).to_pydatetime(), as_of=at)
+    return sources, forecast[["ts", "value"]]
+
+
+def featurize_weather(store: Store, settings: Settings, now: datetime) -> dict[str, Any]:
+    """Plan → compute → write one weather featurize run as of ``now``; returns run details (``rows_out``)."""
     plan = plan_weather(store, settings, now)
     if plan is None:
         return {"weather_up_to_date": True, "rows_out": 0}
     as_of, res = plan.as_of, settings.forecast_resolution_min
-    lo = (plan.start - WARMUP).to_pydatetime()
     at = as_of.to_pydatetime()
-    sources = []
-    for source, metric, label in REALISED_SOURCES:
-        s = load_series(store, source, metric, lo, at, as_of=at)
-        sources.append((label, s[["ts", "value"]]))
     horizon = as_of + pd.Timedelta(days=settings.weather_forecast_days + 1)
-    forecast = load_series(store, SOURCE, FORECAST_METRIC, lo, horizon.to_pydatetime(), as_of=at)[["ts", "value"]]
+    sources, forecast = read_known_inputs(store, plan.start - WARMUP, as_of, horizon)
     realised = combine_realised(sources, forecast, split_at(as_of), res)
     path = weather_path(realised, forecast, as_of, plan.start, res)
     issued = store.scalar(

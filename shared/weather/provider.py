@@ -10,15 +10,17 @@ origin are never read for it).
 ``python -m shared evaluate-weather-store --test-start 2025-01-01 --test-end 2025-04-01`` runs the backtest of
 ``make evaluate`` (``shared.forecasting.evaluate.backtest``: same training, promotion, combination with naive,
 adaptive intervals) on the store's series (``features``, the grid featurize wrote) twice, same origins: the weather
-model with the stored forecasts, and the weather-free model. What is approximated, and labelled in the report:
+model with the stored forecasts, and the weather-free model. How each model reads the weather (in the report's notes):
 
 * the training holdouts score the weather model as production's training does (``service.holdout_weather``):
   with the stored forecast as known at each holdout origin where one covers it, elsewhere the realised
   temperature plus the simulated forecast error of ``make evaluate --weather`` (no forecast known at a holdout
   origin is required);
-* before each origin the model reads the realised temperature as stored now (``weather_features``' realised
-  past); production, at that origin, had the archive only up to ~5 days before it and the short-range forecast
-  after that, so the smoothing state at the origin is a little better informed here than it was there.
+* before each origin the model reads the temperature as the store knew it then (each realised
+  source as stored at the origin — the archive days behind — and the forecasts' own hours after its newest value,
+  combined as featurize combined them), so the smoothing state at the origin is production's, not one informed by
+  realised values that arrived later. (Until 2026-12-05 the realised temperature as stored *now* was read there:
+  slightly optimistic.)
 
 It refuses (exit status 2) a test period with an origin whose stored forecast, as known then, does not cover
 D+7 (before poll-weather ran, or during an outage): those origins would have had the weather-free model in
@@ -46,19 +48,31 @@ from shared.timeutil import to_utc
 WeatherProviderT = Any  # Callable[[pd.DatetimeIndex], pd.DataFrame]; the alias lives in forecasting.evaluate
 
 
-def store_provider(store: Store, horizon: pd.Timedelta) -> WeatherProviderT:
-    """The stored national temperature forecast as known at each origin for ``[origin, origin + horizon]``:
-    ``origin, ts, temp_degc`` (hourly, as stored; one as-of read per origin)."""
-    from shared.weather.service import load_temperature_forecast
+def store_provider(store: Store, horizon: pd.Timedelta, resolution_min: int) -> WeatherProviderT:
+    """The temperature path as the store knew it at each origin: the national temperature forecast for
+    ``[origin, origin + horizon]`` (hourly, as stored) and, before the origin, the realised temperature as known
+    then — each realised source as stored at the origin, and where the archive had not yet arrived (it runs days
+    behind) the forecasts' own hours, as featurize combined them (``featurize.read_known_inputs`` and
+    ``combine_realised``, on the ``resolution_min`` grid): ``origin, ts, temp_degc``, from
+    :data:`~shared.weather.features.WARMUP` before each origin. An origin with no forecast known then gets no rows.
+    One as-of read per source and origin: a version stored after an origin is never read for it."""
+    from shared.weather.features import WARMUP
+    from shared.weather.featurize import combine_realised, read_known_inputs
 
     def provide(origins: pd.DatetimeIndex) -> pd.DataFrame:
         parts = []
         for o in pd.DatetimeIndex(origins).tz_convert("UTC"):
             # one hour more: the grid steps of the last hour are interpolated between two forecast hours
             end = o + horizon + pd.Timedelta(hours=1)
-            f = load_temperature_forecast(store, o.to_pydatetime(), end.to_pydatetime(), as_of=o.to_pydatetime())
-            parts.append(pd.DataFrame({"origin": o, "ts": pd.DatetimeIndex(f["ts"]).tz_convert("UTC"),
-                                       "temp_degc": f["value"].astype(float).to_numpy()}))
+            sources, forecast = read_known_inputs(store, o - WARMUP, o, end)
+            future = forecast[pd.DatetimeIndex(forecast["ts"]) >= o].dropna(subset=["value"])
+            if future.empty:
+                continue
+            past = combine_realised(sources, forecast, o, resolution_min)
+            parts.append(pd.DataFrame({"origin": o, "ts": pd.DatetimeIndex(past["ts"]).tz_convert("UTC"),
+                                       "temp_degc": past["temp_degc"].astype(float).to_numpy()}))
+            parts.append(pd.DataFrame({"origin": o, "ts": pd.DatetimeIndex(future["ts"]).tz_convert("UTC"),
+                                       "temp_degc": future["value"].astype(float).to_numpy()}))
         if not parts:
             return pd.DataFrame({"origin": pd.DatetimeIndex([], tz="UTC"), "ts": pd.DatetimeIndex([], tz="UTC"),
                                  "temp_degc": np.array([], float)})
@@ -117,7 +131,7 @@ def evaluate_store(store: Store, settings: Settings, test_start: pd.Timestamp, t
     origins = ev.daily_origins(test_start, test_end, origin_hour)
     if len(origins) == 0:
         raise BadRequestError("test period too short: no daily origin inside it")
-    provider = store_provider(store, horizon)
+    provider = store_provider(store, horizon, settings.forecast_resolution_min)
     known = provider(origins)
     # D+7 ends at most 8.5 days after a noon origin; the stored forecast must reach the end of local D+7
     missing = uncovered_origins(known, origins, pd.Timedelta(days=ev.HORIZON_DAYS + 1) - pd.Timedelta(hours=12))
@@ -146,8 +160,8 @@ def evaluate_store(store: Store, settings: Settings, test_start: pd.Timestamp, t
         "notes": [
             "training holdouts, as production's training scores them: the stored forecast as known at each holdout "
             "origin where one covers it, elsewhere the realised temperature plus a simulated forecast error",
-            "before each origin the realised temperature as stored now is read (production then had the archive up "
-            "to ~5 days before the origin and the short-range forecast after it): slightly optimistic",
+            "before each origin the temperature is read as the store knew it then (each realised source as stored "
+            "at the origin, the forecasts' own hours after the newest realised value), as featurize combined it",
         ],
         "models": models,
         "test_period": plain["test_period"],
