@@ -14,7 +14,7 @@ import pytest
 
 from shared import clock
 from shared.errors import BadRequestError
-from shared.forecasting.evaluate import local_midnight
+from shared.forecasting.evaluate import TARGET_SPAN, local_midnight
 from shared.settings import Settings
 from shared.store import Store
 from shared.weather import ENEDIS_SOURCE
@@ -181,6 +181,8 @@ def test_backtest_with_stored_forecasts_against_the_weather_free_model(store: St
     for name in ("powersense_weather_store", "weather_free", "seasonal_naive"):
         assert report["models"][name]["D+1"]["mape"] is not None
     assert report["retrains"]["weather"][0]["decision"] == "promoted"
+    # the forecast's hours read from each origin: its horizon and one hour more (not its past as known then)
+    assert report["forecast_hours_per_origin"] == TARGET_SPAN / pd.Timedelta(hours=1) + 1
 
 
 def test_command_refuses_a_period_without_stored_forecasts(tmp_path: Path) -> None:
