@@ -142,14 +142,34 @@ def test_hour_below_the_weight_share_is_left_out() -> None:
 
 def test_blend_takes_the_first_model_that_covers_each_hour() -> None:
     ts = pd.date_range("2023-12-01", periods=3, freq="h", tz="UTC")
-    national = pd.DataFrame({
-        "model": ["ecmwf_ifs025"] * 3 + ["meteofrance_seamless"] * 2,
-        "ts": list(ts) + list(ts[:2]),
-        "value": [1.0, 2.0, 3.0, 10.0, 20.0],
+    stations = _stations({"a": 0.6, "b": 0.4})
+    rows = pd.DataFrame({
+        "station": ["a", "b"] * 5,
+        "model": ["ecmwf_ifs025"] * 6 + ["meteofrance_seamless"] * 4,
+        "ts": [t for t in ts for _ in "ab"] + [t for t in ts[:2] for _ in "ab"],
+        "value": [1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 10.0, 10.0, 20.0, 20.0],
     })
-    out = blend(national, MODELS)
-    assert out["value"].tolist() == [10.0, 20.0, 3.0]
+    out = blend(rows, stations, MODELS, min_weight_share=0.8)
+    assert out["value"].tolist() == pytest.approx([10.0, 20.0, 3.0])
     assert out["model"].tolist() == ["meteofrance_seamless", "meteofrance_seamless", "ecmwf_ifs025"]
+
+
+def test_blend_fills_a_station_the_first_model_lacks_from_the_next_one() -> None:
+    """An hour Météo-France covers for only some stations (synthetic): the missing station takes ECMWF's value
+    and its own weight, instead of a Météo-France mean renormalised over the stations it has."""
+    stations = _stations({"a": 0.5, "b": 0.3, "c": 0.2})
+    t0 = pd.Timestamp("2023-12-01T00:00Z")
+    rows = pd.DataFrame({
+        "station": ["a", "b", "a", "b", "c"],
+        "model": ["meteofrance_seamless"] * 2 + ["ecmwf_ifs025"] * 3,
+        "ts": t0,
+        "value": [10.0, 0.0, 11.0, 1.0, 14.0],  # c (a warm region) is only in ECMWF's answer
+    })
+    out = blend(rows, stations, MODELS, min_weight_share=0.8)
+    assert out["value"].tolist() == pytest.approx([0.5 * 10 + 0.3 * 0 + 0.2 * 14])
+    assert out["model"].tolist() == ["meteofrance_seamless"]  # 0.8 of the weight
+    renormalised = aggregate(rows[rows["model"] == "meteofrance_seamless"], stations, 0.8)["value"].iloc[0]
+    assert renormalised == pytest.approx((0.5 * 10) / 0.8)  # what the national blend used to take: 1.55 °C colder
 
 
 def test_shipped_stations_file() -> None:

@@ -215,21 +215,36 @@ def aggregate(rows: pd.DataFrame, stations: pd.DataFrame, min_weight_share: floa
     return out[cols].reset_index(drop=True)
 
 
-def blend(national: pd.DataFrame, priority: list[str]) -> pd.DataFrame:
-    """Per ``ts``, the value of the first model of ``priority`` that has one; ``ts, value, model``.
+def blend(rows: pd.DataFrame, stations: pd.DataFrame, priority: list[str],
+          min_weight_share: float) -> pd.DataFrame:
+    """The national forecast: per station and ``ts`` the value of the first model of ``priority`` that has one,
+    then averaged over the stations by :func:`aggregate`; ``ts, value, model`` (``model``: the one that gave the largest
+    share of that hour's weight).
 
     Why a priority and not a mean: Météo-France's seamless forecast (AROME 0.01–0.025° for 2 days,
     ARPEGE after) is the finer model over France but stops after 4 days; ECMWF IFS runs 15 days
     (Open-Meteo docs, meteofrance-api and ecmwf-api pages).  The product needs D+7, so the national
-    forecast is Météo-France's while it lasts, then ECMWF's.
+    forecast is Météo-France's while it lasts, then ECMWF's.  Why per station: an hour a model covers for only
+    some stations would otherwise be that model's mean over the stations it has, its weights renormalised —
+    leaning toward their regions' climate — while the next model has the others; a station is filled from the
+    next model instead, so the national mean keeps the same stations and weights at every hour.
     """
-    if national.empty:
-        return pd.DataFrame({"ts": pd.Series(dtype="datetime64[ns, UTC]"), "value": pd.Series(dtype="float64"),
-                             "model": pd.Series(dtype=object)})
+    cols = {"ts": "datetime64[ns, UTC]", "value": "float64", "model": object}
     rank = {m: i for i, m in enumerate(priority)}
-    frame = national[national["model"].isin(rank)].assign(rank=lambda d: d["model"].map(rank))
-    best = frame.sort_values(["ts", "rank"]).drop_duplicates("ts", keep="first")
-    return best[["ts", "value", "model"]].reset_index(drop=True)
+    frame = rows[rows["model"].isin(rank)] if not rows.empty else rows
+    if frame.empty:
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in cols.items()})
+    best = (frame.assign(rank=frame["model"].map(rank)).sort_values(["station", "ts", "rank"], kind="stable")
+            .drop_duplicates(["station", "ts"], keep="first"))
+    national = aggregate(best.assign(model="blend"), stations, min_weight_share)
+    if national.empty:
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in cols.items()})
+    w = stations.set_index("id")["weight"]
+    share = best.assign(weight=best["station"].map(w).astype("float64")).groupby(["ts", "model"])["weight"].sum()
+    main = share.reset_index().sort_values(["ts", "weight"], ascending=[True, False], kind="stable")
+    main = main.drop_duplicates("ts", keep="first").set_index("ts")["model"]
+    out = national[["ts", "value"]].assign(model=national["ts"].map(main).to_numpy())
+    return out.reset_index(drop=True)
 
 
 

@@ -131,10 +131,9 @@ def plan_past_days(watermark: datetime | None, now: datetime, max_past_days: int
 # --- compute (pure) --------------------------------------------------------------------------------
 
 
-def forecast_rows(national: pd.DataFrame, priority: list[str]) -> pd.DataFrame:
-    """The measurement rows of one run: the blended national forecast + each model's (``ts, metric,
-    nature, value, perimetre``)."""
-    blended = blend(national, priority)
+def forecast_rows(national: pd.DataFrame, blended: pd.DataFrame, priority: list[str]) -> pd.DataFrame:
+    """The measurement rows of one run: the ``blended`` national forecast (:func:`~shared.weather.parse.blend`)
+    + each model's ``national`` one (``ts, metric, nature, value, perimetre``)."""
     parts = [blended.assign(metric=FORECAST_METRIC)[["ts", "metric", "value"]]]
     for model in priority:
         one = national[national["model"] == model]
@@ -249,7 +248,7 @@ def _poll_forecast(store: Store, settings: Settings, run: Run, client: OpenMeteo
     parsed, rejected = _land(store, body, url, ids, models, stage=STAGE, batch_id=batch_id, fetched_at=fetched_at,
                              what="answer")
     national = aggregate(parsed.rows, stations, settings.weather_min_weight_share)
-    rows = forecast_rows(national, models)
+    rows = forecast_rows(national, blend(parsed.rows, stations, models, settings.weather_min_weight_share), models)
     counts = upsert(store, settings, rows, source=SOURCE, batch_id=batch_id, inserted_at=fetched_at)
     hours = parsed.rows.groupby("model")["ts"].nunique().to_dict() if not parsed.rows.empty else {}
     kept = national.groupby("model")["ts"].nunique().to_dict() if not national.empty else {}
