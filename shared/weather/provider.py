@@ -4,8 +4,8 @@ PowerSense keeps every temperature forecast poll-weather received (versioned mea
 ``inserted_at``), so after deployment a backtest can use the forecasts that were really known at each origin
 instead of the (a) perfect / (b) simulated forecasts of ``make evaluate --weather`` (no archived forecasts ship
 with the product). :func:`store_provider` is the :data:`shared.forecasting.evaluate.WeatherProvider` that reads
-them (``load_temperature_forecast(store, origin, origin + horizon, as_of=origin)``: versions inserted after an
-origin are never read for it).
+them, with the temperature known before each origin (``featurize.read_known_inputs(store, …, as_of=origin, …)``:
+versions inserted after an origin are never read for it).
 
 ``python -m shared evaluate-weather-store --test-start 2025-01-01 --test-end 2025-04-01`` runs the backtest of
 ``make evaluate`` (``shared.forecasting.evaluate.backtest``: same training, promotion, combination with naive,
