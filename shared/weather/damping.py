@@ -33,7 +33,6 @@ from shared.features import normal_temperature
 from shared.weather.features import degrees
 
 MIN_POINTS = 48  # holdout targets a lead block needs before its slope is learnt (else: not damped)
-BLOCK = pd.Timedelta(hours=24)
 
 
 def _anomalies(frame: pd.DataFrame, column: str, offset: float) -> np.ndarray:

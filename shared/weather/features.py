@@ -174,10 +174,9 @@ def features_for_origins(realised: pd.DataFrame, forecasts: pd.DataFrame, origin
     for o in pd.DatetimeIndex(origins).tz_convert("UTC"):
         lo, hi = np.searchsorted(rts, (o - WARMUP).value), np.searchsorted(rts, o.value)
         fo = f.iloc[groups[o]][["ts", "temp_degc"]] if o in groups else f.iloc[:0][["ts", "temp_degc"]]
-        own_past = fo[pd.DatetimeIndex(fo["ts"]).tz_convert("UTC") < o]
-        past = own_past[pd.DatetimeIndex(own_past["ts"]).tz_convert("UTC") >= o - WARMUP] if len(own_past) \
-            else r.iloc[lo:hi]
-        k = known_at(past, fo, o, resolution_min, smoothed_input)
+        fts = pd.DatetimeIndex(fo["ts"]).tz_convert("UTC")
+        own_past = fo[(fts < o) & (fts >= o - WARMUP)]
+        k = known_at(own_past if len(own_past) else r.iloc[lo:hi], fo, o, resolution_min, smoothed_input)
         out.append(k[k["ts"] >= o].assign(origin=o))
     res = pd.concat(out, ignore_index=True)
     return res[["origin", "ts", *WEATHER_COLUMNS]]

@@ -229,16 +229,14 @@ def blend(rows: pd.DataFrame, stations: pd.DataFrame, priority: list[str],
     leaning toward their regions' climate — while the next model has the others; a station is filled from the
     next model instead, so the national mean keeps the same stations and weights at every hour.
     """
-    cols = {"ts": "datetime64[ns, UTC]", "value": "float64", "model": object}
     rank = {m: i for i, m in enumerate(priority)}
     frame = rows[rows["model"].isin(rank)] if not rows.empty else rows
-    if frame.empty:
-        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in cols.items()})
     best = (frame.assign(rank=frame["model"].map(rank)).sort_values(["station", "ts", "rank"], kind="stable")
             .drop_duplicates(["station", "ts"], keep="first"))
     national = aggregate(best.assign(model="blend"), stations, min_weight_share)
-    if national.empty:
-        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in cols.items()})
+    if national.empty:  # no rows, or no hour with enough of the weight
+        return pd.DataFrame({"ts": pd.Series(dtype="datetime64[ns, UTC]"), "value": pd.Series(dtype="float64"),
+                             "model": pd.Series(dtype=object)})
     w = stations.set_index("id")["weight"]
     share = best.assign(weight=best["station"].map(w).astype("float64")).groupby(["ts", "model"])["weight"].sum()
     main = share.reset_index().sort_values(["ts", "weight"], ascending=[True, False], kind="stable")
