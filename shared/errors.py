@@ -71,8 +71,9 @@ def http_status(exc: PowerSenseError) -> int:
     return 500
 
 
-# What a command-line tool reports as a bad input (one line on stderr, exit status 2) instead of a traceback.
-CLI_INPUT_ERRORS: tuple[type[Exception], ...] = (BadRequestError, ModelError, OSError, ValueError)
+# What a command-line tool reports as a bad input (one line on stderr, exit status 2) instead of a traceback; an
+# invalid POWERSENSE_* setting is one (ConfigurationError names the variable), like a bad option.
+CLI_INPUT_ERRORS: tuple[type[Exception], ...] = (BadRequestError, ConfigurationError, ModelError, OSError, ValueError)
 
 
 def run_cli(prog: str, command: Callable[[list[str] | None], int], argv: list[str] | None) -> int:

@@ -7,17 +7,29 @@ which was built from the same sources."""
 
 from __future__ import annotations
 
+import argparse
+import bz2
 import gzip
 import io
 import json
+import lzma
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from shared.errors import BadRequestError, ConfigurationError
-from shared.ingest.history import LOAD_COLUMNS, column_key, history_format, read_history, read_history_file
+from shared.ingest.history import (
+    LOAD_COLUMNS,
+    column_key,
+    history_format,
+    naive_tz_option,
+    parse_columns,
+    read_history,
+    read_history_file,
+)
 from shared.ingest.parse import NUMERIC_FIELDS
 from shared.settings import REPO_ROOT, Settings
 from shared.store import Store
@@ -567,3 +579,96 @@ def test_the_bootstrap_logs_the_records_it_refused(store: Store, settings: Setti
     assert len(events) == 1 and events[0].levelname == "WARNING"
     assert events[0].rejected == {"row without a date or time": 1,  # type: ignore[attr-defined]
                                   "local date/heure does not exist in Europe/Paris or cannot be read": 4}
+
+
+def _generic_bytes(start: str, end: str) -> bytes:
+    load = _real_load(start, end)
+    return pd.DataFrame({"timestamp": load["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                         "value": load["consommation"]}).to_csv(index=False).encode()
+
+
+def _zipped(raw: bytes) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("load.csv", raw)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(("kind", "compress"), [
+    ("gzip", gzip.compress), ("xz", lzma.compress), ("bzip2", bz2.compress), ("zip", _zipped)])
+def test_a_truncated_compressed_download_is_one_error_naming_the_file(tmp_path: Path, kind: str,
+                                                                      compress: Callable[[bytes], bytes]) -> None:
+    whole = compress(_generic_bytes("2018-03-01T00:00Z", "2018-03-08T00:00Z"))
+    path = tmp_path / f"load.{kind}"
+    path.write_bytes(whole[: len(whole) // 2])  # an interrupted download
+    with pytest.raises(BadRequestError, match=rf"load\.{kind}: a damaged or truncated {kind} file .*download it again"):
+        read_history_file(path)
+
+
+def test_a_gzip_file_failing_its_checksum_is_one_error_naming_the_file(tmp_path: Path) -> None:
+    data = bytearray(gzip.compress(_generic_bytes("2018-03-01T00:00Z", "2018-03-02T00:00Z")))
+    data[-8] ^= 0xFF  # the trailer's CRC-32 of the uncompressed bytes
+    path = tmp_path / "load.csv.gz"
+    path.write_bytes(bytes(data))
+    with pytest.raises(BadRequestError, match=r"load\.csv\.gz: a damaged or truncated gzip file \(CRC check failed"):
+        read_history_file(path)
+
+
+def test_a_zip_holding_no_file_is_said_to_be_one(tmp_path: Path) -> None:
+    path = tmp_path / "load.zip"
+    with zipfile.ZipFile(path, "w"):
+        pass
+    with pytest.raises(BadRequestError, match=r"load\.zip: a zip archive must hold exactly one file, not 0"):
+        read_history_file(path)
+
+
+def test_the_format_of_a_little_endian_utf16_export_is_told_from_its_header(tmp_path: Path) -> None:
+    path = tmp_path / "load.txt"  # Excel's "Unicode text": UTF-16-LE with its BOM, tabs, CRLF
+    text = _generic_bytes("2018-03-01T00:00Z", "2018-03-02T00:00Z").decode().replace(",", "\t")
+    path.write_bytes(b"\xff\xfe" + text.replace("\n", "\r\n").encode("utf-16-le"))
+    assert history_format(path) == "generic"
+
+
+@pytest.mark.parametrize("compress", [bytes, gzip.compress])
+def test_an_empty_file_is_said_to_be_empty(tmp_path: Path, compress: Callable[[bytes], bytes]) -> None:
+    path = tmp_path / "load.csv"
+    path.write_bytes(compress(b""))
+    with pytest.raises(BadRequestError, match=r"load\.csv: the file is empty"):
+        history_format(path)
+
+
+def test_a_header_without_rows_is_said_to_have_no_data(tmp_path: Path) -> None:
+    path = tmp_path / "load.csv"
+    path.write_text("timestamp,value\n", encoding="utf-8")
+    with pytest.raises(BadRequestError, match=r"load\.csv: no data rows, only a header"):
+        read_history_file(path)
+
+
+@pytest.mark.parametrize(("token", "shown"), [("inf", "inf"), ("-inf", "-inf"), ("Infinity", "inf")])
+def test_an_infinite_value_is_one_clear_error(tmp_path: Path, token: str, shown: str) -> None:
+    load = _real_load("2018-10-27T22:00Z", "2018-10-28T00:00Z")
+    values = load["consommation"].astype(object).copy()
+    values.iloc[2] = token  # pandas' CSV reader reads it as a float: no measurement all the same
+    path = _write_generic(tmp_path / "series.csv", load["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"), values)
+    with pytest.raises(BadRequestError, match=rf"1 values are not numbers \(e\.g\. '{shown}'\)"):
+        read_history_file(path)
+
+
+def test_named_columns_read_another_column_of_a_file_that_has_one_named_consommation(tmp_path: Path) -> None:
+    load = _real_load("2018-10-27T22:00Z", "2018-10-29T00:00Z")
+    path = tmp_path / "load.csv"
+    pd.DataFrame({"date": load["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"), "consommation": load["consommation"],
+                  "prevision": load["consommation"] + 500}).to_csv(path, index=False)
+    df = read_history_file(path, columns=("date", "prevision"))
+    assert (df["consommation"].to_numpy() == load["consommation"].to_numpy() + 500).all()
+
+
+def test_named_columns_naming_one_column_twice_is_one_clear_error() -> None:
+    with pytest.raises(BadRequestError, match=r"--columns names the same column twice \('datetime,DateTime'\)"):
+        parse_columns("datetime,DateTime")
+
+
+def test_wall_clock_timestamps_without_a_zone_are_one_clear_error() -> None:
+    args = argparse.Namespace(naive_timestamps="local", timezone=None)
+    with pytest.raises(BadRequestError, match=r"--naive-timestamps local .* give --timezone"):
+        naive_tz_option(args, "UTC")

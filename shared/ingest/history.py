@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import bz2
+import codecs
 import csv
 import gzip
 import io
@@ -50,12 +51,14 @@ import re
 import sys
 import unicodedata
 import zipfile
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
+import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
@@ -102,10 +105,19 @@ _ALIASES = {
 _ODRE_IDENTITY = ("perimetre", "nature", "date", "heure", "date_heure")
 _SHIPPED = frozenset(("date_heure", "nature", *NUMERIC_FIELDS))
 _PARSE_CHUNK = 20_000  # records validated per step of the progress bar
-_MAGIC: tuple[tuple[bytes, Callable[[Any], Any]], ...] = (  # magic bytes → a decompressing reader
-    (b"\x1f\x8b", lambda f: gzip.GzipFile(fileobj=f)), (b"\xfd7zXZ\x00", lzma.LZMAFile), (b"BZh", bz2.BZ2File))
+_MAGIC: tuple[tuple[bytes, str, Callable[[Any], Any]], ...] = (  # magic bytes → the format, its decompressing reader
+    (b"\x1f\x8b", "gzip", lambda f: gzip.GzipFile(fileobj=f)), (b"\xfd7zXZ\x00", "xz", lzma.LZMAFile),
+    (b"BZh", "bzip2", bz2.BZ2File))
+# a zip's first bytes: a local file header, or the end-of-central-directory record alone (a zip holding nothing)
+_ZIP = (b"PK\x03\x04", b"PK\x05\x06")
+# what a damaged or truncated compressed stream raises as it is read: gzip's BadGzipFile (an OSError: a bad CRC,
+# bytes after the last member that are not one) and zlib.error, EOFError (the stream ends before its end marker:
+# an interrupted download, in all three formats), lzma.LZMAError, bz2's OSError ("Invalid data stream"), and
+# zipfile.BadZipFile (no central directory: a zip cut short)
+_DAMAGED = (OSError, EOFError, zlib.error, lzma.LZMAError, zipfile.BadZipFile)
 _HEADER_BYTES = 1 << 16  # enough for any header line; a one-line JSON document needs only its first character
 _PARQUET = b"PAR1"  # a Parquet file's first (and last) four bytes
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")  # UTF-16's byte-order marks, little- and big-endian
 
 
 def column_key(label: str) -> str:
@@ -119,25 +131,38 @@ def column_key(label: str) -> str:
 
 @contextmanager
 def _open(path: Path) -> Iterator[IO[bytes]]:
-    """The file's bytes as a stream, decompressed (gzip, xz, bzip2 or a one-file zip) as it is read."""
+    """The file's bytes as a stream, decompressed (gzip, xz, bzip2 or a one-file zip) as it is read. A damaged or
+    truncated compressed file (an interrupted download) is a one-line :class:`BadRequestError` naming the file,
+    whether the damage shows when it is opened or as it is read."""
     with ExitStack() as stack:
         stream: IO[bytes] = stack.enter_context(open(path, "rb"))
         head = stream.read(6)
         stream.seek(0)
-        for magic, opener in _MAGIC:
-            if head.startswith(magic):
-                stream = stack.enter_context(opener(stream))
-                break
-        else:
-            if head.startswith(b"PK\x03\x04"):
-                zf = stack.enter_context(zipfile.ZipFile(stream))
-                members = [n for n in zf.namelist() if not n.endswith("/")]
-                if any(n.startswith("xl/") for n in members):  # an .xlsx workbook is a zip of XML parts
-                    raise BadRequestError(f"{path}: an Excel workbook (.xlsx); save its sheet as CSV")
-                if len(members) != 1:
-                    raise BadRequestError(f"{path}: a zip archive must hold exactly one file, not {len(members)}")
-                stream = stack.enter_context(zf.open(members[0]))
-        yield stream
+        kind = next((k for magic, k, _ in _MAGIC if head.startswith(magic)), "zip" if head.startswith(_ZIP) else "")
+        try:
+            if kind == "zip":
+                stream = stack.enter_context(_zip_member(path, stream))
+            elif kind:
+                stream = stack.enter_context(next(o for _, k, o in _MAGIC if k == kind)(stream))
+            yield stream
+        except _DAMAGED as exc:
+            if not kind:  # a plain file's I/O error is the system's own message (it names the file)
+                raise
+            raise BadRequestError(f"{path}: a damaged or truncated {kind} file ({exc}); download it again") from None
+
+
+@contextmanager
+def _zip_member(path: Path, stream: IO[bytes]) -> Iterator[IO[bytes]]:
+    """The one file a zip archive holds, as a stream; a workbook or an archive of several files (or none) is an
+    error that says so."""
+    with zipfile.ZipFile(stream) as zf:
+        members = [n for n in zf.namelist() if not n.endswith("/")]
+        if any(n.startswith("xl/") for n in members):  # an .xlsx workbook is a zip of XML parts
+            raise BadRequestError(f"{path}: an Excel workbook (.xlsx); save its sheet as CSV")
+        if len(members) != 1:
+            raise BadRequestError(f"{path}: a zip archive must hold exactly one file, not {len(members)}")
+        with zf.open(members[0]) as member:
+            yield member
 
 
 def _parquet_text(path: Path, data: bytes, header_only: bool = False) -> str:
@@ -183,7 +208,7 @@ def _decode(path: Path, data: bytes) -> str:
                               "and are read as they are)")
     if data.startswith(_PARQUET):
         return _parquet_text(path, data)
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16 with its BOM: Excel's "Unicode text" export
+    if data.startswith(_UTF16_BOMS):  # UTF-16 with its BOM: Excel's "Unicode text" export
         return data.decode("utf-16")
     if b"\x00" in data[:_HEADER_BYTES]:  # no text encoding the product reads has NUL bytes
         raise BadRequestError(f"{path}: not a text file (CSV, JSON or RTE's text .xls), nor gzip, xz, bzip2 or zip")
@@ -194,9 +219,17 @@ def _decode(path: Path, data: bytes) -> str:
 
 
 def _text(path: Path) -> str:
-    """The file's whole text, decompressed and decoded."""
+    """The file's whole text, decompressed and decoded; an empty file is an error that says so."""
     with _open(path) as stream:
-        return _decode(path, stream.read())
+        return _decode(path, _not_empty(path, stream.read()))
+
+
+def _not_empty(path: Path, data: bytes) -> bytes:
+    """``data``, the first bytes of a file (decompressed), unless there are none: a one-line error then (an empty
+    file read as text has no columns, which format detection would report as an unknown format)."""
+    if not data:
+        raise BadRequestError(f"{path}: the file is empty")
+    return data
 
 
 def _header(path: Path) -> str:
@@ -204,9 +237,14 @@ def _header(path: Path) -> str:
     file's from its schema (its metadata sits at the file's end, so its bytes are read whole, its rows not
     converted)."""
     with _open(path) as stream:
-        first = stream.readline(_HEADER_BYTES)
+        first = _not_empty(path, stream.readline(_HEADER_BYTES))
         if first.startswith(_PARQUET):
             return _parquet_text(path, first + stream.read(), header_only=True)
+        if first.startswith(_UTF16_BOMS):
+            # a byte line ends at the first 0x0a, which in UTF-16 is half of a code unit (little-endian "\n" is
+            # 0a 00) or of another character: decode a block instead, leaving an incomplete last unit out
+            decoder = codecs.getincrementaldecoder("utf-16")()
+            return decoder.decode(first + stream.read(_HEADER_BYTES)).split("\n", 1)[0] + "\n"
         return _decode(path, first)
 
 
@@ -546,6 +584,8 @@ def parse_columns(text: str) -> tuple[str, str]:
     parts = [p.strip() for p in text.split(",")]
     if len(parts) != 2 or not all(parts):
         raise BadRequestError(f"--columns takes two column names, TIME,VALUE, not {text!r}")
+    if column_key(parts[0]) == column_key(parts[1]):
+        raise BadRequestError(f"--columns names the same column twice ({text!r}): the time column, then the value's")
     return parts[0], parts[1]
 
 
@@ -575,8 +615,14 @@ def columns_option(args: argparse.Namespace) -> tuple[str, str] | None:
 
 def naive_tz_option(args: argparse.Namespace, tz: str) -> str:
     """:func:`read_history`'s ``naive_tz`` from ``--naive-timestamps`` (:func:`add_file_arguments`), ``tz`` the
-    series' zone."""
-    return tz if args.naive_timestamps == "local" else "UTC"
+    series' zone. ``local`` with no ``--timezone`` for a series whose zone is UTC (a generic file's default) is a
+    :class:`BadRequestError`: the user asked for a wall clock and named none, and UTC would be read silently."""
+    if args.naive_timestamps != "local":
+        return "UTC"
+    if tz == "UTC" and not getattr(args, "timezone", None):
+        raise BadRequestError("--naive-timestamps local reads the timestamps as the wall clock of --timezone: give "
+                              "--timezone (e.g. Europe/Paris)")
+    return tz
 
 
 def history_format(path: Path | str, columns: tuple[str, str] | None = None) -> str:
@@ -674,7 +720,9 @@ def _generic_frame(path: Path, table: pd.DataFrame, time_col: str, value_col: st
     instants listed twice (the later row kept, as between files: an hour-ending clock writes the fall-back night's
     02:00 twice; a file of several series is an error, :func:`_refuse_several_series`). ``attrs["naive_timestamps"]``:
     whether the timestamps had no UTC offset."""
-    df = table.rename(columns={time_col: "ts", value_col: "consommation"})[["ts", "consommation"]]
+    # select before naming: the file may hold other columns named like the product's own (an eco2mix export's
+    # "consommation" when --columns picks its "prevision_j1")
+    df = table[[time_col, value_col]].set_axis(["ts", "consommation"], axis=1)
     df["consommation"] = _generic_values(path, df["consommation"], sep)
     df["nature"] = ""
     df["ts"], naive = _generic_instants(path, df["ts"], naive_tz)
@@ -698,9 +746,11 @@ def _generic_values(path: Path, values: pd.Series, sep: str) -> pd.Series:
     (:data:`shared.ingest.parse.NULL_TOKENS`) are missing, a decimal comma is read in a ``;``- or tab-separated
     file (the European spreadsheet convention), thousands separators in a comma-separated one where they cannot
     be a decimal comma (``"51,234.5"``, quoted: the US convention); any other text is a one-line error."""
-    if values.dtype != object:
-        return values.astype("float64")
+    # pandas' CSV reader has already read a column of plain numbers, and reads "inf", "-inf" and "Infinity" as
+    # floats too: text that is no measurement, refused as the object path refuses "1e999"
     text = values.astype(str).str.strip().where(values.notna(), "")
+    if values.dtype != object:
+        return _finite(path, values.astype("float64"), text, values.isna())
     missing = text.str.lower().isin(NULL_TOKENS)
     commas = text.str.contains(",", regex=False)
     if sep != "," and commas.any() and not text.str.contains(".", regex=False).any():
@@ -711,10 +761,15 @@ def _generic_values(path: Path, values: pd.Series, sep: str) -> pd.Series:
         # or two groups somewhere ("51,234.5", "1,234,567"): thousands separators (US spreadsheets). "51,234"
         # alone could be a decimal comma of a GW figure, so it stays an error rather than a factor of 1000
         text = text.str.replace(",", "", regex=False)
-    number = pd.to_numeric(text.where(~missing), errors="coerce")
-    if (bad := number.isna() & ~missing).any():
+    return _finite(path, pd.to_numeric(text.where(~missing), errors="coerce").astype("float64"), text, missing)
+
+
+def _finite(path: Path, number: pd.Series, text: pd.Series, missing: pd.Series) -> pd.Series:
+    """``number`` (a file's values read as floats, ``text`` as written) unless one that is not missing is not a
+    finite number (text, an overflow such as ``1e999``, or an infinity): a one-line error quoting it."""
+    if (bad := ~missing & ~np.isfinite(number)).any():
         raise BadRequestError(f"{path}: {int(bad.sum())} values are not numbers (e.g. {text[bad].iloc[0]!r})")
-    return number.astype("float64")
+    return number
 
 
 def read_history_file(path: Path | str, naive_tz: str = "UTC", columns: tuple[str, str] | None = None,
@@ -752,6 +807,8 @@ def read_history_file(path: Path | str, naive_tz: str = "UTC", columns: tuple[st
                 df["nature"] = ""
     else:
         df = _read_source_records(path, *_records_from_table(path, _string_table(text, sep)))
+    if df.empty and not df.attrs.get("rejections"):  # a header alone (a refused row is counted, and said, instead)
+        raise BadRequestError(f"{path}: no data rows, only a header")
     df.attrs["format"] = fmt
     return df
 

@@ -1,0 +1,16 @@
+"""Errors as a command-line user sees them (shared/errors.py): one line naming the cause, exit status 2."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.forecasting import evaluate
+
+
+def test_an_invalid_setting_stops_a_command_with_one_line_naming_the_variable(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("POWERSENSE_FORECAST_HOLDOUT_DAYS", "-1")
+    assert evaluate.main(["--years", "2023", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("evaluate: error: invalid configuration: POWERSENSE_FORECAST_HOLDOUT_DAYS")
+    assert "Traceback" not in err and len(err.splitlines()) == 1
