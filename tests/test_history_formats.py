@@ -672,3 +672,16 @@ def test_wall_clock_timestamps_without_a_zone_are_one_clear_error() -> None:
     args = argparse.Namespace(naive_timestamps="local", timezone=None)
     with pytest.raises(BadRequestError, match=r"--naive-timestamps local .* give --timezone"):
         naive_tz_option(args, "UTC")
+
+
+def test_overlapping_files_that_disagree_keep_the_later_file_and_count_the_instants(tmp_path: Path) -> None:
+    load = _real_load("2018-03-01T00:00Z", "2018-03-03T00:00Z")
+    stamps = load["ts"].dt.strftime("%Y-%m-%dT%H:%MZ")
+    first = _write_generic(tmp_path / "first.csv", stamps.iloc[:60], load["consommation"].iloc[:60])
+    # the second download overlaps the first by 20 instants, 12 of them revised
+    revised = load["consommation"].iloc[40:].copy()
+    revised.iloc[:12] += 300
+    second = _write_generic(tmp_path / "second.csv", stamps.iloc[40:], revised)
+    df = read_history([first, second])
+    assert df.attrs["rejections"] == {"instant in several files with different values (the later file's kept)": 12}
+    assert (df["consommation"].iloc[40:52].to_numpy() == revised.iloc[:12].to_numpy()).all()

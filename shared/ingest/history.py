@@ -813,6 +813,12 @@ def read_history_file(path: Path | str, naive_tz: str = "UTC", columns: tuple[st
     return df
 
 
+def _conflicting_instants(frame: pd.DataFrame) -> int:
+    """How many instants of ``frame`` (files concatenated) carry two or more different known loads."""
+    listed = frame.loc[frame["ts"].duplicated(keep=False), ["ts", "consommation"]].dropna()
+    return int((listed.groupby("ts")["consommation"].nunique() > 1).sum()) if len(listed) else 0
+
+
 def read_history(
     files: Iterable[Path | str],
     start: pd.Timestamp | str | None = None,
@@ -847,6 +853,10 @@ def read_history(
         out = out[out["ts"] >= to_utc(start)]
     if end is not None:
         out = out[out["ts"] < to_utc(end)]
+    if "consommation" in out.columns and (conflicts := _conflicting_instants(out)):
+        # overlapping files (a real-time and a definitive export, or two downloads of one period) that disagree:
+        # the later file's value is kept, as with equal values, but the user is told it was a choice
+        rejections["instant in several files with different values (the later file's kept)"] += conflicts
     out = out.drop_duplicates("ts", keep="last").sort_values("ts").reset_index(drop=True)
     out.attrs = {"rejections": dict(rejections), "formats": sorted(formats), "naive_timestamps": naive}
     return out
