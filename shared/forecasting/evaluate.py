@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -70,6 +71,15 @@ HORIZON_DAYS = 7
 TARGET_SPAN = pd.Timedelta(days=HORIZON_DAYS + 1, hours=12)  # from a daily (noon) origin to the end of its D+7
 # retraining cadence of the backtest (production retrains daily; see backtest() for what is approximated)
 DEFAULT_RETRAIN_DAYS = 91
+# the test period without --test-start / --test-end (and without --years): the year 2023
+DEFAULT_TEST_START, DEFAULT_TEST_END = "2023-01-01", "2024-01-01"
+# the test years --years takes: pandas' timestamps span 1677–2262 and a test year's training window reaches years
+# before it; a year outside is a typo, not a period a history file covers
+TEST_YEARS = range(1900, 2201)
+# the share of the values read over a period's training window and test period that the training-data gate may
+# reject without a note on screen (the report counts them all, skipped_invalid_actuals): above it, or with any test
+# actual rejected, the user is told — a series that crosses zero (net load, exports) loses half its values
+GATED_NOTE_SHARE = 0.05
 
 # --- weather for backtests (``--weather``) ------------------------------------------------------------------
 # Production-like backtests read the temperature forecast known at each origin as-of from the store
@@ -143,6 +153,8 @@ def daily_origins(test_start: pd.Timestamp, test_end: pd.Timestamp, hour: int = 
     first = (test_start.tz_convert(tz).normalize() - pd.Timedelta(days=1)).tz_localize(None)
     last = (test_end.tz_convert(tz).normalize() - pd.Timedelta(days=2)).tz_localize(None)
     days = pd.date_range(first, last, freq="D")
+    if len(days) == 0:  # a period shorter than two days: no origin (the callers say so), still a UTC index
+        return pd.DatetimeIndex([], tz="UTC")
     return pd.DatetimeIndex([(d + pd.Timedelta(hours=hour)).tz_localize(tz, nonexistent="shift_forward",
                                                                          ambiguous=True)
                              for d in days]).tz_convert("UTC")
@@ -173,9 +185,9 @@ def score(fc: pd.DataFrame, actual: pd.DataFrame, test_start: pd.Timestamp, test
         cov = float(((g["value"] >= g["lower"]) & (g["value"] <= g["upper"])).mean()) if has_iv else None
         m: dict[str, Any] = {
             "mape": finite_or_none(round(float((err.abs() / g["value"].abs()).mean() * 100), 3)),
-            "mae": finite_or_none(round(float(err.abs().mean()), 1)),
-            "rmse": finite_or_none(round(float(np.sqrt((err**2).mean())), 1)),
-            "bias": finite_or_none(round(float(err.mean()), 1)),
+            "mae": finite_or_none(round_significant(float(err.abs().mean()))),
+            "rmse": finite_or_none(round_significant(float(np.sqrt((err**2).mean())))),
+            "bias": finite_or_none(round_significant(float(err.mean()))),
             "coverage": round(cov, 3) if cov is not None else None,
             "n": int(len(g)),
         }
@@ -185,6 +197,15 @@ def score(fc: pd.DataFrame, actual: pd.DataFrame, test_start: pd.Timestamp, test
             m["sources"] = {str(k2): int(v) for k2, v in g["yhat_source"].value_counts().items()}
         out[f"D+{k}"] = m
     return out
+
+
+def round_significant(x: float, digits: int = 4) -> float:
+    """``x`` rounded to ``digits`` significant digits but never to fewer than one decimal: an error in MW keeps the
+    one decimal it always had, while a series written in GW (errors of 1.234) keeps the digits that tell models
+    apart instead of being rounded to 1.2."""
+    if not math.isfinite(x) or x == 0:
+        return x
+    return round(x, max(1, digits - 1 - math.floor(math.log10(abs(x)))))
 
 
 def quarter_of(ts: pd.Series, tz: str = TZ) -> pd.Series:
@@ -286,6 +307,20 @@ def gated_counts(gated: pd.DataFrame | None, train_start: pd.Timestamp, test_sta
             "gated_in_training_and_inputs": int(len(before))}
 
 
+def gated_summary(grid: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> tuple[int, int, str]:
+    """Over ``start <= ts < end`` of a :func:`load_data` grid: the values the training-data gate rejected
+    (``attrs["gated"]``), the values read (rejected or kept) and the rejections by reason, most frequent first
+    (``"flatline 2928"``)."""
+    span = (grid["ts"] >= start) & (grid["ts"] < end)
+    kept = int(grid.loc[span, "value"].notna().sum())
+    gated = grid.attrs.get("gated")
+    if not isinstance(gated, pd.DataFrame) or not len(gated):
+        return 0, kept, ""
+    inside = gated[(gated["ts"] >= start) & (gated["ts"] < end)]
+    reasons = ", ".join(f"{k} {v}" for k, v in inside["reason"].value_counts().items())
+    return int(len(inside)), int(len(inside)) + kept, reasons
+
+
 def backtest(
     grid: pd.DataFrame,
     rte: pd.DataFrame | None,
@@ -369,9 +404,16 @@ def backtest(
         bar.set_postfix_str(f"training on {window_start.tz_convert(TZ):%Y-%m-%d}…{td.tz_convert(TZ):%Y-%m-%d %H:%M}")
         days = valid_history_days(train, cfg.resolution_min)
         if days < settings.forecast_min_history_days:
+            # the values the gate took out are why a series with enough days has too few valid ones: say so
+            rejected, read, reasons = gated_summary(grid, window_start, td)
+            why = ""
+            if rejected == read > 0:
+                why = f"; all {rejected} values read before it were rejected by the training-data gate: {reasons}"
+            elif rejected:
+                why = f"; the training-data gate rejected {rejected} of the {read} values read before it: {reasons}"
             raise BadRequestError(
                 f"only {days:.1f} days of valid history before {td.tz_convert(tz):%Y-%m-%d %H:%M}; at least "
-                f"{settings.forecast_min_history_days} needed (POWERSENSE_FORECAST_MIN_HISTORY_DAYS)")
+                f"{settings.forecast_min_history_days} needed (POWERSENSE_FORECAST_MIN_HISTORY_DAYS){why}")
         if days < settings.forecast_model_min_history_days and current is None:
             # too little history for the model: the best simple model on the holdout, and say so
             simple, hold_fc, why = best_simple_model(train, settings, cfg, steps, origin_hour)
@@ -830,15 +872,29 @@ def _fmt(x: Any, spec: str) -> str:
     return "–" if x is None else format(x, spec)
 
 
-def format_table(report: dict[str, Any]) -> str:
-    """Markdown table of the report (what the README shows)."""
-    lines = ["| model | horizon | MAPE % | MAE MW | RMSE MW | bias MW | 80 % coverage |",
+def _fmt_significant(x: float | None, sign: str = "") -> str:
+    """``x`` with four significant digits (whole numbers from 1000): a figure in a unit we do not know, e.g. GW."""
+    if x is None:
+        return "–"
+    decimals = 0 if x == 0 else max(0, 3 - math.floor(math.log10(abs(x))))
+    return format(x, f"{sign}.{decimals}f")
+
+
+def format_table(report: dict[str, Any], unit: str | None = "MW") -> str:
+    """Markdown table of the report (what the README shows). ``unit``: the series' unit (France's files: MW), whole
+    numbers of it; ``None`` for a series whose unit the file does not say (a ``timestamp,value`` CSV may be in GW or
+    kW): the errors in the file's own unit, with four significant digits."""
+    label = unit or "(file's unit)"
+    lines = [f"| model | horizon | MAPE % | MAE {label} | RMSE {label} | bias {label} | 80 % coverage |",
              "|---|---|---|---|---|---|---|"]
     for name, res in report["models"].items():
         for d, m in res.items():
             cov = "–" if m["coverage"] is None else f"{m['coverage'] * 100:.1f} %"
-            lines.append(f"| {name} | {d} | {_fmt(m['mape'], '.2f')} | {_fmt(m['mae'], '.0f')} | "
-                         f"{_fmt(m['rmse'], '.0f')} | {_fmt(m['bias'], '+.0f')} | {cov} |")
+            if unit:
+                errors = [_fmt(m["mae"], ".0f"), _fmt(m["rmse"], ".0f"), _fmt(m["bias"], "+.0f")]
+            else:
+                errors = [_fmt_significant(m["mae"]), _fmt_significant(m["rmse"]), _fmt_significant(m["bias"], "+")]
+            lines.append(f"| {name} | {d} | {_fmt(m['mape'], '.2f')} | " + " | ".join(errors) + f" | {cov} |")
     return "\n".join(lines)
 
 
@@ -897,6 +953,87 @@ def _write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(strict(obj), indent=2, allow_nan=False) + "\n")
 
 
+def check_options(a: argparse.Namespace) -> None:
+    """A :class:`BadRequestError` (one line) for an option value argparse's types accept but the backtest cannot
+    use: it would otherwise be used silently (an origin hour of 25 is 01:00 the next day) or fail deep inside."""
+    if a.years and (bad := [y for y in a.years if y not in TEST_YEARS]):
+        raise BadRequestError(f"--years {bad[0]}: not a test year ({TEST_YEARS[0]} … {TEST_YEARS[-1]}, e.g. 2023)")
+    if not 0 <= a.origin_hour <= 23:
+        raise BadRequestError(f"--origin-hour must be 0–23 (got {a.origin_hour})")
+    if a.retrain_days < 0:
+        raise BadRequestError(f"--retrain-days must be ≥ 0 (0 = trained once; got {a.retrain_days})")
+    if not (math.isfinite(a.weather_error_scale) and a.weather_error_scale >= 0):
+        raise BadRequestError(f"--weather-error-scale must be ≥ 0 (1 = the published errors; got "
+                              f"{a.weather_error_scale:g})")
+    # an empty value would silently mean the default (UTC, no holidays), not what the user typed
+    if a.timezone is not None and not a.timezone.strip():
+        raise BadRequestError("--timezone is empty: give an IANA zone (e.g. Europe/Paris) or leave it out")
+    if a.holidays is not None and not a.holidays.strip():
+        raise BadRequestError("--holidays is empty: give a country code (FR, GB-ENG) or 'none'")
+
+
+def periods_of(a: argparse.Namespace, tz: str) -> list[tuple[str, pd.Timestamp, pd.Timestamp]]:
+    """(label, start, end) of each test period: the ``--years`` (labelled by year) or ``--test-start`` …
+    ``--test-end`` (unlabelled); an end on or before its start is a :class:`BadRequestError`."""
+    if a.years:
+        return [(str(y), local_midnight(f"{y}-01-01", tz), local_midnight(f"{y + 1}-01-01", tz)) for y in a.years]
+    start_text = a.test_start or DEFAULT_TEST_START
+    end_text = a.test_end or DEFAULT_TEST_END
+    start, end = local_midnight(start_text, tz), local_midnight(end_text, tz)
+    if end <= start:
+        raise BadRequestError(f"--test-end ({end_text}{'' if a.test_end else ', its default'}) must be after "
+                              f"--test-start ({start_text}{'' if a.test_start else ', its default'})")
+    if a.train_start and local_midnight(a.train_start, tz) >= start:
+        raise BadRequestError(f"--train-start ({a.train_start}) must be before --test-start ({start_text})")
+    return [("", start, end)]
+
+
+def shipped_files(files: list[Path], train_start: pd.Timestamp, test_start: pd.Timestamp, test_end: pd.Timestamp,
+                  tz: str) -> list[Path]:
+    """The shipped history's yearly files (``eco2mix_national_<year>.csv.gz``) a period reads: its training window's
+    and test period's years only (the history starts in 2000). A test period outside the shipped years is a
+    :class:`BadRequestError` that says what the shipped history covers (not "no history files given": the user gave
+    none and did not have to)."""
+    years = {f: int(f.name[-11:-7]) for f in files}
+    chosen = [f for f, y in years.items() if train_start.year - 1 <= y <= test_end.year]
+    if not chosen or not min(years.values()) <= test_start.tz_convert(tz).year <= max(years.values()):
+        covers = f"covers the years {min(years.values())} … {max(years.values())}" if years else "is empty"
+        raise BadRequestError(f"the shipped history (data/eco2mix, POWERSENSE_HISTORY_FILES) {covers}, not the test "
+                              f"period {test_start.tz_convert(tz):%Y-%m-%d} … {test_end.tz_convert(tz):%Y-%m-%d}: "
+                              "give --data FILE… with the series for it")
+    return chosen
+
+
+def actuals_note(grid: pd.DataFrame, test_start: pd.Timestamp, test_end: pd.Timestamp, tz: str,
+                 default_end: bool) -> str | None:
+    """A note when some of the test period's days come after the data's last instant (no actual to score), a
+    :class:`BadRequestError` when all do (checked before any training: a report of empty tables is no answer);
+    ``default_end``: the period ends at the default ``--test-end``, which the note and the error name."""
+    after, days, last = days_without_actuals(grid, test_start, test_end, tz)
+    if not after or last is None:
+        return None
+    why = f" (--test-end defaults to {DEFAULT_TEST_END})" if default_end else ""
+    if after == days:
+        raise BadRequestError(f"the data end on {last.tz_convert(tz):%Y-%m-%d}, before the test period "
+                              f"{test_start.tz_convert(tz):%Y-%m-%d} … {test_end.tz_convert(tz):%Y-%m-%d}{why}: no "
+                              "actual to score")
+    return (f"the data end on {last.tz_convert(tz):%Y-%m-%d}; {after} of {days} test days have no actuals (not "
+            f"scored){why}")
+
+
+def days_without_actuals(grid: pd.DataFrame, test_start: pd.Timestamp, test_end: pd.Timestamp,
+                         tz: str) -> tuple[int, int, pd.Timestamp | None]:
+    """(test days that start after the data's last instant, test days, that instant): the local days of the test
+    period with no actual to score. The last instant is the last one read, gated or not (the gate's own note
+    counts what it rejected); ``None`` for an empty grid."""
+    if not len(grid):
+        return 0, 0, None
+    last = pd.Timestamp(grid["ts"].max())
+    days = pd.date_range(test_start.tz_convert(tz).tz_localize(None), test_end.tz_convert(tz).tz_localize(None),
+                         freq="D", inclusive="left")
+    return int((days > last.tz_convert(tz).tz_localize(None)).sum()), len(days), last
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point (see module docstring). A bad input ends with one line on stderr and exit status 2."""
     return run_cli("evaluate", _main, argv)
@@ -913,14 +1050,17 @@ def _main(argv: list[str] | None) -> int:
                    help="test years (each a whole local calendar year, trained only on data before it); "
                         "overrides --test-start/--test-end; writes forecast_eval_<year>.json and "
                         "forecast_eval_years.json")
-    p.add_argument("--test-start", default="2023-01-01", help="first local day of the test period")
-    p.add_argument("--test-end", default="2024-01-01", help="local day after the test period")
+    p.add_argument("--test-start", default=None,
+                   help=f"first local day of the test period (default {DEFAULT_TEST_START})")
+    p.add_argument("--test-end", default=None,
+                   help=f"local day after the test period (default {DEFAULT_TEST_END}, whatever the data cover: a "
+                        "note says how many test days have no actuals)")
     p.add_argument("--train-start", default=None,
                    help=f"first local day of training (default: test start − {settings.forecast_train_days} days)")
     p.add_argument("--retrain-days", type=int, default=DEFAULT_RETRAIN_DAYS,
                    help="retrain every N days inside the test period, with production's promotion rule "
                         f"(default {DEFAULT_RETRAIN_DAYS}; production retrains daily; 0 = once)")
-    p.add_argument("--origin-hour", type=int, default=12, help="local hour of the daily forecast origin")
+    p.add_argument("--origin-hour", type=int, default=12, help="local hour of the daily forecast origin (0–23)")
     p.add_argument("--out", type=Path, default=REPO_ROOT / "reports")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--weather", action="store_true",
@@ -950,6 +1090,7 @@ def _main(argv: list[str] | None) -> int:
                         f"POWERSENSE_FORECAST_RESOLUTION_MIN = {settings.forecast_resolution_min}; a timestamp,value "
                         "series that does not fill it, e.g. an hourly one, gets the finest step it fills)")
     a = p.parse_args(argv)
+    check_options(a)
     if a.temperature and not a.weather:
         raise BadRequestError("--temperature goes with --weather")
     temperature = None
@@ -967,21 +1108,22 @@ def _main(argv: list[str] | None) -> int:
     tz, country = calendar
     if note:
         print(f"note: {note}", flush=True)
-    periods: list[tuple[str, pd.Timestamp, pd.Timestamp]] = []
-    if a.years:
-        periods = [(str(y), local_midnight(f"{y}-01-01", tz), local_midnight(f"{y + 1}-01-01", tz)) for y in a.years]
-    else:
-        periods = [("", local_midnight(a.test_start, tz), local_midnight(a.test_end, tz))]
+    periods = periods_of(a, tz)
+    if a.years and (ignored := [o for o, v in (("--test-start", a.test_start), ("--test-end", a.test_end),
+                                               ("--train-start", a.train_start)) if v]):
+        print(f"note: --years sets the test periods and training windows: {', '.join(ignored)} not used", flush=True)
+    windows = [(label, local_midnight(a.train_start, tz) if a.train_start and not a.years
+                else test_start - pd.Timedelta(days=settings.forecast_train_days), test_start, test_end)
+               for label, test_start, test_end in periods]
+    # every period's shipped files chosen before the first training: a year the shipped history lacks stops the run
+    # now, not hours into it
+    shipped = [[] if a.data else shipped_files(settings.history_files, train_start, test_start, test_end, tz)
+               for _, train_start, test_start, test_end in windows]
     a.out.mkdir(parents=True, exist_ok=True)
     reports: dict[int, dict[str, Any]] = {}
     loaded: dict[tuple[Path, ...], tuple[pd.DataFrame, pd.DataFrame | None]] = {}
-    for label, test_start, test_end in periods:
-        train_start = (local_midnight(a.train_start, tz) if a.train_start and not a.years
-                       else test_start - pd.Timedelta(days=settings.forecast_train_days))
-        files = a.data or settings.history_files
-        # only the years that matter are read from the shipped history (it starts in 2000)
-        if a.data is None:
-            files = [f for f in files if train_start.year - 1 <= int(f.name[-11:-7]) <= test_end.year]
+    for (label, train_start, test_start, test_end), shipped_for in zip(windows, shipped, strict=True):
+        files = a.data or shipped_for
         print(f"test period {test_start.tz_convert(tz):%Y-%m-%d} … {test_end.tz_convert(tz):%Y-%m-%d} (local, end "
               f"excluded); training window {train_start.tz_convert(tz):%Y-%m-%d} … the first origin, retrained every "
               f"{a.retrain_days} days (holdout: the last {settings.forecast_holdout_days} days of each window, at "
@@ -1002,8 +1144,29 @@ def _main(argv: list[str] | None) -> int:
             settings = settings.model_copy(update={"forecast_resolution_min": grid.attrs["resolution_min"]})
             print(f"note: the series' step is {grid.attrs['series_step_min']:g} min: forecast grid of "
                   f"{grid.attrs['resolution_min']} min (--resolution sets another)", flush=True)
+        if not a.weather_resources:  # (which only trains, on the data before the test period)
+            default_end = not (a.test_end or a.years)
+            # --data: every period's test days checked at the first read, before any training
+            for _, _, start, end in windows if fresh and a.data else []:
+                actuals_note(grid, start, end, tz, default_end)
+            if missing := actuals_note(grid, test_start, test_end, tz, default_end):
+                print(f"note: {missing}", flush=True)
+        gated_n, read, reasons = gated_summary(grid, train_start, test_end)
+        in_test = gated_summary(grid, test_start, test_end)[0]
+        if gated_n and (in_test or gated_n >= GATED_NOTE_SHARE * read):
+            print(f"note: the training-data gate rejected {gated_n} of the {read} values read for the training "
+                  f"window and test period ({100 * gated_n / read:.1f} %: {reasons}), {in_test} of them test-period "
+                  "actuals: neither trained on nor scored (skipped_invalid_actuals in the report)", flush=True)
         first = grid.loc[grid["value"].notna(), "ts"].min()  # NaT when nothing is valid
-        if pd.notna(first) and first - train_start > pd.Timedelta(days=28):
+        first_origin = daily_origins(test_start, test_end, a.origin_hour, tz)[:1]
+        if pd.notna(first) and len(first_origin) and first >= first_origin[0] and not a.weather_resources:
+            # nothing to train the first model on: said here, not as a negative history span before the error
+            # (--weather-resources measures one training's cost on whatever precedes the test period)
+            raise BadRequestError(
+                f"the data's first valid value is on {first.tz_convert(tz):%Y-%m-%d}, after the first forecast origin "
+                f"({first_origin[0].tz_convert(tz):%Y-%m-%d %H:%M} {tz}, the day before the test period): no history "
+                "to train on; give a later test period or older --data")
+        if pd.notna(first) and first - train_start > pd.Timedelta(days=28) and first < test_start:
             # a user's own file of recent years alone: say how much shorter the history is than the window
             print(f"note: the data start on {first.tz_convert(tz):%Y-%m-%d}, {(first - train_start).days} days after "
                   f"the training window's start: the first model's history spans {(test_start - first).days} days "
@@ -1056,7 +1219,7 @@ def _main(argv: list[str] | None) -> int:
         plot(report, a.out / f"{stem}.png")
         report.pop("_frames")
         _write_json(a.out / f"{stem}.json", report)
-        print(format_table(report))
+        print(format_table(report, None if grid.attrs.get("generic") else "MW"))
         print(format_quarters(report))
         print(f"training + calibration per retrain: {report['train_seconds']} s; wrote {a.out / (stem + '.json')} "
               f"and {a.out / (stem + '.png')}", flush=True)
