@@ -6,7 +6,8 @@ The product's one instant is UTC (README, "Data semantics"): a naive value is ta
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import argparse
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pandas as pd
@@ -22,6 +23,17 @@ def utc_datetime(value: datetime) -> datetime:
     """:func:`to_utc` for a stdlib ``datetime`` without the pandas round trip (the query API converts
     every row of a 10 000-point page, where ``pd.Timestamp`` would cost more than the query)."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def iso_day(text: str) -> str:
+    """An ``argparse`` type for a command line's calendar day: ISO 8601 ``YYYY-MM-DD`` only, returned as that text.
+    ``pd.Timestamp`` would read ``17/04/2023`` as 17 April but ``04/05/2023`` as 5 April (month first when it can
+    be): a French user's 4 May would become a test period a month off without a word."""
+    try:
+        return date.fromisoformat(text.strip()).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a day as YYYY-MM-DD (e.g. 2023-05-04: day and month "
+                                         "orders differ between countries)") from None
 
 
 def from_wall_clock(wall: pd.Series, tz: str) -> pd.Series:

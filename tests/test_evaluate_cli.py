@@ -228,3 +228,13 @@ def test_a_generic_series_in_gw_prints_its_errors_in_its_own_unit(fast: Settings
     assert any(line.startswith("| model | horizon | MAPE % | MAE (file's unit) |") for line in lines)
     d1 = next(line for line in lines if line.startswith("| powersense | D+1 |")).split(" | ")
     assert re.fullmatch(r"\d\.\d{3}", d1[3])  # MAE of a few GW, four significant digits
+
+
+@pytest.mark.parametrize("day", ["04/05/2023", "17/04/2023", "May 4 2023"])
+def test_a_test_day_not_written_yyyy_mm_dd_is_refused_not_guessed(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                  day: str) -> None:
+    # pandas reads 04/05/2023 month first (5 April) and 17/04/2023 day first: one file, two conventions
+    with pytest.raises(SystemExit) as stop:
+        _run(tmp_path, "--test-start", day)
+    assert stop.value.code == 2
+    assert f"argument --test-start: {day!r} is not a day as YYYY-MM-DD" in capsys.readouterr().err

@@ -55,6 +55,7 @@ from shared.ingest.history import (
 )
 from shared.process_limits import peak_rss_bytes
 from shared.settings import REPO_ROOT, Settings, get_settings
+from shared.timeutil import iso_day
 from shared.weather.damping import learn_damping
 from shared.weather.features import WeatherProvider, features_for_origins, perfect_provider
 from shared.weather.forecast_error import (
@@ -1050,12 +1051,12 @@ def _main(argv: list[str] | None) -> int:
                    help="test years (each a whole local calendar year, trained only on data before it); "
                         "overrides --test-start/--test-end; writes forecast_eval_<year>.json and "
                         "forecast_eval_years.json")
-    p.add_argument("--test-start", default=None,
+    p.add_argument("--test-start", type=iso_day, default=None,
                    help=f"first local day of the test period (default {DEFAULT_TEST_START})")
-    p.add_argument("--test-end", default=None,
+    p.add_argument("--test-end", type=iso_day, default=None,
                    help=f"local day after the test period (default {DEFAULT_TEST_END}, whatever the data cover: a "
                         "note says how many test days have no actuals)")
-    p.add_argument("--train-start", default=None,
+    p.add_argument("--train-start", type=iso_day, default=None,
                    help=f"first local day of training (default: test start − {settings.forecast_train_days} days)")
     p.add_argument("--retrain-days", type=int, default=DEFAULT_RETRAIN_DAYS,
                    help="retrain every N days inside the test period, with production's promotion rule "
