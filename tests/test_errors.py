@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
+from shared import settings as settings_mod
 from shared.forecasting import evaluate
 
 
+@pytest.fixture
+def fresh_settings() -> Iterator[None]:
+    """Settings read from this test's environment, not an earlier test's cached object."""
+    settings_mod.get_settings.cache_clear()
+    yield
+    settings_mod.get_settings.cache_clear()
+
+
 def test_an_invalid_setting_stops_a_command_with_one_line_naming_the_variable(
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], fresh_settings: None) -> None:
     monkeypatch.setenv("POWERSENSE_FORECAST_HOLDOUT_DAYS", "-1")
     assert evaluate.main(["--years", "2023", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
