@@ -29,9 +29,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shared.detection.evaluate import default_files
-from shared.errors import BadRequestError
+from shared.detection.evaluate import default_files, no_shipped_history
+from shared.errors import BadRequestError, PowerSenseError, run_cli
+from shared.forecasting.gate import strict
 from shared.ingest.history import add_file_arguments, columns_option, naive_tz_option, read_history
+from shared.timeutil import iso_day
 
 HISTORY_DAYS, TEST_DAYS, EVERY_DAYS, FIRST_START = 63, 21, 45, "2017-01-05"
 END = pd.Timestamp("2020-01-01", tz="UTC")  # every window ends before it
@@ -69,31 +71,82 @@ def run_window(load: pd.DataFrame, start: pd.Timestamp, workdir: Path, retrain_d
                             "--test-start", f"{test0:%Y-%m-%d}", "--test-end", f"{end:%Y-%m-%d}", "--out", str(out),
                             "--no-progress", "--retrain-days", str(retrain_days), *(calendar or [])])
     if rc:
-        raise RuntimeError(f"evaluate failed on the window from {start:%Y-%m-%d} (exit {rc})")
+        # evaluate printed its own one-line error just above; this line says which window it was. Its exit status
+        # is kept: 2 a bad input (a history too short, an unknown zone), 1 any other error it reports
+        message = (f"evaluate failed on the window from {start:%Y-%m-%d} ({history_days} days of history, test "
+                   f"period {test0:%Y-%m-%d} … {end:%Y-%m-%d}): its error is the line above")
+        raise BadRequestError(message) if rc == 2 else PowerSenseError(message)
     models = json.loads((out / "forecast_eval.json").read_text())["models"]
-    return {"start": f"{start:%Y-%m-%d}", **{d: {"powersense": models["powersense"][d]["mape"],
-                                                 "seasonal_naive": models["seasonal_naive"][d]["mape"],
-                                                 "coverage": models["powersense"][d]["coverage"]} for d in DAYS}}
+    return {"start": f"{start:%Y-%m-%d}", **{d: _cell(models, d) for d in DAYS}}
+
+
+def _cell(models: dict[str, Any], day: str) -> dict[str, Any]:
+    """One window's figures at ``day`` (D+k) from evaluate's report; a null coverage keeps evaluate's reason."""
+    ours = models["powersense"][day]
+    cell = {"powersense": ours["mape"], "seasonal_naive": models["seasonal_naive"][day]["mape"],
+            "coverage": ours["coverage"]}
+    if ours.get("coverage_reason"):
+        cell["coverage_reason"] = ours["coverage_reason"]
+    return cell
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean MAPE per D+k over the windows, the window × D+k cells worse / better than naive, and the 80 %
     interval coverage (mean per D+k; cells inside 75–85 %; a window's three test weeks are few origins)."""
-    p = np.array([[r[d]["powersense"] for d in DAYS] for r in rows])
-    n = np.array([[r[d]["seasonal_naive"] for d in DAYS] for r in rows])
-    c = np.array([[np.nan if r[d].get("coverage") is None else r[d]["coverage"] for d in DAYS] for r in rows])
-    def per_day(x: np.ndarray) -> dict[str, float]:
-        return dict(zip(DAYS, np.round(np.nanmean(x, axis=0), 3).tolist(), strict=True))
+    def grid(key: str) -> np.ndarray:
+        # a figure evaluate could not compute is null in its report: NaN here, left out of every mean and count
+        return np.array([[np.nan if r[d].get(key) is None else r[d][key] for d in DAYS] for r in rows], dtype=float)
 
-    return {"windows": len(rows), "mean_mape_powersense": per_day(p), "mean_mape_seasonal_naive": per_day(n),
-            "cells_worse_than_naive": int((p > n + 1e-9).sum()), "cells_better_than_naive": int((p < n - 1e-9).sum()),
-            "cells": int(p.size), "largest_excess_pp": round(float((p - n).max()), 2),
-            "mean_coverage": per_day(c), "coverage_cells_in_75_85": int(((c >= 0.75) & (c <= 0.85)).sum()),
-            "coverage_cells_above_85": int((c > 0.85).sum()), "coverage_cells_below_75": int((c < 0.75).sum())}
+    def per_day(x: np.ndarray) -> dict[str, float | None]:
+        # the mean over the windows with a figure; over none it is null (strict JSON has no NaN)
+        return {d: round(float(np.mean(col[np.isfinite(col)])), 3) if np.isfinite(col).any() else None
+                for d, col in zip(DAYS, x.T, strict=True)}
+
+    def none_reason(x: np.ndarray, what: str) -> dict[str, str]:
+        # beside each null mean, why it is null (as evaluate writes a null coverage's coverage_reason)
+        return {d: f"no window has a {what} at {d}" for d, col in zip(DAYS, x.T, strict=True)
+                if not np.isfinite(col).any()}
+
+    p, n, c = grid("powersense"), grid("seasonal_naive"), grid("coverage")
+    excess = p - n
+    summary: dict[str, Any] = {
+        "windows": len(rows), "mean_mape_powersense": per_day(p), "mean_mape_seasonal_naive": per_day(n),
+        "cells_worse_than_naive": int((p > n + 1e-9).sum()), "cells_better_than_naive": int((p < n - 1e-9).sum()),
+        "cells": int(p.size),
+        "largest_excess_pp": round(float(np.max(excess[np.isfinite(excess)])), 2) if np.isfinite(excess).any()
+        else None,
+        "mean_coverage": per_day(c), "coverage_cells_in_75_85": int(((c >= 0.75) & (c <= 0.85)).sum()),
+        "coverage_cells_above_85": int((c > 0.85).sum()), "coverage_cells_below_75": int((c < 0.75).sum())}
+    reasons = {"mean_mape_powersense_reason": none_reason(p, "MAPE"),
+               "mean_mape_seasonal_naive_reason": none_reason(n, "MAPE"),
+               "mean_coverage_reason": none_reason(c, "coverage (an 80 % interval for every target of the horizon)")}
+    summary.update({k: v for k, v in reasons.items() if v})
+    if summary["largest_excess_pp"] is None:
+        summary["largest_excess_pp_reason"] = "no window × D+k cell has both MAPEs"
+    return summary
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """A :class:`BadRequestError` (one line) for an option value argparse accepts but the windows cannot use:
+    ``--every-days 0`` divided by zero, a negative one gave "no window … ends before …" (the wrong cause), an
+    empty ``--timezone`` / ``--holidays`` was dropped without a word."""
+    for option, value, least in (("--history-days", args.history_days, 1), ("--every-days", args.every_days, 1),
+                                 ("--retrain-days", args.retrain_days, 0)):
+        if value < least:
+            raise BadRequestError(f"{option} must be ≥ {least} (got {value})")
+    for option, value in (("--timezone", args.timezone), ("--holidays", args.holidays)):
+        if value is not None and not value.strip():
+            raise BadRequestError(f"{option} is empty: give a value or leave it out")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run every window; print the per-window figures and the summary (JSON)."""
+    """Run every window; print the per-window figures and the summary (strict JSON). A bad input (a missing file, an
+    unknown column, an option out of range, a window evaluate refuses) ends with one line on stderr and exit status
+    2, as ``evaluate``'s does."""
+    return run_cli("bench.short_series", _main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.short_series", description=__doc__.split("\n")[0])
     parser.add_argument("--retrain-days", type=int, default=0,
                         help="retrain every N days inside each window's test days, with the promotion rule, as "
@@ -102,10 +155,10 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"days of history before each window's test days (default {HISTORY_DAYS})")
     parser.add_argument("--every-days", type=int, default=EVERY_DAYS,
                         help=f"days between window starts (default {EVERY_DAYS})")
-    parser.add_argument("--first-start", default=FIRST_START,
+    parser.add_argument("--first-start", type=iso_day, default=FIRST_START,
                         help=f"first window's start (default {FIRST_START}; longer histories "
                              "need earlier starts to get several windows before 2020)")
-    parser.add_argument("--end", default=None,
+    parser.add_argument("--end", type=iso_day, default=None,
                         help="every window ends before this date (default 2020-01-01; e.g. 2024-01-01 for another "
                              "series' files of 2022-2023 with --first-start 2022-01-05)")
     parser.add_argument("--step-minutes", type=int, choices=(30, 60), default=30,
@@ -118,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--holidays", default=None, help="evaluate's --holidays for every window (default: none)")
     add_file_arguments(parser)
     args = parser.parse_args(argv)
+    check_options(args)
     end = pd.Timestamp(args.end, tz="UTC") if args.end else END
     starts = windows(args.history_days, args.every_days, args.first_start, end)
     if not starts:
@@ -130,8 +184,10 @@ def main(argv: list[str] | None = None) -> int:
         columns = columns_option(args)
     except BadRequestError as exc:
         parser.error(str(exc))
-    load = read_history(args.data or default_files(starts[0], end - pd.Timedelta(days=1), 0),
-                        naive_tz=naive_tz_option(args, args.timezone or "UTC"), columns=columns)
+    files = args.data or default_files(starts[0], end - pd.Timedelta(days=1), 0)
+    if not files:
+        raise no_shipped_history(starts[0], end)
+    load = read_history(files, naive_tz=naive_tz_option(args, args.timezone or "UTC"), columns=columns)
     load = load[load["ts"].dt.minute.isin([0, 30])][["ts", "consommation"]].rename(
         columns={"ts": "timestamp", "consommation": "value"})
     rows = []
@@ -147,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
            "data": [str(f) for f in args.data] if args.data else "shipped",
            "calendar": calendar, "summary": summarize(rows),
            "windows": rows}
-    print(json.dumps(doc, indent=1))
+    # strict JSON: a figure that cannot be computed is null (with its reason), never NaN
+    print(json.dumps(strict(doc), indent=1, allow_nan=False))
     return 0
 
 

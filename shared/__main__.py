@@ -25,10 +25,18 @@ def main(argv: list[str] | None = None) -> int:
     """Dispatch to a command's ``main(argv)``."""
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help") or args[0] not in COMMANDS:
-        print("usage: python -m shared <command> [options]\n\ncommands:")
+        asked = bool(args) and args[0] in ("-h", "--help")
+        # help asked for goes to stdout (exit 0); after a mistake, as argparse does, the usage and the error go to
+        # stderr (exit 2), and a mistyped command is named: the usage alone did not say what was wrong
+        out = sys.stdout if asked else sys.stderr
+        print("usage: python -m shared <command> [options]\n\ncommands:", file=out)
         for name, (_, _, help_) in COMMANDS.items():
-            print(f"  {name:<20} {help_}")
-        return 0 if args and args[0] in ("-h", "--help") else 2
+            print(f"  {name:<20} {help_}", file=out)
+        if asked:
+            return 0
+        problem = f"unknown command {args[0]!r}" if args else "no command given"
+        print(f"python -m shared: error: {problem}", file=out)
+        return 2
     module, func, _ = COMMANDS[args[0]]
     return int(getattr(importlib.import_module(module), func)(args[1:]) or 0)
 

@@ -77,9 +77,14 @@ CLI_INPUT_ERRORS: tuple[type[Exception], ...] = (BadRequestError, ConfigurationE
 
 
 def run_cli(prog: str, command: Callable[[list[str] | None], int], argv: list[str] | None) -> int:
-    """Run ``command(argv)``; a bad input (:data:`CLI_INPUT_ERRORS`) ends with ``PROG: error: …`` on stderr and 2."""
+    """Run ``command(argv)``; a bad input (:data:`CLI_INPUT_ERRORS`) ends with ``PROG: error: …`` on stderr and 2,
+    any other error the product raises on purpose (the store unreachable, the source failing after its retries, a
+    command run before the one it needs) with that line and 1. A traceback is left for bugs."""
     try:
         return command(argv)
     except CLI_INPUT_ERRORS as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
+    except PowerSenseError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1

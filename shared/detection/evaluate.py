@@ -73,6 +73,15 @@ def default_files(start: pd.Timestamp, end: pd.Timestamp, history_days: int) -> 
     return [f for f in files if f.exists()]
 
 
+def no_shipped_history(start: pd.Timestamp, end: pd.Timestamp) -> BadRequestError:
+    """The error for a period :func:`default_files` has no file for: what the shipped history covers, and to give
+    ``--data`` (not read_history's "no history files given": the user gave none and did not have to)."""
+    years = sorted(int(f.name[-11:-7]) for f in (REPO_ROOT / "data" / "eco2mix").glob("eco2mix_national_*.csv.gz"))
+    covers = f"covers the years {years[0]} … {years[-1]}" if years else "is empty"
+    return BadRequestError(f"the shipped history (data/eco2mix) {covers}, not the period {_moment(start)} … "
+                           f"{_moment(end)}: give --data FILE… with the series for it")
+
+
 def inject(
     x: pd.Series, start: pd.Timestamp, end: pd.Timestamp, per_kind: int, seed: int
 ) -> tuple[pd.Series, pd.DataFrame]:
@@ -99,6 +108,8 @@ def inject(
             length = int(rng.integers(int(steps_per_h), int(12 * steps_per_h) + 1))
         else:
             length = int(rng.integers(int(steps_per_h), int(24 * steps_per_h) + 1))
+        if hi - length <= lo:
+            continue  # no room for this length between the margins: fewer labels, stated in the report
         for _ in range(2000):
             s = int(rng.integers(lo, hi - length))
             a, b = s - buffer, s + length + buffer
@@ -122,7 +133,9 @@ def inject(
             {"kind": kind, "start": x.index[s], "end": x.index[s + length - 1], "steps": length, "magnitude": magnitude}
         )
     out[:] = vals
-    return out, pd.DataFrame(labels).sort_values("start").reset_index(drop=True)
+    # with no label placed (a period with no value to inject into), an empty frame of the same columns
+    frame = pd.DataFrame(labels, columns=["kind", "start", "end", "steps", "magnitude"])
+    return out, frame.sort_values("start").reset_index(drop=True)
 
 
 def cron_ticks(start: pd.Timestamp, end: pd.Timestamp, schedule: str) -> pd.DatetimeIndex:
@@ -467,6 +480,11 @@ def evaluate(
     hist = read_history(files, start - pd.Timedelta(days=history_days), end, naive_tz=naive_tz, columns=columns)
     if "consommation" not in hist.columns:
         raise ValueError("no consommation/value column in the data")
+    in_period = hist.loc[(hist["ts"] >= start) & (hist["ts"] < end), "consommation"]
+    if not in_period.notna().any():
+        # nothing to inject into or score: said in the user's terms, not as an IndexError deep in the grid code
+        raise BadRequestError(f"no data between {_moment(start)} and {_moment(end)}; "
+                              f"{data_extent(files, naive_tz, columns)}")
     other = is_other_series(hist.attrs["formats"])  # not France's files: none of RTE's publication rules
     x = regular_grid(hist.rename(columns={"consommation": "value"})[["ts", "value"]])
     x = x.reindex(pd.date_range(x.index[0], end - (x.index[1] - x.index[0]), freq=x.index[1] - x.index[0]))
@@ -591,6 +609,54 @@ def plot(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def _moment(ts: pd.Timestamp) -> str:
+    """A UTC instant as a person reads it: the day alone at midnight, else day and time."""
+    return f"{ts:%Y-%m-%d}" if ts == ts.normalize() else f"{ts:%Y-%m-%d %H:%M} UTC"
+
+
+def data_extent(files: list[Path], naive_tz: str, columns: tuple[str, str] | None) -> str:
+    """``the data cover FIRST to LAST`` (the files' first and last values, whatever the period): what an error about
+    a period without data tells the user to choose from. Read again in full, only on that error path."""
+    hist = read_history(files, naive_tz=naive_tz, columns=columns)
+    ts = hist.loc[hist["consommation"].notna(), "ts"] if "consommation" in hist.columns else hist["ts"].iloc[:0]
+    if ts.empty:
+        return "the data hold no value"
+    return f"the data cover {_moment(ts.min())} to {_moment(ts.max())}"
+
+
+# inject keeps a day clear of each end; a day between them takes every kind but the longest level shifts and
+# missing blocks (skipped where they do not fit: fewer labels, counted in the report's "injected")
+MIN_PERIOD = pd.Timedelta(days=3)
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """A :class:`BadRequestError` (one line) for an option value argparse accepts but the evaluation cannot use:
+    it would otherwise be replaced silently (``--per-kind 0`` by the default, an empty ``--timezone`` by UTC) or
+    fail deep inside (``--per-kind -2``: a ``KeyError``)."""
+    if args.per_kind is not None and args.per_kind < 1:
+        raise BadRequestError(f"--per-kind must be ≥ 1 (anomalies injected per kind; got {args.per_kind})")
+    if args.timezone is not None and not args.timezone.strip():
+        raise BadRequestError("--timezone is empty: give an IANA zone (e.g. Europe/Paris) or leave it out")
+    if args.holidays is not None and not args.holidays.strip():
+        raise BadRequestError("--holidays is empty: give a country code (FR, GB-ENG) or 'none'")
+
+
+def period_of(args: argparse.Namespace, default: tuple[str, str]) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """(start, end) in UTC from ``--start`` / ``--end`` (each defaulting to ``default``); an end not after the start
+    or a period too short to inject into is a :class:`BadRequestError` in the user's terms (numpy's
+    ``low >= high`` otherwise)."""
+    start_text = args.start or default[0]
+    end_text = args.end or default[1]
+    start, end = to_utc(start_text), to_utc(end_text)
+    if end <= start:
+        raise BadRequestError(f"--end ({end_text}{'' if args.end else ', its default'}) must be after "
+                              f"--start ({start_text}{'' if args.start else ', its default'})")
+    if end - start < MIN_PERIOD:
+        raise BadRequestError(f"the period --start {start_text} … --end {end_text} is shorter than "
+                              f"{MIN_PERIOD.days} days: anomalies are injected a day clear of each end")
+    return start, end
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point (see module docstring). A bad input ends with one line on stderr and exit status 2, as
     ``evaluate``'s does."""
@@ -623,16 +689,18 @@ def _main(argv: list[str] | None) -> int:
                          "GB-ENG, or 'none'; default as evaluate chooses it): the profile's day types")
     add_file_arguments(ap)
     args = ap.parse_args(argv)
+    check_options(args)
     settings = get_settings()
     configure_logging(settings.log_level)
     deployed = args.expectation == "deployed"
-    period = DEPLOYED_PERIOD if deployed else ("2023-01-01T00:00:00Z", "2024-01-01T00:00:00Z")
-    start, end = to_utc(args.start or period[0]), to_utc(args.end or period[1])
-    per_kind = args.per_kind or (10 if deployed else 30)
+    start, end = period_of(args, DEPLOYED_PERIOD if deployed else ("2023-01-01T00:00:00Z", "2024-01-01T00:00:00Z"))
+    per_kind = args.per_kind if args.per_kind is not None else (10 if deployed else 30)
     if args.deployed_clean and not deployed:
         ap.error("--deployed-clean goes with --expectation deployed")
     # the deployed model trains on the forecast_train_days before the period
     files = args.data or default_files(start, end, settings.forecast_train_days + 1 if deployed else 70)
+    if not files:
+        raise no_shipped_history(start, end)
     columns = columns_option(args)
     calendar, note, _ = series_calendar(files, args.timezone, args.holidays, columns)
     if note:

@@ -1,0 +1,231 @@
+"""Command lines' answers to ordinary input mistakes (a robustness probe's findings): ``python -m bench.short_series``,
+``python -m shared evaluate-anomalies``, ``python -m shared <unknown command>`` and ``python -m shared config``. One
+line on stderr and exit status 2 instead of a traceback, numpy's words or a silent default; strict JSON on stdout.
+The series are REAL eco2mix load written as ``timestamp,value`` CSVs."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from shared import settings as settings_mod
+from shared.settings import REPO_ROOT
+from tests.fixtures_forecast import history
+
+SPRING = ("2023-03-01", "2023-05-01")  # the real load the bench windows and the anomaly periods are cut from
+
+
+@pytest.fixture
+def fresh_settings() -> Iterator[None]:
+    """Settings built from this test's environment, and not left cached for the next test."""
+    settings_mod.get_settings.cache_clear()
+    yield
+    settings_mod.get_settings.cache_clear()
+
+
+def _csv(tmp_path: Path, start: str, end: str) -> Path:
+    """Real national load ``start <= ts < end`` as a timestamp,value CSV."""
+    h = history(start, end)
+    path = tmp_path / "series.csv"
+    pd.DataFrame({"timestamp": h["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"), "value": h["value"]}).to_csv(
+        path, index=False)
+    return path
+
+
+def _error(capsys: pytest.CaptureFixture[str]) -> str:
+    """The one line on stderr (asserted one line, no traceback)."""
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+# --- python -m bench.short_series ------------------------------------------------------------------------------------
+def _bench(*args: str) -> int:
+    from bench.short_series import main
+
+    return main(list(args))
+
+
+def test_the_bench_summary_is_strict_json_with_a_null_mean_where_no_window_has_a_figure(
+        fresh_settings: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Real: one window of 35 days of history from 2023-03-02: its D+7 has no 80 % interval for every target, so
+    the mean over the windows is null (it was NaN, which is not JSON)."""
+    csv = _csv(tmp_path, *SPRING)
+    assert _bench("--data", str(csv), "--first-start", "2023-03-02", "--end", "2023-04-30",
+                  "--history-days", "35") == 0
+    doc = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+    assert doc["summary"]["mean_coverage"]["D+7"] is None
+
+
+def test_a_null_mean_in_the_bench_summary_says_why() -> None:
+    from bench.short_series import DAYS, summarize
+
+    row = {"start": "2023-03-02", **{d: {"powersense": 5.0, "seasonal_naive": 6.0, "coverage": 0.8} for d in DAYS}}
+    row["D+7"] = {"powersense": 5.0, "seasonal_naive": 6.0, "coverage": None}
+    summary = summarize([row, row])
+    assert list(summary["mean_coverage_reason"]) == ["D+7"] and "no window has a coverage" in \
+        summary["mean_coverage_reason"]["D+7"]
+
+
+@pytest.mark.parametrize(("option", "value", "least"), [("--every-days", "0", 1), ("--every-days", "-3", 1),
+                                                        ("--history-days", "0", 1), ("--retrain-days", "-1", 0)])
+def test_a_bench_option_out_of_range_is_one_line(capsys: pytest.CaptureFixture[str], option: str, value: str,
+                                                 least: int) -> None:
+    assert _bench(option, value) == 2
+    assert _error(capsys) == f"bench.short_series: error: {option} must be ≥ {least} (got {value})"
+
+
+def test_a_missing_bench_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nope.csv"
+    assert _bench("--data", str(missing), "--first-start", "2023-03-02", "--end", "2023-04-30",
+                  "--history-days", "35") == 2
+    assert str(missing) in _error(capsys)
+
+
+def test_a_bench_date_that_is_no_day_is_an_argparse_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        _bench("--first-start", "2023-99-02")
+    assert exit_.value.code == 2 and "'2023-99-02' is not a day as YYYY-MM-DD" in capsys.readouterr().err
+
+
+def test_bench_windows_outside_the_shipped_history_say_what_it_covers(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _bench("--first-start", "2030-01-05", "--end", "2031-01-01") == 2
+    assert _error(capsys).startswith("bench.short_series: error: the shipped history (data/eco2mix) covers the years "
+                                     "2000 … 2023, not the period 2030-01-05 … 2031-01-01")
+
+
+def test_a_window_evaluate_refuses_is_named_under_evaluates_own_line(
+        fresh_settings: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Real: 10 days of history are fewer than evaluate's 14: its error line, then the bench's naming the window."""
+    csv = _csv(tmp_path, *SPRING)
+    assert _bench("--data", str(csv), "--first-start", "2023-03-02", "--end", "2023-04-30", "--history-days", "10") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-2].startswith("evaluate: error: only ") and err[-1] == (
+        "bench.short_series: error: evaluate failed on the window from 2023-03-02 (10 days of history, test period "
+        "2023-03-12 … 2023-04-02): its error is the line above")
+
+
+# --- python -m shared evaluate-anomalies ---------------------------------------------------------------------------
+def _anomalies(tmp_path: Path, *args: str) -> int:
+    from shared.detection import evaluate
+
+    return evaluate.main([*args, "--seed", "3", "--out", str(tmp_path / "r")])
+
+
+@pytest.fixture(scope="module")
+def march_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Real national load of March 2023 (UTC) as a timestamp,value CSV."""
+    return _csv(tmp_path_factory.mktemp("march"), "2023-03-01", "2023-04-01")
+
+
+def test_an_anomaly_period_ending_before_it_starts_is_said_in_the_users_words(
+        march_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _anomalies(tmp_path, "--data", str(march_csv), "--start", "2023-03-30", "--end", "2023-03-15") == 2
+    assert _error(capsys) == "evaluate-anomalies: error: --end (2023-03-15) must be after --start (2023-03-30)"
+
+
+def test_an_anomaly_period_too_short_to_inject_into_is_one_line(
+        march_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _anomalies(tmp_path, "--data", str(march_csv), "--start", "2023-03-20", "--end", "2023-03-22") == 2
+    assert _error(capsys) == ("evaluate-anomalies: error: the period --start 2023-03-20 … --end 2023-03-22 is "
+                              "shorter than 3 days: anomalies are injected a day clear of each end")
+
+
+def test_an_anomaly_period_outside_the_data_says_what_the_data_cover(
+        march_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _anomalies(tmp_path, "--data", str(march_csv), "--start", "2024-01-01", "--end", "2024-02-01") == 2
+    assert _error(capsys) == ("evaluate-anomalies: error: no data between 2024-01-01 and 2024-02-01; the data cover "
+                              "2023-03-01 to 2023-03-31 23:45 UTC")
+
+
+def test_an_anomaly_period_with_history_before_it_but_no_data_in_it_is_one_line(
+        march_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The 70 days of calibration history before 2023-04-05 are in the file; the period itself is not."""
+    assert _anomalies(tmp_path, "--data", str(march_csv), "--start", "2023-04-05", "--end", "2023-04-20") == 2
+    assert _error(capsys).startswith("evaluate-anomalies: error: no data between 2023-04-05 and 2023-04-20")
+
+
+@pytest.mark.parametrize("per_kind", ["0", "-2"])
+def test_a_per_kind_below_one_is_refused(march_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                         per_kind: str) -> None:
+    assert _anomalies(tmp_path, "--data", str(march_csv), "--start", "2023-03-10", "--end", "2023-03-31",
+                      "--per-kind", per_kind) == 2
+    assert _error(capsys) == (f"evaluate-anomalies: error: --per-kind must be ≥ 1 (anomalies injected per kind; "
+                              f"got {per_kind})")
+
+
+@pytest.mark.parametrize("option", ["--timezone", "--holidays"])
+def test_an_empty_anomaly_calendar_option_is_refused(march_csv: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str], option: str) -> None:
+    assert _anomalies(tmp_path, "--data", str(march_csv), "--start", "2023-03-10", "--end", "2023-03-31",
+                      "--per-kind", "1", option, "") == 2
+    assert _error(capsys).startswith(f"evaluate-anomalies: error: {option} is empty: ")
+
+
+def test_an_anomaly_period_outside_the_shipped_history_says_what_it_covers(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _anomalies(tmp_path, "--start", "2030-01-01", "--end", "2030-02-01") == 2
+    assert _error(capsys).startswith("evaluate-anomalies: error: the shipped history (data/eco2mix) covers the years "
+                                     "2000 … 2023, not the period 2030-01-01 … 2030-02-01")
+
+
+def test_injecting_where_there_is_no_value_gives_an_empty_label_table() -> None:
+    """Real March 2023 load, then an April with no value: nothing can be injected there, and the labels are an
+    empty table of the usual columns (a KeyError before)."""
+    from shared.detection.evaluate import inject
+    from shared.detection.residual import regular_grid
+
+    h = history("2023-03-01", "2023-04-01")
+    x = regular_grid(h[["ts", "value"]])
+    x = x.reindex(pd.date_range(x.index[0], periods=len(x) + 30 * 96, freq="15min"))
+    _, labels = inject(x, pd.Timestamp("2023-04-05", tz="UTC"), pd.Timestamp("2023-04-30", tz="UTC"), 2, 3)
+    assert labels.empty and list(labels.columns) == ["kind", "start", "end", "steps", "magnitude"]
+
+
+# --- python -m shared <command> ------------------------------------------------------------------------------------
+def test_an_unknown_command_is_named(capsys: pytest.CaptureFixture[str]) -> None:
+    from shared.__main__ import main
+
+    assert main(["nonsense"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "python -m shared: error: unknown command 'nonsense'"
+
+
+# --- python -m shared config ---------------------------------------------------------------------------------------
+def test_config_with_an_invalid_setting_is_one_line_and_no_table(
+        fresh_settings: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from shared.config_doc import main
+
+    monkeypatch.setenv("POWERSENSE_FORECAST_HOLDOUT_DAYS", "-1")
+    assert main([]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith(
+        "config: error: invalid configuration: POWERSENSE_FORECAST_HOLDOUT_DAYS: ") and captured.err.count("\n") == 1
+
+
+def test_config_warns_of_a_misspelled_setting_and_names_the_closest(
+        fresh_settings: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from shared.config_doc import main
+
+    monkeypatch.setenv("POWERSENSE_FORECAST_HOLDOUTDAYS", "20")
+    assert main([]) == 0
+    assert ("warning: POWERSENSE_FORECAST_HOLDOUTDAYS is not a setting (did you mean "
+            "POWERSENSE_FORECAST_HOLDOUT_DAYS?); it is ignored") in capsys.readouterr().err.splitlines()
+
+
+def test_every_powersense_variable_of_the_deploy_files_is_known_to_config() -> None:
+    """A POWERSENSE_* name the repository's deployment, demo and dbt files use is a setting or one of config's other
+    variables: a deployment never gets a 'not a setting' warning for the repository's own variables."""
+    from shared.config_doc import unknown_variables
+
+    files = [*(REPO_ROOT / "deploy").rglob("*"), *(REPO_ROOT / "local_dev").rglob("*.py"), REPO_ROOT / "Makefile",
+             *(REPO_ROOT / "observability").rglob("*"), REPO_ROOT / "docker-compose.yml",
+             REPO_ROOT / "openfaas-stack.yml", REPO_ROOT / "template.yaml", REPO_ROOT / "dbt" / "profiles.yml"]
+    # a name ending in "_" is a family written as POWERSENSE_WEATHER_* in prose, not a variable
+    names = {m for f in files if f.is_file() for m in re.findall(r"POWERSENSE_[A-Z0-9_]*[A-Z0-9]\b(?!\*)",
+                                                                   f.read_text(errors="ignore"))}
+    assert names and unknown_variables(dict.fromkeys(names, "")) == []
