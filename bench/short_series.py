@@ -32,7 +32,13 @@ import pandas as pd
 from shared.detection.evaluate import default_files, no_shipped_history
 from shared.errors import BadRequestError, PowerSenseError, run_cli
 from shared.forecasting.gate import strict
-from shared.ingest.history import add_file_arguments, columns_option, naive_tz_option, read_history
+from shared.ingest.history import (
+    add_file_arguments,
+    check_calendar_options,
+    columns_option,
+    naive_tz_option,
+    read_history,
+)
 from shared.timeutil import iso_day
 
 HISTORY_DAYS, TEST_DAYS, EVERY_DAYS, FIRST_START = 63, 21, 45, "2017-01-05"
@@ -134,9 +140,7 @@ def check_options(args: argparse.Namespace) -> None:
                                  ("--retrain-days", args.retrain_days, 0)):
         if value < least:
             raise BadRequestError(f"{option} must be ≥ {least} (got {value})")
-    for option, value in (("--timezone", args.timezone), ("--holidays", args.holidays)):
-        if value is not None and not value.strip():
-            raise BadRequestError(f"{option} is empty: give a value or leave it out")
+    check_calendar_options(args.timezone, args.holidays)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -74,6 +74,8 @@ def http_status(exc: PowerSenseError) -> int:
 # What a command-line tool reports as a bad input (one line on stderr, exit status 2) instead of a traceback; an
 # invalid POWERSENSE_* setting is one (ConfigurationError names the variable), like a bad option.
 CLI_INPUT_ERRORS: tuple[type[Exception], ...] = (BadRequestError, ConfigurationError, ModelError, OSError, ValueError)
+# every error a command line reports in one line: the input errors (exit 2) and the product's own (exit 1)
+_REPORTED: tuple[type[Exception], ...] = (*CLI_INPUT_ERRORS, PowerSenseError)
 
 
 def run_cli(prog: str, command: Callable[[list[str] | None], int], argv: list[str] | None) -> int:
@@ -82,9 +84,6 @@ def run_cli(prog: str, command: Callable[[list[str] | None], int], argv: list[st
     command run before the one it needs) with that line and 1. A traceback is left for bugs."""
     try:
         return command(argv)
-    except CLI_INPUT_ERRORS as exc:
+    except _REPORTED as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
-    except PowerSenseError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, CLI_INPUT_ERRORS) else 1

@@ -56,6 +56,7 @@ from shared.ingest.history import (
     read_history,
     series_calendar,
 )
+from shared.ingest.history import no_shipped_history as history_error
 from shared.logs import configure_logging, log_event
 from shared.settings import REPO_ROOT, get_settings
 from shared.timeutil import to_utc
@@ -76,10 +77,8 @@ def default_files(start: pd.Timestamp, end: pd.Timestamp, history_days: int) -> 
 def no_shipped_history(start: pd.Timestamp, end: pd.Timestamp) -> BadRequestError:
     """The error for a period :func:`default_files` has no file for: what the shipped history covers, and to give
     ``--data`` (not read_history's "no history files given": the user gave none and did not have to)."""
-    years = sorted(int(f.name[-11:-7]) for f in (REPO_ROOT / "data" / "eco2mix").glob("eco2mix_national_*.csv.gz"))
-    covers = f"covers the years {years[0]} … {years[-1]}" if years else "is empty"
-    return BadRequestError(f"the shipped history (data/eco2mix) {covers}, not the period {_moment(start)} … "
-                           f"{_moment(end)}: give --data FILE… with the series for it")
+    return history_error(sorted((REPO_ROOT / "data" / "eco2mix").glob("eco2mix_national_*.csv.gz")), "data/eco2mix",
+                         f"period {_moment(start)} … {_moment(end)}")
 
 
 def inject(
@@ -631,14 +630,10 @@ MIN_PERIOD = pd.Timedelta(days=3)
 
 def check_options(args: argparse.Namespace) -> None:
     """A :class:`BadRequestError` (one line) for an option value argparse accepts but the evaluation cannot use:
-    it would otherwise be replaced silently (``--per-kind 0`` by the default, an empty ``--timezone`` by UTC) or
-    fail deep inside (``--per-kind -2``: a ``KeyError``)."""
+    it would otherwise be replaced silently (``--per-kind 0`` by the default) or fail deep inside (``--per-kind
+    -2``: a ``KeyError``). An empty ``--timezone`` / ``--holidays`` is refused by ``series_calendar``."""
     if args.per_kind is not None and args.per_kind < 1:
         raise BadRequestError(f"--per-kind must be ≥ 1 (anomalies injected per kind; got {args.per_kind})")
-    if args.timezone is not None and not args.timezone.strip():
-        raise BadRequestError("--timezone is empty: give an IANA zone (e.g. Europe/Paris) or leave it out")
-    if args.holidays is not None and not args.holidays.strip():
-        raise BadRequestError("--holidays is empty: give a country code (FR, GB-ENG) or 'none'")
 
 
 def period_of(args: argparse.Namespace, default: tuple[str, str]) -> tuple[pd.Timestamp, pd.Timestamp]:

@@ -51,6 +51,7 @@ from shared.ingest.history import (
     columns_option,
     is_other_series,
     naive_tz_option,
+    no_shipped_history,
     series_calendar,
 )
 from shared.process_limits import peak_rss_bytes
@@ -966,11 +967,6 @@ def check_options(a: argparse.Namespace) -> None:
     if not (math.isfinite(a.weather_error_scale) and a.weather_error_scale >= 0):
         raise BadRequestError(f"--weather-error-scale must be ≥ 0 (1 = the published errors; got "
                               f"{a.weather_error_scale:g})")
-    # an empty value would silently mean the default (UTC, no holidays), not what the user typed
-    if a.timezone is not None and not a.timezone.strip():
-        raise BadRequestError("--timezone is empty: give an IANA zone (e.g. Europe/Paris) or leave it out")
-    if a.holidays is not None and not a.holidays.strip():
-        raise BadRequestError("--holidays is empty: give a country code (FR, GB-ENG) or 'none'")
 
 
 def periods_of(a: argparse.Namespace, tz: str) -> list[tuple[str, pd.Timestamp, pd.Timestamp]]:
@@ -998,10 +994,8 @@ def shipped_files(files: list[Path], train_start: pd.Timestamp, test_start: pd.T
     years = {f: int(f.name[-11:-7]) for f in files}
     chosen = [f for f, y in years.items() if train_start.year - 1 <= y <= test_end.year]
     if not chosen or not min(years.values()) <= test_start.tz_convert(tz).year <= max(years.values()):
-        covers = f"covers the years {min(years.values())} … {max(years.values())}" if years else "is empty"
-        raise BadRequestError(f"the shipped history (data/eco2mix, POWERSENSE_HISTORY_FILES) {covers}, not the test "
-                              f"period {test_start.tz_convert(tz):%Y-%m-%d} … {test_end.tz_convert(tz):%Y-%m-%d}: "
-                              "give --data FILE… with the series for it")
+        raise no_shipped_history(files, "data/eco2mix, POWERSENSE_HISTORY_FILES", f"test period "
+                                 f"{test_start.tz_convert(tz):%Y-%m-%d} … {test_end.tz_convert(tz):%Y-%m-%d}")
     return chosen
 
 
@@ -1147,9 +1141,9 @@ def _main(argv: list[str] | None) -> int:
                   f"{grid.attrs['resolution_min']} min (--resolution sets another)", flush=True)
         if not a.weather_resources:  # (which only trains, on the data before the test period)
             default_end = not (a.test_end or a.years)
-            # --data: every period's test days checked at the first read, before any training
-            for _, _, start, end in windows if fresh and a.data else []:
-                actuals_note(grid, start, end, tz, default_end)
+            if fresh and a.data:  # every period's test days checked at the first read, before any training
+                for _, _, start, end in windows:
+                    actuals_note(grid, start, end, tz, default_end)
             if missing := actuals_note(grid, test_start, test_end, tz, default_end):
                 print(f"note: {missing}", flush=True)
         gated_n, read, reasons = gated_summary(grid, train_start, test_end)

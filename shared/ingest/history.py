@@ -105,11 +105,6 @@ _ALIASES = {
 _ODRE_IDENTITY = ("perimetre", "nature", "date", "heure", "date_heure")
 _SHIPPED = frozenset(("date_heure", "nature", *NUMERIC_FIELDS))
 _PARSE_CHUNK = 20_000  # records validated per step of the progress bar
-_MAGIC: tuple[tuple[bytes, str, Callable[[Any], Any]], ...] = (  # magic bytes → the format, its decompressing reader
-    (b"\x1f\x8b", "gzip", lambda f: gzip.GzipFile(fileobj=f)), (b"\xfd7zXZ\x00", "xz", lzma.LZMAFile),
-    (b"BZh", "bzip2", bz2.BZ2File))
-# a zip's first bytes: a local file header, or the end-of-central-directory record alone (a zip holding nothing)
-_ZIP = (b"PK\x03\x04", b"PK\x05\x06")
 # what a damaged or truncated compressed stream raises as it is read: gzip's BadGzipFile (an OSError: a bad CRC,
 # bytes after the last member that are not one) and zlib.error, EOFError (the stream ends before its end marker:
 # an interrupted download, in all three formats), lzma.LZMAError, bz2's OSError ("Invalid data stream"), and
@@ -130,28 +125,6 @@ def column_key(label: str) -> str:
 
 
 @contextmanager
-def _open(path: Path) -> Iterator[IO[bytes]]:
-    """The file's bytes as a stream, decompressed (gzip, xz, bzip2 or a one-file zip) as it is read. A damaged or
-    truncated compressed file (an interrupted download) is a one-line :class:`BadRequestError` naming the file,
-    whether the damage shows when it is opened or as it is read."""
-    with ExitStack() as stack:
-        stream: IO[bytes] = stack.enter_context(open(path, "rb"))
-        head = stream.read(6)
-        stream.seek(0)
-        kind = next((k for magic, k, _ in _MAGIC if head.startswith(magic)), "zip" if head.startswith(_ZIP) else "")
-        try:
-            if kind == "zip":
-                stream = stack.enter_context(_zip_member(path, stream))
-            elif kind:
-                stream = stack.enter_context(next(o for _, k, o in _MAGIC if k == kind)(stream))
-            yield stream
-        except _DAMAGED as exc:
-            if not kind:  # a plain file's I/O error is the system's own message (it names the file)
-                raise
-            raise BadRequestError(f"{path}: a damaged or truncated {kind} file ({exc}); download it again") from None
-
-
-@contextmanager
 def _zip_member(path: Path, stream: IO[bytes]) -> Iterator[IO[bytes]]:
     """The one file a zip archive holds, as a stream; a workbook or an archive of several files (or none) is an
     error that says so."""
@@ -163,6 +136,37 @@ def _zip_member(path: Path, stream: IO[bytes]) -> Iterator[IO[bytes]]:
             raise BadRequestError(f"{path}: a zip archive must hold exactly one file, not {len(members)}")
         with zf.open(members[0]) as member:
             yield member
+
+
+# magic bytes → the format and its decompressing reader (``opener(path, stream)``); a zip starts with a local file
+# header, or with the end-of-central-directory record alone when it holds nothing
+_MAGIC: tuple[tuple[bytes, str, Callable[[Path, Any], Any]], ...] = (  # each reader is entered into _open's stack
+    (b"\x1f\x8b", "gzip", lambda _, f: gzip.GzipFile(fileobj=f)),
+    (b"\xfd7zXZ\x00", "xz", lambda _, f: lzma.LZMAFile(f)),  # noqa: SIM115
+    (b"BZh", "bzip2", lambda _, f: bz2.BZ2File(f)),  # noqa: SIM115
+    (b"PK\x03\x04", "zip", _zip_member),
+    (b"PK\x05\x06", "zip", _zip_member))
+
+
+@contextmanager
+def _open(path: Path) -> Iterator[IO[bytes]]:
+    """The file's bytes as a stream, decompressed (gzip, xz, bzip2 or a one-file zip) as it is read. A damaged or
+    truncated compressed file (an interrupted download) is a one-line :class:`BadRequestError` naming the file,
+    whether the damage shows when it is opened or as it is read."""
+    with ExitStack() as stack:
+        stream: IO[bytes] = stack.enter_context(open(path, "rb"))
+        head = stream.read(6)
+        stream.seek(0)
+        found = next(((kind, opener) for magic, kind, opener in _MAGIC if head.startswith(magic)), None)
+        try:
+            if found:
+                stream = stack.enter_context(found[1](path, stream))
+            yield stream
+        except _DAMAGED as exc:
+            if found is None:  # a plain file's I/O error is the system's own message (it names the file)
+                raise
+            raise BadRequestError(f"{path}: a damaged or truncated {found[0]} file ({exc}); download it "
+                                  "again") from None
 
 
 def _parquet_text(path: Path, data: bytes, header_only: bool = False) -> str:
@@ -500,6 +504,7 @@ def series_calendar(files: list[Path], timezone: str | None = None, holidays: st
     (:func:`source_calendar`); a generic file: UTC days and no holidays. ``timezone`` / ``holidays`` (an IANA
     zone; a ``holidays`` calendar or 'none') override; an unknown one is a :class:`BadRequestError` with one
     line. Each file's header is read once."""
+    check_calendar_options(timezone, holidays)
     layouts = [_detect(Path(f), _header(Path(f)), columns) for f in files]
     formats = {layout.fmt for layout in layouts}
     generic = bool(files) and is_other_series(formats)
@@ -520,6 +525,25 @@ def series_calendar(files: list[Path], timezone: str | None = None, holidays: st
         note = ("a timestamp,value series is read with UTC days and no public holidays; --timezone and --holidays "
                 "give it its own calendar (day types, DST, holidays)")
     return SeriesCalendar(calendar, note, generic)
+
+
+def check_calendar_options(timezone: str | None, holidays: str | None) -> None:
+    """``--timezone`` / ``--holidays`` as typed: an empty one is a :class:`BadRequestError` (one line), since it would
+    otherwise mean the default (UTC days, no holidays), not what the user typed."""
+    if timezone is not None and not timezone.strip():
+        raise BadRequestError("--timezone is empty: give an IANA zone (e.g. Europe/Paris) or leave it out")
+    if holidays is not None and not holidays.strip():
+        raise BadRequestError("--holidays is empty: give a country code (FR, GB-ENG) or 'none'")
+
+
+def no_shipped_history(files: Iterable[Path], source: str, period: str) -> BadRequestError:
+    """The error for a period the shipped yearly files (``eco2mix_national_YYYY.csv.gz``, ``files``, found in
+    ``source``) do not cover: the years they cover and to give ``--data`` (not :func:`read_history`'s "no history
+    files given": the user gave none and did not have to)."""
+    years = sorted(int(Path(f).name[-11:-7]) for f in files)
+    covers = f"covers the years {years[0]} … {years[-1]}" if years else "is empty"
+    return BadRequestError(f"the shipped history ({source}) {covers}, not the {period}: give --data FILE… with the "
+                           "series for it")
 
 
 def is_other_series(formats: Iterable[str]) -> bool:
