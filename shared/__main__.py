@@ -8,6 +8,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from shared.errors import run_cli
+
 COMMANDS = {
     "evaluate": ("shared.forecasting.evaluate", "main", "backtest the forecast model (make evaluate)"),
     "evaluate-weather-store": ("shared.weather.provider", "main",
@@ -37,8 +39,12 @@ def main(argv: list[str] | None = None) -> int:
         problem = f"unknown command {args[0]!r}" if args else "no command given"
         print(f"python -m shared: error: {problem}", file=out)
         return 2
-    module, func, _ = COMMANDS[args[0]]
-    return int(getattr(importlib.import_module(module), func)(args[1:]) or 0)
+    name = args[0]
+    module, func, _ = COMMANDS[name]
+    command = getattr(importlib.import_module(module), func)
+    # every command goes through run_cli: a bad date or a command run before the one it needs is one line and
+    # exit 2 / 1, never a traceback (the commands that wrap themselves keep their own program name)
+    return run_cli(name, lambda rest: int(command(rest) or 0), args[1:])
 
 
 if __name__ == "__main__":

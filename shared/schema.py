@@ -338,9 +338,12 @@ def _render_table(t: Table, cluster: str) -> list[str]:
     return out
 
 
+CLUSTER_NAME = r"[A-Za-z0-9_.-]+"
+
+
 def render_cluster(statements: Sequence[str], cluster: str) -> list[str]:
     """Render single-node DDL statements (in file order) for the sharded, replicated ``cluster``."""
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", cluster):
+    if not re.fullmatch(CLUSTER_NAME, cluster):
         raise SchemaError(f"invalid cluster name {cluster!r}")
     tables: dict[tuple[str, str], Table] = {}
     for stmt in statements:
@@ -425,11 +428,16 @@ def single_node_statements(ddl_dir: Path | None = None, database: str = "electri
 def main(argv: list[str] | None = None) -> int:
     """``python -m shared ddl [--cluster NAME] [--database DB]``: print the DDL (cluster rendering with --cluster)."""
     parser = argparse.ArgumentParser(prog="python -m shared ddl", description=__doc__.splitlines()[0])
-    parser.add_argument("--cluster", default="", help="cluster name (remote_servers); empty = single node")
+    parser.add_argument("--cluster", help="cluster name (remote_servers); without it the single-node DDL")
     parser.add_argument("--database", default="electricity")
     args = parser.parse_args(argv)
+    # an empty or odd name used to print the single-node DDL (or a traceback) as if it were what was asked for
+    if args.cluster is not None and not re.fullmatch(CLUSTER_NAME, args.cluster):
+        parser.error(f"--cluster {args.cluster!r} is not a cluster name (letters, digits, _ . -)")
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", args.database):
+        parser.error(f"--database {args.database!r} is not a database name (letters, digits, _; not first a digit)")
     stmts = single_node_statements(database=args.database)
-    if args.cluster:
+    if args.cluster is not None:
         stmts = render_cluster(stmts, args.cluster)
     sys.stdout.write("".join(s.rstrip() + ";\n\n" for s in stmts))
     return 0

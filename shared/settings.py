@@ -24,6 +24,7 @@ from pydantic_settings import (
 )
 
 from shared.errors import ConfigurationError
+from shared.timeutil import iso_instant
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SECRETS_DIR = "/var/openfaas/secrets"
@@ -111,7 +112,10 @@ class Settings(BaseSettings):
     )
     clickhouse_user: str = Field(default="default", description="ClickHouse user (query: the read-only user)")
     clickhouse_password: SecretStr = Field(default=SecretStr(""), description="secret file clickhouse_password")
-    clickhouse_database: str = Field(default="electricity", description="database of every table")
+    clickhouse_database: str = Field(
+        default="electricity", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="database of every table (a plain identifier: it is written into the DDL)",
+    )
     clickhouse_cluster: str = Field(
         default="", pattern=r"^[A-Za-z0-9_.-]*$",
         description="cluster name (remote_servers) of a sharded, replicated server: the schema is applied in its "
@@ -509,6 +513,12 @@ class Settings(BaseSettings):
         if not v.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return v.rstrip("/")
+
+    @field_validator("history_until")
+    @classmethod
+    def _iso_instant(cls, v: str | None) -> str | None:
+        # checked at start-up: a typo here used to surface only when bootstrap ran, as a pandas parse error
+        return None if v in (None, "") else iso_instant(v)
 
     @model_validator(mode="after")
     def _cluster_needs_server(self) -> Settings:

@@ -36,6 +36,22 @@ def iso_day(text: str) -> str:
                                          "orders differ between countries)") from None
 
 
+class InvalidTime(argparse.ArgumentTypeError, ValueError):
+    """A day or instant that is not ISO 8601: argparse prints its message as the option's error (a plain
+    ``ValueError`` becomes "invalid iso_instant value"), pydantic as the variable's."""
+
+
+def iso_instant(text: str) -> str:
+    """An ISO 8601 instant (``2023-05-04``, ``2023-05-04T12:00``, ``2023-05-04T12:00:00+02:00``), returned as the
+    UTC text it means (naive = UTC, as everywhere); refuses what ``pd.Timestamp`` would guess at (``04/05/2023``).
+    Raises :class:`InvalidTime`."""
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise InvalidTime(f"{text!r} is not an ISO 8601 instant (e.g. 2023-05-04 or 2023-05-04T12:00:00Z)") from None
+    return utc_datetime(value).isoformat()
+
+
 def from_wall_clock(wall: pd.Series, tz: str) -> pd.Series:
     """UTC instants of naive wall-clock times of zone ``tz``, in file order (NaT where there is none).
 

@@ -229,3 +229,72 @@ def test_every_powersense_variable_of_the_deploy_files_is_known_to_config() -> N
     names = {m for f in files if f.is_file() for m in re.findall(r"POWERSENSE_[A-Z0-9_]*[A-Z0-9]\b(?!\*)",
                                                                    f.read_text(errors="ignore"))}
     assert names and unknown_variables(dict.fromkeys(names, "")) == []
+
+
+# --- every python -m shared command goes through run_cli ---------------------------------------------------------
+def _shared(*args: str) -> int:
+    from shared.__main__ import main
+
+    return main(list(args))
+
+
+def _last_error(capsys: pytest.CaptureFixture[str]) -> str:
+    """stderr's last line: a command that opens the store logs (JSON) before its error; the exit status, returned
+    rather than raised, is what shows run_cli answered."""
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_a_weather_backfill_before_the_bootstrap_is_one_line_and_exit_1(
+        database: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A command run before the one it needs is the product's ConflictError in one line (it was a traceback)."""
+    assert _shared("weather-backfill", "--start", "2023-01-01", "--end", "2023-01-08") == 1
+    assert _last_error(capsys).startswith("weather-backfill: error: the eco2mix history bootstrap has not completed")
+
+
+def test_an_origin_hour_out_of_range_for_the_stored_forecast_backtest_is_one_line(
+        database: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _shared("evaluate-weather-store", "--test-start", "2023-01-01", "--test-end", "2023-02-01",
+                   "--origin-hour", "25") == 2
+    assert _last_error(capsys) == "evaluate-weather-store: error: the origin hour must be 0–23 (got 25)"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("weather-backfill", "--start", "04/05/2023"), "argument --start: '04/05/2023' is not a day as YYYY-MM-DD"),
+    (("weather-backfill", "--chunk-days", "0"), "--chunk-days must be at least 1 (got 0)"),
+    (("bootstrap", "--until", "04/05/2023"), "argument --until: '04/05/2023' is not an ISO 8601 instant"),
+    (("evaluate-weather-store", "--test-start", "2023-02-01", "--test-end", "2023-01-01"),
+     "--test-end 2023-01-01 must be after --test-start 2023-02-01"),
+    (("evaluate-weather-store", "--test-start", "1/2/2023", "--test-end", "2023-02-01"),
+     "argument --test-start: '1/2/2023' is not a day as YYYY-MM-DD"),
+    (("ddl", "--cluster", ""), "--cluster '' is not a cluster name"),
+    (("ddl", "--database", "x;drop table y"), "--database 'x;drop table y' is not a database name"),
+])
+def test_a_command_option_it_cannot_use_is_an_argparse_error(
+        args: tuple[str, ...], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each used to be a traceback (a date pandas could not read, an empty cluster name printing the single-node
+    DDL as if it were the cluster's, a database name written into the DDL as typed) or a silent guess."""
+    with pytest.raises(SystemExit) as exit_:
+        _shared(*args)
+    assert exit_.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"python -m shared {args[0]}: error: {message}"), last
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("POWERSENSE_HISTORY_UNTIL", "04/05/2023"), ("POWERSENSE_CLICKHOUSE_DATABASE", "electricity; drop"),
+])
+def test_a_setting_used_only_later_is_checked_at_start_up(
+        fresh_settings: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        variable: str, value: str) -> None:
+    """A bootstrap cut-off pandas cannot read and a database name that is no identifier (written into the DDL) fail
+    when the settings are built, naming the variable; they used to surface only when bootstrap or the DDL ran."""
+    monkeypatch.setenv(variable, value)
+    assert _shared("config") == 2
+    assert _error(capsys).startswith(f"config: error: invalid configuration: {variable}: ")
+
+
+def test_an_iso_instant_is_normalised_to_the_utc_it_means() -> None:
+    from shared.timeutil import iso_instant
+
+    assert [iso_instant(t) for t in ("2023-05-04", "2023-05-04T12:00:00+02:00", "2023-05-04T10:00Z")] == [
+        "2023-05-04T00:00:00+00:00", "2023-05-04T10:00:00+00:00", "2023-05-04T10:00:00+00:00"]

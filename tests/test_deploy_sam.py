@@ -58,6 +58,13 @@ def test_template_holds_no_secret_value() -> None:
     assert "{{resolve:secretsmanager" not in text and "{{resolve:ssm-secure" not in text
 
 
+def test_the_database_parameter_is_held_to_the_settings_rule(sam: dict[str, Any]) -> None:
+    """The database name is written into the DDL; CloudFormation refuses at deploy time what the settings would
+    refuse at start-up (one pattern, read from the settings field)."""
+    rules = [m.pattern for m in Settings.model_fields["clickhouse_database"].metadata if hasattr(m, "pattern")]
+    assert rules and sam["Parameters"]["ClickHouseDatabase"]["AllowedPattern"] == rules[0]
+
+
 def test_secrets_are_arns_each_function_may_read(sam: dict[str, Any]) -> None:
     params = sam["Parameters"]
     for stage, fn in sam_functions(sam).items():

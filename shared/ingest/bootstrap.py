@@ -42,6 +42,7 @@ from shared.lease import MEASUREMENTS_WRITER, Lease
 from shared.logs import log_event
 from shared.settings import Settings
 from shared.store import Store
+from shared.timeutil import iso_instant
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +161,7 @@ def load_history(
 def main(argv: list[str] | None = None) -> int:
     """``python -m shared bootstrap``: load the history into the configured store."""
     parser = argparse.ArgumentParser(prog="python -m shared bootstrap", description=__doc__.splitlines()[0])
-    parser.add_argument("--until", help="load rows strictly before this ISO timestamp "
+    parser.add_argument("--until", type=iso_instant, help="load rows strictly before this ISO timestamp "
                         "(default: POWERSENSE_HISTORY_UNTIL)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--force", action="store_true", help="run even if already done (writes only what is missing)")

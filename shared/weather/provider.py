@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -40,7 +39,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shared.errors import BadRequestError, ModelError
+from shared.errors import BadRequestError
 from shared.settings import REPO_ROOT, Settings
 from shared.store import Store
 from shared.timeutil import to_utc
@@ -126,6 +125,10 @@ def evaluate_store(store: Store, settings: Settings, test_start: pd.Timestamp, t
     from shared.forecasting import evaluate as ev
     from shared.forecasting.service import holdout_weather, model_config
 
+    if not 0 <= origin_hour <= 23:
+        raise BadRequestError(f"the origin hour must be 0–23 (got {origin_hour})")
+    if retrain_days < 0:
+        raise BadRequestError(f"retrain days must be ≥ 0 (0 = trained once; got {retrain_days})")
     horizon = ev.TARGET_SPAN
     train_start = test_start - pd.Timedelta(days=settings.forecast_train_days)
     origins = ev.daily_origins(test_start, test_end, origin_hour)
@@ -181,26 +184,27 @@ def main(argv: list[str] | None = None) -> int:
     from shared.forecasting.gate import strict
     from shared.settings import get_settings
     from shared.store import get_store
+    from shared.timeutil import iso_day
 
     p = argparse.ArgumentParser(prog="python -m shared evaluate-weather-store",
                                 description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--test-start", required=True, help="first local day of the test period (YYYY-MM-DD)")
-    p.add_argument("--test-end", required=True, help="local day after the test period")
+    p.add_argument("--test-start", type=iso_day, required=True,
+                   help="first local day of the test period (YYYY-MM-DD)")
+    p.add_argument("--test-end", type=iso_day, required=True, help="local day after the test period (YYYY-MM-DD)")
     p.add_argument("--retrain-days", type=int, default=ev.DEFAULT_RETRAIN_DAYS,
                    help=f"retrain every N days (default {ev.DEFAULT_RETRAIN_DAYS}; production: daily)")
     p.add_argument("--origin-hour", type=int, default=12, help="local hour of the daily forecast origin")
     p.add_argument("--out", type=Path, default=REPO_ROOT / "reports")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
+    if a.test_end <= a.test_start:  # both YYYY-MM-DD: text order is date order
+        p.error(f"--test-end {a.test_end} must be after --test-start {a.test_start}")
     settings = get_settings()
-    try:
-        report = evaluate_store(get_store(settings), settings, ev.local_midnight(a.test_start),
-                                ev.local_midnight(a.test_end), retrain_days=a.retrain_days,
-                                origin_hour=a.origin_hour, now=to_utc(clock.now()).to_pydatetime(),
-                                progress=not a.no_progress)
-    except (BadRequestError, ModelError, ValueError) as exc:
-        print(f"evaluate-weather-store: error: {exc}", file=sys.stderr)
-        return 2
+    # a bad period or too little data is one line, exit 2 (python -m shared runs every command through run_cli)
+    report = evaluate_store(get_store(settings), settings, ev.local_midnight(a.test_start),
+                            ev.local_midnight(a.test_end), retrain_days=a.retrain_days,
+                            origin_hour=a.origin_hour, now=to_utc(clock.now()).to_pydatetime(),
+                            progress=not a.no_progress)
     a.out.mkdir(parents=True, exist_ok=True)
     path = a.out / "forecast_eval_weather_store.json"
     path.write_text(json.dumps(strict(report), indent=2, allow_nan=False) + "\n")

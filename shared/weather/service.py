@@ -418,17 +418,20 @@ def main(argv: list[str] | None = None) -> int:
 
     from shared.settings import get_settings
     from shared.store import get_store
+    from shared.timeutil import iso_day
 
     p = argparse.ArgumentParser(prog="python -m shared weather-backfill",
                                 description="Load realised national temperature into measurements.")
-    p.add_argument("--start", default="2020-01-01", help="first day (UTC, inclusive)")
-    p.add_argument("--end", default="2024-01-01", help="end day (UTC, exclusive)")
+    p.add_argument("--start", type=iso_day, default="2020-01-01", help="first day (UTC, inclusive; YYYY-MM-DD)")
+    p.add_argument("--end", type=iso_day, default="2024-01-01", help="end day (UTC, exclusive; YYYY-MM-DD)")
     p.add_argument("--shipped", action="store_true",
                    help="the shipped Enedis smoothed realised + normal temperature (data/weather; the default)")
     p.add_argument("--archive", action="store_true",
                    help="Open-Meteo's archive at the weighted locations (POWERSENSE_WEATHER_ARCHIVE_URL)")
     p.add_argument("--chunk-days", type=int, default=31, help="days per archive request")
     args = p.parse_args(argv)
+    if args.chunk_days < 1:
+        p.error(f"--chunk-days must be at least 1 (got {args.chunk_days})")
     shipped = args.shipped or not args.archive
     settings = get_settings()
     t0 = time.perf_counter()
