@@ -398,7 +398,10 @@ class Settings(BaseSettings):
     detect_onset_z: float = Field(default=8.0, gt=0, description="robust z of a 15-min residual jump to alarm")
     detect_flat_z: float = Field(default=1.0, gt=0, description="expected move (z) that an unchanged value misses")
     detect_flat_min_repeats: int = Field(default=2, ge=1, description="repeats that make a flatline regardless")
-    detect_level_shift_min_steps: int = Field(default=8, ge=2, description="anomalous run length = level shift")
+    detect_level_shift_min_minutes: float = Field(
+        default=120.0, gt=0,
+        description="an anomalous run lasting this long is a level shift (minutes, at least 2 steps of the series)",
+    )
     detect_level_shift_z: float = Field(default=7.0, gt=0, description="z of a lasting (4 h) step = level shift")
     detect_max_run_hours: float = Field(default=48.0, gt=0, description="accept a new level after this long")
     detect_value_lag_min: float = Field(default=4.0, ge=0, description="a value for ts is due at ts + step + lag")

@@ -208,3 +208,36 @@ def test_a_series_noisier_than_the_fixed_cap_is_judged_on_its_own_scale() -> Non
                            start, calendar.tz)
     weeks = (x.index[-1] - start) / pd.Timedelta(weeks=1)
     assert len(evaluate.events_of(rows, pd.Timedelta(hours=1))) <= weeks
+
+
+@pytest.fixture(scope="module")
+def hourly_spring_2023(spring_2023: pd.Series) -> pd.Series:
+    """The same real load as an hourly series (the mean of each hour's four quarter-hours)."""
+    return spring_2023.resample("60min").mean()
+
+
+def test_a_six_hour_drop_of_an_hourly_series_is_a_level_shift(hourly_spring_2023: pd.Series) -> None:
+    """The level-shift span is a time (2 h), not a step count: counted in 15-min steps it was 8 hours of an hourly
+    series, and a real 6-hour drop was called a dip."""
+    x = hourly_spring_2023.copy()
+    shift = (x.index >= utc("2023-04-18 08:00")) & (x.index < utc("2023-04-18 14:00"))
+    x[shift] *= 0.9
+    rows = detect_residual(x, profile_delta(x), detect_from=utc("2023-04-01"))
+    kinds = rows[~rows["superseded"] & rows["ts"].isin(x.index[shift])]["kind"]
+    assert len(kinds) >= 4 and set(kinds) == {"level_shift"}, kinds.tolist()
+
+
+def test_injected_spikes_last_at_most_an_hour_whatever_the_resolution(hourly_spring_2023: pd.Series) -> None:
+    """Spikes and dips are 15–60 min at every resolution (one step of an hourly series), shorter than the 2-hour
+    level-shift span; counted in steps they lasted up to 4 hours of an hourly series."""
+    _, labels = evaluate.inject(hourly_spring_2023, utc("2023-03-01"), utc("2023-05-01"), per_kind=6, seed=3)
+    short = labels[labels["kind"].isin(["spike", "dip"])]
+    assert len(short) == 12 and set(short["steps"]) == {1}
+
+
+def test_the_level_shift_span_is_the_same_time_at_every_resolution() -> None:
+    from shared.detection.residual import ResidualParams
+    from shared.settings import Settings
+
+    p = ResidualParams.from_settings(Settings())
+    assert [p.level_shift_min_steps(m) for m in (15, 30, 60)] == [8, 4, 2]

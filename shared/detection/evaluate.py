@@ -41,6 +41,7 @@ from shared.calendar import FRANCE, Calendar, is_fallback_gap
 from shared.detection.residual import (
     ResidualParams,
     detect_residual,
+    infer_step_min,
     missing_points,
     profile_delta,
     regular_grid,
@@ -81,6 +82,9 @@ def no_shipped_history(start: pd.Timestamp, end: pd.Timestamp) -> BadRequestErro
                          f"period {_moment(start)} … {_moment(end)}")
 
 
+SPIKE_QUARTER = pd.Timedelta(minutes=15)  # injected spikes and dips last 1–4 of these
+
+
 def inject(
     x: pd.Series, start: pd.Timestamp, end: pd.Timestamp, per_kind: int, seed: int
 ) -> tuple[pd.Series, pd.DataFrame]:
@@ -100,7 +104,10 @@ def inject(
     labels = []
     for kind in plan:
         if kind in ("spike", "dip"):
-            length = int(rng.integers(1, 5))
+            # 15 to 60 minutes (at least one step): a spike is shorter than the detector's level-shift span
+            # (POWERSENSE_DETECT_LEVEL_SHIFT_MIN_MINUTES, 2 h); counted in steps, an hourly series' spikes
+            # lasted up to 4 h
+            length = max(1, round(int(rng.integers(1, 5)) * SPIKE_QUARTER / step))
         elif kind == "level_shift":
             length = int(rng.integers(int(6 * steps_per_h), int(48 * steps_per_h) + 1))
         elif kind == "flatline":
@@ -327,7 +334,7 @@ def run_detector(
             x,
             settings.detect_zscore_lookback_weeks,
             settings.detect_zscore_threshold,
-            params.level_shift_min_steps,
+            params.level_shift_min_steps(infer_step_min(x.index)),
             detect_from=start,
             tz=calendar.tz,
         )

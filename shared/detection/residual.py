@@ -18,9 +18,11 @@ Classification, per point, decided from data available when the point arrives (c
 * ``spike``/``dip``: a jump |z| >= onset_z; the run continues until a jump back of about the same
   relative size (or, while short, until the value is nearer the old level). When the *return* is what
   trips the test, the short excursion before it (which stayed under the threshold) is flagged instead.
-* ``level_shift``: such a run lasting >= level_shift_min_steps (its spike/dip rows are superseded), or a
-  step of >= shift_z after which the anchored level stays shifted for four hours (too small to alarm
-  at once). A run longer than max_run_hours is accepted as the new normal.
+* ``level_shift``: such a run lasting >= level_shift_min_minutes (its spike/dip rows are superseded), or a
+  step of >= shift_z after which the anchored level stays shifted for :data:`SLOW_STEPS` steps (four
+  hours of a 15-min series; too small to alarm at once). The run's span is a time, turned into steps at
+  the series' resolution; the slow test's is a count of points, which is what holds its false-alarm rate.
+  A run longer than max_run_hours is accepted as the new normal.
 * ``flatline``: an exactly repeated value while the expectation moved (>= flat_z), or
   >= flat_min_repeats repeats in a row.
 * ``missing``: a grid point without a value once it is due (see :func:`missing_points`).
@@ -44,7 +46,11 @@ __all__ = [
     "missing_points", "profile", "profile_delta", "profile_level", "regular_grid", "wall_clock",
 ]
 
-SLOW_STEPS = 16  # four hours of 15-min steps: the span of the slow level-shift test
+# The slow level-shift test compares the median anchored level of the last SLOW_STEPS points with the SLOW_STEPS
+# before. A count, not a time: its false alarms depend on how many points the medians hold. Made a time (4 h = 4
+# points of an hourly series) it doubled the clean-year false alarms of PJM East (0.98 → 1.90 a week) and raised
+# Great Britain's half-hourly (0.98 → 1.57) for level-shift recall it did not keep (evaluate-anomalies, seed 42).
+SLOW_STEPS = 16
 ROW_COLUMNS = ["ts", "kind", "value", "expected", "lower", "upper", "score", "threshold", "decided_ts", "superseded"]
 # ResidualParams field ← Settings field: the tunable thresholds have their one default in Settings
 _FROM_SETTINGS = {
@@ -52,7 +58,7 @@ _FROM_SETTINGS = {
     "onset_z": "detect_onset_z",
     "flat_z": "detect_flat_z",
     "flat_min_repeats": "detect_flat_min_repeats",
-    "level_shift_min_steps": "detect_level_shift_min_steps",
+    "level_shift_min_minutes": "detect_level_shift_min_minutes",
     "max_run_hours": "detect_max_run_hours",
     "shift_z": "detect_level_shift_z",
 }
@@ -70,7 +76,7 @@ class ResidualParams:
     onset_z: float
     flat_z: float
     flat_min_repeats: int
-    level_shift_min_steps: int
+    level_shift_min_minutes: float
     max_run_hours: float
     min_calibration_points: int = 28
     max_gap_steps: int = 4
@@ -81,6 +87,13 @@ class ResidualParams:
     bias_alpha: float = 0.3
     sigma_floor_frac: float = 0.001
     sigma_cap_frac: float = 0.0075
+
+    def level_shift_min_steps(self, step_min: int) -> int:
+        """Steps an anomalous run lasts before it is a level shift, at a resolution of ``step_min`` minutes.
+
+        A time, not a step count: counted in steps, the 15-min series' two hours became eight hours of an
+        hourly series, where a six-hour shift was then called a dip."""
+        return max(2, math.ceil(self.level_shift_min_minutes / step_min))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ResidualParams:
@@ -308,7 +321,8 @@ class _ResidualState:
     path: float = 0.0  # cumulative expected change (the forecast's shape) since the path started
     path_ok: bool = False
     levels: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=8))  # (i, x - path), normal pts
-    long_levels: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=2 * SLOW_STEPS))  # 4 hours
+    shift_min: int = 8  # level_shift_min_steps at this series' resolution
+    long_levels: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=2 * SLOW_STEPS))
     gap: int = 0  # steps since the last normal point
     absent: int = 0  # consecutive steps without a usable observation (missing or stuck)
     reps: int = 0  # repeats of the same raw value in a row
@@ -332,6 +346,7 @@ class _ResidualState:
             hours=wall.hour.to_numpy(), day_codes=day_codes,
             start_i=0 if detect_from is None else int(idx.searchsorted(detect_from)),
             max_run=int(p.max_run_hours * 60 / step_min), cal=_Calibration.empty(p), path_at=np.zeros(n),
+            shift_min=p.level_shift_min_steps(step_min),
         )
 
     # --- transitions --------------------------------------------------------------------------------
@@ -412,14 +427,14 @@ class _ResidualState:
         step_e = pt.x - (run.last + run.acc * (1 + run.rel))
         back = -run.rel / (1 + run.rel) * (run.last + run.acc)
         returned = bool(np.sign(back) * step_e / pt.sigma >= p.end_z and abs(step_e - back) <= 0.5 * abs(back))
-        if run.length < p.level_shift_min_steps and run.sign * pt.e < abs(run.jump) / 2:
+        if run.length < self.shift_min and run.sign * pt.e < abs(run.jump) / 2:
             returned = True
         if returned or run.length >= self.max_run:
             return False
         run.length += 1
-        short = run.length < p.level_shift_min_steps
+        short = run.length < self.shift_min
         kind = ("spike" if run.sign > 0 else "dip") if short else "level_shift"
-        if run.length == p.level_shift_min_steps:
+        if run.length == self.shift_min:
             self.reclassify_run(pt.i)
         run.rows.append(self.flag(pt.i, kind, pt.expected, pt.sigma, float(pt.z), p.end_z, pt.i))
         run.last, run.acc = pt.x, 0.0
@@ -427,7 +442,7 @@ class _ResidualState:
         return True
 
     def reclassify_run(self, decided: int) -> None:
-        """The run has lasted level_shift_min_steps: its spike/dip rows become level-shift rows."""
+        """The run has lasted level_shift_min_minutes: its spike/dip rows become level-shift rows."""
         for r in self.run.rows:
             old = self.rows[r]
             old["superseded"] = True
@@ -474,7 +489,7 @@ class _ResidualState:
     def start_slow_shift(self, pt: _Point, shift: tuple[int, float, float]) -> None:
         """A step too small to alarm at once but lasting two hours: a level shift from the step on."""
         start_j, base, jump = shift
-        length = max(pt.i - start_j + 1, self.p.level_shift_min_steps)
+        length = max(pt.i - start_j + 1, self.shift_min)
         self.run = _Run(sign=int(np.sign(jump)), jump=jump, rel=jump / (pt.x - jump), length=length, last=pt.x)
         for j, lv in self.long_levels:
             if j >= start_j:
@@ -556,7 +571,7 @@ class _ResidualState:
 def _slow_step(
     seg: deque[tuple[int, float]], i: int, sigma: float, p: ResidualParams
 ) -> tuple[int, float, float] | None:
-    """A lasting step in the anchored levels of the last 4 hours that the onset test missed.
+    """A lasting step in the anchored levels of the last ``2 * SLOW_STEPS`` points that the onset test missed.
 
     Levels (x - expected path) of normal points random-walk slowly; a level shift shows as one step
     (>= 60 % of the change) after which every level stays shifted, and the change between the older

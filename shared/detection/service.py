@@ -292,7 +292,7 @@ def compute_anomalies(
             x,
             settings.detect_zscore_lookback_weeks,
             settings.detect_zscore_threshold,
-            params.level_shift_min_steps,
+            params.level_shift_min_steps(infer_step_min(x.index)),
             detect_from=start,
         )
         detector = "zscore"
