@@ -60,7 +60,8 @@ def _anomalies(rows: pd.DataFrame, step: pd.Timedelta) -> list[dict[str, Any]]:
         ts = pd.DatetimeIndex(grp["ts"])
         block = (pd.Series(ts.asi8).diff().fillna(0) > step.value).cumsum().to_numpy()
         for _, seg in grp.groupby(block):
-            sev = {severity(str(kind), float(r.value), float(r.expected), len(seg)) for r in seg.itertuples()}
+            sev = {severity(str(kind), float(r.value), float(r.expected), len(seg) * step / pd.Timedelta(minutes=1))
+                   for r in seg.itertuples()}
             out.append({
                 "kind": str(kind),
                 "start": seg["ts"].iloc[0].isoformat(),

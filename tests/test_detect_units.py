@@ -241,3 +241,12 @@ def test_the_level_shift_span_is_the_same_time_at_every_resolution() -> None:
 
     p = ResidualParams.from_settings(Settings())
     assert [p.level_shift_min_steps(m) for m in (15, 30, 60)] == [8, 4, 2]
+
+
+def test_a_missing_block_is_as_severe_for_the_same_time_at_every_resolution() -> None:
+    """Severity of a missing or stuck block is its duration: one missing hour of an hourly series is four missing
+    quarter-hours (medium), four hours either way high; counted in steps the hourly hour was 'low'."""
+    from shared.detection.service import severity
+
+    assert [severity("missing", None, None, n * m) for n, m in ((1, 60), (4, 15), (3, 15), (4, 60), (16, 15))] == [
+        "medium", "medium", "low", "high", "high"]

@@ -255,12 +255,13 @@ def expectation_deltas(
 
 
 # --- compute -----------------------------------------------------------------------------------------
-def severity(kind: str, value: float | None, expected: float | None, block_steps: int) -> str:
-    """low / medium / high: relative size for jumps, duration for stuck or missing blocks."""
+def severity(kind: str, value: float | None, expected: float | None, block_minutes: float) -> str:
+    """low / medium / high: relative size for jumps, duration for stuck or missing blocks (4 h or more: high, 1 h:
+    medium; a time, so an hourly series' missing hour is as severe as a 15-min series' four missing points)."""
     if kind == "implausible":  # a value no grid can produce (shared/plausibility.py)
         return "high"
     if kind in ("missing", "flatline"):
-        return "high" if block_steps >= 16 else ("medium" if block_steps >= 4 else "low")
+        return "high" if block_minutes >= 240 else ("medium" if block_minutes >= 60 else "low")
     if value is None or expected is None or not np.isfinite(value) or not np.isfinite(expected) or expected == 0:
         return "medium"
     rel = abs(value - expected) / abs(expected)
@@ -310,7 +311,7 @@ def compute_anomalies(
     rows["forecast_run_id"] = run_of.reindex(rows["ts"]).fillna("").to_numpy()
     if detector == "zscore":
         rows["model_version"], rows["forecast_run_id"] = "", ""
-    rows["block_steps"] = _block_lengths(rows, step)
+    rows["block_minutes"] = _block_lengths(rows, step) * (step / pd.Timedelta(minutes=1))
     return rows.reset_index(drop=True), info
 
 
@@ -345,7 +346,7 @@ def implausible_rows(series: pd.DataFrame, window: tuple[pd.Timestamp, pd.Timest
         "score": np.nan, "threshold": np.nan, "superseded": False, "model_version": "", "forecast_run_id": "",
         "reason": bad["flag"].to_numpy(),
     })
-    rows["block_steps"] = 1
+    rows["block_minutes"] = 0.0  # severity high whatever its length
     return rows.reset_index(drop=True)
 
 
@@ -380,7 +381,7 @@ def reconcile(
             "metric": metric,
             "kind": r.kind,
             "detector": r.detector,
-            "severity": severity(r.kind, _f(r.value), _f(r.expected), int(r.block_steps)),
+            "severity": severity(r.kind, _f(r.value), _f(r.expected), float(r.block_minutes)),
             "value": _f(r.value),
             "value_version": version,
             "expected": _f(r.expected),
