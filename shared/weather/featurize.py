@@ -231,12 +231,13 @@ def read_known_inputs(store: Store, start: pd.Timestamp, as_of: pd.Timestamp,
     temperature forecast (``ts, value``) in ``[start, end)``. Read by featurize's runs and by the real-forecast
     backtest's provider alike."""
     from shared.series import load_series
+    from shared.weather.service import load_temperature_forecast
 
     lo, at = to_utc(start).to_pydatetime(), to_utc(as_of).to_pydatetime()
     sources = [(label, load_series(store, source, metric, lo, at, as_of=at)[["ts", "value"]])
                for source, metric, label in REALISED_SOURCES]
-    forecast = load_series(store, SOURCE, FORECAST_METRIC, lo, to_utc(end).to_pydatetime(), as_of=at)
-    return sources, forecast[["ts", "value"]]
+    # the one reader of "the temperature forecast as known then" (its versions inserted by as_of)
+    return sources, load_temperature_forecast(store, lo, to_utc(end).to_pydatetime(), as_of=at)
 
 
 def featurize_weather(store: Store, settings: Settings, now: datetime) -> dict[str, Any]:
