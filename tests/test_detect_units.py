@@ -250,3 +250,28 @@ def test_a_missing_block_is_as_severe_for_the_same_time_at_every_resolution() ->
 
     assert [severity("missing", None, None, n * m) for n, m in ((1, 60), (4, 15), (3, 15), (4, 60), (16, 15))] == [
         "medium", "medium", "low", "high", "high"]
+
+
+@pytest.fixture(scope="module")
+def spring_2023_in_gw(spring_2023: pd.Series) -> pd.Series:
+    """The same real load as published in GW with two decimals (10 MW steps: exact repeats come by chance)."""
+    return (spring_2023 / 10).round() * 10
+
+
+def test_a_series_that_repeats_values_by_chance_gets_no_flatline_for_one_repeat(spring_2023_in_gw: pd.Series) -> None:
+    """Real load rounded to 10 MW repeats a value ~40 times in two months; one repeat is then the series, not a
+    stuck feed (14 flatline rows on these clean months before; Spain's ENTSO-E load, ~6 chance repeats a week,
+    had 78 false flatline alarms in 2023-Q2…Q4)."""
+    x = spring_2023_in_gw
+    assert int((x.diff() == 0).sum()) >= 30  # the premise: chance repeats are common here
+    rows = detect_residual(x, profile_delta(x), detect_from=utc("2023-03-01"))
+    assert rows[rows["kind"] == "flatline"].empty
+
+
+def test_a_run_of_repeats_is_still_a_flatline_where_single_repeats_are_chance(spring_2023_in_gw: pd.Series) -> None:
+    x = spring_2023_in_gw.copy()
+    stuck = x.index[(x.index >= utc("2023-04-12 09:00")) & (x.index < utc("2023-04-12 10:00"))]
+    x[stuck] = x[stuck[0] - pd.Timedelta(minutes=15)]
+    rows = detect_residual(x, profile_delta(x), detect_from=utc("2023-03-01"))
+    flat = rows[(rows["kind"] == "flatline") & ~rows["superseded"]]
+    assert set(stuck[1:]) <= set(flat["ts"])

@@ -23,8 +23,8 @@ Classification, per point, decided from data available when the point arrives (c
   hours of a 15-min series; too small to alarm at once). The run's span is a time, turned into steps at
   the series' resolution; the slow test's is a count of points, which is what holds its false-alarm rate.
   A run longer than max_run_hours is accepted as the new normal.
-* ``flatline``: an exactly repeated value while the expectation moved (>= flat_z), or
-  >= flat_min_repeats repeats in a row.
+* ``flatline``: an exactly repeated value while the expectation moved (>= flat_z) — in a series where single
+  repeats are rare (at most ``max_chance_repeats_per_week`` in its past) — or >= flat_min_repeats repeats in a row.
 * ``missing``: a grid point without a value once it is due (see :func:`missing_points`).
 """
 
@@ -87,6 +87,7 @@ class ResidualParams:
     bias_alpha: float = 0.3
     sigma_floor_frac: float = 0.001
     sigma_cap_frac: float = 0.0075
+    max_chance_repeats_per_week: float = 1.0
 
     def level_shift_min_steps(self, step_min: int) -> int:
         """Steps an anomalous run lasts before it is a level shift, at a resolution of ``step_min`` minutes.
@@ -326,6 +327,9 @@ class _ResidualState:
     gap: int = 0  # steps since the last normal point
     absent: int = 0  # consecutive steps without a usable observation (missing or stuck)
     reps: int = 0  # repeats of the same raw value in a row
+    pairs: int = 0  # consecutive observed pairs seen so far
+    lone_repeats: int = 0  # of which ended a run of exactly one repeat
+    steps_per_week: float = 672.0
     bias: float = 0.0  # smoothed residual change per step at recent normal points
     flat_flagged: set[int] = field(default_factory=set)
     run: _Run = field(default_factory=_Run)
@@ -346,7 +350,7 @@ class _ResidualState:
             hours=wall.hour.to_numpy(), day_codes=day_codes,
             start_i=0 if detect_from is None else int(idx.searchsorted(detect_from)),
             max_run=int(p.max_run_hours * 60 / step_min), cal=_Calibration.empty(p), path_at=np.zeros(n),
-            shift_min=p.level_shift_min_steps(step_min),
+            shift_min=p.level_shift_min_steps(step_min), steps_per_week=7 * 24 * 60 / step_min,
         )
 
     # --- transitions --------------------------------------------------------------------------------
@@ -458,13 +462,23 @@ class _ResidualState:
 
     def flag_flatline(self, pt: _Point) -> None:
         """The value did not move although the expectation did (or repeated too often)."""
-        moved = abs(pt.d + self.bias + pt.m) / pt.sigma >= self.p.flat_z  # the full expected move of this step
+        # the full expected move of this step, in a series where one exact repeat is news
+        moved = abs(pt.d + self.bias + pt.m) / pt.sigma >= self.p.flat_z and self.lone_repeats_rare()
         if self.reps >= self.p.flat_min_repeats or moved:
             first = pt.i - self.reps + 1 if self.reps >= self.p.flat_min_repeats else pt.i
             for j in range(first, pt.i + 1):
                 if j not in self.flat_flagged:
                     self.flat_flagged.add(j)
                     self.flag(j, "flatline", pt.expected, pt.sigma, float(pt.z), self.p.flat_z, pt.i)
+
+    def lone_repeats_rare(self) -> bool:
+        """Are single exact repeats rare enough in this series' past to mean a stuck feed? France's integer-MW
+        15-min load repeats a value by chance ~0.5 times a week, Spain's (ENTSO-E, smaller steps between values)
+        ~6 times: there a lone repeat is the series, not the feed, and only a run of ``flat_min_repeats`` counts.
+        Decided from the points before this one; with under a week of them, as if rare."""
+        if self.pairs < self.steps_per_week:
+            return True
+        return self.lone_repeats / self.pairs * self.steps_per_week <= self.p.max_chance_repeats_per_week
 
     def flag_return(self, pt: _Point) -> bool:
         """Is this jump the *return* from a short excursion that stayed under the threshold (and so became
@@ -541,7 +555,12 @@ class _ResidualState:
             self.restart_path(i, xi, di)
             return
         # repeats are counted on the raw values, whatever the anchor state
+        previous_reps = self.reps
         self.reps = self.reps + 1 if i > 0 and xi == self.vals[i - 1] else 0
+        if i > 0 and not np.isnan(self.vals[i - 1]):
+            self.pairs += 1
+            if previous_reps == 1 and self.reps == 0:
+                self.lone_repeats += 1  # a run of exactly one repeat ended: how often the series repeats by chance
         pt = self.observe(i)
         if self.reps and pt.calibrated:
             self.flag_flatline(pt)
