@@ -408,6 +408,11 @@ class Settings(BaseSettings):
     detect_ignore_fallback_gap: bool = Field(
         default=True, description="RTE never publishes the first 02:00-02:45 local hour of the fall-back day"
     )
+    detect_forecast_weight: float = Field(
+        default=0.5, ge=0, le=1,
+        description="residual detector: share of the issued forecast's expected change where a forecast covers the "
+        "point (the rest: the seasonal profile's)",
+    )
     detect_zscore_lookback_weeks: int = Field(default=8, ge=2)
     detect_zscore_threshold: float = Field(default=3.0, gt=0)
     dq_freshness_max_min: float = Field(default=90.0, gt=0, description="newest value older than this = stale")

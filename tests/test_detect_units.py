@@ -275,3 +275,18 @@ def test_a_run_of_repeats_is_still_a_flatline_where_single_repeats_are_chance(sp
     rows = detect_residual(x, profile_delta(x), detect_from=utc("2023-03-01"))
     flat = rows[(rows["kind"] == "flatline") & ~rows["superseded"]]
     assert set(stuck[1:]) <= set(flat["ts"])
+
+
+def test_the_expected_change_blends_the_forecast_and_the_profile_by_the_configured_weight(
+        spring_2023: pd.Series) -> None:
+    """Where an issued forecast covers a point its change and the seasonal profile's are averaged with
+    POWERSENSE_DETECT_FORECAST_WEIGHT; elsewhere the profile's change stands alone."""
+    from shared.detection.service import expectation_deltas
+
+    x = spring_2023[spring_2023.index < utc("2023-04-20")]
+    covered = x.index[-8:]
+    fd = pd.DataFrame({"ts": covered, "delta": 1000.0, "run_id": "r1", "model_version": "m1"})
+    profile = profile_delta(x)
+    blended, run_of, _ = expectation_deltas(x, fd, forecast_weight=0.25)
+    assert np.allclose(blended[covered], 0.25 * 1000.0 + 0.75 * profile[covered])
+    assert blended.drop(covered).equals(profile.drop(covered)) and set(run_of[covered]) == {"r1"}

@@ -295,10 +295,11 @@ def deployed_forecasts(
 
 
 def deployed_delta(x: pd.Series, forecasts: pd.DataFrame, start: pd.Timestamp,
-                   calendar: Calendar = FRANCE) -> tuple[pd.Series, float]:
-    """The expectation detect builds from ``forecasts`` rows (service.forecast_deltas, then the profile where no
-    forecast covers a point) and the share of points from ``start`` on that had a forecast."""
-    dexp, _, version_of = expectation_deltas(x, forecast_deltas(forecasts, x.index), calendar=calendar)
+                   calendar: Calendar = FRANCE, forecast_weight: float = 1.0) -> tuple[pd.Series, float]:
+    """The expectation detect builds from ``forecasts`` rows (service.expectation_deltas with the configured
+    ``POWERSENSE_DETECT_FORECAST_WEIGHT``) and the share of points from ``start`` on that had a forecast."""
+    dexp, _, version_of = expectation_deltas(x, forecast_deltas(forecasts, x.index), calendar=calendar,
+                                             forecast_weight=forecast_weight)
     return dexp, float((version_of[x.index >= start] != "profile").mean())
 
 
@@ -522,7 +523,7 @@ def evaluate(
         for variant, series in (("injected", x_inj), ("clean", x))[: 2 if deployed_clean else 1]:
             fc, info = deployed_forecasts(model, series, start, end, settings, None if other else "consommation",
                                           schedule, progress)
-            dexps[variant], share = deployed_delta(series, fc, start, calendar)
+            dexps[variant], share = deployed_delta(series, fc, start, calendar, settings.detect_forecast_weight)
             deployed["variants"][variant] = {**info, "points_with_forecast": round(share, 4)}
     jobs = [(d, v) for d in detectors for v in ("injected", "clean")]
     clean_events: dict[str, list[dict[str, str]]] = {}

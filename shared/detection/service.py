@@ -236,19 +236,21 @@ def forecast_deltas(forecasts: pd.DataFrame, grid: pd.DatetimeIndex) -> pd.DataF
 
 
 def expectation_deltas(
-    x: pd.Series, forecast_deltas: pd.DataFrame, day_types: pd.Series | None = None, calendar: Calendar = FRANCE
+    x: pd.Series, forecast_deltas: pd.DataFrame, day_types: pd.Series | None = None, calendar: Calendar = FRANCE,
+    forecast_weight: float = 1.0,
 ) -> tuple[pd.Series, pd.Series, pd.Series]:
-    """The residual detector's expected change per step of ``x`` (pure): the latest forecast's change where a
-    forecast covers the point (:func:`forecast_deltas`), else the seasonal profile's (its day types from
-    ``day_types`` where given); with the forecast run id and model version each point's expectation came from
-    ('' / 'profile' for the profile); ``calendar``: the series' (France's, the product's, by default)."""
+    """The residual detector's expected change per step of ``x`` (pure): where a forecast covers the point
+    (:func:`forecast_deltas`), ``forecast_weight`` × the latest forecast's change + the rest × the seasonal
+    profile's, else the profile's (its day types from ``day_types`` where given); with the forecast run id and model
+    version each point's expectation came from ('' / 'profile' for the profile); ``calendar``: the series'
+    (France's, the product's, by default)."""
     dexp = profile_delta(x, day_types=day_types, calendar=calendar)
     run_of = pd.Series("", index=x.index)
     version_of = pd.Series("profile", index=x.index)
     if not forecast_deltas.empty:
         fd = forecast_deltas.set_index("ts").reindex(x.index)
         has = fd["delta"].notna().to_numpy()
-        dexp[has] = fd["delta"][has]
+        dexp[has] = forecast_weight * fd["delta"][has] + (1 - forecast_weight) * dexp[has]
         run_of[has] = fd["run_id"][has]
         version_of[has] = fd["model_version"][has]
     return dexp, run_of, version_of
@@ -281,7 +283,8 @@ def compute_anomalies(
         return pd.DataFrame(), {"detector": "none", "reason": "not enough actuals"}
     step = x.index[1] - x.index[0]
     x = x.reindex(pd.date_range(x.index[0], max(x.index[-1], (end - step).floor(step)), freq=step))
-    dexp, run_of, version_of = expectation_deltas(x, forecast_deltas, day_types)
+    dexp, run_of, version_of = expectation_deltas(x, forecast_deltas, day_types,
+                                                  forecast_weight=settings.detect_forecast_weight)
     if not forecast_deltas.empty:
         info["points_with_forecast"] = int((version_of[x.index >= start] != "profile").sum())
     params = ResidualParams.from_settings(settings)
