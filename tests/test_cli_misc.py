@@ -150,6 +150,14 @@ def test_an_anomaly_period_with_history_before_it_but_no_data_in_it_is_one_line(
     assert _error(capsys).startswith("evaluate-anomalies: error: no data between 2023-04-05 and 2023-04-20")
 
 
+def test_no_progress_leaves_no_progress_bar_on_stderr(march_csv: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """As evaluate's --no-progress: a scripted run's stderr holds no tqdm bars."""
+    assert _anomalies(tmp_path, "--data", str(march_csv), "--start", "2023-03-10", "--end", "2023-03-31",
+                      "--per-kind", "1", "--no-progress") == 0
+    assert "run/s" not in capsys.readouterr().err and (tmp_path / "r" / "anomaly_eval.json").is_file()
+
+
 @pytest.mark.parametrize("per_kind", ["0", "-2"])
 def test_a_per_kind_below_one_is_refused(march_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                          per_kind: str) -> None:

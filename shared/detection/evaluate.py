@@ -681,6 +681,7 @@ def _main(argv: list[str] | None) -> int:
         default="profile",
         help="forecast source behind the residual detector's expectation",
     )
+    ap.add_argument("--no-progress", action="store_true", help="no progress bars (as evaluate's)")
     ap.add_argument("--deployed-clean", action="store_true",
                     help="deployed: also replay the clean period (false alarms per week; twice the forecast replay)")
     ap.add_argument("--timezone", default=None,
@@ -710,7 +711,7 @@ def _main(argv: list[str] | None) -> int:
         print(f"note: {note}", flush=True)
     report = evaluate(files, start, end, args.seed, per_kind, expectation=args.expectation,
                       deployed_clean=args.deployed_clean, calendar=calendar,
-                      naive_tz=naive_tz_option(args, calendar.tz), columns=columns)
+                      naive_tz=naive_tz_option(args, calendar.tz), columns=columns, progress=not args.no_progress)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "anomaly_eval_deployed" if deployed else "anomaly_eval"
     # strict JSON: a figure that cannot be computed is null, never NaN
