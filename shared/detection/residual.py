@@ -87,6 +87,8 @@ class ResidualParams:
     bias_alpha: float = 0.3
     sigma_floor_frac: float = 0.001
     sigma_cap_frac: float = 0.0075
+    # lone exact repeats a week above which one is chance, not a stuck feed: the whole detector's false-alarm
+    # budget, twice France's rate (README, *Spain, and values that repeat by chance*; 2 a week was worse on NL)
     max_chance_repeats_per_week: float = 1.0
 
     def level_shift_min_steps(self, step_min: int) -> int:
