@@ -338,7 +338,9 @@ def _render_table(t: Table, cluster: str) -> list[str]:
     return out
 
 
+# the names the DDL is rendered with, defined once (the settings' patterns and template.yaml's parameter use them)
 CLUSTER_NAME = r"[A-Za-z0-9_.-]+"
+DATABASE_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 
 
 def render_cluster(statements: Sequence[str], cluster: str) -> list[str]:
@@ -434,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     # an empty or odd name used to print the single-node DDL (or a traceback) as if it were what was asked for
     if args.cluster is not None and not re.fullmatch(CLUSTER_NAME, args.cluster):
         parser.error(f"--cluster {args.cluster!r} is not a cluster name (letters, digits, _ . -)")
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", args.database):
+    if not re.fullmatch(DATABASE_NAME, args.database):
         parser.error(f"--database {args.database!r} is not a database name (letters, digits, _; not first a digit)")
     stmts = single_node_statements(database=args.database)
     if args.cluster is not None:

@@ -24,10 +24,16 @@ from pydantic_settings import (
 )
 
 from shared.errors import ConfigurationError
-from shared.timeutil import iso_instant
+from shared.schema import CLUSTER_NAME, DATABASE_NAME
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SECRETS_DIR = "/var/openfaas/secrets"
+
+
+def shipped_history_files() -> list[Path]:
+    """The shipped real history, one file a year (``data/eco2mix/eco2mix_national_YYYY.csv.gz``), oldest first."""
+    return sorted((REPO_ROOT / "data" / "eco2mix").glob("eco2mix_national_*.csv.gz"))
+
 
 # --- AWS Secrets Manager (Lambda) --------------------------------------------------------------
 # Settings that may be given as ``POWERSENSE_<NAME>_SECRET_ARN`` instead of a value or a secret file.
@@ -113,11 +119,11 @@ class Settings(BaseSettings):
     clickhouse_user: str = Field(default="default", description="ClickHouse user (query: the read-only user)")
     clickhouse_password: SecretStr = Field(default=SecretStr(""), description="secret file clickhouse_password")
     clickhouse_database: str = Field(
-        default="electricity", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        default="electricity", pattern=rf"^{DATABASE_NAME}$",
         description="database of every table (a plain identifier: it is written into the DDL)",
     )
     clickhouse_cluster: str = Field(
-        default="", pattern=r"^[A-Za-z0-9_.-]*$",
+        default="", pattern=rf"^(?:{CLUSTER_NAME})?$",
         description="cluster name (remote_servers) of a sharded, replicated server: the schema is applied in its "
         "cluster rendering (python -m shared ddl --cluster NAME); empty = single server or chDB",
     )
@@ -215,7 +221,7 @@ class Settings(BaseSettings):
     poll_lookahead_hours: float = Field(default=48.0, ge=0, description="window end after now (published forecasts)")
     poll_max_window_days: float = Field(default=31.0, gt=0, description="longest window one poll fetches (catch-up)")
     history_files: list[Path] = Field(
-        default_factory=lambda: sorted((REPO_ROOT / "data" / "eco2mix").glob("eco2mix_national_*.csv.gz")),
+        default_factory=shipped_history_files,
         description="files the bootstrap loads: eco2mix, ODRÉ or RTE files of France's national load (others are "
         "refused before anything is written)",
     )
@@ -526,7 +532,11 @@ class Settings(BaseSettings):
     @classmethod
     def _iso_instant(cls, v: str | None) -> str | None:
         # checked at start-up: a typo here used to surface only when bootstrap ran, as a pandas parse error
-        return None if v in (None, "") else iso_instant(v)
+        if v in (None, ""):
+            return None
+        from shared.timeutil import iso_instant  # imported here: timeutil loads pandas, settings must stay light
+
+        return iso_instant(v)
 
     @model_validator(mode="after")
     def _cluster_needs_server(self) -> Settings:

@@ -69,6 +69,15 @@ def test_handler_import_loads_no_ml_module(function: str, tmp_path: Path) -> Non
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 
 
+def test_the_settings_load_without_pandas() -> None:
+    """Every function and command builds the settings first; their import stays off pandas (a start-up validator
+    once pulled it in through shared.timeutil: ~0.1 → ~0.3 s for `import shared.settings`)."""
+    code = "import sys, shared.settings\nprint('pandas' in sys.modules)\n"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "False"
+
+
 # --- the static view --------------------------------------------------------------------------------------
 def _module_file(name: str) -> Path | None:
     path = REPO.joinpath(*name.split("."))

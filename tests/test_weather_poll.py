@@ -147,7 +147,7 @@ def test_second_run_revises_values_as_new_versions_and_as_of_has_no_look_ahead(s
     mid = load_series(store, SOURCE, FORECAST_METRIC, as_of=T1 + 3 * H)
     assert len(mid) == first["details"]["hours_per_model"]["ecmwf_ifs025"]
     assert set(mid["version"].astype(int)) == {1}
-    from shared.weather.service import load_temperature_forecast
+    from shared.weather.featurize import load_temperature_forecast
 
     grid = load_temperature_forecast(store, target, target + 2 * H, as_of=T1 + H, resolution_min=30)
     assert grid["ts"].tolist() == list(pd.date_range(target, periods=4, freq="30min"))

@@ -59,7 +59,7 @@ from shared.ingest.history import (
 )
 from shared.ingest.history import no_shipped_history as history_error
 from shared.logs import configure_logging, log_event
-from shared.settings import REPO_ROOT, get_settings
+from shared.settings import REPO_ROOT, get_settings, shipped_history_files
 from shared.timeutil import to_utc
 
 log = logging.getLogger(__name__)
@@ -78,8 +78,7 @@ def default_files(start: pd.Timestamp, end: pd.Timestamp, history_days: int) -> 
 def no_shipped_history(start: pd.Timestamp, end: pd.Timestamp) -> BadRequestError:
     """The error for a period :func:`default_files` has no file for: what the shipped history covers, and to give
     ``--data`` (not read_history's "no history files given": the user gave none and did not have to)."""
-    return history_error(sorted((REPO_ROOT / "data" / "eco2mix").glob("eco2mix_national_*.csv.gz")), "data/eco2mix",
-                         f"period {_moment(start)} … {_moment(end)}")
+    return history_error(shipped_history_files(), "data/eco2mix", f"period {_moment(start)} … {_moment(end)}")
 
 
 SPIKE_QUARTER = pd.Timedelta(minutes=15)  # injected spikes and dips last 1–4 of these
@@ -294,8 +293,8 @@ def deployed_forecasts(
                   "issue_seconds": round(time.perf_counter() - t0, 1)}
 
 
-def deployed_delta(x: pd.Series, forecasts: pd.DataFrame, start: pd.Timestamp,
-                   calendar: Calendar = FRANCE, forecast_weight: float = 1.0) -> tuple[pd.Series, float]:
+def deployed_delta(x: pd.Series, forecasts: pd.DataFrame, start: pd.Timestamp, calendar: Calendar,
+                   forecast_weight: float) -> tuple[pd.Series, float]:
     """The expectation detect builds from ``forecasts`` rows (service.expectation_deltas with the configured
     ``POWERSENSE_DETECT_FORECAST_WEIGHT``) and the share of points from ``start`` on that had a forecast."""
     dexp, _, version_of = expectation_deltas(x, forecast_deltas(forecasts, x.index), calendar=calendar,

@@ -318,20 +318,20 @@ class _ResidualState:
     day_codes: np.ndarray
     start_i: int
     max_run: int
+    shift_min: int  # level_shift_min_steps at this series' resolution
+    steps_per_week: float
     cal: _Calibration
     path_at: np.ndarray  # the expected path at every step (the return test rebuilds old expectations)
     rows: list[dict[str, Any]] = field(default_factory=list)
     path: float = 0.0  # cumulative expected change (the forecast's shape) since the path started
     path_ok: bool = False
     levels: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=8))  # (i, x - path), normal pts
-    shift_min: int = 8  # level_shift_min_steps at this series' resolution
     long_levels: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=2 * SLOW_STEPS))
     gap: int = 0  # steps since the last normal point
     absent: int = 0  # consecutive steps without a usable observation (missing or stuck)
     reps: int = 0  # repeats of the same raw value in a row
     pairs: int = 0  # consecutive observed pairs seen so far
     lone_repeats: int = 0  # of which ended a run of exactly one repeat
-    steps_per_week: float = 672.0
     bias: float = 0.0  # smoothed residual change per step at recent normal points
     flat_flagged: set[int] = field(default_factory=set)
     run: _Run = field(default_factory=_Run)

@@ -237,13 +237,14 @@ def forecast_deltas(forecasts: pd.DataFrame, grid: pd.DatetimeIndex) -> pd.DataF
 
 def expectation_deltas(
     x: pd.Series, forecast_deltas: pd.DataFrame, day_types: pd.Series | None = None, calendar: Calendar = FRANCE,
-    forecast_weight: float = 1.0,
+    *, forecast_weight: float,
 ) -> tuple[pd.Series, pd.Series, pd.Series]:
     """The residual detector's expected change per step of ``x`` (pure): where a forecast covers the point
     (:func:`forecast_deltas`), ``forecast_weight`` × the latest forecast's change + the rest × the seasonal
     profile's, else the profile's (its day types from ``day_types`` where given); with the forecast run id and model
     version each point's expectation came from ('' / 'profile' for the profile); ``calendar``: the series'
-    (France's, the product's, by default)."""
+    (France's, the product's, by default). ``forecast_weight`` has no default here: its one default is the setting
+    ``POWERSENSE_DETECT_FORECAST_WEIGHT``."""
     dexp = profile_delta(x, day_types=day_types, calendar=calendar)
     run_of = pd.Series("", index=x.index)
     version_of = pd.Series("profile", index=x.index)

@@ -224,6 +224,24 @@ def weather_path(realised: pd.DataFrame, forecast: pd.DataFrame, as_of: pd.Times
 
 
 # --- the stage step -----------------------------------------------------------------------------------------
+def load_temperature_forecast(
+    store: Store, start: datetime, end: datetime, as_of: datetime, resolution_min: int | None = None,
+) -> pd.DataFrame:
+    """The national temperature forecast for ``[start, end)`` as known at ``as_of`` (no look-ahead): ``ts, value``.
+
+    Only versions inserted at or before ``as_of`` are read (``load_series(..., as_of=…)``).  With
+    ``resolution_min`` the hourly values are put on that grid (:func:`shared.weather.parse.to_grid`).
+    """
+    from shared.series import load_series
+    from shared.weather.parse import to_grid
+
+    hourly = load_series(store, SOURCE, FORECAST_METRIC, start, end + pd.Timedelta(hours=1), as_of=as_of)
+    frame = hourly[["ts", "value"]]
+    if resolution_min is None:
+        return frame[frame["ts"] < to_utc(end)].reset_index(drop=True)
+    return to_grid(frame, to_utc(start), to_utc(end), resolution_min)
+
+
 def read_known_inputs(store: Store, start: pd.Timestamp, as_of: pd.Timestamp,
                       end: pd.Timestamp) -> tuple[list[tuple[str, pd.DataFrame]], pd.DataFrame]:
     """What was known at ``as_of`` (versions inserted, and verdicts made, at or before it): each realised source's
@@ -231,7 +249,6 @@ def read_known_inputs(store: Store, start: pd.Timestamp, as_of: pd.Timestamp,
     temperature forecast (``ts, value``) in ``[start, end)``. Read by featurize's runs and by the real-forecast
     backtest's provider alike."""
     from shared.series import load_series
-    from shared.weather.service import load_temperature_forecast
 
     lo, at = to_utc(start).to_pydatetime(), to_utc(as_of).to_pydatetime()
     sources = [(label, load_series(store, source, metric, lo, at, as_of=at)[["ts", "value"]])

@@ -52,6 +52,7 @@ from shared.metrics import REGISTRY
 from shared.runs import Run
 from shared.settings import REPO_ROOT, Settings
 from shared.store import Store
+from shared.timeutil import to_utc
 from shared.weather import (
     ENEDIS_NORMAL_METRIC,
     ENEDIS_REALISED_METRIC,
@@ -73,7 +74,6 @@ from shared.weather.parse import (
     blend,
     load_stations,
     parse_response,
-    to_grid,
 )
 
 if TYPE_CHECKING:
@@ -292,9 +292,9 @@ def realised_catch_up(store: Store, settings: Settings, client: OpenMeteoClient,
     last_read = store.scalar(
         """select max(fetched_at) from {db:Identifier}.raw_records
            where startsWith(batch_id, {p:String}) having count() > 0""", {"p": ARCHIVE_BATCH_PREFIX})
-    if last_read is not None and _utc(last_read) >= today:
+    if last_read is not None and to_utc(last_read) >= today:
         return {"skipped": "archive already read today"}
-    lo = max(_utc(newest).floor("D") - pd.Timedelta(days=1), today - pd.Timedelta(days=CATCH_UP_DAYS))
+    lo = max(to_utc(newest).floor("D") - pd.Timedelta(days=1), today - pd.Timedelta(days=CATCH_UP_DAYS))
     if lo >= today:
         return {"skipped": "realised temperature is up to date"}
     return _backfill_archive(store, settings, lo, today, lease, chunk_days=CATCH_UP_DAYS + 1, progress=False,
@@ -312,11 +312,6 @@ def enedis_rows(frame: pd.DataFrame) -> pd.DataFrame:
                  metric=ENEDIS_NORMAL_METRIC, nature="normale")]
     rows = pd.concat(parts, ignore_index=True)
     return rows[rows["value"].notna()].assign(perimetre=PERIMETER).reset_index(drop=True)
-
-
-def _utc(value: date | datetime) -> pd.Timestamp:
-    ts = pd.Timestamp(value)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
 def backfill(
@@ -341,7 +336,7 @@ def backfill(
     """
     from tqdm import tqdm
 
-    lo, hi = _utc(start), _utc(end)
+    lo, hi = to_utc(start), to_utc(end)
     if hi <= lo:
         raise BadRequestError("end must be after start")
     if bootstrap_pending(store, settings):
@@ -441,20 +436,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
     print(f"weather-backfill done in {time.perf_counter() - t0:.1f} s")
     return 0
-
-
-def load_temperature_forecast(
-    store: Store, start: datetime, end: datetime, as_of: datetime, resolution_min: int | None = None,
-) -> pd.DataFrame:
-    """The national temperature forecast for ``[start, end)`` as known at ``as_of`` (no look-ahead): ``ts, value``.
-
-    Only versions inserted at or before ``as_of`` are read (``load_series(..., as_of=…)``).  With
-    ``resolution_min`` the hourly values are put on that grid (:func:`shared.weather.parse.to_grid`).
-    """
-    from shared.series import load_series
-
-    hourly = load_series(store, SOURCE, FORECAST_METRIC, start, end + pd.Timedelta(hours=1), as_of=as_of)
-    frame = hourly[["ts", "value"]]
-    if resolution_min is None:
-        return frame[frame["ts"] < _utc(end)].reset_index(drop=True)
-    return to_grid(frame, _utc(start), _utc(end), resolution_min)
