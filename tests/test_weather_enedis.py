@@ -14,6 +14,7 @@ import pytest
 from shared.errors import BadRequestError
 from shared.forecasting import evaluate
 from shared.weather.enedis import read_enedis, read_enedis_file
+from shared.weather.realised import RealisedTemperature
 from shared.weather.service import WEATHER_DIR
 
 SHIPPED_2023 = WEATHER_DIR / "enedis_temperature_lissee_nationale_2023.csv.gz"
@@ -77,7 +78,7 @@ def test_the_backtests_temperature_takes_a_users_files_over_the_shipped_series(j
                                                                                 tmp_path: Path) -> None:
     extra = january.assign(realised=january["realised"] - 1.0)
     ts = pd.Series(pd.date_range("2023-01-31T23:00Z", "2023-02-01T01:00Z", freq="30min"))
-    got = evaluate.realised_temperature(ts, extra)
+    got = evaluate.realised_temperature(ts, RealisedTemperature(extra[["ts", "realised"]], True, "Enedis"))
     shipped = evaluate.realised_temperature(ts)
     in_extra = ts < pd.Timestamp("2023-02-01", tz="UTC")
     assert (got.loc[in_extra, "temp_degc"] == shipped.loc[in_extra, "temp_degc"] - 1.0).all()

@@ -68,6 +68,7 @@ from shared.weather.forecast_error import (
     simulated_provider,
     t2m_error_sd,
 )
+from shared.weather.realised import RealisedTemperature, read_temperature_files
 
 HORIZON_DAYS = 7
 TARGET_SPAN = pd.Timedelta(days=HORIZON_DAYS + 1, hours=12)  # from a daily (noon) origin to the end of its D+7
@@ -94,30 +95,44 @@ GATED_NOTE_SHARE = 0.05
 MIN_TEST_TEMPERATURE_SHARE = 0.99
 
 
-def realised_temperature(ts: pd.Series | pd.DatetimeIndex, extra: pd.DataFrame | None = None,
+def realised_temperature(ts: pd.Series | pd.DatetimeIndex, extra: RealisedTemperature | None = None,
                          normal_where_missing: bool = False) -> pd.DataFrame:
-    """The realised national temperature (Enedis smoothed) at ``ts``: ``ts, temp_degc`` — the shipped series
-    (2020-01-09 … 2023) and, where given, ``extra`` (:func:`shared.weather.enedis.read_enedis` of a user's files,
-    ``--temperature``), whose values win where both have one; ``normal_where_missing``: the climatological normal
-    where neither has a value."""
+    """The realised temperature at ``ts``: ``ts, temp_degc``. By default France's (Enedis smoothed): the shipped
+    series (2020-01-09 … 2023) and, where given, Enedis's files of ``extra`` (``--temperature``), whose values win
+    where both have one; ``normal_where_missing``: the climatological normal where neither has a value. A raw
+    ``timestamp,value`` temperature in ``extra`` (the series' own, :mod:`shared.weather.realised`) is used alone —
+    another definition, perhaps another area — short gaps interpolated, with the file's own climatology
+    (:func:`~shared.weather.realised.normal_of`) as the normal."""
     from shared.features import temperature_features
+    from shared.weather.realised import normal_of, on_grid
 
     t = pd.Series(pd.DatetimeIndex(ts))
+    if extra is not None and not extra.smoothed:
+        own = on_grid(extra.frame, t)
+        if normal_where_missing:
+            own["temp_degc"] = own["temp_degc"].fillna(normal_of(extra.frame, t)["temp_degc"])
+        return own
     tf = temperature_features(t)
     temp = tf["temp_observed_degc"]
-    if extra is not None and not extra.empty:
-        temp = pd.Series(extra.set_index("ts")["realised"].reindex(pd.DatetimeIndex(t)).to_numpy()).fillna(temp)
+    if extra is not None and not extra.frame.empty:
+        temp = pd.Series(extra.frame.set_index("ts")["realised"].reindex(pd.DatetimeIndex(t)).to_numpy()).fillna(temp)
     if normal_where_missing:
         temp = temp.fillna(tf["temp_normal_degc"])
     return pd.DataFrame({"ts": t, "temp_degc": temp.to_numpy()})
 
 
-def shipped_weather(grid: pd.DataFrame, cfg: Any,
-                    extra: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame, Any]:
-    """The realised temperature at ``grid``'s steps (shipped, and ``extra`` where given), ``grid`` with its weather
-    features, and the weather model's configuration (trained on the Enedis series, which is already smoothed)."""
+def shipped_weather(grid: pd.DataFrame, cfg: Any, extra: RealisedTemperature | None = None,
+                    other_series: bool = False) -> tuple[pd.DataFrame, pd.DataFrame, Any]:
+    """The realised temperature at ``grid``'s steps (:func:`realised_temperature`), ``grid`` with its weather
+    features, and the weather model's configuration: Enedis's series is already smoothed
+    (``weather_smoothed_input``), a raw one is smoothed by the product. ``other_series``: the load is not France's,
+    so its temperature is not damped toward France's normal (the only climatology shipped; ``weather_damping``
+    off)."""
+    smoothed = extra is None or extra.smoothed
     real = realised_temperature(grid["ts"], extra)
-    return real, with_weather(grid, real, smoothed_input=True), replace(cfg, weather=True, weather_smoothed_input=True)
+    wcfg = replace(cfg, weather=True, weather_smoothed_input=smoothed,
+                   weather_damping=cfg.weather_damping and not other_series)
+    return real, with_weather(grid, real, smoothed_input=smoothed), wcfg
 
 
 def with_weather(grid: pd.DataFrame, realised: pd.DataFrame, smoothed_input: bool) -> pd.DataFrame:
@@ -555,50 +570,85 @@ def backtest(
 
 
 WEATHER_TARGETS = {"b": {"D+1": 2.3, "D+7": 4.5}, "a": {"D+1": 1.8}}  # MAPE % targets of issue #12
-WEATHER_NOTES = [
-    "a_perfect: the realised (Enedis smoothed) temperature used as the forecast = a perfect weather forecast, "
-    "LOOK-AHEAD. An UPPER BOUND on what weather is worth; NOT comparable with RTE's J-1 forecast, which uses real "
-    "weather forecasts.",
-    "b_simulated_seed*: realised temperature + simulated forecast errors (AR(1) in time, e-folding 24 h, standard "
-    "deviation by lead from ECMWF Tech. Memo 880 (Haiden et al. 2021), HRES 2 m temperature vs European SYNOP "
-    "stations: ≈1.6 K at day 3, ≈2.3 K at day 6, linear in lead; values read off a figure from memory, not "
-    "re-verified; station errors overstate a national mean's, Météo-France's published point accuracy is larger: "
-    "whether (b) is pessimistic is not established, --weather-error-scale shows the sensitivity). Errors smoothed "
-    "like the temperature (Enedis smoothed series).",
-    "c_weather_free: the product without weather (the same code as make evaluate), same origins.",
-    "The weather model trains where realised temperature exists: the shipped Enedis series starts 2020-01-09, so "
-    "the weather model's first training window (forecast_weather_train_days: the 3 years before 2023) has weather "
-    "from 2020-01-09 only; the weather-free model trains on forecast_train_days (train_window).",
-    "One weather model per retrain (trained on realised temperature; its holdout uses simulated forecasts with a "
-    "seed not among the evaluated ones); (a) and every (b) seed issue forecasts from that same model.",
-    "Every temperature forecast is damped toward the normal by its source's own track record on the model's "
-    "holdout (shared/weather/damping.py; retrains[].weather_damping_by_source), as production damps its one source "
-    "by that source's record: (a)'s perfect source earns slopes of 1 (no damping), each (b) seed its own; "
-    "retrains[].weather_damping is what the model learnt from the holdout's own simulated forecasts.",
-]
+def weather_notes(own_temperature: bool, other_series: bool) -> list[str]:
+    """The weather report's notes: what (a), (b) and (c) are, for France's Enedis series (the shipped one) or for
+    the series' own raw temperature (``own_temperature``, ``--temperature`` timestamp,value); ``other_series``: the
+    load is not France's."""
+    temp = ("the series' own raw temperature (--temperature timestamp,value)" if own_temperature else
+            "the realised (Enedis smoothed) temperature")
+    notes = [
+        f"a_perfect: {temp} used as the forecast = a perfect weather forecast, LOOK-AHEAD. An UPPER BOUND on what "
+        "weather is worth; NOT comparable with "
+        + ("an operator's day-ahead forecast" if own_temperature else "RTE's J-1 forecast")
+        + ", which uses real weather forecasts.",
+        "b_simulated_seed*: realised temperature + simulated forecast errors (AR(1) in time, e-folding 24 h, standard "
+        "deviation by lead from ECMWF Tech. Memo 880 (Haiden et al. 2021), HRES 2 m temperature vs European SYNOP "
+        "stations: ≈1.6 K at day 3, ≈2.3 K at day 6, linear in lead; values read off a figure from memory, not "
+        "re-verified; station errors overstate a national mean's, Météo-France's published point accuracy is larger: "
+        "whether (b) is pessimistic is not established, --weather-error-scale shows the sensitivity). "
+        + ("Errors added to the raw temperature, which the product then smooths (τ = 24 h, shared/weather/features.py)."
+           if own_temperature else "Errors smoothed like the temperature (Enedis smoothed series)."),
+        "c_weather_free: the product without weather (the same code as make evaluate), same origins.",
+        "The weather model trains where realised temperature exists"
+        + (" (forecast_weather_train_days: the 3 years before the test period, or less where the data are shorter); "
+           if own_temperature else
+           ": the shipped Enedis series starts 2020-01-09, so the weather model's first training window "
+           "(forecast_weather_train_days: the 3 years before 2023) has weather from 2020-01-09 only; ")
+        + "the weather-free model trains on forecast_train_days (train_window).",
+        "One weather model per retrain (trained on realised temperature; its holdout uses simulated forecasts with a "
+        "seed not among the evaluated ones); (a) and every (b) seed issue forecasts from that same model.",
+    ]
+    if other_series:
+        notes.append(
+            "Another series than France's: its temperature forecasts are not damped toward a normal (weather_damping "
+            "off: the only climatology shipped is France's); (b)'s error model is the ECMWF verification over Europe, "
+            "applied as it is (an assumption outside Europe); the heating/cooling degree bases are those learnt on "
+            "France (15 / 18 °C).")
+    else:
+        notes.append(
+            "Every temperature forecast is damped toward the normal by its source's own track record on the model's "
+            "holdout (shared/weather/damping.py; retrains[].weather_damping_by_source), as production damps its one "
+            "source by that source's record: (a)'s perfect source earns slopes of 1 (no damping), each (b) seed its "
+            "own; retrains[].weather_damping is what the model learnt from the holdout's own simulated forecasts.")
+    return notes
+
+
+def temperature_source(temperature: RealisedTemperature | None) -> str:
+    """What the report says the realised temperature was."""
+    if temperature is not None and not temperature.smoothed:
+        f = temperature.frame
+        return f"{temperature.what}: --temperature files, {f['ts'].min():%Y-%m-%d} … {f['ts'].max():%Y-%m-%d}"
+    return ("shipped Enedis realised smoothed national temperature (data/weather/"
+            "enedis_temperature_lissee_nationale_*.csv.gz), 2020-01-09 … 2023-12-31"
+            + ("" if temperature is None or temperature.frame.empty else
+               f", and from --temperature files {temperature.frame['ts'].min():%Y-%m-%d} … "
+               f"{temperature.frame['ts'].max():%Y-%m-%d} (over the shipped series where both have a value)")
+            + "; used as already smoothed (weather_smoothed_input)")
 
 
 def weather_evaluation(grid: pd.DataFrame, rte: pd.DataFrame | None, train_start: pd.Timestamp,
                        test_start: pd.Timestamp, test_end: pd.Timestamp, settings: Settings, retrain_days: int,
                        origin_hour: int, progress: bool, cfg: Any, error_scale: float = 1.0,
                        seeds: tuple[int, ...] = SIMULATED_SEEDS,
-                       temperature: pd.DataFrame | None = None) -> dict[str, Any]:
+                       temperature: RealisedTemperature | None = None, other_series: bool = False) -> dict[str, Any]:
     """What weather is worth (issue #12), each run labelled: (a) perfect forecast, (b) simulated forecast errors
     (several seeds: mean and spread), (c) the weather-free product — same origins, same backtest rules.
-    ``temperature``: Enedis's series for other years (``--temperature``), over the shipped one."""
+    ``temperature``: ``--temperature`` files (:func:`realised_temperature`); ``other_series``: the load is not
+    France's (:func:`shipped_weather`)."""
     step, horizon = pd.Timedelta(minutes=cfg.resolution_min), TARGET_SPAN
     t0 = time.perf_counter()
-    real, gw, wcfg = shipped_weather(grid, cfg, temperature)
+    real, gw, wcfg = shipped_weather(grid, cfg, temperature, other_series)
+    smoothed = wcfg.weather_smoothed_input
     # checked before any training: (a) needs the realised temperature of every target it scores, or it would be
     # scored on whatever fills the gap
     in_test = (real["ts"] >= test_start) & (real["ts"] < test_end)
     covered = float(real.loc[in_test, "temp_degc"].notna().mean()) if in_test.any() else 0.0
     if covered < MIN_TEST_TEMPERATURE_SHARE:
+        has = ("the --temperature files" if temperature is not None and not temperature.smoothed else
+               "shipped: 2020-01-09 … 2023; --temperature FILE… adds Enedis's series of other years")
         raise BadRequestError(f"--weather: realised temperature covers {covered:.1%} of the test period "
                               f"{test_start.tz_convert(cfg.timezone):%Y-%m-%d} … "
-                              f"{test_end.tz_convert(cfg.timezone):%Y-%m-%d} (local, end excluded; shipped: "
-                              "2020-01-09 … 2023; "
-                              "--temperature FILE… adds Enedis's series of other years)")
+                              f"{test_end.tz_convert(cfg.timezone):%Y-%m-%d} (local, end excluded; {has})")
     plain = backtest(grid, rte, train_start, test_start, test_end, settings, retrain_days, origin_hour,
                      progress=progress, cfg=replace(cfg))
     # targets after the realised temperature ends (only those after the test year, never scored) get the normal
@@ -607,10 +657,10 @@ def weather_evaluation(grid: pd.DataFrame, rte: pd.DataFrame | None, train_start
     fill = fill[fill["ts"] > real.dropna()["ts"].max()]
     providers: dict[str, WeatherProvider] = {"a_perfect": perfect_provider(real, horizon, step, fill)}
     for sd in seeds:
-        providers[f"b_simulated_seed{sd}"] = simulated_provider(real, horizon, step, sd, True, error_scale, fill)
+        providers[f"b_simulated_seed{sd}"] = simulated_provider(real, horizon, step, sd, smoothed, error_scale, fill)
     rep = backtest(gw, rte, train_start, test_start, test_end, settings, retrain_days, origin_hour,
                    progress=progress, cfg=wcfg, weather=providers,
-                   holdout_weather=simulated_provider(real, horizon, step, HOLDOUT_SEED, True, error_scale, fill))
+                   holdout_weather=simulated_provider(real, horizon, step, HOLDOUT_SEED, smoothed, error_scale, fill))
     models = {"c_weather_free": plain["models"]["powersense"], **{n: rep["models"][n] for n in providers},
               "seasonal_naive": plain["models"]["seasonal_naive"]}
     models.update({k: v for k, v in plain["models"].items() if k in BENCHMARKS})
@@ -643,7 +693,7 @@ def weather_evaluation(grid: pd.DataFrame, rte: pd.DataFrame | None, train_start
     return {
         "what": "issue #12: what weather is worth — (a) perfect forecast UPPER BOUND, (b) simulated forecast "
                 "errors, (c) weather-free product; same origins, same backtest rules as make evaluate",
-        "notes": WEATHER_NOTES,
+        "notes": weather_notes(not smoothed, other_series),
         "models": models,
         "b_summary": b_summary,
         "targets": WEATHER_TARGETS,
@@ -655,12 +705,8 @@ def weather_evaluation(grid: pd.DataFrame, rte: pd.DataFrame | None, train_start
                         "source": "T. Haiden et al., Evaluation of ECMWF forecasts, including the 2020 upgrade, "
                                   "ECMWF Technical Memorandum 880, January 2021 (HRES 2 m temperature vs European "
                                   "SYNOP; values read off its figure, approximate)"},
-        "temperature": "shipped Enedis realised smoothed national temperature (data/weather/"
-                       "enedis_temperature_lissee_nationale_*.csv.gz), 2020-01-09 … 2023-12-31"
-                       + ("" if temperature is None or temperature.empty else
-                          f", and from --temperature files {temperature['ts'].min():%Y-%m-%d} … "
-                          f"{temperature['ts'].max():%Y-%m-%d} (over the shipped series where both have a value)")
-                       + "; used as already smoothed (weather_smoothed_input)",
+        "temperature": temperature_source(temperature),
+        "weather_damping": wcfg.weather_damping,
         "test_period": plain["test_period"],
         "train_window": plain["train_window"],
         "weather_train_from": real.dropna()["ts"].min().isoformat(),
@@ -681,7 +727,8 @@ def weather_evaluation(grid: pd.DataFrame, rte: pd.DataFrame | None, train_start
 
 
 def weather_resources(grid: pd.DataFrame, train_start: pd.Timestamp, test_start: pd.Timestamp, settings: Settings,
-                      cfg: Any, temperature: pd.DataFrame | None = None) -> dict[str, Any]:
+                      cfg: Any, temperature: RealisedTemperature | None = None,
+                      other_series: bool = False) -> dict[str, Any]:
     """The forecast stage's cost with the weather model, measured the way it runs (issue #12 targets: training
     ≤ 120 s, prediction ≤ 5 s, peak RSS ≤ 3 GiB): one ``train_and_calibrate`` on the window before ``test_start``, the
     model through its artifact files, one origin issued with the weather known at it. Run it in a fresh process:
@@ -690,11 +737,12 @@ def weather_resources(grid: pd.DataFrame, train_start: pd.Timestamp, test_start:
     from shared.forecasting.service import issue, train_and_calibrate
 
     step, horizon = pd.Timedelta(minutes=cfg.resolution_min), TARGET_SPAN
-    real, gw, wcfg = shipped_weather(grid, cfg, temperature)
+    real, gw, wcfg = shipped_weather(grid, cfg, temperature, other_series)
     train = gw[(gw["ts"] >= train_start) & (gw["ts"] < test_start)]
     t0, c0 = time.perf_counter(), time.process_time()
     model, _ = train_and_calibrate(train, settings, wcfg,
-                                   weather=simulated_provider(real, horizon, step, HOLDOUT_SEED, True))
+                                   weather=simulated_provider(real, horizon, step, HOLDOUT_SEED,
+                                                              wcfg.weather_smoothed_input))
     train_s, train_cpu = time.perf_counter() - t0, time.process_time() - c0
     model = fm.from_files(fm.to_files(model))
     origin = daily_origins(test_start, test_start + pd.Timedelta(days=1))[:1]
@@ -1069,7 +1117,9 @@ def _main(argv: list[str] | None) -> int:
                    help="with --weather: Enedis's smoothed national temperature for years the shipped series "
                         "(2020-01-09 … 2023) lacks, as downloaded from the open-data dataset "
                         "donnees-de-temperature-et-de-pseudo-rayonnement (CSV or JSON export, or the shipped "
-                        "format); where it overlaps the shipped series, the file wins")
+                        "format; where it overlaps the shipped series, the file wins), or the series' own raw "
+                        "temperature as a timestamp,value CSV in °C (used alone, smoothed by the product; required "
+                        "for another series than France's)")
     p.add_argument("--weather-error-scale", type=float, default=1.0,
                    help="(b): multiply the published error standard deviations by this (sensitivity; 1 = as cited)")
     p.add_argument("--timezone", default=None,
@@ -1088,13 +1138,6 @@ def _main(argv: list[str] | None) -> int:
     check_options(a)
     if a.temperature and not a.weather:
         raise BadRequestError("--temperature goes with --weather")
-    temperature = None
-    if a.temperature:
-        from shared.weather.enedis import read_enedis
-
-        temperature = read_enedis(a.temperature)
-        print(f"note: temperature files: {len(a.temperature)}, {temperature['ts'].min():%Y-%m-%d} … "
-              f"{temperature['ts'].max():%Y-%m-%d} (UTC), over the shipped series where they overlap", flush=True)
     if a.resolution:
         settings = settings.model_copy(update={"forecast_resolution_min": a.resolution})
     columns = columns_option(a)
@@ -1103,6 +1146,16 @@ def _main(argv: list[str] | None) -> int:
     tz, country = calendar
     if note:
         print(f"note: {note}", flush=True)
+    temperature = None
+    if a.temperature:
+        temperature = read_temperature_files(a.temperature, naive_tz_option(a, tz))
+        if generic and temperature.smoothed:
+            raise BadRequestError("--temperature: Enedis's national temperature is France's; another series needs "
+                                  "its own (a timestamp,value CSV in °C)")
+        f = temperature.frame
+        print(f"note: temperature files: {len(a.temperature)}, {f['ts'].min():%Y-%m-%d} … {f['ts'].max():%Y-%m-%d} "
+              f"(UTC), {temperature.what}"
+              + (", over the shipped series where they overlap" if temperature.smoothed else ""), flush=True)
     periods = periods_of(a, tz)
     if a.years and (ignored := [o for o, v in (("--test-start", a.test_start), ("--test-end", a.test_end),
                                                ("--train-start", a.train_start)) if v]):
@@ -1177,15 +1230,17 @@ def _main(argv: list[str] | None) -> int:
         cfg = model_config(settings)
         cfg.timezone, cfg.holiday_country = tz, country
         if a.weather:
-            if generic:
-                raise BadRequestError("--weather needs the shipped national series (its temperature is France's)")
+            if generic and temperature is None:
+                raise BadRequestError("--weather on another series than France's needs that series' temperature: "
+                                      "--temperature FILE… (a timestamp,value CSV in °C; the shipped temperature is "
+                                      "France's)")
             label = label or (str(test_start.tz_convert(tz).year) if test_end.tz_convert(tz) == local_midnight(
                 f"{test_start.tz_convert(tz).year + 1}-01-01", tz) and test_start.tz_convert(tz).dayofyear == 1
                 else "")
             stem = "forecast_eval_weather" + (f"_{label}" if label else "") + \
                 (f"_scale{a.weather_error_scale:g}" if a.weather_error_scale != 1.0 else "")
             if a.weather_resources:
-                res = weather_resources(grid, train_start, test_start, settings, cfg, temperature)
+                res = weather_resources(grid, train_start, test_start, settings, cfg, temperature, generic)
                 path = a.out / f"{stem}.json"
                 doc = json.loads(path.read_text()) if path.exists() else {}
                 doc["forecast_process"] = res
@@ -1194,7 +1249,7 @@ def _main(argv: list[str] | None) -> int:
                 continue
             wrep = weather_evaluation(grid, rte, train_start, test_start, test_end, settings, a.retrain_days,
                                       a.origin_hour, not a.no_progress, cfg, a.weather_error_scale,
-                                      temperature=temperature)
+                                      temperature=temperature, other_series=generic)
             _write_json(a.out / f"{stem}.json", wrep)
             print(format_weather_table(wrep))
             print("\n".join(f"note: {n}" for n in wrep["notes"]))

@@ -100,7 +100,7 @@ def degrees(smoothed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return hdd, cdd
 
 
-def _on_grid(frame: pd.DataFrame, idx: pd.DatetimeIndex) -> pd.Series:
+def interpolate_on(frame: pd.DataFrame, idx: pd.DatetimeIndex) -> pd.Series:
     """``temp_degc`` of ``frame`` at the grid instants ``idx``: exact values, short gaps linearly interpolated.
 
     Interpolation runs inside one source's own values only (between two instants both known to the caller);
@@ -145,7 +145,7 @@ def known_at(realised: pd.DataFrame, forecast: pd.DataFrame, origin: pd.Timestam
     lo, hi = min(starts).ceil(freq), max(ends)
     idx = pd.date_range(lo, hi, freq=freq, tz="UTC")
     before, after = idx[idx < origin], idx[idx >= origin]
-    temp = pd.concat([_on_grid(past, before), _on_grid(fut, after)])
+    temp = pd.concat([interpolate_on(past, before), interpolate_on(fut, after)])
     frame = pd.DataFrame({"ts": idx, "temp_degc": temp.to_numpy()})
     return derive(frame, smoothed_input)[["ts", *WEATHER_COLUMNS]]
 
