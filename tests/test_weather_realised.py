@@ -134,3 +134,26 @@ def test_a_report_on_the_series_own_temperature_says_so_not_enedis() -> None:
     notes = " ".join(evaluate.weather_notes(own_temperature=True, other_series=True))
     assert "Enedis" not in notes and "2020-01-09" not in notes
     assert "the series' own raw temperature" in notes and "not damped toward a normal" in notes
+
+
+def test_named_columns_read_a_temperature_whose_header_is_not_timestamp_value(first_quarter: pd.DataFrame,
+                                                                             tmp_path: Path) -> None:
+    path = tmp_path / "station.csv"
+    pd.DataFrame({"station": "07149", "DateTime (UTC)": first_quarter["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                  "Temp [°C]": first_quarter["realised"]}).to_csv(path, index=False)
+    got = read_temperature_files([path], columns=("DateTime (UTC)", "Temp [°C]"))
+    pd.testing.assert_frame_equal(got.frame, first_quarter, check_dtype=False)
+
+
+def test_a_temperature_header_naming_neither_column_says_how_to_name_them(first_quarter: pd.DataFrame,
+                                                                         tmp_path: Path) -> None:
+    path = tmp_path / "station.csv"
+    pd.DataFrame({"time": first_quarter["ts"], "temperature": first_quarter["realised"]}).to_csv(path, index=False)
+    with pytest.raises(BadRequestError, match=r"not a temperature file this product reads \(columns temperature, "
+                                              r"time\).*--temperature-columns TIME,VALUE names other columns$"):
+        read_temperature_files([path])
+
+
+def test_temperature_columns_go_with_temperature_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert evaluate.main(["--weather", "--temperature-columns", "datetime,temp_c", "--out", str(tmp_path)]) == 2
+    assert "--temperature-columns names the columns of --temperature files" in capsys.readouterr().err

@@ -52,6 +52,7 @@ from shared.ingest.history import (
     is_other_series,
     naive_tz_option,
     no_shipped_history,
+    parse_columns,
     series_calendar,
 )
 from shared.process_limits import peak_rss_bytes
@@ -1120,6 +1121,9 @@ def _main(argv: list[str] | None) -> int:
                         "format; where it overlaps the shipped series, the file wins), or the series' own raw "
                         "temperature as a timestamp,value CSV in °C (used alone, smoothed by the product; required "
                         "for another series than France's)")
+    p.add_argument("--temperature-columns", metavar="TIME,VALUE", default=None,
+                   help="the time and value columns of a --temperature file whose header is not timestamp,value "
+                        "(e.g. datetime,temp_c; compared as --columns compares them)")
     p.add_argument("--weather-error-scale", type=float, default=1.0,
                    help="(b): multiply the published error standard deviations by this (sensitivity; 1 = as cited)")
     p.add_argument("--timezone", default=None,
@@ -1138,6 +1142,8 @@ def _main(argv: list[str] | None) -> int:
     check_options(a)
     if a.temperature and not a.weather:
         raise BadRequestError("--temperature goes with --weather")
+    if a.temperature_columns and not a.temperature:
+        raise BadRequestError("--temperature-columns names the columns of --temperature files")
     if a.resolution:
         settings = settings.model_copy(update={"forecast_resolution_min": a.resolution})
     columns = columns_option(a)
@@ -1148,7 +1154,8 @@ def _main(argv: list[str] | None) -> int:
         print(f"note: {note}", flush=True)
     temperature = None
     if a.temperature:
-        temperature = read_temperature_files(a.temperature, naive_tz_option(a, tz))
+        temperature = read_temperature_files(a.temperature, naive_tz_option(a, tz), parse_columns(
+            a.temperature_columns, "--temperature-columns") if a.temperature_columns else None)
         if generic and temperature.smoothed:
             raise BadRequestError("--temperature: Enedis's national temperature is France's; another series needs "
                                   "its own (a timestamp,value CSV in °C)")

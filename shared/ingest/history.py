@@ -603,13 +603,13 @@ def _string_table(text: str, sep: str, fold: bool = True) -> pd.DataFrame:
     return table
 
 
-def parse_columns(text: str) -> tuple[str, str]:
-    """The CLIs' ``--columns TIME,VALUE`` → (time column, value column)."""
+def parse_columns(text: str, option: str = "--columns") -> tuple[str, str]:
+    """The CLIs' ``--columns TIME,VALUE`` (or ``option``'s, for its errors) → (time column, value column)."""
     parts = [p.strip() for p in text.split(",")]
     if len(parts) != 2 or not all(parts):
-        raise BadRequestError(f"--columns takes two column names, TIME,VALUE, not {text!r}")
+        raise BadRequestError(f"{option} takes two column names, TIME,VALUE, not {text!r}")
     if column_key(parts[0]) == column_key(parts[1]):
-        raise BadRequestError(f"--columns names the same column twice ({text!r}): the time column, then the value's")
+        raise BadRequestError(f"{option} names the same column twice ({text!r}): the time column, then the value's")
     return parts[0], parts[1]
 
 

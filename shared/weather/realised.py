@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from shared.errors import BadRequestError
-from shared.ingest.history import _header, _separator, column_key, read_history_file
+from shared.ingest.history import _header, _separator, column_key, history_format, read_history_file
 from shared.weather.enedis import read_enedis_file
 
 # °C a 2 m air temperature can take anywhere people use electricity: the records are −89.2 (Vostok) and +56.7 (Death
@@ -52,19 +52,33 @@ def is_enedis(path: Path | str) -> bool:
     return "horodate" in {column_key(c) for c in first.split(_separator(first))}
 
 
-def _series_file(path: Path, naive_tz: str) -> pd.DataFrame:
-    """A ``timestamp,value`` temperature file → ``ts``, ``realised`` (a history file of another format is refused:
-    it is a load series, not a temperature)."""
-    df = read_history_file(path, naive_tz)
-    if df.attrs["format"] != "generic":
+def _series_file(path: Path, naive_tz: str, columns: tuple[str, str] | None) -> pd.DataFrame:
+    """A ``timestamp,value`` temperature file (or the two ``columns`` named) → ``ts``, ``realised``; a history file
+    of another format is refused (it is a load series, not a temperature), and so is a header that names neither."""
+    try:
+        fmt = history_format(path, columns)
+    except BadRequestError:
+        if columns is not None:  # a column the file lacks: history's own error names it
+            raise
+        header = _header(path).split("\n", 1)[0].rstrip("\r")
+        names = sorted(column_key(c) for c in header.split(_separator(header)))
+        raise BadRequestError(f"{path}: not a temperature file this product reads (columns {', '.join(names[:8])}): "
+                              "Enedis's national temperature (horodate, temperature_realisee_lissee_degc) or a "
+                              "timestamp,value CSV in °C; --temperature-columns TIME,VALUE names other columns"
+                              ) from None
+    if fmt != "generic":
         raise BadRequestError(f"{path}: a load history file, not a temperature (--temperature takes Enedis's national "
                               "temperature or a timestamp,value CSV in °C)")
+    df = read_history_file(path, naive_tz, columns)
     return pd.DataFrame({"ts": df["ts"], "realised": df["consommation"].astype(float)})
 
 
-def read_temperature_files(files: Iterable[Path | str], naive_tz: str = "UTC") -> RealisedTemperature:
+def read_temperature_files(files: Iterable[Path | str], naive_tz: str = "UTC",
+                           columns: tuple[str, str] | None = None) -> RealisedTemperature:
     """``--temperature`` files as one series (see the module docstring); where files overlap the later file's rows
-    win. No file, files of both kinds or an implausible value is a :class:`BadRequestError` with one line."""
+    win. ``columns``: the (time, value) columns of a raw temperature file whose header is not ``timestamp,value``
+    (``--temperature-columns``). No file, files of both kinds or an implausible value is a
+    :class:`BadRequestError` with one line."""
     paths = [Path(f) for f in files]
     if not paths:
         raise BadRequestError("--temperature: no file given")
@@ -73,7 +87,11 @@ def read_temperature_files(files: Iterable[Path | str], naive_tz: str = "UTC") -
         raise BadRequestError("--temperature: the files mix Enedis's smoothed national temperature with a "
                               "timestamp,value series; give one kind (they define the temperature differently)")
     enedis = kinds == {True}
-    frames = [read_enedis_file(p)[["ts", "realised"]] if enedis else _series_file(p, naive_tz) for p in paths]
+    if enedis and columns:
+        raise BadRequestError("--temperature-columns names the columns of a timestamp,value temperature, not of "
+                              "Enedis's series (read by its field names)")
+    frames = [read_enedis_file(p)[["ts", "realised"]] if enedis else _series_file(p, naive_tz, columns)
+              for p in paths]
     frame = (pd.concat(frames, ignore_index=True).drop_duplicates("ts", keep="last").sort_values("ts")
              .reset_index(drop=True))
     values = frame["realised"].to_numpy(dtype=float)
