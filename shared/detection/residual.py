@@ -175,13 +175,62 @@ def profile(x: pd.Series, n_days: int = 4, search_days: int = 42,
     lag_matrix = np.array([lag_table[d] for d in dates]).T  # n_days x n
     deltas = np.full(lag_matrix.shape, np.nan)
     levels = np.full(lag_matrix.shape, np.nan)
+    # the same reference day read on the clock that does not change with DST (the same instant `lag` days
+    # earlier): where the reference day's UTC offset differs from the target's, it is another candidate
+    by_utc = pd.Series(x.to_numpy(dtype=float), index=x.index)
+    offset = _utc_offset_minutes(x.index, calendar.tz)
+    actual = x.to_numpy(dtype=float) - by_utc.reindex(x.index - step).to_numpy()
+    fixed_deltas = np.full(lag_matrix.shape, np.nan)
+    fixed_levels = np.full(lag_matrix.shape, np.nan)
+    across = np.zeros(lag_matrix.shape, dtype=bool)
     for r in range(n_days):
         lag = pd.to_timedelta(lag_matrix[r], unit="D")
         now_lag = by_wall.reindex(naive - lag).to_numpy()
         prev_lag = by_wall.reindex(naive_prev - lag).to_numpy()
         deltas[r] = np.where(lag_matrix[r] > 0, now_lag - prev_lag, np.nan)
         levels[r] = np.where(lag_matrix[r] > 0, now_lag, np.nan)
+        ref = x.index - lag
+        across[r] = (lag_matrix[r] > 0) & (_utc_offset_minutes(ref, calendar.tz) != offset)
+        if across[r].any():
+            now_fixed = by_utc.reindex(ref).to_numpy()
+            fixed_deltas[r] = np.where(across[r], now_fixed - by_utc.reindex(ref - step).to_numpy(), np.nan)
+            fixed_levels[r] = np.where(across[r], now_fixed, np.nan)
+    if across.any():
+        fixed = _fixed_clock_slots(naive, actual, deltas, fixed_deltas, across)
+        use = across & fixed[None, :]
+        deltas = np.where(use, fixed_deltas, deltas)
+        levels = np.where(use, fixed_levels, levels)
     return pd.Series(_nanmedian(deltas), index=x.index), pd.Series(_nanmedian(levels), index=x.index)
+
+
+# A time of day reads reference days across a DST change on the clock that does not change (standard time) once
+# it has done better there than the wall clock: by this factor in summed absolute error, over at least this many
+# earlier cross-DST readings of that time of day. Victoria's load (Australia) switches off-peak water heating on at
+# 23:00 standard time all year, a 270 MW step, while its people follow the wall clock: read on the wall clock the
+# step moves an hour at each change, and the weeks after were the detector's densest false alarms (evaluate-anomalies
+# 2014: 40 of its 86 clean-period alarms in April and October). France's load follows the wall clock.
+FIXED_CLOCK_GAIN = 0.8
+FIXED_CLOCK_MIN_READINGS = 8
+
+
+def _utc_offset_minutes(index: pd.DatetimeIndex, tz: str) -> np.ndarray:
+    """The UTC offset (minutes) of each instant in ``tz``."""
+    local = index.tz_convert(tz)
+    return np.asarray((local.tz_localize(None) - index.tz_convert("UTC").tz_localize(None)) // pd.Timedelta(minutes=1))
+
+
+def _fixed_clock_slots(naive: pd.DatetimeIndex, actual: np.ndarray, wall: np.ndarray, fixed: np.ndarray,
+                       across: np.ndarray) -> np.ndarray:
+    """Per point: whether its time of day reads cross-DST reference days on the fixed clock (see
+    :data:`FIXED_CLOCK_GAIN`), decided from the earlier points of that time of day only (causal)."""
+    ok = across & np.isfinite(wall) & np.isfinite(fixed) & np.isfinite(actual)[None, :]
+    err_wall = np.where(ok, np.abs(actual[None, :] - wall), 0.0).sum(axis=0)
+    err_fixed = np.where(ok, np.abs(actual[None, :] - fixed), 0.0).sum(axis=0)
+    frame = pd.DataFrame({"slot": naive.hour * 60 + naive.minute, "wall": err_wall, "fixed": err_fixed,
+                          "n": ok.sum(axis=0)})
+    before = frame.groupby("slot")[["wall", "fixed", "n"]].cumsum() - frame[["wall", "fixed", "n"]]
+    return np.asarray((before["n"] >= FIXED_CLOCK_MIN_READINGS)
+                      & (before["fixed"] < FIXED_CLOCK_GAIN * before["wall"]))
 
 
 def _nanmedian(a: np.ndarray) -> np.ndarray:
