@@ -69,7 +69,7 @@ from shared.weather.forecast_error import (
     simulated_provider,
     t2m_error_sd,
 )
-from shared.weather.realised import RealisedTemperature, read_temperature_files
+from shared.weather.realised import RealisedTemperature, normal_of, on_grid, read_temperature_files
 
 HORIZON_DAYS = 7
 TARGET_SPAN = pd.Timedelta(days=HORIZON_DAYS + 1, hours=12)  # from a daily (noon) origin to the end of its D+7
@@ -105,7 +105,6 @@ def realised_temperature(ts: pd.Series | pd.DatetimeIndex, extra: RealisedTemper
     another definition, perhaps another area — short gaps interpolated, with the file's own climatology
     (:func:`~shared.weather.realised.normal_of`) as the normal."""
     from shared.features import temperature_features
-    from shared.weather.realised import normal_of, on_grid
 
     t = pd.Series(pd.DatetimeIndex(ts))
     if extra is not None and not extra.smoothed:

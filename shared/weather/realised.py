@@ -27,6 +27,7 @@ import pandas as pd
 from shared.errors import BadRequestError
 from shared.ingest.history import _header, _separator, column_key, history_format, read_history_file
 from shared.weather.enedis import read_enedis_file
+from shared.weather.features import interpolate_on
 
 # °C a 2 m air temperature can take anywhere people use electricity: the records are −89.2 (Vostok) and +56.7 (Death
 # Valley); a value outside is a unit or a glitch, not weather
@@ -111,8 +112,6 @@ def on_grid(frame: pd.DataFrame, ts: pd.Series | pd.DatetimeIndex) -> pd.DataFra
     """``frame``'s temperature (``ts``, ``realised``) at the instants ``ts``: ``ts, temp_degc``, short gaps (an
     hourly file on a 30-min grid) interpolated within the file's own values
     (:func:`shared.weather.features.interpolate_on`), NaN elsewhere."""
-    from shared.weather.features import interpolate_on
-
     idx = pd.DatetimeIndex(ts)
     temp = interpolate_on(frame.rename(columns={"realised": "temp_degc"}), idx)
     return pd.DataFrame({"ts": pd.Series(idx), "temp_degc": temp.to_numpy()})
