@@ -109,6 +109,26 @@ def grid_step_for(step_min: float | None, requested: int | None, default: int) -
     return requested
 
 
+def grid_phase(ts: pd.Series | pd.DatetimeIndex, resolution_min: int) -> pd.Timedelta:
+    """How far past whole multiples of the grid's step (since the Unix epoch) a series' instants lie: the most
+    common offset among them (0 for none). An hourly series of a zone half an hour off UTC (India, UTC+5:30),
+    published at its local hours, lies at :30 UTC, where an hourly grid on the hour would hold no value."""
+    idx = pd.DatetimeIndex(ts)
+    if not len(idx):
+        return pd.Timedelta(0)
+    offsets = pd.Series(idx.asi8 % pd.Timedelta(minutes=resolution_min).value)
+    return pd.Timedelta(int(offsets.mode().iloc[0]))
+
+
+def floor_to_grid(instants: pd.DatetimeIndex, resolution_min: int, phase: pd.Timedelta = pd.Timedelta(0)
+                  ) -> pd.DatetimeIndex:
+    """Each instant floored to the grid of ``resolution_min`` minutes and ``phase`` (:func:`build_grid`): the last
+    grid instant at or before it (UTC)."""
+    idx = pd.DatetimeIndex(instants).tz_convert("UTC")
+    step, ph = pd.Timedelta(minutes=resolution_min).value, pd.Timedelta(phase).value
+    return pd.DatetimeIndex((idx.asi8 - ph) // step * step + ph, tz="UTC")
+
+
 def steps_per_day(resolution_min: int) -> int:
     """Number of grid steps in 24 hours."""
     return 24 * 60 // resolution_min
@@ -120,11 +140,14 @@ def build_grid(
     start: pd.Timestamp | datetime | None = None,
     end: pd.Timestamp | datetime | None = None,
     max_interp_steps: int = 4,
+    phase: pd.Timedelta = pd.Timedelta(0),
 ) -> pd.DataFrame:
     """Regular grid ``start <= ts < end`` from a ``ts, value`` frame (ts UTC-aware).
 
     Returns columns ``ts``, ``value`` (after short-gap interpolation), ``raw`` (the measured value
     or NaN), ``interpolated`` and ``missing`` (booleans). ``start``/``end`` default to the data's span.
+    ``phase``: the grid's instants are ``phase`` past whole multiples of the step since the Unix epoch (0: on
+    the hour for an hourly grid; :func:`grid_phase` of a series whose instants are not).
     """
     freq = f"{resolution_min}min"
     s = series.dropna(subset=["value"]).set_index("ts")["value"].sort_index()
@@ -132,9 +155,12 @@ def build_grid(
     if start is None:
         start = s.index.min() if len(s) else pd.Timestamp(0, tz="UTC")
     if end is None:
-        end = s.index.max().floor(freq) + pd.Timedelta(minutes=resolution_min) if len(s) else pd.Timestamp(0, tz="UTC")
-    lo, hi = to_utc(start).ceil(freq), to_utc(end)
-    idx = pd.date_range(lo, hi, freq=freq, inclusive="left", tz="UTC")
+        end = (floor_to_grid(pd.DatetimeIndex([s.index.max()]), resolution_min, phase)[0]
+               + pd.Timedelta(minutes=resolution_min)) if len(s) else pd.Timestamp(0, tz="UTC")
+    step = pd.Timedelta(minutes=resolution_min)
+    lo, hi = floor_to_grid(pd.DatetimeIndex([to_utc(start) - pd.Timedelta(1)]), resolution_min, phase)[0] + step, \
+        to_utc(end)
+    idx = pd.date_range(lo, hi, freq=freq, inclusive="left")
     raw = s.reindex(idx)
     value = interpolate_short_gaps(raw, max_interp_steps)
     out = pd.DataFrame({"ts": idx, "value": value.to_numpy(), "raw": raw.to_numpy()})
@@ -151,6 +177,7 @@ def series_grid(
     start: pd.Timestamp | datetime | None = None,
     end: pd.Timestamp | datetime | None = None,
     max_interp_steps: int = 4,
+    phase: pd.Timedelta = pd.Timedelta(0),
 ) -> pd.DataFrame:
     """The series on the grid through the training-data gate (pure; the one definition of the grid).
 
@@ -160,11 +187,11 @@ def series_grid(
     grid, so a rejected value is a gap that short-gap interpolation may fill, exactly as the forecast always
     treated it. Returns :func:`build_grid`'s columns plus ``implausible`` (bool: the value at that instant was
     rejected, by the store's check or the gate) and ``implausible_reason``; ``attrs["gated"]`` counts the
-    gate's rejections per reason.
+    gate's rejections per reason. ``phase``: see :func:`build_grid`.
     """
     frame = series[["ts", "value"]].reset_index(drop=True)
     g = gate(frame, settings, metric=metric)
-    grid = build_grid(g.frame, resolution_min, start, end, max_interp_steps)
+    grid = build_grid(g.frame, resolution_min, start, end, max_interp_steps, phase)
     reasons = g.reasons.to_numpy(dtype=object)
     if "flag" in series:  # the store already nulled these; say why
         flag = series["flag"].fillna("").astype(str).to_numpy()

@@ -229,6 +229,7 @@ def train_deployed(files: list[Path], start: pd.Timestamp, settings: Any, calend
     train = grid[(grid["ts"] >= start - pd.Timedelta(days=settings.forecast_train_days)) & (grid["ts"] < start)]
     cfg = model_config(settings)
     cfg.timezone, cfg.holiday_country = calendar  # the series' days, DST and holidays, as evaluate trains it
+    cfg.grid_phase_min = grid.attrs["grid_phase_min"]  # and its grid (a series at :30 UTC keeps :30)
     if hasattr(cfg, "weather"):
         cfg.weather = False  # the weather-free model: the replay has no stored temperature forecasts
     t0 = time.perf_counter()
@@ -255,17 +256,18 @@ def deployed_forecasts(
     """
     import time
 
-    from shared.features import series_grid
+    from shared.features import floor_to_grid, series_grid
     from shared.forecasting.service import fallback_forecast, input_problem, issue
 
     t0 = time.perf_counter()
     res = pd.Timedelta(minutes=settings.forecast_resolution_min)
+    phase = pd.Timedelta(minutes=getattr(model.config, "grid_phase_min", 0.0))
     native = x.index[1] - x.index[0]
     series = pd.DataFrame({"ts": x.index, "value": x.to_numpy(dtype=float)})
     grid = series_grid(series, settings, metric, settings.forecast_resolution_min, x.index[0], x.index[-1] + native,
-                       max_interp_steps=0)[["ts", "value"]]
+                       max_interp_steps=0, phase=phase)[["ts", "value"]]
     ticks = cron_ticks(start - pd.Timedelta(hours=FORECAST_MAX_LEAD_HOURS), end - native, schedule)
-    origins = pd.DatetimeIndex((ticks - native).floor(res) + res)
+    origins = floor_to_grid(ticks - native, settings.forecast_resolution_min, phase) + res
     valid_ts = pd.DatetimeIndex(grid.loc[grid["value"].notna(), "ts"])
     fallback: list[tuple[pd.Timestamp, pd.Timestamp]] = []
     model_issue: list[tuple[pd.Timestamp, pd.Timestamp]] = []

@@ -42,10 +42,18 @@ import numpy as np
 import pandas as pd
 
 from shared.errors import BadRequestError, run_cli
-from shared.features import TZ, build_grid, grid_step_for, series_grid, series_step_minutes
+from shared.features import (
+    TZ,
+    build_grid,
+    floor_to_grid,
+    grid_phase,
+    grid_step_for,
+    series_grid,
+    series_step_minutes,
+)
 from shared.forecasting import baseline, combine
 from shared.forecasting.gate import finite_or_none, gate, strict
-from shared.forecasting.service import holdout_origins, model_config
+from shared.forecasting.service import holdout_origins, model_config, on_model_grid
 from shared.ingest.history import (
     add_file_arguments,
     columns_option,
@@ -161,8 +169,10 @@ def local_midnight(day: str | pd.Timestamp, tz: str = TZ) -> pd.Timestamp:
     return ts.tz_convert("UTC")
 
 
-def daily_origins(test_start: pd.Timestamp, test_end: pd.Timestamp, hour: int = 12, tz: str = TZ) -> pd.DatetimeIndex:
-    """One origin per local day at ``hour``:00 local time (default Europe/Paris), from the day before ``test_start``.
+def daily_origins(test_start: pd.Timestamp, test_end: pd.Timestamp, hour: int = 12, tz: str = TZ,
+                  cfg: Any | None = None) -> pd.DatetimeIndex:
+    """One origin per local day at ``hour``:00 local time (default Europe/Paris), from the day before ``test_start``;
+    with a model configuration ``cfg``, floored onto its grid (:func:`shared.forecasting.service.on_model_grid`).
 
     Starting the day before makes D+1 of the first origin the first test day; origins whose D+1…D+7
     fall entirely after ``test_end`` are not issued.
@@ -172,9 +182,9 @@ def daily_origins(test_start: pd.Timestamp, test_end: pd.Timestamp, hour: int = 
     days = pd.date_range(first, last, freq="D")
     if len(days) == 0:  # a period shorter than two days: no origin (the callers say so), still a UTC index
         return pd.DatetimeIndex([], tz="UTC")
-    return pd.DatetimeIndex([(d + pd.Timedelta(hours=hour)).tz_localize(tz, nonexistent="shift_forward",
-                                                                         ambiguous=True)
-                             for d in days]).tz_convert("UTC")
+    return on_model_grid(pd.DatetimeIndex([(d + pd.Timedelta(hours=hour)).tz_localize(tz, nonexistent="shift_forward",
+                                                                                       ambiguous=True)
+                                           for d in days]).tz_convert("UTC"), cfg)
 
 
 def horizon_day(fc: pd.DataFrame, tz: str = TZ) -> pd.Series:
@@ -285,10 +295,13 @@ def load_data(files: list[Path], resolution_min: int | None, settings: Settings 
     except ValueError as exc:
         raise BadRequestError(f"{', '.join(str(f) for f in files)}: {exc}") from None
     # the grid featurize writes and the forecast stage reads (shared.features.series_grid): same gate, same grid
+    # a series published at the local hours of a zone half an hour off UTC lies at :30 UTC: its grid does too
+    phase = grid_phase(raw["ts"], resolution_min)
     full = series_grid(raw, settings, None if generic else "consommation", resolution_min,
                        start=raw["ts"].min() if len(raw) else None,
-                       end=(raw["ts"].max().floor(f"{resolution_min}min") + pd.Timedelta(minutes=resolution_min))
-                       if len(raw) else None, max_interp_steps=0)
+                       end=(floor_to_grid(pd.DatetimeIndex([raw["ts"].max()]), resolution_min, phase)[0]
+                            + pd.Timedelta(minutes=resolution_min)) if len(raw) else None,
+                       max_interp_steps=0, phase=phase)
     grid = full[["ts", "value"]].copy()
     bad = full.loc[full["implausible"], ["ts", "implausible_reason"]].rename(columns={"implausible_reason": "reason"})
     grid.attrs = {"gated": bad.reset_index(drop=True)}
@@ -296,6 +309,7 @@ def load_data(files: list[Path], resolution_min: int | None, settings: Settings 
     grid.attrs["source_rejections"] = h.attrs["rejections"]
     grid.attrs["naive_timestamps"] = h.attrs["naive_timestamps"]
     grid.attrs["resolution_min"], grid.attrs["series_step_min"] = resolution_min, step
+    grid.attrs["grid_phase_min"] = phase / pd.Timedelta(minutes=1)
     rte = None
     grid.attrs["benchmark"] = "operator_day_ahead" if generic else "rte_j1"
     if "prevision_j1" in h.columns and h["prevision_j1"].notna().any():
@@ -305,7 +319,7 @@ def load_data(files: list[Path], resolution_min: int | None, settings: Settings 
         pj = h[["ts", "prevision_j1"]].rename(columns={"prevision_j1": "value"}).dropna(subset=["value"])
         pj = gate(pj.sort_values("ts").reset_index(drop=True), settings,
                   metric=None if generic else "prevision_j1").frame
-        rte = build_grid(pj, resolution_min, max_interp_steps=0)[["ts", "value"]]
+        rte = build_grid(pj, resolution_min, max_interp_steps=0, phase=phase)[["ts", "value"]]
     return grid, rte
 
 
@@ -394,7 +408,7 @@ def backtest(
     names = list(providers) or ["powersense"]
     tz = cfg.timezone
     step = pd.Timedelta(minutes=cfg.resolution_min)
-    origins = daily_origins(test_start, test_end, origin_hour, tz)
+    origins = daily_origins(test_start, test_end, origin_hour, tz, cfg)
     if len(origins) == 0:
         raise BadRequestError("test period too short: no daily origin inside it")
     steps = int(TARGET_SPAN / step)
@@ -518,7 +532,7 @@ def backtest(
     model_fc = model_fcs[names[0]]
     # seasonal naive, with intervals calibrated the same way (on the last holdout before the test)
     hold_start = cut0 - pd.Timedelta(days=settings.forecast_holdout_days)
-    hold_origins = daily_origins(hold_start + pd.Timedelta(days=1), cut0, origin_hour, tz)
+    hold_origins = daily_origins(hold_start + pd.Timedelta(days=1), cut0, origin_hour, tz, cfg)
     hold_origins = hold_origins[hold_origins < cut0]
     hold_naive = baseline.seasonal_naive_many(grid[grid["ts"] < cut0], hold_origins, steps, step)
     hold_naive = hold_naive[hold_naive["ts"] < cut0]
@@ -745,10 +759,10 @@ def weather_resources(grid: pd.DataFrame, train_start: pd.Timestamp, test_start:
                                                               wcfg.weather_smoothed_input))
     train_s, train_cpu = time.perf_counter() - t0, time.process_time() - c0
     model = fm.from_files(fm.to_files(model))
-    origin = daily_origins(test_start, test_start + pd.Timedelta(days=1))[:1]
+    origin = daily_origins(test_start, test_start + pd.Timedelta(days=1), tz=cfg.timezone, cfg=cfg)[:1]
     t0 = time.perf_counter()
     wx = features_for_origins(real[real["ts"] < origin[0]], perfect_provider(real, horizon, step)(origin), origin,
-                              cfg.resolution_min, True)
+                              cfg.resolution_min, wcfg.weather_smoothed_input)
     fc = issue(model, gw[gw["ts"] < origin[0]], origin, horizon_end=horizon, weather=wx)
     predict_s = time.perf_counter() - t0
     # and the largest of the training's worker processes (train_processes), reaped when the fit ends: the function's
@@ -812,7 +826,7 @@ def source_dampings(model: Any, train: pd.DataFrame, hold_start: pd.Timestamp, h
     model without damping."""
     if not providers or not model.weather_damping:
         return {}
-    origins = holdout_origins(hold_start, hold_end, tz=model.config.timezone)
+    origins = holdout_origins(hold_start, hold_end, tz=model.config.timezone, cfg=model.config)
     realised = train[["ts", "temp_degc"]]
     return {n: learn_damping(features_for_origins(realised, p(origins), origins, model.config.resolution_min,
                                                   model.config.weather_smoothed_input), train,
@@ -834,7 +848,7 @@ def best_simple_model(train: pd.DataFrame, settings: Settings, cfg: Any, steps: 
     step = pd.Timedelta(minutes=cfg.resolution_min)
     end = train["ts"].max() + step
     hold_start = end - pd.Timedelta(days=holdout_days(valid_history_days(train, cfg.resolution_min), settings))
-    origins = holdout_origins(hold_start, end, origin_hour, tz=cfg.timezone)
+    origins = holdout_origins(hold_start, end, origin_hour, tz=cfg.timezone, cfg=cfg)
     scores, frames = {}, {}
     for simple_name in baseline.SIMPLE_MODELS:
         fc = baseline.simple_many(simple_name, train, origins, steps, step)
@@ -1235,6 +1249,7 @@ def _main(argv: list[str] | None) -> int:
                   flush=True)
         cfg = model_config(settings)
         cfg.timezone, cfg.holiday_country = tz, country
+        cfg.grid_phase_min = grid.attrs["grid_phase_min"]
         if a.weather:
             if generic and temperature is None:
                 raise BadRequestError("--weather on another series than France's needs that series' temperature: "

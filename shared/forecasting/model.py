@@ -237,6 +237,10 @@ class ModelConfig:
     # '' = none); how the holidays become events: ``holiday_events`` below.
     timezone: str = "Europe/Paris"
     holiday_country: str = "FR"
+    # the grid's instants lie this far past whole multiples of resolution_min since the epoch
+    # (shared.features.grid_phase: 30 for an hourly series published at the local hours of a zone half an hour off
+    # UTC); origins are floored onto that grid. 0 for France's series and for artifacts saved before it existed
+    grid_phase_min: float = 0.0
     # how public holidays enter the profile (events_for): "weekday" — pooled by the day they fall on (one event for
     # Monday–Friday, one for Saturday), so each is learnt from ~8 / ~1.3 days per year of window; "named" — one
     # event per French holiday, each learnt from one occurrence per year, whatever its weekday (a 1 May on a

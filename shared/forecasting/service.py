@@ -55,7 +55,7 @@ import pandas as pd
 from prometheus_client import Counter, Gauge
 
 from shared.errors import ArtifactError, ModelError, StoreError
-from shared.features import TZ
+from shared.features import TZ, floor_to_grid
 from shared.forecasting import baseline, combine
 from shared.logs import log_event
 from shared.metrics import REGISTRY
@@ -102,13 +102,26 @@ def model_config(settings: Settings, weather: bool = False) -> Any:
 
 
 # --- pure pieces ---------------------------------------------------------------------------------------
-def holdout_origins(start: pd.Timestamp, end: pd.Timestamp, hour: int = 12, tz: str = TZ) -> pd.DatetimeIndex:
-    """Daily origins at ``hour`` local time whose first day of targets lies inside [start, end)."""
+def holdout_origins(start: pd.Timestamp, end: pd.Timestamp, hour: int = 12, tz: str = TZ,
+                    cfg: Any | None = None) -> pd.DatetimeIndex:
+    """Daily origins at ``hour`` local time whose first day of targets lies inside [start, end); with a model
+    configuration ``cfg``, floored onto its grid (:func:`on_model_grid`)."""
     days = pd.date_range(start.tz_convert(tz).normalize().tz_localize(None),
                          end.tz_convert(tz).normalize().tz_localize(None), freq="D")
-    out = [(d + pd.Timedelta(hours=hour)).tz_localize(tz, nonexistent="shift_forward", ambiguous=True)
-           .tz_convert("UTC") for d in days]
+    out = on_model_grid(pd.DatetimeIndex([(d + pd.Timedelta(hours=hour))
+                                          .tz_localize(tz, nonexistent="shift_forward", ambiguous=True)
+                                          .tz_convert("UTC") for d in days]), cfg)
     return pd.DatetimeIndex([o for o in out if start + pd.Timedelta(days=1) <= o < end - pd.Timedelta(days=1)])
+
+
+def on_model_grid(origins: pd.DatetimeIndex, cfg: Any | None) -> pd.DatetimeIndex:
+    """``origins`` floored onto the grid of the model configuration ``cfg`` (its step and ``grid_phase_min``): a
+    forecast's targets start at its origin, so an origin between two grid instants (local noon of a zone half an
+    hour off UTC on an hourly grid) would forecast instants the series never has, and nothing would be scored.
+    ``cfg`` None: unchanged."""
+    if cfg is None or not len(origins):
+        return pd.DatetimeIndex(origins)
+    return floor_to_grid(origins, cfg.resolution_min, pd.Timedelta(minutes=cfg.grid_phase_min))
 
 
 def holdout_metrics(fc: pd.DataFrame, actual: pd.DataFrame, end: pd.Timestamp) -> dict[str, Any]:
@@ -164,7 +177,7 @@ def train_and_calibrate(grid: pd.DataFrame, settings: Settings, cfg: Any | None 
         # (ModelConfig.level_network, measured in bench.short_series)
         cfg = replace(cfg, level_network=False)
     model = fm.fit(grid[grid["ts"] < hold_start], cfg)
-    origins = holdout_origins(hold_start, end, tz=cfg.timezone)
+    origins = holdout_origins(hold_start, end, tz=cfg.timezone, cfg=cfg)
     if len(origins) == 0:
         raise ModelError("holdout too short for calibration")
     wx, holdout_weather = None, None
@@ -917,7 +930,7 @@ def current_holdout_mape(current: Any, grid: pd.DataFrame, h0: pd.Timestamp, h1:
     if trained_on_holdout(current, h0):
         return None, NOT_COMPARED
     cfg = current.config  # the current model is of the new one's kind (same series): its weather, its time zone
-    origins = holdout_origins(h0, h1, tz=cfg.timezone)
+    origins = holdout_origins(h0, h1, tz=cfg.timezone, cfg=cfg)
     wx = holdout_weather_features(grid, origins, cfg, provider)[0] if cfg.weather else None
     return holdout_metrics(issue(current, grid, origins, weather=wx), grid, h1)["mape"], None
 
