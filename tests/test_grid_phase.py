@@ -68,3 +68,11 @@ def test_flooring_keeps_instants_already_on_the_grid() -> None:
     on = pd.DatetimeIndex(["2023-01-01T00:30Z", "2023-01-01T05:30Z"])
     assert (floor_to_grid(on, 60, pd.Timedelta(minutes=30)) == on).all()
     assert list(floor_to_grid(on, 60).strftime("%H:%M")) == ["00:00", "05:00"]
+
+
+def test_a_stale_series_fallback_starts_on_the_series_grid() -> None:
+    from shared.forecasting.service import forecast_targets
+
+    # the newest value a day old at :30 UTC; issued at 12:07 UTC: the first target is the grid's 11:30, not 12:00
+    targets = forecast_targets(pd.Timestamp("2023-03-01T11:30Z"), pd.Timestamp("2023-03-02T12:07Z"), 60, 7)
+    assert targets[0] == pd.Timestamp("2023-03-02T11:30Z") and set(targets.minute) == {30}

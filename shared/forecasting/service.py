@@ -343,8 +343,10 @@ def forecast_targets(last_obs: pd.Timestamp, issued_at: pd.Timestamp, resolution
                      horizon_days: int) -> pd.DatetimeIndex:
     """Steps from the one after ``last_obs`` to the end of local day D+``horizon_days`` of ``issued_at``."""
     step = pd.Timedelta(minutes=resolution_min)
-    # stale data: start at the current step, not in the past (the forecast still covers D+1…D+7)
-    origin = max(last_obs + step, issued_at.floor(step))
+    # stale data: start at the current step, not in the past (the forecast still covers D+1…D+7) — the step of
+    # the series' own grid, whose phase last_obs carries (a series at :30 UTC keeps :30)
+    phase = pd.Timedelta(int(last_obs.value % step.value))
+    origin = max(last_obs + step, floor_to_grid(pd.DatetimeIndex([issued_at]), resolution_min, phase)[0])
     end_day = (issued_at.tz_convert(TZ).normalize().tz_localize(None) + pd.Timedelta(days=horizon_days + 1))
     end = end_day.tz_localize(TZ).tz_convert("UTC")
     return pd.date_range(origin, end, freq=step, inclusive="left")
