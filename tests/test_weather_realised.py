@@ -61,8 +61,17 @@ def test_files_of_both_kinds_are_refused(first_quarter: pd.DataFrame, tmp_path: 
 
 def test_a_file_in_kelvin_is_refused_with_the_unit_named(first_quarter: pd.DataFrame, tmp_path: Path) -> None:
     kelvin = first_quarter.assign(realised=first_quarter["realised"] + 273.15)
-    with pytest.raises(BadRequestError, match=r"values outside -90 … 60 °C .*in °C \(Kelvin or °F\?\)"):
+    with pytest.raises(BadRequestError, match=r"values outside -90 … 60 °C .*read as °C\): in another unit\? "
+                                              r"\(--temperature-unit F or K\)$"):
         read_temperature_files([_write(tmp_path / "k.csv", kelvin)])
+
+
+@pytest.mark.parametrize(("unit", "to_unit"), [("F", lambda c: c * 9 / 5 + 32), ("K", lambda c: c + 273.15)])
+def test_a_file_in_another_unit_is_converted_when_the_unit_is_given(first_quarter: pd.DataFrame, tmp_path: Path,
+                                                                    unit: str, to_unit: object) -> None:
+    other = first_quarter.assign(realised=to_unit(first_quarter["realised"]))  # type: ignore[operator]
+    got = read_temperature_files([_write(tmp_path / "t.csv", other)], unit=unit)
+    assert np.allclose(got.frame["realised"], first_quarter["realised"])
 
 
 def test_a_load_file_is_not_a_temperature() -> None:
@@ -156,4 +165,4 @@ def test_a_temperature_header_naming_neither_column_says_how_to_name_them(first_
 
 def test_temperature_columns_go_with_temperature_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert evaluate.main(["--weather", "--temperature-columns", "datetime,temp_c", "--out", str(tmp_path)]) == 2
-    assert "--temperature-columns names the columns of --temperature files" in capsys.readouterr().err
+    assert "--temperature-columns and --temperature-unit describe --temperature files" in capsys.readouterr().err

@@ -1137,6 +1137,8 @@ def _main(argv: list[str] | None) -> int:
     p.add_argument("--temperature-columns", metavar="TIME,VALUE", default=None,
                    help="the time and value columns of a --temperature file whose header is not timestamp,value "
                         "(e.g. datetime,temp_c; compared as --columns compares them)")
+    p.add_argument("--temperature-unit", choices=("C", "F", "K"), default=None,
+                   help="the unit of a timestamp,value --temperature file (default C; F and K are converted to °C)")
     p.add_argument("--weather-error-scale", type=float, default=1.0,
                    help="(b): multiply the published error standard deviations by this (sensitivity; 1 = as cited)")
     p.add_argument("--timezone", default=None,
@@ -1155,8 +1157,8 @@ def _main(argv: list[str] | None) -> int:
     check_options(a)
     if a.temperature and not a.weather:
         raise BadRequestError("--temperature goes with --weather")
-    if a.temperature_columns and not a.temperature:
-        raise BadRequestError("--temperature-columns names the columns of --temperature files")
+    if (a.temperature_columns or a.temperature_unit) and not a.temperature:
+        raise BadRequestError("--temperature-columns and --temperature-unit describe --temperature files")
     if a.resolution:
         settings = settings.model_copy(update={"forecast_resolution_min": a.resolution})
     columns = columns_option(a)
@@ -1168,7 +1170,8 @@ def _main(argv: list[str] | None) -> int:
     temperature = None
     if a.temperature:
         temperature = read_temperature_files(a.temperature, naive_tz_option(a, tz), parse_columns(
-            a.temperature_columns, "--temperature-columns") if a.temperature_columns else None)
+            a.temperature_columns, "--temperature-columns") if a.temperature_columns else None,
+            a.temperature_unit or "C")
         if generic and temperature.smoothed:
             raise BadRequestError("--temperature: Enedis's national temperature is France's; another series needs "
                                   "its own (a timestamp,value CSV in °C)")

@@ -11,8 +11,9 @@ Two kinds of file, told apart by their header:
   (:func:`shared.weather.features.derive`), as production smooths Open-Meteo's temperature.
 
 One kind per run: Enedis's smoothed series and a raw one are different definitions of "the temperature" and are not
-mixed. A value outside :data:`PLAUSIBLE_C` is refused with a one-line error (a file in Kelvin or in °F is the usual
-cause: 15 °C is 288 K and 59 °F), rather than trained on.
+mixed. A raw file in °F or Kelvin is converted (``--temperature-unit``). A value outside :data:`PLAUSIBLE_C` is
+refused with a one-line error (a file in another unit than the one given is the usual cause: 15 °C is 288 K and
+59 °F), rather than trained on.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from shared.weather.features import interpolate_on
 # °C a 2 m air temperature can take anywhere people use electricity: the records are −89.2 (Vostok) and +56.7 (Death
 # Valley); a value outside is a unit or a glitch, not weather
 PLAUSIBLE_C = (-90.0, 60.0)
+# a raw temperature file's unit (``--temperature-unit``) → °C
+TO_CELSIUS = {"C": lambda v: v, "F": lambda v: (v - 32.0) * 5.0 / 9.0, "K": lambda v: v - 273.15}
 
 
 class RealisedTemperature(NamedTuple):
@@ -75,11 +78,11 @@ def _series_file(path: Path, naive_tz: str, columns: tuple[str, str] | None) -> 
 
 
 def read_temperature_files(files: Iterable[Path | str], naive_tz: str = "UTC",
-                           columns: tuple[str, str] | None = None) -> RealisedTemperature:
+                           columns: tuple[str, str] | None = None, unit: str = "C") -> RealisedTemperature:
     """``--temperature`` files as one series (see the module docstring); where files overlap the later file's rows
     win. ``columns``: the (time, value) columns of a raw temperature file whose header is not ``timestamp,value``
-    (``--temperature-columns``). No file, files of both kinds or an implausible value is a
-    :class:`BadRequestError` with one line."""
+    (``--temperature-columns``); ``unit``: that file's unit, ``C``, ``F`` or ``K`` (:data:`TO_CELSIUS`; Enedis's is
+    °C). No file, files of both kinds or an implausible value is a :class:`BadRequestError` with one line."""
     paths = [Path(f) for f in files]
     if not paths:
         raise BadRequestError("--temperature: no file given")
@@ -88,19 +91,23 @@ def read_temperature_files(files: Iterable[Path | str], naive_tz: str = "UTC",
         raise BadRequestError("--temperature: the files mix Enedis's smoothed national temperature with a "
                               "timestamp,value series; give one kind (they define the temperature differently)")
     enedis = kinds == {True}
-    if enedis and columns:
-        raise BadRequestError("--temperature-columns names the columns of a timestamp,value temperature, not of "
-                              "Enedis's series (read by its field names)")
+    if enedis and (columns or unit != "C"):
+        raise BadRequestError("--temperature-columns and --temperature-unit describe a timestamp,value temperature, "
+                              "not Enedis's series (read by its field names, in °C)")
+    if unit not in TO_CELSIUS:
+        raise BadRequestError(f"--temperature-unit: {unit!r} is not one of {', '.join(TO_CELSIUS)}")
     frames = [read_enedis_file(p)[["ts", "realised"]] if enedis else _series_file(p, naive_tz, columns)
               for p in paths]
     frame = (pd.concat(frames, ignore_index=True).drop_duplicates("ts", keep="last").sort_values("ts")
              .reset_index(drop=True))
+    frame["realised"] = TO_CELSIUS[unit](frame["realised"].astype(float))
     values = frame["realised"].to_numpy(dtype=float)
     lo, hi = PLAUSIBLE_C
     if (bad := np.isfinite(values) & ((values < lo) | (values > hi))).any():
         at = frame.loc[bad, "ts"].iloc[0]
         raise BadRequestError(f"--temperature: {int(bad.sum())} values outside {lo:g} … {hi:g} °C (e.g. "
-                              f"{values[bad][0]:g} at {at:%Y-%m-%dT%H:%MZ}): the files must be in °C (Kelvin or °F?)")
+                              f"{values[bad][0]:g} at {at:%Y-%m-%dT%H:%MZ}, read as °{unit}): in another unit? "
+                              "(--temperature-unit F or K)")
     if not np.isfinite(values).any():
         raise BadRequestError("--temperature: no temperature value in the files")
     what = ("Enedis's smoothed realised national temperature" if enedis else
