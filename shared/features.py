@@ -157,10 +157,9 @@ def build_grid(
     if end is None:
         end = (floor_to_grid(pd.DatetimeIndex([s.index.max()]), resolution_min, phase)[0]
                + pd.Timedelta(minutes=resolution_min)) if len(s) else pd.Timestamp(0, tz="UTC")
-    step = pd.Timedelta(minutes=resolution_min)
-    lo, hi = floor_to_grid(pd.DatetimeIndex([to_utc(start) - pd.Timedelta(1)]), resolution_min, phase)[0] + step, \
-        to_utc(end)
-    idx = pd.date_range(lo, hi, freq=freq, inclusive="left")
+    # the first grid instant at or after start
+    lo = floor_to_grid(pd.DatetimeIndex([to_utc(start) - pd.Timedelta(1)]), resolution_min, phase)[0]
+    idx = pd.date_range(lo + pd.Timedelta(minutes=resolution_min), to_utc(end), freq=freq, inclusive="left")
     raw = s.reindex(idx)
     value = interpolate_short_gaps(raw, max_interp_steps)
     out = pd.DataFrame({"ts": idx, "value": value.to_numpy(), "raw": raw.to_numpy()})
