@@ -146,6 +146,10 @@ def profile(x: pd.Series, n_days: int = 4, search_days: int = 42,
     interpolated stretch, a missing block — from echoing into today's expectation. Used where the
     forecasts table has nothing for a point, and in the evaluation when no product forecaster is used.
 
+    A reference day across a DST change is read at the same wall-clock time, or, for a time of day where that has
+    done worse, at the same instant on the fixed clock (:data:`FIXED_CLOCK_GAIN`): loads switched by a clock that
+    keeps standard time all year move an hour on the wall clock at each change.
+
     ``day_types``: the day type per local date (naive midnight → :func:`day_type` class), as detect reads it
     from featurize's calendar columns; dates it lacks (the search before the data starts) take
     :func:`day_type`, the same definition. ``calendar``: the series' local zone and holidays (France's, the
@@ -208,7 +212,7 @@ def profile(x: pd.Series, n_days: int = 4, search_days: int = 42,
 # earlier cross-DST readings of that time of day. Victoria's load (Australia) switches off-peak water heating on at
 # 23:00 standard time all year, a 270 MW step, while its people follow the wall clock: read on the wall clock the
 # step moves an hour at each change, and the weeks after were the detector's densest false alarms (evaluate-anomalies
-# 2014: 40 of its 86 clean-period alarms in April and October). France's load follows the wall clock.
+# 2014: 46 of its 86 clean-period alarms in April and October). France's load follows the wall clock.
 FIXED_CLOCK_GAIN = 0.8
 FIXED_CLOCK_MIN_READINGS = 8
 
