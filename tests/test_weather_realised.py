@@ -166,3 +166,17 @@ def test_a_temperature_header_naming_neither_column_says_how_to_name_them(first_
 def test_temperature_columns_go_with_temperature_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert evaluate.main(["--weather", "--temperature-columns", "datetime,temp_c", "--out", str(tmp_path)]) == 2
     assert "--temperature-columns and --temperature-unit describe --temperature files" in capsys.readouterr().err
+
+
+def test_the_issues_mape_targets_are_checked_on_frances_series_only() -> None:
+    import json
+
+    from shared.settings import REPO_ROOT
+
+    rep = json.loads((REPO_ROOT / "reports" / "forecast_eval_weather_2023.json").read_text())
+    args = (rep["b_summary"], rep["models"]["a_perfect"],
+            rep["train_seconds"]["weather"] + rep["train_seconds"]["weather_free"],
+            rep["predict_seconds_single_origin"]["weather"])
+    assert evaluate.weather_checks(*args, other_series=False) == rep["checks"]  # France's report, recomputed
+    other = evaluate.weather_checks(*args, other_series=True)
+    assert set(other) == {"b_coverage_75_85_every_day", "train_seconds_le_120", "predict_seconds_le_5"}

@@ -640,6 +640,24 @@ def temperature_source(temperature: RealisedTemperature | None) -> str:
             + "; used as already smoothed (weather_smoothed_input)")
 
 
+def weather_checks(b_summary: dict[str, Any], perfect: dict[str, Any], train_seconds: list[float],
+                   predict_seconds: list[float], other_series: bool) -> dict[str, bool | None]:
+    """The weather report's target checks: coverage in 75–85 % at every D+k, training ≤ 120 s and prediction ≤ 5 s
+    for any series, and for France's the issue's MAPE targets (:data:`WEATHER_TARGETS`, set on France's 2023: another
+    series' errors are on another scale, so they are not checked there)."""
+    checks: dict[str, bool | None] = {} if other_series else {
+        "b_D+1_mape_le_2.3": _le(b_summary["D+1"]["mape_mean"], WEATHER_TARGETS["b"]["D+1"]),
+        "b_D+7_mape_le_4.5": _le(b_summary["D+7"]["mape_mean"], WEATHER_TARGETS["b"]["D+7"]),
+        "a_D+1_mape_le_1.8": _le(perfect["D+1"]["mape"], WEATHER_TARGETS["a"]["D+1"]),
+    }
+    checks["b_coverage_75_85_every_day"] = all(
+        v["coverage_min"] is not None and v["coverage_min"] >= 0.75 and v["coverage_max"] <= 0.85
+        for v in b_summary.values())
+    checks["train_seconds_le_120"] = bool(max(train_seconds, default=0) <= 120)
+    checks["predict_seconds_le_5"] = bool(max(predict_seconds, default=0) <= 5)
+    return checks
+
+
 def weather_evaluation(grid: pd.DataFrame, rte: pd.DataFrame | None, train_start: pd.Timestamp,
                        test_start: pd.Timestamp, test_end: pd.Timestamp, settings: Settings, retrain_days: int,
                        origin_hour: int, progress: bool, cfg: Any, error_scale: float = 1.0,
@@ -691,16 +709,8 @@ def weather_evaluation(grid: pd.DataFrame, rte: pd.DataFrame | None, train_start
                         "coverage_mean": round(float(np.mean(covs)), 4) if covs else None,
                         "coverage_min": round(float(np.min(covs)), 4) if covs else None,
                         "coverage_max": round(float(np.max(covs)), 4) if covs else None}
-    checks = {
-        "b_D+1_mape_le_2.3": _le(b_summary["D+1"]["mape_mean"], 2.3),
-        "b_D+7_mape_le_4.5": _le(b_summary["D+7"]["mape_mean"], 4.5),
-        "b_coverage_75_85_every_day": all(
-            v["coverage_min"] is not None and v["coverage_min"] >= 0.75 and v["coverage_max"] <= 0.85
-            for v in b_summary.values()),
-        "a_D+1_mape_le_1.8": _le(models["a_perfect"]["D+1"]["mape"], 1.8),
-        "train_seconds_le_120": bool(max(rep["train_seconds"] + plain["train_seconds"], default=0) <= 120),
-        "predict_seconds_le_5": bool(max(rep["predict_seconds_single_origin"], default=0) <= 5),
-    }
+    checks = weather_checks(b_summary, models["a_perfect"], rep["train_seconds"] + plain["train_seconds"],
+                            rep["predict_seconds_single_origin"], other_series)
     # the whole backtest process (two backtests' frames in memory): not the forecast stage's RSS, which
     # ``--weather-resources`` measures in a fresh process
     rss_gib = peak_rss_bytes()[0] / 2**30
@@ -710,7 +720,7 @@ def weather_evaluation(grid: pd.DataFrame, rte: pd.DataFrame | None, train_start
         "notes": weather_notes(not smoothed, other_series),
         "models": models,
         "b_summary": b_summary,
-        "targets": WEATHER_TARGETS,
+        "targets": None if other_series else WEATHER_TARGETS,
         "checks": checks,
         "error_model": {"sd_day3_c": T2M_ERROR_SD_DAY3_C, "sd_day6_c": T2M_ERROR_SD_DAY6_C, "scale": error_scale,
                         "sd_by_lead_day_c": {d: round(float(t2m_error_sd(np.array([k]))[0]) * error_scale, 3)
