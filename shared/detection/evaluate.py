@@ -256,18 +256,18 @@ def deployed_forecasts(
     """
     import time
 
-    from shared.features import floor_to_grid, series_grid
-    from shared.forecasting.service import fallback_forecast, input_problem, issue
+    from shared.features import series_grid
+    from shared.forecasting.service import fallback_forecast, input_problem, issue, on_model_grid
 
     t0 = time.perf_counter()
     res = pd.Timedelta(minutes=settings.forecast_resolution_min)
-    phase = pd.Timedelta(minutes=getattr(model.config, "grid_phase_min", 0.0))
+    phase = pd.Timedelta(minutes=model.config.grid_phase_min)  # the grid the model was trained on
     native = x.index[1] - x.index[0]
     series = pd.DataFrame({"ts": x.index, "value": x.to_numpy(dtype=float)})
     grid = series_grid(series, settings, metric, settings.forecast_resolution_min, x.index[0], x.index[-1] + native,
                        max_interp_steps=0, phase=phase)[["ts", "value"]]
     ticks = cron_ticks(start - pd.Timedelta(hours=FORECAST_MAX_LEAD_HOURS), end - native, schedule)
-    origins = floor_to_grid(ticks - native, settings.forecast_resolution_min, phase) + res
+    origins = on_model_grid(ticks - native, model.config) + res
     valid_ts = pd.DatetimeIndex(grid.loc[grid["value"].notna(), "ts"])
     fallback: list[tuple[pd.Timestamp, pd.Timestamp]] = []
     model_issue: list[tuple[pd.Timestamp, pd.Timestamp]] = []

@@ -181,9 +181,8 @@ def profile(x: pd.Series, n_days: int = 4, search_days: int = 42,
     levels = np.full(lag_matrix.shape, np.nan)
     # the same reference day read on the clock that does not change with DST (the same instant `lag` days
     # earlier): where the reference day's UTC offset differs from the target's, it is another candidate
-    by_utc = pd.Series(x.to_numpy(dtype=float), index=x.index)
+    by_utc = x.astype(float)
     offset = _utc_offset_minutes(x.index, calendar.tz)
-    actual = x.to_numpy(dtype=float) - by_utc.reindex(x.index - step).to_numpy()
     fixed_deltas = np.full(lag_matrix.shape, np.nan)
     fixed_levels = np.full(lag_matrix.shape, np.nan)
     across = np.zeros(lag_matrix.shape, dtype=bool)
@@ -200,6 +199,7 @@ def profile(x: pd.Series, n_days: int = 4, search_days: int = 42,
             fixed_deltas[r] = np.where(across[r], now_fixed - by_utc.reindex(ref - step).to_numpy(), np.nan)
             fixed_levels[r] = np.where(across[r], now_fixed, np.nan)
     if across.any():
+        actual = by_utc.to_numpy() - by_utc.reindex(x.index - step).to_numpy()
         fixed = _fixed_clock_slots(naive, actual, deltas, fixed_deltas, across)
         use = across & fixed[None, :]
         deltas = np.where(use, fixed_deltas, deltas)

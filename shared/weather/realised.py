@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from shared.errors import BadRequestError
-from shared.ingest.history import _header, _separator, column_key, history_format, read_history_file
+from shared.ingest.history import _detect, _header, _separator, column_key, read_history_file
 from shared.weather.enedis import read_enedis_file
 from shared.weather.features import interpolate_on
 
@@ -46,30 +46,34 @@ class RealisedTemperature(NamedTuple):
     what: str
 
 
-def is_enedis(path: Path | str) -> bool:
-    """Whether ``path`` holds Enedis's national temperature (its ``horodate`` field, or a JSON export) rather than a
-    ``timestamp,value`` series."""
-    header = _header(Path(path))
-    if header.lstrip()[:1] in ("{", "["):
-        return True
-    first = header.split("\n", 1)[0]
-    return "horodate" in {column_key(c) for c in first.split(_separator(first))}
+def _first_line(path: Path) -> str:
+    """The file's header line (its first, or a Parquet file's column names): read once per file."""
+    return _header(path).split("\n", 1)[0].rstrip("\r")
 
 
-def _series_file(path: Path, naive_tz: str, columns: tuple[str, str] | None) -> pd.DataFrame:
-    """A ``timestamp,value`` temperature file (or the two ``columns`` named) → ``ts``, ``realised``; a history file
-    of another format is refused (it is a load series, not a temperature), and so is a header that names neither."""
+def _names(first: str) -> set[str]:
+    return {column_key(c) for c in first.split(_separator(first))}
+
+
+def is_enedis(first: str) -> bool:
+    """Whether a file whose header line is ``first`` holds Enedis's national temperature (its ``horodate`` field, or
+    a JSON export) rather than a ``timestamp,value`` series."""
+    return first.lstrip()[:1] in ("{", "[") or "horodate" in _names(first)
+
+
+def _series_file(path: Path, first: str, naive_tz: str, columns: tuple[str, str] | None) -> pd.DataFrame:
+    """A ``timestamp,value`` temperature file (or the two ``columns`` named; header line ``first``) → ``ts``,
+    ``realised``; a history file of another format is refused (it is a load series, not a temperature), and so is a
+    header that names neither."""
     try:
-        fmt = history_format(path, columns)
+        fmt = _detect(path, first, columns).fmt
     except BadRequestError:
         if columns is not None:  # a column the file lacks: history's own error names it
             raise
-        header = _header(path).split("\n", 1)[0].rstrip("\r")
-        names = sorted(column_key(c) for c in header.split(_separator(header)))
-        raise BadRequestError(f"{path}: not a temperature file this product reads (columns {', '.join(names[:8])}): "
-                              "Enedis's national temperature (horodate, temperature_realisee_lissee_degc) or a "
-                              "timestamp,value CSV in °C; --temperature-columns TIME,VALUE names other columns"
-                              ) from None
+        raise BadRequestError(f"{path}: not a temperature file this product reads (columns "
+                              f"{', '.join(sorted(_names(first))[:8])}): Enedis's national temperature (horodate, "
+                              "temperature_realisee_lissee_degc) or a timestamp,value CSV in °C; --temperature-columns "
+                              "TIME,VALUE names other columns") from None
     if fmt != "generic":
         raise BadRequestError(f"{path}: a load history file, not a temperature (--temperature takes Enedis's national "
                               "temperature or a timestamp,value CSV in °C)")
@@ -86,7 +90,8 @@ def read_temperature_files(files: Iterable[Path | str], naive_tz: str = "UTC",
     paths = [Path(f) for f in files]
     if not paths:
         raise BadRequestError("--temperature: no file given")
-    kinds = {is_enedis(p) for p in paths}
+    firsts = [_first_line(p) for p in paths]
+    kinds = {is_enedis(f) for f in firsts}
     if len(kinds) > 1:
         raise BadRequestError("--temperature: the files mix Enedis's smoothed national temperature with a "
                               "timestamp,value series; give one kind (they define the temperature differently)")
@@ -96,8 +101,8 @@ def read_temperature_files(files: Iterable[Path | str], naive_tz: str = "UTC",
                               "not Enedis's series (read by its field names, in °C)")
     if unit not in TO_CELSIUS:
         raise BadRequestError(f"--temperature-unit: {unit!r} is not one of {', '.join(TO_CELSIUS)}")
-    frames = [read_enedis_file(p)[["ts", "realised"]] if enedis else _series_file(p, naive_tz, columns)
-              for p in paths]
+    frames = [read_enedis_file(p)[["ts", "realised"]] if enedis else _series_file(p, first, naive_tz, columns)
+              for p, first in zip(paths, firsts, strict=True)]
     frame = (pd.concat(frames, ignore_index=True).drop_duplicates("ts", keep="last").sort_values("ts")
              .reset_index(drop=True))
     frame["realised"] = TO_CELSIUS[unit](frame["realised"].astype(float))
