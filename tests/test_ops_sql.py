@@ -177,10 +177,15 @@ def test_gate_panel_shows_the_sources_interpolated_ramps(ops_store: Store) -> No
     df = ops_store.query_df(grafana_sql(panel["targets"][0]["rawSql"], *WINDOW))
     assert set(df["reason"]) == {"linear_ramp"}
     t = pd.DatetimeIndex(df["time"])
-    day = (t.tz_convert("UTC").tz_localize(None) if t.tz is not None else t).strftime("%Y-%m-%d")
+    day = (t.tz_localize("UTC") if t.tz is None else t).tz_convert("Europe/Paris").strftime("%Y-%m-%d")
     per_day = df.groupby(day)["values"].sum()
-    assert per_day["2023-11-01"] + per_day["2023-11-02"] == 82  # 5 + 77 (UTC days)
-    assert per_day["2023-10-30"] == 52
+    assert (per_day["2023-11-01"], per_day["2023-11-02"]) == (1, 81)  # the ramp from 23:45 local, by Paris days
+    rows = ops_store.query_df(
+        "select ts from {db:Identifier}.features final where implausible = 1 and resolution_min = "
+        "(select min(resolution_min) from {db:Identifier}.features) and ts >= {a:DateTime64(3, 'UTC')} "
+        "and ts <= {b:DateTime64(3, 'UTC')}", {"a": WINDOW[0], "b": WINDOW[1]})
+    paris_days = pd.to_datetime(rows["ts"], utc=True).dt.tz_convert("Europe/Paris").dt.strftime("%Y-%m-%d")
+    assert per_day.to_dict() == paris_days.value_counts().to_dict()
 
 
 def test_accuracy_panel_scores_rte_day_ahead_forecast_at_about_two_percent(ops_store: Store) -> None:
@@ -429,3 +434,34 @@ def test_the_nature_ranking_of_the_series_is_written_once() -> None:
              REPO / "observability" / "grafana" / "build_dashboards.py", *REPO.glob("ch/init/*.sql")]
     ranking = [p.relative_to(REPO).as_posix() for p in texts if "Données définitives%" in p.read_text()]
     assert ranking == ["ch/init/007.series.sql"]
+
+
+def _sql_texts() -> list[tuple[str, str]]:
+    """Every SQL text the product ships: dashboard panels, dbt models and macros, the schema, the query API's."""
+    def raw_sql(node: Any) -> Iterator[str]:
+        if isinstance(node, dict):
+            yield from ([node["rawSql"]] if "rawSql" in node else [])
+            node = list(node.values())
+        if isinstance(node, list):
+            for child in node:
+                yield from raw_sql(child)
+
+    files = [*(DBT_DIR / "models").rglob("*.sql"), *(DBT_DIR / "macros").rglob("*.sql"), *REPO.glob("ch/init/*.sql"),
+             *REPO.glob("shared/**/*.py")]
+    return ([(p.name, sql) for p in DASHBOARDS for sql in raw_sql(json.loads(p.read_text()))]
+            + [(p.relative_to(REPO).as_posix(), p.read_text()) for p in files])
+
+
+def test_every_local_day_in_sql_is_the_calendars() -> None:
+    # "A day" is a local day of shared/calendar.py's zone everywhere: dbt's local_date, the forecasts' D+k, the
+    # query API's interval=1d, the dashboards' per-day panels. A day function on an instant without a zone
+    # would cut UTC days (toStartOfDay(ts) of a DateTime64(3, 'UTC') column), and any zone named is TZ.
+    from shared.calendar import TZ
+
+    zone = re.compile(r"'([A-Z][A-Za-z_]+/[A-Za-z_]+)'")
+    day_of_instant = re.compile(
+        r"\b(?:toStartOfDay|toDate|toDayOfWeek|toStartOfWeek|toStartOfMonth|toYYYYMMDD)\(\s*[\w.]*(?:ts|_at)\s*\)")
+    texts = _sql_texts()
+    assert len([name for name, _ in texts if name.endswith(".json")]) >= 10  # the panels were found
+    assert [(name, z) for name, text in texts for z in zone.findall(text) if z != TZ] == []
+    assert [(name, d) for name, text in texts for d in day_of_instant.findall(text)] == []

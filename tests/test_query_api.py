@@ -80,12 +80,39 @@ def test_hourly_resampling_matches_pandas(client: TestClient, december: pd.DataF
     assert {p["n"] for p in r.json()["points"]} == {4}
 
 
-def test_daily_resampling_spans_a_month(client: TestClient, december: pd.DataFrame) -> None:
-    r = client.get("/measurements", params={"metric": "prevision_j1", "start": "2023-12-01", "end": "2024-01-01",
-                                            "interval": "1d", "agg": "max"})
+def test_daily_resampling_spans_a_month_of_paris_days(client: TestClient, december: pd.DataFrame) -> None:
+    r = client.get("/measurements", params={"metric": "prevision_j1", "start": "2023-12-01T00:00:00+01:00",
+                                            "end": "2024-01-01T00:00:00+01:00", "interval": "1d", "agg": "max"})
     assert r.status_code == 200, r.text
-    assert r.json()["count"] == 31
-    assert r.json()["points"][0]["value"] == december.set_index("ts")["prevision_j1"][:"2023-12-01 23:59"].max()
+    points = r.json()["points"]
+    assert [p["ts"] for p in points[:2]] == ["2023-11-30T23:00:00Z", "2023-12-01T23:00:00Z"]
+    assert len(points) == 31
+    second_day = december.set_index("ts")["prevision_j1"]["2023-12-01 23:00":"2023-12-02 22:59"]
+    assert points[1]["value"] == second_day.max() and points[1]["n"] == len(second_day) == 96
+
+
+def test_daily_buckets_follow_the_25_hour_day(client: TestClient, store: Store) -> None:
+    # 2023-10-29 (fall back) is a Paris day of 25 hours, 22:00 to 23:00 UTC (eco2mix's file lacks its repeated
+    # hour, so it holds 96 values, as many as its neighbours)
+    history = load_history(store, "2023-10-27T22:00:00Z", "2023-10-30T23:00:00Z")
+    r = client.get("/measurements", params={"metric": "consommation", "start": "2023-10-28T00:00:00+02:00",
+                                            "end": "2023-10-31T00:00:00+01:00", "interval": "1d"})
+    assert r.status_code == 200, r.text
+    points = r.json()["points"]
+    local = history.set_index("ts")["consommation"].astype(float)
+    by_day = local.groupby(local.index.tz_convert("Europe/Paris").date)
+    assert [p["ts"] for p in points] == ["2023-10-27T22:00:00Z", "2023-10-28T22:00:00Z", "2023-10-29T23:00:00Z"]
+    assert [p["n"] for p in points] == by_day.count().tolist()
+    assert [p["value"] for p in points] == pytest.approx(by_day.mean().tolist())
+
+
+def test_daily_default_window_ends_at_the_next_paris_midnight(client: TestClient, december: pd.DataFrame) -> None:
+    # the newest value is 2023-12-31 23:45 UTC, already in Paris's 1 January: its day ends at 2024-01-01 23:00 UTC
+    r = client.get("/measurements", params={"metric": "consommation", "interval": "1d"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["end"] == "2024-01-01T23:00:00Z"
+    assert body["points"][-1]["ts"] == "2023-12-31T23:00:00Z" and body["points"][-1]["n"] == 4
 
 
 def test_as_of_returns_the_value_known_then(client: TestClient, store: Store, december: pd.DataFrame) -> None:

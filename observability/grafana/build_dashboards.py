@@ -33,6 +33,8 @@ LOKI = {"type": "loki", "uid": "powersense-loki"}
 # functions (shared/series.py) and dbt. Grafana's $__timeFilter is inclusive of its end, the view's
 # end is exclusive: one second more.
 SERIES = "source = '${source}' and metric = '${metric}'"
+# A day is a Europe/Paris day (shared/calendar.py TZ; 23, 24 or 25 hours), as in dbt's local_date, the D+k of
+# the forecasts and the query API's interval=1d: every day bucket names the zone (tests/test_ops_sql.py).
 
 
 def series_view(metric="'${metric}'", source="'${source}'"):
@@ -363,7 +365,7 @@ settings join_use_nulls = 1
             "Mean signed error per day and horizon: a bias that grows with the horizon shows in this panel first.",
             f"""
 with {ACTUAL_CTE}
-select toStartOfDay(f.ts) as time,
+select toStartOfDay(f.ts, 'Europe/Paris') as time,
        concat('D+', toString(f.horizon_day)) as horizon,
        avg(f.yhat - a.actual_mw) as mean_error_mw
 from ${{db}}.forecasts as f
@@ -533,7 +535,7 @@ settings join_use_nulls = 1
             "Values by nature per day",
             "Which revision level (temps réel, consolidées, définitives) the stored values have.",
             f"""
-select toStartOfDay(ts) as time, nature, count() as values
+select toStartOfDay(ts, 'Europe/Paris') as time, nature, count() as values
 from ${{db}}.measurements_latest final
 where {SERIES} and $__timeFilter(ts)
 group by time, nature
@@ -547,7 +549,7 @@ order by time
             "Revised values per day",
             "Values stored in more than one version (the source changed them after first publication).",
             """
-select toStartOfDay(ts) as time, metric, uniqExactIf(ukey, version > 1) as revised_values
+select toStartOfDay(ts, 'Europe/Paris') as time, metric, uniqExactIf(ukey, version > 1) as revised_values
 from ${db}.measurements
 where source = '${source}' and $__timeFilter(ts)
 group by time, metric
@@ -562,7 +564,7 @@ order by time
             "an impossible jump): kept as received, left out of the series. A revision that makes a value "
             "plausible clears its flag.",
             """
-select toStartOfDay(ts) as time, concat(metric, ': ', reason) as reason, count() as values
+select toStartOfDay(ts, 'Europe/Paris') as time, concat(metric, ': ', reason) as reason, count() as values
 from (
     select ts, metric, ukey, version, argMax(reason, flagged_at) as reason
     from ${db}.measurement_flags
@@ -584,7 +586,7 @@ order by time
             "flatlines (a stuck feed) and linear_ramp (a gap the source filled by linear interpolation and "
             "published as load). On featurize's finest grid.",
             f"""
-select toStartOfDay(ts) as time, implausible_reason as reason, count() as values
+select toStartOfDay(ts, 'Europe/Paris') as time, implausible_reason as reason, count() as values
 from ${{db}}.features final
 where {SERIES} and $__timeFilter(ts) and implausible = 1
   and resolution_min = (select min(resolution_min) from ${{db}}.features where {SERIES})
@@ -684,7 +686,7 @@ order by time
             "Anomalies per day by kind",
             "spike, dip, level_shift, flatline, missing, implausible — all statuses.",
             """
-select toStartOfDay(ts) as time, kind, count() as anomalies
+select toStartOfDay(ts, 'Europe/Paris') as time, kind, count() as anomalies
 from ${db}.anomalies final
 where $__timeFilter(ts)
 group by time, kind
@@ -728,7 +730,7 @@ limit 200
             "Checks not ok per day",
             "warn and fail results per day and check.",
             """
-select toStartOfDay(checked_at) as time, concat(check, ' ', status) as check_status, count() as checks
+select toStartOfDay(checked_at, 'Europe/Paris') as time, concat(check, ' ', status) as check_status, count() as checks
 from ${db}.data_quality
 where status != 'ok' and $__timeFilter(checked_at)
 group by time, check_status
@@ -803,7 +805,7 @@ order by horizon_day
             "Accuracy over time for the selected horizon: a step up is drift.",
             JOINED
             + """
-select toStartOfDay(ts) as time, model_version, avg(abs(yhat - actual_mw) / actual_mw) as mape_ratio
+select toStartOfDay(ts, 'Europe/Paris') as time, model_version, avg(abs(yhat - actual_mw) / actual_mw) as mape_ratio
 from scored
 where horizon_day = ${horizon_day} and actual_mw > 0
 group by time, model_version
@@ -820,7 +822,8 @@ order by time
             JOINED
             + """,
 daily as (
-    select toStartOfDay(ts) as day, avg(yhat - actual_mw) as mean_error_mw, avg(actual_mw) as mean_load_mw
+    select toStartOfDay(ts, 'Europe/Paris') as day, avg(yhat - actual_mw) as mean_error_mw,
+           avg(actual_mw) as mean_load_mw
     from scored
     where horizon_day = ${horizon_day}
     group by day

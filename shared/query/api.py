@@ -213,7 +213,7 @@ def prometheus_metrics(_: Annotated[EmptyParams, Query()]) -> Response:
 async def get_measurements(request: Request, p: Annotated[MeasurementsParams, Query()]) -> Response:
     """Measurements of one metric over [start, end): the latest value per timestamp (best nature: définitives >
     consolidées > temps réel), or every stored revision (``version=all``); optionally resampled to 15min/30min/
-    1h/1d UTC buckets (mean/min/max); ``as_of`` = as known at that insertion time. Pages of at most
+    1h UTC buckets or 1d Europe/Paris days (mean/min/max); ``as_of`` = as known at that insertion time. Pages of at most
     ``limit`` rows; follow ``next_cursor`` (CSV: header ``X-Next-Cursor``)."""
 
     def build(store: Store, state: StoreState, as_csv: bool) -> CachedResponse:

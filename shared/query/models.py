@@ -74,7 +74,11 @@ class MeasurementsParams(BaseModel):
     source: Name = Field(default=_DEFAULT_SOURCE, description="measurement source")
     start: Timestamp | None = Field(default=None, description="inclusive; default: 7 days before end")
     end: Timestamp | None = Field(default=None, description="exclusive; default: just after the latest stored value")
-    interval: Interval = Field(default="raw", description="resampling interval (UTC buckets); raw = stored rows")
+    interval: Interval = Field(
+        default="raw",
+        description="resampling interval; raw = stored rows; 1d = Europe/Paris days (23, 24 or 25 h), shorter "
+                    "ones UTC buckets",
+    )
     agg: Literal["mean", "min", "max"] = Field(default="mean", description="aggregate per resampling bucket")
     version: Literal["latest", "all"] = Field(
         default="latest",

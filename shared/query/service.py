@@ -20,11 +20,13 @@ import io
 import json
 import math
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from functools import partial
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from shared.artifacts import get_artifact_store
+from shared.calendar import TZ
 from shared.errors import ArtifactError, BadRequestError, NotFoundError, PowerSenseError, SchemaError
 from shared.query.models import (
     DEFAULT_WINDOW_DAYS,
@@ -166,6 +168,14 @@ def _floor(ts: datetime, step: timedelta) -> datetime:
     return datetime.fromtimestamp(math.floor(ts.timestamp() / seconds) * seconds, tz=UTC)
 
 
+def _bucket_end(ts: datetime, step: timedelta) -> datetime:
+    """The end of the resampling bucket holding ``ts``: the next local midnight for daily buckets."""
+    if step == timedelta(days=1):
+        zone = ZoneInfo(TZ)
+        return datetime.combine(ts.astimezone(zone).date() + timedelta(days=1), time(), tzinfo=zone).astimezone(UTC)
+    return _floor(ts, step) + step
+
+
 def measurements_sql(p: MeasurementsParams) -> str:
     """The SELECT behind ``GET /measurements`` for these parameters (also timed bare by the benchmark)."""
     if p.version == "all":
@@ -199,9 +209,13 @@ def measurements_sql(p: MeasurementsParams) -> str:
         limit {limit:UInt32}
         """
     agg = _AGG_SQL[p.agg]
+    # a day is a local day of the series' calendar (23, 24 or 25 hours), as in dbt's local_date and the
+    # dashboards; shorter buckets are UTC ones, which Paris hours and half-hours share
+    bucket = (f"toDateTime64(toStartOfDay(ts, '{TZ}'), 3, 'UTC')" if p.interval == "1d"
+              else "toStartOfInterval(ts, toIntervalMinute({step:UInt32}))")
     return latest.replace("{cursor_filter}", "") + f"""
         , buckets as (
-            select toStartOfInterval(ts, toIntervalMinute({{step:UInt32}})) as bucket,
+            select {bucket} as bucket,
                    {agg}(value_) as value, count(value_) as n
             from latest_per_ts
             group by bucket
@@ -235,7 +249,7 @@ def resolve_measurements(
     default_end = None
     if p.end is None:
         last = (latest or partial(latest_ts, store))(p.source, p.metric)
-        default_end = _floor(last, step) + step if last is not None else None
+        default_end = _bucket_end(last, step) if last is not None else None
     max_days = MAX_RANGE_DAYS_DAILY if p.interval == "1d" else MAX_RANGE_DAYS
     start, end = _window(p.start, p.end, default_end, DEFAULT_WINDOW_DAYS, max_days)
     after: dict[str, Any] = {"ts": EPOCH, "nature": "", "version": 0}
