@@ -160,6 +160,21 @@ def test_cursor_pages_cover_the_range_exactly_once(client: TestClient, december:
     assert stamps == sorted(stamps)
 
 
+def test_daily_pages_chain_paris_days_exactly_once(client: TestClient, december: pd.DataFrame) -> None:
+    params = {"metric": "consommation", "start": "2023-12-01T00:00:00+01:00", "end": "2024-01-01T00:00:00+01:00",
+              "interval": "1d", "limit": 7}
+    stamps, cursor = [], None
+    while True:
+        r = client.get("/measurements", params={**params, **({"cursor": cursor} if cursor else {})})
+        assert r.status_code == 200, r.text
+        stamps += [p["ts"] for p in r.json()["points"]]
+        cursor = r.json()["next_cursor"]
+        if cursor is None:
+            break
+    days = pd.date_range("2023-12-01", "2023-12-31", freq="D", tz="Europe/Paris").tz_convert("UTC")
+    assert stamps == [d.strftime("%Y-%m-%dT%H:%M:%SZ") for d in days]
+
+
 def test_csv_by_parameter_and_by_accept_header(client: TestClient, december: pd.DataFrame) -> None:
     params = {"metric": "consommation", "start": "2023-12-15", "end": "2023-12-16", "interval": "1h"}
     by_param = client.get("/measurements", params={**params, "format": "csv"})
