@@ -271,8 +271,9 @@ def test_query_api_reads_the_weather_series_like_any_measurement(store: Store, c
                                                    "as_of": "2023-12-01T05:00:00Z"})
         assert asof.status_code == 200 and asof.json()["points"] == []  # before the run: nothing known
         per_model = client.get("/measurements", params={"source": SOURCE, "metric": model_metric("ecmwf_ifs025"),
-                                                        "start": "2023-12-09", "end": "2023-12-10", "interval": "1d"})
-        assert per_model.status_code == 200 and per_model.json()["points"][0]["n"] == 24
+                                                        "start": "2023-12-09T00:00:00+01:00",
+                                                        "end": "2023-12-10T00:00:00+01:00", "interval": "1d"})
+        assert per_model.status_code == 200 and per_model.json()["points"][0]["n"] == 24  # a Paris day's hours
 
 
 def test_handler_import_loads_no_ml_module(tmp_path: Any) -> None:
