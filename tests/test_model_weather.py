@@ -104,9 +104,11 @@ def test_an_artifact_from_before_weather_level_lags_loads_with_its_level_lags(da
 
 def test_the_damping_slopes_travel_with_the_artifact_and_move_only_the_forecast_after_the_origin(data: dict) -> None:
     model, gw, origins, wx = data["model"], data["gw"], data["origins"], data["wx"]
-    damped = replace(model, weather_damping={str(k): 0.5 for k in range(1, 9)}, weather_normal_offset=0.8)
+    damped = replace(model, weather_damping={str(k): 0.5 for k in range(1, 9)}, weather_normal_offset=0.8,
+                     weather_normal_harmonics=[13.5, -7.8, -3.1, 0.0, 0.9])
     back = fm.from_files(fm.to_files(damped))
     assert back.weather_damping == damped.weather_damping and back.weather_normal_offset == 0.8
+    assert back.weather_normal_harmonics == [13.5, -7.8, -3.1, 0.0, 0.9]
     plain, shrunk = fm.predict(model, gw, origins, weather=wx), fm.predict(back, gw, origins, weather=wx)
     first = (shrunk["ts"] == shrunk["origin"]).to_numpy()
     np.testing.assert_allclose(shrunk["yhat"].to_numpy()[first], plain["yhat"].to_numpy()[first], rtol=1e-9)
@@ -247,6 +249,9 @@ def test_training_learns_the_damping_from_the_forecasts_its_holdout_is_scored_wi
     assert perfect.weather_damping and set(perfect.weather_damping.values()) == {1.0}
     off, _ = service.train_and_calibrate(train, fc_settings, replace(cfg, weather_damping=False), weather=noisy)
     assert off.weather_damping == {}
+    # another series' own normal needs a year of its temperature: three months give none, and no damping
+    own, _ = service.train_and_calibrate(train, fc_settings, replace(cfg, weather_normal="own"), weather=noisy)
+    assert own.weather_damping == {} and own.weather_normal_harmonics == []
 
 
 def test_the_weather_model_trains_on_its_own_window_the_weather_free_model_on_the_whole_grid(

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from shared.forecasting.evaluate import perfect_provider, realised_temperature
-from shared.weather.damping import apply_damping, learn_damping, normal_offset, slopes_at
+from shared.weather.damping import apply_damping, fit_normal, learn_damping, normal_at, normal_offset, slopes_at
 from shared.weather.features import WEATHER_COLUMNS, degrees, derive, features_for_origins
 from shared.weather.forecast_error import simulated_provider
 
@@ -101,6 +101,36 @@ def test_the_offset_is_the_realised_temperatures_mean_anomaly_and_the_damping_pu
     after = (flat["ts"] - flat["origin"]) >= pd.Timedelta(hours=12)
     np.testing.assert_allclose(flat.loc[after, "temp_smooth_degc"],
                                normal_temperature(flat.loc[after, "ts"]).to_numpy() + offset)
+
+
+@pytest.fixture(scope="module")
+def two_years() -> pd.DataFrame:
+    """The realised smoothed national temperature of 2021–2022 as weather features."""
+    ts = pd.Series(pd.date_range("2021-01-01", "2023-01-01", freq=STEP, tz="UTC", inclusive="left"))
+    return _realised_features(realised_temperature(ts))
+
+
+def test_a_series_own_normal_is_the_seasonal_cycle_of_its_temperature(two_years: pd.DataFrame) -> None:
+    # fitted on France's own two years, it is France's shipped normal within a degree, shifted by the recent
+    # climate's warmth (the offset the damping adds to the shipped one)
+    harmonics = fit_normal(two_years)
+    own, shipped = normal_at(two_years["ts"], harmonics), normal_at(two_years["ts"])
+    winter, summer = normal_at(pd.DatetimeIndex(["2022-01-15", "2022-07-15"], tz="UTC"), harmonics)
+    assert summer - winter > 12.0
+    assert np.sqrt(np.mean((own - shipped - normal_offset(two_years)) ** 2)) < 1.0
+    assert normal_offset(two_years, harmonics) == pytest.approx(0.0, abs=1e-3)
+
+
+def test_under_a_year_of_temperature_gives_no_normal(two_years: pd.DataFrame) -> None:
+    assert fit_normal(two_years[two_years["ts"] < pd.Timestamp("2021-12-01", tz="UTC")]) == []
+
+
+def test_the_damping_pulls_toward_the_series_own_normal(realised: pd.DataFrame, two_years: pd.DataFrame) -> None:
+    harmonics = fit_normal(two_years)
+    known = _known(realised, perfect_provider(realised, HORIZON, STEP), _origins("2022-01-10", "2022-01-11"))
+    flat = apply_damping(known, {str(k): 0.0 for k in range(1, 9)}, 0.5, harmonics)  # slopes 0: the target itself
+    after = (flat["ts"] - flat["origin"]) >= pd.Timedelta(hours=12)
+    np.testing.assert_allclose(flat.loc[after, "temp_smooth_degc"], normal_at(flat.loc[after, "ts"], harmonics) + 0.5)
 
 
 def test_slopes_run_from_one_at_the_origin_through_each_block_centre() -> None:

@@ -96,15 +96,16 @@ def test_the_files_own_climatology_stands_in_after_it_ends(first_quarter: pd.Dat
     assert got[1] == pytest.approx(first_quarter["realised"].mean())
 
 
-def test_another_series_weather_is_its_own_temperature_smoothed_and_undamped(first_quarter: pd.DataFrame,
-                                                                             tmp_path: Path) -> None:
+def test_another_series_weather_is_its_own_temperature_smoothed_and_damped_toward_its_own_normal(
+        first_quarter: pd.DataFrame, tmp_path: Path) -> None:
     own = read_temperature_files([_write(tmp_path / "t.csv", first_quarter)])
     ts = pd.date_range("2023-02-01T00:00Z", "2023-02-20T00:00Z", freq="30min")
     grid = pd.DataFrame({"ts": ts, "value": 1.0})
     cfg = model_config(get_settings())
     real, gw, wcfg = evaluate.shipped_weather(grid, cfg, own, other_series=True)
     expected = derive(on_grid(own.frame, pd.Series(ts)), smoothed_input=False)
-    assert wcfg.weather and not wcfg.weather_smoothed_input and not wcfg.weather_damping
+    assert wcfg.weather and not wcfg.weather_smoothed_input
+    assert wcfg.weather_damping and wcfg.weather_normal == "own" and cfg.weather_normal == "france"
     assert np.allclose(gw["temp_smooth_degc"], expected["temp_smooth_degc"], equal_nan=True)
     assert not np.allclose(gw["temp_smooth_degc"], gw["temp_degc"])  # smoothed by the product, not used raw
 
@@ -142,7 +143,7 @@ def test_enedis_temperature_for_another_series_is_refused(tmp_path: Path, capsys
 def test_a_report_on_the_series_own_temperature_says_so_not_enedis() -> None:
     notes = " ".join(evaluate.weather_notes(own_temperature=True, other_series=True))
     assert "Enedis" not in notes and "2020-01-09" not in notes
-    assert "the series' own raw temperature" in notes and "not damped toward a normal" in notes
+    assert "the series' own raw temperature" in notes and "normal of its own realised temperature" in notes
 
 
 def test_named_columns_read_a_temperature_whose_header_is_not_timestamp_value(first_quarter: pd.DataFrame,

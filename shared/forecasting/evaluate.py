@@ -134,12 +134,12 @@ def shipped_weather(grid: pd.DataFrame, cfg: Any, extra: RealisedTemperature | N
     """The realised temperature at ``grid``'s steps (:func:`realised_temperature`), ``grid`` with its weather
     features, and the weather model's configuration: Enedis's series is already smoothed
     (``weather_smoothed_input``), a raw one is smoothed by the product. ``other_series``: the load is not France's,
-    so its temperature is not damped toward France's normal (the only climatology shipped; ``weather_damping``
-    off)."""
+    so its temperature forecasts are damped toward the normal of its own temperature, not France's
+    (``weather_normal="own"``: :func:`shared.weather.damping.fit_normal`)."""
     smoothed = extra is None or extra.smoothed
     real = realised_temperature(grid["ts"], extra)
     wcfg = replace(cfg, weather=True, weather_smoothed_input=smoothed,
-                   weather_damping=cfg.weather_damping and not other_series)
+                   weather_normal="own" if other_series else cfg.weather_normal)
     return real, with_weather(grid, real, smoothed_input=smoothed), wcfg
 
 
@@ -495,6 +495,8 @@ def backtest(
                                                for k, v in m.linear_blend.items()}} if m.linear_blend else {}),
                          **({"weather_damping": m.weather_damping,
                              "weather_normal_offset": m.weather_normal_offset} if m.weather_damping else {}),
+                         **({"weather_normal_harmonics": m.weather_normal_harmonics}
+                            if m.weather_damping and m.weather_normal_harmonics else {}),
                          **({"weather_damping_by_source": damping}
                             if decision == "promoted" and damping else {})})
         bar.update(1)
@@ -614,10 +616,12 @@ def weather_notes(own_temperature: bool, other_series: bool) -> list[str]:
     ]
     if other_series:
         notes.append(
-            "Another series than France's: its temperature forecasts are not damped toward a normal (weather_damping "
-            "off: the only climatology shipped is France's); (b)'s error model is the ECMWF verification over Europe, "
-            "applied as it is (an assumption outside Europe); the heating/cooling degree bases are those learnt on "
-            "France (15 / 18 °C).")
+            "Another series than France's: its temperature forecasts are damped toward the normal of its own realised "
+            "temperature (a mean and two yearly harmonics fitted on each training window, "
+            "retrains[].weather_normal_harmonics; none, and no damping, with under a year of temperature) by each "
+            "source's track record on the model's holdout (retrains[].weather_damping_by_source); (b)'s error model "
+            "is the ECMWF verification over Europe, applied as it is (an assumption outside Europe); the "
+            "heating/cooling degree bases are those learnt on France (15 / 18 °C).")
     else:
         notes.append(
             "Every temperature forecast is damped toward the normal by its source's own track record on the model's "
@@ -731,6 +735,7 @@ def weather_evaluation(grid: pd.DataFrame, rte: pd.DataFrame | None, train_start
                                   "SYNOP; values read off its figure, approximate)"},
         "temperature": temperature_source(temperature),
         "weather_damping": wcfg.weather_damping,
+        "weather_normal": wcfg.weather_normal if wcfg.weather_damping else None,
         "test_period": plain["test_period"],
         "train_window": plain["train_window"],
         "weather_train_from": real.dropna()["ts"].min().isoformat(),
@@ -840,7 +845,7 @@ def source_dampings(model: Any, train: pd.DataFrame, hold_start: pd.Timestamp, h
     realised = train[["ts", "temp_degc"]]
     return {n: learn_damping(features_for_origins(realised, p(origins), origins, model.config.resolution_min,
                                                   model.config.weather_smoothed_input), train,
-                             model.weather_normal_offset)
+                             model.weather_normal_offset, model.weather_normal_harmonics)
             for n, p in providers.items()}
 
 

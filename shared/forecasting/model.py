@@ -182,6 +182,9 @@ class ModelConfig:
     # the temperature forecast shrunk toward the normal by slopes learnt on the training holdout
     # (shared/weather/damping.py; LoadModel.weather_damping); False = fed as it comes
     weather_damping: bool = True
+    # the normal it is damped toward: "france" = the shipped Enedis normal; "own" = the seasonal cycle of the
+    # series' own realised temperature over the training window (damping.fit_normal; another series than France's)
+    weather_normal: str = "france"
     cold_shapes: bool = False  # extra daily shapes weighted by winter depth
     split_mon_fri: bool = True  # Monday and Friday get their own daily shapes
     christmas_week: bool = True  # an event for 24 Dec – 1 Jan
@@ -283,6 +286,8 @@ class LoadModel:
     # °C added to the normal the damping pulls toward: the mean anomaly of the model's realised temperature
     # (shared.weather.damping.normal_offset); 0 for artifacts saved before it
     weather_normal_offset: float = 0.0
+    # config.weather_normal "own": the normal's coefficients (shared.weather.damping.fit_normal); empty = France's
+    weather_normal_harmonics: list[float] = field(default_factory=list)
 
 
 # --- frames the two networks see -------------------------------------------------------------------
@@ -1038,7 +1043,8 @@ def predict(model: LoadModel, history: pd.DataFrame, origins: list[pd.Timestamp]
     target_lin: list[np.ndarray] | None = None
     if cfg.weather:
         if weather is not None and model.weather_damping:
-            weather = apply_damping(weather, model.weather_damping, model.weather_normal_offset)
+            weather = apply_damping(weather, model.weather_damping, model.weather_normal_offset,
+                                    model.weather_normal_harmonics)
         # the past with the realised weather, each origin's targets with the weather known at that origin
         hist_prof, target_prof, target_lin = _weather_profiles(model, hist[keep], hts, origins, targets, weather,
                                                                hval)
@@ -1335,6 +1341,7 @@ def to_files(model: LoadModel) -> dict[str, bytes]:
         "persistence": model.persistence,
         "weather_damping": model.weather_damping,
         "weather_normal_offset": model.weather_normal_offset,
+        "weather_normal_harmonics": model.weather_normal_harmonics,
         "meta": model.meta,
         "profile": _profile_part(model.profile),
         "extra_profiles": [_profile_part(p) for p in model.extra_profiles],
@@ -1413,7 +1420,8 @@ def from_files(files: dict[str, bytes]) -> LoadModel:
                      blend=doc.get("blend", {}), extra_profiles=extra_profiles, linear=doc.get("linear"),
                      linear_blend=doc.get("linear_blend", {}), persistence=doc.get("persistence", []),
                      weather_damping=doc.get("weather_damping", {}),
-                     weather_normal_offset=float(doc.get("weather_normal_offset", 0.0)))
+                     weather_normal_offset=float(doc.get("weather_normal_offset", 0.0)),
+                     weather_normal_harmonics=[float(c) for c in doc.get("weather_normal_harmonics", [])])
 
 
 def _restore_profile(cfg: ModelConfig, part: dict[str, Any], state: bytes) -> Any:

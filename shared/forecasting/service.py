@@ -64,7 +64,7 @@ from shared.runs import Run
 from shared.settings import Settings
 from shared.store import Store
 from shared.timeutil import to_utc
-from shared.weather.damping import learn_damping, normal_offset
+from shared.weather.damping import fit_normal, learn_damping, normal_offset
 from shared.weather.features import WEATHER_COLUMNS
 from shared.weather.featurize import FORECAST_LABEL, PAST_KEEP, read_weather_history, read_weather_run
 
@@ -186,8 +186,12 @@ def train_and_calibrate(grid: pd.DataFrame, settings: Settings, cfg: Any | None 
         if cfg.weather_damping:
             # the slopes the temperature forecast's anomaly is damped by, learnt on the forecasts the holdout is
             # scored with (those production meets); predict applies them, here and in every later prediction
-            model.weather_normal_offset = normal_offset(grid)
-            model.weather_damping = learn_damping(wx, grid, model.weather_normal_offset)
+            # (another series than France's: toward its own normal, none with under a year of temperature)
+            harmonics = fit_normal(grid) if cfg.weather_normal == "own" else []
+            if cfg.weather_normal != "own" or harmonics:
+                model.weather_normal_harmonics = harmonics
+                model.weather_normal_offset = normal_offset(grid, harmonics)
+                model.weather_damping = learn_damping(wx, grid, model.weather_normal_offset, harmonics)
     raw = fm.predict(model, grid, origins, weather=wx, parts=True)
     raw = raw[raw["ts"] < end]
     if "yhat_linear" in raw:
@@ -224,7 +228,8 @@ def train_and_calibrate(grid: pd.DataFrame, settings: Settings, cfg: Any | None 
         # the promotion could no longer compare the two (it rejected a worse weather retrain in the 2023 backtest).
         refit = fm.fit(grid, replace(cfg, yearly_order=model.config.yearly_order))
         model = replace(refit, blend=model.blend, calibration=model.calibration, linear_blend=model.linear_blend,
-                        weather_damping=model.weather_damping, weather_normal_offset=model.weather_normal_offset)
+                        weather_damping=model.weather_damping, weather_normal_offset=model.weather_normal_offset,
+                        weather_normal_harmonics=model.weather_normal_harmonics)
     model.meta.update({"holdout": [hold_start.isoformat(), end.isoformat()], "holdout_metrics": metrics,
                        "blend": model.blend, **({"linear_blend": model.linear_blend} if model.linear_blend else {}),
                        **({"weather_damping": model.weather_damping,
