@@ -87,7 +87,7 @@ from collections.abc import Iterator
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -184,7 +184,7 @@ class ModelConfig:
     weather_damping: bool = True
     # the normal it is damped toward: "france" = the shipped Enedis normal; "own" = the seasonal cycle of the
     # series' own realised temperature over the training window (damping.fit_normal; another series than France's)
-    weather_normal: str = "france"
+    weather_normal: Literal["france", "own"] = "france"
     cold_shapes: bool = False  # extra daily shapes weighted by winter depth
     split_mon_fri: bool = True  # Monday and Friday get their own daily shapes
     christmas_week: bool = True  # an event for 24 Dec – 1 Jan
