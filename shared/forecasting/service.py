@@ -55,7 +55,7 @@ import pandas as pd
 from prometheus_client import Counter, Gauge
 
 from shared.errors import ArtifactError, ModelError, StoreError
-from shared.features import TZ, floor_to_grid
+from shared.features import TZ, floor_to_grid, grid_phase
 from shared.forecasting import baseline, combine
 from shared.logs import log_event
 from shared.metrics import REGISTRY
@@ -350,7 +350,7 @@ def forecast_targets(last_obs: pd.Timestamp, issued_at: pd.Timestamp, resolution
     step = pd.Timedelta(minutes=resolution_min)
     # stale data: start at the current step, not in the past (the forecast still covers D+1…D+7) — the step of
     # the series' own grid, whose phase last_obs carries (a series at :30 UTC keeps :30)
-    phase = pd.Timedelta(int(last_obs.value % step.value))
+    phase = grid_phase(pd.DatetimeIndex([last_obs]), resolution_min)
     origin = max(last_obs + step, floor_to_grid(pd.DatetimeIndex([issued_at]), resolution_min, phase)[0])
     end_day = (issued_at.tz_convert(TZ).normalize().tz_localize(None) + pd.Timedelta(days=horizon_days + 1))
     end = end_day.tz_localize(TZ).tz_convert("UTC")

@@ -20,13 +20,13 @@ import io
 import json
 import math
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from shared.artifacts import get_artifact_store
-from shared.calendar import TZ
+from shared.calendar import TZ, local_day_bounds
 from shared.errors import ArtifactError, BadRequestError, NotFoundError, PowerSenseError, SchemaError
 from shared.query.models import (
     DEFAULT_WINDOW_DAYS,
@@ -171,8 +171,7 @@ def _floor(ts: datetime, step: timedelta) -> datetime:
 def _bucket_end(ts: datetime, step: timedelta) -> datetime:
     """The end of the resampling bucket holding ``ts``: the next local midnight for daily buckets."""
     if step == timedelta(days=1):
-        zone = ZoneInfo(TZ)
-        return datetime.combine(ts.astimezone(zone).date() + timedelta(days=1), time(), tzinfo=zone).astimezone(UTC)
+        return local_day_bounds(ts.astimezone(ZoneInfo(TZ)).date())[1].to_pydatetime()
     return _floor(ts, step) + step
 
 
