@@ -175,16 +175,25 @@ def faasd_install(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A faasd working directory as faasd installs it, after deploy/faasd/install.sh ran (twice)."""
     if os.geteuid() != 0:
         pytest.skip("install.sh runs as root (it chowns the services' directories)")
-    root = tmp_path_factory.mktemp("faasd")
+    # /var/lib/faasd and /var/lib/faasd-provider side by side, as `faasd install` makes them
+    root = tmp_path_factory.mktemp("host") / "faasd"
+    root.mkdir()
+    (root.parent / "faasd-provider").mkdir()
     (root / "docker-compose.yaml").write_text(yaml.safe_dump(FAASD_OWN_COMPOSE, sort_keys=False))
     (root / "prometheus.yml").write_text(FAASD_OWN_PROMETHEUS)
-    env = {**os.environ, "FAASD_DIR": str(root), "SYSTEMD_UNIT_DIR": str(root / "systemd"),
-           "POWERSENSE_NO_RESTART": "1"}
-    env.pop("SMTP_PASSWORD", None)
+    env = _faasd_env(root)
     for _ in range(2):  # idempotent: the second run must leave everything as the first did
         res = subprocess.run([str(FAASD / "install.sh")], env=env, capture_output=True, text=True, timeout=120)
         assert res.returncode == 0, res.stdout + res.stderr
     return root
+
+
+def _faasd_env(faasd_dir: Path) -> dict[str, str]:
+    """install.sh's environment for a faasd directory ``faasd_dir`` beside its ``faasd-provider`` directory."""
+    env = {**os.environ, "FAASD_DIR": str(faasd_dir), "FAASD_PROVIDER_DIR": str(faasd_dir.parent / "faasd-provider"),
+           "SYSTEMD_UNIT_DIR": str(faasd_dir / "systemd"), "POWERSENSE_NO_RESTART": "1"}
+    env.pop("SMTP_PASSWORD", None)
+    return env
 
 
 def _merge_module() -> Any:
@@ -370,14 +379,18 @@ def test_faasd_every_secret_is_created_by_the_install(faasd_install: Path, faasd
     path = Path(am["global"]["smtp_auth_password_file"])
     mounts = {v["target"]: v["source"] for v in faasd_compose["services"]["alertmanager"]["volumes"]}
     assert (faasd_install / mounts[str(path.parent)] / path.name).is_file()
-    # the functions' secrets, where faasd-provider looks for them (<secret_mount_path>/openfaas-fn/)
+    # the functions' secrets, where faasd-provider's deploy handler looks for them: <its working
+    # directory>/secrets/openfaas-fn/ (github:openfaas/faasd cmd/provider.go baseUserSecretsPath), not
+    # under faasd's secret_mount_path, which holds only the provider's own basic-auth files
+    provider_secrets = faasd_install.parent / "faasd-provider" / "secrets" / "openfaas-fn"
     for spec in _stack("faasd"):
         for secret in spec.secrets:
-            assert (faasd_install / "secrets" / "openfaas-fn" / secret).is_file(), (spec.name, secret)
+            assert (provider_secrets / secret).is_file(), (spec.name, secret)
+    assert not (faasd_install / "secrets" / "openfaas-fn").exists()
     # one value per role: the writer's secret is the password ClickHouse gives powersense_writer
     ps = faasd_install / "powersense"
     assert (ps / "mounts" / "clickhouse" / "clickhouse_password").read_text() == \
-        (faasd_install / "secrets" / "openfaas-fn" / "clickhouse-password").read_text()
+        (provider_secrets / "clickhouse-password").read_text()
     assert "POWERSENSE_WRITER_PASSWORD=" in " ".join(faasd_compose["services"]["clickhouse"]["command"])
     users = (REPO / "deploy" / "clickhouse" / "users.d" / "powersense.xml").read_text()
     for variable in re.findall(r'from_env="(\w+)"', users):
@@ -387,18 +400,29 @@ def test_faasd_every_secret_is_created_by_the_install(faasd_install: Path, faasd
 
 def test_faasd_install_is_idempotent_and_keeps_faasds_files(faasd_install: Path) -> None:
     # run three: nothing changes, no secret is regenerated
-    before = {p: p.read_bytes() for p in faasd_install.rglob("*") if p.is_file()}
-    env = {**os.environ, "FAASD_DIR": str(faasd_install), "SYSTEMD_UNIT_DIR": str(faasd_install / "systemd"),
-           "POWERSENSE_NO_RESTART": "1"}
-    env.pop("SMTP_PASSWORD", None)
+    before = {p: p.read_bytes() for p in faasd_install.parent.rglob("*") if p.is_file()}
+    env = _faasd_env(faasd_install)
     res = subprocess.run([str(FAASD / "install.sh")], env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
-    after = {p: p.read_bytes() for p in faasd_install.rglob("*") if p.is_file()}
+    after = {p: p.read_bytes() for p in faasd_install.parent.rglob("*") if p.is_file()}
     assert after == before
     assert yaml.safe_load((faasd_install / "docker-compose.yaml.faasd").read_text()) == FAASD_OWN_COMPOSE
     assert (faasd_install / "prometheus.yml.faasd").read_text() == FAASD_OWN_PROMETHEUS
     dropin = faasd_install / "systemd" / "faasd-provider.service.d" / "powersense-timeouts.conf"
     assert dropin.read_text() == (FAASD / "faasd-provider-timeouts.conf").read_text()
+
+
+def test_faasd_install_refuses_a_host_without_faasd_providers_directory(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("install.sh runs as root (it chowns the services' directories)")
+    faasd_dir = tmp_path / "faasd"
+    faasd_dir.mkdir()
+    (faasd_dir / "docker-compose.yaml").write_text(yaml.safe_dump(FAASD_OWN_COMPOSE, sort_keys=False))
+    res = subprocess.run([str(FAASD / "install.sh")], env=_faasd_env(faasd_dir), capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 1
+    assert "faasd-provider's working directory" in res.stderr and len(res.stderr.splitlines()) == 1
+    assert not (faasd_dir / "powersense").exists()
 
 
 def test_faasd_merged_compose_passes_docker_compose_config(tmp_path: Path, faasd_compose: dict[str, Any]) -> None:

@@ -11,9 +11,12 @@
 #     grafana_admin_password, s3_access_key_id ("powersense"), s3_secret_access_key, query_token, and
 #     smtp_password (empty = no SMTP auth; set SMTP_PASSWORD=… when running this script to store one).
 #     Copies what each service reads into /var/lib/faasd/powersense/mounts/<service>/, and the
-#     functions' secrets to /var/lib/faasd/secrets/openfaas-fn/<name>, where faasd-provider keeps
-#     the secrets `faas-cli secret create` makes (github:openfaas/faasd
-#     pkg/provider/handlers/secret.go: <secret_mount_path>/<namespace>/<name>, mode 0644).
+#     functions' secrets to /var/lib/faasd-provider/secrets/openfaas-fn/<name>, where faasd-provider
+#     keeps the secrets `faas-cli secret create` makes and where its deploy handler looks for them
+#     (github:openfaas/faasd @13f03f3: cmd/provider.go `baseUserSecretsPath := path.Join(wd, "secrets")`,
+#     wd being the unit's WorkingDirectory, /var/lib/faasd-provider (cmd/install.go faasdProviderWd);
+#     pkg/provider/handlers/deploy.go validateSecrets reads <that>/<namespace>/<name>, mode 0644). Not
+#     /var/lib/faasd/secrets: that is secret_mount_path, where the provider reads only its own basic-auth.
 #  2. Configuration: copies ch/init, deploy/clickhouse, observability/{prometheus/rules,alertmanager,
 #     loki,alloy,grafana} to /var/lib/faasd/powersense/config; creates the data directories with
 #     the owner each service runs as; makes the journal persistent (/var/log/journal) for Alloy.
@@ -24,11 +27,13 @@
 #     gateway's timeouts read/write 315s, upstream 310s (> every exec_timeout, longest 300s).
 #  5. faasd-provider: systemd drop-in service_timeout=315s; daemon-reload; restarts faasd-provider
 #     and faasd (skipped with POWERSENSE_NO_RESTART=1).
-# Environment: FAASD_DIR (default /var/lib/faasd), SYSTEMD_UNIT_DIR (default /etc/systemd/system).
+# Environment: FAASD_DIR (default /var/lib/faasd), FAASD_PROVIDER_DIR (default /var/lib/faasd-provider),
+# SYSTEMD_UNIT_DIR (default /etc/systemd/system).
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 faasd_dir="${FAASD_DIR:-/var/lib/faasd}"
+provider_dir="${FAASD_PROVIDER_DIR:-/var/lib/faasd-provider}"
 unit_dir="${SYSTEMD_UNIT_DIR:-/etc/systemd/system}"
 ps="$faasd_dir/powersense"
 
@@ -36,10 +41,11 @@ die() { echo "install.sh: $*" >&2; exit 1; }
 
 [[ "$(id -u)" -eq 0 ]] || die "run as root (sudo): it writes under $faasd_dir and $unit_dir"
 [[ -f "$faasd_dir/docker-compose.yaml" ]] || die "faasd is not installed ($faasd_dir/docker-compose.yaml missing): see github.com/openfaas/faasd"
+[[ -d "$provider_dir" ]] || die "faasd-provider's working directory $provider_dir is missing (\`faasd install\` creates it; FAASD_PROVIDER_DIR names another)"
 command -v openssl >/dev/null || die "openssl is needed to generate secrets (apt-get install -y openssl)"
 if ! python3 -c 'import yaml' 2>/dev/null; then
   command -v apt-get >/dev/null || die "python3 with PyYAML is needed (python3-yaml)"
-  apt-get install -y -qq python3-yaml >/dev/null
+  apt-get update -qq && apt-get install -y -qq python3-yaml >/dev/null
 fi
 
 install -d -m 0755 "$ps" "$ps/config" "$ps/data" "$ps/mounts"
@@ -78,9 +84,10 @@ mount_secrets seaweedfs 0 s3_access_key_id s3_secret_access_key
 mount_secrets grafana 472 grafana_clickhouse_password grafana_admin_password
 mount_secrets alertmanager 65534 smtp_password
 
-# the functions' secrets (openfaas-stack.yml `secrets:`), as faasd-provider stores them, under the
-# hyphenated names the stack uses (Kubernetes object names cannot contain '_': one stack for every topology)
-fn_secrets="$faasd_dir/secrets/openfaas-fn"
+# the functions' secrets (openfaas-stack.yml `secrets:`), as faasd-provider stores them (in its own working
+# directory, see the header), under the hyphenated names the stack uses (Kubernetes object names cannot
+# contain '_': one stack for every topology)
+fn_secrets="$provider_dir/secrets/openfaas-fn"
 install -d -m 0755 "$fn_secrets"
 for name in clickhouse_password clickhouse_reader_password query_token s3_access_key_id s3_secret_access_key; do
   install -m 0644 "$ps/secrets/$name" "$fn_secrets/${name//_/-}"
