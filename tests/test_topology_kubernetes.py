@@ -286,6 +286,36 @@ def test_grafana_prometheus_and_alloy_reach_their_backends(objects: list[dict[st
     assert_reachable(env["LOKI_URL"], svcs)
 
 
+def test_scraped_headless_services_list_pods_that_are_not_ready(objects: list[dict[str, Any]]) -> None:
+    # An `up == 0` alert (ClickHouseDown, PowerSenseTargetDown) needs the down pod to stay a target: a headless
+    # Service's DNS lists only Ready endpoints unless publishNotReadyAddresses is set (Kubernetes ServiceSpec),
+    # so without it a crashed ClickHouse host left DNS and Prometheus dropped its target instead of recording 0
+    prom = yaml.safe_load(next(o for o in objects if o["kind"] == "ConfigMap"
+                               and o["metadata"]["name"] == "prometheus-config")["data"]["prometheus.yml"])
+    names = [n for job in prom["scrape_configs"] for sd in job.get("dns_sd_configs", []) for n in sd["names"]]
+    assert names
+    for name in names:
+        ns_svc = tuple(reversed(FQDN.match(name).groups()))  # type: ignore[union-attr]
+        svc = next(o for o in objects if o["kind"] == "Service"
+                   and (o["metadata"]["namespace"], o["metadata"]["name"]) == ns_svc)
+        assert svc["spec"].get("publishNotReadyAddresses") is True, name
+
+
+def test_every_volume_is_writable_by_the_user_its_image_runs_as(objects: list[dict[str, Any]]) -> None:
+    # The single-host install gives each service's data directory to the user its image runs as
+    # (deploy/faasd/install.sh `data_dir NAME UID`); on Kubernetes a fresh volume is root's unless the pod's
+    # fsGroup is that user's group. Alertmanager and Pushgateway (nobody) had none until 2026-12-05
+    owners = {name: int(uid) for name, uid in re.findall(r"^data_dir (\S+) (\d+)$",
+                                                         (REPO / "deploy" / "faasd" / "install.sh").read_text(), re.M)}
+    checked = 0
+    for o in objects:
+        if o["kind"] == "StatefulSet" and o["spec"].get("volumeClaimTemplates") and owners.get(o["metadata"]["name"]):
+            fs_group = o["spec"]["template"]["spec"].get("securityContext", {}).get("fsGroup")
+            assert fs_group == owners[o["metadata"]["name"]], o["metadata"]["name"]
+            checked += 1
+    assert checked >= 4  # grafana, loki, alertmanager, pushgateway
+
+
 def test_clickhouse_metrics_service_selects_the_operators_pods(objects: list[dict[str, Any]]) -> None:
     svc = next(o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == "clickhouse-metrics")
     # pkg/model/chi/tags/labeler/list.go: LabelCRName = "clickhouse.altinity.com/chi"
