@@ -98,6 +98,21 @@ def test_reserved_concurrency_is_a_parameter_that_reserves_nothing_by_default(sa
         assert rc == {"Fn::If": ["HasReservedConcurrency", {"Ref": "ReservedConcurrency"}, {"Ref": "AWS::NoValue"}]}
 
 
+def test_no_scheduled_stage_is_retried_by_lambda_or_the_scheduler(sam: dict[str, Any]) -> None:
+    # the scheduler's RetryPolicy covers delivery only; Lambda's own asynchronous retries (2 by default) re-ran a
+    # stage that timed out, overlapping its next run
+    scheduled = 0
+    for stage, fn in sam_functions(sam).items():
+        events = [e for e in fn["Properties"].get("Events", {}).values() if e["Type"] == "ScheduleV2"]
+        if not events:
+            continue
+        scheduled += 1
+        config = fn["Properties"].get("EventInvokeConfig", sam["Globals"]["Function"].get("EventInvokeConfig", {}))
+        assert config.get("MaximumRetryAttempts") == 0, stage
+        assert all(e["Properties"]["RetryPolicy"]["MaximumRetryAttempts"] == 0 for e in events), stage
+    assert scheduled == 6
+
+
 def test_the_stack_bucket_reaches_the_functions_that_use_artifacts(sam: dict[str, Any]) -> None:
     functions = sam_functions(sam)
     for stage in functions:
@@ -270,3 +285,96 @@ def test_an_unreachable_bucket_fails_instead_of_writing_locally(monkeypatch: pyt
     with pytest.raises(ArtifactError):
         store.save_version("load", "v1", {"model.json": b"{}"}, {})
     assert _files(tmp_path / "artifacts") == []
+
+
+# --- the images' C library against the pinned wheels -------------------------------------------------------
+
+# glibc of each base image the Dockerfiles build on. python:3.11-slim-bookworm: Debian 12, glibc 2.36;
+# python:3.11-slim: Debian 13 (trixie) since 2025-08, glibc 2.41, 2.36 before — the lower is taken.
+# public.ecr.aws/lambda/python:3.11 is Amazon Linux 2 (AWS Lambda runtimes table: python3.11 on AL2; 3.12
+# and later on AL2023), glibc 2.26 — listed so that a return to it fails here, not in `sam build`.
+BASE_IMAGE_GLIBC = {"python:3.11-slim-bookworm": (2, 36), "python:3.11-slim": (2, 36),
+                    "public.ecr.aws/lambda/python:3.11": (2, 26)}
+# manylinux aliases (PEP 600): manylinux1 = glibc 2.5, manylinux2010 = 2.12, manylinux2014 = 2.17
+_MANYLINUX_ALIASES = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}
+
+
+def _glibc_needed(tags: list[str]) -> tuple[int, int] | None:
+    """The least glibc any of a wheel's x86_64 tags runs on ((0, 0) for a pure wheel; None: no Linux tag)."""
+    needs = []
+    for tag in tags:
+        platform = tag.rsplit("-", 1)[-1]
+        for plat in platform.split("."):
+            if plat == "any":
+                needs.append((0, 0))
+            elif m := re.fullmatch(r"manylinux_(\d+)_(\d+)_x86_64", plat):
+                needs.append((int(m[1]), int(m[2])))
+            elif m := re.fullmatch(r"(manylinux1|manylinux2010|manylinux2014)_x86_64", plat):
+                needs.append(_MANYLINUX_ALIASES[m[1]])
+    return min(needs) if needs else None
+
+
+def _closure(requirement_files: list[str]) -> set[str]:
+    """The installed distributions the pinned requirements pull in (this environment's, the pins CI installs)."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    todo, seen = [], set()
+    for name in requirement_files:
+        for line in (REPO / "requirements" / f"{name}.txt").read_text().splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line and not line.startswith("-"):
+                todo.append(Requirement(line))
+    while todo:
+        req = todo.pop()
+        key = canonicalize_name(req.name)
+        if key in seen:
+            continue
+        try:
+            dist = metadata.distribution(req.name)
+        except metadata.PackageNotFoundError:
+            continue  # not installed here: awslambdaric (Lambda only; its cp311 wheel 4.2.2 is manylinux2014)
+        seen.add(key)
+        for spec in dist.requires or []:
+            r = Requirement(spec)
+            if r.marker is None or r.marker.evaluate({"extra": ""}):
+                todo.append(r)
+    return seen
+
+
+def _image_needs(requirement_files: list[str]) -> dict[str, tuple[int, int]]:
+    from importlib import metadata
+
+    needs = {}
+    for name in _closure(requirement_files):
+        wheel = metadata.distribution(name).read_text("WHEEL") or ""
+        need = _glibc_needed(re.findall(r"^Tag: (\S+)$", wheel, re.M))
+        if need is not None:
+            needs[name] = need
+    return needs
+
+
+@pytest.mark.parametrize(("dockerfile", "requirement_files"), [
+    ("functions/Dockerfile.lambda", ["ml", "lambda"]),
+    ("template/powersense-python/Dockerfile", ["ml"]),
+])
+def test_every_pinned_wheel_runs_on_the_images_c_library(dockerfile: str, requirement_files: list[str]) -> None:
+    # torch 2.13's x86_64 wheels are manylinux_2_28: on the Lambda Python 3.11 base (glibc 2.26) pip found no
+    # wheel and the forecast image could not be built
+    bases = [b for b in re.findall(r"^FROM\s+(\S+)", (REPO / dockerfile).read_text(), re.M)
+             if b.startswith(("python:", "public.ecr.aws/lambda/"))]
+    assert len(bases) == 1, bases
+    glibc = BASE_IMAGE_GLIBC[bases[0]]
+    needs = _image_needs(requirement_files)
+    assert needs["torch"] >= (2, 28)  # the wheel that made this check necessary is among those read
+    too_new = {name: need for name, need in needs.items() if need > glibc}
+    assert not too_new, f"{dockerfile} ({bases[0]}, glibc {glibc}) cannot install {too_new}"
+
+
+def test_the_glibc_check_rejects_amazon_linux_2_for_torch() -> None:
+    needs = _image_needs(["ml"])
+    assert needs["torch"] > BASE_IMAGE_GLIBC["public.ecr.aws/lambda/python:3.11"]
+    assert _glibc_needed(["cp311-cp311-manylinux2014_x86_64.manylinux_2_17_x86_64"]) == (2, 17)
+    assert _glibc_needed(["py3-none-any"]) == (0, 0)
