@@ -1,13 +1,15 @@
 """JSON-lines logging: every record carries ``function``, ``run_id`` and ``event``.
 
-``function`` and ``run_id`` live in context variables so that a record logged anywhere below a
-handler (store, source client, model code) is attributed to the invocation that caused it.
+``time`` is UTC (``YYYY-MM-DD HH:MM:SS,mmm``). ``function`` and ``run_id`` live in context variables so that a
+record logged anywhere below a handler (store, source client, model code) is attributed to the invocation that
+caused it.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import time
 from contextvars import ContextVar
 from typing import Any
 
@@ -43,12 +45,15 @@ def configure_logging(level: str = "INFO", path: str | None = None) -> None:
     if _configured:
         return
     handler: logging.Handler = logging.FileHandler(path) if path else logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        jsonlogger.JsonFormatter(
-            "%(asctime)s %(levelname)s %(name)s %(function)s %(run_id)s %(event)s",
-            rename_fields={"levelname": "level", "asctime": "time"},
-        )
+    formatter = jsonlogger.JsonFormatter(
+        "%(asctime)s %(levelname)s %(name)s %(function)s %(run_id)s %(event)s",
+        rename_fields={"levelname": "level", "asctime": "time"},
     )
+    # ``time`` in UTC, the product's one clock: Alloy reads it as UTC (observability/alloy/config.alloy,
+    # stage.timestamp). logging's default is the host's local time, so a host east of UTC (the embedded
+    # runtime on an analyst's machine) stamped lines in Loki's future, which Loki rejects beyond 10 minutes
+    formatter.converter = time.gmtime
+    handler.setFormatter(formatter)
     handler.addFilter(_ContextFilter())
     root.handlers = [handler]
     for noisy in ("httpx", "httpcore", "botocore", "boto3", "urllib3", "s3transfer"):

@@ -10,14 +10,16 @@ function's memory limit is the same everywhere and holds its measured training p
 
 from __future__ import annotations
 
+import fnmatch
 import io
 import json
 import logging
 import re
 import subprocess
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -385,6 +387,29 @@ def test_alloy_pipeline_parses_a_real_function_log_line() -> None:
     datetime.strptime(extracted[ts[1]], _go_layout_to_strptime(ts[2]))
 
 
+def test_log_time_is_utc_on_a_host_east_of_utc(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Alloy reads `time` as UTC (stage.timestamp location); a local-time stamp on a host at UTC+9 put every line
+    # 9 hours in Loki's future, which Loki rejects (more than 10 minutes ahead)
+    from shared.logs import configure_logging
+
+    configure_logging("INFO")
+    formatter = logging.getLogger().handlers[0].formatter
+    assert formatter is not None
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        record = logging.LogRecord("shared.test", logging.INFO, __file__, 1, "tick", None, None)
+        line = json.loads(formatter.format(record))
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    text = _alloy_text("config.alloy")
+    ts = re.search(r'stage\.timestamp\s*\{[^}]*format\s*=\s*"([^"]+)"[^}]*location\s*=\s*"(\w+)"', text)
+    assert ts and ts[2] == "UTC"
+    stamped = datetime.strptime(line["time"], _go_layout_to_strptime(ts[1])).replace(tzinfo=UTC)
+    assert abs((stamped - datetime.fromtimestamp(record.created, UTC)).total_seconds()) < 1
+
+
 def test_promtail_is_gone() -> None:
     # Promtail reached end of life on 2026-03-02; Alloy replaces it everywhere
     assert not (OBS / "promtail").exists()
@@ -580,3 +605,23 @@ def test_dashboard_json_is_what_build_dashboards_generates() -> None:
     assert sorted(f"{n}.json" for n in module.dashboards) == sorted(p.name for p in DASHBOARDS)
     for name, dash in module.dashboards.items():
         assert (OBS / "grafana" / "dashboards" / f"{name}.json").read_text() == module.render(dash), name
+
+
+def test_root_build_context_sends_what_the_dockerfiles_copy_and_not_the_secrets() -> None:
+    # .dockerignore patterns (Docker's rules: relative to the context root, `**` any depth; no negations here)
+    patterns = [p for p in (REPO / ".dockerignore").read_text().splitlines() if p and not p.startswith("#")]
+    assert not [p for p in patterns if p.startswith("!")]
+
+    def ignored(path: str) -> bool:
+        parts = path.strip("/").split("/")
+        prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+        return any(fnmatch.fnmatchcase(prefix, p.replace("**/", "*")) or fnmatch.fnmatchcase(prefix, p)
+                   for p in patterns for prefix in prefixes)
+
+    for dockerfile in ("functions/Dockerfile.lambda", "deploy/compose/scheduler.Dockerfile"):
+        for source in re.findall(r"^COPY\s+(?!--from)(\S+)\s", (REPO / dockerfile).read_text(), re.M):
+            source = re.sub(r"\$\{\w+\}", "poll", source)
+            assert (REPO / source).exists() and not ignored(source), (dockerfile, source)
+    for private in ("var/secrets/clickhouse_password", ".venv/bin/python", ".git/config", ".env",
+                    "shared/__pycache__/settings.cpython-311.pyc"):
+        assert ignored(private), private
