@@ -20,7 +20,7 @@ from shared.artifacts import get_artifact_store
 from shared.ingest.versioning import ukey_of
 from shared.query.api import cache as query_cache
 from shared.query.cache import QueryCache
-from shared.query.metrics import CACHE_REQUESTS
+from shared.query.metrics import CACHE_REQUESTS, RESPONSES, count_responses
 from shared.runs import stage_run
 from shared.settings import REPO_ROOT, Settings, get_settings
 from shared.store import Store
@@ -397,6 +397,41 @@ def test_metrics_expose_store_gauges(client: TestClient, store: Store, december:
     assert 'powersense_forecast_age_seconds{metric="consommation",source="eco2mix_national"}' in text
     assert 'powersense_forecast_mape_ratio{horizon_day="1",metric="consommation",source="eco2mix_national"}' in text
     assert 'powersense_last_run_status{function="detect",status="success"} 1.0' in text
+
+
+def _responses(code: str) -> float:
+    return RESPONSES.labels(code)._value.get()
+
+
+def test_every_response_is_counted_by_status_class(client: TestClient, store: Store, december: pd.DataFrame) -> None:
+    # the query-errors alert reads this counter where no gateway counts invocations (plain compose)
+    before = {code: _responses(code) for code in ("2xx", "4xx", "5xx")}
+    day = {"metric": "consommation", "start": "2023-12-15", "end": "2023-12-16"}
+    assert client.get("/measurements", params=day).status_code == 200
+    assert client.get("/measurements", params=day, headers={"Authorization": ""}).status_code == 401
+    assert client.get("/measurements", params={**day, "interval": "7min"}).status_code in (400, 422)
+    store.command(f"drop table {store.database}.anomalies")
+    assert client.get("/anomalies").status_code == 503
+    store.apply_schema()
+    assert {code: _responses(code) - n for code, n in before.items()} == {"2xx": 1, "4xx": 2, "5xx": 1}
+    text = client.get("/metrics", headers={"Authorization": ""}).text
+    assert 'powersense_query_responses_total{code="5xx"}' in text
+
+
+def test_a_request_that_raises_counts_as_a_server_error() -> None:
+    # no response started: the server answers 500, and the counter says so
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    async def boom(request: object) -> None:
+        raise RuntimeError("unexpected")
+
+    app = Starlette(routes=[Route("/", boom)])
+    count_responses(app)
+    before = _responses("5xx")
+    with TestClient(app, raise_server_exceptions=False) as c:
+        assert c.get("/").status_code == 500
+    assert _responses("5xx") - before == 1
 
 
 def test_new_data_is_visible_on_the_next_request(client: TestClient, store: Store, december: pd.DataFrame) -> None:

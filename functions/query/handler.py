@@ -12,6 +12,7 @@ from shared.app import create_app
 from shared.errors import AuthError
 from shared.query.api import install_fast_path, protected, public
 from shared.query.auth import auth_error_handler
+from shared.query.metrics import count_responses
 from shared.settings import get_settings
 
 DESCRIPTION = """Read-only access to PowerSense: measurements (with every revision and as-of reads), forecasts
@@ -29,5 +30,6 @@ app.add_exception_handler(AuthError, auth_error_handler)
 app.include_router(public)
 app.include_router(protected)
 install_fast_path(app)
+count_responses(app)  # outermost: every response, fast-path hits included
 
 handler = Mangum(app)

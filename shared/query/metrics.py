@@ -10,6 +10,9 @@ Exposed on the query function's ``/metrics`` next to the shared stage metrics:
 * ``powersense_last_run_status{function,status}`` (1 for the latest run's status) and
   ``powersense_last_run_timestamp_seconds{function}``
 * ``powersense_query_cache_requests_total{result}``: response cache hits and misses
+* ``powersense_query_responses_total{code}``: responses by status class (``2xx`` … ``5xx``), counted by the
+  app itself — the plain compose topology has no gateway whose ``gateway_function_invocation_total`` the
+  query-errors alert could read (observability/prometheus/rules/powersense.alerts.yml, PowerSenseQueryErrors)
 
 A block that fails (store down, database not initialised) is logged and skipped, never an error: a
 scrape always answers.
@@ -24,6 +27,8 @@ from datetime import datetime, timedelta
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from starlette.applications import Starlette
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import clock
 from shared.errors import PowerSenseError
@@ -39,6 +44,43 @@ QUERY_REGISTRY = CollectorRegistry(auto_describe=False)
 CACHE_REQUESTS = Counter(
     "powersense_query_cache_requests_total", "Query API response cache lookups", ["result"], registry=QUERY_REGISTRY
 )
+
+RESPONSES = Counter(
+    "powersense_query_responses_total", "Query API responses by status class", ["code"], registry=QUERY_REGISTRY
+)
+for _code in ("2xx", "3xx", "4xx", "5xx"):
+    RESPONSES.labels(_code)  # every class exported from the start: a rate over a series born at 1 sees nothing
+
+
+class CountResponses:
+    """Pure ASGI middleware counting each HTTP response by status class (outermost: fast-path hits count too).
+
+    An exception that escapes the app (no response started) counts as ``5xx``: the server answers 500."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status: list[int] = []
+
+        async def counted(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status.append(int(message["status"]))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counted)
+        finally:
+            RESPONSES.labels(f"{(status[0] if status else 500) // 100}xx").inc()
+
+
+def count_responses(app: Starlette) -> None:
+    """Install :class:`CountResponses` as the app's outermost middleware (add it after every other)."""
+    app.add_middleware(CountResponses)
+
 
 MAPE_WINDOW = timedelta(days=7)
 
