@@ -60,7 +60,8 @@ SHARDING_KEYS: dict[str, str] = {
 
 # Small coordination tables: replicated to every host but not sharded, so a reader on any host sees
 # every row (a lease must be one row for the whole cluster, not one per shard).
-UNSHARDED_TABLES: frozenset[str] = frozenset({"lease", "leases", "measurement_lease", "upsert_lease"})
+UNSHARDED_TABLES: frozenset[str] = frozenset({"lease", "leases", "measurement_lease", "upsert_lease",
+                                              "schema_fingerprints"})
 
 _MERGE_TREE = re.compile(r"^(?!Replicated)(\w*)MergeTree$")
 _CLAUSES = ("engine", "partition by", "primary key", "order by", "sample by", "ttl", "settings", "comment")
@@ -413,6 +414,16 @@ def render_cluster(statements: Sequence[str], cluster: str) -> list[str]:
         else:
             raise SchemaError(f"no cluster rendering for: {_norm(strip_comments(stmt))[:80]}…")
     return out
+
+
+_CREATED = re.compile(
+    r"^create\s+(?:or\s+replace\s+)?(?:table|view|materialized\s+view)\s+(?:if\s+not\s+exists\s+)?"
+    r"[`]?(\w+)[`]?\.[`]?(\w+)[`]?", re.IGNORECASE)
+
+
+def created_objects(statements: Sequence[str]) -> set[tuple[str, str]]:
+    """``(database, name)`` of every table and view the statements create (as ``system.tables`` lists them)."""
+    return {(m[1], m[2]) for stmt in statements if (m := _CREATED.match(stmt.strip()))}
 
 
 def single_node_statements(ddl_dir: Path | None = None, database: str = "electricity") -> list[str]:

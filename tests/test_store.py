@@ -3,19 +3,53 @@
 from __future__ import annotations
 
 import math
+import shutil
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pandas as pd
 
-from shared.store import Store
+from shared.store import DDL_DIR, Store
+
+
+def _tables(store: Store) -> set[str]:
+    return {r[0] for r in store.query_rows("select name from system.tables where database = {db:String}")}
 
 
 def test_schema_is_idempotent(store: Store) -> None:
-    first = store.apply_schema()
-    second = store.apply_schema()
-    assert first == second > 0
-    tables = {r[0] for r in store.query_rows("select name from system.tables where database = {db:String}")}
-    assert {"measurements", "measurements_latest", "raw_records", "rejected_records", "pipeline_runs"} <= tables
+    before = _tables(store)
+    store.command("drop table {db:Identifier}.schema_fingerprints")  # as a server initialised before it existed
+    applied = store.apply_schema()
+    assert applied > 0 and store.apply_schema() == 0
+    assert _tables(store) == before
+    assert {"measurements", "measurements_latest", "raw_records", "rejected_records", "pipeline_runs"} <= before
+
+
+def test_a_current_schema_is_not_applied_again(store: Store) -> None:
+    # the fixture's store applied it at start-up: a second process (the next cold start) runs nothing
+    assert store.apply_schema() == 0
+    rows = store.query_rows("select fingerprint, statements from {db:Identifier}.schema_fingerprints")
+    assert len(rows) == 1 and len(rows[0][0]) == 64 and rows[0][1] > 0
+
+
+def test_a_dropped_object_applies_the_schema_again(store: Store) -> None:
+    store.command("drop table {db:Identifier}.anomalies")
+    assert "anomalies" not in _tables(store)
+    assert store.apply_schema() > 0
+    assert "anomalies" in _tables(store)
+    assert store.apply_schema() == 0
+
+
+def test_a_changed_ddl_is_applied(store: Store, tmp_path: Path) -> None:
+    ddl = tmp_path / "init"
+    shutil.copytree(DDL_DIR, ddl)
+    (ddl / "050.extra.sql").write_text("create table if not exists electricity.extra (x UInt8) engine = MergeTree "
+                                       "order by x;\n")
+    assert store.apply_schema(ddl) > 0
+    assert "extra" in _tables(store)
+    assert store.apply_schema(ddl) == 0
+    rows = store.query_rows("select fingerprint from {db:Identifier}.schema_fingerprints")
+    assert len({r[0] for r in rows}) == 2  # the shipped DDL's and the changed one's
 
 
 def test_nan_becomes_null(store: Store) -> None:
