@@ -5,6 +5,7 @@ series (a constant)."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ import pandas as pd
 import pytest
 
 from shared import settings as settings_mod
-from shared.forecasting.evaluate import daily_origins, format_table, main, score
+from shared.forecasting.evaluate import daily_origins, data_test_period, format_table, main, score
 from shared.settings import Settings
 from tests.fixtures_forecast import FAST_MODEL_ENV, history
 
@@ -142,6 +143,31 @@ def test_the_default_test_end_is_named_when_the_data_end_before_it(fast: Setting
     notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note: the data end")]
     assert notes == ["note: the data end on 2023-04-20; 255 of 259 test days have no actuals (not scored) "
                      "(--test-end defaults to 2024-01-01)"]
+
+
+def test_data_outside_the_default_period_are_tested_on_their_last_quarter(fast: Settings, tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture) -> None:
+    # a user's 12 weeks of another year, no test period given: it used to stop ("the data end on …, before the
+    # test period 2023-01-01 … 2024-01-01"); the last 21 of its 84 days are now the test period
+    csv = _csv(tmp_path, "2019-03-04", "2019-05-27")
+    assert _run(tmp_path, "--data", str(csv)) == 0
+    out = capsys.readouterr().out
+    assert ("note: no test period given, and the data hold none of the default one (2023-01-01 … 2024-01-01): "
+            "testing on their last 21 days") in out
+    report = json.loads((tmp_path / "r" / "forecast_eval.json").read_text())
+    assert [pd.Timestamp(t) for t in report["test_period"]] == [pd.Timestamp("2019-05-06", tz="UTC"),
+                                                                 pd.Timestamp("2019-05-27", tz="UTC")]
+    assert report["models"]["powersense"]["D+1"]["mape"] is not None
+
+
+@pytest.mark.parametrize(("start", "end", "days"), [("2022-01-01", "2022-01-20", 7), ("2012-01-01", "2020-01-01", 365)])
+def test_the_data_test_period_is_a_quarter_between_a_week_and_a_year(start: str, end: str, days: int) -> None:
+    h = history(start, end)
+    test_start, test_end = data_test_period(h[["ts", "value"]], "UTC")  # the data end at 23:30 UTC the day before
+    assert test_end == pd.Timestamp(end, tz="UTC") and (test_end - test_start).days == days
+    # in Paris the last half-hour (00:30 local) opens one more local day, which the period includes
+    assert data_test_period(h[["ts", "value"]], "Europe/Paris")[1] == pd.Timestamp(end, tz="Europe/Paris") + \
+        pd.Timedelta(days=1)
 
 
 def test_the_help_states_the_test_end_default(capsys: pytest.CaptureFixture) -> None:

@@ -1062,6 +1062,19 @@ def periods_of(a: argparse.Namespace, tz: str) -> list[tuple[str, pd.Timestamp, 
     return [("", start, end)]
 
 
+def data_test_period(grid: pd.DataFrame, tz: str) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """The last quarter of the data's local days (at least 7, at most 365; whole local days, the last one
+    included even when the data end within it): the test period of a ``--data`` series given without one whose
+    data hold no value in the default period (2023) — a user's file of any other years then runs as it is."""
+    valid = grid.loc[grid["value"].notna(), "ts"]
+    if valid.empty:
+        raise BadRequestError("the data hold no valid value: nothing to test on")
+    first, last = (pd.Timestamp(valid.min()).tz_convert(tz).date(), pd.Timestamp(valid.max()).tz_convert(tz).date())
+    days = min(max(((last - first).days + 1) // 4, 7), 365)  # of the local days the data touch
+    end = last + pd.Timedelta(days=1)
+    return local_midnight(str(end - pd.Timedelta(days=days)), tz), local_midnight(str(end), tz)
+
+
 def shipped_files(files: list[Path], train_start: pd.Timestamp, test_start: pd.Timestamp, test_end: pd.Timestamp,
                   tz: str) -> list[Path]:
     """The shipped history's yearly files (``eco2mix_national_<year>.csv.gz``) a period reads: its training window's
@@ -1123,7 +1136,8 @@ def _main(argv: list[str] | None) -> int:
                         "overrides --test-start/--test-end; writes forecast_eval_<year>.json and "
                         "forecast_eval_years.json")
     p.add_argument("--test-start", type=iso_day, default=None,
-                   help=f"first local day of the test period (default {DEFAULT_TEST_START})")
+                   help=f"first local day of the test period (default {DEFAULT_TEST_START}; --data files that hold "
+                        "none of the default period are tested on their last quarter, 7 days to a year)")
     p.add_argument("--test-end", type=iso_day, default=None,
                    help=f"local day after the test period (default {DEFAULT_TEST_END}, whatever the data cover: a "
                         "note says how many test days have no actuals)")
@@ -1195,6 +1209,32 @@ def _main(argv: list[str] | None) -> int:
               f"(UTC), {temperature.what}"
               + (", over the shipped series where they overlap" if temperature.smoothed else ""), flush=True)
     periods = periods_of(a, tz)
+    loaded: dict[tuple[Path, ...], tuple[pd.DataFrame, pd.DataFrame | None]] = {}
+
+    def read_data(files: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+        # --data files are the same for every test period: read, validated and gated once (the shipped history
+        # is read per period, only the years that period needs); a generic series without --resolution gets the
+        # configured grid step if it fills it (an hourly series does not fill 30 minutes: it gets 60)
+        key = tuple(files)
+        if key not in loaded:
+            loaded[key] = load_data(files, a.resolution or (None if generic else settings.forecast_resolution_min),
+                                    settings, naive_tz=naive_tz_option(a, tz), columns=columns)
+        return loaded[key]
+
+    if a.data and not (a.years or a.test_start or a.test_end):
+        # no test period given: the default one (2023) if the data hold any of it, else the data's last quarter
+        data_grid = read_data(a.data)[0]
+        _, start, end = periods[0]
+        in_default = data_grid["value"].notna() & (data_grid["ts"] >= start) & (data_grid["ts"] < end)
+        if not in_default.any():
+            start, end = data_test_period(data_grid, tz)
+            if a.train_start and local_midnight(a.train_start, tz) >= start:
+                raise BadRequestError(f"--train-start ({a.train_start}) must be before the test period's start "
+                                      f"({start.tz_convert(tz):%Y-%m-%d}, the data's last quarter)")
+            periods = [("", start, end)]
+            print(f"note: no test period given, and the data hold none of the default one ({DEFAULT_TEST_START} … "
+                  f"{DEFAULT_TEST_END}): testing on their last {(end - start).days} days, a quarter of the data (at "
+                  "least 7 days, at most a year); --test-start / --test-end choose another", flush=True)
     if a.years and (ignored := [o for o, v in (("--test-start", a.test_start), ("--test-end", a.test_end),
                                                ("--train-start", a.train_start)) if v]):
         print(f"note: --years sets the test periods and training windows: {', '.join(ignored)} not used", flush=True)
@@ -1207,7 +1247,7 @@ def _main(argv: list[str] | None) -> int:
                for _, train_start, test_start, test_end in windows]
     a.out.mkdir(parents=True, exist_ok=True)
     reports: dict[int, dict[str, Any]] = {}
-    loaded: dict[tuple[Path, ...], tuple[pd.DataFrame, pd.DataFrame | None]] = {}
+    announced: set[tuple[Path, ...]] = set()  # the files whose reading notes were printed
     for (label, train_start, test_start, test_end), shipped_for in zip(windows, shipped, strict=True):
         files = a.data or shipped_for
         print(f"test period {test_start.tz_convert(tz):%Y-%m-%d} … {test_end.tz_convert(tz):%Y-%m-%d} (local, end "
@@ -1215,17 +1255,9 @@ def _main(argv: list[str] | None) -> int:
               f"{a.retrain_days} days (holdout: the last {settings.forecast_holdout_days} days of each window, at "
               f"most a quarter of its history); "
               f"origins daily {a.origin_hour}:00 {tz}; holidays: {country or 'none'}; files: {len(files)}", flush=True)
-        # --data files are the same for every test period: read, validated and gated once (the shipped history
-        # is read per period, only the years that period needs)
-        key = tuple(files)
-        fresh = key not in loaded
-        if fresh:
-            # a generic series without --resolution gets the configured grid step if it fills it (an hourly series
-            # does not fill 30 minutes: it gets 60)
-            loaded[key] = load_data(files, a.resolution or (None if generic else settings.forecast_resolution_min),
-                                    settings, naive_tz=naive_tz_option(a, tz),
-                                    columns=columns)
-        grid, rte = loaded[key]
+        fresh = tuple(files) not in announced
+        announced.add(tuple(files))
+        grid, rte = read_data(files)
         if grid.attrs["resolution_min"] != settings.forecast_resolution_min:
             settings = settings.model_copy(update={"forecast_resolution_min": grid.attrs["resolution_min"]})
             print(f"note: the series' step is {grid.attrs['series_step_min']:g} min: forecast grid of "
