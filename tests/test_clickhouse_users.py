@@ -105,7 +105,7 @@ def test_writer_password_comes_from_the_environment_and_it_is_not_read_only() ->
 
 
 def test_every_grant_parses_in_the_engine(store: Store) -> None:
-    for name in ("powersense_writer", "powersense_reader", "grafana"):
+    for name in ("powersense_writer", "powersense_reader", "grafana", "powersense_dbt"):
         for q in _user(name).iter("query"):
             text = (q.text or "").strip()
             formatted = store.scalar("select formatQuery({q:String})", {"q": f"{text} TO x"})
@@ -153,6 +153,37 @@ def test_cluster_writer_grants_cover_the_cluster_rendering() -> None:
     granted = _cluster_grants("powersense_writer")
     assert all(_covered(n, granted) for n in required), {n for n in required if not _covered(n, granted)}
     assert granted == _grants("powersense_writer") | {("CLUSTER", "*.*")}
+
+
+def test_dbt_reads_the_store_and_owns_only_the_analytics_database() -> None:
+    # dbt (README "Analytics") builds its relations in `analytics` from the sources in `electricity`: it had no
+    # user a deployment created (dbt/profiles.yml's `default` with an empty password matched no server's)
+    dbt = _user("powersense_dbt")
+    password = dbt.find("password")
+    assert password is not None and password.get("from_env") == "POWERSENSE_DBT_PASSWORD"
+    profile = (REPO / "dbt" / "profiles.yml").read_text()
+    schema = re.search(r"env_var\('POWERSENSE_DBT_SCHEMA', '(\w+)'\)", profile)
+    assert schema and schema[1] == "analytics"
+    granted = _grants("powersense_dbt")
+    assert {p for p, obj in granted if obj == f"{DB}.*"} == {"SELECT"}  # nothing but reads on the store
+    assert {obj for _, obj in granted} == {f"{DB}.*", "analytics.*"}
+    # what dbt-clickhouse's table/view/seed materialisations issue in its own database (EXCHANGE TABLES needs
+    # SELECT + DROP TABLE on one side and CREATE TABLE + INSERT on the other: InterpreterRenameQuery.cpp)
+    needed = {"SELECT", "INSERT", "CREATE DATABASE", "CREATE TABLE", "CREATE VIEW", "DROP TABLE", "DROP VIEW",
+              "TRUNCATE"}
+    assert {p for p, obj in granted if obj == "analytics.*"} == needed
+    assert _cluster_grants("powersense_dbt") == granted
+
+
+def test_every_user_password_is_supplied_by_every_single_host_topology() -> None:
+    # compose passes each from_env variable to the ClickHouse service from .env (deploy/env.example generates it)
+    variables = re.findall(r'from_env="(\w+)"', USERS.read_text())
+    assert "POWERSENSE_DBT_PASSWORD" in variables
+    compose = (REPO / "docker-compose.yml").read_text()
+    example = (REPO / "deploy" / "env.example").read_text()
+    for variable in variables:
+        assert re.search(rf"^\s+{variable}: \$\{{{variable}:\?", compose, re.M), variable
+        assert re.search(rf"^{variable}=change-me-", example, re.M), variable
 
 
 def test_readers_can_read_every_table_and_view_of_the_ddl() -> None:

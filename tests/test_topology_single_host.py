@@ -489,6 +489,32 @@ def test_compose_scheduler_reads_the_stack_and_outlasts_every_exec_timeout(compo
         assert re.search(rf"^COPY {re.escape(path)}", dockerfile, re.M), path
 
 
+def test_compose_init_adds_what_a_kept_env_lacks_and_changes_nothing(tmp_path: Path) -> None:
+    # an install from before a variable existed (POWERSENSE_DBT_PASSWORD) keeps its .env; docker-compose.yml
+    # requires the new one, so init.sh appends it (a fresh random value), leaving every other line as it was
+    (tmp_path / "deploy" / "compose").mkdir(parents=True)
+    shutil.copy(REPO / "deploy" / "compose" / "init.sh", tmp_path / "deploy" / "compose" / "init.sh")
+    shutil.copy(REPO / "deploy" / "env.example", tmp_path / "deploy" / "env.example")
+    env = {k: v for k, v in os.environ.items() if k != "SMTP_PASSWORD"}
+
+    def init() -> subprocess.CompletedProcess[str]:
+        res = subprocess.run(["bash", str(tmp_path / "deploy" / "compose" / "init.sh")], env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stdout + res.stderr
+        return res
+
+    init()
+    dotenv = tmp_path / ".env"
+    old = [line for line in dotenv.read_text().splitlines() if not line.startswith("POWERSENSE_DBT_PASSWORD=")]
+    dotenv.write_text("\n".join(old) + "\n")
+    assert "added POWERSENSE_DBT_PASSWORD to .env" in init().stdout
+    lines = dotenv.read_text().splitlines()
+    assert lines[:len(old)] == old
+    added = [line for line in lines[len(old):]]
+    assert len(added) == 1 and re.fullmatch(r"POWERSENSE_DBT_PASSWORD=[0-9a-f]{48}", added[0])
+    assert init().stdout.count("added") == 0 and dotenv.read_text().splitlines() == lines
+
+
 def test_compose_every_secret_and_variable_is_created_by_init(tmp_path: Path, compose: dict[str, Any]) -> None:
     # run deploy/compose/init.sh for real on a copy of what it reads
     (tmp_path / "deploy" / "compose").mkdir(parents=True)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepare the plain-compose topology (docker-compose.yml) on this host; idempotent.
 #  1. .env: created from deploy/env.example with a distinct random value for every change-me-*
-#     (an existing .env is kept as it is).
+#     (an existing .env is kept as it is; a variable a newer env.example adds, e.g. POWERSENSE_DBT_PASSWORD, is
+#     appended to it, a change-me-* one with a fresh random value).
 #  2. var/secrets/<name>: one file per secret the services read, written from .env on every run
 #     (so a changed .env value reaches the containers at the next `docker-compose up -d`):
 #       clickhouse_password         = POWERSENSE_WRITER_PASSWORD  (writing functions)
@@ -28,6 +29,18 @@ if [[ ! -f .env ]]; then
     fi
   done < deploy/env.example > .env
   echo "wrote .env with fresh secrets"
+else
+  # an upgrade: what the kept .env lacks (docker-compose.yml requires every ${VAR:?…}) is added, never changed
+  while IFS= read -r line; do
+    if [[ "$line" =~ ^([A-Z0-9_]+)=(.*)$ ]] && ! grep -q "^${BASH_REMATCH[1]}=" .env; then
+      if [[ "${BASH_REMATCH[2]}" == change-me-* ]]; then
+        printf '%s=%s\n' "${BASH_REMATCH[1]}" "$(openssl rand -hex 24)" >> .env
+      else
+        printf '%s\n' "$line" >> .env
+      fi
+      echo "added ${BASH_REMATCH[1]} to .env"
+    fi
+  done < deploy/env.example
 fi
 
 # shellcheck disable=SC1091  # .env is generated above

@@ -7,7 +7,8 @@
 # What it does (the faasd facts it relies on are cited in deploy/faasd/docker-compose.powersense.yaml):
 #  1. Secrets: creates each missing one under /var/lib/faasd/powersense/secrets (0700, never
 #     overwritten): clickhouse_admin_password (ClickHouse `default`, the operator's), clickhouse_password
-#     (powersense_writer), clickhouse_reader_password (powersense_reader), grafana_clickhouse_password,
+#     (powersense_writer), clickhouse_reader_password (powersense_reader), clickhouse_dbt_password
+#     (powersense_dbt, README "Analytics"), grafana_clickhouse_password,
 #     grafana_admin_password, s3_access_key_id ("powersense"), s3_secret_access_key, query_token, and
 #     smtp_password (empty = no SMTP auth; set SMTP_PASSWORD=… when running this script to store one).
 #     Copies what each service reads into /var/lib/faasd/powersense/mounts/<service>/, and the
@@ -59,7 +60,7 @@ new_secret() {  # name [value]: written once, never overwritten
     echo "created secret $1"
   fi
 }
-for name in clickhouse_admin_password clickhouse_password clickhouse_reader_password \
+for name in clickhouse_admin_password clickhouse_password clickhouse_reader_password clickhouse_dbt_password \
             grafana_clickhouse_password grafana_admin_password s3_secret_access_key query_token; do
   new_secret "$name"
 done
@@ -79,7 +80,7 @@ mount_secrets() {  # service uid secret...: the files one service reads, readabl
   done
 }
 mount_secrets clickhouse 0 clickhouse_admin_password clickhouse_password clickhouse_reader_password \
-  grafana_clickhouse_password
+  clickhouse_dbt_password grafana_clickhouse_password
 mount_secrets seaweedfs 0 s3_access_key_id s3_secret_access_key
 mount_secrets grafana 472 grafana_clickhouse_password grafana_admin_password
 mount_secrets alertmanager 65534 smtp_password
@@ -161,6 +162,8 @@ cat <<EOF
 PowerSense infrastructure installed into faasd ($faasd_dir/docker-compose.yaml).
 Next (README, faasd topology):
   faas-cli login --password-stdin < $faasd_dir/secrets/basic-auth-password
+  export REGISTRY=… TAG=…    # a registry this host can pull from (faasd-provider pulls every image at deploy)
+  faas-cli build -f openfaas-stack.yml && faas-cli push -f openfaas-stack.yml
   POWERSENSE_TOPOLOGY=faasd faas-cli deploy -f openfaas-stack.yml      # from the repository root
 Grafana: http://127.0.0.1:3000 (admin, password in $ps/secrets/grafana_admin_password)
 EOF

@@ -47,6 +47,7 @@ ADMIN_PW="$(value "$INFRA_NS" clickhouse-users admin_password CLICKHOUSE_PASSWOR
 WRITER_PW="$(value "$INFRA_NS" clickhouse-users writer_password POWERSENSE_WRITER_PASSWORD)"
 READER_PW="$(value "$INFRA_NS" clickhouse-users reader_password POWERSENSE_READER_PASSWORD)"
 GRAFANA_CH_PW="$(value "$INFRA_NS" clickhouse-users grafana_password GRAFANA_CLICKHOUSE_PASSWORD)"
+DBT_PW="$(value "$INFRA_NS" clickhouse-users dbt_password POWERSENSE_DBT_PASSWORD)"
 S3_KEY="$(value "$INFRA_NS" seaweedfs-s3 access_key_id S3_ACCESS_KEY_ID)"
 S3_SECRET="$(value "$INFRA_NS" seaweedfs-s3 secret_access_key S3_SECRET_ACCESS_KEY)"
 GRAFANA_ADMIN_PW="$(value "$INFRA_NS" grafana-admin admin_password GRAFANA_ADMIN_PASSWORD)"
@@ -56,7 +57,7 @@ SMTP_PW="${SMTP_PASSWORD:-$(existing "$INFRA_NS" alertmanager-smtp smtp_password
 # --- infrastructure (namespace powersense) -------------------------------------------------------
 # ClickHouse users (clickhouse/installation.yaml: valueFrom.secretKeyRef) and Grafana's data source
 apply "$INFRA_NS" clickhouse-users admin_password="$ADMIN_PW" writer_password="$WRITER_PW" \
-  reader_password="$READER_PW" grafana_password="$GRAFANA_CH_PW"
+  reader_password="$READER_PW" grafana_password="$GRAFANA_CH_PW" dbt_password="$DBT_PW"
 # SeaweedFS's S3 identity (seaweedfs.yaml)
 apply "$INFRA_NS" seaweedfs-s3 access_key_id="$S3_KEY" secret_access_key="$S3_SECRET"
 # Grafana's admin login (grafana.yaml)
