@@ -266,8 +266,11 @@ def get_store(settings: Settings | None = None) -> Store:
         if _store is None:
             from shared.settings import get_settings
 
-            _store = Store(settings or get_settings())
-            _store.apply_schema()
+            store = Store(settings or get_settings())
+            # kept only once the schema is applied: a failed apply (a host down, a server restarting) is tried
+            # again by the next call instead of leaving the process on whatever schema the server holds
+            store.apply_schema()
+            _store = store
         return _store
 
 

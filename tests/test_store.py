@@ -6,9 +6,14 @@ import math
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+import pytest
 
+from shared import store as store_mod
+from shared.errors import StoreError
+from shared.settings import Settings
 from shared.store import DDL_DIR, Store
 
 
@@ -74,3 +79,25 @@ def test_parameters_are_bound_server_side(store: Store) -> None:
     hostile = "x'; drop table measurements; --"
     assert store.scalar("select {v:String}", {"v": hostile}) == hostile
     assert store.scalar("select count() from system.tables where database = {db:String} and name = 'measurements'") == 1
+
+
+def test_a_failed_schema_apply_is_tried_again_by_the_next_call(settings: Settings,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # the process store used to be kept before its schema was applied: after one failure (a cluster host down, a
+    # server restarting) every later call in that process ran on whatever schema the server held
+    calls = []
+    real = Store.apply_schema
+
+    def flaky(self: Store, *args: Any, **kwargs: Any) -> int:
+        calls.append(1)
+        if len(calls) == 1:
+            raise StoreError("ClickHouse command failed: Code: 159. Watching task is executing longer than "
+                             "distributed_ddl_task_timeout")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "apply_schema", flaky)
+    with pytest.raises(StoreError):
+        store_mod.get_store(settings)
+    store = store_mod.get_store(settings)
+    assert len(calls) == 2 and "measurements" in _tables(store)
+    assert store_mod.get_store(settings) is store and len(calls) == 2
