@@ -625,3 +625,12 @@ def test_root_build_context_sends_what_the_dockerfiles_copy_and_not_the_secrets(
     for private in ("var/secrets/clickhouse_password", ".venv/bin/python", ".git/config", ".env",
                     "shared/__pycache__/settings.cpython-311.pyc"):
         assert ignored(private), private
+
+
+def test_compose_functions_wait_for_a_healthy_clickhouse(compose: dict[str, Any]) -> None:
+    # the image's first start runs ch/init on a server listening on 127.0.0.1 only: "started" is not "ready"
+    services = compose["services"]
+    assert services["clickhouse"]["healthcheck"]["test"]
+    for stage in STAGES:
+        depends = services[stage]["depends_on"]
+        assert isinstance(depends, dict) and depends["clickhouse"]["condition"] == "service_healthy", stage

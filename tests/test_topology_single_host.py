@@ -412,6 +412,27 @@ def test_faasd_install_is_idempotent_and_keeps_faasds_files(faasd_install: Path)
     assert dropin.read_text() == (FAASD / "faasd-provider-timeouts.conf").read_text()
 
 
+def test_faasd_clickhouse_refuses_to_start_with_a_missing_secret(tmp_path: Path,
+                                                                 faasd_compose: dict[str, Any]) -> None:
+    # its command exported `X="$(cat file)"`, which succeeds with X empty when the file is missing: ClickHouse then
+    # gave that user an empty password. Run the command itself (faasd's `$$` is a `$`), the entrypoint replaced
+    shell, flag, script = faasd_compose["services"]["clickhouse"]["command"]
+    assert (shell, flag) == ("/bin/bash", "-c") and script.endswith("exec /entrypoint.sh")
+    read = re.findall(r"cat /run/powersense-secrets/(\w+)\)", script)
+    checked = re.search(r"for f in ([\w ]+); do", script)
+    assert checked and sorted(checked[1].split()) == sorted(read) and len(read) == 5
+    local = script.replace("$$", "$").replace("/run/powersense-secrets", str(tmp_path)).replace(
+        "exec /entrypoint.sh", "env")
+    for name in read:
+        (tmp_path / name).write_text(f"pw-{name}")
+    ok = subprocess.run(["bash", "-c", local], capture_output=True, text=True, timeout=30)
+    assert ok.returncode == 0 and "POWERSENSE_DBT_PASSWORD=pw-clickhouse_dbt_password" in ok.stdout.splitlines()
+    (tmp_path / "clickhouse_dbt_password").write_text("")
+    bad = subprocess.run(["bash", "-c", local], capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 1 and "POWERSENSE_DBT_PASSWORD" not in bad.stdout
+    assert "clickhouse_dbt_password is missing or empty" in bad.stderr
+
+
 def test_faasd_install_refuses_a_host_without_faasd_providers_directory(tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("install.sh runs as root (it chowns the services' directories)")
