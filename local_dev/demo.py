@@ -252,7 +252,9 @@ def _load_realised_archive(store: Any, settings: Any, start: datetime, *, simula
     if simulated:
         clock.install(clock.SimulatedClock(start - timedelta(seconds=30), 0.0))
     t0 = time.perf_counter()
-    result = backfill(store, settings, datetime(2020, 1, 9, tzinfo=UTC), start, shipped=False, archive=True,
+    # the local replay has no rate limit: no pacing to Open-Meteo's budget (60 s more for the demo's 16 chunks)
+    unpaced = settings.model_copy(update={"weather_archive_calls_per_minute": 0, "weather_archive_calls_per_hour": 0})
+    result = backfill(store, unpaced, datetime(2020, 1, 9, tzinfo=UTC), start, shipped=False, archive=True,
                       chunk_days=92, progress=True)
     archive = result.get("archive", {})
     return (f"realised temperature (replay archive = shipped Enedis values) hours={archive.get('hours')} "

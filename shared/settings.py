@@ -468,6 +468,16 @@ class Settings(BaseSettings):
         default="best_match",
         description="Open-Meteo archive model of realised temperature (best_match = ERA5 + ERA5-Land)",
     )
+    weather_archive_calls_per_minute: int = Field(
+        default=500, ge=0,
+        description="weather-backfill --archive paces its requests to this many Open-Meteo calls a minute (each "
+                    "location of a request counts as at least one; the free API allows 600; 0 = no pacing)",
+    )
+    weather_archive_calls_per_hour: int = Field(
+        default=4500, ge=0,
+        description="and, for a backfill larger than this, to this many calls an hour (the free API allows "
+                    "5,000 an hour and 10,000 a day; 0 = no hourly pacing)",
+    )
     weather_stations_file: Path = Field(
         default=REPO_ROOT / "data" / "weather" / "stations_meteo_rte_poids.csv",
         description="weighted locations (ID;Nom;longitude;latitude;Poids) aggregated to one national temperature",

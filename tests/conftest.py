@@ -24,6 +24,8 @@ if "POWERSENSE_SECRETS_DIR" not in os.environ:
     os.environ["POWERSENSE_SECRETS_DIR"] = tempfile.mkdtemp(prefix="powersense-secrets-")
     _SESSION_DIRS.append(os.environ["POWERSENSE_SECRETS_DIR"])
 os.environ["POWERSENSE_ARTIFACTS_DIR"] = tempfile.mkdtemp(prefix="powersense-artifacts-")
+# the tests' archive is the local replay, which has no rate limit: no pacing (the pacing test sets its own budget)
+os.environ.setdefault("POWERSENSE_WEATHER_ARCHIVE_CALLS_PER_MINUTE", "0")
 _SESSION_DIRS.append(os.environ["POWERSENSE_ARTIFACTS_DIR"])
 
 

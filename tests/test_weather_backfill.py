@@ -23,8 +23,9 @@ from shared.weather import (
     ENEDIS_SOURCE,
     REALISED_METRIC,
     SOURCE,
+    service,
 )
-from shared.weather.service import backfill
+from shared.weather.service import archive_call_weight, archive_pause_s, backfill
 from tests.fixtures_ingest import serve
 
 WEATHER = REPO_ROOT / "data" / "weather"
@@ -122,3 +123,28 @@ def test_poll_weather_catches_realised_temperature_up_once_a_day(store: Store, c
         assert load_series(store, SOURCE, REALISED_METRIC)["ts"].max() == pd.Timestamp("2023-12-23T06:00Z")
         same_day = poll(datetime(2023, 12, 28, 7, tzinfo=UTC))
         assert same_day["details"]["realised"] == {"skipped": "archive already read today"}
+
+
+def test_archive_requests_are_paced_to_open_meteos_budget(store: Store, cfg: Settings,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # 32 stations a request count 32 calls: at 64 a minute, 30 s from one request's start to the next
+    waits: list[float] = []
+    monkeypatch.setattr(service, "_sleep", waits.append)
+    monkeypatch.setattr(service, "_monotonic", lambda: 1000.0)  # each request takes no time
+    with serve(create_weather_replay_app(), "/v1") as url:
+        settings = cfg.model_copy(update={"weather_archive_url": url, "weather_archive_calls_per_minute": 64})
+        stations = len(service.load_stations(settings.weather_stations_file))
+        result = backfill(store, settings, date(2023, 12, 1), date(2024, 1, 1), shipped=False, archive=True,
+                          chunk_days=10)
+    assert result["archive"]["hours"] == 31 * 24
+    assert waits == [pytest.approx(60.0 * stations / 64)] * 3  # 4 chunks: a pause before each but the first
+
+
+def test_archive_pacing_keeps_every_budget() -> None:
+    weight = archive_call_weight(35, 31)
+    assert weight == 35  # one variable, 31 days: each location one call
+    assert archive_call_weight(35, 365, variables=2) == pytest.approx(35 * 2 / 10 * 365 / 14)
+    assert archive_pause_s(weight, 48, 500, 4500) == pytest.approx(4.2)  # 1,680 calls: the minute binds
+    assert archive_pause_s(weight, 200, 500, 4500) == pytest.approx(28.0)  # 7,000 calls: the hour binds
+    assert archive_pause_s(weight, 1, 500, 4500) == 0.0
+    assert archive_pause_s(weight, 48, 0, 0) == 0.0

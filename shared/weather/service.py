@@ -367,6 +367,28 @@ def backfill(
     return out
 
 
+def archive_call_weight(locations: int, days: int, variables: int = 1) -> float:
+    """How many calls Open-Meteo counts for one request: every location at least one, more only past 10 variables
+    × 14 days (open-meteo/open-meteo, ``ForecastapiResult.calculateQueryWeight``, charged by
+    ``req.incrementRateLimiter``)."""
+    return locations * max(1.0, variables / 10 * days / 14)
+
+
+def archive_pause_s(weight: float, chunks: int, per_minute: int, per_hour: int) -> float:
+    """Seconds from the start of one archive request to the next so that ``chunks`` requests of ``weight`` calls
+    stay within ``per_minute`` and, when they add up to more than it, ``per_hour`` (0: no such budget)."""
+    if chunks <= 1:
+        return 0.0
+    pauses = [60.0 * weight / per_minute] if per_minute else []
+    if per_hour and weight * chunks > per_hour:
+        pauses.append(3600.0 * weight / per_hour)
+    return max(pauses, default=0.0)
+
+
+# what the pacing waits with (tests replace them)
+_sleep, _monotonic = time.sleep, time.monotonic
+
+
 def _backfill_archive(store: Store, settings: Settings, lo: pd.Timestamp, hi: pd.Timestamp, lease: Lease, *,
                       chunk_days: int, progress: bool, transport: httpx.BaseTransport | None,
                       run_id: str, client: OpenMeteoClient | None = None,
@@ -385,7 +407,18 @@ def _backfill_archive(store: Store, settings: Settings, lo: pd.Timestamp, hi: pd
     last_day = (hi - pd.Timedelta(microseconds=1)).date()
     days = pd.date_range(lo.date(), last_day, freq=f"{chunk_days}D")
     totals = {"values": 0, "rejected": 0, "hours": 0, "new": 0, "revised": 0, "written": 0}
+    # Open-Meteo's free API allows 600 calls a minute, 5,000 an hour, 10,000 a day, a request of the 35 stations
+    # counting 35: 2020–2023 in 31-day chunks is ~1,700 calls, which sent back to back hit the minute's limit
+    # within seconds and outlasted the retries' 45-second budget
+    pause = archive_pause_s(archive_call_weight(len(ids), chunk_days), len(days),
+                            settings.weather_archive_calls_per_minute, settings.weather_archive_calls_per_hour)
+    if pause:
+        log_event(log, "weather_archive_paced", chunks=len(days), seconds_between_requests=round(pause, 1))
+    started = _monotonic()
     for chunk_no, first in enumerate(tqdm(list(days), desc="open-meteo archive", unit="chunk", disable=not progress)):
+        if chunk_no and pause:
+            _sleep(max(0.0, pause - (_monotonic() - started)))
+        started = _monotonic()
         last = min((first + pd.Timedelta(days=chunk_days - 1)).date(), last_day)
         body, url = client.archive(stations["latitude"].tolist(), stations["longitude"].tolist(), model,
                                    start=first.date(), end=last)
