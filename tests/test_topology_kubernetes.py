@@ -316,6 +316,31 @@ def test_every_volume_is_writable_by_the_user_its_image_runs_as(objects: list[di
     assert checked >= 4  # grafana, loki, alertmanager, pushgateway
 
 
+def test_only_seaweedfs_s3_api_is_reachable_from_other_pods(objects: list[dict[str, Any]]) -> None:
+    # its S3 gRPC port (identity and policy updates, no TLS) binds where the S3 API does: a policy admits 8333 only
+    sts = next(o for o in objects if o["kind"] == "StatefulSet" and o["metadata"]["name"] == "seaweedfs")
+    labels = sts["spec"]["template"]["metadata"]["labels"].items()
+    policies = [o for o in objects if o["kind"] == "NetworkPolicy"
+                and o["spec"]["podSelector"]["matchLabels"].items() <= labels]
+    assert len(policies) == 1 and policies[0]["spec"]["policyTypes"] == ["Ingress"]
+    ports = [p for rule in policies[0]["spec"]["ingress"] for p in rule["ports"]]
+    assert ports == [{"protocol": "TCP", "port": 8333}]
+    service = next(o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == "seaweedfs")
+    assert [p["port"] for p in service["spec"]["ports"]] == [8333]
+
+
+def test_keeper_replicas_prefer_distinct_nodes(objects: list[dict[str, Any]]) -> None:
+    # three Keeper replicas on one node lose the quorum with it; preferred, so two nodes still schedule them
+    chk = next(o for o in objects if o["kind"] == "ClickHouseKeeperInstallation")
+    template = next(t for t in chk["spec"]["templates"]["podTemplates"]
+                    if t["name"] == chk["spec"]["defaults"]["templates"]["podTemplate"])
+    terms = template["spec"]["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    term = terms[0]["podAffinityTerm"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    assert term["labelSelector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
+    assert chk["spec"]["configuration"]["clusters"][0]["layout"]["replicasCount"] == 3
+
+
 def test_clickhouse_metrics_service_selects_the_operators_pods(objects: list[dict[str, Any]]) -> None:
     svc = next(o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == "clickhouse-metrics")
     # pkg/model/chi/tags/labeler/list.go: LabelCRName = "clickhouse.altinity.com/chi"
