@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from mangum import Mangum
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Mount
@@ -43,6 +44,28 @@ def trigger_of(request: Request) -> str:
     if request.headers.get("x-connector", "").startswith("cron-connector"):
         return "cron"
     return "http"
+
+
+class ScheduledRunFailed(RuntimeError):
+    """A scheduled (cron) invocation on AWS Lambda answered a server error: raised so that Lambda counts it."""
+
+
+class LambdaHandler(Mangum):
+    """Mangum, except that a scheduled invocation answering 5xx raises :class:`ScheduledRunFailed`.
+
+    Mangum returns the app's 500 as a successful Lambda invocation, so a failing stage never reached Lambda's
+    ``Errors`` metric (nor an alarm on it) when no Pushgateway is configured. An EventBridge Scheduler event
+    (``x-connector: cron-connector/…``, template.yaml) that fails now fails the invocation (the run is already
+    recorded as failed in ``pipeline_runs``; ``EventInvokeConfig`` retries nothing); HTTP API calls are unchanged.
+    """
+
+    def __call__(self, event: Any, context: Any) -> Any:  # noqa: D102 - Mangum's
+        response = super().__call__(event, context)
+        headers = {str(k).lower(): str(v) for k, v in ((event or {}).get("headers") or {}).items()}
+        status = int(response.get("statusCode", 200)) if isinstance(response, dict) else 200
+        if headers.get("x-connector", "").startswith("cron-connector") and status >= 500:
+            raise ScheduledRunFailed(f"scheduled run answered {status}: {str(response.get('body', ''))[:500]}")
+        return response
 
 
 def call_id(request: Request) -> str | None:

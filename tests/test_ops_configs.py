@@ -27,6 +27,7 @@ import pytest
 import yaml
 from croniter import croniter
 from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from tests.fixtures_topology import REPO, STAGES, aws_minutes, cron_minutes, load_sam, sam_functions
 from tests.fixtures_topology import tool as find_tool
@@ -572,6 +573,28 @@ def test_sam_schedule_event_reaches_the_app_as_a_cron_invocation(sam: dict[str, 
     event = json.loads(sam["Resources"]["PollFunction"]["Properties"]["Events"]["Cron"]["Properties"]["Input"])
     response = Mangum(app, lifespan="off")(event, None)  # type: ignore[arg-type]  # no context needed
     assert response["statusCode"] == 200 and json.loads(response["body"]) == {"trigger": "cron"}
+
+
+def _failing_stage(request: Request) -> JSONResponse:
+    return JSONResponse({"error": "StoreError", "detail": "ClickHouse unreachable"}, status_code=503)
+
+
+def test_a_failed_scheduled_run_fails_the_lambda_invocation(sam: dict[str, Any]) -> None:
+    # Mangum returned the app's 5xx as a successful invocation: Lambda's Errors metric never saw a failing stage
+    from shared.app import LambdaHandler, ScheduledRunFailed
+
+    app = FastAPI()
+    app.add_api_route("/", _failing_stage, methods=["POST"])
+    handler = LambdaHandler(app, lifespan="off")
+    event = json.loads(sam["Resources"]["PollFunction"]["Properties"]["Events"]["Cron"]["Properties"]["Input"])
+    with pytest.raises(ScheduledRunFailed, match="scheduled run answered 503: .*ClickHouse unreachable"):
+        handler(event, None)  # type: ignore[arg-type]  # no context needed
+    # an HTTP call (no cron-connector header) gets its 503 as a response, as before
+    http = {**event, "headers": {k: v for k, v in event["headers"].items() if k != "x-connector"}}
+    assert handler(http, None)["statusCode"] == 503  # type: ignore[arg-type]
+    ok = FastAPI()
+    ok.add_api_route("/", _trigger_echo, methods=["POST"])
+    assert LambdaHandler(ok, lifespan="off")(event, None)["statusCode"] == 200  # type: ignore[arg-type]
 
 
 def test_stack_names_and_cron_annotations_are_unchanged(stack: dict[str, Any]) -> None:

@@ -9,10 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import Body, Depends, Request
-from mangum import Mangum
 from pydantic import AwareDatetime, BaseModel, Field
 
-from shared.app import RunResponse, create_app, invoke_stage, settings_dep, store_dep
+from shared.app import LambdaHandler, RunResponse, create_app, invoke_stage, settings_dep, store_dep
 from shared.detection.service import run_detect
 from shared.settings import Settings
 from shared.store import Store
@@ -40,4 +39,4 @@ def invoke(
                                                                           end=opts.end))
 
 
-handler = Mangum(app)
+handler = LambdaHandler(app)  # Mangum; a failed scheduled run fails the Lambda invocation

@@ -6,9 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import Depends, Request
-from mangum import Mangum
 
-from shared.app import RunResponse, create_app, invoke_stage, settings_dep, store_dep
+from shared.app import LambdaHandler, RunResponse, create_app, invoke_stage, settings_dep, store_dep
 from shared.features import run_featurize
 from shared.settings import Settings
 from shared.store import Store
@@ -24,4 +23,4 @@ def invoke(
     return invoke_stage(request, store, "featurize", lambda run: run_featurize(store, settings, run))
 
 
-handler = Mangum(app)
+handler = LambdaHandler(app)  # Mangum; a failed scheduled run fails the Lambda invocation

@@ -9,11 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import Body, Depends, Request
-from mangum import Mangum
 from pydantic import BaseModel, Field
 
 from shared import clock
-from shared.app import RunResponse, create_app, invoke_stage, settings_dep, store_dep
+from shared.app import LambdaHandler, RunResponse, create_app, invoke_stage, settings_dep, store_dep
 from shared.artifacts import get_artifact_store
 from shared.settings import Settings
 from shared.store import Store
@@ -44,4 +43,4 @@ def invoke(
         train=opts.train, force_train=opts.force_train))
 
 
-handler = Mangum(app)
+handler = LambdaHandler(app)  # Mangum; a failed scheduled run fails the Lambda invocation

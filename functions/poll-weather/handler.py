@@ -10,10 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import Body, Depends, Request
-from mangum import Mangum
 from pydantic import BaseModel, Field
 
-from shared.app import RunResponse, create_app, invoke_stage, settings_dep, store_dep
+from shared.app import LambdaHandler, RunResponse, create_app, invoke_stage, settings_dep, store_dep
 from shared.settings import Settings
 from shared.store import Store
 from shared.weather.service import run_poll_weather
@@ -44,4 +43,4 @@ def invoke(
     )
 
 
-handler = Mangum(app)
+handler = LambdaHandler(app)  # Mangum; a failed scheduled run fails the Lambda invocation

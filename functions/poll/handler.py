@@ -10,10 +10,9 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import Body, Depends, Request
-from mangum import Mangum
 from pydantic import AwareDatetime, BaseModel, Field
 
-from shared.app import RunResponse, create_app, invoke_stage, settings_dep, store_dep
+from shared.app import LambdaHandler, RunResponse, create_app, invoke_stage, settings_dep, store_dep
 from shared.ingest.poll import run_poll
 from shared.settings import Settings
 from shared.store import Store
@@ -46,4 +45,4 @@ def invoke(
     )
 
 
-handler = Mangum(app)
+handler = LambdaHandler(app)  # Mangum; a failed scheduled run fails the Lambda invocation
