@@ -55,6 +55,17 @@ def _weed() -> str:
     return exe
 
 
+def stop_weed(proc: subprocess.Popen, grace_s: float) -> None:
+    """Stop a weed process group started with ``start_new_session``: SIGTERM, then SIGKILL after ``grace_s``."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+
+
 def _ready(endpoint: str, timeout_s: float, proc: subprocess.Popen) -> None:
     import boto3
     from botocore.config import Config
@@ -103,12 +114,6 @@ def s3_server() -> Iterator[S3Server]:
         _ready(endpoint, 90, proc)
         yield S3Server(endpoint)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
+        stop_weed(proc, 15)
         log.close()
         shutil.rmtree(data_dir, ignore_errors=True)

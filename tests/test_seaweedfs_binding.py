@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import signal
 import socket
 import subprocess
 import tempfile
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures_s3 import _free_ports, _weed
+from tests.fixtures_s3 import _free_ports, _weed, stop_weed
 from tests.fixtures_topology import REPO
 
 FILES = [REPO / "docker-compose.yml", REPO / "deploy" / "faasd" / "docker-compose.powersense.yaml",
@@ -124,12 +123,6 @@ def test_the_shipped_command_serves_s3_and_nothing_else_off_localhost() -> None:
         exposed = {port for where, port in _tcp_listeners(proc.pid) if where != "loopback"}
         assert exposed == {s3, s3_g}, exposed
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=2)  # a graceful stop takes ~30 s; its data are thrown away
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
+        stop_weed(proc, 2)  # a graceful stop takes ~30 s; its data are thrown away
         log.close()
         subprocess.run(["rm", "-rf", data], check=False)

@@ -19,26 +19,28 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 
+# a line of deploy/env.example as .env holds it: a change-me-* value becomes a fresh random one
+env_line() {
+  if [[ "$1" =~ ^([A-Z0-9_]+)=change-me- ]]; then
+    printf '%s=%s\n' "${BASH_REMATCH[1]}" "$(openssl rand -hex 24)"
+  else
+    printf '%s\n' "$1"
+  fi
+}
+
 if [[ ! -f .env ]]; then
   umask 077
-  while IFS= read -r line; do
-    if [[ "$line" =~ ^([A-Z0-9_]+)=change-me- ]]; then
-      printf '%s=%s\n' "${BASH_REMATCH[1]}" "$(openssl rand -hex 24)"
-    else
-      printf '%s\n' "$line"
-    fi
-  done < deploy/env.example > .env
+  while IFS= read -r line; do env_line "$line"; done < deploy/env.example > .env
   echo "wrote .env with fresh secrets"
 else
   # an upgrade: what the kept .env lacks (docker-compose.yml requires every ${VAR:?…}) is added, never changed
   while IFS= read -r line; do
-    if [[ "$line" =~ ^([A-Z0-9_]+)=(.*)$ ]] && ! grep -q "^${BASH_REMATCH[1]}=" .env; then
-      if [[ "${BASH_REMATCH[2]}" == change-me-* ]]; then
-        printf '%s=%s\n' "${BASH_REMATCH[1]}" "$(openssl rand -hex 24)" >> .env
-      else
-        printf '%s\n' "$line" >> .env
+    if [[ "$line" =~ ^([A-Z0-9_]+)= ]]; then
+      name="${BASH_REMATCH[1]}"
+      if ! grep -q "^${name}=" .env; then
+        env_line "$line" >> .env
+        echo "added $name to .env"
       fi
-      echo "added ${BASH_REMATCH[1]} to .env"
     fi
   done < deploy/env.example
 fi

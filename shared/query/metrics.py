@@ -48,8 +48,9 @@ CACHE_REQUESTS = Counter(
 RESPONSES = Counter(
     "powersense_query_responses_total", "Query API responses by status class", ["code"], registry=QUERY_REGISTRY
 )
-for _code in ("2xx", "3xx", "4xx", "5xx"):
-    RESPONSES.labels(_code)  # every class exported from the start: a rate over a series born at 1 sees nothing
+# every class exported from the start (a rate over a series born at 1 sees nothing), bound once: the middleware
+# runs on every request, fast-path hits included, and labels() takes a lock for each lookup
+_RESPONSES_BY_CLASS = {c: RESPONSES.labels(f"{c}xx") for c in (2, 3, 4, 5)}
 
 
 class CountResponses:
@@ -74,7 +75,8 @@ class CountResponses:
         try:
             await self.app(scope, receive, counted)
         finally:
-            RESPONSES.labels(f"{(status[0] if status else 500) // 100}xx").inc()
+            k = (status[0] if status else 500) // 100
+            (_RESPONSES_BY_CLASS.get(k) or RESPONSES.labels(f"{k}xx")).inc()
 
 
 def count_responses(app: Starlette) -> None:

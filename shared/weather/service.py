@@ -414,11 +414,11 @@ def _backfill_archive(store: Store, settings: Settings, lo: pd.Timestamp, hi: pd
                             settings.weather_archive_calls_per_minute, settings.weather_archive_calls_per_hour)
     if pause:
         log_event(log, "weather_archive_paced", chunks=len(days), seconds_between_requests=round(pause, 1))
-    started = _monotonic()
+    next_start = 0.0  # the earliest start of the next request (monotonic clock)
     for chunk_no, first in enumerate(tqdm(list(days), desc="open-meteo archive", unit="chunk", disable=not progress)):
         if chunk_no and pause:
-            _sleep(max(0.0, pause - (_monotonic() - started)))
-        started = _monotonic()
+            _sleep(max(0.0, next_start - _monotonic()))
+        next_start = _monotonic() + pause
         last = min((first + pd.Timedelta(days=chunk_days - 1)).date(), last_day)
         body, url = client.archive(stations["latitude"].tolist(), stations["longitude"].tolist(), model,
                                    start=first.date(), end=last)
