@@ -150,6 +150,9 @@ def _secrets_sh() -> dict[tuple[str, str], set[str]]:
         if m:
             keys = set(re.findall(r'(?:^|\s)([\w.-]+)="', m.group(4)))
             out[(nss[m.group(1)], m.group(2))] = keys
+        m = re.match(r'^kubectl create secret tls (\S+) -n "\$(\w+)"', line.strip())
+        if m:  # a TLS Secret's keys are fixed (kubectl create secret tls)
+            out[(nss[m.group(2)], m.group(1))] = {"tls.crt", "tls.key"}
     return out
 
 
@@ -317,7 +320,8 @@ def test_every_volume_is_writable_by_the_user_its_image_runs_as(objects: list[di
 
 
 def test_only_seaweedfs_s3_api_is_reachable_from_other_pods(objects: list[dict[str, Any]]) -> None:
-    # its S3 gRPC port (identity and policy updates, no TLS) binds where the S3 API does: a policy admits 8333 only
+    # its S3 gRPC port (identity and policy updates) binds where the S3 API does: a policy admits 8333 only, besides
+    # the client certificate that port requires (tests/test_seaweedfs_binding.py)
     sts = next(o for o in objects if o["kind"] == "StatefulSet" and o["metadata"]["name"] == "seaweedfs")
     labels = sts["spec"]["template"]["metadata"]["labels"].items()
     policies = [o for o in objects if o["kind"] == "NetworkPolicy"

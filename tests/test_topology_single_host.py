@@ -372,7 +372,7 @@ def test_faasd_every_secret_is_created_by_the_install(faasd_install: Path, faasd
             assert source.exists(), f"{name}: {source} not created by install.sh"
             if source.parent.name != "mounts":
                 continue  # configuration and data, not secrets
-            for ref in re.findall(re.escape(target) + r"/(\w+)", text):
+            for ref in re.findall(re.escape(target) + r"/(\w+(?:\.\w+)?)", text):
                 assert (source / ref).is_file(), f"{name} reads {target}/{ref}"
     # Alertmanager's smtp password file (empty = optional) is in its mounted directory
     am = yaml.safe_load((REPO / "observability" / "alertmanager" / "alertmanager.yml").read_text())
@@ -510,12 +510,17 @@ def test_compose_scheduler_reads_the_stack_and_outlasts_every_exec_timeout(compo
         assert re.search(rf"^COPY {re.escape(path)}", dockerfile, re.M), path
 
 
+def _copy_compose_init(root: Path) -> None:
+    """What deploy/compose/init.sh reads and runs, copied under root."""
+    for path in ("deploy/compose/init.sh", "deploy/env.example", "deploy/seaweedfs/grpc-cert.sh"):
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / path, root / path)
+
+
 def test_compose_init_adds_what_a_kept_env_lacks_and_changes_nothing(tmp_path: Path) -> None:
     # an install from before a variable existed (POWERSENSE_DBT_PASSWORD) keeps its .env; docker-compose.yml
     # requires the new one, so init.sh appends it (a fresh random value), leaving every other line as it was
-    (tmp_path / "deploy" / "compose").mkdir(parents=True)
-    shutil.copy(REPO / "deploy" / "compose" / "init.sh", tmp_path / "deploy" / "compose" / "init.sh")
-    shutil.copy(REPO / "deploy" / "env.example", tmp_path / "deploy" / "env.example")
+    _copy_compose_init(tmp_path)
     env = {k: v for k, v in os.environ.items() if k != "SMTP_PASSWORD"}
 
     def init() -> subprocess.CompletedProcess[str]:
@@ -538,9 +543,7 @@ def test_compose_init_adds_what_a_kept_env_lacks_and_changes_nothing(tmp_path: P
 
 def test_compose_every_secret_and_variable_is_created_by_init(tmp_path: Path, compose: dict[str, Any]) -> None:
     # run deploy/compose/init.sh for real on a copy of what it reads
-    (tmp_path / "deploy" / "compose").mkdir(parents=True)
-    shutil.copy(REPO / "deploy" / "compose" / "init.sh", tmp_path / "deploy" / "compose" / "init.sh")
-    shutil.copy(REPO / "deploy" / "env.example", tmp_path / "deploy" / "env.example")
+    _copy_compose_init(tmp_path)
     env = {k: v for k, v in os.environ.items() if k != "SMTP_PASSWORD"}
     runs = []
     for _ in range(2):  # idempotent: the second run keeps .env and rewrites the same secrets
@@ -561,6 +564,12 @@ def test_compose_every_secret_and_variable_is_created_by_init(tmp_path: Path, co
     for name, secret in raw["secrets"].items():
         path = tmp_path / secret["file"]
         assert path.is_file(), f"secret {name}: {secret['file']} not written by init.sh"
+    # and every file a service bind-mounts from var/secrets (SeaweedFS's gRPC certificate)
+    for name, service in raw["services"].items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("./var/secrets/"):
+                assert (tmp_path / source).is_dir() and any((tmp_path / source).iterdir()), f"{name}: {source}"
     secrets = tmp_path / "var" / "secrets"
     assert (secrets / "clickhouse_password").read_text() == dotenv["POWERSENSE_WRITER_PASSWORD"]
     assert (secrets / "clickhouse_reader_password").read_text() == dotenv["POWERSENSE_READER_PASSWORD"]

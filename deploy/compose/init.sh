@@ -13,6 +13,8 @@
 #       smtp_password               = SMTP_PASSWORD, may be empty (alertmanager)
 #     The directory is 0700 (nobody else on the host reads it); the files are 0644 because compose
 #     bind-mounts them and the containers run as non-root users (10001, nobody).
+#  3. var/secrets/seaweedfs/s3_grpc.{crt,key}: the certificate that closes the S3 gRPC port of SeaweedFS
+#     (deploy/seaweedfs/grpc-cert.sh; created once, kept after).
 # Usage: deploy/compose/init.sh   (from anywhere; works on the repository root)
 set -euo pipefail
 
@@ -65,3 +67,4 @@ for name in "${!secrets[@]}"; do
   mv "var/secrets/$name.tmp" "var/secrets/$name"
 done
 echo "wrote var/secrets/{$(printf '%s,' "${!secrets[@]}" | sed 's/,$//')}"
+deploy/seaweedfs/grpc-cert.sh var/secrets/seaweedfs

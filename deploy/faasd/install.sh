@@ -81,7 +81,9 @@ mount_secrets() {  # service uid secret...: the files one service reads, readabl
 }
 mount_secrets clickhouse 0 clickhouse_admin_password clickhouse_password clickhouse_reader_password \
   clickhouse_dbt_password grafana_clickhouse_password
-mount_secrets seaweedfs 0 s3_access_key_id s3_secret_access_key
+# SeaweedFS's S3 gRPC port requires a client certificate nobody holds (the script says why)
+"$repo/deploy/seaweedfs/grpc-cert.sh" "$ps/secrets"
+mount_secrets seaweedfs 0 s3_access_key_id s3_secret_access_key s3_grpc.crt s3_grpc.key
 mount_secrets grafana 472 grafana_clickhouse_password grafana_admin_password
 mount_secrets alertmanager 65534 smtp_password
 

@@ -3,9 +3,9 @@
 #   deploy/kubernetes/secrets.sh            (kubectl pointed at the cluster; namespaces already applied)
 # A value comes from the environment variable named in its line when set, else the existing Secret's
 # value is kept, else a random one is generated - so a re-run never rotates a password by accident.
-# Nothing is written to disk. The same value is used wherever two components must agree (the writer
-# password in ClickHouse's users and in the functions' clickhouse-password, the S3 keys in SeaweedFS
-# and in the functions' s3 secrets).
+# Nothing is written to disk (but a certificate, briefly: see seaweedfs-grpc). The same value is used
+# wherever two components must agree (the writer password in ClickHouse's users and in the functions'
+# clickhouse-password, the S3 keys in SeaweedFS and in the functions' s3 secrets).
 #
 # Function secrets (namespace openfaas-fn) carry the names openfaas-stack.yml lists. Kubernetes object
 # names cannot contain '_' (RFC 1123), so they are hyphenated; faas-netes mounts each data key as
@@ -60,6 +60,14 @@ apply "$INFRA_NS" clickhouse-users admin_password="$ADMIN_PW" writer_password="$
   reader_password="$READER_PW" grafana_password="$GRAFANA_CH_PW" dbt_password="$DBT_PW"
 # SeaweedFS's S3 identity (seaweedfs.yaml)
 apply "$INFRA_NS" seaweedfs-s3 access_key_id="$S3_KEY" secret_access_key="$S3_SECRET"
+# the certificate that closes SeaweedFS's S3 gRPC port (seaweedfs.yaml; deploy/seaweedfs/grpc-cert.sh says
+# why): created once, an existing Secret is kept; its files exist on disk only while it is created
+if ! kubectl get secret -n "$INFRA_NS" seaweedfs-grpc >/dev/null 2>&1; then
+  cert_dir="$(mktemp -d)"
+  "$(dirname "${BASH_SOURCE[0]}")/../seaweedfs/grpc-cert.sh" "$cert_dir" >/dev/null
+  kubectl create secret tls seaweedfs-grpc -n "$INFRA_NS" --cert="$cert_dir/s3_grpc.crt" --key="$cert_dir/s3_grpc.key"
+  rm -rf "$cert_dir"
+fi
 # Grafana's admin login (grafana.yaml)
 apply "$INFRA_NS" grafana-admin admin_password="$GRAFANA_ADMIN_PW"
 # Alertmanager's SMTP password file (alertmanager.yaml; empty unless SMTP_PASSWORD is set)
