@@ -237,6 +237,90 @@ def test_numeric_date_heure_is_not_read_as_unix_time() -> None:
     assert parsed.accepted == 0 and "date_heure" in parsed.rejections[0].reason
 
 
+@pytest.mark.parametrize("date_heure", ["1694535300", "1694535300000", "20230912T161500+00:00"])
+def test_digit_string_date_heure_is_not_read_as_unix_time(date_heure: str) -> None:
+    # pydantic reads a string of digits as Unix seconds or milliseconds: 2023-09-12T16:15Z both times
+    parsed = parse_records([_record(date_heure=date_heure, date=None, heure=None)])
+    assert parsed.accepted == 0 and "ISO-8601 date and time" in parsed.rejections[0].reason
+
+
+def test_integer_too_large_for_a_float_is_rejected_not_raised() -> None:
+    parsed = parse_records([_record(consommation=10**400), _record(date_heure="2023-09-12T16:30:00+00:00",
+                                                                   heure="18:30")])
+    assert [r.record_no for r in parsed.rejections] == [0] and "out of range" in parsed.rejections[0].reason
+    assert parsed.accepted == 1
+
+
+@pytest.mark.parametrize("date_heure", ["2300-01-01T00:00:00+00:00", "9999-12-31T23:45:00+00:00",
+                                        "0001-01-01T00:00:00+00:00", "1850-06-01T12:00:00+00:00"])
+def test_instant_outside_the_sources_era_is_rejected_not_raised(date_heure: str) -> None:
+    # pandas' nanosecond timestamps end at 1677 and 2262: these used to raise OutOfBoundsDatetime for the page
+    parsed = parse_records([_record(date_heure=date_heure, date=None, heure=None), _record()])
+    assert [r.record_no for r in parsed.rejections] == [0]
+    assert parsed.rows["ts"].tolist() == [pd.Timestamp("2023-09-12T16:15Z")]
+
+
+FETCHED = datetime(2023, 9, 12, 16, 20, tzinfo=UTC)
+
+
+def test_measured_value_dated_after_the_fetch_is_rejected() -> None:
+    later = _record(date_heure="2023-09-13T08:00:00+00:00", date="2023-09-13", heure="10:00")
+    parsed = parse_records([later], now=FETCHED)
+    assert parsed.accepted == 0 and "after the fetch" in parsed.rejections[0].reason
+
+
+def test_forecast_published_ahead_is_accepted() -> None:
+    # tomorrow's day-ahead forecast, consommation not measured yet: what the source publishes every day
+    ahead = _record(date_heure="2023-09-13T20:00:00+00:00", date="2023-09-13", heure="22:00", consommation=None,
+                    prevision_j1=52000)
+    parsed = parse_records([ahead], now=FETCHED)
+    assert parsed.rejections == []
+    assert parsed.rows.set_index("metric")["value"]["prevision_j1"] == 52000.0
+
+
+def test_value_of_the_quarter_hour_after_the_fetch_is_accepted() -> None:
+    # clock skew between the source and this host: one quarter-hour of tolerance
+    parsed = parse_records([_record(date_heure="2023-09-12T16:30:00+00:00", heure="18:30")], now=FETCHED)
+    assert parsed.accepted == 1
+
+
+def test_instant_beyond_the_publication_horizon_is_rejected() -> None:
+    far = _record(date_heure="2023-09-20T20:00:00+00:00", date="2023-09-20", heure="22:00", consommation=None,
+                  prevision_j1=52000)
+    parsed = parse_records([far], now=FETCHED, lookahead=timedelta(hours=48))
+    assert parsed.accepted == 0 and "publication horizon" in parsed.rejections[0].reason
+
+
+@pytest.mark.parametrize("order", [(0, 1), (1, 0)])
+def test_two_values_for_one_instant_in_one_response_reject_both(order: tuple[int, int]) -> None:
+    # the API orders records of one date_heure arbitrarily: "last wins" flipped the stored value between reads
+    pair = [_record(), _record(consommation=50083)]
+    parsed = parse_records([pair[k] for k in order])
+    assert parsed.accepted == 0 and parsed.rows.empty
+    assert [r.record_no for r in parsed.rejections] == [0, 1]
+    assert all("conflicting duplicate" in r.reason for r in parsed.rejections)
+
+
+def test_the_same_record_twice_in_one_response_is_accepted() -> None:
+    parsed = parse_records([_record(), _record()])
+    assert parsed.rejections == [] and parsed.accepted == 2
+
+
+def test_a_conflict_leaves_the_other_records_of_the_response() -> None:
+    other = _record(date_heure="2023-09-12T16:30:00+00:00", heure="18:30", consommation=47500)
+    parsed = parse_records([_record(), other, _record(consommation=50083)])
+    assert [r.record_no for r in parsed.rejections] == [0, 2]
+    assert parsed.rows[["record_no", "value"]].values.tolist() == [[1, 47500.0]]
+
+
+def test_record_without_the_consommation_field_is_another_schema() -> None:
+    # a renamed field used to store only the forecasts and report the instant received
+    rec = _record(prevision_j1=47000, prevision_j=47100)
+    rec["consumption"] = rec.pop("consommation")
+    parsed = parse_records([rec])
+    assert parsed.accepted == 0 and "no 'consommation' field" in parsed.rejections[0].reason
+
+
 # --- the ukey invariant, attacked with hypothesis over mutations of the real sample ------------------
 
 _OFFSETS = ["+00:00", "Z", "+02:00", "-03:30", "+05:45", "+14:00", "-12:00"]

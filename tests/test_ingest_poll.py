@@ -659,3 +659,83 @@ def test_dead_lettered_records_do_not_move_the_watermark(store: Store, cfg: Sett
     poll_once(store, cfg, start=MARCH1, end=MARCH1 + D)
     assert store.scalar("select count() from {db:Identifier}.rejected_records") == 1
     assert read_watermark(store, cfg) == MARCH1 + D - timedelta(minutes=15)
+
+
+# --- records that cannot be true when fetched ---------------------------------------------------------
+
+
+def _empty(doc: dict[str, Any], n: int) -> dict[str, Any]:
+    doc["results"], doc["total_count"] = [], 0
+    return doc
+
+
+def test_a_measured_value_dated_years_ahead_does_not_stop_the_polling(
+    store: Store, cfg: Settings, replay: ReplayServer
+) -> None:
+    # One France copy dated 2031 used to become the watermark: every later window was empty ("skipped")
+    _backfill(store, cfg, MARCH1, MARCH1 + D)
+    set_clock(MARCH1 + D + 6 * H)
+    replay.faults.reset(Fault(transform=add_copy(iso(MARCH1 + D + H), date_heure="2031-01-01T00:00:00+00:00",
+                                                 date=None, heure=None)))
+    poll_once(store, cfg)
+    upsert_once(store, cfg)
+    assert store.scalar("select count() from {db:Identifier}.rejected_records") == 1
+    watermark = read_watermark(store, cfg)
+    assert watermark is not None and watermark <= MARCH1 + D + 6 * H
+    set_clock(MARCH1 + D + 7 * H)
+    later = poll_once(store, cfg)
+    assert later["status"] == "success" and later["rows_in"] > 0
+
+
+def test_a_landed_record_dated_after_its_fetch_does_not_move_the_watermark(
+    store: Store, cfg: Settings, replay: ReplayServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # before upsert-version runs, the watermark reads landed pages: the same rules as upsert-version's
+    from shared.ingest import poll
+
+    set_clock(MARCH1 + D + 2 * H)
+    monkeypatch.setattr(poll, "_last_landing", None)  # fetched at this clock, not after an earlier test's
+    replay.faults.reset(Fault(transform=add_copy(iso(MARCH1 + 12 * H), date_heure=iso(MARCH1 + D + 20 * H),
+                                                 date=None, heure=None)))
+    poll_once(store, cfg, start=MARCH1, end=MARCH1 + D)
+    assert read_watermark(store, cfg) == MARCH1 + D - timedelta(minutes=15)
+
+
+def test_a_landed_record_without_an_offset_does_not_move_the_watermark(
+    store: Store, cfg: Settings, replay: ReplayServer
+) -> None:
+    replay.faults.reset(Fault(transform=add_copy(iso(MARCH1 + 12 * H), date_heure="2023-03-25T00:00:00",
+                                                 date=None, heure=None)))
+    poll_once(store, cfg, start=MARCH1, end=MARCH1 + D)
+    assert read_watermark(store, cfg) == MARCH1 + D - timedelta(minutes=15)
+
+
+def test_a_page_with_an_unreadable_record_still_lands_the_others(
+    store: Store, cfg: Settings, replay: ReplayServer
+) -> None:
+    # a 401-digit integer raised OverflowError out of parse_records: every poll of the window failed
+    replay.faults.reset(Fault(transform=set_field({iso(MARCH1 + 12 * H): 10**400})))
+    run = poll_once(store, cfg, start=MARCH1, end=MARCH1 + D)
+    upsert_once(store, cfg)
+    assert run["details"]["rejected"] >= 1
+    assert store.scalar("select count() from {db:Identifier}.rejected_records") == 1
+    assert store.scalar("""select uniqExact(ts) from {db:Identifier}.measurements
+                           where metric = 'consommation' and value is not null""") == 95
+
+
+def test_an_empty_page_is_versioned_as_done(store: Store, cfg: Settings, replay: ReplayServer) -> None:
+    # HTTP 200 with no records: upsert-version used to fail on it (KeyError) at every run
+    set_clock(MARCH1 + 2 * D)
+    replay.faults.reset(Fault(transform=_empty))
+    assert poll_once(store, cfg, start=MARCH1, end=MARCH1 + D)["status"] == "partial"
+    run = upsert_once(store, cfg)
+    assert run["status"] == "success" and run["details"]["batches"] >= 1
+    assert store.scalar("""select count() from {db:Identifier}.raw_batches
+                           where batch_id not in (select batch_id from {db:Identifier}.batch_versions)""") == 0
+
+
+def test_a_watermark_after_now_still_re_reads_the_overlap() -> None:
+    # a value stored ahead before instants were bounded by their fetch time must not stop the windows
+    now = MARCH1 + 10 * D
+    w = plan_window(now + 400 * D, now, overlap=24 * H, lookahead=48 * H, max_window=31 * D)
+    assert w is not None and (w.start, w.end) == (now - 24 * H, now + 48 * H)

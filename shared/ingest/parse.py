@@ -48,6 +48,7 @@ import pandas as pd
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
 
 from shared.calendar import TZ
+from shared.timeutil import utc_datetime
 
 PARIS = ZoneInfo(TZ)  # the one Paris zone (shared/calendar.py) as a zoneinfo for stdlib datetimes
 
@@ -78,6 +79,23 @@ PLAIN_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-
 # The source's native step: every instant of eco2mix-national-tr starts a quarter-hour (UTC).
 GRID = timedelta(minutes=15)
 
+# eco2mix-national-tr's measured national load. Every record carries the field (NULL until measured), so a record
+# without it is another schema; its last non-NULL instant is the poll's watermark (shared/ingest/poll.py).
+REQUIRED_FIELD = "consommation"
+
+# Fields that are forecasts, published ahead of their instant (RTE's day-ahead and intraday); every other numeric
+# field is measured, so a non-NULL value of it dated after the fetch is a corrupt record.
+FORECAST_FIELDS = frozenset({"prevision_j1", "prevision_j"})
+
+# No record of an RTE national series is older than this (the shipped history starts at 2000-01-01 local).
+# An earlier instant (year 1, 1850) is a corrupt record: rejected, never stored as French load and never handed
+# to pandas, whose nanosecond timestamps end at 1677 and 2262.
+EARLIEST_INSTANT = datetime(1999, 12, 31, tzinfo=UTC)
+
+# date_heure's text must be ISO-8601 with a date and a time: pydantic also reads a string of digits as Unix time
+# (seconds or milliseconds, by size), which the source never sends.
+ISO_INSTANT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}")
+
 LONG_COLUMNS = ["record_no", "ts", "nature", "perimetre", "metric", "value"]
 
 
@@ -92,7 +110,10 @@ def to_number(value: Any) -> float | None:
     if isinstance(value, bool):  # bool is an int subclass; True is not a megawatt figure
         raise ValueError(f"not a number: {value!r}")
     if isinstance(value, int | float):
-        f = float(value)
+        try:
+            f = float(value)
+        except OverflowError:  # a JSON integer of 309+ digits; pydantic converts only ValueError
+            raise ValueError(f"number out of range: {str(value)[:20]}… ({len(str(value))} digits)") from None
         if not math.isfinite(f):  # Python's json module decodes the non-JSON literals NaN/Infinity
             raise ValueError(f"not a finite number: {value!r}")
         return f
@@ -112,6 +133,8 @@ def _instant_text(value: Any) -> Any:
     """date_heure must be ISO-8601 text: pydantic would also read a number as Unix time (s or ms?)."""
     if not isinstance(value, str):
         raise ValueError(f"date_heure must be an ISO-8601 string, not {type(value).__name__}")
+    if ISO_INSTANT.match(value) is None:
+        raise ValueError(f"date_heure must be an ISO-8601 date and time, not {value[:40]!r}")
     return value
 
 
@@ -200,6 +223,28 @@ def off_grid_problem(instant: datetime) -> str | None:
     return None
 
 
+def time_problem(instant: datetime, observed: dict[str, float | None], now: datetime,
+                 lookahead: timedelta) -> str | None:
+    """Why a record's instant cannot be true when fetched at ``now`` (None when it can).
+
+    Outside [:data:`EARLIEST_INSTANT`, ``now + lookahead``] nothing is published; a measured field (not in
+    :data:`FORECAST_FIELDS`) with a value more than one quarter-hour after ``now`` (clock skew) has not happened
+    yet. Either would otherwise become the poll watermark and stop or skip the polling.
+    """
+    utc = instant.astimezone(UTC)
+    if utc < EARLIEST_INSTANT:
+        return f"date_heure {utc.isoformat()} is before any published value ({EARLIEST_INSTANT:%Y-%m-%d})"
+    if utc > now + lookahead:
+        return (f"date_heure {utc.isoformat()} is beyond the source's publication horizon "
+                f"(fetched {now.isoformat()} + {lookahead})")
+    if utc > now + GRID:
+        measured = sorted(k for k, v in observed.items() if v is not None and k not in FORECAST_FIELDS)
+        if measured:
+            return (f"measured value(s) {', '.join(measured[:3])} dated {utc.isoformat()}, after the fetch at "
+                    f"{now.isoformat()}")
+    return None
+
+
 def vocabulary_problem(perimetre: str | None, nature: str | None, perimeter: str,
                        natures: Collection[str]) -> str | None:
     """Why ``perimetre``/``nature`` are outside the configured vocabulary (None when inside)."""
@@ -216,19 +261,33 @@ def parse_records(
     *,
     perimeter: str | None = None,
     natures: Collection[str] | None = None,
+    now: datetime | None = None,
+    lookahead: timedelta | None = None,
+    required: str = REQUIRED_FIELD,
 ) -> ParsedRecords:
     """Validate records; return long rows for accepted ones and a Rejection for each other one.
 
     ``record_no`` numbers records in the order given, starting at ``first_record_no``.
     ``perimeter``/``natures`` default to the process settings (``source_perimeter``,
-    ``source_natures``) so that poll and upsert-version apply the same vocabulary.
+    ``source_natures``) so that poll and upsert-version apply the same vocabulary; ``now`` (when the
+    records were fetched: default the clock) and ``lookahead`` (``poll_lookahead_hours``) bound their
+    instants (:func:`time_problem`); ``required`` is the field every record carries, NULL or not: a record
+    without it is another schema, not "nothing observed". Records of one call that give the same
+    instant, nature and perimeter different values are all rejected, so the stored value never depends on
+    their order.
     """
-    if perimeter is None or natures is None:
+    if perimeter is None or natures is None or lookahead is None:
         from shared.settings import get_settings
 
         settings = get_settings()
         perimeter = settings.source_perimeter if perimeter is None else perimeter
         natures = settings.source_natures if natures is None else natures
+        lookahead = timedelta(hours=settings.poll_lookahead_hours) if lookahead is None else lookahead
+    if now is None:
+        from shared import clock
+
+        now = clock.now()
+    now = utc_datetime(now)  # naive = UTC, as the store returns fetched_at
     allowed = frozenset(natures)
     # per accepted record: its identity once and its observed fields; the long rows are built with
     # np.repeat at the end (a one-year history file is ~1.2 M rows: per-row Python lists of datetime
@@ -241,6 +300,9 @@ def parse_records(
     metrics: list[str] = []
     values: list[float | None] = []
     rejections: list[Rejection] = []
+    payloads: list[Any] = []
+    seen: dict[tuple[datetime, str | None, str | None], tuple[int, dict[str, float | None]]] = {}
+    conflicts: set[int] = set()
     for i, rec in enumerate(records, start=first_record_no):
         if not isinstance(rec, dict):
             rejections.append(Rejection(i, f"record is not a JSON object ({type(rec).__name__})", _dump(rec)))
@@ -250,25 +312,53 @@ def parse_records(
         except ValidationError as exc:
             rejections.append(Rejection(i, _reason(exc), _dump(rec)))
             continue
+        observed = [name for name in NUMERIC_FIELDS if name in model.model_fields_set]
+        fields = {name: getattr(model, name) for name in observed}
         try:
             problem = (
                 vocabulary_problem(model.perimetre, model.nature, perimeter, allowed)
                 or off_grid_problem(model.date_heure)
+                or time_problem(model.date_heure, fields, now, lookahead)
                 or local_time_problem(model.date, model.heure, model.date_heure)
+                or (None if required in fields else f"record has no {required!r} field (another schema?)")
             )
         except (OverflowError, ValueError) as exc:  # e.g. year 1 with a positive offset has no UTC instant
             problem = f"date_heure {model.date_heure!r} cannot be converted to UTC: {exc}"
         if problem:
             rejections.append(Rejection(i, problem, _dump(rec)))
             continue
-        observed = [name for name in NUMERIC_FIELDS if name in model.model_fields_set]
+        identity = (model.date_heure.astimezone(UTC), model.nature, model.perimetre)
+        if identity in seen:
+            first = seen[identity]
+            if first[1] != fields:  # the same row twice is fine; two values for one row are not
+                conflicts.add(first[0])
+                conflicts.add(i)
+        else:
+            seen[identity] = (i, fields)
         rec_no.append(i)
         rec_ts.append(model.date_heure.astimezone(UTC))
         rec_nature.append(model.nature)
         rec_perimetre.append(model.perimetre)
         rec_count.append(len(observed))
         metrics.extend(observed)
-        values.extend(getattr(model, name) for name in observed)
+        values.extend(fields[name] for name in observed)
+        payloads.append(rec)
+    if conflicts:
+        keep = [k for k, no in enumerate(rec_no) if no not in conflicts]
+        for k, no in enumerate(rec_no):
+            if no in conflicts:
+                reason = (f"conflicting duplicate: another record of this response gives {rec_ts[k].isoformat()} "
+                          "other values")
+                rejections.append(Rejection(no, reason, _dump(payloads[k])))
+        starts = np.concatenate([[0], np.cumsum(rec_count)])
+        metrics = [m for k in keep for m in metrics[starts[k]:starts[k + 1]]]
+        values = [v for k in keep for v in values[starts[k]:starts[k + 1]]]
+        rec_ts = [rec_ts[k] for k in keep]
+        rec_nature = [rec_nature[k] for k in keep]
+        rec_perimetre = [rec_perimetre[k] for k in keep]
+        rec_count = [rec_count[k] for k in keep]
+        rec_no = [rec_no[k] for k in keep]
+        rejections.sort(key=lambda r: r.record_no)
     counts = np.asarray(rec_count, dtype="int64")
     frame = pd.DataFrame({
         "record_no": np.repeat(np.asarray(rec_no, dtype="int64"), counts),

@@ -50,7 +50,7 @@ from prometheus_client import Counter, Gauge
 from shared import clock
 from shared.calendar import TZ, is_fallback_gap, local_day_bounds
 from shared.errors import BadRequestError
-from shared.ingest.parse import GRID, Rejection, parse_records
+from shared.ingest.parse import GRID, REQUIRED_FIELD, Rejection, parse_records
 from shared.ingest.versioning import bootstrap_pending
 from shared.logs import log_event
 from shared.metrics import REGISTRY
@@ -112,7 +112,9 @@ def plan_window(
     if start is not None:
         lo = _utc(start)
     elif watermark is not None:
-        lo = _utc(watermark) - overlap
+        # a watermark after now (a measured value stored before parse_records bounded instants by the fetch
+        # time) would stop every later window: the overlap re-reads from now at the latest
+        lo = min(_utc(watermark), now) - overlap
     else:
         lo = now - max_window
     hi = _utc(end) if end is not None else now + lookahead
@@ -123,37 +125,33 @@ def plan_window(
 
 
 def read_watermark(store: Store, settings: Settings) -> datetime | None:
-    """Last instant with a non-NULL consommation: measurements first, then landed unversioned pages."""
+    """Last instant with a non-NULL ``consommation``: measurements first, then landed unversioned pages.
+
+    Landed pages are read through :func:`parse_records` as upsert-version will read them (each page as of its
+    fetch), so a record it will reject (foreign, off-grid, dated after its fetch, …) never moves the watermark.
+    """
     measured = store.scalar(
         """
         select max(ts) from {db:Identifier}.measurements
-        where source = {source:String} and metric = 'consommation' and value is not null
+        where source = {source:String} and metric = {metric:String} and value is not null
         """,
-        {"source": settings.series_source},
+        {"source": settings.series_source, "metric": REQUIRED_FIELD},
     )
-    landed = store.scalar(
+    landed = store.query_df(
         """
-        with unversioned as (
-            select batch_id from {db:Identifier}.raw_batches
-            where batch_id not in (select batch_id from {db:Identifier}.batch_versions)
-        ),
-        landed_consumption as (
-            select parseDateTime64BestEffortOrNull(JSONExtractString(payload, 'date_heure'), 3, 'UTC') as ts,
-                   toFloat64OrNull(trim(both '"' from JSONExtractRaw(payload, 'consommation'))) as value
-            from {db:Identifier}.raw_records
-            where batch_id in (select batch_id from unversioned)
-              -- only what parse_records can accept moves the watermark (a foreign perimeter, an
-              -- unknown nature or an off-grid instant landed but dead-lettered must not)
-              and JSONExtractString(payload, 'perimetre') = {perimeter:String}
-              and JSONExtractString(payload, 'nature') in {natures:Array(String)}
-        )
-        select max(ts) from landed_consumption
-        where value is not null and isFinite(value) and toSecond(ts) = 0 and toMinute(ts) % 15 = 0
-          and toUnixTimestamp64Milli(ts) % 1000 = 0
-        """,
-        {"perimeter": settings.source_perimeter, "natures": list(settings.source_natures)},
+        select fetched_at, payload from {db:Identifier}.raw_records
+        where batch_id in (select batch_id from {db:Identifier}.raw_batches
+                           where batch_id not in (select batch_id from {db:Identifier}.batch_versions))
+        """
     )
-    found = [_utc(v) for v in (measured, landed) if v is not None and pd.Timestamp(v).year > 1970]
+    found = [_utc(measured)] if measured is not None and pd.Timestamp(measured).year > 1970 else []
+    for fetched_at, page in (landed.groupby("fetched_at") if not landed.empty else ()):
+        parsed = parse_records([json.loads(p) for p in page["payload"]], perimeter=settings.source_perimeter,
+                               natures=settings.source_natures, now=_utc(fetched_at),
+                               lookahead=timedelta(hours=settings.poll_lookahead_hours))
+        rows = parsed.rows[(parsed.rows["metric"] == REQUIRED_FIELD) & parsed.rows["value"].notna()]
+        if not rows.empty:
+            found.append(_utc(rows["ts"].max()))
     return max(found) if found else None
 
 
@@ -273,9 +271,11 @@ def land_page(
     """Land one page: raw records, dead letters, then the header that marks it complete."""
     vocab: dict[str, Any] = {}
     if settings is not None:
-        vocab = {"perimeter": settings.source_perimeter, "natures": settings.source_natures}
-    parsed = parse_records(page.records, **vocab)
+        vocab = {"perimeter": settings.source_perimeter, "natures": settings.source_natures,
+                 "lookahead": timedelta(hours=settings.poll_lookahead_hours)}
+    # landed first: a record parse_records cannot read still reaches raw_records (the page's audit copy)
     land_raw(store, page.records, batch_id=batch_id, fetched_at=fetched_at, url=page.url)
+    parsed = parse_records(page.records, now=fetched_at, **vocab)
     # The overlap re-fetches the same bad records every tick: dead-letter each distinct payload once
     # (every occurrence stays in raw_records, and raw_batches.n_rejected counts it).
     fresh = dead_letter(store, parsed.rejections, stage="poll", batch_id=batch_id, at=fetched_at,

@@ -34,7 +34,7 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -47,6 +47,7 @@ from shared.plausibility import PlausibilityParams, plausibility_flags
 from shared.runs import Run
 from shared.settings import Settings
 from shared.store import Store
+from shared.timeutil import to_utc
 
 log = logging.getLogger(__name__)
 
@@ -492,20 +493,25 @@ def _run_upsert_locked(
     ids = batches["batch_id"].astype(str).tolist()
     raw = store.query_df(
         """
-        select batch_id, record_no, payload
+        select batch_id, record_no, fetched_at, payload
         from {db:Identifier}.raw_records final
         where batch_id in {ids:Array(String)}
         order by batch_id, record_no
         """,
         {"ids": ids},
     )
+    # a page of no records (HTTP 200, empty results) has no raw rows; it is still marked done below
+    groups = raw.groupby("batch_id", sort=False) if not raw.empty else ()
     source = settings.series_source
     per_batch: dict[str, pd.DataFrame] = {}
     rejected = 0
     records = 0
-    for batch_id, group in raw.groupby("batch_id", sort=False):
+    for batch_id, group in groups:
         payloads = [json.loads(p) for p in group["payload"]]
-        parsed = parse_records(payloads, perimeter=settings.source_perimeter, natures=settings.source_natures)
+        # as of the page's fetch, as poll read it: a replay later accepts and rejects the same records
+        parsed = parse_records(payloads, perimeter=settings.source_perimeter, natures=settings.source_natures,
+                               now=to_utc(group["fetched_at"].iloc[0]).to_pydatetime(),
+                               lookahead=timedelta(hours=settings.poll_lookahead_hours))
         # Rejections were dead-lettered by poll when it landed the page; here they are only counted.
         rejected += len(parsed.rejections)
         records += len(payloads)
