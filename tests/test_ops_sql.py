@@ -316,6 +316,25 @@ def test_forecast_accuracy_mart_ranks_rte_intraday_above_day_ahead(ops_store: St
     assert df["mape"].iloc[0] < df["mape"].iloc[1] < 0.03
 
 
+def test_forecast_accuracy_mart_scores_as_the_product_does(ops_store: Store, dbt_views: dict[str, str]) -> None:
+    # one definition of "the actual": the series' reading at the forecast's instant. dbt averaged 15-min values
+    # into half-hours until 2026-12-05, so its MAPE differed from drift.accuracy's (the gauge's, Grafana's)
+    from shared.detection.drift import accuracy
+    from shared.series import load_series
+
+    forecasts = ops_store.query_df("select run_id, model_version, issued_at, ts, horizon_day, yhat, lower, upper, "
+                                   "interval_level, quality from {db:Identifier}.forecasts "
+                                   "where source = 'eco2mix_national' and metric = 'consommation'")
+    actuals = load_series(ops_store, "eco2mix_national", "consommation")
+    product = accuracy(forecasts, actuals).set_index("horizon_day")
+    mart = ops_store.query_df("select horizon_day, avg(abs_pct_error) as mape, count() as n "
+                              "from {db:Identifier}.int_forecast_scored group by horizon_day").set_index("horizon_day")
+    assert sorted(mart.index) == sorted(product.index) and len(mart) >= 2
+    for day in mart.index:
+        assert mart.loc[day, "n"] == product.loc[day, "n"]
+        assert mart.loc[day, "mape"] == pytest.approx(product.loc[day, "mape"], rel=1e-9)
+
+
 # --- the query function's /metrics → the alert rules ---------------------------------------------------
 
 # Scraped 12 h 30 min after the newest 2023 value (2023-12-31T23:45Z) and 7 h 15 min after the
