@@ -90,3 +90,18 @@ def test_an_artifact_from_before_the_setting_keeps_its_named_events_and_forecast
     origins = pd.DatetimeIndex(["2022-04-14 10:00", "2022-04-15 10:00"], tz="UTC")  # targets over Easter Monday
     np.testing.assert_allclose(fm.predict(old, grid, origins)["yhat"], fm.predict(model, grid, origins)["yhat"],
                                rtol=1e-6)
+
+
+def test_every_french_holiday_of_the_calendar_has_its_named_event() -> None:
+    # the keys were written by hand beside the `holidays` package: its "Pentecost Monday" (ex "Whit Monday") and
+    # 2008's combined "Ascension Day; Labor Day" had no event, so named-mode models never saw those days
+    from shared.calendar import public_holidays
+
+    frame = fm.holiday_frame(pd.Timestamp("2000-01-01", tz="UTC"), pd.Timestamp("2035-12-31", tz="UTC"))
+    named = frame[frame["event"].isin(set(fm.HOLIDAY_EVENTS) - {"bridge", "christmas_week"})]
+    for year in range(2000, 2036):
+        for day, name in public_holidays(year).items():
+            events = set(named.loc[named["date"] == pd.Timestamp(day), "event"])
+            assert len(events) == len(name.split("; ")), (day, name)
+    assert set(named.loc[named["date"] == pd.Timestamp("2008-05-01"), "event"]) == {"ascension", "labour_day"}
+    assert set(named.loc[named["date"] == pd.Timestamp("2023-05-29"), "event"]) == {"whit_monday"}

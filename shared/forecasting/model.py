@@ -86,7 +86,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -121,9 +121,17 @@ HOLIDAY_EVENTS = [
 _HOLIDAY_KEYS = {
     "New Year's Day": "new_year", "Easter Monday": "easter_monday", "Labor Day": "labour_day",
     "Labour Day": "labour_day", "Victory Day": "victory_day", "Ascension Day": "ascension",
-    "Whit Monday": "whit_monday", "National Day": "bastille_day", "Assumption Day": "assumption",
-    "All Saints' Day": "all_saints", "Armistice Day": "armistice", "Christmas Day": "christmas",
+    "Whit Monday": "whit_monday", "Pentecost Monday": "whit_monday", "National Day": "bastille_day",
+    "Assumption Day": "assumption", "All Saints' Day": "all_saints", "Armistice Day": "armistice",
+    "Christmas Day": "christmas",
 }
+
+
+def _holiday_keys(name: str) -> list[str]:
+    """The named events of one French holiday as the ``holidays`` package names it: two holidays on one day come
+    as one name joined by "; " (2008-05-01: "Ascension Day; Labor Day"). The package renamed Whit Monday
+    "Pentecost Monday"; both spellings are kept for the artifacts trained before."""
+    return [_HOLIDAY_KEYS[part] for part in name.split("; ") if part in _HOLIDAY_KEYS]
 
 
 @dataclass
@@ -320,8 +328,7 @@ def holiday_frame(start: pd.Timestamp, end: pd.Timestamp, tz: str = TZ, country:
     for y in range(start.tz_convert(tz).year - 1, end.tz_convert(tz).year + 2):
         # holidays and bridge days from the one calendar module (shared/calendar.py), as featurize's columns
         for d, name in public_holidays(y, country).items():
-            key = _HOLIDAY_KEYS.get(name) if country == "FR" else "holiday"
-            if key:
+            for key in (_holiday_keys(name) if country == "FR" else ["holiday"]):
                 rows.append((pd.Timestamp(d), key))
             # the same day in its weekday pool ("weekday" events); both kinds are listed so that a model restores
             # with whichever events it was trained with
@@ -1408,6 +1415,12 @@ def from_files(files: dict[str, bytes]) -> LoadModel:
     conf.setdefault("weather_level_seeds", conf.get("level_seeds", ModelConfig.level_seeds))
     conf.setdefault("weather_linear_weight", 0.0)  # … and no linear part
     conf.setdefault("weather_damping", False)  # … and no damping of the temperature forecast
+    # a setting this code does not know: the artifact was saved by a newer PowerSense (a rollback). A ModelError,
+    # not ModelConfig's TypeError, so the forecast stage issues its seasonal-naive fallback instead of failing
+    unknown = sorted(set(conf) - {f.name for f in fields(ModelConfig)})
+    if unknown:
+        raise ModelError(f"model saved by a newer PowerSense (unknown settings {', '.join(unknown)}): deploy that "
+                         "version again, or point the series' current model at a version this one saved")
     cfg = ModelConfig(**conf)
     _seed(cfg)
     profile = _restore_profile(cfg, doc["profile"], files["profile.pt"])
