@@ -237,6 +237,16 @@ def test_forecasts_404_until_a_run_exists(client: TestClient, december: pd.DataF
     assert client.get("/forecasts/runs").json() == {"source": SOURCE, "metric": "consommation", "count": 0, "runs": []}
 
 
+def test_series_defaults_are_the_configured_series(client: TestClient, monkeypatch: pytest.MonkeyPatch,
+                                                   december: pd.DataFrame) -> None:
+    # POWERSENSE_SERIES_METRIC is a documented setting: the parameters' defaults were the class's own
+    # (consommation), so /forecasts/runs answered another series than the deployment forecasts
+    monkeypatch.setenv("POWERSENSE_SERIES_METRIC", "prevision_j")
+    get_settings.cache_clear()
+    runs = client.get("/forecasts/runs").json()
+    assert (runs["source"], runs["metric"]) == (SOURCE, "prevision_j")
+
+
 def test_latest_forecast_run_with_intervals_and_horizon_filter(
     client: TestClient, store: Store, december: pd.DataFrame
 ) -> None:

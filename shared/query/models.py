@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from shared.settings import Settings
+from shared.settings import get_settings
 from shared.timeutil import utc_datetime
 
 # Documented maxima (README "Query API"): a request can never ask for an unbounded amount of work.
@@ -51,8 +51,17 @@ Interval = Literal["raw", "15min", "30min", "1h", "1d"]
 INTERVAL_MINUTES: dict[str, int] = {"15min": 15, "30min": 30, "1h": 60, "1d": 1440}
 
 _FORBID = ConfigDict(extra="forbid")
-_DEFAULT_SOURCE = Settings.model_fields["series_source"].default
-_DEFAULT_METRIC = Settings.model_fields["series_metric"].default
+
+
+def _configured_source() -> str:
+    """The deployment's forecast series source (POWERSENSE_SERIES_SOURCE), read per request: the class default
+    would ignore a configured series, so /forecasts and /anomalies answered another series than /health's."""
+    return get_settings().series_source
+
+
+def _configured_metric() -> str:
+    """The deployment's forecast series metric (POWERSENSE_SERIES_METRIC), as :func:`_configured_source`."""
+    return get_settings().series_metric
 
 
 # --- request parameters ---------------------------------------------------------------------------
@@ -61,8 +70,10 @@ class SeriesParams(BaseModel):
 
     model_config = _FORBID
 
-    source: Name = Field(default=_DEFAULT_SOURCE, description="measurement source")
-    metric: Name = Field(default=_DEFAULT_METRIC, description="ODRÉ field name, e.g. consommation")
+    source: Name = Field(default_factory=_configured_source,
+                         description="measurement source (default: the configured series, POWERSENSE_SERIES_SOURCE)")
+    metric: Name = Field(default_factory=_configured_metric,
+                         description="ODRÉ field name, e.g. consommation (default: POWERSENSE_SERIES_METRIC)")
 
 
 class MeasurementsParams(BaseModel):
@@ -71,7 +82,8 @@ class MeasurementsParams(BaseModel):
     model_config = _FORBID
 
     metric: Name = Field(description="ODRÉ field name, e.g. consommation, prevision_j1, prevision_j")
-    source: Name = Field(default=_DEFAULT_SOURCE, description="measurement source")
+    source: Name = Field(default_factory=_configured_source,
+                         description="measurement source (default: the configured series, POWERSENSE_SERIES_SOURCE)")
     start: Timestamp | None = Field(default=None, description="inclusive; default: 7 days before end")
     end: Timestamp | None = Field(default=None, description="exclusive; default: just after the latest stored value")
     interval: Interval = Field(
