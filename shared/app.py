@@ -4,8 +4,12 @@ store dependency, health and metrics endpoints, and the run wrapper for stage in
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import os
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -104,6 +108,36 @@ def openapi_servers(request: Request, root_path: str) -> list[dict[str, str]]:
     return [{"url": prefix}] if prefix else []
 
 
+def watchdog_lock() -> Path | None:
+    """The lock file that tells of-watchdog (and so Kubernetes, Docker and faasd) this function can serve, when
+    the app is the one to write it: ``suppress_lock=true`` in the environment (template/powersense-python).
+
+    of-watchdog otherwise writes ``os.TempDir()/.lock`` as soon as its own server starts, before uvicorn has
+    imported the handler and bound its port (of-watchdog 0.11.6 pkg/watchdog.go listenUntilShutdown), and
+    faas-netes' readiness probe is exactly that file (``cat /tmp/.lock``, or ``/_/health``, which checks it:
+    faas-netes pkg/k8s/probes.go). A rolling update then retired the old pod for one that answered 500
+    ("connection refused" upstream) for its first seconds. The watchdog still removes the file on SIGTERM.
+    ``tempfile.gettempdir()`` honours ``TMPDIR`` as Go's ``os.TempDir()`` does."""
+    # of-watchdog reads the lower-case name, as "true" or "1" (config/config.go getBool)
+    if os.environ.get("suppress_lock") not in ("true", "1"):  # noqa: SIM112
+        return None
+    return Path(tempfile.gettempdir()) / ".lock"
+
+
+@asynccontextmanager
+async def _lock_while_serving(app: FastAPI) -> AsyncIterator[None]:
+    """Lifespan: write :func:`watchdog_lock` once the app has started, remove it when it stops. uvicorn binds its
+    socket right after the lifespan's start-up (milliseconds), against seconds of imports before it."""
+    lock = watchdog_lock()
+    if lock is not None:
+        lock.touch()
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.unlink(missing_ok=True)
+
+
 def create_app(
     function: str, *, title: str | None = None, description: str = "", health: bool = True, metrics: bool = True,
     root_path: str | None = None,
@@ -120,7 +154,8 @@ def create_app(
     configure_logging(settings.log_level, settings.log_file)
     prefix = root_path if root_path is not None else f"/function/{function}"
     app = FastAPI(title=title or f"PowerSense {function}", description=description, version="0.1.0",
-                  redirect_slashes=False, openapi_url=None, docs_url=None, redoc_url=None)
+                  redirect_slashes=False, openapi_url=None, docs_url=None, redoc_url=None,
+                  lifespan=_lock_while_serving)
     app.state.function = function
 
     @app.exception_handler(PowerSenseError)

@@ -532,8 +532,45 @@ def test_ready_path_is_the_health_route_of_every_function_app() -> None:
         assert "get" in paths.get(ready, {}), stage
 
 
+def test_the_image_leaves_the_ready_lock_to_the_app() -> None:
+    # of-watchdog wrote /tmp/.lock before uvicorn listened, and faas-netes' readiness is that file
+    assert _template_env().get("suppress_lock") == "true"
+
+
+@pytest.mark.parametrize("stage", ["poll", "query"])
+def test_a_function_app_holds_the_ready_lock_while_it_serves(stage: str, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    from fastapi.testclient import TestClient
+
+    from local_dev.functions import load_handler
+
+    monkeypatch.setenv("suppress_lock", "true")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    app = load_handler(stage).app
+    assert not (tmp_path / ".lock").exists()  # imported, not started: not ready
+    with TestClient(app):
+        assert (tmp_path / ".lock").exists()
+    assert not (tmp_path / ".lock").exists()
+
+
+def test_without_suppress_lock_the_app_writes_no_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the embedded runtime and Lambda run the same apps: the lock is the watchdog's business there
+    import tempfile
+
+    from fastapi.testclient import TestClient
+
+    from local_dev.functions import load_handler
+
+    monkeypatch.delenv("suppress_lock", raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with TestClient(load_handler("poll").app):
+        assert not (tmp_path / ".lock").exists()
+
+
 def test_image_healthcheck_is_the_watchdog_lock_file_check() -> None:
-    # of-watchdog writes os.TempDir()/.lock when it serves and removes it on SIGTERM; --run-healthcheck
+    # the app writes os.TempDir()/.lock when it serves, of-watchdog removes it on SIGTERM; --run-healthcheck
     # checks that file (github:openfaas/of-watchdog main.go, pkg/watchdog.go)
     assert re.search(r'^HEALTHCHECK .*CMD \["fwatchdog", "--run-healthcheck"\]$', TEMPLATE_DOCKERFILE.read_text(), re.M)
 
