@@ -63,7 +63,7 @@ validate: venv tools dbt-venv
 	amtool check-config observability/alertmanager/alertmanager.yml
 	docker-compose --env-file deploy/env.example -f docker-compose.yml config -q
 	$(VENV)/bin/hadolint deploy/compose/scheduler.Dockerfile
-	shellcheck deploy/faasd/install.sh deploy/compose/init.sh
+	shellcheck deploy/faasd/install.sh deploy/faasd/services-watchdog.sh deploy/compose/init.sh deploy/kubernetes/secrets.sh deploy/seaweedfs/grpc-cert.sh
 	$(VENV)/bin/hadolint template/powersense-python/Dockerfile functions/Dockerfile.lambda
 	$(VENV)/bin/cfn-lint template.yaml
 	$(PY) -m pytest -q -p no:cacheprovider tests/test_topology_kubernetes.py tests/test_schema_cluster.py  # kubernetes-validate, operator CRD schemas, chDB parse of the cluster DDL

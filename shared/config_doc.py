@@ -38,6 +38,9 @@ OTHER_VARIABLES: dict[str, str] = {
     "POWERSENSE_REPLAY_START": "make demo (local_dev/demo.py)",
     "POWERSENSE_REPLAY_SPEED": "make demo (local_dev/demo.py)",
     "POWERSENSE_NO_RESTART": "deploy/faasd/install.sh",
+    "POWERSENSE_WATCHDOG_GRACE_S": "deploy/faasd/services-watchdog.sh: seconds after faasd starts (300)",
+    "POWERSENSE_WATCHDOG_BACKOFF_S": "deploy/faasd/services-watchdog.sh: seconds between two restarts (600)",
+    "POWERSENSE_WATCHDOG_STATE": "deploy/faasd/services-watchdog.sh: file of the last restart's time",
 }
 OTHER_PREFIXES = ("POWERSENSE_DBT_",)  # dbt's profile (dbt/profiles.yml: HOST, PORT, SECURE, USER, PASSWORD, SCHEMA)
 

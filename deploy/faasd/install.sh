@@ -26,8 +26,9 @@
 #  4. Compose: merges deploy/faasd/docker-compose.powersense.yaml into faasd's docker-compose.yaml
 #     (faasd's saved once as docker-compose.yaml.faasd): the services, the cron-connector, and the
 #     gateway's timeouts read/write 315s, upstream 310s (> every exec_timeout, longest 300s).
-#  5. faasd-provider: systemd drop-in service_timeout=315s; daemon-reload; restarts faasd-provider
-#     and faasd (skipped with POWERSENSE_NO_RESTART=1).
+#  5. faasd-provider: systemd drop-in service_timeout=315s; the powersense-faasd-watchdog timer, which restarts
+#     faasd when one of its services has stopped (deploy/faasd/services-watchdog.sh); daemon-reload; restarts
+#     faasd-provider and faasd and enables the timer (skipped with POWERSENSE_NO_RESTART=1).
 # Environment: FAASD_DIR (default /var/lib/faasd), FAASD_PROVIDER_DIR (default /var/lib/faasd-provider),
 # SYSTEMD_UNIT_DIR (default /etc/systemd/system).
 set -euo pipefail
@@ -154,10 +155,17 @@ python3 "$repo/deploy/faasd/merge_compose.py" "$faasd_dir/docker-compose.yaml" \
 install -d -m 0755 "$unit_dir/faasd-provider.service.d"
 install -m 0644 "$repo/deploy/faasd/faasd-provider-timeouts.conf" \
   "$unit_dir/faasd-provider.service.d/powersense-timeouts.conf"
+# faasd never restarts a service that stopped: a timer does (services-watchdog.sh says how)
+install -d -m 0755 "$ps/bin"
+install -m 0755 "$repo/deploy/faasd/services-watchdog.sh" "$ps/bin/services-watchdog.sh"
+sed -e "s|@FAASD_DIR@|$faasd_dir|" -e "s|@WATCHDOG@|$ps/bin/services-watchdog.sh|" \
+  "$repo/deploy/faasd/powersense-faasd-watchdog.service" > "$unit_dir/powersense-faasd-watchdog.service"
+install -m 0644 "$repo/deploy/faasd/powersense-faasd-watchdog.timer" "$unit_dir/powersense-faasd-watchdog.timer"
 if [[ "${POWERSENSE_NO_RESTART:-0}" != 1 ]]; then
   systemctl daemon-reload
   systemctl restart faasd-provider
   systemctl restart faasd
+  systemctl enable --now powersense-faasd-watchdog.timer
 fi
 
 cat <<EOF
