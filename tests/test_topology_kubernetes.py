@@ -558,6 +558,20 @@ def test_clickhouse_metrics_endpoint_is_the_single_host_one(objects: list[dict[s
     assert settings == single
 
 
+# the system logs clickhouse-operator replaces with its own 30-day tables, or removes
+# (github:Altinity/clickhouse-operator config/chi/config.d/01-clickhouse-03-query_log.xml, -04-part_log, -05-trace_log)
+OPERATOR_SYSTEM_LOGS = {"query_log", "part_log", "trace_log", "query_thread_log"}
+
+
+def test_clickhouse_system_logs_are_kept_as_on_one_host(objects: list[dict[str, Any]]) -> None:
+    root = ET.parse(REPO / "deploy" / "clickhouse" / "config.d" / "system_logs.xml").getroot()
+    single = {f"{log.tag}/{el.tag}": (el.text or "").strip() for log in root for el in log}
+    settings = {k: str(v) for k, v in _chi(objects)["spec"]["configuration"]["settings"].items()
+                if k.split("/")[0].endswith("_log")}
+    assert settings == {k: v for k, v in single.items() if k.split("/")[0] not in OPERATOR_SYSTEM_LOGS}
+    assert {k.split("/")[0] for k in single} >= OPERATOR_SYSTEM_LOGS
+
+
 def test_monitoring_uses_the_single_host_definitions(objects: list[dict[str, Any]]) -> None:
     cms = {o["metadata"]["name"]: o["data"] for o in objects if o["kind"] == "ConfigMap"}
     obs = REPO / "observability"

@@ -102,7 +102,8 @@ staging="$(mktemp -d "$ps/config.XXXXXX")"
 install -d "$staging/ch" "$staging/clickhouse/config.d" "$staging/clickhouse/users.d" "$staging/prometheus" \
   "$staging/alertmanager" "$staging/loki" "$staging/alloy" "$staging/grafana"
 cp -r "$repo/ch/init" "$staging/ch/init"
-cp "$repo/deploy/clickhouse/config.d/prometheus.xml" "$staging/clickhouse/config.d/"
+cp "$repo/deploy/clickhouse/config.d/prometheus.xml" "$repo/deploy/clickhouse/config.d/system_logs.xml" \
+  "$staging/clickhouse/config.d/"
 cp "$repo/deploy/clickhouse/users.d/powersense.xml" "$staging/clickhouse/users.d/"
 cp -r "$repo/observability/prometheus/rules" "$staging/prometheus/rules"
 cp "$repo/observability/alertmanager/alertmanager.yml" "$staging/alertmanager/"
