@@ -20,6 +20,7 @@ COMMANDS = {
     "reflag": ("shared.ingest.versioning", "reflag_main", "flag implausible values already stored (after an upgrade)"),
     "config": ("shared.config_doc", "main", "print every setting (POWERSENSE_*) as a Markdown table"),
     "ddl": ("shared.schema", "main", "print the DDL; --cluster NAME: its sharded, replicated rendering"),
+    "apply-schema": ("shared.schema", "apply_main", "apply the DDL to the configured server now (before an upgrade)"),
 }
 
 

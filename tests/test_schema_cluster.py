@@ -297,3 +297,16 @@ def test_a_retried_insert_split_over_shards_is_deduplicated_on_each_shard(store:
     with_token = stored_after_retry("upsert:b1:chunk0")
     assert all(with_token) and sum(with_token) == len(rows)
     assert sum(stored_after_retry(None)) == 2 * len(rows)  # without it the changed retry is stored again
+
+
+def test_apply_schema_applies_the_ddl_once_and_records_it(database: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # run before an upgrade's deploy, so that no function's first invocation pays for ~50 ON CLUSTER statements
+    from shared.__main__ import main as cli
+    from shared.store import get_store
+
+    assert cli(["apply-schema"]) == 0
+    first = capsys.readouterr().out
+    assert re.fullmatch(rf"database {database}: applied \d+ statements\n", first), first
+    assert cli(["apply-schema"]) == 0
+    assert capsys.readouterr().out == f"database {database}: schema already current, nothing applied\n"
+    assert get_store().scalar("select count() from {db:Identifier}.schema_fingerprints") == 1
