@@ -178,6 +178,18 @@ def _memory_bytes(value: str | int, decimal_g: bool) -> float:
     return float(m[1]) * base ** ("KMG".index(unit[0]) + 1 if unit else 0)
 
 
+def test_the_accuracy_alert_fires_where_detect_requests_a_retrain() -> None:
+    # one threshold for "D+1 is too far off": the alert's D+0/D+1 bound is drift_mape_max's default (the gauge it
+    # reads scores the same drift_window_days as detect's drift check)
+    from shared.settings import Settings
+
+    rules = yaml.safe_load((PROM / "rules" / "powersense.alerts.yml").read_text())
+    expr = next(r["expr"] for g in rules["groups"] for r in g["rules"]
+                if r.get("alert") == "PowerSenseForecastAccuracyDegraded")
+    near = re.search(r'horizon_day=~"0\|1"\}\)\s*>\s*([0-9.]+)', expr)
+    assert near and float(near[1]) == Settings.model_fields["drift_mape_max"].default
+
+
 def test_forecast_memory_limit_holds_the_measured_training_peak_below_the_alert(
         stack: dict[str, Any], sam: dict[str, Any], compose: dict[str, Any]) -> None:
     """The forecast function's limit is the same 3 GiB in every deployment (openfaas-stack.yml → faasd / faas-netes,

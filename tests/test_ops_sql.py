@@ -285,6 +285,20 @@ def test_dbt_data_tests_pass_on_real_data(ops_store: Store, dbt_views: dict[str,
     assert not failures
 
 
+def test_the_dbt_holiday_seed_is_the_python_calendar() -> None:
+    # the seed is a generated copy of shared.calendar.public_holidays over dbt's calendar years: a `holidays`
+    # upgrade that renames or moves a day must regenerate it, or dbt and the forecast disagree on holidays
+    import yaml
+
+    from shared.calendar import public_holidays
+
+    years = yaml.safe_load((DBT_DIR / "dbt_project.yml").read_text())["vars"]
+    first, last = int(years["calendar_start"][:4]), int(years["calendar_end"][:4])
+    seed = pd.read_csv(DBT_DIR / "seeds" / "fr_public_holidays.csv")
+    calendar = sorted((d.isoformat(), name) for y in range(first, last + 1) for d, name in public_holidays(y).items())
+    assert list(seed.itertuples(index=False, name=None)) == calendar
+
+
 def test_daily_coverage_mart_knows_both_dst_days_of_2023(ops_store: Store, dbt_views: dict[str, str]) -> None:
     rows = ops_store.query_df(
         "select toString(date) as day, expected_half_hours, observed_half_hours "

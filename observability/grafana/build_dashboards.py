@@ -1112,7 +1112,7 @@ where {SERIES} and value is not null
     d.add(
         timeseries(
             "Function replicas (OpenFaaS)",
-            "Replicas per function (query scales 2–10).",
+            "Replicas per function (query scales 2–5 on Kubernetes: openfaas-stack.yml labels; faasd runs one).",
             prom_target("max by (function_name) (gateway_service_count)", "{{function_name}}"),
         )
     )

@@ -246,7 +246,7 @@ class ModelConfig:
     train_processes: int = 1
     # the series' calendar: local time zone (day types, DST) and public holidays (a ``holidays`` country code,
     # '' = none); how the holidays become events: ``holiday_events`` below.
-    timezone: str = "Europe/Paris"
+    timezone: str = TZ
     holiday_country: str = "FR"
     # the grid's instants lie this far past whole multiples of resolution_min since the epoch
     # (shared.features.grid_phase: 30 for an hourly series published at the local hours of a zone half an hour off

@@ -84,8 +84,6 @@ def count_responses(app: Starlette) -> None:
     app.add_middleware(CountResponses)
 
 
-MAPE_WINDOW = timedelta(days=7)
-
 ROLLING_MAPE_SQL = f"""
 with {ACTUALS_CTE}
 select f.horizon_day, avg(abs(f.yhat - a.actual) / abs(a.actual)) as mape, count() as n
@@ -152,10 +150,13 @@ class StoreCollector(Collector):
         if last is None:
             return
         end = last + timedelta(seconds=1)
-        rows = store.query_rows(ROLLING_MAPE_SQL, {"source": source, "metric": metric, "start": end - MAPE_WINDOW,
+        # the window detect's drift check scores (drift_window_days): one definition of "recent accuracy"
+        window = timedelta(days=settings.drift_window_days)
+        rows = store.query_rows(ROLLING_MAPE_SQL, {"source": source, "metric": metric, "start": end - window,
                                                    "end": end})
         g = GaugeMetricFamily("powersense_forecast_mape_ratio",
-                              "Rolling MAPE (ratio) over the 7 days before the latest actual, per horizon day",
+                              "Rolling MAPE (ratio) over the drift window (POWERSENSE_DRIFT_WINDOW_DAYS) before the "
+                              "latest actual, per horizon day",
                               labels=["source", "metric", "horizon_day"])
         for horizon_day, mape, _n in rows:
             g.add_metric([source, metric, str(horizon_day)], float(mape))
