@@ -172,7 +172,11 @@ def test_dbt_reads_the_store_and_owns_only_the_analytics_database() -> None:
     needed = {"SELECT", "INSERT", "CREATE DATABASE", "CREATE TABLE", "CREATE VIEW", "DROP TABLE", "DROP VIEW",
               "TRUNCATE"}
     assert {p for p, obj in granted if obj == "analytics.*"} == needed
-    assert _cluster_grants("powersense_dbt") == granted
+    # on the cluster also what dbt-clickhouse's `cluster` profile issues: ON CLUSTER DDL, clusterAllReplicas (a
+    # remote table function), and the replicas' sync before a mart's swap (dbt/macros/exchange_tables_atomic.sql)
+    on_cluster = {("CLUSTER", "*.*"), ("REMOTE", "*.*"), ("CREATE TEMPORARY TABLE", "*.*"),
+                  ("SYSTEM SYNC REPLICA", "analytics.*")}
+    assert _cluster_grants("powersense_dbt") == granted | on_cluster
 
 
 def test_every_user_password_is_supplied_by_every_single_host_topology() -> None:

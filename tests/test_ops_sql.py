@@ -207,13 +207,12 @@ def test_pipeline_panel_shows_the_failed_run_with_its_error(ops_store: Store) ->
 MODEL_FILES = sorted((DBT_DIR / "models").rglob("*.sql"))
 
 
-@pytest.fixture(scope="module")
-def dbt_manifest(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """dbt compile (no server): the manifest with every model's and test's compiled SQL."""
+def _dbt_compile(out: Path, cluster: str = "") -> dict[str, Any]:
+    """dbt compile (no server) into ``out``, with POWERSENSE_CLICKHOUSE_CLUSTER = ``cluster``: the manifest."""
     if not DBT.exists():
         pytest.skip(f"dbt not installed: {DBT_INSTALL}")
-    out = tmp_path_factory.mktemp("dbt")
     env = {**os.environ, "POWERSENSE_CLICKHOUSE_DATABASE": DBT_DB, "POWERSENSE_DBT_SCHEMA": DBT_DB,
+           "POWERSENSE_CLICKHOUSE_CLUSTER": cluster,
            "DBT_SEND_ANONYMOUS_USAGE_STATS": "false", "DBT_PARTIAL_PARSE": "false"}
     res = subprocess.run(
         [str(DBT), "compile", "--profiles-dir", ".", "--no-populate-cache", "--target-path", str(out / "target"),
@@ -223,6 +222,12 @@ def dbt_manifest(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     manifest: dict[str, Any] = json.loads((out / "target" / "manifest.json").read_text())
     return manifest
+
+
+@pytest.fixture(scope="module")
+def dbt_manifest(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The single-host compile (no cluster): every model's and test's compiled SQL."""
+    return _dbt_compile(tmp_path_factory.mktemp("dbt"))
 
 
 @pytest.fixture(scope="module")
@@ -297,6 +302,42 @@ def test_the_dbt_holiday_seed_is_the_python_calendar() -> None:
     seed = pd.read_csv(DBT_DIR / "seeds" / "fr_public_holidays.csv")
     calendar = sorted((d.isoformat(), name) for y in range(first, last + 1) for d, name in public_holidays(y).items())
     assert list(seed.itertuples(index=False, name=None)) == calendar
+
+
+def _stored(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The marts and seeds (what dbt stores as tables): name → config."""
+    return {n["name"]: n["config"] for n in manifest["nodes"].values()
+            if n["resource_type"] == "seed" or n["config"].get("materialized") == "table"}
+
+
+def test_dbt_on_one_host_stores_plain_merge_trees(dbt_manifest: dict[str, Any]) -> None:
+    stored = _stored(dbt_manifest)
+    assert len(stored) >= 5 and {c["engine"] for c in stored.values()} == {"MergeTree()"}
+
+
+def test_dbt_on_the_cluster_makes_every_host_a_replica_of_each_mart(
+        tmp_path_factory: pytest.TempPathFactory, ops_store: Store, dbt_manifest: dict[str, Any]) -> None:
+    # without `cluster` the marts were MergeTree tables on whichever host dbt reached: the other three did not
+    # have them. Every host is now a replica of one table: no {shard} in the Keeper path (the server's default
+    # has it: the other shard's hosts would stay empty), {uuid} rather than {table} (ClickHouse fixes the path at
+    # creation and dbt's rebuild swaps tables: the third run would collide), {replica} per host
+    manifest = _dbt_compile(tmp_path_factory.mktemp("dbt_cluster"), cluster="powersense")
+    stored = _stored(manifest)
+    assert set(stored) == set(_stored(dbt_manifest))
+    # the SQL is the single host's: only where the tables live changes
+    code = {uid: n.get("compiled_code") for uid, n in manifest["nodes"].items()}
+    assert code == {uid: n.get("compiled_code") for uid, n in dbt_manifest["nodes"].items()}
+    for name, config in stored.items():
+        engine = config["engine"]
+        assert engine.startswith("ReplicatedMergeTree(") and "{uuid}" in engine and "{replica}" in engine, name
+        assert "{shard}" not in engine and "{table}" not in engine, name
+        # the statement dbt-clickhouse issues for it parses in ClickHouse's parser (chDB runs no cluster)
+        ops_store.scalar("select formatQuery({q:String})", {"q": (
+            f"create table analytics.{name} on cluster powersense (x UInt8) engine = {engine} order by tuple()")})
+    assert stored["fr_public_holidays"]["query_settings"] == {"insert_deduplicate": 0}
+    # the root project's swap, which waits for the rebuilt table's replicas, is the one dbt resolves
+    macro = manifest["macros"]["macro.powersense.exchange_tables_atomic"]["macro_sql"]
+    assert "SYSTEM SYNC REPLICA {{ on_cluster_clause(old_relation) }} {{ old_relation.schema }}" in macro
 
 
 def test_daily_coverage_mart_knows_both_dst_days_of_2023(ops_store: Store, dbt_views: dict[str, str]) -> None:

@@ -538,8 +538,11 @@ def test_clickhouse_users_are_the_single_host_users(objects: list[dict[str, Any]
     for name, spec in xml.items():
         assert users[f"{name}/profile"] == spec["profile"] or name == "powersense_writer", name
         grants = sorted(users[f"{name}/grants/query"])
-        # the writer applies the DDL ON CLUSTER (the cluster rendering), which needs the CLUSTER grant
-        extra = ["GRANT CLUSTER ON *.*"] if name == "powersense_writer" else []
+        # the writer applies the DDL ON CLUSTER (the cluster rendering), which needs the CLUSTER grant; dbt's
+        # `cluster` profile also lists relations with clusterAllReplicas and syncs replicas before a swap
+        extra = {"powersense_writer": ["GRANT CLUSTER ON *.*"],
+                 "powersense_dbt": ["GRANT CLUSTER ON *.*", "GRANT REMOTE, CREATE TEMPORARY TABLE ON *.*",
+                                    "GRANT SYSTEM SYNC REPLICA ON analytics.*"]}.get(name, [])
         assert grants == sorted(spec["grants"] + extra), name
     # the read-only profile: the single host's settings, plus GLOBAL subqueries over Distributed tables
     chi_readonly = {k.split("/", 1)[1]: str(v) for k, v in profiles.items() if k.startswith("powersense_readonly/")}
