@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -223,22 +223,23 @@ def off_grid_problem(instant: datetime) -> str | None:
     return None
 
 
-def time_problem(instant: datetime, observed: dict[str, float | None], now: datetime,
-                 lookahead: timedelta) -> str | None:
-    """Why a record's instant cannot be true when fetched at ``now`` (None when it can).
+def time_problem(utc: datetime, observed: Sequence[str], values: Sequence[float | None], now: datetime,
+                 latest: datetime) -> str | None:
+    """Why a record of UTC instant ``utc`` with ``observed`` fields and their ``values`` cannot be true when fetched
+    at ``now`` (None when it can); ``latest`` = ``now`` + the source's publication horizon.
 
-    Outside [:data:`EARLIEST_INSTANT`, ``now + lookahead``] nothing is published; a measured field (not in
+    Outside [:data:`EARLIEST_INSTANT`, ``latest``] nothing is published; a measured field (not in
     :data:`FORECAST_FIELDS`) with a value more than one quarter-hour after ``now`` (clock skew) has not happened
     yet. Either would otherwise become the poll watermark and stop or skip the polling.
     """
-    utc = instant.astimezone(UTC)
     if utc < EARLIEST_INSTANT:
         return f"date_heure {utc.isoformat()} is before any published value ({EARLIEST_INSTANT:%Y-%m-%d})"
-    if utc > now + lookahead:
+    if utc > latest:
         return (f"date_heure {utc.isoformat()} is beyond the source's publication horizon "
-                f"(fetched {now.isoformat()} + {lookahead})")
+                f"(fetched {now.isoformat()} + {latest - now})")
     if utc > now + GRID:
-        measured = sorted(k for k, v in observed.items() if v is not None and k not in FORECAST_FIELDS)
+        measured = sorted(k for k, v in zip(observed, values, strict=True) if v is not None
+                          and k not in FORECAST_FIELDS)
         if measured:
             return (f"measured value(s) {', '.join(measured[:3])} dated {utc.isoformat()}, after the fetch at "
                     f"{now.isoformat()}")
@@ -288,6 +289,7 @@ def parse_records(
 
         now = clock.now()
     now = utc_datetime(now)  # naive = UTC, as the store returns fetched_at
+    latest = now + lookahead
     allowed = frozenset(natures)
     # per accepted record: its identity once and its observed fields; the long rows are built with
     # np.repeat at the end (a one-year history file is ~1.2 M rows: per-row Python lists of datetime
@@ -301,7 +303,7 @@ def parse_records(
     values: list[float | None] = []
     rejections: list[Rejection] = []
     payloads: list[Any] = []
-    seen: dict[tuple[datetime, str | None, str | None], tuple[int, dict[str, float | None]]] = {}
+    seen: dict[tuple[datetime, str | None, str | None], tuple[int, tuple[tuple[str, ...], tuple[Any, ...]]]] = {}
     conflicts: set[int] = set()
     for i, rec in enumerate(records, start=first_record_no):
         if not isinstance(rec, dict):
@@ -313,35 +315,42 @@ def parse_records(
             rejections.append(Rejection(i, _reason(exc), _dump(rec)))
             continue
         observed = [name for name in NUMERIC_FIELDS if name in model.model_fields_set]
-        fields = {name: getattr(model, name) for name in observed}
+        vals = [getattr(model, name) for name in observed]
+        try:
+            utc = model.date_heure.astimezone(UTC)
+        except (OverflowError, ValueError) as exc:  # e.g. year 1 with a positive offset has no UTC instant
+            rejections.append(Rejection(i, f"date_heure {model.date_heure!r} cannot be converted to UTC: {exc}",
+                                        _dump(rec)))
+            continue
         try:
             problem = (
                 vocabulary_problem(model.perimetre, model.nature, perimeter, allowed)
                 or off_grid_problem(model.date_heure)
-                or time_problem(model.date_heure, fields, now, lookahead)
+                or time_problem(utc, observed, vals, now, latest)
                 or local_time_problem(model.date, model.heure, model.date_heure)
-                or (None if required in fields else f"record has no {required!r} field (another schema?)")
+                or (None if required in observed else f"record has no {required!r} field (another schema?)")
             )
-        except (OverflowError, ValueError) as exc:  # e.g. year 1 with a positive offset has no UTC instant
-            problem = f"date_heure {model.date_heure!r} cannot be converted to UTC: {exc}"
+        except (OverflowError, ValueError) as exc:  # its Paris time out of range (local_time_problem)
+            problem = f"date_heure {model.date_heure!r} cannot be converted to local time: {exc}"
         if problem:
             rejections.append(Rejection(i, problem, _dump(rec)))
             continue
-        identity = (model.date_heure.astimezone(UTC), model.nature, model.perimetre)
+        identity = (utc, model.nature, model.perimetre)
+        content = (tuple(observed), tuple(vals))
         if identity in seen:
             first = seen[identity]
-            if first[1] != fields:  # the same row twice is fine; two values for one row are not
+            if first[1] != content:  # the same row twice is fine; two values for one row are not
                 conflicts.add(first[0])
                 conflicts.add(i)
         else:
-            seen[identity] = (i, fields)
+            seen[identity] = (i, content)
         rec_no.append(i)
-        rec_ts.append(model.date_heure.astimezone(UTC))
+        rec_ts.append(utc)
         rec_nature.append(model.nature)
         rec_perimetre.append(model.perimetre)
         rec_count.append(len(observed))
         metrics.extend(observed)
-        values.extend(fields[name] for name in observed)
+        values.extend(vals)
         payloads.append(rec)
     if conflicts:
         keep = [k for k, no in enumerate(rec_no) if no not in conflicts]
