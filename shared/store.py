@@ -274,6 +274,11 @@ def get_store(settings: Settings | None = None) -> Store:
         return _store
 
 
+def existing_store() -> Store | None:
+    """The process-wide store if one was built, else None: never connects (safe on an event loop)."""
+    return _store
+
+
 def reset_store() -> None:
     """Forget the process-wide store (tests switch databases with this)."""
     global _store

@@ -413,6 +413,37 @@ def _responses(code: str) -> float:
     return RESPONSES.labels(code)._value.get()
 
 
+def test_the_open_routes_do_not_describe_an_unreachable_store(client: TestClient,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # /health and /metrics are open: they answered the driver's message (user, server version, internal URL)
+    from shared import store as store_mod
+
+    try:
+        with monkeypatch.context() as unreachable:
+            unreachable.setenv("POWERSENSE_CLICKHOUSE_URL", "http://powersense_reader@127.0.0.1:1")
+            get_settings.cache_clear()
+            store_mod.reset_store()
+            answers = {path: client.get(path, headers={"Authorization": ""}) for path in ("/health", "/metrics")}
+    finally:  # back to the test's database before its teardown drops it
+        get_settings.cache_clear()
+        store_mod.reset_store()
+    for path, r in answers.items():
+        assert r.status_code == 503, path
+        assert r.json()["detail"] == "the store is unavailable (details in the query function's log)", path
+        assert "127.0.0.1" not in r.text and "powersense_reader" not in r.text, path
+
+
+def test_an_unauthorised_request_never_builds_the_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the cache's fast path runs on the event loop: building the store there (a connection) blocked every
+    # request while ClickHouse was slow, before the token was even checked
+    from shared import store as store_mod
+    from shared.query import api
+
+    store_mod.reset_store()
+    monkeypatch.setattr(store_mod, "get_store", lambda *a: pytest.fail("the fast path built the store"))
+    assert api._current_database() is None
+
+
 def test_every_response_is_counted_by_status_class(client: TestClient, store: Store, december: pd.DataFrame) -> None:
     # the query-errors alert reads this counter where no gateway counts invocations (plain compose)
     before = {code: _responses(code) for code in ("2xx", "4xx", "5xx")}

@@ -10,6 +10,7 @@ a miss, serialised once (JSON by the response model, or CSV).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Hashable
 from typing import Annotated, Any
@@ -22,6 +23,7 @@ from pydantic import BaseModel
 
 from shared import clock, metrics
 from shared.errors import PowerSenseError, SchemaError
+from shared.logs import log_event
 from shared.query import service
 from shared.query.auth import require_token
 from shared.query.cache import CachedResponse, QueryCache, StoreState
@@ -51,7 +53,9 @@ from shared.query.models import (
     VsActualResponse,
 )
 from shared.settings import get_settings
-from shared.store import Store, get_store
+from shared.store import Store, existing_store, get_store
+
+log = logging.getLogger(__name__)
 
 JSON = "application/json"
 CSV = "text/csv; charset=utf-8"
@@ -83,10 +87,10 @@ def cache() -> QueryCache:
 
 
 def _current_database() -> str | None:
-    try:
-        return get_store().database
-    except PowerSenseError:
-        return None
+    """The store's database when the store exists: the fast path runs on the event loop, where building one
+    (a connection, the schema check) blocked every request, open ones included, while ClickHouse was slow."""
+    store = existing_store()
+    return store.database if store is not None else None
 
 
 def install_fast_path(app: FastAPI) -> None:
@@ -168,6 +172,16 @@ def _json(model: BaseModel, headers: dict[str, str] | None = None) -> CachedResp
 
 
 # --- public -------------------------------------------------------------------------------------------
+def _public_detail(exc: PowerSenseError) -> str:
+    """What an open route says of a failure: the missing tables of an uninitialised store (what an operator acts
+    on), otherwise only that the store is unavailable, never the driver's message (ClickHouse's user, version
+    and address)."""
+    if isinstance(exc, SchemaError):
+        return str(exc)
+    return "the store is unavailable (details in the query function's log)"
+
+
+
 @public.get("/health", tags=["ops"], response_model=HealthResponse,
             responses={503: {"model": HealthResponse}, 422: {**_ERR, "description": "unknown parameter"}})
 async def health(_: Annotated[EmptyParams, Query()]) -> Response:
@@ -182,9 +196,12 @@ async def health(_: Annotated[EmptyParams, Query()]) -> Response:
             service.check_schema(state.tables, store.database)  # 503 naming missing tables; no round trip
             last = _latest_fn(store, state)(settings.series_source, settings.series_metric)
         except PowerSenseError as exc:
+            # open route: the reason goes to the log, not to whoever asks (it named the ClickHouse user, its
+            # version and internal address)
+            log_event(log, "health_unavailable", logging.WARNING, error_type=type(exc).__name__, error=str(exc))
             return 503, HealthResponse(status="unavailable", store=isinstance(exc, SchemaError), data_fresh=False,
                                        latest_ts=None, data_age_s=None, max_data_age_s=settings.query_max_data_age_s,
-                                       detail=str(exc))
+                                       detail=_public_detail(exc))
         age = (clock.now() - last).total_seconds() if last is not None else None
         fresh = age is not None and age <= settings.query_max_data_age_s
         return 200, HealthResponse(status="ok" if fresh else "degraded", store=True, data_fresh=fresh, latest_ts=last,
@@ -202,7 +219,11 @@ def prometheus_metrics(_: Annotated[EmptyParams, Query()]) -> Response:
     """Prometheus exposition: stage metrics plus gauges read from ClickHouse at scrape time (open, like
     /health; rendered at most every 10 s so that scrapes cannot load the store)."""
     register_store_collector(get_store)
-    store = get_store()
+    try:
+        store = get_store()
+    except PowerSenseError as exc:
+        log_event(log, "metrics_unavailable", logging.WARNING, error_type=type(exc).__name__, error=str(exc))
+        return JSONResponse({"error": type(exc).__name__, "detail": _public_detail(exc)}, status_code=503)
     key = (store.database, "metrics", int(time.monotonic() // 10))
     body = cache().memo(key, lambda: generate_latest(metrics.REGISTRY) + generate_latest(QUERY_REGISTRY))
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -104,6 +104,7 @@ class QueryCache:
         self._states: dict[str, StoreState] = {}
         self._lock = threading.Lock()
         self._refresh_lock = threading.Lock()
+        self._flights: dict[Hashable, threading.Lock] = {}
 
     def fresh_state(self, store: Store) -> StoreState | None:
         """The watermark if it was read less than ``ttl_s`` ago, else None (no I/O)."""
@@ -147,15 +148,26 @@ class QueryCache:
                 self._bytes -= evicted
 
     def memo(self, key: Hashable, compute: Callable[[], Any]) -> Any:
-        """Cached ``compute()`` (the key must contain the watermark token)."""
+        """Cached ``compute()`` (the key must contain the watermark token), computed once per key however many
+        callers ask at the same time: 30 concurrent /metrics scrapes ran the collector's queries 30 times."""
         with self._lock:
             boxed = self._memo.get(key)  # boxed in a 1-tuple so that a computed None is cached too
-        if boxed is None:
-            boxed = (compute(),)
+            if boxed is not None:
+                return boxed[0]
+            flight = self._flights.setdefault(key, threading.Lock())
+        try:
+            with flight:  # the first caller computes; the others wait, then find its result
+                with self._lock:
+                    boxed = self._memo.get(key)
+                if boxed is None:
+                    boxed = (compute(),)
+                    with self._lock:
+                        self._memo[key] = boxed
+                        while len(self._memo) > self.max_memo:
+                            self._memo.popitem(last=False)
+        finally:
             with self._lock:
-                self._memo[key] = boxed
-                while len(self._memo) > self.max_memo:
-                    self._memo.popitem(last=False)
+                self._flights.pop(key, None)
         return boxed[0]
 
     def clear(self) -> None:

@@ -101,15 +101,14 @@ class FastPathMiddleware:
         await self.app(scope, receive, send)
 
     def _lookup(self, scope: Scope) -> CachedResponse | None:
+        headers = scope.get("headers") or []
+        if not token_ok(headers):  # first: an unauthorised request costs nothing more
+            return None
         database = self.database()
         if database is None:
             return None
         state = self.cache.fresh_state_for(database)
         if state is None:
             return None
-        headers = scope.get("headers") or []
         key = (database, scope["path"], scope.get("query_string", b""), wants_csv(headers))
-        hit = self.index.get(key, state.token)
-        if hit is None or not token_ok(headers):
-            return None
-        return hit
+        return self.index.get(key, state.token)
