@@ -26,10 +26,11 @@ def _parse_time(value: str) -> datetime:
 
 
 def ensure_secrets(secrets_dir: Path) -> dict[str, str]:
-    """Create the local secrets (query bearer token, gateway password) once; return the new ones."""
+    """Create the local secrets (query bearer token, the stages' admin token, gateway password) once; return the
+    new ones."""
     secrets_dir.mkdir(parents=True, exist_ok=True)
     created = {}
-    for name in ("query_token", "gateway_password"):
+    for name in ("query_token", "admin_token", "gateway_password"):
         path = secrets_dir / name
         if not path.exists():
             value = secrets.token_urlsafe(32)
@@ -158,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gateway basic auth for /system/*: {settings.gateway_user} / {created['gateway_password']}")
     print(f'try:     curl -H "Authorization: Bearer $(cat {secrets_dir}/query_token)" '
           f"'{gateway_url}/function/query/health'")
+    print(f"options: a stage's request options (backfills, force_train) need Authorization: Bearer "
+          f"$(cat {secrets_dir}/admin_token)")
 
     def report(inv: Invocation) -> None:
         body: dict[str, Any] = inv.body or {}

@@ -3,6 +3,7 @@ store dependency, health and metrics endpoints, and the run wrapper for stage in
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 import tempfile
@@ -10,7 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -18,13 +19,14 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from mangum import Mangum
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
 from shared import metrics as stage_metrics
-from shared.errors import PowerSenseError, http_status
+from shared.errors import AuthError, PowerSenseError, http_status
 from shared.logs import configure_logging, log_event
 from shared.runs import Run, RunResult, stage_run
 from shared.settings import Settings, get_settings
@@ -70,6 +72,34 @@ class LambdaHandler(Mangum):
         if headers.get("x-connector", "").startswith("cron-connector") and status >= 500:
             raise ScheduledRunFailed(f"scheduled run answered {status}: {str(response.get('body', ''))[:500]}")
         return response
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def require_admin(request: Request, settings: Settings | None = None) -> None:
+    """AuthError unless the request carries ``Authorization: Bearer <admin_token>`` (constant-time compare).
+
+    OpenFaaS leaves ``/function/*`` open (its gateway authenticates ``/system/*`` only), so without this anyone who
+    reached the gateway could train models back to back (``force_train``), re-run the history bootstrap, or hold a
+    stage's only slot with long backfills while the scheduler's ticks got 429."""
+    token = (settings or get_settings()).admin_token
+    secret = token.get_secret_value().strip() if token is not None else ""
+    if not secret:
+        raise AuthError("request options need the admin token, and none is configured (POWERSENSE_ADMIN_TOKEN, "
+                        "secret admin-token); the scheduled run, an empty body, needs none")
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), secret.encode()):
+        raise AuthError("request options need Authorization: Bearer <admin token> (secret admin-token)")
+
+
+def stage_options(request: Request, body: M | None, default: type[M]) -> M:
+    """A stage's request options: the defaults for an empty body (the scheduler's call, open); any option set in
+    the body needs the admin token (:func:`require_admin`)."""
+    if body is None or not body.model_fields_set:
+        return body if body is not None else default()
+    require_admin(request)
+    return body
 
 
 def call_id(request: Request) -> str | None:

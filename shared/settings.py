@@ -365,6 +365,10 @@ class Settings(BaseSettings):
 
     # --- query / security -------------------------------------------------------------------
     query_token: SecretStr | None = Field(default=None, description="secret file query_token: bearer token of query")
+    admin_token: SecretStr | None = Field(
+        default=None,
+        description="secret file admin_token: bearer token a stage's request options need (backfills, force_train, "
+                    "bootstrap); the scheduled run (empty body) needs none; unset = options refused")
     gateway_user: str = Field(default="admin", description="embedded gateway basic-auth user (/system/*)")
     gateway_password: SecretStr | None = Field(default=None, description="secret file gateway_password")
     gateway_max_body_bytes: int = Field(

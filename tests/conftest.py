@@ -68,6 +68,17 @@ def settings(database: str) -> settings_mod.Settings:
     return settings_mod.get_settings()
 
 
+ADMIN_TOKEN = "test-admin-token"
+
+
+@pytest.fixture
+def admin_headers(database: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """An admin token configured (POWERSENSE_ADMIN_TOKEN) and the header a stage's request options need."""
+    monkeypatch.setenv("POWERSENSE_ADMIN_TOKEN", ADMIN_TOKEN)
+    settings_mod.get_settings.cache_clear()
+    return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
 @pytest.fixture
 def store(settings: settings_mod.Settings) -> store_mod.Store:
     """The process store, schema applied, on the per-test database."""

@@ -151,7 +151,8 @@ def test_freshness_fails_when_the_feed_stops(store: Store, settings: Settings, h
     assert (dq["status"].iloc[0], dq["value"].iloc[0]) == ("fail", 240.0)
 
 
-def test_handler_runs_detect_for_a_backfill_window(store: Store, history: pd.DataFrame) -> None:
+def test_handler_runs_detect_for_a_backfill_window(store: Store, history: pd.DataFrame,
+                                                   admin_headers: dict[str, str]) -> None:
     from fastapi.testclient import TestClient
 
     from local_dev.functions import load_handler
@@ -161,7 +162,8 @@ def test_handler_runs_detect_for_a_backfill_window(store: Store, history: pd.Dat
     module = load_handler("detect")
     module.app.dependency_overrides[store_dep] = lambda: store
     try:
-        resp = TestClient(module.app).post("/", json={"start": WINDOW[0].isoformat(), "end": WINDOW[1].isoformat()})
+        resp = TestClient(module.app).post("/", json={"start": WINDOW[0].isoformat(), "end": WINDOW[1].isoformat()},
+                                           headers=admin_headers)
     finally:
         module.app.dependency_overrides.clear()
     assert resp.status_code == 200 and resp.json()["details"]["anomalies_new_open"] >= 1

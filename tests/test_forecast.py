@@ -140,7 +140,8 @@ def test_worse_model_does_not_move_the_pointer(store: Store, fc_settings: Settin
     assert bad.model_version == good and bad.quality == "model"
 
 
-def test_handler_answers_with_a_fallback_run(store: Store, fc_settings: Settings) -> None:
+def test_handler_answers_with_a_fallback_run(store: Store, fc_settings: Settings,
+                                             admin_headers: dict[str, str]) -> None:
     from fastapi.testclient import TestClient
 
     from local_dev.functions import load_handler
@@ -151,7 +152,7 @@ def test_handler_answers_with_a_fallback_run(store: Store, fc_settings: Settings
     mod.app.dependency_overrides[store_dep] = lambda: store
     clock.install(clock.SimulatedClock(NOW, speed=0.0))
     try:
-        resp = TestClient(mod.app).post("/", json={"train": False})
+        resp = TestClient(mod.app).post("/", json={"train": False}, headers=admin_headers)
     finally:
         clock.install(None)
         mod.app.dependency_overrides.clear()

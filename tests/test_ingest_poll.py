@@ -441,14 +441,15 @@ def test_cron_invocation_with_empty_body(store: Store, cfg: Settings) -> None:
     assert results[1]["rows_out"] > 0
 
 
-def test_backfill_body_through_the_handler(store: Store, cfg: Settings) -> None:
+def test_backfill_body_through_the_handler(store: Store, cfg: Settings,
+                                          admin_headers: dict[str, str]) -> None:
     app = load_handler("poll").app
     app.dependency_overrides[settings_dep] = lambda: cfg
     app.dependency_overrides[store_dep] = lambda: store
     try:
         with TestClient(app) as client:
             resp = client.post("/", json={"start": "2023-03-01T00:00:00Z", "end": "2023-03-03T00:00:00Z",
-                                          "max_pages": 1})
+                                          "max_pages": 1}, headers=admin_headers)
     finally:
         app.dependency_overrides.clear()
     assert resp.status_code == 200, resp.text

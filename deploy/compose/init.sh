@@ -8,6 +8,7 @@
 #       clickhouse_password         = POWERSENSE_WRITER_PASSWORD  (writing functions)
 #       clickhouse_reader_password  = POWERSENSE_READER_PASSWORD  (query)
 #       query_token                 = QUERY_TOKEN                 (query's bearer token)
+#       admin_token                 = ADMIN_TOKEN                 (the stages' request options)
 #       s3_access_key_id            = S3_ACCESS_KEY_ID            (forecast, query)
 #       s3_secret_access_key        = S3_SECRET_ACCESS_KEY        (forecast, query)
 #       smtp_password               = SMTP_PASSWORD, may be empty (alertmanager)
@@ -54,6 +55,7 @@ declare -A secrets=(
   [clickhouse_password]="${POWERSENSE_WRITER_PASSWORD:?POWERSENSE_WRITER_PASSWORD missing in .env}"
   [clickhouse_reader_password]="${POWERSENSE_READER_PASSWORD:?POWERSENSE_READER_PASSWORD missing in .env}"
   [query_token]="${QUERY_TOKEN:?QUERY_TOKEN missing in .env}"
+  [admin_token]="${ADMIN_TOKEN:?ADMIN_TOKEN missing in .env}"
   [s3_access_key_id]="${S3_ACCESS_KEY_ID:?S3_ACCESS_KEY_ID missing in .env}"
   [s3_secret_access_key]="${S3_SECRET_ACCESS_KEY:?S3_SECRET_ACCESS_KEY missing in .env}"
   [smtp_password]="${SMTP_PASSWORD:-}"

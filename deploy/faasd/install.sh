@@ -9,7 +9,8 @@
 #     overwritten): clickhouse_admin_password (ClickHouse `default`, the operator's), clickhouse_password
 #     (powersense_writer), clickhouse_reader_password (powersense_reader), clickhouse_dbt_password
 #     (powersense_dbt, README "Analytics"), grafana_clickhouse_password,
-#     grafana_admin_password, s3_access_key_id ("powersense"), s3_secret_access_key, query_token, and
+#     grafana_admin_password, s3_access_key_id ("powersense"), s3_secret_access_key, query_token, admin_token
+#     (the stages' request options: backfills, bootstrap, force_train), and
 #     smtp_password (empty = no SMTP auth; set SMTP_PASSWORD=… when running this script to store one).
 #     Copies what each service reads into /var/lib/faasd/powersense/mounts/<service>/, and the
 #     functions' secrets to /var/lib/faasd-provider/secrets/openfaas-fn/<name>, where faasd-provider
@@ -62,7 +63,7 @@ new_secret() {  # name [value]: written once, never overwritten
   fi
 }
 for name in clickhouse_admin_password clickhouse_password clickhouse_reader_password clickhouse_dbt_password \
-            grafana_clickhouse_password grafana_admin_password s3_secret_access_key query_token; do
+            grafana_clickhouse_password grafana_admin_password s3_secret_access_key query_token admin_token; do
   new_secret "$name"
 done
 new_secret s3_access_key_id powersense
@@ -93,7 +94,8 @@ mount_secrets alertmanager 65534 smtp_password
 # contain '_': one stack for every topology)
 fn_secrets="$provider_dir/secrets/openfaas-fn"
 install -d -m 0755 "$fn_secrets"
-for name in clickhouse_password clickhouse_reader_password query_token s3_access_key_id s3_secret_access_key; do
+for name in clickhouse_password clickhouse_reader_password query_token admin_token s3_access_key_id \
+            s3_secret_access_key; do
   install -m 0644 "$ps/secrets/$name" "$fn_secrets/${name//_/-}"
 done
 

@@ -52,6 +52,7 @@ S3_KEY="$(value "$INFRA_NS" seaweedfs-s3 access_key_id S3_ACCESS_KEY_ID)"
 S3_SECRET="$(value "$INFRA_NS" seaweedfs-s3 secret_access_key S3_SECRET_ACCESS_KEY)"
 GRAFANA_ADMIN_PW="$(value "$INFRA_NS" grafana-admin admin_password GRAFANA_ADMIN_PASSWORD)"
 QUERY_TOKEN="$(value "$FN_NS" query-token query-token QUERY_TOKEN)"
+ADMIN_TOKEN="$(value "$FN_NS" admin-token admin-token ADMIN_TOKEN)"
 SMTP_PW="${SMTP_PASSWORD:-$(existing "$INFRA_NS" alertmanager-smtp smtp_password)}"
 
 # --- infrastructure (namespace powersense) -------------------------------------------------------
@@ -77,6 +78,7 @@ apply "$INFRA_NS" alertmanager-smtp smtp_password="$SMTP_PW"
 apply "$FN_NS" clickhouse-password --openfaas clickhouse-password="$WRITER_PW"
 apply "$FN_NS" clickhouse-reader-password --openfaas clickhouse-reader-password="$READER_PW"
 apply "$FN_NS" query-token --openfaas query-token="$QUERY_TOKEN"
+apply "$FN_NS" admin-token --openfaas admin-token="$ADMIN_TOKEN"
 apply "$FN_NS" s3-access-key-id --openfaas s3-access-key-id="$S3_KEY"
 apply "$FN_NS" s3-secret-access-key --openfaas s3-secret-access-key="$S3_SECRET"
 

@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import Body, Depends, Request
 from pydantic import AwareDatetime, BaseModel, Field
 
-from shared.app import LambdaHandler, RunResponse, create_app, invoke_stage, settings_dep, store_dep
+from shared.app import LambdaHandler, RunResponse, create_app, invoke_stage, settings_dep, stage_options, store_dep
 from shared.detection.service import run_detect
 from shared.settings import Settings
 from shared.store import Store
@@ -34,7 +34,7 @@ def invoke(
     settings: Settings = Depends(settings_dep),
 ) -> dict[str, Any]:
     """Run one detect pass."""
-    opts = body or DetectRequest()
+    opts = stage_options(request, body, DetectRequest)  # options need the admin token
     return invoke_stage(request, store, "detect", lambda run: run_detect(store, settings, run, start=opts.start,
                                                                           end=opts.end))
 

@@ -12,7 +12,7 @@ from fastapi import Body, Depends, Request
 from pydantic import BaseModel, Field
 
 from shared import clock
-from shared.app import LambdaHandler, RunResponse, create_app, invoke_stage, settings_dep, store_dep
+from shared.app import LambdaHandler, RunResponse, create_app, invoke_stage, settings_dep, stage_options, store_dep
 from shared.artifacts import get_artifact_store
 from shared.settings import Settings
 from shared.store import Store
@@ -37,7 +37,7 @@ def invoke(
     """Run one forecast (train if due, then predict or fall back)."""
     from shared.forecasting.service import run_forecast_stage  # the ML stack loads on first call, not at import
 
-    opts = body or ForecastRequest()
+    opts = stage_options(request, body, ForecastRequest)  # options need the admin token
     return invoke_stage(request, store, "forecast", lambda run: run_forecast_stage(
         store, settings, run, artifacts_factory=lambda: get_artifact_store(settings), now=clock.now(),
         train=opts.train, force_train=opts.force_train))

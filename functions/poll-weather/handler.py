@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import Body, Depends, Request
 from pydantic import BaseModel, Field
 
-from shared.app import LambdaHandler, RunResponse, create_app, invoke_stage, settings_dep, store_dep
+from shared.app import LambdaHandler, RunResponse, create_app, invoke_stage, settings_dep, stage_options, store_dep
 from shared.settings import Settings
 from shared.store import Store
 from shared.weather.service import run_poll_weather
@@ -35,7 +35,7 @@ def invoke(
     settings: Settings = Depends(settings_dep),
 ) -> dict[str, Any]:
     """Run one poll-weather."""
-    opts = body or PollWeatherRequest()
+    opts = stage_options(request, body, PollWeatherRequest)  # options need the admin token
     return invoke_stage(
         request, store, "poll-weather",
         lambda run: run_poll_weather(store, settings, run, past_days=opts.past_days,

@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import Body, Depends, Request
 from pydantic import AwareDatetime, BaseModel, Field
 
-from shared.app import LambdaHandler, RunResponse, create_app, invoke_stage, settings_dep, store_dep
+from shared.app import LambdaHandler, RunResponse, create_app, invoke_stage, settings_dep, stage_options, store_dep
 from shared.ingest.poll import run_poll
 from shared.settings import Settings
 from shared.store import Store
@@ -36,7 +36,7 @@ def invoke(
     settings: Settings = Depends(settings_dep),
 ) -> dict[str, Any]:
     """Run one poll."""
-    opts = body or PollRequest()
+    opts = stage_options(request, body, PollRequest)  # options need the admin token
     start: datetime | None = opts.start
     end: datetime | None = opts.end
     return invoke_stage(

@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import Body, Depends, Request
 from pydantic import BaseModel, Field
 
-from shared.app import LambdaHandler, RunResponse, create_app, invoke_stage, settings_dep, store_dep
+from shared.app import LambdaHandler, RunResponse, create_app, invoke_stage, settings_dep, stage_options, store_dep
 from shared.ingest.versioning import run_upsert
 from shared.settings import Settings
 from shared.store import Store
@@ -36,7 +36,7 @@ def invoke(
     settings: Settings = Depends(settings_dep),
 ) -> dict[str, Any]:
     """Run one upsert-version."""
-    opts = body or UpsertRequest()
+    opts = stage_options(request, body, UpsertRequest)  # options need the admin token
     return invoke_stage(
         request, store, "upsert-version",
         lambda run: run_upsert(store, settings, run, max_batches=opts.max_batches, bootstrap=opts.bootstrap),
