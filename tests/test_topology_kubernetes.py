@@ -324,13 +324,26 @@ def test_only_seaweedfs_s3_api_is_reachable_from_other_pods(objects: list[dict[s
     # the client certificate that port requires (tests/test_seaweedfs_binding.py)
     sts = next(o for o in objects if o["kind"] == "StatefulSet" and o["metadata"]["name"] == "seaweedfs")
     labels = sts["spec"]["template"]["metadata"]["labels"].items()
-    policies = [o for o in objects if o["kind"] == "NetworkPolicy"
-                and o["spec"]["podSelector"]["matchLabels"].items() <= labels]
+    policies = [o for o in objects if o["kind"] == "NetworkPolicy" and o["metadata"]["namespace"] == "powersense"
+                and o["spec"]["podSelector"].get("matchLabels", {}).items() <= labels]
     assert len(policies) == 1 and policies[0]["spec"]["policyTypes"] == ["Ingress"]
     ports = [p for rule in policies[0]["spec"]["ingress"] for p in rule["ports"]]
     assert ports == [{"protocol": "TCP", "port": 8333}]
     service = next(o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == "seaweedfs")
     assert [p["port"] for p in service["spec"]["ports"]] == [8333]
+
+
+def test_only_openfaas_reaches_the_functions(objects: list[dict[str, Any]]) -> None:
+    # faas-netes gives every function a ClusterIP Service: without a policy any pod could call a stage past the
+    # gateway; the namespace label is the one Kubernetes sets on every namespace
+    policies = [o for o in objects if o["kind"] == "NetworkPolicy" and o["metadata"]["namespace"] == "openfaas-fn"]
+    assert len(policies) == 1
+    spec = policies[0]["spec"]
+    assert spec["podSelector"] == {} and spec["policyTypes"] == ["Ingress"]
+    assert spec["ingress"] == [{"from": [{"namespaceSelector": {
+        "matchLabels": {"kubernetes.io/metadata.name": "openfaas"}}}]}]
+    namespaces = {o["metadata"]["name"] for o in objects if o["kind"] == "Namespace"}
+    assert {"openfaas", "openfaas-fn"} <= namespaces
 
 
 def test_keeper_replicas_prefer_distinct_nodes(objects: list[dict[str, Any]]) -> None:
