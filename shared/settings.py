@@ -568,6 +568,18 @@ class Settings(BaseSettings):
                              "POWERSENSE_FORECAST_WEATHER_TRAIN_DAYS)")
         return self
 
+    @model_validator(mode="after")
+    def _weather_covers_the_horizon(self) -> Settings:
+        # a horizon past the temperature forecast left every run's weather "incomplete": the weather-free model
+        # for good, and PowerSenseForecastWithoutWeather firing, without a word at start-up. Open-Meteo's
+        # forecast_days counts today; the horizon's last local day ends up to two calendar days later (9 for 7)
+        needed = self.forecast_horizon_days + 2
+        if self.forecast_weather and self.weather_forecast_days < needed:
+            raise ValueError(f"POWERSENSE_WEATHER_FORECAST_DAYS ({self.weather_forecast_days}) does not cover the "
+                             f"forecast horizon: POWERSENSE_FORECAST_HORIZON_DAYS ({self.forecast_horizon_days}) "
+                             f"needs at least {needed} (Open-Meteo allows 16), or POWERSENSE_FORECAST_WEATHER=false")
+        return self
+
     @property
     def embedded(self) -> bool:
         """True when the store is the in-process chDB engine."""

@@ -199,3 +199,25 @@ def test_training_plan_trains_one_model_per_run(store: Store, settings: Settings
     art.save_version(weather, "rejected", {"model.json": b"{}"},
                      {"trained_at": (now - pd.Timedelta(hours=1)).isoformat(), "decision": "rejected"})
     assert plan() is None
+
+
+def test_a_horizon_past_the_temperature_forecast_fails_at_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    # horizon 10 with Open-Meteo's 9 days: every run's weather was "incomplete", the weather-free model for good
+    # and its alert firing, with no word at start-up
+    from tests.fixtures_forecast import assert_start_up_fails
+
+    assert_start_up_fails(monkeypatch, "POWERSENSE_FORECAST_HORIZON_DAYS", "10",
+                          r"POWERSENSE_WEATHER_FORECAST_DAYS \(9\) does not cover the forecast horizon: "
+                          r"POWERSENSE_FORECAST_HORIZON_DAYS \(10\) needs at least 12")
+
+
+def test_a_longer_horizon_with_a_longer_temperature_forecast_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared import settings as settings_mod
+
+    monkeypatch.setenv("POWERSENSE_FORECAST_HORIZON_DAYS", "10")
+    monkeypatch.setenv("POWERSENSE_WEATHER_FORECAST_DAYS", "12")
+    settings_mod.get_settings.cache_clear()
+    try:
+        assert settings_mod.get_settings().forecast_horizon_days == 10
+    finally:
+        settings_mod.get_settings.cache_clear()
