@@ -8,11 +8,12 @@ is the parameterised view ``series`` in ch/init/007.series.sql; every reader her
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
 from shared.store import Store
+from shared.timeutil import utc_datetime
 
 # Bounds that stand for "no bound" (the view's parameters are all required).
 NO_START = datetime(1970, 1, 1, tzinfo=UTC)
@@ -36,6 +37,23 @@ actuals as (
         start = {start:DateTime64(3, 'UTC')}, end = {end:DateTime64(3, 'UTC')},
         as_of = toDateTime64('2200-01-01 00:00:00', 3, 'UTC'), nature = '')
 )"""
+
+
+# How far before the newest stored timestamp "the newest valid value" is looked for: past it, none.
+FRESHNESS_LOOKBACK = timedelta(days=35)
+
+
+def latest_valid_ts(store: Store, source: str, metric: str, newest: datetime) -> datetime | None:
+    """The newest instant of the series with a value, at most :data:`FRESHNESS_LOOKBACK` before ``newest`` (the
+    newest stored timestamp of that series): what "data is fresh" means for ``/health`` and the freshness gauge,
+    as for detect's cleaned series. A withdrawn (NULL) or implausible value (a feed stuck at 0 MW) is no fresh
+    data; the newest stored timestamp counted them."""
+    value = store.scalar(
+        f"select max(ts) from {SERIES_SQL} where value is not null having count() > 0",
+        {"source": source, "metric": metric, "start": newest - FRESHNESS_LOOKBACK,
+         "end": newest + timedelta(milliseconds=1), "as_of": NO_END, "nature": ""},
+    )
+    return utc_datetime(value) if value is not None else None
 
 
 def load_series(

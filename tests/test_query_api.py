@@ -398,6 +398,27 @@ def test_health_is_open_and_reports_stale_data(client: TestClient, december: pd.
     assert body["status"] == "degraded" and body["data_fresh"] is False  # shipped data ends in 2023
 
 
+def test_a_feed_stuck_on_an_implausible_value_is_not_fresh(client: TestClient, store: Store,
+                                                           december: pd.DataFrame) -> None:
+    # two hours of 0 MW after the real data: /health and the freshness gauge counted them as fresh data (the newest
+    # stored timestamp) while detect's cleaned series saw none; all now read the newest valid value
+    from shared.ingest.versioning import make_ukeys, reflag_history
+
+    ts = pd.date_range("2024-01-01T00:00Z", periods=8, freq="15min")
+    zeros = pd.DataFrame({"ts": ts, "source": SOURCE, "metric": "consommation", "nature": "Données temps réel",
+                          "value": 0.0, "version": 1, "inserted_at": pd.Timestamp("2024-01-01T02:00Z")})
+    zeros["ukey"] = make_ukeys(zeros["ts"], zeros["metric"], zeros["nature"], "France")
+    store.insert_df("measurements", zeros)
+    reflag_history(store, get_settings())  # the product's plausibility verdicts (upsert-version's, after an upgrade)
+    body = client.get("/health", headers={"Authorization": ""}).json()
+    assert body["latest_ts"] == "2023-12-31T23:45:00Z"
+    text = client.get("/metrics", headers={"Authorization": ""}).text
+    line = next(x for x in text.splitlines()
+                if x.startswith('powersense_data_freshness_seconds{metric="consommation",source="eco2mix_national"}'))
+    age = float(line.split()[-1])
+    assert abs(age - body["data_age_s"]) < 60  # the same instant, read a moment apart
+
+
 def test_metrics_expose_store_gauges(client: TestClient, store: Store, december: pd.DataFrame) -> None:
     insert_forecast_run(store, december, utc(2023, 12, 24, 0, 0))
     with stage_run(store, "detect", "cron", None, None):

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Hashable
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
@@ -52,7 +53,8 @@ from shared.query.models import (
     VsActualParams,
     VsActualResponse,
 )
-from shared.settings import get_settings
+from shared.series import latest_valid_ts
+from shared.settings import Settings, get_settings
 from shared.store import Store, existing_store, get_store
 
 log = logging.getLogger(__name__)
@@ -167,6 +169,16 @@ def _latest_fn(store: Store, state: StoreState) -> service.LatestFn:
                                               lambda: service.latest_ts(store, source, metric))
 
 
+def _latest_valid(store: Store, state: StoreState, settings: Settings) -> datetime | None:
+    """The forecast series' newest valid instant (shared.series.latest_valid_ts), memoised on the watermark."""
+    source, metric = settings.series_source, settings.series_metric
+    newest = _latest_fn(store, state)(source, metric)
+    if newest is None:
+        return None
+    return _CACHE.memo((store.database, "latest_valid", source, metric, state.token),
+                       lambda: latest_valid_ts(store, source, metric, newest))
+
+
 def _json(model: BaseModel, headers: dict[str, str] | None = None) -> CachedResponse:
     return CachedResponse(model.model_dump_json().encode(), JSON, headers or {})
 
@@ -194,7 +206,7 @@ async def health(_: Annotated[EmptyParams, Query()]) -> Response:
             store = get_store()
             state = cache().fresh_state(store) or cache().refresh_state(store)
             service.check_schema(state.tables, store.database)  # 503 naming missing tables; no round trip
-            last = _latest_fn(store, state)(settings.series_source, settings.series_metric)
+            last = _latest_valid(store, state, settings)
         except PowerSenseError as exc:
             # open route: the reason goes to the log, not to whoever asks (it named the ClickHouse user, its
             # version and internal address)

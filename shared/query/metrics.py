@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared import clock
 from shared.errors import PowerSenseError
 from shared.logs import log_event
-from shared.series import ACTUALS_CTE
+from shared.series import ACTUALS_CTE, latest_valid_ts
 from shared.settings import get_settings
 from shared.store import Store
 from shared.timeutil import utc_datetime as utc
@@ -135,8 +135,19 @@ class StoreCollector(Collector):
     def _freshness_and_mape(self, store: Store, now: datetime) -> Iterator[Metric]:
         """Freshness per series, then the MAPE gauge, which starts from the same newest timestamps."""
         latest = _latest(store, "measurements", "ts")
-        yield _age_gauge(now, "powersense_data_freshness_seconds", "Seconds since the latest measurement timestamp",
-                         latest)
+        # the forecast series: its newest valid value, as /health reads it (a feed stuck on an implausible 0 MW,
+        # or withdrawn values, is not fresh data)
+        settings = get_settings()
+        series = (settings.series_source, settings.series_metric)
+        if series in latest:
+            valid = latest_valid_ts(store, *series, latest[series])
+            if valid is None:
+                del latest[series]  # no valid value in the lookback: absent, as for a series never stored
+            else:
+                latest[series] = valid
+        yield _age_gauge(now, "powersense_data_freshness_seconds",
+                         "Seconds since the latest measurement timestamp (the forecast series: its latest valid "
+                         "value)", latest)
         yield from self._mape(store, latest)
 
     def _forecast_age(self, store: Store, now: datetime) -> Iterator[Metric]:
