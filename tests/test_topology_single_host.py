@@ -396,6 +396,8 @@ def test_faasd_every_secret_is_created_by_the_install(faasd_install: Path, faasd
     for variable in re.findall(r'from_env="(\w+)"', users):
         assert f"{variable}=" in " ".join(faasd_compose["services"]["clickhouse"]["command"]), variable
     assert (ps / "secrets").stat().st_mode & 0o077 == 0
+    # the functions' copies: readable by the function's user through its bind mount, by no other host user
+    assert provider_secrets.stat().st_mode & 0o077 == 0
 
 
 def test_faasd_install_is_idempotent_and_keeps_faasds_files(faasd_install: Path) -> None:

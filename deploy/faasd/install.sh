@@ -92,8 +92,11 @@ mount_secrets alertmanager 65534 smtp_password
 # the functions' secrets (openfaas-stack.yml `secrets:`), as faasd-provider stores them (in its own working
 # directory, see the header), under the hyphenated names the stack uses (Kubernetes object names cannot
 # contain '_': one stack for every topology)
+# The files stay 0644 (faasd's own mode, handlers/secret.go: the function's non-root user reads them through
+# the bind mount deploy.go makes of each file), the directory 0700: containerd mounts the files as root, and no
+# other user of the host lists or reads them (faasd creates it 0755, and install -d sets the mode every run)
 fn_secrets="$provider_dir/secrets/openfaas-fn"
-install -d -m 0755 "$fn_secrets"
+install -d -m 0700 "$fn_secrets"
 for name in clickhouse_password clickhouse_reader_password query_token admin_token s3_access_key_id \
             s3_secret_access_key; do
   install -m 0644 "$ps/secrets/$name" "$fn_secrets/${name//_/-}"
