@@ -3,7 +3,6 @@ store dependency, health and metrics endpoints, and the run wrapper for stage in
 
 from __future__ import annotations
 
-import hmac
 import logging
 import os
 import tempfile
@@ -31,6 +30,7 @@ from shared.logs import configure_logging, log_event
 from shared.runs import Run, RunResult, stage_run
 from shared.settings import Settings, get_settings
 from shared.store import Store, get_store
+from shared.tokens import bearer_matches, token_bytes
 
 log = logging.getLogger(__name__)
 
@@ -77,19 +77,17 @@ class LambdaHandler(Mangum):
 M = TypeVar("M", bound=BaseModel)
 
 
-def require_admin(request: Request, settings: Settings | None = None) -> None:
-    """AuthError unless the request carries ``Authorization: Bearer <admin_token>`` (constant-time compare).
+def require_admin(request: Request) -> None:
+    """AuthError unless the request carries ``Authorization: Bearer <admin_token>`` (shared.tokens).
 
     OpenFaaS leaves ``/function/*`` open (its gateway authenticates ``/system/*`` only), so without this anyone who
     reached the gateway could train models back to back (``force_train``), re-run the history bootstrap, or hold a
     stage's only slot with long backfills while the scheduler's ticks got 429."""
-    token = (settings or get_settings()).admin_token
-    secret = token.get_secret_value().strip() if token is not None else ""
-    if not secret:
+    token = get_settings().admin_token
+    if not token_bytes(token):
         raise AuthError("request options need the admin token, and none is configured (POWERSENSE_ADMIN_TOKEN, "
                         "secret admin-token); the scheduled run, an empty body, needs none")
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), secret.encode()):
+    if not bearer_matches(request.headers.get("authorization"), token):
         raise AuthError("request options need Authorization: Bearer <admin token> (secret admin-token)")
 
 

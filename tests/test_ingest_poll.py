@@ -688,24 +688,17 @@ def test_a_measured_value_dated_years_ahead_does_not_stop_the_polling(
     assert later["status"] == "success" and later["rows_in"] > 0
 
 
-def test_a_landed_record_dated_after_its_fetch_does_not_move_the_watermark(
-    store: Store, cfg: Settings, replay: ReplayServer, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("date_heure", [iso(MARCH1 + D + 20 * H), "2023-03-25T00:00:00"],
+                         ids=["dated-after-its-fetch", "without-an-offset"])
+def test_a_landed_record_upsert_version_will_reject_does_not_move_the_watermark(
+    store: Store, cfg: Settings, replay: ReplayServer, monkeypatch: pytest.MonkeyPatch, date_heure: str
 ) -> None:
     # before upsert-version runs, the watermark reads landed pages: the same rules as upsert-version's
     from shared.ingest import poll
 
     set_clock(MARCH1 + D + 2 * H)
     monkeypatch.setattr(poll, "_last_landing", None)  # fetched at this clock, not after an earlier test's
-    replay.faults.reset(Fault(transform=add_copy(iso(MARCH1 + 12 * H), date_heure=iso(MARCH1 + D + 20 * H),
-                                                 date=None, heure=None)))
-    poll_once(store, cfg, start=MARCH1, end=MARCH1 + D)
-    assert read_watermark(store, cfg) == MARCH1 + D - timedelta(minutes=15)
-
-
-def test_a_landed_record_without_an_offset_does_not_move_the_watermark(
-    store: Store, cfg: Settings, replay: ReplayServer
-) -> None:
-    replay.faults.reset(Fault(transform=add_copy(iso(MARCH1 + 12 * H), date_heure="2023-03-25T00:00:00",
+    replay.faults.reset(Fault(transform=add_copy(iso(MARCH1 + 12 * H), date_heure=date_heure,
                                                  date=None, heure=None)))
     poll_once(store, cfg, start=MARCH1, end=MARCH1 + D)
     assert read_watermark(store, cfg) == MARCH1 + D - timedelta(minutes=15)

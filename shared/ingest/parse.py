@@ -40,7 +40,7 @@ import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -49,6 +49,9 @@ from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Fiel
 
 from shared.calendar import TZ
 from shared.timeutil import utc_datetime
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
 
 PARIS = ZoneInfo(TZ)  # the one Paris zone (shared/calendar.py) as a zoneinfo for stdlib datetimes
 
@@ -256,6 +259,14 @@ def vocabulary_problem(perimetre: str | None, nature: str | None, perimeter: str
     return None
 
 
+def source_rules(settings: Settings) -> dict[str, Any]:
+    """:func:`parse_records`' keyword arguments from ``settings``: the vocabulary (``source_perimeter``,
+    ``source_natures``) and the publication horizon (``poll_lookahead_hours``), so that poll, its watermark and
+    upsert-version judge a record alike."""
+    return {"perimeter": settings.source_perimeter, "natures": settings.source_natures,
+            "lookahead": timedelta(hours=settings.poll_lookahead_hours)}
+
+
 def parse_records(
     records: list[Any],
     first_record_no: int = 0,
@@ -280,10 +291,10 @@ def parse_records(
     if perimeter is None or natures is None or lookahead is None:
         from shared.settings import get_settings
 
-        settings = get_settings()
-        perimeter = settings.source_perimeter if perimeter is None else perimeter
-        natures = settings.source_natures if natures is None else natures
-        lookahead = timedelta(hours=settings.poll_lookahead_hours) if lookahead is None else lookahead
+        rules = source_rules(get_settings())
+        perimeter = rules["perimeter"] if perimeter is None else perimeter
+        natures = rules["natures"] if natures is None else natures
+        lookahead = rules["lookahead"] if lookahead is None else lookahead
     if now is None:
         from shared import clock
 
@@ -302,9 +313,8 @@ def parse_records(
     metrics: list[str] = []
     values: list[float | None] = []
     rejections: list[Rejection] = []
-    payloads: list[Any] = []
     seen: dict[tuple[datetime, str | None, str | None], tuple[int, tuple[tuple[str, ...], tuple[Any, ...]]]] = {}
-    conflicts: set[int] = set()
+    conflicts: dict[int, datetime] = {}  # record_no → its instant
     for i, rec in enumerate(records, start=first_record_no):
         if not isinstance(rec, dict):
             rejections.append(Rejection(i, f"record is not a JSON object ({type(rec).__name__})", _dump(rec)))
@@ -340,8 +350,7 @@ def parse_records(
         if identity in seen:
             first = seen[identity]
             if first[1] != content:  # the same row twice is fine; two values for one row are not
-                conflicts.add(first[0])
-                conflicts.add(i)
+                conflicts[first[0]] = conflicts[i] = utc
         else:
             seen[identity] = (i, content)
         rec_no.append(i)
@@ -351,23 +360,6 @@ def parse_records(
         rec_count.append(len(observed))
         metrics.extend(observed)
         values.extend(vals)
-        payloads.append(rec)
-    if conflicts:
-        keep = [k for k, no in enumerate(rec_no) if no not in conflicts]
-        for k, no in enumerate(rec_no):
-            if no in conflicts:
-                reason = (f"conflicting duplicate: another record of this response gives {rec_ts[k].isoformat()} "
-                          "other values")
-                rejections.append(Rejection(no, reason, _dump(payloads[k])))
-        starts = np.concatenate([[0], np.cumsum(rec_count)])
-        metrics = [m for k in keep for m in metrics[starts[k]:starts[k + 1]]]
-        values = [v for k in keep for v in values[starts[k]:starts[k + 1]]]
-        rec_ts = [rec_ts[k] for k in keep]
-        rec_nature = [rec_nature[k] for k in keep]
-        rec_perimetre = [rec_perimetre[k] for k in keep]
-        rec_count = [rec_count[k] for k in keep]
-        rec_no = [rec_no[k] for k in keep]
-        rejections.sort(key=lambda r: r.record_no)
     counts = np.asarray(rec_count, dtype="int64")
     frame = pd.DataFrame({
         "record_no": np.repeat(np.asarray(rec_no, dtype="int64"), counts),
@@ -378,6 +370,13 @@ def parse_records(
         "value": np.asarray([np.nan if v is None else v for v in values], dtype="float64"),
     }, columns=LONG_COLUMNS)
     accepted = len(rec_no)
+    if conflicts:  # both copies of a conflicting instant leave the accepted rows
+        frame = frame[~frame["record_no"].isin(list(conflicts))].reset_index(drop=True)
+        rejections += [Rejection(no, f"conflicting duplicate: another record of this response gives "
+                                     f"{ts.isoformat()} other values", _dump(records[no - first_record_no]))
+                       for no, ts in conflicts.items()]
+        rejections.sort(key=lambda r: r.record_no)
+        accepted -= len(conflicts)
     return ParsedRecords(rows=frame, rejections=rejections, accepted=accepted)
 
 

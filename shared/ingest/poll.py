@@ -50,7 +50,7 @@ from prometheus_client import Counter, Gauge
 from shared import clock
 from shared.calendar import TZ, is_fallback_gap, local_day_bounds
 from shared.errors import BadRequestError
-from shared.ingest.parse import GRID, REQUIRED_FIELD, Rejection, parse_records
+from shared.ingest.parse import GRID, REQUIRED_FIELD, Rejection, parse_records, source_rules
 from shared.ingest.versioning import bootstrap_pending
 from shared.logs import log_event
 from shared.metrics import REGISTRY
@@ -146,9 +146,8 @@ def read_watermark(store: Store, settings: Settings) -> datetime | None:
     )
     found = [_utc(measured)] if measured is not None and pd.Timestamp(measured).year > 1970 else []
     for fetched_at, page in (landed.groupby("fetched_at") if not landed.empty else ()):
-        parsed = parse_records([json.loads(p) for p in page["payload"]], perimeter=settings.source_perimeter,
-                               natures=settings.source_natures, now=_utc(fetched_at),
-                               lookahead=timedelta(hours=settings.poll_lookahead_hours))
+        parsed = parse_records([json.loads(p) for p in page["payload"]], now=_utc(fetched_at),
+                               **source_rules(settings))
         rows = parsed.rows[(parsed.rows["metric"] == REQUIRED_FIELD) & parsed.rows["value"].notna()]
         if not rows.empty:
             found.append(_utc(rows["ts"].max()))
@@ -269,10 +268,7 @@ def land_page(
     settings: Settings | None = None,
 ) -> Landed:
     """Land one page: raw records, dead letters, then the header that marks it complete."""
-    vocab: dict[str, Any] = {}
-    if settings is not None:
-        vocab = {"perimeter": settings.source_perimeter, "natures": settings.source_natures,
-                 "lookahead": timedelta(hours=settings.poll_lookahead_hours)}
+    vocab = source_rules(settings) if settings is not None else {}
     # landed first: a record parse_records cannot read still reaches raw_records (the page's audit copy)
     land_raw(store, page.records, batch_id=batch_id, fetched_at=fetched_at, url=page.url)
     parsed = parse_records(page.records, now=fetched_at, **vocab)

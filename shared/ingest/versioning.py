@@ -34,13 +34,13 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
 
 from shared import clock
-from shared.ingest.parse import parse_records
+from shared.ingest.parse import parse_records, source_rules
 from shared.lease import MEASUREMENTS_WRITER, Lease
 from shared.logs import log_event
 from shared.plausibility import PlausibilityParams, plausibility_flags
@@ -509,9 +509,8 @@ def _run_upsert_locked(
     for batch_id, group in groups:
         payloads = [json.loads(p) for p in group["payload"]]
         # as of the page's fetch, as poll read it: a replay later accepts and rejects the same records
-        parsed = parse_records(payloads, perimeter=settings.source_perimeter, natures=settings.source_natures,
-                               now=to_utc(group["fetched_at"].iloc[0]).to_pydatetime(),
-                               lookahead=timedelta(hours=settings.poll_lookahead_hours))
+        parsed = parse_records(payloads, now=to_utc(group["fetched_at"].iloc[0]).to_pydatetime(),
+                               **source_rules(settings))
         # Rejections were dead-lettered by poll when it landed the page; here they are only counted.
         rejected += len(parsed.rejections)
         records += len(payloads)

@@ -193,7 +193,6 @@ def _public_detail(exc: PowerSenseError) -> str:
     return "the store is unavailable (details in the query function's log)"
 
 
-
 @public.get("/health", tags=["ops"], response_model=HealthResponse,
             responses={503: {"model": HealthResponse}, 422: {**_ERR, "description": "unknown parameter"}})
 async def health(_: Annotated[EmptyParams, Query()]) -> Response:

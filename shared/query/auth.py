@@ -8,7 +8,6 @@ read by ``Settings.query_token``). Without a configured token every protected re
 
 from __future__ import annotations
 
-import hmac
 import logging
 
 from fastapi import Request, Security
@@ -18,6 +17,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from shared.errors import AuthError
 from shared.logs import log_event
 from shared.settings import get_settings
+from shared.tokens import bearer_matches, token_bytes
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,7 @@ async def require_token(credentials: HTTPAuthorizationCredentials | None = Secur
     """FastAPI dependency: pass with a valid bearer token, else raise AuthError (401)."""
     global _warned_unconfigured
     expected = get_settings().query_token
-    secret = expected.get_secret_value().strip().encode() if expected is not None else b""
-    if not secret:
+    if not token_bytes(expected):
         if not _warned_unconfigured:
             log_event(log, "query_token_not_configured", logging.WARNING,
                       hint="create the OpenFaaS secret query_token (make demo does this locally)")
@@ -43,8 +42,7 @@ async def require_token(credentials: HTTPAuthorizationCredentials | None = Secur
         raise AuthError("authentication required")
     if credentials is None:
         raise AuthError("missing bearer token")
-    given = credentials.credentials.encode("utf-8")
-    if not hmac.compare_digest(given, secret):
+    if not bearer_matches(f"Bearer {credentials.credentials}".encode(), expected):
         raise AuthError("invalid bearer token")
 
 

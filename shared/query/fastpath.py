@@ -11,7 +11,6 @@ so every rule (401, 4xx, unknown parameters) is still enforced there.
 
 from __future__ import annotations
 
-import hmac
 import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -19,6 +18,7 @@ from typing import Any
 
 from shared.query.cache import CachedResponse, QueryCache
 from shared.settings import get_settings
+from shared.tokens import bearer_matches
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -64,15 +64,8 @@ def wants_csv(headers: list[tuple[bytes, bytes]]) -> bool:
 
 def token_ok(headers: list[tuple[bytes, bytes]]) -> bool:
     """Constant-time check of ``Authorization: Bearer <token>`` against the configured token."""
-    expected = get_settings().query_token
-    secret = expected.get_secret_value().strip().encode() if expected is not None else b""
-    if not secret:
-        return False
-    for k, v in headers:
-        if k == b"authorization":
-            scheme, _, given = v.partition(b" ")
-            return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), secret)
-    return False
+    authorization = next((v for k, v in headers if k == b"authorization"), None)
+    return bearer_matches(authorization, get_settings().query_token)
 
 
 class FastPathMiddleware:
