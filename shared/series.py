@@ -8,12 +8,16 @@ is the parameterised view ``series`` in ch/init/007.series.sql; every reader her
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Literal
 
 import pandas as pd
 
 from shared.store import Store
 from shared.timeutil import utc_datetime
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
 
 # Bounds that stand for "no bound" (the view's parameters are all required).
 NO_START = datetime(1970, 1, 1, tzinfo=UTC)
@@ -40,19 +44,36 @@ actuals as (
 
 
 # How far before the newest stored timestamp "the newest valid value" is looked for: past it, none.
-FRESHNESS_LOOKBACK = timedelta(days=35)
+
+Freshness = Literal["ok", "late", "stale", "too_old"]
 
 
-def latest_valid_ts(store: Store, source: str, metric: str, newest: datetime) -> datetime | None:
-    """The newest instant of the series with a value, at most :data:`FRESHNESS_LOOKBACK` before ``newest`` (the
-    newest stored timestamp of that series): what "data is fresh" means for ``/health`` and the freshness gauge,
-    as for detect's cleaned series. A withdrawn (NULL) or implausible value (a feed stuck at 0 MW) is no fresh
-    data; the newest stored timestamp counted them."""
-    value = store.scalar(
-        f"select max(ts) from {SERIES_SQL} where value is not null having count() > 0",
-        {"source": source, "metric": metric, "start": newest - FRESHNESS_LOOKBACK,
-         "end": newest + timedelta(milliseconds=1), "as_of": NO_END, "nature": ""},
-    )
+def data_age_s(newest: datetime, now: datetime) -> float:
+    """Seconds from the newest valid value's timestamp (:func:`latest_valid_ts`) to ``now``: the one measure of
+    how fresh the data is, for detect's freshness check, ``/health`` and ``powersense_data_freshness_seconds``."""
+    return (utc_datetime(now) - utc_datetime(newest)).total_seconds()
+
+
+def freshness_status(age_s: float, settings: Settings) -> Freshness:
+    """The one scale of fresh data, three settings in order (checked at start-up): ``late`` past
+    ``dq_freshness_max_min`` (detect's check warns), ``stale`` past ``query_max_data_age_s`` (the check fails,
+    ``/health`` is degraded, PowerSenseDataStale, dbt's freshness warning), ``too_old`` past
+    ``forecast_max_staleness_hours`` (the model is not used; PowerSenseDataStaleCritical, dbt's error)."""
+    if age_s > settings.forecast_max_staleness_hours * 3600:
+        return "too_old"
+    if age_s > settings.query_max_data_age_s:
+        return "stale"
+    return "late" if age_s > settings.dq_freshness_max_min * 60 else "ok"
+
+
+def latest_valid_ts(store: Store, source: str, metric: str) -> datetime | None:
+    """The newest instant of the series with a value, at most 35 days before its newest stored
+    timestamp; None when there is none: what "data is fresh" measures, for ``/health``, the freshness gauge and
+    detect's cleaned series. A withdrawn (NULL) or implausible value (a feed stuck at 0 MW) is no fresh data.
+    The query is the view ``series_latest_valid`` (ch/init/007.series.sql), which dbt's source freshness and
+    Grafana's freshness panel read too."""
+    value = store.scalar("select ts from {db:Identifier}.series_latest_valid(source = {source:String}, "
+                         "metric = {metric:String})", {"source": source, "metric": metric})
     return utc_datetime(value) if value is not None else None
 
 

@@ -336,7 +336,10 @@ class Settings(BaseSettings):
                                           "networks side by side, at most (capped by the CPUs available; 1 = all "
                                           "in the function's own process; the networks are the same whatever the "
                                           "count)")
-    forecast_max_staleness_hours: float = Field(default=6.0, gt=0, description="newer data needed for the model")
+    # the third level of "fresh data" (shared.series.freshness_status): past it the model is not used
+    forecast_max_staleness_hours: float = Field(default=6.0, gt=0, description="newer data needed for the model; "
+                                                "older = the seasonal-naive fallback, PowerSenseDataStaleCritical "
+                                                "and dbt's source freshness error")
     forecast_min_completeness: float = Field(default=0.8, ge=0, le=1, description="share of the last 14 days")
     forecast_accept_tolerance: float = Field(default=0.0, ge=0, description="new model's holdout MAPE may exceed "
                                              "the current one by this fraction and still replace it")
@@ -394,7 +397,10 @@ class Settings(BaseSettings):
         default=1.0, ge=0, le=60, description="re-read the data watermark at most this often (0 = every request)"
     )
     query_cache_entries: int = Field(default=512, ge=0, le=100_000, description="cached responses (0 = no cache)")
-    query_max_data_age_s: float = Field(default=3 * 3600.0, gt=0, description="/health: data older = not fresh")
+    # the second level of "fresh data" (shared.series.freshness_status): stale
+    query_max_data_age_s: float = Field(default=3 * 3600.0, gt=0, description="data older = stale: /health "
+                                        "degraded, detect's freshness check fails, PowerSenseDataStale and dbt's "
+                                        "source freshness warning")
     # --- end query ------------------------------------------------------------------------------
 
     # --- observability ----------------------------------------------------------------------
@@ -425,7 +431,9 @@ class Settings(BaseSettings):
     )
     detect_zscore_lookback_weeks: int = Field(default=8, ge=2)
     detect_zscore_threshold: float = Field(default=3.0, gt=0)
-    dq_freshness_max_min: float = Field(default=90.0, gt=0, description="newest value older than this = stale")
+    # the first level of "fresh data" (shared.series.freshness_status): late
+    dq_freshness_max_min: float = Field(default=90.0, gt=0, description="newest value older than this = late "
+                                        "(detect's freshness check warns)")
     dq_completeness_min: float = Field(default=0.98, ge=0, le=1)
     dq_range_margin: float = Field(default=0.2, ge=0, description="learned bounds widened by this fraction")
     drift_every_min: float = Field(default=60.0, gt=0, description="drift metrics at most this often")
@@ -551,6 +559,17 @@ class Settings(BaseSettings):
         from shared.timeutil import iso_instant  # imported here: timeutil loads pandas, settings must stay light
 
         return iso_instant(v)
+
+    @model_validator(mode="after")
+    def _freshness_levels_in_order(self) -> Settings:
+        # late ≤ stale ≤ too old for the model: each level of shared.series.freshness_status includes the next
+        late_s, stale_s = self.dq_freshness_max_min * 60, self.query_max_data_age_s
+        if not late_s <= stale_s <= self.forecast_max_staleness_hours * 3600:
+            raise ValueError(
+                "fresh-data levels out of order: need POWERSENSE_DQ_FRESHNESS_MAX_MIN (minutes, late) × 60 <= "
+                "POWERSENSE_QUERY_MAX_DATA_AGE_S (seconds, stale) <= POWERSENSE_FORECAST_MAX_STALENESS_HOURS (hours) "
+                f"× 3600; got {late_s:g} s, {stale_s:g} s, {self.forecast_max_staleness_hours * 3600:g} s")
+        return self
 
     @model_validator(mode="after")
     def _cluster_needs_server(self) -> Settings:

@@ -148,7 +148,20 @@ def test_freshness_fails_when_the_feed_stops(store: Store, settings: Settings, h
     later = T0 + pd.Timedelta(hours=4)
     detect(store, settings, now=later, window=(T0 - pd.Timedelta(days=1), later))
     dq = store.query_df("select * from {db:Identifier}.data_quality where check = 'freshness'")
-    assert (dq["status"].iloc[0], dq["value"].iloc[0]) == ("fail", 240.0)
+    # the newest value is T0 − 15 min: 4 h 15 min old, measured from its timestamp as /health and the gauge do
+    assert (dq["status"].iloc[0], dq["value"].iloc[0]) == ("fail", 255.0)
+
+
+def test_freshness_fails_where_health_calls_the_data_stale(
+    store: Store, settings: Settings, history: pd.DataFrame
+) -> None:
+    # 3 h 05 min after the newest value /health says degraded (query_max_data_age_s); detect measured the age from
+    # the end of that value's quarter-hour, 2 h 50 min, and only warned: two answers to "is the data fresh?"
+    write_measurements(store, history[history["ts"] < T0])
+    later = T0 - pd.Timedelta(minutes=15) + pd.Timedelta(hours=3, minutes=5)
+    detect(store, settings, now=later, window=(T0 - pd.Timedelta(days=1), later))
+    dq = store.query_df("select * from {db:Identifier}.data_quality where check = 'freshness'")
+    assert (dq["status"].iloc[0], dq["value"].iloc[0]) == ("fail", 185.0)
 
 
 def test_handler_runs_detect_for_a_backfill_window(store: Store, history: pd.DataFrame,

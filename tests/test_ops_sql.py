@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+import yaml
 
 from shared.settings import Settings
 from shared.store import Store
@@ -275,6 +276,28 @@ def test_every_dbt_model_is_documented_and_tested(path: Path) -> None:
     model = next(m for m in doc["models"] if m["name"] == path.stem)
     assert model.get("description")
     assert any(c.get("data_tests") for c in model["columns"])
+
+
+def test_dbt_source_freshness_reads_the_newest_valid_value(ops_store: Store, dbt_manifest: dict[str, Any]) -> None:
+    # dbt's freshness read measurements' inserted_at (moved by every revision of an old value and by every
+    # temperature forecast); it now asks what /health and the freshness gauge ask (shared.series.latest_valid_ts)
+    import jinja2
+
+    from shared.series import latest_valid_ts
+
+    node = next(n for n in dbt_manifest["sources"].values() if n["name"] == "series")
+    variables = yaml.safe_load((DBT_DIR / "dbt_project.yml").read_text())["vars"]
+
+    class This:  # the source relation as dbt renders it: `database.series`
+        schema = ops_store.database
+
+        def __str__(self) -> str:
+            return f"{self.schema}.series"
+
+    sql = jinja2.Template(node["loaded_at_query"]).render(this=This(), var=variables.__getitem__)
+    (got,) = ops_store.query_rows(sql.replace("%", "%%"), {})[0]
+    expected = latest_valid_ts(ops_store, "eco2mix_national", "consommation")
+    assert expected is not None and got.replace(tzinfo=UTC) == expected
 
 
 def test_dbt_data_tests_pass_on_real_data(ops_store: Store, dbt_views: dict[str, str],

@@ -82,3 +82,19 @@ select b_ts as ts,
        toString(coalesce(f_reason, '')) as flag
 from best
 left join flag_state on f_ukey = b_ukey and f_version = b_version;
+
+-- "Fresh data" (README, Data semantics): the newest instant of one (source, metric) with a valid value —
+-- neither withdrawn nor implausible — within 35 days of its newest stored instant; no row when there is
+-- none. The one query behind /health, the freshness gauge
+-- (shared.series.latest_valid_ts), dbt's source freshness and Grafana's freshness panel. Parameters:
+-- source, metric.
+create or replace view electricity.series_latest_valid as
+select max(ts) as ts
+from electricity.series(
+    source = {source:String}, metric = {metric:String},
+    start = (select max(ts) from electricity.measurements
+             where source = {source:String} and metric = {metric:String}) - interval 35 day,
+    end = toDateTime64('2200-01-01 00:00:00', 3, 'UTC'), as_of = toDateTime64('2200-01-01 00:00:00', 3, 'UTC'),
+    nature = '')
+where value is not null
+having count() > 0;

@@ -1063,13 +1063,17 @@ order by time
     )
     # the same freshness from both sources, coloured by the alert thresholds
     for title, description, target in (
-        ("Data freshness (ClickHouse)", "Age of the newest consommation value.", f"""
-select dateDiff('second', max(ts), now64(3)) as freshness_seconds
-from ${{db}}.measurements_latest final
-where {SERIES} and value is not null
+        # the newest VALID value (view series_latest_valid, as /health and the gauge): a feed stuck at 0 MW is
+        # not fresh data; the weather series (their own stage alerts) are not the series
+        ("Data freshness (ClickHouse)", "Age of the series' newest valid value (not withdrawn, not implausible).",
+         """
+select dateDiff('second', ts, now64(3)) as freshness_seconds
+from ${db}.series_latest_valid(source = '${source}', metric = '${metric}')
 """),
-        ("Data freshness (Prometheus)", "powersense_data_freshness_seconds from the query function (alerting input).",
-         prom_target("max(powersense:data_freshness_seconds:max)", "freshness", instant=True)),
+        ("Data freshness (Prometheus)", "powersense_data_freshness_seconds of the series from the query function "
+         "(alerting input).",
+         prom_target('max(powersense:data_freshness_seconds:max{source="${source}", metric="${metric}"})',
+                     "freshness", instant=True)),
     ):
         d.add(stat(title, description, target, unit="s", extra={"thresholds": FRESHNESS_THRESHOLDS}), w=6, h=5)
     d.add(

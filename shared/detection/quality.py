@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from shared.calendar import TZ, local_day_bounds
 from shared.forecasting.gate import ramp_mask
-from shared.series import NO_END, SERIES_SQL
+from shared.series import NO_END, SERIES_SQL, data_age_s, freshness_status
 from shared.store import Store
 from shared.timeutil import to_utc
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
 
 COLUMNS = ["checked_at", "run_id", "source", "metric", "check", "scope", "value", "expected", "status", "details"]
 
@@ -68,15 +71,17 @@ def completeness(
     return out
 
 
-def freshness(series: pd.DataFrame, now: datetime, step_min: int, max_age_min: float) -> dict[str, Any]:
-    """Age of the newest value (end of its step) vs now."""
+def freshness(series: pd.DataFrame, now: datetime, settings: Settings) -> dict[str, Any]:
+    """Age of the newest value, in minutes, on the product's one scale of fresh data
+    (:func:`shared.series.freshness_status`): ok, warn when late, fail when stale."""
     have = series.dropna(subset=["value"])
+    late_min = settings.dq_freshness_max_min
     if have.empty:
-        return check("freshness", float("inf"), "fail", {"newest": None}, expected=max_age_min)
+        return check("freshness", float("inf"), "fail", {"newest": None}, expected=late_min)
     newest = pd.Timestamp(have["ts"].max())
-    age = (to_utc(now) - newest - pd.Timedelta(minutes=step_min)) / pd.Timedelta(minutes=1)
-    status = "ok" if age <= max_age_min else ("warn" if age <= 2 * max_age_min else "fail")
-    return check("freshness", round(float(age), 2), status, {"newest": newest.isoformat()}, expected=max_age_min)
+    age_s = data_age_s(newest.to_pydatetime(), now)
+    status = {"ok": "ok", "late": "warn"}.get(freshness_status(age_s, settings), "fail")
+    return check("freshness", round(age_s / 60, 2), status, {"newest": newest.isoformat()}, expected=late_min)
 
 
 def out_of_range(window: pd.DataFrame, bounds: tuple[float, float] | None, margin: float) -> dict[str, Any]:

@@ -638,7 +638,7 @@ def compute_detect(inputs: DetectInputs, settings: Settings) -> DetectOutputs:
     window_series = series[(series["ts"] >= w_start) & (series["ts"] < w_end)]
     checks = quality.completeness(series, dq_at, 3, step_min, settings.dq_completeness_min,
                                   settings.detect_value_lag_min)
-    fresh = quality.freshness(series, dq_at, step_min, settings.dq_freshness_max_min)
+    fresh = quality.freshness(series, dq_at, settings)
     data_age_s = fresh["value"] * 60 if np.isfinite(fresh["value"]) and dq_at == now else None
     checks.append(fresh)
     checks.append(quality.duplicates(inputs.duplicate_counts))

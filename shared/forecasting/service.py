@@ -61,6 +61,7 @@ from shared.logs import log_event
 from shared.metrics import REGISTRY
 from shared.process_limits import memory_limit_bytes, peak_rss_bytes
 from shared.runs import Run
+from shared.series import data_age_s, freshness_status
 from shared.settings import Settings
 from shared.store import Store
 from shared.timeutil import to_utc
@@ -398,9 +399,9 @@ def input_problem(grid: pd.DataFrame, now: pd.Timestamp, settings: Settings) -> 
     if data.empty:
         return "no data"
     last = data["ts"].max()
-    age_h = (now - last) / pd.Timedelta(hours=1)
-    if age_h > settings.forecast_max_staleness_hours:
-        return f"stale data: newest value {last.isoformat()} is {age_h:.1f} h old"
+    age_s = data_age_s(last.to_pydatetime(), now)
+    if freshness_status(age_s, settings) == "too_old":
+        return f"stale data: newest value {last.isoformat()} is {age_s / 3600:.1f} h old"
     recent = grid[grid["ts"] >= last - pd.Timedelta(days=14)]
     share = float(recent["value"].notna().mean()) if len(recent) else 0.0
     if share < settings.forecast_min_completeness:

@@ -53,7 +53,7 @@ from shared.query.models import (
     VsActualParams,
     VsActualResponse,
 )
-from shared.series import latest_valid_ts
+from shared.series import data_age_s, freshness_status, latest_valid_ts
 from shared.settings import Settings, get_settings
 from shared.store import Store, existing_store, get_store
 
@@ -172,11 +172,8 @@ def _latest_fn(store: Store, state: StoreState) -> service.LatestFn:
 def _latest_valid(store: Store, state: StoreState, settings: Settings) -> datetime | None:
     """The forecast series' newest valid instant (shared.series.latest_valid_ts), memoised on the watermark."""
     source, metric = settings.series_source, settings.series_metric
-    newest = _latest_fn(store, state)(source, metric)
-    if newest is None:
-        return None
     return _CACHE.memo((store.database, "latest_valid", source, metric, state.token),
-                       lambda: latest_valid_ts(store, source, metric, newest))
+                       lambda: latest_valid_ts(store, source, metric))
 
 
 def _json(model: BaseModel, headers: dict[str, str] | None = None) -> CachedResponse:
@@ -213,8 +210,8 @@ async def health(_: Annotated[EmptyParams, Query()]) -> Response:
             return 503, HealthResponse(status="unavailable", store=isinstance(exc, SchemaError), data_fresh=False,
                                        latest_ts=None, data_age_s=None, max_data_age_s=settings.query_max_data_age_s,
                                        detail=_public_detail(exc))
-        age = (clock.now() - last).total_seconds() if last is not None else None
-        fresh = age is not None and age <= settings.query_max_data_age_s
+        age = data_age_s(last, clock.now()) if last is not None else None
+        fresh = age is not None and freshness_status(age, settings) in ("ok", "late")
         return 200, HealthResponse(status="ok" if fresh else "degraded", store=True, data_fresh=fresh, latest_ts=last,
                                    data_age_s=round(age, 3) if age is not None else None,
                                    max_data_age_s=settings.query_max_data_age_s)

@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared import clock
 from shared.errors import PowerSenseError
 from shared.logs import log_event
-from shared.series import ACTUALS_CTE, latest_valid_ts
+from shared.series import ACTUALS_CTE, data_age_s, latest_valid_ts
 from shared.settings import get_settings
 from shared.store import Store
 from shared.timeutil import utc_datetime as utc
@@ -140,7 +140,7 @@ class StoreCollector(Collector):
         settings = get_settings()
         series = (settings.series_source, settings.series_metric)
         if series in latest:
-            valid = latest_valid_ts(store, *series, latest[series])
+            valid = latest_valid_ts(store, *series)
             if valid is None:
                 del latest[series]  # no valid value in the lookback: absent, as for a series never stored
             else:
@@ -214,7 +214,7 @@ def _age_gauge(now: datetime, name: str, help_: str, latest: dict[tuple[str, str
     """Seconds since each series' newest timestamp."""
     g = GaugeMetricFamily(name, help_, labels=["source", "metric"])
     for (source, metric), last in latest.items():
-        g.add_metric([source, metric], (now - last).total_seconds())
+        g.add_metric([source, metric], data_age_s(last, now))
     return g
 
 
