@@ -20,6 +20,8 @@ back is ``shared/forecasting/registry.py`` (so the light query stage never reach
   ``pointer_updated_at``; None when no model was ever promoted.
 * ``save_version(series, version, files, meta)`` / ``get_files(series, version)`` — a version's files
   (name → bytes); ``set_current`` / ``update_meta`` move the pointer / annotate a version.
+* ``prune(series, keep)`` — delete all but the ``keep`` newest versions and the current one (the forecast stage
+  does it after each training: ``POWERSENSE_FORECAST_KEEP_VERSIONS``).
 
 Every failure of the backend raises :class:`shared.errors.ArtifactError` (HTTP 503).
 """
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import threading
 from abc import ABC, abstractmethod
@@ -63,6 +66,14 @@ class ArtifactStore(ABC):
     @abstractmethod
     def _list_dirs(self, prefix: str) -> list[str]:
         """Immediate sub-"directories" under ``prefix`` (names only)."""
+
+    @abstractmethod
+    def _delete(self, key: str) -> None:
+        """Delete one object (absent: nothing to do)."""
+
+    @abstractmethod
+    def _delete_prefix(self, prefix: str) -> None:
+        """Delete every object under ``prefix`` (a version's "directory")."""
 
     # --- API ------------------------------------------------------------------------------------
     def save_version(self, series: str, version: str, files: dict[str, bytes], meta: dict[str, Any]) -> None:
@@ -119,6 +130,23 @@ class ArtifactStore(ABC):
                 out.append({**meta, "current": version == cur})
         return out
 
+    def prune(self, series: str, keep: int) -> list[str]:
+        """Delete the versions of ``series`` older than its ``keep`` newest (names sort by training time), never the
+        one ``current`` names; the deleted versions, oldest first. A version loses its ``meta.json`` first, so a
+        prune cut short leaves it unlisted (as a half-written one is) and the next prune finishes it; a
+        half-written version (no ``meta.json``: a training killed while saving) counts as a version, so once older
+        than the ``keep`` newest it goes too."""
+        if keep < 1:
+            raise ValueError(f"keep must be at least 1, got {keep}")
+        base = f"{PREFIX}/{_check_name(series, 'series')}/"
+        cur = self.current_version(series)
+        old = sorted(self._list_dirs(base))[:-keep]
+        gone = [v for v in old if v != cur]
+        for version in gone:
+            self._delete(f"{base}{version}/{META}")
+            self._delete_prefix(f"{base}{version}/")
+        return gone
+
     def get_files(self, series: str, version: str) -> dict[str, bytes]:
         """A version's model files (not the metadata)."""
         meta = self.meta(series, version)
@@ -169,6 +197,20 @@ class LocalArtifactStore(ArtifactStore):
         if not path.is_dir():
             return []
         return [p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")]
+
+    def _delete(self, key: str) -> None:
+        try:
+            self._path(key).unlink(missing_ok=True)
+        except OSError as exc:
+            raise ArtifactError(f"cannot delete {key}: {exc}") from exc
+
+    def _delete_prefix(self, prefix: str) -> None:
+        try:
+            shutil.rmtree(self._path(prefix), ignore_errors=False)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise ArtifactError(f"cannot delete {prefix}: {exc}") from exc
 
 
 class S3ArtifactStore(ArtifactStore):
@@ -249,6 +291,23 @@ class S3ArtifactStore(ArtifactStore):
         except self._errors() as exc:
             raise ArtifactError(f"S3 list {prefix} failed: {exc}") from exc
         return names
+
+    def _delete(self, key: str) -> None:
+        try:
+            self._client.delete_object(Bucket=self.bucket, Key=key)  # S3: deleting an absent key succeeds
+        except self._errors() as exc:
+            raise ArtifactError(f"S3 delete {key} failed: {exc}") from exc
+
+    def _delete_prefix(self, prefix: str) -> None:
+        try:
+            for page in self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+                keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
+                if keys:  # a page holds at most 1,000 keys, DeleteObjects' limit
+                    out = self._client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
+                    if out.get("Errors"):
+                        raise ArtifactError(f"S3 delete under {prefix} failed: {out['Errors'][:3]}")
+        except self._errors() as exc:
+            raise ArtifactError(f"S3 delete under {prefix} failed: {exc}") from exc
 
 
 _stores: dict[tuple[Any, ...], ArtifactStore] = {}

@@ -292,6 +292,11 @@ class Settings(BaseSettings):
     forecast_holdout_days: int = Field(default=91, ge=7, description="recent days kept out of training to "
                                        "calibrate intervals and compare new vs current model")
     forecast_retrain_hours: float = Field(default=24.0, gt=0, description="retrain when the model is older")
+    # a daily retrain stored a version (10 networks for the weather model) every day, never deleted, and /models
+    # and the weather model's retrain plan read every version's metadata
+    forecast_keep_versions: int = Field(default=30, ge=1, description="model versions kept per series in the "
+                                        "artifact store (the newest; the current one always): older ones are "
+                                        "deleted after each training")
     forecast_epochs: int = Field(default=10, ge=1, description="profile network epochs")
     forecast_learning_rate: float = Field(default=0.01, gt=0, description="always set: the LR finder crashes")
     forecast_batch_size: int = Field(default=1024, ge=16, description="profile network batch size")

@@ -56,6 +56,29 @@ def test_pointer_cannot_name_a_missing_version(s3_store: S3ArtifactStore) -> Non
         s3_store.set_current("load", "never-saved")
 
 
+def test_prune_keeps_the_newest_versions_and_the_current_one(s3_store: S3ArtifactStore,
+                                                              s3_server: S3Server) -> None:  # noqa: F811
+    for v in ("v1", "v2", "v3", "v4", "v5", "v6"):
+        s3_store.save_version("load", v, {"model.json": b"{}", "profile.pt": b"x"}, _meta(v, 3.0))
+    s3_store.save_version("load.weather", "v1", {"model.json": b"{}"}, _meta("v1", 3.0))
+    s3_store.set_current("load", "v2")  # a current model older than the kept ones (later trainings rejected)
+    assert s3_store.prune("load", keep=3) == ["v1", "v3"]
+    assert [m["version"] for m in s3_store.list_models("load")] == ["v2", "v4", "v5", "v6"]
+    keys = [o["Key"] for o in s3_store._client.list_objects_v2(Bucket=s3_store.bucket)["Contents"]]
+    assert not [k for k in keys if k.startswith(("models/load/v1/", "models/load/v3/"))]  # every file, not the meta
+    assert [m["version"] for m in s3_store.list_models("load.weather")] == ["v1"]  # another series: untouched
+
+
+def test_prune_removes_an_old_half_written_version(tmp_path: Path) -> None:
+    store = LocalArtifactStore(tmp_path)
+    (tmp_path / "models" / "load" / "v0").mkdir(parents=True)
+    (tmp_path / "models" / "load" / "v0" / "profile.pt").write_bytes(b"x")  # killed before its meta.json
+    for v in ("v1", "v2"):
+        store.save_version("load", v, {"model.json": b"{}"}, _meta(v, 3.0))
+    assert store.prune("load", keep=2) == ["v0"]
+    assert sorted(p.name for p in (tmp_path / "models" / "load").iterdir()) == ["v1", "v2"]
+
+
 def test_unreachable_s3_raises_artifact_error() -> None:
     from shared.settings import Settings  # noqa: F401 (settings not needed: explicit endpoint)
 

@@ -140,6 +140,22 @@ def test_worse_model_does_not_move_the_pointer(store: Store, fc_settings: Settin
     assert bad.model_version == good and bad.quality == "model"
 
 
+@pytest.mark.slow
+@pytest.mark.s3
+def test_a_training_deletes_the_versions_past_the_kept_count(
+        store: Store, fc_settings: Settings, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    # a daily retrain stored a version every day and none was ever deleted
+    artifacts = _s3(s3_server, "fc-prune")
+    series = service.series_key(fc_settings)
+    for old in ("20230101T070000Z-aaaaaaaa", "20230102T070000Z-bbbbbbbb"):
+        artifacts.save_version(series, old, {"model.json": b"{}"}, {"trained_at": old, "decision": "rejected"})
+    monkeypatch.setenv("POWERSENSE_FORECAST_KEEP_VERSIONS", "1")
+    settings_mod.get_settings.cache_clear()
+    res = service.run_forecast(store, settings_mod.get_settings(), lambda: artifacts, NOW, "run-prune")
+    assert res.trained and res.trained["versions_pruned"] == 2
+    assert [m["version"] for m in artifacts.list_models(series)] == [res.model_version]
+
+
 def test_handler_answers_with_a_fallback_run(store: Store, fc_settings: Settings,
                                              admin_headers: dict[str, str]) -> None:
     from fastapi.testclient import TestClient

@@ -904,6 +904,7 @@ def maybe_train(store: Store, settings: Settings, artifacts: Any, grid: pd.DataF
         with _cache_lock:
             _forget(series)
             _cache[f"{series}/{version}"] = model
+    pruned = prune_versions(artifacts, series, settings.forecast_keep_versions)
     if warning := hold["metrics"].get("warning"):
         log_event(log, "short_holdout", logging.WARNING, warning=warning, version=version)
     if weather and decision == "promoted":
@@ -914,8 +915,22 @@ def maybe_train(store: Store, settings: Settings, artifacts: Any, grid: pd.DataF
               **({"weather_damping": model.weather_damping} if model.weather_damping else {}))
     return {"trained": True, "model": "weather" if weather else "weather_free", "train_reason": reason,
             "version": version, "decision": decision, "reason": why,
-            "train_s": train_s,
+            "train_s": train_s, "versions_pruned": len(pruned),
             "holdout_mape": new_mape, "current_holdout_mape": cur_mape, "naive_holdout_mape": naive_mape}
+
+
+def prune_versions(artifacts: Any, series: str, keep: int) -> list[str]:
+    """Delete the versions of ``series`` older than its ``keep`` newest (never the current one); the deleted
+    versions. A store that fails to delete is logged, not raised: the forecast this run issues does not depend on
+    it, and the next training tries again."""
+    try:
+        gone: list[str] = artifacts.prune(series, keep)
+    except ArtifactError as exc:
+        log_event(log, "model_prune_failed", logging.WARNING, series=series, error=str(exc))
+        return []
+    if gone:
+        log_event(log, "models_pruned", series=series, kept=keep, deleted=len(gone), oldest_kept_after=gone[-1])
+    return gone
 
 
 NOT_COMPARED = "current model trained on this holdout (refit after its own), not compared"
