@@ -22,11 +22,12 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
 from swagger_ui_bundle import swagger_ui_path
 
 from shared import metrics as stage_metrics
 from shared.errors import AuthError, PowerSenseError, http_status
-from shared.logs import configure_logging, log_event
+from shared.logs import configure_logging, current_function, log_event
 from shared.runs import Run, RunResult, stage_run
 from shared.settings import Settings, get_settings
 from shared.store import Store, get_store
@@ -166,6 +167,22 @@ async def _lock_while_serving(app: FastAPI) -> AsyncIterator[None]:
             lock.unlink(missing_ok=True)
 
 
+class FunctionLogContext:
+    """ASGI middleware: the function's name in the log context (``shared.logs.current_function``) for the whole
+    request; a stage's run (``stage_run``) sets the same name inside it."""
+
+    def __init__(self, app: ASGIApp, function: str) -> None:
+        self.app = app
+        self.function = function
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        token = current_function.set(self.function)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            current_function.reset(token)
+
+
 def create_app(
     function: str, *, title: str | None = None, description: str = "", health: bool = True, metrics: bool = True,
     root_path: str | None = None,
@@ -185,18 +202,24 @@ def create_app(
                   redirect_slashes=False, openapi_url=None, docs_url=None, redoc_url=None,
                   lifespan=_lock_while_serving)
     app.state.function = function
+    # every line logged while serving names the function (Alloy makes it the `function` label): the query
+    # function's lines, and a stage's lines outside its run (the error handlers below), said "-"
+    app.add_middleware(FunctionLogContext, function=function)
 
     @app.exception_handler(PowerSenseError)
     async def _typed_error(request: Request, exc: PowerSenseError) -> JSONResponse:
         status = http_status(exc)
         log_event(log, "request_failed", logging.WARNING if status < 500 else logging.ERROR,
-                  error_type=type(exc).__name__, error=str(exc), status=status, path=request.url.path)
+                  error_type=type(exc).__name__, error=str(exc), status=status, path=request.url.path,
+                  function=function)
         return JSONResponse({"error": type(exc).__name__, "detail": str(exc)}, status_code=status)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # A bug, not a typed failure: log the traceback, answer JSON (run already recorded as failed).
-        log.exception("unhandled_error", extra={"event": "unhandled_error", "path": request.url.path})
+        # A bug, not a typed failure: log the traceback, answer JSON (run already recorded as failed). Starlette
+        # runs this handler in its outermost middleware, outside FunctionLogContext: the function is passed.
+        log.exception("unhandled_error", extra={"event": "unhandled_error", "path": request.url.path,
+                                                "function": function})
         return JSONResponse({"error": "InternalError", "detail": type(exc).__name__}, status_code=500)
 
     @app.exception_handler(RequestValidationError)

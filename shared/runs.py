@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 from shared import metrics
 from shared.logs import current_function, current_run_id, log_event
 from shared.store import Store
+from shared.timeutil import utc_datetime
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,33 @@ def new_run_id() -> str:
     return uuid.uuid4().hex
 
 
+# what a run ends as (pipeline_runs.status, less "running")
+RUN_STATUSES = ("success", "partial", "skipped", "failed")
+_seeded: set[str] = set()
+
+
+def _seed_metrics(store: Store, function: str) -> None:
+    """At a process's first run of ``function``: every status counter exists from 0, and the last-success gauge
+    holds the store's last success or partial run. A new process (a deploy, an OOM kill, a scale from zero) pushes
+    with PUT, which replaces the job's group at the Pushgateway: one whose runs all failed pushed ``failed`` as a
+    new series starting at 1, which ``increase()`` does not count, and no last-success gauge at all — a broken
+    deployment fired neither PowerSenseStageFailing nor PowerSenseStageNoRecentSuccess."""
+    if function in _seeded:
+        return
+    for status in RUN_STATUSES:
+        metrics.STAGE_RUNS.labels(function, status)
+    try:
+        last = store.scalar("select max(finished_at) from {db:Identifier}.pipeline_runs "
+                            "where function = {function:String} and status in ('success', 'partial')",
+                            {"function": function})
+    except Exception as exc:  # the run itself reports the store; try again at the next run
+        log_event(log, "metrics_seed_failed", logging.WARNING, error=str(exc))
+        return
+    if last is not None:
+        metrics.STAGE_LAST_SUCCESS.labels(function).set(utc_datetime(last).timestamp())
+    _seeded.add(function)
+
+
 @contextmanager
 def stage_run(
     store: Store, function: str, trigger: str = "http", run_id: str | None = None, pushgateway: str | None = None
@@ -119,6 +147,7 @@ def stage_run(
 
     Exceptions propagate after the run is recorded as failed.
     """
+    _seed_metrics(store, function)
     run = Run(function=function, run_id=run_id or new_run_id(), trigger=trigger, started_at=datetime.now(UTC))
     tok_f, tok_r = current_function.set(function), current_run_id.set(run.run_id)
     t0 = time.perf_counter()

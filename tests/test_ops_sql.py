@@ -435,6 +435,13 @@ def query_metrics(ops_store: Store, monkeypatch: pytest.MonkeyPatch) -> str:
     store_mod.reset_store()
     clock.install(clock.SimulatedClock(SCRAPE_AT, speed=0.0))
     try:
+        # detect's scheduled run at the scrape: the feed stopped at the end of 2023, so the quarter-hours due
+        # since are open `missing` anomalies in the span it re-examines (the gauge counts only that span)
+        from shared.detection.service import run_detect
+        from shared.runs import stage_run
+
+        with stage_run(ops_store, "detect", trigger="cron") as run:
+            run_detect(ops_store, settings_mod.get_settings(), run)
         response = TestClient(load_handler("query").app).get("/metrics")
         assert response.status_code == 200, response.text
         return response.text

@@ -419,6 +419,22 @@ def test_a_feed_stuck_on_an_implausible_value_is_not_fresh(client: TestClient, s
     assert abs(age - body["data_age_s"]) < 60  # the same instant, read a moment apart
 
 
+def test_the_open_anomalies_gauge_counts_the_span_detect_re_examines(client: TestClient, store: Store) -> None:
+    # every open anomaly ever counted: nothing closes one once detect has moved past it, so the gauge (and
+    # PowerSenseAnomaliesOpen) never went back to 0 after the first spike
+    from shared import clock
+
+    now = pd.Timestamp(clock.now())
+    row = {"source": SOURCE, "metric": "consommation", "kind": "spike", "detector": "residual", "severity": "high",
+           "value": 1.0, "value_version": 1, "model_version": "", "forecast_run_id": "", "detected_at": now,
+           "run_id": "d", "status": "open", "resolution": ""}
+    store.insert_df("anomalies", pd.DataFrame([{**row, "ts": now - pd.Timedelta(hours=1)},
+                                               {**row, "ts": now - pd.Timedelta(hours=72)}]))
+    text = client.get("/metrics", headers={"Authorization": ""}).text
+    counts = [float(x.split()[-1]) for x in text.splitlines() if x.startswith("powersense_anomalies_open{")]
+    assert counts == [1.0]
+
+
 def test_metrics_expose_store_gauges(client: TestClient, store: Store, december: pd.DataFrame) -> None:
     insert_forecast_run(store, december, utc(2023, 12, 24, 0, 0))
     with stage_run(store, "detect", "cron", None, None):

@@ -6,7 +6,8 @@ Exposed on the query function's ``/metrics`` next to the shared stage metrics:
 * ``powersense_forecast_age_seconds{source,metric}``: now − issue time of the latest forecast run
 * ``powersense_forecast_mape_ratio{source,metric,horizon_day}``: rolling MAPE (ratio) of every forecast
   step whose target lies in the 7 days before the latest actual, per horizon day
-* ``powersense_anomalies_open{source,metric,severity}``: anomalous points detect still holds open
+* ``powersense_anomalies_open{source,metric,severity}``: anomalous points detect still holds open, over the span
+  it re-examines (``POWERSENSE_DETECT_OVERLAP_HOURS`` before now)
 * ``powersense_last_run_status{function,status}`` (1 for the latest run's status) and
   ``powersense_last_run_timestamp_seconds{function}``
 * ``powersense_query_cache_requests_total{result}``: response cache hits and misses
@@ -174,11 +175,17 @@ class StoreCollector(Collector):
         yield g
 
     def _anomalies(self, store: Store, now: datetime) -> Iterator[Metric]:
-        g = GaugeMetricFamily("powersense_anomalies_open", "Anomalous points detect still holds open",
+        # only the span detect still re-examines (POWERSENSE_DETECT_OVERLAP_HOURS before now): an anomaly stays
+        # open for good once detect has moved past it (nothing acknowledges one), so counting every open
+        # anomaly ever kept PowerSenseAnomaliesOpen firing from the first spike on (185 open after one October)
+        g = GaugeMetricFamily("powersense_anomalies_open", "Anomalous points detect still holds open, in the span "
+                              "it re-examines (POWERSENSE_DETECT_OVERLAP_HOURS before now)",
                               labels=["source", "metric", "severity"])
+        since = now - timedelta(hours=get_settings().detect_overlap_hours)
         rows = store.query_rows(
             "select source, metric, severity, count() from {db:Identifier}.anomalies final "
-            "where status = 'open' group by source, metric, severity"
+            "where status = 'open' and ts >= {since:DateTime64(3, 'UTC')} group by source, metric, severity",
+            {"since": since},
         )
         for source, metric, severity, n in rows:
             g.add_metric([str(source), str(metric), str(severity)], float(n))
