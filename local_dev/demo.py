@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,38 @@ WEATHER_REPLAY_PREFIX = "/replay/open-meteo"
 
 
 def _parse_time(value: str) -> datetime:
-    ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    """An ISO 8601 instant (UTC when it has no offset); an argparse type, so a bad one is one usage line."""
+    try:
+        ts = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an ISO 8601 instant (e.g. 2023-12-01T00:00:00Z)") from None
     return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
+    """An argparse type: a number above 0 (``--speed 0`` froze the simulated clock: no tick ever came)."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be above 0 (got {text})")
+        return value
+
+    return parse
+
+
+def _port(text: str) -> int:
+    """An argparse type: a TCP port (99999 was a traceback from the gateway's socket)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1–65535 (got {value})")
+    return value
 
 
 def ensure_secrets(secrets_dir: Path) -> dict[str, str]:
@@ -44,13 +75,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     """Command-line options of the demo."""
     p = argparse.ArgumentParser(prog="python -m local_dev demo", description=__doc__)
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=int(os.environ.get("POWERSENSE_GATEWAY_PORT", "8080")))
+    p.add_argument("--port", type=_port, default=os.environ.get("POWERSENSE_GATEWAY_PORT", "8080"))
     p.add_argument("--data-dir", type=Path, default=REPO_ROOT / "var", help="chDB, artifacts and secrets live here")
-    p.add_argument("--start", default=os.environ.get("POWERSENSE_REPLAY_START", DEFAULT_START),
+    p.add_argument("--start", type=_parse_time, default=os.environ.get("POWERSENSE_REPLAY_START", DEFAULT_START),
                    help="simulated clock start (UTC) on first run; a restart resumes after the newest stored value")
-    p.add_argument("--speed", type=float, default=float(os.environ.get("POWERSENSE_REPLAY_SPEED", "60")),
+    p.add_argument("--speed", type=_positive(float), default=os.environ.get("POWERSENSE_REPLAY_SPEED", "60"),
                    help="simulated seconds per real second (60: a 5-min poll every 5 s)")
-    p.add_argument("--ticks", type=int, default=None,
+    p.add_argument("--ticks", type=_positive(int), default=None,
                    help="fire this many cron ticks, waiting for each, then exit (scripted use)")
     p.add_argument("--source-url", default=None,
                    help="poll this ODRÉ-compatible API instead of the local replay (e.g. the real ODRÉ)")
@@ -98,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         "select max(ts) from {db:Identifier}.measurements where metric = {m:String} and value is not null",
         {"m": settings.series_metric},
     )
-    start = _parse_time(args.start)
+    start: datetime = args.start
     resumed = newest is not None and newest.replace(tzinfo=UTC) + timedelta(minutes=15) > start
     if resumed:
         start = newest.replace(tzinfo=UTC) + timedelta(minutes=15)

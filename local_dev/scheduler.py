@@ -76,6 +76,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--timeout-s", type=float, default=None,
                         help="HTTP timeout per call (default: longest exec_timeout + 30 s)")
     args = parser.parse_args(argv)
+    if not args.stack.is_file():  # was a FileNotFoundError traceback
+        parser.error(f"--stack {args.stack}: no such file")
 
     configure_logging(os.environ.get("POWERSENSE_LOG_LEVEL", "INFO"))
     current_function.set("scheduler")

@@ -68,8 +68,12 @@ def render() -> str:
     """The Markdown table of all settings with their defaults and descriptions."""
     lines = ["| variable | default | meaning |", "|---|---|---|"]
     for name, field in Settings.model_fields.items():
-        if field.default_factory is not None:
-            default = "shipped data/eco2mix files" if name == "history_files" else "(computed)"
+        if name == "history_files":
+            default = "shipped data/eco2mix files"
+        elif field.default_factory is not None:
+            made = field.default_factory()  # type: ignore[call-arg]
+            # a list as a user writes it: comma-separated (Settings._list_from_text)
+            default = ",".join(map(str, made)) if isinstance(made, list) else "(computed)"
         else:
             value = field.default
             default = ("(secret)" if value.get_secret_value() else "") if isinstance(value, SecretStr) else value

@@ -8,19 +8,22 @@ names the offending variable.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SecretsSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 from shared.errors import ConfigurationError
@@ -220,7 +223,7 @@ class Settings(BaseSettings):
     poll_overlap_hours: float = Field(default=24.0, ge=0, description="re-polled span before the watermark (revisions)")
     poll_lookahead_hours: float = Field(default=48.0, ge=0, description="window end after now (published forecasts)")
     poll_max_window_days: float = Field(default=31.0, gt=0, description="longest window one poll fetches (catch-up)")
-    history_files: list[Path] = Field(
+    history_files: Annotated[list[Path], NoDecode] = Field(
         default_factory=shipped_history_files,
         description="files the bootstrap loads: eco2mix, ODRÉ or RTE files of France's national load (others are "
         "refused before anything is written)",
@@ -250,7 +253,7 @@ class Settings(BaseSettings):
         default="France", min_length=1,
         description="the only perimetre accepted from the source; records of any other go to rejected_records",
     )
-    source_natures: list[str] = Field(
+    source_natures: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["Données temps réel", "Données consolidées", "Données définitives",
                                  "Données temps réel (API RTE short_term)"],
         min_length=1,
@@ -388,7 +391,7 @@ class Settings(BaseSettings):
     gateway_async_workers: int = Field(
         default=1, ge=1, le=64, description="embedded gateway: async invocations run at once (queue-worker)"
     )
-    gateway_callback_urls: list[str] = Field(
+    gateway_callback_urls: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="embedded gateway: allowed X-Callback-Url prefixes (empty = callbacks "
         "refused with 400)"
     )
@@ -452,7 +455,7 @@ class Settings(BaseSettings):
     # --- plausibility (shared/plausibility.py) ---------------------------------------------------
     # Physical bounds of French national load, learned from the shipped real history 2000–2023
     # (data/eco2mix, 682 742 consumption values): see shared/plausibility.py for the figures.
-    plausibility_metrics: list[str] = Field(
+    plausibility_metrics: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["consommation", "prevision_j1", "prevision_j"],
         description="metrics (national load, MW) whose values are checked for plausibility",
     )
@@ -477,7 +480,7 @@ class Settings(BaseSettings):
         default="https://archive-api.open-meteo.com/v1",
         description="Open-Meteo historical (archive) API base (GET <url>/archive), for weather-backfill",
     )
-    weather_models: list[str] = Field(
+    weather_models: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["meteofrance_seamless", "ecmwf_ifs025"],
         description="Open-Meteo forecast models, in priority order for the national forecast (see shared/weather)",
     )
@@ -545,6 +548,22 @@ class Settings(BaseSettings):
             sources.append(SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir, env_prefix=""))
             sources.append(_HyphenatedSecrets(settings_cls, Path(secrets_dir)))
         return tuple(sources)
+
+    @field_validator("history_files", "source_natures", "gateway_callback_urls", "plausibility_metrics",
+                     "weather_models", mode="before")
+    @classmethod
+    def _list_from_text(cls, v: Any) -> Any:
+        # a list variable is comma-separated (POWERSENSE_WEATHER_MODELS=meteofrance_seamless,ecmwf_ifs025, as the
+        # README writes it) or a JSON list; pydantic-settings read only JSON, and its error named no variable
+        if not isinstance(v, str):
+            return v
+        text = v.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not a JSON list ({exc.msg}); or give the values comma-separated") from None
+        return [item.strip() for item in text.split(",") if item.strip()]
 
     @field_validator("clickhouse_url")
     @classmethod
@@ -620,3 +639,7 @@ def get_settings() -> Settings:
             f"POWERSENSE_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
         )
         raise ConfigurationError(f"invalid configuration: {problems}") from exc
+    except SettingsError as exc:  # a value a settings source could not decode (its message names the field)
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = f"POWERSENSE_{field[1].upper()}" if field else "a POWERSENSE_ variable"
+        raise ConfigurationError(f"invalid configuration: {name}: {exc}") from exc

@@ -150,6 +150,24 @@ def test_an_anomaly_period_with_history_before_it_but_no_data_in_it_is_one_line(
     assert _error(capsys).startswith("evaluate-anomalies: error: no data between 2023-04-05 and 2023-04-20")
 
 
+def test_an_anomaly_period_past_the_data_is_evaluated_to_their_end_and_says_so(
+        march_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # it injected into the days without data and reported their weeks, without a word
+    assert _anomalies(tmp_path, "--data", str(march_csv), "--start", "2023-03-10", "--end", "2023-04-20",
+                      "--per-kind", "1", "--no-progress") == 0
+    assert ("note: the data end on 2023-04-01: evaluated 2023-03-10 … 2023-04-01, 22.0 of the period's 41.0 days"
+            in capsys.readouterr().out.splitlines())
+    period = json.loads((tmp_path / "r" / "anomaly_eval.json").read_text())["period"]
+    assert (period["end"], period["weeks"]) == ("2023-04-01T00:00:00+00:00", round(22 / 7, 2))
+
+
+def test_an_anomaly_period_with_too_little_data_before_their_end_is_one_line(
+        march_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _anomalies(tmp_path, "--data", str(march_csv), "--start", "2023-03-30", "--end", "2023-04-20") == 2
+    assert _error(capsys) == ("evaluate-anomalies: error: the data end on 2023-04-01, less than 3 days after "
+                              "--start 2023-03-30: anomalies are injected a day clear of each end")
+
+
 def test_no_progress_leaves_no_progress_bar_on_stderr(march_csv: Path, tmp_path: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     """As evaluate's --no-progress: a scripted run's stderr holds no tqdm bars."""
@@ -215,6 +233,22 @@ def test_config_with_an_invalid_setting_is_one_line_and_no_table(
         "config: error: invalid configuration: POWERSENSE_FORECAST_HOLDOUT_DAYS: ") and captured.err.count("\n") == 1
 
 
+def test_a_list_setting_takes_the_comma_separated_form_the_readme_writes(
+        fresh_settings: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    # only a JSON list was read: the README's POWERSENSE_WEATHER_MODELS=meteofrance_seamless,ecmwf_ifs025 failed
+    monkeypatch.setenv("POWERSENSE_WEATHER_MODELS", "meteofrance_seamless, ecmwf_ifs025")
+    assert settings_mod.get_settings().weather_models == ["meteofrance_seamless", "ecmwf_ifs025"]
+
+
+def test_a_list_setting_that_is_broken_json_is_one_line_naming_the_variable(
+        fresh_settings: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from shared.config_doc import main
+
+    monkeypatch.setenv("POWERSENSE_SOURCE_NATURES", '["Données temps réel"')
+    assert main([]) == 2
+    assert _error(capsys).startswith("config: error: invalid configuration: POWERSENSE_SOURCE_NATURES: ")
+
+
 def test_config_warns_of_a_misspelled_setting_and_names_the_closest(
         fresh_settings: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     from shared.config_doc import main
@@ -274,6 +308,8 @@ def test_an_origin_hour_out_of_range_for_the_stored_forecast_backtest_is_one_lin
      "--test-end 2023-01-01 must be after --test-start 2023-02-01"),
     (("evaluate-weather-store", "--test-start", "1/2/2023", "--test-end", "2023-02-01"),
      "argument --test-start: '1/2/2023' is not a day as YYYY-MM-DD"),
+    (("evaluate-anomalies", "--start", "04/05/2023"), "argument --start: '04/05/2023' is not an ISO 8601 instant"),
+    (("evaluate-anomalies", "--end", "yesterday"), "argument --end: 'yesterday' is not an ISO 8601 instant"),
     (("ddl", "--cluster", ""), "--cluster '' is not a cluster name"),
     (("ddl", "--database", "x;drop table y"), "--database 'x;drop table y' is not a database name"),
 ])

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.fixtures_ingest import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,3 +39,29 @@ def test_scripted_demo_bootstraps_polls_and_resumes(tmp_path: Path) -> None:
     assert "query token (shown once" not in second.stdout  # the token is printed once only
     logs = (tmp_path / "logs" / "powersense.jsonl").read_text().splitlines()
     assert any('"function": "poll"' in line and '"event": "run_finished"' in line for line in logs)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--start", "yesterday"], "argument --start: 'yesterday' is not an ISO 8601 instant (e.g. 2023-12-01T00:00:00Z)"),
+    (["--speed", "0"], "argument --speed: must be above 0 (got 0)"),
+    (["--ticks", "-1"], "argument --ticks: must be above 0 (got -1)"),
+    (["--port", "99999"], "argument --port: a port is 1–65535 (got 99999)"),
+])
+def test_a_demo_option_it_cannot_use_is_one_usage_line(args: list[str], message: str,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    # each was a traceback after the data directory and secrets were made, or (--speed 0) a demo that never ticked
+    from local_dev.demo import parse_args
+
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(args)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"python -m local_dev demo: error: {message}"
+
+
+def test_the_scheduler_names_a_missing_stack_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from local_dev.scheduler import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--stack", str(tmp_path / "nonexist.yml")])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip().endswith(f"error: --stack {tmp_path / 'nonexist.yml'}: no such file")

@@ -277,6 +277,22 @@ def test_another_binary_file_is_one_clear_error(tmp_path: Path) -> None:
         read_history_file(path)
 
 
+def test_an_image_is_refused_as_binary_where_the_format_is_detected(tmp_path: Path) -> None:
+    # a PNG's first line ("\\x89PNG\\r\\n") holds no NUL: format detection, which reads that line only, took the
+    # image for a CSV with one column 'png' ("not a history file … (columns ['png']…)")
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path = tmp_path / "report.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\x00\x00")) + chunk(b"IEND", b""))
+    with pytest.raises(BadRequestError, match=r"report\.png: not a text file"):
+        history_format(path)
+
+
 def test_a_utf16_export_reads_as_its_utf8_twin(tmp_path: Path) -> None:
     load = _real_load("2018-03-01T00:00Z", "2018-03-02T00:00Z")
     utf8 = _write_generic(tmp_path / "utf8.csv", load["ts"].dt.strftime("%Y-%m-%dT%H:%MZ"), load["consommation"])

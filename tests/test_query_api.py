@@ -203,6 +203,8 @@ def test_csv_page_carries_the_next_cursor_header(client: TestClient, december: p
         ({"metric": "consommation", "start": "9999-12-31T23:00:00-05:00"}, 400, "between"),
         ({"metric": "consommation", "start": "0001-01-01T00:00:00+05:00"}, 400, "between"),
         ({"metric": "nucleaire_fusion"}, 400, "unknown metric"),
+        # the source is the unknown one (it was reported as an unknown metric)
+        ({"metric": "consommation", "source": "bogus"}, 400, "unknown source 'bogus'; known sources: "),
         ({"metric": "consommation", "start": "2020-01-01", "end": "2023-12-01"}, 400, "maximum of 366 days"),
         ({"metric": "consommation", "limit": 10_001}, 400, "less than or equal"),
         ({"metric": "consommation", "limit": 0}, 400, "greater than or equal"),
@@ -345,6 +347,12 @@ def test_data_quality_returns_the_latest_detect_run(client: TestClient, store: S
     older = client.get("/data-quality", params={"run_id": "d1", "status": "fail"}).json()
     assert [(c["check"], c["value"]) for c in older["items"]] == [("completeness", 90.0)]
     assert older["items"][0]["details"] == {"missing": []}
+
+
+def test_data_quality_of_an_unknown_run_is_404(client: TestClient, store: Store) -> None:
+    # it answered 200 with no checks, while /forecasts?run_id= of an unknown run is a 404
+    r = client.get("/data-quality", params={"run_id": "nonexistent"})
+    assert r.status_code == 404 and r.json()["error"] == "NotFoundError", r.text
 
 
 def test_model_metrics_latest_value_per_measure(client: TestClient, store: Store) -> None:

@@ -61,3 +61,32 @@ def test_the_schedulers_call_needs_no_token(forecast: TestClient, store: Store, 
                                                    "X-Connector": "cron-connector"})
     assert r.status_code == 200, r.text
     assert _runs(store) == 1
+
+
+@pytest.mark.parametrize(("function", "body"), [
+    ("poll", {"strat": "2023-11-01T00:00:00Z"}), ("poll-weather", {"past": 3}), ("upsert-version", {"batch": "x"}),
+    ("featurize", {"start": "2023-11-01T00:00:00Z"}), ("forecast", {"force_trian": True}),
+    ("detect", {"start": "2023-11-01T00:00:00Z", "ned": "2023-11-02T00:00:00Z"}),
+])
+def test_an_unknown_option_is_refused_before_any_work(store: Store, admin_headers: dict[str, str], function: str,
+                                                     body: dict[str, object]) -> None:
+    # a misspelled backfill window ran the scheduled default without a word (and without asking for the token)
+    app = load_handler(function).app
+    app.dependency_overrides[store_dep] = lambda: store
+    try:
+        r = TestClient(app).post("/", json=body, headers=admin_headers)
+    finally:
+        app.dependency_overrides.clear()
+    assert r.status_code == 422 and r.json()["error"] == "BadRequestError", r.text
+    assert store.scalar("select count() from {db:Identifier}.pipeline_runs") == 0
+
+
+@pytest.mark.parametrize("body", [b"", b"{}", b"null"])
+def test_featurize_runs_on_the_schedulers_empty_body(store: Store, body: bytes) -> None:
+    app = load_handler("featurize").app
+    app.dependency_overrides[store_dep] = lambda: store
+    try:
+        r = TestClient(app).post("/", content=body, headers={"Content-Type": "application/json"})
+    finally:
+        app.dependency_overrides.clear()
+    assert r.status_code == 200 and r.json()["function"] == "featurize", r.text

@@ -9,9 +9,18 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import Body, Depends, Request
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, Field
 
-from shared.app import LambdaHandler, RunResponse, create_app, invoke_stage, settings_dep, stage_options, store_dep
+from shared.app import (
+    LambdaHandler,
+    RunResponse,
+    StageRequest,
+    create_app,
+    invoke_stage,
+    settings_dep,
+    stage_options,
+    store_dep,
+)
 from shared.detection.service import run_detect
 from shared.settings import Settings
 from shared.store import Store
@@ -19,7 +28,7 @@ from shared.store import Store
 app = create_app("detect", description="Flag anomalies, check data quality, track drift and model accuracy")
 
 
-class DetectRequest(BaseModel):
+class DetectRequest(StageRequest):
     """Optional parameters; an empty body (cron) examines the window after the watermark."""
 
     start: AwareDatetime | None = Field(default=None, description="backfill window start (UTC offset required)")

@@ -9,10 +9,19 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import Body, Depends, Request
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from shared import clock
-from shared.app import LambdaHandler, RunResponse, create_app, invoke_stage, settings_dep, stage_options, store_dep
+from shared.app import (
+    LambdaHandler,
+    RunResponse,
+    StageRequest,
+    create_app,
+    invoke_stage,
+    settings_dep,
+    stage_options,
+    store_dep,
+)
 from shared.artifacts import get_artifact_store
 from shared.settings import Settings
 from shared.store import Store
@@ -20,7 +29,7 @@ from shared.store import Store
 app = create_app("forecast", description="7-day load forecasts from the current NeuralProphet model")
 
 
-class ForecastRequest(BaseModel):
+class ForecastRequest(StageRequest):
     """Optional parameters; an empty body (cron) trains only when due."""
 
     train: bool = Field(default=True, description="allow training in this run when due")

@@ -10,9 +10,18 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import Body, Depends, Request
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from shared.app import LambdaHandler, RunResponse, create_app, invoke_stage, settings_dep, stage_options, store_dep
+from shared.app import (
+    LambdaHandler,
+    RunResponse,
+    StageRequest,
+    create_app,
+    invoke_stage,
+    settings_dep,
+    stage_options,
+    store_dep,
+)
 from shared.settings import Settings
 from shared.store import Store
 from shared.weather.service import run_poll_weather
@@ -20,7 +29,7 @@ from shared.weather.service import run_poll_weather
 app = create_app("poll-weather", description="Fetch Open-Meteo temperature forecasts and store them as versions")
 
 
-class PollWeatherRequest(BaseModel):
+class PollWeatherRequest(StageRequest):
     """Optional parameters; an empty body (cron) uses the watermark and the configured horizon."""
 
     past_days: int | None = Field(default=None, ge=0, le=92, description="past days to ask again (catch-up)")

@@ -10,9 +10,18 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import Body, Depends, Request
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, Field
 
-from shared.app import LambdaHandler, RunResponse, create_app, invoke_stage, settings_dep, stage_options, store_dep
+from shared.app import (
+    LambdaHandler,
+    RunResponse,
+    StageRequest,
+    create_app,
+    invoke_stage,
+    settings_dep,
+    stage_options,
+    store_dep,
+)
 from shared.ingest.poll import run_poll
 from shared.settings import Settings
 from shared.store import Store
@@ -20,7 +29,7 @@ from shared.store import Store
 app = create_app("poll", description="Fetch ODRÉ eco2mix-national-tr records and land them raw")
 
 
-class PollRequest(BaseModel):
+class PollRequest(StageRequest):
     """Optional parameters; an empty body (cron) polls the window after the watermark."""
 
     start: AwareDatetime | None = Field(default=None, description="backfill window start (UTC offset required)")

@@ -10,9 +10,18 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import Body, Depends, Request
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from shared.app import LambdaHandler, RunResponse, create_app, invoke_stage, settings_dep, stage_options, store_dep
+from shared.app import (
+    LambdaHandler,
+    RunResponse,
+    StageRequest,
+    create_app,
+    invoke_stage,
+    settings_dep,
+    stage_options,
+    store_dep,
+)
 from shared.ingest.versioning import run_upsert
 from shared.settings import Settings
 from shared.store import Store
@@ -20,7 +29,7 @@ from shared.store import Store
 app = create_app("upsert-version", description="Turn landed ODRÉ pages into versioned measurements")
 
 
-class UpsertRequest(BaseModel):
+class UpsertRequest(StageRequest):
     """Optional parameters; an empty body (cron) versions every pending page."""
 
     max_batches: int | None = Field(default=None, ge=1, description="landed pages to version in this call")

@@ -60,7 +60,7 @@ from shared.ingest.history import (
 from shared.ingest.history import no_shipped_history as history_error
 from shared.logs import configure_logging, log_event
 from shared.settings import REPO_ROOT, get_settings, shipped_history_files
-from shared.timeutil import to_utc
+from shared.timeutil import iso_instant, to_utc
 
 log = logging.getLogger(__name__)
 
@@ -495,8 +495,20 @@ def evaluate(
                               f"{data_extent(files, naive_tz, columns)}")
     other = is_other_series(hist.attrs["formats"])  # not France's files: none of RTE's publication rules
     x = regular_grid(hist.rename(columns={"consommation": "value"})[["ts", "value"]])
-    x = x.reindex(pd.date_range(x.index[0], end - (x.index[1] - x.index[0]), freq=x.index[1] - x.index[0]))
     step = x.index[1] - x.index[0]
+    # a period past the data's end: evaluated up to the data's end, and said (it injected into the empty days and
+    # reported weeks without data: 2 of 150 level shifts injected, scores of 1.00 with nothing to find)
+    data_end = pd.Timestamp(x.last_valid_index()) + step
+    period_note = None
+    if data_end < end:
+        if data_end - start < MIN_PERIOD:
+            raise BadRequestError(f"the data end on {_moment(data_end)}, less than {MIN_PERIOD.days} days after "
+                                  f"--start {_moment(start)}: anomalies are injected a day clear of each end")
+        period_note = (f"the data end on {_moment(data_end)}: evaluated {_moment(start)} … {_moment(data_end)}, "
+                       f"{(data_end - start) / pd.Timedelta(days=1):.1f} of the period's "
+                       f"{(end - start) / pd.Timedelta(days=1):.1f} days")
+        end = data_end
+    x = x.reindex(pd.date_range(x.index[0], end - step, freq=step))
     x_inj, labels = inject(x, start, end, per_kind, seed)
     gaps = source_gaps(x, start, end, settings.detect_ignore_fallback_gap and not other)
     ticks = cron_ticks(start, end + pd.Timedelta(days=1), settings.detect_schedule)
@@ -560,7 +572,8 @@ def evaluate(
     baseline_f1 = report["detectors"]["zscore_baseline"]["overall"]["f1"]
     report.update(
         {
-            "period": {"start": start.isoformat(), "end": end.isoformat(), "weeks": round(weeks, 2)},
+            "period": {"start": start.isoformat(), "end": end.isoformat(), "weeks": round(weeks, 2),
+                       "note": period_note},
             "data": [str(Path(f).name) for f in files],
             "seed": seed,
             "calendar": {"timezone": calendar.tz, "holidays": calendar.holidays or None},
@@ -661,6 +674,12 @@ def period_of(args: argparse.Namespace, default: tuple[str, str]) -> tuple[pd.Ti
     return start, end
 
 
+def _iso_text(text: str) -> str:
+    """An argparse type: ``text`` as the user wrote it (the errors quote it), once :func:`iso_instant` reads it."""
+    iso_instant(text)
+    return text.strip()
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point (see module docstring). A bad input ends with one line on stderr and exit status 2, as
     ``evaluate``'s does."""
@@ -671,8 +690,11 @@ def _main(argv: list[str] | None) -> int:
     ap = argparse.ArgumentParser(prog="python -m shared evaluate-anomalies", description=__doc__.splitlines()[0])
     ap.add_argument("--data", nargs="+", type=Path,
                     help="history files (as evaluate reads them: eco2mix, ODRÉ, RTE, ENTSO-E, NESO or timestamp,value)")
-    ap.add_argument("--start", help="default 2023-01-01 (deployed: 2023-04-01)")
-    ap.add_argument("--end", help="default 2024-01-01 (deployed: 2023-07-01)")
+    # ISO 8601 only (shared.timeutil.iso_instant, as bootstrap's --until): pandas read 04/05/2023 as 5 April
+    ap.add_argument("--start", type=_iso_text, help="ISO 8601 day or instant, default 2023-01-01 (deployed: "
+                                                   "2023-04-01)")
+    ap.add_argument("--end", type=_iso_text, help="ISO 8601 day or instant, default 2024-01-01 (deployed: "
+                                                 "2023-07-01)")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--per-kind", type=int, help="anomalies injected per kind (default 30; deployed: 10 in a quarter)")
     ap.add_argument("--out", type=Path, default=REPO_ROOT / "reports")
@@ -713,6 +735,8 @@ def _main(argv: list[str] | None) -> int:
     report = evaluate(files, start, end, args.seed, per_kind, expectation=args.expectation,
                       deployed_clean=args.deployed_clean, calendar=calendar,
                       naive_tz=naive_tz_option(args, calendar.tz), columns=columns, progress=not args.no_progress)
+    if report["period"]["note"]:
+        print(f"note: {report['period']['note']}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "anomaly_eval_deployed" if deployed else "anomaly_eval"
     # strict JSON: a figure that cannot be computed is null, never NaN

@@ -203,10 +203,11 @@ def _parquet_text(path: Path, data: bytes, header_only: bool = False) -> str:
     return str(table.to_csv(index=False))
 
 
-def _decode(path: Path, data: bytes) -> str:
+def _decode(path: Path, data: bytes, sample: bytes | None = None) -> str:
     """UTF-8 (with or without a BOM), UTF-16 with a BOM, else ISO-8859-1 (RTE's downloads); a Parquet file as
     the CSV it would be exported as (:func:`_parquet_text`); a binary workbook or any other binary file is
-    refused with what it is."""
+    refused with what it is. ``sample``: the file's first bytes when ``data`` is only its first line (a PNG's,
+    ``\\x89PNG\\r\\n``, holds no NUL byte: the image was read as a CSV with one column)."""
     if data.startswith(b"\xd0\xcf\x11\xe0"):
         raise BadRequestError(f"{path}: a binary Excel workbook; save it as CSV (RTE's .xls downloads are text "
                               "and are read as they are)")
@@ -214,7 +215,7 @@ def _decode(path: Path, data: bytes) -> str:
         return _parquet_text(path, data)
     if data.startswith(_UTF16_BOMS):  # UTF-16 with its BOM: Excel's "Unicode text" export
         return data.decode("utf-16")
-    if b"\x00" in data[:_HEADER_BYTES]:  # no text encoding the product reads has NUL bytes
+    if b"\x00" in (data if sample is None else sample)[:_HEADER_BYTES]:  # no text the product reads has NUL
         raise BadRequestError(f"{path}: not a text file (CSV, JSON or RTE's text .xls), nor gzip, xz, bzip2 or zip")
     try:
         return data.decode("utf-8-sig")
@@ -249,7 +250,7 @@ def _header(path: Path) -> str:
             # 0a 00) or of another character: decode a block instead, leaving an incomplete last unit out
             decoder = codecs.getincrementaldecoder("utf-16")()
             return decoder.decode(first + stream.read(_HEADER_BYTES)).split("\n", 1)[0] + "\n"
-        return _decode(path, first)
+        return _decode(path, first, sample=first + stream.read(_HEADER_BYTES))
 
 
 def _separator(header: str) -> str:

@@ -321,10 +321,11 @@ async def get_anomalies(request: Request, p: Annotated[AnomaliesParams, Query()]
                         extra=minute if p.end is None else None)
 
 
-@protected.get("/data-quality", tags=["data quality"], response_model=DataQualityResponse)
+@protected.get("/data-quality", tags=["data quality"], response_model=DataQualityResponse, responses=NOT_FOUND)
 async def get_data_quality(request: Request, p: Annotated[DataQualityParams, Query()]) -> Response:
     """The data-quality checks of the latest detect run (or ``run_id``): completeness per local day, freshness,
-    duplicates, dead letters, out-of-range values, revisions; ``status_counts`` over the whole run."""
+    duplicates, dead letters, out-of-range values, revisions; ``status_counts`` over the whole run. 404 for a
+    ``run_id`` with no checks."""
     return await _serve(request, "data_quality", p,
                         lambda store, _state, _csv: _json(service.data_quality(store, p)))
 

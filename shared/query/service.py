@@ -240,8 +240,10 @@ def resolve_measurements(
     """
     if (p.source, p.metric) not in known:
         names = sorted(m for s, m in known if s == p.source)
-        hint = f"known metrics for {p.source}: {names}" if names else "no measurements stored for this source"
-        raise BadRequestError(f"unknown metric {p.metric!r}; {hint}")
+        if not names:  # the source is what is unknown: it was reported as an unknown metric
+            sources = sorted({s for s, _ in known})
+            raise BadRequestError(f"unknown source {p.source!r}; known sources: {sources}")
+        raise BadRequestError(f"unknown metric {p.metric!r}; known metrics for {p.source}: {names}")
     if p.version == "all" and p.interval != "raw":
         raise BadRequestError("version=all returns every stored revision and cannot be resampled; use interval=raw")
     step = timedelta(minutes=INTERVAL_MINUTES[p.interval]) if p.interval != "raw" else RAW_STEP
@@ -534,6 +536,8 @@ order by check, scope
 def data_quality(store: Store, p: DataQualityParams) -> DataQualityResponse:
     """The checks of the latest detect run (or ``run_id``), optionally one check or one status."""
     rows = store.query_rows(DATA_QUALITY_SQL, {"source": p.source, "metric": p.metric, "run_id": p.run_id or ""})
+    if p.run_id and not rows:  # as /forecasts?run_id= answers (README: 404 "no such run")
+        raise NotFoundError(f"no data-quality checks of run {p.run_id!r} for {p.source}/{p.metric}")
     checks = [
         QualityCheck(checked_at=utc(r[0]), run_id=str(r[1]), source=str(r[2]), metric=str(r[3]), check=str(r[4]),
                      scope=str(r[5]), value=float(r[6]), expected=_num(r[7]), status=str(r[8]),
