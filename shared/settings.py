@@ -144,6 +144,13 @@ class Settings(BaseSettings):
     s3_region: str = Field(default="us-east-1", description="S3 region (MinIO ignores it)")
     s3_access_key_id: SecretStr | None = Field(default=None, description="secret file s3_access_key_id")
     s3_secret_access_key: SecretStr | None = Field(default=None, description="secret file s3_secret_access_key")
+    # the query function reads models and lists them, nothing more: it is given SeaweedFS's read-only identity
+    # (deploy/seaweedfs/s3.json) under these names and uses it when no s3_access_key_id is set; it held the admin
+    # keys, which can overwrite current.json and delete every model
+    s3_reader_access_key_id: SecretStr | None = Field(default=None, description="secret file "
+                                                      "s3_reader_access_key_id (read-only S3 identity: query)")
+    s3_reader_secret_access_key: SecretStr | None = Field(default=None, description="secret file "
+                                                          "s3_reader_secret_access_key")
     artifacts_dir: Path = Field(default=REPO_ROOT / "var" / "artifacts", description="local artifact store")
 
     # --- AWS (Lambda, template.yaml) ---------------------------------------------------------
@@ -174,6 +181,14 @@ class Settings(BaseSettings):
                 )
             data = {**data, name: read_aws_secret(str(arn), variable)}
         return data
+
+    @model_validator(mode="after")
+    def _s3_reader_keys(self) -> Settings:
+        # before _artifacts_backend_usable, which checks the pair the store will use
+        if self.s3_access_key_id is None and self.s3_secret_access_key is None:
+            self.s3_access_key_id = self.s3_reader_access_key_id
+            self.s3_secret_access_key = self.s3_reader_secret_access_key
+        return self
 
     @model_validator(mode="after")
     def _artifacts_backend_usable(self) -> Settings:

@@ -32,6 +32,8 @@ FILES = [REPO / "docker-compose.yml", REPO / "deploy" / "faasd" / "docker-compos
          REPO / "deploy" / "kubernetes" / "seaweedfs.yaml"]
 GRPC_CERT_SH = REPO / "deploy" / "seaweedfs" / "grpc-cert.sh"
 GRPC_ENV = ("WEED_GRPC_CA", "WEED_GRPC_S3_CERT", "WEED_GRPC_S3_KEY")
+S3_CONFIG = REPO / "deploy" / "seaweedfs" / "s3.json"
+READER_ENV = {"S3_READER_ACCESS_KEY_ID": "reader", "S3_READER_SECRET_ACCESS_KEY": "reader-secret"}
 
 
 def _server_args(path: Path) -> list[str]:
@@ -196,7 +198,9 @@ def shipped_weed() -> Iterator[ShippedWeed]:
     data = Path(tempfile.mkdtemp(prefix="powersense-weed-bind-"))
     subprocess.run([str(GRPC_CERT_SH), str(data / "grpc")], check=True, capture_output=True)
     master, master_g, volume, volume_g, filer, filer_g, s3, s3_g = _free_ports(8)
-    args = [a for a in _server_args(FILES[0]) if not a.startswith(("-dir=", "-s3.port="))]
+    # the shipped identity file at its repository path (the containers mount it at the flag's path)
+    args = [f"-s3.config={S3_CONFIG}" if a.startswith("-s3.config=") else a
+            for a in _server_args(FILES[0]) if not a.startswith(("-dir=", "-s3.port="))]
     cmd = [_weed(), f"-logdir={data}", "server", f"-dir={data}", *args, f"-s3.port={s3}", f"-s3.port.grpc={s3_g}",
            f"-master.port={master}", f"-master.port.grpc={master_g}", f"-volume.port={volume}",
            f"-volume.port.grpc={volume_g}", f"-filer.port={filer}", f"-filer.port.grpc={filer_g}",
@@ -204,7 +208,7 @@ def shipped_weed() -> Iterator[ShippedWeed]:
     cert, key = data / "grpc" / "s3_grpc.crt", data / "grpc" / "s3_grpc.key"
     # the certificate settings compose gives the container, pointed at this run's files
     shipped = {k: v for k, v in _container(FILES[0])[1].items() if k in GRPC_ENV}
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s",
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", **READER_ENV,
            **{k: str(data / "grpc" / Path(v).name) for k, v in shipped.items()}}
     log = open(data / "weed.log", "wb")  # noqa: SIM115 - closed in the finally below
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -286,3 +290,57 @@ def test_the_s3_grpc_port_installs_no_identity_without_the_certificate(shipped_w
     with grpc.secure_channel(target, grpc.ssl_channel_credentials(cert, key, cert), options=server_name) as holder:
         holder.unary_unary(method)(request, timeout=5)
     assert intruder.list_objects_v2(Bucket="powersense-models")["KeyCount"] == 1
+
+
+# --- the query function's read-only identity (deploy/seaweedfs/s3.json) ---------------------------------------
+
+def test_the_read_only_identity_lists_and_reads_the_models(shipped_weed: ShippedWeed) -> None:
+    reader = shipped_weed.s3_client(READER_ENV["S3_READER_ACCESS_KEY_ID"], READER_ENV["S3_READER_SECRET_ACCESS_KEY"])
+    keys = [o["Key"] for o in reader.list_objects_v2(Bucket="powersense-models")["Contents"]]
+    assert "models/x/current.json" in keys
+    assert reader.get_object(Bucket="powersense-models", Key="models/x/current.json")["Body"].read() == b"{}"
+
+
+@pytest.mark.parametrize("operation", ["put", "delete"])
+def test_the_read_only_identity_cannot_change_a_model(shipped_weed: ShippedWeed, operation: str) -> None:
+    # the query function held the admin keys: whoever took it over could point current.json anywhere or delete
+    # every model
+    from botocore.exceptions import ClientError
+
+    reader = shipped_weed.s3_client(READER_ENV["S3_READER_ACCESS_KEY_ID"], READER_ENV["S3_READER_SECRET_ACCESS_KEY"])
+    with pytest.raises(ClientError, match="AccessDenied"):
+        if operation == "put":
+            reader.put_object(Bucket="powersense-models", Key="models/x/current.json", Body=b'{"version": "evil"}')
+        else:
+            reader.delete_object(Bucket="powersense-models", Key="models/x/current.json")
+    owner = shipped_weed.s3_client("k", "s")
+    assert owner.get_object(Bucket="powersense-models", Key="models/x/current.json")["Body"].read() == b"{}"
+
+
+def test_every_topology_gives_seaweedfs_the_identity_file_and_the_reader_keys() -> None:
+    flag = next(a for a in _server_args(FILES[0]) if a.startswith("-s3.config="))
+    target = flag.split("=", 1)[1]
+    # compose: the repository's file, mounted read-only; keys from .env
+    command, env, mounts = _container(FILES[0])
+    assert f"./deploy/seaweedfs/s3.json:{target}:ro" in mounts
+    assert set(READER_ENV) <= env.keys()
+    # faasd: install.sh copies it into its config directory; the command exports the keys from the mounted secrets
+    install = (REPO / "deploy" / "faasd" / "install.sh").read_text()
+    command, env, mounts = _container(FILES[1])
+    assert re.search(r'^cp "\$repo/deploy/seaweedfs/s3\.json" "\$staging/seaweedfs/"$', install, re.M)
+    assert f"./powersense/config/seaweedfs/s3.json:{target}" in mounts
+    for name in READER_ENV:
+        assert f'{name}="$(cat /run/powersense-secrets/{name.lower()})"' in command
+    line = re.search(r"^mount_secrets seaweedfs 0 (.+)$", install, re.M)
+    assert line and {n.lower() for n in READER_ENV} <= set(line[1].split())
+    # Kubernetes: a ConfigMap generated from the same file, mounted at the flag's directory
+    kustomization = yaml.safe_load((REPO / "deploy" / "kubernetes" / "kustomization.yaml").read_text())
+    generated = next(g for g in kustomization["configMapGenerator"] if g["name"] == "seaweedfs-config")
+    assert generated["files"] == ["../seaweedfs/s3.json"]
+    sts = next(d for d in yaml.safe_load_all(FILES[2].read_text()) if d and d["kind"] == "StatefulSet")
+    pod = sts["spec"]["template"]["spec"]
+    volume = next(v["name"] for v in pod["volumes"] if v.get("configMap", {}).get("name") == "seaweedfs-config")
+    assert any(m["name"] == volume and m["mountPath"] == str(Path(target).parent)
+               for m in pod["containers"][0]["volumeMounts"])
+    keys = {e["name"]: e["valueFrom"]["secretKeyRef"]["key"] for e in pod["containers"][0]["env"] if "valueFrom" in e}
+    assert {keys[n] for n in READER_ENV} == {"reader_access_key_id", "reader_secret_access_key"}

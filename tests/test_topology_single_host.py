@@ -250,6 +250,31 @@ def test_stack_environment_per_topology(topology: str) -> None:
         assert ("clickhouse-reader-password" in spec.secrets) is not writer
 
 
+def test_only_the_forecast_holds_the_s3_admin_keys_and_query_the_read_only_ones() -> None:
+    # query lists and reads models; with the admin keys it held, whoever took it over could overwrite
+    # current.json or delete every model (deploy/seaweedfs/s3.json is the read-only identity)
+    admin, reader = {"s3-access-key-id", "s3-secret-access-key"}, {"s3-reader-access-key-id",
+                                                                   "s3-reader-secret-access-key"}
+    for spec in _stack("faasd"):
+        held = set(spec.secrets)
+        expected = admin if spec.name == "forecast" else reader if spec.name == "query" else set()
+        assert held & (admin | reader) == expected, spec.name
+
+
+def test_the_query_settings_take_the_read_only_s3_keys(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from shared.settings import Settings
+
+    (tmp_path / "s3-reader-access-key-id").write_text("reader")
+    (tmp_path / "s3-reader-secret-access-key").write_text("reader-secret")
+    monkeypatch.setenv("POWERSENSE_SECRETS_DIR", str(tmp_path))  # OpenFaaS's files, hyphenated as the stack names them
+    monkeypatch.delenv("POWERSENSE_S3_ACCESS_KEY_ID", raising=False)
+    monkeypatch.delenv("POWERSENSE_S3_SECRET_ACCESS_KEY", raising=False)
+    settings = Settings(s3_endpoint_url="http://seaweedfs:8333")
+    assert settings.s3_access_key_id is not None and settings.s3_secret_access_key is not None
+    assert (settings.s3_access_key_id.get_secret_value(), settings.s3_secret_access_key.get_secret_value()) == (
+        "reader", "reader-secret")
+
+
 def test_scale_max_is_within_the_openfaas_ce_cap() -> None:
     for spec in _stack("faasd"):
         scale_max = int(spec.labels["com.openfaas.scale.max"])  # explicit: the cap is checked, not assumed

@@ -9,8 +9,10 @@
 #       clickhouse_reader_password  = POWERSENSE_READER_PASSWORD  (query)
 #       query_token                 = QUERY_TOKEN                 (query's bearer token)
 #       admin_token                 = ADMIN_TOKEN                 (the stages' request options)
-#       s3_access_key_id            = S3_ACCESS_KEY_ID            (forecast, query)
-#       s3_secret_access_key        = S3_SECRET_ACCESS_KEY        (forecast, query)
+#       s3_access_key_id            = S3_ACCESS_KEY_ID            (forecast: SeaweedFS's admin identity)
+#       s3_secret_access_key        = S3_SECRET_ACCESS_KEY        (forecast)
+#       s3_reader_access_key_id     = S3_READER_ACCESS_KEY_ID     (query: the read-only identity, s3.json)
+#       s3_reader_secret_access_key = S3_READER_SECRET_ACCESS_KEY (query)
 #       smtp_password               = SMTP_PASSWORD, may be empty (alertmanager)
 #     The directory is 0700 (nobody else on the host reads it); the files are 0644 because compose
 #     bind-mounts them and the containers run as non-root users (10001, nobody).
@@ -58,6 +60,8 @@ declare -A secrets=(
   [admin_token]="${ADMIN_TOKEN:?ADMIN_TOKEN missing in .env}"
   [s3_access_key_id]="${S3_ACCESS_KEY_ID:?S3_ACCESS_KEY_ID missing in .env}"
   [s3_secret_access_key]="${S3_SECRET_ACCESS_KEY:?S3_SECRET_ACCESS_KEY missing in .env}"
+  [s3_reader_access_key_id]="${S3_READER_ACCESS_KEY_ID:?S3_READER_ACCESS_KEY_ID missing in .env}"
+  [s3_reader_secret_access_key]="${S3_READER_SECRET_ACCESS_KEY:?S3_READER_SECRET_ACCESS_KEY missing in .env}"
   [smtp_password]="${SMTP_PASSWORD:-}"
 )
 

@@ -9,7 +9,8 @@
 #     overwritten): clickhouse_admin_password (ClickHouse `default`, the operator's), clickhouse_password
 #     (powersense_writer), clickhouse_reader_password (powersense_reader), clickhouse_dbt_password
 #     (powersense_dbt, README "Analytics"), grafana_clickhouse_password,
-#     grafana_admin_password, s3_access_key_id ("powersense"), s3_secret_access_key, query_token, admin_token
+#     grafana_admin_password, s3_access_key_id ("powersense"), s3_secret_access_key, s3_reader_access_key_id
+#     ("powersense-reader"), s3_reader_secret_access_key, query_token, admin_token
 #     (the stages' request options: backfills, bootstrap, force_train), and
 #     smtp_password (empty = no SMTP auth; set SMTP_PASSWORD=… when running this script to store one).
 #     Copies what each service reads into /var/lib/faasd/powersense/mounts/<service>/, and the
@@ -67,6 +68,9 @@ for name in clickhouse_admin_password clickhouse_password clickhouse_reader_pass
   new_secret "$name"
 done
 new_secret s3_access_key_id powersense
+# SeaweedFS's read-only identity (deploy/seaweedfs/s3.json): the query function's S3 keys
+new_secret s3_reader_access_key_id powersense-reader
+new_secret s3_reader_secret_access_key
 if [[ -n "${SMTP_PASSWORD:-}" ]]; then
   (umask 077 && printf '%s' "$SMTP_PASSWORD" > "$ps/secrets/smtp_password")
 elif [[ ! -e "$ps/secrets/smtp_password" ]]; then
@@ -85,7 +89,7 @@ mount_secrets clickhouse 0 clickhouse_admin_password clickhouse_password clickho
   clickhouse_dbt_password grafana_clickhouse_password
 # SeaweedFS's S3 gRPC port requires a client certificate nobody holds (the script says why)
 "$repo/deploy/seaweedfs/grpc-cert.sh" "$ps/secrets"
-mount_secrets seaweedfs 0 s3_access_key_id s3_secret_access_key s3_grpc.crt s3_grpc.key
+mount_secrets seaweedfs 0 s3_access_key_id s3_secret_access_key s3_reader_access_key_id s3_reader_secret_access_key s3_grpc.crt s3_grpc.key
 mount_secrets grafana 472 grafana_clickhouse_password grafana_admin_password
 mount_secrets alertmanager 65534 smtp_password
 
@@ -98,18 +102,19 @@ mount_secrets alertmanager 65534 smtp_password
 fn_secrets="$provider_dir/secrets/openfaas-fn"
 install -d -m 0700 "$fn_secrets"
 for name in clickhouse_password clickhouse_reader_password query_token admin_token s3_access_key_id \
-            s3_secret_access_key; do
+            s3_secret_access_key s3_reader_access_key_id s3_reader_secret_access_key; do
   install -m 0644 "$ps/secrets/$name" "$fn_secrets/${name//_/-}"
 done
 
 # --- 2. configuration and data directories -----------------------------------------------------------
 staging="$(mktemp -d "$ps/config.XXXXXX")"
 install -d "$staging/ch" "$staging/clickhouse/config.d" "$staging/clickhouse/users.d" "$staging/prometheus" \
-  "$staging/alertmanager" "$staging/loki" "$staging/alloy" "$staging/grafana"
+  "$staging/alertmanager" "$staging/loki" "$staging/alloy" "$staging/grafana" "$staging/seaweedfs"
 cp -r "$repo/ch/init" "$staging/ch/init"
 cp "$repo/deploy/clickhouse/config.d/prometheus.xml" "$repo/deploy/clickhouse/config.d/system_logs.xml" \
   "$staging/clickhouse/config.d/"
 cp "$repo/deploy/clickhouse/users.d/powersense.xml" "$staging/clickhouse/users.d/"
+cp "$repo/deploy/seaweedfs/s3.json" "$staging/seaweedfs/"
 cp -r "$repo/observability/prometheus/rules" "$staging/prometheus/rules"
 cp "$repo/observability/alertmanager/alertmanager.yml" "$staging/alertmanager/"
 cp "$repo/observability/loki/config.yml" "$staging/loki/"

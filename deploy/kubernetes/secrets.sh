@@ -50,6 +50,8 @@ GRAFANA_CH_PW="$(value "$INFRA_NS" clickhouse-users grafana_password GRAFANA_CLI
 DBT_PW="$(value "$INFRA_NS" clickhouse-users dbt_password POWERSENSE_DBT_PASSWORD)"
 S3_KEY="$(value "$INFRA_NS" seaweedfs-s3 access_key_id S3_ACCESS_KEY_ID)"
 S3_SECRET="$(value "$INFRA_NS" seaweedfs-s3 secret_access_key S3_SECRET_ACCESS_KEY)"
+S3_READER_KEY="$(value "$INFRA_NS" seaweedfs-s3 reader_access_key_id S3_READER_ACCESS_KEY_ID)"
+S3_READER_SECRET="$(value "$INFRA_NS" seaweedfs-s3 reader_secret_access_key S3_READER_SECRET_ACCESS_KEY)"
 GRAFANA_ADMIN_PW="$(value "$INFRA_NS" grafana-admin admin_password GRAFANA_ADMIN_PASSWORD)"
 QUERY_TOKEN="$(value "$FN_NS" query-token query-token QUERY_TOKEN)"
 ADMIN_TOKEN="$(value "$FN_NS" admin-token admin-token ADMIN_TOKEN)"
@@ -59,8 +61,9 @@ SMTP_PW="${SMTP_PASSWORD:-$(existing "$INFRA_NS" alertmanager-smtp smtp_password
 # ClickHouse users (clickhouse/installation.yaml: valueFrom.secretKeyRef) and Grafana's data source
 apply "$INFRA_NS" clickhouse-users admin_password="$ADMIN_PW" writer_password="$WRITER_PW" \
   reader_password="$READER_PW" grafana_password="$GRAFANA_CH_PW" dbt_password="$DBT_PW"
-# SeaweedFS's S3 identity (seaweedfs.yaml)
-apply "$INFRA_NS" seaweedfs-s3 access_key_id="$S3_KEY" secret_access_key="$S3_SECRET"
+# SeaweedFS's S3 identities (seaweedfs.yaml): the admin, and the read-only one of deploy/seaweedfs/s3.json
+apply "$INFRA_NS" seaweedfs-s3 access_key_id="$S3_KEY" secret_access_key="$S3_SECRET" \
+  reader_access_key_id="$S3_READER_KEY" reader_secret_access_key="$S3_READER_SECRET"
 # the certificate that closes SeaweedFS's S3 gRPC port (seaweedfs.yaml; deploy/seaweedfs/grpc-cert.sh says
 # why): created once, an existing Secret is kept; its files exist on disk only while it is created
 if ! kubectl get secret -n "$INFRA_NS" seaweedfs-grpc >/dev/null 2>&1; then
@@ -81,5 +84,7 @@ apply "$FN_NS" query-token --openfaas query-token="$QUERY_TOKEN"
 apply "$FN_NS" admin-token --openfaas admin-token="$ADMIN_TOKEN"
 apply "$FN_NS" s3-access-key-id --openfaas s3-access-key-id="$S3_KEY"
 apply "$FN_NS" s3-secret-access-key --openfaas s3-secret-access-key="$S3_SECRET"
+apply "$FN_NS" s3-reader-access-key-id --openfaas s3-reader-access-key-id="$S3_READER_KEY"
+apply "$FN_NS" s3-reader-secret-access-key --openfaas s3-reader-secret-access-key="$S3_READER_SECRET"
 
 echo "secrets ready. Query token:  kubectl get secret -n $FN_NS query-token -o jsonpath='{.data.query-token}' | base64 -d"
