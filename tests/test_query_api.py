@@ -211,6 +211,7 @@ def test_csv_page_carries_the_next_cursor_header(client: TestClient, december: p
         ({"metric": "consommation", "metrc": "x"}, 422, "Extra inputs are not permitted"),
         ({"metric": "consommation", "cursor": "bm90LWEtY3Vyc29y"}, 400, "invalid cursor"),
         ({"metric": "consommation", "version": "all", "interval": "1h"}, 400, "cannot be resampled"),
+        ({"metric": "consommation", "agg": "max"}, 400, "agg=max aggregates resampled buckets"),  # was dropped
         ({"metric": "consommation", "interval": "7min"}, 400, "interval"),
         ({"metric": "conso'; drop table measurements; --"}, 400, "pattern"),
         ({"metric": "consommation", "metrc": "x", "limit": 10_001}, 422, "Extra inputs are not permitted"),

@@ -246,6 +246,9 @@ def resolve_measurements(
         raise BadRequestError(f"unknown metric {p.metric!r}; known metrics for {p.source}: {names}")
     if p.version == "all" and p.interval != "raw":
         raise BadRequestError("version=all returns every stored revision and cannot be resampled; use interval=raw")
+    if p.interval == "raw" and "agg" in p.model_fields_set:  # it was dropped without a word ("agg": null)
+        raise BadRequestError(f"agg={p.agg} aggregates resampled buckets; interval=raw returns every value (set "
+                              "interval to 15min, 30min, 1h or 1d)")
     step = timedelta(minutes=INTERVAL_MINUTES[p.interval]) if p.interval != "raw" else RAW_STEP
     default_end = None
     if p.end is None:
