@@ -212,6 +212,9 @@ def test_csv_page_carries_the_next_cursor_header(client: TestClient, december: p
         ({"metric": "consommation", "cursor": "bm90LWEtY3Vyc29y"}, 400, "invalid cursor"),
         ({"metric": "consommation", "version": "all", "interval": "1h"}, 400, "cannot be resampled"),
         ({"metric": "consommation", "agg": "max"}, 400, "agg=max aggregates resampled buckets"),  # was dropped
+        # an unknown nature answered 200 with no rows
+        ({"metric": "consommation", "nature": "Données provisoires"}, 400,
+         "unknown nature 'Données provisoires' for eco2mix_national/consommation; known natures: "),
         ({"metric": "consommation", "interval": "7min"}, 400, "interval"),
         ({"metric": "conso'; drop table measurements; --"}, 400, "pattern"),
         ({"metric": "consommation", "metrc": "x", "limit": 10_001}, 422, "Extra inputs are not permitted"),
@@ -230,7 +233,8 @@ def test_bad_input_is_a_clear_4xx(
 def test_hostile_nature_value_is_bound_not_executed(client: TestClient, store: Store, december: pd.DataFrame) -> None:
     r = client.get("/measurements", params={"metric": "consommation", "nature": "x' or 1=1 --",
                                             "start": "2023-12-20", "end": "2023-12-21"})
-    assert r.status_code == 200 and r.json()["count"] == 0
+    # compared as a value (no stored nature is that text), never spliced into the SQL
+    assert r.status_code == 400 and "unknown nature \"x' or 1=1 --\"" in r.json()["detail"], r.text
     assert store.scalar("select count() from {db:Identifier}.measurements") > 0
 
 

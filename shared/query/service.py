@@ -246,6 +246,12 @@ def resolve_measurements(
         raise BadRequestError(f"unknown metric {p.metric!r}; known metrics for {p.source}: {names}")
     if p.version == "all" and p.interval != "raw":
         raise BadRequestError("version=all returns every stored revision and cannot be resampled; use interval=raw")
+    if p.nature is not None:  # an unknown nature answered 200 with no rows, as if nothing had been published
+        natures = sorted(str(n) for (n,) in store.query_rows(
+            "select distinct nature from {db:Identifier}.measurements "
+            "where source = {source:String} and metric = {metric:String}", {"source": p.source, "metric": p.metric}))
+        if p.nature not in natures:
+            raise BadRequestError(f"unknown nature {p.nature!r} for {p.source}/{p.metric}; known natures: {natures}")
     if p.interval == "raw" and "agg" in p.model_fields_set:  # it was dropped without a word ("agg": null)
         raise BadRequestError(f"agg={p.agg} aggregates resampled buckets; interval=raw returns every value (set "
                               "interval to 15min, 30min, 1h or 1d)")
