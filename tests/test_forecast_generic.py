@@ -211,6 +211,16 @@ def test_short_history_degrades_to_the_best_simple_model(fast: Settings, tmp_pat
     assert sources <= {"seasonal_naive", "daily_naive"} and len(sources) == 1
 
 
+def test_a_run_without_a_model_says_so_instead_of_an_empty_timing(fast: Settings, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    # it printed "training + calibration per retrain: [] s"
+    csv = _csv(tmp_path, "2023-01-10", "2023-03-10", every="60min")
+    assert main(["--data", str(csv), "--train-start", "2023-01-10", "--test-start", "2023-02-22", "--test-end",
+                 "2023-03-08", "--resolution", "60", "--out", str(tmp_path / "r"), "--no-progress"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("no model trained (the simple model served every origin); wrote "), last
+
+
 @pytest.mark.slow
 def test_twelve_weeks_train_with_a_sized_holdout_and_never_lose_to_naive_on_it(fast: Settings, tmp_path: Path) -> None:
     csv = _csv(tmp_path, "2022-12-01", "2023-03-10")

@@ -1342,8 +1342,11 @@ def _main(argv: list[str] | None) -> int:
         _write_json(a.out / f"{stem}.json", report)
         print(format_table(report, None if grid.attrs.get("generic") else "MW"))
         print(format_quarters(report))
-        print(f"training + calibration per retrain: {report['train_seconds']} s; wrote {a.out / (stem + '.json')} "
-              f"and {a.out / (stem + '.png')}", flush=True)
+        trained = report["train_seconds"]
+        # with no retrain the model (a series too short for it: the simple model) it printed "[] s"
+        timing = (f"training + calibration per retrain: {trained} s" if trained
+                  else "no model trained (the simple model served every origin)")
+        print(f"{timing}; wrote {a.out / (stem + '.json')} and {a.out / (stem + '.png')}", flush=True)
         if label:
             reports[int(label)] = report
     if reports:
