@@ -109,6 +109,78 @@ def test_location_block_without_hourly_is_one_rejection() -> None:
     assert set(parsed.rows["station"]) == {"156"}
 
 
+# --- a hostile or glitchy source (a review drove each through run_poll_weather; these are the parse's cases) ---
+COORDS = [(48.82, 2.34), (45.76, 4.84)]  # the stations asked, in request order (DOC's grid points)
+
+
+def test_values_in_fahrenheit_are_refused_not_read_as_celsius() -> None:
+    # winter °F values (40–45) lie inside the plausible °C range: a 36 °C error reached the model's regressor
+    doc = copy.deepcopy(DOC)
+    doc[0]["hourly_units"]["temperature_2m_ecmwf_ifs025"] = "°F"
+    doc[0]["hourly"]["temperature_2m_ecmwf_ifs025"] = [39.9, 39.2, 38.3]
+    parsed = parse_response(doc, ["156", "481"], MODELS, COORDS)
+    assert [r.reason for r in parsed.rejections] == ["temperature_2m_ecmwf_ifs025 given in '°F', not °C"]
+    assert parsed.rows[(parsed.rows.station == "156") & (parsed.rows.model == "ecmwf_ifs025")].empty
+
+
+def test_locations_in_another_order_are_matched_by_their_coordinates() -> None:
+    # the i-th object was taken for the i-th station: each station's weight went to another's temperature
+    parsed = parse_response(list(reversed(DOC)), ["156", "481"], MODELS, COORDS)
+    one = parsed.rows[(parsed.rows.station == "481") & (parsed.rows.model == "ecmwf_ifs025")].sort_values("ts")
+    assert parsed.rejections == [] and one["value"].tolist() == [1.0, 0.6, 0.1]
+
+
+def test_locations_far_from_every_station_asked_are_a_shape_error() -> None:
+    doc = copy.deepcopy(DOC)
+    doc[1]["latitude"], doc[1]["longitude"] = 43.6, 1.44  # Toulouse, asked for Lyon
+    with pytest.raises(ResponseShapeError, match="do not match the coordinates asked"):
+        parse_response(doc, ["156", "481"], MODELS, COORDS)
+
+
+def test_an_hour_given_twice_in_one_block_is_refused_both_times() -> None:
+    # the last copy won: a 55 °C glitch replaced the real 5.4 °C without a word
+    doc = _location(48.82, 2.34, {"temperature_2m": [4.1, 3.9, 55.0]},
+                    times=["2023-12-01T00:00", "2023-12-01T01:00", "2023-12-01T01:00"])
+    parsed = parse_response(doc, ["156"], ["best_match"])
+    assert [r.reason for r in parsed.rejections] == ["hour given more than once in one answer"] * 2
+    assert parsed.rows["value"].tolist() == [4.1]
+
+
+def test_a_time_off_the_hour_is_refused() -> None:
+    # a :15 value is never overwritten by a later hourly run, and the forecast's grid interpolated through it
+    doc = _location(48.82, 2.34, {"temperature_2m": [4.1, 30.0]}, times=["2023-12-01T00:00", "2023-12-01T00:15"])
+    parsed = parse_response(doc, ["156"], ["best_match"])
+    assert [r.reason for r in parsed.rejections] == ["time not on the hour"]
+    assert parsed.rows["value"].tolist() == [4.1]
+
+
+def test_an_integer_beyond_a_float_is_a_rejection_not_a_crash() -> None:
+    # valid JSON: np.array(..., float64) raised OverflowError and the whole answer was lost
+    doc = _location(48.82, 2.34, {"temperature_2m": [4.1, 10**400, 3.6]})
+    parsed = parse_response(doc, ["156"], ["best_match"])
+    assert [r.reason for r in parsed.rejections] == ["value is not finite"]
+    assert parsed.rows["value"].tolist() == [4.1, 3.6]
+
+
+def test_times_with_and_without_an_offset_in_one_block_are_each_read_as_they_say() -> None:
+    # a "Z" next to a "+01:00" made pandas return objects and .dt raise AttributeError
+    doc = _location(48.82, 2.34, {"temperature_2m": [4.1, 3.9, 3.6]},
+                    times=["2023-12-01T00:00Z", "2023-12-01T02:00+01:00", "2023-12-01T02:00"])
+    parsed = parse_response(doc, ["156"], ["best_match"])
+    assert parsed.rejections == []
+    assert parsed.rows["ts"].tolist() == [pd.Timestamp("2023-12-01T00:00Z"), pd.Timestamp("2023-12-01T01:00Z"),
+                                          pd.Timestamp("2023-12-01T02:00Z")]
+
+
+def test_an_absurd_utc_offset_refuses_the_block() -> None:
+    # 10**13 s raised OutOfBoundsTimedelta and the whole answer was lost
+    doc = copy.deepcopy(DOC)
+    doc[1]["utc_offset_seconds"] = 10**13
+    parsed = parse_response(doc, ["156", "481"], MODELS, COORDS)
+    assert len(parsed.rejections) == 1 and "within ±14 h" in parsed.rejections[0].reason
+    assert set(parsed.rows["station"]) == {"156"}
+
+
 def _stations(weights: dict[str, float]) -> pd.DataFrame:
     return pd.DataFrame({"id": list(weights), "name": list(weights), "longitude": 0.0, "latitude": 45.0,
                          "weight": list(weights.values())})

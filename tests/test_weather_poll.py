@@ -313,3 +313,27 @@ def test_demo_gateway_serves_the_weather_replay(settings: Settings) -> None:
         assert body["hourly"]["time"][0] == "2023-12-01T00:00"
         bad = client.get(f"{WEATHER_REPLAY_PREFIX}/v1/forecast", params={"latitude": "91", "longitude": "2"})
         assert bad.status_code == 400 and bad.json()["error"] is True
+
+
+def test_an_answer_in_another_location_order_gives_each_station_its_own_temperature(
+        store: Store, cfg: Settings, replay: Replay) -> None:
+    # the i-th location object was taken for the i-th station asked: reversed, each station's weight went to
+    # another station's temperature (a review's probe: 5.86 °C stored for 6.88). Each station is given its own
+    # synthetic value (its latitude − 40) so that the weighting shows
+    from shared.weather.parse import load_stations
+
+    stations = load_stations(cfg.weather_stations_file)
+    target = pd.Timestamp("2023-12-02T00:00Z")
+
+    def by_latitude_reversed(doc: Doc) -> Doc:
+        for item in doc:
+            for key, values in item["hourly"].items():
+                if key.startswith("temperature_2m"):
+                    item["hourly"][key] = [None if v is None else round(item["latitude"] - 40.0, 4) for v in values]
+        return list(reversed(doc))
+
+    replay[1].reset(rewrite(by_latitude_reversed))
+    assert poll(store, cfg)["status"] == "success"
+    series = load_series(store, SOURCE, FORECAST_METRIC, target.to_pydatetime(), (target + H).to_pydatetime())
+    expected = float(((stations["latitude"] - 40.0) * stations["weight"]).sum())
+    assert float(series["value"].iloc[0]) == pytest.approx(expected, abs=0.01)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -99,33 +100,122 @@ def _value_key(hourly: dict[str, Any], model: str, models: list[str]) -> str | N
     return None
 
 
-def parse_response(body: Any, station_ids: list[str], models: list[str]) -> Parsed:
+# A response's grid point lies within half a model grid cell of the coordinate asked (0.25° models: ≤ 0.18°); a
+# location object farther than this from its station answers for another place.
+LOCATION_TOLERANCE_DEG = 0.5
+# Open-Meteo applies utc_offset_seconds to its wall times; real offsets lie within ±14 h (UTC−12 … UTC+14).
+MAX_UTC_OFFSET_S = 14 * 3600
+UNIT = "°C"
+
+
+def _distance_deg(a: tuple[float, float], b: tuple[float, float]) -> float:
+    """Planar distance in degrees of latitude (longitude scaled by cos(latitude)): enough to tell stations apart."""
+    scale = math.cos(math.radians((a[0] + b[0]) / 2))
+    return math.hypot(a[0] - b[0], (a[1] - b[1]) * scale)
+
+
+def match_locations(items: list[dict[str, Any]], coords: list[tuple[float, float]]) -> list[int]:
+    """For each requested station (``coords`` in request order), the index of its location object. In request
+    order when every object lies within :data:`LOCATION_TOLERANCE_DEG` of its station (the documented order);
+    otherwise each object is given its nearest station, which must make a one-to-one match within the
+    tolerance. ResponseShapeError when neither holds: the i-th object was taken for the i-th station, so an
+    answer in another order gave each station's weight to another station's temperature. An object without
+    numeric ``latitude``/``longitude`` is taken in request order (positions only)."""
+    where: list[tuple[float, float] | None] = []
+    for item in items:
+        lat, lon = item.get("latitude"), item.get("longitude")
+        ok = all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in (lat, lon))
+        where.append((float(lat), float(lon)) if ok else None)  # type: ignore[arg-type]
+    if all(w is None or _distance_deg(w, c) <= LOCATION_TOLERANCE_DEG for w, c in zip(where, coords, strict=True)):
+        return list(range(len(items)))
+    known = [w for w in where if w is not None]
+    if len(known) != len(where):
+        raise ResponseShapeError("location objects are not at the coordinates asked, and some carry none")
+
+    def closest(w: tuple[float, float]) -> int:
+        return min(range(len(coords)), key=lambda j: _distance_deg(w, coords[j]))
+
+    nearest = [closest(w) for w in known]
+    if sorted(nearest) != list(range(len(coords))) or any(
+            _distance_deg(w, coords[j]) > LOCATION_TOLERANCE_DEG for w, j in zip(known, nearest, strict=True)):
+        raise ResponseShapeError("location objects do not match the coordinates asked (neither in request "
+                                 "order nor one per station)")
+    order = [0] * len(coords)
+    for i, j in enumerate(nearest):
+        order[j] = i
+    return order
+
+
+_EXPLICIT_OFFSET = r"(?:Z|[+-]\d\d(?::?\d\d)?)$"
+
+
+def _stamps(time_list: list[Any], offset: int) -> pd.Series:
+    """UTC instants of a location's ``hourly.time``: wall times less ``offset``, a time with its own offset (Z,
+    +01:00) as it says (a mix of both used to raise AttributeError); NaT for anything unreadable."""
+    texts = pd.Series([t if isinstance(t, str) else None for t in time_list], dtype=object)
+    explicit = texts.str.contains(_EXPLICIT_OFFSET, regex=True, na=False)
+    if not explicit.any():  # the documented answer: wall times, vectorised
+        wall = pd.to_datetime(texts, errors="coerce", format="ISO8601")
+        return (wall - pd.Timedelta(seconds=offset)).dt.tz_localize("UTC")
+    # one by one: pandas gives a naive time after "+01:00" that offset (checked: 02:00 became 01:00 UTC)
+    return pd.Series([_one_stamp(t, offset) for t in texts], dtype="datetime64[ns, UTC]")
+
+
+def _one_stamp(text: str | None, offset: int) -> pd.Timestamp:
+    """One ISO time as a UTC instant (a wall time less ``offset``); NaT when it does not read."""
+    try:
+        value = pd.Timestamp(datetime.fromisoformat(text)) if text else pd.NaT
+    except ValueError:
+        return pd.NaT
+    if value is pd.NaT:
+        return pd.NaT
+    return value.tz_convert("UTC") if value.tzinfo else (value - pd.Timedelta(seconds=offset)).tz_localize("UTC")
+
+
+def _as_float(v: Any) -> float:
+    """A JSON number as a float; NaN for anything else (a boolean, a string, an integer beyond a float's range)."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return math.nan
+    try:
+        return float(v)
+    except OverflowError:  # a 400-digit integer: valid JSON, no temperature
+        return math.nan
+
+
+def parse_response(body: Any, station_ids: list[str], models: list[str],
+                   coords: list[tuple[float, float]] | None = None) -> Parsed:
     """Long rows (``station, model, ts`` UTC, ``value`` °C) of one response; bad values become rejections.
 
-    ``station_ids`` are in request order.  Per location: ``hourly.time`` must be a list of ISO local
-    times (``utc_offset_seconds`` is applied: the product asks ``timezone=UTC``, so it is 0).  Per
-    value: ``null`` = the model does not cover that hour (no row, not a rejection); a number outside
-    [−60, 60] °C, a non-number (``"12.3"`` strings are refused too: the API sends numbers), NaN or a
-    time that does not parse are rejections.  A location block without a usable ``hourly`` is one
-    rejection.  ResponseShapeError when the body does not hold one object per location.
-    """
+    ``station_ids`` are in request order, ``coords`` their (latitude, longitude): each location object is
+    matched to its station by the coordinates it reports (:func:`match_locations`). Per location:
+    ``hourly.time`` must be a list of ISO times (``utc_offset_seconds``, within ±14 h, applies to wall times: the
+    product asks ``timezone=UTC``, so it is 0); the unit a model's values are given in (``hourly_units``) must be
+    °C where it is stated (Fahrenheit winter values lie inside the plausible range). Per value: ``null`` = the model
+    does not cover that hour (no row, not a rejection); a number outside [−60, 60] °C, a non-number (``"12.3"``
+    strings are refused too: the API sends numbers), NaN, a time that does not parse, a time not on the hour (a
+    :15 value was never overwritten by a later hourly run and was interpolated through) and an hour given twice
+    in one block (the last copy used to win) are rejections. A location block without a usable ``hourly`` is
+    one rejection. ResponseShapeError when the body does not hold one object per location."""
     items = response_locations(body, len(station_ids))
+    order = match_locations(items, coords) if coords is not None else list(range(len(items)))
     frames: list[pd.DataFrame] = []
     rejections: list[Rejection] = []
     record_no = 0
-    for station, item in zip(station_ids, items, strict=True):
+    for station, index in zip(station_ids, order, strict=True):
+        item = items[index]
         hourly = item.get("hourly")
         offset = item.get("utc_offset_seconds", 0)
         time_list = hourly.get("time") if isinstance(hourly, dict) else None
-        if not isinstance(time_list, list) or not isinstance(offset, int) or isinstance(offset, bool):
-            rejections.append(Rejection(record_no, "location block without hourly.time list or utc_offset_seconds",
+        if (not isinstance(time_list, list) or not isinstance(offset, int) or isinstance(offset, bool)
+                or abs(offset) > MAX_UTC_OFFSET_S):
+            rejections.append(Rejection(record_no, "location block without hourly.time list or utc_offset_seconds "
+                                        f"within ±{MAX_UTC_OFFSET_S // 3600} h",
                                         _dump({"station": station, "block": _head(item)})))
             record_no += 1
             continue
-        stamps = pd.to_datetime(pd.Series(time_list, dtype=object), errors="coerce", format="ISO8601")
-        if stamps.dt.tz is not None:  # the API sends local wall times without offset; an offset is accepted
-            stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
-        stamps = (stamps - pd.Timedelta(seconds=offset)).dt.tz_localize("UTC")
+        stamps = _stamps(time_list, offset)
+        declared = item.get("hourly_units")
+        units: dict[str, Any] = declared if isinstance(declared, dict) else {}
         assert isinstance(hourly, dict)
         for model in models:
             key = _value_key(hourly, model, models)
@@ -137,19 +227,28 @@ def parse_response(body: Any, station_ids: list[str], models: list[str]) -> Pars
                            "length": len(series) if isinstance(series, list) else None, "times": len(time_list)})))
                 record_no += 1
                 continue
+            unit = units.get(key) if key else None
+            if unit is not None and unit != UNIT:
+                rejections.append(Rejection(record_no, f"{key} given in {unit!r}, not {UNIT}",
+                                            _dump({"station": station, "model": model, "unit": unit})))
+                record_no += 1
+                continue
             # Vectorised for the usual answer (numbers and nulls); per-value reasons only where needed.
             bad_time = stamps.isna().to_numpy()
+            off_hour = ~bad_time & (stamps != stamps.dt.floor("h")).to_numpy()
+            repeated = ~bad_time & stamps.duplicated(keep=False).to_numpy()
             present = np.fromiter((v is not None for v in series), dtype=bool, count=len(series))
-            if {type(v) for v in series} <= {int, float, type(None)}:
-                arr = np.array(series, dtype="float64")  # None → NaN
-            else:  # strings, booleans, lists…: only the real numbers are values
-                arr = np.array([float(v) if isinstance(v, int | float) and not isinstance(v, bool) else np.nan
-                                for v in series], dtype="float64")
+            arr = np.fromiter((_as_float(v) if v is not None else math.nan for v in series), dtype="float64",
+                              count=len(series))
             with np.errstate(invalid="ignore"):
-                good = present & ~bad_time & np.isfinite(arr) & (arr >= MIN_DEGC) & (arr <= MAX_DEGC)
+                good = (present & ~bad_time & ~off_hour & ~repeated & np.isfinite(arr) & (arr >= MIN_DEGC)
+                        & (arr <= MAX_DEGC))
             for i in np.flatnonzero(present & ~good):
                 v = series[i]
-                rejections.append(Rejection(record_no, _reason(bool(bad_time[i]), time_list[i], v), _dump(
+                reason = ("time not on the hour" if off_hour[i] else
+                          "hour given more than once in one answer" if repeated[i] else
+                          _reason(bool(bad_time[i]), time_list[i], v))
+                rejections.append(Rejection(record_no, reason, _dump(
                     {"station": station, "model": model, "time": time_list[i], "value": v})))
                 record_no += 1
             frames.append(pd.DataFrame({"station": station, "model": model, "ts": stamps[good].to_numpy(),
@@ -158,9 +257,7 @@ def parse_response(body: Any, station_ids: list[str], models: list[str]) -> Pars
         {"station": pd.Series(dtype=object), "model": pd.Series(dtype=object),
          "ts": pd.Series(dtype="datetime64[ns, UTC]"), "value": pd.Series(dtype="float64")})
     rows["ts"] = pd.to_datetime(rows["ts"], utc=True)
-    # A location repeated within one answer (never seen, but cheap to guard): the last value wins.
-    rows = rows.drop_duplicates(["station", "model", "ts"], keep="last").reset_index(drop=True)
-    return Parsed(rows, rejections)
+    return Parsed(rows.reset_index(drop=True), rejections)
 
 
 def _reason(bad_time: bool, t_raw: Any, v: Any) -> str:
@@ -169,7 +266,7 @@ def _reason(bad_time: bool, t_raw: Any, v: Any) -> str:
         return f"unreadable time {t_raw!r}"
     if isinstance(v, bool) or not isinstance(v, int | float):
         return f"value is not a number: {type(v).__name__}"
-    if not math.isfinite(v):
+    if not math.isfinite(_as_float(v)):
         return "value is not finite"
     return f"value {v} outside [{MIN_DEGC:g}, {MAX_DEGC:g}] °C"
 

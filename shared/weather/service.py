@@ -164,20 +164,20 @@ def upsert(store: Store, settings: Settings, rows: pd.DataFrame, *, source: str,
     return {"new": n_new, "revised": len(new_rows) - n_new, "written": written}
 
 
-def _land(store: Store, body: Any, url: str, ids: list[str], models: list[str], *, stage: str, batch_id: str,
-          fetched_at: datetime, what: str) -> tuple[Parsed, int]:
-    """Parse one Open-Meteo answer and land it: each location's answer in ``raw_records``, unusable values in
-    ``rejected_records``; returns the parse and how many rejections were new.  An answer that is not the
-    shape asked for is landed whole and dead-lettered, then raises SourceError."""
+def _land(store: Store, body: Any, url: str, stations: pd.DataFrame, models: list[str], *, stage: str,
+          batch_id: str, fetched_at: datetime, what: str) -> tuple[Parsed, int]:
+    """Land one Open-Meteo answer, then parse it: each location's answer in ``raw_records`` first (an answer that
+    crashed the parse used to be lost with it), unusable values in ``rejected_records``; returns the parse and how
+    many rejections were new. An answer that is not the shape asked for (or whose locations are not the stations
+    asked) is dead-lettered whole, then raises SourceError."""
+    land_raw(store, body if isinstance(body, list) else [body], batch_id=batch_id, fetched_at=fetched_at, url=url)
+    coords = list(zip(stations["latitude"].astype(float), stations["longitude"].astype(float), strict=True))
     try:
-        parsed = parse_response(body, ids, models)
+        parsed = parse_response(body, stations["id"].tolist(), models, coords)
     except ResponseShapeError as exc:
-        land_raw(store, [body], batch_id=batch_id, fetched_at=fetched_at, url=url)
         dead_letter(store, [Rejection(0, f"response: {exc}", json.dumps(body, default=str)[:100_000])],
                     stage=stage, batch_id=batch_id, at=fetched_at)
         raise SourceError(f"Open-Meteo {what} unusable: {exc}") from exc
-    land_raw(store, body if isinstance(body, list) else [body], batch_id=batch_id, fetched_at=fetched_at,
-             url=url)
     return parsed, len(dead_letter(store, parsed.rejections, stage=stage, batch_id=batch_id, at=fetched_at))
 
 
@@ -244,9 +244,8 @@ def _poll_forecast(store: Store, settings: Settings, run: Run, client: OpenMeteo
     # landing_time(), which never goes back within a process: the issue time must be the clock's.)
     fetched_at = clock.now()
     batch_id = f"{SOURCE}-{new_batch_id(fetched_at, run.run_id, 0)}"
-    ids = stations["id"].tolist()
-    parsed, rejected = _land(store, body, url, ids, models, stage=STAGE, batch_id=batch_id, fetched_at=fetched_at,
-                             what="answer")
+    parsed, rejected = _land(store, body, url, stations, models, stage=STAGE, batch_id=batch_id,
+                             fetched_at=fetched_at, what="answer")
     national = aggregate(parsed.rows, stations, settings.weather_min_weight_share)
     rows = forecast_rows(national, blend(parsed.rows, stations, models, settings.weather_min_weight_share), models)
     counts = upsert(store, settings, rows, source=SOURCE, batch_id=batch_id, inserted_at=fetched_at)
@@ -424,7 +423,7 @@ def _backfill_archive(store: Store, settings: Settings, lo: pd.Timestamp, hi: pd
                                    start=first.date(), end=last)
         fetched_at = clock.now()
         batch_id = f"{ARCHIVE_BATCH_PREFIX}{new_batch_id(fetched_at, run_id, chunk_no)}"
-        parsed, rejected = _land(store, body, url, ids, [model], stage=stage, batch_id=batch_id,
+        parsed, rejected = _land(store, body, url, stations, [model], stage=stage, batch_id=batch_id,
                                  fetched_at=fetched_at, what="archive answer")
         totals["rejected"] += rejected
         national = aggregate(parsed.rows, stations, settings.weather_min_weight_share)
