@@ -130,6 +130,13 @@ def test_locations_in_another_order_are_matched_by_their_coordinates() -> None:
     assert parsed.rejections == [] and one["value"].tolist() == [1.0, 0.6, 0.1]
 
 
+def test_an_answer_missing_a_station_keeps_the_others_and_says_which() -> None:
+    # one object short failed the whole run, the other stations' values unused
+    parsed = parse_response([DOC[1]], ["156", "481"], MODELS, COORDS)
+    assert [r.reason for r in parsed.rejections] == ["no location object for this station in the answer"]
+    assert '"156"' in parsed.rejections[0].payload and set(parsed.rows["station"]) == {"481"}
+
+
 def test_locations_far_from_every_station_asked_are_a_shape_error() -> None:
     doc = copy.deepcopy(DOC)
     doc[1]["latitude"], doc[1]["longitude"] = 43.6, 1.44  # Toulouse, asked for Lyon

@@ -337,3 +337,15 @@ def test_an_answer_in_another_location_order_gives_each_station_its_own_temperat
     series = load_series(store, SOURCE, FORECAST_METRIC, target.to_pydatetime(), (target + H).to_pydatetime())
     expected = float(((stations["latitude"] - 40.0) * stations["weight"]).sum())
     assert float(series["value"].iloc[0]) == pytest.approx(expected, abs=0.01)
+
+
+def test_an_answer_missing_a_station_is_aggregated_from_the_others(store: Store, cfg: Settings,
+                                                                  replay: Replay) -> None:
+    # one location object short failed the run (HTTP 502) and the 31 others were not used; the weight-share rule
+    # (POWERSENSE_WEATHER_MIN_WEIGHT_SHARE) decides each hour, as for a value a model does not cover
+    replay[1].reset(rewrite(lambda doc: doc[1:]))
+    result = poll(store, cfg)
+    assert result["status"] == "success" and result["details"]["rejected"] >= 1
+    reasons = [r for (r,) in store.query_rows("select reason from {db:Identifier}.rejected_records")]
+    assert "no location object for this station in the answer" in reasons
+    assert load_series(store, SOURCE, FORECAST_METRIC)["value"].notna().any()

@@ -76,18 +76,21 @@ class Parsed:
 
     rows: pd.DataFrame
     rejections: list[Rejection] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # stations the answer held no location object for
 
 
 class ResponseShapeError(ValueError):
     """The body is not an Open-Meteo answer for the locations asked (the whole response is unusable)."""
 
 
-def response_locations(body: Any, n_locations: int) -> list[dict[str, Any]]:
-    """The per-location objects of a response (a list for several locations, an object for one)."""
+def response_locations(body: Any, n_locations: int, allow_fewer: bool = False) -> list[dict[str, Any]]:
+    """The per-location objects of a response (a list for several locations, an object for one); with
+    ``allow_fewer``, at least one and at most ``n_locations`` of them."""
     if isinstance(body, dict) and body.get("error"):
         raise ResponseShapeError(f"Open-Meteo error: {body.get('reason', body)}")
     items = body if isinstance(body, list) else [body]
-    if len(items) != n_locations or not all(isinstance(i, dict) for i in items):
+    count_ok = 1 <= len(items) <= n_locations if allow_fewer else len(items) == n_locations
+    if not count_ok or not all(isinstance(i, dict) for i in items):
         raise ResponseShapeError(f"expected {n_locations} location object(s), got {type(body).__name__} "
                                  f"of {len(items) if isinstance(body, list) else 1}")
     return items
@@ -114,19 +117,22 @@ def _distance_deg(a: tuple[float, float], b: tuple[float, float]) -> float:
     return math.hypot(a[0] - b[0], (a[1] - b[1]) * scale)
 
 
-def match_locations(items: list[dict[str, Any]], coords: list[tuple[float, float]]) -> list[int]:
-    """For each requested station (``coords`` in request order), the index of its location object. In request
-    order when every object lies within :data:`LOCATION_TOLERANCE_DEG` of its station (the documented order);
-    otherwise each object is given its nearest station, which must make a one-to-one match within the
-    tolerance. ResponseShapeError when neither holds: the i-th object was taken for the i-th station, so an
-    answer in another order gave each station's weight to another station's temperature. An object without
-    numeric ``latitude``/``longitude`` is taken in request order (positions only)."""
+def match_locations(items: list[dict[str, Any]], coords: list[tuple[float, float]]) -> list[int | None]:
+    """For each requested station (``coords`` in request order), the index of its location object, or None when the
+    answer has none for it. In request order when there is one object per station and each lies within
+    :data:`LOCATION_TOLERANCE_DEG` of its station (the documented order); otherwise each object is given its
+    nearest station, which must make a one-to-one match within the tolerance (an answer missing a station keeps
+    the others: the weight-share rule of :func:`aggregate` then decides each hour). ResponseShapeError when
+    neither holds: the i-th object was taken for the i-th station, so an answer in another order gave each
+    station's weight to another station's temperature. An object without numeric ``latitude``/``longitude``
+    is taken in request order (positions only)."""
     where: list[tuple[float, float] | None] = []
     for item in items:
         lat, lon = item.get("latitude"), item.get("longitude")
         ok = all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in (lat, lon))
         where.append((float(lat), float(lon)) if ok else None)  # type: ignore[arg-type]
-    if all(w is None or _distance_deg(w, c) <= LOCATION_TOLERANCE_DEG for w, c in zip(where, coords, strict=True)):
+    if len(items) == len(coords) and all(
+            w is None or _distance_deg(w, c) <= LOCATION_TOLERANCE_DEG for w, c in zip(where, coords, strict=True)):
         return list(range(len(items)))
     known = [w for w in where if w is not None]
     if len(known) != len(where):
@@ -136,11 +142,11 @@ def match_locations(items: list[dict[str, Any]], coords: list[tuple[float, float
         return min(range(len(coords)), key=lambda j: _distance_deg(w, coords[j]))
 
     nearest = [closest(w) for w in known]
-    if sorted(nearest) != list(range(len(coords))) or any(
+    if len(set(nearest)) != len(nearest) or any(
             _distance_deg(w, coords[j]) > LOCATION_TOLERANCE_DEG for w, j in zip(known, nearest, strict=True)):
         raise ResponseShapeError("location objects do not match the coordinates asked (neither in request "
                                  "order nor one per station)")
-    order = [0] * len(coords)
+    order: list[int | None] = [None] * len(coords)
     for i, j in enumerate(nearest):
         order[j] = i
     return order
@@ -195,13 +201,23 @@ def parse_response(body: Any, station_ids: list[str], models: list[str],
     strings are refused too: the API sends numbers), NaN, a time that does not parse, a time not on the hour (a
     :15 value was never overwritten by a later hourly run and was interpolated through) and an hour given twice
     in one block (the last copy used to win) are rejections. A location block without a usable ``hourly`` is
-    one rejection. ResponseShapeError when the body does not hold one object per location."""
-    items = response_locations(body, len(station_ids))
-    order = match_locations(items, coords) if coords is not None else list(range(len(items)))
+    one rejection, and so is a station the answer holds no object for (``coords`` given: the others are kept).
+    ResponseShapeError when the body does not hold one object per location (with ``coords``: at most one, each
+    matching a station)."""
+    items = response_locations(body, len(station_ids), allow_fewer=coords is not None)
+    order: list[int | None] = (match_locations(items, coords) if coords is not None
+                               else list(range(len(items))))
     frames: list[pd.DataFrame] = []
     rejections: list[Rejection] = []
+    missing: list[str] = []
     record_no = 0
     for station, index in zip(station_ids, order, strict=True):
+        if index is None:  # the answer has no object for it (the run used to fail, the other stations unused)
+            rejections.append(Rejection(record_no, "no location object for this station in the answer",
+                                        _dump({"station": station})))
+            missing.append(station)
+            record_no += 1
+            continue
         item = items[index]
         hourly = item.get("hourly")
         offset = item.get("utc_offset_seconds", 0)
@@ -257,7 +273,7 @@ def parse_response(body: Any, station_ids: list[str], models: list[str],
         {"station": pd.Series(dtype=object), "model": pd.Series(dtype=object),
          "ts": pd.Series(dtype="datetime64[ns, UTC]"), "value": pd.Series(dtype="float64")})
     rows["ts"] = pd.to_datetime(rows["ts"], utc=True)
-    return Parsed(rows.reset_index(drop=True), rejections)
+    return Parsed(rows.reset_index(drop=True), rejections, missing)
 
 
 def _reason(bad_time: bool, t_raw: Any, v: Any) -> str:

@@ -165,7 +165,7 @@ def upsert(store: Store, settings: Settings, rows: pd.DataFrame, *, source: str,
 
 
 def _land(store: Store, body: Any, url: str, stations: pd.DataFrame, models: list[str], *, stage: str,
-          batch_id: str, fetched_at: datetime, what: str) -> tuple[Parsed, int]:
+          batch_id: str, fetched_at: datetime, what: str, min_weight_share: float) -> tuple[Parsed, int]:
     """Land one Open-Meteo answer, then parse it: each location's answer in ``raw_records`` first (an answer that
     crashed the parse used to be lost with it), unusable values in ``rejected_records``; returns the parse and how
     many rejections were new. An answer that is not the shape asked for (or whose locations are not the stations
@@ -174,6 +174,12 @@ def _land(store: Store, body: Any, url: str, stations: pd.DataFrame, models: lis
     coords = list(zip(stations["latitude"].astype(float), stations["longitude"].astype(float), strict=True))
     try:
         parsed = parse_response(body, stations["id"].tolist(), models, coords)
+        # an answer short of some stations keeps the others (the weight-share rule decides each hour), unless
+        # those it holds cannot reach the share: then it is not the answer asked for, and the run fails
+        share = 1.0 - float(stations.loc[stations["id"].isin(parsed.missing), "weight"].sum())
+        if share < min_weight_share:
+            raise ResponseShapeError(f"location objects for stations holding {share:.0%} of the weight, under "
+                                     f"POWERSENSE_WEATHER_MIN_WEIGHT_SHARE ({min_weight_share:.0%})")
     except ResponseShapeError as exc:
         dead_letter(store, [Rejection(0, f"response: {exc}", json.dumps(body, default=str)[:100_000])],
                     stage=stage, batch_id=batch_id, at=fetched_at)
@@ -245,7 +251,8 @@ def _poll_forecast(store: Store, settings: Settings, run: Run, client: OpenMeteo
     fetched_at = clock.now()
     batch_id = f"{SOURCE}-{new_batch_id(fetched_at, run.run_id, 0)}"
     parsed, rejected = _land(store, body, url, stations, models, stage=STAGE, batch_id=batch_id,
-                             fetched_at=fetched_at, what="answer")
+                             fetched_at=fetched_at, what="answer",
+                             min_weight_share=settings.weather_min_weight_share)
     national = aggregate(parsed.rows, stations, settings.weather_min_weight_share)
     rows = forecast_rows(national, blend(parsed.rows, stations, models, settings.weather_min_weight_share), models)
     counts = upsert(store, settings, rows, source=SOURCE, batch_id=batch_id, inserted_at=fetched_at)
@@ -424,7 +431,8 @@ def _backfill_archive(store: Store, settings: Settings, lo: pd.Timestamp, hi: pd
         fetched_at = clock.now()
         batch_id = f"{ARCHIVE_BATCH_PREFIX}{new_batch_id(fetched_at, run_id, chunk_no)}"
         parsed, rejected = _land(store, body, url, stations, [model], stage=stage, batch_id=batch_id,
-                                 fetched_at=fetched_at, what="archive answer")
+                                 fetched_at=fetched_at, what="archive answer",
+                                 min_weight_share=settings.weather_min_weight_share)
         totals["rejected"] += rejected
         national = aggregate(parsed.rows, stations, settings.weather_min_weight_share)
         national = national[(national["ts"] >= lo) & (national["ts"] < hi)]
