@@ -211,15 +211,14 @@ def create_app(
                   lifespan=_lock_while_serving)
     app.state.function = function
     # every line logged while serving names the function (Alloy makes it the `function` label): the query
-    # function's lines, and a stage's lines outside its run (the error handlers below), said "-"
+    # function's lines, and a stage's lines outside its run (request_failed, unhandled_error), said "-"
     app.add_middleware(FunctionLogContext, function=function)
 
     @app.exception_handler(PowerSenseError)
     async def _typed_error(request: Request, exc: PowerSenseError) -> JSONResponse:
         status = http_status(exc)
         log_event(log, "request_failed", logging.WARNING if status < 500 else logging.ERROR,
-                  error_type=type(exc).__name__, error=str(exc), status=status, path=request.url.path,
-                  function=function)
+                  error_type=type(exc).__name__, error=str(exc), status=status, path=request.url.path)
         return JSONResponse({"error": type(exc).__name__, "detail": str(exc)}, status_code=status)
 
     @app.exception_handler(Exception)

@@ -43,8 +43,7 @@ actuals as (
 )"""
 
 
-# How far before the newest stored timestamp "the newest valid value" is looked for: past it, none.
-
+# The three levels of fresh data (freshness_status), "ok" below the first.
 Freshness = Literal["ok", "late", "stale", "too_old"]
 
 

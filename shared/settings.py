@@ -16,14 +16,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
     PydanticBaseSettingsSource,
     SecretsSettingsSource,
     SettingsConfigDict,
-    SettingsError,
 )
 
 from shared.errors import ConfigurationError
@@ -79,6 +78,26 @@ def read_aws_secret(arn: str, variable: str) -> str:
         raise ConfigurationError(f"invalid configuration: {variable}: the secret has no SecretString")
     return str(value)
 
+
+
+def _list_from_text(v: Any) -> Any:
+    """A list variable as a user writes it: comma-separated (POWERSENSE_WEATHER_MODELS=meteofrance_seamless,
+    ecmwf_ifs025, as the README does) or a JSON list. pydantic-settings read only JSON, and its error named no
+    variable."""
+    if not isinstance(v, str):
+        return v
+    text = v.strip()
+    if text.startswith("["):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not a JSON list ({exc.msg}); or give the values comma-separated") from None
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+# the type of every list setting: read by _list_from_text, not decoded as JSON by the settings sources
+TextList = Annotated[list[str], NoDecode, BeforeValidator(_list_from_text)]
+PathList = Annotated[list[Path], NoDecode, BeforeValidator(_list_from_text)]
 
 class _HyphenatedSecrets(PydanticBaseSettingsSource):
     """Secret files named with hyphens (``clickhouse-password`` for field ``clickhouse_password``).
@@ -238,7 +257,7 @@ class Settings(BaseSettings):
     poll_overlap_hours: float = Field(default=24.0, ge=0, description="re-polled span before the watermark (revisions)")
     poll_lookahead_hours: float = Field(default=48.0, ge=0, description="window end after now (published forecasts)")
     poll_max_window_days: float = Field(default=31.0, gt=0, description="longest window one poll fetches (catch-up)")
-    history_files: Annotated[list[Path], NoDecode] = Field(
+    history_files: PathList = Field(
         default_factory=shipped_history_files,
         description="files the bootstrap loads: eco2mix, ODRÉ or RTE files of France's national load (others are "
         "refused before anything is written)",
@@ -268,7 +287,7 @@ class Settings(BaseSettings):
         default="France", min_length=1,
         description="the only perimetre accepted from the source; records of any other go to rejected_records",
     )
-    source_natures: Annotated[list[str], NoDecode] = Field(
+    source_natures: TextList = Field(
         default_factory=lambda: ["Données temps réel", "Données consolidées", "Données définitives",
                                  "Données temps réel (API RTE short_term)"],
         min_length=1,
@@ -406,7 +425,7 @@ class Settings(BaseSettings):
     gateway_async_workers: int = Field(
         default=1, ge=1, le=64, description="embedded gateway: async invocations run at once (queue-worker)"
     )
-    gateway_callback_urls: Annotated[list[str], NoDecode] = Field(
+    gateway_callback_urls: TextList = Field(
         default_factory=list, description="embedded gateway: allowed X-Callback-Url prefixes (empty = callbacks "
         "refused with 400)"
     )
@@ -470,7 +489,7 @@ class Settings(BaseSettings):
     # --- plausibility (shared/plausibility.py) ---------------------------------------------------
     # Physical bounds of French national load, learned from the shipped real history 2000–2023
     # (data/eco2mix, 682 742 consumption values): see shared/plausibility.py for the figures.
-    plausibility_metrics: Annotated[list[str], NoDecode] = Field(
+    plausibility_metrics: TextList = Field(
         default_factory=lambda: ["consommation", "prevision_j1", "prevision_j"],
         description="metrics (national load, MW) whose values are checked for plausibility",
     )
@@ -495,7 +514,7 @@ class Settings(BaseSettings):
         default="https://archive-api.open-meteo.com/v1",
         description="Open-Meteo historical (archive) API base (GET <url>/archive), for weather-backfill",
     )
-    weather_models: Annotated[list[str], NoDecode] = Field(
+    weather_models: TextList = Field(
         default_factory=lambda: ["meteofrance_seamless", "ecmwf_ifs025"],
         description="Open-Meteo forecast models, in priority order for the national forecast (see shared/weather)",
     )
@@ -563,22 +582,6 @@ class Settings(BaseSettings):
             sources.append(SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir, env_prefix=""))
             sources.append(_HyphenatedSecrets(settings_cls, Path(secrets_dir)))
         return tuple(sources)
-
-    @field_validator("history_files", "source_natures", "gateway_callback_urls", "plausibility_metrics",
-                     "weather_models", mode="before")
-    @classmethod
-    def _list_from_text(cls, v: Any) -> Any:
-        # a list variable is comma-separated (POWERSENSE_WEATHER_MODELS=meteofrance_seamless,ecmwf_ifs025, as the
-        # README writes it) or a JSON list; pydantic-settings read only JSON, and its error named no variable
-        if not isinstance(v, str):
-            return v
-        text = v.strip()
-        if text.startswith("["):
-            try:
-                return json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"not a JSON list ({exc.msg}); or give the values comma-separated") from None
-        return [item.strip() for item in text.split(",") if item.strip()]
 
     @field_validator("clickhouse_url")
     @classmethod
@@ -654,7 +657,3 @@ def get_settings() -> Settings:
             f"POWERSENSE_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
         )
         raise ConfigurationError(f"invalid configuration: {problems}") from exc
-    except SettingsError as exc:  # a value a settings source could not decode (its message names the field)
-        field = re.search(r'field "(\w+)"', str(exc))
-        name = f"POWERSENSE_{field[1].upper()}" if field else "a POWERSENSE_ variable"
-        raise ConfigurationError(f"invalid configuration: {name}: {exc}") from exc

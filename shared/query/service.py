@@ -100,12 +100,16 @@ def check_schema(tables: Iterable[str], database: str) -> None:
         )
 
 
-def known_series(store: Store) -> set[tuple[str, str]]:
-    """(source, metric) pairs present in measurements."""
+KnownSeries = dict[tuple[str, str], frozenset[str]]
+
+
+def known_series(store: Store) -> KnownSeries:
+    """(source, metric) pairs present in measurements → the natures stored for each (one scan, which the API
+    memoises on the watermark: a request naming a nature does not read the table again to check it)."""
     rows = store.query_rows(
-        "select source, metric from {db:Identifier}.measurements group by source, metric"
+        "select source, metric, groupUniqArray(nature) from {db:Identifier}.measurements group by source, metric"
     )
-    return {(str(s), str(m)) for s, m in rows}
+    return {(str(s), str(m)): frozenset(map(str, natures)) for s, m, natures in rows}
 
 
 def latest_ts(store: Store, source: str, metric: str) -> datetime | None:
@@ -231,7 +235,7 @@ LatestFn = Callable[[str, str], "datetime | None"]
 
 
 def resolve_measurements(
-    store: Store, p: MeasurementsParams, known: set[tuple[str, str]], latest: LatestFn | None = None
+    store: Store, p: MeasurementsParams, known: KnownSeries, latest: LatestFn | None = None
 ) -> tuple[str, dict[str, Any], datetime, datetime]:
     """Validate semantics and return (sql, params, start, end) for a measurements page.
 
@@ -246,12 +250,10 @@ def resolve_measurements(
         raise BadRequestError(f"unknown metric {p.metric!r}; known metrics for {p.source}: {names}")
     if p.version == "all" and p.interval != "raw":
         raise BadRequestError("version=all returns every stored revision and cannot be resampled; use interval=raw")
-    if p.nature is not None:  # an unknown nature answered 200 with no rows, as if nothing had been published
-        natures = sorted(str(n) for (n,) in store.query_rows(
-            "select distinct nature from {db:Identifier}.measurements "
-            "where source = {source:String} and metric = {metric:String}", {"source": p.source, "metric": p.metric}))
-        if p.nature not in natures:
-            raise BadRequestError(f"unknown nature {p.nature!r} for {p.source}/{p.metric}; known natures: {natures}")
+    natures = known[(p.source, p.metric)]
+    if p.nature is not None and p.nature not in natures:  # it answered 200 with no rows, as if nothing was published
+        raise BadRequestError(f"unknown nature {p.nature!r} for {p.source}/{p.metric}; known natures: "
+                              f"{sorted(natures)}")
     if p.interval == "raw" and "agg" in p.model_fields_set:  # it was dropped without a word ("agg": null)
         raise BadRequestError(f"agg={p.agg} aggregates resampled buckets; interval=raw returns every value (set "
                               "interval to 15min, 30min, 1h or 1d)")
@@ -282,7 +284,7 @@ def resolve_measurements(
 
 
 def measurements(
-    store: Store, p: MeasurementsParams, known: set[tuple[str, str]], latest: LatestFn | None = None
+    store: Store, p: MeasurementsParams, known: KnownSeries, latest: LatestFn | None = None
 ) -> MeasurementsResponse:
     """A page of measurements: latest or all versions, optionally resampled, optionally as of a time."""
     sql, params, start, end = resolve_measurements(store, p, known, latest)

@@ -169,11 +169,11 @@ def _stamps(time_list: list[Any], offset: int) -> pd.Series:
 
 def _one_stamp(text: str | None, offset: int) -> pd.Timestamp:
     """One ISO time as a UTC instant (a wall time less ``offset``); NaT when it does not read."""
-    try:
-        value = pd.Timestamp(datetime.fromisoformat(text)) if text else pd.NaT
-    except ValueError:
+    if not text:
         return pd.NaT
-    if value is pd.NaT:
+    try:
+        value = pd.Timestamp(datetime.fromisoformat(text))
+    except ValueError:
         return pd.NaT
     return value.tz_convert("UTC") if value.tzinfo else (value - pd.Timedelta(seconds=offset)).tz_localize("UTC")
 
@@ -230,6 +230,11 @@ def parse_response(body: Any, station_ids: list[str], models: list[str],
             record_no += 1
             continue
         stamps = _stamps(time_list, offset)
+        # the block's times, judged once for all its models
+        bad_time = stamps.isna().to_numpy()
+        off_hour = ~bad_time & (stamps != stamps.dt.floor("h")).to_numpy()
+        repeated = ~bad_time & stamps.duplicated(keep=False).to_numpy()
+        usable_time = ~(bad_time | off_hour | repeated)
         declared = item.get("hourly_units")
         units: dict[str, Any] = declared if isinstance(declared, dict) else {}
         assert isinstance(hourly, dict)
@@ -250,15 +255,11 @@ def parse_response(body: Any, station_ids: list[str], models: list[str],
                 record_no += 1
                 continue
             # Vectorised for the usual answer (numbers and nulls); per-value reasons only where needed.
-            bad_time = stamps.isna().to_numpy()
-            off_hour = ~bad_time & (stamps != stamps.dt.floor("h")).to_numpy()
-            repeated = ~bad_time & stamps.duplicated(keep=False).to_numpy()
             present = np.fromiter((v is not None for v in series), dtype=bool, count=len(series))
             arr = np.fromiter((_as_float(v) if v is not None else math.nan for v in series), dtype="float64",
                               count=len(series))
             with np.errstate(invalid="ignore"):
-                good = (present & ~bad_time & ~off_hour & ~repeated & np.isfinite(arr) & (arr >= MIN_DEGC)
-                        & (arr <= MAX_DEGC))
+                good = present & usable_time & np.isfinite(arr) & (arr >= MIN_DEGC) & (arr <= MAX_DEGC)
             for i in np.flatnonzero(present & ~good):
                 v = series[i]
                 reason = ("time not on the hour" if off_hour[i] else
