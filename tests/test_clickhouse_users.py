@@ -11,6 +11,7 @@ management (its default user may not CREATE USER), so every grant is parsed by t
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -219,3 +220,46 @@ def test_grafana_can_read_every_table_a_dashboard_panel_reads() -> None:
     assert "features" in read and read <= created, read - created
     for grants in (_grants("grafana"), _cluster_grants("grafana")):
         assert all(_covered(("SELECT", f"{DB}.{t}"), grants) for t in read)
+
+
+# The single host's networks: loopback and the private ranges, for every user and the image's admin.
+FAASD_BRIDGE = "10.62.0.0/16"  # github:openfaas/faasd pkg/cninetwork/cni_network.go defaultSubnet
+DOCKER_LOCAL_POOLS = ("172.17.0.0/16", "172.18.0.0/15", "172.20.0.0/14", "172.24.0.0/13", "192.168.0.0/16")
+# ^ github:moby/moby libnetwork/ipamutils/utils.go localScopeDefaultNetworks: where compose's network is allocated
+
+
+def _networks(user: ET.Element) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    return [ipaddress.ip_network(ip.text or "") for ip in user.iterfind("networks/ip")]
+
+
+def test_every_user_accepts_only_loopback_and_private_networks() -> None:
+    users = ET.parse(USERS).getroot().find("users")
+    assert users is not None
+    lists = {user.tag: _networks(user) for user in users}
+    assert {"default", "powersense_writer", "powersense_reader", "powersense_dbt", "grafana"} <= set(lists)
+    first = next(iter(lists.values()))
+    for name, nets in lists.items():
+        assert nets == first, name
+        assert all(n.is_private for n in nets), name  # ::/0 or a public range would not be
+
+
+def test_single_host_clients_fall_inside_the_networks() -> None:
+    nets = _networks(_user("powersense_writer"))
+    clients = [FAASD_BRIDGE, *DOCKER_LOCAL_POOLS, "127.0.0.1/32", "::1/128"]
+    for client in map(ipaddress.ip_network, clients):
+        assert any(client.version == n.version and client.subnet_of(n) for n in nets), client  # type: ignore[arg-type]
+    for outsider in ("8.8.8.8", "2001:db8::1", "100.64.0.1"):
+        address = ipaddress.ip_address(outsider)
+        assert not any(address in n for n in nets), outsider
+
+
+def test_the_admin_override_replaces_the_images_networks_only() -> None:
+    # the image's entrypoint writes users.d/default-user.xml (admin open to ::/0); ClickHouse merges users.d files in
+    # sorted path order and `replace` swaps the element whole (ConfigProcessor getConfigMergeFiles, mergeRecursive)
+    admin = _user("default")
+    assert [child.tag for child in admin] == ["networks"]
+    networks = admin.find("networks")
+    assert networks is not None and networks.get("replace") == "replace"
+    assert sorted(["default-user.xml", USERS.name]) == ["default-user.xml", USERS.name]
+    for topology in (REPO / "docker-compose.yml", REPO / "deploy" / "faasd" / "docker-compose.powersense.yaml"):
+        assert f"/etc/clickhouse-server/users.d/{USERS.name}" in topology.read_text(), topology

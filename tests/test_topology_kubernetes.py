@@ -346,6 +346,46 @@ def test_only_openfaas_reaches_the_functions(objects: list[dict[str, Any]]) -> N
     assert {"openfaas", "openfaas-fn"} <= namespaces
 
 
+def _admitted_namespaces(objects: list[dict[str, Any]], pod_labels: dict[str, str]) -> set[str]:
+    """Namespaces the one powersense NetworkPolicy selecting pods with ``pod_labels`` admits (all ports)."""
+    policies = [o for o in objects if o["kind"] == "NetworkPolicy" and o["metadata"]["namespace"] == "powersense"
+                and o["spec"]["podSelector"].get("matchLabels", {}).items() <= pod_labels.items()]
+    assert len(policies) == 1, [p["metadata"]["name"] for p in policies]
+    assert policies[0]["spec"]["policyTypes"] == ["Ingress"]
+    out = set()
+    for rule in policies[0]["spec"]["ingress"]:
+        assert "ports" not in rule
+        for peer in rule["from"]:
+            assert set(peer) == {"namespaceSelector"}, peer
+            out.add(peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"])
+    return out
+
+
+def test_clickhouse_admits_its_clients_namespaces_only(objects: list[dict[str, Any]]) -> None:
+    # the users' networks stay ::/0 (pod addresses are the CNI's): the policy is what keeps other pods out
+    chi = _chi(objects)
+    name, ns = chi["metadata"]["name"], chi["metadata"]["namespace"]
+    host = f"clickhouse-{name}.{ns}.svc.cluster.local"
+    clients = {"openfaas-fn"} if all(host in s.environment["POWERSENSE_CLICKHOUSE_URL"] for s in _stack()) else set()
+    clients |= {o["metadata"]["namespace"] for o in objects if o["kind"] != "ClickHouseInstallation"
+                and "metadata" in o and "namespace" in o["metadata"] and host in json.dumps(o)}
+    # the operator, installed by the README's helm command, and the other replicas of the cluster
+    operator = re.search(r"helm upgrade --install clickhouse-operator .*?-n (\S+)",
+                         (REPO / "README.md").read_text(), re.DOTALL)
+    assert operator
+    clients |= {operator[1], ns}
+    assert clients == {"openfaas-fn", "powersense"}  # Grafana's data source is in powersense
+    assert _admitted_namespaces(objects, {"clickhouse.altinity.com/chi": name}) == clients
+
+
+def test_keeper_admits_the_clickhouse_namespace_only(objects: list[dict[str, Any]]) -> None:
+    # Keeper has no authentication: any pod reaching it could rewrite the replicated tables' metadata
+    chk = next(o for o in objects if o["kind"] == "ClickHouseKeeperInstallation")
+    template = next(t for t in chk["spec"]["templates"]["podTemplates"]
+                    if t["name"] == chk["spec"]["defaults"]["templates"]["podTemplate"])
+    assert _admitted_namespaces(objects, template["metadata"]["labels"]) == {_chi(objects)["metadata"]["namespace"]}
+
+
 def test_keeper_replicas_prefer_distinct_nodes(objects: list[dict[str, Any]]) -> None:
     # three Keeper replicas on one node lose the quorum with it; preferred, so two nodes still schedule them
     chk = next(o for o in objects if o["kind"] == "ClickHouseKeeperInstallation")
@@ -517,6 +557,8 @@ def _xml_users() -> dict[str, dict[str, Any]]:
     root = ET.parse(REPO / "deploy" / "clickhouse" / "users.d" / "powersense.xml").getroot()
     users = {}
     for user in root.find("users") or []:
+        if user.tag == "default":  # only narrows the image's admin (its networks); the operator has its own admin
+            continue
         users[user.tag] = {"profile": user.findtext("profile"),
                            "grants": sorted(q.text or "" for q in user.iter("query"))}
     return users
