@@ -29,7 +29,7 @@ from croniter import croniter
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from tests.fixtures_topology import REPO, STAGES, aws_minutes, cron_minutes, load_sam, sam_functions
+from tests.fixtures_topology import REPO, STAGES, aws_minutes, cron_minutes, go_duration_s, load_sam, sam_functions
 from tests.fixtures_topology import tool as find_tool
 
 OBS = REPO / "observability"
@@ -542,6 +542,16 @@ def test_ready_path_is_the_health_route_of_every_function_app() -> None:
     for stage in STAGES:
         paths = load_handler(stage).app.openapi()["paths"]
         assert "get" in paths.get(ready, {}), stage
+
+
+def test_a_function_stops_within_the_platforms_grace_period() -> None:
+    # of-watchdog waits healthcheck_interval after SIGTERM, then drains (in-flight requests: uvicorn's graceful
+    # timeout); faasd SIGKILLs after 30 s (pkg/service/service.go) as Kubernetes does by default. Unset, the
+    # interval is write_timeout (35-305 s): every stop was a SIGKILL.
+    env = _template_env()
+    interval = go_duration_s(env["healthcheck_interval"])
+    graceful = float(re.search(r"--timeout-graceful-shutdown (\d+)", env["fprocess"])[1])  # type: ignore[index]
+    assert max(interval, graceful) < 30
 
 
 def test_the_image_leaves_the_ready_lock_to_the_app() -> None:

@@ -106,7 +106,8 @@ def _container(path: Path) -> tuple[str, dict[str, str], list[str]]:
         return c["args"][0], env, mounts
     svc = yaml.safe_load(path.read_text())["services"]["seaweedfs"]
     command = svc["command"][-1].replace("$$", "$")  # compose interpolation
-    env = dict(svc.get("environment") or {})
+    declared = svc.get("environment") or {}  # a mapping (compose) or KEY=value lines (faasd)
+    env = dict(declared) if isinstance(declared, dict) else dict(str(e).split("=", 1) for e in declared)
     env |= dict(re.findall(r"\b(WEED_GRPC_\w+)=(\S+?);?(?=\s)", command))  # faasd exports them in the command
     mounts = [m if isinstance(m, str) else f"{m['source']}:{m['target']}" for m in svc["volumes"]]
     return command, env, mounts

@@ -374,6 +374,37 @@ def test_faasd_gateway_timeouts_exceed_every_exec_timeout(faasd_compose: dict[st
     assert gateway["functions_provider_url"] == "http://faasd-provider:8081/"
 
 
+def test_faasd_queue_worker_redelivers_only_after_the_upstream_timeout(faasd_compose: dict[str, Any]) -> None:
+    # an asynchronous call still running at ack_wait is delivered again: it must outlast the gateway's bound
+    services = faasd_compose["services"]
+    ack_wait = duration_s(_env(services["queue-worker"])["ack_wait"])
+    assert ack_wait > duration_s(_env(services["gateway"])["upstream_timeout"])
+
+
+def _mount_target(volume: Any) -> str:
+    return str(volume["target"] if isinstance(volume, dict) else volume.split(":")[1]).rstrip("/")
+
+
+def test_faasd_mounts_a_directory_before_the_mounts_inside_it(faasd_compose: dict[str, Any]) -> None:
+    # faasd mounts in the listed order (pkg/supervisor.go, containerd WithMounts; OCI: "in the listed order"), so a
+    # directory listed after a mount inside it covers that mount: Grafana's data directory hid its dashboards
+    for name, service in faasd_compose["services"].items():
+        targets = [_mount_target(v) for v in service.get("volumes") or []]
+        for i, inner in enumerate(targets):
+            for outer in targets[i + 1:]:
+                assert not inner.startswith(outer + "/"), f"{name}: {outer} is mounted over {inner}"
+
+
+def test_faasd_gives_services_the_stop_time_compose_gives_them(faasd_compose: dict[str, Any],
+                                                               compose: dict[str, Any]) -> None:
+    # faasd SIGKILLs 30 s after SIGTERM unless the service's environment sets grace_period (pkg/service/service.go)
+    for name, service in compose["services"].items():
+        if name not in faasd_compose["services"] or "stop_grace_period" not in service:
+            continue
+        grace = duration_s(_env(faasd_compose["services"][name]).get("grace_period", "30s"))
+        assert grace >= duration_s(str(service["stop_grace_period"])), name
+
+
 def test_faasd_cron_connector_invokes_through_the_gateway(faasd_compose: dict[str, Any]) -> None:
     connector = faasd_compose["services"]["cron-connector"]
     env = _env(connector)

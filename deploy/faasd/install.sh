@@ -185,6 +185,6 @@ Next (README, faasd topology):
   faas-cli login --password-stdin < $faasd_dir/secrets/basic-auth-password
   export REGISTRY=… TAG=…    # a registry this host can pull from (faasd-provider pulls every image at deploy)
   faas-cli build -f openfaas-stack.yml && faas-cli push -f openfaas-stack.yml
-  POWERSENSE_TOPOLOGY=faasd faas-cli deploy -f openfaas-stack.yml      # from the repository root
+  POWERSENSE_TOPOLOGY=faasd faas-cli deploy -f openfaas-stack.yml --timeout 10m   # from the repository root
 Grafana: http://127.0.0.1:3000 (admin, password in $ps/secrets/grafana_admin_password)
 EOF
