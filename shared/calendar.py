@@ -11,6 +11,9 @@ residual detector's day types and DST handling, the forecast model's events and 
   Sunday-or-holiday); :func:`day_type_of` the same from featurize's ``dow`` / ``is_holiday`` columns.
 * :func:`is_dst_transition`, :func:`local_day_bounds`, :func:`is_fallback_gap`, :func:`wall_clock` —
   summer time and the 23/25-hour days.
+* :func:`expected_instants`, :func:`expected_steps` — the instants a series is expected to have, and how
+  many a local day holds: poll's gap proof, detect's completeness, dbt's ``dim_calendar`` and the Grafana
+  coverage panel count the same steps (tests/test_freshness.py … test_ops_sql.py tie the SQL to these).
 
 ``holidays`` is imported lazily, so light stages that only need :data:`TZ` never load it.
 """
@@ -24,6 +27,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
+
+from shared.timeutil import to_utc
 
 TZ = "Europe/Paris"
 COUNTRY = "FR"
@@ -169,3 +174,29 @@ def is_fallback_gap(ts: pd.DatetimeIndex, tz: str = TZ) -> np.ndarray:
     # the first occurrence is summer time (+02:00) and one hour later the wall clock shows the same hour
     same_wall = (local.hour == after.hour) & (local.minute == after.minute)
     return np.asarray(same_wall)
+
+
+
+def expected_instants(
+    start: Any, end: Any, step: pd.Timedelta = pd.Timedelta(minutes=15), *, ignore_fallback_gap: bool = True,
+    tz: str = TZ,
+) -> pd.DatetimeIndex:
+    """The instants of a series with period ``step`` in ``[start, end)``, on the UTC grid (no DST hole, no duplicate).
+
+    With ``ignore_fallback_gap`` (``POWERSENSE_DETECT_IGNORE_FALLBACK_GAP``) the first occurrence of the repeated
+    local hour on fall-back days (00:00–00:45Z), which RTE never publishes (data/eco2mix/README.upstream.md), is not
+    expected: a fall-back day holds 96 quarter-hours, not 100.
+    """
+    lo = to_utc(start).ceil(step)
+    grid = pd.date_range(lo, to_utc(end), freq=step, inclusive="left")
+    if ignore_fallback_gap and len(grid):
+        grid = grid[~is_fallback_gap(grid, tz)]
+    return grid
+
+
+def expected_steps(day: Any, step_min: int = 15, *, ignore_fallback_gap: bool = True, tz: str = TZ) -> int:
+    """Steps a local day is expected to hold: 92 / 96 / 96 quarter-hours on spring-forward / normal / fall-back
+    days (100 on fall-back with ``ignore_fallback_gap`` off)."""
+    start, end = local_day_bounds(day, tz)
+    return len(expected_instants(start, end, pd.Timedelta(minutes=step_min),
+                                 ignore_fallback_gap=ignore_fallback_gap, tz=tz))

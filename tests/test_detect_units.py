@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 from fixtures_detect import ECO2MIX, real_load, utc
 
+from shared.calendar import expected_steps
 from shared.detection import evaluate
 from shared.detection.drift import psi
-from shared.detection.quality import expected_slots, interpolated
+from shared.detection.quality import completeness, interpolated
 from shared.detection.residual import detect_residual, is_fallback_gap, profile_delta, regular_grid
 from shared.detection.zscore import detect_zscore
 
@@ -24,9 +25,22 @@ def spring_2023() -> pd.Series:
     return regular_grid(real_load("2023-01-01", "2023-05-01")[["ts", "value"]])
 
 
-@pytest.mark.parametrize(("day", "slots"), [("2023-03-26", 92), ("2023-06-01", 96), ("2023-10-29", 100)])
-def test_local_day_has_dst_aware_quarter_hours(day: str, slots: int) -> None:
-    assert expected_slots(pd.Timestamp(day, tz="Europe/Paris")) == slots
+@pytest.mark.parametrize(("day", "ignore_gap", "slots"), [("2023-03-26", True, 92), ("2023-06-01", True, 96),
+                                                          ("2023-10-29", True, 96), ("2023-10-29", False, 100)])
+def test_local_day_has_dst_aware_quarter_hours(day: str, ignore_gap: bool, slots: int) -> None:
+    # the fall-back day's first repeated hour is never published by RTE: with the rule on it is not expected
+    assert expected_steps(pd.Timestamp(day, tz="Europe/Paris"), ignore_fallback_gap=ignore_gap) == slots
+
+
+def test_completeness_finds_the_real_fall_back_day_complete() -> None:
+    """Real: 2023-10-29 holds 96 quarter-hours (RTE publishes the repeated 02:xx hour once). Detect warned on every
+    fall-back day (96 of 100 < 0.98) while poll's gap proof called it resolved."""
+    days = real_load("2023-10-27 22:00", "2023-10-30 23:00")
+    checks = completeness(days, utc("2023-10-30 23:00"), 3, 15, 0.98)
+    fall_back = next(c for c in checks if c["scope"] == "2023-10-29")
+    assert (fall_back["status"], fall_back["details"]["present"], fall_back["details"]["expected_steps"]) == (
+        "ok", 96, 96)
+    assert [c["status"] for c in checks] == ["ok", "ok", "ok"]
 
 
 def test_interpolated_check_warns_on_the_sources_straight_line() -> None:

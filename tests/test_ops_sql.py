@@ -161,14 +161,62 @@ def _panel(uid: str, title: str) -> dict[str, Any]:
     raise KeyError(title)
 
 
-def test_coverage_panel_counts_the_fall_back_day_as_fifty_half_hours(ops_store: Store) -> None:
+def test_coverage_panel_counts_the_fall_back_day_complete(ops_store: Store) -> None:
     panel = _panel("powersense-data-quality", "Incomplete days")
     df = ops_store.query_df(grafana_sql(panel["targets"][0]["rawSql"], *WINDOW)).set_index("day")
     days = {d.strftime("%Y-%m-%d"): row for d, row in df.iterrows()}
-    # the source lacks the first 02:00–03:00 hour of the fall-back night: 48 of 50 half-hours
-    assert (days["2023-10-29"]["expected_slots"], days["2023-10-29"]["observed_slots"]) == (50, 48)
+    # the source lacks the first 02:00–03:00 hour of the fall-back night, which is not expected: 48 of 48 half-hours
+    # (it listed 2023-10-29 as incomplete, 48 of 50, while poll called the day resolved)
+    assert "2023-10-29" not in days
     # local day 2023-10-14 is absent from the source file
     assert (days["2023-10-14"]["expected_slots"], days["2023-10-14"]["observed_slots"]) == (48, 0)
+
+
+def test_coverage_panel_expects_the_calendars_steps(ops_store: Store) -> None:
+    from shared.calendar import expected_steps
+
+    panel = _panel("powersense-data-quality", "Daily coverage of consommation (DST-aware)")
+    sql = grafana_sql(panel["targets"][0]["rawSql"], datetime(2022, 3, 20, tzinfo=UTC),
+                      datetime(2023, 11, 5, tzinfo=UTC))
+    expected = ops_store.query_df(sql.split("select toDateTime(e.day")[0] + "select day, expected_slots from expected")
+    days = {pd.Timestamp(d).strftime("%Y-%m-%d"): int(n) for d, n in zip(expected["day"], expected["expected_slots"],
+                                                                              strict=True)}
+    assert {days["2022-03-27"], days["2022-10-30"], days["2023-03-26"], days["2023-10-29"]} == {46, 48}
+    assert all(n == expected_steps(d, 30) for d, n in days.items())
+
+
+def test_dbt_calendar_expects_the_calendars_steps(ops_store: Store, dbt_views: dict[str, str]) -> None:
+    # one definition of a complete day: dim_calendar (dbt's coverage), shared.calendar.expected_steps (poll's gap proof,
+    # detect's completeness) and the Grafana panel; the fall-back day expected 100 quarter-hours in dbt and detect
+    from shared.calendar import expected_steps
+    from shared.settings import Settings
+
+    variables = yaml.safe_load((DBT_DIR / "dbt_project.yml").read_text())["vars"]
+    assert variables["ignore_fallback_gap"] is Settings.model_fields["detect_ignore_fallback_gap"].default
+    rows = ops_store.query_rows("select date, expected_quarter_hours, expected_half_hours from "
+                                "{db:Identifier}.dim_calendar where toYear(date) between 2021 and 2024")
+    assert len(rows) == 1461
+    for day, quarter, half in rows:
+        assert (quarter, half) == (expected_steps(day, 15), expected_steps(day, 30)), day
+
+
+def test_forecast_panel_shows_what_the_api_serves(ops_store: Store) -> None:
+    # "the forecast for a ts" is the newest run issued at or before it (/forecasts/vs-actual, detect's residuals); the
+    # panel took the newest run outright, so RTE's same-day run (issued 06:00) replaced the day-ahead run for the
+    # night before its issue
+    from shared.query.models import VsActualParams
+    from shared.query.service import forecast_vs_actual
+
+    start, end = datetime(2023, 10, 9, tzinfo=UTC), datetime(2023, 10, 12, tzinfo=UTC)
+    panel = _panel("powersense-load-forecast", "Load: actual vs latest forecast (prediction interval)")
+    df = ops_store.query_df(grafana_sql(panel["targets"][0]["rawSql"], start, end - timedelta(seconds=1)))
+    shown = {pd.Timestamp(t).tz_localize("UTC") if pd.Timestamp(t).tzinfo is None else pd.Timestamp(t): v
+             for t, v in zip(df["time"], df["forecast_mw"], strict=True) if pd.notna(v)}
+    api = forecast_vs_actual(ops_store, VsActualParams(source="eco2mix_national", metric="consommation",
+                                                       start=start, end=end))
+    served = {pd.Timestamp(p.ts): p.yhat for p in api.points}
+    assert len(served) == 144 and shown.keys() == served.keys()
+    assert all(abs(shown[t] - served[t]) < 1e-6 for t in served)
 
 
 def test_gate_panel_shows_the_sources_interpolated_ramps(ops_store: Store) -> None:
@@ -313,6 +361,23 @@ def test_dbt_data_tests_pass_on_real_data(ops_store: Store, dbt_views: dict[str,
     assert not failures
 
 
+def test_dbt_and_the_dashboards_show_the_series_the_functions_use() -> None:
+    # "the series" is POWERSENSE_SERIES_SOURCE / _METRIC for the functions, dbt's vars and the dashboards' hidden
+    # constants: their defaults must be one series (a deployment changing it passes --vars and edits the constants)
+    defaults = {"source": Settings.model_fields["series_source"].default,
+                "metric": Settings.model_fields["series_metric"].default,
+                "db": Settings.model_fields["clickhouse_database"].default}
+    variables = yaml.safe_load((DBT_DIR / "dbt_project.yml").read_text())["vars"]
+    assert (variables["series_source"], variables["series_metric"]) == (defaults["source"], defaults["metric"])
+    checked = 0
+    for path in DASHBOARDS:
+        constants = {v["name"]: v["query"] for v in json.loads(path.read_text())["templating"]["list"]
+                     if v["type"] == "constant"}
+        assert {k: defaults[k] for k in constants} == constants, path.name
+        checked += "source" in constants
+    assert checked >= 3
+
+
 def test_the_dbt_holiday_seed_is_the_python_calendar() -> None:
     # the seed is a generated copy of shared.calendar.public_holidays over dbt's calendar years: a `holidays`
     # upgrade that renames or moves a day must regenerate it, or dbt and the forecast disagree on holidays
@@ -370,7 +435,8 @@ def test_daily_coverage_mart_knows_both_dst_days_of_2023(ops_store: Store, dbt_v
         "where metric = 'consommation' and date in ('2023-03-26', '2023-10-29', '2023-10-14')"
     ).set_index("day")
     assert rows.loc["2023-03-26"].tolist() == [46, 46]
-    assert rows.loc["2023-10-29"].tolist() == [50, 48]
+    # the fall-back day's first repeated hour is never published, and not expected: complete at 48 (it was 48 of 50)
+    assert rows.loc["2023-10-29"].tolist() == [48, 48]
     assert rows.loc["2023-10-14"].tolist() == [48, 0]
 
 

@@ -53,15 +53,20 @@ ACTUAL_CTE = f"""actual as (
 
 
 def forecast_cte(name: str, condition: str = "") -> str:
-    """CTE ``name``: per target ts in the time range, the most recently issued forecast and its interval
-    (``condition``: more filters on the forecasts, e.g. one horizon day)."""
+    """CTE ``name``: per target ts in the time range, the forecast of the newest run issued at or before ts, and its
+    interval (``condition``: more filters on the forecasts, e.g. one horizon day).
+
+    The query API's /forecasts/vs-actual and detect's residuals read the same (issued_at <= ts, ties by run_id): an
+    hourly run issued at :07 also writes its hour's first step, which lies before its issue; the panels showed that
+    step while the API scored the previous run's.
+    """
     return f"""{name} as (
     select ts,
-           argMax(yhat, issued_at) as forecast_mw,
-           argMax(lower, issued_at) as lower_mw,
-           argMax(upper, issued_at) as upper_mw
+           argMax(yhat, (issued_at, run_id)) as forecast_mw,
+           argMax(lower, (issued_at, run_id)) as lower_mw,
+           argMax(upper, (issued_at, run_id)) as upper_mw
     from ${{db}}.forecasts
-    where {SERIES}{condition} and $__timeFilter(ts)
+    where {SERIES}{condition} and $__timeFilter(ts) and issued_at <= ts
     group by ts
 )"""
 
@@ -322,8 +327,8 @@ def load_forecast_dashboard() -> Dash:
     d.add(
         timeseries(
             "Load: actual vs latest forecast (prediction interval)",
-            "Per target time, the most recently issued forecast and its interval; "
-            "actual = latest version of the best nature.",
+            "Per target time, the forecast of the newest run issued at or before it, and its interval (as "
+            "/forecasts/vs-actual); actual = latest version of the best nature.",
             f"""
 with {ACTUAL_CTE},
 {forecast_cte("latest_forecast")}
@@ -474,12 +479,16 @@ observed as (
     where value is not null
     group by day
 ),
-expected as (
-    -- 46, 48 or 50 half-hours: the local day is 23, 24 or 25 hours long
-    select day,
-           intDiv(dateDiff('minute', toDateTime(day, 'Europe/Paris'), toDateTime(day + 1, 'Europe/Paris')), 30)
-               as expected_slots
+day_lengths as (
+    select day, dateDiff('minute', toDateTime(day, 'Europe/Paris'), toDateTime(day + 1, 'Europe/Paris')) as minutes
     from days
+),
+expected as (
+    -- 46, 48 or 48 half-hours: the local day is 23, 24 or 25 hours long, and the first occurrence of the fall-back
+    -- day's repeated hour, which RTE never publishes, is not expected (shared.calendar.expected_steps, as poll,
+    -- detect and dbt's dim_calendar count; POWERSENSE_DETECT_IGNORE_FALLBACK_GAP)
+    select day, intDiv(minutes - if(minutes = 1500, 60, 0), 30) as expected_slots
+    from day_lengths
 )
 """
 
@@ -499,8 +508,8 @@ def data_quality_dashboard() -> Dash:
     d.add(
         timeseries(
             "Daily coverage of consommation (DST-aware)",
-            "Observed half-hours with a value / half-hours in the Paris day "
-            "(46 on spring-forward, 50 on fall-back days).",
+            "Observed half-hours with a value / half-hours expected in the Paris day "
+            "(46 on spring-forward days; 48 on fall-back days, whose first repeated hour RTE never publishes).",
             COVERAGE
             + """
 select toDateTime(e.day, 'Europe/Paris') as time,
@@ -517,7 +526,7 @@ settings join_use_nulls = 1
     d.add(
         table(
             "Incomplete days",
-            "Paris days with fewer half-hourly values than the day has.",
+            "Paris days with fewer half-hourly values than expected (as the daily coverage).",
             COVERAGE
             + """
 select e.day as day, e.expected_slots as expected_slots, coalesce(o.observed_slots, 0) as observed_slots,

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from shared.calendar import TZ, local_day_bounds
+from shared.calendar import TZ, expected_instants, local_day_bounds
 from shared.forecasting.gate import ramp_mask
 from shared.series import NO_END, SERIES_SQL, data_age_s, freshness_status
 from shared.store import Store
@@ -39,29 +39,29 @@ def count_check(name: str, count: int, details: dict[str, Any], problem: str = "
     return check(name, float(count), "ok" if count == 0 else problem, details)
 
 
-def expected_slots(day: pd.Timestamp, step_min: int = 15) -> int:
-    """Steps in a local Paris day: 92 / 96 / 100 quarter-hours on spring-forward / normal / fall-back days."""
-    start, end = local_day_bounds(day)
-    return int((end - start) / pd.Timedelta(minutes=step_min))
-
-
 def completeness(
-    series: pd.DataFrame, now: datetime, days: int, step_min: int, minimum: float, lag_min: float = 0.0
+    series: pd.DataFrame, now: datetime, days: int, step_min: int, minimum: float, lag_min: float = 0.0,
+    *, ignore_fallback_gap: bool = True,
 ) -> list[dict[str, Any]]:
-    """Per local day of the last ``days`` days (today: only the steps already due), values present vs expected."""
+    """Per local day of the last ``days`` days (today: only the steps already due), values present vs expected.
+
+    Expected is :func:`shared.calendar.expected_steps` (poll's gap proof and dbt count the same), so the fall-back
+    day, whose first repeated hour RTE never publishes, is complete at 96 quarter-hours: it warned at 96/100.
+    """
     now_ts = to_utc(now)
     today = now_ts.tz_convert(TZ).date()
     have = series.dropna(subset=["value"])
     local_dates = pd.DatetimeIndex(have["ts"]).tz_convert(TZ).date if not have.empty else []
     counts = pd.Series(local_dates).value_counts() if len(local_dates) else pd.Series(dtype=int)
+    step = pd.Timedelta(minutes=step_min)
     out = []
     for k in range(days - 1, -1, -1):
         date = today - pd.Timedelta(days=k).to_pytimedelta()
         day = pd.Timestamp(date).tz_localize(TZ)
-        exp = expected_slots(day, step_min)
+        expected = expected_instants(*local_day_bounds(day), step, ignore_fallback_gap=ignore_fallback_gap)
         if k == 0:  # today: only the steps whose value is already due (ts + step + lag <= now)
-            since = now_ts - local_day_bounds(day)[0] - pd.Timedelta(minutes=step_min + lag_min)
-            exp = min(exp, max(0, int(since // pd.Timedelta(minutes=step_min)) + 1))
+            expected = expected[expected + step + pd.Timedelta(minutes=lag_min) <= now_ts]
+        exp = len(expected)
         n = int(counts.get(date, 0))
         ratio = min(1.0, n / exp) if exp else 1.0
         status = "ok" if ratio >= minimum else ("warn" if ratio >= minimum - 0.1 else "fail")

@@ -637,7 +637,8 @@ def compute_detect(inputs: DetectInputs, settings: Settings) -> DetectOutputs:
     figures["checked_as_of"] = dq_at.isoformat()
     window_series = series[(series["ts"] >= w_start) & (series["ts"] < w_end)]
     checks = quality.completeness(series, dq_at, 3, step_min, settings.dq_completeness_min,
-                                  settings.detect_value_lag_min)
+                                  settings.detect_value_lag_min,
+                                  ignore_fallback_gap=settings.detect_ignore_fallback_gap)
     fresh = quality.freshness(series, dq_at, settings)
     data_age_s = fresh["value"] * 60 if np.isfinite(fresh["value"]) and dq_at == now else None
     checks.append(fresh)

@@ -48,7 +48,7 @@ import pandas as pd
 from prometheus_client import Counter, Gauge
 
 from shared import clock
-from shared.calendar import TZ, is_fallback_gap, local_day_bounds
+from shared.calendar import TZ, expected_instants, local_day_bounds
 from shared.errors import BadRequestError
 from shared.ingest.parse import GRID, REQUIRED_FIELD, Rejection, parse_records, source_rules
 from shared.ingest.versioning import bootstrap_pending
@@ -321,21 +321,6 @@ def dead_letter(store: Store, rejections: list[Rejection], *, stage: str, batch_
 
 
 # --- completeness ------------------------------------------------------------------------------------
-
-
-def expected_instants(start: datetime, end: datetime, *, ignore_fallback_gap: bool = True) -> pd.DatetimeIndex:
-    """The source's quarter-hours in ``[start, end)`` (UTC grid: no DST hole, no duplicate).
-
-    Spring-forward padding rows repeat real instants, so they add nothing here.  With
-    ``ignore_fallback_gap`` (POWERSENSE_DETECT_IGNORE_FALLBACK_GAP, the same rule detect uses) the
-    first occurrence of the repeated local hour on fall-back days (00:00–00:45Z), which RTE never
-    publishes (data/eco2mix/README.upstream.md), is not expected.
-    """
-    lo = to_utc(start).ceil(GRID)
-    grid = pd.date_range(lo, to_utc(end), freq=GRID, inclusive="left")
-    if ignore_fallback_gap and len(grid):
-        grid = grid[~is_fallback_gap(grid)]
-    return grid
 
 
 @dataclass

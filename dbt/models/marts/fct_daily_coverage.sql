@@ -1,6 +1,7 @@
 {{ config(order_by='(metric, date)') }}
--- Per Paris day and metric of the series source: values observed against the steps the day has
--- (DST-aware). Days without any value inside a metric's observed range count as 0 % covered.
+-- Ingestion coverage per Paris day and metric of the series source: stored values (any nature, plausible or not)
+-- against the steps expected in the day (dim_calendar). Days without any value inside a metric's observed range
+-- count as 0 % covered.
 with observed as (
     select
         metric,
@@ -33,8 +34,8 @@ select
     e.expected_half_hours as expected_half_hours,
     o.observed_quarter_hours as observed_quarter_hours,
     o.observed_half_hours as observed_half_hours,
-    o.observed_quarter_hours / e.expected_quarter_hours as quarter_hour_coverage_ratio,
+    least(1.0, o.observed_quarter_hours / e.expected_quarter_hours) as quarter_hour_coverage_ratio,
     -- consommation 2012–2019 is half-hourly by design: judge completeness on half-hours
-    o.observed_half_hours / e.expected_half_hours as half_hour_coverage_ratio
+    least(1.0, o.observed_half_hours / e.expected_half_hours) as half_hour_coverage_ratio
 from expected as e
 left any join observed as o on o.metric = e.metric and o.local_date = e.date
