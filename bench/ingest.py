@@ -16,6 +16,10 @@ directory per process), on the full shipped history (data/eco2mix, 2000–2023):
   pipeline_runs bookkeeping included) for one new quarter-hour: the store holds the history up to
   2023-12-01, the replay (real HTTP, uvicorn on 127.0.0.1) serves the shipped data, and the
   simulated clock advances 15 minutes per cycle; median of 5 cycles (all in ``poll_cycles_s``).
+* ``raw_records_mb_per_day`` — what a day of the production schedule (288 polls, one every 5 minutes, each with
+  its upsert-version) adds to ``raw_records``, the landing table kept with no TTL as the audit copy: bytes of the
+  table's merged parts on disk (LZ4, ClickHouse's default codec), and ``raw_records_uncompressed_mb_per_day``,
+  ``raw_records_rows_per_day``. ``python -m bench.ingest --landing`` runs only this and ``poll_cycle_s``.
 * ``import_s`` — import time of the poll and upsert-version handlers, each in a fresh interpreter
   (best of 5; ``import_s_median`` too), and whether torch/neuralprophet got imported (must not).
 """
@@ -215,7 +219,7 @@ def _bootstrap() -> dict[str, Any]:
     return {"bootstrap_s": round(time.perf_counter() - t0, 3), "bootstrap_rows": result["rows_out"]}
 
 
-def _poll_cycle() -> dict[str, Any]:
+def _poll_cycle(landing_day: bool = True) -> dict[str, Any]:
     import threading
 
     import uvicorn
@@ -257,12 +261,42 @@ def _poll_cycle() -> dict[str, Any]:
         poll, upsert = cycle()
         times.append(round(time.perf_counter() - t0, 4))
         new_rows.append(upsert["rows_out"])
+    result: dict[str, Any] = {"poll_cycle_s": statistics.median(times), "poll_cycles_s": times,
+                              "poll_cycle_new_rows": new_rows, "poll_cycle_records_per_poll": poll["rows_in"]}
+    if landing_day:
+        result.update(_landing_day(store, cycle, POLL_FROM + timedelta(minutes=75)))
     server.should_exit = True
-    return {"poll_cycle_s": statistics.median(times), "poll_cycles_s": times, "poll_cycle_new_rows": new_rows,
-            "poll_cycle_records_per_poll": poll["rows_in"]}
+    return result
+
+
+def _landing_bytes(store: Any) -> tuple[int, int, int]:
+    """Rows, compressed and uncompressed bytes of raw_records' active parts, merged first (as a server does)."""
+    store.command("optimize table {db:Identifier}.raw_records final")
+    rows, compressed, uncompressed = store.query_rows(
+        "select sum(rows), sum(data_compressed_bytes), sum(data_uncompressed_bytes) from system.parts "
+        "where database = {db:String} and table = 'raw_records' and active")[0]
+    return int(rows), int(compressed), int(uncompressed)
+
+
+def _landing_day(store: Any, cycle: Any, start: datetime) -> dict[str, Any]:
+    """What one day of the production schedule (poll every 5 minutes) adds to raw_records, the audit copy that has
+    no TTL: 288 cycles on the simulated clock, the table merged before and after."""
+    from shared import clock
+
+    before = _landing_bytes(store)
+    for k in range(1, 289):
+        clock.install(clock.SimulatedClock(start + timedelta(minutes=5 * k), speed=0.0))
+        cycle()
+    after = _landing_bytes(store)
+    rows, compressed, uncompressed = (a - b for a, b in zip(after, before, strict=True))
+    return {"raw_records_rows_per_day": rows, "raw_records_mb_per_day": round(compressed / 1e6, 2),
+            "raw_records_uncompressed_mb_per_day": round(uncompressed / 1e6, 2)}
 
 
 def _child() -> int:
+    if "--landing" in sys.argv:
+        print(json.dumps(_poll_cycle()))
+        return 0
     result: dict[str, Any] = {"load_avg_1m_start": round(os.getloadavg()[0], 2)}
     result.update(_throughput())
     result.update(_bootstrap())
@@ -275,4 +309,12 @@ def _child() -> int:
 if __name__ == "__main__":
     if "--child" in sys.argv:
         sys.exit(_child())
+    if "--landing" in sys.argv:  # only the poll cycle and the landing day, in a child with its own chDB directory
+        with tempfile.TemporaryDirectory(prefix="powersense-bench-landing-") as tmp:
+            proc = subprocess.run([sys.executable, "-m", "bench.ingest", "--child", "--landing"], cwd=REPO,
+                                  env=_env(tmp), capture_output=True, text=True, timeout=1800)
+        if proc.returncode != 0:
+            sys.exit(f"bench ingest --landing failed:\n{proc.stderr[-4000:]}")
+        print(proc.stdout.strip().splitlines()[-1])
+        sys.exit(0)
     print(json.dumps(run(), indent=2))
