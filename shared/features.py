@@ -39,6 +39,7 @@ import pandas as pd
 from shared import clock
 from shared.calendar import TZ, bridge_days, holiday_names, is_dst_transition, is_summer_time
 from shared.forecasting.gate import gate
+from shared.lease import MEASUREMENTS_WRITER, Lease
 from shared.logs import log_event
 from shared.runs import Run
 from shared.settings import REPO_ROOT, Settings
@@ -49,6 +50,9 @@ from shared.weather.features import CDD_BASE_C, HDD_BASE_C  # degree-day bases: 
 log = logging.getLogger(__name__)
 
 WEATHER_DIR = REPO_ROOT / "data" / "weather"
+# How long featurize waits for the measurements lease before skipping: an upsert-version pass takes about a second,
+# a history bootstrap minutes (the next run, 15 minutes later, catches up).
+LEASE_WAIT_S = 30.0
 
 FEATURE_COLUMNS = [
     "value", "interpolated", "missing", "implausible", "implausible_reason",
@@ -490,13 +494,25 @@ def featurize_grid(store: Store, settings: Settings, now: datetime, resolution_m
     return details
 
 
-def run_featurize(store: Store, settings: Settings, run: Run) -> Run:
+def run_featurize(store: Store, settings: Settings, run: Run, *, lease_wait_s: float = LEASE_WAIT_S) -> Run:
     """The featurize stage (shared/runs.py's contract): one :func:`featurize` run as of the product clock;
-    fills and returns ``run`` (skipped when the features are up to date)."""
+    fills and returns ``run`` (skipped when the features are up to date, or when the measurements lease stays
+    held for ``lease_wait_s``).
+
+    It runs under the measurements writers' lease: a run that read the series while upsert-version was between
+    its insert and its reflag stored the value without its plausibility flag, and one that overlapped another
+    featurize could write its older rows last (``computed_at`` decides); either stayed wrong, since the next
+    run's watermark found nothing new.
+    """
     from shared.weather.featurize import featurize_weather
 
-    now = clock.now()
-    details = featurize(store, settings, now)
+    lease = Lease(store, MEASUREMENTS_WRITER, ttl_s=settings.upsert_lease_ttl_s)
+    if not lease.acquire(wait_s=lease_wait_s):
+        run.skip(f"the measurements lease is held: upsert-version or featurize is running ({lease.describe_other()})")
+        return run
+    with lease:
+        now = clock.now()
+        details = featurize(store, settings, now)
     weather = featurize_weather(store, settings, now)  # weather_features, as known at `now` (issue 12)
     run.rows_in, run.rows_out = int(details.pop("rows_in")), int(details.pop("rows_out")) + int(weather.pop("rows_out"))
     run.details.update(details)

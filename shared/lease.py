@@ -63,7 +63,8 @@ from shared.store import Store
 log = logging.getLogger(__name__)
 
 TABLE = "leases"
-# The one lease every writer of measurements (upsert-version, the history bootstrap) takes.
+# The one lease every writer of measurements (upsert-version, the history bootstrap) takes, and featurize, which
+# must not read a batch between its insert and its plausibility flags (shared/features.py run_featurize).
 MEASUREMENTS_WRITER = "measurements-writer"
 
 # On a replicated lease table (cluster): a claim is acknowledged only once a majority of replicas hold

@@ -280,8 +280,9 @@ class Settings(BaseSettings):
     upsert_chunk_rows: int = Field(default=500_000, ge=1, description="measurement rows per insert")
     upsert_lease_ttl_s: float = Field(
         default=300.0, ge=10, le=3600,
-        description="expiry of the measurements-writer lease (upsert-version, bootstrap; shared/lease.py): must "
-        "exceed upsert-version's exec_timeout; a crashed holder blocks writers at most this long",
+        description="expiry of the ClickHouse leases of upsert-version, bootstrap and featurize (measurements-writer) "
+        "and of detect (shared/lease.py): must exceed their exec_timeout; a crashed holder blocks them at most this "
+        "long",
     )
     source_perimeter: str = Field(
         default="France", min_length=1,

@@ -62,6 +62,28 @@ def anomalies(store: Store) -> pd.DataFrame:
     return store.query_df("select * from {db:Identifier}.anomalies final order by ts")
 
 
+def test_a_detect_run_while_another_runs_is_skipped(store: Store, settings: Settings, history: pd.DataFrame,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # a manual run next to the cron one wrote a second set of drift outputs and retrain requests and counted each
+    # new anomaly twice in powersense_anomalies_raised_total
+    from shared.detection import service
+    from shared.lease import Lease
+
+    write_measurements(store, history)
+    monkeypatch.setattr(service, "LEASE_WAIT_S", 0.0)
+    other = Lease(store, service.DETECT_LEASE, ttl_s=60)
+    assert other.acquire()
+    try:
+        with frozen_clock(NOW), stage_run(store, "detect") as run:
+            run_detect(store, settings, run, start=WINDOW[0], end=WINDOW[1])
+    finally:
+        other.release()
+    assert run.status == "skipped" and "another detect invocation is running" in run.details["skip_reason"]
+    assert store.scalar("select count() from {db:Identifier}.data_quality") == 0
+    detect(store, settings)  # the lease released: the next run works
+    assert store.scalar("select count() from {db:Identifier}.data_quality") > 0
+
+
 @pytest.mark.parametrize("kind", ["spike", "dip", "level_shift", "flatline", "missing"])
 def test_each_kind_is_detected_on_real_data(store: Store, settings: Settings, history: pd.DataFrame, kind: str) -> None:
     data, first, last = inject(history, kind)

@@ -117,6 +117,32 @@ def test_featurize_recomputes_only_the_affected_window(store: Store, settings: S
     assert np.isfinite(got["value"]).all()
 
 
+def test_featurize_does_not_read_while_a_measurements_writer_holds_the_lease(store: Store, settings: Settings) -> None:
+    # a featurize that read between upsert-version's insert and its reflag kept the value unflagged, and one that
+    # overlapped another featurize could write its older rows last; neither was repaired by the next run
+    from shared import clock
+    from shared.features import run_featurize
+    from shared.lease import MEASUREMENTS_WRITER, Lease
+    from shared.runs import stage_run
+
+    insert_measurements(store, history("2023-06-01", "2023-06-08"))
+    clock.install(clock.SimulatedClock(datetime(2023, 6, 8, tzinfo=UTC), speed=0.0))
+    writer = Lease(store, MEASUREMENTS_WRITER, ttl_s=300)
+    try:
+        assert writer.acquire()
+        with stage_run(store, "featurize") as held:
+            run_featurize(store, settings, held, lease_wait_s=0)
+        assert held.status == "skipped" and "measurements lease is held" in held.details["skip_reason"]
+        assert store.scalar("select count() from {db:Identifier}.features") == 0
+        writer.release()
+        with stage_run(store, "featurize") as free:
+            run_featurize(store, settings, free, lease_wait_s=0)
+        assert free.status == "success" and free.rows_out > 0
+    finally:
+        writer.release()
+        clock.install(None)
+
+
 def test_featurize_handler_runs_then_skips(store: Store, settings: Settings) -> None:
     from fastapi.testclient import TestClient
 

@@ -260,3 +260,26 @@ def test_a_training_pushes_its_peak_memory(store: Store, fc_settings: Settings) 
     assert own is not None and own > 200 * 2**20  # this process has loaded torch and trained
     assert REGISTRY.get_sample_value("powersense_forecast_training_peak_rss_bytes", {"process": "workers"}) is not None
     assert REGISTRY.get_sample_value("powersense_forecast_memory_limit_bytes") is not None
+
+
+def test_a_training_while_another_runs_is_skipped(store: Store, settings: Settings, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # a cron training and a force_train at once each compared itself with the current model read before training,
+    # and the last to finish moved `current`, even when it scored worse than the first
+    from shared.lease import Lease
+
+    def must_not_train(*args: object, **kwargs: object) -> None:
+        raise AssertionError("trained while another training held the lease")
+
+    monkeypatch.setattr(service, "train_and_calibrate", must_not_train)
+    artifacts = LocalArtifactStore(tmp_path)
+    series = service.series_key(settings)
+    other = Lease(store, f"forecast-trainer:{series}", ttl_s=60)
+    assert other.acquire()
+    try:
+        grid = pd.DataFrame({"ts": pd.date_range("2023-01-01", periods=4, freq="30min", tz="UTC"), "value": 1.0})
+        res = service.maybe_train(store, settings, artifacts, grid, pd.Timestamp("2023-01-02", tz="UTC"), reason="due")
+    finally:
+        other.release()
+    assert res["trained"] is False and "another training" in res["skipped"]
+    assert artifacts.current(series) is None

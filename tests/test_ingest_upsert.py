@@ -32,6 +32,7 @@ from tests.fixtures_ingest import (
     poll_once,
     serve_replay,
     set_clock,
+    set_field,
     upsert_once,
 )
 
@@ -149,6 +150,33 @@ def test_crash_mid_batch_converges(
     upsert_once(store, cfg, chunk_rows=50)
     assert content(store) == expected
     assert _versions_are_contiguous(store)
+
+
+def test_crash_between_insert_and_reflag_still_flags_the_batch(
+    store: Store, cfg: Settings, replay: ReplayServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a pod killed after the measurements insert and before reflag: the retry found the values stored, wrote nothing
+    # and never judged them, so a 0 MW glitch was served as a real value for good
+    glitch = MARCH1 + timedelta(hours=6)
+    replay.faults.reset(Fault(transform=set_field({glitch.isoformat(): 0})))
+    try:  # one page: no later batch of the retry judges its neighbourhood
+        poll_once(store, cfg, start=MARCH1, end=MARCH1 + timedelta(hours=12))
+    finally:
+        replay.faults.reset()
+
+    def killed(*args: Any, **kwargs: Any) -> int:
+        raise Crash("killed between insert and reflag")
+
+    monkeypatch.setattr(versioning, "reflag", killed)
+    with pytest.raises(Crash):
+        upsert_once(store, cfg)
+    monkeypatch.undo()
+    upsert_once(store, cfg)  # the retry
+    reasons = store.query_rows(
+        "select argMax(reason, flagged_at) from {db:Identifier}.measurement_flags "
+        "where metric = 'consommation' and ts = {t:DateTime64(3, 'UTC')} group by ukey, version",
+        {"t": glitch})
+    assert reasons == [("non_positive",)]
 
 
 def test_second_concurrent_invocation_is_skipped(

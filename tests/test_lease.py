@@ -279,15 +279,17 @@ def _seconds(go_duration: str | int) -> float:
 
 
 def test_default_ttl_exceeds_every_writer_timeout() -> None:
-    """A lease must outlive an invocation of each writer that holds one (upsert-version, which also loads the
-    history; poll-weather, which holds the weather-writer lease with the same TTL)."""
+    """A lease must outlive an invocation of each stage that holds one with this TTL (upsert-version, which also
+    loads the history; featurize, under the same lease; poll-weather's weather-writer lease; detect's)."""
     ttl = Settings.model_fields["upsert_lease_ttl_s"].default
     stack = yaml.safe_load((REPO_ROOT / "openfaas-stack.yml").read_text())
-    for name in ("upsert-version", "poll-weather"):
+    holders = {"upsert-version", "poll-weather", "featurize", "detect"}
+    for name in holders:
         env = stack["functions"][name]["environment"]
         assert ttl > _seconds(env["exec_timeout"]), name
     sam = (REPO_ROOT / "template.yaml").read_text()
     timeouts = {m[1]: float(m[2]) for m in
-                re.finditer(r"STAGE: (poll-weather|upsert-version)\n(?:.*\n)*?\s+Timeout: (\d+)", sam)}
-    assert set(timeouts) == {"poll-weather", "upsert-version"}
+                re.finditer(r"STAGE: (poll-weather|upsert-version|featurize|detect)\n(?:.*\n)*?\s+Timeout: (\d+)",
+                            sam)}
+    assert set(timeouts) == holders
     assert all(ttl > t for t in timeouts.values()), timeouts

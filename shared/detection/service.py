@@ -49,6 +49,7 @@ from shared.detection.residual import (
 )
 from shared.detection.zscore import detect_zscore
 from shared.features import DETECT_RESOLUTION_MIN, read_grid
+from shared.lease import Lease
 from shared.logs import log_event
 from shared.runs import Run
 from shared.settings import Settings
@@ -56,6 +57,8 @@ from shared.store import Store
 from shared.timeutil import to_utc
 
 log = logging.getLogger(__name__)
+DETECT_LEASE = "detect"
+LEASE_WAIT_S = 30.0  # a detect pass takes seconds; a longer wait means a stuck run, whose lease expires
 
 ANOMALY_COLUMNS = [
     "ts",
@@ -721,11 +724,21 @@ def _report(outputs: DetectOutputs) -> None:
 def run_detect(
     store: Store, settings: Settings, run: Run, start: datetime | None = None, end: datetime | None = None
 ) -> Run:
-    """One detect invocation (load → compute → write); fills and returns ``run`` (figures in its details)."""
-    inputs = load_detect_inputs(store, settings, run.run_id, to_utc(clock.now()), start, end)
-    run.rows_in = len(inputs.series)
-    outputs = compute_detect(inputs, settings)
-    run.rows_out += write_detect_outputs(store, outputs)
+    """One detect invocation (load → compute → write); fills and returns ``run`` (figures in its details).
+
+    Single-flight under the ``detect`` lease (waits up to ``LEASE_WAIT_S``, then skips): a manual run next to the
+    cron one wrote two sets of drift outputs and retrain requests (the once-per-cooldown rule read before either
+    wrote) and counted each new anomaly twice in ``powersense_anomalies_raised_total``.
+    """
+    lease = Lease(store, DETECT_LEASE, ttl_s=settings.upsert_lease_ttl_s)
+    if not lease.acquire(wait_s=LEASE_WAIT_S):
+        run.skip(f"another detect invocation is running ({lease.describe_other()})")
+        return run
+    with lease:
+        inputs = load_detect_inputs(store, settings, run.run_id, to_utc(clock.now()), start, end)
+        run.rows_in = len(inputs.series)
+        outputs = compute_detect(inputs, settings)
+        run.rows_out += write_detect_outputs(store, outputs)
     _report(outputs)
     run.details.update(outputs.figures)
     return run

@@ -57,6 +57,7 @@ from prometheus_client import Counter, Gauge
 from shared.errors import ArtifactError, ModelError, StoreError
 from shared.features import TZ, floor_to_grid, grid_phase
 from shared.forecasting import baseline, combine
+from shared.lease import Lease
 from shared.logs import log_event
 from shared.metrics import REGISTRY
 from shared.process_limits import memory_limit_bytes, peak_rss_bytes
@@ -70,6 +71,9 @@ from shared.weather.features import WEATHER_COLUMNS
 from shared.weather.featurize import FORECAST_LABEL, PAST_KEEP, read_weather_history, read_weather_run
 
 log = logging.getLogger(__name__)
+# A training's lease (per series): above the forecast's 300 s exec_timeout, so a crashed trainer's lease expires
+# within a quarter of an hour and the next hourly run trains.
+TRAIN_LEASE_TTL_S = 900.0
 
 LEVEL_BLOCKS = 8
 
@@ -850,9 +854,10 @@ def maybe_train(store: Store, settings: Settings, artifacts: Any, grid: pd.DataF
                 force: bool = False, *, weather: bool = False, reason: str | None = None,
                 holdout_weather: Any | None = None) -> dict[str, Any]:
     """Train if due (``reason`` given: train now, for that reason); store the new version; move ``current`` only if
-    not worse on the holdout. ``weather``: the weather model (``grid`` carries the realised weather columns), kept
-    under :func:`weather_series_key`, its holdout scored with ``holdout_weather`` (a WeatherProvider,
-    :func:`holdout_weather_provider`); otherwise the weather-free model under :func:`series_key`."""
+    not worse on the holdout, under a per-series lease (a second training meanwhile is skipped). ``weather``: the
+    weather model (``grid`` carries the realised weather columns), kept under :func:`weather_series_key`, its holdout
+    scored with ``holdout_weather`` (a WeatherProvider, :func:`holdout_weather_provider`); otherwise the weather-free
+    model under :func:`series_key`."""
     from shared.forecasting import registry
 
     series = weather_series_key(settings) if weather else series_key(settings)
@@ -861,62 +866,70 @@ def maybe_train(store: Store, settings: Settings, artifacts: Any, grid: pd.DataF
         reason = "requested" if force else due_reason(store, settings, current, now, settings.forecast_retrain_hours)
     if not reason:
         return {"trained": False}
-    t0 = time.perf_counter()
-    model, hold = train_and_calibrate(grid, settings, model_config(settings, weather=weather),
-                                      **({"weather": holdout_weather} if weather and holdout_weather else {}))
-    train_s = round(time.perf_counter() - t0, 2)
-    # sortable by training time; the random suffix keeps two trainings at the same (simulated) instant apart
-    version = now.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
-    new_mape = hold["metrics"]["mape"]
-    naive_mape = hold["metrics"].get("naive_mape")
-    h0, h1 = pd.Timestamp(hold["holdout"][0]), pd.Timestamp(hold["holdout"][1])
-    cur_mape = None
-    if current is not None:
-        try:
-            cur_mape, note = current_holdout_mape(cached_model(artifacts, series, current["version"]), grid, h0, h1,
-                                                  holdout_weather)
-            if note:
-                reason = f"{reason}; {note}"
-        except (ArtifactError, ModelError, KeyError, ValueError) as exc:
-            reason = f"{reason}; current model unusable ({exc})"
-    decision, why = promotion_decision(new_mape, cur_mape, naive_mape, settings.forecast_accept_tolerance,
-                                       current["version"] if current else "")
-    why = f"{reason}; {why}"
-    meta = {
-        "version": version,
-        "trained_at": now.isoformat(),
-        "training_window": [grid["ts"].min().isoformat(), model.meta["train_end"]],
-        "holdout": hold["holdout"],
-        "data_fingerprint": fingerprint(grid),
-        "library_versions": library_versions(),
-        "backtest_metrics": {"holdout": hold["metrics"], "current_model_holdout_mape": cur_mape,
-                             "naive_holdout_mape": naive_mape},
-        "train_seconds": train_s,
-        "train_reason": reason,
-        "decision": decision,
-        "decision_reason": why,
-        "series": series,
-        "weather": weather,
-    }
-    registry.save_model(artifacts, series, version, model, meta)
-    if decision == "promoted":
-        artifacts.set_current(series, version, meta)
-        with _cache_lock:
-            _forget(series)
-            _cache[f"{series}/{version}"] = model
-    pruned = prune_versions(artifacts, series, settings.forecast_keep_versions)
-    if warning := hold["metrics"].get("warning"):
-        log_event(log, "short_holdout", logging.WARNING, warning=warning, version=version)
-    if weather and decision == "promoted":
-        record_weather_damping(model.weather_damping)
-    log_event(log, "model_trained", version=version, decision=decision, reason=why, train_s=train_s,
-              holdout_mape=new_mape, current_mape=cur_mape, train_processes=settings.forecast_train_processes,
-              memory=record_training_memory(),
-              **({"weather_damping": model.weather_damping} if model.weather_damping else {}))
-    return {"trained": True, "model": "weather" if weather else "weather_free", "train_reason": reason,
-            "version": version, "decision": decision, "reason": why,
-            "train_s": train_s, "versions_pruned": len(pruned),
-            "holdout_mape": new_mape, "current_holdout_mape": cur_mape, "naive_holdout_mape": naive_mape}
+    lease = Lease(store, f"forecast-trainer:{series}", ttl_s=TRAIN_LEASE_TTL_S)
+    if not lease.acquire():
+        # a cron run and a force_train (or two replicas) training at once: each compared itself with the current
+        # model it read before training, and the last to finish moved `current`, even when it was the worse one
+        log_event(log, "training_skipped_concurrent", series=series, holder=lease.describe_other())
+        return {"trained": False, "skipped": f"another training of {series} is running ({lease.describe_other()})"}
+    with lease:
+        current = artifacts.current(series)  # under the lease: a training that finished meanwhile moved it
+        t0 = time.perf_counter()
+        model, hold = train_and_calibrate(grid, settings, model_config(settings, weather=weather),
+                                          **({"weather": holdout_weather} if weather and holdout_weather else {}))
+        train_s = round(time.perf_counter() - t0, 2)
+        # sortable by training time; the random suffix keeps two trainings at the same (simulated) instant apart
+        version = now.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
+        new_mape = hold["metrics"]["mape"]
+        naive_mape = hold["metrics"].get("naive_mape")
+        h0, h1 = pd.Timestamp(hold["holdout"][0]), pd.Timestamp(hold["holdout"][1])
+        cur_mape = None
+        if current is not None:
+            try:
+                cur_mape, note = current_holdout_mape(cached_model(artifacts, series, current["version"]), grid, h0, h1,
+                                                      holdout_weather)
+                if note:
+                    reason = f"{reason}; {note}"
+            except (ArtifactError, ModelError, KeyError, ValueError) as exc:
+                reason = f"{reason}; current model unusable ({exc})"
+        decision, why = promotion_decision(new_mape, cur_mape, naive_mape, settings.forecast_accept_tolerance,
+                                           current["version"] if current else "")
+        why = f"{reason}; {why}"
+        meta = {
+            "version": version,
+            "trained_at": now.isoformat(),
+            "training_window": [grid["ts"].min().isoformat(), model.meta["train_end"]],
+            "holdout": hold["holdout"],
+            "data_fingerprint": fingerprint(grid),
+            "library_versions": library_versions(),
+            "backtest_metrics": {"holdout": hold["metrics"], "current_model_holdout_mape": cur_mape,
+                                 "naive_holdout_mape": naive_mape},
+            "train_seconds": train_s,
+            "train_reason": reason,
+            "decision": decision,
+            "decision_reason": why,
+            "series": series,
+            "weather": weather,
+        }
+        registry.save_model(artifacts, series, version, model, meta)
+        if decision == "promoted":
+            artifacts.set_current(series, version, meta)
+            with _cache_lock:
+                _forget(series)
+                _cache[f"{series}/{version}"] = model
+        pruned = prune_versions(artifacts, series, settings.forecast_keep_versions)
+        if warning := hold["metrics"].get("warning"):
+            log_event(log, "short_holdout", logging.WARNING, warning=warning, version=version)
+        if weather and decision == "promoted":
+            record_weather_damping(model.weather_damping)
+        log_event(log, "model_trained", version=version, decision=decision, reason=why, train_s=train_s,
+                  holdout_mape=new_mape, current_mape=cur_mape, train_processes=settings.forecast_train_processes,
+                  memory=record_training_memory(),
+                  **({"weather_damping": model.weather_damping} if model.weather_damping else {}))
+        return {"trained": True, "model": "weather" if weather else "weather_free", "train_reason": reason,
+                "version": version, "decision": decision, "reason": why,
+                "train_s": train_s, "versions_pruned": len(pruned),
+                "holdout_mape": new_mape, "current_holdout_mape": cur_mape, "naive_holdout_mape": naive_mape}
 
 
 def prune_versions(artifacts: Any, series: str, keep: int) -> list[str]:

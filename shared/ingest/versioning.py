@@ -533,6 +533,11 @@ def _run_upsert_locked(
         if obs is not None and not obs.empty:
             new_rows = compute_versions(obs, _latest_frame(state, obs["ukey"]))
             written += write_versions(store, new_rows, source, batch_id, chunk_rows)
+            if new_rows.empty and _written_before(store, source, batch_id, obs):
+                # a run killed between this batch's insert and its reflag: the retry finds every value stored and
+                # writes nothing, so write_versions judges nothing; judge them here (reflag appends changed
+                # verdicts only, so a batch judged before is left as it is)
+                reflag(store, source, obs, PlausibilityParams.from_settings(settings))
             for ukey, version, value in zip(new_rows["ukey"], new_rows["version"], new_rows["value"], strict=True):
                 state[ukey] = (int(version), value)
             n_new = int((new_rows["version"] == 1).sum()) if not new_rows.empty else 0
@@ -547,6 +552,21 @@ def _run_upsert_locked(
         elapsed_s=round(time.perf_counter() - t0, 4),
     )
     log_event(log, "upsert_done", batches=len(ids), records=records, rows_out=written, **versions)
+
+
+def _written_before(store: Store, source: str, batch_id: str, obs: pd.DataFrame) -> bool:
+    """Whether an earlier run stored measurements of ``batch_id`` (read within the batch's time range)."""
+    ts = pd.to_datetime(obs["ts"], utc=True)
+    return bool(store.scalar(
+        """
+        select count() from (
+            select 1 from {db:Identifier}.measurements
+            where source = {source:String} and batch_id = {batch:String}
+              and ts >= {lo:DateTime64(3, 'UTC')} and ts <= {hi:DateTime64(3, 'UTC')}
+            limit 1)
+        """,
+        {"source": source, "batch": batch_id, "lo": ts.min().to_pydatetime(), "hi": ts.max().to_pydatetime()},
+    ))
 
 
 def _latest_frame(state: dict[str, tuple[int, float]], ukeys: pd.Series) -> pd.DataFrame:
