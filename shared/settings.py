@@ -124,6 +124,15 @@ class _HyphenatedSecrets(PydanticBaseSettingsSource):
         return found
 
 
+# Settings an earlier release read and this one does not (found by diffing shared/settings.py over its history): set
+# in the environment, they stop the start-up with what replaced them, rather than being ignored.
+RETIRED_SETTINGS = {
+    "POWERSENSE_DETECT_LEVEL_SHIFT_MIN_STEPS": "the level-shift span is a time since 2026-12-05, "
+    "POWERSENSE_DETECT_LEVEL_SHIFT_MIN_MINUTES (default 120; 8 steps of 15 min were 120 minutes)",
+    "POWERSENSE_SOURCE_MAX_WINDOW_RECORDS": "removed on 2026-12-01 (keyset paging has no offset cap); unset it",
+}
+
+
 class Settings(BaseSettings):
     """Runtime configuration shared by all stages."""
 
@@ -200,6 +209,16 @@ class Settings(BaseSettings):
                 )
             data = {**data, name: read_aws_secret(str(arn), variable)}
         return data
+
+    @model_validator(mode="after")
+    def _no_retired_setting(self) -> Settings:
+        # pydantic-settings ignores an environment variable that names no field: a renamed setting would silently
+        # fall back to its default on upgrade (an operator's tuning lost without a word)
+        retired = sorted(name for name in os.environ if name.upper() in RETIRED_SETTINGS)
+        if retired:
+            raise ValueError("; ".join(f"{name} is no longer read: {RETIRED_SETTINGS[name.upper()]}"
+                                       for name in retired))
+        return self
 
     @model_validator(mode="after")
     def _s3_reader_keys(self) -> Settings:
@@ -654,7 +673,9 @@ def get_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
+        # a field's error names its variable; a model-level one (no loc) names its variables in its message
         problems = "; ".join(
-            f"POWERSENSE_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+            f"POWERSENSE_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" if e["loc"]
+            else str(e["msg"]).removeprefix("Value error, ") for e in exc.errors()
         )
         raise ConfigurationError(f"invalid configuration: {problems}") from exc
