@@ -190,8 +190,8 @@ class Store:
         of statements run: 0 when the server already holds this DDL.
 
         A read-only connection (the query function's user) applies nothing: the writers own the DDL. A server
-        whose ``schema_fingerprints`` holds this DDL's fingerprint (``ch/init/099.schema_fingerprints.sql``)
-        and every object it creates is left as it is: two local reads instead of ~50 statements, which on a
+        whose last fingerprint in ``schema_fingerprints`` is this DDL's (``ch/init/099.schema_fingerprints.sql``)
+        and that holds every object it creates is left as it is: two local reads instead of ~50 statements, which on a
         cluster each wait for every host (a host down made every writer's start-up fail). An object dropped
         since, or any change to the DDL, applies it all again.
         """
@@ -219,15 +219,16 @@ class Store:
         return len(statements)
 
     def _schema_is_current(self, fingerprint: str, statements: Sequence[str]) -> bool:
-        """True when this server recorded ``fingerprint`` and still holds every object the statements create."""
+        """True when ``fingerprint`` is the last DDL this server recorded and it still holds every object the
+        statements create. The last, not any: after a roll-back that applied another release's DDL (its view
+        bodies), rolling forward again must re-apply this one."""
         from shared.schema import created_objects
 
         try:
-            recorded = self.scalar("select count() from {db:Identifier}.schema_fingerprints "
-                                   "where fingerprint = {fingerprint:String}", {"fingerprint": fingerprint})
+            last = self.scalar("select argMax(fingerprint, applied_at) from {db:Identifier}.schema_fingerprints")
         except StoreError:
             return False  # no fingerprint table yet: a new server, or one initialised before it existed
-        if not recorded:
+        if last != fingerprint:
             return False
         expected = created_objects(statements)
         present = set(self.query_rows(

@@ -57,6 +57,18 @@ def test_a_changed_ddl_is_applied(store: Store, tmp_path: Path) -> None:
     assert len({r[0] for r in rows}) == 2  # the shipped DDL's and the changed one's
 
 
+def test_rolling_forward_after_a_roll_back_applies_the_schema_again(store: Store, tmp_path: Path) -> None:
+    # another release's DDL applied last (a roll-back) replaced views with its bodies: the DDL recorded earlier is no
+    # longer what the server holds, though its fingerprint is still in the table
+    other = tmp_path / "init"
+    shutil.copytree(DDL_DIR, other)
+    (other / "050.extra.sql").write_text("create table if not exists electricity.extra (x UInt8) engine = MergeTree "
+                                         "order by x;\n")
+    assert store.apply_schema(other) > 0
+    assert store.apply_schema() > 0  # the shipped DDL again, though it was recorded before the roll-back
+    assert store.apply_schema() == 0
+
+
 def test_nan_becomes_null(store: Store) -> None:
     df = pd.DataFrame(
         {
