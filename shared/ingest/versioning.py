@@ -459,7 +459,7 @@ def run_upsert(
     """
     lease = Lease(store, MEASUREMENTS_WRITER, ttl_s=settings.upsert_lease_ttl_s)
     if not lease.acquire():
-        run.skip(f"another upsert-version invocation is running ({lease.describe_other()})")
+        run.skip(f"another upsert-version, bootstrap or featurize is running ({lease.describe_other()})")
         log_event(log, "upsert_skipped_concurrent", lease_holder=lease.describe_other())
         return run
     with lease:  # released on every exit; a crash leaves it to expire
