@@ -45,11 +45,17 @@ def test_a_dropped_object_applies_the_schema_again(store: Store) -> None:
     assert store.apply_schema() == 0
 
 
-def test_a_changed_ddl_is_applied(store: Store, tmp_path: Path) -> None:
+def _changed_ddl(tmp_path: Path) -> Path:
+    """The shipped DDL plus one table: another release's schema."""
     ddl = tmp_path / "init"
     shutil.copytree(DDL_DIR, ddl)
     (ddl / "050.extra.sql").write_text("create table if not exists electricity.extra (x UInt8) engine = MergeTree "
                                        "order by x;\n")
+    return ddl
+
+
+def test_a_changed_ddl_is_applied(store: Store, tmp_path: Path) -> None:
+    ddl = _changed_ddl(tmp_path)
     assert store.apply_schema(ddl) > 0
     assert "extra" in _tables(store)
     assert store.apply_schema(ddl) == 0
@@ -60,11 +66,7 @@ def test_a_changed_ddl_is_applied(store: Store, tmp_path: Path) -> None:
 def test_rolling_forward_after_a_roll_back_applies_the_schema_again(store: Store, tmp_path: Path) -> None:
     # another release's DDL applied last (a roll-back) replaced views with its bodies: the DDL recorded earlier is no
     # longer what the server holds, though its fingerprint is still in the table
-    other = tmp_path / "init"
-    shutil.copytree(DDL_DIR, other)
-    (other / "050.extra.sql").write_text("create table if not exists electricity.extra (x UInt8) engine = MergeTree "
-                                         "order by x;\n")
-    assert store.apply_schema(other) > 0
+    assert store.apply_schema(_changed_ddl(tmp_path)) > 0
     assert store.apply_schema() > 0  # the shipped DDL again, though it was recorded before the roll-back
     assert store.apply_schema() == 0
 
