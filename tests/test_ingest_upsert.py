@@ -21,6 +21,7 @@ from shared.ingest import versioning
 from shared.ingest.bootstrap import bootstrap
 from shared.settings import Settings
 from shared.store import Store
+from shared.timeutil import utc_datetime
 from tests.fixtures_ingest import (
     ECO2MIX,
     Fault,
@@ -356,3 +357,49 @@ def test_full_history_bootstrap(store: Store, settings: Settings) -> None:
     )
     assert quarter == 0
     assert store.scalar("select max(version) from {db:Identifier}.measurements") == 1
+
+
+def _hide_records(store: Store, batch_id: str, keep: int) -> list[tuple[Any, ...]]:
+    """What a lagging replica shows: the page's header, and only its first ``keep`` records."""
+    hidden = store.query_rows(
+        "select batch_id, record_no, fetched_at, source_url, payload from {db:Identifier}.raw_records final "
+        "where batch_id = {b:String} and record_no >= {k:UInt32} order by record_no", {"b": batch_id, "k": keep})
+    store.command("delete from {db:Identifier}.raw_records where batch_id = {b:String} and record_no >= {k:UInt32}",
+                  {"b": batch_id, "k": keep})
+    return hidden
+
+
+def _landed(store: Store) -> list[str]:
+    return [b for (b,) in store.query_rows(
+        "select batch_id from {db:Identifier}.raw_batches final order by fetched_at, batch_id")]
+
+
+def test_a_page_not_fully_readable_waits_with_the_pages_after_it(
+    store: Store, cfg: Settings, replay: ReplayServer
+) -> None:
+    expected = _clean_content(cfg, replay)
+    _land_revised_pages(store, cfg, replay)
+    first, second = _landed(store)[:2]
+    hidden = _hide_records(store, second, keep=10)
+    waiting = upsert_once(store, cfg)
+    assert waiting["details"]["held_batch"]["batch_id"] == second
+    assert waiting["details"]["batches"] == 1  # the first page only: no version from part of a page
+    done = {b for (b,) in store.query_rows("select batch_id from {db:Identifier}.batch_versions")}
+    assert done == {first}
+    cols = ["batch_id", "record_no", "fetched_at", "source_url", "payload"]
+    store.insert_df("raw_records", pd.DataFrame(hidden, columns=cols))  # the replica caught up
+    upsert_once(store, cfg)
+    assert content(store) == expected
+
+
+def test_a_page_still_short_after_the_grace_is_versioned_with_what_is_readable(
+    store: Store, cfg: Settings, replay: ReplayServer
+) -> None:
+    _land_revised_pages(store, cfg, replay)
+    landed = _landed(store)
+    _hide_records(store, landed[1], keep=10)
+    fetched = store.scalar("select max(fetched_at) from {db:Identifier}.raw_batches")
+    set_clock(utc_datetime(fetched) + timedelta(seconds=versioning.RAW_READ_GRACE_S + 1))
+    run = upsert_once(store, cfg)
+    assert "held_batch" not in run["details"]
+    assert run["details"]["batches"] == len(landed)  # versioning does not stop for good behind a lost record

@@ -18,7 +18,8 @@ Crash safety: batches are applied one at a time in landing order, and a batch is
 after its rows are inserted.  Re-running after a crash anywhere (mid-batch, or between insert and
 marking) recomputes the unmarked batch against the latest versions, which already hold whatever
 was inserted, so only the missing rows are written and the content converges to what an
-uninterrupted run writes.
+uninterrupted run writes.  A page is versioned only once all of its landed records are readable
+(:func:`readable_prefix`: on a cluster a replica may not have fetched them yet), never from part of it.
 
 Serialization: versions are assigned by read-latest-then-insert, so two writers at once could
 assign the same version twice or skip one.  Writers (upsert-version and bootstrap) hold the
@@ -500,6 +501,15 @@ def _run_upsert_locked(
         """,
         {"ids": ids},
     )
+    ids, held = readable_prefix(batches, raw, clock.now())
+    if held is not None:
+        run.details["held_batch"] = held
+        log_event(log, "upsert_batch_incomplete", logging.WARNING, **held)
+        if not ids:
+            run.skip(f"landed page {held['batch_id']} is not fully readable yet ({held['readable']}/"
+                     f"{held['n_records']} records); it and the pages after it wait for the next run")
+            return
+        raw = raw[raw["batch_id"].isin(ids)]
     # a page of no records (HTTP 200, empty results) has no raw rows; it is still marked done below
     groups = raw.groupby("batch_id", sort=False) if not raw.empty else ()
     source = settings.series_source
@@ -552,6 +562,42 @@ def _run_upsert_locked(
         elapsed_s=round(time.perf_counter() - t0, 4),
     )
     log_event(log, "upsert_done", batches=len(ids), records=records, rows_out=written, **versions)
+
+
+# How long a landed page whose records are not all readable is waited for before what is readable is
+# versioned. On one server it never happens (poll inserts a page's records before its header). On a
+# cluster the records and the header are separate inserts, sharded apart, each acknowledged by one replica
+# of its shard; a read through the Distributed table may reach the other replica before it has fetched the
+# records' part (ClickHouse's own alarm for a lagging replica is 300 s: max_replica_delay_for_distributed_
+# queries). An hour is far beyond replication lag: a page still short then has lost records for good (a TTL,
+# a manual delete), and holding it longer would stop versioning for ever.
+RAW_READ_GRACE_S = 3600
+
+
+def readable_prefix(
+    batches: pd.DataFrame, raw: pd.DataFrame, now: datetime, grace_s: float = RAW_READ_GRACE_S,
+) -> tuple[list[str], dict[str, object] | None]:
+    """The pending batches to version now, in landing order, and the first one held back (or None).
+
+    A batch is versioned once all ``n_records`` of its raw records are readable, or once it is older than
+    ``grace_s`` (then with what is readable, and reported). Versions follow landing order, so the pages
+    after a held one wait with it: versioning them first would give a later revision a lower version.
+    """
+    readable = raw.groupby("batch_id")["record_no"].nunique() if not raw.empty else pd.Series(dtype=int)
+    ready: list[str] = []
+    for batch_id, fetched_at, n_records in zip(
+        batches["batch_id"].astype(str), batches["fetched_at"], batches["n_records"], strict=True
+    ):
+        got = int(readable.get(batch_id, 0))
+        if got < int(n_records):
+            age_s = (to_utc(now) - to_utc(fetched_at)).total_seconds()
+            held = {"batch_id": batch_id, "n_records": int(n_records), "readable": got,
+                    "age_s": round(age_s, 1)}
+            if age_s < grace_s:
+                return ready, held
+            log_event(log, "upsert_batch_short", logging.ERROR, **held)
+        ready.append(batch_id)
+    return ready, None
 
 
 def _written_before(store: Store, source: str, batch_id: str, obs: pd.DataFrame) -> bool:
