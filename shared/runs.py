@@ -139,6 +139,41 @@ def _seed_metrics(store: Store, function: str) -> None:
     _seeded.add(function)
 
 
+# A run still ``running`` this long after it started was killed before it could record its end (SIGKILL, an
+# OOM kill, a node lost, a timeout that stopped the container). Far above the longest invocation of any
+# stage (forecast's exec_timeout, 300 s; tests/test_stage_metrics.py ties it to the stack and SAM's
+# timeouts), so a run that is merely slow is never closed under it.
+RUN_LOST_AFTER_S = 3600
+LOST_ERROR = ("lost: no end was recorded within {s} s of the start (the process was killed: SIGKILL, "
+              "out of memory, timeout or node lost); see the function's logs for this run_id")
+
+
+def close_lost_runs(store: Store, function: str) -> int:
+    """Record as failed every run of ``function`` still ``running`` past :data:`RUN_LOST_AFTER_S`.
+
+    A killed process leaves its ``running`` row for good: the run history, the dashboards' last status and
+    the failure counts showed it as in progress for ever. Each is closed with an ``error`` saying so (no
+    ``finished_at``: when it died is unknown) and counted as a failed run. Returns how many were closed."""
+    rows = store.query_rows(
+        """
+        select run_id, started_at, trigger from (
+            select run_id, started_at, argMax(status, updated_at) as status, argMax(trigger, updated_at) as trigger
+            from {db:Identifier}.pipeline_runs
+            where function = {function:String} and started_at < now64(3) - toIntervalSecond({after:UInt32})
+            group by run_id, started_at)
+        where status = 'running'
+        """,
+        {"function": function, "after": RUN_LOST_AFTER_S},
+    )
+    for run_id, started_at, trigger in rows:
+        lost = Run(function=function, run_id=str(run_id), trigger=str(trigger), started_at=utc_datetime(started_at),
+                   status="failed", error=LOST_ERROR.format(s=RUN_LOST_AFTER_S))
+        _write(store, lost)
+        metrics.STAGE_RUNS.labels(function, "failed").inc()
+        log_event(log, "run_lost", logging.WARNING, lost_run_id=lost.run_id, started_at=lost.started_at.isoformat())
+    return len(rows)
+
+
 @contextmanager
 def stage_run(
     store: Store, function: str, trigger: str = "http", run_id: str | None = None, pushgateway: str | None = None
@@ -148,6 +183,10 @@ def stage_run(
     Exceptions propagate after the run is recorded as failed.
     """
     _seed_metrics(store, function)
+    try:
+        close_lost_runs(store, function)
+    except Exception as exc:  # bookkeeping of earlier runs must not stop this one; the next run tries again
+        log_event(log, "close_lost_runs_failed", logging.WARNING, error=str(exc))
     run = Run(function=function, run_id=run_id or new_run_id(), trigger=trigger, started_at=datetime.now(UTC))
     tok_f, tok_r = current_function.set(function), current_run_id.set(run.run_id)
     t0 = time.perf_counter()

@@ -6,11 +6,15 @@ process does not export, Prometheus no longer sees."""
 from __future__ import annotations
 
 import contextlib
+import re
+from datetime import UTC, datetime, timedelta
 
 import pytest
+import yaml
 
 from shared import metrics, runs
 from shared.runs import stage_run
+from shared.settings import REPO_ROOT
 from shared.store import Store
 from shared.timeutil import utc_datetime
 
@@ -49,3 +53,43 @@ def test_a_new_process_exports_its_failure_counter_from_zero(store: Store) -> No
     with stage_run(store, "detect"):
         pass
     assert _sample("powersense_stage_runs_total", {"function": "detect", "status": "failed"}) == 0.0
+
+
+def _killed_run(store: Store, function: str, started_ago_s: float) -> str:
+    """The row a run leaves when its process is killed: ``running``, and nothing after it."""
+    run = runs.Run(function=function, run_id=runs.new_run_id(), trigger="cron",
+                   started_at=datetime.now(UTC) - timedelta(seconds=started_ago_s))
+    runs._write(store, run)
+    return run.run_id
+
+
+def _final_status(store: Store, run_id: str) -> tuple[str, str]:
+    rows = store.query_rows("select argMax(status, updated_at), argMax(error, updated_at) "
+                            "from {db:Identifier}.pipeline_runs where run_id = {r:String}", {"r": run_id})
+    return str(rows[0][0]), str(rows[0][1])
+
+
+def test_the_next_run_records_a_killed_run_as_failed(store: Store) -> None:
+    # a SIGKILLed run stayed "running" for good in the run history and the dashboards
+    killed = _killed_run(store, "poll", 86_400)  # a day: far past any threshold
+    before = _sample("powersense_stage_runs_total", {"function": "poll", "status": "failed"}) or 0.0
+    with stage_run(store, "poll"):
+        pass
+    status, error = _final_status(store, killed)
+    assert (status, error.split(":")[0]) == ("failed", "lost")
+    assert _sample("powersense_stage_runs_total", {"function": "poll", "status": "failed"}) == before + 1
+
+
+def test_a_run_younger_than_the_lost_threshold_stays_running(store: Store) -> None:
+    slow = _killed_run(store, "forecast", 600)
+    with stage_run(store, "forecast"):
+        pass
+    assert _final_status(store, slow)[0] == "running"
+
+
+def test_the_lost_threshold_exceeds_every_stage_timeout() -> None:
+    stack = yaml.safe_load((REPO_ROOT / "openfaas-stack.yml").read_text())
+    timeouts = [float(f["environment"]["exec_timeout"].rstrip("s")) for f in stack["functions"].values()]
+    timeouts += [float(t) for t in re.findall(r"^\s+Timeout: (\d+)", (REPO_ROOT / "template.yaml").read_text(), re.M)]
+    assert len(timeouts) >= 12
+    assert 2 * max(timeouts) < runs.RUN_LOST_AFTER_S
