@@ -226,6 +226,31 @@ def compose() -> dict[str, Any]:
     return yaml.safe_load(res.stdout)
 
 
+# The directory each non-root image creates for its data, owned by the user it runs as (each image's upstream
+# Dockerfile): prom/pushgateway USER 65534, /pushgateway; prom/prometheus USER nobody, /prometheus;
+# prom/alertmanager USER nobody, /alertmanager; grafana/loki USER 10001, /loki; grafana/grafana USER 472,
+# GF_PATHS_DATA /var/lib/grafana. A new named volume copies the owner of the image directory it is mounted on; one
+# mounted where the image has no directory is root's, and the service cannot write to it.
+NON_ROOT_DATA_DIRS = {"prom/pushgateway": "/pushgateway", "prom/prometheus": "/prometheus",
+                      "prom/alertmanager": "/alertmanager", "grafana/loki": "/loki",
+                      "grafana/grafana": "/var/lib/grafana"}
+
+
+def test_compose_non_root_services_write_only_into_their_images_own_data_directory(compose: dict[str, Any]) -> None:
+    # the Pushgateway's volume on /data was root-owned: its persistence file was never written
+    checked = set()
+    for name, service in compose["services"].items():
+        image = service["image"].rsplit(":", 1)[0]
+        if image not in NON_ROOT_DATA_DIRS or service.get("user"):
+            continue
+        named = [v.split(":")[1] for v in service.get("volumes", []) if not v.startswith(("/", "."))]
+        assert named == [NON_ROOT_DATA_DIRS[image]], (name, named)
+        checked.add(image)
+    assert checked == set(NON_ROOT_DATA_DIRS)
+    flags = dict(a.removeprefix("--").split("=", 1) for a in compose["services"]["pushgateway"]["command"])
+    assert flags["persistence.file"].startswith(NON_ROOT_DATA_DIRS["prom/pushgateway"] + "/")
+
+
 # --- both topologies: the stack ------------------------------------------------------------------------------
 
 
@@ -301,6 +326,19 @@ def test_faasd_fragment_uses_only_what_faasd_reads() -> None:
         # faasd interpolates ${…} from an environment that holds ARCH_SUFFIX only: a literal `$` is `$$`
         text = yaml.safe_dump(service)
         assert not re.search(r"(?<!\$)\$(?!\$)\{?\w", text.replace("$$", "")), name
+
+
+# What ClickHouse's image entrypoint (docker/server/entrypoint.sh) does as root, and the capability each needs
+# once faasd's cap_add is the whole set: chown its directories (setup_dirs), switch to uid 101 (`clickhouse su`),
+# read and write files it does not own, and stop the temporary init server it started as uid 101 (kill(2):
+# signalling another uid needs CAP_KILL).
+CLICKHOUSE_ENTRYPOINT_CAPS = {"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_SETUID", "CAP_SETGID", "CAP_KILL"}
+
+
+def test_faasd_clickhouse_has_every_capability_its_entrypoint_uses() -> None:
+    # without CAP_KILL the entrypoint exited 1 after running a first install's schema
+    fragment = yaml.safe_load((FAASD / "docker-compose.powersense.yaml").read_text())
+    assert set(fragment["services"]["clickhouse"]["cap_add"]) >= CLICKHOUSE_ENTRYPOINT_CAPS
 
 
 def test_faasd_never_chowns_a_host_path() -> None:
