@@ -39,7 +39,7 @@ def shipped_history_files() -> list[Path]:
 
 # --- AWS Secrets Manager (Lambda) --------------------------------------------------------------
 # Settings that may be given as ``POWERSENSE_<NAME>_SECRET_ARN`` instead of a value or a secret file.
-SECRET_ARN_FIELDS = ("clickhouse_password", "query_token")
+SECRET_ARN_FIELDS = ("clickhouse_password", "query_token", "admin_token")
 SECRET_ARN_PATTERN = r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:.+$"
 _SECRET_ARN = re.compile(SECRET_ARN_PATTERN)
 # S3 bucket naming rules (3–63 characters: lowercase letters, digits, dots, hyphens; letter/digit at the ends).
@@ -53,6 +53,18 @@ def set_secrets_client_factory(factory: Callable[[str], Any] | None) -> None:
     global _secrets_client_factory
     _secrets_client_factory = factory
     read_aws_secret.cache_clear()
+
+
+def secrets_client_config() -> Any:
+    """botocore's configuration of the Secrets Manager client: a few seconds per attempt, two attempts.
+
+    botocore waits 60 s to connect and 60 s per read, several attempts: in subnets with neither a NAT gateway nor
+    a Secrets Manager endpoint (the commonest Lambda network mistake) each read hung for minutes, past Lambda's
+    10 s init phase and every stage's timeout, so the function died "Task timed out" without the start-up error
+    that names the variable. 2 × (2 + 2) s fits in the init phase, with the imports before it."""
+    from botocore.config import Config
+
+    return Config(connect_timeout=2, read_timeout=2, retries={"total_max_attempts": 2, "mode": "standard"})
 
 
 @lru_cache(maxsize=32)
@@ -70,7 +82,7 @@ def read_aws_secret(arn: str, variable: str) -> str:
         else:
             import boto3  # the default credential chain: the Lambda function's role
 
-            client = boto3.client("secretsmanager", region_name=region)
+            client = boto3.client("secretsmanager", region_name=region, config=secrets_client_config())
         value = client.get_secret_value(SecretId=arn).get("SecretString")
     except Exception as exc:  # botocore raises many types; one clear start-up error
         raise ConfigurationError(f"invalid configuration: {variable}: cannot read the secret: {exc}") from exc
@@ -190,6 +202,10 @@ class Settings(BaseSettings):
     query_token_secret_arn: str | None = Field(
         default=None, pattern=SECRET_ARN_PATTERN,
         description="AWS Secrets Manager ARN whose SecretString is query_token (read once at start-up)",
+    )
+    admin_token_secret_arn: str | None = Field(
+        default=None, pattern=SECRET_ARN_PATTERN,
+        description="AWS Secrets Manager ARN whose SecretString is admin_token (read once at start-up)",
     )
 
     @model_validator(mode="before")

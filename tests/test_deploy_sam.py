@@ -46,8 +46,22 @@ def _environment(sam: dict[str, Any], stage: str) -> dict[str, Any]:
     return env
 
 
+def _unless_condition(value: Any) -> Any:
+    """The value a ``!If [Condition, value, !Ref AWS::NoValue]`` gives when its condition holds (others as they are)."""
+    if isinstance(value, dict) and "Fn::If" in value:
+        _, then, otherwise = value["Fn::If"]
+        assert otherwise == {"Ref": "AWS::NoValue"}, value
+        return then
+    return value
+
+
+def _condition(value: Any) -> str | None:
+    return value["Fn::If"][0] if isinstance(value, dict) and "Fn::If" in value else None
+
+
 def _policies(fn: dict[str, Any], kind: str) -> list[dict[str, Any]]:
-    return [p[kind] for p in fn["Properties"].get("Policies", []) if isinstance(p, dict) and kind in p]
+    policies = [_unless_condition(p) for p in fn["Properties"].get("Policies", [])]
+    return [p[kind] for p in policies if isinstance(p, dict) and kind in p]
 
 
 # --- the template ---------------------------------------------------------------------------------
@@ -72,10 +86,14 @@ def test_secrets_are_arns_each_function_may_read(sam: dict[str, Any]) -> None:
         secretish = {k for k in env if re.search(r"PASSWORD|TOKEN|SECRET|ACCESS_KEY", k)}
         assert secretish and all(k.endswith("_SECRET_ARN") for k in secretish), (stage, secretish)
         readable = {p["SecretArn"]["Ref"] for p in _policies(fn, "AWSSecretsManagerGetSecretValuePolicy")}
-        wanted = {env[k]["Ref"] for k in secretish}
+        wanted = {_unless_condition(env[k])["Ref"] for k in secretish}
         assert wanted == readable, stage  # the secrets it is given, and no other
         for param in wanted:
-            assert params[param]["AllowedPattern"].startswith("^arn:aws"), param
+            pattern = params[param]["AllowedPattern"]
+            if pattern.startswith("^$|"):  # optional: "" leaves the variable out (its !If condition)
+                assert params[param]["Default"] == "", param
+                pattern = pattern.removeprefix("^$|")
+            assert pattern.startswith("^arn:aws"), param
         # the variables are settings the loader knows
         assert {k.removeprefix("POWERSENSE_").removesuffix("_SECRET_ARN").lower() for k in secretish} <= set(
             SECRET_ARN_FIELDS)
@@ -119,9 +137,10 @@ def test_the_stack_bucket_reaches_the_functions_that_use_artifacts(sam: dict[str
         env = _environment(sam, stage)
         assert env["POWERSENSE_S3_BUCKET"] == {"Ref": "ModelsBucket"}
         assert not {"POWERSENSE_S3_ENDPOINT_URL", "POWERSENSE_ARTIFACTS_DIR", "POWERSENSE_S3_ACCESS_KEY_ID"} & set(env)
-    for stage, kind in (("forecast", "S3CrudPolicy"), ("featurize", "S3ReadPolicy"), ("detect", "S3ReadPolicy"),
-                        ("query", "S3ReadPolicy")):
-        assert {"BucketName": {"Ref": "ModelsBucket"}} in _policies(functions[stage], kind), stage
+    # exactly the two functions that open the artifact store (functions/forecast/handler.py, shared/query/service.py)
+    granted = {(stage, kind) for stage, fn in functions.items() for kind in ("S3CrudPolicy", "S3ReadPolicy")
+               if {"BucketName": {"Ref": "ModelsBucket"}} in _policies(fn, kind)}
+    assert granted == {("forecast", "S3CrudPolicy"), ("query", "S3ReadPolicy")}
     dockerfile = (REPO / "functions" / "Dockerfile.lambda").read_text()
     assert not re.search(r"^\s*(ENV|ARG)\b.*POWERSENSE_ARTIFACTS_DIR", dockerfile, re.M)
 
@@ -160,21 +179,29 @@ def lambda_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[pyte
     settings_mod.get_settings.cache_clear()
 
 
-def _apply_template_env(monkeypatch: pytest.MonkeyPatch, sam: dict[str, Any], stage: str) -> None:
-    values = {"ClickHouseUrl": "https://clickhouse.internal:8443", "ClickHouseDatabase": "electricity",
+def _apply_template_env(monkeypatch: pytest.MonkeyPatch, sam: dict[str, Any], stage: str, admin_token: bool = False
+                        ) -> None:
+    """The function's environment as CloudFormation resolves it (``admin_token``: the AdminTokenSecretArn parameter
+    is given, so the HasAdminToken condition holds)."""
+    conditions = {"HasAdminToken": admin_token}
+    values = {"AdminTokenSecretArn": ARN.format("admin-token") if admin_token else "",
+              "ClickHouseUrl": "https://clickhouse.internal:8443", "ClickHouseDatabase": "electricity",
               "ClickHouseWriterUser": "powersense_writer", "ModelsBucket": "powersense-modelsbucket-1a2b3c",
               "AWS::Region": "eu-west-3", "PushgatewayUrl": "", "SourceUrl": "https://odre.example/api/explore/v2.1",
               "LogLevel": "INFO", "ClickHouseWriterPasswordSecretArn": ARN.format("clickhouse-writer"),
               "ClickHouseReaderPasswordSecretArn": ARN.format("clickhouse-reader"),
               "QueryTokenSecretArn": ARN.format("query-token")}
     for key, value in _environment(sam, stage).items():
+        if _condition(value) is not None and not conditions[str(_condition(value))]:
+            continue  # !Ref AWS::NoValue: no variable
+        value = _unless_condition(value)
         resolved = values[value["Ref"]] if isinstance(value, dict) else str(value)
         if resolved:
             monkeypatch.setenv(key, resolved)
 
 
 SECRETS = {ARN.format("clickhouse-writer"): "writer-pw", ARN.format("clickhouse-reader"): "reader-pw",
-           ARN.format("query-token"): "t0ken"}
+           ARN.format("query-token"): "t0ken", ARN.format("admin-token"): "adm1n"}
 
 
 def test_lambda_functions_read_their_secrets_once_at_start_up(sam: dict[str, Any],
@@ -378,3 +405,89 @@ def test_the_glibc_check_rejects_amazon_linux_2_for_torch() -> None:
     assert needs["torch"] > BASE_IMAGE_GLIBC["public.ecr.aws/lambda/python:3.11"]
     assert _glibc_needed(["cp311-cp311-manylinux2014_x86_64.manylinux_2_17_x86_64"]) == (2, 17)
     assert _glibc_needed(["py3-none-any"]) == (0, 0)
+
+
+# --- what a Lambda install needs beyond the happy path ------------------------------------------------------------
+
+
+def test_stage_options_have_an_admin_token_on_lambda_when_its_secret_is_given(
+    sam: dict[str, Any], lambda_env: pytest.MonkeyPatch
+) -> None:
+    # no parameter provisioned it: every request with options (a backfill, force_train) was refused with 401
+    settings_mod.set_secrets_client_factory(FakeSecretsManager(SECRETS).factory)
+    for stage in (*SCHEDULED, "poll-weather"):
+        _apply_template_env(lambda_env, sam, stage, admin_token=True)
+        token = Settings().admin_token
+        assert token is not None and token.get_secret_value() == "adm1n", stage
+        lambda_env.delenv("POWERSENSE_ADMIN_TOKEN_SECRET_ARN")
+
+
+def test_without_the_admin_token_parameter_no_function_is_given_one(
+    sam: dict[str, Any], lambda_env: pytest.MonkeyPatch
+) -> None:
+    settings_mod.set_secrets_client_factory(FakeSecretsManager(SECRETS).factory)
+    for stage in sam_functions(sam):
+        _apply_template_env(lambda_env, sam, stage, admin_token=False)
+        assert Settings().admin_token is None, stage
+    assert "POWERSENSE_ADMIN_TOKEN_SECRET_ARN" not in _environment(sam, "query")  # the read API takes no options
+
+
+def test_schedule_names_are_the_stacks_own(sam: dict[str, Any]) -> None:
+    # SAM names a schedule after its event's logical id, and names are keys of the account's default schedule group:
+    # a second stack (staging beside production) failed to create PollFunctionCron
+    names = []
+    for stage, fn in sam_functions(sam).items():
+        for event in fn["Properties"].get("Events", {}).values():
+            if event["Type"] == "ScheduleV2":
+                names.append(event["Properties"]["Name"])
+                assert event["Properties"]["Name"] == {"Fn::Sub": f"${{AWS::StackName}}-{stage}"}
+    assert len(names) == len(set(map(str, names))) == 6
+
+
+def test_the_query_api_is_throttled_before_any_function_runs(sam: dict[str, Any]) -> None:
+    # each request, authenticated or not, invokes the function: unthrottled, a burst took the account's
+    # concurrency from the scheduled stages
+    route = sam["Resources"]["QueryApi"]["Properties"]["DefaultRouteSettings"]
+    params = sam["Parameters"]
+    rate, burst = route["ThrottlingRateLimit"]["Ref"], route["ThrottlingBurstLimit"]["Ref"]
+    assert 0 < params[rate]["Default"] <= params[burst]["Default"]
+
+
+def test_pruned_and_replaced_artifacts_expire_in_the_versioned_bucket(sam: dict[str, Any]) -> None:
+    # a delete in a versioned bucket only adds a marker: pruned models stayed stored for good
+    bucket = sam["Resources"]["ModelsBucket"]["Properties"]
+    assert bucket["VersioningConfiguration"]["Status"] == "Enabled"
+    rules = [r for r in bucket["LifecycleConfiguration"]["Rules"] if r["Status"] == "Enabled"]
+    assert any(r["NoncurrentVersionExpiration"]["NoncurrentDays"] > 0 and r["ExpiredObjectDeleteMarker"]
+               for r in rules)
+
+
+def test_a_secrets_endpoint_that_never_answers_fails_start_up_within_lambdas_init_phase(
+    lambda_env: pytest.MonkeyPatch,
+) -> None:
+    # subnets with no route to Secrets Manager: botocore's defaults waited 60 s per read and retried, so the function
+    # died "Task timed out" with no line naming the setting
+    config = settings_mod.secrets_client_config()
+    attempts = config.retries["total_max_attempts"]
+    assert attempts * (config.connect_timeout + config.read_timeout) <= 10  # Lambda's init phase: 10 s
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # accepts connections, never answers
+    try:
+        lambda_env.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", f"http://127.0.0.1:{silent.getsockname()[1]}")
+        lambda_env.setenv("AWS_ACCESS_KEY_ID", "test")
+        lambda_env.setenv("AWS_SECRET_ACCESS_KEY", "test")
+        settings_mod.set_secrets_client_factory(None)
+        variable = "POWERSENSE_CLICKHOUSE_PASSWORD_SECRET_ARN"
+        with pytest.raises(ConfigurationError, match=f"{variable}: cannot read .*timeout"):
+            settings_mod.read_aws_secret(ARN.format("clickhouse-writer"), variable)
+    finally:
+        silent.close()
+
+
+def test_the_openfaas_and_lambda_images_build_on_the_same_pinned_debian() -> None:
+    # the template's bare python:3.11-slim became Debian 13 in 2025-08 while the Lambda image stayed on Debian 12:
+    # "the same Python and glibc" no longer held, and a rebuild of one release could change the OS under it
+    bases = {f: [b for b in re.findall(r"^FROM\s+(\S+)", (REPO / f).read_text(), re.M) if b.startswith("python:")]
+             for f in ("functions/Dockerfile.lambda", "template/powersense-python/Dockerfile")}
+    assert [b for found in bases.values() for b in found] == ["python:3.11-slim-bookworm"] * 2, bases
