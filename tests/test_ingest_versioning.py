@@ -17,7 +17,7 @@ from shared.ingest.versioning import (
     wide_to_long,
     write_versions,
 )
-from shared.series import load_series
+from shared.series import latest_valid_ts, load_series
 from shared.settings import Settings
 from shared.store import Store
 from tests.fixtures_detect import frozen_clock, query_client, real_load, upsert_load, utc, write_measurements
@@ -246,3 +246,33 @@ def test_reflag_flags_values_stored_before_the_upgrade(store: Store, settings: S
     assert reflag_history(store, settings)["verdicts_written"] == 0
     series = load_series(store, "eco2mix_national", "consommation")
     assert (series["flag"] == "below_min").sum() == 480 and series["value"].isna().sum() == 480
+
+
+# --- a value the source withdraws (a NULL version) -----------------------------------------------------------------
+
+
+def _store_then_withdraw_the_last_hour(store: Store) -> tuple[pd.DataFrame, pd.Series]:
+    """Two real days upserted, then the source withdraws the last hour (a NULL version of each value)."""
+    real = real_load("2023-03-01", "2023-03-03")
+    withdrawn = real["ts"] >= real["ts"].max() - pd.Timedelta(minutes=45)
+    with frozen_clock(utc("2023-03-03 00:05")):
+        upsert_load(store, real)
+    with frozen_clock(utc("2023-03-03 01:05")):
+        upsert_load(store, real.assign(value=real["value"].mask(withdrawn)))
+    return real, withdrawn
+
+
+def test_a_withdrawn_value_reads_as_no_value_under_its_new_version(store: Store) -> None:
+    # argMax skips NULLs: the series read the replaced value, labelled with the NULL version
+    real, withdrawn = _store_then_withdraw_the_last_hour(store)
+    series = load_series(store, "eco2mix_national", "consommation").set_index("ts")
+    gone = series.loc[real.loc[withdrawn, "ts"]]
+    assert gone["value"].isna().all() and gone["raw_value"].isna().all() and (gone["version"] == 2).all()
+    kept = series.loc[real.loc[~withdrawn, "ts"]]
+    assert kept["value"].tolist() == real.loc[~withdrawn, "value"].tolist()
+
+
+def test_a_withdrawn_tail_is_no_fresh_data(store: Store) -> None:
+    real, withdrawn = _store_then_withdraw_the_last_hour(store)
+    newest = latest_valid_ts(store, "eco2mix_national", "consommation")
+    assert newest == real.loc[~withdrawn, "ts"].max().to_pydatetime()

@@ -52,9 +52,11 @@ with flag_state as (
       and flagged_at <= {as_of:DateTime64(3, 'UTC')}
     group by ukey, version
 ), best as (
-    -- CTE columns are renamed so that an output alias never shadows an argMax argument
+    -- CTE columns are renamed so that an output alias never shadows an argMax argument. The value goes through a
+    -- tuple: argMax skips rows whose argument is NULL (ClickHouse's argMax reference: "argMax(tuple(a), b)" keeps
+    -- it), so a value the source withdrew (a NULL version) read as the value it replaced, under the new version.
     select ts as b_ts,
-           argMax(v, (nature_rank, ver, ins)) as b_value,
+           tupleElement(argMax(tuple(v), (nature_rank, ver, ins)), 1) as b_value,
            argMax(n, (nature_rank, ver, ins)) as b_nature,
            argMax(ver, (nature_rank, ver, ins)) as b_version,
            argMax(ins, (nature_rank, ver, ins)) as b_inserted_at,

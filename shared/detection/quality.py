@@ -214,7 +214,7 @@ def load_revisions(store: Store, source: str, metric: str, start: datetime, end:
           and inserted_at >= {start:DateTime64(3, 'UTC')} and inserted_at < {end:DateTime64(3, 'UTC')}
     ),
     realtime as (
-        select ts, argMax(value, version) as value from {db:Identifier}.measurements
+        select ts, tupleElement(argMax(tuple(value), version), 1) as value from {db:Identifier}.measurements
         where source = {source:String} and metric = {metric:String} and nature like 'Données temps réel%'
           and ts in (select ts from upgraded)
         group by ts
