@@ -7,6 +7,7 @@ import json
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -403,3 +404,31 @@ def test_a_page_still_short_after_the_grace_is_versioned_with_what_is_readable(
     run = upsert_once(store, cfg)
     assert "held_batch" not in run["details"]
     assert run["details"]["batches"] == len(landed)  # versioning does not stop for good behind a lost record
+
+
+def test_a_resumed_bootstrap_judges_the_values_a_killed_run_left_unjudged(
+    store: Store, cfg: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # killed between a file's insert and its reflag, the resumed bootstrap found the file stored, wrote nothing
+    # and judged nothing: a 0 MW glitch of the history was served as a real value
+    week = pd.read_csv(FILE_2023)
+    week = week[pd.to_datetime(week["date_heure"], utc=True) < pd.Timestamp("2023-01-08T00:00Z")].copy()
+    glitch = "2023-01-03T06:00:00Z"
+    week.loc[week["date_heure"] == glitch, "consommation"] = 0  # a real week, one value zeroed as RTE once sent
+    path = tmp_path / FILE_2023.name
+    week.to_csv(path, index=False)
+    hcfg = _history_cfg(cfg).model_copy(update={"history_files": [path]})
+
+    def killed(*args: Any, **kwargs: Any) -> int:
+        raise Crash("killed between insert and reflag")
+
+    monkeypatch.setattr(versioning, "reflag", killed)
+    with pytest.raises(Crash):
+        bootstrap(store, hcfg, progress=False)
+    monkeypatch.undo()
+    assert bootstrap(store, hcfg, progress=False)["resumed"] is True
+    reasons = store.query_rows(
+        "select argMax(reason, flagged_at) from {db:Identifier}.measurement_flags "
+        "where metric = 'consommation' and ts = {t:DateTime64(3, 'UTC')} group by ukey, version",
+        {"t": datetime(2023, 1, 3, 6, tzinfo=UTC)})
+    assert reasons == [("non_positive",)]

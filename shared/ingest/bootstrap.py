@@ -141,7 +141,7 @@ def load_history(
         # One file (one UTC year) at a time: bounded memory, and a natural progress unit.
         frame = read_history([path], end=until)
         _, written = upsert_wide(store, frame, LOAD_COLUMNS, source=settings.series_source,
-                                 batch_id=BOOTSTRAP_BATCH, chunk_rows=settings.upsert_chunk_rows)
+                                 batch_id=BOOTSTRAP_BATCH, chunk_rows=settings.upsert_chunk_rows, rejudge=resume)
         records += len(frame)
         rows_out += written
         bar.set_postfix(rows=rows_out)

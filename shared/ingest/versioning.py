@@ -202,13 +202,15 @@ def has_versions_in_range(
 
 def upsert_wide(
     store: Store, frame: pd.DataFrame, metrics: Sequence[str], *, source: str, batch_id: str, chunk_rows: int,
-    inserted_at: datetime | None = None,
+    inserted_at: datetime | None = None, rejudge: bool = False,
 ) -> tuple[int, int]:
     """Upsert history-shaped rows (``ts``, ``nature``, one column per metric); returns (values, rows written).
 
     The bulk path of bootstrap (and of the benchmark): when the frame's time range holds no stored
     version at all, every ukey is new, so NULLs are dropped before building keys and the lookup
     is skipped; otherwise the latest versions of that range are read as for a polled batch.
+    ``rejudge`` (a resumed bootstrap): values of the range already stored are judged again too, since a run
+    killed between its insert and its plausibility reflag left them unjudged and writes nothing for them now.
     """
     if frame.empty:
         return 0, 0
@@ -224,7 +226,10 @@ def upsert_wide(
     if not stored:
         latest = latest.assign(version=pd.Series(dtype="uint64"), value=pd.Series(dtype="float64"))
     rows = compute_versions(long, latest, dedupe=not frame["ts"].is_unique)
-    return len(long), write_versions(store, rows, source, batch_id, chunk_rows, inserted_at=inserted_at)
+    written = write_versions(store, rows, source, batch_id, chunk_rows, inserted_at=inserted_at)
+    if rejudge and stored:  # reflag appends changed verdicts only: values judged before are left as they are
+        reflag(store, source, long, PlausibilityParams.from_settings(store.settings), flagged_at=inserted_at)
+    return len(long), written
 
 
 def write_versions(
