@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DBT_VENV  := .venv-dbt
 DBT_STAMP := $(DBT_VENV)/.installed
-APT_TOOLS := prometheus prometheus-alertmanager docker-compose wrk shellcheck kubectl
+APT_TOOLS := prometheus prometheus-alertmanager prometheus-pushgateway docker-compose wrk shellcheck kubectl
 ARGS ?=
 
 .PHONY: venv demo test bench evaluate evaluate-anomalies validate dashboards dbt-build lint tools dbt-venv lock clean
@@ -19,7 +19,7 @@ venv: $(STAMP)
 
 # System tools the tests and benchmarks drive for real (promtool, amtool, docker-compose config, wrk).
 tools:
-	@missing=""; for b in promtool amtool docker-compose wrk shellcheck kubectl; do command -v $$b >/dev/null || missing=1; done; \
+	@missing=""; for b in promtool amtool prometheus-pushgateway docker-compose wrk shellcheck kubectl; do command -v $$b >/dev/null || missing=1; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_TOOLS) >/dev/null; \
 	  else echo "missing system tools; run as root: apt-get install -y $(APT_TOOLS)"; fi; fi

@@ -26,9 +26,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from swagger_ui_bundle import swagger_ui_path
 
 from shared import metrics as stage_metrics
-from shared.errors import AuthError, PowerSenseError, http_status
+from shared.errors import AuthError, PowerSenseError, StoreError, http_status
 from shared.logs import configure_logging, current_function, log_event
-from shared.runs import Run, RunResult, stage_run
+from shared.runs import Run, RunResult, count_unstarted_failure, stage_run
 from shared.settings import Settings, get_settings
 from shared.store import Store, get_store
 from shared.tokens import bearer_matches, token_bytes
@@ -36,9 +36,19 @@ from shared.tokens import bearer_matches, token_bytes
 log = logging.getLogger(__name__)
 
 
-def store_dep() -> Store:
-    """FastAPI dependency: the process-wide store (override in tests)."""
-    return get_store()
+def store_dep(request: Request) -> Store:
+    """FastAPI dependency: the process-wide store (override in tests).
+
+    A stage invocation (``POST /``) whose store cannot be opened is counted as a failed run of the function
+    (:func:`shared.runs.count_unstarted_failure`) before the error mapping answers 503: it never reaches the run
+    wrapper, so nothing else would count it."""
+    try:
+        return get_store()
+    except Exception as exc:
+        route = request.scope.get("route")
+        if request.method == "POST" and getattr(route, "path", None) == "/":
+            count_unstarted_failure(request.app.state.function, exc, get_settings().pushgateway_url)
+        raise
 
 
 def settings_dep() -> Settings:
@@ -270,7 +280,11 @@ def create_app(
 
         @app.get("/health", tags=["ops"])
         def _health() -> dict[str, Any]:
-            ok = get_store().ping()
+            try:
+                ok = get_store().ping()
+            except StoreError as exc:  # a store never opened: the open endpoint does not echo the driver's error
+                log_event(log, "health_store_unavailable", logging.WARNING, error=str(exc))
+                ok = False
             if not ok:
                 return JSONResponse({"status": "unavailable", "store": False}, status_code=503)  # type: ignore[return-value]
             return {"status": "ok", "store": True, "function": function}

@@ -213,6 +213,12 @@ class LocalArtifactStore(ArtifactStore):
             raise ArtifactError(f"cannot delete {prefix}: {exc}") from exc
 
 
+# botocore's client limits for the artifact store (tests/test_artifacts_s3.py ties them to the functions' timeouts)
+S3_CONNECT_TIMEOUT_S = 3
+S3_READ_TIMEOUT_S = 10
+S3_ATTEMPTS = 2
+
+
 class S3ArtifactStore(ArtifactStore):
     """S3 / MinIO / SeaweedFS through boto3. The bucket is created on first write if missing."""
 
@@ -230,8 +236,12 @@ class S3ArtifactStore(ArtifactStore):
             region_name=region,
             aws_access_key_id=access_key,
             aws_secret_access_key=secret_key,
-            # fail fast when the store is down: the forecast stage falls back instead of hanging
-            config=Config(connect_timeout=3, read_timeout=30, retries={"max_attempts": 2, "mode": "standard"},
+            # fail fast when the store is down: the forecast stage falls back instead of hanging, and the query
+            # function's /models answers its 503 inside its 30 s. botocore's "max_attempts" counts RETRIES (three
+            # attempts of 30 s: 90 s against a silent server); total_max_attempts counts attempts. read_timeout is
+            # per socket read, not per object, so a large model file is not cut short by it.
+            config=Config(connect_timeout=S3_CONNECT_TIMEOUT_S, read_timeout=S3_READ_TIMEOUT_S,
+                          retries={"total_max_attempts": S3_ATTEMPTS, "mode": "standard"},
                           # path-style for S3-compatible servers (SeaweedFS/MinIO by service name);
                           # AWS S3 picks its own (virtual-hosted) style
                           s3={"addressing_style": "path" if endpoint_url else "auto"}),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, push_to_gateway
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, push_to_gateway, pushadd_to_gateway
 
 log = logging.getLogger(__name__)
 
@@ -40,5 +40,28 @@ def push(gateway_url: str | None, job: str) -> None:
         return
     try:
         push_to_gateway(gateway_url, job=job, registry=REGISTRY, timeout=2)
+    except Exception as exc:  # metrics must never fail a run
+        log.warning("pushgateway_failed", extra={"event": "pushgateway_failed", "error": str(exc)})
+
+
+class _RunsOnly:
+    """A collector exposing :data:`STAGE_RUNS` alone (for :func:`push_runs`)."""
+
+    def collect(self):  # type: ignore[no-untyped-def]  # prometheus_client's collector protocol
+        return STAGE_RUNS.collect()
+
+
+_RUNS_REGISTRY = CollectorRegistry(auto_describe=False)
+_RUNS_REGISTRY.register(_RunsOnly())  # type: ignore[arg-type]
+
+
+def push_runs(gateway_url: str | None, job: str) -> None:
+    """Push the run counter alone, merged into the job's group (POST): the other series pushed before (the last
+    success gauge) stay. For a failure counted outside a run, in a process that may not know them: :func:`push`'s
+    PUT would replace the group and drop the gauge PowerSenseStageNoRecentSuccess reads. Never raises."""
+    if not gateway_url:
+        return
+    try:
+        pushadd_to_gateway(gateway_url, job=job, registry=_RUNS_REGISTRY, timeout=2)
     except Exception as exc:  # metrics must never fail a run
         log.warning("pushgateway_failed", extra={"event": "pushgateway_failed", "error": str(exc)})

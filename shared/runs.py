@@ -139,6 +139,17 @@ def _seed_metrics(store: Store, function: str) -> None:
     _seeded.add(function)
 
 
+def count_unstarted_failure(function: str, error: BaseException, pushgateway: str | None = None) -> None:
+    """Count a failed invocation of ``function`` that never reached :func:`stage_run` (its store could not even be
+    opened), and push: no ``pipeline_runs`` row can record it, and the stage-failure alerts read this counter."""
+    for status in RUN_STATUSES:  # the series exist from 0, as a run's would
+        metrics.STAGE_RUNS.labels(function, status)
+    metrics.STAGE_RUNS.labels(function, "failed").inc()
+    log_event(log, "run_failed_unrecorded", logging.ERROR,  # the app's log context names the function
+              error=f"{type(error).__name__}: {error}")
+    metrics.push_runs(pushgateway, job=function)  # merged: a PUT from this process would drop the last success
+
+
 # A run still ``running`` this long after it started was killed before it could record its end (SIGKILL, an
 # OOM kill, a node lost, a timeout that stopped the container). Far above the longest invocation of any
 # stage (forecast's exec_timeout, 300 s; tests/test_stage_metrics.py ties it to the stack and SAM's
@@ -192,8 +203,10 @@ def stage_run(
     t0 = time.perf_counter()
     try:
         log_event(log, "run_started", trigger=trigger)
-        _write(store, run)
         try:
+            # inside: a store that refuses this first row (down, read-only, a rotated password) fails the run,
+            # counted and pushed below; outside it, the failure reached no metric and the failure alerts never fired
+            _write(store, run)
             yield run
             if run.status == "running":
                 run.status = "success"

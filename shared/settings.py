@@ -161,6 +161,12 @@ class Settings(BaseSettings):
     )
     clickhouse_user: str = Field(default="default", description="ClickHouse user (query: the read-only user)")
     clickhouse_password: SecretStr = Field(default=SecretStr(""), description="secret file clickhouse_password")
+    clickhouse_timeout_s: float = Field(
+        default=110.0, gt=0, le=3600,
+        description="seconds one ClickHouse statement may wait for the server's answer (client side; a server that "
+                    "accepts and never answers fails the statement with StoreError after it). Below the function's "
+                    "exec_timeout, so the typed 503 comes before the watchdog's 504: openfaas-stack.yml and "
+                    "template.yaml set 55 (poll: 60 s) and 25 for query (30 s)")
     clickhouse_database: str = Field(
         default="electricity", pattern=rf"^{DATABASE_NAME}$",
         description="database of every table (a plain identifier: it is written into the DDL)",
@@ -307,6 +313,10 @@ class Settings(BaseSettings):
     source_retry_budget_s: float = Field(
         default=45.0, gt=0, description="stop retrying a page after this many seconds (poll's exec_timeout is 60 s)"
     )
+    poll_time_budget_s: float = Field(
+        default=30.0, gt=0, description="poll starts no page after this many seconds of its run (the run ends "
+        "truncated and the next tick continues); the page under way ends within source_timeout_s more. Their sum "
+        "stays below poll's exec_timeout (60 s)")
     poll_bootstrap: bool = Field(
         default=True, description="upsert-version loads history_files first when the store holds no measurements "
         "(poll waits for it)"

@@ -84,7 +84,9 @@ class Store:
                 password=s.clickhouse_password.get_secret_value(),
                 autogenerate_session_id=False,
                 connect_timeout=10,
-                send_receive_timeout=300,
+                # 300 s before: a server that accepted and never answered held every statement, and the query
+                # API's /health, past each function's exec_timeout
+                send_receive_timeout=s.clickhouse_timeout_s,
             )
         except StoreError:
             raise

@@ -102,3 +102,19 @@ def test_artifact_module_does_not_load_the_ml_stack() -> None:
 
     code = "import sys, shared.artifacts; sys.exit(1 if 'torch' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent).returncode == 0
+
+
+def test_a_silent_s3_is_given_up_inside_the_query_functions_timeout() -> None:
+    # "max_attempts": 2 meant three attempts of 30 s: against a server that accepts and never answers, /models held a
+    # worker for 90 s, past the query function's 30 s (the watchdog answered 504, not the typed 503)
+    import yaml
+
+    from shared import artifacts
+    from shared.settings import REPO_ROOT
+
+    stack = yaml.safe_load((REPO_ROOT / "openfaas-stack.yml").read_text())
+    query_timeout = float(stack["functions"]["query"]["environment"]["exec_timeout"].rstrip("s"))
+    config = S3ArtifactStore("http://127.0.0.1:9", "b", "us-east-1", "k", "s")._client.meta.config
+    attempts = config.retries["total_max_attempts"]
+    assert attempts * (config.connect_timeout + config.read_timeout) < query_timeout
+    assert (config.read_timeout, attempts) == (artifacts.S3_READ_TIMEOUT_S, artifacts.S3_ATTEMPTS)

@@ -13,6 +13,7 @@ import pytest
 
 from shared import settings as settings_mod
 from shared.artifacts import LocalArtifactStore, S3ArtifactStore
+from shared.errors import ArtifactError
 from shared.forecasting import service
 from shared.settings import Settings
 from shared.store import Store
@@ -68,6 +69,16 @@ def test_fallback_when_s3_is_down(store: Store, fc_settings: Settings) -> None:
     rows = _rows(store, "run-s3down")
     assert res.quality == "fallback" and rows["fallback_reason"].iloc[0].startswith("artifact store unavailable")
     _assert_seven_days(rows)
+
+
+def test_a_fallback_run_is_reported_to_prometheus(store: Store, fc_settings: Settings) -> None:
+    # a run issuing seasonal naive was status success, and no metric said so: PowerSenseForecastFallback reads this
+    from shared.metrics import REGISTRY
+
+    service.FORECAST_FALLBACK.set(0.0)
+    dead = S3ArtifactStore("http://127.0.0.1:9", "models", "us-east-1", "k", "s")
+    service.run_forecast(store, fc_settings, lambda: dead, NOW, "run-s3down-metric")
+    assert REGISTRY.get_sample_value("powersense_forecast_fallback") == 1.0
 
 
 def test_fallback_when_data_is_stale(store: Store, fc_settings: Settings) -> None:
@@ -138,6 +149,24 @@ def test_worse_model_does_not_move_the_pointer(store: Store, fc_settings: Settin
     listed = {m["version"]: m for m in artifacts.list_models(series)}
     assert listed[bad.trained["version"]]["decision"] == "rejected" and not listed[bad.trained["version"]]["current"]
     assert bad.model_version == good and bad.quality == "model"
+
+
+@pytest.mark.slow
+@pytest.mark.s3
+def test_a_training_that_cannot_store_its_model_forecasts_with_the_current_one(
+        store: Store, fc_settings: Settings, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    # an S3 write refused (quota, disk full, a read-only key) threw the working model away: seasonal naive every
+    # hour, each run retraining first, for as long as writes failed
+    artifacts = _s3(s3_server, "fc-putfail")
+    good = service.run_forecast(store, fc_settings, lambda: artifacts, NOW, "run-put-a").model_version
+
+    def refused(key: str, data: bytes) -> None:
+        raise ArtifactError(f"S3 put {key} failed: AccessDenied")
+
+    monkeypatch.setattr(artifacts, "_put", refused)
+    res = service.run_forecast(store, fc_settings, lambda: artifacts, NOW, "run-put-b", force_train=True)
+    assert (res.quality, res.model_version) == ("model", good)
+    assert res.trained["trained"] is False and "AccessDenied" in res.trained["error"]
 
 
 @pytest.mark.slow

@@ -211,6 +211,41 @@ def test_retries_stop_at_the_time_budget(store: Store, replay: ReplayServer, set
     assert 2 <= replay.faults.count < 10
 
 
+def test_a_retry_after_beyond_the_budget_ends_the_call_without_asking_again_early(
+    store: Store, replay: ReplayServer, settings: Settings
+) -> None:
+    # Retry-After was capped at 30 s: the source, asking for 120 s, was asked again three times within the minute
+    cfg = ingest_settings(settings, replay, source_retry_budget_s=5.0, source_backoff_max_s=30.0)
+    replay.faults.reset(Fault(status=429, headers={"Retry-After": "120"}))
+    with pytest.raises(SourceError, match="HTTP 429"):
+        poll_once(store, cfg, start=MARCH1, end=MARCH1 + D)
+    assert replay.faults.count == 1
+
+
+def test_no_attempt_outlasts_the_retry_budget(store: Store, replay: ReplayServer, settings: Settings) -> None:
+    # each attempt had the full source timeout: a budget of 45 s ended after up to 65 s, past poll's exec_timeout
+    cfg = ingest_settings(settings, replay, source_timeout_s=5.0, source_retry_budget_s=0.6, source_retries=5)
+    replay.faults.reset(Fault(delay_s=3.0))
+    with pytest.raises(SourceError, match="timeout"):
+        poll_once(store, cfg, start=MARCH1, end=MARCH1 + D)
+    assert replay.faults.count == 1  # the one attempt was cut to the 0.6 s left; no retry could start after it
+
+
+def test_a_catch_up_longer_than_the_run_budget_ends_truncated_and_the_next_tick_continues(
+    store: Store, settings: Settings, replay: ReplayServer
+) -> None:
+    # nothing bounded a run's pages: a 31-day catch-up at 4 s a page ran 121 s against poll's 60 s exec_timeout
+    cfg = ingest_settings(settings, replay, poll_max_window_days=3.0, poll_time_budget_s=0.5, source_page_size=96)
+    set_clock(MARCH1 + 3 * D)
+    replay.faults.reset(Fault(delay_s=0.3))
+    first = poll_once(store, cfg)
+    assert first["details"]["truncated"] is True and 1 <= first["details"]["pages"] < 4
+    replay.faults.reset()
+    second = poll_once(store, cfg)  # the next tick starts from what the first one landed
+    assert second["details"]["window_start"] < first["details"]["window_end"]
+    assert store.scalar("select count() from {db:Identifier}.raw_batches") > first["details"]["pages"]
+
+
 def test_client_error_is_not_retried(store: Store, cfg: Settings, replay: ReplayServer) -> None:
     replay.faults.reset(Fault(status=400))
     with pytest.raises(SourceError, match="HTTP 400"):
@@ -733,3 +768,15 @@ def test_a_watermark_after_now_still_re_reads_the_overlap() -> None:
     now = MARCH1 + 10 * D
     w = plan_window(now + 400 * D, now, overlap=24 * H, lookahead=48 * H, max_window=31 * D)
     assert w is not None and (w.start, w.end) == (now - 24 * H, now + 48 * H)
+
+
+def test_the_run_budget_and_a_last_page_end_before_polls_exec_timeout() -> None:
+    import yaml
+
+    from shared.settings import REPO_ROOT
+
+    exec_timeout = yaml.safe_load((REPO_ROOT / "openfaas-stack.yml").read_text())["functions"]["poll"]["environment"][
+        "exec_timeout"]
+    fields = Settings.model_fields
+    worst = fields["poll_time_budget_s"].default + fields["source_timeout_s"].default
+    assert worst < float(exec_timeout.rstrip("s")) - 5  # and time to record the run

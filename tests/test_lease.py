@@ -39,6 +39,7 @@ from tests.fixtures_ingest import (
     set_clock,
     upsert_once,
 )
+from tests.fixtures_topology import load_sam
 
 LONG = 3600.0  # a TTL no test outlives
 TINY = 0.001  # a TTL that has passed by the next statement (a crashed holder)
@@ -293,3 +294,18 @@ def test_default_ttl_exceeds_every_writer_timeout() -> None:
                             sam)}
     assert set(timeouts) == holders
     assert all(ttl > t for t in timeouts.values()), timeouts
+
+
+def test_a_clickhouse_statement_gives_up_before_its_function_times_out() -> None:
+    # 300 s before: a ClickHouse that accepted and never answered held every statement, and query's /health, past
+    # each exec_timeout, so the watchdog's 504 came instead of the typed 503
+    default = Settings.model_fields["clickhouse_timeout_s"].default
+    stack = yaml.safe_load((REPO_ROOT / "openfaas-stack.yml").read_text())
+    for name, fn in stack["functions"].items():
+        env = fn["environment"]
+        assert float(env.get("POWERSENSE_CLICKHOUSE_TIMEOUT_S", default)) < _seconds(env["exec_timeout"]), name
+    sam = load_sam()
+    shared_env = sam["Globals"]["Function"]["Environment"]["Variables"]
+    for fn in (r for r in sam["Resources"].values() if r["Type"] == "AWS::Serverless::Function"):
+        env = {**shared_env, **fn["Properties"].get("Environment", {}).get("Variables", {})}
+        assert float(env.get("POWERSENSE_CLICKHOUSE_TIMEOUT_S", default)) < fn["Properties"]["Timeout"]

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import yaml
 
 from shared import metrics, runs
+from shared.errors import StoreError
 from shared.runs import stage_run
 from shared.settings import REPO_ROOT
 from shared.store import Store
@@ -93,3 +95,95 @@ def test_the_lost_threshold_exceeds_every_stage_timeout() -> None:
     timeouts += [float(t) for t in re.findall(r"^\s+Timeout: (\d+)", (REPO_ROOT / "template.yaml").read_text(), re.M)]
     assert len(timeouts) >= 12
     assert 2 * max(timeouts) < runs.RUN_LOST_AFTER_S
+
+
+# --- failures the store itself causes: counted, so the stage-failure alerts can fire --------------------------------
+
+
+def test_a_run_whose_store_refuses_its_first_row_is_counted_as_failed(store: Store,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # the first pipeline_runs row was written outside the run's error handling: a read-only or unreachable store
+    # failed every run without one failed count, and PowerSenseStageFailing could not fire
+    before = _sample("powersense_stage_runs_total", {"function": "featurize", "status": "failed"}) or 0.0
+
+    def refused(*args: object, **kwargs: object) -> int:
+        raise StoreError("insert into pipeline_runs failed: Code: 164. READONLY")
+
+    monkeypatch.setattr(store, "insert_df", refused)
+    with pytest.raises(StoreError), stage_run(store, "featurize"):
+        pass
+    assert _sample("powersense_stage_runs_total", {"function": "featurize", "status": "failed"}) == before + 1
+
+
+def test_a_stage_call_whose_store_cannot_be_opened_is_counted_as_failed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastapi.testclient import TestClient
+
+    from local_dev.functions import load_handler
+    from shared import app as app_mod
+
+    def unreachable() -> Store:
+        raise StoreError("cannot connect to ClickHouse: Connection refused")
+
+    monkeypatch.setattr(app_mod, "get_store", unreachable)
+    before = _sample("powersense_stage_runs_total", {"function": "detect", "status": "failed"}) or 0.0
+    client = TestClient(load_handler("detect").app)
+    assert client.post("/").status_code == 503
+    assert _sample("powersense_stage_runs_total", {"function": "detect", "status": "failed"}) == before + 1
+
+
+def test_a_stage_health_check_hides_the_drivers_error_when_the_store_cannot_be_opened(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # the open /health answered the driver's text (host, port) through the typed-error handler
+    from fastapi.testclient import TestClient
+
+    from local_dev.functions import load_handler
+    from shared import app as app_mod
+
+    def unreachable() -> Store:
+        raise StoreError("cannot connect to ClickHouse: HTTPConnectionPool(host='clickhouse.internal', port=8123)")
+
+    monkeypatch.setattr(app_mod, "get_store", unreachable)
+    r = TestClient(load_handler("featurize").app).get("/health")
+    assert (r.status_code, r.json()) == (503, {"status": "unavailable", "store": False})
+
+
+@pytest.fixture
+def pushgateway(tmp_path: object) -> Iterator[str]:
+    """A real Pushgateway (Debian's prometheus-pushgateway) on a free port; its address as the settings give it."""
+    import subprocess
+    import time
+    import urllib.request
+
+    from tests.fixtures_ingest import free_port
+    from tests.fixtures_topology import tool
+
+    exe = tool("prometheus-pushgateway", "apt-get install -y prometheus-pushgateway")
+    port = free_port()
+    proc = subprocess.Popen([exe, f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=1)  # noqa: S310 - local test server
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_a_failure_counted_outside_a_run_keeps_the_pushed_last_success(pushgateway: str) -> None:
+    # count_unstarted_failure pushed with PUT from a process that knew no last success: the group lost the gauge,
+    # and PowerSenseStageNoRecentSuccess had no series left to fire on
+    import urllib.request
+
+    metrics.STAGE_LAST_SUCCESS.labels("upsert-version").set(1_700_000_000.0)
+    metrics.push(pushgateway, job="upsert-version")  # an earlier process's run
+    _new_process("upsert-version")
+    runs.count_unstarted_failure("upsert-version", StoreError("cannot connect"), pushgateway)
+    body = urllib.request.urlopen(f"http://{pushgateway}/metrics", timeout=5).read().decode()  # noqa: S310
+    gauge = r'powersense_stage_last_success_timestamp_seconds\{[^}]*function="upsert-version"[^}]*\} 1\.7e\+09'
+    assert re.search(gauge, body), body[-2000:]
+    assert re.search(r'powersense_stage_runs_total\{[^}]*status="failed"[^}]*\} 1', body)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pandas as pd
@@ -28,7 +28,7 @@ from shared.series import load_series
 from shared.settings import REPO_ROOT, Settings
 from shared.store import Store
 from shared.weather import FORECAST_METRIC, SOURCE, model_metric
-from shared.weather.service import run_poll_weather
+from shared.weather.service import backfill, run_poll_weather
 from tests.fixtures_ingest import Fault, FaultInjector, serve
 
 T1 = datetime(2023, 12, 1, 6, tzinfo=UTC)
@@ -349,3 +349,19 @@ def test_an_answer_missing_a_station_is_aggregated_from_the_others(store: Store,
     reasons = [r for (r,) in store.query_rows("select reason from {db:Identifier}.rejected_records")]
     assert "no location object for this station in the answer" in reasons
     assert load_series(store, SOURCE, FORECAST_METRIC)["value"].notna().any()
+
+
+def test_an_archive_outage_leaves_the_run_partial_with_the_forecast_landed(store: Store, settings: Settings) -> None:
+    # the daily read of the realised temperature failed every hourly run (PowerSenseStageFailing paged) while the
+    # forecast itself had landed
+    injector = FaultInjector(create_weather_replay_app(), path_suffix="/archive")
+    with serve(injector, "/v1") as url:
+        cfg = settings.model_copy(update={
+            "weather_url": url, "weather_archive_url": url, "poll_bootstrap": False, "source_timeout_s": 5.0,
+            "source_retries": 2, "source_backoff_s": 0.01, "source_backoff_max_s": 0.05})
+        backfill(store, cfg, date(2023, 11, 1), date(2023, 11, 25), shipped=False, archive=True)  # realised so far
+        injector.reset(Fault(status=503, body=b'{"error": true, "reason": "archive down"}'))
+        at(T1 + timedelta(days=1))  # the next day: its archive read is due
+        res = poll(store, cfg)
+    assert res["status"] == "partial" and "archive" in res["details"]["realised"]["error"]
+    assert stored(store) and res["rows_out"] > 0

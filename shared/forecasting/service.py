@@ -572,6 +572,13 @@ def weather_series_key(settings: Settings) -> str:
 
 # --- weather inputs (issue 12) ------------------------------------------------------------------------------
 WEATHER_STATUSES = ("used", "off", "missing", "stale", "incomplete", "no_model", "failed", "unused")
+# pushed with the stage metrics (Pushgateway job "forecast"): a run that could use no model (none yet, the artifact
+# store down, stale inputs, a prediction error) issues seasonal naive with status success; without this gauge nothing
+# told an operator, the rows' quality column aside (PowerSenseForecastFallback)
+FORECAST_FALLBACK = Gauge(
+    "powersense_forecast_fallback",
+    "1 when the latest forecast run issued the seasonal-naive fallback instead of a model (forecasts.fallback_reason "
+    "says why), else 0", registry=REGISTRY)
 # pushed with the stage metrics (Pushgateway job "forecast"): alert on a status other than used/off lasting hours
 FORECAST_WEATHER_STATUS = Gauge(
     "powersense_forecast_weather_status_info",
@@ -1026,8 +1033,9 @@ def run_forecast(store: Store, settings: Settings, artifacts_factory: Any, now: 
                             store, settings, artifacts, train_grid if weather else grid, now_ts, weather=weather,
                             reason=reason, holdout_weather=holdout_weather_provider(train_grid, wx, settings, store)
                             if weather else None)
-                    except (ModelError, ValueError, KeyError, RuntimeError) as exc:
-                        # a failed training must not stop the forecast from the current model
+                    except (ArtifactError, ModelError, ValueError, KeyError, RuntimeError) as exc:
+                        # a failed training must not stop the forecast from the current model, nor a refused write
+                        # of the new one (the current model may still be readable, or in this process's cache)
                         res.trained = {"trained": False, "model": "weather" if weather else "weather_free",
                                        "error": f"{type(exc).__name__}: {exc}"}
                         log_event(log, "training_failed", logging.ERROR, error=str(exc), weather=weather)
@@ -1056,6 +1064,7 @@ def run_forecast(store: Store, settings: Settings, artifacts_factory: Any, now: 
         weather_status = "unused"  # seasonal naive: no model, so no weather, whatever the feed's state
     weather_status = weather_status or "no_model"
     _weather_metrics(settings, weather_status, wx, now_ts)
+    FORECAST_FALLBACK.set(1.0 if res.quality == "fallback" else 0.0)
     if weather_status not in ("used", "off"):
         log_event(log, "forecast_without_weather", logging.WARNING, weather_status=weather_status, reason=wx.reason)
     rows = forecast_rows(fc, run_id=run_id, model_version=version, issued_at=now_ts, settings=settings,

@@ -1,16 +1,25 @@
 """One retrying JSON-over-HTTP client for every external data source (ODRÉ, Open-Meteo).
 
 Retries (tenacity: at most ``source_retries`` retries within ``source_retry_budget_s``, exponential
-backoff with jitter, ``Retry-After`` honoured up to ``source_backoff_max_s``) cover timeouts,
+backoff with jitter, ``Retry-After`` honoured) cover timeouts,
 connection errors, HTTP 429 and 5xx, and bodies that are not the expected JSON (a truncated answer is
 usually transient). Other 4xx answers are the caller's fault and are not retried. When retries are
-exhausted a :class:`~shared.errors.SourceError` is raised. Each source client subclasses
-:class:`RetryingJsonClient`, so both sources share one retry policy, one metric and one log shape.
+exhausted a :class:`~shared.errors.SourceError` is raised.
+
+The budget is a deadline, not a count checked after the fact: no retry starts whose wait would end past it
+(``stop_before_delay``), each attempt's timeout is cut to the time left, and a ``Retry-After`` longer than the time
+left ends the call at once instead of asking the source again early. A caller with a deadline of its own (poll's run
+budget, below its ``exec_timeout``) sets :attr:`RetryingJsonClient.deadline`, which caps the budget further. Before,
+a call could run ~20 s past its 45 s budget (a backoff, then a full attempt), and nothing bounded a caller's pages.
+
+Each source client subclasses :class:`RetryingJsonClient`, so both sources share one retry policy, one metric and
+one log shape.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -23,7 +32,7 @@ from tenacity import (
     Retrying,
     retry_if_exception,
     stop_after_attempt,
-    stop_after_delay,
+    stop_before_delay,
     wait_exponential_jitter,
 )
 
@@ -83,6 +92,10 @@ class RetryingJsonClient:
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
         self.retry_budget_s = retry_budget_s
+        self.timeout_s = timeout_s
+        # time.monotonic() by which every call must be over (None: only the retry budget bounds a call)
+        self.deadline: float | None = None
+        self._call_deadline: float | None = None
         self._http = httpx.Client(
             timeout=httpx.Timeout(timeout_s),
             transport=transport,
@@ -114,8 +127,13 @@ class RetryingJsonClient:
         exp = wait_exponential_jitter(initial=self.backoff_s, max=self.backoff_max_s, jitter=self.backoff_s)(state)
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, RetryableSourceError) and exc.retry_after is not None:
-            return min(max(exc.retry_after, exp), self.backoff_max_s)
+            # never earlier than the source asked; one longer than the time left stops the call (stop_before_delay)
+            return max(exc.retry_after, float(exp))
         return float(exp)
+
+    def _time_left(self) -> float:
+        """Seconds left before the current call's deadline (its budget, or the caller's deadline)."""
+        return (self._call_deadline or float("inf")) - time.monotonic()
 
     def retried(self, attempt: Callable[..., T], *args: Any, url: str, event: str, **log_fields: Any) -> T:
         """``attempt(*args)`` retried on :class:`RetryableSourceError`; SourceError once retries run out."""
@@ -126,8 +144,15 @@ class RetryingJsonClient:
             log_event(log, event, logging.WARNING, attempt=state.attempt_number, error=str(exc),
                       sleep_s=round(state.next_action.sleep, 3) if state.next_action else None, **log_fields)
 
+        budget = self.retry_budget_s
+        if self.deadline is not None:
+            budget = min(budget, self.deadline - time.monotonic())
+            if budget <= 0:
+                SOURCE_REQUESTS.labels("failed").inc()
+                raise SourceError(f"{url}: no time left in the run's budget for another request")
+        self._call_deadline = time.monotonic() + budget
         retrying = Retrying(
-            stop=stop_after_attempt(self.retries + 1) | stop_after_delay(self.retry_budget_s),
+            stop=stop_after_attempt(self.retries + 1) | stop_before_delay(budget),
             wait=self._wait,
             retry=retry_if_exception(lambda e: isinstance(e, RetryableSourceError)),
             before_sleep=_log_retry,
@@ -143,8 +168,11 @@ class RetryingJsonClient:
 
     def get_json(self, url: str, params: dict[str, str]) -> tuple[Any, httpx.Response]:
         """One GET: the decoded JSON body and the response; transient failures raise RetryableSourceError."""
+        left = self._time_left()
+        if left <= 0:  # reached after a retry's wait: the call's time is spent (a non-retryable end of the call)
+            raise SourceError(f"{url}: the retry budget is spent")
         try:
-            resp = self._http.get(url, params=params)
+            resp = self._http.get(url, params=params, timeout=min(self.timeout_s, left))
         except httpx.TimeoutException as exc:
             raise RetryableSourceError(f"timeout: {type(exc).__name__}") from exc
         except httpx.TransportError as exc:

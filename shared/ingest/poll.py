@@ -342,13 +342,16 @@ class WindowRead:
 class _Reader:
     """Reads ranges through one client and lands every page (bounded by ``max_pages``)."""
 
-    def __init__(self, store: Store, settings: Settings, client: OdreClient, run: Run, max_pages: int | None):
+    def __init__(self, store: Store, settings: Settings, client: OdreClient, run: Run, max_pages: int | None,
+                 deadline: float | None = None):
         self.store, self.settings, self.client, self.run, self.max_pages = store, settings, client, run, max_pages
+        self.deadline = deadline  # time.monotonic() after which no new page is started (the run's time budget)
         self.pages = self.records = self.rejected = 0
 
     @property
     def exhausted(self) -> bool:
-        return self.max_pages is not None and self.pages >= self.max_pages
+        out_of_pages = self.max_pages is not None and self.pages >= self.max_pages
+        return out_of_pages or (self.deadline is not None and time.monotonic() >= self.deadline)
 
     def read(self, window: Window) -> WindowRead:
         out = WindowRead(window)
@@ -589,7 +592,12 @@ def run_poll(
     known: dict[date, dict[str, Any]] | None = None  # this source's poll_gaps rows, read once per run
     try:
         with OdreClient.from_settings(settings, transport=transport) as client:
-            reader = _Reader(store, settings, client, run, max_pages)
+            # No page starts after the run's time budget, and the one under way (retries included) ends by its
+            # budget plus one request's timeout: both below poll's exec_timeout, so a long catch-up ends as a
+            # truncated run the next tick continues (pages landed stay landed), not as the watchdog's 504.
+            page_deadline = time.monotonic() + settings.poll_time_budget_s
+            client.deadline = page_deadline + settings.source_timeout_s
+            reader = _Reader(store, settings, client, run, max_pages, deadline=page_deadline)
             first = reader.read(window)
             repeated += first.repeated_pages
             missing = _missing(first, edge, settings)
