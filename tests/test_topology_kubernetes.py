@@ -247,6 +247,22 @@ def _chi(objects: list[dict[str, Any]]) -> dict[str, Any]:
     return next(o for o in objects if o["kind"] == "ClickHouseInstallation")
 
 
+def test_a_node_drain_may_take_one_replica_of_each_shard(objects: list[dict[str, Any]]) -> None:
+    # the operator's one budget for the whole cluster (maxUnavailable 1) and the required shard anti-affinity made a
+    # drain on two nodes hang: the first evicted replica stayed Pending and no second eviction was allowed
+    chi = _chi(objects)
+    cluster = chi["spec"]["configuration"]["clusters"][0]
+    assert str(cluster["pdbManaged"]).lower() in {"no", "false", "0", "off", "disabled", "disable"}
+    budgets = {tuple(sorted(o["spec"]["selector"]["matchLabels"].items())): o["spec"]
+               for o in objects if o["kind"] == "PodDisruptionBudget" and o["metadata"]["namespace"] == "powersense"}
+    for shard in range(cluster["layout"]["shardsCount"]):
+        labels = {"clickhouse.altinity.com/chi": chi["metadata"]["name"],
+                  "clickhouse.altinity.com/cluster": cluster["name"], "clickhouse.altinity.com/shard": str(shard)}
+        spec = budgets.pop(tuple(sorted(labels.items())))
+        assert spec["maxUnavailable"] == cluster["layout"]["replicasCount"] - 1
+    assert not [b for b in budgets if ("clickhouse.altinity.com/chi", "powersense") in b]
+
+
 def test_clickhouse_is_two_shards_of_two_replicas_with_keeper(objects: list[dict[str, Any]]) -> None:
     chi = _chi(objects)
     cluster = chi["spec"]["configuration"]["clusters"][0]
@@ -625,9 +641,19 @@ def test_clickhouse_system_logs_are_kept_as_on_one_host(objects: list[dict[str, 
     root = ET.parse(REPO / "deploy" / "clickhouse" / "config.d" / "system_logs.xml").getroot()
     single = {f"{log.tag}/{el.tag}": (el.text or "").strip() for log in root for el in log}
     settings = {k: str(v) for k, v in _chi(objects)["spec"]["configuration"]["settings"].items()
-                if k.split("/")[0].endswith("_log")}
+                if k.split("/")[0].endswith("_log") or k.startswith("logger/")}
     assert settings == {k: v for k, v in single.items() if k.split("/")[0] not in OPERATOR_SYSTEM_LOGS}
     assert {k.split("/")[0] for k in single} >= OPERATOR_SYSTEM_LOGS
+
+
+def test_clickhouse_log_files_are_bounded_on_every_topology() -> None:
+    # the image's config.xml (trace, 10 × 1000M for the log and the error log) and the operator's (debug, the same
+    # sizes) let each server write ~20 GB of log files; the Kubernetes settings are tied to these by the test above
+    root = ET.parse(REPO / "deploy" / "clickhouse" / "config.d" / "system_logs.xml").getroot()
+    logger = {el.tag: (el.text or "").strip() for el in root.find("logger")}  # type: ignore[union-attr]
+    assert logger["level"] in {"information", "warning", "error"}
+    size_mb = int(logger["size"].removesuffix("M"))
+    assert 2 * size_mb * int(logger["count"]) <= 1000  # log + error log, MB
 
 
 def test_monitoring_uses_the_single_host_definitions(objects: list[dict[str, Any]]) -> None:
@@ -664,3 +690,44 @@ def test_prometheus_config_passes_promtool(tmp_path: Path) -> None:
     res = subprocess.run([exe, "check", "config", str(tmp_path / "prometheus.yml")],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+# --- secrets.sh against a kubectl that answers as a cluster would ---------------------------------------------------
+
+FAKE_KUBECTL = """#!/usr/bin/env bash
+echo "$*" >> "$KUBECTL_LOG"
+case "$1" in
+  get)  # --ignore-not-found: an absent Secret is no output and status 0
+    if [ -n "${KUBECTL_GET_FAILS:-}" ]; then
+      echo 'Error from server (Forbidden): secrets "clickhouse-users" is forbidden' >&2; exit 1; fi
+    exit 0 ;;
+  create) echo "kind: Secret" ;;
+  label|apply) cat ;;
+esac
+"""
+
+
+def _run_secrets_sh(tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "kubectl").write_text(FAKE_KUBECTL)
+    (bin_dir / "kubectl").chmod(0o755)
+    log = tmp_path / "kubectl.log"
+    run_env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "KUBECTL_LOG": str(log), "HOME": str(tmp_path), **env}
+    res = subprocess.run(["bash", str(K8S / "secrets.sh")], env=run_env, capture_output=True, text=True, timeout=60)
+    return res, log.read_text().splitlines() if log.exists() else []
+
+
+def test_secrets_sh_creates_every_secret_on_a_fresh_cluster(tmp_path: Path) -> None:
+    res, calls = _run_secrets_sh(tmp_path)
+    assert res.returncode == 0, res.stderr
+    applied = [c for c in calls if c.startswith("create secret generic")]
+    assert {c.split()[3] for c in applied} >= {"clickhouse-users", "seaweedfs-s3", "query-token", "admin-token"}
+
+
+def test_secrets_sh_stops_when_it_cannot_read_an_existing_secret(tmp_path: Path) -> None:
+    # a forbidden or timed-out read counted as "no Secret yet": new random passwords were applied over the ones the
+    # running ClickHouse and functions held
+    res, calls = _run_secrets_sh(tmp_path, KUBECTL_GET_FAILS="1")
+    assert res.returncode != 0 and "Forbidden" in res.stderr
+    assert not [c for c in calls if c.startswith(("create", "apply"))]

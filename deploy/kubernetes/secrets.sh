@@ -13,13 +13,20 @@
 # Settings reads the hyphenated file names (shared/settings.py _HyphenatedSecrets). The label is the
 # one faas-netes gives the secrets it creates, so `faas-cli secret list` shows them.
 set -euo pipefail
+# a failure inside $(…) stops the script too (bash does not pass -e into command substitutions otherwise)
+shopt -s inherit_errexit
 
 INFRA_NS=powersense
 FN_NS=openfaas-fn
 
-# current value of key $3 in Secret $2 of namespace $1, or nothing
+# current value of key $3 in Secret $2 of namespace $1, or nothing when the Secret or the key is absent.
+# --ignore-not-found: an absent Secret prints nothing and exits 0; any other failure (RBAC forbidden, a timeout,
+# throttling) stops the script. It used to read as "absent", and a new random value then replaced the password
+# the running ClickHouse and functions still held.
 existing() {
-  kubectl get secret -n "$1" "$2" -o "jsonpath={.data.$3}" 2>/dev/null | base64 -d 2>/dev/null || true
+  local data
+  data="$(kubectl get secret -n "$1" "$2" --ignore-not-found -o "jsonpath={.data.$3}")"
+  if [ -n "$data" ]; then printf '%s' "$data" | base64 -d; fi
 }
 
 # value NS SECRET KEY ENVVAR: from $ENVVAR, else the existing Secret, else random
