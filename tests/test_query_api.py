@@ -196,9 +196,13 @@ def test_csv_page_carries_the_next_cursor_header(client: TestClient, december: p
     ("params", "status", "fragment"),
     [
         ({"metric": "consommation", "start": "2023-12-10", "end": "2023-12-09"}, 400, "must be before end"),
-        ({"metric": "consommation", "start": "yesterday"}, 400, "datetime"),
-        ({"metric": "consommation", "start": "2023-13-45T99:00"}, 400, "datetime"),
+        ({"metric": "consommation", "start": "yesterday"}, 400, "not an ISO 8601 instant"),
+        ({"metric": "consommation", "start": "2023-13-45T99:00"}, 400, "not an ISO 8601 instant"),
         ({"metric": "consommation", "start": "1066-10-14"}, 400, "between"),
+        # digits were read as Unix time (1700000000 → 2023-11-14T22:13:20Z), the API says ISO 8601
+        ({"metric": "consommation", "start": "1700000000"}, 400, "not an ISO 8601 instant"),
+        ({"metric": "consommation", "end": "1703030400000"}, 400, "not an ISO 8601 instant"),
+        ({"metric": "consommation", "start": "20231101"}, 400, "not an ISO 8601 instant"),
         # instants past datetime's own range once converted to UTC (a fuzzer's find): a 400, not an overflow
         ({"metric": "consommation", "start": "9999-12-31T23:00:00-05:00"}, 400, "between"),
         ({"metric": "consommation", "start": "0001-01-01T00:00:00+05:00"}, 400, "between"),
@@ -627,3 +631,51 @@ def test_forecast_points_say_which_source_each_lead_day_used(
     assert by_day[1] == ("model", 1.0) and by_day[2] == ("blend", 0.4) and by_day[5] == ("seasonal_naive", 0.0)
     csv_text = client.get("/forecasts", params={"horizon_day": 2, "format": "csv"}).text
     assert csv_text.splitlines()[0].endswith("yhat_source,model_weight") and ",blend,0.4" in csv_text
+
+
+@pytest.mark.parametrize("path", ["/forecasts", "/forecasts/runs", "/forecasts/vs-actual", "/anomalies"])
+@pytest.mark.parametrize(("params", "fragment"), [
+    ({"metric": "conso"}, "unknown metric 'conso'; known metrics for eco2mix_national: "),
+    ({"source": "eco2mix"}, "unknown source 'eco2mix'; known sources: "),
+])
+def test_a_misspelt_series_is_a_400_on_every_endpoint_that_takes_one(
+    client: TestClient, december: pd.DataFrame, path: str, params: dict[str, str], fragment: str
+) -> None:
+    # only /measurements checked: the others answered 200 with nothing (an empty BI tile) or a misleading 404
+    r = client.get(path, params={**params, "start": "2023-12-20", "end": "2023-12-21"} if "vs" in path or
+                   "anomalies" in path else params)
+    assert r.status_code == 400 and r.json()["error"] == "BadRequestError", r.text
+    assert fragment in r.json()["detail"]
+
+
+def test_the_default_daily_window_is_seven_whole_local_days_across_a_dst_change(client: TestClient,
+                                                                                 store: Store) -> None:
+    # reckoned as 7 × 24 h back from the end, a week holding the fall-back day began an hour into a local day: its
+    # first "day" held 92 quarter-hours and a wrong mean
+    load_history(store, "2023-10-19T22:00:00Z", "2023-10-30T23:00:00Z")
+    body = client.get("/measurements", params={"metric": "consommation", "interval": "1d"}).json()
+    assert (body["start"], body["end"]) == ("2023-10-23T22:00:00Z", "2023-10-30T23:00:00Z")
+    assert len(body["points"]) == 7 and {p["n"] for p in body["points"]} == {96}
+
+
+def test_a_resampled_window_cut_inside_buckets_is_widened_to_whole_ones(client: TestClient,
+                                                                        december: pd.DataFrame) -> None:
+    # naive dates are UTC midnights, 01:00 in Paris: the first "day" had 4 values and was stamped before start
+    daily = client.get("/measurements", params={"metric": "consommation", "interval": "1d",
+                                                 "start": "2023-12-05", "end": "2023-12-08"}).json()
+    # [05 01:00, 08 01:00) Paris touches the local days 5 to 8: all four, whole
+    assert (daily["start"], daily["end"]) == ("2023-12-04T23:00:00Z", "2023-12-08T23:00:00Z")
+    assert [p["n"] for p in daily["points"]] == [96, 96, 96, 96]
+    hourly = client.get("/measurements", params={"metric": "consommation", "interval": "1h",
+                                                  "start": "2023-12-05T00:30:00Z",
+                                                  "end": "2023-12-05T03:10:00Z"}).json()
+    assert (hourly["start"], hourly["end"]) == ("2023-12-05T00:00:00Z", "2023-12-05T04:00:00Z")
+    assert [p["n"] for p in hourly["points"]] == [4, 4, 4, 4]
+
+
+@pytest.mark.parametrize("params", [{"metric": "consommation"},
+                                    {"metric": "consommation", "nature": "Données temps réel"}])
+def test_a_new_install_answers_no_data_yet_not_a_server_error(client: TestClient, params: dict[str, str]) -> None:
+    # with no measurement stored, the series check let the request through and reading its natures raised KeyError: 500
+    r = client.get("/measurements", params=params)
+    assert r.status_code == 404 and r.json()["error"] == "NotFoundError", r.text

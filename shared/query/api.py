@@ -237,6 +237,11 @@ def prometheus_metrics(_: Annotated[EmptyParams, Query()]) -> Response:
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
+def _known(store: Store, state: StoreState) -> service.KnownSeries:
+    """The stored series, memoised on the store's watermark (one scan per change of the data)."""
+    return _CACHE.memo((store.database, "known", state.token), lambda: service.known_series(store))
+
+
 # --- measurements ---------------------------------------------------------------------------------------
 @protected.get("/measurements", tags=["measurements"], response_model=MeasurementsResponse, responses=CSV_ALT)
 async def get_measurements(request: Request, p: Annotated[MeasurementsParams, Query()]) -> Response:
@@ -246,8 +251,7 @@ async def get_measurements(request: Request, p: Annotated[MeasurementsParams, Qu
     ``limit`` rows; follow ``next_cursor`` (CSV: header ``X-Next-Cursor``)."""
 
     def build(store: Store, state: StoreState, as_csv: bool) -> CachedResponse:
-        known = _CACHE.memo((store.database, "known", state.token), lambda: service.known_series(store))
-        resp = service.measurements(store, p, known, _latest_fn(store, state))
+        resp = service.measurements(store, p, _known(store, state), _latest_fn(store, state))
         headers = {"X-Next-Cursor": resp.next_cursor} if resp.next_cursor else {}
         if not as_csv:
             return _json(resp)
@@ -268,6 +272,7 @@ async def get_forecast(request: Request, p: Annotated[ForecastParams, Query()]) 
     ``max_horizon_steps`` the first N. 404 until the forecast stage has issued a run."""
 
     def build(store: Store, state: StoreState, as_csv: bool) -> CachedResponse:
+        service.check_series(_known(store, state), p.source, p.metric)
         run = service.forecast_run(store, p)
         if not as_csv:
             return _json(run)
@@ -286,8 +291,11 @@ async def get_forecast(request: Request, p: Annotated[ForecastParams, Query()]) 
 @protected.get("/forecasts/runs", tags=["forecasts"], response_model=ForecastRunsResponse)
 async def get_forecast_runs(request: Request, p: Annotated[ForecastRunsParams, Query()]) -> Response:
     """The most recent forecast runs (headers only), newest first; empty until the forecast stage has run."""
-    return await _serve(request, "forecast_runs", p,
-                        lambda store, _state, _csv: _json(service.forecast_runs(store, p)))
+    def build(store: Store, state: StoreState, as_csv: bool) -> CachedResponse:
+        service.check_series(_known(store, state), p.source, p.metric)
+        return _json(service.forecast_runs(store, p))
+
+    return await _serve(request, "forecast_runs", p, build)
 
 
 @protected.get("/forecasts/vs-actual", tags=["forecasts"], response_model=VsActualResponse,
@@ -298,6 +306,7 @@ async def get_vs_actual(request: Request, p: Annotated[VsActualParams, Query()])
     and interval coverage over the steps that have an actual."""
 
     def build(store: Store, state: StoreState, as_csv: bool) -> CachedResponse:
+        service.check_series(_known(store, state), p.source, p.metric)
         resp = service.forecast_vs_actual(store, p, _latest_fn(store, state))
         if not as_csv:
             return _json(resp)
@@ -316,9 +325,12 @@ async def get_anomalies(request: Request, p: Annotated[AnomaliesParams, Query()]
     """Anomalies flagged by detect (latest state of each point) with ts in [start, end) (default: the last 30 days),
     filtered by kind, severity, detector and status, newest first. Empty until detect has run."""
     minute = int(clock.now().timestamp() // 60)  # the default window moves with the clock
-    return await _serve(request, "anomalies", p,
-                        lambda store, _state, _csv: _json(service.anomalies(store, p, clock.now())),
-                        extra=minute if p.end is None else None)
+
+    def build(store: Store, state: StoreState, as_csv: bool) -> CachedResponse:
+        service.check_series(_known(store, state), p.source, p.metric)
+        return _json(service.anomalies(store, p, clock.now()))
+
+    return await _serve(request, "anomalies", p, build, extra=minute if p.end is None else None)
 
 
 @protected.get("/data-quality", tags=["data quality"], response_model=DataQualityResponse, responses=NOT_FOUND)

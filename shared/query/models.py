@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from shared.settings import get_settings
 from shared.timeutil import utc_datetime
@@ -44,7 +44,21 @@ def _utc_in_range(value: datetime) -> datetime:
     return value
 
 
-Timestamp = Annotated[datetime, AfterValidator(_utc_in_range)]
+def _iso_text(value: object) -> object:
+    """Only ISO 8601 text (or a datetime, from code): pydantic's lax mode read a number, or a string of digits, as
+    Unix seconds or milliseconds, so ``start=1700000000`` answered 2023-11-14 and ``start=20231101`` became 1970.
+    Digits alone are refused (Unix time, or ISO's basic date: which one is not said), as ingestion refuses them."""
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and not value.strip().isdigit():  # digits alone: Unix time or a basic date, unsaid
+        try:
+            return datetime.fromisoformat(value.strip())
+        except ValueError:
+            pass
+    raise ValueError("not an ISO 8601 instant (e.g. 2023-05-04, 2023-05-04T12:00:00Z or 2023-05-04T14:00+02:00)")
+
+
+Timestamp = Annotated[datetime, BeforeValidator(_iso_text), AfterValidator(_utc_in_range)]
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 Format = Literal["json", "csv"]
 Interval = Literal["raw", "15min", "30min", "1h", "1d"]
@@ -196,8 +210,10 @@ class ErrorResponse(BaseModel):
 class MeasurementPoint(BaseModel):
     """One stored value (raw) or one resampling bucket (``n`` values aggregated)."""
 
-    ts: datetime
-    value: float | None
+    ts: datetime = Field(description="UTC instant (raw) or the bucket's start (resampled; 1d: a Paris midnight)")
+    value: float | None = Field(description=(
+        "in the metric's unit: MW for eco2mix's load fields (consommation, prevision_j1, prevision_j), °C for "
+        "temperatures; null when the source withdrew the value or it failed the plausibility checks"))
     nature: str | None = None
     version: int | None = None
     inserted_at: datetime | None = None
@@ -225,11 +241,13 @@ class ForecastPoint(BaseModel):
     """One forecast step with its prediction interval."""
 
     ts: datetime
-    horizon_steps: int
-    horizon_day: int
-    yhat: float
-    lower: float | None
-    upper: float | None
+    horizon_steps: int = Field(description="steps after the run's origin, of POWERSENSE_FORECAST_RESOLUTION_MIN "
+                                           "minutes (30 by default)")
+    horizon_day: int = Field(description="lead day: Paris calendar days from the issue's day (0 = that day, "
+                                         "1 = D+1 … 7)")
+    yhat: float = Field(description="forecast, in the series' unit (MW for eco2mix's load)")
+    lower: float | None = Field(description="lower bound of the prediction interval (interval_level), MW")
+    upper: float | None = Field(description="upper bound of the prediction interval (interval_level), MW")
     yhat_source: str = Field(description="model | blend | seasonal_naive: what the lead day's value came from")
     model_weight: float = Field(description="weight of the model against seasonal naive for this lead day (0–1)")
 

@@ -112,6 +112,19 @@ def known_series(store: Store) -> KnownSeries:
     return {(str(s), str(m)): frozenset(map(str, natures)) for s, m, natures in rows}
 
 
+def check_series(known: KnownSeries, source: str, metric: str) -> None:
+    """BadRequestError naming what is unknown, when (source, metric) is no stored series. Every endpoint that takes
+    a series checks it: /forecasts/vs-actual, /forecasts/runs and /anomalies answered a misspelt metric with 200 and
+    nothing, which a dashboard tile shows as an empty chart. A store holding no measurement yet checks nothing (a
+    new install answers "no forecast run yet", not "unknown source")."""
+    if not known or (source, metric) in known:
+        return
+    names = sorted(m for s, m in known if s == source)
+    if not names:  # the source is what is unknown: it was reported as an unknown metric
+        raise BadRequestError(f"unknown source {source!r}; known sources: {sorted({s for s, _ in known})}")
+    raise BadRequestError(f"unknown metric {metric!r}; known metrics for {source}: {names}")
+
+
 def latest_ts(store: Store, source: str, metric: str) -> datetime | None:
     """Most recent measurement timestamp of a series (any nature, any version)."""
     value = store.scalar(
@@ -170,6 +183,23 @@ def _window(
 def _floor(ts: datetime, step: timedelta) -> datetime:
     seconds = step.total_seconds()
     return datetime.fromtimestamp(math.floor(ts.timestamp() / seconds) * seconds, tz=UTC)
+
+
+def _whole_buckets(
+    start: datetime, end: datetime, step: timedelta, *, default_start: bool
+) -> tuple[datetime, datetime]:
+    """[start, end) widened to whole resampling buckets (1d: local days of the series' calendar).
+
+    A window cut inside a bucket returned that bucket with part of its values (a "day" of 92 quarter-hours, its mean
+    wrong) and, at the start, stamped before ``start``; the default 7-day window, reckoned in UTC, did so across every
+    DST change. The response's start and end are the widened window. The default daily window is 7 local days."""
+    if step == timedelta(days=1):
+        paris = ZoneInfo(TZ)
+        last_day = (end - timedelta(microseconds=1)).astimezone(paris).date()
+        first_day = (last_day - timedelta(days=DEFAULT_WINDOW_DAYS - 1) if default_start
+                     else start.astimezone(paris).date())
+        return (local_day_bounds(first_day)[0].to_pydatetime(), local_day_bounds(last_day)[1].to_pydatetime())
+    return _floor(start, step), _floor(end - timedelta(microseconds=1), step) + step
 
 
 def _bucket_end(ts: datetime, step: timedelta) -> datetime:
@@ -242,16 +272,12 @@ def resolve_measurements(
     ``latest(source, metric)`` gives the latest stored timestamp (default: ask the store); the API
     passes a memoised one.
     """
-    if (p.source, p.metric) not in known:
-        names = sorted(m for s, m in known if s == p.source)
-        if not names:  # the source is what is unknown: it was reported as an unknown metric
-            sources = sorted({s for s, _ in known})
-            raise BadRequestError(f"unknown source {p.source!r}; known sources: {sources}")
-        raise BadRequestError(f"unknown metric {p.metric!r}; known metrics for {p.source}: {names}")
+    check_series(known, p.source, p.metric)
     if p.version == "all" and p.interval != "raw":
         raise BadRequestError("version=all returns every stored revision and cannot be resampled; use interval=raw")
-    natures = known[(p.source, p.metric)]
-    if p.nature is not None and p.nature not in natures:  # it answered 200 with no rows, as if nothing was published
+    natures = known.get((p.source, p.metric), frozenset())  # nothing stored yet: the window below answers 404
+    # an unknown nature answered 200 with no rows, as if nothing was published
+    if p.nature is not None and known and p.nature not in natures:
         raise BadRequestError(f"unknown nature {p.nature!r} for {p.source}/{p.metric}; known natures: "
                               f"{sorted(natures)}")
     if p.interval == "raw" and "agg" in p.model_fields_set:  # it was dropped without a word ("agg": null)
@@ -264,6 +290,8 @@ def resolve_measurements(
         default_end = _bucket_end(last, step) if last is not None else None
     max_days = MAX_RANGE_DAYS_DAILY if p.interval == "1d" else MAX_RANGE_DAYS
     start, end = _window(p.start, p.end, default_end, DEFAULT_WINDOW_DAYS, max_days)
+    if p.interval != "raw":
+        start, end = _whole_buckets(start, end, step, default_start=p.start is None)
     after: dict[str, Any] = {"ts": EPOCH, "nature": "", "version": 0}
     if p.cursor:
         after = decode_cursor(p.cursor)
