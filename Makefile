@@ -73,7 +73,7 @@ dashboards: venv
 	$(PY) observability/grafana/build_dashboards.py
 
 dbt-build: dbt-venv  # needs the ClickHouse server: POWERSENSE_DBT_HOST/PORT/USER/PASSWORD
-	cd dbt && ../$(DBT_VENV)/bin/dbt build --profiles-dir .
+	cd dbt && ../$(DBT_VENV)/bin/dbt build --profiles-dir . && ../$(DBT_VENV)/bin/dbt source freshness --profiles-dir .
 
 clean:
 	rm -rf var reports/*.json reports/*.png

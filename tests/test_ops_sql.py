@@ -635,3 +635,15 @@ def test_every_local_day_in_sql_is_the_calendars() -> None:
     assert len([name for name, _ in texts if name.endswith(".json")]) >= 10  # the panels were found
     assert [(name, z) for name, text in texts for z in zone.findall(text) if z != TZ] == []
     assert [(name, d) for name, text in texts for d in day_of_instant.findall(text)] == []
+
+
+def test_dbt_accepts_every_status_a_run_ends_with() -> None:
+    # the accepted values lacked partial: after poll's first partial run every dbt build exited 1, for good
+    import yaml
+
+    from shared.runs import RUN_STATUSES
+
+    model = yaml.safe_load((REPO / "dbt" / "models" / "staging" / "stg_pipeline_runs.yml").read_text())["models"][0]
+    column = next(c for c in model["columns"] if c["name"] == "status")
+    accepted = next(t["accepted_values"]["arguments"]["values"] for t in column["data_tests"] if "accepted_values" in t)
+    assert set(accepted) == {"running", *RUN_STATUSES}
