@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, push_to_gateway, pushadd_to_gateway
 
@@ -35,11 +36,16 @@ STAGE_LAST_SUCCESS = Gauge(
 
 
 def push(gateway_url: str | None, job: str) -> None:
-    """Push this process's metrics to a Pushgateway, if one is configured; never raises."""
+    """Push this process's metrics to a Pushgateway (PUT: the job's group becomes them), if one is configured;
+    never raises."""
+    _push(push_to_gateway, gateway_url, job, REGISTRY)
+
+
+def _push(send: Any, gateway_url: str | None, job: str, registry: CollectorRegistry) -> None:
     if not gateway_url:
         return
     try:
-        push_to_gateway(gateway_url, job=job, registry=REGISTRY, timeout=2)
+        send(gateway_url, job=job, registry=registry, timeout=2)
     except Exception as exc:  # metrics must never fail a run
         log.warning("pushgateway_failed", extra={"event": "pushgateway_failed", "error": str(exc)})
 
@@ -59,9 +65,4 @@ def push_runs(gateway_url: str | None, job: str) -> None:
     """Push the run counter alone, merged into the job's group (POST): the other series pushed before (the last
     success gauge) stay. For a failure counted outside a run, in a process that may not know them: :func:`push`'s
     PUT would replace the group and drop the gauge PowerSenseStageNoRecentSuccess reads. Never raises."""
-    if not gateway_url:
-        return
-    try:
-        pushadd_to_gateway(gateway_url, job=job, registry=_RUNS_REGISTRY, timeout=2)
-    except Exception as exc:  # metrics must never fail a run
-        log.warning("pushgateway_failed", extra={"event": "pushgateway_failed", "error": str(exc)})
+    _push(pushadd_to_gateway, gateway_url, job, _RUNS_REGISTRY)
