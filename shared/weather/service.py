@@ -90,6 +90,13 @@ WEATHER_HORIZON = Gauge(
     "Hours between the issue time of the latest poll-weather run and the last hour of its national forecast",
     registry=REGISTRY,
 )
+# The newest realised-temperature hour stored (Open-Meteo's archive, 2-5 days behind): an archive outage leaves the
+# run partial, which no stage alert counts as a failure, so its age is what PowerSenseWeatherRealisedStale reads.
+WEATHER_REALISED_NEWEST = Gauge(
+    "powersense_weather_realised_newest_timestamp_seconds",
+    "Unix time of the newest realised 2 m temperature hour stored (the weather model's training data)",
+    registry=REGISTRY,
+)
 WEATHER_REJECTED = Counter(
     "powersense_weather_values_rejected_total", "Open-Meteo values dead-lettered by poll-weather", registry=REGISTRY,
 )
@@ -243,6 +250,9 @@ def run_poll_weather(
                 log_event(log, "weather_realised_failed", logging.WARNING, error=str(exc))
             run.details["realised"] = realised
             run.rows_out += int(realised.get("written", 0))
+            newest = _newest_realised(store)
+            if newest is not None:  # none before a first `weather-backfill --archive`: nothing to age
+                WEATHER_REALISED_NEWEST.set(to_utc(newest).timestamp())
         finally:
             client.close()
     run.details["elapsed_s"] = round(time.perf_counter() - t0, 4)
@@ -286,6 +296,14 @@ def _poll_forecast(store: Store, settings: Settings, run: Run, client: OpenMeteo
               issued_at=fetched_at)
 
 
+def _newest_realised(store: Store) -> datetime | None:
+    """The newest stored hour of the archive's realised temperature (None before any backfill)."""
+    return store.scalar(  # type: ignore[no-any-return]
+        """select max(ts) from {db:Identifier}.measurements
+           where source = {s:String} and metric = {m:String} having count() > 0""",
+        {"s": SOURCE, "m": REALISED_METRIC})
+
+
 def realised_catch_up(store: Store, settings: Settings, client: OpenMeteoClient, now: datetime, *, run_id: str,
                       lease: Lease) -> dict[str, Any]:
     """Once per UTC day, read Open-Meteo's archive from the day before the newest stored realised hour up to
@@ -296,10 +314,7 @@ def realised_catch_up(store: Store, settings: Settings, client: OpenMeteoClient,
     overlap re-reads the newest values, so a preliminary reanalysis value that changes becomes a version.
     Nothing happens before a first ``weather-backfill --archive`` (the bulk path).
     """
-    newest = store.scalar(
-        """select max(ts) from {db:Identifier}.measurements
-           where source = {s:String} and metric = {m:String} having count() > 0""",
-        {"s": SOURCE, "m": REALISED_METRIC})
+    newest = _newest_realised(store)
     if newest is None:
         return {"skipped": "no realised history yet: run python -m shared weather-backfill --archive"}
     today = pd.Timestamp(now).tz_convert("UTC").floor("D")
