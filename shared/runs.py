@@ -117,6 +117,12 @@ RUN_STATUSES = ("success", "partial", "skipped", "failed")
 _seeded: set[str] = set()
 
 
+def _runs_from_zero(function: str) -> None:
+    """Every status series of ``function``'s run counter exists from 0 (a series first pushed at 1 is no increase)."""
+    for status in RUN_STATUSES:
+        metrics.STAGE_RUNS.labels(function, status)
+
+
 def _seed_metrics(store: Store, function: str) -> None:
     """At a process's first run of ``function``: every status counter exists from 0, and the last-success gauge
     holds the store's last success or partial run. A new process (a deploy, an OOM kill, a scale from zero) pushes
@@ -125,8 +131,7 @@ def _seed_metrics(store: Store, function: str) -> None:
     deployment fired neither PowerSenseStageFailing nor PowerSenseStageNoRecentSuccess."""
     if function in _seeded:
         return
-    for status in RUN_STATUSES:
-        metrics.STAGE_RUNS.labels(function, status)
+    _runs_from_zero(function)
     try:
         last = store.scalar("select max(finished_at) from {db:Identifier}.pipeline_runs "
                             "where function = {function:String} and status in ('success', 'partial')",
@@ -142,8 +147,7 @@ def _seed_metrics(store: Store, function: str) -> None:
 def count_unstarted_failure(function: str, error: BaseException, pushgateway: str | None = None) -> None:
     """Count a failed invocation of ``function`` that never reached :func:`stage_run` (its store could not even be
     opened), and push: no ``pipeline_runs`` row can record it, and the stage-failure alerts read this counter."""
-    for status in RUN_STATUSES:  # the series exist from 0, as a run's would
-        metrics.STAGE_RUNS.labels(function, status)
+    _runs_from_zero(function)  # as a run's would
     metrics.STAGE_RUNS.labels(function, "failed").inc()
     log_event(log, "run_failed_unrecorded", logging.ERROR,  # the app's log context names the function
               error=f"{type(error).__name__}: {error}")
