@@ -163,8 +163,9 @@ class Settings(BaseSettings):
     clickhouse_password: SecretStr = Field(default=SecretStr(""), description="secret file clickhouse_password")
     clickhouse_timeout_s: float = Field(
         default=110.0, gt=0, le=3600,
-        description="seconds one ClickHouse statement may wait for the server's answer (client side; a server that "
-                    "accepts and never answers fails the statement with StoreError after it). Below the function's "
+        description="seconds one ClickHouse statement may wait for the server's answer (a server that accepts and "
+                    "never answers fails the statement with StoreError after it; the server stops the statement a "
+                    "second before, max_execution_time, unless its profile forbids or sets less). Below the function's "
                     "exec_timeout, so the typed 503 comes before the watchdog's 504: openfaas-stack.yml and "
                     "template.yaml set 55 (poll: 60 s) and 25 for query (30 s)")
     clickhouse_database: str = Field(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -50,6 +51,30 @@ def _split_statements(sql: str) -> list[str]:
     return [s.strip() for s in re.split(r";\s*(?:\n|$)", no_comments) if s.strip()]
 
 
+def _limit_server_time(client: Any, timeout_s: float, user: str) -> None:
+    """Make the server stop a statement when the client stops waiting for it (``max_execution_time``).
+
+    The client's timeout only closes the connection: ClickHouse cancels a read-only statement then
+    (``cancel_http_readonly_queries_on_client_close``, which clickhouse-connect sends), but a write (``insert …
+    select``, DDL) runs on after its function has failed or been killed. With the same limit on the server every
+    statement ends with ``TIMEOUT_EXCEEDED`` (a ``StoreError`` naming it) a second before the client would give
+    up, so the caller gets the server's reason rather than a socket timeout. A profile's own lower limit is kept;
+    a user that may not change the setting (``readonly = 1`` without a ``changeable_in_readonly`` constraint)
+    keeps the server's, with a warning, rather than failing every statement (clickhouse-connect refuses to send a
+    setting ``system.settings`` marks read-only)."""
+    limit = max(1, math.ceil(timeout_s) - 1)
+    setting = client.server_settings.get("max_execution_time")
+    if setting is not None and setting.readonly:
+        log_event(log, "server_time_limit_unavailable", logging.WARNING, user=user,
+                  hint="max_execution_time is read-only for this user: a statement the client gave up on may run on "
+                       "the server; add a changeable_in_readonly constraint to its profile")
+        return
+    current = float(setting.value) if setting is not None else 0.0
+    if 0 < current <= limit:
+        return
+    client.set_client_setting("max_execution_time", limit)
+
+
 class Store:
     """Thread-safe facade over a clickhouse-connect client."""
 
@@ -78,7 +103,7 @@ class Store:
                         Path(path).mkdir(parents=True, exist_ok=True)
                         _ENGINES[path] = clickhouse_connect.get_client(interface="chdb", path=path)
                     return _ENGINES[path]
-            return clickhouse_connect.get_client(
+            client = clickhouse_connect.get_client(
                 dsn=s.clickhouse_url,
                 username=s.clickhouse_user,
                 password=s.clickhouse_password.get_secret_value(),
@@ -88,6 +113,8 @@ class Store:
                 # API's /health, past each function's exec_timeout
                 send_receive_timeout=s.clickhouse_timeout_s,
             )
+            _limit_server_time(client, s.clickhouse_timeout_s, s.clickhouse_user)
+            return client
         except StoreError:
             raise
         except Exception as exc:  # the driver raises many types; one typed error for callers
