@@ -41,12 +41,21 @@ class InvalidTime(argparse.ArgumentTypeError, ValueError):
     ``ValueError`` becomes "invalid iso_instant value"), pydantic as the variable's."""
 
 
+def parse_iso(text: str) -> datetime:
+    """``datetime.fromisoformat`` of stripped text, a lower-case ``z`` (RFC 3339 allows it) read as ``Z``: the one
+    reading of an ISO 8601 instant for the CLI and the query API. Raises ``ValueError``."""
+    text = text.strip()
+    if text.endswith("z"):
+        text = text[:-1] + "Z"
+    return datetime.fromisoformat(text)
+
+
 def iso_instant(text: str) -> str:
     """An ISO 8601 instant (``2023-05-04``, ``2023-05-04T12:00``, ``2023-05-04T12:00:00+02:00``), returned as the
     UTC text it means (naive = UTC, as everywhere); refuses what ``pd.Timestamp`` would guess at (``04/05/2023``).
     Raises :class:`InvalidTime`."""
     try:
-        value = datetime.fromisoformat(text.strip())
+        value = parse_iso(text)
     except ValueError:
         raise InvalidTime(f"{text!r} is not an ISO 8601 instant (e.g. 2023-05-04 or 2023-05-04T12:00:00Z)") from None
     return utc_datetime(value).isoformat()

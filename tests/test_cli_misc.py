@@ -342,3 +342,10 @@ def test_an_iso_instant_is_normalised_to_the_utc_it_means() -> None:
 
     assert [iso_instant(t) for t in ("2023-05-04", "2023-05-04T12:00:00+02:00", "2023-05-04T10:00Z")] == [
         "2023-05-04T00:00:00+00:00", "2023-05-04T10:00:00+00:00", "2023-05-04T10:00:00+00:00"]
+
+
+def test_the_cli_reads_a_lower_case_z_as_the_query_api_does() -> None:
+    # one reading of an instant (shared.timeutil.parse_iso): the API accepted "z", the CLI refused it
+    from shared.timeutil import iso_instant
+
+    assert iso_instant("2023-05-04T10:00:00z") == "2023-05-04T10:00:00+00:00"

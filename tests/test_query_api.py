@@ -138,6 +138,71 @@ def test_as_of_returns_the_value_known_then(client: TestClient, store: Store, de
     assert [(p["value"], p["version"]) for p in every] == [(original, 1), (original + 1234.0, 2)]
 
 
+def _revise(store: Store, december: pd.DataFrame, stamps: dict[str, float | None]) -> None:
+    """Store version 2 of December values (``None`` = withdrawn by the source) and judge them as upsert-version does."""
+    from shared.ingest.versioning import reflag_history
+
+    rows = []
+    for ts, value in stamps.items():
+        nature = december.loc[december.ts == pd.Timestamp(ts), "nature"].iloc[0]
+        rows.append({"ts": pd.Timestamp(ts), "source": SOURCE, "metric": "consommation", "nature": nature,
+                     "value": value, "ukey": ukey_of(pd.Timestamp(ts), "consommation", nature), "version": 2,
+                     "batch_id": "revision", "inserted_at": pd.Timestamp("2024-01-02T00:00Z")})
+    store.insert_df("measurements", pd.DataFrame(rows))
+    reflag_history(store, get_settings())
+
+
+def test_a_raw_point_says_why_its_value_is_missing(client: TestClient, store: Store, december: pd.DataFrame) -> None:
+    # before: both read {"value": null}, so a consumer could not tell a value the source withdrew from one the
+    # plausibility checks left out (a 0 MW glitch), nor see what was received
+    _revise(store, december, {"2023-12-20T12:00Z": 0.0, "2023-12-20T12:15Z": None})
+    window = {"metric": "consommation", "start": "2023-12-20T11:45:00Z", "end": "2023-12-20T12:30:00Z"}
+    points = client.get("/measurements", params=window).json()["points"]
+    kept = float(december.loc[december.ts == pd.Timestamp("2023-12-20T11:45Z"), "consommation"].iloc[0])
+    assert [(p["value"], p["raw_value"], p["flag"], p["version"]) for p in points] == [
+        (kept, kept, "", 1), (None, 0.0, "non_positive", 2), (None, None, "", 2)]
+
+
+def test_every_revision_carries_its_verdict(client: TestClient, store: Store, december: pd.DataFrame) -> None:
+    # before: version=all returned the 0 MW glitch as a value, against the field's own definition
+    _revise(store, december, {"2023-12-20T12:00Z": 0.0})
+    window = {"metric": "consommation", "start": "2023-12-20T12:00:00Z", "end": "2023-12-20T12:15:00Z",
+              "version": "all"}
+    points = client.get("/measurements", params=window).json()["points"]
+    first = float(december.loc[december.ts == pd.Timestamp("2023-12-20T12:00Z"), "consommation"].iloc[0])
+    assert [(p["version"], p["value"], p["raw_value"], p["flag"]) for p in points] == [
+        (1, first, first, ""), (2, None, 0.0, "non_positive")]
+
+
+def test_csv_measurements_carry_the_raw_value_and_the_flag(client: TestClient, store: Store,
+                                                           december: pd.DataFrame) -> None:
+    _revise(store, december, {"2023-12-20T12:00Z": 0.0})
+    r = client.get("/measurements", params={"metric": "consommation", "start": "2023-12-20T12:00:00Z",
+                                            "end": "2023-12-20T12:15:00Z", "format": "csv"})
+    assert r.text.splitlines() == ["ts,value,nature,version,inserted_at,raw_value,flag",
+                                   f"2023-12-20T12:00:00Z,,{_nature(december, '2023-12-20T12:00Z')},2,"
+                                   "2024-01-02T00:00:00Z,0.0,non_positive"]
+
+
+def _nature(december: pd.DataFrame, ts: str) -> str:
+    return str(december.loc[december.ts == pd.Timestamp(ts), "nature"].iloc[0])
+
+
+def test_a_lower_case_z_is_utc(client: TestClient, december: pd.DataFrame) -> None:
+    # RFC 3339 allows "z"; it was a 400
+    window = {"metric": "consommation", "start": "2023-12-20T00:00:00{z}", "end": "2023-12-20T01:00:00{z}"}
+    lower = client.get("/measurements", params={k: v.format(z="z") for k, v in window.items()})
+    upper = client.get("/measurements", params={k: v.format(z="Z") for k, v in window.items()})
+    assert lower.status_code == 200 and lower.json()["points"] == upper.json()["points"] != []
+
+
+def test_the_csv_forecast_header_writes_its_instant_as_the_body_does(client: TestClient, store: Store,
+                                                                     december: pd.DataFrame) -> None:
+    insert_forecast_run(store, december, utc(2023, 12, 21, 6, 5))
+    r = client.get("/forecasts", params={"format": "csv"})
+    assert r.headers["X-Issued-At"] == "2023-12-21T06:05:00Z"  # was +00:00 beside the body's Z
+
+
 def test_as_of_before_any_insert_is_empty(client: TestClient, december: pd.DataFrame) -> None:
     r = client.get("/measurements", params={"metric": "consommation", "start": "2023-12-20", "end": "2023-12-21",
                                             "as_of": "2020-01-01T00:00:00Z"})
@@ -203,6 +268,12 @@ def test_csv_page_carries_the_next_cursor_header(client: TestClient, december: p
         ({"metric": "consommation", "start": "1700000000"}, 400, "not an ISO 8601 instant"),
         ({"metric": "consommation", "end": "1703030400000"}, 400, "not an ISO 8601 instant"),
         ({"metric": "consommation", "start": "20231101"}, 400, "not an ISO 8601 instant"),
+        # an unencoded '+02:00' arrives as ' 02:00': the generic message did not say why
+        ({"metric": "consommation", "start": "2023-12-20T14:00 01:00"}, 400, "send it as %2B"),
+        ({"metric": "consommation", "start": "2023-12-20 14:00 01:00"}, 400, "send it as %2B"),
+        ({"metric": "consommation", "start": "2023-12-20T14:00:00 01"}, 400, "send it as %2B"),
+        ({"metric": "consommation", "start": "2023-12-21", "end": "2023-12-20"}, 400,
+         "start (2023-12-21T00:00:00Z) must be before end (2023-12-20T00:00:00Z)"),
         # instants past datetime's own range once converted to UTC (a fuzzer's find): a 400, not an overflow
         ({"metric": "consommation", "start": "9999-12-31T23:00:00-05:00"}, 400, "between"),
         ({"metric": "consommation", "start": "0001-01-01T00:00:00+05:00"}, 400, "between"),

@@ -256,8 +256,9 @@ async def get_measurements(request: Request, p: Annotated[MeasurementsParams, Qu
         if not as_csv:
             return _json(resp)
         if resp.interval == "raw":
-            rows: list[tuple[Any, ...]] = [(x.ts, x.value, x.nature, x.version, x.inserted_at) for x in resp.points]
-            header = ["ts", "value", "nature", "version", "inserted_at"]
+            rows: list[tuple[Any, ...]] = [(x.ts, x.value, x.nature, x.version, x.inserted_at, x.raw_value, x.flag)
+                                           for x in resp.points]
+            header = ["ts", "value", "nature", "version", "inserted_at", "raw_value", "flag"]
         else:
             rows, header = [(x.ts, x.value, x.n) for x in resp.points], ["ts", "value", "n"]
         return CachedResponse(service.to_csv(header, rows), CSV, headers)
@@ -277,7 +278,7 @@ async def get_forecast(request: Request, p: Annotated[ForecastParams, Query()]) 
         if not as_csv:
             return _json(run)
         headers = {"X-Run-Id": run.run_id, "X-Model-Version": run.model_version,
-                   "X-Issued-At": run.issued_at.isoformat(), "X-Interval-Level": str(run.interval_level),
+                   "X-Issued-At": service.iso_utc(run.issued_at), "X-Interval-Level": str(run.interval_level),
                    "X-Weather-Status": run.weather_status}
         rows = [(x.ts, x.horizon_steps, x.horizon_day, x.yhat, x.lower, x.upper, x.yhat_source, x.model_weight)
                 for x in run.points]

@@ -7,13 +7,14 @@ is a 400 (``shared.app.validation_status``). Timestamps are ISO 8601; a timestam
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from shared.settings import get_settings
-from shared.timeutil import utc_datetime
+from shared.timeutil import parse_iso, utc_datetime
 
 # Documented maxima (README "Query API"): a request can never ask for an unbounded amount of work.
 MAX_LIMIT = 10_000
@@ -52,10 +53,16 @@ def _iso_text(value: object) -> object:
         return value
     if isinstance(value, str) and not value.strip().isdigit():  # digits alone: Unix time or a basic date, unsaid
         try:
-            return datetime.fromisoformat(value.strip())
+            return parse_iso(value)
         except ValueError:
-            pass
+            if _UNENCODED_PLUS.search(value.strip()):
+                raise ValueError("not an ISO 8601 instant: the offset's '+' reached the server as a space (a '+' in "
+                                 "a URL query means a space); send it as %2B, e.g. 2023-05-04T14:00%2B02:00") from None
     raise ValueError("not an ISO 8601 instant (e.g. 2023-05-04, 2023-05-04T12:00:00Z or 2023-05-04T14:00+02:00)")
+
+
+# a time followed by a space and an offset: "2023-05-04T14:00 02:00", what an unencoded "+02:00" becomes
+_UNENCODED_PLUS = re.compile(r"[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)? \d{2}(?::?\d{2})?$")
 
 
 Timestamp = Annotated[datetime, BeforeValidator(_iso_text), AfterValidator(_utc_in_range)]
@@ -218,6 +225,12 @@ class MeasurementPoint(BaseModel):
     version: int | None = None
     inserted_at: datetime | None = None
     n: int | None = Field(default=None, description="values in the bucket (resampled only)")
+    raw_value: float | None = Field(default=None, description=(
+        "the value as the source sent it (raw points only): equals value unless flag says why value is null; null "
+        "when the source withdrew the value"))
+    flag: str | None = Field(default=None, description=(
+        "the plausibility verdict known at as_of (raw points only): '' plausible, else why value is null "
+        "(non_positive, below_min, above_max, impossible_jump). value null with flag '' = withdrawn by the source"))
 
 
 class MeasurementsResponse(BaseModel):

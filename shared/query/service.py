@@ -81,8 +81,8 @@ def _num(value: Any) -> float | None:
 
 
 # What the query API reads (tables and the ``series`` view of ch/init). A read-only user cannot create them.
-REQUIRED_TABLES = frozenset({"measurements", "series", "forecasts", "anomalies", "data_quality", "model_metrics",
-                             "pipeline_runs"})
+REQUIRED_TABLES = frozenset({"measurements", "measurement_flags", "series", "forecasts", "anomalies", "data_quality",
+                             "model_metrics", "pipeline_runs"})
 
 
 # --- store introspection ----------------------------------------------------------------------------
@@ -174,7 +174,7 @@ def _window(
     if start is None:
         start = end - timedelta(days=days)
     if start >= end:
-        raise BadRequestError(f"start ({start.isoformat()}) must be before end ({end.isoformat()})")
+        raise BadRequestError(f"start ({iso_utc(start)}) must be before end ({iso_utc(end)})")
     if end - start > timedelta(days=max_days):
         raise BadRequestError(f"range exceeds the maximum of {max_days} days; narrow it or page through it")
     return start, end
@@ -212,31 +212,49 @@ def _bucket_end(ts: datetime, step: timedelta) -> datetime:
 def measurements_sql(p: MeasurementsParams) -> str:
     """The SELECT behind ``GET /measurements`` for these parameters (also timed bare by the benchmark)."""
     if p.version == "all":
+        # every stored revision with the plausibility verdict known at as_of, as the series view reads it
+        # (ch/init/007.series.sql): value NULL when implausible, raw_value as received, flag the reason
         return """
-        select ts, argMax(value, inserted_at) as value_, nature, version, max(inserted_at) as inserted_at_,
-               toUInt64(0) as n
-        from {db:Identifier}.measurements
-        where source = {source:String} and metric = {metric:String}
-          and ts >= {start:DateTime64(3, 'UTC')} and ts < {end:DateTime64(3, 'UTC')}
-          and inserted_at <= {as_of:DateTime64(3, 'UTC')}
-          and ({nature:String} = '' or nature = {nature:String})
-          and (ts, nature, version) > ({after:DateTime64(3, 'UTC')}, {after_nature:String}, {after_version:UInt64})
-        group by ts, nature, version
+        with revisions as (
+            select ts, tupleElement(argMax(tuple(value), inserted_at), 1) as raw, nature, version,
+                   any(ukey) as key, max(inserted_at) as inserted_at_
+            from {db:Identifier}.measurements
+            where source = {source:String} and metric = {metric:String}
+              and ts >= {start:DateTime64(3, 'UTC')} and ts < {end:DateTime64(3, 'UTC')}
+              and inserted_at <= {as_of:DateTime64(3, 'UTC')}
+              and ({nature:String} = '' or nature = {nature:String})
+              and (ts, nature, version) > ({after:DateTime64(3, 'UTC')}, {after_nature:String},
+                                           {after_version:UInt64})
+            group by ts, nature, version
+            order by ts, nature, version
+            limit {limit:UInt32}
+        ), verdicts as (
+            select ukey as f_ukey, version as f_version, argMax(reason, flagged_at) as f_reason
+            from {db:Identifier}.measurement_flags
+            where source = {source:String} and metric = {metric:String}
+              and ts >= {start:DateTime64(3, 'UTC')} and ts < {end:DateTime64(3, 'UTC')}
+              and flagged_at <= {as_of:DateTime64(3, 'UTC')}
+            group by ukey, version
+        )
+        select ts, if(coalesce(f_reason, '') = '', raw, NULL) as value_, nature, version, inserted_at_,
+               toUInt64(0) as n, raw as raw_value_, toString(coalesce(f_reason, '')) as flag_
+        from revisions
+        left join verdicts on f_ukey = key and f_version = version
         order by ts, nature, version
-        limit {limit:UInt32}
         """
     # The series (ch/init/007.series.sql): best nature, latest version known at as_of, implausible
     # values left out (value NULL); with a nature filter, the latest version of that nature.
     latest = f"""
         with latest_per_ts as (
-            select ts, value as value_, nature as nature_, version as version_, inserted_at as inserted_at_
+            select ts, value as value_, nature as nature_, version as version_, inserted_at as inserted_at_,
+                   raw_value as raw_value_, flag as flag_
             from {SERIES_SQL}
             where true {{cursor_filter}}
         )
     """
     if p.interval == "raw":
         return latest.replace("{cursor_filter}", "and ts > {after:DateTime64(3, 'UTC')}") + """
-        select ts, value_, nature_, version_, inserted_at_, toUInt64(0) as n
+        select ts, value_, nature_, version_, inserted_at_, toUInt64(0) as n, raw_value_, flag_
         from latest_per_ts
         order by ts
         limit {limit:UInt32}
@@ -253,7 +271,8 @@ def measurements_sql(p: MeasurementsParams) -> str:
             from latest_per_ts
             group by bucket
         )
-        select bucket as ts, value, '' as nature, toUInt64(0) as version, bucket as inserted_at, n
+        select bucket as ts, value, '' as nature, toUInt64(0) as version, bucket as inserted_at, n,
+               CAST(NULL AS Nullable(Float64)) as raw_value, '' as flag
         from buckets
         where bucket > {{after:DateTime64(3, 'UTC')}}
         order by bucket
@@ -329,8 +348,10 @@ def measurements(
             version=None if resampled else int(version),
             inserted_at=None if resampled else utc(inserted_at),
             n=int(n) if resampled else None,
+            raw_value=None if resampled else _num(raw_value),
+            flag=None if resampled else str(flag),
         )
-        for ts, value, nature, version, inserted_at, n in rows
+        for ts, value, nature, version, inserted_at, n, raw_value, flag in rows
     ]
     next_cursor = None
     if more and points:
@@ -507,9 +528,14 @@ def _json_dict(raw: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"value": value}
 
 
+def iso_utc(value: datetime) -> str:
+    """An instant as the API writes it everywhere: ISO 8601 in UTC with ``Z``."""
+    return utc(value).isoformat().replace("+00:00", "Z")
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, datetime):
-        return utc(value).isoformat().replace("+00:00", "Z")
+        return iso_utc(value)
     if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
         return None
     if isinstance(value, (list, tuple)):
