@@ -172,6 +172,19 @@ def test_coverage_panel_counts_the_fall_back_day_complete(ops_store: Store) -> N
     assert (days["2023-10-14"]["expected_slots"], days["2023-10-14"]["observed_slots"]) == (48, 0)
 
 
+def test_coverage_panels_leave_out_days_the_range_cuts(ops_store: Store) -> None:
+    # the window starts at 02:00 Paris on 2023-10-01 and ends at 01:00 on 2023-11-05: both days were listed as
+    # incomplete (44 and 3 of 48 half-hours) although every value of them is stored; only the real gap remains
+    panel = _panel("powersense-data-quality", "Incomplete days")
+    df = ops_store.query_df(grafana_sql(panel["targets"][0]["rawSql"], *WINDOW))
+    assert [pd.Timestamp(d).strftime("%Y-%m-%d") for d in df["day"]] == ["2023-10-14"]
+    coverage = _panel("powersense-data-quality", "Daily coverage of consommation (DST-aware)")
+    days = ops_store.query_df(grafana_sql(coverage["targets"][0]["rawSql"], *WINDOW))["time"]
+    local = pd.DatetimeIndex(days).tz_localize("UTC").tz_convert("Europe/Paris") if pd.DatetimeIndex(days).tz is None \
+        else pd.DatetimeIndex(days).tz_convert("Europe/Paris")
+    assert (local.min().strftime("%Y-%m-%d"), local.max().strftime("%Y-%m-%d")) == ("2023-10-02", "2023-11-04")
+
+
 def test_coverage_panel_expects_the_calendars_steps(ops_store: Store) -> None:
     from shared.calendar import expected_steps
 
@@ -217,6 +230,83 @@ def test_forecast_panel_shows_what_the_api_serves(ops_store: Store) -> None:
     served = {pd.Timestamp(p.ts): p.yhat for p in api.points}
     assert len(served) == 144 and shown.keys() == served.keys()
     assert all(abs(shown[t] - served[t]) < 1e-6 for t in served)
+
+
+# --- the forecast panels read the forecasts by target (ts) and bound issued_at by the longest lead -------------------
+
+LEAD_BOUND = re.compile(r"\n\s*and (?:f\.)?issued_at >= \$__fromTime - interval (\d+) day[^\n]*")
+
+
+def _forecast_panels() -> list[tuple[str, str]]:
+    """(title, rawSql) of every panel that reads the forecasts by target (ts) over the time range."""
+    found = []
+    for path in DASHBOARDS:
+        for panel in json.loads(path.read_text())["panels"]:
+            for target in panel.get("targets", []):
+                sql = target.get("rawSql", "")
+                if re.search(r"\.forecasts\b", sql) and re.search(r"\$__timeFilter\((?:f\.)?ts\)", sql):
+                    found.append((panel["title"], sql))
+    return found
+
+
+def _largest_horizon() -> int:
+    """The largest POWERSENSE_FORECAST_HORIZON_DAYS the settings accept."""
+    return int(next(m.le for m in Settings.model_fields["forecast_horizon_days"].metadata if hasattr(m, "le")))
+
+
+def _longest_lead_run() -> tuple[pd.Timestamp, pd.DatetimeIndex]:
+    """(issued_at, targets) of the product's forecast run with the longest lead (last target − issue) among runs
+    issued every 30 minutes over the fortnights around 2023's two clock changes, with the largest horizon the
+    settings accept (a bound for the default horizon dropped the long-lead rows of a longer one)."""
+    from shared.forecasting.service import forecast_targets
+
+    horizon = _largest_horizon()
+    resolution = Settings.model_fields["forecast_resolution_min"].default
+    step = pd.Timedelta(minutes=resolution)
+    runs = []
+    for change in ("2023-03-26", "2023-10-29"):
+        for issued in pd.date_range(pd.Timestamp(change, tz="UTC") - pd.Timedelta(days=10), periods=14 * 48,
+                                    freq=step):
+            runs.append((issued, forecast_targets(issued - step, issued, resolution, horizon)))
+    return max(runs, key=lambda r: r[1][-1] - r[0])
+
+
+def test_forecast_panels_bound_issued_at_by_the_longest_lead_the_product_issues() -> None:
+    # the bound lets the partitions (months of issued_at) and the key skip older issues (each refresh read every
+    # forecast ever issued); it must not be shorter than the lead of any forecast the product issues: to the end of
+    # local day D+7, 8 days and 30 minutes at most (a 25-hour fall-back day)
+    panels = _forecast_panels()
+    assert len(panels) >= 7, [t for t, _ in panels]
+    leads = {title: [int(d) for d in LEAD_BOUND.findall(sql)] for title, sql in panels}
+    assert all(len(days) == 1 for days in leads.values()), leads
+    bound = pd.Timedelta(days=min(d for days in leads.values() for d in days))
+    issued, targets = _longest_lead_run()
+    assert bound - pd.Timedelta(days=1) < targets[-1] - issued <= bound
+
+
+def test_forecast_panels_show_a_forecast_issued_at_the_longest_lead(store: Store, settings: Settings) -> None:
+    # the range starts at the last target of the product's longest-lead run: every forecast panel shows it exactly as
+    # without the bound (a bound a day shorter leaves it out)
+    from shared.forecasting.service import forecast_rows
+
+    issued, targets = _longest_lead_run()
+    start = targets[-1]
+    load_measurements(store, f"{start:%Y-%m-%d}", f"{start + pd.Timedelta(days=2):%Y-%m-%d}")
+    fc = pd.DataFrame({"ts": targets, "yhat": 60_000.0, "lower": 57_000.0, "upper": 63_000.0})
+    store.insert_df("forecasts", forecast_rows(fc, run_id="longest-lead", model_version="test", issued_at=issued,
+                                               settings=settings, quality="model"))
+    horizon_day = int(store.scalar("select horizon_day from {db:Identifier}.forecasts "
+                                   "where ts = {t:DateTime64(3, 'UTC')}", {"t": start}))
+    assert horizon_day == _largest_horizon()
+    for title, raw in _forecast_panels():
+        raw = raw.replace("${horizon_day}", str(horizon_day))
+        window = (start.to_pydatetime(), (start + pd.Timedelta(minutes=15)).to_pydatetime())
+        shown = store.query_df(grafana_sql(raw, *window))
+        unbounded = store.query_df(grafana_sql(LEAD_BOUND.sub("", raw), *window))
+        assert LEAD_BOUND.search(raw) and not LEAD_BOUND.search(LEAD_BOUND.sub("", raw))
+        values = unbounded.drop(columns=[c for c in unbounded.columns if c in ("time", "actual_mw")])
+        assert values.notna().any().any(), f"{title}: the forecast is not in the panel at all"
+        pd.testing.assert_frame_equal(shown, unbounded, obj=title)
 
 
 def test_gate_panel_shows_the_sources_interpolated_ramps(ops_store: Store) -> None:
@@ -635,6 +725,14 @@ def test_every_local_day_in_sql_is_the_calendars() -> None:
     assert len([name for name, _ in texts if name.endswith(".json")]) >= 10  # the panels were found
     assert [(name, z) for name, text in texts for z in zone.findall(text) if z != TZ] == []
     assert [(name, d) for name, text in texts for d in day_of_instant.findall(text)] == []
+
+
+def test_every_dashboard_shows_the_calendars_clock() -> None:
+    # "browser" drew each Paris day's point at 22:00 or 23:00 of the day before for a viewer whose browser is on UTC
+    from shared.calendar import TZ
+
+    assert {path.name: json.loads(path.read_text())["timezone"] for path in DASHBOARDS} == {
+        path.name: TZ for path in DASHBOARDS}
 
 
 def test_dbt_accepts_every_status_a_run_ends_with() -> None:

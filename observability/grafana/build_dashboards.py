@@ -35,6 +35,9 @@ LOKI = {"type": "loki", "uid": "powersense-loki"}
 SERIES = "source = '${source}' and metric = '${metric}'"
 # A day is a Europe/Paris day (shared/calendar.py TZ; 23, 24 or 25 hours), as in dbt's local_date, the D+k of
 # the forecasts and the query API's interval=1d: every day bucket names the zone (tests/test_ops_sql.py).
+# The dashboards show that zone's clock whatever the viewer's browser says ("browser" until 2026-12-06: a day's
+# point was drawn at 22:00 or 23:00 of the day before on a UTC browser).
+DASHBOARD_TIMEZONE = "Europe/Paris"
 
 
 def series_view(metric="'${metric}'", source="'${source}'"):
@@ -52,6 +55,19 @@ ACTUAL_CTE = f"""actual as (
 )"""
 
 
+# The longest lead the product can issue: a forecast run covers the steps up to the end of local day D+h of its
+# issue (shared/forecasting/service.py forecast_targets, h = POWERSENSE_FORECAST_HORIZON_DAYS, at most 14), so its
+# last target starts at most h + 1 days and 30 minutes after its issue (a run issued at local midnight, a 25-hour
+# fall-back day within): 16 days bounds every horizon the settings accept (9 days, the default's bound, silently
+# dropped the long-lead rows of a deployment with h >= 8). A panel that reads the forecasts by target (ts) also bounds
+# issued_at from below by the range's start minus this lead: the same rows (a forecast of a ts in the range was
+# issued after the start minus the lead), and the table's partitions (months of issued_at) and key (source, metric,
+# issued_at, ...) leave out every older issue; without it each refresh read every forecast ever issued
+# (tests/test_ops_sql.py checks it against the settings' largest horizon and the product's forecast_targets).
+FORECAST_MAX_LEAD = "interval 16 day"
+FORECAST_LEAD_COMMENT = "-- the longest lead the product can issue (D+14): build_dashboards.py FORECAST_MAX_LEAD"
+
+
 def forecast_cte(name: str, condition: str = "") -> str:
     """CTE ``name``: per target ts in the time range, the forecast of the newest run issued at or before ts, and its
     interval (``condition``: more filters on the forecasts, e.g. one horizon day).
@@ -67,6 +83,7 @@ def forecast_cte(name: str, condition: str = "") -> str:
            argMax(upper, (issued_at, run_id)) as upper_mw
     from ${{db}}.forecasts
     where {SERIES}{condition} and $__timeFilter(ts) and issued_at <= ts
+      and issued_at >= $__fromTime - {FORECAST_MAX_LEAD}  {FORECAST_LEAD_COMMENT}
     group by ts
 )"""
 
@@ -118,7 +135,7 @@ class Dash:
             "title": self.title,
             "description": self.description,
             "tags": ["powersense", *self.tags],
-            "timezone": "browser",
+            "timezone": DASHBOARD_TIMEZONE,
             "editable": False,
             "graphTooltip": 1,
             "schemaVersion": 39,
@@ -376,6 +393,7 @@ select toStartOfDay(f.ts, 'Europe/Paris') as time,
 from ${{db}}.forecasts as f
 inner join actual as a on a.ts = f.ts
 where f.{SERIES.replace(" and metric", " and f.metric")} and $__timeFilter(f.ts)
+  and f.issued_at >= $__fromTime - {FORECAST_MAX_LEAD}  {FORECAST_LEAD_COMMENT}
 group by time, horizon
 order by time, horizon
 """,
@@ -471,6 +489,10 @@ COVERAGE = f"""
 with days as (
     select toDate($__fromTime, 'Europe/Paris') + number as day
     from numbers(toUInt64(dateDiff('day', toDate($__fromTime, 'Europe/Paris'), toDate($__toTime, 'Europe/Paris')) + 1))
+    -- only the Paris days wholly inside the range and over: the values are read inside the range, so a day cut by
+    -- its start or end (the default now-30d cuts both; today is not over) was listed as incomplete
+    where toDateTime(day, 'Europe/Paris') >= $__fromTime
+      and toDateTime(day + 1, 'Europe/Paris') <= least($__toTime, now())
 ),
 observed as (
     select toDate(ts, 'Europe/Paris') as day,
@@ -759,6 +781,7 @@ scored as (
     from ${{db}}.forecasts as f
     inner join actual as a on a.ts = f.ts
     where f.source = '${{source}}' and f.metric = '${{metric}}' and $__timeFilter(f.ts)
+      and f.issued_at >= $__fromTime - {FORECAST_MAX_LEAD}  {FORECAST_LEAD_COMMENT}
 )
 """
 
