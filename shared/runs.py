@@ -159,26 +159,38 @@ def count_unstarted_failure(function: str, error: BaseException, pushgateway: st
 # stage (forecast's exec_timeout, 300 s; tests/test_stage_metrics.py ties it to the stack and SAM's
 # timeouts), so a run that is merely slow is never closed under it.
 RUN_LOST_AFTER_S = 3600
+# How far back :func:`close_lost_runs` looks: every function is scheduled at least hourly (openfaas-stack.yml,
+# template.yaml), so a run lost in the last 35 days is closed by one of hundreds of later runs. The bound keeps
+# the read to the last 35 days of the function's rows (pipeline_runs is ordered by (function, started_at, ...));
+# without it every run ever recorded was read and grouped on every run of every stage.
+RUN_LOST_LOOKBACK_DAYS = 35
 LOST_ERROR = ("lost: no end was recorded within {s} s of the start (the process was killed: SIGKILL, "
               "out of memory, timeout or node lost); see the function's logs for this run_id")
 
 
 def close_lost_runs(store: Store, function: str) -> int:
-    """Record as failed every run of ``function`` still ``running`` past :data:`RUN_LOST_AFTER_S`.
+    """Record as failed every run of ``function`` still ``running`` past :data:`RUN_LOST_AFTER_S` that started
+    in the last :data:`RUN_LOST_LOOKBACK_DAYS` days.
 
     A killed process leaves its ``running`` row for good: the run history, the dashboards' last status and
     the failure counts showed it as in progress for ever. Each is closed with an ``error`` saying so (no
-    ``finished_at``: when it died is unknown) and counted as a failed run. Returns how many were closed."""
+    ``finished_at``: when it died is unknown) and counted as a failed run. Returns how many were closed.
+
+    Trade-off of the lookback: only the last :data:`RUN_LOST_LOOKBACK_DAYS` days are read, so this read does
+    not grow with the run history. A function that did not run at all for longer than that (every stage is
+    scheduled at least hourly: a function switched off for over five weeks) leaves a run lost just before the
+    pause ``running``; close such a run by hand (a ``failed`` row for its run_id), nothing else does."""
     rows = store.query_rows(
         """
         select run_id, started_at, trigger from (
             select run_id, started_at, argMax(status, updated_at) as status, argMax(trigger, updated_at) as trigger
             from {db:Identifier}.pipeline_runs
             where function = {function:String} and started_at < now64(3) - toIntervalSecond({after:UInt32})
+              and started_at >= now64(3) - toIntervalDay({lookback:UInt16})
             group by run_id, started_at)
         where status = 'running'
         """,
-        {"function": function, "after": RUN_LOST_AFTER_S},
+        {"function": function, "after": RUN_LOST_AFTER_S, "lookback": RUN_LOST_LOOKBACK_DAYS},
     )
     for run_id, started_at, trigger in rows:
         lost = Run(function=function, run_id=str(run_id), trigger=str(trigger), started_at=utc_datetime(started_at),

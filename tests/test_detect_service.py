@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 from fixtures_detect import (
@@ -17,7 +18,8 @@ from fixtures_detect import (
     write_measurements,
 )
 
-from shared.detection.service import run_detect
+from shared.detection.service import FORECAST_MAX_LEAD_HOURS, load_forecasts, run_detect
+from shared.forecasting.service import forecast_rows
 from shared.runs import stage_run
 from shared.settings import Settings
 from shared.store import Store
@@ -289,3 +291,66 @@ def test_backfill_of_an_old_window_leaves_the_latest_data_quality_view_alone(
                               "where check = 'completeness' and checked_at = '2022-09-03 00:00:00'")
     assert sorted(backfill["scope"]) == ["2022-09-01", "2022-09-02", "2022-09-03"]  # Paris days up to its end
     assert (backfill["value"] > 0.9).all()
+
+
+# --- the forecasts detect reads: the bound on issued_at alone prunes the table, the rows stay the same ------------
+
+
+def _forecasts(settings: Settings, issued: list[pd.Timestamp], ts: list[pd.Timestamp], prefix: str) -> pd.DataFrame:
+    """One ``forecasts`` row per (issued_at, ts) pair, each its own run (``<prefix>-<i>``), shaped by the product."""
+    n = len(ts)
+    fc = pd.DataFrame({"ts": pd.DatetimeIndex(ts), "yhat": 50_000.0, "lower": 48_500.0, "upper": 51_500.0})
+    rows = forecast_rows(fc, run_id="", model_version="test-model", issued_at=issued[0], settings=settings,
+                         quality="model")
+    return rows.assign(issued_at=pd.DatetimeIndex(issued), origin=pd.DatetimeIndex(ts),
+                       run_id=[f"{prefix}-{i}" for i in range(n)])
+
+
+def test_detect_reads_a_forecast_issued_at_the_longest_lead(store: Store, settings: Settings) -> None:
+    # load_forecasts bounds issued_at alone to [start - lead, end) so that the table's partitions (months of
+    # issued_at) and key skip older issues: it must keep every row its per-row bound admits (issued at most the lead
+    # before the target, not after it), the edges included; a bound off by the lead (issued_at >= start) or by the
+    # end (issued_at < end - lead) drops the first or the last of these
+    start, end = WINDOW
+    lead, ms, step = pd.Timedelta(hours=FORECAST_MAX_LEAD_HOURS), pd.Timedelta(milliseconds=1), pd.Timedelta("30min")
+    cases = {  # run → (issued_at, target), read or not
+        "longest-lead": ((start - lead, start), True),  # the earliest admissible issue, for the window's first point
+        "longest-lead-inside": ((start - lead + step, start + step), True),
+        "at-its-target": ((end - step, end - step), True),  # the latest admissible issue, for the window's last point
+        "a-lead-too-old": ((start - lead - ms, start), False),
+        "after-its-target": ((end - step + ms, end - step), False),
+        "target-before-the-window": ((start - lead, start - step), False),
+        "target-at-the-end": ((end - step, end), False),
+    }
+    rows = pd.concat([_forecasts(settings, [i], [t], name) for name, ((i, t), _) in cases.items()], ignore_index=True)
+    store.insert_df("forecasts", rows.assign(run_id=list(cases)))
+    got = load_forecasts(store, "eco2mix_national", "consommation", start, end)
+    assert sorted(got["run_id"]) == sorted(name for name, (_, read) in cases.items() if read)
+
+    # and at random instants around the window's edges: exactly the rows of the definition
+    rng = np.random.default_rng(7)
+    span_ms = int((end - start + 2 * lead) / ms)
+    ts = start - lead + pd.to_timedelta(rng.integers(0, span_ms, 3000), unit="ms")
+    issued = ts - pd.to_timedelta(rng.integers(-int(lead / ms) // 4, int(2 * lead / ms), 3000), unit="ms")
+    random_rows = _forecasts(settings, list(issued), list(ts), "random")
+    store.insert_df("forecasts", random_rows)
+    got = load_forecasts(store, "eco2mix_national", "consommation", start, end)
+    r = random_rows
+    want = r[(r["ts"] >= start) & (r["ts"] < end) & (r["issued_at"] <= r["ts"]) & (r["issued_at"] >= r["ts"] - lead)]
+    assert 500 < len(want) < 2500  # both kinds are well represented
+    assert set(got["run_id"][got["run_id"].str.startswith("random")]) == set(want["run_id"])
+
+
+def test_detect_skips_forecasts_issued_before_the_window(store: Store, settings: Settings) -> None:
+    # without the bound on issued_at, every detect run read every forecast ever issued (9.7 million rows on three
+    # years of production, growing by 8,900 a day): issues older than the window are now pruned, not read
+    start, end = WINDOW
+    old = pd.date_range(start - pd.Timedelta(days=400), periods=15_000, freq="30min")  # 400 to 88 days before
+    store.insert_df("forecasts", _forecasts(settings, list(old), list(old + pd.Timedelta(hours=1)), "old"))
+    store.insert_df("forecasts", _forecasts(settings, [start], [start + pd.Timedelta(hours=1)], "recent"))
+    selected = "select value from system.events where event = 'SelectedRows'"
+    before = int(store.scalar(selected))
+    got = load_forecasts(store, "eco2mix_national", "consommation", start, end)
+    read = int(store.scalar(selected)) - before
+    assert list(got["run_id"]) == ["recent-0"]
+    assert read < 1_000, f"{read} rows read for one forecast: the old issues were scanned"

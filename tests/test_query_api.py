@@ -7,7 +7,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pandas as pd
@@ -444,6 +444,21 @@ def test_model_metrics_latest_value_per_measure(client: TestClient, store: Store
     store.insert_df("model_metrics", pd.DataFrame([row(utc(2023, 12, 20), 0.031), row(utc(2023, 12, 21), 0.062)]))
     items = client.get("/models/metrics", params={"kind": "accuracy"}).json()["items"]
     assert [(m["name"], m["horizon_day"], m["value"], m["breached"]) for m in items] == [("mape", 1, 0.062, True)]
+    # a measure last computed long before the others keeps its newest value (each measure's newest computation is
+    # found first, then only those rows are read)
+    store.insert_df("model_metrics", pd.DataFrame([{**row(utc(2022, 3, 1), 0.02), "horizon_day": 7},
+                                                   {**row(utc(2022, 3, 2), 0.04), "horizon_day": 7}]))
+    items = client.get("/models/metrics", params={"kind": "accuracy"}).json()["items"]
+    assert [(m["horizon_day"], m["value"]) for m in items] == [(1, 0.062), (7, 0.04)]
+
+
+def test_a_forecast_runs_page_reaches_back_as_far_as_it_must(client: TestClient, store: Store,
+                                                             december: pd.DataFrame) -> None:
+    run = insert_forecast_run(store, december, utc(2023, 12, 21, 6, 5))
+    for i, issued in enumerate((utc(2023, 12, 21, 5, 5), utc(2023, 11, 10, 6, 5), utc(2023, 6, 1, 6, 5))):
+        store.insert_df("forecasts", run.assign(issued_at=issued, run_id=f"older-{i}"))  # the same steps, older
+    runs = client.get("/forecasts/runs", params={"limit": 3}).json()["runs"]
+    assert [r["issued_at"] for r in runs] == ["2023-12-21T06:05:00Z", "2023-12-21T05:05:00Z", "2023-11-10T06:05:00Z"]
 
 
 def test_models_registry_is_a_clear_empty_result_without_models(client: TestClient) -> None:
@@ -476,6 +491,55 @@ def test_runs_history_and_latest_per_function(client: TestClient, store: Store) 
     assert client.get("/runs", params={"status": "failed"}).json()["count"] == 0
     latest = client.get("/runs/latest").json()["runs"]
     assert [r["function"] for r in latest] == ["forecast", "poll"] and latest[0]["rows_out"] == 7
+
+
+def _past_runs(store: Store, spec: list[tuple[str, float, str]]) -> None:
+    """Runs of ``function`` started ``days`` ago: a running row, then the final one with ``status``."""
+    from shared.runs import Run, _write
+
+    now = datetime.now(UTC)
+    for i, (function, days, status) in enumerate(spec):
+        run = Run(function=function, run_id=f"r{i:03d}", trigger="cron", started_at=now - timedelta(days=days))
+        _write(store, run)
+        run.status, run.finished_at = status, run.started_at + timedelta(seconds=5)
+        _write(store, run)
+
+
+def test_a_runs_page_reaches_back_as_far_as_it_must(client: TestClient, store: Store) -> None:
+    # /runs reads a window back from the newest run, widened until the page is full: the page is still the newest
+    # runs, in order, when they are spread over months, and a filter on a rare status still finds an old one
+    _past_runs(store, [("poll", 0.1, "success"), ("poll", 0.2, "success"), ("poll", 10, "success"),
+                       ("poll", 100, "success"), ("poll", 400, "failed"), ("detect", 500, "success")])
+    page = client.get("/runs", params={"limit": 4}).json()["runs"]
+    assert [r["run_id"] for r in page] == ["r000", "r001", "r002", "r003"]
+    assert [r["status"] for r in page] == ["success"] * 4  # each run's final row, not its running one
+    failed = client.get("/runs", params={"status": "failed"}).json()["runs"]
+    assert [r["run_id"] for r in failed] == ["r004"]
+    latest = client.get("/runs/latest").json()["runs"]
+    assert [(r["function"], r["run_id"], r["status"]) for r in latest] == [("detect", "r005", "success"),
+                                                                            ("poll", "r000", "success")]
+
+
+def test_the_newest_value_per_series_reads_recent_rows_each_scrape_and_the_whole_table_hourly(
+        store: Store, december: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.query import metrics as query_metrics
+
+    now = datetime.now(UTC)
+    first = query_metrics._latest(store, "measurements", "ts", now)  # the whole table: December 2023 is old
+    assert first[(SOURCE, "consommation")] == utc(2023, 12, 31, 23, 45)
+    fresh = pd.Timestamp(now).floor("15min") - pd.Timedelta(hours=1)
+    row = {"ts": fresh, "source": SOURCE, "metric": "consommation", "nature": "Données temps réel", "value": 50_000.0,
+           "ukey": ukey_of(fresh, "consommation", "Données temps réel"), "version": 1, "batch_id": "t",
+           "inserted_at": pd.Timestamp(now)}
+    # and a backfilled series whose newest value is older than the recent window
+    store.insert_df("measurements", pd.DataFrame([row, {**row, "metric": "hydraulique", "ts": utc(2023, 6, 1),
+                                                        "ukey": "old"}]))
+    second = query_metrics._latest(store, "measurements", "ts", now)
+    assert second[(SOURCE, "consommation")] == fresh  # a new value: seen at once (the recent window)
+    assert (SOURCE, "hydraulique") not in second  # old data written now: at the next whole read (hourly)
+    monkeypatch.setattr(query_metrics, "WHOLE_TABLE_EVERY_S", 0.0)
+    third = query_metrics._latest(store, "measurements", "ts", now)
+    assert third == {**second, (SOURCE, "hydraulique"): utc(2023, 6, 1)}
 
 
 def test_health_is_open_and_reports_stale_data(client: TestClient, december: pd.DataFrame) -> None:

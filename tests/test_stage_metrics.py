@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -87,6 +88,38 @@ def test_a_run_younger_than_the_lost_threshold_stays_running(store: Store) -> No
     with stage_run(store, "forecast"):
         pass
     assert _final_status(store, slow)[0] == "running"
+
+
+def test_a_lost_run_inside_the_lookback_is_closed_and_one_before_it_is_not(store: Store) -> None:
+    # close_lost_runs reads only the last RUN_LOST_LOOKBACK_DAYS days (it read every run ever recorded, on every run
+    # of every stage). The trade-off: a run lost before that stays "running" — only possible for a function that did
+    # not run for the whole lookback, as every stage runs at least hourly and closes its lost runs on each run
+    lookback = timedelta(days=runs.RUN_LOST_LOOKBACK_DAYS)
+    inside = _killed_run(store, "featurize", (lookback - timedelta(minutes=10)).total_seconds())
+    before = _killed_run(store, "featurize", (lookback + timedelta(minutes=10)).total_seconds())
+    assert runs.close_lost_runs(store, "featurize") == 1
+    assert _final_status(store, inside)[0] == "failed"
+    assert _final_status(store, before)[0] == "running"
+
+
+def test_closing_lost_runs_skips_the_runs_before_the_lookback(store: Store) -> None:
+    # pipeline_runs is ordered by (function, started_at, run_id): the lookback leaves out the older granules
+    # 20,000 runs every 5 minutes before the lookback (69 days of a 5-minute stage), one still "running"
+    started = pd.date_range(end=datetime.now(UTC) - timedelta(days=runs.RUN_LOST_LOOKBACK_DAYS, hours=1),
+                            periods=20_000, freq="5min")
+    status = ["running"] + ["success"] * (len(started) - 1)
+    store.insert_df("pipeline_runs", pd.DataFrame({
+        "function": "poll", "run_id": [f"old-{i}" for i in range(len(started))], "trigger": "cron",
+        "started_at": started, "finished_at": started + timedelta(seconds=20), "status": status, "rows_in": 0,
+        "rows_out": 0, "error": "", "details": "{}", "updated_at": started + timedelta(seconds=20)}))
+    lost = _killed_run(store, "poll", 7_200)
+    selected = "select value from system.events where event = 'SelectedRows'"
+    first = int(store.scalar(selected))
+    assert runs.close_lost_runs(store, "poll") == 1
+    read = int(store.scalar(selected)) - first
+    assert _final_status(store, lost)[0] == "failed"
+    assert _final_status(store, "old-0")[0] == "running"  # the trade-off: lost before the lookback, left as it is
+    assert read < 10_000, f"{read} rows read: the runs before the lookback were scanned"
 
 
 def test_the_lost_threshold_exceeds_every_stage_timeout() -> None:

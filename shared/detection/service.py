@@ -186,12 +186,18 @@ def load_forecasts(
     max_lead_hours: float = FORECAST_MAX_LEAD_HOURS,
 ) -> pd.DataFrame:
     """Forecast rows with a target in [start, end) issued at most ``max_lead_hours`` before it
-    (columns run_id, model_version, issued_at, ts, yhat): what :func:`forecast_deltas` needs."""
+    (columns run_id, model_version, issued_at, ts, yhat): what :func:`forecast_deltas` needs.
+
+    The bound on ``issued_at`` alone ([start − lead, end)) is implied by the per-row one and the bound on ``ts``
+    (the same rows); it is what the table's keys can use (partition by month of ``issued_at``, order by
+    ``(source, metric, issued_at, …)``): without it every detect run read every forecast ever issued."""
     sql = """
     select run_id, model_version, issued_at, ts, yhat
     from {db:Identifier}.forecasts
     where source = {source:String} and metric = {metric:String}
       and ts >= {start:DateTime64(3, 'UTC')} and ts < {end:DateTime64(3, 'UTC')}
+      and issued_at >= {start:DateTime64(3, 'UTC')} - toIntervalMinute({lead:UInt32})
+      and issued_at < {end:DateTime64(3, 'UTC')}
       and issued_at <= ts and issued_at >= ts - toIntervalMinute({lead:UInt32})
     order by run_id, ts
     """
