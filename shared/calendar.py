@@ -149,16 +149,30 @@ def wall_clock(index: pd.DatetimeIndex, tz: str = TZ) -> pd.DatetimeIndex:
     return index.tz_convert(tz).tz_localize(None)
 
 
+def day_start(day: Any, tz: str = TZ) -> pd.Timestamp:
+    """The first instant of a local date, as UTC: its midnight — or, in a zone whose clocks skip midnight (Chile,
+    Paraguay, Cuba, … spring forward at 00:00), the first wall-clock time that exists; an ambiguous midnight is its
+    first occurrence. pandas raises on both by default, which stopped every calendar computation there."""
+    d = pd.Timestamp(pd.Timestamp(day).date())
+    return d.tz_localize(tz, nonexistent="shift_forward", ambiguous=True).tz_convert("UTC")
+
+
+def local_dates(index: pd.DatetimeIndex, tz: str = TZ) -> pd.DatetimeIndex:
+    """The local date of each UTC instant, as naive midnights (``normalize`` on the zone-aware index raises where
+    the clocks skip midnight)."""
+    return pd.DatetimeIndex(index).tz_convert(tz).tz_localize(None).normalize()
+
+
 def local_day_bounds(day: Any, tz: str = TZ) -> tuple[pd.Timestamp, pd.Timestamp]:
     """[start, end) of a local day as UTC instants: 23 h on the spring-forward day, 25 h on fall-back."""
     d = pd.Timestamp(pd.Timestamp(day).date())
-    return d.tz_localize(tz).tz_convert("UTC"), (d + pd.Timedelta(days=1)).tz_localize(tz).tz_convert("UTC")
+    return day_start(d, tz), day_start(d + pd.Timedelta(days=1), tz)
 
 
 def is_dst_transition(day: Any, tz: str = TZ) -> bool:
     """True when the local day's UTC offset changes (the 23-hour and the 25-hour day)."""
-    d = pd.Timestamp(str(day))
-    return bool(d.tz_localize(tz).utcoffset() != (d + pd.Timedelta(days=1)).tz_localize(tz).utcoffset())
+    start, end = local_day_bounds(str(day), tz)
+    return bool(end - start != pd.Timedelta(days=1))
 
 
 def is_summer_time(local: pd.DatetimeIndex) -> np.ndarray:

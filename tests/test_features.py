@@ -178,6 +178,29 @@ def test_calendar_module_day_lengths_bridges_and_day_types() -> None:
     assert types.tolist() == [4, 1, 2, 3, 4]
 
 
+def test_a_zone_whose_clocks_skip_midnight_has_23_hour_days() -> None:
+    # Chile springs forward at 00:00 (2023-09-03 began at 01:00 -03): pandas refuses that midnight, and the
+    # calendar raised NonExistentTimeError, so `evaluate --timezone America/Santiago` stopped with a traceback
+    from shared.calendar import expected_steps, is_dst_transition, local_day_bounds
+
+    start, end = local_day_bounds("2023-09-03", "America/Santiago")
+    assert (start, end) == (pd.Timestamp("2023-09-03T04:00Z"), pd.Timestamp("2023-09-04T03:00Z"))
+    assert is_dst_transition("2023-09-03", "America/Santiago") and not is_dst_transition("2023-09-04",
+                                                                                          "America/Santiago")
+    assert expected_steps("2023-09-03", 60, tz="America/Santiago") == 23
+
+
+def test_horizon_days_count_local_days_where_midnight_does_not_exist() -> None:
+    from shared.forecasting.evaluate import daily_origins, horizon_day
+
+    origins = daily_origins(pd.Timestamp("2023-09-02T04:00Z"), pd.Timestamp("2023-09-12T03:00Z"),
+                            tz="America/Santiago")
+    assert origins[1] == pd.Timestamp("2023-09-02T16:00Z")  # 12:00 -04 on the Saturday before the change
+    fc = pd.DataFrame({"origin": origins[1], "ts": pd.DatetimeIndex(["2023-09-03T03:30Z", "2023-09-03T04:00Z",
+                                                                     "2023-09-04T02:00Z", "2023-09-04T03:00Z"])})
+    assert horizon_day(fc, "America/Santiago").tolist() == [0, 1, 1, 2]
+
+
 def test_featurize_writes_the_gated_grid(store: Store, settings: Settings) -> None:
     """An implausible revision (12 345 MW in the middle of a ~47 GW October morning) is what the training-data
     gate rejects: featurize writes a gap there (interpolated, being one step) flagged implausible with the

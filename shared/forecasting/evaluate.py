@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from shared.calendar import local_dates
 from shared.errors import BadRequestError, run_cli
 from shared.features import (
     TZ,
@@ -177,8 +178,8 @@ def daily_origins(test_start: pd.Timestamp, test_end: pd.Timestamp, hour: int = 
     Starting the day before makes D+1 of the first origin the first test day; origins whose D+1…D+7
     fall entirely after ``test_end`` are not issued.
     """
-    first = (test_start.tz_convert(tz).normalize() - pd.Timedelta(days=1)).tz_localize(None)
-    last = (test_end.tz_convert(tz).normalize() - pd.Timedelta(days=2)).tz_localize(None)
+    first = local_dates(pd.DatetimeIndex([test_start]), tz)[0] - pd.Timedelta(days=1)
+    last = local_dates(pd.DatetimeIndex([test_end]), tz)[0] - pd.Timedelta(days=2)
     days = pd.date_range(first, last, freq="D")
     if len(days) == 0:  # a period shorter than two days: no origin (the callers say so), still a UTC index
         return pd.DatetimeIndex([], tz="UTC")
@@ -189,8 +190,8 @@ def daily_origins(test_start: pd.Timestamp, test_end: pd.Timestamp, hour: int = 
 
 def horizon_day(fc: pd.DataFrame, tz: str = TZ) -> pd.Series:
     """D+k: local calendar days between the origin's day and the target's day."""
-    o = pd.DatetimeIndex(fc["origin"]).tz_convert(tz).normalize().tz_localize(None)
-    t = pd.DatetimeIndex(fc["ts"]).tz_convert(tz).normalize().tz_localize(None)
+    o = local_dates(pd.DatetimeIndex(fc["origin"]), tz)
+    t = local_dates(pd.DatetimeIndex(fc["ts"]), tz)
     return pd.Series(((t - o) / pd.Timedelta(days=1)).round().astype(int), index=fc.index)
 
 

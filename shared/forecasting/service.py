@@ -54,6 +54,7 @@ import numpy as np
 import pandas as pd
 from prometheus_client import Counter, Gauge
 
+from shared.calendar import day_start, local_dates
 from shared.errors import ArtifactError, ModelError, StoreError
 from shared.features import TZ, floor_to_grid, grid_phase
 from shared.forecasting import baseline, combine
@@ -111,8 +112,8 @@ def holdout_origins(start: pd.Timestamp, end: pd.Timestamp, hour: int = 12, tz: 
                     cfg: Any | None = None) -> pd.DatetimeIndex:
     """Daily origins at ``hour`` local time whose first day of targets lies inside [start, end); with a model
     configuration ``cfg``, floored onto its grid (:func:`on_model_grid`)."""
-    days = pd.date_range(start.tz_convert(tz).normalize().tz_localize(None),
-                         end.tz_convert(tz).normalize().tz_localize(None), freq="D")
+    days = pd.date_range(local_dates(pd.DatetimeIndex([start]), tz)[0], local_dates(pd.DatetimeIndex([end]), tz)[0],
+                         freq="D")
     out = on_model_grid(pd.DatetimeIndex([(d + pd.Timedelta(hours=hour))
                                           .tz_localize(tz, nonexistent="shift_forward", ambiguous=True)
                                           .tz_convert("UTC") for d in days]), cfg)
@@ -357,8 +358,7 @@ def forecast_targets(last_obs: pd.Timestamp, issued_at: pd.Timestamp, resolution
     # the series' own grid, whose phase last_obs carries (a series at :30 UTC keeps :30)
     phase = grid_phase(pd.DatetimeIndex([last_obs]), resolution_min)
     origin = max(last_obs + step, floor_to_grid(pd.DatetimeIndex([issued_at]), resolution_min, phase)[0])
-    end_day = (issued_at.tz_convert(TZ).normalize().tz_localize(None) + pd.Timedelta(days=horizon_days + 1))
-    end = end_day.tz_localize(TZ).tz_convert("UTC")
+    end = day_start(local_dates(pd.DatetimeIndex([issued_at]))[0] + pd.Timedelta(days=horizon_days + 1))
     return pd.date_range(origin, end, freq=step, inclusive="left")
 
 
@@ -368,8 +368,8 @@ def forecast_rows(fc: pd.DataFrame, *, run_id: str, model_version: str, issued_a
     """Shape a forecast (``ts, yhat, lower, upper``) into ``forecasts`` rows."""
     origin = fc["ts"].min()
     step = pd.Timedelta(minutes=settings.forecast_resolution_min)
-    issued_day = issued_at.tz_convert(TZ).normalize().tz_localize(None)
-    tday = pd.DatetimeIndex(fc["ts"]).tz_convert(TZ).normalize().tz_localize(None)
+    issued_day = local_dates(pd.DatetimeIndex([issued_at]))[0]
+    tday = local_dates(pd.DatetimeIndex(fc["ts"]))
     return pd.DataFrame({
         "run_id": run_id,
         "model_version": model_version,
