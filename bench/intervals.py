@@ -107,7 +107,8 @@ def replay(years: list[int], out: Path | None) -> dict[int, dict[str, Any]]:
 
             step = pd.Timedelta(minutes=rep["resolution_min"])
             origins = pd.DatetimeIndex(fc["origin"].unique())
-            naive = baseline.seasonal_naive_many(item["actual"], origins, int(fc.groupby("origin").size().max()), step)
+            naive = baseline.seasonal_naive_many(item["actual"], origins, int(fc.groupby("origin").size().max()), step,
+                                                 tz)
             evaluate.plot({**rep, "_frames": {"powersense": fc, "seasonal_naive": naive, "actual": item["actual"]}},
                           out / f"forecast_eval_{y}.png")
             evaluate._write_json(out / f"forecast_eval_{y}.json", rep)

@@ -107,3 +107,34 @@ def test_recent_issued_forecasts_are_read_back_for_the_intervals(store: Store, g
     assert {"lower", "upper"} <= set(past.columns) and (past["upper"] > past["lower"]).all()
     cal = combine.adaptive_calibration(past, grid, now, 0.8, 91, {})
     assert set(cal) >= {"1", "2"} and all(lo < 0 < hi for lo, hi in cal.values())
+
+
+# --- seasonal naive on the wall clock -------------------------------------------------------------------------
+def _naive_at(start: str, end: str, origin: str, targets: list[str]) -> tuple[np.ndarray, pd.Series]:
+    h = history(start, end)
+    got = baseline.seasonal_naive(h[["ts", "value"]], pd.Timestamp(origin), pd.DatetimeIndex(targets))
+    return got, h.drop_duplicates("ts", keep="last").set_index("ts")["value"]
+
+
+def test_naive_copies_the_same_paris_time_a_week_after_spring_forward() -> None:
+    # 08:00 and 20:00 CEST on Saturday 1 April 2023 copy 08:00 and 20:00 CET of 25 March (one hour later in UTC);
+    # the copy was 168 hours back, 07:00 and 19:00 Paris time, for a week after each change
+    got, raw = _naive_at("2023-03-15", "2023-04-03", "2023-03-31T10:00Z", ["2023-04-01T06:00Z", "2023-04-01T18:00Z"])
+    expected = raw.reindex(pd.DatetimeIndex(["2023-03-25T07:00Z", "2023-03-25T19:00Z"])).to_numpy()
+    assert np.array_equal(got, expected) and not np.array_equal(expected, raw.reindex(
+        pd.DatetimeIndex(["2023-03-25T06:00Z", "2023-03-25T18:00Z"])).to_numpy())
+
+
+def test_naive_copies_the_same_paris_time_a_week_after_fall_back() -> None:
+    got, raw = _naive_at("2023-10-15", "2023-11-06", "2023-11-03T11:00Z", ["2023-11-04T07:00Z"])
+    assert np.array_equal(got, raw.reindex(pd.DatetimeIndex(["2023-10-28T06:00Z"])).to_numpy())
+
+
+def test_naive_of_a_skipped_time_goes_a_week_further_and_of_a_repeated_one_reads_the_published_occurrence() -> None:
+    # 02:30 on 26 March did not exist: 02:30 CEST on 2 April copies 02:30 CET on 19 March; 02:30 happened twice on
+    # 29 October and RTE publishes the second (CET) one: 02:30 CET on 5 November copies it (that half held with the
+    # 168-hour lag too; it guards the choice of occurrence: the first one, 00:30Z, is not in RTE's data)
+    got, raw = _naive_at("2023-03-10", "2023-04-03", "2023-04-01T10:00Z", ["2023-04-02T00:30Z"])
+    assert np.array_equal(got, raw.reindex(pd.DatetimeIndex(["2023-03-19T01:30Z"])).to_numpy())
+    got, raw = _naive_at("2023-10-20", "2023-11-06", "2023-11-04T11:00Z", ["2023-11-05T01:30Z"])
+    assert np.array_equal(got, raw.reindex(pd.DatetimeIndex(["2023-10-29T01:30Z"])).to_numpy())

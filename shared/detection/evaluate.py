@@ -203,7 +203,9 @@ def expected_delta(x: pd.Series, expectation: str, start: pd.Timestamp, calendar
     days = pd.date_range(x.index[0].floor("D"), x.index[-1], freq="D")
     for day in days:
         targets = pd.date_range(day - step, day + pd.Timedelta(days=1), freq=step, inclusive="left")
-        f[targets[targets.isin(f.index)]] = seasonal_naive(history, day - step, targets)[targets.isin(f.index)]
+        # on the series' own wall clock (the naive's one definition), not the default zone's
+        f[targets[targets.isin(f.index)]] = seasonal_naive(history, day - step, targets,
+                                                           calendar.tz)[targets.isin(f.index)]
     return f.diff()
 
 

@@ -1,13 +1,20 @@
-"""Seasonal-naive forecast: the value at the same time one (or more) weeks earlier.
+"""Seasonal-naive forecast: the value at the same local time one (or more) weeks earlier.
 
 It is both the benchmark of the backtest and the production fallback. No torch import here, so a
 fallback works even when the ML stack cannot load.
+
+"The same time a week earlier" is the same wall-clock time in the series' time zone (load follows the clock), as
+detect's reference days read it. Until 2026-12-06 it was 168 hours earlier, so for a week after each clock change
+every copy was an hour off (France 2023, days within a week after a change: D+1 MAPE 6.09 % against 5.50 % on the
+wall clock; the whole year 6.94 against 6.91 %).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
+from shared.calendar import TZ
 
 WEEK = pd.Timedelta(days=7)
 
@@ -19,40 +26,59 @@ def lead_days(origin: pd.Timestamp | pd.Series | pd.DatetimeIndex, ts: pd.Series
     return np.ceil((pd.DatetimeIndex(ts) - o + step) / pd.Timedelta(hours=24)).astype(int).to_numpy()
 
 
+def wall_clock_lag(targets: pd.DatetimeIndex, lag: pd.Timedelta, tz: str = TZ) -> pd.DatetimeIndex:
+    """The UTC instants showing the same wall-clock time as ``targets`` (UTC) ``lag`` earlier in ``tz``. A time
+    the clocks skipped is NaT (none to copy); one they repeated is its second occurrence, the one RTE publishes
+    (data/eco2mix/README.upstream.md)."""
+    local = pd.DatetimeIndex(targets).tz_convert(tz).tz_localize(None) - lag
+    return local.tz_localize(tz, nonexistent="NaT", ambiguous=np.zeros(len(local), dtype=bool)).tz_convert("UTC")
+
+
 def _lagged_copy(history: pd.DataFrame, origin: pd.Timestamp, targets: pd.DatetimeIndex,
-                 period: pd.Timedelta) -> np.ndarray:
-    """The value k periods earlier with the smallest k that lands strictly before ``origin``; a missing lagged
-    value falls back to one more period back (up to 3 more)."""
+                 period: pd.Timedelta, tz: str = TZ) -> np.ndarray:
+    """The value k periods earlier on the wall clock of ``tz`` with the smallest k that lands strictly before
+    ``origin``; a missing lagged value (or a wall-clock time that did not exist) falls back to one more period back
+    (up to 3 more)."""
     s = history.dropna(subset=["value"]).set_index("ts")["value"].sort_index()
     s = s[s.index < origin]
     s = s[~s.index.duplicated(keep="last")]
     out = np.full(len(targets), np.nan)
-    if s.empty:
+    if s.empty or len(targets) == 0:
         return out
-    k0 = np.maximum(np.ceil((targets - origin + pd.Timedelta(microseconds=1)) / period).astype(int).to_numpy(), 1)
+    targets = pd.DatetimeIndex(targets)
+    # the smallest k on the wall clock is the UTC one or, across a clock change, one less or more
+    k_utc = np.ceil((targets - origin + pd.Timedelta(microseconds=1)) / period).astype(int).to_numpy()
+    k0 = np.full(len(targets), -1)
+    for k in range(max(int(k_utc.min()) - 1, 1), int(k_utc.max()) + 2):
+        first = (k0 < 0) & (wall_clock_lag(targets, period * k, tz) < origin)
+        k0[first] = k
+    k0[k0 < 0] = int(k_utc.max()) + 2  # no earlier time existed (a skipped hour): further back
     for extra in range(4):
         todo = np.isnan(out)
         if not todo.any():
             break
-        out[todo] = s.reindex(targets[todo] - period * (k0[todo] + extra)).to_numpy()
+        for k in np.unique(k0[todo]):
+            rows = todo & (k0 == k)
+            out[rows] = s.reindex(wall_clock_lag(targets[rows], period * (int(k) + extra), tz)).to_numpy()
     return out
 
 
-def seasonal_naive(history: pd.DataFrame, origin: pd.Timestamp, targets: pd.DatetimeIndex) -> np.ndarray:
+def seasonal_naive(history: pd.DataFrame, origin: pd.Timestamp, targets: pd.DatetimeIndex,
+                   tz: str = TZ) -> np.ndarray:
     """Forecast ``targets`` from ``history`` (``ts``, ``value``) strictly before ``origin``.
 
-    Each target takes the value k weeks earlier with the smallest k that lands before the origin, so a
-    D+7 target never reads data after the origin (a plain 168-hour lag would, for evening targets).
-    Missing lagged values fall back to one more week back (up to 4 weeks).
+    Each target takes the value at the same wall-clock time of ``tz`` k weeks earlier, with the smallest k that
+    lands before the origin, so a D+7 target never reads data after the origin (a plain one-week lag would, for
+    evening targets). Missing lagged values fall back to one more week back (up to 4 weeks).
     """
-    return _lagged_copy(history, origin, targets, WEEK)
+    return _lagged_copy(history, origin, targets, WEEK, tz)
 
 
 def seasonal_naive_many(
-    history: pd.DataFrame, origins: pd.DatetimeIndex, steps: int, step: pd.Timedelta
+    history: pd.DataFrame, origins: pd.DatetimeIndex, steps: int, step: pd.Timedelta, tz: str = TZ
 ) -> pd.DataFrame:
     """Long frame ``origin, ts, yhat, lead_day`` of seasonal-naive forecasts from each origin."""
-    return simple_many("seasonal_naive", history, origins, steps, step)
+    return simple_many("seasonal_naive", history, origins, steps, step, tz)
 
 
 def relative_error_quantiles(
@@ -86,22 +112,25 @@ def apply_intervals(fc: pd.DataFrame, calibration: dict[str, list[float]]) -> pd
 DAY = pd.Timedelta(days=1)
 
 
-def daily_naive(history: pd.DataFrame, origin: pd.Timestamp, targets: pd.DatetimeIndex) -> np.ndarray:
-    """The value k days earlier with the smallest k that lands before ``origin`` (up to 3 more days back when
-    missing): the other simple model, better than a week-old copy on a series with no weekly rhythm."""
-    return _lagged_copy(history, origin, targets, DAY)
+def daily_naive(history: pd.DataFrame, origin: pd.Timestamp, targets: pd.DatetimeIndex,
+                tz: str = TZ) -> np.ndarray:
+    """The value at the same wall-clock time k days earlier with the smallest k that lands before ``origin`` (up to
+    3 more days back when missing): the other simple model, better than a week-old copy on a series with no weekly
+    rhythm."""
+    return _lagged_copy(history, origin, targets, DAY, tz)
 
 
 SIMPLE_MODELS = {"seasonal_naive": seasonal_naive, "daily_naive": daily_naive}
 
 
 def simple_many(name: str, history: pd.DataFrame, origins: pd.DatetimeIndex, steps: int,
-                step: pd.Timedelta) -> pd.DataFrame:
-    """Long frame ``origin, ts, yhat, lead_day`` of one simple model (see ``SIMPLE_MODELS``) from each origin."""
+                step: pd.Timedelta, tz: str = TZ) -> pd.DataFrame:
+    """Long frame ``origin, ts, yhat, lead_day`` of one simple model (see ``SIMPLE_MODELS``) from each origin, on
+    the wall clock of ``tz``."""
     rows = []
     for o in origins:
         t = pd.date_range(o, periods=steps, freq=step)
-        rows.append(pd.DataFrame({"origin": o, "ts": t, "yhat": SIMPLE_MODELS[name](history, o, t),
+        rows.append(pd.DataFrame({"origin": o, "ts": t, "yhat": SIMPLE_MODELS[name](history, o, t, tz),
                                   "lead_day": lead_days(o, t, step)}))
     if not rows:
         return pd.DataFrame(columns=["origin", "ts", "yhat", "lead_day"])

@@ -37,12 +37,13 @@ ACI_SCALE = (0.5, 3.0)  # bounds of the width factor
 # quarter × D+k cells in band on 2019–2023 (README, *Adaptive conformal intervals*), so this form stays.
 
 
-def naive_like(fc: pd.DataFrame, grid: pd.DataFrame) -> np.ndarray:
-    """Seasonal naive for every (origin, ts) row of a long forecast frame, reading only data before each origin."""
+def naive_like(fc: pd.DataFrame, grid: pd.DataFrame, tz: str) -> np.ndarray:
+    """Seasonal naive (on the wall clock of ``tz``) for every (origin, ts) row of a long forecast frame, reading only
+    data before each origin."""
     out = np.full(len(fc), np.nan)
     ts = pd.DatetimeIndex(fc["ts"])  # once: a tz-aware column's to_numpy() is an object array of Timestamps
     for o, idx in fc.groupby("origin").indices.items():
-        out[idx] = baseline.seasonal_naive(grid, pd.Timestamp(o), ts[idx])
+        out[idx] = baseline.seasonal_naive(grid, pd.Timestamp(o), ts[idx], tz)
     return out
 
 

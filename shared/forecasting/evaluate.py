@@ -458,7 +458,7 @@ def backtest(
             bar.update(1)
             nxt = train_dates[i + 1] if i + 1 < len(train_dates) else origins[-1] + pd.Timedelta(days=1)
             mine = origins[(origins >= td) & (origins < nxt)]
-            fc = baseline.simple_many(simple[0], grid[grid["ts"] < mine.max()], mine, steps, step)
+            fc = baseline.simple_many(simple[0], grid[grid["ts"] < mine.max()], mine, steps, step, tz)
             fc = fc.assign(model_weight=0.0, yhat_source=simple[0])
             fc["fallback_cal"] = [simple[1]] * len(fc)
             for n in names:
@@ -537,10 +537,10 @@ def backtest(
     hold_start = cut0 - pd.Timedelta(days=settings.forecast_holdout_days)
     hold_origins = daily_origins(hold_start + pd.Timedelta(days=1), cut0, origin_hour, tz, cfg)
     hold_origins = hold_origins[hold_origins < cut0]
-    hold_naive = baseline.seasonal_naive_many(grid[grid["ts"] < cut0], hold_origins, steps, step)
+    hold_naive = baseline.seasonal_naive_many(grid[grid["ts"] < cut0], hold_origins, steps, step, tz)
     hold_naive = hold_naive[hold_naive["ts"] < cut0]
     naive_cal = baseline.relative_error_quantiles(hold_naive, grid, cfg.interval_level)
-    naive_fc = baseline.apply_intervals(baseline.seasonal_naive_many(grid, origins, steps, step), naive_cal)
+    naive_fc = baseline.apply_intervals(baseline.seasonal_naive_many(grid, origins, steps, step, tz), naive_cal)
     models = {n: score(model_fcs[n], grid, test_start, test_end, tz=tz) for n in names}
     models["seasonal_naive"] = score(naive_fc, grid, test_start, test_end, tz=tz)
     rte_fc = None
@@ -867,7 +867,7 @@ def best_simple_model(train: pd.DataFrame, settings: Settings, cfg: Any, steps: 
     origins = holdout_origins(hold_start, end, origin_hour, tz=cfg.timezone, cfg=cfg)
     scores, frames = {}, {}
     for simple_name in baseline.SIMPLE_MODELS:
-        fc = baseline.simple_many(simple_name, train, origins, steps, step)
+        fc = baseline.simple_many(simple_name, train, origins, steps, step, cfg.timezone)
         frames[simple_name] = fc[fc["ts"] < end]
         scores[simple_name] = holdout_metrics(frames[simple_name], train, end)["mape"]
     valid = {k: v for k, v in scores.items() if v is not None}

@@ -207,7 +207,7 @@ def train_and_calibrate(grid: pd.DataFrame, settings: Settings, cfg: Any | None 
         raw = fm.mix_linear(raw, model)
     # seasonal naive is a permanent challenger: per lead day, the weight of the model against naive with the
     # lowest holdout MAPE (0 = naive alone is a candidate, so the issued forecast is never worse on the holdout)
-    naive = combine.naive_like(raw, grid)
+    naive = combine.naive_like(raw, grid, cfg.timezone)
     model.blend = combine.learn_weights(raw, naive, grid)
     fc = combine.apply_weights(raw, naive, model.blend)
     # the intervals are calibrated on what is issued (the combination), not on the model alone
@@ -325,7 +325,8 @@ def issue(model: Any, grid: pd.DataFrame, origins: list[pd.Timestamp] | pd.Datet
     from shared.forecasting import model as fm
 
     fc = fm.predict(model, grid, origins, horizon_end=horizon_end, weather=weather)
-    fc = combine.apply_weights(fc, combine.naive_like(fc, grid), getattr(model, "blend", {}) or {})
+    fc = combine.apply_weights(fc, combine.naive_like(fc, grid, model.config.timezone),
+                               getattr(model, "blend", {}) or {})
     return baseline.apply_intervals(fc, model.calibration if calibration is None else calibration)
 
 
@@ -1174,12 +1175,12 @@ def fallback_forecast(grid: pd.DataFrame, now: pd.Timestamp, settings: Settings)
     data = grid.dropna(subset=["value"])
     last = data["ts"].max() if len(data) else now.floor(step) - step
     targets = forecast_targets(last, now, settings.forecast_resolution_min, settings.forecast_horizon_days)
-    yhat = baseline.seasonal_naive(grid, targets[0], targets)
+    yhat = baseline.seasonal_naive(grid, targets[0], targets, TZ)  # the zone forecast_targets cuts its days in
     # self-calibration: the naive forecast's relative errors from daily origins over the last 4 weeks
     cal: dict[str, list[float]] = {}
     if len(data):
         origins = pd.date_range(last - pd.Timedelta(days=28), last - pd.Timedelta(days=1), freq="D")
-        past = baseline.seasonal_naive_many(grid, origins, int(pd.Timedelta(days=LEVEL_BLOCKS) / step), step)
+        past = baseline.seasonal_naive_many(grid, origins, int(pd.Timedelta(days=LEVEL_BLOCKS) / step), step, TZ)
         cal = baseline.relative_error_quantiles(past[past["ts"] <= last], grid, settings.forecast_interval_level)
     fc = pd.DataFrame({"ts": targets, "yhat": yhat})
     if fc["yhat"].isna().any():
