@@ -520,6 +520,20 @@ def test_a_runs_page_reaches_back_as_far_as_it_must(client: TestClient, store: S
                                                                             ("poll", "r000", "success")]
 
 
+def test_a_status_filter_answers_with_each_runs_final_status(client: TestClient, store: Store) -> None:
+    # the filter first narrows to runs with a row of that status; the run's final row still decides: a run that
+    # passed through a status (every run was 'running' once) is not listed under it
+    _past_runs(store, [("poll", 0.1, "success"), ("poll", 0.2, "failed"), ("detect", 40, "failed")])
+    from shared.runs import Run, _write
+
+    still = Run(function="featurize", run_id="r-open", trigger="cron", started_at=datetime.now(UTC))
+    _write(store, still)  # started, never ended
+    failed = client.get("/runs", params={"status": "failed"}).json()["runs"]
+    assert [r["run_id"] for r in failed] == ["r001", "r002"]
+    running = client.get("/runs", params={"status": "running"}).json()["runs"]
+    assert [r["run_id"] for r in running] == ["r-open"]
+
+
 def test_the_newest_value_per_series_reads_recent_rows_each_scrape_and_the_whole_table_hourly(
         store: Store, december: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
     from shared.query import metrics as query_metrics

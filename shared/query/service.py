@@ -682,11 +682,21 @@ RUNS_SQL = _RUN_COLUMNS + """
     where ({function:String} = '' or function = {function:String})
       and started_at >= greatest({start:DateTime64(3, 'UTC')}, {since:DateTime64(3, 'UTC')})
       and started_at < {end:DateTime64(3, 'UTC')}
+      {status_filter}
     group by function, started_at, run_id
     having {status:String} = '' or status_ = {status:String}
     order by started_at desc, run_id desc
     limit {limit:UInt32}
 """
+
+# with a status: a run ends with a row of its final status, so only runs that have one can qualify (a rare status,
+# e.g. failed, otherwise grouped every run of the range to find none: 1.2 s at three years of simulated history)
+RUNS_STATUS_FILTER = """and (function, started_at, run_id) in (
+          select function, started_at, run_id from {db:Identifier}.pipeline_runs
+          where status = {status:String}
+            and ({function:String} = '' or function = {function:String})
+            and started_at >= greatest({start:DateTime64(3, 'UTC')}, {since:DateTime64(3, 'UTC')})
+            and started_at < {end:DateTime64(3, 'UTC')})"""
 
 NEWEST_RUN_START_SQL = """
 select max(started_at) from {db:Identifier}.pipeline_runs
@@ -738,7 +748,8 @@ def runs(store: Store, p: RunsParams) -> RunsResponse:
         raise BadRequestError("start must be before end")
     params = {"function": p.function or "", "status": p.status or "", "start": start, "end": end, "limit": p.limit}
     newest = store.scalar(NEWEST_RUN_START_SQL, params)
-    rows = newest_page(store, RUNS_SQL, params, newest, p.limit, start)
+    sql = RUNS_SQL.replace("{status_filter}", RUNS_STATUS_FILTER if p.status else "")
+    rows = newest_page(store, sql, params, newest, p.limit, start)
     items = [_run_row(r) for r in rows]
     return RunsResponse(count=len(items), runs=items)
 
