@@ -37,6 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared import clock
 from shared.errors import PowerSenseError
 from shared.logs import log_event
+from shared.query.service import latest_runs
 from shared.series import ACTUALS_CTE, data_age_s, latest_valid_ts
 from shared.settings import get_settings
 from shared.store import Store
@@ -99,17 +100,6 @@ where a.actual is not null and a.actual != 0
   and f.issued_at >= {{start:DateTime64(3, 'UTC')}} - interval 40 day and f.issued_at < {{end:DateTime64(3, 'UTC')}}
 group by f.horizon_day
 order by f.horizon_day
-"""
-
-# the newest start of each function from two narrow columns, then the status of the runs that started then (every
-# run ever was grouped before: 1.6 s a scrape at three years of simulated history)
-LAST_RUNS_SQL = """
-select function, argMax(status, updated_at) as status_, started_at
-from {db:Identifier}.pipeline_runs
-where (function, started_at) in (select function, max(started_at) from {db:Identifier}.pipeline_runs group by function)
-group by function, started_at, run_id
-order by started_at desc, run_id desc
-limit 1 by function
 """
 
 
@@ -199,9 +189,10 @@ class StoreCollector(Collector):
                                      labels=["function", "status"])
         ts_g = GaugeMetricFamily("powersense_last_run_timestamp_seconds", "Start time of each function's latest run",
                                  labels=["function"])
-        for function, status, started in store.query_rows(LAST_RUNS_SQL):
-            status_g.add_metric([str(function), str(status)], 1.0)
-            ts_g.add_metric([str(function)], utc(started).timestamp())
+        # the runs /runs/latest answers with (one definition of "a function's latest run")
+        for run in latest_runs(store).runs:
+            status_g.add_metric([run.function, run.status], 1.0)
+            ts_g.add_metric([run.function], run.started_at.timestamp())
         yield status_g
         yield ts_g
 
