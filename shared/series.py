@@ -30,6 +30,12 @@ SERIES_SQL = """{db:Identifier}.series(
     start = {start:DateTime64(3, 'UTC')}, end = {end:DateTime64(3, 'UTC')},
     as_of = {as_of:DateTime64(3, 'UTC')}, nature = {nature:String})"""
 
+# The view of the plausibility verdict known at {as_of} on each stored version (ts, metric, ukey, version, reason)
+# of {source} ({metric} = '' for all its metrics) over [{start}, {end}); a version it does not list is plausible.
+VERDICTS_SQL = """{db:Identifier}.measurement_verdicts(
+    source = {source:String}, metric = {metric:String},
+    start = {start:DateTime64(3, 'UTC')}, end = {end:DateTime64(3, 'UTC')}, as_of = {as_of:DateTime64(3, 'UTC')})"""
+
 # CTE ``actuals(ts, actual)``: the series (as known now) for {source}/{metric} over [{start}, {end}).
 # Shared by every reader that compares forecasts with actuals, so they all agree on what "the actual"
 # is; an implausible actual is NULL, so it is never scored.

@@ -696,6 +696,18 @@ def test_the_nature_ranking_of_the_series_is_written_once() -> None:
     assert ranking == ["ch/init/007.series.sql"]
 
 
+def test_the_verdict_known_at_as_of_is_written_once() -> None:
+    # "The plausibility verdict known at as_of" (each version's latest measurement_flags row) is the view
+    # measurement_verdicts in ch/init/007.series.sql; the series view, version=all, reflag and the Data quality
+    # dashboard read it instead of choosing the latest verdict again.
+    texts = [*REPO.glob("shared/**/*.py"), *REPO.glob("functions/**/*.py"), *REPO.glob("local_dev/**/*.py"),
+             *(DBT_DIR / "models").rglob("*.sql"), *(DBT_DIR / "macros").rglob("*.sql"), *DASHBOARDS,
+             REPO / "observability" / "grafana" / "build_dashboards.py", *REPO.glob("ch/init/*.sql")]
+    choosing = [p.relative_to(REPO).as_posix() for p in texts
+                if re.search(r"argMax\(\s*reason\s*,\s*flagged_at\s*\)", p.read_text(), re.IGNORECASE)]
+    assert choosing == ["ch/init/007.series.sql"]
+
+
 def _sql_texts() -> list[tuple[str, str]]:
     """Every SQL text the product ships: dashboard panels, dbt models and macros, the schema, the query API's."""
     def raw_sql(node: Any) -> Iterator[str]:

@@ -23,9 +23,23 @@ partition by toYear(ts)
 order by (source, metric, ts, ukey, version, flagged_at)
 settings non_replicated_deduplication_window = 1000;
 
+-- The plausibility verdict known at as_of on each stored version (ukey, version) of one source's values in
+-- [start, end): per version, the reason of its latest row in measurement_flags flagged at or before as_of
+-- ('' when a later verdict cleared the flag).  A version with no row is plausible.  metric = '' reads every
+-- metric of the source.  The one definition behind the series view below, the query API's version=all,
+-- reflag (shared/ingest/versioning.py) and the Data quality dashboard.  Parameters (all required):
+-- source, metric, start, end, as_of.
+create or replace view electricity.measurement_verdicts as
+select ts, metric, ukey, version, argMax(reason, flagged_at) as reason
+from electricity.measurement_flags
+where source = {source:String} and ({metric:String} = '' or metric = {metric:String})
+  and ts >= {start:DateTime64(3, 'UTC')} and ts < {end:DateTime64(3, 'UTC')}
+  and flagged_at <= {as_of:DateTime64(3, 'UTC')}
+group by ts, metric, ukey, version;
+
 -- "The series": per instant of one (source, metric) in [start, end), the latest version of the best
 -- nature (définitives > consolidées > temps réel > anything else) among the versions inserted at or
--- before as_of, with the plausibility verdict known at as_of.  Every reader uses it: shared/series.py
+-- before as_of, with the plausibility verdict known at as_of (measurement_verdicts).  Every reader uses it: shared/series.py
 -- (load_series, ACTUALS_CTE → query API, metrics), dbt (int_series_best_nature) and Grafana.
 --
 -- Columns: ts, value, nature, nature_rank, version, inserted_at, raw_value (as received), flag ('' or
@@ -45,12 +59,10 @@ settings non_replicated_deduplication_window = 1000;
 -- shared/store.py writes the database name there.
 create or replace view electricity.series as
 with flag_state as (
-    select ukey as f_ukey, version as f_version, argMax(reason, flagged_at) as f_reason
-    from electricity.measurement_flags
-    where source = {source:String} and metric = {metric:String}
-      and ts >= {start:DateTime64(3, 'UTC')} and ts < {end:DateTime64(3, 'UTC')}
-      and flagged_at <= {as_of:DateTime64(3, 'UTC')}
-    group by ukey, version
+    select ukey as f_ukey, version as f_version, reason as f_reason
+    from electricity.measurement_verdicts(
+        source = {source:String}, metric = {metric:String},
+        start = {start:DateTime64(3, 'UTC')}, end = {end:DateTime64(3, 'UTC')}, as_of = {as_of:DateTime64(3, 'UTC')})
 ), best as (
     -- CTE columns are renamed so that an output alias never shadows an argMax argument. The value goes through a
     -- tuple: argMax skips rows whose argument is NULL (ClickHouse's argMax reference: "argMax(tuple(a), b)" keeps

@@ -2,7 +2,8 @@
 -- deploy/clickhouse/users.d/powersense.xml defines
 --   `powersense_writer` (the writing stages; password from_env POWERSENSE_WRITER_PASSWORD) with
 --     GRANT SELECT, INSERT, CREATE DATABASE, CREATE TABLE, CREATE VIEW, ALTER ADD COLUMN ON electricity.*
---     GRANT DROP VIEW ON electricity.series, electricity.series_latest_valid   (this DDL's `create or replace view`)
+--     GRANT DROP VIEW ON electricity.measurement_verdicts, electricity.series, electricity.series_latest_valid
+--       (this DDL's `create or replace view`)
 --   i.e. read, insert and what applying this DDL needs, and nothing that deletes data;
 --   `powersense_reader` (query function) and `grafana` (Grafana data source) with profile
 --   `powersense_readonly` (readonly = 1) and
@@ -15,6 +16,7 @@
 -- On a server managed with SQL access control instead, the equivalent is (password from a secret store):
 --     create user if not exists powersense_writer identified with sha256_password by '<secret>';
 --     grant select, insert, create database, create table, create view, alter add column on electricity.* to powersense_writer;
+--     grant drop view on electricity.measurement_verdicts to powersense_writer;
 --     grant drop view on electricity.series to powersense_writer;
 --     grant drop view on electricity.series_latest_valid to powersense_writer;
 --     create user if not exists powersense_reader identified with sha256_password by '<secret>' settings readonly = 1;

@@ -596,12 +596,8 @@ order by time
             "plausible clears its flag.",
             """
 select toStartOfDay(ts, 'Europe/Paris') as time, concat(metric, ': ', reason) as reason, count() as values
-from (
-    select ts, metric, ukey, version, argMax(reason, flagged_at) as reason
-    from ${db}.measurement_flags
-    where source = '${source}' and $__timeFilter(ts)
-    group by ts, metric, ukey, version
-)
+from ${db}.measurement_verdicts(source = '${source}', metric = '', start = $__fromTime,
+    end = addSeconds($__toTime, 1), as_of = toDateTime64('2200-01-01 00:00:00', 3, 'UTC'))
 where reason != ''
 group by time, reason
 order by time

@@ -46,6 +46,7 @@ from shared.lease import MEASUREMENTS_WRITER, Lease
 from shared.logs import log_event
 from shared.plausibility import PlausibilityParams, plausibility_flags
 from shared.runs import Run
+from shared.series import NO_END, NO_START, VERDICTS_SQL
 from shared.settings import Settings
 from shared.store import Store
 from shared.timeutil import to_utc
@@ -286,10 +287,8 @@ def reflag_history(store: Store, settings: Settings) -> dict[str, int]:
         written += reflag(store, source, rows, params)
     flagged = int(store.scalar(
         """
-        select countIf(reason != '') from (
-            select argMax(reason, flagged_at) as reason from {db:Identifier}.measurement_flags
-            where source = {source:String} group by ukey, version)
-        """, {"source": source}) or 0)
+        select countIf(reason != '') from """ + VERDICTS_SQL + """
+        """, {"source": source, "metric": "", "start": NO_START, "end": NO_END, "as_of": NO_END}) or 0)
     return {"years": len(years), "verdicts_written": written, "flagged": flagged}
 
 
@@ -350,15 +349,11 @@ def reflag(
         )
         if values.empty:
             continue
+        # every verdict stored so far ([lo, hi] inclusive: the view's end is exclusive, instants are whole ms)
         stored = store.query_df(
-            """
-            select ukey, version, argMax(reason, flagged_at) as reason
-            from {db:Identifier}.measurement_flags
-            where source = {source:String} and metric = {metric:String}
-              and ts >= {lo:DateTime64(3, 'UTC')} and ts <= {hi:DateTime64(3, 'UTC')}
-            group by ukey, version
-            """,
-            {"source": source, "metric": str(metric), "lo": lo - reach, "hi": hi + reach},
+            "select ukey, version, reason from " + VERDICTS_SQL,
+            {"source": source, "metric": str(metric), "start": lo - reach,
+             "end": hi + reach + pd.Timedelta(milliseconds=1), "as_of": NO_END},
         )
         if not stored.empty:
             stored = stored.assign(ukey=stored["ukey"].astype(str), version=stored["version"].astype("uint64"),

@@ -61,7 +61,7 @@ from shared.query.models import (
     VsActualPoint,
     VsActualResponse,
 )
-from shared.series import ACTUALS_CTE, SERIES_SQL
+from shared.series import ACTUALS_CTE, SERIES_SQL, VERDICTS_SQL
 from shared.settings import Settings
 from shared.store import Store
 from shared.timeutil import utc_datetime as utc
@@ -212,8 +212,9 @@ def _bucket_end(ts: datetime, step: timedelta) -> datetime:
 def measurements_sql(p: MeasurementsParams) -> str:
     """The SELECT behind ``GET /measurements`` for these parameters (also timed bare by the benchmark)."""
     if p.version == "all":
-        # every stored revision with the plausibility verdict known at as_of, as the series view reads it
-        # (ch/init/007.series.sql): value NULL when implausible, raw_value as received, flag the reason
+        # every stored revision with the plausibility verdict known at as_of (the view measurement_verdicts,
+        # as the series view reads it, ch/init/007.series.sql): value NULL when implausible, raw_value as
+        # received, flag the reason
         return """
         with revisions as (
             select ts, tupleElement(argMax(tuple(value), inserted_at), 1) as raw, nature, version,
@@ -229,12 +230,8 @@ def measurements_sql(p: MeasurementsParams) -> str:
             order by ts, nature, version
             limit {limit:UInt32}
         ), verdicts as (
-            select ukey as f_ukey, version as f_version, argMax(reason, flagged_at) as f_reason
-            from {db:Identifier}.measurement_flags
-            where source = {source:String} and metric = {metric:String}
-              and ts >= {start:DateTime64(3, 'UTC')} and ts < {end:DateTime64(3, 'UTC')}
-              and flagged_at <= {as_of:DateTime64(3, 'UTC')}
-            group by ukey, version
+            select ukey as f_ukey, version as f_version, reason as f_reason
+            from """ + VERDICTS_SQL + """
         )
         select ts, if(coalesce(f_reason, '') = '', raw, NULL) as value_, nature, version, inserted_at_,
                toUInt64(0) as n, raw as raw_value_, toString(coalesce(f_reason, '')) as flag_
