@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from swagger_ui_bundle import swagger_ui_path
 
 from shared import metrics as stage_metrics
+from shared.config_doc import closest_setting, unknown_variables
 from shared.errors import AuthError, PowerSenseError, StoreError, http_status
 from shared.logs import configure_logging, current_function, log_event
 from shared.runs import Run, RunResult, count_unstarted_failure, stage_run
@@ -215,6 +216,11 @@ def create_app(
     prefix (default ``/function/<function>``)."""
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_file)
+    # pydantic ignores a POWERSENSE_* variable that names no setting: a misspelled one would leave its default in
+    # effect without a word (python -m shared config warns the same way)
+    for name in unknown_variables(os.environ):
+        log_event(log, "unknown_setting", logging.WARNING, function=function, variable=name,
+                  closest_setting=closest_setting(name))
     prefix = root_path if root_path is not None else f"/function/{function}"
     app = FastAPI(title=title or f"PowerSense {function}", description=description, version="0.1.0",
                   redirect_slashes=False, openapi_url=None, docs_url=None, redoc_url=None,

@@ -15,14 +15,24 @@ from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
     PydanticBaseSettingsSource,
     SecretsSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 from shared.errors import ConfigurationError
@@ -131,9 +141,39 @@ class _HyphenatedSecrets(PydanticBaseSettingsSource):
         found: dict[str, Any] = {}
         for name in self.settings_cls.model_fields:
             path = self.secrets_dir / name.replace("_", "-")
-            if "_" in name and path.is_file():
-                found[name] = path.read_text().strip()
+            if "_" in name and (path.exists() or path.is_symlink()):
+                found[name] = read_secret_file(path, name)
         return found
+
+
+def http_url(v: str) -> str:
+    """``v`` stripped of surrounding spaces and a trailing ``/``; ValueError unless it is an http(s) URL naming a host
+    (and a numeric port, if any). Checked at start-up: a URL without its scheme started the function and failed every
+    run after its retries (a 502 that looks like an outage), ``http://`` alone connected to localhost."""
+    v = v.strip()
+    parts = urlsplit(v)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"{v!r}: must start with http:// or https://")
+    try:
+        parts.port  # noqa: B018 -- raises on a port that is not a number in range
+    except ValueError as exc:
+        raise ValueError(f"{v!r}: {exc}") from None
+    if not parts.hostname:
+        raise ValueError(f"{v!r}: names no host")
+    return v.rstrip("/")
+
+
+def read_secret_file(path: Path, name: str) -> str:
+    """The text of a secret file, stripped of the newline an editor or ``kubectl create secret --from-file`` leaves;
+    a file that exists but cannot be read as text (a directory, a dangling link, no permission, bytes that are not
+    UTF-8, e.g. ``openssl rand 24 > file``) stops the start-up naming it, rather than a bare traceback or being
+    skipped."""
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ConfigurationError(f"invalid configuration: POWERSENSE_{name.upper()}: secret file {path} cannot "
+                                 f"be read as UTF-8 text ({reason})") from exc
 
 
 # Settings an earlier release read and this one does not (found by diffing shared/settings.py over its history): set
@@ -152,6 +192,8 @@ class Settings(BaseSettings):
         env_prefix="POWERSENSE_",
         extra="ignore",
         case_sensitive=False,
+        # "inf" or 1e400 passed every bound (> 0) and broke each run with an OverflowError
+        allow_inf_nan=False,
     )
 
     # --- ClickHouse -------------------------------------------------------------------------
@@ -267,6 +309,11 @@ class Settings(BaseSettings):
                     "artifacts_dir would be the function's ephemeral disk: models lost on every cold start)"
                 )
             return self
+        if self.s3_endpoint_url:
+            try:
+                self.s3_endpoint_url = http_url(self.s3_endpoint_url)
+            except ValueError as exc:
+                raise ConfigurationError(f"invalid configuration: POWERSENSE_S3_ENDPOINT_URL: {exc}") from None
         if not BUCKET_NAME.fullmatch(self.s3_bucket):
             raise ConfigurationError(
                 f"invalid configuration: POWERSENSE_S3_BUCKET: {self.s3_bucket!r} is not a valid bucket name"
@@ -276,9 +323,19 @@ class Settings(BaseSettings):
                 "invalid configuration: POWERSENSE_S3_ACCESS_KEY_ID, POWERSENSE_S3_SECRET_ACCESS_KEY: set both "
                 "or neither (neither = the default AWS credential chain, e.g. the Lambda role)"
             )
-        if self.s3_endpoint_url and not self.s3_endpoint_url.startswith(("http://", "https://")):
+        return self
+
+    @model_validator(mode="after")
+    def _artifacts_shared_with_a_server(self) -> Settings:
+        # With a ClickHouse server the functions run in separate containers: a local artifacts_dir is each one's own
+        # disk, so forecast's models would be invisible to query and lost on restart. Allowed only when the
+        # operator names a directory (one every function mounts).
+        if (self.clickhouse_url is not None and self.artifacts_backend == "local"
+                and "artifacts_dir" not in self.model_fields_set):
             raise ConfigurationError(
-                "invalid configuration: POWERSENSE_S3_ENDPOINT_URL: must start with http:// or https://"
+                "invalid configuration: POWERSENSE_S3_BUCKET: with a ClickHouse server (POWERSENSE_CLICKHOUSE_URL) "
+                "the model artifacts need a store every function reads: set POWERSENSE_S3_ENDPOINT_URL and/or "
+                "POWERSENSE_S3_BUCKET, or POWERSENSE_ARTIFACTS_DIR to a directory all the functions share"
             )
         return self
 
@@ -427,8 +484,9 @@ class Settings(BaseSettings):
                                           "count)")
     # the third level of "fresh data" (shared.series.freshness_status): past it the model is not used
     forecast_max_staleness_hours: float = Field(default=6.0, gt=0, description="newer data needed for the model; "
-                                                "older = the seasonal-naive fallback, PowerSenseDataStaleCritical "
-                                                "and dbt's source freshness error")
+                                                "older = the seasonal-naive fallback. PowerSenseDataStaleCritical "
+                                                "and dbt's source freshness error are written with the default (6 h):"
+                                                " change them with it")
     forecast_min_completeness: float = Field(default=0.8, ge=0, le=1, description="share of the last 14 days")
     forecast_accept_tolerance: float = Field(default=0.0, ge=0, description="new model's holdout MAPE may exceed "
                                              "the current one by this fraction and still replace it")
@@ -488,8 +546,9 @@ class Settings(BaseSettings):
     query_cache_entries: int = Field(default=512, ge=0, le=100_000, description="cached responses (0 = no cache)")
     # the second level of "fresh data" (shared.series.freshness_status): stale
     query_max_data_age_s: float = Field(default=3 * 3600.0, gt=0, description="data older = stale: /health "
-                                        "degraded, detect's freshness check fails, PowerSenseDataStale and dbt's "
-                                        "source freshness warning")
+                                        "degraded, detect's freshness check fails. PowerSenseDataStale and dbt's "
+                                        "source freshness warning are written with the default (3 h): change "
+                                        "them with it")
     # --- end query ------------------------------------------------------------------------------
 
     # --- observability ----------------------------------------------------------------------
@@ -518,15 +577,18 @@ class Settings(BaseSettings):
         description="residual detector: share of the issued forecast's expected change where a forecast covers the "
         "point (the rest: the seasonal profile's)",
     )
-    detect_zscore_lookback_weeks: int = Field(default=8, ge=2)
-    detect_zscore_threshold: float = Field(default=3.0, gt=0)
+    detect_zscore_lookback_weeks: int = Field(
+        default=8, ge=2, description="z-score detector (used without a forecast or profile): weeks of the same "
+        "local weekday and time each value is compared with")
+    detect_zscore_threshold: float = Field(default=3.0, gt=0, description="z-score detector: |z| that flags a value")
     # the first level of "fresh data" (shared.series.freshness_status): late
     dq_freshness_max_min: float = Field(default=90.0, gt=0, description="newest value older than this = late "
                                         "(detect's freshness check warns)")
-    dq_completeness_min: float = Field(default=0.98, ge=0, le=1)
+    dq_completeness_min: float = Field(
+        default=0.98, ge=0, le=1, description="share of a day's expected values below which completeness fails")
     dq_range_margin: float = Field(default=0.2, ge=0, description="learned bounds widened by this fraction")
     drift_every_min: float = Field(default=60.0, gt=0, description="drift metrics at most this often")
-    drift_window_days: float = Field(default=7.0, gt=0)
+    drift_window_days: float = Field(default=7.0, gt=0, description="recent window the drift measures compare")
     drift_reference_days: float = Field(default=730.0, gt=0, description="training window for PSI")
     drift_mape_max: float = Field(default=0.05, gt=0, description="D+1 MAPE above this requests a retrain")
     drift_coverage_tolerance: float = Field(default=0.15, ge=0, description="allowed coverage shortfall")
@@ -563,6 +625,8 @@ class Settings(BaseSettings):
     )
     weather_models: TextList = Field(
         default_factory=lambda: ["meteofrance_seamless", "ecmwf_ifs025"],
+        min_length=1,  # none polled every run "successfully" and wrote nothing (POWERSENSE_FORECAST_WEATHER=false turns
+                       # the weather off)
         description="Open-Meteo forecast models, in priority order for the national forecast (see shared/weather)",
     )
     weather_archive_model: str = Field(
@@ -599,7 +663,9 @@ class Settings(BaseSettings):
     # OpenFaaS names a secret's file after the secret, and one namespace cannot hold two secrets
     # called clickhouse_password: the read-only query function is given `clickhouse_reader_password`
     # (openfaas-stack.yml) and uses it when no clickhouse_password is set.
-    clickhouse_reader_password: SecretStr | None = None
+    clickhouse_reader_password: SecretStr | None = Field(
+        default=None, description="secret file clickhouse_reader_password: powersense_reader's password (query), "
+        "used when no clickhouse_password is set")
 
     @model_validator(mode="after")
     def _reader_password(self) -> Settings:
@@ -630,14 +696,35 @@ class Settings(BaseSettings):
             sources.append(_HyphenatedSecrets(settings_cls, Path(secrets_dir)))
         return tuple(sources)
 
-    @field_validator("clickhouse_url")
+    @field_validator("clickhouse_url", "source_url", "weather_url", "weather_archive_url")
     @classmethod
-    def _url_scheme(cls, v: str | None) -> str | None:
+    def _http_url(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is None or (v.strip() == "" and info.field_name == "clickhouse_url"):
+            return None  # unset (an empty value, as compose's ${VAR:-} writes it, is unset too)
+        return http_url(v)
+
+    @field_validator("log_file")
+    @classmethod
+    def _log_file_writable_place(cls, v: str | None) -> str | None:
+        # the JSON handler opens it at start-up: a missing directory was a FileNotFoundError traceback there
         if v in (None, ""):
             return None
-        if not v.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return v.rstrip("/")
+        path = Path(v)
+        if path.is_dir():
+            raise ValueError(f"{v!r} is a directory, not a file")
+        if not path.parent.is_dir():
+            raise ValueError(f"directory {str(path.parent)!r} does not exist")
+        return v
+
+    @field_validator("detect_schedule")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        # the cron connector's format: five fields (a sixth, seconds, would replay 60 times as many ticks)
+        from croniter import croniter  # light (dateutil); imported here like iso_instant below
+
+        if len(v.split()) != 5 or not croniter.is_valid(v):
+            raise ValueError(f"{v!r} is not a five-field cron expression (e.g. '4-59/15 * * * *')")
+        return v
 
     @field_validator("history_until")
     @classmethod
@@ -658,6 +745,15 @@ class Settings(BaseSettings):
                 "fresh-data levels out of order: need POWERSENSE_DQ_FRESHNESS_MAX_MIN (minutes, late) × 60 <= "
                 "POWERSENSE_QUERY_MAX_DATA_AGE_S (seconds, stale) <= POWERSENSE_FORECAST_MAX_STALENESS_HOURS (hours) "
                 f"× 3600; got {late_s:g} s, {stale_s:g} s, {self.forecast_max_staleness_hours * 3600:g} s")
+        return self
+
+    @model_validator(mode="after")
+    def _plausible_range(self) -> Settings:
+        # bounds typed in GW (150) left every real load above the maximum: nothing would reach the series
+        if self.plausibility_min_value_mw >= self.plausibility_max_value_mw:
+            raise ValueError(
+                f"POWERSENSE_PLAUSIBILITY_MIN_VALUE_MW ({self.plausibility_min_value_mw:g}) must be below "
+                f"POWERSENSE_PLAUSIBILITY_MAX_VALUE_MW ({self.plausibility_max_value_mw:g}); both are in MW")
         return self
 
     @model_validator(mode="after")
@@ -699,6 +795,9 @@ def get_settings() -> Settings:
     """Build the settings once per process; raise ConfigurationError naming the bad variables."""
     try:
         return Settings()
+    except SettingsError as exc:
+        # pydantic-settings' own secret source could not read a file (a dangling link, bytes that are not UTF-8)
+        raise ConfigurationError(f"invalid configuration: {exc}: {exc.__cause__ or ''}".rstrip(": ")) from exc
     except ValidationError as exc:
         # a field's error names its variable; a model-level one (no loc) names its variables in its message
         problems = "; ".join(
