@@ -696,6 +696,40 @@ def test_the_nature_ranking_of_the_series_is_written_once() -> None:
     assert ranking == ["ch/init/007.series.sql"]
 
 
+def test_the_last_run_panel_looks_back_as_far_as_lost_runs_are_closed() -> None:
+    # bounded (pipeline_runs is never pruned), at least as far back as close_lost_runs settles a run's status
+    from shared.runs import RUN_LOST_LOOKBACK_DAYS
+
+    panels = json.loads((REPO / "observability/grafana/dashboards/pipeline-health.json").read_text())["panels"]
+    [sql] = [t["rawSql"] for p in panels if p["title"] == "Last run per stage" for t in p["targets"]]
+    assert f"started_at >= least($__fromTime, now() - interval {RUN_LOST_LOOKBACK_DAYS} day)" in sql
+
+
+def test_the_last_run_panel_shows_an_older_success_and_counts_the_range(database: str) -> None:
+    from shared.store import get_store
+
+    store = get_store()
+    store.apply_schema()
+    now = datetime.now(UTC).replace(microsecond=0, tzinfo=None)
+
+    def run(run_id: str, ago: timedelta, status: str) -> dict[str, Any]:
+        start = now - ago
+        return {"function": "forecast", "run_id": run_id, "trigger": "cron", "started_at": start,
+                "finished_at": start + timedelta(minutes=2), "status": status, "rows_in": 0, "rows_out": 0,
+                "error": "", "details": "{}", "updated_at": start + timedelta(minutes=2)}
+
+    store.insert_df("pipeline_runs", pd.DataFrame([
+        run("ancient", timedelta(days=60), "success"),  # before the lookback: not read
+        run("last-success", timedelta(days=10), "success"),  # before the 24-hour range, within 35 days
+        run("failed", timedelta(hours=3), "failed"),
+    ]))
+    panel = _panel("powersense-pipeline-health", "Last run per stage")
+    df = store.query_df(grafana_sql(panel["targets"][0]["rawSql"], now - timedelta(days=1), now + timedelta(hours=1)))
+    row = df.set_index("function").loc["forecast"]
+    assert (row["last_status"], row["runs"], row["failed_runs"]) == ("failed", 1, 1)
+    assert pd.Timestamp(row["last_success_at"]).tz_localize(None) == now - timedelta(days=10) + timedelta(minutes=2)
+
+
 def test_the_verdict_known_at_as_of_is_written_once() -> None:
     # "The plausibility verdict known at as_of" (each version's latest measurement_flags row) is the view
     # measurement_verdicts in ch/init/007.series.sql; the series view, version=all, reflag and the Data quality

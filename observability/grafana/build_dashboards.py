@@ -67,6 +67,10 @@ ACTUAL_CTE = f"""actual as (
 FORECAST_MAX_LEAD = "interval 16 day"
 FORECAST_LEAD_COMMENT = "-- the longest lead the product can issue (D+14): build_dashboards.py FORECAST_MAX_LEAD"
 
+# How far back the pipeline panels look at least for a function's last run and last success: the lookback of
+# shared/runs.py close_lost_runs (RUN_LOST_LOOKBACK_DAYS; tests/test_ops_sql.py checks they are equal).
+RUN_LOST_LOOKBACK_DAYS = 35
+
 
 def forecast_cte(name: str, condition: str = "") -> str:
     """CTE ``name``: per target ts in the time range, the forecast of the newest run issued at or before ts, and its
@@ -1007,13 +1011,16 @@ def pipeline_health_dashboard() -> Dash:
     d.add(
         table(
             "Last run per stage",
-            "Status of the latest run, last success and how long ago.",
+            "Status of the latest run and the last success (within the time range or the last "
+            f"{RUN_LOST_LOOKBACK_DAYS} days, whichever reaches further back: empty = none there), and the runs and "
+            "failed runs in the time range.",
             f"""
 with latest_runs as (
     select function, run_id, started_at, argMax(status, updated_at) as status,
-           argMax(finished_at, updated_at) as finished_at, argMax(error, updated_at) as error
+           argMax(finished_at, updated_at) as finished_at
     from ${{db}}.pipeline_runs
-    where {FN_FILTER}
+    -- bounded: pipeline_runs is never pruned, and this panel read every run ever recorded on each refresh
+    where started_at >= least($__fromTime, now() - interval {RUN_LOST_LOOKBACK_DAYS} day) and {FN_FILTER}
     group by function, run_id, started_at
 )
 select function,
@@ -1021,8 +1028,8 @@ select function,
        max(started_at) as last_run_at,
        maxIf(finished_at, status = 'success') as last_success_at,
        dateDiff('second', maxIf(finished_at, status = 'success'), now64(3)) as seconds_since_success,
-       countIf(status = 'failed') as failed_runs,
-       count() as runs
+       countIf(status = 'failed' and $__timeFilter(started_at)) as failed_runs,
+       countIf($__timeFilter(started_at)) as runs
 from latest_runs
 group by function
 order by function
