@@ -18,6 +18,8 @@ COMMANDS = {
     "bootstrap": ("shared.ingest.bootstrap", "main", "load the shipped history into the store"),
     "weather-backfill": ("shared.weather.service", "main", "load realised temperature (shipped Enedis; --archive)"),
     "reflag": ("shared.ingest.versioning", "reflag_main", "flag implausible values already stored (after an upgrade)"),
+    "set-current-model": ("shared.artifacts", "set_current_main",
+                          "point a series' current model at a stored version (rollback); no version: list them"),
     "config": ("shared.config_doc", "main", "print every setting (POWERSENSE_*) as a Markdown table"),
     "ddl": ("shared.schema", "main", "print the DDL; --cluster NAME: its sharded, replicated rendering"),
     "apply-schema": ("shared.schema", "apply_main", "apply the DDL to the configured server now (before an upgrade)"),

@@ -23,12 +23,16 @@ back is ``shared/forecasting/registry.py`` (so the light query stage never reach
 * ``prune(series, keep)`` — delete all but the ``keep`` newest versions and the current one (the forecast stage
   does it after each training: ``POWERSENSE_FORECAST_KEEP_VERSIONS``).
 
-Every failure of the backend raises :class:`shared.errors.ArtifactError` (HTTP 503).
+Every failure of the backend raises :class:`shared.errors.ArtifactError` (HTTP 503: the store is down or refuses);
+a stored object that cannot be read as what it should be (a pointer or metadata that is not JSON, a pointer naming
+a version that does not exist, a listed file missing) raises :class:`shared.errors.ModelError`: the store answered,
+the model is damaged, and the forecast stage replaces it by training rather than waiting.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -38,8 +42,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from shared.errors import ArtifactError, NotFoundError
+from shared.errors import ArtifactError, ModelError, NotFoundError
 from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _document(raw: bytes, key: str) -> dict[str, Any]:
+    """A JSON object stored at ``key`` (ModelError when it is not one: truncated, hand-edited)."""
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{key} is not valid JSON ({exc})") from exc
+    if not isinstance(doc, dict):
+        raise ModelError(f"{key} is not a JSON object")
+    return doc
 
 PREFIX = "models"
 META = "meta.json"
@@ -100,24 +117,37 @@ class ArtifactStore(ABC):
         self._put(f"{PREFIX}/{series}/{version}/{META}", json.dumps(meta, sort_keys=True, default=str).encode())
 
     def meta(self, series: str, version: str) -> dict[str, Any] | None:
-        """A version's metadata, or None."""
-        raw = self._get(f"{PREFIX}/{_check_name(series, 'series')}/{_check_name(version, 'version')}/{META}")
-        return json.loads(raw) if raw else None
+        """A version's metadata, or None (ModelError when it is not a JSON object)."""
+        key = f"{PREFIX}/{_check_name(series, 'series')}/{_check_name(version, 'version')}/{META}"
+        raw = self._get(key)
+        return _document(raw, key) if raw else None
+
+    def _pointer(self, series: str) -> dict[str, Any] | None:
+        key = f"{PREFIX}/{_check_name(series, 'series')}/{POINTER}"
+        raw = self._get(key)
+        if not raw:
+            return None
+        ptr = _document(raw, key)
+        if not isinstance(ptr.get("version"), str):
+            raise ModelError(f"{key} names no version")
+        return ptr
 
     def current_version(self, series: str) -> str | None:
         """The version ``current`` points at, or None."""
-        raw = self._get(f"{PREFIX}/{_check_name(series, 'series')}/{POINTER}")
-        return json.loads(raw)["version"] if raw else None
+        ptr = self._pointer(series)
+        return ptr["version"] if ptr else None
 
     def current(self, series: str) -> dict[str, Any] | None:
-        """Metadata of the current model (+ ``pointer_updated_at``), or None when none was promoted."""
-        raw = self._get(f"{PREFIX}/{_check_name(series, 'series')}/{POINTER}")
-        if not raw:
+        """Metadata of the current model (+ ``pointer_updated_at``), or None when none was promoted. A pointer or
+        metadata that cannot be read as a model (not JSON, a version that does not exist: a restore cut short, a
+        hand edit) is a ModelError, not an ArtifactError: the store answered, and the forecast stage trains a model
+        to replace it rather than waiting for a store that is not down."""
+        ptr = self._pointer(series)
+        if ptr is None:
             return None
-        ptr = json.loads(raw)
         meta = self.meta(series, ptr["version"])
         if meta is None:
-            raise ArtifactError(f"current pointer of {series} names missing version {ptr['version']}")
+            raise ModelError(f"current pointer of {series} names missing version {ptr['version']}")
         return {**meta, "pointer_updated_at": ptr.get("updated_at"), "current": True}
 
     def list_models(self, series: str) -> list[dict[str, Any]]:
@@ -125,7 +155,11 @@ class ArtifactStore(ABC):
         cur = self.current_version(series)
         out = []
         for version in sorted(self._list_dirs(f"{PREFIX}/{_check_name(series, 'series')}/")):
-            meta = self.meta(series, version)
+            try:
+                meta = self.meta(series, version)
+            except ModelError as exc:  # one damaged old version must not hide the others (/models answered 503)
+                log.warning("model_meta_unreadable", extra={"event": "model_meta_unreadable", "error": str(exc)})
+                continue
             if meta is not None:
                 out.append({**meta, "current": version == cur})
         return out
@@ -155,8 +189,8 @@ class ArtifactStore(ABC):
         files = {}
         for name in meta.get("files", []):
             data = self._get(f"{PREFIX}/{series}/{version}/{name}")
-            if data is None:
-                raise ArtifactError(f"model {series}/{version} lacks {name}")
+            if data is None:  # the store answered: the version is damaged, not the store down
+                raise ModelError(f"model {series}/{version} lacks {name}")
             files[name] = data
         return files
 
@@ -342,3 +376,35 @@ def get_artifact_store(settings: Settings) -> ArtifactStore:
             else:
                 _stores[key] = LocalArtifactStore(settings.artifacts_dir)
         return _stores[key]
+
+
+def set_current_main(argv: list[str] | None = None) -> int:
+    """``python -m shared set-current-model SERIES [VERSION]``: point a series' current model at a stored version (a
+    rollback: a newer model that misbehaves, an artifact saved by a newer release after a code rollback); without
+    VERSION, list the stored versions (JSON lines, oldest first) and exit. The normal rule then applies: the next
+    training replaces it only if not worse on its holdout."""
+    import argparse
+
+    from shared.settings import get_settings
+
+    parser = argparse.ArgumentParser(prog="python -m shared set-current-model", description=set_current_main.__doc__)
+    parser.add_argument("series", help="artifact series, e.g. eco2mix_national.consommation.30min (+ .weather)")
+    parser.add_argument("version", nargs="?", help="a stored version of the series (omit to list them)")
+    args = parser.parse_args(argv)
+    artifacts = get_artifact_store(get_settings())
+    if args.version is None:
+        for m in artifacts.list_models(args.series):
+            print(json.dumps({k: m.get(k) for k in ("version", "trained_at", "decision", "current")}))
+        return 0
+    try:
+        previous = artifacts.current_version(args.series)
+    except ModelError:
+        previous = None  # a damaged pointer is what this command repairs
+    if artifacts.meta(args.series, args.version) is None:
+        known = [m["version"] for m in artifacts.list_models(args.series)]
+        raise NotFoundError(f"model {args.series}/{args.version} does not exist; stored versions: {known}")
+    now = datetime.now(UTC).isoformat()
+    artifacts.update_meta(args.series, args.version, set_current_by_operator_at=now, replaced_version=previous)
+    artifacts.set_current(args.series, args.version)
+    print(json.dumps({"series": args.series, "current": args.version, "previous": previous, "at": now}))
+    return 0

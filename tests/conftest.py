@@ -91,3 +91,14 @@ def winter_2023() -> pd.DataFrame:
     from tests.fixtures_forecast import history
 
     return history("2023-01-01", "2023-03-15 10:00")
+
+
+@pytest.fixture
+def fc_settings(store: store_mod.Store, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                winter_2023: pd.DataFrame) -> Iterator[settings_mod.Settings]:
+    """Winter 2023 in the store and the tests' fast model settings (tests.fixtures_forecast.fast_model_settings):
+    the forecast stage tests' settings (a module may define its own)."""
+    from tests.fixtures_forecast import fast_model_settings, insert_measurements
+
+    insert_measurements(store, winter_2023)
+    yield from fast_model_settings(monkeypatch, tmp_path)

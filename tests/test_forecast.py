@@ -3,7 +3,6 @@ rule, complete 7-day rows, and a backtest that would fail if future data leaked 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,22 +16,10 @@ from shared.errors import ArtifactError
 from shared.forecasting import service
 from shared.settings import Settings
 from shared.store import Store
-from tests.fixtures_forecast import fast_model_settings, history, insert_measurements
+from tests.fixtures_forecast import history
 from tests.fixtures_s3 import S3Server, s3_server  # noqa: F401  (session fixture)
 
 NOW = datetime(2023, 3, 15, 10, 20, tzinfo=UTC)  # data below ends at 10:00 UTC; the cron runs at :07+
-
-
-@pytest.fixture(scope="module")
-def winter_2023() -> pd.DataFrame:
-    return history("2023-01-01", "2023-03-15 10:00")
-
-
-@pytest.fixture
-def fc_settings(store: Store, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                winter_2023: pd.DataFrame) -> Iterator[Settings]:
-    insert_measurements(store, winter_2023)
-    yield from fast_model_settings(monkeypatch, tmp_path)
 
 
 def _s3(server: S3Server, bucket: str) -> S3ArtifactStore:

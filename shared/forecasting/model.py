@@ -1420,7 +1420,8 @@ def from_files(files: dict[str, bytes]) -> LoadModel:
     unknown = sorted(set(conf) - {f.name for f in fields(ModelConfig)})
     if unknown:
         raise ModelError(f"model saved by a newer PowerSense (unknown settings {', '.join(unknown)}): deploy that "
-                         "version again, or point the series' current model at a version this one saved")
+                         "version again, or point the series' current model at a version this one saved "
+                         "(python -m shared set-current-model SERIES VERSION)")
     cfg = ModelConfig(**conf)
     _seed(cfg)
     profile = _restore_profile(cfg, doc["profile"], files["profile.pt"])

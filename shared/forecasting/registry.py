@@ -26,5 +26,10 @@ def load_model(artifacts: ArtifactStore, series: str, version: str) -> fm.LoadMo
     files = artifacts.get_files(series, version)
     try:
         return fm.from_files(files)
-    except (KeyError, ValueError, RuntimeError) as exc:
-        raise ModelError(f"cannot load model {series}/{version}: {exc}") from exc
+    except ModelError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- damaged bytes raise whatever their reader raises
+        # a truncated or zeroed state dict is EOFError / UnpicklingError from torch.load, a missing key KeyError, a
+        # bad archive RuntimeError: each is "this version does not load", and the stage falls back or retrains
+        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise ModelError(f"cannot load model {series}/{version}: {detail}") from exc

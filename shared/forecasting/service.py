@@ -823,6 +823,21 @@ def due_reason(store: Store, settings: Settings, current: dict[str, Any] | None,
     return ""
 
 
+def usable_current(artifacts: Any, series: str, *, load: bool) -> tuple[dict[str, Any] | None, str]:
+    """``(the current model's metadata, '')``, or ``(None, why)`` when its pointer, its metadata or (``load``) its
+    files cannot be read as a model (ModelError: a restore cut short, a hand edit, a zeroed state dict). The series
+    then trains as one without a model — promoted against seasonal naive — instead of issuing seasonal naive every
+    hour until someone edits the store. An unreachable store (ArtifactError) still raises: nothing is known."""
+    try:
+        current = artifacts.current(series)
+        if current is not None and load:
+            cached_model(artifacts, series, current["version"])
+    except ModelError as exc:
+        log_event(log, "current_model_unusable", logging.ERROR, series=series, error=str(exc))
+        return None, f"current model unusable ({exc})"
+    return current, ""
+
+
 def training_plan(store: Store, settings: Settings, artifacts: Any, now: pd.Timestamp, *, weather_fresh: bool,
                   weather_trainable: bool, force: bool = False) -> tuple[bool, str] | None:
     """Which model this run trains, if any: ``(weather, reason)``; at most one per run (the training budget).
@@ -832,12 +847,13 @@ def training_plan(store: Store, settings: Settings, artifacts: Any, now: pd.Time
     on ``forecast_retrain_hours`` (and detect's requests; ``force``: now); then the standby model on
     ``forecast_standby_retrain_hours``. With ``forecast_weather`` off: the weather-free model only, as before.
     """
-    plain = artifacts.current(series_key(settings))
     use_weather = settings.forecast_weather and weather_fresh and weather_trainable
+    # the model the run issues is loaded anyway (and cached): a damaged one is retrained at once
+    plain, plain_problem = usable_current(artifacts, series_key(settings), load=not use_weather)
     if force:
         return (plain is not None and use_weather), "requested"
     if plain is None:
-        return False, "no model"
+        return False, plain_problem or "no model"
     if not settings.forecast_weather:
         why = due_reason(store, settings, plain, now, settings.forecast_retrain_hours)
         return (False, why) if why else None
@@ -846,7 +862,10 @@ def training_plan(store: Store, settings: Settings, artifacts: Any, now: pd.Time
     for weather, hours, requests in order:
         if weather and not weather_trainable:
             continue
-        current = artifacts.current(weather_series_key(settings)) if weather else plain
+        current, problem = (usable_current(artifacts, weather_series_key(settings), load=True) if weather
+                            else (plain, ""))
+        if problem:
+            return weather, problem
         if weather and current is None:
             # no weather model promoted yet: the newest attempt (a version the promotion rule rejected) counts, so a
             # weather model worse than naive is retried on the model's schedule, not at every run
@@ -869,7 +888,9 @@ def maybe_train(store: Store, settings: Settings, artifacts: Any, grid: pd.DataF
     from shared.forecasting import registry
 
     series = weather_series_key(settings) if weather else series_key(settings)
-    current = artifacts.current(series)
+    current, problem = usable_current(artifacts, series, load=False)
+    if reason is None and problem:
+        reason = problem
     if reason is None:
         reason = "requested" if force else due_reason(store, settings, current, now, settings.forecast_retrain_hours)
     if not reason:
@@ -881,7 +902,10 @@ def maybe_train(store: Store, settings: Settings, artifacts: Any, grid: pd.DataF
         log_event(log, "training_skipped_concurrent", series=series, holder=lease.describe_other())
         return {"trained": False, "skipped": f"another training of {series} is running ({lease.describe_other()})"}
     with lease:
-        current = artifacts.current(series)  # under the lease: a training that finished meanwhile moved it
+        # under the lease: a training that finished meanwhile moved it
+        current, problem = usable_current(artifacts, series, load=False)
+        if problem and problem not in reason:
+            reason = f"{reason}; {problem}"
         t0 = time.perf_counter()
         model, hold = train_and_calibrate(grid, settings, model_config(settings, weather=weather),
                                           **({"weather": holdout_weather} if weather and holdout_weather else {}))
@@ -892,16 +916,23 @@ def maybe_train(store: Store, settings: Settings, artifacts: Any, grid: pd.DataF
         naive_mape = hold["metrics"].get("naive_mape")
         h0, h1 = pd.Timestamp(hold["holdout"][0]), pd.Timestamp(hold["holdout"][1])
         cur_mape = None
+        not_compared = ""
         if current is not None:
             try:
                 cur_mape, note = current_holdout_mape(cached_model(artifacts, series, current["version"]), grid, h0, h1,
                                                       holdout_weather)
                 if note:
                     reason = f"{reason}; {note}"
-            except (ArtifactError, ModelError, KeyError, ValueError) as exc:
+            except ArtifactError as exc:
+                # the store did not answer (a timeout): the current model may well be better. Promoting on naive
+                # alone let one failed read replace it by a worse model; the series stays due and retries next run
+                not_compared = f"current model {current['version']} could not be read ({exc}): not compared"
+            except (ModelError, KeyError, ValueError) as exc:
                 reason = f"{reason}; current model unusable ({exc})"
         decision, why = promotion_decision(new_mape, cur_mape, naive_mape, settings.forecast_accept_tolerance,
                                            current["version"] if current else "")
+        if not_compared:
+            decision, why = "rejected", f"{not_compared}; retried at the next run"
         why = f"{reason}; {why}"
         meta = {
             "version": version,
@@ -1083,7 +1114,12 @@ def _predict_weather(store: Store, settings: Settings, artifacts: Any, wgrid: pd
     'no_model' | 'failed') — the caller then issues the weather-free model. An unreachable artifact store raises
     (ArtifactError: the run falls back as for the weather-free model)."""
     key = weather_series_key(settings)
-    current = artifacts.current(key)
+    try:
+        current = artifacts.current(key)
+    except ModelError as exc:  # a damaged pointer or metadata: the weather-free model is issued, as below
+        wx.reason = f"weather model failed: {exc}"
+        log_event(log, "weather_model_failed", logging.ERROR, error=str(exc))
+        return None, "", "failed"
     if current is None:
         wx.reason = "no weather model yet"
         return None, "", "no_model"
