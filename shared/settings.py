@@ -748,6 +748,17 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _no_empty_secret(self) -> Settings:
+        # an empty secret file (`echo -n "$UNSET" > file`) counted as set: an empty query token refused every request,
+        # an empty S3 secret key passed the both-or-neither check, an empty password was sent as it was
+        empty = sorted(f"POWERSENSE_{name.upper()}" for name in self.model_fields_set
+                       if isinstance(value := getattr(self, name), SecretStr) and not value.get_secret_value().strip())
+        if empty:
+            raise ValueError(f"{', '.join(empty)}: empty (a secret file or a variable with nothing in it): fill it, "
+                             "or remove it")
+        return self
+
+    @model_validator(mode="after")
     def _plausible_range(self) -> Settings:
         # bounds typed in GW (150) left every real load above the maximum: nothing would reach the series
         if self.plausibility_min_value_mw >= self.plausibility_max_value_mw:

@@ -108,6 +108,16 @@ def test_a_secret_file_that_is_not_text_stops_the_start_up_naming_it(
     assert message.startswith("invalid configuration: ") and "query_token" in message.lower()
 
 
+@pytest.mark.parametrize("file_name", ["query-token", "s3_secret_access_key"])
+def test_an_empty_secret_file_stops_the_start_up_naming_it(
+    env: pytest.MonkeyPatch, tmp_path: Path, file_name: str
+) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / file_name).write_text("\n")  # echo "$UNSET" > file
+    assert f"POWERSENSE_{file_name.replace('-', '_').upper()}: empty" in _error(env)
+
+
 def test_a_dangling_secret_link_stops_the_start_up_naming_it(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     secrets = tmp_path / "secrets"
     secrets.mkdir()
