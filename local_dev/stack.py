@@ -19,10 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from croniter import croniter
 
 from shared.errors import ConfigurationError
-from shared.settings import REPO_ROOT
+from shared.settings import REPO_ROOT, five_field_cron
 
 STACK_FILE = REPO_ROOT / "openfaas-stack.yml"
 
@@ -87,7 +86,7 @@ def read_stack(path: Path = STACK_FILE, environ: Mapping[str, str] | None = None
         schedule = None
         if annotations.get("topic") == "cron-function":
             schedule = annotations.get("schedule", "").strip()
-            if not croniter.is_valid(schedule) or len(schedule.split()) != 5:
+            if not five_field_cron(schedule):
                 raise ConfigurationError(f"{path.name}: function {name!r} has invalid schedule {schedule!r}")
         files = tuple(str(f) for f in (fn.get("environment_file") or []))
         environment = {str(k): str(v) for k, v in (fn.get("environment") or {}).items()}

@@ -400,11 +400,12 @@ def set_current_main(argv: list[str] | None = None) -> int:
         previous = artifacts.current_version(args.series)
     except ModelError:
         previous = None  # a damaged pointer is what this command repairs
-    if artifacts.meta(args.series, args.version) is None:
-        known = [m["version"] for m in artifacts.list_models(args.series)]
-        raise NotFoundError(f"model {args.series}/{args.version} does not exist; stored versions: {known}")
     now = datetime.now(UTC).isoformat()
-    artifacts.update_meta(args.series, args.version, set_current_by_operator_at=now, replaced_version=previous)
+    try:  # update_meta reads the version's metadata: NotFoundError when the version does not exist
+        artifacts.update_meta(args.series, args.version, set_current_by_operator_at=now, replaced_version=previous)
+    except NotFoundError as exc:
+        known = [m["version"] for m in artifacts.list_models(args.series)]
+        raise NotFoundError(f"{exc}; stored versions: {known}") from exc
     artifacts.set_current(args.series, args.version)
     print(json.dumps({"series": args.series, "current": args.version, "previous": previous, "at": now}))
     return 0

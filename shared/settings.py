@@ -163,6 +163,14 @@ def http_url(v: str) -> str:
     return v.rstrip("/")
 
 
+def five_field_cron(schedule: str) -> bool:
+    """True for a cron expression as the cron connector reads it: five fields (a sixth, seconds, would fire 60 times
+    as often). One check for the settings (``POWERSENSE_DETECT_SCHEDULE``) and the stack's schedules."""
+    from croniter import croniter  # light (dateutil), imported when a schedule is checked
+
+    return len(schedule.split()) == 5 and bool(croniter.is_valid(schedule))
+
+
 def read_secret_file(path: Path, name: str) -> str:
     """The text of a secret file, stripped of the newline an editor or ``kubectl create secret --from-file`` leaves;
     a file that exists but cannot be read as text (a directory, a dangling link, no permission, bytes that are not
@@ -719,10 +727,7 @@ class Settings(BaseSettings):
     @field_validator("detect_schedule")
     @classmethod
     def _cron(cls, v: str) -> str:
-        # the cron connector's format: five fields (a sixth, seconds, would replay 60 times as many ticks)
-        from croniter import croniter  # light (dateutil); imported here like iso_instant below
-
-        if len(v.split()) != 5 or not croniter.is_valid(v):
+        if not five_field_cron(v):
             raise ValueError(f"{v!r} is not a five-field cron expression (e.g. '4-59/15 * * * *')")
         return v
 

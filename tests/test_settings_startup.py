@@ -21,6 +21,14 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
     settings_mod.get_settings.cache_clear()
 
 
+@pytest.fixture
+def secrets(env: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """The (empty) secrets directory the settings read."""
+    path = tmp_path / "secrets"
+    path.mkdir()
+    return path
+
+
 def _error(env: pytest.MonkeyPatch) -> str:
     settings_mod.get_settings.cache_clear()
     with pytest.raises(ConfigurationError) as exc:
@@ -99,10 +107,8 @@ def test_a_log_file_that_is_a_directory_stops_the_start_up(env: pytest.MonkeyPat
 
 @pytest.mark.parametrize("file_name", ["query-token", "query_token"])
 def test_a_secret_file_that_is_not_text_stops_the_start_up_naming_it(
-    env: pytest.MonkeyPatch, tmp_path: Path, file_name: str
+    env: pytest.MonkeyPatch, secrets: Path, file_name: str
 ) -> None:
-    secrets = tmp_path / "secrets"
-    secrets.mkdir()
     (secrets / file_name).write_bytes(b"\xff\xfe\x00random")  # openssl rand 24 > file
     message = _error(env)
     assert message.startswith("invalid configuration: ") and "query_token" in message.lower()
@@ -110,17 +116,15 @@ def test_a_secret_file_that_is_not_text_stops_the_start_up_naming_it(
 
 @pytest.mark.parametrize("file_name", ["query-token", "s3_secret_access_key"])
 def test_an_empty_secret_file_stops_the_start_up_naming_it(
-    env: pytest.MonkeyPatch, tmp_path: Path, file_name: str
+    env: pytest.MonkeyPatch, secrets: Path, file_name: str
 ) -> None:
-    secrets = tmp_path / "secrets"
-    secrets.mkdir()
     (secrets / file_name).write_text("\n")  # echo "$UNSET" > file
     assert f"POWERSENSE_{file_name.replace('-', '_').upper()}: empty" in _error(env)
 
 
-def test_a_dangling_secret_link_stops_the_start_up_naming_it(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    secrets = tmp_path / "secrets"
-    secrets.mkdir()
+def test_a_dangling_secret_link_stops_the_start_up_naming_it(
+    env: pytest.MonkeyPatch, secrets: Path, tmp_path: Path
+) -> None:
     (secrets / "clickhouse-password").symlink_to(tmp_path / "gone")
     message = _error(env)
     assert "POWERSENSE_CLICKHOUSE_PASSWORD: secret file " in message and "clickhouse-password" in message
