@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from http import HTTPStatus
 from pathlib import Path
@@ -27,7 +27,7 @@ from swagger_ui_bundle import swagger_ui_path
 
 from shared import metrics as stage_metrics
 from shared.config_doc import closest_setting, unknown_variables
-from shared.errors import AuthError, PowerSenseError, StoreError, http_status
+from shared.errors import AuthError, ConfigurationError, PowerSenseError, StoreError, http_status
 from shared.logs import configure_logging, current_function, log_event
 from shared.runs import Run, RunResult, count_unstarted_failure, stage_run
 from shared.settings import Settings, get_settings
@@ -202,9 +202,22 @@ class FunctionLogContext:
             current_function.reset(token)
 
 
+def startup_settings(function: str) -> Settings:
+    """The validated settings, read at a function's start-up. A misconfiguration is logged first as one JSON
+    line (event ``configuration_invalid``, with ``function`` and the message naming the variables) and then
+    raised: the traceback the server prints after it is not JSON, so a Loki query by function and level would
+    otherwise miss why the function never started."""
+    try:
+        return get_settings()
+    except ConfigurationError as exc:
+        configure_logging()
+        log_event(log, "configuration_invalid", logging.CRITICAL, function=function, error=str(exc))
+        raise
+
+
 def create_app(
     function: str, *, title: str | None = None, description: str = "", health: bool = True, metrics: bool = True,
-    root_path: str | None = None,
+    root_path: str | None = None, checks: Sequence[Callable[[Settings], object]] = (),
 ) -> FastAPI:
     """Build a function's FastAPI app. Settings are validated here, so a misconfigured function
     fails at start-up (import time) with a message naming the bad variable.
@@ -213,9 +226,17 @@ def create_app(
     routes too), no trailing-slash redirects (a 307 would drop the gateway prefix and echo the Host
     header), and ``/docs`` + ``/openapi.json`` are open and work behind the gateway prefix: the page
     references the document and Swagger UI's assets by relative URLs. ``root_path`` is the gateway
-    prefix (default ``/function/<function>``)."""
-    settings = get_settings()
+    prefix (default ``/function/<function>``). ``checks`` are the function's own start-up checks (each raises
+    :class:`shared.errors.ConfigurationError` on a setting only this function uses, e.g. a file it reads), logged
+    and raised like an invalid setting."""
+    settings = startup_settings(function)
     configure_logging(settings.log_level, settings.log_file)
+    for check in checks:
+        try:
+            check(settings)
+        except ConfigurationError as exc:
+            log_event(log, "configuration_invalid", logging.CRITICAL, function=function, error=str(exc))
+            raise
     # pydantic ignores a POWERSENSE_* variable that names no setting: a misspelled one would leave its default in
     # effect without a word (python -m shared config warns the same way)
     for name in unknown_variables(os.environ):

@@ -3,13 +3,19 @@ the operator's mistakes that used to start a function and fail later (or never).
 
 from __future__ import annotations
 
+import json
 import logging
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from shared import settings as settings_mod
 from shared.errors import ConfigurationError
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -154,3 +160,72 @@ def test_a_function_logs_a_variable_that_is_no_setting(env: pytest.MonkeyPatch, 
     assert [(r.levelno, r.function, r.variable, r.closest_setting) for r in seen.records  # type: ignore[attr-defined]
             if getattr(r, "event", "") == "unknown_setting"] == [
         (logging.WARNING, "poll", "POWERSENSE_FORECAST_HORIZON_DAY", "POWERSENSE_FORECAST_HORIZON_DAYS")]
+
+
+def _startup_events(create: Callable[[], object]) -> list[tuple[int, str, str]]:
+    """(level, function, error) of each ``configuration_invalid`` line logged while ``create`` raises."""
+    logger, seen = logging.getLogger("shared.app"), _Records()
+    logger.addHandler(seen)
+    try:
+        with pytest.raises(ConfigurationError):
+            create()
+    finally:
+        logger.removeHandler(seen)
+    return [(r.levelno, r.function, r.error) for r in seen.records  # type: ignore[attr-defined]
+            if getattr(r, "event", "") == "configuration_invalid"]
+
+
+def test_an_invalid_setting_is_logged_as_one_json_event_before_the_start_up_stops(env: pytest.MonkeyPatch) -> None:
+    from shared.app import create_app
+
+    env.setenv("POWERSENSE_SOURCE_URL", "ftp://odre")
+    [(level, function, error)] = _startup_events(lambda: create_app("poll"))
+    assert (level, function) == (logging.CRITICAL, "poll") and "POWERSENSE_SOURCE_URL" in error
+
+
+def test_missing_history_files_stop_upsert_versions_start_up(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from shared.app import create_app
+    from shared.ingest.bootstrap import check_bootstrap_settings
+
+    env.setenv("POWERSENSE_HISTORY_FILES", str(tmp_path / "eco2mix_national_2023.csv.gz"))
+    [(_, function, error)] = _startup_events(lambda: create_app("upsert-version", checks=[check_bootstrap_settings]))
+    assert function == "upsert-version" and error.startswith("POWERSENSE_HISTORY_FILES: ") and "does not exist" in error
+
+
+def test_history_files_are_not_checked_when_the_bootstrap_is_off(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from shared.app import create_app
+    from shared.ingest.bootstrap import check_bootstrap_settings
+
+    env.setenv("POWERSENSE_HISTORY_FILES", str(tmp_path / "eco2mix_national_2023.csv.gz"))
+    env.setenv("POWERSENSE_POLL_BOOTSTRAP", "false")
+    assert create_app("upsert-version", checks=[check_bootstrap_settings]).state.function == "upsert-version"
+
+
+def test_an_unusable_stations_file_stops_poll_weathers_start_up(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from shared.app import create_app
+    from shared.weather.service import check_stations_setting
+
+    stations = tmp_path / "stations.csv"
+    stations.write_text("ID;Nom;longitude;latitude\n149;Orly;2.38;48.72\n")  # no weights
+    env.setenv("POWERSENSE_WEATHER_STATIONS_FILE", str(stations))
+    [(_, function, error)] = _startup_events(lambda: create_app("poll-weather", checks=[check_stations_setting]))
+    assert function == "poll-weather" and "POWERSENSE_WEATHER_STATIONS_FILE" in error and "Poids" in error
+
+
+def test_the_deployed_poll_weather_and_upsert_version_check_their_files(tmp_path: Path) -> None:
+    # the handlers themselves, as the function's server imports them, in a fresh process
+    code = ("import sys\nfrom local_dev.functions import load_handler\n"
+            "for name in ('poll-weather', 'upsert-version'):\n"
+            "    try:\n        load_handler(name)\n    except Exception as exc:\n"
+            "        print(name, type(exc).__name__, exc)\n")
+    env = {"PATH": "/usr/bin:/bin", "POWERSENSE_CHDB_PATH": str(tmp_path / "chdb"),
+           "POWERSENSE_SECRETS_DIR": str(tmp_path / "secrets"),
+           "POWERSENSE_WEATHER_STATIONS_FILE": str(tmp_path / "none.csv"),
+           "POWERSENSE_HISTORY_FILES": str(tmp_path / "none.csv.gz")}
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    lines = out.stdout.splitlines()
+    assert [line.split(" ", 2)[:2] for line in lines] == [["poll-weather", "ConfigurationError"],
+                                                           ["upsert-version", "ConfigurationError"]], out.stderr[-2000:]
+    events = [json.loads(line) for line in out.stderr.splitlines() if line.startswith("{")]
+    assert [(e["function"], e["event"]) for e in events if e["event"] == "configuration_invalid"] == [
+        ("poll-weather", "configuration_invalid"), ("upsert-version", "configuration_invalid")]

@@ -24,9 +24,10 @@ from shared.app import (
 )
 from shared.settings import Settings
 from shared.store import Store
-from shared.weather.service import run_poll_weather
+from shared.weather.service import check_stations_setting, run_poll_weather
 
-app = create_app("poll-weather", description="Fetch Open-Meteo temperature forecasts and store them as versions")
+app = create_app("poll-weather", description="Fetch Open-Meteo temperature forecasts and store them as versions",
+                 checks=[check_stations_setting])
 
 
 class PollWeatherRequest(StageRequest):

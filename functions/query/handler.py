@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from mangum import Mangum
 
-from shared.app import create_app
+from shared.app import create_app, startup_settings
 from shared.errors import AuthError
 from shared.query.api import install_fast_path, protected, public
 from shared.query.auth import auth_error_handler
 from shared.query.metrics import count_responses
-from shared.settings import get_settings
 
 DESCRIPTION = """Read-only access to PowerSense: measurements (with every revision and as-of reads), forecasts
 with prediction intervals, forecast-vs-actual, anomalies, data quality, pipeline runs and the model registry.
@@ -25,7 +24,7 @@ one of the choices, over a maximum, start after end, unknown metric, bad cursor)
 
 # /health and /metrics are the query API's own (data freshness, scrape-time store gauges).
 app = create_app("query", title="PowerSense query API", description=DESCRIPTION, health=False, metrics=False,
-                 root_path=get_settings().query_root_path)
+                 root_path=startup_settings("query").query_root_path)
 app.add_exception_handler(AuthError, auth_error_handler)
 app.include_router(public)
 app.include_router(protected)

@@ -22,11 +22,13 @@ from shared.app import (
     stage_options,
     store_dep,
 )
+from shared.ingest.bootstrap import check_bootstrap_settings
 from shared.ingest.versioning import run_upsert
 from shared.settings import Settings
 from shared.store import Store
 
-app = create_app("upsert-version", description="Turn landed ODRÉ pages into versioned measurements")
+app = create_app("upsert-version", description="Turn landed ODRÉ pages into versioned measurements",
+                 checks=[check_bootstrap_settings])
 
 
 class UpsertRequest(StageRequest):

@@ -112,6 +112,14 @@ def check_history_files(files: list[Path]) -> None:
                 "`python -m shared evaluate --data FILE`")
 
 
+def check_bootstrap_settings(settings: Settings) -> None:
+    """upsert-version's start-up check: the history files it would bootstrap from exist and hold France's national
+    load (:func:`check_history_files`), so a wrong ``POWERSENSE_HISTORY_FILES`` stops the function when it is
+    deployed instead of failing its first run. Nothing to check when the bootstrap is off or has no files."""
+    if settings.poll_bootstrap and settings.history_files:
+        check_history_files([Path(f) for f in settings.history_files])
+
+
 def load_history(
     store: Store,
     settings: Settings,

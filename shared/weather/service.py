@@ -201,6 +201,13 @@ def _lease(store: Store, settings: Settings) -> Lease:
 # --- the stage -------------------------------------------------------------------------------------
 
 
+def check_stations_setting(settings: Settings) -> None:
+    """poll-weather's start-up check: the weighted locations file is readable and usable
+    (:func:`~shared.weather.parse.load_stations`), so a wrong ``POWERSENSE_WEATHER_STATIONS_FILE`` stops the
+    function when it is deployed instead of failing every hourly run."""
+    load_stations(settings.weather_stations_file)
+
+
 def run_poll_weather(
     store: Store,
     settings: Settings,
