@@ -29,7 +29,7 @@ from shared import metrics as stage_metrics
 from shared.config_doc import closest_setting, unknown_variables
 from shared.errors import AuthError, ConfigurationError, PowerSenseError, StoreError, http_status
 from shared.logs import configure_logging, current_function, log_event
-from shared.runs import Run, RunResult, count_unstarted_failure, stage_run
+from shared.runs import Run, RunResult, count_unstarted_failure, failed_run_id, stage_run
 from shared.settings import Settings, get_settings
 from shared.store import Store, get_store
 from shared.tokens import bearer_matches, token_bytes
@@ -202,6 +202,13 @@ class FunctionLogContext:
             current_function.reset(token)
 
 
+def _run_of(exc: BaseException) -> dict[str, str]:
+    """``run_id`` of the stage run ``exc`` failed, for the error handler's log line: they run after the run's
+    logging context is reset, and logged "-" where pipeline_runs and the alerts show the run's id."""
+    run_id = failed_run_id(exc)
+    return {"run_id": run_id} if run_id else {}
+
+
 def startup_settings(function: str) -> Settings:
     """The validated settings, read at a function's start-up. A misconfiguration is logged first as one JSON
     line (event ``configuration_invalid``, with ``function`` and the message naming the variables) and then
@@ -255,7 +262,8 @@ def create_app(
     async def _typed_error(request: Request, exc: PowerSenseError) -> JSONResponse:
         status = http_status(exc)
         log_event(log, "request_failed", logging.WARNING if status < 500 else logging.ERROR,
-                  error_type=type(exc).__name__, error=str(exc), status=status, path=request.url.path)
+                  error_type=type(exc).__name__, error=str(exc), status=status, path=request.url.path,
+                  **_run_of(exc))
         return JSONResponse({"error": type(exc).__name__, "detail": str(exc)}, status_code=status)
 
     @app.exception_handler(Exception)
@@ -263,7 +271,8 @@ def create_app(
         # A bug, not a typed failure: log the traceback, answer JSON (run already recorded as failed). Starlette
         # runs this handler in its outermost middleware, outside FunctionLogContext: the function is passed.
         log.exception("unhandled_error", extra={"event": "unhandled_error", "path": request.url.path,
-                                                "function": function})
+                                                "function": function, "error_type": type(exc).__name__,
+                                                **_run_of(exc)})
         return JSONResponse({"error": "InternalError", "detail": type(exc).__name__}, status_code=500)
 
     @app.exception_handler(RequestValidationError)

@@ -8,6 +8,7 @@ caused it.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from contextvars import ContextVar
@@ -22,11 +23,23 @@ current_run_id: ContextVar[str] = ContextVar("current_run_id", default="-")
 _REDACT = ("password", "token", "secret", "authorization")
 
 
+_EVENT_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
+def _event_of(record: logging.LogRecord) -> str:
+    """The event of a record logged without one: its message when that is an event name (``log.info("x_done")``),
+    else its logger's name."""
+    message = record.msg if isinstance(record.msg, str) and not record.args else ""
+    return message if _EVENT_NAME.fullmatch(message) else record.name
+
+
 class _ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.function = getattr(record, "function", None) or current_function.get()
         record.run_id = getattr(record, "run_id", None) or current_run_id.get()
-        record.event = getattr(record, "event", None) or record.getMessage()
+        # Alloy makes `event` a Loki label, so it must come from a bounded set: a record logged without one (another
+        # library's: uvicorn's "Started server process [28438]") is named by its logger, not by its free text
+        record.event = getattr(record, "event", None) or _event_of(record)
         for key in list(record.__dict__):
             if any(word in key.lower() for word in _REDACT):
                 record.__dict__[key] = "***"
@@ -62,5 +75,7 @@ def configure_logging(level: str = "INFO", path: str | None = None) -> None:
 
 
 def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **fields: Any) -> None:
-    """Log a structured event: ``event`` is a short snake_case name, ``fields`` its data."""
-    logger.log(level, event, extra={"event": event, **fields})
+    """Log a structured event: ``event`` is a short snake_case name, ``fields`` its data; an exception passed as
+    ``exc_info`` adds its traceback to the line (``exc_info`` in the JSON)."""
+    exc_info = fields.pop("exc_info", None)
+    logger.log(level, event, exc_info=exc_info, extra={"event": event, **fields})

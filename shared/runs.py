@@ -13,7 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -134,7 +134,7 @@ def _seed_metrics(store: Store, function: str) -> None:
     _runs_from_zero(function)
     try:
         last = store.scalar("select max(finished_at) from {db:Identifier}.pipeline_runs "
-                            "where function = {function:String} and status in ('success', 'partial')",
+                            "where function = {function:String} and " + DID_ITS_WORK_SQL,
                             {"function": function})
     except Exception as exc:  # the run itself reports the store; try again at the next run
         log_event(log, "metrics_seed_failed", logging.WARNING, error=str(exc))
@@ -164,6 +164,13 @@ RUN_LOST_AFTER_S = 3600
 # the read to the last 35 days of the function's rows (pipeline_runs is ordered by (function, started_at, ...));
 # without it every run ever recorded was read and grouped on every run of every stage.
 RUN_LOST_LOOKBACK_DAYS = 35
+
+# A run that did its work: a partial run too (poll landed what the source has; what is missing has its own signal,
+# poll_gaps and powersense_poll_missing_quarter_hours). The last-success gauge, the alerts that read it and the
+# Pipeline health dashboard (build_dashboards.py RUN_DID_ITS_WORK; tests/test_ops_sql.py) count these.
+DID_ITS_WORK = ("success", "partial")
+DID_ITS_WORK_SQL = f"status in ({', '.join(repr(s) for s in DID_ITS_WORK)})"
+
 LOST_ERROR = ("lost: no end was recorded within {s} s of the start (the process was killed: SIGKILL, "
               "out of memory, timeout or node lost); see the function's logs for this run_id")
 
@@ -201,6 +208,11 @@ def close_lost_runs(store: Store, function: str) -> int:
     return len(rows)
 
 
+def failed_run_id(exc: BaseException) -> str | None:
+    """The run_id of the stage run ``exc`` failed (None for an error raised outside a run)."""
+    return getattr(exc, "powersense_run_id", None)
+
+
 @contextmanager
 def stage_run(
     store: Store, function: str, trigger: str = "http", run_id: str | None = None, pushgateway: str | None = None
@@ -229,6 +241,10 @@ def stage_run(
         except BaseException as exc:
             run.status = "failed"
             run.error = f"{type(exc).__name__}: {exc}"
+            # the error handlers log it (with the traceback) after this context has been reset: they read the run
+            # from the exception, so the line an on-call engineer needs carries the run_id pipeline_runs shows
+            with suppress(AttributeError):
+                exc.powersense_run_id = run.run_id  # type: ignore[attr-defined]
             raise
         finally:
             run.finished_at = datetime.now(UTC)
@@ -241,9 +257,7 @@ def stage_run(
             metrics.STAGE_DURATION.labels(function).observe(elapsed)
             metrics.STAGE_ROWS.labels(function, "in").inc(run.rows_in)
             metrics.STAGE_ROWS.labels(function, "out").inc(run.rows_out)
-            # a partial run did its work (e.g. poll landed what the source has); what is missing is
-            # reported by its own signal (poll_gaps, powersense_poll_missing_quarter_hours)
-            if run.status in ("success", "partial"):
+            if run.status in DID_ITS_WORK:
                 metrics.STAGE_LAST_SUCCESS.labels(function).set(time.time())
             log_event(
                 log,

@@ -68,6 +68,21 @@ def test_a_fallback_run_is_reported_to_prometheus(store: Store, fc_settings: Set
     assert REGISTRY.get_sample_value("powersense_forecast_fallback") == 1.0
 
 
+def test_an_artifact_store_outage_is_reported_to_prometheus(store: Store, fc_settings: Settings) -> None:
+    # the run succeeded (seasonal naive issued): only the model owners' fallback alert fired, operations heard
+    # nothing of the S3 outage (PowerSenseArtifactStoreUnavailable reads this)
+    from shared.metrics import REGISTRY
+
+    service.FORECAST_ARTIFACT_STORE_UP.set(1.0)
+    dead = S3ArtifactStore("http://127.0.0.1:9", "models", "us-east-1", "k", "s")
+    res = service.run_forecast(store, fc_settings, lambda: dead, NOW, "run-s3down-up")
+    assert REGISTRY.get_sample_value("powersense_forecast_artifact_store_up") == 0.0
+    assert res.details["artifact_store_error"]
+    service.run_forecast(store, fc_settings, lambda: LocalArtifactStore(fc_settings.artifacts_dir), NOW,
+                         "run-s3back-up", train=False)
+    assert REGISTRY.get_sample_value("powersense_forecast_artifact_store_up") == 1.0
+
+
 def test_fallback_when_data_is_stale(store: Store, fc_settings: Settings) -> None:
     later = datetime(2023, 3, 17, 10, 20, tzinfo=UTC)
     res = service.run_forecast(store, fc_settings, lambda: LocalArtifactStore(fc_settings.artifacts_dir), later,

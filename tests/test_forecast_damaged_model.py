@@ -6,6 +6,7 @@ holds the rules for both)."""
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -52,6 +53,19 @@ def test_a_run_without_training_falls_back_when_the_model_does_not_load(
     res = service.run_forecast(store, fc_settings, lambda: artifacts, NOW + pd.Timedelta(hours=1), "run-empty",
                                train=False)
     assert res.quality == "fallback" and res.fallback_reason.startswith("model failed: ModelError: cannot load model")
+
+
+def test_the_model_failure_is_logged_with_its_type_and_traceback(
+        store: Store, trained: tuple[LocalArtifactStore, str], fc_settings: Settings,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # "model_failed error='...'" alone said neither the exception's type nor where it was raised
+    artifacts, version = trained
+    (_version_dir(fc_settings, version) / "profile.pt").write_bytes(b"")
+    with caplog.at_level(logging.ERROR, logger=service.log.name):
+        service.run_forecast(store, fc_settings, lambda: artifacts, NOW + pd.Timedelta(hours=1), "run-log",
+                             train=False)
+    [line] = [r for r in caplog.records if getattr(r, "event", "") == "model_failed"]
+    assert line.error_type == "ModelError" and line.exc_info is not None  # type: ignore[attr-defined]
 
 
 def test_a_model_that_does_not_load_is_retrained_at_the_next_run(

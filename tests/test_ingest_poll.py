@@ -650,6 +650,22 @@ def test_real_source_gap_is_partial_then_source_incomplete(store: Store, cfg: Se
     assert POLL_MISSING.labels("source_incomplete")._value.get() == 94.0
 
 
+def test_a_record_rejected_on_every_read_is_not_reported_as_one_the_source_lacks(
+    store: Store, cfg: Settings, replay: ReplayServer
+) -> None:
+    # the source sends 2023-03-01 12:00Z on every read, as "1_586": rejected each time (rejected_records). Its gap
+    # ended "the source lacks them", sending the on-call engineer to the source instead of to rejected_records
+    noon = MARCH1 + 12 * H
+    replay.faults.reset(Fault(transform=set_field({iso(noon): "1_586"})))
+    now = datetime(2023, 3, 10, tzinfo=UTC)
+    for k in range(cfg.poll_gap_max_attempts):
+        set_clock(now + k * timedelta(minutes=cfg.poll_gap_retry_min))
+        poll_once(store, cfg, start=MARCH1, end=MARCH1 + D)
+    [(status, reason)] = store.query_rows("select status, reason from {db:Identifier}.poll_gaps final")
+    assert status == "source_incomplete"
+    assert "1 sent by the source and rejected (see rejected_records)" in reason and "lacks" not in reason
+
+
 def test_open_gap_is_re_read_on_later_ticks_beyond_the_overlap(
     store: Store, cfg: Settings, replay: ReplayServer
 ) -> None:

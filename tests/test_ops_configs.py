@@ -127,6 +127,9 @@ def test_alertmanager_config_is_valid() -> None:
         (["severity=warning", "component=pipeline", "alertname=PowerSenseStageNotRun"], "ops-webhook"),
         # a temperature feed gone wrong is the operators' (poll-weather), not the model owners'
         (["severity=warning", "component=data", "alertname=PowerSenseWeatherForecastSkillLow"], "ops-webhook"),
+        # the artifact store is run by operations; the fallback it causes is the model owners' (component model)
+        (["severity=warning", "component=infra", "alertname=PowerSenseArtifactStoreUnavailable"], "ops-webhook"),
+        (["severity=warning", "component=model", "alertname=PowerSenseForecastFallback"], "model-owners"),
     ],
 )
 def test_alertmanager_routes_alerts_to_their_receiver(labels: list[str], receiver: str) -> None:
@@ -349,6 +352,18 @@ def test_loki_queries_only_use_labels_alloy_sets() -> None:
             assert {m for m in re.findall(r"(\w+)\s*=~?", selector)} <= labels, expr
         for by in re.findall(r"by \(([^)]*)\)", expr):
             assert {b.strip() for b in by.split(",")} <= labels, expr
+
+
+def test_the_logs_dashboards_all_includes_lines_without_the_label() -> None:
+    # A line that is not JSON (a start-up traceback, a native crash) reaches Loki with only the labels its source
+    # gave it (config.alloy: no level). A label a stream lacks is the empty value to a matcher, and Loki keeps a
+    # matcher that matches "" as a filter over the streams without the label (grafana/loki pkg/util/matchers.go,
+    # SplitFiltersAndMatchers): "All" must match "" or it hides those lines — ".+" did.
+    dash = json.loads((OBS / "grafana" / "dashboards" / "logs.json").read_text())
+    multi = [v for v in dash["templating"]["list"] if v.get("includeAll")]
+    assert {v["name"] for v in multi} == {"function", "level"}
+    for var in multi:
+        assert re.fullmatch(var["allValue"], "") and re.fullmatch(var["allValue"], "ERROR"), var["name"]
 
 
 def _go_layout_to_strptime(layout: str) -> str:

@@ -730,6 +730,29 @@ def test_the_last_run_panel_shows_an_older_success_and_counts_the_range(database
     assert pd.Timestamp(row["last_success_at"]).tz_localize(None) == now - timedelta(days=10) + timedelta(minutes=2)
 
 
+def test_the_last_run_panel_counts_a_partial_run_as_a_success(database: str) -> None:
+    # as the last-success gauge and PowerSenseStageNoRecentSuccess do (shared/runs.py DID_ITS_WORK): poll's partial
+    # runs every 5 minutes showed hours since the last success while the alert rightly stayed quiet
+    from shared.runs import DID_ITS_WORK_SQL
+    from shared.store import get_store
+
+    store = get_store()
+    store.apply_schema()
+    now = datetime.now(UTC).replace(microsecond=0, tzinfo=None)
+    start = now - timedelta(minutes=7)
+    store.insert_df("pipeline_runs", pd.DataFrame([
+        {"function": "poll", "run_id": run_id, "trigger": "cron", "started_at": start - ago,
+         "finished_at": start - ago + timedelta(seconds=5), "status": status, "rows_in": 0, "rows_out": 0,
+         "error": "", "details": "{}", "updated_at": start - ago + timedelta(seconds=5)}
+        for run_id, ago, status in [("success", timedelta(hours=3), "success"), ("partial", timedelta(0), "partial")]
+    ]))
+    panel = _panel("powersense-pipeline-health", "Last run per stage")
+    assert DID_ITS_WORK_SQL in panel["targets"][0]["rawSql"]
+    df = store.query_df(grafana_sql(panel["targets"][0]["rawSql"], now - timedelta(days=1), now + timedelta(hours=1)))
+    row = df.set_index("function").loc["poll"]
+    assert row["last_status"] == "partial" and row["seconds_since_success"] < 600
+
+
 def test_the_verdict_known_at_as_of_is_written_once() -> None:
     # "The plausibility verdict known at as_of" (each version's latest measurement_flags row) is the view
     # measurement_verdicts in ch/init/007.series.sql; the series view, version=all, reflag and the Data quality

@@ -20,7 +20,10 @@ create table if not exists electricity.anomalies
     upper            Nullable(Float64),
     score            Nullable(Float64),        -- robust z of the residual
     threshold        Nullable(Float64),
-    model_version    String,                   -- forecast model version behind the expectation ('profile' if none)
+    -- the forecast behind the expectation: its model version ('profile' = no forecast covered the point, the
+    -- seasonal profile alone; '' = a seasonal-naive fallback forecast, or a detector without an expectation) and
+    -- its run (forecasts.run_id; '' = none): GET /forecasts?run_id= shows its quality and fallback_reason
+    model_version    String,
     forecast_run_id  String,
     detected_at      DateTime64(3, 'UTC'),     -- first run that raised it
     run_id           String,

@@ -70,6 +70,9 @@ FORECAST_LEAD_COMMENT = "-- the longest lead the product can issue (D+14): build
 # How far back the pipeline panels look at least for a function's last run and last success: the lookback of
 # shared/runs.py close_lost_runs (RUN_LOST_LOOKBACK_DAYS; tests/test_ops_sql.py checks they are equal).
 RUN_LOST_LOOKBACK_DAYS = 35
+# A run that did its work, as shared/runs.py DID_ITS_WORK_SQL (a partial run too), as the last-success gauge and the
+# alerts count it: the panel showed hours since the last success while poll's partial runs kept the alert quiet.
+RUN_DID_ITS_WORK = "status in ('success', 'partial')"
 
 
 def forecast_cte(name: str, condition: str = "") -> str:
@@ -1026,8 +1029,8 @@ with latest_runs as (
 select function,
        argMax(status, started_at) as last_status,
        max(started_at) as last_run_at,
-       maxIf(finished_at, status = 'success') as last_success_at,
-       dateDiff('second', maxIf(finished_at, status = 'success'), now64(3)) as seconds_since_success,
+       maxIf(finished_at, {RUN_DID_ITS_WORK}) as last_success_at,
+       dateDiff('second', maxIf(finished_at, {RUN_DID_ITS_WORK}), now64(3)) as seconds_since_success,
        countIf(status = 'failed' and $__timeFilter(started_at)) as failed_runs,
        countIf($__timeFilter(started_at)) as runs
 from latest_runs
@@ -1167,7 +1170,9 @@ loki_fn = {
     "datasource": LOKI,
     "multi": True,
     "includeAll": True,
-    "allValue": ".+",
+    # ".*", not ".+": a stream without the label (a line that is not JSON — a start-up traceback, a native crash —
+    # keeps only the labels its source gave it, config.alloy) matches only the empty value, so "All" hid them
+    "allValue": ".*",
     "refresh": 2,
     "query": {
         "label": "function",
@@ -1184,7 +1189,7 @@ level_var = {
     "label": "level",
     "multi": True,
     "includeAll": True,
-    "allValue": ".+",
+    "allValue": ".*",  # as the function's: "All" includes the lines that have no level
     "query": "DEBUG,INFO,WARNING,ERROR,CRITICAL",
     "current": {"text": "All", "value": "$__all"},
 }

@@ -580,6 +580,13 @@ FORECAST_FALLBACK = Gauge(
     "powersense_forecast_fallback",
     "1 when the latest forecast run issued the seasonal-naive fallback instead of a model (forecasts.fallback_reason "
     "says why), else 0", registry=REGISTRY)
+# pushed with the stage metrics (Pushgateway job "forecast") by every run that consulted the artifact store: an S3
+# outage only made the forecast fall back (a successful run: no stage alert) and reached the model owners as
+# PowerSenseForecastFallback; PowerSenseArtifactStoreUnavailable tells operations, who run the store
+FORECAST_ARTIFACT_STORE_UP = Gauge(
+    "powersense_forecast_artifact_store_up",
+    "1 when the artifact store answered every read and write of the latest forecast run that used it, 0 when one "
+    "failed (ArtifactError: unreachable, refused, timed out)", registry=REGISTRY)
 # pushed with the stage metrics (Pushgateway job "forecast"): alert on a status other than used/off lasting hours
 FORECAST_WEATHER_STATUS = Gauge(
     "powersense_forecast_weather_status_info",
@@ -1047,6 +1054,7 @@ def run_forecast(store: Store, settings: Settings, artifacts_factory: Any, now: 
     fc: pd.DataFrame | None = None
     version = ""
     fallback_reason = problem
+    store_error = ""  # an ArtifactError of this run (FORECAST_ARTIFACT_STORE_UP)
     if not problem:
         try:
             artifacts = artifacts_factory()
@@ -1070,7 +1078,10 @@ def run_forecast(store: Store, settings: Settings, artifacts_factory: Any, now: 
                         # of the new one (the current model may still be readable, or in this process's cache)
                         res.trained = {"trained": False, "model": "weather" if weather else "weather_free",
                                        "error": f"{type(exc).__name__}: {exc}"}
-                        log_event(log, "training_failed", logging.ERROR, error=str(exc), weather=weather)
+                        if isinstance(exc, ArtifactError):
+                            store_error = str(exc)
+                        log_event(log, "training_failed", logging.ERROR, error=str(exc), weather=weather,
+                                  error_type=type(exc).__name__, exc_info=exc)
             if not wx.status:  # fresh weather covering every target: the weather model, when there is one
                 fc, version, weather_status = _predict_weather(store, settings, artifacts, wgrid, now_ts, wx)
             if fc is None:
@@ -1083,9 +1094,11 @@ def run_forecast(store: Store, settings: Settings, artifacts_factory: Any, now: 
                                          settings, past=_recent(store, settings, now_ts, weather_used=False))
         except ArtifactError as exc:
             fallback_reason = f"artifact store unavailable: {exc}"
+            store_error = str(exc)
         except (ModelError, ValueError, KeyError, RuntimeError) as exc:
             fallback_reason = f"model failed: {type(exc).__name__}: {exc}"
-            log_event(log, "model_failed", logging.ERROR, error=str(exc))
+            # the type and the traceback: "model_failed error='level_3'" alone did not say a KeyError, nor where
+            log_event(log, "model_failed", logging.ERROR, error=str(exc), error_type=type(exc).__name__, exc_info=exc)
     if fc is not None:
         res.quality, res.model_version = "model", version
     else:
@@ -1097,6 +1110,10 @@ def run_forecast(store: Store, settings: Settings, artifacts_factory: Any, now: 
     weather_status = weather_status or "no_model"
     _weather_metrics(settings, weather_status, wx, now_ts)
     FORECAST_FALLBACK.set(1.0 if res.quality == "fallback" else 0.0)
+    if not problem:  # the store was consulted
+        FORECAST_ARTIFACT_STORE_UP.set(0.0 if store_error else 1.0)
+        if store_error:
+            res.details["artifact_store_error"] = store_error
     if weather_status not in ("used", "off"):
         log_event(log, "forecast_without_weather", logging.WARNING, weather_status=weather_status, reason=wx.reason)
     rows = forecast_rows(fc, run_id=run_id, model_version=version, issued_at=now_ts, settings=settings,

@@ -254,6 +254,8 @@ class Landed:
     rejected: int
     instants: set[pd.Timestamp]
     identities: set[tuple[Any, ...]]
+    # the instants of the rejected records (where readable): sent by the source, refused by the parser
+    rejected_instants: set[pd.Timestamp] = field(default_factory=set)
 
 
 def _identity(rec: Any) -> tuple[Any, ...]:
@@ -285,8 +287,10 @@ def land_page(
           "n_rejected": len(parsed.rejections), "run_id": run_id}]
     )
     store.insert_df("raw_batches", header)
+    rejected_at = {pd.Timestamp(t) for r in parsed.rejections
+                   if 0 <= r.record_no < len(page.records) and (t := _instant(page.records[r.record_no])) is not None}
     return Landed(len(page.records), len(parsed.rejections), set(parsed.rows["ts"].unique()),
-                  {_identity(r) for r in page.records})
+                  {_identity(r) for r in page.records}, rejected_at)
 
 
 def land_raw(store: Store, items: list[Any], *, batch_id: str, fetched_at: datetime, url: str) -> None:
@@ -347,6 +351,7 @@ class _Reader:
         self.store, self.settings, self.client, self.run, self.max_pages = store, settings, client, run, max_pages
         self.deadline = deadline  # time.monotonic() after which no new page is started (the run's time budget)
         self.pages = self.records = self.rejected = 0
+        self.rejected_instants: set[pd.Timestamp] = set()  # every read of the run: what merge_gaps is told
 
     @property
     def exhausted(self) -> bool:
@@ -365,6 +370,7 @@ class _Reader:
             self.pages += 1
             self.records += landed.records
             self.rejected += landed.rejected
+            self.rejected_instants |= landed.rejected_instants
             out.pages += 1
             out.records += landed.records
             out.rejected += landed.rejected
@@ -458,6 +464,7 @@ def merge_gaps(
     retry_every: timedelta,
     ignore_fallback_gap: bool = True,
     updated_at: datetime | None = None,
+    rejected: set[pd.Timestamp] | frozenset[pd.Timestamp] = frozenset(),
 ) -> GapUpdate:
     """New gap rows for the local days covered by ``checked`` = ``[(range read, missing in it)]`` (pure).
 
@@ -466,7 +473,11 @@ def merge_gaps(
     ``open`` with attempt 1; the same ones again → one more attempt once ``retry_every`` has passed
     since the last counted one; at ``max_attempts`` → ``source_incomplete`` (reported, not re-read;
     still resolved if a later read finds the values).  A row is written only when it changes.
+    ``rejected``: instants the reads sent in records the parser refused (``rejected_records``): the reason says
+    how many of the missing ones the source did send, so a record refused on every read is not reported as one
+    the source lacks.
     """
+    rejected_utc = {to_utc(t) for t in rejected}
     covered: dict[date, list[Window]] = {}
     found: dict[date, set[pd.Timestamp]] = {}
     for rng, missing in checked:
@@ -507,9 +518,7 @@ def merge_gaps(
         unchanged = (prev is not None and not fresh and prev["status"] == status
                      and int(prev["attempts"]) == attempts and prev_missing == set(now_missing))
         if not unchanged:
-            reason = (f"{len(now_missing)} quarter-hour(s) missing after {attempts} attempt(s); "
-                      + ("the source lacks them, no longer re-read" if status == "source_incomplete"
-                         else "re-read on later ticks"))
+            reason = gap_reason(len(now_missing), attempts, len(rejected_utc.intersection(now_missing)), status)
             out.rows.append({**base, "status": status, "attempts": attempts, "first_seen_at": first_seen,
                              "last_attempt_at": last_attempt, "reason": reason})
         if status == "open":
@@ -517,6 +526,22 @@ def merge_gaps(
         else:
             out.source_incomplete_missing += len(now_missing)
     return out
+
+
+def gap_reason(missing: int, attempts: int, refused: int, status: str) -> str:
+    """The reason of a gap row: ``missing`` quarter-hours after ``attempts`` reads, ``refused`` of them sent by
+    the source in records PowerSense rejected (the rest it did not send)."""
+    lacks = missing - refused
+    parts = [f"{missing} quarter-hour(s) missing after {attempts} attempt(s)"]
+    if refused:
+        parts.append(f"{refused} sent by the source and rejected (see rejected_records)")
+    if status == "source_incomplete":
+        parts.append("no longer re-read" if not lacks else
+                     ("the source lacks them, no longer re-read" if not refused
+                      else f"the source lacks {lacks}, no longer re-read"))
+    else:
+        parts.append("re-read on later ticks")
+    return "; ".join(parts)
 
 
 def write_gaps(store: Store, rows: list[dict[str, Any]]) -> None:
@@ -656,7 +681,8 @@ def run_poll(
     update = merge_gaps(known, checked, source=source, now=clock.now(),
                         updated_at=landing_time(), run_id=run.run_id, max_attempts=settings.poll_gap_max_attempts,
                         retry_every=timedelta(minutes=settings.poll_gap_retry_min),
-                        ignore_fallback_gap=settings.detect_ignore_fallback_gap)
+                        ignore_fallback_gap=settings.detect_ignore_fallback_gap,
+                        rejected=reader.rejected_instants if reader is not None else frozenset())
     write_gaps(store, update.rows)
     _publish_gap_metrics({**known, **{pd.Timestamp(r["day"]).date(): r for r in update.rows}})
     gaps = [{"day": str(r["day"]), "status": r["status"], "missing": len(r["missing"]), "attempts": r["attempts"]}

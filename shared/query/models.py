@@ -356,8 +356,11 @@ class Anomaly(BaseModel):
     upper: float | None
     score: float | None
     threshold: float | None
-    model_version: str
-    forecast_run_id: str
+    model_version: str = Field(description="model version of the forecast behind `expected` ('profile': none "
+                               "covered the point, the seasonal profile alone; '': a seasonal-naive fallback "
+                               "forecast, or a detector without an expectation)")
+    forecast_run_id: str = Field(description="run of that forecast ('' = none): GET /forecasts?run_id= shows its "
+                                 "quality and fallback_reason")
     detected_at: datetime
     run_id: str
     status: str
