@@ -14,7 +14,7 @@ import re
 import subprocess
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -814,3 +814,34 @@ def test_dbt_accepts_every_status_a_run_ends_with() -> None:
     column = next(c for c in model["columns"] if c["name"] == "status")
     accepted = next(t["accepted_values"]["arguments"]["values"] for t in column["data_tests"] if "accepted_values" in t)
     assert set(accepted) == {"running", *RUN_STATUSES}
+
+
+def test_rejected_records_and_poll_gaps_lead_to_the_run(database: str) -> None:
+    # the on-call path of PowerSensePollGapsOpen: the gap (its reason and run), the record the source sent and
+    # PowerSense rejected, and the run that landed it (raw_batches.run_id: the Logs dashboard's run_id)
+    from shared.ingest.poll import gap_reason
+    from shared.store import get_store
+
+    store = get_store()
+    store.apply_schema()
+    at, ts = datetime(2023, 3, 10, 12, tzinfo=UTC), datetime(2023, 3, 1, 12, tzinfo=UTC)
+    store.insert_df("raw_batches", pd.DataFrame([{
+        "batch_id": "b1", "fetched_at": at, "source_url": "replay", "window_start": ts, "window_end": ts,
+        "page": 0, "n_records": 96, "n_rejected": 1, "run_id": "poll-run-1"}]))
+    store.insert_df("rejected_records", pd.DataFrame([{
+        "batch_id": "b1", "record_no": 48, "stage": "poll", "reason": "not a number: consommation",
+        "payload": '{"consommation": "1_586"}', "rejected_at": at}]))
+    store.insert_df("poll_gaps", pd.DataFrame([{
+        "source": "eco2mix-national-tr", "day": date(2023, 3, 1), "window_start": datetime(2023, 2, 28, 23, tzinfo=UTC),
+        "window_end": datetime(2023, 3, 1, 23, tzinfo=UTC), "status": "source_incomplete", "expected": 96,
+        "missing": [ts], "attempts": 6, "first_seen_at": at, "last_attempt_at": at,
+        "reason": gap_reason(1, 6, 1, "source_incomplete"), "run_id": "poll-run-1", "updated_at": at}]))
+    frm, to = datetime(2023, 2, 25, tzinfo=UTC), datetime(2023, 3, 15, tzinfo=UTC)
+    rejected = store.query_df(grafana_sql(
+        _panel("powersense-data-quality", "Latest rejected records")["targets"][0]["rawSql"], frm, to))
+    assert rejected[["reason", "run_id", "batch_id"]].values.tolist() == [["not a number: consommation",
+                                                                           "poll-run-1", "b1"]]
+    gaps = store.query_df(grafana_sql(_panel("powersense-data-quality", "Poll gaps")["targets"][0]["rawSql"], frm, to))
+    assert gaps[["status", "missing_quarter_hours", "run_id"]].values.tolist() == [["source_incomplete", 1,
+                                                                                    "poll-run-1"]]
+    assert "rejected_records" in gaps["reason"].iloc[0]

@@ -520,6 +520,15 @@ def test_a_runs_page_reaches_back_as_far_as_it_must(client: TestClient, store: S
                                                                             ("poll", "r000", "success")]
 
 
+def test_one_run_is_found_by_its_run_id(client: TestClient, store: Store) -> None:
+    # the run_id of a log line, an alert's Recent failures row or a rejected record's batch, old or new
+    _past_runs(store, [("poll", 0.1, "success"), ("poll", 400, "failed"), ("detect", 500, "success")])
+    [run] = client.get("/runs", params={"run_id": "r001"}).json()["runs"]
+    assert (run["function"], run["status"]) == ("poll", "failed")
+    assert client.get("/runs", params={"run_id": "nothing-like-it"}).json()["count"] == 0
+    assert client.get("/runs", params={"run_id": "r001'; drop"}).status_code == 400
+
+
 def test_a_status_filter_answers_with_each_runs_final_status(client: TestClient, store: Store) -> None:
     # the filter first narrows to runs with a row of that status; the run's final row still decides: a run that
     # passed through a status (every run was 'running' once) is not listed under it

@@ -2,7 +2,8 @@
 -- quarter-hours missing when poll read it, replaced (ReplacingMergeTree(updated_at)) each time poll
 -- re-reads that day. status: open (re-read on later ticks, the run is 'partial') | source_incomplete
 -- (still missing after POWERSENSE_POLL_GAP_MAX_ATTEMPTS attempts: the source lacks the data, e.g.
--- 2023-10-14; reported, no longer re-read on purpose, healed if a later read finds the values) |
+-- 2023-10-14, or sent it in records PowerSense rejects, which the reason says (see rejected_records);
+-- reported, no longer re-read on purpose, healed if a later read finds the values) |
 -- resolved (every expected quarter-hour arrived). The fall-back day's first 02:xx hour, which RTE never
 -- publishes, and spring-forward padding rows are not expected. Read with FINAL.
 create table if not exists electricity.poll_gaps

@@ -647,13 +647,44 @@ order by time
     d.add(
         table(
             "Latest rejected records",
-            "The 50 newest dead-letter records with their payload.",
+            "The 50 newest dead-letter records with their payload, and the run that landed their page "
+            "(raw_batches.run_id: the run_id of the Logs dashboard and of pipeline_runs).",
             """
-select rejected_at, stage, reason, batch_id, record_no, substring(payload, 1, 300) as payload
-from ${db}.rejected_records
-where $__timeFilter(rejected_at)
+with latest as (
+    select rejected_at, stage, reason, batch_id, record_no, payload
+    from ${db}.rejected_records
+    where $__timeFilter(rejected_at)
+    order by rejected_at desc
+    limit 50
+)
+select l.rejected_at as rejected_at, l.stage as stage, l.reason as reason, b.run_id as run_id,
+       l.batch_id as batch_id, l.record_no as record_no, substring(l.payload, 1, 300) as payload
+from latest as l
+left join (
+    select batch_id, any(run_id) as run_id
+    from ${db}.raw_batches
+    where batch_id in (select batch_id from latest)
+    group by batch_id
+) as b on b.batch_id = l.batch_id
 order by rejected_at desc
-limit 50
+settings join_use_nulls = 1
+""",
+        )
+    )
+    d.add(
+        table(
+            "Poll gaps",
+            "Local days poll found incomplete after re-reading them (poll_gaps; PowerSensePollGapsOpen): open = "
+            "re-read on every tick, source_incomplete = no longer re-read (the reason says whether the source "
+            "lacks the quarter-hours or sent them in records PowerSense rejected: see Latest rejected records), "
+            "resolved = every quarter-hour arrived. run_id: the poll run that last wrote the row.",
+            """
+select day, status, length(missing) as missing_quarter_hours, attempts, first_seen_at, last_attempt_at, reason,
+       run_id
+from ${db}.poll_gaps final
+where window_end > $__fromTime and window_start <= $__toTime
+order by day desc
+limit 100
 """,
         )
     )

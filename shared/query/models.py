@@ -184,6 +184,9 @@ class RunsParams(BaseModel):
 
     function: str | None = Field(default=None, pattern=r"^[a-z][a-z\-]{0,31}$")
     status: Literal["running", "success", "partial", "skipped", "failed"] | None = None
+    # a run id as the product makes them (uuid4 hex, or the gateway's X-Call-Id: shared/app.py call_id)
+    run_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9-]{1,64}$",
+                               description="one run, by the run_id of its log lines, alerts and tables")
     start: Timestamp | None = Field(default=None, description="runs started at or after")
     end: Timestamp | None = Field(default=None, description="runs started before")
     limit: int = Field(default=100, ge=1, le=MAX_ROWS_LIMIT)

@@ -677,6 +677,7 @@ _RUN_COLUMNS = """
 
 RUNS_SQL = _RUN_COLUMNS + """
     where ({function:String} = '' or function = {function:String})
+      and ({run_id:String} = '' or run_id = {run_id:String})
       and started_at >= greatest({start:DateTime64(3, 'UTC')}, {since:DateTime64(3, 'UTC')})
       and started_at < {end:DateTime64(3, 'UTC')}
       {status_filter}
@@ -698,6 +699,7 @@ RUNS_STATUS_FILTER = """and (function, started_at, run_id) in (
 NEWEST_RUN_START_SQL = """
 select max(started_at) from {db:Identifier}.pipeline_runs
 where ({function:String} = '' or function = {function:String})
+  and ({run_id:String} = '' or run_id = {run_id:String})
   and started_at >= {start:DateTime64(3, 'UTC')} and started_at < {end:DateTime64(3, 'UTC')}
 """
 
@@ -743,7 +745,8 @@ def runs(store: Store, p: RunsParams) -> RunsResponse:
     start, end = p.start or EPOCH, p.end or FAR_FUTURE
     if start >= end:
         raise BadRequestError("start must be before end")
-    params = {"function": p.function or "", "status": p.status or "", "start": start, "end": end, "limit": p.limit}
+    params = {"function": p.function or "", "status": p.status or "", "run_id": p.run_id or "", "start": start,
+              "end": end, "limit": p.limit}
     newest = store.scalar(NEWEST_RUN_START_SQL, params)
     sql = RUNS_SQL.replace("{status_filter}", RUNS_STATUS_FILTER if p.status else "")
     rows = newest_page(store, sql, params, newest, p.limit, start)
