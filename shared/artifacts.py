@@ -101,11 +101,15 @@ class ArtifactStore(ABC):
         doc = {**meta, "version": version, "files": sorted(files)}
         self._put(f"{base}/{META}", json.dumps(doc, sort_keys=True, default=str).encode())
 
-    def set_current(self, series: str, version: str, meta: dict[str, Any] | None = None) -> None:
-        """Point ``current`` at ``version`` (one atomic write of ``current.json``)."""
+    def set_current(self, series: str, version: str, meta: dict[str, Any] | None = None, *,
+                    held: bool = False) -> None:
+        """Point ``current`` at ``version`` (one atomic write of ``current.json``). ``held``: the operator holds it
+        (``set-current-model --hold``): no training replaces it until released."""
         if self.meta(series, version) is None:
             raise NotFoundError(f"model {series}/{version} does not exist")
-        doc = {"version": version, "updated_at": datetime.now(UTC).isoformat()}
+        doc: dict[str, Any] = {"version": version, "updated_at": datetime.now(UTC).isoformat()}
+        if held:
+            doc["held"] = True
         self._put(f"{PREFIX}/{_check_name(series, 'series')}/{POINTER}", json.dumps(doc).encode())
 
     def update_meta(self, series: str, version: str, **fields: Any) -> None:
@@ -148,11 +152,12 @@ class ArtifactStore(ABC):
         meta = self.meta(series, ptr["version"])
         if meta is None:
             raise ModelError(f"current pointer of {series} names missing version {ptr['version']}")
-        return {**meta, "pointer_updated_at": ptr.get("updated_at"), "current": True}
+        return {**meta, "pointer_updated_at": ptr.get("updated_at"), "current": True, "held": ptr.get("held") is True}
 
     def list_models(self, series: str) -> list[dict[str, Any]]:
-        """Metadata of every complete version of ``series``, oldest first, with a ``current`` flag."""
-        cur = self.current_version(series)
+        """Metadata of every complete version of ``series``, oldest first, with ``current`` and ``held`` flags."""
+        ptr = self._pointer(series)
+        cur, held = (ptr["version"], ptr.get("held") is True) if ptr else (None, False)
         out = []
         for version in sorted(self._list_dirs(f"{PREFIX}/{_check_name(series, 'series')}/")):
             try:
@@ -161,7 +166,7 @@ class ArtifactStore(ABC):
                 log.warning("model_meta_unreadable", extra={"event": "model_meta_unreadable", "error": str(exc)})
                 continue
             if meta is not None:
-                out.append({**meta, "current": version == cur})
+                out.append({**meta, "current": version == cur, "held": held and version == cur})
         return out
 
     def prune(self, series: str, keep: int) -> list[str]:
@@ -379,10 +384,12 @@ def get_artifact_store(settings: Settings) -> ArtifactStore:
 
 
 def set_current_main(argv: list[str] | None = None) -> int:
-    """``python -m shared set-current-model SERIES [VERSION]``: point a series' current model at a stored version (a
-    rollback: a newer model that misbehaves, an artifact saved by a newer release after a code rollback); without
-    VERSION, list the stored versions (JSON lines, oldest first) and exit. The normal rule then applies: the next
-    training replaces it only if not worse on its holdout."""
+    """``python -m shared set-current-model SERIES [VERSION] [--hold | --release]``: point a series' current model at
+    a stored version (a rollback: a newer model that misbehaves, an artifact saved by a newer release after a code
+    rollback); without VERSION, list the stored versions (JSON lines, oldest first) and exit. The normal rule then
+    applies: the next training replaces it only if not worse on its holdout — unless ``--hold``: no training
+    replaces a held model (the forecast stage trains none for the series; a requested one is saved, not promoted)
+    until ``SERIES --release``."""
     import argparse
 
     from shared.settings import get_settings
@@ -390,11 +397,25 @@ def set_current_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m shared set-current-model", description=set_current_main.__doc__)
     parser.add_argument("series", help="artifact series, e.g. eco2mix_national.consommation.30min (+ .weather)")
     parser.add_argument("version", nargs="?", help="a stored version of the series (omit to list them)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--hold", action="store_true", help="hold it: no training replaces it until --release")
+    mode.add_argument("--release", action="store_true", help="release the series' held model (no VERSION): the "
+                      "normal rule applies again from the next run")
     args = parser.parse_args(argv)
+    if args.release and args.version is not None:
+        parser.error("--release takes no VERSION: it releases the model the series holds now")
     artifacts = get_artifact_store(get_settings())
+    if args.release:
+        held = artifacts.current(args.series)
+        if held is None:
+            raise NotFoundError(f"series {args.series} has no current model to release")
+        artifacts.set_current(args.series, held["version"])
+        print(json.dumps({"series": args.series, "current": held["version"], "held": False,
+                          "was_held": held["held"], "at": datetime.now(UTC).isoformat()}))
+        return 0
     if args.version is None:
         for m in artifacts.list_models(args.series):
-            print(json.dumps({k: m.get(k) for k in ("version", "trained_at", "decision", "current")}))
+            print(json.dumps({k: m.get(k) for k in ("version", "trained_at", "decision", "current", "held")}))
         return 0
     try:
         previous = artifacts.current_version(args.series)
@@ -406,6 +427,7 @@ def set_current_main(argv: list[str] | None = None) -> int:
     except NotFoundError as exc:
         known = [m["version"] for m in artifacts.list_models(args.series)]
         raise NotFoundError(f"{exc}; stored versions: {known}") from exc
-    artifacts.set_current(args.series, args.version)
-    print(json.dumps({"series": args.series, "current": args.version, "previous": previous, "at": now}))
+    artifacts.set_current(args.series, args.version, held=args.hold)
+    print(json.dumps({"series": args.series, "current": args.version, "previous": previous, "held": args.hold,
+                      "at": now}))
     return 0

@@ -161,12 +161,66 @@ def test_set_current_model_rolls_back_to_a_stored_version(
     older = _older_copy(artifacts, series, version)
     assert main(["set-current-model", series, older]) == 0
     assert json.loads(capsys.readouterr().out) | {"at": ""} == {
-        "series": series, "current": older, "previous": version, "at": ""}
+        "series": series, "current": older, "previous": version, "held": False, "at": ""}
     meta = artifacts.meta(series, older) or {}
     assert meta["replaced_version"] == version and meta["set_current_by_operator_at"]
     res = service.run_forecast(store, fc_settings, lambda: artifacts, NOW + pd.Timedelta(hours=1), "run-rolled",
                                train=False)
     assert (res.quality, res.model_version) == ("model", older)
+
+
+def _due_hourly(settings: Settings) -> Settings:
+    """The settings with a retrain due every half hour: the next run's schedule calls for a training."""
+    return settings.model_copy(update={"forecast_retrain_hours": 0.5})
+
+
+@pytest.fixture
+def held(trained: tuple[LocalArtifactStore, str], fc_settings: Settings,
+         capsys: pytest.CaptureFixture[str]) -> tuple[LocalArtifactStore, str, str]:
+    """An older copy of the promoted model rolled back to and held: (artifact store, series, held version)."""
+    from shared.__main__ import main
+
+    artifacts, version = trained
+    series = service.series_key(fc_settings)
+    older = _older_copy(artifacts, series, version)
+    assert main(["set-current-model", series, older, "--hold"]) == 0
+    assert json.loads(capsys.readouterr().out)["held"] is True
+    return artifacts, series, older
+
+
+def test_a_held_rollback_is_not_replaced_by_the_next_training(
+        store: Store, held: tuple[LocalArtifactStore, str, str], fc_settings: Settings) -> None:
+    # without the hold a rollback lasted until the next daily training, which could promote the model rolled back
+    # from again; held, the schedule trains nothing for the series
+    artifacts, _, older = held
+    res = service.run_forecast(store, _due_hourly(fc_settings), lambda: artifacts, NOW + pd.Timedelta(hours=1),
+                               "run-held")
+    assert res.trained == {"trained": False} and (res.quality, res.model_version) == ("model", older)
+
+
+def test_a_requested_training_of_a_held_series_is_kept_not_promoted(
+        store: Store, held: tuple[LocalArtifactStore, str, str], fc_settings: Settings) -> None:
+    artifacts, series, older = held
+    res = service.run_forecast(store, fc_settings, lambda: artifacts, NOW + pd.Timedelta(hours=1), "run-forced",
+                               force_train=True)
+    assert res.trained["decision"] == "rejected" and f"the operator holds {older}" in res.trained["reason"]
+    assert artifacts.current_version(series) == older
+    assert (artifacts.meta(series, res.trained["version"]) or {})["decision"] == "rejected"
+
+
+def test_a_released_series_trains_on_its_schedule_again(
+        store: Store, held: tuple[LocalArtifactStore, str, str], trained: tuple[LocalArtifactStore, str],
+        fc_settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    from shared.__main__ import main
+
+    artifacts, series, older = held
+    assert main(["set-current-model", series, "--release"]) == 0
+    assert json.loads(capsys.readouterr().out) | {"at": ""} == {
+        "series": series, "current": older, "held": False, "was_held": True, "at": ""}
+    assert [(m["version"], m["held"]) for m in artifacts.list_models(series)] == [(older, False), (trained[1], False)]
+    res = service.run_forecast(store, _due_hourly(fc_settings), lambda: artifacts, NOW + pd.Timedelta(hours=1),
+                               "run-released")
+    assert res.trained["trained"] is True
 
 
 def test_set_current_model_without_a_version_lists_the_stored_ones(
@@ -178,7 +232,7 @@ def test_set_current_model_without_a_version_lists_the_stored_ones(
     older = _older_copy(artifacts, series, version)
     assert main(["set-current-model", series]) == 0
     listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [(m["version"], m["current"]) for m in listed] == [(older, False), (version, True)]
+    assert [(m["version"], m["current"], m["held"]) for m in listed] == [(older, False, False), (version, True, False)]
 
 
 def test_set_current_model_names_the_stored_versions_when_the_version_does_not_exist(

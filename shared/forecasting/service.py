@@ -853,6 +853,7 @@ def training_plan(store: Store, settings: Settings, artifacts: Any, now: pd.Time
     model while the weather is fresh (and there is realised weather to train it on), else the weather-free one —
     on ``forecast_retrain_hours`` (and detect's requests; ``force``: now); then the standby model on
     ``forecast_standby_retrain_hours``. With ``forecast_weather`` off: the weather-free model only, as before.
+    A model the operator holds (``set-current-model --hold``) is never due (:func:`_held`).
     """
     use_weather = settings.forecast_weather and weather_fresh and weather_trainable
     # the model the run issues is loaded anyway (and cached): a damaged one is retrained at once
@@ -862,7 +863,7 @@ def training_plan(store: Store, settings: Settings, artifacts: Any, now: pd.Time
     if plain is None:
         return False, plain_problem or "no model"
     if not settings.forecast_weather:
-        why = due_reason(store, settings, plain, now, settings.forecast_retrain_hours)
+        why = "" if _held(plain) else due_reason(store, settings, plain, now, settings.forecast_retrain_hours)
         return (False, why) if why else None
     order = [(use_weather, settings.forecast_retrain_hours, True),
              (not use_weather, settings.forecast_standby_retrain_hours, False)]
@@ -873,6 +874,8 @@ def training_plan(store: Store, settings: Settings, artifacts: Any, now: pd.Time
                             else (plain, ""))
         if problem:
             return weather, problem
+        if _held(current):
+            continue
         if weather and current is None:
             # no weather model promoted yet: the newest attempt (a version the promotion rule rejected) counts, so a
             # weather model worse than naive is retried on the model's schedule, not at every run
@@ -882,6 +885,16 @@ def training_plan(store: Store, settings: Settings, artifacts: Any, now: pd.Time
         if why:
             return weather, why if requests else f"standby: {why}"
     return None
+
+
+def _held(current: dict[str, Any] | None) -> bool:
+    """True when the operator holds the series' current model (``python -m shared set-current-model SERIES VERSION
+    --hold``): its schedule and detect's requests train nothing until it is released; a rollback without the hold
+    lasted until the next daily training, which could promote the model rolled back from again."""
+    if current is not None and current.get("held"):
+        log_event(log, "training_held", series=current.get("series"), version=current.get("version"))
+        return True
+    return False
 
 
 def maybe_train(store: Store, settings: Settings, artifacts: Any, grid: pd.DataFrame, now: pd.Timestamp,
@@ -940,6 +953,10 @@ def maybe_train(store: Store, settings: Settings, artifacts: Any, grid: pd.DataF
                                            current["version"] if current else "")
         if not_compared:
             decision, why = "rejected", f"{not_compared}; retried at the next run"
+        elif current is not None and current.get("held"):
+            # a requested training (force_train) still runs and is kept: the operator may promote it by hand
+            decision, why = "rejected", (f"{why}; not promoted: the operator holds {current['version']} "
+                                         f"(python -m shared set-current-model {series} --release)")
         why = f"{reason}; {why}"
         meta = {
             "version": version,
