@@ -209,15 +209,20 @@ def _run_of(exc: BaseException) -> dict[str, str]:
     return {"run_id": run_id} if run_id else {}
 
 
-def startup_settings(function: str) -> Settings:
-    """The validated settings, read at a function's start-up. A misconfiguration is logged first as one JSON
-    line (event ``configuration_invalid``, with ``function`` and the message naming the variables) and then
-    raised: the traceback the server prints after it is not JSON, so a Loki query by function and level would
-    otherwise miss why the function never started."""
+def startup_settings(function: str, checks: Sequence[Callable[[Settings], object]] = ()) -> Settings:
+    """The validated settings, read at a function's start-up, with logging configured from them and the function's
+    own ``checks`` run (each raises :class:`shared.errors.ConfigurationError` on a setting only this function uses,
+    e.g. a file it reads). A misconfiguration is logged first as one JSON line (event ``configuration_invalid``,
+    with ``function`` and the message naming the variables) and then raised: the traceback the server prints after
+    it is not JSON, so a Loki query by function and level would otherwise miss why the function never started."""
     try:
-        return get_settings()
+        settings = get_settings()
+        configure_logging(settings.log_level, settings.log_file)
+        for check in checks:
+            check(settings)
+        return settings
     except ConfigurationError as exc:
-        configure_logging()
+        configure_logging()  # once per process: a no-op when the settings had configured it
         log_event(log, "configuration_invalid", logging.CRITICAL, function=function, error=str(exc))
         raise
 
@@ -233,17 +238,9 @@ def create_app(
     routes too), no trailing-slash redirects (a 307 would drop the gateway prefix and echo the Host
     header), and ``/docs`` + ``/openapi.json`` are open and work behind the gateway prefix: the page
     references the document and Swagger UI's assets by relative URLs. ``root_path`` is the gateway
-    prefix (default ``/function/<function>``). ``checks`` are the function's own start-up checks (each raises
-    :class:`shared.errors.ConfigurationError` on a setting only this function uses, e.g. a file it reads), logged
-    and raised like an invalid setting."""
-    settings = startup_settings(function)
-    configure_logging(settings.log_level, settings.log_file)
-    for check in checks:
-        try:
-            check(settings)
-        except ConfigurationError as exc:
-            log_event(log, "configuration_invalid", logging.CRITICAL, function=function, error=str(exc))
-            raise
+    prefix (default ``/function/<function>``). ``checks``: the function's own start-up checks
+    (:func:`startup_settings`)."""
+    startup_settings(function, checks)
     # pydantic ignores a POWERSENSE_* variable that names no setting: a misspelled one would leave its default in
     # effect without a word (python -m shared config warns the same way)
     for name in unknown_variables(os.environ):
