@@ -134,3 +134,63 @@ def test_detect_reads_the_series_as_published_from_featurize_grid(store: Store, 
     assert new.anomalies is not None and old.anomalies is not None
     pd.testing.assert_frame_equal(new.anomalies.drop(columns="detected_at"), old.anomalies.drop(columns="detected_at"))
     assert {"flatline", "implausible", "spike"} <= set(new.anomalies["kind"])
+
+
+def test_a_points_verdict_does_not_depend_on_where_the_window_starts(settings: Settings, load: pd.DataFrame) -> None:
+    """Real spring 2023 with an injected one-hour 8 % dip. A run whose window starts inside the dip (every hourly run
+    48 h later: the overlap re-examines the last 48 h) must judge it as the run that saw it arrive. Points before the
+    window only calibrated, so the dip became the reference level and the real return from it a 'level_shift' raised
+    two days late, in a week with nothing else (anomaly triage review on October–November 2023, finding D1)."""
+    dip = pd.date_range(utc("2023-03-27 14:00"), periods=4, freq="15min")
+    load = load.copy()
+    load.loc[load["ts"].isin(dip), "value"] *= 0.92
+    seen = compute_detect(inputs_without_store(load), settings)  # the window [03-25, 03-28) saw it arrive
+    late = replace(inputs_without_store(load), window=(dip[1], WINDOW[1]))  # a later run's window starts inside it
+    later = compute_detect(late, settings)
+    assert seen.anomalies is not None and later.anomalies is not None
+    cols = ["ts", "kind", "status", "value", "expected", "score"]
+    both = seen.anomalies[seen.anomalies["ts"] >= dip[1]][cols].reset_index(drop=True)
+    assert set(both["ts"]) >= set(dip[1:]) and set(both["kind"]) == {"dip"}
+    pd.testing.assert_frame_equal(later.anomalies[cols].reset_index(drop=True), both)
+
+
+@pytest.fixture(scope="module")
+def line_night() -> pd.DataFrame:
+    """Real consumption up to 2023-10-28 with the history detect reads: the real-time data of 2023-10-24 21:45 …
+    10-25 06:15 UTC are a straight line the source drew from the night into the morning ramp."""
+    start = utc("2023-10-24") - pd.Timedelta(days=get_settings().detect_calibration_days + PROFILE_HISTORY_DAYS)
+    return real_load(str(start.date()), "2023-10-28")
+
+
+def test_a_line_the_source_drew_is_one_interpolated_anomaly(settings: Settings, line_night: pd.DataFrame) -> None:
+    """The line's first points drifted off the real night load too slowly to alarm and became the residual
+    detector's reference level: when real values came back it held a level shift against that level for 48 h
+    (192 points, expected values down to 13 GW; anomaly triage review, D2). The line is reported for what it is."""
+    window = (utc("2023-10-24 18:00"), utc("2023-10-28"))
+    out = compute_detect(replace(inputs_without_store(line_night), window=window, now=window[1]), settings)
+    assert out.anomalies is not None
+    night = out.anomalies[out.anomalies["ts"].between(utc("2023-10-24 21:00"), utc("2023-10-25 07:00"))]
+    assert set(night["kind"]) == {"interpolated"} and set(night["detector"]) == {"gate"}
+    assert (night["ts"].min(), night["ts"].max(), len(night)) == (utc("2023-10-24 21:45"), utc("2023-10-25 06:15"), 35)
+    assert set(night["severity"]) == {"high"} and night["value"].notna().all()  # 8.5 h drawn, what was sent kept
+    assert not out.anomalies["kind"].isin(["level_shift", "dip", "spike"]).any()
+
+
+def test_an_interpolated_anomaly_resolves_when_a_revision_replaces_the_line(settings: Settings,
+                                                                            line_night: pd.DataFrame) -> None:
+    window = (utc("2023-10-24 18:00"), utc("2023-10-28"))
+    first = compute_detect(replace(inputs_without_store(line_night), window=window, now=window[1]), settings)
+    assert first.anomalies is not None
+    # the consolidated revision: the same instants, the load the day after at the same time (a real daily shape)
+    revised = line_night.copy()
+    line = revised["ts"].between(utc("2023-10-24 21:45"), utc("2023-10-25 06:15"))
+    day_after = revised.set_index("ts")["value"].reindex(revised.loc[line, "ts"] + pd.Timedelta(days=1))
+    revised.loc[line, "value"] = day_after.to_numpy()
+    inputs = replace(inputs_without_store(revised), window=window, now=window[1] + pd.Timedelta(hours=1),
+                     existing=first.anomalies)
+    inputs.series.loc[inputs.series["ts"].isin(revised.loc[line, "ts"]), "version"] = np.uint64(2)
+    again = compute_detect(inputs, settings)
+    assert again.anomalies is not None
+    closed = again.anomalies[again.anomalies["kind"] == "interpolated"]
+    assert len(closed) == 35 and set(closed["status"]) == {"resolved"}
+    assert set(closed["resolution"]) == {"no longer a straight line (version 2)"}

@@ -10,8 +10,8 @@ create table if not exists electricity.anomalies
     ts               DateTime64(3, 'UTC'),
     source           LowCardinality(String),
     metric           LowCardinality(String),
-    kind             LowCardinality(String),   -- spike | dip | level_shift | flatline | missing
-    detector         LowCardinality(String),   -- residual | zscore
+    kind             LowCardinality(String),   -- spike | dip | level_shift | flatline | missing | implausible | interpolated
+    detector         LowCardinality(String),   -- residual | zscore | plausibility | gate
     severity         LowCardinality(String),   -- low | medium | high
     value            Nullable(Float64),        -- the actual (NULL for missing)
     value_version    UInt64,                   -- measurements version the decision saw

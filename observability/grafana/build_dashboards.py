@@ -749,7 +749,7 @@ order by time
     d.add(
         timeseries(
             "Anomalies per day by kind",
-            "spike, dip, level_shift, flatline, missing, implausible — all statuses.",
+            "spike, dip, level_shift, flatline, missing, implausible, interpolated — all statuses.",
             """
 select toStartOfDay(ts, 'Europe/Paris') as time, kind, count() as anomalies
 from ${db}.anomalies final

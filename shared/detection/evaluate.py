@@ -46,7 +46,12 @@ from shared.detection.residual import (
     profile_delta,
     regular_grid,
 )
-from shared.detection.service import FORECAST_MAX_LEAD_HOURS, expectation_deltas, forecast_deltas
+from shared.detection.service import (
+    FORECAST_MAX_LEAD_HOURS,
+    expectation_deltas,
+    forecast_deltas,
+    interpolated_points,
+)
 from shared.detection.zscore import detect_zscore
 from shared.errors import BadRequestError, run_cli
 from shared.ingest.history import (
@@ -324,7 +329,10 @@ def run_detector(
     instants all count."""
     if name == "powersense":
         delta = dexp if dexp is not None else expected_delta(x, expectation, start, calendar)
-        rows = detect_residual(x, delta, params, detect_from=start, tz=calendar.tz)
+        # as detect judges: from the history's start, on what the source measured (not the lines it drew through
+        # gaps: detect reports those as 'interpolated', a kind not injected here, so they are left out of the scores)
+        drawn = interpolated_points(x, settings.forecast_ramp_points)
+        rows = detect_residual(x.where(~drawn), delta, params, tz=calendar.tz)
         step = x.index[1] - x.index[0]
         miss = missing_points(
             x[x.index < end], end - step, settings.detect_value_lag_min, start,

@@ -400,8 +400,14 @@ class _ResidualState:
         step_min = max(1, int((idx[1] - idx[0]).total_seconds() // 60)) if n > 1 else 15
         wall = wall_clock(idx, tz)
         day_codes, _ = pd.factorize(wall.normalize(), sort=True)
+        dexp = expected_delta.reindex(idx).to_numpy(dtype=float)
+        # no expected change across a clock change: the path restarts at the first value after it. The profile's
+        # change into 03:00 on the spring-forward night is a wall-clock drop of 3 GW the load does not make; once
+        # a source line before it was left out (it used to hide it), it raised a 'level shift' of 33 h (2023-03-26)
+        offset = _utc_offset_minutes(idx, tz)
+        dexp[1:][offset[1:] != offset[:-1]] = np.nan
         return cls(
-            p=p, idx=idx, vals=x.to_numpy(dtype=float), dexp=expected_delta.reindex(idx).to_numpy(dtype=float),
+            p=p, idx=idx, vals=x.to_numpy(dtype=float), dexp=dexp,
             hours=wall.hour.to_numpy(), day_codes=day_codes,
             start_i=0 if detect_from is None else int(idx.searchsorted(detect_from)),
             max_run=int(p.max_run_hours * 60 / step_min), cal=_Calibration.empty(p), path_at=np.zeros(n),
@@ -600,6 +606,10 @@ class _ResidualState:
             self.path_ok = False  # no expectation for this step: restart the path at the next observation
             self.levels.clear()
         else:
+            if self.run.length >= self.shift_min:
+                # a level shift: the bias (a ramp steeper than forecast, learnt at the normal points before it) is
+                # dropped; carried on through a two-day run it had pulled the expectation to 13 GW (review D2)
+                self.bias = 0.0
             self.path += di + self.bias
         self.path_at[i] = self.path
         if np.isnan(xi):

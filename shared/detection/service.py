@@ -12,6 +12,11 @@
 * Expectation per point: the latest forecast issued at or before it (forecasts table, 30-min steps
   interpolated to the series' step); where no forecast covers a point, the seasonal profile.
   With no usable expectation at all (a bare store), the z-score baseline runs instead.
+* Values on a straight line the source drew through a gap (the training-data gate's ramp rule,
+  :func:`interpolated_points`) are no observations for the detectors: they become ``interpolated`` anomalies
+  (detector ``gate``, severity by duration), resolved when a revision replaces the line.
+* The residual detector judges from the start of the history it reads, not from the window's start, so a
+  point's verdict is the same in every run that re-examines it.
 * Values the plausibility rule flags (shared/plausibility.py; the series leaves them out) become
   ``implausible`` anomalies (detector ``plausibility``) and an ``implausible`` data-quality check; a
   revision (or a neighbour) that makes the value plausible resolves them.
@@ -49,6 +54,7 @@ from shared.detection.residual import (
 )
 from shared.detection.zscore import detect_zscore
 from shared.features import DETECT_RESOLUTION_MIN, read_grid
+from shared.forecasting.gate import ramp_mask
 from shared.lease import Lease
 from shared.logs import log_event
 from shared.runs import Run
@@ -85,6 +91,7 @@ ANOMALY_COLUMNS = [
 ]
 KEY = ["kind", "detector", "ts"]
 IMPLAUSIBLE = "implausible"  # kind (and detector "plausibility") of values the plausibility rule flags
+INTERPOLATED = "interpolated"  # kind (and detector "gate") of values on a straight line the source drew
 PROFILE_HISTORY_DAYS = 43  # same-type days for the profile (6 weeks back) + 1
 
 ANOMALIES_RAISED = Counter(
@@ -272,7 +279,7 @@ def severity(kind: str, value: float | None, expected: float | None, block_minut
     medium; a time, so an hourly series' missing hour is as severe as a 15-min series' four missing points)."""
     if kind == "implausible":  # a value no grid can produce (shared/plausibility.py)
         return "high"
-    if kind in ("missing", "flatline"):
+    if kind in ("missing", "flatline", INTERPOLATED):
         return "high" if block_minutes >= 240 else ("medium" if block_minutes >= 60 else "low")
     if value is None or expected is None or not np.isfinite(value) or not np.isfinite(expected) or expected == 0:
         return "medium"
@@ -293,13 +300,20 @@ def compute_anomalies(
         return pd.DataFrame(), {"detector": "none", "reason": "not enough actuals"}
     step = x.index[1] - x.index[0]
     x = x.reindex(pd.date_range(x.index[0], max(x.index[-1], (end - step).floor(step)), freq=step))
+    drawn = interpolated_points(x, settings.forecast_ramp_points)
+    sent = x
+    x = x.where(~drawn)  # not observations: the detectors judge (and anchor on) what the source measured
     dexp, run_of, version_of = expectation_deltas(x, forecast_deltas, day_types,
                                                   forecast_weight=settings.detect_forecast_weight)
     if not forecast_deltas.empty:
         info["points_with_forecast"] = int((version_of[x.index >= start] != "profile").sum())
     params = ResidualParams.from_settings(settings)
     if dexp[x.index >= start].notna().any():
-        rows = detect_residual(x, dexp, params, detect_from=start)
+        # Judged from the start of the history, not of the window: the detector's state at a point (its reference
+        # level, an open run) must be the same in every run that examines it. With the window's start, each hourly
+        # run re-examining the last 48 h took the points before its start as normal, so an anomaly the window began
+        # inside became the reference and the return from it a level shift raised two days late (review D1).
+        rows = detect_residual(x, dexp, params)
         detector = "residual"
     else:  # no forecast and not enough history for the profile: the original z-score baseline
         rows = detect_zscore(
@@ -312,18 +326,26 @@ def compute_anomalies(
         detector = "zscore"
     info["detector"] = detector
     miss = missing_points(x, end, settings.detect_value_lag_min, start, settings.detect_ignore_fallback_gap)
+    miss = miss[~miss["ts"].isin(x.index[drawn])]  # a drawn value is there: 'interpolated', not 'missing'
     if not miss.empty:
         miss = miss.assign(kind="missing", superseded=False, value=np.nan, expected=np.nan)
         rows = pd.concat([r for r in (rows, miss) if not r.empty], ignore_index=True)
+    if drawn.any():
+        line = pd.DataFrame({"ts": x.index[drawn], "kind": INTERPOLATED, "value": sent[drawn].to_numpy(),
+                             "expected": np.nan, "superseded": False, "decided_ts": x.index[drawn]})
+        line = line[line["ts"] >= start]
+        if len(line):
+            info["interpolated"] = int(len(line))
+            rows = pd.concat([r for r in (rows, line) if not r.empty], ignore_index=True)
     if rows.empty:
         return rows, info
     rows = rows.reindex(columns=list(dict.fromkeys([*ROW_COLUMNS, *rows.columns])))
     rows = rows[(rows["ts"] >= start) & (rows["ts"] < end)].copy()
-    rows["detector"] = detector
+    rows["detector"] = np.where(rows["kind"] == INTERPOLATED, "gate", detector)
     rows["model_version"] = version_of.reindex(rows["ts"]).fillna("profile").to_numpy()
     rows["forecast_run_id"] = run_of.reindex(rows["ts"]).fillna("").to_numpy()
-    if detector == "zscore":
-        rows["model_version"], rows["forecast_run_id"] = "", ""
+    own = (rows["detector"] == "zscore") | (rows["kind"] == INTERPOLATED)
+    rows.loc[own, "model_version"], rows.loc[own, "forecast_run_id"] = "", ""
     rows["block_minutes"] = _block_lengths(rows, step) * (step / pd.Timedelta(minutes=1))
     return rows.reset_index(drop=True), info
 
@@ -340,6 +362,21 @@ def _block_lengths(rows: pd.DataFrame, step: pd.Timedelta) -> np.ndarray:
         block[order] = sizes
         out[rows.index.get_indexer(g.index)] = block
     return out
+
+
+def interpolated_points(x: pd.Series, min_points: int) -> np.ndarray:
+    """Points of a regular grid ``x`` that lie on a straight line the source drew through a gap (pure): the
+    training-data gate's ramp rule (:func:`shared.forecasting.gate.ramp_mask`, ``forecast_ramp_points``), less the
+    points that repeat the value before them, which are the residual detector's ``flatline``.
+
+    Why detect leaves them out: the real-time data of 2023-10-25 hold a line from the night into the morning ramp;
+    its first points drifted off the real load too slowly to alarm and became the detector's reference level, so
+    when the real values came back the detector held a 'level shift' against that level for 48 h (192 points,
+    anomaly triage review, finding D2)."""
+    values = x.to_numpy(dtype=float)
+    on_line = ramp_mask(x.index, values, min_points)
+    repeats = np.r_[False, values[1:] == values[:-1]]
+    return np.asarray(on_line & ~repeats)
 
 
 def implausible_rows(series: pd.DataFrame, window: tuple[pd.Timestamp, pd.Timestamp]) -> pd.DataFrame:
@@ -441,7 +478,19 @@ def reconcile(
                 continue
             ts = key[2]
             version = int(versions.get(ts, 0))
-            if key[0] == IMPLAUSIBLE:  # no longer flagged: revised, or a later neighbour proved it right
+            if key[0] == INTERPOLATED:  # the line was replaced (a revision) or, extended, is no line any more
+                out.append(
+                    {
+                        **old.to_dict(),
+                        **dict(zip(KEY, key, strict=True)),
+                        "status": "resolved",
+                        "resolved_at": now,
+                        "resolution": (f"no longer a straight line (version {version})" if version
+                                       else "value withdrawn"),
+                        "updated_at": now,
+                    }
+                )
+            elif key[0] == IMPLAUSIBLE:  # no longer flagged: revised, or a later neighbour proved it right
                 out.append(
                     {
                         **old.to_dict(),

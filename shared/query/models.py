@@ -154,7 +154,7 @@ class AnomaliesParams(SeriesParams):
 
     start: Timestamp | None = Field(default=None, description="inclusive (on ts); default: 30 days before end")
     end: Timestamp | None = Field(default=None, description="exclusive; default: now")
-    kind: Literal["spike", "dip", "level_shift", "flatline", "missing", "implausible"] | None = None
+    kind: Literal["spike", "dip", "level_shift", "flatline", "missing", "implausible", "interpolated"] | None = None
     severity: Literal["low", "medium", "high"] | None = None
     detector: Name | None = Field(default=None, description="e.g. residual, zscore, plausibility")
     status: Literal["open", "resolved"] | None = None
