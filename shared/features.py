@@ -38,6 +38,7 @@ import pandas as pd
 
 from shared import clock
 from shared.calendar import TZ, bridge_days, holiday_names, is_dst_transition, is_summer_time
+from shared.detection.events import DETECT_RESOLUTION_MIN  # the grid detect reads (defined there)
 from shared.forecasting.gate import gate
 from shared.lease import MEASUREMENTS_WRITER, Lease
 from shared.logs import log_event
@@ -63,10 +64,6 @@ FEATURE_COLUMNS = [
 ]
 
 
-# The step of the grid detect reads: the source's native quarter-hour (eco2mix publishes one value per 15 min),
-# because detect judges every published value and reports a missing quarter-hour. featurize writes this grid
-# besides the forecast's (POWERSENSE_FORECAST_RESOLUTION_MIN); when the two are equal it is one grid.
-DETECT_RESOLUTION_MIN = 15
 
 
 def feature_resolutions(settings: Settings) -> list[int]:

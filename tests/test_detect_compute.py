@@ -4,6 +4,7 @@ inputs read back from chDB by ``load_detect_inputs`` giving the same outputs (is
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,7 @@ from fixtures_detect import METRIC, SOURCE, real_load, utc, write_measurements
 from shared.detection.service import (
     ANOMALY_COLUMNS,
     PROFILE_HISTORY_DAYS,
+    REVISIT_DAYS,
     DetectInputs,
     compute_detect,
     load_detect_inputs,
@@ -194,3 +196,54 @@ def test_an_interpolated_anomaly_resolves_when_a_revision_replaces_the_line(sett
     closed = again.anomalies[again.anomalies["kind"] == "interpolated"]
     assert len(closed) == 35 and set(closed["status"]) == {"resolved"}
     assert set(closed["resolution"]) == {"no longer a straight line (version 2)"}
+
+
+LATER = NOW + pd.Timedelta(hours=1)
+
+
+def _after_revision(settings: Settings, load: pd.DataFrame, factor: float,
+                    **later: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The anomalies of a first run on ``load``, and what a run an hour later writes once the value at SPIKE is
+    revised to the real value × ``factor`` — the consolidated data (another nature, whose versions count from 1
+    again) revising what the real-time data sent; ``later``: fields of that run's inputs (window, revisit_from)."""
+    first = compute_detect(inputs_without_store(load), settings).anomalies
+    revised = load.copy()
+    real = real_load(str(SPIKE.date()), str((SPIKE + pd.Timedelta(days=1)).date())).set_index("ts")["value"][SPIKE]
+    revised.loc[revised["ts"] == SPIKE, "value"] = real * factor
+    rows = compute_detect(replace(inputs_without_store(revised), existing=first, now=LATER, **later),
+                          settings).anomalies
+    assert first is not None and rows is not None
+    return first, rows
+
+
+def test_a_revision_into_another_nature_resolves_the_anomaly(settings: Settings, load: pd.DataFrame) -> None:
+    """The consolidated value has version 1 like the real-time one it revises: comparing versions alone never
+    resolved the anomaly (anomaly triage review D4)."""
+    _, rows = _after_revision(settings, load, 1.0)
+    spike = rows[(rows["ts"] == SPIKE) & (rows["kind"] == "spike")]
+    assert (len(spike), spike["status"].iloc[0], spike["resolution"].iloc[0]) == (1, "resolved",
+                                                                                   "revised value (version 1)")
+
+
+def test_an_open_anomaly_shows_the_revised_value_it_still_flags(settings: Settings, load: pd.DataFrame) -> None:
+    """A revision that leaves the point anomalous refreshes the open row (value, expectation, severity), keeping
+    when it was first detected: the row showed the first value judged for good (review D6)."""
+    first, rows = _after_revision(settings, load, 1.12)
+    before = first.set_index(["ts", "kind"]).loc[(SPIKE, "spike")]
+    after = rows.set_index(["ts", "kind"]).loc[(SPIKE, "spike")]
+    assert after["status"] == "open" and after["detected_at"] == NOW and after["updated_at"] == LATER
+    assert after["value"] == pytest.approx(before["value"] / 1.06 * 1.12)
+    assert (before["severity"], after["severity"]) == ("medium", "high")
+    assert len(rows) == 1  # nothing else changed
+
+
+def test_a_revision_after_the_overlap_still_resolves_the_anomaly(settings: Settings, load: pd.DataFrame) -> None:
+    """A run whose window starts after the spike (the 48-h overlap has passed it) still checks it against the
+    revision that arrived since: the anomaly stayed open for good (anomaly triage review D5). New points are not
+    raised in those revisited days."""
+    later_start = SPIKE + pd.Timedelta(hours=6)
+    _, rows = _after_revision(settings, load, 1.0, window=(later_start, WINDOW[1]),
+                              revisit_from=later_start - pd.Timedelta(days=REVISIT_DAYS))
+    assert rows[["kind", "status", "resolution"]].to_dict("records") == [
+        {"kind": "spike", "status": "resolved", "resolution": "revised value (version 1)"}]
+    assert (rows["ts"] == SPIKE).all()

@@ -617,6 +617,9 @@ def test_query_metrics_carry_the_names_and_labels_the_alerts_expect(query_metric
     assert age == {"consommation": pytest.approx(7.25 * 3600)}
     assert {s.labels["horizon_day"] for s in samples["powersense_forecast_mape_ratio"]} == {"0", "1"}
     assert sum(s.value for s in samples["powersense_anomalies_open"]) > 0
+    events = samples["powersense_anomaly_events_open"]  # what PowerSenseAnomaliesOpen counts, by kind and severity
+    assert events and all({"kind", "severity"} <= set(s.labels) for s in events)
+    assert sum(s.value for s in events) <= sum(s.value for s in samples["powersense_anomalies_open"])
 
 
 def _free_port() -> int:

@@ -411,6 +411,26 @@ def test_anomalies_filtered_by_window_kind_severity_and_latest_state(client: Tes
     assert client.get("/anomalies", params={"start": "2023-11-01", "end": "2023-11-30"}).json()["count"] == 1
 
 
+def test_anomalies_page_with_a_cursor_instead_of_stopping_at_the_limit(client: TestClient, store: Store) -> None:
+    # the first `limit` rows were all there was, with nothing saying so (anomaly triage review D7)
+    t = utc(2023, 12, 20, 18, 0)
+    store.insert_df("anomalies", pd.DataFrame(
+        [anomaly_row(t, kind, "low") for kind in ("dip", "flatline", "missing")]  # three at one instant
+        + [anomaly_row(t - timedelta(minutes=15 * k), "spike", "low") for k in (1, 2)]))
+    window = {"start": "2023-12-01", "end": "2024-01-01", "limit": 2}
+    seen, cursor, pages = [], None, 0
+    while True:
+        page = client.get("/anomalies", params={**window, **({"cursor": cursor} if cursor else {})}).json()
+        seen += [(a["ts"], a["kind"]) for a in page["items"]]
+        pages, cursor = pages + 1, page["next_cursor"]
+        if cursor is None:
+            break
+    every = client.get("/anomalies", params={**window, "limit": 10}).json()
+    assert every["next_cursor"] is None and pages == 3
+    assert seen == [(a["ts"], a["kind"]) for a in every["items"]] and len(set(seen)) == 5
+    assert client.get("/anomalies", params={**window, "cursor": "not-a-cursor"}).status_code == 400
+
+
 def test_data_quality_returns_the_latest_detect_run(client: TestClient, store: Store) -> None:
     def checks(run_id: str, at: datetime, completeness: float) -> list[dict[str, object]]:
         return [
@@ -608,6 +628,31 @@ def test_the_open_anomalies_gauge_counts_the_span_detect_re_examines(client: Tes
     text = client.get("/metrics", headers={"Authorization": ""}).text
     counts = [float(x.split()[-1]) for x in text.splitlines() if x.startswith("powersense_anomalies_open{")]
     assert counts == [1.0]
+
+
+def test_the_open_anomaly_events_gauge_counts_runs_by_their_highest_severity(client: TestClient,
+                                                                             store: Store) -> None:
+    # what PowerSenseAnomaliesOpen counts: a two-hour level shift is one anomaly, not eight (counting points of every
+    # severity, the alert fired for 44 % of the hours of a real month; anomaly triage review D8)
+    from shared import clock
+
+    now = pd.Timestamp(clock.now()).floor("15min")
+    row = {"source": SOURCE, "metric": "consommation", "detector": "residual", "value": 1.0, "value_version": 1,
+           "model_version": "", "forecast_run_id": "", "detected_at": now, "run_id": "d", "status": "open",
+           "resolution": ""}
+    shift = [{**row, "kind": "level_shift", "severity": sev, "ts": now - pd.Timedelta(minutes=15 * k)}
+             for k, sev in zip(range(3, 0, -1), ["low", "high", "medium"], strict=True)]
+    later = {**row, "kind": "level_shift", "severity": "low", "ts": now - pd.Timedelta(hours=3)}  # a gap: another one
+    flat = {**row, "kind": "flatline", "severity": "low", "ts": now - pd.Timedelta(hours=2)}
+    store.insert_df("anomalies", pd.DataFrame([*shift, later, flat]))
+    text = client.get("/metrics", headers={"Authorization": ""}).text
+    events = {line.split("{")[1].split("}")[0]: float(line.split()[-1]) for line in text.splitlines()
+              if line.startswith("powersense_anomaly_events_open{")}
+    assert events == {
+        'kind="level_shift",metric="consommation",severity="high",source="eco2mix_national"': 1.0,
+        'kind="level_shift",metric="consommation",severity="low",source="eco2mix_national"': 1.0,
+        'kind="flatline",metric="consommation",severity="low",source="eco2mix_national"': 1.0,
+    }
 
 
 def test_metrics_expose_store_gauges(client: TestClient, store: Store, december: pd.DataFrame) -> None:

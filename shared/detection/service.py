@@ -43,6 +43,7 @@ from prometheus_client import Counter, Gauge
 from shared import clock, metrics
 from shared.calendar import FRANCE, Calendar, day_type_of, wall_clock
 from shared.detection import drift, quality
+from shared.detection.events import event_ids
 from shared.detection.residual import (
     ROW_COLUMNS,
     ResidualParams,
@@ -93,6 +94,11 @@ KEY = ["kind", "detector", "ts"]
 IMPLAUSIBLE = "implausible"  # kind (and detector "plausibility") of values the plausibility rule flags
 INTERPOLATED = "interpolated"  # kind (and detector "gate") of values on a straight line the source drew
 PROFILE_HISTORY_DAYS = 43  # same-type days for the profile (6 weeks back) + 1
+# Stored anomalies this far before the window are checked against revisions on every run (the detector judges the
+# whole history it reads, so their verdicts are at hand): a revision arriving after the 48-h overlap never resolved
+# its anomaly (review D5). 42 days: revisions of the previous month, and 4 weeks of calibration left before them in
+# the history detect reads (calibration_days + PROFILE_HISTORY_DAYS = 71 days before the window).
+REVISIT_DAYS = 42
 
 ANOMALIES_RAISED = Counter(
     "powersense_anomalies_raised_total", "Anomalous points raised by detect", ["kind"], registry=metrics.REGISTRY
@@ -289,11 +295,14 @@ def severity(kind: str, value: float | None, expected: float | None, block_minut
 
 def compute_anomalies(
     series: pd.DataFrame, forecast_deltas: pd.DataFrame, window: tuple[pd.Timestamp, pd.Timestamp], settings: Settings,
-    day_types: pd.Series | None = None,
+    day_types: pd.Series | None = None, revisit_from: pd.Timestamp | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Detector rows for the window (pure): ts, kind, detector, value, expected, …, superseded. ``day_types``:
-    featurize's day type per local date (:func:`day_types_from_features`); None = the calendar module's."""
+    featurize's day type per local date (:func:`day_types_from_features`); None = the calendar module's.
+    ``revisit_from`` (before the window's start): rows from there on too, so that the stored anomalies of those
+    days can be checked against revisions (:func:`reconcile` raises nothing new there); None = the window's start."""
     start, end = window
+    lo = min(revisit_from, start) if revisit_from is not None else start
     info: dict[str, Any] = {}
     x = regular_grid(series[series["ts"] < end])
     if len(x) < 3:
@@ -333,14 +342,14 @@ def compute_anomalies(
     if drawn.any():
         line = pd.DataFrame({"ts": x.index[drawn], "kind": INTERPOLATED, "value": sent[drawn].to_numpy(),
                              "expected": np.nan, "superseded": False, "decided_ts": x.index[drawn]})
-        line = line[line["ts"] >= start]
+        line = line[line["ts"] >= lo]
         if len(line):
-            info["interpolated"] = int(len(line))
+            info["interpolated"] = int((line["ts"] >= start).sum())
             rows = pd.concat([r for r in (rows, line) if not r.empty], ignore_index=True)
     if rows.empty:
         return rows, info
     rows = rows.reindex(columns=list(dict.fromkeys([*ROW_COLUMNS, *rows.columns])))
-    rows = rows[(rows["ts"] >= start) & (rows["ts"] < end)].copy()
+    rows = rows[(rows["ts"] >= lo) & (rows["ts"] < end)].copy()
     rows["detector"] = np.where(rows["kind"] == INTERPOLATED, "gate", detector)
     rows["model_version"] = version_of.reindex(rows["ts"]).fillna("profile").to_numpy()
     rows["forecast_run_id"] = run_of.reindex(rows["ts"]).fillna("").to_numpy()
@@ -351,11 +360,11 @@ def compute_anomalies(
 
 
 def _block_lengths(rows: pd.DataFrame, step: pd.Timedelta) -> np.ndarray:
-    """For each row, the length of the run of consecutive rows of its kind it belongs to."""
+    """For each row, the length of the event (:func:`shared.detection.events.event_ids`) of its kind it belongs to."""
     out = np.ones(len(rows), dtype=int)
     for _, g in rows.groupby("kind"):
         ts = pd.DatetimeIndex(g["ts"]).sort_values()
-        ids = np.cumsum(np.r_[True, np.diff(ts.asi8) > step.value])
+        ids = event_ids(ts, step)
         sizes = pd.Series(ids).map(pd.Series(ids).value_counts()).to_numpy()
         order = np.argsort(pd.DatetimeIndex(g["ts"]).asi8, kind="stable")
         block = np.empty(len(g), dtype=int)
@@ -408,14 +417,21 @@ def reconcile(
     run_id: str,
     source: str,
     metric: str,
+    values: pd.Series | None = None,
 ) -> pd.DataFrame:
     """Rows to insert so that the table reflects ``computed`` without duplicating what is stored.
 
     * new (kind, detector, ts) → inserted open (or resolved if already superseded)
     * stored open, now superseded → resolved 'reclassified as level_shift'
+    * stored open, flagged again on a revised value → refreshed (value, version, expectation, severity; detected_at
+      kept): the open row showed the value first judged, whatever the source sent since
     * stored open, no longer flagged and its value changed (revision, late arrival) → resolved
     * stored resolved by a revision, flagged again on a newer value → reopened
-    Everything else (the same finding again) writes nothing.
+    Rows of ``computed`` with ``in_window`` False (the days detect revisits for revisions, before its window) change
+    stored anomalies only; nothing new is raised there. Everything else (the same finding again) writes nothing.
+    "Revised" (:func:`_revised`): another version, or
+    another value (``values``: the value per ts the detectors judged): the consolidated data are another nature
+    whose versions count from 1 again, so comparing versions alone never saw that revision (review D4).
     """
     out = []
     stored = existing.set_index(KEY) if not existing.empty else pd.DataFrame()
@@ -451,10 +467,13 @@ def reconcile(
         if superseded:
             base.update(status="resolved", resolved_at=now, resolution="reclassified as level_shift")
         if not len(stored) or key not in stored.index:
-            out.append(base)
+            if getattr(r, "in_window", True):  # before the window: revisions of stored anomalies only
+                out.append(base)
             continue
         old = stored.loc[key]
-        if old["status"] == "open" and superseded:
+        if old["status"] == "open" and not superseded and _revised(old, version, _f(r.value)):
+            out.append({**base, "detected_at": old["detected_at"]})
+        elif old["status"] == "open" and superseded:
             out.append(
                 {
                     **old.to_dict(),
@@ -469,7 +488,7 @@ def reconcile(
             old["status"] == "resolved"
             and not superseded
             and str(old["resolution"]).startswith("revised")
-            and version != int(old["value_version"])
+            and _revised(old, version, _f(r.value))
         ):
             out.append({**base, "detected_at": old["detected_at"]})
     if len(stored):
@@ -513,7 +532,7 @@ def reconcile(
                             "updated_at": now,
                         }
                     )
-            elif version != int(old["value_version"]):
+            elif _revised(old, version, _f(values.get(ts)) if values is not None else None):
                 out.append(
                     {
                         **old.to_dict(),
@@ -527,6 +546,15 @@ def reconcile(
     if not out:
         return pd.DataFrame(columns=ANOMALY_COLUMNS)
     return pd.DataFrame(out)[ANOMALY_COLUMNS]
+
+
+def _revised(old: pd.Series, version: int, value: float | None) -> bool:
+    """Has the value a stored anomaly judged been revised: another version, or another value (where both are
+    known; a missing point has none)?"""
+    if version != int(old["value_version"]):
+        return True
+    before = _f(old["value"])
+    return value is not None and before is not None and value != before
 
 
 def _f(v: Any) -> float | None:
@@ -576,6 +604,7 @@ class DetectInputs:
     revisions: pd.DataFrame
     drift: DriftInputs | None  # None when drift is not due
     day_types: pd.Series | None = None  # featurize's day type per local date (None: the calendar module's)
+    revisit_from: pd.Timestamp | None = None  # stored anomalies from here on are checked for revisions (REVISIT_DAYS)
 
 
 @dataclass
@@ -605,11 +634,12 @@ def load_detect_inputs(
     source, metric = settings.series_source, settings.series_metric
     w_start, w_end = plan_window(store, settings, now, start, end)
     history_start = w_start - pd.Timedelta(days=settings.detect_calibration_days + PROFILE_HISTORY_DAYS)
+    revisit_from = w_start - pd.Timedelta(days=REVISIT_DAYS)
     series, day_types = load_detect_grid(store, settings, history_start, w_end)
     forecasts = existing = None
     if _can_detect(series):
         forecasts = load_forecasts(store, source, metric, history_start, w_end)
-        existing = load_existing(store, source, metric, w_start, w_end)
+        existing = load_existing(store, source, metric, revisit_from, w_end)
     drift_inputs = None
     if _drift_due(store, source, metric, now, settings.drift_every_min):
         drift_inputs = DriftInputs(
@@ -639,6 +669,7 @@ def load_detect_inputs(
         revisions=quality.load_revisions(store, source, metric, w_start, w_end),
         drift=drift_inputs,
         day_types=day_types,
+        revisit_from=revisit_from,
     )
 
 
@@ -658,27 +689,30 @@ def compute_detect(inputs: DetectInputs, settings: Settings) -> DetectOutputs:
     if inputs.forecasts is not None and inputs.existing is not None:
         grid = pd.date_range(series["ts"].min(), w_end, freq=f"{step_min}min")
         deltas = forecast_deltas(inputs.forecasts, grid)
+        revisit = min(inputs.revisit_from, w_start) if inputs.revisit_from is not None else w_start
         computed, info = compute_anomalies(series[["ts", "value"]], deltas, (w_start, w_end), settings,
-                                           inputs.day_types)
-        flagged = implausible_rows(series, (w_start, w_end))
+                                           inputs.day_types, revisit_from=revisit)
+        flagged = implausible_rows(series, (revisit, w_end))
         if len(flagged):
             # A flagged instant has a value, only not a plausible one: an 'implausible' anomaly, not 'missing'.
             if len(computed):
                 computed = computed[~((computed["kind"] == "missing") & computed["ts"].isin(flagged["ts"]))]
             computed = pd.concat([c for c in (computed, flagged) if len(c)], ignore_index=True)
-            info["implausible"] = int(len(flagged))
+            info["implausible"] = int((flagged["ts"] >= w_start).sum())
         figures.update(info)
+        if len(computed):
+            computed = computed.assign(in_window=(computed["ts"] >= w_start).to_numpy())
         existing = inputs.existing
         by_ts = series.set_index("ts")
         versions = by_ts["version"].where(by_ts["value"].notna() | (by_ts["flag"].astype(str) != ""), 0)
         to_write = (
-            reconcile(computed, existing, versions, now, run_id, source, metric)
+            reconcile(computed, existing, versions, now, run_id, source, metric, values=by_ts["value"])
             if len(computed) or len(existing)
             else pd.DataFrame(columns=ANOMALY_COLUMNS)
         )
         new_open = _new_open(to_write)
         figures.update(
-            anomalies_flagged=int(len(computed)),
+            anomalies_flagged=int(computed["in_window"].sum()) if len(computed) else 0,
             anomalies_written=int(len(to_write)),
             anomalies_new_open=int(len(new_open)),
             anomalies_resolved=_n_resolved(to_write),

@@ -158,7 +158,8 @@ class AnomaliesParams(SeriesParams):
     severity: Literal["low", "medium", "high"] | None = None
     detector: Name | None = Field(default=None, description="e.g. residual, zscore, plausibility")
     status: Literal["open", "resolved"] | None = None
-    limit: int = Field(default=500, ge=1, le=MAX_ROWS_LIMIT)
+    limit: int = Field(default=500, ge=1, le=MAX_ROWS_LIMIT, description="page size")
+    cursor: str | None = Field(default=None, max_length=200, description="next_cursor of the previous page")
 
 
 class DataQualityParams(SeriesParams):
@@ -377,6 +378,8 @@ class AnomaliesResponse(BaseModel):
     start: datetime
     end: datetime
     count: int
+    next_cursor: str | None = Field(default=None, description="pass as cursor= to get the next (older) page; null on "
+                                    "the last page")
     items: list[Anomaly]
 
 

@@ -560,18 +560,28 @@ where source = {source:String} and metric = {metric:String}
   and ({severity:String} = '' or severity = {severity:String})
   and ({detector:String} = '' or detector = {detector:String})
   and ({status:String} = '' or status = {status:String})
-order by ts desc, kind, detector
+  and ({paged:UInt8} = 0 or (ts, kind, detector) < ({after:DateTime64(3, 'UTC')}, {after_kind:String},
+                                                   {after_detector:String}))
+order by ts desc, kind desc, detector desc
 limit {limit:UInt32}
 """
 
 
 def anomalies(store: Store, p: AnomaliesParams, now: datetime) -> AnomaliesResponse:
-    """Anomalies (latest state per point) in [start, end), newest first; empty until detect has run."""
+    """Anomalies (latest state per point) in [start, end), newest first, a page of ``limit`` at a time (``next_cursor``
+    for the next, older, page: a month of a noisy detector is thousands of points, and the first page used to be all
+    there was, with nothing saying so); empty until detect has run."""
     start, end = _window(p.start, p.end, now, 30, MAX_RANGE_DAYS)
+    after = decode_cursor(p.cursor) if p.cursor else {"ts": EPOCH}
     rows = store.query_rows(ANOMALIES_SQL, {
         "source": p.source, "metric": p.metric, "start": start, "end": end, "kind": p.kind or "",
-        "severity": p.severity or "", "detector": p.detector or "", "status": p.status or "", "limit": p.limit,
+        "severity": p.severity or "", "detector": p.detector or "", "status": p.status or "",
+        "limit": p.limit + 1,  # one extra row tells whether there is a next page
+        "paged": int(p.cursor is not None), "after": after["ts"], "after_kind": str(after.get("kind", "")),
+        "after_detector": str(after.get("detector", "")),
     })
+    more = len(rows) > p.limit
+    rows = rows[: p.limit]
     items = [
         Anomaly(ts=utc(r[0]), source=str(r[1]), metric=str(r[2]), kind=str(r[3]), detector=str(r[4]),
                 severity=str(r[5]), value=_num(r[6]), value_version=int(r[7]), expected=_num(r[8]), lower=_num(r[9]),
@@ -580,7 +590,10 @@ def anomalies(store: Store, p: AnomaliesParams, now: datetime) -> AnomaliesRespo
                 resolved_at=utc(r[18]) if r[18] is not None else None, resolution=str(r[19]))
         for r in rows
     ]
-    return AnomaliesResponse(start=start, end=end, count=len(items), items=items)
+    last = items[-1] if more and items else None
+    next_cursor = (encode_cursor({"ts": last.ts.isoformat(), "kind": last.kind, "detector": last.detector})
+                   if last is not None else None)
+    return AnomaliesResponse(start=start, end=end, count=len(items), next_cursor=next_cursor, items=items)
 
 
 DATA_QUALITY_SQL = """
