@@ -431,6 +431,23 @@ def test_anomalies_page_with_a_cursor_instead_of_stopping_at_the_limit(client: T
     assert client.get("/anomalies", params={**window, "cursor": "not-a-cursor"}).status_code == 400
 
 
+def test_anomalies_export_as_csv_with_the_next_page_in_a_header(client: TestClient, store: Store) -> None:
+    # an analyst's export: format=csv was refused, as a misspelt detector is now (it answered 0 rows)
+    t = utc(2023, 12, 20, 18, 0)
+    store.insert_df("anomalies", pd.DataFrame([anomaly_row(t - timedelta(minutes=15 * k), "spike", "low")
+                                               for k in range(3)]))
+    window = {"start": "2023-12-01", "end": "2024-01-01", "limit": 2}
+    r = client.get("/anomalies", params={**window, "format": "csv"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    lines = r.text.strip().splitlines()
+    assert lines[0].startswith("ts,source,metric,kind,detector,severity,value") and len(lines) == 3
+    assert lines[1].startswith("2023-12-20T18:00:00Z,eco2mix_national,consommation,spike,residual,low,")
+    rest = client.get("/anomalies", params={**window, "format": "csv", "cursor": r.headers["X-Next-Cursor"]})
+    assert len(rest.text.strip().splitlines()) == 2 and "X-Next-Cursor" not in rest.headers
+    wrong = client.get("/anomalies", params={**window, "detector": "residuals"})
+    assert wrong.status_code == 400 and "detector" in wrong.text
+
+
 def test_data_quality_returns_the_latest_detect_run(client: TestClient, store: Store) -> None:
     def checks(run_id: str, at: datetime, completeness: float) -> list[dict[str, object]]:
         return [

@@ -33,6 +33,7 @@ from shared.query.metrics import CACHE_REQUESTS, QUERY_REGISTRY, register_store_
 from shared.query.models import (
     AnomaliesParams,
     AnomaliesResponse,
+    Anomaly,
     DataQualityParams,
     DataQualityResponse,
     EmptyParams,
@@ -321,15 +322,22 @@ async def get_vs_actual(request: Request, p: Annotated[VsActualParams, Query()])
 
 
 # --- anomalies, data quality, runs, models ------------------------------------------------------------------
-@protected.get("/anomalies", tags=["anomalies"], response_model=AnomaliesResponse)
+@protected.get("/anomalies", tags=["anomalies"], response_model=AnomaliesResponse, responses=CSV_ALT)
 async def get_anomalies(request: Request, p: Annotated[AnomaliesParams, Query()]) -> Response:
     """Anomalies flagged by detect (latest state of each point) with ts in [start, end) (default: the last 30 days),
-    filtered by kind, severity, detector and status, newest first. Empty until detect has run."""
+    filtered by kind, severity, detector and status, newest first. Pages of at most ``limit`` rows; follow
+    ``next_cursor`` (CSV: header ``X-Next-Cursor``). Empty until detect has run."""
     minute = int(clock.now().timestamp() // 60)  # the default window moves with the clock
 
     def build(store: Store, state: StoreState, as_csv: bool) -> CachedResponse:
         service.check_series(_known(store, state), p.source, p.metric)
-        return _json(service.anomalies(store, p, clock.now()))
+        resp = service.anomalies(store, p, clock.now())
+        if not as_csv:
+            return _json(resp)
+        header = list(Anomaly.model_fields)
+        rows = [tuple(getattr(a, f) for f in header) for a in resp.items]
+        headers = {"X-Next-Cursor": resp.next_cursor} if resp.next_cursor else {}
+        return CachedResponse(service.to_csv(header, rows), CSV, headers)
 
     return await _serve(request, "anomalies", p, build, extra=minute if p.end is None else None)
 

@@ -156,10 +156,11 @@ class AnomaliesParams(SeriesParams):
     end: Timestamp | None = Field(default=None, description="exclusive; default: now")
     kind: Literal["spike", "dip", "level_shift", "flatline", "missing", "implausible", "interpolated"] | None = None
     severity: Literal["low", "medium", "high"] | None = None
-    detector: Name | None = Field(default=None, description="e.g. residual, zscore, plausibility")
+    detector: Literal["residual", "zscore", "plausibility", "gate"] | None = None
     status: Literal["open", "resolved"] | None = None
     limit: int = Field(default=500, ge=1, le=MAX_ROWS_LIMIT, description="page size")
     cursor: str | None = Field(default=None, max_length=200, description="next_cursor of the previous page")
+    format: Format | None = Field(default=None, description="json (default) or csv; Accept: text/csv works too")
 
 
 class DataQualityParams(SeriesParams):
