@@ -848,3 +848,29 @@ def test_rejected_records_and_poll_gaps_lead_to_the_run(database: str) -> None:
     assert gaps[["status", "missing_quarter_hours", "run_id"]].values.tolist() == [["source_incomplete", 1,
                                                                                     "poll-run-1"]]
     assert "rejected_records" in gaps["reason"].iloc[0]
+
+
+def test_the_open_anomalies_panel_counts_events_as_the_alert_does(database: str) -> None:
+    # one definition of "an anomaly": the panel counted points (a two-hour level shift was eight) of every series
+    from shared.detection.events import DETECT_RESOLUTION_MIN, events
+    from shared.store import get_store
+
+    sql = _panel("powersense-data-quality", "Open anomalies")["targets"][0]["rawSql"]
+    assert f"dateDiff('second', previous, ts) > {DETECT_RESOLUTION_MIN * 60}" in sql  # events.py's step
+    store = get_store()
+    store.apply_schema()
+    t = datetime(2023, 3, 1, 12, tzinfo=UTC)
+    base = {"source": "eco2mix_national", "metric": "consommation", "detector": "residual", "severity": "low",
+            "value": 1.0, "value_version": 1, "model_version": "", "forecast_run_id": "", "detected_at": t,
+            "run_id": "d", "status": "open", "resolution": ""}
+    rows = pd.DataFrame([
+        *({**base, "kind": "level_shift", "ts": t + timedelta(minutes=15 * k)} for k in range(8)),  # one event
+        {**base, "kind": "level_shift", "ts": t + timedelta(hours=5)},  # a gap: another
+        {**base, "kind": "dip", "ts": t + timedelta(minutes=15)},  # another kind
+        {**base, "kind": "spike", "ts": t, "status": "resolved"},
+        {**base, "kind": "spike", "ts": t, "metric": "prevision_j"},  # another series
+    ])
+    store.insert_df("anomalies", rows)
+    got = store.query_df(grafana_sql(sql, t - timedelta(days=1), t + timedelta(days=1)))
+    mine = rows[(rows["status"] == "open") & (rows["metric"] == "consommation")]
+    assert int(got["open_anomalies"].iloc[0]) == len(events(mine, pd.Timedelta(minutes=DETECT_RESOLUTION_MIN))) == 3

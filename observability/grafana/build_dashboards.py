@@ -73,6 +73,9 @@ RUN_LOST_LOOKBACK_DAYS = 35
 # A run that did its work, as shared/runs.py DID_ITS_WORK_SQL (a partial run too), as the last-success gauge and the
 # alerts count it: the panel showed hours since the last success while poll's partial runs kept the alert quiet.
 RUN_DID_ITS_WORK = "status in ('success', 'partial')"
+# One anomaly is an event: a run of points of one kind at most one step of detect's grid apart, as the open-events
+# gauge and PowerSenseAnomaliesOpen count them (shared/detection/events.py; tests/test_ops_sql.py checks the step).
+ANOMALY_EVENT_GAP_S = 900
 
 
 def forecast_cte(name: str, condition: str = "") -> str:
@@ -692,11 +695,17 @@ limit 100
     d.add(
         stat(
             "Open anomalies",
-            "Anomalous points detect still holds open in the time range.",
-            """
+            "Anomalies detect still holds open in the time range, as events (runs of consecutive points of one "
+            "kind) as PowerSenseAnomaliesOpen counts them; the alert counts the medium and high ones of the last 48 h.",
+            f"""
 select count() as open_anomalies
-from ${db}.anomalies final
-where status = 'open' and $__timeFilter(ts)
+from (
+    select kind, ts,
+           lagInFrame(ts) over (partition by kind order by ts rows between 1 preceding and current row) as previous
+    from ${{db}}.anomalies final
+    where {SERIES} and status = 'open' and $__timeFilter(ts)
+)
+where previous = toDateTime64(0, 3, 'UTC') or dateDiff('second', previous, ts) > {ANOMALY_EVENT_GAP_S}
 """,
             extra={
                 "thresholds": {
@@ -750,10 +759,10 @@ order by time
         timeseries(
             "Anomalies per day by kind",
             "spike, dip, level_shift, flatline, missing, implausible, interpolated — all statuses.",
-            """
+            f"""
 select toStartOfDay(ts, 'Europe/Paris') as time, kind, count() as anomalies
-from ${db}.anomalies final
-where $__timeFilter(ts)
+from ${{db}}.anomalies final
+where {SERIES} and $__timeFilter(ts)
 group by time, kind
 order by time
 """,
@@ -764,11 +773,11 @@ order by time
         table(
             "Latest anomalies",
             "The 100 newest anomalous points with their expectation, score and state.",
-            """
+            f"""
 select ts, kind, detector, severity, status, value, expected, lower, upper, score, model_version, resolution,
        detected_at
-from ${db}.anomalies final
-where $__timeFilter(ts)
+from ${{db}}.anomalies final
+where {SERIES} and $__timeFilter(ts)
 order by ts desc
 limit 100
 """,
