@@ -696,7 +696,8 @@ limit 100
         stat(
             "Open anomalies",
             "Anomalies detect still holds open in the time range, as events (runs of consecutive points of one "
-            "kind) as PowerSenseAnomaliesOpen counts them; the alert counts the medium and high ones of the last 48 h.",
+            "kind) as PowerSenseAnomaliesOpen counts them; the alert counts the medium and high spike, dip, "
+            "level_shift and flatline events of the last 48 h.",
             f"""
 select count() as open_anomalies
 from (
