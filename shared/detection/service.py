@@ -423,8 +423,9 @@ def reconcile(
 
     * new (kind, detector, ts) → inserted open (or resolved if already superseded)
     * stored open, now superseded → resolved 'reclassified as level_shift'
-    * stored open, flagged again on a revised value → refreshed (value, version, expectation, severity; detected_at
-      kept): the open row showed the value first judged, whatever the source sent since
+    * stored open, flagged again on a revised value or with another severity → refreshed (value, version,
+      expectation, severity; detected_at kept): the open row showed the value first judged, whatever the source sent
+      since, and the first points of a block kept the severity of the block's length when they were written
     * stored open, no longer flagged and its value changed (revision, late arrival) → resolved
     * stored resolved by a revision, flagged again on a newer value → reopened
     Rows of ``computed`` with ``in_window`` False (the days detect revisits for revisions, before its window) change
@@ -471,7 +472,10 @@ def reconcile(
                 out.append(base)
             continue
         old = stored.loc[key]
-        if old["status"] == "open" and not superseded and _revised(old, version, _f(r.value)):
+        if old["status"] == "open" and not superseded and (
+            _revised(old, version, _f(r.value)) or base["severity"] != old["severity"]
+        ):
+            # a revised value, or a block that grew (a missing, stuck or drawn block's severity is its length)
             out.append({**base, "detected_at": old["detected_at"]})
         elif old["status"] == "open" and superseded:
             out.append(
