@@ -856,11 +856,11 @@ def test_rejected_records_and_poll_gaps_lead_to_the_run(database: str) -> None:
 
 def test_the_open_anomalies_panel_counts_events_as_the_alert_does(database: str) -> None:
     # one definition of "an anomaly": the panel counted points (a two-hour level shift was eight) of every series
-    from shared.detection.events import DETECT_RESOLUTION_MIN, events
+    from shared.detection.events import DETECT_RESOLUTION_MIN, EVENT_GAP_STEPS, events
     from shared.store import get_store
 
     sql = _panel("powersense-data-quality", "Open anomalies")["targets"][0]["rawSql"]
-    assert f"dateDiff('second', previous, ts) > {DETECT_RESOLUTION_MIN * 60}" in sql  # events.py's step
+    assert f"dateDiff('second', previous, ts) > {EVENT_GAP_STEPS * DETECT_RESOLUTION_MIN * 60}" in sql  # events.py
     store = get_store()
     store.apply_schema()
     t = datetime(2023, 3, 1, 12, tzinfo=UTC)

@@ -73,9 +73,9 @@ RUN_LOST_LOOKBACK_DAYS = 35
 # A run that did its work, as shared/runs.py DID_ITS_WORK_SQL (a partial run too), as the last-success gauge and the
 # alerts count it: the panel showed hours since the last success while poll's partial runs kept the alert quiet.
 RUN_DID_ITS_WORK = "status in ('success', 'partial')"
-# One anomaly is an event: a run of points of one kind at most one step of detect's grid apart, as the open-events
-# gauge and PowerSenseAnomaliesOpen count them (shared/detection/events.py; tests/test_ops_sql.py checks the step).
-ANOMALY_EVENT_GAP_S = 900
+# One anomaly is an event: a run of points of one kind at most two steps of detect's grid apart, as the open-events
+# gauge and PowerSenseAnomaliesOpen count them (shared/detection/events.py; tests/test_ops_sql.py checks the gap).
+ANOMALY_EVENT_GAP_S = 1800
 
 
 def forecast_cte(name: str, condition: str = "") -> str:

@@ -38,6 +38,7 @@ from croniter import croniter
 from tqdm import tqdm
 
 from shared.calendar import FRANCE, Calendar, is_fallback_gap
+from shared.detection.events import event_ids
 from shared.detection.residual import (
     ResidualParams,
     detect_residual,
@@ -377,8 +378,7 @@ def events_of(rows: pd.DataFrame, step: pd.Timedelta) -> pd.DataFrame:
     events = []
     for kind, grp in final.sort_values("ts").groupby("kind"):
         ts = pd.DatetimeIndex(grp["ts"])
-        new = np.r_[True, np.diff(ts.asi8) > 2 * step.value]
-        ids = np.cumsum(new)
+        ids = event_ids(ts, step)  # the product's events (shared/detection/events.py)
         for _, seg in pd.Series(ts, index=ids).groupby(level=0):
             events.append({"kind": kind, "start": seg.iloc[0], "end": seg.iloc[-1]})
     return pd.DataFrame(events).sort_values("start").reset_index(drop=True)
