@@ -266,3 +266,18 @@ def test_every_point_of_a_grown_block_carries_its_final_severity(settings: Setti
     line = stored.loc["interpolated"]
     assert len(line) == 35 and set(line["severity"]) == {"high"}
     assert (line.loc[line.index <= utc("2023-10-24 23:15"), "detected_at"] == utc("2023-10-24 23:49")).all()
+
+
+def test_a_run_whose_window_starts_inside_a_block_keeps_its_severity(settings: Settings, load: pd.DataFrame) -> None:
+    """Six hours the source did not publish, then a later run whose window starts three hours into them: the block is
+    still six hours long (high). Measured on the rows left after the window's cut, it was three, and the run wrote the
+    block's last rows back as 'medium' beside the first ones' 'high' (diff review of 2026-12-06)."""
+    gap = load["ts"].between(utc("2023-03-27 00:00"), utc("2023-03-27 05:45"))
+    first = compute_detect(replace(inputs_without_store(load[~gap])), settings).anomalies
+    assert first is not None
+    missing = first[first["kind"] == "missing"]
+    assert len(missing) == 24 and set(missing["severity"]) == {"high"}
+    later = replace(inputs_without_store(load[~gap]), window=(utc("2023-03-27 03:00"), WINDOW[1]), existing=first,
+                    revisit_from=WINDOW[0], now=LATER)  # the stored rows it reads are those of the days it revisits
+    rows = compute_detect(later, settings).anomalies
+    assert rows is not None and rows.empty

@@ -429,6 +429,8 @@ def test_anomalies_page_with_a_cursor_instead_of_stopping_at_the_limit(client: T
     assert every["next_cursor"] is None and pages == 3
     assert seen == [(a["ts"], a["kind"]) for a in every["items"]] and len(set(seen)) == 5
     assert client.get("/anomalies", params={**window, "cursor": "not-a-cursor"}).status_code == 400
+    first = client.get("/anomalies", params=window).json()["items"]
+    assert client.get("/anomalies", params={**window, "cursor": ""}).json()["items"] == first  # it answered none
 
 
 def test_anomalies_export_as_csv_with_the_next_page_in_a_header(client: TestClient, store: Store) -> None:

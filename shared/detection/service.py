@@ -334,7 +334,10 @@ def compute_anomalies(
         )
         detector = "zscore"
     info["detector"] = detector
-    miss = missing_points(x, end, settings.detect_value_lag_min, start, settings.detect_ignore_fallback_gap)
+    # from the history's start, like the detector: a block's severity is its length, measured before the rows are
+    # cut at the window (or the revisited days); cut first, a run whose window began inside a missing block wrote the
+    # block's last rows back as 'medium' beside its 'high' ones (diff review of 2026-12-06)
+    miss = missing_points(x, end, settings.detect_value_lag_min, None, settings.detect_ignore_fallback_gap)
     miss = miss[~miss["ts"].isin(x.index[drawn])]  # a drawn value is there: 'interpolated', not 'missing'
     if not miss.empty:
         miss = miss.assign(kind="missing", superseded=False, value=np.nan, expected=np.nan)
@@ -342,20 +345,19 @@ def compute_anomalies(
     if drawn.any():
         line = pd.DataFrame({"ts": x.index[drawn], "kind": INTERPOLATED, "value": sent[drawn].to_numpy(),
                              "expected": np.nan, "superseded": False, "decided_ts": x.index[drawn]})
-        line = line[line["ts"] >= lo]
-        if len(line):
-            info["interpolated"] = int((line["ts"] >= start).sum())
-            rows = pd.concat([r for r in (rows, line) if not r.empty], ignore_index=True)
+        info["interpolated"] = int((line["ts"] >= start).sum())
+        rows = pd.concat([r for r in (rows, line) if not r.empty], ignore_index=True)
     if rows.empty:
         return rows, info
     rows = rows.reindex(columns=list(dict.fromkeys([*ROW_COLUMNS, *rows.columns])))
-    rows = rows[(rows["ts"] >= lo) & (rows["ts"] < end)].copy()
+    rows = rows[rows["ts"] < end].reset_index(drop=True)
+    rows["block_minutes"] = _block_lengths(rows, step) * (step / pd.Timedelta(minutes=1))
+    rows = rows[rows["ts"] >= lo].copy()
     rows["detector"] = np.where(rows["kind"] == INTERPOLATED, "gate", detector)
     rows["model_version"] = version_of.reindex(rows["ts"]).fillna("profile").to_numpy()
     rows["forecast_run_id"] = run_of.reindex(rows["ts"]).fillna("").to_numpy()
     own = (rows["detector"] == "zscore") | (rows["kind"] == INTERPOLATED)
     rows.loc[own, "model_version"], rows.loc[own, "forecast_run_id"] = "", ""
-    rows["block_minutes"] = _block_lengths(rows, step) * (step / pd.Timedelta(minutes=1))
     return rows.reset_index(drop=True), info
 
 

@@ -577,7 +577,8 @@ def anomalies(store: Store, p: AnomaliesParams, now: datetime) -> AnomaliesRespo
         "source": p.source, "metric": p.metric, "start": start, "end": end, "kind": p.kind or "",
         "severity": p.severity or "", "detector": p.detector or "", "status": p.status or "",
         "limit": p.limit + 1,  # one extra row tells whether there is a next page
-        "paged": int(p.cursor is not None), "after": after["ts"], "after_kind": str(after.get("kind", "")),
+        "paged": int(bool(p.cursor)),  # cursor= (empty) is the first page, as on /measurements
+        "after": after["ts"], "after_kind": str(after.get("kind", "")),
         "after_detector": str(after.get("detector", "")),
     })
     more = len(rows) > p.limit
