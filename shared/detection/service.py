@@ -480,16 +480,7 @@ def reconcile(
             # a revised value, or a block that grew (a missing, stuck or drawn block's severity is its length)
             out.append({**base, "detected_at": old["detected_at"]})
         elif old["status"] == "open" and superseded:
-            out.append(
-                {
-                    **old.to_dict(),
-                    **dict(zip(KEY, key, strict=True)),
-                    "status": "resolved",
-                    "resolved_at": now,
-                    "resolution": "reclassified as level_shift",
-                    "updated_at": now,
-                }
-            )
+            out.append(_resolved(old, key, now, "reclassified as level_shift"))
         elif (
             old["status"] == "resolved"
             and not superseded
@@ -501,57 +492,31 @@ def reconcile(
         for key, old in stored.iterrows():
             if key in seen or old["status"] != "open":
                 continue
-            ts = key[2]
-            version = int(versions.get(ts, 0))
-            if key[0] == INTERPOLATED:  # the line was replaced (a revision) or, extended, is no line any more
-                out.append(
-                    {
-                        **old.to_dict(),
-                        **dict(zip(KEY, key, strict=True)),
-                        "status": "resolved",
-                        "resolved_at": now,
-                        "resolution": (f"no longer a straight line (version {version})" if version
-                                       else "value withdrawn"),
-                        "updated_at": now,
-                    }
-                )
-            elif key[0] == IMPLAUSIBLE:  # no longer flagged: revised, or a later neighbour proved it right
-                out.append(
-                    {
-                        **old.to_dict(),
-                        **dict(zip(KEY, key, strict=True)),
-                        "status": "resolved",
-                        "resolved_at": now,
-                        "resolution": f"plausible (version {version})" if version else "value withdrawn",
-                        "updated_at": now,
-                    }
-                )
-            elif key[0] == "missing":
-                if version:  # the value arrived after all
-                    out.append(
-                        {
-                            **old.to_dict(),
-                            **dict(zip(KEY, key, strict=True)),
-                            "status": "resolved",
-                            "resolved_at": now,
-                            "resolution": "value arrived",
-                            "updated_at": now,
-                        }
-                    )
-            elif _revised(old, version, _f(values.get(ts)) if values is not None else None):
-                out.append(
-                    {
-                        **old.to_dict(),
-                        **dict(zip(KEY, key, strict=True)),
-                        "status": "resolved",
-                        "resolved_at": now,
-                        "resolution": f"revised value (version {version})",
-                        "updated_at": now,
-                    }
-                )
+            version = int(versions.get(key[2], 0))
+            value = _f(values.get(key[2])) if values is not None else None
+            resolution = _no_longer_flagged(key[0], old, version, value)
+            if resolution:
+                out.append(_resolved(old, key, now, resolution))
     if not out:
         return pd.DataFrame(columns=ANOMALY_COLUMNS)
     return pd.DataFrame(out)[ANOMALY_COLUMNS]
+
+
+def _resolved(old: pd.Series, key: tuple[Any, ...], now: pd.Timestamp, resolution: str) -> dict[str, Any]:
+    """A stored anomaly's row, resolved now with ``resolution``."""
+    return {**old.to_dict(), **dict(zip(KEY, key, strict=True)), "status": "resolved", "resolved_at": now,
+            "resolution": resolution, "updated_at": now}
+
+
+def _no_longer_flagged(kind: str, old: pd.Series, version: int, value: float | None) -> str:
+    """Why a stored open anomaly the detectors no longer flag is resolved ('' = it stays open)."""
+    if kind == INTERPOLATED:  # the line was replaced (a revision) or, extended, is no line any more
+        return f"no longer a straight line (version {version})" if version else "value withdrawn"
+    if kind == IMPLAUSIBLE:  # revised, or a later neighbour proved it right
+        return f"plausible (version {version})" if version else "value withdrawn"
+    if kind == "missing":
+        return "value arrived" if version else ""
+    return f"revised value (version {version})" if _revised(old, version, value) else ""
 
 
 def _revised(old: pd.Series, version: int, value: float | None) -> bool:
