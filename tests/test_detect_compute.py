@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from fixtures_detect import METRIC, SOURCE, real_load, utc, write_measurements
+from fixtures_detect import ECO2MIX, METRIC, SOURCE, real_load, utc, write_measurements
 
 from shared.detection.service import (
     ANOMALY_COLUMNS,
@@ -21,6 +21,7 @@ from shared.detection.service import (
     load_detect_series,
     write_detect_outputs,
 )
+from shared.ingest.history import read_history
 from shared.settings import Settings, get_settings
 from shared.store import Store
 
@@ -281,3 +282,33 @@ def test_a_run_whose_window_starts_inside_a_block_keeps_its_severity(settings: S
                     revisit_from=WINDOW[0], now=LATER)  # the stored rows it reads are those of the days it revisits
     rows = compute_detect(later, settings).anomalies
     assert rows is not None and rows.empty
+
+
+def rte_intraday_forecasts(start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    """RTE's intraday forecast (``prevision_j``, real data of the shipped 2023 file) as forecast rows: one run issued
+    at every hour's :07 from ``start`` to ``end``, covering the next 8 hours at 30-minute steps."""
+    pj = read_history([ECO2MIX / "eco2mix_national_2023.csv.gz"], utc("2023-01-01"), utc("2024-01-01"))
+    pj = pj.set_index("ts")["prevision_j"].dropna().astype(float)
+    pj = pj[pj.index.minute % 30 == 0]
+    runs = []
+    for issued in pd.date_range(start, end, freq="1h") + pd.Timedelta(minutes=7):
+        target = pj[(pj.index > issued) & (pj.index <= issued + pd.Timedelta(hours=8))]
+        runs.append(pd.DataFrame({"run_id": f"rte-{issued:%Y%m%d%H%M}", "model_version": "rte-prevision_j",
+                                  "issued_at": issued, "ts": target.index, "yhat": target.to_numpy()}))
+    return pd.concat(runs, ignore_index=True)
+
+
+def test_the_fall_back_nights_repeated_hour_is_no_reference_level(settings: Settings) -> None:
+    """2023-10-29, with RTE's intraday forecast as the expectation: the real-time night ran 4–5 GW above that forecast
+    until the end of the repeated hour (01:00–01:45Z, published once), then stepped 3.4 GW down onto it at 02:00Z.
+    Anchored on the repeated hour, that return was a two-day 'level shift' (184 points; the month's hourly replay
+    of the triage review held 84 of them open)."""
+    window = (utc("2023-10-28 12:00"), utc("2023-10-30"))
+    start = window[0] - pd.Timedelta(days=get_settings().detect_calibration_days + PROFILE_HISTORY_DAYS)
+    night = real_load(str(start.date()), "2023-10-30")
+    inputs = replace(inputs_without_store(night), window=window, now=window[1],
+                     forecasts=rte_intraday_forecasts(utc("2023-10-27"), window[1]))
+    out = compute_detect(inputs, settings)
+    assert out.anomalies is not None
+    assert out.figures["points_with_forecast"] == 36 * 4  # every point of the window judged against the forecast
+    assert not out.anomalies["kind"].isin(["level_shift", "dip"]).any()

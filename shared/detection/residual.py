@@ -405,7 +405,15 @@ class _ResidualState:
         # change into 03:00 on the spring-forward night is a wall-clock drop of 3 GW the load does not make; once
         # a source line before it was left out (it used to hide it), it raised a 'level shift' of 33 h (2023-03-26)
         offset = _utc_offset_minutes(idx, tz)
-        dexp[1:][offset[1:] != offset[:-1]] = np.nan
+        change = np.flatnonzero(offset[1:] != offset[:-1]) + 1
+        dexp[change] = np.nan
+        # and none across the end of the fall-back night's repeated hour, which the source publishes once (its
+        # second occurrence, data/eco2mix/README.md): on 2023-10-29 the published night ran 4–5 GW above RTE's own
+        # forecasts up to that hour's end, then stepped 3.4 GW down onto them at 02:00Z; anchored on the repeated
+        # hour, that true value was a 'level shift' for two days (184 points against RTE's intraday forecast)
+        back = change[offset[change] < offset[change - 1]]
+        after = idx.searchsorted(idx[back] + pd.Timedelta(hours=1))
+        dexp[after[after < n]] = np.nan
         return cls(
             p=p, idx=idx, vals=x.to_numpy(dtype=float), dexp=dexp,
             hours=wall.hour.to_numpy(), day_codes=day_codes,
