@@ -310,6 +310,14 @@ class Settings(BaseSettings):
                 "invalid configuration: POWERSENSE_CLICKHOUSE_URL: must be set on AWS Lambda (embedded chDB "
                 "would keep the data on the function's ephemeral disk)"
             )
+        # the function image sets `fprocess` (template/powersense-python/Dockerfile; faas-cli deploy sends
+        # template.yml's as the same variable): there an unset or empty URL (compose's ${VAR:-}) was embedded chDB in
+        # each container, every function with its own copy of the data, lost on restart, and nothing said so
+        if os.environ.get("fprocess") and self.clickhouse_url is None:  # noqa: SIM112 (the watchdog's name)
+            raise ConfigurationError(
+                "invalid configuration: POWERSENSE_CLICKHOUSE_URL: must be set in a deployed function (embedded "
+                "chDB would keep the data on the container's disk, one copy per function)"
+            )
         if self.artifacts_backend == "local":
             if on_lambda:
                 raise ConfigurationError(

@@ -77,6 +77,18 @@ def test_a_clickhouse_server_may_use_a_directory_the_operator_names(env: pytest.
     assert settings_mod.get_settings().artifacts_backend == "local"
 
 
+@pytest.mark.parametrize("url", [None, "", "  "])
+def test_a_deployed_function_without_a_clickhouse_server_stops_the_start_up(env: pytest.MonkeyPatch,
+                                                                            url: str | None) -> None:
+    """In the function image (which sets ``fprocess``) an unset or empty URL used to mean embedded chDB: each
+    container its own database on its own disk."""
+    env.setenv("fprocess", "uvicorn handler:app --host 127.0.0.1 --port 8000")
+    env.delenv("POWERSENSE_CLICKHOUSE_URL", raising=False)
+    if url is not None:
+        env.setenv("POWERSENSE_CLICKHOUSE_URL", url)
+    assert "POWERSENSE_CLICKHOUSE_URL: must be set in a deployed function" in _error(env)
+
+
 def test_inverted_plausibility_bounds_stop_the_start_up(env: pytest.MonkeyPatch) -> None:
     env.setenv("POWERSENSE_PLAUSIBILITY_MAX_VALUE_MW", "150")  # typed in GW: every real load would be flagged
     assert "POWERSENSE_PLAUSIBILITY_MIN_VALUE_MW (14000) must be below" in _error(env)
