@@ -451,6 +451,39 @@ def test_dbt_data_tests_pass_on_real_data(ops_store: Store, dbt_views: dict[str,
     assert not failures
 
 
+def _tested_column_type(store: Store, manifest: dict[str, Any], node: dict[str, Any]) -> str:
+    """The ClickHouse type of the column a dbt column test checks, in the relation it reads (model, seed or source)."""
+    parent = node["depends_on"]["nodes"][0]
+    table = (manifest["sources"][parent]["name"] if parent.startswith("source.") else parent.split(".")[-1])
+    return str(store.scalar("select type from system.columns where database = {d:String} and table = {t:String} "
+                            "and name = {c:String}", {"d": store.database, "t": table, "c": node["column_name"]}))
+
+
+def test_dbt_not_null_tests_only_check_columns_that_can_hold_null(ops_store: Store, dbt_views: dict[str, str],
+                                                                 dbt_manifest: dict[str, Any]) -> None:
+    # ClickHouse writes a type's default where a non-Nullable column gets NULL: not_null could never fail there (29
+    # such tests did until 2026-12-06); those columns use not_missing (dbt/tests/generic/not_missing.sql)
+    tests = [n for n in dbt_manifest["nodes"].values()
+             if n["resource_type"] == "test" and (n.get("test_metadata") or {}).get("name") == "not_null"]
+    types = {f"{n['depends_on']['nodes'][0].split('.')[-1]}.{n['column_name']}":
+             _tested_column_type(ops_store, dbt_manifest, n) for n in tests}
+    assert len(types) >= 5
+    assert {c: t for c, t in types.items() if not t.startswith("Nullable(")} == {}
+
+
+def test_dbt_not_missing_fails_on_the_default_clickhouse_writes_for_null(ops_store: Store, dbt_views: dict[str, str],
+                                                                        dbt_manifest: dict[str, Any]) -> None:
+    node = next(n for n in dbt_manifest["nodes"].values() if n["resource_type"] == "test"
+                and n["name"] == "not_missing_stg_measurements_ukey")
+    ops_store.command("create table {db:Identifier}.ukeys_with_a_null (ukey String) engine = Memory")
+    # a NULL inserted into a String column: stored as '' (input_format_null_as_default), as any client's would be
+    ops_store.command("insert into {db:Identifier}.ukeys_with_a_null values ('2023-10-01T00:00:00Z|consommation'), "
+                      "(NULL)")
+    sql = node["compiled_code"].replace(f"`{DBT_DB}`.`stg_measurements`", "{db:Identifier}.ukeys_with_a_null")
+    assert "ukeys_with_a_null" in sql
+    assert ops_store.scalar(f"select count() from ({sql})") == 1
+
+
 def test_dbt_and_the_dashboards_show_the_series_the_functions_use() -> None:
     # "the series" is POWERSENSE_SERIES_SOURCE / _METRIC for the functions, dbt's vars and the dashboards' hidden
     # constants: their defaults must be one series (a deployment changing it passes --vars and edits the constants)
