@@ -204,7 +204,7 @@ def test_dbt_calendar_expects_the_calendars_steps(ops_store: Store, dbt_views: d
     from shared.calendar import expected_steps
     from shared.settings import Settings
 
-    variables = yaml.safe_load((DBT_DIR / "dbt_project.yml").read_text())["vars"]
+    variables = dbt_vars()
     assert variables["ignore_fallback_gap"] is Settings.model_fields["detect_ignore_fallback_gap"].default
     rows = ops_store.query_rows("select date, expected_quarter_hours, expected_half_hours from "
                                 "{db:Identifier}.dim_calendar where toYear(date) between 2021 and 2024")
@@ -346,13 +346,31 @@ def test_pipeline_panel_shows_the_failed_run_with_its_error(ops_store: Store) ->
 MODEL_FILES = sorted((DBT_DIR / "models").rglob("*.sql"))
 
 
-def _dbt_compile(out: Path, cluster: str = "") -> dict[str, Any]:
-    """dbt compile (no server) into ``out``, with POWERSENSE_CLICKHOUSE_CLUSTER = ``cluster``: the manifest."""
+def dbt_vars(env: dict[str, str] | None = None) -> dict[str, Any]:
+    """dbt_project.yml's vars as dbt renders them: ``env_var(name, default)`` read from ``env`` (none: every
+    default)."""
+    import jinja2
+
+    env = env or {}
+
+    def env_var(name: str, default: str | None = None) -> str:
+        value = env.get(name, default)
+        assert value is not None, f"env_var({name!r}) has no default"
+        return value
+
+    raw = yaml.safe_load((DBT_DIR / "dbt_project.yml").read_text())["vars"]
+    return {k: jinja2.Template(v).render(env_var=env_var) if isinstance(v, str) else v for k, v in raw.items()}
+
+
+def _dbt_compile(out: Path, cluster: str = "", extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+    """dbt compile (no server) into ``out``, with POWERSENSE_CLICKHOUSE_CLUSTER = ``cluster`` and ``extra_env``
+    (the series variables only from there, never from the caller's environment): the manifest."""
     if not DBT.exists():
         pytest.skip(f"dbt not installed: {DBT_INSTALL}")
-    env = {**os.environ, "POWERSENSE_CLICKHOUSE_DATABASE": DBT_DB, "POWERSENSE_DBT_SCHEMA": DBT_DB,
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("POWERSENSE_SERIES_")}
+    env = {**inherited, "POWERSENSE_CLICKHOUSE_DATABASE": DBT_DB, "POWERSENSE_DBT_SCHEMA": DBT_DB,
            "POWERSENSE_CLICKHOUSE_CLUSTER": cluster,
-           "DBT_SEND_ANONYMOUS_USAGE_STATS": "false", "DBT_PARTIAL_PARSE": "false"}
+           "DBT_SEND_ANONYMOUS_USAGE_STATS": "false", "DBT_PARTIAL_PARSE": "false", **(extra_env or {})}
     res = subprocess.run(
         [str(DBT), "compile", "--profiles-dir", ".", "--no-populate-cache", "--target-path", str(out / "target"),
          "--log-path", str(out / "logs")],
@@ -424,7 +442,7 @@ def test_dbt_source_freshness_reads_the_newest_valid_value(ops_store: Store, dbt
     from shared.series import latest_valid_ts
 
     node = next(n for n in dbt_manifest["sources"].values() if n["name"] == "series")
-    variables = yaml.safe_load((DBT_DIR / "dbt_project.yml").read_text())["vars"]
+    variables = dbt_vars()
 
     class This:  # the source relation as dbt renders it: `database.series`
         schema = ops_store.database
@@ -485,12 +503,12 @@ def test_dbt_not_missing_fails_on_the_default_clickhouse_writes_for_null(ops_sto
 
 
 def test_dbt_and_the_dashboards_show_the_series_the_functions_use() -> None:
-    # "the series" is POWERSENSE_SERIES_SOURCE / _METRIC for the functions, dbt's vars and the dashboards' hidden
-    # constants: their defaults must be one series (a deployment changing it passes --vars and edits the constants)
+    # "the series" is POWERSENSE_SERIES_SOURCE / _METRIC for the functions and dbt (its vars read them) and the
+    # dashboards' hidden constants: their defaults must be one series (a deployment changing it edits the constants)
     defaults = {"source": Settings.model_fields["series_source"].default,
                 "metric": Settings.model_fields["series_metric"].default,
                 "db": Settings.model_fields["clickhouse_database"].default}
-    variables = yaml.safe_load((DBT_DIR / "dbt_project.yml").read_text())["vars"]
+    variables = dbt_vars()
     assert (variables["series_source"], variables["series_metric"]) == (defaults["source"], defaults["metric"])
     checked = 0
     for path in DASHBOARDS:
@@ -501,14 +519,22 @@ def test_dbt_and_the_dashboards_show_the_series_the_functions_use() -> None:
     assert checked >= 3
 
 
+def test_dbt_builds_the_series_the_functions_are_configured_with(tmp_path: Path) -> None:
+    # until 2026-12-06 dbt's vars were constants: a deployment of another series had dbt build France's load
+    manifest = _dbt_compile(tmp_path, extra_env={"POWERSENSE_SERIES_SOURCE": "entsoe_load",
+                                                 "POWERSENSE_SERIES_METRIC": "actual_total_load"})
+    node = next(n for n in manifest["nodes"].values() if n["name"] == "int_series_best_nature")
+    assert "'entsoe_load' as source" in node["compiled_code"]
+    assert "metric = 'actual_total_load'" in node["compiled_code"]
+
+
 def test_the_dbt_holiday_seed_is_the_python_calendar() -> None:
     # the seed is a generated copy of shared.calendar.public_holidays over dbt's calendar years: a `holidays`
     # upgrade that renames or moves a day must regenerate it, or dbt and the forecast disagree on holidays
-    import yaml
 
     from shared.calendar import public_holidays
 
-    years = yaml.safe_load((DBT_DIR / "dbt_project.yml").read_text())["vars"]
+    years = dbt_vars()
     first, last = int(years["calendar_start"][:4]), int(years["calendar_end"][:4])
     seed = pd.read_csv(DBT_DIR / "seeds" / "fr_public_holidays.csv")
     calendar = sorted((d.isoformat(), name) for y in range(first, last + 1) for d, name in public_holidays(y).items())
