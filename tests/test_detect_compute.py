@@ -36,8 +36,7 @@ def load() -> pd.DataFrame:
     """Real consumption over the calibration history and the window, one 6 % spike injected."""
     start = WINDOW[0] - pd.Timedelta(days=get_settings().detect_calibration_days + PROFILE_HISTORY_DAYS)
     df = real_load(str(start.date()), str(WINDOW[1].date()))
-    # whole megawatts, as the source publishes: one value with decimals would narrow the line rule's rounding
-    # tolerance (shared.forecasting.gate.value_resolution) for the whole series
+    # whole megawatts, as the source publishes
     df.loc[df["ts"] == SPIKE, "value"] = (df.loc[df["ts"] == SPIKE, "value"] * 1.06).round()
     return df
 

@@ -79,6 +79,14 @@ def test_the_sources_interpolated_ramp_is_rejected_and_its_real_ends_kept(settin
     assert g.frame.loc[ramp, "value"].isna().all() and g.frame.loc[~ramp, "value"].notna().all()
 
 
+def test_one_value_with_a_decimal_does_not_split_the_sources_line(settings: Settings) -> None:
+    """The same real line, with one value a day earlier written with a decimal (+0.5 MW): the series' step stays the
+    whole megawatt, and the line is still 72 quarter-hours (the step used to become 0.1 and cut it at its rounding)."""
+    rows = history("2022-07-04", "2022-07-07")[["ts", "value"]].reset_index(drop=True)
+    rows.loc[10, "value"] += 0.5  # 2022-07-04, far from the line
+    assert gate(rows, settings, metric="consommation").reasons.eq(RAMP).sum() == 72
+
+
 def test_ramp_mask_allows_rounding_and_breaks_on_gaps_and_uneven_steps() -> None:
     ts = pd.date_range("2023-01-02", periods=8, freq="15min", tz="UTC")
     rounded = np.round(np.linspace(50_000, 50_350, 8))  # an interpolated line, rounded to whole MW
