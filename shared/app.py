@@ -65,23 +65,33 @@ def trigger_of(request: Request) -> str:
 
 
 class ScheduledRunFailed(RuntimeError):
-    """A scheduled (cron) invocation on AWS Lambda answered a server error: raised so that Lambda counts it."""
+    """A scheduled (cron) invocation on AWS Lambda answered an error: raised so that Lambda counts it."""
+
+
+def scheduled_run_failed(status: int) -> bool:
+    """Whether a scheduled invocation's HTTP status is a failed run: a server error, or a request the stage refuses
+    (400, 401, 404, 422: the schedule's own input is wrong, and every tick is refused alike). 409 is not: a resource
+    another invocation holds (another weather writer, the history bootstrap still pending) — this tick skipped and
+    the next one runs, as a busy stage's tick answers 200 ``skipped``."""
+    return status >= 500 or (400 <= status < 500 and status != 409)
 
 
 class LambdaHandler(Mangum):
-    """Mangum, except that a scheduled invocation answering 5xx raises :class:`ScheduledRunFailed`.
+    """Mangum, except that a scheduled invocation answering an error raises :class:`ScheduledRunFailed`
+    (:func:`scheduled_run_failed`).
 
     Mangum returns the app's 500 as a successful Lambda invocation, so a failing stage never reached Lambda's
     ``Errors`` metric (nor an alarm on it) when no Pushgateway is configured. An EventBridge Scheduler event
     (``x-connector: cron-connector/…``, template.yaml) that fails now fails the invocation (the run is already
     recorded as failed in ``pipeline_runs``; ``EventInvokeConfig`` retries nothing); HTTP API calls are unchanged.
+    A refused request (a schedule whose input the stage rejects) counted as a success until 2026-12-06.
     """
 
     def __call__(self, event: Any, context: Any) -> Any:  # noqa: D102 - Mangum's
         response = super().__call__(event, context)
         headers = {str(k).lower(): str(v) for k, v in ((event or {}).get("headers") or {}).items()}
         status = int(response.get("statusCode", 200)) if isinstance(response, dict) else 200
-        if headers.get("x-connector", "").startswith("cron-connector") and status >= 500:
+        if headers.get("x-connector", "").startswith("cron-connector") and scheduled_run_failed(status):
             raise ScheduledRunFailed(f"scheduled run answered {status}: {str(response.get('body', ''))[:500]}")
         return response
 

@@ -682,6 +682,34 @@ def test_a_failed_scheduled_run_fails_the_lambda_invocation(sam: dict[str, Any])
     assert LambdaHandler(ok, lifespan="off")(event, None)["statusCode"] == 200  # type: ignore[arg-type]
 
 
+def _refusing_stage(request: Request) -> JSONResponse:
+    return JSONResponse({"error": "BadRequestError", "detail": "unknown option 'strat'"}, status_code=422)
+
+
+def _held_stage(request: Request) -> JSONResponse:
+    return JSONResponse({"error": "ConflictError", "detail": "another weather writer is running"}, status_code=409)
+
+
+def test_a_scheduled_run_the_stage_refuses_fails_the_lambda_invocation(sam: dict[str, Any]) -> None:
+    # a schedule whose input the stage rejects is refused at every tick: it counted as a successful invocation
+    from shared.app import LambdaHandler, ScheduledRunFailed
+
+    app = FastAPI()
+    app.add_api_route("/", _refusing_stage, methods=["POST"])
+    event = json.loads(sam["Resources"]["PollFunction"]["Properties"]["Events"]["Cron"]["Properties"]["Input"])
+    with pytest.raises(ScheduledRunFailed, match="scheduled run answered 422: .*unknown option"):
+        LambdaHandler(app, lifespan="off")(event, None)  # type: ignore[arg-type]  # no context needed
+
+
+def test_a_scheduled_run_that_finds_its_resource_held_is_no_failed_invocation(sam: dict[str, Any]) -> None:
+    from shared.app import LambdaHandler
+
+    app = FastAPI()
+    app.add_api_route("/", _held_stage, methods=["POST"])
+    event = json.loads(sam["Resources"]["PollFunction"]["Properties"]["Events"]["Cron"]["Properties"]["Input"])
+    assert LambdaHandler(app, lifespan="off")(event, None)["statusCode"] == 409  # type: ignore[arg-type]
+
+
 def test_stack_names_and_cron_annotations_are_unchanged(stack: dict[str, Any]) -> None:
     schedules = {n: f.get("annotations", {}).get("schedule") for n, f in stack["functions"].items()}
     assert schedules == {"poll": "*/5 * * * *", "poll-weather": "20 * * * *", "upsert-version": "1-59/5 * * * *",
