@@ -300,14 +300,32 @@ def rte_intraday_forecasts(start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFra
 def test_the_fall_back_nights_repeated_hour_is_no_reference_level(settings: Settings) -> None:
     """2023-10-29, with RTE's intraday forecast as the expectation: the real-time night ran 4–5 GW above that forecast
     until the end of the repeated hour (01:00–01:45Z, published once), then stepped 3.4 GW down onto it at 02:00Z.
-    Anchored on the repeated hour, that return was a two-day 'level shift' (184 points; the month's hourly replay
-    of the triage review held 84 of them open)."""
+    Anchored on the repeated hour, that return was a 'level shift' held all day (83 points, and 7 dip points before
+    it; the month's hourly replay of the triage review held 84 open)."""
     window = (utc("2023-10-28 12:00"), utc("2023-10-30"))
     start = window[0] - pd.Timedelta(days=get_settings().detect_calibration_days + PROFILE_HISTORY_DAYS)
     night = real_load(str(start.date()), "2023-10-30")
     inputs = replace(inputs_without_store(night), window=window, now=window[1],
-                     forecasts=rte_intraday_forecasts(utc("2023-10-27"), window[1]))
+                     forecasts=rte_intraday_forecasts(utc("2023-10-20"), window[1]))
     out = compute_detect(inputs, settings)
     assert out.anomalies is not None
     assert out.figures["points_with_forecast"] == 36 * 4  # every point of the window judged against the forecast
     assert not out.anomalies["kind"].isin(["level_shift", "dip"]).any()
+
+
+def test_a_source_that_publishes_both_repeated_hours_keeps_its_expectation_after_them(settings: Settings) -> None:
+    """The restart after the repeated hour is for a source that publishes it once (RTE). NESO, ENTSO-E or PJM publish
+    both occurrences: there the step after the hour keeps its expected change. (The real night, its first occurrence
+    filled with the second's values: a SYNTHETIC edge case on real data.)"""
+    from shared.detection.residual import ResidualParams, _ResidualState, profile_delta, regular_grid
+
+    x = regular_grid(real_load("2023-08-20", "2023-10-31")[["ts", "value"]])
+    first = pd.date_range(utc("2023-10-29 00:00"), periods=4, freq="15min")
+    after = utc("2023-10-29 02:00")  # the first step after the repeated hour
+    params = ResidualParams.from_settings(settings)
+    once = _ResidualState.start(x, profile_delta(x), params, None)
+    assert np.isnan(x.reindex(first)).all() and np.isnan(once.dexp[x.index.get_loc(after)])
+    both = x.copy()
+    both[first] = x[first + pd.Timedelta(hours=1)].to_numpy()
+    twice = _ResidualState.start(both, profile_delta(both), params, None)
+    assert np.isfinite(twice.dexp[both.index.get_loc(after)])

@@ -407,15 +407,21 @@ class _ResidualState:
         offset = _utc_offset_minutes(idx, tz)
         change = np.flatnonzero(offset[1:] != offset[:-1]) + 1
         dexp[change] = np.nan
-        # and none across the end of the fall-back night's repeated hour, which the source publishes once (its
-        # second occurrence, data/eco2mix/README.md): on 2023-10-29 the published night ran 4–5 GW above RTE's own
-        # forecasts up to that hour's end, then stepped 3.4 GW down onto them at 02:00Z; anchored on the repeated
-        # hour, that true value was a 'level shift' for two days (184 points against RTE's intraday forecast)
-        back = change[offset[change] < offset[change - 1]]
-        after = idx.searchsorted(idx[back] + pd.Timedelta(hours=1))
-        dexp[after[after < n]] = np.nan
+        # and none across the end of a fall-back night's repeated hour where the source published it once (RTE
+        # publishes only its second occurrence, data/eco2mix/README.upstream.md): on 2023-10-29 the published night
+        # ran 4–5 GW above RTE's own forecasts up to that hour's end, then stepped 3.4 GW down onto them at 02:00Z;
+        # anchored on the repeated hour, that true value was a level shift held all day (83 points against RTE's
+        # intraday forecast). A source that publishes both occurrences (NESO, ENTSO-E, PJM) keeps its expectation
+        vals = x.to_numpy(dtype=float)
+        for k in change[offset[change] < offset[change - 1]]:
+            repeated = pd.Timedelta(minutes=int(offset[k - 1] - offset[k]))  # an hour, or 30 min (Lord Howe)
+            if np.isfinite(vals[idx.searchsorted(idx[k] - repeated):k]).any():
+                continue  # its first occurrence was published
+            after = idx.searchsorted(idx[k] + repeated)
+            if after < n:
+                dexp[after] = np.nan
         return cls(
-            p=p, idx=idx, vals=x.to_numpy(dtype=float), dexp=dexp,
+            p=p, idx=idx, vals=vals, dexp=dexp,
             hours=wall.hour.to_numpy(), day_codes=day_codes,
             start_i=0 if detect_from is None else int(idx.searchsorted(detect_from)),
             max_run=int(p.max_run_hours * 60 / step_min), cal=_Calibration.empty(p), path_at=np.zeros(n),
