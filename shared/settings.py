@@ -207,7 +207,8 @@ class Settings(BaseSettings):
     # --- ClickHouse -------------------------------------------------------------------------
     clickhouse_url: str | None = Field(
         default=None,
-        description="http(s)://host:port of a ClickHouse server; unset = embedded chDB",
+        description="http(s)://host:port of a ClickHouse server; unset or empty = embedded chDB (refused on AWS "
+                    "Lambda and in the function image)",
     )
     clickhouse_user: str = Field(default="default", description="ClickHouse user (query: the read-only user)")
     clickhouse_password: SecretStr = Field(default=SecretStr(""), description="secret file clickhouse_password")

@@ -83,6 +83,7 @@ def test_one_value_with_a_decimal_does_not_split_the_sources_line(settings: Sett
     """The same real line, with one value a day earlier written with a decimal (+0.5 MW): the series' step stays the
     whole megawatt, and the line is still 72 quarter-hours (the step used to become 0.1 and cut it at its rounding)."""
     rows = history("2022-07-04", "2022-07-07")[["ts", "value"]].reset_index(drop=True)
+    rows["value"] = rows["value"].astype(float)
     rows.loc[10, "value"] += 0.5  # 2022-07-04, far from the line
     assert gate(rows, settings, metric="consommation").reasons.eq(RAMP).sum() == 72
 
