@@ -180,6 +180,22 @@ def test_a_line_the_source_drew_is_one_interpolated_anomaly(settings: Settings, 
     assert not out.anomalies["kind"].isin(["level_shift", "dip", "spike"]).any()
 
 
+def test_the_interpolated_quality_check_rounds_as_the_detector_does(settings: Settings,
+                                                                    line_night: pd.DataFrame) -> None:
+    """Four values with a decimal in the window (+0.5 MW each, away from the line: a SYNTHETIC edge case on real
+    data), over 1 % of its 312, made the check's rounding step, measured on the window alone, 0.1 and cut the real
+    35-point line; it now takes the series' step from the history the detector reads (whole megawatts, the four a
+    0.06 % of it), as the interpolated anomalies do."""
+    window = (utc("2023-10-24 18:00"), utc("2023-10-28"))
+    night = line_night.copy()
+    night["value"] = night["value"].astype(float)
+    decimals = [utc(f"2023-10-{d} 12:00") for d in (26, 27)] + [utc(f"2023-10-{d} 14:00") for d in (26, 27)]
+    night.loc[night["ts"].isin(decimals), "value"] += 0.5
+    out = compute_detect(replace(inputs_without_store(night), window=window, now=window[1]), settings)
+    check = out.data_quality.set_index("check").loc["interpolated"]
+    assert check["value"] == 35.0
+
+
 def test_an_interpolated_anomaly_resolves_when_a_revision_replaces_the_line(settings: Settings,
                                                                             line_night: pd.DataFrame) -> None:
     window = (utc("2023-10-24 18:00"), utc("2023-10-28"))

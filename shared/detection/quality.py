@@ -113,12 +113,14 @@ def _first_last(rows: pd.DataFrame) -> dict[str, str]:
     return {"first": pd.Timestamp(rows["ts"].min()).isoformat(), "last": pd.Timestamp(rows["ts"].max()).isoformat()}
 
 
-def interpolated(window: pd.DataFrame, min_points: int) -> dict[str, Any]:
+def interpolated(window: pd.DataFrame, min_points: int, resolution: float | None = None) -> dict[str, Any]:
     """Values of the window on a straight line the source drew through a gap (the training-data gate's ramp rule,
     :func:`shared.forecasting.gate.ramp_mask`): published as load but interpolated, so the forecast never learns
-    from them; a warning, since the source sent them.  ``window``: :func:`shared.series.load_series` output."""
+    from them; a warning, since the source sent them.  ``window``: :func:`shared.series.load_series` output;
+    ``resolution``: the series' rounding step measured on its whole history (None: on the window's values — two
+    values with a decimal among a window's ~200 made its step finer than the detector's, which reads the history)."""
     sent = window["raw_value"] if "raw_value" in window.columns else window["value"]
-    mask = ramp_mask(pd.DatetimeIndex(window["ts"]), sent.to_numpy(dtype=float), min_points)
+    mask = ramp_mask(pd.DatetimeIndex(window["ts"]), sent.to_numpy(dtype=float), min_points, resolution)
     bad = window[mask]
     return count_check("interpolated", len(bad), _first_last(bad), problem="warn")
 

@@ -98,20 +98,22 @@ def value_resolution(values: np.ndarray, max_decimals: int = 6) -> float:
     return float(10.0**-max_decimals)
 
 
-def ramp_mask(ts: pd.DatetimeIndex | pd.Series, values: np.ndarray, min_points: int) -> np.ndarray:
+def ramp_mask(ts: pd.DatetimeIndex | pd.Series, values: np.ndarray, min_points: int,
+              resolution: float | None = None) -> np.ndarray:
     """True for the interior values of every run of ``min_points`` or more consecutive, equally spaced values that
     lie on one straight line (NaN and uneven spacing break runs); the run's two end values stay False.
 
     "On a line" allows the source's rounding: ``|v[i+1] − 2·v[i] + v[i−1]| ≤ 2·q`` with ``q`` the series' value
     resolution (:func:`value_resolution`: 1 MW for eco2mix's whole megawatts), since each rounded point may be
-    off the exact line by ``q/2``.
+    off the exact line by ``q/2``. ``resolution``: ``q`` measured on more of the series than ``values`` (a window's
+    check takes the whole history's, as the detector does); None = measured on ``values``.
     """
     v = np.asarray(values, dtype=float)
     n = len(v)
     if n < 3 or min_points < 3:
         return np.zeros(n, dtype=bool)
     t = pd.DatetimeIndex(ts).asi8
-    tol = 2.0 * value_resolution(v)
+    tol = 2.0 * (value_resolution(v) if resolution is None else resolution)
     finite = np.isfinite(v)
     # straight[i]: v[i-1], v[i], v[i+1] finite, equally spaced and collinear (interior point i of a ramp)
     straight = np.zeros(n, dtype=bool)
