@@ -306,19 +306,15 @@ class Settings(BaseSettings):
     def _artifacts_backend_usable(self) -> Settings:
         """S3 selected → its configuration must be usable; on Lambda S3 is mandatory (no silent local disk)."""
         on_lambda = bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))  # set by the Lambda runtime
-        if on_lambda and self.clickhouse_url is None:
-            raise ConfigurationError(
-                "invalid configuration: POWERSENSE_CLICKHOUSE_URL: must be set on AWS Lambda (embedded chDB "
-                "would keep the data on the function's ephemeral disk)"
-            )
         # the function image sets `fprocess` (template/powersense-python/Dockerfile; faas-cli deploy sends
         # template.yml's as the same variable): there an unset or empty URL (compose's ${VAR:-}) was embedded chDB in
         # each container, every function with its own copy of the data, lost on restart, and nothing said so
-        if os.environ.get("fprocess") and self.clickhouse_url is None:  # noqa: SIM112 (the watchdog's name)
-            raise ConfigurationError(
-                "invalid configuration: POWERSENSE_CLICKHOUSE_URL: must be set in a deployed function (embedded "
-                "chDB would keep the data on the container's disk, one copy per function)"
-            )
+        in_image = bool(os.environ.get("fprocess"))  # noqa: SIM112 (the watchdog's name)
+        if (on_lambda or in_image) and self.clickhouse_url is None:
+            where = ("on AWS Lambda (embedded chDB would keep the data on the function's ephemeral disk)" if on_lambda
+                     else "in a deployed function (embedded chDB would keep the data on the container's disk, one "
+                          "copy per function)")
+            raise ConfigurationError(f"invalid configuration: POWERSENSE_CLICKHOUSE_URL: must be set {where}")
         if self.artifacts_backend == "local":
             if on_lambda:
                 raise ConfigurationError(

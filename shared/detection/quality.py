@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from shared.calendar import TZ, expected_instants, local_day_bounds
-from shared.forecasting.gate import ramp_mask
+from shared.forecasting.gate import ramp_mask, value_resolution
 from shared.series import NO_END, SERIES_SQL, data_age_s, freshness_status
 from shared.store import Store
 from shared.timeutil import to_utc
@@ -113,14 +113,19 @@ def _first_last(rows: pd.DataFrame) -> dict[str, str]:
     return {"first": pd.Timestamp(rows["ts"].min()).isoformat(), "last": pd.Timestamp(rows["ts"].max()).isoformat()}
 
 
-def interpolated(window: pd.DataFrame, min_points: int, resolution: float | None = None) -> dict[str, Any]:
+def _sent(frame: pd.DataFrame) -> np.ndarray:
+    """The values as the source sent them (``raw_value``, implausible ones included), else ``value``."""
+    return (frame["raw_value"] if "raw_value" in frame.columns else frame["value"]).to_numpy(dtype=float)
+
+
+def interpolated(window: pd.DataFrame, min_points: int, history: pd.DataFrame | None = None) -> dict[str, Any]:
     """Values of the window on a straight line the source drew through a gap (the training-data gate's ramp rule,
     :func:`shared.forecasting.gate.ramp_mask`): published as load but interpolated, so the forecast never learns
     from them; a warning, since the source sent them.  ``window``: :func:`shared.series.load_series` output;
-    ``resolution``: the series' rounding step measured on its whole history (None: on the window's values — two
-    values with a decimal among a window's ~200 made its step finer than the detector's, which reads the history)."""
-    sent = window["raw_value"] if "raw_value" in window.columns else window["value"]
-    mask = ramp_mask(pd.DatetimeIndex(window["ts"]), sent.to_numpy(dtype=float), min_points, resolution)
+    ``history``: the series the window is cut from, whose rounding step the rule uses (None: the window's — a few
+    values with a decimal among a window's ~300 made its step finer than the detector's, which reads the history)."""
+    resolution = value_resolution(_sent(history)) if history is not None else None
+    mask = ramp_mask(pd.DatetimeIndex(window["ts"]), _sent(window), min_points, resolution)
     bad = window[mask]
     return count_check("interpolated", len(bad), _first_last(bad), problem="warn")
 

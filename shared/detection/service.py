@@ -55,7 +55,7 @@ from shared.detection.residual import (
 )
 from shared.detection.zscore import detect_zscore
 from shared.features import DETECT_RESOLUTION_MIN, read_grid
-from shared.forecasting.gate import ramp_mask, value_resolution
+from shared.forecasting.gate import ramp_mask
 from shared.lease import Lease
 from shared.logs import log_event
 from shared.runs import Run
@@ -709,9 +709,7 @@ def compute_detect(inputs: DetectInputs, settings: Settings) -> DetectOutputs:
     checks.append(quality.dead_letter(inputs.dead_letters))
     checks.append(quality.out_of_range(window_series, inputs.bounds, settings.dq_range_margin))
     checks.append(quality.implausible(window_series))
-    sent = series["raw_value"] if "raw_value" in series.columns else series["value"]
-    checks.append(quality.interpolated(window_series, settings.forecast_ramp_points,
-                                       value_resolution(sent.to_numpy(dtype=float))))
+    checks.append(quality.interpolated(window_series, settings.forecast_ramp_points, history=series))
     checks.extend(quality.revisions(inputs.revisions))
     dq = quality.to_frame(checks, dq_at, run_id, source, metric)
     figures["quality"] = {f"{c['check']}:{c['scope']}": c["status"] for c in checks if c["status"] != "ok"} or "ok"
