@@ -12,6 +12,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -178,7 +179,7 @@ def test_coverage_panels_leave_out_days_the_range_cuts(ops_store: Store) -> None
     panel = _panel("powersense-data-quality", "Incomplete days")
     df = ops_store.query_df(grafana_sql(panel["targets"][0]["rawSql"], *WINDOW))
     assert [pd.Timestamp(d).strftime("%Y-%m-%d") for d in df["day"]] == ["2023-10-14"]
-    coverage = _panel("powersense-data-quality", "Daily coverage of consommation (DST-aware)")
+    coverage = _panel("powersense-data-quality", "Daily coverage of ${metric} (DST-aware)")
     days = ops_store.query_df(grafana_sql(coverage["targets"][0]["rawSql"], *WINDOW))["time"]
     local = pd.DatetimeIndex(days).tz_localize("UTC").tz_convert("Europe/Paris") if pd.DatetimeIndex(days).tz is None \
         else pd.DatetimeIndex(days).tz_convert("Europe/Paris")
@@ -188,7 +189,7 @@ def test_coverage_panels_leave_out_days_the_range_cuts(ops_store: Store) -> None
 def test_coverage_panel_expects_the_calendars_steps(ops_store: Store) -> None:
     from shared.calendar import expected_steps
 
-    panel = _panel("powersense-data-quality", "Daily coverage of consommation (DST-aware)")
+    panel = _panel("powersense-data-quality", "Daily coverage of ${metric} (DST-aware)")
     sql = grafana_sql(panel["targets"][0]["rawSql"], datetime(2022, 3, 20, tzinfo=UTC),
                       datetime(2023, 11, 5, tzinfo=UTC))
     expected = ops_store.query_df(sql.split("select toDateTime(e.day")[0] + "select day, expected_slots from expected")
@@ -504,7 +505,7 @@ def test_dbt_not_missing_fails_on_the_default_clickhouse_writes_for_null(ops_sto
 
 def test_dbt_and_the_dashboards_show_the_series_the_functions_use() -> None:
     # "the series" is POWERSENSE_SERIES_SOURCE / _METRIC for the functions and dbt (its vars read them) and the
-    # dashboards' hidden constants: their defaults must be one series (a deployment changing it edits the constants)
+    # dashboards' hidden constants: their defaults must be one series (a deployment builds its own: next test)
     defaults = {"source": Settings.model_fields["series_source"].default,
                 "metric": Settings.model_fields["series_metric"].default,
                 "db": Settings.model_fields["clickhouse_database"].default}
@@ -517,6 +518,42 @@ def test_dbt_and_the_dashboards_show_the_series_the_functions_use() -> None:
         assert {k: defaults[k] for k in constants} == constants, path.name
         checked += "source" in constants
     assert checked >= 3
+
+
+def _build_dashboards(out: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """build_dashboards.py run as a deployment runs it, with ``env`` (the caller's series variables left out),
+    from ``out`` (outside the repository: it must not depend on where it is run from)."""
+    out.mkdir(parents=True, exist_ok=True)
+    inherited = {k: v for k, v in os.environ.items()
+                 if not k.startswith(("POWERSENSE_SERIES_", "POWERSENSE_CLICKHOUSE_DATABASE"))}
+    return subprocess.run([sys.executable, str(REPO / "observability" / "grafana" / "build_dashboards.py"), str(out)],
+                          env={**inherited, **env}, capture_output=True, text=True, timeout=120, cwd=out)
+
+
+def test_the_dashboards_are_built_for_the_deployments_series_and_database(tmp_path: Path) -> None:
+    # until 2026-12-07 the constants were edited by hand: a deployment of another series or database had every
+    # panel read France's load from `electricity` (empty panels) unless someone edited five JSON files
+    res = _build_dashboards(tmp_path, {"POWERSENSE_SERIES_SOURCE": "entsoe_load",
+                                       "POWERSENSE_SERIES_METRIC": "actual_total_load",
+                                       "POWERSENSE_CLICKHOUSE_DATABASE": "grid"})
+    assert res.returncode == 0, res.stderr
+    built = 0
+    for path in sorted(tmp_path.glob("*.json")):
+        constants = {v["name"]: v["query"] for v in json.loads(path.read_text())["templating"]["list"]
+                     if v["type"] == "constant"}
+        if "source" in constants:
+            assert constants == {"db": "grid", "source": "entsoe_load", "metric": "actual_total_load"}, path.name
+            built += 1
+    assert built == 4
+
+
+def test_building_the_dashboards_with_a_bad_setting_names_it_and_writes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "dashboards"
+    res = _build_dashboards(out, {"POWERSENSE_CLICKHOUSE_DATABASE": "grid; drop table x"})
+    assert res.returncode == 2
+    assert res.stderr.startswith("invalid configuration: POWERSENSE_CLICKHOUSE_DATABASE")
+    assert "Traceback" not in res.stderr
+    assert not list(out.glob("*.json"))
 
 
 def test_dbt_builds_the_series_the_functions_are_configured_with(tmp_path: Path) -> None:

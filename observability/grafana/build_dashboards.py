@@ -2,6 +2,11 @@
 
     .venv/bin/python observability/grafana/build_dashboards.py [OUT_DIR]
 
+The database and the series the panels show are the functions' settings (``POWERSENSE_CLICKHOUSE_DATABASE``,
+``POWERSENSE_SERIES_SOURCE``, ``POWERSENSE_SERIES_METRIC``, read through :func:`shared.settings.get_settings`):
+run it with a deployment's environment to build that deployment's dashboards. The committed JSON is the
+defaults' build.
+
 Edit the panels here, regenerate, commit both (a test checks the JSON matches this file). Every
 ClickHouse panel's SQL is executed on real data by tests/test_ops_sql.py.
 
@@ -20,7 +25,11 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere: shared/ importable
+from shared.errors import ConfigurationError  # noqa: E402
+from shared.settings import Settings, get_settings  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "dashboards"
 CH = {"type": "grafana-clickhouse-datasource", "uid": "powersense-clickhouse"}
@@ -194,15 +203,23 @@ def textbox_var(name: str, label: str, default: str) -> dict[str, Any]:
             "current": {"text": default, "value": default}}
 
 
-def db_var() -> dict[str, Any]:
-    """${db}: the ClickHouse database."""
-    return constant_var("db", "database", "electricity")
+class Store(NamedTuple):
+    """What the dashboards read: the ClickHouse database and the series (source, metric) — the functions'."""
+
+    database: str
+    source: str
+    metric: str
+
+    @classmethod
+    def of(cls, settings: Settings) -> Store:
+        """The store a deployment's settings name (one definition: the functions read the same fields)."""
+        return cls(settings.clickhouse_database, settings.series_source, settings.series_metric)
 
 
-def store_vars() -> list[dict[str, Any]]:
+def store_vars(store: Store) -> list[dict[str, Any]]:
     """${db}, and the series shown: ${source}, ${metric} (hidden constants)."""
-    return [db_var(), constant_var("source", "source", "eco2mix_national"),
-            constant_var("metric", "metric", "consommation")]
+    return [constant_var("db", "database", store.database), constant_var("source", "source", store.source),
+            constant_var("metric", "metric", store.metric)]
 
 
 def ch_target(sql, fmt="timeseries", ref="A"):
@@ -342,14 +359,14 @@ horizon_var = {
 }
 
 
-def load_forecast_dashboard() -> Dash:
+def load_forecast_dashboard(store: Store) -> Dash:
     """Dashboard 1. Load & forecast."""
     d = Dash(
         "powersense-load-forecast",
         "PowerSense — Load & forecast",
         "French national consumption (eco2mix, best available nature) against the forecasts PowerSense issued.",
         ["load", "forecast"],
-        [*store_vars(), horizon_var],
+        [*store_vars(store), horizon_var],
     )
     d.add(
         timeseries(
@@ -525,7 +542,7 @@ expected as (
 """
 
 
-def data_quality_dashboard() -> Dash:
+def data_quality_dashboard(store: Store) -> Dash:
     """Dashboard 2. Anomalies & data quality."""
     # --------------------------------------------------------------------------------------------------
     # 2. Anomalies & data quality
@@ -534,12 +551,12 @@ def data_quality_dashboard() -> Dash:
         "PowerSense — Anomalies & data quality",
         "Coverage (DST-aware), revisions, natures, rejected records and the anomalies detect flags.",
         ["data-quality", "anomalies"],
-        [*store_vars()],
+        [*store_vars(store)],
         time_from="now-30d",
     )
     d.add(
         timeseries(
-            "Daily coverage of consommation (DST-aware)",
+            "Daily coverage of ${metric} (DST-aware)",
             "Observed half-hours with a value / half-hours expected in the Paris day "
             "(46 on spring-forward days; 48 on fall-back days, whose first repeated hour RTE never publishes).",
             COVERAGE
@@ -830,7 +847,7 @@ scored as (
 """
 
 
-def model_performance_dashboard() -> Dash:
+def model_performance_dashboard(store: Store) -> Dash:
     """Dashboard 3. Model performance & drift."""
     # --------------------------------------------------------------------------------------------------
     # 3. Model performance & drift
@@ -839,7 +856,7 @@ def model_performance_dashboard() -> Dash:
         "PowerSense — Model performance & drift",
         "Accuracy of issued forecasts against the actual series, by horizon day; interval calibration; drift signals.",
         ["model", "accuracy", "drift"],
-        [*store_vars(), horizon_var],
+        [*store_vars(store), horizon_var],
         time_from="now-30d",
     )
     d.add(
@@ -1024,7 +1041,7 @@ RUNS = f"""latest_runs as (
 )"""
 
 
-def pipeline_health_dashboard() -> Dash:
+def pipeline_health_dashboard(store: Store) -> Dash:
     """Dashboard 4. Pipeline health."""
     d = Dash(
         "powersense-pipeline-health",
@@ -1032,7 +1049,7 @@ def pipeline_health_dashboard() -> Dash:
         "Stage runs, durations, failures and data freshness, "
         "from pipeline_runs (ClickHouse) and the stage metrics (Prometheus).",
         ["pipeline", "ops"],
-        [*store_vars(), fn_var],
+        [*store_vars(store), fn_var],
         time_from="now-24h",
     )
     d.add(
@@ -1309,14 +1326,19 @@ def logs_dashboard() -> Dash:
     return d
 
 
-# file name (without .json) → the dashboard
-dashboards: dict[str, Dash] = {
-    "load-forecast": load_forecast_dashboard(),
-    "data-quality": data_quality_dashboard(),
-    "model-performance": model_performance_dashboard(),
-    "pipeline-health": pipeline_health_dashboard(),
-    "logs": logs_dashboard(),
-}
+def build(store: Store) -> dict[str, Dash]:
+    """File name (without .json) → the dashboard, reading ``store``."""
+    return {
+        "load-forecast": load_forecast_dashboard(store),
+        "data-quality": data_quality_dashboard(store),
+        "model-performance": model_performance_dashboard(store),
+        "pipeline-health": pipeline_health_dashboard(store),
+        "logs": logs_dashboard(),
+    }
+
+
+# the committed files: the settings' defaults (a test compares them with this)
+dashboards: dict[str, Dash] = build(Store.of(Settings.model_construct()))
 
 
 def render(dash: Dash) -> str:
@@ -1327,10 +1349,16 @@ def render(dash: Dash) -> str:
 def main(argv: list[str]) -> int:
     """Write every dashboard into OUT (or the directory given)."""
     out = Path(argv[0]) if argv else OUT
+    try:
+        store = Store.of(get_settings())  # the environment's deployment
+    except ConfigurationError as exc:
+        print(exc, file=sys.stderr)  # one line naming the variable, and nothing written
+        return 2
     out.mkdir(parents=True, exist_ok=True)
-    for name, dash in dashboards.items():
+    for name, dash in build(store).items():
         (out / f"{name}.json").write_text(render(dash))
-    print("written:", ", ".join(f"{name}.json" for name in dashboards))
+    print("written:", ", ".join(f"{name}.json" for name in dashboards), "for", f"{store.database}:",
+          f"{store.source}/{store.metric}")
     return 0
 
 
