@@ -94,3 +94,28 @@ def test_gated_instants_after_the_test_period_are_not_counted_as_its_training_in
     counts = gated_counts(gated, pd.Timestamp("2017-01-01T00:00Z"), pd.Timestamp("2021-01-01T00:00Z"),
                           pd.Timestamp("2022-01-01T00:00Z"))
     assert counts == {"count": 1, "reasons": {"linear_ramp": 1}, "gated_in_training_and_inputs": 2}
+
+
+def _releases(year: int) -> dict[str, object] | None:
+    from shared.forecasting.evaluate import input_releases, load_data
+    from shared.settings import REPO_ROOT
+
+    files = [REPO_ROOT / "data" / "eco2mix" / f"eco2mix_national_{y}.csv.gz" for y in (year - 1, year)]
+    grid, _ = load_data(files, 30, Settings())
+    return input_releases(grid, pd.Timestamp(f"{year}-01-01T00:00Z"), pd.Timestamp(f"{year}-04-01T00:00Z"))
+
+
+def test_a_backtest_on_definitive_figures_says_they_were_published_after_the_fact() -> None:
+    # the shipped 2019 values are RTE's definitive figures (published about a year later): a 2019 origin's recent
+    # inputs are better than production had, and the report says how many
+    rel = _releases(2019)
+    assert rel is not None
+    assert rel["values"] == {"Données définitives": rel["published_later"]}
+    assert rel["published_later"] == 90 * 48 and rel["share_published_later"] == 1.0  # every half hour of Q1
+
+
+def test_a_backtest_on_real_time_figures_reports_none_published_later() -> None:
+    rel = _releases(2021)
+    assert rel is not None
+    assert rel["published_later"] == 0 and rel["share_published_later"] == 0.0
+    assert set(rel["values"]) == {"Données temps réel (API RTE short_term)"}

@@ -311,6 +311,10 @@ def load_data(files: list[Path], resolution_min: int | None, settings: Settings 
     grid.attrs["naive_timestamps"] = h.attrs["naive_timestamps"]
     grid.attrs["resolution_min"], grid.attrs["series_step_min"] = resolution_min, step
     grid.attrs["grid_phase_min"] = phase / pd.Timedelta(minutes=1)
+    if "nature" in h.columns and not generic:
+        # which release each value read is (RTE's real-time, consolidated or definitive figures): see input_releases
+        read = h.loc[h["consommation"].notna(), ["ts", "nature"]]
+        grid.attrs["releases"] = read.assign(nature=read["nature"].fillna("").astype(str)).reset_index(drop=True)
     rte = None
     grid.attrs["benchmark"] = "operator_day_ahead" if generic else "rte_j1"
     if "prevision_j1" in h.columns and h["prevision_j1"].notna().any():
@@ -337,6 +341,25 @@ def gated_counts(gated: pd.DataFrame | None, train_start: pd.Timestamp, test_sta
     return {"count": int(len(inside)),
             "reasons": {str(k): int(v) for k, v in inside["reason"].value_counts().items()},
             "gated_in_training_and_inputs": int(len(before))}
+
+
+# RTE's releases published after the fact (consolidated within months, definitive about a year later; the store
+# ranks them above the real-time figures, ch/init/007.series.sql): a forecast issued at the time read real-time ones
+LATER_RELEASES = ("Données consolidées", "Données définitives")
+
+
+def input_releases(grid: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> dict[str, Any] | None:
+    """Over ``start <= ts < end`` of a :func:`load_data` grid of France's files: the values read per release
+    (``nature``) and how many of them RTE published after the fact (:data:`LATER_RELEASES`) — inputs and actuals
+    better than a forecast issued then had (2019's shipped values are definitive). None for another series."""
+    releases = grid.attrs.get("releases")
+    if not isinstance(releases, pd.DataFrame):
+        return None
+    inside = releases.loc[(releases["ts"] >= start) & (releases["ts"] < end), "nature"]
+    counts = {str(k) or "(none)": int(v) for k, v in inside.value_counts().items()}
+    later = int(inside.str.startswith(LATER_RELEASES).sum())
+    return {"values": counts, "published_later": later, "share_published_later": round(later / len(inside), 4)
+            if len(inside) else None}
 
 
 def gated_summary(grid: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> tuple[int, int, str]:
@@ -569,6 +592,8 @@ def backtest(
         "conformal_days": settings.forecast_conformal_days,
         "retrains": retrains,
         "skipped_invalid_actuals": skipped,
+        # the test period's values (the origins' recent inputs and the scored actuals) per RTE release
+        "input_releases": input_releases(grid, test_start, test_end),
         # records of ODRÉ / RTE files the poller's validation refused (foreign perimeter, padding rows, …)
         "source_records_rejected": grid.attrs.get("source_rejections") or None,
         "origins": {"count": int(len(origins)), "local_hour": origin_hour, "first": origins[0].isoformat(),
@@ -751,6 +776,7 @@ def weather_evaluation(grid: pd.DataFrame, rte: pd.DataFrame | None, train_start
         "wall_seconds": round(time.perf_counter() - t0, 1),
         "retrains": {"weather": rep["retrains"], "weather_free": plain["retrains"]},
         "skipped_invalid_actuals": plain["skipped_invalid_actuals"],
+        "input_releases": plain["input_releases"],
         "model_config": {"weather": rep["model_config"], "weather_free": plain["model_config"]},
         "quarters": {"weather": rep["quarters"], "weather_free": plain["quarters"]},
     }
@@ -1017,6 +1043,8 @@ def summarize_years(reports: dict[int, dict[str, Any]]) -> dict[str, Any]:
             "retrains": len(r["retrains"]),
             "rejected": sum(x["decision"] != "promoted" for x in r["retrains"]),
             "skipped_invalid_actuals": r["skipped_invalid_actuals"]["count"],
+            # the test year's values RTE published after the fact (a forecast issued then read real-time ones)
+            "share_published_later": (r.get("input_releases") or {}).get("share_published_later"),
         }
 
     def mean(key: str, d: str) -> float | None:
@@ -1276,6 +1304,12 @@ def _main(argv: list[str] | None) -> int:
             print(f"note: the training-data gate rejected {gated_n} of the {read} values read for the training "
                   f"window and test period ({100 * gated_n / read:.1f} %: {reasons}), {in_test} of them test-period "
                   "actuals: neither trained on nor scored (skipped_invalid_actuals in the report)", flush=True)
+        if (rel := input_releases(grid, test_start, test_end)) and rel["published_later"]:
+            print(f"note: {rel['published_later']} of the test period's {sum(rel['values'].values())} values are "
+                  f"releases RTE publishes after the fact ({', '.join(f'{k}: {v}' for k, v in rel['values'].items())}"
+                  "): the origins' recent inputs and the scored actuals are better than a forecast issued then had "
+                  "(production reads the real-time figures; input_releases in the report, README *Measured: "
+                  "2019–2023*)", flush=True)
         first = grid.loc[grid["value"].notna(), "ts"].min()  # NaT when nothing is valid
         first_origin = daily_origins(test_start, test_end, a.origin_hour, tz)[:1]
         if pd.notna(first) and len(first_origin) and first >= first_origin[0] and not a.weather_resources:
