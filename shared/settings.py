@@ -121,6 +121,16 @@ def _list_from_text(v: Any) -> Any:
 TextList = Annotated[list[str], NoDecode, BeforeValidator(_list_from_text)]
 PathList = Annotated[list[Path], NoDecode, BeforeValidator(_list_from_text)]
 
+
+def _int_from_text(v: Any) -> Any:
+    """An integer choice as the environment gives it (the text ``"60"``): a ``Literal[15, 30, 60]`` compares the
+    value as it comes, so the text of an allowed value failed as if it were not one."""
+    return int(v) if isinstance(v, str) and v.strip().isdigit() else v
+
+
+# the grid steps a series can be forecast on (minutes)
+GridStep = Annotated[Literal[15, 30, 60], BeforeValidator(_int_from_text)]
+
 class _HyphenatedSecrets(PydanticBaseSettingsSource):
     """Secret files named with hyphens (``clickhouse-password`` for field ``clickhouse_password``).
 
@@ -433,7 +443,7 @@ class Settings(BaseSettings):
     # --- series / forecasting ---------------------------------------------------------------
     series_source: str = Field(default="eco2mix_national", description="source of the forecast series")
     series_metric: str = Field(default="consommation", description="metric of the forecast series")
-    forecast_resolution_min: Literal[15, 30, 60] = Field(default=30, description="forecast grid step")
+    forecast_resolution_min: GridStep = Field(default=30, description="forecast grid step")
     forecast_horizon_days: int = Field(default=7, ge=1, le=14, description="days ahead")
 
     # --- forecasting (featurize + forecast stages, backtest) -----------------------------------

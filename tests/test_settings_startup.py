@@ -94,6 +94,19 @@ def test_inverted_plausibility_bounds_stop_the_start_up(env: pytest.MonkeyPatch)
     assert "POWERSENSE_PLAUSIBILITY_MIN_VALUE_MW (14000) must be below" in _error(env)
 
 
+@pytest.mark.parametrize("step", [15, 30, 60])
+def test_the_forecast_grid_step_is_read_from_the_environment(env: pytest.MonkeyPatch, step: int) -> None:
+    # the environment gives text; until 2026-12-07 even "30", the default, stopped the start-up
+    env.setenv("POWERSENSE_FORECAST_RESOLUTION_MIN", str(step))
+    settings_mod.get_settings.cache_clear()
+    assert settings_mod.get_settings().forecast_resolution_min == step
+
+
+def test_a_forecast_grid_step_that_is_no_choice_stops_the_start_up(env: pytest.MonkeyPatch) -> None:
+    env.setenv("POWERSENSE_FORECAST_RESOLUTION_MIN", "45")
+    assert "POWERSENSE_FORECAST_RESOLUTION_MIN: Input should be 15, 30 or 60" in _error(env)
+
+
 def test_no_weather_model_stops_the_start_up(env: pytest.MonkeyPatch) -> None:
     env.setenv("POWERSENSE_WEATHER_MODELS", "")
     assert "POWERSENSE_WEATHER_MODELS: " in _error(env)
