@@ -13,6 +13,7 @@ import gzip
 import io
 import json
 import lzma
+import re
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -559,6 +560,41 @@ def test_a_decimal_comma_is_read_in_a_semicolon_separated_series(tmp_path: Path)
     assert df["consommation"].to_numpy() == pytest.approx(load["consommation"].to_numpy() / 1000)
 
 
+def _write_semicolons(path: Path, load: pd.DataFrame, values: pd.Series) -> Path:
+    pd.DataFrame({"timestamp": load["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"), "value": values}).to_csv(
+        path, sep=";", index=False)
+    return path
+
+
+def _european(v: float, decimals: int) -> str:
+    """``v`` as a European spreadsheet writes it: thousands dots, a decimal comma ("51.234,5")."""
+    return f"{v:,.{decimals}f}".replace(",", " ").replace(".", ",").replace(" ", ".")
+
+
+def test_thousands_dots_and_a_decimal_comma_are_read_in_a_semicolon_separated_series(tmp_path: Path) -> None:
+    load = _real_load("2018-10-27T22:00Z", "2018-10-29T00:00Z")
+    path = _write_semicolons(tmp_path / "mw.csv", load, load["consommation"].map(lambda v: _european(v, 1)))
+    assert re.search(r";\d\d\.\d{3},0\n", path.read_text())  # "51.234,0"
+    assert (read_history_file(path)["consommation"].to_numpy() == load["consommation"].to_numpy()).all()
+
+
+def test_thousands_dots_alone_in_a_semicolon_separated_series_are_one_clear_error(tmp_path: Path) -> None:
+    # "37.888" is 37 888 MW with a thousands dot or 37.888 with three decimals: until 2026-12-07 it was read as
+    # 37.888, silently 1000 times too small
+    load = _real_load("2018-10-27T22:00Z", "2018-10-29T00:00Z")
+    path = _write_semicolons(tmp_path / "mw.csv", load, load["consommation"].map(lambda v: _european(v, 0)))
+    with pytest.raises(BadRequestError, match=r"values such as '\d\d\.\d{3}' in a ';'-separated file: a dot between "
+                                              r"groups of three digits may be a thousands separator"):
+        read_history_file(path)
+
+
+def test_decimal_points_are_read_in_a_semicolon_separated_series(tmp_path: Path) -> None:
+    load = _real_load("2018-10-27T22:00Z", "2018-10-29T00:00Z")
+    gw = (load["consommation"] / 1000).map(lambda v: f"{v:.2f}")  # "51.23": decimals, not thousands
+    path = _write_semicolons(tmp_path / "gw.csv", load, gw)
+    assert (read_history_file(path)["consommation"].to_numpy() == gw.astype(float).to_numpy()).all()
+
+
 def test_thousands_separators_are_read_in_a_comma_separated_series(tmp_path: Path) -> None:
     load = _real_load("2018-10-27T22:00Z", "2018-10-29T00:00Z")
     mw = load["consommation"].map(lambda v: f"{v:,.1f}")  # "51,234.0": a US sheet, quoted by the CSV writer
@@ -660,11 +696,11 @@ def test_a_header_without_rows_is_said_to_have_no_data(tmp_path: Path) -> None:
         read_history_file(path)
 
 
-@pytest.mark.parametrize(("token", "shown"), [("inf", "inf"), ("-inf", "-inf"), ("Infinity", "inf")])
+@pytest.mark.parametrize(("token", "shown"), [("inf", "inf"), ("-inf", "-inf"), ("Infinity", "Infinity")])
 def test_an_infinite_value_is_one_clear_error(tmp_path: Path, token: str, shown: str) -> None:
     load = _real_load("2018-10-27T22:00Z", "2018-10-28T00:00Z")
     values = load["consommation"].astype(object).copy()
-    values.iloc[2] = token  # pandas' CSV reader reads it as a float: no measurement all the same
+    values.iloc[2] = token  # a float to Python and pandas, no measurement all the same: quoted as written
     path = _write_generic(tmp_path / "series.csv", load["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"), values)
     with pytest.raises(BadRequestError, match=rf"1 values are not numbers \(e\.g\. '{shown}'\)"):
         read_history_file(path)

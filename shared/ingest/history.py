@@ -764,6 +764,9 @@ def _generic_frame(path: Path, table: pd.DataFrame, time_col: str, value_col: st
 
 
 _THOUSANDS = r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?"
+_DOT_GROUPS = r"[+-]?\d{1,3}(?:\.\d{3})+"
+_EURO_THOUSANDS = r"[+-]?(?:\d{1,3}(?:\.\d{3})+|\d+)(?:,\d+)?"
+_SEP_NAMES = {"\t": "tab", ";": "';'"}
 
 
 def _generic_values(path: Path, values: pd.Series, sep: str) -> pd.Series:
@@ -778,8 +781,19 @@ def _generic_values(path: Path, values: pd.Series, sep: str) -> pd.Series:
         return _finite(path, values.astype("float64"), text, values.isna())
     missing = text.str.lower().isin(NULL_TOKENS)
     commas = text.str.contains(",", regex=False)
-    if sep != "," and commas.any() and not text.str.contains(".", regex=False).any():
+    dots = text.str.contains(".", regex=False)
+    if sep != "," and commas.any() and not dots.any():
         text = text.str.replace(",", ".", regex=False)
+    elif sep != "," and commas.any() and text[commas | dots].str.fullmatch(_EURO_THOUSANDS).all():
+        # the European full form ("51.234,5", "1.142"): dots between groups of three digits, a decimal comma
+        text = text.str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
+    elif sep != "," and dots.any() and text[dots].str.fullmatch(_DOT_GROUPS).all():
+        # every dotted value is digits in groups of three ("37.888", "1.142"): thousands dots of a European
+        # spreadsheet as likely as three decimals, a factor of 1000 either way
+        raise BadRequestError(f"{path}: values such as {text[dots].iloc[0]!r} in a {_SEP_NAMES.get(sep, repr(sep))}-"
+                              "separated file: a dot between groups of three digits may be a thousands separator "
+                              "(European spreadsheets) or three decimals; write them without the thousands dot "
+                              "(37888), with a decimal comma (37,888) or with another number of decimals")
     elif (sep == "," and commas.any() and text[commas].str.fullmatch(_THOUSANDS).all()
           and (text[commas].str.contains(".", regex=False) | (text[commas].str.count(",") > 1)).any()):
         # commas inside quoted values of a comma-separated file, in groups of three digits, with a decimal point
@@ -820,7 +834,9 @@ def read_history_file(path: Path | str, naive_tz: str = "UTC", columns: tuple[st
         df = _neso_frame(path, _string_table(text, sep), layout.value, sep)
     elif fmt in ("eco2mix", "generic"):
         # the product's own format (columns as they are, empty cells NaN) or a generic series
-        df = pd.read_csv(io.StringIO(text), sep=sep, low_memory=False)
+        # a generic series' values as written (dtype=str): "37.888" in a ';'-separated file may be 37 888 written with
+        # a thousands dot, which a float read cannot tell from 37.888 (_generic_values)
+        df = pd.read_csv(io.StringIO(text), sep=sep, low_memory=False, dtype=str if fmt == "generic" else None)
         df.columns = [column_key(str(c)) for c in df.columns]
         if fmt == "generic":
             df = _generic_frame(path, df, column_key(columns[0]) if columns else "timestamp", layout.value, sep,
