@@ -113,12 +113,19 @@ def grid_step_for(step_min: float | None, requested: int | None, default: int) -
 def grid_phase(ts: pd.Series | pd.DatetimeIndex, resolution_min: int) -> pd.Timedelta:
     """How far past whole multiples of the grid's step (since the Unix epoch) a series' instants lie: the most
     common offset among them (0 for none). An hourly series of a zone half an hour off UTC (India, UTC+5:30),
-    published at its local hours, lies at :30 UTC, where an hourly grid on the hour would hold no value."""
+    published at its local hours, lies at :30 UTC, where an hourly grid on the hour would hold no value.
+
+    Offsets about as common as the most common one (:data:`PHASE_TIE_SHARE` of its count) tie, and the smallest
+    wins: a quarter-hourly series fills every offset of a 30- or 60-minute grid equally, and a few missing values
+    must not move its grid (and the backtest's origins) to :15 / :45."""
     idx = pd.DatetimeIndex(ts)
     if not len(idx):
         return pd.Timedelta(0)
-    offsets = pd.Series(idx.asi8 % pd.Timedelta(minutes=resolution_min).value)
-    return pd.Timedelta(int(offsets.mode().iloc[0]))
+    counts = pd.Series(idx.asi8 % pd.Timedelta(minutes=resolution_min).value).value_counts()
+    return pd.Timedelta(int(counts.index[counts >= PHASE_TIE_SHARE * counts.max()].min()))
+
+
+PHASE_TIE_SHARE = 0.9  # on a 30-min grid, 90 days of quarter-hours move only with 432 more :00 values missing than :15
 
 
 def floor_to_grid(instants: pd.DatetimeIndex, resolution_min: int, phase: pd.Timedelta = pd.Timedelta(0)

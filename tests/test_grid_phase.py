@@ -76,3 +76,17 @@ def test_a_stale_series_fallback_starts_on_the_series_grid() -> None:
     # the newest value a day old at :30 UTC; issued at 12:07 UTC: the first target is the grid's 11:30, not 12:00
     targets = forecast_targets(pd.Timestamp("2023-03-01T11:30Z"), pd.Timestamp("2023-03-02T12:07Z"), 60, 7)
     assert targets[0] == pd.Timestamp("2023-03-02T11:30Z") and set(targets.minute) == {30}
+
+
+def test_a_few_missing_values_do_not_move_a_quarter_hourly_series_grid() -> None:
+    # real quarter-hourly load (eco2mix 2021, every :00/:15/:30/:45): each offset of a 30-min grid is equally
+    # common, so two missing :00 values made :15 the most common one and moved the grid and the origins to :15/:45
+    from shared.ingest.history import read_history
+
+    load = read_history([Path(__file__).parents[1] / "data" / "eco2mix" / "eco2mix_national_2021.csv.gz"],
+                        "2021-02-01T00:00Z", "2021-03-01T00:00Z")
+    ts = load.loc[load["consommation"].notna(), "ts"].reset_index(drop=True)
+    assert set(ts.dt.minute) == {0, 15, 30, 45}
+    two_fewer = ts.drop(ts.index[ts.dt.minute == 0][:2])
+    assert grid_phase(two_fewer, 30) == pd.Timedelta(0)
+    assert grid_phase(two_fewer, 60) == pd.Timedelta(0)
