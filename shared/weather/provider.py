@@ -21,6 +21,9 @@ model with the stored forecasts, and the weather-free model. How each model read
   combined as featurize combined them), so the smoothing state at the origin is production's, not one informed by
   realised values that arrived later. (Until 2026-12-05 the realised temperature as stored *now* was read there:
   slightly optimistic.)
+* not as of each origin (the report's notes): the load, featurize's grid as stored when the command runs, and the
+  realised temperature behind the model's past residuals (``store_grid``): both models read the same, so their
+  comparison is like for like and their absolute errors optimistic.
 
 It refuses (exit status 2) a test period with an origin whose stored forecast, as known then, does not cover
 D+7 (before poll-weather ran, or during an outage): those origins would have had the weather-free model in
@@ -166,6 +169,9 @@ def evaluate_store(store: Store, settings: Settings, test_start: pd.Timestamp, t
             "origin where one covers it, elsewhere the realised temperature plus a simulated forecast error",
             "before each origin the temperature is read as the store knew it then (each realised source as stored "
             "at the origin, the forecasts' own hours after the newest realised value), as featurize combined it",
+            "not as of each origin: the load (featurize's grid as stored now: consolidated figures and revisions "
+            "stored after an origin included) and the realised temperature behind the model's past residuals; "
+            "both models read the same, so the comparison is like for like, the absolute errors optimistic",
         ],
         "models": models,
         "test_period": plain["test_period"],
