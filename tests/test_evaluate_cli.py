@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from shared import settings as settings_mod
+from shared.errors import BadRequestError
 from shared.forecasting.evaluate import daily_origins, data_test_period, format_table, main, score
 from shared.settings import Settings
 from tests.fixtures_forecast import FAST_MODEL_ENV, history
@@ -160,14 +161,46 @@ def test_data_outside_the_default_period_are_tested_on_their_last_quarter(fast: 
     assert report["models"]["powersense"]["D+1"]["mape"] is not None
 
 
-@pytest.mark.parametrize(("start", "end", "days"), [("2022-01-01", "2022-01-20", 7), ("2012-01-01", "2020-01-01", 365)])
+def test_data_inside_the_default_period_without_history_before_it_are_tested_on_their_last_quarter(
+        fast: Settings, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # 12 weeks of 2023: the default period's first origin (2022-12-31) precedes the data; until 2026-12-07 the run
+    # stopped there ("the data's first valid value is on 2023-03-06, after the first forecast origin")
+    csv = _csv(tmp_path, "2023-03-06", "2023-05-29")
+    assert _run(tmp_path, "--data", str(csv)) == 0
+    out = capsys.readouterr().out
+    assert ("note: no test period given, and the data hold too little history before the default one (2023-01-01 … "
+            "2024-01-01): testing on their last 21 days") in out
+    report = json.loads((tmp_path / "r" / "forecast_eval.json").read_text())
+    assert [pd.Timestamp(t) for t in report["test_period"]] == [pd.Timestamp("2023-05-08", tz="UTC"),
+                                                                 pd.Timestamp("2023-05-29", tz="UTC")]
+
+
+@pytest.mark.parametrize(("start", "end", "days"), [("2022-01-01", "2022-01-23", 7), ("2022-01-01", "2022-01-31", 7),
+                                                   ("2022-01-01", "2022-04-01", 22), ("2012-01-01", "2020-01-01", 365)])
 def test_the_data_test_period_is_a_quarter_between_a_week_and_a_year(start: str, end: str, days: int) -> None:
     h = history(start, end)
-    test_start, test_end = data_test_period(h[["ts", "value"]], "UTC")  # the data end at 23:30 UTC the day before
+    # the data end at 23:30 UTC the day before
+    test_start, test_end = data_test_period(h[["ts", "value"]], "UTC", 14)
     assert test_end == pd.Timestamp(end, tz="UTC") and (test_end - test_start).days == days
     # in Paris the last half-hour (00:30 local) opens one more local day, which the period includes
-    assert data_test_period(h[["ts", "value"]], "Europe/Paris")[1] == pd.Timestamp(end, tz="Europe/Paris") + \
+    assert data_test_period(h[["ts", "value"]], "Europe/Paris", 14)[1] == pd.Timestamp(end, tz="Europe/Paris") + \
         pd.Timedelta(days=1)
+
+
+def test_the_data_test_period_leaves_the_first_model_its_minimum_history() -> None:
+    # 40 days: a quarter is 10 test days, but with 30 days of minimum history (and the origin the day before the
+    # period) 9 are left
+    h = history("2022-01-01", "2022-02-10")
+    test_start, test_end = data_test_period(h[["ts", "value"]], "UTC", 30)
+    assert (test_end - test_start).days == 9
+
+
+def test_data_too_short_for_history_and_a_test_week_are_one_clear_error() -> None:
+    # until 2026-12-07 three weeks got a week of test days and stopped later at "only 13.5 days of valid history"
+    h = history("2022-01-01", "2022-01-22")
+    with pytest.raises(BadRequestError, match=r"the data span 21 local days: a backtest needs at least 22 \(14 days "
+                                              r"of history before the first forecast origin, then 7 test days\)"):
+        data_test_period(h[["ts", "value"]], "UTC", 14)
 
 
 def test_the_help_states_the_test_end_default(capsys: pytest.CaptureFixture) -> None:

@@ -1091,15 +1091,23 @@ def periods_of(a: argparse.Namespace, tz: str) -> list[tuple[str, pd.Timestamp, 
     return [("", start, end)]
 
 
-def data_test_period(grid: pd.DataFrame, tz: str) -> tuple[pd.Timestamp, pd.Timestamp]:
+def data_test_period(grid: pd.DataFrame, tz: str, min_history_days: int) -> tuple[pd.Timestamp, pd.Timestamp]:
     """The last quarter of the data's local days (at least 7, at most 365; whole local days, the last one
-    included even when the data end within it): the test period of a ``--data`` series given without one whose
-    data hold no value in the default period (2023) — a user's file of any other years then runs as it is."""
+    included even when the data end within it), leaving the first model ``min_history_days`` before its first
+    origin (the day before the period): the test period of a ``--data`` series given without one whose data hold
+    too little of the default period (2023) — a user's file of any other years then runs as it is. Data too short
+    for a week of test days after that history are a one-line :class:`BadRequestError` saying how many days."""
     valid = grid.loc[grid["value"].notna(), "ts"]
     if valid.empty:
-        raise BadRequestError("the data hold no valid value: nothing to test on")
+        raise BadRequestError("the data hold no valid value (the training-data gate may have rejected them all: "
+                              "see its note): nothing to test on")
     first, last = (pd.Timestamp(valid.min()).tz_convert(tz).date(), pd.Timestamp(valid.max()).tz_convert(tz).date())
-    days = min(max(((last - first).days + 1) // 4, 7), 365)  # of the local days the data touch
+    span = (last - first).days + 1  # the local days the data touch
+    days = min(max(span // 4, 7), 365, span - min_history_days - 1)
+    if days < 7:
+        raise BadRequestError(f"the data span {span} local days: a backtest needs at least {min_history_days + 8} "
+                              f"({min_history_days} days of history before the first forecast origin, then 7 test "
+                              "days); give a longer series")
     end = last + pd.Timedelta(days=1)
     return local_midnight(str(end - pd.Timedelta(days=days)), tz), local_midnight(str(end), tz)
 
@@ -1251,19 +1259,28 @@ def _main(argv: list[str] | None) -> int:
         return loaded[key]
 
     if a.data and not (a.years or a.test_start or a.test_end):
-        # no test period given: the default one (2023) if the data hold any of it, else the data's last quarter
+        # no test period given: the default one (2023) if the data hold any of it and the history before it, else
+        # the data's last quarter
         data_grid = read_data(a.data)[0]
         _, start, end = periods[0]
         in_default = data_grid["value"].notna() & (data_grid["ts"] >= start) & (data_grid["ts"] < end)
-        if not in_default.any():
-            start, end = data_test_period(data_grid, tz)
+        before = data_grid.loc[data_grid["value"].notna() & (data_grid["ts"] < start), "ts"]
+        # the default period only with the history its first model needs before it (a 12-week file inside 2023
+        # has none: its first origin, 2022-12-31, precedes the data)
+        enough = bool(len(before)) and start - before.min() >= pd.Timedelta(
+            days=settings.forecast_min_history_days + 1)
+        if not (in_default.any() and enough):
+            start, end = data_test_period(data_grid, tz, settings.forecast_min_history_days)
             if a.train_start and local_midnight(a.train_start, tz) >= start:
                 raise BadRequestError(f"--train-start ({a.train_start}) must be before the test period's start "
                                       f"({start.tz_convert(tz):%Y-%m-%d}, the data's last quarter)")
             periods = [("", start, end)]
-            print(f"note: no test period given, and the data hold none of the default one ({DEFAULT_TEST_START} … "
+            why = ("too little history before the default one" if in_default.any() else
+                   "none of the default one")
+            print(f"note: no test period given, and the data hold {why} ({DEFAULT_TEST_START} … "
                   f"{DEFAULT_TEST_END}): testing on their last {(end - start).days} days, a quarter of the data (at "
-                  "least 7 days, at most a year); --test-start / --test-end choose another", flush=True)
+                  "least 7 days, at most a year, after the first model's history); --test-start / --test-end choose "
+                  "another", flush=True)
     if a.years and (ignored := [o for o, v in (("--test-start", a.test_start), ("--test-end", a.test_end),
                                                ("--train-start", a.train_start)) if v]):
         print(f"note: --years sets the test periods and training windows: {', '.join(ignored)} not used", flush=True)
