@@ -146,33 +146,26 @@ def test_the_default_test_end_is_named_when_the_data_end_before_it(fast: Setting
                      "(--test-end defaults to 2024-01-01)"]
 
 
-def test_data_outside_the_default_period_are_tested_on_their_last_quarter(fast: Settings, tmp_path: Path,
-                                                                          capsys: pytest.CaptureFixture) -> None:
-    # a user's 12 weeks of another year, no test period given: it used to stop ("the data end on …, before the
-    # test period 2023-01-01 … 2024-01-01"); the last 21 of its 84 days are now the test period
-    csv = _csv(tmp_path, "2019-03-04", "2019-05-27")
+# a user's 12 weeks, no test period given: another year used to stop ("the data end on …, before the test period
+# 2023-01-01 … 2024-01-01"), 12 weeks of 2023 at the default period's first origin (2022-12-31, before the data:
+# "the data's first valid value is on 2023-03-06, after the first forecast origin", until 2026-12-07); the last 21 of
+# the 84 days are now the test period
+@pytest.mark.parametrize(("start", "end", "why", "test_start"), [
+    ("2019-03-04", "2019-05-27", "none of the default one", "2019-05-06"),
+    ("2023-03-06", "2023-05-29", "too little history before the default one", "2023-05-08"),
+])
+def test_data_without_the_default_period_and_its_history_are_tested_on_their_last_quarter(
+        fast: Settings, tmp_path: Path, capsys: pytest.CaptureFixture, start: str, end: str, why: str,
+        test_start: str) -> None:
+    csv = _csv(tmp_path, start, end)
     assert _run(tmp_path, "--data", str(csv)) == 0
     out = capsys.readouterr().out
-    assert ("note: no test period given, and the data hold none of the default one (2023-01-01 … 2024-01-01): "
-            "testing on their last 21 days") in out
+    assert (f"note: no test period given, and the data hold {why} (2023-01-01 … 2024-01-01): testing on their last "
+            "21 days") in out
     report = json.loads((tmp_path / "r" / "forecast_eval.json").read_text())
-    assert [pd.Timestamp(t) for t in report["test_period"]] == [pd.Timestamp("2019-05-06", tz="UTC"),
-                                                                 pd.Timestamp("2019-05-27", tz="UTC")]
+    assert [pd.Timestamp(t) for t in report["test_period"]] == [pd.Timestamp(test_start, tz="UTC"),
+                                                                 pd.Timestamp(end, tz="UTC")]
     assert report["models"]["powersense"]["D+1"]["mape"] is not None
-
-
-def test_data_inside_the_default_period_without_history_before_it_are_tested_on_their_last_quarter(
-        fast: Settings, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    # 12 weeks of 2023: the default period's first origin (2022-12-31) precedes the data; until 2026-12-07 the run
-    # stopped there ("the data's first valid value is on 2023-03-06, after the first forecast origin")
-    csv = _csv(tmp_path, "2023-03-06", "2023-05-29")
-    assert _run(tmp_path, "--data", str(csv)) == 0
-    out = capsys.readouterr().out
-    assert ("note: no test period given, and the data hold too little history before the default one (2023-01-01 … "
-            "2024-01-01): testing on their last 21 days") in out
-    report = json.loads((tmp_path / "r" / "forecast_eval.json").read_text())
-    assert [pd.Timestamp(t) for t in report["test_period"]] == [pd.Timestamp("2023-05-08", tz="UTC"),
-                                                                 pd.Timestamp("2023-05-29", tz="UTC")]
 
 
 @pytest.mark.parametrize(("start", "end", "days"), [("2022-01-01", "2022-01-23", 7), ("2022-01-01", "2022-01-31", 7),
