@@ -214,6 +214,20 @@ def test_injecting_where_there_is_no_value_gives_an_empty_label_table() -> None:
 
 
 # --- python -m shared <command> ------------------------------------------------------------------------------------
+def test_the_anomaly_table_shows_a_dash_where_no_anomaly_of_a_kind_was_detected() -> None:
+    # until 2026-12-07 the Markdown table printed Python's "None" as the median time to detect
+    from shared.detection.evaluate import KINDS, table
+
+    def detector(ttd: float | None) -> dict[str, object]:
+        scores = {"precision": 0.5, "recall": 0.5, "f1": 0.5}
+        return {"per_kind": dict.fromkeys(KINDS, scores), "overall": scores, "false_alarms_per_week": 1.0,
+                "median_time_to_detect_min": dict.fromkeys(KINDS, ttd)}
+
+    text = table({"detectors": {"powersense": detector(15.0), "zscore_baseline": detector(None)}})
+    assert "None" not in text
+    assert f"| {KINDS[0]} | 0.50 / 0.50 / 0.50 | 15.0 | 0.50 / 0.50 / 0.50 | – |" in text
+
+
 def test_an_unknown_command_is_named(capsys: pytest.CaptureFixture[str]) -> None:
     from shared.__main__ import main
 

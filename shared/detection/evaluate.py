@@ -770,12 +770,15 @@ def table(report: dict[str, Any]) -> str:
         "| kind | PowerSense P / R / F1 | median TTD (min) | z-score P / R / F1 | median TTD (min) |",
         "|---|---|---|---|---|",
     ]
+    def ttd(detector: dict[str, Any], kind: str) -> str:
+        minutes = detector["median_time_to_detect_min"][kind]
+        return "–" if minutes is None else str(minutes)  # none of the kind detected: no time to detect
+
     for k in KINDS:
         a, b = ps["per_kind"][k], zb["per_kind"][k]
         lines.append(
             f"| {k} | {a['precision']:.2f} / {a['recall']:.2f} / {a['f1']:.2f} | "
-            f"{ps['median_time_to_detect_min'][k]} | {b['precision']:.2f} / {b['recall']:.2f} / {b['f1']:.2f} | "
-            f"{zb['median_time_to_detect_min'][k]} |"
+            f"{ttd(ps, k)} | {b['precision']:.2f} / {b['recall']:.2f} / {b['f1']:.2f} | {ttd(zb, k)} |"
         )
     for name, key in (("overall", "overall"),):
         a, b = ps[key], zb[key]
