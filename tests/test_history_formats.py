@@ -544,6 +544,17 @@ def test_named_columns_read_a_series_whose_header_is_not_timestamp_value(tmp_pat
     assert (df["consommation"].to_numpy() == load["consommation"].to_numpy()).all()
 
 
+def test_a_table_of_unknown_columns_is_told_how_to_name_them(tmp_path: Path) -> None:
+    load = _real_load("2018-10-27T22:00Z", "2018-10-28T00:00Z")
+    path = tmp_path / "gw.csv"
+    pd.DataFrame({"Date (UTC)": load["ts"].dt.strftime("%Y-%m-%d %H:%M"), "Load (GW)": load["consommation"] / 1000}
+                 ).to_csv(path, sep=";", index=False)
+    with pytest.raises(BadRequestError, match=r"not a history file this product reads .* \(evaluate --data reads "
+                                              r"another table's time and value columns with --columns "
+                                              r"\"Date \(UTC\),Load \(GW\)\"\)$"):
+        read_history_file(path)
+
+
 def test_a_named_column_the_file_lacks_is_one_clear_error(tmp_path: Path) -> None:
     path = _write_generic(tmp_path / "series.csv", pd.Series(["2018-10-27T22:00Z"]), pd.Series([1.0]))
     with pytest.raises(BadRequestError, match=r"no column 'load_mw' \(its columns: timestamp, value\)"):

@@ -413,7 +413,8 @@ def _detect(path: Path, header: str, columns: tuple[str, str] | None = None) -> 
         "eco2mix CSV (date_heure, nature, …), an ODRÉ eco2mix export (CSV or JSON; field names or French "
         "labels), an RTE eCO2mix download (Date, Heures, …), an ENTSO-E Total Load export (Time (CET/CEST), "
         "Actual Total Load [MW] - …), NESO demand data (SETTLEMENT_DATE, SETTLEMENT_PERIOD, ND, …) or a generic "
-        "timestamp,value CSV")
+        "timestamp,value CSV" + (" (evaluate --data reads another table's time and value columns with --columns "
+                                 f"\"{','.join(names[:2])}\")" if len(names) >= 2 else ""))
 
 
 def _entsoe_time_column(names: list[str]) -> tuple[str, str] | None:
