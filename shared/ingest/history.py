@@ -773,10 +773,11 @@ _SEP_NAMES = {"\t": "tab", ";": "';'"}
 def _generic_values(path: Path, values: pd.Series, sep: str) -> pd.Series:
     """A generic file's values as floats: the source's "not available" placeholders
     (:data:`shared.ingest.parse.NULL_TOKENS`) are missing, a decimal comma is read in a ``;``- or tab-separated
-    file (the European spreadsheet convention), thousands separators in a comma-separated one where they cannot
-    be a decimal comma (``"51,234.5"``, quoted: the US convention); any other text is a one-line error."""
-    # pandas' CSV reader has already read a column of plain numbers, and reads "inf", "-inf" and "Infinity" as
-    # floats too: text that is no measurement, refused as the object path refuses "1e999"
+    file (the European spreadsheet convention; with thousands dots, ``51.234,5``), thousands separators in a
+    comma-separated one where they cannot be a decimal comma (``"51,234.5"``, quoted: the US convention); digits in
+    groups of three after every dot of a ``;``- or tab-separated file (``37.888``: thousands or decimals?) and any
+    other text are one-line errors, "inf", "-inf" and "Infinity" included (no measurement)."""
+    # a CSV table arrives as text (read_history_file); a column of another table (Parquet) may be numbers already
     text = values.astype(str).str.strip().where(values.notna(), "")
     if values.dtype != object:
         return _finite(path, values.astype("float64"), text, values.isna())
