@@ -125,7 +125,7 @@ PathList = Annotated[list[Path], NoDecode, BeforeValidator(_list_from_text)]
 def _int_from_text(v: Any) -> Any:
     """An integer choice as the environment gives it (the text ``"60"``): a ``Literal[15, 30, 60]`` compares the
     value as it comes, so the text of an allowed value failed as if it were not one."""
-    return int(v) if isinstance(v, str) and v.strip().isdigit() else v
+    return int(v) if isinstance(v, str) and re.fullmatch(r"\s*[0-9]+\s*", v) else v  # ASCII digits only
 
 
 # the grid steps a series can be forecast on (minutes)
@@ -441,8 +441,11 @@ class Settings(BaseSettings):
     # --- end ingest --------------------------------------------------------------------------
 
     # --- series / forecasting ---------------------------------------------------------------
-    series_source: str = Field(default="eco2mix_national", description="source of the forecast series")
-    series_metric: str = Field(default="consommation", description="metric of the forecast series")
+    # a plain name: the dashboards' constants and dbt's vars write it into SQL string literals
+    series_source: str = Field(default="eco2mix_national", pattern=r"^[A-Za-z0-9_.:-]+$",
+                               description="source of the forecast series (letters, digits, _ . : -)")
+    series_metric: str = Field(default="consommation", pattern=r"^[A-Za-z0-9_.:-]+$",
+                               description="metric of the forecast series (letters, digits, _ . : -)")
     forecast_resolution_min: GridStep = Field(default=30, description="forecast grid step")
     forecast_horizon_days: int = Field(default=7, ge=1, le=14, description="days ahead")
 

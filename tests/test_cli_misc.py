@@ -220,12 +220,15 @@ def test_the_anomaly_table_shows_a_dash_where_no_anomaly_of_a_kind_was_detected(
 
     def detector(ttd: float | None) -> dict[str, object]:
         scores = {"precision": 0.5, "recall": 0.5, "f1": 0.5}
-        return {"per_kind": dict.fromkeys(KINDS, scores), "overall": scores, "false_alarms_per_week": 1.0,
+        # false alarms are None in a deployed run without --deployed-clean
+        return {"per_kind": dict.fromkeys(KINDS, scores), "overall": scores, "false_alarms_per_week": ttd and 1.0,
                 "median_time_to_detect_min": dict.fromkeys(KINDS, ttd)}
 
-    text = table({"detectors": {"powersense": detector(15.0), "zscore_baseline": detector(None)}})
+    text = table({"detectors": {"powersense": detector(15.0), "zscore_baseline": detector(None),
+                                "powersense_profile": detector(None)}})
     assert "None" not in text
     assert f"| {KINDS[0]} | 0.50 / 0.50 / 0.50 | 15.0 | 0.50 / 0.50 / 0.50 | – |" in text
+    assert "| false alarms / week (clean) | 1.0 | | – | |" in text
 
 
 def test_an_unknown_command_is_named(capsys: pytest.CaptureFixture[str]) -> None:

@@ -191,9 +191,19 @@ def test_the_data_test_period_leaves_the_first_model_its_minimum_history() -> No
 def test_data_too_short_for_history_and_a_test_week_are_one_clear_error() -> None:
     # until 2026-12-07 three weeks got a week of test days and stopped later at "only 13.5 days of valid history"
     h = history("2022-01-01", "2022-01-22")
-    with pytest.raises(BadRequestError, match=r"the data span 21 local days: a backtest needs at least 22 \(14 days "
-                                              r"of history before the first forecast origin, then 7 test days\)"):
+    with pytest.raises(BadRequestError, match=r"the data cover 21\.0 days \(their first value to the end of their "
+                                              r"last local day\): a backtest needs at least 22 \(14 days of history "
+                                              r"before the first forecast origin, then 7 test days\)"):
         data_test_period(h[["ts", "value"]], "UTC", 14)
+
+
+def test_data_starting_late_in_their_first_day_count_from_their_first_value() -> None:
+    # 22 local days whose first value is at 18:00: 21.25 days of data, too few for 14 days of history and a test
+    # week (counted by local days they passed, and the run stopped later at "only 13.8 days of valid history")
+    h = history("2022-01-01", "2022-01-23")
+    late = h[h["ts"] >= pd.Timestamp("2022-01-01T18:00Z")]
+    with pytest.raises(BadRequestError, match=r"the data cover 21\.2 days"):
+        data_test_period(late[["ts", "value"]], "UTC", 14)
 
 
 def test_the_help_states_the_test_end_default(capsys: pytest.CaptureFixture) -> None:

@@ -550,8 +550,8 @@ def test_a_table_of_unknown_columns_is_told_how_to_name_them(tmp_path: Path) -> 
     pd.DataFrame({"Date (UTC)": load["ts"].dt.strftime("%Y-%m-%d %H:%M"), "Load (GW)": load["consommation"] / 1000}
                  ).to_csv(path, sep=";", index=False)
     with pytest.raises(BadRequestError, match=r"not a history file this product reads .* \(evaluate --data reads "
-                                              r"another table's time and value columns with --columns "
-                                              r"\"Date \(UTC\),Load \(GW\)\"\)$"):
+                                              r"another table's time and value columns with --columns TIME,VALUE, "
+                                              r"e\.g\. --columns \"Date \(UTC\),Load \(GW\)\"\)$"):
         read_history_file(path)
 
 
@@ -597,6 +597,22 @@ def test_thousands_dots_alone_in_a_semicolon_separated_series_are_one_clear_erro
     with pytest.raises(BadRequestError, match=r"values such as '\d\d\.\d{3}' in a ';'-separated file: a dot between "
                                               r"groups of three digits may be a thousands separator"):
         read_history_file(path)
+
+
+def test_two_thousands_dots_in_a_semicolon_separated_series_are_read_as_thousands(tmp_path: Path) -> None:
+    # "1.234.567" can only be thousands: the file is read, not refused as ambiguous
+    load = _real_load("2018-10-27T22:00Z", "2018-10-29T00:00Z")
+    watts = load["consommation"] * 1000  # in kW: 51 234 000 → "51.234.000"
+    path = _write_semicolons(tmp_path / "kw.csv", load, watts.map(lambda v: _european(v, 0)))
+    assert (read_history_file(path)["consommation"].to_numpy() == watts.to_numpy()).all()
+
+
+def test_three_decimals_below_one_are_read_in_a_semicolon_separated_series(tmp_path: Path) -> None:
+    # "0.512" is no thousands figure (GW of a small system): decimals, not refused
+    load = _real_load("2018-10-27T22:00Z", "2018-10-29T00:00Z")
+    small = (load["consommation"] / 100_000).map(lambda v: f"{v:.3f}")
+    path = _write_semicolons(tmp_path / "small.csv", load, small)
+    assert (read_history_file(path)["consommation"].to_numpy() == small.astype(float).to_numpy()).all()
 
 
 def test_decimal_points_are_read_in_a_semicolon_separated_series(tmp_path: Path) -> None:

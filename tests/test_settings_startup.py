@@ -102,9 +102,16 @@ def test_the_forecast_grid_step_is_read_from_the_environment(env: pytest.MonkeyP
     assert settings_mod.get_settings().forecast_resolution_min == step
 
 
-def test_a_forecast_grid_step_that_is_no_choice_stops_the_start_up(env: pytest.MonkeyPatch) -> None:
-    env.setenv("POWERSENSE_FORECAST_RESOLUTION_MIN", "45")
+@pytest.mark.parametrize("text", ["45", "²", "٣٠"])  # not a choice; a superscript and Arabic-Indic digits
+def test_a_forecast_grid_step_that_is_no_choice_stops_the_start_up(env: pytest.MonkeyPatch, text: str) -> None:
+    env.setenv("POWERSENSE_FORECAST_RESOLUTION_MIN", text)
     assert "POWERSENSE_FORECAST_RESOLUTION_MIN: Input should be 15, 30 or 60" in _error(env)
+
+
+def test_a_series_name_that_is_no_plain_name_stops_the_start_up(env: pytest.MonkeyPatch) -> None:
+    # the dashboards and dbt write it into SQL string literals
+    env.setenv("POWERSENSE_SERIES_METRIC", "x' or 1=1 --")
+    assert "POWERSENSE_SERIES_METRIC: String should match pattern" in _error(env)
 
 
 def test_no_weather_model_stops_the_start_up(env: pytest.MonkeyPatch) -> None:

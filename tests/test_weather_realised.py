@@ -48,6 +48,17 @@ def test_a_timestamp_value_file_is_a_raw_temperature_the_product_smooths(first_q
     pd.testing.assert_frame_equal(got.frame, first_quarter, check_dtype=False)
 
 
+def test_a_temperature_with_three_decimals_in_a_semicolon_separated_file_is_read(first_quarter: pd.DataFrame,
+                                                                                  tmp_path: Path) -> None:
+    # "5.125" °C cannot carry a thousands dot: no ambiguity error for a temperature (a load file's "37.888" has one)
+    three = first_quarter["realised"].map(lambda v: f"{v:.3f}")
+    path = tmp_path / "t.csv"
+    pd.DataFrame({"timestamp": first_quarter["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"), "value": three}).to_csv(
+        path, sep=";", index=False)
+    got = read_temperature_files([path])
+    assert (got.frame["realised"].to_numpy() == three.astype(float).to_numpy()).all()
+
+
 def test_enedis_files_are_read_as_already_smoothed(first_quarter: pd.DataFrame) -> None:
     got = read_temperature_files([SHIPPED_2023])
     assert got.smoothed is True

@@ -36,8 +36,8 @@ CH = {"type": "grafana-clickhouse-datasource", "uid": "powersense-clickhouse"}
 PROM = {"type": "prometheus", "uid": "powersense-prometheus"}
 LOKI = {"type": "loki", "uid": "powersense-loki"}
 
-# The series every panel shows: hidden constant variables (like ${db}), so a deployment changes it in
-# one place. The view `series` (ch/init/007.series.sql) is the one definition of "the series" —
+# The series every panel shows: hidden constant variables (like ${db}), built from the deployment's settings
+# (Store.of). The view `series` (ch/init/007.series.sql) is the one definition of "the series" —
 # per ts the latest version of the best nature, implausible values left out — shared with the
 # functions (shared/series.py) and dbt. Grafana's $__timeFilter is inclusive of its end, the view's
 # end is exclusive: one second more.

@@ -770,9 +770,11 @@ def table(report: dict[str, Any]) -> str:
         "| kind | PowerSense P / R / F1 | median TTD (min) | z-score P / R / F1 | median TTD (min) |",
         "|---|---|---|---|---|",
     ]
+    def shown(value: Any) -> str:
+        return "–" if value is None else str(value)  # not measured (nothing of the kind detected, no clean run)
+
     def ttd(detector: dict[str, Any], kind: str) -> str:
-        minutes = detector["median_time_to_detect_min"][kind]
-        return "–" if minutes is None else str(minutes)  # none of the kind detected: no time to detect
+        return shown(detector["median_time_to_detect_min"][kind])
 
     for k in KINDS:
         a, b = ps["per_kind"][k], zb["per_kind"][k]
@@ -786,11 +788,13 @@ def table(report: dict[str, Any]) -> str:
             f"| **{name}** | {a['precision']:.2f} / {a['recall']:.2f} / {a['f1']:.2f} | | "
             f"{b['precision']:.2f} / {b['recall']:.2f} / {b['f1']:.2f} | |"
         )
-    lines.append(f"| false alarms / week (clean) | {ps['false_alarms_per_week']} | | {zb['false_alarms_per_week']} | |")
+    lines.append(f"| false alarms / week (clean) | {shown(ps['false_alarms_per_week'])} | | "
+                 f"{shown(zb['false_alarms_per_week'])} | |")
     if "powersense_profile" in report["detectors"]:  # the deployed run: the profile expectation on the same labels
         pp = report["detectors"]["powersense_profile"]
         o = pp["overall"]
         lines.append(f"| overall, profile expectation (same labels) | {o['precision']:.2f} / {o['recall']:.2f} / "
                      f"{o['f1']:.2f} | | | |")
-        lines.append(f"| false alarms / week (clean), profile expectation | {pp['false_alarms_per_week']} | | | |")
+        lines.append("| false alarms / week (clean), profile expectation | "
+                     f"{shown(pp['false_alarms_per_week'])} | | | |")
     return "\n".join(lines)

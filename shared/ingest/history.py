@@ -413,8 +413,9 @@ def _detect(path: Path, header: str, columns: tuple[str, str] | None = None) -> 
         "eco2mix CSV (date_heure, nature, …), an ODRÉ eco2mix export (CSV or JSON; field names or French "
         "labels), an RTE eCO2mix download (Date, Heures, …), an ENTSO-E Total Load export (Time (CET/CEST), "
         "Actual Total Load [MW] - …), NESO demand data (SETTLEMENT_DATE, SETTLEMENT_PERIOD, ND, …) or a generic "
-        "timestamp,value CSV" + (" (evaluate --data reads another table's time and value columns with --columns "
-                                 f"\"{','.join(names[:2])}\")" if len(names) >= 2 else ""))
+        "timestamp,value CSV (evaluate --data reads another table's time and value columns with --columns TIME,VALUE"
+        + (f", e.g. --columns \"{','.join(names[:2])}\")" if len(names) >= 2 and not any("," in n for n in names[:2])
+           else ")"))
 
 
 def _entsoe_time_column(names: list[str]) -> tuple[str, str] | None:
@@ -740,7 +741,7 @@ def _refuse_several_series(path: Path, df: pd.DataFrame) -> None:
 
 
 def _generic_frame(path: Path, table: pd.DataFrame, time_col: str, value_col: str, sep: str,
-                   naive_tz: str) -> pd.DataFrame:
+                   naive_tz: str, thousands_dots: bool = True) -> pd.DataFrame:
     """A generic file's table (column names :func:`column_key`-folded) → ``ts`` (UTC), ``consommation``, ``nature``
     ''. Refused rows are counted in ``attrs["rejections"]``: wall-clock times that do not exist in ``naive_tz``, and
     instants listed twice (the later row kept, as between files: an hour-ending clock writes the fall-back night's
@@ -749,7 +750,7 @@ def _generic_frame(path: Path, table: pd.DataFrame, time_col: str, value_col: st
     # select before naming: the file may hold other columns named like the product's own (an eco2mix export's
     # "consommation" when --columns picks its "prevision_j1")
     df = table[[time_col, value_col]].set_axis(["ts", "consommation"], axis=1)
-    df["consommation"] = _generic_values(path, df["consommation"], sep)
+    df["consommation"] = _generic_values(path, df["consommation"], sep, thousands_dots)
     df["nature"] = ""
     df["ts"], naive = _generic_instants(path, df["ts"], naive_tz)
     rejected: dict[str, int] = {}
@@ -765,19 +766,21 @@ def _generic_frame(path: Path, table: pd.DataFrame, time_col: str, value_col: st
 
 
 _THOUSANDS = r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?"
-_DOT_GROUPS = r"[+-]?\d{1,3}(?:\.\d{3})+"
+_DOT_GROUPS = r"[+-]?[1-9]\d{0,2}(?:\.\d{3})+"  # "0.512" is no thousands figure
 _EURO_THOUSANDS = r"[+-]?(?:\d{1,3}(?:\.\d{3})+|\d+)(?:,\d+)?"
 _SEP_NAMES = {"\t": "tab", ";": "';'"}
 
 
-def _generic_values(path: Path, values: pd.Series, sep: str) -> pd.Series:
+def _generic_values(path: Path, values: pd.Series, sep: str, thousands_dots: bool = True) -> pd.Series:
     """A generic file's values as floats: the source's "not available" placeholders
     (:data:`shared.ingest.parse.NULL_TOKENS`) are missing, a decimal comma is read in a ``;``- or tab-separated
     file (the European spreadsheet convention; with thousands dots, ``51.234,5``), thousands separators in a
     comma-separated one where they cannot be a decimal comma (``"51,234.5"``, quoted: the US convention); digits in
-    groups of three after every dot of a ``;``- or tab-separated file (``37.888``: thousands or decimals?) and any
-    other text are one-line errors, "inf", "-inf" and "Infinity" included (no measurement)."""
-    # a CSV table arrives as text (read_history_file); a column of another table (Parquet) may be numbers already
+    groups of three after every dot of a ``;``- or tab-separated file (``37.888``: thousands or decimals?) are one
+    line too unless ``thousands_dots`` is false (a quantity that never reaches 1000, a temperature: decimals) or a
+    value has two of them (``1.234.567``: thousands); any other text is a one-line error, "inf", "-inf" and
+    "Infinity" included (no measurement)."""
+    # read_history_file gives text; a caller's column of numbers (a test's frame) is read as it is
     text = values.astype(str).str.strip().where(values.notna(), "")
     if values.dtype != object:
         return _finite(path, values.astype("float64"), text, values.isna())
@@ -789,7 +792,10 @@ def _generic_values(path: Path, values: pd.Series, sep: str) -> pd.Series:
     elif sep != "," and commas.any() and text[commas | dots].str.fullmatch(_EURO_THOUSANDS).all():
         # the European full form ("51.234,5", "1.142"): dots between groups of three digits, a decimal comma
         text = text.str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
-    elif sep != "," and dots.any() and text[dots].str.fullmatch(_DOT_GROUPS).all():
+    elif sep != "," and dots.any() and text[dots].str.fullmatch(_DOT_GROUPS).all() and (
+            text[dots].str.count(r"\.").gt(1).any()):
+        text = text.str.replace(".", "", regex=False)  # "1.234.567" somewhere: only thousands have two dots
+    elif sep != "," and thousands_dots and dots.any() and text[dots].str.fullmatch(_DOT_GROUPS).all():
         # every dotted value is digits in groups of three ("37.888", "1.142"): thousands dots of a European
         # spreadsheet as likely as three decimals, a factor of 1000 either way
         raise BadRequestError(f"{path}: values such as {text[dots].iloc[0]!r} in a {_SEP_NAMES.get(sep, repr(sep))}-"
@@ -814,7 +820,7 @@ def _finite(path: Path, number: pd.Series, text: pd.Series, missing: pd.Series) 
 
 
 def read_history_file(path: Path | str, naive_tz: str = "UTC", columns: tuple[str, str] | None = None,
-                      ) -> pd.DataFrame:
+                      thousands_dots: bool = True) -> pd.DataFrame:
     """One history file in any of the module's formats → ``ts`` (UTC-aware), ``nature`` and numeric columns.
 
     ``columns``: (time, value) column names of a generic series whose header does not say ``timestamp,value``
@@ -822,6 +828,8 @@ def read_history_file(path: Path | str, naive_tz: str = "UTC", columns: tuple[st
     ``naive_tz``: the zone whose wall clock a generic file's timestamps without a UTC offset are (default: they
     are UTC). ``attrs``: ``format`` (:func:`history_format`), ``rejections`` (refused source records by reason:
     ODRÉ, RTE and NESO files; wall-clock times that do not exist in ``naive_tz``) and ``naive_timestamps``.
+    ``thousands_dots``: whether a generic series' values can reach 1000 (not a temperature's), which makes
+    ``37.888`` in a ``;``-separated file ambiguous (:func:`_generic_values`).
     """
     path = Path(path)
     text = _text(path)
@@ -842,7 +850,7 @@ def read_history_file(path: Path | str, naive_tz: str = "UTC", columns: tuple[st
         df.columns = [column_key(str(c)) for c in df.columns]
         if fmt == "generic":
             df = _generic_frame(path, df, column_key(columns[0]) if columns else "timestamp", layout.value, sep,
-                                naive_tz)
+                                naive_tz, thousands_dots)
         else:
             df = df.rename(columns={"date_heure": "ts"})
             df["ts"] = pd.to_datetime(df["ts"], utc=True, format="ISO8601")

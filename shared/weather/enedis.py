@@ -72,8 +72,8 @@ def _rows(path: Path) -> pd.DataFrame:
     normal = next((c for c in _NORMAL if c in table.columns), None)
     return pd.DataFrame({
         "ts": _generic_instants(path, table["horodate"], "UTC")[0],
-        "realised": _generic_values(path, table[realised], sep),
-        "normal": _generic_values(path, table[normal], sep) if normal else float("nan"),
+        "realised": _generic_values(path, table[realised], sep, thousands_dots=False),  # °C: decimals
+        "normal": _generic_values(path, table[normal], sep, thousands_dots=False) if normal else float("nan"),
     })
 
 

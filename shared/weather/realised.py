@@ -77,7 +77,7 @@ def _series_file(path: Path, first: str, naive_tz: str, columns: tuple[str, str]
     if fmt != "generic":
         raise BadRequestError(f"{path}: a load history file, not a temperature (--temperature takes Enedis's national "
                               "temperature or a timestamp,value CSV in °C)")
-    df = read_history_file(path, naive_tz, columns)
+    df = read_history_file(path, naive_tz, columns, thousands_dots=False)  # "5.125" °C is three decimals
     return pd.DataFrame({"ts": df["ts"], "realised": df["consommation"].astype(float)})
 
 
