@@ -130,6 +130,9 @@ def _int_from_text(v: Any) -> Any:
 
 # the grid steps a series can be forecast on (minutes)
 GridStep = Annotated[Literal[15, 30, 60], BeforeValidator(_int_from_text)]
+# a series' source or metric: a plain name, since the dashboards' constants and dbt's vars write it into SQL literals
+SERIES_NAME = r"^[A-Za-z0-9_.:-]+$"
+
 
 class _HyphenatedSecrets(PydanticBaseSettingsSource):
     """Secret files named with hyphens (``clickhouse-password`` for field ``clickhouse_password``).
@@ -441,10 +444,9 @@ class Settings(BaseSettings):
     # --- end ingest --------------------------------------------------------------------------
 
     # --- series / forecasting ---------------------------------------------------------------
-    # a plain name: the dashboards' constants and dbt's vars write it into SQL string literals
-    series_source: str = Field(default="eco2mix_national", pattern=r"^[A-Za-z0-9_.:-]+$",
+    series_source: str = Field(default="eco2mix_national", pattern=SERIES_NAME,
                                description="source of the forecast series (letters, digits, _ . : -)")
-    series_metric: str = Field(default="consommation", pattern=r"^[A-Za-z0-9_.:-]+$",
+    series_metric: str = Field(default="consommation", pattern=SERIES_NAME,
                                description="metric of the forecast series (letters, digits, _ . : -)")
     forecast_resolution_min: GridStep = Field(default=30, description="forecast grid step")
     forecast_horizon_days: int = Field(default=7, ge=1, le=14, description="days ahead")

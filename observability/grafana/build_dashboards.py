@@ -1355,9 +1355,10 @@ def main(argv: list[str]) -> int:
         print(exc, file=sys.stderr)  # one line naming the variable, and nothing written
         return 2
     out.mkdir(parents=True, exist_ok=True)
-    for name, dash in build(store).items():
+    built = build(store)
+    for name, dash in built.items():
         (out / f"{name}.json").write_text(render(dash))
-    print("written:", ", ".join(f"{name}.json" for name in dashboards), "for", f"{store.database}:",
+    print("written:", ", ".join(f"{name}.json" for name in built), "for", f"{store.database}:",
           f"{store.source}/{store.metric}")
     return 0
 

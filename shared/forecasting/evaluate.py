@@ -363,7 +363,7 @@ def input_releases(grid: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -
     inside = pd.Series(pd.Categorical.from_codes(
         codes[(instants >= pd.Timestamp(start).value) & (instants < pd.Timestamp(end).value)], categories))
     counts = {str(k) or "(none)": int(v) for k, v in inside.value_counts().items() if v}
-    later = int(inside.astype(str).str.startswith(LATER_RELEASES).sum())
+    later = sum(n for nature, n in counts.items() if nature.startswith(LATER_RELEASES))
     return {"values": counts, "published_later": later, "share_published_later": round(later / len(inside), 4)
             if len(inside) else None}
 
@@ -1271,20 +1271,18 @@ def _main(argv: list[str] | None) -> int:
         # the data's last quarter
         data_grid = read_data(a.data)[0]
         _, start, end = periods[0]
-        in_default = data_grid["value"].notna() & (data_grid["ts"] >= start) & (data_grid["ts"] < end)
-        before = data_grid.loc[data_grid["value"].notna() & (data_grid["ts"] < start), "ts"]
+        valid = data_grid.loc[data_grid["value"].notna(), "ts"]
+        in_default = bool(((valid >= start) & (valid < end)).any())
         # the default period only with the history its first model needs before it (a 12-week file inside 2023
-        # has none: its first origin, 2022-12-31, precedes the data)
-        enough = bool(len(before)) and start - before.min() >= pd.Timedelta(
-            days=settings.forecast_min_history_days + 1)
-        if not (in_default.any() and enough):
+        # has none: its first origin, 2022-12-31, precedes the data); no valid value: NaT, not enough
+        enough = bool(valid.min() <= start - pd.Timedelta(days=settings.forecast_min_history_days + 1))
+        if not (in_default and enough):
             start, end = data_test_period(data_grid, tz, settings.forecast_min_history_days)
             if a.train_start and local_midnight(a.train_start, tz) >= start:
                 raise BadRequestError(f"--train-start ({a.train_start}) must be before the test period's start "
                                       f"({start.tz_convert(tz):%Y-%m-%d}, the data's last quarter)")
             periods = [("", start, end)]
-            why = ("too little history before the default one" if in_default.any() else
-                   "none of the default one")
+            why = "too little history before the default one" if in_default else "none of the default one"
             print(f"note: no test period given, and the data hold {why} ({DEFAULT_TEST_START} … "
                   f"{DEFAULT_TEST_END}): testing on their last {(end - start).days} days, a quarter of the data (at "
                   "least 7 days, at most a year, after the first model's history); --test-start / --test-end choose "

@@ -787,22 +787,24 @@ def _generic_values(path: Path, values: pd.Series, sep: str, thousands_dots: boo
     missing = text.str.lower().isin(NULL_TOKENS)
     commas = text.str.contains(",", regex=False)
     dots = text.str.contains(".", regex=False)
-    if sep != "," and commas.any() and not dots.any():
-        text = text.str.replace(",", ".", regex=False)
-    elif sep != "," and commas.any() and text[commas | dots].str.fullmatch(_EURO_THOUSANDS).all():
-        # the European full form ("51.234,5", "1.142"): dots between groups of three digits, a decimal comma
-        text = text.str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
-    elif sep != "," and dots.any() and text[dots].str.fullmatch(_DOT_GROUPS).all() and (
-            text[dots].str.count(r"\.").gt(1).any()):
-        text = text.str.replace(".", "", regex=False)  # "1.234.567" somewhere: only thousands have two dots
-    elif sep != "," and thousands_dots and dots.any() and text[dots].str.fullmatch(_DOT_GROUPS).all():
-        # every dotted value is digits in groups of three ("37.888", "1.142"): thousands dots of a European
-        # spreadsheet as likely as three decimals, a factor of 1000 either way
-        raise BadRequestError(f"{path}: values such as {text[dots].iloc[0]!r} in a {_SEP_NAMES.get(sep, repr(sep))}-"
-                              "separated file: a dot between groups of three digits may be a thousands separator "
-                              "(European spreadsheets) or three decimals; write them without the thousands dot "
-                              "(37888), with a decimal comma (37,888) or with another number of decimals")
-    elif (sep == "," and commas.any() and text[commas].str.fullmatch(_THOUSANDS).all()
+    if sep != ",":  # ';' or tab: the European conventions
+        grouped = bool(dots.any()) and bool(text[dots].str.fullmatch(_DOT_GROUPS).all())  # "37.888", "1.142"
+        if commas.any() and not dots.any():
+            text = text.str.replace(",", ".", regex=False)
+        elif commas.any() and text[commas | dots].str.fullmatch(_EURO_THOUSANDS).all():
+            # the European full form ("51.234,5", "1.142"): dots between groups of three digits, a decimal comma
+            text = text.str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
+        elif grouped and text[dots].str.count(r"\.").gt(1).any():
+            text = text.str.replace(".", "", regex=False)  # "1.234.567" somewhere: only thousands have two dots
+        elif grouped and thousands_dots:
+            # every dotted value is digits in groups of three: thousands dots of a European spreadsheet as likely as
+            # three decimals, a factor of 1000 either way
+            raise BadRequestError(f"{path}: values such as {text[dots].iloc[0]!r} in a "
+                                  f"{_SEP_NAMES.get(sep, repr(sep))}-separated file: a dot between groups of three "
+                                  "digits may be a thousands separator (European spreadsheets) or three decimals; "
+                                  "write them without the thousands dot (37888), with a decimal comma (37,888) or "
+                                  "with another number of decimals")
+    elif (commas.any() and text[commas].str.fullmatch(_THOUSANDS).all()
           and (text[commas].str.contains(".", regex=False) | (text[commas].str.count(",") > 1)).any()):
         # commas inside quoted values of a comma-separated file, in groups of three digits, with a decimal point
         # or two groups somewhere ("51,234.5", "1,234,567"): thousands separators (US spreadsheets). "51,234"
