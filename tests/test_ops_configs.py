@@ -254,6 +254,34 @@ def test_grafana_provisions_clickhouse_with_the_read_only_user(datasource_uids: 
     assert set(datasource_uids.values()) == {"grafana-clickhouse-datasource", "prometheus", "loki"}
 
 
+def test_the_database_the_functions_are_deployed_with_is_the_one_grafana_and_its_users_read() -> None:
+    # build_dashboards.py takes ${db} from the settings since 2026-12-07: a deployment file that names another
+    # database must come with dashboards, a data source and grants built for it (names resolvable)
+    stack = yaml.safe_load((REPO / "openfaas-stack.yml").read_text())
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    sam = (REPO / "template.yaml").read_text()
+    deployed = {fn["environment"]["POWERSENSE_CLICKHOUSE_DATABASE"] for fn in stack["functions"].values()
+                if "POWERSENSE_CLICKHOUSE_DATABASE" in fn.get("environment", {})}
+    deployed |= {svc["environment"]["POWERSENSE_CLICKHOUSE_DATABASE"] for svc in compose["services"].values()
+                 if isinstance(svc.get("environment"), dict) and "POWERSENSE_CLICKHOUSE_DATABASE" in svc["environment"]}
+    sam_default = re.search(r"ClickHouseDatabase:\s*\n\s*Type: String\s*\n\s*Default: (\S+)", sam)
+    assert sam_default is not None
+    deployed.add(sam_default.group(1))
+    assert len(deployed) == 1, deployed
+    (database,) = deployed
+    for path in DASHBOARDS:
+        db = [v["query"] for v in json.loads(path.read_text())["templating"]["list"] if v["name"] == "db"]
+        assert db in ([], [database]), path.name
+    prov = yaml.safe_load((OBS / "grafana" / "provisioning" / "datasources" / "powersense.yml").read_text())
+    ch = next(d for d in prov["datasources"] if d["type"] == "grafana-clickhouse-datasource")
+    assert ch["jsonData"]["defaultDatabase"] == database
+    users = ET.parse(REPO / "deploy" / "clickhouse" / "users.d" / "powersense.xml").getroot().find("users")
+    assert users is not None
+    for name in ("powersense_reader", "grafana"):
+        user = users.find(name)
+        assert user is not None and f"GRANT SELECT ON {database}.*" in [q.text for q in user.iter("query")]
+
+
 def test_the_five_dashboards_exist_with_unique_uids() -> None:
     uids = [json.loads(p.read_text())["uid"] for p in DASHBOARDS]
     assert len(uids) == len(set(uids))
