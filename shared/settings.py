@@ -512,7 +512,7 @@ class Settings(BaseSettings):
                                           "count)")
     # the third level of "fresh data" (shared.series.freshness_status): past it the model is not used
     forecast_max_staleness_hours: float = Field(default=6.0, gt=0, description="newer data needed for the model; "
-                                                "older = the seasonal-naive fallback. PowerSenseDataStaleCritical "
+                                                "older = the simple-model fallback. PowerSenseDataStaleCritical "
                                                 "and dbt's source freshness error are written with the default (6 h):"
                                                 " change them with it")
     forecast_min_completeness: float = Field(default=0.8, ge=0, le=1, description="share of the last 14 days")

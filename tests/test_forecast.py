@@ -48,6 +48,11 @@ def test_fallback_when_no_model_exists(store: Store, fc_settings: Settings) -> N
     assert set(rows["quality"]) == {"fallback"} and set(rows["model_version"]) == {""}
     _assert_seven_days(rows)
     assert (rows["lower"] <= rows["yhat"]).all() and (rows["yhat"] <= rows["upper"]).all()
+    # the run says which simple model it issued for each lead day and why; on the real winter, yesterday's copy
+    # for the next 24 hours and last week's for the last day (its weekly rhythm)
+    assert res.details["fallback_model"].startswith("best simple model per 24-hour lead day over the last 28 days")
+    assert set(rows.loc[rows["horizon_steps"] <= 48, "yhat_source"]) == {"daily_naive"}
+    assert set(rows.loc[rows["horizon_day"] == 7, "yhat_source"]) == {"seasonal_naive"}
 
 
 def test_fallback_when_s3_is_down(store: Store, fc_settings: Settings) -> None:

@@ -207,8 +207,24 @@ def test_short_history_degrades_to_the_best_simple_model(fast: Settings, tmp_pat
     assert report["degraded"] and "best simple model" in report["degraded"][0]
     assert "degraded: " in capsys.readouterr().out
     assert report["calendar"] == {"timezone": "Europe/Paris", "holidays": "FR"} and report["resolution_min"] == 60
+    # the simple models only (one per 24-hour lead day, service.best_simple_model: tests/test_simple_fallback.py)
     sources = {s for m in report["models"]["powersense"].values() for s in m["sources"]}
-    assert sources <= {"seasonal_naive", "daily_naive"} and len(sources) == 1
+    assert sources <= {"seasonal_naive", "daily_naive"} and report["retrains"][0]["decision"] == "simple"
+
+
+def test_a_series_too_short_for_the_model_has_an_interval_at_every_lead_day(fast: Settings, tmp_path: Path) -> None:
+    # 34 days of valid history before the test: an 8-day holdout held no D+7 errors, so the backtest issued no
+    # interval there while production's fallback (calibrated on daily origins before the data's end) did; now both
+    # share one rule
+    csv = _csv(tmp_path, "2023-01-18", "2023-03-10", every="60min")
+    out = tmp_path / "r"
+    assert main(["--data", str(csv), "--train-start", "2023-01-18", "--test-start", "2023-02-22", "--test-end",
+                 "2023-03-08", "--resolution", "60", "--out", str(out), "--no-progress"]) == 0
+    report = _strict(out / "forecast_eval.json")
+    assert report["degraded"]
+    assert "best simple model per 24-hour lead day over the last 28 days" in report["degraded"][0]
+    by_lead = report["models"]["powersense"]
+    assert [by_lead[f"D+{k}"]["coverage"] is not None for k in range(1, 8)] == [True] * 7
 
 
 def test_a_run_without_a_model_says_so_instead_of_an_empty_timing(fast: Settings, tmp_path: Path,

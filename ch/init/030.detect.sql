@@ -21,7 +21,7 @@ create table if not exists electricity.anomalies
     score            Nullable(Float64),        -- robust z of the residual
     threshold        Nullable(Float64),
     -- the forecast behind the expectation: its model version ('profile' = no forecast covered the point, the
-    -- seasonal profile alone; '' = a seasonal-naive fallback forecast, or a detector without an expectation) and
+    -- seasonal profile alone; '' = a simple-model fallback forecast, or a detector without an expectation) and
     -- its run (forecasts.run_id; '' = none): GET /forecasts?run_id= shows its quality and fallback_reason
     model_version    String,
     forecast_run_id  String,

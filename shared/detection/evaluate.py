@@ -170,7 +170,7 @@ EXPECTATIONS = {
     "deployed": "the forecasts the product issues, replayed: the weather-free forecast model trained once on the "
     "forecast_train_days before the period (train_and_calibrate: model, blend with seasonal naive, holdout "
     "calibration), issued on the forecast stage's cron (openfaas-stack.yml) from the gated 30-min grid of the "
-    "series as published at each issue (seasonal-naive fallback when the input is stale or incomplete), read as "
+    "series as published at each issue (the simple-model fallback when the input is stale or incomplete), read as "
     "detect reads the forecasts table (latest issue at or before the point within 6 h, service.forecast_deltas), "
     "the seasonal profile where none covers the point",
 }
@@ -255,7 +255,7 @@ def deployed_forecasts(
 
     Each cron tick T issues from origin = the grid step after the newest value published by T (a value for ts
     is published at ts + x's step); the input is the gated grid (``series_grid``, as featurize writes it) of x
-    before the origin; a stale or incomplete input (``input_problem``) gets the seasonal-naive fallback
+    before the origin; a stale or incomplete input (``input_problem``) gets the simple-model fallback
     (``fallback_forecast``), as in production. Returns ``forecasts``-like rows (run_id, model_version,
     issued_at, ts, yhat) for the first ``DEPLOYED_HORIZON`` of each issue, and figures.
     Approximations (documented in the report): one model for the whole period (production retrains daily and
@@ -265,7 +265,7 @@ def deployed_forecasts(
     import time
 
     from shared.features import series_grid
-    from shared.forecasting.service import fallback_forecast, input_problem, issue, on_model_grid
+    from shared.forecasting.service import FALLBACK_HISTORY, fallback_forecast, input_problem, issue, on_model_grid
 
     t0 = time.perf_counter()
     res = pd.Timedelta(minutes=settings.forecast_resolution_min)
@@ -285,8 +285,8 @@ def deployed_forecasts(
         (fallback if input_problem(recent, t, settings) else model_issue).append((t, o))
     frames = []
     for t, o in fallback:
-        past = grid[(grid["ts"] >= o - pd.Timedelta(days=42)) & (grid["ts"] < o)]
-        fc = fallback_forecast(past, t, settings)
+        past = grid[(grid["ts"] >= o - FALLBACK_HISTORY) & (grid["ts"] < o)]  # what production's fallback reads
+        fc, _ = fallback_forecast(past, t, settings)
         frames.append(fc[fc["ts"] < o + DEPLOYED_HORIZON].assign(issued_at=t, model_version=""))
     issued_at = dict((o, t) for t, o in model_issue)
     chunks = [model_issue[i:i + DEPLOYED_CHUNK] for i in range(0, len(model_issue), DEPLOYED_CHUNK)]

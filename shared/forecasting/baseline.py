@@ -121,16 +121,26 @@ def daily_naive(history: pd.DataFrame, origin: pd.Timestamp, targets: pd.Datetim
 
 
 SIMPLE_MODELS = {"seasonal_naive": seasonal_naive, "daily_naive": daily_naive}
+# The last 24-hour lead day a simple model may serve in the fallback (service.best_simple_model; none: every one).
+# Yesterday's copy beats a week-old one at lead day 1 on French load in every year, but chosen per lead day by the
+# last 28 days' errors it made lead days 3–6 worse than seasonal naive alone in 32 of 56 year × lead cells of
+# 2016–2023 (a 28-day win there is a passing temperature trend, not a lasting one); with 56 or 91 days, or a 10 %
+# margin, still 15–20 cells. Lead day 1 alone: D+1 4.95 % against 6.52, no cell worse (an analysis run once on the
+# shipped load, noon origins, the 28-day choice per origin and lead day; not shipped: README, *The fallback,
+# measured*, and ``python -m bench.fallback --daily-naive-max-lead 7`` for one year of it).
+SIMPLE_MAX_LEAD_DAY = {"daily_naive": 1}
 
 
 def simple_many(name: str, history: pd.DataFrame, origins: pd.DatetimeIndex, steps: int,
-                step: pd.Timedelta, tz: str = TZ) -> pd.DataFrame:
+                step: pd.Timedelta, tz: str = TZ, gap: pd.Timedelta = pd.Timedelta(0)) -> pd.DataFrame:
     """Long frame ``origin, ts, yhat, lead_day`` of one simple model (see ``SIMPLE_MODELS``) from each origin, on
-    the wall clock of ``tz``."""
+    the wall clock of ``tz``; ``gap``: each origin reads only the values more than ``gap`` before it (the data a run
+    on stale input has: what a copy from the last week or the last day then lands on)."""
     rows = []
     for o in origins:
         t = pd.date_range(o, periods=steps, freq=step)
-        rows.append(pd.DataFrame({"origin": o, "ts": t, "yhat": SIMPLE_MODELS[name](history, o, t, tz),
+        seen = history[history["ts"] < o - gap] if gap > pd.Timedelta(0) else history
+        rows.append(pd.DataFrame({"origin": o, "ts": t, "yhat": SIMPLE_MODELS[name](seen, o, t, tz),
                                   "lead_day": lead_days(o, t, step)}))
     if not rows:
         return pd.DataFrame(columns=["origin", "ts", "yhat", "lead_day"])

@@ -422,6 +422,7 @@ def backtest(
     from tqdm import tqdm
 
     from shared.forecasting.service import (
+        best_simple_model,
         current_holdout_mape,
         issue,
         model_config,
@@ -456,7 +457,6 @@ def backtest(
     seeds: pd.DataFrame | None = None
     current: Any = None
     damping: dict[str, dict[str, float]] = {}  # per provider: the current model's damping by its track record
-    simple: tuple[str, dict[str, list[float]]] | None = None
     bar = tqdm(total=len(origins) + len(train_dates), desc="backtest", unit="step", disable=not progress,
                file=sys.stderr)
     for i, td in enumerate(train_dates):
@@ -476,20 +476,20 @@ def backtest(
                 f"only {days:.1f} days of valid history before {td.tz_convert(tz):%Y-%m-%d %H:%M}; at least "
                 f"{settings.forecast_min_history_days} needed (POWERSENSE_FORECAST_MIN_HISTORY_DAYS){why}")
         if days < settings.forecast_model_min_history_days and current is None:
-            # too little history for the model: the best simple model on the holdout, and say so
-            simple, hold_fc, why = best_simple_model(train, settings, cfg, steps, origin_hour)
+            # too little history for the model: production's fallback, the best simple model on the last weeks
+            # (service.best_simple_model), and say so
+            simple = best_simple_model(train, train["ts"].max(), step, cfg.interval_level, tz)
             degraded.append(f"{td.isoformat()}: {days:.0f} days of valid history < "
-                            f"{settings.forecast_model_min_history_days} needed for the model; {why}")
+                            f"{settings.forecast_model_min_history_days} needed for the model; {simple.reason}")
             if seeds is None:
-                seeds = hold_fc[["origin", "ts", "yhat", "lead_day"]]
-            retrains.append({"cut": td.isoformat(), "train_seconds": 0.0, "decision": f"simple:{simple[0]}",
-                             "reason": why})
+                seeds = simple.forecasts[["origin", "ts", "yhat", "lead_day"]]
+            retrains.append({"cut": td.isoformat(), "train_seconds": 0.0, "decision": "simple",
+                             "reason": simple.reason})
             bar.update(1)
             nxt = train_dates[i + 1] if i + 1 < len(train_dates) else origins[-1] + pd.Timedelta(days=1)
             mine = origins[(origins >= td) & (origins < nxt)]
-            fc = baseline.simple_many(simple[0], grid[grid["ts"] < mine.max()], mine, steps, step, tz)
-            fc = fc.assign(model_weight=0.0, yhat_source=simple[0])
-            fc["fallback_cal"] = [simple[1]] * len(fc)
+            fc = simple.forecast(grid[grid["ts"] < mine.max()], mine, steps, step, tz).assign(model_weight=0.0)
+            fc["fallback_cal"] = [simple.calibration] * len(fc)
             for n in names:
                 fcs[n].append(fc)
             bar.update(len(mine))
@@ -507,7 +507,7 @@ def backtest(
         if note:
             why += f"; {note}"
         if current is None and decision != "promoted":
-            why += "; no current model: used anyway (production would issue the seasonal-naive fallback)"
+            why += "; no current model: used anyway (production would issue the simple-model fallback)"
             decision = "promoted"
         if decision == "promoted":
             current = m
@@ -885,31 +885,6 @@ def source_dampings(model: Any, train: pd.DataFrame, hold_start: pd.Timestamp, h
 def _damped_by(model: Any, damping: dict[str, dict[str, float]], name: str) -> Any:
     """``model`` with provider ``name``'s damping (:func:`source_dampings`), or as it is."""
     return replace(model, weather_damping=damping[name]) if name in damping else model
-
-
-def best_simple_model(train: pd.DataFrame, settings: Settings, cfg: Any, steps: int, origin_hour: int,
-                      ) -> tuple[tuple[str, dict[str, list[float]]], pd.DataFrame, str]:
-    """The simple model (seasonal or daily naive) with the lowest MAPE on the sized holdout of ``train``, its
-    interval calibration, its holdout forecasts and a sentence saying what was chosen."""
-    from shared.forecasting.service import holdout_days, holdout_metrics, holdout_origins, valid_history_days
-
-    step = pd.Timedelta(minutes=cfg.resolution_min)
-    end = train["ts"].max() + step
-    hold_start = end - pd.Timedelta(days=holdout_days(valid_history_days(train, cfg.resolution_min), settings))
-    origins = holdout_origins(hold_start, end, origin_hour, tz=cfg.timezone, cfg=cfg)
-    scores, frames = {}, {}
-    for simple_name in baseline.SIMPLE_MODELS:
-        fc = baseline.simple_many(simple_name, train, origins, steps, step, cfg.timezone)
-        frames[simple_name] = fc[fc["ts"] < end]
-        scores[simple_name] = holdout_metrics(frames[simple_name], train, end)["mape"]
-    valid = {k: v for k, v in scores.items() if v is not None}
-    if not valid:
-        raise BadRequestError("no simple model could be scored: the holdout has no valid actual")
-    best = min(valid, key=lambda k: valid[k])
-    cal = baseline.relative_error_quantiles(frames[best], train, cfg.interval_level)
-    why = "best simple model on the holdout: " + best + " (" + ", ".join(
-        f"{k} {v:.2f} %" for k, v in valid.items()) + " MAPE)"
-    return (best, cal), frames[best], why
 
 
 def adaptive_intervals(fc: pd.DataFrame, seeds: pd.DataFrame | None, actual: pd.DataFrame, level: float,

@@ -1416,7 +1416,7 @@ def from_files(files: dict[str, bytes]) -> LoadModel:
     conf.setdefault("weather_linear_weight", 0.0)  # … and no linear part
     conf.setdefault("weather_damping", False)  # … and no damping of the temperature forecast
     # a setting this code does not know: the artifact was saved by a newer PowerSense (a rollback). A ModelError,
-    # not ModelConfig's TypeError, so the forecast stage issues its seasonal-naive fallback instead of failing
+    # not ModelConfig's TypeError, so the forecast stage issues its simple-model fallback instead of failing
     unknown = sorted(set(conf) - {f.name for f in fields(ModelConfig)})
     if unknown:
         raise ModelError(f"model saved by a newer PowerSense (unknown settings {', '.join(unknown)}): deploy that "

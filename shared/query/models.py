@@ -266,7 +266,8 @@ class ForecastPoint(BaseModel):
     yhat: float = Field(description="forecast, in the series' unit (MW for eco2mix's load)")
     lower: float | None = Field(description="lower bound of the prediction interval (interval_level), MW")
     upper: float | None = Field(description="upper bound of the prediction interval (interval_level), MW")
-    yhat_source: str = Field(description="model | blend | seasonal_naive: what the lead day's value came from")
+    yhat_source: str = Field(description="model | blend | seasonal_naive | daily_naive: what the lead day's value came "
+                             "from (a fallback run's simple model per lead day)")
     model_weight: float = Field(description="weight of the model against seasonal naive for this lead day (0–1)")
 
 
@@ -362,7 +363,7 @@ class Anomaly(BaseModel):
     score: float | None
     threshold: float | None
     model_version: str = Field(description="model version of the forecast behind `expected` ('profile': none "
-                               "covered the point, the seasonal profile alone; '': a seasonal-naive fallback "
+                               "covered the point, the seasonal profile alone; '': a simple-model fallback "
                                "forecast, or a detector without an expectation)")
     forecast_run_id: str = Field(description="run of that forecast ('' = none): GET /forecasts?run_id= shows its "
                                  "quality and fallback_reason")
