@@ -59,16 +59,25 @@ def data_age_s(newest: datetime, now: datetime) -> float:
     return (utc_datetime(now) - utc_datetime(newest)).total_seconds()
 
 
+def freshness_levels(settings: Settings) -> dict[Freshness, float]:
+    """The ages (s) past which data is ``late``, ``stale`` and ``too_old``, in order (checked at start-up): the
+    thresholds :func:`freshness_status` applies, the query function exports
+    (``powersense_data_freshness_threshold_seconds``, which the data-stale alerts compare with), dbt's source
+    freshness renders and the dashboards colour by."""
+    return {"late": settings.dq_freshness_max_min * 60.0, "stale": float(settings.query_max_data_age_s),
+            "too_old": settings.forecast_max_staleness_hours * 3600.0}
+
+
 def freshness_status(age_s: float, settings: Settings) -> Freshness:
-    """The one scale of fresh data, three settings in order (checked at start-up): ``late`` past
-    ``dq_freshness_max_min`` (detect's check warns), ``stale`` past ``query_max_data_age_s`` (the check fails,
-    ``/health`` is degraded, PowerSenseDataStale, dbt's freshness warning), ``too_old`` past
-    ``forecast_max_staleness_hours`` (the model is not used; PowerSenseDataStaleCritical, dbt's error)."""
-    if age_s > settings.forecast_max_staleness_hours * 3600:
-        return "too_old"
-    if age_s > settings.query_max_data_age_s:
-        return "stale"
-    return "late" if age_s > settings.dq_freshness_max_min * 60 else "ok"
+    """The one scale of fresh data (:func:`freshness_levels`): ``late`` past ``dq_freshness_max_min`` (detect's
+    check warns), ``stale`` past ``query_max_data_age_s`` (the check fails, ``/health`` is degraded,
+    PowerSenseDataStale, dbt's freshness warning), ``too_old`` past ``forecast_max_staleness_hours`` (the model is
+    not used; PowerSenseDataStaleCritical, dbt's error)."""
+    levels = freshness_levels(settings)
+    for level in ("too_old", "stale", "late"):
+        if age_s > levels[level]:
+            return level
+    return "ok"
 
 
 def latest_valid_ts(store: Store, source: str, metric: str) -> datetime | None:

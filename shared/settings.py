@@ -512,9 +512,10 @@ class Settings(BaseSettings):
                                           "count)")
     # the third level of "fresh data" (shared.series.freshness_status): past it the model is not used
     forecast_max_staleness_hours: float = Field(default=6.0, gt=0, description="newer data needed for the model; "
-                                                "older = the simple-model fallback. PowerSenseDataStaleCritical "
-                                                "and dbt's source freshness error are written with the default (6 h):"
-                                                " change them with it")
+                                                "older = the simple-model fallback, PowerSenseDataStaleCritical "
+                                                "(the query function exports it) and dbt's source freshness error "
+                                                "(rendered from it): set it on the forecast and query functions and "
+                                                "dbt alike")
     forecast_min_completeness: float = Field(default=0.8, ge=0, le=1, description="share of the last 14 days")
     forecast_accept_tolerance: float = Field(default=0.0, ge=0, description="new model's holdout MAPE may exceed "
                                              "the current one by this fraction and still replace it")
@@ -574,9 +575,9 @@ class Settings(BaseSettings):
     query_cache_entries: int = Field(default=512, ge=0, le=100_000, description="cached responses (0 = no cache)")
     # the second level of "fresh data" (shared.series.freshness_status): stale
     query_max_data_age_s: float = Field(default=3 * 3600.0, gt=0, description="data older = stale: /health "
-                                        "degraded, detect's freshness check fails. PowerSenseDataStale and dbt's "
-                                        "source freshness warning are written with the default (3 h): change "
-                                        "them with it")
+                                        "degraded, detect's freshness check fails, PowerSenseDataStale (the query "
+                                        "function exports it) and dbt's source freshness warning (rendered from "
+                                        "it)")
     # --- end query ------------------------------------------------------------------------------
 
     # --- observability ----------------------------------------------------------------------

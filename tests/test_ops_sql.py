@@ -23,6 +23,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from shared.series import freshness_levels
 from shared.settings import Settings
 from shared.store import Store
 from tests.fixtures_ops import (
@@ -363,20 +364,30 @@ def dbt_vars(env: dict[str, str] | None = None) -> dict[str, Any]:
     return {k: jinja2.Template(v).render(env_var=env_var) if isinstance(v, str) else v for k, v in raw.items()}
 
 
-def _dbt_compile(out: Path, cluster: str = "", extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+FRESHNESS_ENV = ("POWERSENSE_QUERY_MAX_DATA_AGE_S", "POWERSENSE_FORECAST_MAX_STALENESS_HOURS")
+
+
+def _dbt_run_compile(out: Path, cluster: str = "", extra_env: dict[str, str] | None = None,
+                     ) -> subprocess.CompletedProcess[str]:
     """dbt compile (no server) into ``out``, with POWERSENSE_CLICKHOUSE_CLUSTER = ``cluster`` and ``extra_env``
-    (the series variables only from there, never from the caller's environment): the manifest."""
+    (the series and fresh-data variables only from there, never from the caller's environment)."""
     if not DBT.exists():
         pytest.skip(f"dbt not installed: {DBT_INSTALL}")
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith("POWERSENSE_SERIES_")}
+    inherited = {k: v for k, v in os.environ.items()
+                 if not k.startswith("POWERSENSE_SERIES_") and k not in FRESHNESS_ENV}
     env = {**inherited, "POWERSENSE_CLICKHOUSE_DATABASE": DBT_DB, "POWERSENSE_DBT_SCHEMA": DBT_DB,
            "POWERSENSE_CLICKHOUSE_CLUSTER": cluster,
            "DBT_SEND_ANONYMOUS_USAGE_STATS": "false", "DBT_PARTIAL_PARSE": "false", **(extra_env or {})}
-    res = subprocess.run(
+    return subprocess.run(
         [str(DBT), "compile", "--profiles-dir", ".", "--no-populate-cache", "--target-path", str(out / "target"),
          "--log-path", str(out / "logs")],
         cwd=DBT_DIR, env=env, capture_output=True, text=True, timeout=300,
     )
+
+
+def _dbt_compile(out: Path, cluster: str = "", extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+    """:func:`_dbt_run_compile`, which must succeed: the manifest."""
+    res = _dbt_run_compile(out, cluster, extra_env)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     manifest: dict[str, Any] = json.loads((out / "target" / "manifest.json").read_text())
     return manifest
@@ -563,6 +574,35 @@ def test_dbt_builds_the_series_the_functions_are_configured_with(tmp_path: Path)
     node = next(n for n in manifest["nodes"].values() if n["name"] == "int_series_best_nature")
     assert "'entsoe_load' as source" in node["compiled_code"]
     assert "metric = 'actual_total_load'" in node["compiled_code"]
+
+
+def _series_freshness_s(manifest: dict[str, Any]) -> tuple[float, float]:
+    """The series source's freshness as dbt parsed it: (warn, error) in seconds."""
+    fresh = next(s for s in manifest["sources"].values() if s["name"] == "series")["freshness"]
+    per = {"minute": 60, "hour": 3600, "day": 86400}
+    return tuple(float(fresh[k]["count"]) * per[fresh[k]["period"]] for k in ("warn_after", "error_after"))  # type: ignore[return-value]
+
+
+def test_dbt_source_freshness_warns_when_stale_and_errors_when_too_old(dbt_manifest: dict[str, Any]) -> None:
+    levels = freshness_levels(Settings())
+    assert _series_freshness_s(dbt_manifest) == (levels["stale"], levels["too_old"])
+
+
+def test_dbt_source_freshness_follows_the_functions_settings(tmp_path: Path) -> None:
+    # written as 3 h / 6 h until 2026-12-07: an operator's POWERSENSE_QUERY_MAX_DATA_AGE_S left dbt warning later
+    # than /health, the alerts and detect
+    manifest = _dbt_compile(tmp_path, extra_env={"POWERSENSE_QUERY_MAX_DATA_AGE_S": "5400",
+                                                 "POWERSENSE_FORECAST_MAX_STALENESS_HOURS": "8.3"})
+    # 8.3 h is 498.00000000000006 minutes in floating point: 498, not 499 (a minute after the alert and the forecast)
+    assert _series_freshness_s(manifest) == (5400.0, 498 * 60.0)
+
+
+@pytest.mark.parametrize("value", ["", "abc", "-1", "inf"])
+def test_dbt_refuses_a_fresh_data_level_that_is_not_a_positive_number(tmp_path: Path, value: str) -> None:
+    # Jinja's float filter read "" or "abc" as 0 minutes: every `dbt source freshness` an error, and nothing said why
+    res = _dbt_run_compile(tmp_path, extra_env={"POWERSENSE_FORECAST_MAX_STALENESS_HOURS": value})
+    assert res.returncode != 0
+    assert "POWERSENSE_FORECAST_MAX_STALENESS_HOURS is not a positive number of hours" in res.stdout + res.stderr
 
 
 def test_the_dbt_holiday_seed_is_the_python_calendar() -> None:

@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere: shared/ importable
 from shared.errors import ConfigurationError  # noqa: E402
+from shared.series import freshness_levels  # noqa: E402
 from shared.settings import Settings, get_settings  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "dashboards"
@@ -180,18 +181,6 @@ class Dash:
         }
 
 
-# Data freshness colours, shared by the ClickHouse and Prometheus freshness stats: the alert
-# thresholds (DataStale at 3 h, DataStaleCritical at 6 h).
-FRESHNESS_THRESHOLDS = {
-    "mode": "absolute",
-    "steps": [
-        {"color": "green", "value": None},
-        {"color": "orange", "value": 10800},
-        {"color": "red", "value": 21600},
-    ],
-}
-
-
 def constant_var(name: str, label: str, value: str) -> dict[str, Any]:
     """A hidden dashboard constant (``${name}`` in queries): set in one place per deployment."""
     return {"type": "constant", "name": name, "label": label, "query": value, "hide": 2, "skipUrlSync": True}
@@ -204,16 +193,38 @@ def textbox_var(name: str, label: str, default: str) -> dict[str, Any]:
 
 
 class Store(NamedTuple):
-    """What the dashboards read: the ClickHouse database and the series (source, metric) — the functions'."""
+    """What the dashboards read: the ClickHouse database and the series (source, metric) — the functions' — and
+    the ages (s) past which its data is stale and too old."""
 
     database: str
     source: str
     metric: str
+    stale_s: float
+    too_old_s: float
 
     @classmethod
     def of(cls, settings: Settings) -> Store:
         """The store a deployment's settings name (one definition: the functions read the same fields)."""
-        return cls(settings.clickhouse_database, settings.series_source, settings.series_metric)
+        levels = freshness_levels(settings)
+        return cls(settings.clickhouse_database, settings.series_source, settings.series_metric, levels["stale"],
+                   levels["too_old"])
+
+
+def freshness_thresholds(store: Store) -> dict[str, Any]:
+    """Data freshness colours, shared by the ClickHouse and Prometheus freshness stats: the settings' levels
+    (shared.series.freshness_levels), where DataStale and DataStaleCritical fire: orange when stale, red when too
+    old for the model."""
+    def number(seconds: float) -> float | int:  # 10800, not 10800.0, in the JSON
+        return int(seconds) if float(seconds).is_integer() else seconds
+
+    return {
+        "mode": "absolute",
+        "steps": [
+            {"color": "green", "value": None},
+            {"color": "orange", "value": number(store.stale_s)},
+            {"color": "red", "value": number(store.too_old_s)},
+        ],
+    }
 
 
 def store_vars(store: Store) -> list[dict[str, Any]]:
@@ -1171,7 +1182,7 @@ from ${db}.series_latest_valid(source = '${source}', metric = '${metric}')
          prom_target('max(powersense:data_freshness_seconds:max{source="${source}", metric="${metric}"})',
                      "freshness", instant=True)),
     ):
-        d.add(stat(title, description, target, unit="s", extra={"thresholds": FRESHNESS_THRESHOLDS}), w=6, h=5)
+        d.add(stat(title, description, target, unit="s", extra={"thresholds": freshness_thresholds(store)}), w=6, h=5)
     d.add(
         timeseries(
             "Since last success (Prometheus)",

@@ -3,6 +3,10 @@
 Exposed on the query function's ``/metrics`` next to the shared stage metrics:
 
 * ``powersense_data_freshness_seconds{source,metric}``: now − latest measurement timestamp
+* ``powersense_data_freshness_threshold_seconds{level}``: the ages past which data is ``late``, ``stale``
+  (``POWERSENSE_QUERY_MAX_DATA_AGE_S``) and ``too_old`` (``POWERSENSE_FORECAST_MAX_STALENESS_HOURS``):
+  ``shared.series.freshness_levels``. The data-stale alerts compare with these, so they follow the settings (they
+  were written as 3 h and 6 h, and stayed there when an operator changed a setting)
 * ``powersense_forecast_age_seconds{source,metric}``: now − issue time of the latest forecast run
 * ``powersense_forecast_mape_ratio{source,metric,horizon_day}``: rolling MAPE (ratio) of every forecast
   step whose target lies in the 7 days before the latest actual, per horizon day
@@ -42,8 +46,8 @@ from shared.detection.events import DETECT_RESOLUTION_MIN, events
 from shared.errors import PowerSenseError
 from shared.logs import log_event
 from shared.query.service import latest_runs
-from shared.series import ACTUALS_CTE, data_age_s, latest_valid_ts
-from shared.settings import get_settings
+from shared.series import ACTUALS_CTE, data_age_s, freshness_levels, latest_valid_ts
+from shared.settings import Settings, get_settings
 from shared.store import Store
 from shared.timeutil import utc_datetime as utc
 
@@ -115,6 +119,7 @@ class StoreCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         """Yield every gauge; a failing block is logged and skipped."""
+        yield freshness_thresholds(get_settings())  # the settings' own, with or without a store
         try:
             store = self._store_getter()
         except PowerSenseError as exc:
@@ -246,6 +251,18 @@ def _latest(store: Store, table: str, column: str, now: datetime | None = None) 
     for s, m, t in store.query_rows(sql, {"all": False, "since": since}):
         latest[(str(s), str(m))] = max(utc(t), latest.get((str(s), str(m)), utc(t)))
     return latest
+
+
+def freshness_thresholds(settings: Settings) -> GaugeMetricFamily:
+    """``powersense_data_freshness_threshold_seconds{level}``: :func:`shared.series.freshness_levels`."""
+    g = GaugeMetricFamily("powersense_data_freshness_threshold_seconds",
+                          "Data older than this is late (POWERSENSE_DQ_FRESHNESS_MAX_MIN), stale "
+                          "(POWERSENSE_QUERY_MAX_DATA_AGE_S) or too old for the model "
+                          "(POWERSENSE_FORECAST_MAX_STALENESS_HOURS): the data-stale alerts' thresholds",
+                          labels=["level"])
+    for level, seconds in freshness_levels(settings).items():
+        g.add_metric([level], seconds)
+    return g
 
 
 def _age_gauge(now: datetime, name: str, help_: str, latest: dict[tuple[str, str], datetime]) -> GaugeMetricFamily:
