@@ -109,3 +109,21 @@ def test_with_no_value_to_score_on_the_simple_model_is_seasonal_naive_without_bo
     assert simple.sources == simple.calibration == {} and "no valid value" in simple.reason
     assert set(simple.forecast(grid, pd.DatetimeIndex([grid["ts"].max()]), 48, STEP)["yhat_source"]) == {
         "seasonal_naive"}
+
+
+def test_the_backtest_keeps_the_fallbacks_own_bounds_as_production_issues_them(winter: pd.DataFrame) -> None:
+    # production's fallback issues static bounds (fallback_forecast); the backtest's adaptive intervals must not
+    # re-calibrate a fallback origin from the errors before it
+    from shared.forecasting.evaluate import adaptive_intervals
+
+    origins = pd.date_range("2023-02-01 11:00", periods=10, freq="D", tz="UTC")
+    fc = baseline.simple_many("seasonal_naive", winter, origins, 8 * DAY_STEPS, STEP)
+    simple = service.best_simple_model(winter[winter["ts"] < origins[0]], origins[0] - STEP, STEP, 0.8)
+    fc["fallback_cal"] = [simple.calibration] * len(fc)
+    fixed = adaptive_intervals(fc.assign(fixed_bounds=True), None, winter, 0.8, 28)
+    expected = baseline.apply_intervals(fc.sort_values(["origin", "ts"]).reset_index(drop=True), simple.calibration)
+    np.testing.assert_allclose(fixed["lower"], expected["lower"])
+    np.testing.assert_allclose(fixed["upper"], expected["upper"])
+    # ... where a model's origins are re-calibrated from the errors issued before them
+    adapted = adaptive_intervals(fc, None, winter, 0.8, 28)
+    assert not np.allclose(adapted["lower"], expected["lower"], equal_nan=True)

@@ -477,7 +477,8 @@ def backtest(
                 f"{settings.forecast_min_history_days} needed (POWERSENSE_FORECAST_MIN_HISTORY_DAYS){why}")
         if days < settings.forecast_model_min_history_days and current is None:
             # too little history for the model: production's fallback, the best simple model on the last weeks
-            # (service.best_simple_model), and say so
+            # (service.best_simple_model), and say so; chosen again at every origin with its own bounds, as each
+            # production run does (fallback_forecast)
             simple = best_simple_model(train, train["ts"].max(), step, cfg.interval_level, tz)
             degraded.append(f"{td.isoformat()}: {days:.0f} days of valid history < "
                             f"{settings.forecast_model_min_history_days} needed for the model; {simple.reason}")
@@ -488,11 +489,17 @@ def backtest(
             bar.update(1)
             nxt = train_dates[i + 1] if i + 1 < len(train_dates) else origins[-1] + pd.Timedelta(days=1)
             mine = origins[(origins >= td) & (origins < nxt)]
-            fc = simple.forecast(grid[grid["ts"] < mine.max()], mine, steps, step, tz).assign(model_weight=0.0)
-            fc["fallback_cal"] = [simple.calibration] * len(fc)
-            for n in names:
-                fcs[n].append(fc)
-            bar.update(len(mine))
+            for o in mine:
+                past = grid[grid["ts"] < o]
+                last = past.dropna(subset=["value"])["ts"].max()
+                chosen = best_simple_model(past, last, step, cfg.interval_level, tz,
+                                           gap=max(o - last - step, pd.Timedelta(0)))
+                fc = chosen.forecast(past, pd.DatetimeIndex([o]), steps, step, tz).assign(model_weight=0.0,
+                                                                                          fixed_bounds=True)
+                fc["fallback_cal"] = [chosen.calibration] * len(fc)
+                for n in names:
+                    fcs[n].append(fc)
+                bar.update(1)
             continue
         t0 = time.perf_counter()
         m, hold = train_and_calibrate(train, settings, cfg, weather=holdout_weather)
@@ -892,17 +899,19 @@ def adaptive_intervals(fc: pd.DataFrame, seeds: pd.DataFrame | None, actual: pd.
     """Intervals of each origin's forecast from the errors (and the coverage) of the forecasts issued before it
     (see :func:`shared.forecasting.combine.adaptive_calibration`), origin after origin as production issues them;
     ``fc`` carries each origin's fallback calibration (its model's holdout calibration) in ``fallback_cal``;
-    ``seeds`` are earlier issued forecasts (with their intervals)."""
+    ``seeds`` are earlier issued forecasts (with their intervals). An origin whose rows say ``fixed_bounds`` (the
+    simple-model fallback) keeps its ``fallback_cal`` as it is: production's fallback issues its own bounds."""
     fc = fc.sort_values(["origin", "ts"]).reset_index(drop=True)
     cols = ["origin", "ts", "yhat", "lead_day", "lower", "upper"]
     issued = fc[["origin", "ts", "yhat", "lead_day"]].assign(lower=np.nan, upper=np.nan)
     seed = seeds.reindex(columns=cols) if seeds is not None else issued.iloc[0:0]
     pool = pd.concat([seed, issued], ignore_index=True)
     off = len(seed)
-    out = fc.drop(columns=["fallback_cal"]).assign(lower=np.nan, upper=np.nan)
+    fixed = fc["fixed_bounds"].eq(True).to_numpy() if "fixed_bounds" in fc else np.zeros(len(fc), dtype=bool)
+    out = fc.drop(columns=["fallback_cal", "fixed_bounds"], errors="ignore").assign(lower=np.nan, upper=np.nan)
     for o, idx in fc.groupby("origin", sort=True).indices.items():
-        cal = combine.adaptive_calibration(pool, actual, pd.Timestamp(o), level, window_days,
-                                           fc["fallback_cal"].iloc[idx[0]])
+        cal = fc["fallback_cal"].iloc[idx[0]] if fixed[idx[0]] else combine.adaptive_calibration(
+            pool, actual, pd.Timestamp(o), level, window_days, fc["fallback_cal"].iloc[idx[0]])
         part = baseline.apply_intervals(out.iloc[idx][["yhat", "lead_day"]], cal)
         out.loc[idx, "lower"], out.loc[idx, "upper"] = part["lower"].to_numpy(), part["upper"].to_numpy()
         pool.loc[idx + off, "lower"], pool.loc[idx + off, "upper"] = part["lower"].to_numpy(), part["upper"].to_numpy()
