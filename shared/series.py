@@ -64,8 +64,8 @@ def freshness_levels(settings: Settings) -> dict[Freshness, float]:
     thresholds :func:`freshness_status` applies, the query function exports
     (``powersense_data_freshness_threshold_seconds``, which the data-stale alerts compare with), dbt's source
     freshness renders and the dashboards colour by."""
-    return {"late": settings.dq_freshness_max_min * 60.0, "stale": float(settings.query_max_data_age_s),
-            "too_old": settings.forecast_max_staleness_hours * 3600.0}
+    levels = settings.freshness_levels()  # defined with the settings, whose start-up check orders them
+    return {"late": levels["late"], "stale": levels["stale"], "too_old": levels["too_old"]}
 
 
 def freshness_status(age_s: float, settings: Settings) -> Freshness:

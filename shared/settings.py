@@ -762,15 +762,21 @@ class Settings(BaseSettings):
 
         return iso_instant(v)
 
+    def freshness_levels(self) -> dict[str, float]:
+        """The ages (s) past which data is ``late``, ``stale`` and ``too_old``, in order (checked at start-up):
+        :func:`shared.series.freshness_levels`."""
+        return {"late": self.dq_freshness_max_min * 60.0, "stale": float(self.query_max_data_age_s),
+                "too_old": self.forecast_max_staleness_hours * 3600.0}
+
     @model_validator(mode="after")
     def _freshness_levels_in_order(self) -> Settings:
         # late ≤ stale ≤ too old for the model: each level of shared.series.freshness_status includes the next
-        late_s, stale_s = self.dq_freshness_max_min * 60, self.query_max_data_age_s
-        if not late_s <= stale_s <= self.forecast_max_staleness_hours * 3600:
+        late_s, stale_s, too_old_s = self.freshness_levels().values()
+        if not late_s <= stale_s <= too_old_s:
             raise ValueError(
                 "fresh-data levels out of order: need POWERSENSE_DQ_FRESHNESS_MAX_MIN (minutes, late) × 60 <= "
                 "POWERSENSE_QUERY_MAX_DATA_AGE_S (seconds, stale) <= POWERSENSE_FORECAST_MAX_STALENESS_HOURS (hours) "
-                f"× 3600; got {late_s:g} s, {stale_s:g} s, {self.forecast_max_staleness_hours * 3600:g} s")
+                f"× 3600; got {late_s:g} s, {stale_s:g} s, {too_old_s:g} s")
         return self
 
     @model_validator(mode="after")

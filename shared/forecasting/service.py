@@ -1246,6 +1246,9 @@ FALLBACK_CALIBRATION_DAYS = 91
 FALLBACK_HISTORY = pd.Timedelta(days=FALLBACK_CALIBRATION_DAYS + LEVEL_BLOCKS + 28)
 
 
+SIMPLE_DEFAULT = next(iter(baseline.SIMPLE_MODELS))  # seasonal naive: the product's challenger and benchmark
+
+
 @dataclass(frozen=True)
 class SimpleModel:
     """The simple model a series without a usable model gets, per lead day (:func:`best_simple_model`)."""
@@ -1258,21 +1261,21 @@ class SimpleModel:
     def forecast(self, history: pd.DataFrame, origins: pd.DatetimeIndex, steps: int, step: pd.Timedelta,
                  tz: str = TZ) -> pd.DataFrame:
         """Long frame ``origin, ts, yhat, lead_day, yhat_source`` from each origin: each lead day's model."""
-        return _simple_per_lead_day(history, origins, steps, step, tz, self.sources)
+        frames = {name: baseline.simple_many(name, history, origins, steps, step, tz)
+                  for name in dict.fromkeys([SIMPLE_DEFAULT, *self.sources.values()])}
+        return _per_lead_day(frames, self.sources)
 
 
-def _simple_per_lead_day(history: pd.DataFrame, origins: pd.DatetimeIndex, steps: int, step: pd.Timedelta, tz: str,
-                         sources: dict[str, str]) -> pd.DataFrame:
-    first = next(iter(baseline.SIMPLE_MODELS))
-    out: pd.DataFrame | None = None
-    for name in dict.fromkeys([first, *sources.values()]):
-        fc = baseline.simple_many(name, history, origins, steps, step, tz)
-        if out is None:
-            out = fc.assign(yhat_source=first)
-        mine = fc["lead_day"].astype(str).map(sources).fillna(first).to_numpy() == name
-        out.loc[mine, "yhat"], out.loc[mine, "yhat_source"] = fc.loc[mine, "yhat"].to_numpy(), name
-    assert out is not None
-    return out
+def _per_lead_day(frames: dict[str, pd.DataFrame], sources: dict[str, str]) -> pd.DataFrame:
+    """``frames[SIMPLE_DEFAULT]`` (``origin, ts, yhat, lead_day``) with each lead day's yhat taken from the frame of
+    its model in ``sources`` (matched on origin and ts; seasonal naive where none is named), and ``yhat_source``."""
+    fc = frames[SIMPLE_DEFAULT].assign(yhat_source=SIMPLE_DEFAULT).reset_index(drop=True)
+    chosen = fc["lead_day"].astype(str).map(sources).fillna(SIMPLE_DEFAULT)
+    for name in set(sources.values()) - {SIMPLE_DEFAULT}:
+        other = fc[["origin", "ts"]].merge(frames[name][["origin", "ts", "yhat"]], on=["origin", "ts"], how="left")
+        mine = (chosen == name).to_numpy()
+        fc.loc[mine, "yhat"], fc.loc[mine, "yhat_source"] = other.loc[mine, "yhat"].to_numpy(), name
+    return fc
 
 
 def best_simple_model(grid: pd.DataFrame, last: pd.Timestamp, step: pd.Timedelta, level: float, tz: str = TZ,
@@ -1304,12 +1307,11 @@ def best_simple_model(grid: pd.DataFrame, last: pd.Timestamp, step: pd.Timedelta
     grid = grid[grid["ts"] >= origins[0] - pd.Timedelta(days=LEVEL_BLOCKS + 28) - gap] if len(origins) else grid
     recent = last - pd.Timedelta(days=days)
     per_day_steps = int(pd.Timedelta(days=1) / step)
-    first = next(iter(baseline.SIMPLE_MODELS))
     valid = grid.dropna(subset=["value"])[["ts"]]
     scores: dict[str, dict[str, float]] = {}
     counts: dict[str, dict[str, int]] = {}
     frames: dict[str, pd.DataFrame] = {}
-    for name in dict.fromkeys([first, *models]):
+    for name in dict.fromkeys([SIMPLE_DEFAULT, *models]):
         top = tops.get(name, LEVEL_BLOCKS)
         fc = baseline.simple_many(name, grid, origins, top * per_day_steps, step, tz, gap=gap)
         frames[name] = fc[fc["ts"] <= last]
@@ -1324,18 +1326,13 @@ def best_simple_model(grid: pd.DataFrame, last: pd.Timestamp, step: pd.Timedelta
     def eligible(name: str, k: str) -> bool:
         return k in scores[name] and counts[name].get(k, 0) >= max(c.get(k, 0) for c in counts.values())
 
-    sources = {k: min((n for n in scores if eligible(n, k)), key=lambda n: scores[n][k], default=first)
+    sources = {k: min((n for n in scores if eligible(n, k)), key=lambda n: scores[n][k], default=SIMPLE_DEFAULT)
                for k in leads}
     # what it would have issued from those origins: each lead day's model (seasonal naive where none was scored)
-    fc = frames[first].assign(yhat_source=first).reset_index(drop=True)
-    chosen = fc["lead_day"].astype(str).map(sources).fillna(first)
-    for name in set(sources.values()) - {first}:
-        other = fc[["origin", "ts"]].merge(frames[name][["origin", "ts", "yhat"]], on=["origin", "ts"], how="left")
-        mine = (chosen == name).to_numpy()
-        fc.loc[mine, "yhat"], fc.loc[mine, "yhat_source"] = other.loc[mine, "yhat"].to_numpy(), name
+    fc = _per_lead_day(frames, sources)
     if not leads:
-        return SimpleModel({}, {}, fc, f"{first}: no valid value in the last {days} days to score the simple models "
-                           "on, so no interval")
+        return SimpleModel({}, {}, fc, f"{SIMPLE_DEFAULT}: no valid value in the last {days} days to score the "
+                           "simple models on, so no interval")
     why = (f"best simple model per 24-hour lead day over the last {days} days (MAPE % " + " / ".join(scores) + "): "
            + ", ".join(f"lead day {k} {sources[k]} " + "/".join(f"{scores[n][k]:.1f}" if k in scores[n] else "–"
                                                                 for n in scores) for k in leads)
