@@ -124,6 +124,42 @@ def test_schedule_table_in_rules_matches_the_stack(stack: dict[str, Any]) -> Non
     assert table == expected
 
 
+def test_a_forecast_is_stale_at_the_same_age_in_the_alerts_dbt_the_runbook_and_the_dashboard(
+        stack: dict[str, Any]) -> None:
+    # "the forecast is stale" is two missed issues of the forecast schedule, "critical" 6 h: written in the alerts,
+    # dbt's source freshness of the forecasts table, the runbook and the panel's description (none of them can read
+    # openfaas-stack.yml); a schedule change must move all four
+    rules = {r["alert"]: r for p in (PROM / "rules").glob("*.yml") for g in yaml.safe_load(p.read_text())["groups"]
+             for r in g["rules"] if "alert" in r}
+    alert_s = {}
+    for name in ("PowerSenseForecastStale", "PowerSenseForecastStaleCritical"):
+        m = re.fullmatch(r"max without \(instance, job\) \(powersense_forecast_age_seconds\) > (\d+) \* 3600",
+                         rules[name]["expr"].strip())
+        assert m, rules[name]["expr"]
+        alert_s[name] = int(m[1]) * 3600
+    it = croniter(stack["functions"]["forecast"]["annotations"]["schedule"], datetime(2026, 1, 5))
+    first = it.get_next(datetime)
+    period_s = (it.get_next(datetime) - first).total_seconds()
+    assert alert_s["PowerSenseForecastStale"] == 2 * period_s
+
+    sources = yaml.safe_load((REPO / "dbt/models/sources.yml").read_text())
+    [table] = [t for s in sources["sources"] for t in s["tables"] if t["name"] == "forecasts"]
+    seconds = {"minute": 60, "hour": 3600, "day": 86400}
+    dbt_s = {level: table["freshness"][level]["count"] * seconds[table["freshness"][level]["period"]]
+             for level in ("warn_after", "error_after")}
+    assert dbt_s == {"warn_after": alert_s["PowerSenseForecastStale"],
+                     "error_after": alert_s["PowerSenseForecastStaleCritical"]}
+
+    runbook = (REPO / "docs/runbook.md").read_text()
+    dashboards = "".join(p.read_text() for p in DASHBOARDS)
+    for name, age_s in alert_s.items():
+        hours = age_s // 3600
+        assert f"more than {hours} h" in rules[name]["annotations"]["description"], name
+        assert f"`powersense_forecast_age_seconds > {hours} * 3600`" in runbook, name
+    warn_h = alert_s["PowerSenseForecastStale"] // 3600
+    assert f"Seconds since the newest forecast was issued (alert above {warn_h} h)." in dashboards
+
+
 def test_alertmanager_config_is_valid() -> None:
     res = run(tool("amtool"), "check-config", str(OBS / "alertmanager" / "alertmanager.yml"))
     assert res.returncode == 0, res.stdout + res.stderr

@@ -712,12 +712,20 @@ def test_forecast_accuracy_mart_scores_as_the_product_does(ops_store: Store, dbt
 SCRAPE_AT = datetime(2024, 1, 1, 12, 15, tzinfo=UTC)
 
 
-@pytest.fixture
-def query_metrics(ops_store: Store, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The exposition the real query function serves on /metrics for the test database."""
+PROMETHEUS_CONFIGS = {"faasd": REPO / "observability/prometheus/prometheus.yml",
+                      "compose": REPO / "observability/prometheus/prometheus.compose.yml",
+                      "kubernetes": REPO / "deploy/kubernetes/prometheus/prometheus.yml"}
+
+
+def _scrape_query(ops_store: Store, monkeypatch: pytest.MonkeyPatch, path: str = "/metrics",
+                  through_gateway: bool = False) -> str:
+    """The exposition the real query function serves for the test database at SCRAPE_AT, after detect's scheduled
+    run: at ``path`` on the function itself, or through the embedded OpenFaaS gateway (which forwards
+    ``/function/query/<rest>`` to the function's ``/<rest>`` as the OpenFaaS gateway does)."""
     from fastapi.testclient import TestClient
 
     from local_dev.functions import load_handler
+    from local_dev.gateway import create_gateway_app
     from shared import clock
     from shared import settings as settings_mod
     from shared import store as store_mod
@@ -734,13 +742,63 @@ def query_metrics(ops_store: Store, monkeypatch: pytest.MonkeyPatch) -> str:
 
         with stage_run(ops_store, "detect", trigger="cron") as run:
             run_detect(ops_store, settings_mod.get_settings(), run)
-        response = TestClient(load_handler("query").app).get("/metrics")
+        app = create_gateway_app(["query"], with_replay=False) if through_gateway else load_handler("query").app
+        response = TestClient(app).get(path)
         assert response.status_code == 200, response.text
         return response.text
     finally:
         clock.install(None)
         settings_mod.get_settings.cache_clear()
         store_mod.reset_store()
+
+
+@pytest.fixture
+def query_metrics(ops_store: Store, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The exposition the real query function serves on /metrics for the test database."""
+    return _scrape_query(ops_store, monkeypatch)
+
+
+def _names_the_rules_read_from_the_query_function() -> set[str]:
+    """Metric names the alerting and recording rules read that the query function's exporter produces (the rest
+    are pushed by the stages, or come from ClickHouse, the gateway, node-exporter …)."""
+    exporter = (REPO / "shared/query/metrics.py").read_text()
+    produced = set(re.findall(r'"(powersense_[a-z0-9_]+)"', exporter))
+    rules = "\n".join(p.read_text() for p in (REPO / "observability/prometheus/rules").glob("*.yml"))
+    read = set(re.findall(r"\bpowersense_[a-z0-9_]+", re.sub(r'"[^"]*"', '""', rules)))
+    return produced & read
+
+
+@pytest.mark.parametrize("topology", sorted(PROMETHEUS_CONFIGS))
+def test_each_prometheus_scrapes_the_query_gauges_the_rules_read_where_the_function_serves_them(
+        topology: str, ops_store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The job each shipped Prometheus config scrapes for the query function (path and target) reaches the query
+    function's own /metrics: through the OpenFaaS gateway on faasd and Kubernetes, on the function's watchdog port in
+    plain compose. Every gauge the rules read from it is there: the fresh-data thresholds of the data-stale alerts
+    among them (a job pointed elsewhere leaves PowerSenseDataStale silent and only FreshnessUnknown to say so)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    config = yaml.safe_load(PROMETHEUS_CONFIGS[topology].read_text())
+    [job] = [j for j in config["scrape_configs"] if j["job_name"] == "powersense-query"]
+    [target] = [t for sc in job["static_configs"] for t in sc["targets"]]
+    host, port = target.rsplit(":", 1)
+    path = job.get("metrics_path", "/metrics")
+    # of-watchdog serves the function on 8080, and so does the OpenFaaS gateway (faasd, the openfaas chart)
+    assert port == "8080", target
+    if path.startswith("/function/"):
+        assert host.split(".")[0] == "gateway", f"{topology}: {target} is not the OpenFaaS gateway"
+        body = _scrape_query(ops_store, monkeypatch, path, through_gateway=True)
+    else:
+        assert host == "query", f"{topology}: {target} is not the query function's service"
+        body = _scrape_query(ops_store, monkeypatch, path)
+    served = set()
+    for family in text_string_to_metric_families(body):
+        served |= {family.name, *(s.name for s in family.samples)}
+        if family.type == "counter":
+            served.add(f"{family.name}_total")
+    wanted = _names_the_rules_read_from_the_query_function()
+    assert {"powersense_data_freshness_seconds", "powersense_data_freshness_threshold_seconds",
+            "powersense_forecast_age_seconds"} <= wanted
+    assert wanted <= served, f"{topology}: read by the rules, not served at {target}{path}: {sorted(wanted - served)}"
 
 
 def test_query_metrics_carry_the_names_and_labels_the_alerts_expect(query_metrics: str) -> None:
