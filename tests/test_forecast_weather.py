@@ -47,21 +47,29 @@ def enedis() -> pd.DataFrame:
     return frame[["ts", "realised"]].rename(columns={"realised": "value"})
 
 
-@pytest.fixture
-def wx_settings(store: Store, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, winter_2023: pd.DataFrame,
-                enedis: pd.DataFrame) -> Iterator[Settings]:
+def _with_weather(store: Store, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, winter_2023: pd.DataFrame,
+                  enedis: pd.DataFrame, realised: list[tuple[date, date]]) -> Iterator[Settings]:
+    """The load, the realised temperature over the ``realised`` spans (as backfilled on 13 March), the temperature
+    forecast issued at 06:20 and featurize's weather run; the tests' fast model settings."""
     insert_measurements(store, winter_2023)
     gen = fast_model_settings(monkeypatch, tmp_path)
     settings = next(gen).model_copy(update={"poll_bootstrap": False})
     clock.install(clock.SimulatedClock(datetime(2023, 3, 13, 6, tzinfo=UTC), 0.0))
     try:
-        backfill(store, settings, date(2023, 1, 1), date(2023, 3, 13), shipped=True)
+        for first, end in realised:
+            backfill(store, settings, first, end, shipped=True)
     finally:
         clock.install(None)
     store_forecast(store, settings, forecast_window(enedis, ISSUED_1), ISSUED_1)
     assert featurize_weather(store, settings, FEATURIZED)["rows_out"] > 0
     yield settings
     next(gen, None)
+
+
+@pytest.fixture
+def wx_settings(store: Store, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, winter_2023: pd.DataFrame,
+                enedis: pd.DataFrame) -> Iterator[Settings]:
+    yield from _with_weather(store, monkeypatch, tmp_path, winter_2023, enedis, [(date(2023, 1, 1), date(2023, 3, 13))])
 
 
 def _rows(store: Store, run_id: str) -> pd.DataFrame:
@@ -225,3 +233,29 @@ def test_a_longer_horizon_with_a_longer_temperature_forecast_starts(monkeypatch:
         assert settings_mod.get_settings().forecast_horizon_days == 10
     finally:
         settings_mod.get_settings.cache_clear()
+
+
+@pytest.fixture
+def holed_settings(store: Store, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, winter_2023: pd.DataFrame,
+                   enedis: pd.DataFrame) -> Iterator[Settings]:
+    """As ``wx_settings``, but the realised temperature misses 1–4 March (an archive outage longer than poll-weather's
+    catch-up, never backfilled): a hole inside the weather model's training holdout (its last 18 days)."""
+    yield from _with_weather(store, monkeypatch, tmp_path, winter_2023, enedis,
+                             [(date(2023, 1, 1), date(2023, 3, 1)), (date(2023, 3, 5), date(2023, 3, 13))])
+
+
+@pytest.mark.slow
+def test_a_hole_in_the_realised_temperature_leaves_its_holdout_origins_out_not_the_weather_model(
+        store: Store, holed_settings: Settings, tmp_path: Path) -> None:
+    # the weather model's training failed at every hourly run ("weather model: no weather for N target steps") for
+    # as long as the hole stayed in its holdout: no weather model, and a training's CPU spent each hour for nothing
+    artifacts = LocalArtifactStore(tmp_path / "models")
+    assert _run(store, holed_settings, artifacts, "run-1").trained["model"] == "weather_free"  # type: ignore[index]
+    second = _run(store, holed_settings, artifacts, "run-2")
+    assert second.trained is not None and second.trained["model"] == "weather", second.trained
+    assert second.trained.get("decision") == "promoted", second.trained
+    holdout = artifacts.current(service.weather_series_key(holed_settings))["backtest_metrics"]["holdout"]  # type: ignore[index]
+    # every origin whose 8 days of targets meet the hole (1–4 March) is left out, and said so; the others are scored
+    skipped = holdout["origins_without_weather"]
+    assert skipped["count"] > 0 and skipped["first"].startswith("2023-02-2")
+    assert set(_rows(store, "run-2")["weather_status"]) == {"used"}

@@ -159,6 +159,45 @@ def test_weather_model_without_weather_raises(data: dict) -> None:
         fm.predict(model, gw, origins, weather=holed)
 
 
+def _ten_origins_without(data: dict, hole_start: str, hours: int) -> tuple[pd.DatetimeIndex, pd.DataFrame]:
+    """Ten daily origins' weather features from the real temperature, less ``hours`` of targets from ``hole_start``."""
+    real = data["real"]
+    origins = pd.date_range("2022-04-01 10:00", periods=10, freq="D", tz="UTC")
+    wx = features_for_origins(real, perfect_provider(real, HORIZON, STEP)(origins), origins, 30, True)
+    start = pd.Timestamp(hole_start, tz="UTC")
+    return origins, wx[(wx["ts"] < start) | (wx["ts"] >= start + pd.Timedelta(hours=hours))]
+
+
+def test_a_weather_model_forecasts_from_the_origins_whose_every_target_has_weather(data: dict) -> None:
+    origins, holed = _ten_origins_without(data, "2022-04-12", 24)
+    known = fm.weather_known_origins(holed, origins, 30)
+    # 8 days of targets from 10:00: the origins up to 3 April end before the lost day, the later ones meet it
+    assert list(known) == list(origins[:3])
+    assert fm.predict(data["model"], data["gw"], known, weather=holed)["yhat"].notna().all()
+    with pytest.raises(ModelError, match="no weather"):
+        fm.predict(data["model"], data["gw"], origins[3:4], weather=holed)
+
+
+def test_a_holdout_is_scored_without_the_origins_a_hole_in_the_temperature_meets(data: dict) -> None:
+    from shared.forecasting.service import weather_scored_origins
+
+    origins, holed = _ten_origins_without(data, "2022-04-17 06:00", 2)  # two hours lost on 17 April
+    kept, left_out = weather_scored_origins(holed, origins, data["model"].config)
+    assert list(kept) == list(origins[:8])
+    assert left_out == {"count": 2, "of": 10, "first": "2022-04-09T10:00:00+00:00",
+                        "last": "2022-04-10T10:00:00+00:00"}
+    assert weather_scored_origins(data["wx"], data["origins"], data["model"].config) == (data["origins"], None)
+
+
+def test_a_holdout_mostly_without_temperature_is_an_error_that_names_the_backfill(data: dict) -> None:
+    origins, holed = _ten_origins_without(data, "2022-04-12", 24)  # 7 of 10 origins meet the lost day
+    from shared.forecasting.service import weather_scored_origins
+
+    with pytest.raises(ModelError, match=r"7 of the 10 holdout origins .*python -m shared weather-backfill "
+                                         r"--archive --start 2022-04-04 --end 2022-04-19"):
+        weather_scored_origins(holed, origins, data["model"].config)
+
+
 def test_forecast_uses_the_weather_known_at_the_origin_only(data: dict) -> None:
     model, gw, real, origins, wx = data["model"], data["gw"], data["real"], data["origins"], data["wx"]
     base = fm.predict(model, gw, origins, weather=wx)

@@ -1045,8 +1045,7 @@ def predict(model: LoadModel, history: pd.DataFrame, origins: list[pd.Timestamp]
     lo = origins.min() - pd.Timedelta(days=max(level_lags_of(cfg) + _extra_blocks(cfg), cfg.shape_days) + 2)
     keep = (hts >= lo) & (hts < origins.max())
     hts, hval = hts[keep], hist["value"].to_numpy()[keep]
-    n_steps = int(horizon_end / step)
-    targets = [pd.date_range(o, periods=n_steps, freq=step) for o in origins]
+    targets = _targets(origins, step, horizon_end)
     target_lin: list[np.ndarray] | None = None
     if cfg.weather:
         if weather is not None and model.weather_damping:
@@ -1115,6 +1114,39 @@ def mix_linear(fc: pd.DataFrame, model: LoadModel) -> pd.DataFrame:
     return out
 
 
+def _targets(origins: pd.DatetimeIndex, step: pd.Timedelta, horizon_end: pd.Timedelta) -> list[pd.DatetimeIndex]:
+    """Each origin's target steps in :func:`predict`: from the origin to ``origin + horizon_end``."""
+    n_steps = int(horizon_end / step)
+    return [pd.date_range(o, periods=n_steps, freq=step) for o in origins]
+
+
+def _target_weather(weather: pd.DataFrame, origins: pd.DatetimeIndex, targets: list[pd.DatetimeIndex],
+                    ) -> tuple[pd.MultiIndex, pd.DataFrame]:
+    """The (origin, target) keys of every origin's targets and the weather the profile reads there, as known at the
+    origin (``weather``: ``origin, ts, *WEATHER_COLUMNS``; NaN where ``weather`` has none)."""
+    w = weather.assign(origin=pd.DatetimeIndex(weather["origin"]).tz_convert("UTC"),
+                       ts=pd.DatetimeIndex(weather["ts"]).tz_convert("UTC"))
+    w = w.drop_duplicates(["origin", "ts"], keep="last").set_index(["origin", "ts"])[["hdd_smooth", "cdd_smooth"]]
+    keys = pd.MultiIndex.from_arrays([np.repeat(origins, [len(t) for t in targets]),
+                                      pd.DatetimeIndex(np.concatenate([t.asi8 for t in targets]), tz="UTC")])
+    return keys, w.reindex(keys)
+
+
+def weather_known_origins(weather: pd.DataFrame, origins: pd.DatetimeIndex | list[pd.Timestamp],
+                          resolution_min: int, horizon_end: pd.Timedelta | None = None) -> pd.DatetimeIndex:
+    """The ``origins`` whose every target (:func:`predict`'s, up to ``origin + horizon_end``) has the weather known
+    at the origin in ``weather``: those a weather model can forecast from (any other raises :class:`ModelError`
+    in :func:`predict`)."""
+    origins = pd.DatetimeIndex(origins).tz_convert("UTC")
+    if len(origins) == 0:
+        return origins
+    step = pd.Timedelta(minutes=resolution_min)
+    targets = _targets(origins, step, horizon_end or pd.Timedelta(hours=24 * BLOCKS_OUT))
+    _, tw = _target_weather(weather, origins, targets)
+    bad = tw.isna().any(axis=1).to_numpy().reshape(len(origins), -1).any(axis=1)
+    return origins[~bad]
+
+
 def _weather_profiles(model: LoadModel, hist: pd.DataFrame, hts: pd.DatetimeIndex, origins: pd.DatetimeIndex,
                       targets: list[pd.DatetimeIndex], weather: pd.DataFrame | None, hval: np.ndarray,
                       ) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray] | None]:
@@ -1126,12 +1158,7 @@ def _weather_profiles(model: LoadModel, hist: pd.DataFrame, hts: pd.DatetimeInde
     if weather is None or not {"hdd_smooth", "cdd_smooth"} <= set(hist.columns):
         raise ModelError("weather model: no weather given (history needs the realised weather, weather the "
                          "features known at each origin)")
-    w = weather.assign(origin=pd.DatetimeIndex(weather["origin"]).tz_convert("UTC"),
-                       ts=pd.DatetimeIndex(weather["ts"]).tz_convert("UTC"))
-    w = w.drop_duplicates(["origin", "ts"], keep="last").set_index(["origin", "ts"])[["hdd_smooth", "cdd_smooth"]]
-    keys = pd.MultiIndex.from_arrays([np.repeat(origins, [len(t) for t in targets]),
-                                      pd.DatetimeIndex(np.concatenate([t.asi8 for t in targets]), tz="UTC")])
-    tw = w.reindex(keys)
+    keys, tw = _target_weather(weather, origins, targets)
     bad = tw.isna().any(axis=1).to_numpy()
     if bad.any():
         o = keys[int(np.argmax(bad))]

@@ -182,22 +182,25 @@ def train_and_calibrate(grid: pd.DataFrame, settings: Settings, cfg: Any | None 
         # learnt on the history, ModelConfig.persistence_shrink) does better at long leads
         # (ModelConfig.level_network, measured in bench.short_series)
         cfg = replace(cfg, level_network=False)
-    model = fm.fit(grid[grid["ts"] < hold_start], cfg)
     origins = holdout_origins(hold_start, end, tz=cfg.timezone, cfg=cfg)
     if len(origins) == 0:
         raise ModelError("holdout too short for calibration")
-    wx, holdout_weather = None, None
+    wx, holdout_weather, without_weather = None, None, None
     if cfg.weather:
+        # before the fit: a holdout the weather cannot score fails in seconds, not after a training's minute
         wx, holdout_weather = holdout_weather_features(grid, origins, cfg, weather)
-        if cfg.weather_damping:
-            # the slopes the temperature forecast's anomaly is damped by, learnt on the forecasts the holdout is
-            # scored with (those production meets); predict applies them, here and in every later prediction
-            # (another series than France's: toward its own normal, none with under a year of temperature)
-            harmonics = fit_normal(grid) if cfg.weather_normal == "own" else []
-            if cfg.weather_normal != "own" or harmonics:
-                model.weather_normal_harmonics = harmonics
-                model.weather_normal_offset = normal_offset(grid, harmonics)
-                model.weather_damping = learn_damping(wx, grid, model.weather_normal_offset, harmonics)
+        origins, without_weather = weather_scored_origins(wx, origins, cfg)
+        wx = wx[pd.DatetimeIndex(wx["origin"]).tz_convert("UTC").isin(origins)]
+    model = fm.fit(grid[grid["ts"] < hold_start], cfg)
+    if wx is not None and cfg.weather_damping:
+        # the slopes the temperature forecast's anomaly is damped by, learnt on the forecasts the holdout is
+        # scored with (those production meets); predict applies them, here and in every later prediction
+        # (another series than France's: toward its own normal, none with under a year of temperature)
+        harmonics = fit_normal(grid) if cfg.weather_normal == "own" else []
+        if cfg.weather_normal != "own" or harmonics:
+            model.weather_normal_harmonics = harmonics
+            model.weather_normal_offset = normal_offset(grid, harmonics)
+            model.weather_damping = learn_damping(wx, grid, model.weather_normal_offset, harmonics)
     raw = fm.predict(model, grid, origins, weather=wx, parts=True)
     raw = raw[raw["ts"] < end]
     if "yhat_linear" in raw:
@@ -220,6 +223,8 @@ def train_and_calibrate(grid: pd.DataFrame, settings: Settings, cfg: Any | None 
         metrics["warning"] = warning
     if holdout_weather:
         metrics["holdout_weather"] = holdout_weather
+    if without_weather:
+        metrics["origins_without_weather"] = without_weather
     if not cfg.level_network:
         # a model without a level network (less valid history than forecast_level_min_history_days) is trained again
         # on the whole history once the holdout has set its weights and calibration: the holdout is its most recent
@@ -275,6 +280,33 @@ def holdout_weather_features(grid: pd.DataFrame, origins: pd.DatetimeIndex, cfg:
         label = str(getattr(weather, "label", "weather provider (forecast known at each origin)"))
     wx = features_for_origins(realised, fc, origins, cfg.resolution_min, cfg.weather_smoothed_input)
     return wx, label
+
+
+def weather_scored_origins(wx: pd.DataFrame, origins: pd.DatetimeIndex, cfg: Any,
+                           ) -> tuple[pd.DatetimeIndex, dict[str, Any] | None]:
+    """The holdout origins a weather model is scored on: those whose every target has the weather known at the
+    origin in ``wx`` (:func:`holdout_weather_features`; ``model.weather_known_origins``), and which were left out
+    (``count``, ``of``, ``first``, ``last``; None when none).
+
+    A hole in the realised temperature (an archive outage longer than poll-weather's catch-up, never backfilled)
+    made every training of the weather model fail while it lay in the holdout ("no weather for N target steps"):
+    no weather model, and a training's CPU spent at every hourly run for nothing. The origins that meet it are left
+    out instead; under half of the holdout left is a :class:`ModelError` that says how to fill the hole.
+    """
+    from shared.forecasting.model import weather_known_origins
+
+    known = weather_known_origins(wx, origins, cfg.resolution_min)
+    if len(known) == len(origins):
+        return origins, None
+    missing = origins.difference(known)
+    if 2 * len(known) < len(origins):
+        raise ModelError(
+            f"weather model: no temperature for the targets of {len(missing)} of the {len(origins)} holdout origins "
+            f"({missing[0].isoformat()} … {missing[-1].isoformat()}); fill the realised temperature: python -m "
+            f"shared weather-backfill --archive --start {missing[0]:%Y-%m-%d} --end "
+            f"{missing[-1] + pd.Timedelta(days=LEVEL_BLOCKS + 1):%Y-%m-%d}")
+    return known, {"count": len(missing), "of": len(origins), "first": missing[0].isoformat(),
+                   "last": missing[-1].isoformat()}
 
 
 def valid_history_days(grid: pd.DataFrame, resolution_min: int) -> float:
@@ -1030,7 +1062,10 @@ def current_holdout_mape(current: Any, grid: pd.DataFrame, h0: pd.Timestamp, h1:
         return None, NOT_COMPARED
     cfg = current.config  # the current model is of the new one's kind (same series): its weather, its time zone
     origins = holdout_origins(h0, h1, tz=cfg.timezone, cfg=cfg)
-    wx = holdout_weather_features(grid, origins, cfg, provider)[0] if cfg.weather else None
+    wx = None
+    if cfg.weather:  # scored on the new model's origins: those with the weather known at every target
+        wx = holdout_weather_features(grid, origins, cfg, provider)[0]
+        origins = weather_scored_origins(wx, origins, cfg)[0]
     return holdout_metrics(issue(current, grid, origins, weather=wx), grid, h1)["mape"], None
 
 
