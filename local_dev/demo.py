@@ -71,14 +71,26 @@ def ensure_secrets(secrets_dir: Path) -> dict[str, str]:
     return created
 
 
+def clock_start(newest: datetime | None, start: datetime, bootstrapped: bool) -> tuple[datetime, bool]:
+    """Where the simulated clock starts, and whether that is a resume: ``start`` before the bootstrap is done (an
+    empty store, or an interrupted bootstrap, which reloads up to ``start``); else the quarter-hour after the newest
+    stored value, whatever ``start`` says. A restart without ``--start`` after a first run with an earlier one used
+    to jump to the default start: months the poll then fetched a month per run, and a weather model whose realised
+    temperature had a hole of those months."""
+    if newest is None or not bootstrapped:
+        return start, False
+    return newest.replace(tzinfo=UTC) + timedelta(minutes=15), True
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """Command-line options of the demo."""
     p = argparse.ArgumentParser(prog="python -m local_dev demo", description=__doc__)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=_port, default=os.environ.get("POWERSENSE_GATEWAY_PORT", "8080"))
     p.add_argument("--data-dir", type=Path, default=REPO_ROOT / "var", help="chDB, artifacts and secrets live here")
-    p.add_argument("--start", type=_parse_time, default=os.environ.get("POWERSENSE_REPLAY_START", DEFAULT_START),
-                   help="simulated clock start (UTC) on first run; a restart resumes after the newest stored value")
+    p.add_argument("--start", type=_parse_time, default=None,
+                   help="simulated clock start (UTC) on first run (default: POWERSENSE_REPLAY_START, else "
+                        f"{DEFAULT_START}); a restart resumes after the newest stored value")
     p.add_argument("--speed", type=_positive(float), default=os.environ.get("POWERSENSE_REPLAY_SPEED", "60"),
                    help="simulated seconds per real second (60: a 5-min poll every 5 s)")
     p.add_argument("--ticks", type=_positive(int), default=None,
@@ -117,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     from local_dev.gateway import create_gateway_app
     from local_dev.stack import read_stack
     from shared import clock
+    from shared.ingest.versioning import bootstrap_done
     from shared.logs import configure_logging
     from shared.settings import get_settings
     from shared.store import get_store
@@ -129,10 +142,12 @@ def main(argv: list[str] | None = None) -> int:
         "select max(ts) from {db:Identifier}.measurements where metric = {m:String} and value is not null",
         {"m": settings.series_metric},
     )
-    start: datetime = args.start
-    resumed = newest is not None and newest.replace(tzinfo=UTC) + timedelta(minutes=15) > start
-    if resumed:
-        start = newest.replace(tzinfo=UTC) + timedelta(minutes=15)
+    start, resumed = clock_start(newest, args.start or _parse_time(os.environ.get("POWERSENSE_REPLAY_START",
+                                                                                 DEFAULT_START)),
+                                 bootstrap_done(store))
+    if resumed and args.start is not None and args.start != start:
+        print(f"note: --start is for a first run; this data directory resumes at {start.isoformat()} (a new "
+              "--data-dir starts afresh)")
     if args.source_url is None:
         os.environ["POWERSENSE_HISTORY_UNTIL"] = start.isoformat()
         get_settings.cache_clear()
@@ -140,7 +155,6 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"PowerSense demo — data in {data_dir}")
     from shared.ingest.bootstrap import bootstrap
-    from shared.ingest.versioning import bootstrap_done
 
     if not bootstrap_done(store):  # first run, or a bootstrap that was interrupted: (re)load up to `start`
         if args.source_url is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,21 @@ def test_a_demo_option_it_cannot_use_is_one_usage_line(args: list[str], message:
         parse_args(args)
     assert exit_.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"python -m local_dev demo: error: {message}"
+
+
+@pytest.mark.parametrize(("newest", "bootstrapped", "expected"), [
+    (None, False, (datetime(2023, 12, 1, tzinfo=UTC), False)),  # an empty store: the start asked for
+    # an interrupted bootstrap reloads up to the start
+    (datetime(2015, 3, 1, tzinfo=UTC), False, (datetime(2023, 12, 1, tzinfo=UTC), False)),
+    # a restart resumes after the newest value, also when the start asked for (the default) lies months later
+    (datetime(2023, 6, 1, 0, 15), True, (datetime(2023, 6, 1, 0, 30, tzinfo=UTC), True)),
+    (datetime(2024, 1, 5, 12, 0), True, (datetime(2024, 1, 5, 12, 15, tzinfo=UTC), True)),
+])
+def test_a_restart_resumes_after_the_newest_value_whatever_the_start(
+        newest: datetime | None, bootstrapped: bool, expected: tuple[datetime, bool]) -> None:
+    from local_dev.demo import clock_start
+
+    assert clock_start(newest, datetime(2023, 12, 1, tzinfo=UTC), bootstrapped) == expected
 
 
 def test_the_scheduler_names_a_missing_stack_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
