@@ -259,3 +259,28 @@ def test_a_hole_in_the_realised_temperature_leaves_its_holdout_origins_out_not_t
     skipped = holdout["origins_without_weather"]
     assert skipped["count"] > 0 and skipped["first"].startswith("2023-02-2")
     assert set(_rows(store, "run-2")["weather_status"]) == {"used"}
+
+
+@pytest.fixture
+def mostly_holed_settings(store: Store, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, winter_2023: pd.DataFrame,
+                          enedis: pd.DataFrame) -> Iterator[Settings]:
+    """The realised temperature misses 27 February – 8 March: most of the weather model's holdout origins meet it."""
+    yield from _with_weather(store, monkeypatch, tmp_path, winter_2023, enedis,
+                             [(date(2023, 1, 1), date(2023, 2, 27)), (date(2023, 3, 9), date(2023, 3, 13))])
+
+
+@pytest.mark.slow
+def test_a_weather_training_that_cannot_be_scored_leaves_the_run_to_the_weather_free_model(
+        store: Store, mostly_holed_settings: Settings, tmp_path: Path) -> None:
+    # the failed weather training came first at every run, so the weather-free model was never retrained meanwhile
+    artifacts = LocalArtifactStore(tmp_path / "models")
+    settings = mostly_holed_settings.model_copy(update={"forecast_retrain_hours": 0.5})  # due again an hour later
+    first = _run(store, settings, artifacts, "run-1")
+    assert first.trained is not None and first.trained["model"] == "weather_free"
+    second = _run(store, settings, artifacts, "run-2", NOW.replace(hour=11))
+    assert second.trained is not None, second.details
+    # the weather training stopped before any fit, naming the backfill; the run's training went to the other model
+    assert "weather-backfill --archive --start 2023-02-" in second.trained["weather_error"]
+    assert second.trained["model"] == "weather_free" and second.trained["trained"] is True, second.trained
+    assert second.trained["version"] != first.trained["version"]
+    assert artifacts.current(service.weather_series_key(settings)) is None

@@ -282,6 +282,11 @@ def holdout_weather_features(grid: pd.DataFrame, origins: pd.DatetimeIndex, cfg:
     return wx, label
 
 
+class WeatherHoldoutError(ModelError):
+    """The weather model's holdout has too little temperature to be scored (:func:`weather_scored_origins`): raised
+    before any fit, so the run's one training is still unspent."""
+
+
 def weather_scored_origins(wx: pd.DataFrame, origins: pd.DatetimeIndex, cfg: Any,
                            ) -> tuple[pd.DatetimeIndex, dict[str, Any] | None]:
     """The holdout origins a weather model is scored on: those whose every target has the weather known at the
@@ -291,7 +296,7 @@ def weather_scored_origins(wx: pd.DataFrame, origins: pd.DatetimeIndex, cfg: Any
     A hole in the realised temperature (an archive outage longer than poll-weather's catch-up, never backfilled)
     made every training of the weather model fail while it lay in the holdout ("no weather for N target steps"):
     no weather model, and a training's CPU spent at every hourly run for nothing. The origins that meet it are left
-    out instead; under half of the holdout left is a :class:`ModelError` that says how to fill the hole.
+    out instead; under half of the holdout left is a :class:`WeatherHoldoutError` that says how to fill the hole.
     """
     from shared.forecasting.model import weather_known_origins
 
@@ -300,7 +305,7 @@ def weather_scored_origins(wx: pd.DataFrame, origins: pd.DatetimeIndex, cfg: Any
         return origins, None
     missing = origins.difference(known)
     if 2 * len(known) < len(origins):
-        raise ModelError(
+        raise WeatherHoldoutError(
             f"weather model: no temperature for the targets of {len(missing)} of the {len(origins)} holdout origins "
             f"({missing[0].isoformat()} … {missing[-1].isoformat()}); fill the realised temperature: python -m "
             f"shared weather-backfill --archive --start {missing[0]:%Y-%m-%d} --end "
@@ -1115,16 +1120,16 @@ def run_forecast(store: Store, settings: Settings, artifacts_factory: Any, now: 
                 train_grid = weather_training_grid(grid, wx.history) if settings.forecast_weather else grid
                 trainable = (weather_days(train_grid, settings.forecast_resolution_min)
                              >= settings.forecast_model_min_history_days)
-                plan = training_plan(store, settings, artifacts, now_ts, weather_fresh=not wx.status,
-                                     weather_trainable=trainable, force=force_train)
                 res.trained = {"trained": False}
-                if plan is not None:
+                weather_error: dict[str, Any] = {}
+                while (plan := training_plan(store, settings, artifacts, now_ts, weather_fresh=not wx.status,
+                                             weather_trainable=trainable, force=force_train)) is not None:
                     weather, reason = plan
                     try:
                         res.trained = maybe_train(
                             store, settings, artifacts, train_grid if weather else grid, now_ts, weather=weather,
                             reason=reason, holdout_weather=holdout_weather_provider(train_grid, wx, settings, store)
-                            if weather else None)
+                            if weather else None) | weather_error
                     except (ArtifactError, ModelError, ValueError, KeyError, RuntimeError) as exc:
                         # a failed training must not stop the forecast from the current model, nor a refused write
                         # of the new one (the current model may still be readable, or in this process's cache)
@@ -1134,6 +1139,12 @@ def run_forecast(store: Store, settings: Settings, artifacts_factory: Any, now: 
                             store_error = str(exc)
                         log_event(log, "training_failed", logging.ERROR, error=str(exc), weather=weather,
                                   error_type=type(exc).__name__, exc_info=exc)
+                        if isinstance(exc, WeatherHoldoutError) and trainable:
+                            # failed before any fit: the run's training goes to the next model due (the weather-free
+                            # one was never retrained while a hole in the temperature failed every weather training)
+                            trainable, weather_error = False, {"weather_error": res.trained["error"]}
+                            continue
+                    break
             if not wx.status:  # fresh weather covering every target: the weather model, when there is one
                 fc, version, weather_status = _predict_weather(store, settings, artifacts, wgrid, now_ts, wx)
             if fc is None:
