@@ -129,6 +129,12 @@ SIMPLE_MODELS = {"seasonal_naive": seasonal_naive, "daily_naive": daily_naive}
 # shipped load, noon origins, the 28-day choice per origin and lead day; not shipped: README, *The fallback,
 # measured*, and ``python -m bench.fallback --daily-naive-max-lead 7`` for one year of it).
 SIMPLE_MAX_LEAD_DAY = {"daily_naive": 1}
+# The longest gap between the last value and the first target (a run on stale input) across which a simple model is
+# still a candidate (none: any). Across 48 h yesterday's copy is a copy of a day three or more days before its
+# target, often a weekday of another kind; chosen on its 28-day score across the same gap it made lead day 1 worse
+# than seasonal naive alone (``python -m bench.fallback --stale-hours H``, 2023: 7.28 % against 7.00 at 48 h, 7.21
+# at 72 h; 6.45 % at 24 h, 5.03 % on fresh data; STALE_2019).
+SIMPLE_MAX_GAP = {"daily_naive": pd.Timedelta(hours=48)}
 
 
 def simple_many(name: str, history: pd.DataFrame, origins: pd.DatetimeIndex, steps: int,

@@ -1344,9 +1344,12 @@ def best_simple_model(grid: pd.DataFrame, last: pd.Timestamp, step: pd.Timedelta
     of copies made across the same gap: scored without it, yesterday's copy won the first day from fresh data and
     was then issued from data 3 days old (a review, real 2023 ends: first-day MAPE 10.7 % against seasonal naive's
     7.6 %). ``models``: the candidates (a subset of ``baseline.SIMPLE_MODELS``, seasonal naive among them);
-    ``max_lead`` overrides ``SIMPLE_MAX_LEAD_DAY`` (``bench.fallback``'s comparisons).
+    ``max_lead`` overrides ``SIMPLE_MAX_LEAD_DAY`` (``bench.fallback``'s comparisons). Across a gap of
+    ``baseline.SIMPLE_MAX_GAP`` or more a model is no candidate (yesterday's copy: 48 h).
     """
     tops = baseline.SIMPLE_MAX_LEAD_DAY if max_lead is None else max_lead
+    # a copy from further back than its longest gap (baseline.SIMPLE_MAX_GAP) is no candidate
+    models = tuple(m for m in models if gap < baseline.SIMPLE_MAX_GAP.get(m, pd.Timedelta.max))
     window = max(days, calibration_days)
     origins = pd.date_range(last - pd.Timedelta(days=window), last - pd.Timedelta(days=1), freq="D")
     # what the copies can read: the window, 8 lead days and 4 weeks of fallback copies before it (faster on years)
