@@ -77,7 +77,8 @@ def clock_start(newest: datetime | None, start: datetime, bootstrapped: bool) ->
     stored value, whatever ``start`` says. A restart without ``--start`` after a first run with an earlier one used
     to jump to the default start: months the poll then fetched a month per run, and a weather model whose realised
     temperature had a hole of those months."""
-    if newest is None or not bootstrapped:
+    # chDB's max() over no row is the epoch, not NULL (a bootstrap that loaded nothing before an early --start)
+    if newest is None or newest.replace(tzinfo=UTC) <= datetime(1970, 1, 1, tzinfo=UTC) or not bootstrapped:
         return start, False
     return newest.replace(tzinfo=UTC) + timedelta(minutes=15), True
 
@@ -100,7 +101,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--weather-url", default=None,
                    help="Open-Meteo-compatible forecast API base (e.g. the real https://api.open-meteo.com/v1) "
                         "instead of the local weather replay (which serves realised temperature as 'forecast')")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    # the first run's start when --start is not given; a bad value is one usage line too, before anything is made
+    try:
+        args.first_start = _parse_time(os.environ.get("POWERSENSE_REPLAY_START", DEFAULT_START))
+    except argparse.ArgumentTypeError as exc:
+        p.error(f"POWERSENSE_REPLAY_START: {exc}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,18 +149,16 @@ def main(argv: list[str] | None = None) -> int:
         "select max(ts) from {db:Identifier}.measurements where metric = {m:String} and value is not null",
         {"m": settings.series_metric},
     )
-    start, resumed = clock_start(newest, args.start or _parse_time(os.environ.get("POWERSENSE_REPLAY_START",
-                                                                                 DEFAULT_START)),
-                                 bootstrap_done(store))
-    if resumed and args.start is not None and args.start != start:
-        print(f"note: --start is for a first run; this data directory resumes at {start.isoformat()} (a new "
-              "--data-dir starts afresh)")
+    start, resumed = clock_start(newest, args.start or args.first_start, bootstrap_done(store))
     if args.source_url is None:
         os.environ["POWERSENSE_HISTORY_UNTIL"] = start.isoformat()
         get_settings.cache_clear()
         settings = get_settings()
 
     print(f"PowerSense demo — data in {data_dir}")
+    if resumed and args.start is not None and args.start != start:
+        print(f"note: --start is for a first run; this data directory resumes at {start.isoformat()} (a new "
+              "--data-dir starts afresh)")
     from shared.ingest.bootstrap import bootstrap
 
     if not bootstrap_done(store):  # first run, or a bootstrap that was interrupted: (re)load up to `start`

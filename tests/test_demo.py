@@ -61,6 +61,8 @@ def test_a_demo_option_it_cannot_use_is_one_usage_line(args: list[str], message:
 
 @pytest.mark.parametrize(("newest", "bootstrapped", "expected"), [
     (None, False, (datetime(2023, 12, 1, tzinfo=UTC), False)),  # an empty store: the start asked for
+    # chDB's max() of no value, after a bootstrap that loaded nothing before an early start
+    (datetime(1970, 1, 1), True, (datetime(2023, 12, 1, tzinfo=UTC), False)),
     # an interrupted bootstrap reloads up to the start
     (datetime(2015, 3, 1, tzinfo=UTC), False, (datetime(2023, 12, 1, tzinfo=UTC), False)),
     # a restart resumes after the newest value, also when the start asked for (the default) lies months later
@@ -72,6 +74,19 @@ def test_a_restart_resumes_after_the_newest_value_whatever_the_start(
     from local_dev.demo import clock_start
 
     assert clock_start(newest, datetime(2023, 12, 1, tzinfo=UTC), bootstrapped) == expected
+
+
+def test_a_replay_start_from_the_environment_it_cannot_use_is_one_usage_line(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from local_dev.demo import parse_args
+
+    monkeypatch.setenv("POWERSENSE_REPLAY_START", "soon")
+    with pytest.raises(SystemExit) as exit_:
+        parse_args([])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "python -m local_dev demo: error: POWERSENSE_REPLAY_START: 'soon' is not an ISO 8601 instant "
+        "(e.g. 2023-12-01T00:00:00Z)")
 
 
 def test_the_scheduler_names_a_missing_stack_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

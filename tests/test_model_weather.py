@@ -170,10 +170,12 @@ def _ten_origins_without(data: dict, hole_start: str, hours: int) -> tuple[pd.Da
 
 def test_a_weather_model_forecasts_from_the_origins_whose_every_target_has_weather(data: dict) -> None:
     origins, holed = _ten_origins_without(data, "2022-04-12", 24)
-    known = fm.weather_known_origins(holed, origins, 30)
+    unknown = fm.weather_unknown_targets(holed, origins, 30)
     # 8 days of targets from 10:00: the origins up to 3 April end before the lost day, the later ones meet it
-    assert list(known) == list(origins[:3])
-    assert fm.predict(data["model"], data["gw"], known, weather=holed)["yhat"].notna().all()
+    assert list(pd.DatetimeIndex(unknown["origin"].unique())) == list(origins[3:])
+    assert unknown["ts"].min() == pd.Timestamp("2022-04-12", tz="UTC")
+    assert unknown["ts"].max() == pd.Timestamp("2022-04-12 23:30", tz="UTC")
+    assert fm.predict(data["model"], data["gw"], origins[:3], weather=holed)["yhat"].notna().all()
     with pytest.raises(ModelError, match="no weather"):
         fm.predict(data["model"], data["gw"], origins[3:4], weather=holed)
 
@@ -194,8 +196,40 @@ def test_a_holdout_mostly_without_temperature_is_an_error_that_names_the_backfil
     from shared.forecasting.service import weather_scored_origins
 
     with pytest.raises(ModelError, match=r"7 of the 10 holdout origins .*python -m shared weather-backfill "
-                                         r"--archive --start 2022-04-04 --end 2022-04-19"):
+                                         r"--archive --start 2022-04-12 --end 2022-04-13$"):
         weather_scored_origins(holed, origins, data["model"].config)
+
+
+@pytest.mark.parametrize(("hole_start", "left_out"), [("2022-04-14 06:00", 5), ("2022-04-13 06:00", 6)])
+def test_a_holdout_is_scored_while_at_least_half_of_its_origins_have_weather(data: dict, hole_start: str,
+                                                                            left_out: int) -> None:
+    from shared.forecasting.service import WeatherHoldoutError, weather_scored_origins
+
+    origins, holed = _ten_origins_without(data, hole_start, 2)
+    if left_out * 2 > len(origins):
+        with pytest.raises(WeatherHoldoutError, match=f"{left_out} of the 10"):
+            weather_scored_origins(holed, origins, data["model"].config)
+    else:
+        assert weather_scored_origins(holed, origins, data["model"].config)[1]["count"] == left_out  # type: ignore[index]
+
+
+def test_the_current_model_is_scored_on_the_origins_the_hole_leaves(data: dict) -> None:
+    # the new model is scored on the origins with weather; the current one, compared with it, on the same: with the
+    # hole it raised ModelError, and the new model was promoted against seasonal naive alone
+    from shared.forecasting import service
+
+    real = data["real"]
+    hole = (real["ts"] >= "2022-04-18") & (real["ts"] < "2022-04-18 09:00")
+    gw = with_weather(data["grid"], real[~hole], smoothed_input=True)
+    h0, h1 = pd.Timestamp("2022-04-01", tz="UTC"), pd.Timestamp("2022-04-20", tz="UTC")
+    mape, note = service.current_holdout_mape(data["model"], gw, h0, h1)
+    cfg = data["model"].config
+    origins = service.holdout_origins(h0, h1, tz=cfg.timezone, cfg=cfg)
+    wx = service.holdout_weather_features(gw, origins, cfg, None)[0]
+    kept, left_out = service.weather_scored_origins(wx, origins, cfg)
+    assert left_out is not None and 0 < left_out["count"] < len(origins) and note is None
+    issued = service.issue(data["model"], gw, kept, weather=wx)
+    assert mape == pytest.approx(service.holdout_metrics(issued, gw, h1)["mape"])
 
 
 def test_forecast_uses_the_weather_known_at_the_origin_only(data: dict) -> None:

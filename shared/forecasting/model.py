@@ -1132,19 +1132,19 @@ def _target_weather(weather: pd.DataFrame, origins: pd.DatetimeIndex, targets: l
     return keys, w.reindex(keys)
 
 
-def weather_known_origins(weather: pd.DataFrame, origins: pd.DatetimeIndex | list[pd.Timestamp],
-                          resolution_min: int, horizon_end: pd.Timedelta | None = None) -> pd.DatetimeIndex:
-    """The ``origins`` whose every target (:func:`predict`'s, up to ``origin + horizon_end``) has the weather known
-    at the origin in ``weather``: those a weather model can forecast from (any other raises :class:`ModelError`
-    in :func:`predict`)."""
+def weather_unknown_targets(weather: pd.DataFrame, origins: pd.DatetimeIndex | list[pd.Timestamp],
+                            resolution_min: int, horizon_end: pd.Timedelta | None = None) -> pd.DataFrame:
+    """``origin, ts`` of every target (:func:`predict`'s, up to ``origin + horizon_end``) without the weather known
+    at its origin in ``weather``: a weather model cannot forecast from those origins (:func:`predict` raises
+    :class:`ModelError`)."""
     origins = pd.DatetimeIndex(origins).tz_convert("UTC")
     if len(origins) == 0:
-        return origins
+        return pd.DataFrame({"origin": origins, "ts": origins})
     step = pd.Timedelta(minutes=resolution_min)
     targets = _targets(origins, step, horizon_end or pd.Timedelta(hours=24 * BLOCKS_OUT))
-    _, tw = _target_weather(weather, origins, targets)
-    bad = tw.isna().any(axis=1).to_numpy().reshape(len(origins), -1).any(axis=1)
-    return origins[~bad]
+    keys, tw = _target_weather(weather, origins, targets)
+    bad = tw.isna().any(axis=1).to_numpy()
+    return pd.DataFrame({"origin": keys.get_level_values(0)[bad], "ts": keys.get_level_values(1)[bad]})
 
 
 def _weather_profiles(model: LoadModel, hist: pd.DataFrame, hts: pd.DatetimeIndex, origins: pd.DatetimeIndex,

@@ -290,26 +290,28 @@ class WeatherHoldoutError(ModelError):
 def weather_scored_origins(wx: pd.DataFrame, origins: pd.DatetimeIndex, cfg: Any,
                            ) -> tuple[pd.DatetimeIndex, dict[str, Any] | None]:
     """The holdout origins a weather model is scored on: those whose every target has the weather known at the
-    origin in ``wx`` (:func:`holdout_weather_features`; ``model.weather_known_origins``), and which were left out
+    origin in ``wx`` (:func:`holdout_weather_features`; ``model.weather_unknown_targets``), and which were left out
     (``count``, ``of``, ``first``, ``last``; None when none).
 
     A hole in the realised temperature (an archive outage longer than poll-weather's catch-up, never backfilled)
     made every training of the weather model fail while it lay in the holdout ("no weather for N target steps"):
     no weather model, and a training's CPU spent at every hourly run for nothing. The origins that meet it are left
-    out instead; under half of the holdout left is a :class:`WeatherHoldoutError` that says how to fill the hole.
+    out instead; under half of the holdout left is a :class:`WeatherHoldoutError` that names the days to backfill.
     """
-    from shared.forecasting.model import weather_known_origins
+    from shared.forecasting.model import weather_unknown_targets
 
-    known = weather_known_origins(wx, origins, cfg.resolution_min)
-    if len(known) == len(origins):
+    unknown = weather_unknown_targets(wx, origins, cfg.resolution_min)
+    if unknown.empty:
         return origins, None
-    missing = origins.difference(known)
+    missing = pd.DatetimeIndex(unknown["origin"].unique())
+    known = origins[~origins.isin(missing)]
     if 2 * len(known) < len(origins):
+        hole = pd.DatetimeIndex(unknown["ts"])
         raise WeatherHoldoutError(
             f"weather model: no temperature for the targets of {len(missing)} of the {len(origins)} holdout origins "
-            f"({missing[0].isoformat()} … {missing[-1].isoformat()}); fill the realised temperature: python -m "
-            f"shared weather-backfill --archive --start {missing[0]:%Y-%m-%d} --end "
-            f"{missing[-1] + pd.Timedelta(days=LEVEL_BLOCKS + 1):%Y-%m-%d}")
+            f"({missing[0].isoformat()} … {missing[-1].isoformat()}; targets {hole.min().isoformat()} … "
+            f"{hole.max().isoformat()}); fill the realised temperature: python -m shared weather-backfill --archive "
+            f"--start {hole.min():%Y-%m-%d} --end {hole.max() + pd.Timedelta(days=1):%Y-%m-%d}")
     return known, {"count": len(missing), "of": len(origins), "first": missing[0].isoformat(),
                    "last": missing[-1].isoformat()}
 
@@ -1134,7 +1136,7 @@ def run_forecast(store: Store, settings: Settings, artifacts_factory: Any, now: 
                         # a failed training must not stop the forecast from the current model, nor a refused write
                         # of the new one (the current model may still be readable, or in this process's cache)
                         res.trained = {"trained": False, "model": "weather" if weather else "weather_free",
-                                       "error": f"{type(exc).__name__}: {exc}"}
+                                       "error": f"{type(exc).__name__}: {exc}"} | weather_error
                         if isinstance(exc, ArtifactError):
                             store_error = str(exc)
                         log_event(log, "training_failed", logging.ERROR, error=str(exc), weather=weather,
@@ -1143,6 +1145,7 @@ def run_forecast(store: Store, settings: Settings, artifacts_factory: Any, now: 
                             # failed before any fit: the run's training goes to the next model due (the weather-free
                             # one was never retrained while a hole in the temperature failed every weather training)
                             trainable, weather_error = False, {"weather_error": res.trained["error"]}
+                            res.trained |= weather_error  # where the next plan trains nothing, too
                             continue
                     break
             if not wx.status:  # fresh weather covering every target: the weather model, when there is one
