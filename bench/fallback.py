@@ -14,11 +14,13 @@ At each origin, from the data before it only (the ``service.FALLBACK_HISTORY`` a
 * with ``--daily-naive-max-lead N``, ``daily_naive_to_lead_N``: the product's rule with yesterday's copy a candidate
   up to lead day N (7: at every lead day, the choice ``baseline.SIMPLE_MAX_LEAD_DAY`` rules out).
 
-``--stale-hours H``: the run the forecast stage makes when the newest value is H hours older than the origin (a feed
-down, past ``POWERSENSE_FORECAST_MAX_STALENESS_HOURS``). ``fallback`` is then exactly production's
-``service.fallback_forecast`` at the origin (its targets start at the origin, its copies are chosen and calibrated
-across the H-hour gap); ``seasonal_naive_28d`` is the fallback until 2026-12-07, which knew no gap. Lead day k: the
-k-th 24 hours from the origin.
+``--stale-hours H``: the run the forecast stage makes when the data end H hours before the origin (a gap of H
+between the last value and the first target; the newest value is H + 30 min old; a feed down, past
+``POWERSENSE_FORECAST_MAX_STALENESS_HOURS``). ``fallback`` is then exactly production's ``service.fallback_forecast``
+at the origin (its targets start at the origin, its copies are chosen and calibrated across the gap);
+``seasonal_naive_28d`` is the fallback until 2026-12-07, which knew no gap. Lead day k: the k-th 24 hours from the
+origin. ``--no-max-gap``: without ``baseline.SIMPLE_MAX_GAP`` (yesterday's copy a candidate at any gap, as measured
+before that limit was set).
 
 Per 24-hour lead day: MAPE and 80 % interval coverage, and how often each copy was issued. Printed as JSON.
 """
@@ -116,8 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--daily-naive-max-lead", type=int, choices=range(1, 8), default=None)
     p.add_argument("--stale-hours", type=float, default=0,
                    help="the data end this many hours before each origin (production's fallback on a feed down)")
+    p.add_argument("--no-max-gap", action="store_true",
+                   help="yesterday's copy a candidate at any gap (without baseline.SIMPLE_MAX_GAP)")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
+    if a.no_max_gap:
+        baseline.SIMPLE_MAX_GAP.clear()
     if a.stale_hours < 0 or (a.stale_hours and a.daily_naive_max_lead is not None):
         p.error("--stale-hours is a positive number of hours, and compares the product with the old fallback only "
                 "(without --daily-naive-max-lead)")

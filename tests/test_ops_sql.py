@@ -763,8 +763,9 @@ def _names_the_rules_read_from_the_query_function() -> set[str]:
     are pushed by the stages, or come from ClickHouse, the gateway, node-exporter …)."""
     exporter = (REPO / "shared/query/metrics.py").read_text()
     produced = set(re.findall(r'"(powersense_[a-z0-9_]+)"', exporter))
-    rules = "\n".join(p.read_text() for p in (REPO / "observability/prometheus/rules").glob("*.yml"))
-    read = set(re.findall(r"\bpowersense_[a-z0-9_]+", re.sub(r'"[^"]*"', '""', rules)))
+    exprs = [r["expr"] for p in (REPO / "observability/prometheus/rules").glob("*.yml")
+             for g in yaml.safe_load(p.read_text())["groups"] for r in g["rules"]]
+    read = {n for e in exprs for n in re.findall(r"\bpowersense_[a-z0-9_]+", re.sub(r'"[^"]*"', '""', e))}
     return produced & read
 
 
@@ -785,7 +786,9 @@ def test_each_prometheus_scrapes_the_query_gauges_the_rules_read_where_the_funct
     # of-watchdog serves the function on 8080, and so does the OpenFaaS gateway (faasd, the openfaas chart)
     assert port == "8080", target
     if path.startswith("/function/"):
-        assert host.split(".")[0] == "gateway", f"{topology}: {target} is not the OpenFaaS gateway"
+        # faasd's service name; the openfaas chart's gateway Service in its namespace (as the cron-connector's)
+        gateway = {"faasd": "gateway", "kubernetes": "gateway.openfaas.svc.cluster.local"}[topology]
+        assert host == gateway, f"{topology}: {target} is not the OpenFaaS gateway"
         body = _scrape_query(ops_store, monkeypatch, path, through_gateway=True)
     else:
         assert host == "query", f"{topology}: {target} is not the query function's service"

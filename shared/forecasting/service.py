@@ -1351,8 +1351,9 @@ def best_simple_model(grid: pd.DataFrame, last: pd.Timestamp, step: pd.Timedelta
     ``baseline.SIMPLE_MAX_GAP`` or more a model is no candidate (yesterday's copy: 48 h).
     """
     tops = baseline.SIMPLE_MAX_LEAD_DAY if max_lead is None else max_lead
-    # a copy from further back than its longest gap (baseline.SIMPLE_MAX_GAP) is no candidate
-    models = tuple(m for m in models if gap < baseline.SIMPLE_MAX_GAP.get(m, pd.Timedelta.max))
+    # a copy from further back than its longest gap (baseline.SIMPLE_MAX_GAP) is no candidate, and the reason says so
+    too_far = [m for m in models if gap >= baseline.SIMPLE_MAX_GAP.get(m, pd.Timedelta.max)]
+    models = tuple(m for m in models if m not in too_far)
     window = max(days, calibration_days)
     origins = pd.date_range(last - pd.Timedelta(days=window), last - pd.Timedelta(days=1), freq="D")
     # what the copies can read: the window, 8 lead days and 4 weeks of fallback copies before it (faster on years)
@@ -1390,7 +1391,9 @@ def best_simple_model(grid: pd.DataFrame, last: pd.Timestamp, step: pd.Timedelta
                                                                 for n in scores) for k in leads)
            + f"; bounds from its errors over the last {calibration_days} days"
            + (f", copies made {gap / pd.Timedelta(hours=1):.0f} h after the last value as this run's are"
-              if gap > pd.Timedelta(0) else ""))
+              if gap > pd.Timedelta(0) else "")
+           + "".join(f"; {m} no candidate across {baseline.SIMPLE_MAX_GAP[m] / pd.Timedelta(hours=1):.0f} h or more"
+                     for m in too_far))
     return SimpleModel(sources, baseline.relative_error_quantiles(fc, grid, level), fc, why)
 
 
