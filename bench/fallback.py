@@ -65,10 +65,9 @@ def _variants(past: pd.DataFrame, last: pd.Timestamp, daily_max_lead: int | None
     return out
 
 
-def _stale(past: pd.DataFrame, origin: pd.Timestamp, steps: int) -> dict[str, pd.DataFrame]:
+def _stale(past: pd.DataFrame, origin: pd.Timestamp, steps: int, settings: Settings) -> dict[str, pd.DataFrame]:
     """The product's fallback as the forecast stage issues it at ``origin`` from ``past`` (data ending hours before
     it), and the fallback until 2026-12-07 (seasonal naive, 28-day bounds, no notion of the gap)."""
-    settings = Settings(forecast_resolution_min=30, forecast_interval_level=LEVEL)  # STEP, LEVEL
     fc, _ = fallback_forecast(past, origin, settings)
     fc = fc[fc["ts"] >= origin].assign(origin=origin)
     fc["lead_day"] = ((fc["ts"] - origin) // pd.Timedelta(days=1)).astype(int) + 1
@@ -86,11 +85,12 @@ def run_year(grid: pd.DataFrame, year: int, daily_max_lead: int | None = None,
     origins = pd.date_range(f"{year}-01-01 12:00", f"{year}-12-31 12:00", freq="D", tz=TZ).tz_convert("UTC")
     steps = int(pd.Timedelta(days=LEVEL_BLOCKS) / STEP)
     gap = pd.Timedelta(hours=stale_hours)
+    settings = Settings(forecast_resolution_min=30, forecast_interval_level=LEVEL)  # STEP, LEVEL
     issued: dict[str, list[pd.DataFrame]] = {}
     for o in tqdm(origins, desc=str(year), unit="origin", disable=not progress, file=sys.stderr):
         past = grid[(grid["ts"] < o - gap) & (grid["ts"] >= o - FALLBACK_HISTORY)]
         if stale_hours:
-            for name, fc in _stale(past, o, steps).items():
+            for name, fc in _stale(past, o, steps, settings).items():
                 issued.setdefault(name, []).append(fc)
             continue
         last = past.dropna(subset=["value"])["ts"].max()

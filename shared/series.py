@@ -59,22 +59,14 @@ def data_age_s(newest: datetime, now: datetime) -> float:
     return (utc_datetime(now) - utc_datetime(newest)).total_seconds()
 
 
-def freshness_levels(settings: Settings) -> dict[Freshness, float]:
-    """The ages (s) past which data is ``late``, ``stale`` and ``too_old``, in order (checked at start-up): the
-    thresholds :func:`freshness_status` applies, the query function exports
-    (``powersense_data_freshness_threshold_seconds``, which the data-stale alerts compare with), dbt's source
-    freshness renders and the dashboards colour by."""
-    levels = settings.freshness_levels()  # defined with the settings, whose start-up check orders them
-    return {"late": levels["late"], "stale": levels["stale"], "too_old": levels["too_old"]}
-
-
 def freshness_status(age_s: float, settings: Settings) -> Freshness:
-    """The one scale of fresh data (:func:`freshness_levels`): ``late`` past ``dq_freshness_max_min`` (detect's
+    """The one scale of fresh data (``Settings.freshness_levels``): ``late`` past ``dq_freshness_max_min`` (detect's
     check warns), ``stale`` past ``query_max_data_age_s`` (the check fails, ``/health`` is degraded,
     PowerSenseDataStale, dbt's freshness warning), ``too_old`` past ``forecast_max_staleness_hours`` (the model is
     not used; PowerSenseDataStaleCritical, dbt's error)."""
-    levels = freshness_levels(settings)
-    for level in ("too_old", "stale", "late"):
+    levels = settings.freshness_levels()
+    order: tuple[Freshness, ...] = ("too_old", "stale", "late")
+    for level in order:
         if age_s > levels[level]:
             return level
     return "ok"

@@ -763,8 +763,10 @@ class Settings(BaseSettings):
         return iso_instant(v)
 
     def freshness_levels(self) -> dict[str, float]:
-        """The ages (s) past which data is ``late``, ``stale`` and ``too_old``, in order (checked at start-up):
-        :func:`shared.series.freshness_levels`."""
+        """The ages (s) past which data is ``late``, ``stale`` and ``too_old``, in order (checked at start-up): the
+        thresholds ``shared.series.freshness_status`` applies, the query function exports
+        (``powersense_data_freshness_threshold_seconds``, which the data-stale alerts compare with), dbt's source
+        freshness renders and the dashboards colour by."""
         return {"late": self.dq_freshness_max_min * 60.0, "stale": float(self.query_max_data_age_s),
                 "too_old": self.forecast_max_staleness_hours * 3600.0}
 

@@ -235,16 +235,21 @@ def test_a_longer_horizon_with_a_longer_temperature_forecast_starts(monkeypatch:
         settings_mod.get_settings.cache_clear()
 
 
+# Realised temperature with a hole (an archive outage longer than poll-weather's catch-up, never backfilled) inside
+# the weather model's training holdout (its last 18 days): 1–4 March; 27 February – 8 March, most of its origins.
+HOLE_1_4_MARCH = [(date(2023, 1, 1), date(2023, 3, 1)), (date(2023, 3, 5), date(2023, 3, 13))]
+HOLE_27_FEB_8_MARCH = [(date(2023, 1, 1), date(2023, 2, 27)), (date(2023, 3, 9), date(2023, 3, 13))]
+
+
 @pytest.fixture
-def holed_settings(store: Store, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, winter_2023: pd.DataFrame,
-                   enedis: pd.DataFrame) -> Iterator[Settings]:
-    """As ``wx_settings``, but the realised temperature misses 1–4 March (an archive outage longer than poll-weather's
-    catch-up, never backfilled): a hole inside the weather model's training holdout (its last 18 days)."""
-    yield from _with_weather(store, monkeypatch, tmp_path, winter_2023, enedis,
-                             [(date(2023, 1, 1), date(2023, 3, 1)), (date(2023, 3, 5), date(2023, 3, 13))])
+def holed_settings(request: pytest.FixtureRequest, store: Store, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                   winter_2023: pd.DataFrame, enedis: pd.DataFrame) -> Iterator[Settings]:
+    """As ``wx_settings``, with the realised temperature over the spans the test names (indirect parameter)."""
+    yield from _with_weather(store, monkeypatch, tmp_path, winter_2023, enedis, request.param)
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("holed_settings", [HOLE_1_4_MARCH], indirect=True)
 def test_a_hole_in_the_realised_temperature_leaves_its_holdout_origins_out_not_the_weather_model(
         store: Store, holed_settings: Settings, tmp_path: Path) -> None:
     # the weather model's training failed at every hourly run ("weather model: no weather for N target steps") for
@@ -261,20 +266,13 @@ def test_a_hole_in_the_realised_temperature_leaves_its_holdout_origins_out_not_t
     assert set(_rows(store, "run-2")["weather_status"]) == {"used"}
 
 
-@pytest.fixture
-def mostly_holed_settings(store: Store, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, winter_2023: pd.DataFrame,
-                          enedis: pd.DataFrame) -> Iterator[Settings]:
-    """The realised temperature misses 27 February – 8 March: most of the weather model's holdout origins meet it."""
-    yield from _with_weather(store, monkeypatch, tmp_path, winter_2023, enedis,
-                             [(date(2023, 1, 1), date(2023, 2, 27)), (date(2023, 3, 9), date(2023, 3, 13))])
-
-
 @pytest.mark.slow
+@pytest.mark.parametrize("holed_settings", [HOLE_27_FEB_8_MARCH], indirect=True)
 def test_a_weather_training_that_cannot_be_scored_leaves_the_run_to_the_weather_free_model(
-        store: Store, mostly_holed_settings: Settings, tmp_path: Path) -> None:
+        store: Store, holed_settings: Settings, tmp_path: Path) -> None:
     # the failed weather training came first at every run, so the weather-free model was never retrained meanwhile
     artifacts = LocalArtifactStore(tmp_path / "models")
-    settings = mostly_holed_settings.model_copy(update={"forecast_retrain_hours": 0.5})  # due again an hour later
+    settings = holed_settings.model_copy(update={"forecast_retrain_hours": 0.5})  # due again an hour later
     first = _run(store, settings, artifacts, "run-1")
     assert first.trained is not None and first.trained["model"] == "weather_free"
     second = _run(store, settings, artifacts, "run-2", NOW.replace(hour=11))

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from shared.series import freshness_levels, freshness_status
+from shared.series import freshness_status
 from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +48,7 @@ def test_each_data_stale_alert_compares_with_its_exported_level(alert: str, leve
     # written as 3 * 3600 and 6 * 3600 until 2026-12-07, they stayed there when an operator changed the settings;
     # promtool's rule tests fire them at 2 h / 3 h when the gauge says so (observability/prometheus/tests)
     assert re.findall(r'powersense_data_freshness_threshold_seconds\{level="(\w+)"\}', _alert_expr(alert)) == [level]
-    assert level in freshness_levels(Settings())
+    assert level in Settings().freshness_levels()
 
 
 def test_the_query_function_exports_the_settings_levels(monkeypatch: pytest.MonkeyPatch) -> None:

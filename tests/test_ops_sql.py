@@ -23,7 +23,6 @@ import pandas as pd
 import pytest
 import yaml
 
-from shared.series import freshness_levels
 from shared.settings import Settings
 from shared.store import Store
 from tests.fixtures_ops import (
@@ -584,7 +583,7 @@ def _series_freshness_s(manifest: dict[str, Any]) -> tuple[float, float]:
 
 
 def test_dbt_source_freshness_warns_when_stale_and_errors_when_too_old(dbt_manifest: dict[str, Any]) -> None:
-    levels = freshness_levels(Settings())
+    levels = Settings().freshness_levels()
     assert _series_freshness_s(dbt_manifest) == (levels["stale"], levels["too_old"])
 
 

@@ -29,7 +29,6 @@ from typing import Any, NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere: shared/ importable
 from shared.errors import ConfigurationError  # noqa: E402
-from shared.series import freshness_levels  # noqa: E402
 from shared.settings import Settings, get_settings  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "dashboards"
@@ -205,14 +204,14 @@ class Store(NamedTuple):
     @classmethod
     def of(cls, settings: Settings) -> Store:
         """The store a deployment's settings name (one definition: the functions read the same fields)."""
-        levels = freshness_levels(settings)
+        levels = settings.freshness_levels()
         return cls(settings.clickhouse_database, settings.series_source, settings.series_metric, levels["stale"],
                    levels["too_old"])
 
 
 def freshness_thresholds(store: Store) -> dict[str, Any]:
     """Data freshness colours, shared by the ClickHouse and Prometheus freshness stats: the settings' levels
-    (shared.series.freshness_levels), where DataStale and DataStaleCritical fire: orange when stale, red when too
+    (Settings.freshness_levels), where DataStale and DataStaleCritical fire: orange when stale, red when too
     old for the model."""
     def number(seconds: float) -> float | int:  # 10800, not 10800.0, in the JSON
         return int(seconds) if float(seconds).is_integer() else seconds

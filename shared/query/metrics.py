@@ -5,7 +5,7 @@ Exposed on the query function's ``/metrics`` next to the shared stage metrics:
 * ``powersense_data_freshness_seconds{source,metric}``: now − latest measurement timestamp
 * ``powersense_data_freshness_threshold_seconds{level}``: the ages past which data is ``late``, ``stale``
   (``POWERSENSE_QUERY_MAX_DATA_AGE_S``) and ``too_old`` (``POWERSENSE_FORECAST_MAX_STALENESS_HOURS``):
-  ``shared.series.freshness_levels``. The data-stale alerts compare with these, so they follow the settings (they
+  ``Settings.freshness_levels``. The data-stale alerts compare with these, so they follow the settings (they
   were written as 3 h and 6 h, and stayed there when an operator changed a setting)
 * ``powersense_forecast_age_seconds{source,metric}``: now − issue time of the latest forecast run
 * ``powersense_forecast_mape_ratio{source,metric,horizon_day}``: rolling MAPE (ratio) of every forecast
@@ -46,7 +46,7 @@ from shared.detection.events import DETECT_RESOLUTION_MIN, events
 from shared.errors import PowerSenseError
 from shared.logs import log_event
 from shared.query.service import latest_runs
-from shared.series import ACTUALS_CTE, data_age_s, freshness_levels, latest_valid_ts
+from shared.series import ACTUALS_CTE, data_age_s, latest_valid_ts
 from shared.settings import Settings, get_settings
 from shared.store import Store
 from shared.timeutil import utc_datetime as utc
@@ -254,13 +254,13 @@ def _latest(store: Store, table: str, column: str, now: datetime | None = None) 
 
 
 def freshness_thresholds(settings: Settings) -> GaugeMetricFamily:
-    """``powersense_data_freshness_threshold_seconds{level}``: :func:`shared.series.freshness_levels`."""
+    """``powersense_data_freshness_threshold_seconds{level}``: ``Settings.freshness_levels``."""
     g = GaugeMetricFamily("powersense_data_freshness_threshold_seconds",
                           "Data older than this is late (POWERSENSE_DQ_FRESHNESS_MAX_MIN), stale "
                           "(POWERSENSE_QUERY_MAX_DATA_AGE_S) or too old for the model "
                           "(POWERSENSE_FORECAST_MAX_STALENESS_HOURS): the data-stale alerts' thresholds",
                           labels=["level"])
-    for level, seconds in freshness_levels(settings).items():
+    for level, seconds in settings.freshness_levels().items():
         g.add_metric([level], seconds)
     return g
 
