@@ -46,7 +46,11 @@ from shared.runs import Run
 from shared.settings import REPO_ROOT, Settings
 from shared.store import Store
 from shared.timeutil import to_utc
-from shared.weather.features import CDD_BASE_C, HDD_BASE_C  # degree-day bases: one definition, learnt there
+from shared.weather.features import (  # degree-day bases: one definition, learnt there
+    CDD_BASE_C,
+    HDD_BASE_C,
+    interpolate_on,
+)
 
 log = logging.getLogger(__name__)
 
@@ -312,9 +316,10 @@ def temperature_features(ts: pd.Series, weather_dir: Path = WEATHER_DIR) -> pd.D
     idx = pd.DatetimeIndex(ts)
     normal = normal_temperature(idx, weather_dir)
     obs_df = _enedis_temperature(str(weather_dir))
-    observed = (
-        obs_df.set_index("ts")["observed"].reindex(idx).to_numpy() if len(obs_df) else np.full(len(idx), np.nan)
-    )
+    # the series is half-hourly: on a 15-minute grid the quarter-hours between two of its values are interpolated,
+    # the one definition the weather features use (a plain reindex left them NaN, so a 15-minute weather model
+    # trained on half its steps and its holdout stopped at the first quarter-hour without weather)
+    observed = interpolate_on(obs_df.rename(columns={"observed": "temp_degc"}), idx).to_numpy()
     return pd.DataFrame(
         {
             "temp_normal_degc": normal.to_numpy(),

@@ -16,6 +16,7 @@ from shared.features import (
     grid_step_for,
     plan_window,
     series_step_minutes,
+    temperature_features,
 )
 from shared.settings import Settings
 from shared.store import Store
@@ -84,6 +85,14 @@ def test_normal_temperature_exists_for_any_year() -> None:
     feats = compute_features(build_grid(history("2015-01-10", "2015-01-12"), 30), 30)
     assert feats["temp_normal_degc"].notna().all() and feats["temp_observed_degc"].isna().all()
     assert (feats["hdd_normal"] > 0).all()  # January
+
+
+def test_the_half_hourly_realised_temperature_is_interpolated_onto_a_15_minute_grid() -> None:
+    ts = pd.Series(pd.date_range("2023-01-16 06:00", "2023-01-16 09:00", freq="15min", tz="UTC"))
+    temp = temperature_features(ts)["temp_observed_degc"].to_numpy()
+    half_hours, quarters = temp[0::2], temp[1::2]  # the shipped Enedis series' own instants, then between them
+    assert np.isfinite(temp).all() and np.ptp(half_hours) > 0  # a morning the temperature moves
+    assert quarters == pytest.approx((half_hours[:-1] + half_hours[1:]) / 2)
 
 
 def test_plan_window_covers_a_week_after_the_change() -> None:

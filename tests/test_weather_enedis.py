@@ -85,6 +85,16 @@ def test_the_backtests_temperature_takes_a_users_files_over_the_shipped_series(j
     assert got.loc[~in_extra, "temp_degc"].tolist() == shipped.loc[~in_extra, "temp_degc"].tolist()
 
 
+def test_a_users_half_hourly_file_gives_the_backtest_a_temperature_at_every_quarter_hour(
+        january: pd.DataFrame) -> None:
+    extra = january.assign(realised=january["realised"] - 1.0)
+    ts = pd.Series(pd.date_range("2023-01-10T06:00Z", "2023-01-10T09:00Z", freq="15min"))
+    got = evaluate.realised_temperature(ts, RealisedTemperature(extra[["ts", "realised"]], True, "Enedis"))
+    own = extra.set_index("ts")["realised"].reindex(pd.DatetimeIndex(ts[0::2])).to_numpy()
+    assert got["temp_degc"].iloc[0::2].tolist() == own.tolist()
+    assert got["temp_degc"].iloc[1::2].to_numpy() == pytest.approx((own[:-1] + own[1:]) / 2)
+
+
 def test_a_weather_backtest_beyond_the_temperature_is_refused_before_training(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     trained: list[object] = []

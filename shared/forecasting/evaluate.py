@@ -124,7 +124,7 @@ def realised_temperature(ts: pd.Series | pd.DatetimeIndex, extra: RealisedTemper
     tf = temperature_features(t)
     temp = tf["temp_observed_degc"]
     if extra is not None and not extra.frame.empty:
-        temp = pd.Series(extra.frame.set_index("ts")["realised"].reindex(pd.DatetimeIndex(t)).to_numpy()).fillna(temp)
+        temp = on_grid(extra.frame, t)["temp_degc"].fillna(temp)
     if normal_where_missing:
         temp = temp.fillna(tf["temp_normal_degc"])
     return pd.DataFrame({"ts": t, "temp_degc": temp.to_numpy()})
