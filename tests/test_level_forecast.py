@@ -4,6 +4,7 @@ equivalence, not accuracy."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,8 @@ import pytest
 
 from shared.errors import ModelError
 from shared.forecasting import model as fm
-from tests.fixtures_forecast import grid_2022, tiny_model_config
+from shared.forecasting.evaluate import load_data, realised_temperature, with_weather
+from tests.fixtures_forecast import ECO2MIX, grid_2022, tiny_model_config
 
 TINY = tiny_model_config(level_epochs=5, level_seeds=2)
 
@@ -143,6 +145,47 @@ def test_profile_epochs_give_a_short_series_its_minimum_steps(points: int, epoch
     cfg = fm.ModelConfig()
     assert fm.profile_epochs(points, cfg) == epochs
     assert fm.profile_epochs(points, fm.ModelConfig(profile_min_steps=0)) == cfg.epochs
+
+
+@pytest.mark.parametrize(("resolution", "phase", "weather", "step", "expected"),
+                         [(15, 0.0, True, 30, 30), (5, 0.0, True, 30, 30), (30, 0.0, True, 30, 30),
+                          (60, 30.0, True, 30, 60), (15, 0.0, True, 0, 15), (20, 0.0, True, 30, 20),
+                          (15, 0.0, False, 30, 15)])
+def test_a_weather_profile_trains_on_a_30_minute_grid_where_the_series_is_finer(
+        resolution: int, phase: float, weather: bool, step: int, expected: int) -> None:
+    # finer grids keep every step that lies on the 30-minute grid at the series' phase; a grid as coarse or coarser,
+    # one that does not divide 30 minutes, weather_profile_step_min = 0 or the weather-free model keeps all
+    cfg = fm.ModelConfig(resolution_min=resolution, grid_phase_min=phase, weather=weather,
+                         weather_profile_step_min=step)
+    ts = pd.date_range("2023-03-01", periods=48 * 60 // resolution, freq=f"{resolution}min", tz="UTC")
+    ts += pd.Timedelta(minutes=phase)
+    kept = ts[fm.profile_sample(ts, cfg)]
+    assert fm.profile_train_step(cfg) == expected
+    assert len(kept) == 48 * 60 // expected and (kept[1:] - kept[:-1] == pd.Timedelta(minutes=expected)).all()
+    assert kept[0] == ts[0]
+
+
+def test_a_15_minute_weather_model_fits_its_profile_on_the_30_minute_instants_and_the_rest_on_every_step(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    fine, _ = load_data([ECO2MIX / "eco2mix_national_2022.csv.gz"], 15)
+    fine = fine[(fine["ts"] >= "2022-01-15") & (fine["ts"] < "2022-02-15")].reset_index(drop=True)
+    fine = with_weather(fine, realised_temperature(fine["ts"]), smoothed_input=True)
+    coarse = grid_2022("2022-02-15", start="2022-01-15")
+    seen: list[tuple[pd.DatetimeIndex, int]] = []
+    real_fit = fm._fit_profile
+
+    def fit_profile(cfg: fm.ModelConfig, events: list[str], frame: pd.DataFrame, *rest: Any) -> Any:
+        seen.append((pd.DatetimeIndex(frame["ds"]), cfg.batch_size))
+        return real_fit(cfg, events, frame, *rest)
+
+    monkeypatch.setattr(fm, "_fit_profile", fit_profile)
+    model = fm.fit(fine, replace(TINY, resolution_min=15, weather=True, weather_smoothed_input=True,
+                                 weather_level_lags=5, weather_level_seeds=1, weather_profile_seeds=1))
+    half_hours = pd.DatetimeIndex(coarse.dropna(subset=["value"])["ts"])
+    assert len(seen) == 1  # profile_frame's ds: local standard time, naive
+    assert seen[0][0].equals((half_hours + fm.std_offset(TINY.timezone)).tz_localize(None))
+    assert seen[0][1] == TINY.batch_size // 2  # a batch spans as much time as on every step
+    assert model.meta["train_points"] == int(fine["value"].notna().sum())  # the level network's blocks: all steps
 
 
 def test_an_artifact_saved_by_a_newer_version_is_a_model_error(trained: dict) -> None:

@@ -148,6 +148,17 @@ class ModelConfig:
     # with 1200); 400 leaves every training of three years or more as it was (4 years ≈ 650 steps, the weather
     # model's 3 years ≈ 480). 0 = ``epochs`` as given
     profile_min_steps: int = 400
+    # on a grid finer than this, the weather model's profile networks train on this coarser grid's instants only (a
+    # 15-minute series: its :00 and :30 steps, those a 30-minute grid holds), at a batch of as many minutes of the
+    # series (batch_size × resolution / this step), so every epoch takes as many optimizer steps, each over the same
+    # span of time, as on every step. Its fitted values, slope correction, linear companion and level networks
+    # still use every step. Measured at 15 minutes (train_and_calibrate before 2023, 91-day holdout with simulated
+    # temperature forecast errors, two training processes): holdout MAPE 3.500 / 3.475 % for seeds 42 / 43 against
+    # 3.501 / 3.476 % on every step; 60–75 s instead of 92–107 s; 1.25 + 1.08 GiB (stage + worker) instead of 1.84 +
+    # 1.70 — over the 3 GiB budget. Not the weather-free model: its one profile network lost 0.11 pp of holdout
+    # MAPE so (5.91 / 5.93 / 5.49 against 5.81 / 5.81 / 5.38 %, seeds 42–44) and costs 45–55 s and 2.4 GiB on every
+    # step. 0 = every step
+    weather_profile_step_min: int = 30
     yearly_order: int = 10
     weekly_order: int = 4
     daily_order: int = 10
@@ -761,7 +772,10 @@ def fit(grid: pd.DataFrame, cfg: ModelConfig) -> LoadModel:
     span_days = (ts.max() - ts.min()) / pd.Timedelta(days=1)
     if span_days < 365:
         cfg = replace(cfg, yearly_order=0)
-    if (epochs := profile_epochs(len(data), cfg)) != cfg.epochs:
+    sample = profile_sample(ts, cfg)
+    if (step := profile_train_step(cfg)) != cfg.resolution_min:
+        cfg = replace(cfg, batch_size=max(1, cfg.batch_size * cfg.resolution_min // step))
+    if (epochs := profile_epochs(int(sample.sum()), cfg)) != cfg.epochs:
         cfg = replace(cfg, epochs=epochs)
     present = [c for c in conditions_of(cfg) if frame[c].any()]
     if present != conditions_of(cfg):
@@ -783,7 +797,7 @@ def fit(grid: pd.DataFrame, cfg: ModelConfig) -> LoadModel:
     # no level network: no level seeds, so no worker process is started for a single profile network
     n_profiles, n_levels = max(1, profile_seeds_of(cfg)), max(1, level_seeds_of(cfg)) if cfg.level_network else 0
     with _training_pool(cfg, max(n_profiles, n_levels)) as workers:
-        done = _fit_seeds(workers, cfg, n_profiles, (cfg, events, frame, ts, y, wx), _fit_profile, _profile_job,
+        done = _fit_seeds(workers, cfg, n_profiles, (cfg, events, frame[sample], ts, y, wx), _fit_profile, _profile_job,
                           lambda out: (_restore_profile(cfg, out[0], out[1]), out[2]))
         profiles = [p for p, _ in done]
         fitted = np.mean([f for _, f in done], axis=0)
@@ -825,6 +839,24 @@ def persistence_weights(blocks: np.ndarray, mean_days: int, min_pairs: int = 10)
         xx = float(x[ok] @ x[ok])
         out.append(float(np.clip(x[ok] @ y[ok] / xx, 0.0, 1.0)) if ok.sum() >= min_pairs and xx > 0 else 1.0)
     return out
+
+
+def profile_train_step(cfg: ModelConfig) -> int:
+    """The step of the instants the profile networks train on: a weather model's ``weather_profile_step_min`` on a
+    grid finer than it that divides it, else the grid's own step."""
+    step = cfg.weather_profile_step_min if cfg.weather else 0
+    return step if step > cfg.resolution_min > 0 and step % cfg.resolution_min == 0 else cfg.resolution_min
+
+
+def profile_sample(ts: pd.DatetimeIndex, cfg: ModelConfig) -> np.ndarray:
+    """Which training steps the profile network fits (boolean, positional): the instants of the
+    :func:`profile_train_step` grid, at the grid's own phase (``cfg.grid_phase_min``) — a 15-minute series' :00 and
+    :30, those a 30-minute grid of it holds; every step where that is the grid itself."""
+    step = profile_train_step(cfg)
+    if step == cfg.resolution_min:
+        return np.ones(len(ts), dtype=bool)
+    minutes = pd.DatetimeIndex(ts).asi8 // 60_000_000_000
+    return np.asarray(minutes % step == round(cfg.grid_phase_min) % step)
 
 
 def profile_epochs(points: int, cfg: ModelConfig) -> int:
@@ -962,7 +994,7 @@ def _fit_profile(cfg: ModelConfig, events: list[str], frame: pd.DataFrame, ts: p
     """One profile network trained on ``frame`` (seeded by the caller), and its fitted values at ``ts`` (load
     scale; with weather, after the slope correction)."""
     profile = _label_profile(_new_profile(cfg, events), cfg, events)
-    profile.fit(frame, freq=f"{cfg.resolution_min}min", progress=None, minimal=True)
+    profile.fit(frame, freq=f"{profile_train_step(cfg)}min", progress=None, minimal=True)
     _release_training_data(profile)
     fitted = _profile_predict(profile, ts, wx)
     if wx is not None and cfg.weather_refit_days > 0:
