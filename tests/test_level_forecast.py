@@ -150,7 +150,7 @@ def test_profile_epochs_give_a_short_series_its_minimum_steps(points: int, epoch
 @pytest.mark.parametrize(("resolution", "phase", "weather", "step", "expected"),
                          [(15, 0.0, True, 30, 30), (5, 0.0, True, 30, 30), (30, 0.0, True, 30, 30),
                           (60, 30.0, True, 30, 60), (15, 0.0, True, 0, 15), (20, 0.0, True, 30, 20),
-                          (15, 0.0, False, 30, 15)])
+                          (15, 0.0, False, 30, 15), (15, 5.0, True, 30, 30), (15, 7.5, True, 30, 30)])
 def test_a_weather_profile_trains_on_a_30_minute_grid_where_the_series_is_finer(
         resolution: int, phase: float, weather: bool, step: int, expected: int) -> None:
     # finer grids keep every step that lies on the 30-minute grid at the series' phase; a grid as coarse or coarser,
@@ -171,20 +171,26 @@ def test_a_15_minute_weather_model_fits_its_profile_on_the_30_minute_instants_an
     fine = fine[(fine["ts"] >= "2022-01-15") & (fine["ts"] < "2022-02-15")].reset_index(drop=True)
     fine = with_weather(fine, realised_temperature(fine["ts"]), smoothed_input=True)
     coarse = grid_2022("2022-02-15", start="2022-01-15")
-    seen: list[tuple[pd.DatetimeIndex, int]] = []
+    seen: list[tuple[pd.DatetimeIndex, int, int]] = []
     real_fit = fm._fit_profile
 
     def fit_profile(cfg: fm.ModelConfig, events: list[str], frame: pd.DataFrame, *rest: Any) -> Any:
-        seen.append((pd.DatetimeIndex(frame["ds"]), cfg.batch_size))
+        seen.append((pd.DatetimeIndex(frame["ds"]), cfg.batch_size, cfg.epochs))
         return real_fit(cfg, events, frame, *rest)
 
     monkeypatch.setattr(fm, "_fit_profile", fit_profile)
     model = fm.fit(fine, replace(TINY, resolution_min=15, weather=True, weather_smoothed_input=True,
-                                 weather_level_lags=5, weather_level_seeds=1, weather_profile_seeds=1))
+                                 weather_level_lags=5, weather_level_seeds=1, weather_profile_seeds=1,
+                                 profile_min_steps=480))
     half_hours = pd.DatetimeIndex(coarse.dropna(subset=["value"])["ts"])
     assert len(seen) == 1  # profile_frame's ds: local standard time, naive
-    assert seen[0][0].equals((half_hours + fm.std_offset(TINY.timezone)).tz_localize(None))
-    assert seen[0][1] == TINY.batch_size // 2  # a batch spans as much time as on every step
+    ds, batch, epochs = seen[0]
+    assert ds.equals((half_hours + fm.std_offset(TINY.timezone)).tz_localize(None))
+    assert batch == TINY.batch_size // 2  # a batch spans as much time as on every step
+    # the minimum of optimizer steps counted on the rows the profile trains on
+    batches = -(-len(ds) // batch)
+    assert (epochs - 1) * batches < 480 <= epochs * batches
+    assert model.meta["profile_train_points"] == len(ds)
     assert model.meta["train_points"] == int(fine["value"].notna().sum())  # the level network's blocks: all steps
 
 

@@ -95,6 +95,17 @@ def test_a_users_half_hourly_file_gives_the_backtest_a_temperature_at_every_quar
     assert got["temp_degc"].iloc[1::2].to_numpy() == pytest.approx((own[:-1] + own[1:]) / 2)
 
 
+def test_a_short_gap_in_a_users_file_shows_the_shipped_series_real_values(january: pd.DataFrame) -> None:
+    extra = january.assign(realised=january["realised"] - 1.0)
+    hole = (extra["ts"] >= "2023-01-16T10:00Z") & (extra["ts"] < "2023-01-16T12:00Z")  # 2 h: short enough to fill
+    ts = pd.Series(pd.date_range("2023-01-16T09:00Z", "2023-01-16T12:30Z", freq="30min"))
+    got = evaluate.realised_temperature(ts, RealisedTemperature(extra.loc[~hole, ["ts", "realised"]], True, "Enedis"))
+    shipped = evaluate.realised_temperature(ts)
+    in_hole = ((ts >= pd.Timestamp("2023-01-16T10:00Z")) & (ts < pd.Timestamp("2023-01-16T12:00Z"))).to_numpy()
+    assert got.loc[in_hole, "temp_degc"].tolist() == shipped.loc[in_hole, "temp_degc"].tolist()
+    assert got.loc[~in_hole, "temp_degc"].to_numpy() == pytest.approx(shipped.loc[~in_hole, "temp_degc"] - 1.0)
+
+
 def test_a_weather_backtest_beyond_the_temperature_is_refused_before_training(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     trained: list[object] = []

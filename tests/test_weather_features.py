@@ -12,6 +12,7 @@ from shared.weather.features import (
     SMOOTHING_TAU_H,
     WEATHER_COLUMNS,
     derive,
+    interpolate_on,
     known_at,
     smooth,
 )
@@ -130,3 +131,21 @@ def test_known_at_missing_forecast_is_nan() -> None:
     # no forecast at all: only the past
     k0 = known_at(realised, forecast.iloc[:0], origin)
     assert k0["ts"].max() < origin
+
+
+@pytest.mark.parametrize("gap_h", [1, 3])
+def test_one_instant_between_two_values_up_to_the_limit_apart_is_interpolated(gap_h: int) -> None:
+    # the window is one instant; the source's values around it lie outside the window, up to INTERP_LIMIT away
+    hourly = _frame(n=96, freq="1h")
+    source = hourly[(hourly.index <= 40) | (hourly.index >= 40 + gap_h)]
+    mid = hourly["ts"].iloc[40] + pd.Timedelta(hours=gap_h) / 2
+    before, after = hourly["temp_degc"].iloc[40], hourly["temp_degc"].iloc[40 + gap_h]
+    got = interpolate_on(source, pd.DatetimeIndex([mid]))
+    assert got.iloc[0] == pytest.approx((before + after) / 2)
+
+
+def test_an_instant_in_a_gap_longer_than_the_limit_stays_unknown() -> None:
+    hourly = _frame(n=96, freq="1h")
+    source = hourly[(hourly.index <= 40) | (hourly.index >= 44)]  # 4 h apart
+    got = interpolate_on(source, pd.DatetimeIndex([hourly["ts"].iloc[42]]))
+    assert np.isnan(got.iloc[0])

@@ -109,11 +109,13 @@ def realised_temperature(ts: pd.Series | pd.DatetimeIndex, extra: RealisedTemper
                          normal_where_missing: bool = False) -> pd.DataFrame:
     """The realised temperature at ``ts``: ``ts, temp_degc``. By default France's (Enedis smoothed): the shipped
     series (2020-01-09 … 2023) and, where given, Enedis's files of ``extra`` (``--temperature``), whose values win
-    where both have one; ``normal_where_missing``: the climatological normal where neither has a value. A raw
-    ``timestamp,value`` temperature in ``extra`` (the series' own, :mod:`shared.weather.realised`) is used alone —
-    another definition, perhaps another area — short gaps interpolated, with the file's own climatology
+    where both have one (short gaps interpolated: a half-hourly series on a 15-minute grid);
+    ``normal_where_missing``: the climatological normal where neither has a value. A raw ``timestamp,value``
+    temperature in ``extra`` (the series' own, :mod:`shared.weather.realised`) is used alone — another definition,
+    perhaps another area — short gaps interpolated, with the file's own climatology
     (:func:`~shared.weather.realised.normal_of`) as the normal."""
-    from shared.features import temperature_features
+    from shared.features import WEATHER_DIR, temperature_features
+    from shared.weather.enedis import read_enedis_dir
 
     t = pd.Series(pd.DatetimeIndex(ts))
     if extra is not None and not extra.smoothed:
@@ -124,7 +126,13 @@ def realised_temperature(ts: pd.Series | pd.DatetimeIndex, extra: RealisedTemper
     tf = temperature_features(t)
     temp = tf["temp_observed_degc"]
     if extra is not None and not extra.frame.empty:
-        temp = on_grid(extra.frame, t)["temp_degc"].fillna(temp)
+        # one series at the sources' own instants — the files' values where they have one, the shipped series'
+        # elsewhere (the same Enedis definition) — then put on the grid once: a quarter-hour between two of the
+        # files' values is theirs, and a short gap in a file shows the shipped series' real values, not the file's
+        # interpolation
+        shipped = read_enedis_dir(WEATHER_DIR)[["ts", "realised"]]
+        merged = pd.concat([shipped, extra.frame[["ts", "realised"]]]).drop_duplicates("ts", keep="last")
+        temp = on_grid(merged, t)["temp_degc"]
     if normal_where_missing:
         temp = temp.fillna(tf["temp_normal_degc"])
     return pd.DataFrame({"ts": t, "temp_degc": temp.to_numpy()})

@@ -808,7 +808,8 @@ def fit(grid: pd.DataFrame, cfg: ModelConfig) -> LoadModel:
     if cfg.weather and cfg.weather_linear_weight > 0:
         linear = fit_linear(ts, data["value"].to_numpy(), data["hdd_smooth"].to_numpy(), data["cdd_smooth"].to_numpy(),
                             events, cfg.resolution_min, cfg.timezone, cfg.holiday_country)
-    meta = {"train_start": ts.min().isoformat(), "train_end": end.isoformat(), "train_points": int(len(data))}
+    meta = {"train_start": ts.min().isoformat(), "train_end": end.isoformat(), "train_points": int(len(data)),
+            "profile_train_points": int(sample.sum())}
     persistence: list[float] = []
     if not cfg.level_network and cfg.persistence_shrink > 0:
         blocks = _training_blocks(cfg, ts, data["value"].to_numpy() - fitted)
@@ -855,8 +856,8 @@ def profile_sample(ts: pd.DatetimeIndex, cfg: ModelConfig) -> np.ndarray:
     step = profile_train_step(cfg)
     if step == cfg.resolution_min:
         return np.ones(len(ts), dtype=bool)
-    minutes = pd.DatetimeIndex(ts).asi8 // 60_000_000_000
-    return np.asarray(minutes % step == round(cfg.grid_phase_min) % step)
+    ns = pd.DatetimeIndex(ts).asi8 - round(cfg.grid_phase_min * 60e9)  # in ns: a phase can be a fraction of a minute
+    return np.asarray(ns % (step * 60_000_000_000) == 0)
 
 
 def profile_epochs(points: int, cfg: ModelConfig) -> int:

@@ -110,6 +110,9 @@ def interpolate_on(frame: pd.DataFrame, idx: pd.DatetimeIndex) -> pd.Series:
         return pd.Series(np.nan, index=idx)
     s = (frame.assign(ts=pd.DatetimeIndex(frame["ts"]).tz_convert("UTC")).dropna(subset=["temp_degc"])
          .drop_duplicates("ts", keep="last").set_index("ts")["temp_degc"].astype(float).sort_index())
+    # only values within INTERP_LIMIT of the window can reach it: a short window of a long series (detect's and the
+    # forecast stage's features of four years of shipped temperature) costs milliseconds, not half a second
+    s = s[(s.index >= idx.min() - INTERP_LIMIT) & (s.index <= idx.max() + INTERP_LIMIT)]
     if len(s) == 0:
         return pd.Series(np.nan, index=idx)
     both = s.index.union(idx)
