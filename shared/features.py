@@ -297,17 +297,30 @@ def _normal_climatology(weather_dir: str) -> pd.Series:
     return df["normal"].groupby(np.asarray(key)).mean()
 
 
+def _normal_at_slots(local: pd.DatetimeIndex, clim: pd.Series) -> pd.Series:
+    """The climatology at the half-hour slots ``local`` lies in (positional; 29 February borrows 28 February's)."""
+    key = pd.Series(np.asarray(local.strftime("%m-%d") + "T" + ((local.hour * 60 + local.minute) // 30).astype(str)))
+    normal = key.map(clim).astype(float)
+    if normal.isna().any() and len(clim):
+        normal = normal.fillna(key.str.replace("02-29", "02-28", regex=False).map(clim))
+    return normal
+
+
 def normal_temperature(ts: pd.Series | pd.DatetimeIndex, weather_dir: Path = WEATHER_DIR) -> pd.Series:
     """The normal (climatological) national temperature at ``ts`` (°C, positional): Enedis's smoothed normal by
-    local month-day and half-hour of the day, defined for any year (29 February borrows 28 February's)."""
+    local month-day and half-hour of the day, defined for any year. An instant between two half-hours (a
+    15-minute grid) is interpolated between them, as the realised temperature is (no step at every half-hour)."""
     idx = pd.DatetimeIndex(ts)
     clim = _normal_climatology(str(weather_dir))
-    local = idx.tz_convert(TZ)
-    key = local.strftime("%m-%d") + "T" + ((local.hour * 60 + local.minute) // 30).astype(str)
-    normal = pd.Series(np.asarray(key)).map(clim).astype(float)
-    if normal.isna().any() and len(clim):
-        alt = pd.Series(np.asarray(key)).str.replace("02-29", "02-28", regex=False).map(clim)
-        normal = normal.fillna(alt)
+    normal = _normal_at_slots(idx.tz_convert(TZ), clim)
+    # half-hours floored in UTC: the zone's offsets are whole hours, and a local floor is ambiguous at a DST change
+    utc = idx.tz_convert("UTC")
+    share = np.asarray((utc - utc.floor("30min")) / pd.Timedelta(minutes=30), dtype=float)
+    if (between := share > 0).any():
+        nxt = (utc[between].floor("30min") + pd.Timedelta(minutes=30)).tz_convert(TZ)
+        after = _normal_at_slots(nxt, clim).to_numpy()
+        before = normal.to_numpy()[between]
+        normal.iloc[np.flatnonzero(between)] = before + share[between] * (after - before)
     return normal
 
 

@@ -14,6 +14,7 @@ from shared.features import (
     compute_features,
     featurize,
     grid_step_for,
+    normal_temperature,
     plan_window,
     series_step_minutes,
     temperature_features,
@@ -92,6 +93,15 @@ def test_the_half_hourly_realised_temperature_is_interpolated_onto_a_15_minute_g
     temp = temperature_features(ts)["temp_observed_degc"].to_numpy()
     half_hours, quarters = temp[0::2], temp[1::2]  # the shipped Enedis series' own instants, then between them
     assert np.isfinite(temp).all() and np.ptp(half_hours) > 0  # a morning the temperature moves
+    assert quarters == pytest.approx((half_hours[:-1] + half_hours[1:]) / 2)
+
+
+def test_the_normal_temperature_is_interpolated_between_half_hours_on_a_15_minute_grid() -> None:
+    ts = pd.date_range("2024-04-16 05:00", "2024-04-16 09:00", freq="15min", tz="UTC")  # any year: a climatology
+    normal = normal_temperature(ts).to_numpy()
+    half_hours, quarters = normal[0::2], normal[1::2]
+    assert np.ptp(half_hours) > 0  # a spring morning warms
+    assert half_hours.tolist() == normal_temperature(ts[0::2]).tolist()  # the 30-minute grid's values
     assert quarters == pytest.approx((half_hours[:-1] + half_hours[1:]) / 2)
 
 
