@@ -817,7 +817,7 @@ def weather_resources(grid: pd.DataFrame, train_start: pd.Timestamp, test_start:
     real, gw, wcfg = shipped_weather(grid, cfg, temperature, other_series)
     train = gw[(gw["ts"] >= train_start) & (gw["ts"] < test_start)]
     t0, c0 = time.perf_counter(), time.process_time()
-    model, _ = train_and_calibrate(train, settings, wcfg,
+    model, hold = train_and_calibrate(train, settings, wcfg,
                                    weather=simulated_provider(real, horizon, step, HOLDOUT_SEED,
                                                               wcfg.weather_smoothed_input))
     train_s, train_cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -837,6 +837,8 @@ def weather_resources(grid: pd.DataFrame, train_start: pd.Timestamp, test_start:
             "train_seconds": round(train_s, 2), "train_cpu_seconds": round(train_cpu, 2),
             "load_average_1min_at_end": round(os.getloadavg()[0], 2),
             "predict_seconds": round(predict_s, 3), "peak_rss_gib": round(rss, 3),
+            # what the training bought: its holdout scored as the promotion rule scores it (simulated forecast errors)
+            "holdout_mape": hold["metrics"]["mape"], "holdout_naive_mape": hold["metrics"].get("naive_mape"),
             "workers_peak_rss_gib": round(workers, 3), "peak_rss_with_workers_gib": round(rss + workers, 3),
             # the rows the weather model trained on (its own window, where weather exists) up to the test start
             "forecast_rows": int(len(fc)), "train_window": [model.meta["train_start"], test_start.isoformat()],
