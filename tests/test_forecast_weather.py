@@ -9,6 +9,7 @@ replay serves them (a perfect forecast: this checks the data path, not what weat
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -269,7 +270,7 @@ def test_a_hole_in_the_realised_temperature_leaves_its_holdout_origins_out_not_t
 @pytest.mark.slow
 @pytest.mark.parametrize("holed_settings", [HOLE_27_FEB_8_MARCH], indirect=True)
 def test_a_weather_training_that_cannot_be_scored_leaves_the_run_to_the_weather_free_model(
-        store: Store, holed_settings: Settings, tmp_path: Path) -> None:
+        store: Store, holed_settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     # the failed weather training came first at every run, so the weather-free model was never retrained meanwhile
     artifacts = LocalArtifactStore(tmp_path / "models")
     settings = holed_settings.model_copy(update={"forecast_retrain_hours": 0.5})  # due again an hour later
@@ -279,6 +280,9 @@ def test_a_weather_training_that_cannot_be_scored_leaves_the_run_to_the_weather_
     assert second.trained is not None, second.details
     # the weather training stopped before any fit, naming the backfill; the run's training went to the other model
     assert "weather-backfill --archive --start 2023-02-" in second.trained["weather_error"]
+    # said as a warning without a traceback: it is retried every run, for as long as the hole lies in the holdout
+    held = [r for r in caplog.records if getattr(r, "event", "") == "training_failed"]
+    assert [(r.levelno, r.exc_info) for r in held] == [(logging.WARNING, None)]
     assert second.trained["model"] == "weather_free" and second.trained["trained"] is True, second.trained
     assert second.trained["version"] != first.trained["version"]
     assert artifacts.current(service.weather_series_key(settings)) is None

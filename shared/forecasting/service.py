@@ -1139,8 +1139,11 @@ def run_forecast(store: Store, settings: Settings, artifacts_factory: Any, now: 
                                        "error": f"{type(exc).__name__}: {exc}"} | weather_error
                         if isinstance(exc, ArtifactError):
                             store_error = str(exc)
-                        log_event(log, "training_failed", logging.ERROR, error=str(exc), weather=weather,
-                                  error_type=type(exc).__name__, exc_info=exc)
+                        # a hole in the realised temperature is a data condition with its remedy in the message,
+                        # retried every run until filled: a warning, not an error with a traceback each hour
+                        held = isinstance(exc, WeatherHoldoutError)
+                        log_event(log, "training_failed", logging.WARNING if held else logging.ERROR, error=str(exc),
+                                  weather=weather, error_type=type(exc).__name__, exc_info=None if held else exc)
                         if isinstance(exc, WeatherHoldoutError) and trainable:
                             # failed before any fit: the run's training goes to the next model due (the weather-free
                             # one was never retrained while a hole in the temperature failed every weather training)
