@@ -19,8 +19,9 @@ from shared.features import (
     series_step_minutes,
     temperature_features,
 )
-from shared.settings import Settings
+from shared.settings import REPO_ROOT, Settings
 from shared.store import Store
+from shared.weather.enedis import read_enedis_dir
 from tests.fixtures_forecast import history, insert_measurements
 
 
@@ -100,9 +101,19 @@ def test_the_normal_temperature_is_interpolated_between_half_hours_on_a_15_minut
     ts = pd.date_range("2024-04-16 05:00", "2024-04-16 09:00", freq="15min", tz="UTC")  # any year: a climatology
     normal = normal_temperature(ts).to_numpy()
     half_hours, quarters = normal[0::2], normal[1::2]
-    assert np.ptp(half_hours) > 0  # a spring morning warms
-    assert half_hours.tolist() == normal_temperature(ts[0::2]).tolist()  # the 30-minute grid's values
+    # the half-hours: the shipped Enedis normal of the same local day and time, averaged over the years it covers
+    shipped = read_enedis_dir(REPO_ROOT / "data" / "weather")
+    local = pd.DatetimeIndex(shipped["ts"]).tz_convert("Europe/Paris")
+    by_slot = shipped.groupby(np.asarray(local.strftime("%m-%d %H:%M")))["normal"].mean()
+    expected = by_slot.reindex(ts[0::2].tz_convert("Europe/Paris").strftime("%m-%d %H:%M")).to_numpy()
+    assert np.ptp(half_hours) > 0 and half_hours == pytest.approx(expected)  # a spring morning warms
     assert quarters == pytest.approx((half_hours[:-1] + half_hours[1:]) / 2)
+
+
+@pytest.mark.parametrize("day", ["2024-03-31", "2024-10-27"])
+def test_the_normal_temperature_of_a_15_minute_dst_day_is_whole(day: str) -> None:
+    ts = pd.date_range(f"{day} 00:00", periods=24 * 4, freq="15min", tz="UTC")
+    assert np.isfinite(normal_temperature(ts).to_numpy()).all()
 
 
 def test_plan_window_covers_a_week_after_the_change() -> None:
