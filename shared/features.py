@@ -279,7 +279,9 @@ def calendar_features(ts: pd.Series) -> pd.DataFrame:
 
 # --- temperature ------------------------------------------------------------------------------
 @lru_cache(maxsize=1)
-def _enedis_temperature(weather_dir: str) -> pd.DataFrame:
+def shipped_temperature(weather_dir: str) -> pd.DataFrame:
+    """The shipped Enedis national temperature (``ts``, ``observed``, ``normal``), read once per process: every
+    featurize, detect and forecast run reads it."""
     from shared.weather.enedis import read_enedis_dir  # the one reader of the series
 
     df = read_enedis_dir(weather_dir)
@@ -289,7 +291,7 @@ def _enedis_temperature(weather_dir: str) -> pd.DataFrame:
 @lru_cache(maxsize=1)
 def _normal_climatology(weather_dir: str) -> pd.Series:
     """Enedis normal temperature averaged by (local month-day, half-hour of day): defined for any year."""
-    df = _enedis_temperature(weather_dir)
+    df = shipped_temperature(weather_dir)
     if df.empty:
         return pd.Series(dtype=float)
     local = pd.DatetimeIndex(df["ts"]).tz_convert(TZ)
@@ -328,7 +330,7 @@ def temperature_features(ts: pd.Series, weather_dir: Path = WEATHER_DIR) -> pd.D
     """Normal (climatological) and observed temperature with normal heating/cooling degrees."""
     idx = pd.DatetimeIndex(ts)
     normal = normal_temperature(idx, weather_dir)
-    obs_df = _enedis_temperature(str(weather_dir))
+    obs_df = shipped_temperature(str(weather_dir))
     # the series is half-hourly: on a 15-minute grid the quarter-hours between two of its values are interpolated,
     # the one definition the weather features use (a plain reindex left them NaN, so a 15-minute weather model
     # trained on half its steps and its holdout stopped at the first quarter-hour without weather)

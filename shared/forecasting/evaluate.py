@@ -114,8 +114,7 @@ def realised_temperature(ts: pd.Series | pd.DatetimeIndex, extra: RealisedTemper
     temperature in ``extra`` (the series' own, :mod:`shared.weather.realised`) is used alone — another definition,
     perhaps another area — short gaps interpolated, with the file's own climatology
     (:func:`~shared.weather.realised.normal_of`) as the normal."""
-    from shared.features import WEATHER_DIR, temperature_features
-    from shared.weather.enedis import read_enedis_dir
+    from shared.features import WEATHER_DIR, shipped_temperature, temperature_features
 
     t = pd.Series(pd.DatetimeIndex(ts))
     if extra is not None and not extra.smoothed:
@@ -130,7 +129,7 @@ def realised_temperature(ts: pd.Series | pd.DatetimeIndex, extra: RealisedTemper
         # elsewhere (the same Enedis definition) — then put on the grid once: a quarter-hour between two of the
         # files' values is theirs, and a short gap in a file shows the shipped series' real values, not the file's
         # interpolation
-        shipped = read_enedis_dir(WEATHER_DIR)[["ts", "realised"]]
+        shipped = shipped_temperature(str(WEATHER_DIR)).rename(columns={"observed": "realised"})[["ts", "realised"]]
         merged = pd.concat([shipped, extra.frame[["ts", "realised"]]]).drop_duplicates("ts", keep="last")
         temp = on_grid(merged, t)["temp_degc"]
     if normal_where_missing:
