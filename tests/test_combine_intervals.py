@@ -1,7 +1,7 @@
 """Adaptive conformal intervals (issue 10, shared/forecasting/combine.py: adaptive_calibration): age-weighted
 error quantiles and the coverage integrator — they adapt after a run of misses, stay bounded, weigh recent
-errors more, and what production recomputes from stored issued forecasts equals what the backtest issued
-origin after origin. Synthetic series only for edge cases; one check on real 2023 load."""
+errors (and recent misses) more, and what production recomputes from stored issued forecasts equals what the
+backtest issued origin after origin. Synthetic series only for edge cases; one check on real 2023 load."""
 
 from __future__ import annotations
 
@@ -81,6 +81,31 @@ def test_a_run_of_misses_widens_a_run_of_hits_narrows_and_the_factor_is_bounded(
     # a lead day whose blocks are not yet observed has no coverage to learn from; too few origins → fallback
     few, act = _synthetic(5, 0.03)
     assert combine.adaptive_calibration(few, act, AS_OF, 0.8, 91, {"1": [-0.1, 0.1]}) == {"1": [-0.1, 0.1]}
+
+
+def _issued_by_origin(fc: pd.DataFrame, narrow: set[int]) -> pd.DataFrame:
+    """Issued bounds per origin: none wide at the ``narrow`` origins' positions (every actual missed), ±50 % at
+    the others (every actual covered)."""
+    pos = fc["origin"].map({o: i for i, o in enumerate(sorted(fc["origin"].unique()))})
+    width = np.where(pos.isin(narrow), 0.0, 0.5)
+    return fc.assign(lower=fc["yhat"] * (1 - width), upper=fc["yhat"] * (1 + width))
+
+
+def test_old_misses_count_less_than_recent_ones() -> None:
+    """The integrator is leaky: ten missed origins two months back widen the interval less than the same ten
+    missed origins last month; with equal terms (no leak) both sums, hence both intervals, are the same."""
+    fc, actual = _synthetic(60, 0.03)
+    old, recent = _issued_by_origin(fc, set(range(0, 10))), _issued_by_origin(fc, set(range(40, 50)))
+    # a small step keeps the factor inside ACI_SCALE (unclipped), so any difference of the sums shows
+    leaky_old = combine.adaptive_calibration(old, actual, AS_OF, 0.8, 91, {}, gamma=0.05)
+    leaky_recent = combine.adaptive_calibration(recent, actual, AS_OF, 0.8, 91, {}, gamma=0.05)
+    flat_old = combine.adaptive_calibration(old, actual, AS_OF, 0.8, 91, {}, gamma=0.05, leak_half_life_days=None)
+    flat_recent = combine.adaptive_calibration(recent, actual, AS_OF, 0.8, 91, {}, gamma=0.05,
+                                               leak_half_life_days=None)
+    assert leaky_old.keys() == leaky_recent.keys() and {"1", "2"} <= leaky_old.keys()
+    for k in leaky_old:
+        assert leaky_recent[k][1] - leaky_recent[k][0] > 1.02 * (leaky_old[k][1] - leaky_old[k][0]), k
+        assert flat_recent[k] == pytest.approx(flat_old[k], rel=1e-12), k
 
 
 def test_stateless_replay_equals_the_incremental_intervals() -> None:
