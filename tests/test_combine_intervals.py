@@ -106,6 +106,15 @@ def test_old_misses_count_less_than_recent_ones() -> None:
     for k in leaky_old:
         assert leaky_recent[k][1] - leaky_recent[k][0] > 1.02 * (leaky_old[k][1] - leaky_old[k][0]), k
         assert flat_recent[k] == pytest.approx(flat_old[k], rel=1e-12), k
+    # the rate: each fully observed origin's excess (1 − 0.2 missed, 0 − 0.2 covered) weighs 0.5 ** (age / 180 days)
+    base = combine.adaptive_calibration(recent, actual, AS_OF, 0.8, 91, {}, gamma=0.0)
+    origins = sorted(fc["origin"].unique())
+    for k in ("1", "2"):
+        excess = sum(0.5 ** ((AS_OF - o) / pd.Timedelta(days=combine.ACI_LEAK_HALF_LIFE_DAYS))
+                     * ((1.0 if i in range(40, 50) else 0.0) - 0.2)
+                     for i, o in enumerate(origins) if o + pd.Timedelta(days=int(k)) <= AS_OF)
+        factor = (leaky_recent[k][1] - leaky_recent[k][0]) / (base[k][1] - base[k][0])
+        assert factor == pytest.approx(np.exp(0.05 * excess), rel=1e-9), k
 
 
 def test_stateless_replay_equals_the_incremental_intervals() -> None:

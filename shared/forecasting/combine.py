@@ -33,12 +33,12 @@ MIN_POINTS = 24
 ERROR_HALF_LIFE_DAYS = 7.0  # age weight of a past origin's errors: 0.5 ** (age in days / half-life)
 ACI_GAMMA = 1.0  # log-width step per resolved origin and unit of excess miscoverage
 ACI_SCALE = (0.5, 3.0)  # bounds of the width factor
-# The integrator's terms fade with the origin's age (half-life in days): its sum is clipped only at the end, so
-# without a fade a summer of over-coverage wound it far below its floor and a run of misses far above its ceiling
-# (D+7 widths swung 3 % → 64 % of load within weeks in 2021-Q4). Chosen on the 2015–2018 backtests among half-lives
-# 45–365 days and none (most quarter × D+k cells in band; README, *Adaptive conformal intervals*): 180 days, 106 →
-# 111 of 112 cells, narrower, better interval score; checked on 2019–2023: 133 → 136 of 140. Halving every 30 days
-# (too fast) or clipping the sum at every step held fewer cells.
+# The integrator's terms fade with the origin's age (half-life in days). Over the 91-day window the oldest term still
+# weighs 0.70 (0.84 on average), so this does not bound the wind-up (the sum is clipped only at the end: a summer of
+# over-coverage still sums far below the floor); it tilts the sum toward the last weeks' coverage and lowers the
+# gain of old terms. Chosen on the 2015–2018 backtests among half-lives 45–365 days and none (most quarter × D+k
+# cells in band; README, *Adaptive conformal intervals*): 180 days, 106 → 111 of 112 cells, narrower, better interval
+# score; checked on 2019–2023: 133 → 136 of 140. Halving every 30 days or clipping the sum at every step held fewer.
 ACI_LEAK_HALF_LIFE_DAYS = 180.0
 
 
@@ -151,8 +151,8 @@ def adaptive_calibration(past: pd.DataFrame, actual: pd.DataFrame, as_of: pd.Tim
       quantiles dominated by the last weeks under-cover; the integrator settles where the misses over the window
       exceed ``α`` just enough to hold the factor that fixes that. A multiplicative width is used rather than a
       shifted quantile level, whose reach ends at the window's largest error. Each term weighs
-      ``0.5 ** (age / leak_half_life_days)`` (a leaky integrator: an old season's misses or hits fade instead of
-      winding the sum far past the bounds); ``leak_half_life_days=None``: equal terms.
+      ``0.5 ** (age / leak_half_life_days)``, ``age`` in days from the origin to ``as_of`` (a leaky integrator:
+      recent coverage counts more than the window's oldest); ``leak_half_life_days=None``: equal terms.
     """
     cal = {k: list(v) for k, v in fallback.items()}
     if past.empty:
