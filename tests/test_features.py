@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from shared.features import (
+    WEATHER_DIR,
     build_grid,
     calendar_features,
     compute_features,
@@ -19,7 +20,7 @@ from shared.features import (
     series_step_minutes,
     temperature_features,
 )
-from shared.settings import REPO_ROOT, Settings
+from shared.settings import Settings
 from shared.store import Store
 from shared.weather.enedis import read_enedis_dir
 from tests.fixtures_forecast import history, insert_measurements
@@ -102,7 +103,7 @@ def test_the_normal_temperature_is_interpolated_between_half_hours_on_a_15_minut
     normal = normal_temperature(ts).to_numpy()
     half_hours, quarters = normal[0::2], normal[1::2]
     # the half-hours: the shipped Enedis normal of the same local day and time, averaged over the years it covers
-    shipped = read_enedis_dir(REPO_ROOT / "data" / "weather")
+    shipped = read_enedis_dir(WEATHER_DIR)
     local = pd.DatetimeIndex(shipped["ts"]).tz_convert("Europe/Paris")
     by_slot = shipped.groupby(np.asarray(local.strftime("%m-%d %H:%M")))["normal"].mean()
     expected = by_slot.reindex(ts[0::2].tz_convert("Europe/Paris").strftime("%m-%d %H:%M")).to_numpy()

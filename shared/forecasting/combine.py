@@ -123,6 +123,15 @@ def weighted_quantiles(x: np.ndarray, w: np.ndarray, qs: list[float]) -> np.ndar
     return np.interp(qs, cdf, xs)
 
 
+def age_weights(origins: pd.Series | pd.Index, as_of: pd.Timestamp, half_life_days: float | None) -> np.ndarray:
+    """``0.5 ** (age in days / half_life_days)`` of each origin at ``as_of``; equal weights (1) for ``None``. The
+    one age weighting of the intervals: the error quantiles' and the coverage integrator's."""
+    if half_life_days is None:
+        return np.ones(len(origins))
+    age_days = ((as_of - pd.DatetimeIndex(origins)) / pd.Timedelta(days=1)).to_numpy(dtype=float)
+    return np.asarray(0.5 ** (age_days / half_life_days), dtype=float)
+
+
 def adaptive_calibration(past: pd.DataFrame, actual: pd.DataFrame, as_of: pd.Timestamp, level: float,
                          window_days: int, fallback: dict[str, list[float]],
                          gamma: float = ACI_GAMMA,
@@ -165,8 +174,7 @@ def adaptive_calibration(past: pd.DataFrame, actual: pd.DataFrame, as_of: pd.Tim
     j = j[np.isfinite(j["value"]) & np.isfinite(j["yhat"]) & (j["yhat"] != 0) & (j["value"] > 0)]
     alpha = 1 - level
     rel = ((j["value"] - j["yhat"]) / j["yhat"]).to_numpy(dtype=float)
-    age_days = ((as_of - pd.DatetimeIndex(j["origin"])) / pd.Timedelta(days=1)).to_numpy(dtype=float)
-    weight = np.ones(len(j)) if half_life_days is None else 0.5 ** (age_days / half_life_days)
+    weight = age_weights(j["origin"], as_of, half_life_days)
     has_iv = {"lower", "upper"} <= set(j.columns)
     for k, idx in j.groupby("lead_day").indices.items():
         g = j.iloc[idx]
@@ -179,9 +187,7 @@ def adaptive_calibration(past: pd.DataFrame, actual: pd.DataFrame, as_of: pd.Tim
             iv = iv[(iv["origin"] + pd.Timedelta(hours=24) * int(k)) <= as_of]
             if len(iv):
                 miss = (~((iv["value"] >= iv["lower"]) & (iv["value"] <= iv["upper"]))).groupby(iv["origin"]).mean()
-                fade = np.ones(len(miss)) if leak_half_life_days is None else 0.5 ** (
-                    ((as_of - pd.DatetimeIndex(miss.index)) / pd.Timedelta(days=1)).to_numpy(dtype=float)
-                    / leak_half_life_days)
+                fade = age_weights(miss.index, as_of, leak_half_life_days)
                 excess = float(((miss.to_numpy(dtype=float) - alpha) * fade).sum())
                 scale = float(np.clip(np.exp(gamma * excess), ACI_SCALE[0], ACI_SCALE[1]))
         q_lo, mid, q_hi = weighted_quantiles(rel[idx], weight[idx], [alpha / 2, 0.5, 1 - alpha / 2])

@@ -1144,7 +1144,7 @@ def run_forecast(store: Store, settings: Settings, artifacts_factory: Any, now: 
                         held = isinstance(exc, WeatherHoldoutError)
                         log_event(log, "training_failed", logging.WARNING if held else logging.ERROR, error=str(exc),
                                   weather=weather, error_type=type(exc).__name__, exc_info=None if held else exc)
-                        if isinstance(exc, WeatherHoldoutError) and trainable:
+                        if held and trainable:
                             # failed before any fit: the run's training goes to the next model due (the weather-free
                             # one was never retrained while a hole in the temperature failed every weather training)
                             trainable, weather_error = False, {"weather_error": res.trained["error"]}
